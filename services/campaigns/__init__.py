@@ -1,0 +1,1 @@
+"""The campaigns service (see the architecture brief)."""

@@ -1,0 +1,1 @@
+"""The contacts service (see the architecture brief)."""

@@ -1,0 +1,1 @@
+"""The privacy service (see the architecture brief)."""

@@ -1,0 +1,1 @@
+"""The sender: a worker process (run several) that turns send jobs into mail."""

@@ -1,0 +1,1 @@
+"""The tracking service (see the architecture brief)."""

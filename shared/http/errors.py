@@ -1,0 +1,78 @@
+"""One error shape everywhere: {"error": {"code", "message", "details"}}.
+
+A bad request is a 4xx that names what is wrong; a bug is a 500 that says
+nothing about internals. Validation errors from the marshmallow schemas come
+back as 400 with `details` mapping each offending field to its messages.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: Any = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+def not_found(what: str = "resource") -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def error_response(status: int, code: str, message: str, details: Any = None,
+                   headers: dict[str, str] | None = None):
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    response = jsonify(body)
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _code_for(exc: HTTPException) -> str:
+    return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+
+
+def _validation_details(messages: Any) -> dict:
+    """webargs nests messages by location ({"json": {"email": [...]}}); the
+    caller wants the field. Locations are kept only when it is ambiguous."""
+    if isinstance(messages, dict) and len(messages) == 1:
+        location, inner = next(iter(messages.items()))
+        if location in ("json", "query", "querystring", "form", "files", "headers", "view_args"):
+            return inner if isinstance(inner, dict) else {"_body": inner}
+    return messages if isinstance(messages, dict) else {"_body": messages}
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        data = getattr(exc, "data", None) or {}
+        if "messages" in data or "errors" in data:
+            details = _validation_details(data.get("errors") or data.get("messages"))
+            fields = ", ".join(sorted(map(str, details))) if isinstance(details, dict) else ""
+            message = f"invalid input: {fields}" if fields else "invalid input"
+            return error_response(400, "validation_error", message, details,
+                                  data.get("headers"))
+        return error_response(exc.code or 500, _code_for(exc), exc.description or exc.name,
+                              None, data.get("headers"))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error; the request id is in "
+                              "the X-Request-Id header")

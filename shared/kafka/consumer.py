@@ -1,0 +1,204 @@
+"""The one consumer loop: `while not stopping: run_once()`.
+
+- Offsets are committed only after the work is done (and after everything the
+  work produced is flushed), at most once per `commit_interval`, and always on
+  shutdown and when partitions are revoked.
+- A message that can never succeed (not a valid envelope, or a handler raising
+  `PermanentError`) goes to the dead-letter topic with its reason, and counts.
+- Any other handler failure is transient (a database or broker outage): the
+  partition seeks back to the failed message and pauses with exponential
+  backoff; the loop keeps polling the other partitions. Nothing is dropped.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Callable, Mapping
+
+from shared import metrics
+from shared.events import Event, InvalidEvent, decode
+from shared.kafka.interface import MessageSink, MessageSource, Record, TopicPartition
+from shared.topics import DEAD_LETTERS
+from shared.tracing import trace
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Event], None]
+
+
+class PermanentError(Exception):
+    """This message can never succeed; dead-letter it with this reason."""
+
+
+class ConsumerLoop:
+    def __init__(self, source: MessageSource, handlers: Mapping[str, Handler], *,
+                 service: str, group: str, dead_letters: MessageSink,
+                 before_commit: Callable[[], None] | None = None,
+                 commit_interval: float = 1.0, max_records: int = 500,
+                 poll_timeout_ms: int = 200, backoff_initial: float = 0.5,
+                 backoff_max: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.source = source
+        self.handlers = dict(handlers)
+        self.service = service
+        self.group = group
+        self.dead_letters = dead_letters
+        self.before_commit = before_commit
+        self.commit_interval = commit_interval
+        self.max_records = max_records
+        self.poll_timeout_ms = poll_timeout_ms
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.clock = clock
+        self.stopping = False
+        self._done: dict[TopicPartition, int] = {}       # next offset to commit
+        self._first_uncommitted: dict[TopicPartition, int] = {}
+        self._failures: dict[TopicPartition, int] = {}
+        self._paused_until: dict[TopicPartition, float] = {}
+        self._last_commit = clock()
+        source.on_revoke = self._on_revoke
+
+    # -- running ---------------------------------------------------------
+    def stop(self, *_args) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        try:
+            while not self.stopping:
+                self.run_once()
+        finally:
+            self.shutdown()
+
+    def run_once(self) -> int:
+        """Poll once, handle what came; returns how many records were settled."""
+        self._resume_due_partitions()
+        records = self.source.poll(self.poll_timeout_ms, self.max_records)
+        settled = 0
+        blocked: set[TopicPartition] = set()
+        for record in records:
+            tp = (record.topic, record.partition)
+            if tp in blocked:
+                continue
+            if self.stopping:
+                # Stop taking work: rewind so the rest is redelivered to whoever
+                # gets the partition next, even if this process lingers.
+                self.source.seek(tp, record.offset)
+                blocked.add(tp)
+                continue
+            if self._handle(record):
+                self._first_uncommitted.setdefault(tp, record.offset)
+                self._done[tp] = record.offset + 1
+                self._failures.pop(tp, None)
+                settled += 1
+            else:
+                blocked.add(tp)
+                self._retry_later(tp, record.offset)
+        if self.clock() - self._last_commit >= self.commit_interval:
+            self.commit()
+        return settled
+
+    def shutdown(self) -> None:
+        try:
+            self.commit()
+        finally:
+            self.source.close()
+
+    # -- one record ------------------------------------------------------
+    def _handle(self, record: Record) -> bool:
+        """True when the record is settled (handled, ignored or dead-lettered)."""
+        try:
+            event = decode(record.value)
+        except InvalidEvent as exc:
+            self._dead_letter(record, str(exc))
+            return True
+        handler = self.handlers.get(event.type)
+        if handler is None:
+            metrics.MESSAGES.labels(self.service, record.topic, "ignored").inc()
+            return True
+        with trace(event.trace_id or None):
+            try:
+                handler(event)
+            except PermanentError as exc:
+                self._dead_letter(record, f"{event.type}: {exc}")
+                return True
+            except Exception:
+                metrics.HANDLER_RETRIES.labels(self.service, record.topic).inc()
+                log.exception("handler failed, will retry", extra={
+                    "event_type": event.type, "topic": record.topic,
+                    "partition": record.partition, "offset": record.offset})
+                return False
+        metrics.MESSAGES.labels(self.service, record.topic, "handled").inc()
+        return True
+
+    def _dead_letter(self, record: Record, reason: str) -> None:
+        headers = [("dlq.reason", reason.encode()[:1000]),
+                   ("dlq.topic", record.topic.encode()),
+                   ("dlq.partition", str(record.partition).encode()),
+                   ("dlq.offset", str(record.offset).encode()),
+                   ("dlq.group", self.group.encode()),
+                   ("dlq.service", self.service.encode())]
+        self.dead_letters.send(DEAD_LETTERS, record.key, record.value, headers)
+        metrics.DEAD_LETTERS.labels(self.service, record.topic).inc()
+        metrics.MESSAGES.labels(self.service, record.topic, "dead_lettered").inc()
+        log.warning("message dead-lettered", extra={
+            "reason": reason[:300], "topic": record.topic,
+            "partition": record.partition, "offset": record.offset})
+
+    # -- backoff ---------------------------------------------------------
+    def _retry_later(self, tp: TopicPartition, offset: int) -> None:
+        failures = self._failures.get(tp, 0) + 1
+        self._failures[tp] = failures
+        delay = min(self.backoff_max, self.backoff_initial * 2 ** (failures - 1))
+        self.source.seek(tp, offset)
+        self.source.pause(tp)
+        self._paused_until[tp] = self.clock() + delay
+
+    def _resume_due_partitions(self) -> None:
+        now = self.clock()
+        for tp, until in list(self._paused_until.items()):
+            if until <= now:
+                self.source.resume(tp)
+                del self._paused_until[tp]
+
+    # -- commits ---------------------------------------------------------
+    def commit(self, only: set[TopicPartition] | None = None) -> None:
+        offsets = {tp: o for tp, o in self._done.items() if only is None or tp in only}
+        self._last_commit = self.clock()
+        if not offsets:
+            return
+        try:
+            if self.before_commit:
+                self.before_commit()
+            self.dead_letters.flush()
+        except Exception:
+            # What the work produced may not be out: do it again rather than
+            # commit past it. Handlers are idempotent.
+            log.exception("flush before commit failed; reprocessing from last commit")
+            for tp in offsets:
+                self.source.seek(tp, self._first_uncommitted[tp])
+                self._done.pop(tp, None)
+                self._first_uncommitted.pop(tp, None)
+            return
+        try:
+            self.source.commit(offsets)
+        except Exception:
+            # A rebalance or an outage: these partitions may be someone else's
+            # now. Forget the progress; whoever owns them redoes the work.
+            log.warning("offset commit failed; uncommitted work will be redelivered",
+                        exc_info=True)
+        for tp in offsets:
+            self._done.pop(tp, None)
+            self._first_uncommitted.pop(tp, None)
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        self.commit(only=set(partitions))
+        for tp in partitions:
+            self._paused_until.pop(tp, None)
+            self._failures.pop(tp, None)
+
+
+def run_until_signalled(loop: ConsumerLoop) -> None:
+    """SIGTERM and SIGINT only set the flag; the loop drains and commits."""
+    signal.signal(signal.SIGTERM, loop.stop)
+    signal.signal(signal.SIGINT, loop.stop)
+    loop.run()

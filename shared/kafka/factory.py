@@ -1,0 +1,39 @@
+"""Build the Kafka-backed pieces from configuration."""
+from __future__ import annotations
+
+import os
+import socket
+
+from shared.config import Config
+from shared.kafka.consumer import ConsumerLoop, Handler
+from shared.kafka.kafka_impl import KafkaSink, KafkaSource
+from shared.kafka.producer import EventProducer
+
+
+def client_id(service: str) -> str:
+    return f"sandesh-{service}-{socket.gethostname()}-{os.getpid()}"
+
+
+def event_producer(config: Config, service: str, **overrides) -> EventProducer:
+    return EventProducer(KafkaSink(config.kafka_bootstrap, client_id(service), **overrides))
+
+
+def consumer_loop(config: Config, service: str, group: str, topics: list[str],
+                  handlers: dict[str, Handler], producer: EventProducer | None = None,
+                  **loop_options) -> ConsumerLoop:
+    """A loop whose commits wait for `producer` (what the handlers publish)."""
+    source = KafkaSource(topics, group, config.kafka_bootstrap, client_id(service))
+    dead_letters = producer.sink if producer else KafkaSink(config.kafka_bootstrap,
+                                                            client_id(service) + "-dlq")
+    return ConsumerLoop(source, handlers, service=service, group=group,
+                        dead_letters=dead_letters,
+                        before_commit=producer.flush if producer else None, **loop_options)
+
+
+def kafka_check(producer_factory):
+    """A readiness check: the process's producer reaches the cluster."""
+    def check():
+        producer = producer_factory()
+        if not producer.sink.bootstrap_connected():
+            raise ConnectionError("not connected to Kafka")
+    return check

@@ -1,0 +1,102 @@
+"""The broker interface over kafka-python."""
+from __future__ import annotations
+
+from typing import Callable
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from shared.kafka.interface import Record
+
+
+class KafkaSink:
+    def __init__(self, bootstrap: str, client_id: str, **overrides):
+        options = dict(
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            batch_size=256 * 1024,
+            compression_type=None,
+            # An outage delays work: keep retrying for up to two minutes
+            # before a send is reported as failed to the caller.
+            delivery_timeout_ms=120_000,
+            request_timeout_ms=30_000,
+            max_block_ms=60_000,
+        )
+        options.update(overrides)
+        self._producer = KafkaProducer(**options)
+        self._pending = []
+
+    def send(self, topic, key, value, headers=None):
+        future = self._producer.send(topic, key=key, value=value, headers=headers or [])
+        self._pending.append(future)
+        if len(self._pending) > 10_000:
+            self._pending = [f for f in self._pending if not f.is_done]
+
+    def flush(self, timeout=None):
+        self._producer.flush(timeout=timeout)
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.get(timeout=0)  # re-raises a failed delivery
+
+    def bootstrap_connected(self) -> bool:
+        return self._producer.bootstrap_connected()
+
+    def close(self):
+        self._producer.close(timeout=10)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, source: "KafkaSource"):
+        self.source = source
+
+    def on_partitions_revoked(self, revoked):
+        if self.source.on_revoke:
+            self.source.on_revoke([(tp.topic, tp.partition) for tp in revoked])
+
+    def on_partitions_assigned(self, assigned):
+        pass
+
+
+class KafkaSource:
+    def __init__(self, topics: list[str], group_id: str, bootstrap: str, client_id: str,
+                 **overrides):
+        options = dict(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=300_000,
+        )
+        options.update(overrides)
+        self.on_revoke: Callable | None = None
+        self._consumer = KafkaConsumer(**options)
+        self._consumer.subscribe(topics, listener=_Listener(self))
+
+    def poll(self, timeout_ms, max_records):
+        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        return [Record(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or []))
+                for messages in batches.values() for m in messages]
+
+    def commit(self, offsets):
+        if offsets:
+            self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                                   for (t, p), o in offsets.items()})
+
+    def seek(self, tp, offset):
+        self._consumer.seek(TopicPartition(*tp), offset)
+
+    def pause(self, tp):
+        self._consumer.pause(TopicPartition(*tp))
+
+    def resume(self, tp):
+        self._consumer.resume(TopicPartition(*tp))
+
+    def assignment(self):
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def close(self):
+        self._consumer.close(autocommit=False)

@@ -1,0 +1,53 @@
+"""Health, readiness and metrics for processes that are not web apps (the
+Kafka workers, the sender), served from a daemon thread."""
+from __future__ import annotations
+
+import json
+import threading
+from typing import Callable, Mapping
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from socketserver import ThreadingMixIn
+
+from shared import metrics
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def serve(host: str, port: int, service: str, stack_id: str,
+          readiness: Mapping[str, Callable[[], None]]) -> WSGIServer:
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            payload, content_type = metrics.render()
+            start_response("200 OK", [("Content-Type", content_type)])
+            return [payload]
+        if path == "/healthz":
+            body, status = {"status": "ok", "service": service, "stack_id": stack_id}, "200 OK"
+        elif path == "/readyz":
+            failures = {}
+            for name, check in readiness.items():
+                try:
+                    check()
+                except Exception as exc:
+                    failures[name] = f"{type(exc).__name__}: {exc}"[:300]
+            body = {"status": "not_ready" if failures else "ready", "service": service,
+                    "stack_id": stack_id,
+                    "checks": {n: failures.get(n, "ok") for n in readiness}}
+            status = "503 Service Unavailable" if failures else "200 OK"
+        else:
+            body, status = {"error": {"code": "not_found", "message": "not found",
+                                      "details": {}}}, "404 Not Found"
+        start_response(status, [("Content-Type", "application/json")])
+        return [json.dumps(body).encode()]
+
+    server = make_server(host, port, app, server_class=_ThreadingServer,
+                         handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
+    return server
