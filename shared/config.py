@@ -72,8 +72,10 @@ def load(settings: list[Setting], environ: Mapping[str, str] | None = None) -> C
         try:
             values[key] = setting.parse(raw)
         except (TypeError, ValueError) as exc:
-            shown = "<hidden>" if setting.secret else repr(raw)
-            problems.append(f"{setting.name}={shown} is invalid: {exc}")
+            if setting.secret:  # the parser's message may quote the value
+                problems.append(f"{setting.name}=<hidden> is invalid")
+            else:
+                problems.append(f"{setting.name}={raw!r} is invalid: {exc}")
     if problems:
         raise ConfigError("configuration error: " + "; ".join(problems))
     return values

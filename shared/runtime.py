@@ -11,6 +11,7 @@ from pymongo.database import Database
 from shared import mongo
 from shared.config import Config
 from shared.kafka.factory import event_producer
+from shared.kafka.probe import check_broker
 from shared.kafka.producer import EventProducer
 
 
@@ -35,8 +36,7 @@ class Runtime:
         mongo.ping(self.config.mongo_uri)
 
     def check_kafka(self) -> None:
-        if not self.producer().sink.bootstrap_connected():
-            raise ConnectionError("not connected to Kafka")
+        check_broker(self.config.kafka_bootstrap)
 
     def readiness(self, kafka: bool = True) -> dict:
         checks = {"mongodb": self.check_mongo}

@@ -29,11 +29,3 @@ def consumer_loop(config: Config, service: str, group: str, topics: list[str],
                         dead_letters=dead_letters,
                         before_commit=producer.flush if producer else None, **loop_options)
 
-
-def kafka_check(producer_factory):
-    """A readiness check: the process's producer reaches the cluster."""
-    def check():
-        producer = producer_factory()
-        if not producer.sink.bootstrap_connected():
-            raise ConnectionError("not connected to Kafka")
-    return check

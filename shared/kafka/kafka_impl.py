@@ -41,9 +41,6 @@ class KafkaSink:
         for future in pending:
             future.get(timeout=0)  # re-raises a failed delivery
 
-    def bootstrap_connected(self) -> bool:
-        return self._producer.bootstrap_connected()
-
     def close(self):
         self._producer.close(timeout=10)
 

@@ -1,0 +1,93 @@
+"""The gateway's own API: accounts (operator), keys, usage, the merged
+OpenAPI document. Everything else under /api/v1 is forwarded (app.py)."""
+from __future__ import annotations
+
+from flask import current_app, g, jsonify
+
+from services.gateway import keys, openapi
+from services.gateway.auth import require_operator
+from services.gateway.routes import USAGE_PARTS
+from services.gateway.schemas import (AccountCreate, AccountCreated, Account, Key, KeyCreate,
+                                      KeyList, NewKey, Usage)
+from shared.http import Blueprint
+from shared.http.errors import not_found
+
+blp = Blueprint("gateway", __name__, url_prefix="/api/v1", description="Accounts and API keys")
+
+USAGE_FIELDS = ["lists", "contacts", "templates", "campaigns", "mailings_sent", "mailings_bytes"]
+
+
+def _store():
+    return current_app.extensions["gateway_store"]
+
+
+def _issue_key(account_id: str, name: str, rate_limit: int | None) -> dict:
+    new = keys.generate()
+    record = _store().add_key(account_id, new.prefix, new.digest, name, rate_limit)
+    return {**record, "key": new.plaintext}
+
+
+@blp.post("/accounts")
+@blp.arguments(AccountCreate)
+@blp.response(201, AccountCreated)
+def create_account(body):
+    """Create an account and its first API key (operator token required)."""
+    require_operator(current_app.config["SANDESH"].operator_token)
+    account = _store().create_account(body["name"], body["postal_address"],
+                                      body["rate_limit_per_minute"] or 0)
+    return {"account": account,
+            "api_key": _issue_key(account["_id"], "first key", body["rate_limit_per_minute"])}
+
+
+@blp.get("/account")
+@blp.response(200, Account)
+def get_account():
+    """The calling key's account."""
+    account = _store().get_account(g.identity.account_id)
+    if account is None:
+        raise not_found("account")
+    return account
+
+
+@blp.get("/keys")
+@blp.response(200, KeyList)
+def list_keys():
+    """The account's API keys (prefix only; the secret is never shown again)."""
+    return {"items": _store().list_keys(g.identity.account_id)}
+
+
+@blp.post("/keys")
+@blp.arguments(KeyCreate)
+@blp.response(201, NewKey)
+def create_key(body):
+    """Create another API key for the calling account."""
+    return _issue_key(g.identity.account_id, body["name"], body["rate_limit_per_minute"])
+
+
+@blp.delete("/keys/<key_id>")
+@blp.response(200, Key)
+def revoke_key(key_id):
+    """Revoke a key of the calling account; it stops working at once."""
+    revoked = _store().revoke_key(g.identity.account_id, key_id)
+    if revoked is None:
+        raise not_found("key")
+    return revoked
+
+
+@blp.get("/usage")
+@blp.response(200, Usage)
+def usage():
+    """Lists, contacts, templates, campaigns, mailings sent and their size."""
+    upstreams = current_app.extensions["upstreams"]
+    totals = dict.fromkeys(USAGE_FIELDS, 0)
+    for service in USAGE_PARTS:
+        part = upstreams.get_json(service, "/api/v1/usage", g.identity, timeout=(1.0, 5.0)) or {}
+        for field in USAGE_FIELDS:
+            totals[field] += int(part.get(field, 0) or 0)
+    return totals
+
+
+@blp.get("/openapi.json")
+def merged_openapi():
+    """The merged OpenAPI document of the whole public API."""
+    return jsonify(openapi.merged(current_app))

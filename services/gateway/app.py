@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from flask import Flask, g, request
+
+from services.gateway import api
+from services.gateway.auth import authenticate, enforce_rate_limit
+from services.gateway.cors import Cors
+from services.gateway.routes import owner
+from services.gateway.settings import SETTINGS
+from services.gateway.store import INDEXES, GatewayStore
+from services.gateway.upstream import Upstreams
+from shared.config import load_common
+from shared.http.app import create_service_app
+from shared.http.errors import not_found
+from shared.logs import configure_logging
+from shared.mongo import ensure_indexes
+from shared.runtime import Runtime
+
+SERVICE = "gateway"
+# Paths that do their own authentication (operator token) or need none.
+UNAUTHENTICATED = {("POST", "/api/v1/accounts"), ("GET", "/api/v1/openapi.json")}
+
+
+def create_app(environ=None) -> Flask:
+    config = load_common(SETTINGS, environ)
+    configure_logging(SERVICE, config.log_level)
+    runtime = Runtime(SERVICE, config)
+    app, smorest_api = create_service_app(SERVICE, config, title="Sandesh gateway",
+                                          readiness=runtime.readiness(kafka=False),
+                                          signed_prefix=None)
+    store = GatewayStore(runtime.db)
+    ensure_indexes(runtime.db, INDEXES)
+    app.extensions["gateway_store"] = store
+    app.extensions["upstreams"] = Upstreams(
+        {"contacts": config.contacts_url, "campaigns": config.campaigns_url,
+         "tracking": config.tracking_url, "privacy": config.privacy_url},
+        config.internal_secret, config.upstream_connect_timeout, config.upstream_read_timeout)
+    Cors(config.dashboard_origin).init_app(app)
+    smorest_api.register_blueprint(api.blp)
+
+    @app.before_request
+    def _authenticate():
+        if not request.path.startswith("/api/") or request.method == "OPTIONS" \
+                or (request.method, request.path) in UNAUTHENTICATED:
+            return
+        g.identity, key = authenticate(store)
+        enforce_rate_limit(store, key, config.rate_limit_per_minute)
+
+    @app.route("/api/v1/<path:rest>",
+               methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    def forward(rest):
+        service = owner(request.path)
+        if service is None:
+            raise not_found("endpoint")
+        return app.extensions["upstreams"].forward(service, g.identity)
+
+    return app

@@ -1,0 +1,38 @@
+"""CORS for the one configured dashboard origin (SANDESH_DASHBOARD_ORIGIN);
+no origin configured means no cross-origin access at all."""
+from __future__ import annotations
+
+from flask import Flask, Response, request
+
+ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-Id"
+MAX_AGE = "600"
+
+
+class Cors:
+    def __init__(self, origin: str):
+        self.origin = origin.rstrip("/")
+
+    def init_app(self, app: Flask) -> None:
+        app.before_request(self._preflight)
+        app.after_request(self._headers)
+
+    def _allowed(self) -> bool:
+        return bool(self.origin) and request.headers.get("Origin") == self.origin
+
+    def _preflight(self):
+        if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
+            response = Response(status=204 if self._allowed() else 403)
+            return self._headers(response)
+        return None
+
+    def _headers(self, response: Response) -> Response:
+        if self._allowed():
+            response.headers["Access-Control-Allow-Origin"] = self.origin
+            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Expose-Headers"] = "X-Request-Id, Retry-After"
+            if request.method == "OPTIONS":
+                response.headers["Access-Control-Allow-Methods"] = ALLOWED_METHODS
+                response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
+                response.headers["Access-Control-Max-Age"] = MAX_AGE
+        return response

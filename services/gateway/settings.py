@@ -1,0 +1,13 @@
+from shared.config import POSITIVE_INT, Setting
+
+SETTINGS = [
+    Setting("SANDESH_OPERATOR_TOKEN", secret=True, default=""),
+    Setting("SANDESH_CONTACTS_URL", default="http://127.0.0.1:8082"),
+    Setting("SANDESH_CAMPAIGNS_URL", default="http://127.0.0.1:8083"),
+    Setting("SANDESH_TRACKING_URL", default="http://127.0.0.1:8081"),
+    Setting("SANDESH_PRIVACY_URL", default="http://127.0.0.1:8084"),
+    Setting("SANDESH_DASHBOARD_ORIGIN", default=""),
+    Setting("SANDESH_RATE_LIMIT_PER_MINUTE", POSITIVE_INT, default=1200),
+    Setting("SANDESH_UPSTREAM_CONNECT_TIMEOUT", float, default=2.0),
+    Setting("SANDESH_UPSTREAM_READ_TIMEOUT", float, default=30.0),
+]

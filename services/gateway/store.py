@@ -1,0 +1,73 @@
+"""The gateway's repository over its own MongoDB database."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.database import Database
+
+INDEXES = {
+    "accounts": [],
+    "api_keys": [IndexModel([("prefix", ASCENDING)], unique=True),
+                 IndexModel([("account_id", ASCENDING), ("created_at", ASCENDING)])],
+    "rate_windows": [IndexModel([("key_id", ASCENDING), ("window", ASCENDING)], unique=True),
+                     IndexModel([("expires_at", ASCENDING)])],
+}
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class GatewayStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    # accounts
+    def create_account(self, name: str, postal_address: str, rate_limit_per_minute: int) -> dict:
+        account = {"_id": new_id(), "name": name, "postal_address": postal_address,
+                   "rate_limit_per_minute": rate_limit_per_minute, "status": "active",
+                   "created_at": now()}
+        self.db.accounts.insert_one(account)
+        return account
+
+    def get_account(self, account_id: str) -> dict | None:
+        return self.db.accounts.find_one({"_id": account_id})
+
+    # keys
+    def add_key(self, account_id: str, prefix: str, digest: str, name: str,
+                rate_limit_per_minute: int | None) -> dict:
+        key = {"_id": new_id(), "account_id": account_id, "prefix": prefix, "digest": digest,
+               "name": name, "rate_limit_per_minute": rate_limit_per_minute,
+               "created_at": now(), "revoked_at": None, "last_used_at": None}
+        self.db.api_keys.insert_one(key)
+        return key
+
+    def key_by_prefix(self, prefix: str) -> dict | None:
+        return self.db.api_keys.find_one({"prefix": prefix})
+
+    def list_keys(self, account_id: str) -> list[dict]:
+        return list(self.db.api_keys.find({"account_id": account_id}).sort("created_at", ASCENDING))
+
+    def revoke_key(self, account_id: str, key_id: str) -> dict | None:
+        return self.db.api_keys.find_one_and_update(
+            {"_id": key_id, "account_id": account_id},
+            {"$set": {"revoked_at": now()}}, return_document=ReturnDocument.AFTER)
+
+    # rate limiting: one fixed one-minute window per key, shared by every
+    # gateway worker and replica (FerretDB has no TTL: expired windows are
+    # deleted by `purge_rate_windows`).
+    def hit(self, key_id: str, window: int) -> int:
+        doc = self.db.rate_windows.find_one_and_update(
+            {"key_id": key_id, "window": window},
+            {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": now() + timedelta(minutes=2)}},
+            upsert=True, return_document=ReturnDocument.AFTER)
+        return doc["count"]
+
+    def purge_rate_windows(self) -> int:
+        return self.db.rate_windows.delete_many({"expires_at": {"$lt": now()}}).deleted_count

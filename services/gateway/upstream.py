@@ -1,0 +1,72 @@
+"""Calls from the gateway to the services: pooled connections, timeouts, and
+the signed identity. An upstream that is down or slow becomes a JSON 502 or
+504, never a hang."""
+from __future__ import annotations
+
+import requests
+from flask import Response, g, request
+from requests.adapters import HTTPAdapter
+
+from shared.http.app import request_target
+from shared.http.errors import ApiError
+from shared.http.internal_auth import Identity, signed_headers
+
+FORWARDED_REQUEST_HEADERS = ("content-type", "content-length", "accept", "if-none-match")
+FORWARDED_RESPONSE_HEADERS = ("content-type", "content-disposition", "location", "retry-after",
+                              "cache-control", "etag", "x-total-count")
+
+
+class Upstreams:
+    def __init__(self, urls: dict[str, str], secret: str, connect_timeout: float,
+                 read_timeout: float):
+        self.urls = urls
+        self.secret = secret
+        self.timeout = (connect_timeout, read_timeout)
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=32, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def _call(self, service: str, method: str, target: str, identity: Identity,
+              headers: dict[str, str], data=None, stream: bool = False,
+              timeout=None) -> requests.Response:
+        headers = dict(headers)
+        headers.update(signed_headers(self.secret, method, target, identity))
+        headers["X-Request-Id"] = getattr(g, "request_id", "")
+        try:
+            return self.session.request(method, self.urls[service] + target, data=data,
+                                        headers=headers, stream=stream,
+                                        timeout=timeout or self.timeout, allow_redirects=False)
+        except requests.exceptions.ConnectTimeout:
+            raise ApiError(502, "upstream_unavailable", f"the {service} service is unavailable")
+        except requests.exceptions.ReadTimeout:
+            raise ApiError(504, "upstream_timeout", f"the {service} service did not answer in time")
+        except requests.exceptions.ConnectionError:
+            raise ApiError(502, "upstream_unavailable", f"the {service} service is unavailable")
+
+    def forward(self, service: str, identity: Identity) -> Response:
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() in FORWARDED_REQUEST_HEADERS}
+        has_body = request.content_length or request.headers.get("Transfer-Encoding")
+        upstream = self._call(service, request.method, request_target(), identity, headers,
+                              data=request.stream if has_body else None, stream=True)
+        response = Response(upstream.iter_content(64 * 1024), status=upstream.status_code)
+        for key, value in upstream.headers.items():
+            if key.lower() in FORWARDED_RESPONSE_HEADERS:
+                response.headers[key] = value
+        response.call_on_close(upstream.close)
+        return response
+
+    def get_json(self, service: str, path: str, identity: Identity, timeout=None):
+        response = self._call(service, "GET", path, identity, {"Accept": "application/json"},
+                              timeout=timeout)
+        if response.status_code != 200:
+            return None
+        return response.json()
+
+    def openapi(self, service: str) -> dict | None:
+        try:
+            response = self.session.get(self.urls[service] + "/openapi.json", timeout=self.timeout)
+        except requests.exceptions.RequestException:
+            return None
+        return response.json() if response.status_code == 200 else None

@@ -1,0 +1,181 @@
+"""The gateway in-process against the real FerretDB, with upstreams that
+are down, slow, or real services on a loopback port."""
+import socket
+import threading
+import time
+
+import pytest
+from werkzeug.serving import make_server
+
+from services.gateway.app import create_app
+
+OPERATOR = "op-token-for-tests"
+SECRET = "internal-secret-for-tests"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def silent_upstream():
+    """Accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+@pytest.fixture
+def real_upstream(mongo_uri, kafka_bootstrap, unique):
+    """The campaigns service app on a loopback port, sharing the secret."""
+    from services.campaigns.app import create_app as campaigns_app
+    app = campaigns_app({"SANDESH_MONGO_URI": mongo_uri, "SANDESH_KAFKA_BOOTSTRAP": kafka_bootstrap,
+                         "SANDESH_INTERNAL_SECRET": SECRET,
+                         "SANDESH_MONGO_DB_PREFIX": f"test_{unique}_"})
+
+    @app.get("/api/v1/campaigns/whoami")
+    def whoami():
+        from shared.http import current_identity
+        return {"account_id": current_identity().account_id}
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def gateway(mongo_uri, unique, silent_upstream, real_upstream):
+    app = create_app({
+        "SANDESH_MONGO_URI": mongo_uri, "SANDESH_MONGO_DB_PREFIX": f"test_{unique}_",
+        "SANDESH_OPERATOR_TOKEN": OPERATOR, "SANDESH_INTERNAL_SECRET": SECRET,
+        "SANDESH_CONTACTS_URL": f"http://127.0.0.1:{_free_port()}",   # nothing listens
+        "SANDESH_PRIVACY_URL": silent_upstream,
+        "SANDESH_CAMPAIGNS_URL": real_upstream,
+        "SANDESH_UPSTREAM_READ_TIMEOUT": "0.5",
+        "SANDESH_DASHBOARD_ORIGIN": "https://dash.example.test",
+    })
+    yield app.test_client()
+    from shared import mongo
+    mongo.client(mongo_uri).drop_database(f"test_{unique}_gateway")
+
+
+def new_account(client, name="Acme", **extra):
+    response = client.post("/api/v1/accounts", json={"name": name, **extra},
+                           headers={"Authorization": f"Bearer {OPERATOR}"})
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    return body["account"]["id"], body["api_key"]["key"], body["api_key"]["id"]
+
+
+def auth(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_account_creation_needs_the_operator_token(gateway):
+    assert gateway.post("/api/v1/accounts", json={"name": "x"}).status_code == 401
+    response = gateway.post("/api/v1/accounts", json={"name": "x"},
+                            headers=auth("wrong"))
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "unauthenticated"
+
+
+def test_bad_account_input_names_the_field(gateway):
+    response = gateway.post("/api/v1/accounts", json={"name": "", "plan": "gold"},
+                            headers=auth(OPERATOR))
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "validation_error"
+    assert set(error["details"]) == {"name", "plan"}
+
+
+def test_no_key_wrong_key_revoked_key(gateway):
+    _, key, key_id = new_account(gateway)
+    assert gateway.get("/api/v1/keys", headers=auth(key)).status_code == 200
+    assert gateway.get("/api/v1/keys").status_code == 401
+    assert gateway.get("/api/v1/keys", headers=auth(key[:-2] + "xx")).status_code == 401
+    assert gateway.get("/api/v1/keys", headers=auth("sk_nothing")).status_code == 401
+    second = gateway.post("/api/v1/keys", json={"name": "ci"}, headers=auth(key)).get_json()
+    assert second["key"].startswith("sk_")
+    assert gateway.delete(f"/api/v1/keys/{key_id}", headers=auth(second["key"])).status_code == 200
+    response = gateway.get("/api/v1/keys", headers=auth(key))
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_keys_are_listed_by_prefix_and_stored_hashed(gateway, mongo_uri, unique):
+    _, key, key_id = new_account(gateway)
+    listed = gateway.get("/api/v1/keys", headers=auth(key)).get_json()["items"]
+    assert [k["id"] for k in listed] == [key_id]
+    assert "key" not in listed[0] and key.split("_")[1] == listed[0]["prefix"]
+    from shared import mongo
+    stored = mongo.database(mongo_uri, f"test_{unique}_gateway").api_keys.find_one({"_id": key_id})
+    assert key not in str(stored)
+
+
+def test_another_accounts_key_sees_nothing_of_this_account(gateway):
+    _, key_a, key_a_id = new_account(gateway, "A")
+    _, key_b, _ = new_account(gateway, "B")
+    ids_b = [k["id"] for k in gateway.get("/api/v1/keys", headers=auth(key_b)).get_json()["items"]]
+    assert key_a_id not in ids_b
+    assert gateway.delete(f"/api/v1/keys/{key_a_id}", headers=auth(key_b)).status_code == 404
+    assert gateway.get("/api/v1/keys", headers=auth(key_a)).status_code == 200
+
+
+def test_rate_limit_per_key_answers_429_with_retry_after(gateway):
+    _, key, _ = new_account(gateway, rate_limit_per_minute=3)
+    statuses = [gateway.get("/api/v1/keys", headers=auth(key)).status_code for _ in range(5)]
+    if statuses[:3] != [200] * 3:  # a minute boundary passed mid-test: once more
+        statuses = [gateway.get("/api/v1/keys", headers=auth(key)).status_code for _ in range(5)]
+    assert statuses[3:] == [429, 429]
+    response = gateway.get("/api/v1/keys", headers=auth(key))
+    assert response.get_json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+
+
+def test_upstream_down_is_502_json_and_slow_upstream_is_504(gateway):
+    _, key, _ = new_account(gateway)
+    down = gateway.get("/api/v1/lists", headers=auth(key))
+    assert down.status_code == 502
+    assert down.get_json()["error"]["code"] == "upstream_unavailable"
+    started = time.monotonic()
+    slow = gateway.get("/api/v1/privacy/requests", headers=auth(key))
+    assert slow.status_code == 504
+    assert slow.get_json()["error"]["code"] == "upstream_timeout"
+    assert time.monotonic() - started < 5
+
+
+def test_forwarded_requests_carry_a_signed_identity(gateway, real_upstream):
+    account_id, key, _ = new_account(gateway)
+    response = gateway.get("/api/v1/campaigns/whoami", headers=auth(key))
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json() == {"account_id": account_id}
+    assert response.headers["X-Request-Id"]
+    import requests
+    direct = requests.get(real_upstream + "/api/v1/campaigns/whoami",
+                          headers={"X-Sandesh-Account": account_id}, timeout=5)
+    assert direct.status_code == 401
+
+
+def test_unknown_endpoint_is_404_json(gateway):
+    _, key, _ = new_account(gateway)
+    response = gateway.get("/api/v1/nothing-here", headers=auth(key))
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_cors_only_for_the_dashboard_origin(gateway):
+    preflight = gateway.options("/api/v1/keys", headers={
+        "Origin": "https://dash.example.test", "Access-Control-Request-Method": "GET"})
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://dash.example.test"
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    evil = gateway.options("/api/v1/keys", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+    assert evil.status_code == 403
+    assert "Access-Control-Allow-Origin" not in evil.headers

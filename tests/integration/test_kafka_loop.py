@@ -1,0 +1,130 @@
+"""The shared producer and consumer loop against the real Kafka broker."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kafka import KafkaConsumer
+
+from shared.events import new_event
+from shared.kafka import ConsumerLoop
+from shared.kafka.kafka_impl import KafkaSink, KafkaSource
+from shared.kafka.producer import EventProducer
+from shared.topics import DEAD_LETTERS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def probe(n):
+    return new_event("platform.probe", source="/tests", subject=f"s{n}", account_id="a",
+                     data={"n": n})
+
+
+def publish(bootstrap, topic, numbers):
+    producer = EventProducer(KafkaSink(bootstrap, "test-producer"))
+    for n in numbers:
+        producer.publish(topic, probe(n))
+    producer.flush()
+    producer.sink.close()
+
+
+def run_until(loop, done, deadline=30):
+    end = time.monotonic() + deadline
+    while not done() and time.monotonic() < end:
+        loop.run_once()
+    assert done(), "timed out"
+
+
+def test_produced_events_come_out_of_the_consumer_loop(kafka_bootstrap, make_topic, unique):
+    topic = make_topic("roundtrip", partitions=3)
+    publish(kafka_bootstrap, topic, range(50))
+    seen = []
+    loop = ConsumerLoop(KafkaSource([topic], f"g-{unique}", kafka_bootstrap, "t"),
+                        {"platform.probe": lambda e: seen.append(e.data["n"])},
+                        service="test", group=f"g-{unique}",
+                        dead_letters=KafkaSink(kafka_bootstrap, "t-dlq"))
+    run_until(loop, lambda: len(seen) >= 50)
+    loop.shutdown()
+    assert sorted(seen) == list(range(50))
+
+
+def _wait_lines(path: Path, count: int, deadline=45) -> list[int]:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        lines = path.read_text().split() if path.exists() else []
+        if len(lines) >= count:
+            return [int(x) for x in lines]
+        time.sleep(0.2)
+    raise AssertionError(f"only {path.read_text().split() if path.exists() else []} seen")
+
+
+def _start(kafka_bootstrap, topic, group, out):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("probe_consumer.py")),
+                             kafka_bootstrap, topic, group, str(out)], env=env)
+
+
+def test_sigterm_commits_and_a_restart_does_not_reprocess(kafka_bootstrap, make_topic, unique,
+                                                          tmp_path):
+    topic = make_topic("sigterm", partitions=2)
+    group = f"g-{unique}"
+    publish(kafka_bootstrap, topic, range(20))
+    first_out = tmp_path / "first.txt"
+    first = _start(kafka_bootstrap, topic, group, first_out)
+    try:
+        assert sorted(_wait_lines(first_out, 20)) == list(range(20))
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+    finally:
+        first.kill()
+    publish(kafka_bootstrap, topic, range(20, 25))
+    second_out = tmp_path / "second.txt"
+    second = _start(kafka_bootstrap, topic, group, second_out)
+    try:
+        assert sorted(_wait_lines(second_out, 5)) == [20, 21, 22, 23, 24]
+        time.sleep(2)  # anything reprocessed would show up by now
+        assert sorted(int(x) for x in second_out.read_text().split()) == [20, 21, 22, 23, 24]
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)
+
+
+def test_invalid_message_lands_in_the_dead_letter_topic(kafka_bootstrap, make_topic, unique):
+    topic = make_topic("dlq", partitions=1)
+    sink = KafkaSink(kafka_bootstrap, "raw")
+    sink.send(topic, b"k1", b"this is not an event")
+    sink.flush()
+    publish(kafka_bootstrap, topic, [7])
+    seen = []
+    loop = ConsumerLoop(KafkaSource([topic], f"g-{unique}", kafka_bootstrap, "t"),
+                        {"platform.probe": lambda e: seen.append(e.data["n"])},
+                        service="test", group=f"g-{unique}",
+                        dead_letters=KafkaSink(kafka_bootstrap, "t-dlq"))
+    run_until(loop, lambda: seen == [7])
+    loop.shutdown()
+
+    reader = KafkaConsumer(DEAD_LETTERS, bootstrap_servers=kafka_bootstrap,
+                           auto_offset_reset="earliest", enable_auto_commit=False,
+                           group_id=None, consumer_timeout_ms=10_000)
+    ours = []
+    for message in reader:
+        headers = dict(message.headers)
+        if headers.get("dlq.topic") == topic.encode():
+            ours.append((message.value, headers))
+            break
+    reader.close()
+    assert ours, "no dead letter for our topic"
+    value, headers = ours[0]
+    assert value == b"this is not an event"
+    assert b"not JSON" in headers["dlq.reason"]
+    assert headers["dlq.group"] == f"g-{unique}".encode()
+
+
+def test_readiness_probe_speaks_to_the_real_broker(kafka_bootstrap):
+    import pytest
+    from shared.kafka.probe import check_broker
+    check_broker(kafka_bootstrap)
+    with pytest.raises(ConnectionError, match="Kafka unreachable"):
+        check_broker("127.0.0.1:1", timeout=0.5)

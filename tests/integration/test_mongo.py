@@ -1,0 +1,49 @@
+"""MongoDB helpers against the real FerretDB."""
+import pytest
+from pymongo import ASCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
+
+from shared import mongo
+
+
+def test_ensure_indexes_is_idempotent_and_unique_indexes_hold(mongo_db):
+    indexes = {"things": [IndexModel([("account_id", ASCENDING), ("email", ASCENDING)],
+                                     unique=True)]}
+    mongo.ensure_indexes(mongo_db, indexes)
+    mongo.ensure_indexes(mongo_db, indexes)
+    mongo_db.things.insert_one({"account_id": "a", "email": "x"})
+    mongo_db.things.insert_one({"account_id": "b", "email": "x"})
+    with pytest.raises(DuplicateKeyError):
+        mongo_db.things.insert_one({"account_id": "a", "email": "x"})
+    names = [ix["name"] for ix in mongo_db.things.list_indexes()]
+    assert "account_id_1_email_1" in names
+
+
+def test_ping_and_unreachable_server(mongo_uri):
+    mongo.ping(mongo_uri)
+    with pytest.raises(Exception):
+        from pymongo import MongoClient
+        MongoClient("mongodb://127.0.0.1:1/", serverSelectionTimeoutMS=300).admin.command("ping")
+
+
+def test_readiness_reports_each_dependency(stack_env, mongo_uri, kafka_bootstrap):
+    from services.contacts.app import create_app
+    app = create_app({"SANDESH_MONGO_URI": mongo_uri, "SANDESH_KAFKA_BOOTSTRAP": kafka_bootstrap,
+                      "SANDESH_INTERNAL_SECRET": "x"})
+    client = app.test_client()
+    body = None
+    for _ in range(50):  # the producer connects in the background
+        response = client.get("/readyz")
+        body = response.get_json()
+        if response.status_code == 200:
+            break
+        import time
+        time.sleep(0.1)
+    assert body["checks"] == {"mongodb": "ok", "kafka": "ok"}
+
+    broken = create_app({"SANDESH_MONGO_URI": "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300",
+                         "SANDESH_KAFKA_BOOTSTRAP": kafka_bootstrap,
+                         "SANDESH_INTERNAL_SECRET": "x"})
+    response = broken.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["mongodb"] != "ok"

@@ -1,0 +1,20 @@
+import pytest
+
+from shared.config import BOOL, POSITIVE_INT, ConfigError, Setting, load
+
+
+def test_defaults_and_parsing():
+    config = load([Setting("SANDESH_A", POSITIVE_INT, default=3), Setting("SANDESH_B", BOOL)],
+                  {"SANDESH_B": "yes"})
+    assert config.a == 3 and config.b is True
+
+
+def test_error_names_every_bad_variable_and_hides_secrets():
+    with pytest.raises(ConfigError) as info:
+        load([Setting("SANDESH_PORT", POSITIVE_INT), Setting("SANDESH_MISSING"),
+              Setting("SANDESH_TOKEN", POSITIVE_INT, secret=True)],
+             {"SANDESH_PORT": "-1", "SANDESH_TOKEN": "hunter2"})
+    message = str(info.value)
+    assert "SANDESH_PORT='-1' is invalid" in message
+    assert "SANDESH_MISSING is not set" in message
+    assert "hunter2" not in message and "SANDESH_TOKEN=<hidden>" in message
