@@ -1,0 +1,1 @@
+"""Sandesh local development stack: install, run, wait, stop (see docs/local-stack.md)."""
