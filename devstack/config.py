@@ -10,6 +10,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 RUN_DIR = REPO_DIR / "run"
@@ -106,7 +107,7 @@ def only_infra() -> bool:
     return os.environ.get("SANDESH_ONLY_INFRA", "").strip().lower() in ("1", "true", "yes")
 
 
-def fail(message: str, code: int = 1) -> "NoReturn":  # noqa: F821
+def fail(message: str, code: int = 1) -> NoReturn:
     """Print an expected failure for a human (no traceback) and exit."""
     print(f"\n✗ {message}", file=sys.stderr)
     raise SystemExit(code)
