@@ -1,0 +1,271 @@
+"""Signed tracking tokens: open pixel, click, unsubscribe and VERP bounce.
+
+The sender writes them into every message; the tracking service verifies
+them. A token names the recipient's job (account, campaign, contact, job ids)
+and what the link does; it never carries a URL or an address, so a tampered
+token can only fail verification, never redirect anywhere.
+
+Link token bytes (then URL-safe base64 without padding):
+
+    key id (1) | version<<4 | kind (1) | account, campaign, contact, job (4 x 16)
+    | click: link index (2, big-endian) | unsubscribe: list flag (1) [+ list id (16)]
+    | HMAC-SHA256 over everything before it, truncated to 12 bytes (96 bits)
+
+An open token is 78 bytes (104 characters), a click token 80 (107).
+
+Bounce tokens go in the VERP Return-Path local part, which RFC 5321 limits
+to 64 octets and which some relays lower-case. So they name the job only
+(tracking knows the rest from `delivery.sent`) and use lower-case base32:
+
+    key id (1) | version<<4 | kind (1) | job (16) | HMAC truncated to 10 bytes
+
+which is 45 characters; "b+<token>" fits with room to spare.
+
+Keys rotate without breaking links already sent: every key of the ring
+verifies (chosen by the key id byte), only the first one signs.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import struct
+from dataclasses import dataclass
+
+VERSION = 1
+KINDS = {"open": 1, "click": 2, "unsubscribe": 3, "bounce": 4}
+_KIND_NAMES = {code: name for name, code in KINDS.items()}
+
+LINK_MAC_BYTES = 12
+BOUNCE_MAC_BYTES = 10
+MIN_KEY_BYTES = 32
+MAX_LINK_INDEX = 0xFFFF
+_ID_BYTES = 16
+_HEADER = struct.Struct(">BB")
+_BOUNCE_TOKEN_CHARS = 45  # base32 of 1 + 1 + 16 + 10 bytes, without padding
+_HEX_ID = re.compile(r"^[0-9a-f]{32}$")
+_KEY_ID = re.compile(r"^k?(\d{1,3})$")
+VERP_PREFIX = "b+"
+
+
+class InvalidToken(ValueError):
+    """The token is malformed, truncated, tampered with or signed by an unknown key."""
+
+
+@dataclass(frozen=True)
+class LinkContext:
+    """Who a link belongs to. Every id is 32 lower-case hex characters (uuid4().hex)."""
+
+    account_id: str
+    campaign_id: str
+    contact_id: str
+    job_id: str
+
+    def __post_init__(self) -> None:
+        for name in ("account_id", "campaign_id", "contact_id", "job_id"):
+            if not _HEX_ID.match(getattr(self, name) or ""):
+                raise ValueError(f"{name} must be 32 lower-case hex characters")
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a verified token says.
+
+    For kind "bounce" only `job_id` is carried (see the module docstring):
+    `context` is None and the caller resolves the job from delivery records.
+    """
+
+    kind: str
+    context: LinkContext | None
+    link_index: int | None = None
+    list_id: str | None = None
+    job_id: str = ""
+    key_id: int = 0
+
+
+class Keyring:
+    """HMAC keys by id. The first key signs; every key verifies."""
+
+    def __init__(self, keys: list[tuple[int, bytes]]) -> None:
+        if not keys:
+            raise ValueError("a keyring needs at least one key")
+        by_id: dict[int, bytes] = {}
+        for key_id, secret in keys:
+            if not 0 <= key_id <= 255:
+                raise ValueError(f"key id {key_id} is outside 0..255")
+            if key_id in by_id:
+                raise ValueError(f"key id k{key_id} appears twice")
+            if len(secret) < MIN_KEY_BYTES:
+                raise ValueError(f"key k{key_id} is shorter than {MIN_KEY_BYTES} bytes")
+            by_id[key_id] = secret
+        self.signing_id = keys[0][0]
+        self._keys = by_id
+
+    @classmethod
+    def from_env(cls, value: str) -> "Keyring":
+        """Parse "k1:<base64 32 bytes>,k0:<base64>" (SANDESH_TRACKING_KEYS)."""
+        keys = []
+        for position, item in enumerate(filter(None, (part.strip() for part in value.split(",")))):
+            label, sep, material = item.partition(":")
+            match = _KEY_ID.match(label.strip())
+            if not sep or not match:
+                raise ValueError(f"key #{position + 1}: expected k<0-255>:<base64>")
+            keys.append((int(match.group(1)), _decode_key(material.strip(), position)))
+        return cls(keys)
+
+    def key(self, key_id: int) -> bytes | None:
+        return self._keys.get(key_id)
+
+    def mac(self, key_id: int, message: bytes, size: int) -> bytes:
+        return hmac.new(self._keys[key_id], message, hashlib.sha256).digest()[:size]
+
+
+def _decode_key(material: str, position: int) -> bytes:
+    padded = material + "=" * (-len(material) % 4)
+    try:
+        if "-" in material or "_" in material:
+            return base64.urlsafe_b64decode(padded)
+        return base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"key #{position + 1} is not valid base64") from exc
+
+
+# ----------------------------------------------------------------- signing
+
+def _context_bytes(ctx: LinkContext) -> bytes:
+    return b"".join(bytes.fromhex(x) for x in (ctx.account_id, ctx.campaign_id,
+                                               ctx.contact_id, ctx.job_id))
+
+
+def _sign_link(keyring: Keyring, kind: str, body: bytes) -> str:
+    message = _HEADER.pack(keyring.signing_id, VERSION << 4 | KINDS[kind]) + body
+    raw = message + keyring.mac(keyring.signing_id, message, LINK_MAC_BYTES)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def open_token(keyring: Keyring, ctx: LinkContext) -> str:
+    return _sign_link(keyring, "open", _context_bytes(ctx))
+
+
+def click_token(keyring: Keyring, ctx: LinkContext, link_index: int) -> str:
+    if not isinstance(link_index, int) or not 0 <= link_index <= MAX_LINK_INDEX:
+        raise ValueError(f"link_index must be an integer in 0..{MAX_LINK_INDEX}")
+    return _sign_link(keyring, "click", _context_bytes(ctx) + struct.pack(">H", link_index))
+
+
+def unsubscribe_token(keyring: Keyring, ctx: LinkContext, list_id: str | None = None) -> str:
+    if list_id is None:
+        tail = b"\x00"
+    elif _HEX_ID.match(list_id):
+        tail = b"\x01" + bytes.fromhex(list_id)
+    else:
+        raise ValueError("list_id must be 32 lower-case hex characters or None")
+    return _sign_link(keyring, "unsubscribe", _context_bytes(ctx) + tail)
+
+
+def bounce_token(keyring: Keyring, ctx: LinkContext) -> str:
+    message = (_HEADER.pack(keyring.signing_id, VERSION << 4 | KINDS["bounce"])
+               + bytes.fromhex(ctx.job_id))
+    raw = message + keyring.mac(keyring.signing_id, message, BOUNCE_MAC_BYTES)
+    return base64.b32encode(raw).rstrip(b"=").decode("ascii").lower()
+
+
+# ---------------------------------------------------------------- verifying
+
+def verify(keyring: Keyring, token: str) -> Claims:
+    """The claims of a genuine token; InvalidToken for anything else."""
+    if not isinstance(token, str) or not token.isascii():
+        raise InvalidToken("not a token")
+    if len(token) == _BOUNCE_TOKEN_CHARS:
+        return _verify_bounce(keyring, token)
+    return _verify_link(keyring, token)
+
+
+def _check_mac(keyring: Keyring, raw: bytes, mac_size: int) -> tuple[int, int, bytes]:
+    if len(raw) < _HEADER.size + mac_size:
+        raise InvalidToken("truncated")
+    message, mac = raw[:-mac_size], raw[-mac_size:]
+    key_id, version_kind = _HEADER.unpack_from(message)
+    if keyring.key(key_id) is None:
+        raise InvalidToken("unknown key")
+    if not hmac.compare_digest(mac, keyring.mac(key_id, message, mac_size)):
+        raise InvalidToken("bad signature")
+    if version_kind >> 4 != VERSION or (version_kind & 0x0F) not in _KIND_NAMES:
+        raise InvalidToken("unknown version or kind")
+    return key_id, version_kind & 0x0F, message[_HEADER.size:]
+
+
+def _verify_link(keyring: Keyring, token: str) -> Claims:
+    # Reject non-canonical encodings too: a flipped trailing bit must not
+    # decode to the same bytes as the genuine token.
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", token) or len(token) % 4 == 1:
+        raise InvalidToken("not base64url")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidToken("not base64url") from exc
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != token:
+        raise InvalidToken("non-canonical encoding")
+    key_id, kind_code, body = _check_mac(keyring, raw, LINK_MAC_BYTES)
+    kind = _KIND_NAMES[kind_code]
+    expected = {"open": 64, "click": 66, "unsubscribe": (65, 81)}.get(kind)
+    if expected is None or len(body) not in (expected if isinstance(expected, tuple) else (expected,)):
+        raise InvalidToken("wrong length for its kind")
+    ids = [body[i:i + _ID_BYTES].hex() for i in range(0, 64, _ID_BYTES)]
+    ctx = LinkContext(*ids)
+    link_index = struct.unpack(">H", body[64:66])[0] if kind == "click" else None
+    list_id = None
+    if kind == "unsubscribe":
+        flag = body[64]
+        if (flag, len(body)) == (1, 81):
+            list_id = body[65:81].hex()
+        elif (flag, len(body)) != (0, 65):
+            raise InvalidToken("bad list flag")
+    return Claims(kind, ctx, link_index, list_id, ctx.job_id, key_id)
+
+
+def _verify_bounce(keyring: Keyring, token: str) -> Claims:
+    if not re.fullmatch(r"[a-z2-7]+", token):
+        raise InvalidToken("not base32")
+    try:
+        raw = base64.b32decode(token.upper() + "=" * (-len(token) % 8))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidToken("not base32") from exc
+    if base64.b32encode(raw).rstrip(b"=").decode("ascii").lower() != token:
+        raise InvalidToken("non-canonical encoding")
+    key_id, kind_code, body = _check_mac(keyring, raw, BOUNCE_MAC_BYTES)
+    if _KIND_NAMES[kind_code] != "bounce" or len(body) != _ID_BYTES:
+        raise InvalidToken("wrong kind or length")
+    return Claims("bounce", None, None, None, body.hex(), key_id)
+
+
+# ------------------------------------------------------------------ helpers
+
+def open_url(base: str, keyring: Keyring, ctx: LinkContext) -> str:
+    return f"{base.rstrip('/')}/t/o/{open_token(keyring, ctx)}"
+
+
+def click_url(base: str, keyring: Keyring, ctx: LinkContext, link_index: int) -> str:
+    return f"{base.rstrip('/')}/t/c/{click_token(keyring, ctx, link_index)}"
+
+
+def unsubscribe_url(base: str, keyring: Keyring, ctx: LinkContext,
+                    list_id: str | None = None) -> str:
+    return f"{base.rstrip('/')}/u/{unsubscribe_token(keyring, ctx, list_id)}"
+
+
+def verp_address(keyring: Keyring, ctx: LinkContext, bounce_domain: str) -> str:
+    """The Return-Path for one job: "b+<token>@<bounce_domain>"."""
+    return f"{VERP_PREFIX}{bounce_token(keyring, ctx)}@{bounce_domain}"
+
+
+def parse_verp(address: str) -> str | None:
+    """The bounce token in a VERP address ("b+<token>@domain", with or
+    without angle brackets or a display name), or None if it is not one.
+    The token is lower-cased (relays may change its case); verify() it."""
+    if not address:
+        return None
+    match = re.search(r"(?i)\bb\+([a-z2-7]{%d})@" % _BOUNCE_TOKEN_CHARS, address)
+    return match.group(1).lower() if match else None
