@@ -23,3 +23,18 @@ def ensure_topics(bootstrap: str, specs: dict[str, TopicSpec], timeout_ms: int =
         return [t.name for t in missing]
     finally:
         admin.close()
+
+
+def main() -> None:
+    """Create every platform topic: `python -m shared.kafka.admin` (the
+    Kubernetes topics Job and the local stack both run this)."""
+    from shared.config import load_common
+    from shared.topics import TOPICS
+
+    config = load_common()
+    created = ensure_topics(config.kafka_bootstrap, TOPICS)
+    print(f"topics: {len(TOPICS)} declared, created {created or 'none'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""The Kubernetes manifests keep the promises of deploy/k8s: every process
+has probes, resource requests and limits, and runs non-root, read-only,
+with no capabilities."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+BASE = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base"
+
+
+def documents():
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    for name in kustomization["resources"]:
+        for doc in yaml.safe_load_all((BASE / name).read_text()):
+            if doc:
+                yield name, doc
+
+
+def workloads():
+    for name, doc in documents():
+        if doc["kind"] in ("Deployment", "Job"):
+            yield pytest.param(doc, id=f"{name}:{doc['metadata']['name']}")
+
+
+@pytest.mark.parametrize("doc", list(workloads()))
+def test_every_workload_is_locked_down_and_sized(doc):
+    pod = doc["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    for container in pod["containers"]:
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+        assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+        if doc["kind"] == "Deployment":
+            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_every_service_has_its_deployment_service_account_and_the_commands_exist():
+    docs = [doc for _, doc in documents()]
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
+    for service in ["gateway", "contacts", "campaigns", "sender", "tracking", "privacy"]:
+        assert service in deployments and service in accounts
+    repo = BASE.parents[2]
+    for deployment in deployments.values():
+        command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+        module = command[-1].split(":")[0] if command[0] == "gunicorn" else command[-1]
+        assert (repo / (module.replace(".", "/") + ".py")).is_file(), module
