@@ -26,7 +26,10 @@ test: ## bring the stack up if needed, then run pytest (PYTEST_ARGS="-k foo -x")
 	@if command -v python3 >/dev/null 2>&1; then python3 -m devstack.guard --for test; fi
 	@bash devstack/install.sh
 	@$(PY) -m devstack.run --for test
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	@echo "==> $(PY) -m pytest tests $(PYTEST_ARGS)"
+	@rc=0; $(PY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "✗ pytest collected no tests (tests/ is empty or PYTEST_ARGS selects nothing)."; fi; \
+	exit $$rc
 
 stop: ## stop everything (waits until every program has exited)
 	@if [ -x $(PY) ]; then $(PY) -m devstack.stop; else echo "The local stack is not running here: nothing to stop."; fi
