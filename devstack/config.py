@@ -58,6 +58,7 @@ PORTS = [
     Port("supervisor", "SANDESH_SUPERVISOR_PORT", 9001, "supervisord"),
 ]
 PORTS_BY_KEY = {p.key: p for p in PORTS}
+PORTS_BY_KEY_BY_ENV = {p.env: p for p in PORTS}
 
 INFRA_PORT_KEYS = ["kafka", "kafka_controller", "mongo", "ferretdb_debug", "smtp"]
 

@@ -41,19 +41,31 @@ def needed_ports(ports: dict[str, int], senders: int, infra_only: bool) -> list[
     return needed
 
 
+def _free_alternative(port: int, taken: set[int]) -> int:
+    for candidate in (port + 10000, port + 20000, port + 30000, port - 1000, port + 1000):
+        if 1024 < candidate <= 65535 and candidate not in taken and not procs.port_busy(candidate):
+            return candidate
+    return port + 10000
+
+
 def check_ports_free(ports: dict[str, int], senders: int, infra_only: bool, target: str) -> None:
-    busy = [(port, what, env) for port, what, env in needed_ports(ports, senders, infra_only)
-            if procs.port_busy(port)]
+    needed = needed_ports(ports, senders, infra_only)
+    busy = [(port, what, env) for port, what, env in needed if procs.port_busy(port)]
     if not busy:
         return
-    lines = []
+    lines = [f"port {port} ({what}) is in use by {procs.describe_holders(port)}, "
+             "not this checkout's stack." for port, what, env in busy]
+    taken = {port for port, _, _ in needed}
+    moves = {}
     for port, what, env in busy:
-        lines.append(f"port {port} ({what}) is in use by {procs.describe_holders(port)}, "
-                     "not this checkout's stack.")
-    port, what, env = busy[0]
-    suggestion = port + 10000 if port + 10000 <= 65535 else port - 1000
-    lines.append(f"Stop that stack (`make stop` in its checkout) or pick other ports, "
-                 f"e.g. {env}={suggestion} make {target}")
+        if env not in moves:
+            moves[env] = _free_alternative(ports[config.PORTS_BY_KEY_BY_ENV[env].key], taken)
+            taken.add(moves[env])
+    holders = {procs.stack_of(pid) for port, _, _ in busy for pid in procs.listener_pids(port)}
+    other = sorted(h for h in holders if h)
+    where = f"`make stop` in {other[0]}" if len(other) == 1 else "`make stop` in its checkout"
+    lines.append(f"Stop that stack ({where}) or pick other ports, e.g.\n    "
+                 + " ".join(f"{env}={port}" for env, port in moves.items()) + f" make {target}")
     fail("\n  ".join(lines))
 
 

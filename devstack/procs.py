@@ -120,12 +120,25 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def stack_of(pid: int) -> str | None:
+    """The checkout whose local stack started this process, if it is one."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for item in environ:
+        if item.startswith(b"SANDESH_REPO_DIR=") and b"SUPERVISOR_ENABLED=1" in environ:
+            return item.split(b"=", 1)[1].decode("utf-8", "replace")
+    return None
+
+
 def describe_holders(port: int) -> str:
     pids = sorted(listener_pids(port))
     if not pids:
         return "another process"
-    described = []
-    for pid in pids[:3]:
-        cmd = cmdline(pid)
-        described.append(f"pid {pid}: {cmd[:110] + '…' if len(cmd) > 110 else cmd}")
-    return "another process (" + "; ".join(described) + ")"
+    cmd = cmdline(pids[0])
+    text = f"another process (pid {pids[0]}: {cmd[:70] + '…' if len(cmd) > 70 else cmd})"
+    checkout = stack_of(pids[0])
+    if checkout:
+        text += f" of the local stack in {checkout}"
+    return text
