@@ -1,9 +1,27 @@
-"""What the campaigns worker consumes: {event type: handler}."""
+"""What the campaigns worker consumes: {event type: handler}.
+
+Delivery outcomes and the audience size become campaign progress, counted
+once per job however often Kafka redelivers them (see store.JobStateStore).
+"""
+from services.campaigns import usecases
+from services.campaigns.store import CampaignStore, JobStateStore, TemplateStore
 from shared import topics
 
 GROUP = "campaigns"
 TOPICS = [topics.DELIVERY_EVENTS, topics.CONTACTS_EVENTS]
 
+DELIVERY_TYPES = ("delivery.sent", "delivery.deferred", "delivery.failed", "delivery.bounced",
+                  "delivery.skipped")
+
+
+def ports_for(runtime) -> usecases.Ports:
+    db = runtime.db
+    return usecases.Ports(TemplateStore(db), CampaignStore(db), JobStateStore(db),
+                          runtime.producer())
+
 
 def build_handlers(runtime) -> dict:
-    return {}
+    ports = ports_for(runtime)
+    handlers = {t: (lambda event: usecases.record_delivery(ports, event)) for t in DELIVERY_TYPES}
+    handlers["audience.ready"] = lambda event: usecases.record_audience(ports, event)
+    return handlers

@@ -1,20 +1,51 @@
-"""The campaigns worker: consumes its topics (see handlers.py) until SIGTERM."""
-from services.campaigns.handlers import GROUP, TOPICS, build_handlers
-from shared.config import load_common
+"""The campaigns worker: counts delivery events into progress (see
+handlers.py) and, on a timer beside the consumer loop, fires due schedules,
+publishes events a crash left in an outbox and completes stalled campaigns.
+Run several: the schedule lease and the completion are atomic updates."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from services.campaigns import store, usecases
+from services.campaigns.handlers import GROUP, TOPICS, build_handlers, ports_for
+from shared.config import Setting, load_common
 from shared.kafka.factory import consumer_loop
 from shared.runtime import Runtime
 from shared.worker import run_worker
 
 SERVICE = "campaigns"
+SETTINGS = [Setting("SANDESH_CAMPAIGNS_SWEEP_SECONDS", float, default=2.0)]
+log = logging.getLogger(__name__)
+
+
+def run_sweeps(ports: usecases.Ports, interval: float, stop: threading.Event) -> None:
+    while not stop.wait(interval):
+        try:
+            result = usecases.sweep(ports)
+            if any(result.values()):
+                log.info("sweep", extra=result)
+        except Exception:  # an outage: the next sweep tries again
+            log.exception("sweep failed; retrying at the next tick")
 
 
 def main() -> None:
-    config = load_common()
+    config = load_common(SETTINGS)
     runtime = Runtime(SERVICE, config)
-    run_worker(SERVICE, config,
-               lambda: consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
-                                     producer=runtime.producer()),
-               runtime.readiness())
+    stop = threading.Event()
+
+    def build_loop():
+        store.ensure_indexes(runtime.db)
+        loop = consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
+                             producer=runtime.producer())
+        threading.Thread(target=run_sweeps, name="campaigns-sweep", daemon=True,
+                         args=(ports_for(runtime), config.campaigns_sweep_seconds, stop)).start()
+        return loop
+
+    try:
+        run_worker(SERVICE, config, build_loop, runtime.readiness())
+    finally:
+        stop.set()
 
 
 if __name__ == "__main__":

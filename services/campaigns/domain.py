@@ -1,0 +1,178 @@
+"""The campaigns service's rules: no database, no broker.
+
+States (docs/campaigns.md):
+    draft -> scheduled -> sending <-> paused -> sent
+    draft | scheduled | sending | paused -> cancelled;  scheduled -> draft (unschedule)
+A campaign becomes `sent` when every job of its audience is accounted for
+(sent, failed or skipped), including an empty audience (sent with 0).
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from shared import templating
+
+DRAFT, SCHEDULED, SENDING, PAUSED, SENT, CANCELLED = (
+    "draft", "scheduled", "sending", "paused", "sent", "cancelled")
+STATUSES = (DRAFT, SCHEDULED, SENDING, PAUSED, SENT, CANCELLED)
+ACTIVE = (SENDING, PAUSED)
+
+# action -> (states it may start from, state it leads to)
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "send": ((DRAFT,), SENDING),
+    "schedule": ((DRAFT,), SCHEDULED),
+    "unschedule": ((SCHEDULED,), DRAFT),
+    "fire": ((SCHEDULED,), SENDING),
+    "pause": ((SENDING,), PAUSED),
+    "resume": ((PAUSED,), SENDING),
+    "cancel": ((DRAFT, SCHEDULED, SENDING, PAUSED), CANCELLED),
+    "complete": ((SENDING, PAUSED), SENT),
+}
+
+# Delivery outcomes that settle a job; `bounced` arrives after `sent` and
+# does not settle it again; `deferred` means a retry is scheduled.
+FINAL_OUTCOMES = ("sent", "failed", "skipped")
+COUNTED = FINAL_OUTCOMES + ("deferred", "bounced")
+
+
+class TransitionRefused(Exception):
+    def __init__(self, action: str, status: str):
+        allowed = ", ".join(TRANSITIONS[action][0])
+        super().__init__(f"cannot {action} a campaign that is {status} (only when {allowed})")
+        self.action = action
+        self.status = status
+
+
+def next_status(action: str, status: str) -> str:
+    sources, target = TRANSITIONS[action]
+    if status not in sources:
+        raise TransitionRefused(action, status)
+    return target
+
+
+# -- header safety ---------------------------------------------------------
+_LINE_BREAK = re.compile(r"[\r\n]")
+
+
+def has_line_break(value: str | None) -> bool:
+    """A CR or LF in a header value would let a template inject headers."""
+    return bool(value) and bool(_LINE_BREAK.search(value))
+
+
+# -- template parts --------------------------------------------------------
+TEMPLATE_PARTS = {"subject": False, "preheader": False, "html": True, "text": False}
+
+
+def template_problems(parts: dict[str, str | None]) -> dict[str, list[str]]:
+    """{field: [message naming the line and the reason]} for every part that
+    does not compile in the sender's sandbox, or a header with a line break."""
+    problems: dict[str, list[str]] = {}
+    for field, html in TEMPLATE_PARTS.items():
+        source = parts.get(field)
+        if source is None:
+            continue
+        if field in ("subject", "preheader") and has_line_break(source):
+            problems[field] = ["must not contain a line break (CR or LF)"]
+            continue
+        try:
+            templating.check(source, html)
+        except templating.TemplateSyntaxProblem as exc:
+            where = f"line {exc.line}: " if exc.line else ""
+            problems[field] = [f"template error at {where}{exc.message}"]
+    return problems
+
+
+UNSUBSCRIBE_HTML = ('<p style="font-size:12px;color:#666666">You receive this email because '
+                    'you subscribed. <a href="{{ unsubscribe_url }}" data-no-track>'
+                    'Unsubscribe</a></p>')
+POSTAL_HTML = '<p style="font-size:12px;color:#666666">{{ postal_address }}</p>'
+UNSUBSCRIBE_TEXT = "Unsubscribe: {{ unsubscribe_url }}"
+POSTAL_TEXT = "{{ postal_address }}"
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+
+
+def _append_html(html: str, footer: str) -> str:
+    match = None
+    for match in _BODY_END.finditer(html):
+        pass
+    if match is None:
+        return html + "\n" + footer
+    return html[:match.start()] + footer + "\n" + html[match.start():]
+
+
+def with_compliance_footer(html: str, text: str) -> tuple[str, str]:
+    """Marketing mail carries an unsubscribe link and the sender's postal
+    address (CAN-SPAM). Both are placeholders the sender fills; a template
+    that already has them is left alone."""
+    footer_html, footer_text = [], []
+    if templating.UNSUBSCRIBE_URL not in html:
+        footer_html.append(UNSUBSCRIBE_HTML)
+    if templating.POSTAL_ADDRESS not in html:
+        footer_html.append(POSTAL_HTML)
+    if templating.UNSUBSCRIBE_URL not in text:
+        footer_text.append(UNSUBSCRIBE_TEXT)
+    if templating.POSTAL_ADDRESS not in text:
+        footer_text.append(POSTAL_TEXT)
+    if footer_html:
+        html = _append_html(html, "\n".join(footer_html))
+    if footer_text:
+        text = text.rstrip("\n") + "\n\n--\n" + "\n".join(footer_text) + "\n"
+    return html, text
+
+
+# -- schedules ---------------------------------------------------------------
+def parse_send_at(send_at: str, time_zone: str | None, now: datetime) -> datetime:
+    """An ISO 8601 time with an offset, or a local time plus an IANA zone
+    name; returns UTC. Raises ValueError(field, message)."""
+    try:
+        when = datetime.fromisoformat(send_at.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("send_at", "not an ISO 8601 date and time") from None
+    if time_zone:
+        try:
+            zone = ZoneInfo(time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("time_zone", f"unknown time zone {time_zone!r}") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=zone)
+        else:
+            raise ValueError("time_zone", "give either an offset in send_at or a time_zone, "
+                                          "not both")
+    if when.tzinfo is None:
+        raise ValueError("send_at", "needs a UTC offset (e.g. +02:00) or a time_zone")
+    when = when.astimezone(timezone.utc)
+    if when <= now:
+        raise ValueError("send_at", "is in the past")
+    return when
+
+
+# -- progress ----------------------------------------------------------------
+def progress(counts: dict, audience_size: int | None, started_at: datetime | None,
+             now: datetime) -> dict:
+    """What the dashboard and the CLI show; time left from the rate so far."""
+    sent, failed, skipped = (int(counts.get(k, 0)) for k in FINAL_OUTCOMES)
+    accounted = sent + failed + skipped
+    queued = max(0, audience_size - accounted) if audience_size is not None else None
+    rate = None
+    eta = None
+    if started_at and accounted:
+        elapsed = max((now - started_at).total_seconds(), 0.001)
+        rate = accounted / elapsed
+        if queued is not None:
+            eta = round(queued / rate, 1) if rate > 0 else None
+    percent = (round(100.0 * accounted / audience_size, 2) if audience_size
+               else (100.0 if audience_size == 0 else 0.0))
+    return {"audience_size": audience_size, "queued": queued, "sent": sent,
+            "deferred": int(counts.get("deferred", 0)), "failed": failed,
+            "bounced": int(counts.get("bounced", 0)), "skipped": skipped,
+            "accounted": accounted, "percent": percent,
+            "rate_per_second": round(rate, 2) if rate is not None else None,
+            "eta_seconds": eta}
+
+
+def is_complete(counts: dict, audience_size: int | None) -> bool:
+    if audience_size is None:
+        return False
+    return sum(int(counts.get(k, 0)) for k in FINAL_OUTCOMES) >= audience_size

@@ -1,0 +1,241 @@
+"""marshmallow schemas: the only validation and serialisation boundary of
+the campaigns API (unknown fields are refused)."""
+from __future__ import annotations
+
+import marshmallow as ma
+from marshmallow import validate
+
+from services.campaigns import domain
+from shared.pii import InvalidEmail, normalise_email
+
+ID = validate.Length(1, 64)
+
+
+def _no_line_break(value: str) -> None:
+    if domain.has_line_break(value):
+        raise ma.ValidationError("must not contain a line break (CR or LF)")
+
+
+def _email(value: str) -> None:
+    _no_line_break(value)
+    try:
+        normalise_email(value)
+    except InvalidEmail as exc:
+        raise ma.ValidationError(f"not a valid email address: {exc}") from None
+
+
+def _postal_address(value: str) -> None:
+    # The address is filled into the template as data, but braces are never
+    # part of an address and would read as template syntax in a preview.
+    if "{" in value or "}" in value:
+        raise ma.ValidationError("must not contain { or }")
+
+
+# -- templates -------------------------------------------------------------
+class TemplateCreate(ma.Schema):
+    name = ma.fields.String(required=True, validate=validate.Length(1, 200))
+    kind = ma.fields.String(load_default="marketing",
+                            validate=validate.OneOf(["marketing", "system"]))
+    subject = ma.fields.String(required=True, validate=[validate.Length(1, 998), _no_line_break])
+    preheader = ma.fields.String(load_default="", validate=[validate.Length(max=500),
+                                                            _no_line_break])
+    html = ma.fields.String(required=True, validate=validate.Length(1, 1_000_000))
+    text = ma.fields.String(load_default=None, allow_none=True,
+                            validate=validate.Length(max=1_000_000),
+                            metadata={"description": "Derived from the HTML when absent."})
+
+
+class TemplateUpdate(ma.Schema):
+    name = ma.fields.String(validate=validate.Length(1, 200))
+    kind = ma.fields.String(validate=validate.OneOf(["marketing", "system"]))
+    subject = ma.fields.String(validate=[validate.Length(1, 998), _no_line_break])
+    preheader = ma.fields.String(validate=[validate.Length(max=500), _no_line_break])
+    html = ma.fields.String(validate=validate.Length(1, 1_000_000))
+    text = ma.fields.String(allow_none=True, validate=validate.Length(max=1_000_000))
+
+
+class TemplateVersion(ma.Schema):
+    version = ma.fields.Integer()
+    subject = ma.fields.String()
+    preheader = ma.fields.String()
+    html = ma.fields.String()
+    text = ma.fields.String()
+    text_derived = ma.fields.Boolean()
+    links = ma.fields.List(ma.fields.String())
+    created_at = ma.fields.DateTime()
+
+
+class TemplateSummary(ma.Schema):
+    id = ma.fields.String(attribute="_id")
+    name = ma.fields.String()
+    kind = ma.fields.String()
+    version = ma.fields.Integer(metadata={"description": "The latest version."})
+    created_at = ma.fields.DateTime()
+    updated_at = ma.fields.DateTime()
+
+
+class Template(TemplateSummary):
+    current = ma.fields.Nested(TemplateVersion, metadata={"description": "The latest version."})
+
+
+class TemplatePage(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(TemplateSummary))
+    next_cursor = ma.fields.String(allow_none=True)
+
+
+class TemplateVersionPage(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(TemplateVersion))
+    next_cursor = ma.fields.String(allow_none=True)
+
+
+# -- campaigns -------------------------------------------------------------
+class Audience(ma.Schema):
+    list_ids = ma.fields.List(ma.fields.String(validate=ID), load_default=list,
+                              validate=validate.Length(max=50))
+    segment_id = ma.fields.String(load_default=None, allow_none=True, validate=ID)
+
+
+class Limits(ma.Schema):
+    per_second = ma.fields.Float(load_default=None, allow_none=True,
+                                 validate=validate.Range(0.01, 100_000))
+    per_hour = ma.fields.Integer(load_default=None, allow_none=True,
+                                 validate=validate.Range(1, 100_000_000))
+    per_domain_concurrency = ma.fields.Integer(load_default=None, allow_none=True,
+                                               validate=validate.Range(1, 1000))
+
+
+_CAMPAIGN_FIELDS = dict(
+    name=lambda: ma.fields.String(validate=validate.Length(1, 300)),
+    kind=lambda: ma.fields.String(validate=validate.OneOf(["marketing", "system"])),
+    template_id=lambda: ma.fields.String(allow_none=True, validate=ID),
+    template_version=lambda: ma.fields.Integer(
+        allow_none=True, validate=validate.Range(min=1),
+        metadata={"description": "Pin a version; by default the latest at send time."}),
+    from_email=lambda: ma.fields.String(allow_none=True, validate=_email),
+    from_name=lambda: ma.fields.String(allow_none=True, validate=[validate.Length(max=200),
+                                                                  _no_line_break]),
+    reply_to=lambda: ma.fields.String(allow_none=True, validate=_email),
+    sending_domain=lambda: ma.fields.String(allow_none=True, validate=validate.Length(1, 255)),
+    audience=lambda: ma.fields.Nested(Audience),
+    limits=lambda: ma.fields.Nested(Limits),
+    tracking=lambda: ma.fields.Boolean(),
+    postal_address=lambda: ma.fields.String(
+        allow_none=True, validate=[validate.Length(max=500), _postal_address],
+        metadata={"description": "The account's postal address for the CAN-SPAM footer; "
+                                 "required to send a marketing campaign."}),
+)
+
+
+class CampaignCreate(ma.Schema):
+    name = ma.fields.String(required=True, validate=validate.Length(1, 300))
+    kind = ma.fields.String(load_default="marketing",
+                            validate=validate.OneOf(["marketing", "system"]))
+    template_id = _CAMPAIGN_FIELDS["template_id"]()
+    template_version = _CAMPAIGN_FIELDS["template_version"]()
+    from_email = _CAMPAIGN_FIELDS["from_email"]()
+    from_name = _CAMPAIGN_FIELDS["from_name"]()
+    reply_to = _CAMPAIGN_FIELDS["reply_to"]()
+    sending_domain = _CAMPAIGN_FIELDS["sending_domain"]()
+    audience = ma.fields.Nested(Audience, load_default=lambda: {"list_ids": [],
+                                                               "segment_id": None})
+    limits = ma.fields.Nested(Limits, load_default=dict)
+    tracking = ma.fields.Boolean(load_default=True)
+    postal_address = _CAMPAIGN_FIELDS["postal_address"]()
+
+
+class CampaignUpdate(ma.Schema):
+    name = _CAMPAIGN_FIELDS["name"]()
+    kind = _CAMPAIGN_FIELDS["kind"]()
+    template_id = _CAMPAIGN_FIELDS["template_id"]()
+    template_version = _CAMPAIGN_FIELDS["template_version"]()
+    from_email = _CAMPAIGN_FIELDS["from_email"]()
+    from_name = _CAMPAIGN_FIELDS["from_name"]()
+    reply_to = _CAMPAIGN_FIELDS["reply_to"]()
+    sending_domain = _CAMPAIGN_FIELDS["sending_domain"]()
+    audience = _CAMPAIGN_FIELDS["audience"]()
+    limits = _CAMPAIGN_FIELDS["limits"]()
+    tracking = _CAMPAIGN_FIELDS["tracking"]()
+    postal_address = _CAMPAIGN_FIELDS["postal_address"]()
+
+
+class Progress(ma.Schema):
+    audience_size = ma.fields.Integer(allow_none=True,
+                                      metadata={"description": "Known once fan-out is done."})
+    queued = ma.fields.Integer(allow_none=True)
+    sent = ma.fields.Integer()
+    deferred = ma.fields.Integer(metadata={"description": "Retries scheduled so far."})
+    failed = ma.fields.Integer()
+    bounced = ma.fields.Integer()
+    skipped = ma.fields.Integer()
+    accounted = ma.fields.Integer(metadata={"description": "sent + failed + skipped"})
+    percent = ma.fields.Float()
+    rate_per_second = ma.fields.Float(allow_none=True)
+    eta_seconds = ma.fields.Float(allow_none=True,
+                                  metadata={"description": "Estimated time left."})
+
+
+class FrozenTemplate(ma.Schema):
+    template_id = ma.fields.String()
+    version = ma.fields.Integer()
+
+
+class Campaign(ma.Schema):
+    id = ma.fields.String(attribute="_id")
+    name = ma.fields.String()
+    kind = ma.fields.String()
+    status = ma.fields.String(metadata={"enum": list(domain.STATUSES)})
+    template_id = ma.fields.String(allow_none=True)
+    template_version = ma.fields.Integer(allow_none=True)
+    frozen_template = ma.fields.Nested(FrozenTemplate, allow_none=True)
+    from_email = ma.fields.String(allow_none=True)
+    from_name = ma.fields.String(allow_none=True)
+    reply_to = ma.fields.String(allow_none=True)
+    sending_domain = ma.fields.String(allow_none=True)
+    audience = ma.fields.Nested(Audience)
+    limits = ma.fields.Nested(Limits)
+    tracking = ma.fields.Boolean()
+    postal_address = ma.fields.String(allow_none=True)
+    send_at = ma.fields.DateTime(allow_none=True)
+    time_zone = ma.fields.String(allow_none=True)
+    launched_at = ma.fields.DateTime(allow_none=True)
+    completed_at = ma.fields.DateTime(allow_none=True)
+    cancelled_at = ma.fields.DateTime(allow_none=True)
+    created_at = ma.fields.DateTime()
+    updated_at = ma.fields.DateTime()
+    progress = ma.fields.Nested(Progress)
+
+
+class CampaignPage(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(Campaign))
+    next_cursor = ma.fields.String(allow_none=True)
+
+
+class CampaignListArgs(ma.Schema):
+    limit = ma.fields.Integer(load_default=50, validate=validate.Range(1, 500))
+    cursor = ma.fields.String(load_default=None, validate=validate.Length(max=500))
+    status = ma.fields.String(load_default=None, validate=validate.OneOf(domain.STATUSES))
+
+
+class ScheduleRequest(ma.Schema):
+    send_at = ma.fields.String(required=True, validate=validate.Length(1, 64), metadata={
+        "description": "ISO 8601, with a UTC offset (2030-05-01T09:00:00+02:00) or local "
+                       "time plus time_zone."})
+    time_zone = ma.fields.String(load_default=None, allow_none=True,
+                                 validate=validate.Length(1, 64),
+                                 metadata={"description": "IANA name, e.g. Europe/Paris"})
+
+
+class TestRequest(ma.Schema):
+    emails = ma.fields.List(ma.fields.String(validate=_email), required=True,
+                            validate=validate.Length(1, 5))
+
+
+class TestQueued(ma.Schema):
+    job_ids = ma.fields.List(ma.fields.String())
+
+
+class Usage(ma.Schema):
+    templates = ma.fields.Integer()
+    campaigns = ma.fields.Integer()
+    mailings_sent = ma.fields.Integer()
+    mailings_bytes = ma.fields.Integer()

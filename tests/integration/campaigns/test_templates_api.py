@@ -1,0 +1,95 @@
+"""Templates: validated in the sender's sandbox at save, versioned, immutable."""
+
+HTML = ('<html><body><h1>Hello {{ name | default("there") }}</h1>'
+        '<p>See <a href="https://shop.example.com/sale">the sale</a>.</p></body></html>')
+
+
+def create(client, **overrides):
+    body = {"name": "Spring", "subject": "Hi {{ name | default('there') }}", "html": HTML,
+            **overrides}
+    response = client.post("/api/v1/templates", body)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def test_create_derives_text_and_appends_unsubscribe_and_postal_address(client):
+    template = create(client)
+    current = template["current"]
+    assert template["version"] == 1 and current["version"] == 1
+    assert current["text_derived"] is True
+    assert "the sale (https://shop.example.com/sale)" in current["text"]
+    assert "{{ unsubscribe_url }}" in current["html"] and "{{ unsubscribe_url }}" in current["text"]
+    assert "{{ postal_address }}" in current["html"] and "{{ postal_address }}" in current["text"]
+    assert current["html"].index("{{ unsubscribe_url }}") < current["html"].index("</body>")
+    assert current["links"] == ["https://shop.example.com/sale"]
+
+
+def test_a_template_with_its_own_unsubscribe_link_is_left_alone(client):
+    html = '<p>Hi</p><p><a href="{{ unsubscribe_url }}">Leave</a> {{ postal_address }}</p>'
+    current = create(client, html=html, text="Hi {{ unsubscribe_url }} {{ postal_address }}")
+    assert current["current"]["html"] == html
+    assert current["current"]["text_derived"] is False
+
+
+def test_system_templates_get_no_footer(client):
+    current = create(client, kind="system", html="<p>Your code</p>")["current"]
+    assert "unsubscribe_url" not in current["html"]
+
+
+def test_a_template_that_does_not_parse_is_refused_with_field_line_and_reason(client):
+    response = client.post("/api/v1/templates", {
+        "name": "Broken", "subject": "ok", "html": "<p>one</p>\n<p>{{ name </p>\n"})
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "validation_error"
+    assert "html" in error["details"]
+    assert "line 2" in error["details"]["html"][0]
+
+
+def test_a_filter_outside_the_allow_list_is_refused(client):
+    response = client.post("/api/v1/templates", {
+        "name": "Sneaky", "subject": "{{ name | attr('x') }}", "html": "<p>x</p>"})
+    assert response.status_code == 400
+    assert "subject" in response.get_json()["error"]["details"]
+
+
+def test_line_breaks_in_subject_or_preheader_are_refused(client):
+    for field in ("subject", "preheader"):
+        body = {"name": "x", "subject": "s", "html": "<p>x</p>", field: "a\r\nBcc: x@y.z"}
+        response = client.post("/api/v1/templates", body)
+        assert response.status_code == 400
+        assert field in response.get_json()["error"]["details"]
+
+
+def test_every_edit_is_a_new_version_and_old_versions_stay(client):
+    template = create(client)
+    path = f"/api/v1/templates/{template['id']}"
+    response = client.patch(path, {"subject": "New subject"})
+    assert response.status_code == 200
+    edited = response.get_json()
+    assert edited["version"] == 2 and edited["current"]["subject"] == "New subject"
+    assert edited["current"]["html"] == template["current"]["html"]
+    first = client.get(f"{path}/versions/1").get_json()
+    assert first["subject"] == template["current"]["subject"]
+    versions = client.get(f"{path}/versions?limit=1").get_json()
+    assert [v["version"] for v in versions["items"]] == [1]
+    rest = client.get(f"{path}/versions?limit=1&cursor={versions['next_cursor']}").get_json()
+    assert [v["version"] for v in rest["items"]] == [2] and rest["next_cursor"] is None
+    bad = client.patch(path, {"html": "{% if %}"})
+    assert bad.status_code == 400 and "html" in bad.get_json()["error"]["details"]
+    assert client.get(path).get_json()["version"] == 2
+
+
+def test_another_account_sees_nothing(client):
+    template = create(client)
+    other = client.get(f"/api/v1/templates/{template['id']}", account_id="someone-else")
+    assert other.status_code == 404
+    listing = client.get("/api/v1/templates", account_id="someone-else").get_json()
+    assert listing["items"] == []
+
+
+def test_unknown_fields_are_refused(client):
+    response = client.post("/api/v1/templates", {"name": "x", "subject": "s", "html": "<p/>",
+                                                 "account_id": "other"})
+    assert response.status_code == 400
+    assert "account_id" in response.get_json()["error"]["details"]
