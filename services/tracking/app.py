@@ -1,10 +1,59 @@
+"""The tracking service's app: public hot path in front of Flask, public
+views (unsubscribe, bounces) and the signed stats API."""
+from __future__ import annotations
+
+import threading
+
 from flask import Flask
 
-from services.tracking import api
+from services.tracking import api, public, usecases
+from services.tracking.hits import HitPublisher
+from services.tracking.settings import SETTINGS
+from services.tracking.store import INDEXES, TrackingStore
+from shared import mongo
+from shared.kafka.factory import event_producer
 from shared.http.service import make_app
 
 SERVICE = "tracking"
 
 
 def create_app(environ=None) -> Flask:
-    return make_app(SERVICE, "Sandesh tracking", [api.blp], environ=environ)
+    app = make_app(SERVICE, "Sandesh tracking", [api.blp], settings=SETTINGS, environ=environ,
+                   on_start=lambda rt: mongo.ensure_indexes(rt.db, INDEXES))
+    runtime = app.extensions["runtime"]
+    config = runtime.config
+    keyring = config.tracking_keys
+    sync = _SyncProducer(config)
+    deps = public.Deps(config, runtime, keyring, sync)
+    hits = HitPublisher(runtime.producer, limit=config.hit_queue_limit,
+                        flush_seconds=config.hit_flush_seconds,
+                        relay=lambda producer: usecases.relay_parked(deps.store(), producer))
+    app.extensions["tracking"] = deps
+    app.extensions["tracking_hits"] = hits
+    app.register_blueprint(public.public_blp)
+    links = public.LinkTable(lambda: TrackingStore(runtime.db))
+    app.wsgi_app = public.HotPath(app.wsgi_app, keyring, hits, links)
+    return app
+
+
+class _SyncProducer:
+    """A producer of its own for what must be out before we answer
+    (unsubscribes, bounce reports), with short timeouts: if Kafka does not
+    take it within seconds the event is parked in MongoDB instead. One
+    publish-and-flush at a time, so each caller sees its own event's fate."""
+
+    def __init__(self, config):
+        self._config = config
+        self._producer = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> "_SyncProducer":
+        return self
+
+    def publish_now(self, topic, event, key) -> None:
+        with self._lock:
+            if self._producer is None:
+                self._producer = event_producer(self._config, SERVICE + "-sync",
+                                                max_block_ms=3000, request_timeout_ms=3000,
+                                                delivery_timeout_ms=5000, linger_ms=0)
+            self._producer.publish_now(topic, event, key)

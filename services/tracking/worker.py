@@ -1,5 +1,7 @@
 """The tracking worker: consumes its topics (see handlers.py) until SIGTERM."""
-from services.tracking.handlers import GROUP, TOPICS, build_handlers
+from services.tracking.handlers import EXTRA_SETTINGS, GROUP, TOPICS, build_handlers
+from services.tracking.store import INDEXES
+from shared import mongo
 from shared.config import load_common
 from shared.kafka.factory import consumer_loop
 from shared.runtime import Runtime
@@ -9,12 +11,15 @@ SERVICE = "tracking"
 
 
 def main() -> None:
-    config = load_common()
+    config = load_common(EXTRA_SETTINGS)
     runtime = Runtime(SERVICE, config)
-    run_worker(SERVICE, config,
-               lambda: consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
-                                     producer=runtime.producer()),
-               runtime.readiness())
+
+    def build_loop():
+        mongo.ensure_indexes(runtime.db, INDEXES)
+        return consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
+                             producer=runtime.producer())
+
+    run_worker(SERVICE, config, build_loop, runtime.readiness())
 
 
 if __name__ == "__main__":

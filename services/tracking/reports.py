@@ -1,0 +1,155 @@
+"""Reading bounce (DSN, RFC 3464) and complaint (ARF, RFC 5965) messages.
+
+Pure: bytes in, a `Report` out. Which job it concerns is found from the
+signed tokens the message carries: the VERP Return-Path the bounce was sent
+to ("b+<token>@..."), or the links of the original message quoted in the
+report (its List-Unsubscribe header names the whole context). Unsigned
+headers are never trusted: anyone can send us a DSN.
+"""
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+
+from shared.tracking_tokens import parse_verp
+
+_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_SMTP_CODE = re.compile(r"\b([45])\d\d[ -]")
+_LINK_TOKEN = re.compile(r"/(?:u|t/o|t/c)/([A-Za-z0-9_-]{100,140})")
+_VERP = re.compile(r"(?i)\bb\+[a-z2-7]{45}@[a-z0-9.-]+")
+_ADDRESS = re.compile(r"[^\s<>()\"';,:]+@[^\s<>()\"';,]+")
+_ADDRESS_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To",
+                    "Original-Recipient", "Return-Path", "X-Failed-Recipients")
+
+
+@dataclass
+class Report:
+    kind: str                          # "bounce" | "complaint" | "ignored"
+    bounce_type: str | None = None     # "hard" | "soft" for bounces
+    status: str = ""                   # enhanced status code, e.g. "5.1.1"
+    feedback_type: str = ""            # ARF Feedback-Type, e.g. "abuse"
+    reason: str = ""                   # why ignored, or the diagnostic with addresses masked
+    bounce_tokens: list[str] = field(default_factory=list)
+    link_tokens: list[str] = field(default_factory=list)
+
+
+def mask_addresses(text: str) -> str:
+    return _ADDRESS.sub("<address>", text)
+
+
+def parse_report(raw: bytes) -> Report:
+    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    report = _read_report(message)
+    report.bounce_tokens, report.link_tokens = _find_tokens(message, raw)
+    return report
+
+
+def _read_report(message: Message) -> Report:
+    report_type = ""
+    if message.get_content_type() == "multipart/report":
+        report_type = (message.get_param("report-type") or "").lower()
+    parts = list(message.walk())
+    if report_type == "feedback-report" or any(p.get_content_type() == "message/feedback-report"
+                                               for p in parts):
+        return _read_arf(parts)
+    for part in parts:
+        if part.get_content_type() == "message/delivery-status":
+            return _read_dsn(part)
+    return _read_plain_bounce(message)
+
+
+def _read_arf(parts: list[Message]) -> Report:
+    feedback_type = "abuse"
+    for part in parts:
+        if part.get_content_type() == "message/feedback-report":
+            fields = _report_fields(part)
+            feedback_type = (fields.get("feedback-type") or "abuse").strip().lower()[:40]
+    return Report("complaint", feedback_type=feedback_type)
+
+
+def _read_dsn(part: Message) -> Report:
+    blocks = part.get_payload()
+    if isinstance(blocks, str):  # an unparsed body: read its lines ourselves
+        blocks = [email.message_from_string(b) for b in re.split(r"\r?\n\r?\n", blocks) if b.strip()]
+    recipients = [b for b in blocks[1:] if b.get("Action") or b.get("Status")] or blocks
+    # One message, one recipient in practice; with several, the worst wins.
+    best: Report | None = None
+    for block in recipients:
+        action = (block.get("Action") or "").strip().lower()
+        status_match = _STATUS.search(block.get("Status") or "")
+        status = ".".join(status_match.groups()) if status_match else ""
+        diagnostic = mask_addresses(" ".join((block.get("Diagnostic-Code") or "").split()))[:300]
+        if action not in ("failed", "") or not status:
+            candidate = Report("ignored", status=status,
+                               reason=f"action {action or 'missing'}: not a bounce")
+        elif status.startswith("5"):
+            candidate = Report("bounce", "hard", status, reason=diagnostic)
+        elif status.startswith("4"):
+            candidate = Report("bounce", "soft", status, reason=diagnostic)
+        else:
+            candidate = Report("ignored", status=status, reason="success status")
+        if best is None or _severity(candidate) > _severity(best):
+            best = candidate
+    return best or Report("ignored", reason="no recipient block")
+
+
+def _read_plain_bounce(message: Message) -> Report:
+    """Providers that still send free-text bounces: read the first status
+    code (or SMTP reply code) of the text."""
+    text = _first_text(message)
+    status = _STATUS.search(text)
+    if status and status.group(1) in "45":
+        kind = "hard" if status.group(1) == "5" else "soft"
+        return Report("bounce", kind, ".".join(status.groups()),
+                      reason=mask_addresses(" ".join(text.split()))[:300])
+    code = _SMTP_CODE.search(text)
+    if code:
+        kind = "hard" if code.group(1) == "5" else "soft"
+        return Report("bounce", kind, f"{code.group(1)}.0.0",
+                      reason=mask_addresses(" ".join(text.split()))[:300])
+    return Report("ignored", reason="neither a delivery-status nor a feedback report")
+
+
+def _severity(report: Report) -> int:
+    return {"hard": 3, "soft": 2}.get(report.bounce_type or "", 1 if report.kind != "ignored" else 0)
+
+
+def _report_fields(part: Message) -> dict[str, str]:
+    payload = part.get_payload()
+    fields: dict[str, str] = {}
+    blocks = payload if isinstance(payload, list) else \
+        [email.message_from_string(payload or "")]
+    for block in blocks:
+        for name, value in block.items():
+            fields.setdefault(name.lower(), str(value))
+    return fields
+
+
+def _first_text(message: Message) -> str:
+    for part in message.walk():
+        if part.get_content_maintype() == "text":
+            body = part.get_payload(decode=True) or b""
+            return body.decode(part.get_content_charset() or "utf-8", "replace")
+    return ""
+
+
+def _find_tokens(message: Message, raw: bytes) -> tuple[list[str], list[str]]:
+    texts = [raw.decode("latin-1")]
+    for part in message.walk():
+        for name in _ADDRESS_HEADERS:
+            texts.extend(str(v) for v in part.get_all(name) or [])
+        if part.get_content_maintype() == "text":
+            body = part.get_payload(decode=True)
+            if body:
+                texts.append(body.decode(part.get_content_charset() or "utf-8", "replace"))
+    joined = "\n".join(texts)
+    bounce = _unique(filter(None, (parse_verp(m) for m in _VERP.findall(joined))))
+    links = _unique(_LINK_TOKEN.findall(joined))
+    return bounce, links
+
+
+def _unique(items) -> list[str]:
+    return list(dict.fromkeys(items))

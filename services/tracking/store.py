@@ -1,0 +1,145 @@
+"""The tracking service's MongoDB repository.
+
+Counting is exact under redelivery without transactions: every increment
+belongs to one *marker* document whose `_id` names the fact ("campaign c
+sent job j", "contact k opened c as a person", "open event e"). A counter is
+incremented only by whoever inserted its marker; the marker is then marked
+done. A crash between the two leaves a marker not done: whoever sees it
+again rebuilds that campaign's counters from its markers (`recount`).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+INDEXES = {
+    "markers": [IndexModel([("c", ASCENDING)])],
+    "hourly": [IndexModel([("c", ASCENDING), ("hour", ASCENDING)])],
+    "deliveries": [IndexModel([("campaign_id", ASCENDING)])],
+    "campaigns": [],
+    "counters": [],
+    "soft_bounces": [],
+    "pending_events": [],
+}
+
+
+class TrackingStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    # --------------------------------------------------------- campaigns
+    def save_campaign(self, campaign_id: str, account_id: str, links: list[str],
+                      at: datetime) -> None:
+        self.db.campaigns.update_one(
+            {"_id": campaign_id},
+            {"$set": {"account_id": account_id, "links": links}, "$min": {"first_at": at}},
+            upsert=True)
+
+    def campaign(self, campaign_id: str) -> dict | None:
+        return self.db.campaigns.find_one({"_id": campaign_id})
+
+    def note_campaign_activity(self, campaign_id: str, account_id: str, at: datetime) -> datetime:
+        """The campaign's first event time (the start of its hourly series)."""
+        doc = self.db.campaigns.find_one_and_update(
+            {"_id": campaign_id},
+            {"$setOnInsert": {"account_id": account_id, "links": []}, "$min": {"first_at": at}},
+            upsert=True, return_document=ReturnDocument.AFTER)
+        return doc["first_at"]
+
+    # -------------------------------------------------------- deliveries
+    def save_delivery(self, job_id: str, account_id: str, campaign_id: str, contact_id: str,
+                      sent_at: datetime) -> None:
+        self.db.deliveries.update_one(
+            {"_id": job_id},
+            {"$set": {"account_id": account_id, "campaign_id": campaign_id,
+                      "contact_id": contact_id}, "$min": {"sent_at": sent_at}},
+            upsert=True)
+
+    def delivery(self, job_id: str) -> dict | None:
+        return self.db.deliveries.find_one({"_id": job_id})
+
+    def swap_last_click(self, job_id: str, link_index: int, at: float) -> dict | None:
+        """Record this click as the job's last; return the one before it."""
+        before = self.db.deliveries.find_one_and_update(
+            {"_id": job_id}, {"$set": {"last_click": {"i": link_index, "t": at}}},
+            upsert=True, return_document=ReturnDocument.BEFORE)
+        return (before or {}).get("last_click")
+
+    # ----------------------------------------------------------- markers
+    def insert_marker(self, marker_id: str, campaign_id: str, fields: list[str],
+                      hour: datetime | None, extra: dict | None = None) -> dict | None:
+        """Insert the marker; None if inserted, else the existing one."""
+        doc = {"_id": marker_id, "c": campaign_id, "f": fields, "h": hour, "done": False,
+               **(extra or {})}
+        try:
+            self.db.markers.insert_one(doc)
+            return None
+        except DuplicateKeyError:
+            return self.db.markers.find_one({"_id": marker_id}) or doc
+
+    def marker(self, marker_id: str) -> dict | None:
+        return self.db.markers.find_one({"_id": marker_id})
+
+    def mark_done(self, marker_id: str) -> None:
+        self.db.markers.update_one({"_id": marker_id}, {"$set": {"done": True}})
+
+    def increment(self, campaign_id: str, account_id: str, fields: list[str],
+                  hour: datetime | None) -> None:
+        inc = {name: 1 for name in fields}
+        self.db.counters.update_one({"_id": campaign_id},
+                                    {"$inc": inc, "$set": {"account_id": account_id}},
+                                    upsert=True)
+        hourly = {name: 1 for name in fields if not name.startswith("link_")}
+        if hour is not None and hourly:
+            self.db.hourly.update_one({"_id": f"{campaign_id}|{hour.isoformat()}"},
+                                      {"$inc": hourly, "$set": {"c": campaign_id, "hour": hour}},
+                                      upsert=True)
+
+    def recount(self, campaign_id: str, account_id: str) -> None:
+        """Rebuild the campaign's counters and hourly series from its markers."""
+        totals: Counter = Counter()
+        per_hour: dict[datetime, Counter] = {}
+        for marker in self.db.markers.find({"c": campaign_id}, {"f": 1, "h": 1}):
+            totals.update(marker["f"])
+            if marker.get("h") is not None:
+                per_hour.setdefault(marker["h"], Counter()).update(
+                    f for f in marker["f"] if not f.startswith("link_"))
+        self.db.counters.replace_one({"_id": campaign_id},
+                                     {"account_id": account_id, **totals}, upsert=True)
+        self.db.hourly.delete_many({"c": campaign_id})
+        for hour, counts in per_hour.items():
+            self.db.hourly.replace_one({"_id": f"{campaign_id}|{hour.isoformat()}"},
+                                       {"c": campaign_id, "hour": hour, **counts}, upsert=True)
+        self.db.markers.update_many({"c": campaign_id, "done": False}, {"$set": {"done": True}})
+
+    # ------------------------------------------------------------- stats
+    def counters(self, campaign_id: str) -> dict | None:
+        return self.db.counters.find_one({"_id": campaign_id})
+
+    def hourly(self, campaign_id: str) -> list[dict]:
+        return list(self.db.hourly.find({"c": campaign_id}).sort("hour", ASCENDING))
+
+    # ------------------------------------------------------ soft bounces
+    def add_soft_bounce(self, account_id: str, contact_id: str, job_id: str) -> int:
+        """Distinct messages of this contact that soft-bounced (idempotent per job)."""
+        doc = self.db.soft_bounces.find_one_and_update(
+            {"_id": f"{account_id}|{contact_id}"}, {"$addToSet": {"jobs": job_id}},
+            upsert=True, return_document=ReturnDocument.AFTER)
+        return len(doc.get("jobs", []))
+
+    # --------------------------------------- events waiting for Kafka
+    def park_event(self, event_id: str, topic: str, key: str, body: dict) -> None:
+        self.db.pending_events.replace_one({"_id": event_id},
+                                           {"topic": topic, "key": key, "body": body},
+                                           upsert=True)
+
+    def parked_events(self, limit: int = 100) -> list[dict]:
+        return list(self.db.pending_events.find().limit(limit))
+
+    def unpark(self, event_ids: list[str]) -> None:
+        if event_ids:
+            self.db.pending_events.delete_many({"_id": {"$in": event_ids}})

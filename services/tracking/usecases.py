@@ -1,0 +1,162 @@
+"""What the public endpoints do, with their dependencies as arguments."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from services.tracking import domain
+from services.tracking.reports import Report, parse_report
+from services.tracking.store import TrackingStore
+from shared import topics
+from shared.events import Event, new_event
+from shared.kafka.producer import EventProducer
+from shared.tracking_tokens import Claims, InvalidToken, Keyring, LinkContext, verify
+
+log = logging.getLogger(__name__)
+SOURCE = "tracking"
+
+
+def _stable_id(*parts: str) -> str:
+    """The same fact gets the same event id, so consumers drop repeats."""
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def hit_event(claims: Claims, method: str, user_agent: str, ip: str) -> Event:
+    """tracking.opened / tracking.clicked: ids, UA family and /24 at most."""
+    ctx = claims.context
+    verdict = domain.classify_request(method, user_agent, ip, claims.kind)
+    data = {"campaign_id": ctx.campaign_id, "contact_id": ctx.contact_id, "job_id": ctx.job_id,
+            "machine": verdict.machine,
+            "user_agent_family": domain.user_agent_family(user_agent),
+            "ip_prefix": domain.truncate_ip(ip)}
+    if verdict.reason:
+        data["machine_reason"] = verdict.reason
+    if claims.kind == "click":
+        data["link_index"] = claims.link_index
+    kind = "tracking.opened" if claims.kind == "open" else "tracking.clicked"
+    return new_event(kind, source=SOURCE, subject=ctx.campaign_id, account_id=ctx.account_id,
+                     data=data)
+
+
+# ------------------------------------------------------------ unsubscribe
+
+def unsubscribe_event(claims: Claims, whole_account: bool, method: str) -> Event:
+    """list_id null means every list of the account."""
+    ctx = claims.context
+    list_id = None if whole_account else claims.list_id
+    data = {"campaign_id": ctx.campaign_id, "contact_id": ctx.contact_id, "job_id": ctx.job_id,
+            "list_id": list_id, "method": method}
+    return new_event("tracking.unsubscribed", source=SOURCE, subject=ctx.campaign_id,
+                     account_id=ctx.account_id, data=data,
+                     id=_stable_id("unsubscribe", ctx.job_id, list_id or "all"))
+
+
+def publish_durably(event: Event, producer: Callable[[], EventProducer],
+                    store: TrackingStore) -> str:
+    """Kafka now, or MongoDB and relayed later: never lost. Returns where it went.
+    Raises only if both are down (the caller answers 503)."""
+    try:
+        producer().publish_now(topics.TRACKING_EVENTS, event, event.subject)
+        return "kafka"
+    except Exception:
+        log.warning("publishing %s failed; parking it for the relay", event.type, exc_info=True)
+    store.park_event(event.id, topics.TRACKING_EVENTS, event.subject, event.to_dict())
+    return "parked"
+
+
+def relay_parked(store: TrackingStore, producer: EventProducer) -> int:
+    parked = store.parked_events()
+    if not parked:
+        return 0
+    for doc in parked:
+        body = doc["body"]
+        event = Event(type=body["type"], source=body["source"], subject=body["subject"],
+                      account_id=body["accountid"], data=body["data"], id=body["id"],
+                      time=body["time"], trace_id=body.get("traceid", ""))
+        producer.publish(doc["topic"], event, doc["key"])
+    producer.flush(timeout=30)
+    store.unpark([doc["_id"] for doc in parked])
+    return len(parked)
+
+
+# ---------------------------------------------------------------- bounces
+
+class BounceRejected(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class BounceOutcome:
+    result: str          # "hard_bounce" | "soft_bounce" | "complaint" | "ignored"
+    job_id: str | None = None
+    event_id: str | None = None
+    reason: str = ""
+
+
+def resolve_context(report: Report, keyring: Keyring, store: TrackingStore) -> LinkContext:
+    bounce_jobs, contexts = [], []
+    for token in report.bounce_tokens:
+        try:
+            bounce_jobs.append(verify(keyring, token).job_id)
+        except InvalidToken:
+            continue
+    for token in report.link_tokens:
+        try:
+            claims = verify(keyring, token)
+        except InvalidToken:
+            continue
+        if claims.context is not None:
+            contexts.append(claims.context)
+    for ctx in contexts:
+        if not bounce_jobs or ctx.job_id in bounce_jobs:
+            return ctx
+    for job_id in bounce_jobs:
+        delivery = store.delivery(job_id)
+        if delivery and delivery.get("campaign_id"):
+            return LinkContext(delivery["account_id"], delivery["campaign_id"],
+                               delivery["contact_id"], job_id)
+    if bounce_jobs:
+        raise BounceRejected(503, "job_not_known_yet",
+                             "the message this report is about is not recorded yet; retry later")
+    raise BounceRejected(422, "no_token", "the report names no message this platform signed")
+
+
+def take_bounce_report(raw: bytes, keyring: Keyring, store: TrackingStore,
+                       producer: Callable[[], EventProducer], soft_limit: int) -> BounceOutcome:
+    if not raw.strip():
+        raise BounceRejected(400, "empty_body", "the body must be an RFC 5322 message")
+    report = parse_report(raw)
+    if report.kind == "ignored":
+        return BounceOutcome("ignored", reason=report.reason)
+    ctx = resolve_context(report, keyring, store)
+    data = {"campaign_id": ctx.campaign_id, "contact_id": ctx.contact_id, "job_id": ctx.job_id}
+    if report.kind == "complaint":
+        data["feedback_type"] = report.feedback_type or "abuse"
+        event = new_event("tracking.complained", source=SOURCE, subject=ctx.campaign_id,
+                          account_id=ctx.account_id, data=data,
+                          id=_stable_id("complaint", ctx.job_id))
+        result = "complaint"
+    else:
+        bounce_type = report.bounce_type
+        if bounce_type == "soft":
+            seen = store.add_soft_bounce(ctx.account_id, ctx.contact_id, ctx.job_id)
+            if seen >= soft_limit:
+                bounce_type = "hard"
+                data["escalated"] = True
+        data["bounce_type"] = bounce_type
+        if report.status:
+            data["status"] = report.status
+        event = new_event("tracking.bounced", source=SOURCE, subject=ctx.campaign_id,
+                          account_id=ctx.account_id, data=data,
+                          id=_stable_id("bounce", ctx.job_id))
+        result = f"{bounce_type}_bounce"
+    try:
+        producer().publish_now(topics.TRACKING_EVENTS, event, ctx.campaign_id)
+    except Exception as exc:
+        # The sender of the webhook retries; nothing is recorded half-way.
+        raise BounceRejected(503, "broker_unavailable", "could not record the report; retry") from exc
+    return BounceOutcome(result, ctx.job_id, event.id)

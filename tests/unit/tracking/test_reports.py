@@ -1,0 +1,78 @@
+"""DSN (RFC 3464) and ARF (RFC 5965) reading, with provider-shaped samples."""
+from __future__ import annotations
+
+import base64
+import uuid
+
+import pytest
+
+from services.tracking.reports import mask_addresses, parse_report
+from shared import tracking_tokens as tt
+from tests.unit.tracking import samples
+
+RING = tt.Keyring.from_env("k1:" + base64.b64encode(b"r" * 32).decode())
+
+
+@pytest.fixture
+def ctx():
+    return tt.LinkContext(*(uuid.uuid4().hex for _ in range(4)))
+
+
+def _links(ctx):
+    return (tt.verp_address(RING, ctx, "bounces.example.com"),
+            tt.unsubscribe_url("https://t.example.com", RING, ctx))
+
+
+def test_gmail_hard_bounce(ctx):
+    verp, unsub = _links(ctx)
+    report = parse_report(samples.gmail_hard_bounce(verp, unsub))
+    assert (report.kind, report.bounce_type, report.status) == ("bounce", "hard", "5.1.1")
+    assert tt.verify(RING, report.bounce_tokens[0]).job_id == ctx.job_id
+    assert tt.verify(RING, report.link_tokens[0]).context == ctx
+    assert "@" not in report.reason  # the diagnostic quotes the address: masked
+
+
+def test_outlook_hard_bounce_with_the_original_message(ctx):
+    verp, unsub = _links(ctx)
+    report = parse_report(samples.outlook_hard_bounce(verp, unsub))
+    assert (report.kind, report.bounce_type, report.status) == ("bounce", "hard", "5.5.0")
+    assert tt.verify(RING, report.link_tokens[0]).context == ctx
+
+
+def test_yahoo_mailbox_full_is_soft(ctx):
+    verp, _ = _links(ctx)
+    report = parse_report(samples.yahoo_soft_bounce(verp))
+    assert (report.kind, report.bounce_type, report.status) == ("bounce", "soft", "4.2.2")
+    assert report.link_tokens == []
+    assert tt.verify(RING, report.bounce_tokens[0]).job_id == ctx.job_id
+
+
+def test_delayed_notice_is_not_a_bounce(ctx):
+    report = parse_report(samples.delayed_notice(_links(ctx)[0]))
+    assert report.kind == "ignored"
+
+
+def test_yahoo_arf_complaint(ctx):
+    verp, unsub = _links(ctx)
+    report = parse_report(samples.yahoo_arf_complaint(verp, unsub))
+    assert (report.kind, report.feedback_type) == ("complaint", "abuse")
+    assert tt.verify(RING, report.link_tokens[0]).context == ctx
+
+
+def test_redacted_arf_still_finds_the_job_from_the_return_path(ctx):
+    report = parse_report(samples.redacted_arf_complaint(_links(ctx)[0]))
+    assert report.kind == "complaint"
+    assert tt.verify(RING, report.bounce_tokens[0]).job_id == ctx.job_id
+
+
+def test_plain_text_bounce(ctx):
+    report = parse_report(samples.plain_text_bounce(_links(ctx)[0]))
+    assert (report.kind, report.bounce_type, report.status) == ("bounce", "hard", "5.1.1")
+
+
+def test_not_a_report():
+    assert parse_report(samples.not_a_report()).kind == "ignored"
+
+
+def test_mask_addresses():
+    assert mask_addresses("550 <a.b@example.com> unknown x@y.z") == "550 <<address>> unknown <address>"
