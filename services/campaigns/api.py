@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 
 from services.campaigns import schemas, usecases
-from services.campaigns.store import CampaignStore, JobStateStore, TemplateStore
+from services.campaigns.store import CampaignStore, JobStateStore, ProgressStore, TemplateStore
 from shared.http import Blueprint, current_identity
 from shared.http.pagination import PageArgs, decode_cursor, page
 from shared.http.service import runtime
@@ -16,7 +16,7 @@ blp = Blueprint("campaigns", __name__, url_prefix="/api/v1", description="Campai
 def _ports() -> usecases.Ports:
     rt = runtime()
     return usecases.Ports(TemplateStore(rt.db), CampaignStore(rt.db), JobStateStore(rt.db),
-                          rt.producer())
+                          ProgressStore(rt.db, writer="api"), rt.producer())
 
 
 def _account() -> str:
@@ -28,7 +28,7 @@ def _template_view(template: dict, version: dict | None = None) -> dict:
 
 
 def _campaign_view(campaign: dict) -> dict:
-    return {**campaign, "progress": usecases.progress_of(campaign)}
+    return usecases.progress_views(_ports(), [campaign])[0]
 
 
 # -- templates -------------------------------------------------------------
@@ -105,9 +105,10 @@ class Campaigns(MethodView):
     def get(self, args):
         """List the account's campaigns (oldest first, paginated, by status)."""
         after = (decode_cursor(args["cursor"]) or {}).get("id")
-        items = _ports().campaigns.page(_account(), after, args["limit"], args["status"])
+        ports = _ports()
+        items = ports.campaigns.page(_account(), after, args["limit"], args["status"])
         result = page(items, args["limit"], lambda c: {"id": c["_id"]})
-        result["items"] = [_campaign_view(c) for c in result["items"]]
+        result["items"] = usecases.progress_views(ports, result["items"])
         return result
 
     @blp.arguments(schemas.CampaignCreate)

@@ -3,8 +3,12 @@
 Delivery outcomes and the audience size become campaign progress, counted
 once per job however often Kafka redelivers them (see store.JobStateStore).
 """
+import os
+import socket
+import uuid
+
 from services.campaigns import usecases
-from services.campaigns.store import CampaignStore, JobStateStore, TemplateStore
+from services.campaigns.store import CampaignStore, JobStateStore, ProgressStore, TemplateStore
 from shared import topics
 
 GROUP = "campaigns"
@@ -14,10 +18,12 @@ DELIVERY_TYPES = ("delivery.sent", "delivery.deferred", "delivery.failed", "deli
                   "delivery.skipped")
 
 
-def ports_for(runtime) -> usecases.Ports:
+def ports_for(runtime, writer: str | None = None) -> usecases.Ports:
+    """`writer` names this process's progress documents (one writer each)."""
     db = runtime.db
+    writer = writer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     return usecases.Ports(TemplateStore(db), CampaignStore(db), JobStateStore(db),
-                          runtime.producer())
+                          ProgressStore(db, writer), runtime.producer())
 
 
 def build_handlers(runtime) -> dict:

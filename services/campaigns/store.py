@@ -1,12 +1,21 @@
 """The campaigns service's repository over its own MongoDB database.
 
-FerretDB has no multi-document transactions, so every state change is one
-atomic single-document update, and an event that must follow a state change
-is written into the same document (`outbox.<event id>`) by that update; it
-is removed once published and flushed, and the worker's sweep publishes
-whatever a crash left behind. Progress counts each job's final outcome
-once: `job_states` (one document per job id) says what was counted, and the
-campaign's `counts` are a cache of it that the sweep reconciles.
+FerretDB 1.24 (SQLite backend) applies an update as read-modify-write of
+the whole document: two concurrent updates of one document lose one of them
+(even on different fields; measured: a conditional update is no
+compare-and-set and `$inc` loses increments). Only a unique index is a
+reliable arbiter. So:
+- the campaign document is written only by state changes (the API and the
+  worker's sweep), never on the hot path;
+- one-time moves (launch, completion) are decided by inserting a lease with
+  a unique id; the winner moves the campaign;
+- an event announcing a state change is written to `outbox` before the
+  change, published and flushed after it, then deleted; the sweep publishes
+  what a crash left, if the campaign's status still agrees with it;
+- progress counts go to one `progress` document per campaign and worker
+  process (a single writer each), and `job_states` (one document per job,
+  unique id) says which outcomes were counted, so redelivery counts nothing
+  twice and the exact figures can be recomputed from it.
 """
 from __future__ import annotations
 
@@ -28,8 +37,10 @@ INDEXES = {
     "template_versions": [IndexModel([("template_id", ASCENDING), ("version", ASCENDING)],
                                      unique=True)],
     "campaigns": [IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)]),
-                  IndexModel([("status", ASCENDING), ("send_at", ASCENDING)]),
-                  IndexModel([("outbox_count", ASCENDING)])],
+                  IndexModel([("status", ASCENDING), ("send_at", ASCENDING)])],
+    "outbox": [IndexModel([("created_at", ASCENDING)])],
+    "progress": [IndexModel([("campaign_id", ASCENDING)]),
+                 IndexModel([("account_id", ASCENDING)])],
     "job_states": [IndexModel([("campaign_id", ASCENDING), ("final", ASCENDING)])],
 }
 
@@ -121,13 +132,14 @@ class TemplateStore:
 class CampaignStore:
     def __init__(self, db: Database):
         self.campaigns = db["campaigns"]
+        self.outbox = db["outbox"]
+        self.leases = db["leases"]
 
     def create(self, account_id: str, fields: dict) -> dict:
         now = utcnow()
         campaign = {"_id": new_id(), "account_id": account_id, **fields,
-                    "status": domain.DRAFT, "send_at": None, "audience_size": None,
-                    "counts": {}, "bytes": 0, "outbox": {}, "outbox_count": 0,
-                    "created_at": now, "updated_at": now}
+                    "status": domain.DRAFT, "send_at": None, "created_at": now,
+                    "updated_at": now}
         self.campaigns.insert_one(campaign)
         return campaign
 
@@ -144,8 +156,7 @@ class CampaignStore:
             query["status"] = status
         if after:
             query["_id"] = {"$gt": after}
-        return list(self.campaigns.find(query, {"outbox": 0}).sort("_id", ASCENDING)
-                    .limit(limit + 1))
+        return list(self.campaigns.find(query).sort("_id", ASCENDING).limit(limit + 1))
 
     def update_draft(self, account_id: str, campaign_id: str, fields: dict) -> dict | None:
         return self.campaigns.find_one_and_update(
@@ -153,74 +164,135 @@ class CampaignStore:
             {"$set": {**fields, "updated_at": utcnow()}}, return_document=ReturnDocument.AFTER)
 
     def transition(self, campaign_id: str, from_statuses: Iterable[str], to_status: str,
-                   events: Iterable[dict] = (), extra: dict | None = None,
-                   condition: dict | None = None) -> dict | None:
-        """Atomically move from one of `from_statuses` to `to_status`, writing
-        the events that announce it into the outbox. None when the campaign
-        was not in one of those states (someone else moved it first)."""
-        events = list(events)
+                   extra: dict | None = None) -> dict | None:
+        """Move from one of `from_statuses` to `to_status`; None when the
+        campaign is in none of them. Not a compare-and-set on FerretDB: a
+        move that must happen once takes a lease first."""
+        query = {"_id": campaign_id, "status": {"$in": list(from_statuses)}}
+        return self.campaigns.find_one_and_update(
+            query, {"$set": {"status": to_status, "updated_at": utcnow(), **(extra or {})}},
+            return_document=ReturnDocument.AFTER)
+
+    def take_lease(self, key: str, stale_after: timedelta) -> bool:
+        """True for exactly one caller (a unique insert), or when the
+        holder left it unfinished for `stale_after` (it crashed)."""
         now = utcnow()
-        update: dict[str, Any] = {"$set": {"status": to_status, "updated_at": now,
-                                           **(extra or {}),
-                                           **{f"outbox.{e['id']}": e for e in events}}}
-        if events:
-            update["$inc"] = {"outbox_count": len(events)}
-        query = {"_id": campaign_id, "status": {"$in": list(from_statuses)}, **(condition or {})}
-        return self.campaigns.find_one_and_update(query, update,
-                                                  return_document=ReturnDocument.AFTER)
+        try:
+            self.leases.insert_one({"_id": key, "at": now})
+            return True
+        except DuplicateKeyError:
+            held = self.leases.find_one({"_id": key})
+            if held is None or now - held["at"] < stale_after:
+                return False
+            self.leases.delete_one({"_id": key, "at": held["at"]})
+            try:
+                self.leases.insert_one({"_id": key, "at": now})
+                return True
+            except DuplicateKeyError:
+                return False
 
-    def clear_outbox(self, campaign_id: str, event_id: str) -> None:
-        self.campaigns.update_one(
-            {"_id": campaign_id, f"outbox.{event_id}": {"$exists": True}},
-            {"$unset": {f"outbox.{event_id}": ""}, "$inc": {"outbox_count": -1}})
+    # -- outbox ----------------------------------------------------------------
+    def stage_event(self, event: dict) -> None:
+        self.outbox.insert_one({**event, "_id": event["id"], "created_at": utcnow()})
 
-    def with_pending_outbox(self, older_than: timedelta) -> list[dict]:
-        return list(self.campaigns.find({"outbox_count": {"$gt": 0},
-                                         "updated_at": {"$lte": utcnow() - older_than}}))
+    def drop_event(self, event_id: str) -> None:
+        self.outbox.delete_one({"_id": event_id})
+
+    def staged_events(self, older_than: timedelta, limit: int = 500) -> list[dict]:
+        return list(self.outbox.find({"created_at": {"$lte": utcnow() - older_than}})
+                    .sort("created_at", ASCENDING).limit(limit))
 
     def due_schedules(self, now: datetime, limit: int = 20) -> list[dict]:
-        return list(self.campaigns.find({"status": domain.SCHEDULED, "send_at": {"$lte": now}},
-                                        {"outbox": 0}).limit(limit))
+        return list(self.campaigns.find({"status": domain.SCHEDULED, "send_at": {"$lte": now}})
+                    .limit(limit))
 
     def active(self) -> list[dict]:
-        return list(self.campaigns.find({"status": {"$in": list(domain.ACTIVE)}}, {"outbox": 0}))
-
-    # -- progress ------------------------------------------------------------
-    def set_audience_size(self, campaign_id: str, size: int) -> dict | None:
-        return self.campaigns.find_one_and_update(
-            {"_id": campaign_id}, {"$set": {"audience_size": size, "updated_at": utcnow()}},
-            {"outbox": 0}, return_document=ReturnDocument.AFTER)
-
-    def add_outcome(self, campaign_id: str, outcome: str, size_bytes: int) -> dict | None:
-        now = utcnow()
-        inc = {f"counts.{outcome}": 1}
-        if outcome == "sent" and size_bytes:
-            inc["bytes"] = size_bytes
-        update = {"$inc": inc, "$set": {"last_outcome_at": now}}
-        if outcome in domain.FINAL_OUTCOMES:
-            update["$min"] = {"first_outcome_at": now}
-        return self.campaigns.find_one_and_update({"_id": campaign_id}, update, {"outbox": 0},
-                                                  return_document=ReturnDocument.AFTER)
-
-    def set_counts(self, campaign_id: str, counts: dict, size_bytes: int) -> None:
-        self.campaigns.update_one({"_id": campaign_id},
-                                  {"$set": {**{f"counts.{k}": v for k, v in counts.items()},
-                                            "bytes": size_bytes, "reconciled_at": utcnow()}})
-
-    def mark_reconciled(self, campaign_id: str) -> None:
-        self.campaigns.update_one({"_id": campaign_id}, {"$set": {"reconciled_at": utcnow()}})
+        return list(self.campaigns.find({"status": {"$in": list(domain.ACTIVE)}}))
 
     def count(self, account_id: str) -> int:
         return self.campaigns.count_documents({"account_id": account_id})
 
+
+class ProgressStore:
+    """Per-campaign counters, one document per (campaign, writer): each
+    worker process writes only its own, so no update is ever lost; the
+    `exact` document holds figures recomputed from job_states."""
+
+    EXACT = "exact"
+
+    def __init__(self, db: Database, writer: str):
+        self.progress = db["progress"]
+        self.writer = writer
+
+    def add(self, campaign_id: str, account_id: str | None, outcome: str,
+            size_bytes: int) -> None:
+        now = utcnow()
+        inc = {f"counts.{outcome}": 1}
+        if outcome == "sent" and size_bytes:
+            inc["bytes"] = size_bytes
+        update: dict[str, Any] = {"$inc": inc, "$set": {"campaign_id": campaign_id,
+                                                        "last_outcome_at": now},
+                                  "$min": {"first_outcome_at": now}}
+        if account_id:
+            update["$set"]["account_id"] = account_id
+        self.progress.update_one({"_id": f"{campaign_id}:{self.writer}"}, update, upsert=True)
+
+    def set_audience_size(self, campaign_id: str, account_id: str, size: int) -> None:
+        self.progress.update_one({"_id": f"{campaign_id}:{self.writer}"},
+                                 {"$set": {"campaign_id": campaign_id, "account_id": account_id,
+                                           "audience_size": size}}, upsert=True)
+
+    def set_exact(self, campaign_id: str, account_id: str, counts: dict, size_bytes: int) -> None:
+        self.progress.replace_one({"_id": f"{campaign_id}:{self.EXACT}"},
+                                  {"campaign_id": campaign_id, "account_id": account_id,
+                                   "exact": True, "counts": counts, "bytes": size_bytes,
+                                   "at": utcnow()}, upsert=True)
+
+    def of(self, campaign_ids: list[str]) -> dict[str, dict]:
+        """{campaign id: combined progress}: shard sums, never below the
+        exact figures (a crash can leave a shard one short, never over)."""
+        docs: dict[str, list[dict]] = {cid: [] for cid in campaign_ids}
+        for doc in self.progress.find({"campaign_id": {"$in": campaign_ids}}):
+            docs[doc["campaign_id"]].append(doc)
+        return {cid: combine(rows) for cid, rows in docs.items()}
+
     def mailings(self, account_id: str) -> tuple[int, int]:
-        rows = list(self.campaigns.aggregate([
-            {"$match": {"account_id": account_id}},
-            {"$group": {"_id": None, "sent": {"$sum": "$counts.sent"},
-                        "bytes": {"$sum": "$bytes"}}}]))
-        if not rows:
-            return 0, 0
-        return int(rows[0].get("sent") or 0), int(rows[0].get("bytes") or 0)
+        docs: dict[str, list[dict]] = {}
+        for doc in self.progress.find({"account_id": account_id},
+                                      {"campaign_id": 1, "counts": 1, "bytes": 1, "exact": 1}):
+            docs.setdefault(doc["campaign_id"], []).append(doc)
+        sent = size = 0
+        for rows in docs.values():
+            combined = combine(rows)
+            sent += combined["counts"].get("sent", 0)
+            size += combined["bytes"]
+        return sent, size
+
+
+def combine(rows: list[dict]) -> dict:
+    counts: dict[str, int] = {k: 0 for k in domain.COUNTED}
+    exact: dict = {}
+    size = exact_bytes = 0
+    audience = None
+    first = last = exact_at = None
+    for row in rows:
+        if row.get("exact"):
+            exact, exact_bytes, exact_at = row.get("counts") or {}, int(row.get("bytes") or 0), \
+                row.get("at")
+            continue
+        for key, value in (row.get("counts") or {}).items():
+            counts[key] = counts.get(key, 0) + int(value)
+        size += int(row.get("bytes") or 0)
+        if row.get("audience_size") is not None:
+            audience = max(audience or 0, int(row["audience_size"]))
+        if row.get("first_outcome_at") and (first is None or row["first_outcome_at"] < first):
+            first = row["first_outcome_at"]
+        if row.get("last_outcome_at") and (last is None or row["last_outcome_at"] > last):
+            last = row["last_outcome_at"]
+    for key in domain.FINAL_OUTCOMES:
+        counts[key] = max(counts[key], int(exact.get(key, 0)))
+    return {"counts": counts, "bytes": max(size, exact_bytes), "audience_size": audience,
+            "first_outcome_at": first, "last_outcome_at": last, "exact_at": exact_at}
 
 
 class JobStateStore:

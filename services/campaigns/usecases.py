@@ -11,8 +11,8 @@ from typing import Any
 
 from services.campaigns import domain
 from services.campaigns.htmltext import html_to_text
-from services.campaigns.store import (CampaignStore, JobStateStore, TemplateStore,
-                                      VersionConflict, utcnow)
+from services.campaigns.store import (CampaignStore, JobStateStore, ProgressStore,
+                                      TemplateStore, VersionConflict, utcnow)
 from shared import topics
 from shared.events import Event, new_event
 from shared.http.errors import ApiError, not_found
@@ -29,6 +29,7 @@ class Ports:
     templates: TemplateStore
     campaigns: CampaignStore
     jobs: JobStateStore
+    progress: ProgressStore
     producer: EventProducer
 
 
@@ -181,29 +182,66 @@ def launch_data(ports: Ports, campaign: dict) -> dict:
             "postal_address": campaign.get("postal_address") or "", "kind": kind}
 
 
-def _outbox_event(campaign: dict, type_: str, data: dict) -> dict:
-    return {"id": uuid.uuid4().hex, "type": type_, "account_id": campaign["account_id"],
-            "data": data, "seq": time.time_ns()}
+def _event(campaign: dict, type_: str, data: dict) -> dict:
+    return {"id": uuid.uuid4().hex, "type": type_, "campaign_id": campaign["_id"],
+            "account_id": campaign["account_id"], "data": data, "seq": time.time_ns()}
 
 
-def publish_outbox(ports: Ports, campaign: dict, only_current: bool = False) -> int:
-    """Publish the campaign's pending events, flush, then clear them. With
-    `only_current` (the sweep after a crash) a pause or resume that no
-    longer matches the status is dropped rather than replayed out of order."""
-    pending = sorted((campaign.get("outbox") or {}).values(), key=lambda e: e.get("seq", 0))
-    for entry in pending:
-        stale = only_current and (
-            (entry["type"] == "campaign.paused" and campaign["status"] != domain.PAUSED)
-            or (entry["type"] == "campaign.resumed" and campaign["status"] != domain.SENDING))
-        if not stale:
-            event = Event(type=entry["type"], source=SOURCE, subject=campaign["_id"],
-                          account_id=entry["account_id"], data=entry["data"], id=entry["id"])
-            ports.producer.publish(topics.CAMPAIGNS_EVENTS, event, key=campaign["_id"])
-    if pending:
+def _publish(ports: Ports, events: list[dict]) -> None:
+    """Publish staged events, flush, then forget them."""
+    for entry in events:
+        event = Event(type=entry["type"], source=SOURCE, subject=entry["campaign_id"],
+                      account_id=entry["account_id"], data=entry["data"], id=entry["id"])
+        ports.producer.publish(topics.CAMPAIGNS_EVENTS, event, key=entry["campaign_id"])
+    if events:
         ports.producer.flush()
-    for entry in pending:
-        ports.campaigns.clear_outbox(campaign["_id"], entry["id"])
-    return len(pending)
+    for entry in events:
+        ports.campaigns.drop_event(entry["id"])
+
+
+# The status a campaign has after the event, for the sweep's check that a
+# staged event's state change really happened (the crash may have come
+# between staging the event and the change).
+_EVENT_MEANS = {"campaign.launched": (domain.SENDING, domain.PAUSED, domain.SENT,
+                                      domain.CANCELLED),
+                "campaign.paused": (domain.PAUSED,), "campaign.resumed": (domain.SENDING,),
+                "campaign.cancelled": (domain.CANCELLED,), "campaign.completed": (domain.SENT,)}
+
+
+def _happened(entry: dict, campaign: dict | None) -> bool:
+    if campaign is None or campaign["status"] not in _EVENT_MEANS.get(entry["type"], ()):
+        return False
+    return entry["type"] != "campaign.launched" or bool(campaign.get("launched_at"))
+
+
+def publish_staged(ports: Ports, older_than: timedelta) -> int:
+    published = 0
+    for entry in ports.campaigns.staged_events(older_than):
+        if _happened(entry, ports.campaigns.get_any(entry["campaign_id"])):
+            _publish(ports, [entry])
+            published += 1
+        else:
+            ports.campaigns.drop_event(entry["id"])
+    return published
+
+
+def _move(ports: Ports, campaign: dict, action: str, event: dict | None,
+          extra: dict | None = None) -> dict | None:
+    """Stage the event, change the status, publish: a crash anywhere leaves
+    either nothing or a staged event the sweep publishes."""
+    sources, target = domain.TRANSITIONS[action]
+    if event:
+        ports.campaigns.stage_event(event)
+    moved = ports.campaigns.transition(campaign["_id"], sources, target, extra)
+    if event:
+        if moved is not None:
+            _publish(ports, [event])
+        else:
+            ports.campaigns.drop_event(event["id"])
+    return moved
+
+
+LEASE_STALE = timedelta(seconds=60)
 
 
 def _launch(ports: Ports, campaign: dict, action: str) -> dict | None:
@@ -212,18 +250,13 @@ def _launch(ports: Ports, campaign: dict, action: str) -> dict | None:
         raise ApiError(409, "campaign_incomplete", "the campaign cannot be sent yet: "
                        + ", ".join(sorted(problems)), problems)
     data = launch_data(ports, campaign)
-    sources, target = domain.TRANSITIONS[action]
-    now = utcnow()
-    moved = ports.campaigns.transition(
-        campaign["_id"], sources, target,
-        events=[_outbox_event(campaign, "campaign.launched", data)],
-        extra={"frozen_template": {"template_id": data["template"]["template_id"],
-                                   "version": data["template"]["version"]},
-               "launched_at": now},
-        condition={"updated_at": campaign["updated_at"]} if action == "fire" else None)
-    if moved is not None:
-        publish_outbox(ports, moved)
-    return moved
+    # A campaign launches once, whatever the replicas or double clicks.
+    if not ports.campaigns.take_lease(f"{campaign['_id']}:launch", LEASE_STALE):
+        return None
+    extra = {"frozen_template": {"template_id": data["template"]["template_id"],
+                                 "version": data["template"]["version"]},
+             "launched_at": utcnow()}
+    return _move(ports, campaign, action, _event(campaign, "campaign.launched", data), extra)
 
 
 def send_now(ports: Ports, account_id: str, campaign_id: str) -> dict:
@@ -249,8 +282,7 @@ def schedule(ports: Ports, account_id: str, campaign_id: str, send_at: str,
     if problems:
         raise ApiError(409, "campaign_incomplete", "the campaign cannot be scheduled yet: "
                        + ", ".join(sorted(problems)), problems)
-    moved = ports.campaigns.transition(campaign_id, (domain.DRAFT,), domain.SCHEDULED,
-                                       extra={"send_at": when, "time_zone": time_zone})
+    moved = _move(ports, campaign, "schedule", None, {"send_at": when, "time_zone": time_zone})
     if moved is None:
         raise _moved_meanwhile(ports, account_id, campaign_id, "schedule")
     return moved
@@ -264,18 +296,16 @@ def change_status(ports: Ports, account_id: str, campaign_id: str, action: str) 
     """pause, resume, cancel, unschedule: one atomic move, then the event."""
     campaign = get_campaign(ports, account_id, campaign_id)
     _refuse_unless(campaign, action)
-    sources, target = domain.TRANSITIONS[action]
-    events = []
+    event = None
     # A draft or scheduled campaign was never launched: nobody needs telling.
     if action in _ANNOUNCED and campaign["status"] in domain.ACTIVE:
-        events.append(_outbox_event(campaign, _ANNOUNCED[action], {"campaign_id": campaign_id}))
+        event = _event(campaign, _ANNOUNCED[action], {"campaign_id": campaign_id})
     extra = {"cancelled_at": utcnow()} if action == "cancel" else {}
     if action == "unschedule":
         extra = {"send_at": None, "time_zone": None}
-    moved = ports.campaigns.transition(campaign_id, sources, target, events, extra)
+    moved = _move(ports, campaign, action, event, extra)
     if moved is None:
         raise _moved_meanwhile(ports, account_id, campaign_id, action)
-    publish_outbox(ports, moved)
     return moved
 
 
@@ -317,19 +347,32 @@ def send_test(ports: Ports, account_id: str, campaign_id: str, emails: list[str]
 
 
 def usage(ports: Ports, account_id: str) -> dict:
-    sent, size = ports.campaigns.mailings(account_id)
+    sent, size = ports.progress.mailings(account_id)
     return {"templates": ports.templates.count(account_id),
             "campaigns": ports.campaigns.count(account_id),
             "mailings_sent": sent, "mailings_bytes": size}
 
 
-def progress_of(campaign: dict, now: datetime | None = None) -> dict:
-    return domain.progress(campaign.get("counts") or {}, campaign.get("audience_size"),
-                           campaign.get("first_outcome_at") or campaign.get("launched_at"),
-                           now or utcnow())
+def progress_views(ports: Ports, campaigns: list[dict],
+                   now: datetime | None = None) -> list[dict]:
+    combined = ports.progress.of([c["_id"] for c in campaigns])
+    now = now or utcnow()
+    return [{**c, "progress": _progress(c, combined[c["_id"]], now)} for c in campaigns]
+
+
+def _progress(campaign: dict, combined: dict, now: datetime) -> dict:
+    started = combined["first_outcome_at"] or campaign.get("launched_at")
+    view = domain.progress(combined["counts"], combined["audience_size"], started, now)
+    if campaign["status"] not in domain.ACTIVE:
+        view["eta_seconds"] = None
+    return view
 
 
 # -- progress (the worker) -------------------------------------------------
+COMPLETION_CHECK_EVERY = 1.0  # seconds, per campaign and process
+_last_check: dict[str, float] = {}
+
+
 def record_delivery(ports: Ports, event: Event) -> None:
     """Count one delivery event into its campaign, once per job and outcome."""
     data = event.data
@@ -346,66 +389,66 @@ def record_delivery(ports: Ports, event: Event) -> None:
     else:
         return
     if counted:
-        campaign = ports.campaigns.add_outcome(campaign_id, outcome, data.get("size_bytes") or 0)
-    else:
-        campaign = ports.campaigns.get_any(campaign_id)
-    if campaign is not None and outcome in domain.FINAL_OUTCOMES:
-        maybe_complete(ports, campaign)
+        ports.progress.add(campaign_id, event.account_id, outcome, data.get("size_bytes") or 0)
+    if outcome in domain.FINAL_OUTCOMES:
+        now = time.monotonic()
+        if now - _last_check.get(campaign_id, 0.0) >= COMPLETION_CHECK_EVERY:
+            _last_check[campaign_id] = now
+            campaign = ports.campaigns.get_any(campaign_id)
+            if campaign is not None:
+                maybe_complete(ports, campaign)
 
 
 def record_audience(ports: Ports, event: Event) -> None:
-    campaign = ports.campaigns.set_audience_size(event.data["campaign_id"],
-                                                 event.data["audience_size"])
+    campaign_id = event.data["campaign_id"]
+    ports.progress.set_audience_size(campaign_id, event.account_id,
+                                     event.data["audience_size"])
+    campaign = ports.campaigns.get_any(campaign_id)
     if campaign is not None:
         maybe_complete(ports, campaign)
 
 
 def reconcile(ports: Ports, campaign: dict) -> dict:
-    """Make the cached counts the job states' exact ones (a crash between a
-    job's state and its counter leaves the cache one short)."""
+    """The exact figures from job states (a crash between a job's state and
+    its counter leaves a shard one short); returns the combined progress."""
     exact = ports.jobs.exact_counts(campaign["_id"])
-    counts = {k: exact[k] for k in domain.FINAL_OUTCOMES}
-    if any(int((campaign.get("counts") or {}).get(k, 0)) != v for k, v in counts.items()) \
-            or exact["bytes"] != int(campaign.get("bytes") or 0):
-        ports.campaigns.set_counts(campaign["_id"], counts, exact["bytes"])
-    else:
-        ports.campaigns.mark_reconciled(campaign["_id"])
-    campaign = {**campaign, "counts": {**(campaign.get("counts") or {}), **counts},
-                    "bytes": exact["bytes"]}
-    return campaign
+    ports.progress.set_exact(campaign["_id"], campaign["account_id"],
+                             {k: exact[k] for k in domain.FINAL_OUTCOMES}, exact["bytes"])
+    return ports.progress.of([campaign["_id"]])[campaign["_id"]]
 
 
-def maybe_complete(ports: Ports, campaign: dict) -> bool:
+def maybe_complete(ports: Ports, campaign: dict, combined: dict | None = None) -> bool:
+    """Complete the campaign when every job of its audience is accounted
+    for; verified against the job states before it happens, and once."""
     if campaign["status"] not in domain.ACTIVE:
         return False
-    if not domain.is_complete(campaign.get("counts") or {}, campaign.get("audience_size")):
+    combined = combined or ports.progress.of([campaign["_id"]])[campaign["_id"]]
+    if not domain.is_complete(combined["counts"], combined["audience_size"]):
         return False
-    campaign = reconcile(ports, campaign)
-    counts = campaign["counts"]
-    if not domain.is_complete(counts, campaign.get("audience_size")):
+    combined = reconcile(ports, campaign)
+    if not domain.is_complete(combined["counts"], combined["audience_size"]):
         return False
-    summary = {k: int(counts.get(k, 0)) for k in domain.COUNTED}
-    summary["audience_size"] = int(campaign["audience_size"])
-    moved = ports.campaigns.transition(
-        campaign["_id"], domain.TRANSITIONS["complete"][0], domain.SENT,
-        events=[_outbox_event(campaign, "campaign.completed",
-                              {"campaign_id": campaign["_id"], "counts": summary})],
-        extra={"completed_at": utcnow()})
+    if not ports.campaigns.take_lease(f"{campaign['_id']}:complete", LEASE_STALE):
+        return False
+    summary = {k: int(combined["counts"].get(k, 0)) for k in domain.COUNTED}
+    summary["audience_size"] = int(combined["audience_size"])
+    moved = _move(ports, campaign, "complete",
+                  _event(campaign, "campaign.completed",
+                         {"campaign_id": campaign["_id"], "counts": summary}),
+                  {"completed_at": utcnow()})
     if moved is not None:
-        publish_outbox(ports, moved)
         log.info("campaign completed", extra={"campaign_id": campaign["_id"], **summary})
     return moved is not None
 
 
 # -- the worker's periodic sweep ---------------------------------------------
 OUTBOX_GRACE = timedelta(seconds=5)
-STALL = timedelta(seconds=20)
+STALL = timedelta(seconds=15)
 
 
 def fire_due_schedules(ports: Ports, now: datetime | None = None) -> int:
     """Launch scheduled campaigns that are due. With several workers, the
-    atomic scheduled->sending move is the lease: one wins, the others
-    find the campaign no longer scheduled."""
+    launch lease (a unique insert) lets exactly one of them fire it."""
     fired = 0
     for campaign in ports.campaigns.due_schedules(now or utcnow()):
         try:
@@ -416,25 +459,27 @@ def fire_due_schedules(ports: Ports, now: datetime | None = None) -> int:
             log.warning("scheduled campaign cannot launch; cancelled",
                         extra={"campaign_id": campaign["_id"], "reason": exc.message})
             ports.campaigns.transition(campaign["_id"], (domain.SCHEDULED,), domain.CANCELLED,
-                                       extra={"cancel_reason": exc.message[:300]})
+                                       {"cancel_reason": exc.message[:300]})
     return fired
 
 
 def sweep(ports: Ports, now: datetime | None = None) -> dict[str, Any]:
     """Runs every few seconds in every campaigns worker: fire due schedules,
-    publish events a crash left in an outbox, complete stalled campaigns."""
+    publish events a crash left staged, complete campaigns (recomputing the
+    exact figures of one whose counters stopped moving)."""
     now = now or utcnow()
     fired = fire_due_schedules(ports, now)
-    republished = 0
-    for campaign in ports.campaigns.with_pending_outbox(OUTBOX_GRACE):
-        republished += publish_outbox(ports, campaign, only_current=True)
+    republished = publish_staged(ports, OUTBOX_GRACE)
     completed = 0
-    for campaign in ports.campaigns.active():
-        if campaign.get("audience_size") is None:
+    active = ports.campaigns.active()
+    combined = ports.progress.of([c["_id"] for c in active]) if active else {}
+    for campaign in active:
+        progress = combined[campaign["_id"]]
+        if progress["audience_size"] is None:
             continue
-        last = campaign.get("last_outcome_at") or campaign.get("launched_at")
-        checked = campaign.get("reconciled_at")
+        last = progress["last_outcome_at"] or campaign.get("launched_at")
+        checked = progress["exact_at"]
         if last and now - last >= STALL and (checked is None or now - checked >= STALL):
-            campaign = reconcile(ports, campaign)
-        completed += maybe_complete(ports, campaign)
+            progress = reconcile(ports, campaign)
+        completed += maybe_complete(ports, campaign, progress)
     return {"fired": fired, "republished": republished, "completed": completed}

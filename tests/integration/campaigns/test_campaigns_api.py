@@ -1,0 +1,170 @@
+"""Campaigns: the state machine, the launch event, schedules, test sends."""
+import threading
+from datetime import datetime, timedelta, timezone
+
+from services.campaigns import usecases
+from shared import topics
+
+from tests.integration.campaigns.conftest import published
+
+HTML = '<p>Hi {{ name | default("friend") }}, <a href="https://example.com/x">look</a></p>'
+
+
+def ready_campaign(client, **overrides):
+    template = client.post("/api/v1/templates", {"name": "T", "subject": "Hello",
+                                                 "preheader": "pre", "html": HTML}).get_json()
+    body = {"name": "Launch", "template_id": template["id"], "from_email": "news@example.com",
+            "from_name": "Example News", "audience": {"list_ids": ["list-1", "list-2"]},
+            "limits": {"per_second": 50, "per_hour": 10000, "per_domain_concurrency": 4},
+            "postal_address": "1 Main St, Springfield", **overrides}
+    response = client.post("/api/v1/campaigns", body)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json(), template
+
+
+def campaign_events(broker):
+    return [e for e in published(broker, topics.CAMPAIGNS_EVENTS)]
+
+
+def test_send_freezes_the_template_and_emits_launched(client, broker):
+    campaign, template = ready_campaign(client)
+    assert campaign["status"] == "draft"
+    response = client.post(f"/api/v1/campaigns/{campaign['id']}/send")
+    assert response.status_code == 202, response.get_json()
+    sent = response.get_json()
+    assert sent["status"] == "sending"
+    assert sent["frozen_template"] == {"template_id": template["id"], "version": 1}
+    [launched] = campaign_events(broker)
+    assert launched["type"] == "campaign.launched" and launched["subject"] == campaign["id"]
+    data = launched["data"]
+    assert data["template"]["version"] == 1 and data["template"]["subject"] == "Hello"
+    assert data["template"]["links"] == ["https://example.com/x"]
+    assert "{{ unsubscribe_url }}" in data["template"]["html"]
+    assert data["sender"] == {"from_email": "news@example.com", "from_name": "Example News",
+                              "sending_domain": "example.com"}
+    assert data["audience"] == {"list_ids": ["list-1", "list-2"], "segment_id": None}
+    assert data["limits"]["per_domain_concurrency"] == 4
+    assert data["postal_address"] == "1 Main St, Springfield" and data["kind"] == "marketing"
+    # Editing the template afterwards does not change what this campaign sends.
+    client.patch(f"/api/v1/templates/{template['id']}", {"subject": "Changed"})
+    again = client.get(f"/api/v1/campaigns/{campaign['id']}").get_json()
+    assert again["frozen_template"]["version"] == 1
+    assert client.patch(f"/api/v1/campaigns/{campaign['id']}", {"name": "x"}).status_code == 409
+    assert client.post(f"/api/v1/campaigns/{campaign['id']}/send").status_code == 409
+
+
+def test_a_campaign_missing_what_it_needs_is_refused_naming_the_fields(client, broker):
+    campaign = client.post("/api/v1/campaigns", {"name": "Empty"}).get_json()
+    response = client.post(f"/api/v1/campaigns/{campaign['id']}/send")
+    assert response.status_code == 409
+    details = response.get_json()["error"]["details"]
+    assert set(details) == {"template_id", "from_email", "audience", "postal_address"}
+    assert campaign_events(broker) == []
+
+
+def test_bad_campaign_input_is_400_naming_the_field(client):
+    cases = [({"name": "x", "limits": {"per_second": 0}}, "limits"),
+             ({"name": "x", "limits": {"per_domain_concurrency": -1}}, "limits"),
+             ({"name": "x", "from_email": "not-an-address"}, "from_email"),
+             ({"name": "x", "from_name": "a\nBcc: x@y.z"}, "from_name"),
+             ({"name": "x", "template_id": "nope"}, "template_id"),
+             ({"name": "x", "postal_address": "{{ evil }}"}, "postal_address"),
+             ({}, "name")]
+    for body, field in cases:
+        response = client.post("/api/v1/campaigns", body)
+        assert response.status_code == 400, (body, response.get_json())
+        assert field in response.get_json()["error"]["details"], body
+
+
+def test_pause_resume_cancel_move_the_state_and_announce_it(client, broker):
+    campaign, _ = ready_campaign(client)
+    path = f"/api/v1/campaigns/{campaign['id']}"
+    assert client.post(f"{path}/pause").status_code == 409        # a draft is not sending
+    client.post(f"{path}/send")
+    assert client.post(f"{path}/pause").get_json()["status"] == "paused"
+    assert client.post(f"{path}/pause").status_code == 409
+    assert client.post(f"{path}/resume").get_json()["status"] == "sending"
+    assert client.post(f"{path}/cancel").get_json()["status"] == "cancelled"
+    assert client.post(f"{path}/resume").status_code == 409
+    types = [e["type"] for e in campaign_events(broker)]
+    assert types == ["campaign.launched", "campaign.paused", "campaign.resumed",
+                     "campaign.cancelled"]
+    assert all(e["data"]["campaign_id"] == campaign["id"] for e in campaign_events(broker))
+
+
+def test_schedule_refuses_past_times_and_needs_a_zone(client):
+    campaign, _ = ready_campaign(client)
+    path = f"/api/v1/campaigns/{campaign['id']}/schedule"
+    past = client.post(path, {"send_at": "2001-01-01T10:00:00+00:00"})
+    assert past.status_code == 400 and "send_at" in past.get_json()["error"]["details"]
+    naive = client.post(path, {"send_at": "2099-01-01T10:00:00"})
+    assert naive.status_code == 400 and "send_at" in naive.get_json()["error"]["details"]
+    zone = client.post(path, {"send_at": "2099-01-01T10:00:00", "time_zone": "Mars/Olympus"})
+    assert zone.status_code == 400 and "time_zone" in zone.get_json()["error"]["details"]
+    ok = client.post(path, {"send_at": "2099-07-01T10:00:00", "time_zone": "Europe/Paris"})
+    assert ok.status_code == 200
+    assert ok.get_json()["status"] == "scheduled"
+    assert ok.get_json()["send_at"].startswith("2099-07-01T08:00:00")
+    unscheduled = client.post(f"/api/v1/campaigns/{campaign['id']}/unschedule")
+    assert unscheduled.get_json()["status"] == "draft"
+
+
+def test_a_due_schedule_fires_once_with_several_workers(client, broker, ports):
+    campaign, _ = ready_campaign(client)
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat()
+    assert client.post(f"/api/v1/campaigns/{campaign['id']}/schedule",
+                       {"send_at": soon}).status_code == 200
+    later = datetime.now(timezone.utc) + timedelta(seconds=5)
+    fired = []
+    workers = [threading.Thread(target=lambda: fired.append(usecases.fire_due_schedules(ports,
+                                                                                        later)))
+               for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sum(fired) == 1
+    launched = [e for e in campaign_events(broker) if e["type"] == "campaign.launched"]
+    assert len(launched) == 1
+    assert client.get(f"/api/v1/campaigns/{campaign['id']}").get_json()["status"] == "sending"
+
+
+def test_test_send_publishes_test_jobs_that_carry_the_campaign(client, broker):
+    campaign, _ = ready_campaign(client)
+    path = f"/api/v1/campaigns/{campaign['id']}/test"
+    too_many = client.post(path, {"emails": [f"a{i}@example.com" for i in range(6)]})
+    assert too_many.status_code == 400
+    response = client.post(path, {"emails": ["qa@example.com", "boss@example.com"]})
+    assert response.status_code == 202
+    jobs = published(broker, topics.SEND_JOBS)
+    assert [j["data"]["recipient"]["email"] for j in jobs] == ["qa@example.com",
+                                                               "boss@example.com"]
+    assert all(j["data"]["test"] is True for j in jobs)
+    assert jobs[0]["data"]["campaign"]["template"]["subject"] == "Hello"
+    assert len({j["data"]["job_id"] for j in jobs}) == 2
+    assert client.get(f"/api/v1/campaigns/{campaign['id']}").get_json()["status"] == "draft"
+
+
+def test_an_event_a_crash_left_staged_is_published_by_the_sweep_if_it_happened(
+        client, broker, ports):
+    campaign, _ = ready_campaign(client)
+    client.post(f"/api/v1/campaigns/{campaign['id']}/send")
+    broker_before = len(campaign_events(broker))
+    stored = ports.campaigns.get_any(campaign["id"])
+    # Staged, the status changed, then the process died before publishing.
+    happened = usecases._event(stored, "campaign.paused", {"campaign_id": campaign["id"]})
+    ports.campaigns.stage_event(happened)
+    ports.campaigns.transition(campaign["id"], ("sending",), "paused")
+    # Staged, then the process died before the status changed.
+    never = usecases._event(stored, "campaign.cancelled", {"campaign_id": campaign["id"]})
+    ports.campaigns.stage_event(never)
+    usecases.sweep(ports)
+    assert len(campaign_events(broker)) == broker_before   # within the grace: the API's job
+    ports.campaigns.outbox.update_many({}, {"$set": {
+        "created_at": datetime.now(timezone.utc) - timedelta(minutes=1)}})
+    usecases.sweep(ports)
+    replayed = campaign_events(broker)[broker_before:]
+    assert [e["id"] for e in replayed] == [happened["id"]]
+    assert ports.campaigns.outbox.count_documents({}) == 0
+    usecases.sweep(ports)
+    assert len(campaign_events(broker)) == broker_before + 1
