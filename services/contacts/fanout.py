@@ -1,0 +1,119 @@
+"""Audience fan-out: campaign.launched -> one send.jobs message per recipient.
+
+The audience (lists and/or a segment, minus suppressed, unsubscribed,
+bounced, complained and erased contacts, each address once) comes from the
+contacts store's `stream_audience`, in batches ordered by contact `_id`.
+After each batch is produced AND flushed, the last `_id` is checkpointed in
+`fanouts` (one document per campaign): a restart resumes after it. A crash
+between a flush and its checkpoint re-produces at most that batch, with the
+same job ids (shared.jobs), which the sender claims once. When the stream
+ends, the audience size goes out as audience.ready on contacts.events.
+
+One campaign's launched events all land on one partition (keyed by campaign
+id), so one consumer at a time writes a campaign's fan-out document.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Iterator
+
+from pymongo import ASCENDING
+from pymongo.database import Database
+from pymongo.operations import IndexModel
+
+from shared import topics
+from shared.events import Event, new_event
+from shared.jobs import job_id_for
+from shared.kafka.producer import EventProducer
+
+log = logging.getLogger(__name__)
+SOURCE = "contacts"
+BATCH_SIZE = 1000
+INDEXES = {"fanouts": [IndexModel([("account_id", ASCENDING)])]}
+
+# stream(account_id, list_ids, segment_id, after, batch_size) -> batches of contacts
+AudienceStream = Callable[..., Iterable[list[dict]]]
+
+
+class FanoutStore:
+    def __init__(self, db: Database):
+        self.fanouts = db["fanouts"]
+
+    def start(self, campaign_id: str, account_id: str) -> dict:
+        found = self.fanouts.find_one({"_id": campaign_id})
+        if found is not None:
+            return found
+        doc = {"_id": campaign_id, "account_id": account_id, "checkpoint": None,
+               "produced": 0, "done": False, "started_at": datetime.now(timezone.utc)}
+        self.fanouts.insert_one(doc)
+        return doc
+
+    def checkpoint(self, campaign_id: str, last_contact_id: Any, produced: int) -> None:
+        self.fanouts.update_one({"_id": campaign_id}, {"$set": {
+            "checkpoint": last_contact_id, "produced": produced,
+            "checkpointed_at": datetime.now(timezone.utc)}})
+
+    def finish(self, campaign_id: str, produced: int) -> None:
+        self.fanouts.update_one({"_id": campaign_id}, {"$set": {
+            "done": True, "produced": produced, "finished_at": datetime.now(timezone.utc)}})
+
+
+def send_job(campaign_id: str, contact: dict, list_id: str | None) -> dict:
+    contact_id = str(contact["_id"])
+    recipient: dict[str, Any] = {"email": contact["email"]}
+    if contact.get("name"):
+        recipient["name"] = contact["name"]
+    if contact.get("fields"):
+        recipient["fields"] = contact["fields"]
+    return {"job_id": job_id_for(campaign_id, contact_id), "campaign_id": campaign_id,
+            "contact_id": contact_id, "list_id": list_id, "recipient": recipient,
+            "attempt": 0}
+
+
+def fan_out(event: Event, *, stream: AudienceStream, store: FanoutStore,
+            producer: EventProducer, batch_size: int = BATCH_SIZE) -> int:
+    """Handle one campaign.launched; returns the audience size. Idempotent:
+    a redelivered launch resumes from the checkpoint, or only re-announces
+    the size when the fan-out is done."""
+    data = event.data
+    campaign_id, account_id = data["campaign_id"], event.account_id
+    audience = data.get("audience") or {}
+    list_ids = list(audience.get("list_ids") or [])
+    segment_id = audience.get("segment_id")
+    single_list = list_ids[0] if len(list_ids) == 1 and not segment_id else None
+    state = store.start(campaign_id, account_id)
+    produced = int(state.get("produced") or 0)
+    if not state.get("done"):
+        if state.get("checkpoint") is not None:
+            log.info("fan-out resumes", extra={"campaign_id": campaign_id, "produced": produced})
+        batches: Iterator[list[dict]] = iter(stream(account_id, list_ids, segment_id,
+                                                    after=state.get("checkpoint"),
+                                                    batch_size=batch_size))
+        for batch in batches:
+            if not batch:
+                continue
+            for contact in batch:
+                job = send_job(campaign_id, contact, single_list)
+                producer.publish(topics.SEND_JOBS, new_event(
+                    "send.job", source=SOURCE, subject=job["job_id"], account_id=account_id,
+                    data=job), key=job["job_id"])
+            producer.flush()  # the checkpoint may only follow what is durably out
+            produced += len(batch)
+            store.checkpoint(campaign_id, batch[-1]["_id"], produced)
+        store.finish(campaign_id, produced)
+        log.info("fan-out done", extra={"campaign_id": campaign_id, "audience_size": produced})
+    producer.publish(topics.CONTACTS_EVENTS, new_event(
+        "audience.ready", source=SOURCE, subject=campaign_id, account_id=account_id,
+        data={"campaign_id": campaign_id, "audience_size": produced}), key=campaign_id)
+    producer.flush()
+    return produced
+
+
+def handlers(runtime, stream: AudienceStream, batch_size: int = BATCH_SIZE) -> dict:
+    """{event type: handler} for services/contacts/handlers.py."""
+    from shared import mongo
+    mongo.ensure_indexes(runtime.db, INDEXES)
+    store = FanoutStore(runtime.db)
+    return {"campaign.launched": lambda event: fan_out(
+        event, stream=stream, store=store, producer=runtime.producer(), batch_size=batch_size)}
