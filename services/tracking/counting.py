@@ -6,6 +6,7 @@ tracking.bounced, finds its markers already there and counts once.
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -22,9 +23,12 @@ class CountingRules:
 
 
 class StatsCounter:
-    def __init__(self, store: TrackingStore, rules: CountingRules):
+    def __init__(self, store: TrackingStore, rules: CountingRules, shard: str | None = None):
         self.store = store
         self.rules = rules
+        # One counter document per process and campaign (see store.py).
+        self.shard = shard or uuid.uuid4().hex[:12]
+        self._first_at: dict = {}
 
     # ----------------------------------------------------------- events
     def campaign_launched(self, event: Event) -> None:
@@ -100,7 +104,12 @@ class StatsCounter:
         "machine") the fact was first counted with."""
         campaign_id = event.data["campaign_id"]
         at = domain.parse_time(event.time)
-        first_at = self.store.note_campaign_activity(campaign_id, event.account_id, at)
+        first_at = self._first_at.get(campaign_id)
+        if first_at is None or at < first_at:
+            first_at = self.store.note_campaign_activity(campaign_id, event.account_id, at)
+            if len(self._first_at) > 10_000:
+                self._first_at.clear()
+            self._first_at[campaign_id] = first_at
         in_series = at < first_at + timedelta(days=self.rules.hourly_days)
         hour = domain.hour_of(event.time) if in_series else None
         marker_id = f"{campaign_id}|{fact}"
@@ -110,7 +119,7 @@ class StatsCounter:
                 # A crash between marker and increment: rebuild from markers.
                 self.store.recount(campaign_id, event.account_id)
             return _cls(existing.get("machine", bool(extra and extra.get("machine"))))
-        self.store.increment(campaign_id, event.account_id, fields, hour)
+        self.store.increment(campaign_id, event.account_id, fields, hour, self.shard)
         self.store.mark_done(marker_id)
         return _cls(bool(extra and extra.get("machine")))
 

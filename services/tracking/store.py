@@ -6,6 +6,10 @@ sent job j", "contact k opened c as a person", "open event e"). A counter is
 incremented only by whoever inserted its marker; the marker is then marked
 done. A crash between the two leaves a marker not done: whoever sees it
 again rebuilds that campaign's counters from its markers (`recount`).
+
+Counters are sharded per worker process (`shard`): FerretDB 1.24 loses
+concurrent `$inc`s on one document, so no two processes ever update the same
+counter document; the stats sum the shards.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ INDEXES = {
     "hourly": [IndexModel([("c", ASCENDING), ("hour", ASCENDING)])],
     "deliveries": [IndexModel([("campaign_id", ASCENDING)])],
     "campaigns": [],
-    "counters": [],
+    "counters": [IndexModel([("c", ASCENDING)])],
     "soft_bounces": [],
     "pending_events": [],
 }
@@ -88,14 +92,15 @@ class TrackingStore:
         self.db.markers.update_one({"_id": marker_id}, {"$set": {"done": True}})
 
     def increment(self, campaign_id: str, account_id: str, fields: list[str],
-                  hour: datetime | None) -> None:
+                  hour: datetime | None, shard: str) -> None:
         inc = {name: 1 for name in fields}
-        self.db.counters.update_one({"_id": campaign_id},
-                                    {"$inc": inc, "$set": {"account_id": account_id}},
+        self.db.counters.update_one({"_id": f"{campaign_id}|{shard}"},
+                                    {"$inc": inc, "$set": {"c": campaign_id,
+                                                           "account_id": account_id}},
                                     upsert=True)
         hourly = {name: 1 for name in fields if not name.startswith("link_")}
         if hour is not None and hourly:
-            self.db.hourly.update_one({"_id": f"{campaign_id}|{hour.isoformat()}"},
+            self.db.hourly.update_one({"_id": f"{campaign_id}|{hour.isoformat()}|{shard}"},
                                       {"$inc": hourly, "$set": {"c": campaign_id, "hour": hour}},
                                       upsert=True)
 
@@ -108,20 +113,35 @@ class TrackingStore:
             if marker.get("h") is not None:
                 per_hour.setdefault(marker["h"], Counter()).update(
                     f for f in marker["f"] if not f.startswith("link_"))
-        self.db.counters.replace_one({"_id": campaign_id},
-                                     {"account_id": account_id, **totals}, upsert=True)
+        self.db.counters.delete_many({"c": campaign_id})
+        self.db.counters.insert_one({"_id": f"{campaign_id}|recount", "c": campaign_id,
+                                     "account_id": account_id, **totals})
         self.db.hourly.delete_many({"c": campaign_id})
-        for hour, counts in per_hour.items():
-            self.db.hourly.replace_one({"_id": f"{campaign_id}|{hour.isoformat()}"},
-                                       {"c": campaign_id, "hour": hour, **counts}, upsert=True)
+        if per_hour:
+            self.db.hourly.insert_many([
+                {"_id": f"{campaign_id}|{hour.isoformat()}|recount", "c": campaign_id,
+                 "hour": hour, **counts} for hour, counts in per_hour.items()])
         self.db.markers.update_many({"c": campaign_id, "done": False}, {"$set": {"done": True}})
 
     # ------------------------------------------------------------- stats
     def counters(self, campaign_id: str) -> dict | None:
-        return self.db.counters.find_one({"_id": campaign_id})
+        """The campaign's counters summed over shards (None if never counted)."""
+        total: Counter = Counter()
+        account_id = None
+        for doc in self.db.counters.find({"c": campaign_id}):
+            account_id = doc.get("account_id", account_id)
+            total.update({k: v for k, v in doc.items() if isinstance(v, int)
+                          and not isinstance(v, bool)})
+        if account_id is None:
+            return None
+        return {"account_id": account_id, **total}
 
     def hourly(self, campaign_id: str) -> list[dict]:
-        return list(self.db.hourly.find({"c": campaign_id}).sort("hour", ASCENDING))
+        rows: dict[datetime, Counter] = {}
+        for doc in self.db.hourly.find({"c": campaign_id}):
+            rows.setdefault(doc["hour"], Counter()).update(
+                {k: v for k, v in doc.items() if isinstance(v, int) and not isinstance(v, bool)})
+        return [{"hour": hour, **rows[hour]} for hour in sorted(rows)]
 
     # ------------------------------------------------------ soft bounces
     def add_soft_bounce(self, account_id: str, contact_id: str, job_id: str) -> int:
