@@ -1,0 +1,256 @@
+"""The public endpoints in-process (the app as gunicorn runs it, hot path
+included) against the real FerretDB and Kafka: what they answer and what they
+put on tracking.events."""
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from services.tracking.app import create_app
+from services.tracking.store import TrackingStore
+from shared import mongo, topics
+from shared import tracking_tokens as tt
+from tests.integration.tracking.tail import Tail
+from tests.unit.tracking import samples
+
+KEYS = "k2:" + base64.b64encode(b"k" * 32).decode() + ",k1:" + base64.b64encode(b"o" * 32).decode()
+RING = tt.Keyring.from_env(KEYS)
+OLD_RING = tt.Keyring.from_env("k1:" + base64.b64encode(b"o" * 32).decode())
+WEBHOOK = "hook-secret-for-tests"
+CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "Chrome/124.0 Safari/537.36")
+LINKS = ["https://shop.example/sale?a=1", "https://shop.example/about", "javascript:alert(1)"]
+
+
+@pytest.fixture
+def app(mongo_uri, kafka_bootstrap, unique):
+    prefix = f"test_{unique}_"
+    application = create_app({
+        "SANDESH_MONGO_URI": mongo_uri, "SANDESH_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "SANDESH_MONGO_DB_PREFIX": prefix, "SANDESH_TRACKING_KEYS": KEYS,
+        "SANDESH_BOUNCE_WEBHOOK_TOKEN": WEBHOOK, "SANDESH_SOFT_BOUNCE_LIMIT": "2",
+        "SANDESH_INTERNAL_SECRET": "s"})
+    yield application
+    mongo.client(mongo_uri).drop_database(prefix + "tracking")
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def store(app):
+    return TrackingStore(app.extensions["runtime"].db)
+
+
+@pytest.fixture
+def ctx(store):
+    c = tt.LinkContext(*(uuid.uuid4().hex for _ in range(4)))
+    store.save_campaign(c.campaign_id, c.account_id, LINKS, datetime.now(timezone.utc))
+    return c
+
+
+@pytest.fixture
+def tail(kafka_bootstrap):
+    t = Tail(kafka_bootstrap, topics.TRACKING_EVENTS)
+    yield t
+    t.close()
+
+
+def of(ctx, type_):
+    return lambda e: e["type"] == type_ and e["data"].get("job_id") == ctx.job_id
+
+
+def assert_pseudonymous(events, *forbidden):
+    text = json.dumps(events)
+    assert "@" not in text
+    for word in forbidden:
+        assert word not in text
+
+
+# ------------------------------------------------------------------ open
+
+def test_open_pixel_answers_a_gif_and_emits_a_pseudonymous_event(client, ctx, tail):
+    ua = CHROME + " (jane.doe@example.com Jane Doe)"  # a UA must never leak as such
+    response = client.get(f"/t/o/{tt.open_token(RING, ctx)}",
+                          headers={"User-Agent": ua}, environ_base={"REMOTE_ADDR": "203.0.113.77"})
+    assert response.status_code == 200
+    assert response.mimetype == "image/gif" and response.data.startswith(b"GIF89a")
+    assert "no-store" in response.headers["Cache-Control"]
+    [event] = tail.wait_for(of(ctx, "tracking.opened"))
+    assert event["accountid"] == ctx.account_id
+    assert event["data"] == {"campaign_id": ctx.campaign_id, "contact_id": ctx.contact_id,
+                             "job_id": ctx.job_id, "machine": False,
+                             "user_agent_family": "chrome", "ip_prefix": "203.0.113.0/24"}
+    assert_pseudonymous([event], "Jane", "Doe", "203.0.113.77")
+
+
+def test_open_pixel_with_a_bad_token_still_answers_but_records_nothing(client, ctx, tail):
+    token = tt.open_token(RING, ctx)
+    response = client.get(f"/t/o/{token[:-3]}xyz")
+    assert response.status_code == 200 and response.mimetype == "image/gif"
+    client.get(f"/t/o/{tt.open_token(RING, ctx)}", headers={"User-Agent": CHROME})
+    events = tail.wait_for(of(ctx, "tracking.opened"))
+    assert len(events) == 1  # only the genuine one
+
+
+def test_head_and_scanner_hits_are_machine(client, ctx, tail):
+    client.head(f"/t/o/{tt.open_token(RING, ctx)}", headers={"User-Agent": CHROME})
+    client.get(f"/t/c/{tt.click_token(RING, ctx, 0)}",
+               headers={"User-Agent": "Barracuda Sentinel (EE)"})
+    events = tail.wait_for(lambda e: e["data"].get("job_id") == ctx.job_id, count=2)
+    reasons = sorted(e["data"]["machine_reason"] for e in events)
+    assert reasons == ["head-request", "scanner:barracuda"]
+    assert all(e["data"]["machine"] for e in events)
+
+
+# ----------------------------------------------------------------- click
+
+def test_click_redirects_to_the_stored_url_and_emits_the_link_index(client, ctx, tail):
+    response = client.get(f"/t/c/{tt.click_token(RING, ctx, 1)}", headers={"User-Agent": CHROME})
+    assert response.status_code == 302
+    assert response.headers["Location"] == LINKS[1]
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    [event] = tail.wait_for(of(ctx, "tracking.clicked"))
+    assert event["data"]["link_index"] == 1 and event["data"]["machine"] is False
+
+
+def test_link_sent_before_a_key_rotation_still_works(client, ctx):
+    response = client.get(f"/t/c/{tt.click_token(OLD_RING, ctx, 0)}")
+    assert response.status_code == 302 and response.headers["Location"] == LINKS[0]
+
+
+def test_no_open_redirect(client, ctx, store):
+    token = tt.click_token(RING, ctx, 0)
+    raw = bytearray(base64.urlsafe_b64decode(token + "=="))
+    forged = []
+    for position in range(0, len(raw), 7):  # a byte flipped anywhere
+        flipped = bytearray(raw)
+        flipped[position] ^= 0x5A
+        forged.append(base64.urlsafe_b64encode(bytes(flipped)).rstrip(b"=").decode())
+    other = tt.LinkContext(uuid.uuid4().hex, ctx.campaign_id, ctx.contact_id, ctx.job_id)
+    bad = forged + [
+        token[:-1], token[:50], "", "https:%2F%2Fevil.example",
+        tt.click_token(RING, ctx, 2),            # a javascript: link is never followed
+        tt.click_token(RING, ctx, 3),            # no such link
+        tt.click_token(RING, other, 0),          # another account's campaign
+        tt.open_token(RING, ctx),                # an open token is not a click token
+        tt.click_token(tt.Keyring.from_env("k9:" + base64.b64encode(b"z" * 32).decode()), ctx, 0),
+    ]
+    for candidate in bad:
+        response = client.get(f"/t/c/{candidate}?url=https://evil.example/")
+        assert response.status_code == 404, candidate
+        assert "Location" not in response.headers
+        assert b"evil" not in response.data and response.mimetype == "text/html"
+
+
+# ----------------------------------------------------------- unsubscribe
+
+def test_unsubscribe_page_is_a_plain_form(client, ctx):
+    list_id = uuid.uuid4().hex
+    response = client.get(f"/u/{tt.unsubscribe_token(RING, ctx, list_id)}")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert '<form method="post"' in page and 'name="scope" value="list"' in page
+    assert "<script" not in page.lower() and 'lang="en"' in page
+    assert "Set-Cookie" not in response.headers
+
+
+def test_tampered_unsubscribe_token_is_a_plain_404(client, ctx):
+    token = tt.unsubscribe_token(RING, ctx)
+    for method in (client.get, client.post):
+        response = method(f"/u/{token[:-2]}AA", data={"List-Unsubscribe": "One-Click"})
+        assert response.status_code == 404 and "Location" not in response.headers
+
+
+def test_one_click_unsubscribe_is_published_before_the_answer_and_idempotent(client, ctx, tail):
+    url = f"/u/{tt.unsubscribe_token(RING, ctx)}"
+    first = client.post(url, data={"List-Unsubscribe": "One-Click"})
+    assert first.status_code == 200 and "Set-Cookie" not in first.headers
+    # Flushed before the 200: it is on the topic (tail polls, but the event is there).
+    [event] = tail.wait_for(of(ctx, "tracking.unsubscribed"))
+    assert event["data"]["list_id"] is None and event["data"]["method"] == "one-click"
+    again = client.post(url, data={"List-Unsubscribe": "One-Click"},
+                        content_type="multipart/form-data")
+    assert again.status_code == 200
+    events = tail.wait_for(of(ctx, "tracking.unsubscribed"), count=2)
+    assert len({e["id"] for e in events}) == 1  # the same fact, the same event id
+    assert_pseudonymous(events)
+
+
+def test_page_form_unsubscribes_from_one_list_or_everything(client, ctx, tail):
+    list_id = uuid.uuid4().hex
+    url = f"/u/{tt.unsubscribe_token(RING, ctx, list_id)}"
+    assert client.post(url, data={"scope": "list"}).status_code == 200
+    assert client.post(url, data={"scope": "all"}).status_code == 200
+    events = tail.wait_for(of(ctx, "tracking.unsubscribed"), count=2)
+    assert sorted(str(e["data"]["list_id"]) for e in events) == sorted([list_id, "None"])
+
+
+# --------------------------------------------------------------- bounces
+
+def post_report(client, raw, token=WEBHOOK):
+    return client.post("/t/bounces", data=raw, content_type="message/rfc822",
+                       headers={"Authorization": f"Bearer {token}"})
+
+
+def test_bounce_webhook_needs_its_token(client, ctx):
+    raw = samples.gmail_hard_bounce(tt.verp_address(RING, ctx, "b.example"), "x")
+    assert post_report(client, raw, token="wrong").status_code == 401
+    assert client.post("/t/bounces", data=raw).status_code == 401
+
+
+def test_gmail_dsn_becomes_a_hard_bounce(client, ctx, store, tail):
+    store.save_delivery(ctx.job_id, ctx.account_id, ctx.campaign_id, ctx.contact_id,
+                        datetime.now(timezone.utc))
+    verp = tt.verp_address(RING, ctx, "bounces.example.com")
+    response = post_report(client, samples.gmail_hard_bounce(verp, "https://t.example/u/none"))
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["result"] == "hard_bounce"
+    [event] = tail.wait_for(of(ctx, "tracking.bounced"))
+    assert event["data"]["bounce_type"] == "hard" and event["data"]["status"] == "5.1.1"
+    assert_pseudonymous([event], "nobody.here")
+
+
+def test_outlook_dsn_resolves_through_the_quoted_list_unsubscribe(client, ctx, tail):
+    # tracking has not seen delivery.sent: the original message's signed link names the job
+    raw = samples.outlook_hard_bounce(tt.verp_address(RING, ctx, "b.example"),
+                                      tt.unsubscribe_url("https://t.example", RING, ctx))
+    assert post_report(client, raw).get_json()["result"] == "hard_bounce"
+    assert tail.wait_for(of(ctx, "tracking.bounced"))
+
+
+def test_soft_bounces_become_hard_after_the_limit(client, store):
+    contact, account, campaign = (uuid.uuid4().hex for _ in range(3))
+    results = []
+    for _ in range(2):  # SANDESH_SOFT_BOUNCE_LIMIT=2 in this app
+        c = tt.LinkContext(account, campaign, contact, uuid.uuid4().hex)
+        store.save_delivery(c.job_id, account, campaign, contact, datetime.now(timezone.utc))
+        raw = samples.yahoo_soft_bounce(tt.verp_address(RING, c, "b.example"))
+        results.append(post_report(client, raw).get_json()["result"])
+        results.append(post_report(client, raw).get_json()["result"])  # a retried webhook
+    assert results == ["soft_bounce", "soft_bounce", "hard_bounce", "hard_bounce"]
+
+
+def test_arf_complaint(client, ctx, tail):
+    raw = samples.yahoo_arf_complaint(tt.verp_address(RING, ctx, "b.example"),
+                                      tt.unsubscribe_url("https://t.example", RING, ctx))
+    response = post_report(client, raw)
+    assert response.status_code == 202 and response.get_json()["result"] == "complaint"
+    [event] = tail.wait_for(of(ctx, "tracking.complained"))
+    assert event["data"]["feedback_type"] == "abuse"
+    assert_pseudonymous([event], "annoyed")
+
+
+def test_reports_that_name_no_known_message(client, ctx):
+    verp = tt.verp_address(RING, ctx, "b.example")  # signed, but never delivered
+    unknown = post_report(client, samples.yahoo_soft_bounce(verp))
+    assert unknown.status_code == 503 and unknown.headers["Retry-After"]
+    assert post_report(client, samples.plain_text_bounce("b+forged@b.example")).status_code == 422
+    assert post_report(client, samples.delayed_notice(verp)).get_json()["result"] == "ignored"
+    assert post_report(client, b"").status_code == 400
