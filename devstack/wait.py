@@ -68,13 +68,18 @@ def smtp_probe(host: str, port: int) -> Callable[[], bool]:
     return probe
 
 
+class NotReady(Exception):
+    """A probe got an answer, and it says 'not ready'."""
+
+
 def http_probe(url: str) -> Callable[[], bool]:
     def probe() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=3) as response:
                 return response.status == 200
-        except urllib.error.HTTPError:
-            return False
+        except urllib.error.HTTPError as exc:
+            body = exc.read(400).decode("utf-8", "replace").strip()
+            raise NotReady(f"HTTP {exc.code} {body}") from None
     return probe
 
 
@@ -121,12 +126,14 @@ def last_error(path) -> str | None:
     return found[-1] if found else None
 
 
-def _give_up(check: Check, why: str) -> None:
+def _give_up(check: Check, why: str, last_answer: str | None = None) -> None:
     print(f"\n--- last 20 lines of {check.log_file.relative_to(config.REPO_DIR)} ---\n"
           f"{tail(check.log_file)}\n---", flush=True)
     error = last_error(check.log_file)
     if error:
         print(f"last error in that log: {error}", flush=True)
+    if last_answer:
+        print(f"last answer to the readiness probe: {last_answer}", flush=True)
     fail(f"{check.what} {why}. Its log is above; `make logs` follows all logs, `make status` "
          "shows every program.")
 
@@ -137,6 +144,7 @@ def wait_for(check: Check, timeout: float = TIMEOUT) -> None:
     quiet = logging.getLogger("kafka")
     quiet_level = quiet.level
     quiet.setLevel(logging.CRITICAL)  # kafka-python logs each refused connection
+    last_answer = None
     try:
         while True:
             state = supervisor.process_infos().get(check.process, {}).get("statename", "MISSING")
@@ -146,13 +154,15 @@ def wait_for(check: Check, timeout: float = TIMEOUT) -> None:
                 try:
                     if check.probe is None or check.probe():
                         return
-                except Exception:  # not answering yet: that is what we wait for
-                    pass
+                except Exception as exc:  # not answering yet: that is what we wait for
+                    last_answer = f"{type(exc).__name__}: {exc}"[:400]
             now = time.monotonic()
             if now - started > timeout:
-                _give_up(check, f"was not ready after {timeout:.0f} s (supervisord state {state})")
+                _give_up(check, f"was not ready after {timeout:.0f} s (supervisord state {state})",
+                         last_answer)
             if now - last_report >= REPORT_EVERY:
-                print(f"    … waiting for {check.what} ({now - started:.0f} s, {state})", flush=True)
+                said = f": {last_answer[:100]}" if last_answer else ""
+                print(f"    … waiting for {check.what} ({now - started:.0f} s, {state}{said})", flush=True)
                 last_report = now
             time.sleep(0.5)
     finally:
