@@ -46,3 +46,7 @@ restart: ## restart SERVICE=<name> (e.g. contacts), or every Sandesh service
 clean-data: stop ## stop, then delete run/ (data, logs, tokens and secrets)
 	@rm -rf run
 	@echo "Deleted run/: the next make run starts from empty data with new secrets."
+
+.PHONY: demo
+demo: ## account, generated list, template, campaign sent with a progress bar (CONTACTS=1000)
+	@$(PY) -m services.campaigns.demo --contacts $${CONTACTS:-1000}

@@ -1,0 +1,35 @@
+"""A scheduled campaign fires once with two campaigns worker processes."""
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from tests.e2e.test_send_path import (REPO, addresses, gateway, import_contacts,  # noqa: F401
+                                      make_campaign, make_list, received, by_recipient,
+                                      wait_for)
+
+
+def test_a_schedule_fires_once_with_two_workers(gateway, stack_env):  # noqa: F811
+    env = {**os.environ, **stack_env, "SANDESH_CAMPAIGNS_SWEEP_SECONDS": "0.5"}
+    second = subprocess.Popen([sys.executable, "-m", "services.campaigns.worker"], cwd=REPO,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        marker = uuid.uuid4().hex[:10]
+        rows = [(a, "S") for a in addresses(marker, 50)]
+        list_id = make_list(gateway, "scheduled")
+        import_contacts(gateway, list_id, rows)
+        campaign_id = make_campaign(gateway, stack_env, [list_id])
+        send_at = (datetime.now(timezone.utc) + timedelta(seconds=8)).astimezone()
+        scheduled = gateway.call("POST", f"/campaigns/{campaign_id}/schedule",
+                                 json={"send_at": send_at.isoformat()})
+        assert scheduled["status"] == "scheduled"
+        done = wait_for(gateway, campaign_id, timeout=300)
+        assert done["progress"]["audience_size"] == len(rows)
+        time.sleep(3)
+        got = by_recipient(received(stack_env, marker))
+        assert set(got) == {a for a, _ in rows} and all(len(v) == 1 for v in got.values())
+    finally:
+        second.terminate()
+        second.wait(30)
