@@ -1,0 +1,68 @@
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from services.campaigns import domain
+from services.campaigns.htmltext import html_to_text
+
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def test_html_to_text_keeps_paragraphs_links_lists_and_placeholders():
+    text = html_to_text('<style>p{}</style><p>Hi {{ name }}</p><ul><li>a</li><li>b</li></ul>'
+                        '<p><a href="https://x.example/?a=1&amp;b=2">Go</a><br>now</p>')
+    assert text == "Hi {{ name }}\n\n- a\n- b\n\nGo (https://x.example/?a=1&b=2)\nnow\n"
+
+
+def test_footer_goes_before_body_end_once():
+    html, text = domain.with_compliance_footer("<html><body><p>x</p></body></html>", "x")
+    assert html.endswith("</body></html>") and html.count("{{ unsubscribe_url }}") == 1
+    assert "{{ postal_address }}" in html and "{{ unsubscribe_url }}" in text
+    assert domain.with_compliance_footer(html, text) == (html, text)
+
+
+def test_template_problems_name_field_and_line():
+    problems = domain.template_problems({"subject": "ok", "html": "a\nb\n{% for %}"})
+    assert list(problems) == ["html"] and "line 3" in problems["html"][0]
+    assert "subject" in domain.template_problems({"subject": "a\nb"})
+
+
+@pytest.mark.parametrize("send_at,zone,expected", [
+    ("2030-01-02T10:00:00+02:00", None, datetime(2030, 1, 2, 8, tzinfo=timezone.utc)),
+    ("2030-01-02T10:00:00Z", None, datetime(2030, 1, 2, 10, tzinfo=timezone.utc)),
+    ("2030-07-02T10:00:00", "Asia/Kolkata", datetime(2030, 7, 2, 4, 30, tzinfo=timezone.utc)),
+])
+def test_send_at_with_offset_or_zone(send_at, zone, expected):
+    assert domain.parse_send_at(send_at, zone, NOW) == expected
+
+
+@pytest.mark.parametrize("send_at,zone,field", [
+    ("2029-12-31T10:00:00+00:00", None, "send_at"),
+    ("2030-01-02T10:00:00", None, "send_at"),
+    ("tomorrow", None, "send_at"),
+    ("2030-01-02T10:00:00", "No/Where", "time_zone"),
+    ("2030-01-02T10:00:00+01:00", "Europe/Paris", "time_zone"),
+])
+def test_send_at_refusals_name_the_field(send_at, zone, field):
+    with pytest.raises(ValueError) as caught:
+        domain.parse_send_at(send_at, zone, NOW)
+    assert caught.value.args[0] == field
+
+
+def test_transitions():
+    assert domain.next_status("send", "draft") == "sending"
+    assert domain.next_status("resume", "paused") == "sending"
+    with pytest.raises(domain.TransitionRefused):
+        domain.next_status("pause", "sent")
+    with pytest.raises(domain.TransitionRefused):
+        domain.next_status("cancel", "sent")
+
+
+def test_progress_and_time_left():
+    counts = {"sent": 40, "failed": 5, "skipped": 5, "deferred": 3, "bounced": 1}
+    view = domain.progress(counts, 100, NOW - timedelta(seconds=10), NOW)
+    assert view["accounted"] == 50 and view["queued"] == 50 and view["percent"] == 50.0
+    assert view["rate_per_second"] == 5.0 and view["eta_seconds"] == 10.0
+    assert domain.progress({}, None, None, NOW)["eta_seconds"] is None
+    assert domain.is_complete(counts, 50) and not domain.is_complete(counts, 51)
+    assert domain.is_complete({}, 0) and not domain.is_complete({}, None)
