@@ -29,6 +29,7 @@ TRACKING_EVENTS = "tracking.events"
 PRIVACY_REQUESTS = "privacy.requests"
 PRIVACY_ACKS = "privacy.acks"
 DEAD_LETTERS = "dead.letters"
+AUDIT_EVENTS = "audit.events"
 
 # Retention is also how long personal data can live in Kafka: send jobs carry
 # the recipient's address, so send.* topics keep 7 days at most.
@@ -43,4 +44,7 @@ TOPICS: dict[str, TopicSpec] = {
     PRIVACY_REQUESTS: TopicSpec(6, 30 * DAY_MS, key="request id"),
     PRIVACY_ACKS: TopicSpec(6, 30 * DAY_MS, key="request id"),
     DEAD_LETTERS: TopicSpec(6, 7 * DAY_MS, key="original key"),
+    # Who accessed, exported or erased personal data (ids only), for the
+    # privacy service's append-only audit log.
+    AUDIT_EVENTS: TopicSpec(3, 30 * DAY_MS, key="account id"),
 }

@@ -1,9 +1,30 @@
-"""What the privacy worker consumes: {event type: handler}."""
+"""What the privacy worker consumes: {event type: handler}.
+
+- privacy.answered (privacy.acks): a service's answer to a request.
+- delivery.* (delivery.events): counted into the k-anonymous aggregates.
+- audit.recorded (audit.events): other services' audit entries.
+"""
+from functools import partial
+
+from services.privacy import aggregates, usecases
+from services.privacy.store import PrivacyStore
 from shared import topics
 
 GROUP = "privacy"
-TOPICS = [topics.PRIVACY_ACKS]
+TOPICS = [topics.PRIVACY_ACKS, topics.DELIVERY_EVENTS, topics.AUDIT_EVENTS]
+
+
+def on_answer(store: PrivacyStore, event) -> None:
+    usecases.record_answer(store, event.account_id, event.data)
 
 
 def build_handlers(runtime) -> dict:
-    return {}
+    store = PrivacyStore(runtime.db)
+    count = partial(aggregates.count_delivery, store)
+    return {
+        "privacy.answered": partial(on_answer, store),
+        "delivery.sent": count,
+        "delivery.bounced": count,
+        "delivery.failed": count,
+        "audit.recorded": partial(usecases.record_audit_event, store),
+    }

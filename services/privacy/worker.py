@@ -1,20 +1,46 @@
-"""The privacy worker: consumes its topics (see handlers.py) until SIGTERM."""
+"""The privacy worker: consumes its topics (see handlers.py) until SIGTERM,
+and rolls up the aggregate counters now and then."""
+import logging
+import signal
+import time
+
+from services.privacy import aggregates
 from services.privacy.handlers import GROUP, TOPICS, build_handlers
+from services.privacy.settings import SETTINGS
+from services.privacy.store import PrivacyStore
 from shared.config import load_common
 from shared.kafka.factory import consumer_loop
+from shared.logs import configure_logging
 from shared.runtime import Runtime
-from shared.worker import run_worker
 
 SERVICE = "privacy"
+ROLLUP_EVERY_SECONDS = 3600
+log = logging.getLogger(__name__)
 
 
 def main() -> None:
-    config = load_common()
+    config = load_common(SETTINGS)
+    configure_logging(SERVICE, config.log_level)
     runtime = Runtime(SERVICE, config)
-    run_worker(SERVICE, config,
-               lambda: consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
-                                     producer=runtime.producer()),
-               runtime.readiness())
+    loop = consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
+                         producer=runtime.producer())
+    signal.signal(signal.SIGTERM, loop.stop)
+    signal.signal(signal.SIGINT, loop.stop)
+    store = PrivacyStore(runtime.db)
+    next_rollup = time.monotonic()
+    log.info("worker started", extra={"group": loop.group})
+    try:
+        while not loop.stopping:
+            loop.run_once()
+            if time.monotonic() >= next_rollup:
+                next_rollup = time.monotonic() + ROLLUP_EVERY_SECONDS
+                try:
+                    aggregates.roll_up(store, config.privacy_aggregate_rollup_days)
+                except Exception:  # the next round retries; consuming goes on
+                    log.exception("aggregate roll-up failed")
+    finally:
+        loop.shutdown()
+    log.info("worker stopped")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,186 @@
+"""Marshmallow schemas: the only validation and serialisation boundary."""
+from __future__ import annotations
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from services.privacy import domain
+from shared.http.pagination import PageArgs
+
+ID = validate.Length(min=1, max=64)
+
+
+class Subject(ma.Schema):
+    email = fields.String(validate=validate.Length(max=320))
+    contact_id = fields.String(validate=ID)
+    user_id = fields.String(validate=ID)
+
+
+class RequestCreate(ma.Schema):
+    kind = fields.String(required=True, validate=validate.OneOf(domain.KINDS))
+    subject = fields.Nested(Subject, required=True)
+    reason = fields.String(validate=validate.Length(max=500))
+    # rectification: contact field -> new value (name, custom fields, email)
+    changes = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=100)))
+    user_id = fields.String(validate=ID, metadata={"description": "the account user acting"})
+
+
+class Extension(ma.Schema):
+    months = fields.Integer(required=True, validate=validate.Range(1, domain.MAX_EXTENSION_MONTHS))
+    reason = fields.String(required=True, validate=validate.Length(min=3, max=500))
+    at = fields.DateTime(dump_only=True)
+    principal = fields.String(dump_only=True)
+
+
+class Answer(ma.Schema):
+    status = fields.String()
+    at = fields.DateTime()
+    detail = fields.String(allow_none=True)
+
+
+class RequestOut(ma.Schema):
+    id = fields.String(attribute="_id")
+    kind = fields.String()
+    subject = fields.Dict()
+    reason = fields.String(allow_none=True)
+    status = fields.String(metadata={"description": "pending, needs_attention or complete"})
+    created_at = fields.DateTime()
+    due_at = fields.DateTime()
+    extensions = fields.List(fields.Nested(Extension))
+    responders = fields.List(fields.String())
+    answers = fields.Dict(keys=fields.String(), values=fields.Nested(Answer))
+    waiting_for = fields.Method("_waiting_for")
+    changed_fields = fields.List(fields.String())
+    completed_at = fields.DateTime(allow_none=True)
+    overdue = fields.Boolean()
+
+    def _waiting_for(self, request):
+        answers = request.get("answers") or {}
+        return [s for s in request["responders"]
+                if answers.get(s, {}).get("status") not in domain.SETTLED]
+
+
+class RequestPage(ma.Schema):
+    items = fields.List(fields.Nested(RequestOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class RequestListArgs(PageArgs):
+    overdue = fields.Boolean(load_default=False)
+    open = fields.Boolean(load_default=False)
+
+
+class ExportArgs(ma.Schema):
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "text", "html"]))
+    reason = fields.String(validate=validate.Length(max=500))
+
+
+class AuditIn(ma.Schema):
+    action = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    target_type = fields.String(required=True, validate=validate.Length(min=1, max=50))
+    target_id = fields.String(validate=ID)
+    reason = fields.String(validate=validate.Length(max=500))
+    user_id = fields.String(validate=ID)
+
+
+class AuditOut(ma.Schema):
+    id = fields.String(attribute="_id")
+    at = fields.DateTime()
+    account_id = fields.String()
+    service = fields.String()
+    principal = fields.String()
+    user_id = fields.String(allow_none=True)
+    action = fields.String()
+    target_type = fields.String()
+    target_id = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+    request_id = fields.String(allow_none=True)
+
+
+class AuditPage(ma.Schema):
+    items = fields.List(fields.Nested(AuditOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class AuditArgs(PageArgs):
+    since = fields.AwareDateTime(default_timezone=None)
+    until = fields.AwareDateTime(default_timezone=None)
+
+
+class PolicyIn(ma.Schema):
+    version = fields.String(validate=validate.Length(max=50))
+    text = fields.String(required=True, validate=validate.Length(min=1, max=200_000))
+    summary = fields.String(required=True, validate=validate.Length(min=1, max=5_000))
+    material = fields.Boolean(required=True)
+    effective_at = fields.AwareDateTime(required=True)
+
+
+class PolicyOut(ma.Schema):
+    id = fields.String(attribute="_id")
+    version = fields.String(allow_none=True)
+    text = fields.String()
+    summary = fields.String()
+    material = fields.Boolean()
+    published_at = fields.DateTime()
+    effective_at = fields.DateTime()
+
+
+class PolicyPage(ma.Schema):
+    items = fields.List(fields.Nested(PolicyOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class NoticeArgs(ma.Schema):
+    user_id = fields.String(validate=ID)
+
+
+class NoticeOut(ma.Schema):
+    id = fields.String(attribute="_id")
+    policy_id = fields.Function(lambda policy: policy["_id"])
+    version = fields.String(allow_none=True)
+    summary = fields.String()
+    material = fields.Boolean()
+    published_at = fields.DateTime()
+    effective_at = fields.DateTime()
+
+
+class NoticeList(ma.Schema):
+    items = fields.List(fields.Nested(NoticeOut))
+
+
+class NoticeAckIn(ma.Schema):
+    user_id = fields.String(validate=ID)
+
+
+class NoticeAckOut(ma.Schema):
+    policy_id = fields.String()
+    user_id = fields.String(allow_none=True)
+    principal = fields.String()
+    at = fields.DateTime()
+
+
+class AggregateArgs(ma.Schema):
+    since = fields.Date(required=True)
+    until = fields.Date(required=True)
+
+    @ma.validates_schema
+    def _range(self, data, **_):
+        if data["until"] < data["since"]:
+            raise ma.ValidationError("until is before since", "until")
+        if (data["until"] - data["since"]).days > 366:
+            raise ma.ValidationError("at most 366 days at once", "until")
+
+
+class AggregateRow(ma.Schema):
+    day = fields.String()
+    provider = fields.String()
+    contacts = fields.Integer()
+    sent = fields.Integer()
+    bounced = fields.Integer()
+    failed = fields.Integer()
+
+
+class AggregateReport(ma.Schema):
+    k = fields.Integer()
+    items = fields.List(fields.Nested(AggregateRow))
+    suppressed_groups = fields.Integer()

@@ -1,0 +1,177 @@
+"""The privacy service's repository over its own MongoDB database.
+
+It holds ids and salted hashes, never an address: the request record of an
+erasure must not itself become a copy of what was erased.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from bson import ObjectId
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+INDEXES = {
+    "requests": [IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)]),
+                 IndexModel([("status", ASCENDING), ("due_at", ASCENDING)])],
+    "export_parts": [IndexModel([("request_id", ASCENDING)])],
+    "audit": [IndexModel([("account_id", ASCENDING), ("at", ASCENDING), ("_id", ASCENDING)])],
+    "policies": [IndexModel([("published_at", ASCENDING)])],
+    "notice_acks": [IndexModel([("account_id", ASCENDING), ("subject", ASCENDING)])],
+    "agg_markers": [IndexModel([("account_id", ASCENDING), ("day", ASCENDING)]),
+                    IndexModel([("day", ASCENDING)]),
+                    IndexModel([("contact_id", ASCENDING)])],
+    "aggregates": [IndexModel([("account_id", ASCENDING), ("day", ASCENDING)])],
+}
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    """Time-ordered (an ObjectId), so `_id` order is creation order."""
+    return str(ObjectId())
+
+
+def _page_filter(query: dict, after: str | None) -> dict:
+    return {**query, "_id": {"$gt": after}} if after else query
+
+
+class PrivacyStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    # -- requests ------------------------------------------------------------
+    def insert_request(self, request: dict) -> dict:
+        self.db.requests.insert_one(request)
+        return request
+
+    def delete_request(self, request_id: str) -> None:
+        self.db.requests.delete_one({"_id": request_id})
+
+    def get_request(self, account_id: str | None, request_id: str) -> dict | None:
+        query = {"_id": request_id}
+        if account_id is not None:
+            query["account_id"] = account_id
+        return self.db.requests.find_one(query)
+
+    def list_requests(self, account_id: str, limit: int, after: str | None,
+                      open_only: bool = False) -> list[dict]:
+        query = {"account_id": account_id}
+        if open_only:
+            query["status"] = {"$ne": "complete"}
+        return list(self.db.requests.find(_page_filter(query, after))
+                    .sort("_id", ASCENDING).limit(limit + 1))
+
+    def open_requests(self) -> list[dict]:
+        return list(self.db.requests.find({"status": {"$ne": "complete"}}))
+
+    def add_extension(self, account_id: str, request_id: str, extension: dict,
+                      due_at: datetime, expected_count: int) -> dict | None:
+        # Guarded by the number of extensions read: two concurrent extensions
+        # cannot both pass the two-month limit.
+        return self.db.requests.find_one_and_update(
+            {"_id": request_id, "account_id": account_id,
+             "extensions": {"$size": expected_count}},
+            {"$push": {"extensions": extension}, "$set": {"due_at": due_at}},
+            return_document=ReturnDocument.AFTER)
+
+    def set_answer(self, request_id: str, service: str, answer: dict) -> dict | None:
+        return self.db.requests.find_one_and_update(
+            {"_id": request_id}, {"$set": {f"answers.{service}": answer}},
+            return_document=ReturnDocument.AFTER)
+
+    def set_status(self, request_id: str, status: str, completed_at: datetime | None) -> None:
+        self.db.requests.update_one({"_id": request_id},
+                                    {"$set": {"status": status, "completed_at": completed_at}})
+
+    def clear_changes(self, request_id: str) -> None:
+        """Rectification values are needed until every service applied them."""
+        self.db.requests.update_one({"_id": request_id}, {"$unset": {"changes": ""}})
+
+    def save_export_part(self, request_id: str, account_id: str, service: str,
+                         data: dict) -> None:
+        self.db.export_parts.replace_one(
+            {"_id": f"{request_id}:{service}"},
+            {"request_id": request_id, "account_id": account_id, "service": service,
+             "data": data, "at": now()}, upsert=True)
+
+    def export_parts(self, request_id: str) -> dict[str, dict]:
+        return {p["service"]: p["data"] for p in self.db.export_parts.find({"request_id": request_id})}
+
+    # -- audit (append-only: there is no update or delete here) -------------
+    def append_audit(self, entry: dict) -> bool:
+        try:
+            self.db.audit.insert_one(entry)
+            return True
+        except DuplicateKeyError:  # the same event redelivered
+            return False
+
+    def list_audit(self, account_id: str, since: datetime | None, until: datetime | None,
+                   limit: int, after: str | None) -> list[dict]:
+        query: dict = {"account_id": account_id}
+        if since or until:
+            query["at"] = {**({"$gte": since} if since else {}), **({"$lt": until} if until else {})}
+        return list(self.db.audit.find(_page_filter(query, after))
+                    .sort("_id", ASCENDING).limit(limit + 1))
+
+    # -- policies and notices ----------------------------------------------
+    def insert_policy(self, policy: dict) -> dict:
+        self.db.policies.insert_one(policy)
+        return policy
+
+    def get_policy(self, policy_id: str) -> dict | None:
+        return self.db.policies.find_one({"_id": policy_id})
+
+    def list_policies(self, limit: int, after: str | None) -> list[dict]:
+        return list(self.db.policies.find(_page_filter({}, after))
+                    .sort("_id", ASCENDING).limit(limit + 1))
+
+    def all_policies(self) -> list[dict]:
+        return list(self.db.policies.find().sort("_id", ASCENDING))
+
+    def acknowledged(self, account_id: str, subject: str) -> set[str]:
+        return {a["policy_id"] for a in
+                self.db.notice_acks.find({"account_id": account_id, "subject": subject})}
+
+    def acknowledge(self, policy_id: str, account_id: str, subject: str, ack: dict) -> dict:
+        return self.db.notice_acks.find_one_and_update(
+            {"_id": f"{policy_id}:{account_id}:{subject}"},
+            {"$setOnInsert": {"policy_id": policy_id, "account_id": account_id,
+                              "subject": subject, **ack}},
+            upsert=True, return_document=ReturnDocument.AFTER)
+
+    def acks_of(self, account_id: str, subject: str) -> list[dict]:
+        return list(self.db.notice_acks.find({"account_id": account_id, "subject": subject}))
+
+    # -- aggregate markers and roll-ups -------------------------------------
+    def add_marker(self, marker: dict) -> None:
+        try:
+            self.db.agg_markers.insert_one(marker)
+        except DuplicateKeyError:  # already counted
+            pass
+
+    def forget_contacts(self, contact_ids: list[str]) -> int:
+        if not contact_ids:
+            return 0
+        return self.db.agg_markers.delete_many({"contact_id": {"$in": contact_ids}}).deleted_count
+
+    def marker_counts(self, query: dict) -> list[dict]:
+        """(account, day, provider, kind) -> count, from the markers."""
+        return list(self.db.agg_markers.aggregate([
+            {"$match": query},
+            {"$group": {"_id": {"account_id": "$account_id", "day": "$day",
+                                "provider": "$provider", "kind": "$kind"},
+                        "count": {"$sum": 1}}},
+        ]))
+
+    def rollups(self, query: dict) -> list[dict]:
+        return list(self.db.aggregates.find(query))
+
+    def save_rollup(self, row: dict) -> None:
+        self.db.aggregates.replace_one({"_id": row["_id"]}, row, upsert=True)
+
+    def delete_markers(self, query: dict) -> int:
+        return self.db.agg_markers.delete_many(query).deleted_count

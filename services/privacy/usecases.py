@@ -1,0 +1,234 @@
+"""What the privacy service does; dependencies come in as arguments."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Callable
+
+from services.privacy import domain
+from services.privacy import metrics as privacy_metrics
+from services.privacy.store import PrivacyStore, new_id, now
+from shared import topics
+from shared.events import Event, new_event
+from shared.http.internal_auth import Identity
+from shared.kafka.producer import EventProducer
+from shared.pii import InvalidEmail, email_hash, normalise_email
+
+log = logging.getLogger(__name__)
+SOURCE = "sandesh.privacy"
+OPERATOR = "operator"
+
+
+class PublishFailed(RuntimeError):
+    """The broker did not take the event; nothing was recorded."""
+
+
+# -- audit -------------------------------------------------------------------
+def audit(store: PrivacyStore, *, account_id: str, action: str, principal: str,
+          target_type: str, target_id: str | None, reason: str | None = None,
+          user_id: str | None = None, service: str = "privacy", entry_id: str | None = None,
+          at: datetime | None = None, request_id: str | None = None) -> bool:
+    """Append one entry: who (account, key/principal, user), what, when, why.
+    Ids only: the caller passes no address and no name."""
+    return store.append_audit({
+        "_id": entry_id or new_id(), "account_id": account_id, "at": at or now(),
+        "action": action, "service": service, "principal": principal, "user_id": user_id,
+        "target_type": target_type, "target_id": target_id, "reason": reason,
+        "request_id": request_id})
+
+
+def record_audit_event(store: PrivacyStore, event: Event) -> None:
+    data = event.data
+    audit(store, account_id=event.account_id, action=data["action"],
+          principal=data.get("principal") or event.source, user_id=data.get("user_id"),
+          target_type=data["target_type"], target_id=data.get("target_id"),
+          reason=data.get("reason"), service=data.get("service") or event.source,
+          entry_id=event.id, at=datetime.fromisoformat(event.time),
+          request_id=data.get("request_id"))
+
+
+# -- data-subject requests -----------------------------------------------------
+def _subject(body: dict, salt: str) -> dict:
+    given = body.get("subject") or {}
+    subject = {"kind": None, "contact_id": given.get("contact_id"), "email_hash": None,
+               "user_id": given.get("user_id")}
+    if given.get("email"):
+        try:
+            subject["email_hash"] = email_hash(normalise_email(given["email"]), salt)
+        except InvalidEmail as exc:
+            raise domain.RuleViolation("subject.email", f"not a valid address: {exc}")
+    is_contact = bool(subject["contact_id"] or subject["email_hash"])
+    if is_contact == bool(subject["user_id"]):
+        raise domain.RuleViolation("subject", "give a contact (email or contact_id) or a "
+                                              "user_id, not both and not neither")
+    subject["kind"] = "contact" if is_contact else "user"
+    return subject
+
+
+def create_request(store: PrivacyStore, producer: EventProducer, config, identity: Identity,
+                   body: dict, clock: Callable[[], datetime] = now,
+                   topic: str = topics.PRIVACY_REQUESTS) -> dict:
+    subject = _subject(body, config.pii_salt)
+    changes = body.get("changes")
+    if body["kind"] == "rectification" and not changes:
+        raise domain.RuleViolation("changes", "a rectification says what to change")
+    if body["kind"] != "rectification" and changes:
+        raise domain.RuleViolation("changes", "only a rectification carries changes")
+    received = clock()
+    request = {
+        "_id": new_id(), "account_id": identity.account_id, "kind": body["kind"],
+        "subject": subject, "reason": body.get("reason"), "status": "pending",
+        "created_at": received, "due_at": domain.due_at(received), "extensions": [],
+        "responders": domain.responders_for(subject["kind"], config.privacy_responders),
+        "answers": {}, "completed_at": None,
+        "requested_by": {"principal": identity.principal, "user_id": body.get("user_id")},
+    }
+    if changes:
+        request["changes"] = changes
+        request["changed_fields"] = sorted(changes)
+    store.insert_request(request)
+    try:
+        producer.publish(topic, requested_event(request), key=request["_id"])
+        producer.flush(timeout=30)
+    except Exception as exc:
+        # Not out means not asked: forget it so the caller can simply retry.
+        store.delete_request(request["_id"])
+        raise PublishFailed(str(exc)) from exc
+    if subject["kind"] == "contact" and subject["contact_id"] and body["kind"] == "erasure":
+        store.forget_contacts([subject["contact_id"]])
+    if subject["kind"] == "user":
+        _answer_for_user(store, request)
+        request = store.get_request(None, request["_id"])
+    privacy_metrics.REQUESTS.labels(body["kind"]).inc()
+    audit(store, account_id=identity.account_id, action=f"{body['kind']}.requested",
+          principal=identity.principal, user_id=body.get("user_id"),
+          target_type=subject["kind"], target_id=subject["contact_id"] or subject["user_id"]
+          or request["_id"], reason=body.get("reason"), request_id=request["_id"])
+    return request
+
+
+def requested_event(request: dict) -> Event:
+    data = {"request_id": request["_id"], "kind": request["kind"],
+            "subject": request["subject"], "due_at": request["due_at"].isoformat()}
+    if request.get("changes"):
+        data["changes"] = request["changes"]
+    return new_event("privacy.requested", source=SOURCE, subject=request["_id"],
+                     account_id=request["account_id"], data=data)
+
+
+def _answer_for_user(store: PrivacyStore, request: dict) -> None:
+    """The privacy service's own part about an account user: the notices
+    they acknowledged (the profile itself is the gateway's /api/v1/users)."""
+    user_id = request["subject"]["user_id"]
+    acks = [{"policy_id": a["policy_id"], "acknowledged_at": a["at"].isoformat()}
+            for a in store.acks_of(request["account_id"], user_id)]
+    record_answer(store, request["account_id"], {
+        "request_id": request["_id"], "service": "privacy", "status": "done",
+        "export": {"notice_acknowledgements": acks} if request["kind"] == "access" else None})
+
+
+def extend_request(store: PrivacyStore, identity: Identity, request_id: str, months: int,
+                   reason: str) -> dict | None:
+    request = store.get_request(identity.account_id, request_id)
+    if request is None:
+        return None
+    domain.check_extension(request["extensions"], months, request["status"])
+    total = domain.extended_months(request["extensions"]) + months
+    extension = {"months": months, "reason": reason, "at": now(),
+                 "principal": identity.principal}
+    updated = store.add_extension(identity.account_id, request_id, extension,
+                                  domain.due_at(request["created_at"], total),
+                                  len(request["extensions"]))
+    if updated is None:  # extended concurrently: read again and re-check
+        raise domain.RuleViolation("months", "the request changed meanwhile; try again")
+    audit(store, account_id=identity.account_id, action="request.extended",
+          principal=identity.principal, target_type="request", target_id=request_id,
+          reason=reason, request_id=request_id)
+    return updated
+
+
+def record_answer(store: PrivacyStore, account_id: str, data: dict,
+                  clock: Callable[[], datetime] = now) -> dict | None:
+    """One service's answer (idempotent: the same answer twice changes
+    nothing but the time it was last seen)."""
+    request = store.get_request(None, data["request_id"])
+    if request is None or request["account_id"] != account_id:
+        log.warning("answer for an unknown request ignored",
+                    extra={"request_id": data["request_id"], "service": data["service"]})
+        return None
+    service = data["service"]
+    previous = (request.get("answers") or {}).get(service)
+    if previous and previous["status"] == data["status"]:
+        answer = previous
+    else:
+        answer = {"status": data["status"], "at": clock(), "detail": data.get("detail")}
+    if data.get("export") is not None:
+        store.save_export_part(request["_id"], account_id, service, data["export"])
+    if request["kind"] == "erasure" and data.get("contact_ids"):
+        store.forget_contacts(list(data["contact_ids"]))
+    request = store.set_answer(request["_id"], service, answer)
+    status = domain.request_status(request["responders"], request["answers"])
+    if status != request["status"]:
+        completed_at = request.get("completed_at") or (clock() if status == "complete" else None)
+        store.set_status(request["_id"], status, completed_at)
+        request.update(status=status, completed_at=completed_at)
+        if status == "complete":
+            privacy_metrics.COMPLETED.labels(request["kind"]).inc()
+            store.clear_changes(request["_id"])
+            audit(store, account_id=account_id, action=f"{request['kind']}.completed",
+                  principal=SOURCE, target_type=request["subject"]["kind"],
+                  target_id=request["subject"].get("contact_id") or request["_id"],
+                  entry_id=f"{request['_id']}:completed", request_id=request["_id"])
+    return request
+
+
+def overdue_requests(store: PrivacyStore, account_id: str | None, silent_after: timedelta,
+                     at: datetime | None = None) -> list[dict]:
+    at = at or now()
+    return [r for r in store.open_requests()
+            if (account_id is None or r["account_id"] == account_id)
+            and domain.is_overdue(r, at, silent_after)]
+
+
+def export_for(store: PrivacyStore, identity: Identity, request: dict, reason: str | None,
+               fmt: str) -> dict:
+    export = domain.assemble_export(request, store.export_parts(request["_id"]))
+    audit(store, account_id=identity.account_id, action="export.downloaded",
+          principal=identity.principal, target_type="request", target_id=request["_id"],
+          reason=reason or f"access request ({fmt})", request_id=request["_id"])
+    return export
+
+
+# -- policies and notices ------------------------------------------------------
+def publish_policy(store: PrivacyStore, producer: EventProducer | None, config,
+                   identity: Identity, body: dict,
+                   clock: Callable[[], datetime] = now) -> dict:
+    published = clock()
+    domain.check_policy_dates(published, body["effective_at"])
+    policy = {"_id": new_id(), "version": body.get("version"), "text": body["text"],
+              "summary": body["summary"], "material": body["material"],
+              "published_at": published, "effective_at": body["effective_at"],
+              "published_by": identity.principal}
+    store.insert_policy(policy)
+    audit(store, account_id=identity.account_id, action="policy.published",
+          principal=identity.principal, target_type="policy", target_id=policy["_id"])
+    return policy
+
+
+def can_publish(config, identity: Identity) -> bool:
+    return identity.principal == OPERATOR or identity.account_id in config.privacy_publisher_accounts
+
+
+def notices_for(store: PrivacyStore, account_id: str, subject: str) -> list[dict]:
+    done = store.acknowledged(account_id, subject)
+    return [p for p in store.all_policies() if p["_id"] not in done]
+
+
+def acknowledge_notice(store: PrivacyStore, identity: Identity, policy_id: str,
+                       user_id: str | None) -> dict | None:
+    if store.get_policy(policy_id) is None:
+        return None
+    subject = user_id or identity.principal
+    ack = store.acknowledge(policy_id, identity.account_id, subject,
+                            {"at": now(), "principal": identity.principal, "user_id": user_id})
+    return ack

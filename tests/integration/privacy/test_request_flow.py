@@ -1,0 +1,176 @@
+"""A data-subject request against the real Kafka and FerretDB: emitted on a
+topic (unique per test), answered on another, completed only when every
+service answered, whatever order, delay or redelivery."""
+import json
+import time
+import uuid
+from types import SimpleNamespace
+
+import pytest
+from kafka import KafkaConsumer
+
+from services.privacy import usecases
+from services.privacy.handlers import build_handlers
+from services.privacy.store import PrivacyStore
+from shared.config import Config
+from shared.events import new_event
+from shared.http.internal_auth import Identity
+from shared.kafka.factory import consumer_loop, event_producer
+from shared.pii import email_hash, normalise_email
+
+SALT = "salt-for-tests"
+RESPONDERS = ["campaigns", "contacts", "sender", "tracking"]
+
+
+@pytest.fixture
+def config(kafka_bootstrap):
+    return Config(kafka_bootstrap=kafka_bootstrap, pii_salt=SALT, privacy_responders=RESPONDERS,
+                  privacy_silent_after_hours=24)
+
+
+@pytest.fixture
+def producer(config):
+    p = event_producer(config, "privacy-test")
+    yield p
+    p.sink.close()
+
+
+def _loop(config, mongo_db, acks_topic, group):
+    # Subscribing before the new topic's metadata has reached the client
+    # can leave the group with no partitions for minutes: the caller
+    # publishes first, so the metadata is there.
+    runtime = SimpleNamespace(db=mongo_db)
+    return consumer_loop(config, "privacy", group, [acks_topic], build_handlers(runtime))
+
+
+def _run_until(loop, predicate, deadline_s=60.0):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        loop.run_once()
+        if predicate():
+            return True
+    return False
+
+
+def _answer(producer, topic, request, service, status="done", export=None):
+    data = {"request_id": request["_id"], "service": service, "status": status}
+    if export is not None:
+        data["export"] = export
+    producer.publish(topic, new_event("privacy.answered", source=f"sandesh.{service}",
+                                      subject=request["_id"], account_id=request["account_id"],
+                                      data=data), key=request["_id"])
+    producer.flush()
+
+
+def _read_all(bootstrap, topic, expect):
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             group_id=f"reader-{uuid.uuid4().hex[:8]}", consumer_timeout_ms=10_000)
+    values = []
+    for message in consumer:
+        values.append(message.value)
+        if len(values) >= expect:
+            break
+    consumer.close()
+    return values
+
+
+def test_an_erasure_by_address_travels_as_a_hash_and_completes_when_all_answered(
+        config, producer, mongo_db, make_topic, unique):
+    requests_topic, acks_topic = make_topic("requests"), make_topic("acks")
+    store = PrivacyStore(mongo_db)
+    identity = Identity("acct-" + unique, "key-1")
+    request = usecases.create_request(store, producer, config, identity,
+                                      {"kind": "erasure", "subject": {"email": " Jane.Doe@Example.COM "},
+                                       "reason": "asked by email"}, topic=requests_topic)
+    assert request["status"] == "pending" and request["responders"] == RESPONDERS
+
+    [raw] = _read_all(config.kafka_bootstrap, requests_topic, 1)
+    assert b"Jane.Doe" not in raw and b"example.com" not in raw.lower()
+    event = json.loads(raw)
+    assert event["type"] == "privacy.requested" and event["accountid"] == identity.account_id
+    assert event["data"]["subject"]["email_hash"] == email_hash(
+        normalise_email("Jane.Doe@example.com"), SALT)
+
+    for service in RESPONDERS:
+        _answer(producer, acks_topic, request, service,
+                status="not_found" if service == "campaigns" else "done")
+    loop = _loop(config, mongo_db, acks_topic, "g-" + unique)
+    try:
+        assert _run_until(loop, lambda: store.get_request(None, request["_id"])["status"] == "complete")
+    finally:
+        loop.shutdown()
+    done = store.get_request(identity.account_id, request["_id"])
+    assert set(done["answers"]) == set(RESPONDERS)
+    assert done["answers"]["campaigns"]["status"] == "not_found"
+    assert done["completed_at"] is not None
+    assert "Jane" not in json.dumps(done, default=str)
+
+
+def test_a_service_that_was_down_answers_later_and_the_request_completes(
+        config, producer, mongo_db, make_topic, unique):
+    requests_topic, acks_topic = make_topic("requests"), make_topic("acks")
+    store = PrivacyStore(mongo_db)
+    identity = Identity("acct-" + unique, "key-1")
+    request = usecases.create_request(store, producer, config, identity,
+                                      {"kind": "erasure", "subject": {"contact_id": "c-42"}},
+                                      topic=requests_topic)
+    group = "g-" + unique
+    for service in ["campaigns", "contacts", "tracking"]:  # the sender is down
+        _answer(producer, acks_topic, request, service)
+    loop = _loop(config, mongo_db, acks_topic, group)
+    try:
+        assert _run_until(loop, lambda: len(store.get_request(None, request["_id"])["answers"]) == 3)
+    finally:
+        loop.shutdown()
+    assert store.get_request(None, request["_id"])["status"] == "pending"
+    from datetime import timedelta
+    silent = usecases.overdue_requests(store, identity.account_id, timedelta(0))
+    assert [r["_id"] for r in silent] == [request["_id"]]
+
+    # the sender comes back and answers; the privacy worker restarts too
+    _answer(producer, acks_topic, request, "sender")
+    loop = _loop(config, mongo_db, acks_topic, group)
+    try:
+        assert _run_until(loop, lambda: store.get_request(None, request["_id"])["status"] == "complete")
+    finally:
+        loop.shutdown()
+    assert usecases.overdue_requests(store, identity.account_id, timedelta(0)) == []
+
+
+def test_redelivered_answers_change_nothing(config, producer, mongo_db, make_topic, unique):
+    requests_topic, acks_topic = make_topic("requests"), make_topic("acks")
+    store = PrivacyStore(mongo_db)
+    identity = Identity("acct-" + unique, "key-1")
+    request = usecases.create_request(store, producer, config, identity,
+                                      {"kind": "access", "subject": {"contact_id": "c-7"}},
+                                      topic=requests_topic)
+    for service in RESPONDERS:
+        _answer(producer, acks_topic, request, service, export={"held": [service]})
+    loop = _loop(config, mongo_db, acks_topic, "g-" + unique)
+    try:
+        assert _run_until(loop, lambda: store.get_request(None, request["_id"])["status"] == "complete")
+        first = store.get_request(None, request["_id"])
+        for service in RESPONDERS:   # every answer again
+            _answer(producer, acks_topic, request, service, export={"held": [service]})
+        _answer(producer, acks_topic, request, "contacts")  # and one more after completion
+        assert _run_until(loop, lambda: False, deadline_s=3) is False
+    finally:
+        loop.shutdown()
+    again = store.get_request(None, request["_id"])
+    assert again["completed_at"] == first["completed_at"]
+    assert again["answers"] == first["answers"]
+    assert store.export_parts(request["_id"]) == {s: {"held": [s]} for s in RESPONDERS}
+    completions = list(mongo_db.audit.find({"action": "access.completed"}))
+    assert len(completions) == 1
+
+
+def test_an_answer_for_another_accounts_request_is_ignored(config, producer, mongo_db,
+                                                          make_topic, unique):
+    store = PrivacyStore(mongo_db)
+    request = usecases.create_request(store, producer, config, Identity("acct-a", "k"),
+                                      {"kind": "erasure", "subject": {"contact_id": "c-1"}},
+                                      topic=make_topic("requests"))
+    forged = {**request, "account_id": "acct-b"}
+    assert usecases.record_answer(store, "acct-b", {"request_id": forged["_id"],
+                                                    "service": "contacts", "status": "done"}) is None
+    assert store.get_request(None, request["_id"])["answers"] == {}
