@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 from pymongo import MongoClient
 from pymongo.database import Database
+from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 from pymongo.operations import IndexModel
 
 _lock = threading.Lock()
@@ -36,11 +38,29 @@ def database(uri: str, name: str) -> Database:
     return client(uri)[name]
 
 
-def ensure_indexes(db: Database, indexes: dict[str, list[IndexModel]]) -> None:
-    """Create the declared indexes (idempotent: existing ones are left alone)."""
-    for collection, models in indexes.items():
-        if models:
-            db[collection].create_indexes(models)
+def ensure_indexes(db: Database, indexes: dict[str, list[IndexModel]],
+                   wait_seconds: float = 60.0) -> None:
+    """Create the declared indexes (idempotent: existing ones are left alone).
+
+    Runs at start-up, when the database may still be coming up (a whole stack
+    starting at once, a pod before its database): connection failures are
+    retried until `wait_seconds` have passed, then raised."""
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.5
+    while True:
+        try:
+            for collection, models in indexes.items():
+                # One at a time: FerretDB 1.24 drops the connection ("slice
+                # bounds out of range") when several already-existing indexes
+                # are created in one createIndexes command.
+                for model in models:
+                    db[collection].create_indexes([model])
+            return
+        except (AutoReconnect, ServerSelectionTimeoutError):
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def ping(uri: str) -> None:

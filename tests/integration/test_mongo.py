@@ -47,3 +47,11 @@ def test_readiness_reports_each_dependency(stack_env, mongo_uri, kafka_bootstrap
     response = broken.test_client().get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["checks"]["mongodb"] != "ok"
+
+
+def test_ensure_indexes_survives_a_restart_with_several_indexes_per_collection(mongo_db):
+    indexes = {"keys": [IndexModel([("prefix", ASCENDING)], unique=True),
+                        IndexModel([("account_id", ASCENDING), ("created_at", ASCENDING)])]}
+    mongo.ensure_indexes(mongo_db, indexes)
+    mongo.ensure_indexes(mongo_db, indexes, wait_seconds=2)  # what every restart does
+    assert len(list(mongo_db["keys"].list_indexes())) == 3
