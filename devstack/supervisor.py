@@ -12,6 +12,7 @@ Programs (log file run/logs/<program>.log each):
 from __future__ import annotations
 
 import configparser
+import resource
 import shlex
 import shutil
 import string
@@ -163,7 +164,12 @@ def render(stack_env: dict[str, str], progs: list[Program], supervisor_port: int
     for group, members in groups(progs).items():
         sections.append(f"[group:{group}]\nprograms={','.join(members)}\npriority=50")
     env = dict(stack_env, PYTHONUNBUFFERED="1")
+    # Kafka keeps a file open per partition segment, and tests make many topics:
+    # ask for 4096 descriptors, but never more than the hard limit allows.
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    minfds = 4096 if hard == resource.RLIM_INFINITY else min(4096, hard)
     return string.Template(TEMPLATE.read_text()).substitute(
+        minfds=minfds,
         control_server=control, log_dir=_esc(config.LOG_DIR), pidfile=_esc(config.SUPERVISORD_PID),
         repo_dir=_esc(config.REPO_DIR), environment=_env_value(env), serverurl=serverurl,
         programs="\n\n".join(sections) + "\n",
