@@ -71,8 +71,9 @@ class DkimKey:
 def relaxed_body(body: bytes) -> bytes:
     if body and not body.endswith(b"\r\n"):
         body += b"\r\n"
-    body = _WSP_RUN.sub(b" ", body)
-    body = _WSP_BEFORE_EOL.sub(b"\r\n", body)
+    if b"\t" in body or b"  " in body or b" \r\n" in body:  # skip the regexes when idle
+        body = _WSP_RUN.sub(b" ", body)
+        body = _WSP_BEFORE_EOL.sub(b"\r\n", body)
     body = body.rstrip(b"\r\n")
     return body + b"\r\n" if body else b""
 
@@ -80,7 +81,10 @@ def relaxed_body(body: bytes) -> bytes:
 def relaxed_header(field: bytes) -> bytes:
     """One header field (name, colon, value, possibly folded, no final CRLF)."""
     name, _, value = field.partition(b":")
-    value = _WSP_RUN.sub(b" ", _FOLD.sub(b"", value)).strip(b" \r\n")
+    value = _FOLD.sub(b"", value) if b"\r\n" in value else value
+    if b"\t" in value or b"  " in value:
+        value = _WSP_RUN.sub(b" ", value)
+    value = value.strip(b" \r\n")
     return name.strip().lower() + b":" + value
 
 

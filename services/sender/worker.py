@@ -1,21 +1,146 @@
-"""The sender process: health/readiness/metrics on SANDESH_SENDER_PORT, and
-the send loop until SIGTERM."""
-from services.sender.handlers import GROUP, TOPICS, build_handlers
-from shared.config import load_common
-from shared.kafka.factory import consumer_loop
-from shared.runtime import Runtime
-from shared.worker import run_worker
+"""The sender process: health/readiness/metrics on SANDESH_SENDER_PORT, the
+send loop in the main thread, and two small consumers that keep the
+sender's own copy of campaigns and contact states up to date.
+
+    python -m services.sender.worker
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+
+from services.sender import dkim, handlers
+from services.sender.compose import Composer, ComposeSettings
+from services.sender.engine import Engine, EngineSettings, Routes
+from services.sender.loop import SendLoop
+from services.sender.settings import SETTINGS
+from services.sender.smtp import SmtpMessenger, parse_relays
+from services.sender.store import (CampaignStore, ContactStateStore, DeliveryStore,
+                                   MongoWindowCounter, ensure_indexes)
+from services.sender.throttle import RateLimiter
+from shared import mongo, worker_http
+from shared.config import Config, load_common
+from shared.kafka.factory import client_id, consumer_loop, event_producer
+from shared.kafka.kafka_impl import KafkaSource
+from shared.logs import configure_logging
+from shared.tracking_tokens import Keyring
 
 SERVICE = "sender"
+log = logging.getLogger(__name__)
+
+
+def load_config() -> Config:
+    return load_common(SETTINGS)
+
+
+def make_signer(config: Config) -> dkim.Signer:
+    key_dir = Path(config.dkim_key_dir)
+    if dkim.ensure_key(key_dir, config.default_sending_domain, config.dkim_selector):
+        log.info("generated a DKIM key; publish the TXT record in its .txt file",
+                 extra={"key_dir": str(key_dir), "domain": config.default_sending_domain})
+    return dkim.Signer(dkim.load_keys(key_dir))
+
+
+class ComposerCache:
+    """One Composer per campaign state (templates compiled once)."""
+
+    def __init__(self, settings: ComposeSettings, signer: dkim.Signer, size: int = 64):
+        self.settings, self.signer, self.size = settings, signer, size
+        self._lock = threading.Lock()
+        self._composers: dict = {}
+
+    def __call__(self, campaign) -> Composer:
+        key = (campaign.campaign_id, campaign.template.get("version"), campaign.tracking)
+        with self._lock:
+            composer = self._composers.get(key)
+            if composer is None:
+                if len(self._composers) >= self.size:
+                    self._composers.pop(next(iter(self._composers)))
+                composer = self._composers[key] = Composer(campaign, self.settings, self.signer)
+            return composer
+
+
+def build(config: Config):
+    """Everything the send loop needs, wired from configuration."""
+    db = mongo.database(config.mongo_uri, config.sender_db or config.mongo_db_prefix + SERVICE)
+    ensure_indexes(db)
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    prefix = config.sender_topic_prefix
+    routes = Routes.with_prefix(prefix)
+    relays = parse_relays(config.smtp_relays, config.smtp_host, config.smtp_port)
+    messenger = SmtpMessenger(relays, config.smtp_connections, starttls=config.smtp_starttls,
+                              username=config.smtp_username, password=config.smtp_password,
+                              timeout=config.smtp_timeout)
+    compose_settings = ComposeSettings(Keyring.from_env(config.tracking_keys),
+                                       config.public_tracking_url,
+                                       config.default_sending_domain, config.bounce_domain)
+    producer = event_producer(config, SERVICE)
+    lease = config.send_claim_lease_seconds
+    engine = Engine(
+        campaigns=CampaignStore(db), contacts=ContactStateStore(db),
+        deliveries=DeliveryStore(db, owner, lease),
+        limiter=RateLimiter(MongoWindowCounter(db)), messenger=messenger,
+        composer_for=ComposerCache(compose_settings, make_signer(config)),
+        publisher=producer,
+        settings=EngineSettings(max_attempts=config.send_max_attempts,
+                                retry_base_seconds=config.send_retry_base_seconds,
+                                default_domain_concurrency=config.send_domain_concurrency,
+                                batch_deadline_seconds=min(20.0, lease / 2), routes=routes))
+    source = KafkaSource([routes.jobs, routes.retry], config.sender_group,
+                         config.kafka_bootstrap, client_id(SERVICE),
+                         max_partition_fetch_bytes=4 * 1024 * 1024)
+    loop = SendLoop(source, engine, producer, service=SERVICE, group=config.sender_group,
+                    dead_letters=producer.sink, max_records=config.send_batch,
+                    on_stop=messenger.release)
+    state_loops = []
+    if config.sender_state_consumers:
+        state_loops = [
+            consumer_loop(config, SERVICE, f"{config.sender_group}-campaigns",
+                          [prefix + t for t in handlers.CAMPAIGNS_TOPICS],
+                          handlers.campaign_handlers(CampaignStore(db)),
+                          producer=event_producer(config, SERVICE + "-campaigns")),
+            consumer_loop(config, SERVICE, f"{config.sender_group}-contacts",
+                          [prefix + t for t in handlers.CONTACTS_TOPICS],
+                          handlers.contact_handlers(ContactStateStore(db)),
+                          producer=event_producer(config, SERVICE + "-contacts")),
+        ]
+    return loop, state_loops, producer, messenger
 
 
 def main() -> None:
-    config = load_common()
-    runtime = Runtime(SERVICE, config)
-    run_worker(SERVICE, config,
-               lambda: consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
-                                     producer=runtime.producer()),
-               runtime.readiness(), health_port_env="SANDESH_SENDER_PORT")
+    config = load_config()
+    configure_logging(SERVICE, config.log_level)
+    port = int(os.environ.get("SANDESH_SENDER_PORT") or 0)
+    readiness = {"mongodb": lambda: mongo.ping(config.mongo_uri)}
+    if port:
+        worker_http.serve(os.environ.get("SANDESH_BIND_HOST", "127.0.0.1"), port, SERVICE,
+                          config.stack_id, readiness)
+    loop, state_loops, producer, messenger = build(config)
+
+    def stop(*_args):
+        loop.stop()
+        for state_loop in state_loops:
+            state_loop.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    threads = [threading.Thread(target=s.run, name=s.group, daemon=True) for s in state_loops]
+    for thread in threads:
+        thread.start()
+    log.info("sender started", extra={"group": loop.group})
+    try:
+        loop.run()
+    finally:
+        stop()
+        messenger.close()
+        for thread in threads:
+            thread.join(timeout=10)
+        producer.flush(10)
+        log.info("sender stopped")
 
 
 if __name__ == "__main__":

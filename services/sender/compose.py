@@ -1,0 +1,155 @@
+"""One recipient's message, from a campaign's frozen template.
+
+`Composer` is built once per campaign (per process): it compiles the
+templates, rewrites the links of the HTML source once into per-recipient
+placeholders (shared/links.py defines link index n, the tracking service
+redirects it back), and prepares the MIME skeleton. `compose(job)` then
+renders, fills in the signed tracking and unsubscribe URLs, builds the
+message and DKIM-signs it.
+"""
+from __future__ import annotations
+
+import html as html_lib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from urllib.parse import quote
+
+from services.sender.dkim import Signer
+from services.sender.domain import Campaign, Job, hex_id, message_id
+from services.sender.mime import Part, Skeleton, needs_smtputf8, refuse_line_breaks
+from shared import links, templating
+from shared.tracking_tokens import (Keyring, LinkContext, click_url, open_url, unsubscribe_token,
+                                    unsubscribe_url, verp_address)
+
+_CLICK_VAR = "sandesh_click_"
+_BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+_BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
+_TAGS = re.compile(r"<[^>]+>")
+
+
+class ComposeError(ValueError):
+    """This job can never be composed (bad template data, bad address...)."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    job: Job
+    message: bytes
+    mail_from: str
+    message_id: str
+    smtputf8: bool
+
+
+@dataclass(frozen=True)
+class ComposeSettings:
+    keyring: Keyring
+    tracking_base: str
+    default_domain: str
+    bounce_domain: str = ""  # empty: the sending domain
+
+
+def _insert_after_body_open(html: str, snippet: str) -> str:
+    match = _BODY_OPEN.search(html)
+    return html[:match.end()] + snippet + html[match.end():] if match else snippet + html
+
+
+def _insert_before_body_close(html: str, snippet: str) -> str:
+    matches = list(_BODY_CLOSE.finditer(html))
+    if not matches:
+        return html + snippet
+    at = matches[-1].start()
+    return html[:at] + snippet + html[at:]
+
+
+def text_from_html(html: str) -> str:
+    """A plain part when the template has none (campaigns normally derives
+    a better one at save time)."""
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</h\d>|</li>", "\n", html)
+    text = _TAGS.sub("", text)
+    return re.sub(r"\n{3,}", "\n\n", html_lib.unescape(text)).strip() + "\n"
+
+
+class Composer:
+    def __init__(self, campaign: Campaign, settings: ComposeSettings, signer: Signer):
+        self.campaign = campaign
+        self.settings = settings
+        self.signer = signer
+        sender = campaign.sender
+        self.from_email = sender["from_email"]
+        domain = (sender.get("sending_domain") or self.from_email.rpartition("@")[2]
+                  or settings.default_domain).lower()
+        self.sending_domain = domain
+        self.signing_domain = domain if signer.has_key(domain) else settings.default_domain
+        self.bounce_domain = settings.bounce_domain or domain
+        self.marketing = campaign.kind == "marketing"
+        template = campaign.template
+        html = template.get("html") or ""
+        text = template.get("text") or text_from_html(html)
+        self.link_count = 0
+        if campaign.tracking:
+            link_list = template.get("links") or links.extract_links(html)
+            self.link_count = len(link_list)
+            html = links.rewrite_links(html, link_list,
+                                       lambda i: "{{ %s%d }}" % (_CLICK_VAR, i))
+        preheader = template.get("preheader") or ""
+        if preheader:
+            html = _insert_after_body_open(
+                html, '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">'
+                      f"{preheader}</div>")
+        if self.marketing and templating.UNSUBSCRIBE_URL not in html:
+            html = _insert_before_body_close(
+                html, '<p style="font-size:12px;color:#666">{{ postal_address }}<br>'
+                      '<a href="{{ unsubscribe_url }}">Unsubscribe</a></p>')
+        if self.marketing and templating.UNSUBSCRIBE_URL not in text:
+            text += "\n--\n{{ postal_address }}\nUnsubscribe: {{ unsubscribe_url }}\n"
+        try:
+            self.subject = templating.compile_template(template.get("subject") or "", False)
+            self.html = templating.compile_template(html, True)
+            self.text = templating.compile_template(text, False)
+        except templating.TemplateSyntaxProblem as exc:
+            raise ComposeError(f"template: {exc}") from None
+        self.skeleton = Skeleton(sender.get("from_name"), self.from_email, sender.get("reply_to"),
+                                 [("Feedback-ID", f"{campaign.campaign_id}:{campaign.account_id}:"
+                                                  f"{campaign.kind}:sandesh")])
+
+    def compose(self, job: Job, now: datetime | None = None) -> Outgoing:
+        try:
+            return self._compose(job, now or datetime.now(timezone.utc))
+        except (ValueError, templating.TemplateRenderProblem) as exc:
+            raise ComposeError(str(exc)[:300]) from None
+
+    def _compose(self, job: Job, now: datetime) -> Outgoing:
+        s = self.settings
+        ctx = LinkContext(hex_id(job.account_id), hex_id(job.campaign_id),
+                          hex_id(job.contact_id), hex_id(job.job_id))
+        list_id = job.list_id if job.list_id and len(job.list_id) == 32 else None
+        extra = {templating.POSTAL_ADDRESS: self.campaign.postal_address}
+        headers: list[tuple[str, str]] = []
+        if self.marketing:
+            extra[templating.UNSUBSCRIBE_URL] = unsubscribe_url(s.tracking_base, s.keyring, ctx,
+                                                                list_id)
+            mailto = (f"mailto:unsubscribe@{self.bounce_domain}?subject="
+                      + quote(f"unsubscribe {unsubscribe_token(s.keyring, ctx, list_id)}"))
+            headers += [("List-Unsubscribe", f"<{extra[templating.UNSUBSCRIBE_URL]}>, <{mailto}>"),
+                        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")]
+        headers.append(("List-Id", f"<{job.list_id or job.account_id}.list-id.{self.sending_domain}>"))
+        for i in range(self.link_count):
+            extra[f"{_CLICK_VAR}{i}"] = click_url(s.tracking_base, s.keyring, ctx, i)
+        context = templating.merge_context(job.email, job.name, job.fields, **extra)
+        html = templating.render_compiled(self.html, context)
+        if self.campaign.tracking:
+            pixel = (f'<img src="{open_url(s.tracking_base, s.keyring, ctx)}" width="1" height="1"'
+                     ' alt="" style="display:none">')
+            html = _insert_before_body_close(html, pixel)
+        subject = refuse_line_breaks("Subject", templating.render_compiled(self.subject, context))
+        mid = message_id(job.job_id, self.sending_domain)
+        message = self.skeleton.build(
+            to_name=job.name, to_email=job.email, subject=subject, date=format_datetime(now),
+            message_id=mid, headers=headers,
+            parts=[Part("text/plain", templating.render_compiled(self.text, context)),
+                   Part("text/html", html)])
+        signed = self.signer.sign(message, self.signing_domain)
+        return Outgoing(job, signed, verp_address(s.keyring, ctx, self.bounce_domain), mid,
+                        needs_smtputf8(job.email, self.from_email))

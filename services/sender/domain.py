@@ -1,0 +1,149 @@
+"""The sender's rules, free of Kafka, MongoDB and SMTP: what a campaign
+allows, what an SMTP answer means, when a failed job is tried again."""
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+# Campaign status as the sender knows it (from campaigns.events).
+SENDING, PAUSED, CANCELLED = "sending", "paused", "cancelled"
+
+# Delivery record states. A job in CLAIMABLE may be (re)claimed by anyone;
+# CLAIMED belongs to its claimer until the lease runs out; FINAL never changes.
+CLAIMED, SENT, FAILED, SKIPPED, DEFERRED, RELEASED = (
+    "claimed", "sent", "failed", "skipped", "deferred", "released")
+CLAIMABLE = (DEFERRED, RELEASED)
+FINAL = (SENT, FAILED, SKIPPED)
+
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_second: float | None = None
+    per_hour: int | None = None
+    per_domain_concurrency: int | None = None
+
+    @classmethod
+    def from_event(cls, raw: dict | None) -> "Limits":
+        raw = raw or {}
+        return cls(raw.get("per_second") or None, raw.get("per_hour") or None,
+                   raw.get("per_domain_concurrency") or None)
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """What a sender needs of a campaign: the frozen template and settings
+    from campaign.launched, and the status pause/resume/cancel set."""
+
+    campaign_id: str
+    account_id: str
+    template: dict[str, Any]
+    sender: dict[str, Any]
+    limits: Limits = field(default_factory=Limits)
+    tracking: bool = True
+    postal_address: str = ""
+    kind: str = "marketing"
+    status: str = SENDING
+    version: int = 0  # bumps on every status change, so caches can tell
+
+    @classmethod
+    def from_launched(cls, account_id: str, data: dict, status: str = SENDING) -> "Campaign":
+        return cls(campaign_id=data["campaign_id"], account_id=account_id,
+                   template=dict(data["template"]), sender=dict(data["sender"]),
+                   limits=Limits.from_event(data.get("limits")),
+                   tracking=bool(data.get("tracking", True)),
+                   postal_address=data.get("postal_address") or "",
+                   kind=data.get("kind") or "marketing", status=status)
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    campaign_id: str
+    contact_id: str
+    account_id: str
+    list_id: str | None
+    email: str
+    name: str | None
+    fields: dict[str, Any]
+    attempt: int
+    not_before: datetime | None
+    test: bool
+    inline_campaign: dict | None  # a test send carries its (never launched) campaign
+    data: dict = field(default_factory=dict, compare=False, repr=False)  # the event's data
+
+    @classmethod
+    def from_event(cls, account_id: str, data: dict) -> "Job":
+        recipient = data["recipient"]
+        not_before = data.get("not_before")
+        return cls(job_id=data["job_id"], campaign_id=data["campaign_id"],
+                   contact_id=data["contact_id"], account_id=account_id,
+                   list_id=data.get("list_id"), email=recipient["email"],
+                   name=recipient.get("name"), fields=recipient.get("fields") or {},
+                   attempt=int(data.get("attempt") or 0),
+                   not_before=parse_time(not_before) if not_before else None,
+                   test=bool(data.get("test")), inline_campaign=data.get("campaign"),
+                   data=data)
+
+    @property
+    def recipient_domain(self) -> str:
+        return self.email.rpartition("@")[2].lower()
+
+
+def parse_time(raw: str) -> datetime:
+    value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def hex_id(value: str) -> str:
+    """Tracking tokens carry 16-byte ids; platform ids are uuid4().hex. Any
+    other id (a test send's "test-1") maps to a stable 32-hex stand-in."""
+    return value if _HEX32.match(value or "") else hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def message_id(job_id: str, sending_domain: str) -> str:
+    """The same job always gets the same Message-ID, so a duplicate caused
+    by a crash mid-send is recognisable (and deduplicated by many receivers)."""
+    return f"<{job_id}@{sending_domain}>"
+
+
+# ---------------------------------------------------------------- SMTP answers
+
+TRANSIENT, PERMANENT, ACCEPTED = "transient", "permanent", "accepted"
+
+
+def classify(code: int | None) -> str:
+    """No code (connection lost, timeout) and 4xx are transient; 5xx permanent."""
+    if code is None or 400 <= code < 500:
+        return TRANSIENT
+    if 200 <= code < 300:
+        return ACCEPTED
+    return PERMANENT
+
+
+# ---------------------------------------------------------------------- retries
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_seconds: float = 30.0
+    max_seconds: float = 3600.0
+
+    def exhausted(self, attempt: int) -> bool:
+        """`attempt` (0-based) just failed: is there no try left?"""
+        return attempt + 1 >= self.max_attempts
+
+    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+        """Full-jitter exponential backoff after failed attempt `attempt`:
+        uniform in [cap/2, cap] with cap = base * 2**attempt, bounded."""
+        cap = min(self.max_seconds, self.base_seconds * (2 ** attempt))
+        return cap / 2 + rng() * cap / 2
+
+    def not_before(self, attempt: int, now: datetime,
+                   rng: Callable[[], float] = random.random) -> datetime:
+        return now + timedelta(seconds=self.delay(attempt, rng))

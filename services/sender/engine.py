@@ -1,0 +1,234 @@
+"""The sending engine: a batch of send jobs in, a disposition per job out.
+
+It depends only on small interfaces (the stores, a rate limiter, a
+Messenger, a composer factory and a publisher), so the whole flow reads in
+one screen:
+
+    campaign known and not paused?  -> else HOLD (try again shortly)
+    claim (deliveries, _id = job id) -> finished before: re-announce; held by a live sender: HOLD
+    cancelled / contact blocked      -> SKIPPED
+    within the campaign's rate       -> else RELEASE + HOLD (or reschedule for the hourly quota)
+    compose + send (the Messenger)   -> SENT / FAILED (5xx) / DEFERRED -> send.retry / DLQ
+    record, publish delivery events  -> the loop flushes, then commits
+
+A HOLD means "not done: do not commit past it"; the loop seeks back and
+pauses that partition until the given time. Nothing is dropped.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Protocol
+
+from services.sender import smtp
+from services.sender.compose import Composer
+from services.sender.domain import (ACCEPTED, CANCELLED, DEFERRED, FAILED, PAUSED, PERMANENT,
+                                    RELEASED, SENT, SKIPPED, Campaign, Job, RetryPolicy)
+from services.sender.throttle import RateLimiter
+from shared import topics
+from shared.events import new_event
+
+log = logging.getLogger(__name__)
+SOURCE = "sender"
+
+
+@dataclass(frozen=True)
+class Hold:
+    until: float  # time.time() when to look at this job again
+    reason: str
+
+
+DONE = None  # a settled job's disposition
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, event, key: str | None = None) -> None: ...
+
+
+class Messenger(Protocol):
+    def send_all(self, tasks: list[smtp.SendTask], deadline: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class Routes:
+    """Where jobs come from and outcomes go (a benchmark prefixes them)."""
+    jobs: str = topics.SEND_JOBS
+    retry: str = topics.SEND_RETRY
+    dlq: str = topics.SEND_DLQ
+    delivery: str = topics.DELIVERY_EVENTS
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> "Routes":
+        return cls(*(prefix + name for name in (topics.SEND_JOBS, topics.SEND_RETRY,
+                                                topics.SEND_DLQ, topics.DELIVERY_EVENTS)))
+
+
+@dataclass
+class EngineSettings:
+    max_attempts: int = 5
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    default_domain_concurrency: int = 8
+    batch_deadline_seconds: float = 20.0  # stop starting new sends after this (lease/2 at most)
+    paused_recheck_seconds: float = 1.0
+    held_recheck_seconds: float = 2.0
+    routes: Routes = Routes()
+
+
+class Engine:
+    def __init__(self, *, campaigns, contacts, deliveries, limiter: RateLimiter,
+                 messenger: Messenger, composer_for: Callable[[Campaign], Composer],
+                 publisher: Publisher, settings: EngineSettings | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.campaigns = campaigns
+        self.contacts = contacts
+        self.deliveries = deliveries
+        self.limiter = limiter
+        self.messenger = messenger
+        self.composer_for = composer_for
+        self.publisher = publisher
+        self.settings = settings or EngineSettings()
+        self.retry = RetryPolicy(self.settings.max_attempts, self.settings.retry_base_seconds,
+                                 self.settings.retry_max_seconds)
+        self.clock = clock
+
+    # -----------------------------------------------------------------------
+    def handle(self, jobs: list[Job]) -> dict[str, Hold | None]:
+        """Disposition per job id: DONE, or a Hold."""
+        now = self.clock()
+        result: dict[str, Hold | None] = {}
+        campaigns = self._campaigns_of(jobs)
+        ready = []
+        for job in jobs:
+            campaign = campaigns.get(job.job_id)
+            if campaign is None:
+                result[job.job_id] = Hold(now + self.settings.held_recheck_seconds,
+                                          "campaign not known yet")
+            elif campaign.status == PAUSED and not job.test:
+                result[job.job_id] = Hold(now + self.settings.paused_recheck_seconds, "paused")
+            else:
+                ready.append(job)
+        claimed, finished, held = self.deliveries.claim(ready)
+        for job in held:
+            result[job.job_id] = Hold(now + self.settings.held_recheck_seconds, "claimed elsewhere")
+        for job in ready:
+            if job.job_id in finished:
+                self._announce_again(job, finished[job.job_id])
+                result[job.job_id] = DONE
+        outcomes: list[tuple[str, str, dict]] = []
+        blocked = self.contacts.blocked(claimed)
+        sendable = []
+        for job in claimed:
+            campaign = campaigns[job.job_id]
+            reason = "cancelled" if campaign.status == CANCELLED and not job.test \
+                else blocked.get(job.job_id)
+            if reason:
+                outcomes.append(self._settle(job, SKIPPED, "delivery.skipped", {"reason": reason}))
+                result[job.job_id] = DONE
+            else:
+                sendable.append(job)
+        tasks = []
+        for campaign_id, group in _by_campaign(sendable).items():
+            campaign = campaigns[group[0].job_id]
+            grant = self.limiter.grant(campaign_id, len(group), campaign.limits) \
+                if not group[0].test else None
+            allowed = group if grant is None else group[:grant.granted]
+            for job in group[len(allowed):]:
+                outcomes.append((job.job_id, RELEASED, {"reason": "rate limit"}))
+                if grant.hourly:
+                    self._reschedule(job, grant.retry_at)
+                    result[job.job_id] = DONE
+                else:
+                    result[job.job_id] = Hold(grant.retry_at, "rate limit")
+            limit = campaign.limits.per_domain_concurrency or self.settings.default_domain_concurrency
+            for job in allowed:
+                tasks.append(self._task(job, campaign, limit))
+        self.messenger.send_all(tasks, time.monotonic() + self.settings.batch_deadline_seconds)
+        for task in tasks:
+            outcome, hold = self._after_send(task)
+            outcomes.append(outcome)
+            result[task.job.job_id] = hold
+        self.deliveries.record(outcomes)
+        return result
+
+    # -----------------------------------------------------------------------
+    def _campaigns_of(self, jobs: list[Job]) -> dict[str, Campaign]:
+        """job id -> its campaign (a test send carries its own)."""
+        known = self.campaigns.get_many(j.campaign_id for j in jobs if not j.inline_campaign)
+        out = {}
+        for job in jobs:
+            if job.inline_campaign:
+                out[job.job_id] = Campaign.from_launched(job.account_id, job.inline_campaign)
+            elif known.get(job.campaign_id) is not None:
+                out[job.job_id] = known[job.campaign_id]
+        return out
+
+    def _task(self, job: Job, campaign: Campaign, domain_limit: int) -> smtp.SendTask:
+        def compose():
+            return self.composer_for(campaign).compose(job)
+        return smtp.SendTask(job, compose, domain_limit)
+
+    def _after_send(self, task: smtp.SendTask) -> tuple[tuple[str, str, dict], Hold | None]:
+        job, out = task.job, task.outgoing
+        detail = {"smtp_code": task.code, "smtp_reply": task.reply[:450]}
+        if out is not None:
+            detail.update(message_id=out.message_id, size_bytes=len(out.message))
+        if task.outcome == ACCEPTED:
+            return self._settle(job, SENT, "delivery.sent", detail), DONE
+        if task.outcome == PERMANENT:
+            return self._settle(job, FAILED, "delivery.failed",
+                                {**detail, "reason": "rejected by the relay"}), DONE
+        if task.outcome == smtp.COMPOSE_FAILED:
+            return self._settle(job, FAILED, "delivery.failed",
+                                {"reason": f"cannot compose: {task.reply}"[:300]}), DONE
+        if task.outcome == smtp.RELEASED:
+            return (job.job_id, RELEASED, {}), Hold(self.clock(), "released")
+        # transient: try again later, or give up after the last attempt
+        if self.retry.exhausted(job.attempt):
+            self.publisher.publish(self.settings.routes.dlq, self._event(job, "send.dead", {
+                "job": job.data, "reason": f"{job.attempt + 1} attempts: {task.reply}"[:1000]}),
+                key=job.job_id)
+            return self._settle(job, FAILED, "delivery.failed",
+                                {**detail, "reason": "retries exhausted"}), DONE
+        retry_at = self.retry.not_before(job.attempt, datetime.now(timezone.utc))
+        self._reschedule(job, retry_at.timestamp(), attempt=job.attempt + 1)
+        return self._settle(job, DEFERRED, "delivery.deferred", detail), DONE
+
+    def _settle(self, job: Job, state: str, event_type: str, fields: dict):
+        data = {"job_id": job.job_id, "campaign_id": job.campaign_id,
+                "contact_id": job.contact_id, "attempt": job.attempt,
+                "recipient_domain": job.recipient_domain[:255], "test": job.test,
+                **{k: v for k, v in fields.items() if v is not None}}
+        self.publisher.publish(self.settings.routes.delivery, self._event(job, event_type, data),
+                               key=job.job_id)
+        return job.job_id, state, {"event": {"type": event_type, "data": data},
+                                   "account_id": job.account_id}
+
+    def _reschedule(self, job: Job, at: float, attempt: int | None = None) -> None:
+        data = {**job.data, "attempt": job.attempt if attempt is None else attempt,
+                "not_before": datetime.fromtimestamp(at, timezone.utc).isoformat()}
+        self.publisher.publish(self.settings.routes.retry, self._event(job, "send.job", data),
+                               key=job.job_id)
+
+    def _announce_again(self, job: Job, record: dict) -> None:
+        """A job found finished (its events may not have gone out before a
+        crash): publish its outcome again; consumers count once per job."""
+        event = record.get("event")
+        if event:
+            self.publisher.publish(self.settings.routes.delivery,
+                                   self._event(job, event["type"], event["data"]), key=job.job_id)
+
+    @staticmethod
+    def _event(job: Job, event_type: str, data: dict):
+        return new_event(event_type, source=SOURCE, subject=job.job_id,
+                         account_id=job.account_id, data=data)
+
+
+def _by_campaign(jobs: list[Job]) -> dict[str, list[Job]]:
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.campaign_id, []).append(job)
+    return groups
+

@@ -1,0 +1,150 @@
+"""The sender's consumer loop: like shared/kafka/consumer.ConsumerLoop, but
+a whole poll is handed to the engine at once (one claim, one record, one
+flush per batch instead of per message), and a job that is not due yet
+holds its partition instead of being slept on.
+
+Promises (the same as the shared loop):
+- offsets are committed only after the batch's records are written and
+  its events flushed; a partition never commits past a job not yet done;
+- a message that is not a valid send.job goes to the dead-letter topic;
+- a held job (not_before in the future, campaign paused or not known yet,
+  rate limit, claimed by a live sender) rewinds its partition, which is
+  paused until the job is due: no sleep in the poll loop, and a kill -9
+  loses nothing because nothing past it was committed;
+- SIGTERM: stop taking work, let in-flight sends finish (the rest is
+  released), commit, exit (well within 30 s).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from services.sender.domain import Job
+from services.sender.engine import Engine, Hold
+from shared import metrics
+from shared.events import InvalidEvent, decode
+from shared.kafka.interface import MessageSink, MessageSource, Record, TopicPartition
+from shared.topics import DEAD_LETTERS
+
+log = logging.getLogger(__name__)
+
+
+class SendLoop:
+    def __init__(self, source: MessageSource, engine: Engine, producer, *, service: str,
+                 group: str, dead_letters: MessageSink, max_records: int = 500,
+                 poll_timeout_ms: int = 200, clock: Callable[[], float] = time.time,
+                 on_stop: Callable[[], None] | None = None):
+        self.source = source
+        self.engine = engine
+        self.producer = producer
+        self.service = service
+        self.group = group
+        self.dead_letters = dead_letters
+        self.max_records = max_records
+        self.poll_timeout_ms = poll_timeout_ms
+        self.clock = clock
+        self.on_stop = on_stop
+        self.stopping = False
+        self._paused_until: dict[TopicPartition, float] = {}
+        source.on_revoke = self._on_revoke
+
+    def stop(self, *_args) -> None:
+        self.stopping = True
+        if self.on_stop:
+            self.on_stop()  # the messenger releases what it has not started
+
+    def run(self) -> None:
+        try:
+            while not self.stopping:
+                self.run_once()
+        finally:
+            self.source.close()
+
+    def run_once(self) -> int:
+        """Poll once and settle what came; returns how many records were settled."""
+        self._resume_due()
+        records = self.source.poll(self.poll_timeout_ms, self.max_records)
+        if not records or self.stopping:
+            for tp, first in _first_offsets(records).items():
+                self.source.seek(tp, first)
+            return 0
+        now = self.clock()
+        by_partition: dict[TopicPartition, list[tuple[Record, Job | None]]] = {}
+        holds: dict[TopicPartition, tuple[int, Hold]] = {}
+        for record in records:
+            tp = (record.topic, record.partition)
+            if tp in holds:
+                continue
+            job = self._decode(record)
+            if job is not None and job.not_before and job.not_before.timestamp() > now:
+                holds[tp] = (record.offset, Hold(job.not_before.timestamp(), "not due"))
+                continue
+            by_partition.setdefault(tp, []).append((record, job))
+        jobs = [job for entries in by_partition.values() for _, job in entries if job]
+        dispositions = self.engine.handle(jobs) if jobs else {}
+        commits: dict[TopicPartition, int] = {}
+        settled = 0
+        for tp, entries in by_partition.items():
+            for record, job in entries:
+                hold = dispositions.get(job.job_id) if job else None
+                if hold is not None:
+                    holds.setdefault(tp, (record.offset, hold))
+                    break
+                commits[tp] = record.offset + 1
+                settled += 1
+        for tp, (offset, hold) in holds.items():
+            self._hold(tp, offset, hold)
+        self.producer.flush()      # the batch's events and retries are out...
+        self.dead_letters.flush()
+        if commits:
+            self.source.commit(commits)  # ...before the offsets move past them
+        return settled
+
+    def _decode(self, record: Record) -> Job | None:
+        try:
+            event = decode(record.value)
+            if event.type != "send.job":
+                raise InvalidEvent(f"unexpected event type {event.type} on {record.topic}")
+            return Job.from_event(event.account_id, event.data)
+        except (InvalidEvent, KeyError, ValueError) as exc:
+            self._dead_letter(record, str(exc))
+            return None
+
+    def _dead_letter(self, record: Record, reason: str) -> None:
+        headers = [("dlq.reason", reason.encode()[:1000]), ("dlq.topic", record.topic.encode()),
+                   ("dlq.partition", str(record.partition).encode()),
+                   ("dlq.offset", str(record.offset).encode()),
+                   ("dlq.group", self.group.encode()), ("dlq.service", self.service.encode())]
+        self.dead_letters.send(DEAD_LETTERS, record.key, record.value, headers)
+        metrics.DEAD_LETTERS.labels(self.service, record.topic).inc()
+        log.warning("message dead-lettered", extra={"reason": reason[:300], "topic": record.topic,
+                                                    "offset": record.offset})
+
+    def _hold(self, tp: TopicPartition, offset: int, hold: Hold) -> None:
+        self.source.seek(tp, offset)
+        if hold.until > self.clock():
+            self.source.pause(tp)
+            self._paused_until[tp] = hold.until
+
+    def _resume_due(self) -> None:
+        now = self.clock()
+        for tp, until in list(self._paused_until.items()):
+            if until <= now:
+                del self._paused_until[tp]
+                try:
+                    self.source.resume(tp)
+                except Exception:  # no longer ours after a rebalance
+                    pass
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        # Every batch commits before the next poll: nothing to commit here.
+        for tp in partitions:
+            self._paused_until.pop(tp, None)
+
+
+def _first_offsets(records: list[Record]) -> dict[TopicPartition, int]:
+    first: dict[TopicPartition, int] = {}
+    for r in records:
+        first.setdefault((r.topic, r.partition), r.offset)
+    return first

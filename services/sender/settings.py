@@ -1,0 +1,32 @@
+"""The sender's settings (environment variables, validated at start-up)."""
+from __future__ import annotations
+
+from shared.config import BOOL, POSITIVE_INT, Setting
+
+SETTINGS = [
+    Setting("SANDESH_DEFAULT_SENDING_DOMAIN", default="sandesh.test"),
+    Setting("SANDESH_BOUNCE_DOMAIN", default=""),  # empty: each campaign's sending domain
+    Setting("SANDESH_DKIM_KEY_DIR", default="run/dkim"),
+    Setting("SANDESH_DKIM_SELECTOR", default="sandesh"),
+    Setting("SANDESH_TRACKING_KEYS", secret=True),
+    Setting("SANDESH_PUBLIC_TRACKING_URL", default="http://127.0.0.1:8081"),
+    Setting("SANDESH_SMTP_HOST", default="127.0.0.1"),
+    Setting("SANDESH_SMTP_PORT", POSITIVE_INT, default=2525),
+    Setting("SANDESH_SMTP_RELAYS", default=""),  # "host:port:weight,..."; empty: HOST:PORT
+    Setting("SANDESH_SMTP_CONNECTIONS", POSITIVE_INT, default=4),
+    Setting("SANDESH_SMTP_STARTTLS", BOOL, default=False),
+    Setting("SANDESH_SMTP_USERNAME", default=""),
+    Setting("SANDESH_SMTP_PASSWORD", secret=True, default=""),
+    Setting("SANDESH_SMTP_TIMEOUT", float, default=30.0),
+    Setting("SANDESH_SEND_MAX_ATTEMPTS", POSITIVE_INT, default=5),
+    Setting("SANDESH_SEND_RETRY_BASE_SECONDS", float, default=30.0),
+    Setting("SANDESH_SEND_CLAIM_LEASE_SECONDS", float, default=60.0),
+    Setting("SANDESH_SEND_DOMAIN_CONCURRENCY", POSITIVE_INT, default=8),
+    Setting("SANDESH_SEND_BATCH", POSITIVE_INT, default=500),
+    # Where the sender reads and writes: overridable so a benchmark can run
+    # its own senders beside the stack's without sharing their work.
+    Setting("SANDESH_SENDER_GROUP", default="sender"),
+    Setting("SANDESH_SENDER_DB", default=""),  # empty: <prefix>sender
+    Setting("SANDESH_SENDER_TOPIC_PREFIX", default=""),  # prefixes every topic it reads or writes
+    Setting("SANDESH_SENDER_STATE_CONSUMERS", BOOL, default=True),
+]

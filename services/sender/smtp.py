@@ -1,0 +1,261 @@
+"""The Messenger over SMTP: pooled, reused connections to weighted relays,
+with a per-recipient-domain concurrency cap.
+
+Why threads and smtplib rather than aiosmtplib: the rest of the sender is
+synchronous (kafka-python, pymongo), a socket wait releases the GIL, and a
+few long-lived connections (one thread each) are all a relay wants. Each
+thread also composes the message it is about to send, so rendering and
+signing overlap the network waits of the other connections.
+
+Relays: SANDESH_SMTP_RELAYS="host:port:weight,..." (default the stack's
+SANDESH_SMTP_HOST:SANDESH_SMTP_PORT). Connections are spread over the
+relays in proportion to their weights; STARTTLS and AUTH apply to every
+relay when configured.
+"""
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from services.sender.compose import ComposeError, Outgoing
+from services.sender.domain import ACCEPTED, PERMANENT, TRANSIENT, Job, classify
+from shared.logs import mask_emails
+
+log = logging.getLogger(__name__)
+
+RELEASED = "released"  # not attempted (deadline or shutdown): goes back to the queue
+COMPOSE_FAILED = "compose_failed"
+
+
+@dataclass(frozen=True)
+class Relay:
+    host: str
+    port: int
+    weight: int = 1
+
+
+def parse_relays(spec: str, default_host: str, default_port: int) -> list[Relay]:
+    if not spec.strip():
+        return [Relay(default_host, default_port, 1)]
+    relays = []
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        parts = item.rsplit(":", 2) if item.count(":") >= 2 else item.rsplit(":", 1) + ["1"]
+        host, port, weight = parts[0], int(parts[1]), int(parts[2])
+        if weight <= 0 or not 0 < port < 65536:
+            raise ValueError(f"relay {item!r}: port 1..65535, weight > 0")
+        relays.append(Relay(host, port, weight))
+    return relays
+
+
+def spread(relays: list[Relay], connections: int) -> list[Relay]:
+    """One relay per connection, in proportion to the weights (each relay
+    gets at least one connection)."""
+    total = sum(r.weight for r in relays)
+    counts = {r: max(1, round(connections * r.weight / total)) for r in relays}
+    return [r for r in relays for _ in range(counts[r])]
+
+
+@dataclass
+class SendTask:
+    job: Job
+    compose: Callable[[], Outgoing]
+    domain_limit: int
+    outcome: str = ""         # ACCEPTED, TRANSIENT, PERMANENT, RELEASED or COMPOSE_FAILED
+    code: int | None = None
+    reply: str = ""
+    outgoing: Outgoing | None = None
+
+    @property
+    def domain(self) -> str:
+        return self.job.recipient_domain
+
+
+@dataclass
+class _Batch:
+    tasks: list[SendTask]
+    deadline: float
+    next_index: int = 0
+    remaining: int = 0
+    pending: list[int] = field(default_factory=list)
+
+
+class SmtpMessenger:
+    def __init__(self, relays: list[Relay], connections: int = 4, *, starttls: bool = False,
+                 username: str = "", password: str = "", timeout: float = 30.0,
+                 local_hostname: str | None = None):
+        self.starttls = starttls
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self._cond = threading.Condition()
+        self._batch: _Batch | None = None
+        self._in_flight: dict[str, int] = {}
+        self._closing = False
+        self._threads = [threading.Thread(target=self._run, args=(relay,), daemon=True,
+                                          name=f"smtp-{i}-{relay.host}:{relay.port}")
+                         for i, relay in enumerate(spread(relays, connections))]
+        for thread in self._threads:
+            thread.start()
+
+    # -- the engine's side ----------------------------------------------------
+    def send_all(self, tasks: list[SendTask], deadline: float) -> None:
+        """Compose and send every task; returns when each has an outcome.
+        Tasks not started by `deadline` (time.monotonic) are RELEASED."""
+        if not tasks:
+            return
+        with self._cond:
+            self._batch = _Batch(tasks, deadline, remaining=len(tasks),
+                                 pending=list(range(len(tasks))))
+            self._cond.notify_all()
+            while self._batch.remaining:
+                self._cond.wait(0.5)
+            self._batch = None
+
+    def release(self) -> None:
+        """Shutting down: finish the sends in flight, start no new one."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        self.release()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    # -- the connections' side ------------------------------------------------
+    def _take(self) -> SendTask | None:
+        """Under the lock: the next task whose domain has room, or None."""
+        batch = self._batch
+        if batch is None or not batch.pending:
+            return None
+        if time.monotonic() > batch.deadline or self._closing:
+            for index in batch.pending:
+                batch.tasks[index].outcome = RELEASED
+            batch.remaining -= len(batch.pending)
+            batch.pending.clear()
+            self._cond.notify_all()
+            return None
+        for position, index in enumerate(batch.pending):
+            task = batch.tasks[index]
+            if self._in_flight.get(task.domain, 0) < task.domain_limit:
+                del batch.pending[position]
+                self._in_flight[task.domain] = self._in_flight.get(task.domain, 0) + 1
+                return task
+        return None
+
+    def _done(self, task: SendTask) -> None:
+        with self._cond:
+            self._in_flight[task.domain] -= 1
+            self._batch.remaining -= 1
+            self._cond.notify_all()
+
+    def _run(self, relay: Relay) -> None:
+        conn: smtplib.SMTP | None = None
+        while True:
+            with self._cond:
+                task = self._take()
+                while task is None:
+                    if self._closing and (self._batch is None or not self._batch.pending):
+                        if conn is not None:
+                            _quit(conn)
+                        return
+                    self._cond.wait(0.5)
+                    task = self._take()
+            try:
+                task.outgoing = task.compose()
+            except ComposeError as exc:
+                task.outcome, task.reply = COMPOSE_FAILED, str(exc)
+                self._done(task)
+                continue
+            except Exception as exc:  # a bug must not kill the connection thread
+                log.exception("compose failed unexpectedly", extra={"job_id": task.job.job_id})
+                task.outcome, task.reply = RELEASED, f"{type(exc).__name__}"
+                self._done(task)
+                continue
+            conn = self._deliver(relay, conn, task)
+            self._done(task)
+
+    def _connect(self, relay: Relay) -> smtplib.SMTP:
+        conn = smtplib.SMTP(relay.host, relay.port, local_hostname=self.local_hostname,
+                            timeout=self.timeout)
+        conn.ehlo()
+        if self.starttls:
+            conn.starttls(context=ssl.create_default_context())
+            conn.ehlo()
+        if self.username:
+            conn.login(self.username, self.password)
+        return conn
+
+    def _deliver(self, relay: Relay, conn: smtplib.SMTP | None, task: SendTask):
+        """One SMTP transaction. Returns the connection to keep (None if it broke)."""
+        out = task.outgoing
+        for fresh in (conn is None, True):  # a reused connection may have timed out: once more
+            try:
+                if conn is None:
+                    conn = self._connect(relay)
+                code, reply = self._transaction(conn, out)
+                task.code, task.reply = code, reply
+                task.outcome = classify(code)
+                if task.outcome != ACCEPTED:
+                    _reset(conn)
+                return conn
+            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                _close(conn)
+                conn = None
+                if fresh or getattr(exc, "_sandesh_after_mail", False):
+                    task.code, task.reply, task.outcome = None, f"connection: {exc}", TRANSIENT
+                    return None
+            except smtplib.SMTPException as exc:  # e.g. SMTPUTF8 not supported by the relay
+                task.code, task.reply, task.outcome = None, f"{type(exc).__name__}: {exc}", TRANSIENT
+                _reset(conn)
+                return conn
+        return conn
+
+    @staticmethod
+    def _transaction(conn: smtplib.SMTP, out: Outgoing) -> tuple[int, str]:
+        options = ["SMTPUTF8", "BODY=8BITMIME"] if out.smtputf8 else []
+        code, reply = conn.mail(out.mail_from, options)
+        if code != 250:
+            return code, _text(reply)
+        try:
+            code, reply = conn.rcpt(out.job.email)
+            if code not in (250, 251):
+                return code, _text(reply)
+            code, reply = conn.data(out.message)
+            return code, _text(reply)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            exc._sandesh_after_mail = True  # never replay a transaction that got this far
+            raise
+
+
+def _text(reply: bytes | str) -> str:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return mask_emails(" ".join(text.split()))[:450]
+
+
+def _reset(conn: smtplib.SMTP) -> None:
+    try:
+        conn.rset()
+    except (smtplib.SMTPException, OSError):
+        pass
+
+
+def _quit(conn: smtplib.SMTP) -> None:
+    try:
+        conn.quit()
+    except (smtplib.SMTPException, OSError):
+        _close(conn)
+
+
+def _close(conn: smtplib.SMTP | None) -> None:
+    if conn is not None:
+        try:
+            conn.close()
+        except OSError:
+            pass

@@ -1,0 +1,225 @@
+"""The sender's own MongoDB database (sandesh_sender).
+
+- `campaigns`: what campaigns.events said (frozen template, limits, status);
+  written by the "sender-campaigns" consumer, read by every sender through
+  a one-second cache, so a pause or cancel reaches every pod within seconds.
+- `contacts`: unsubscribe / suppression / erasure state from contacts.events
+  (ids only), checked at send time.
+- `deliveries`: one record per job (_id = job id): the claim, then the
+  outcome. A job recorded sent is never sent again.
+- `rate_windows`: per-campaign message counters for the rate limits.
+
+Only single-document atomic operations and unique _ids (FerretDB has no
+transactions); every batch is a handful of round trips.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.operations import IndexModel
+
+from services.sender.domain import CANCELLED, CLAIMABLE, CLAIMED, FINAL, SENDING, Campaign, Job
+
+INDEXES = {
+    "deliveries": [IndexModel([("campaign_id", 1), ("state", 1)])],
+    "rate_windows": [IndexModel([("expires_at", 1)])],
+}
+
+BLOCKING_STATUSES = ("bounced", "complained", "erased")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class CampaignStore:
+    def __init__(self, db: Database, cache_seconds: float = 1.0, clock=time.monotonic):
+        self.col = db["campaigns"]
+        self.cache_seconds = cache_seconds
+        self.clock = clock
+        self._cache: dict[str, tuple[float, Campaign | None]] = {}
+
+    # -- written by the campaigns.events consumer -------------------------
+    def launched(self, account_id: str, data: dict) -> None:
+        # A relaunch (resume after a crash, or the same event redelivered)
+        # keeps a pause or cancel that came after it; the status changes
+        # only through paused / resumed / cancelled.
+        self.col.update_one({"_id": data["campaign_id"]},
+                            {"$set": {"account_id": account_id, "launched": data,
+                                      "updated_at": utcnow()},
+                             "$setOnInsert": {"status": SENDING}}, upsert=True)
+
+    def set_status(self, campaign_id: str, status: str) -> None:
+        update: dict[str, Any] = {"$set": {"updated_at": utcnow()}}
+        if status == CANCELLED:
+            update["$set"]["status"] = CANCELLED
+            self.col.update_one({"_id": campaign_id}, update, upsert=True)
+        else:  # a cancelled campaign stays cancelled
+            update["$set"]["status"] = status
+            self.col.update_one({"_id": campaign_id, "status": {"$ne": CANCELLED}}, update)
+            self.col.update_one({"_id": campaign_id}, {"$setOnInsert": {"status": status}},
+                                upsert=True)
+
+    # -- read by the senders ----------------------------------------------
+    def get_many(self, campaign_ids: Iterable[str]) -> dict[str, Campaign | None]:
+        now = self.clock()
+        found, missing = {}, []
+        for cid in set(campaign_ids):
+            cached = self._cache.get(cid)
+            if cached and now - cached[0] < self.cache_seconds:
+                found[cid] = cached[1]
+            else:
+                missing.append(cid)
+        if missing:
+            docs = {d["_id"]: d for d in self.col.find({"_id": {"$in": missing}})}
+            for cid in missing:
+                doc = docs.get(cid)
+                campaign = None
+                if doc and doc.get("launched"):
+                    campaign = Campaign.from_launched(doc["account_id"], doc["launched"],
+                                                      doc.get("status", SENDING))
+                self._cache[cid] = (now, campaign)
+                found[cid] = campaign
+        return found
+
+
+class ContactStateStore:
+    def __init__(self, db: Database):
+        self.col = db["contacts"]
+
+    def unsubscribed(self, contact_id: str, list_id: str | None) -> None:
+        if list_id is None:
+            self.col.update_one({"_id": contact_id}, {"$set": {"all_lists": True}}, upsert=True)
+        else:
+            self.col.update_one({"_id": contact_id}, {"$addToSet": {"lists": list_id}}, upsert=True)
+
+    def subscribed(self, contact_id: str, list_id: str | None) -> None:
+        if list_id is None:
+            self.col.update_one({"_id": contact_id}, {"$set": {"all_lists": False}})
+        else:
+            self.col.update_one({"_id": contact_id}, {"$pull": {"lists": list_id}})
+
+    def suppressed(self, contact_id: str) -> None:
+        self.col.update_one({"_id": contact_id}, {"$set": {"suppressed": True}}, upsert=True)
+
+    def status(self, contact_id: str, status: str) -> None:
+        self.col.update_one({"_id": contact_id}, {"$set": {"status": status}}, upsert=True)
+
+    def blocked(self, jobs: list[Job]) -> dict[str, str]:
+        """job id -> why it must not be sent, for the jobs whose contact
+        unsubscribed, was suppressed, bounced, complained or was erased."""
+        ids = list({j.contact_id for j in jobs if not j.test})
+        if not ids:
+            return {}
+        states = {d["_id"]: d for d in self.col.find({"_id": {"$in": ids}})}
+        reasons = {}
+        for job in jobs:
+            state = states.get(job.contact_id)
+            if not state or job.test:
+                continue
+            if state.get("suppressed"):
+                reasons[job.job_id] = "suppressed"
+            elif state.get("status") in BLOCKING_STATUSES:
+                reasons[job.job_id] = state["status"]
+            elif state.get("all_lists") or (job.list_id and job.list_id in state.get("lists", ())):
+                reasons[job.job_id] = "unsubscribed"
+        return reasons
+
+
+class DeliveryStore:
+    def __init__(self, db: Database, owner: str, lease_seconds: float):
+        self.col = db["deliveries"]
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+
+    def claim(self, jobs: list[Job]) -> tuple[list[Job], dict[str, dict], list[Job]]:
+        """Claim the jobs: (claimed, records of jobs already finished by
+        job id, jobs someone else holds right now)."""
+        now = utcnow()
+        docs = [{"_id": j.job_id, "state": CLAIMED, "owner": self.owner, "claimed_at": now,
+                 "attempt": j.attempt, "campaign_id": j.campaign_id} for j in jobs]
+        conflicts: set[str] = set()
+        try:
+            if docs:
+                self.col.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors", []):
+                if error.get("code") != 11000:
+                    raise
+                conflicts.add(docs[error["index"]]["_id"])
+        claimed = [j for j in jobs if j.job_id not in conflicts]
+        finished, held = {}, []
+        if conflicts:
+            existing = {d["_id"]: d for d in self.col.find({"_id": {"$in": list(conflicts)}})}
+            expired = now.timestamp() - self.lease_seconds
+            for job in (j for j in jobs if j.job_id in conflicts):
+                doc = existing.get(job.job_id)
+                if doc is None:
+                    held.append(job)  # removed meanwhile: try again later
+                elif doc["state"] in FINAL:
+                    finished[job.job_id] = doc
+                elif (doc["state"] in CLAIMABLE or doc["claimed_at"].timestamp() < expired) \
+                        and self._take_over(job, doc, now):
+                    claimed.append(job)
+                else:
+                    held.append(job)
+        return claimed, finished, held
+
+    def _take_over(self, job: Job, doc: dict, now: datetime) -> bool:
+        """Claim a record left deferred, released, or claimed past its lease
+        (its sender died mid-send: the message may have gone out, and goes
+        again with the same Message-ID)."""
+        taken = self.col.find_one_and_update(
+            {"_id": job.job_id, "state": doc["state"], "claimed_at": doc.get("claimed_at")},
+            {"$set": {"state": CLAIMED, "owner": self.owner, "claimed_at": now,
+                      "attempt": job.attempt, "previous_owner": doc.get("owner")}},
+            return_document=ReturnDocument.AFTER)
+        return taken is not None
+
+    def record(self, outcomes: list[tuple[str, str, dict]]) -> None:
+        """(job id, new state, fields) for jobs this sender claimed."""
+        if not outcomes:
+            return
+        now = utcnow()
+        self.col.bulk_write([UpdateOne({"_id": job_id, "owner": self.owner, "state": CLAIMED},
+                                       {"$set": {"state": state, "updated_at": now, **fields}})
+                             for job_id, state, fields in outcomes], ordered=False)
+
+    def get(self, job_id: str) -> dict | None:
+        return self.col.find_one({"_id": job_id})
+
+
+class MongoWindowCounter:
+    """throttle.WindowCounter over `rate_windows` (one $inc per reservation)."""
+
+    def __init__(self, db: Database):
+        self.col = db["rate_windows"]
+        self._last_sweep = 0.0
+
+    def reserve(self, key: str, wanted: int, limit: int, expires_at: float) -> int:
+        doc = self.col.find_one_and_update(
+            {"_id": key}, {"$inc": {"n": wanted},
+                           "$setOnInsert": {"expires_at": datetime.fromtimestamp(expires_at, timezone.utc)}},
+            upsert=True, return_document=ReturnDocument.AFTER)
+        before = doc["n"] - wanted
+        granted = max(0, min(wanted, limit - before))
+        if granted < wanted:
+            self.col.update_one({"_id": key}, {"$inc": {"n": granted - wanted}})
+        self._sweep()
+        return granted
+
+    def _sweep(self) -> None:
+        # FerretDB has no TTL index: expired windows are deleted by hand.
+        if time.monotonic() - self._last_sweep > 60:
+            self._last_sweep = time.monotonic()
+            self.col.delete_many({"expires_at": {"$lt": utcnow()}})
+
+
+def ensure_indexes(db: Database) -> None:
+    from shared.mongo import ensure_indexes as ensure
+    ensure(db, INDEXES)
