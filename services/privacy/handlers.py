@@ -14,15 +14,16 @@ GROUP = "privacy"
 TOPICS = [topics.PRIVACY_ACKS, topics.DELIVERY_EVENTS, topics.AUDIT_EVENTS]
 
 
-def on_answer(store: PrivacyStore, event) -> None:
-    usecases.record_answer(store, event.account_id, event.data)
-
-
-def build_handlers(runtime) -> dict:
+def build_handlers(runtime, requests_topic: str = topics.PRIVACY_REQUESTS) -> dict:
     store = PrivacyStore(runtime.db)
     count = partial(aggregates.count_delivery, store)
+
+    def on_answer(event) -> None:
+        usecases.record_answer(store, event.account_id, event.data,
+                               producer=runtime.producer(), topic=requests_topic)
+
     return {
-        "privacy.answered": partial(on_answer, store),
+        "privacy.answered": on_answer,
         "delivery.sent": count,
         "delivery.bounced": count,
         "delivery.failed": count,

@@ -87,6 +87,10 @@ class PrivacyStore:
         self.db.requests.update_one({"_id": request_id},
                                     {"$set": {"status": status, "completed_at": completed_at}})
 
+    def mark_resolved(self, request_id: str, contact_id: str | None) -> None:
+        self.db.requests.update_one({"_id": request_id}, {"$set": {
+            "subject.contact_id": contact_id, "resolved": True}})
+
     def clear_changes(self, request_id: str) -> None:
         """Rectification values are needed until every service applied them."""
         self.db.requests.update_one({"_id": request_id}, {"$unset": {"changes": ""}})

@@ -148,15 +148,19 @@ def extend_request(store: PrivacyStore, identity: Identity, request_id: str, mon
 
 
 def record_answer(store: PrivacyStore, account_id: str, data: dict,
-                  clock: Callable[[], datetime] = now) -> dict | None:
+                  clock: Callable[[], datetime] = now,
+                  producer: EventProducer | None = None,
+                  topic: str = topics.PRIVACY_REQUESTS) -> dict | None:
     """One service's answer (idempotent: the same answer twice changes
-    nothing but the time it was last seen)."""
+    nothing)."""
     request = store.get_request(None, data["request_id"])
     if request is None or request["account_id"] != account_id:
         log.warning("answer for an unknown request ignored",
                     extra={"request_id": data["request_id"], "service": data["service"]})
         return None
     service = data["service"]
+    if service == "contacts" and producer is not None and _needs_resolution(request):
+        _resolve(store, producer, request, data.get("contact_ids") or [], topic)
     previous = (request.get("answers") or {}).get(service)
     if previous and previous["status"] == data["status"]:
         answer = previous
@@ -180,6 +184,26 @@ def record_answer(store: PrivacyStore, account_id: str, data: dict,
                   target_id=request["subject"].get("contact_id") or request["_id"],
                   entry_id=f"{request['_id']}:completed", request_id=request["_id"])
     return request
+
+
+def _needs_resolution(request: dict) -> bool:
+    subject = request["subject"]
+    return subject["kind"] == "contact" and not subject.get("contact_id") \
+        and not request.get("resolved")
+
+
+def _resolve(store: PrivacyStore, producer: EventProducer, request: dict,
+             contact_ids: list[str], topic: str) -> None:
+    """Contacts turned the address hash into a contact id (or found none):
+    ask again, with the id, the services that know contacts by id only.
+    Published before it is recorded: a crash in between asks twice, which
+    the services' idempotent handling absorbs."""
+    request["subject"]["contact_id"] = contact_ids[0] if contact_ids else None
+    event = requested_event(request)
+    event.data["resolved"] = True
+    producer.publish(topic, event, key=request["_id"])
+    producer.flush(timeout=30)
+    store.mark_resolved(request["_id"], request["subject"]["contact_id"])
 
 
 def overdue_requests(store: PrivacyStore, account_id: str | None, silent_after: timedelta,

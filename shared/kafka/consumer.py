@@ -106,6 +106,11 @@ class ConsumerLoop:
     # -- one record ------------------------------------------------------
     def _handle(self, record: Record) -> bool:
         """True when the record is settled (handled, ignored or dead-lettered)."""
+        if record.value is None:
+            # A tombstone on a compacted topic (contacts.events after an
+            # erasure): it deletes the key's history; there is nothing to handle.
+            metrics.MESSAGES.labels(self.service, record.topic, "ignored").inc()
+            return True
         try:
             event = decode(record.value)
         except InvalidEvent as exc:

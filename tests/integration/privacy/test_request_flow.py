@@ -35,12 +35,13 @@ def producer(config):
     p.sink.close()
 
 
-def _loop(config, mongo_db, acks_topic, group):
+def _loop(config, mongo_db, acks_topic, group, producer=None, requests_topic="unused"):
     # Subscribing before the new topic's metadata has reached the client
     # can leave the group with no partitions for minutes: the caller
     # publishes first, so the metadata is there.
-    runtime = SimpleNamespace(db=mongo_db)
-    return consumer_loop(config, "privacy", group, [acks_topic], build_handlers(runtime))
+    runtime = SimpleNamespace(db=mongo_db, producer=lambda: producer)
+    return consumer_loop(config, "privacy", group, [acks_topic],
+                         build_handlers(runtime, requests_topic=requests_topic))
 
 
 def _run_until(loop, predicate, deadline_s=60.0):
@@ -52,8 +53,10 @@ def _run_until(loop, predicate, deadline_s=60.0):
     return False
 
 
-def _answer(producer, topic, request, service, status="done", export=None):
+def _answer(producer, topic, request, service, status="done", export=None, contact_ids=None):
     data = {"request_id": request["_id"], "service": service, "status": status}
+    if contact_ids:
+        data["contact_ids"] = contact_ids
     if export is not None:
         data["export"] = export
     producer.publish(topic, new_event("privacy.answered", source=f"sandesh.{service}",
@@ -91,11 +94,17 @@ def test_an_erasure_by_address_travels_as_a_hash_and_completes_when_all_answered
     assert event["data"]["subject"]["email_hash"] == email_hash(
         normalise_email("Jane.Doe@example.com"), SALT)
 
-    for service in RESPONDERS:
-        _answer(producer, acks_topic, request, service,
-                status="not_found" if service == "campaigns" else "done")
-    loop = _loop(config, mongo_db, acks_topic, "g-" + unique)
+    # contacts turns the hash into an id; the others wait for the resolved ask
+    _answer(producer, acks_topic, request, "contacts", contact_ids=["c-jane"])
+    loop = _loop(config, mongo_db, acks_topic, "g-" + unique, producer, requests_topic)
     try:
+        assert _run_until(loop, lambda: store.get_request(None, request["_id"]).get("resolved"))
+        [_, raw_again] = _read_all(config.kafka_bootstrap, requests_topic, 2)
+        again = json.loads(raw_again)["data"]
+        assert again["resolved"] is True and again["subject"]["contact_id"] == "c-jane"
+        for service in ["campaigns", "sender", "tracking"]:
+            _answer(producer, acks_topic, request, service,
+                    status="not_found" if service == "campaigns" else "done")
         assert _run_until(loop, lambda: store.get_request(None, request["_id"])["status"] == "complete")
     finally:
         loop.shutdown()
