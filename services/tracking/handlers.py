@@ -5,13 +5,15 @@ Beyond the architecture table's `delivery.events`, tracking also reads
 `campaigns.events` (launched: the link table of the frozen template, so a
 click token's link index finds its URL). See docs/tracking.md.
 """
+from services.tracking import privacy
 from services.tracking.counting import CountingRules, StatsCounter
 from services.tracking.settings import SETTINGS
 from services.tracking.store import TrackingStore
 from shared import topics
 
 GROUP = "tracking"
-TOPICS = [topics.DELIVERY_EVENTS, topics.TRACKING_EVENTS, topics.CAMPAIGNS_EVENTS]
+TOPICS = [topics.DELIVERY_EVENTS, topics.TRACKING_EVENTS, topics.CAMPAIGNS_EVENTS,
+          topics.PRIVACY_REQUESTS]
 EXTRA_SETTINGS = SETTINGS
 
 
@@ -31,4 +33,5 @@ def build_handlers(runtime) -> dict:
         "tracking.clicked": counter.clicked,
         "tracking.unsubscribed": counter.unsubscribed,
         "tracking.complained": counter.complained,
+        "privacy.requested": lambda event: privacy.handle_privacy_request(runtime, event),
     }

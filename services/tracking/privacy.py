@@ -1,0 +1,130 @@
+"""Tracking's answer to data-subject requests (privacy.requested).
+
+Tracking never holds an address: it holds contact ids in its delivery
+records (job -> contact, sent time, last click), in the id of its per-contact
+markers ("<campaign>|open_unique|human|<contact id>"), and in soft-bounce
+tallies.
+
+- access: the messages it saw delivered, and the opens, clicks,
+  unsubscribes and complaints it counted, per campaign.
+- erasure: the contact id is replaced by a random pseudonym everywhere.
+  Nothing is deleted, so campaign totals (and a recount from the markers)
+  stay exactly what they were, and nothing leads back to the person.
+- rectification / restriction: tracking holds no attribute to correct and
+  counts only what the contact does; answered done with a note.
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+from pymongo.errors import DuplicateKeyError
+
+from shared.privacy_answers import answer, contact_id_or_wait, pseudonym
+
+log = logging.getLogger(__name__)
+SERVICE = "tracking"
+FACT_KINDS = {"open_unique": "opened", "click_unique": "clicked", "link_unique": "clicked_link",
+              "unsubscribe": "unsubscribed", "complaint": "complained"}
+
+
+def handle_privacy_request(runtime, event) -> None:
+    data = event.data
+    subject = data["subject"]
+    if subject["kind"] == "user":
+        return  # account users are not tracked
+    db = runtime.db
+    if subject["kind"] == "account":
+        if data["kind"] == "erasure":
+            erase_account(db, event.account_id)
+        answer(runtime.producer(), event, SERVICE, "done")
+        return
+    contact_id, ready = contact_id_or_wait(event)
+    if not ready:
+        return
+    if contact_id is None:
+        answer(runtime.producer(), event, SERVICE, "not_found")
+        return
+    kind = data["kind"]
+    if kind == "access":
+        export = collect(db, event.account_id, contact_id)
+        held = any(export.values())
+        answer(runtime.producer(), event, SERVICE, "done" if held else "not_found", export=export)
+    elif kind == "erasure":
+        changed = erase(db, event.account_id, contact_id)
+        answer(runtime.producer(), event, SERVICE, "done" if changed else "not_found",
+               detail=f"{changed} record(s) pseudonymised", contact_ids=[contact_id])
+    else:
+        answer(runtime.producer(), event, SERVICE, "done",
+               detail="tracking holds ids and counts only: nothing to correct or restrict; "
+                      "no mail goes to a restricted contact, so nothing new is tracked")
+
+
+def _deliveries(db, account_id: str, contact_id: str) -> list[dict]:
+    return list(db.deliveries.find({"account_id": account_id, "contact_id": contact_id}))
+
+
+def _markers(db, campaign_ids: list[str], contact_id: str) -> list[dict]:
+    if not campaign_ids:
+        return []
+    return list(db.markers.find({"c": {"$in": campaign_ids},
+                                 "_id": {"$regex": f"\\|{re.escape(contact_id)}$"}}))
+
+
+def collect(db, account_id: str, contact_id: str) -> dict:
+    deliveries = _deliveries(db, account_id, contact_id)
+    campaigns = sorted({d["campaign_id"] for d in deliveries})
+    events = []
+    for marker in _markers(db, campaigns, contact_id):
+        parts = marker["_id"].split("|")
+        what = FACT_KINDS.get(parts[1])
+        if what is None:
+            continue
+        item = {"campaign_id": marker["c"], "event": what,
+                "hour": marker["h"].isoformat() if marker.get("h") else None}
+        if parts[1] == "link_unique":
+            item["link_index"] = int(parts[2])
+        events.append(item)
+    return {
+        "messages_delivered": [{"campaign_id": d["campaign_id"], "job_id": d["_id"],
+                                "sent_at": d["sent_at"].isoformat() if d.get("sent_at") else None}
+                               for d in deliveries],
+        "engagement": sorted(events, key=lambda e: (e["campaign_id"], e["event"])),
+    }
+
+
+def erase(db, account_id: str, contact_id: str) -> int:
+    """Replace the contact id with a pseudonym. Deliveries go last: they are
+    how the markers' campaigns are found, so a crash half-way is finished by
+    the redelivered request."""
+    alias = pseudonym()
+    deliveries = _deliveries(db, account_id, contact_id)
+    campaigns = sorted({d["campaign_id"] for d in deliveries})
+    changed = 0
+    for marker in _markers(db, campaigns, contact_id):
+        renamed = {**marker, "_id": marker["_id"][:-len(contact_id)] + alias}
+        try:
+            db.markers.insert_one(renamed)
+        except DuplicateKeyError:
+            pass
+        db.markers.delete_one({"_id": marker["_id"]})
+        changed += 1
+    bounce = db.soft_bounces.find_one({"_id": f"{account_id}|{contact_id}"})
+    if bounce is not None:
+        db.soft_bounces.insert_one({**bounce, "_id": f"{account_id}|{alias}"})
+        db.soft_bounces.delete_one({"_id": bounce["_id"]})
+        changed += 1
+    changed += db.deliveries.update_many({"account_id": account_id, "contact_id": contact_id},
+                                         {"$set": {"contact_id": alias}}).modified_count
+    log.info("contact pseudonymised in tracking", extra={"records": changed})
+    return changed
+
+
+def erase_account(db, account_id: str) -> None:
+    """A deleted account: its campaigns' counters, markers and records go."""
+    campaigns = [c["_id"] for c in db.campaigns.find({"account_id": account_id}, {"_id": 1})]
+    for collection in ("markers", "hourly", "counters"):
+        db[collection].delete_many({"c": {"$in": campaigns}})
+    db.deliveries.delete_many({"account_id": account_id})
+    db.soft_bounces.delete_many({"_id": {"$regex": f"^{re.escape(account_id)}\\|"}})
+    db.campaigns.delete_many({"account_id": account_id})
