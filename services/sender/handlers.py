@@ -3,6 +3,7 @@ campaigns (template, limits, status) and contacts' unsubscribe/suppression
 state. {event type: handler}, run by shared ConsumerLoops in the worker."""
 from __future__ import annotations
 
+from services.sender import privacy
 from services.sender.domain import CANCELLED, PAUSED, SENDING
 from services.sender.store import CampaignStore, ContactStateStore
 from shared import topics
@@ -10,7 +11,7 @@ from shared import topics
 GROUP = "sender"
 TOPICS = [topics.SEND_JOBS, topics.SEND_RETRY]
 CAMPAIGNS_TOPICS = [topics.CAMPAIGNS_EVENTS]
-CONTACTS_TOPICS = [topics.CONTACTS_EVENTS]
+CONTACTS_TOPICS = [topics.CONTACTS_EVENTS, topics.PRIVACY_REQUESTS]
 
 
 def campaign_handlers(store: CampaignStore) -> dict:
@@ -33,4 +34,5 @@ def contact_handlers(store: ContactStateStore) -> dict:
         "contact.suppressed": suppressed,
         "contact.status_changed": lambda e: store.status(e.data["contact_id"], e.data["status"]),
         "contact.erased": lambda e: store.status(e.data["contact_id"], "erased"),
+        "privacy.requested": privacy.handler_for(store.col.database),
     }

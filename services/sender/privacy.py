@@ -1,0 +1,113 @@
+"""The sender's answer to data-subject requests (privacy.requested).
+
+The sender never stores an address: send jobs carry it through Kafka
+(7-day retention) and it exists only in memory while a message is composed.
+Its database holds, per job, the delivery record (contact id, recipient
+domain, masked SMTP reply) and, per contact id, the state checked at send
+time.
+
+- access: the messages sent to the contact, with dates and outcomes.
+- erasure: the contact's send-time state becomes "erased" at once (jobs
+  already queued for them are skipped, even before contacts' contact.erased
+  arrives), and its delivery records keep their outcome under a random
+  pseudonym, without recipient domain or SMTP reply.
+- restriction: the contact is suppressed at send time (queued jobs skipped).
+- rectification: nothing held to correct (jobs carry what contacts holds).
+"""
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+
+from shared.privacy_answers import answer, contact_id_or_wait, pseudonym
+
+log = logging.getLogger(__name__)
+SERVICE = "sender"
+
+
+class PrivacyRuntime:
+    """The sender's state consumers get a store, not a Runtime: this gives
+    the privacy handler the database and a producer of its own."""
+
+    def __init__(self, db):
+        self.db = db
+
+    @cached_property
+    def _producer(self):
+        from shared.config import load_common
+        from shared.kafka.factory import event_producer
+        return event_producer(load_common(), SERVICE + "-privacy")
+
+    def producer(self):
+        return self._producer
+
+
+def handler_for(db):
+    runtime = PrivacyRuntime(db)
+    return lambda event: handle_privacy_request(runtime, event)
+
+
+def handle_privacy_request(runtime, event) -> None:
+    data = event.data
+    subject = data["subject"]
+    if subject["kind"] == "user":
+        return  # account users get no campaign mail
+    db = runtime.db
+    if subject["kind"] == "account":
+        if data["kind"] == "erasure":
+            db.deliveries.delete_many({"account_id": event.account_id})
+            db.campaigns.delete_many({"account_id": event.account_id})
+        answer(runtime.producer(), event, SERVICE, "done")
+        return
+    contact_id, ready = contact_id_or_wait(event)
+    if not ready:
+        return
+    if contact_id is None:
+        answer(runtime.producer(), event, SERVICE, "not_found")
+        return
+    kind = data["kind"]
+    if kind == "access":
+        messages = collect(db, event.account_id, contact_id)
+        answer(runtime.producer(), event, SERVICE, "done" if messages else "not_found",
+               export={"messages": messages})
+    elif kind == "erasure":
+        changed = erase(db, event.account_id, contact_id)
+        answer(runtime.producer(), event, SERVICE, "done",
+               detail=f"send-time state erased; {changed} delivery record(s) pseudonymised",
+               contact_ids=[contact_id])
+    elif kind == "restriction":
+        db.contacts.update_one({"_id": contact_id}, {"$set": {"suppressed": True,
+                                                              "restricted": True}}, upsert=True)
+        answer(runtime.producer(), event, SERVICE, "done",
+               detail="suppressed at send time: queued jobs are skipped")
+    else:
+        answer(runtime.producer(), event, SERVICE, "done",
+               detail="the sender holds no contact attributes: jobs carry what contacts holds")
+
+
+def _records(db, account_id: str, contact_id: str):
+    return db.deliveries.find({"account_id": account_id, "event.data.contact_id": contact_id})
+
+
+def collect(db, account_id: str, contact_id: str) -> list[dict]:
+    out = []
+    for record in _records(db, account_id, contact_id):
+        event = record.get("event") or {}
+        data = event.get("data") or {}
+        out.append({"job_id": record["_id"], "campaign_id": record.get("campaign_id"),
+                    "outcome": record.get("state"), "event": event.get("type"),
+                    "at": record["updated_at"].isoformat() if record.get("updated_at") else None,
+                    "attempt": record.get("attempt"), "message_id": data.get("message_id"),
+                    "recipient_domain": data.get("recipient_domain"),
+                    "smtp_reply": data.get("smtp_reply")})
+    return out
+
+
+def erase(db, account_id: str, contact_id: str) -> int:
+    # First the send-time check, so nothing more goes out while the rest runs.
+    db.contacts.update_one({"_id": contact_id}, {"$set": {"status": "erased"}}, upsert=True)
+    return db.deliveries.update_many(
+        {"account_id": account_id, "event.data.contact_id": contact_id},
+        {"$set": {"event.data.contact_id": pseudonym()},
+         "$unset": {"event.data.recipient_domain": "", "event.data.smtp_reply": ""}}
+    ).modified_count

@@ -1,0 +1,80 @@
+"""The sender answers access and erasure against the real FerretDB: an
+erased contact's queued jobs are refused at send time, and its delivery
+records keep their outcome under a pseudonym."""
+import json
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+from services.sender import privacy
+from services.sender.domain import Job
+from services.sender.store import ContactStateStore
+from shared.events import decode, new_event
+from shared.kafka.memory import InMemoryBroker
+from shared.kafka.producer import EventProducer
+from shared.topics import PRIVACY_ACKS
+
+ACCOUNT = "acct-s"
+
+
+def _record(job_id, contact_id):
+    return {"_id": job_id, "state": "sent", "campaign_id": "camp", "account_id": ACCOUNT,
+            "attempt": 0, "updated_at": datetime(2026, 5, 1, tzinfo=timezone.utc),
+            "event": {"type": "delivery.sent", "data": {
+                "job_id": job_id, "campaign_id": "camp", "contact_id": contact_id,
+                "attempt": 0, "recipient_domain": "example.com", "message_id": f"<{job_id}@x>",
+                "smtp_reply": "250 ok queued as ***"}}}
+
+
+def _job(job_id, contact_id):
+    return Job.from_event(ACCOUNT, {"job_id": job_id, "campaign_id": "camp2",
+                                    "contact_id": contact_id, "attempt": 0,
+                                    "recipient": {"email": "someone@example.com"}})
+
+
+def _request(kind, contact_id):
+    return new_event("privacy.requested", source="sandesh.privacy", subject="r1",
+                     account_id=ACCOUNT, data={"request_id": "r1", "kind": kind,
+                                               "subject": {"kind": "contact",
+                                                           "contact_id": contact_id}})
+
+
+def _setup(mongo_db):
+    broker = InMemoryBroker()
+    producer = EventProducer(broker.sink())
+    mongo_db.deliveries.insert_many([_record("j1", "c1"), _record("j2", "c1"), _record("j3", "c2")])
+    return broker, SimpleNamespace(db=mongo_db, producer=lambda: producer)
+
+
+def _answers(broker):
+    return [decode(r.value).data for r in broker.messages(PRIVACY_ACKS)]
+
+
+def test_access_lists_the_messages_sent_with_dates(mongo_db):
+    broker, runtime = _setup(mongo_db)
+    privacy.handle_privacy_request(runtime, _request("access", "c1"))
+    [answer] = _answers(broker)
+    messages = answer["export"]["messages"]
+    assert sorted(m["job_id"] for m in messages) == ["j1", "j2"]
+    assert messages[0]["at"] == "2026-05-01T00:00:00+00:00" and messages[0]["outcome"] == "sent"
+
+
+def test_erasure_blocks_queued_jobs_and_pseudonymises_records(mongo_db):
+    broker, runtime = _setup(mongo_db)
+    privacy.handle_privacy_request(runtime, _request("erasure", "c1"))
+    [answer] = _answers(broker)
+    assert answer["status"] == "done" and answer["contact_ids"] == ["c1"]
+    blocked = ContactStateStore(mongo_db).blocked([_job("q1", "c1"), _job("q2", "c2")])
+    assert blocked == {"q1": "erased"}
+    records = {d["_id"]: d for d in mongo_db.deliveries.find()}
+    assert records["j1"]["state"] == "sent"
+    assert records["j1"]["event"]["data"]["contact_id"].startswith("erased-")
+    assert "recipient_domain" not in records["j1"]["event"]["data"]
+    assert "c1" not in json.dumps([records["j1"], records["j2"]], default=str)
+    assert records["j3"]["event"]["data"]["contact_id"] == "c2"
+
+
+def test_restriction_stops_sending_without_erasing(mongo_db):
+    broker, runtime = _setup(mongo_db)
+    privacy.handle_privacy_request(runtime, _request("restriction", "c2"))
+    assert ContactStateStore(mongo_db).blocked([_job("q3", "c2")]) == {"q3": "suppressed"}
+    assert mongo_db.deliveries.find_one({"_id": "j3"})["event"]["data"]["contact_id"] == "c2"
