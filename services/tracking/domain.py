@@ -9,6 +9,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 
 # --------------------------------------------------------------- machines
 # Mail security gateways and link scanners that fetch every link or pixel of
@@ -34,7 +35,9 @@ SCANNER_PATTERNS: list[tuple[str, str]] = [
     ("crawler", r"(?<![a-z])bot\b|bot/|crawler|spider|slurp|facebookexternalhit|"
                 r"linkexpanding|skypeuripreview"),
 ]
-_SCANNERS = [(name, re.compile(pattern, re.I)) for name, pattern in SCANNER_PATTERNS]
+# One pass over the User-Agent instead of one per pattern (the hot path).
+_ANY_SCANNER = re.compile("|".join(f"(?P<s{i}>{pattern})"
+                                   for i, (_, pattern) in enumerate(SCANNER_PATTERNS)), re.I)
 
 # Apple Mail Privacy Protection fetches every pixel through Apple's relays
 # (17.0.0.0/8) with a bare "Mozilla/5.0" user agent, whether or not the
@@ -75,12 +78,19 @@ def classify_request(method: str, user_agent: str, ip: str, kind: str) -> Verdic
     agent = (user_agent or "").strip()
     if not agent:
         return Verdict(True, "no-user-agent")
-    for name, pattern in _SCANNERS:
-        if pattern.search(agent):
-            return Verdict(True, f"scanner:{name}")
+    scanner = scanner_name(agent)
+    if scanner:
+        return Verdict(True, f"scanner:{scanner}")
     if kind == "open" and _BARE_MOZILLA.match(agent) and _in_network(ip, APPLE_NETWORK):
         return Verdict(True, "apple-privacy-proxy")
     return HUMAN
+
+
+@lru_cache(maxsize=4096)
+def scanner_name(user_agent: str) -> str:
+    """The scanner a User-Agent belongs to, "" if none (cached: agents repeat)."""
+    match = _ANY_SCANNER.search(user_agent)
+    return SCANNER_PATTERNS[int(match.lastgroup[1:])][0] if match else ""
 
 
 def classify_timing(verdict: Verdict, seconds_since_delivery: float | None,
@@ -115,22 +125,29 @@ def _in_network(ip: str, network) -> bool:
 
 # ------------------------------------------------- what analytics may see
 
+@lru_cache(maxsize=4096)
 def user_agent_family(user_agent: str) -> str:
     """A coarse family ("chrome", "scanner:mimecast"...), never the raw string."""
     agent = (user_agent or "").strip()
     if not agent:
         return "none"
-    for name, pattern in _SCANNERS:
-        if pattern.search(agent):
-            return f"scanner:{name}"
+    scanner = scanner_name(agent)
+    if scanner:
+        return f"scanner:{scanner}"
     for name, pattern in _FAMILY_RES:
         if pattern.search(agent):
             return name
     return "other"
 
 
+_IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.\d{1,3}$")
+
+
 def truncate_ip(ip: str) -> str:
     """The /24 (IPv4) or /48 (IPv6) network, "" when not an address."""
+    match = _IPV4.match(ip or "")
+    if match and all(int(part) < 256 for part in match.groups()):
+        return f"{match.group(1)}.{match.group(2)}.{match.group(3)}.0/24"
     try:
         address = ipaddress.ip_address((ip or "").strip())
     except ValueError:

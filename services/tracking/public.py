@@ -76,8 +76,10 @@ class LinkTable:
 class HotPath:
     """WSGI middleware answering /t/o/ and /t/c/ before Flask."""
 
-    def __init__(self, app, keyring: Keyring, hits: HitPublisher, links: LinkTable):
+    def __init__(self, app, keyring: Keyring, hits: HitPublisher, links: LinkTable,
+                 topic: str = topics.TRACKING_EVENTS):
         self.app = app
+        self.topic = topic
         self.keyring = keyring
         self.hits = hits
         self.links = links
@@ -109,7 +111,7 @@ class HotPath:
     def _record(self, claims: Claims, environ, method: str) -> None:
         event = usecases.hit_event(claims, method, environ.get("HTTP_USER_AGENT", ""),
                                    environ.get("REMOTE_ADDR", ""))
-        self.hits.submit(topics.TRACKING_EVENTS, event, claims.context.campaign_id)
+        self.hits.submit(self.topic, event, claims.context.campaign_id)
 
     def _open(self, environ, start_response, token: str):
         method = environ.get("REQUEST_METHOD", "GET")

@@ -1,4 +1,5 @@
 """The tracking service's configuration (validated once at start-up)."""
+from shared import topics
 from shared.config import POSITIVE_INT, Setting
 from shared.tracking_tokens import Keyring
 
@@ -26,6 +27,9 @@ SETTINGS = [
     # Hits waiting for Kafka in one web process before new ones are dropped (counted).
     Setting("SANDESH_HIT_QUEUE_LIMIT", POSITIVE_INT, default=100_000),
     Setting("SANDESH_HIT_FLUSH_SECONDS", _non_negative_float, default=0.1),
+    # Where open/click events go; only benchmarks and canaries change it, so
+    # their hits do not reach the stats worker.
+    Setting("SANDESH_TRACKING_HITS_TOPIC", default=topics.TRACKING_EVENTS),
     # The hourly series covers this many days after a campaign's first event.
     Setting("SANDESH_STATS_HOURLY_DAYS", POSITIVE_INT, default=3),
 ]
