@@ -16,7 +16,7 @@ SETTINGS = [
     Setting("SANDESH_PII_SALT", secret=True, default=""),
     # Services that hold personal data about contacts and must answer every
     # contact request (docs/privacy.md says why each is on the list).
-    Setting("SANDESH_PRIVACY_RESPONDERS", _names, default=_names("contacts,sender,tracking,campaigns")),
+    Setting("SANDESH_PRIVACY_RESPONDERS", _names, default=_names("contacts,sender,tracking")),
     # A service that has not answered within this many hours is "silent".
     Setting("SANDESH_PRIVACY_SILENT_AFTER_HOURS", POSITIVE_INT, default=24),
     # k of the k-anonymous aggregate report: smaller groups are suppressed.

@@ -1,0 +1,242 @@
+"""The privacy service's HTTP API in-process, against the real FerretDB and
+Kafka, called with the identity the gateway signs."""
+import json
+from urllib.parse import urlencode
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from services.privacy import aggregates, usecases
+from services.privacy.app import create_app
+from services.privacy.store import PrivacyStore
+from shared.events import new_event
+from shared.http.internal_auth import Identity, signed_headers
+
+SECRET = "internal-secret-for-tests"
+
+
+@pytest.fixture
+def app(mongo_uri, kafka_bootstrap, unique):
+    app = create_app({"SANDESH_MONGO_URI": mongo_uri, "SANDESH_KAFKA_BOOTSTRAP": kafka_bootstrap,
+                      "SANDESH_INTERNAL_SECRET": SECRET, "SANDESH_PII_SALT": "s",
+                      "SANDESH_MONGO_DB_PREFIX": f"test_{unique}_",
+                      "SANDESH_PRIVACY_AGGREGATE_K": "3"})
+    yield app
+    from shared import mongo
+    mongo.client(mongo_uri).drop_database(f"test_{unique}_privacy")
+
+
+class Caller:
+    def __init__(self, app, account_id, principal="key-1"):
+        self.client = app.test_client()
+        self.identity = Identity(account_id, principal)
+
+    def __call__(self, method, path, **kwargs):
+        headers = signed_headers(SECRET, method, path, self.identity)
+        return self.client.open(path, method=method, headers=headers, **kwargs)
+
+
+@pytest.fixture
+def acme(app, unique):
+    return Caller(app, "acme-" + unique)
+
+
+@pytest.fixture
+def operator(app):
+    return Caller(app, "platform", principal="operator")
+
+
+def _db(app):
+    return app.extensions["runtime"].db
+
+
+def test_unsigned_calls_are_refused(app):
+    assert app.test_client().get("/api/v1/privacy/requests").status_code == 401
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"kind": "forget", "subject": {"contact_id": "c1"}}, "kind"),
+    ({"kind": "erasure"}, "subject"),
+    ({"kind": "erasure", "subject": {}}, "subject"),
+    ({"kind": "erasure", "subject": {"contact_id": "c1", "user_id": "u1"}}, "subject"),
+    ({"kind": "erasure", "subject": {"email": "not an address"}}, "subject.email"),
+    ({"kind": "rectification", "subject": {"contact_id": "c1"}}, "changes"),
+    ({"kind": "erasure", "subject": {"contact_id": "c1"}, "changes": {"name": "x"}}, "changes"),
+    ({"kind": "erasure", "subject": {"contact_id": "c1"}, "surprise": 1}, "surprise"),
+])
+def test_a_bad_request_is_a_400_naming_the_field(acme, body, field):
+    response = acme("POST", "/api/v1/privacy/requests", json=body)
+    assert response.status_code == 400, response.get_json()
+    assert field in response.get_json()["error"]["details"]
+
+
+def test_a_request_is_stored_with_its_due_date_and_can_be_extended_twice_at_most(acme, app):
+    response = acme("POST", "/api/v1/privacy/requests",
+                    json={"kind": "erasure", "subject": {"email": "jo@example.com"}})
+    assert response.status_code == 201, response.get_json()
+    request = response.get_json()
+    created = datetime.fromisoformat(request["created_at"])
+    due = datetime.fromisoformat(request["due_at"])
+    assert 28 <= (due - created).days <= 31
+    assert request["responders"] == ["contacts", "sender", "tracking"]
+    assert request["waiting_for"] == request["responders"]
+    assert "jo@example.com" not in json.dumps(list(_db(app).requests.find()), default=str)
+
+    path = f"/api/v1/privacy/requests/{request['id']}/extend"
+    assert acme("POST", path, json={"months": 1}).status_code == 400  # reason is required
+    extended = acme("POST", path, json={"months": 1, "reason": "complex request"}).get_json()
+    assert len(extended["extensions"]) == 1 and extended["extensions"][0]["reason"] == "complex request"
+    assert datetime.fromisoformat(extended["due_at"]) > due
+    refused = acme("POST", path, json={"months": 2, "reason": "more"})
+    assert refused.status_code == 400 and "months" in refused.get_json()["error"]["details"]
+    assert acme("POST", path, json={"months": 1, "reason": "still"}).status_code == 200
+
+
+def test_another_accounts_request_is_not_found(acme, app):
+    request = acme("POST", "/api/v1/privacy/requests",
+                   json={"kind": "access", "subject": {"contact_id": "c1"}}).get_json()
+    other = Caller(app, "someone-else")
+    assert other("GET", f"/api/v1/privacy/requests/{request['id']}").status_code == 404
+    assert other("GET", "/api/v1/privacy/requests").get_json()["items"] == []
+
+
+def test_overdue_requests_are_listed_and_exported_as_a_gauge(acme, app):
+    store = PrivacyStore(_db(app))
+    request = acme("POST", "/api/v1/privacy/requests",
+                   json={"kind": "erasure", "subject": {"contact_id": "c9"}}).get_json()
+    assert acme("GET", "/api/v1/privacy/requests?overdue=true").get_json()["items"] == []
+    # a month and a day later, nobody having answered but contacts
+    store.db.requests.update_one({"_id": request["id"]}, {"$set": {
+        "created_at": datetime.now(timezone.utc) - timedelta(days=32),
+        "due_at": datetime.now(timezone.utc) - timedelta(days=1)}})
+    usecases.record_answer(store, acme.identity.account_id,
+                           {"request_id": request["id"], "service": "contacts", "status": "done"})
+    [late] = acme("GET", "/api/v1/privacy/requests?overdue=true").get_json()["items"]
+    assert late["id"] == request["id"] and late["overdue"] is True
+    assert late["waiting_for"] == ["sender", "tracking"]
+    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    overdue_line = [l for l in metrics.splitlines() if l.startswith("sandesh_privacy_requests_overdue ")]
+    assert overdue_line and float(overdue_line[0].split()[1]) >= 1
+    assert 'sandesh_privacy_silent_services{responder="sender"}' in metrics
+
+
+def test_an_access_export_is_assembled_when_complete_and_the_download_is_audited(acme, app):
+    store = PrivacyStore(_db(app))
+    request = acme("POST", "/api/v1/privacy/requests",
+                   json={"kind": "access", "subject": {"contact_id": "c5"}, "reason": "asked"}).get_json()
+    path = f"/api/v1/privacy/requests/{request['id']}/export"
+    early = acme("GET", path)
+    assert early.status_code == 409 and early.get_json()["error"]["code"] == "not_complete"
+    parts = {"contacts": {"contact": {"id": "c5", "status": "subscribed"}, "consent_log": [{"action": "subscribed"}]},
+             "sender": {"messages": [{"job_id": "j1", "at": "2026-05-01T00:00:00+00:00"}]},
+             "tracking": {"engagement": [{"event": "opened", "campaign_id": "k"}]}}
+    for service, export in parts.items():
+        usecases.record_answer(store, acme.identity.account_id,
+                               {"request_id": request["id"], "service": service, "status": "done",
+                                "export": export})
+    assert acme("GET", f"/api/v1/privacy/requests/{request['id']}").get_json()["status"] == "complete"
+    response = acme("GET", path)
+    assert response.status_code == 200
+    assert "attachment" in response.headers["Content-Disposition"]
+    export = json.loads(response.get_data())
+    assert {s: export["services"][s]["data"] for s in parts} == parts
+    text = acme("GET", path + "?format=text")
+    assert text.mimetype == "text/plain" and "== sender (done) ==" in text.get_data(as_text=True)
+    assert acme("GET", path + "?format=html").mimetype == "text/html"
+    assert acme("GET", path + "?format=pdf").status_code == 400
+    audit = acme("GET", "/api/v1/privacy/audit").get_json()["items"]
+    actions = [e["action"] for e in audit]
+    assert actions.count("export.downloaded") == 3
+    assert {"access.requested", "access.completed"} <= set(actions)
+    assert all(e["account_id"] == acme.identity.account_id for e in audit)
+
+
+def test_the_audit_log_is_filtered_by_account_and_time(acme, app):
+    for n in range(3):
+        assert acme("POST", "/api/v1/privacy/audit",
+                    json={"action": "contact.viewed", "target_type": "contact",
+                          "target_id": f"c{n}", "reason": "support ticket"}).status_code == 201
+    other = Caller(app, "other-account")
+    other("POST", "/api/v1/privacy/audit", json={"action": "x", "target_type": "contact"})
+    entries = acme("GET", "/api/v1/privacy/audit?limit=2").get_json()
+    assert len(entries["items"]) == 2 and entries["next_cursor"]
+    rest = acme("GET", f"/api/v1/privacy/audit?cursor={entries['next_cursor']}").get_json()
+    assert [e["target_id"] for e in entries["items"] + rest["items"]] == ["c0", "c1", "c2"]
+    assert entries["items"][0]["principal"] == "key-1"
+    future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    since = urlencode({"since": future})
+    assert acme("GET", f"/api/v1/privacy/audit?{since}").get_json()["items"] == []
+    until = urlencode({"until": future})
+    assert len(acme("GET", f"/api/v1/privacy/audit?{until}").get_json()["items"]) == 3
+    # an audit.recorded event from another service lands in the same log
+    event = new_event("audit.recorded", source="sandesh.contacts", subject="c7",
+                      account_id=acme.identity.account_id,
+                      data={"action": "contacts.exported", "target_type": "list", "target_id": "l1",
+                            "principal": "key-2", "service": "contacts"})
+    usecases.record_audit_event(PrivacyStore(_db(app)), event)
+    usecases.record_audit_event(PrivacyStore(_db(app)), event)  # redelivered
+    exported = [e for e in acme("GET", "/api/v1/privacy/audit").get_json()["items"]
+                if e["action"] == "contacts.exported"]
+    assert len(exported) == 1 and exported[0]["principal"] == "key-2"
+
+
+def test_a_policy_29_days_out_is_refused_and_30_days_accepted(operator, acme):
+    now = datetime.now(timezone.utc)
+    body = {"text": "We keep your data safe.", "summary": "first version", "material": True}
+    refused = operator("POST", "/api/v1/privacy/policies",
+                       json={**body, "effective_at": (now + timedelta(days=29)).isoformat()})
+    assert refused.status_code == 400
+    assert "effective_at" in refused.get_json()["error"]["details"]
+    accepted = operator("POST", "/api/v1/privacy/policies",
+                        json={**body, "effective_at": (now + timedelta(days=30)).isoformat()})
+    assert accepted.status_code == 201, accepted.get_json()
+    assert acme("POST", "/api/v1/privacy/policies",
+                json={**body, "effective_at": (now + timedelta(days=40)).isoformat()}).status_code == 403
+
+
+def test_notices_are_shown_until_acknowledged(operator, acme):
+    effective = (datetime.now(timezone.utc) + timedelta(days=31)).isoformat()
+    policy = operator("POST", "/api/v1/privacy/policies",
+                      json={"text": "v2", "summary": "we changed retention", "material": True,
+                            "effective_at": effective}).get_json()
+    notices = acme("GET", "/api/v1/privacy/notices?user_id=u1").get_json()["items"]
+    assert policy["id"] in [n["policy_id"] for n in notices]
+    ack = acme("POST", f"/api/v1/privacy/notices/{policy['id']}/ack", json={"user_id": "u1"})
+    assert ack.status_code == 200 and ack.get_json()["user_id"] == "u1"
+    again = acme("POST", f"/api/v1/privacy/notices/{policy['id']}/ack", json={"user_id": "u1"})
+    assert again.get_json()["at"] == ack.get_json()["at"]  # the first acknowledgement stands
+    left = acme("GET", "/api/v1/privacy/notices?user_id=u1").get_json()["items"]
+    assert policy["id"] not in [n["policy_id"] for n in left]
+    # another user of the same account still sees it
+    assert policy["id"] in [n["policy_id"] for n in
+                            acme("GET", "/api/v1/privacy/notices?user_id=u2").get_json()["items"]]
+    assert acme("POST", "/api/v1/privacy/notices/nope/ack", json={}).status_code == 404
+
+
+def test_aggregates_suppress_groups_smaller_than_k(acme, app):
+    store = PrivacyStore(_db(app))
+    account = acme.identity.account_id
+
+    def sent(n, domain):
+        event = new_event("delivery.sent", source="sandesh.sender", subject=f"j{n}",
+                          account_id=account, data={"job_id": f"j{n}", "campaign_id": "k",
+                                                    "contact_id": f"c{n}", "attempt": 0,
+                                                    "recipient_domain": domain})
+        return event.__class__(**{**event.__dict__, "time": "2026-05-01T10:00:00+00:00"})
+
+    for n in range(4):
+        aggregates.count_delivery(store, sent(n, "gmail.com"))
+        aggregates.count_delivery(store, sent(n, "gmail.com"))  # redelivered: counted once
+    for n in range(10, 12):
+        aggregates.count_delivery(store, sent(n, "tiny.example"))
+    report = acme("GET", "/api/v1/privacy/aggregates?since=2026-05-01&until=2026-05-01").get_json()
+    assert report["k"] == 3 and report["suppressed_groups"] == 1
+    assert report["items"] == [{"day": "2026-05-01", "provider": "gmail.com", "contacts": 4,
+                                "sent": 4, "bounced": 0, "failed": 0}]
+    assert "c1" not in json.dumps(report)
+    # rolled up into plain counts, the report is the same and the markers are gone
+    aggregates.roll_up(store, older_than_days=1)
+    assert store.db.agg_markers.count_documents({}) == 0
+    assert acme("GET", "/api/v1/privacy/aggregates?since=2026-05-01&until=2026-05-01").get_json() == report
+    bad = acme("GET", "/api/v1/privacy/aggregates?since=2026-05-02&until=2026-05-01")
+    assert bad.status_code == 400 and "until" in bad.get_json()["error"]["details"]
