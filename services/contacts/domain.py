@@ -1,0 +1,173 @@
+"""Pure rules of the contacts service: statuses, custom field types and how a
+value is checked against its type, membership bookkeeping. No pymongo, no
+Kafka: everything here is unit-tested without a server."""
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any
+
+from shared.pii import InvalidEmail, email_hash, normalise_email
+
+CONTACT_STATUSES = ("active", "bounced", "complained", "erased")
+MEMBER_STATUSES = ("pending", "subscribed", "unsubscribed")
+FIELD_TYPES = ("text", "number", "date", "boolean", "choice")
+CONSENT_VIA = ("api", "import", "form", "one-click", "admin", "link", "complaint", "bounce")
+SUPPRESSION_REASONS = ("unsubscribe", "hard_bounce", "complaint", "erasure", "manual", "import")
+
+FIELD_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_TEXT = 500
+MAX_CHOICES = 100
+
+
+def new_id() -> str:
+    """Ids are uuid4 hex everywhere (the tracking token packs them as 16 bytes)."""
+    return uuid.uuid4().hex
+
+
+def is_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(ID.match(value))
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Address:
+    email: str        # normalised
+    hash: str         # keyed hash: what suppression entries keep
+
+
+def address(raw: Any, salt: str) -> Address:
+    """Validate and normalise an address; raises InvalidEmail with the reason."""
+    if not isinstance(raw, str) or len(raw) > 320:
+        raise InvalidEmail("The address is too long." if isinstance(raw, str) else "not a string")
+    email = normalise_email(raw)
+    return Address(email, email_hash(email, salt))
+
+
+class InvalidValue(ValueError):
+    pass
+
+
+_TRUE = {"true", "yes", "1", "y", "on"}
+_FALSE = {"false", "no", "0", "n", "off"}
+
+
+def coerce_field(definition: dict, value: Any, *, from_text: bool = False) -> Any:
+    """Check `value` against a custom field's declared type and return it in
+    the form it is stored in (dates as UTC datetimes so that ranges compare).
+    `from_text`: the value comes from a CSV cell, so numbers and booleans
+    arrive as strings. None clears the field."""
+    if value is None or (from_text and isinstance(value, str) and value.strip() == ""):
+        return None
+    kind = definition["type"]
+    if kind == "text":
+        if not isinstance(value, str):
+            raise InvalidValue("expected text")
+        if len(value) > MAX_TEXT:
+            raise InvalidValue(f"longer than {MAX_TEXT} characters")
+        return value
+    if kind == "number":
+        if from_text and isinstance(value, str):
+            try:
+                value = float(value.strip().replace(",", "")) if "." in value or "e" in value.lower() \
+                    else int(value.strip().replace(",", ""))
+            except ValueError:
+                raise InvalidValue("expected a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidValue("expected a number")
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            raise InvalidValue("expected a finite number")
+        if isinstance(value, int) and abs(value) >= 2 ** 63:
+            raise InvalidValue("number out of range")
+        return value
+    if kind == "boolean":
+        if from_text and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise InvalidValue("expected true or false")
+        if not isinstance(value, bool):
+            raise InvalidValue("expected true or false")
+        return value
+    if kind == "date":
+        return parse_date(value)
+    if kind == "choice":
+        if not isinstance(value, str) or value not in definition.get("choices", ()):
+            raise InvalidValue("not one of the field's choices")
+        return value
+    raise InvalidValue(f"unknown field type {kind!r}")
+
+
+def parse_date(value: Any) -> datetime:
+    """An ISO 8601 date or date-time; naive times are UTC."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    if not isinstance(value, str) or len(value) > 40:
+        raise InvalidValue("expected an ISO 8601 date")
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
+        else:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidValue("expected an ISO 8601 date (YYYY-MM-DD)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def check_fields(definitions: dict[str, dict], values: dict, *, from_text: bool = False) -> dict:
+    """Every key must be a declared field (no mass assignment); returns the
+    coerced values or raises InvalidFields {key: message}."""
+    problems, clean = {}, {}
+    for key, value in values.items():
+        definition = definitions.get(key)
+        if definition is None:
+            problems[key] = "not a custom field of this account"
+            continue
+        try:
+            clean[key] = coerce_field(definition, value, from_text=from_text)
+        except InvalidValue as exc:
+            problems[key] = str(exc)
+    if problems:
+        raise InvalidFields(problems)
+    return clean
+
+
+class InvalidFields(ValueError):
+    def __init__(self, problems: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in problems.items()))
+        self.problems = problems
+
+
+def membership(status: str, via: str, at: datetime, **extra) -> dict:
+    return {"status": status, "via": via, "at": at, **extra}
+
+
+def membership_update(list_id: str, entry: dict) -> dict:
+    """The single-document update that sets one list membership, keeping the
+    two index arrays (list_ids, subscribed_list_ids) in step with it."""
+    update: dict = {"$set": {f"lists.{list_id}": entry}, "$addToSet": {"list_ids": list_id}}
+    if entry["status"] == "subscribed":
+        update["$addToSet"]["subscribed_list_ids"] = list_id
+    else:
+        update["$pull"] = {"subscribed_list_ids": list_id}
+    return update
+
+
+def csv_safe(cell: Any) -> str:
+    """Spreadsheet formula injection: a cell that starts with = + - @ tab or
+    CR is prefixed with a single quote so it is shown, never evaluated."""
+    text = "" if cell is None else (cell.isoformat() if isinstance(cell, datetime) else str(cell))
+    if text and text[0] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + text
+    return text

@@ -1,0 +1,172 @@
+"""The segment condition language: validated, then compiled to a MongoDB
+filter by code that chooses every key and every operator itself.
+
+    {"all": [cond, ...]}   {"any": [cond, ...]}   {"not": cond}
+    {"field": "fields.city", "op": "eq", "value": "Pune"}
+    {"field": "created_at", "op": "within_days", "value": 90}
+    {"field": "list", "op": "subscribed", "value": "<list id>"}
+
+Nothing the user sends becomes a key or an operator: fields and operators are
+looked up in whitelists, values must be scalars of the field's type (a list of
+them for `in`), and text that becomes a regular expression is escaped.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.contacts.domain import (CONTACT_STATUSES, FIELD_KEY, InvalidValue, coerce_field,
+                                      is_id)
+
+MAX_DEPTH = 6
+MAX_NODES = 60
+MAX_IN = 500
+MAX_DAYS = 36_500
+
+TEXT_OPS = {"eq", "ne", "in", "contains", "starts_with", "exists"}
+ORDERED_OPS = {"eq", "ne", "in", "gt", "gte", "lt", "lte", "exists"}
+DATE_OPS = {"gt", "gte", "lt", "lte", "within_days", "exists"}
+OPS_BY_TYPE = {
+    "text": TEXT_OPS,
+    "number": ORDERED_OPS,
+    "date": DATE_OPS,
+    "boolean": {"eq", "ne", "exists"},
+    "choice": {"eq", "ne", "in", "exists"},
+}
+LIST_OPS = {"member", "subscribed", "unsubscribed", "pending"}
+# Built-in fields: name in the condition -> (stored path, type definition).
+BUILTIN = {
+    "email": ("email", {"type": "text"}),
+    "name": ("name", {"type": "text"}),
+    "status": ("status", {"type": "choice", "choices": list(CONTACT_STATUSES)}),
+    "created_at": ("created_at", {"type": "date"}),
+    "updated_at": ("updated_at", {"type": "date"}),
+}
+COMPARISON = {"ne": "$ne", "gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
+
+
+class SegmentError(ValueError):
+    """Invalid condition; `path` says where (e.g. definition.all.2.op)."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+class _Budget:
+    def __init__(self):
+        self.nodes = 0
+
+
+def compile_condition(condition: Any, custom_fields: dict[str, dict], *,
+                      list_ids: set[str] | None = None, now: datetime,
+                      path: str = "definition") -> dict:
+    """The MongoDB filter for `condition`, or SegmentError naming the place.
+    `custom_fields`: the account's declared fields by key; `list_ids`: the
+    account's list ids (None: do not check that a list exists)."""
+    return _compile(condition, custom_fields, list_ids, now, path, 1, _Budget())
+
+
+def _compile(node, custom_fields, list_ids, now, path, depth, budget) -> dict:
+    budget.nodes += 1
+    if budget.nodes > MAX_NODES:
+        raise SegmentError(path, f"a condition has at most {MAX_NODES} parts")
+    if depth > MAX_DEPTH:
+        raise SegmentError(path, f"conditions nest at most {MAX_DEPTH} deep")
+    if not isinstance(node, dict):
+        raise SegmentError(path, "expected an object")
+    keys = set(node)
+    if keys in ({"all"}, {"any"}):
+        combinator = "all" if "all" in node else "any"
+        children = node[combinator]
+        if not isinstance(children, list) or not children:
+            raise SegmentError(f"{path}.{combinator}", "expected a non-empty list of conditions")
+        compiled = [_compile(child, custom_fields, list_ids, now, f"{path}.{combinator}.{i}",
+                             depth + 1, budget) for i, child in enumerate(children)]
+        return {"$and" if combinator == "all" else "$or": compiled}
+    if keys == {"not"}:
+        inner = _compile(node["not"], custom_fields, list_ids, now, f"{path}.not", depth + 1, budget)
+        return {"$nor": [inner]}
+    if "field" in keys and "op" in keys and keys <= {"field", "op", "value"}:
+        return _leaf(node, custom_fields, list_ids, now, path)
+    raise SegmentError(path, "expected {all: [...]}, {any: [...]}, {not: ...} or "
+                             "{field, op, value}")
+
+
+def _leaf(node, custom_fields, list_ids, now, path) -> dict:
+    field, op = node["field"], node["op"]
+    if not isinstance(field, str):
+        raise SegmentError(f"{path}.field", "expected a field name")
+    if not isinstance(op, str):
+        raise SegmentError(f"{path}.op", "expected an operator name")
+    has_value = "value" in node
+    value = node.get("value")
+    if field == "list":
+        return _list_leaf(op, value, list_ids, path)
+    stored, definition = _resolve(field, custom_fields, path)
+    allowed = OPS_BY_TYPE[definition["type"]]
+    if op not in allowed:
+        raise SegmentError(f"{path}.op", f"{op!r} does not apply to {field}; use one of "
+                                         f"{', '.join(sorted(allowed))}")
+    if not has_value:
+        raise SegmentError(f"{path}.value", "missing")
+    vpath = f"{path}.value"
+    if op == "exists":
+        if not isinstance(value, bool):
+            raise SegmentError(vpath, "expected true or false")
+        return {stored: {"$exists": True, "$ne": None}} if value else \
+            {"$or": [{stored: {"$exists": False}}, {stored: None}]}
+    if op == "within_days":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_DAYS:
+            raise SegmentError(vpath, f"expected a whole number of days, 1 to {MAX_DAYS}")
+        return {stored: {"$gte": now - timedelta(days=value)}}
+    if op == "in":
+        if not isinstance(value, list) or not 0 < len(value) <= MAX_IN:
+            raise SegmentError(vpath, f"expected a list of 1 to {MAX_IN} values")
+        return {stored: {"$in": [_scalar(definition, v, f"{vpath}.{i}") for i, v in enumerate(value)]}}
+    scalar = _scalar(definition, value, vpath)
+    if op == "eq":
+        return {stored: scalar}
+    if op in ("contains", "starts_with"):
+        pattern = re.escape(scalar)
+        return {stored: {"$regex": ("^" + pattern) if op == "starts_with" else pattern,
+                         "$options": "i"}}
+    return {stored: {COMPARISON[op]: scalar}}
+
+
+def _list_leaf(op, value, list_ids, path) -> dict:
+    if op not in LIST_OPS:
+        raise SegmentError(f"{path}.op", f"use one of {', '.join(sorted(LIST_OPS))} with list")
+    if not is_id(value) or (list_ids is not None and value not in list_ids):
+        raise SegmentError(f"{path}.value", "not a list of this account")
+    if op == "member":
+        return {"list_ids": value}
+    if op == "subscribed":
+        return {"subscribed_list_ids": value}
+    return {f"lists.{value}.status": op}  # value is 32 hex digits: a safe key
+
+
+def _resolve(field: str, custom_fields, path) -> tuple[str, dict]:
+    if field in BUILTIN:
+        return BUILTIN[field]
+    prefix, dot, key = field.partition(".")
+    if prefix == "fields" and dot and FIELD_KEY.match(key) and key in custom_fields:
+        return f"fields.{key}", custom_fields[key]
+    raise SegmentError(f"{path}.field", f"unknown field; use one of {', '.join(BUILTIN)}, list "
+                                        "or fields.<custom field key>")
+
+
+def _scalar(definition: dict, value: Any, path: str) -> Any:
+    if isinstance(value, (dict, list)):
+        raise SegmentError(path, "expected a single value")
+    if definition["type"] == "text" and isinstance(value, str) and len(value) > 200:
+        raise SegmentError(path, "at most 200 characters")
+    try:
+        coerced = coerce_field(definition, value)
+    except InvalidValue as exc:
+        raise SegmentError(path, str(exc)) from None
+    if coerced is None:
+        raise SegmentError(path, "missing")
+    return coerced

@@ -1,0 +1,354 @@
+"""The contacts repository over MongoDB (database sandesh_contacts).
+
+Collections:
+  lists         {_id, account_id, name, description, created_at, updated_at}
+  contacts      {_id, account_id, email (normalised), email_hash, name, fields{},
+                 status (active|bounced|complained|erased), suppressed,
+                 lists{<list id>: {status, via, at, [import_id, row]}},
+                 list_ids[], subscribed_list_ids[], origin{}, created_at, updated_at}
+                 One contact per (account_id, email): a unique index.
+                 list_ids / subscribed_list_ids mirror `lists` so that
+                 "member of" / "subscribed to" are multikey-index lookups.
+  fields        {_id, account_id, key, label, type, choices}
+  suppressions  {_id, account_id (None: platform-wide), scope, email_hash, reason, ...}
+                 Only the keyed hash of the address, never the address.
+  suppression_log, consent: append-only.
+  segments      {_id, account_id, name, definition}
+  imports       see services/contacts/imports.py
+
+Every method that reads account data takes the account id and filters by it.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable, Iterator
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+from pymongo.operations import IndexModel
+
+from services.contacts import domain
+from services.contacts.segments import compile_condition
+from shared.mongo import ensure_indexes
+
+PLATFORM = None  # account_id of platform-wide suppression entries
+
+INDEXES = {
+    "lists": [IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)]),
+              IndexModel([("account_id", ASCENDING), ("name", ASCENDING)], unique=True)],
+    "contacts": [
+        IndexModel([("account_id", ASCENDING), ("email", ASCENDING)], unique=True),
+        IndexModel([("email_hash", ASCENDING)]),
+        IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("account_id", ASCENDING), ("subscribed_list_ids", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("account_id", ASCENDING), ("list_ids", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("account_id", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("account_id", ASCENDING), ("name", ASCENDING)]),
+    ],
+    "fields": [IndexModel([("account_id", ASCENDING), ("key", ASCENDING)], unique=True)],
+    "suppressions": [IndexModel([("account_id", ASCENDING), ("email_hash", ASCENDING)], unique=True),
+                     IndexModel([("email_hash", ASCENDING)])],
+    "suppression_log": [IndexModel([("account_id", ASCENDING), ("email_hash", ASCENDING)])],
+    "consent": [IndexModel([("account_id", ASCENDING), ("contact_ids", ASCENDING), ("_id", ASCENDING)])],
+    "segments": [IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)])],
+    "imports": [IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)]),
+                IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)])],
+}
+
+
+def ensure_contacts_indexes(db: Database) -> None:
+    ensure_indexes(db, INDEXES)
+
+
+class Conflict(Exception):
+    pass
+
+
+class ContactsStore:
+    def __init__(self, db: Database):
+        self.db = db
+        self.lists = db["lists"]
+        self.contacts = db["contacts"]
+        self.fields = db["fields"]
+        self.suppressions = db["suppressions"]
+        self.suppression_log = db["suppression_log"]
+        self.consent = db["consent"]
+        self.segments = db["segments"]
+        self.imports = db["imports"]
+
+    # -- generic paging ----------------------------------------------------
+    @staticmethod
+    def _page(collection, query: dict, after: str | None, limit: int,
+              projection: dict | None = None) -> list[dict]:
+        if after:
+            query = {**query, "_id": {"$gt": after}}
+        return list(collection.find(query, projection).sort("_id", ASCENDING).limit(limit + 1))
+
+    # -- lists -------------------------------------------------------------
+    def insert_list(self, doc: dict) -> dict:
+        try:
+            self.lists.insert_one(doc)
+        except DuplicateKeyError:
+            raise Conflict("a list with this name exists") from None
+        return doc
+
+    def get_list(self, account_id: str, list_id: str) -> dict | None:
+        return self.lists.find_one({"_id": list_id, "account_id": account_id})
+
+    def page_lists(self, account_id: str, after: str | None, limit: int) -> list[dict]:
+        return self._page(self.lists, {"account_id": account_id}, after, limit)
+
+    def update_list(self, account_id: str, list_id: str, changes: dict) -> dict | None:
+        try:
+            return self.lists.find_one_and_update({"_id": list_id, "account_id": account_id},
+                                                  {"$set": changes},
+                                                  return_document=ReturnDocument.AFTER)
+        except DuplicateKeyError:
+            raise Conflict("a list with this name exists") from None
+
+    def delete_list(self, account_id: str, list_id: str) -> bool:
+        """Remove the list and every membership of it; contacts stay."""
+        if self.lists.delete_one({"_id": list_id, "account_id": account_id}).deleted_count == 0:
+            return False
+        self.contacts.update_many({"account_id": account_id, "list_ids": list_id},
+                                  {"$unset": {f"lists.{list_id}": ""},
+                                   "$pull": {"list_ids": list_id, "subscribed_list_ids": list_id}})
+        return True
+
+    def list_ids(self, account_id: str) -> set[str]:
+        return {d["_id"] for d in self.lists.find({"account_id": account_id}, {"_id": 1})}
+
+    def count_members(self, account_id: str, list_id: str) -> dict[str, int]:
+        counts = {status: 0 for status in domain.MEMBER_STATUSES}
+        for doc in self.contacts.find({"account_id": account_id, "list_ids": list_id},
+                                      {f"lists.{list_id}.status": 1}):
+            status = doc.get("lists", {}).get(list_id, {}).get("status")
+            if status in counts:
+                counts[status] += 1
+        counts["total"] = sum(counts.values())
+        return counts
+
+    # -- custom fields -----------------------------------------------------
+    def field_definitions(self, account_id: str) -> dict[str, dict]:
+        return {d["key"]: d for d in self.fields.find({"account_id": account_id})}
+
+    def insert_field(self, doc: dict) -> dict:
+        try:
+            self.fields.insert_one(doc)
+        except DuplicateKeyError:
+            raise Conflict("a field with this key exists") from None
+        return doc
+
+    def get_field(self, account_id: str, field_id: str) -> dict | None:
+        return self.fields.find_one({"_id": field_id, "account_id": account_id})
+
+    def page_fields(self, account_id: str, after: str | None, limit: int) -> list[dict]:
+        return self._page(self.fields, {"account_id": account_id}, after, limit)
+
+    def update_field(self, account_id: str, field_id: str, changes: dict) -> dict | None:
+        return self.fields.find_one_and_update({"_id": field_id, "account_id": account_id},
+                                               {"$set": changes}, return_document=ReturnDocument.AFTER)
+
+    def delete_field(self, account_id: str, field_id: str) -> dict | None:
+        doc = self.fields.find_one_and_delete({"_id": field_id, "account_id": account_id})
+        if doc:
+            self.contacts.update_many({"account_id": account_id, f"fields.{doc['key']}": {"$exists": True}},
+                                      {"$unset": {f"fields.{doc['key']}": ""}})
+        return doc
+
+    # -- contacts ----------------------------------------------------------
+    def insert_contact(self, doc: dict) -> dict:
+        try:
+            self.contacts.insert_one(doc)
+        except DuplicateKeyError:
+            raise Conflict("a contact with this address exists") from None
+        return doc
+
+    def get_contact(self, account_id: str, contact_id: str) -> dict | None:
+        return self.contacts.find_one({"_id": contact_id, "account_id": account_id})
+
+    def contact_by_email(self, account_id: str, email: str) -> dict | None:
+        return self.contacts.find_one({"account_id": account_id, "email": email})
+
+    def contacts_by_emails(self, account_id: str, emails: list[str],
+                           projection: dict | None = None) -> dict[str, dict]:
+        if not emails:
+            return {}
+        return {d["email"]: d for d in self.contacts.find(
+            {"account_id": account_id, "email": {"$in": emails}}, projection)}
+
+    def update_contact(self, account_id: str, contact_id: str, update: dict) -> dict | None:
+        return self.contacts.find_one_and_update({"_id": contact_id, "account_id": account_id},
+                                                 update, return_document=ReturnDocument.AFTER)
+
+    def delete_contact(self, account_id: str, contact_id: str) -> dict | None:
+        return self.contacts.find_one_and_delete({"_id": contact_id, "account_id": account_id})
+
+    def search_contacts(self, account_id: str, query: dict, after: str | None,
+                        limit: int) -> list[dict]:
+        """`query` was built by the use case from validated arguments only."""
+        return self._page(self.contacts, {**query, "account_id": account_id}, after, limit)
+
+    def find_contacts(self, account_id: str, query: dict, after: str | None = None,
+                      batch_size: int = 1000) -> Iterator[list[dict]]:
+        """Every contact matching `query`, in _id order, one batch at a time
+        (each batch is its own query: no cursor is held open between them)."""
+        while True:
+            batch = self._page(self.contacts, {**query, "account_id": account_id}, after,
+                               batch_size - 1)
+            if not batch:
+                return
+            yield batch
+            if len(batch) < batch_size:
+                return
+            after = batch[-1]["_id"]
+
+    def count_contacts(self, account_id: str, query: dict | None = None) -> int:
+        return self.contacts.count_documents({**(query or {}), "account_id": account_id})
+
+    def set_status_by_id(self, contact_id: str, status: str, at: datetime) -> dict | None:
+        """Global status from a platform event (ids only, any account)."""
+        return self.contacts.find_one_and_update(
+            {"_id": contact_id}, {"$set": {"status": status, "updated_at": at}},
+            return_document=ReturnDocument.BEFORE)
+
+    def mark_suppressed(self, account_id: str | None, hash_: str, suppressed: bool) -> None:
+        """Keep the contacts' `suppressed` flag in step with the list; the
+        audience re-checks the list anyway (see stream_audience)."""
+        query: dict = {"email_hash": hash_}
+        if account_id is not PLATFORM:
+            query["account_id"] = account_id
+        self.contacts.update_many(query, {"$set": {"suppressed": suppressed}})
+
+    # -- suppression -------------------------------------------------------
+    def add_suppression(self, doc: dict) -> bool:
+        """True when the entry is new (idempotent on (account, hash))."""
+        try:
+            self.suppressions.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def remove_suppression(self, account_id: str, hash_: str) -> dict | None:
+        return self.suppressions.find_one_and_delete({"account_id": account_id, "email_hash": hash_})
+
+    def suppression_entries(self, account_id: str, hashes: Iterable[str]) -> list[dict]:
+        """Entries of this account and platform-wide ones for these hashes."""
+        hashes = list(hashes)
+        if not hashes:
+            return []
+        return list(self.suppressions.find({"email_hash": {"$in": hashes},
+                                            "account_id": {"$in": [account_id, PLATFORM]}}))
+
+    def page_suppressions(self, account_id: str, after: str | None, limit: int) -> list[dict]:
+        return self._page(self.suppressions, {"account_id": account_id}, after, limit)
+
+    def log_suppression(self, doc: dict) -> None:
+        self.suppression_log.insert_one(doc)
+
+    # -- consent log (append-only: nothing here updates or deletes) --------
+    def append_consent(self, doc: dict) -> None:
+        self.consent.insert_one(doc)
+
+    def page_consent(self, account_id: str, contact_id: str, after: str | None,
+                     limit: int) -> list[dict]:
+        return self._page(self.consent, {"account_id": account_id, "contact_ids": contact_id},
+                          after, limit)
+
+    # -- segments ----------------------------------------------------------
+    def insert_segment(self, doc: dict) -> dict:
+        self.segments.insert_one(doc)
+        return doc
+
+    def get_segment(self, account_id: str, segment_id: str) -> dict | None:
+        return self.segments.find_one({"_id": segment_id, "account_id": account_id})
+
+    def page_segments(self, account_id: str, after: str | None, limit: int) -> list[dict]:
+        return self._page(self.segments, {"account_id": account_id}, after, limit)
+
+    def update_segment(self, account_id: str, segment_id: str, changes: dict) -> dict | None:
+        return self.segments.find_one_and_update({"_id": segment_id, "account_id": account_id},
+                                                 {"$set": changes}, return_document=ReturnDocument.AFTER)
+
+    def delete_segment(self, account_id: str, segment_id: str) -> bool:
+        return self.segments.delete_one({"_id": segment_id, "account_id": account_id}).deleted_count == 1
+
+    def compile_segment(self, account_id: str, segment_id: str, now: datetime | None = None) -> dict:
+        """The MongoDB filter of a saved segment (account id included), or
+        LookupError when the account has no such segment. The definition is
+        compiled afresh: a custom field or list deleted since it was saved
+        makes it invalid (SegmentError) rather than silently broader."""
+        segment = self.get_segment(account_id, segment_id)
+        if segment is None:
+            raise LookupError("segment not found")
+        condition = compile_condition(segment["definition"], self.field_definitions(account_id),
+                                      list_ids=self.list_ids(account_id), now=now or domain.now())
+        return {"$and": [{"account_id": account_id}, condition]}
+
+    # -- the campaign audience ---------------------------------------------
+    def audience_filter(self, account_id: str, list_ids: list[str],
+                        segment_filter: dict | None) -> dict:
+        """Who may be mailed: active, not flagged suppressed, and subscribed to
+        one of `list_ids` or (if given) matching `segment_filter` while
+        subscribed to at least one list of the account (a segment never reaches
+        someone who is subscribed nowhere)."""
+        reach = []
+        if list_ids:
+            reach.append({"subscribed_list_ids": {"$in": list(list_ids)}})
+        if segment_filter:
+            reach.append({"$and": [segment_filter, {"subscribed_list_ids": {"$ne": []}}]})
+        if not reach:
+            raise ValueError("an audience needs list ids or a segment filter")
+        return {"account_id": account_id, "status": "active", "suppressed": {"$ne": True},
+                "$or": reach}
+
+    def stream_audience(self, account_id: str, list_ids: list[str], segment_filter: dict | None,
+                        after_contact_id: str | None = None,
+                        batch_size: int = 1000) -> Iterator[list[dict]]:
+        """Yield batches (lists) of contact documents of a campaign audience,
+        in ascending _id order; resume after a checkpoint with
+        `after_contact_id` = the last _id of the last batch handled.
+
+        A contact is in the audience when its global status is active, it is
+        subscribed to any of `list_ids` or matches `segment_filter` (from
+        `compile_segment`) while subscribed to some list, and its address is
+        not on the account's or the platform's suppression list. Addresses
+        are unique per account, so the audience is deduplicated by address.
+
+        Each batch is one query seeking on the (account_id,
+        subscribed_list_ids, _id) / (account_id, _id) indexes (no cursor
+        held between batches), and its hashes are re-checked against the
+        suppression collection, so an address suppressed a moment ago is
+        left out even if its contact's flag is not yet set. A batch may hold
+        fewer than `batch_size` contacts (suppressed ones removed); the
+        stream ends when the query returns nothing more.
+        """
+        query = self.audience_filter(account_id, list_ids, segment_filter)
+        after = after_contact_id
+        while True:
+            q = {**query, "_id": {"$gt": after}} if after else query
+            batch = list(self.contacts.find(q).sort("_id", ASCENDING).limit(batch_size))
+            if not batch:
+                return
+            after = batch[-1]["_id"]
+            suppressed = {e["email_hash"] for e in
+                          self.suppression_entries(account_id, {c["email_hash"] for c in batch})}
+            kept = [c for c in batch if c["email_hash"] not in suppressed]
+            if kept:
+                yield kept
+            if len(batch) < batch_size:
+                return
+
+    # -- usage -------------------------------------------------------------
+    def usage(self, account_id: str) -> dict[str, int]:
+        return {"lists": self.lists.count_documents({"account_id": account_id}),
+                "contacts": self.contacts.count_documents({"account_id": account_id})}
+
+
+def contact_document(account_id: str, addr: domain.Address, *, name: str | None, fields: dict,
+                     at: datetime, origin: dict[str, Any], suppressed: bool = False) -> dict:
+    return {"_id": domain.new_id(), "account_id": account_id, "email": addr.email,
+            "email_hash": addr.hash, "name": name, "fields": fields, "status": "active",
+            "suppressed": suppressed, "lists": {}, "list_ids": [], "subscribed_list_ids": [],
+            "origin": origin, "created_at": at, "updated_at": at}

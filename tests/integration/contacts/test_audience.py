@@ -1,0 +1,80 @@
+"""stream_audience / compile_segment against the real FerretDB: the contract
+the campaign fan-out is written against."""
+from datetime import timedelta
+
+import pytest
+
+from services.contacts import domain
+from services.contacts.store import ContactsStore, contact_document, ensure_contacts_indexes
+
+SALT = "test-salt"
+
+
+@pytest.fixture
+def store(mongo_db):
+    ensure_contacts_indexes(mongo_db)
+    return ContactsStore(mongo_db)
+
+
+def add(store, account, email, lists=(), status="active", fields=None, suppressed=False,
+        member_status="subscribed", created_at=None):
+    at = created_at or domain.now()
+    doc = contact_document(account, domain.address(email, SALT), name=None, fields=fields or {},
+                           at=at, origin={"via": "api"}, suppressed=suppressed)
+    doc["status"] = status
+    store.insert_contact(doc)
+    for list_id in lists:
+        store.update_contact(account, doc["_id"], domain.membership_update(
+            list_id, domain.membership(member_status, "api", at)))
+    return doc["_id"]
+
+
+def ids(batches):
+    return [c["_id"] for batch in batches for c in batch]
+
+
+def test_audience_is_subscribed_active_unsuppressed_and_resumable(store):
+    a, b = domain.new_id(), domain.new_id()
+    l1, l2, l3 = domain.new_id(), domain.new_id(), domain.new_id()
+    wanted = {add(store, a, f"u{i}@example.com", [l1]) for i in range(7)}
+    wanted.add(add(store, a, "both@example.com", [l1, l2]))        # once, though on two lists
+    add(store, a, "other-list@example.com", [l3])
+    add(store, a, "unsub@example.com", [l1], member_status="unsubscribed")
+    add(store, a, "pending@example.com", [l1], member_status="pending")
+    add(store, a, "bounced@example.com", [l1], status="bounced")
+    add(store, a, "flagged@example.com", [l1], suppressed=True)
+    late = add(store, a, "late@example.com", [l1])
+    store.add_suppression({"_id": domain.new_id(), "account_id": None, "scope": "platform",
+                           "email_hash": domain.address("late@example.com", SALT).hash,
+                           "reason": "complaint"})
+    add(store, b, "u1@example.com", [l1])                             # another account
+
+    batches = list(store.stream_audience(a, [l1, l2], None, batch_size=3))
+    got = ids(batches)
+    assert got == sorted(got) and len(got) == len(set(got))
+    assert set(got) == wanted and late not in got
+    assert all(len(batch) <= 3 for batch in batches)
+
+    resumed = ids(store.stream_audience(a, [l1, l2], None, after_contact_id=got[3], batch_size=3))
+    assert resumed == got[4:]
+
+
+def test_compiled_segment_selects_and_needs_a_subscription(store):
+    a = domain.new_id()
+    l1 = domain.new_id()
+    store.lists.insert_one({"_id": l1, "account_id": a, "name": "main"})
+    store.insert_field({"_id": domain.new_id(), "account_id": a, "key": "city", "type": "text",
+                        "label": "City"})
+    pune_new = add(store, a, "p1@example.com", [l1], fields={"city": "Pune"})
+    add(store, a, "p2@example.com", [l1], fields={"city": "Pune"},
+        created_at=domain.now() - timedelta(days=200))
+    add(store, a, "m@example.com", [l1], fields={"city": "Mumbai"})
+    add(store, a, "nowhere@example.com", [], fields={"city": "Pune"})   # subscribed nowhere
+    segment = {"_id": domain.new_id(), "account_id": a, "name": "recent Pune",
+               "definition": {"all": [{"field": "fields.city", "op": "eq", "value": "Pune"},
+                                      {"field": "created_at", "op": "within_days", "value": 90}]}}
+    store.insert_segment(segment)
+    compiled = store.compile_segment(a, segment["_id"])
+    assert ids(store.stream_audience(a, [], compiled)) == [pune_new]
+    with pytest.raises(LookupError):
+        store.compile_segment(domain.new_id(), segment["_id"])
