@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from flask import Flask, g, request
 
-from services.gateway import api
+from services.gateway import api, users
 from services.gateway.auth import authenticate, enforce_rate_limit
 from services.gateway.cors import Cors
 from services.gateway.routes import owner
@@ -37,6 +37,7 @@ def create_app(environ=None) -> Flask:
         config.internal_secret, config.upstream_connect_timeout, config.upstream_read_timeout)
     Cors(config.dashboard_origin).init_app(app)
     smorest_api.register_blueprint(api.blp)
+    users.init_app(app, smorest_api, runtime.db)
 
     @app.before_request
     def _authenticate():

@@ -14,6 +14,8 @@ class Subject(ma.Schema):
     email = fields.String(validate=validate.Length(max=320))
     contact_id = fields.String(validate=ID)
     user_id = fields.String(validate=ID)
+    account = fields.Boolean(metadata={"description": "the whole calling account (erasure only: "
+                                                      "what DELETE /api/v1/account sends)"})
 
 
 class RequestCreate(ma.Schema):

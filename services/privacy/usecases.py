@@ -57,6 +57,13 @@ def _subject(body: dict, salt: str) -> dict:
             subject["email_hash"] = email_hash(normalise_email(given["email"]), salt)
         except InvalidEmail as exc:
             raise domain.RuleViolation("subject.email", f"not a valid address: {exc}")
+    if given.get("account"):
+        if subject["contact_id"] or subject["user_id"] or given.get("email"):
+            raise domain.RuleViolation("subject", "an account request names nothing else")
+        if body["kind"] != "erasure":
+            raise domain.RuleViolation("kind", "an account subject is for erasure only")
+        subject["kind"] = "account"
+        return subject
     is_contact = bool(subject["contact_id"] or subject["email_hash"])
     if is_contact == bool(subject["user_id"]):
         raise domain.RuleViolation("subject", "give a contact (email or contact_id) or a "

@@ -1,0 +1,229 @@
+"""Account users, their privacy rights, and account deletion.
+
+The gateway owns accounts, so it owns their users (email, name). Keys are
+per account, so a user's rights are exercised by the account on the user's
+behalf: list / create / get, correct (PATCH = rectification), export
+(access) and delete (erasure); `DELETE /api/v1/account` erases the whole
+account through the privacy service (a privacy.requested erasure with
+subject kind "account") and then revokes its keys.
+
+Why the gateway calls the privacy service synchronously here: the export
+and the account erasure are privacy requests, recorded, audited and
+answered there; the gateway is the one synchronous caller of service APIs.
+"""
+from __future__ import annotations
+
+import json
+
+from flask import Flask, current_app, g, request
+
+from services.gateway import keys
+from services.gateway.auth import bearer_token
+from services.gateway.users_store import INDEXES, DuplicateUser, UserStore
+from shared.http import Blueprint
+from shared.http.errors import ApiError, not_found
+from shared.http.internal_auth import Identity
+from shared.http.pagination import PageArgs, decode_cursor, page
+from shared.mongo import ensure_indexes
+from shared.pii import InvalidEmail, email_hash, normalise_email
+
+import marshmallow as ma
+from marshmallow import validate
+
+blp = Blueprint("users", __name__, url_prefix="/api/v1", description="Account users and their data")
+PLATFORM = Identity("platform", "operator")
+
+
+class UserIn(ma.Schema):
+    email = ma.fields.String(required=True, validate=validate.Length(3, 320))
+    name = ma.fields.String(load_default="", validate=validate.Length(max=300))
+
+
+class UserPatch(ma.Schema):
+    email = ma.fields.String(validate=validate.Length(3, 320))
+    name = ma.fields.String(validate=validate.Length(max=300))
+
+    @ma.validates_schema
+    def _something(self, data, **_):
+        if not data:
+            raise ma.ValidationError("give email and/or name", "_body")
+
+
+class UserOut(ma.Schema):
+    id = ma.fields.String(attribute="_id")
+    email = ma.fields.String()
+    name = ma.fields.String()
+    created_at = ma.fields.DateTime()
+    updated_at = ma.fields.DateTime()
+
+
+class UserPage(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(UserOut))
+    next_cursor = ma.fields.String(allow_none=True)
+
+
+class ReasonArgs(ma.Schema):
+    reason = ma.fields.String(validate=validate.Length(max=500))
+
+
+class AccountDeletion(ma.Schema):
+    request_id = ma.fields.String()
+    status = ma.fields.String()
+
+
+def _users() -> UserStore:
+    return current_app.extensions["user_store"]
+
+
+def _email(raw: str) -> tuple[str, str]:
+    try:
+        normalised = normalise_email(raw)
+    except InvalidEmail as exc:
+        raise ApiError(400, "validation_error", "invalid input: email",
+                       {"email": [f"not a valid address: {exc}"]})
+    # the unique key folds case like the platform's hash does (Jo@ = jo@)
+    return normalised, email_hash(normalised, "users")
+
+
+def _privacy(method: str, path: str, body: dict | None = None, identity: Identity | None = None):
+    upstreams = current_app.extensions["upstreams"]
+    response = upstreams._call("privacy", method, path, identity or g.identity,
+                               {"Content-Type": "application/json", "Accept": "application/json"},
+                               data=json.dumps(body) if body is not None else None)
+    if response.status_code >= 400:
+        error = response.json().get("error", {}) if response.content else {}
+        raise ApiError(502 if response.status_code >= 500 else response.status_code,
+                       error.get("code", "privacy_error"),
+                       error.get("message", "the privacy service refused"), error.get("details"))
+    return response.json() if response.content else None
+
+
+def _audit(action: str, user_id: str, reason: str | None = None) -> None:
+    """Recorded before the change: no audit entry, no change."""
+    _privacy("POST", "/api/v1/privacy/audit", {
+        "action": action, "target_type": "user", "target_id": user_id,
+        **({"reason": reason} if reason else {})})
+
+
+def _own_user(user_id: str) -> dict:
+    user = _users().get(g.identity.account_id, user_id)
+    if user is None:
+        raise not_found("user")
+    return user
+
+
+@blp.get("/users")
+@blp.arguments(PageArgs, location="query")
+@blp.response(200, UserPage)
+def list_users(args):
+    """The account's users, oldest first."""
+    cursor = decode_cursor(args.get("cursor"))
+    items = _users().page(g.identity.account_id, args["limit"], cursor and str(cursor["id"]))
+    return page(items, args["limit"], lambda u: {"id": u["_id"]})
+
+
+@blp.post("/users")
+@blp.arguments(UserIn)
+@blp.response(201, UserOut)
+def create_user(body):
+    """Add a user to the account (one per address)."""
+    email, key = _email(body["email"])
+    try:
+        return _users().create(g.identity.account_id, email, key, body["name"])
+    except DuplicateUser:
+        raise ApiError(409, "duplicate", "a user with this address exists",
+                       {"email": ["already a user of this account"]})
+
+
+@blp.get("/users/<user_id>")
+@blp.response(200, UserOut)
+def get_user(user_id):
+    """One user's profile."""
+    return _own_user(user_id)
+
+
+@blp.patch("/users/<user_id>")
+@blp.arguments(UserPatch)
+@blp.response(200, UserOut)
+def rectify_user(body, user_id):
+    """Correct a user's address or name (rectification; audited)."""
+    _own_user(user_id)
+    changes = dict(body)
+    if "email" in changes:
+        changes["email"], changes["email_key"] = _email(changes["email"])
+    _audit("user.rectified", user_id, "fields: " + ", ".join(sorted(body)))
+    try:
+        user = _users().update(g.identity.account_id, user_id, changes)
+    except DuplicateUser:
+        raise ApiError(409, "duplicate", "a user with this address exists",
+                       {"email": ["already a user of this account"]})
+    if user is None:
+        raise not_found("user")
+    return user
+
+
+@blp.delete("/users/<user_id>")
+@blp.arguments(ReasonArgs, location="query")
+@blp.response(204)
+def delete_user(args, user_id):
+    """Erase a user: the profile is deleted (audited)."""
+    _own_user(user_id)
+    _audit("user.erased", user_id, args.get("reason"))
+    _users().delete(g.identity.account_id, user_id)
+
+
+@blp.get("/users/<user_id>/export")
+@blp.arguments(ReasonArgs, location="query")
+@blp.response(200, description="everything held about the user, as JSON")
+def export_user(args, user_id):
+    """Everything the platform holds about a user: the profile (here) and
+    what the privacy service holds (notice acknowledgements), through an
+    access request so it is recorded and audited like any other."""
+    user = _own_user(user_id)
+    made = _privacy("POST", "/api/v1/privacy/requests", {
+        "kind": "access", "subject": {"user_id": user_id},
+        "reason": args.get("reason") or "user export"})
+    export = _privacy("GET", f"/api/v1/privacy/requests/{made['id']}/export")
+    export["services"]["gateway"] = {"status": "done", "data": {"profile": {
+        "id": user["_id"], "email": user["email"], "name": user["name"],
+        "created_at": user["created_at"].isoformat(), "updated_at": user["updated_at"].isoformat()}}}
+    response = current_app.response_class(json.dumps(export, ensure_ascii=False, indent=2),
+                                          mimetype="application/json")
+    response.headers["Content-Disposition"] = f'attachment; filename="user-{user_id}.json"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blp.delete("/account")
+@blp.response(202, AccountDeletion)
+def delete_account():
+    """Delete the calling account with all its data: every service is asked
+    to erase the account's data (a privacy request, tracked to completion
+    there), its users are deleted and every key revoked at once."""
+    account_id = g.identity.account_id
+    made = _privacy("POST", "/api/v1/privacy/requests", {
+        "kind": "erasure", "subject": {"account": True}, "reason": "account deleted"})
+    _users().delete_account(account_id)
+    UserStore.erase_account_record(current_app.extensions["gateway_store"].db, account_id)
+    return {"request_id": made["id"], "status": "deleting"}
+
+
+def _operator_publishes_policy():
+    """The platform's privacy policy is published with the operator token
+    (not an account key): forwarded to privacy as the operator."""
+    if request.method != "POST" or request.path.rstrip("/") != "/api/v1/privacy/policies":
+        return None
+    expected = current_app.config["SANDESH"].operator_token
+    header = request.headers.get("Authorization", "")
+    if not header.lower().startswith("bearer ") or not keys.operator_token_matches(
+            bearer_token(), expected):
+        return None  # an account key: the normal path (privacy answers 403)
+    return current_app.extensions["upstreams"].forward("privacy", PLATFORM)
+
+
+def init_app(app: Flask, smorest_api, db) -> None:
+    """The one line in app.py: blueprint, indexes, operator policy route."""
+    ensure_indexes(db, INDEXES)
+    app.extensions["user_store"] = UserStore(db)
+    smorest_api.register_blueprint(blp)
+    app.before_request(_operator_publishes_policy)

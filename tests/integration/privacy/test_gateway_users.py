@@ -1,0 +1,81 @@
+"""Account users through the gateway in-process, with the privacy service
+on a loopback port, against the real FerretDB and Kafka."""
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from services.gateway.app import create_app as gateway_app
+from services.privacy.app import create_app as privacy_app
+
+OPERATOR = "op-token-for-tests"
+SECRET = "internal-secret-for-tests"
+
+
+@pytest.fixture
+def privacy_url(mongo_uri, kafka_bootstrap, unique):
+    app = privacy_app({"SANDESH_MONGO_URI": mongo_uri, "SANDESH_KAFKA_BOOTSTRAP": kafka_bootstrap,
+                       "SANDESH_INTERNAL_SECRET": SECRET,
+                       "SANDESH_MONGO_DB_PREFIX": f"test_{unique}_"})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def gateway(mongo_uri, unique, privacy_url):
+    app = gateway_app({"SANDESH_MONGO_URI": mongo_uri, "SANDESH_MONGO_DB_PREFIX": f"test_{unique}_",
+                       "SANDESH_OPERATOR_TOKEN": OPERATOR, "SANDESH_INTERNAL_SECRET": SECRET,
+                       "SANDESH_PRIVACY_URL": privacy_url})
+    yield app.test_client()
+    from shared import mongo
+    for service in ("gateway", "privacy"):
+        mongo.client(mongo_uri).drop_database(f"test_{unique}_{service}")
+
+
+def _account(client, name="Acme"):
+    response = client.post("/api/v1/accounts", json={"name": name},
+                           headers={"Authorization": f"Bearer {OPERATOR}"})
+    assert response.status_code == 201, response.get_json()
+    return {"Authorization": f"Bearer {response.get_json()['api_key']['key']}"}
+
+
+def test_users_can_be_listed_created_corrected_exported_and_deleted(gateway):
+    auth = _account(gateway)
+    made = gateway.post("/api/v1/users", json={"email": "Ana@Example.com", "name": "Ana"}, headers=auth)
+    assert made.status_code == 201, made.get_json()
+    user = made.get_json()
+    assert user["email"] == "Ana@example.com"
+    duplicate = gateway.post("/api/v1/users", json={"email": "ana@example.com"}, headers=auth)
+    assert duplicate.status_code == 409 and "email" in duplicate.get_json()["error"]["details"]
+    bad = gateway.post("/api/v1/users", json={"email": "nope"}, headers=auth)
+    assert bad.status_code == 400 and "email" in bad.get_json()["error"]["details"]
+
+    fixed = gateway.patch(f"/api/v1/users/{user['id']}", json={"name": "Ana Lima"}, headers=auth)
+    assert fixed.status_code == 200 and fixed.get_json()["name"] == "Ana Lima"
+    assert gateway.patch(f"/api/v1/users/{user['id']}", json={}, headers=auth).status_code == 400
+
+    export = gateway.get(f"/api/v1/users/{user['id']}/export", headers=auth)
+    assert export.status_code == 200, export.get_json()
+    body = export.get_json()
+    assert body["services"]["gateway"]["data"]["profile"]["name"] == "Ana Lima"
+    assert body["services"]["privacy"]["status"] == "done"
+
+    other = _account(gateway, "Other")
+    assert gateway.get(f"/api/v1/users/{user['id']}", headers=other).status_code == 404
+    assert gateway.get("/api/v1/users", headers=other).get_json()["items"] == []
+
+    assert gateway.delete(f"/api/v1/users/{user['id']}", headers=auth).status_code == 204
+    assert gateway.get(f"/api/v1/users/{user['id']}", headers=auth).status_code == 404
+    actions = [e["action"] for e in gateway.get("/api/v1/privacy/audit", headers=auth).get_json()["items"]]
+    assert {"user.rectified", "access.requested", "export.downloaded", "user.erased"} <= set(actions)
+
+
+def test_deleting_the_account_asks_every_service_and_revokes_its_keys(gateway):
+    auth = _account(gateway)
+    gateway.post("/api/v1/users", json={"email": "bo@example.com", "name": "Bo"}, headers=auth)
+    response = gateway.delete("/api/v1/account", headers=auth)
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["status"] == "deleting"
+    assert gateway.get("/api/v1/users", headers=auth).status_code == 401
