@@ -11,9 +11,32 @@ from shared.http.app import request_target
 from shared.http.errors import ApiError
 from shared.http.internal_auth import Identity, signed_headers
 
-FORWARDED_REQUEST_HEADERS = ("content-type", "content-length", "accept", "if-none-match")
+FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "if-none-match")
 FORWARDED_RESPONSE_HEADERS = ("content-type", "content-disposition", "location", "retry-after",
                               "cache-control", "etag", "x-total-count")
+
+
+class _SizedStream:
+    """The incoming body, streamed on without buffering. Its length lets
+    requests send Content-Length itself (a generator would be sent chunked)."""
+
+    def __init__(self, stream, length: int):
+        self.stream = stream
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, size: int = -1) -> bytes:
+        return self.stream.read(size)
+
+
+def _request_body():
+    if request.content_length:
+        return _SizedStream(request.stream, request.content_length)
+    if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        return iter(lambda: request.stream.read(64 * 1024), b"")
+    return None
 
 
 class Upstreams:
@@ -47,9 +70,8 @@ class Upstreams:
     def forward(self, service: str, identity: Identity) -> Response:
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() in FORWARDED_REQUEST_HEADERS}
-        has_body = request.content_length or request.headers.get("Transfer-Encoding")
         upstream = self._call(service, request.method, request_target(), identity, headers,
-                              data=request.stream if has_body else None, stream=True)
+                              data=_request_body(), stream=True)
         response = Response(upstream.iter_content(64 * 1024), status=upstream.status_code)
         for key, value in upstream.headers.items():
             if key.lower() in FORWARDED_RESPONSE_HEADERS:

@@ -67,6 +67,11 @@ class KafkaSource:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_interval_ms=300_000,
+            # A member that dies without leaving (kill -9, a lost node) holds
+            # its partitions until the session times out: 10 s, not
+            # kafka-python 3's 45 s, so its work moves on quickly.
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
         )
         options.update(overrides)
         self.on_revoke: Callable | None = None

@@ -42,6 +42,13 @@ def real_upstream(mongo_uri, kafka_bootstrap, unique):
         from shared.http import current_identity
         return {"account_id": current_identity().account_id}
 
+    @app.post("/api/v1/campaigns/echo")
+    def echo():
+        from flask import request
+        body = request.get_data()
+        return {"length": len(body), "sha": __import__("hashlib").sha256(body).hexdigest(),
+                "content_length": request.headers.get("Content-Length")}
+
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -179,3 +186,14 @@ def test_cors_only_for_the_dashboard_origin(gateway):
         "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
     assert evil.status_code == 403
     assert "Access-Control-Allow-Origin" not in evil.headers
+
+
+def test_request_bodies_are_streamed_to_the_service_intact(gateway):
+    import hashlib
+    _, key, _ = new_account(gateway)
+    body = b"email,name\n" + b"".join(b"user%d@example.com,User %d\n" % (i, i) for i in range(20000))
+    response = gateway.post("/api/v1/campaigns/echo", data=body, headers=auth(key),
+                            content_type="text/csv")
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json() == {"length": len(body), "sha": hashlib.sha256(body).hexdigest(),
+                                   "content_length": str(len(body))}

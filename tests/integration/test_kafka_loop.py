@@ -50,7 +50,7 @@ def test_produced_events_come_out_of_the_consumer_loop(kafka_bootstrap, make_top
     assert sorted(seen) == list(range(50))
 
 
-def _wait_lines(path: Path, count: int, deadline=45) -> list[int]:
+def _wait_lines(path: Path, count: int, deadline=60) -> list[int]:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         lines = path.read_text().split() if path.exists() else []
