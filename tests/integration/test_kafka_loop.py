@@ -30,7 +30,7 @@ def publish(bootstrap, topic, numbers):
     producer.sink.close()
 
 
-def run_until(loop, done, deadline=30):
+def run_until(loop, done, deadline=90):
     end = time.monotonic() + deadline
     while not done() and time.monotonic() < end:
         loop.run_once()
