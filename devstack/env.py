@@ -68,6 +68,14 @@ def load_stack_env(path: str | os.PathLike | None = None) -> dict[str, str]:
     return parse_env_file(target)
 
 
+_SECRETS = {
+    "SANDESH_STACK_ID": lambda: secrets.token_hex(8),
+    "SANDESH_INTERNAL_SECRET": lambda: secrets.token_urlsafe(32),
+    "SANDESH_TRACKING_KEYS": lambda: "k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+    "SANDESH_PII_SALT": lambda: secrets.token_urlsafe(32),
+}
+
+
 def ensure_secrets(run_dir: Path = config.RUN_DIR) -> dict[str, str]:
     """The stack's secrets, generated on first use and then kept as they are."""
     token_file = run_dir / OPERATOR_TOKEN_FILE
@@ -76,14 +84,10 @@ def ensure_secrets(run_dir: Path = config.RUN_DIR) -> dict[str, str]:
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32) + "\n")
-    if secrets_file.exists():
-        kept = parse_env_file(secrets_file)
-    else:
-        kept = {
-            "SANDESH_STACK_ID": secrets.token_hex(8),
-            "SANDESH_INTERNAL_SECRET": secrets.token_urlsafe(32),
-            "SANDESH_TRACKING_KEYS": "k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
-        }
+    kept = parse_env_file(secrets_file) if secrets_file.exists() else {}
+    missing = {name: generate() for name, generate in _SECRETS.items() if name not in kept}
+    if missing:  # a stack made before a secret existed gets just the new one
+        kept.update(missing)
         write_env_file(
             secrets_file, kept, "Generated once by devstack; kept until `make clean-data`.", 0o600
         )
@@ -105,6 +109,7 @@ def build_stack_env(ports: dict[str, int], kept: dict[str, str], senders: int,
         "SANDESH_OPERATOR_TOKEN_FILE": str(run_dir / OPERATOR_TOKEN_FILE),
         "SANDESH_INTERNAL_SECRET": kept["SANDESH_INTERNAL_SECRET"],
         "SANDESH_TRACKING_KEYS": kept["SANDESH_TRACKING_KEYS"],
+        "SANDESH_PII_SALT": kept["SANDESH_PII_SALT"],
         "SANDESH_SMTP_HOST": h,
         "SANDESH_SMTP_PORT": str(ports["smtp"]),
         "SANDESH_MAILDIR": str(run_dir / "maildir"),
