@@ -24,6 +24,9 @@ class Setting:
     parse: Callable[[str], Any] = str
     default: Any = _MISSING
     secret: bool = False
+    # Used only when SANDESH_ENV is "local" (the local stack, tests): a secret
+    # such as a salt may have a development value, but production must set it.
+    dev_default: Any = _MISSING
 
 
 def _parse_bool(raw: str) -> bool:
@@ -58,11 +61,15 @@ class Config(dict):
 
 def load(settings: list[Setting], environ: Mapping[str, str] | None = None) -> Config:
     environ = os.environ if environ is None else environ
+    local = environ.get("SANDESH_ENV", "local") == "local"
     values = Config()
     problems = []
     for setting in settings:
         key = setting.name.removeprefix("SANDESH_").lower()
         raw = environ.get(setting.name)
+        if (raw is None or raw == "") and local and setting.dev_default is not _MISSING:
+            values[key] = setting.dev_default
+            continue
         if raw is None or raw == "":
             if setting.default is _MISSING:
                 problems.append(f"{setting.name} is not set")

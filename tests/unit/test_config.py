@@ -18,3 +18,12 @@ def test_error_names_every_bad_variable_and_hides_secrets():
     assert "SANDESH_PORT='-1' is invalid" in message
     assert "SANDESH_MISSING is not set" in message
     assert "hunter2" not in message and "SANDESH_TOKEN=<hidden>" in message
+
+
+def test_a_development_default_is_refused_outside_the_local_environment():
+    salt = Setting("SANDESH_PII_SALT", secret=True, dev_default="dev-salt")
+    assert load([salt], {"SANDESH_ENV": "local"}).pii_salt == "dev-salt"
+    assert load([salt], {}).pii_salt == "dev-salt"
+    with pytest.raises(ConfigError, match="SANDESH_PII_SALT is not set"):
+        load([salt], {"SANDESH_ENV": "production"})
+    assert load([salt], {"SANDESH_ENV": "production", "SANDESH_PII_SALT": "x"}).pii_salt == "x"
