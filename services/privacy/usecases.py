@@ -169,7 +169,9 @@ def record_answer(store: PrivacyStore, account_id: str, data: dict,
     if service == "contacts" and producer is not None and _needs_resolution(request):
         _resolve(store, producer, request, data.get("contact_ids") or [], topic)
     previous = (request.get("answers") or {}).get(service)
-    if previous and previous["status"] == data["status"]:
+    if previous and (previous["status"] == data["status"]
+                     or (previous["status"] == "done" and data["status"] == "not_found")):
+        # the same answer again, or a redelivered erasure finding its work done
         answer = previous
     else:
         answer = {"status": data["status"], "at": clock(), "detail": data.get("detail")}

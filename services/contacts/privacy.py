@@ -1,0 +1,188 @@
+"""Contacts' answer to data-subject requests (privacy.requested).
+
+Contacts is where a person's address, name, custom fields, list
+memberships and consent log live, and the only service that can turn the
+address hash of a request into a contact id (it answers with the id, and
+the privacy service asks the id-only services again).
+
+- access: the contact record, memberships (with list names), the consent
+  log and suppression entries of the address.
+- erasure: the salted hash goes on the platform-wide suppression list
+  (reason erasure) first, so no import brings the address back; then the
+  consent entries and the contact (its memberships and custom fields are
+  inside it) are deleted; contact.erased goes out (the sender's send-time
+  check) and a tombstone (null value, key = contact id) on the compacted
+  contacts.events removes the contact's history there.
+- rectification: the changes (name, email, fields) are applied with the
+  contact API's own rules, and logged in the consent log.
+- restriction: the contact's status becomes "restricted" (the audience
+  takes only active contacts) and the consent log says so.
+"""
+from __future__ import annotations
+
+import logging
+
+from services.contacts import domain, events, usecases
+from services.contacts.store import PLATFORM, ContactsStore
+from shared import topics
+from shared.http.errors import ApiError
+from shared.privacy_answers import answer
+
+log = logging.getLogger(__name__)
+SERVICE = "contacts"
+ACTOR = "privacy-request"
+RECTIFIABLE = ("email", "name", "fields")
+
+
+def _salt(config) -> str:
+    if config.get("pii_salt") is not None:
+        return config.pii_salt
+    from services.contacts.settings import SETTINGS
+    from shared.config import load
+    return load([s for s in SETTINGS if s.name == "SANDESH_PII_SALT"]).pii_salt
+
+
+def _ports(runtime) -> usecases.Ports:
+    return usecases.Ports(ContactsStore(runtime.db), runtime.producer(), _salt(runtime.config))
+
+
+def handle_privacy_request(runtime, event) -> None:
+    data = event.data
+    subject = data["subject"]
+    if subject["kind"] == "user":
+        return  # account users are the gateway's
+    ports = _ports(runtime)
+    if subject["kind"] == "account":
+        if data["kind"] == "erasure":
+            erase_account(ports, event.account_id)
+        answer(ports.producer, event, SERVICE, "done")
+        return
+    contact = _find(ports.store, event.account_id, subject)
+    kind = data["kind"]
+    ids = [contact["_id"]] if contact else None
+    if kind == "erasure":
+        _erase(ports, event, contact, subject.get("email_hash"))
+        answer(ports.producer, event, SERVICE, "done" if contact else "not_found",
+               contact_ids=ids, detail=None if contact else
+               "no such contact; the address hash is suppressed platform-wide anyway"
+               if subject.get("email_hash") else None)
+        return
+    if contact is None:
+        answer(ports.producer, event, SERVICE, "not_found")
+        return
+    if kind == "access":
+        answer(ports.producer, event, SERVICE, "done", export=collect(ports.store, contact),
+               contact_ids=ids)
+    elif kind == "rectification":
+        try:
+            fields = rectify(ports, event, contact, data.get("changes") or {})
+        except ApiError as exc:  # the change itself is invalid: say so, do not retry
+            answer(ports.producer, event, SERVICE, "failed", contact_ids=ids,
+                   detail=f"{exc.message}: {exc.details}")
+            return
+        answer(ports.producer, event, SERVICE, "done", contact_ids=ids,
+               detail="changed: " + ", ".join(fields))
+    elif kind == "restriction":
+        restrict(ports, event, contact)
+        answer(ports.producer, event, SERVICE, "done", contact_ids=ids,
+               detail="restricted: no longer in any audience")
+
+
+def _find(store: ContactsStore, account_id: str, subject: dict) -> dict | None:
+    if subject.get("contact_id"):
+        return store.get_contact(account_id, subject["contact_id"])
+    if subject.get("email_hash"):
+        return store.contacts.find_one({"account_id": account_id,
+                                        "email_hash": subject["email_hash"]})
+    return None
+
+
+def collect(store: ContactsStore, contact: dict) -> dict:
+    account_id = contact["account_id"]
+    names = {d["_id"]: d.get("name") for d in store.lists.find({"account_id": account_id},
+                                                               {"name": 1})}
+    memberships = [{"list_id": list_id, "list_name": names.get(list_id), **_plain(entry)}
+                   for list_id, entry in (contact.get("lists") or {}).items()]
+    consent = [_plain({k: v for k, v in entry.items() if k not in ("account_id", "contact_ids")})
+               for entry in store.consent.find({"account_id": account_id,
+                                                "contact_ids": contact["_id"]}).sort("_id", 1)]
+    suppressions = [{"scope": e.get("scope"), "reason": e.get("reason"),
+                     "since": _plain(e.get("created_at"))}
+                    for e in store.suppression_entries(account_id, [contact["email_hash"]])]
+    record = {k: _plain(contact.get(k)) for k in
+              ("email", "name", "fields", "status", "suppressed", "origin", "created_at",
+               "updated_at")}
+    return {"contact": {"id": contact["_id"], **record}, "memberships": memberships,
+            "consent_log": consent, "suppressions": suppressions}
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if k != "_id"}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str | None) -> None:
+    """Each step is idempotent; a redelivered request finishes what a crash
+    left undone (the contact goes last: it is how the steps find their data)."""
+    hash_ = contact["email_hash"] if contact else email_hash
+    contact_id = contact["_id"] if contact else None
+    if hash_:
+        usecases.suppress(ports, PLATFORM, hash_, "erasure", ACTOR,
+                          note=f"privacy request {event.data['request_id']}",
+                          contact_id=contact_id, flush=False)
+    if contact is None:
+        ports.producer.flush()
+        return
+    store, account_id = ports.store, contact["account_id"]
+    store.consent.delete_many({"account_id": account_id, "contact_ids": [contact_id]})
+    store.consent.update_many({"account_id": account_id, "contact_ids": contact_id},
+                              {"$pull": {"contact_ids": contact_id}})
+    store.suppression_log.update_many({"contact_id": contact_id}, {"$unset": {"contact_id": ""}})
+    store.delete_contact(account_id, contact_id)
+    events.contact_erased(ports.producer, contact, request_id=event.data["request_id"])
+    ports.producer.flush()
+    # The tombstone follows the erased event: compaction then drops both.
+    ports.producer.sink.send(topics.CONTACTS_EVENTS, contact_id.encode(), None, [])
+    ports.producer.flush()
+    log.info("contact erased", extra={"contact_id": contact_id})
+
+
+def rectify(ports: usecases.Ports, event, contact: dict, changes: dict) -> list[str]:
+    unknown = sorted(set(changes) - set(RECTIFIABLE))
+    if unknown:
+        raise ApiError(400, "validation_error", "cannot rectify these",
+                       {k: ["not a contact attribute"] for k in unknown})
+    usecases.update_contact(ports, contact["account_id"], contact["_id"], changes)
+    fields = sorted(changes)
+    usecases.append_consent(ports, contact["account_id"], [contact["_id"]], None, "rectified",
+                            "admin", {}, ACTOR, domain.now(),
+                            request_id=event.data["request_id"], fields=fields)
+    return fields
+
+
+def restrict(ports: usecases.Ports, event, contact: dict) -> None:
+    if contact.get("status") != "restricted":
+        ports.store.update_contact(contact["account_id"], contact["_id"], {"$set": {
+            "status": "restricted", "restricted_at": domain.now(),
+            "status_before_restriction": contact.get("status")}})
+        usecases.append_consent(ports, contact["account_id"], [contact["_id"]], None,
+                                "restricted", "admin", {}, ACTOR, domain.now(),
+                                request_id=event.data["request_id"])
+
+
+def erase_account(ports: usecases.Ports, account_id: str) -> None:
+    """A deleted account: every contact (with a tombstone each), list,
+    field, segment, consent entry, suppression entry and import of it."""
+    store = ports.store
+    for batch in store.find_contacts(account_id, {}):
+        for contact in batch:
+            ports.producer.sink.send(topics.CONTACTS_EVENTS, contact["_id"].encode(), None, [])
+        ports.producer.flush()
+        store.contacts.delete_many({"account_id": account_id,
+                                    "_id": {"$in": [c["_id"] for c in batch]}})
+    for collection in ("lists", "fields", "segments", "consent", "suppressions",
+                       "suppression_log", "imports"):
+        store.db[collection].delete_many({"account_id": account_id})

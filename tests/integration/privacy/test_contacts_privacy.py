@@ -1,0 +1,126 @@
+"""Contacts answers data-subject requests against the real FerretDB: access
+returns record, memberships and consent log; erasure leaves only the salted
+hash on the platform suppression list (and a tombstone); rectification and
+restriction are applied and logged."""
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from services.contacts import privacy, usecases
+from services.contacts.store import ContactsStore, ensure_contacts_indexes
+from shared.config import Config
+from shared.events import decode, new_event
+from shared.kafka.memory import InMemoryBroker
+from shared.kafka.producer import EventProducer
+from shared.pii import email_hash, normalise_email
+from shared.topics import CONTACTS_EVENTS, PRIVACY_ACKS
+
+ACCOUNT = "acct-c"
+SALT = "salt-for-tests"
+EMAIL = "Jane.Doe@Example.com"
+
+
+@pytest.fixture
+def world(mongo_db):
+    ensure_contacts_indexes(mongo_db)
+    broker = InMemoryBroker()
+    producer = EventProducer(broker.sink())
+    runtime = SimpleNamespace(db=mongo_db, producer=lambda: producer,
+                              config=Config(pii_salt=SALT))
+    ports = usecases.Ports(ContactsStore(mongo_db), producer, SALT)
+    newsletter = usecases.create_list(ports, ACCOUNT, {"name": "Newsletter"})
+    usecases.create_field(ports, ACCOUNT, {"key": "city", "type": "text"})
+    jane = usecases.create_contact(ports, ACCOUNT, {
+        "email": EMAIL, "name": "Jane Doe", "fields": {"city": "Lisbon"},
+        "list_ids": [newsletter["_id"]], "consent": {"via": "form", "ip": "192.0.2.1"}}, "key-1")
+    other = usecases.create_contact(ports, ACCOUNT, {"email": "bob@example.com", "name": "Bob",
+                                                     "list_ids": [newsletter["_id"]]}, "key-1")
+    broker.topics.clear()
+    return SimpleNamespace(broker=broker, runtime=runtime, ports=ports, jane=jane, other=other,
+                           list=newsletter, db=mongo_db)
+
+
+def _request(kind, subject, **extra):
+    return new_event("privacy.requested", source="sandesh.privacy", subject="r1",
+                     account_id=ACCOUNT, data={"request_id": "r1", "kind": kind,
+                                               "subject": {"kind": "contact", **subject}, **extra})
+
+
+def _answers(broker):
+    return [decode(r.value).data for r in broker.messages(PRIVACY_ACKS)]
+
+
+def _hash():
+    return email_hash(normalise_email(EMAIL), SALT)
+
+
+def test_access_by_address_returns_record_memberships_and_consent(world):
+    privacy.handle_privacy_request(world.runtime, _request("access", {"email_hash": _hash()}))
+    [answer] = _answers(world.broker)
+    assert answer["status"] == "done" and answer["contact_ids"] == [world.jane["_id"]]
+    export = answer["export"]
+    assert export["contact"]["email"] == "Jane.Doe@example.com"
+    assert export["contact"]["fields"] == {"city": "Lisbon"}
+    assert export["memberships"][0]["list_name"] == "Newsletter"
+    assert export["memberships"][0]["status"] == "subscribed"
+    assert export["consent_log"] and export["consent_log"][0]["action"] == "subscribe"
+
+
+def test_erasure_leaves_only_the_hash_on_the_platform_suppression_list(world):
+    privacy.handle_privacy_request(world.runtime, _request("erasure", {"contact_id": world.jane["_id"]}))
+    [answer] = _answers(world.broker)
+    assert answer["status"] == "done" and answer["contact_ids"] == [world.jane["_id"]]
+    everything = json.dumps({n: list(world.db[n].find()) for n in world.db.list_collection_names()},
+                            default=str)
+    for trace in ("Jane", "jane", "Lisbon", world.jane["_id"], "192.0.2.1"):
+        assert trace not in everything, trace
+    assert "bob@example.com" in everything  # nobody else was touched
+    [entry] = list(world.db.suppressions.find({"email_hash": _hash()}))
+    assert entry["account_id"] is None and entry["scope"] == "platform" and entry["reason"] == "erasure"
+    # contact.erased then the tombstone, both keyed by the contact id
+    records = [r for r in world.broker.messages(CONTACTS_EVENTS)
+               if r.key == world.jane["_id"].encode()]
+    assert [decode(r.value).type for r in records if r.value] [-1] == "contact.erased"
+    assert records[-1].value is None
+    # a re-import (or a new contact) of the same address is suppressed
+    again = usecases.create_contact(world.ports, "another-account", {"email": "jane.doe@example.com"},
+                                    "key-9")
+    assert again["suppressed"] is True
+
+
+def test_a_redelivered_erasure_finds_it_done(world):
+    request = _request("erasure", {"email_hash": _hash()})
+    privacy.handle_privacy_request(world.runtime, request)
+    privacy.handle_privacy_request(world.runtime, request)
+    assert [a["status"] for a in _answers(world.broker)] == ["done", "not_found"]
+    assert world.db.suppressions.count_documents({"email_hash": _hash()}) == 1
+
+
+def test_rectification_is_applied_and_logged(world):
+    privacy.handle_privacy_request(world.runtime, _request(
+        "rectification", {"contact_id": world.jane["_id"]},
+        changes={"name": "Jane Smith", "fields": {"city": "Porto"}}))
+    [answer] = _answers(world.broker)
+    assert answer["status"] == "done", answer
+    contact = world.db.contacts.find_one({"_id": world.jane["_id"]})
+    assert contact["name"] == "Jane Smith" and contact["fields"]["city"] == "Porto"
+    log = list(world.db.consent.find({"contact_ids": world.jane["_id"], "action": "rectified"}))
+    assert log and log[0]["fields"] == ["fields", "name"] and log[0]["request_id"] == "r1"
+
+
+def test_an_invalid_rectification_fails_with_the_reason(world):
+    privacy.handle_privacy_request(world.runtime, _request(
+        "rectification", {"contact_id": world.jane["_id"]}, changes={"shoe_size": 40}))
+    [answer] = _answers(world.broker)
+    assert answer["status"] == "failed" and "shoe_size" in answer["detail"]
+
+
+def test_restriction_takes_the_contact_out_of_every_audience(world):
+    privacy.handle_privacy_request(world.runtime, _request("restriction", {"contact_id": world.jane["_id"]}))
+    assert _answers(world.broker)[0]["status"] == "done"
+    audience = [c["_id"] for batch in world.ports.store.stream_audience(ACCOUNT, [world.list["_id"]], None)
+                for c in batch]
+    assert audience == [world.other["_id"]]
+    assert world.db.consent.count_documents({"contact_ids": world.jane["_id"], "action": "restricted"}) == 1
+    assert world.db.contacts.find_one({"_id": world.jane["_id"]})["email"]  # not erased
