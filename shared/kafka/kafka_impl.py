@@ -77,6 +77,11 @@ class KafkaSource:
         self.on_revoke: Callable | None = None
         self._consumer = KafkaConsumer(**options)
         self._consumer.subscribe(topics, listener=_Listener(self))
+        # Load the topics' metadata before the first poll joins the group:
+        # a group leader that assigns without it logs "No partition metadata"
+        # and hands out nothing, and the group then consumes nothing.
+        for topic in topics:
+            self._consumer.partitions_for_topic(topic)
 
     def poll(self, timeout_ms, max_records):
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
