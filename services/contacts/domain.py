@@ -4,6 +4,7 @@ Kafka: everything here is unit-tested without a server."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -26,6 +27,12 @@ MAX_CHOICES = 100
 def new_id() -> str:
     """Ids are uuid4 hex everywhere (the tracking token packs them as 16 bytes)."""
     return uuid.uuid4().hex
+
+
+def ordered_id() -> str:
+    """32 hex digits like new_id(), but sorting by creation time (ms), for
+    append-only logs that page in _id order and must read chronologically."""
+    return f"{time.time_ns() // 1_000_000:012x}{uuid.uuid4().hex[:20]}"
 
 
 def is_id(value: Any) -> bool:

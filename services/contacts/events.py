@@ -1,0 +1,55 @@
+"""contacts.events: what the service tells the platform. Ids and status only,
+never an address or a name (the schemas in shared/events/schemas enforce it)."""
+from __future__ import annotations
+
+from shared import topics
+from shared.events import new_event
+from shared.kafka.producer import EventProducer
+
+SOURCE = "contacts"
+
+
+def _publish(producer: EventProducer, type_: str, account_id: str, contact_id: str | None,
+             data: dict) -> None:
+    subject = contact_id or ""
+    producer.publish(topics.CONTACTS_EVENTS,
+                     new_event(type_, source=SOURCE, subject=subject, account_id=account_id,
+                               data=data),
+                     key=contact_id or account_id or "platform")
+
+
+def contact_created(producer, doc: dict, via: str) -> None:
+    _publish(producer, "contact.created", doc["account_id"], doc["_id"],
+             {"contact_id": doc["_id"], "list_ids": list(doc.get("list_ids", [])),
+              "status": doc["status"], "via": via})
+
+
+def contact_updated(producer, doc: dict, field_names: list[str]) -> None:
+    _publish(producer, "contact.updated", doc["account_id"], doc["_id"],
+             {"contact_id": doc["_id"], "fields": field_names})
+
+
+def contact_subscribed(producer, doc: dict, list_id: str, via: str) -> None:
+    _publish(producer, "contact.subscribed", doc["account_id"], doc["_id"],
+             {"contact_id": doc["_id"], "list_id": list_id, "via": via})
+
+
+def contact_unsubscribed(producer, doc: dict, list_id: str | None, via: str) -> None:
+    _publish(producer, "contact.unsubscribed", doc["account_id"], doc["_id"],
+             {"contact_id": doc["_id"], "list_id": list_id, "via": via})
+
+
+def contact_suppressed(producer, account_id: str, contact_id: str | None, scope: str,
+                       reason: str) -> None:
+    _publish(producer, "contact.suppressed", account_id, contact_id,
+             {"contact_id": contact_id, "scope": scope, "reason": reason})
+
+
+def status_changed(producer, doc: dict, status: str, reason: str) -> None:
+    _publish(producer, "contact.status_changed", doc["account_id"], doc["_id"],
+             {"contact_id": doc["_id"], "status": status, "reason": reason})
+
+
+def contact_erased(producer, doc: dict, request_id: str | None) -> None:
+    _publish(producer, "contact.erased", doc["account_id"], doc["_id"],
+             {"contact_id": doc["_id"], "request_id": request_id})

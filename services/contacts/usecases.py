@@ -1,0 +1,413 @@
+"""What the contacts service does for its HTTP API: lists, contacts and their
+memberships, custom fields, the consent log, the suppression list, segments,
+usage. Dependencies come in as arguments (`Ports`); every function takes the
+calling account id and never touches another account's data."""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from services.contacts import domain, events
+from services.contacts.segments import SegmentError, compile_condition
+from services.contacts.store import PLATFORM, Conflict, ContactsStore, contact_document
+from shared.http.errors import ApiError, not_found
+from shared.kafka.producer import EventProducer
+from shared.pii import InvalidEmail
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Ports:
+    store: ContactsStore
+    producer: EventProducer
+    salt: str
+    clock: Callable[[], datetime] = field(default=domain.now)
+
+
+def invalid(field_name: str, message: str) -> ApiError:
+    return ApiError(400, "validation_error", f"invalid input: {field_name}",
+                    {field_name: [message]})
+
+
+def conflict(message: str, code: str = "conflict") -> ApiError:
+    return ApiError(409, code, message)
+
+
+def parse_address(ports: Ports, raw: Any, field_name: str = "email") -> domain.Address:
+    try:
+        return domain.address(raw, ports.salt)
+    except InvalidEmail as exc:
+        raise invalid(field_name, str(exc)) from None
+
+
+# -- lists -------------------------------------------------------------------
+def create_list(ports: Ports, account_id: str, body: dict) -> dict:
+    at = ports.clock()
+    doc = {"_id": domain.new_id(), "account_id": account_id, "name": body["name"],
+           "description": body.get("description") or "", "created_at": at, "updated_at": at}
+    try:
+        return ports.store.insert_list(doc)
+    except Conflict as exc:
+        raise conflict(str(exc)) from None
+
+
+def get_list(ports: Ports, account_id: str, list_id: str, with_counts: bool = False) -> dict:
+    doc = ports.store.get_list(account_id, list_id) if domain.is_id(list_id) else None
+    if doc is None:
+        raise not_found("list")
+    if with_counts:
+        doc["counts"] = ports.store.count_members(account_id, list_id)
+    return doc
+
+
+def update_list(ports: Ports, account_id: str, list_id: str, body: dict) -> dict:
+    get_list(ports, account_id, list_id)
+    try:
+        return ports.store.update_list(account_id, list_id, {**body, "updated_at": ports.clock()})
+    except Conflict as exc:
+        raise conflict(str(exc)) from None
+
+
+def delete_list(ports: Ports, account_id: str, list_id: str) -> None:
+    if not domain.is_id(list_id) or not ports.store.delete_list(account_id, list_id):
+        raise not_found("list")
+
+
+# -- custom fields -----------------------------------------------------------
+def create_field(ports: Ports, account_id: str, body: dict) -> dict:
+    if body["type"] == "choice" and not body.get("choices"):
+        raise invalid("choices", "a choice field needs its choices")
+    if body["type"] != "choice" and body.get("choices"):
+        raise invalid("choices", "only a choice field has choices")
+    doc = {"_id": domain.new_id(), "account_id": account_id, "key": body["key"],
+           "label": body.get("label") or body["key"], "type": body["type"],
+           "choices": body.get("choices") or [], "created_at": ports.clock()}
+    try:
+        return ports.store.insert_field(doc)
+    except Conflict as exc:
+        raise conflict(str(exc)) from None
+
+
+def get_field(ports: Ports, account_id: str, field_id: str) -> dict:
+    doc = ports.store.get_field(account_id, field_id) if domain.is_id(field_id) else None
+    if doc is None:
+        raise not_found("field")
+    return doc
+
+
+def update_field(ports: Ports, account_id: str, field_id: str, body: dict) -> dict:
+    current = get_field(ports, account_id, field_id)
+    if "choices" in body:
+        if current["type"] != "choice":
+            raise invalid("choices", "only a choice field has choices")
+        missing = set(current["choices"]) - set(body["choices"])
+        if missing:  # stored values must stay valid
+            raise invalid("choices", "choices can be added, not removed")
+    return ports.store.update_field(account_id, field_id, body)
+
+
+def delete_field(ports: Ports, account_id: str, field_id: str) -> None:
+    if not domain.is_id(field_id) or ports.store.delete_field(account_id, field_id) is None:
+        raise not_found("field")
+
+
+def checked_fields(ports: Ports, account_id: str, values: dict) -> dict:
+    if not values:
+        return {}
+    try:
+        return domain.check_fields(ports.store.field_definitions(account_id), values)
+    except domain.InvalidFields as exc:
+        raise ApiError(400, "validation_error", "invalid input: fields",
+                       {"fields": {k: [v] for k, v in exc.problems.items()}}) from None
+
+
+# -- contacts ----------------------------------------------------------------
+def get_contact(ports: Ports, account_id: str, contact_id: str) -> dict:
+    doc = ports.store.get_contact(account_id, contact_id) if domain.is_id(contact_id) else None
+    if doc is None:
+        raise not_found("contact")
+    return doc
+
+
+def create_contact(ports: Ports, account_id: str, body: dict, actor: str) -> dict:
+    addr = parse_address(ports, body["email"])
+    values = checked_fields(ports, account_id, body.get("fields") or {})
+    for list_id in body.get("list_ids") or []:
+        get_list(ports, account_id, list_id)
+    at = ports.clock()
+    suppressed = bool(ports.store.suppression_entries(account_id, [addr.hash]))
+    doc = contact_document(account_id, addr, name=body.get("name"), fields=values, at=at,
+                           origin={"via": "api"}, suppressed=suppressed)
+    try:
+        ports.store.insert_contact(doc)
+    except Conflict as exc:
+        raise conflict(str(exc)) from None
+    events.contact_created(ports.producer, doc, via="api")
+    if body.get("list_ids"):
+        for list_id in body["list_ids"]:
+            doc = set_membership(ports, account_id, doc["_id"], list_id,
+                                 {"status": body.get("list_status", "subscribed"),
+                                  "consent": body.get("consent") or {},
+                                  "reconsent": body.get("reconsent", False)},
+                                 actor, flush=False)
+    ports.producer.flush()
+    return doc
+
+
+def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -> dict:
+    current = get_contact(ports, account_id, contact_id)
+    if current["status"] == "erased":
+        raise conflict("an erased contact cannot be changed", "erased")
+    changes: dict[str, Any] = {}
+    if "email" in body:
+        addr = parse_address(ports, body["email"])
+        if addr.email != current["email"]:
+            changes.update(email=addr.email, email_hash=addr.hash,
+                           suppressed=bool(ports.store.suppression_entries(account_id, [addr.hash])))
+    if "name" in body:
+        changes["name"] = body["name"]
+    for key, value in checked_fields(ports, account_id, body.get("fields") or {}).items():
+        changes[f"fields.{key}"] = value  # key checked against the declared fields
+    if not changes:
+        return current
+    changes["updated_at"] = ports.clock()
+    try:
+        doc = ports.store.update_contact(account_id, contact_id, {"$set": changes})
+    except Exception as exc:  # the unique (account, email) index
+        if "duplicate key" in str(exc).lower() or getattr(exc, "code", None) == 11000:
+            raise conflict("a contact with this address exists") from None
+        raise
+    if doc is None:
+        raise not_found("contact")
+    names = sorted({k.split(".")[0] if k.startswith("fields.") else k for k in changes}
+                   - {"updated_at", "email_hash", "suppressed"})
+    events.contact_updated(ports.producer, doc, names)
+    ports.producer.flush()
+    return doc
+
+
+def delete_contact(ports: Ports, account_id: str, contact_id: str) -> None:
+    if not domain.is_id(contact_id):
+        raise not_found("contact")
+    doc = ports.store.delete_contact(account_id, contact_id)
+    if doc is None:
+        raise not_found("contact")
+    events.contact_erased(ports.producer, doc, request_id=None)
+    ports.producer.flush()
+
+
+def set_membership(ports: Ports, account_id: str, contact_id: str, list_id: str, body: dict,
+                   actor: str, flush: bool = True) -> dict:
+    """Subscribe, mark pending or unsubscribe one contact on one list, and
+    append the consent log. A suppressed address is not subscribed again
+    unless the call carries an explicit re-consent (which is logged);
+    platform-wide suppression (complaints, erasures) is never lifted here."""
+    contact = get_contact(ports, account_id, contact_id)
+    get_list(ports, account_id, list_id)
+    status = body["status"]
+    consent = body.get("consent") or {}
+    at = ports.clock()
+    current = contact.get("lists", {}).get(list_id, {}).get("status")
+    if current == status:
+        return contact
+    action = "unsubscribe" if status == "unsubscribed" else "subscribe"
+    if status != "unsubscribed":
+        if contact["status"] == "erased":
+            raise conflict("an erased contact cannot be subscribed", "erased")
+        entries = ports.store.suppression_entries(account_id, [contact["email_hash"]])
+        if any(e["account_id"] is PLATFORM for e in entries):
+            raise conflict("this address is suppressed platform-wide (complaint or erasure)",
+                           "suppressed")
+        if entries:
+            if not body.get("reconsent"):
+                raise conflict("this address is suppressed; subscribe it again only with "
+                               "reconsent: true and the consent it gave", "suppressed")
+            if not (consent.get("wording") or consent.get("policy_version")):
+                raise invalid("consent", "a re-consent records the wording or policy version shown")
+            lift_suppression(ports, account_id, contact["email_hash"],
+                             "re-consent", actor, contact_id=contact_id)
+            action = "reconsent"
+    via = consent.get("via") or "api"
+    entry = domain.membership(status, via, at)
+    update = domain.membership_update(list_id, entry)
+    update["$set"]["updated_at"] = at
+    doc = ports.store.update_contact(account_id, contact_id, update)
+    append_consent(ports, account_id, [contact_id], list_id, action, via, consent, actor, at)
+    if status == "subscribed":
+        events.contact_subscribed(ports.producer, doc, list_id, via)
+    elif status == "unsubscribed":
+        events.contact_unsubscribed(ports.producer, doc, list_id, via)
+    if flush:
+        ports.producer.flush()
+    return doc
+
+
+def append_consent(ports: Ports, account_id: str, contact_ids: list[str], list_id: str | None,
+                   action: str, via: str, consent: dict, actor: str, at: datetime,
+                   **extra) -> None:
+    ports.store.append_consent({
+        "_id": domain.ordered_id(), "account_id": account_id, "contact_ids": contact_ids,
+        "list_id": list_id, "action": action, "via": via, "ip": consent.get("ip"),
+        "source_url": consent.get("source_url"), "wording": consent.get("wording"),
+        "policy_version": consent.get("policy_version"), "actor": actor, "at": at, **extra})
+
+
+# -- suppression -------------------------------------------------------------
+def suppress(ports: Ports, account_id: str | None, hash_: str, reason: str, actor: str,
+             note: str = "", contact_id: str | None = None, flush: bool = True) -> bool:
+    """Put a hash on the account's (or with account_id None, the platform's)
+    list; idempotent. Returns True when the entry is new."""
+    at = ports.clock()
+    scope = "platform" if account_id is PLATFORM else "account"
+    new = ports.store.add_suppression({"_id": domain.new_id(), "account_id": account_id,
+                                       "scope": scope, "email_hash": hash_, "reason": reason,
+                                       "note": note, "created_by": actor, "created_at": at})
+    ports.store.mark_suppressed(account_id, hash_, True)
+    if new:
+        ports.store.log_suppression({"_id": domain.new_id(), "account_id": account_id,
+                                     "email_hash": hash_, "action": "add", "reason": reason,
+                                     "note": note, "actor": actor, "at": at})
+        events.contact_suppressed(ports.producer, account_id or "", contact_id, scope, reason)
+        if flush:
+            ports.producer.flush()
+    return new
+
+
+def lift_suppression(ports: Ports, account_id: str, hash_: str, reason: str, actor: str,
+                     contact_id: str | None = None) -> dict | None:
+    entry = ports.store.remove_suppression(account_id, hash_)
+    if entry is None:
+        return None
+    still = ports.store.suppression_entries(account_id, [hash_])
+    if not still:
+        ports.store.mark_suppressed(account_id, hash_, False)
+    ports.store.log_suppression({"_id": domain.new_id(), "account_id": account_id,
+                                 "email_hash": hash_, "action": "remove", "reason": reason,
+                                 "actor": actor, "contact_id": contact_id, "at": ports.clock()})
+    return entry
+
+
+def add_suppression(ports: Ports, account_id: str, body: dict, actor: str) -> dict:
+    addr = parse_address(ports, body["email"])
+    contact = ports.store.contact_by_email(account_id, addr.email)
+    suppress(ports, account_id, addr.hash, body.get("reason", "manual"), actor,
+             body.get("note") or "", contact_id=contact["_id"] if contact else None)
+    return check_suppression(ports, account_id, {"email": body["email"]})
+
+
+def check_suppression(ports: Ports, account_id: str, body: dict) -> dict:
+    addr = parse_address(ports, body["email"])
+    entries = ports.store.suppression_entries(account_id, [addr.hash])
+    entries.sort(key=lambda e: e["account_id"] is not PLATFORM)  # platform first
+    entry = entries[0] if entries else None
+    return {"email_hash": addr.hash, "suppressed": entry is not None,
+            "scope": entry["scope"] if entry else None,
+            "reason": entry["reason"] if entry else None,
+            "id": entry["_id"] if entry and entry["account_id"] == account_id else None}
+
+
+def remove_suppression(ports: Ports, account_id: str, suppression_id: str, body: dict,
+                       actor: str) -> None:
+    entry = ports.store.suppressions.find_one({"_id": suppression_id, "account_id": account_id}) \
+        if domain.is_id(suppression_id) else None
+    if entry is None:
+        raise not_found("suppression")
+    lift_suppression(ports, account_id, entry["email_hash"], body["reason"], actor)
+
+
+# -- segments ----------------------------------------------------------------
+def compiled(ports: Ports, account_id: str, definition: Any) -> dict:
+    try:
+        condition = compile_condition(definition, ports.store.field_definitions(account_id),
+                                      list_ids=ports.store.list_ids(account_id), now=ports.clock())
+    except SegmentError as exc:
+        raise ApiError(400, "validation_error", f"invalid input: {exc.path}",
+                       {exc.path: [exc.message]}) from None
+    return {"$and": [{"account_id": account_id}, condition]}
+
+
+def create_segment(ports: Ports, account_id: str, body: dict) -> dict:
+    compiled(ports, account_id, body["definition"])
+    at = ports.clock()
+    return ports.store.insert_segment({"_id": domain.new_id(), "account_id": account_id,
+                                       "name": body["name"], "definition": body["definition"],
+                                       "created_at": at, "updated_at": at})
+
+
+def get_segment(ports: Ports, account_id: str, segment_id: str) -> dict:
+    doc = ports.store.get_segment(account_id, segment_id) if domain.is_id(segment_id) else None
+    if doc is None:
+        raise not_found("segment")
+    return doc
+
+
+def update_segment(ports: Ports, account_id: str, segment_id: str, body: dict) -> dict:
+    get_segment(ports, account_id, segment_id)
+    if "definition" in body:
+        compiled(ports, account_id, body["definition"])
+    return ports.store.update_segment(account_id, segment_id, {**body, "updated_at": ports.clock()})
+
+
+def delete_segment(ports: Ports, account_id: str, segment_id: str) -> None:
+    if not domain.is_id(segment_id) or not ports.store.delete_segment(account_id, segment_id):
+        raise not_found("segment")
+
+
+def segment_filter(ports: Ports, account_id: str, segment_id: str) -> dict:
+    return compiled(ports, account_id, get_segment(ports, account_id, segment_id)["definition"])
+
+
+def preview_segment(ports: Ports, account_id: str, segment_id: str, sample: int) -> dict:
+    query = segment_filter(ports, account_id, segment_id)
+    return {"count": ports.store.count_contacts(account_id, query),
+            "sample": list(ports.store.contacts.find(query).sort("_id", 1).limit(sample))}
+
+
+# -- search ------------------------------------------------------------------
+def search_query(ports: Ports, account_id: str, args: dict) -> dict:
+    """A MongoDB query built only from validated arguments: user text goes in
+    as escaped, anchored regular expressions or plain values."""
+    query: dict[str, Any] = {}
+    if args.get("email_prefix"):
+        prefix = args["email_prefix"].strip()
+        local, at, domain_part = prefix.partition("@")
+        prefix = local + at + domain_part.lower()
+        query["email"] = {"$regex": "^" + re.escape(prefix)}
+    if args.get("name"):
+        query["name"] = {"$regex": "^" + re.escape(args["name"]), "$options": "i"}
+    if args.get("status"):
+        query["status"] = args["status"]
+    if args.get("list_status") and not args.get("list_id"):
+        raise invalid("list_status", "give list_id with list_status")
+    if args.get("list_id"):
+        list_id = args["list_id"]
+        get_list(ports, account_id, list_id)
+        if args.get("list_status"):
+            query[f"lists.{list_id}.status"] = args["list_status"]  # list_id: 32 hex digits
+        else:
+            query["list_ids"] = list_id
+    if ("field" in args) != ("value" in args):
+        raise invalid("field" if "value" in args else "value", "give field and value together")
+    if args.get("field"):
+        definition = ports.store.field_definitions(account_id).get(args["field"])
+        if definition is None:
+            raise invalid("field", "not a custom field of this account")
+        try:
+            query[f"fields.{args['field']}"] = domain.coerce_field(definition, args["value"],
+                                                                   from_text=True)
+        except domain.InvalidValue as exc:
+            raise invalid("value", str(exc)) from None
+    return query
+
+
+def search_contacts(ports: Ports, account_id: str, args: dict, after: str | None) -> list[dict]:
+    return ports.store.search_contacts(account_id, search_query(ports, account_id, args), after,
+                                       args["limit"])
+
+
+def usage(ports: Ports, account_id: str) -> dict:
+    return ports.store.usage(account_id)

@@ -1,0 +1,204 @@
+"""The contacts HTTP API in-process against the real FerretDB."""
+import pytest
+
+from tests.integration.contacts.conftest import published
+
+V1 = "/api/v1"
+
+
+def make_list(client, name="Newsletter"):
+    r = client.post(f"{V1}/lists", {"name": name})
+    assert r.status_code == 201, r.get_json()
+    return r.get_json()["id"]
+
+
+def make_contact(client, email, **extra):
+    r = client.post(f"{V1}/contacts", {"email": email, **extra})
+    assert r.status_code == 201, r.get_json()
+    return r.get_json()
+
+
+def test_lists_crud_and_counts(client):
+    list_id = make_list(client)
+    assert client.post(f"{V1}/lists", {"name": "Newsletter"}).status_code == 409
+    r = client.patch(f"{V1}/lists/{list_id}", {"name": "Weekly", "description": "every Monday"})
+    assert r.get_json()["name"] == "Weekly"
+    make_contact(client, "a@example.com", list_ids=[list_id])
+    make_contact(client, "b@example.com", list_ids=[list_id], list_status="pending")
+    counts = client.get(f"{V1}/lists/{list_id}").get_json()["counts"]
+    assert counts == {"pending": 1, "subscribed": 1, "unsubscribed": 0, "total": 2}
+    assert [l["id"] for l in client.get(f"{V1}/lists").get_json()["items"]] == [list_id]
+
+
+def test_deleting_a_list_keeps_contacts_on_other_lists(client):
+    one, two = make_list(client, "one"), make_list(client, "two")
+    contact = make_contact(client, "x@example.com", list_ids=[one, two])
+    assert client.delete(f"{V1}/lists/{one}").status_code == 204
+    after = client.get(f"{V1}/contacts/{contact['id']}").get_json()
+    assert set(after["lists"]) == {two}
+    assert client.get(f"{V1}/lists/{one}").status_code == 404
+
+
+def test_addresses_are_validated_and_normalised_one_per_account(client):
+    r = client.post(f"{V1}/contacts", {"email": "not an address"})
+    assert r.status_code == 400 and "email" in r.get_json()["error"]["details"]
+    r = client.post(f"{V1}/contacts", {"email": "a@b.c", "role": "admin"})   # mass assignment
+    assert r.status_code == 400 and "role" in r.get_json()["error"]["details"]
+    contact = make_contact(client, "  Jane.Doe@Example.COM ", name="Jane")
+    assert contact["email"] == "Jane.Doe@example.com"
+    assert client.post(f"{V1}/contacts", {"email": "Jane.Doe@EXAMPLE.com"}).status_code == 409
+    idn = make_contact(client, "user@Bücher.example")
+    assert idn["email"] == "user@bücher.example"
+    r = client.post(f"{V1}/contacts", {"email": "a" * 65 + "@example.com"})
+    assert r.status_code == 400
+
+
+def test_custom_fields_are_typed(client):
+    for body in ({"key": "city", "type": "text"}, {"key": "age", "type": "number"},
+                 {"key": "born", "type": "date"}, {"key": "vip", "type": "boolean"},
+                 {"key": "plan", "type": "choice", "choices": ["free", "pro"]}):
+        assert client.post(f"{V1}/fields", body).status_code == 201
+    assert client.post(f"{V1}/fields", {"key": "Bad Key", "type": "text"}).status_code == 400
+    assert client.post(f"{V1}/fields", {"key": "x", "type": "choice"}).status_code == 400
+    ok = make_contact(client, "f@example.com", fields={"city": "Pune", "age": 31,
+                                                       "born": "1990-05-01", "vip": True,
+                                                       "plan": "pro"})
+    assert ok["fields"]["born"].startswith("1990-05-01")
+    r = client.post(f"{V1}/contacts", {"email": "g@example.com",
+                                       "fields": {"age": "old", "plan": "gold", "nope": 1}})
+    details = r.get_json()["error"]["details"]["fields"]
+    assert r.status_code == 400 and set(details) == {"age", "plan", "nope"}
+    r = client.patch(f"{V1}/contacts/{ok['id']}", {"fields": {"vip": "yes"}})
+    assert r.status_code == 400
+
+
+def test_membership_changes_append_the_consent_log_and_emit_events(client, broker):
+    list_id = make_list(client)
+    contact = make_contact(client, "c@example.com")
+    r = client.put(f"{V1}/contacts/{contact['id']}/lists/{list_id}",
+                   {"status": "subscribed", "consent": {"via": "form", "ip": "203.0.113.9",
+                                                        "source_url": "https://x.test/join",
+                                                        "policy_version": "2024-01"}})
+    assert r.status_code == 200 and r.get_json()["lists"][list_id]["status"] == "subscribed"
+    client.put(f"{V1}/contacts/{contact['id']}/lists/{list_id}", {"status": "unsubscribed"})
+    log = client.get(f"{V1}/contacts/{contact['id']}/consent").get_json()["items"]
+    assert [(e["action"], e["via"]) for e in log] == [("subscribe", "form"), ("unsubscribe", "api")]
+    assert log[0]["ip"] == "203.0.113.9" and log[0]["policy_version"] == "2024-01"
+    types = [e["type"] for e in published(broker)]
+    assert types == ["contact.created", "contact.subscribed", "contact.unsubscribed"]
+    assert all("c@example.com" not in str(e) for e in published(broker))
+
+
+def test_suppression_blocks_subscribe_until_logged_reconsent(client):
+    list_id = make_list(client)
+    r = client.post(f"{V1}/suppressions", {"email": "S@Example.com", "reason": "manual"})
+    assert r.status_code == 201 and r.get_json()["suppressed"] is True
+    entry_id = r.get_json()["id"]
+    listed = client.get(f"{V1}/suppressions").get_json()["items"]
+    assert [e["id"] for e in listed] == [entry_id] and "email" not in listed[0]
+    contact = make_contact(client, "s@example.com")
+    assert contact["suppressed"] is True
+    path = f"{V1}/contacts/{contact['id']}/lists/{list_id}"
+    r = client.put(path, {"status": "subscribed"})
+    assert r.status_code == 409 and r.get_json()["error"]["code"] == "suppressed"
+    assert client.put(path, {"status": "subscribed", "reconsent": True}).status_code == 400
+    r = client.put(path, {"status": "subscribed", "reconsent": True,
+                          "consent": {"wording": "Yes, send me the newsletter again"}})
+    assert r.status_code == 200 and r.get_json()["suppressed"] is False
+    assert client.post(f"{V1}/suppressions/check", {"email": "s@example.com"}).get_json()[
+        "suppressed"] is False
+    log = client.get(f"{V1}/contacts/{contact['id']}/consent").get_json()["items"]
+    assert log[-1]["action"] == "reconsent"
+
+
+def test_lifting_a_suppression_needs_a_reason(client):
+    entry = client.post(f"{V1}/suppressions", {"email": "t@example.com"}).get_json()
+    assert client.delete(f"{V1}/suppressions/{entry['id']}", {}).status_code == 400
+    assert client.delete(f"{V1}/suppressions/{entry['id']}", {"reason": "typo"}).status_code == 204
+    assert client.post(f"{V1}/suppressions/check", {"email": "t@example.com"}).get_json()[
+        "suppressed"] is False
+
+
+def test_search_and_cursor_pagination(client):
+    list_id = make_list(client)
+    client.post(f"{V1}/fields", {"key": "city", "type": "text"})
+    made = [make_contact(client, f"user{i}@example.com", name=f"User {i}",
+                         fields={"city": "Pune" if i % 2 else "Goa"},
+                         list_ids=[list_id] if i < 3 else [])["id"] for i in range(6)]
+    make_contact(client, "other.person@example.com", name="Zed")
+    seen, cursor = [], None
+    while True:
+        q = f"{V1}/contacts?email_prefix=user&limit=4" + (f"&cursor={cursor}" if cursor else "")
+        body = client.get(q).get_json()
+        seen += [c["id"] for c in body["items"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert sorted(seen) == sorted(made) and len(seen) == 6
+    by = lambda q: {c["id"] for c in client.get(f"{V1}/contacts?{q}").get_json()["items"]}
+    assert by("name=zed") == by("email_prefix=other.")
+    assert by(f"list_id={list_id}") == set(made[:3])
+    assert by(f"list_id={list_id}&list_status=subscribed&field=city&value=Pune") == {made[1]}
+    assert by("email_prefix=.*") == set()           # escaped, never a pattern
+    assert client.get(f"{V1}/contacts?field=nope&value=1").status_code == 400
+    assert client.get(f"{V1}/contacts?cursor=eyJpZCI6eyIkZ3QiOiIifX0").status_code == 400
+
+
+def test_segments_validate_preview_and_refuse_operators(client):
+    list_id = make_list(client)
+    client.post(f"{V1}/fields", {"key": "city", "type": "text"})
+    pune = make_contact(client, "p@example.com", fields={"city": "Pune"}, list_ids=[list_id])
+    make_contact(client, "g@example.com", fields={"city": "Goa"}, list_ids=[list_id])
+    definition = {"all": [{"field": "fields.city", "op": "eq", "value": "Pune"},
+                          {"field": "created_at", "op": "within_days", "value": 90},
+                          {"field": "list", "op": "subscribed", "value": list_id}]}
+    r = client.post(f"{V1}/segments", {"name": "Pune", "definition": definition})
+    assert r.status_code == 201, r.get_json()
+    preview = client.get(f"{V1}/segments/{r.get_json()['id']}/preview").get_json()
+    assert preview["count"] == 1 and preview["sample"][0]["id"] == pune["id"]
+    for hostile in ({"$where": "sleep(1000)"},
+                    {"field": "fields.city", "op": "$ne", "value": None},
+                    {"field": "$where", "op": "eq", "value": "x"},
+                    {"field": "fields.city", "op": "eq", "value": {"$gt": ""}},
+                    {"all": [{"field": "email.$", "op": "eq", "value": "a"}]}):
+        r = client.post(f"{V1}/segments", {"name": "bad", "definition": hostile})
+        assert r.status_code == 400, hostile
+        assert r.get_json()["error"]["details"]
+
+
+def test_usage_counts_the_callers_data(client, other):
+    make_list(client)
+    make_contact(client, "u1@example.com")
+    make_contact(client, "u2@example.com")
+    make_contact(other, "u1@example.com")
+    assert client.get(f"{V1}/usage").get_json() == {"lists": 1, "contacts": 2}
+    assert other.get(f"{V1}/usage").get_json() == {"lists": 0, "contacts": 1}
+
+
+def test_another_accounts_ids_are_404_everywhere(client, other):
+    list_id = make_list(client)
+    contact = make_contact(client, "mine@example.com", list_ids=[list_id])
+    field = client.post(f"{V1}/fields", {"key": "city", "type": "text"}).get_json()
+    segment = client.post(f"{V1}/segments", {"name": "s", "definition": {
+        "field": "status", "op": "eq", "value": "active"}}).get_json()
+    supp = client.post(f"{V1}/suppressions", {"email": "gone@example.com"}).get_json()
+    cid, lid = contact["id"], list_id
+    attempts = [
+        ("GET", f"/lists/{lid}", None), ("PATCH", f"/lists/{lid}", {"name": "x"}),
+        ("DELETE", f"/lists/{lid}", None),
+        ("GET", f"/contacts/{cid}", None), ("PATCH", f"/contacts/{cid}", {"name": "x"}),
+        ("DELETE", f"/contacts/{cid}", None), ("GET", f"/contacts/{cid}/consent", None),
+        ("PUT", f"/contacts/{cid}/lists/{lid}", {"status": "unsubscribed"}),
+        ("GET", f"/fields/{field['id']}", None), ("DELETE", f"/fields/{field['id']}", None),
+        ("GET", f"/segments/{segment['id']}", None),
+        ("GET", f"/segments/{segment['id']}/preview", None),
+        ("DELETE", f"/segments/{segment['id']}", None),
+        ("DELETE", f"/suppressions/{supp['id']}", {"reason": "x"}),
+        ("GET", f"/contacts?list_id={lid}", None),
+    ]
+    for method, path, body in attempts:
+        r = other.call(method, V1 + path, body)
+        assert r.status_code == 404, (method, path, r.status_code)
+    assert other.get(f"{V1}/contacts").get_json()["items"] == []
+    assert client.get(f"{V1}/contacts/{cid}").status_code == 200
+    assert client.get(f"{V1}/lists/{lid}").status_code == 200
