@@ -13,7 +13,7 @@ SETTINGS = [
     # The same salt every service hashes addresses with (contacts' suppression
     # list, the sender's send-time check): a request by address travels as
     # this hash, never as the address.
-    Setting("SANDESH_PII_SALT", secret=True, default="sandesh-local-dev-pii-salt"),
+    Setting("SANDESH_PII_SALT", secret=True, dev_default="sandesh-local-dev-pii-salt"),
     # Services that hold personal data about contacts and must answer every
     # contact request (docs/privacy.md says why each is on the list).
     Setting("SANDESH_PRIVACY_RESPONDERS", _names, default=_names("contacts,sender,tracking")),
