@@ -40,3 +40,18 @@ def test_every_schema_file_is_a_valid_schema():
     from shared.events.registry import schema_for
     for event_type in known_types():
         Draft202012Validator.check_schema(schema_for(event_type))
+
+
+@pytest.mark.parametrize("raw", [b"[1]", b'"x"', b"null", b"3"])
+def test_json_that_is_not_an_object_is_invalid_not_a_crash(raw):
+    with pytest.raises(InvalidEvent):
+        decode(raw)
+
+
+def test_invalid_time_is_refused():
+    event = new_event("platform.probe", source="/t", subject="s", account_id="a", data={"n": 1})
+    body = event.to_dict()
+    body["time"] = "yesterday"
+    from shared.events import validate
+    with pytest.raises(InvalidEvent, match="time"):
+        validate(body)
