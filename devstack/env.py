@@ -73,6 +73,7 @@ _SECRETS = {
     "SANDESH_INTERNAL_SECRET": lambda: secrets.token_urlsafe(32),
     "SANDESH_TRACKING_KEYS": lambda: "k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
     "SANDESH_PII_SALT": lambda: secrets.token_urlsafe(32),
+    "SANDESH_BOUNCE_WEBHOOK_TOKEN": lambda: secrets.token_urlsafe(24),
 }
 
 
@@ -110,6 +111,7 @@ def build_stack_env(ports: dict[str, int], kept: dict[str, str], senders: int,
         "SANDESH_INTERNAL_SECRET": kept["SANDESH_INTERNAL_SECRET"],
         "SANDESH_TRACKING_KEYS": kept["SANDESH_TRACKING_KEYS"],
         "SANDESH_PII_SALT": kept["SANDESH_PII_SALT"],
+        "SANDESH_BOUNCE_WEBHOOK_TOKEN": kept["SANDESH_BOUNCE_WEBHOOK_TOKEN"],
         "SANDESH_SMTP_HOST": h,
         "SANDESH_SMTP_PORT": str(ports["smtp"]),
         "SANDESH_MAILDIR": str(run_dir / "maildir"),
