@@ -9,5 +9,7 @@ SERVICE = "contacts"
 
 
 def create_app(environ=None) -> Flask:
-    return make_app(SERVICE, "Sandesh contacts", [api.blp, files_api.blp], settings=SETTINGS,
-                    environ=environ, on_start=lambda runtime: ensure_contacts_indexes(runtime.db))
+    app = make_app(SERVICE, "Sandesh contacts", [api.blp, files_api.blp], settings=SETTINGS,
+                   environ=environ, on_start=lambda runtime: ensure_contacts_indexes(runtime.db))
+    app.request_class = files_api.UploadRequest   # uploads stream into the import directory
+    return app

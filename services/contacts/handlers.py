@@ -1,10 +1,138 @@
-"""What the contacts worker consumes: {event type: handler}."""
+"""What the contacts worker consumes: {event type: handler}.
+
+Unsubscribes, complaints and hard bounces are applied at once (the sender
+re-checks at send time with what we publish). Every handler is idempotent:
+a redelivered event changes nothing more, and the consent entry it appends
+has an id derived from the event id, so it is written once.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime
+
+from services.contacts import domain, events, usecases
+from services.contacts.store import PLATFORM, ContactsStore
 from shared import topics
+from shared.events import Event
+
+log = logging.getLogger(__name__)
 
 GROUP = "contacts"
 TOPICS = [topics.CAMPAIGNS_EVENTS, topics.TRACKING_EVENTS, topics.DELIVERY_EVENTS,
           topics.PRIVACY_REQUESTS]
+ACTOR = "platform"
+# A status only moves towards the more serious one.
+SEVERITY = {"active": 0, "bounced": 1, "complained": 2, "erased": 3}
+
+
+def ports_for(runtime) -> usecases.Ports:
+    return usecases.Ports(ContactsStore(runtime.db), runtime.producer(), runtime.config.pii_salt)
+
+
+def _event_time(event: Event) -> datetime:
+    try:
+        return domain.parse_date(event.time)
+    except domain.InvalidValue:
+        return domain.now()
+
+
+def _consent_id(event: Event, at: datetime, list_id: str | None) -> str:
+    """Time-ordered like domain.ordered_id(), but the same for a redelivery."""
+    digest = hashlib.sha256(f"{event.id}:{list_id}".encode()).hexdigest()
+    return f"{int(at.timestamp() * 1000):012x}{digest[:20]}"
+
+
+def _contact(ports: usecases.Ports, event: Event) -> dict | None:
+    contact_id = event.data.get("contact_id")
+    if not domain.is_id(contact_id):
+        return None
+    query = {"_id": contact_id}
+    if event.account_id:
+        query["account_id"] = event.account_id
+    return ports.store.contacts.find_one(query)
+
+
+def _log_consent(ports, event: Event, contact: dict, list_id: str | None, via: str) -> None:
+    at = _event_time(event)
+    try:
+        ports.store.append_consent({
+            "_id": _consent_id(event, at, list_id), "account_id": contact["account_id"],
+            "contact_ids": [contact["_id"]], "list_id": list_id, "action": "unsubscribe",
+            "via": via, "actor": ACTOR, "event_id": event.id,
+            "campaign_id": event.data.get("campaign_id"), "at": at})
+    except Exception as exc:
+        if getattr(exc, "code", None) != 11000:   # a redelivery: already logged
+            raise
+
+
+def unsubscribe(ports: usecases.Ports, event: Event) -> None:
+    """One list when the event names it, otherwise every list of the account
+    (and the address goes on the account's suppression list)."""
+    contact = _contact(ports, event)
+    if contact is None:
+        return
+    list_id = event.data.get("list_id")
+    memberships = contact.get("lists", {})
+    targets = [list_id] if list_id in memberships else \
+        ([] if list_id else list(memberships))
+    at = _event_time(event)
+    for target in targets:
+        update = domain.membership_update(target, domain.membership(
+            "unsubscribed", "link", at, campaign_id=event.data.get("campaign_id")))
+        update["$set"]["updated_at"] = domain.now()
+        ports.store.contacts.update_one({"_id": contact["_id"]}, update)
+        _log_consent(ports, event, contact, target, "link")
+        events.contact_unsubscribed(ports.producer, contact, target, "link")
+    if not list_id:
+        _log_consent(ports, event, contact, None, "link")
+        usecases.suppress(ports, contact["account_id"], contact["email_hash"], "unsubscribe",
+                          ACTOR, contact_id=contact["_id"], flush=False)
+        events.contact_unsubscribed(ports.producer, contact, None, "link")
+
+
+def _escalate(ports: usecases.Ports, contact: dict, status: str, reason: str) -> None:
+    if SEVERITY[contact["status"]] < SEVERITY[status]:
+        ports.store.contacts.update_one({"_id": contact["_id"], "status": contact["status"]},
+                                        {"$set": {"status": status, "updated_at": domain.now()}})
+        events.status_changed(ports.producer, contact, status, reason)
+
+
+def complained(ports: usecases.Ports, event: Event) -> None:
+    """A complaint: status complained, and the address is suppressed
+    platform-wide (no account mails it again)."""
+    contact = _contact(ports, event)
+    if contact is None:
+        return
+    _escalate(ports, contact, "complained", "complaint")
+    usecases.suppress(ports, PLATFORM, contact["email_hash"], "complaint", ACTOR,
+                      contact_id=contact["_id"], flush=False)
+
+
+def bounced(ports: usecases.Ports, event: Event) -> None:
+    """A hard bounce: status bounced and suppressed for the account; soft
+    bounces are the sender's business (retries)."""
+    if event.data.get("bounce_type") != "hard":
+        return
+    contact = _contact(ports, event)
+    if contact is None:
+        return
+    _escalate(ports, contact, "bounced", "hard_bounce")
+    usecases.suppress(ports, contact["account_id"], contact["email_hash"], "hard_bounce", ACTOR,
+                      contact_id=contact["_id"], flush=False)
 
 
 def build_handlers(runtime) -> dict:
-    return {}
+    """Add handlers here (e.g. privacy.requested from services/contacts/privacy.py,
+    campaign.launched from services/contacts/fanout.py)."""
+    ports = ports_for(runtime)
+
+    def with_ports(fn):
+        return lambda event: fn(ports, event)
+
+    return {
+        "tracking.unsubscribed": with_ports(unsubscribe),
+        "tracking.complained": with_ports(complained),
+        "tracking.bounced": with_ports(bounced),
+        "delivery.bounced": with_ports(bounced),
+    }

@@ -1,20 +1,57 @@
-"""The contacts worker: consumes its topics (see handlers.py) until SIGTERM."""
+"""The contacts worker: consumes its topics (see handlers.py) until SIGTERM,
+and beside the consumer loop runs CSV imports (see imports.py), claiming
+one at a time with a lease so that several workers share the queue and a
+dead worker's import is resumed by another from its checkpoint."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from services.contacts import imports
 from services.contacts.handlers import GROUP, TOPICS, build_handlers
-from shared.config import load_common
+from services.contacts.settings import SETTINGS
+from services.contacts.store import ContactsStore, ensure_contacts_indexes
+from shared.config import Config, load_common
 from shared.kafka.factory import consumer_loop
 from shared.runtime import Runtime
 from shared.worker import run_worker
 
 SERVICE = "contacts"
+log = logging.getLogger(__name__)
+
+
+def run_imports(runtime: Runtime, config: Config, stop: threading.Event) -> None:
+    store = ContactsStore(runtime.db)
+    owner = imports.worker_name()
+    while not stop.is_set():
+        try:
+            worked = imports.run_pending(store, runtime.producer(), config.pii_salt,
+                                         config.import_dir, owner, config.import_batch_rows,
+                                         config.import_lease_seconds)
+        except Exception:  # an outage: the lease expires and the import resumes later
+            log.exception("import failed; it resumes from its checkpoint")
+            worked = False
+        if not worked:
+            stop.wait(config.import_poll_seconds)
 
 
 def main() -> None:
-    config = load_common()
+    config = load_common(SETTINGS)
     runtime = Runtime(SERVICE, config)
-    run_worker(SERVICE, config,
-               lambda: consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
-                                     producer=runtime.producer()),
-               runtime.readiness())
+    stop = threading.Event()
+
+    def build_loop():
+        ensure_contacts_indexes(runtime.db)
+        loop = consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
+                             producer=runtime.producer())
+        threading.Thread(target=run_imports, name="contacts-imports", daemon=True,
+                         args=(runtime, config, stop)).start()
+        return loop
+
+    try:
+        run_worker(SERVICE, config, build_loop, runtime.readiness())
+    finally:
+        stop.set()
 
 
 if __name__ == "__main__":

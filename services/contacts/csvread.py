@@ -1,0 +1,189 @@
+"""Streaming CSV reading for imports: encoding and delimiter detection, header
+detection, column mapping, and the byte offset after every record so that an
+import resumes exactly where it stopped.
+
+The file is read line by line in binary and each line decoded before the
+csv module sees it; csv.reader pulls lines only as a record needs them
+(quoted fields may span lines), so after each record the bytes consumed so far
+are exactly the offset of the next record. Memory stays flat whatever the
+file size: one record at a time.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import re
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator
+
+SNIFF_BYTES = 64 * 1024
+MAX_LINE = 1024 * 1024          # a longer physical line is cut: that row is rejected
+MAX_FIELD = 128 * 1024
+DELIMITERS = ",;\t|"
+EMAIL_HEADERS = ("email", "e-mail", "email address", "e-mail address", "mail", "emailaddress")
+NAME_HEADERS = ("name", "full name", "fullname", "contact name")
+LOOKS_LIKE_EMAIL = re.compile(r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$")
+
+csv.field_size_limit(MAX_FIELD)
+
+
+class MappingError(ValueError):
+    """The column mapping does not fit the file; names the problem."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    encoding: str        # "utf-8" or "latin-1"
+    bom: int             # bytes of BOM to skip at offset 0
+    delimiter: str
+    has_header: bool
+
+
+@dataclass(frozen=True)
+class Record:
+    number: int          # 1-based record number in the file (the header is record 1)
+    cells: list[str]
+    end_offset: int      # byte offset just after this record
+
+
+@dataclass
+class Mapping:
+    email: int
+    name: int | None = None
+    fields: dict[str, int] = field(default_factory=dict)   # custom field key -> column
+    width: int = 0                                         # cells per row (header width)
+
+
+def detect_encoding(head: bytes) -> tuple[str, int]:
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8", len(codecs.BOM_UTF8)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut by the end of the sample is still UTF-8.
+        if exc.start < len(head) - 3:
+            return "latin-1", 0
+    return "utf-8", 0
+
+
+def detect_delimiter(sample: str) -> str:
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        counts = {d: sample.count(d) for d in DELIMITERS}
+        best = max(counts, key=counts.get)
+        return best if counts[best] else ","
+
+
+def sniff(head: bytes, delimiter: str | None = None, encoding: str | None = None,
+          has_header: bool | None = None) -> Dialect:
+    """Detect what was not given, from the first bytes of the file."""
+    detected, bom = detect_encoding(head)
+    encoding = encoding or detected
+    text = head[bom:].decode(encoding, errors="replace")
+    lines = text.splitlines()
+    sample = "\n".join(lines[:-1] if len(lines) > 1 else lines)   # the last line may be cut
+    delimiter = delimiter or detect_delimiter(sample)
+    if has_header is None:
+        first = next(csv.reader([lines[0]] if lines else [""], delimiter=delimiter), [])
+        has_header = bool(first) and not any(LOOKS_LIKE_EMAIL.match(c) for c in first)
+    return Dialect(encoding, bom, delimiter, has_header)
+
+
+def _lines(stream: BinaryIO, encoding: str, position: list[int]) -> Iterator[str]:
+    decode = codecs.getincrementaldecoder(encoding)(errors="replace").decode
+    while True:
+        raw = stream.readline(MAX_LINE)
+        if not raw:
+            return
+        position[0] += len(raw)
+        yield decode(raw)
+
+
+def records(stream: BinaryIO, dialect: Dialect, start_offset: int = 0,
+            start_number: int = 0) -> Iterator[Record | tuple[int, int, str]]:
+    """Records from `start_offset` (0: the beginning, BOM skipped). A record
+    the csv module cannot parse is yielded as (number, end_offset, reason)."""
+    offset = max(start_offset, dialect.bom)
+    stream.seek(offset)
+    position = [offset]
+    reader = csv.reader(_lines(stream, dialect.encoding, position), delimiter=dialect.delimiter,
+                        strict=False)
+    number = start_number
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            number += 1
+            yield number, position[0], f"unreadable row: {exc}"
+            continue
+        number += 1
+        yield Record(number, cells, position[0])
+
+
+def header_row(stream: BinaryIO, dialect: Dialect) -> list[str]:
+    if not dialect.has_header:
+        return []
+    for item in records(stream, dialect):
+        return item.cells if isinstance(item, Record) else []
+    return []
+
+
+def _column(spec, header: list[str], what: str) -> int:
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if spec < 0 or (header and spec >= len(header)):
+            raise MappingError(f"{what}: no column {spec}")
+        return spec
+    if isinstance(spec, str):
+        wanted = spec.strip().lower()
+        for index, name in enumerate(header):
+            if name.strip().lower() == wanted:
+                return index
+        raise MappingError(f"{what}: no column named {spec!r} in the header")
+    raise MappingError(f"{what}: give a column name or a 0-based column number")
+
+
+def build_mapping(header: list[str], first_row: list[str], spec: dict | None,
+                  custom_fields: dict[str, dict]) -> Mapping:
+    """The user's mapping ({"email": col, "name": col, "fields": {key: col}};
+    a col is a header name or a 0-based number), or one guessed from the
+    header (email/name columns, custom fields by key or label)."""
+    spec = spec or {}
+    unknown = set(spec) - {"email", "name", "fields"}
+    if unknown:
+        raise MappingError(f"unknown mapping keys: {', '.join(sorted(unknown))}")
+    fields_spec = spec.get("fields") or {}
+    if not isinstance(fields_spec, dict):
+        raise MappingError("fields: expected {custom field key: column}")
+    for key in fields_spec:
+        if key not in custom_fields:
+            raise MappingError(f"fields.{key}: not a custom field of this account")
+    lowered = [h.strip().lower() for h in header]
+    if "email" in spec:
+        email = _column(spec["email"], header, "email")
+    elif header:
+        matches = [i for i, h in enumerate(lowered) if h in EMAIL_HEADERS]
+        if not matches:
+            raise MappingError("email: no email column in the header; map one")
+        email = matches[0]
+    else:
+        matches = [i for i, c in enumerate(first_row) if LOOKS_LIKE_EMAIL.match(c)]
+        if not matches:
+            raise MappingError("email: no column of the first row looks like an address; map one")
+        email = matches[0]
+    name = None
+    if spec.get("name") is not None:
+        name = _column(spec["name"], header, "name")
+    elif header and "name" not in spec:
+        name = next((i for i, h in enumerate(lowered) if h in NAME_HEADERS), None)
+    fields = {key: _column(col, header, f"fields.{key}") for key, col in fields_spec.items()}
+    if not fields_spec and header:
+        for key, definition in custom_fields.items():
+            names = {key, str(definition.get("label") or "").strip().lower()}
+            index = next((i for i, h in enumerate(lowered) if h in names and i not in (email, name)),
+                         None)
+            if index is not None:
+                fields[key] = index
+    return Mapping(email, name, fields, len(header) or len(first_row))

@@ -1,0 +1,187 @@
+"""CSV import end to end in-process: upload through the API, processing by the
+worker's function against the real FerretDB, progress and rejected rows."""
+import csv
+import io
+import json
+from datetime import timedelta
+
+import pytest
+
+from services.contacts import imports
+from services.contacts.store import ContactsStore
+from shared.kafka.producer import EventProducer
+from tests.integration.contacts.conftest import SALT, published
+
+V1 = "/api/v1"
+
+MESSY = (
+    "\ufeffEmail,Full Name,City,Age\r\n"
+    "ann@example.com,Ann,Pune,31\r\n"
+    "BOB@Example.COM ,\"Bob \"\"the builder\"\"\",Goa,40\r\n"
+    "carol@example.com,\"Carol\nSecond line\",Pune,\r\n"     # quoted newline
+    "not-an-address,Nobody,Pune,20\r\n"                       # bad email
+    "dave@example.com,Dave\r\n"                               # short row: kept
+    "erin@example.com,Erin,Pune,22,extra,cells\r\n"           # long row: rejected
+    "ann@EXAMPLE.com,Ann again,Pune,31\r\n"                   # duplicate in the file
+    "frank@example.com,Frank,Pune,old\r\n"                    # bad number
+    "blocked@example.com,Blocked,Pune,50\r\n"                 # suppressed
+    "\r\n"                                                    # blank line: not a row
+    "=cmd@example.com,=HYPERLINK(\"x\"),Pune,1\r\n"           # a valid address, formula-looking
+    "existing@example.com,Existing,Mumbai,60\r\n"             # already on the list
+    "@SUM(A1),-2+3,Pune,1\r\n"                                # bad address, formula-looking
+).encode("utf-8")
+
+
+def upload(client, list_id, data: bytes, **form):
+    body = {k: (json.dumps(v) if isinstance(v, dict) else str(v)) for k, v in form.items()}
+    body["file"] = (io.BytesIO(data), "contacts.csv")
+    return client.post(f"{V1}/lists/{list_id}/imports", data=body,
+                       content_type="multipart/form-data")
+
+
+def run_worker(app, settings, producer=None, batch_rows=3):
+    runtime = app.extensions["runtime"]
+    store = ContactsStore(runtime.db)
+    while imports.run_pending(store, producer or runtime.producer(), SALT,
+                              settings["SANDESH_IMPORT_DIR"], "test-worker", batch_rows, 60):
+        pass
+
+
+@pytest.fixture
+def setup(client):
+    list_id = client.post(f"{V1}/lists", {"name": "Imported"}).get_json()["id"]
+    client.post(f"{V1}/fields", {"key": "city", "type": "text"})
+    client.post(f"{V1}/fields", {"key": "age", "type": "number"})
+    client.post(f"{V1}/suppressions", {"email": "blocked@example.com"})
+    client.post(f"{V1}/contacts", {"email": "existing@example.com", "list_ids": [list_id],
+                                   "fields": {"city": "Delhi"}})
+    return list_id
+
+
+def rejected_rows(client, import_id):
+    r = client.get(f"{V1}/imports/{import_id}/rejected")
+    assert r.status_code == 200 and r.mimetype == "text/csv"
+    return list(csv.reader(io.StringIO(r.get_data(as_text=True))))[1:]
+
+
+def test_a_messy_file_imports_its_good_rows_and_explains_the_rest(client, app, settings, setup,
+                                                                  broker):
+    r = upload(client, setup, MESSY, mode="add")
+    assert r.status_code == 202, r.get_json()
+    job = r.get_json()
+    assert job["status"] == "pending"
+    run_worker(app, settings)
+    job = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert job["status"] == "done", job
+    assert job["counters"] == {"read": 12, "created": 5, "updated": 0, "skipped_duplicate": 2,
+                               "skipped_suppressed": 1, "rejected": 4}
+    assert job["dialect"] == {"encoding": "utf-8", "delimiter": ",", "has_header": True}
+    rejected = {int(row[0]): row for row in rejected_rows(client, job["id"])}
+    assert sorted(rejected) == [5, 7, 9, 14]          # record numbers; the header is 1
+    assert "invalid email" in rejected[5][1] and "cells" in rejected[7][1]
+    assert "age" in rejected[9][1]
+    assert rejected[14][2:] == ["'@SUM(A1)", "'-2+3", "Pune", "1"]
+    found = {c["email"]: c for c in
+             client.get(f"{V1}/contacts?list_id={setup}&limit=50").get_json()["items"]}
+    assert set(found) == {"ann@example.com", "BOB@example.com", "carol@example.com",
+                          "dave@example.com", "existing@example.com", "=cmd@example.com"}
+    assert found["carol@example.com"]["name"] == "Carol\nSecond line"
+    assert found["BOB@example.com"]["name"] == 'Bob "the builder"'
+    assert found["ann@example.com"]["fields"] == {"city": "Pune", "age": 31}
+    assert found["existing@example.com"]["fields"] == {"city": "Delhi"}   # add mode: untouched
+    created = [e for e in published(broker) if e["type"] == "contact.created"
+               and e["data"]["via"] == "import"]
+    assert len(created) == 5
+    assert not any("@" in json.dumps(e) for e in published(broker))
+    export = client.get(f"{V1}/lists/{setup}/export")
+    assert export.status_code == 200 and export.mimetype == "text/csv"
+    exported = list(csv.DictReader(io.StringIO(export.get_data(as_text=True))))
+    assert len(exported) == 6
+    evil = [row for row in exported if "cmd@" in row["email"]][0]
+    assert evil["email"] == "'=cmd@example.com" and evil["name"].startswith("'=HYPERLINK")
+    assert {row["list_status"] for row in exported} == {"subscribed"}
+
+
+def test_latin1_semicolons_and_upsert(client, app, settings, setup):
+    data = ("email;name;city\n"
+            "existing@example.com;José;Pune\n"
+            "zoé@example.com;Zoé;Goa\n").encode("latin-1")
+    job = upload(client, setup, data, mode="upsert").get_json()
+    run_worker(app, settings)
+    job = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert job["dialect"] == {"encoding": "latin-1", "delimiter": ";", "has_header": True}
+    assert job["counters"]["created"] == 1 and job["counters"]["updated"] == 1
+    items = client.get(f"{V1}/contacts?list_id={setup}").get_json()["items"]
+    by_email = {c["email"]: c for c in items}
+    assert by_email["existing@example.com"]["name"] == "José"
+    assert by_email["existing@example.com"]["fields"]["city"] == "Pune"
+    assert by_email["zoé@example.com"]["name"] == "Zoé"
+
+
+def test_no_header_with_an_explicit_mapping(client, app, settings, setup):
+    data = b"Pune,x1@example.com,X One\nGoa,x2@example.com,X Two\n"
+    job = upload(client, setup, data, mapping={"email": 1, "name": 2, "fields": {"city": 0}},
+                 has_header="false").get_json()
+    run_worker(app, settings)
+    job = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert job["counters"]["created"] == 2, job
+    bad = upload(client, setup, b"a,b\n", mapping={"email": "nope"}).get_json()
+    run_worker(app, settings)
+    bad = client.get(f"{V1}/imports/{bad['id']}").get_json()
+    assert bad["status"] == "failed" and "email" in bad["error"]
+
+
+def test_a_killed_worker_resumes_without_duplicates(client, app, settings, setup, monkeypatch):
+    rows = "".join(f"user{i}@example.com,User {i},Pune,{i}\n" for i in range(40))
+    data = ("email,name,city,age\n" + rows + "broken,x,y,z\n").encode()
+    job = upload(client, setup, data).get_json()
+    real_checkpoint = imports._checkpoint
+    calls = {"n": 0}
+
+    def dying_checkpoint(ctx, row, offset):
+        calls["n"] += 1
+        if calls["n"] == 5:         # the 4th batch is written, its checkpoint never is
+            raise SystemExit("killed")
+        real_checkpoint(ctx, row, offset)
+
+    monkeypatch.setattr(imports, "_checkpoint", dying_checkpoint)
+    with pytest.raises(SystemExit):
+        run_worker(app, settings, batch_rows=7)
+    monkeypatch.setattr(imports, "_checkpoint", real_checkpoint)
+    store = ContactsStore(app.extensions["runtime"].db)
+    halfway = store.imports.find_one({"_id": job["id"]})
+    assert halfway["status"] == "running" and 0 < halfway["checkpoint"]["row"] < 41
+    # the lease of the dead worker runs out
+    store.imports.update_one({"_id": job["id"]},
+                             {"$set": {"lease_until": halfway["lease_until"] - timedelta(hours=1)}})
+    run_worker(app, settings, batch_rows=7)
+    done = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert done["status"] == "done"
+    assert done["counters"] == {"read": 41, "created": 40, "updated": 0, "skipped_duplicate": 0,
+                                "skipped_suppressed": 0, "rejected": 1}
+    assert store.contacts.count_documents({"account_id": client.account_id,
+                                           "email": {"$regex": "^user"}}) == 40
+    assert [row[0] for row in rejected_rows(client, job["id"])] == ["42"]
+
+
+def test_uploads_over_the_limit_are_refused_before_storing(client, setup, settings):
+    import os
+    big = b"email\n" + b"someone@example.com\n" * 12000          # > 200,000 bytes
+    r = upload(client, setup, big)
+    assert r.status_code == 413 and r.get_json()["error"]["code"] == "payload_too_large"
+    stored = [f for _, _, files in os.walk(settings["SANDESH_IMPORT_DIR"]) for f in files]
+    assert stored == []
+    r = client.post(f"{V1}/lists/{setup}/imports", data={"mode": "add"},
+                    content_type="multipart/form-data")
+    assert r.status_code == 400 and "file" in r.get_json()["error"]["details"]
+    r = upload(client, setup, b"email\na@b.example\n", mode="merge")
+    assert r.status_code == 400 and "mode" in r.get_json()["error"]["details"]
+
+
+def test_imports_are_isolated(client, other, setup):
+    job = upload(client, setup, b"email\nq@example.com\n").get_json()
+    assert upload(other, setup, b"email\nq@example.com\n").status_code == 404
+    for path in (f"/imports/{job['id']}", f"/imports/{job['id']}/rejected",
+                 f"/lists/{setup}/imports"):
+        assert other.get(V1 + path).status_code == 404
+    assert other.post(f"{V1}/imports/{job['id']}/cancel").status_code == 404
