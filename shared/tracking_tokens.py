@@ -47,6 +47,9 @@ _HEADER = struct.Struct(">BB")
 _BOUNCE_TOKEN_CHARS = 45  # base32 of 1 + 1 + 16 + 10 bytes, without padding
 _HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 _KEY_ID = re.compile(r"^k?(\d{1,3})$")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+_BASE32_LOWER = re.compile(r"[a-z2-7]+")
+_LINK_BODY_BYTES = {"open": (64,), "click": (66,), "unsubscribe": (65, 81)}
 VERP_PREFIX = "b+"
 
 
@@ -200,7 +203,7 @@ def _check_mac(keyring: Keyring, raw: bytes, mac_size: int) -> tuple[int, int, b
 def _verify_link(keyring: Keyring, token: str) -> Claims:
     # Reject non-canonical encodings too: a flipped trailing bit must not
     # decode to the same bytes as the genuine token.
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", token) or len(token) % 4 == 1:
+    if len(token) % 4 == 1 or not _BASE64URL.fullmatch(token):
         raise InvalidToken("not base64url")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
@@ -210,8 +213,7 @@ def _verify_link(keyring: Keyring, token: str) -> Claims:
         raise InvalidToken("non-canonical encoding")
     key_id, kind_code, body = _check_mac(keyring, raw, LINK_MAC_BYTES)
     kind = _KIND_NAMES[kind_code]
-    expected = {"open": 64, "click": 66, "unsubscribe": (65, 81)}.get(kind)
-    if expected is None or len(body) not in (expected if isinstance(expected, tuple) else (expected,)):
+    if len(body) not in _LINK_BODY_BYTES.get(kind, ()):
         raise InvalidToken("wrong length for its kind")
     ids = [body[i:i + _ID_BYTES].hex() for i in range(0, 64, _ID_BYTES)]
     ctx = LinkContext(*ids)
@@ -227,7 +229,7 @@ def _verify_link(keyring: Keyring, token: str) -> Claims:
 
 
 def _verify_bounce(keyring: Keyring, token: str) -> Claims:
-    if not re.fullmatch(r"[a-z2-7]+", token):
+    if not _BASE32_LOWER.fullmatch(token):
         raise InvalidToken("not base32")
     try:
         raw = base64.b32decode(token.upper() + "=" * (-len(token) % 8))

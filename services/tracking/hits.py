@@ -19,11 +19,11 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Callable
+from typing import Callable, Union
 
 from prometheus_client import Counter
 
-from shared.events import Event
+from shared.events import Event, InvalidEvent
 from shared.kafka.producer import EventProducer
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,17 @@ HITS_DROPPED = Counter("sandesh_tracking_hits_dropped_total",
 PUBLISH_FAILURES = Counter("sandesh_tracking_publish_failures_total",
                            "Batches of tracking events that failed to reach Kafka (retried)",
                            ["service"])
+HITS_INVALID = Counter("sandesh_tracking_hits_invalid_total",
+                       "Open/click events dropped because they fail their schema (a bug)",
+                       ["service"])
 
 MAX_BATCH = 5000
+
+# What a request queues: the event, or what builds it. Requests queue a
+# builder so the envelope (ids, time formatting, JSON) is made by the
+# publisher thread, off the request's latency; it is built once, so a batch
+# published again carries the same event ids.
+Pending = Union[Event, Callable[[], Event]]
 RELAY_EVERY_SECONDS = 5.0
 
 
@@ -47,16 +56,17 @@ class HitPublisher:
         self._relay = relay
         self.limit = limit
         self.flush_seconds = flush_seconds
-        self._queue: deque[tuple[str, Event, str]] = deque()
+        self._queue: deque[tuple[str, Pending, str]] = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
         self._dropped = HITS_DROPPED.labels(service)
         self._failures = PUBLISH_FAILURES.labels(service)
+        self._invalid = HITS_INVALID.labels(service)
         self._last_relay = 0.0
 
-    def submit(self, topic: str, event: Event, key: str) -> bool:
+    def submit(self, topic: str, event: Pending, key: str) -> bool:
         """Queue the event; False (and counted) when the queue is full."""
         if self._pid != os.getpid():
             self._start()
@@ -104,8 +114,16 @@ class HitPublisher:
             return True
         try:
             producer = self._producer()
-            for n, (topic, event, key) in enumerate(batch):
-                producer.publish(topic, event, key)
+            for n, (topic, pending, key) in enumerate(batch):
+                event = pending if isinstance(pending, Event) else pending()
+                batch[n] = (topic, event, key)
+                try:
+                    producer.publish(topic, event, key)
+                except InvalidEvent:
+                    # Never valid, so never publishable: it must not hold up the others.
+                    self._invalid.inc()
+                    log.error("dropped a %s event that fails its schema", event.type,
+                              exc_info=True)
                 if n % 50 == 49:
                     time.sleep(0)  # let request threads have the GIL: they answer people
             producer.flush(timeout=30)

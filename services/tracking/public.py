@@ -12,6 +12,7 @@ import base64
 import hmac
 import threading
 import time
+from functools import partial
 from typing import Callable
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -109,9 +110,11 @@ class HotPath:
         return claims if claims.kind == kind else None
 
     def _record(self, claims: Claims, environ, method: str) -> None:
-        event = usecases.hit_event(claims, method, environ.get("HTTP_USER_AGENT", ""),
-                                   environ.get("REMOTE_ADDR", ""))
-        self.hits.submit(self.topic, event, claims.context.campaign_id)
+        # The publisher thread builds the event (see hits.py); the request
+        # only takes what it needs from the environ and the time.
+        build = partial(usecases.hit_event, claims, method, environ.get("HTTP_USER_AGENT", ""),
+                        environ.get("REMOTE_ADDR", ""), time.time())
+        self.hits.submit(self.topic, build, claims.context.campaign_id)
 
     def _open(self, environ, start_response, token: str):
         method = environ.get("REQUEST_METHOD", "GET")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from typing import Callable
 
@@ -12,6 +14,7 @@ from services.tracking.store import TrackingStore
 from shared import topics
 from shared.events import Event, new_event
 from shared.kafka.producer import EventProducer
+from shared.tracing import new_trace_id
 from shared.tracking_tokens import Claims, InvalidToken, Keyring, LinkContext, verify
 
 log = logging.getLogger(__name__)
@@ -23,8 +26,11 @@ def _stable_id(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
-def hit_event(claims: Claims, method: str, user_agent: str, ip: str) -> Event:
-    """tracking.opened / tracking.clicked: ids, UA family and /24 at most."""
+def hit_event(claims: Claims, method: str, user_agent: str, ip: str,
+              at: float | None = None) -> Event:
+    """tracking.opened / tracking.clicked: ids, UA family and /24 at most.
+    `at` (epoch seconds) is when the hit came, if the event is built later.
+    Each hit starts its own trace."""
     ctx = claims.context
     verdict = domain.classify_request(method, user_agent, ip, claims.kind)
     data = {"campaign_id": ctx.campaign_id, "contact_id": ctx.contact_id, "job_id": ctx.job_id,
@@ -36,8 +42,10 @@ def hit_event(claims: Claims, method: str, user_agent: str, ip: str) -> Event:
     if claims.kind == "click":
         data["link_index"] = claims.link_index
     kind = "tracking.opened" if claims.kind == "open" else "tracking.clicked"
-    return new_event(kind, source=SOURCE, subject=ctx.campaign_id, account_id=ctx.account_id,
-                     data=data)
+    when = datetime.fromtimestamp(time.time() if at is None else at, timezone.utc)
+    return Event(type=kind, source=SOURCE, subject=ctx.campaign_id, account_id=ctx.account_id,
+                 data=data, time=when.isoformat(timespec="milliseconds"),
+                 trace_id=new_trace_id())
 
 
 # ------------------------------------------------------------ unsubscribe
