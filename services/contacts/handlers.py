@@ -23,7 +23,7 @@ TOPICS = [topics.CAMPAIGNS_EVENTS, topics.TRACKING_EVENTS, topics.DELIVERY_EVENT
           topics.PRIVACY_REQUESTS]
 ACTOR = "platform"
 # A status only moves towards the more serious one.
-SEVERITY = {"active": 0, "bounced": 1, "complained": 2, "erased": 3}
+SEVERITY = {"active": 0, "restricted": 0, "bounced": 1, "complained": 2, "erased": 3}
 
 
 def ports_for(runtime) -> usecases.Ports:
@@ -92,7 +92,7 @@ def unsubscribe(ports: usecases.Ports, event: Event) -> None:
 
 
 def _escalate(ports: usecases.Ports, contact: dict, status: str, reason: str) -> None:
-    if SEVERITY[contact["status"]] < SEVERITY[status]:
+    if SEVERITY.get(contact["status"], 0) < SEVERITY[status]:
         ports.store.contacts.update_one({"_id": contact["_id"], "status": contact["status"]},
                                         {"$set": {"status": status, "updated_at": domain.now()}})
         events.status_changed(ports.producer, contact, status, reason)

@@ -293,7 +293,8 @@ def lift_suppression(ports: Ports, account_id: str, hash_: str, reason: str, act
 
 def add_suppression(ports: Ports, account_id: str, body: dict, actor: str) -> dict:
     addr = parse_address(ports, body["email"])
-    contact = ports.store.contact_by_email(account_id, addr.email)
+    contact = ports.store.contacts.find_one({"account_id": account_id, "email_hash": addr.hash},
+                                            {"_id": 1})
     suppress(ports, account_id, addr.hash, body.get("reason", "manual"), actor,
              body.get("note") or "", contact_id=contact["_id"] if contact else None)
     return check_suppression(ports, account_id, {"email": body["email"]})

@@ -78,3 +78,16 @@ def other(app, unique):
 def published(broker, topic="contacts.events") -> list[dict]:
     """Every envelope the app published on `topic`, decoded."""
     return [json.loads(m.value) for m in broker.messages(topic)]
+
+
+@pytest.fixture
+def client_factory(settings, mongo_uri, unique):
+    """Clients of an app whose producer is the real Kafka one."""
+    from services.contacts.app import create_app
+    from shared import mongo
+    app = create_app(settings)
+
+    def make(account: str | None = None) -> Client:
+        return Client(app.test_client(), account or f"acct{unique}")
+    yield make
+    mongo.client(mongo_uri).drop_database(settings["SANDESH_MONGO_DB_PREFIX"] + "contacts")

@@ -1,0 +1,140 @@
+"""Events in and out of contacts over the real Kafka broker and FerretDB."""
+import json
+import time
+from types import SimpleNamespace
+
+from kafka import KafkaConsumer, TopicPartition
+
+from services.contacts import domain, handlers
+from services.contacts.store import ContactsStore, contact_document, ensure_contacts_indexes
+from shared.config import Config
+from shared.events import new_event
+from shared.kafka import ConsumerLoop
+from shared.kafka.kafka_impl import KafkaSink, KafkaSource
+from shared.kafka.producer import EventProducer
+from tests.integration.contacts.conftest import SALT
+
+V1 = "/api/v1"
+
+
+def _runtime(db, producer):
+    return SimpleNamespace(db=db, producer=lambda: producer, config=Config(pii_salt=SALT))
+
+
+def _contact(store, account, email, list_ids):
+    doc = contact_document(account, domain.address(email, SALT), name="Someone", fields={},
+                           at=domain.now(), origin={"via": "api"})
+    store.insert_contact(doc)
+    for list_id in list_ids:
+        store.update_contact(account, doc["_id"], domain.membership_update(
+            list_id, domain.membership("subscribed", "api", domain.now())))
+    return doc["_id"]
+
+
+def _tracking(kind, account, contact_id, **data):
+    return new_event(kind, source="tracking", subject="c" * 32, account_id=account,
+                     data={"campaign_id": "c" * 32, "contact_id": contact_id,
+                           "job_id": domain.new_id(), **data})
+
+
+def test_unsubscribes_complaints_and_hard_bounces_arrive_and_apply(mongo_db, kafka_bootstrap,
+                                                                   make_topic, unique):
+    ensure_contacts_indexes(mongo_db)
+    store = ContactsStore(mongo_db)
+    account, l1, l2 = domain.new_id(), domain.new_id(), domain.new_id()
+    unsub = _contact(store, account, "unsub@example.com", [l1, l2])
+    everything = _contact(store, account, "all@example.com", [l1, l2])
+    complainer = _contact(store, account, "angry@example.com", [l1])
+    bouncer = _contact(store, account, "gone@example.com", [l1])
+    soft = _contact(store, account, "soft@example.com", [l1])
+    topic = make_topic("in")
+    out = EventProducer(KafkaSink(kafka_bootstrap, "contacts-test-out"))
+    first = _tracking("tracking.unsubscribed", account, unsub, list_id=l1)
+    sent = [first, first,                                  # a redelivery changes nothing more
+            _tracking("tracking.unsubscribed", account, everything),
+            _tracking("tracking.complained", account, complainer),
+            new_event("delivery.bounced", source="sender", subject="j", account_id=account,
+                      data={"job_id": "j" * 32, "campaign_id": "c" * 32, "contact_id": bouncer,
+                            "attempt": 1, "bounce_type": "hard"}),
+            _tracking("tracking.bounced", account, soft, bounce_type="soft"),
+            _tracking("tracking.unsubscribed", account, domain.new_id())]   # unknown: ignored
+    producer = EventProducer(KafkaSink(kafka_bootstrap, "contacts-test-in"))
+    for event in sent:
+        producer.publish(topic, event, key=account)
+    producer.flush()
+
+    group = f"contacts-{unique}"
+    loop = ConsumerLoop(KafkaSource([topic], group, kafka_bootstrap, "t"),
+                        handlers.build_handlers(_runtime(mongo_db, out)), service="contacts",
+                        group=group, dead_letters=KafkaSink(kafka_bootstrap, "t-dlq"))
+    end = time.monotonic() + 60
+    handled = 0
+    while handled < len(sent) and time.monotonic() < end:
+        handled += loop.run_once()
+    loop.shutdown()
+    assert handled == len(sent)
+
+    one = store.contacts.find_one({"_id": unsub})
+    assert one["lists"][l1]["status"] == "unsubscribed" and one["lists"][l2]["status"] == "subscribed"
+    assert one["subscribed_list_ids"] == [l2]
+    assert store.consent.count_documents({"contact_ids": unsub}) == 1
+    gone = store.contacts.find_one({"_id": everything})
+    assert gone["subscribed_list_ids"] == [] and gone["suppressed"] is True
+    angry = store.contacts.find_one({"_id": complainer})
+    assert angry["status"] == "complained"
+    platform = store.suppressions.find_one({"email_hash": angry["email_hash"]})
+    assert platform["account_id"] is None and platform["reason"] == "complaint"
+    bounced = store.contacts.find_one({"_id": bouncer})
+    assert bounced["status"] == "bounced" and bounced["suppressed"] is True
+    assert store.contacts.find_one({"_id": soft})["status"] == "active"
+    audience = [c["_id"] for batch in store.stream_audience(account, [l1, l2], None) for c in batch]
+    assert audience == sorted([unsub, soft])
+
+
+def _end_offsets(bootstrap, topic):
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+    ends = consumer.end_offsets(parts)
+    consumer.close()
+    return ends
+
+
+def _read_from(bootstrap, offsets, wanted, deadline=60):
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer.assign(list(offsets))
+    for tp, offset in offsets.items():
+        consumer.seek(tp, offset)
+    found = []
+    end = time.monotonic() + deadline
+    while time.monotonic() < end and not wanted(found):
+        for records in consumer.poll(timeout_ms=500).values():
+            found += [json.loads(r.value) for r in records if r.value]
+    consumer.close()
+    return found
+
+
+def test_changes_go_out_on_contacts_events_without_personal_data(settings, kafka_bootstrap,
+                                                                 mongo_uri, client_factory):
+    client = client_factory()
+    before = _end_offsets(kafka_bootstrap, "contacts.events")
+    list_id = client.post(f"{V1}/lists", {"name": "L"}).get_json()["id"]
+    contact = client.post(f"{V1}/contacts", {"email": "Private.Person@Example.com",
+                                             "name": "Private Person",
+                                             "list_ids": [list_id]}).get_json()
+    client.patch(f"{V1}/contacts/{contact['id']}", {"name": "Still Private"})
+    client.put(f"{V1}/contacts/{contact['id']}/lists/{list_id}", {"status": "unsubscribed"})
+    client.post(f"{V1}/suppressions", {"email": "private.person@example.com"})
+    client.delete(f"{V1}/contacts/{contact['id']}")
+    expected = ["contact.created", "contact.subscribed", "contact.updated",
+                "contact.unsubscribed", "contact.suppressed", "contact.erased"]
+
+    def ours(found):
+        return [e for e in found if e["subject"] == contact["id"]]
+
+    events = ours(_read_from(kafka_bootstrap, before, lambda f: len(ours(f)) >= len(expected)))
+    assert sorted(e["type"] for e in events) == sorted(expected)
+    assert all(e["accountid"] == client.account_id for e in events)
+    text = json.dumps(events).lower()
+    assert "private" not in text and "@" not in text
+    updated = [e for e in events if e["type"] == "contact.updated"][0]
+    assert updated["data"]["fields"] == ["name"]
