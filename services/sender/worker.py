@@ -13,7 +13,7 @@ import socket
 import threading
 from pathlib import Path
 
-from services.sender import dkim, handlers
+from services.sender import dkim, handlers, retention
 from services.sender.compose import Composer, ComposeSettings
 from services.sender.engine import Engine, EngineSettings, Routes
 from services.sender.loop import SendLoop
@@ -120,6 +120,7 @@ def main() -> None:
         worker_http.serve(os.environ.get("SANDESH_BIND_HOST", "127.0.0.1"), port, SERVICE,
                           config.stack_id, readiness)
     loop, state_loops, producer, messenger = build(config)
+    retention.start_in_background(config)
 
     def stop(*_args):
         loop.stop()

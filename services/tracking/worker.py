@@ -1,4 +1,5 @@
 """The tracking worker: consumes its topics (see handlers.py) until SIGTERM."""
+from services.tracking import retention
 from services.tracking.handlers import EXTRA_SETTINGS, GROUP, TOPICS, build_handlers
 from services.tracking.store import INDEXES
 from shared import mongo
@@ -19,6 +20,7 @@ def main() -> None:
         return consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
                              producer=runtime.producer())
 
+    retention.start_in_background(runtime.db)
     run_worker(SERVICE, config, build_loop, runtime.readiness())
 
 
