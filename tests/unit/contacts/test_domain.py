@@ -1,0 +1,77 @@
+"""Contacts' use of shared.pii (normalisation, hashing), typed custom fields,
+and formula-safe CSV cells."""
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from services.contacts import domain
+from shared.pii import InvalidEmail, email_hash, normalise_email
+
+SALT = "unit-salt"
+
+
+def test_addresses_are_trimmed_domain_lowercased_and_hashed_case_insensitively():
+    a = domain.address("  Jane.Doe@Example.COM ", SALT)
+    assert a.email == "Jane.Doe@example.com"
+    assert a.hash == email_hash("jane.doe@example.com", SALT)
+    assert domain.address("user@Bücher.Example", SALT).email == "user@bücher.example"
+    for bad in ("plain", "a@b", "a..b@example.com", "a@-x.com", "x" * 65 + "@example.com",
+                "a@" + "b" * 250 + ".com", None, 5, "a" * 400):
+        with pytest.raises(InvalidEmail):
+            domain.address(bad, SALT)
+
+
+local_chars = st.sampled_from(list("abcXYZ019.!#$%&'*+/=?^_`{|}~-\"() ,:;<>@[]\\é\t\n"))
+domains = st.sampled_from(["example.com", "EXAMPLE.com", "x.test", "localhost", "bücher.de",
+                           "-bad.com", "a.b", "sub.domain.co.in", "[1.2.3.4]", "xn--bcher-kva.de",
+                           "x" * 64 + ".com", "example..com", "ex_ample.com"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(local_chars, min_size=0, max_size=70), domains,
+       st.sampled_from(["", " ", "\t", "\n", "\u00a0"]))
+def test_the_fast_path_agrees_with_shared_normalisation(local, host, pad):
+    raw = f"{pad}{local}@{host}{pad}"
+
+    def outcome(fn):
+        try:
+            return fn(raw)
+        except InvalidEmail:
+            return "invalid"
+    assert outcome(domain.normalised_address) == outcome(normalise_email)
+
+
+def test_field_values_are_checked_by_type():
+    text, number = {"type": "text"}, {"type": "number"}
+    boolean, date = {"type": "boolean"}, {"type": "date"}
+    choice = {"type": "choice", "choices": ["free", "pro"]}
+    assert domain.coerce_field(number, "1,200", from_text=True) == 1200
+    assert domain.coerce_field(number, "2.5", from_text=True) == 2.5
+    assert domain.coerce_field(boolean, "Yes", from_text=True) is True
+    assert domain.coerce_field(date, "2024-02-29") == datetime(2024, 2, 29, tzinfo=timezone.utc)
+    assert domain.coerce_field(choice, "pro") == "pro"
+    for definition, value in ((number, True), (number, "12"), (text, 5), (boolean, "yes"),
+                              (date, "29/02/2024"), (choice, "gold"), (text, "x" * 501),
+                              (number, float("nan"))):
+        with pytest.raises(domain.InvalidValue):
+            domain.coerce_field(definition, value)
+    with pytest.raises(domain.InvalidFields) as caught:
+        domain.check_fields({"age": number}, {"age": "x", "role": "admin"})
+    assert set(caught.value.problems) == {"age", "role"}
+
+
+@pytest.mark.parametrize("cell, shown", [("=1+1", "'=1+1"), ("+49 30", "'+49 30"),
+                                         ("-5", "'-5"), ("@SUM(A1)", "'@SUM(A1)"),
+                                         ("\tx", "'\tx"), ("\rx", "'\rx"), ("plain", "plain"),
+                                         (None, ""), (3, "3")])
+def test_csv_cells_that_a_spreadsheet_would_evaluate_are_escaped(cell, shown):
+    assert domain.csv_safe(cell) == shown
+
+
+def test_membership_update_keeps_the_index_arrays_in_step():
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    sub = domain.membership_update("L", domain.membership("subscribed", "api", at))
+    assert sub["$addToSet"] == {"list_ids": "L", "subscribed_list_ids": "L"}
+    unsub = domain.membership_update("L", domain.membership("unsubscribed", "api", at))
+    assert unsub["$pull"] == {"subscribed_list_ids": "L"} and "$addToSet" in unsub
