@@ -13,9 +13,9 @@ reliable arbiter. So:
   change, published and flushed after it, then deleted; the sweep publishes
   what a crash left, if the campaign's status still agrees with it;
 - progress counts go to one `progress` document per campaign and worker
-  process (a single writer each), and `job_states` (one document per job,
-  unique id) says which outcomes were counted, so redelivery counts nothing
-  twice and the exact figures can be recomputed from it.
+  process (a single writer each), and `job_outcomes` (one document per job
+  and outcome kind, unique id) says which outcomes were counted, so
+  redelivery counts nothing twice and the exact figures can be recomputed.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ INDEXES = {
     "outbox": [IndexModel([("created_at", ASCENDING)])],
     "progress": [IndexModel([("campaign_id", ASCENDING)]),
                  IndexModel([("account_id", ASCENDING)])],
-    "job_states": [IndexModel([("campaign_id", ASCENDING), ("final", ASCENDING)])],
+    "job_outcomes": [IndexModel([("campaign_id", ASCENDING), ("final", ASCENDING)])],
 }
 
 
@@ -216,7 +216,7 @@ class CampaignStore:
 class ProgressStore:
     """Per-campaign counters, one document per (campaign, writer): each
     worker process writes only its own, so no update is ever lost; the
-    `exact` document holds figures recomputed from job_states."""
+    `exact` document holds figures recomputed from job_outcomes."""
 
     EXACT = "exact"
 
@@ -296,40 +296,40 @@ def combine(rows: list[dict]) -> dict:
 
 
 class JobStateStore:
-    """One document per job: which outcomes of it were already counted."""
+    """Which outcomes of which job were counted: one document per (job,
+    outcome kind), written by a plain insert whose unique _id says "counted
+    already". Insert-only on purpose: on FerretDB's SQLite backend an insert
+    costs ~1 ms while a lookup by _id scans the collection (30 ms at 5,000
+    documents, measured), and this runs once per delivery event."""
 
     def __init__(self, db: Database):
-        self.jobs = db["job_states"]
+        self.outcomes = db["job_outcomes"]
+
+    def _first(self, doc: dict) -> bool:
+        try:
+            self.outcomes.insert_one(doc)
+            return True
+        except DuplicateKeyError:
+            return False
 
     def settle(self, job_id: str, campaign_id: str, outcome: str, size_bytes: int = 0) -> bool:
         """Record the job's final outcome; False when it already had one."""
-        try:
-            result = self.jobs.update_one(
-                {"_id": job_id, "final": {"$exists": False}},
-                {"$set": {"final": outcome, "campaign_id": campaign_id,
-                          "size_bytes": size_bytes if outcome == "sent" else 0}}, upsert=True)
-        except DuplicateKeyError:
-            return False
-        return bool(result.upserted_id is not None or result.modified_count)
+        return self._first({"_id": f"{job_id}:final", "campaign_id": campaign_id,
+                            "final": outcome,
+                            "size_bytes": size_bytes if outcome == "sent" else 0})
 
-    def mark(self, job_id: str, campaign_id: str, field: str, value: Any) -> bool:
-        """Add `value` to the job's `field` set once (a deferred attempt, a
-        bounce); False when it was already there."""
-        try:
-            result = self.jobs.update_one(
-                {"_id": job_id, field: {"$ne": value}},
-                {"$addToSet": {field: value}, "$set": {"campaign_id": campaign_id}}, upsert=True)
-        except DuplicateKeyError:
-            return False
-        return bool(result.upserted_id is not None or result.modified_count)
+    def mark(self, job_id: str, campaign_id: str, kind: str, attempt: int | None = None) -> bool:
+        """A deferred attempt or a bounce, once each; False when seen already."""
+        key = f"{job_id}:{kind}" + (f":{attempt}" if attempt is not None else "")
+        return self._first({"_id": key, "campaign_id": campaign_id, "kind": kind})
 
     def exact_counts(self, campaign_id: str) -> dict[str, int]:
-        """{sent, failed, skipped, bytes} from the job states themselves."""
+        """{sent, failed, skipped, bytes} from the recorded outcomes themselves."""
         counts = {outcome: 0 for outcome in domain.FINAL_OUTCOMES}
         counts["bytes"] = 0
-        for row in self.jobs.aggregate([{"$match": {"campaign_id": campaign_id}},
-                                        {"$group": {"_id": "$final", "n": {"$sum": 1},
-                                                    "bytes": {"$sum": "$size_bytes"}}}]):
+        for row in self.outcomes.aggregate([{"$match": {"campaign_id": campaign_id}},
+                                            {"$group": {"_id": "$final", "n": {"$sum": 1},
+                                                        "bytes": {"$sum": "$size_bytes"}}}]):
             if row["_id"] in domain.FINAL_OUTCOMES:
                 counts[row["_id"]] = int(row["n"])
                 counts["bytes"] += int(row.get("bytes") or 0)

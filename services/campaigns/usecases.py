@@ -385,7 +385,7 @@ def record_delivery(ports: Ports, event: Event) -> None:
     elif outcome == "deferred":
         counted = ports.jobs.mark(job_id, campaign_id, "deferred", data["attempt"])
     elif outcome == "bounced":
-        counted = ports.jobs.mark(job_id, campaign_id, "bounced", True)
+        counted = ports.jobs.mark(job_id, campaign_id, "bounced")
     else:
         return
     if counted:
