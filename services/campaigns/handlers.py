@@ -26,8 +26,13 @@ def ports_for(runtime, writer: str | None = None) -> usecases.Ports:
                           ProgressStore(db, writer), runtime.producer())
 
 
-def build_handlers(runtime) -> dict:
-    ports = ports_for(runtime)
-    handlers = {t: (lambda event: usecases.record_delivery(ports, event)) for t in DELIVERY_TYPES}
+def build_handlers(runtime, ports: usecases.Ports | None = None) -> dict:
+    """With `ports` given, delivery outcomes are buffered in it: the caller
+    must run usecases.flush_progress(ports) before committing offsets (the
+    worker does). Without, each event is written at once."""
+    buffered = ports is not None
+    ports = ports or ports_for(runtime)
+    handlers = {t: (lambda event: usecases.record_delivery(ports, event, flush=not buffered))
+                for t in DELIVERY_TYPES}
     handlers["audience.ready"] = lambda event: usecases.record_audience(ports, event)
     return handlers

@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.operations import IndexModel
 
 from services.campaigns import domain
@@ -237,6 +237,19 @@ class ProgressStore:
             update["$set"]["account_id"] = account_id
         self.progress.update_one({"_id": f"{campaign_id}:{self.writer}"}, update, upsert=True)
 
+    def add_many(self, campaign_id: str, account_id: str | None, counts: dict[str, int],
+                 size_bytes: int) -> None:
+        now = utcnow()
+        inc = {f"counts.{outcome}": n for outcome, n in counts.items() if n}
+        if size_bytes:
+            inc["bytes"] = size_bytes
+        update: dict[str, Any] = {"$inc": inc, "$set": {"campaign_id": campaign_id,
+                                                        "last_outcome_at": now},
+                                  "$min": {"first_outcome_at": now}}
+        if account_id:
+            update["$set"]["account_id"] = account_id
+        self.progress.update_one({"_id": f"{campaign_id}:{self.writer}"}, update, upsert=True)
+
     def set_audience_size(self, campaign_id: str, account_id: str, size: int) -> None:
         self.progress.update_one({"_id": f"{campaign_id}:{self.writer}"},
                                  {"$set": {"campaign_id": campaign_id, "account_id": account_id,
@@ -304,6 +317,30 @@ class JobStateStore:
 
     def __init__(self, db: Database):
         self.outcomes = db["job_outcomes"]
+
+    @staticmethod
+    def outcome_doc(job_id: str, campaign_id: str, outcome: str, attempt: int,
+                    size_bytes: int) -> dict:
+        if outcome in domain.FINAL_OUTCOMES:
+            return {"_id": f"{job_id}:final", "campaign_id": campaign_id, "final": outcome,
+                    "size_bytes": size_bytes if outcome == "sent" else 0}
+        suffix = f":{attempt}" if outcome == "deferred" else ""
+        return {"_id": f"{job_id}:{outcome}{suffix}", "campaign_id": campaign_id,
+                "kind": outcome}
+
+    def record_many(self, docs: list[dict]) -> list[bool]:
+        """Insert outcome documents; True for each one that was new."""
+        if not docs:
+            return []
+        try:
+            self.outcomes.insert_many(docs, ordered=False)
+            return [True] * len(docs)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != 11000 for error in errors):
+                raise
+            seen = {error["index"] for error in errors}
+            return [index not in seen for index in range(len(docs))]
 
     def _first(self, doc: dict) -> bool:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,8 @@ class Ports:
     jobs: JobStateStore
     progress: ProgressStore
     producer: EventProducer
+    # Delivery outcomes read but not yet written (see flush_progress).
+    pending: list = field(default_factory=list)
 
 
 # -- templates -------------------------------------------------------------
@@ -373,26 +375,46 @@ COMPLETION_CHECK_EVERY = 1.0  # seconds, per campaign and process
 _last_check: dict[str, float] = {}
 
 
-def record_delivery(ports: Ports, event: Event) -> None:
-    """Count one delivery event into its campaign, once per job and outcome."""
+def record_delivery(ports: Ports, event: Event, flush: bool = True) -> None:
+    """Count one delivery event into its campaign, once per job and outcome.
+    The worker passes flush=False and calls flush_progress before each
+    offset commit: one bulk insert per second instead of two round trips
+    per event, and nothing is committed that was not written."""
     data = event.data
-    if data.get("test"):
-        return
     outcome = event.type.split(".", 1)[1]
-    job_id, campaign_id = data["job_id"], data["campaign_id"]
-    if outcome in domain.FINAL_OUTCOMES:
-        counted = ports.jobs.settle(job_id, campaign_id, outcome, data.get("size_bytes") or 0)
-    elif outcome == "deferred":
-        counted = ports.jobs.mark(job_id, campaign_id, "deferred", data["attempt"])
-    elif outcome == "bounced":
-        counted = ports.jobs.mark(job_id, campaign_id, "bounced")
-    else:
+    if data.get("test") or outcome not in domain.COUNTED:
         return
-    if counted:
-        ports.progress.add(campaign_id, event.account_id, outcome, data.get("size_bytes") or 0)
-    if outcome in domain.FINAL_OUTCOMES:
-        now = time.monotonic()
-        if now - _last_check.get(campaign_id, 0.0) >= COMPLETION_CHECK_EVERY:
+    doc = ports.jobs.outcome_doc(data["job_id"], data["campaign_id"], outcome,
+                                 data["attempt"], data.get("size_bytes") or 0)
+    ports.pending.append((doc, event.account_id, outcome))
+    if flush:
+        flush_progress(ports)
+
+
+def flush_progress(ports: Ports) -> None:
+    pending, ports.pending = ports.pending, []
+    if not pending:
+        return
+    try:
+        new = ports.jobs.record_many([doc for doc, _, _ in pending])
+    except Exception:
+        ports.pending = pending + ports.pending  # the loop retries the commit later
+        raise
+    totals: dict[str, dict] = {}
+    for (doc, account_id, outcome), counted in zip(pending, new):
+        campaign = totals.setdefault(doc["campaign_id"], {"account_id": account_id,
+                                                          "counts": {}, "bytes": 0,
+                                                          "final": False})
+        if counted:
+            campaign["counts"][outcome] = campaign["counts"].get(outcome, 0) + 1
+            campaign["bytes"] += doc.get("size_bytes") or 0
+        campaign["final"] |= outcome in domain.FINAL_OUTCOMES
+    now = time.monotonic()
+    for campaign_id, total in totals.items():
+        if total["counts"]:
+            ports.progress.add_many(campaign_id, total["account_id"], total["counts"],
+                                    total["bytes"])
+        if total["final"] and now - _last_check.get(campaign_id, 0.0) >= COMPLETION_CHECK_EVERY:
             _last_check[campaign_id] = now
             campaign = ports.campaigns.get_any(campaign_id)
             if campaign is not None:

@@ -36,8 +36,17 @@ def main() -> None:
 
     def build_loop():
         store.ensure_indexes(runtime.db)
-        loop = consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
-                             producer=runtime.producer())
+        ports = ports_for(runtime)
+        producer = runtime.producer()
+        loop = consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime, ports),
+                             producer=producer)
+
+        def before_commit():
+            # Outcomes are written in one bulk insert per commit, and always
+            # before the offsets that carried them are committed.
+            usecases.flush_progress(ports)
+            producer.flush()
+        loop.before_commit = before_commit
         threading.Thread(target=run_sweeps, name="campaigns-sweep", daemon=True,
                          args=(ports_for(runtime), config.campaigns_sweep_seconds, stop)).start()
         return loop

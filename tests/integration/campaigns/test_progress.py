@@ -127,3 +127,20 @@ def test_a_crash_between_job_state_and_counter_is_repaired_by_the_sweep(client, 
     done = view(client, campaign_id)
     assert done["status"] == "sent"
     assert (done["progress"]["sent"], done["progress"]["failed"]) == (1, 1)
+
+
+def test_buffered_outcomes_count_once_within_and_across_flushes(client, ports):
+    campaign_id = launched(client)
+    account = client.account_id
+    batch = [delivery(account, campaign_id, c, "sent", size_bytes=10) for c in "abc"]
+    for event in batch + batch[:1]:                    # a duplicate inside one flush
+        usecases.record_delivery(ports, event, flush=False)
+    assert view(client, campaign_id)["progress"]["sent"] == 0   # nothing written yet
+    usecases.flush_progress(ports)
+    for event in batch:                                # redelivered after the commit
+        usecases.record_delivery(ports, event, flush=False)
+    usecases.record_delivery(ports, delivery(account, campaign_id, "a", "bounced"), flush=False)
+    usecases.flush_progress(ports)
+    progress = view(client, campaign_id)["progress"]
+    assert (progress["sent"], progress["bounced"]) == (3, 1)
+    assert client.get("/api/v1/usage").get_json()["mailings_bytes"] == 30
