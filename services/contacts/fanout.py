@@ -110,10 +110,34 @@ def fan_out(event: Event, *, stream: AudienceStream, store: FanoutStore,
     return produced
 
 
-def handlers(runtime, stream: AudienceStream, batch_size: int = BATCH_SIZE) -> dict:
+def contacts_stream(contacts_store) -> AudienceStream:
+    """The contacts store's audience as fan-out reads it. A segment that no
+    longer exists or no longer compiles (a field or list deleted since) is
+    left out, with a warning: what remains (the lists) is still sent, and an
+    audience left empty completes the campaign with 0 recipients rather
+    than leaving it sending forever."""
+    def stream(account_id, list_ids, segment_id, after=None, batch_size=BATCH_SIZE):
+        segment_filter = None
+        if segment_id:
+            try:
+                segment_filter = contacts_store.compile_segment(account_id, segment_id)
+            except Exception as exc:  # LookupError, SegmentError: the definition is gone
+                log.warning("campaign segment unusable; left out of the audience",
+                            extra={"segment_id": segment_id, "reason": str(exc)[:200]})
+        if not list_ids and not segment_filter:
+            return iter(())
+        return contacts_store.stream_audience(account_id, list_ids, segment_filter,
+                                              after_contact_id=after, batch_size=batch_size)
+    return stream
+
+
+def handlers(runtime, stream: AudienceStream | None = None,
+             batch_size: int = BATCH_SIZE) -> dict:
     """{event type: handler} for services/contacts/handlers.py."""
+    from services.contacts.store import ContactsStore
     from shared import mongo
     mongo.ensure_indexes(runtime.db, INDEXES)
+    stream = stream or contacts_stream(ContactsStore(runtime.db))
     store = FanoutStore(runtime.db)
     return {"campaign.launched": lambda event: fan_out(
         event, stream=stream, store=store, producer=runtime.producer(), batch_size=batch_size)}

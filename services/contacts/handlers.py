@@ -11,7 +11,7 @@ import hashlib
 import logging
 from datetime import datetime
 
-from services.contacts import domain, events, usecases
+from services.contacts import domain, events, fanout, usecases
 from services.contacts.store import PLATFORM, ContactsStore
 from shared import topics
 from shared.events import Event
@@ -131,6 +131,7 @@ def build_handlers(runtime) -> dict:
         return lambda event: fn(ports, event)
 
     return {
+        **fanout.handlers(runtime),
         "tracking.unsubscribed": with_ports(unsubscribe),
         "tracking.complained": with_ports(complained),
         "tracking.bounced": with_ports(bounced),
