@@ -72,7 +72,7 @@ def import_contacts(gw: Gateway, list_id: str, rows: list[tuple[str, str]],
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = gw.call("GET", f"/imports/{started['id']}")
-        if state.get("status") in ("done", "completed", "finished", "failed"):
+        if state.get("status") in ("done", "failed", "cancelled"):
             assert state["status"] != "failed", state
             return state
         time.sleep(0.5)
@@ -80,19 +80,19 @@ def import_contacts(gw: Gateway, list_id: str, rows: list[tuple[str, str]],
 
 
 def find_contact(gw: Gateway, address: str) -> dict:
-    found = gw.call("GET", "/contacts", params={"email": address})["items"]
+    found = gw.call("GET", "/contacts", params={"email_prefix": address})["items"]
     assert found, address
     return found[0]
 
 
 def suppress(gw: Gateway, address: str) -> None:
-    gw.call("POST", "/suppressions", json={"email": address, "reason": "e2e"})
+    gw.call("POST", "/suppressions", json={"email": address, "reason": "manual"})
 
 
 def unsubscribe(gw: Gateway, list_id: str, address: str) -> None:
     contact = find_contact(gw, address)
-    gw.call("PATCH", f"/contacts/{contact['id']}",
-            json={"lists": {list_id: "unsubscribed"}})
+    gw.call("PUT", f"/contacts/{contact['id']}/lists/{list_id}",
+            json={"status": "unsubscribed"})
 
 
 # -- campaigns ---------------------------------------------------------------
