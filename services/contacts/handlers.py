@@ -11,7 +11,7 @@ import hashlib
 import logging
 from datetime import datetime
 
-from services.contacts import domain, events, fanout, usecases
+from services.contacts import domain, events, fanout, privacy, usecases
 from services.contacts.store import PLATFORM, ContactsStore
 from shared import topics
 from shared.events import Event
@@ -136,4 +136,5 @@ def build_handlers(runtime) -> dict:
         "tracking.complained": with_ports(complained),
         "tracking.bounced": with_ports(bounced),
         "delivery.bounced": with_ports(bounced),
+        "privacy.requested": lambda event: privacy.handle_privacy_request(runtime, event),
     }
