@@ -12,11 +12,9 @@ from typing import Any, Callable
 # Campaign status as the sender knows it (from campaigns.events).
 SENDING, PAUSED, CANCELLED = "sending", "paused", "cancelled"
 
-# Delivery record states. A job in CLAIMABLE may be (re)claimed by anyone;
-# CLAIMED belongs to its claimer until the lease runs out; FINAL never changes.
-CLAIMED, SENT, FAILED, SKIPPED, DEFERRED, RELEASED = (
-    "claimed", "sent", "failed", "skipped", "deferred", "released")
-CLAIMABLE = (DEFERRED, RELEASED)
+# What becomes of a claimed job. FINAL outcomes are recorded for good; a
+# deferred (send.retry) or released (not attempted) job gives its claim back.
+SENT, FAILED, SKIPPED, DEFERRED, RELEASED = "sent", "failed", "skipped", "deferred", "released"
 FINAL = (SENT, FAILED, SKIPPED)
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")

@@ -74,6 +74,7 @@ class EngineSettings:
     batch_deadline_seconds: float = 20.0  # stop starting new sends after this (lease/2 at most)
     paused_recheck_seconds: float = 1.0
     held_recheck_seconds: float = 2.0
+    record_every: int = 64  # sends between two writes of their outcomes
     routes: Routes = Routes()
 
 
@@ -145,12 +146,19 @@ class Engine:
             limit = campaign.limits.per_domain_concurrency or self.settings.default_domain_concurrency
             for job in allowed:
                 tasks.append(self._task(job, campaign, limit))
-        self.messenger.send_all(tasks, time.monotonic() + self.settings.batch_deadline_seconds)
-        for task in tasks:
-            outcome, hold = self._after_send(task)
-            outcomes.append(outcome)
-            result[task.job.job_id] = hold
         self.deliveries.record(outcomes)
+        # Record every few dozen sends, not once per batch: a sender killed
+        # mid-batch re-sends (same Message-ID) only what it had not recorded.
+        deadline = time.monotonic() + self.settings.batch_deadline_seconds
+        step = self.settings.record_every
+        for chunk in (tasks[i:i + step] for i in range(0, len(tasks), step)):
+            self.messenger.send_all(chunk, deadline)
+            outcomes = []
+            for task in chunk:
+                outcome, hold = self._after_send(task)
+                outcomes.append(outcome)
+                result[task.job.job_id] = hold
+            self.deliveries.record(outcomes)
         return result
 
     # -----------------------------------------------------------------------

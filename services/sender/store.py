@@ -5,8 +5,8 @@
   a one-second cache, so a pause or cancel reaches every pod within seconds.
 - `contacts`: unsubscribe / suppression / erasure state from contacts.events
   (ids only), checked at send time.
-- `deliveries`: one record per job (_id = job id): the claim, then the
-  outcome. A job recorded sent is never sent again.
+- `claims` and `deliveries`: who sends a job, then its final outcome
+  (_id = job id). A job recorded sent is never sent again.
 - `rate_windows`: per-campaign message counters for the rate limits.
 
 Only single-document atomic operations and unique _ids (FerretDB has no
@@ -18,15 +18,15 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 from pymongo.operations import IndexModel
 
-from services.sender.domain import CANCELLED, CLAIMABLE, CLAIMED, FINAL, SENDING, Campaign, Job
+from services.sender.domain import CANCELLED, FINAL, SENDING, Campaign, Job
 
 INDEXES = {
-    "deliveries": [IndexModel([("campaign_id", 1), ("state", 1)])],
+    "claims": [IndexModel([("campaign_id", 1)])],
     "rate_windows": [IndexModel([("expires_at", 1)])],
 }
 
@@ -132,63 +132,82 @@ class ContactStateStore:
 
 
 class DeliveryStore:
+    """Claims and outcomes, written with inserts and deletes only: FerretDB
+    (SQLite) inserts 500 documents in ~50 ms but updates ~6 ms apiece.
+
+    `claims` (_id = job id): who is sending the job since when; deleted when
+    the job is deferred or released, kept once it is final.
+    `deliveries` (_id = job id): the final outcome and the event announcing
+    it; a job with one is never sent again.
+    """
+
     def __init__(self, db: Database, owner: str, lease_seconds: float):
+        self.claims = db["claims"]
         self.col = db["deliveries"]
         self.owner = owner
         self.lease_seconds = lease_seconds
 
     def claim(self, jobs: list[Job]) -> tuple[list[Job], dict[str, dict], list[Job]]:
         """Claim the jobs: (claimed, records of jobs already finished by
-        job id, jobs someone else holds right now)."""
+        job id, jobs a live sender holds right now)."""
+        finished = self._finished([j.job_id for j in jobs])
+        todo = [j for j in jobs if j.job_id not in finished]
         now = utcnow()
-        docs = [{"_id": j.job_id, "state": CLAIMED, "owner": self.owner, "claimed_at": now,
-                 "attempt": j.attempt, "campaign_id": j.campaign_id} for j in jobs]
+        docs = [{"_id": j.job_id, "owner": self.owner, "claimed_at": now, "attempt": j.attempt,
+                 "campaign_id": j.campaign_id} for j in todo]
         conflicts: set[str] = set()
         try:
             if docs:
-                self.col.insert_many(docs, ordered=False)
+                self.claims.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
             for error in exc.details.get("writeErrors", []):
                 if error.get("code") != 11000:
                     raise
                 conflicts.add(docs[error["index"]]["_id"])
-        claimed = [j for j in jobs if j.job_id not in conflicts]
-        finished, held = {}, []
+        claimed = [j for j in todo if j.job_id not in conflicts]
+        held = []
         if conflicts:
-            existing = {d["_id"]: d for d in self.col.find({"_id": {"$in": list(conflicts)}})}
+            finished.update(self._finished(list(conflicts)))  # finished meanwhile
+            existing = {d["_id"]: d for d in self.claims.find({"_id": {"$in": list(conflicts)}})}
             expired = now.timestamp() - self.lease_seconds
-            for job in (j for j in jobs if j.job_id in conflicts):
+            for job in (j for j in todo if j.job_id in conflicts and j.job_id not in finished):
                 doc = existing.get(job.job_id)
-                if doc is None:
-                    held.append(job)  # removed meanwhile: try again later
-                elif doc["state"] in FINAL:
-                    finished[job.job_id] = doc
-                elif (doc["state"] in CLAIMABLE or doc["claimed_at"].timestamp() < expired) \
+                if doc is not None and doc["claimed_at"].timestamp() < expired \
                         and self._take_over(job, doc, now):
                     claimed.append(job)
                 else:
-                    held.append(job)
+                    held.append(job)  # a live sender has it (or it was just released)
         return claimed, finished, held
 
+    def _finished(self, job_ids: list[str]) -> dict[str, dict]:
+        if not job_ids:
+            return {}
+        return {d["_id"]: d for d in self.col.find({"_id": {"$in": job_ids}})}
+
     def _take_over(self, job: Job, doc: dict, now: datetime) -> bool:
-        """Claim a record left deferred, released, or claimed past its lease
-        (its sender died mid-send: the message may have gone out, and goes
-        again with the same Message-ID)."""
-        taken = self.col.find_one_and_update(
-            {"_id": job.job_id, "state": doc["state"], "claimed_at": doc.get("claimed_at")},
-            {"$set": {"state": CLAIMED, "owner": self.owner, "claimed_at": now,
-                      "attempt": job.attempt, "previous_owner": doc.get("owner")}},
+        """Claim a job whose sender died mid-send (its lease ran out): the
+        message may have gone out, and goes again with the same Message-ID."""
+        taken = self.claims.find_one_and_update(
+            {"_id": job.job_id, "owner": doc["owner"], "claimed_at": doc["claimed_at"]},
+            {"$set": {"owner": self.owner, "claimed_at": now, "attempt": job.attempt,
+                      "previous_owner": doc["owner"]}},
             return_document=ReturnDocument.AFTER)
         return taken is not None
 
     def record(self, outcomes: list[tuple[str, str, dict]]) -> None:
-        """(job id, new state, fields) for jobs this sender claimed."""
-        if not outcomes:
-            return
-        now = utcnow()
-        self.col.bulk_write([UpdateOne({"_id": job_id, "owner": self.owner, "state": CLAIMED},
-                                       {"$set": {"state": state, "updated_at": now, **fields}})
-                             for job_id, state, fields in outcomes], ordered=False)
+        """(job id, state, fields) for jobs this sender claimed: a final
+        state is stored; deferred and released ones give their claim back."""
+        final = [{"_id": job_id, "state": state, "owner": self.owner, "at": utcnow(), **fields}
+                 for job_id, state, fields in outcomes if state in FINAL]
+        give_back = [job_id for job_id, state, _ in outcomes if state not in FINAL]
+        if final:
+            try:
+                self.col.insert_many(final, ordered=False)
+            except BulkWriteError as exc:  # already final (a re-send after a crash)
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+        if give_back:
+            self.claims.delete_many({"_id": {"$in": give_back}, "owner": self.owner})
 
     def get(self, job_id: str) -> dict | None:
         return self.col.find_one({"_id": job_id})

@@ -28,7 +28,8 @@ from shared.topics import TopicSpec
 REPO = Path(__file__).resolve().parents[3]
 PYTHON = sys.executable
 TOPIC_NAMES = [topics.SEND_JOBS, topics.SEND_RETRY, topics.SEND_DLQ, topics.DELIVERY_EVENTS,
-               topics.CAMPAIGNS_EVENTS, topics.CONTACTS_EVENTS]
+               topics.CAMPAIGNS_EVENTS, topics.CONTACTS_EVENTS, topics.PRIVACY_REQUESTS,
+               topics.PRIVACY_ACKS]
 
 
 def free_port() -> int:

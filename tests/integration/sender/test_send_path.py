@@ -76,3 +76,103 @@ def test_every_recipient_gets_one_signed_message_with_unsubscribe_headers(sender
     for event in sent:
         assert "@example.com" not in str(event.data)  # ids and domains only
         assert event.data["recipient_domain"] == "example.com"
+
+
+def test_transient_failures_are_retried_until_every_message_arrives(senders, sink, unique):
+    sink.set_faults(transient_rate=0.2, seed=7)
+    account, campaign = hexid(), hexid()
+    senders.start()
+    senders.launch(account, campaign)
+    people = recipients(60, unique)
+    senders.jobs(account, campaign, people)
+    senders.wait(lambda: len(by_recipient(sink)) >= len(people), 120, "every recipient")
+    received = by_recipient(sink)
+    assert all(len(msgs) == 1 for msgs in received.values()) and len(received) == len(people)
+    events = senders.events()
+    assert any(e.type == "delivery.deferred" for e in events)
+    retried = [e for e in events if e.type == "delivery.sent" and e.data["attempt"] > 0]
+    assert retried  # some went out on a later attempt, from send.retry
+    for event in (e for e in events if e.type == "delivery.deferred"):
+        assert "@" not in event.data.get("smtp_reply", "").replace("<email>", "")
+
+
+def test_permanent_failures_become_failed_with_the_masked_reply(senders, sink, unique):
+    people = recipients(10, unique)
+    bad = {email for _, email, _ in people[:3]}
+    sink.set_faults(fail_recipients={email: 550 for email in bad})
+    account, campaign = hexid(), hexid()
+    senders.start()
+    senders.launch(account, campaign)
+    senders.jobs(account, campaign, people)
+    events = senders.wait(lambda: (lambda ev: ev if len(ev) >= 10 else None)(
+        [e for e in senders.events(idle=1) if e.type in ("delivery.sent", "delivery.failed")]),
+        60, "ten outcomes")
+    failed = [e for e in events if e.type == "delivery.failed"]
+    assert len(failed) == 3 and {e.data["smtp_code"] for e in failed} == {550}
+    assert all("<email>" in e.data["smtp_reply"] and "example.com" not in e.data["smtp_reply"]
+               for e in failed)
+    assert set(by_recipient(sink)) == {email for _, email, _ in people} - bad
+
+
+def test_exhausted_retries_go_to_the_dlq_and_count_as_failed(stack_env, tmp_path, sink, unique,
+                                                             mongo_uri):
+    group = Senders(stack_env, tmp_path, sink, unique, SANDESH_SEND_MAX_ATTEMPTS=3)
+    try:
+        people = recipients(3, unique)
+        sink.set_faults(fail_recipients={people[0][1]: 451})
+        account, campaign = hexid(), hexid()
+        group.start()
+        group.launch(account, campaign)
+        job_ids = group.jobs(account, campaign, people)
+        dead = group.wait(lambda: group.events("send.dlq", idle=1), 90, "a dead job")
+        assert [e.data["job"]["job_id"] for e in dead] == [job_ids[0]]
+        outcomes = [e for e in group.events() if e.data["job_id"] == job_ids[0]]
+        assert [e.type for e in outcomes].count("delivery.deferred") == 2
+        assert outcomes[-1].type == "delivery.failed" and outcomes[-1].data["attempt"] == 2
+    finally:
+        group.terminate_all()
+        from shared import mongo
+        mongo.client(mongo_uri).drop_database(group.db_name)
+
+
+def test_pause_holds_the_jobs_resume_sends_them_cancel_skips_them(senders, sink, unique):
+    account, paused, cancelled = hexid(), hexid(), hexid()
+    senders.start()
+    senders.launch(account, paused)
+    senders.launch(account, cancelled)
+    senders.status(account, paused, "paused")
+    senders.status(account, cancelled, "cancelled")
+    people = recipients(10, unique)
+    senders.jobs(account, paused, people[:5])
+    cancelled_jobs = senders.jobs(account, cancelled, people[5:])
+    skipped = senders.wait(lambda: [e for e in senders.events(idle=1)
+                                    if e.type == "delivery.skipped"], 60, "skipped jobs")
+    assert sorted(e.data["job_id"] for e in skipped) == sorted(cancelled_jobs)
+    assert all(e.data["reason"] == "cancelled" for e in skipped)
+    assert sink.count() == 0  # paused: held, not sent
+    senders.status(account, paused, "resumed")
+    senders.wait(lambda: sink.count() >= 5, 60, "the resumed campaign's mail")
+    assert set(by_recipient(sink)) == {email for _, email, _ in people[:5]}
+
+
+def test_unsubscribed_and_suppressed_contacts_are_skipped_at_send_time(senders, sink, unique):
+    account, campaign, list_id = hexid(), hexid(), hexid()
+    senders.start()
+    senders.launch(account, campaign)
+    people = recipients(6, unique)
+    unsubscribed, suppressed, bounced = people[0][0], people[1][0], people[2][0]
+    senders.publish("contacts.events", "contact.unsubscribed", account, unsubscribed,
+                    {"contact_id": unsubscribed, "list_id": list_id, "via": "link"})
+    senders.publish("contacts.events", "contact.suppressed", account, suppressed,
+                    {"contact_id": suppressed, "scope": "account", "reason": "manual"})
+    senders.publish("contacts.events", "contact.status_changed", account, bounced,
+                    {"contact_id": bounced, "status": "bounced"})
+    import time
+    time.sleep(3)  # let the sender's contacts consumer catch up before the jobs
+    senders.jobs(account, campaign, people, list_id=list_id)
+    senders.wait(lambda: sink.count() >= 3, 60, "the others' mail")
+    skipped = senders.wait(lambda: (lambda ev: ev if len(ev) >= 3 else None)(
+        [e for e in senders.events(idle=1) if e.type == "delivery.skipped"]), 30, "skips")
+    assert {e.data["contact_id"]: e.data["reason"] for e in skipped} == {
+        unsubscribed: "unsubscribed", suppressed: "suppressed", bounced: "bounced"}
+    assert set(by_recipient(sink)) == {email for _, email, _ in people[3:]}
