@@ -134,8 +134,8 @@ def process(store: ContactsStore, producer: EventProducer, salt: str, job: dict,
     the final job document."""
     path = job["file"]["path"]
     checkpoint = job["checkpoint"]
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     reject_file = rejected_path(import_dir, job["account_id"], job["_id"])
+    os.makedirs(os.path.dirname(reject_file), exist_ok=True)
     with open(path, "rb") as upload, open(reject_file, "a+b") as rejected:
         rejected.truncate(checkpoint["rejected_bytes"])  # drop what a dead worker wrote after it
         rejected.seek(0, io.SEEK_END)
