@@ -212,7 +212,8 @@ class Engine:
         self.publisher.publish(self.settings.routes.delivery, self._event(job, event_type, data),
                                key=job.job_id)
         return job.job_id, state, {"event": {"type": event_type, "data": data},
-                                   "account_id": job.account_id}
+                                   "account_id": job.account_id,
+                                   "campaign_id": job.campaign_id, "attempt": job.attempt}
 
     def _reschedule(self, job: Job, at: float, attempt: int | None = None) -> None:
         data = {**job.data, "attempt": job.attempt if attempt is None else attempt,

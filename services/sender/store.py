@@ -197,7 +197,8 @@ class DeliveryStore:
     def record(self, outcomes: list[tuple[str, str, dict]]) -> None:
         """(job id, state, fields) for jobs this sender claimed: a final
         state is stored; deferred and released ones give their claim back."""
-        final = [{"_id": job_id, "state": state, "owner": self.owner, "at": utcnow(), **fields}
+        final = [{"_id": job_id, "state": state, "owner": self.owner, "updated_at": utcnow(),
+                  **fields}
                  for job_id, state, fields in outcomes if state in FINAL]
         give_back = [job_id for job_id, state, _ in outcomes if state not in FINAL]
         if final:

@@ -1,0 +1,80 @@
+"""Retry schedule, SMTP answer classes and rate limits (with a fake clock)."""
+import pytest
+
+from services.sender.domain import (PERMANENT, TRANSIENT, ACCEPTED, Limits, RetryPolicy, classify,
+                                    hex_id, message_id)
+from services.sender.throttle import MemoryCounter, RateLimiter
+
+
+def test_backoff_doubles_with_jitter_within_bounds_and_is_capped():
+    policy = RetryPolicy(max_attempts=5, base_seconds=30, max_seconds=600)
+    assert [policy.delay(a, rng=lambda: 0.0) for a in range(6)] == [15, 30, 60, 120, 240, 300]
+    assert [policy.delay(a, rng=lambda: 1.0) for a in range(6)] == [30, 60, 120, 240, 480, 600]
+    import random
+    rng = random.Random(1)
+    delays = {policy.delay(2, rng=rng.random) for _ in range(50)}
+    assert len(delays) > 40 and all(60 <= d <= 120 for d in delays)  # jitter spreads retries
+
+
+def test_attempts_are_exhausted_after_the_configured_number():
+    policy = RetryPolicy(max_attempts=5)
+    assert [policy.exhausted(a) for a in range(5)] == [False, False, False, False, True]
+
+
+@pytest.mark.parametrize("code,kind", [(250, ACCEPTED), (421, TRANSIENT), (451, TRANSIENT),
+                                       (None, TRANSIENT), (550, PERMANENT), (554, PERMANENT)])
+def test_smtp_answers(code, kind):
+    assert classify(code) == kind
+
+
+def test_message_id_is_stable_per_job_and_ids_fit_tracking_tokens():
+    assert message_id("j1", "sandesh.test") == message_id("j1", "sandesh.test") == "<j1@sandesh.test>"
+    assert hex_id("ab" * 16) == "ab" * 16
+    assert len(hex_id("test-1")) == 32 and hex_id("test-1") == hex_id("test-1")
+
+
+class FakeClock:
+    def __init__(self, now=1_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def test_per_second_limit_grants_up_to_the_limit_then_says_when_to_come_back():
+    clock = FakeClock(1_000_000.25)
+    limiter = RateLimiter(MemoryCounter(), clock)
+    limits = Limits(per_second=10)
+    first = limiter.grant("c1", 7, limits)
+    second = limiter.grant("c1", 7, limits)
+    assert (first.granted, second.granted) == (7, 3)
+    assert second.retry_at == 1_000_001.0 and not second.hourly
+    assert limiter.grant("c2", 10, limits).granted == 10  # per campaign
+    clock.now = 1_000_001.0
+    assert limiter.grant("c1", 7, limits).granted == 7  # a new window
+
+
+def test_fractional_rate_uses_a_longer_window():
+    clock = FakeClock(1_000_000.0)
+    limiter = RateLimiter(MemoryCounter(), clock)
+    limits = Limits(per_second=0.5)
+    assert limiter.grant("c", 5, limits).granted == 1
+    clock.now += 1
+    assert limiter.grant("c", 5, limits).granted == 0
+    clock.now += 1
+    assert limiter.grant("c", 5, limits).granted == 1
+
+
+def test_hourly_quota_reschedules_the_rest_for_the_next_hour():
+    clock = FakeClock(3600 * 500 + 10)
+    limiter = RateLimiter(MemoryCounter(), clock)
+    limits = Limits(per_hour=100)
+    assert limiter.grant("c", 60, limits).granted == 60
+    grant = limiter.grant("c", 60, limits)
+    assert grant.granted == 40 and grant.hourly and grant.retry_at == 3600 * 501
+    clock.now = 3600 * 501
+    assert limiter.grant("c", 60, limits).granted == 60
+
+
+def test_no_limits_grant_everything():
+    assert RateLimiter(MemoryCounter(), FakeClock()).grant("c", 500, Limits()).granted == 500
