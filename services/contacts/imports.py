@@ -8,7 +8,7 @@ that batch written; the next worker starts again at the last checkpoint and
 recognises its own earlier writes: every membership the import creates
 carries (import_id, row), and a contact it created carries the same origin,
 so a replayed row is counted exactly as the first time, and the unique
-(account_id, email) index means a contact is never created twice.
+(account_id, email_hash) index means a contact is never created twice.
 
 Speed: a batch is one bulk insert of the rows that look new (unordered); the
 unique index turns the ones that already exist into duplicate-key errors,
@@ -250,10 +250,10 @@ def _run_batch(ctx: Context, batch: list[Row], writer) -> None:
     for row in valid:
         if row.addr.hash in suppressed:
             counters["skipped_suppressed"] += 1
-        elif row.addr.email in seen:
+        elif row.addr.hash in seen:
             counters["skipped_duplicate"] += 1      # twice in this batch
         else:
-            seen.add(row.addr.email)
+            seen.add(row.addr.hash)
             fresh.append(row)
     subscribed_ids = _write(ctx, fresh, at)
     if subscribed_ids:
@@ -299,10 +299,10 @@ def _write(ctx: Context, rows: list[Row], at: datetime) -> list[str]:
 
 
 def _existing(ctx: Context, rows: list[Row], at: datetime) -> list[str]:
-    found = ctx.store.contacts_by_emails(ctx.account_id, [r.addr.email for r in rows])
+    found = ctx.store.contacts_by_hashes(ctx.account_id, [r.addr.hash for r in rows])
     updates, subscribed, counters = [], [], ctx.counters
     for row in rows:
-        contact = found.get(row.addr.email)
+        contact = found.get(row.addr.hash)
         if contact is None:   # deleted since the insert failed: the next run creates it
             raise RuntimeError("a conflicting contact vanished; retrying the batch")
         member = contact.get("lists", {}).get(ctx.list_id)

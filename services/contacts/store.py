@@ -6,7 +6,9 @@ Collections:
                  status (active|bounced|complained|erased), suppressed,
                  lists{<list id>: {status, via, at, [import_id, row]}},
                  list_ids[], subscribed_list_ids[], origin{}, created_at, updated_at}
-                 One contact per (account_id, email): a unique index.
+                 One contact per (account_id, email_hash): a unique index. The hash
+                 folds the local part's case (shared.pii.email_hash), so Ann@x and
+                 ann@x are one contact, exactly as they are one suppression entry.
                  list_ids / subscribed_list_ids mirror `lists` so that
                  "member of" / "subscribed to" are multikey-index lookups.
   fields        {_id, account_id, key, label, type, choices}
@@ -38,7 +40,8 @@ INDEXES = {
     "lists": [IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)]),
               IndexModel([("account_id", ASCENDING), ("name", ASCENDING)], unique=True)],
     "contacts": [
-        IndexModel([("account_id", ASCENDING), ("email", ASCENDING)], unique=True),
+        IndexModel([("account_id", ASCENDING), ("email_hash", ASCENDING)], unique=True),
+        IndexModel([("account_id", ASCENDING), ("email", ASCENDING)]),
         IndexModel([("email_hash", ASCENDING)]),
         IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("account_id", ASCENDING), ("subscribed_list_ids", ASCENDING), ("_id", ASCENDING)]),
@@ -181,15 +184,15 @@ class ContactsStore:
     def get_contact(self, account_id: str, contact_id: str) -> dict | None:
         return self.contacts.find_one({"_id": contact_id, "account_id": account_id})
 
-    def contact_by_email(self, account_id: str, email: str) -> dict | None:
-        return self.contacts.find_one({"account_id": account_id, "email": email})
+    def contact_by_hash(self, account_id: str, hash_: str) -> dict | None:
+        return self.contacts.find_one({"account_id": account_id, "email_hash": hash_})
 
-    def contacts_by_emails(self, account_id: str, emails: list[str],
+    def contacts_by_hashes(self, account_id: str, hashes: list[str],
                            projection: dict | None = None) -> dict[str, dict]:
-        if not emails:
+        if not hashes:
             return {}
-        return {d["email"]: d for d in self.contacts.find(
-            {"account_id": account_id, "email": {"$in": emails}}, projection)}
+        return {d["email_hash"]: d for d in self.contacts.find(
+            {"account_id": account_id, "email_hash": {"$in": hashes}}, projection)}
 
     def update_contact(self, account_id: str, contact_id: str, update: dict) -> dict | None:
         return self.contacts.find_one_and_update({"_id": contact_id, "account_id": account_id},

@@ -177,7 +177,7 @@ def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -
     changes["updated_at"] = ports.clock()
     try:
         doc = ports.store.update_contact(account_id, contact_id, {"$set": changes})
-    except Exception as exc:  # the unique (account, email) index
+    except Exception as exc:  # the unique (account, email hash) index
         if "duplicate key" in str(exc).lower() or getattr(exc, "code", None) == 11000:
             raise conflict("a contact with this address exists") from None
         raise

@@ -47,6 +47,7 @@ def test_addresses_are_validated_and_normalised_one_per_account(client):
     contact = make_contact(client, "  Jane.Doe@Example.COM ", name="Jane")
     assert contact["email"] == "Jane.Doe@example.com"
     assert client.post(f"{V1}/contacts", {"email": "Jane.Doe@EXAMPLE.com"}).status_code == 409
+    assert client.post(f"{V1}/contacts", {"email": "jane.doe@example.com"}).status_code == 409
     idn = make_contact(client, "user@Bücher.example")
     assert idn["email"] == "user@bücher.example"
     r = client.post(f"{V1}/contacts", {"email": "a" * 65 + "@example.com"})
