@@ -139,7 +139,12 @@ def create_contact(ports: Ports, account_id: str, body: dict, actor: str) -> dic
     for list_id in body.get("list_ids") or []:
         get_list(ports, account_id, list_id)
     at = ports.clock()
-    suppressed = bool(ports.store.suppression_entries(account_id, [addr.hash]))
+    entries = ports.store.suppression_entries(account_id, [addr.hash])
+    suppressed = bool(entries)
+    if suppressed and body.get("list_ids") and \
+            (not body.get("reconsent") or any(e["account_id"] is PLATFORM for e in entries)):
+        raise conflict("this address is suppressed; create it without lists, or subscribe it "
+                       "with reconsent: true and the consent it gave", "suppressed")
     doc = contact_document(account_id, addr, name=body.get("name"), fields=values, at=at,
                            origin={"via": "api"}, suppressed=suppressed)
     try:

@@ -97,6 +97,8 @@ def test_suppression_blocks_subscribe_until_logged_reconsent(client):
     entry_id = r.get_json()["id"]
     listed = client.get(f"{V1}/suppressions").get_json()["items"]
     assert [e["id"] for e in listed] == [entry_id] and "email" not in listed[0]
+    r = client.post(f"{V1}/contacts", {"email": "s@example.com", "list_ids": [list_id]})
+    assert r.status_code == 409 and client.get(f"{V1}/usage").get_json()["contacts"] == 0
     contact = make_contact(client, "s@example.com")
     assert contact["suppressed"] is True
     path = f"{V1}/contacts/{contact['id']}/lists/{list_id}"
