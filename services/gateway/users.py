@@ -14,10 +14,11 @@ answered there; the gateway is the one synchronous caller of service APIs.
 from __future__ import annotations
 
 import json
+import logging
 
 from flask import Flask, current_app, g, request
 
-from services.gateway import keys
+from services.gateway import keys, policy_mail
 from services.gateway.auth import bearer_token
 from services.gateway.users_store import INDEXES, DuplicateUser, UserStore
 from shared.http import Blueprint
@@ -32,6 +33,7 @@ from marshmallow import validate
 
 blp = Blueprint("users", __name__, url_prefix="/api/v1", description="Account users and their data")
 PLATFORM = Identity("platform", "operator")
+log = logging.getLogger(__name__)
 
 
 class UserIn(ma.Schema):
@@ -218,7 +220,21 @@ def _operator_publishes_policy():
     if not header.lower().startswith("bearer ") or not keys.operator_token_matches(
             bearer_token(), expected):
         return None  # an account key: the normal path (privacy answers 403)
-    return current_app.extensions["upstreams"].forward("privacy", PLATFORM)
+    upstreams = current_app.extensions["upstreams"]
+    published = upstreams._call("privacy", "POST", request.path, PLATFORM,
+                                {"Content-Type": "application/json", "Accept": "application/json"},
+                                data=request.get_data())
+    body = published.json() if published.content else {}
+    if published.status_code == 201:
+        # The policy stands whatever happens to the mail; the answer says how it went.
+        try:
+            body["notification"] = policy_mail.notify_account_users(
+                current_app.extensions["gateway_store"].db, body)
+        except policy_mail.NotifyFailed as exc:
+            log.warning("policy notification failed", extra={"policy_id": body.get("id")})
+            body["notification"] = {"status": "failed", "detail": str(exc)[:300]}
+    return current_app.response_class(json.dumps(body), status=published.status_code,
+                                      mimetype="application/json")
 
 
 def init_app(app: Flask, smorest_api, db) -> None:

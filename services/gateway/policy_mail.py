@@ -1,0 +1,93 @@
+"""A published privacy policy is mailed to every account user through the
+platform's own send path: a *system* campaign of the platform account,
+counted and tracked like any other.
+
+The platform account (created on first use, marked `platform: true` in the
+gateway's accounts) keeps one contacts list, "Account users", that mirrors
+the gateway's users at each publication: every user is added (an existing
+contact is left as it is). The campaign goes to that list; contacts' fan-out,
+the senders, campaigns' progress and tracking do the rest.
+
+Why the gateway calls contacts and campaigns synchronously here: it is the
+only service that knows the users, and the gateway is the one synchronous
+caller of service APIs.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+
+from flask import current_app
+
+from services.gateway.store import new_id, now
+from shared.http.internal_auth import Identity
+
+LIST_NAME = "Account users"
+FROM_EMAIL = os.environ.get("SANDESH_PLATFORM_FROM_EMAIL", "privacy@sandesh.test")
+
+
+class NotifyFailed(RuntimeError):
+    pass
+
+
+def _call(identity: Identity, service: str, method: str, path: str, body=None, ok=(200, 201, 202)):
+    upstreams = current_app.extensions["upstreams"]
+    response = upstreams._call(service, method, path, identity,
+                               {"Content-Type": "application/json", "Accept": "application/json"},
+                               data=json.dumps(body) if body is not None else None)
+    if response.status_code not in ok:
+        raise NotifyFailed(f"{service} {method} {path.split('?')[0]}: {response.status_code} "
+                           f"{response.text[:200]}")
+    return response.json() if response.content else None
+
+
+def platform_account(db) -> str:
+    found = db["accounts"].find_one({"platform": True})
+    if found:
+        return found["_id"]
+    account = {"_id": new_id(), "name": "Sandesh platform", "postal_address": "",
+               "rate_limit_per_minute": 0, "status": "active", "platform": True,
+               "created_at": now()}
+    db["accounts"].insert_one(account)
+    return account["_id"]
+
+
+def _users_list(identity: Identity) -> str:
+    cursor = None
+    while True:
+        page = _call(identity, "contacts", "GET",
+                     "/api/v1/lists?limit=500" + (f"&cursor={cursor}" if cursor else ""))
+        for item in page["items"]:
+            if item["name"] == LIST_NAME:
+                return item["id"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    return _call(identity, "contacts", "POST", "/api/v1/lists",
+                 {"name": LIST_NAME, "description": "every user of every account"})["id"]
+
+
+def notify_account_users(db, policy: dict) -> dict:
+    identity = Identity(platform_account(db), "operator")
+    list_id = _users_list(identity)
+    users = list(db["users"].find({}, {"email": 1, "name": 1}))
+    for user in users:
+        _call(identity, "contacts", "POST", "/api/v1/contacts",
+              {"email": user["email"], "name": user.get("name") or "", "list_ids": [list_id]},
+              ok=(201, 409))
+    summary = html.escape(policy.get("summary") or "")
+    effective = html.escape(str(policy.get("effective_at", ""))[:10])
+    template = _call(identity, "campaigns", "POST", "/api/v1/templates", {
+        "name": f"Privacy policy {policy['id']}", "kind": "system",
+        "subject": "We are updating our privacy policy",
+        "html": (f"<p>Hello {{{{ name | default('there') }}}},</p>"
+                 f"<p>Our privacy policy changes on {effective}.</p><p>{summary}</p>"
+                 "<p>You will see it in your dashboard until you acknowledge it.</p>")})
+    campaign = _call(identity, "campaigns", "POST", "/api/v1/campaigns", {
+        "name": f"Privacy policy notice {policy['id']}", "kind": "system",
+        "template_id": template["id"], "from_email": FROM_EMAIL, "from_name": "Sandesh",
+        "audience": {"list_ids": [list_id]}})
+    _call(identity, "campaigns", "POST", f"/api/v1/campaigns/{campaign['id']}/send")
+    return {"status": "sending", "campaign_id": campaign["id"], "account_id": identity.account_id,
+            "users": len(users)}
