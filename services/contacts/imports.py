@@ -10,7 +10,7 @@ carries (import_id, row), and a contact it created carries the same origin,
 so a replayed row is counted exactly as the first time, and the unique
 (account_id, email_hash) index means a contact is never created twice.
 
-Speed: a batch is one bulk insert of the rows that look new (unordered); the
+Speed: parsing the next batch overlaps writing the previous one; a batch is one bulk insert of the rows that look new (unordered); the
 unique index turns the ones that already exist into duplicate-key errors,
 and only those are read back and handled as updates. Importing into an empty
 list therefore costs about what a plain insert_many does.
@@ -23,6 +23,7 @@ import io
 import logging
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -152,24 +153,31 @@ def process(store: ContactsStore, producer: EventProducer, salt: str, job: dict,
         writer = csv.writer(ctx.rejected)
         batch: list[Row] = []
         first = checkpoint["row"] == 0
-        for item in csvread.records(upload, dialect, checkpoint["offset"], checkpoint["row"]):
-            if isinstance(item, tuple):
-                number, end, reason = item
-                batch.append(Row(number, end, []))
-                batch[-1].fields = {"_reject": reason}
-            else:
-                if first and dialect.has_header and item.number == 1:
-                    first = False
-                    _checkpoint(ctx, item.number, item.end_offset)
-                    continue
-                if not any(cell.strip() for cell in item.cells):
-                    continue  # a blank line is not a row
-                batch.append(Row(item.number, item.end_offset, item.cells))
-            if len(batch) >= batch_rows:
-                _run_batch(ctx, batch, writer)
-                batch = []
-        if batch:
-            _run_batch(ctx, batch, writer)
+        # Two stages overlap: this thread parses and validates the next batch
+        # while one writer thread commits the previous one (the database works
+        # meanwhile); commits and checkpoints stay in file order.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-writer") as committer:
+            pending = None
+            for item in csvread.records(upload, dialect, checkpoint["offset"], checkpoint["row"]):
+                if isinstance(item, tuple):
+                    number, end, reason = item
+                    batch.append(Row(number, end, []))
+                    batch[-1].fields = {"_reject": reason}
+                else:
+                    if first and dialect.has_header and item.number == 1:
+                        first = False
+                        _checkpoint(ctx, item.number, item.end_offset, _rejected_position(ctx))
+                        continue
+                    if not any(cell.strip() for cell in item.cells):
+                        continue  # a blank line is not a row
+                    batch.append(Row(item.number, item.end_offset, item.cells))
+                if len(batch) >= batch_rows:
+                    pending = _handover(committer, pending, ctx, _prepare_batch(ctx, batch, writer))
+                    batch = []
+            if batch:
+                pending = _handover(committer, pending, ctx, _prepare_batch(ctx, batch, writer))
+            if pending:
+                pending.result()
         ctx.rejected.flush()
         ctx.rejected.detach()
     done = _finish(store, job, owner, "done", None)
@@ -231,15 +239,40 @@ def _parse(ctx: Context, row: Row) -> str | None:
     return None
 
 
-def _run_batch(ctx: Context, batch: list[Row], writer) -> None:
-    counters = ctx.counters
+@dataclass
+class Prepared:
+    """A parsed batch, ready to write: counted so far in `delta` (applied to
+    the job's counters only when the batch is committed)."""
+    rows: list[Row]
+    docs: list[dict]
+    delta: dict
+    first_row: int
+    last_row: int
+    end_offset: int
+    rejected_bytes: int
+    at: datetime
+
+
+def _rejected_position(ctx: Context) -> int:
+    ctx.rejected.flush()
+    return ctx.rejected.buffer.tell()
+
+
+def _handover(committer, pending, ctx: Context, prepared: Prepared):
+    if pending is not None:
+        pending.result()   # the previous batch is committed (or its error raised here)
+    return committer.submit(_commit_batch, ctx, prepared)
+
+
+def _prepare_batch(ctx: Context, batch: list[Row], writer) -> Prepared:
+    delta = dict.fromkeys(COUNTERS, 0)
     at = ctx.clock()
     valid: list[Row] = []
     for row in batch:
-        counters["read"] += 1
+        delta["read"] += 1
         reason = _parse(ctx, row)
         if reason:
-            counters["rejected"] += 1
+            delta["rejected"] += 1
             writer.writerow([row.number, reason, *[domain.csv_safe(c) for c in row.cells]])
         else:
             valid.append(row)
@@ -249,17 +282,24 @@ def _run_batch(ctx: Context, batch: list[Row], writer) -> None:
     seen: set[str] = set()
     for row in valid:
         if row.addr.hash in suppressed:
-            counters["skipped_suppressed"] += 1
+            delta["skipped_suppressed"] += 1
         elif row.addr.hash in seen:
-            counters["skipped_duplicate"] += 1      # twice in this batch
+            delta["skipped_duplicate"] += 1      # twice in this batch
         else:
             seen.add(row.addr.hash)
             fresh.append(row)
-    subscribed_ids = _write(ctx, fresh, at)
+    return Prepared(fresh, [_new_doc(ctx, row, at) for row in fresh], delta, batch[0].number,
+                    batch[-1].number, batch[-1].end_offset, _rejected_position(ctx), at)
+
+
+def _commit_batch(ctx: Context, p: Prepared) -> None:
+    subscribed_ids = _write(ctx, p)
     if subscribed_ids:
-        _log_consent(ctx, batch[0].number, subscribed_ids, at)
+        _log_consent(ctx, p.first_row, subscribed_ids, p.at)
     ctx.producer.flush()
-    _checkpoint(ctx, batch[-1].number, batch[-1].end_offset)
+    for name, value in p.delta.items():
+        ctx.counters[name] += value
+    _checkpoint(ctx, p.last_row, p.end_offset, p.rejected_bytes)
 
 
 def _new_doc(ctx: Context, row: Row, at: datetime) -> dict:
@@ -272,35 +312,34 @@ def _new_doc(ctx: Context, row: Row, at: datetime) -> dict:
     return doc
 
 
-def _write(ctx: Context, rows: list[Row], at: datetime) -> list[str]:
+def _write(ctx: Context, p: Prepared) -> list[str]:
     """Insert what looks new; the rows whose address exists come back as
     duplicate-key errors and are handled as existing contacts. Returns the
     ids of contacts newly subscribed to the list by this batch."""
-    if not rows:
+    if not p.docs:
         return []
-    docs = [_new_doc(ctx, row, at) for row in rows]
     conflicted: set[int] = set()
     try:
-        ctx.store.contacts.bulk_write([InsertOne(d) for d in docs], ordered=False)
+        ctx.store.contacts.bulk_write([InsertOne(d) for d in p.docs], ordered=False)
     except BulkWriteError as exc:
         for error in exc.details.get("writeErrors", []):
             if error.get("code") != DUPLICATE_KEY:
                 raise   # transient or unexpected: the batch is retried from the checkpoint
             conflicted.add(error["index"])
     subscribed: list[str] = []
-    for index, doc in enumerate(docs):
+    for index, doc in enumerate(p.docs):
         if index not in conflicted:
-            ctx.counters["created"] += 1
+            p.delta["created"] += 1
             subscribed.append(doc["_id"])
             events.contact_created(ctx.producer, doc, via="import")
     if conflicted:
-        subscribed += _existing(ctx, [rows[i] for i in sorted(conflicted)], at)
+        subscribed += _existing(ctx, [p.rows[i] for i in sorted(conflicted)], p.at, p.delta)
     return subscribed
 
 
-def _existing(ctx: Context, rows: list[Row], at: datetime) -> list[str]:
+def _existing(ctx: Context, rows: list[Row], at: datetime, counters: dict) -> list[str]:
     found = ctx.store.contacts_by_hashes(ctx.account_id, [r.addr.hash for r in rows])
-    updates, subscribed, counters = [], [], ctx.counters
+    updates, subscribed = [], []
     for row in rows:
         contact = found.get(row.addr.hash)
         if contact is None:   # deleted since the insert failed: the next run creates it
@@ -376,9 +415,7 @@ def _log_consent(ctx: Context, first_row: int, contact_ids: list[str], at: datet
             raise
 
 
-def _checkpoint(ctx: Context, row: int, offset: int) -> None:
-    ctx.rejected.flush()
-    rejected_bytes = ctx.rejected.buffer.tell()
+def _checkpoint(ctx: Context, row: int, offset: int, rejected_bytes: int) -> None:
     now = ctx.clock()
     result = ctx.store.imports.update_one(
         {"_id": ctx.import_id, "lease_owner": ctx.owner, "status": "running"},

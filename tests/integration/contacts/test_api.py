@@ -1,5 +1,4 @@
 """The contacts HTTP API in-process against the real FerretDB."""
-import pytest
 
 from tests.integration.contacts.conftest import published
 

@@ -9,7 +9,6 @@ import pytest
 
 from services.contacts import imports
 from services.contacts.store import ContactsStore
-from shared.kafka.producer import EventProducer
 from tests.integration.contacts.conftest import SALT, published
 
 V1 = "/api/v1"
@@ -138,11 +137,11 @@ def test_a_killed_worker_resumes_without_duplicates(client, app, settings, setup
     real_checkpoint = imports._checkpoint
     calls = {"n": 0}
 
-    def dying_checkpoint(ctx, row, offset):
+    def dying_checkpoint(ctx, *position):
         calls["n"] += 1
         if calls["n"] == 5:         # the 4th batch is written, its checkpoint never is
             raise SystemExit("killed")
-        real_checkpoint(ctx, row, offset)
+        real_checkpoint(ctx, *position)
 
     monkeypatch.setattr(imports, "_checkpoint", dying_checkpoint)
     with pytest.raises(SystemExit):
