@@ -48,7 +48,9 @@ class Publisher(Protocol):
 
 
 class Messenger(Protocol):
-    def send_all(self, tasks: list[smtp.SendTask], deadline: float) -> None: ...
+    def submit(self, tasks: list[smtp.SendTask], deadline: float) -> None: ...
+
+    def collect(self, at_least: int, timeout: float = 0.5) -> list[smtp.SendTask]: ...
 
 
 @dataclass(frozen=True)
@@ -72,20 +74,21 @@ class EngineSettings:
     retry_max_seconds: float = 3600.0
     default_domain_concurrency: int = 8
     batch_deadline_seconds: float = 20.0  # stop starting new sends after this (lease/2 at most)
-    paused_recheck_seconds: float = 1.0
+    unpark_every_seconds: float = 2.0
     held_recheck_seconds: float = 2.0
-    record_every: int = 64  # sends between two writes of their outcomes
+    record_every: int = 32  # sends between two writes of their outcomes
     routes: Routes = Routes()
 
 
 class Engine:
-    def __init__(self, *, campaigns, contacts, deliveries, limiter: RateLimiter,
+    def __init__(self, *, campaigns, contacts, deliveries, parked, limiter: RateLimiter,
                  messenger: Messenger, composer_for: Callable[[Campaign], Composer],
                  publisher: Publisher, settings: EngineSettings | None = None,
                  clock: Callable[[], float] = time.time):
         self.campaigns = campaigns
         self.contacts = contacts
         self.deliveries = deliveries
+        self.parked = parked
         self.limiter = limiter
         self.messenger = messenger
         self.composer_for = composer_for
@@ -96,22 +99,33 @@ class Engine:
         self.clock = clock
 
     # -----------------------------------------------------------------------
-    def handle(self, jobs: list[Job]) -> dict[str, Hold | None]:
-        """Disposition per job id: DONE, or a Hold."""
+    def handle(self, sequences: list[list[Job]]) -> dict[str, Hold | None]:
+        """Disposition per job id: DONE, or a Hold. Each sequence (a
+        partition) is taken in order: once a job of it is held, the rest of
+        it is left alone (no disposition) to be seen again after it."""
         now = self.clock()
         result: dict[str, Hold | None] = {}
+        jobs = [job for sequence in sequences for job in sequence]
         campaigns = self._campaigns_of(jobs)
-        ready = []
-        for job in jobs:
-            campaign = campaigns.get(job.job_id)
-            if campaign is None:
-                result[job.job_id] = Hold(now + self.settings.held_recheck_seconds,
-                                          "campaign not known yet")
-            elif campaign.status == PAUSED and not job.test:
-                result[job.job_id] = Hold(now + self.settings.paused_recheck_seconds, "paused")
-            else:
-                ready.append(job)
+        ready, paused = [], []
+        for sequence in sequences:
+            for job in sequence:
+                campaign = campaigns.get(job.job_id)
+                if campaign is None:
+                    result[job.job_id] = Hold(now + self.settings.held_recheck_seconds,
+                                              "campaign not known yet")
+                elif campaign.status == PAUSED and not job.test:
+                    paused.append(job)
+                    result[job.job_id] = DONE  # parked: back on send.jobs at resume
+                    continue
+                else:
+                    ready.append(job)
+                    continue
+                break
+        self.parked.park(paused)
+        started = time.perf_counter()
         claimed, finished, held = self.deliveries.claim(ready)
+        claim_ms = (time.perf_counter() - started) * 1000
         for job in held:
             result[job.job_id] = Hold(now + self.settings.held_recheck_seconds, "claimed elsewhere")
         for job in ready:
@@ -149,17 +163,41 @@ class Engine:
         self.deliveries.record(outcomes)
         # Record every few dozen sends, not once per batch: a sender killed
         # mid-batch re-sends (same Message-ID) only what it had not recorded.
-        deadline = time.monotonic() + self.settings.batch_deadline_seconds
-        step = self.settings.record_every
-        for chunk in (tasks[i:i + step] for i in range(0, len(tasks), step)):
-            self.messenger.send_all(chunk, deadline)
+        # The connections keep sending while this thread records.
+        self.messenger.submit(tasks, time.monotonic() + self.settings.batch_deadline_seconds)
+        left = len(tasks)
+        while left:
+            done = self.messenger.collect(min(left, self.settings.record_every))
             outcomes = []
-            for task in chunk:
+            for task in done:
                 outcome, hold = self._after_send(task)
                 outcomes.append(outcome)
                 result[task.job.job_id] = hold
             self.deliveries.record(outcomes)
+            left -= len(done)
+        self.messenger.collect(0, 0)  # forget the finished batch
+        log.debug("engine", extra={"jobs": len(jobs), "claim_ms": round(claim_ms),
+                                   "total_ms": round((time.perf_counter() - started) * 1000)})
         return result
+
+    def unpark(self, flush: Callable[[], None]) -> int:
+        """Put the parked jobs of campaigns no longer paused back on the jobs
+        topic (a resumed one sends them, a cancelled one skips them). Safe to
+        run anywhere, any time: a job put back twice is claimed once."""
+        moved = 0
+        for campaign_id in self.parked.campaigns():
+            campaign = self.campaigns.get_many([campaign_id]).get(campaign_id)
+            if campaign is None or campaign.status == PAUSED:
+                continue
+            while docs := self.parked.take(campaign_id):
+                for doc in docs:
+                    self.publisher.publish(self.settings.routes.jobs, new_event(
+                        "send.job", source=SOURCE, subject=doc["_id"],
+                        account_id=doc["account_id"], data=doc["data"]), key=doc["_id"])
+                flush()  # out before they leave the parking
+                self.parked.remove([d["_id"] for d in docs])
+                moved += len(docs)
+        return moved
 
     # -----------------------------------------------------------------------
     def _campaigns_of(self, jobs: list[Job]) -> dict[str, Campaign]:

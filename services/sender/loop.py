@@ -47,6 +47,7 @@ class SendLoop:
         self.on_stop = on_stop
         self.stopping = False
         self._paused_until: dict[TopicPartition, float] = {}
+        self._next_unpark = 0.0
         source.on_revoke = self._on_revoke
 
     def stop(self, *_args) -> None:
@@ -64,7 +65,10 @@ class SendLoop:
     def run_once(self) -> int:
         """Poll once and settle what came; returns how many records were settled."""
         self._resume_due()
+        self._unpark_when_due()
+        t0 = time.perf_counter()
         records = self.source.poll(self.poll_timeout_ms, self.max_records)
+        t1 = time.perf_counter()
         if not records or self.stopping:
             for tp, first in _first_offsets(records).items():
                 self.source.seek(tp, first)
@@ -81,12 +85,16 @@ class SendLoop:
                 holds[tp] = (record.offset, Hold(job.not_before.timestamp(), "not due"))
                 continue
             by_partition.setdefault(tp, []).append((record, job))
-        jobs = [job for entries in by_partition.values() for _, job in entries if job]
-        dispositions = self.engine.handle(jobs) if jobs else {}
+        sequences = [[job for _, job in entries if job] for entries in by_partition.values()]
+        t2 = time.perf_counter()
+        dispositions = self.engine.handle(sequences) if any(sequences) else {}
+        t3 = time.perf_counter()
         commits: dict[TopicPartition, int] = {}
         settled = 0
         for tp, entries in by_partition.items():
             for record, job in entries:
+                if job is not None and job.job_id not in dispositions:
+                    break  # after a held job: it waits with it
                 hold = dispositions.get(job.job_id) if job else None
                 if hold is not None:
                     holds.setdefault(tp, (record.offset, hold))
@@ -97,9 +105,25 @@ class SendLoop:
             self._hold(tp, offset, hold)
         self.producer.flush()      # the batch's events and retries are out...
         self.dead_letters.flush()
+        t4 = time.perf_counter()
         if commits:
             self.source.commit(commits)  # ...before the offsets move past them
+        log.debug("batch", extra={"records": len(records), "settled": settled,
+                                  "poll_ms": round((t1 - t0) * 1000), "decode_ms": round((t2 - t1) * 1000),
+                                  "engine_ms": round((t3 - t2) * 1000), "flush_ms": round((t4 - t3) * 1000),
+                                  "commit_ms": round((time.perf_counter() - t4) * 1000)})
         return settled
+
+    def _unpark_when_due(self) -> None:
+        if self.clock() < self._next_unpark:
+            return
+        self._next_unpark = self.clock() + self.engine.settings.unpark_every_seconds
+        try:
+            moved = self.engine.unpark(self.producer.flush)
+            if moved:
+                log.info("parked jobs put back", extra={"jobs": moved})
+        except Exception:  # an outage: the jobs stay parked until next time
+            log.warning("putting parked jobs back failed; will retry", exc_info=True)
 
     def _decode(self, record: Record) -> Job | None:
         try:

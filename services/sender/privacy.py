@@ -106,6 +106,10 @@ def collect(db, account_id: str, contact_id: str) -> list[dict]:
 def erase(db, account_id: str, contact_id: str) -> int:
     # First the send-time check, so nothing more goes out while the rest runs.
     db.contacts.update_one({"_id": contact_id}, {"$set": {"status": "erased"}}, upsert=True)
+    # A job parked while its campaign is paused is skipped when it goes back
+    # (the contact is erased); its address goes now.
+    db.parked_jobs.update_many({"contact_id": contact_id},
+                               {"$set": {"data.recipient": {"email": "erased@invalid"}}})
     return db.deliveries.update_many(
         {"account_id": account_id, "event.data.contact_id": contact_id},
         {"$set": {"event.data.contact_id": pseudonym()},

@@ -79,15 +79,18 @@ class SendTask:
 class _Batch:
     tasks: list[SendTask]
     deadline: float
-    next_index: int = 0
     remaining: int = 0
     pending: list[int] = field(default_factory=list)
+    finished: list[SendTask] = field(default_factory=list)
 
 
 class SmtpMessenger:
     def __init__(self, relays: list[Relay], connections: int = 4, *, starttls: bool = False,
                  username: str = "", password: str = "", timeout: float = 30.0,
-                 local_hostname: str | None = None):
+                 local_hostname: str | None = None, max_unrecorded: int = 32):
+        # Sent but not yet collected by the engine (so not yet recorded):
+        # what a kill -9 could send twice, on top of one record's worth.
+        self.max_unrecorded = max_unrecorded
         self.starttls = starttls
         self.username = username
         self.password = password
@@ -104,18 +107,28 @@ class SmtpMessenger:
             thread.start()
 
     # -- the engine's side ----------------------------------------------------
-    def send_all(self, tasks: list[SendTask], deadline: float) -> None:
-        """Compose and send every task; returns when each has an outcome.
+    def submit(self, tasks: list[SendTask], deadline: float) -> None:
+        """Compose and send these tasks (the previous batch must be collected).
         Tasks not started by `deadline` (time.monotonic) are RELEASED."""
-        if not tasks:
-            return
         with self._cond:
             self._batch = _Batch(tasks, deadline, remaining=len(tasks),
                                  pending=list(range(len(tasks))))
             self._cond.notify_all()
-            while self._batch.remaining:
-                self._cond.wait(0.5)
-            self._batch = None
+
+    def collect(self, at_least: int, timeout: float = 0.5) -> list[SendTask]:
+        """Tasks finished since the last call: returns once `at_least` are,
+        or the batch is complete, or `timeout` passed."""
+        with self._cond:
+            batch = self._batch
+            if batch is None:
+                return []
+            self._cond.wait_for(lambda: len(batch.finished) >= at_least or not batch.remaining,
+                                timeout)
+            done, batch.finished = batch.finished, []
+            self._cond.notify_all()  # connections waiting for room may go on
+            if not batch.remaining and not done:
+                self._batch = None
+            return done
 
     def release(self) -> None:
         """Shutting down: finish the sends in flight, start no new one."""
@@ -137,10 +150,13 @@ class SmtpMessenger:
         if time.monotonic() > batch.deadline or self._closing:
             for index in batch.pending:
                 batch.tasks[index].outcome = RELEASED
+                batch.finished.append(batch.tasks[index])
             batch.remaining -= len(batch.pending)
             batch.pending.clear()
             self._cond.notify_all()
             return None
+        if len(batch.finished) >= self.max_unrecorded:
+            return None  # let the engine record what went out before sending more
         for position, index in enumerate(batch.pending):
             task = batch.tasks[index]
             if self._in_flight.get(task.domain, 0) < task.domain_limit:
@@ -153,6 +169,7 @@ class SmtpMessenger:
         with self._cond:
             self._in_flight[task.domain] -= 1
             self._batch.remaining -= 1
+            self._batch.finished.append(task)
             self._cond.notify_all()
 
     def _run(self, relay: Relay) -> None:

@@ -27,6 +27,7 @@ from services.sender.domain import CANCELLED, FINAL, SENDING, Campaign, Job
 
 INDEXES = {
     "claims": [IndexModel([("campaign_id", 1)])],
+    "parked_jobs": [IndexModel([("campaign_id", 1)])],
     "rate_windows": [IndexModel([("expires_at", 1)])],
 }
 
@@ -150,8 +151,10 @@ class DeliveryStore:
     def claim(self, jobs: list[Job]) -> tuple[list[Job], dict[str, dict], list[Job]]:
         """Claim the jobs: (claimed, records of jobs already finished by
         job id, jobs a live sender holds right now)."""
-        finished = self._finished([j.job_id for j in jobs])
-        todo = [j for j in jobs if j.job_id not in finished]
+        # Claims outlive the job (kept when it is final), so an insert that
+        # goes through proves the job was never claimed: one round trip.
+        finished: dict[str, dict] = {}
+        todo = jobs
         now = utcnow()
         docs = [{"_id": j.job_id, "owner": self.owner, "claimed_at": now, "attempt": j.attempt,
                  "campaign_id": j.campaign_id} for j in todo]
@@ -167,7 +170,7 @@ class DeliveryStore:
         claimed = [j for j in todo if j.job_id not in conflicts]
         held = []
         if conflicts:
-            finished.update(self._finished(list(conflicts)))  # finished meanwhile
+            finished.update(self._finished(list(conflicts)))
             existing = {d["_id"]: d for d in self.claims.find({"_id": {"$in": list(conflicts)}})}
             expired = now.timestamp() - self.lease_seconds
             for job in (j for j in todo if j.job_id in conflicts and j.job_id not in finished):
@@ -212,6 +215,36 @@ class DeliveryStore:
 
     def get(self, job_id: str) -> dict | None:
         return self.col.find_one({"_id": job_id})
+
+
+class ParkedJobs:
+    """Jobs of paused campaigns, set aside so that they do not hold their
+    partitions (and every other campaign's jobs behind them). They go back
+    on send.jobs once their campaign is resumed or cancelled. Like the send
+    topics, they carry the recipient's address: they are deleted as they go
+    back, and with the contact on erasure."""
+
+    def __init__(self, db: Database):
+        self.col = db["parked_jobs"]
+
+    def park(self, jobs: list[Job]) -> None:
+        docs = [{"_id": j.job_id, "campaign_id": j.campaign_id, "account_id": j.account_id,
+                 "contact_id": j.contact_id, "data": j.data, "parked_at": utcnow()} for j in jobs]
+        try:
+            if docs:
+                self.col.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:  # parked already (a redelivered copy)
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+
+    def campaigns(self) -> list[str]:
+        return self.col.distinct("campaign_id")
+
+    def take(self, campaign_id: str, limit: int = 1000) -> list[dict]:
+        return list(self.col.find({"campaign_id": campaign_id}).limit(limit))
+
+    def remove(self, job_ids: list[str]) -> None:
+        self.col.delete_many({"_id": {"$in": job_ids}})
 
 
 class MongoWindowCounter:

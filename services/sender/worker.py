@@ -20,7 +20,7 @@ from services.sender.loop import SendLoop
 from services.sender.settings import SETTINGS
 from services.sender.smtp import SmtpMessenger, parse_relays
 from services.sender.store import (CampaignStore, ContactStateStore, DeliveryStore,
-                                   MongoWindowCounter, ensure_indexes)
+                                   MongoWindowCounter, ParkedJobs, ensure_indexes)
 from services.sender.throttle import RateLimiter
 from shared import mongo, worker_http
 from shared.config import Config, load_common
@@ -82,7 +82,7 @@ def build(config: Config):
     lease = config.send_claim_lease_seconds
     engine = Engine(
         campaigns=CampaignStore(db), contacts=ContactStateStore(db),
-        deliveries=DeliveryStore(db, owner, lease),
+        deliveries=DeliveryStore(db, owner, lease), parked=ParkedJobs(db),
         limiter=RateLimiter(MongoWindowCounter(db)), messenger=messenger,
         composer_for=ComposerCache(compose_settings, make_signer(config)),
         publisher=producer,

@@ -201,6 +201,13 @@ class Senders:
             self.producer.flush()
 
     # -- reading ------------------------------------------------------------
+    def campaign_status(self, campaign_id: str) -> str | None:
+        """What the senders' campaigns consumer has recorded."""
+        from shared import mongo
+        doc = mongo.database(self.env["SANDESH_MONGO_URI"], self.db_name)["campaigns"].find_one(
+            {"_id": campaign_id})
+        return doc.get("status") if doc else None
+
     def events(self, topic: str = topics.DELIVERY_EVENTS, idle: float = 2.0) -> list:
         source = KafkaSource([self.prefix + topic], f"reader-{hexid()}", self.bootstrap,
                              f"reader-{hexid()}")

@@ -135,21 +135,25 @@ def test_exhausted_retries_go_to_the_dlq_and_count_as_failed(stack_env, tmp_path
         mongo.client(mongo_uri).drop_database(group.db_name)
 
 
-def test_pause_holds_the_jobs_resume_sends_them_cancel_skips_them(senders, sink, unique):
+def test_pause_parks_the_jobs_resume_sends_them_cancel_skips_them(senders, sink, unique):
     account, paused, cancelled = hexid(), hexid(), hexid()
     senders.start()
     senders.launch(account, paused)
     senders.launch(account, cancelled)
     senders.status(account, paused, "paused")
     senders.status(account, cancelled, "cancelled")
+    # pause and cancel travel on campaigns.events, the jobs on send.jobs:
+    # start once the senders have seen them (they do "within seconds")
+    senders.wait(lambda: senders.campaign_status(paused) == "paused"
+                 and senders.campaign_status(cancelled) == "cancelled", 30, "the states")
     people = recipients(10, unique)
     senders.jobs(account, paused, people[:5])
     cancelled_jobs = senders.jobs(account, cancelled, people[5:])
-    skipped = senders.wait(lambda: [e for e in senders.events(idle=1)
-                                    if e.type == "delivery.skipped"], 60, "skipped jobs")
+    skipped = senders.wait(lambda: (lambda ev: ev if len(ev) >= 5 else None)(
+        [e for e in senders.events(idle=1) if e.type == "delivery.skipped"]), 60, "skipped jobs")
     assert sorted(e.data["job_id"] for e in skipped) == sorted(cancelled_jobs)
     assert all(e.data["reason"] == "cancelled" for e in skipped)
-    assert sink.count() == 0  # paused: held, not sent
+    assert sink.count() == 0  # paused: parked, not sent, and not in the other's way
     senders.status(account, paused, "resumed")
     senders.wait(lambda: sink.count() >= 5, 60, "the resumed campaign's mail")
     assert set(by_recipient(sink)) == {email for _, email, _ in people[:5]}

@@ -1,0 +1,250 @@
+"""Send benchmark: one campaign to N recipients (DKIM and tracking on)
+through real sender processes, Kafka and FerretDB, into an SMTP sink of
+its own (devstack/smtp_sink.py on a free port), timed from the first job
+published to the last message accepted by the sink; with one sender and
+with two. In the same run, the ceiling: a plain script pushing N pre-built
+messages into the same sink over the same number of SMTP connections.
+
+    .venv/bin/python -m bench.send.run            # N=20000, 4 connections per sender
+    .venv/bin/python -m bench.send.run --recipients 5000 --connections 4
+
+Needs the local stack's Kafka and FerretDB (make run). The senders use
+topics, a consumer group and a database of their own, so the stack's own
+senders never see this work.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from devstack.env import load_stack_env  # noqa: E402
+from shared import mongo, topics  # noqa: E402
+from shared.events import new_event  # noqa: E402
+from shared.kafka.admin import ensure_topics  # noqa: E402
+from shared.kafka.kafka_impl import KafkaSink  # noqa: E402
+from shared.kafka.producer import EventProducer  # noqa: E402
+from shared.topics import TopicSpec  # noqa: E402
+
+HTML = ("<html><body><h1>Hello {{ name|default('there') }}</h1>"
+        + "".join(f'<p>Paragraph {i}: news you can use, <a href="https://example.com/p/{i}">read '
+                  f"more</a>.</p>" for i in range(6))
+        + "<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 8 + "</p>"
+        + '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a> {{ postal_address }}</p>'
+        + "</body></html>")
+TEMPLATE = {"version": 1, "subject": "News for {{ name|default('you') }}", "preheader": "This week",
+            "html": HTML, "text": "Hello {{ name }}\n\nUnsubscribe: {{ unsubscribe_url }}\n"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def count_files(directory: Path) -> int:
+    try:
+        return sum(1 for _ in os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+
+
+def start_sink(root: Path) -> tuple[subprocess.Popen, int, Path]:
+    port, maildir = free_port(), root / "maildir"
+    env = {**os.environ, "SANDESH_SMTP_HOST": "127.0.0.1", "SANDESH_SMTP_PORT": str(port),
+           "SANDESH_MAILDIR": str(maildir), "SANDESH_SMTP_SINK_FAULTS": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "devstack.smtp_sink"], cwd=REPO, env=env,
+                            stdout=open(root / "sink.log", "w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc, port, maildir / "new"
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit("the benchmark's SMTP sink did not start")
+            time.sleep(0.2)
+
+
+def ceiling(port: int, messages: list[bytes], connections: int) -> float:
+    """msgs/s for pre-built messages over `connections` plain smtplib connections."""
+    chunks = [messages[i::connections] for i in range(connections)]
+
+    def push(chunk):
+        conn = smtplib.SMTP("127.0.0.1", port)
+        for i, message in enumerate(chunk):
+            conn.sendmail("bounce@sandesh.test", [f"c{i}@example.com"], message)
+        conn.quit()
+
+    threads = [threading.Thread(target=push, args=(c,)) for c in chunks]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(messages) / (time.perf_counter() - started)
+
+
+def prebuilt_messages(n: int, key_dir: Path, keys: str) -> list[bytes]:
+    """Messages like the sender's (same composer), built before the clock starts."""
+    from services.sender import dkim
+    from services.sender.compose import Composer, ComposeSettings
+    from services.sender.domain import Campaign, Job
+    from shared.tracking_tokens import Keyring
+    dkim.ensure_key(key_dir, "sandesh.test", "sandesh")
+    campaign = Campaign.from_launched(uuid.uuid4().hex, campaign_data(uuid.uuid4().hex))
+    composer = Composer(campaign, ComposeSettings(Keyring.from_env(keys), "http://127.0.0.1:8081",
+                                                  "sandesh.test"),
+                        dkim.Signer(dkim.load_keys(key_dir)))
+    return [composer.compose(Job(uuid.uuid4().hex, campaign.campaign_id, uuid.uuid4().hex,
+                                 campaign.account_id, None, f"c{i}@example.com", f"Reader {i}",
+                                 {}, 0, None, False, None)).message for i in range(n)]
+
+
+def campaign_data(campaign_id: str) -> dict:
+    return {"campaign_id": campaign_id, "template": TEMPLATE,
+            "sender": {"from_name": "Sandesh Bench", "from_email": "news@sandesh.test",
+                       "sending_domain": "sandesh.test"},
+            "audience": {"list_ids": []}, "limits": {"per_domain_concurrency": 64},
+            "tracking": True, "postal_address": "1 Bench Road", "kind": "marketing"}
+
+
+class SenderRun:
+    def __init__(self, stack: dict, root: Path, port: int, processes: int, connections: int):
+        self.stack, self.root = stack, root
+        tag = uuid.uuid4().hex[:10]
+        self.prefix, self.db = f"bench.{tag}.", f"bench_sender_{tag}"
+        names = [topics.SEND_JOBS, topics.SEND_RETRY, topics.SEND_DLQ, topics.DELIVERY_EVENTS,
+                 topics.CAMPAIGNS_EVENTS, topics.CONTACTS_EVENTS, topics.PRIVACY_REQUESTS,
+                 topics.PRIVACY_ACKS]
+        ensure_topics(stack["SANDESH_KAFKA_BOOTSTRAP"],
+                      {self.prefix + n: TopicSpec(topics.TOPICS[n].partitions, 3_600_000)
+                       for n in names})
+        env = {**os.environ, **stack, "SANDESH_SMTP_PORT": str(port), "SANDESH_SMTP_RELAYS": "",
+               "SANDESH_SMTP_CONNECTIONS": str(connections), "SANDESH_SENDER_TOPIC_PREFIX": self.prefix,
+               "SANDESH_SENDER_GROUP": f"bench-{tag}", "SANDESH_SENDER_DB": self.db,
+               "SANDESH_DKIM_KEY_DIR": str(root / "dkim"), "SANDESH_SENDER_PORT": "",
+               "SANDESH_LOG_LEVEL": os.environ.get("BENCH_SENDER_LOG_LEVEL", "WARNING")}
+        self.procs = [subprocess.Popen([sys.executable, "-m", "services.sender.worker"], cwd=REPO,
+                                       env=env, stdout=open(root / f"sender-{tag}-{i}.log", "w"),
+                                       stderr=subprocess.STDOUT) for i in range(processes)]
+        self.producer = EventProducer(KafkaSink(stack["SANDESH_KAFKA_BOOTSTRAP"], f"bench-{tag}"))
+        self.account = uuid.uuid4().hex
+
+    def publish_campaign(self) -> str:
+        campaign_id = uuid.uuid4().hex
+        self.producer.publish(self.prefix + topics.CAMPAIGNS_EVENTS, new_event(
+            "campaign.launched", source="bench", subject=campaign_id, account_id=self.account,
+            data=campaign_data(campaign_id)), key=campaign_id)
+        self.producer.flush()
+        return campaign_id
+
+    def publish_jobs(self, campaign_id: str, n: int, tag: str) -> None:
+        for i in range(n):
+            job_id = uuid.uuid4().hex
+            self.producer.publish(self.prefix + topics.SEND_JOBS, new_event(
+                "send.job", source="bench", subject=job_id, account_id=self.account,
+                data={"job_id": job_id, "campaign_id": campaign_id, "contact_id": uuid.uuid4().hex,
+                      "attempt": 0, "list_id": None,
+                      "recipient": {"email": f"{tag}{i}@example.com", "name": f"Reader {i}",
+                                    "fields": {}}}), key=job_id)
+        self.producer.flush()
+
+    def peak_rss_mb(self) -> list[float]:
+        out = []
+        for proc in self.procs:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    out.append(int(line.split()[1]) / 1024)
+        return out
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.producer.sink.close()
+        mongo.client(self.stack["SANDESH_MONGO_URI"]).drop_database(self.db)
+
+
+def wait_until(new_dir: Path, target: int, timeout: float, run: SenderRun) -> None:
+    deadline = time.monotonic() + timeout
+    while count_files(new_dir) < target:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out: {count_files(new_dir)} of {target} messages arrived")
+        if any(p.poll() is not None for p in run.procs):
+            raise SystemExit("a sender exited; see its log in " + str(run.root))
+        time.sleep(0.1)
+
+
+def sender_throughput(stack, root, port, new_dir, processes, n, connections):
+    run = SenderRun(stack, root, port, processes, connections)
+    try:
+        campaign = run.publish_campaign()
+        before = count_files(new_dir)
+        run.publish_jobs(campaign, 20 * processes, f"warm{processes}-")  # every sender joined and warm
+        wait_until(new_dir, before + 20 * processes, 120, run)
+        time.sleep(2)
+        before = count_files(new_dir)
+        started = time.perf_counter()
+        run.publish_jobs(campaign, n, f"r{processes}-")
+        wait_until(new_dir, before + n, 1800, run)
+        rate = n / (time.perf_counter() - started)
+        return rate, run.peak_rss_mb()
+    finally:
+        run.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipients", type=int, default=20_000)
+    parser.add_argument("--connections", type=int, default=4,
+                        help="SMTP connections per sender (and for the ceiling script)")
+    args = parser.parse_args()
+    stack = load_stack_env()
+    root = Path(tempfile.mkdtemp(prefix="sandesh-bench-send-"))
+    sink, port, new_dir = start_sink(root)
+    try:
+        print(f"building {args.recipients} messages for the ceiling run...", flush=True)
+        messages = prebuilt_messages(args.recipients, root / "dkim", stack["SANDESH_TRACKING_KEYS"])
+        size = sum(map(len, messages)) / len(messages)
+        roof = ceiling(port, messages, args.connections)
+        del messages
+        print(f"ceiling (plain smtplib, {args.connections} connections, {size:.0f} B/msg): "
+              f"{roof:,.0f} msgs/s", flush=True)
+        one, rss1 = sender_throughput(stack, root, port, new_dir, 1, args.recipients,
+                                      args.connections)
+        print(f"1 sender  ({args.connections} connections): {one:,.0f} msgs/s  "
+              f"ratio to ceiling {one / roof:.2f}  peak RSS {max(rss1):.0f} MB", flush=True)
+        two, rss2 = sender_throughput(stack, root, port, new_dir, 2, args.recipients,
+                                      args.connections)
+        print(f"2 senders ({args.connections} connections each): {two:,.0f} msgs/s  "
+              f"ratio to ceiling {two / roof:.2f}  peak RSS {max(rss2):.0f} MB", flush=True)
+        print(f"1 -> 2 sender scaling: {two / one:.2f}x")
+        print(f"(ceiling for 2 x {args.connections} connections would need its own run; "
+              f"the sink itself is the shared bottleneck on this machine)")
+    finally:
+        sink.send_signal(signal.SIGTERM)
+        sink.wait(20)
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
