@@ -11,12 +11,14 @@ from services.privacy.store import PrivacyStore
 from shared import topics
 
 GROUP = "privacy"
-TOPICS = [topics.PRIVACY_ACKS, topics.DELIVERY_EVENTS, topics.AUDIT_EVENTS]
+TOPICS = [topics.PRIVACY_ACKS, topics.AUDIT_EVENTS]
+# Its own group: a backlog of deliveries never delays an answer.
+AGGREGATES_GROUP = "privacy-aggregates"
+AGGREGATES_TOPICS = [topics.DELIVERY_EVENTS]
 
 
 def build_handlers(runtime, requests_topic: str = topics.PRIVACY_REQUESTS) -> dict:
     store = PrivacyStore(runtime.db)
-    count = partial(aggregates.count_delivery, store)
 
     def on_answer(event) -> None:
         usecases.record_answer(store, event.account_id, event.data,
@@ -24,8 +26,10 @@ def build_handlers(runtime, requests_topic: str = topics.PRIVACY_REQUESTS) -> di
 
     return {
         "privacy.answered": on_answer,
-        "delivery.sent": count,
-        "delivery.bounced": count,
-        "delivery.failed": count,
         "audit.recorded": partial(usecases.record_audit_event, store),
     }
+
+
+def build_aggregate_handlers(runtime) -> dict:
+    count = partial(aggregates.count_delivery, PrivacyStore(runtime.db))
+    return {event_type: count for event_type in aggregates.OUTCOMES}

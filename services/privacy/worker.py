@@ -1,11 +1,14 @@
-"""The privacy worker: consumes its topics (see handlers.py) until SIGTERM,
-and rolls up the aggregate counters now and then."""
+"""The privacy worker: answers and audit entries in one consumer loop,
+deliveries for the aggregates in another (a thread), until SIGTERM; it rolls
+up the aggregate counters now and then."""
 import logging
 import signal
+import threading
 import time
 
 from services.privacy import aggregates
-from services.privacy.handlers import GROUP, TOPICS, build_handlers
+from services.privacy.handlers import (AGGREGATES_GROUP, AGGREGATES_TOPICS, GROUP, TOPICS,
+                                      build_aggregate_handlers, build_handlers)
 from services.privacy.settings import SETTINGS
 from services.privacy.store import PrivacyStore
 from shared.config import load_common
@@ -24,8 +27,16 @@ def main() -> None:
     runtime = Runtime(SERVICE, config)
     loop = consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
                          producer=runtime.producer())
-    signal.signal(signal.SIGTERM, loop.stop)
-    signal.signal(signal.SIGINT, loop.stop)
+    counting = consumer_loop(config, SERVICE, AGGREGATES_GROUP, AGGREGATES_TOPICS,
+                             build_aggregate_handlers(runtime))
+
+    def stop(*_args):
+        loop.stop()
+        counting.stop()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    counting_thread = threading.Thread(target=counting.run, name=AGGREGATES_GROUP, daemon=True)
+    counting_thread.start()
     store = PrivacyStore(runtime.db)
     next_rollup = time.monotonic()
     log.info("worker started", extra={"group": loop.group})
@@ -39,7 +50,9 @@ def main() -> None:
                 except Exception:  # the next round retries; consuming goes on
                     log.exception("aggregate roll-up failed")
     finally:
+        stop()
         loop.shutdown()
+        counting_thread.join(timeout=30)
     log.info("worker stopped")
 
 
