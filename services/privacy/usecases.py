@@ -163,7 +163,7 @@ def record_answer(store: PrivacyStore, account_id: str, data: dict,
     request = store.get_request(None, data["request_id"])
     if request is None or request["account_id"] != account_id:
         log.warning("answer for an unknown request ignored",
-                    extra={"request_id": data["request_id"], "service": data["service"]})
+                    extra={"request_id": data["request_id"], "responder": data["service"]})
         return None
     service = data["service"]
     if service == "contacts" and producer is not None and _needs_resolution(request):
