@@ -58,7 +58,8 @@ def test_import_through_the_gateway_with_progress_and_rejected_rows(api):
                                              "=evil@example.com"}
     export = api.get(f"/api/v1/lists/{list_id}/export")
     assert "'=evil@example.com" in export.text and "'=1+2" in export.text
-    assert api.get("/api/v1/usage").json()["contacts"] == 3
+    usage = wait_for(lambda: api.get("/api/v1/usage"), lambda r: r.status_code == 200, 30)
+    assert usage.status_code == 200 and usage.json()["contacts"] == 3
 
 
 def test_the_cli_imports_with_a_progress_bar(api, gateway_url, tmp_path, capsys):
@@ -114,4 +115,5 @@ def test_accounts_are_isolated_through_the_gateway(new_account):
         assert theirs.get(path).status_code == 404, path
     r = theirs.post(f"/api/v1/lists/{list_id}/imports", files={"file": ("a.csv", b"email\nq@x.com\n")})
     assert r.status_code == 404
-    assert theirs.get("/api/v1/usage").json()["contacts"] == 0
+    usage = wait_for(lambda: theirs.get("/api/v1/usage"), lambda r: r.status_code == 200, 30)
+    assert usage.status_code == 200 and usage.json()["contacts"] == 0
