@@ -65,8 +65,11 @@ class PrivacyStore:
         return list(self.db.requests.find(_page_filter(query, after))
                     .sort("_id", ASCENDING).limit(limit + 1))
 
-    def open_requests(self) -> list[dict]:
-        return list(self.db.requests.find({"status": {"$ne": "complete"}}))
+    def open_requests(self, account_id: str | None = None) -> list[dict]:
+        query: dict = {"status": {"$ne": "complete"}}
+        if account_id is not None:
+            query["account_id"] = account_id
+        return list(self.db.requests.find(query))
 
     def add_extension(self, account_id: str, request_id: str, extension: dict,
                       due_at: datetime, expected_count: int) -> dict | None:

@@ -218,9 +218,7 @@ def _resolve(store: PrivacyStore, producer: EventProducer, request: dict,
 def overdue_requests(store: PrivacyStore, account_id: str | None, silent_after: timedelta,
                      at: datetime | None = None) -> list[dict]:
     at = at or now()
-    return [r for r in store.open_requests()
-            if (account_id is None or r["account_id"] == account_id)
-            and domain.is_overdue(r, at, silent_after)]
+    return [r for r in store.open_requests(account_id) if domain.is_overdue(r, at, silent_after)]
 
 
 def export_for(store: PrivacyStore, identity: Identity, request: dict, reason: str | None,
