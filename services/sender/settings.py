@@ -23,6 +23,9 @@ SETTINGS = [
     Setting("SANDESH_SEND_CLAIM_LEASE_SECONDS", float, default=60.0),
     Setting("SANDESH_SEND_DOMAIN_CONCURRENCY", POSITIVE_INT, default=8),
     Setting("SANDESH_SEND_BATCH", POSITIVE_INT, default=500),
+    # Outcomes are recorded every N sends, and at most N more go out before
+    # that record is written: a kill -9 re-sends at most ~2N + connections.
+    Setting("SANDESH_SEND_RECORD_EVERY", POSITIVE_INT, default=32),
     # Where the sender reads and writes: overridable so a benchmark can run
     # its own senders beside the stack's without sharing their work.
     Setting("SANDESH_SENDER_GROUP", default="sender"),

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def build(config: Config):
     relays = parse_relays(config.smtp_relays, config.smtp_host, config.smtp_port)
     messenger = SmtpMessenger(relays, config.smtp_connections, starttls=config.smtp_starttls,
                               username=config.smtp_username, password=config.smtp_password,
-                              timeout=config.smtp_timeout)
+                              timeout=config.smtp_timeout,
+                              max_unrecorded=config.send_record_every)
     compose_settings = ComposeSettings(Keyring.from_env(config.tracking_keys),
                                        config.public_tracking_url,
                                        config.default_sending_domain, config.bounce_domain)
@@ -89,7 +91,8 @@ def build(config: Config):
         settings=EngineSettings(max_attempts=config.send_max_attempts,
                                 retry_base_seconds=config.send_retry_base_seconds,
                                 default_domain_concurrency=config.send_domain_concurrency,
-                                batch_deadline_seconds=min(20.0, lease / 2), routes=routes))
+                                batch_deadline_seconds=min(20.0, lease / 2),
+                                record_every=config.send_record_every, routes=routes))
     source = KafkaSource([routes.jobs, routes.retry], config.sender_group,
                          config.kafka_bootstrap, client_id(SERVICE),
                          max_partition_fetch_bytes=4 * 1024 * 1024)
@@ -113,6 +116,10 @@ def build(config: Config):
 
 def main() -> None:
     config = load_config()
+    # The connection threads wait on the network and the composing ones
+    # hold the GIL: hand it over sooner than every 5 ms, so that a reply
+    # that arrived is read promptly (measured: fewer stalls per transaction).
+    sys.setswitchinterval(float(os.environ.get("SANDESH_SENDER_SWITCH_INTERVAL", "0.001")))
     configure_logging(SERVICE, config.log_level)
     port = int(os.environ.get("SANDESH_SENDER_PORT") or 0)
     readiness = {"mongodb": lambda: mongo.ping(config.mongo_uri)}
