@@ -29,6 +29,7 @@ from services.sender.domain import (ACCEPTED, CANCELLED, DEFERRED, FAILED, PAUSE
 from services.sender.throttle import RateLimiter
 from shared import topics
 from shared.events import new_event
+from shared.logs import mask_emails
 
 log = logging.getLogger(__name__)
 SOURCE = "sender"
@@ -218,7 +219,7 @@ class Engine:
 
     def _after_send(self, task: smtp.SendTask) -> tuple[tuple[str, str, dict], Hold | None]:
         job, out = task.job, task.outgoing
-        detail = {"smtp_code": task.code, "smtp_reply": task.reply[:450]}
+        detail = {"smtp_code": task.code, "smtp_reply": mask_emails(task.reply)[:450]}
         if out is not None:
             detail.update(message_id=out.message_id, size_bytes=len(out.message))
         if task.outcome == ACCEPTED:

@@ -1,0 +1,115 @@
+"""The engine's flow with fakes (no Kafka, MongoDB or SMTP)."""
+from __future__ import annotations
+
+from services.sender import smtp
+from services.sender.compose import Outgoing
+from services.sender.domain import Campaign, Job, Limits
+from services.sender.engine import DONE, Engine, EngineSettings, Hold
+from services.sender.throttle import MemoryCounter, RateLimiter
+
+ACCOUNT = "a" * 32
+
+
+def campaign(cid="c1", status="sending", limits=None) -> Campaign:
+    return Campaign(cid, ACCOUNT, {"version": 1, "subject": "s", "html": "h"},
+                    {"from_email": "n@sandesh.test"}, limits or Limits(), status=status)
+
+
+def job(n: int, cid="c1", attempt=0) -> Job:
+    return Job(f"j{n}", cid, f"p{n}", ACCOUNT, None, f"r{n}@example.com", None, {}, attempt,
+               None, False, None, data={"job_id": f"j{n}"})
+
+
+class Fakes:
+    def __init__(self, campaigns, replies=None, blocked=None, finished=None):
+        self.campaigns_by_id = {c.campaign_id: c for c in campaigns}
+        self.replies = replies or {}          # job id -> SMTP code (default 250)
+        self.blocked_ids = blocked or {}
+        self.finished = finished or {}
+        self.records, self.parked_jobs, self.published = [], [], []
+
+    # stores
+    def get_many(self, ids):
+        return {i: self.campaigns_by_id.get(i) for i in ids}
+
+    def blocked(self, jobs):
+        return {j.job_id: self.blocked_ids[j.job_id] for j in jobs if j.job_id in self.blocked_ids}
+
+    def claim(self, jobs):
+        return ([j for j in jobs if j.job_id not in self.finished],
+                {j.job_id: self.finished[j.job_id] for j in jobs if j.job_id in self.finished}, [])
+
+    def record(self, outcomes):
+        self.records.extend(outcomes)
+
+    def park(self, jobs):
+        self.parked_jobs.extend(jobs)
+
+    # messenger
+    def submit(self, tasks, deadline):
+        for task in tasks:
+            task.outgoing = task.compose()
+            task.code = self.replies.get(task.job.job_id, 250)
+            task.outcome = smtp.classify(task.code)
+            task.reply = f"{task.code} for <{task.job.email}>"
+        self.tasks = list(tasks)
+
+    def collect(self, at_least, timeout=0.5):
+        done, self.tasks = getattr(self, "tasks", []), []
+        return done
+
+    def publish(self, topic, event, key=None):
+        self.published.append((topic, event.type, event.data))
+
+    def engine(self, **settings):
+        composer = type("C", (), {"compose": lambda self, j: Outgoing(j, b"msg", "b+x@d", f"<{j.job_id}@d>", False)})()
+        return Engine(campaigns=self, contacts=self, deliveries=self, parked=self,
+                      limiter=RateLimiter(MemoryCounter(), clock=lambda: 1000.5),
+                      messenger=self, composer_for=lambda c: composer, publisher=self,
+                      settings=EngineSettings(**settings), clock=lambda: 1000.5)
+
+    def types(self, topic="delivery.events"):
+        return [(t, d["job_id"]) for top, t, d in self.published if top == topic]
+
+
+def test_sent_failed_deferred_and_dead():
+    fakes = Fakes([campaign()], replies={"j2": 550, "j3": 451, "j4": 421})
+    result = fakes.engine(max_attempts=2).handle([[job(1), job(2), job(3), job(4, attempt=1)]])
+    assert result == {"j1": DONE, "j2": DONE, "j3": DONE, "j4": DONE}
+    assert fakes.types() == [("delivery.sent", "j1"), ("delivery.failed", "j2"),
+                             ("delivery.deferred", "j3"), ("delivery.failed", "j4")]
+    retry = [d for top, _, d in fakes.published if top == "send.retry"]
+    assert [(d["job_id"], d["attempt"]) for d in retry] == [("j3", 1)] and retry[0]["not_before"]
+    assert [d["job"]["job_id"] for top, _, d in fakes.published if top == "send.dlq"] == ["j4"]
+    assert {j: s for j, s, _ in fakes.records} == {"j1": "sent", "j2": "failed", "j3": "deferred",
+                                                  "j4": "failed"}
+    failed = [d for top, t, d in fakes.published if t == "delivery.failed"][0]
+    assert failed["smtp_code"] == 550 and "r2@" not in str(failed)
+    assert failed["smtp_reply"] == "550 for <<email>>"
+
+
+def test_unknown_campaign_holds_the_rest_of_its_partition_and_paused_jobs_are_parked():
+    fakes = Fakes([campaign("c1", status="paused"), campaign("c2")])
+    result = fakes.engine().handle([[job(1, "c1"), job(2, "c2")], [job(3, "nope"), job(4, "c2")]])
+    assert result["j1"] is DONE and [j.job_id for j in fakes.parked_jobs] == ["j1"]
+    assert result["j2"] is DONE
+    assert isinstance(result["j3"], Hold) and "j4" not in result  # waits behind j3
+
+
+def test_cancelled_and_blocked_are_skipped_and_finished_jobs_announced_again():
+    finished = {"j3": {"event": {"type": "delivery.sent", "data": {"job_id": "j3"}}}}
+    fakes = Fakes([campaign("c1", status="cancelled"), campaign("c2")],
+                  blocked={"j2": "unsubscribed"}, finished=finished)
+    fakes.engine().handle([[job(1, "c1"), job(2, "c2"), job(3, "c2")]])
+    assert fakes.types() == [("delivery.sent", "j3"), ("delivery.skipped", "j1"),
+                             ("delivery.skipped", "j2")]
+    reasons = {d["job_id"]: d["reason"] for _, t, d in fakes.published if t == "delivery.skipped"}
+    assert reasons == {"j1": "cancelled", "j2": "unsubscribed"}
+
+
+def test_rate_limit_sends_what_the_window_allows_and_holds_the_rest():
+    fakes = Fakes([campaign(limits=Limits(per_second=2))])
+    result = fakes.engine().handle([[job(1), job(2), job(3)]])
+    assert result["j1"] is DONE and result["j2"] is DONE
+    assert result["j3"] == Hold(1001.0, "rate limit")
+    assert fakes.types() == [("delivery.sent", "j1"), ("delivery.sent", "j2")]
