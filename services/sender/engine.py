@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Protocol
 
-from services.sender import smtp
+from services.sender import metrics, smtp
 from services.sender.compose import Composer
 from services.sender.domain import (ACCEPTED, CANCELLED, DEFERRED, FAILED, PAUSED, PERMANENT,
                                     RELEASED, SENT, SKIPPED, Campaign, Job, RetryPolicy)
@@ -124,6 +124,7 @@ class Engine:
                     continue
                 break
         self.parked.park(paused)
+        metrics.PARKED.inc(len(paused))
         started = time.perf_counter()
         claimed, finished, held = self.deliveries.claim(ready)
         claim_ms = (time.perf_counter() - started) * 1000
@@ -177,6 +178,9 @@ class Engine:
             self.deliveries.record(outcomes)
             left -= len(done)
         self.messenger.collect(0, 0)  # forget the finished batch
+        for hold in result.values():
+            if hold is not None:
+                metrics.HELD.labels(hold.reason).inc()
         log.debug("engine", extra={"jobs": len(jobs), "claim_ms": round(claim_ms),
                                    "total_ms": round((time.perf_counter() - started) * 1000)})
         return result
@@ -250,6 +254,7 @@ class Engine:
                 **{k: v for k, v in fields.items() if v is not None}}
         self.publisher.publish(self.settings.routes.delivery, self._event(job, event_type, data),
                                key=job.job_id)
+        metrics.OUTCOMES.labels(event_type.split(".", 1)[1]).inc()
         return job.job_id, state, {"event": {"type": event_type, "data": data},
                                    "account_id": job.account_id,
                                    "campaign_id": job.campaign_id, "attempt": job.attempt}

@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Callable
 
+from services.sender import metrics as sender_metrics
 from services.sender.domain import Job
 from services.sender.engine import Engine, Hold
 from shared import metrics
@@ -106,6 +107,7 @@ class SendLoop:
         self.producer.flush()      # the batch's events and retries are out...
         self.dead_letters.flush()
         t4 = time.perf_counter()
+        sender_metrics.BATCH_SECONDS.observe(t4 - t0)
         if commits:
             self.source.commit(commits)  # ...before the offsets move past them
         log.debug("batch", extra={"records": len(records), "settled": settled,

@@ -27,6 +27,7 @@ from shared import mongo, worker_http
 from shared.config import Config, load_common
 from shared.kafka.factory import client_id, consumer_loop, event_producer
 from shared.kafka.kafka_impl import KafkaSource
+from shared.kafka.probe import check_broker
 from shared.logs import configure_logging
 from shared.tracking_tokens import Keyring
 
@@ -122,7 +123,8 @@ def main() -> None:
     sys.setswitchinterval(float(os.environ.get("SANDESH_SENDER_SWITCH_INTERVAL", "0.001")))
     configure_logging(SERVICE, config.log_level)
     port = int(os.environ.get("SANDESH_SENDER_PORT") or 0)
-    readiness = {"mongodb": lambda: mongo.ping(config.mongo_uri)}
+    readiness = {"mongodb": lambda: mongo.ping(config.mongo_uri),
+                 "kafka": lambda: check_broker(config.kafka_bootstrap)}
     if port:
         worker_http.serve(os.environ.get("SANDESH_BIND_HOST", "127.0.0.1"), port, SERVICE,
                           config.stack_id, readiness)

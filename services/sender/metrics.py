@@ -1,0 +1,9 @@
+"""The sender's Prometheus metrics (labels: outcome and reason words, never
+anything about a person)."""
+from prometheus_client import Counter, Histogram
+
+OUTCOMES = Counter("sandesh_sender_jobs_total", "Jobs settled by the sender", ["outcome"])
+HELD = Counter("sandesh_sender_holds_total", "Jobs held back (partition rewound)", ["reason"])
+PARKED = Counter("sandesh_sender_parked_total", "Jobs parked while their campaign is paused")
+BATCH_SECONDS = Histogram("sandesh_sender_batch_seconds", "Time to settle one polled batch",
+                          buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 30))
