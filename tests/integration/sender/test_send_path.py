@@ -180,3 +180,20 @@ def test_unsubscribed_and_suppressed_contacts_are_skipped_at_send_time(senders, 
     assert {e.data["contact_id"]: e.data["reason"] for e in skipped} == {
         unsubscribed: "unsubscribed", suppressed: "suppressed", bounced: "bounced"}
     assert set(by_recipient(sink)) == {email for _, email, _ in people[3:]}
+
+
+def test_a_test_send_carries_its_campaign_and_counts_nowhere(senders, sink, unique):
+    account, campaign = hexid(), hexid()
+    senders.start()
+    data = senders.launch(account, campaign)  # for its shape; the test job carries its own copy
+    senders.status(account, campaign, "paused")  # a test send ignores the campaign's state
+    job_id = hexid()
+    email = f"tester.{unique}@example.com"
+    senders.publish("send.jobs", "send.job", account, job_id, {
+        "job_id": job_id, "campaign_id": campaign, "contact_id": "test-1", "attempt": 0,
+        "test": True, "campaign": data, "recipient": {"email": email}})
+    senders.wait(lambda: sink.count() >= 1, 60, "the test message")
+    assert list(by_recipient(sink)) == [email]
+    sent = senders.wait(lambda: [e for e in senders.events(idle=1) if e.type == "delivery.sent"],
+                        30, "its event")
+    assert sent[0].data["test"] is True
