@@ -1,0 +1,116 @@
+"""The SMTP messenger against a local aiosmtpd server: pooled connections,
+a per-domain concurrency cap, 4xx/5xx classes, weighted relays."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from services.sender import smtp
+from services.sender.compose import Outgoing
+from services.sender.domain import Job
+
+
+class SlowHandler:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.active: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self.sessions: set = set()
+        self.received = 0
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        if address.startswith("perm"):
+            return "550 5.1.1 no such user <perm@x.test>"
+        if address.startswith("temp"):
+            return "451 4.3.0 try later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        domain = envelope.rcpt_tos[0].rpartition("@")[2]
+        with self.lock:
+            self.sessions.add(id(session))
+            self.active[domain] = self.active.get(domain, 0) + 1
+            self.peak[domain] = max(self.peak.get(domain, 0), self.active[domain])
+        await asyncio.sleep(0.02)
+        with self.lock:
+            self.active[domain] -= 1
+            self.received += 1
+        return "250 OK queued"
+
+
+@pytest.fixture
+def server():
+    handler = SlowHandler()
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield handler, port
+    controller.stop()
+
+
+def task(n: int, email: str, limit: int) -> smtp.SendTask:
+    job = Job(f"j{n}", "c", f"p{n}", "a", None, email, None, {}, 0, None, False, None)
+    out = Outgoing(job, b"Subject: x\r\n\r\nhello\r\n", "b+x@sandesh.test", f"<j{n}@d>", False)
+    return smtp.SendTask(job, lambda: out, limit)
+
+
+def run(messenger: smtp.SmtpMessenger, tasks) -> None:
+    messenger.submit(tasks, time.monotonic() + 30)
+    left = len(tasks)
+    while left:
+        left -= len(messenger.collect(len(tasks)))
+
+
+def test_connections_are_reused_and_one_domain_gets_at_most_its_cap(server):
+    handler, port = server
+    messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", port)], connections=4,
+                                   max_unrecorded=1000)
+    try:
+        tasks = [task(i, f"r{i}@{'capped' if i % 2 else 'open'}.test", 1 if i % 2 else 8)
+                 for i in range(40)]
+        run(messenger, tasks)
+        assert {t.outcome for t in tasks} == {smtp.ACCEPTED}
+        assert handler.received == 40
+        assert handler.peak["capped.test"] == 1 and handler.peak["open.test"] > 1
+        assert len(handler.sessions) <= 4  # four pooled connections, not one per message
+    finally:
+        messenger.close()
+
+
+def test_answers_are_classified_and_replies_masked(server):
+    handler, port = server
+    messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", port)], connections=2)
+    try:
+        tasks = [task(1, "perm@x.test", 8), task(2, "temp@x.test", 8), task(3, "ok@x.test", 8)]
+        run(messenger, tasks)
+        assert [(t.outcome, t.code) for t in tasks] == [
+            (smtp.PERMANENT, 550), (smtp.TRANSIENT, 451), (smtp.ACCEPTED, 250)]
+        assert "<email>" in tasks[0].reply and "perm@" not in tasks[0].reply
+    finally:
+        messenger.close()
+
+
+def test_a_dead_relay_is_a_transient_failure():
+    messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", 1)], connections=1, timeout=2)
+    try:
+        tasks = [task(1, "a@x.test", 8)]
+        run(messenger, tasks)
+        assert tasks[0].outcome == smtp.TRANSIENT and tasks[0].code is None
+    finally:
+        messenger.close()
+
+
+def test_relays_share_connections_by_weight():
+    relays = smtp.parse_relays("a:25:3,b:2525:1", "x", 1)
+    assert [(r.host, r.port, r.weight) for r in relays] == [("a", 25, 3), ("b", 2525, 1)]
+    spread = smtp.spread(relays, 8)
+    assert sum(r.host == "a" for r in spread) == 6 and sum(r.host == "b" for r in spread) == 2
+    assert smtp.parse_relays("", "127.0.0.1", 2525) == [smtp.Relay("127.0.0.1", 2525, 1)]
