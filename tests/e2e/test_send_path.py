@@ -296,10 +296,17 @@ def _start_sender(stack_env, port: int) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_kill_9_of_a_sender_mid_campaign_loses_nobody(gateway, stack_env):
-    """A second sender shares the work; killed with SIGKILL mid-campaign,
-    every recipient still gets a message, and any duplicate (in flight at
-    the kill) carries the same Message-ID."""
+def _sent_by(port: int) -> float:
+    """Jobs a sender process reports as sent on its /metrics."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("sandesh_sender_jobs_total{") and 'outcome="sent"' in line)
+
+
+def test_two_senders_share_the_work_and_kill_9_of_one_loses_nobody(gateway, stack_env):
+    """A second sender joins and sends part of the campaign; killed with
+    SIGKILL mid-campaign, every recipient still gets a message, and any
+    duplicate (in flight at the kill) carries the same Message-ID."""
     marker = uuid.uuid4().hex[:10]
     rows = [(a, "K") for a in addresses(marker, 600)]
     list_id = make_list(gateway, "kill")
@@ -311,6 +318,7 @@ def test_kill_9_of_a_sender_mid_campaign_loses_nobody(gateway, stack_env):
         gateway.call("POST", f"/campaigns/{campaign_id}/send")
         wait_for(gateway, campaign_id, ("sending",),
                  until=lambda c: c["progress"]["sent"] > len(rows) // 4)
+        assert _sent_by(18095) > 0          # the second sender took its share
     finally:
         extra.send_signal(signal.SIGKILL)
         extra.wait(10)
