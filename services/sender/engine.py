@@ -104,10 +104,28 @@ class Engine:
         """Disposition per job id: DONE, or a Hold. Each sequence (a
         partition) is taken in order: once a job of it is held, the rest of
         it is left alone (no disposition) to be seen again after it."""
-        now = self.clock()
+        started = time.perf_counter()
         result: dict[str, Hold | None] = {}
         jobs = [job for sequence in sequences for job in sequence]
         campaigns = self._campaigns_of(jobs)
+        ready = self._admit(sequences, campaigns, result)
+        claimed = self._claim(ready, result)
+        outcomes: list[tuple[str, str, dict]] = []
+        sendable = self._screen(claimed, campaigns, result, outcomes)
+        tasks = self._throttle(sendable, campaigns, result, outcomes)
+        self.deliveries.record(outcomes)
+        self._send(tasks, result)
+        for hold in result.values():
+            if hold is not None:
+                metrics.HELD.labels(hold.reason).inc()
+        log.debug("engine", extra={"jobs": len(jobs),
+                                   "ms": round((time.perf_counter() - started) * 1000)})
+        return result
+
+    def _admit(self, sequences, campaigns, result) -> list[Job]:
+        """Jobs whose campaign is known and not paused. Unknown: hold (it
+        may be on its way). Paused: parked, back on send.jobs at resume."""
+        now = self.clock()
         ready, paused = [], []
         for sequence in sequences:
             for job in sequence:
@@ -115,42 +133,52 @@ class Engine:
                 if campaign is None:
                     result[job.job_id] = Hold(now + self.settings.held_recheck_seconds,
                                               "campaign not known yet")
-                elif campaign.status == PAUSED and not job.test:
+                    break
+                if campaign.status == PAUSED and not job.test:
                     paused.append(job)
-                    result[job.job_id] = DONE  # parked: back on send.jobs at resume
-                    continue
+                    result[job.job_id] = DONE
                 else:
                     ready.append(job)
-                    continue
-                break
         self.parked.park(paused)
         metrics.PARKED.inc(len(paused))
-        started = time.perf_counter()
+        return ready
+
+    def _claim(self, ready, result) -> list[Job]:
+        """The jobs this sender now owns. Finished ones: announced again.
+        Claimed by a live sender: held."""
         claimed, finished, held = self.deliveries.claim(ready)
-        claim_ms = (time.perf_counter() - started) * 1000
         for job in held:
-            result[job.job_id] = Hold(now + self.settings.held_recheck_seconds, "claimed elsewhere")
+            result[job.job_id] = Hold(self.clock() + self.settings.held_recheck_seconds,
+                                      "claimed elsewhere")
         for job in ready:
             if job.job_id in finished:
                 self._announce_again(job, finished[job.job_id])
                 result[job.job_id] = DONE
-        outcomes: list[tuple[str, str, dict]] = []
+        return claimed
+
+    def _screen(self, claimed, campaigns, result, outcomes) -> list[Job]:
+        """Skip the jobs of a cancelled campaign and of contacts that
+        unsubscribed, were suppressed, bounced, complained or were erased."""
         blocked = self.contacts.blocked(claimed)
         sendable = []
         for job in claimed:
-            campaign = campaigns[job.job_id]
-            reason = "cancelled" if campaign.status == CANCELLED and not job.test \
-                else blocked.get(job.job_id)
+            cancelled = campaigns[job.job_id].status == CANCELLED and not job.test
+            reason = "cancelled" if cancelled else blocked.get(job.job_id)
             if reason:
                 outcomes.append(self._settle(job, SKIPPED, "delivery.skipped", {"reason": reason}))
                 result[job.job_id] = DONE
             else:
                 sendable.append(job)
+        return sendable
+
+    def _throttle(self, sendable, campaigns, result, outcomes) -> list[smtp.SendTask]:
+        """Tasks within each campaign's rate; the rest gives its claim back
+        and waits for the next second (held) or hour (send.retry)."""
         tasks = []
         for campaign_id, group in _by_campaign(sendable).items():
             campaign = campaigns[group[0].job_id]
-            grant = self.limiter.grant(campaign_id, len(group), campaign.limits) \
-                if not group[0].test else None
+            grant = None if group[0].test else \
+                self.limiter.grant(campaign_id, len(group), campaign.limits)
             allowed = group if grant is None else group[:grant.granted]
             for job in group[len(allowed):]:
                 outcomes.append((job.job_id, RELEASED, {"reason": "rate limit"}))
@@ -160,12 +188,13 @@ class Engine:
                 else:
                     result[job.job_id] = Hold(grant.retry_at, "rate limit")
             limit = campaign.limits.per_domain_concurrency or self.settings.default_domain_concurrency
-            for job in allowed:
-                tasks.append(self._task(job, campaign, limit))
-        self.deliveries.record(outcomes)
-        # Record every few dozen sends, not once per batch: a sender killed
-        # mid-batch re-sends (same Message-ID) only what it had not recorded.
-        # The connections keep sending while this thread records.
+            tasks.extend(self._task(job, campaign, limit) for job in allowed)
+        return tasks
+
+    def _send(self, tasks, result) -> None:
+        """Compose and send; record every few dozen outcomes while the
+        connections go on, so a sender killed mid-batch re-sends (same
+        Message-ID) only what it had not recorded."""
         self.messenger.submit(tasks, time.monotonic() + self.settings.batch_deadline_seconds)
         left = len(tasks)
         while left:
@@ -178,12 +207,6 @@ class Engine:
             self.deliveries.record(outcomes)
             left -= len(done)
         self.messenger.collect(0, 0)  # forget the finished batch
-        for hold in result.values():
-            if hold is not None:
-                metrics.HELD.labels(hold.reason).inc()
-        log.debug("engine", extra={"jobs": len(jobs), "claim_ms": round(claim_ms),
-                                   "total_ms": round((time.perf_counter() - started) * 1000)})
-        return result
 
     def unpark(self, flush: Callable[[], None]) -> int:
         """Put the parked jobs of campaigns no longer paused back on the jobs
