@@ -49,6 +49,7 @@ class SendLoop:
         self.stopping = False
         self._paused_until: dict[TopicPartition, float] = {}
         self._next_unpark = 0.0
+        self._failures = 0
         source.on_revoke = self._on_revoke
 
     def stop(self, *_args) -> None:
@@ -74,6 +75,23 @@ class SendLoop:
             for tp, first in _first_offsets(records).items():
                 self.source.seek(tp, first)
             return 0
+        try:
+            settled = self._settle(records, t0, t1)
+        except Exception:
+            # MongoDB, Kafka or the relay set-up failed: nothing of this batch
+            # is committed; it comes again after a pause. Jobs it had already
+            # sent are found claimed and go again after the lease (same
+            # Message-ID). An outage delays work, it never drops it.
+            self._failures += 1
+            delay = min(30.0, 0.5 * 2 ** (self._failures - 1))
+            log.exception("batch failed; retrying it", extra={"retry_in_s": delay})
+            for tp, first in _first_offsets(records).items():
+                self._hold(tp, first, Hold(self.clock() + delay, "batch failed"))
+            return 0
+        self._failures = 0
+        return settled
+
+    def _settle(self, records: list[Record], t0: float, t1: float) -> int:
         now = self.clock()
         by_partition: dict[TopicPartition, list[tuple[Record, Job | None]]] = {}
         holds: dict[TopicPartition, tuple[int, Hold]] = {}
@@ -148,7 +166,10 @@ class SendLoop:
                                                     "offset": record.offset})
 
     def _hold(self, tp: TopicPartition, offset: int, hold: Hold) -> None:
-        self.source.seek(tp, offset)
+        try:
+            self.source.seek(tp, offset)
+        except Exception:  # no longer ours after a rebalance: its new owner redoes it
+            return
         if hold.until > self.clock():
             self.source.pause(tp)
             self._paused_until[tp] = hold.until

@@ -1,0 +1,107 @@
+"""The send loop over the in-memory broker: commit after the work, dead
+letters, not-due jobs hold their partition, a failing batch is retried."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from services.sender.engine import DONE, Hold
+from services.sender.loop import SendLoop
+from shared.events import encode, new_event
+from shared.kafka.memory import InMemoryBroker
+from shared.kafka.producer import EventProducer
+
+
+class FakeEngine:
+    class settings:
+        unpark_every_seconds = 3600
+
+    def __init__(self, fail_times=0):
+        self.seen, self.fail_times = [], fail_times
+
+    def handle(self, sequences):
+        if self.fail_times:
+            self.fail_times -= 1
+            raise ConnectionError("database down")
+        jobs = [j for seq in sequences for j in seq]
+        self.seen.extend(j.job_id for j in jobs)
+        return {j.job_id: DONE for j in jobs}
+
+    def unpark(self, flush):
+        return 0
+
+
+def job_event(n, not_before=None):
+    data = {"job_id": f"j{n}", "campaign_id": "c", "contact_id": f"p{n}", "attempt": 0,
+            "recipient": {"email": f"r{n}@example.com"}}
+    if not_before:
+        data["not_before"] = not_before.isoformat()
+    return encode(new_event("send.job", source="t", subject=f"j{n}", account_id="a", data=data))
+
+
+def make(engine, clock):
+    broker = InMemoryBroker(partitions=1)
+    source = broker.source(["send.jobs"], "g")
+    loop = SendLoop(source, engine, EventProducer(broker.sink()), service="sender", group="g",
+                    dead_letters=broker.sink(), clock=clock)
+    return broker, loop
+
+
+def test_commits_after_the_work_and_dead_letters_what_is_not_a_job():
+    now = [1000.0]
+    engine = FakeEngine()
+    broker, loop = make(engine, lambda: now[0])
+    broker.append("send.jobs", b"j1", job_event(1))
+    broker.append("send.jobs", b"x", b"not json")
+    broker.append("send.jobs", b"j2", job_event(2))
+    loop.run_once()
+    assert engine.seen == ["j1", "j2"]
+    assert broker.committed["g"][("send.jobs", 0)] == 3
+    assert len(broker.messages("dead.letters")) == 1
+
+
+def test_a_job_not_due_holds_its_partition_until_due():
+    now = datetime.now(timezone.utc)
+    clock = [now.timestamp()]
+    engine = FakeEngine()
+    broker, loop = make(engine, lambda: clock[0])
+    broker.append("send.jobs", b"j1", job_event(1))
+    broker.append("send.jobs", b"j2", job_event(2, not_before=now + timedelta(seconds=30)))
+    broker.append("send.jobs", b"j3", job_event(3))
+    loop.run_once()
+    assert engine.seen == ["j1"] and broker.committed["g"][("send.jobs", 0)] == 1
+    loop.run_once()
+    assert engine.seen == ["j1"]  # paused, not slept on
+    clock[0] += 31
+    loop.run_once()
+    assert engine.seen == ["j1", "j2", "j3"] and broker.committed["g"][("send.jobs", 0)] == 3
+
+
+def test_a_failing_batch_is_not_committed_and_comes_again():
+    clock = [1000.0]
+    engine = FakeEngine(fail_times=1)
+    broker, loop = make(engine, lambda: clock[0])
+    broker.append("send.jobs", b"j1", job_event(1))
+    loop.run_once()
+    assert engine.seen == [] and ("send.jobs", 0) not in broker.committed["g"]
+    clock[0] += 1
+    loop.run_once()
+    assert engine.seen == ["j1"] and broker.committed["g"][("send.jobs", 0)] == 1
+
+
+def test_a_held_job_holds_the_rest_of_its_partition():
+    clock = [1000.0]
+
+    class HoldingEngine(FakeEngine):
+        def handle(self, sequences):
+            self.seen.extend(j.job_id for seq in sequences for j in seq)
+            return {"j1": DONE, "j2": Hold(1005.0, "paused")}  # j3: behind j2
+
+    engine = HoldingEngine()
+    broker, loop = make(engine, lambda: clock[0])
+    for n in (1, 2, 3):
+        broker.append("send.jobs", f"j{n}".encode(), job_event(n))
+    loop.run_once()
+    assert broker.committed["g"][("send.jobs", 0)] == 1
+    clock[0] = 1006
+    loop.run_once()
+    assert engine.seen[-2:] == ["j2", "j3"]
