@@ -1,0 +1,73 @@
+"""One recipient's message from a campaign: links, pixel, unsubscribe,
+preheader, tracking off, header injection through merge data."""
+from __future__ import annotations
+
+import uuid
+from email import message_from_bytes, policy
+
+import pytest
+
+from services.sender import dkim
+from services.sender.compose import ComposeError, Composer, ComposeSettings
+from services.sender.domain import Campaign, Job
+from shared.tracking_tokens import Keyring, verify
+
+KEYRING = Keyring.from_env("k1:" + "A" * 43 + "=")
+HTML = ('<html><body><p>Hi {{ name }}</p><a href="https://example.com/a">A</a>'
+        '<a href="https://example.com/b">B</a></body></html>')
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory):
+    key_dir = tmp_path_factory.mktemp("dkim")
+    dkim.ensure_key(key_dir, "sandesh.test", "s", "ed25519")
+    return dkim.Signer(dkim.load_keys(key_dir))
+
+
+def compose(signer, *, tracking=True, html=HTML, name="Jane", kind="marketing", subject="Hi {{ name }}"):
+    campaign = Campaign.from_launched(uuid.uuid4().hex, {
+        "campaign_id": uuid.uuid4().hex,
+        "template": {"version": 1, "subject": subject, "preheader": "Peek {{ name }}", "html": html,
+                     "text": "Hi {{ name }}"},
+        "sender": {"from_email": "news@sandesh.test"}, "tracking": tracking,
+        "postal_address": "1 Main St", "kind": kind})
+    job = Job(uuid.uuid4().hex, campaign.campaign_id, uuid.uuid4().hex, campaign.account_id,
+              uuid.uuid4().hex, "jane@example.com", name, {}, 0, None, False, None)
+    composer = Composer(campaign, ComposeSettings(KEYRING, "https://t.example", "sandesh.test"), signer)
+    out = composer.compose(job)
+    return out, message_from_bytes(out.message, policy=policy.default), job
+
+
+def test_links_are_signed_tracking_links_in_order_and_a_pixel_closes_the_body(signer):
+    out, msg, job = compose(signer)
+    html = msg.get_body(("html",)).get_content()
+    assert "https://example.com/a" not in html and html.count("https://t.example/t/c/") == 2
+    tokens = [part.split('"')[0] for part in html.split("https://t.example/t/c/")[1:]]
+    claims = [verify(KEYRING, t) for t in tokens]
+    assert [c.link_index for c in claims] == [0, 1] and claims[0].context.job_id == job.job_id
+    assert html.index("/t/o/") > html.index("/t/c/") and html.rstrip().endswith("</body></html>")
+    assert "Peek Jane" in html.split("<p>")[0]  # preheader first, hidden
+    assert out.message_id == f"<{job.job_id}@sandesh.test>" == msg["Message-ID"]
+    assert verify(KEYRING, out.mail_from.split("+")[1].split("@")[0]).job_id == job.job_id
+
+
+def test_tracking_off_keeps_links_and_unsubscribe_but_no_pixel(signer):
+    _, msg, _ = compose(signer, tracking=False)
+    html = msg.get_body(("html",)).get_content()
+    assert "https://example.com/a" in html and "/t/c/" not in html and "/t/o/" not in html
+    assert "https://t.example/u/" in msg["List-Unsubscribe"]
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_a_template_without_unsubscribe_link_gets_one_with_the_postal_address(signer):
+    _, msg, _ = compose(signer)
+    for part in ("html", "plain"):
+        body = msg.get_body((part,)).get_content()
+        assert "https://t.example/u/" in body and "1 Main St" in body
+
+
+def test_a_line_break_from_merge_data_never_reaches_a_header(signer):
+    with pytest.raises(ComposeError):
+        compose(signer, name="Jane\r\nBcc: everyone@example.com")
+    with pytest.raises(ComposeError):
+        compose(signer, subject="Hi\n{{ name }}")
