@@ -1,9 +1,13 @@
-"""What the tracking worker consumes: {event type: handler}.
+"""What the tracking worker consumes.
 
 Beyond the architecture table's `delivery.events`, tracking also reads
 `tracking.events` (the hits its web processes produced, to count them) and
 `campaigns.events` (launched: the link table of the frozen template, so a
 click token's link index finds its URL). See docs/tracking.md.
+
+Counted events go to the stats counter a whole poll at a time (a few bulk
+writes per batch instead of ~5 writes per event); privacy requests are
+handled one at a time.
 """
 from services.tracking import privacy
 from services.tracking.counting import CountingRules, StatsCounter
@@ -15,23 +19,22 @@ GROUP = "tracking"
 TOPICS = [topics.DELIVERY_EVENTS, topics.TRACKING_EVENTS, topics.CAMPAIGNS_EVENTS,
           topics.PRIVACY_REQUESTS]
 EXTRA_SETTINGS = SETTINGS
+COUNTED_TYPES = frozenset({
+    "campaign.launched", "delivery.sent", "delivery.failed", "delivery.bounced",
+    "tracking.bounced", "tracking.opened", "tracking.clicked", "tracking.unsubscribed",
+    "tracking.complained"})
 
 
-def build_handlers(runtime) -> dict:
+def build_counter(runtime) -> StatsCounter:
     config = runtime.config
-    counter = StatsCounter(TrackingStore(runtime.db), CountingRules(
+    return StatsCounter(TrackingStore(runtime.db), CountingRules(
         machine_hit_seconds=config.machine_hit_seconds,
         machine_burst_seconds=config.machine_burst_seconds,
         hourly_days=config.stats_hourly_days))
+
+
+def build_handlers(runtime) -> dict:
+    """The handlers of events taken one at a time: {event type: handler}."""
     return {
-        "campaign.launched": counter.campaign_launched,
-        "delivery.sent": counter.delivery_sent,
-        "delivery.failed": counter.delivery_failed,
-        "delivery.bounced": counter.bounced,
-        "tracking.bounced": counter.bounced,
-        "tracking.opened": counter.opened,
-        "tracking.clicked": counter.clicked,
-        "tracking.unsubscribed": counter.unsubscribed,
-        "tracking.complained": counter.complained,
         "privacy.requested": lambda event: privacy.handle_privacy_request(runtime, event),
     }

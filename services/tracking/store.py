@@ -6,6 +6,10 @@ sent job j", "contact k opened c as a person", "open event e"). A counter is
 incremented only by whoever inserted its marker; the marker is then marked
 done. A crash between the two leaves a marker not done: whoever sees it
 again rebuilds that campaign's counters from its markers (`recount`).
+The worker counts whole batches (counting.py): its markers are inserted
+done, tagged with the batch, whose intent document (`batches`) stays until
+the batch's counters are incremented; a marker of a batch whose intent is
+still there is treated as not done.
 
 Counters are sharded per worker process (`shard`): FerretDB 1.24 loses
 concurrent `$inc`s on one document, so no two processes ever update the same
@@ -16,9 +20,11 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+DUPLICATE_KEY = 11000
 
 INDEXES = {
     "markers": [IndexModel([("c", ASCENDING)])],
@@ -28,6 +34,7 @@ INDEXES = {
     "counters": [IndexModel([("c", ASCENDING)])],
     "soft_bounces": [],
     "pending_events": [],
+    "batches": [],
 }
 
 
@@ -42,6 +49,14 @@ class TrackingStore:
             {"_id": campaign_id},
             {"$set": {"account_id": account_id, "links": links}, "$min": {"first_at": at}},
             upsert=True)
+
+    def save_campaigns(self, campaigns: list[tuple[str, str, list[str], datetime]]) -> None:
+        """save_campaign for many (campaign id, account id, links, time) at once."""
+        _bulk(self.db.campaigns, [
+            UpdateOne({"_id": campaign_id},
+                      {"$set": {"account_id": account_id, "links": links},
+                       "$min": {"first_at": at}}, upsert=True)
+            for campaign_id, account_id, links, at in campaigns])
 
     def campaign(self, campaign_id: str) -> dict | None:
         return self.db.campaigns.find_one({"_id": campaign_id})
@@ -63,15 +78,24 @@ class TrackingStore:
                       "contact_id": contact_id}, "$min": {"sent_at": sent_at}},
             upsert=True)
 
+    def save_deliveries(self, deliveries: list[tuple[str, str, str, str, datetime]]) -> None:
+        """save_delivery for many (job, account, campaign, contact, sent at):
+        one unordered insert (an update costs a collection scan on FerretDB's
+        SQLite backend); the few already there (redelivery) are updated."""
+        docs = [{"_id": job_id, "account_id": account_id, "campaign_id": campaign_id,
+                 "contact_id": contact_id, "sent_at": sent_at}
+                for job_id, account_id, campaign_id, contact_id, sent_at in deliveries]
+        for doc in self._insert_new(self.db.deliveries, docs):
+            self.save_delivery(doc["_id"], doc["account_id"], doc["campaign_id"],
+                               doc["contact_id"], doc["sent_at"])
+
+    def deliveries(self, job_ids) -> dict[str, dict]:
+        """By job id; one find by _id each (an $in is a scan on FerretDB)."""
+        found = (self.db.deliveries.find_one({"_id": job_id}) for job_id in job_ids)
+        return {doc["_id"]: doc for doc in found if doc}
+
     def delivery(self, job_id: str) -> dict | None:
         return self.db.deliveries.find_one({"_id": job_id})
-
-    def swap_last_click(self, job_id: str, link_index: int, at: float) -> dict | None:
-        """Record this click as the job's last; return the one before it."""
-        before = self.db.deliveries.find_one_and_update(
-            {"_id": job_id}, {"$set": {"last_click": {"i": link_index, "t": at}}},
-            upsert=True, return_document=ReturnDocument.BEFORE)
-        return (before or {}).get("last_click")
 
     # ----------------------------------------------------------- markers
     def insert_marker(self, marker_id: str, campaign_id: str, fields: list[str],
@@ -84,6 +108,44 @@ class TrackingStore:
             return None
         except DuplicateKeyError:
             return self.db.markers.find_one({"_id": marker_id}) or doc
+
+    def insert_markers(self, docs: list[dict]) -> dict[str, dict]:
+        """Insert the markers (distinct ids); returns the ones that were
+        there already, by id, as they are stored."""
+        there = self._insert_new(self.db.markers, docs)
+        found = {doc["_id"]: self.db.markers.find_one({"_id": doc["_id"]}) for doc in there}
+        # A marker deleted since (an erasure renames them) was counted.
+        return {marker_id: doc or {"_id": marker_id, "done": True}
+                for marker_id, doc in found.items()}
+
+    @staticmethod
+    def _insert_new(collection, docs: list[dict]) -> list[dict]:
+        """Insert the documents, unordered; returns those whose _id existed."""
+        if not docs:
+            return []
+        try:
+            collection.insert_many(docs, ordered=False)
+            return []
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            return [docs[error["index"]] for error in errors]
+
+    # ---------------------------------------------------------- batches
+    # A batch's intent is written before its markers and deleted once its
+    # counters are incremented: a marker of a batch whose intent is still
+    # there may not be counted (the worker died in between).
+    def begin_batch(self, batch_id: str, campaigns: list[tuple[str, str]]) -> None:
+        # FerretDB 1.24 stores no nested arrays: one object per campaign.
+        self.db.batches.insert_one({"_id": batch_id, "campaigns": [
+            {"c": campaign_id, "a": account_id} for campaign_id, account_id in campaigns]})
+
+    def end_batch(self, batch_id: str) -> None:
+        self.db.batches.delete_one({"_id": batch_id})
+
+    def open_batch(self, batch_id: str) -> dict | None:
+        return self.db.batches.find_one({"_id": batch_id})
 
     def marker(self, marker_id: str) -> dict | None:
         return self.db.markers.find_one({"_id": marker_id})
@@ -103,6 +165,21 @@ class TrackingStore:
             self.db.hourly.update_one({"_id": f"{campaign_id}|{hour.isoformat()}|{shard}"},
                                       {"$inc": hourly, "$set": {"c": campaign_id, "hour": hour}},
                                       upsert=True)
+
+    def increment_many(self, totals: dict[str, tuple[str, Counter]],
+                       hourly: dict[tuple[str, datetime], Counter], shard: str) -> None:
+        """increment for a batch: {campaign: (account, counts)} and
+        {(campaign, hour): counts}, one update per counter document."""
+        _bulk(self.db.counters, [
+            UpdateOne({"_id": f"{campaign_id}|{shard}"},
+                      {"$inc": dict(counts), "$set": {"c": campaign_id, "account_id": account_id}},
+                      upsert=True)
+            for campaign_id, (account_id, counts) in totals.items()])
+        _bulk(self.db.hourly, [
+            UpdateOne({"_id": f"{campaign_id}|{hour.isoformat()}|{shard}"},
+                      {"$inc": dict(counts), "$set": {"c": campaign_id, "hour": hour}},
+                      upsert=True)
+            for (campaign_id, hour), counts in hourly.items()])
 
     def recount(self, campaign_id: str, account_id: str) -> None:
         """Rebuild the campaign's counters and hourly series from its markers."""
@@ -163,3 +240,8 @@ class TrackingStore:
     def unpark(self, event_ids: list[str]) -> None:
         if event_ids:
             self.db.pending_events.delete_many({"_id": {"$in": event_ids}})
+
+
+def _bulk(collection, operations: list) -> None:
+    if operations:
+        collection.bulk_write(operations, ordered=False)

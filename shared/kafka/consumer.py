@@ -8,13 +8,19 @@
 - Any other handler failure is transient (a database or broker outage): the
   partition seeks back to the failed message and pauses with exponential
   backoff; the loop keeps polling the other partitions. Nothing is dropped.
+- Optional batches: event types in `batch_types` go to `batch_handler` a
+  whole run of a poll at a time (consecutive records, so each partition's
+  order is kept; a record with a per-event handler ends the run). A
+  transient failure seeks every partition of the run back to its first
+  record of the run; a `PermanentError` replays the run one event at a time,
+  so only the event that raises it is dead-lettered.
 """
 from __future__ import annotations
 
 import logging
 import signal
 import time
-from typing import Callable, Mapping
+from typing import Callable, Collection, Mapping
 
 from shared import metrics
 from shared.events import Event, InvalidEvent, decode
@@ -25,6 +31,7 @@ from shared.tracing import trace
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Event], None]
+BatchHandler = Callable[[list[Event]], None]
 
 
 class PermanentError(Exception):
@@ -37,9 +44,13 @@ class ConsumerLoop:
                  before_commit: Callable[[], None] | None = None,
                  commit_interval: float = 1.0, max_records: int = 500,
                  poll_timeout_ms: int = 200, backoff_initial: float = 0.5,
-                 backoff_max: float = 30.0, clock: Callable[[], float] = time.monotonic):
+                 backoff_max: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 batch_handler: BatchHandler | None = None,
+                 batch_types: Collection[str] = ()):
         self.source = source
         self.handlers = dict(handlers)
+        self.batch_handler = batch_handler
+        self.batch_types = frozenset(batch_types) if batch_handler else frozenset()
         self.service = service
         self.group = group
         self.dead_letters = dead_letters
@@ -75,6 +86,7 @@ class ConsumerLoop:
         records = self.source.poll(self.poll_timeout_ms, self.max_records)
         settled = 0
         blocked: set[TopicPartition] = set()
+        run: list[tuple[Record, Event | None]] = []  # waiting for the batch handler
         for record in records:
             tp = (record.topic, record.partition)
             if tp in blocked:
@@ -82,20 +94,42 @@ class ConsumerLoop:
             if self.stopping:
                 # Stop taking work: rewind so the rest is redelivered to whoever
                 # gets the partition next, even if this process lingers.
-                self.source.seek(tp, record.offset)
-                blocked.add(tp)
+                settled += self._handle_run(run, blocked)
+                run = []
+                if tp not in blocked:
+                    self.source.seek(tp, record.offset)
+                    blocked.add(tp)
                 continue
-            if self._handle(record):
-                self._first_uncommitted.setdefault(tp, record.offset)
-                self._done[tp] = record.offset + 1
-                self._failures.pop(tp, None)
-                settled += 1
+            if self.batch_types:
+                event = self._decode(record)
+                if event is None or event.type in self.batch_types \
+                        or event.type not in self.handlers:
+                    run.append((record, event))  # settled with the run
+                    continue
+                settled += self._handle_run(run, blocked)
+                run = []
+                if tp in blocked:
+                    continue
+                ok = self._handle_event(record, event)
             else:
+                ok = self._handle(record)
+            settled += self._settle(record, ok)
+            if not ok:
                 blocked.add(tp)
-                self._retry_later(tp, record.offset)
+        settled += self._handle_run(run, blocked)
         if self.clock() - self._last_commit >= self.commit_interval:
             self.commit()
         return settled
+
+    def _settle(self, record: Record, ok: bool) -> int:
+        tp = (record.topic, record.partition)
+        if not ok:
+            self._retry_later(tp, record.offset)
+            return 0
+        self._first_uncommitted.setdefault(tp, record.offset)
+        self._done[tp] = record.offset + 1
+        self._failures.pop(tp, None)
+        return 1
 
     def shutdown(self) -> None:
         try:
@@ -106,23 +140,32 @@ class ConsumerLoop:
     # -- one record ------------------------------------------------------
     def _handle(self, record: Record) -> bool:
         """True when the record is settled (handled, ignored or dead-lettered)."""
+        event = self._decode(record)
+        if event is None:
+            return True
+        if event.type not in self.handlers:
+            metrics.MESSAGES.labels(self.service, record.topic, "ignored").inc()
+            return True
+        return self._handle_event(record, event)
+
+    def _decode(self, record: Record) -> Event | None:
+        """The record's event; None when it is settled already (a tombstone,
+        or dead-lettered because it is not a valid event)."""
         if record.value is None:
             # A tombstone on a compacted topic (contacts.events after an
             # erasure): it deletes the key's history; there is nothing to handle.
             metrics.MESSAGES.labels(self.service, record.topic, "ignored").inc()
-            return True
+            return None
         try:
-            event = decode(record.value)
+            return decode(record.value)
         except InvalidEvent as exc:
             self._dead_letter(record, str(exc))
-            return True
-        handler = self.handlers.get(event.type)
-        if handler is None:
-            metrics.MESSAGES.labels(self.service, record.topic, "ignored").inc()
-            return True
+            return None
+
+    def _handle_event(self, record: Record, event: Event) -> bool:
         with trace(event.trace_id or None):
             try:
-                handler(event)
+                self.handlers[event.type](event)
             except PermanentError as exc:
                 self._dead_letter(record, f"{event.type}: {exc}")
                 return True
@@ -134,6 +177,67 @@ class ConsumerLoop:
                 return False
         metrics.MESSAGES.labels(self.service, record.topic, "handled").inc()
         return True
+
+    # -- a run of records for the batch handler ----------------------------
+    def _handle_run(self, run: list[tuple[Record, Event | None]],
+                    blocked: set[TopicPartition]) -> int:
+        """Settle a run (records in poll order); returns how many were settled."""
+        events = [event for _, event in run if event is not None
+                  and event.type in self.batch_types]
+        if events:
+            try:
+                with trace(None):
+                    self.batch_handler(events)
+            except PermanentError:
+                return self._handle_run_one_by_one(run, blocked)
+            except Exception:
+                log.exception("batch handler failed, will retry", extra={"events": len(events)})
+                first: dict[TopicPartition, int] = {}
+                for record, _ in run:
+                    first.setdefault((record.topic, record.partition), record.offset)
+                for tp, offset in first.items():
+                    metrics.HANDLER_RETRIES.labels(self.service, tp[0]).inc()
+                    self._retry_later(tp, offset)
+                    blocked.add(tp)
+                return 0
+        for record, event in run:
+            self._count_settled(record, event)
+            self._settle(record, True)
+        return len(run)
+
+    def _handle_run_one_by_one(self, run: list[tuple[Record, Event | None]],
+                               blocked: set[TopicPartition]) -> int:
+        settled = 0
+        for record, event in run:
+            tp = (record.topic, record.partition)
+            if tp in blocked:
+                continue
+            if event is not None and event.type in self.batch_types:
+                try:
+                    with trace(event.trace_id or None):
+                        self.batch_handler([event])
+                except PermanentError as exc:
+                    self._dead_letter(record, f"{event.type}: {exc}")
+                    self._settle(record, True)
+                    settled += 1
+                    continue
+                except Exception:
+                    metrics.HANDLER_RETRIES.labels(self.service, record.topic).inc()
+                    log.exception("batch handler failed, will retry", extra={
+                        "event_type": event.type, "topic": record.topic,
+                        "partition": record.partition, "offset": record.offset})
+                    self._retry_later(tp, record.offset)
+                    blocked.add(tp)
+                    continue
+            self._count_settled(record, event)
+            settled += self._settle(record, True)
+        return settled
+
+    def _count_settled(self, record: Record, event: Event | None) -> None:
+        if event is None:
+            return  # counted when it was decoded (ignored or dead-lettered)
+        outcome = "handled" if event.type in self.batch_types else "ignored"
+        metrics.MESSAGES.labels(self.service, record.topic, outcome).inc()
 
     def _dead_letter(self, record: Record, reason: str) -> None:
         headers = [("dlq.reason", reason.encode()[:1000]),

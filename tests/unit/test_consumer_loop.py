@@ -177,3 +177,102 @@ def test_unknown_event_types_are_skipped_not_dead_lettered():
     publish(broker, probe(1))
     make_loop(broker, {"other.type": pytest.fail}).run_once()
     assert broker.messages(DEAD_LETTERS) == []
+
+
+# -- the optional batch handler ------------------------------------------
+
+def paused(n):
+    return new_event("campaign.paused", source="/tests", subject=f"s{n}", account_id="a1",
+                     data={"campaign_id": f"c{n}"})
+
+
+def make_batch_loop(broker, batch_handler, handlers=None, clock=None):
+    source = broker.source(["in"], "g")
+    return ConsumerLoop(source, handlers or {}, service="test", group="g",
+                        dead_letters=broker.sink(), commit_interval=0, clock=clock or Clock(),
+                        batch_handler=batch_handler, batch_types={"platform.probe"})
+
+
+def test_batch_handler_gets_a_whole_poll_at_once_and_commits_after():
+    broker = InMemoryBroker(partitions=3)
+    publish(broker, *(probe(i) for i in range(30)))
+    calls = []
+    loop = make_batch_loop(broker, lambda events: calls.append([e.data["n"] for e in events]))
+    assert loop.run_once() == 30
+    assert len(calls) == 1 and sorted(calls[0]) == list(range(30))
+    assert sum(broker.committed["g"].values()) == 30
+
+
+def test_a_per_event_handler_ends_the_run_so_each_partition_keeps_its_order():
+    broker = InMemoryBroker(partitions=1)
+    publish(broker, probe(1), probe(2), paused(3), probe(4))
+    order = []
+    loop = make_batch_loop(broker, lambda events: order.append([e.data["n"] for e in events]),
+                           handlers={"campaign.paused": lambda e: order.append("paused")})
+    loop.run_once()
+    assert order == [[1, 2], "paused", [4]]
+    assert broker.committed["g"][("in", 0)] == 4
+
+
+def test_transient_batch_failure_retries_the_whole_run_after_backoff_and_loses_nothing():
+    broker = InMemoryBroker(partitions=2)
+    publish(broker, *(probe(i) for i in range(10)))
+    clock = Clock()
+    attempts, seen = [], []
+
+    def handler(events):
+        attempts.append(len(events))
+        if len(attempts) == 1:
+            raise ConnectionError("database down")
+        seen.extend(e.data["n"] for e in events)
+
+    loop = make_batch_loop(broker, handler, clock=clock)
+    assert loop.run_once() == 0
+    assert broker.committed["g"] == {}
+    loop.run_once()                      # paused: nothing polled
+    assert attempts == [10]
+    clock.now += 0.6
+    loop.run_once()
+    assert sorted(seen) == list(range(10))
+    assert sum(broker.committed["g"].values()) == 10
+    assert broker.messages(DEAD_LETTERS) == []
+
+
+def test_permanent_error_in_a_batch_dead_letters_only_the_event_that_raises_it():
+    broker = InMemoryBroker(partitions=1)
+    publish(broker, *(probe(i) for i in range(5)))
+    seen = []
+
+    def handler(events):
+        if any(e.data["n"] == 2 for e in events):
+            raise PermanentError("campaign 2 does not exist")
+        seen.extend(e.data["n"] for e in events)
+
+    make_batch_loop(broker, handler).run_once()
+    assert seen == [0, 1, 3, 4]
+    (dead,) = broker.messages(DEAD_LETTERS)
+    assert "campaign 2 does not exist" in dict(dead.headers)["dlq.reason"].decode()
+    assert broker.committed["g"][("in", 0)] == 5
+
+
+def test_invalid_messages_and_unknown_types_inside_a_run_do_not_reach_the_batch():
+    broker = InMemoryBroker(partitions=1)
+    publish(broker, probe(1))
+    broker.append("in", b"s1", b"{not json")
+    publish(broker, paused(2), probe(3))
+    seen = []
+    make_batch_loop(broker, lambda events: seen.append([e.data["n"] for e in events])).run_once()
+    assert seen == [[1, 3]]
+    assert len(broker.messages(DEAD_LETTERS)) == 1
+    assert broker.committed["g"][("in", 0)] == 4
+
+
+def test_stop_during_a_batch_commits_it_and_leaves_the_rest_for_redelivery():
+    broker = InMemoryBroker(partitions=1)
+    publish(broker, probe(0), probe(1), paused(2), probe(3))
+    seen = []
+    loop = make_batch_loop(broker, lambda events: seen.extend(e.data["n"] for e in events))
+    loop.handlers["campaign.paused"] = lambda e: loop.stop()
+    loop.run()
+    assert seen == [0, 1]
+    assert broker.committed["g"][("in", 0)] == 3

@@ -139,3 +139,67 @@ def test_a_crash_between_marker_and_increment_is_repaired(store):
 
 def test_unknown_campaign_has_no_stats(store):
     assert counting.build_stats(store, hexid()) is None
+
+
+# -- the worker counts a whole poll at a time (StatsCounter.handle_batch) --
+
+def in_chunks(events, size):
+    return [events[i:i + size] for i in range(0, len(events), size)]
+
+
+@pytest.mark.parametrize("size", [1, 7, 1000])
+def test_batches_count_exactly_and_survive_redelivery_and_restart(store, size):
+    campaign = hexid()
+    events = scenario(campaign)
+    counter = StatsCounter(store, CountingRules())
+    for chunk in in_chunks(events, size):
+        counter.handle_batch(chunk)
+    check(build_stats(store, campaign))
+    # every event again, in other batches, by the same worker and by a restarted one
+    for chunk in in_chunks(events, 5):
+        counter.handle_batch(chunk)
+    StatsCounter(store, CountingRules()).handle_batch(list(reversed(events)))
+    check(build_stats(store, campaign))
+
+
+def test_the_same_event_twice_in_one_batch_counts_once(store):
+    campaign = hexid()
+    events = scenario(campaign)
+    StatsCounter(store, CountingRules()).handle_batch(events + events[1:])
+    check(build_stats(store, campaign))
+
+
+class CrashingStore(TrackingStore):
+    """Dies once at the named step of a batch, like a killed worker."""
+
+    def __init__(self, db, step):
+        super().__init__(db)
+        self.step = step
+
+    def _maybe_crash(self, step):
+        if self.step == step:
+            self.step = None
+            raise ConnectionError(f"worker killed before {step}")
+
+    def increment_many(self, *args):
+        self._maybe_crash("increment")
+        super().increment_many(*args)
+
+    def end_batch(self, *args):
+        self._maybe_crash("end batch")
+        super().end_batch(*args)
+
+
+@pytest.mark.parametrize("step", ["increment", "end batch"])
+def test_a_crash_in_the_middle_of_a_batch_is_repaired_when_it_is_redelivered(mongo_db, step):
+    mongo.ensure_indexes(mongo_db, INDEXES)
+    campaign = hexid()
+    events = scenario(campaign)
+    half = len(events) // 2
+    StatsCounter(TrackingStore(mongo_db), CountingRules()).handle_batch(events[:half])
+    with pytest.raises(ConnectionError):
+        StatsCounter(CrashingStore(mongo_db, step), CountingRules()).handle_batch(events[half:])
+    # the restarted worker gets the uncommitted batch again
+    StatsCounter(TrackingStore(mongo_db), CountingRules()).handle_batch(events[half:])
+    check(build_stats(TrackingStore(mongo_db), campaign))
+    assert mongo_db.batches.count_documents({}) == 0  # nothing left to repair
