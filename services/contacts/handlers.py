@@ -24,6 +24,9 @@ TOPICS = [topics.CAMPAIGNS_EVENTS, topics.TRACKING_EVENTS, topics.DELIVERY_EVENT
 ACTOR = "platform"
 # A status only moves towards the more serious one.
 SEVERITY = {"active": 0, "restricted": 0, "bounced": 1, "complained": 2, "erased": 3}
+# How tracking says the recipient unsubscribed -> the consent log's `via`.
+# An event without `method` (tracking before it was added) came from a link.
+UNSUBSCRIBE_VIA = {"one-click": "one-click", "page": "form"}
 
 
 def ports_for(runtime) -> usecases.Ports:
@@ -59,7 +62,7 @@ def _log_consent(ports, event: Event, contact: dict, list_id: str | None, via: s
         ports.store.append_consent({
             "_id": _consent_id(event, at, list_id), "account_id": contact["account_id"],
             "contact_ids": [contact["_id"]], "list_id": list_id, "action": "unsubscribe",
-            "via": via, "actor": ACTOR, "event_id": event.id,
+            "via": via, "ip": event.data.get("ip_prefix"), "actor": ACTOR, "event_id": event.id,
             "campaign_id": event.data.get("campaign_id"), "at": at})
     except Exception as exc:
         if getattr(exc, "code", None) != 11000:   # a redelivery: already logged
@@ -77,18 +80,19 @@ def unsubscribe(ports: usecases.Ports, event: Event) -> None:
     targets = [list_id] if list_id in memberships else \
         ([] if list_id else list(memberships))
     at = _event_time(event)
+    via = UNSUBSCRIBE_VIA.get(event.data.get("method"), "link")
     for target in targets:
         update = domain.membership_update(target, domain.membership(
-            "unsubscribed", "link", at, campaign_id=event.data.get("campaign_id")))
+            "unsubscribed", via, at, campaign_id=event.data.get("campaign_id")))
         update["$set"]["updated_at"] = domain.now()
         ports.store.contacts.update_one({"_id": contact["_id"]}, update)
-        _log_consent(ports, event, contact, target, "link")
-        events.contact_unsubscribed(ports.producer, contact, target, "link")
+        _log_consent(ports, event, contact, target, via)
+        events.contact_unsubscribed(ports.producer, contact, target, via)
     if not list_id:
-        _log_consent(ports, event, contact, None, "link")
+        _log_consent(ports, event, contact, None, via)
         usecases.suppress(ports, contact["account_id"], contact["email_hash"], "unsubscribe",
                           ACTOR, contact_id=contact["_id"], flush=False)
-        events.contact_unsubscribed(ports.producer, contact, None, "link")
+        events.contact_unsubscribed(ports.producer, contact, None, via)
 
 
 def _escalate(ports: usecases.Ports, contact: dict, status: str, reason: str) -> None:

@@ -47,11 +47,14 @@ def test_unsubscribes_complaints_and_hard_bounces_arrive_and_apply(mongo_db, kaf
     complainer = _contact(store, account, "angry@example.com", [l1])
     bouncer = _contact(store, account, "gone@example.com", [l1])
     soft = _contact(store, account, "soft@example.com", [l1])
+    old_link = _contact(store, account, "old-link@example.com", [l1])
     topic = make_topic("in")
     out = EventProducer(KafkaSink(kafka_bootstrap, "contacts-test-out"))
-    first = _tracking("tracking.unsubscribed", account, unsub, list_id=l1)
+    first = _tracking("tracking.unsubscribed", account, unsub, list_id=l1, method="one-click",
+                      ip_prefix="203.0.113.0/24")
     sent = [first, first,                                  # a redelivery changes nothing more
-            _tracking("tracking.unsubscribed", account, everything),
+            _tracking("tracking.unsubscribed", account, everything, list_id=None, method="page"),
+            _tracking("tracking.unsubscribed", account, old_link, list_id=l1),  # no method
             _tracking("tracking.complained", account, complainer),
             new_event("delivery.bounced", source="sender", subject="j", account_id=account,
                       data={"job_id": "j" * 32, "campaign_id": "c" * 32, "contact_id": bouncer,
@@ -77,9 +80,17 @@ def test_unsubscribes_complaints_and_hard_bounces_arrive_and_apply(mongo_db, kaf
     one = store.contacts.find_one({"_id": unsub})
     assert one["lists"][l1]["status"] == "unsubscribed" and one["lists"][l2]["status"] == "subscribed"
     assert one["subscribed_list_ids"] == [l2]
-    assert store.consent.count_documents({"contact_ids": unsub}) == 1
+    assert [(e["action"], e["via"], e["list_id"], e["ip"]) for e in
+            store.consent.find({"contact_ids": unsub})] == \
+        [("unsubscribe", "one-click", l1, "203.0.113.0/24")]
+    assert one["lists"][l1]["via"] == "one-click"
     gone = store.contacts.find_one({"_id": everything})
     assert gone["subscribed_list_ids"] == [] and gone["suppressed"] is True
+    assert {gone["lists"][l]["via"] for l in (l1, l2)} == {"form"}
+    page = sorted((e["list_id"] or "", e["via"]) for e in
+                  store.consent.find({"contact_ids": everything}))
+    assert page == sorted([("", "form"), (l1, "form"), (l2, "form")])
+    assert [e["via"] for e in store.consent.find({"contact_ids": old_link})] == ["link"]
     angry = store.contacts.find_one({"_id": complainer})
     assert angry["status"] == "complained"
     platform = store.suppressions.find_one({"email_hash": angry["email_hash"]})
