@@ -1,7 +1,9 @@
 """The sender's settings (environment variables, validated at start-up)."""
 from __future__ import annotations
 
-from shared.config import BOOL, POSITIVE_INT, Setting
+from urllib.parse import urlsplit
+
+from shared.config import BOOL, POSITIVE_INT, Config, ConfigError, Setting
 
 SETTINGS = [
     Setting("SANDESH_DEFAULT_SENDING_DOMAIN", default="sandesh.test"),
@@ -10,6 +12,9 @@ SETTINGS = [
     Setting("SANDESH_DKIM_SELECTOR", default="sandesh"),
     Setting("SANDESH_TRACKING_KEYS", secret=True),
     Setting("SANDESH_PUBLIC_TRACKING_URL", default="http://127.0.0.1:8081"),
+    # RFC 8058 one-click unsubscribe needs https; plain http only where
+    # explicitly allowed (on by default in the local stack, SANDESH_ENV=local).
+    Setting("SANDESH_ALLOW_HTTP_TRACKING_URL", BOOL, default=False, dev_default=True),
     Setting("SANDESH_SMTP_HOST", default="127.0.0.1"),
     Setting("SANDESH_SMTP_PORT", POSITIVE_INT, default=2525),
     Setting("SANDESH_SMTP_RELAYS", default=""),  # "host:port:weight,..."; empty: HOST:PORT
@@ -33,3 +38,16 @@ SETTINGS = [
     Setting("SANDESH_SENDER_TOPIC_PREFIX", default=""),  # prefixes every topic it reads or writes
     Setting("SANDESH_SENDER_STATE_CONSUMERS", BOOL, default=True),
 ]
+
+
+def check_tracking_url(config: Config) -> None:
+    """The List-Unsubscribe URL is built on SANDESH_PUBLIC_TRACKING_URL, and
+    mailbox providers only honour one-click unsubscribe (RFC 8058) over https."""
+    url = urlsplit(config.public_tracking_url)
+    if not url.netloc or url.scheme not in ("http", "https"):
+        raise ConfigError("configuration error: SANDESH_PUBLIC_TRACKING_URL="
+                          f"{config.public_tracking_url!r} is invalid: expected https://host[:port]")
+    if url.scheme == "http" and not config.allow_http_tracking_url:
+        raise ConfigError("configuration error: SANDESH_PUBLIC_TRACKING_URL must be https "
+                          "(RFC 8058 one-click unsubscribe); plain http is accepted only with "
+                          "SANDESH_ALLOW_HTTP_TRACKING_URL=true (local stacks)")

@@ -18,7 +18,7 @@ from services.sender import dkim, handlers, retention
 from services.sender.compose import Composer, ComposeSettings
 from services.sender.engine import Engine, EngineSettings, Routes
 from services.sender.loop import SendLoop
-from services.sender.settings import SETTINGS
+from services.sender.settings import SETTINGS, check_tracking_url
 from services.sender.smtp import SmtpMessenger, parse_relays
 from services.sender.store import (CampaignStore, ContactStateStore, DeliveryStore,
                                    MongoWindowCounter, ParkedJobs, ensure_indexes)
@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 
 def load_config() -> Config:
-    return load_common(SETTINGS)
+    config = load_common(SETTINGS)
+    check_tracking_url(config)
+    return config
 
 
 def make_signer(config: Config) -> dkim.Signer:

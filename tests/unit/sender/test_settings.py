@@ -1,0 +1,60 @@
+"""The sender refuses a public tracking URL that cannot carry RFC 8058
+one-click unsubscribe (https), unless plain http is explicitly allowed."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.sender.settings import SETTINGS, check_tracking_url
+from shared.config import ConfigError, load_common
+
+KEYS = {"SANDESH_TRACKING_KEYS": "k1:" + "A" * 43 + "="}
+
+
+def config(**env):
+    return load_common(SETTINGS, {**KEYS, **env})
+
+
+def test_production_refuses_http_and_names_the_variable():
+    with pytest.raises(ConfigError, match="SANDESH_PUBLIC_TRACKING_URL must be https"):
+        check_tracking_url(config(SANDESH_ENV="production",
+                                  SANDESH_PUBLIC_TRACKING_URL="http://t.example.com"))
+    with pytest.raises(ConfigError, match="SANDESH_PUBLIC_TRACKING_URL"):  # the default is http
+        check_tracking_url(config(SANDESH_ENV="production"))
+
+
+def test_https_is_accepted_everywhere():
+    check_tracking_url(config(SANDESH_ENV="production",
+                              SANDESH_PUBLIC_TRACKING_URL="https://t.example.com"))
+    check_tracking_url(config(SANDESH_ENV="local", SANDESH_ALLOW_HTTP_TRACKING_URL="false",
+                              SANDESH_PUBLIC_TRACKING_URL="https://127.0.0.1:8443"))
+
+
+def test_http_only_with_the_allowance_which_the_local_stack_has_by_default():
+    check_tracking_url(config(SANDESH_ENV="local"))  # the local stack: http://127.0.0.1:8081
+    check_tracking_url(config(SANDESH_ENV="production", SANDESH_ALLOW_HTTP_TRACKING_URL="true",
+                              SANDESH_PUBLIC_TRACKING_URL="http://t.internal"))
+    with pytest.raises(ConfigError, match="SANDESH_ALLOW_HTTP_TRACKING_URL"):
+        check_tracking_url(config(SANDESH_ENV="local", SANDESH_ALLOW_HTTP_TRACKING_URL="false"))
+
+
+@pytest.mark.parametrize("url", ["t.example.com", "ftp://t.example.com", "https://"])
+def test_not_a_web_url_is_refused(url):
+    with pytest.raises(ConfigError, match="SANDESH_PUBLIC_TRACKING_URL=.* is invalid"):
+        check_tracking_url(config(SANDESH_PUBLIC_TRACKING_URL=url))
+
+
+def test_the_sender_process_stops_at_start_up_with_the_message():
+    """Before it connects to anything (no servers needed)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDESH_")}
+    env.update(KEYS, SANDESH_ENV="production", SANDESH_PII_SALT="s",
+               SANDESH_PUBLIC_TRACKING_URL="http://t.example.com", SANDESH_SENDER_PORT="")
+    done = subprocess.run([sys.executable, "-m", "services.sender.worker"], env=env,
+                          cwd=Path(__file__).resolve().parents[3], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0
+    assert "SANDESH_PUBLIC_TRACKING_URL must be https" in done.stderr
