@@ -49,7 +49,8 @@ class Address:
     hash: str         # keyed hash: what suppression entries keep
 
 
-_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+# \Z, not $: $ also matches before a final newline ("a\n@x.com").
+_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
 _domains: dict[str, tuple[str | None, str]] = {}   # raw domain -> (normalised, or None + reason)
 _DOMAIN_CACHE = 10_000
 
