@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
 SNIFF_BYTES = 64 * 1024
+SCAN_BYTES = 1024 * 1024
 MAX_LINE = 1024 * 1024          # a longer physical line is cut: that row is rejected
 MAX_FIELD = 128 * 1024
 DELIMITERS = ",;\t|"
@@ -55,6 +56,7 @@ class Mapping:
 
 
 def detect_encoding(head: bytes) -> tuple[str, int]:
+    """From the first bytes alone (see file_encoding for the whole file)."""
     if head.startswith(codecs.BOM_UTF8):
         return "utf-8", len(codecs.BOM_UTF8)
     try:
@@ -66,6 +68,24 @@ def detect_encoding(head: bytes) -> tuple[str, int]:
     return "utf-8", 0
 
 
+def file_encoding(stream: BinaryIO) -> str:
+    """utf-8 when every byte of the file decodes as UTF-8, latin-1 otherwise
+    (any byte string is Latin-1). A Latin-1 file whose first accent comes
+    after the sniffed head would otherwise import with U+FFFD in its cells.
+    One pass in SCAN_BYTES chunks: memory stays flat."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    stream.seek(0)
+    try:
+        while chunk := stream.read(SCAN_BYTES):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "latin-1"
+    finally:
+        stream.seek(0)
+    return "utf-8"
+
+
 def detect_delimiter(sample: str) -> str:
     try:
         return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
@@ -75,9 +95,20 @@ def detect_delimiter(sample: str) -> str:
         return best if counts[best] else ","
 
 
+def detect(stream: BinaryIO, delimiter: str | None = None, encoding: str | None = None,
+           has_header: bool | None = None) -> Dialect:
+    """Detect what was not given: the encoding from the whole file, the rest
+    from its first SNIFF_BYTES."""
+    encoding = encoding or file_encoding(stream)
+    stream.seek(0)
+    head = stream.read(SNIFF_BYTES)
+    stream.seek(0)
+    return sniff(head, delimiter, encoding, has_header)
+
+
 def sniff(head: bytes, delimiter: str | None = None, encoding: str | None = None,
           has_header: bool | None = None) -> Dialect:
-    """Detect what was not given, from the first bytes of the file."""
+    """Detect what was not given, from the first bytes of the file only."""
     detected, bom = detect_encoding(head)
     encoding = encoding or detected
     text = head[bom:].decode(encoding, errors="replace")

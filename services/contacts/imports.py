@@ -190,11 +190,10 @@ def process(store: ContactsStore, producer: EventProducer, salt: str, job: dict,
 
 def _prepare(store: ContactsStore, job: dict, upload) -> tuple[csvread.Dialect, csvread.Mapping]:
     options = job["options"]
-    head = upload.read(csvread.SNIFF_BYTES)
     if options.get("encoding"):
         "".encode(options["encoding"])  # LookupError for an unknown encoding
-    dialect = csvread.sniff(head, options.get("delimiter"), options.get("encoding"),
-                            options.get("has_header"))
+    dialect = csvread.detect(upload, options.get("delimiter"), options.get("encoding"),
+                             options.get("has_header"))
     header = csvread.header_row(upload, dialect)
     first_row: list[str] = []
     for item in csvread.records(upload, dialect):

@@ -117,6 +117,18 @@ def test_latin1_semicolons_and_upsert(client, app, settings, setup):
     assert by_email["zoé@example.com"]["name"] == "Zoé"
 
 
+def test_a_latin1_file_whose_first_accent_is_far_down_keeps_it(client, app, settings, setup):
+    rows = "".join(f"plain{i}@example.com,{'Plain name ' * 18}\n" for i in range(320))
+    data = ("email,name\n" + rows + "zoé@example.com,Zoé Müller\n").encode("latin-1")
+    assert data.index("é".encode("latin-1")) > 64 * 1024
+    job = upload(client, setup, data).get_json()
+    run_worker(app, settings, batch_rows=500)
+    job = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert job["dialect"]["encoding"] == "latin-1" and job["counters"]["created"] == 321, job
+    found = client.get(f"{V1}/contacts?email_prefix=zo").get_json()["items"]
+    assert [(c["email"], c["name"]) for c in found] == [("zoé@example.com", "Zoé Müller")]
+
+
 def test_no_header_with_an_explicit_mapping(client, app, settings, setup):
     data = b"Pune,x1@example.com,X One\nGoa,x2@example.com,X Two\n"
     job = upload(client, setup, data, mapping={"email": 1, "name": 2, "fields": {"city": 0}},

@@ -7,8 +7,9 @@ from services.contacts import csvread
 
 
 def read(data: bytes, **kw):
-    dialect = csvread.sniff(data[:csvread.SNIFF_BYTES], **kw)
-    items = list(csvread.records(io.BytesIO(data), dialect))
+    stream = io.BytesIO(data)
+    dialect = csvread.detect(stream, **kw)
+    items = list(csvread.records(stream, dialect))
     return dialect, items
 
 
@@ -52,11 +53,30 @@ def test_resuming_at_a_records_end_offset_reads_the_rest_exactly():
     assert [(r.number, r.cells) for r in resumed] == [(3, ["b@x.com", "B"]), (4, ["c@x.com", "C"])]
 
 
-def test_a_broken_utf8_byte_later_in_the_file_costs_a_cell_not_the_file():
-    data = b"email,name\n" + b"a@x.com,A\n" * 8000 + b"b@x.com,\xff\xfe bad\nc@x.com,C\n"
+def test_a_latin1_file_whose_accents_start_after_the_sniffed_head_is_read_as_latin1():
+    filler = b"a@x.com,A\n" * 8000                      # 80,000 bytes of plain ASCII
+    assert len(filler) > csvread.SNIFF_BYTES
+    data = b"email,name\n" + filler + "zoé@x.com,Zoé Müller\nc@x.com,C\n".encode("latin-1")
     dialect, items = read(data)
-    assert dialect.encoding == "utf-8"          # decided on the first 64 KiB
-    assert items[-2].cells[1].startswith("\ufffd") and items[-1].cells == ["c@x.com", "C"]
+    assert dialect.encoding == "latin-1"
+    assert items[-2].cells == ["zoé@x.com", "Zoé Müller"] and items[-1].cells == ["c@x.com", "C"]
+    assert not any("\ufffd" in cell for item in items for cell in item.cells)
+
+
+def test_utf8_characters_cut_by_the_scan_chunks_are_still_utf8():
+    before = csvread.SCAN_BYTES - 1 - len(b"email,name\n") - len(b"b@x.com,")
+    lines, pad = divmod(before, 10)
+    data = b"email,name\n" + b"a@x.com,A\n" * lines + b"b@x.com," + b"x" * pad + "é\n".encode()
+    assert data.index("é".encode()) == csvread.SCAN_BYTES - 1   # its two bytes straddle chunks
+    dialect, items = read(data)
+    assert dialect.encoding == "utf-8"
+    assert items[-1].cells == ["b@x.com", "x" * pad + "é"]
+
+
+def test_a_given_encoding_is_not_second_guessed():
+    data = "email,name\nzoé@x.com,Zoé\n".encode("latin-1")
+    dialect, items = read(data, encoding="utf-8")
+    assert dialect.encoding == "utf-8" and items[-1].cells[1] == "Zo\ufffd"
 
 
 def test_an_oversized_field_is_one_unreadable_row():
