@@ -57,13 +57,34 @@ def check_extension(extensions: list[dict], months: int, status: str) -> None:
                                       f"{MAX_EXTENSION_MONTHS} months in total")
 
 
+# Campaigns holds nothing about a contact, but an account's templates and
+# campaigns are that account's data: it answers account erasures only.
+ACCOUNT_ONLY_RESPONDERS = ("campaigns",)
+
+
 def responders_for(subject_kind: str, contact_responders: list[str]) -> list[str]:
-    """Who must answer. Account users live in the gateway, which answers
-    through its own API (/api/v1/users); the privacy service answers for
-    what it holds about them (notice acknowledgements)."""
+    """Who must answer. An account user's profile is the gateway's (its
+    users API acts on it); the privacy service answers for what it holds
+    about them (notice acknowledgements)."""
     if subject_kind == "user":
         return ["privacy"]
+    if subject_kind == "account":
+        return sorted(set(contact_responders) | set(ACCOUNT_ONLY_RESPONDERS))
     return sorted(set(contact_responders))
+
+
+def check_user_request(kind: str) -> None:
+    """Only access is answered here for an account user. The gateway owns
+    the profile and has no Kafka consumer, so a request queued here could
+    never be acted on: the users API does it at once instead."""
+    if kind != "access":
+        raise RuleViolation("kind", {
+            "erasure": "an account user is erased with DELETE /api/v1/users/<id>",
+            "rectification": "an account user is corrected with PATCH /api/v1/users/<id>",
+            "restriction": "an account user's data is used only to run the account: "
+                           "restriction is not offered; delete the user with "
+                           "DELETE /api/v1/users/<id>",
+        }[kind])
 
 
 def request_status(responders: Iterable[str], answers: dict[str, dict]) -> str:

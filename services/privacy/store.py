@@ -160,10 +160,24 @@ class PrivacyStore:
         except DuplicateKeyError:  # already counted
             pass
 
-    def forget_contacts(self, contact_ids: list[str]) -> int:
+    def forget_contacts(self, account_id: str, contact_ids: list[str]) -> None:
+        """An erased contact leaves no marker and no earlier access export
+        (an export is a copy of the contact's data)."""
         if not contact_ids:
-            return 0
-        return self.db.agg_markers.delete_many({"contact_id": {"$in": contact_ids}}).deleted_count
+            return
+        self.db.agg_markers.delete_many({"contact_id": {"$in": contact_ids}})
+        accessed = [r["_id"] for r in self.db.requests.find(
+            {"account_id": account_id, "kind": "access",
+             "subject.contact_id": {"$in": contact_ids}}, {"_id": 1})]
+        if accessed:
+            self.db.export_parts.delete_many({"request_id": {"$in": accessed}})
+
+    def forget_account(self, account_id: str) -> None:
+        """A deleted account's exports, markers and notice acknowledgements.
+        Requests (hashes and ids) and the audit log stay: they are the proof
+        that the account's requests were answered."""
+        for collection in ("export_parts", "agg_markers", "notice_acks"):
+            self.db[collection].delete_many({"account_id": account_id})
 
     def marker_counts(self, query: dict) -> list[dict]:
         """(account, day, provider, kind) -> count, from the markers."""

@@ -69,6 +69,8 @@ def _subject(body: dict, salt: str) -> dict:
         raise domain.RuleViolation("subject", "give a contact (email or contact_id) or a "
                                               "user_id, not both and not neither")
     subject["kind"] = "contact" if is_contact else "user"
+    if subject["kind"] == "user":
+        domain.check_user_request(body["kind"])
     return subject
 
 
@@ -102,7 +104,9 @@ def create_request(store: PrivacyStore, producer: EventProducer, config, identit
         store.delete_request(request["_id"])
         raise PublishFailed(str(exc)) from exc
     if subject["kind"] == "contact" and subject["contact_id"] and body["kind"] == "erasure":
-        store.forget_contacts([subject["contact_id"]])
+        store.forget_contacts(identity.account_id, [subject["contact_id"]])
+    if subject["kind"] == "account":
+        store.forget_account(identity.account_id)
     if subject["kind"] == "user":
         _answer_for_user(store, request)
         request = store.get_request(None, request["_id"])
@@ -124,14 +128,15 @@ def requested_event(request: dict) -> Event:
 
 
 def _answer_for_user(store: PrivacyStore, request: dict) -> None:
-    """The privacy service's own part about an account user: the notices
-    they acknowledged (the profile itself is the gateway's /api/v1/users)."""
+    """The privacy service's own part of an access request about an account
+    user: the notices they acknowledged (the profile is the gateway's, which
+    adds it to the export)."""
     user_id = request["subject"]["user_id"]
     acks = [{"policy_id": a["policy_id"], "acknowledged_at": a["at"].isoformat()}
             for a in store.acks_of(request["account_id"], user_id)]
     record_answer(store, request["account_id"], {
         "request_id": request["_id"], "service": "privacy", "status": "done",
-        "export": {"notice_acknowledgements": acks} if request["kind"] == "access" else None})
+        "export": {"notice_acknowledgements": acks}})
 
 
 def extend_request(store: PrivacyStore, identity: Identity, request_id: str, months: int,
@@ -178,7 +183,7 @@ def record_answer(store: PrivacyStore, account_id: str, data: dict,
     if data.get("export") is not None:
         store.save_export_part(request["_id"], account_id, service, data["export"])
     if request["kind"] == "erasure" and data.get("contact_ids"):
-        store.forget_contacts(list(data["contact_ids"]))
+        store.forget_contacts(account_id, list(data["contact_ids"]))
     request = store.set_answer(request["_id"], service, answer)
     status = domain.request_status(request["responders"], request["answers"])
     if status != request["status"]:

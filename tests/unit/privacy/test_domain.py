@@ -83,6 +83,21 @@ def test_user_requests_are_answered_by_the_privacy_service():
     assert domain.responders_for("contact", ["sender", "contacts"]) == ["contacts", "sender"]
 
 
+def test_an_account_erasure_is_answered_by_campaigns_too():
+    assert domain.responders_for("account", ["sender", "contacts"]) == \
+        ["campaigns", "contacts", "sender"]
+
+
+@pytest.mark.parametrize("kind, pointer", [("erasure", "DELETE /api/v1/users/<id>"),
+                                           ("rectification", "PATCH /api/v1/users/<id>"),
+                                           ("restriction", "DELETE /api/v1/users/<id>")])
+def test_a_user_request_other_than_access_points_to_the_users_api(kind, pointer):
+    with pytest.raises(domain.RuleViolation) as err:
+        domain.check_user_request(kind)
+    assert err.value.field == "kind" and pointer in err.value.message
+    domain.check_user_request("access")   # answered here
+
+
 # -- policies -----------------------------------------------------------------
 def test_a_policy_taking_effect_29_days_after_publication_is_refused():
     published = at(2026, 6, 1, 15, 0)
