@@ -2,17 +2,18 @@
 
 Delivery outcomes and the audience size become campaign progress, counted
 once per job however often Kafka redelivers them (see store.JobStateStore).
+An account's erasure request deletes its templates and campaigns (privacy.py).
 """
 import os
 import socket
 import uuid
 
-from services.campaigns import usecases
+from services.campaigns import privacy, usecases
 from services.campaigns.store import CampaignStore, JobStateStore, ProgressStore, TemplateStore
 from shared import topics
 
 GROUP = "campaigns"
-TOPICS = [topics.DELIVERY_EVENTS, topics.CONTACTS_EVENTS]
+TOPICS = [topics.DELIVERY_EVENTS, topics.CONTACTS_EVENTS, topics.PRIVACY_REQUESTS]
 
 DELIVERY_TYPES = ("delivery.sent", "delivery.deferred", "delivery.failed", "delivery.bounced",
                   "delivery.skipped")
@@ -35,4 +36,9 @@ def build_handlers(runtime, ports: usecases.Ports | None = None) -> dict:
     handlers = {t: (lambda event: usecases.record_delivery(ports, event, flush=not buffered))
                 for t in DELIVERY_TYPES}
     handlers["audience.ready"] = lambda event: usecases.record_audience(ports, event)
+
+    def on_privacy_request(event) -> None:
+        usecases.flush_progress(ports)   # no buffered count outlives an erased campaign
+        privacy.handle_privacy_request(runtime.db, ports.producer, event)
+    handlers["privacy.requested"] = on_privacy_request
     return handlers

@@ -6,7 +6,9 @@ The platform account (created on first use, marked `platform: true` in the
 gateway's accounts) keeps one contacts list, "Account users", that mirrors
 the gateway's users at each publication: every user is added (an existing
 contact is left as it is). The campaign goes to that list; contacts' fan-out,
-the senders, campaigns' progress and tracking do the rest.
+the senders, campaigns' progress and tracking do the rest. A deleted user's
+address leaves the list with them (forget_users), unless the same address
+is still a user of another account.
 
 Why the gateway calls contacts and campaigns synchronously here: it is the
 only service that knows the users, and the gateway is the one synchronous
@@ -17,6 +19,7 @@ from __future__ import annotations
 import html
 import json
 import os
+from urllib.parse import urlencode
 
 from flask import current_app
 
@@ -91,3 +94,35 @@ def notify_account_users(db, policy: dict) -> dict:
     _call(identity, "campaigns", "POST", f"/api/v1/campaigns/{campaign['id']}/send")
     return {"status": "sending", "campaign_id": campaign["id"], "account_id": identity.account_id,
             "users": len(users)}
+
+
+def forget_users(db, users: list[dict]) -> int:
+    """Delete the contacts of the platform's users list that stood for these
+    (about to be deleted) users; returns how many. Raises NotifyFailed when
+    contacts cannot be reached, before anything of the users is deleted, so
+    the caller answers an error and the deletion is simply retried."""
+    platform = db["accounts"].find_one({"platform": True}, {"_id": 1})
+    if platform is None:
+        return 0   # no policy was ever published: nobody is on the list
+    identity = Identity(platform["_id"], "operator")
+    leaving = {u["_id"] for u in users}
+    removed = 0
+    for user in users:
+        others = db["users"].find_one({"email_key": user["email_key"], "_id": {"$nin": list(leaving)}})
+        if others is not None:
+            continue   # the address is still a user of another account
+        for contact in _contacts_with(identity, user["email"]):
+            _call(identity, "contacts", "DELETE", f"/api/v1/contacts/{contact['id']}", ok=(204, 404))
+            removed += 1
+    return removed
+
+
+def _contacts_with(identity: Identity, email: str) -> list[dict]:
+    """The platform contacts whose address is `email` (the search is by
+    prefix and the local part keeps its case: both spellings, exact match)."""
+    found: dict[str, dict] = {}
+    for spelling in {email, email.lower()}:
+        page = _call(identity, "contacts", "GET",
+                     "/api/v1/contacts?" + urlencode({"email_prefix": spelling, "limit": 100}))
+        found.update({c["id"]: c for c in page["items"] if c["email"].lower() == email.lower()})
+    return list(found.values())

@@ -164,12 +164,25 @@ def rectify_user(body, user_id):
     return user
 
 
+def _forget_on_platform_list(users: list[dict]) -> None:
+    try:
+        policy_mail.forget_users(current_app.extensions["gateway_store"].db, users)
+    except policy_mail.NotifyFailed:
+        # no detail logged: an upstream error may echo the address searched for
+        log.warning("platform users list unreachable")
+        raise ApiError(503, "upstream_unavailable", "the users could not be taken off the "
+                       "platform's mailing list; nothing was deleted, try again",
+                       headers={"Retry-After": "5"})
+
+
 @blp.delete("/users/<user_id>")
 @blp.arguments(ReasonArgs, location="query")
 @blp.response(204)
 def delete_user(args, user_id):
-    """Erase a user: the profile is deleted (audited)."""
-    _own_user(user_id)
+    """Erase a user: the profile is deleted, and the address leaves the
+    platform's policy-notice list (audited)."""
+    user = _own_user(user_id)
+    _forget_on_platform_list([user])
     _audit("user.erased", user_id, args.get("reason"))
     _users().delete(g.identity.account_id, user_id)
 
@@ -199,10 +212,12 @@ def export_user(args, user_id):
 @blp.delete("/account")
 @blp.response(202, AccountDeletion)
 def delete_account():
-    """Delete the calling account with all its data: every service is asked
-    to erase the account's data (a privacy request, tracked to completion
-    there), its users are deleted and every key revoked at once."""
+    """Delete the calling account with all its data: its users leave the
+    platform's notice list, every service is asked to erase the account's
+    data (a privacy request, tracked to completion there), its users are
+    deleted and every key revoked at once."""
     account_id = g.identity.account_id
+    _forget_on_platform_list(_users().all_of(account_id))
     made = _privacy("POST", "/api/v1/privacy/requests", {
         "kind": "erasure", "subject": {"account": True}, "reason": "account deleted"})
     _users().delete_account(account_id)

@@ -1,0 +1,35 @@
+"""The campaigns service's answer to data-subject requests (privacy.requested).
+
+Campaigns holds nothing about a contact (job states by job id; test-send
+addresses are never stored), so contact and user requests are not its
+business and get no answer: the privacy service does not wait for one.
+An account's erasure is: its templates (every version), campaigns,
+progress counters and counted job outcomes are deleted.
+"""
+from __future__ import annotations
+
+from shared.privacy_answers import answer
+
+SERVICE = "campaigns"
+
+
+def erase_account(db, account_id: str) -> int:
+    """Everything the account wrote or sent from here; returns how many
+    campaigns went."""
+    campaign_ids = [c["_id"] for c in db["campaigns"].find({"account_id": account_id}, {"_id": 1})]
+    if campaign_ids:
+        db["job_outcomes"].delete_many({"campaign_id": {"$in": campaign_ids}})
+        db["progress"].delete_many({"campaign_id": {"$in": campaign_ids}})
+    db["progress"].delete_many({"account_id": account_id})
+    db["template_versions"].delete_many({"account_id": account_id})
+    db["templates"].delete_many({"account_id": account_id})
+    db["campaigns"].delete_many({"account_id": account_id})
+    return len(campaign_ids)
+
+
+def handle_privacy_request(db, producer, event) -> None:
+    data = event.data
+    if data["subject"]["kind"] != "account" or data["kind"] != "erasure":
+        return
+    erased = erase_account(db, event.account_id)
+    answer(producer, event, SERVICE, "done", detail=f"{erased} campaign(s) and every template deleted")
