@@ -136,12 +136,15 @@ class ContactsStore:
         return {d["_id"] for d in self.lists.find({"account_id": account_id}, {"_id": 1})}
 
     def count_members(self, account_id: str, list_id: str) -> dict[str, int]:
-        counts = {status: 0 for status in domain.MEMBER_STATUSES}
-        for doc in self.contacts.find({"account_id": account_id, "list_ids": list_id},
-                                      {f"lists.{list_id}.status": 1}):
-            status = doc.get("lists", {}).get(list_id, {}).get("status")
-            if status in counts:
-                counts[status] += 1
+        """Members by status, counted by the database (one $group), so a
+        million members never travel to Python."""
+        counts = dict.fromkeys(domain.MEMBER_STATUSES, 0)
+        by_status = self.contacts.aggregate([
+            {"$match": {"account_id": account_id, "list_ids": list_id}},
+            {"$group": {"_id": f"$lists.{list_id}.status", "n": {"$sum": 1}}}])  # 32 hex digits
+        for group in by_status:
+            if group["_id"] in counts:
+                counts[group["_id"]] = group["n"]
         counts["total"] = sum(counts.values())
         return counts
 
