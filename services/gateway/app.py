@@ -5,6 +5,8 @@ from flask import Flask, g, request
 from services.gateway import api, users
 from services.gateway.auth import authenticate, enforce_rate_limit
 from services.gateway.cors import Cors
+from services.gateway.rate_limit import INDEXES as RATE_INDEXES
+from services.gateway.rate_limit import RateLimiter
 from services.gateway.routes import owner
 from services.gateway.settings import SETTINGS
 from services.gateway.store import INDEXES, GatewayStore
@@ -29,7 +31,8 @@ def create_app(environ=None) -> Flask:
                                           readiness=runtime.readiness(kafka=False),
                                           signed_prefix=None)
     store = GatewayStore(runtime.db)
-    ensure_indexes(runtime.db, INDEXES)
+    ensure_indexes(runtime.db, {**INDEXES, **RATE_INDEXES})
+    limiter = RateLimiter(runtime.db)
     app.extensions["gateway_store"] = store
     app.extensions["upstreams"] = Upstreams(
         {"contacts": config.contacts_url, "campaigns": config.campaigns_url,
@@ -45,7 +48,7 @@ def create_app(environ=None) -> Flask:
                 or (request.method, request.path) in UNAUTHENTICATED:
             return
         g.identity, key = authenticate(store)
-        enforce_rate_limit(store, key, config.rate_limit_per_minute)
+        enforce_rate_limit(limiter, key, config.rate_limit_per_minute)
 
     @app.route("/api/v1/<path:rest>",
                methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

@@ -9,6 +9,7 @@ import time
 from flask import request
 
 from services.gateway import keys
+from services.gateway.rate_limit import RateLimiter
 from services.gateway.store import GatewayStore
 from shared.http.errors import ApiError
 from shared.http.internal_auth import Identity
@@ -42,14 +43,13 @@ def authenticate(store: GatewayStore) -> tuple[Identity, dict]:
     return Identity(record["account_id"], record["_id"]), record
 
 
-def enforce_rate_limit(store: GatewayStore, key: dict, default_limit: int,
+def enforce_rate_limit(limiter: RateLimiter, key: dict, default_limit: int,
                        clock=time.time) -> None:
     limit = key.get("rate_limit_per_minute") or default_limit
     if random.random() < 0.001:
-        store.purge_rate_windows()
+        limiter.purge()
     now = clock()
-    window = int(now // 60)
-    if store.hit(key["_id"], window) > limit:
+    if not limiter.admit(key["_id"], int(now // 60), limit):
         retry_after = max(1, int(60 - now % 60))
         raise ApiError(429, "rate_limited", f"more than {limit} requests a minute for this key",
                        {"limit_per_minute": limit}, headers={"Retry-After": str(retry_after)})

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
@@ -11,8 +11,6 @@ INDEXES = {
     "accounts": [],
     "api_keys": [IndexModel([("prefix", ASCENDING)], unique=True),
                  IndexModel([("account_id", ASCENDING), ("created_at", ASCENDING)])],
-    "rate_windows": [IndexModel([("key_id", ASCENDING), ("window", ASCENDING)], unique=True),
-                     IndexModel([("expires_at", ASCENDING)])],
 }
 
 
@@ -58,16 +56,3 @@ class GatewayStore:
         return self.db.api_keys.find_one_and_update(
             {"_id": key_id, "account_id": account_id},
             {"$set": {"revoked_at": now()}}, return_document=ReturnDocument.AFTER)
-
-    # rate limiting: one fixed one-minute window per key, shared by every
-    # gateway worker and replica (FerretDB has no TTL: expired windows are
-    # deleted by `purge_rate_windows`).
-    def hit(self, key_id: str, window: int) -> int:
-        doc = self.db.rate_windows.find_one_and_update(
-            {"key_id": key_id, "window": window},
-            {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": now() + timedelta(minutes=2)}},
-            upsert=True, return_document=ReturnDocument.AFTER)
-        return doc["count"]
-
-    def purge_rate_windows(self) -> int:
-        return self.db.rate_windows.delete_many({"expires_at": {"$lt": now()}}).deleted_count

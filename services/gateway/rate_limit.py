@@ -1,0 +1,87 @@
+"""Per-key request limits shared by every gateway worker and replica.
+
+A fixed one-minute window holds `limit` tickets, and a request is let
+through only if it takes one: a document whose `_id` is
+`<key id>:<window>:<n>` with 1 <= n <= limit. The unique `_id` makes taking
+a ticket atomic, so the limit is exact however many processes count.
+
+Why not one counter per window with `$inc`: FerretDB 1.24 applies an update
+as a read-modify-write of the whole document, and concurrent `$inc`s on one
+document are lost (measured: 8 threads x 50 increments left 120 of 400).
+Inserts and `_id` look-ups are also the only operations it does without a
+scan of the collection.
+
+Each process remembers the next ticket it expects to be free, so a request
+normally costs one insert; when another process took it, the first free
+ticket is found by galloping, then bisecting, over `_id` look-ups (tickets
+are taken lowest first, so the taken ones form a prefix).
+"""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+COLLECTION = "rate_tickets"
+INDEXES = {COLLECTION: []}  # `_id` is the only key it is read by
+KEEP = timedelta(minutes=2)  # FerretDB has no TTL: older tickets are purged
+
+
+class RateLimiter:
+    def __init__(self, db: Database):
+        self.col = db[COLLECTION]
+        self._next: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, key_id: str, window: int, limit: int) -> bool:
+        """Take one of the window's `limit` tickets; False when none is left."""
+        slot = (key_id, window)
+        with self._lock:
+            ticket = self._next.get(slot, 1)
+        expires_at = datetime.now(timezone.utc) + KEEP
+        while ticket <= limit:
+            try:
+                self.col.insert_one({"_id": _ticket_id(key_id, window, ticket),
+                                     "expires_at": expires_at})
+                self._remember(slot, ticket + 1)
+                return True
+            except DuplicateKeyError:
+                ticket = self._first_free(key_id, window, ticket + 1, limit)
+        self._remember(slot, limit + 1)
+        return False
+
+    def purge(self) -> int:
+        return self.col.delete_many(
+            {"expires_at": {"$lt": datetime.now(timezone.utc)}}).deleted_count
+
+    def _first_free(self, key_id: str, window: int, low: int, limit: int) -> int:
+        """The lowest ticket >= low not taken yet (limit + 1 if none)."""
+        step = 1
+        while low <= limit and self._taken(key_id, window, low):
+            probe = min(low + step, limit + 1)
+            if probe > limit or not self._taken(key_id, window, probe):
+                high = probe  # low is taken; high is free or past the limit
+                while high - low > 1:
+                    middle = (low + high) // 2
+                    if self._taken(key_id, window, middle):
+                        low = middle
+                    else:
+                        high = middle
+                return high
+            low, step = probe + 1, step * 2
+        return low
+
+    def _taken(self, key_id: str, window: int, ticket: int) -> bool:
+        return self.col.find_one({"_id": _ticket_id(key_id, window, ticket)}, {"_id": 1}) is not None
+
+    def _remember(self, slot: tuple[str, int], next_ticket: int) -> None:
+        with self._lock:
+            if len(self._next) > 10_000:  # windows of past minutes
+                self._next = {k: v for k, v in self._next.items() if k[1] >= slot[1]}
+            self._next[slot] = max(self._next.get(slot, 1), next_ticket)
+
+
+def _ticket_id(key_id: str, window: int, ticket: int) -> str:
+    return f"{key_id}:{window}:{ticket}"
