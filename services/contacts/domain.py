@@ -12,7 +12,8 @@ from typing import Any
 
 from shared.pii import InvalidEmail, email_hash, normalise_email
 
-CONTACT_STATUSES = ("active", "bounced", "complained", "erased", "restricted")
+# No "erased": an erased contact is deleted (see usecases.refuse_erased).
+CONTACT_STATUSES = ("active", "bounced", "complained", "restricted")
 MEMBER_STATUSES = ("pending", "subscribed", "unsubscribed")
 FIELD_TYPES = ("text", "number", "date", "boolean", "choice")
 CONSENT_VIA = ("api", "import", "form", "one-click", "admin", "link", "complaint", "bounce")

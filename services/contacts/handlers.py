@@ -23,7 +23,7 @@ TOPICS = [topics.CAMPAIGNS_EVENTS, topics.TRACKING_EVENTS, topics.DELIVERY_EVENT
           topics.PRIVACY_REQUESTS]
 ACTOR = "platform"
 # A status only moves towards the more serious one.
-SEVERITY = {"active": 0, "restricted": 0, "bounced": 1, "complained": 2, "erased": 3}
+SEVERITY = {"active": 0, "restricted": 0, "bounced": 1, "complained": 2}
 # How tracking says the recipient unsubscribed -> the consent log's `via`.
 # An event without `method` (tracking before it was added) came from a link.
 UNSUBSCRIBE_VIA = {"one-click": "one-click", "page": "form"}

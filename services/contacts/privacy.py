@@ -133,6 +133,7 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
         usecases.suppress(ports, PLATFORM, hash_, "erasure", ACTOR,
                           note=f"privacy request {event.data['request_id']}",
                           contact_id=contact_id, flush=False)
+        ports.store.note_erasure(event.account_id, hash_)
     if contact is None:
         ports.producer.flush()
         return

@@ -3,7 +3,7 @@
 Collections:
   lists         {_id, account_id, name, description, created_at, updated_at}
   contacts      {_id, account_id, email (normalised), email_hash, name, fields{},
-                 status (active|bounced|complained|erased), suppressed,
+                 status (active|bounced|complained|restricted), suppressed,
                  lists{<list id>: {status, via, at, [import_id, row]}},
                  list_ids[], subscribed_list_ids[], origin{}, created_at, updated_at}
                  One contact per (account_id, email_hash): a unique index. The hash
@@ -248,6 +248,12 @@ class ContactsStore:
         except DuplicateKeyError:
             return False
         return True
+
+    def note_erasure(self, account_id: str, hash_: str) -> None:
+        """Remember on the platform-wide entry which accounts erased this
+        address (ids only): those never store it again."""
+        self.suppressions.update_one({"account_id": PLATFORM, "email_hash": hash_},
+                                     {"$addToSet": {"erased_in": account_id}})
 
     def remove_suppression(self, account_id: str, hash_: str) -> dict | None:
         return self.suppressions.find_one_and_delete({"account_id": account_id, "email_hash": hash_})

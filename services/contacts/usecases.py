@@ -126,6 +126,17 @@ def checked_fields(ports: Ports, account_id: str, values: dict) -> dict:
 
 
 # -- contacts ----------------------------------------------------------------
+def refuse_erased(account_id: str, entries: list[dict]) -> None:
+    """An erased contact is deleted; what is left of it is the platform-wide
+    suppression entry of its address hash, which lists the accounts that
+    erased it. Those accounts never store the address again: the person
+    asked them to forget it. (Other accounts may keep it, never mailed.)"""
+    if any(e["account_id"] is PLATFORM and account_id in e.get("erased_in", ())
+           for e in entries):
+        raise conflict("this address was erased at its owner's request and cannot be "
+                       "stored again", "erased")
+
+
 def get_contact(ports: Ports, account_id: str, contact_id: str) -> dict:
     doc = ports.store.get_contact(account_id, contact_id) if domain.is_id(contact_id) else None
     if doc is None:
@@ -140,6 +151,7 @@ def create_contact(ports: Ports, account_id: str, body: dict, actor: str) -> dic
         get_list(ports, account_id, list_id)
     at = ports.clock()
     entries = ports.store.suppression_entries(account_id, [addr.hash])
+    refuse_erased(account_id, entries)
     suppressed = bool(entries)
     if suppressed and body.get("list_ids") and \
             (not body.get("reconsent") or any(e["account_id"] is PLATFORM for e in entries)):
@@ -165,14 +177,14 @@ def create_contact(ports: Ports, account_id: str, body: dict, actor: str) -> dic
 
 def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -> dict:
     current = get_contact(ports, account_id, contact_id)
-    if current["status"] == "erased":
-        raise conflict("an erased contact cannot be changed", "erased")
     changes: dict[str, Any] = {}
     if "email" in body:
         addr = parse_address(ports, body["email"])
         if addr.email != current["email"]:
-            changes.update(email=addr.email, email_hash=addr.hash,
-                           suppressed=bool(ports.store.suppression_entries(account_id, [addr.hash])))
+            entries = ports.store.suppression_entries(account_id, [addr.hash])
+            if addr.hash != current["email_hash"]:
+                refuse_erased(account_id, entries)
+            changes.update(email=addr.email, email_hash=addr.hash, suppressed=bool(entries))
     if "name" in body:
         changes["name"] = body["name"]
     for key, value in checked_fields(ports, account_id, body.get("fields") or {}).items():
@@ -221,8 +233,6 @@ def set_membership(ports: Ports, account_id: str, contact_id: str, list_id: str,
         return contact
     action = "unsubscribe" if status == "unsubscribed" else "subscribe"
     if status != "unsubscribed":
-        if contact["status"] == "erased":
-            raise conflict("an erased contact cannot be subscribed", "erased")
         entries = ports.store.suppression_entries(account_id, [contact["email_hash"]])
         if any(e["account_id"] is PLATFORM for e in entries):
             raise conflict("this address is suppressed platform-wide (complaint or erasure)",

@@ -1,6 +1,9 @@
 """The contacts HTTP API in-process against the real FerretDB."""
 
+from services.contacts import privacy
+from shared.events import new_event
 from tests.integration.contacts.conftest import published
+from tests.integration.contacts.test_import import run_worker, upload
 
 V1 = "/api/v1"
 
@@ -204,3 +207,29 @@ def test_another_accounts_ids_are_404_everywhere(client, other):
     assert other.get(f"{V1}/contacts").get_json()["items"] == []
     assert client.get(f"{V1}/contacts/{cid}").status_code == 200
     assert client.get(f"{V1}/lists/{lid}").status_code == 200
+
+
+def test_an_erased_address_is_never_stored_again(client, other, app, settings):
+    list_id = make_list(client)
+    jane = make_contact(client, "Jane@example.com", name="Jane", list_ids=[list_id])
+    privacy.handle_privacy_request(app.extensions["runtime"], new_event(
+        "privacy.requested", source="sandesh.privacy", subject="r1", account_id=client.account_id,
+        data={"request_id": "r1", "kind": "erasure",
+              "subject": {"kind": "contact", "contact_id": jane["id"]}}))
+    assert client.get(f"{V1}/contacts/{jane['id']}").status_code == 404
+    check = client.post(f"{V1}/suppressions/check", {"email": "jane@example.com"}).get_json()
+    assert (check["suppressed"], check["scope"], check["reason"]) == (True, "platform", "erasure")
+    r = client.post(f"{V1}/contacts", {"email": "JANE@example.com"})
+    assert r.status_code == 409 and r.get_json()["error"]["code"] == "erased"
+    elsewhere = make_contact(other, "jane@example.com")      # another account's own contact
+    assert elsewhere["suppressed"] is True                    # kept, never mailed
+    bob = make_contact(client, "bob@example.com")
+    r = client.patch(f"{V1}/contacts/{bob['id']}", {"email": "jane@example.com"})
+    assert r.status_code == 409 and r.get_json()["error"]["code"] == "erased"
+    job = upload(client, list_id, b"email\njane@example.com\n").get_json()
+    run_worker(app, settings)
+    counters = client.get(f"{V1}/imports/{job['id']}").get_json()["counters"]
+    assert (counters["created"], counters["skipped_suppressed"]) == (0, 1)
+    assert client.get(f"{V1}/usage").get_json()["contacts"] == 1          # bob only
+    r = client.get(f"{V1}/contacts?status=erased")                          # not a stored status
+    assert r.status_code == 400 and "status" in r.get_json()["error"]["details"]
