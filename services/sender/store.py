@@ -7,7 +7,7 @@
   (ids only), checked at send time.
 - `claims` and `deliveries`: who sends a job, then its final outcome
   (_id = job id). A job recorded sent is never sent again.
-- `rate_windows`: per-campaign message counters for the rate limits.
+- `rate_windows`: per-campaign blocks of the rate limits' windows (see MongoWindowCounter).
 
 Only single-document atomic operations and unique _ids (FerretDB has no
 transactions); every batch is a handful of round trips.
@@ -28,7 +28,7 @@ from services.sender.domain import CANCELLED, FINAL, SENDING, Campaign, Job
 INDEXES = {
     "claims": [IndexModel([("campaign_id", 1)])],
     "parked_jobs": [IndexModel([("campaign_id", 1)])],
-    "rate_windows": [IndexModel([("expires_at", 1)])],
+    "rate_windows": [IndexModel([("expires_at", 1)]), IndexModel([("window", 1)])],
 }
 
 BLOCKING_STATUSES = ("bounced", "complained", "erased")
@@ -248,29 +248,67 @@ class ParkedJobs:
 
 
 class MongoWindowCounter:
-    """throttle.WindowCounter over `rate_windows` (one $inc per reservation)."""
+    """throttle.WindowCounter over `rate_windows`, exact across senders.
+
+    A window's limit is cut into at most BLOCKS blocks; a sender takes whole
+    blocks by inserting `<window>#<block number>` (a unique _id: one taker
+    per block) and spends what it does not use of them on its next batches
+    in the same window. Inserts rather than one `$inc`, because FerretDB 1.x
+    loses concurrent `$inc`s (measured: 200 concurrent increments left 25),
+    which let two senders grant together nearly twice the limit. At most
+    one block per sender goes unused in a window (it errs on the slow side).
+    """
+
+    BLOCKS = 64
 
     def __init__(self, db: Database):
         self.col = db["rate_windows"]
+        self._left: dict[str, tuple[int, float]] = {}  # window -> (unused, expires_at)
         self._last_sweep = 0.0
 
     def reserve(self, key: str, wanted: int, limit: int, expires_at: float) -> int:
-        doc = self.col.find_one_and_update(
-            {"_id": key}, {"$inc": {"n": wanted},
-                           "$setOnInsert": {"expires_at": datetime.fromtimestamp(expires_at, timezone.utc)}},
-            upsert=True, return_document=ReturnDocument.AFTER)
-        before = doc["n"] - wanted
-        granted = max(0, min(wanted, limit - before))
-        if granted < wanted:
-            self.col.update_one({"_id": key}, {"$inc": {"n": granted - wanted}})
+        size = -(-limit // self.BLOCKS)  # ceil: blocks of this size cover the limit
+        left = self._left.get(key, (0, expires_at))[0]
+        granted = min(wanted, left)
+        left -= granted
+        block = None
+        while granted < wanted:
+            if block is None:
+                block = self.col.count_documents({"window": key})
+            count = min(-(-(wanted - granted) // size), -(-limit // size) - block)
+            if count <= 0:
+                break
+            numbers = range(block, block + count)
+            for number in self._take(key, numbers, expires_at):
+                capacity = min(size, limit - number * size)
+                use = min(capacity, wanted - granted)
+                granted, left = granted + use, left + capacity - use
+            block += count
+        self._left[key] = (left, expires_at)
         self._sweep()
         return granted
+
+    def _take(self, key: str, numbers: range, expires_at: float) -> list[int]:
+        """The block numbers this sender got (others may hold some already)."""
+        at = datetime.fromtimestamp(expires_at, timezone.utc)
+        docs = [{"_id": f"{key}#{n}", "window": key, "expires_at": at} for n in numbers]
+        try:
+            self.col.insert_many(docs, ordered=False)
+            return list(numbers)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            lost = {e["index"] for e in errors}
+            return [n for i, n in enumerate(numbers) if i not in lost]
 
     def _sweep(self) -> None:
         # FerretDB has no TTL index: expired windows are deleted by hand.
         if time.monotonic() - self._last_sweep > 60:
             self._last_sweep = time.monotonic()
             self.col.delete_many({"expires_at": {"$lt": utcnow()}})
+            now = time.time()
+            self._left = {k: v for k, v in self._left.items() if v[1] > now}
 
 
 def ensure_indexes(db: Database) -> None:

@@ -1,0 +1,60 @@
+"""The per-campaign rate limit is shared by every sender: two limiters (two
+sender processes) over the same `rate_windows` collection on the real
+FerretDB grant, together, no more than the limit of a window."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from services.sender.domain import Limits
+from services.sender.store import MongoWindowCounter
+from services.sender.throttle import RateLimiter
+
+NOW = 1_800_000_000.25  # both "processes" see the same second
+
+
+def limiters(db, now=NOW):
+    return [RateLimiter(MongoWindowCounter(db), clock=lambda: now) for _ in range(2)]
+
+
+def test_two_limiters_share_the_per_second_window(mongo_db):
+    first, second = limiters(mongo_db)
+    limits = Limits(per_second=10)
+    a = first.grant("c1", 6, limits)
+    b = second.grant("c1", 6, limits)
+    assert (a.granted, b.granted) == (6, 4)
+    assert b.retry_at == 1_800_000_001.0  # the rest waits for the next second
+    assert second.grant("c1", 1, limits).granted == 0
+    assert first.grant("c2", 10, limits).granted == 10  # another campaign, its own window
+    later = limiters(mongo_db, NOW + 1)[0]
+    assert later.grant("c1", 10, limits).granted == 10  # the next second starts afresh
+
+
+def test_concurrent_reservations_never_exceed_the_limit(mongo_db):
+    """Eight senders at once (FerretDB loses concurrent $inc: this once
+    granted 89 of 50)."""
+    def sender(_):
+        counter = MongoWindowCounter(mongo_db)
+        return sum(counter.reserve("c1:s1:w", 3, 50, NOW + 60) for _ in range(5))
+
+    with ThreadPoolExecutor(8) as pool:
+        granted = list(pool.map(sender, range(8)))  # 120 asked of 50
+    assert sum(granted) == 50
+
+
+def test_large_limits_are_taken_in_blocks_and_the_rest_of_a_block_is_spent_later(mongo_db):
+    first, second = (MongoWindowCounter(mongo_db) for _ in range(2))
+    limit = 6400  # blocks of 100
+    assert first.reserve("c1:h:w", 30, limit, NOW + 60) == 30
+    assert first.reserve("c1:h:w", 70, limit, NOW + 60) == 70  # the same block
+    assert mongo_db["rate_windows"].count_documents({"window": "c1:h:w"}) == 1
+    assert second.reserve("c1:h:w", 6400, limit, NOW + 60) == 6300  # all the other blocks
+    assert first.reserve("c1:h:w", 1, limit, NOW + 60) == 0
+
+
+def test_two_limiters_share_the_hourly_quota(mongo_db):
+    first, second = limiters(mongo_db)
+    limits = Limits(per_hour=5)
+    assert first.grant("c1", 3, limits).granted == 3
+    rest = second.grant("c1", 3, limits)
+    assert rest.granted == 2 and rest.hourly
+    assert rest.retry_at == (NOW // 3600 + 1) * 3600
