@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask.views import MethodView
 
-from services.contacts import domain, schemas, usecases
+from services.contacts import audit, domain, schemas, usecases
 from services.contacts.store import ContactsStore
 from shared.http import Blueprint, current_identity
 from shared.http.errors import ApiError
@@ -146,8 +146,12 @@ class ContactOne(MethodView):
 
     @blp.response(204)
     def delete(self, contact_id):
-        """Delete a contact (the consent log keeps its pseudonymous entries)."""
-        usecases.delete_contact(ports(), account(), contact_id)
+        """Delete a contact (the consent log keeps its pseudonymous entries;
+        the delete is audited)."""
+        p = ports()
+        usecases.get_contact(p, account(), contact_id)
+        audit.record(p.producer, account(), "contact.deleted", actor(), "contact", contact_id)
+        usecases.delete_contact(p, account(), contact_id)
 
 
 @blp.route("/contacts/<contact_id>/lists/<list_id>")

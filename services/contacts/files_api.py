@@ -18,7 +18,7 @@ from flask import Request, Response, g, request
 from flask.views import MethodView
 from marshmallow import validate
 
-from services.contacts import domain, imports, schemas, usecases
+from services.contacts import audit, domain, imports, schemas, usecases
 from services.contacts.api import account, actor, after_id, paged, ports
 from shared.http import Blueprint
 from shared.http.errors import ApiError, not_found
@@ -235,9 +235,10 @@ def _read_upto(handle, size: int):
 
 
 # -- exports -------------------------------------------------------------------
-def _export(query: dict, list_id: str | None, filename: str) -> Response:
+def _export(query: dict, list_id: str | None, filename: str, target: tuple[str, str]) -> Response:
     p = ports()
     account_id = account()
+    audit.record(p.producer, account_id, "contacts.exported", actor(), *target)
     keys = sorted(p.store.field_definitions(account_id))
     header = ["id", "email", "name", "status"] + (["list_status"] if list_id else []) + \
         ["created_at"] + [f"fields.{k}" for k in keys]
@@ -268,10 +269,11 @@ class ListExport(MethodView):
     @blp.response(200, description="CSV of the list's members",
                   content_type="text/csv")
     def get(self, list_id):
-        """The list's members as CSV, streamed. Cells that a spreadsheet would
-        read as a formula (= + - @ tab CR) are prefixed with a quote."""
+        """The list's members as CSV, streamed (audited). Cells that a
+        spreadsheet would read as a formula (= + - @ tab CR) are prefixed
+        with a quote."""
         usecases.get_list(ports(), account(), list_id)
-        return _export({"list_ids": list_id}, list_id, f"list-{list_id}.csv")
+        return _export({"list_ids": list_id}, list_id, f"list-{list_id}.csv", ("list", list_id))
 
 
 @blp.route("/segments/<segment_id>/export")
@@ -279,6 +281,7 @@ class SegmentExport(MethodView):
     @blp.response(200, description="CSV of the segment's contacts",
                   content_type="text/csv")
     def get(self, segment_id):
-        """The contacts matching the segment now, as CSV, streamed (formula-safe)."""
+        """The contacts matching the segment now, as CSV, streamed (formula-safe,
+        audited)."""
         query = usecases.segment_filter(ports(), account(), segment_id)
-        return _export(query, None, f"segment-{segment_id}.csv")
+        return _export(query, None, f"segment-{segment_id}.csv", ("segment", segment_id))
