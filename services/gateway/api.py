@@ -81,7 +81,7 @@ def usage():
     upstreams = current_app.extensions["upstreams"]
     totals = dict.fromkeys(USAGE_FIELDS, 0)
     for service in USAGE_PARTS:
-        part = upstreams.get_json(service, "/api/v1/usage", g.identity, timeout=(1.0, 5.0)) or {}
+        part = upstreams.get_json(service, "/api/v1/usage", g.identity, timeout=(1.0, 5.0))
         for field in USAGE_FIELDS:
             totals[field] += int(part.get(field, 0) or 0)
     return totals

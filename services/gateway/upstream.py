@@ -82,8 +82,9 @@ class Upstreams:
     def get_json(self, service: str, path: str, identity: Identity, timeout=None):
         response = self._call(service, "GET", path, identity, {"Accept": "application/json"},
                               timeout=timeout)
-        if response.status_code != 200:
-            return None
+        if response.status_code != 200:  # a figure that cannot be had is not a zero
+            raise ApiError(502, "upstream_error",
+                           f"the {service} service answered {response.status_code}")
         return response.json()
 
     def openapi(self, service: str) -> dict | None:

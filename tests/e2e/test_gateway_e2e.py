@@ -1,7 +1,10 @@
 """The platform spine through the real gateway and services of this stack."""
+import uuid
+
 import requests
 
 from tests.e2e.conftest import Api
+from tests.integration.tracking.tail import Tail
 
 SERVICES = ["contacts", "campaigns", "tracking", "privacy"]
 
@@ -71,6 +74,21 @@ def test_usage_has_every_figure(api):
     assert all(isinstance(v, int) and v >= 0 for v in usage.values())
 
 
-def test_request_id_is_returned_and_propagated(api):
+def test_request_id_is_returned_and_propagated(api, stack_env):
+    """The id a caller sends comes back, and is the trace id of the event the
+    service it reached published on Kafka."""
     response = api.get("/api/v1/keys", headers={"X-Request-Id": "e2e-trace-123"})
     assert response.headers["X-Request-Id"] == "e2e-trace-123"
+    trace = "e2e-" + uuid.uuid4().hex
+    tail = Tail(stack_env["SANDESH_KAFKA_BOOTSTRAP"], "contacts.events")
+    try:
+        created = api.post("/api/v1/contacts", json={"email": f"trace-{trace}@example.com"},
+                           headers={"X-Request-Id": trace})
+        assert created.status_code == 201, created.text
+        assert created.headers["X-Request-Id"] == trace
+        contact_id = created.json()["id"]
+        events = tail.wait_for(lambda e: e["subject"] == contact_id, timeout=30)
+    finally:
+        tail.close()
+    assert events and events[0]["type"] == "contact.created"
+    assert events[0]["traceid"] == trace

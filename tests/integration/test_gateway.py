@@ -197,3 +197,31 @@ def test_request_bodies_are_streamed_to_the_service_intact(gateway):
     assert response.status_code == 200, response.get_json()
     assert response.get_json() == {"length": len(body), "sha": hashlib.sha256(body).hexdigest(),
                                    "content_length": str(len(body))}
+
+
+def test_usage_is_an_error_when_a_service_cannot_give_its_figures(mongo_uri, unique, real_upstream):
+    """A service that answers 500 makes /usage a 502 naming it, never a silent zero."""
+    def failing(environ, start_response):
+        start_response("500 INTERNAL SERVER ERROR", [("Content-Type", "application/json")])
+        return [b'{"error": {"code": "internal"}}']
+
+    server = make_server("127.0.0.1", 0, failing, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    app = create_app({
+        "SANDESH_MONGO_URI": mongo_uri, "SANDESH_MONGO_DB_PREFIX": f"test_{unique}_",
+        "SANDESH_OPERATOR_TOKEN": OPERATOR, "SANDESH_INTERNAL_SECRET": SECRET,
+        "SANDESH_CONTACTS_URL": f"http://127.0.0.1:{server.server_port}",
+        "SANDESH_CAMPAIGNS_URL": real_upstream,
+        "SANDESH_PRIVACY_URL": real_upstream, "SANDESH_TRACKING_URL": real_upstream,
+    })
+    try:
+        client = app.test_client()
+        _, key, _ = new_account(client)
+        response = client.get("/api/v1/usage", headers=auth(key))
+        assert response.status_code == 502
+        error = response.get_json()["error"]
+        assert error["code"] == "upstream_error" and "contacts" in error["message"]
+    finally:
+        server.shutdown()
+        from shared import mongo
+        mongo.client(mongo_uri).drop_database(f"test_{unique}_gateway")
