@@ -1,11 +1,14 @@
 """Through the real stack: the public tracking service (gunicorn, port 8081),
 Kafka, the tracking worker, FerretDB, and the stats through the gateway.
 
-Hits use tokens signed with the stack's keys for a fresh account and a
-campaign tracking has not seen (tokens carry the whole context, so a hit is
-recorded before anything else is known)."""
+The first test's hits use tokens signed with the stack's keys for a fresh
+account and a campaign tracking has not seen (tokens carry the whole context,
+so a hit is recorded before anything else is known); the tampering test uses
+a campaign really sent, whose link table tracking has."""
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import uuid
 
@@ -14,13 +17,16 @@ import requests
 
 from shared import topics
 from shared import tracking_tokens as tt
-from tests.e2e.tracking_helpers import new_account, operator_token, poll
+from tests.e2e.test_send_path import gateway  # noqa: F401  (a fresh account's API)
+from tests.e2e.tracking_helpers import (new_account, one_click_url, operator_token, poll,
+                                        sent_campaign, tracking_urls)
 from tests.integration.tracking.tail import Tail
 from tests.unit.tracking import samples
 
 pytestmark = pytest.mark.stack
 CHROME = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) "
           "Version/17.4 Safari/605.1.15")
+OFFER = "https://example.com/offer"  # the one link of test_send_path's template
 
 
 @pytest.fixture
@@ -92,12 +98,44 @@ def test_hits_unsubscribe_and_bounce_become_stats_and_pseudonymous_events(stack,
         tail.close()
 
 
-def test_tampered_links_are_plain_404s_never_redirects(stack):
-    ctx = tt.LinkContext(*(uuid.uuid4().hex for _ in range(4)))
-    good = tt.click_token(stack["ring"], ctx, 0)
-    for token in (good[:-4] + "AAAA", good[:60], "x", good + "A"):
-        response = requests.get(f"{stack['tracking']}/t/c/{token}?next=https://evil.example",
+def flipped_tokens(token: str):
+    """The token with each of its bytes flipped in turn (base64url, canonical)."""
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    for position in range(len(raw)):
+        forged = bytearray(raw)
+        forged[position] ^= 0x01
+        yield base64.urlsafe_b64encode(bytes(forged)).rstrip(b"=").decode()
+
+
+def cut(token: str) -> list[str]:
+    """Truncated, extended, or with its MAC's end replaced."""
+    return [token[:-4] + "AAAA", token[:60], "x", token + "A", token[:-1]]
+
+
+def test_tampered_links_are_plain_404s_never_redirects(stack, gateway, stack_env):
+    # A campaign tracking knows (its link table came with campaign.launched),
+    # so a 404 below is the token's fault, not an unknown campaign's.
+    _, _, inbox = sent_campaign(gateway, stack_env, 1)
+    [message] = inbox.values()
+    [click] = tracking_urls(message, "/t/c/")
+    base, good = click.rsplit("/", 1)
+    genuine = requests.get(click + "?next=https://evil.example", allow_redirects=False,
+                           timeout=10)
+    assert (genuine.status_code, genuine.headers.get("Location")) == (302, OFFER)
+    unsubscribe_base, good_unsubscribe = one_click_url(message).rsplit("/", 1)
+    assert requests.get(f"{unsubscribe_base}/{good_unsubscribe}", timeout=10).status_code == 200
+
+    ctx = tt.verify(stack["ring"], good).context
+    signed_but_wrong = [  # a link index the template lacks; another account's campaign
+        tt.click_token(stack["ring"], ctx, 1),
+        tt.click_token(stack["ring"], dataclasses.replace(ctx, account_id=uuid.uuid4().hex), 0),
+    ]
+    for token in [*flipped_tokens(good), *cut(good), *signed_but_wrong]:
+        response = requests.get(f"{base}/{token}?next=https://evil.example",
                                 allow_redirects=False, timeout=10)
-        assert response.status_code == 404 and "Location" not in response.headers
-        page = requests.get(f"{stack['tracking']}/u/{token}", allow_redirects=False, timeout=10)
-        assert page.status_code == 404 and "Location" not in page.headers
+        assert response.status_code == 404 and "Location" not in response.headers, token
+        assert response.headers["Content-Type"].startswith("text/html")
+    # a click token is not an unsubscribe token either
+    for token in [*flipped_tokens(good_unsubscribe), *cut(good_unsubscribe), good]:
+        page = requests.get(f"{unsubscribe_base}/{token}", allow_redirects=False, timeout=10)
+        assert page.status_code == 404 and "Location" not in page.headers, token
