@@ -402,10 +402,9 @@ def search_query(ports: Ports, account_id: str, args: dict) -> dict:
     if args.get("list_id"):
         list_id = args["list_id"]
         get_list(ports, account_id, list_id)
+        query["list_ids"] = list_id     # also with list_status: the (account, list_ids, _id) index
         if args.get("list_status"):
             query[f"lists.{list_id}.status"] = args["list_status"]  # list_id: 32 hex digits
-        else:
-            query["list_ids"] = list_id
     if ("field" in args) != ("value" in args):
         raise invalid("field" if "value" in args else "value", "give field and value together")
     if args.get("field"):

@@ -1,0 +1,109 @@
+"""Benchmark: contact list pagination, first page against a deep cursor.
+
+    .venv/bin/python bench/contacts_paging/run.py [--contacts 200000] [--limit 50]
+
+1. Inserts --contacts contacts of one account (and a tenth as many of a
+   second account, so the account filter has something to skip) into a
+   throwaway database of the stack's MongoDB server, with the contacts
+   indexes the service creates (ensure_contacts_indexes).
+2. Pages through ContactsStore.search_contacts exactly as GET /contacts
+   does (no search filter, `limit` per page, cursor = last _id): the first
+   page, and a page at a cursor 90% of the way through. Each is timed
+   --repeat times; the median is printed, with the server's explain of the
+   query (MongoDB: the winning plan; FerretDB: what it pushed down to SQLite).
+The database is dropped at the end. Keep N small on a shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from devstack.env import load_stack_env  # noqa: E402
+from services.contacts import domain  # noqa: E402
+from services.contacts.store import (ContactsStore, contact_document,  # noqa: E402
+                                     ensure_contacts_indexes, is_ferretdb)
+from shared import mongo  # noqa: E402
+
+SALT = "bench-salt"
+BATCH = 1000
+
+
+def insert(store: ContactsStore, account_id: str, count: int, tag: str) -> list[str]:
+    at = domain.now()
+    ids: list[str] = []
+    for start in range(0, count, BATCH):
+        docs = [contact_document(account_id, domain.address(f"{tag}{i}@mail{i % 40}.example.com",
+                                                            SALT),
+                                 name=f"Person {i}", fields={}, at=at, origin={"via": "bench"})
+                for i in range(start, min(count, start + BATCH))]
+        store.contacts.insert_many(docs, ordered=False)
+        ids += [d["_id"] for d in docs]
+    return ids
+
+
+def timed_page(store: ContactsStore, account_id: str, after: str | None, limit: int,
+               repeat: int) -> tuple[float, int]:
+    times, got = [], 0
+    for _ in range(repeat):
+        t = time.perf_counter()
+        got = len(store.search_contacts(account_id, {}, after, limit))
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times), got
+
+
+def plan(store: ContactsStore, account_id: str, after: str | None, limit: int) -> str:
+    query = {"account_id": account_id, **({"_id": {"$gt": after}} if after else {})}
+    try:
+        explained = store.contacts.find(query).sort("_id", 1).limit(limit + 1).explain()
+    except Exception as exc:   # not every server explains
+        return f"explain failed: {exc}"
+    if "queryPlanner" in explained and "winningPlan" in explained["queryPlanner"]:
+        stages, node = [], explained["queryPlanner"]["winningPlan"]
+        while node:
+            stages.append(node.get("stage", "?") + (f" {node['keyPattern']}"
+                                                    if "keyPattern" in node else ""))
+            node = node.get("inputStage")
+        return " <- ".join(stages)
+    return ", ".join(f"{k}={explained[k]}" for k in sorted(explained)
+                     if "pushdown" in k.lower())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contacts", type=int, default=200_000)
+    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    env = load_stack_env()
+    uri = os.environ.get("SANDESH_MONGO_URI") or env["SANDESH_MONGO_URI"]
+    db_name = f"bench_paging_{uuid.uuid4().hex[:8]}"
+    db = mongo.database(uri, db_name)
+    store = ContactsStore(db)
+    account_id, other_id = domain.new_id(), domain.new_id()
+    try:
+        ensure_contacts_indexes(db)
+        server = "FerretDB" if is_ferretdb(db) else "MongoDB"
+        indexes = [list(ix["key"].items()) for ix in store.contacts.list_indexes()]
+        t = time.perf_counter()
+        ids = sorted(insert(store, account_id, args.contacts, "p"))
+        insert(store, other_id, args.contacts // 10, "o")
+        print(f"{server}: inserted {args.contacts:,} contacts (+{args.contacts // 10:,} of "
+              f"another account) in {time.perf_counter() - t:.1f} s; contacts indexes: {indexes}")
+        deep = ids[int(len(ids) * 0.9)]
+        for label, after in (("first page", None), ("deep cursor (90%)", deep)):
+            ms, got = timed_page(store, account_id, after, args.limit, args.repeat)
+            print(f"{label:18} {ms:9.1f} ms per page of {got - (got > args.limit)} "
+                  f"(median of {args.repeat}); plan: {plan(store, account_id, after, args.limit)}")
+    finally:
+        mongo.client(uri).drop_database(db_name)
+
+
+if __name__ == "__main__":
+    main()
