@@ -17,11 +17,12 @@ import marshmallow as ma
 from flask import Request, Response, g, request
 from flask.views import MethodView
 from marshmallow import validate
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from services.contacts import audit, domain, imports, schemas, usecases
 from services.contacts.api import account, actor, after_id, paged, ports
 from shared.http import Blueprint
-from shared.http.errors import ApiError, not_found
+from shared.http.errors import ApiError, error_response, not_found
 from shared.http.pagination import PageArgs
 from shared.http.service import runtime
 
@@ -53,6 +54,14 @@ def _limit_uploads():
         if request.content_length is not None and request.content_length > config.max_upload_bytes:
             raise ApiError(413, "payload_too_large",
                            f"the upload is larger than {config.max_upload_bytes} bytes")
+
+
+@blp.errorhandler(RequestEntityTooLarge)
+def _too_large(_exc):
+    """A chunked upload cut at the limit while streaming: the same answer as
+    a Content-Length over it (the partial file goes in teardown)."""
+    limit = runtime().config.max_upload_bytes
+    return error_response(413, "payload_too_large", f"the upload is larger than {limit} bytes")
 
 
 @blp.teardown_request

@@ -196,3 +196,23 @@ def test_imports_are_isolated(client, other, setup):
                  f"/lists/{setup}/imports"):
         assert other.get(V1 + path).status_code == 404
     assert other.post(f"{V1}/imports/{job['id']}/cancel").status_code == 404
+
+
+def test_a_chunked_upload_over_the_limit_is_413_and_leaves_no_partial_file(client, setup,
+                                                                           settings):
+    import os
+    boundary = "sandeshboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"big.csv\"\r\nContent-Type: text/csv\r\n\r\n").encode() + \
+        b"email\n" + b"someone@example.com\n" * 12000 + f"\r\n--{boundary}--\r\n".encode()
+    assert len(body) > int(settings["SANDESH_MAX_UPLOAD_BYTES"])
+    # Chunked, as gunicorn hands it over: no usable Content-Length, input terminated.
+    r = client.post(f"{V1}/lists/{setup}/imports", input_stream=io.BytesIO(body),
+                    content_type=f"multipart/form-data; boundary={boundary}",
+                    headers={"Transfer-Encoding": "chunked"},
+                    environ_overrides={"wsgi.input_terminated": True})
+    assert r.status_code == 413, r.get_data(as_text=True)[:300]
+    assert r.get_json()["error"]["code"] == "payload_too_large"
+    stored = [f for _, _, files in os.walk(settings["SANDESH_IMPORT_DIR"]) for f in files]
+    assert stored == []
+    assert client.get(f"{V1}/lists/{setup}/imports").get_json()["items"] == []
