@@ -7,8 +7,11 @@ from flask import Flask, current_app
 
 from shared.config import Setting, load_common
 from shared.http.app import create_service_app
+from shared.http.startup import StartupWork
 from shared.logs import configure_logging
 from shared.runtime import Runtime
+
+STARTUP_WAIT_SECONDS = 5.0
 
 
 def make_app(service: str, title: str, blueprints: Iterable, *,
@@ -18,14 +21,20 @@ def make_app(service: str, title: str, blueprints: Iterable, *,
     config = load_common(list(settings), environ)
     configure_logging(service, config.log_level)
     runtime = Runtime(service, config)
-    app, api = create_service_app(service, config, title=title,
-                                  readiness=runtime.readiness(kafka=kafka),
+    readiness = runtime.readiness(kafka=kafka)
+    startup = StartupWork(lambda: on_start(runtime)) if on_start else None
+    if startup is not None:
+        readiness["startup"] = startup.check
+        # Normally done in well under a second: wait, so the first requests
+        # find the unique indexes. A database that is down does not hold the
+        # process up: it starts and stays not ready until the work is done.
+        startup.wait(STARTUP_WAIT_SECONDS)
+    app, api = create_service_app(service, config, title=title, readiness=readiness,
                                   public_prefixes=public_prefixes)
     app.extensions["runtime"] = runtime
+    app.extensions["startup"] = startup
     for blueprint in blueprints:
         api.register_blueprint(blueprint)
-    if on_start:
-        on_start(runtime)
     return app
 
 

@@ -39,14 +39,16 @@ def test_readiness_reports_each_dependency(stack_env, mongo_uri, kafka_bootstrap
             break
         import time
         time.sleep(0.1)
-    assert body["checks"] == {"mongodb": "ok", "kafka": "ok"}
+    assert body["checks"] == {"mongodb": "ok", "kafka": "ok", "startup": "ok"}
 
     broken = create_app({"SANDESH_MONGO_URI": "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300",
                          "SANDESH_KAFKA_BOOTSTRAP": kafka_bootstrap,
                          "SANDESH_INTERNAL_SECRET": "x"})
     response = broken.test_client().get("/readyz")
     assert response.status_code == 503
-    assert response.get_json()["checks"]["mongodb"] != "ok"
+    checks = response.get_json()["checks"]
+    assert checks["mongodb"] != "ok"
+    assert "start-up work not done" in checks["startup"]
 
 
 def test_ensure_indexes_survives_a_restart_with_several_indexes_per_collection(mongo_db):
