@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from services.contacts import imports
-from services.contacts.store import ContactsStore
+from services.contacts import handlers, imports, usecases
+from services.contacts.store import PLATFORM, ContactsStore
+from shared.events import new_event
 from tests.integration.contacts.conftest import SALT, published
 
 V1 = "/api/v1"
@@ -216,3 +217,41 @@ def test_a_chunked_upload_over_the_limit_is_413_and_leaves_no_partial_file(clien
     stored = [f for _, _, files in os.walk(settings["SANDESH_IMPORT_DIR"]) for f in files]
     assert stored == []
     assert client.get(f"{V1}/lists/{setup}/imports").get_json()["items"] == []
+
+
+def test_an_import_never_resubscribes_the_opted_out_and_logs_its_consent(client, app, settings,
+                                                                         setup):
+    runtime = app.extensions["runtime"]
+    ports = usecases.Ports(ContactsStore(runtime.db), runtime.producer(), SALT)
+    left = client.post(f"{V1}/contacts", {"email": "left@example.com",
+                                          "list_ids": [setup]}).get_json()
+    client.put(f"{V1}/contacts/{left['id']}/lists/{setup}", {"status": "unsubscribed"})
+    bounced = client.post(f"{V1}/contacts", {"email": "bounced@example.com"}).get_json()
+    handlers.bounced(ports, new_event(
+        "delivery.bounced", source="sender", subject="j", account_id=client.account_id,
+        data={"job_id": "j" * 32, "campaign_id": "c" * 32, "contact_id": bounced["id"],
+              "attempt": 1, "bounce_type": "hard"}))
+    complainer = usecases.parse_address(ports, "complained@example.com")
+    usecases.suppress(ports, PLATFORM, complainer.hash, "complaint", "platform")
+    data = b"email\nleft@example.com\nbounced@example.com\ncomplained@example.com\nnew@example.com\n"
+    job = upload(client, setup, data, policy_version="2024-05",
+                 consent_wording="Send me the monthly letter").get_json()
+    run_worker(app, settings)
+    job = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert job["counters"] == {"read": 4, "created": 1, "updated": 0, "skipped_duplicate": 0,
+                               "skipped_suppressed": 3, "rejected": 0}, job
+    members = {c["email"]: c["lists"][setup]["status"] for c in
+               client.get(f"{V1}/contacts?list_id={setup}&limit=50").get_json()["items"]}
+    assert members["left@example.com"] == "unsubscribed"
+    assert "bounced@example.com" not in members and "complained@example.com" not in members
+    assert client.get(f"{V1}/contacts?email_prefix=complained").get_json()["items"] == []
+    assert members["new@example.com"] == "subscribed"
+    [new] = client.get(f"{V1}/contacts?email_prefix=new@").get_json()["items"]
+    [entry] = client.get(f"{V1}/contacts/{new['id']}/consent").get_json()["items"]
+    assert (entry["action"], entry["via"], entry["import_id"], entry["list_id"]) == \
+        ("subscribe", "import", job["id"], setup)
+    assert (entry["policy_version"], entry["wording"], entry["actor"]) == \
+        ("2024-05", "Send me the monthly letter", "key-test")
+    for opted_out in (left, bounced):
+        log = client.get(f"{V1}/contacts/{opted_out['id']}/consent").get_json()["items"]
+        assert all(e.get("import_id") != job["id"] for e in log)
