@@ -1,8 +1,12 @@
 """The contacts HTTP API in-process against the real FerretDB."""
 
-from services.contacts import privacy
+import csv
+import io
+
+from services.contacts import handlers, privacy, usecases
+from services.contacts.store import ContactsStore
 from shared.events import new_event
-from tests.integration.contacts.conftest import published
+from tests.integration.contacts.conftest import SALT, published
 from tests.integration.contacts.test_import import run_worker, upload
 
 V1 = "/api/v1"
@@ -81,12 +85,15 @@ def test_membership_changes_append_the_consent_log_and_emit_events(client, broke
     r = client.put(f"{V1}/contacts/{contact['id']}/lists/{list_id}",
                    {"status": "subscribed", "consent": {"via": "form", "ip": "203.0.113.9",
                                                         "source_url": "https://x.test/join",
+                                                        "wording": "Yes, send me the newsletter",
                                                         "policy_version": "2024-01"}})
     assert r.status_code == 200 and r.get_json()["lists"][list_id]["status"] == "subscribed"
     client.put(f"{V1}/contacts/{contact['id']}/lists/{list_id}", {"status": "unsubscribed"})
     log = client.get(f"{V1}/contacts/{contact['id']}/consent").get_json()["items"]
     assert [(e["action"], e["via"]) for e in log] == [("subscribe", "form"), ("unsubscribe", "api")]
     assert log[0]["ip"] == "203.0.113.9" and log[0]["policy_version"] == "2024-01"
+    assert log[0]["source_url"] == "https://x.test/join" and log[0]["actor"] == "key-test"
+    assert log[0]["wording"] == "Yes, send me the newsletter"
     types = [e["type"] for e in published(broker)]
     assert types == ["contact.created", "contact.subscribed", "contact.unsubscribed"]
     assert all("c@example.com" not in str(e) for e in published(broker))
@@ -233,3 +240,64 @@ def test_an_erased_address_is_never_stored_again(client, other, app, settings):
     assert client.get(f"{V1}/usage").get_json()["contacts"] == 1          # bob only
     r = client.get(f"{V1}/contacts?status=erased")                          # not a stored status
     assert r.status_code == 400 and "status" in r.get_json()["error"]["details"]
+
+
+def _ports(app):
+    runtime = app.extensions["runtime"]
+    return usecases.Ports(ContactsStore(runtime.db), runtime.producer(), SALT)
+
+
+def test_search_by_global_status(client, app):
+    ports = _ports(app)
+    active = make_contact(client, "fine@example.com")
+    bounced = make_contact(client, "bounce@example.com")
+    angry = make_contact(client, "angry@example.com")
+    for kind, contact, extra in (("delivery.bounced", bounced, {"bounce_type": "hard"}),
+                                 ("tracking.complained", angry, {})):
+        event = new_event(kind, source="test", subject="c" * 32, account_id=client.account_id,
+                          data={"campaign_id": "c" * 32, "contact_id": contact["id"],
+                                "job_id": "j" * 32, **extra})
+        (handlers.bounced if kind == "delivery.bounced" else handlers.complained)(ports, event)
+    by = lambda q: [c["id"] for c in client.get(f"{V1}/contacts?{q}").get_json()["items"]]
+    assert by("status=active") == [active["id"]]
+    assert by("status=bounced") == [bounced["id"]]
+    assert by("status=complained") == [angry["id"]]
+    r = client.get(f"{V1}/contacts?status=gone")
+    assert r.status_code == 400 and "status" in r.get_json()["error"]["details"]
+
+
+def test_the_suppression_log_keeps_each_change_with_its_reason(client, app):
+    entry = client.post(f"{V1}/suppressions", {"email": "Log.Me@example.com", "reason": "manual",
+                                               "note": "asked by phone"}).get_json()
+    client.post(f"{V1}/suppressions", {"email": "log.me@example.com"})       # idempotent
+    assert client.delete(f"{V1}/suppressions/{entry['id']}",
+                         {"reason": "added by mistake"}).status_code == 204
+    db = app.extensions["runtime"].db
+    log = list(db.suppression_log.find({"account_id": client.account_id}).sort("at", 1))
+    assert [(e["action"], e["reason"], e["actor"]) for e in log] == \
+        [("add", "manual", "key-test"), ("remove", "added by mistake", "key-test")]
+    assert log[0]["note"] == "asked by phone" and log[0]["email_hash"] == entry["email_hash"]
+    assert "log.me" not in str(log).lower()                                 # the hash only
+
+
+def test_segment_export_is_formula_safe_and_the_accounts_own(client, other):
+    for who in (client, other):
+        assert who.post(f"{V1}/fields", {"key": "city", "type": "text"}).status_code == 201
+    hostile = ["=HYPERLINK(\"http://x\")", "+1+2", "-3", "@SUM(A1)", "\tTab", "Plain"]
+    for i, name in enumerate(hostile):
+        make_contact(client, f"s{i}@example.com", name=name, fields={"city": "Pune"})
+    make_contact(client, "goa@example.com", name="Goa", fields={"city": "Goa"})
+    make_contact(other, "theirs@example.com", name="=theirs", fields={"city": "Pune"})
+    pune = {"field": "fields.city", "op": "eq", "value": "Pune"}
+    mine = client.post(f"{V1}/segments", {"name": "Pune", "definition": pune}).get_json()
+    theirs = other.post(f"{V1}/segments", {"name": "Pune", "definition": pune}).get_json()
+    r = client.get(f"{V1}/segments/{mine['id']}/export")
+    assert r.status_code == 200 and r.mimetype == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
+    assert sorted(row["name"] for row in rows) == sorted(
+        ["'=HYPERLINK(\"http://x\")", "'+1+2", "'-3", "'@SUM(A1)", "'\tTab", "Plain"])
+    assert {row["fields.city"] for row in rows} == {"Pune"}
+    assert other.get(f"{V1}/segments/{mine['id']}/export").status_code == 404
+    rows = list(csv.DictReader(io.StringIO(
+        other.get(f"{V1}/segments/{theirs['id']}/export").get_data(as_text=True))))
+    assert [(row["email"], row["name"]) for row in rows] == [("theirs@example.com", "'=theirs")]
