@@ -217,12 +217,13 @@ def main(argv: list[str] | None = None) -> None:
         start_supervisord()
 
     wait.wait_all(wait.infra_checks(stack_env))
-    say("Creating Kafka topics (those not there yet)")
+    say("Creating Kafka topics (those not there yet) and aligning their retention")
     try:
-        created, existing = ensure_topics(stack_env["SANDESH_KAFKA_BOOTSTRAP"])
+        created, existing, altered = ensure_topics(stack_env["SANDESH_KAFKA_BOOTSTRAP"])
     except Exception as exc:
         fail(f"creating the Kafka topics failed: {exc}. See run/logs/kafka.log.")
-    print(f"    created: {', '.join(created) or '-'}; already there: {len(existing)}", flush=True)
+    print(f"    created: {', '.join(created) or '-'}; already there: {len(existing)}; "
+          f"configs aligned: {', '.join(altered) or '-'}", flush=True)
     if with_services:
         say("Starting the Sandesh services")
         start_stopped([n for p in progs if p.priority == 50 for n in p.full_names])

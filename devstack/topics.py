@@ -3,7 +3,11 @@
 The table (names, partitions, retention, cleanup policy) has one home:
 `shared.topics.TOPICS`, which the services use too. Nothing is duplicated here.
 
-    python -m devstack.topics        # create what is missing, list the rest
+    python -m devstack.topics        # create what is missing, align the rest
+
+Topics that exist get the table's retention and cleanup policy too: a
+retention shortened in shared.topics (it bounds how long personal data
+lives in Kafka) must reach a stack created before the change.
 """
 from __future__ import annotations
 
@@ -33,8 +37,47 @@ def admin_client(bootstrap: str, timeout_ms: int = 10_000):
                             request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
 
 
-def ensure_topics(bootstrap: str, topics: dict | None = None) -> tuple[list[str], list[str]]:
-    """Create the missing topics; return (created, already there)."""
+def _normalised(key: str, value: str | None) -> str | None:
+    if key == "cleanup.policy" and value:
+        return ",".join(sorted(part.strip() for part in value.split(",")))
+    return value
+
+
+def align_configs(admin, topics: dict) -> list[str]:
+    """Set the table's configs (retention, cleanup policy) on existing
+    topics where the broker holds something else; returns the names
+    changed. Only the differing keys are set (incrementally): other
+    settings of the topic stay."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    if not topics:
+        return []
+    wanted = {name: topic_configs(spec) for name, spec in topics.items()}
+    described = admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name, dict.fromkeys(configs))
+         for name, configs in wanted.items()], config_filter="all")["topic"]
+    changes = {}
+    for name, configs in wanted.items():
+        held = described.get(name) or {}
+        differ = {key: value for key, value in configs.items()
+                  if _normalised(key, (held.get(key) or {}).get("value")) != _normalised(key, value)}
+        if differ:
+            changes[name] = differ
+    if not changes:
+        return []
+    result = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs)
+                                  for name, configs in changes.items()])["topic"]
+    errors = [f"{name}: {outcome}" for name, outcome in result.items() if outcome != "OK"]
+    if errors:
+        raise RuntimeError("could not set Kafka topic configs: " + "; ".join(errors))
+    return sorted(changes)
+
+
+def ensure_topics(bootstrap: str, topics: dict | None = None
+                  ) -> tuple[list[str], list[str], list[str]]:
+    """Create the missing topics and align the configs of the others;
+    return (created, already there, of those the ones whose configs
+    changed)."""
     from kafka.errors import TopicAlreadyExistsError, for_code
 
     topics = platform_topics() if topics is None else topics
@@ -58,7 +101,9 @@ def ensure_topics(bootstrap: str, topics: dict | None = None) -> tuple[list[str]
             if errors:
                 raise RuntimeError("could not create Kafka topics: " + "; ".join(errors))
             admin.wait_for_topics(list(missing), timeout_ms=30_000)
-        return sorted(created), sorted(set(topics) - set(missing))
+        present = {name: spec for name, spec in topics.items() if name not in missing}
+        altered = align_configs(admin, present)
+        return sorted(created), sorted(present), altered
     finally:
         admin.close()
 
@@ -70,8 +115,9 @@ def main() -> None:
         bootstrap = load_stack_env()["SANDESH_KAFKA_BOOTSTRAP"]
     except StackEnvMissing as exc:
         sys.exit(str(exc))
-    created, existing = ensure_topics(bootstrap)
-    print(f"created: {', '.join(created) or '-'}\nalready there: {', '.join(existing) or '-'}")
+    created, existing, altered = ensure_topics(bootstrap)
+    print(f"created: {', '.join(created) or '-'}\nalready there: {', '.join(existing) or '-'}\n"
+          f"configs aligned: {', '.join(altered) or '-'}")
 
 
 if __name__ == "__main__":
