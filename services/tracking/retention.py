@@ -8,6 +8,8 @@ For every campaign first seen more than SANDESH_TRACKING_RETENTION_DAYS ago:
   names, in chunks, then deleted. The counters are untouched, and a recount
   from the markers (store.recount) still finds the same totals.
 What stays: the counters and the hourly series (aggregates, no contact id).
+Soft-bounce tallies (per contact id) not added to for as long go too: the
+next soft bounce of that contact starts a new tally.
 
 A late open or click of a folded campaign still counts in the totals; its
 "unique" verdict no longer knows the contact's earlier open, so a repeat can
@@ -42,6 +44,10 @@ def purge(db: Database, older_than: timedelta, now: datetime | None = None) -> d
         folded = _fold_markers(db, campaign_id)
         done["markers"] += folded
         done["campaigns"] += 1 if folded else 0
+    # Tallies written before they carried a time start ageing now.
+    db.soft_bounces.update_many({"at": {"$exists": False}},
+                                {"$set": {"at": now or datetime.now(timezone.utc)}})
+    done["soft_bounces"] = db.soft_bounces.delete_many({"at": {"$lt": cutoff}}).deleted_count
     return done
 
 
@@ -77,7 +83,7 @@ def start_in_background(db: Database, environ=None) -> threading.Thread:
             wait = config.retention_interval_seconds
             try:
                 purged = purge(db, age)
-                if purged["campaigns"] or purged["deliveries"]:
+                if any(purged.values()):
                     log.info("tracking retention purge", extra=purged)
             except Exception:
                 log.exception("tracking retention purge failed; retried next round")

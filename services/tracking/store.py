@@ -18,7 +18,7 @@ counter document; the stats sum the shards.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timezone
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.database import Database
@@ -224,7 +224,8 @@ class TrackingStore:
     def add_soft_bounce(self, account_id: str, contact_id: str, job_id: str) -> int:
         """Distinct messages of this contact that soft-bounced (idempotent per job)."""
         doc = self.db.soft_bounces.find_one_and_update(
-            {"_id": f"{account_id}|{contact_id}"}, {"$addToSet": {"jobs": job_id}},
+            {"_id": f"{account_id}|{contact_id}"},
+            {"$addToSet": {"jobs": job_id}, "$set": {"at": datetime.now(timezone.utc)}},
             upsert=True, return_document=ReturnDocument.AFTER)
         return len(doc.get("jobs", []))
 

@@ -50,6 +50,20 @@ def test_tracking_purges_raw_records_of_old_campaigns_and_keeps_exact_totals(mon
     assert tracking_retention.purge(mongo_db, timedelta(days=90))["markers"] == 0  # nothing left
 
 
+def test_tracking_purges_soft_bounce_tallies_not_added_to_within_the_age(mongo_db):
+    store = TrackingStore(mongo_db)
+    assert store.add_soft_bounce("a", "c-recent", "j1") == 1
+    mongo_db.soft_bounces.insert_many([
+        {"_id": "a|c-old", "jobs": ["j2"], "at": NOW - timedelta(days=91)},
+        {"_id": "a|c-untimed", "jobs": ["j3"]}])   # written before tallies had a time
+    assert tracking_retention.purge(mongo_db, timedelta(days=90))["soft_bounces"] == 1
+    assert {d["_id"] for d in mongo_db.soft_bounces.find()} == {"a|c-recent", "a|c-untimed"}
+    # the untimed one now ages from this round: gone once it is past the age too
+    later = NOW + timedelta(days=91)
+    assert tracking_retention.purge(mongo_db, timedelta(days=90), now=later)["soft_bounces"] == 2
+    assert mongo_db.soft_bounces.count_documents({}) == 0
+
+
 def test_the_sender_purges_finished_delivery_records_past_the_age(mongo_db):
     def record(job, state, days):
         return {"_id": job, "state": state, "campaign_id": "k",
