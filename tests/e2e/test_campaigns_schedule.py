@@ -6,9 +6,33 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
+from shared import topics
+from shared.events import decode
 from tests.e2e.test_send_path import (REPO, addresses, gateway, import_contacts,  # noqa: F401
                                       make_campaign, make_list, received, by_recipient,
                                       wait_for)
+
+
+def events_keyed(bootstrap: str, topic: str, key: str, timeout: float = 120) -> list:
+    """Every event on `topic` with this key, read from the beginning with a
+    consumer of no group (commits nothing, shares nothing) up to the end
+    offsets as they are now."""
+    from kafka import KafkaConsumer, TopicPartition
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             enable_auto_commit=False, client_id="e2e-topic-reader")
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        found, deadline = [], time.monotonic() + timeout
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            assert time.monotonic() < deadline, f"{topic} not read in {timeout} s"
+            for records in consumer.poll(1000, max_records=5000).values():
+                found.extend(decode(r.value) for r in records if r.key == key.encode())
+        return found
+    finally:
+        consumer.close()
 
 
 def test_a_schedule_fires_once_with_two_workers(gateway, stack_env):  # noqa: F811
@@ -27,6 +51,12 @@ def test_a_schedule_fires_once_with_two_workers(gateway, stack_env):  # noqa: F8
         assert scheduled["status"] == "scheduled"
         done = wait_for(gateway, campaign_id, timeout=300)
         assert done["progress"]["audience_size"] == len(rows)
+        # The job-id dedup downstream would hide a second launch: count the
+        # launches themselves (an outbox re-publish keeps its event id).
+        launches = [e for e in events_keyed(stack_env["SANDESH_KAFKA_BOOTSTRAP"],
+                                            topics.CAMPAIGNS_EVENTS, campaign_id)
+                    if e.type == "campaign.launched"]
+        assert len({e.id for e in launches}) == 1, [(e.id, e.source, e.time) for e in launches]
         time.sleep(3)
         got = by_recipient(received(stack_env, marker))
         assert set(got) == {a for a, _ in rows} and all(len(v) == 1 for v in got.values())
