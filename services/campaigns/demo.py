@@ -4,7 +4,10 @@ Creates an account, imports a generated list, writes a template and a
 campaign, sends it, shows progress as it goes, then prints the final counts
 and where the received messages are.
 
-    python -m services.campaigns.demo [--contacts 1000]
+    python -m services.campaigns.demo [--contacts 1000] [--timeout 900]
+
+It gives up (exit status 2) when the import or the campaign is not done
+within --timeout seconds, instead of watching forever.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from pathlib import Path
 import requests
 
 from devstack.env import load_stack_env
-from services.campaigns.cli import Api, ApiRefused, watch
+from services.campaigns.cli import FINISHED, Api, ApiRefused, watch
 
 REPO = Path(__file__).resolve().parents[2]
 HTML = """<html><body>
@@ -43,7 +46,11 @@ def create_account(gateway: str) -> tuple[str, str]:
     return body["account"]["id"], body["api_key"]["key"]
 
 
-def import_list(api: Api, count: int, marker: str) -> str:
+class TimedOut(Exception):
+    pass
+
+
+def import_list(api: Api, count: int, marker: str, deadline: float) -> str:
     list_id = api.call("POST", "/lists", {"name": f"Demo list {marker}"})["id"]
     rows = "".join(f"demo{i}.{marker}@demo.example.com,Person {i}\n" for i in range(count))
     response = api.session.post(f"{api.base}/lists/{list_id}/imports", timeout=60, files={
@@ -58,6 +65,8 @@ def import_list(api: Api, count: int, marker: str) -> str:
               f"{counters.get('created', 0)} created", flush=True)
         if state.get("status") in ("done", "failed", "cancelled"):
             return list_id
+        if time.monotonic() > deadline:
+            raise TimedOut(f"the import {import_id} is still {state.get('status')}")
         time.sleep(1)
 
 
@@ -78,7 +87,10 @@ def received_for(maildir: Path, marker: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo")
     parser.add_argument("--contacts", type=int, default=1000)
+    parser.add_argument("--timeout", type=float, default=900,
+                        help="seconds for the whole demo before giving up (default 900)")
     args = parser.parse_args(argv)
+    deadline = time.monotonic() + args.timeout
     env = load_stack_env()
     gateway = env["SANDESH_GATEWAY_URL"]
     marker = uuid.uuid4().hex[:8]
@@ -89,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    account {account_id}; API key {key[:12]}... (export SANDESH_API_KEY "
               f"to use the CLI)")
         step(f"Importing a generated list of {args.contacts} contacts")
-        list_id = import_list(api, args.contacts, marker)
+        list_id = import_list(api, args.contacts, marker, deadline)
         step("Creating a template and a campaign")
         template = api.call("POST", "/templates", {
             "name": "Spring sale", "subject": "{{ name | default('Hello') }}, spring is here",
@@ -103,10 +115,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    template {template['id']} v{template['version']}, campaign {campaign['id']}")
         step("Sending (python -m services.campaigns.cli watch <id> shows the same bar)")
         api.call("POST", f"/campaigns/{campaign['id']}/send")
-        done = watch(api, campaign["id"], interval=0.5, out=sys.stdout)
+        done = watch(api, campaign["id"], interval=0.5, out=sys.stdout,
+                     timeout=max(1.0, deadline - time.monotonic()))
+        if done["status"] not in FINISHED:
+            raise TimedOut(f"campaign {campaign['id']} is still {done['status']}")
     except (ApiRefused, requests.RequestException) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
+    except TimedOut as exc:
+        print(f"demo gave up after {args.timeout:.0f} s: {exc}", file=sys.stderr)
+        return 2
     progress = done["progress"]
     step(f"Campaign {done['status']}")
     for key in ("audience_size", "sent", "failed", "skipped", "deferred", "bounced"):
