@@ -84,3 +84,38 @@ def test_kill_9_mid_campaign_loses_nobody_and_duplicates_keep_their_message_id(
     # record's worth (32), as many sent ahead of it (32), one per connection
     assert len(duplicates) <= 32 + 32 + 4, (len(duplicates), at_kill)
     print(f"kill -9 after {at_kill} messages: {len(duplicates)} duplicates")
+
+
+def test_sigterm_mid_campaign_exits_in_time_and_a_second_sender_finishes_without_duplicates(
+        make_senders, sink, unique, mongo_uri):
+    """SIGTERM while a batch is being sent: the sender finishes the messages
+    on the wire, gives back the rest of its claims, records, commits and
+    exits; the next sender sends everyone else, nobody twice."""
+    senders = make_senders(SANDESH_SEND_BATCH=500)
+    first = senders.start()
+    account, campaign = hexid(), hexid()
+    senders.launch(account, campaign)
+    people = recipients(1500, unique)
+    job_ids = senders.jobs(account, campaign, people)
+    senders.wait(lambda: sink.count() >= 100, 120, "the campaign under way")
+    started = time.monotonic()
+    first.send_signal(signal.SIGTERM)
+    first.wait(60)
+    took = time.monotonic() - started
+    at_stop = sink.count()
+    assert first.returncode == 0, dump_logs(senders.root)
+    assert took < 30, took
+    assert at_stop < len(people)  # it was stopped mid-campaign
+    senders.start()
+    senders.wait(lambda: len(by_recipient(sink)) >= len(people), 240, "every recipient")
+    senders.terminate_all()  # drained: whatever it would have sent twice is in the sink now
+    received = by_recipient(sink)
+    assert len(received) == len(people)
+    duplicates = {rcpt: msgs for rcpt, msgs in received.items() if len(msgs) > 1}
+    assert not duplicates, {rcpt: [m["Message-ID"] for m in msgs]
+                            for rcpt, msgs in duplicates.items()}
+    sent = {e.data["job_id"] for e in senders.events() if e.type == "delivery.sent"}
+    assert sent == set(job_ids)
+    shares = owners(senders, mongo_uri)
+    assert len(shares) == 2, shares  # both senders recorded part of the campaign
+    print(f"SIGTERM after {at_stop} messages, exited in {took:.1f} s; shares {dict(shares)}")
