@@ -68,8 +68,7 @@ class HitPublisher:
 
     def submit(self, topic: str, event: Pending, key: str) -> bool:
         """Queue the event; False (and counted) when the queue is full."""
-        if self._pid != os.getpid():
-            self._start()
+        self.ensure_running()
         if len(self._queue) >= self.limit:
             self._dropped.inc()
             return False
@@ -78,6 +77,13 @@ class HitPublisher:
 
     def pending(self) -> int:
         return len(self._queue)
+
+    def ensure_running(self) -> None:
+        """Start this process's thread if it has none: the first hit does,
+        and so must an event parked for the relay (a process may park one
+        before it ever serves a hit)."""
+        if self._pid != os.getpid():
+            self._start()
 
     def _start(self) -> None:
         # Threads do not survive gunicorn's fork: start one per process.

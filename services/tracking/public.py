@@ -198,7 +198,8 @@ def unsubscribe(token: str):
     event = usecases.unsubscribe_event(claims, whole_account,
                                        "one-click" if one_click else "page")
     try:
-        usecases.publish_durably(event, deps.sync_producer, deps.store())
+        if usecases.publish_durably(event, deps.sync_producer, deps.store()) == "parked":
+            current_app.extensions["tracking_hits"].ensure_running()  # its thread relays
     except Exception:
         return _html(pages.not_found_page().replace("Not found", "Try again later")
                      .replace("This link is not valid.", "Please try again in a minute."), 503)

@@ -14,6 +14,7 @@ from services.tracking.app import create_app
 from services.tracking.store import TrackingStore
 from shared import mongo, topics
 from shared import tracking_tokens as tt
+from tests.e2e.tracking_helpers import poll
 from tests.integration.tracking.tail import Tail
 from tests.unit.tracking import samples
 
@@ -190,6 +191,29 @@ def test_page_form_unsubscribes_from_one_list_or_everything(client, ctx, tail):
     assert client.post(url, data={"scope": "all"}).status_code == 200
     events = tail.wait_for(of(ctx, "tracking.unsubscribed"), count=2)
     assert sorted(str(e["data"]["list_id"]) for e in events) == sorted([list_id, "None"])
+
+
+class _KafkaRefuses:
+    """The app's synchronous producer when Kafka does not take the event."""
+
+    def __call__(self):
+        return self
+
+    def publish_now(self, topic, event, key):
+        raise ConnectionError("broker unreachable")
+
+
+def test_an_unsubscribe_kafka_refuses_is_parked_and_relayed_by_this_process(app, client, ctx,
+                                                                            store, tail):
+    """Even a process that has served no pixel or click yet (so its
+    publisher thread was never started by a hit) relays what it parked."""
+    app.extensions["tracking"].sync_producer = _KafkaRefuses()
+    answer = client.post(f"/u/{tt.unsubscribe_token(RING, ctx)}",
+                         data={"List-Unsubscribe": "One-Click"})
+    assert answer.status_code == 200
+    [relayed] = tail.wait_for(of(ctx, "tracking.unsubscribed"), timeout=60)
+    assert relayed["data"]["method"] == "one-click"
+    assert poll(store.parked_events, lambda parked: parked == []) == []
 
 
 # --------------------------------------------------------------- bounces
