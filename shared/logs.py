@@ -14,7 +14,13 @@ import time
 
 from shared.tracing import current_trace_id
 
-_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+# Any run of characters an address can hold, not just \w: Indic scripts'
+# vowel signs are combining marks (not \w), so "पूजा@example.in" went unmasked.
+# A JSON log line escapes non-ASCII as \uXXXX, taken as one character here;
+# any other backslash ends the match, so the line stays valid JSON.
+_CHAR = r"(?:[^\s<>()\[\],;:\"@\\]|\\u[0-9a-fA-F]{4})"
+_LABEL = r"(?:[^\s<>()\[\],;:\"'@.\\/{}=?!#$%&*+^`|~]|\\u[0-9a-fA-F]{4})+"
+_EMAIL = re.compile(rf"{_CHAR}+@{_LABEL}(?:\.{_LABEL})+")
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
