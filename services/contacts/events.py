@@ -1,5 +1,7 @@
 """contacts.events: what the service tells the platform. Ids and status only,
-never an address or a name (the schemas in shared/events/schemas enforce it)."""
+never an address or a name (the schemas in shared/events/schemas enforce it).
+One exception, on contact.suppressed: the salted address hash the
+suppression list is keyed by (see contact_suppressed)."""
 from __future__ import annotations
 
 from shared import topics
@@ -10,12 +12,12 @@ SOURCE = "contacts"
 
 
 def _publish(producer: EventProducer, type_: str, account_id: str, contact_id: str | None,
-             data: dict) -> None:
+             data: dict, key: str | None = None) -> None:
     subject = contact_id or ""
     producer.publish(topics.CONTACTS_EVENTS,
                      new_event(type_, source=SOURCE, subject=subject, account_id=account_id,
                                data=data),
-                     key=contact_id or account_id or "platform")
+                     key=contact_id or key or account_id or "platform")
 
 
 def contact_created(producer, doc: dict, via: str) -> None:
@@ -40,9 +42,16 @@ def contact_unsubscribed(producer, doc: dict, list_id: str | None, via: str) -> 
 
 
 def contact_suppressed(producer, account_id: str, contact_id: str | None, scope: str,
-                       reason: str) -> None:
+                       reason: str, email_hash: str) -> None:
+    """The hash lets the sender skip jobs already queued for the address in
+    every account a platform-wide entry covers, whose contacts this event
+    cannot name. It is the keyed hash privacy.requests already carries:
+    without SANDESH_PII_SALT it cannot be reversed or matched to an address.
+    An entry without a contact is keyed by the hash, so that compaction
+    keeps one event per address rather than one per account."""
     _publish(producer, "contact.suppressed", account_id, contact_id,
-             {"contact_id": contact_id, "scope": scope, "reason": reason})
+             {"contact_id": contact_id, "scope": scope, "reason": reason,
+              "email_hash": email_hash}, key=email_hash)
 
 
 def status_changed(producer, doc: dict, status: str, reason: str) -> None:

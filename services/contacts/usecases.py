@@ -286,7 +286,8 @@ def suppress(ports: Ports, account_id: str | None, hash_: str, reason: str, acto
         ports.store.log_suppression({"_id": domain.new_id(), "account_id": account_id,
                                      "email_hash": hash_, "action": "add", "reason": reason,
                                      "note": note, "actor": actor, "at": at})
-        events.contact_suppressed(ports.producer, account_id or "", contact_id, scope, reason)
+        events.contact_suppressed(ports.producer, account_id or "", contact_id, scope, reason,
+                                  hash_)
         if flush:
             ports.producer.flush()
     return new

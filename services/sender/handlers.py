@@ -1,17 +1,23 @@
 """What the sender learns from other services' events, into its own db:
 campaigns (template, limits, status) and contacts' unsubscribe/suppression
-state. {event type: handler}, run by shared ConsumerLoops in the worker."""
+state. {event type: handler}, run by shared ConsumerLoops in the worker.
+
+Unsubscribes and complaints are taken straight from tracking.events as well
+as from contacts.events, so they stop the next job after one hop, not two
+(tracking -> contacts -> sender)."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from services.sender import privacy
-from services.sender.domain import CANCELLED, PAUSED, SENDING
+from services.sender.domain import CANCELLED, PAUSED, SENDING, parse_time
 from services.sender.store import CampaignStore, ContactStateStore
 from shared import topics
 
 GROUP = "sender"
 TOPICS = [topics.SEND_JOBS, topics.SEND_RETRY]
 CAMPAIGNS_TOPICS = [topics.CAMPAIGNS_EVENTS]
-CONTACTS_TOPICS = [topics.CONTACTS_EVENTS, topics.PRIVACY_REQUESTS]
+CONTACTS_TOPICS = [topics.CONTACTS_EVENTS, topics.TRACKING_EVENTS, topics.PRIVACY_REQUESTS]
 
 
 def campaign_handlers(store: CampaignStore) -> dict:
@@ -23,16 +29,41 @@ def campaign_handlers(store: CampaignStore) -> dict:
     }
 
 
+def _time(event) -> datetime | None:
+    """When the change happened (orders the two topics' copies); None if unreadable."""
+    try:
+        return parse_time(event.time)
+    except (TypeError, ValueError):
+        return None
+
+
 def contact_handlers(store: ContactStateStore) -> dict:
     def suppressed(event):
-        if event.data.get("contact_id"):  # an address-only suppression names no contact
-            store.suppressed(event.data["contact_id"])
+        data = event.data
+        if data.get("email_hash"):  # absent from events older than the field
+            account_id = event.account_id if data["scope"] == "account" else None
+            store.address_suppressed(data["email_hash"], account_id, data["reason"])
+        if data.get("contact_id"):  # an address-only suppression names no contact
+            store.suppressed(data["contact_id"])
+
+    def unsubscribed(event):
+        # list_id null: every list of the account, as contacts reads it
+        store.unsubscribed(event.data["contact_id"], event.data.get("list_id"), _time(event))
+
+    def subscribed(event):
+        store.subscribed(event.data["contact_id"], event.data["list_id"], _time(event))
+
+    def status_is(status):
+        return lambda e: store.status(e.data["contact_id"], status, _time(e))
 
     return {
-        "contact.unsubscribed": lambda e: store.unsubscribed(e.data["contact_id"], e.data["list_id"]),
-        "contact.subscribed": lambda e: store.subscribed(e.data["contact_id"], e.data["list_id"]),
+        "contact.unsubscribed": unsubscribed,
+        "contact.subscribed": subscribed,
         "contact.suppressed": suppressed,
-        "contact.status_changed": lambda e: store.status(e.data["contact_id"], e.data["status"]),
-        "contact.erased": lambda e: store.status(e.data["contact_id"], "erased"),
+        "contact.status_changed":
+            lambda e: store.status(e.data["contact_id"], e.data["status"], _time(e)),
+        "contact.erased": status_is("erased"),
+        "tracking.unsubscribed": unsubscribed,
+        "tracking.complained": status_is("complained"),
         "privacy.requested": privacy.handler_for(store.col.database),
     }

@@ -57,6 +57,7 @@ def handle_privacy_request(runtime, event) -> None:
         if data["kind"] == "erasure":
             db.deliveries.delete_many({"account_id": event.account_id})
             db.campaigns.delete_many({"account_id": event.account_id})
+            db.blocked_addresses.delete_many({"account_id": event.account_id})
         answer(runtime.producer(), event, SERVICE, "done")
         return
     contact_id, ready = contact_id_or_wait(event)

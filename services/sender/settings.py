@@ -11,6 +11,9 @@ SETTINGS = [
     Setting("SANDESH_DKIM_KEY_DIR", default="run/dkim"),
     Setting("SANDESH_DKIM_SELECTOR", default="sandesh"),
     Setting("SANDESH_TRACKING_KEYS", secret=True),
+    # Key of the address hashes on contact.suppressed (contacts' suppression
+    # list): the same value as contacts', or platform-wide suppressions miss.
+    Setting("SANDESH_PII_SALT", secret=True, dev_default="sandesh-local-dev-pii-salt"),
     Setting("SANDESH_PUBLIC_TRACKING_URL", default="http://127.0.0.1:8081"),
     # RFC 8058 one-click unsubscribe needs https; plain http only where
     # explicitly allowed (on by default in the local stack, SANDESH_ENV=local).

@@ -4,7 +4,9 @@
   written by the "sender-campaigns" consumer, read by every sender through
   a one-second cache, so a pause or cancel reaches every pod within seconds.
 - `contacts`: unsubscribe / suppression / erasure state from contacts.events
-  (ids only), checked at send time.
+  and tracking.events (ids only), checked at send time.
+- `blocked_addresses`: salted address hashes suppressed for an account or
+  platform-wide (contact.suppressed), checked against each job's address.
 - `claims` and `deliveries`: who sends a job, then its final outcome
   (_id = job id). A job recorded sent is never sent again.
 - `rate_windows`: per-campaign blocks of the rate limits' windows (see MongoWindowCounter).
@@ -20,15 +22,17 @@ from typing import Any, Iterable
 
 from pymongo import ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.operations import IndexModel
 
 from services.sender.domain import CANCELLED, FINAL, SENDING, Campaign, Job
+from shared.pii import email_hash
 
 INDEXES = {
     "claims": [IndexModel([("campaign_id", 1)])],
     "parked_jobs": [IndexModel([("campaign_id", 1)])],
     "rate_windows": [IndexModel([("expires_at", 1)]), IndexModel([("window", 1)])],
+    "blocked_addresses": [IndexModel([("account_id", 1)])],
 }
 
 BLOCKING_STATUSES = ("bounced", "complained", "erased")
@@ -90,46 +94,107 @@ class CampaignStore:
 
 
 class ContactStateStore:
-    def __init__(self, db: Database):
+    """What the send-time check knows of contacts: per contact id (lists
+    unsubscribed from, all lists, suppressed, status) and per salted address
+    hash (suppressed for an account, or platform-wide for every account).
+
+    Unsubscribes and complaints arrive twice, from tracking.events and later
+    from contacts.events, and Kafka keeps no order across topics: a change
+    carrying its event time is applied only if no later change of the same
+    list (or status) is recorded, so a late or replayed unsubscribe never
+    undoes a re-subscription that came after it.
+
+    Without `salt`, jobs are checked by contact id only."""
+
+    def __init__(self, db: Database, salt: str | None = None):
         self.col = db["contacts"]
+        self.addresses = db["blocked_addresses"]
+        self.salt = salt
 
-    def unsubscribed(self, contact_id: str, list_id: str | None) -> None:
+    def unsubscribed(self, contact_id: str, list_id: str | None,
+                     at: datetime | None = None) -> None:
         if list_id is None:
-            self.col.update_one({"_id": contact_id}, {"$set": {"all_lists": True}}, upsert=True)
+            self._change(contact_id, "all", at, {"$set": {"all_lists": True}})
         else:
-            self.col.update_one({"_id": contact_id}, {"$addToSet": {"lists": list_id}}, upsert=True)
+            self._change(contact_id, f"list:{list_id}", at, {"$addToSet": {"lists": list_id}})
 
-    def subscribed(self, contact_id: str, list_id: str | None) -> None:
+    def subscribed(self, contact_id: str, list_id: str | None, at: datetime | None = None) -> None:
+        # Only a contact with a state is updated: every import subscribes, and
+        # a document per contact would slow the send-time check (FerretDB scans).
         if list_id is None:
-            self.col.update_one({"_id": contact_id}, {"$set": {"all_lists": False}})
+            self._change(contact_id, "all", at, {"$set": {"all_lists": False}}, upsert=False)
         else:
-            self.col.update_one({"_id": contact_id}, {"$pull": {"lists": list_id}})
+            self._change(contact_id, f"list:{list_id}", at, {"$pull": {"lists": list_id}},
+                         upsert=False)
 
     def suppressed(self, contact_id: str) -> None:
         self.col.update_one({"_id": contact_id}, {"$set": {"suppressed": True}}, upsert=True)
 
-    def status(self, contact_id: str, status: str) -> None:
-        self.col.update_one({"_id": contact_id}, {"$set": {"status": status}}, upsert=True)
+    def status(self, contact_id: str, status: str, at: datetime | None = None) -> None:
+        self._change(contact_id, "status", at, {"$set": {"status": status}})
+
+    def _change(self, contact_id: str, what: str, at: datetime | None, update: dict,
+                upsert: bool = True) -> None:
+        query: dict[str, Any] = {"_id": contact_id}
+        if at is not None:
+            stamp = f"changed_at.{what}"
+            query["$or"] = [{stamp: {"$exists": False}}, {stamp: {"$lte": at}}]
+            update = {**update, "$set": {**update.get("$set", {}), stamp: at}}
+        try:
+            self.col.update_one(query, update, upsert=upsert)
+        except DuplicateKeyError:
+            pass  # the contact has a later change of this list or status: keep it
+
+    def address_suppressed(self, hash_: str, account_id: str | None, reason: str) -> None:
+        """account_id None: platform-wide, every account's jobs to the address."""
+        self.addresses.update_one(
+            {"_id": _address_key(hash_, account_id)},
+            {"$setOnInsert": {"account_id": account_id, "reason": reason, "at": utcnow()}},
+            upsert=True)
 
     def blocked(self, jobs: list[Job]) -> dict[str, str]:
         """job id -> why it must not be sent, for the jobs whose contact
-        unsubscribed, was suppressed, bounced, complained or was erased."""
-        ids = list({j.contact_id for j in jobs if not j.test})
-        if not ids:
+        unsubscribed, was suppressed, bounced, complained or was erased, or
+        whose address is suppressed for their account or platform-wide."""
+        jobs = [j for j in jobs if not j.test]
+        if not jobs:
             return {}
+        ids = list({j.contact_id for j in jobs})
         states = {d["_id"]: d for d in self.col.find({"_id": {"$in": ids}})}
         reasons = {}
         for job in jobs:
-            state = states.get(job.contact_id)
-            if not state or job.test:
-                continue
-            if state.get("suppressed"):
-                reasons[job.job_id] = "suppressed"
-            elif state.get("status") in BLOCKING_STATUSES:
-                reasons[job.job_id] = state["status"]
-            elif state.get("all_lists") or (job.list_id and job.list_id in state.get("lists", ())):
-                reasons[job.job_id] = "unsubscribed"
+            reason = _contact_reason(job, states.get(job.contact_id))
+            if reason:
+                reasons[job.job_id] = reason
+        reasons.update(self._blocked_addresses([j for j in jobs if j.job_id not in reasons]))
         return reasons
+
+    def _blocked_addresses(self, jobs: list[Job]) -> dict[str, str]:
+        if not self.salt or not jobs:
+            return {}
+        keys = {}
+        for job in jobs:
+            hash_ = email_hash(job.email, self.salt)  # job.email is contacts' normalised form
+            keys[job.job_id] = (_address_key(hash_, None), _address_key(hash_, job.account_id))
+        wanted = list({key for pair in keys.values() for key in pair})
+        found = {d["_id"] for d in self.addresses.find({"_id": {"$in": wanted}}, {"_id": 1})}
+        return {job_id: "suppressed" for job_id, pair in keys.items() if found.intersection(pair)}
+
+
+def _address_key(hash_: str, account_id: str | None) -> str:
+    return f"{'platform' if account_id is None else account_id}:{hash_}"
+
+
+def _contact_reason(job: Job, state: dict | None) -> str | None:
+    if not state:
+        return None
+    if state.get("suppressed"):
+        return "suppressed"
+    if state.get("status") in BLOCKING_STATUSES:
+        return state["status"]
+    if state.get("all_lists") or (job.list_id and job.list_id in state.get("lists", ())):
+        return "unsubscribed"
+    return None
 
 
 class DeliveryStore:

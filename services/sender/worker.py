@@ -1,6 +1,7 @@
 """The sender process: health/readiness/metrics on SANDESH_SENDER_PORT, the
 send loop in the main thread, and two small consumers that keep the
-sender's own copy of campaigns and contact states up to date.
+sender's own copy of campaigns and contact states (from contacts.events and
+tracking.events) up to date.
 
     python -m services.sender.worker
 """
@@ -86,7 +87,7 @@ def build(config: Config):
     producer = event_producer(config, SERVICE)
     lease = config.send_claim_lease_seconds
     engine = Engine(
-        campaigns=CampaignStore(db), contacts=ContactStateStore(db),
+        campaigns=CampaignStore(db), contacts=ContactStateStore(db, config.pii_salt),
         deliveries=DeliveryStore(db, owner, lease), parked=ParkedJobs(db),
         limiter=RateLimiter(MongoWindowCounter(db)), messenger=messenger,
         composer_for=ComposerCache(compose_settings, make_signer(config)),
@@ -111,7 +112,7 @@ def build(config: Config):
                           producer=event_producer(config, SERVICE + "-campaigns")),
             consumer_loop(config, SERVICE, f"{config.sender_group}-contacts",
                           [prefix + t for t in handlers.CONTACTS_TOPICS],
-                          handlers.contact_handlers(ContactStateStore(db)),
+                          handlers.contact_handlers(ContactStateStore(db, config.pii_salt)),
                           producer=event_producer(config, SERVICE + "-contacts")),
         ]
     return loop, state_loops, producer, messenger

@@ -12,7 +12,7 @@ import pytest
 from services.sender.settings import SETTINGS, check_tracking_url
 from shared.config import ConfigError, load_common
 
-KEYS = {"SANDESH_TRACKING_KEYS": "k1:" + "A" * 43 + "="}
+KEYS = {"SANDESH_TRACKING_KEYS": "k1:" + "A" * 43 + "=", "SANDESH_PII_SALT": "s"}
 
 
 def config(**env):
@@ -40,6 +40,15 @@ def test_http_only_with_the_allowance_which_the_local_stack_has_by_default():
                               SANDESH_PUBLIC_TRACKING_URL="http://t.internal"))
     with pytest.raises(ConfigError, match="SANDESH_ALLOW_HTTP_TRACKING_URL"):
         check_tracking_url(config(SANDESH_ENV="local", SANDESH_ALLOW_HTTP_TRACKING_URL="false"))
+
+
+def test_production_needs_the_address_hash_salt():
+    """Without contacts' salt the sender could not match contact.suppressed's hashes."""
+    with pytest.raises(ConfigError, match="SANDESH_PII_SALT is not set"):
+        load_common(SETTINGS, {"SANDESH_TRACKING_KEYS": KEYS["SANDESH_TRACKING_KEYS"],
+                               "SANDESH_ENV": "production",
+                               "SANDESH_PUBLIC_TRACKING_URL": "https://t.example.com"})
+    assert config(SANDESH_ENV="local", SANDESH_PII_SALT="").pii_salt == "sandesh-local-dev-pii-salt"
 
 
 @pytest.mark.parametrize("url", ["t.example.com", "ftp://t.example.com", "https://"])

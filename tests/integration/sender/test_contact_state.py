@@ -1,0 +1,108 @@
+"""The sender's send-time check against the real FerretDB, fed through its
+own event handlers: address hashes suppressed for an account or for every
+account, unsubscribes and complaints straight from tracking.events, and
+the two topics' copies of a change applied in event-time order."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+from services.sender import handlers
+from services.sender.domain import Job
+from services.sender.store import ContactStateStore
+from shared.events import new_event
+from shared.pii import email_hash
+
+SALT = "contact-state-test-salt"
+A, B = "a" * 32, "b" * 32
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def _job(job_id, account_id, contact_id, email, list_id=None, test=False):
+    return Job.from_event(account_id, {"job_id": job_id, "campaign_id": "c" * 32,
+                                       "contact_id": contact_id, "list_id": list_id,
+                                       "attempt": 0, "test": test,
+                                       "recipient": {"email": email}})
+
+
+def _event(type_, account_id, data, at=T0, source="contacts"):
+    return replace(new_event(type_, source=source, subject=data.get("contact_id") or "",
+                             account_id=account_id, data=data), time=at.isoformat())
+
+
+def _tracking(type_, account_id, contact_id, at=T0, **data):
+    return _event(type_, account_id, {"campaign_id": "c" * 32, "contact_id": contact_id,
+                                      "job_id": "j" * 32, **data}, at, source="tracking")
+
+
+def _handle(store, *events):
+    table = handlers.contact_handlers(store)
+    for event in events:
+        table[event.type](event)
+
+
+def test_a_platform_suppression_blocks_the_address_in_every_account(mongo_db):
+    store = ContactStateStore(mongo_db, SALT)
+    shared = "Shared.Person@example.com"
+    # account A's complaint: contacts names A's contact and the address hash
+    _handle(store, _event("contact.suppressed", "", {
+        "contact_id": "ca", "scope": "platform", "reason": "complaint",
+        "email_hash": email_hash("shared.person@example.com", SALT)}))
+    jobs = [_job("j-a", A, "ca", shared), _job("j-b", B, "cb", shared),
+            _job("j-other", B, "cx", "someone.else@example.com"),
+            _job("j-test", B, "test-1", shared, test=True)]
+    assert store.blocked(jobs) == {"j-a": "suppressed", "j-b": "suppressed"}
+
+
+def test_an_account_suppression_blocks_the_address_in_that_account_only(mongo_db):
+    store = ContactStateStore(mongo_db, SALT)
+    hash_ = email_hash("gone@example.com", SALT)
+    _handle(store, _event("contact.suppressed", A, {
+        "contact_id": None, "scope": "account", "reason": "manual", "email_hash": hash_}))
+    jobs = [_job("j-a", A, "ca", "gone@example.com"), _job("j-b", B, "cb", "gone@example.com")]
+    assert store.blocked(jobs) == {"j-a": "suppressed"}
+    assert ContactStateStore(mongo_db).blocked(jobs) == {}  # no salt: by contact id only
+
+
+def test_tracking_unsubscribes_and_complaints_apply_without_contacts(mongo_db):
+    store = ContactStateStore(mongo_db, SALT)
+    one, l1, l2 = "list-one", "l1", "l2"
+    _handle(store,
+            _tracking("tracking.unsubscribed", A, one, list_id=l1, method="one-click"),
+            _tracking("tracking.unsubscribed", A, "every", list_id=None, method="page"),
+            _tracking("tracking.unsubscribed", A, "old-link"),       # no list_id: every list
+            _tracking("tracking.complained", A, "angry", feedback_type="abuse"))
+    jobs = [_job("1", A, one, "o@example.com", l1), _job("2", A, one, "o@example.com", l2),
+            _job("3", A, "every", "e@example.com", l2),
+            _job("4", A, "every", "e@example.com", None),             # a segment's job
+            _job("5", A, "old-link", "k@example.com", l2),
+            _job("6", A, "angry", "a@example.com", l1),
+            _job("7", A, "fine", "f@example.com", l1)]
+    assert store.blocked(jobs) == {"1": "unsubscribed", "3": "unsubscribed",
+                                   "4": "unsubscribed", "5": "unsubscribed",
+                                   "6": "complained"}
+
+
+def test_a_late_copy_of_an_unsubscribe_does_not_undo_a_later_resubscription(mongo_db):
+    store = ContactStateStore(mongo_db, SALT)
+    unsubscribe = _tracking("tracking.unsubscribed", A, "c1", at=T0, list_id="l1")
+    _handle(store, unsubscribe,
+            _event("contact.unsubscribed", A, {"contact_id": "c1", "list_id": "l1",
+                                               "via": "one-click"}, T0 + timedelta(seconds=1)),
+            _event("contact.subscribed", A, {"contact_id": "c1", "list_id": "l1", "via": "api"},
+                   T0 + timedelta(minutes=5)))
+    job = _job("j", A, "c1", "c1@example.com", "l1")
+    assert store.blocked([job]) == {}
+    _handle(store, unsubscribe)                                      # replayed after a restart
+    assert store.blocked([job]) == {}
+    _handle(store, _tracking("tracking.unsubscribed", A, "c1", at=T0 + timedelta(minutes=9),
+                             list_id="l1"))                          # a new unsubscribe counts
+    assert store.blocked([job]) == {"j": "unsubscribed"}
+
+
+def test_a_late_complaint_does_not_overwrite_an_erasure(mongo_db):
+    store = ContactStateStore(mongo_db, SALT)
+    _handle(store, _event("contact.erased", A, {"contact_id": "c1", "request_id": None},
+                          T0 + timedelta(minutes=1)),
+            _tracking("tracking.complained", A, "c1", at=T0))
+    assert store.blocked([_job("j", A, "c1", "c1@example.com")]) == {"j": "erased"}
