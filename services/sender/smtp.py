@@ -195,18 +195,28 @@ class SmtpMessenger:
                 task.outcome, task.reply = RELEASED, f"{type(exc).__name__}"
                 self._done(task)
                 continue
-            conn = self._deliver(relay, conn, task)
+            try:
+                conn = self._deliver(relay, conn, task)
+            except Exception as exc:  # never lose the task nor the thread: it goes again
+                log.exception("delivery failed unexpectedly", extra={"job_id": task.job.job_id})
+                _close(conn)
+                conn = None
+                task.outcome, task.code, task.reply = TRANSIENT, None, f"{type(exc).__name__}"
             self._done(task)
 
     def _connect(self, relay: Relay) -> smtplib.SMTP:
         conn = smtplib.SMTP(relay.host, relay.port, local_hostname=self.local_hostname,
                             timeout=self.timeout)
-        conn.ehlo()
-        if self.starttls:
-            conn.starttls(context=ssl.create_default_context())
+        try:
             conn.ehlo()
-        if self.username:
-            conn.login(self.username, self.password)
+            if self.starttls:
+                conn.starttls(context=ssl.create_default_context())
+                conn.ehlo()
+            if self.username:
+                conn.login(self.username, self.password)
+        except BaseException:
+            _close(conn)
+            raise
         return conn
 
     def _deliver(self, relay: Relay, conn: smtplib.SMTP | None, task: SendTask):
@@ -222,16 +232,12 @@ class SmtpMessenger:
                 if task.outcome != ACCEPTED:
                     _reset(conn)
                 return conn
-            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            except OSError as exc:  # smtplib's errors are OSErrors too (AUTH refused, no SMTPUTF8)
                 _close(conn)
                 conn = None
                 if fresh or getattr(exc, "_sandesh_after_mail", False):
-                    task.code, task.reply, task.outcome = None, f"connection: {exc}", TRANSIENT
+                    task.code, task.reply, task.outcome = None, _text(f"connection: {exc}"), TRANSIENT
                     return None
-            except smtplib.SMTPException as exc:  # e.g. SMTPUTF8 not supported by the relay
-                task.code, task.reply, task.outcome = None, f"{type(exc).__name__}: {exc}", TRANSIENT
-                _reset(conn)
-                return conn
         return conn
 
     @staticmethod

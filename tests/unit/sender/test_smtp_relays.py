@@ -154,6 +154,38 @@ def test_starttls_and_auth_when_configured(tls_files, monkeypatch):
         server.stop()
 
 
+def test_a_relay_that_refuses_the_login_defers_every_task_and_keeps_the_connections(
+        tls_files, monkeypatch):
+    """AUTH refused (or STARTTLS failing) while connecting: each task comes
+    back TRANSIENT with the reason, none is left unfinished (the engine would
+    wait for it forever), and the connection threads live on."""
+    cert_path, key_path = tls_files
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+
+    def refuse(server, session, envelope, mechanism, auth_data):
+        return AuthResult(success=False, handled=False)
+
+    recorder = Recorder()
+    server = serve(recorder, tls_context=context, require_starttls=True,
+                   authenticator=refuse, auth_require_tls=True, auth_required=True)
+    messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", server.port)], connections=2,
+                                   starttls=True, username="relay-user", password="wrong",
+                                   timeout=10)
+    try:
+        for attempt in range(2):  # a second batch proves the threads survived the first
+            tasks = [task(10 * attempt + i) for i in range(4)]
+            run(messenger, tasks)
+            assert [t.outcome for t in tasks] == [smtp.TRANSIENT] * 4
+            assert all("535" in t.reply for t in tasks), tasks[0].reply
+        assert all(thread.is_alive() for thread in messenger._threads)
+        assert recorder.messages == []
+    finally:
+        messenger.close()
+        server.stop()
+
+
 def test_a_job_that_cannot_be_composed_becomes_failed_not_lost(tmp_path):
     """The real messenger and composer under the engine: the recipient whose
     name would inject a header is failed with the reason, the rest is sent."""
