@@ -62,6 +62,12 @@ def count_files(directory: Path) -> int:
         return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_sink(root: Path) -> tuple[subprocess.Popen, int, Path]:
     port, maildir = free_port(), root / "maildir"
     env = {**os.environ, "SANDESH_SMTP_HOST": "127.0.0.1", "SANDESH_SMTP_PORT": str(port),
@@ -79,8 +85,9 @@ def start_sink(root: Path) -> tuple[subprocess.Popen, int, Path]:
             time.sleep(0.2)
 
 
-def ceiling(port: int, messages: list[bytes], connections: int) -> float:
-    """msgs/s for pre-built messages over `connections` plain smtplib connections."""
+def ceiling(port: int, messages: list[bytes], connections: int, sink_pid: int) -> tuple[float, float]:
+    """msgs/s for pre-built messages over `connections` plain smtplib
+    connections, and the sink's CPU ms per message meanwhile."""
     chunks = [messages[i::connections] for i in range(connections)]
 
     def push(chunk):
@@ -90,12 +97,14 @@ def ceiling(port: int, messages: list[bytes], connections: int) -> float:
         conn.quit()
 
     threads = [threading.Thread(target=push, args=(c,)) for c in chunks]
+    sink_cpu = cpu_seconds(sink_pid)
     started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return len(messages) / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    return len(messages) / elapsed, (cpu_seconds(sink_pid) - sink_cpu) * 1000 / len(messages)
 
 
 def prebuilt_messages(n: int, key_dir: Path, keys: str) -> list[bytes]:
@@ -193,7 +202,9 @@ def wait_until(new_dir: Path, target: int, timeout: float, run: SenderRun) -> No
         time.sleep(0.1)
 
 
-def sender_throughput(stack, root, port, new_dir, processes, n, connections):
+def sender_throughput(stack, root, sink_pid, port, new_dir, processes, n, connections):
+    """msgs/s, peak RSS (MB) per sender, and CPU ms per message of the
+    senders together and of the sink."""
     run = SenderRun(stack, root, port, processes, connections)
     try:
         campaign = run.publish_campaign()
@@ -202,11 +213,14 @@ def sender_throughput(stack, root, port, new_dir, processes, n, connections):
         wait_until(new_dir, before + 20 * processes, 120, run)
         time.sleep(2)
         before = count_files(new_dir)
+        cpu_before = [cpu_seconds(p.pid) for p in run.procs] + [cpu_seconds(sink_pid)]
         started = time.perf_counter()
         run.publish_jobs(campaign, n, f"r{processes}-")
         wait_until(new_dir, before + n, 1800, run)
         rate = n / (time.perf_counter() - started)
-        return rate, run.peak_rss_mb()
+        cpu = [cpu_seconds(p.pid) for p in run.procs] + [cpu_seconds(sink_pid)]
+        used = [after - was for after, was in zip(cpu, cpu_before)]
+        return rate, run.peak_rss_mb(), sum(used[:-1]) * 1000 / n, used[-1] * 1000 / n
     finally:
         run.stop()
 
@@ -224,22 +238,24 @@ def main() -> None:
         print(f"building {args.recipients} messages for the ceiling run...", flush=True)
         messages = prebuilt_messages(args.recipients, root / "dkim", stack["SANDESH_TRACKING_KEYS"])
         size = sum(map(len, messages)) / len(messages)
-        roof = ceiling(port, messages, args.connections)
+        roof, roof_sink = ceiling(port, messages, args.connections, sink.pid)
         print(f"ceiling (plain smtplib, {args.connections} connections, {size:.0f} B/msg): "
-              f"{roof:,.0f} msgs/s", flush=True)
-        roof2 = ceiling(port, messages, 2 * args.connections)
+              f"{roof:,.0f} msgs/s  sink CPU {roof_sink:.2f} ms/msg", flush=True)
+        roof2, roof2_sink = ceiling(port, messages, 2 * args.connections, sink.pid)
         del messages
-        print(f"ceiling (plain smtplib, {2 * args.connections} connections): {roof2:,.0f} msgs/s",
-              flush=True)
-        one, rss1 = sender_throughput(stack, root, port, new_dir, 1, args.recipients,
-                                      args.connections)
+        print(f"ceiling (plain smtplib, {2 * args.connections} connections): {roof2:,.0f} msgs/s  "
+              f"sink CPU {roof2_sink:.2f} ms/msg", flush=True)
+        one, rss1, cpu1, sink1 = sender_throughput(stack, root, sink.pid, port, new_dir, 1,
+                                                   args.recipients, args.connections)
         print(f"1 sender  ({args.connections} connections): {one:,.0f} msgs/s  "
-              f"ratio to ceiling {one / roof:.2f}  peak RSS {max(rss1):.0f} MB", flush=True)
-        two, rss2 = sender_throughput(stack, root, port, new_dir, 2, args.recipients,
-                                      args.connections)
+              f"ratio to ceiling {one / roof:.2f}  peak RSS {max(rss1):.0f} MB  "
+              f"CPU per message: sender {cpu1:.2f} ms, sink {sink1:.2f} ms", flush=True)
+        two, rss2, cpu2, sink2 = sender_throughput(stack, root, sink.pid, port, new_dir, 2,
+                                                   args.recipients, args.connections)
         print(f"2 senders ({args.connections} connections each): {two:,.0f} msgs/s  "
               f"ratio to ceiling ({2 * args.connections} connections) {two / roof2:.2f}  "
-              f"peak RSS {max(rss2):.0f} MB", flush=True)
+              f"peak RSS {max(rss2):.0f} MB  "
+              f"CPU per message: senders {cpu2:.2f} ms, sink {sink2:.2f} ms", flush=True)
         print(f"1 -> 2 sender scaling: {two / one:.2f}x")
     finally:
         sink.send_signal(signal.SIGTERM)

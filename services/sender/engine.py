@@ -110,16 +110,22 @@ class Engine:
         campaigns = self._campaigns_of(jobs)
         ready = self._admit(sequences, campaigns, result)
         claimed = self._claim(ready, result)
+        claimed_at = time.perf_counter()
         outcomes: list[tuple[str, str, dict]] = []
         sendable = self._screen(claimed, campaigns, result, outcomes)
         tasks = self._throttle(sendable, campaigns, result, outcomes)
         self.deliveries.record(outcomes)
-        self._send(tasks, result)
+        screened_at = time.perf_counter()
+        recording = self._send(tasks, result)
         for hold in result.values():
             if hold is not None:
                 metrics.HELD.labels(hold.reason).inc()
-        log.debug("engine", extra={"jobs": len(jobs),
-                                   "ms": round((time.perf_counter() - started) * 1000)})
+        done_at = time.perf_counter()
+        log.debug("engine", extra={"jobs": len(jobs), "ms": round((done_at - started) * 1000),
+                                   "claim_ms": round((claimed_at - started) * 1000),
+                                   "screen_ms": round((screened_at - claimed_at) * 1000),
+                                   "send_ms": round((done_at - screened_at) * 1000),
+                                   "record_ms": round(recording * 1000)})
         return result
 
     def _admit(self, sequences, campaigns, result) -> list[Job]:
@@ -191,12 +197,13 @@ class Engine:
             tasks.extend(self._task(job, campaign, limit) for job in allowed)
         return tasks
 
-    def _send(self, tasks, result) -> None:
+    def _send(self, tasks, result) -> float:
         """Compose and send; record every few dozen outcomes while the
         connections go on, so a sender killed mid-batch re-sends (same
         Message-ID) only what it had not recorded."""
         self.messenger.submit(tasks, time.monotonic() + self.settings.batch_deadline_seconds)
         left = len(tasks)
+        recording = 0.0
         while left:
             done = self.messenger.collect(min(left, self.settings.record_every))
             outcomes = []
@@ -204,9 +211,12 @@ class Engine:
                 outcome, hold = self._after_send(task)
                 outcomes.append(outcome)
                 result[task.job.job_id] = hold
+            started = time.perf_counter()
             self.deliveries.record(outcomes)
+            recording += time.perf_counter() - started
             left -= len(done)
         self.messenger.collect(0, 0)  # forget the finished batch
+        return recording
 
     def unpark(self, flush: Callable[[], None]) -> int:
         """Put the parked jobs of campaigns no longer paused back on the jobs
