@@ -115,6 +115,17 @@ def message_id(job_id: str, sending_domain: str) -> str:
 TRANSIENT, PERMANENT, ACCEPTED = "transient", "permanent", "accepted"
 
 
+_ENHANCED_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def enhanced_status(reply: str) -> str | None:
+    """The RFC 3463 status of an SMTP reply ("5.1.1"), if it gives one: what
+    the event streams carry instead of the reply's free text, which a remote
+    server may fill with the recipient's address or name."""
+    match = _ENHANCED_STATUS.search(reply or "")
+    return match.group(1) if match else None
+
+
 def classify(code: int | None) -> str:
     """No code (connection lost, timeout) and 4xx are transient; 5xx permanent."""
     if code is None or 400 <= code < 500:

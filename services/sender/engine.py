@@ -25,7 +25,8 @@ from typing import Callable, Protocol
 from services.sender import metrics, smtp
 from services.sender.compose import Composer
 from services.sender.domain import (ACCEPTED, CANCELLED, DEFERRED, FAILED, PAUSED, PERMANENT,
-                                    RELEASED, SENT, SKIPPED, Campaign, Job, RetryPolicy)
+                                    RELEASED, SENT, SKIPPED, Campaign, Job, RetryPolicy,
+                                    enhanced_status)
 from services.sender.throttle import RateLimiter
 from shared import topics
 from shared.events import new_event
@@ -256,17 +257,20 @@ class Engine:
 
     def _after_send(self, task: smtp.SendTask) -> tuple[tuple[str, str, dict], Hold | None]:
         job, out = task.job, task.outgoing
-        detail = {"smtp_code": task.code, "smtp_reply": mask_emails(task.reply)[:450]}
+        # The reply's text stays in the sender's own record: a remote server
+        # may put the recipient's name in it, which no event stream may carry.
+        detail = {"smtp_code": task.code, "smtp_status": enhanced_status(task.reply)}
+        reply = {"smtp_reply": mask_emails(task.reply)[:450]}
         if out is not None:
             detail.update(message_id=out.message_id, size_bytes=len(out.message))
         if task.outcome == ACCEPTED:
-            return self._settle(job, SENT, "delivery.sent", detail), DONE
+            return self._settle(job, SENT, "delivery.sent", detail, reply), DONE
         if task.outcome == PERMANENT:
             return self._settle(job, FAILED, "delivery.failed",
-                                {**detail, "reason": "rejected by the relay"}), DONE
-        if task.outcome == smtp.COMPOSE_FAILED:
-            return self._settle(job, FAILED, "delivery.failed",
-                                {"reason": f"cannot compose: {task.reply}"[:300]}), DONE
+                                {**detail, "reason": "rejected by the relay"}, reply), DONE
+        if task.outcome == smtp.COMPOSE_FAILED:  # the error may quote the merge data
+            return self._settle(job, FAILED, "delivery.failed", {"reason": "cannot compose"},
+                                {"compose_error": mask_emails(task.reply)[:300]}), DONE
         if task.outcome == smtp.RELEASED:
             return (job.job_id, RELEASED, {}), Hold(self.clock(), "released")
         # transient: try again later, or give up after the last attempt
@@ -275,12 +279,15 @@ class Engine:
                 "job": job.data, "reason": f"{job.attempt + 1} attempts: {task.reply}"[:1000]}),
                 key=job.job_id)
             return self._settle(job, FAILED, "delivery.failed",
-                                {**detail, "reason": "retries exhausted"}), DONE
+                                {**detail, "reason": "retries exhausted"}, reply), DONE
         retry_at = self.retry.not_before(job.attempt, datetime.now(timezone.utc))
         self._reschedule(job, retry_at.timestamp(), attempt=job.attempt + 1)
-        return self._settle(job, DEFERRED, "delivery.deferred", detail), DONE
+        return self._settle(job, DEFERRED, "delivery.deferred", detail, reply), DONE
 
-    def _settle(self, job: Job, state: str, event_type: str, fields: dict):
+    def _settle(self, job: Job, state: str, event_type: str, fields: dict,
+                kept: dict | None = None):
+        """Announce the outcome (fields: the event's data) and return its
+        record; `kept` goes into the record only, never onto the stream."""
         data = {"job_id": job.job_id, "campaign_id": job.campaign_id,
                 "contact_id": job.contact_id, "attempt": job.attempt,
                 "recipient_domain": job.recipient_domain[:255], "test": job.test,
@@ -290,7 +297,8 @@ class Engine:
         metrics.OUTCOMES.labels(event_type.split(".", 1)[1]).inc()
         return job.job_id, state, {"event": {"type": event_type, "data": data},
                                    "account_id": job.account_id,
-                                   "campaign_id": job.campaign_id, "attempt": job.attempt}
+                                   "campaign_id": job.campaign_id, "attempt": job.attempt,
+                                   **(kept or {})}
 
     def _reschedule(self, job: Job, at: float, attempt: int | None = None) -> None:
         data = {**job.data, "attempt": job.attempt if attempt is None else attempt,

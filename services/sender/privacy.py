@@ -100,7 +100,7 @@ def collect(db, account_id: str, contact_id: str) -> list[dict]:
                     "at": record["updated_at"].isoformat() if record.get("updated_at") else None,
                     "attempt": record.get("attempt"), "message_id": data.get("message_id"),
                     "recipient_domain": data.get("recipient_domain"),
-                    "smtp_reply": data.get("smtp_reply")})
+                    "smtp_reply": record.get("smtp_reply")})
     return out
 
 
@@ -114,5 +114,5 @@ def erase(db, account_id: str, contact_id: str) -> int:
     return db.deliveries.update_many(
         {"account_id": account_id, "event.data.contact_id": contact_id},
         {"$set": {"event.data.contact_id": pseudonym()},
-         "$unset": {"event.data.recipient_domain": "", "event.data.smtp_reply": ""}}
+         "$unset": {"event.data.recipient_domain": "", "smtp_reply": "", "compose_error": ""}}
     ).modified_count

@@ -21,7 +21,8 @@ def _record(job_id, contact_id):
             "event": {"type": "delivery.sent", "data": {
                 "job_id": job_id, "campaign_id": "camp", "contact_id": contact_id,
                 "attempt": 0, "recipient_domain": "example.com", "message_id": f"<{job_id}@x>",
-                "smtp_reply": "250 ok queued as ***"}}}
+                "smtp_code": 250, "smtp_status": "2.0.0"}},
+            "smtp_reply": "250 2.0.0 ok queued as ***"}
 
 
 def _job(job_id, contact_id):

@@ -78,3 +78,12 @@ def test_hourly_quota_reschedules_the_rest_for_the_next_hour():
 
 def test_no_limits_grant_everything():
     assert RateLimiter(MemoryCounter(), FakeClock()).grant("c", 500, Limits()).granted == 500
+
+
+def test_the_enhanced_status_is_read_from_a_reply():
+    from services.sender.domain import enhanced_status
+    assert enhanced_status("550 5.1.1 <jane@example.com>: Recipient address rejected") == "5.1.1"
+    assert enhanced_status("452-4.2.2 The email account that you tried to reach is over quota") \
+        == "4.2.2"
+    assert enhanced_status("250 OK queued as 12345") is None
+    assert enhanced_status("") is None
