@@ -28,8 +28,8 @@ from shared.topics import TopicSpec
 REPO = Path(__file__).resolve().parents[3]
 PYTHON = sys.executable
 TOPIC_NAMES = [topics.SEND_JOBS, topics.SEND_RETRY, topics.SEND_DLQ, topics.DELIVERY_EVENTS,
-               topics.CAMPAIGNS_EVENTS, topics.CONTACTS_EVENTS, topics.PRIVACY_REQUESTS,
-               topics.PRIVACY_ACKS]
+               topics.CAMPAIGNS_EVENTS, topics.CONTACTS_EVENTS, topics.TRACKING_EVENTS,
+               topics.PRIVACY_REQUESTS, topics.PRIVACY_ACKS]
 
 
 def free_port() -> int:
@@ -203,10 +203,14 @@ class Senders:
     # -- reading ------------------------------------------------------------
     def campaign_status(self, campaign_id: str) -> str | None:
         """What the senders' campaigns consumer has recorded."""
-        from shared import mongo
-        doc = mongo.database(self.env["SANDESH_MONGO_URI"], self.db_name)["campaigns"].find_one(
-            {"_id": campaign_id})
+        doc = self.recorded("campaigns", campaign_id)
         return doc.get("status") if doc else None
+
+    def recorded(self, collection: str, doc_id: str) -> dict | None:
+        """A document of the senders' own database (what their consumers recorded)."""
+        from shared import mongo
+        return mongo.database(self.env["SANDESH_MONGO_URI"], self.db_name)[collection].find_one(
+            {"_id": doc_id})
 
     def events(self, topic: str = topics.DELIVERY_EVENTS, idle: float = 2.0) -> list:
         source = KafkaSource([self.prefix + topic], f"reader-{hexid()}", self.bootstrap,
