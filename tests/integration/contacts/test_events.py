@@ -7,8 +7,10 @@ from kafka import KafkaConsumer, TopicPartition
 
 from services.contacts import domain, handlers
 from services.contacts.store import ContactsStore, contact_document, ensure_contacts_indexes
+from shared import asyncapi
 from shared.config import Config
 from shared.events import new_event
+from shared.events.registry import known_types, schema_for
 from shared.kafka import ConsumerLoop
 from shared.kafka.kafka_impl import KafkaSink, KafkaSource
 from shared.kafka.producer import EventProducer
@@ -149,3 +151,19 @@ def test_changes_go_out_on_contacts_events_without_personal_data(settings, kafka
     assert "private" not in text and "@" not in text
     updated = [e for e in events if e["type"] == "contact.updated"][0]
     assert updated["data"]["fields"] == ["name"]
+    # the one exception: the suppression list's keyed hash, for the sender's
+    # send-time check of the address in every account the entry covers
+    [suppressed] = [e for e in events if e["type"] == "contact.suppressed"]
+    assert suppressed["data"] == {"contact_id": contact["id"], "scope": "account",
+                                  "reason": "manual",
+                                  "email_hash": domain.address("private.person@example.com",
+                                                               SALT).hash}
+
+
+def test_the_address_hash_never_travels_on_the_analytics_streams():
+    for event_type in known_types():
+        schema = schema_for(event_type)
+        if set(asyncapi.topics_of(event_type)) & set(asyncapi.ANALYTICS_TOPICS):
+            assert "email_hash" not in schema.get("properties", {}), event_type
+            assert schema.get("additionalProperties") is False, event_type
+    assert "email_hash" in schema_for("contact.suppressed")["properties"]
