@@ -67,7 +67,7 @@ def decode(raw: bytes | None) -> Event:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidEvent(f"not JSON: {exc}") from exc
-    validate(body)
+    validate(body, tolerant=True)
     return Event(type=body["type"], source=body["source"], subject=body["subject"],
                  account_id=body["accountid"], data=body["data"], id=body["id"],
                  time=body["time"], trace_id=body.get("traceid", ""))

@@ -36,18 +36,32 @@ def _schema(name: str) -> dict[str, Any]:
         else schema_for(name)
 
 
-@lru_cache(maxsize=None)
-def _validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(_schema(name))
+def _open(schema: Any) -> Any:
+    """The schema without `additionalProperties: false`, at every level."""
+    if isinstance(schema, dict):
+        return {k: _open(v) for k, v in schema.items()
+                if not (k == "additionalProperties" and v is False)}
+    if isinstance(schema, list):
+        return [_open(v) for v in schema]
+    return schema
+
+
+def _variant(name: str, tolerant: bool) -> dict[str, Any]:
+    return _open(_schema(name)) if tolerant else _schema(name)
 
 
 @lru_cache(maxsize=None)
-def _compiled(name: str):
+def _validator(name: str, tolerant: bool) -> Draft202012Validator:
+    return Draft202012Validator(_variant(name, tolerant))
+
+
+@lru_cache(maxsize=None)
+def _compiled(name: str, tolerant: bool):
     # Every message is validated on produce and on consume: fastjsonschema
     # compiles each schema to Python once and checks a message in ~4 us,
     # where jsonschema's interpreter takes ~90 us. jsonschema is kept for the
     # (rare) failure, because its message names the path.
-    return fastjsonschema.compile(_schema(name))
+    return fastjsonschema.compile(_variant(name, tolerant))
 
 
 def _first_error(validator: Draft202012Validator, instance: Any) -> str | None:
@@ -58,17 +72,23 @@ def _first_error(validator: Draft202012Validator, instance: Any) -> str | None:
     return f"{where}: {error.message}"
 
 
-def _check(name: str, instance: Any, what: str) -> None:
+def _check(name: str, instance: Any, what: str, tolerant: bool) -> None:
     try:
-        _compiled(name)(instance)
+        _compiled(name, tolerant)(instance)
     except fastjsonschema.JsonSchemaException as exc:
-        problem = _first_error(_validator(name), instance) or exc.message
+        problem = _first_error(_validator(name, tolerant), instance) or exc.message
         raise InvalidEvent(f"{what} {problem}") from None
 
 
-def validate(body: dict[str, Any]) -> None:
-    """Raise InvalidEvent unless `body` is a valid envelope of a known type."""
+def validate(body: dict[str, Any], tolerant: bool = False) -> None:
+    """Raise InvalidEvent unless `body` is a valid envelope of a known type.
+
+    Producers are strict: a field the schema does not name is refused.
+    Consumers are `tolerant` of fields they do not know (everything else is
+    checked as strictly): a producer deployed with a new optional field
+    before its consumers must not send their whole stream to the dead
+    letters."""
     if not isinstance(body, dict):
         raise InvalidEvent("envelope (root): not an object")
-    _check(ENVELOPE_FILE, body, "envelope")
-    _check(body["type"], body["data"], f"{body['type']} data")
+    _check(ENVELOPE_FILE, body, "envelope", tolerant)
+    _check(body["type"], body["data"], f"{body['type']} data", tolerant)

@@ -24,6 +24,28 @@ def test_invalid_data_is_refused_on_produce():
         encode(event)
 
 
+def test_a_consumer_ignores_a_field_a_newer_producer_added_but_checks_the_rest():
+    """A producer deployed with a new optional field before its consumers:
+    they read the event (the field unknown to them ignored) instead of
+    dead-lettering the whole stream. What they know is still checked."""
+    body = json.loads(encode(new_event("delivery.sent", source="/t", subject="j1",
+                                       account_id="a", data={"job_id": "j1", "campaign_id": "c",
+                                                             "contact_id": "k", "attempt": 0})))
+    body["data"]["added_later"] = {"anything": True}
+    body["extension_attribute"] = "x"
+    event = decode(json.dumps(body).encode())
+    assert event.data["job_id"] == "j1"
+    with pytest.raises(InvalidEvent, match="Additional properties"):
+        encode(event)  # producers stay strict
+    body["data"]["attempt"] = "zero"
+    with pytest.raises(InvalidEvent, match="attempt"):
+        decode(json.dumps(body).encode())
+    del body["data"]["job_id"]
+    body["data"]["attempt"] = 0
+    with pytest.raises(InvalidEvent, match="job_id"):
+        decode(json.dumps(body).encode())
+
+
 def test_unknown_type_is_refused():
     event = new_event("no.such_type", source="/t", subject="s", account_id="a", data={})
     with pytest.raises(InvalidEvent, match="unknown event type"):
