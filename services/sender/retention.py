@@ -31,6 +31,7 @@ def purge(db: Database, older_than: timedelta, now: datetime | None = None) -> i
     cutoff = (now or datetime.now(timezone.utc)) - older_than
     # A claim that old belongs to a job long finished (or its copies expired).
     db.claims.delete_many({"claimed_at": {"$lt": cutoff}})
+    db.takeovers.delete_many({"taken_at": {"$lt": cutoff}})
     return db.deliveries.delete_many({"state": {"$in": list(FINAL)},
                                       "updated_at": {"$lt": cutoff}}).deleted_count
 

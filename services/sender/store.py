@@ -8,7 +8,8 @@
 - `blocked_addresses`: salted address hashes suppressed for an account or
   platform-wide (contact.suppressed), checked against each job's address.
 - `claims` and `deliveries`: who sends a job, then its final outcome
-  (_id = job id). A job recorded sent is never sent again.
+  (_id = job id). A job recorded sent is never sent again. `takeovers`:
+  one marker per expired claim taken over, so only one sender takes it.
 - `rate_windows`: per-campaign blocks of the rate limits' windows (see MongoWindowCounter).
 
 Only single-document atomic operations and unique _ids (FerretDB has no
@@ -20,7 +21,6 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.operations import IndexModel
@@ -209,6 +209,7 @@ class DeliveryStore:
 
     def __init__(self, db: Database, owner: str, lease_seconds: float):
         self.claims = db["claims"]
+        self.takeovers = db["takeovers"]
         self.col = db["deliveries"]
         self.owner = owner
         self.lease_seconds = lease_seconds
@@ -254,13 +255,22 @@ class DeliveryStore:
 
     def _take_over(self, job: Job, doc: dict, now: datetime) -> bool:
         """Claim a job whose sender died mid-send (its lease ran out): the
-        message may have gone out, and goes again with the same Message-ID."""
-        taken = self.claims.find_one_and_update(
-            {"_id": job.job_id, "owner": doc["owner"], "claimed_at": doc["claimed_at"]},
-            {"$set": {"owner": self.owner, "claimed_at": now, "attempt": job.attempt,
-                      "previous_owner": doc["owner"]}},
-            return_document=ReturnDocument.AFTER)
-        return taken is not None
+        message may have gone out, and goes again with the same Message-ID.
+
+        Two senders may find the same expired claim. A conditional update is
+        no compare-and-set on FerretDB 1.24 (it reads, then writes the whole
+        document), so the one that takes it over is the one whose insert of a
+        marker named after that claim (job, owner, time) goes through."""
+        marker = f"{job.job_id}:{doc['owner']}:{doc['claimed_at'].timestamp():.6f}"
+        try:
+            self.takeovers.insert_one({"_id": marker, "job_id": job.job_id, "owner": self.owner,
+                                       "taken_at": now})
+        except DuplicateKeyError:
+            return False  # another sender took it over
+        self.claims.update_one({"_id": job.job_id},
+                               {"$set": {"owner": self.owner, "claimed_at": now,
+                                         "attempt": job.attempt, "previous_owner": doc["owner"]}})
+        return True
 
     def record(self, outcomes: list[tuple[str, str, dict]]) -> None:
         """(job id, state, fields) for jobs this sender claimed: a final

@@ -1,0 +1,48 @@
+"""Claims against the real FerretDB: a job is claimed once, a finished job is
+found finished, and the expired claim of a sender that died is taken over by
+exactly one of the senders that find it at the same time."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+from services.sender.domain import Job
+from services.sender.store import DeliveryStore
+
+
+def job(job_id: str) -> Job:
+    return Job.from_event("acct", {"job_id": job_id, "campaign_id": "camp", "contact_id": "k",
+                                   "attempt": 0, "recipient": {"email": "r@example.com"}})
+
+
+def test_a_job_is_claimed_once_and_a_finished_one_is_announced_again(mongo_db):
+    first, second = DeliveryStore(mongo_db, "s1", 60), DeliveryStore(mongo_db, "s2", 60)
+    claimed, finished, held = first.claim([job("j1"), job("j2")])
+    assert [j.job_id for j in claimed] == ["j1", "j2"] and not finished and not held
+    first.record([("j1", "sent", {"event": {"type": "delivery.sent", "data": {}}})])
+    claimed, finished, held = second.claim([job("j1"), job("j2")])
+    assert claimed == [] and list(finished) == ["j1"] and [j.job_id for j in held] == ["j2"]
+
+
+def test_an_expired_claim_is_taken_over_by_exactly_one_sender(mongo_db):
+    long_ago = datetime.now(timezone.utc) - timedelta(minutes=10)
+    mongo_db["claims"].insert_many([{"_id": f"j{i}", "owner": "dead-sender", "claimed_at": long_ago,
+                                     "attempt": 0, "campaign_id": "camp"} for i in range(20)])
+    stores = [DeliveryStore(mongo_db, f"s{n}", 60) for n in range(4)]
+    won: dict[str, list[str]] = {s.owner: [] for s in stores}
+    barrier = threading.Barrier(len(stores))
+
+    def contend(store):
+        barrier.wait()
+        claimed, _, _ = store.claim([job(f"j{i}") for i in range(20)])
+        won[store.owner] = [j.job_id for j in claimed]
+
+    threads = [threading.Thread(target=contend, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [job_id for jobs in won.values() for job_id in jobs]
+    assert sorted(winners) == sorted(f"j{i}" for i in range(20))  # each job once, none lost
+    owners = {d["_id"]: d["owner"] for d in mongo_db["claims"].find()}
+    assert all(owners[job_id] == owner for owner, jobs in won.items() for job_id in jobs)
