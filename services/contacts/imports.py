@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.operations import InsertOne, UpdateOne
 
 from services.contacts import csvread, domain, events
@@ -39,6 +39,7 @@ from shared.pii import InvalidEmail
 
 log = logging.getLogger(__name__)
 
+CLAIM_CANDIDATES = 8
 COUNTERS = ("read", "created", "updated", "skipped_duplicate", "skipped_suppressed", "rejected")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 DUPLICATE_KEY = 11000
@@ -74,13 +75,26 @@ def new_import(account_id: str, list_id: str, import_id: str, path: str, size: i
 # -- the job queue -----------------------------------------------------------
 def claim(store: ContactsStore, owner: str, lease_seconds: int, now: datetime) -> dict | None:
     """Take the oldest import that is pending, or running with an expired
-    lease (its worker died). One atomic update: two workers never both win."""
-    return store.imports.find_one_and_update(
+    lease (its worker died). Two workers never both win: the one that takes
+    it is the one whose insert of a marker for this attempt goes through (a
+    conditional update is no compare-and-set on FerretDB 1.24, which reads
+    then writes the whole document)."""
+    candidates = store.imports.find(
         {"status": {"$in": ["pending", "running"]}, "lease_until": {"$lt": now}},
-        {"$set": {"status": "running", "lease_owner": owner,
-                  "lease_until": now + timedelta(seconds=lease_seconds)},
-         "$inc": {"attempts": 1}},
-        sort=[("_id", ASCENDING)], return_document=ReturnDocument.AFTER)
+        {"attempts": 1}).sort("_id", ASCENDING).limit(CLAIM_CANDIDATES)
+    for candidate in list(candidates):
+        try:
+            store.import_claims.insert_one({"_id": f"{candidate['_id']}:{candidate['attempts']}",
+                                            "owner": owner, "at": now})
+        except DuplicateKeyError:
+            continue  # another worker took this attempt
+        return store.imports.find_one_and_update(
+            {"_id": candidate["_id"]},
+            {"$set": {"status": "running", "lease_owner": owner,
+                      "lease_until": now + timedelta(seconds=lease_seconds)},
+             "$inc": {"attempts": 1}},
+            return_document=ReturnDocument.AFTER)
+    return None
 
 
 def worker_name() -> str:

@@ -92,6 +92,7 @@ class ContactsStore:
         self.consent = db["consent"]
         self.segments = db["segments"]
         self.imports = db["imports"]
+        self.import_claims = db["import_claims"]  # one marker per (import, attempt)
 
     # -- generic paging ----------------------------------------------------
     @staticmethod

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from services.contacts import handlers, imports, usecases
+from services.contacts import domain, handlers, imports, usecases
 from services.contacts.store import PLATFORM, ContactsStore
 from shared.events import new_event
 from tests.integration.contacts.conftest import SALT, published
@@ -255,3 +255,34 @@ def test_an_import_never_resubscribes_the_opted_out_and_logs_its_consent(client,
     for opted_out in (left, bounced):
         log = client.get(f"{V1}/contacts/{opted_out['id']}/consent").get_json()["items"]
         assert all(e.get("import_id") != job["id"] for e in log)
+
+
+def test_workers_claiming_at_the_same_time_take_each_import_once(mongo_db):
+    """Four workers poll the import queue at once on the real FerretDB: each
+    pending import is taken by exactly one of them."""
+    import threading
+
+    store = ContactsStore(mongo_db)
+    now = domain.now()
+    ids = [domain.ordered_id() for _ in range(6)]
+    store.imports.insert_many([imports.new_import("acct", "list", i, "/nowhere", 1, {"mode": "add"},
+                                                  "test", now) for i in ids])
+    taken: dict[str, list[str]] = {}
+    barrier = threading.Barrier(4)
+
+    def worker(name):
+        barrier.wait()
+        mine = []
+        while (job := imports.claim(store, name, 600, domain.now())) is not None:
+            mine.append(job["_id"])
+        taken[name] = mine
+
+    threads = [threading.Thread(target=worker, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    claimed = [i for mine in taken.values() for i in mine]
+    assert sorted(claimed) == sorted(ids)
+    owners = {d["_id"]: (d["lease_owner"], d["attempts"]) for d in store.imports.find()}
+    assert all(owners[i] == (name, 1) for name, mine in taken.items() for i in mine)
