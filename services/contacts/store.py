@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import CursorNotFound, DuplicateKeyError
 from pymongo.operations import IndexModel
 
 from services.contacts import domain
@@ -342,29 +342,43 @@ class ContactsStore:
         not on the account's or the platform's suppression list. Addresses
         are unique per account, so the audience is deduplicated by address.
 
-        Each batch is one query seeking on the (account_id,
-        subscribed_list_ids, _id) / (account_id, _id) indexes (no cursor
-        held between batches), and its hashes are re-checked against the
+        One query, its cursor read `batch_size` at a time (no second query
+        per batch: FerretDB 1.24 answers every query but an `_id` equality
+        by reading the whole collection, so one query per batch made a
+        fan-out cost batches x collection size; on MongoDB the query seeks
+        on the (account_id, subscribed_list_ids, _id) / (account_id, _id)
+        indexes). A cursor lost on the way (held too long while the caller
+        was producing) is replaced by a new query after the last batch
+        handed out. Each batch's hashes are re-checked against the
         suppression collection, so an address suppressed a moment ago is
-        left out even if its contact's flag is not yet set. A batch may hold
-        fewer than `batch_size` contacts (suppressed ones removed); the
-        stream ends when the query returns nothing more.
+        left out even if its contact's flag is not yet set; a batch may hold
+        fewer than `batch_size` contacts (suppressed ones removed).
         """
         query = self.audience_filter(account_id, list_ids, segment_filter)
         after = after_contact_id
         while True:
             q = {**query, "_id": {"$gt": after}} if after else query
-            batch = list(self.contacts.find(q).sort("_id", ASCENDING).limit(batch_size))
-            if not batch:
-                return
-            after = batch[-1]["_id"]
-            suppressed = {e["email_hash"] for e in
-                          self.suppression_entries(account_id, {c["email_hash"] for c in batch})}
-            kept = [c for c in batch if c["email_hash"] not in suppressed]
-            if kept:
-                yield kept
-            if len(batch) < batch_size:
-                return
+            cursor = self.contacts.find(q).sort("_id", ASCENDING).batch_size(batch_size)
+            batch: list[dict] = []
+            try:
+                for contact in cursor:
+                    batch.append(contact)
+                    if len(batch) == batch_size:
+                        after = batch[-1]["_id"]
+                        yield self._not_suppressed(account_id, batch)
+                        batch = []
+            except CursorNotFound:
+                continue  # from the last batch handed out; the partial one comes again
+            finally:
+                cursor.close()
+            if batch:
+                yield self._not_suppressed(account_id, batch)
+            return
+
+    def _not_suppressed(self, account_id: str, batch: list[dict]) -> list[dict]:
+        suppressed = {e["email_hash"] for e in
+                      self.suppression_entries(account_id, {c["email_hash"] for c in batch})}
+        return [c for c in batch if c["email_hash"] not in suppressed]
 
     # -- usage -------------------------------------------------------------
     def usage(self, account_id: str) -> dict[str, int]:
