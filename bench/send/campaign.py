@@ -1,0 +1,85 @@
+"""Send benchmark through the whole running stack: from the campaigns API's
+`send` to the last message accepted by the stack's SMTP sink, with the
+stack's own sender processes (SANDESH_SENDERS, 4 SMTP connections each),
+its contacts fan-out, Kafka and FerretDB. In the same run, the ceiling: the
+same number of pre-built messages pushed into the same sink over as many
+SMTP connections as the senders have together.
+
+    .venv/bin/python -m bench.send.campaign                      # 20,000 recipients
+    SANDESH_SENDERS=2 make run && .venv/bin/python -m bench.send.campaign
+
+run.py measures the senders alone (their own topics, jobs published by the
+benchmark); this one adds what a user waits for between `send` and the
+senders: the launch, the audience streamed from the database and one job
+per recipient produced by contacts. Run it on a quiet stack: the count of
+new files in the sink's Maildir is the clock's stop.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from bench.send.run import HTML, ceiling, count_files, prebuilt_messages  # noqa: E402
+from devstack.env import load_stack_env  # noqa: E402
+from services.campaigns.cli import Api  # noqa: E402
+from services.campaigns.demo import create_account, import_list, sending_domain  # noqa: E402
+
+CONNECTIONS_PER_SENDER = 4
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipients", type=int, default=20_000)
+    parser.add_argument("--timeout", type=float, default=1800)
+    args = parser.parse_args()
+    env = load_stack_env()
+    senders = int(env.get("SANDESH_SENDERS", "1"))
+    new_dir = Path(env["SANDESH_MAILDIR"]) / "new"
+    marker = uuid.uuid4().hex[:8]
+    deadline = time.monotonic() + args.timeout
+
+    _, key = create_account(env["SANDESH_GATEWAY_URL"])
+    api = Api(env["SANDESH_GATEWAY_URL"], key)
+    print(f"importing {args.recipients:,} contacts through the API...", flush=True)
+    list_id = import_list(api, args.recipients, marker, deadline)
+    template = api.call("POST", "/templates", {"name": "Bench", "subject": "News for {{ name }}",
+                                               "preheader": "This week", "html": HTML})
+    campaign = api.call("POST", "/campaigns", {
+        "name": f"Bench {marker}", "template_id": template["id"],
+        "from_email": f"news@{sending_domain(env)}", "from_name": "Sandesh Bench",
+        "audience": {"list_ids": [list_id]}, "postal_address": "1 Bench Road",
+        "limits": {"per_domain_concurrency": 64}})
+    assert campaign.get("tracking", True), "tracking must be on"
+
+    before = count_files(new_dir)
+    started = time.perf_counter()
+    api.call("POST", f"/campaigns/{campaign['id']}/send")
+    while count_files(new_dir) < before + args.recipients:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out: {count_files(new_dir) - before} of "
+                             f"{args.recipients} messages arrived")
+        time.sleep(0.1)
+    elapsed = time.perf_counter() - started
+    rate = args.recipients / elapsed
+    connections = CONNECTIONS_PER_SENDER * senders
+    print(f"campaign through the stack ({senders} sender(s), {connections} SMTP connections): "
+          f"{args.recipients:,} messages in {elapsed:.1f} s = {rate:,.0f} msgs/s "
+          "(from the send call to the last message in the sink)", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="sandesh-bench-campaign-") as tmp:
+        messages = prebuilt_messages(args.recipients, Path(tmp) / "dkim",
+                                     env["SANDESH_TRACKING_KEYS"])
+    roof, _ = ceiling(int(env["SANDESH_SMTP_PORT"]), messages, connections)
+    print(f"ceiling (plain smtplib, {connections} connections, same sink): {roof:,.0f} msgs/s")
+    print(f"ratio to ceiling: {rate / roof:.2f} (target >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
