@@ -7,6 +7,7 @@ with the sender's records in a database of the test's own on the real
 FerretDB."""
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -233,3 +234,14 @@ def dump_logs(root: Path) -> str:
 
 def write_json(path: Path, value) -> None:
     path.write_text(json.dumps(value))
+
+
+def recipients(n: int, tag: str):
+    return [(hexid(), f"r{i}.{tag}@example.com", f"Récipient {i}") for i in range(n)]
+
+
+def by_recipient(sink: Sink) -> dict[str, list]:
+    out = collections.defaultdict(list)
+    for msg in sink.messages():
+        out[msg["X-Sink-Rcpt-To"]].append(msg)
+    return out

@@ -3,43 +3,13 @@ driven through Kafka: campaign.launched then send.job messages in, mail in
 the sink's Maildir and delivery events out."""
 from __future__ import annotations
 
-import collections
-
 import dkim as dkimpy
 import pytest
 
 from services.sender import dkim
-from tests.integration.sender.harness import Senders, Sink, dump_logs, hexid, wait_for
+from tests.integration.sender.harness import Senders, by_recipient, hexid, recipients, wait_for
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def sink(tmp_path):
-    sink = Sink(tmp_path)
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
-def senders(stack_env, tmp_path, sink, unique, mongo_uri):
-    group = Senders(stack_env, tmp_path, sink, unique)
-    yield group
-    group.terminate_all()
-    from shared import mongo
-    mongo.client(mongo_uri).drop_database(group.db_name)
-    print(dump_logs(tmp_path))
-
-
-def recipients(n: int, tag: str):
-    return [(hexid(), f"r{i}.{tag}@example.com", f"Récipient {i}") for i in range(n)]
-
-
-def by_recipient(sink: Sink) -> dict[str, list]:
-    out = collections.defaultdict(list)
-    for msg in sink.messages():
-        out[msg["X-Sink-Rcpt-To"]].append(msg)
-    return out
 
 
 def test_every_recipient_gets_one_signed_message_with_unsubscribe_headers(senders, sink, unique):

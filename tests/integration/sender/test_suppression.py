@@ -18,27 +18,9 @@ from shared.config import Config
 from shared.events import new_event
 from shared.kafka.kafka_impl import KafkaSink
 from shared.kafka.producer import EventProducer
-from tests.integration.sender.harness import Senders, Sink, dump_logs, hexid
-from tests.integration.sender.test_send_path import by_recipient, recipients
+from tests.integration.sender.harness import Senders, by_recipient, hexid, recipients
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def sink(tmp_path):
-    sink = Sink(tmp_path)
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
-def senders(stack_env, tmp_path, sink, unique, mongo_uri):
-    group = Senders(stack_env, tmp_path, sink, unique)
-    yield group
-    group.terminate_all()
-    from shared import mongo
-    mongo.client(mongo_uri).drop_database(group.db_name)
-    print(dump_logs(tmp_path))
 
 
 class PrefixedSink:
