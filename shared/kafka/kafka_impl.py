@@ -54,7 +54,11 @@ class _Listener(ConsumerRebalanceListener):
             self.source.on_revoke([(tp.topic, tp.partition) for tp in revoked])
 
     def on_partitions_assigned(self, assigned):
-        pass
+        # An eager rebalance first revokes every partition (the loop forgets
+        # its pauses) and then hands most of them back with their state,
+        # paused flag included: nobody would ever resume those.
+        for tp in assigned:
+            self.source.resume((tp.topic, tp.partition))
 
 
 class KafkaSource:
@@ -100,7 +104,24 @@ class KafkaSource:
         self._consumer.pause(TopicPartition(*tp))
 
     def resume(self, tp):
-        self._consumer.resume(TopicPartition(*tp))
+        partition = TopicPartition(*tp)
+        self._consumer.resume(partition)
+        self._drop_parked(partition)
+
+    def _drop_parked(self, partition):
+        """kafka-python 3.0.12 parks the records it had fetched for a partition
+        when it is paused, fetches nothing more for it while they are parked,
+        and hands them back after a resume only on a poll that finds no
+        other partition's records in line (`_next_partition_records is
+        None`): when the other partitions are drained that can be never, and
+        the partition is not read again. Dropping them is safe: the next
+        fetch starts at the partition's position, where they began (or
+        where the loop seeked it back to)."""
+        fetcher = self._consumer._fetcher
+        parked = getattr(fetcher, "_paused_partition_records", {}).pop(partition, None)
+        if parked is not None:
+            parked.drain()
+        getattr(fetcher, "_paused_completed_fetches", {}).pop(partition, None)
 
     def assignment(self):
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
