@@ -178,16 +178,22 @@ class SendLoop:
         now = self.clock()
         for tp, until in list(self._paused_until.items()):
             if until <= now:
-                del self._paused_until[tp]
-                try:
-                    self.source.resume(tp)
-                except Exception:  # no longer ours after a rebalance
-                    pass
+                self._release(tp)
+
+    def _release(self, tp: TopicPartition) -> None:
+        del self._paused_until[tp]
+        try:
+            self.source.resume(tp)
+        except Exception:  # no longer ours after a rebalance
+            pass
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         # Every batch commits before the next poll: nothing to commit here.
+        # A hold is not forgotten without being lifted: kafka-python hands a
+        # partition back after a rebalance still paused.
         for tp in partitions:
-            self._paused_until.pop(tp, None)
+            if tp in self._paused_until:
+                self._release(tp)
 
 
 def _first_offsets(records: list[Record]) -> dict[TopicPartition, int]:

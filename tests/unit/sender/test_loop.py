@@ -1,5 +1,6 @@
 """The send loop over the in-memory broker: commit after the work, dead
-letters, not-due jobs hold their partition, a failing batch is retried."""
+letters, not-due jobs hold their partition, a failing batch is retried, a
+hold does not outlive a rebalance."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -105,3 +106,33 @@ def test_a_held_job_holds_the_rest_of_its_partition():
     clock[0] = 1006
     loop.run_once()
     assert engine.seen[-2:] == ["j2", "j3"]
+
+
+def test_a_partition_held_when_a_rebalance_revokes_it_is_read_again_when_handed_back():
+    """An eager rebalance revokes every partition, then hands most back as
+    they were: kafka-python keeps their paused flag, as the in-memory source
+    does. The loop forgets its holds at the revoke; it must lift them too,
+    or nobody ever resumes the partition (a campaign stopped at 1,007 of
+    1,500 jobs)."""
+    clock = [1000.0]
+
+    class RateLimitedEngine(FakeEngine):
+        def handle(self, sequences):
+            jobs = [j for seq in sequences for j in seq]
+            first_batch = not self.seen
+            self.seen.extend(j.job_id for j in jobs)
+            if first_batch:  # j2 waits for the next second; j3 behind it
+                return {"j1": DONE, "j2": Hold(1001.0, "rate limit")}
+            return {j.job_id: DONE for j in jobs}
+
+    engine = RateLimitedEngine()
+    broker, loop = make(engine, lambda: clock[0])
+    for n in (1, 2, 3):
+        broker.append("send.jobs", f"j{n}".encode(), job_event(n))
+    loop.run_once()
+    assert broker.committed["g"][("send.jobs", 0)] == 1
+    loop.source.on_revoke([("send.jobs", 0)])  # the rebalance; the partition comes back
+    clock[0] = 1002.0
+    loop.run_once()
+    assert engine.seen == ["j1", "j2", "j3", "j2", "j3"]
+    assert broker.committed["g"][("send.jobs", 0)] == 3
