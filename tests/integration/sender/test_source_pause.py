@@ -6,19 +6,20 @@ from __future__ import annotations
 import time
 
 import pytest
+from kafka import KafkaProducer
 
-from shared.kafka.kafka_impl import KafkaSink, KafkaSource
+from shared.kafka.kafka_impl import KafkaSource
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def produce(bootstrap: str, topic: str, partition: int, count: int) -> None:
-    sink = KafkaSink(bootstrap, "test-producer")
+    """count records on one partition, chosen rather than hashed from a key."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     for n in range(count):
-        # the partition is chosen, not hashed from a key, so the test knows where data is
-        sink._producer.send(topic, key=b"k", value=str(n).encode(), partition=partition)
-    sink.flush()
-    sink.close()
+        producer.send(topic, value=str(n).encode(), partition=partition)
+    producer.flush()
+    producer.close()
 
 
 def poll_until(sources, done, what: str, max_records: int = 500, timeout: float = 60):
