@@ -29,7 +29,8 @@ class MessageSink(Protocol):
 
 class MessageSource(Protocol):
     # Called with the partitions being taken away, before they go, so the
-    # loop can commit what it finished.
+    # loop can commit what it finished. A partition assigned (again) after
+    # a rebalance comes unpaused: pauses do not outlive the revoke.
     on_revoke: Callable[[list[TopicPartition]], None] | None
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]: ...
