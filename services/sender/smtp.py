@@ -111,6 +111,11 @@ class SmtpMessenger:
         """Compose and send these tasks (the previous batch must be collected).
         Tasks not started by `deadline` (time.monotonic) are RELEASED."""
         with self._cond:
+            if self._closing:  # the connections are gone or going: start nothing
+                for task in tasks:
+                    task.outcome = RELEASED
+                self._batch = _Batch(tasks, deadline, finished=list(tasks))
+                return
             self._batch = _Batch(tasks, deadline, remaining=len(tasks),
                                  pending=list(range(len(tasks))))
             self._cond.notify_all()

@@ -114,3 +114,19 @@ def test_relays_share_connections_by_weight():
     spread = smtp.spread(relays, 8)
     assert sum(r.host == "a" for r in spread) == 6 and sum(r.host == "b" for r in spread) == 2
     assert smtp.parse_relays("", "127.0.0.1", 2525) == [smtp.Relay("127.0.0.1", 2525, 1)]
+
+
+def test_a_batch_submitted_after_shutdown_began_comes_back_released_at_once(server):
+    """SIGTERM between two batches: the connections have gone, and the batch
+    the loop had already polled must come back RELEASED (not attempted, goes
+    again) instead of waiting for ever for a connection to take it."""
+    handler, port = server
+    messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", port)], connections=2)
+    messenger.release()
+    for thread in messenger._threads:
+        thread.join(5)
+    tasks = [task(i, f"r{i}@x.test", 8) for i in range(3)]
+    messenger.submit(tasks, time.monotonic() + 60)
+    done = messenger.collect(3, timeout=5)
+    assert [t.outcome for t in done] == [smtp.RELEASED] * 3
+    assert messenger.collect(0, 0) == [] and handler.received == 0
