@@ -79,6 +79,9 @@ def main() -> None:
     roof, _ = ceiling(int(env["SANDESH_SMTP_PORT"]), messages, connections)
     print(f"ceiling (plain smtplib, {connections} connections, same sink): {roof:,.0f} msgs/s")
     print(f"ratio to ceiling: {rate / roof:.2f} (target >= 0.5)")
+    # The benchmark's account and its contacts go, so the stack does not grow
+    # with every run (FerretDB reads whole collections for most queries).
+    api.call("DELETE", "/account")
 
 
 if __name__ == "__main__":
