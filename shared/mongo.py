@@ -13,6 +13,7 @@ import threading
 import time
 
 from pymongo import MongoClient
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 from pymongo.operations import IndexModel
@@ -65,3 +66,24 @@ def ensure_indexes(db: Database, indexes: dict[str, list[IndexModel]],
 
 def ping(uri: str) -> None:
     client(uri).admin.command("ping")
+
+
+# FerretDB 1.24 deletes the documents a filter matched with one SQL statement
+# naming each of them, and fails past SQLite's ~32,766 variables ("too many
+# SQL variables"): an account or a retention round with more documents than
+# that could never be deleted.
+DELETE_CHUNK = 10_000
+
+
+def delete_all(collection: Collection, query: dict, chunk: int = DELETE_CHUNK) -> int:
+    """delete_many that works however many documents match: their ids are
+    read with one cursor and deleted `chunk` at a time. Returns how many."""
+    deleted, ids = 0, []
+    for doc in collection.find(query, {"_id": 1}).batch_size(chunk):
+        ids.append(doc["_id"])
+        if len(ids) == chunk:
+            deleted += collection.delete_many({"_id": {"$in": ids}}).deleted_count
+            ids = []
+    if ids:
+        deleted += collection.delete_many({"_id": {"$in": ids}}).deleted_count
+    return deleted

@@ -8,6 +8,7 @@ progress counters and counted job outcomes are deleted.
 """
 from __future__ import annotations
 
+from shared.mongo import delete_all
 from shared.privacy_answers import answer
 
 SERVICE = "campaigns"
@@ -18,12 +19,12 @@ def erase_account(db, account_id: str) -> int:
     campaigns went."""
     campaign_ids = [c["_id"] for c in db["campaigns"].find({"account_id": account_id}, {"_id": 1})]
     if campaign_ids:
-        db["job_outcomes"].delete_many({"campaign_id": {"$in": campaign_ids}})
-        db["progress"].delete_many({"campaign_id": {"$in": campaign_ids}})
-    db["progress"].delete_many({"account_id": account_id})
-    db["template_versions"].delete_many({"account_id": account_id})
-    db["templates"].delete_many({"account_id": account_id})
-    db["campaigns"].delete_many({"account_id": account_id})
+        delete_all(db["job_outcomes"], {"campaign_id": {"$in": campaign_ids}})
+        delete_all(db["progress"], {"campaign_id": {"$in": campaign_ids}})
+    delete_all(db["progress"], {"account_id": account_id})
+    delete_all(db["template_versions"], {"account_id": account_id})
+    delete_all(db["templates"], {"account_id": account_id})
+    delete_all(db["campaigns"], {"account_id": account_id})
     return len(campaign_ids)
 
 

@@ -26,6 +26,7 @@ from services.contacts import domain, events, usecases
 from services.contacts.store import PLATFORM, ContactsStore
 from shared import topics
 from shared.http.errors import ApiError
+from shared.mongo import delete_all
 from shared.privacy_answers import answer
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
         ports.producer.flush()
         return
     store, account_id = ports.store, contact["account_id"]
-    store.consent.delete_many({"account_id": account_id, "contact_ids": [contact_id]})
+    delete_all(store.consent, {"account_id": account_id, "contact_ids": [contact_id]})
     store.consent.update_many({"account_id": account_id, "contact_ids": contact_id},
                               {"$pull": {"contact_ids": contact_id}})
     store.suppression_log.update_many({"contact_id": contact_id}, {"$unset": {"contact_id": ""}})
@@ -182,8 +183,8 @@ def erase_account(ports: usecases.Ports, account_id: str) -> None:
         for contact in batch:
             ports.producer.sink.send(topics.CONTACTS_EVENTS, contact["_id"].encode(), None, [])
         ports.producer.flush()
-        store.contacts.delete_many({"account_id": account_id,
+        delete_all(store.contacts, {"account_id": account_id,
                                     "_id": {"$in": [c["_id"] for c in batch]}})
     for collection in ("lists", "fields", "segments", "consent", "suppressions",
                        "suppression_log", "imports"):
-        store.db[collection].delete_many({"account_id": account_id})
+        delete_all(store.db[collection], {"account_id": account_id})

@@ -24,6 +24,8 @@ from datetime import datetime, timedelta, timezone
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from shared.mongo import delete_all
+
 COLLECTION = "rate_tickets"
 INDEXES = {COLLECTION: []}  # `_id` is the only key it is read by
 KEEP = timedelta(minutes=2)  # FerretDB has no TTL: older tickets are purged
@@ -53,8 +55,8 @@ class RateLimiter:
         return False
 
     def purge(self) -> int:
-        return self.col.delete_many(
-            {"expires_at": {"$lt": datetime.now(timezone.utc)}}).deleted_count
+        return delete_all(self.col,
+                          {"expires_at": {"$lt": datetime.now(timezone.utc)}})
 
     def _first_free(self, key_id: str, window: int, low: int, limit: int) -> int:
         """The lowest ticket >= low not taken yet (limit + 1 if none)."""

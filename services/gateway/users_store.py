@@ -7,6 +7,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from services.gateway.store import new_id, now
+from shared.mongo import delete_all
 
 INDEXES = {
     "users": [IndexModel([("account_id", ASCENDING), ("email_key", ASCENDING)], unique=True),
@@ -55,7 +56,7 @@ class UserStore:
         return self.users.delete_one({"_id": user_id, "account_id": account_id}).deleted_count == 1
 
     def delete_account(self, account_id: str) -> int:
-        return self.users.delete_many({"account_id": account_id}).deleted_count
+        return delete_all(self.users, {"account_id": account_id})
 
     @staticmethod
     def erase_account_record(db: Database, account_id: str) -> None:

@@ -12,6 +12,8 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from shared.mongo import delete_all
+
 INDEXES = {
     "requests": [IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)]),
                  IndexModel([("status", ASCENDING), ("due_at", ASCENDING)])],
@@ -165,19 +167,19 @@ class PrivacyStore:
         (an export is a copy of the contact's data)."""
         if not contact_ids:
             return
-        self.db.agg_markers.delete_many({"contact_id": {"$in": contact_ids}})
+        delete_all(self.db.agg_markers, {"contact_id": {"$in": contact_ids}})
         accessed = [r["_id"] for r in self.db.requests.find(
             {"account_id": account_id, "kind": "access",
              "subject.contact_id": {"$in": contact_ids}}, {"_id": 1})]
         if accessed:
-            self.db.export_parts.delete_many({"request_id": {"$in": accessed}})
+            delete_all(self.db.export_parts, {"request_id": {"$in": accessed}})
 
     def forget_account(self, account_id: str) -> None:
         """A deleted account's exports, markers and notice acknowledgements.
         Requests (hashes and ids) and the audit log stay: they are the proof
         that the account's requests were answered."""
         for collection in ("export_parts", "agg_markers", "notice_acks"):
-            self.db[collection].delete_many({"account_id": account_id})
+            delete_all(self.db[collection], {"account_id": account_id})
 
     def marker_counts(self, query: dict) -> list[dict]:
         """(account, day, provider, kind) -> count, from the markers."""
@@ -195,4 +197,4 @@ class PrivacyStore:
         self.db.aggregates.replace_one({"_id": row["_id"]}, row, upsert=True)
 
     def delete_markers(self, query: dict) -> int:
-        return self.db.agg_markers.delete_many(query).deleted_count
+        return delete_all(self.db.agg_markers, query)

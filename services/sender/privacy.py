@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
+from shared.mongo import delete_all
 from shared.privacy_answers import answer, contact_id_or_wait, pseudonym
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,9 @@ def handle_privacy_request(runtime, event) -> None:
     db = runtime.db
     if subject["kind"] == "account":
         if data["kind"] == "erasure":
-            db.deliveries.delete_many({"account_id": event.account_id})
-            db.campaigns.delete_many({"account_id": event.account_id})
-            db.blocked_addresses.delete_many({"account_id": event.account_id})
+            delete_all(db.deliveries, {"account_id": event.account_id})
+            delete_all(db.campaigns, {"account_id": event.account_id})
+            delete_all(db.blocked_addresses, {"account_id": event.account_id})
         answer(runtime.producer(), event, SERVICE, "done")
         return
     contact_id, ready = contact_id_or_wait(event)

@@ -17,6 +17,7 @@ from pymongo.database import Database
 
 from services.sender.domain import FINAL
 from shared.config import POSITIVE_INT, Setting, load
+from shared.mongo import delete_all
 
 log = logging.getLogger(__name__)
 MIN_DAYS = 8  # send.* topics keep 7 days
@@ -30,10 +31,10 @@ def purge(db: Database, older_than: timedelta, now: datetime | None = None) -> i
     older_than = max(older_than, timedelta(days=MIN_DAYS))
     cutoff = (now or datetime.now(timezone.utc)) - older_than
     # A claim that old belongs to a job long finished (or its copies expired).
-    db.claims.delete_many({"claimed_at": {"$lt": cutoff}})
-    db.takeovers.delete_many({"taken_at": {"$lt": cutoff}})
-    return db.deliveries.delete_many({"state": {"$in": list(FINAL)},
-                                      "updated_at": {"$lt": cutoff}}).deleted_count
+    delete_all(db.claims, {"claimed_at": {"$lt": cutoff}})
+    delete_all(db.takeovers, {"taken_at": {"$lt": cutoff}})
+    return delete_all(db.deliveries, {"state": {"$in": list(FINAL)},
+                                      "updated_at": {"$lt": cutoff}})
 
 
 def start_in_background(config, environ=None) -> threading.Thread:

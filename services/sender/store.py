@@ -26,6 +26,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.operations import IndexModel
 
 from services.sender.domain import CANCELLED, FINAL, SENDING, Campaign, Job
+from shared.mongo import delete_all
 from shared.pii import email_hash
 
 INDEXES = {
@@ -381,7 +382,7 @@ class MongoWindowCounter:
         # FerretDB has no TTL index: expired windows are deleted by hand.
         if time.monotonic() - self._last_sweep > 60:
             self._last_sweep = time.monotonic()
-            self.col.delete_many({"expires_at": {"$lt": utcnow()}})
+            delete_all(self.col, {"expires_at": {"$lt": utcnow()}})
             now = time.time()
             self._left = {k: v for k, v in self._left.items() if v[1] > now}
 

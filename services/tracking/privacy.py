@@ -20,6 +20,7 @@ import re
 
 from pymongo.errors import DuplicateKeyError
 
+from shared.mongo import delete_all
 from shared.privacy_answers import answer, contact_id_or_wait, pseudonym
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def erase_account(db, account_id: str) -> None:
     """A deleted account: its campaigns' counters, markers and records go."""
     campaigns = [c["_id"] for c in db.campaigns.find({"account_id": account_id}, {"_id": 1})]
     for collection in ("markers", "hourly", "counters"):
-        db[collection].delete_many({"c": {"$in": campaigns}})
-    db.deliveries.delete_many({"account_id": account_id})
-    db.soft_bounces.delete_many({"_id": {"$regex": f"^{re.escape(account_id)}\\|"}})
-    db.campaigns.delete_many({"account_id": account_id})
+        delete_all(db[collection], {"c": {"$in": campaigns}})
+    delete_all(db.deliveries, {"account_id": account_id})
+    delete_all(db.soft_bounces, {"_id": {"$regex": f"^{re.escape(account_id)}\\|"}})
+    delete_all(db.campaigns, {"account_id": account_id})

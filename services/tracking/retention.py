@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pymongo.database import Database
 
 from shared.config import POSITIVE_INT, Setting, load
+from shared.mongo import delete_all
 
 log = logging.getLogger(__name__)
 BASELINE = "|baseline|"
@@ -40,14 +41,14 @@ def purge(db: Database, older_than: timedelta, now: datetime | None = None) -> d
     done = {"campaigns": 0, "deliveries": 0, "markers": 0}
     for campaign in db.campaigns.find({"first_at": {"$lt": cutoff}}, {"_id": 1}):
         campaign_id = campaign["_id"]
-        done["deliveries"] += db.deliveries.delete_many({"campaign_id": campaign_id}).deleted_count
+        done["deliveries"] += delete_all(db.deliveries, {"campaign_id": campaign_id})
         folded = _fold_markers(db, campaign_id)
         done["markers"] += folded
         done["campaigns"] += 1 if folded else 0
     # Tallies written before they carried a time start ageing now.
     db.soft_bounces.update_many({"at": {"$exists": False}},
                                 {"$set": {"at": now or datetime.now(timezone.utc)}})
-    done["soft_bounces"] = db.soft_bounces.delete_many({"at": {"$lt": cutoff}}).deleted_count
+    done["soft_bounces"] = delete_all(db.soft_bounces, {"at": {"$lt": cutoff}})
     return done
 
 

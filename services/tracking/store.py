@@ -24,6 +24,8 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from shared.mongo import delete_all
+
 DUPLICATE_KEY = 11000
 
 INDEXES = {
@@ -190,10 +192,10 @@ class TrackingStore:
             if marker.get("h") is not None:
                 per_hour.setdefault(marker["h"], Counter()).update(
                     f for f in marker["f"] if not f.startswith("link_"))
-        self.db.counters.delete_many({"c": campaign_id})
+        delete_all(self.db.counters, {"c": campaign_id})
         self.db.counters.insert_one({"_id": f"{campaign_id}|recount", "c": campaign_id,
                                      "account_id": account_id, **totals})
-        self.db.hourly.delete_many({"c": campaign_id})
+        delete_all(self.db.hourly, {"c": campaign_id})
         if per_hour:
             self.db.hourly.insert_many([
                 {"_id": f"{campaign_id}|{hour.isoformat()}|recount", "c": campaign_id,

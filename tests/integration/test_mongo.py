@@ -57,3 +57,12 @@ def test_ensure_indexes_survives_a_restart_with_several_indexes_per_collection(m
     mongo.ensure_indexes(mongo_db, indexes)
     mongo.ensure_indexes(mongo_db, indexes, wait_seconds=2)  # what every restart does
     assert len(list(mongo_db["keys"].list_indexes())) == 3
+
+
+def test_delete_all_deletes_more_documents_than_one_ferretdb_delete_can(mongo_db):
+    """FerretDB 1.24 fails a delete_many matching more than ~32,766 documents
+    ('too many SQL variables'); delete_all deletes them in chunks."""
+    mongo_db["many"].insert_many([{"k": "gone" if i % 10 else "kept"} for i in range(36_700)])
+    assert mongo.delete_all(mongo_db["many"], {"k": "gone"}) == 33_030
+    assert mongo_db["many"].count_documents({}) == 3_670
+    assert mongo_db["many"].count_documents({"k": "gone"}) == 0
