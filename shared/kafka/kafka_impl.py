@@ -1,12 +1,17 @@
 """The broker interface over kafka-python."""
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from shared.kafka.interface import Record
+
+# After producer.flush() every earlier send is complete; its future is
+# resolved by the producer's I/O thread a moment later at most.
+FLUSHED_GRACE_SECONDS = 5.0
 
 
 class KafkaSink:
@@ -27,19 +32,32 @@ class KafkaSink:
         )
         options.update(overrides)
         self._producer = KafkaProducer(**options)
-        self._pending = []
+        # One producer serves every request thread of a web process: each
+        # thread checks the sends it made itself. A shared list let one
+        # thread's flush pick up another's send still in flight, and fail
+        # on it ("Timeout after waiting for 0 secs") though its own was out.
+        self._local = threading.local()
+
+    def _pending(self) -> list:
+        if not hasattr(self._local, "pending"):
+            self._local.pending = []
+        return self._local.pending
 
     def send(self, topic, key, value, headers=None):
         future = self._producer.send(topic, key=key, value=value, headers=headers or [])
-        self._pending.append(future)
-        if len(self._pending) > 10_000:
-            self._pending = [f for f in self._pending if not f.is_done]
+        pending = self._pending()
+        pending.append(future)
+        if len(pending) > 10_000:
+            pending[:] = [f for f in pending if not f.is_done]
 
     def flush(self, timeout=None):
+        """Returns when everything this thread sent is acknowledged; raises
+        if any of it failed."""
         self._producer.flush(timeout=timeout)
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.get(timeout=0)  # re-raises a failed delivery
+        pending = self._pending()
+        sent, pending[:] = list(pending), []
+        for future in sent:
+            future.get(timeout=FLUSHED_GRACE_SECONDS)  # re-raises a failed delivery
 
     def close(self):
         self._producer.close(timeout=10)
