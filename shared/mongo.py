@@ -15,7 +15,7 @@ import time
 from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
+from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeoutError
 from pymongo.operations import IndexModel
 
 _lock = threading.Lock()
@@ -76,8 +76,16 @@ DELETE_CHUNK = 10_000
 
 
 def delete_all(collection: Collection, query: dict, chunk: int = DELETE_CHUNK) -> int:
-    """delete_many that works however many documents match: their ids are
-    read with one cursor and deleted `chunk` at a time. Returns how many."""
+    """delete_many that works however many documents match: one delete when
+    the server takes it, else the ids are read with one cursor and deleted
+    `chunk` at a time (every delete is a read of the whole collection on
+    FerretDB, so the chunked way is kept for when it is needed). Returns how
+    many were deleted."""
+    try:
+        return collection.delete_many(query).deleted_count
+    except OperationFailure as exc:
+        if "too many SQL variables" not in str(exc):
+            raise
     deleted, ids = 0, []
     for doc in collection.find(query, {"_id": 1}).batch_size(chunk):
         ids.append(doc["_id"])
