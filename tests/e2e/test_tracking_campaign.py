@@ -116,8 +116,18 @@ def test_stats_equal_the_sink_and_the_actions_and_stay_so_after_every_event_is_r
         person = {"unique_human": 1, "total_human": 1, "unique_machine": 0, "total_machine": 0}
         expected_links = [{"index": i, "url": url, **person} for i, url in enumerate(LINKS)]
 
+        hourly_expected = {"sent": len(inbox), "bounced_hard": 1, "opens_total_human": 3,
+                           "opens_total_machine": 1, "clicks_total_human": 2,
+                           "unsubscribes": 1, "complaints": 1}
+
         def counted(body):
-            return {name: body.get(name) for name in expected} == expected
+            # The totals and the hourly series are separate writes of one
+            # batch: wait until both show every action, so that `before` is
+            # not read between them.
+            hourly = {name: sum(h.get(name, 0) for h in body.get("hourly", []))
+                      for name in hourly_expected}
+            return {name: body.get(name) for name in expected} == expected \
+                and hourly == hourly_expected
 
         before = poll(lambda: stats_of(gateway, campaign_id), counted, timeout=180)
         assert {name: before.get(name) for name in expected} == expected
