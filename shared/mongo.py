@@ -15,7 +15,8 @@ import time
 from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeoutError
+from pymongo.errors import (AutoReconnect, BulkWriteError, OperationFailure,
+                            ServerSelectionTimeoutError)
 from pymongo.operations import IndexModel
 
 _lock = threading.Lock()
@@ -95,3 +96,25 @@ def delete_all(collection: Collection, query: dict, chunk: int = DELETE_CHUNK) -
     if ids:
         deleted += collection.delete_many({"_id": {"$in": ids}}).deleted_count
     return deleted
+
+
+DUPLICATE_KEY = 11000
+
+
+def insert_new(collection: Collection, docs: list[dict]) -> list[bool]:
+    """Insert documents whose unique _id says "done once", in one command;
+    True for each one that was new, False for one already there. Any error
+    but a duplicate key is raised. On FerretDB one insert_many of a few
+    hundred documents costs about what two insert_one calls do (~1 ms each),
+    so per-event markers are written a batch at a time."""
+    if not docs:
+        return []
+    try:
+        collection.insert_many(docs, ordered=False)
+        return [True] * len(docs)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
+            raise
+        seen = {error["index"] for error in errors}
+        return [index not in seen for index in range(len(docs))]

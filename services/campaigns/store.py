@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 from pymongo.operations import IndexModel
 
 from services.campaigns import domain
@@ -330,17 +330,7 @@ class JobStateStore:
 
     def record_many(self, docs: list[dict]) -> list[bool]:
         """Insert outcome documents; True for each one that was new."""
-        if not docs:
-            return []
-        try:
-            self.outcomes.insert_many(docs, ordered=False)
-            return [True] * len(docs)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(error.get("code") != 11000 for error in errors):
-                raise
-            seen = {error["index"] for error in errors}
-            return [index not in seen for index in range(len(docs))]
+        return mongo.insert_new(self.outcomes, docs)
 
     def _first(self, doc: dict) -> bool:
         try:

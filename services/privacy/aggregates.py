@@ -19,18 +19,29 @@ OUTCOMES = {"delivery.sent": "sent", "delivery.bounced": "bounced", "delivery.fa
 COUNTS = ("contacts", "sent", "bounced", "failed")
 
 
+def count_deliveries(store: PrivacyStore, events: list[Event]) -> None:
+    """Count a batch of delivery events: their markers in one insert."""
+    store.add_markers([marker for event in events for marker in markers_of(event)])
+
+
 def count_delivery(store: PrivacyStore, event: Event) -> None:
+    count_deliveries(store, [event])
+
+
+def markers_of(event: Event) -> list[dict]:
+    """The event's markers: one for its outcome, one for its contact in the
+    (account, day, provider) group; none for a test send or another type."""
     outcome = OUTCOMES.get(event.type)
     data = event.data
     if outcome is None or data.get("test"):
-        return
+        return []
     day = event.time[:10]
     provider = (data.get("recipient_domain") or "unknown").lower()
     group = {"account_id": event.account_id, "day": day, "provider": provider}
-    store.add_marker({"_id": f"m|{data['job_id']}|{outcome}", **group, "kind": outcome,
-                      "contact_id": data["contact_id"]})
-    store.add_marker({"_id": f"c|{event.account_id}|{day}|{provider}|{data['contact_id']}",
-                      **group, "kind": "contacts", "contact_id": data["contact_id"]})
+    return [{"_id": f"m|{data['job_id']}|{outcome}", **group, "kind": outcome,
+             "contact_id": data["contact_id"]},
+            {"_id": f"c|{event.account_id}|{day}|{provider}|{data['contact_id']}",
+             **group, "kind": "contacts", "contact_id": data["contact_id"]}]
 
 
 def _rows_from_markers(store: PrivacyStore, query: dict) -> dict[tuple, dict]:

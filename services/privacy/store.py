@@ -12,7 +12,7 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from shared.mongo import delete_all
+from shared.mongo import delete_all, insert_new
 
 INDEXES = {
     "requests": [IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)]),
@@ -156,11 +156,9 @@ class PrivacyStore:
         return list(self.db.notice_acks.find({"account_id": account_id, "subject": subject}))
 
     # -- aggregate markers and roll-ups -------------------------------------
-    def add_marker(self, marker: dict) -> None:
-        try:
-            self.db.agg_markers.insert_one(marker)
-        except DuplicateKeyError:  # already counted
-            pass
+    def add_markers(self, markers: list[dict]) -> None:
+        """One insert for many markers; one already there was counted before."""
+        insert_new(self.db.agg_markers, markers)
 
     def forget_contacts(self, account_id: str, contact_ids: list[str]) -> None:
         """An erased contact leaves no marker and no earlier access export

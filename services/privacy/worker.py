@@ -7,8 +7,8 @@ import threading
 import time
 
 from services.privacy import aggregates
-from services.privacy.handlers import (AGGREGATES_GROUP, AGGREGATES_TOPICS, GROUP, TOPICS,
-                                      build_aggregate_handlers, build_handlers)
+from services.privacy.handlers import (AGGREGATES_GROUP, AGGREGATES_TOPICS, AGGREGATES_TYPES,
+                                      GROUP, TOPICS, build_aggregate_counter, build_handlers)
 from services.privacy.settings import SETTINGS
 from services.privacy.store import PrivacyStore
 from shared.config import load_common
@@ -27,8 +27,9 @@ def main() -> None:
     runtime = Runtime(SERVICE, config)
     loop = consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
                          producer=runtime.producer())
-    counting = consumer_loop(config, SERVICE, AGGREGATES_GROUP, AGGREGATES_TOPICS,
-                             build_aggregate_handlers(runtime))
+    counting = consumer_loop(config, SERVICE, AGGREGATES_GROUP, AGGREGATES_TOPICS, {},
+                             batch_handler=build_aggregate_counter(runtime),
+                             batch_types=AGGREGATES_TYPES)
 
     def stop(*_args):
         loop.stop()

@@ -1,7 +1,7 @@
 """MongoDB helpers against the real FerretDB."""
 import pytest
 from pymongo import ASCENDING, IndexModel
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared import mongo
 
@@ -66,3 +66,16 @@ def test_delete_all_deletes_more_documents_than_one_ferretdb_delete_can(mongo_db
     assert mongo.delete_all(mongo_db["many"], {"k": "gone"}) == 33_030
     assert mongo_db["many"].count_documents({}) == 3_670
     assert mongo_db["many"].count_documents({"k": "gone"}) == 0
+
+
+def test_insert_new_says_which_documents_were_new_and_keeps_them_all(mongo_db):
+    mongo_db["markers"].insert_one({"_id": "b", "v": "first"})
+    docs = [{"_id": "a", "v": 1}, {"_id": "b", "v": 2}, {"_id": "c", "v": 3}, {"_id": "a", "v": 4}]
+    assert mongo.insert_new(mongo_db["markers"], docs) == [True, False, True, False]
+    assert {d["_id"]: d["v"] for d in mongo_db["markers"].find()} == {"a": 1, "b": "first", "c": 3}
+    assert mongo.insert_new(mongo_db["markers"], []) == []
+
+
+def test_insert_new_raises_errors_other_than_a_duplicate(mongo_db):
+    with pytest.raises(BulkWriteError):
+        mongo.insert_new(mongo_db["strict"], [{"_id": 1}, {"_id": 2, "$not_a_field": 1}])
