@@ -28,7 +28,9 @@ from shared import mongo, worker_http
 from shared.config import Config, load_common
 from shared.kafka.factory import client_id, consumer_loop, event_producer
 from shared.kafka.kafka_impl import KafkaSource
+from shared.kafka.producer import EventProducer
 from shared.kafka.probe import check_broker
+from shared.kafka.rdkafka_impl import RdKafkaSink
 from shared.logs import configure_logging
 from shared.tracking_tokens import Keyring
 
@@ -84,7 +86,9 @@ def build(config: Config):
     compose_settings = ComposeSettings(Keyring.from_env(config.tracking_keys),
                                        config.public_tracking_url,
                                        config.default_sending_domain, config.bounce_domain)
-    producer = event_producer(config, SERVICE)
+    # librdkafka: one delivery event per message, and kafka-python spent
+    # ~85 us of the sender's GIL on each (librdkafka ~5 us, off the GIL).
+    producer = EventProducer(RdKafkaSink(config.kafka_bootstrap, client_id(SERVICE)))
     lease = config.send_claim_lease_seconds
     engine = Engine(
         campaigns=CampaignStore(db), contacts=ContactStateStore(db, config.pii_salt),

@@ -4,9 +4,9 @@ kafka-python builds and sends every record in Python: ~85 us of CPU per
 message, under the GIL of the process that produces. librdkafka batches,
 compresses and sends from its own C threads: ~5 us per message in all
 (measured with the tracking hits, see docs/tracking.md). The tracking web
-processes publish one event per pixel or click, so they use this sink; the
-rest of the platform keeps kafka-python (one client to learn, and its
-producers are not on a request path).
+processes publish one event per pixel or click, and the sender one delivery
+event per message, so they use this sink; the rest of the platform keeps
+kafka-python (one client to learn, and its producers are not hot).
 
 Same promise as KafkaSink: `flush()` returns only when everything sent so far
 is acknowledged by the broker (acks=all, idempotent), and raises otherwise.
