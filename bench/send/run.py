@@ -3,7 +3,9 @@ through real sender processes, Kafka and FerretDB, into an SMTP sink of
 its own (devstack/smtp_sink.py on a free port), timed from the first job
 published to the last message accepted by the sink; with one sender and
 with two. In the same run, the ceiling: a plain script pushing N pre-built
-messages into the same sink over the same number of SMTP connections.
+messages into the same sink over the same number of SMTP connections,
+measured right before and right after each sender run (the ratio is to the
+mean of the two, and both are printed: this machine's speed drifts).
 
     .venv/bin/python -m bench.send.run            # N=20000, 4 connections per sender
     .venv/bin/python -m bench.send.run --recipients 5000 --connections 4
@@ -241,20 +243,26 @@ def main() -> None:
         print(f"building {args.recipients} messages for the ceiling run...", flush=True)
         messages = prebuilt_messages(args.recipients, root / "dkim", stack["SANDESH_TRACKING_KEYS"])
         size = sum(map(len, messages)) / len(messages)
-        roof, roof_sink = ceiling(port, messages, args.connections, sink.pid)
-        print(f"ceiling (plain smtplib, {args.connections} connections, {size:.0f} B/msg): "
-              f"{roof:,.0f} msgs/s  sink CPU {roof_sink:.2f} ms/msg", flush=True)
-        roof2, roof2_sink = ceiling(port, messages, 2 * args.connections, sink.pid)
-        del messages
-        print(f"ceiling (plain smtplib, {2 * args.connections} connections): {roof2:,.0f} msgs/s  "
-              f"sink CPU {roof2_sink:.2f} ms/msg", flush=True)
-        one, rss1, cpu1, sink1 = sender_throughput(stack, root, sink.pid, port, new_dir, 1,
-                                                   args.recipients, args.connections)
+        # The ceiling is measured right before and right after each sender
+        # run, and the ratio taken against their mean: this machine's speed
+        # drifts by a factor of two within minutes (the sink's own CPU per
+        # message does), which a single ceiling run cannot see.
+        def bracket(connections: int, senders: int):
+            before = ceiling(port, messages, connections, sink.pid)
+            result = sender_throughput(stack, root, sink.pid, port, new_dir, senders,
+                                       args.recipients, args.connections)
+            after = ceiling(port, messages, connections, sink.pid)
+            print(f"ceiling (plain smtplib, {connections} connections, {size:.0f} B/msg): "
+                  f"{before[0]:,.0f} msgs/s before, {after[0]:,.0f} after  "
+                  f"sink CPU {before[1]:.2f} / {after[1]:.2f} ms/msg", flush=True)
+            return (before[0] + after[0]) / 2, result
+
+        roof, (one, rss1, cpu1, sink1) = bracket(args.connections, 1)
         print(f"1 sender  ({args.connections} connections): {one:,.0f} msgs/s  "
               f"ratio to ceiling {one / roof:.2f}  peak RSS {max(rss1):.0f} MB  "
               f"CPU per message: sender {cpu1:.2f} ms, sink {sink1:.2f} ms", flush=True)
-        two, rss2, cpu2, sink2 = sender_throughput(stack, root, sink.pid, port, new_dir, 2,
-                                                   args.recipients, args.connections)
+        roof2, (two, rss2, cpu2, sink2) = bracket(2 * args.connections, 2)
+        del messages
         print(f"2 senders ({args.connections} connections each): {two:,.0f} msgs/s  "
               f"ratio to ceiling ({2 * args.connections} connections) {two / roof2:.2f}  "
               f"peak RSS {max(rss2):.0f} MB  "
