@@ -54,6 +54,16 @@ def contact_suppressed(producer, account_id: str, contact_id: str | None, scope:
               "email_hash": email_hash}, key=email_hash)
 
 
+def contact_unsuppressed(producer, account_id: str, contact_id: str | None,
+                         email_hash: str) -> None:
+    """The account's entry is gone and no other covers the address: the
+    sender may mail it again. Keyed as contact_suppressed is, so a contact's
+    two events stay in order on one partition."""
+    _publish(producer, "contact.unsuppressed", account_id, contact_id,
+             {"contact_id": contact_id, "scope": "account", "email_hash": email_hash},
+             key=email_hash)
+
+
 def status_changed(producer, doc: dict, status: str, reason: str) -> None:
     _publish(producer, "contact.status_changed", doc["account_id"], doc["_id"],
              {"contact_id": doc["_id"], "status": status, "reason": reason})

@@ -301,6 +301,13 @@ def lift_suppression(ports: Ports, account_id: str, hash_: str, reason: str, act
     still = ports.store.suppression_entries(account_id, [hash_])
     if not still:
         ports.store.mark_suppressed(account_id, hash_, False)
+        if contact_id is None:
+            contact = ports.store.contacts.find_one({"account_id": account_id,
+                                                     "email_hash": hash_}, {"_id": 1})
+            contact_id = contact["_id"] if contact else None
+        # Without it the sender would go on skipping the address (and the
+        # contact) it was told about, whatever the contact consented to since.
+        events.contact_unsuppressed(ports.producer, account_id, contact_id, hash_)
     ports.store.log_suppression({"_id": domain.new_id(), "account_id": account_id,
                                  "email_hash": hash_, "action": "remove", "reason": reason,
                                  "actor": actor, "contact_id": contact_id, "at": ports.clock()})
@@ -334,6 +341,7 @@ def remove_suppression(ports: Ports, account_id: str, suppression_id: str, body:
     if entry is None:
         raise not_found("suppression")
     lift_suppression(ports, account_id, entry["email_hash"], body["reason"], actor)
+    ports.producer.flush()
 
 
 # -- segments ----------------------------------------------------------------

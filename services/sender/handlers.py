@@ -46,6 +46,12 @@ def contact_handlers(store: ContactStateStore) -> dict:
         if data.get("contact_id"):  # an address-only suppression names no contact
             store.suppressed(data["contact_id"])
 
+    def unsuppressed(event):
+        data = event.data
+        store.address_unsuppressed(data["email_hash"], event.account_id)
+        if data.get("contact_id"):
+            store.unsuppressed(data["contact_id"])
+
     def unsubscribed(event):
         # list_id null: every list of the account, as contacts reads it
         store.unsubscribed(event.data["contact_id"], event.data.get("list_id"), _time(event))
@@ -60,6 +66,7 @@ def contact_handlers(store: ContactStateStore) -> dict:
         "contact.unsubscribed": unsubscribed,
         "contact.subscribed": subscribed,
         "contact.suppressed": suppressed,
+        "contact.unsuppressed": unsuppressed,
         "contact.status_changed":
             lambda e: store.status(e.data["contact_id"], e.data["status"], _time(e)),
         "contact.erased": status_is("erased"),

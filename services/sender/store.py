@@ -131,6 +131,9 @@ class ContactStateStore:
     def suppressed(self, contact_id: str) -> None:
         self.col.update_one({"_id": contact_id}, {"$set": {"suppressed": True}}, upsert=True)
 
+    def unsuppressed(self, contact_id: str) -> None:
+        self.col.update_one({"_id": contact_id}, {"$unset": {"suppressed": ""}})
+
     def status(self, contact_id: str, status: str, at: datetime | None = None) -> None:
         self._change(contact_id, "status", at, {"$set": {"status": status}})
 
@@ -152,6 +155,10 @@ class ContactStateStore:
             {"_id": _address_key(hash_, account_id)},
             {"$setOnInsert": {"account_id": account_id, "reason": reason, "at": utcnow()}},
             upsert=True)
+
+    def address_unsuppressed(self, hash_: str, account_id: str) -> None:
+        """The account's own block only: a platform-wide one stays."""
+        self.addresses.delete_one({"_id": _address_key(hash_, account_id)})
 
     def blocked(self, jobs: list[Job]) -> dict[str, str]:
         """job id -> why it must not be sent, for the jobs whose contact

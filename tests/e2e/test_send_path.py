@@ -231,6 +231,28 @@ def test_a_campaign_reaches_every_recipient_once_signed_with_unsubscribe_headers
     assert usage["mailings_sent"] == len(expected) and usage["mailings_bytes"] > 0
 
 
+def test_a_contact_that_reconsents_after_a_suppression_is_mailed_again(gateway, stack_env):
+    """Lifting an account's suppression reaches the sender too: the next
+    campaign mails the contact that re-consented, and still not the one
+    whose entry stays."""
+    marker = uuid.uuid4().hex[:10]
+    list_id = make_list(gateway, "reconsent")
+    back, stays, control = addresses(marker, 3)
+    import_contacts(gateway, list_id, [(back, "Back"), (stays, "Stays"), (control, "Control")])
+    suppress(gateway, back)
+    suppress(gateway, stays)
+    unsubscribe(gateway, list_id, back)  # and later signs up again, with a re-consent
+    contact = find_contact(gateway, back)
+    gateway.call("PUT", f"/contacts/{contact['id']}/lists/{list_id}", json={
+        "status": "subscribed", "reconsent": True,
+        "consent": {"wording": "Yes, send me the newsletter again", "via": "form"}})
+    campaign_id = make_campaign(gateway, stack_env, [list_id])
+    gateway.call("POST", f"/campaigns/{campaign_id}/send")
+    done = wait_for(gateway, campaign_id)
+    assert done["progress"]["audience_size"] == 2 and done["progress"]["sent"] == 2, done["progress"]
+    assert set(by_recipient(received(stack_env, marker))) == {back, control}
+
+
 def test_pause_holds_and_resume_finishes(gateway, stack_env):
     marker = uuid.uuid4().hex[:10]
     list_id = make_list(gateway, "pause")

@@ -160,6 +160,40 @@ def test_changes_go_out_on_contacts_events_without_personal_data(settings, kafka
                                                                SALT).hash}
 
 
+def test_lifting_a_suppression_tells_the_sender_by_hash_and_contact(settings, kafka_bootstrap,
+                                                                   mongo_uri, client_factory):
+    """Both ways out of the list (the entry removed with a reason, and a
+    logged re-consent) end with contact.unsuppressed, or the sender would
+    go on skipping the address."""
+    client = client_factory()
+    before = _end_offsets(kafka_bootstrap, "contacts.events")
+    list_id = client.post(f"{V1}/lists", {"name": "L"}).get_json()["id"]
+    removed = client.post(f"{V1}/contacts", {"email": "Gone.Once@Example.com",
+                                             "list_ids": [list_id]}).get_json()
+    entry = client.post(f"{V1}/suppressions", {"email": "gone.once@example.com"}).get_json()
+    assert client.delete(f"{V1}/suppressions/{entry['id']}",
+                         {"reason": "added by mistake"}).status_code == 204
+    returning = client.post(f"{V1}/contacts", {"email": "back.again@example.com",
+                                               "list_ids": [list_id]}).get_json()
+    client.post(f"{V1}/suppressions", {"email": "back.again@example.com"})
+    client.put(f"{V1}/contacts/{returning['id']}/lists/{list_id}", {"status": "unsubscribed"})
+    assert client.put(f"{V1}/contacts/{returning['id']}/lists/{list_id}", {
+        "status": "subscribed", "reconsent": True,
+        "consent": {"wording": "Yes, again"}}).status_code == 200
+
+    def lifted(found):
+        return {e["subject"]: e for e in found if e["type"] == "contact.unsuppressed"
+                and e["subject"] in (removed["id"], returning["id"])}
+
+    events = lifted(_read_from(kafka_bootstrap, before, lambda f: len(lifted(f)) == 2))
+    assert {subject: e["data"] for subject, e in events.items()} == {
+        removed["id"]: {"contact_id": removed["id"], "scope": "account",
+                        "email_hash": domain.address("gone.once@example.com", SALT).hash},
+        returning["id"]: {"contact_id": returning["id"], "scope": "account",
+                          "email_hash": domain.address("back.again@example.com", SALT).hash}}
+    assert "mistake" not in json.dumps(events) and "@" not in json.dumps(events)
+
+
 def test_the_address_hash_never_travels_on_the_analytics_streams():
     for event_type in known_types():
         schema = schema_for(event_type)
@@ -167,3 +201,4 @@ def test_the_address_hash_never_travels_on_the_analytics_streams():
             assert "email_hash" not in schema.get("properties", {}), event_type
             assert schema.get("additionalProperties") is False, event_type
     assert "email_hash" in schema_for("contact.suppressed")["properties"]
+    assert "email_hash" in schema_for("contact.unsuppressed")["properties"]

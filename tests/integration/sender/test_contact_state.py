@@ -106,3 +106,25 @@ def test_a_late_complaint_does_not_overwrite_an_erasure(mongo_db):
                           T0 + timedelta(minutes=1)),
             _tracking("tracking.complained", A, "c1", at=T0))
     assert store.blocked([_job("j", A, "c1", "c1@example.com")]) == {"j": "erased"}
+
+
+def test_a_lifted_account_suppression_lets_the_address_and_the_contact_through(mongo_db):
+    store = ContactStateStore(mongo_db, SALT)
+    hash_ = email_hash("back@example.com", SALT)
+    complained = email_hash("angry@example.com", SALT)
+    _handle(store,
+            _event("contact.suppressed", A, {"contact_id": "cb", "scope": "account",
+                                             "reason": "manual", "email_hash": hash_}),
+            _event("contact.suppressed", "", {"contact_id": "ca", "scope": "platform",
+                                              "reason": "complaint", "email_hash": complained}))
+    jobs = [_job("j-back", A, "cb", "back@example.com"),
+            _job("j-angry", A, "ca", "angry@example.com")]
+    assert store.blocked(jobs) == {"j-back": "suppressed", "j-angry": "suppressed"}
+    # the contact re-consented: its account's entry is lifted
+    _handle(store,
+            _event("contact.unsuppressed", A, {"contact_id": "cb", "scope": "account",
+                                               "email_hash": hash_}),
+            # an account's lift never touches a platform-wide block
+            _event("contact.unsuppressed", A, {"contact_id": None, "scope": "account",
+                                               "email_hash": complained}))
+    assert store.blocked(jobs) == {"j-angry": "suppressed"}
