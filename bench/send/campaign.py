@@ -1,6 +1,6 @@
 """Send benchmark through the whole running stack: from the campaigns API's
 `send` to the last message accepted by the stack's SMTP sink, with the
-stack's own sender processes (SANDESH_SENDERS, 4 SMTP connections each),
+stack's own sender processes (SANDESH_SENDERS, SANDESH_SMTP_CONNECTIONS each),
 its contacts fan-out, Kafka and FerretDB. In the same run, the ceiling: the
 same number of pre-built messages pushed into the same sink over as many
 SMTP connections as the senders have together.
@@ -30,8 +30,9 @@ from bench.send.run import HTML, ceiling, count_files, prebuilt_messages  # noqa
 from devstack.env import load_stack_env  # noqa: E402
 from services.campaigns.cli import Api  # noqa: E402
 from services.campaigns.demo import create_account, import_list, sending_domain  # noqa: E402
+from services.sender.settings import SETTINGS  # noqa: E402
 
-CONNECTIONS_PER_SENDER = 4
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
 def main() -> None:
@@ -58,7 +59,8 @@ def main() -> None:
         "limits": {"per_domain_concurrency": 64}})
     assert campaign.get("tracking", True), "tracking must be on"
 
-    connections = CONNECTIONS_PER_SENDER * senders
+    connections = senders * int(env.get("SANDESH_SMTP_CONNECTIONS")
+                                or SETTINGS_BY_NAME["SANDESH_SMTP_CONNECTIONS"].default)
     with tempfile.TemporaryDirectory(prefix="sandesh-bench-campaign-") as tmp:
         messages = prebuilt_messages(args.recipients, Path(tmp) / "dkim",
                                      env["SANDESH_TRACKING_KEYS"])

@@ -7,7 +7,7 @@ messages into the same sink over the same number of SMTP connections,
 measured right before and right after each sender run (the ratio is to the
 mean of the two, and both are printed: this machine's speed drifts).
 
-    .venv/bin/python -m bench.send.run            # N=20000, 4 connections per sender
+    .venv/bin/python -m bench.send.run            # N=20000, 8 connections per sender (the default)
     .venv/bin/python -m bench.send.run --recipients 5000 --connections 4
 
 Needs the local stack's Kafka and FerretDB (make run). The senders use
@@ -233,7 +233,7 @@ def sender_throughput(stack, root, sink_pid, port, new_dir, processes, n, connec
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipients", type=int, default=20_000)
-    parser.add_argument("--connections", type=int, default=4,
+    parser.add_argument("--connections", type=int, default=8,
                         help="SMTP connections per sender (and for the ceiling script)")
     args = parser.parse_args()
     stack = load_stack_env()

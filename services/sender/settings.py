@@ -21,7 +21,7 @@ SETTINGS = [
     Setting("SANDESH_SMTP_HOST", default="127.0.0.1"),
     Setting("SANDESH_SMTP_PORT", POSITIVE_INT, default=2525),
     Setting("SANDESH_SMTP_RELAYS", default=""),  # "host:port:weight,..."; empty: HOST:PORT
-    Setting("SANDESH_SMTP_CONNECTIONS", POSITIVE_INT, default=4),
+    Setting("SANDESH_SMTP_CONNECTIONS", POSITIVE_INT, default=8),
     Setting("SANDESH_SMTP_STARTTLS", BOOL, default=False),
     Setting("SANDESH_SMTP_USERNAME", default=""),
     Setting("SANDESH_SMTP_PASSWORD", secret=True, default=""),
