@@ -102,9 +102,10 @@ DUPLICATE_KEY = 11000
 
 
 def insert_new(collection: Collection, docs: list[dict]) -> list[bool]:
-    """Insert documents whose unique _id says "done once", in one command;
-    True for each one that was new, False for one already there. Any error
-    but a duplicate key is raised. On FerretDB one insert_many of a few
+    """Insert documents in one unordered command; True for each one that
+    was new, False for one that clashed with a unique key (its _id, or a
+    unique index: "done once", "exists already"). Any error but a duplicate
+    key is raised. On FerretDB one insert_many of a few
     hundred documents costs about what two insert_one calls do (~1 ms each),
     so per-event markers are written a batch at a time."""
     if not docs:

@@ -29,12 +29,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
-from pymongo.operations import InsertOne, UpdateOne
+from pymongo.errors import DuplicateKeyError
+from pymongo.operations import UpdateOne
 
 from services.contacts import csvread, domain, events
 from services.contacts.store import ContactsStore, contact_document
 from shared.kafka.producer import EventProducer
+from shared.mongo import DUPLICATE_KEY, insert_new
 from shared.pii import InvalidEmail
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 CLAIM_CANDIDATES = 8
 COUNTERS = ("read", "created", "updated", "skipped_duplicate", "skipped_suppressed", "rejected")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-DUPLICATE_KEY = 11000
 MAX_ATTEMPTS = 5
 
 
@@ -331,14 +331,9 @@ def _write(ctx: Context, p: Prepared) -> list[str]:
     ids of contacts newly subscribed to the list by this batch."""
     if not p.docs:
         return []
-    conflicted: set[int] = set()
-    try:
-        ctx.store.contacts.bulk_write([InsertOne(d) for d in p.docs], ordered=False)
-    except BulkWriteError as exc:
-        for error in exc.details.get("writeErrors", []):
-            if error.get("code") != DUPLICATE_KEY:
-                raise   # transient or unexpected: the batch is retried from the checkpoint
-            conflicted.add(error["index"])
+    # Any error but a duplicate key is raised: the batch is retried from the checkpoint.
+    conflicted = {index for index, new in enumerate(insert_new(ctx.store.contacts, p.docs))
+                  if not new}
     subscribed: list[str] = []
     for index, doc in enumerate(p.docs):
         if index not in conflicted:

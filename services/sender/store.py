@@ -22,11 +22,11 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 from pymongo.operations import IndexModel
 
 from services.sender.domain import CANCELLED, FINAL, SENDING, Campaign, Job
-from shared.mongo import delete_all
+from shared.mongo import delete_all, insert_new
 from shared.pii import email_hash
 
 INDEXES = {
@@ -232,15 +232,8 @@ class DeliveryStore:
         now = utcnow()
         docs = [{"_id": j.job_id, "owner": self.owner, "claimed_at": now, "attempt": j.attempt,
                  "campaign_id": j.campaign_id} for j in todo]
-        conflicts: set[str] = set()
-        try:
-            if docs:
-                self.claims.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            for error in exc.details.get("writeErrors", []):
-                if error.get("code") != 11000:
-                    raise
-                conflicts.add(docs[error["index"]]["_id"])
+        conflicts = {doc["_id"] for doc, new in zip(docs, insert_new(self.claims, docs))
+                     if not new}
         claimed = [j for j in todo if j.job_id not in conflicts]
         held = []
         if conflicts:
@@ -287,12 +280,7 @@ class DeliveryStore:
                   **fields}
                  for job_id, state, fields in outcomes if state in FINAL]
         give_back = [job_id for job_id, state, _ in outcomes if state not in FINAL]
-        if final:
-            try:
-                self.col.insert_many(final, ordered=False)
-            except BulkWriteError as exc:  # already final (a re-send after a crash)
-                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                    raise
+        insert_new(self.col, final)  # one already there: final before (a re-send after a crash)
         if give_back:
             self.claims.delete_many({"_id": {"$in": give_back}, "owner": self.owner})
 
@@ -313,12 +301,7 @@ class ParkedJobs:
     def park(self, jobs: list[Job]) -> None:
         docs = [{"_id": j.job_id, "campaign_id": j.campaign_id, "account_id": j.account_id,
                  "contact_id": j.contact_id, "data": j.data, "parked_at": utcnow()} for j in jobs]
-        try:
-            if docs:
-                self.col.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:  # parked already (a redelivered copy)
-            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                raise
+        insert_new(self.col, docs)  # one already there: parked before (a redelivered copy)
 
     def campaigns(self) -> list[str]:
         return self.col.distinct("campaign_id")
@@ -375,15 +358,7 @@ class MongoWindowCounter:
         """The block numbers this sender got (others may hold some already)."""
         at = datetime.fromtimestamp(expires_at, timezone.utc)
         docs = [{"_id": f"{key}#{n}", "window": key, "expires_at": at} for n in numbers]
-        try:
-            self.col.insert_many(docs, ordered=False)
-            return list(numbers)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors):
-                raise
-            lost = {e["index"] for e in errors}
-            return [n for i, n in enumerate(numbers) if i not in lost]
+        return [n for n, new in zip(numbers, insert_new(self.col, docs)) if new]
 
     def _sweep(self) -> None:
         # FerretDB has no TTL index: expired windows are deleted by hand.

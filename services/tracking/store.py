@@ -22,11 +22,9 @@ from datetime import datetime, timezone
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
-from shared.mongo import delete_all
-
-DUPLICATE_KEY = 11000
+from shared.mongo import delete_all, insert_new
 
 INDEXES = {
     "markers": [IndexModel([("c", ASCENDING)])],
@@ -87,7 +85,7 @@ class TrackingStore:
         docs = [{"_id": job_id, "account_id": account_id, "campaign_id": campaign_id,
                  "contact_id": contact_id, "sent_at": sent_at}
                 for job_id, account_id, campaign_id, contact_id, sent_at in deliveries]
-        for doc in self._insert_new(self.db.deliveries, docs):
+        for doc in _already_there(self.db.deliveries, docs):
             self.save_delivery(doc["_id"], doc["account_id"], doc["campaign_id"],
                                doc["contact_id"], doc["sent_at"])
 
@@ -114,25 +112,11 @@ class TrackingStore:
     def insert_markers(self, docs: list[dict]) -> dict[str, dict]:
         """Insert the markers (distinct ids); returns the ones that were
         there already, by id, as they are stored."""
-        there = self._insert_new(self.db.markers, docs)
+        there = _already_there(self.db.markers, docs)
         found = {doc["_id"]: self.db.markers.find_one({"_id": doc["_id"]}) for doc in there}
         # A marker deleted since (an erasure renames them) was counted.
         return {marker_id: doc or {"_id": marker_id, "done": True}
                 for marker_id, doc in found.items()}
-
-    @staticmethod
-    def _insert_new(collection, docs: list[dict]) -> list[dict]:
-        """Insert the documents, unordered; returns those whose _id existed."""
-        if not docs:
-            return []
-        try:
-            collection.insert_many(docs, ordered=False)
-            return []
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(error.get("code") != DUPLICATE_KEY for error in errors):
-                raise
-            return [docs[error["index"]] for error in errors]
 
     # ---------------------------------------------------------- batches
     # A batch's intent is written before its markers and deleted once its
@@ -248,3 +232,8 @@ class TrackingStore:
 def _bulk(collection, operations: list) -> None:
     if operations:
         collection.bulk_write(operations, ordered=False)
+
+
+def _already_there(collection, docs: list[dict]) -> list[dict]:
+    """Insert the documents, unordered; returns those whose _id existed."""
+    return [doc for doc, new in zip(docs, insert_new(collection, docs)) if not new]
