@@ -302,8 +302,7 @@ def lift_suppression(ports: Ports, account_id: str, hash_: str, reason: str, act
     if not still:
         ports.store.mark_suppressed(account_id, hash_, False)
         if contact_id is None:
-            contact = ports.store.contacts.find_one({"account_id": account_id,
-                                                     "email_hash": hash_}, {"_id": 1})
+            contact = ports.store.contact_by_hash(account_id, hash_)
             contact_id = contact["_id"] if contact else None
         # Without it the sender would go on skipping the address (and the
         # contact) it was told about, whatever the contact consented to since.
@@ -316,8 +315,7 @@ def lift_suppression(ports: Ports, account_id: str, hash_: str, reason: str, act
 
 def add_suppression(ports: Ports, account_id: str, body: dict, actor: str) -> dict:
     addr = parse_address(ports, body["email"])
-    contact = ports.store.contacts.find_one({"account_id": account_id, "email_hash": addr.hash},
-                                            {"_id": 1})
+    contact = ports.store.contact_by_hash(account_id, addr.hash)
     suppress(ports, account_id, addr.hash, body.get("reason", "manual"), actor,
              body.get("note") or "", contact_id=contact["_id"] if contact else None)
     return check_suppression(ports, account_id, {"email": body["email"]})
