@@ -24,10 +24,6 @@ def count_deliveries(store: PrivacyStore, events: list[Event]) -> None:
     store.add_markers([marker for event in events for marker in markers_of(event)])
 
 
-def count_delivery(store: PrivacyStore, event: Event) -> None:
-    count_deliveries(store, [event])
-
-
 def markers_of(event: Event) -> list[dict]:
     """The event's markers: one for its outcome, one for its contact in the
     (account, day, provider) group; none for a test send or another type."""

@@ -258,8 +258,7 @@ def test_aggregates_suppress_groups_smaller_than_k(acme, app):
     batch = [sent(n, "gmail.com") for n in range(4)]
     aggregates.count_deliveries(store, batch + batch[:2])  # redelivered within a batch
     aggregates.count_deliveries(store, batch)  # and in a later one: counted once
-    for n in range(10, 12):
-        aggregates.count_delivery(store, sent(n, "tiny.example"))
+    aggregates.count_deliveries(store, [sent(n, "tiny.example") for n in range(10, 12)])
     report = acme("GET", "/api/v1/privacy/aggregates?since=2026-05-01&until=2026-05-01").get_json()
     assert report["k"] == 3 and report["suppressed_groups"] == 1
     assert report["items"] == [{"day": "2026-05-01", "provider": "gmail.com", "contacts": 4,
@@ -279,13 +278,13 @@ def test_the_default_k_is_5(mongo_uri, kafka_bootstrap, unique):
     try:
         caller = Caller(app, "k5-" + unique)
         store = PrivacyStore(_db(app))
-        for n, provider in [(n, "five.example") for n in range(5)] + \
-                           [(n, "four.example") for n in range(10, 14)]:
-            aggregates.count_delivery(store, new_event(
-                "delivery.sent", source="sandesh.sender", subject=f"j{n}",
-                account_id=caller.identity.account_id, data={
-                    "job_id": f"j{n}", "campaign_id": "k", "contact_id": f"c{n}", "attempt": 0,
-                    "recipient_domain": provider}))
+        aggregates.count_deliveries(store, [new_event(
+            "delivery.sent", source="sandesh.sender", subject=f"j{n}",
+            account_id=caller.identity.account_id, data={
+                "job_id": f"j{n}", "campaign_id": "k", "contact_id": f"c{n}", "attempt": 0,
+                "recipient_domain": provider})
+            for n, provider in [(n, "five.example") for n in range(5)]
+            + [(n, "four.example") for n in range(10, 14)]])
         today = datetime.now(timezone.utc).date().isoformat()
         report = caller("GET", f"/api/v1/privacy/aggregates?since={today}&until={today}").get_json()
         assert report["k"] == 5 and report["suppressed_groups"] == 1
