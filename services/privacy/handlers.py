@@ -1,5 +1,7 @@
 """What the privacy worker consumes: {event type: handler}.
 
+- privacy.requested (privacy.requests): the privacy service's own part of
+  an erasure (its markers, exports and acknowledgements of the subject).
 - privacy.answered (privacy.acks): a service's answer to a request.
 - delivery.* (delivery.events): counted into the k-anonymous aggregates.
 - audit.recorded (audit.events): other services' audit entries.
@@ -11,7 +13,7 @@ from services.privacy.store import PrivacyStore
 from shared import topics
 
 GROUP = "privacy"
-TOPICS = [topics.PRIVACY_ACKS, topics.AUDIT_EVENTS]
+TOPICS = [topics.PRIVACY_REQUESTS, topics.PRIVACY_ACKS, topics.AUDIT_EVENTS]
 # Its own group: a backlog of deliveries never delays an answer.
 AGGREGATES_GROUP = "privacy-aggregates"
 AGGREGATES_TOPICS = [topics.DELIVERY_EVENTS]
@@ -26,6 +28,7 @@ def build_handlers(runtime, requests_topic: str = topics.PRIVACY_REQUESTS) -> di
                                producer=runtime.producer(), topic=requests_topic)
 
     return {
+        "privacy.requested": partial(usecases.forget_own_data, store),
         "privacy.answered": on_answer,
         "audit.recorded": partial(usecases.record_audit_event, store),
     }

@@ -103,10 +103,10 @@ def create_request(store: PrivacyStore, producer: EventProducer, config, identit
         # Not out means not asked: forget it so the caller can simply retry.
         store.delete_request(request["_id"])
         raise PublishFailed(str(exc)) from exc
-    if subject["kind"] == "contact" and subject["contact_id"] and body["kind"] == "erasure":
-        store.forget_contacts(identity.account_id, [subject["contact_id"]])
-    if subject["kind"] == "account":
-        store.forget_account(identity.account_id)
+    # The privacy service's own part of an erasure (forget_own_data) is done
+    # by its worker from the event just published, not here: an account's
+    # markers are tens of thousands of documents, and deleting them inside
+    # the request kept DELETE /account waiting past its 30 s timeout.
     if subject["kind"] == "user":
         _answer_for_user(store, request)
         request = store.get_request(None, request["_id"])
@@ -116,6 +116,21 @@ def create_request(store: PrivacyStore, producer: EventProducer, config, identit
           target_type=subject["kind"], target_id=subject["contact_id"] or subject["user_id"]
           or request["_id"], reason=body.get("reason"), request_id=request["_id"])
     return request
+
+
+def forget_own_data(store: PrivacyStore, event: Event) -> None:
+    """What the privacy service itself holds of an erasure's subject: an
+    account's exports, aggregate markers and notice acknowledgements, or a
+    contact's markers and earlier access exports (a contact named by address
+    is forgotten when contacts answers with its ids). Safe to run again."""
+    data = event.data
+    subject = data["subject"]
+    if data["kind"] != "erasure":
+        return
+    if subject["kind"] == "account":
+        store.forget_account(event.account_id)
+    elif subject["kind"] == "contact" and subject.get("contact_id"):
+        store.forget_contacts(event.account_id, [subject["contact_id"]])
 
 
 def requested_event(request: dict) -> Event:

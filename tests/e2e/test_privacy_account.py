@@ -55,6 +55,12 @@ def test_deleting_an_account_deletes_all_its_data(gateway, stack_env):  # noqa: 
     assert platform_contacts.count_documents(
         {"account_id": notification["account_id"], "email": user_email}) == 1
 
+    privacy_db = _db(stack_env, "privacy")
+    deadline = time.monotonic() + 60   # the delivery is counted in the aggregates
+    while time.monotonic() < deadline and not privacy_db.agg_markers.count_documents({"account_id": account_id}):
+        time.sleep(0.5)
+    assert privacy_db.agg_markers.count_documents({"account_id": account_id}) > 0
+
     deleted = gateway.session.delete(gateway.base + "/account", timeout=120)
     assert deleted.status_code == 202, deleted.text
     request_id = deleted.json()["request_id"]
@@ -74,6 +80,12 @@ def test_deleting_an_account_deletes_all_its_data(gateway, stack_env):  # noqa: 
     left = {f"{service}.{name}": _db(stack_env, service)[name].count_documents({"account_id": account_id})
             for service, names in owned.items() for name in names}
     assert {k: v for k, v in left.items() if v} == {}
+    # the privacy service's own part (the campaign's aggregate markers) is
+    # done by its worker, after the API answered
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and privacy_db.agg_markers.count_documents({"account_id": account_id}):
+        time.sleep(1)
+    assert privacy_db.agg_markers.count_documents({"account_id": account_id}) == 0
     assert _db(stack_env, "campaigns").job_outcomes.count_documents({"campaign_id": campaign_id}) == 0
     assert platform_contacts.count_documents({"email": user_email}) == 0
     assert databases_mentioning(stack_env, [user_email, user_name.lower(), contact_email,

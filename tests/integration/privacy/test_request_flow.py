@@ -183,3 +183,39 @@ def test_an_answer_for_another_accounts_request_is_ignored(config, producer, mon
     assert usecases.record_answer(store, "acct-b", {"request_id": forged["_id"],
                                                     "service": "contacts", "status": "done"}) is None
     assert store.get_request(None, request["_id"])["answers"] == {}
+
+
+def test_the_privacy_worker_erases_its_own_data_of_a_deleted_account_and_an_erased_contact(
+        config, producer, mongo_db, make_topic, unique):
+    """The privacy service's own part of an erasure is done by its worker
+    from privacy.requested: the API call that records the request stays
+    quick however much the account had."""
+    requests_topic = make_topic("requests")
+    store = PrivacyStore(mongo_db)
+    gone, kept = "acct-gone-" + unique, "acct-kept-" + unique
+    for account in (gone, kept):
+        store.db.agg_markers.insert_many([{"_id": f"{account}|{n}", "account_id": account,
+                                           "contact_id": f"c{n}"} for n in range(3)])
+        store.db.notice_acks.insert_one({"_id": f"{account}|ack", "account_id": account,
+                                         "subject": "u1", "policy_id": "p1", "at": time.time()})
+    deleted = usecases.create_request(store, producer, config, Identity(gone, "key-1"),
+                                      {"kind": "erasure", "subject": {"account": True}},
+                                      topic=requests_topic)
+    erased = usecases.create_request(store, producer, config, Identity(kept, "key-1"),
+                                     {"kind": "erasure", "subject": {"contact_id": "c1"}},
+                                     topic=requests_topic)
+    runtime = SimpleNamespace(db=mongo_db, producer=lambda: producer)
+    loop = consumer_loop(config, "privacy", "g-" + unique, [requests_topic],
+                         build_handlers(runtime, requests_topic=requests_topic))
+
+    def left(account):
+        return {c: store.db[c].count_documents({"account_id": account})
+                for c in ("agg_markers", "notice_acks")}
+
+    try:
+        assert _run_until(loop, lambda: left(gone) == {"agg_markers": 0, "notice_acks": 0}
+                          and store.db.agg_markers.count_documents({"contact_id": "c1"}) == 0)
+    finally:
+        loop.shutdown()
+    assert left(kept) == {"agg_markers": 2, "notice_acks": 1}   # only the erased contact went
+    assert {r["_id"] for r in store.db.requests.find()} >= {deleted["_id"], erased["_id"]}
