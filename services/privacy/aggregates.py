@@ -2,8 +2,9 @@
 (the recipient's domain), from delivery.events.
 
 Counting is idempotent without multi-document transactions: every event
-leaves a marker with a deterministic id (one per job and outcome, one per
-contact per group), and counts are computed from the markers. Days older
+leaves a marker with a deterministic id (one per job and outcome, naming the
+contact), and counts are computed from the markers (the contacts of a group
+are its markers' distinct contact ids). Days older
 than a few days are rolled up into plain counts and their markers deleted,
 so the per-contact ids do not outlive the window redeliveries can come in.
 """
@@ -25,19 +26,16 @@ def count_deliveries(store: PrivacyStore, events: list[Event]) -> None:
 
 
 def markers_of(event: Event) -> list[dict]:
-    """The event's markers: one for its outcome, one for its contact in the
-    (account, day, provider) group; none for a test send or another type."""
+    """The event's marker: one for its outcome; none for a test send or
+    another type. One insert per delivery (FerretDB's cost is per document):
+    the distinct contacts are counted from these when a report is made."""
     outcome = OUTCOMES.get(event.type)
     data = event.data
     if outcome is None or data.get("test"):
         return []
-    day = event.time[:10]
-    provider = (data.get("recipient_domain") or "unknown").lower()
-    group = {"account_id": event.account_id, "day": day, "provider": provider}
-    return [{"_id": f"m|{data['job_id']}|{outcome}", **group, "kind": outcome,
-             "contact_id": data["contact_id"]},
-            {"_id": f"c|{event.account_id}|{day}|{provider}|{data['contact_id']}",
-             **group, "kind": "contacts", "contact_id": data["contact_id"]}]
+    return [{"_id": f"m|{data['job_id']}|{outcome}", "account_id": event.account_id,
+             "day": event.time[:10], "provider": (data.get("recipient_domain") or "unknown").lower(),
+             "kind": outcome, "contact_id": data["contact_id"]}]
 
 
 def _rows_from_markers(store: PrivacyStore, query: dict) -> dict[tuple, dict]:

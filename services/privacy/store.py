@@ -180,13 +180,22 @@ class PrivacyStore:
             delete_all(self.db[collection], {"account_id": account_id})
 
     def marker_counts(self, query: dict) -> list[dict]:
-        """(account, day, provider, kind) -> count, from the markers."""
-        return list(self.db.agg_markers.aggregate([
+        """(account, day, provider, kind) -> count, from the markers: one
+        count per outcome, and kind "contacts", the distinct contacts among
+        them. (Markers of kind "contacts", one per contact, were written
+        before the distinct count: they count as contacts and nothing else.)"""
+        group = {"account_id": "$account_id", "day": "$day", "provider": "$provider"}
+        outcomes = self.db.agg_markers.aggregate([
+            {"$match": {**query, "kind": {"$ne": "contacts"}}},
+            {"$group": {"_id": {**group, "kind": "$kind"}, "count": {"$sum": 1}}},
+        ])
+        contacts = self.db.agg_markers.aggregate([
             {"$match": query},
-            {"$group": {"_id": {"account_id": "$account_id", "day": "$day",
-                                "provider": "$provider", "kind": "$kind"},
-                        "count": {"$sum": 1}}},
-        ]))
+            {"$group": {"_id": {**group, "contact_id": "$contact_id"}}},
+            {"$group": {"_id": {name: f"$_id.{name}" for name in group}, "count": {"$sum": 1}}},
+        ])
+        return [*outcomes, *({"_id": {**row["_id"], "kind": "contacts"}, "count": row["count"]}
+                             for row in contacts)]
 
     def rollups(self, query: dict) -> list[dict]:
         return list(self.db.aggregates.find(query))

@@ -248,9 +248,9 @@ def test_aggregates_suppress_groups_smaller_than_k(acme, app):
     store = PrivacyStore(_db(app))
     account = acme.identity.account_id
 
-    def sent(n, domain):
+    def sent(n, domain, job=None):
         event = new_event("delivery.sent", source="sandesh.sender", subject=f"j{n}",
-                          account_id=account, data={"job_id": f"j{n}", "campaign_id": "k",
+                          account_id=account, data={"job_id": job or f"j{n}", "campaign_id": "k",
                                                     "contact_id": f"c{n}", "attempt": 0,
                                                     "recipient_domain": domain})
         return event.__class__(**{**event.__dict__, "time": "2026-05-01T10:00:00+00:00"})
@@ -258,11 +258,13 @@ def test_aggregates_suppress_groups_smaller_than_k(acme, app):
     batch = [sent(n, "gmail.com") for n in range(4)]
     aggregates.count_deliveries(store, batch + batch[:2])  # redelivered within a batch
     aggregates.count_deliveries(store, batch)  # and in a later one: counted once
+    aggregates.count_deliveries(store, [sent(0, "gmail.com", job="j0-second-campaign")])
     aggregates.count_deliveries(store, [sent(n, "tiny.example") for n in range(10, 12)])
     report = acme("GET", "/api/v1/privacy/aggregates?since=2026-05-01&until=2026-05-01").get_json()
     assert report["k"] == 3 and report["suppressed_groups"] == 1
+    # c0 got two messages: sent twice, one contact
     assert report["items"] == [{"day": "2026-05-01", "provider": "gmail.com", "contacts": 4,
-                                "sent": 4, "bounced": 0, "failed": 0}]
+                                "sent": 5, "bounced": 0, "failed": 0}]
     # rolled up into plain counts, the report is the same and the markers are gone
     aggregates.roll_up(store, older_than_days=1)
     assert store.db.agg_markers.count_documents({}) == 0
