@@ -256,7 +256,7 @@ class SmtpMessenger:
             code, reply = _rcpt(conn, out.job.email)
             if code not in (250, 251):
                 return code, _text(reply)
-            code, reply = conn.data(out.message)
+            code, reply = _data(conn, out.message)
             return code, _text(reply)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             exc._sandesh_after_mail = True  # never replay a transaction that got this far
@@ -281,6 +281,22 @@ def _rcpt(conn: smtplib.SMTP, recipient: str):
     if not recipient.isascii() or not _PLAIN_ADDRESS.fullmatch(recipient):
         return conn.rcpt(recipient)
     conn.putcmd("rcpt", f"TO:<{recipient}>")
+    return conn.getreply()
+
+
+def _data(conn: smtplib.SMTP, message: bytes):
+    """smtplib's data() without its regex: dot-stuffing every line that
+    starts with "." by a regular expression over the whole message was ~5% of
+    the sender's CPU; bytes.replace does the same. A refused DATA comes back
+    as its reply (smtplib raises), to be classified like any other."""
+    conn.putcmd("data")
+    code, reply = conn.getreply()
+    if code != 354:
+        return code, reply
+    stuffed = (b"." + message if message.startswith(b".") else message).replace(b"\n.", b"\n..")
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    conn.send(stuffed + b".\r\n")
     return conn.getreply()
 
 

@@ -1,5 +1,5 @@
-"""The sender's own MAIL and RCPT commands (a fast path past smtplib's
-address parsing) are byte for byte smtplib's."""
+"""The sender's own MAIL, RCPT and DATA (fast paths past smtplib's address
+parsing and dot-stuffing regex) are byte for byte smtplib's."""
 import smtplib
 
 import pytest
@@ -10,17 +10,22 @@ from services.sender import smtp
 class _RecordingConnection(smtplib.SMTP):
     """An SMTP client that records the commands it would send."""
 
-    def __init__(self):
+    def __init__(self, replies=None):
         super().__init__()
         self.sent: list[str] = []
+        self.data_sent: list[bytes] = []
+        self.replies = list(replies or [])
         self.esmtp_features = {"smtputf8": ""}
         self.does_esmtp = True
 
     def putcmd(self, cmd, args=""):
         self.sent.append(f"{cmd} {args}")
 
+    def send(self, s):
+        self.data_sent.append(s)
+
     def getreply(self):
-        return 250, b"ok"
+        return self.replies.pop(0) if self.replies else (250, b"ok")
 
 
 @pytest.mark.parametrize("address", ["bob@example.com", "b.o+b_1@mail.example.co.in",
@@ -35,3 +40,22 @@ def test_mail_and_rcpt_send_what_smtplib_sends(address):
     assert smtp._mail(ours, address, options) == theirs.mail(address, options)
     assert smtp._rcpt(ours, address) == theirs.rcpt(address)
     assert ours.sent == theirs.sent
+
+
+@pytest.mark.parametrize("message", [
+    b"Subject: x\r\n\r\nhello\r\n",
+    b".starts with a dot\r\n..two\r\n.\r\nmid . dot\r\n",
+    b"Subject: x\r\n\r\nlast line without an end",
+    b"a\n.bare LF then a dot\r\n",
+    b"",
+])
+def test_data_sends_what_smtplib_sends(message):
+    ours, theirs = _RecordingConnection([(354, b"go")]), _RecordingConnection([(354, b"go")])
+    assert smtp._data(ours, message) == theirs.data(message)
+    assert (ours.sent, ours.data_sent) == (theirs.sent, theirs.data_sent)
+
+
+def test_a_refused_data_comes_back_as_its_reply_and_sends_nothing():
+    conn = _RecordingConnection([(554, b"5.7.1 no")])
+    assert smtp._data(conn, b"hello\r\n") == (554, b"5.7.1 no")
+    assert conn.data_sent == []
