@@ -64,6 +64,59 @@ def count_files(directory: Path) -> int:
         return 0
 
 
+def wait_for_files(directory: Path, target: int, deadline: float, check=lambda: None,
+                   interval: float = 0.5, since_mtime_ns: int | None = None) -> tuple[float, float]:
+    """Wait until `directory` (a Maildir's new/) holds `target` files, and
+    return the wall-clock times (time.time()) the first and the last of
+    them arrived, read from the directory's mtime, which every file renamed
+    into it sets. Listing tens of thousands of files costs 20-80 ms of CPU,
+    and listing them ten times a second took a third of a core from the
+    stack being measured; so the time comes from the mtime, and the
+    directory is listed every `interval` seconds at most, less often when a
+    listing is slow (5% of a core at most). `check` is called on every poll
+    and may raise; the first arrival is the first change of the mtime after
+    `since_mtime_ns` (default: now)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    unchanged = os.stat(directory).st_mtime_ns if since_mtime_ns is None else since_mtime_ns
+    first = None
+    listed_at = 0.0
+    while True:
+        mtime = os.stat(directory).st_mtime_ns
+        if first is None and mtime != unchanged:
+            first = mtime / 1e9
+        if first is not None and time.monotonic() - listed_at >= interval:
+            listed_at = time.monotonic()
+            if count_files(directory) >= target:
+                return first, os.stat(directory).st_mtime_ns / 1e9
+            interval = max(interval, 20 * (time.monotonic() - listed_at))
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out: {count_files(directory)} of {target} messages arrived")
+        check()
+        time.sleep(0.02)
+
+
+def wait_for_quiet(busy_below: float = 0.25, for_seconds: int = 3, timeout: float = 900) -> None:
+    """Wait until the machine's CPUs are less than `busy_below` busy for
+    `for_seconds` seconds in a row (/proc/stat): work left over from before
+    (an account erasure, an import being indexed) would run during the
+    measurement and be counted against it."""
+    def busy_and_total():
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    deadline, quiet, said = time.monotonic() + timeout, 0, False
+    while quiet < for_seconds and time.monotonic() < deadline:
+        busy0, total0 = busy_and_total()
+        time.sleep(1)
+        busy1, total1 = busy_and_total()
+        share = (busy1 - busy0) / max(1, total1 - total0)
+        quiet = quiet + 1 if share < busy_below else 0
+        if not quiet and not said:
+            print(f"waiting for the machine to be quiet ({share:.0%} busy)...", flush=True)
+            said = True
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -197,14 +250,12 @@ class SenderRun:
         mongo.client(self.stack["SANDESH_MONGO_URI"]).drop_database(self.db)
 
 
-def wait_until(new_dir: Path, target: int, timeout: float, run: SenderRun) -> None:
-    deadline = time.monotonic() + timeout
-    while count_files(new_dir) < target:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out: {count_files(new_dir)} of {target} messages arrived")
+def wait_until(new_dir: Path, target: int, timeout: float, run: SenderRun) -> float:
+    """The wall-clock time the target-th message arrived."""
+    def senders_alive():
         if any(p.poll() is not None for p in run.procs):
             raise SystemExit("a sender exited; see its log in " + str(run.root))
-        time.sleep(0.1)
+    return wait_for_files(new_dir, target, time.monotonic() + timeout, senders_alive)[1]
 
 
 def sender_throughput(stack, root, sink_pid, port, new_dir, processes, n, connections):
@@ -219,10 +270,9 @@ def sender_throughput(stack, root, sink_pid, port, new_dir, processes, n, connec
         time.sleep(2)
         before = count_files(new_dir)
         cpu_before = [cpu_seconds(p.pid) for p in run.procs] + [cpu_seconds(sink_pid)]
-        started = time.perf_counter()
+        started = time.time()
         run.publish_jobs(campaign, n, f"r{processes}-")
-        wait_until(new_dir, before + n, 1800, run)
-        rate = n / (time.perf_counter() - started)
+        rate = n / (wait_until(new_dir, before + n, 1800, run) - started)
         cpu = [cpu_seconds(p.pid) for p in run.procs] + [cpu_seconds(sink_pid)]
         used = [after - was for after, was in zip(cpu, cpu_before)]
         return rate, run.peak_rss_mb(), sum(used[:-1]) * 1000 / n, used[-1] * 1000 / n
@@ -248,6 +298,7 @@ def main() -> None:
         # drifts by a factor of two within minutes (the sink's own CPU per
         # message does), which a single ceiling run cannot see.
         def bracket(connections: int, senders: int):
+            wait_for_quiet()
             before = ceiling(port, messages, connections, sink.pid)
             result = sender_throughput(stack, root, sink.pid, port, new_dir, senders,
                                        args.recipients, args.connections)
