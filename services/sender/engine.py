@@ -79,6 +79,10 @@ class EngineSettings:
     unpark_every_seconds: float = 2.0
     held_recheck_seconds: float = 2.0
     record_every: int = 32  # sends between two writes of their outcomes
+    # How long to keep trying to record outcomes of messages already sent
+    # while the database is away (see DeliveryStore.record); a SIGTERM then
+    # waits as long at most, within its 30 s.
+    record_patience_seconds: float = 10.0
     routes: Routes = Routes()
 
 
@@ -213,7 +217,7 @@ class Engine:
                 outcomes.append(outcome)
                 result[task.job.job_id] = hold
             started = time.perf_counter()
-            self.deliveries.record(outcomes)
+            self.deliveries.record(outcomes, self.settings.record_patience_seconds)
             recording += time.perf_counter() - started
             left -= len(done)
         self.messenger.collect(0, 0)  # forget the finished batch

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError
 from pymongo.operations import IndexModel
 
 from services.sender.domain import CANCELLED, FINAL, SENDING, Campaign, Job
@@ -273,16 +273,31 @@ class DeliveryStore:
                                          "attempt": job.attempt, "previous_owner": doc["owner"]}})
         return True
 
-    def record(self, outcomes: list[tuple[str, str, dict]]) -> None:
+    def record(self, outcomes: list[tuple[str, str, dict]], patience: float = 0.0) -> None:
         """(job id, state, fields) for jobs this sender claimed: a final
-        state is stored; deferred and released ones give their claim back."""
+        state is stored; deferred and released ones give their claim back.
+
+        The messages are out already: if the database is unreachable, keep
+        trying for `patience` seconds before raising. A batch that fails here
+        is sent again after the lease (same Message-ID), so waiting out a
+        short outage (a restart, a primary election) saves those duplicates.
+        Both writes are idempotent, so a retry after a lost answer is safe."""
         final = [{"_id": job_id, "state": state, "owner": self.owner, "updated_at": utcnow(),
                   **fields}
                  for job_id, state, fields in outcomes if state in FINAL]
         give_back = [job_id for job_id, state, _ in outcomes if state not in FINAL]
-        insert_new(self.col, final)  # one already there: final before (a re-send after a crash)
-        if give_back:
-            self.claims.delete_many({"_id": {"$in": give_back}, "owner": self.owner})
+        deadline, pause = time.monotonic() + patience, 0.25
+        while True:
+            try:
+                insert_new(self.col, final)  # one already there: final before (a re-send after a crash)
+                if give_back:
+                    self.claims.delete_many({"_id": {"$in": give_back}, "owner": self.owner})
+                return
+            except ConnectionFailure:
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(2 * pause, 2.0)
 
     def get(self, job_id: str) -> dict | None:
         return self.col.find_one({"_id": job_id})

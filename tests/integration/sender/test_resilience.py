@@ -168,3 +168,40 @@ def test_a_rebalance_while_the_rate_limit_holds_partitions_leaves_none_behind(
     assert sent == set(job_ids)  # every job accounted for: the campaign completes
     assert len(owners(senders, mongo_uri)) == 2  # both took part: the rebalance was mid-campaign
     print(f"{rebalance}: rebalanced after {at_rebalance} messages")
+
+
+def test_a_database_outage_mid_campaign_delays_the_work_and_loses_nobody(
+        make_senders, sink, unique, mongo_uri):
+    """FerretDB unreachable for 8 s mid-campaign (every connection dropped,
+    new ones refused): the sender waits and goes on. Everybody gets the
+    message once: the outcomes of messages already sent are recorded when
+    the database is back (it waits up to 10 s for it), not sent again."""
+    from urllib.parse import urlsplit
+
+    from tests.integration.cuttable_proxy import CuttableProxy
+    address = urlsplit(mongo_uri)
+    proxy = CuttableProxy(address.hostname, address.port or 27017)
+    try:
+        senders = make_senders(SANDESH_MONGO_URI=f"mongodb://127.0.0.1:{proxy.port}/",
+                               SANDESH_SEND_CLAIM_LEASE_SECONDS=8)
+        senders.start()
+        account, campaign = hexid(), hexid()
+        senders.launch(account, campaign)
+        people = recipients(1000, unique)
+        senders.jobs(account, campaign, people)
+        senders.wait(lambda: sink.count() >= 150, 120, "the campaign under way")
+        proxy.cut()
+        cut_at = sink.count()
+        time.sleep(8)
+        during = sink.count() - cut_at
+        proxy.restore()
+        senders.wait(lambda: len(by_recipient(sink)) >= len(people), 240, "every recipient")
+    finally:
+        proxy.close()
+    received = by_recipient(sink)
+    assert len(received) == len(people)
+    duplicates = sum(len(m) - 1 for m in received.values())
+    assert duplicates == 0
+    senders.assert_running()
+    print(f"outage after {cut_at} messages: {during} more arrived during it, "
+          f"{duplicates} duplicates")

@@ -39,7 +39,7 @@ class Fakes:
         return ([j for j in jobs if j.job_id not in self.finished],
                 {j.job_id: self.finished[j.job_id] for j in jobs if j.job_id in self.finished}, [])
 
-    def record(self, outcomes):
+    def record(self, outcomes, patience=0.0):
         self.records.extend(outcomes)
 
     def park(self, jobs):
