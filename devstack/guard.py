@@ -25,7 +25,7 @@ def needed_ports(ports: dict[str, int], senders: int, infra_only: bool) -> list[
     """(port, what, environment variable) for every port the stack will listen on."""
     keys = list(config.INFRA_PORT_KEYS)
     if not infra_only:
-        keys += config.WEB_SERVICES
+        keys += config.WEB_SERVICES + [f"{name}_worker" for name in config.WORKER_SERVICES]
     if supervisor_uses_inet():
         keys.append("supervisor")
     needed = [(ports[k], config.PORTS_BY_KEY[k].label, config.PORTS_BY_KEY[k].env) for k in keys]

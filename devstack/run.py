@@ -121,6 +121,9 @@ def verify_ownership(stack_env: dict[str, str], progs: list[supervisor.Program])
     for name in config.WEB_SERVICES:
         if f"{name}:{name}-web" in names:
             owners[ports[name]] = f"{name}:{name}-web"
+    for name in config.WORKER_SERVICES:
+        if f"{name}:{name}-worker" in names:
+            owners[ports[f"{name}_worker"]] = f"{name}:{name}-worker"
     for i in range(int(stack_env.get("SANDESH_SENDERS", "1"))):
         if f"sender:sender-{i}" in names:
             owners[ports["sender"] + i] = f"sender:sender-{i}"

@@ -106,7 +106,9 @@ def programs(ports: dict[str, int], senders: int, with_services: bool) -> list[P
                  "PROMETHEUS_MULTIPROC_DIR": str(run / "prom" / name)}))
         if name in config.WORKER_SERVICES:
             progs.append(Program(f"{name}-worker", [venv_py, "-m", f"services.{name}.worker"],
-                                 priority=50, autostart=False, env={"SANDESH_SERVICE": name}))
+                                 priority=50, autostart=False,
+                                 env={"SANDESH_SERVICE": name,
+                                      "SANDESH_HEALTH_PORT": str(ports[f"{name}_worker"])}))
     progs.append(Program("sender", ["bash", str(repo / "devstack" / "run_sender.sh"), PROCESS_NUM],
                          priority=50, autostart=False, numprocs=senders,
                          env={"SANDESH_SERVICE": "sender"}))

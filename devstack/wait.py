@@ -4,7 +4,8 @@
 
 Kafka: the admin client lists topics. FerretDB: `ping`. SMTP sink: NOOP.
 Web services: GET /readyz is 200. Senders: GET /readyz on SANDESH_SENDER_PORT + n.
-Workers have no endpoint: they must be RUNNING in supervisord.
+Kafka workers: GET /readyz on SANDESH_<SERVICE>_WORKER_PORT (without one: RUNNING
+in supervisord).
 """
 from __future__ import annotations
 
@@ -98,7 +99,10 @@ def service_checks(env: dict[str, str], only: str | None = None) -> list[Check]:
         url = env[f"SANDESH_{name.upper()}_URL"] + "/readyz"
         checks.append(Check(f"{name} ({url})", f"{name}:{name}-web", http_probe(url)))
         if name in config.WORKER_SERVICES:
-            checks.append(Check(f"{name}-worker", f"{name}:{name}-worker", None))
+            port = env.get(f"SANDESH_{name.upper()}_WORKER_PORT")
+            worker_url = f"http://{config.HOST}:{port}/readyz" if port else None
+            checks.append(Check(f"{name}-worker" + (f" ({worker_url})" if port else ""),
+                                f"{name}:{name}-worker", http_probe(worker_url) if port else None))
     base = int(env["SANDESH_SENDER_PORT"])
     for i in range(int(env.get("SANDESH_SENDERS", "1"))):
         url = f"http://{config.HOST}:{base + i}/readyz"

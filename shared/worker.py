@@ -13,14 +13,20 @@ from shared.logs import configure_logging
 log = logging.getLogger(__name__)
 
 
-def run_worker(service: str, config: Config, build_loop: Callable[[], ConsumerLoop],
-               readiness: dict, health_port_env: str | None = None) -> None:
-    configure_logging(service, config.log_level)
-    # The sender has its own port variable (several per host locally); every
-    # other worker serves health on SANDESH_HEALTH_PORT when it is set.
-    port = int(os.environ.get(health_port_env or "SANDESH_HEALTH_PORT", "0") or 0)
+def serve_health(service: str, config: Config, readiness: dict,
+                 port_env: str = "SANDESH_HEALTH_PORT") -> None:
+    """/healthz, /readyz and /metrics on the port `port_env` names, if it is
+    set (the sender has its own variable: several per host locally)."""
+    port = int(os.environ.get(port_env, "0") or 0)
     if port:
-        worker_http.serve(os.environ.get("SANDESH_BIND_HOST", "127.0.0.1"), port, service, config.stack_id, readiness)
+        worker_http.serve(os.environ.get("SANDESH_BIND_HOST", "127.0.0.1"), port, service,
+                          config.stack_id, readiness)
+
+
+def run_worker(service: str, config: Config, build_loop: Callable[[], ConsumerLoop],
+               readiness: dict) -> None:
+    configure_logging(service, config.log_level)
+    serve_health(service, config, readiness)
     loop = build_loop()
     log.info("worker started", extra={"group": loop.group})
     run_until_signalled(loop)

@@ -15,6 +15,7 @@ from shared.config import load_common
 from shared.kafka.factory import consumer_loop
 from shared.logs import configure_logging
 from shared.runtime import Runtime
+from shared.worker import serve_health
 
 SERVICE = "privacy"
 ROLLUP_EVERY_SECONDS = 3600
@@ -25,6 +26,7 @@ def main() -> None:
     config = load_common(SETTINGS)
     configure_logging(SERVICE, config.log_level)
     runtime = Runtime(SERVICE, config)
+    serve_health(SERVICE, config, runtime.readiness())
     loop = consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
                          producer=runtime.producer())
     counting = consumer_loop(config, SERVICE, AGGREGATES_GROUP, AGGREGATES_TOPICS, {},

@@ -24,7 +24,7 @@ from services.sender.smtp import SmtpMessenger, parse_relays
 from services.sender.store import (CampaignStore, ContactStateStore, DeliveryStore,
                                    MongoWindowCounter, ParkedJobs, ensure_indexes)
 from services.sender.throttle import RateLimiter
-from shared import mongo, worker_http
+from shared import mongo
 from shared.config import Config, load_common
 from shared.kafka.factory import client_id, consumer_loop, event_producer
 from shared.kafka.kafka_impl import KafkaSource
@@ -33,6 +33,7 @@ from shared.kafka.probe import check_broker
 from shared.kafka.rdkafka_impl import RdKafkaSink
 from shared.logs import configure_logging
 from shared.tracking_tokens import Keyring
+from shared.worker import serve_health
 
 SERVICE = "sender"
 log = logging.getLogger(__name__)
@@ -129,12 +130,9 @@ def main() -> None:
     # that arrived is read promptly (measured: fewer stalls per transaction).
     sys.setswitchinterval(float(os.environ.get("SANDESH_SENDER_SWITCH_INTERVAL", "0.001")))
     configure_logging(SERVICE, config.log_level)
-    port = int(os.environ.get("SANDESH_SENDER_PORT") or 0)
-    readiness = {"mongodb": lambda: mongo.ping(config.mongo_uri),
-                 "kafka": lambda: check_broker(config.kafka_bootstrap)}
-    if port:
-        worker_http.serve(os.environ.get("SANDESH_BIND_HOST", "127.0.0.1"), port, SERVICE,
-                          config.stack_id, readiness)
+    serve_health(SERVICE, config, {"mongodb": lambda: mongo.ping(config.mongo_uri),
+                                   "kafka": lambda: check_broker(config.kafka_bootstrap)},
+                 port_env="SANDESH_SENDER_PORT")
     loop, state_loops, producer, messenger = build(config)
     retention.start_in_background(config)
 
