@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from functools import cached_property
+from typing import Callable
 
 from pymongo.database import Database
 
@@ -16,9 +17,11 @@ from shared.kafka.producer import EventProducer
 
 
 class Runtime:
-    def __init__(self, service: str, config: Config):
+    def __init__(self, service: str, config: Config,
+                 make_producer: Callable[[Config, str], EventProducer] = event_producer):
         self.service = service
         self.config = config
+        self._make_producer = make_producer
         self._lock = threading.Lock()
         self._producer: EventProducer | None = None
 
@@ -29,7 +32,7 @@ class Runtime:
     def producer(self) -> EventProducer:
         with self._lock:
             if self._producer is None:
-                self._producer = event_producer(self.config, self.service)
+                self._producer = self._make_producer(self.config, self.service)
             return self._producer
 
     def check_mongo(self) -> None:

@@ -18,6 +18,13 @@ def event_producer(config: Config, service: str, **overrides) -> EventProducer:
     return EventProducer(KafkaSink(config.kafka_bootstrap, client_id(service), **overrides))
 
 
+def hot_event_producer(config: Config, service: str, **overrides) -> EventProducer:
+    """For a process that publishes an event per recipient or per row: on
+    librdkafka (see rdkafka_impl.py). Create it after any fork."""
+    from shared.kafka.rdkafka_impl import RdKafkaSink
+    return EventProducer(RdKafkaSink(config.kafka_bootstrap, client_id(service), **overrides))
+
+
 def consumer_loop(config: Config, service: str, group: str, topics: list[str],
                   handlers: dict[str, Handler], producer: EventProducer | None = None,
                   **loop_options) -> ConsumerLoop:

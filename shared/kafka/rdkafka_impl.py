@@ -3,15 +3,23 @@
 kafka-python builds and sends every record in Python: ~85 us of CPU per
 message, under the GIL of the process that produces. librdkafka batches,
 compresses and sends from its own C threads: ~5 us per message in all
-(measured with the tracking hits, see docs/tracking.md). The tracking web
-processes publish one event per pixel or click, and the sender one delivery
-event per message, so they use this sink; the rest of the platform keeps
-kafka-python (one client to learn, and its producers are not hot).
+(measured with the tracking hits, see docs/tracking.md). The hot producers
+use this sink: the tracking web processes (one event per pixel or click), the
+sender (one delivery event per message) and the contacts worker (one send
+job per recipient at fan-out, one contact.created per imported row); the
+rest of the platform keeps kafka-python (one client to learn, and its
+producers are not hot).
 
 Same promise as KafkaSink: `flush()` returns only when everything sent so far
 is acknowledged by the broker (acks=all, idempotent), and raises otherwise.
+Several threads may share one sink (the contacts worker's imports and its
+consumer loop do): each flush reports the failures of its own thread's
+sends, so one thread never takes another's failure and leaves it unseen.
 """
 from __future__ import annotations
+
+import threading
+from functools import partial
 
 from confluent_kafka import KafkaException, Producer
 
@@ -35,17 +43,23 @@ class RdKafkaSink:
         }
         options.update(overrides)
         self._producer = Producer(options)
-        self._errors: list[str] = []
+        self._local = threading.local()
 
-    def _delivered(self, error, _message) -> None:
-        if error is not None:
-            self._errors.append(str(error))
+    def _own_failures(self) -> list[str]:
+        """The failed deliveries of this thread's sends since its last flush."""
+        if not hasattr(self._local, "failures"):
+            self._local.failures = []
+            self._local.report = partial(_delivered, self._local.failures)
+        return self._local.failures
 
     def send(self, topic, key, value, headers=None):
+        self._own_failures()
         while True:
             try:
+                # the report runs in whichever thread serves it; it notes a
+                # failure in the list of the thread that sent the message
                 self._producer.produce(topic, value, key, headers=headers or None,
-                                       on_delivery=self._delivered)
+                                       on_delivery=self._local.report)
                 break
             except BufferError:
                 # librdkafka's local queue is full (the broker is slow or
@@ -58,7 +72,9 @@ class RdKafkaSink:
             left = self._producer.flush(-1 if timeout is None else timeout)
         except KafkaException as exc:
             raise DeliveryFailed(str(exc)) from exc
-        errors, self._errors = self._errors, []
+        failures = self._own_failures()
+        errors = failures[:]   # every report of this thread's sends has been served
+        failures.clear()
         if left:
             raise DeliveryFailed(f"{left} messages not acknowledged within {timeout} s")
         if errors:
@@ -66,3 +82,8 @@ class RdKafkaSink:
 
     def close(self):
         self._producer.flush(10)
+
+
+def _delivered(failures: list[str], error, _message) -> None:
+    if error is not None:
+        failures.append(str(error))
