@@ -26,11 +26,9 @@ from services.sender.store import (CampaignStore, ContactStateStore, DeliverySto
 from services.sender.throttle import RateLimiter
 from shared import mongo
 from shared.config import Config, load_common
-from shared.kafka.factory import client_id, consumer_loop, event_producer
+from shared.kafka.factory import client_id, consumer_loop, event_producer, hot_event_producer
 from shared.kafka.kafka_impl import KafkaSource
-from shared.kafka.producer import EventProducer
 from shared.kafka.probe import check_broker
-from shared.kafka.rdkafka_impl import RdKafkaSink
 from shared.logs import configure_logging
 from shared.tracking_tokens import Keyring
 from shared.worker import serve_health
@@ -89,7 +87,7 @@ def build(config: Config):
                                        config.default_sending_domain, config.bounce_domain)
     # librdkafka: one delivery event per message, and kafka-python spent
     # ~85 us of the sender's GIL on each (librdkafka ~5 us, off the GIL).
-    producer = EventProducer(RdKafkaSink(config.kafka_bootstrap, client_id(SERVICE)))
+    producer = hot_event_producer(config, SERVICE)
     lease = config.send_claim_lease_seconds
     engine = Engine(
         campaigns=CampaignStore(db), contacts=ContactStateStore(db, config.pii_salt),
