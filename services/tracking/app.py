@@ -11,9 +11,7 @@ from services.tracking.hits import HitPublisher
 from services.tracking.settings import SETTINGS
 from services.tracking.store import INDEXES, TrackingStore
 from shared import mongo
-from shared.kafka.factory import client_id, event_producer
-from shared.kafka.producer import EventProducer
-from shared.kafka.rdkafka_impl import RdKafkaSink
+from shared.kafka.factory import event_producer, hot_event_producer
 from shared.http.service import make_app
 
 SERVICE = "tracking"
@@ -52,9 +50,8 @@ class _HitsProducer:
 
     def __call__(self):
         if self._producer is None:
-            sink = RdKafkaSink(self._config.kafka_bootstrap, client_id(SERVICE + "-hits"),
-                               **{"linger.ms": 100})
-            self._producer = EventProducer(sink)
+            self._producer = hot_event_producer(self._config, SERVICE + "-hits",
+                                                **{"linger.ms": 100})
         return self._producer
 
 
