@@ -45,21 +45,23 @@ class RdKafkaSink:
         self._producer = Producer(options)
         self._local = threading.local()
 
-    def _own_failures(self) -> list[str]:
-        """The failed deliveries of this thread's sends since its last flush."""
-        if not hasattr(self._local, "failures"):
-            self._local.failures = []
-            self._local.report = partial(_delivered, self._local.failures)
-        return self._local.failures
+    def _thread(self):
+        """This thread's state: `failures`, its sends' failed deliveries since
+        its last flush, and `report`, the delivery callback that notes them."""
+        mine = self._local
+        if not hasattr(mine, "failures"):
+            mine.failures = []
+            mine.report = partial(_delivered, mine.failures)
+        return mine
 
     def send(self, topic, key, value, headers=None):
-        self._own_failures()
+        # the report runs in whichever thread serves it; it notes a failure
+        # in the list of the thread that sent the message
+        report = self._thread().report
         while True:
             try:
-                # the report runs in whichever thread serves it; it notes a
-                # failure in the list of the thread that sent the message
                 self._producer.produce(topic, value, key, headers=headers or None,
-                                       on_delivery=self._local.report)
+                                       on_delivery=report)
                 break
             except BufferError:
                 # librdkafka's local queue is full (the broker is slow or
@@ -72,7 +74,7 @@ class RdKafkaSink:
             left = self._producer.flush(-1 if timeout is None else timeout)
         except KafkaException as exc:
             raise DeliveryFailed(str(exc)) from exc
-        failures = self._own_failures()
+        failures = self._thread().failures
         errors = failures[:]   # every report of this thread's sends has been served
         failures.clear()
         if left:
