@@ -11,14 +11,16 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Callable, TypeVar
 
 from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import (AutoReconnect, BulkWriteError, OperationFailure,
+from pymongo.errors import (AutoReconnect, BulkWriteError, ConnectionFailure, OperationFailure,
                             ServerSelectionTimeoutError)
 from pymongo.operations import IndexModel
 
+T = TypeVar("T")
 _lock = threading.Lock()
 _client: MongoClient | None = None
 _client_pid: int | None = None
@@ -47,22 +49,33 @@ def ensure_indexes(db: Database, indexes: dict[str, list[IndexModel]],
     Runs at start-up, when the database may still be coming up (a whole stack
     starting at once, a pod before its database): connection failures are
     retried until `wait_seconds` have passed, then raised."""
-    deadline = time.monotonic() + wait_seconds
-    delay = 0.5
+    def create():
+        for collection, models in indexes.items():
+            # One at a time: FerretDB 1.24 drops the connection ("slice
+            # bounds out of range") when several already-existing indexes
+            # are created in one createIndexes command.
+            for model in models:
+                db[collection].create_indexes([model])
+
+    retry_unreachable(create, wait_seconds, first_pause=0.5, max_pause=5.0,
+                      errors=(AutoReconnect, ServerSelectionTimeoutError))
+
+
+def retry_unreachable(action: Callable[[], T], patience: float, *, first_pause: float = 0.25,
+                      max_pause: float = 2.0,
+                      errors: tuple[type[Exception], ...] = (ConnectionFailure,)) -> T:
+    """action(), tried again while the server cannot be reached (pauses
+    doubling from `first_pause` to `max_pause`) until `patience` seconds
+    have passed; then the last error is raised. Only for idempotent work."""
+    deadline, pause = time.monotonic() + patience, first_pause
     while True:
         try:
-            for collection, models in indexes.items():
-                # One at a time: FerretDB 1.24 drops the connection ("slice
-                # bounds out of range") when several already-existing indexes
-                # are created in one createIndexes command.
-                for model in models:
-                    db[collection].create_indexes([model])
-            return
-        except (AutoReconnect, ServerSelectionTimeoutError):
-            if time.monotonic() + delay > deadline:
+            return action()
+        except errors:
+            if time.monotonic() + pause > deadline:
                 raise
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            time.sleep(pause)
+            pause = min(2 * pause, max_pause)
 
 
 def ping(uri: str) -> None:
@@ -105,9 +118,9 @@ def insert_new(collection: Collection, docs: list[dict]) -> list[bool]:
     """Insert documents in one unordered command; True for each one that
     was new, False for one that clashed with a unique key (its _id, or a
     unique index: "done once", "exists already"). Any error but a duplicate
-    key is raised. On FerretDB one insert_many of a few
-    hundred documents costs about what two insert_one calls do (~1 ms each),
-    so per-event markers are written a batch at a time."""
+    key is raised. On FerretDB one insert_many of a few hundred documents
+    costs about what two insert_one calls do (~1 ms each), so per-event
+    markers are written a batch at a time."""
     if not docs:
         return []
     try:

@@ -22,11 +22,11 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from pymongo.database import Database
-from pymongo.errors import ConnectionFailure, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 from pymongo.operations import IndexModel
 
 from services.sender.domain import CANCELLED, FINAL, SENDING, Campaign, Job
-from shared.mongo import delete_all, insert_new
+from shared.mongo import delete_all, insert_new, retry_unreachable
 from shared.pii import email_hash
 
 INDEXES = {
@@ -286,18 +286,13 @@ class DeliveryStore:
                   **fields}
                  for job_id, state, fields in outcomes if state in FINAL]
         give_back = [job_id for job_id, state, _ in outcomes if state not in FINAL]
-        deadline, pause = time.monotonic() + patience, 0.25
-        while True:
-            try:
-                insert_new(self.col, final)  # one already there: final before (a re-send after a crash)
-                if give_back:
-                    self.claims.delete_many({"_id": {"$in": give_back}, "owner": self.owner})
-                return
-            except ConnectionFailure:
-                if time.monotonic() + pause > deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(2 * pause, 2.0)
+
+        def write():
+            insert_new(self.col, final)  # one already there: final before (a re-send after a crash)
+            if give_back:
+                self.claims.delete_many({"_id": {"$in": give_back}, "owner": self.owner})
+
+        retry_unreachable(write, patience)
 
     def get(self, job_id: str) -> dict | None:
         return self.col.find_one({"_id": job_id})
