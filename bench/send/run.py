@@ -84,10 +84,11 @@ def wait_for_files(directory: Path, target: int, deadline: float, check=lambda: 
         mtime = os.stat(directory).st_mtime_ns
         if first is None and mtime != unchanged:
             first = mtime / 1e9
-        if first is not None and time.monotonic() - listed_at >= interval:
+        if time.monotonic() - listed_at >= interval:
             listed_at = time.monotonic()
             if count_files(directory) >= target:
-                return first, os.stat(directory).st_mtime_ns / 1e9
+                last = os.stat(directory).st_mtime_ns / 1e9
+                return (last if first is None else first), last  # None: all came before the call
             interval = max(interval, 20 * (time.monotonic() - listed_at))
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out: {count_files(directory)} of {target} messages arrived")
