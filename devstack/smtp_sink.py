@@ -11,6 +11,11 @@ bytes exactly as received, preceded by two headers that record the envelope:
 Failure injection: $SANDESH_SMTP_SINK_FAULTS (run/smtp-sink/faults.json) is
 re-read whenever it changes (checked at every RCPT), so tests switch faults
 on and off without a restart; see devstack.sink_faults.
+
+PIPELINING (RFC 2920) is offered only with SANDESH_SMTP_SINK_PIPELINING=1
+(aiosmtpd reads pipelined commands in order but does not say so). The stack
+leaves it off: the send benchmark's ceiling is plain smtplib, which never
+pipelines, and the sender is compared with it on equal terms.
 """
 from __future__ import annotations
 
@@ -155,9 +160,16 @@ class MaildirWriter:
 
 
 class SinkHandler:
-    def __init__(self, maildir: MaildirWriter, faults: Faults):
+    def __init__(self, maildir: MaildirWriter, faults: Faults, pipelining: bool = False):
         self.maildir = maildir
         self.faults = faults
+        self.pipelining = pipelining
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         error = self.faults.reply_for_rcpt(address)
@@ -185,9 +197,10 @@ async def _report(maildir: MaildirWriter, every: float = 30.0) -> None:
             last = maildir.stored
 
 
-async def serve(host: str, port: int, maildir_path: Path, faults_path: Path | None) -> None:
+async def serve(host: str, port: int, maildir_path: Path, faults_path: Path | None,
+                pipelining: bool = False) -> None:
     maildir = MaildirWriter(maildir_path)
-    handler = SinkHandler(maildir, Faults(faults_path))
+    handler = SinkHandler(maildir, Faults(faults_path), pipelining)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTP(handler, data_size_limit=DATA_SIZE_LIMIT, enable_SMTPUTF8=True,
@@ -214,7 +227,8 @@ def main() -> None:
         raise SystemExit(f"smtp_sink: set {', '.join(missing)} (e.g. `set -a; . run/stack.env`)")
     faults = os.environ.get("SANDESH_SMTP_SINK_FAULTS")
     asyncio.run(serve(os.environ.get("SANDESH_SMTP_HOST", "127.0.0.1"), int(os.environ["SANDESH_SMTP_PORT"]),
-                      Path(os.environ["SANDESH_MAILDIR"]), Path(faults) if faults else None))
+                      Path(os.environ["SANDESH_MAILDIR"]), Path(faults) if faults else None,
+                      os.environ.get("SANDESH_SMTP_SINK_PIPELINING") == "1"))
 
 
 if __name__ == "__main__":

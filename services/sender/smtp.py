@@ -248,6 +248,8 @@ class SmtpMessenger:
 
     @staticmethod
     def _transaction(conn: smtplib.SMTP, out: Outgoing) -> tuple[int, str]:
+        if _can_pipeline(conn, out):
+            return _pipelined(conn, out)
         options = ["SMTPUTF8", "BODY=8BITMIME"] if out.smtputf8 else []
         code, reply = _mail(conn, out.mail_from, options)
         if code != 250:
@@ -293,11 +295,53 @@ def _data(conn: smtplib.SMTP, message: bytes):
     code, reply = conn.getreply()
     if code != 354:
         return code, reply
+    return _body(conn, message)
+
+
+def _body(conn: smtplib.SMTP, message: bytes):
+    """The message after DATA's 354, dot-stuffed, and the relay's verdict."""
     stuffed = (b"." + message if message.startswith(b".") else message).replace(b"\n.", b"\n..")
     if not stuffed.endswith(b"\r\n"):
         stuffed += b"\r\n"
     conn.send(stuffed + b".\r\n")
     return conn.getreply()
+
+
+def _can_pipeline(conn: smtplib.SMTP, out: Outgoing) -> bool:
+    """The relay said PIPELINING in its EHLO, and both addresses go as
+    they are (an SMTPUTF8 or unusual address takes smtplib's own path)."""
+    return (not out.smtputf8 and conn.has_extn("pipelining")
+            and _PLAIN_ADDRESS.fullmatch(out.mail_from) is not None
+            and out.job.email.isascii() and _PLAIN_ADDRESS.fullmatch(out.job.email) is not None)
+
+
+def _pipelined(conn: smtplib.SMTP, out: Outgoing) -> tuple[int, str]:
+    """RFC 2920: MAIL, RCPT and DATA in one write and their three replies
+    read in order, then the message: two round trips to the relay instead
+    of four, which is what bounds a connection's rate on a distant relay.
+
+    The first refusal is the answer. A relay that accepts DATA although the
+    envelope failed gets an empty message ("." alone), which it must refuse
+    for want of a recipient (RFC 2920 section 3.1)."""
+    conn.send(f"MAIL FROM:<{out.mail_from}>\r\nRCPT TO:<{out.job.email}>\r\nDATA\r\n"
+              .encode("ascii"))
+    mail = conn.getreply()  # a connection that broke before this answer sent nothing: replayable
+    try:
+        rcpt, data = conn.getreply(), conn.getreply()
+        envelope_ok = mail[0] == 250 and rcpt[0] in (250, 251)
+        if data[0] == 354 and envelope_ok:
+            code, reply = _body(conn, out.message)
+            return code, _text(reply)
+        if data[0] == 354:
+            conn.send(b".\r\n")
+            conn.getreply()
+        for code, reply in (mail, rcpt, data):
+            if code not in (250, 251, 354):
+                return code, _text(reply)
+        return data[0], _text(data[1])  # unreachable by RFC 5321; classified like any reply
+    except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        exc._sandesh_after_mail = True  # never replay a transaction that got this far
+        raise
 
 
 def _text(reply: bytes | str) -> str:
