@@ -124,10 +124,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_sink(root: Path) -> tuple[subprocess.Popen, int, Path]:
+def start_sink(root: Path, pipelining: bool = False) -> tuple[subprocess.Popen, int, Path]:
     port, maildir = free_port(), root / "maildir"
     env = {**os.environ, "SANDESH_SMTP_HOST": "127.0.0.1", "SANDESH_SMTP_PORT": str(port),
-           "SANDESH_MAILDIR": str(maildir), "SANDESH_SMTP_SINK_FAULTS": ""}
+           "SANDESH_MAILDIR": str(maildir), "SANDESH_SMTP_SINK_FAULTS": "",
+           "SANDESH_SMTP_SINK_PIPELINING": "1" if pipelining else ""}
     proc = subprocess.Popen([sys.executable, "-m", "devstack.smtp_sink"], cwd=REPO, env=env,
                             stdout=open(root / "sink.log", "w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15
