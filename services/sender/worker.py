@@ -123,10 +123,9 @@ def build(config: Config):
 
 def main() -> None:
     config = load_config()
-    # The SMTP event loop composes (holding the GIL) while the send loop
-    # records and publishes, and the other way round: hand the GIL over
-    # sooner than every 5 ms, so that neither waits long for a reply that
-    # has arrived.
+    # The connection threads wait on the network and the composing ones
+    # hold the GIL: hand it over sooner than every 5 ms, so that a reply
+    # that arrived is read promptly (measured: fewer stalls per transaction).
     sys.setswitchinterval(float(os.environ.get("SANDESH_SENDER_SWITCH_INTERVAL", "0.001")))
     configure_logging(SERVICE, config.log_level)
     serve_health(SERVICE, config, {"mongodb": lambda: mongo.ping(config.mongo_uri),

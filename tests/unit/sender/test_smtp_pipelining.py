@@ -13,104 +13,61 @@ import pytest
 from services.sender import smtp
 from services.sender.compose import Outgoing
 from services.sender.domain import ACCEPTED, PERMANENT, TRANSIENT, Job
+from tests.unit.sender.test_smtp_commands import _RecordingConnection
 
-ENVELOPE = [b"MAIL FROM:<b+x@sandesh.test>\r\n", b"RCPT TO:<r@x.test>\r\n", b"DATA\r\n"]
-MESSAGE = b"Subject: x\r\n\r\n.dot\r\nhello\r\n"
-
-
-class ScriptedRelay:
-    """A relay on a real socket that answers MAIL, RCPT, DATA and the message
-    with the replies it is given, in order, and logs every command and
-    message it receives. Offering PIPELINING, it holds its answers until DATA
-    has arrived (as RFC 2920 allows), so a client that waits for each answer
-    before the next command stalls; without, it answers each at once."""
-
-    def __init__(self, replies: list[bytes], pipelining: bool = True):
-        self.replies, self.pipelining = list(replies), pipelining
-        self.log: list[bytes] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        conn, _ = self.listener.accept()
-        lines = conn.makefile("rb")
-        conn.sendall(b"220 scripted relay\r\n")
-        held = 0
-        while line := lines.readline():
-            verb = line[:4].upper()
-            if verb == b"EHLO":
-                offer = b"250-PIPELINING\r\n" if self.pipelining else b""
-                conn.sendall(b"250-scripted\r\n" + offer + b"250 8BITMIME\r\n")
-                continue
-            self.log.append(line)
-            if verb not in (b"MAIL", b"RCPT", b"DATA"):
-                conn.sendall(b"221 bye\r\n" if verb == b"QUIT" else b"250 ok\r\n")
-                continue
-            held += 1
-            if self.pipelining and verb != b"DATA":
-                continue
-            answers = [self.replies.pop(0) for _ in range(held)]
-            held = 0
-            conn.sendall(b"".join(answers))
-            if answers[-1].startswith(b"354"):
-                self.log.append(b"".join(iter(lines.readline, b".\r\n")) + b".\r\n")
-                conn.sendall(self.replies.pop(0))
-        conn.close()
+ENVELOPE = b"MAIL FROM:<b+x@sandesh.test>\r\nRCPT TO:<r@x.test>\r\nDATA\r\n"
 
 
-def send_one(relay: ScriptedRelay, out: Outgoing) -> smtp.SendTask:
-    messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", relay.port)], connections=1,
-                                   timeout=3)
-    task = smtp.SendTask(out.job, lambda: out, 8)
-    try:
-        messenger.submit([task], time.monotonic() + 30)
-        assert messenger.collect(1, timeout=15) == [task]
-    finally:
-        messenger.close()
-    return task
-
-
-def outgoing(email: str = "r@x.test") -> Outgoing:
+def outgoing(email: str = "r@x.test", smtputf8: bool = False) -> Outgoing:
     job = Job("j1", "c", "p1", "a", None, email, None, {}, 0, None, False, None)
-    return Outgoing(job, MESSAGE, "b+x@sandesh.test", "<j1@d>", False)
+    return Outgoing(job, b"Subject: x\r\n\r\n.dot\r\nhello\r\n", "b+x@sandesh.test", "<j1@d>",
+                    smtputf8)
 
 
-def test_an_accepted_message_goes_in_two_round_trips_and_arrives_stuffed():
-    relay = ScriptedRelay([b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n", b"250 queued as 1\r\n"])
-    task = send_one(relay, outgoing())
-    assert (task.outcome, task.code, task.reply) == (ACCEPTED, 250, "queued as 1")
-    assert relay.log[:4] == ENVELOPE + [b"Subject: x\r\n\r\n..dot\r\nhello\r\n.\r\n"]
+def relay(replies, pipelining: bool = True) -> _RecordingConnection:
+    conn = _RecordingConnection(replies)
+    if pipelining:
+        conn.esmtp_features["pipelining"] = ""
+    return conn
+
+
+def test_an_accepted_message_takes_one_write_for_the_envelope_and_one_for_the_body():
+    conn = relay([(250, b"ok"), (250, b"ok"), (354, b"go"), (250, b"queued as 1")])
+    assert smtp.SmtpMessenger._transaction(conn, outgoing()) == (250, "queued as 1")
+    assert conn.data_sent == [ENVELOPE, b"Subject: x\r\n\r\n..dot\r\nhello\r\n.\r\n"]
+    assert conn.sent == [] and conn.replies == []  # no step-by-step command, every reply read
 
 
 @pytest.mark.parametrize("replies, answer, after_envelope", [
-    # the recipient refused, DATA refused for want of one: no message follows
-    ([b"250 ok\r\n", b"550 5.1.1 no such user\r\n", b"503 5.5.1 no valid recipients\r\n"],
-     (PERMANENT, 550, "5.1.1 no such user"), []),
+    # the recipient refused, DATA refused for want of one: nothing more is sent
+    ([(250, b"ok"), (550, b"5.1.1 no such user"), (503, b"5.5.1 no valid recipients")],
+     (550, "5.1.1 no such user"), []),
     # a relay that takes DATA anyway gets an empty message, never this one
-    ([b"250 ok\r\n", b"451 4.3.0 try later\r\n", b"354 go\r\n", b"554 5.5.1 no recipients\r\n"],
-     (TRANSIENT, 451, "4.3.0 try later"), [b".\r\n"]),
+    ([(250, b"ok"), (451, b"4.3.0 try later"), (354, b"go"), (554, b"5.5.1 no recipients")],
+     (451, "4.3.0 try later"), [b".\r\n"]),
     # the sender refused: its answer, though the rest were refused after it
-    ([b"553 5.1.8 bad sender\r\n", b"503 5.5.1 MAIL first\r\n", b"503 5.5.1 RCPT first\r\n"],
-     (PERMANENT, 553, "5.1.8 bad sender"), []),
+    ([(553, b"5.1.8 bad sender"), (503, b"5.5.1 MAIL first"), (503, b"5.5.1 RCPT first")],
+     (553, "5.1.8 bad sender"), []),
     # DATA itself refused
-    ([b"250 ok\r\n", b"250 ok\r\n", b"554 5.7.1 policy\r\n"], (PERMANENT, 554, "5.7.1 policy"),
-     []),
+    ([(250, b"ok"), (250, b"ok"), (554, b"5.7.1 policy")], (554, "5.7.1 policy"), []),
 ])
-def test_the_first_refusal_is_the_answer_and_the_connection_stays_in_step(replies, answer,
-                                                                           after_envelope):
-    relay = ScriptedRelay(replies)
-    task = send_one(relay, outgoing())
-    assert (task.outcome, task.code, task.reply) == answer
-    # every reply was read: the RSET after the refusal got its own answer
-    assert relay.log == ENVELOPE + after_envelope + [b"RSET\r\n", b"QUIT\r\n"]
+def test_the_first_refusal_is_the_answer_and_every_reply_is_read(replies, answer,
+                                                                  after_envelope):
+    conn = relay(replies)
+    assert smtp.SmtpMessenger._transaction(conn, outgoing()) == answer
+    assert conn.data_sent == [ENVELOPE] + after_envelope
+    assert conn.replies == []
 
 
-def test_without_pipelining_the_commands_go_one_by_one_and_stop_at_a_refusal():
-    relay = ScriptedRelay([b"250 ok\r\n", b"550 5.1.1 no such user\r\n"], pipelining=False)
-    task = send_one(relay, outgoing())
-    assert (task.outcome, task.code) == (PERMANENT, 550)
-    assert relay.log == ENVELOPE[:2] + [b"RSET\r\n", b"QUIT\r\n"]
+@pytest.mark.parametrize("conn, out", [
+    (relay([], pipelining=False), outgoing()),               # not offered
+    (relay([]), outgoing("bob <r@x.test>")),                 # not a plain address
+    (relay([]), outgoing("बॉब@उदाहरण.भारत", smtputf8=True)),   # SMTPUTF8: smtplib's own path
+])
+def test_without_the_extension_or_with_unusual_addresses_commands_go_one_by_one(conn, out):
+    conn.replies = [(250, b"ok"), (250, b"ok"), (354, b"go"), (250, b"queued")]
+    assert smtp.SmtpMessenger._transaction(conn, out)[0] == 250
+    assert [cmd.split()[0] for cmd in conn.sent] == ["mail", "rcpt", "data"]
 
 
 class GroupingRelay:

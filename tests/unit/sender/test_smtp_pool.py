@@ -123,7 +123,8 @@ def test_a_batch_submitted_after_shutdown_began_comes_back_released_at_once(serv
     handler, port = server
     messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", port)], connections=2)
     messenger.release()
-    messenger._thread.join(5)  # every connection has quit
+    for thread in messenger._threads:
+        thread.join(5)
     tasks = [task(i, f"r{i}@x.test", 8) for i in range(3)]
     messenger.submit(tasks, time.monotonic() + 60)
     done = messenger.collect(3, timeout=5)

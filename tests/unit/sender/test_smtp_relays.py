@@ -158,7 +158,7 @@ def test_a_relay_that_refuses_the_login_defers_every_task_and_keeps_the_connecti
         tls_files, monkeypatch):
     """AUTH refused (or STARTTLS failing) while connecting: each task comes
     back TRANSIENT with the reason, none is left unfinished (the engine would
-    wait for it forever), and the connections live on."""
+    wait for it forever), and the connection threads live on."""
     cert_path, key_path = tls_files
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -174,12 +174,12 @@ def test_a_relay_that_refuses_the_login_defers_every_task_and_keeps_the_connecti
                                    starttls=True, username="relay-user", password="wrong",
                                    timeout=10)
     try:
-        for attempt in range(2):  # a second batch proves the connections survived the first
+        for attempt in range(2):  # a second batch proves the threads survived the first
             tasks = [task(10 * attempt + i) for i in range(4)]
             run(messenger, tasks)
             assert [t.outcome for t in tasks] == [smtp.TRANSIENT] * 4
             assert all("535" in t.reply for t in tasks), tasks[0].reply
-        assert not any(worker.done() for worker in messenger._workers)  # connections live on
+        assert all(thread.is_alive() for thread in messenger._threads)
         assert recorder.messages == []
     finally:
         messenger.close()
