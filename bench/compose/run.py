@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.dkim.run import per_call_us  # noqa: E402
 from bench.send.run import campaign_data  # noqa: E402
 from services.sender import dkim  # noqa: E402
 from services.sender.compose import Composer, ComposeSettings  # noqa: E402
@@ -77,11 +78,7 @@ def email_message_us(out: bytes, n: int) -> float:
         message.add_alternative(html, subtype="html")
         return message.as_bytes()
 
-    build()
-    started = time.perf_counter()
-    for _ in range(n):
-        build()
-    return (time.perf_counter() - started) / n * 1e6
+    return per_call_us(build, n)
 
 
 def main() -> None:
