@@ -14,6 +14,7 @@ from services.sender import smtp
 from services.sender.compose import Outgoing
 from services.sender.domain import ACCEPTED, PERMANENT, TRANSIENT, Job
 from tests.unit.sender.test_smtp_commands import _RecordingConnection
+from tests.unit.sender.test_smtp_relays import free_port
 
 ENVELOPE = b"MAIL FROM:<b+x@sandesh.test>\r\nRCPT TO:<r@x.test>\r\nDATA\r\n"
 
@@ -68,6 +69,15 @@ def test_without_the_extension_or_with_unusual_addresses_commands_go_one_by_one(
     conn.replies = [(250, b"ok"), (250, b"ok"), (354, b"go"), (250, b"queued")]
     assert smtp.SmtpMessenger._transaction(conn, out)[0] == 250
     assert [cmd.split()[0] for cmd in conn.sent] == ["mail", "rcpt", "data"]
+
+
+def send_all(messenger: smtp.SmtpMessenger, tasks: list[smtp.SendTask]) -> list[smtp.SendTask]:
+    """The tasks as they finish, within 30 s."""
+    messenger.submit(tasks, time.monotonic() + 30)
+    done, deadline = [], time.monotonic() + 30
+    while len(done) < len(tasks) and time.monotonic() < deadline:
+        done += messenger.collect(len(tasks))
+    return done
 
 
 class GroupingRelay:
@@ -137,10 +147,7 @@ def test_messages_reach_a_relay_that_answers_only_whole_groups():
                          for n, email in enumerate(["a@x.test", "nobody@x.test", "b@x.test",
                                                     "c@x.test", "d@x.test"]))]
     try:
-        messenger.submit(tasks, time.monotonic() + 30)
-        done, deadline = [], time.monotonic() + 30
-        while len(done) < len(tasks) and time.monotonic() < deadline:
-            done += messenger.collect(len(tasks))
+        done = send_all(messenger, tasks)
         outcomes = {t.job.email: (t.outcome, t.code) for t in done}
         assert outcomes == {"a@x.test": (ACCEPTED, 250), "b@x.test": (ACCEPTED, 250),
                             "c@x.test": (ACCEPTED, 250), "d@x.test": (ACCEPTED, 250),
@@ -165,9 +172,7 @@ def test_the_stack_sink_offering_pipelining_takes_pipelined_messages_and_refusal
     faults = tmp_path / "faults.json"
     faults.write_text(json.dumps({"fail_recipients": {"nobody@x.test": 550}}))
     handler = SinkHandler(MaildirWriter(tmp_path / "maildir"), Faults(faults), pipelining=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", port)], connections=1, timeout=5)
@@ -181,10 +186,7 @@ def test_the_stack_sink_offering_pipelining_takes_pipelined_messages_and_refusal
         tasks = [smtp.SendTask(job, lambda job=job: Outgoing(
             job, f"Subject: {job.job_id}\r\n\r\n.hi\r\n".encode(), "b+x@sandesh.test", "<m@d>",
             False), 8) for job in jobs]
-        messenger.submit(tasks, time.monotonic() + 30)
-        done, deadline = [], time.monotonic() + 30
-        while len(done) < len(tasks) and time.monotonic() < deadline:
-            done += messenger.collect(len(tasks))
+        done = send_all(messenger, tasks)
         assert {t.job.email: t.code for t in done} == {"a@x.test": 250, "nobody@x.test": 550,
                                                       "b@x.test": 250}
         stored = sorted(p.read_bytes().split(b"\r\n", 2)[2]
