@@ -177,14 +177,18 @@ def restrict(ports: usecases.Ports, event, contact: dict) -> None:
 
 def erase_account(ports: usecases.Ports, account_id: str) -> None:
     """A deleted account: every contact (with a tombstone each), list,
-    field, segment, consent entry, suppression entry and import of it."""
+    field, segment, consent entry, suppression entry and import of it.
+
+    Every tombstone is out before any contact goes, so a crash in between
+    leaves the contacts to find again; then they go in one delete. Deleting
+    page by page cost FerretDB two reads of the whole collection per
+    thousand contacts: minutes for an account of 20,000."""
     store = ports.store
-    for batch in store.find_contacts(account_id, {}):
-        for contact in batch:
-            ports.producer.sink.send(topics.CONTACTS_EVENTS, contact["_id"].encode(), None, [])
-        ports.producer.flush()
-        delete_all(store.contacts, {"account_id": account_id,
-                                    "_id": {"$in": [c["_id"] for c in batch]}})
+    for ids in store.contact_ids(account_id):
+        for contact_id in ids:
+            ports.producer.sink.send(topics.CONTACTS_EVENTS, contact_id.encode(), None, [])
+    ports.producer.flush()
+    delete_all(store.contacts, {"account_id": account_id})
     for collection in ("lists", "fields", "segments", "consent", "suppressions",
                        "suppression_log", "imports"):
         delete_all(store.db[collection], {"account_id": account_id})

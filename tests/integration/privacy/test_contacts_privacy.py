@@ -124,3 +124,25 @@ def test_restriction_takes_the_contact_out_of_every_audience(world):
     assert audience == [world.other["_id"]]
     assert world.db.consent.count_documents({"contact_ids": world.jane["_id"], "action": "restricted"}) == 1
     assert world.db.contacts.find_one({"_id": world.jane["_id"]})["email"]  # not erased
+
+
+def test_an_account_erasure_tombstones_and_deletes_every_contact_of_the_account(world):
+    # more than one batch of the erasure's id cursor
+    many = [{"_id": f"c-{i:05d}", "account_id": ACCOUNT, "email": f"r{i}@example.com"}
+            for i in range(2100)]
+    world.db.contacts.insert_many(many)
+    usecases.create_contact(world.ports, "another-account", {"email": "keep@example.com"}, "key-2")
+    account_ids = {c["_id"] for c in world.db.contacts.find({"account_id": ACCOUNT}, {"_id": 1})}
+    world.broker.topics.clear()
+    request = new_event("privacy.requested", source="sandesh.privacy", subject="r2",
+                        account_id=ACCOUNT, data={"request_id": "r2", "kind": "erasure",
+                                                  "subject": {"kind": "account"}})
+
+    privacy.handle_privacy_request(world.runtime, request)
+
+    tombstones = {r.key.decode() for r in world.broker.messages(CONTACTS_EVENTS) if r.value is None}
+    assert tombstones == account_ids and len(account_ids) == 2102
+    assert world.db.contacts.count_documents({"account_id": ACCOUNT}) == 0
+    assert world.db.lists.count_documents({"account_id": ACCOUNT}) == 0
+    assert world.db.contacts.count_documents({"account_id": "another-account"}) == 1
+    assert [a["status"] for a in _answers(world.broker)] == ["done"]
