@@ -90,8 +90,8 @@ def main() -> None:
     print(f"ratio to ceiling: {rate / roof:.2f} (target >= 0.5)")
     # The benchmark's account and its contacts go, so the stack does not grow
     # with every run (FerretDB reads whole collections for most queries). The
-    # erasure runs on in the services: a large one keeps FerretDB busy for
-    # minutes, so wait for it to settle before the next measurement.
+    # erasure runs on in the services (~15 s of FerretDB for this account),
+    # so the next run waits for a quiet machine before it measures.
     try:
         api.call("DELETE", "/account")
     except Exception as exc:  # the figures above stand; say what is left behind
