@@ -85,8 +85,9 @@ def ping(uri: str) -> None:
 # FerretDB 1.24 deletes the documents a filter matched with one SQL statement
 # naming each of them, and fails past SQLite's ~32,766 variables ("too many
 # SQL variables"): an account or a retention round with more documents than
-# that could never be deleted.
-DELETE_CHUNK = 10_000
+# that could never be deleted. Each chunk is another read of the whole
+# collection there, so chunks are as large as that limit allows.
+DELETE_CHUNK = 32_000
 
 
 def delete_all(collection: Collection, query: dict, chunk: int = DELETE_CHUNK) -> int:
