@@ -4,6 +4,7 @@ It depends only on small interfaces (the stores, a rate limiter, a
 Messenger, a composer factory and a publisher), so the whole flow reads in
 one screen:
 
+    account erased?                  -> DROPPED (no record, no event)
     campaign known and not paused?  -> else HOLD (try again shortly)
     claim (deliveries, _id = job id) -> finished before: re-announce; held by a live sender: HOLD
     cancelled / contact blocked      -> SKIPPED
@@ -112,8 +113,9 @@ class Engine:
         started = time.perf_counter()
         result: dict[str, Hold | None] = {}
         jobs = [job for sequence in sequences for job in sequence]
+        erased = self.campaigns.erased_accounts({job.account_id for job in jobs})
         campaigns = self._campaigns_of(jobs)
-        ready = self._admit(sequences, campaigns, result)
+        ready = self._admit(sequences, campaigns, erased, result)
         claimed = self._claim(ready, result)
         claimed_at = time.perf_counter()
         outcomes: list[tuple[str, str, dict]] = []
@@ -133,13 +135,19 @@ class Engine:
                                    "record_ms": round(recording * 1000)})
         return result
 
-    def _admit(self, sequences, campaigns, result) -> list[Job]:
+    def _admit(self, sequences, campaigns, erased, result) -> list[Job]:
         """Jobs whose campaign is known and not paused. Unknown: hold (it
-        may be on its way). Paused: parked, back on send.jobs at resume."""
+        may be on its way). Paused: parked, back on send.jobs at resume.
+        Of an erased account: dropped, with no record and no event (its
+        campaigns and their counts are gone; nothing may bring them back)."""
         now = self.clock()
         ready, paused = [], []
         for sequence in sequences:
             for job in sequence:
+                if job.account_id in erased:
+                    result[job.job_id] = DONE
+                    metrics.ERASED.inc()
+                    continue
                 campaign = campaigns.get(job.job_id)
                 if campaign is None:
                     result[job.job_id] = Hold(now + self.settings.held_recheck_seconds,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
+from services.sender.store import CampaignStore
 from shared.mongo import delete_all
 from shared.privacy_answers import answer, contact_id_or_wait, pseudonym
 
@@ -56,9 +57,7 @@ def handle_privacy_request(runtime, event) -> None:
     db = runtime.db
     if subject["kind"] == "account":
         if data["kind"] == "erasure":
-            delete_all(db.deliveries, {"account_id": event.account_id})
-            delete_all(db.campaigns, {"account_id": event.account_id})
-            delete_all(db.blocked_addresses, {"account_id": event.account_id})
+            erase_account(db, event.account_id)
         answer(runtime.producer(), event, SERVICE, "done")
         return
     contact_id, ready = contact_id_or_wait(event)
@@ -85,6 +84,21 @@ def handle_privacy_request(runtime, event) -> None:
     else:
         answer(runtime.producer(), event, SERVICE, "done",
                detail="the sender holds no contact attributes: jobs carry what contacts holds")
+
+
+def erase_account(db, account_id: str) -> None:
+    """First the mark that drops the account's jobs still queued (send.jobs,
+    send.retry): without their campaign they would hold their partitions.
+    Then the jobs parked for its paused campaigns (they carry addresses),
+    the claims of its campaigns, its delivery records and its state."""
+    CampaignStore(db).account_erased(account_id)
+    campaign_ids = [c["_id"] for c in db.campaigns.find({"account_id": account_id}, {"_id": 1})]
+    delete_all(db.parked_jobs, {"account_id": account_id})
+    if campaign_ids:
+        delete_all(db.claims, {"campaign_id": {"$in": campaign_ids}})
+    delete_all(db.deliveries, {"account_id": account_id})
+    delete_all(db.campaigns, {"account_id": account_id})
+    delete_all(db.blocked_addresses, {"account_id": account_id})
 
 
 def _records(db, account_id: str, contact_id: str):

@@ -46,9 +46,11 @@ def utcnow() -> datetime:
 class CampaignStore:
     def __init__(self, db: Database, cache_seconds: float = 1.0, clock=time.monotonic):
         self.col = db["campaigns"]
+        self.erased = db["erased_accounts"]
         self.cache_seconds = cache_seconds
         self.clock = clock
         self._cache: dict[str, tuple[float, Campaign | None]] = {}
+        self._erased_cache: dict[str, tuple[float, bool]] = {}
 
     # -- written by the campaigns.events consumer -------------------------
     def launched(self, account_id: str, data: dict) -> None:
@@ -71,7 +73,24 @@ class CampaignStore:
             self.col.update_one({"_id": campaign_id}, {"$setOnInsert": {"status": status}},
                                 upsert=True)
 
+    # -- written by the privacy handler -----------------------------------
+    def account_erased(self, account_id: str) -> None:
+        """From now on the account's jobs still queued are dropped: its
+        campaigns go with its data, and a job whose campaign is unknown
+        would otherwise hold its partition (everyone's jobs behind it)."""
+        self.erased.update_one({"_id": account_id}, {"$setOnInsert": {"at": utcnow()}},
+                               upsert=True)
+
     # -- read by the senders ----------------------------------------------
+    def erased_accounts(self, account_ids: Iterable[str]) -> set[str]:
+        now = self.clock()
+        missing = [a for a in set(account_ids) if not (
+            (cached := self._erased_cache.get(a)) and now - cached[0] < self.cache_seconds)]
+        if missing:
+            gone = {d["_id"] for d in self.erased.find({"_id": {"$in": missing}}, {"_id": 1})}
+            self._erased_cache.update({a: (now, a in gone) for a in missing})
+        return {a for a in set(account_ids) if self._erased_cache[a][1]}
+
     def get_many(self, campaign_ids: Iterable[str]) -> dict[str, Campaign | None]:
         now = self.clock()
         found, missing = {}, []

@@ -76,7 +76,7 @@ def test_deleting_an_account_deletes_all_its_data(gateway, stack_env):  # noqa: 
 
     owned = {"gateway": ["users"], "contacts": ["contacts", "lists", "imports", "consent"],
              "campaigns": ["templates", "template_versions", "campaigns", "progress"],
-             "sender": ["deliveries"], "tracking": ["deliveries", "campaigns"]}
+             "sender": ["deliveries", "parked_jobs"], "tracking": ["deliveries", "campaigns"]}
     left = {f"{service}.{name}": _db(stack_env, service)[name].count_documents({"account_id": account_id})
             for service, names in owned.items() for name in names}
     assert {k: v for k, v in left.items() if v} == {}

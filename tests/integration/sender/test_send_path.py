@@ -7,6 +7,7 @@ import dkim as dkimpy
 import pytest
 
 from services.sender import dkim
+from shared import topics
 from tests.integration.sender.harness import Senders, by_recipient, hexid, recipients, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -171,3 +172,33 @@ def test_a_test_send_carries_its_campaign_and_counts_nowhere(senders, sink, uniq
     sent = senders.wait(lambda: [e for e in senders.events(idle=1) if e.type == "delivery.sent"],
                         30, "its event")
     assert sent[0].data["test"] is True
+
+
+def test_a_deleted_account_s_queued_jobs_are_dropped_and_hold_nobody_else_up(senders, sink, unique):
+    gone, staying = hexid(), hexid()
+    gone_campaign, gone_paused, other = hexid(), hexid(), hexid()
+    senders.start()
+    senders.launch(gone, gone_campaign)
+    senders.launch(gone, gone_paused)
+    senders.status(gone, gone_paused, "paused")
+    senders.launch(staying, other)
+    senders.wait(lambda: senders.campaign_status(gone_paused) == "paused"
+                 and senders.campaign_status(other) == "sending", 30, "the campaigns")
+    people = recipients(30, unique)
+    parked = senders.jobs(gone, gone_paused, people[:5])
+    senders.wait(lambda: all(senders.recorded("parked_jobs", j) for j in parked), 60, "parking")
+
+    senders.publish(topics.PRIVACY_REQUESTS, "privacy.requested", gone, "r1", {
+        "request_id": "r1", "kind": "erasure", "subject": {"kind": "account"}})
+    senders.wait(lambda: senders.recorded("campaigns", gone_campaign) is None
+                 and senders.recorded("campaigns", gone_paused) is None, 60, "the erasure")
+    # jobs of the deleted account still on send.jobs, on every partition,
+    # ahead of another account's
+    gone_jobs = senders.jobs(gone, gone_campaign, people[5:15])
+    senders.jobs(staying, other, people[15:])
+
+    senders.wait(lambda: sink.count() >= 15, 60, "the other account's mail")
+    assert set(by_recipient(sink)) == {email for _, email, _ in people[15:]}
+    assert not any(senders.recorded("parked_jobs", j) for j in parked)  # they carried addresses
+    delivered = {e.data["job_id"] for e in senders.events(idle=1)}
+    assert delivered.isdisjoint(gone_jobs + parked)  # no record, no event brings it back

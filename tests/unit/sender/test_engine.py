@@ -21,8 +21,9 @@ def job(n: int, cid="c1", attempt=0) -> Job:
 
 
 class Fakes:
-    def __init__(self, campaigns, replies=None, blocked=None, finished=None):
+    def __init__(self, campaigns, replies=None, blocked=None, finished=None, erased=()):
         self.campaigns_by_id = {c.campaign_id: c for c in campaigns}
+        self.erased = set(erased)
         self.replies = replies or {}          # job id -> SMTP code (default 250)
         self.blocked_ids = blocked or {}
         self.finished = finished or {}
@@ -31,6 +32,9 @@ class Fakes:
     # stores
     def get_many(self, ids):
         return {i: self.campaigns_by_id.get(i) for i in ids}
+
+    def erased_accounts(self, account_ids):
+        return set(account_ids) & self.erased
 
     def blocked(self, jobs):
         return {j.job_id: self.blocked_ids[j.job_id] for j in jobs if j.job_id in self.blocked_ids}
@@ -96,6 +100,17 @@ def test_unknown_campaign_holds_the_rest_of_its_partition_and_paused_jobs_are_pa
     assert result["j1"] is DONE and [j.job_id for j in fakes.parked_jobs] == ["j1"]
     assert result["j2"] is DONE
     assert isinstance(result["j3"], Hold) and "j4" not in result  # waits behind j3
+
+
+def test_jobs_of_an_erased_account_are_dropped_and_hold_nobody_up():
+    gone = "g" * 32
+    fakes = Fakes([campaign("c2")], erased={gone})
+    erased_job = Job("j1", "c-gone", "p1", gone, None, "r1@example.com", None, {}, 0, None,
+                     False, None, data={"job_id": "j1"})
+    result = fakes.engine().handle([[erased_job, job(2, "c2")]])
+    assert result == {"j1": DONE, "j2": DONE}  # its campaign is unknown, yet nothing is held
+    assert fakes.types() == [("delivery.sent", "j2")]
+    assert [j for j, _, _ in fakes.records] == ["j2"]
 
 
 def test_cancelled_and_blocked_are_skipped_and_finished_jobs_announced_again():
