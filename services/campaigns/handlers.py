@@ -11,6 +11,7 @@ import uuid
 from services.campaigns import privacy, usecases
 from services.campaigns.store import CampaignStore, JobStateStore, ProgressStore, TemplateStore
 from shared import topics
+from shared.erased_accounts import ErasedAccounts
 
 GROUP = "campaigns"
 TOPICS = [topics.DELIVERY_EVENTS, topics.CONTACTS_EVENTS, topics.PRIVACY_REQUESTS]
@@ -33,9 +34,14 @@ def build_handlers(runtime, ports: usecases.Ports | None = None) -> dict:
     worker does). Without, each event is written at once."""
     buffered = ports is not None
     ports = ports or ports_for(runtime)
-    handlers = {t: (lambda event: usecases.record_delivery(ports, event, flush=not buffered))
+    erased = ErasedAccounts(runtime.db)
+
+    def unless_erased(handle):  # a deleted account's late events must not count again
+        return lambda event: None if erased.among([event.account_id]) else handle(event)
+
+    handlers = {t: unless_erased(lambda e: usecases.record_delivery(ports, e, flush=not buffered))
                 for t in DELIVERY_TYPES}
-    handlers["audience.ready"] = lambda event: usecases.record_audience(ports, event)
+    handlers["audience.ready"] = unless_erased(lambda e: usecases.record_audience(ports, e))
 
     def on_privacy_request(event) -> None:
         usecases.flush_progress(ports)   # no buffered count outlives an erased campaign

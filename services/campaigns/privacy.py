@@ -8,6 +8,7 @@ progress counters and counted job outcomes are deleted.
 """
 from __future__ import annotations
 
+from shared.erased_accounts import ErasedAccounts
 from shared.mongo import delete_all
 from shared.privacy_answers import answer
 
@@ -16,7 +17,9 @@ SERVICE = "campaigns"
 
 def erase_account(db, account_id: str) -> int:
     """Everything the account wrote or sent from here; returns how many
-    campaigns went."""
+    campaigns went. The account is noted first: its delivery events still
+    in flight are not counted (see shared/erased_accounts.py)."""
+    ErasedAccounts(db).mark(account_id)
     campaign_ids = [c["_id"] for c in db["campaigns"].find({"account_id": account_id}, {"_id": 1})]
     if campaign_ids:
         delete_all(db["job_outcomes"], {"campaign_id": {"$in": campaign_ids}})

@@ -11,6 +11,7 @@ from functools import partial
 from services.privacy import aggregates, usecases
 from services.privacy.store import PrivacyStore
 from shared import topics
+from shared.erased_accounts import ErasedAccounts
 
 GROUP = "privacy"
 TOPICS = [topics.PRIVACY_REQUESTS, topics.PRIVACY_ACKS, topics.AUDIT_EVENTS]
@@ -38,4 +39,6 @@ def build_aggregate_counter(runtime):
     """The aggregates loop's batch handler: a poll's deliveries counted with
     one insert (one insert per event cost FerretDB ~1 ms apiece, the largest
     share of its work during a campaign)."""
-    return partial(aggregates.count_deliveries, PrivacyStore(runtime.db))
+    count = partial(aggregates.count_deliveries, PrivacyStore(runtime.db))
+    erased = ErasedAccounts(runtime.db)
+    return lambda events: count(erased.drop_events(events))

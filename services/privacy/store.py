@@ -12,6 +12,7 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from shared.erased_accounts import ErasedAccounts
 from shared.mongo import delete_all, insert_new
 
 INDEXES = {
@@ -175,7 +176,9 @@ class PrivacyStore:
     def forget_account(self, account_id: str) -> None:
         """A deleted account's exports, markers and notice acknowledgements.
         Requests (hashes and ids) and the audit log stay: they are the proof
-        that the account's requests were answered."""
+        that the account's requests were answered. Its delivery events
+        still in flight are not counted after this (shared/erased_accounts.py)."""
+        ErasedAccounts(self.db).mark(account_id)
         for collection in ("export_parts", "agg_markers", "notice_acks"):
             delete_all(self.db[collection], {"account_id": account_id})
 

@@ -26,6 +26,7 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.operations import IndexModel
 
 from services.sender.domain import CANCELLED, FINAL, SENDING, Campaign, Job
+from shared.erased_accounts import ErasedAccounts
 from shared.mongo import delete_all, insert_new, retry_unreachable
 from shared.pii import email_hash
 
@@ -46,11 +47,10 @@ def utcnow() -> datetime:
 class CampaignStore:
     def __init__(self, db: Database, cache_seconds: float = 1.0, clock=time.monotonic):
         self.col = db["campaigns"]
-        self.erased = db["erased_accounts"]
+        self.erased = ErasedAccounts(db, cache_seconds, clock)
         self.cache_seconds = cache_seconds
         self.clock = clock
         self._cache: dict[str, tuple[float, Campaign | None]] = {}
-        self._erased_cache: dict[str, tuple[float, bool]] = {}
 
     # -- written by the campaigns.events consumer -------------------------
     def launched(self, account_id: str, data: dict) -> None:
@@ -78,18 +78,11 @@ class CampaignStore:
         """From now on the account's jobs still queued are dropped: its
         campaigns go with its data, and a job whose campaign is unknown
         would otherwise hold its partition (everyone's jobs behind it)."""
-        self.erased.update_one({"_id": account_id}, {"$setOnInsert": {"at": utcnow()}},
-                               upsert=True)
+        self.erased.mark(account_id)
 
     # -- read by the senders ----------------------------------------------
     def erased_accounts(self, account_ids: Iterable[str]) -> set[str]:
-        now = self.clock()
-        missing = [a for a in set(account_ids) if not (
-            (cached := self._erased_cache.get(a)) and now - cached[0] < self.cache_seconds)]
-        if missing:
-            gone = {d["_id"] for d in self.erased.find({"_id": {"$in": missing}}, {"_id": 1})}
-            self._erased_cache.update({a: (now, a in gone) for a in missing})
-        return {a for a in set(account_ids) if self._erased_cache[a][1]}
+        return self.erased.among(account_ids)
 
     def get_many(self, campaign_ids: Iterable[str]) -> dict[str, Campaign | None]:
         now = self.clock()

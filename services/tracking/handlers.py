@@ -14,6 +14,7 @@ from services.tracking.counting import CountingRules, StatsCounter
 from services.tracking.settings import SETTINGS
 from services.tracking.store import TrackingStore
 from shared import topics
+from shared.erased_accounts import ErasedAccounts
 
 GROUP = "tracking"
 TOPICS = [topics.DELIVERY_EVENTS, topics.TRACKING_EVENTS, topics.CAMPAIGNS_EVENTS,
@@ -31,6 +32,13 @@ def build_counter(runtime) -> StatsCounter:
         machine_hit_seconds=config.machine_hit_seconds,
         machine_burst_seconds=config.machine_burst_seconds,
         hourly_days=config.stats_hourly_days))
+
+
+def build_batch_handler(runtime):
+    """The counter's handle_batch, without a deleted account's late events
+    (counting them would bring back what its erasure deleted)."""
+    counter, erased = build_counter(runtime), ErasedAccounts(runtime.db)
+    return lambda events: counter.handle_batch(erased.drop_events(events))
 
 
 def build_handlers(runtime) -> dict:

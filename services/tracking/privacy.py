@@ -20,6 +20,7 @@ import re
 
 from pymongo.errors import DuplicateKeyError
 
+from shared.erased_accounts import ErasedAccounts
 from shared.mongo import delete_all
 from shared.privacy_answers import answer, contact_id_or_wait, pseudonym
 
@@ -122,7 +123,10 @@ def erase(db, account_id: str, contact_id: str) -> int:
 
 
 def erase_account(db, account_id: str) -> None:
-    """A deleted account: its campaigns' counters, markers and records go."""
+    """A deleted account: its campaigns' counters, markers and records go,
+    and its events still in flight are not counted (see
+    shared/erased_accounts.py)."""
+    ErasedAccounts(db).mark(account_id)
     campaigns = [c["_id"] for c in db.campaigns.find({"account_id": account_id}, {"_id": 1})]
     for collection in ("markers", "hourly", "counters"):
         delete_all(db[collection], {"c": {"$in": campaigns}})

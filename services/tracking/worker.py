@@ -1,7 +1,7 @@
 """The tracking worker: consumes its topics (see handlers.py) until SIGTERM."""
 from services.tracking import retention
 from services.tracking.handlers import (COUNTED_TYPES, EXTRA_SETTINGS, GROUP, TOPICS,
-                                        build_counter, build_handlers)
+                                        build_batch_handler, build_handlers)
 from services.tracking.store import INDEXES
 from shared import mongo
 from shared.config import load_common
@@ -20,7 +20,7 @@ def main() -> None:
         mongo.ensure_indexes(runtime.db, INDEXES)
         return consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
                              producer=runtime.producer(),
-                             batch_handler=build_counter(runtime).handle_batch,
+                             batch_handler=build_batch_handler(runtime),
                              batch_types=COUNTED_TYPES)
 
     retention.start_in_background(runtime.db)
