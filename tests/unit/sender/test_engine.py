@@ -27,7 +27,7 @@ class Fakes:
         self.replies = replies or {}          # job id -> SMTP code (default 250)
         self.blocked_ids = blocked or {}
         self.finished = finished or {}
-        self.records, self.parked_jobs, self.published = [], [], []
+        self.records, self.parked_jobs, self.published, self.claimed = [], [], [], []
 
     # stores
     def get_many(self, ids):
@@ -40,6 +40,7 @@ class Fakes:
         return {j.job_id: self.blocked_ids[j.job_id] for j in jobs if j.job_id in self.blocked_ids}
 
     def claim(self, jobs):
+        self.claimed.extend(j.job_id for j in jobs)
         return ([j for j in jobs if j.job_id not in self.finished],
                 {j.job_id: self.finished[j.job_id] for j in jobs if j.job_id in self.finished}, [])
 
@@ -130,3 +131,18 @@ def test_rate_limit_sends_what_the_window_allows_and_holds_the_rest():
     assert result["j1"] is DONE and result["j2"] is DONE
     assert result["j3"] == Hold(1001.0, "rate limit")
     assert fakes.types() == [("delivery.sent", "j1"), ("delivery.sent", "j2")]
+
+
+def test_a_batch_claims_no_more_of_a_campaign_than_one_window_grants():
+    limited = campaign("c1", limits=Limits(per_second=2))
+    fakes = Fakes([limited, campaign("c2"), campaign("c3", status="cancelled",
+                                                     limits=Limits(per_second=1))])
+    result = fakes.engine().handle([[job(1), job(2), job(3), job(4, "c2")],
+                                    [job(5, "c2"), job(6, "c1")],
+                                    [job(7, "c3"), job(8, "c3")]])
+    # j3 and j6 would only be claimed to be given back: held, unclaimed, and
+    # j4 waits behind j3 in its partition; a cancelled campaign is not paced
+    assert sorted(fakes.claimed) == ["j1", "j2", "j5", "j7", "j8"]
+    assert result["j3"] == result["j6"] == Hold(1001.0, "rate limit") and "j4" not in result
+    assert not [r for r in fakes.records if r[1] == "released"]
+    assert [d for _, t, d in fakes.published if t == "delivery.skipped"][0]["reason"] == "cancelled"
