@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 from pymongo import MongoClient
 from pymongo.collection import Collection
@@ -101,15 +101,22 @@ def delete_all(collection: Collection, query: dict, chunk: int = DELETE_CHUNK) -
     except OperationFailure as exc:
         if "too many SQL variables" not in str(exc):
             raise
-    deleted, ids = 0, []
-    for doc in collection.find(query, {"_id": 1}).batch_size(chunk):
-        ids.append(doc["_id"])
-        if len(ids) == chunk:
-            deleted += collection.delete_many({"_id": {"$in": ids}}).deleted_count
-            ids = []
-    if ids:
-        deleted += collection.delete_many({"_id": {"$in": ids}}).deleted_count
-    return deleted
+    return sum(collection.delete_many({"_id": {"$in": ids}}).deleted_count
+               for ids in id_batches(collection, query, chunk))
+
+
+def id_batches(collection: Collection, query: dict, size: int) -> Iterator[list]:
+    """The _ids of the matching documents, `size` at a time, from one cursor:
+    a single read of the collection (on FerretDB every query but one by a
+    single _id reads the whole of it, so a query per batch reads it per batch)."""
+    batch: list = []
+    for doc in collection.find(query, {"_id": 1}).batch_size(size):
+        batch.append(doc["_id"])
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 DUPLICATE_KEY = 11000

@@ -32,7 +32,7 @@ from pymongo.operations import IndexModel
 
 from services.contacts import domain
 from services.contacts.segments import compile_condition
-from shared.mongo import ensure_indexes
+from shared.mongo import ensure_indexes, id_batches
 
 PLATFORM = None  # account_id of platform-wide suppression entries
 
@@ -225,18 +225,10 @@ class ContactsStore:
             after = batch[-1]["_id"]
 
     def contact_ids(self, account_id: str, batch_size: int = 1000) -> Iterator[list[str]]:
-        """The ids of every contact of the account, a batch at a time from
-        one cursor: a single read of the collection (on FerretDB every query
-        but one by a single _id reads the whole of it, so find_contacts'
-        pages would read it once per page)."""
-        batch: list[str] = []
-        for doc in self.contacts.find({"account_id": account_id}, {"_id": 1}).batch_size(batch_size):
-            batch.append(doc["_id"])
-            if len(batch) == batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        """The ids of every contact of the account, a batch at a time, in one
+        read of the collection (find_contacts' pages read it once per page
+        on FerretDB)."""
+        return id_batches(self.contacts, {"account_id": account_id}, batch_size)
 
     def count_contacts(self, account_id: str, query: dict | None = None) -> int:
         return self.contacts.count_documents({**(query or {}), "account_id": account_id})

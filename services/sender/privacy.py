@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
-from services.sender.store import CampaignStore
+from shared.erased_accounts import ErasedAccounts
 from shared.mongo import delete_all
 from shared.privacy_answers import answer, contact_id_or_wait, pseudonym
 
@@ -91,7 +91,7 @@ def erase_account(db, account_id: str) -> None:
     send.retry): without their campaign they would hold their partitions.
     Then the jobs parked for its paused campaigns (they carry addresses),
     the claims of its campaigns, its delivery records and its state."""
-    CampaignStore(db).account_erased(account_id)
+    ErasedAccounts(db).mark(account_id)
     campaign_ids = [c["_id"] for c in db.campaigns.find({"account_id": account_id}, {"_id": 1})]
     delete_all(db.parked_jobs, {"account_id": account_id})
     if campaign_ids:

@@ -73,15 +73,11 @@ class CampaignStore:
             self.col.update_one({"_id": campaign_id}, {"$setOnInsert": {"status": status}},
                                 upsert=True)
 
-    # -- written by the privacy handler -----------------------------------
-    def account_erased(self, account_id: str) -> None:
-        """From now on the account's jobs still queued are dropped: its
-        campaigns go with its data, and a job whose campaign is unknown
-        would otherwise hold its partition (everyone's jobs behind it)."""
-        self.erased.mark(account_id)
-
     # -- read by the senders ----------------------------------------------
     def erased_accounts(self, account_ids: Iterable[str]) -> set[str]:
+        """Deleted accounts (marked by the privacy handler): their queued
+        jobs are dropped, since a job whose campaign is unknown would hold
+        its partition, everyone's jobs behind it."""
         return self.erased.among(account_ids)
 
     def get_many(self, campaign_ids: Iterable[str]) -> dict[str, Campaign | None]:
