@@ -130,3 +130,96 @@ def test_a_batch_submitted_after_shutdown_began_comes_back_released_at_once(serv
     done = messenger.collect(3, timeout=5)
     assert [t.outcome for t in done] == [smtp.RELEASED] * 3
     assert messenger.collect(0, 0) == [] and handler.received == 0
+
+
+class GatedHandler:
+    """Accepts every message, but answers DATA only once the gate is open."""
+
+    def __init__(self):
+        self.gate = threading.Event()
+        self.received = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        while not self.gate.is_set():
+            await asyncio.sleep(0.01)
+        self.received += 1
+        return "250 OK queued"
+
+
+@pytest.fixture
+def gated():
+    handler = GatedHandler()
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield handler, port
+    handler.gate.set()
+    controller.stop()
+
+
+def counted_tasks(n: int, composed: list[str]) -> list[smtp.SendTask]:
+    def compose(inner: smtp.SendTask):
+        composed.append(threading.current_thread().name)
+        return inner.compose()
+    tasks = [task(i, f"r{i}@x.test", 8) for i in range(n)]
+    return [smtp.SendTask(t.job, lambda t=t: compose(t), t.domain_limit) for t in tasks]
+
+
+def wait_until_steady(values: list, seconds: float = 0.5) -> None:
+    """Until `values` stops growing for `seconds`."""
+    seen = -1
+    while seen != len(values):
+        seen = len(values)
+        time.sleep(seconds)
+
+
+def test_messages_are_composed_off_the_connections_and_a_bounded_number_ahead(gated):
+    """Connection threads only talk to their relay (they would otherwise
+    queue for the GIL behind the others' rendering and signing), and the
+    composer stays at most two messages per connection ahead of them: a
+    stalled relay does not have the whole batch built in memory."""
+    handler, port = gated
+    messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", port)], connections=2,
+                                   max_unrecorded=1000)
+    try:
+        composed: list[str] = []
+        tasks = counted_tasks(50, composed)
+        messenger.submit(tasks, time.monotonic() + 60)
+        wait_until_steady(composed)
+        assert len(composed) == 2 + messenger.compose_ahead == 6  # two on the wire, four ahead
+        handler.gate.set()
+        left = len(tasks)
+        while left:
+            left -= len(messenger.collect(left, timeout=5))
+        assert {t.outcome for t in tasks} == {smtp.ACCEPTED} and handler.received == 50
+        assert len(composed) == 50 and not any(name.startswith("smtp-") for name in composed)
+    finally:
+        messenger.close()
+
+
+def test_messages_composed_ahead_but_not_started_by_the_deadline_come_back_released(gated):
+    """Past the batch's deadline nothing new starts: the messages on the
+    wire finish, everything else (composed or not) comes back RELEASED to
+    go again, and nothing is lost, though the connections are still stuck."""
+    handler, port = gated
+    messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", port)], connections=2,
+                                   max_unrecorded=1000)
+    try:
+        composed: list[str] = []
+        tasks = counted_tasks(20, composed)
+        messenger.submit(tasks, time.monotonic() + 0.5)
+        released = []
+        deadline = time.monotonic() + 10
+        while len(released) < 18 and time.monotonic() < deadline:
+            released += messenger.collect(18, timeout=1)
+        assert len(released) == 18 and {t.outcome for t in released} == {smtp.RELEASED}
+        handler.gate.set()
+        on_the_wire = messenger.collect(2, timeout=5)
+        assert [t.outcome for t in on_the_wire] == [smtp.ACCEPTED] * 2
+        assert {t.job.job_id for t in released + on_the_wire} == {t.job.job_id for t in tasks}
+        assert handler.received == 2
+    finally:
+        messenger.close()
