@@ -180,7 +180,7 @@ class SmtpMessenger:
         batch.ready.clear()
         return True
 
-    # -- the composers' side ----------------------------------------------------
+    # -- the composer's side -----------------------------------------------------
     def _compose_ahead(self) -> None:
         """Compose the batch's messages in order, a few ahead of the
         connections. Composing here rather than in the connection threads

@@ -3,6 +3,8 @@ a per-domain concurrency cap, 4xx/5xx classes, weighted relays."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import threading
 import time
 
@@ -43,17 +45,25 @@ class SlowHandler:
         return "250 OK queued"
 
 
-@pytest.fixture
-def server():
-    handler = SlowHandler()
-    import socket
+@contextlib.contextmanager
+def serving(handler):
+    """An aiosmtpd server on a free loopback port running `handler`: its port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
-    yield handler, port
-    controller.stop()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def server():
+    handler = SlowHandler()
+    with serving(handler) as port:
+        yield handler, port
 
 
 def task(n: int, email: str, limit: int) -> smtp.SendTask:
@@ -149,15 +159,9 @@ class GatedHandler:
 @pytest.fixture
 def gated():
     handler = GatedHandler()
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    handler.gate.set()
-    controller.stop()
+    with serving(handler) as port:
+        yield handler, port
+        handler.gate.set()  # let the connections still waiting go
 
 
 def counted_tasks(n: int, composed: list[str]) -> list[smtp.SendTask]:
