@@ -158,10 +158,17 @@ class GatedHandler:
 
 @pytest.fixture
 def gated():
+    """A relay holding every DATA until its gate opens, and a messenger
+    with two connections to it."""
     handler = GatedHandler()
     with serving(handler) as port:
-        yield handler, port
-        handler.gate.set()  # let the connections still waiting go
+        messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", port)], connections=2,
+                                       max_unrecorded=1000)
+        try:
+            yield handler, messenger
+        finally:
+            handler.gate.set()  # let the connections still waiting go
+            messenger.close()
 
 
 def counted_tasks(n: int, composed: list[str]) -> list[smtp.SendTask]:
@@ -185,45 +192,34 @@ def test_messages_are_composed_off_the_connections_and_a_bounded_number_ahead(ga
     queue for the GIL behind the others' rendering and signing), and the
     composer stays at most two messages per connection ahead of them: a
     stalled relay does not have the whole batch built in memory."""
-    handler, port = gated
-    messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", port)], connections=2,
-                                   max_unrecorded=1000)
-    try:
-        composed: list[str] = []
-        tasks = counted_tasks(50, composed)
-        messenger.submit(tasks, time.monotonic() + 60)
-        wait_until_steady(composed)
-        assert len(composed) == 2 + messenger.compose_ahead == 6  # two on the wire, four ahead
-        handler.gate.set()
-        left = len(tasks)
-        while left:
-            left -= len(messenger.collect(left, timeout=5))
-        assert {t.outcome for t in tasks} == {smtp.ACCEPTED} and handler.received == 50
-        assert len(composed) == 50 and not any(name.startswith("smtp-") for name in composed)
-    finally:
-        messenger.close()
+    handler, messenger = gated
+    composed: list[str] = []
+    tasks = counted_tasks(50, composed)
+    messenger.submit(tasks, time.monotonic() + 60)
+    wait_until_steady(composed)
+    assert len(composed) == 2 + messenger.compose_ahead == 6  # two on the wire, four ahead
+    handler.gate.set()
+    left = len(tasks)
+    while left:
+        left -= len(messenger.collect(left, timeout=5))
+    assert {t.outcome for t in tasks} == {smtp.ACCEPTED} and handler.received == 50
+    assert len(composed) == 50 and not any(name.startswith("smtp-") for name in composed)
 
 
 def test_messages_composed_ahead_but_not_started_by_the_deadline_come_back_released(gated):
     """Past the batch's deadline nothing new starts: the messages on the
     wire finish, everything else (composed or not) comes back RELEASED to
     go again, and nothing is lost, though the connections are still stuck."""
-    handler, port = gated
-    messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", port)], connections=2,
-                                   max_unrecorded=1000)
-    try:
-        composed: list[str] = []
-        tasks = counted_tasks(20, composed)
-        messenger.submit(tasks, time.monotonic() + 0.5)
-        released = []
-        deadline = time.monotonic() + 10
-        while len(released) < 18 and time.monotonic() < deadline:
-            released += messenger.collect(18, timeout=1)
-        assert len(released) == 18 and {t.outcome for t in released} == {smtp.RELEASED}
-        handler.gate.set()
-        on_the_wire = messenger.collect(2, timeout=5)
-        assert [t.outcome for t in on_the_wire] == [smtp.ACCEPTED] * 2
-        assert {t.job.job_id for t in released + on_the_wire} == {t.job.job_id for t in tasks}
-        assert handler.received == 2
-    finally:
-        messenger.close()
+    handler, messenger = gated
+    tasks = [task(i, f"r{i}@x.test", 8) for i in range(20)]
+    messenger.submit(tasks, time.monotonic() + 0.5)
+    released = []
+    deadline = time.monotonic() + 10
+    while len(released) < 18 and time.monotonic() < deadline:
+        released += messenger.collect(18, timeout=1)
+    assert len(released) == 18 and {t.outcome for t in released} == {smtp.RELEASED}
+    handler.gate.set()
+    on_the_wire = messenger.collect(2, timeout=5)
+    assert [t.outcome for t in on_the_wire] == [smtp.ACCEPTED] * 2
+    assert {t.job.job_id for t in released + on_the_wire} == {t.job.job_id for t in tasks}
+    assert handler.received == 2
