@@ -123,8 +123,8 @@ def build(config: Config):
 
 def main() -> None:
     config = load_config()
-    # The connection threads wait on the network and the composing ones
-    # hold the GIL: hand it over sooner than every 5 ms, so that a reply
+    # The connection threads wait on the network and the composer thread
+    # holds the GIL: hand it over sooner than every 5 ms, so that a reply
     # that arrived is read promptly (measured: fewer stalls per transaction).
     sys.setswitchinterval(float(os.environ.get("SANDESH_SENDER_SWITCH_INTERVAL", "0.001")))
     configure_logging(SERVICE, config.log_level)
