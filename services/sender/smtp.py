@@ -80,7 +80,6 @@ class SendTask:
 
 @dataclass
 class _Batch:
-    tasks: list[SendTask]
     deadline: float
     remaining: int = 0        # not finished yet
     pending: list[SendTask] = field(default_factory=list)   # not composed yet, in order
@@ -130,9 +129,9 @@ class SmtpMessenger:
             if self._closing:  # the connections are gone or going: start nothing
                 for task in tasks:
                     task.outcome = RELEASED
-                self._batch = _Batch(tasks, deadline, finished=list(tasks))
+                self._batch = _Batch(deadline, finished=list(tasks))
                 return
-            self._batch = _Batch(tasks, deadline, remaining=len(tasks), pending=list(tasks))
+            self._batch = _Batch(deadline, remaining=len(tasks), pending=list(tasks))
             self._room.notify_all()
 
     def collect(self, at_least: int, timeout: float = 0.5) -> list[SendTask]:
@@ -168,10 +167,14 @@ class SmtpMessenger:
         batch.finished.append(task)
         self._cond.notify()
 
+    def _no_new_sends(self, batch: _Batch) -> bool:
+        """Past the batch's deadline, or shutting down."""
+        return self._closing or time.monotonic() > batch.deadline
+
     def _release_unstarted(self, batch: _Batch) -> bool:
         """Past the deadline or shutting down: every task not yet sent (nor
         being composed) is RELEASED. True if that is the case."""
-        if time.monotonic() <= batch.deadline and not self._closing:
+        if not self._no_new_sends(batch):
             return False
         for task in batch.pending + batch.ready:
             task.outcome = RELEASED
@@ -202,7 +205,7 @@ class SmtpMessenger:
                 batch.composing -= 1
                 if task.outcome:  # could not be composed
                     self._finish(batch, task)
-                elif time.monotonic() > batch.deadline or self._closing:
+                elif self._no_new_sends(batch):
                     task.outcome = RELEASED
                     self._finish(batch, task)
                 else:
