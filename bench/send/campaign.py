@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench.send import cpu  # noqa: E402
 from bench.send.run import (HTML, ceiling, count_files, prebuilt_messages,  # noqa: E402
                             wait_for_files, wait_for_quiet)
 from devstack.env import load_stack_env  # noqa: E402
@@ -72,16 +73,19 @@ def main() -> None:
     roof_before, _ = ceiling(int(env["SANDESH_SMTP_PORT"]), messages, connections)
 
     before, quiet_since = count_files(new_dir), new_dir.stat().st_mtime_ns
+    cpu_before = cpu.snapshot()
     started = time.time()
     api.call("POST", f"/campaigns/{campaign['id']}/send")
     first_at, last_at = wait_for_files(new_dir, before + args.recipients, deadline,
                                        since_mtime_ns=quiet_since)
+    cpu_after = cpu.snapshot()
     elapsed = last_at - started
     rate = args.recipients / elapsed
     print(f"campaign through the stack ({senders} sender(s), {connections} SMTP connections): "
           f"{args.recipients:,} messages in {elapsed:.1f} s = {rate:,.0f} msgs/s "
           "(from the send call to the last message in the sink; the first arrived after "
           f"{first_at - started:.1f} s)", flush=True)
+    print(cpu.report(cpu_before, cpu_after, args.recipients), flush=True)
 
     roof_after, _ = ceiling(int(env["SANDESH_SMTP_PORT"]), messages, connections)
     roof = (roof_before + roof_after) / 2

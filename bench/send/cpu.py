@@ -1,0 +1,96 @@
+"""Where a benchmark's CPU goes: the local stack's processes, grouped by
+role, and the machine as a whole (Linux /proc).
+
+    before = cpu.snapshot()
+    ...                                # the measured work
+    print(cpu.report(before, cpu.snapshot(), messages=20_000))
+
+On this 2-core machine the send path is CPU-bound through the stack, so a
+figure in messages per second means little without the CPU per message of
+each process beside it: that is what says which process a change helped.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+_SERVICE = re.compile(r"services\.(\w+)\.(worker|app)")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    at: float
+    by_role: dict[str, float]   # CPU seconds so far, per role
+    machine_busy: float         # CPU seconds the whole machine has been busy
+    cores: int
+
+
+def role(cmdline: str) -> str:
+    """The stack process's role, from its command line."""
+    found = _SERVICE.search(cmdline)
+    if found:
+        name, kind = found.groups()
+        return f"{name} {'worker' if kind == 'worker' else 'web'}"
+    for needle, name in (("smtp_sink", "sink"), ("ferretdb", "ferretdb"),
+                         ("kafka", "kafka"), ("supervisord", "supervisord")):
+        if needle in cmdline:
+            return name
+    return "other"
+
+
+def _stack_processes() -> dict[int, str]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue  # gone, or not ours to read
+        if cwd == str(REPO) or str(REPO) in cmdline:
+            found[int(entry.name)] = role(cmdline)
+    return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> float:
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def snapshot() -> Snapshot:
+    by_role: dict[str, float] = {}
+    for pid, name in _stack_processes().items():
+        try:
+            by_role[name] = by_role.get(name, 0.0) + _cpu_seconds(pid)
+        except OSError:
+            continue
+    return Snapshot(time.time(), by_role, _machine_busy(), os.cpu_count() or 1)
+
+
+def report(before: Snapshot, after: Snapshot, messages: int) -> str:
+    """CPU ms per message for each role that used any, and how busy the
+    machine was. A process started or restarted in between counts from zero,
+    which undercounts nothing it did in the window."""
+    elapsed = max(after.at - before.at, 1e-9)
+    used = {name: seconds - before.by_role.get(name, 0.0)
+            for name, seconds in after.by_role.items()}
+    # what would print as 0.00 ms is left out
+    used = {name: seconds for name, seconds in used.items() if seconds * 1000 / messages >= 0.005}
+    parts = [f"{name} {seconds * 1000 / messages:.2f}"
+             for name, seconds in sorted(used.items(), key=lambda item: -item[1])]
+    total = sum(used.values())
+    machine = (after.machine_busy - before.machine_busy) / elapsed
+    return (f"CPU ms per message: {', '.join(parts)}; stack total {total * 1000 / messages:.2f} ms. "
+            f"The machine was {machine:.0%} busy of {after.cores * 100}% "
+            f"(the stack {total / elapsed:.0%})")

@@ -1,0 +1,26 @@
+"""bench/send/cpu.py: the per-process CPU the send benchmark prints."""
+from bench.send.cpu import Snapshot, role, report
+
+
+def test_each_stack_process_is_named_by_its_role():
+    assert role("/r/.venv/bin/python -m services.sender.worker") == "sender worker"
+    assert role("/r/.venv/bin/python /r/.venv/bin/gunicorn -c python:shared.gunicorn_conf "
+                "--bind 127.0.0.1:8081 services.tracking.app:create_app()") == "tracking web"
+    assert role("/r/.venv/bin/python -m devstack.smtp_sink") == "sink"
+    assert role("/usr/bin/java -Xmx512m -cp /r/.cache/kafka/lib/* kafka.Kafka x") == "kafka"
+    assert role("/r/.cache/ferretdb/bin/ferretdb --handler=sqlite") == "ferretdb"
+    assert role("/bin/bash something") == "other"
+
+
+def test_the_report_gives_each_role_its_cpu_per_message_and_the_machine_its_share():
+    before = Snapshot(at=100.0, by_role={"sender worker": 10.0, "sink": 5.0, "kafka": 1.0},
+                      machine_busy=50.0, cores=2)
+    # 10 s later, 1,000 messages: the sender used 1.2 s, the sink 0.8 s,
+    # Kafka nothing worth printing, FerretDB (new here) 0.5 s.
+    after = Snapshot(at=110.0, by_role={"sender worker": 11.2, "sink": 5.8, "kafka": 1.002,
+                                        "ferretdb": 0.5}, machine_busy=65.0, cores=2)
+    line = report(before, after, messages=1000)
+    assert line.startswith("CPU ms per message: sender worker 1.20, sink 0.80, ferretdb 0.50;")
+    assert "kafka" not in line
+    assert "stack total 2.50 ms" in line
+    assert "150% busy of 200% (the stack 25%)" in line
