@@ -57,7 +57,8 @@ def _stack_processes() -> dict[int, str]:
     return found
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -72,7 +73,7 @@ def snapshot() -> Snapshot:
     by_role: dict[str, float] = {}
     for pid, name in _stack_processes().items():
         try:
-            by_role[name] = by_role.get(name, 0.0) + _cpu_seconds(pid)
+            by_role[name] = by_role.get(name, 0.0) + cpu_seconds(pid)
         except OSError:
             continue
     return Snapshot(time.time(), by_role, _machine_busy(), os.cpu_count() or 1)

@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench.send.cpu import cpu_seconds  # noqa: E402
 from devstack.env import load_stack_env  # noqa: E402
 from shared import mongo, topics  # noqa: E402
 from shared.events import new_event  # noqa: E402
@@ -116,12 +117,6 @@ def wait_for_quiet(busy_below: float = 0.25, for_seconds: int = 3, timeout: floa
         if not quiet and not said:
             print(f"waiting for the machine to be quiet ({share:.0%} busy)...", flush=True)
             said = True
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_sink(root: Path, pipelining: bool = False) -> tuple[subprocess.Popen, int, Path]:
