@@ -24,8 +24,8 @@ _SERVICE = re.compile(r"services\.(\w+)\.(worker|app)")
 @dataclass(frozen=True)
 class Snapshot:
     at: float
-    by_role: dict[str, float]   # CPU seconds so far, per role
-    machine_busy: float         # CPU seconds the whole machine has been busy
+    processes: dict[int, tuple[str, float]]  # pid -> (role, CPU seconds so far)
+    machine_busy: float                      # CPU seconds the whole machine has been busy
     cores: int
 
 
@@ -70,22 +70,24 @@ def _machine_busy() -> float:
 
 
 def snapshot() -> Snapshot:
-    by_role: dict[str, float] = {}
+    processes = {}
     for pid, name in _stack_processes().items():
         try:
-            by_role[name] = by_role.get(name, 0.0) + cpu_seconds(pid)
+            processes[pid] = (name, cpu_seconds(pid))
         except OSError:
             continue
-    return Snapshot(time.time(), by_role, _machine_busy(), os.cpu_count() or 1)
+    return Snapshot(time.time(), processes, _machine_busy(), os.cpu_count() or 1)
 
 
 def report(before: Snapshot, after: Snapshot, messages: int) -> str:
     """CPU ms per message for each role that used any, and how busy the
-    machine was. A process started or restarted in between counts from zero,
-    which undercounts nothing it did in the window."""
+    machine was. A process started in between counts from zero; one that
+    exited in between is missing from the figures (its CPU is not known)."""
     elapsed = max(after.at - before.at, 1e-9)
-    used = {name: seconds - before.by_role.get(name, 0.0)
-            for name, seconds in after.by_role.items()}
+    used: dict[str, float] = {}
+    for pid, (name, seconds) in after.processes.items():
+        _, earlier = before.processes.get(pid, (name, 0.0))
+        used[name] = used.get(name, 0.0) + seconds - earlier
     # what would print as 0.00 ms is left out
     used = {name: seconds for name, seconds in used.items() if seconds * 1000 / messages >= 0.005}
     parts = [f"{name} {seconds * 1000 / messages:.2f}"

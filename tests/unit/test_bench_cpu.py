@@ -13,12 +13,15 @@ def test_each_stack_process_is_named_by_its_role():
 
 
 def test_the_report_gives_each_role_its_cpu_per_message_and_the_machine_its_share():
-    before = Snapshot(at=100.0, by_role={"sender worker": 10.0, "sink": 5.0, "kafka": 1.0},
+    before = Snapshot(at=100.0, processes={1: ("sender worker", 10.0), 2: ("sink", 5.0),
+                                           3: ("kafka", 1.0), 4: ("sender worker", 3.0)},
                       machine_busy=50.0, cores=2)
-    # 10 s later, 1,000 messages: the sender used 1.2 s, the sink 0.8 s,
-    # Kafka nothing worth printing, FerretDB (new here) 0.5 s.
-    after = Snapshot(at=110.0, by_role={"sender worker": 11.2, "sink": 5.8, "kafka": 1.002,
-                                        "ferretdb": 0.5}, machine_busy=65.0, cores=2)
+    # 10 s later, 1,000 messages: the two senders used 0.7 + 0.5 s, the sink
+    # 0.8 s, Kafka nothing worth printing, FerretDB (started since) 0.5 s.
+    after = Snapshot(at=110.0, processes={1: ("sender worker", 10.7), 2: ("sink", 5.8),
+                                          3: ("kafka", 1.002), 4: ("sender worker", 3.5),
+                                          5: ("ferretdb", 0.5)},
+                     machine_busy=65.0, cores=2)
     line = report(before, after, messages=1000)
     assert line.startswith("CPU ms per message: sender worker 1.20, sink 0.80, ferretdb 0.50;")
     assert "kafka" not in line
