@@ -63,10 +63,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _machine_busy() -> float:
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+def machine_times() -> tuple[float, float]:
+    """CPU seconds the whole machine has been busy, and in all, so far. The
+    first eight fields only: guest time is already counted in user time."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick
 
 
 def snapshot() -> Snapshot:
@@ -76,7 +79,7 @@ def snapshot() -> Snapshot:
             processes[pid] = (name, cpu_seconds(pid))
         except OSError:
             continue
-    return Snapshot(time.time(), processes, _machine_busy(), os.cpu_count() or 1)
+    return Snapshot(time.time(), processes, machine_times()[0], os.cpu_count() or 1)
 
 
 def report(before: Snapshot, after: Snapshot, messages: int) -> str:

@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bench.send.cpu import cpu_seconds  # noqa: E402
+from bench.send.cpu import cpu_seconds, machine_times  # noqa: E402
 from devstack.env import load_stack_env  # noqa: E402
 from shared import mongo, topics  # noqa: E402
 from shared.events import new_event  # noqa: E402
@@ -102,17 +102,12 @@ def wait_for_quiet(busy_below: float = 0.25, for_seconds: int = 3, timeout: floa
     `for_seconds` seconds in a row (/proc/stat): work left over from before
     (an account erasure, an import being indexed) would run during the
     measurement and be counted against it."""
-    def busy_and_total():
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + fields[4]  # idle + iowait
-        return sum(fields) - idle, sum(fields)
-
     deadline, quiet, said = time.monotonic() + timeout, 0, False
     while quiet < for_seconds and time.monotonic() < deadline:
-        busy0, total0 = busy_and_total()
+        busy0, total0 = machine_times()
         time.sleep(1)
-        busy1, total1 = busy_and_total()
-        share = (busy1 - busy0) / max(1, total1 - total0)
+        busy1, total1 = machine_times()
+        share = (busy1 - busy0) / max(1e-9, total1 - total0)
         quiet = quiet + 1 if share < busy_below else 0
         if not quiet and not said:
             print(f"waiting for the machine to be quiet ({share:.0%} busy)...", flush=True)
