@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import re
 import struct
@@ -104,6 +105,8 @@ class Keyring:
             by_id[key_id] = secret
         self.signing_id = keys[0][0]
         self._keys = by_id
+        self._macs = {key_id: hmac.new(secret, digestmod=hashlib.sha256)
+                      for key_id, secret in by_id.items()}
 
     @classmethod
     def from_env(cls, value: str) -> "Keyring":
@@ -121,9 +124,14 @@ class Keyring:
         return self._keys.get(key_id)
 
     def mac(self, key_id: int, message: bytes, size: int) -> bytes:
-        # hmac.digest: OpenSSL's one-shot HMAC, a third of hmac.new's cost
-        # (ten tokens a message).
-        return hmac.digest(self._keys[key_id], message, "sha256")[:size]
+        # A copy of a keyed HMAC made once: 1.6 us against hmac.digest's 2.3,
+        # and, unlike hmac.digest, it keeps the GIL for a short message. The
+        # sender makes ten tokens per message in its composer thread, and each
+        # GIL release there meant queueing to get it back behind the SMTP
+        # threads (a fifth of the composer's samples in py-spy were that wait).
+        mac = self._macs[key_id].copy()
+        mac.update(message)
+        return mac.digest()[:size]
 
 
 def _decode_key(material: str, position: int) -> bytes:

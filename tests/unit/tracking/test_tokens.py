@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import uuid
 
 import pytest
@@ -40,6 +41,14 @@ def test_round_trip_of_every_kind(ring):
     assert tt.verify(ring, tt.unsubscribe_token(ring, c)).list_id is None
     bounce = tt.verify(ring, tt.bounce_token(ring, c))
     assert (bounce.kind, bounce.job_id, bounce.context) == ("bounce", c.job_id, None)
+
+
+def test_link_mac_is_truncated_hmac_sha256_of_the_token(ring):
+    """The format every sender and tracking pod must agree on, checked
+    against the standard library's one-shot HMAC."""
+    raw = base64.urlsafe_b64decode(tt.click_token(ring, ctx(), 3) + "==")
+    message, mac = raw[:-tt.LINK_MAC_BYTES], raw[-tt.LINK_MAC_BYTES:]
+    assert mac == hmac.digest(b"a" * 32, message, "sha256")[:tt.LINK_MAC_BYTES]
 
 
 def test_tokens_are_compact_and_url_safe(ring):
