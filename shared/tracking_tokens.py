@@ -104,7 +104,6 @@ class Keyring:
                 raise ValueError(f"key k{key_id} is shorter than {MIN_KEY_BYTES} bytes")
             by_id[key_id] = secret
         self.signing_id = keys[0][0]
-        self._keys = by_id
         self._macs = {key_id: hmac.new(secret, digestmod=hashlib.sha256)
                       for key_id, secret in by_id.items()}
 
@@ -120,8 +119,8 @@ class Keyring:
             keys.append((int(match.group(1)), _decode_key(material.strip(), position)))
         return cls(keys)
 
-    def key(self, key_id: int) -> bytes | None:
-        return self._keys.get(key_id)
+    def knows(self, key_id: int) -> bool:
+        return key_id in self._macs
 
     def mac(self, key_id: int, message: bytes, size: int) -> bytes:
         # A copy of a keyed HMAC made once: 1.6 us against hmac.digest's 2.3,
@@ -199,7 +198,7 @@ def _check_mac(keyring: Keyring, raw: bytes, mac_size: int) -> tuple[int, int, b
         raise InvalidToken("truncated")
     message, mac = raw[:-mac_size], raw[-mac_size:]
     key_id, version_kind = _HEADER.unpack_from(message)
-    if keyring.key(key_id) is None:
+    if not keyring.knows(key_id):
         raise InvalidToken("unknown key")
     if not hmac.compare_digest(mac, keyring.mac(key_id, message, mac_size)):
         raise InvalidToken("bad signature")

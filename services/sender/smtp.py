@@ -142,9 +142,8 @@ class SmtpMessenger:
             batch = self._batch
             if batch is None:
                 return []
-            batch.collect_at = max(1, at_least)
-            self._cond.wait_for(lambda: len(batch.finished) >= at_least or not batch.remaining,
-                                timeout)
+            batch.collect_at = at_least
+            self._cond.wait_for(lambda: self._collectable(batch), timeout)
             done, batch.finished = batch.finished, []
             self._work.notify_all()  # connections waiting for room may go on
             if not batch.remaining and not done:
@@ -170,8 +169,13 @@ class SmtpMessenger:
         # Wake the engine only when what it waits for is there: woken for
         # every task, it took the lock and the GIL ~30 times per record,
         # in between the connections' replies, to find it had to wait on.
-        if len(batch.finished) >= batch.collect_at or not batch.remaining:
+        if self._collectable(batch):
             self._cond.notify()
+
+    @staticmethod
+    def _collectable(batch: _Batch) -> bool:
+        """What the engine's collect waits for: its count, or the batch complete."""
+        return len(batch.finished) >= batch.collect_at or not batch.remaining
 
     def _no_new_sends(self, batch: _Batch) -> bool:
         """Past the batch's deadline, or shutting down."""
