@@ -7,6 +7,7 @@ import contextlib
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -223,3 +224,28 @@ def test_messages_composed_ahead_but_not_started_by_the_deadline_come_back_relea
     assert [t.outcome for t in on_the_wire] == [smtp.ACCEPTED] * 2
     assert {t.job.job_id for t in released + on_the_wire} == {t.job.job_id for t in tasks}
     assert handler.received == 2
+
+
+def os_thread_names() -> list[str]:
+    names = []
+    for task_dir in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            names.append((task_dir / "comm").read_text().strip())
+    return names
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread names read from Linux /proc")
+def test_the_connections_and_the_composer_carry_os_thread_names():
+    # top -H, ps -L and the send benchmark's split by thread read these.
+    messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", 1)], connections=3, timeout=2)
+    try:
+        def named():
+            names = os_thread_names()
+            return sorted(n for n in names if n.startswith("smtp-")), names.count("compose")
+
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and named() != (["smtp-0", "smtp-1", "smtp-2"], 1):
+            time.sleep(0.01)
+        assert named() == (["smtp-0", "smtp-1", "smtp-2"], 1)
+    finally:
+        messenger.close()
