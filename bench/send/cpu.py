@@ -63,6 +63,48 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_group(pid: int, tid: int, comm: str) -> str:
+    """A thread's group in a sender's split: its OS name without a trailing
+    number (smtp-0..7 add up as "smtp"), "main" for the main thread,
+    "librdkafka" for its rdk:* threads (the delivery events' producer), and
+    "other" for threads named after the interpreter (kafka-python's and
+    pymongo's own)."""
+    if tid == pid:
+        return "main"
+    if comm.startswith("rdk:"):
+        return "librdkafka"
+    if comm.startswith("python"):
+        return "other"
+    return re.sub(r"-\d+$", "", comm)
+
+
+def thread_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """tid -> (group, user + system CPU seconds so far) for a process's threads."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        found[int(task.name)] = (thread_group(pid, int(task.name), comm),
+                                 (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+def thread_split(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                 messages: int) -> dict[str, float]:
+    """CPU ms per message by thread group, between two thread_seconds()
+    (of one process, or merged from several). A thread started in between
+    counts from zero; one that ended in between is missing."""
+    used: dict[str, float] = {}
+    for tid, (group, seconds) in after.items():
+        earlier = before.get(tid, (group, 0.0))[1]
+        used[group] = used.get(group, 0.0) + (seconds - earlier) * 1000 / messages
+    return dict(sorted(used.items(), key=lambda item: -item[1]))
+
+
 def machine_times() -> tuple[float, float]:
     """CPU seconds the whole machine has been busy, and in all, so far. The
     first eight fields only: guest time is already counted in user time."""

@@ -10,6 +10,10 @@ mean of the two, and both are printed: this machine's speed drifts).
     .venv/bin/python -m bench.send.run            # N=20000, 8 connections per sender (the default)
     .venv/bin/python -m bench.send.run --recipients 5000 --connections 4
 
+Each sender run also prints the senders' CPU per message by thread, told
+apart by their OS names (shared/thread_names.py): composing, the SMTP
+connections, the main loop, and the Kafka clients.
+
 Needs the local stack's Kafka and FerretDB (make run). The senders use
 topics, a consumer group and a database of their own, so the stack's own
 senders never see this work.
@@ -33,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bench.send.cpu import cpu_seconds, machine_times  # noqa: E402
+from bench.send.cpu import cpu_seconds, machine_times, thread_seconds, thread_split  # noqa: E402
 from devstack.env import load_stack_env  # noqa: E402
 from shared import mongo, topics  # noqa: E402
 from shared.events import new_event  # noqa: E402
@@ -264,9 +268,17 @@ def wait_until(new_dir: Path, target: int, timeout: float, run: SenderRun) -> fl
     return wait_for_files(new_dir, target, time.monotonic() + timeout, senders_alive)[1]
 
 
+def sender_threads(run: SenderRun) -> dict[int, tuple[str, float]]:
+    """Every sender's threads (thread ids are unique across processes)."""
+    merged = {}
+    for proc in run.procs:
+        merged.update(thread_seconds(proc.pid))
+    return merged
+
+
 def sender_throughput(stack, root, sink_pid, port, new_dir, processes, n, connections):
-    """msgs/s, peak RSS (MB) per sender, and CPU ms per message of the
-    senders together and of the sink."""
+    """msgs/s, peak RSS (MB) per sender, CPU ms per message of the senders
+    together and of the sink, and the senders' CPU ms per message by thread."""
     run = SenderRun(stack, root, port, processes, connections)
     try:
         campaign = run.publish_campaign()
@@ -276,14 +288,23 @@ def sender_throughput(stack, root, sink_pid, port, new_dir, processes, n, connec
         time.sleep(2)
         before = count_files(new_dir)
         cpu_before = [cpu_seconds(p.pid) for p in run.procs] + [cpu_seconds(sink_pid)]
+        threads_before = sender_threads(run)
         started = time.time()
         run.publish_jobs(campaign, n, f"r{processes}-")
         rate = n / (wait_until(new_dir, before + n, 1800, run) - started)
         cpu = [cpu_seconds(p.pid) for p in run.procs] + [cpu_seconds(sink_pid)]
+        threads = thread_split(threads_before, sender_threads(run), n)
         used = [after - was for after, was in zip(cpu, cpu_before)]
-        return rate, run.peak_rss_mb(), sum(used[:-1]) * 1000 / n, used[-1] * 1000 / n
+        return rate, run.peak_rss_mb(), sum(used[:-1]) * 1000 / n, used[-1] * 1000 / n, threads
     finally:
         run.stop()
+
+
+def by_thread(split: dict[str, float]) -> str:
+    """compose: rendering and DKIM; smtp: the connections; main: the poll,
+    claims and records; librdkafka: the delivery events' producer; other:
+    kafka-python's and pymongo's own threads."""
+    return ", ".join(f"{group} {ms:.2f}" for group, ms in split.items() if ms >= 0.005)
 
 
 def main() -> None:
@@ -314,16 +335,18 @@ def main() -> None:
                   f"sink CPU {before[1]:.2f} / {after[1]:.2f} ms/msg", flush=True)
             return (before[0] + after[0]) / 2, result
 
-        roof, (one, rss1, cpu1, sink1) = bracket(args.connections, 1)
+        roof, (one, rss1, cpu1, sink1, threads1) = bracket(args.connections, 1)
         print(f"1 sender  ({args.connections} connections): {one:,.0f} msgs/s  "
               f"ratio to ceiling {one / roof:.2f}  peak RSS {max(rss1):.0f} MB  "
               f"CPU per message: sender {cpu1:.2f} ms, sink {sink1:.2f} ms", flush=True)
-        roof2, (two, rss2, cpu2, sink2) = bracket(2 * args.connections, 2)
+        print(f"  the sender's CPU ms per message by thread: {by_thread(threads1)}", flush=True)
+        roof2, (two, rss2, cpu2, sink2, threads2) = bracket(2 * args.connections, 2)
         del messages
         print(f"2 senders ({args.connections} connections each): {two:,.0f} msgs/s  "
               f"ratio to ceiling ({2 * args.connections} connections) {two / roof2:.2f}  "
               f"peak RSS {max(rss2):.0f} MB  "
               f"CPU per message: senders {cpu2:.2f} ms, sink {sink2:.2f} ms", flush=True)
+        print(f"  the senders' CPU ms per message by thread: {by_thread(threads2)}", flush=True)
         print(f"1 -> 2 sender scaling: {two / one:.2f}x")
     finally:
         sink.send_signal(signal.SIGTERM)

@@ -1,11 +1,13 @@
 """bench/send/cpu.py: the per-process CPU the send benchmark prints."""
-from bench.send.cpu import Snapshot, role, report
+from bench.send.cpu import Snapshot, report, role, thread_group, thread_split
 
 
 def test_each_stack_process_is_named_by_its_role():
     assert role("/r/.venv/bin/python -m services.sender.worker") == "sender worker"
     assert role("/r/.venv/bin/python /r/.venv/bin/gunicorn -c python:shared.gunicorn_conf "
                 "--bind 127.0.0.1:8081 services.tracking.app:create_app()") == "tracking web"
+    # gunicorn retitles itself when setproctitle is installed (it is)
+    assert role("gunicorn: worker [services.tracking.app:create_app()]") == "tracking web"
     assert role("/r/.venv/bin/python -m devstack.smtp_sink") == "sink"
     assert role("/usr/bin/java -Xmx512m -cp /r/.cache/kafka/lib/* kafka.Kafka x") == "kafka"
     assert role("/r/.cache/ferretdb/bin/ferretdb --handler=sqlite") == "ferretdb"
@@ -27,3 +29,24 @@ def test_the_report_gives_each_role_its_cpu_per_message_and_the_machine_its_shar
     assert "kafka" not in line
     assert "stack total 2.50 ms" in line
     assert "150% busy of 200% (the stack 25%)" in line
+
+
+def test_a_senders_threads_are_grouped_by_their_os_names():
+    assert thread_group(pid=40, tid=40, comm="python") == "main"
+    assert thread_group(pid=40, tid=41, comm="smtp-0") == "smtp"
+    assert thread_group(pid=40, tid=47, comm="smtp-12") == "smtp"
+    assert thread_group(pid=40, tid=48, comm="compose") == "compose"
+    assert thread_group(pid=40, tid=49, comm="python3.11") == "other"  # the clients' own threads
+    assert thread_group(pid=40, tid=50, comm="rdk:broker1") == "librdkafka"
+    assert thread_group(pid=40, tid=51, comm="rdk:main") == "librdkafka"
+
+
+def test_the_split_by_thread_adds_up_each_group_per_message_largest_first():
+    before = {41: ("smtp", 1.0), 42: ("smtp", 2.0), 43: ("compose", 5.0), 40: ("main", 1.0),
+              44: ("other", 0.5)}
+    # 1,000 messages later; thread 45 started meanwhile, thread 44 ended.
+    after = {41: ("smtp", 1.2), 42: ("smtp", 2.1), 43: ("compose", 5.8), 40: ("main", 1.2),
+             45: ("other", 0.05)}
+    split = thread_split(before, after, messages=1000)
+    assert list(split) == ["compose", "smtp", "main", "other"]
+    assert [round(v, 3) for v in split.values()] == [0.8, 0.3, 0.2, 0.05]
