@@ -6,8 +6,6 @@ def test_each_stack_process_is_named_by_its_role():
     assert role("/r/.venv/bin/python -m services.sender.worker") == "sender worker"
     assert role("/r/.venv/bin/python /r/.venv/bin/gunicorn -c python:shared.gunicorn_conf "
                 "--bind 127.0.0.1:8081 services.tracking.app:create_app()") == "tracking web"
-    # gunicorn retitles itself when setproctitle is installed (it is)
-    assert role("gunicorn: worker [services.tracking.app:create_app()]") == "tracking web"
     assert role("/r/.venv/bin/python -m devstack.smtp_sink") == "sink"
     assert role("/usr/bin/java -Xmx512m -cp /r/.cache/kafka/lib/* kafka.Kafka x") == "kafka"
     assert role("/r/.cache/ferretdb/bin/ferretdb --handler=sqlite") == "ferretdb"
