@@ -59,7 +59,12 @@ def _stack_processes() -> dict[int, str]:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return _stat_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_seconds(stat: Path) -> float:
+    """User + system CPU seconds from a /proc .../stat file (a process's or a thread's)."""
+    fields = stat.read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -80,16 +85,14 @@ def thread_group(pid: int, tid: int, comm: str) -> str:
 
 def thread_seconds(pid: int) -> dict[int, tuple[str, float]]:
     """tid -> (group, user + system CPU seconds so far) for a process's threads."""
-    tick = os.sysconf("SC_CLK_TCK")
     found = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             comm = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rpartition(")")[2].split()
+            seconds = _stat_seconds(task / "stat")
         except OSError:
             continue  # the thread ended meanwhile
-        found[int(task.name)] = (thread_group(pid, int(task.name), comm),
-                                 (int(fields[11]) + int(fields[12])) / tick)
+        found[int(task.name)] = (thread_group(pid, int(task.name), comm), seconds)
     return found
 
 

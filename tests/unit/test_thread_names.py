@@ -29,4 +29,3 @@ def test_a_thread_shows_the_name_it_gave_itself():
 
 def test_a_long_name_keeps_the_first_15_bytes_as_linux_does():
     assert os_name_of_a_thread_that_named_itself("a-very-long-thread-name") == "a-very-long-thr"
-
