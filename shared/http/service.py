@@ -32,6 +32,7 @@ def make_app(service: str, title: str, blueprints: Iterable, *,
     app, api = create_service_app(service, config, title=title, readiness=readiness,
                                   public_prefixes=public_prefixes)
     app.extensions["runtime"] = runtime
+    app.extensions["startup"] = startup
     for blueprint in blueprints:
         api.register_blueprint(blueprint)
     return app

@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from shared.http.startup import StartupWork
@@ -30,3 +32,22 @@ def test_readiness_names_the_last_problem_while_the_work_is_not_done():
         startup.check()
     database_up = True  # ends the retries
     assert startup.wait(10)
+
+
+def test_stop_ends_the_retries():
+    attempts = []
+
+    def work():
+        attempts.append(1)
+        raise ConnectionError("never up")
+
+    startup = StartupWork(work, max_delay=0.01)
+    while len(attempts) < 2:
+        time.sleep(0.01)
+    startup.stop()
+    made = len(attempts)
+    time.sleep(0.1)  # ten retry delays
+    assert len(attempts) == made
+    assert not startup.wait(0)
+    with pytest.raises(RuntimeError, match="never up"):
+        startup.check()
