@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import format_datetime
-from urllib.parse import quote
 
 from services.sender.dkim import Signer
 from services.sender.domain import Campaign, Job, hex_id, message_id
@@ -110,9 +109,19 @@ class Composer:
             self.text = templating.compile_template(text, False)
         except templating.TemplateSyntaxProblem as exc:
             raise ComposeError(f"template: {exc}") from None
+        self._date: tuple[int, str] = (-1, "")
         self.skeleton = Skeleton(sender.get("from_name"), self.from_email, sender.get("reply_to"),
                                  [("Feedback-ID", f"{campaign.campaign_id}:{campaign.account_id}:"
                                                   f"{campaign.kind}:sandesh")])
+
+    def _date_header(self, now: datetime) -> str:
+        """The Date header's value, formatted once per second (it has no
+        finer resolution): ~15 us per message otherwise."""
+        second = int(now.timestamp())
+        cached = self._date  # one tuple, so a reader never pairs a second with another's text
+        if cached[0] != second:
+            cached = self._date = (second, format_datetime(now))
+        return cached[1]
 
     def compose(self, job: Job, now: datetime | None = None) -> Outgoing:
         try:
@@ -130,8 +139,10 @@ class Composer:
         if self.marketing:
             extra[templating.UNSUBSCRIBE_URL] = unsubscribe_url(s.tracking_base, s.keyring, ctx,
                                                                 list_id)
-            mailto = (f"mailto:unsubscribe@{self.bounce_domain}?subject="
-                      + quote(f"unsubscribe {unsubscribe_token(s.keyring, ctx, list_id)}"))
+            # "unsubscribe <token>", URL-quoted: the token is base64url, which
+            # quote() leaves as it is (it took ~15 us per message to say so)
+            mailto = (f"mailto:unsubscribe@{self.bounce_domain}?subject=unsubscribe%20"
+                      + unsubscribe_token(s.keyring, ctx, list_id))
             headers += [("List-Unsubscribe", f"<{extra[templating.UNSUBSCRIBE_URL]}>, <{mailto}>"),
                         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")]
         headers.append(("List-Id", f"<{job.list_id or job.account_id}.list-id.{self.sending_domain}>"))
@@ -146,7 +157,7 @@ class Composer:
         subject = refuse_line_breaks("Subject", templating.render_compiled(self.subject, context))
         mid = message_id(job.job_id, self.sending_domain)
         message = self.skeleton.build(
-            to_name=job.name, to_email=job.email, subject=subject, date=format_datetime(now),
+            to_name=job.name, to_email=job.email, subject=subject, date=self._date_header(now),
             message_id=mid, headers=headers,
             parts=[Part("text/plain", templating.render_compiled(self.text, context)),
                    Part("text/html", html)])

@@ -3,7 +3,10 @@ preheader, tracking off, header injection through merge data."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta, timezone
 from email import message_from_bytes, policy
+from email.utils import format_datetime
+from urllib.parse import unquote
 
 import pytest
 
@@ -25,6 +28,14 @@ def signer(tmp_path_factory):
 
 
 def compose(signer, *, tracking=True, html=HTML, name="Jane", kind="marketing", subject="Hi {{ name }}"):
+    composer, job = composer_and_job(signer, tracking=tracking, html=html, name=name, kind=kind,
+                                     subject=subject)
+    out = composer.compose(job)
+    return out, message_from_bytes(out.message, policy=policy.default), job
+
+
+def composer_and_job(signer, *, tracking=True, html=HTML, name="Jane", kind="marketing",
+                     subject="Hi {{ name }}"):
     campaign = Campaign.from_launched(uuid.uuid4().hex, {
         "campaign_id": uuid.uuid4().hex,
         "template": {"version": 1, "subject": subject, "preheader": "Peek {{ name }}", "html": html,
@@ -34,8 +45,7 @@ def compose(signer, *, tracking=True, html=HTML, name="Jane", kind="marketing", 
     job = Job(uuid.uuid4().hex, campaign.campaign_id, uuid.uuid4().hex, campaign.account_id,
               uuid.uuid4().hex, "jane@example.com", name, {}, 0, None, False, None)
     composer = Composer(campaign, ComposeSettings(KEYRING, "https://t.example", "sandesh.test"), signer)
-    out = composer.compose(job)
-    return out, message_from_bytes(out.message, policy=policy.default), job
+    return composer, job
 
 
 def test_links_are_signed_tracking_links_in_order_and_a_pixel_closes_the_body(signer):
@@ -71,3 +81,25 @@ def test_a_line_break_from_merge_data_never_reaches_a_header(signer):
         compose(signer, name="Jane\r\nBcc: everyone@example.com")
     with pytest.raises(ComposeError):
         compose(signer, subject="Hi\n{{ name }}")
+
+
+def test_the_mailto_unsubscribe_subject_carries_a_token_for_the_job(signer):
+    _, msg, job = compose(signer)
+    mailto = msg["List-Unsubscribe"].split("<mailto:")[1].rstrip(">")
+    word, token = unquote(mailto.split("?subject=")[1]).split(" ")
+    assert word == "unsubscribe"
+    claims = verify(KEYRING, token)
+    assert claims.kind == "unsubscribe" and claims.context.job_id == job.job_id
+
+
+def test_the_date_header_is_the_time_of_composing_to_the_second(signer):
+    composer, job = composer_and_job(signer)
+    start = datetime(2026, 12, 2, 9, 30, 15, 100_000, tzinfo=timezone.utc)
+
+    def date_at(moment):
+        return message_from_bytes(composer.compose(job, now=moment).message,
+                                  policy=policy.default)["Date"]
+
+    for moment in (start, start + timedelta(milliseconds=800), start + timedelta(seconds=1),
+                   start + timedelta(hours=2, seconds=1), start):
+        assert date_at(moment) == format_datetime(moment.replace(microsecond=0))

@@ -8,6 +8,7 @@ from email.utils import format_datetime
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from services.sender.mime import (HeaderInjection, Part, Skeleton, address, quoted_printable,
                                   unstructured)
@@ -116,6 +117,32 @@ def test_quoted_printable_round_trips_whatever_the_line_ends():
         text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+_ascii_body = st.text(st.sampled_from([chr(c) for c in range(0x20, 0x7F)] + ["\t", "\n", "\r", "="]),
+                     max_size=400)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_ascii_body)
+def test_quoted_printable_of_ascii_is_valid_and_reads_back(text):
+    import quopri
+    encoded = quoted_printable(text)
+    lines = encoded.split(b"\r\n")
+    assert lines[-1] == b"" and all(len(line) <= 76 for line in lines)
+    assert all(not line.endswith((b" ", b"\t")) for line in lines)  # trailing space is lost in transit
+    assert all(b"\n" not in line and b"\r" not in line for line in lines)
+    normal = text.replace("\r\n", "\n").replace("\r", "\n")
+    normal += "" if normal.endswith("\n") else "\n"
+    assert quopri.decodestring(encoded.replace(b"\r\n", b"\n")).decode() == normal
+
+
+def test_quoted_printable_never_splits_an_escape_across_lines():
+    for width in range(70, 80):
+        encoded = quoted_printable("x" * width + "=" * 5 + " ")
+        for line in encoded.split(b"\r\n"):
+            body = line[:-1] if line.endswith(b"=") and not line.endswith(b"=3D") else line
+            assert body.replace(b"=3D", b"").replace(b"=20", b"").count(b"=") == 0, encoded
+
+
 def test_a_subject_that_looks_like_an_encoded_word_reads_back_literally():
     # EmailMessage itself decodes such a value on assignment; we keep it.
     subject = "=?utf-8?q?not_an_encoded_word?="
@@ -124,7 +151,6 @@ def test_a_subject_that_looks_like_an_encoded_word_reads_back_literally():
     assert parsed["Subject"] == subject
 
 
-from hypothesis import given, settings, strategies as st
 
 _header_text = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\r\n"),
                        min_size=1, max_size=120).filter(lambda s: s.strip() == s and "  " not in s)
