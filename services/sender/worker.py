@@ -27,7 +27,7 @@ from services.sender.throttle import RateLimiter
 from shared import mongo
 from shared.config import Config, load_common
 from shared.kafka.factory import client_id, consumer_loop, event_producer, hot_event_producer
-from shared.kafka.kafka_impl import KafkaSource
+from shared.kafka.rdkafka_impl import RdKafkaSource
 from shared.kafka.probe import check_broker
 from shared.logs import configure_logging
 from shared.tracking_tokens import Keyring
@@ -100,9 +100,10 @@ def build(config: Config):
                                 default_domain_concurrency=config.send_domain_concurrency,
                                 batch_deadline_seconds=min(20.0, lease / 2),
                                 record_every=config.send_record_every, routes=routes))
-    source = KafkaSource([routes.jobs, routes.retry], config.sender_group,
-                         config.kafka_bootstrap, client_id(SERVICE),
-                         max_partition_fetch_bytes=4 * 1024 * 1024)
+    # send.jobs on librdkafka, like the delivery events: one record per message
+    source = RdKafkaSource([routes.jobs, routes.retry], config.sender_group,
+                           config.kafka_bootstrap, client_id(SERVICE),
+                           **{"max.partition.fetch.bytes": 4 * 1024 * 1024})
     loop = SendLoop(source, engine, producer, service=SERVICE, group=config.sender_group,
                     dead_letters=producer.sink, max_records=config.send_batch,
                     on_stop=messenger.release)
