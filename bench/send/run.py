@@ -7,13 +7,15 @@ messages into the same sink over the same number of SMTP connections,
 measured right before and right after each sender run (the ratio is to the
 mean of the two, and both are printed: this machine's speed drifts).
 
-    .venv/bin/python -m bench.send.run            # N=20000, 8 connections per sender (the default)
+    .venv/bin/python -m bench.send.run            # N=20000, 8 connections per sender, 3 rounds (the defaults)
     .venv/bin/python -m bench.send.run --recipients 5000 --connections 4
     .venv/bin/python -m bench.send.run --dkim ed25519   # what RSA-2048 signing costs the ratio
 
-Each sender run also prints the senders' CPU per message by thread, told
-apart by their OS names (shared/thread_names.py): composing, the SMTP
-connections, the main loop, and the Kafka clients.
+This machine's speed drifts (the same code's 1-sender ratio read 0.36-0.51
+within an hour), so by default the pair of runs is done three times and the
+medians are printed at the end. Each sender run also prints the senders' CPU
+per message by thread, told apart by their OS names (shared/thread_names.py):
+composing, the SMTP connections, the main loop, and the Kafka clients.
 
 Needs the local stack's Kafka and FerretDB (make run). The senders use
 topics, a consumer group and a database of their own, so the stack's own
@@ -34,6 +36,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from statistics import median
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -303,9 +306,9 @@ def sender_throughput(stack, root, sink_pid, port, new_dir, processes, n, connec
 
 
 def by_thread(split: dict[str, float]) -> str:
-    """compose: rendering and DKIM; smtp: the connections; main: the poll,
-    claims and records; librdkafka: the delivery events' producer; other:
-    kafka-python's and pymongo's own threads."""
+    """compose: rendering and DKIM; smtp: the connections; main: the batch
+    (claims, screening, records); librdkafka: the send.jobs consumer and the
+    delivery events' producer; other: pymongo's and the state loops' threads."""
     return ", ".join(f"{group} {ms:.2f}" for group, ms in split.items() if ms >= 0.005)
 
 
@@ -314,6 +317,9 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=8,
                         help="SMTP connections per sender (and for the ceiling script)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of (1 sender, 2 senders), each bracketed by its own "
+                             "ceilings; the medians are printed at the end")
     parser.add_argument("--dkim", choices=("rsa", "ed25519"), default="rsa",
                         help="the sending domain's key: RSA-2048 (the default: what receivers "
                              "verify today) or Ed25519 (RFC 8463)")
@@ -342,19 +348,32 @@ def main() -> None:
                   f"sink CPU {before[1]:.2f} / {after[1]:.2f} ms/msg", flush=True)
             return (before[0] + after[0]) / 2, result
 
-        roof, (one, rss1, cpu1, sink1, threads1) = bracket(args.connections, 1)
-        print(f"1 sender  ({args.connections} connections): {one:,.0f} msgs/s  "
-              f"ratio to ceiling {one / roof:.2f}  peak RSS {max(rss1):.0f} MB  "
-              f"CPU per message: sender {cpu1:.2f} ms, sink {sink1:.2f} ms", flush=True)
-        print(f"  the sender's CPU ms per message by thread: {by_thread(threads1)}", flush=True)
-        roof2, (two, rss2, cpu2, sink2, threads2) = bracket(2 * args.connections, 2)
-        del messages
-        print(f"2 senders ({args.connections} connections each): {two:,.0f} msgs/s  "
-              f"ratio to ceiling ({2 * args.connections} connections) {two / roof2:.2f}  "
-              f"peak RSS {max(rss2):.0f} MB  "
-              f"CPU per message: senders {cpu2:.2f} ms, sink {sink2:.2f} ms", flush=True)
-        print(f"  the senders' CPU ms per message by thread: {by_thread(threads2)}", flush=True)
-        print(f"1 -> 2 sender scaling: {two / one:.2f}x")
+        ones, twos = [], []
+        for round_ in range(1, args.repeat + 1):
+            if args.repeat > 1:
+                print(f"--- round {round_} of {args.repeat}", flush=True)
+            roof, (one, rss1, cpu1, sink1, threads1) = bracket(args.connections, 1)
+            print(f"1 sender  ({args.connections} connections): {one:,.0f} msgs/s  "
+                  f"ratio to ceiling {one / roof:.2f}  peak RSS {max(rss1):.0f} MB  "
+                  f"CPU per message: sender {cpu1:.2f} ms, sink {sink1:.2f} ms", flush=True)
+            print(f"  the sender's CPU ms per message by thread: {by_thread(threads1)}", flush=True)
+            roof2, (two, rss2, cpu2, sink2, threads2) = bracket(2 * args.connections, 2)
+            print(f"2 senders ({args.connections} connections each): {two:,.0f} msgs/s  "
+                  f"ratio to ceiling ({2 * args.connections} connections) {two / roof2:.2f}  "
+                  f"peak RSS {max(rss2):.0f} MB  "
+                  f"CPU per message: senders {cpu2:.2f} ms, sink {sink2:.2f} ms", flush=True)
+            print(f"  the senders' CPU ms per message by thread: {by_thread(threads2)}", flush=True)
+            print(f"1 -> 2 sender scaling: {two / one:.2f}x", flush=True)
+            ones.append((one / roof, one, max(rss1)))
+            twos.append((two / roof2, two, max(rss2)))
+        if args.repeat > 1:
+            print(f"=== {args.repeat} rounds, medians (each ratio against its own ceilings):")
+            for label, runs in (("1 sender ", ones), ("2 senders", twos)):
+                print(f"{label}: ratio {median(r for r, _, _ in runs):.2f} "
+                      f"({', '.join(f'{r:.2f}' for r, _, _ in runs)}), "
+                      f"{median(rate for _, rate, _ in runs):,.0f} msgs/s, "
+                      f"peak RSS at most {max(rss for _, _, rss in runs):.0f} MB")
+            print(f"1 -> 2 sender scaling: {median(t[1] / o[1] for o, t in zip(ones, twos)):.2f}x")
     finally:
         sink.send_signal(signal.SIGTERM)
         sink.wait(20)
