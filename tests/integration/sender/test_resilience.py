@@ -205,3 +205,38 @@ def test_a_database_outage_mid_campaign_delays_the_work_and_loses_nobody(
     senders.assert_running()
     print(f"outage after {cut_at} messages: {during} more arrived during it, "
           f"{duplicates} duplicates")
+
+
+def test_a_broker_outage_mid_campaign_delays_the_work_and_loses_nobody(
+        make_senders, sink, unique):
+    """Kafka frozen for 8 s mid-campaign (SIGSTOP: connections stay open,
+    nothing answers): the sender, whose jobs come in and whose delivery
+    events go out on librdkafka, waits and goes on. Everybody gets the
+    message once."""
+    import os
+    import subprocess
+
+    from devstack.supervisor import supervisorctl
+    kafka_pid = int(subprocess.run(supervisorctl("pid", "kafka"), check=True,
+                                   capture_output=True, text=True).stdout.strip())
+    senders = make_senders()
+    senders.start()
+    account, campaign = hexid(), hexid()
+    senders.launch(account, campaign)
+    people = recipients(1000, unique)
+    senders.jobs(account, campaign, people)
+    senders.wait(lambda: sink.count() >= 150, 120, "the campaign under way")
+    os.kill(kafka_pid, signal.SIGSTOP)
+    try:
+        frozen_at = sink.count()
+        time.sleep(8)
+        during = sink.count() - frozen_at
+    finally:
+        os.kill(kafka_pid, signal.SIGCONT)
+    senders.wait(lambda: len(by_recipient(sink)) >= len(people), 240, "every recipient")
+    received = by_recipient(sink)
+    assert len(received) == len(people)
+    duplicates = sum(len(m) - 1 for m in received.values())
+    assert duplicates == 0
+    senders.assert_running()
+    print(f"broker frozen after {frozen_at} messages: {during} more arrived meanwhile")
