@@ -256,10 +256,16 @@ class ProgressStore:
                                            "audience_size": size}}, upsert=True)
 
     def set_exact(self, campaign_id: str, account_id: str, counts: dict, size_bytes: int) -> None:
-        self.progress.replace_one({"_id": f"{campaign_id}:{self.EXACT}"},
-                                  {"campaign_id": campaign_id, "account_id": account_id,
-                                   "exact": True, "counts": counts, "bytes": size_bytes,
-                                   "at": utcnow()}, upsert=True)
+        doc = {"campaign_id": campaign_id, "account_id": account_id, "exact": True,
+               "counts": counts, "bytes": size_bytes, "at": utcnow()}
+        key = {"_id": f"{campaign_id}:{self.EXACT}"}
+        try:
+            self.progress.replace_one(key, doc, upsert=True)
+        except DuplicateKeyError:
+            # Two replicas' sweeps both found no document and both inserted
+            # (FerretDB does not retry such an upsert, as MongoDB does): the
+            # other's insert is there now, so this replace finds it.
+            self.progress.replace_one(key, doc, upsert=True)
 
     def of(self, campaign_ids: list[str]) -> dict[str, dict]:
         """{campaign id: combined progress}: shard sums, never below the
