@@ -7,7 +7,7 @@ from typing import Callable
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from shared.kafka.interface import Record
+from shared.kafka.interface import CONSUMER, Record
 
 # After producer.flush() every earlier send is complete; its future is
 # resolved by the producer's I/O thread a moment later at most.
@@ -88,21 +88,11 @@ class KafkaSource:
             client_id=client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_interval_ms=300_000,
-            # A member that dies without leaving (kill -9, a lost node) holds
-            # its partitions until the session times out: 10 s, not
-            # kafka-python 3's 45 s, so its work moves on quickly.
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=3_000,
-            # Let the broker gather a few dozen events (or wait 500 ms) per
-            # fetch: during a campaign each delivery event is read by five
-            # groups, and answering every fetch with one or two records kept
-            # the broker and the consumers busy with fetches, not events.
-            # An idle consumer asks twice a second: at 100 ms the idle
-            # stack's workers took 17.7% of a core, at 500 ms 8.2%, for at
-            # most 0.4 s more on a lone event (a pause, a test send).
-            fetch_min_bytes=32 * 1024,
-            fetch_max_wait_ms=500,
+            max_poll_interval_ms=CONSUMER.max_poll_interval_ms,
+            session_timeout_ms=CONSUMER.session_timeout_ms,
+            heartbeat_interval_ms=CONSUMER.heartbeat_interval_ms,
+            fetch_min_bytes=CONSUMER.fetch_min_bytes,
+            fetch_max_wait_ms=CONSUMER.fetch_max_wait_ms,
         )
         options.update(overrides)
         self.on_revoke: Callable | None = None

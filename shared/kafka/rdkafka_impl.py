@@ -26,7 +26,7 @@ from typing import Callable
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from shared.kafka.interface import Record
+from shared.kafka.interface import CONSUMER, Record
 
 _log = logging.getLogger(__name__)
 
@@ -120,11 +120,11 @@ class RdKafkaSource:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "max.poll.interval.ms": 300_000,
-            "session.timeout.ms": 10_000,  # as KafkaSource: a dead member's work moves on in 10 s
-            "heartbeat.interval.ms": 3_000,
-            "fetch.min.bytes": 32 * 1024,  # as KafkaSource: a few dozen records or 500 ms
-            "fetch.wait.max.ms": 500,
+            "max.poll.interval.ms": CONSUMER.max_poll_interval_ms,
+            "session.timeout.ms": CONSUMER.session_timeout_ms,
+            "heartbeat.interval.ms": CONSUMER.heartbeat_interval_ms,
+            "fetch.min.bytes": CONSUMER.fetch_min_bytes,
+            "fetch.wait.max.ms": CONSUMER.fetch_max_wait_ms,
             # librdkafka prefetches up to 64 MB per partition by default; a
             # sender's batch is 500 jobs of ~0.5 kB.
             "queued.max.messages.kbytes": 2048,
