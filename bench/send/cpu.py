@@ -117,9 +117,12 @@ def machine_times() -> tuple[float, float]:
     return (sum(fields) - idle) / tick, sum(fields) / tick
 
 
-def snapshot() -> Snapshot:
+def snapshot(roles: dict[int, str] | None = None) -> Snapshot:
+    """Every stack process's CPU so far. `roles` names some processes
+    itself (pid -> role): a benchmark's own senders, told apart from the
+    stack's, or the benchmark process, which is never counted otherwise."""
     processes = {}
-    for pid, name in _stack_processes().items():
+    for pid, name in {**_stack_processes(), **(roles or {})}.items():
         try:
             processes[pid] = (name, cpu_seconds(pid))
         except OSError:

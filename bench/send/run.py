@@ -15,7 +15,10 @@ This machine's speed drifts (the same code's 1-sender ratio read 0.36-0.51
 within an hour), so by default the pair of runs is done three times and the
 medians are printed at the end. Each sender run also prints the senders' CPU
 per message by thread, told apart by their OS names (shared/thread_names.py):
-composing, the SMTP connections, the main loop, and the Kafka clients.
+composing, the SMTP connections, the main loop, and the Kafka clients; and
+every process's CPU per message over the timed window (the senders, the sink,
+Kafka, FerretDB, this benchmark publishing the jobs) with how busy the
+machine was: the budget that the ratio comes from (docs/sender.md, Performance).
 
 Needs the local stack's Kafka and FerretDB (make run). The senders use
 topics, a consumer group and a database of their own, so the stack's own
@@ -41,7 +44,8 @@ from statistics import median
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bench.send.cpu import cpu_seconds, machine_times, thread_seconds, thread_split  # noqa: E402
+from bench.send.cpu import (Snapshot, cpu_seconds, machine_times, report, snapshot,  # noqa: E402
+                            thread_seconds, thread_split)
 from devstack.env import load_stack_env  # noqa: E402
 from shared import mongo, topics  # noqa: E402
 from shared.events import new_event  # noqa: E402
@@ -283,7 +287,9 @@ def sender_threads(run: SenderRun) -> dict[int, tuple[str, float]]:
 
 def sender_throughput(stack, root, sink_pid, port, new_dir, processes, n, connections):
     """msgs/s, peak RSS (MB) per sender, CPU ms per message of the senders
-    together and of the sink, and the senders' CPU ms per message by thread."""
+    together and of the sink, the senders' CPU ms per message by thread, and
+    the report of every process's CPU (Kafka, FerretDB, this benchmark) and
+    how busy the machine was, over the timed window."""
     run = SenderRun(stack, root, port, processes, connections)
     try:
         campaign = run.publish_campaign()
@@ -292,17 +298,26 @@ def sender_throughput(stack, root, sink_pid, port, new_dir, processes, n, connec
         wait_until(new_dir, before + 20 * processes, 120, run)
         time.sleep(2)
         before = count_files(new_dir)
-        cpu_before = [cpu_seconds(p.pid) for p in run.procs] + [cpu_seconds(sink_pid)]
+        roles = {**{p.pid: "the senders" for p in run.procs}, sink_pid: "sink",
+                 os.getpid(): "this benchmark (publishing the jobs)"}
+        machine_before = snapshot(roles)
         threads_before = sender_threads(run)
         started = time.time()
         run.publish_jobs(campaign, n, f"r{processes}-")
         rate = n / (wait_until(new_dir, before + n, 1800, run) - started)
-        cpu = [cpu_seconds(p.pid) for p in run.procs] + [cpu_seconds(sink_pid)]
+        machine_after = snapshot(roles)
         threads = thread_split(threads_before, sender_threads(run), n)
-        used = [after - was for after, was in zip(cpu, cpu_before)]
-        return rate, run.peak_rss_mb(), sum(used[:-1]) * 1000 / n, used[-1] * 1000 / n, threads
+        return (rate, run.peak_rss_mb(), per_message(machine_before, machine_after, run.procs, n),
+                per_message(machine_before, machine_after, [sink_pid], n), threads,
+                report(machine_before, machine_after, n))
     finally:
         run.stop()
+
+
+def per_message(before: Snapshot, after: Snapshot, processes, n: int) -> float:
+    """CPU ms per message of these processes (Popen objects or pids) together."""
+    pids = [getattr(p, "pid", p) for p in processes]
+    return sum(after.processes[pid][1] - before.processes[pid][1] for pid in pids) * 1000 / n
 
 
 def by_thread(split: dict[str, float]) -> str:
@@ -352,17 +367,19 @@ def main() -> None:
         for round_ in range(1, args.repeat + 1):
             if args.repeat > 1:
                 print(f"--- round {round_} of {args.repeat}", flush=True)
-            roof, (one, rss1, cpu1, sink1, threads1) = bracket(args.connections, 1)
+            roof, (one, rss1, cpu1, sink1, threads1, everyone1) = bracket(args.connections, 1)
             print(f"1 sender  ({args.connections} connections): {one:,.0f} msgs/s  "
                   f"ratio to ceiling {one / roof:.2f}  peak RSS {max(rss1):.0f} MB  "
                   f"CPU per message: sender {cpu1:.2f} ms, sink {sink1:.2f} ms", flush=True)
             print(f"  the sender's CPU ms per message by thread: {by_thread(threads1)}", flush=True)
-            roof2, (two, rss2, cpu2, sink2, threads2) = bracket(2 * args.connections, 2)
+            print(f"  {everyone1}", flush=True)
+            roof2, (two, rss2, cpu2, sink2, threads2, everyone2) = bracket(2 * args.connections, 2)
             print(f"2 senders ({args.connections} connections each): {two:,.0f} msgs/s  "
                   f"ratio to ceiling ({2 * args.connections} connections) {two / roof2:.2f}  "
                   f"peak RSS {max(rss2):.0f} MB  "
                   f"CPU per message: senders {cpu2:.2f} ms, sink {sink2:.2f} ms", flush=True)
             print(f"  the senders' CPU ms per message by thread: {by_thread(threads2)}", flush=True)
+            print(f"  {everyone2}", flush=True)
             print(f"1 -> 2 sender scaling: {two / one:.2f}x", flush=True)
             ones.append((one / roof, one, max(rss1)))
             twos.append((two / roof2, two, max(rss2)))

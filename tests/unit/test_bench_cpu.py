@@ -48,3 +48,24 @@ def test_the_split_by_thread_adds_up_each_group_per_message_largest_first():
     split = thread_split(before, after, messages=1000)
     assert list(split) == ["compose", "smtp", "main", "other"]
     assert [round(v, 3) for v in split.values()] == [0.8, 0.3, 0.2, 0.05]
+
+
+def test_a_snapshot_names_the_processes_it_is_told_about():
+    import os
+    import subprocess
+    import sys
+    from bench.send.cpu import snapshot
+    # run from the repo's virtualenv, the child is found as a stack process
+    # ("other"); the benchmark's own senders are found as "sender worker",
+    # like the stack's, until they are named
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert snapshot().processes[child.pid][0] == "other"
+        assert os.getpid() not in snapshot().processes  # the caller, unless named
+        taken = snapshot({child.pid: "bench sender", os.getpid(): "this benchmark"})
+        assert taken.processes[child.pid][0] == "bench sender"
+        assert taken.processes[os.getpid()][0] == "this benchmark"
+        assert taken.processes[os.getpid()][1] > 0
+    finally:
+        child.kill()
+        child.wait()
