@@ -6,7 +6,7 @@ import socket
 
 from shared.config import Config
 from shared.kafka.consumer import ConsumerLoop, Handler
-from shared.kafka.kafka_impl import KafkaSink, KafkaSource
+from shared.kafka.kafka_impl import KafkaSink
 from shared.kafka.producer import EventProducer
 
 
@@ -28,8 +28,10 @@ def hot_event_producer(config: Config, service: str, **overrides) -> EventProduc
 def consumer_loop(config: Config, service: str, group: str, topics: list[str],
                   handlers: dict[str, Handler], producer: EventProducer | None = None,
                   **loop_options) -> ConsumerLoop:
-    """A loop whose commits wait for `producer` (what the handlers publish)."""
-    source = KafkaSource(topics, group, config.kafka_bootstrap, client_id(service))
+    """A loop whose commits wait for `producer` (what the handlers publish).
+    It reads with librdkafka (see rdkafka_impl.RdKafkaSource for why)."""
+    from shared.kafka.rdkafka_impl import RdKafkaSource  # like RdKafkaSink: loaded where used
+    source = RdKafkaSource(topics, group, config.kafka_bootstrap, client_id(service))
     dead_letters = producer.sink if producer else KafkaSink(config.kafka_bootstrap,
                                                             client_id(service) + "-dlq")
     return ConsumerLoop(source, handlers, service=service, group=group,
