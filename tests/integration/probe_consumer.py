@@ -3,7 +3,8 @@ over one topic and appends each probe's number to a file, until SIGTERM."""
 import sys
 
 from shared.kafka.consumer import ConsumerLoop, run_until_signalled
-from shared.kafka.kafka_impl import KafkaSink, KafkaSource
+from shared.kafka.kafka_impl import KafkaSink
+from shared.kafka.rdkafka_impl import RdKafkaSource  # what every loop reads with
 
 
 def main(bootstrap: str, topic: str, group: str, out_path: str) -> None:
@@ -12,7 +13,7 @@ def main(bootstrap: str, topic: str, group: str, out_path: str) -> None:
     def handle(event):
         out.write(f"{event.data['n']}\n")
 
-    source = KafkaSource([topic], group, bootstrap, "probe-consumer")
+    source = RdKafkaSource([topic], group, bootstrap, "probe-consumer")
     loop = ConsumerLoop(source, {"platform.probe": handle}, service="probe", group=group,
                         dead_letters=KafkaSink(bootstrap, "probe-dlq"),
                         commit_interval=3600)  # only shutdown commits: proves the drain

@@ -10,7 +10,8 @@ from kafka import KafkaConsumer
 
 from shared.events import new_event
 from shared.kafka import ConsumerLoop
-from shared.kafka.kafka_impl import KafkaSink, KafkaSource
+from shared.kafka.kafka_impl import KafkaSink
+from shared.kafka.rdkafka_impl import RdKafkaSource  # what every loop reads with
 from shared.kafka.producer import EventProducer
 from shared.topics import DEAD_LETTERS
 
@@ -41,7 +42,7 @@ def test_produced_events_come_out_of_the_consumer_loop(kafka_bootstrap, make_top
     topic = make_topic("roundtrip", partitions=3)
     publish(kafka_bootstrap, topic, range(50))
     seen = []
-    loop = ConsumerLoop(KafkaSource([topic], f"g-{unique}", kafka_bootstrap, "t"),
+    loop = ConsumerLoop(RdKafkaSource([topic], f"g-{unique}", kafka_bootstrap, "t"),
                         {"platform.probe": lambda e: seen.append(e.data["n"])},
                         service="test", group=f"g-{unique}",
                         dead_letters=KafkaSink(kafka_bootstrap, "t-dlq"))
@@ -98,7 +99,7 @@ def test_invalid_message_lands_in_the_dead_letter_topic(kafka_bootstrap, make_to
     sink.flush()
     publish(kafka_bootstrap, topic, [7])
     seen = []
-    loop = ConsumerLoop(KafkaSource([topic], f"g-{unique}", kafka_bootstrap, "t"),
+    loop = ConsumerLoop(RdKafkaSource([topic], f"g-{unique}", kafka_bootstrap, "t"),
                         {"platform.probe": lambda e: seen.append(e.data["n"])},
                         service="test", group=f"g-{unique}",
                         dead_letters=KafkaSink(kafka_bootstrap, "t-dlq"))

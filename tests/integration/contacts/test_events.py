@@ -12,7 +12,8 @@ from shared.config import Config
 from shared.events import new_event
 from shared.events.registry import known_types, schema_for
 from shared.kafka import ConsumerLoop
-from shared.kafka.kafka_impl import KafkaSink, KafkaSource
+from shared.kafka.kafka_impl import KafkaSink
+from shared.kafka.rdkafka_impl import RdKafkaSource  # what every loop reads with
 from shared.kafka.producer import EventProducer
 from tests.integration.contacts.conftest import SALT
 
@@ -69,7 +70,7 @@ def test_unsubscribes_complaints_and_hard_bounces_arrive_and_apply(mongo_db, kaf
     producer.flush()
 
     group = f"contacts-{unique}"
-    loop = ConsumerLoop(KafkaSource([topic], group, kafka_bootstrap, "t"),
+    loop = ConsumerLoop(RdKafkaSource([topic], group, kafka_bootstrap, "t"),
                         handlers.build_handlers(_runtime(mongo_db, out)), service="contacts",
                         group=group, dead_letters=KafkaSink(kafka_bootstrap, "t-dlq"))
     end = time.monotonic() + 60
