@@ -357,6 +357,26 @@ def _sent_by(port: int) -> float:
                if line.startswith("sandesh_sender_jobs_total{") and 'outcome="sent"' in line)
 
 
+def _wait_until_in_the_group(stack_env, sender: subprocess.Popen, deadline: float = 90) -> None:
+    """Until this sender process is a member of the senders' consumer group
+    with partitions assigned, the group stable: its start-up and its join
+    take longer on a loaded machine than any fixed sleep allows for (and a
+    member killed just before lingers in the group until its session ends)."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": stack_env["SANDESH_KAFKA_BOOTSTRAP"]})
+    group = stack_env.get("SANDESH_SENDER_GROUP", "sender")
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        found = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        ours = [m for m in found.members if m.client_id.endswith(f"-{sender.pid}")]
+        if found.state == ConsumerGroupState.STABLE and ours \
+                and ours[0].assignment.topic_partitions:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"sender {sender.pid} did not join the {group} group")
+
+
 def test_two_senders_share_the_work_and_kill_9_of_one_loses_nobody(gateway, stack_env):
     """A second sender joins and sends part of the campaign; killed with
     SIGKILL mid-campaign, every recipient still gets a message, and any
@@ -367,7 +387,7 @@ def test_two_senders_share_the_work_and_kill_9_of_one_loses_nobody(gateway, stac
     import_contacts(gateway, list_id, rows)
     extra = _start_sender(stack_env, 18095)
     try:
-        time.sleep(5)  # joins the consumer group
+        _wait_until_in_the_group(stack_env, extra)
         campaign_id = make_campaign(gateway, stack_env, [list_id], limits={"per_second": 60})
         gateway.call("POST", f"/campaigns/{campaign_id}/send")
         wait_for(gateway, campaign_id, ("sending",),
