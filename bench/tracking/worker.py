@@ -32,8 +32,9 @@ from shared import mongo  # noqa: E402
 from shared.events import new_event  # noqa: E402
 from shared.kafka.admin import ensure_topics  # noqa: E402
 from shared.kafka.consumer import ConsumerLoop  # noqa: E402
-from shared.kafka.kafka_impl import KafkaSink, KafkaSource  # noqa: E402
+from shared.kafka.kafka_impl import KafkaSink  # noqa: E402
 from shared.kafka.producer import EventProducer  # noqa: E402
+from shared.kafka.rdkafka_impl import RdKafkaSource  # noqa: E402
 from shared.topics import TopicSpec  # noqa: E402
 
 
@@ -97,7 +98,7 @@ def main() -> None:
     producer.flush()
 
     counter = StatsCounter(store, CountingRules())
-    source = KafkaSource(list(topics.values()), f"bench-{run_id}", bootstrap, "bench-worker")
+    source = RdKafkaSource(list(topics.values()), f"bench-{run_id}", bootstrap, "bench-worker")
     if args.per_event:
         options = {"handlers": {t: (lambda e: counter.handle_batch([e])) for t in COUNTED_TYPES}}
     else:

@@ -9,8 +9,7 @@ TopicPartition = tuple[str, int]
 
 @dataclass(frozen=True)
 class ConsumerTuning:
-    """What every consumer group member is set to, whichever client it uses
-    (KafkaSource, RdKafkaSource)."""
+    """What every consumer group member is set to (RdKafkaSource)."""
     max_poll_interval_ms: int = 300_000
     # A member that dies without leaving (kill -9, a lost node) holds its
     # partitions until the session times out: 10 s, not kafka-python 3's

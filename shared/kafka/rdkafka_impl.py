@@ -113,11 +113,11 @@ class RdKafkaSource:
       went from 0.80 to 0.39 ms a message (bench.send.campaign, one pair),
       and the idle stack's five workers from ~8% of a core to ~2%.
 
-    The contract is KafkaSource's (shared/kafka/interface.py), and the
-    same tests hold both to it (tests/integration/sender/test_source_pause.py):
-    a partition paused is read again from where it was sought after the
-    resume (librdkafka drops what it had fetched for it at the pause), and
-    a partition assigned after a rebalance comes unpaused."""
+    The contract is MessageSource's (shared/kafka/interface.py), held by
+    tests/integration/sender/test_source_pause.py: a partition paused is
+    read again from where it was sought after the resume (librdkafka drops
+    what it had fetched for it at the pause), and a partition assigned
+    after a rebalance comes unpaused."""
 
     def __init__(self, topics: list[str], group_id: str, bootstrap: str, client_id: str,
                  **overrides):
@@ -144,9 +144,9 @@ class RdKafkaSource:
 
     @staticmethod
     def _assigned(consumer, partitions) -> None:
-        # As with kafka-python, a partition handed back after a rebalance
-        # keeps the paused flag it had (librdkafka keeps it on the
-        # partition), and the loop forgot its hold at the revoke.
+        # A partition handed back after a rebalance keeps the paused flag
+        # it had (librdkafka keeps it on the partition), and the loop
+        # forgot its hold at the revoke: nobody would ever resume it.
         consumer.assign(partitions)
         consumer.resume(partitions)
 

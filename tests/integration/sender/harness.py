@@ -22,8 +22,9 @@ from pathlib import Path
 from shared import topics
 from shared.events import decode, new_event
 from shared.kafka.admin import ensure_topics
-from shared.kafka.kafka_impl import KafkaSink, KafkaSource
+from shared.kafka.kafka_impl import KafkaSink
 from shared.kafka.producer import EventProducer
+from shared.kafka.rdkafka_impl import RdKafkaSource
 from shared.topics import TopicSpec
 
 REPO = Path(__file__).resolve().parents[3]
@@ -213,15 +214,19 @@ class Senders:
         return mongo.database(self.env["SANDESH_MONGO_URI"], self.db_name)[collection].find_one(
             {"_id": doc_id})
 
-    def events(self, topic: str = topics.DELIVERY_EVENTS, idle: float = 2.0) -> list:
-        source = KafkaSource([self.prefix + topic], f"reader-{hexid()}", self.bootstrap,
-                             f"reader-{hexid()}")
+    def events(self, topic: str = topics.DELIVERY_EVENTS, idle: float = 2.0,
+               join_timeout: float = 30.0) -> list:
+        """Every event on the topic, read until it has been quiet for `idle`
+        seconds after the reader's group has its partitions."""
+        source = RdKafkaSource([self.prefix + topic], f"reader-{hexid()}", self.bootstrap,
+                               f"reader-{hexid()}")
         out, quiet_since = [], time.monotonic()
+        joined_by = time.monotonic() + join_timeout
         try:
             while time.monotonic() - quiet_since < idle:
                 records = source.poll(500, 1000)
-                if records:
-                    quiet_since = time.monotonic()
+                if records or (not source.assignment() and time.monotonic() < joined_by):
+                    quiet_since = time.monotonic()  # quiet counts only once the group is joined
                 out.extend(decode(r.value) for r in records)
         finally:
             source.close()
