@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -46,7 +47,7 @@ class ApiRefused(Exception):
 def _duration(seconds) -> str:
     if seconds is None:
         return "--"
-    seconds = int(seconds)
+    seconds = math.ceil(seconds)  # work left never shows as 0m00s
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

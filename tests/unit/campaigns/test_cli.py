@@ -1,9 +1,9 @@
-"""The CLI's progress watch (what `make demo` shows) ends at its timeout."""
+"""The CLI's progress line and watch (what `make demo` shows)."""
 from __future__ import annotations
 
 import io
 
-from services.campaigns.cli import watch
+from services.campaigns.cli import progress_line, watch
 
 
 class StillSending:
@@ -24,3 +24,17 @@ def test_watch_gives_back_the_unfinished_campaign_at_its_timeout():
     campaign = watch(api, "c1", interval=0.01, out=out, timeout=0.2)
     assert campaign["status"] == "sending" and api.calls >= 2
     assert "3/10" in out.getvalue()
+
+
+def line(eta_seconds) -> str:
+    return progress_line({"status": "sending", "progress": {
+        "audience_size": 500, "accounted": 354, "percent": 70.8, "sent": 354, "failed": 0,
+        "skipped": 0, "deferred": 0, "bounced": 0, "rate_per_second": 175.0,
+        "eta_seconds": eta_seconds}})
+
+
+def test_time_left_rounds_up_so_work_left_never_reads_as_zero():
+    assert line(0.8).endswith("left 0m01s")
+    assert line(61.2).endswith("left 1m02s")
+    assert line(7260).endswith("left 2h01m")
+    assert line(None).endswith("left --")
