@@ -11,28 +11,15 @@ from shared.events import decode
 from tests.e2e.test_send_path import (REPO, addresses, gateway, import_contacts,  # noqa: F401
                                       make_campaign, make_list, received, by_recipient,
                                       wait_for)
+from tests.kafka_reader import TopicReader
 
 
 def events_keyed(bootstrap: str, topic: str, key: str, timeout: float = 120) -> list:
-    """Every event on `topic` with this key, read from the beginning with a
-    consumer of no group (commits nothing, shares nothing) up to the end
+    """Every event on `topic` with this key, from the beginning up to the end
     offsets as they are now."""
-    from kafka import KafkaConsumer, TopicPartition
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False, client_id="e2e-topic-reader")
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        found, deadline = [], time.monotonic() + timeout
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            assert time.monotonic() < deadline, f"{topic} not read in {timeout} s"
-            for records in consumer.poll(1000, max_records=5000).values():
-                found.extend(decode(r.value) for r in records if r.key == key.encode())
-        return found
-    finally:
-        consumer.close()
+    with TopicReader(bootstrap, topic, decode=lambda value: value) as reader:
+        reader.read(timeout=timeout)
+        return [decode(r.value) for r in reader.records if r.key == key.encode()]
 
 
 def test_a_schedule_fires_once_with_two_workers(gateway, stack_env):  # noqa: F811

@@ -4,7 +4,7 @@ import uuid
 import requests
 
 from tests.e2e.conftest import Api
-from tests.integration.tracking.tail import Tail
+from tests.kafka_reader import TopicReader
 
 SERVICES = ["contacts", "campaigns", "tracking", "privacy"]
 
@@ -80,7 +80,7 @@ def test_request_id_is_returned_and_propagated(api, stack_env):
     response = api.get("/api/v1/keys", headers={"X-Request-Id": "e2e-trace-123"})
     assert response.headers["X-Request-Id"] == "e2e-trace-123"
     trace = "e2e-" + uuid.uuid4().hex
-    tail = Tail(stack_env["SANDESH_KAFKA_BOOTSTRAP"], "contacts.events")
+    tail = TopicReader(stack_env["SANDESH_KAFKA_BOOTSTRAP"], "contacts.events", since="now")
     try:
         created = api.post("/api/v1/contacts", json={"email": f"trace-{trace}@example.com"},
                            headers={"X-Request-Id": trace})

@@ -20,7 +20,7 @@ from shared import tracking_tokens as tt
 from tests.e2e.test_send_path import gateway  # noqa: F401  (a fresh account's API)
 from tests.e2e.tracking_helpers import (new_account, one_click_url, operator_token, poll,
                                         sent_campaign, tracking_urls)
-from tests.integration.tracking.tail import Tail
+from tests.kafka_reader import TopicReader
 from tests.unit.tracking import samples
 
 pytestmark = pytest.mark.stack
@@ -44,7 +44,7 @@ def test_hits_unsubscribe_and_bounce_become_stats_and_pseudonymous_events(stack,
     people = [tt.LinkContext(account, campaign, uuid.uuid4().hex, uuid.uuid4().hex)
               for _ in range(3)]
     ring, base = stack["ring"], stack["tracking"]
-    tail = Tail(kafka_bootstrap, topics.TRACKING_EVENTS)
+    tail = TopicReader(kafka_bootstrap, topics.TRACKING_EVENTS, since="now")
     try:
         session = requests.Session()
         # person 0 opens twice, person 1 once; a security scanner HEADs person 2's pixel

@@ -1,6 +1,7 @@
 """Helpers for the tracking end-to-end tests: the real stack, a fresh account."""
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -86,32 +87,14 @@ class Replay:
     a consumer would see it after a crash or a rebalance."""
 
     def __init__(self, bootstrap: str, topic_names: list[str]):
-        from kafka import KafkaConsumer, TopicPartition
+        from tests.kafka_reader import TopicReader
         self.bootstrap = bootstrap
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                      group_id=None, consumer_timeout_ms=500)
-        self.partitions = [TopicPartition(topic, p) for topic in topic_names
-                           for p in sorted(self.consumer.partitions_for_topic(topic) or [])]
-        self.start = self.consumer.end_offsets(self.partitions)
+        self.reader = TopicReader(bootstrap, *topic_names, since="now")
 
     def records(self, keep) -> list:
         """The records since construction whose decoded JSON passes keep()."""
-        import json
-        ends = self.consumer.end_offsets(self.partitions)
-        self.consumer.assign(self.partitions)
-        for tp in self.partitions:
-            self.consumer.seek(tp, self.start[tp])
-        found, remaining = [], {tp for tp in self.partitions if ends[tp] > self.start[tp]}
-        deadline = time.monotonic() + 60
-        while remaining and time.monotonic() < deadline:
-            for tp, batch in self.consumer.poll(timeout_ms=500).items():
-                for record in batch:
-                    if record.offset < ends[tp] and keep(json.loads(record.value)):
-                        found.append(record)
-                if self.consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-        assert not remaining, f"could not read back {remaining}"
-        return found
+        self.reader.read()
+        return [r for r in self.reader.records if keep(json.loads(r.value))]
 
     def publish_again(self, records) -> dict:
         """Publish the records again; returns {(topic, partition): last offset}."""
@@ -146,4 +129,4 @@ class Replay:
             admin.close()
 
     def close(self) -> None:
-        self.consumer.close()
+        self.reader.close()

@@ -3,8 +3,6 @@ import json
 import time
 from types import SimpleNamespace
 
-from kafka import KafkaConsumer, TopicPartition
-
 from services.contacts import domain, handlers
 from services.contacts.store import ContactsStore, contact_document, ensure_contacts_indexes
 from shared import asyncapi
@@ -16,6 +14,7 @@ from shared.kafka.kafka_impl import KafkaSink
 from shared.kafka.rdkafka_impl import RdKafkaSource  # what every loop reads with
 from shared.kafka.producer import EventProducer
 from tests.integration.contacts.conftest import SALT
+from tests.kafka_reader import TopicReader
 
 V1 = "/api/v1"
 
@@ -105,32 +104,10 @@ def test_unsubscribes_complaints_and_hard_bounces_arrive_and_apply(mongo_db, kaf
     assert audience == sorted([unsub, soft])
 
 
-def _end_offsets(bootstrap, topic):
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-    ends = consumer.end_offsets(parts)
-    consumer.close()
-    return ends
-
-
-def _read_from(bootstrap, offsets, wanted, deadline=60):
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    consumer.assign(list(offsets))
-    for tp, offset in offsets.items():
-        consumer.seek(tp, offset)
-    found = []
-    end = time.monotonic() + deadline
-    while time.monotonic() < end and not wanted(found):
-        for records in consumer.poll(timeout_ms=500).values():
-            found += [json.loads(r.value) for r in records if r.value]
-    consumer.close()
-    return found
-
-
 def test_changes_go_out_on_contacts_events_without_personal_data(settings, kafka_bootstrap,
                                                                  mongo_uri, client_factory):
     client = client_factory()
-    before = _end_offsets(kafka_bootstrap, "contacts.events")
+    reader = TopicReader(kafka_bootstrap, "contacts.events", since="now")
     list_id = client.post(f"{V1}/lists", {"name": "L"}).get_json()["id"]
     contact = client.post(f"{V1}/contacts", {"email": "Private.Person@Example.com",
                                              "name": "Private Person",
@@ -145,7 +122,8 @@ def test_changes_go_out_on_contacts_events_without_personal_data(settings, kafka
     def ours(found):
         return [e for e in found if e["subject"] == contact["id"]]
 
-    events = ours(_read_from(kafka_bootstrap, before, lambda f: len(ours(f)) >= len(expected)))
+    with reader:
+        events = ours(reader.read(lambda f: len(ours(f)) >= len(expected)))
     assert sorted(e["type"] for e in events) == sorted(expected)
     assert all(e["accountid"] == client.account_id for e in events)
     text = json.dumps(events).lower()
@@ -167,7 +145,7 @@ def test_lifting_a_suppression_tells_the_sender_by_hash_and_contact(settings, ka
     logged re-consent) end with contact.unsuppressed, or the sender would
     go on skipping the address."""
     client = client_factory()
-    before = _end_offsets(kafka_bootstrap, "contacts.events")
+    reader = TopicReader(kafka_bootstrap, "contacts.events", since="now")
     list_id = client.post(f"{V1}/lists", {"name": "L"}).get_json()["id"]
     removed = client.post(f"{V1}/contacts", {"email": "Gone.Once@Example.com",
                                              "list_ids": [list_id]}).get_json()
@@ -186,7 +164,8 @@ def test_lifting_a_suppression_tells_the_sender_by_hash_and_contact(settings, ka
         return {e["subject"]: e for e in found if e["type"] == "contact.unsuppressed"
                 and e["subject"] in (removed["id"], returning["id"])}
 
-    events = lifted(_read_from(kafka_bootstrap, before, lambda f: len(lifted(f)) == 2))
+    with reader:
+        events = lifted(reader.read(lambda f: len(lifted(f)) == 2))
     assert {subject: e["data"] for subject, e in events.items()} == {
         removed["id"]: {"contact_id": removed["id"], "scope": "account",
                         "email_hash": domain.address("gone.once@example.com", SALT).hash},

@@ -3,11 +3,9 @@ topic (unique per test), answered on another, completed only when every
 service answered, whatever order, delay or redelivery."""
 import json
 import time
-import uuid
 from types import SimpleNamespace
 
 import pytest
-from kafka import KafkaConsumer
 
 from services.privacy import usecases
 from services.privacy.handlers import build_handlers
@@ -17,6 +15,7 @@ from shared.events import new_event
 from shared.http.internal_auth import Identity
 from shared.kafka.factory import consumer_loop, event_producer
 from shared.pii import email_hash, normalise_email
+from tests.kafka_reader import TopicReader
 
 SALT = "salt-for-tests"
 RESPONDERS = ["campaigns", "contacts", "sender", "tracking"]
@@ -66,15 +65,9 @@ def _answer(producer, topic, request, service, status="done", export=None, conta
 
 
 def _read_all(bootstrap, topic, expect):
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             group_id=f"reader-{uuid.uuid4().hex[:8]}", consumer_timeout_ms=10_000)
-    values = []
-    for message in consumer:
-        values.append(message.value)
-        if len(values) >= expect:
-            break
-    consumer.close()
-    return values
+    """The raw values on the topic, once there are at least `expect`."""
+    with TopicReader(bootstrap, topic, decode=lambda value: value) as reader:
+        return reader.read(lambda values: len(values) >= expect, timeout=30)
 
 
 def test_an_erasure_by_address_travels_as_a_hash_and_completes_when_all_answered(

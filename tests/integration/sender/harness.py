@@ -19,14 +19,13 @@ import uuid
 from email import message_from_bytes, policy
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
-
 from shared import topics
 from shared.events import decode, new_event
 from shared.kafka.admin import ensure_topics
 from shared.kafka.kafka_impl import KafkaSink
 from shared.kafka.producer import EventProducer
 from shared.topics import TopicSpec
+from tests.kafka_reader import TopicReader
 
 REPO = Path(__file__).resolve().parents[3]
 PYTHON = sys.executable
@@ -219,34 +218,9 @@ class Senders:
                timeout: float = 60.0) -> list:
         """Every event on the topic: each partition read from its beginning
         to the end it had when reading began, then on until no event has come
-        for `idle` seconds. The partitions are assigned, not joined as a group:
-        a group's join took longer than `idle` under load, and the read came
-        back empty with the events on the topic."""
-        name = self.prefix + topic
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                 group_id=None)
-        try:
-            partitions = [TopicPartition(name, p)
-                          for p in sorted(consumer.partitions_for_topic(name) or [])]
-            consumer.assign(partitions)
-            consumer.seek_to_beginning(*partitions)
-            ends = consumer.end_offsets(partitions)
-            out, quiet_since = [], time.monotonic()
-            deadline = quiet_since + timeout
-            while True:
-                batches = consumer.poll(timeout_ms=200, max_records=1000)
-                for records in batches.values():
-                    out.extend(decode(r.value) for r in records)
-                if batches:
-                    quiet_since = time.monotonic()
-                behind = [tp for tp in partitions if consumer.position(tp) < ends[tp]]
-                if not behind and time.monotonic() - quiet_since >= idle:
-                    return out
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{name}: {behind} not read to their end "
-                                         f"in {timeout:.0f} s")
-        finally:
-            consumer.close()
+        for `idle` seconds."""
+        with TopicReader(self.bootstrap, self.prefix + topic, decode=decode) as reader:
+            return reader.read(idle=idle, timeout=timeout)
 
 
 def dump_logs(root: Path) -> str:

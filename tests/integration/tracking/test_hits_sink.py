@@ -4,12 +4,12 @@ raises when it cannot have them."""
 import pytest
 
 from shared.kafka.rdkafka_impl import DeliveryFailed, RdKafkaSink
-from tests.integration.tracking.tail import Tail
+from tests.kafka_reader import TopicReader
 
 
 def test_flushed_messages_are_on_the_topic_with_key_and_headers(kafka_bootstrap, make_topic):
     topic = make_topic("hits", partitions=3)
-    tail = Tail(kafka_bootstrap, topic)
+    tail = TopicReader(kafka_bootstrap, topic, since="now")
     sink = RdKafkaSink(kafka_bootstrap, "test-hits")
     try:
         for n in range(50):

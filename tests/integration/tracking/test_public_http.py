@@ -15,7 +15,7 @@ from services.tracking.store import TrackingStore
 from shared import mongo, topics
 from shared import tracking_tokens as tt
 from tests.e2e.tracking_helpers import poll
-from tests.integration.tracking.tail import Tail
+from tests.kafka_reader import TopicReader
 from tests.unit.tracking import samples
 
 KEYS = "k2:" + base64.b64encode(b"k" * 32).decode() + ",k1:" + base64.b64encode(b"o" * 32).decode()
@@ -58,7 +58,7 @@ def ctx(store):
 
 @pytest.fixture
 def tail(kafka_bootstrap):
-    t = Tail(kafka_bootstrap, topics.TRACKING_EVENTS)
+    t = TopicReader(kafka_bootstrap, topics.TRACKING_EVENTS, since="now")
     yield t
     t.close()
 
