@@ -12,7 +12,6 @@ import re
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests

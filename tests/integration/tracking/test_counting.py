@@ -12,7 +12,7 @@ from services.tracking import counting
 from services.tracking.counting import CountingRules, StatsCounter, build_stats
 from services.tracking.store import INDEXES, TrackingStore
 from shared import mongo
-from shared.events import decode, encode, new_event
+from shared.events import decode, new_event
 
 T0 = datetime(2024, 3, 12, 9, 0, tzinfo=timezone.utc)
 ACCOUNT = uuid.uuid4().hex
