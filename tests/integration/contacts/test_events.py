@@ -3,6 +3,8 @@ import json
 import time
 from types import SimpleNamespace
 
+import pytest
+
 from services.contacts import domain, handlers
 from services.contacts.store import ContactsStore, contact_document, ensure_contacts_indexes
 from shared import asyncapi
@@ -104,10 +106,16 @@ def test_unsubscribes_complaints_and_hard_bounces_arrive_and_apply(mongo_db, kaf
     assert audience == sorted([unsub, soft])
 
 
-def test_changes_go_out_on_contacts_events_without_personal_data(settings, kafka_bootstrap,
+@pytest.fixture
+def contacts_events(kafka_bootstrap):
+    """contacts.events from the test's start on (fixed before the test acts)."""
+    with TopicReader(kafka_bootstrap, "contacts.events", since="now") as reader:
+        yield reader
+
+
+def test_changes_go_out_on_contacts_events_without_personal_data(settings, contacts_events,
                                                                  mongo_uri, client_factory):
     client = client_factory()
-    reader = TopicReader(kafka_bootstrap, "contacts.events", since="now")
     list_id = client.post(f"{V1}/lists", {"name": "L"}).get_json()["id"]
     contact = client.post(f"{V1}/contacts", {"email": "Private.Person@Example.com",
                                              "name": "Private Person",
@@ -122,8 +130,7 @@ def test_changes_go_out_on_contacts_events_without_personal_data(settings, kafka
     def ours(found):
         return [e for e in found if e["subject"] == contact["id"]]
 
-    with reader:
-        events = ours(reader.read(lambda f: len(ours(f)) >= len(expected)))
+    events = ours(contacts_events.read(lambda f: len(ours(f)) >= len(expected)))
     assert sorted(e["type"] for e in events) == sorted(expected)
     assert all(e["accountid"] == client.account_id for e in events)
     text = json.dumps(events).lower()
@@ -139,13 +146,12 @@ def test_changes_go_out_on_contacts_events_without_personal_data(settings, kafka
                                                                SALT).hash}
 
 
-def test_lifting_a_suppression_tells_the_sender_by_hash_and_contact(settings, kafka_bootstrap,
+def test_lifting_a_suppression_tells_the_sender_by_hash_and_contact(settings, contacts_events,
                                                                    mongo_uri, client_factory):
     """Both ways out of the list (the entry removed with a reason, and a
     logged re-consent) end with contact.unsuppressed, or the sender would
     go on skipping the address."""
     client = client_factory()
-    reader = TopicReader(kafka_bootstrap, "contacts.events", since="now")
     list_id = client.post(f"{V1}/lists", {"name": "L"}).get_json()["id"]
     removed = client.post(f"{V1}/contacts", {"email": "Gone.Once@Example.com",
                                              "list_ids": [list_id]}).get_json()
@@ -164,8 +170,7 @@ def test_lifting_a_suppression_tells_the_sender_by_hash_and_contact(settings, ka
         return {e["subject"]: e for e in found if e["type"] == "contact.unsuppressed"
                 and e["subject"] in (removed["id"], returning["id"])}
 
-    with reader:
-        events = lifted(reader.read(lambda f: len(lifted(f)) == 2))
+    events = lifted(contacts_events.read(lambda f: len(lifted(f)) == 2))
     assert {subject: e["data"] for subject, e in events.items()} == {
         removed["id"]: {"contact_id": removed["id"], "scope": "account",
                         "email_hash": domain.address("gone.once@example.com", SALT).hash},
