@@ -79,7 +79,8 @@ def programs(ports: dict[str, int], senders: int, with_services: bool) -> list[P
     progs = [
         # C1 only: C2 compiling was ~40% of the broker's CPU for its first
         # minutes (tests, benchmarks), and at this load C1's code is enough:
-        # 0.18-0.24 ms of Kafka CPU per sent message against 0.34-0.44.
+        # 0.17-0.31 ms of Kafka CPU per sent message against 0.34-0.44
+        # (bench.send.run; docs/sender-performance-log.md).
         Program("kafka", [java, "-Xms256m", "-Xmx512m", "-XX:TieredStopAtLevel=1",
                           "-XX:+ExitOnOutOfMemoryError",
                           "-Djava.awt.headless=true",
