@@ -40,9 +40,9 @@ class TopicReader:
 
     def read(self, until: Callable[[list], bool] | None = None, *, idle: float = 0.0,
              timeout: float = 60.0) -> list:
-        """The events so far: each partition read up to its end as of this
-        call, then on until `until(events)` holds and no record has come for
-        `idle` seconds. When `timeout` runs out first, what was found is
+        """A copy of the events so far: each partition read up to its end as
+        of this call, then on until `until(events)` holds and no record has
+        come for `idle` seconds. When `timeout` runs out first, what was found is
         returned (the caller's assertion says what is missing); but not
         reaching the ends in that time is an error of its own."""
         ends = self.consumer.end_offsets(self.partitions)
@@ -57,11 +57,11 @@ class TopicReader:
             behind = [tp for tp in self.partitions if self.consumer.position(tp) < ends[tp]]
             if not behind and (until is None or until(self.events)) \
                     and time.monotonic() - quiet_since >= idle:
-                return self.events
+                return list(self.events)
             if time.monotonic() - started > timeout:
                 if behind:
                     raise AssertionError(f"{behind} not read to their end in {timeout:.0f} s")
-                return self.events
+                return list(self.events)
 
     def wait_for(self, predicate: Callable[[object], bool], count: int = 1,
                  timeout: float = 20.0) -> list:
