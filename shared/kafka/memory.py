@@ -94,5 +94,14 @@ class InMemorySource:
     def resume(self, tp):
         self.paused.discard(tp)
 
+    def rebalance(self):
+        """An eager rebalance that hands every partition back: revoked, then
+        read again from the last commit, the paused flag kept (as
+        kafka-python kept it)."""
+        if self.on_revoke:
+            self.on_revoke(list(self.position))
+        committed = self.broker.committed[self.group_id]
+        self.position = {tp: committed.get(tp, 0) for tp in self.position}
+
     def close(self):
         pass

@@ -62,6 +62,27 @@ def test_a_partition_paused_with_records_fetched_is_read_again_after_resume(
         source.close()
 
 
+def test_a_partition_sought_past_what_was_read_and_paused_goes_on_from_there(
+        kafka_bootstrap, make_topic, unique):
+    """The send loop keeps a held partition's records in memory, sets its
+    position past them and pauses it: after the resume the broker sends
+    what follows them, nothing twice and nothing skipped."""
+    topic = make_topic("jobs", partitions=1)
+    produce(kafka_bootstrap, topic, 0, 100)
+    source = RdKafkaSource([topic], f"test-{unique}", kafka_bootstrap, f"test-{unique}")
+    try:
+        first = poll_until([source], lambda got: got, "the first records", max_records=10)
+        assert len(first) < 100  # the rest is buffered, and dropped at the pause
+        source.seek((topic, 0), first[-1].offset + 1)
+        source.pause((topic, 0))
+        assert source.poll(1000, 500) == []
+        source.resume((topic, 0))
+        rest = poll_until([source], lambda got: len(got) >= 100 - len(first), "the rest")
+        assert [r.offset for r in first + rest] == list(range(100))
+    finally:
+        source.close()
+
+
 def test_a_partition_paused_when_a_rebalance_starts_comes_back_unpaused(
         kafka_bootstrap, make_topic, unique):
     """An eager rebalance revokes every partition (a loop forgets its holds)

@@ -108,6 +108,38 @@ def test_a_held_job_holds_the_rest_of_its_partition():
     assert engine.seen[-2:] == ["j2", "j3"]
 
 
+def test_held_records_wait_in_memory_and_come_first_when_the_hold_ends():
+    """A hold ending now (a rate-limit share) is not read again from the
+    broker, which would wait out its fetch wait; a longer one pauses the
+    partition, and what arrives meanwhile comes after the held records."""
+    clock = [1000.0]
+
+    class TurnTakingEngine(FakeEngine):
+        def handle(self, sequences):
+            jobs = [j for seq in sequences for j in seq]
+            self.seen.append([j.job_id for j in jobs])
+            first, *rest = jobs
+            hold = Hold(clock[0] if len(self.seen) == 1 else 1005.0, "rate limit")
+            return {first.job_id: DONE, **({rest[0].job_id: hold} if rest else {})}
+
+    engine = TurnTakingEngine()
+    broker, loop = make(engine, lambda: clock[0])
+    for n in (1, 2, 3):
+        broker.append("send.jobs", f"j{n}".encode(), job_event(n))
+    loop.run_once()                       # j1 sent; j2 looked at again at once
+    assert loop.source.position[("send.jobs", 0)] == 3  # not rewound: nothing read twice
+    loop.run_once()                       # j2 sent; j3 held until 1005
+    broker.append("send.jobs", b"j4", job_event(4))
+    loop.run_once()
+    assert engine.seen == [["j1", "j2", "j3"], ["j2", "j3"]]  # paused meanwhile
+    clock[0] = 1005.0
+    loop.run_once()
+    assert engine.seen[-1] == ["j3", "j4"]
+    assert broker.committed["g"][("send.jobs", 0)] == 3
+    loop.run_once()
+    assert engine.seen[-1] == ["j4"] and broker.committed["g"][("send.jobs", 0)] == 4
+
+
 def test_a_partition_held_when_a_rebalance_revokes_it_is_read_again_when_handed_back():
     """An eager rebalance revokes every partition, then hands most back as
     they were: kafka-python keeps their paused flag, as the in-memory source
@@ -131,8 +163,28 @@ def test_a_partition_held_when_a_rebalance_revokes_it_is_read_again_when_handed_
         broker.append("send.jobs", f"j{n}".encode(), job_event(n))
     loop.run_once()
     assert broker.committed["g"][("send.jobs", 0)] == 1
-    loop.source.on_revoke([("send.jobs", 0)])  # the rebalance; the partition comes back
+    loop.source.rebalance()  # the partition is revoked and comes back
     clock[0] = 1002.0
     loop.run_once()
     assert engine.seen == ["j1", "j2", "j3", "j2", "j3"]
     assert broker.committed["g"][("send.jobs", 0)] == 3
+
+
+def test_a_poll_waits_no_longer_than_until_the_first_hold_ends():
+    """So senders sharing a rate-limited campaign start its next window together."""
+    clock = [1000.0]
+
+    class HoldingEngine(FakeEngine):
+        def handle(self, sequences):
+            return {j.job_id: Hold(1000.05, "rate limit") for seq in sequences for j in seq}
+
+    broker, loop = make(HoldingEngine(), lambda: clock[0])
+    timeouts = []
+    poll = loop.source.poll
+    loop.source.poll = lambda timeout_ms, max_records: timeouts.append(timeout_ms) or \
+        poll(timeout_ms, max_records)
+    broker.append("send.jobs", b"j1", job_event(1))
+    loop.run_once()
+    loop.run_once()
+    assert timeouts == [200, 50]
+
