@@ -144,7 +144,7 @@ class Engine:
         campaigns and their counts are gone; nothing may bring them back)."""
         now = self.clock()
         ready, paused = [], []
-        room: dict[str, int] = {}
+        room: dict[str, tuple[int, float] | None] = {}  # campaign -> (jobs left, until)
         for sequence in sequences:
             for job in sequence:
                 if job.account_id in erased:
@@ -169,20 +169,25 @@ class Engine:
         metrics.PARKED.inc(len(paused))
         return ready
 
-    def _over_window(self, campaign: Campaign, room: dict[str, int]) -> Hold | None:
-        """A hold once this batch has a whole per-second window's worth of
-        the campaign's jobs: claiming more only to give them back is an
-        insert and a delete per job (a read of all claims on FerretDB), 490
-        of them a batch for a campaign limited to 10 a second."""
+    def _over_window(self, campaign: Campaign,
+                     room: dict[str, tuple[int, float] | None]) -> Hold | None:
+        """A hold once this batch has what the campaign's per-second window
+        offers this sender now (throttle.RateLimiter.per_window): claiming
+        more only to give them back is an insert and a delete per job (a
+        read of all claims on FerretDB), 490 of them a batch for a campaign
+        limited to 10 a second."""
         if campaign.status == CANCELLED:
             return None  # its jobs are skipped, not sent: no rate to keep
-        window = self.limiter.per_window(campaign.campaign_id, campaign.limits)
+        if campaign.campaign_id not in room:
+            room[campaign.campaign_id] = self.limiter.per_window(campaign.campaign_id,
+                                                                 campaign.limits)
+        window = room[campaign.campaign_id]
         if window is None:
             return None
-        left = room.setdefault(campaign.campaign_id, window[0])
+        left, look_again_at = window
         if left <= 0:
-            return Hold(window[1], "rate limit")
-        room[campaign.campaign_id] = left - 1
+            return Hold(look_again_at, "rate limit")
+        room[campaign.campaign_id] = (left - 1, look_again_at)
         return None
 
     def _claim(self, ready, result) -> list[Job]:

@@ -37,7 +37,7 @@ class SendLoop:
     def __init__(self, source: MessageSource, engine: Engine, producer, *, service: str,
                  group: str, dead_letters: MessageSink, max_records: int = 500,
                  poll_timeout_ms: int = 200, clock: Callable[[], float] = time.time,
-                 on_stop: Callable[[], None] | None = None):
+                 on_stop: Callable[[], None] | None = None, jobs_topic: str | None = None):
         self.source = source
         self.engine = engine
         self.producer = producer
@@ -48,6 +48,8 @@ class SendLoop:
         self.poll_timeout_ms = poll_timeout_ms
         self.clock = clock
         self.on_stop = on_stop
+        self.jobs_topic = jobs_topic  # its share of the partitions: its share of rate limits
+        self._jobs_partitions: set[TopicPartition] | None = None
         self.stopping = False
         self._paused_until: dict[TopicPartition, float] = {}
         self._held: dict[TopicPartition, list[Record]] = {}  # read, not yet settled
@@ -76,6 +78,7 @@ class SendLoop:
         room = self.max_records - waiting  # held records come back in batches no larger
         polled = self.source.poll(0 if waiting else self._poll_timeout(), room) if room > 0 else []
         records = self._take_held() + polled  # after the poll: a revoke drops what it held
+        self._note_share()
         t1 = time.perf_counter()
         if not records or self.stopping:
             for tp, first in _first_offsets(records).items():
@@ -200,6 +203,22 @@ class SendLoop:
             return self.poll_timeout_ms
         first = min(self._paused_until.values()) - self.clock()
         return max(0, min(self.poll_timeout_ms, math.ceil(first * 1000)))
+
+    def _note_share(self) -> None:
+        """After a rebalance: tell the rate limiter which part of send.jobs
+        (and so of every campaign) this sender now reads."""
+        if self.jobs_topic is None:
+            return
+        mine = {tp for tp in self.source.assignment() if tp[0] == self.jobs_topic}
+        if mine == self._jobs_partitions:
+            return
+        try:
+            total = self.source.partition_count(self.jobs_topic)
+        except Exception:  # the broker away: the old share stands, asked again next poll
+            log.warning("could not read the jobs topic's partitions", exc_info=True)
+            return
+        self._jobs_partitions = mine
+        self.engine.limiter.share = len(mine) / total if total else 1.0
 
     def _resume_due(self) -> None:
         now = self.clock()

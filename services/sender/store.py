@@ -372,6 +372,12 @@ class MongoWindowCounter:
         self._sweep()
         return granted
 
+    def left(self, key: str, limit: int) -> int:
+        size = -(-limit // self.BLOCKS)
+        unused = self._left.get(key, (0, 0.0))[0]
+        # blocks are taken lowest number first, and only the last is short
+        return unused + max(0, limit - self.col.count_documents({"window": key}) * size)
+
     def _take(self, key: str, numbers: range, expires_at: float) -> list[int]:
         """The block numbers this sender got (others may hold some already)."""
         at = datetime.fromtimestamp(expires_at, timezone.utc)

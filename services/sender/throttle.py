@@ -6,6 +6,14 @@ batch and campaign, through `WindowCounter`), so the limit holds across all
 senders without a coordinator. What a window cannot grant waits: the engine
 holds the partition until `retry_at` (seconds) or, for the hourly quota,
 reschedules the job on send.retry.
+
+Senders sharing a campaign split each per-second window: until its middle
+a sender takes no more than its share (the part of send.jobs it reads, so
+the part of every campaign's jobs), from the middle whatever is left.
+Asking for the whole window, the first sender to ask took all of it second
+after second and the others nothing (in a CI run one of two senders sent
+all of a campaign's first 150 messages), each loser claiming a window's
+worth of jobs only to give them back.
 """
 from __future__ import annotations
 
@@ -21,6 +29,9 @@ class WindowCounter(Protocol):
     def reserve(self, key: str, wanted: int, limit: int, expires_at: float) -> int:
         """Take up to `wanted` of the `limit` in window `key`; how many were taken."""
 
+    def left(self, key: str, limit: int) -> int:
+        """The most a reserve in window `key` could still get now."""
+
 
 class MemoryCounter:
     """One process's counter (unit tests; a sender with no MongoDB)."""
@@ -32,6 +43,9 @@ class MemoryCounter:
         granted = max(0, min(wanted, limit - self.used.get(key, 0)))
         self.used[key] = self.used.get(key, 0) + granted
         return granted
+
+    def left(self, key, limit):
+        return max(0, limit - self.used.get(key, 0))
 
 
 @dataclass(frozen=True)
@@ -46,18 +60,41 @@ class RateLimiter:
         self.counter = counter
         self.clock = clock
         self._full_until: dict[str, float] = {}  # campaign id -> end of its spent window
+        self._taken: dict[str, tuple[float, int]] = {}  # campaign id -> (window start, granted)
+        self.share = 1.0  # the part of send.jobs this sender reads (set by the send loop)
 
     def per_window(self, campaign_id: str, limits: Limits) -> tuple[int, float] | None:
-        """Without a per-second limit None; else the most the current window
-        can still grant (0 once a grant fell short in it) and when the next
-        window starts: a batch has no use for more of the campaign's jobs."""
+        """Without a per-second limit None; else the most of the campaign's
+        jobs a batch may take now (until the middle of the window the
+        sender's share, then the rest of the window; less what it took of
+        it, nothing once a grant fell short), and when to look again."""
         if not limits.per_second:
             return None
         now = self.clock()
         window, per_window, start = _second_window(limits, now)
+        end, middle = start + window, start + window / 2
         if self._full_until.get(campaign_id, 0.0) > now:
-            return 0, start + window
-        return per_window, start + window
+            return 0, end
+        taken = self._taken_in(campaign_id, start)
+        if self.share >= 1:
+            return max(0, per_window - taken), end
+        if now < middle:
+            return max(0, math.ceil(per_window * self.share) - taken), middle
+        # What the others left: claiming jobs only to give them back costs
+        # an insert and a delete each, and they had taken their shares.
+        left = self.counter.left(_second_key(campaign_id, window, start), per_window)
+        if left <= 0:
+            self._note_full(campaign_id, end, now)
+        return left, end
+
+    def _taken_in(self, campaign_id: str, start: float) -> int:
+        taken_start, taken = self._taken.get(campaign_id, (start, 0))
+        return taken if taken_start == start else 0
+
+    def _note_taken(self, campaign_id: str, start: float, granted: int) -> None:
+        if len(self._taken) > 1000:  # campaigns come and go: keep the live ones
+            self._taken = {c: t for c, t in self._taken.items() if t[0] >= start - 3600}
+        self._taken[campaign_id] = (start, self._taken_in(campaign_id, start) + granted)
 
     def _note_full(self, campaign_id: str, until: float, now: float) -> None:
         if len(self._full_until) > 1000:  # campaigns come and go: keep the live ones
@@ -69,8 +106,9 @@ class RateLimiter:
         granted, retry_at, hourly = wanted, None, False
         if limits.per_second:
             window, per_window, start = _second_window(limits, now)
-            granted = self.counter.reserve(f"{campaign_id}:s{window:g}:{start:.0f}", granted,
+            granted = self.counter.reserve(_second_key(campaign_id, window, start), granted,
                                            per_window, start + window + 60)
+            self._note_taken(campaign_id, start, granted)
             if granted < wanted:
                 retry_at = start + window
                 self._note_full(campaign_id, retry_at, now)
@@ -83,6 +121,10 @@ class RateLimiter:
                 # not given back: it only makes the per-second pace slower.
                 granted, retry_at, hourly = taken, start + 3600, True
         return Grant(granted, retry_at, hourly)
+
+
+def _second_key(campaign_id: str, window: float, start: float) -> str:
+    return f"{campaign_id}:s{window:g}:{start:.0f}"
 
 
 def _second_window(limits: Limits, now: float) -> tuple[float, int, float]:

@@ -106,7 +106,7 @@ def build(config: Config):
                            **{"max.partition.fetch.bytes": 4 * 1024 * 1024})
     loop = SendLoop(source, engine, producer, service=SERVICE, group=config.sender_group,
                     dead_letters=producer.sink, max_records=config.send_batch,
-                    on_stop=messenger.release)
+                    on_stop=messenger.release, jobs_topic=routes.jobs)
     state_loops = []
     if config.sender_state_consumers:
         state_loops = [

@@ -67,4 +67,9 @@ class MessageSource(Protocol):
 
     def resume(self, tp: TopicPartition) -> None: ...
 
+    def assignment(self) -> set[TopicPartition]: ...
+
+    def partition_count(self, topic: str) -> int:
+        """How many partitions the topic has (asks the broker)."""
+
     def close(self) -> None: ...

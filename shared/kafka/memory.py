@@ -94,6 +94,12 @@ class InMemorySource:
     def resume(self, tp):
         self.paused.discard(tp)
 
+    def assignment(self):
+        return set(self.position)
+
+    def partition_count(self, topic):
+        return self.broker.partitions
+
     def rebalance(self):
         """An eager rebalance that hands every partition back: revoked, then
         read again from the last commit, the paused flag kept (as

@@ -182,5 +182,8 @@ class RdKafkaSource:
     def assignment(self):
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
+    def partition_count(self, topic: str) -> int:
+        return len(self._consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+
     def close(self):
         self._consumer.close()

@@ -58,3 +58,16 @@ def test_two_limiters_share_the_hourly_quota(mongo_db):
     rest = second.grant("c1", 3, limits)
     assert rest.granted == 2 and rest.hourly
     assert rest.retry_at == (NOW // 3600 + 1) * 3600
+
+
+def test_what_is_left_of_a_window_is_what_a_reserve_could_still_get(mongo_db):
+    first, second = (MongoWindowCounter(mongo_db) for _ in range(2))
+    assert first.left("c1:s1:w", 10) == 10
+    assert first.reserve("c1:s1:w", 4, 10, NOW + 60) == 4
+    assert second.left("c1:s1:w", 10) == 6
+    assert second.reserve("c1:s1:w", 6, 10, NOW + 60) == 6
+    assert first.left("c1:s1:w", 10) == 0
+    big = 6400  # blocks of 100: what this sender holds of a block counts too
+    assert first.reserve("c1:h:w", 30, big, NOW + 60) == 30
+    assert first.left("c1:h:w", big) == big - 30
+    assert second.left("c1:h:w", big) == big - 100

@@ -53,6 +53,26 @@ def test_two_senders_share_the_work_and_sigterm_drains_quickly(make_senders, sin
     assert all(took < 30 for took in senders.terminate_all())
 
 
+def test_two_senders_split_a_rate_limited_campaign_from_its_first_seconds(
+        make_senders, sink, unique, mongo_uri):
+    """Each takes its share of every window (throttle.RateLimiter): asking
+    for whole windows, one of two senders once sent all of a campaign's
+    first 120 messages while the other only claimed and gave back."""
+    senders = make_senders()
+    senders.start()
+    senders.start()
+    account, campaign = hexid(), hexid()
+    senders.launch(account, campaign, limits={"per_second": 40})
+    time.sleep(8)  # both in the group before the work arrives
+    people = recipients(400, unique)
+    senders.jobs(account, campaign, people)
+    senders.wait(lambda: sink.count() >= 120, 180, "three seconds' worth")
+    early = owners(senders, mongo_uri)
+    assert len(early) == 2 and min(early.values()) >= sum(early.values()) // 4, early
+    senders.wait(lambda: len(by_recipient(sink)) >= len(people), 180, "every recipient")
+    assert all(len(m) == 1 for m in by_recipient(sink).values())
+
+
 def test_kill_9_mid_campaign_loses_nobody_and_duplicates_keep_their_message_id(
         make_senders, sink, unique, mongo_uri):
     senders = make_senders(SANDESH_SEND_CLAIM_LEASE_SECONDS=8)

@@ -66,12 +66,14 @@ class Fakes:
     def publish(self, topic, event, key=None):
         self.published.append((topic, event.type, event.data))
 
-    def engine(self, **settings):
+    def engine(self, counter=None, clock=lambda: 1000.25, share=1.0, **settings):
+        """counter: the rate windows, shared with another engine (sender)."""
         composer = type("C", (), {"compose": lambda self, j: Outgoing(j, b"msg", "b+x@d", f"<{j.job_id}@d>", False)})()
+        limiter = RateLimiter(counter or MemoryCounter(), clock=clock)
+        limiter.share = share
         return Engine(campaigns=self, contacts=self, deliveries=self, parked=self,
-                      limiter=RateLimiter(MemoryCounter(), clock=lambda: 1000.5),
-                      messenger=self, composer_for=lambda c: composer, publisher=self,
-                      settings=EngineSettings(**settings), clock=lambda: 1000.5)
+                      limiter=limiter, messenger=self, composer_for=lambda c: composer,
+                      publisher=self, settings=EngineSettings(**settings), clock=clock)
 
     def types(self, topic="delivery.events"):
         return [(t, d["job_id"]) for top, t, d in self.published if top == topic]
@@ -125,12 +127,38 @@ def test_cancelled_and_blocked_are_skipped_and_finished_jobs_announced_again():
     assert reasons == {"j1": "cancelled", "j2": "unsubscribed"}
 
 
-def test_rate_limit_sends_what_the_window_allows_and_holds_the_rest():
-    fakes = Fakes([campaign(limits=Limits(per_second=2))])
-    result = fakes.engine().handle([[job(1), job(2), job(3)]])
+def test_rate_limit_sends_what_the_window_allows_and_holds_the_rest_until_the_next():
+    counter, limits = MemoryCounter(), Limits(per_second=8)
+    other = Fakes([campaign(limits=limits)])
+    other.engine(counter).handle([[job(n) for n in range(10, 16)]])  # another sender: 6 of 8
+    fakes = Fakes([campaign(limits=limits)])
+    result = fakes.engine(counter).handle([[job(1), job(2), job(3)]])
     assert result["j1"] is DONE and result["j2"] is DONE
     assert result["j3"] == Hold(1001.0, "rate limit")
     assert fakes.types() == [("delivery.sent", "j1"), ("delivery.sent", "j2")]
+    assert [j for j, state, _ in fakes.records if state == "released"] == ["j3"]
+
+
+def test_two_senders_split_a_campaigns_window_and_the_rest_goes_from_its_middle():
+    """Until the middle of a window each takes its share (half): the first
+    to ask does not get the whole second while the other gets nothing.
+    From the middle, what one leaves the other may take."""
+    counter, limits, now = MemoryCounter(), Limits(per_second=8), [1000.1]
+    first, second = (Fakes([campaign(limits=limits)]) for _ in range(2))
+    engines = [f.engine(counter, clock=lambda: now[0], share=0.5) for f in (first, second)]
+    result = engines[0].handle([[job(n) for n in range(1, 9)]])
+    assert result["j5"] == Hold(1000.5, "rate limit") and "j6" not in result
+    assert engines[0].handle([[job(n) for n in range(5, 9)]])["j5"] == Hold(1000.5, "rate limit")
+    engines[1].handle([[job(n) for n in range(11, 19)]])
+    assert [len(f.types()) for f in (first, second)] == [4, 4]
+    now[0] = 1000.6  # from the middle: the rest, but the other took its share
+    assert engines[0].handle([[job(n) for n in range(5, 9)]])["j5"] == Hold(1001.0, "rate limit")
+    assert sorted(first.claimed) == ["j1", "j2", "j3", "j4"]  # nothing claimed to give back
+    now[0] = 1001.1                                           # the next window: the second
+    engines[0].handle([[job(n) for n in range(5, 9)]])        # has nothing left to send
+    now[0] = 1001.5
+    engines[0].handle([[job(9), job(10)]])
+    assert len(first.types()) == 4 + 6
 
 
 def test_a_batch_claims_no_more_of_a_campaign_than_one_window_grants():

@@ -188,3 +188,21 @@ def test_a_poll_waits_no_longer_than_until_the_first_hold_ends():
     loop.run_once()
     assert timeouts == [200, 50]
 
+
+def test_the_loop_tells_the_rate_limiter_its_part_of_the_jobs():
+    """Its share of send.jobs is its share of every rate-limited window (throttle)."""
+
+    class Limiter:
+        share = 1.0
+
+    class LimitedEngine(FakeEngine):
+        limiter = Limiter()
+
+    broker = InMemoryBroker(partitions=3)
+    source = broker.source(["send.jobs"], "g")
+    source.assignment = lambda: {("send.jobs", 1)}  # one of three, as one of three senders
+    engine = LimitedEngine()
+    loop = SendLoop(source, engine, EventProducer(broker.sink()), service="sender", group="g",
+                    dead_letters=broker.sink(), jobs_topic="send.jobs")
+    loop.run_once()
+    assert engine.limiter.share == 1 / 3

@@ -54,16 +54,22 @@ def test_per_second_limit_grants_up_to_the_limit_then_says_when_to_come_back():
     assert limiter.grant("c1", 7, limits).granted == 7  # a new window
 
 
-def test_a_window_that_fell_short_offers_nothing_more_until_the_next():
+def test_until_the_middle_of_a_window_a_sender_takes_only_its_share():
     clock = FakeClock(1_000_000.25)
     limiter = RateLimiter(MemoryCounter(), clock)
     limits = Limits(per_second=10)
-    assert limiter.per_window("c1", limits) == (10, 1_000_001.0)
-    limiter.grant("c1", 12, limits)                 # 10 granted, 2 short
-    assert limiter.per_window("c1", limits) == (0, 1_000_001.0)
+    assert limiter.per_window("c1", limits) == (10, 1_000_001.0)  # alone: the whole window
+    limiter.share = 0.5                                           # one of two senders
+    assert limiter.per_window("c1", limits) == (5, 1_000_000.5)
+    assert limiter.grant("c1", 5, limits).granted == 5
+    assert limiter.per_window("c1", limits) == (0, 1_000_000.5)
+    clock.now = 1_000_000.5
+    assert limiter.per_window("c1", limits) == (5, 1_000_001.0)  # from the middle: the rest
+    limiter.grant("c1", 7, limits)                               # 5 granted, 2 short
+    assert limiter.per_window("c1", limits) == (0, 1_000_001.0)  # nothing until the next
     assert limiter.per_window("c2", limits) == (10, 1_000_001.0)
     clock.now = 1_000_001.0
-    assert limiter.per_window("c1", limits) == (10, 1_000_002.0)
+    assert limiter.per_window("c1", limits) == (5, 1_000_001.5)
     assert limiter.per_window("c1", Limits()) is None
 
 
