@@ -6,14 +6,13 @@ import sys
 import time
 from pathlib import Path
 
-from kafka import KafkaConsumer
-
 from shared.events import new_event
 from shared.kafka import ConsumerLoop
 from shared.kafka.kafka_impl import KafkaSink
 from shared.kafka.rdkafka_impl import RdKafkaSource  # what every loop reads with
 from shared.kafka.producer import EventProducer
 from shared.topics import DEAD_LETTERS
+from tests.kafka_reader import TopicReader
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,8 +93,9 @@ def test_sigterm_commits_and_a_restart_does_not_reprocess(kafka_bootstrap, make_
 
 def test_invalid_message_lands_in_the_dead_letter_topic(kafka_bootstrap, make_topic, unique):
     topic = make_topic("dlq", partitions=1)
+    bad = f"this is not an event ({unique})".encode()
     sink = KafkaSink(kafka_bootstrap, "raw")
-    sink.send(topic, b"k1", b"this is not an event")
+    sink.send(topic, b"k1", bad)
     sink.flush()
     publish(kafka_bootstrap, topic, [7])
     seen = []
@@ -106,19 +106,12 @@ def test_invalid_message_lands_in_the_dead_letter_topic(kafka_bootstrap, make_to
     run_until(loop, lambda: seen == [7])
     loop.shutdown()
 
-    reader = KafkaConsumer(DEAD_LETTERS, bootstrap_servers=kafka_bootstrap,
-                           auto_offset_reset="earliest", enable_auto_commit=False,
-                           group_id=None, consumer_timeout_ms=10_000)
-    ours = []
-    for message in reader:
-        headers = dict(message.headers)
-        if headers.get("dlq.topic") == topic.encode():
-            ours.append((message.value, headers))
-            break
-    reader.close()
-    assert ours, "no dead letter for our topic"
-    value, headers = ours[0]
-    assert value == b"this is not an event"
+    with TopicReader(kafka_bootstrap, DEAD_LETTERS, decode=bytes) as reader:
+        reader.read(until=lambda values: bad in values, timeout=20)
+    ours = [dict(r.headers) for r in reader.records if r.value == bad]
+    assert len(ours) == 1, "no dead letter for our topic, or more than one"
+    headers = ours[0]
+    assert headers["dlq.topic"] == topic.encode()
     assert b"not JSON" in headers["dlq.reason"]
     assert headers["dlq.group"] == f"g-{unique}".encode()
 
