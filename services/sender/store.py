@@ -350,8 +350,11 @@ class MongoWindowCounter:
         self._left: dict[str, tuple[int, float]] = {}  # window -> (unused, expires_at)
         self._last_sweep = 0.0
 
+    def _block_size(self, limit: int) -> int:
+        return -(-limit // self.BLOCKS)  # ceil: blocks of this size cover the limit
+
     def reserve(self, key: str, wanted: int, limit: int, expires_at: float) -> int:
-        size = -(-limit // self.BLOCKS)  # ceil: blocks of this size cover the limit
+        size = self._block_size(limit)
         left = self._left.get(key, (0, expires_at))[0]
         granted = min(wanted, left)
         left -= granted
@@ -373,7 +376,7 @@ class MongoWindowCounter:
         return granted
 
     def left(self, key: str, limit: int) -> int:
-        size = -(-limit // self.BLOCKS)
+        size = self._block_size(limit)
         unused = self._left.get(key, (0, 0.0))[0]
         # blocks are taken lowest number first, and only the last is short
         return unused + max(0, limit - self.col.count_documents({"window": key}) * size)

@@ -76,7 +76,7 @@ class RateLimiter:
         if self._full_until.get(campaign_id, 0.0) > now:
             return 0, end
         taken = self._taken_in(campaign_id, start)
-        if self.share >= 1:
+        if self.share >= 1:  # alone: the whole window, no second look at its middle
             return max(0, per_window - taken), end
         if now < middle:
             return max(0, math.ceil(per_window * self.share) - taken), middle
