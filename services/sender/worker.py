@@ -87,7 +87,10 @@ def build(config: Config):
                                        config.default_sending_domain, config.bounce_domain)
     # librdkafka: one delivery event per message, and kafka-python spent
     # ~85 us of the sender's GIL on each (librdkafka ~5 us, off the GIL).
-    producer = hot_event_producer(config, SERVICE)
+    # The loop flushes at the end of every batch, so a longer linger only
+    # packs the events into fewer produce requests (~6 a batch, not ~120):
+    # Kafka's and librdkafka's CPU a message 0.03-0.04 ms lower (bench.send.run).
+    producer = hot_event_producer(config, SERVICE, **{"linger.ms": 100})
     lease = config.send_claim_lease_seconds
     engine = Engine(
         campaigns=CampaignStore(db), contacts=ContactStateStore(db, config.pii_salt),
