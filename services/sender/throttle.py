@@ -48,6 +48,14 @@ class MemoryCounter:
         return max(0, limit - self.used.get(key, 0))
 
 
+@dataclass
+class _WindowUse:
+    """What this sender knows of a campaign's current per-second window."""
+    start: float             # the window's start
+    taken: int = 0           # what it was granted in it
+    full_until: float = 0.0  # a grant fell short or nothing was left: none until then
+
+
 @dataclass(frozen=True)
 class Grant:
     granted: int
@@ -59,8 +67,7 @@ class RateLimiter:
     def __init__(self, counter: WindowCounter, clock: Callable[[], float] = time.time):
         self.counter = counter
         self.clock = clock
-        self._full_until: dict[str, float] = {}  # campaign id -> end of its spent window
-        self._taken: dict[str, tuple[float, int]] = {}  # campaign id -> (window start, granted)
+        self._windows: dict[str, _WindowUse] = {}  # campaign id -> its current window
         self.share = 1.0  # the part of send.jobs this sender reads (set by the send loop)
 
     def per_window(self, campaign_id: str, limits: Limits) -> tuple[int, float] | None:
@@ -73,9 +80,10 @@ class RateLimiter:
         now = self.clock()
         window, per_window, start = _second_window(limits, now)
         end, middle = start + window, start + window / 2
-        if self._full_until.get(campaign_id, 0.0) > now:
+        use = self._use(campaign_id, start, now)
+        if use.full_until > now:
             return 0, end
-        taken = self._taken_in(campaign_id, start)
+        taken = use.taken
         if self.share >= 1:  # alone: the whole window, no second look at its middle
             return max(0, per_window - taken), end
         if now < middle:
@@ -84,22 +92,20 @@ class RateLimiter:
         # an insert and a delete each, and they had taken their shares.
         left = self.counter.left(_second_key(campaign_id, window, start), per_window)
         if left <= 0:
-            self._note_full(campaign_id, end, now)
+            use.full_until = end
         return left, end
 
-    def _taken_in(self, campaign_id: str, start: float) -> int:
-        taken_start, taken = self._taken.get(campaign_id, (start, 0))
-        return taken if taken_start == start else 0
-
-    def _note_taken(self, campaign_id: str, start: float, granted: int) -> None:
-        if len(self._taken) > 1000:  # campaigns come and go: keep the live ones
-            self._taken = {c: t for c, t in self._taken.items() if t[0] >= start - 3600}
-        self._taken[campaign_id] = (start, self._taken_in(campaign_id, start) + granted)
-
-    def _note_full(self, campaign_id: str, until: float, now: float) -> None:
-        if len(self._full_until) > 1000:  # campaigns come and go: keep the live ones
-            self._full_until = {c: t for c, t in self._full_until.items() if t > now}
-        self._full_until[campaign_id] = until
+    def _use(self, campaign_id: str, start: float, now: float) -> _WindowUse:
+        """The campaign's record for the window starting at `start`: a new
+        window starts with nothing taken (a hold still running carries over)."""
+        use = self._windows.get(campaign_id)
+        if use is None or use.start != start:
+            if len(self._windows) > 1000:  # campaigns come and go: keep the live ones
+                self._windows = {c: u for c, u in self._windows.items()
+                                 if u.start >= start - 3600 or u.full_until > now}
+            use = self._windows[campaign_id] = _WindowUse(
+                start, full_until=use.full_until if use else 0.0)
+        return use
 
     def grant(self, campaign_id: str, wanted: int, limits: Limits) -> Grant:
         now = self.clock()
@@ -108,10 +114,10 @@ class RateLimiter:
             window, per_window, start = _second_window(limits, now)
             granted = self.counter.reserve(_second_key(campaign_id, window, start), granted,
                                            per_window, start + window + 60)
-            self._note_taken(campaign_id, start, granted)
+            use = self._use(campaign_id, start, now)
+            use.taken += granted
             if granted < wanted:
-                retry_at = start + window
-                self._note_full(campaign_id, retry_at, now)
+                retry_at = use.full_until = start + window
         if limits.per_hour and granted:
             start = math.floor(now / 3600) * 3600
             taken = self.counter.reserve(f"{campaign_id}:h:{start:.0f}", granted,

@@ -73,6 +73,29 @@ def test_until_the_middle_of_a_window_a_sender_takes_only_its_share():
     assert limiter.per_window("c1", Limits()) is None
 
 
+def test_a_window_found_spent_is_not_asked_about_again_until_it_ends():
+    class CountingCounter(MemoryCounter):
+        asked = 0
+
+        def left(self, key, limit):
+            self.asked += 1
+            return super().left(key, limit)
+
+    clock = FakeClock(1_000_000.6)  # past the middle: a sender asks what the others left
+    counter = CountingCounter()
+    limiter = RateLimiter(counter, clock)
+    limiter.share = 0.5
+    limits = Limits(per_second=10)
+    assert limiter.grant("c1", 12, limits).granted == 10        # short: the window is spent
+    assert limiter.per_window("c1", limits) == (0, 1_000_001.0)
+    clock.now = 1_000_000.9
+    assert limiter.per_window("c1", limits) == (0, 1_000_001.0)
+    assert counter.asked == 0                                   # known spent: no round trip
+    clock.now = 1_000_001.6
+    assert limiter.per_window("c1", limits) == (10, 1_000_002.0)  # a new window: asked again
+    assert counter.asked == 1
+
+
 def test_fractional_rate_uses_a_longer_window():
     clock = FakeClock(1_000_000.0)
     limiter = RateLimiter(MemoryCounter(), clock)
