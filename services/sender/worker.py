@@ -89,7 +89,7 @@ def build(config: Config):
     # ~85 us of the sender's GIL on each (librdkafka ~5 us, off the GIL).
     # The loop flushes at the end of every batch, so a longer linger only
     # packs the events into fewer produce requests (~6 a batch, not ~120):
-    # Kafka's and librdkafka's CPU a message 0.03-0.04 ms lower (bench.send.run).
+    # a small saving for Kafka (docs/sender-performance-log.md, sixteenth session).
     producer = hot_event_producer(config, SERVICE, **{"linger.ms": 100})
     lease = config.send_claim_lease_seconds
     engine = Engine(
