@@ -1,5 +1,7 @@
 """Our signatures verify with dkimpy, an independent implementation, reading
 the TXT record file an operator would publish."""
+import hashlib
+
 import dkim as dkimpy
 import pytest
 
@@ -82,3 +84,21 @@ def test_relaxed_body(body, expected):
 def test_unknown_domain_is_refused(key_dir):
     with pytest.raises(dkim.DkimKeyMissing):
         dkim.Signer(dkim.load_keys(key_dir)).sign(message(), "other.test")
+
+
+@pytest.mark.parametrize("size", [0, 1, 2046, 2047, 2048, 4094, 4095, 4096, 10_000])
+def test_the_piecewise_hash_is_sha256(size):
+    data = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    assert dkim.sha256_keeping_gil(data) == hashlib.sha256(data).digest()
+
+
+def test_a_body_hashed_in_several_pieces_verifies(key_dir):
+    skeleton = Skeleton("Sandesh", "news@sandesh.test", None, [])
+    long_text = "".join(f"Line {i} of a long newsletter, with  spaces \n" for i in range(400))
+    signed = dkim.Signer(dkim.load_keys(key_dir)).sign(skeleton.build(
+        to_name="Jane", to_email="jane@example.com", subject="Long",
+        date="Sun, 01 Mar 2026 12:00:00 +0000", message_id="<j2@sandesh.test>", headers=[],
+        parts=[Part("text/plain", long_text)]), "sandesh.test")
+    assert len(signed.partition(b"\r\n\r\n")[2]) > 4 * 2047
+    assert verify(signed, key_dir)
+    assert not verify(signed.replace(b"Line 399 of", b"Line 398 of"), key_dir)
