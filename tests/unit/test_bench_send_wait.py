@@ -1,0 +1,42 @@
+"""bench/send/run.py: how the send benchmark waits for the sink's files."""
+import os
+import threading
+import time
+
+from bench.send import run
+
+
+def test_the_next_listing_waits_for_most_of_what_is_missing():
+    # 100 files a second so far, 1,000 missing: nine tenths of them in 9 s
+    assert run._time_to_most_of_the_rest((10.0, 0), (11.0, 100), 1100) == 9.0
+    assert run._time_to_most_of_the_rest(None, (11.0, 100), 1100) == 0.0  # one listing: no rate yet
+    assert run._time_to_most_of_the_rest((10.0, 100), (11.0, 100), 1100) == 0.0  # nothing came
+
+
+def test_the_wait_ends_when_every_file_is_there_and_dates_the_last_by_the_mtime(tmp_path, monkeypatch):
+    listings = []
+    real_count = run.count_files
+    monkeypatch.setattr(run, "count_files", lambda d: listings.append(1) or real_count(d))
+
+    def arrive():
+        for i in range(300):
+            (tmp_path / f"m{i}").write_bytes(b"x")
+            time.sleep(0.005)
+
+    writer = threading.Thread(target=arrive)
+    started = time.time()
+    writer.start()
+    first, last = run.wait_for_files(tmp_path, 300, time.monotonic() + 30, interval=0.1)
+    writer.join()
+    assert run.count_files(tmp_path) == 300
+    assert started <= first <= last <= time.time()
+    assert last == os.stat(tmp_path).st_mtime_ns / 1e9
+    # listed at 0.1 s at most; without the rate estimate that is ~15 times
+    assert len(listings) < 12
+
+
+def test_empty_leaves_an_empty_directory(tmp_path):
+    for i in range(5):
+        (tmp_path / f"m{i}").write_bytes(b"x")
+    run.empty(tmp_path)
+    assert run.count_files(tmp_path) == 0
