@@ -99,7 +99,8 @@ def split_fields(header_block: bytes) -> list[bytes]:
 # message body (~3.5 kB) that is a few microseconds of hashing, and then the
 # composer queues to get the GIL back behind the SMTP threads. Fed in smaller
 # pieces it keeps the GIL: the sender's CPU 0.03-0.06 ms a message less in
-# four A/B pairs of bench.send.run (docs/sender-performance-log.md).
+# four A/B pairs of bench.send.run (docs/sender-performance-log.md). A large
+# body still lets other threads in, at the switch interval between pieces.
 _GIL_KEEPING_PIECE = 2047
 
 
