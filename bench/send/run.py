@@ -100,7 +100,7 @@ def wait_for_files(directory: Path, target: int, deadline: float, check=lambda: 
     directory.mkdir(parents=True, exist_ok=True)
     unchanged = os.stat(directory).st_mtime_ns if since_mtime_ns is None else since_mtime_ns
     first = None
-    listed_at, next_listing, first_listing = 0.0, 0.0, None
+    next_listing, first_listing = 0.0, None  # first_listing: (time, count) for the rate
     while True:
         mtime = os.stat(directory).st_mtime_ns
         if first is None and mtime != unchanged:
