@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import contextvars
-import uuid
 from contextlib import contextmanager
+
+from shared.ids import unique_hex
 
 _trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
 
 
 def new_trace_id() -> str:
-    return uuid.uuid4().hex
+    return unique_hex()
 
 
 def current_trace_id() -> str | None:

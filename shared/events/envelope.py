@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from shared.ids import unique_hex
 from shared.tracing import ensure_trace_id
 
 SPEC_VERSION = "1.0"
@@ -23,7 +23,7 @@ class Event:
     subject: str
     account_id: str
     data: dict[str, Any]
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=unique_hex)
     time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
     trace_id: str = ""
 
