@@ -19,7 +19,7 @@ import uuid
 
 from devstack import config, env as stackenv, guard, procs, supervisor, wait
 from devstack.config import ConfigError, fail
-from devstack.topics import ensure_topics
+from devstack.topics import ensure_topics, sweep_leftovers
 
 ORDER_HINT = "SANDESH_ONLY_INFRA=1 make run starts only Kafka, FerretDB and the SMTP sink"
 
@@ -110,6 +110,17 @@ def start_stopped(names: list[str]) -> None:
                     fail(f"supervisord could not start {name}: {exc}")
 
 
+def sweep_throwaway_topics(bootstrap: str) -> None:
+    """Earlier test and benchmark runs' topics, gone before anything starts."""
+    try:
+        swept = sweep_leftovers(bootstrap)
+    except Exception as exc:  # a slow broker costs the sweep, never the start
+        print(f"    note: could not delete earlier runs' test and bench topics: {exc}", flush=True)
+        return
+    if swept:
+        say(f"Deleted the {len(swept)} throwaway Kafka topics (test.*, bench.*) earlier runs left")
+
+
 def verify_ownership(stack_env: dict[str, str], progs: list[supervisor.Program]) -> None:
     """Every port answers from one of our own processes, not a stranger's."""
     infos = supervisor.process_infos()
@@ -187,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(exc))
     infra_only = config.only_infra()
 
-    if procs.supervisord_pid() is not None:
+    freshly_started = procs.supervisord_pid() is None
+    if not freshly_started:
         say("The local stack is already running here: checking every program is up")
         stack_env = stackenv.load_stack_env()
         differ = explicit_overrides_differ(stack_env)
@@ -220,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
         start_supervisord()
 
     wait.wait_all(wait.infra_checks(stack_env))
+    if freshly_started:
+        sweep_throwaway_topics(stack_env["SANDESH_KAFKA_BOOTSTRAP"])
     say("Creating Kafka topics (those not there yet) and aligning their retention")
     try:
         created, existing, altered = ensure_topics(stack_env["SANDESH_KAFKA_BOOTSTRAP"])

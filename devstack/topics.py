@@ -108,6 +108,26 @@ def ensure_topics(bootstrap: str, topics: dict | None = None
         admin.close()
 
 
+# Prefixes of the throwaway topics tests and benchmarks make for themselves.
+THROWAWAY_PREFIXES = ("test.", "bench.")
+
+
+def sweep_leftovers(bootstrap: str, prefixes: tuple[str, ...] = THROWAWAY_PREFIXES) -> list[str]:
+    """Delete the throwaway topics earlier test and benchmark runs left
+    (killed before their clean-up, or run by older code). Only for a broker
+    just started: no run can be using them then. Returns the names."""
+    from shared.kafka.admin import delete_topics
+
+    admin = admin_client(bootstrap, 30_000)
+    try:
+        leftovers = sorted(n for n in admin.list_topics() if n.startswith(prefixes))
+    finally:
+        admin.close()
+    for start in range(0, len(leftovers), 500):  # bounded requests
+        delete_topics(bootstrap, leftovers[start:start + 500])
+    return leftovers
+
+
 def main() -> None:
     from devstack.env import StackEnvMissing, load_stack_env
 

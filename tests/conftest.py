@@ -62,11 +62,15 @@ def mongo_db(mongo_uri, unique):
 @pytest.fixture
 def make_topic(kafka_bootstrap, unique):
     """Create a fresh topic for this test: make_topic('in', partitions=3)."""
-    from shared.kafka.admin import ensure_topics
+    from shared.kafka.admin import delete_topics, ensure_topics
     from shared.topics import TopicSpec
+
+    made = []
 
     def create(suffix: str = "t", partitions: int = 3) -> str:
         name = f"test.{unique}.{suffix}"
         ensure_topics(kafka_bootstrap, {name: TopicSpec(partitions, 3_600_000)})
+        made.append(name)
         return name
-    return create
+    yield create
+    delete_topics(kafka_bootstrap, made)

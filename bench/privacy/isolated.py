@@ -23,7 +23,7 @@ from types import SimpleNamespace
 from shared import mongo, topics
 from shared.config import Config
 from shared.events import new_event
-from shared.kafka.admin import ensure_topics
+from shared.kafka.admin import delete_topics, ensure_topics
 from shared.kafka.factory import consumer_loop, event_producer
 from shared.topics import TopicSpec
 
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for db in dbs.values():
             mongo.client(uri).drop_database(db.name)
+        delete_topics(bootstrap, list(names.values()))
     return 0
 
 

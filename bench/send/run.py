@@ -49,7 +49,7 @@ from bench.send.cpu import (Snapshot, cpu_seconds, machine_times, report, snapsh
 from devstack.env import load_stack_env  # noqa: E402
 from shared import mongo, topics  # noqa: E402
 from shared.events import new_event  # noqa: E402
-from shared.kafka.admin import ensure_topics  # noqa: E402
+from shared.kafka.admin import delete_topics, ensure_topics  # noqa: E402
 from shared.kafka.producer import EventProducer  # noqa: E402
 from shared.kafka.rdkafka_impl import RdKafkaSink  # noqa: E402
 from shared.topics import TopicSpec  # noqa: E402
@@ -233,6 +233,7 @@ class SenderRun:
         names = [topics.SEND_JOBS, topics.SEND_RETRY, topics.SEND_DLQ, topics.DELIVERY_EVENTS,
                  topics.CAMPAIGNS_EVENTS, topics.CONTACTS_EVENTS, topics.PRIVACY_REQUESTS,
                  topics.PRIVACY_ACKS]
+        self.topics = [self.prefix + n for n in names]
         ensure_topics(stack["SANDESH_KAFKA_BOOTSTRAP"],
                       {self.prefix + n: TopicSpec(topics.TOPICS[n].partitions, 3_600_000)
                        for n in names})
@@ -289,6 +290,7 @@ class SenderRun:
                 proc.kill()
         self.producer.sink.close()
         mongo.client(self.stack["SANDESH_MONGO_URI"]).drop_database(self.db)
+        delete_topics(self.stack["SANDESH_KAFKA_BOOTSTRAP"], self.topics)
 
 
 def wait_until(new_dir: Path, target: int, timeout: float, run: SenderRun) -> float:

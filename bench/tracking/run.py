@@ -34,7 +34,7 @@ from devstack.env import load_stack_env  # noqa: E402
 from services.tracking.store import TrackingStore  # noqa: E402
 from shared import mongo  # noqa: E402
 from shared import tracking_tokens as tt  # noqa: E402
-from shared.kafka.admin import ensure_topics  # noqa: E402
+from shared.kafka.admin import delete_topics, ensure_topics  # noqa: E402
 from shared.topics import DAY_MS, TopicSpec  # noqa: E402
 
 WORKERS = os.environ.get("SANDESH_WEB_WORKERS", "2")  # the local stack's tracking setting
@@ -132,7 +132,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 server.kill()
         mongo.client(stack["SANDESH_MONGO_URI"]).drop_database(prefix + "tracking")
-        _delete_topic(stack["SANDESH_KAFKA_BOOTSTRAP"], topic)
+        delete_topics(stack["SANDESH_KAFKA_BOOTSTRAP"], [topic])
 
     bare = results["bare"]["rps"]
     print(f"gunicorn workers={WORKERS} threads={THREADS}, {args.connections} keep-alive "
@@ -168,16 +168,6 @@ def _wait_for_events(bootstrap: str, topic: str, at_least: int, timeout: float =
     finally:
         consumer.close()
 
-
-def _delete_topic(bootstrap: str, topic: str) -> None:
-    from kafka import KafkaAdminClient
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-admin")
-    try:
-        admin.delete_topics([topic])
-    except Exception:
-        pass
-    finally:
-        admin.close()
 
 
 if __name__ == "__main__":

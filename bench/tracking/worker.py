@@ -30,7 +30,7 @@ from services.tracking.handlers import COUNTED_TYPES  # noqa: E402
 from services.tracking.store import INDEXES, TrackingStore  # noqa: E402
 from shared import mongo  # noqa: E402
 from shared.events import new_event  # noqa: E402
-from shared.kafka.admin import ensure_topics  # noqa: E402
+from shared.kafka.admin import delete_topics, ensure_topics  # noqa: E402
 from shared.kafka.consumer import ConsumerLoop  # noqa: E402
 from shared.kafka.kafka_impl import KafkaSink  # noqa: E402
 from shared.kafka.producer import EventProducer  # noqa: E402
@@ -121,7 +121,7 @@ def main() -> None:
     finally:
         loop.shutdown()
         mongo.client(stack["SANDESH_MONGO_URI"]).drop_database(db_name)
-        _delete_topics(bootstrap, list(topics.values()))
+        delete_topics(bootstrap, list(topics.values()))
     mode = "one event at a time" if args.per_event else "batches (one per poll)"
     print(f"tracking worker, {mode}: {total} events ({args.jobs} sent, {args.jobs} opens, "
           f"{(args.jobs + 3) // 4} clicks over {args.campaigns} campaigns)")
@@ -136,16 +136,6 @@ def _counted(store: TrackingStore, expected: dict) -> bool:
             return False
     return True
 
-
-def _delete_topics(bootstrap: str, names: list[str]) -> None:
-    from kafka import KafkaAdminClient
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-admin")
-    try:
-        admin.delete_topics(names)
-    except Exception:
-        pass
-    finally:
-        admin.close()
 
 
 if __name__ == "__main__":

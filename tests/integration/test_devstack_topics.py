@@ -1,9 +1,13 @@
 """devstack.topics against the real Kafka: a topic that exists gets the
 table's retention and cleanup policy, so a retention changed in
-shared.topics reaches a stack created before the change."""
+shared.topics reaches a stack created before the change; the throwaway
+topics of tests and benchmarks are deleted, and only those."""
+import time
+
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from devstack.topics import admin_client, ensure_topics
+from devstack.topics import admin_client, ensure_topics, sweep_leftovers
+from shared.kafka.admin import delete_topics
 from shared.topics import TopicSpec
 
 
@@ -33,6 +37,48 @@ def test_existing_topics_get_the_tables_retention_and_cleanup_policy(kafka_boots
 
         assert ensure_topics(kafka_bootstrap, shorter) == ([], [name], [])  # already aligned
     finally:
-        admin = admin_client(kafka_bootstrap)
-        admin.delete_topics([name])
+        delete_topics(kafka_bootstrap, [name])
+
+
+def _names(bootstrap: str) -> set[str]:
+    admin = admin_client(bootstrap)
+    try:
+        return set(admin.list_topics())
+    finally:
         admin.close()
+
+
+def _wait_gone(bootstrap: str, names: set[str], timeout: float = 30) -> set[str]:
+    """The names still listed after up to `timeout` seconds (deletion is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while (left := names & _names(bootstrap)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def test_delete_topics_removes_them_and_tolerates_one_already_gone(kafka_bootstrap, unique):
+    names = {f"test.{unique}.a", f"test.{unique}.b"}
+    ensure_topics(kafka_bootstrap, {name: TopicSpec(2, 3_600_000) for name in names})
+    assert names <= _names(kafka_bootstrap)
+    delete_topics(kafka_bootstrap, sorted(names) + [f"test.{unique}.never-made"])
+    assert _wait_gone(kafka_bootstrap, names) == set()
+
+
+def test_delete_topics_with_the_broker_away_only_warns(caplog):
+    delete_topics("127.0.0.1:1", ["test.nowhere.t"], timeout_ms=2_000)
+    assert "could not delete 1 topics" in caplog.text
+
+
+def test_the_sweep_deletes_throwaway_topics_and_nothing_else(kafka_bootstrap, unique):
+    throwaway = {f"test.{unique}.x.send.jobs", f"test.{unique}.x.delivery.events"}
+    kept = f"keep.{unique}.t"
+    ensure_topics(kafka_bootstrap, {name: TopicSpec(1, 3_600_000) for name in throwaway | {kept}})
+    try:
+        # the test's own prefix stands for "test." and "bench.": the real ones
+        # would take other tests' topics with them
+        swept = sweep_leftovers(kafka_bootstrap, prefixes=(f"test.{unique}.x.", f"keep.{unique}.none"))
+        assert set(swept) == throwaway
+        assert _wait_gone(kafka_bootstrap, throwaway) == set()
+        assert kept in _names(kafka_bootstrap)
+    finally:
+        delete_topics(kafka_bootstrap, [kept])

@@ -15,10 +15,8 @@ def sink(tmp_path):
 
 
 @pytest.fixture
-def senders(stack_env, tmp_path, sink, unique, mongo_uri):
+def senders(stack_env, tmp_path, sink, unique):
     group = Senders(stack_env, tmp_path, sink, unique)
     yield group
-    group.terminate_all()
-    from shared import mongo
-    mongo.client(mongo_uri).drop_database(group.db_name)
+    group.dispose()
     print(dump_logs(tmp_path))

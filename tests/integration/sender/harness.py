@@ -19,9 +19,9 @@ import uuid
 from email import message_from_bytes, policy
 from pathlib import Path
 
-from shared import topics
+from shared import mongo, topics
 from shared.events import decode, new_event
-from shared.kafka.admin import ensure_topics
+from shared.kafka.admin import delete_topics, ensure_topics
 from shared.kafka.kafka_impl import KafkaSink
 from shared.kafka.producer import EventProducer
 from shared.topics import TopicSpec
@@ -116,11 +116,13 @@ class Senders:
                     "SANDESH_SENDER_PORT": "", "PYTHONUNBUFFERED": "1"}
         self.env.update({k: str(v) for k, v in overrides.items()})
         self.procs: list[subprocess.Popen] = []
+        self.topics = [self.prefix + name for name in TOPIC_NAMES]
         ensure_topics(stack_env["SANDESH_KAFKA_BOOTSTRAP"],
-                      {self.prefix + name: TopicSpec(6, 3_600_000) for name in TOPIC_NAMES})
+                      {topic: TopicSpec(6, 3_600_000) for topic in self.topics})
         self.producer = EventProducer(KafkaSink(stack_env["SANDESH_KAFKA_BOOTSTRAP"],
                                                 f"test-{unique}"))
         self.bootstrap = stack_env["SANDESH_KAFKA_BOOTSTRAP"]
+        self.mongo_uri = stack_env["SANDESH_MONGO_URI"]  # the stack's: a test may point the senders elsewhere
 
     def start(self) -> subprocess.Popen:
         n = len(self.procs)
@@ -141,6 +143,12 @@ class Senders:
             self.assert_running()
             return predicate()
         return wait_for(check, timeout, what)
+
+    def dispose(self) -> None:
+        """The end of the test: stop the senders, drop their database and topics."""
+        self.terminate_all()
+        mongo.client(self.mongo_uri).drop_database(self.db_name)
+        delete_topics(self.bootstrap, self.topics)
 
     def terminate_all(self, timeout: float = 40) -> list[float]:
         """SIGTERM every live sender; how long each took to exit."""

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(400)
 
 
 @pytest.fixture
-def make_senders(stack_env, tmp_path, sink, unique, mongo_uri):
+def make_senders(stack_env, tmp_path, sink, unique):
     made = []
 
     def make(**overrides):
@@ -23,9 +23,7 @@ def make_senders(stack_env, tmp_path, sink, unique, mongo_uri):
         return group
     yield make
     for group in made:
-        group.terminate_all()
-        from shared import mongo
-        mongo.client(mongo_uri).drop_database(group.db_name)
+        group.dispose()
     print(dump_logs(tmp_path))
 
 

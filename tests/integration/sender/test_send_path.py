@@ -89,8 +89,7 @@ def test_permanent_failures_become_failed_with_the_masked_reply(senders, sink, u
     assert set(by_recipient(sink)) == {email for _, email, _ in people} - bad
 
 
-def test_exhausted_retries_go_to_the_dlq_and_count_as_failed(stack_env, tmp_path, sink, unique,
-                                                             mongo_uri):
+def test_exhausted_retries_go_to_the_dlq_and_count_as_failed(stack_env, tmp_path, sink, unique):
     group = Senders(stack_env, tmp_path, sink, unique, SANDESH_SEND_MAX_ATTEMPTS=3)
     try:
         people = recipients(3, unique)
@@ -105,9 +104,7 @@ def test_exhausted_retries_go_to_the_dlq_and_count_as_failed(stack_env, tmp_path
         assert [e.type for e in outcomes].count("delivery.deferred") == 2
         assert outcomes[-1].type == "delivery.failed" and outcomes[-1].data["attempt"] == 2
     finally:
-        group.terminate_all()
-        from shared import mongo
-        mongo.client(mongo_uri).drop_database(group.db_name)
+        group.dispose()
 
 
 def test_pause_parks_the_jobs_resume_sends_them_cancel_skips_them(senders, sink, unique):
