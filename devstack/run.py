@@ -161,7 +161,6 @@ def explicit_overrides_differ(stack_env: dict[str, str]) -> list[str]:
 
 def summary(stack_env: dict[str, str], with_services: bool, seconds: float) -> None:
     e = stack_env
-    rel = lambda key: os.path.relpath(e[key], os.getcwd()) if key in e else "?"  # noqa: E731
     print()
     print(f"Sandesh local stack is up ({seconds:.0f} s; stack id {e['SANDESH_STACK_ID']})")
     rows = []
