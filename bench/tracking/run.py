@@ -169,6 +169,5 @@ def _wait_for_events(bootstrap: str, topic: str, at_least: int, timeout: float =
         consumer.close()
 
 
-
 if __name__ == "__main__":
     main()

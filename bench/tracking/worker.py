@@ -137,6 +137,5 @@ def _counted(store: TrackingStore, expected: dict) -> bool:
     return True
 
 
-
 if __name__ == "__main__":
     main()
