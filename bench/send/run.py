@@ -233,10 +233,10 @@ class SenderRun:
         names = [topics.SEND_JOBS, topics.SEND_RETRY, topics.SEND_DLQ, topics.DELIVERY_EVENTS,
                  topics.CAMPAIGNS_EVENTS, topics.CONTACTS_EVENTS, topics.PRIVACY_REQUESTS,
                  topics.PRIVACY_ACKS]
-        self.topics = [self.prefix + n for n in names]
-        ensure_topics(stack["SANDESH_KAFKA_BOOTSTRAP"],
-                      {self.prefix + n: TopicSpec(topics.TOPICS[n].partitions, 3_600_000)
-                       for n in names})
+        specs = {self.prefix + n: TopicSpec(topics.TOPICS[n].partitions, 3_600_000)
+                 for n in names}
+        self.topics = list(specs)
+        ensure_topics(stack["SANDESH_KAFKA_BOOTSTRAP"], specs)
         env = {**os.environ, **stack, "SANDESH_SMTP_PORT": str(port), "SANDESH_SMTP_RELAYS": "",
                "SANDESH_SMTP_CONNECTIONS": str(connections), "SANDESH_SENDER_TOPIC_PREFIX": self.prefix,
                "SANDESH_SENDER_GROUP": f"bench-{tag}", "SANDESH_SENDER_DB": self.db,
