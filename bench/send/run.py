@@ -100,7 +100,10 @@ def wait_for_files(directory: Path, target: int, deadline: float, check=lambda: 
     directory.mkdir(parents=True, exist_ok=True)
     unchanged = os.stat(directory).st_mtime_ns if since_mtime_ns is None else since_mtime_ns
     first = None
-    next_listing, first_listing = 0.0, None  # first_listing: (time, count) for the rate
+    # The rate is taken from the first listing that found files arriving: a
+    # campaign's first message comes seconds after the send call, and a
+    # rate that counted those seconds put the next listing a minute late.
+    next_listing, initial_count, first_listing = 0.0, None, None  # first_listing: (time, count)
     while True:
         mtime = os.stat(directory).st_mtime_ns
         if first is None and mtime != unchanged:
@@ -114,7 +117,9 @@ def wait_for_files(directory: Path, target: int, deadline: float, check=lambda: 
             interval = max(interval, 20 * (time.monotonic() - listed_at))
             next_listing = listed_at + max(interval, _time_to_most_of_the_rest(
                 first_listing, (listed_at, count), target))
-            first_listing = first_listing or (listed_at, count)
+            initial_count = count if initial_count is None else initial_count
+            if first_listing is None and count > initial_count:
+                first_listing = (listed_at, count)
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out: {count_files(directory)} of {target} messages arrived")
         check()

@@ -35,6 +35,24 @@ def test_the_wait_ends_when_every_file_is_there_and_dates_the_last_by_the_mtime(
     assert len(listings) < 12
 
 
+def test_a_slow_start_does_not_delay_the_end(tmp_path):
+    # A campaign's first message comes seconds after the send call: the rate
+    # that paces the listings must not count that wait, or the last listing,
+    # and the CPU snapshot the benchmark takes after it, come far too late.
+    def arrive():
+        time.sleep(1.0)
+        for i in range(300):
+            (tmp_path / f"m{i}").write_bytes(b"x")
+            time.sleep(0.005)
+
+    writer = threading.Thread(target=arrive)
+    writer.start()
+    _, last = run.wait_for_files(tmp_path, 300, time.monotonic() + 60, interval=0.1)
+    returned = time.time()
+    writer.join()
+    assert returned - last < 1.0
+
+
 def test_empty_leaves_an_empty_directory(tmp_path):
     for i in range(5):
         (tmp_path / f"m{i}").write_bytes(b"x")
