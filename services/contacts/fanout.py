@@ -2,61 +2,83 @@
 
 The audience (lists and/or a segment, minus suppressed, unsubscribed,
 bounced, complained and erased contacts, each address once) comes from the
-contacts store's `stream_audience`, in batches ordered by contact `_id`.
-After each batch is produced AND flushed, the last `_id` is checkpointed in
-`fanouts` (one document per campaign): a restart resumes after it. A crash
-between a flush and its checkpoint re-produces at most that batch, with the
-same job ids (shared.jobs), which the sender claims once. When the stream
-ends, the audience size goes out as audience.ready on contacts.events.
+contacts store's `stream_audience`, in batches, in the database's own order
+(a sort makes FerretDB read the whole collection before the first contact
+comes back; see the store). After each batch is produced AND flushed, its
+contact ids are recorded in `fanout_batches`: a restart, or a new query
+after a lost cursor, skips every contact recorded, so nobody is produced
+twice. A crash between a flush and its record re-produces at most that
+batch, with the same job ids (shared.jobs), which the sender claims once.
+When the stream ends, the campaign's `fanouts` document is marked done, its
+batch records go, and the audience size goes out as audience.ready on
+contacts.events.
+
+A resume holds the recorded ids in memory (about 100 bytes each: 100 MB for
+a million); a fan-out that runs through holds none.
 
 One campaign's launched events all land on one partition (keyed by campaign
-id), so one consumer at a time writes a campaign's fan-out document.
+id), so one consumer at a time fans a campaign out.
 """
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from pymongo import ASCENDING
 from pymongo.database import Database
+from pymongo.errors import CursorNotFound
 from pymongo.operations import IndexModel
 
 from shared import topics
 from shared.events import Event, new_event
 from shared.jobs import job_id_for
 from shared.kafka.producer import EventProducer
+from shared.mongo import delete_all
 
 log = logging.getLogger(__name__)
 SOURCE = "contacts"
 BATCH_SIZE = 1000
-INDEXES = {"fanouts": [IndexModel([("account_id", ASCENDING)])]}
+INDEXES = {"fanouts": [IndexModel([("account_id", ASCENDING)])],
+           "fanout_batches": [IndexModel([("campaign_id", ASCENDING)]),
+                              IndexModel([("account_id", ASCENDING)])]}
 
-# stream(account_id, list_ids, segment_id, after, batch_size) -> batches of contacts
+# stream(account_id, list_ids, segment_id, batch_size) -> batches of contacts
 AudienceStream = Callable[..., Iterable[list[dict]]]
 
 
 class FanoutStore:
+    """`fanouts`: one document per campaign (produced, done).
+    `fanout_batches`: the contact ids of each batch produced, until done."""
+
     def __init__(self, db: Database):
         self.fanouts = db["fanouts"]
+        self.batches = db["fanout_batches"]
 
-    def start(self, campaign_id: str, account_id: str) -> dict:
+    def start(self, campaign_id: str, account_id: str) -> tuple[dict, bool]:
+        """(the campaign's fan-out document, whether this call created it)."""
         found = self.fanouts.find_one({"_id": campaign_id})
         if found is not None:
-            return found
-        doc = {"_id": campaign_id, "account_id": account_id, "checkpoint": None,
-               "produced": 0, "done": False, "started_at": datetime.now(timezone.utc)}
+            return found, False
+        doc = {"_id": campaign_id, "account_id": account_id, "produced": 0, "done": False,
+               "started_at": datetime.now(timezone.utc)}
         self.fanouts.insert_one(doc)
-        return doc
+        return doc, True
 
-    def checkpoint(self, campaign_id: str, last_contact_id: Any, produced: int) -> None:
-        self.fanouts.update_one({"_id": campaign_id}, {"$set": {
-            "checkpoint": last_contact_id, "produced": produced,
-            "checkpointed_at": datetime.now(timezone.utc)}})
+    def record_batch(self, campaign_id: str, account_id: str, contact_ids: list[str]) -> None:
+        self.batches.insert_one({"campaign_id": campaign_id, "account_id": account_id,
+                                 "contact_ids": contact_ids, "at": datetime.now(timezone.utc)})
+
+    def produced_ids(self, campaign_id: str) -> set[str]:
+        produced: set[str] = set()
+        for doc in self.batches.find({"campaign_id": campaign_id}, {"contact_ids": 1}):
+            produced.update(doc["contact_ids"])
+        return produced
 
     def finish(self, campaign_id: str, produced: int) -> None:
         self.fanouts.update_one({"_id": campaign_id}, {"$set": {
             "done": True, "produced": produced, "finished_at": datetime.now(timezone.utc)}})
+        delete_all(self.batches, {"campaign_id": campaign_id})
 
 
 def send_job(campaign_id: str, contact: dict, list_id: str | None) -> dict:
@@ -74,33 +96,14 @@ def send_job(campaign_id: str, contact: dict, list_id: str | None) -> dict:
 def fan_out(event: Event, *, stream: AudienceStream, store: FanoutStore,
             producer: EventProducer, batch_size: int = BATCH_SIZE) -> int:
     """Handle one campaign.launched; returns the audience size. Idempotent:
-    a redelivered launch resumes from the checkpoint, or only re-announces
-    the size when the fan-out is done."""
-    data = event.data
-    campaign_id, account_id = data["campaign_id"], event.account_id
-    audience = data.get("audience") or {}
-    list_ids = list(audience.get("list_ids") or [])
-    segment_id = audience.get("segment_id")
-    single_list = list_ids[0] if len(list_ids) == 1 and not segment_id else None
-    state = store.start(campaign_id, account_id)
+    a redelivered launch resumes, skipping the contacts recorded as
+    produced, or only re-announces the size when the fan-out is done."""
+    campaign_id, account_id = event.data["campaign_id"], event.account_id
+    state, new = store.start(campaign_id, account_id)
     produced = int(state.get("produced") or 0)
     if not state.get("done"):
-        if state.get("checkpoint") is not None:
-            log.info("fan-out resumes", extra={"campaign_id": campaign_id, "produced": produced})
-        batches: Iterator[list[dict]] = iter(stream(account_id, list_ids, segment_id,
-                                                    after=state.get("checkpoint"),
-                                                    batch_size=batch_size))
-        for batch in batches:
-            if not batch:
-                continue
-            for contact in batch:
-                job = send_job(campaign_id, contact, single_list)
-                producer.publish(topics.SEND_JOBS, new_event(
-                    "send.job", source=SOURCE, subject=job["job_id"], account_id=account_id,
-                    data=job), key=job["job_id"])
-            producer.flush()  # the checkpoint may only follow what is durably out
-            produced += len(batch)
-            store.checkpoint(campaign_id, batch[-1]["_id"], produced)
+        produced = _produce_audience(event, stream, store, producer, batch_size,
+                                     resuming=not new)
         store.finish(campaign_id, produced)
         log.info("fan-out done", extra={"campaign_id": campaign_id, "audience_size": produced})
     producer.publish(topics.CONTACTS_EVENTS, new_event(
@@ -110,13 +113,47 @@ def fan_out(event: Event, *, stream: AudienceStream, store: FanoutStore,
     return produced
 
 
+def _produce_audience(event: Event, stream: AudienceStream, store: FanoutStore,
+                      producer: EventProducer, batch_size: int, resuming: bool) -> int:
+    """One send.jobs message per recipient not recorded as produced yet;
+    returns how many are recorded in all."""
+    campaign_id, account_id = event.data["campaign_id"], event.account_id
+    audience = event.data.get("audience") or {}
+    list_ids = list(audience.get("list_ids") or [])
+    segment_id = audience.get("segment_id")
+    single_list = list_ids[0] if len(list_ids) == 1 and not segment_id else None
+    while True:
+        skip = store.produced_ids(campaign_id) if resuming else set()
+        if skip:
+            log.info("fan-out resumes", extra={"campaign_id": campaign_id, "produced": len(skip)})
+        produced = len(skip)
+        try:
+            for batch in stream(account_id, list_ids, segment_id, batch_size=batch_size):
+                fresh = [contact for contact in batch if str(contact["_id"]) not in skip]
+                if not fresh:
+                    continue
+                for contact in fresh:
+                    job = send_job(campaign_id, contact, single_list)
+                    producer.publish(topics.SEND_JOBS, new_event(
+                        "send.job", source=SOURCE, subject=job["job_id"],
+                        account_id=account_id, data=job), key=job["job_id"])
+                producer.flush()  # the record may only follow what is durably out
+                store.record_batch(campaign_id, account_id, [str(c["_id"]) for c in fresh])
+                produced += len(fresh)
+            return produced
+        except CursorNotFound:  # held too long (a slow broker): query again, skip what is out
+            log.warning("audience cursor lost; the fan-out queries again",
+                        extra={"campaign_id": campaign_id, "produced": produced})
+            resuming = True
+
+
 def contacts_stream(contacts_store) -> AudienceStream:
     """The contacts store's audience as fan-out reads it. A segment that no
     longer exists or no longer compiles (a field or list deleted since) is
     left out, with a warning: what remains (the lists) is still sent, and an
     audience left empty completes the campaign with 0 recipients rather
     than leaving it sending forever."""
-    def stream(account_id, list_ids, segment_id, after=None, batch_size=BATCH_SIZE):
+    def stream(account_id, list_ids, segment_id, batch_size=BATCH_SIZE):
         segment_filter = None
         if segment_id:
             try:
@@ -127,7 +164,7 @@ def contacts_stream(contacts_store) -> AudienceStream:
         if not list_ids and not segment_filter:
             return iter(())
         return contacts_store.stream_audience(account_id, list_ids, segment_filter,
-                                              after_contact_id=after, batch_size=batch_size)
+                                              batch_size=batch_size)
     return stream
 
 

@@ -177,7 +177,8 @@ def restrict(ports: usecases.Ports, event, contact: dict) -> None:
 
 def erase_account(ports: usecases.Ports, account_id: str) -> None:
     """A deleted account: every contact (with a tombstone each), list,
-    field, segment, consent entry, suppression entry and import of it.
+    field, segment, consent entry, suppression entry, import and campaign
+    fan-out record of it.
 
     Every tombstone is out before any contact goes, so a crash in between
     leaves the contacts to find again; then they go in one delete. Deleting
@@ -190,5 +191,5 @@ def erase_account(ports: usecases.Ports, account_id: str) -> None:
     ports.producer.flush()
     delete_all(store.contacts, {"account_id": account_id})
     for collection in ("lists", "fields", "segments", "consent", "suppressions",
-                       "suppression_log", "imports"):
+                       "suppression_log", "imports", "fanouts", "fanout_batches"):
         delete_all(store.db[collection], {"account_id": account_id})

@@ -1,9 +1,11 @@
-"""The audience stream's reading pattern, with a fake collection: one query
-for the whole audience (FerretDB reads the whole collection for each query),
-and a cursor lost on the way costs a new query from the last batch handed
-out, without losing or repeating a contact."""
+"""The audience stream's reading pattern, with a fake collection: one
+unsorted query for the whole audience, read in batches (FerretDB reads the
+whole collection for each query, and a sorted one before it returns the
+first contact), and a lost cursor left to the fan-out, which knows what it
+has produced."""
 from __future__ import annotations
 
+import pytest
 from pymongo.errors import CursorNotFound
 
 from services.contacts.store import ContactsStore
@@ -11,9 +13,10 @@ from services.contacts.store import ContactsStore
 
 class FakeCursor:
     def __init__(self, docs, die_after=None):
-        self.docs, self.die_after, self.closed = docs, die_after, False
+        self.docs, self.die_after, self.closed, self.sorted = docs, die_after, False, False
 
     def sort(self, *_):
+        self.sorted = True
         return self
 
     def batch_size(self, _):
@@ -35,39 +38,47 @@ class FakeContacts:
 
     def find(self, query):
         self.queries.append(query)
-        after = query.get("_id", {}).get("$gt", "")
-        cursor = FakeCursor([d for d in self.docs if d["_id"] > after],
-                            self.die_after if len(self.queries) == 1 else None)
+        cursor = FakeCursor(self.docs, self.die_after)
         self.cursors.append(cursor)
         return cursor
 
 
-class NoSuppressions:
-    def find(self, _query):
-        return []
+class Suppressions:
+    def __init__(self, hashes=()):
+        self.hashes = set(hashes)
+
+    def find(self, query):
+        return [{"email_hash": h} for h in query["email_hash"]["$in"] if h in self.hashes]
 
 
-def stream(contacts, batch_size=100):
+def stream(contacts, batch_size=100, suppressed=()):
     store = ContactsStore.__new__(ContactsStore)
-    store.contacts, store.suppressions = contacts, NoSuppressions()
-    return list(store.stream_audience("acct", ["list"], None, batch_size=batch_size))
+    store.contacts, store.suppressions = contacts, Suppressions(suppressed)
+    return store.stream_audience("acct", ["list"], None, batch_size=batch_size)
 
 
 def people(n):
     return [{"_id": f"{i:06d}", "email_hash": f"h{i}"} for i in range(n)]
 
 
-def test_the_whole_audience_comes_from_one_query_in_batches():
+def test_the_whole_audience_comes_from_one_unsorted_query_in_batches():
     contacts = FakeContacts(people(250))
-    batches = stream(contacts)
+    batches = list(stream(contacts))
     assert [len(b) for b in batches] == [100, 100, 50]
-    assert len(contacts.queries) == 1 and contacts.cursors[0].closed
+    assert len(contacts.queries) == 1
+    assert not contacts.cursors[0].sorted and contacts.cursors[0].closed
 
 
-def test_a_lost_cursor_resumes_after_the_last_batch_without_loss_or_repeat():
-    contacts = FakeContacts(people(250), die_after=130)  # dies inside the second batch
+def test_suppressed_addresses_are_left_out_of_their_batch():
+    batches = list(stream(FakeContacts(people(10)), batch_size=5, suppressed={"h1", "h7"}))
+    assert [[c["_id"] for c in b] for b in batches] == [
+        ["000000", "000002", "000003", "000004"], ["000005", "000006", "000008", "000009"]]
+
+
+def test_a_lost_cursor_is_raised_to_the_caller_and_the_cursor_closed():
+    contacts = FakeContacts(people(250), die_after=130)
     batches = stream(contacts)
-    ids = [c["_id"] for batch in batches for c in batch]
-    assert ids == [f"{i:06d}" for i in range(250)]
-    assert len(contacts.queries) == 2
-    assert contacts.queries[1]["_id"] == {"$gt": "000099"}
+    assert len(next(batches)) == 100
+    with pytest.raises(CursorNotFound):
+        next(batches)
+    assert contacts.cursors[0].closed
