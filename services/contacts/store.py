@@ -35,6 +35,9 @@ from services.contacts.segments import compile_condition
 from shared.mongo import ensure_indexes, id_batches
 
 PLATFORM = None  # account_id of platform-wide suppression entries
+# What a send job needs of a contact (services/contacts/fanout.send_job),
+# and the hash the suppression re-check reads.
+AUDIENCE_FIELDS = {"email": 1, "name": 1, "fields": 1, "email_hash": 1}
 
 INDEXES = {
     "lists": [IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)]),
@@ -354,7 +357,9 @@ class ContactsStore:
         batch comes after 0.1 s and the reading is spread over the stream.
         So there is no order to resume from: the fan-out records the ids it
         has produced and skips them (services/contacts/fanout.py). A cursor
-        lost on the way raises CursorNotFound for the same reason.
+        lost on the way raises CursorNotFound for the same reason. Only
+        AUDIENCE_FIELDS come back: FerretDB spent a fifth of its reading
+        time encoding the rest (3.0 s of CPU for 20,000 contacts, 2.4 s).
 
         Each batch's hashes are re-checked against the suppression
         collection, so an address suppressed a moment ago is left out even
@@ -362,7 +367,7 @@ class ContactsStore:
         `batch_size` contacts (suppressed ones removed).
         """
         query = self.audience_filter(account_id, list_ids, segment_filter)
-        cursor = self.contacts.find(query).batch_size(batch_size)
+        cursor = self.contacts.find(query, AUDIENCE_FIELDS).batch_size(batch_size)
         batch: list[dict] = []
         try:
             for contact in cursor:

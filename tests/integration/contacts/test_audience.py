@@ -33,7 +33,7 @@ def ids(batches):
     return [c["_id"] for batch in batches for c in batch]
 
 
-def test_audience_is_subscribed_active_unsuppressed_and_resumable(store):
+def test_audience_is_subscribed_active_unsuppressed_once_each(store):
     a, b = domain.new_id(), domain.new_id()
     l1, l2, l3 = domain.new_id(), domain.new_id(), domain.new_id()
     wanted = {add(store, a, f"u{i}@example.com", [l1]) for i in range(7)}
@@ -54,6 +54,9 @@ def test_audience_is_subscribed_active_unsuppressed_and_resumable(store):
     assert len(got) == len(set(got))
     assert set(got) == wanted and late not in got
     assert all(len(batch) <= 3 for batch in batches)
+    # what a send job is made of, and nothing the fan-out does not need
+    assert {key for batch in batches for c in batch for key in c} == {
+        "_id", "email", "name", "fields", "email_hash"}
 
 
 def test_compiled_segment_selects_and_needs_a_subscription(store):

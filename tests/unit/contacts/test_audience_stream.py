@@ -36,7 +36,7 @@ class FakeContacts:
     def __init__(self, docs, die_after=None):
         self.docs, self.die_after, self.queries, self.cursors = docs, die_after, [], []
 
-    def find(self, query):
+    def find(self, query, projection=None):
         self.queries.append(query)
         cursor = FakeCursor(self.docs, self.die_after)
         self.cursors.append(cursor)
