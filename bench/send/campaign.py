@@ -73,12 +73,12 @@ def main() -> None:
     roof_before, _ = ceiling(int(env["SANDESH_SMTP_PORT"]), messages, connections)
 
     before, quiet_since = count_files(new_dir), new_dir.stat().st_mtime_ns
-    cpu_before = cpu.snapshot()
+    cpu_samples = cpu.Sampler(cpu.snapshot())
     started = time.time()
     api.call("POST", f"/campaigns/{campaign['id']}/send")
     first_at, last_at = wait_for_files(new_dir, before + args.recipients, deadline,
-                                       since_mtime_ns=quiet_since)
-    cpu_after = cpu.snapshot()
+                                       check=cpu_samples.sample, since_mtime_ns=quiet_since)
+    cpu_before, cpu_after = cpu_samples.samples[0], cpu_samples.at(last_at)
     elapsed = last_at - started
     rate = args.recipients / elapsed
     print(f"campaign through the stack ({senders} sender(s), {connections} SMTP connections): "

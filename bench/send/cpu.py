@@ -117,17 +117,40 @@ def machine_times() -> tuple[float, float]:
     return (sum(fields) - idle) / tick, sum(fields) / tick
 
 
-def snapshot(roles: dict[int, str] | None = None) -> Snapshot:
+def snapshot(roles: dict[int, str] | None = None, among: Snapshot | None = None) -> Snapshot:
     """Every stack process's CPU so far. `roles` names some processes
     itself (pid -> role): a benchmark's own senders, told apart from the
-    stack's, or the benchmark process, which is never counted otherwise."""
+    stack's, or the benchmark process, which is never counted otherwise.
+    `among`: only the processes of that earlier snapshot, without looking
+    through /proc for others (a sample taken often during a run)."""
+    known = ({pid: name for pid, (name, _) in among.processes.items()} if among is not None
+             else _stack_processes())
     processes = {}
-    for pid, name in {**_stack_processes(), **(roles or {})}.items():
+    for pid, name in {**known, **(roles or {})}.items():
         try:
             processes[pid] = (name, cpu_seconds(pid))
         except OSError:
             continue
     return Snapshot(time.time(), processes, machine_times()[0], os.cpu_count() or 1)
+
+
+class Sampler:
+    """Snapshots of the processes of `first`, at most one every `every`
+    seconds, taken when `sample()` is called (a wait loop's check): the end
+    of a run is known only after it, from a file's mtime, and the snapshot
+    taken then also counted the seconds in between."""
+
+    def __init__(self, first: Snapshot, every: float = 0.25):
+        self.samples, self.every = [first], every
+
+    def sample(self) -> None:
+        if time.time() - self.samples[-1].at >= self.every:
+            self.samples.append(snapshot(among=self.samples[0]))
+
+    def at(self, moment: float) -> Snapshot:
+        """The first snapshot taken at or after `moment` (time.time())."""
+        self.samples.append(snapshot(among=self.samples[0]))
+        return next(s for s in self.samples if s.at >= moment)
 
 
 def report(before: Snapshot, after: Snapshot, messages: int) -> str:

@@ -69,3 +69,26 @@ def test_a_snapshot_names_the_processes_it_is_told_about():
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_sampler_ends_a_run_at_the_first_snapshot_after_its_last_message(monkeypatch):
+    from bench.send import cpu
+    clock = {"now": 100.0}
+    monkeypatch.setattr(cpu.time, "time", lambda: clock["now"])
+    taken = []
+
+    def fake_snapshot(roles=None, among=None):
+        taken.append(among)
+        return Snapshot(at=clock["now"], processes={}, machine_busy=0.0, cores=2)
+    monkeypatch.setattr(cpu, "snapshot", fake_snapshot)
+    first = Snapshot(at=100.0, processes={7: ("sink", 1.0)}, machine_busy=0.0, cores=2)
+    sampler = cpu.Sampler(first, every=0.25)
+    for step in range(40):  # a wait loop's checks, 50 ms apart, for 2 s
+        clock["now"] = 100.0 + 0.05 * step
+        sampler.sample()
+    assert [round(s.at, 2) for s in sampler.samples] == [100.0, 100.25, 100.5, 100.75, 101.0,
+                                                        101.25, 101.5, 101.75]
+    assert all(among is first for among in taken)  # no new look through /proc
+    clock["now"] = 106.0  # the wait noticed the end seconds after it
+    assert sampler.at(101.3).at == 101.5
+    assert sampler.at(105.0).at == 106.0  # none in between: one taken now
