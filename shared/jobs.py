@@ -1,7 +1,7 @@
 """The id of one send job: a stable hash of (campaign id, contact id).
 
 Fan-out, the sender's claim and campaigns' progress all key on it, so a
-recipient fanned out twice (a restart between a flush and its checkpoint)
+recipient fanned out twice (a restart between a flush and its record)
 is still one job: the sender claims it once and progress counts it once.
 """
 from __future__ import annotations
