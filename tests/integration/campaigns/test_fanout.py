@@ -140,3 +140,47 @@ def test_several_lists_leave_list_id_empty_and_an_empty_audience_is_announced(mo
     fan_out(launched("camp-3"), stream=stream_of([]), store=FanoutStore(mongo_db),
             producer=producer)
     assert {"campaign_id": "camp-3", "audience_size": 0} in ready(broker)
+
+
+def test_contacts_in_the_database_are_fanned_out_once_across_a_crash(mongo_db, broker):
+    """The real audience query (unsorted) and the real records: a crash after a
+    batch went out but before it was recorded sends that batch again, with
+    the same job ids, and nobody else twice."""
+    from services.contacts import domain
+    from services.contacts.fanout import contacts_stream
+    from services.contacts.store import ContactsStore, contact_document
+
+    store = ContactsStore(mongo_db)
+    audience = set()
+    for i in range(45):
+        address = domain.address(f"reader{i}@example.com", "salt")
+        doc = contact_document("acct-1", address, name=f"Reader {i}", fields={},
+                               at=domain.now(), origin={"via": "api"}, suppressed=(i % 9 == 0))
+        store.insert_contact(doc)
+        store.update_contact("acct-1", doc["_id"], domain.membership_update(
+            "l1", domain.membership("subscribed", "api", domain.now())))
+        if i % 9:
+            audience.add(doc["_id"])
+
+    class DiesOnThirdRecord(FanoutStore):
+        calls = 0
+
+        def record_batch(self, *args):
+            DiesOnThirdRecord.calls += 1
+            if DiesOnThirdRecord.calls == 3:
+                raise ConnectionError("the database went away after the flush")
+            super().record_batch(*args)
+
+    producer = EventProducer(broker.sink())
+    with pytest.raises(ConnectionError):
+        fan_out(launched(), stream=contacts_stream(store), store=DiesOnThirdRecord(mongo_db),
+                producer=producer, batch_size=10)
+    assert len(jobs(broker)) == 30
+    size = fan_out(launched(), stream=contacts_stream(store), store=FanoutStore(mongo_db),
+                   producer=producer, batch_size=10)
+    produced = jobs(broker)
+    assert size == len(audience) == 40
+    assert {j["contact_id"] for j in produced} == audience
+    assert len(produced) == 50  # the unrecorded batch of 10, again
+    for job in produced:
+        assert job["job_id"] == job_id_for("camp-1", job["contact_id"])
