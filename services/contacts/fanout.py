@@ -129,17 +129,17 @@ def _produce_audience(event: Event, stream: AudienceStream, store: FanoutStore,
         produced = len(skip)
         try:
             for batch in stream(account_id, list_ids, segment_id, batch_size=batch_size):
-                fresh = [contact for contact in batch if str(contact["_id"]) not in skip]
-                if not fresh:
+                jobs = [send_job(campaign_id, contact, single_list) for contact in batch
+                        if str(contact["_id"]) not in skip]
+                if not jobs:
                     continue
-                for contact in fresh:
-                    job = send_job(campaign_id, contact, single_list)
+                for job in jobs:
                     producer.publish(topics.SEND_JOBS, new_event(
                         "send.job", source=SOURCE, subject=job["job_id"],
                         account_id=account_id, data=job), key=job["job_id"])
                 producer.flush()  # the record may only follow what is durably out
-                store.record_batch(campaign_id, account_id, [str(c["_id"]) for c in fresh])
-                produced += len(fresh)
+                store.record_batch(campaign_id, account_id, [job["contact_id"] for job in jobs])
+                produced += len(jobs)
             return produced
         except CursorNotFound:  # held too long (a slow broker): query again, skip what is out
             log.warning("audience cursor lost; the fan-out queries again",
