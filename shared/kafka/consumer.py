@@ -14,6 +14,11 @@
   transient failure seeks every partition of the run back to its first
   record of the run; a `PermanentError` replays the run one event at a time,
   so only the event that raises it is dead-lettered.
+- An event whose type no handler takes is settled without being decoded
+  when its `ce_type` header names the type (EventProducer sets it from the
+  event itself): the contacts worker reads every `delivery.sent` of a
+  campaign to act on the rare bounce, and parsing and validating each cost
+  ~13 us. Without the header the envelope is decoded as before.
 """
 from __future__ import annotations
 
@@ -101,7 +106,7 @@ class ConsumerLoop:
                     blocked.add(tp)
                 continue
             if self.batch_types:
-                event = self._decode(record)
+                event = None if self._unwanted(record) else self._decode(record)
                 if event is None or event.type in self.batch_types \
                         or event.type not in self.handlers:
                     run.append((record, event))  # settled with the run
@@ -140,6 +145,8 @@ class ConsumerLoop:
     # -- one record ------------------------------------------------------
     def _handle(self, record: Record) -> bool:
         """True when the record is settled (handled, ignored or dead-lettered)."""
+        if self._unwanted(record):
+            return True
         event = self._decode(record)
         if event is None:
             return True
@@ -147,6 +154,18 @@ class ConsumerLoop:
             metrics.MESSAGES.labels(self.service, record.topic, "ignored").inc()
             return True
         return self._handle_event(record, event)
+
+    def _unwanted(self, record: Record) -> bool:
+        """True (and counted as ignored) when the record's ce_type header
+        names a type that neither a handler nor the batch handler takes."""
+        for name, value in record.headers:
+            if name == "ce_type":
+                kind = value.decode("utf-8", "replace") if value else ""
+                if kind in self.handlers or kind in self.batch_types:
+                    return False
+                metrics.MESSAGES.labels(self.service, record.topic, "ignored").inc()
+                return True
+        return False
 
     def _decode(self, record: Record) -> Event | None:
         """The record's event; None when it is settled already (a tombstone,

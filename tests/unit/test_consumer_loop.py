@@ -179,6 +179,26 @@ def test_unknown_event_types_are_skipped_not_dead_lettered():
     assert broker.messages(DEAD_LETTERS) == []
 
 
+def test_a_type_no_handler_takes_is_settled_by_its_header_without_decoding():
+    # The body is not even JSON: had it been decoded, it would be dead-lettered.
+    broker = InMemoryBroker(partitions=1)
+    broker.append("in", b"s1", b"{not json", [("ce_type", b"delivery.sent")])
+    publish(broker, probe(1))
+    seen = []
+    make_loop(broker, {"platform.probe": lambda e: seen.append(e.data["n"])}).run_once()
+    assert seen == [1]
+    assert broker.messages(DEAD_LETTERS) == []
+    assert broker.committed["g"][("in", 0)] == 2
+
+
+def test_the_header_of_a_handled_type_or_no_header_means_the_body_is_decoded():
+    broker = InMemoryBroker(partitions=1)
+    broker.append("in", b"s1", b"{not json", [("ce_type", b"platform.probe")])
+    broker.append("in", b"s1", b"{not json")
+    make_loop(broker, {"platform.probe": pytest.fail}).run_once()
+    assert len(broker.messages(DEAD_LETTERS)) == 2
+
+
 # -- the optional batch handler ------------------------------------------
 
 def paused(n):
@@ -265,6 +285,18 @@ def test_invalid_messages_and_unknown_types_inside_a_run_do_not_reach_the_batch(
     assert seen == [[1, 3]]
     assert len(broker.messages(DEAD_LETTERS)) == 1
     assert broker.committed["g"][("in", 0)] == 4
+
+
+def test_a_type_no_handler_takes_is_skipped_inside_a_run_by_its_header():
+    broker = InMemoryBroker(partitions=1)
+    publish(broker, probe(1))
+    broker.append("in", b"s1", b"{not json", [("ce_type", b"delivery.sent")])
+    publish(broker, probe(2))
+    seen = []
+    make_batch_loop(broker, lambda events: seen.append([e.data["n"] for e in events])).run_once()
+    assert seen == [[1, 2]]
+    assert broker.messages(DEAD_LETTERS) == []
+    assert broker.committed["g"][("in", 0)] == 3
 
 
 def test_stop_during_a_batch_commits_it_and_leaves_the_rest_for_redelivery():
