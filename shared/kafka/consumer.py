@@ -161,8 +161,8 @@ class ConsumerLoop:
         for name, value in record.headers:
             if name == "ce_type":
                 kind = value.decode("utf-8", "replace") if value else ""
-                if kind in self.handlers or kind in self.batch_types:
-                    return False
+                if not kind or kind in self.handlers or kind in self.batch_types:
+                    return False  # an empty header says nothing: the body decides
                 metrics.MESSAGES.labels(self.service, record.topic, "ignored").inc()
                 return True
         return False

@@ -195,8 +195,9 @@ def test_the_header_of_a_handled_type_or_no_header_means_the_body_is_decoded():
     broker = InMemoryBroker(partitions=1)
     broker.append("in", b"s1", b"{not json", [("ce_type", b"platform.probe")])
     broker.append("in", b"s1", b"{not json")
+    broker.append("in", b"s1", b"{not json", [("ce_type", b"")])
     make_loop(broker, {"platform.probe": pytest.fail}).run_once()
-    assert len(broker.messages(DEAD_LETTERS)) == 2
+    assert len(broker.messages(DEAD_LETTERS)) == 3
 
 
 # -- the optional batch handler ------------------------------------------
