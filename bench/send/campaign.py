@@ -7,6 +7,11 @@ SMTP connections as the senders have together.
 
     .venv/bin/python -m bench.send.campaign                      # 20,000 recipients
     SANDESH_SENDERS=2 make run && .venv/bin/python -m bench.send.campaign
+    SANDESH_SENDERS=2 make run && .venv/bin/python -m bench.send.campaign --senders 1,2
+
+The last runs one campaign with one sender, then one with two (the senders
+restarted and the consumer group settled before each), and prints the 1-to-2
+scaling. Each run prints the senders' peak memory (VmHWM).
 
 run.py measures the senders alone (their own topics, jobs published by the
 benchmark); this one adds what a user waits for between `send` and the
@@ -30,6 +35,7 @@ sys.path.insert(0, str(REPO))
 from bench.send import cpu  # noqa: E402
 from bench.send.run import (HTML, ceiling, count_files, prebuilt_messages,  # noqa: E402
                             wait_for_files, wait_for_quiet)
+from bench.send.senders import Senders, peak_rss_mb  # noqa: E402
 from devstack.env import load_stack_env  # noqa: E402
 from services.campaigns.cli import Api  # noqa: E402
 from services.campaigns.demo import create_account, import_list, sending_domain  # noqa: E402
@@ -42,9 +48,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--senders", default="",
+                        help="sender counts to run one after the other, e.g. 1,2 (the stack "
+                             "must run at least the largest); default: the stack's as it is")
     args = parser.parse_args()
     env = load_stack_env()
-    senders = int(env.get("SANDESH_SENDERS", "1"))
+    counts = [int(n) for n in args.senders.split(",") if n.strip()]
+    stack_senders = Senders(env) if counts else None
+    results = {}
+    for n in counts or [int(env.get("SANDESH_SENDERS", "1"))]:
+        if stack_senders:
+            print(f"-- {n} sender(s): restarting them and waiting for the consumer group",
+                  flush=True)
+            stack_senders.use(n)
+        results[n] = run_campaign(env, args, n)
+    if stack_senders:
+        stack_senders.use(stack_senders.configured)  # the stack as it was started
+    if 1 in results and 2 in results:
+        (rate1, ratio1), (rate2, ratio2) = results[1], results[2]
+        # The machine's speed drifts between the two runs (see run.py): each
+        # ratio is to the ceiling measured beside its own run.
+        print(f"1 -> 2 sender scaling: {rate2 / rate1:.2f}x in msgs/s, "
+              f"{ratio2 / ratio1:.2f}x in ratio to their ceilings")
+
+
+def run_campaign(env: dict[str, str], args, senders: int) -> tuple[float, float]:
+    """One campaign to a fresh account's list; prints its figures and returns
+    (msgs/s, ratio to the ceiling)."""
     new_dir = Path(env["SANDESH_MAILDIR"]) / "new"
     marker = uuid.uuid4().hex[:8]
     deadline = time.monotonic() + args.timeout
@@ -86,12 +116,18 @@ def main() -> None:
           "(from the send call to the last message in the sink; the first arrived after "
           f"{first_at - started:.1f} s)", flush=True)
     print(cpu.report(cpu_before, cpu_after, args.recipients), flush=True)
+    sender_pids = [pid for pid, (name, _) in cpu_after.processes.items()
+                   if name == "sender worker"]
+    peaks = peak_rss_mb(sender_pids)
+    if peaks:
+        print(f"sender peak RSS: {', '.join(f'{mb:.0f} MB' for mb in sorted(peaks))} "
+              "(VmHWM, since each sender started)", flush=True)
 
     roof_after, _ = ceiling(int(env["SANDESH_SMTP_PORT"]), messages, connections)
     roof = (roof_before + roof_after) / 2
     print(f"ceiling (plain smtplib, {connections} connections, same sink): "
           f"{roof_before:,.0f} msgs/s before, {roof_after:,.0f} after")
-    print(f"ratio to ceiling: {rate / roof:.2f} (target >= 0.5)")
+    print(f"ratio to ceiling: {rate / roof:.2f} (target >= 0.5)", flush=True)
     # The benchmark's account and its contacts go, so the stack does not grow
     # with every run (FerretDB reads whole collections for most queries). The
     # erasure runs on in the services (~15 s of FerretDB for this account),
@@ -100,6 +136,7 @@ def main() -> None:
         api.call("DELETE", "/account")
     except Exception as exc:  # the figures above stand; say what is left behind
         print(f"could not delete the benchmark's account ({exc}); `make clean-data` resets the stack")
+    return rate, rate / roof
 
 
 if __name__ == "__main__":
