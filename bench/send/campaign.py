@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from bench.send import cpu  # noqa: E402
 from bench.send.run import (HTML, ceiling, count_files, prebuilt_messages,  # noqa: E402
                             wait_for_files, wait_for_quiet)
-from bench.send.senders import Senders, peak_rss_mb  # noqa: E402
+from bench.send.senders import Senders  # noqa: E402
 from devstack.env import load_stack_env  # noqa: E402
 from services.campaigns.cli import Api  # noqa: E402
 from services.campaigns.demo import create_account, import_list, sending_domain  # noqa: E402
@@ -118,7 +118,7 @@ def run_campaign(env: dict[str, str], args, senders: int) -> tuple[float, float]
     print(cpu.report(cpu_before, cpu_after, args.recipients), flush=True)
     sender_pids = [pid for pid, (name, _) in cpu_after.processes.items()
                    if name == "sender worker"]
-    peaks = peak_rss_mb(sender_pids)
+    peaks = cpu.peak_rss_mb(sender_pids)
     if peaks:
         print(f"sender peak RSS: {', '.join(f'{mb:.0f} MB' for mb in sorted(peaks))} "
               "(VmHWM, since each sender started)", flush=True)

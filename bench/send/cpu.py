@@ -1,5 +1,5 @@
 """Where a benchmark's CPU goes: the local stack's processes, grouped by
-role, and the machine as a whole (Linux /proc).
+role, and the machine as a whole (Linux /proc); and a process's peak memory.
 
     before = cpu.snapshot()
     ...                                # the measured work
@@ -171,3 +171,17 @@ def report(before: Snapshot, after: Snapshot, messages: int) -> str:
     return (f"CPU ms per message: {', '.join(parts)}; stack total {total * 1000 / messages:.2f} ms. "
             f"The machine was {machine:.0%} busy of {after.cores * 100}% "
             f"(the stack {total / elapsed:.0%})")
+
+
+def peak_rss_mb(pids: list[int]) -> list[float]:
+    """Each process's peak resident memory since it started (VmHWM)."""
+    peaks = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) / 1024)
+        except OSError:
+            continue
+    return peaks

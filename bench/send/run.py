@@ -44,8 +44,8 @@ from statistics import median
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bench.send.cpu import (Snapshot, cpu_seconds, machine_times, report, snapshot,  # noqa: E402
-                            thread_seconds, thread_split)
+from bench.send.cpu import (Snapshot, cpu_seconds, machine_times, peak_rss_mb,  # noqa: E402
+                            report, snapshot, thread_seconds, thread_split)
 from devstack.env import load_stack_env  # noqa: E402
 from shared import mongo, topics  # noqa: E402
 from shared.events import new_event  # noqa: E402
@@ -278,12 +278,7 @@ class SenderRun:
         self.producer.flush()
 
     def peak_rss_mb(self) -> list[float]:
-        out = []
-        for proc in self.procs:
-            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    out.append(int(line.split()[1]) / 1024)
-        return out
+        return peak_rss_mb([proc.pid for proc in self.procs])
 
     def stop(self) -> None:
         for proc in self.procs:

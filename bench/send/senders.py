@@ -2,27 +2,26 @@
 sender with two in the same run (bench.send.campaign --senders 1,2).
 
 The stack started with SANDESH_SENDERS=N has the programs sender:sender-0 ..
-sender:sender-<N-1>. `use(n)` restarts the first n and stops the rest, then
-waits until the consumer group has exactly n members, each holding
-partitions of send.jobs. Only then can a campaign start without a rebalance
-in the middle of it.
+sender:sender-<N-1>. `use(n)` restarts the first n and stops the rest, waits
+for their /readyz (devstack.wait), then until the consumer group has exactly
+n members, each holding partitions of send.jobs. Only then can a campaign
+start without a rebalance in the middle of it.
 """
 from __future__ import annotations
 
 import subprocess
 import time
-import urllib.request
 
 from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
-from devstack import supervisor
+from devstack import supervisor, wait
 
 
 class Senders:
     def __init__(self, env: dict[str, str]):
+        self.env = env
         self.configured = int(env.get("SANDESH_SENDERS", "1"))
-        self.ports = [int(env["SANDESH_SENDER_PORT"]) + i for i in range(self.configured)]
         self.group = env.get("SANDESH_SENDER_GROUP", "sender")
         self.admin = AdminClient({"bootstrap.servers": env["SANDESH_KAFKA_BOOTSTRAP"]})
 
@@ -37,8 +36,9 @@ class Senders:
                        stdout=subprocess.DEVNULL)
         subprocess.run(supervisor.supervisorctl("start", *names[:n]), check=True,
                        stdout=subprocess.DEVNULL)
+        wait.wait_all(wait.service_checks(self.env, only="sender")[:n])  # sender-0 first
         deadline = time.monotonic() + timeout
-        while not (all(_ready(port) for port in self.ports[:n]) and self._settled(n)):
+        while not self._settled(n):
             if time.monotonic() > deadline:
                 raise SystemExit(f"the {n} sender(s) did not settle into the consumer group "
                                  f"{self.group!r} within {timeout:.0f} s")
@@ -53,24 +53,3 @@ class Senders:
         return (group.state == ConsumerGroupState.STABLE and len(group.members) == n
                 and all(m.assignment and m.assignment.topic_partitions for m in group.members))
 
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
-
-
-def peak_rss_mb(pids: list[int]) -> list[float]:
-    """Each process's peak resident memory since it started (VmHWM)."""
-    peaks = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as status:
-                for line in status:
-                    if line.startswith("VmHWM:"):
-                        peaks.append(int(line.split()[1]) / 1024)
-        except OSError:
-            continue
-    return peaks

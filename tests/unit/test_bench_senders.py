@@ -5,10 +5,10 @@ from types import SimpleNamespace
 import pytest
 from confluent_kafka import ConsumerGroupState
 
-from bench.send.senders import Senders, peak_rss_mb
+from bench.send.cpu import peak_rss_mb
+from bench.send.senders import Senders
 
-ENV = {"SANDESH_SENDERS": "2", "SANDESH_SENDER_PORT": "8085",
-       "SANDESH_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+ENV = {"SANDESH_SENDERS": "2", "SANDESH_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
 
 
 def member(*partitions):
