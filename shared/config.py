@@ -45,8 +45,16 @@ def _parse_positive_int(raw: str) -> int:
     return value
 
 
+def _parse_positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("expected a positive number")
+    return value
+
+
 BOOL = _parse_bool
 POSITIVE_INT = _parse_positive_int
+POSITIVE_FLOAT = _parse_positive_float
 
 
 class Config(dict):

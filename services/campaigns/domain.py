@@ -3,13 +3,14 @@
 States (docs/campaigns.md):
     draft -> scheduled -> sending <-> paused -> sent
     draft | scheduled | sending | paused -> cancelled;  scheduled -> draft (unschedule)
+    paused for longer than the pause limit -> cancelled (the worker: expire)
 A campaign becomes `sent` when every job of its audience is accounted for
 (sent, failed or skipped), including an empty audience (sent with 0).
 """
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared import templating
@@ -29,6 +30,7 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "resume": ((PAUSED,), SENDING),
     "cancel": ((DRAFT, SCHEDULED, SENDING, PAUSED), CANCELLED),
     "complete": ((SENDING, PAUSED), SENT),
+    "expire": ((PAUSED,), CANCELLED),  # the worker, when a pause outlives the limit
 }
 
 # Delivery outcomes that settle a job; `bounced` arrives after `sent` and
@@ -50,6 +52,17 @@ def next_status(action: str, status: str) -> str:
     if status not in sources:
         raise TransitionRefused(action, status)
     return target
+
+
+def pause_expired(campaign: dict, limit: timedelta, now: datetime) -> bool:
+    """A campaign paused for `limit` is cancelled: its parked jobs keep the
+    recipients' addresses, and a pause nobody ends should not hold them, nor
+    send stale content weeks later. A pause from before `paused_at` was
+    recorded counts from the campaign's last status change."""
+    if campaign["status"] != PAUSED:
+        return False
+    since = campaign.get("paused_at") or campaign.get("updated_at")
+    return since is not None and now - since >= limit
 
 
 # -- header safety ---------------------------------------------------------

@@ -201,7 +201,13 @@ class Campaign(ma.Schema):
     time_zone = ma.fields.String(allow_none=True)
     launched_at = ma.fields.DateTime(allow_none=True)
     completed_at = ma.fields.DateTime(allow_none=True)
+    paused_at = ma.fields.DateTime(allow_none=True, metadata={
+        "description": "When the current pause began; a campaign paused for "
+                       "SANDESH_CAMPAIGNS_PAUSE_LIMIT_HOURS (7 days) is cancelled."})
     cancelled_at = ma.fields.DateTime(allow_none=True)
+    cancel_reason = ma.fields.String(allow_none=True, metadata={
+        "description": "Why the platform cancelled it (a schedule that could not launch, "
+                       "a pause past the limit); null when cancelled through the API."})
     created_at = ma.fields.DateTime()
     updated_at = ma.fields.DateTime()
     progress = ma.fields.Nested(Progress)

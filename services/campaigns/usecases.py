@@ -302,9 +302,9 @@ def change_status(ports: Ports, account_id: str, campaign_id: str, action: str) 
     # A draft or scheduled campaign was never launched: nobody needs telling.
     if action in _ANNOUNCED and campaign["status"] in domain.ACTIVE:
         event = _event(campaign, _ANNOUNCED[action], {"campaign_id": campaign_id})
-    extra = {"cancelled_at": utcnow()} if action == "cancel" else {}
-    if action == "unschedule":
-        extra = {"send_at": None, "time_zone": None}
+    extra = {"cancel": {"cancelled_at": utcnow()}, "pause": {"paused_at": utcnow()},
+             "resume": {"paused_at": None},
+             "unschedule": {"send_at": None, "time_zone": None}}.get(action, {})
     moved = _move(ports, campaign, action, event, extra)
     if moved is None:
         raise _moved_meanwhile(ports, account_id, campaign_id, action)
@@ -485,23 +485,49 @@ def fire_due_schedules(ports: Ports, now: datetime | None = None) -> int:
     return fired
 
 
-def sweep(ports: Ports, now: datetime | None = None) -> dict[str, Any]:
+PAUSE_LIMIT = timedelta(days=7)
+
+
+def expire_pause(ports: Ports, campaign: dict, limit: timedelta, now: datetime) -> bool:
+    """Cancel a campaign paused for `limit` or longer (domain.pause_expired);
+    its senders then release its parked jobs as skipped."""
+    if not domain.pause_expired(campaign, limit, now):
+        return False
+    # The move is not a compare-and-set on FerretDB: one worker does it.
+    if not ports.campaigns.take_lease(f"{campaign['_id']}:expire", LEASE_STALE):
+        return False
+    hours = limit / timedelta(hours=1)
+    moved = _move(ports, campaign, "expire",
+                  _event(campaign, "campaign.cancelled", {"campaign_id": campaign["_id"]}),
+                  {"cancelled_at": now, "cancel_reason": f"paused past the {hours:g}-hour limit"})
+    if moved is not None:
+        log.info("paused campaign cancelled at the pause limit",
+                 extra={"campaign_id": campaign["_id"], "limit_hours": hours})
+    return moved is not None
+
+
+def sweep(ports: Ports, now: datetime | None = None,
+          pause_limit: timedelta = PAUSE_LIMIT) -> dict[str, Any]:
     """Runs every few seconds in every campaigns worker: fire due schedules,
     publish events a crash left staged, complete campaigns (recomputing the
-    exact figures of one whose counters stopped moving)."""
+    exact figures of one whose counters stopped moving), and cancel those
+    left paused past the pause limit."""
     now = now or utcnow()
     fired = fire_due_schedules(ports, now)
     republished = publish_staged(ports, OUTBOX_GRACE)
-    completed = 0
+    completed = expired = 0
     active = ports.campaigns.active()
     combined = ports.progress.of([c["_id"] for c in active]) if active else {}
     for campaign in active:
         progress = combined[campaign["_id"]]
-        if progress["audience_size"] is None:
-            continue
-        last = progress["last_outcome_at"] or campaign.get("launched_at")
-        checked = progress["exact_at"]
-        if last and now - last >= STALL and (checked is None or now - checked >= STALL):
-            progress = reconcile(ports, campaign)
-        completed += maybe_complete(ports, campaign, progress)
-    return {"fired": fired, "republished": republished, "completed": completed}
+        if progress["audience_size"] is not None:
+            last = progress["last_outcome_at"] or campaign.get("launched_at")
+            checked = progress["exact_at"]
+            if last and now - last >= STALL and (checked is None or now - checked >= STALL):
+                progress = reconcile(ports, campaign)
+            if maybe_complete(ports, campaign, progress):
+                completed += 1
+                continue
+        expired += expire_pause(ports, campaign, pause_limit, now)
+    return {"fired": fired, "republished": republished, "completed": completed,
+            "expired": expired}

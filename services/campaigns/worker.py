@@ -1,28 +1,35 @@
 """The campaigns worker: counts delivery events into progress (see
 handlers.py) and, on a timer beside the consumer loop, fires due schedules,
-publishes events a crash left in an outbox and completes stalled campaigns.
-Run several: the schedule lease and the completion are atomic updates."""
+publishes events a crash left in an outbox, completes stalled campaigns and
+cancels those paused past the pause limit. Run several: each of those moves
+takes a lease first."""
 from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 
 from services.campaigns import store, usecases
 from services.campaigns.handlers import GROUP, TOPICS, build_handlers, ports_for
-from shared.config import Setting, load_common
+from shared.config import POSITIVE_FLOAT, Setting, load_common
 from shared.kafka.factory import consumer_loop
 from shared.runtime import Runtime
 from shared.worker import run_worker
 
 SERVICE = "campaigns"
-SETTINGS = [Setting("SANDESH_CAMPAIGNS_SWEEP_SECONDS", float, default=2.0)]
+SETTINGS = [
+    Setting("SANDESH_CAMPAIGNS_SWEEP_SECONDS", POSITIVE_FLOAT, default=2.0),
+    Setting("SANDESH_CAMPAIGNS_PAUSE_LIMIT_HOURS", POSITIVE_FLOAT,
+            default=usecases.PAUSE_LIMIT / timedelta(hours=1)),
+]
 log = logging.getLogger(__name__)
 
 
-def run_sweeps(ports: usecases.Ports, interval: float, stop: threading.Event) -> None:
+def run_sweeps(ports: usecases.Ports, interval: float, pause_limit: timedelta,
+               stop: threading.Event) -> None:
     while not stop.wait(interval):
         try:
-            result = usecases.sweep(ports)
+            result = usecases.sweep(ports, pause_limit=pause_limit)
             if any(result.values()):
                 log.info("sweep", extra=result)
         except Exception:  # an outage: the next sweep tries again
@@ -48,7 +55,9 @@ def main() -> None:
             producer.flush()
         loop.before_commit = before_commit
         threading.Thread(target=run_sweeps, name="campaigns-sweep", daemon=True,
-                         args=(ports_for(runtime), config.campaigns_sweep_seconds, stop)).start()
+                         args=(ports_for(runtime), config.campaigns_sweep_seconds,
+                               timedelta(hours=config.campaigns_pause_limit_hours),
+                               stop)).start()
         return loop
 
     try:

@@ -1,12 +1,20 @@
 import pytest
 
-from shared.config import BOOL, POSITIVE_INT, ConfigError, Setting, load
+from shared.config import BOOL, POSITIVE_FLOAT, POSITIVE_INT, ConfigError, Setting, load
 
 
 def test_defaults_and_parsing():
     config = load([Setting("SANDESH_A", POSITIVE_INT, default=3), Setting("SANDESH_B", BOOL)],
                   {"SANDESH_B": "yes"})
     assert config.a == 3 and config.b is True
+
+
+@pytest.mark.parametrize("raw", ["0", "-2.5", "nan", "inf", "soon"])
+def test_a_positive_number_refuses_zero_negatives_and_non_numbers(raw):
+    with pytest.raises(ConfigError, match="SANDESH_HOURS="):
+        load([Setting("SANDESH_HOURS", POSITIVE_FLOAT)], {"SANDESH_HOURS": raw})
+    assert load([Setting("SANDESH_HOURS", POSITIVE_FLOAT)],
+                {"SANDESH_HOURS": "0.25"}).hours == 0.25
 
 
 def test_error_names_every_bad_variable_and_hides_secrets():

@@ -1,5 +1,6 @@
 """Campaigns: the state machine, the launch event, schedules, test sends."""
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 from services.campaigns import usecases
@@ -127,6 +128,35 @@ def test_a_due_schedule_fires_once_with_several_workers(client, broker, ports):
     launched = [e for e in campaign_events(broker) if e["type"] == "campaign.launched"]
     assert len(launched) == 1
     assert client.get(f"/api/v1/campaigns/{campaign['id']}").get_json()["status"] == "sending"
+
+
+def test_a_campaign_paused_past_the_limit_is_cancelled_once(client, broker, ports):
+    campaign, _ = ready_campaign(client)
+    path = f"/api/v1/campaigns/{campaign['id']}"
+    client.post(f"{path}/send")
+    first = client.post(f"{path}/pause").get_json()
+    assert client.post(f"{path}/resume").get_json()["paused_at"] is None
+    time.sleep(0.05)
+    second = client.post(f"{path}/pause").get_json()
+    limit = timedelta(hours=2)
+    # The limit counts from the pause now in force, not the first one.
+    usecases.sweep(ports, datetime.fromisoformat(first["paused_at"]) + limit, pause_limit=limit)
+    assert client.get(path).get_json()["status"] == "paused"
+    due = datetime.fromisoformat(second["paused_at"]) + limit
+    expired = []
+    workers = [threading.Thread(target=lambda: expired.append(
+        usecases.sweep(ports, due, pause_limit=limit)["expired"])) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sum(expired) == 1
+    cancelled = [e for e in campaign_events(broker) if e["type"] == "campaign.cancelled"]
+    assert [e["subject"] for e in cancelled] == [campaign["id"]]
+    view = client.get(path).get_json()
+    assert view["status"] == "cancelled"
+    assert view["cancel_reason"] == "paused past the 2-hour limit"
+    assert client.post(f"{path}/resume").status_code == 409
 
 
 def test_test_send_publishes_test_jobs_that_carry_the_campaign(client, broker):

@@ -58,6 +58,21 @@ def test_transitions():
         domain.next_status("cancel", "sent")
 
 
+def test_a_pause_expires_at_the_limit_counting_from_when_it_began():
+    limit = timedelta(hours=168)
+    paused = {"status": "paused", "paused_at": NOW - limit, "updated_at": NOW}
+    assert domain.pause_expired(paused, limit, NOW)
+    assert not domain.pause_expired(paused, limit, NOW - timedelta(seconds=1))
+    assert not domain.pause_expired({**paused, "status": "sending"}, limit, NOW)
+    # Paused before paused_at was recorded: from the last status change.
+    older = {"status": "paused", "updated_at": NOW - limit - timedelta(hours=1)}
+    assert domain.pause_expired(older, limit, NOW)
+    assert not domain.pause_expired({**older, "updated_at": NOW}, limit, NOW)
+    assert domain.next_status("expire", "paused") == "cancelled"
+    with pytest.raises(domain.TransitionRefused):
+        domain.next_status("expire", "sending")
+
+
 def test_progress_and_time_left():
     counts = {"sent": 40, "failed": 5, "skipped": 5, "deferred": 3, "bounced": 1}
     view = domain.progress(counts, 100, NOW - timedelta(seconds=10), NOW)

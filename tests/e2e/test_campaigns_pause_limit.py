@@ -1,0 +1,49 @@
+"""A campaign left paused past the pause limit is cancelled, and the jobs the
+senders parked for it (which hold the recipients' addresses) are released as
+skipped: nothing more is sent and nothing stays parked."""
+import os
+import subprocess
+import sys
+import uuid
+
+from pymongo import MongoClient
+
+from tests.e2e.test_send_path import (REPO, addresses, gateway, import_contacts,  # noqa: F401
+                                      make_campaign, make_list, received, wait_for)
+
+LIMIT_HOURS = 0.003  # about 11 s
+
+
+def test_a_campaign_paused_past_the_limit_is_cancelled_and_its_parked_jobs_released(  # noqa: F811
+        gateway, stack_env):
+    # The stack's own worker keeps the default limit (7 days); this one
+    # applies a short one to every paused campaign.
+    env = {**os.environ, **stack_env, "SANDESH_CAMPAIGNS_SWEEP_SECONDS": "0.5",
+           "SANDESH_CAMPAIGNS_PAUSE_LIMIT_HOURS": str(LIMIT_HOURS)}
+    second = subprocess.Popen([sys.executable, "-m", "services.campaigns.worker"], cwd=REPO,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        marker = uuid.uuid4().hex[:10]
+        rows = [(a, "L") for a in addresses(marker, 300)]
+        list_id = make_list(gateway, "pause-limit")
+        import_contacts(gateway, list_id, rows)
+        campaign_id = make_campaign(gateway, stack_env, [list_id], limits={"per_second": 20})
+        gateway.call("POST", f"/campaigns/{campaign_id}/send")
+        wait_for(gateway, campaign_id, ("sending",), until=lambda c: c["progress"]["sent"] > 0)
+        paused = gateway.call("POST", f"/campaigns/{campaign_id}/pause")
+        assert paused["status"] == "paused" and paused["paused_at"]
+
+        done = wait_for(gateway, campaign_id, ("cancelled",),
+                        until=lambda c: c["progress"]["audience_size"] is not None
+                        and c["progress"]["queued"] == 0, timeout=300)
+        assert done["cancel_reason"] == f"paused past the {LIMIT_HOURS:g}-hour limit"
+        progress = done["progress"]
+        assert progress["skipped"] > 0
+        assert progress["sent"] + progress["skipped"] == len(rows), progress
+        assert len(received(stack_env, marker)) == progress["sent"] < len(rows)
+        sender_db = MongoClient(stack_env["SANDESH_MONGO_URI"])[
+            stack_env.get("SANDESH_MONGO_DB_PREFIX", "sandesh_") + "sender"]
+        assert sender_db.parked_jobs.count_documents({"campaign_id": campaign_id}) == 0
+    finally:
+        second.terminate()
+        second.wait(30)
