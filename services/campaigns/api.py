@@ -133,6 +133,12 @@ class CampaignItem(MethodView):
         return _campaign_view(usecases.update_campaign(_ports(), _account(), campaign_id,
                                                        body))
 
+    @blp.response(204)
+    def delete(self, campaign_id):
+        """Delete a draft, or a campaign cancelled before it launched (409
+        for one that launched: it keeps its record and stats)."""
+        usecases.delete_campaign(_ports(), _account(), campaign_id)
+
 
 @blp.route("/campaigns/<campaign_id>/send")
 class CampaignSend(MethodView):

@@ -54,6 +54,12 @@ def next_status(action: str, status: str) -> str:
     return target
 
 
+def deletable(campaign: dict) -> bool:
+    """Only a campaign that never launched: one that did has jobs, delivery
+    records and stats in other services that name it."""
+    return campaign["status"] in (DRAFT, CANCELLED) and not campaign.get("launched_at")
+
+
 def pause_expired(campaign: dict, limit: timedelta, now: datetime) -> bool:
     """A campaign paused for `limit` is cancelled: its parked jobs keep the
     recipients' addresses, and a pause nobody ends should not hold them, nor

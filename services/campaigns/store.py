@@ -206,6 +206,14 @@ class CampaignStore:
         return list(self.campaigns.find({"status": domain.SCHEDULED, "send_at": {"$lte": now}})
                     .limit(limit))
 
+    def delete_unlaunched(self, account_id: str, campaign_id: str) -> bool:
+        """Delete a draft, or a campaign cancelled before it launched (the
+        filter repeats domain.deletable, so a launch in between wins)."""
+        return self.campaigns.delete_one(
+            {"_id": campaign_id, "account_id": account_id,
+             "status": {"$in": [domain.DRAFT, domain.CANCELLED]}, "launched_at": None}
+        ).deleted_count == 1
+
     def active(self) -> list[dict]:
         return list(self.campaigns.find({"status": {"$in": list(domain.ACTIVE)}}))
 

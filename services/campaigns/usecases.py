@@ -137,6 +137,16 @@ def get_campaign(ports: Ports, account_id: str, campaign_id: str) -> dict:
     return campaign
 
 
+def delete_campaign(ports: Ports, account_id: str, campaign_id: str) -> None:
+    campaign = get_campaign(ports, account_id, campaign_id)
+    if not domain.deletable(campaign) or not ports.campaigns.delete_unlaunched(
+            account_id, campaign_id):
+        current = get_campaign(ports, account_id, campaign_id)
+        raise ApiError(409, "invalid_state", "only a draft, or a campaign cancelled before it "
+                       "launched, can be deleted: a launched campaign keeps its record and "
+                       "stats", {"status": [current["status"]]})
+
+
 def launch_problems(campaign: dict) -> dict[str, list[str]]:
     problems: dict[str, list[str]] = {}
     audience = campaign.get("audience") or {}

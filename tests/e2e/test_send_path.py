@@ -287,6 +287,11 @@ def test_cancel_stops_the_rest(gateway, stack_env):
                     and c["progress"]["queued"] == 0, timeout=300)
     assert done["progress"]["skipped"] > 0
     assert len(received(stack_env, marker)) == done["progress"]["sent"] < len(rows)
+    # A launched campaign keeps its record; a draft can go.
+    gateway.call("DELETE", f"/campaigns/{campaign_id}", expect=409)
+    draft_id = make_campaign(gateway, stack_env, [list_id])
+    gateway.call("DELETE", f"/campaigns/{draft_id}", expect=204)
+    gateway.call("GET", f"/campaigns/{draft_id}", expect=404)
 
 
 def _merge_faults(fail_recipients: dict) -> None:

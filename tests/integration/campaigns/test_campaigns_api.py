@@ -159,6 +159,29 @@ def test_a_campaign_paused_past_the_limit_is_cancelled_once(client, broker, port
     assert client.post(f"{path}/resume").status_code == 409
 
 
+def test_only_a_campaign_that_never_launched_can_be_deleted(client, broker):
+    draft, _ = ready_campaign(client)
+    path = f"/api/v1/campaigns/{draft['id']}"
+    assert client.delete(path, account_id="acct-someone-else").status_code == 404
+    assert client.delete(path).status_code == 204
+    assert client.get(path).status_code == 404
+    assert client.delete(path).status_code == 404
+
+    cancelled_draft, _ = ready_campaign(client)
+    client.post(f"/api/v1/campaigns/{cancelled_draft['id']}/cancel")
+    assert client.delete(f"/api/v1/campaigns/{cancelled_draft['id']}").status_code == 204
+
+    launched, _ = ready_campaign(client)
+    path = f"/api/v1/campaigns/{launched['id']}"
+    client.post(f"{path}/send")
+    client.post(f"{path}/cancel")
+    refused = client.delete(path)
+    assert refused.status_code == 409
+    assert refused.get_json()["error"]["details"] == {"status": ["cancelled"]}
+    assert client.get(path).get_json()["status"] == "cancelled"
+    assert not [e for e in campaign_events(broker) if e["subject"] != launched["id"]]
+
+
 def test_test_send_publishes_test_jobs_that_carry_the_campaign(client, broker):
     campaign, _ = ready_campaign(client)
     path = f"/api/v1/campaigns/{campaign['id']}/test"
