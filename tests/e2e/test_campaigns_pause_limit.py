@@ -1,15 +1,13 @@
 """A campaign left paused past the pause limit is cancelled, and the jobs the
 senders parked for it (which hold the recipients' addresses) are released as
 skipped: nothing more is sent and nothing stays parked."""
-import os
-import subprocess
-import sys
 import uuid
 
 from pymongo import MongoClient
 
-from tests.e2e.test_send_path import (REPO, addresses, gateway, import_contacts,  # noqa: F401
-                                      make_campaign, make_list, received, wait_for)
+from tests.e2e.test_send_path import (addresses, extra_campaigns_worker,  # noqa: F401
+                                      gateway, import_contacts, make_campaign, make_list,
+                                      received, wait_for)
 
 LIMIT_HOURS = 0.003  # about 11 s
 
@@ -18,11 +16,8 @@ def test_a_campaign_paused_past_the_limit_is_cancelled_and_its_parked_jobs_relea
         gateway, stack_env):
     # The stack's own worker keeps the default limit (7 days); this one
     # applies a short one to every paused campaign.
-    env = {**os.environ, **stack_env, "SANDESH_CAMPAIGNS_SWEEP_SECONDS": "0.5",
-           "SANDESH_CAMPAIGNS_PAUSE_LIMIT_HOURS": str(LIMIT_HOURS)}
-    second = subprocess.Popen([sys.executable, "-m", "services.campaigns.worker"], cwd=REPO,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with extra_campaigns_worker(stack_env,
+                                SANDESH_CAMPAIGNS_PAUSE_LIMIT_HOURS=str(LIMIT_HOURS)):
         marker = uuid.uuid4().hex[:10]
         rows = [(a, "L") for a in addresses(marker, 300)]
         list_id = make_list(gateway, "pause-limit")
@@ -41,9 +36,6 @@ def test_a_campaign_paused_past_the_limit_is_cancelled_and_its_parked_jobs_relea
         assert progress["skipped"] > 0
         assert progress["sent"] + progress["skipped"] == len(rows), progress
         assert len(received(stack_env, marker)) == progress["sent"] < len(rows)
-        sender_db = MongoClient(stack_env["SANDESH_MONGO_URI"])[
-            stack_env.get("SANDESH_MONGO_DB_PREFIX", "sandesh_") + "sender"]
-        assert sender_db.parked_jobs.count_documents({"campaign_id": campaign_id}) == 0
-    finally:
-        second.terminate()
-        second.wait(30)
+        with MongoClient(stack_env["SANDESH_MONGO_URI"]) as client:
+            sender_db = client[stack_env.get("SANDESH_MONGO_DB_PREFIX", "sandesh_") + "sender"]
+            assert sender_db.parked_jobs.count_documents({"campaign_id": campaign_id}) == 0

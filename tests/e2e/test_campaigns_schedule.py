@@ -1,16 +1,13 @@
 """A scheduled campaign fires once with two campaigns worker processes."""
-import os
-import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
 from shared import topics
 from shared.events import decode
-from tests.e2e.test_send_path import (REPO, addresses, gateway, import_contacts,  # noqa: F401
-                                      make_campaign, make_list, received, by_recipient,
-                                      wait_for)
+from tests.e2e.test_send_path import (addresses, by_recipient,  # noqa: F401
+                                      extra_campaigns_worker, gateway, import_contacts,
+                                      make_campaign, make_list, received, wait_for)
 from tests.kafka_reader import TopicReader
 
 
@@ -23,10 +20,7 @@ def events_keyed(bootstrap: str, topic: str, key: str, timeout: float = 120) -> 
 
 
 def test_a_schedule_fires_once_with_two_workers(gateway, stack_env):  # noqa: F811
-    env = {**os.environ, **stack_env, "SANDESH_CAMPAIGNS_SWEEP_SECONDS": "0.5"}
-    second = subprocess.Popen([sys.executable, "-m", "services.campaigns.worker"], cwd=REPO,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with extra_campaigns_worker(stack_env):
         marker = uuid.uuid4().hex[:10]
         rows = [(a, "S") for a in addresses(marker, 50)]
         list_id = make_list(gateway, "scheduled")
@@ -47,6 +41,3 @@ def test_a_schedule_fires_once_with_two_workers(gateway, stack_env):  # noqa: F8
         time.sleep(3)
         got = by_recipient(received(stack_env, marker))
         assert set(got) == {a for a, _ in rows} and all(len(v) == 1 for v in got.values())
-    finally:
-        second.terminate()
-        second.wait(30)

@@ -8,6 +8,7 @@ helpers below, in one place.
 """
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import json
@@ -126,6 +127,20 @@ def wait_for(gw: Gateway, campaign_id: str, statuses=("sent",), timeout: float =
             return campaign
         time.sleep(0.5)
     raise AssertionError(f"campaign not {statuses} in {timeout}s: {campaign}")
+
+
+@contextlib.contextmanager
+def extra_campaigns_worker(stack_env, **settings: str):
+    """A second campaigns worker beside the stack's, sweeping every 0.5 s,
+    with these SANDESH_* settings of its own."""
+    env = {**os.environ, **stack_env, "SANDESH_CAMPAIGNS_SWEEP_SECONDS": "0.5", **settings}
+    worker = subprocess.Popen([sys.executable, "-m", "services.campaigns.worker"], cwd=REPO,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield worker
+    finally:
+        worker.terminate()
+        worker.wait(30)
 
 
 # -- the sink ----------------------------------------------------------------

@@ -23,6 +23,17 @@ def ready_campaign(client, **overrides):
     return response.get_json(), template
 
 
+def at_once(workers: int, work) -> list:
+    """What `work` returns in each of `workers` threads started together."""
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(work())) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 def campaign_events(broker):
     return [e for e in published(broker, topics.CAMPAIGNS_EVENTS)]
 
@@ -116,14 +127,7 @@ def test_a_due_schedule_fires_once_with_several_workers(client, broker, ports):
     assert client.post(f"/api/v1/campaigns/{campaign['id']}/schedule",
                        {"send_at": soon}).status_code == 200
     later = datetime.now(timezone.utc) + timedelta(seconds=5)
-    fired = []
-    workers = [threading.Thread(target=lambda: fired.append(usecases.fire_due_schedules(ports,
-                                                                                        later)))
-               for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    fired = at_once(4, lambda: usecases.fire_due_schedules(ports, later))
     assert sum(fired) == 1
     launched = [e for e in campaign_events(broker) if e["type"] == "campaign.launched"]
     assert len(launched) == 1
@@ -143,13 +147,7 @@ def test_a_campaign_paused_past_the_limit_is_cancelled_once(client, broker, port
     usecases.sweep(ports, datetime.fromisoformat(first["paused_at"]) + limit, pause_limit=limit)
     assert client.get(path).get_json()["status"] == "paused"
     due = datetime.fromisoformat(second["paused_at"]) + limit
-    expired = []
-    workers = [threading.Thread(target=lambda: expired.append(
-        usecases.sweep(ports, due, pause_limit=limit)["expired"])) for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    expired = at_once(4, lambda: usecases.sweep(ports, due, pause_limit=limit)["expired"])
     assert sum(expired) == 1
     cancelled = [e for e in campaign_events(broker) if e["type"] == "campaign.cancelled"]
     assert [e["subject"] for e in cancelled] == [campaign["id"]]
