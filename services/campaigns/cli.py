@@ -60,10 +60,13 @@ def progress_line(campaign: dict, width: int = 30) -> str:
     bar = "#" * filled + "." * (width - filled)
     total = p["audience_size"] if p["audience_size"] is not None else "?"
     rate = f"{p['rate_per_second']:.0f}/s" if p.get("rate_per_second") else "-/s"
-    return (f"[{bar}] {fraction * 100:5.1f}% {p['accounted']}/{total} {campaign['status']:<9} "
+    line = (f"[{bar}] {fraction * 100:5.1f}% {p['accounted']}/{total} {campaign['status']:<9} "
             f"sent {p['sent']} failed {p['failed']} skipped {p['skipped']} "
             f"deferred {p['deferred']} bounced {p['bounced']}  {rate} "
             f"left {_duration(p.get('eta_seconds'))}")
+    if campaign.get("cancel_reason"):  # the platform cancelled it (schedule, pause limit)
+        line += f"  ({campaign['cancel_reason']})"
+    return line
 
 
 def watch(api: Api, campaign_id: str, interval: float = 1.0, out=sys.stderr,

@@ -38,3 +38,11 @@ def test_time_left_rounds_up_so_work_left_never_reads_as_zero():
     assert line(61.2).endswith("left 1m02s")
     assert line(7260).endswith("left 2h01m")
     assert line(None).endswith("left --")
+
+
+def test_a_campaign_the_platform_cancelled_says_why():
+    campaign = {"status": "cancelled", "cancel_reason": "paused past the 168-hour limit",
+                "progress": {"audience_size": 10, "accounted": 10, "sent": 4, "failed": 0,
+                             "skipped": 6, "deferred": 0, "bounced": 0}}
+    assert progress_line(campaign).endswith("  (paused past the 168-hour limit)")
+    assert "(" not in progress_line({**campaign, "cancel_reason": None})
