@@ -139,12 +139,13 @@ def get_campaign(ports: Ports, account_id: str, campaign_id: str) -> dict:
 
 def delete_campaign(ports: Ports, account_id: str, campaign_id: str) -> None:
     campaign = get_campaign(ports, account_id, campaign_id)
-    if not domain.deletable(campaign) or not ports.campaigns.delete_unlaunched(
-            account_id, campaign_id):
-        current = get_campaign(ports, account_id, campaign_id)
-        raise ApiError(409, "invalid_state", "only a draft, or a campaign cancelled before it "
-                       "launched, can be deleted: a launched campaign keeps its record and "
-                       "stats", {"status": [current["status"]]})
+    if domain.deletable(campaign):
+        if ports.campaigns.delete_unlaunched(account_id, campaign_id):
+            return
+        campaign = get_campaign(ports, account_id, campaign_id)  # launched (or gone) meanwhile
+    raise ApiError(409, "invalid_state", "only a draft, or a campaign cancelled before it "
+                   "launched, can be deleted: a launched campaign keeps its record and stats",
+                   {"status": [campaign["status"]]})
 
 
 def launch_problems(campaign: dict) -> dict[str, list[str]]:

@@ -27,7 +27,7 @@ import io
 import logging
 import os
 import socket
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -251,6 +251,17 @@ def _parse(ctx: Context, row: Row) -> str | None:
     return None
 
 
+class _RecordedEvents:
+    """Stands in for the producer while a batch is written: the events wait
+    for the announcing stage, which publishes them in the same order."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, Any, str | None]] = []
+
+    def publish(self, topic: str, event, key: str | None = None) -> None:
+        self.calls.append((topic, event, key))
+
+
 @dataclass
 class Prepared:
     """A parsed batch, ready to write: counted so far in `delta` (applied to
@@ -263,7 +274,7 @@ class Prepared:
     end_offset: int
     rejected_bytes: int
     at: datetime
-    events: _RecordedEvents = field(default_factory=lambda: _RecordedEvents())
+    events: _RecordedEvents = field(default_factory=_RecordedEvents)
 
 
 def _rejected_position(ctx: Context) -> int:
@@ -283,8 +294,8 @@ class _Pipeline:
         self.ctx = ctx
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-writer")
         self.announcer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-announcer")
-        self.writing: tuple[Any, Prepared] | None = None
-        self.announcing = None
+        self.writing: tuple[Future, Prepared] | None = None
+        self.announcing: Future | None = None
 
     def push(self, prepared: Prepared) -> None:
         self._announce_written()
@@ -311,17 +322,6 @@ class _Pipeline:
     def __exit__(self, *exc_info) -> None:
         self.writer.shutdown(wait=True)
         self.announcer.shutdown(wait=True)
-
-
-class _RecordedEvents:
-    """Stands in for the producer while a batch is written: the events wait
-    for the announcing stage, which publishes them in the same order."""
-
-    def __init__(self):
-        self.calls: list[tuple[str, Any, str | None]] = []
-
-    def publish(self, topic: str, event, key: str | None = None) -> None:
-        self.calls.append((topic, event, key))
 
 
 def _prepare_batch(ctx: Context, batch: list[Row], writer) -> Prepared:
