@@ -13,6 +13,14 @@ When the stream ends, the campaign's `fanouts` document is marked done, its
 batch records go, and the audience size goes out as audience.ready on
 contacts.events.
 
+A campaign cancelled while it fans out stops before its next batch: the
+worker's cancel watcher (`cancel_handlers`, a consumer group of its own,
+because the fan-out holds the main loop) marks its `fanouts` document, and
+the fan-out reads the mark before producing each batch. audience.ready then
+counts the recipients produced (`cut_short`); those the senders skip. A
+cancel of a million-recipient campaign no longer leaves most of a million
+jobs to be produced, claimed and skipped.
+
 A resume holds the recorded ids in memory (about 100 bytes each: 100 MB for
 a million); a fan-out that runs through holds none.
 
@@ -27,7 +35,7 @@ from typing import Callable, Iterable
 
 from pymongo import ASCENDING
 from pymongo.database import Database
-from pymongo.errors import CursorNotFound
+from pymongo.errors import CursorNotFound, DuplicateKeyError
 from pymongo.operations import IndexModel
 
 from shared import topics
@@ -58,12 +66,31 @@ class FanoutStore:
     def start(self, campaign_id: str, account_id: str) -> tuple[dict, bool]:
         """(the campaign's fan-out document, whether this call created it)."""
         found = self.fanouts.find_one({"_id": campaign_id})
-        if found is not None:
+        if found is not None and "started_at" in found:
             return found, False
+        if found is not None:  # only a cancel came first: nothing was produced yet
+            self.fanouts.update_one({"_id": campaign_id}, {"$set": {
+                "started_at": datetime.now(timezone.utc)}})
+            return found, True
         doc = {"_id": campaign_id, "account_id": account_id, "produced": 0, "done": False,
                "started_at": datetime.now(timezone.utc)}
-        self.fanouts.insert_one(doc)
+        try:
+            self.fanouts.insert_one(doc)
+        except DuplicateKeyError:  # the cancel watcher marked it meanwhile
+            return self.start(campaign_id, account_id)
         return doc, True
+
+    def request_cancel(self, campaign_id: str, account_id: str) -> None:
+        """Mark the campaign's fan-out to stop; the mark may come before the
+        fan-out starts (the watcher reads campaigns.events on its own)."""
+        self.fanouts.update_one({"_id": campaign_id},
+                                {"$set": {"cancel_requested": True},
+                                 "$setOnInsert": {"account_id": account_id, "produced": 0,
+                                                  "done": False}}, upsert=True)
+
+    def cancel_requested(self, campaign_id: str) -> bool:
+        found = self.fanouts.find_one({"_id": campaign_id}, {"cancel_requested": 1})
+        return bool(found and found.get("cancel_requested"))
 
     def record_batch(self, campaign_id: str, account_id: str, contact_ids: list[str]) -> None:
         self.batches.insert_one({"campaign_id": campaign_id, "account_id": account_id,
@@ -75,9 +102,10 @@ class FanoutStore:
             produced.update(doc["contact_ids"])
         return produced
 
-    def finish(self, campaign_id: str, produced: int) -> None:
+    def finish(self, campaign_id: str, produced: int, cut_short: bool = False) -> None:
         self.fanouts.update_one({"_id": campaign_id}, {"$set": {
-            "done": True, "produced": produced, "finished_at": datetime.now(timezone.utc)}})
+            "done": True, "produced": produced, "cut_short": cut_short,
+            "finished_at": datetime.now(timezone.utc)}})
         delete_all(self.batches, {"campaign_id": campaign_id})
 
 
@@ -101,22 +129,29 @@ def fan_out(event: Event, *, stream: AudienceStream, store: FanoutStore,
     campaign_id, account_id = event.data["campaign_id"], event.account_id
     state, new = store.start(campaign_id, account_id)
     produced = int(state.get("produced") or 0)
+    cut_short = bool(state.get("cut_short"))
     if not state.get("done"):
-        produced = _produce_audience(event, stream, store, producer, batch_size,
-                                     resuming=not new)
-        store.finish(campaign_id, produced)
-        log.info("fan-out done", extra={"campaign_id": campaign_id, "audience_size": produced})
+        produced, cut_short = _produce_audience(event, stream, store, producer, batch_size,
+                                                resuming=not new)
+        store.finish(campaign_id, produced, cut_short)
+        log.info("fan-out cut short by a cancel" if cut_short else "fan-out done",
+                 extra={"campaign_id": campaign_id, "audience_size": produced})
+    data = {"campaign_id": campaign_id, "audience_size": produced}
+    if cut_short:
+        data["cut_short"] = True
     producer.publish(topics.CONTACTS_EVENTS, new_event(
         "audience.ready", source=SOURCE, subject=campaign_id, account_id=account_id,
-        data={"campaign_id": campaign_id, "audience_size": produced}), key=campaign_id)
+        data=data), key=campaign_id)
     producer.flush()
     return produced
 
 
 def _produce_audience(event: Event, stream: AudienceStream, store: FanoutStore,
-                      producer: EventProducer, batch_size: int, resuming: bool) -> int:
-    """One send.jobs message per recipient not recorded as produced yet;
-    returns how many are recorded in all."""
+                      producer: EventProducer, batch_size: int,
+                      resuming: bool) -> tuple[int, bool]:
+    """One send.jobs message per recipient not recorded as produced yet,
+    until the stream ends or the campaign is cancelled; returns how many
+    are recorded in all, and whether a cancel cut the fan-out short."""
     campaign_id, account_id = event.data["campaign_id"], event.account_id
     audience = event.data.get("audience") or {}
     list_ids = list(audience.get("list_ids") or [])
@@ -133,6 +168,8 @@ def _produce_audience(event: Event, stream: AudienceStream, store: FanoutStore,
                         if str(contact["_id"]) not in skip]
                 if not jobs:
                     continue
+                if store.cancel_requested(campaign_id):
+                    return produced, True
                 for job in jobs:
                     producer.publish(topics.SEND_JOBS, new_event(
                         "send.job", source=SOURCE, subject=job["job_id"],
@@ -140,7 +177,7 @@ def _produce_audience(event: Event, stream: AudienceStream, store: FanoutStore,
                 producer.flush()  # the record may only follow what is durably out
                 store.record_batch(campaign_id, account_id, [job["contact_id"] for job in jobs])
                 produced += len(jobs)
-            return produced
+            return produced, False
         except CursorNotFound:  # held too long (a slow broker): query again, skip what is out
             log.warning("audience cursor lost; the fan-out queries again",
                         extra={"campaign_id": campaign_id, "produced": produced})
@@ -166,6 +203,17 @@ def contacts_stream(contacts_store) -> AudienceStream:
         return contacts_store.stream_audience(account_id, list_ids, segment_filter,
                                               batch_size=batch_size)
     return stream
+
+
+CANCEL_WATCH_GROUP = "contacts-fanout-cancels"
+
+
+def cancel_handlers(db: Database) -> dict:
+    """{event type: handler} for the worker's cancel watcher (see the module
+    docstring). Idempotent: a redelivered cancel sets the same mark."""
+    store = FanoutStore(db)
+    return {"campaign.cancelled": lambda event: store.request_cancel(
+        event.data["campaign_id"], event.account_id)}
 
 
 def handlers(runtime, stream: AudienceStream | None = None,

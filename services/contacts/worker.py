@@ -1,17 +1,21 @@
 """The contacts worker: consumes its topics (see handlers.py) until SIGTERM,
 and beside the consumer loop runs CSV imports (see imports.py), claiming
 one at a time with a lease so that several workers share the queue and a
-dead worker's import is resumed by another from its checkpoint."""
+dead worker's import is resumed by another from its checkpoint, and the
+fan-out's cancel watcher (see fanout.py), a loop of its own because a
+fan-out holds the main loop for as long as it runs."""
 from __future__ import annotations
 
 import logging
 import threading
 
-from services.contacts import imports
+from services.contacts import fanout, imports
 from services.contacts.handlers import GROUP, TOPICS, build_handlers
 from services.contacts.settings import SETTINGS
 from services.contacts.store import ContactsStore, ensure_contacts_indexes
+from shared import topics
 from shared.config import Config, load_common
+from shared.kafka.consumer import ConsumerLoop
 from shared.kafka.factory import consumer_loop, hot_event_producer
 from shared.runtime import Runtime
 from shared.worker import run_worker
@@ -35,12 +39,23 @@ def run_imports(runtime: Runtime, config: Config, stop: threading.Event) -> None
             stop.wait(config.import_poll_seconds)
 
 
+def cancel_watcher(runtime: Runtime, config: Config,
+                   topic: str = topics.CAMPAIGNS_EVENTS) -> ConsumerLoop:
+    """The loop that marks fan-outs to stop. A new group starts at the end
+    of the topic: a cancel from before it existed has no fan-out to stop,
+    and replaying the history would mark long-finished ones."""
+    return consumer_loop(config, SERVICE, fanout.CANCEL_WATCH_GROUP, [topic],
+                         fanout.cancel_handlers(runtime.db),
+                         source_options={"auto.offset.reset": "latest"})
+
+
 def main() -> None:
     config = load_common(SETTINGS)
     # The fan-out publishes one send job per recipient and an import one
     # contact.created per row: kafka-python spent ~85 us of CPU on each.
     runtime = Runtime(SERVICE, config, make_producer=hot_event_producer)
     stop = threading.Event()
+    watcher: list[tuple[ConsumerLoop, threading.Thread]] = []   # set once build_loop ran
 
     def build_loop():
         ensure_contacts_indexes(runtime.db)
@@ -48,12 +63,19 @@ def main() -> None:
                              producer=runtime.producer())
         threading.Thread(target=run_imports, name="contacts-imports", daemon=True,
                          args=(runtime, config, stop)).start()
+        cancels = cancel_watcher(runtime, config)
+        thread = threading.Thread(target=cancels.run, name=cancels.group, daemon=True)
+        thread.start()
+        watcher.append((cancels, thread))
         return loop
 
     try:
         run_worker(SERVICE, config, build_loop, runtime.readiness())
     finally:
         stop.set()
+        for cancels, thread in watcher:
+            cancels.stop()
+            thread.join(timeout=10)
 
 
 if __name__ == "__main__":

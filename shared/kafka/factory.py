@@ -27,11 +27,13 @@ def hot_event_producer(config: Config, service: str, **overrides) -> EventProduc
 
 def consumer_loop(config: Config, service: str, group: str, topics: list[str],
                   handlers: dict[str, Handler], producer: EventProducer | None = None,
-                  **loop_options) -> ConsumerLoop:
+                  source_options: dict | None = None, **loop_options) -> ConsumerLoop:
     """A loop whose commits wait for `producer` (what the handlers publish).
-    It reads with librdkafka (see rdkafka_impl.RdKafkaSource for why)."""
+    It reads with librdkafka (see rdkafka_impl.RdKafkaSource for why);
+    `source_options` are librdkafka settings for its consumer."""
     from shared.kafka.rdkafka_impl import RdKafkaSource  # like RdKafkaSink: loaded where used
-    source = RdKafkaSource(topics, group, config.kafka_bootstrap, client_id(service))
+    source = RdKafkaSource(topics, group, config.kafka_bootstrap, client_id(service),
+                           **(source_options or {}))
     dead_letters = producer.sink if producer else KafkaSink(config.kafka_bootstrap,
                                                             client_id(service) + "-dlq")
     return ConsumerLoop(source, handlers, service=service, group=group,

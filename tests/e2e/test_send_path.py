@@ -309,6 +309,27 @@ def test_cancel_stops_the_rest(gateway, stack_env):
     gateway.call("GET", f"/campaigns/{draft_id}", expect=404)
 
 
+def test_a_cancel_during_the_fan_out_stops_producing_jobs(gateway, stack_env):
+    """A cancel right after send lands while contacts still fans out a big
+    audience: the fan-out stops, announces what it produced, and every job
+    it produced is accounted for (sent before the cancel, or skipped)."""
+    marker = uuid.uuid4().hex[:10]
+    list_id = make_list(gateway, "cancel-fan-out")
+    rows = [(a, "F") for a in addresses(marker, 10_000)]
+    import_contacts(gateway, list_id, rows)
+    campaign_id = make_campaign(gateway, stack_env, [list_id])
+    gateway.call("POST", f"/campaigns/{campaign_id}/send")
+    gateway.call("POST", f"/campaigns/{campaign_id}/cancel")
+    done = wait_for(gateway, campaign_id, ("cancelled",),
+                    until=lambda c: c["progress"]["audience_size"] is not None
+                    and c["progress"]["queued"] == 0, timeout=300)
+    progress = done["progress"]
+    assert progress["audience_size"] < len(rows), progress   # the fan-out stopped early
+    accounted = progress["sent"] + progress["skipped"] + progress["failed"]
+    assert accounted == progress["audience_size"], progress
+    assert len(received(stack_env, marker)) == progress["sent"]
+
+
 def _merge_faults(fail_recipients: dict) -> None:
     from devstack.sink_faults import faults_path, set_faults
     path = faults_path()

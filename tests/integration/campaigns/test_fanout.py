@@ -184,3 +184,49 @@ def test_contacts_in_the_database_are_fanned_out_once_across_a_crash(mongo_db, b
     assert len(produced) == 50  # the unrecorded batch of 10, again
     for job in produced:
         assert job["job_id"] == job_id_for("camp-1", job["contact_id"])
+
+
+def cancelling_stream(contacts, store: FanoutStore, after_batches: int):
+    """The audience, with the campaign cancelled (as the watcher marks it)
+    once `after_batches` batches were handed out."""
+    inner = stream_of(contacts)
+
+    def stream(*args, **kwargs):
+        for number, batch in enumerate(inner(*args, **kwargs)):
+            if number == after_batches:
+                store.request_cancel("camp-1", "acct-1")
+            yield batch
+    return stream
+
+
+def test_a_cancel_stops_the_fan_out_before_its_next_batch(mongo_db, broker):
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    size = fan_out(launched(), stream=cancelling_stream(CONTACTS, store, after_batches=3),
+                   store=store, producer=producer, batch_size=10)
+    assert size == 30 and len(jobs(broker)) == 30
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 30, "cut_short": True}]
+    assert store.produced_ids("camp-1") == set()   # finished: its records went
+    # A redelivered launch produces nobody and says the same again.
+    fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer,
+            batch_size=10)
+    assert len(jobs(broker)) == 30
+    assert ready(broker)[-1] == ready(broker)[0]
+
+
+def test_a_cancel_marked_before_the_fan_out_starts_produces_nobody(mongo_db, broker):
+    store = FanoutStore(mongo_db)
+    store.request_cancel("camp-1", "acct-1")
+    size = fan_out(launched(), stream=stream_of(CONTACTS), store=store,
+                   producer=EventProducer(broker.sink()), batch_size=10)
+    assert size == 0 and jobs(broker) == []
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 0, "cut_short": True}]
+
+
+def test_a_cancel_after_the_fan_out_changes_nothing_it_announces(mongo_db, broker):
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer,
+            batch_size=10)
+    store.request_cancel("camp-1", "acct-1")
+    fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer,
+            batch_size=10)
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}] * 2
