@@ -24,10 +24,11 @@ def serve_health(service: str, config: Config, readiness: dict,
 
 
 def run_worker(service: str, config: Config, build_loop: Callable[[], ConsumerLoop],
-               readiness: dict) -> None:
+               readiness: dict, on_stop: Callable[[], None] | None = None) -> None:
+    """`on_stop` runs in the signal handler, beside the loop's own stop."""
     configure_logging(service, config.log_level)
     serve_health(service, config, readiness)
     loop = build_loop()
     log.info("worker started", extra={"group": loop.group})
-    run_until_signalled(loop)
+    run_until_signalled(loop, on_stop)
     log.info("worker stopped")

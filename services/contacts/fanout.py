@@ -41,6 +41,7 @@ from pymongo.operations import IndexModel
 from shared import topics
 from shared.events import Event, new_event
 from shared.jobs import job_id_for
+from shared.kafka.consumer import Interrupted
 from shared.kafka.producer import EventProducer
 from shared.mongo import delete_all
 
@@ -122,17 +123,21 @@ def send_job(campaign_id: str, contact: dict, list_id: str | None) -> dict:
 
 
 def fan_out(event: Event, *, stream: AudienceStream, store: FanoutStore,
-            producer: EventProducer, batch_size: int = BATCH_SIZE) -> int:
+            producer: EventProducer, batch_size: int = BATCH_SIZE,
+            should_stop: Callable[[], bool] = lambda: False) -> int:
     """Handle one campaign.launched; returns the audience size. Idempotent:
     a redelivered launch resumes, skipping the contacts recorded as
-    produced, or only re-announces the size when the fan-out is done."""
+    produced, or only re-announces the size when the fan-out is done.
+    When `should_stop` says the process is stopping, it raises Interrupted
+    between batches: a big audience takes minutes, longer than a pod is
+    given to stop, and the launch is redelivered to resume."""
     campaign_id, account_id = event.data["campaign_id"], event.account_id
     state, new = store.start(campaign_id, account_id)
     produced = int(state.get("produced") or 0)
     cut_short = bool(state.get("cut_short"))
     if not state.get("done"):
         produced, cut_short = _produce_audience(event, stream, store, producer, batch_size,
-                                                resuming=not new)
+                                                resuming=not new, should_stop=should_stop)
         store.finish(campaign_id, produced, cut_short)
         log.info("fan-out cut short by a cancel" if cut_short else "fan-out done",
                  extra={"campaign_id": campaign_id, "audience_size": produced})
@@ -147,8 +152,8 @@ def fan_out(event: Event, *, stream: AudienceStream, store: FanoutStore,
 
 
 def _produce_audience(event: Event, stream: AudienceStream, store: FanoutStore,
-                      producer: EventProducer, batch_size: int,
-                      resuming: bool) -> tuple[int, bool]:
+                      producer: EventProducer, batch_size: int, resuming: bool,
+                      should_stop: Callable[[], bool]) -> tuple[int, bool]:
     """One send.jobs message per recipient not recorded as produced yet,
     until the stream ends or the campaign is cancelled; returns how many
     are recorded in all, and whether a cancel cut the fan-out short."""
@@ -170,6 +175,8 @@ def _produce_audience(event: Event, stream: AudienceStream, store: FanoutStore,
                     continue
                 if store.cancel_requested(campaign_id):
                     return produced, True
+                if should_stop():
+                    raise Interrupted(f"{produced} recipients produced, the rest on resume")
                 for job in jobs:
                     producer.publish(topics.SEND_JOBS, new_event(
                         "send.job", source=SOURCE, subject=job["job_id"],
@@ -216,8 +223,8 @@ def cancel_handlers(db: Database) -> dict:
         event.data["campaign_id"], event.account_id)}
 
 
-def handlers(runtime, stream: AudienceStream | None = None,
-             batch_size: int = BATCH_SIZE) -> dict:
+def handlers(runtime, stream: AudienceStream | None = None, batch_size: int = BATCH_SIZE,
+             should_stop: Callable[[], bool] = lambda: False) -> dict:
     """{event type: handler} for services/contacts/handlers.py."""
     from services.contacts.store import ContactsStore
     from shared import mongo
@@ -225,4 +232,5 @@ def handlers(runtime, stream: AudienceStream | None = None,
     stream = stream or contacts_stream(ContactsStore(runtime.db))
     store = FanoutStore(runtime.db)
     return {"campaign.launched": lambda event: fan_out(
-        event, stream=stream, store=store, producer=runtime.producer(), batch_size=batch_size)}
+        event, stream=stream, store=store, producer=runtime.producer(), batch_size=batch_size,
+        should_stop=should_stop)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import datetime
+from typing import Callable
 
 from services.contacts import domain, events, fanout, privacy, usecases
 from services.contacts.store import PLATFORM, ContactsStore
@@ -126,16 +127,17 @@ def bounced(ports: usecases.Ports, event: Event) -> None:
                       contact_id=contact["_id"], flush=False)
 
 
-def build_handlers(runtime) -> dict:
+def build_handlers(runtime, should_stop: Callable[[], bool] = lambda: False) -> dict:
     """Add handlers here (e.g. privacy.requested from services/contacts/privacy.py,
-    campaign.launched from services/contacts/fanout.py)."""
+    campaign.launched from services/contacts/fanout.py). `should_stop` tells
+    a long handler (the fan-out) that the process is stopping."""
     ports = ports_for(runtime)
 
     def with_ports(fn):
         return lambda event: fn(ports, event)
 
     return {
-        **fanout.handlers(runtime),
+        **fanout.handlers(runtime, should_stop=should_stop),
         "tracking.unsubscribed": with_ports(unsubscribe),
         "tracking.complained": with_ports(complained),
         "tracking.bounced": with_ports(bounced),

@@ -59,7 +59,8 @@ def main() -> None:
 
     def build_loop():
         ensure_contacts_indexes(runtime.db)
-        loop = consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
+        loop = consumer_loop(config, SERVICE, GROUP, TOPICS,
+                             build_handlers(runtime, should_stop=stop.is_set),
                              producer=runtime.producer())
         threading.Thread(target=run_imports, name="contacts-imports", daemon=True,
                          args=(runtime, config, stop)).start()
@@ -70,7 +71,9 @@ def main() -> None:
         return loop
 
     try:
-        run_worker(SERVICE, config, build_loop, runtime.readiness())
+        # The stop reaches the fan-out and the imports at once, not only when
+        # the loop's handler returns (a fan-out holds it for minutes).
+        run_worker(SERVICE, config, build_loop, runtime.readiness(), on_stop=stop.set)
     finally:
         stop.set()
         for cancels, thread in watcher:

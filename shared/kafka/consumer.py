@@ -5,6 +5,9 @@
   shutdown and when partitions are revoked.
 - A message that can never succeed (not a valid envelope, or a handler raising
   `PermanentError`) goes to the dead-letter topic with its reason, and counts.
+- A handler that runs long (the contacts fan-out) may raise `Interrupted`
+  when its process is told to stop: the message is left uncommitted for the
+  partition's next owner, quietly, as a message not reached yet would be.
 - Any other handler failure is transient (a database or broker outage): the
   partition seeks back to the failed message and pauses with exponential
   backoff; the loop keeps polling the other partitions. Nothing is dropped.
@@ -41,6 +44,11 @@ BatchHandler = Callable[[list[Event]], None]
 
 class PermanentError(Exception):
     """This message can never succeed; dead-letter it with this reason."""
+
+
+class Interrupted(Exception):
+    """The handler stopped part-way because its process is stopping; what it
+    did is safe to resume from. Not a failure: the message is redelivered."""
 
 
 class ConsumerLoop:
@@ -188,6 +196,13 @@ class ConsumerLoop:
             except PermanentError as exc:
                 self._dead_letter(record, f"{event.type}: {exc}")
                 return True
+            except Interrupted as exc:
+                log.info("handler interrupted by the stop; the message is left for "
+                         "redelivery", extra={"event_type": event.type, "reason": str(exc),
+                                              "topic": record.topic,
+                                              "partition": record.partition,
+                                              "offset": record.offset})
+                return False   # seeks back like a failure; the stopping loop ends here
             except Exception:
                 metrics.HANDLER_RETRIES.labels(self.service, record.topic).inc()
                 log.exception("handler failed, will retry", extra={
@@ -325,8 +340,14 @@ class ConsumerLoop:
             self._failures.pop(tp, None)
 
 
-def run_until_signalled(loop: ConsumerLoop) -> None:
-    """SIGTERM and SIGINT only set the flag; the loop drains and commits."""
-    signal.signal(signal.SIGTERM, loop.stop)
-    signal.signal(signal.SIGINT, loop.stop)
+def run_until_signalled(loop: ConsumerLoop,
+                        on_stop: Callable[[], None] | None = None) -> None:
+    """SIGTERM and SIGINT only set flags (the loop's, and whatever `on_stop`
+    tells the process's other threads); the loop drains and commits."""
+    def stop(*_args) -> None:
+        loop.stop()
+        if on_stop is not None:
+            on_stop()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     loop.run()

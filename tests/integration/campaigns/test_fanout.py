@@ -230,3 +230,25 @@ def test_a_cancel_after_the_fan_out_changes_nothing_it_announces(mongo_db, broke
     fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer,
             batch_size=10)
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}] * 2
+
+
+def test_a_stopping_process_leaves_the_fan_out_between_batches_to_resume(mongo_db, broker):
+    from shared.kafka import Interrupted
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    batches = {"n": 0}
+
+    def stops_after_two_batches():
+        batches["n"] += 1
+        return batches["n"] > 2
+
+    with pytest.raises(Interrupted):
+        fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer,
+                batch_size=10, should_stop=stops_after_two_batches)
+    assert len(jobs(broker)) == 20 and len(store.produced_ids("camp-1")) == 20
+    assert ready(broker) == []
+    fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer,
+            batch_size=10)
+    produced = jobs(broker)
+    assert len(produced) == 95 and {j["contact_id"] for j in produced} == \
+        {c["_id"] for c in CONTACTS}
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]

@@ -1,8 +1,11 @@
-"""A cancel reaches a running fan-out through the real Kafka and FerretDB:
-the contacts worker's cancel watcher reads campaign.cancelled from a topic
-of its own (the fan-out holds the main loop) and marks the fan-out, which
-stops before its next batch. The fan-out's jobs go to an in-memory broker:
-on the real one they would feed the running stack's senders."""
+"""What stops a running fan-out, through the real Kafka and FerretDB:
+- a cancel: the contacts worker's cancel watcher reads campaign.cancelled
+  in a group of its own (the fan-out holds the main loop) and marks the
+  fan-out, which stops before its next batch;
+- the process stopping: the fan-out leaves between batches, its launch is
+  not committed, and the partition's next reader resumes it.
+The fan-out's jobs go to an in-memory broker: on the real one they would
+feed the running stack's senders."""
 import threading
 import time
 from types import SimpleNamespace
@@ -11,7 +14,7 @@ from services.contacts.fanout import FanoutStore, fan_out
 from services.contacts.worker import cancel_watcher
 from shared.config import Config
 from shared.events import new_event
-from shared.kafka.factory import event_producer
+from shared.kafka.factory import consumer_loop, event_producer
 from shared.kafka.memory import InMemoryBroker
 from shared.kafka.producer import EventProducer
 from tests.integration.campaigns.test_fanout import CONTACTS, jobs, launched, ready, stream_of
@@ -82,3 +85,47 @@ def test_a_cancel_on_the_topic_stops_the_fan_out_running_in_the_main_loop(
     assert outcome["size"] == 20 and len(jobs(broker)) == 20
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 20, "cut_short": True}]
     assert store.fanouts.find_one({"_id": "camp-1"})["done"] is True
+
+
+def test_a_stop_leaves_the_launch_uncommitted_and_the_next_reader_resumes_the_fan_out(
+        kafka_bootstrap, make_topic, mongo_db, unique):
+    topic, group = make_topic("launches", partitions=1), f"contacts-{unique}"
+    config = Config(kafka_bootstrap=kafka_bootstrap)
+    publisher = event_producer(config, "campaigns-test")
+    publisher.publish(topic, launched(), key="camp-1")
+    publisher.flush()
+    publisher.sink.close()
+    store, broker = FanoutStore(mongo_db), InMemoryBroker()
+    gate, stopping = threading.Event(), threading.Event()
+
+    def reader(stream, should_stop=lambda: False):
+        return consumer_loop(config, "contacts", group, [topic], {
+            "campaign.launched": lambda event: fan_out(
+                event, stream=stream, store=store, producer=EventProducer(broker.sink()),
+                batch_size=10, should_stop=should_stop)})
+
+    first = reader(gated_stream(CONTACTS, gate, 2), stopping.is_set)
+    running = threading.Thread(target=first.run)
+    running.start()
+    try:
+        deadline = time.monotonic() + 90
+        while len(store.produced_ids("camp-1")) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(store.produced_ids("camp-1")) == 20
+        stopping.set()   # what SIGTERM does in the worker
+        first.stop()
+    finally:
+        gate.set()
+        running.join(30)
+    assert not running.is_alive()
+    assert len(jobs(broker)) == 20 and ready(broker) == []
+
+    second = reader(stream_of(CONTACTS))
+    try:
+        assert run_until(second, lambda: bool(ready(broker)))
+    finally:
+        second.shutdown()
+    produced = jobs(broker)
+    assert len(produced) == 95 and {j["contact_id"] for j in produced} == \
+        {c["_id"] for c in CONTACTS}
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
