@@ -2,8 +2,8 @@
 and beside the consumer loop runs CSV imports (see imports.py), claiming
 one at a time with a lease so that several workers share the queue and a
 dead worker's import is resumed by another from its checkpoint, and the
-fan-out's cancel watcher (see fanout.py), a loop of its own because a
-fan-out holds the main loop for as long as it runs."""
+fan-out's watcher (see fanout.py), a loop of its own because a fan-out
+holds the main loop for as long as it runs."""
 from __future__ import annotations
 
 import logging
@@ -39,13 +39,14 @@ def run_imports(runtime: Runtime, config: Config, stop: threading.Event) -> None
             stop.wait(config.import_poll_seconds)
 
 
-def cancel_watcher(runtime: Runtime, config: Config,
+def fanout_watcher(runtime: Runtime, config: Config,
                    topic: str = topics.CAMPAIGNS_EVENTS) -> ConsumerLoop:
-    """The loop that marks fan-outs to stop. A new group starts at the end
-    of the topic: a cancel from before it existed has no fan-out to stop,
-    and replaying the history would mark long-finished ones."""
-    return consumer_loop(config, SERVICE, fanout.CANCEL_WATCH_GROUP, [topic],
-                         fanout.cancel_handlers(runtime.db),
+    """The loop that marks running fan-outs cancelled or paused. A new group
+    starts at the end of the topic: an event from before it existed has no
+    running fan-out to stop, and replaying the history would mark
+    long-finished ones."""
+    return consumer_loop(config, SERVICE, fanout.WATCH_GROUP, [topic],
+                         fanout.watch_handlers(runtime.db),
                          source_options={"auto.offset.reset": "latest"})
 
 
@@ -64,10 +65,10 @@ def main() -> None:
                              producer=runtime.producer())
         threading.Thread(target=run_imports, name="contacts-imports", daemon=True,
                          args=(runtime, config, stop)).start()
-        cancels = cancel_watcher(runtime, config)
-        thread = threading.Thread(target=cancels.run, name=cancels.group, daemon=True)
+        marks = fanout_watcher(runtime, config)
+        thread = threading.Thread(target=marks.run, name=marks.group, daemon=True)
         thread.start()
-        watcher.append((cancels, thread))
+        watcher.append((marks, thread))
         return loop
 
     try:
@@ -76,8 +77,8 @@ def main() -> None:
         run_worker(SERVICE, config, build_loop, runtime.readiness(), on_stop=stop.set)
     finally:
         stop.set()
-        for cancels, thread in watcher:
-            cancels.stop()
+        for marks, thread in watcher:
+            marks.stop()
             thread.join(timeout=10)
 
 

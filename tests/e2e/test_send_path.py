@@ -309,6 +309,12 @@ def test_cancel_stops_the_rest(gateway, stack_env):
     gateway.call("GET", f"/campaigns/{draft_id}", expect=404)
 
 
+def contacts_db(stack_env):
+    from shared import mongo
+    prefix = stack_env.get("SANDESH_MONGO_DB_PREFIX", "sandesh_")
+    return mongo.client(stack_env["SANDESH_MONGO_URI"])[prefix + "contacts"]
+
+
 def test_a_cancel_during_the_fan_out_stops_producing_jobs(gateway, stack_env):
     """A cancel right after send lands while contacts still fans out a big
     audience: the fan-out stops, announces what it produced, and every job
@@ -328,6 +334,36 @@ def test_a_cancel_during_the_fan_out_stops_producing_jobs(gateway, stack_env):
     accounted = progress["sent"] + progress["skipped"] + progress["failed"]
     assert accounted == progress["audience_size"], progress
     assert len(received(stack_env, marker)) == progress["sent"]
+
+
+def test_a_pause_during_the_fan_out_stops_producing_jobs_until_the_resume(gateway, stack_env):
+    """A pause right after send lands while contacts still fans out a big
+    audience: the fan-out stops (the senders park only what it produced)
+    and announces nothing; the resume goes on, and everyone gets one message."""
+    marker = uuid.uuid4().hex[:10]
+    list_id = make_list(gateway, "pause-fan-out")
+    rows = [(a, "P") for a in addresses(marker, 10_000)]
+    import_contacts(gateway, list_id, rows)
+    campaign_id = make_campaign(gateway, stack_env, [list_id])
+    gateway.call("POST", f"/campaigns/{campaign_id}/send")
+    gateway.call("POST", f"/campaigns/{campaign_id}/pause")
+    fanouts = contacts_db(stack_env).fanouts
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        fanout = fanouts.find_one({"_id": campaign_id}) or {}
+        if fanout.get("paused_after") is not None or fanout.get("done"):
+            break
+        time.sleep(0.5)
+    assert not fanout.get("done") and fanout.get("paused_after") is not None, fanout
+    assert fanout["paused_after"] < len(rows)
+    paused = gateway.call("GET", f"/campaigns/{campaign_id}")
+    assert paused["status"] == "paused"
+    assert paused["progress"]["audience_size"] is None, paused["progress"]
+    gateway.call("POST", f"/campaigns/{campaign_id}/resume", json=None)
+    done = wait_for(gateway, campaign_id, timeout=600)
+    assert done["progress"]["audience_size"] == done["progress"]["sent"] == len(rows)
+    got = by_recipient(received(stack_env, marker))
+    assert set(got) == {a for a, _ in rows} and all(len(v) == 1 for v in got.values())
 
 
 def _merge_faults(fail_recipients: dict) -> None:

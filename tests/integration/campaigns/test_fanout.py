@@ -1,13 +1,15 @@
 """Fan-out against the real FerretDB (its records of what was produced) with
 an in-memory broker: one job per recipient, resumable without producing
 anyone twice, whatever order the database returns the audience in."""
+import dataclasses
 import json
 import random
 
 import pytest
 from pymongo.errors import CursorNotFound
 
-from services.contacts.fanout import FanoutStore, fan_out
+from services.contacts.fanout import Fanout, fan_out
+from services.contacts.fanout_store import FanoutStore
 from shared import topics
 from shared.events import new_event
 from shared.jobs import job_id_for
@@ -252,3 +254,89 @@ def test_a_stopping_process_leaves_the_fan_out_between_batches_to_resume(mongo_d
     assert len(produced) == 95 and {j["contact_id"] for j in produced} == \
         {c["_id"] for c in CONTACTS}
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
+
+
+def campaign_event(kind: str, second: int, campaign_id="camp-1"):
+    """campaign.paused / resumed / cancelled at 12:00:<second>, so that the
+    order of pauses and resumes is the test's, not the clock's."""
+    event = new_event(f"campaign.{kind}", source="campaigns", subject=campaign_id,
+                      account_id="acct-1", data={"campaign_id": campaign_id})
+    return dataclasses.replace(event, time=f"2026-12-04T12:00:{second:02d}.000+00:00")
+
+
+def pausing_stream(contacts, store: FanoutStore, after_batches: int):
+    """The audience, with the campaign paused (as the watcher marks it) once
+    `after_batches` batches were handed out."""
+    inner = stream_of(contacts)
+
+    def stream(*args, **kwargs):
+        for number, batch in enumerate(inner(*args, **kwargs)):
+            if number == after_batches:
+                pause = campaign_event("paused", 10)
+                store.set_paused("camp-1", "acct-1", True, fanout_time(pause))
+            yield batch
+    return stream
+
+
+def fanout_time(event):
+    from datetime import datetime
+    return datetime.fromisoformat(event.time)
+
+
+def test_a_pause_stops_the_fan_out_and_the_resume_goes_on_from_there(mongo_db, broker):
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    fanout = Fanout(store, pausing_stream(CONTACTS, store, after_batches=3), producer,
+                    batch_size=10)
+    assert fanout.launched(launched()) is None
+    assert len(jobs(broker)) == 30 and ready(broker) == []   # nothing for senders to park
+    fanout.stream = stream_of(CONTACTS)
+    assert fanout.resumed(campaign_event("resumed", 20)) == 95
+    produced = jobs(broker)
+    assert len(produced) == 95 and {j["contact_id"] for j in produced} == \
+        {c["_id"] for c in CONTACTS}
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
+    # A resume of a campaign whose fan-out is done does nothing.
+    assert fanout.resumed(campaign_event("resumed", 30)) is None
+    assert len(jobs(broker)) == 95 and len(ready(broker)) == 1
+
+
+def test_a_paused_fan_out_that_is_cancelled_announces_what_it_produced(mongo_db, broker):
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    fanout = Fanout(store, pausing_stream(CONTACTS, store, after_batches=3), producer,
+                    batch_size=10)
+    fanout.launched(launched())
+    assert fanout.cancelled(campaign_event("cancelled", 20)) == 30
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 30, "cut_short": True}]
+    assert store.produced_ids("camp-1") == set()
+    fanout.stream = stream_of(CONTACTS)
+    assert fanout.resumed(campaign_event("resumed", 30)) is None   # over: nothing more
+    assert fanout.cancelled(campaign_event("cancelled", 31)) is None
+    assert len(jobs(broker)) == 30 and len(ready(broker)) == 1
+
+
+def test_a_resume_that_is_older_than_the_recorded_pause_does_not_restart_the_fan_out(
+        mongo_db, broker):
+    """The watcher runs ahead of the main loop: by the time the main loop
+    reads the first resume, the watcher may have recorded a second pause."""
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    fanout = Fanout(store, pausing_stream(CONTACTS, store, after_batches=3), producer,
+                    batch_size=10)
+    fanout.launched(launched())                                   # paused at 12:00:10
+    store.set_paused("camp-1", "acct-1", False, fanout_time(campaign_event("resumed", 20)))
+    store.set_paused("camp-1", "acct-1", True, fanout_time(campaign_event("paused", 30)))
+    fanout.stream = stream_of(CONTACTS)
+    assert fanout.resumed(campaign_event("resumed", 20)) is None   # paused again since
+    assert len(jobs(broker)) == 30
+    assert fanout.resumed(campaign_event("resumed", 40)) == 95
+    assert len(jobs(broker)) == 95
+
+
+def test_the_pause_mark_keeps_the_latest_event_whatever_order_they_come_in(mongo_db):
+    store = FanoutStore(mongo_db)
+    at = {s: fanout_time(campaign_event("paused", s)) for s in (1, 2, 3)}
+    assert store.set_paused("camp-1", "acct-1", True, at[2])       # before the fan-out
+    assert not store.set_paused("camp-1", "acct-1", False, at[1])  # an older resume
+    assert store.marks("camp-1").pause
+    assert not store.set_paused("camp-1", "acct-1", True, at[2])   # a redelivery
+    assert store.set_paused("camp-1", "acct-1", False, at[3])
+    assert not store.marks("camp-1").pause

@@ -1,7 +1,7 @@
 """What stops a running fan-out, through the real Kafka and FerretDB:
-- a cancel: the contacts worker's cancel watcher reads campaign.cancelled
+- a cancel or a pause: the contacts worker's watcher reads campaigns.events
   in a group of its own (the fan-out holds the main loop) and marks the
-  fan-out, which stops before its next batch;
+  fan-out, which stops before its next batch (a resume goes on);
 - the process stopping: the fan-out leaves between batches, its launch is
   not committed, and the partition's next reader resumes it.
 The fan-out's jobs go to an in-memory broker: on the real one they would
@@ -10,8 +10,11 @@ import threading
 import time
 from types import SimpleNamespace
 
-from services.contacts.fanout import FanoutStore, fan_out
-from services.contacts.worker import cancel_watcher
+import pytest
+
+from services.contacts.fanout import Fanout, fan_out
+from services.contacts.fanout_store import FanoutStore
+from services.contacts.worker import fanout_watcher
 from shared.config import Config
 from shared.events import new_event
 from shared.kafka.factory import consumer_loop, event_producer
@@ -41,50 +44,83 @@ def run_until(loop, done, deadline=90.0) -> bool:
     return False
 
 
-def test_a_cancel_on_the_topic_stops_the_fan_out_running_in_the_main_loop(
-        kafka_bootstrap, make_topic, mongo_db):
+def publish_until_marked(watcher, publisher, topic, event, marked) -> None:
+    """Publish `event` until the watcher has marked it. A new watcher group
+    starts at the topic's end once it has its position; an event published
+    before that is not seen, so it is sent again, as a redelivery would be
+    (the marks are idempotent)."""
+    assert run_until(watcher, lambda: bool(watcher.source.assignment()))
+    for _ in range(10):
+        publisher.publish(topic, event, key=event.subject)
+        publisher.flush()
+        if run_until(watcher, marked, deadline=5):
+            return
+    raise AssertionError(f"the watcher never marked {event.type}")
+
+
+@pytest.fixture
+def watched(kafka_bootstrap, make_topic, mongo_db):
+    """(the watcher's loop, a publisher, the topic it watches)."""
     topic = make_topic("campaigns", partitions=1)
     config = Config(kafka_bootstrap=kafka_bootstrap)
     publisher = event_producer(config, "campaigns-test")
-    cancelled = new_event("campaign.cancelled", source="campaigns", subject="camp-1",
-                          account_id="acct-1", data={"campaign_id": "camp-1"})
     # The client must know the topic before it subscribes (see the privacy
     # request-flow tests): an event the watcher does not take comes first.
-    publisher.publish(topic, new_event("campaign.resumed", source="campaigns",
-                                       subject="camp-0", account_id="acct-1",
-                                       data={"campaign_id": "camp-0"}), key="camp-0")
+    publisher.publish(topic, launched("camp-0"), key="camp-0")
     publisher.flush()
-    watcher = cancel_watcher(SimpleNamespace(db=mongo_db), config, topic=topic)
-    store, broker, gate = FanoutStore(mongo_db), InMemoryBroker(), threading.Event()
-    outcome = {}
+    watcher = fanout_watcher(SimpleNamespace(db=mongo_db), config, topic=topic)
+    yield watcher, publisher, topic
+    watcher.shutdown()
+    publisher.sink.close()
 
-    def fan_out_in_the_main_loop():
-        outcome["size"] = fan_out(launched(), stream=gated_stream(CONTACTS, gate, 2),
-                                  store=store, producer=EventProducer(broker.sink()),
-                                  batch_size=10)
-    main_loop = threading.Thread(target=fan_out_in_the_main_loop)
+
+def campaign_event(kind: str):
+    return new_event(f"campaign.{kind}", source="campaigns", subject="camp-1",
+                     account_id="acct-1", data={"campaign_id": "camp-1"})
+
+
+def test_a_cancel_on_the_topic_stops_the_fan_out_running_in_the_main_loop(watched, mongo_db):
+    watcher, publisher, topic = watched
+    store, broker, gate = FanoutStore(mongo_db), InMemoryBroker(), threading.Event()
+    fanout = Fanout(store, gated_stream(CONTACTS, gate, 2), EventProducer(broker.sink()),
+                    batch_size=10)
+    outcome = {}
+    main_loop = threading.Thread(target=lambda: outcome.update(size=fanout.launched(launched())))
     main_loop.start()
     try:
-        assert run_until(watcher, lambda: bool(watcher.source.assignment()))
-        # The new group starts at the topic's end once it has its position;
-        # a cancel published before that is not seen, so it is sent again,
-        # as a redelivery would be (the mark is idempotent).
-        marked = False
-        for _ in range(10):
-            publisher.publish(topic, cancelled, key="camp-1")
-            publisher.flush()
-            marked = run_until(watcher, lambda: store.cancel_requested("camp-1"), deadline=5)
-            if marked:
-                break
-        assert marked, "the watcher never marked the fan-out"
+        publish_until_marked(watcher, publisher, topic, campaign_event("cancelled"),
+                             lambda: store.marks("camp-1").cancel)
     finally:
         gate.set()
         main_loop.join(30)
-        watcher.shutdown()
-        publisher.sink.close()
     assert outcome["size"] == 20 and len(jobs(broker)) == 20
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 20, "cut_short": True}]
     assert store.fanouts.find_one({"_id": "camp-1"})["done"] is True
+
+
+def test_a_pause_on_the_topic_stops_the_fan_out_and_the_resume_goes_on(watched, mongo_db):
+    watcher, publisher, topic = watched
+    store, broker, gate = FanoutStore(mongo_db), InMemoryBroker(), threading.Event()
+    fanout = Fanout(store, gated_stream(CONTACTS, gate, 2), EventProducer(broker.sink()),
+                    batch_size=10)
+    outcome = {}
+    main_loop = threading.Thread(target=lambda: outcome.update(size=fanout.launched(launched())))
+    main_loop.start()
+    try:
+        publish_until_marked(watcher, publisher, topic, campaign_event("paused"),
+                             lambda: store.marks("camp-1").pause)
+    finally:
+        gate.set()
+        main_loop.join(30)
+    assert outcome["size"] is None and len(jobs(broker)) == 20 and ready(broker) == []
+    resumed = campaign_event("resumed")
+    publish_until_marked(watcher, publisher, topic, resumed,
+                         lambda: not store.marks("camp-1").pause)
+    fanout.stream = stream_of(CONTACTS)
+    assert fanout.resumed(resumed) == 95     # the main loop's turn
+    assert {j["contact_id"] for j in jobs(broker)} == {c["_id"] for c in CONTACTS}
+    assert len(jobs(broker)) == 95
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
 
 
 def test_a_stop_leaves_the_launch_uncommitted_and_the_next_reader_resumes_the_fan_out(
