@@ -315,17 +315,24 @@ def contacts_db(stack_env):
     return mongo.client(stack_env["SANDESH_MONGO_URI"])[prefix + "contacts"]
 
 
+def sent_then(gateway, stack_env, action: str, audience: int = 10_000):
+    """A campaign to `audience` new contacts, sent, then paused or cancelled
+    at once: while contacts still fans it out. (marker, rows, campaign id)"""
+    marker = uuid.uuid4().hex[:10]
+    list_id = make_list(gateway, f"{action} during the fan-out")
+    rows = [(a, action) for a in addresses(marker, audience)]
+    import_contacts(gateway, list_id, rows)
+    campaign_id = make_campaign(gateway, stack_env, [list_id])
+    gateway.call("POST", f"/campaigns/{campaign_id}/send")
+    gateway.call("POST", f"/campaigns/{campaign_id}/{action}")
+    return marker, rows, campaign_id
+
+
 def test_a_cancel_during_the_fan_out_stops_producing_jobs(gateway, stack_env):
     """A cancel right after send lands while contacts still fans out a big
     audience: the fan-out stops, announces what it produced, and every job
     it produced is accounted for (sent before the cancel, or skipped)."""
-    marker = uuid.uuid4().hex[:10]
-    list_id = make_list(gateway, "cancel-fan-out")
-    rows = [(a, "F") for a in addresses(marker, 10_000)]
-    import_contacts(gateway, list_id, rows)
-    campaign_id = make_campaign(gateway, stack_env, [list_id])
-    gateway.call("POST", f"/campaigns/{campaign_id}/send")
-    gateway.call("POST", f"/campaigns/{campaign_id}/cancel")
+    marker, rows, campaign_id = sent_then(gateway, stack_env, "cancel")
     done = wait_for(gateway, campaign_id, ("cancelled",),
                     until=lambda c: c["progress"]["audience_size"] is not None
                     and c["progress"]["queued"] == 0, timeout=300)
@@ -340,13 +347,7 @@ def test_a_pause_during_the_fan_out_stops_producing_jobs_until_the_resume(gatewa
     """A pause right after send lands while contacts still fans out a big
     audience: the fan-out stops (the senders park only what it produced)
     and announces nothing; the resume goes on, and everyone gets one message."""
-    marker = uuid.uuid4().hex[:10]
-    list_id = make_list(gateway, "pause-fan-out")
-    rows = [(a, "P") for a in addresses(marker, 10_000)]
-    import_contacts(gateway, list_id, rows)
-    campaign_id = make_campaign(gateway, stack_env, [list_id])
-    gateway.call("POST", f"/campaigns/{campaign_id}/send")
-    gateway.call("POST", f"/campaigns/{campaign_id}/pause")
+    marker, rows, campaign_id = sent_then(gateway, stack_env, "pause")
     fanouts = contacts_db(stack_env).fanouts
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -79,43 +79,40 @@ def campaign_event(kind: str):
                      account_id="acct-1", data={"campaign_id": "camp-1"})
 
 
-def test_a_cancel_on_the_topic_stops_the_fan_out_running_in_the_main_loop(watched, mongo_db):
-    watcher, publisher, topic = watched
-    store, broker, gate = FanoutStore(mongo_db), InMemoryBroker(), threading.Event()
+def fan_out_until_marked(watched, store: FanoutStore, broker, event, marked):
+    """Fan out in a thread, as the main loop does, held after two batches
+    until the watcher has marked `event`; returns (the Fanout, what its
+    launch handler returned)."""
+    gate = threading.Event()
     fanout = Fanout(store, gated_stream(CONTACTS, gate, 2), EventProducer(broker.sink()),
                     batch_size=10)
     outcome = {}
     main_loop = threading.Thread(target=lambda: outcome.update(size=fanout.launched(launched())))
     main_loop.start()
     try:
-        publish_until_marked(watcher, publisher, topic, campaign_event("cancelled"),
-                             lambda: store.marks("camp-1").cancel)
+        publish_until_marked(*watched, event, marked)
     finally:
         gate.set()
         main_loop.join(30)
-    assert outcome["size"] == 20 and len(jobs(broker)) == 20
+    return fanout, outcome["size"]
+
+
+def test_a_cancel_on_the_topic_stops_the_fan_out_running_in_the_main_loop(watched, mongo_db):
+    store, broker = FanoutStore(mongo_db), InMemoryBroker()
+    _, size = fan_out_until_marked(watched, store, broker, campaign_event("cancelled"),
+                                   lambda: store.marks("camp-1").cancel)
+    assert size == 20 and len(jobs(broker)) == 20
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 20, "cut_short": True}]
     assert store.fanouts.find_one({"_id": "camp-1"})["done"] is True
 
 
 def test_a_pause_on_the_topic_stops_the_fan_out_and_the_resume_goes_on(watched, mongo_db):
-    watcher, publisher, topic = watched
-    store, broker, gate = FanoutStore(mongo_db), InMemoryBroker(), threading.Event()
-    fanout = Fanout(store, gated_stream(CONTACTS, gate, 2), EventProducer(broker.sink()),
-                    batch_size=10)
-    outcome = {}
-    main_loop = threading.Thread(target=lambda: outcome.update(size=fanout.launched(launched())))
-    main_loop.start()
-    try:
-        publish_until_marked(watcher, publisher, topic, campaign_event("paused"),
-                             lambda: store.marks("camp-1").pause)
-    finally:
-        gate.set()
-        main_loop.join(30)
-    assert outcome["size"] is None and len(jobs(broker)) == 20 and ready(broker) == []
+    store, broker = FanoutStore(mongo_db), InMemoryBroker()
+    fanout, size = fan_out_until_marked(watched, store, broker, campaign_event("paused"),
+                                        lambda: store.marks("camp-1").pause)
+    assert size is None and len(jobs(broker)) == 20 and ready(broker) == []
     resumed = campaign_event("resumed")
-    publish_until_marked(watcher, publisher, topic, resumed,
-                         lambda: not store.marks("camp-1").pause)
+    publish_until_marked(*watched, resumed, lambda: not store.marks("camp-1").pause)
     fanout.stream = stream_of(CONTACTS)
     assert fanout.resumed(resumed) == 95     # the main loop's turn
     assert {j["contact_id"] for j in jobs(broker)} == {c["_id"] for c in CONTACTS}
