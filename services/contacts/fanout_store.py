@@ -70,10 +70,14 @@ class FanoutStore:
                    as_of: datetime) -> bool:
         """Record whether the campaign is paused as of `as_of` (its event's
         time), unless a later pause or resume is recorded already: the
-        watcher and the main loop both write it, and either may be ahead."""
+        watcher and the main loop both write it, and either may be ahead.
+        A pause may come before the fan-out starts, so it creates the
+        document; a resume has nothing to undo where there is none."""
         for _ in range(5):
             found = self.fanouts.find_one({"_id": campaign_id}, {"pause_as_of": 1})
             if found is None:
+                if not paused:
+                    return False
                 try:
                     self.fanouts.insert_one({"_id": campaign_id, "account_id": account_id,
                                              "produced": 0, "done": False,

@@ -334,6 +334,8 @@ def test_a_resume_that_is_older_than_the_recorded_pause_does_not_restart_the_fan
 def test_the_pause_mark_keeps_the_latest_event_whatever_order_they_come_in(mongo_db):
     store = FanoutStore(mongo_db)
     at = {s: fanout_time(campaign_event("paused", s)) for s in (1, 2, 3)}
+    assert not store.set_paused("camp-2", "acct-1", False, at[1])  # nothing to resume
+    assert store.fanouts.find_one({"_id": "camp-2"}) is None
     assert store.set_paused("camp-1", "acct-1", True, at[2])       # before the fan-out
     assert not store.set_paused("camp-1", "acct-1", False, at[1])  # an older resume
     assert store.marks("camp-1").pause
