@@ -38,7 +38,9 @@ class FanoutStore:
         """(the campaign's fan-out document, whether this call started it)."""
         found = self.fanouts.find_one({"_id": campaign_id})
         if found is not None and "started_at" in found:
-            return found, False
+            if "audience" not in found:  # started before the audience was kept here
+                self.fanouts.update_one({"_id": campaign_id}, {"$set": {"audience": audience}})
+            return {**found, "audience": audience}, False
         started = {"audience": audience, "started_at": datetime.now(timezone.utc)}
         if found is not None:  # only the watcher's mark came first: nothing produced yet
             self.fanouts.update_one({"_id": campaign_id}, {"$set": started})

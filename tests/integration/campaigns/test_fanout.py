@@ -342,3 +342,23 @@ def test_the_pause_mark_keeps_the_latest_event_whatever_order_they_come_in(mongo
     assert not store.set_paused("camp-1", "acct-1", True, at[2])   # a redelivery
     assert store.set_paused("camp-1", "acct-1", False, at[3])
     assert not store.marks("camp-1").pause
+
+
+def test_a_fan_out_started_before_the_audience_was_kept_goes_on_with_the_launch_s(
+        mongo_db, broker):
+    """A launch redelivered across the upgrade that began keeping the
+    audience in the fan-out record: the launch's own audience is used."""
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    with pytest.raises(ConnectionError):
+        fan_out(launched(), stream=stream_of(CONTACTS, fail_after_batches=2), store=store,
+                producer=producer, batch_size=10)
+    store.fanouts.update_one({"_id": "camp-1"}, {"$unset": {"audience": ""}})
+    whole_list = stream_of(CONTACTS)
+
+    def stream(account_id, list_ids, segment_id, batch_size):   # as contacts_stream does
+        return whole_list(account_id, list_ids, segment_id, batch_size) if list_ids else iter(())
+    assert fan_out(launched(), stream=stream, store=store, producer=producer,
+                   batch_size=10) == 95
+    assert {j["contact_id"] for j in jobs(broker)} == {c["_id"] for c in CONTACTS}
+    assert store.fanouts.find_one({"_id": "camp-1"})["audience"] == \
+        {"list_ids": ["l1"], "segment_id": None}
