@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Callable
 
 from shared import worker_http
@@ -32,3 +33,41 @@ def run_worker(service: str, config: Config, build_loop: Callable[[], ConsumerLo
     log.info("worker started", extra={"group": loop.group})
     run_until_signalled(loop, on_stop)
     log.info("worker stopped")
+
+
+class HelperLoops:
+    """Consumer loops a worker runs beside its main one, a thread each (the
+    sender's state loops, privacy's aggregate counter, contacts' fan-out
+    watcher). `check` is a readiness check: a helper that died, on an error
+    its loop does not catch, leaves its events unread while the main loop
+    goes on, and the pod should say so rather than look healthy."""
+
+    def __init__(self) -> None:
+        self._running: list[tuple[ConsumerLoop, threading.Thread]] = []
+
+    def start(self, loop: ConsumerLoop) -> None:
+        thread = threading.Thread(target=self._run, args=(loop,), name=loop.group, daemon=True)
+        thread.start()
+        self._running.append((loop, thread))
+
+    @staticmethod
+    def _run(loop: ConsumerLoop) -> None:
+        try:
+            loop.run()
+        except Exception:  # logged as JSON with the group; check() reports it from now on
+            log.exception("helper loop stopped on an error", extra={"group": loop.group})
+
+    def stop(self) -> None:
+        """Tell every helper to stop (safe in a signal handler)."""
+        for loop, _ in self._running:
+            loop.stop()
+
+    def join(self, timeout: float = 10.0) -> None:
+        for _, thread in self._running:
+            thread.join(timeout)
+
+    def check(self) -> None:
+        dead = [loop.group for loop, thread in self._running
+                if not thread.is_alive() and not loop.stopping]
+        if dead:
+            raise RuntimeError(f"helper loop stopped: {', '.join(dead)}")

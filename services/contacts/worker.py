@@ -18,7 +18,7 @@ from shared.config import Config, load_common
 from shared.kafka.consumer import ConsumerLoop
 from shared.kafka.factory import consumer_loop, hot_event_producer
 from shared.runtime import Runtime
-from shared.worker import run_worker
+from shared.worker import HelperLoops, run_worker
 
 SERVICE = "contacts"
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def main() -> None:
     # contact.created per row: kafka-python spent ~85 us of CPU on each.
     runtime = Runtime(SERVICE, config, make_producer=hot_event_producer)
     stop = threading.Event()
-    watcher: list[tuple[ConsumerLoop, threading.Thread]] = []   # set once build_loop ran
+    helpers = HelperLoops()
 
     def build_loop():
         ensure_contacts_indexes(runtime.db)
@@ -65,22 +65,18 @@ def main() -> None:
                              producer=runtime.producer())
         threading.Thread(target=run_imports, name="contacts-imports", daemon=True,
                          args=(runtime, config, stop)).start()
-        marks = fanout_watcher(runtime, config)
-        thread = threading.Thread(target=marks.run, name=marks.group, daemon=True)
-        thread.start()
-        watcher.append((marks, thread))
+        helpers.start(fanout_watcher(runtime, config))
         return loop
 
     try:
         # The stop reaches the fan-out and the imports at once, not only when
         # the loop's handler returns (a fan-out holds it for minutes).
-        run_worker(SERVICE, config, build_loop, runtime.readiness(), on_stop=stop.set)
+        run_worker(SERVICE, config, build_loop,
+                   {**runtime.readiness(), "helper_loops": helpers.check}, on_stop=stop.set)
     finally:
         stop.set()
-        for marks, thread in watcher:
-            marks.stop()
-            thread.join(timeout=10)
-
+        helpers.stop()
+        helpers.join()
 
 if __name__ == "__main__":
     main()

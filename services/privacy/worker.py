@@ -3,7 +3,6 @@ deliveries for the aggregates in another (a thread), until SIGTERM; it rolls
 up the aggregate counters now and then."""
 import logging
 import signal
-import threading
 import time
 
 from services.privacy import aggregates
@@ -15,7 +14,7 @@ from shared.config import load_common
 from shared.kafka.factory import consumer_loop
 from shared.logs import configure_logging
 from shared.runtime import Runtime
-from shared.worker import serve_health
+from shared.worker import HelperLoops, serve_health
 
 SERVICE = "privacy"
 ROLLUP_EVERY_SECONDS = 3600
@@ -26,7 +25,8 @@ def main() -> None:
     config = load_common(SETTINGS)
     configure_logging(SERVICE, config.log_level)
     runtime = Runtime(SERVICE, config)
-    serve_health(SERVICE, config, runtime.readiness())
+    helpers = HelperLoops()
+    serve_health(SERVICE, config, {**runtime.readiness(), "helper_loops": helpers.check})
     loop = consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
                          producer=runtime.producer())
     counting = consumer_loop(config, SERVICE, AGGREGATES_GROUP, AGGREGATES_TOPICS, {},
@@ -35,11 +35,10 @@ def main() -> None:
 
     def stop(*_args):
         loop.stop()
-        counting.stop()
+        helpers.stop()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    counting_thread = threading.Thread(target=counting.run, name=AGGREGATES_GROUP, daemon=True)
-    counting_thread.start()
+    helpers.start(counting)
     store = PrivacyStore(runtime.db)
     next_rollup = time.monotonic()
     log.info("worker started", extra={"group": loop.group})
@@ -55,7 +54,7 @@ def main() -> None:
     finally:
         stop()
         loop.shutdown()
-        counting_thread.join(timeout=30)
+        helpers.join(timeout=30)
     log.info("worker stopped")
 
 

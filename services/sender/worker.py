@@ -31,7 +31,7 @@ from shared.kafka.rdkafka_impl import RdKafkaSource
 from shared.kafka.probe import check_broker
 from shared.logs import configure_logging
 from shared.tracking_tokens import Keyring
-from shared.worker import serve_health
+from shared.worker import HelperLoops, serve_health
 
 SERVICE = "sender"
 log = logging.getLogger(__name__)
@@ -132,33 +132,31 @@ def main() -> None:
     # that arrived is read promptly (measured: fewer stalls per transaction).
     sys.setswitchinterval(float(os.environ.get("SANDESH_SENDER_SWITCH_INTERVAL", "0.001")))
     configure_logging(SERVICE, config.log_level)
+    helpers = HelperLoops()
     serve_health(SERVICE, config, {"mongodb": lambda: mongo.ping(config.mongo_uri),
-                                   "kafka": lambda: check_broker(config.kafka_bootstrap)},
+                                   "kafka": lambda: check_broker(config.kafka_bootstrap),
+                                   "helper_loops": helpers.check},
                  port_env="SANDESH_SENDER_PORT")
     loop, state_loops, producer, messenger = build(config)
     retention.start_in_background(config)
 
     def stop(*_args):
         loop.stop()
-        for state_loop in state_loops:
-            state_loop.stop()
+        helpers.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    threads = [threading.Thread(target=s.run, name=s.group, daemon=True) for s in state_loops]
-    for thread in threads:
-        thread.start()
+    for state_loop in state_loops:
+        helpers.start(state_loop)
     log.info("sender started", extra={"group": loop.group})
     try:
         loop.run()
     finally:
         stop()
         messenger.close()
-        for thread in threads:
-            thread.join(timeout=10)
+        helpers.join(timeout=10)
         producer.flush(10)
         log.info("sender stopped")
-
 
 if __name__ == "__main__":
     main()
