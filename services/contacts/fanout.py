@@ -36,13 +36,12 @@ launch, pauses, resumes and cancel in order.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any, Callable, Iterable
 
 from pymongo.database import Database
 from pymongo.errors import CursorNotFound
 
-from services.contacts.fanout_store import INDEXES, FanoutStore
+from services.contacts.fanout_store import INDEXES, MARK_KINDS, FanoutStore
 from shared import topics
 from shared.events import Event, new_event
 from shared.jobs import job_id_for
@@ -95,9 +94,9 @@ class Fanout:
 
     def resumed(self, event: Event) -> int | None:
         """campaign.resumed: go on with a fan-out a pause stopped."""
-        campaign_id = event.data["campaign_id"]
         # This loop may be ahead of the watcher: the resume is recorded here too.
-        self.store.set_paused(campaign_id, event.account_id, False, _time_of(event))
+        self.store.mark(event)
+        campaign_id = event.data["campaign_id"]
         state = self.store.unfinished(campaign_id)
         if state is None:
             return None
@@ -191,10 +190,6 @@ def fan_out(event: Event, *, stream: AudienceStream, store: FanoutStore,
     return Fanout(store, stream, producer, batch_size, should_stop).launched(event)
 
 
-def _time_of(event: Event) -> datetime:
-    return datetime.fromisoformat(event.time)
-
-
 def contacts_stream(contacts_store) -> AudienceStream:
     """The contacts store's audience as fan-out reads it. A segment that no
     longer exists or no longer compiles (a field or list deleted since) is
@@ -218,17 +213,14 @@ def contacts_stream(contacts_store) -> AudienceStream:
 
 def watch_handlers(db: Database) -> dict:
     """{event type: handler} for the worker's watcher (see the module
-    docstring). Idempotent, and a late pause or resume never undoes a
-    later one (set_paused keeps the latest by event time)."""
+    docstring). Idempotent; a fan-out already done needs no mark."""
     store = FanoutStore(db)
-    return {
-        "campaign.cancelled": lambda e: store.request_cancel(e.data["campaign_id"],
-                                                             e.account_id),
-        "campaign.paused": lambda e: store.set_paused(e.data["campaign_id"], e.account_id,
-                                                      True, _time_of(e)),
-        "campaign.resumed": lambda e: store.set_paused(e.data["campaign_id"], e.account_id,
-                                                       False, _time_of(e)),
-    }
+
+    def mark(event: Event) -> None:
+        fanout = store.get(event.data["campaign_id"])
+        if fanout is None or not fanout.get("done"):
+            store.mark(event)
+    return {kind: mark for kind in MARK_KINDS}
 
 
 def handlers(runtime, stream: AudienceStream | None = None, batch_size: int = BATCH_SIZE,

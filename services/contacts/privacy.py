@@ -191,5 +191,6 @@ def erase_account(ports: usecases.Ports, account_id: str) -> None:
     ports.producer.flush()
     delete_all(store.contacts, {"account_id": account_id})
     for collection in ("lists", "fields", "segments", "consent", "suppressions",
-                       "suppression_log", "imports", "fanouts", "fanout_batches"):
+                       "suppression_log", "imports", "fanouts", "fanout_batches",
+                       "fanout_marks"):
         delete_all(store.db[collection], {"account_id": account_id})

@@ -188,22 +188,30 @@ def test_contacts_in_the_database_are_fanned_out_once_across_a_crash(mongo_db, b
         assert job["job_id"] == job_id_for("camp-1", job["contact_id"])
 
 
-def cancelling_stream(contacts, store: FanoutStore, after_batches: int):
-    """The audience, with the campaign cancelled (as the watcher marks it)
-    once `after_batches` batches were handed out."""
+def campaign_event(kind: str, second: int = 0, campaign_id="camp-1"):
+    """campaign.paused / resumed / cancelled at 12:00:<second>, so that the
+    order of pauses and resumes is the test's, not the clock's."""
+    event = new_event(f"campaign.{kind}", source="campaigns", subject=campaign_id,
+                      account_id="acct-1", data={"campaign_id": campaign_id})
+    return dataclasses.replace(event, time=f"2026-12-04T12:00:{second:02d}.000+00:00")
+
+
+def marking_stream(contacts, store: FanoutStore, after_batches: int, event):
+    """The audience, with `event` marked (as the watcher does) once
+    `after_batches` batches were handed out."""
     inner = stream_of(contacts)
 
     def stream(*args, **kwargs):
         for number, batch in enumerate(inner(*args, **kwargs)):
             if number == after_batches:
-                store.request_cancel("camp-1", "acct-1")
+                store.mark(event)
             yield batch
     return stream
 
 
 def test_a_cancel_stops_the_fan_out_before_its_next_batch(mongo_db, broker):
     store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
-    size = fan_out(launched(), stream=cancelling_stream(CONTACTS, store, after_batches=3),
+    size = fan_out(launched(), stream=marking_stream(CONTACTS, store, 3, campaign_event("cancelled")),
                    store=store, producer=producer, batch_size=10)
     assert size == 30 and len(jobs(broker)) == 30
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 30, "cut_short": True}]
@@ -217,7 +225,7 @@ def test_a_cancel_stops_the_fan_out_before_its_next_batch(mongo_db, broker):
 
 def test_a_cancel_marked_before_the_fan_out_starts_produces_nobody(mongo_db, broker):
     store = FanoutStore(mongo_db)
-    store.request_cancel("camp-1", "acct-1")
+    store.mark(campaign_event("cancelled"))
     size = fan_out(launched(), stream=stream_of(CONTACTS), store=store,
                    producer=EventProducer(broker.sink()), batch_size=10)
     assert size == 0 and jobs(broker) == []
@@ -228,7 +236,7 @@ def test_a_cancel_after_the_fan_out_changes_nothing_it_announces(mongo_db, broke
     store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
     fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer,
             batch_size=10)
-    store.request_cancel("camp-1", "acct-1")
+    store.mark(campaign_event("cancelled"))
     fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer,
             batch_size=10)
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}] * 2
@@ -256,31 +264,8 @@ def test_a_stopping_process_leaves_the_fan_out_between_batches_to_resume(mongo_d
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
 
 
-def campaign_event(kind: str, second: int, campaign_id="camp-1"):
-    """campaign.paused / resumed / cancelled at 12:00:<second>, so that the
-    order of pauses and resumes is the test's, not the clock's."""
-    event = new_event(f"campaign.{kind}", source="campaigns", subject=campaign_id,
-                      account_id="acct-1", data={"campaign_id": campaign_id})
-    return dataclasses.replace(event, time=f"2026-12-04T12:00:{second:02d}.000+00:00")
-
-
 def pausing_stream(contacts, store: FanoutStore, after_batches: int):
-    """The audience, with the campaign paused (as the watcher marks it) once
-    `after_batches` batches were handed out."""
-    inner = stream_of(contacts)
-
-    def stream(*args, **kwargs):
-        for number, batch in enumerate(inner(*args, **kwargs)):
-            if number == after_batches:
-                pause = campaign_event("paused", 10)
-                store.set_paused("camp-1", "acct-1", True, fanout_time(pause))
-            yield batch
-    return stream
-
-
-def fanout_time(event):
-    from datetime import datetime
-    return datetime.fromisoformat(event.time)
+    return marking_stream(contacts, store, after_batches, campaign_event("paused", 10))
 
 
 def test_a_pause_stops_the_fan_out_and_the_resume_goes_on_from_there(mongo_db, broker):
@@ -322,8 +307,8 @@ def test_a_resume_that_is_older_than_the_recorded_pause_does_not_restart_the_fan
     fanout = Fanout(store, pausing_stream(CONTACTS, store, after_batches=3), producer,
                     batch_size=10)
     fanout.launched(launched())                                   # paused at 12:00:10
-    store.set_paused("camp-1", "acct-1", False, fanout_time(campaign_event("resumed", 20)))
-    store.set_paused("camp-1", "acct-1", True, fanout_time(campaign_event("paused", 30)))
+    store.mark(campaign_event("resumed", 20))   # the watcher saw the resume,
+    store.mark(campaign_event("paused", 30))    # and a second pause
     fanout.stream = stream_of(CONTACTS)
     assert fanout.resumed(campaign_event("resumed", 20)) is None   # paused again since
     assert len(jobs(broker)) == 30
@@ -332,16 +317,18 @@ def test_a_resume_that_is_older_than_the_recorded_pause_does_not_restart_the_fan
 
 
 def test_the_pause_mark_keeps_the_latest_event_whatever_order_they_come_in(mongo_db):
-    store = FanoutStore(mongo_db)
-    at = {s: fanout_time(campaign_event("paused", s)) for s in (1, 2, 3)}
-    assert not store.set_paused("camp-2", "acct-1", False, at[1])  # nothing to resume
-    assert store.fanouts.find_one({"_id": "camp-2"}) is None
-    assert store.set_paused("camp-1", "acct-1", True, at[2])       # before the fan-out
-    assert not store.set_paused("camp-1", "acct-1", False, at[1])  # an older resume
-    assert store.marks("camp-1").pause
-    assert not store.set_paused("camp-1", "acct-1", True, at[2])   # a redelivery
-    assert store.set_paused("camp-1", "acct-1", False, at[3])
-    assert not store.marks("camp-1").pause
+    store, pause = FanoutStore(mongo_db), campaign_event("paused", 2)
+    store.mark(pause)                            # before the fan-out started
+    store.mark(campaign_event("resumed", 1))     # an older resume, read late
+    assert store.marks("camp-1") == (False, True)
+    store.mark(pause)                            # a redelivery
+    store.mark(campaign_event("resumed", 3))
+    assert store.marks("camp-1") == (False, False)
+    store.mark(campaign_event("cancelled", 4))
+    store.mark(campaign_event("cancelled", 5))   # one cancel mark per campaign
+    assert store.marks("camp-1") == (True, False)
+    assert store.marks_.count_documents({"campaign_id": "camp-1"}) == 4
+    assert store.marks("camp-2") == (False, False)
 
 
 def test_a_fan_out_started_before_the_audience_was_kept_goes_on_with_the_launch_s(
