@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.sinks import CountingSink  # noqa: E402
 from devstack.env import load_stack_env  # noqa: E402
 from services.contacts import domain, imports  # noqa: E402
 from services.contacts.store import ContactsStore, ensure_contacts_indexes  # noqa: E402
@@ -40,23 +41,6 @@ from shared.kafka.producer import EventProducer  # noqa: E402
 SALT = "bench-salt"
 CITIES = ["Pune", "Mumbai", "Delhi", "Goa", "Chennai", "Kolkata", "Jaipur", "Surat"]
 DOMAINS = [f"mail{i}.example.com" for i in range(40)]
-
-
-class CountingSink:
-    """Stands in for Kafka: counts what the import publishes (already encoded
-    and schema-validated by EventProducer) and keeps nothing."""
-
-    def __init__(self):
-        self.sent = 0
-
-    def send(self, topic, key, value, headers=None):
-        self.sent += 1
-
-    def flush(self, timeout=None):
-        pass
-
-    def close(self):
-        pass
 
 
 def status_kb(field: str) -> int:

@@ -1,0 +1,124 @@
+"""Benchmark: the campaign fan-out's recipients per second, against reading
+the same audience alone.
+
+    .venv/bin/python bench/fanout/run.py [--contacts 100000] [--others 0]
+
+1. Writes --contacts subscribed contacts of one list of a fresh account
+   (and --others contacts of another account ahead of them, as a shared
+   database holds) with insert_many into a fresh database of the stack's
+   FerretDB.
+2. Fans the campaign out through the real code (services/contacts/fanout.py:
+   the audience query, one send job per recipient built and validated, the
+   batch records, the marks read before each batch); only the hand-over to
+   Kafka is a sink that counts (bench/sinks.py): the stack's send.jobs feeds
+   its senders.
+3. The ceiling, in the same run: the same audience query read to the end
+   (ContactsStore.stream_audience), producing nothing.
+Prints both rates, their ratio, and how long a million recipients would take
+at that rate: the fan-out holds the contacts worker's main loop, and one that
+runs past max.poll.interval.ms (300 s) makes librdkafka leave the group
+(docs/campaigns.md). The benchmark database is dropped at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.sinks import CountingSink  # noqa: E402
+from devstack.env import load_stack_env  # noqa: E402
+from services.contacts import domain  # noqa: E402
+from services.contacts.fanout import Fanout, contacts_stream  # noqa: E402
+from services.contacts.fanout_store import INDEXES, FanoutStore  # noqa: E402
+from services.contacts.store import ContactsStore, contact_document, ensure_contacts_indexes  # noqa: E402,E501
+from shared import mongo  # noqa: E402
+from shared.events import new_event  # noqa: E402
+from shared.kafka.interface import CONSUMER  # noqa: E402
+from shared.kafka.producer import EventProducer  # noqa: E402
+
+SALT = "bench-salt"
+BATCH = 1000
+
+
+def write_contacts(store: ContactsStore, account_id: str, list_id: str, count: int,
+                   tag: str) -> float:
+    started = time.perf_counter()
+    at = domain.now()
+    membership = domain.membership("subscribed", "import", at)
+    for first in range(0, count, BATCH):
+        docs = []
+        for i in range(first, min(count, first + BATCH)):
+            address = domain.address(f"{tag}.{i}@mail{i % 40}.example.com", SALT)
+            doc = contact_document(account_id, address, name=f"Reader {i}",
+                                   fields={"city": "Pune", "age": 30 + i % 50}, at=at,
+                                   origin={"via": "import"})
+            doc.update(lists={list_id: membership}, list_ids=[list_id],
+                       subscribed_list_ids=[list_id])
+            docs.append(doc)
+        store.contacts.insert_many(docs, ordered=False)
+    return time.perf_counter() - started
+
+
+def launched(account_id: str, list_id: str):
+    campaign_id = uuid.uuid4().hex
+    return new_event("campaign.launched", source="campaigns", subject=campaign_id,
+                     account_id=account_id, data={
+                         "campaign_id": campaign_id,
+                         "template": {"version": 1, "subject": "s", "html": "<p/>"},
+                         "sender": {"from_email": "news@example.com"},
+                         "audience": {"list_ids": [list_id], "segment_id": None},
+                         "limits": {}, "tracking": True})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--others", type=int, default=0,
+                        help="contacts of another account, written first")
+    args = parser.parse_args()
+    env = load_stack_env()
+    uri = os.environ.get("SANDESH_MONGO_URI") or env["SANDESH_MONGO_URI"]
+    db = mongo.database(uri, f"bench_fanout_{uuid.uuid4().hex[:8]}")
+    store = ContactsStore(db)
+    account_id, list_id = domain.new_id(), domain.new_id()
+    try:
+        ensure_contacts_indexes(db)
+        mongo.ensure_indexes(db, INDEXES)
+        if args.others:
+            write_contacts(store, domain.new_id(), domain.new_id(), args.others, "other")
+        took = write_contacts(store, account_id, list_id, args.contacts, "reader")
+        print(f"wrote {args.contacts:,} contacts (+{args.others:,} of another account) "
+              f"in {took:.1f} s")
+
+        sink = CountingSink()
+        fanout = Fanout(FanoutStore(db), contacts_stream(store), EventProducer(sink), BATCH)
+        started = time.perf_counter()
+        size = fanout.launched(launched(account_id, list_id))
+        fanout_s = time.perf_counter() - started
+        assert size == args.contacts == sink.sent - 1, (size, sink.sent)  # + audience.ready
+
+        started = time.perf_counter()
+        read = sum(len(batch) for batch in
+                   store.stream_audience(account_id, [list_id], None, batch_size=BATCH))
+        ceiling_s = time.perf_counter() - started
+        assert read == args.contacts, read
+
+        rate, ceiling = size / fanout_s, read / ceiling_s
+        limit_s = CONSUMER.max_poll_interval_ms / 1000
+        print(f"fan-out: {size:,} recipients in {fanout_s:.1f} s = {rate:,.0f} recipients/s")
+        print(f"ceiling: the audience query alone, read to the end: {ceiling_s:.1f} s = "
+              f"{ceiling:,.0f} contacts/s")
+        print(f"ratio to the ceiling: {rate / ceiling:.2f}")
+        print(f"a million recipients at this rate: {1e6 / rate:,.0f} s "
+              f"(the main loop's max.poll.interval.ms: {limit_s:,.0f} s)")
+    finally:
+        mongo.client(uri).drop_database(db.name)
+
+
+if __name__ == "__main__":
+    main()
