@@ -127,7 +127,7 @@ def bounced(ports: usecases.Ports, event: Event) -> None:
                       contact_id=contact["_id"], flush=False)
 
 
-def build_handlers(runtime, should_stop: Callable[[], bool] = lambda: False) -> dict:
+def build_handlers(runtime, should_stop: Callable[[], bool] = fanout.NeverStop) -> dict:
     """Add handlers here (e.g. privacy.requested from services/contacts/privacy.py,
     campaign.launched from services/contacts/fanout.py). `should_stop` tells
     a long handler (the fan-out) that the process is stopping."""

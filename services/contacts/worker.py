@@ -78,5 +78,6 @@ def main() -> None:
         helpers.stop()
         helpers.join()
 
+
 if __name__ == "__main__":
     main()

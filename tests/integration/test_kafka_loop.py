@@ -13,6 +13,7 @@ from shared.kafka.rdkafka_impl import RdKafkaSource  # what every loop reads wit
 from shared.kafka.producer import EventProducer
 from shared.topics import DEAD_LETTERS
 from tests.kafka_reader import TopicReader
+from tests.loops import run_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,13 +31,6 @@ def publish(bootstrap, topic, numbers):
     producer.sink.close()
 
 
-def run_until(loop, done, deadline=90):
-    end = time.monotonic() + deadline
-    while not done() and time.monotonic() < end:
-        loop.run_once()
-    assert done(), "timed out"
-
-
 def test_produced_events_come_out_of_the_consumer_loop(kafka_bootstrap, make_topic, unique):
     topic = make_topic("roundtrip", partitions=3)
     publish(kafka_bootstrap, topic, range(50))
@@ -45,7 +39,7 @@ def test_produced_events_come_out_of_the_consumer_loop(kafka_bootstrap, make_top
                         {"platform.probe": lambda e: seen.append(e.data["n"])},
                         service="test", group=f"g-{unique}",
                         dead_letters=KafkaSink(kafka_bootstrap, "t-dlq"))
-    run_until(loop, lambda: len(seen) >= 50)
+    assert run_until(loop, lambda: len(seen) >= 50), "timed out"
     loop.shutdown()
     assert sorted(seen) == list(range(50))
 
@@ -68,7 +62,7 @@ def test_events_no_handler_takes_are_committed_past_by_their_type_header(
     decode, commit, committed = loop._decode, loop.source.commit, {}
     loop._decode = lambda record: decoded.append(record.offset) or decode(record)
     loop.source.commit = lambda offsets: committed.update(offsets) or commit(offsets)
-    run_until(loop, lambda: committed.get((topic, 0)) == 6)
+    assert run_until(loop, lambda: committed.get((topic, 0)) == 6), "timed out"
     loop.shutdown()
     assert seen == [0, 1, 2]
     assert decoded == [0, 2, 4]  # the probes only: librdkafka hands the headers over
@@ -127,7 +121,7 @@ def test_invalid_message_lands_in_the_dead_letter_topic(kafka_bootstrap, make_to
                         {"platform.probe": lambda e: seen.append(e.data["n"])},
                         service="test", group=f"g-{unique}",
                         dead_letters=KafkaSink(kafka_bootstrap, "t-dlq"))
-    run_until(loop, lambda: seen == [7])
+    assert run_until(loop, lambda: seen == [7]), "timed out"
     loop.shutdown()
 
     with TopicReader(kafka_bootstrap, DEAD_LETTERS, decode=bytes) as reader:

@@ -21,6 +21,7 @@ from shared.kafka.factory import consumer_loop, event_producer
 from shared.kafka.memory import InMemoryBroker
 from shared.kafka.producer import EventProducer
 from tests.integration.campaigns.test_fanout import CONTACTS, jobs, launched, ready, stream_of
+from tests.loops import run_until
 
 
 def gated_stream(contacts, gate: threading.Event, open_after_batches: int):
@@ -35,15 +36,6 @@ def gated_stream(contacts, gate: threading.Event, open_after_batches: int):
     return stream
 
 
-def run_until(loop, done, deadline=90.0) -> bool:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        loop.run_once()
-        if done():
-            return True
-    return False
-
-
 def publish_until_marked(watcher, publisher, topic, event, marked) -> None:
     """Publish `event` until the watcher has marked it. A new watcher group
     starts at the topic's end once it has its position; an event published
@@ -53,7 +45,7 @@ def publish_until_marked(watcher, publisher, topic, event, marked) -> None:
     for _ in range(10):
         publisher.publish(topic, event, key=event.subject)
         publisher.flush()
-        if run_until(watcher, marked, deadline=5):
+        if run_until(watcher, marked, deadline_s=5):
             return
     raise AssertionError(f"the watcher never marked {event.type}")
 

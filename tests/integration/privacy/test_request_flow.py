@@ -1,6 +1,7 @@
 """A data-subject request against the real Kafka and FerretDB: emitted on a
 topic (unique per test), answered on another, completed only when every
 service answered, whatever order, delay or redelivery."""
+import functools
 import json
 import time
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ from shared.http.internal_auth import Identity
 from shared.kafka.factory import consumer_loop, event_producer
 from shared.pii import email_hash, normalise_email
 from tests.kafka_reader import TopicReader
+from tests.loops import run_until
 
 SALT = "salt-for-tests"
 RESPONDERS = ["campaigns", "contacts", "sender", "tracking"]
@@ -43,13 +45,7 @@ def _loop(config, mongo_db, acks_topic, group, producer=None, requests_topic="un
                          build_handlers(runtime, requests_topic=requests_topic))
 
 
-def _run_until(loop, predicate, deadline_s=60.0):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        loop.run_once()
-        if predicate():
-            return True
-    return False
+_run_until = functools.partial(run_until, deadline_s=60.0)
 
 
 def _answer(producer, topic, request, service, status="done", export=None, contact_ids=None):
