@@ -1,58 +1,64 @@
 """Audience fan-out: campaign.launched -> one send.jobs message per recipient.
 
+The contacts worker's main loop only records the work: a launch inserts the
+campaign's fan-out document (fanout_store.py), and a pause, resume or
+cancel inserts a mark. Fan-out threads (`FanoutRunner`, a few per worker)
+claim fan-outs with a lease, as imports are claimed, and produce them. So
+the loop never waits for an audience of a million: unsubscribes,
+complaints, privacy requests and other accounts' launches are applied at
+once, and the loop stays well inside Kafka's poll interval. Any worker's
+thread may take any fan-out; a dead worker's lease expires and another
+thread goes on from the recorded batches.
+
 The audience (lists and/or a segment, minus suppressed, unsubscribed,
 bounced, complained and erased contacts, each address once) comes from the
 contacts store's `stream_audience`, in batches, in the database's own order
 (a sort makes FerretDB read the whole collection before the first contact
 comes back; see the store). After each batch is produced AND flushed, its
-contact ids are recorded (fanout_store.py): a restart, or a new query
-after a lost cursor, skips every contact recorded, so nobody is produced
-twice. A crash between a flush and its record re-produces at most that
-batch, with the same job ids (shared.jobs), which the sender claims once.
-When the stream ends, the fan-out is marked done, its batch records go,
-and the audience size goes out as audience.ready on contacts.events.
+contact ids are recorded: a resumed fan-out, or a new query after a lost
+cursor, skips every contact recorded, so nobody is produced twice. A crash
+between a flush and its record re-produces at most that batch, with the
+same job ids (shared.jobs), which the sender claims once. When the stream
+ends, the audience size goes out as audience.ready on contacts.events, and
+only then is the fan-out marked done and its records deleted: a crash in
+between announces the same size again, which the campaigns service takes
+as often as it comes.
 
-Before each batch the fan-out reads the marks the worker's watcher sets
-(`watch_handlers`: a consumer group of its own on campaigns.events, because
-the fan-out holds the main loop for as long as it runs):
+Before each batch the thread renews its lease and reads the marks:
 - cancelled: it stops for good; audience.ready counts the recipients
-  produced (`cut_short`), and the senders skip those. Cancelling a
-  million-recipient campaign no longer leaves most of a million jobs to be
-  produced, claimed and skipped.
-- paused: it stops without announcing anything, so the senders do not
-  park the rest of the audience. The main loop's campaign.resumed goes on
-  from the recorded batches; a campaign.cancelled instead (the campaign
-  paused past its limit, or cancelled) ends it as cut short.
-- the process stopping (`should_stop`): it raises Interrupted; the launch
-  stays uncommitted and the partition's next reader resumes it.
+  produced (`cut_short`), and the senders skip those.
+- paused: it stops without announcing anything (the senders would only
+  park the rest of the audience) and lets go. No thread claims it while
+  its latest mark is a pause; after a resume one goes on from the recorded
+  batches, and after a cancel one ends it as cut short.
+- the process stopping: it lets go at once, for another worker to go on.
 
-A resume holds the recorded ids in memory (about 100 bytes each: 100 MB for
-a million); a fan-out that runs through holds none.
-
-One campaign's events all land on one partition (keyed by campaign id), so
-one consumer at a time fans a campaign out, and the main loop sees its
-launch, pauses, resumes and cancel in order.
+A resumed fan-out holds the recorded ids in memory (about 100 bytes each:
+100 MB for a million); a fan-out that runs through holds none.
 """
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
-from pymongo.database import Database
 from pymongo.errors import CursorNotFound
 
-from services.contacts.fanout_store import INDEXES, MARK_KINDS, FanoutStore
+from services.contacts.fanout_store import INDEXES, MARK_KINDS, FanoutStore, LeaseLost, utcnow
 from shared import topics
 from shared.events import Event, new_event
 from shared.jobs import job_id_for
-from shared.kafka.consumer import Interrupted
 from shared.kafka.producer import EventProducer
 
 log = logging.getLogger(__name__)
 SOURCE = "contacts"
 BATCH_SIZE = 1000
-WATCH_GROUP = "contacts-fanout-watch"
-DONE, CANCELLED, PAUSED = "done", "cancelled", "paused"   # how a run of the fan-out ended
+LEASE_SECONDS = 60
+RETRY_SECONDS = 5
+DONE, CANCELLED, PAUSED, STOPPED = "done", "cancelled", "paused", "stopped"  # how a run ended
 
 # stream(account_id, list_ids, segment_id, batch_size) -> batches of contacts
 AudienceStream = Callable[..., Iterable[list[dict]]]
@@ -71,64 +77,93 @@ def send_job(campaign_id: str, contact: dict, list_id: str | None) -> dict:
             "attempt": 0}
 
 
-class Fanout:
-    """The fan-out's handlers, over one store, stream and producer."""
+def owner_name(thread: int) -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-fanout-{thread}"
+
+
+class FanoutRequests:
+    """The main loop's handlers: record the work, wake the fan-out threads."""
+
+    def __init__(self, store: FanoutStore, wake: Callable[[], None] = lambda: None):
+        self.store = store
+        self.wake = wake
+
+    def launched(self, event: Event) -> None:
+        """campaign.launched; a redelivery changes nothing."""
+        self.store.start(event.data["campaign_id"], event.account_id,
+                         event.data.get("audience") or {})
+        self.wake()
+
+    def marked(self, event: Event) -> None:
+        """campaign.cancelled, paused or resumed: a mark for a fan-out that
+        is not done (a campaign that never launched has none to stop)."""
+        found = self.store.unfinished(event.data["campaign_id"])
+        if found is None:
+            return
+        self.store.mark(event)
+        self.store.adopt(found)   # a fan-out an older version paused
+        if event.type != "campaign.paused":
+            self.wake()
+
+
+class FanoutRunner:
+    """One fan-out thread's work: claim a fan-out, produce it, let go."""
 
     def __init__(self, store: FanoutStore, stream: AudienceStream, producer: EventProducer,
-                 batch_size: int = BATCH_SIZE, should_stop: Callable[[], bool] = NeverStop):
+                 owner: str, batch_size: int = BATCH_SIZE,
+                 should_stop: Callable[[], bool] = NeverStop,
+                 lease_seconds: float = LEASE_SECONDS, retry_seconds: float = RETRY_SECONDS,
+                 clock: Callable[[], datetime] = utcnow):
         self.store = store
         self.stream = stream
         self.producer = producer
+        self.owner = owner
         self.batch_size = batch_size
         self.should_stop = should_stop
+        self.lease_seconds = lease_seconds
+        self.retry_seconds = retry_seconds
+        self.clock = clock
 
-    def launched(self, event: Event) -> int | None:
-        """campaign.launched; returns the audience size, or None when a pause
-        stopped it. Idempotent: a redelivered launch goes on from the
-        recorded batches, or only re-announces the size when done."""
-        audience = event.data.get("audience") or {}
-        state, new = self.store.start(event.data["campaign_id"], event.account_id, audience)
-        if state.get("done"):
-            return self._announce(state, int(state["produced"]), bool(state.get("cut_short")))
-        return self._run(state, resuming=not new)
-
-    def resumed(self, event: Event) -> int | None:
-        """campaign.resumed: go on with a fan-out a pause stopped."""
-        # This loop may be ahead of the watcher: the resume is recorded here too.
-        self.store.mark(event)
-        campaign_id = event.data["campaign_id"]
-        state = self.store.unfinished(campaign_id)
+    def run_pending(self) -> bool:
+        """Claim one fan-out and run it until it ends, a pause or the stop;
+        False when there was none to claim. An error (an outage) lets go of
+        it for `retry_seconds` and is raised."""
+        state = self.store.claim(self.owner, self.lease_seconds, self.clock())
         if state is None:
-            return None
-        if state.get("paused_after") is not None:
-            self.store.paused_after(campaign_id, None)
-        return self._run(state, resuming=True)
-
-    def cancelled(self, event: Event) -> int | None:
-        """campaign.cancelled: a fan-out a pause stopped ends here, cut short."""
-        state = self.store.unfinished(event.data["campaign_id"])
-        if state is None:
-            return None
-        produced = len(self.store.produced_ids(state["_id"]))
-        self.store.finish(state["_id"], produced, cut_short=True)
-        log.info("paused fan-out ended by a cancel",
-                 extra={"campaign_id": state["_id"], "audience_size": produced})
-        return self._announce(state, produced, True)
-
-    def _run(self, state: dict, resuming: bool) -> int | None:
+            return False
         campaign_id = state["_id"]
-        produced, ended = self._produce(state, resuming)
-        if ended == PAUSED:
-            self.store.paused_after(campaign_id, produced)
+        try:
+            self._run(state)
+        except LeaseLost:
+            log.warning("fan-out lease lost", extra={"campaign_id": campaign_id})
+        except Exception:
+            try:
+                self.store.release(campaign_id, self.owner,
+                                   self.clock() + timedelta(seconds=self.retry_seconds))
+            except Exception:  # the database is down too: the lease expires instead
+                pass
+            raise
+        return True
+
+    def _run(self, state: dict) -> None:
+        campaign_id = state["_id"]
+        produced, ended = self._produce(state)
+        if ended == STOPPED:
+            self.store.release(campaign_id, self.owner)
+            log.info("fan-out left for another worker", extra={"campaign_id": campaign_id,
+                                                               "produced": produced})
+        elif ended == PAUSED:
+            self.store.paused_after(campaign_id, self.owner, produced)
+            self.store.release(campaign_id, self.owner)
             log.info("fan-out stopped by a pause", extra={"campaign_id": campaign_id,
                                                           "produced": produced})
-            return None
-        self.store.finish(campaign_id, produced, cut_short=ended == CANCELLED)
-        log.info("fan-out cut short by a cancel" if ended == CANCELLED else "fan-out done",
-                 extra={"campaign_id": campaign_id, "audience_size": produced})
-        return self._announce(state, produced, ended == CANCELLED)
+        else:
+            self._announce(state, produced, ended == CANCELLED)
+            self.store.finish(campaign_id, self.owner, produced, cut_short=ended == CANCELLED)
+            log.info("fan-out cut short by a cancel" if ended == CANCELLED else "fan-out done",
+                     extra={"campaign_id": campaign_id, "audience_size": produced})
 
-    def _announce(self, state: dict, produced: int, cut_short: bool) -> int:
+    def _announce(self, state: dict, produced: int, cut_short: bool) -> None:
         data: dict[str, Any] = {"campaign_id": state["_id"], "audience_size": produced}
         if cut_short:
             data["cut_short"] = True
@@ -136,35 +171,54 @@ class Fanout:
             "audience.ready", source=SOURCE, subject=state["_id"],
             account_id=state["account_id"], data=data), key=state["_id"])
         self.producer.flush()
-        return produced
 
-    def _produce(self, state: dict, resuming: bool) -> tuple[int, str]:
+    def _stop_reason(self, campaign_id: str) -> str | None:
+        """Read before each batch: why the fan-out should stop, if it should."""
+        marks = self.store.marks(campaign_id)
+        if marks.cancel:
+            return CANCELLED
+        if marks.pause:
+            return PAUSED
+        return STOPPED if self.should_stop() else None
+
+    def _renew(self, campaign_id: str) -> None:
+        """Before each batch, also one a resumed fan-out skips: a holder that
+        overran its lease finds out here, having produced at most a batch
+        beside the next one."""
+        self.store.renew(campaign_id, self.owner,
+                         self.clock() + timedelta(seconds=self.lease_seconds))
+
+    def _produce(self, state: dict) -> tuple[int, str]:
         """One send.jobs message per recipient not recorded as produced yet,
-        until the stream ends or a mark stops it; returns how many are
-        recorded in all, and how it ended (DONE, CANCELLED, PAUSED)."""
+        until the stream ends or something stops it; returns how many are
+        recorded in all, and how it ended."""
         campaign_id, account_id = state["_id"], state["account_id"]
         audience = state.get("audience") or {}
         list_ids = list(audience.get("list_ids") or [])
         segment_id = audience.get("segment_id")
         single_list = list_ids[0] if len(list_ids) == 1 and not segment_id else None
+        if state.get("paused_after") is not None:
+            self.store.paused_after(campaign_id, self.owner, None)
         while True:
-            skip = self.store.produced_ids(campaign_id) if resuming else set()
+            skip = self.store.produced_ids(campaign_id)
             if skip:
                 log.info("fan-out resumes", extra={"campaign_id": campaign_id,
                                                    "produced": len(skip)})
             produced = len(skip)
+            stop = self._stop_reason(campaign_id)   # also when nothing is left to produce
+            if stop:
+                return produced, stop
             try:
                 for batch in self.stream(account_id, list_ids, segment_id,
                                          batch_size=self.batch_size):
+                    self._renew(campaign_id)
                     jobs = [send_job(campaign_id, contact, single_list) for contact in batch
                             if str(contact["_id"]) not in skip]
                     if not jobs:
                         continue
-                    marks = self.store.marks(campaign_id)
-                    if marks.cancel or marks.pause:
-                        return produced, CANCELLED if marks.cancel else PAUSED
-                    if self.should_stop():
-                        raise Interrupted(f"{produced} recipients produced, the rest on resume")
+                    stop = self._stop_reason(campaign_id)
+                    if stop:
+                        return produced, stop
                     self._publish(account_id, jobs)
                     self.store.record_batch(campaign_id, account_id,
                                             [job["contact_id"] for job in jobs])
@@ -173,7 +227,6 @@ class Fanout:
             except CursorNotFound:  # held too long (a slow broker): query again, skip what is out
                 log.warning("audience cursor lost; the fan-out queries again",
                             extra={"campaign_id": campaign_id, "produced": produced})
-                resuming = True
 
     def _publish(self, account_id: str, jobs: list[dict]) -> None:
         for job in jobs:
@@ -183,11 +236,19 @@ class Fanout:
         self.producer.flush()  # the record may only follow what is durably out
 
 
-def fan_out(event: Event, *, stream: AudienceStream, store: FanoutStore,
-            producer: EventProducer, batch_size: int = BATCH_SIZE,
-            should_stop: Callable[[], bool] = NeverStop) -> int | None:
-    """Handle one campaign.launched (see Fanout.launched)."""
-    return Fanout(store, stream, producer, batch_size, should_stop).launched(event)
+def run_fanouts(runner: FanoutRunner, wake: threading.Event, stop: threading.Event,
+                poll_seconds: float) -> None:
+    """A fan-out thread's loop: run what it can claim; otherwise wait for the
+    main loop's wake-up, or the poll that finds a dead worker's fan-out."""
+    while not stop.is_set():
+        try:
+            worked = runner.run_pending()
+        except Exception:  # an outage: it lets go, and it is claimed again later
+            log.exception("fan-out failed; it goes on from its recorded batches")
+            worked = False
+        if not worked:
+            wake.wait(poll_seconds)
+            wake.clear()
 
 
 def contacts_stream(contacts_store) -> AudienceStream:
@@ -211,25 +272,10 @@ def contacts_stream(contacts_store) -> AudienceStream:
     return stream
 
 
-def watch_handlers(db: Database) -> dict:
-    """{event type: handler} for the worker's watcher (see the module
-    docstring). Idempotent; a fan-out already done needs no mark."""
-    store = FanoutStore(db)
-
-    def mark(event: Event) -> None:
-        fanout = store.get(event.data["campaign_id"])
-        if fanout is None or not fanout.get("done"):
-            store.mark(event)
-    return {kind: mark for kind in MARK_KINDS}
-
-
-def handlers(runtime, stream: AudienceStream | None = None, batch_size: int = BATCH_SIZE,
-             should_stop: Callable[[], bool] = NeverStop) -> dict:
+def handlers(runtime, wake: Callable[[], None] = lambda: None) -> dict:
     """{event type: handler} for services/contacts/handlers.py."""
-    from services.contacts.store import ContactsStore
     from shared import mongo
     mongo.ensure_indexes(runtime.db, INDEXES)
-    fanout = Fanout(FanoutStore(runtime.db), stream or contacts_stream(ContactsStore(runtime.db)),
-                    runtime.producer(), batch_size, should_stop)
-    return {"campaign.launched": fanout.launched, "campaign.resumed": fanout.resumed,
-            "campaign.cancelled": fanout.cancelled}
+    requests = FanoutRequests(FanoutStore(runtime.db), wake)
+    return {"campaign.launched": requests.launched,
+            **{kind: requests.marked for kind in MARK_KINDS}}

@@ -127,17 +127,17 @@ def bounced(ports: usecases.Ports, event: Event) -> None:
                       contact_id=contact["_id"], flush=False)
 
 
-def build_handlers(runtime, should_stop: Callable[[], bool] = fanout.NeverStop) -> dict:
+def build_handlers(runtime, wake_fanouts: Callable[[], None] = lambda: None) -> dict:
     """Add handlers here (e.g. privacy.requested from services/contacts/privacy.py,
-    campaign.launched from services/contacts/fanout.py). `should_stop` tells
-    a long handler (the fan-out) that the process is stopping."""
+    campaign.launched from services/contacts/fanout.py). `wake_fanouts` tells
+    the worker's fan-out threads that there is work."""
     ports = ports_for(runtime)
 
     def with_ports(fn):
         return lambda event: fn(ports, event)
 
     return {
-        **fanout.handlers(runtime, should_stop=should_stop),
+        **fanout.handlers(runtime, wake=wake_fanouts),
         "tracking.unsubscribed": with_ports(unsubscribe),
         "tracking.complained": with_ports(complained),
         "tracking.bounced": with_ports(bounced),

@@ -192,5 +192,5 @@ def erase_account(ports: usecases.Ports, account_id: str) -> None:
     delete_all(store.contacts, {"account_id": account_id})
     for collection in ("lists", "fields", "segments", "consent", "suppressions",
                        "suppression_log", "imports", "fanouts", "fanout_batches",
-                       "fanout_marks"):
+                       "fanout_marks", "fanout_claims"):
         delete_all(store.db[collection], {"account_id": account_id})

@@ -1,26 +1,27 @@
 """The contacts worker: consumes its topics (see handlers.py) until SIGTERM,
-and beside the consumer loop runs CSV imports (see imports.py), claiming
-one at a time with a lease so that several workers share the queue and a
-dead worker's import is resumed by another from its checkpoint, and the
-fan-out's watcher (see fanout.py), a loop of its own because a fan-out
-holds the main loop for as long as it runs."""
+and beside the consumer loop runs
+- CSV imports (see imports.py), claiming one at a time with a lease so
+  that several workers share the queue and a dead worker's import is
+  resumed by another from its checkpoint;
+- campaign fan-outs (see fanout.py), claimed the same way by a few threads:
+  the loop only records a launch, so it never waits for an audience."""
 from __future__ import annotations
 
 import logging
 import threading
 
 from services.contacts import fanout, imports
+from services.contacts.fanout_store import FanoutStore
 from services.contacts.handlers import GROUP, TOPICS, build_handlers
 from services.contacts.settings import SETTINGS
 from services.contacts.store import ContactsStore, ensure_contacts_indexes
-from shared import topics
 from shared.config import Config, load_common
-from shared.kafka.consumer import ConsumerLoop
 from shared.kafka.factory import consumer_loop, hot_event_producer
 from shared.runtime import Runtime
-from shared.worker import HelperLoops, run_worker
+from shared.worker import run_worker
 
 SERVICE = "contacts"
+STOP_GRACE_SECONDS = 20   # for a fan-out thread to let go (k8s gives the pod 40)
 log = logging.getLogger(__name__)
 
 
@@ -39,15 +40,23 @@ def run_imports(runtime: Runtime, config: Config, stop: threading.Event) -> None
             stop.wait(config.import_poll_seconds)
 
 
-def fanout_watcher(runtime: Runtime, config: Config,
-                   topic: str = topics.CAMPAIGNS_EVENTS) -> ConsumerLoop:
-    """The loop that marks running fan-outs cancelled or paused. A new group
-    starts at the end of the topic: an event from before it existed has no
-    running fan-out to stop, and replaying the history would mark
-    long-finished ones."""
-    return consumer_loop(config, SERVICE, fanout.WATCH_GROUP, [topic],
-                         fanout.watch_handlers(runtime.db),
-                         source_options={"auto.offset.reset": "latest"})
+def start_fanout_threads(runtime: Runtime, config: Config, wake: threading.Event,
+                         stop: threading.Event) -> list[threading.Thread]:
+    stream = fanout.contacts_stream(ContactsStore(runtime.db))
+    # A producer of their own: the main loop flushes its producer before each
+    # commit, which should not wait for a thousand send jobs in flight.
+    producer = hot_event_producer(config, SERVICE)
+    threads = []
+    for number in range(config.fanout_threads):
+        runner = fanout.FanoutRunner(
+            FanoutStore(runtime.db), stream, producer, fanout.owner_name(number),
+            should_stop=stop.is_set, lease_seconds=config.fanout_lease_seconds)
+        thread = threading.Thread(target=fanout.run_fanouts, name=f"contacts-fanout-{number}",
+                                  args=(runner, wake, stop, config.fanout_poll_seconds),
+                                  daemon=True)
+        thread.start()
+        threads.append(thread)
+    return threads
 
 
 def main() -> None:
@@ -55,28 +64,29 @@ def main() -> None:
     # The fan-out publishes one send job per recipient and an import one
     # contact.created per row: kafka-python spent ~85 us of CPU on each.
     runtime = Runtime(SERVICE, config, make_producer=hot_event_producer)
-    stop = threading.Event()
-    helpers = HelperLoops()
+    stop, wake = threading.Event(), threading.Event()
+    fanout_threads: list[threading.Thread] = []
 
     def build_loop():
         ensure_contacts_indexes(runtime.db)
         loop = consumer_loop(config, SERVICE, GROUP, TOPICS,
-                             build_handlers(runtime, should_stop=stop.is_set),
+                             build_handlers(runtime, wake_fanouts=wake.set),
                              producer=runtime.producer())
         threading.Thread(target=run_imports, name="contacts-imports", daemon=True,
                          args=(runtime, config, stop)).start()
-        helpers.start(fanout_watcher(runtime, config))
+        fanout_threads.extend(start_fanout_threads(runtime, config, wake, stop))
         return loop
 
     try:
-        # The stop reaches the fan-out and the imports at once, not only when
-        # the loop's handler returns (a fan-out holds it for minutes).
-        run_worker(SERVICE, config, build_loop,
-                   {**runtime.readiness(), "helper_loops": helpers.check}, on_stop=stop.set)
+        # The stop reaches the fan-outs and the imports at once, not only
+        # when the loop returns: a fan-out lets go for another worker.
+        run_worker(SERVICE, config, build_loop, runtime.readiness(), on_stop=stop.set)
     finally:
         stop.set()
-        helpers.stop()
-        helpers.join()
+        wake.set()   # an idle fan-out thread waits on it (not set in the signal
+        # handler: the main loop may hold the event's lock at that moment)
+        for thread in fanout_threads:
+            thread.join(STOP_GRACE_SECONDS)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def test_deleting_an_account_deletes_all_its_data(gateway, stack_env):  # noqa: 
     assert set(request["answers"]) == {"campaigns", "contacts", "sender", "tracking"}
 
     owned = {"gateway": ["users"],
-             "contacts": ["contacts", "lists", "imports", "consent", "fanouts",
+             "contacts": ["contacts", "lists", "imports", "consent", "fanouts", "fanout_claims",
                           "fanout_marks"],
              "campaigns": ["templates", "template_versions", "campaigns", "progress"],
              "sender": ["deliveries", "parked_jobs"], "tracking": ["deliveries", "campaigns"]}

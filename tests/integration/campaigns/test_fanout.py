@@ -1,15 +1,19 @@
-"""Fan-out against the real FerretDB (its records of what was produced) with
-an in-memory broker: one job per recipient, resumable without producing
-anyone twice, whatever order the database returns the audience in."""
+"""Fan-out against the real FerretDB (its records of what was produced, its
+lease, its marks) with an in-memory broker: one job per recipient,
+resumable without producing anyone twice, whatever order the database
+returns the audience in, and stopped by a cancel, a pause or the process
+stopping."""
 import dataclasses
 import json
 import random
+import threading
+from datetime import timedelta
 
 import pytest
 from pymongo.errors import CursorNotFound
 
-from services.contacts.fanout import Fanout, fan_out
-from services.contacts.fanout_store import FanoutStore
+from services.contacts.fanout import FanoutRequests, FanoutRunner, NeverStop
+from services.contacts.fanout_store import FanoutStore, LeaseLost, utcnow
 from shared import topics
 from shared.events import new_event
 from shared.jobs import job_id_for
@@ -63,11 +67,23 @@ def broker():
     return InMemoryBroker()
 
 
+def runner(store, stream, producer, batch_size=10, should_stop=NeverStop, owner="thread-a",
+           **options):
+    """A fan-out thread's work; after an error, claimable again at once."""
+    return FanoutRunner(store, stream, producer, owner, batch_size, should_stop,
+                        retry_seconds=options.pop("retry_seconds", 0), **options)
+
+
+def fan_out(event, *, stream, store, producer, batch_size=10, should_stop=NeverStop) -> bool:
+    """What the worker does with a launch: its main loop records it, then a
+    fan-out thread claims and runs it (False: there was nothing to claim)."""
+    FanoutRequests(store).launched(event)
+    return runner(store, stream, producer, batch_size, should_stop).run_pending()
+
+
 def test_one_job_per_recipient_then_audience_ready(mongo_db, broker):
-    producer = EventProducer(broker.sink())
-    size = fan_out(launched(), stream=stream_of(CONTACTS), store=FanoutStore(mongo_db),
-                   producer=producer, batch_size=10)
-    assert size == 95
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    assert fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer)
     produced = jobs(broker)
     assert len(produced) == 95
     first = next(j for j in produced if j["contact_id"] == "c0000")
@@ -76,39 +92,54 @@ def test_one_job_per_recipient_then_audience_ready(mongo_db, broker):
                                   "fields": {"city": "Pune"}}
     assert first["attempt"] == 0 and first["list_id"] == "l1"
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
-    # A redelivered launch produces nobody again, it re-announces the size.
-    fan_out(launched(), stream=stream_of(CONTACTS), store=FanoutStore(mongo_db),
-            producer=producer, batch_size=10)
-    assert len(jobs(broker)) == 95
-    assert ready(broker)[-1] == {"campaign_id": "camp-1", "audience_size": 95}
+    done = store.get("camp-1")
+    assert done["done"] and done["produced"] == 95 and done["lease_owner"] is None
+    assert store.claims.count_documents({"campaign_id": "camp-1"}) == 0
+    # A redelivered launch leaves nothing to claim: nobody is produced again.
+    assert not fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer)
+    assert len(jobs(broker)) == 95 and len(ready(broker)) == 1
 
 
 def test_a_restart_produces_only_who_was_not_produced(mongo_db, broker):
-    producer = EventProducer(broker.sink())
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
     with pytest.raises(ConnectionError):
-        fan_out(launched(), stream=stream_of(CONTACTS, fail_after_batches=4),
-                store=FanoutStore(mongo_db), producer=producer, batch_size=10)
+        fan_out(launched(), stream=stream_of(CONTACTS, fail_after_batches=4), store=store,
+                producer=producer)
     assert len(jobs(broker)) == 40
     assert ready(broker) == []
-    # the restart's query returns the audience in another order
-    fan_out(launched(), stream=stream_of(CONTACTS), store=FanoutStore(mongo_db),
-            producer=producer, batch_size=10)
+    assert store.get("camp-1")["lease_owner"] is None   # let go, for a retry
+    # the retry's query returns the audience in another order
+    assert runner(store, stream_of(CONTACTS), producer, owner="thread-b").run_pending()
     produced = jobs(broker)
     assert len(produced) == 95
     assert {j["contact_id"] for j in produced} == {c["_id"] for c in CONTACTS}
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
     # done: the records of what was produced are not kept
-    assert FanoutStore(mongo_db).produced_ids("camp-1") == set()
+    assert store.produced_ids("camp-1") == set()
+
+
+def test_an_error_holds_the_fan_out_back_for_the_retry_delay(mongo_db, broker):
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    FanoutRequests(store).launched(launched())
+    failing = runner(store, stream_of(CONTACTS, fail_after_batches=2), producer,
+                     retry_seconds=30)
+    with pytest.raises(ConnectionError):
+        failing.run_pending()
+    later = utcnow() + timedelta(seconds=31)
+    assert not runner(store, stream_of(CONTACTS), producer).run_pending()
+    assert runner(store, stream_of(CONTACTS), producer, clock=lambda: later).run_pending()
+    assert len(jobs(broker)) == 95
 
 
 def test_a_lost_cursor_queries_again_without_loss_or_repeat(mongo_db, broker):
     stream = stream_of(CONTACTS, lose_cursor_after_batches=3)
-    size = fan_out(launched(), stream=stream, store=FanoutStore(mongo_db),
-                   producer=EventProducer(broker.sink()), batch_size=10)
+    fan_out(launched(), stream=stream, store=FanoutStore(mongo_db),
+            producer=EventProducer(broker.sink()))
     produced = jobs(broker)
     assert stream.calls["queries"] == 2
-    assert size == 95 and len(produced) == 95
+    assert len(produced) == 95
     assert {j["contact_id"] for j in produced} == {c["_id"] for c in CONTACTS}
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
 
 
 def test_a_batch_that_was_not_flushed_is_not_recorded(mongo_db, broker):
@@ -123,12 +154,11 @@ def test_a_batch_that_was_not_flushed_is_not_recorded(mongo_db, broker):
             sink.fail_next_flush = TimeoutError("broker unavailable")
         real_flush(timeout)
     sink.flush = flaky_flush
+    store = FanoutStore(mongo_db)
     with pytest.raises(TimeoutError):
-        fan_out(launched(), stream=stream_of(CONTACTS), store=FanoutStore(mongo_db),
-                producer=producer, batch_size=10)
-    assert len(FanoutStore(mongo_db).produced_ids("camp-1")) == 20  # two batches flushed
-    fan_out(launched(), stream=stream_of(CONTACTS), store=FanoutStore(mongo_db),
-            producer=producer, batch_size=10)
+        fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer)
+    assert len(store.produced_ids("camp-1")) == 20  # two batches flushed
+    runner(store, stream_of(CONTACTS), producer).run_pending()
     produced = jobs(broker)
     assert len(produced) == 95 and len({j["job_id"] for j in produced}) == 95
 
@@ -176,18 +206,90 @@ def test_contacts_in_the_database_are_fanned_out_once_across_a_crash(mongo_db, b
     producer = EventProducer(broker.sink())
     with pytest.raises(ConnectionError):
         fan_out(launched(), stream=contacts_stream(store), store=DiesOnThirdRecord(mongo_db),
-                producer=producer, batch_size=10)
+                producer=producer)
     assert len(jobs(broker)) == 30
-    size = fan_out(launched(), stream=contacts_stream(store), store=FanoutStore(mongo_db),
-                   producer=producer, batch_size=10)
+    runner(FanoutStore(mongo_db), contacts_stream(store), producer).run_pending()
     produced = jobs(broker)
-    assert size == len(audience) == 40
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": len(audience)}]
+    assert len(audience) == 40
     assert {j["contact_id"] for j in produced} == audience
     assert len(produced) == 50  # the unrecorded batch of 10, again
     for job in produced:
         assert job["job_id"] == job_id_for("camp-1", job["contact_id"])
 
 
+# -- the lease -------------------------------------------------------------------
+def test_a_dead_thread_s_fan_out_is_taken_over_when_its_lease_expires(mongo_db, broker):
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    FanoutRequests(store).launched(launched())
+    held = store.claim("dead-thread", 60, utcnow())   # it claimed, then its pod died
+    assert held["lease_owner"] == "dead-thread" and held["attempts"] == 1
+    assert not runner(store, stream_of(CONTACTS), producer).run_pending()
+    expired = utcnow() + timedelta(seconds=61)
+    assert runner(store, stream_of(CONTACTS), producer, clock=lambda: expired).run_pending()
+    assert len(jobs(broker)) == 95
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
+
+
+def test_one_thread_of_many_wins_a_claim(mongo_db):
+    store = FanoutStore(mongo_db)
+    FanoutRequests(store).launched(launched())
+    start, won = threading.Barrier(6), []
+
+    def claim(owner):
+        start.wait()
+        if store.claim(owner, 60, utcnow()) is not None:
+            won.append(owner)
+    threads = [threading.Thread(target=claim, args=(f"thread-{n}",)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(won) == 1
+    assert store.get("camp-1")["lease_owner"] == won[0]
+
+
+def test_a_holder_that_overran_its_lease_stops_at_its_next_renewal(mongo_db):
+    store = FanoutStore(mongo_db)
+    FanoutRequests(store).launched(launched())
+    now = utcnow()
+    store.claim("slow-thread", 60, now)
+    later = now + timedelta(seconds=61)
+    assert store.claim("next-thread", 60, later)["lease_owner"] == "next-thread"
+    with pytest.raises(LeaseLost):
+        store.renew("camp-1", "slow-thread", later + timedelta(seconds=60))
+    store.renew("camp-1", "next-thread", later + timedelta(seconds=60))
+
+
+def test_a_resume_renews_its_lease_also_on_the_batches_it_skips(mongo_db, broker):
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    renewals = []
+
+    class Counting(FanoutStore):
+        def renew(self, *args):
+            renewals.append(args[2])
+            super().renew(*args)
+    with pytest.raises(ConnectionError):
+        fan_out(launched(), stream=stream_of(CONTACTS, fail_after_batches=8), store=store,
+                producer=producer)
+    runner(Counting(mongo_db), stream_of(CONTACTS), producer).run_pending()
+    assert len(jobs(broker)) == 95
+    assert len(renewals) == 10   # 8 skipped, 2 produced
+
+
+def test_a_claim_whose_thread_died_before_taking_the_lease_is_claimed_again(mongo_db, broker):
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    FanoutRequests(store).launched(launched())
+    now = utcnow()
+    store.claims.insert_one({"_id": "camp-1:0", "owner": "died", "campaign_id": "camp-1",
+                             "account_id": "acct-1", "at": now})
+    assert store.claim("thread-a", 60, now + timedelta(seconds=30)) is None
+    assert runner(store, stream_of(CONTACTS), producer,
+                  clock=lambda: now + timedelta(seconds=61)).run_pending()
+    assert len(jobs(broker)) == 95
+
+
+# -- what stops it ---------------------------------------------------------------
 def campaign_event(kind: str, second: int = 0, campaign_id="camp-1"):
     """campaign.paused / resumed / cancelled at 12:00:<second>, so that the
     order of pauses and resumes is the test's, not the clock's."""
@@ -197,67 +299,58 @@ def campaign_event(kind: str, second: int = 0, campaign_id="camp-1"):
 
 
 def marking_stream(contacts, store: FanoutStore, after_batches: int, event):
-    """The audience, with `event` marked (as the watcher does) once
+    """The audience, with `event` handled by the main loop once
     `after_batches` batches were handed out."""
     inner = stream_of(contacts)
 
     def stream(*args, **kwargs):
         for number, batch in enumerate(inner(*args, **kwargs)):
             if number == after_batches:
-                store.mark(event)
+                FanoutRequests(store).marked(event)
             yield batch
     return stream
 
 
 def test_a_cancel_stops_the_fan_out_before_its_next_batch(mongo_db, broker):
     store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
-    size = fan_out(launched(), stream=marking_stream(CONTACTS, store, 3, campaign_event("cancelled")),
-                   store=store, producer=producer, batch_size=10)
-    assert size == 30 and len(jobs(broker)) == 30
+    fan_out(launched(), stream=marking_stream(CONTACTS, store, 3, campaign_event("cancelled")),
+            store=store, producer=producer)
+    assert len(jobs(broker)) == 30
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 30, "cut_short": True}]
     assert store.produced_ids("camp-1") == set()   # finished: its records went
-    # A redelivered launch produces nobody and says the same again.
-    fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer,
-            batch_size=10)
-    assert len(jobs(broker)) == 30
-    assert ready(broker)[-1] == ready(broker)[0]
+    assert store.marks_.count_documents({"campaign_id": "camp-1"}) == 0
+    # A redelivered launch or cancel leaves nothing to do.
+    FanoutRequests(store).marked(campaign_event("cancelled"))
+    assert not fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer)
+    assert len(jobs(broker)) == 30 and len(ready(broker)) == 1
 
 
-def test_a_cancel_marked_before_the_fan_out_starts_produces_nobody(mongo_db, broker):
-    store = FanoutStore(mongo_db)
-    store.mark(campaign_event("cancelled"))
-    size = fan_out(launched(), stream=stream_of(CONTACTS), store=store,
-                   producer=EventProducer(broker.sink()), batch_size=10)
-    assert size == 0 and jobs(broker) == []
+def test_a_cancel_recorded_before_the_fan_out_starts_produces_nobody(mongo_db, broker):
+    store, requests = FanoutStore(mongo_db), FanoutRequests(FanoutStore(mongo_db))
+    requests.launched(launched())
+    requests.marked(campaign_event("cancelled"))
+    assert runner(store, stream_of(CONTACTS), EventProducer(broker.sink())).run_pending()
+    assert jobs(broker) == []
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 0, "cut_short": True}]
 
 
-def test_a_cancel_after_the_fan_out_changes_nothing_it_announces(mongo_db, broker):
+def test_a_cancel_after_the_fan_out_records_nothing(mongo_db, broker):
     store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
-    fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer,
-            batch_size=10)
-    store.mark(campaign_event("cancelled"))
-    fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer,
-            batch_size=10)
-    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}] * 2
+    fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer)
+    FanoutRequests(store).marked(campaign_event("cancelled"))
+    FanoutRequests(store).marked(campaign_event("cancelled", campaign_id="never-launched"))
+    assert store.marks_.count_documents({}) == 0
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
 
 
-def test_a_stopping_process_leaves_the_fan_out_between_batches_to_resume(mongo_db, broker):
-    from shared.kafka import Interrupted
+def test_a_stopping_process_lets_go_of_the_fan_out_between_batches(mongo_db, broker):
     store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
-    batches = {"n": 0}
-
-    def stops_after_two_batches():
-        batches["n"] += 1
-        return batches["n"] > 2
-
-    with pytest.raises(Interrupted):
-        fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer,
-                batch_size=10, should_stop=stops_after_two_batches)
+    assert fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer,
+                   should_stop=lambda: len(jobs(broker)) >= 20)   # SIGTERM after two batches
     assert len(jobs(broker)) == 20 and len(store.produced_ids("camp-1")) == 20
     assert ready(broker) == []
-    fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer,
-            batch_size=10)
+    assert store.get("camp-1")["lease_owner"] is None   # another worker need not wait
+    assert runner(store, stream_of(CONTACTS), producer, owner="other-worker").run_pending()
     produced = jobs(broker)
     assert len(produced) == 95 and {j["contact_id"] for j in produced} == \
         {c["_id"] for c in CONTACTS}
@@ -270,55 +363,68 @@ def pausing_stream(contacts, store: FanoutStore, after_batches: int):
 
 def test_a_pause_stops_the_fan_out_and_the_resume_goes_on_from_there(mongo_db, broker):
     store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
-    fanout = Fanout(store, pausing_stream(CONTACTS, store, after_batches=3), producer,
-                    batch_size=10)
-    assert fanout.launched(launched()) is None
+    fan_out(launched(), stream=pausing_stream(CONTACTS, store, after_batches=3),
+            store=store, producer=producer)
     assert len(jobs(broker)) == 30 and ready(broker) == []   # nothing for senders to park
-    fanout.stream = stream_of(CONTACTS)
-    assert fanout.resumed(campaign_event("resumed", 20)) == 95
+    paused = store.get("camp-1")
+    assert paused["paused_after"] == 30 and paused["lease_owner"] is None
+    assert not runner(store, stream_of(CONTACTS), producer).run_pending()   # held back
+    FanoutRequests(store).marked(campaign_event("resumed", 20))
+    assert runner(store, stream_of(CONTACTS), producer).run_pending()
     produced = jobs(broker)
     assert len(produced) == 95 and {j["contact_id"] for j in produced} == \
         {c["_id"] for c in CONTACTS}
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
     # A resume of a campaign whose fan-out is done does nothing.
-    assert fanout.resumed(campaign_event("resumed", 30)) is None
+    FanoutRequests(store).marked(campaign_event("resumed", 30))
+    assert not runner(store, stream_of(CONTACTS), producer).run_pending()
     assert len(jobs(broker)) == 95 and len(ready(broker)) == 1
+
+
+def test_a_pause_before_the_fan_out_started_shows_it_stopped_at_nothing(mongo_db, broker):
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    requests = FanoutRequests(store)
+    requests.launched(launched())
+    requests.marked(campaign_event("paused", 10))
+    assert runner(store, stream_of(CONTACTS), producer).run_pending()
+    assert store.get("camp-1")["paused_after"] == 0 and jobs(broker) == []
+    assert not runner(store, stream_of(CONTACTS), producer).run_pending()   # held back
+    requests.marked(campaign_event("resumed", 20))
+    assert runner(store, stream_of(CONTACTS), producer).run_pending()
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
 
 
 def test_a_paused_fan_out_that_is_cancelled_announces_what_it_produced(mongo_db, broker):
     store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
-    fanout = Fanout(store, pausing_stream(CONTACTS, store, after_batches=3), producer,
-                    batch_size=10)
-    fanout.launched(launched())
-    assert fanout.cancelled(campaign_event("cancelled", 20)) == 30
+    fan_out(launched(), stream=pausing_stream(CONTACTS, store, after_batches=3),
+            store=store, producer=producer)
+    FanoutRequests(store).marked(campaign_event("cancelled", 20))
+    assert runner(store, stream_of(CONTACTS), producer).run_pending()
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 30, "cut_short": True}]
     assert store.produced_ids("camp-1") == set()
-    fanout.stream = stream_of(CONTACTS)
-    assert fanout.resumed(campaign_event("resumed", 30)) is None   # over: nothing more
-    assert fanout.cancelled(campaign_event("cancelled", 31)) is None
+    FanoutRequests(store).marked(campaign_event("resumed", 30))   # over: nothing more
+    assert not runner(store, stream_of(CONTACTS), producer).run_pending()
     assert len(jobs(broker)) == 30 and len(ready(broker)) == 1
 
 
-def test_a_resume_that_is_older_than_the_recorded_pause_does_not_restart_the_fan_out(
-        mongo_db, broker):
-    """The watcher runs ahead of the main loop: by the time the main loop
-    reads the first resume, the watcher may have recorded a second pause."""
+def test_a_resume_older_than_the_latest_pause_does_not_restart_the_fan_out(mongo_db, broker):
+    """The fan-out thread reads marks the main loop recorded in any order a
+    redelivery may bring them: the latest by event time decides."""
     store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
-    fanout = Fanout(store, pausing_stream(CONTACTS, store, after_batches=3), producer,
-                    batch_size=10)
-    fanout.launched(launched())                                   # paused at 12:00:10
-    store.mark(campaign_event("resumed", 20))   # the watcher saw the resume,
-    store.mark(campaign_event("paused", 30))    # and a second pause
-    fanout.stream = stream_of(CONTACTS)
-    assert fanout.resumed(campaign_event("resumed", 20)) is None   # paused again since
+    fan_out(launched(), stream=pausing_stream(CONTACTS, store, after_batches=3),
+            store=store, producer=producer)                       # paused at 12:00:10
+    store.mark(campaign_event("paused", 30))
+    FanoutRequests(store).marked(campaign_event("resumed", 20))
+    assert not runner(store, stream_of(CONTACTS), producer).run_pending()   # paused since
     assert len(jobs(broker)) == 30
-    assert fanout.resumed(campaign_event("resumed", 40)) == 95
+    FanoutRequests(store).marked(campaign_event("resumed", 40))
+    assert runner(store, stream_of(CONTACTS), producer).run_pending()
     assert len(jobs(broker)) == 95
 
 
 def test_the_pause_mark_keeps_the_latest_event_whatever_order_they_come_in(mongo_db):
     store, pause = FanoutStore(mongo_db), campaign_event("paused", 2)
-    store.mark(pause)                            # before the fan-out started
+    store.mark(pause)
     store.mark(campaign_event("resumed", 1))     # an older resume, read late
     assert store.marks("camp-1") == (False, True)
     store.mark(pause)                            # a redelivery
@@ -331,21 +437,41 @@ def test_the_pause_mark_keeps_the_latest_event_whatever_order_they_come_in(mongo
     assert store.marks("camp-2") == (False, False)
 
 
-def test_a_fan_out_started_before_the_audience_was_kept_goes_on_with_the_launch_s(
-        mongo_db, broker):
-    """A launch redelivered across the upgrade that began keeping the
-    audience in the fan-out record: the launch's own audience is used."""
+# -- records an older version left ----------------------------------------------------
+def test_a_fan_out_the_main_loop_ran_before_the_upgrade_is_taken_over(mongo_db, broker):
+    """A fan-out that an older version ran inside the main loop, cut off by
+    the deploy: its record keeps no lease (and, older still, no audience).
+    The launch, redelivered because it was never committed, makes it
+    claimable with the launch's own audience."""
     store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
     with pytest.raises(ConnectionError):
         fan_out(launched(), stream=stream_of(CONTACTS, fail_after_batches=2), store=store,
-                producer=producer, batch_size=10)
-    store.fanouts.update_one({"_id": "camp-1"}, {"$unset": {"audience": ""}})
+                producer=producer)
+    store.fanouts.update_one({"_id": "camp-1"}, {"$unset": {
+        "audience": "", "lease_owner": "", "lease_until": "", "attempts": ""}})
+    store.claims.delete_many({})   # an older version claimed nothing
+    assert not runner(store, stream_of(CONTACTS), producer).run_pending()
     whole_list = stream_of(CONTACTS)
 
     def stream(account_id, list_ids, segment_id, batch_size):   # as contacts_stream does
         return whole_list(account_id, list_ids, segment_id, batch_size) if list_ids else iter(())
-    assert fan_out(launched(), stream=stream, store=store, producer=producer,
-                   batch_size=10) == 95
+    assert fan_out(launched(), stream=stream, store=store, producer=producer)
     assert {j["contact_id"] for j in jobs(broker)} == {c["_id"] for c in CONTACTS}
-    assert store.fanouts.find_one({"_id": "camp-1"})["audience"] == \
-        {"list_ids": ["l1"], "segment_id": None}
+    assert len(jobs(broker)) == 95
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
+    assert store.get("camp-1")["audience"] == {"list_ids": ["l1"], "segment_id": None}
+
+
+def test_a_fan_out_paused_before_the_upgrade_is_taken_over_at_the_resume(mongo_db, broker):
+    """An older version committed the launch of a fan-out a pause stopped:
+    no launch comes again, the resume makes it claimable."""
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    fan_out(launched(), stream=pausing_stream(CONTACTS, store, after_batches=3),
+            store=store, producer=producer)
+    store.fanouts.update_one({"_id": "camp-1"}, {"$unset": {
+        "lease_owner": "", "lease_until": "", "attempts": ""}})
+    store.claims.delete_many({})
+    FanoutRequests(store).marked(campaign_event("resumed", 20))
+    assert runner(store, stream_of(CONTACTS), producer).run_pending()
+    assert len(jobs(broker)) == 95
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
