@@ -5,9 +5,6 @@
   shutdown and when partitions are revoked.
 - A message that can never succeed (not a valid envelope, or a handler raising
   `PermanentError`) goes to the dead-letter topic with its reason, and counts.
-- A handler that runs long (the contacts fan-out) may raise `Interrupted`
-  when its process is told to stop: the message is left uncommitted for the
-  partition's next owner, quietly, as a message not reached yet would be.
 - Any other handler failure is transient (a database or broker outage): the
   partition seeks back to the failed message and pauses with exponential
   backoff; the loop keeps polling the other partitions. Nothing is dropped.
@@ -44,11 +41,6 @@ BatchHandler = Callable[[list[Event]], None]
 
 class PermanentError(Exception):
     """This message can never succeed; dead-letter it with this reason."""
-
-
-class Interrupted(Exception):
-    """The handler stopped part-way because its process is stopping; what it
-    did is safe to resume from. Not a failure: the message is redelivered."""
 
 
 class ConsumerLoop:
@@ -196,13 +188,6 @@ class ConsumerLoop:
             except PermanentError as exc:
                 self._dead_letter(record, f"{event.type}: {exc}")
                 return True
-            except Interrupted as exc:
-                log.info("handler interrupted by the stop; the message is left for "
-                         "redelivery", extra={"event_type": event.type, "reason": str(exc),
-                                              "topic": record.topic,
-                                              "partition": record.partition,
-                                              "offset": record.offset})
-                return False   # seeks back like a failure; the stopping loop ends here
             except Exception:
                 metrics.HANDLER_RETRIES.labels(self.service, record.topic).inc()
                 log.exception("handler failed, will retry", extra={

@@ -27,13 +27,11 @@ def hot_event_producer(config: Config, service: str, **overrides) -> EventProduc
 
 def consumer_loop(config: Config, service: str, group: str, topics: list[str],
                   handlers: dict[str, Handler], producer: EventProducer | None = None,
-                  source_options: dict | None = None, **loop_options) -> ConsumerLoop:
+                  **loop_options) -> ConsumerLoop:
     """A loop whose commits wait for `producer` (what the handlers publish).
-    It reads with librdkafka (see rdkafka_impl.RdKafkaSource for why);
-    `source_options` are librdkafka settings for its consumer."""
+    It reads with librdkafka (see rdkafka_impl.RdKafkaSource for why)."""
     from shared.kafka.rdkafka_impl import RdKafkaSource  # like RdKafkaSink: loaded where used
-    source = RdKafkaSource(topics, group, config.kafka_bootstrap, client_id(service),
-                           **(source_options or {}))
+    source = RdKafkaSource(topics, group, config.kafka_bootstrap, client_id(service))
     dead_letters = producer.sink if producer else KafkaSink(config.kafka_bootstrap,
                                                             client_id(service) + "-dlq")
     return ConsumerLoop(source, handlers, service=service, group=group,

@@ -6,7 +6,7 @@ import signal
 import pytest
 
 from shared.events import new_event
-from shared.kafka import ConsumerLoop, EventProducer, Interrupted, PermanentError
+from shared.kafka import ConsumerLoop, EventProducer, PermanentError
 from shared.kafka.consumer import run_until_signalled
 from shared.kafka.memory import InMemoryBroker
 from shared.topics import DEAD_LETTERS
@@ -163,29 +163,6 @@ def test_stop_commits_done_work_and_leaves_the_rest_for_redelivery():
     loop.run()
     assert seen == [0, 1]
     assert broker.committed["g"][("in", 0)] == 2
-
-
-def test_an_interrupted_handler_leaves_its_message_for_redelivery_without_a_retry(caplog):
-    broker = InMemoryBroker(partitions=1)
-    publish(broker, *(probe(i) for i in range(3)))
-    seen = []
-    loop = make_loop(broker, {})
-
-    def handler(event):
-        if event.data["n"] == 1:
-            loop.stop()   # the signal handler's part
-            raise Interrupted("stopping half-way")
-        seen.append(event.data["n"])
-
-    loop.handlers["platform.probe"] = handler
-    loop.run()
-    assert seen == [0]
-    assert broker.committed["g"][("in", 0)] == 1
-    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
-    assert broker.messages(DEAD_LETTERS) == []
-    again = []
-    make_loop(broker, {"platform.probe": lambda e: again.append(e.data["n"])}).run_once()
-    assert again == [1, 2]
 
 
 def test_sigterm_stops_the_loop_and_tells_the_rest_of_the_process():
