@@ -16,6 +16,11 @@ the same audience alone.
    its senders.
 3. The ceiling, in the same run: the same audience query read to the end
    (ContactsStore.stream_audience), producing nothing.
+4. A small campaign (another account's 10 contacts) launched 1 s into the
+   big one's fan-out, with the worker's fan-out threads as they run
+   (fanout.run_fanouts): how long its first recipient and its
+   audience.ready wait, with one thread (a fan-out at a time, as when it
+   ran in the consumer loop) and with two (the default).
 Prints both rates, their ratio, and how long a million recipients take at
 that rate (a fan-out thread's time: the main loop no longer waits for it).
 The benchmark database is dropped at the end.
@@ -31,13 +36,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import threading  # noqa: E402
+
 from bench.sinks import CountingSink  # noqa: E402
 from devstack.env import load_stack_env  # noqa: E402
 from services.contacts import domain  # noqa: E402
-from services.contacts.fanout import FanoutRequests, FanoutRunner, contacts_stream  # noqa: E402
+from services.contacts.fanout import FanoutRequests, FanoutRunner, contacts_stream, run_fanouts  # noqa: E402
 from services.contacts.fanout_store import INDEXES, FanoutStore  # noqa: E402
 from services.contacts.store import ContactsStore, contact_document, ensure_contacts_indexes  # noqa: E402,E501
-from shared import mongo  # noqa: E402
+from shared import mongo, topics  # noqa: E402
+from shared.jobs import job_id_for  # noqa: E402
 from shared.events import new_event  # noqa: E402
 from shared.kafka.producer import EventProducer  # noqa: E402
 
@@ -75,6 +83,54 @@ def launched(account_id: str, list_id: str):
                          "limits": {}, "tracking": True})
 
 
+class WatchingSink(CountingSink):
+    """Counts, and notes when the small campaign's first job and each
+    campaign's audience.ready went out."""
+
+    def __init__(self, small_jobs: set[bytes]):
+        super().__init__()
+        self.small_jobs = small_jobs
+        self.first_small_job: float | None = None
+        self.ready_at: dict[bytes, float] = {}
+
+    def send(self, topic, key, value, headers=None):
+        super().send(topic, key, value, headers)
+        if self.first_small_job is None and key in self.small_jobs:
+            self.first_small_job = time.perf_counter()
+        if topic == topics.CONTACTS_EVENTS:
+            self.ready_at[key] = time.perf_counter()
+
+
+def small_beside_big(db, store: ContactsStore, big: tuple[str, str],
+                     small: tuple[str, str, list[str]], threads: int) -> tuple[float, float, float]:
+    """(seconds to the small campaign's first job, to its audience.ready,
+    to the big one's audience.ready), the small launched 1 s after the big."""
+    big_launch, small_launch = launched(*big), launched(*small[:2])
+    small_id = small_launch.data["campaign_id"]
+    sink = WatchingSink({job_id_for(small_id, c).encode() for c in small[2]})
+    stop, wake = threading.Event(), threading.Event()
+    runners = [threading.Thread(target=run_fanouts, args=(
+        FanoutRunner(FanoutStore(db), contacts_stream(store), EventProducer(sink),
+                     f"bench-{n}", BATCH), wake, stop, 0.5)) for n in range(threads)]
+    for runner in runners:
+        runner.start()
+    requests = FanoutRequests(FanoutStore(db), wake.set)
+    requests.launched(big_launch)
+    big_started = time.perf_counter()
+    time.sleep(1)
+    requests.launched(small_launch)
+    small_started = time.perf_counter()
+    big_key = big_launch.data["campaign_id"].encode()
+    while big_key not in sink.ready_at or small_id.encode() not in sink.ready_at:
+        time.sleep(0.05)
+    stop.set()
+    wake.set()
+    for runner in runners:
+        runner.join()
+    return (sink.first_small_job - small_started, sink.ready_at[small_id.encode()] - small_started,
+            sink.ready_at[big_key] - big_started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--contacts", type=int, default=100_000)
@@ -86,9 +142,13 @@ def main() -> None:
     db = mongo.database(uri, f"bench_fanout_{uuid.uuid4().hex[:8]}")
     store = ContactsStore(db)
     account_id, list_id = domain.new_id(), domain.new_id()
+    small_account, small_list = domain.new_id(), domain.new_id()
     try:
         ensure_contacts_indexes(db)
         mongo.ensure_indexes(db, INDEXES)
+        write_contacts(store, small_account, small_list, 10, "small")
+        small_ids = [c["_id"] for c in store.contacts.find({"account_id": small_account},
+                                                          {"_id": 1})]
         if args.others:
             write_contacts(store, domain.new_id(), domain.new_id(), args.others, "other")
         took = write_contacts(store, account_id, list_id, args.contacts, "reader")
@@ -118,6 +178,14 @@ def main() -> None:
               f"{ceiling:,.0f} contacts/s")
         print(f"ratio to the ceiling: {rate / ceiling:.2f}")
         print(f"a million recipients at this rate: {1e6 / rate:,.0f} s")
+
+        for threads in (1, 2):
+            first, ready, big_s = small_beside_big(db, store, (account_id, list_id),
+                                                   (small_account, small_list, small_ids),
+                                                   threads)
+            print(f"{threads} fan-out thread(s): a 10-recipient campaign launched 1 s into "
+                  f"the big fan-out had its first job out after {first:.2f} s and its "
+                  f"audience.ready after {ready:.2f} s; the big one took {big_s:.1f} s")
     finally:
         mongo.client(uri).drop_database(db.name)
 
