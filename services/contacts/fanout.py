@@ -56,7 +56,7 @@ from shared.kafka.producer import EventProducer
 log = logging.getLogger(__name__)
 SOURCE = "contacts"
 BATCH_SIZE = 1000
-LEASE_SECONDS = 60
+LEASE_SECONDS = 30
 RETRY_SECONDS = 5
 DONE, CANCELLED, PAUSED, STOPPED = "done", "cancelled", "paused", "stopped"  # how a run ended
 

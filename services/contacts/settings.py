@@ -20,7 +20,7 @@ SETTINGS = [
     # Campaign fan-outs a worker runs at once (services/contacts/fanout.py):
     # a small campaign need not wait behind a million-recipient one.
     Setting("SANDESH_FANOUT_THREADS", POSITIVE_INT, default=2),
-    Setting("SANDESH_FANOUT_LEASE_SECONDS", POSITIVE_INT, default=60),
+    Setting("SANDESH_FANOUT_LEASE_SECONDS", POSITIVE_INT, default=30),
     # How often an idle fan-out thread looks for a dead worker's fan-out
     # (the main loop wakes it at once for new work).
     Setting("SANDESH_FANOUT_POLL_SECONDS", float, default=2.0),
