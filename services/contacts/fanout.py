@@ -47,6 +47,7 @@ from typing import Any, Callable, Iterable
 
 from pymongo.errors import CursorNotFound
 
+from services.contacts import metrics
 from services.contacts.fanout_store import INDEXES, MARK_KINDS, FanoutStore, LeaseLost, utcnow
 from shared import topics
 from shared.events import Event, new_event
@@ -132,20 +133,27 @@ class FanoutRunner:
         if state is None:
             return False
         campaign_id = state["_id"]
+        metrics.FANOUTS_RUNNING.inc()
         try:
-            self._run(state)
+            ended = self._run(state)
         except LeaseLost:
+            ended = "lease_lost"
             log.warning("fan-out lease lost", extra={"campaign_id": campaign_id})
         except Exception:
+            metrics.FANOUT_RUNS.labels("error").inc()
             try:
                 self.store.release(campaign_id, self.owner,
                                    self.clock() + timedelta(seconds=self.retry_seconds))
             except Exception:  # the database is down too: the lease expires instead
                 pass
             raise
+        finally:
+            metrics.FANOUTS_RUNNING.dec()
+        metrics.FANOUT_RUNS.labels(ended).inc()
         return True
 
-    def _run(self, state: dict) -> None:
+    def _run(self, state: dict) -> str:
+        """Returns how the run ended (DONE, CANCELLED, PAUSED, STOPPED)."""
         campaign_id = state["_id"]
         produced, ended = self._produce(state)
         if ended == STOPPED:
@@ -162,6 +170,7 @@ class FanoutRunner:
             self.store.finish(campaign_id, self.owner, produced, cut_short=ended == CANCELLED)
             log.info("fan-out cut short by a cancel" if ended == CANCELLED else "fan-out done",
                      extra={"campaign_id": campaign_id, "audience_size": produced})
+        return ended
 
     def _announce(self, state: dict, produced: int, cut_short: bool) -> None:
         data: dict[str, Any] = {"campaign_id": state["_id"], "audience_size": produced}
@@ -222,6 +231,7 @@ class FanoutRunner:
                     self._publish(account_id, jobs)
                     self.store.record_batch(campaign_id, account_id,
                                             [job["contact_id"] for job in jobs])
+                    metrics.FANOUT_RECIPIENTS.inc(len(jobs))
                     produced += len(jobs)
                 return produced, DONE
             except CursorNotFound:  # held too long (a slow broker): query again, skip what is out

@@ -10,6 +10,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from pymongo.errors import CursorNotFound
 
 from services.contacts.fanout import FanoutRequests, FanoutRunner, NeverStop
@@ -67,6 +68,10 @@ def broker():
     return InMemoryBroker()
 
 
+def metric(name: str, **labels) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def runner(store, stream, producer, batch_size=10, should_stop=NeverStop, owner="thread-a",
            **options):
     """A fan-out thread's work; after an error, claimable again at once."""
@@ -83,7 +88,12 @@ def fan_out(event, *, stream, store, producer, batch_size=10, should_stop=NeverS
 
 def test_one_job_per_recipient_then_audience_ready(mongo_db, broker):
     store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    recipients, runs = (metric("sandesh_fanout_recipients_total"),
+                        metric("sandesh_fanout_runs_total", ended="done"))
     assert fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer)
+    assert metric("sandesh_fanout_recipients_total") - recipients == 95
+    assert metric("sandesh_fanout_runs_total", ended="done") - runs == 1
+    assert metric("sandesh_fanouts_running") == 0
     produced = jobs(broker)
     assert len(produced) == 95
     first = next(j for j in produced if j["contact_id"] == "c0000")
@@ -313,11 +323,13 @@ def marking_stream(contacts, store: FanoutStore, after_batches: int, event):
 
 def test_a_cancel_stops_the_fan_out_before_its_next_batch(mongo_db, broker):
     store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    cancelled = metric("sandesh_fanout_runs_total", ended="cancelled")
     fan_out(launched(), stream=marking_stream(CONTACTS, store, 3, campaign_event("cancelled")),
             store=store, producer=producer)
     assert len(jobs(broker)) == 30
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 30, "cut_short": True}]
     assert store.produced_ids("camp-1") == set()   # finished: its records went
+    assert metric("sandesh_fanout_runs_total", ended="cancelled") - cancelled == 1
     assert store.marks_.count_documents({"campaign_id": "camp-1"}) == 0
     # A redelivered launch or cancel leaves nothing to do.
     FanoutRequests(store).marked(campaign_event("cancelled"))
