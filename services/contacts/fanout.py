@@ -32,6 +32,8 @@ Before each batch the thread renews its lease and reads the marks:
   its latest mark is a pause; after a resume one goes on from the recorded
   batches, and after a cancel one ends it as cut short.
 - the process stopping: it lets go at once, for another worker to go on.
+The renewal also stops a fan-out whose account was erased meanwhile (its
+document is gone), and the thread deletes what it recorded after that.
 
 A resumed fan-out holds the recorded ids in memory (about 100 bytes each:
 100 MB for a million); a fan-out that runs through holds none.
@@ -138,7 +140,11 @@ class FanoutRunner:
             ended = self._run(state)
         except LeaseLost:
             ended = "lease_lost"
-            log.warning("fan-out lease lost", extra={"campaign_id": campaign_id})
+            if self.store.forget_if_erased(campaign_id):
+                log.info("fan-out stopped: its account was erased",
+                         extra={"campaign_id": campaign_id})
+            else:
+                log.warning("fan-out lease lost", extra={"campaign_id": campaign_id})
         except Exception:
             metrics.FANOUT_RUNS.labels("error").inc()
             try:

@@ -152,8 +152,9 @@ class FanoutStore:
                           "lease_until": now + timedelta(seconds=lease_seconds)},
                  "$inc": {"attempts": 1}},
                 return_document=ReturnDocument.AFTER)
-            if claimed is not None:   # None: erased with its account meanwhile
+            if claimed is not None:
                 return claimed
+            self._delete_records(candidate["_id"])   # erased with its account meanwhile
         return None
 
     def _claim_attempt(self, candidate: dict, owner: str, lease_seconds: float,
@@ -213,6 +214,18 @@ class FanoutStore:
         self._as_holder(campaign_id, owner, {
             "done": True, "produced": produced, "cut_short": cut_short, "paused_after": None,
             **FREE_LEASE, "finished_at": utcnow()})
+        self._delete_records(campaign_id)
+
+    def forget_if_erased(self, campaign_id: str) -> bool:
+        """After a lost lease: when the fan-out's document is gone (its
+        account was erased while a thread ran it), delete what that thread
+        recorded after the erasure. True if it was gone."""
+        if self.get(campaign_id) is not None:
+            return False
+        self._delete_records(campaign_id)
+        return True
+
+    def _delete_records(self, campaign_id: str) -> None:
         for records in (self.batches, self.marks_, self.claims):
             delete_all(records, {"campaign_id": campaign_id})
 

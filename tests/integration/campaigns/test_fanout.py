@@ -299,6 +299,27 @@ def test_a_claim_whose_thread_died_before_taking_the_lease_is_claimed_again(mong
     assert len(jobs(broker)) == 95
 
 
+def test_an_account_erased_mid_fan_out_stops_it_and_leaves_nothing(mongo_db, broker):
+    """The erasure (services/contacts/privacy.py) runs in the consumer loop
+    while a thread fans out, here while the fourth batch is flushed: the
+    thread records that batch, stops at its next renewal, and deletes that
+    record."""
+    store, sink = FanoutStore(mongo_db), broker.sink()
+    flushes, real_flush = {"n": 0}, sink.flush
+
+    def erasing_flush(timeout=None):
+        real_flush(timeout)
+        flushes["n"] += 1
+        if flushes["n"] == 4:
+            for name in ("fanouts", "fanout_batches", "fanout_marks", "fanout_claims"):
+                mongo_db[name].delete_many({"account_id": "acct-1"})
+    sink.flush = erasing_flush
+    fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=EventProducer(sink))
+    assert len(jobs(broker)) == 40 and ready(broker) == []
+    for name in ("fanouts", "fanout_batches", "fanout_marks", "fanout_claims"):
+        assert mongo_db[name].count_documents({}) == 0, name
+
+
 # -- what stops it ---------------------------------------------------------------
 def campaign_event(kind: str, second: int = 0, campaign_id="camp-1"):
     """campaign.paused / resumed / cancelled at 12:00:<second>, so that the
