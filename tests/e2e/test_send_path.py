@@ -367,6 +367,45 @@ def test_a_pause_during_the_fan_out_stops_producing_jobs_until_the_resume(gatewa
     assert set(got) == {a for a, _ in rows} and all(len(v) == 1 for v in got.values())
 
 
+def test_kill_9_of_the_contacts_worker_mid_fan_out_loses_and_repeats_nobody(gateway, stack_env):
+    """The launch is committed as soon as the fan-out is recorded, so what
+    carries a fan-out across a crash is its lease and its recorded batches:
+    the restarted worker's thread claims it once the lease expires and
+    produces the rest, and every recipient gets exactly one message."""
+    from devstack.supervisor import supervisorctl
+    marker = uuid.uuid4().hex[:10]
+    list_id = make_list(gateway, "contacts killed during the fan-out")
+    rows = [(a, "F") for a in addresses(marker, 20_000)]
+    import_contacts(gateway, list_id, rows)
+    campaign_id = make_campaign(gateway, stack_env, [list_id])
+    batches = contacts_db(stack_env).fanout_batches
+    gateway.call("POST", f"/campaigns/{campaign_id}/send")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and batches.count_documents({"campaign_id": campaign_id}) < 2:
+        time.sleep(0.05)
+    subprocess.run(supervisorctl("signal", "KILL", "contacts:contacts-worker"), check=True,
+                   capture_output=True)   # supervisord starts it again
+    fanout = contacts_db(stack_env).fanouts.find_one({"_id": campaign_id})
+    assert not fanout["done"], "the fan-out ended before the kill; the test proves nothing"
+    done = wait_for(gateway, campaign_id, timeout=600)
+    assert done["progress"]["audience_size"] == done["progress"]["sent"] == len(rows)
+    assert contacts_db(stack_env).fanouts.find_one({"_id": campaign_id})["attempts"] >= 2
+    got = by_recipient(received(stack_env, marker))
+    assert set(got) == {a for a, _ in rows} and all(len(v) == 1 for v in got.values())
+    ready = f"http://127.0.0.1:{stack_env['SANDESH_CONTACTS_WORKER_PORT']}/readyz"
+    assert wait_until_ok(ready), "the contacts worker did not come back"
+
+
+def wait_until_ok(url: str, timeout: float = 60) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=5).ok:
+                return True
+        time.sleep(0.5)
+    return False
+
+
 def _merge_faults(fail_recipients: dict) -> None:
     from devstack.sink_faults import faults_path, set_faults
     path = faults_path()
