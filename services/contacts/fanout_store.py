@@ -135,7 +135,7 @@ class FanoutStore:
         """Take an unfinished fan-out that nobody holds (or whose holder
         died: its lease expired) and that no pause holds back. One paused
         before it started is taken once, to record that it stopped at 0."""
-        candidates = list(self.fanouts.find({"done": False, "lease_until": {"$lt": now}},
+        candidates = list(self.fanouts.find({"done": False, "lease_until": {"$lte": now}},
                                              {"account_id": 1, "attempts": 1,
                                               "paused_after": 1}))
         marks = self.marks_of([c["_id"] for c in candidates]) if candidates else {}
