@@ -41,8 +41,6 @@ A resumed fan-out holds the recorded ids in memory (about 100 bytes each:
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
@@ -53,6 +51,7 @@ from services.contacts import metrics
 from services.contacts.fanout_store import INDEXES, MARK_KINDS, FanoutStore, LeaseLost, utcnow
 from shared import topics
 from shared.events import Event, new_event
+from shared.ids import worker_owner
 from shared.jobs import job_id_for
 from shared.kafka.producer import EventProducer
 
@@ -81,7 +80,7 @@ def send_job(campaign_id: str, contact: dict, list_id: str | None) -> dict:
 
 
 def owner_name(thread: int) -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-fanout-{thread}"
+    return worker_owner(f"-fanout-{thread}")
 
 
 class FanoutRequests:

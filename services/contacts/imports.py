@@ -26,7 +26,6 @@ import hashlib
 import io
 import logging
 import os
-import socket
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -39,6 +38,7 @@ from pymongo.operations import UpdateOne
 from services.contacts import csvread, domain, events
 from services.contacts.store import ContactsStore, contact_document
 from shared.kafka.producer import EventProducer
+from shared.ids import worker_owner
 from shared.mongo import DUPLICATE_KEY, insert_new
 from shared.pii import InvalidEmail
 
@@ -102,7 +102,7 @@ def claim(store: ContactsStore, owner: str, lease_seconds: int, now: datetime) -
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    return worker_owner()
 
 
 # -- processing --------------------------------------------------------------

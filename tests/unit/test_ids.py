@@ -39,3 +39,18 @@ def test_a_forked_child_does_not_repeat_its_parents_ids():
     assert len(childs) == 320
     assert {childs[i:i + 32] for i in range(0, 320, 32)}.isdisjoint(
         parents[i:i + 32] for i in range(0, 320, 32))
+
+
+def test_a_lease_owner_names_the_host_and_pid_and_differs_after_a_restart():
+    import importlib
+    import os
+    import socket
+
+    from shared import ids
+    first = ids.worker_owner("-fanout-0")
+    assert first.startswith(f"{socket.gethostname()}-{os.getpid()}-")
+    assert first.endswith("-fanout-0")
+    # A container restarted in its pod keeps its hostname, and often its pid:
+    # the process's start token still tells the two apart.
+    restarted = importlib.reload(ids).worker_owner("-fanout-0")
+    assert restarted != first
