@@ -134,6 +134,8 @@ class FanoutRunner:
         if state is None:
             return False
         campaign_id = state["_id"]
+        log.info("fan-out claimed", extra={"campaign_id": campaign_id,
+                                           "attempt": state["attempts"]})
         metrics.FANOUTS_RUNNING.inc()
         try:
             ended = self._run(state)
