@@ -30,20 +30,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import threading  # noqa: E402
-
 from bench.sinks import CountingSink  # noqa: E402
 from devstack.env import load_stack_env  # noqa: E402
 from services.contacts import domain  # noqa: E402
-from services.contacts.fanout import FanoutRequests, FanoutRunner, contacts_stream, run_fanouts  # noqa: E402
+from services.contacts.fanout import FanoutRequests, FanoutRunner, contacts_stream  # noqa: E402
 from services.contacts.fanout_store import INDEXES, FanoutStore  # noqa: E402
 from services.contacts.store import ContactsStore, contact_document, ensure_contacts_indexes  # noqa: E402,E501
+from services.contacts.worker import start_fanout_threads  # noqa: E402
 from shared import mongo, topics  # noqa: E402
 from shared.jobs import job_id_for  # noqa: E402
 from shared.events import new_event  # noqa: E402
@@ -109,11 +109,9 @@ def small_beside_big(db, store: ContactsStore, big: tuple[str, str],
     small_id = small_launch.data["campaign_id"]
     sink = WatchingSink({job_id_for(small_id, c).encode() for c in small[2]})
     stop, wake = threading.Event(), threading.Event()
-    runners = [threading.Thread(target=run_fanouts, args=(
-        FanoutRunner(FanoutStore(db), contacts_stream(store), EventProducer(sink),
-                     f"bench-{n}", BATCH), wake, stop, 0.5)) for n in range(threads)]
-    for runner in runners:
-        runner.start()
+    fanout_threads = start_fanout_threads(
+        [FanoutRunner(FanoutStore(db), contacts_stream(store), EventProducer(sink),
+                      f"bench-{n}", BATCH) for n in range(threads)], wake, stop, 0.5)
     requests = FanoutRequests(FanoutStore(db), wake.set)
     requests.launched(big_launch)
     big_started = time.perf_counter()
@@ -125,8 +123,8 @@ def small_beside_big(db, store: ContactsStore, big: tuple[str, str],
         time.sleep(0.05)
     stop.set()
     wake.set()
-    for runner in runners:
-        runner.join()
+    for thread in fanout_threads:
+        thread.join()
     return (sink.first_small_job - small_started, sink.ready_at[small_id.encode()] - small_started,
             sink.ready_at[big_key] - big_started)
 

@@ -40,22 +40,25 @@ def run_imports(runtime: Runtime, config: Config, stop: threading.Event) -> None
             stop.wait(config.import_poll_seconds)
 
 
-def start_fanout_threads(runtime: Runtime, config: Config, wake: threading.Event,
-                         stop: threading.Event) -> list[threading.Thread]:
+def fanout_runners(runtime: Runtime, config: Config,
+                   stop: threading.Event) -> list[fanout.FanoutRunner]:
     stream = fanout.contacts_stream(ContactsStore(runtime.db))
     # A producer of their own: the main loop flushes its producer before each
     # commit, which should not wait for a thousand send jobs in flight.
     producer = hot_event_producer(config, SERVICE)
-    threads = []
-    for number in range(config.fanout_threads):
-        runner = fanout.FanoutRunner(
-            FanoutStore(runtime.db), stream, producer, fanout.owner_name(number),
-            should_stop=stop.is_set, lease_seconds=config.fanout_lease_seconds)
-        thread = threading.Thread(target=fanout.run_fanouts, name=f"contacts-fanout-{number}",
-                                  args=(runner, wake, stop, config.fanout_poll_seconds),
-                                  daemon=True)
+    return [fanout.FanoutRunner(FanoutStore(runtime.db), stream, producer,
+                                fanout.owner_name(number), should_stop=stop.is_set,
+                                lease_seconds=config.fanout_lease_seconds)
+            for number in range(config.fanout_threads)]
+
+
+def start_fanout_threads(runners: list[fanout.FanoutRunner], wake: threading.Event,
+                         stop: threading.Event, poll_seconds: float) -> list[threading.Thread]:
+    threads = [threading.Thread(target=fanout.run_fanouts, name=f"contacts-fanout-{number}",
+                                args=(runner, wake, stop, poll_seconds), daemon=True)
+               for number, runner in enumerate(runners)]
+    for thread in threads:
         thread.start()
-        threads.append(thread)
     return threads
 
 
@@ -74,7 +77,8 @@ def main() -> None:
                              producer=runtime.producer())
         threading.Thread(target=run_imports, name="contacts-imports", daemon=True,
                          args=(runtime, config, stop)).start()
-        fanout_threads.extend(start_fanout_threads(runtime, config, wake, stop))
+        fanout_threads.extend(start_fanout_threads(fanout_runners(runtime, config, stop), wake,
+                                                   stop, config.fanout_poll_seconds))
         return loop
 
     try:

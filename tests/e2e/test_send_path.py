@@ -372,6 +372,7 @@ def test_kill_9_of_the_contacts_worker_mid_fan_out_loses_and_repeats_nobody(gate
     carries a fan-out across a crash is its lease and its recorded batches:
     the restarted worker's thread claims it once the lease expires and
     produces the rest, and every recipient gets exactly one message."""
+    from devstack import wait
     from devstack.supervisor import supervisorctl
     marker = uuid.uuid4().hex[:10]
     list_id = make_list(gateway, "contacts killed during the fan-out")
@@ -392,18 +393,7 @@ def test_kill_9_of_the_contacts_worker_mid_fan_out_loses_and_repeats_nobody(gate
     assert contacts_db(stack_env).fanouts.find_one({"_id": campaign_id})["attempts"] >= 2
     got = by_recipient(received(stack_env, marker))
     assert set(got) == {a for a, _ in rows} and all(len(v) == 1 for v in got.values())
-    ready = f"http://127.0.0.1:{stack_env['SANDESH_CONTACTS_WORKER_PORT']}/readyz"
-    assert wait_until_ok(ready), "the contacts worker did not come back"
-
-
-def wait_until_ok(url: str, timeout: float = 60) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(url, timeout=5).ok:
-                return True
-        time.sleep(0.5)
-    return False
+    wait.wait_all(wait.service_checks(stack_env, only="contacts"))   # back for the next tests
 
 
 def _merge_faults(fail_recipients: dict) -> None:

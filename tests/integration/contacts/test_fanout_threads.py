@@ -7,17 +7,18 @@
 The fan-outs' jobs go to an in-memory broker: on the real one they would
 feed the running stack's senders."""
 import threading
-import time
 from types import SimpleNamespace
 
 from services.contacts import fanout
 from services.contacts.fanout_store import FanoutStore
+from services.contacts.worker import start_fanout_threads
 from shared.config import Config
 from shared.kafka.factory import consumer_loop, event_producer
 from shared.kafka.memory import InMemoryBroker
 from shared.kafka.producer import EventProducer
 from tests.integration.campaigns.test_fanout import (CONTACTS, campaign_event, jobs, launched,
                                                      ready, stream_of)
+from tests.integration.sender.harness import wait_for
 from tests.loops import run_until
 
 SMALL = CONTACTS[:5]
@@ -43,19 +44,16 @@ def by_list(**streams):
 
 
 class Worker:
-    """A worker's fan-out threads, as services/contacts/worker.py starts them."""
+    """A worker's fan-out threads, started as services/contacts/worker.py
+    starts them, with runners of the test's own (stream, broker)."""
 
     def __init__(self, db, stream, broker, name: str, threads: int = 2):
         self.wake, self.stop = threading.Event(), threading.Event()
-        self.threads = []
-        for number in range(threads):
-            runner = fanout.FanoutRunner(FanoutStore(db), stream, EventProducer(broker.sink()),
-                                         f"{name}-{number}", batch_size=10,
-                                         should_stop=self.stop.is_set)
-            thread = threading.Thread(target=fanout.run_fanouts, daemon=True,
-                                      args=(runner, self.wake, self.stop, 0.2))
-            thread.start()
-            self.threads.append(thread)
+        runners = [fanout.FanoutRunner(FanoutStore(db), stream, EventProducer(broker.sink()),
+                                       f"{name}-{number}", batch_size=10,
+                                       should_stop=self.stop.is_set)
+                   for number in range(threads)]
+        self.threads = start_fanout_threads(runners, self.wake, self.stop, poll_seconds=0.2)
 
     def shutdown(self) -> bool:
         self.stop.set()
@@ -67,15 +65,6 @@ class Worker:
 
 def of(campaign_id, records):
     return [r for r in records if r["campaign_id"] == campaign_id]
-
-
-def wait_for(condition, seconds=60) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_the_loop_goes_on_reading_while_a_big_fan_out_runs(kafka_bootstrap, make_topic,
@@ -101,7 +90,7 @@ def test_the_loop_goes_on_reading_while_a_big_fan_out_runs(kafka_bootstrap, make
         assert of("camp-2", ready(broker)) == [{"campaign_id": "camp-2", "audience_size": 5}]
         assert of("camp-1", ready(broker)) == []
         gate.set()
-        assert wait_for(lambda: of("camp-1", ready(broker)))
+        wait_for(lambda: of("camp-1", ready(broker)), 60, "the big fan-out's audience.ready")
     finally:
         gate.set()
         assert worker.shutdown()
@@ -117,7 +106,7 @@ def test_a_stopping_worker_lets_go_and_another_worker_goes_on(mongo_db):
     first = Worker(mongo_db, gated_stream(CONTACTS, gate, 2), broker, "first", threads=1)
     try:
         fanout.FanoutRequests(store, first.wake.set).launched(launched())
-        assert wait_for(lambda: len(store.produced_ids("camp-1")) == 20)
+        wait_for(lambda: len(store.produced_ids("camp-1")) == 20, 60, "two batches")
         first.stop.set()   # SIGTERM, while the fan-out waits for its third batch
     finally:
         gate.set()
@@ -127,7 +116,7 @@ def test_a_stopping_worker_lets_go_and_another_worker_goes_on(mongo_db):
 
     second = Worker(mongo_db, stream_of(CONTACTS), broker, "second", threads=1)
     try:
-        assert wait_for(lambda: bool(ready(broker)))   # found by its poll, not woken
+        wait_for(lambda: ready(broker), 60, "audience.ready")   # found by its poll, not woken
     finally:
         assert second.shutdown()
     produced = jobs(broker)
