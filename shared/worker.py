@@ -37,8 +37,7 @@ def run_worker(service: str, config: Config, build_loop: Callable[[], ConsumerLo
 
 class HelperLoops:
     """Consumer loops a worker runs beside its main one, a thread each (the
-    sender's state loops, privacy's aggregate counter, contacts' fan-out
-    watcher). `check` is a readiness check: a helper that died, on an error
+    sender's state loops, privacy's aggregate counter). `check` is a readiness check: a helper that died, on an error
     its loop does not catch, leaves its events unread while the main loop
     goes on, and the pod should say so rather than look healthy."""
 

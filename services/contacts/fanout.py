@@ -168,8 +168,7 @@ class FanoutRunner:
             log.info("fan-out left for another worker", extra={"campaign_id": campaign_id,
                                                                "produced": produced})
         elif ended == PAUSED:
-            self.store.paused_after(campaign_id, self.owner, produced)
-            self.store.release(campaign_id, self.owner)
+            self.store.release(campaign_id, self.owner, paused_after=produced)
             log.info("fan-out stopped by a pause", extra={"campaign_id": campaign_id,
                                                           "produced": produced})
         else:

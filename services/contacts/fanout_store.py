@@ -183,9 +183,14 @@ class FanoutStore:
     def renew(self, campaign_id: str, owner: str, until: datetime) -> None:
         self._as_holder(campaign_id, owner, {"lease_until": until})
 
-    def release(self, campaign_id: str, owner: str, until: datetime = EPOCH) -> None:
-        """Let go of a fan-out; another thread may claim it from `until`."""
-        self._as_holder(campaign_id, owner, {"lease_owner": None, "lease_until": until})
+    def release(self, campaign_id: str, owner: str, until: datetime = EPOCH,
+                paused_after: int | None = None) -> None:
+        """Let go of a fan-out; another thread may claim it from `until`.
+        `paused_after`: let go because a pause stopped it (see below)."""
+        changes = {"lease_owner": None, "lease_until": until}
+        if paused_after is not None:
+            changes["paused_after"] = paused_after
+        self._as_holder(campaign_id, owner, changes)
 
     def paused_after(self, campaign_id: str, owner: str, produced: int | None) -> None:
         """How many were produced when a pause stopped the fan-out (None:

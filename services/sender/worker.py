@@ -158,5 +158,6 @@ def main() -> None:
         producer.flush(10)
         log.info("sender stopped")
 
+
 if __name__ == "__main__":
     main()
