@@ -129,7 +129,7 @@ class ContactStateStore:
 
     def subscribed(self, contact_id: str, list_id: str | None, at: datetime | None = None) -> None:
         # Only a contact with a state is updated: every import subscribes, and
-        # a document per contact would slow the send-time check (FerretDB scans).
+        # a document per contact would only grow what the send-time check reads.
         if list_id is None:
             self._change(contact_id, "all", at, {"$set": {"all_lists": False}}, upsert=False)
         else:
@@ -215,7 +215,8 @@ def _contact_reason(job: Job, state: dict | None) -> str | None:
 
 class DeliveryStore:
     """Claims and outcomes, written with inserts and deletes only: FerretDB
-    (SQLite) inserts 500 documents in ~50 ms but updates ~6 ms apiece.
+    (SQLite) inserts 500 documents in ~20-40 ms but updates one document at a
+    time (~0.65 ms each), and no update is a compare-and-set there.
 
     `claims` (_id = job id): who is sending the job since when; deleted when
     the job is deferred or released, kept once it is final.

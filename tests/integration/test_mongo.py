@@ -82,3 +82,43 @@ def test_insert_new_says_which_documents_were_new_and_keeps_them_all(mongo_db):
 def test_insert_new_raises_errors_other_than_a_duplicate(mongo_db):
     with pytest.raises(BulkWriteError):
         mongo.insert_new(mongo_db["strict"], [{"_id": 1}, {"_id": 2, "$not_a_field": 1}])
+
+
+
+def _uses_index(db, filter_: dict) -> bool:
+    plan = db.command("explain", {"find": "things", "filter": filter_})
+    return any("USING INDEX" in step for step in plan["queryPlanner"]["Plan"])
+
+
+def test_lookups_by_id_use_the_id_index(mongo_db):
+    """The local FerretDB is built with devstack/ferretdb_patches.py: unpatched,
+    its SQLite backend reads the whole table for every find, update and delete
+    by `_id`, and for every `_id` $in."""
+    mongo_db.things.insert_many([{"_id": f"id-{n}", "n": n} for n in range(50)])
+    assert _uses_index(mongo_db, {"_id": "id-7"})
+    assert _uses_index(mongo_db, {"_id": {"$in": ["id-7", "id-9", "absent"]}})
+
+    assert mongo_db.things.find_one({"_id": "id-7"})["n"] == 7
+    mongo_db.things.update_one({"_id": "id-7"}, {"$set": {"n": 70}})
+    mongo_db.things.delete_one({"_id": "id-8"})
+    assert mongo_db.things.find_one({"_id": "id-7"})["n"] == 70
+    assert mongo_db.things.find_one({"_id": "id-8"}) is None
+    assert mongo_db.things.count_documents({}) == 49
+
+
+def test_id_in_finds_updates_and_deletes_exactly_the_listed_documents(mongo_db):
+    mongo_db.things.insert_many([{"_id": f"id-{n}", "n": n} for n in range(20)]
+                                + [{"_id": 5, "n": "number five"}])
+    found = mongo_db.things.find({"_id": {"$in": ["id-3", "id-3", "id-11", "absent"]}})
+    assert sorted(doc["n"] for doc in found) == [3, 11]
+    # A value that is not a string is not pushed down, and still matches.
+    found = mongo_db.things.find({"_id": {"$in": ["id-4", 5]}})
+    assert sorted(str(doc["n"]) for doc in found) == ["4", "number five"]
+    assert not _uses_index(mongo_db, {"_id": {"$in": ["id-4", 5]}})
+
+    updated = mongo_db.things.update_many({"_id": {"$in": ["id-1", "id-2"]}}, {"$set": {"x": 1}})
+    assert updated.modified_count == 2
+    assert sorted(doc["_id"] for doc in mongo_db.things.find({"x": 1})) == ["id-1", "id-2"]
+    deleted = mongo_db.things.delete_many({"_id": {"$in": [f"id-{n}" for n in range(10)]}})
+    assert deleted.deleted_count == 10
+    assert mongo_db.things.count_documents({}) == 11
