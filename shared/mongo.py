@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from pymongo import MongoClient
 from pymongo.collection import Collection
@@ -107,8 +107,8 @@ def delete_all(collection: Collection, query: dict, chunk: int = DELETE_CHUNK) -
 
 def id_batches(collection: Collection, query: dict, size: int) -> Iterator[list]:
     """The _ids of the matching documents, `size` at a time, from one cursor:
-    a single read of the collection (on FerretDB every query but one by a
-    single _id reads the whole of it, so a query per batch reads it per batch)."""
+    a single read of the collection (on FerretDB every query but one by _id
+    reads the whole of it, so a query per batch reads it per batch)."""
     batch: list = []
     for doc in collection.find(query, {"_id": 1}).batch_size(size):
         batch.append(doc["_id"])
@@ -117,6 +117,23 @@ def id_batches(collection: Collection, query: dict, size: int) -> Iterator[list]
             batch = []
     if batch:
         yield batch
+
+
+
+# The local FerretDB looks up an `_id` $in of up to 1,000 values through the
+# `_id` index (devstack/ferretdb_patches.py) and reads the whole collection for
+# a longer one.
+IDS_PER_QUERY = 1_000
+
+
+def find_by_ids(collection: Collection, ids: Iterable) -> dict:
+    """The documents with these _ids, by _id (the missing ones left out)."""
+    ids = list(dict.fromkeys(ids))
+    found: dict = {}
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        for doc in collection.find({"_id": {"$in": ids[start:start + IDS_PER_QUERY]}}):
+            found[doc["_id"]] = doc
+    return found
 
 
 DUPLICATE_KEY = 11000

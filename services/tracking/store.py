@@ -24,7 +24,7 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from shared.mongo import delete_all, insert_new
+from shared.mongo import delete_all, find_by_ids, insert_new
 
 INDEXES = {
     "markers": [IndexModel([("c", ASCENDING)])],
@@ -80,8 +80,8 @@ class TrackingStore:
 
     def save_deliveries(self, deliveries: list[tuple[str, str, str, str, datetime]]) -> None:
         """save_delivery for many (job, account, campaign, contact, sent at):
-        one unordered insert (an update costs a collection scan on FerretDB's
-        SQLite backend); the few already there (redelivery) are updated."""
+        one unordered insert (FerretDB updates one document at a time, ~0.65
+        ms each); the few already there (redelivery) are updated."""
         docs = [{"_id": job_id, "account_id": account_id, "campaign_id": campaign_id,
                  "contact_id": contact_id, "sent_at": sent_at}
                 for job_id, account_id, campaign_id, contact_id, sent_at in deliveries]
@@ -90,9 +90,8 @@ class TrackingStore:
                                doc["contact_id"], doc["sent_at"])
 
     def deliveries(self, job_ids) -> dict[str, dict]:
-        """By job id; one find by _id each (an $in is a scan on FerretDB)."""
-        found = (self.db.deliveries.find_one({"_id": job_id}) for job_id in job_ids)
-        return {doc["_id"]: doc for doc in found if doc}
+        """By job id."""
+        return find_by_ids(self.db.deliveries, job_ids)
 
     def delivery(self, job_id: str) -> dict | None:
         return self.db.deliveries.find_one({"_id": job_id})
@@ -113,10 +112,10 @@ class TrackingStore:
         """Insert the markers (distinct ids); returns the ones that were
         there already, by id, as they are stored."""
         there = _already_there(self.db.markers, docs)
-        found = {doc["_id"]: self.db.markers.find_one({"_id": doc["_id"]}) for doc in there}
+        stored = find_by_ids(self.db.markers, (doc["_id"] for doc in there))
         # A marker deleted since (an erasure renames them) was counted.
-        return {marker_id: doc or {"_id": marker_id, "done": True}
-                for marker_id, doc in found.items()}
+        return {doc["_id"]: stored.get(doc["_id"], {"_id": doc["_id"], "done": True})
+                for doc in there}
 
     # ---------------------------------------------------------- batches
     # A batch's intent is written before its markers and deleted once its

@@ -122,3 +122,12 @@ def test_id_in_finds_updates_and_deletes_exactly_the_listed_documents(mongo_db):
     deleted = mongo_db.things.delete_many({"_id": {"$in": [f"id-{n}" for n in range(10)]}})
     assert deleted.deleted_count == 10
     assert mongo_db.things.count_documents({}) == 11
+
+
+def test_find_by_ids_returns_every_stored_document_however_many_ids(mongo_db):
+    mongo_db.things.insert_many([{"_id": f"id-{n}", "n": n} for n in range(0, 2_500, 2)])
+    wanted = [f"id-{n}" for n in range(2_500)] + ["id-4", "id-4"]
+    found = mongo.find_by_ids(mongo_db.things, wanted)
+    assert sorted(found) == sorted(f"id-{n}" for n in range(0, 2_500, 2))
+    assert found["id-4"]["n"] == 4
+    assert mongo.find_by_ids(mongo_db.things, []) == {}
