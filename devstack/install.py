@@ -77,7 +77,9 @@ def _patch_ferretdb(src) -> None:
         path.write_text(text.replace(old, new))
 
 
-def _ferretdb_version_ok() -> bool:
+def _ferretdb_up_to_date() -> bool:
+    """The binary is there, reports the pinned version and was built with
+    the current patches."""
     if not os.access(config.FERRETDB_BIN, os.X_OK):
         return False
     stamp = _ferretdb_patches_stamp_file()
@@ -101,7 +103,7 @@ def build_ferretdb() -> None:
     devstack/ferretdb_patches.py, go build. A binary built without the
     current patches is rebuilt.
     """
-    if _ferretdb_version_ok():
+    if _ferretdb_up_to_date():
         say(f"FerretDB {config.FERRETDB_VERSION} present in {config.FERRETDB_BIN.relative_to(config.REPO_DIR)}")
         return
     say(f"Building FerretDB {config.FERRETDB_VERSION} with Go (first run: ~2 min)…")
@@ -126,7 +128,7 @@ def build_ferretdb() -> None:
     _run(["go", "build", "-buildvcs=false", "-o", str(config.FERRETDB_BIN), "./cmd/ferretdb"],
          "Building FerretDB", cwd=src)
     _ferretdb_patches_stamp_file().write_text(_ferretdb_patches_stamp() + "\n")
-    if not _ferretdb_version_ok():
+    if not _ferretdb_up_to_date():
         fail(f"The FerretDB binary built at {config.FERRETDB_BIN} does not report "
              f"{config.FERRETDB_VERSION}; remove .cache/ferretdb and retry `make install`.")
     say(f"FerretDB built ({time.monotonic() - started:.0f} s)")

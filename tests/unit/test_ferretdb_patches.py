@@ -1,0 +1,33 @@
+"""make install's FerretDB patching (the built server is checked in
+tests/integration/test_mongo.py)."""
+import pytest
+
+from devstack import ferretdb_patches, install
+
+
+def _write_sources(root, texts: dict) -> None:
+    for relative, text in texts.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_every_patch_replaces_its_text_once(tmp_path):
+    sources: dict = {}
+    for relative, old, _ in ferretdb_patches.PATCHES:
+        sources[relative] = sources.get(relative, "package x\n") + old + "// between\n"
+    _write_sources(tmp_path, sources)
+
+    install._patch_ferretdb(tmp_path)
+
+    for relative, old, new in ferretdb_patches.PATCHES:
+        text = (tmp_path / relative).read_text()
+        assert new in text
+        assert old not in text or old in new
+
+
+def test_a_source_without_the_expected_text_stops_the_build(tmp_path, capsys):
+    _write_sources(tmp_path, {relative: "package x\n" for relative, _, _ in ferretdb_patches.PATCHES})
+    with pytest.raises(SystemExit):
+        install._patch_ferretdb(tmp_path)
+    assert "Cannot patch FerretDB" in capsys.readouterr().err
