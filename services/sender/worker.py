@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 from pathlib import Path
@@ -26,6 +25,7 @@ from services.sender.store import (CampaignStore, ContactStateStore, DeliverySto
 from services.sender.throttle import RateLimiter
 from shared import mongo
 from shared.config import Config, load_common
+from shared.ids import worker_owner
 from shared.kafka.factory import client_id, consumer_loop, event_producer, hot_event_producer
 from shared.kafka.rdkafka_impl import RdKafkaSource
 from shared.kafka.probe import check_broker
@@ -74,7 +74,7 @@ def build(config: Config):
     """Everything the send loop needs, wired from configuration."""
     db = mongo.database(config.mongo_uri, config.sender_db or config.mongo_db_prefix + SERVICE)
     ensure_indexes(db)
-    owner = f"{socket.gethostname()}:{os.getpid()}"
+    owner = worker_owner()
     prefix = config.sender_topic_prefix
     routes = Routes.with_prefix(prefix)
     relays = parse_relays(config.smtp_relays, config.smtp_host, config.smtp_port)
