@@ -120,9 +120,9 @@ def id_batches(collection: Collection, query: dict, size: int) -> Iterator[list]
 
 
 
-# The local FerretDB looks up an `_id` $in of up to 1,000 values through the
+# The local FerretDB looks up an `_id` $in of up to 10,000 values through the
 # `_id` index (devstack/ferretdb_patches.py) and reads the whole collection for
-# a longer one.
+# a longer one, so longer lists are looked up 1,000 at a time.
 IDS_PER_QUERY = 1_000
 
 
