@@ -57,6 +57,11 @@ def _stack_processes() -> dict[int, str]:
     return found
 
 
+def pid_of(wanted_role: str) -> int | None:
+    """The pid of the stack's process with this role ("ferretdb", "sink"...)."""
+    return next((pid for pid, name in _stack_processes().items() if name == wanted_role), None)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""
     return _stat_seconds(Path(f"/proc/{pid}/stat"))
