@@ -12,14 +12,18 @@ index as MongoDB does, instead of reading whole tables:
    own expression it is `SEARCH ... USING INDEX`. Measured at 50,000
    documents: 32 `find_one({_id})` took 1.5 s of FerretDB CPU before, 10 ms
    after.
-2. Only `{_id: <string or ObjectID>}` reached SQLite as a WHERE; `{_id: {$in:
-   [...]}}` read the whole table (1.8 s of CPU for 200 ids at 50,000
-   documents). It now becomes `WHERE <_id> IN (...)` when every value is a
-   string or an ObjectID, up to 10,000 of them (SQLite takes up to 32,766
-   parameters). FerretDB filters every document it reads again in Go, so
-   the WHERE only narrows what is read.
+2. Only a filter that was exactly `{_id: <string or ObjectID>}` reached
+   SQLite as a WHERE. `{_id: {$in: [...]}}` read the whole table (1.8 s of
+   CPU for 200 ids at 50,000 documents), and so did `{_id: x, account_id: y}`,
+   the shape of every account-scoped lookup. Now any filter with a top-level
+   `_id` of a string or ObjectID, or an `$in` of up to 10,000 of them (SQLite
+   takes up to 32,766 parameters), becomes `WHERE <_id> = ?` or `IN (...)`,
+   whatever its other conditions. FerretDB filters every document it reads
+   again in Go (find, count, distinct, update, delete, findAndModify,
+   aggregate), so the WHERE only narrows what is read, and top-level
+   conditions are ANDed, so no match is lost.
 
-Nothing else in FerretDB changes: no other query shape is pushed down.
+Nothing else in FerretDB changes: no other condition is pushed down.
 """
 from __future__ import annotations
 
@@ -50,15 +54,17 @@ _ID_WHERE_CLAUSE = """\
 // maxIDsPushedDown bounds the `_id` $in values sent to SQLite as parameters.
 const maxIDsPushedDown = 10000
 
-// idWhereClause returns the WHERE clause and its arguments for a filter that
-// is `{_id: v}` or `{_id: {$in: [v, ...]}}` with string or ObjectID values,
-// and "" for any other filter.
+// idWhereClause returns the WHERE clause and its arguments for a filter whose
+// top-level `_id` condition is `v` or `{$in: [v, ...]}` with string or
+// ObjectID values, and "" for any other filter. Top-level conditions are
+// ANDed, and every document read is filtered again, so the other conditions
+// need not reach SQLite.
 func idWhereClause(filter *types.Document) (string, []any) {
-	if filter.Len() != 1 {
+	v, err := filter.Get("_id")
+	if err != nil {
 		return "", nil
 	}
 
-	v, _ := filter.Get("_id")
 	switch v := v.(type) {
 	case string, types.ObjectID:
 		return fmt.Sprintf(` WHERE %s = ?`, metadata.IDColumn), []any{string(must.NotFail(sjson.MarshalSingleValue(v)))}

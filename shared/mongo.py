@@ -107,8 +107,8 @@ def delete_all(collection: Collection, query: dict, chunk: int = DELETE_CHUNK) -
 
 def id_batches(collection: Collection, query: dict, size: int) -> Iterator[list]:
     """The _ids of the matching documents, `size` at a time, from one cursor:
-    a single read of the collection (on FerretDB every query but one by _id
-    reads the whole of it, so a query per batch reads it per batch)."""
+    a single read of the collection (on FerretDB every query without an _id
+    condition reads the whole of it, so a query per batch reads it per batch)."""
     batch: list = []
     for doc in collection.find(query, {"_id": 1}).batch_size(size):
         batch.append(doc["_id"])

@@ -124,6 +124,30 @@ def test_id_in_finds_updates_and_deletes_exactly_the_listed_documents(mongo_db):
     assert mongo_db.things.count_documents({}) == 11
 
 
+
+def test_an_id_with_other_conditions_uses_the_index_and_still_applies_them(mongo_db):
+    """Account-scoped lookups ({_id, account_id}) go through the `_id` index
+    too; the other conditions still decide what matches."""
+    mongo_db.things.insert_many([{"_id": f"id-{n}", "n": n,
+                                  "account_id": "odd" if n % 2 else "even"} for n in range(20)])
+    assert _uses_index(mongo_db, {"_id": "id-7", "account_id": "odd"})
+    assert _uses_index(mongo_db, {"account_id": "odd", "_id": {"$in": ["id-7", "id-8"]}})
+    assert not _uses_index(mongo_db, {"account_id": "odd"})
+
+    assert mongo_db.things.find_one({"_id": "id-7", "account_id": "odd"})["n"] == 7
+    assert mongo_db.things.find_one({"_id": "id-7", "account_id": "even"}) is None
+    found = mongo_db.things.find({"account_id": "odd", "_id": {"$in": ["id-7", "id-8"]}})
+    assert [doc["n"] for doc in found] == [7]
+    assert mongo_db.things.count_documents({"_id": {"$in": ["id-1", "id-2", "id-3"]},
+                                            "account_id": "odd"}) == 2
+    assert mongo_db.things.update_one({"_id": "id-8", "account_id": "odd"},
+                                      {"$set": {"x": 1}}).matched_count == 0
+    assert mongo_db.things.delete_many({"_id": {"$in": ["id-1", "id-2", "id-3"]},
+                                        "account_id": "odd"}).deleted_count == 2
+    left = mongo_db.things.find({"_id": {"$in": ["id-1", "id-2", "id-3"]}})
+    assert [doc["_id"] for doc in left] == ["id-2"]
+
+
 def test_find_by_ids_returns_every_stored_document_however_many_ids(mongo_db):
     mongo_db.things.insert_many([{"_id": f"id-{n}", "n": n} for n in range(0, 2_500, 2)])
     wanted = [f"id-{n}" for n in range(2_500)] + ["id-4", "id-4"]
