@@ -27,7 +27,7 @@ from pymongo.operations import IndexModel
 
 from services.sender.domain import CANCELLED, FINAL, SENDING, Campaign, Job
 from shared.erased_accounts import ErasedAccounts
-from shared.mongo import delete_all, insert_new, retry_unreachable
+from shared.mongo import delete_all, find_by_ids, insert_new, retry_unreachable
 from shared.pii import email_hash
 
 INDEXES = {
@@ -90,7 +90,7 @@ class CampaignStore:
             else:
                 missing.append(cid)
         if missing:
-            docs = {d["_id"]: d for d in self.col.find({"_id": {"$in": missing}})}
+            docs = find_by_ids(self.col, missing)
             for cid in missing:
                 doc = docs.get(cid)
                 campaign = None
@@ -176,7 +176,7 @@ class ContactStateStore:
         if not jobs:
             return {}
         ids = list({j.contact_id for j in jobs})
-        states = {d["_id"]: d for d in self.col.find({"_id": {"$in": ids}})}
+        states = find_by_ids(self.col, ids)
         reasons = {}
         for job in jobs:
             reason = _contact_reason(job, states.get(job.contact_id))
@@ -247,7 +247,7 @@ class DeliveryStore:
         held = []
         if conflicts:
             finished.update(self._finished(list(conflicts)))
-            existing = {d["_id"]: d for d in self.claims.find({"_id": {"$in": list(conflicts)}})}
+            existing = find_by_ids(self.claims, conflicts)
             expired = now.timestamp() - self.lease_seconds
             for job in (j for j in todo if j.job_id in conflicts and j.job_id not in finished):
                 doc = existing.get(job.job_id)
@@ -259,9 +259,7 @@ class DeliveryStore:
         return claimed, finished, held
 
     def _finished(self, job_ids: list[str]) -> dict[str, dict]:
-        if not job_ids:
-            return {}
-        return {d["_id"]: d for d in self.col.find({"_id": {"$in": job_ids}})}
+        return find_by_ids(self.col, job_ids)
 
     def _take_over(self, job: Job, doc: dict, now: datetime) -> bool:
         """Claim a job whose sender died mid-send (its lease ran out): the
