@@ -119,7 +119,6 @@ def id_batches(collection: Collection, query: dict, size: int) -> Iterator[list]
         yield batch
 
 
-
 # The local FerretDB looks up an `_id` $in of up to 10,000 values through the
 # `_id` index (devstack/ferretdb_patches.py) and reads the whole collection for
 # a longer one, so longer lists are looked up 1,000 at a time.

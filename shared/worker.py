@@ -37,9 +37,10 @@ def run_worker(service: str, config: Config, build_loop: Callable[[], ConsumerLo
 
 class HelperLoops:
     """Consumer loops a worker runs beside its main one, a thread each (the
-    sender's state loops, privacy's aggregate counter). `check` is a readiness check: a helper that died, on an error
-    its loop does not catch, leaves its events unread while the main loop
-    goes on, and the pod should say so rather than look healthy."""
+    sender's state loops, privacy's aggregate counter). `check` is a
+    readiness check: a helper that died, on an error its loop does not
+    catch, leaves its events unread while the main loop goes on, and the pod
+    should say so rather than look healthy."""
 
     def __init__(self) -> None:
         self._running: list[tuple[ConsumerLoop, threading.Thread]] = []

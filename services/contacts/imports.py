@@ -38,7 +38,6 @@ from pymongo.operations import UpdateOne
 from services.contacts import csvread, domain, events
 from services.contacts.store import ContactsStore, contact_document
 from shared.kafka.producer import EventProducer
-from shared.ids import worker_owner
 from shared.mongo import DUPLICATE_KEY, insert_new
 from shared.pii import InvalidEmail
 
@@ -99,10 +98,6 @@ def claim(store: ContactsStore, owner: str, lease_seconds: int, now: datetime) -
              "$inc": {"attempts": 1}},
             return_document=ReturnDocument.AFTER)
     return None
-
-
-def worker_name() -> str:
-    return worker_owner()
 
 
 # -- processing --------------------------------------------------------------

@@ -16,6 +16,7 @@ from services.contacts.handlers import GROUP, TOPICS, build_handlers
 from services.contacts.settings import SETTINGS
 from services.contacts.store import ContactsStore, ensure_contacts_indexes
 from shared.config import Config, load_common
+from shared.ids import worker_owner
 from shared.kafka.factory import consumer_loop, hot_event_producer
 from shared.runtime import Runtime
 from shared.worker import run_worker
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def run_imports(runtime: Runtime, config: Config, stop: threading.Event) -> None:
     store = ContactsStore(runtime.db)
-    owner = imports.worker_name()
+    owner = worker_owner()
     while not stop.is_set():
         try:
             worked = imports.run_pending(store, runtime.producer(), config.pii_salt,
