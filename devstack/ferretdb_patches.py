@@ -1,9 +1,9 @@
 """Fixes applied to FerretDB v1.24.2's source before `make install` builds it.
 
 Each patch is (file, text in v1.24.2, replacement); the build stops if a text
-is not found exactly once. Both fix how FerretDB's SQLite backend finds
-documents by `_id`, so that the local stack looks them up through the `_id`
-index as MongoDB does, instead of reading whole tables:
+is not found exactly once. All of them are about the `_id` index of
+FerretDB's SQLite backend, so that the local stack finds and pages documents
+through it as MongoDB does, instead of reading whole tables:
 
 1. The backend indexes `_id` as `_ferretdb_sjson->"_id"` but filtered on
    `_ferretdb_sjson->'$._id'`. Both extract the same value, but SQLite uses an
@@ -22,10 +22,27 @@ index as MongoDB does, instead of reading whole tables:
    again in Go (find, count, distinct, update, delete, findAndModify,
    aggregate), so the WHERE only narrows what is read, and top-level
    conditions are ANDed, so no match is lost.
+3. Keyset pagination (`find({..., _id: {$gt: after}}).sort({_id: 1})
+   .limit(n)`) read and sorted the whole collection in memory before the
+   first document came back: FerretDB pushed down neither the sort nor the
+   range. Now a find sorted by `_id` alone reads in the `_id` index's order,
+   from the range's bound, and stops once the limit is filled.
+   The index's key is the `_id`'s JSON text, which sorts as MongoDB sorts
+   the `_id`s only when they are all strings of printable ASCII that JSON
+   writes as is, with no space or `!` (both sort before the closing quote).
+   So each collection records whether that still holds (`orderedIDs` in its
+   settings: set when it is created, cleared, before the write, by the first
+   insert of any other `_id`), and the order and the range are pushed down
+   only while it holds; otherwise FerretDB sorts in memory as before. A
+   collection created by an unpatched build never has the setting.
 
-Nothing else in FerretDB changes: no other condition is pushed down.
+Nothing else in FerretDB changes: no other condition or sort is pushed down.
 """
 from __future__ import annotations
+
+SQLITE = "internal/backends/sqlite"
+
+# -- patch 2 (and 3's range): the WHERE a top-level _id condition allows ------
 
 _QUERY_BLOCK = """\
 	if params.Filter.Len() == 1 {
@@ -36,6 +53,48 @@ _QUERY_BLOCK = """\
 			args = []any{string(must.NotFail(sjson.MarshalSingleValue(v)))}
 		}
 	}
+
+	q += whereClause
+	q += prepareOrderByClause(params.Sort)
+"""
+
+_QUERY_BLOCK_PATCHED = """\
+	whereClause, args = idWhereClause(params.Filter, meta.Settings.OrderedIDs)
+	orderedByID := params.OrderByID != 0 && params.Sort.Len() == 0 && meta.Settings.OrderedIDs
+
+	q += whereClause
+	if orderedByID {
+		q += idOrderByClause(params.OrderByID)
+	} else {
+		q += prepareOrderByClause(params.Sort)
+	}
+"""
+
+_QUERY_RETURN = """\
+	return &backends.QueryResult{
+		Iter: newQueryIterator(ctx, rows, params.OnlyRecordIDs),
+	}, nil
+}
+
+// InsertAll implements backends.Collection interface.
+"""
+
+_QUERY_RETURN_PATCHED = """\
+	// An insert clears OrderedIDs before it writes, and the statement has
+	// begun reading (its snapshot is taken) once QueryContext returns: if the
+	// setting still holds now, it holds for every document the query reads.
+	if orderedByID {
+		now := c.r.CollectionGet(ctx, c.dbName, c.name)
+		orderedByID = now != nil && now.Settings.OrderedIDs
+	}
+
+	return &backends.QueryResult{
+		Iter:        newQueryIterator(ctx, rows, params.OnlyRecordIDs),
+		OrderedByID: orderedByID,
+	}, nil
+}
+
+// InsertAll implements backends.Collection interface.
 """
 
 _EXPLAIN_BLOCK = """\
@@ -48,18 +107,51 @@ _EXPLAIN_BLOCK = """\
 			args = []any{string(must.NotFail(sjson.MarshalSingleValue(v)))}
 		}
 	}
+
+	orderByClause := prepareOrderByClause(params.Sort)
 """
 
-_ID_WHERE_CLAUSE = """\
+_EXPLAIN_BLOCK_PATCHED = """\
+	whereClause, args = idWhereClause(params.Filter, meta.Settings.OrderedIDs)
+	filterPushdown = whereClause != ""
+
+	orderByClause := prepareOrderByClause(params.Sort)
+	if params.OrderByID != 0 && params.Sort.Len() == 0 && meta.Settings.OrderedIDs {
+		orderByClause = idOrderByClause(params.OrderByID)
+	}
+"""
+
+_INSERT_START = """\
+	db := c.r.DatabaseGetExisting(ctx, c.dbName)
+	meta := c.r.CollectionGet(ctx, c.dbName, c.name)
+
+	err := db.InTransaction(ctx, func(tx *fsql.Tx) error {
+"""
+
+_INSERT_START_PATCHED = """\
+	db := c.r.DatabaseGetExisting(ctx, c.dbName)
+	meta := c.r.CollectionGet(ctx, c.dbName, c.name)
+
+	if meta.Settings.OrderedIDs && !allOrderedIDs(params.Docs) {
+		if err := c.r.CollectionIDsUnordered(ctx, c.dbName, c.name); err != nil {
+			return nil, lazyerrors.Error(err)
+		}
+	}
+
+	err := db.InTransaction(ctx, func(tx *fsql.Tx) error {
+"""
+
+_ID_CLAUSES = """\
 // maxIDsPushedDown bounds the `_id` $in values sent to SQLite as parameters.
 const maxIDsPushedDown = 10000
 
 // idWhereClause returns the WHERE clause and its arguments for a filter whose
 // top-level `_id` condition is `v` or `{$in: [v, ...]}` with string or
-// ObjectID values, and "" for any other filter. Top-level conditions are
-// ANDed, and every document read is filtered again, so the other conditions
-// need not reach SQLite.
-func idWhereClause(filter *types.Document) (string, []any) {
+// ObjectID values, or, in a collection whose `_id`s sort like their JSON
+// text (orderedIDs), string bounds such as `{$gt: a, $lte: b}`; and "" for
+// any other filter. Top-level conditions are ANDed, and every document read
+// is filtered again, so the other conditions need not reach SQLite.
+func idWhereClause(filter *types.Document, orderedIDs bool) (string, []any) {
 	v, err := filter.Get("_id")
 	if err != nil {
 		return "", nil
@@ -69,48 +161,305 @@ func idWhereClause(filter *types.Document) (string, []any) {
 	case string, types.ObjectID:
 		return fmt.Sprintf(` WHERE %s = ?`, metadata.IDColumn), []any{string(must.NotFail(sjson.MarshalSingleValue(v)))}
 	case *types.Document:
-		if v.Len() != 1 {
-			return "", nil
+		if in, err := v.Get("$in"); err == nil && v.Len() == 1 {
+			return idInClause(in)
 		}
 
-		in, _ := v.Get("$in")
-		values, ok := in.(*types.Array)
-		if !ok || values.Len() == 0 || values.Len() > maxIDsPushedDown {
-			return "", nil
+		if orderedIDs {
+			return idRangeClause(v)
 		}
-
-		args := make([]any, values.Len())
-		for i := range args {
-			value := must.NotFail(values.Get(i))
-			switch value.(type) {
-			case string, types.ObjectID:
-				args[i] = string(must.NotFail(sjson.MarshalSingleValue(value)))
-			default:
-				return "", nil
-			}
-		}
-
-		placeholders := strings.TrimSuffix(strings.Repeat("?, ", len(args)), ", ")
-		return fmt.Sprintf(` WHERE %s IN (%s)`, metadata.IDColumn, placeholders), args
 	}
 
 	return "", nil
 }
 
+// idInClause returns the WHERE clause for `_id: {$in: values}`.
+func idInClause(in any) (string, []any) {
+	values, ok := in.(*types.Array)
+	if !ok || values.Len() == 0 || values.Len() > maxIDsPushedDown {
+		return "", nil
+	}
+
+	args := make([]any, values.Len())
+	for i := range args {
+		value := must.NotFail(values.Get(i))
+		switch value.(type) {
+		case string, types.ObjectID:
+			args[i] = string(must.NotFail(sjson.MarshalSingleValue(value)))
+		default:
+			return "", nil
+		}
+	}
+
+	placeholders := strings.TrimSuffix(strings.Repeat("?, ", len(args)), ", ")
+	return fmt.Sprintf(` WHERE %s IN (%s)`, metadata.IDColumn, placeholders), args
+}
+
+// idRangeOperators are the `_id` operators whose string bounds become SQL.
+var idRangeOperators = map[string]string{"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+// idRangeClause returns the WHERE clause for the bounds among an `_id`
+// condition's operators, for a collection whose `_id`s all sort like their
+// JSON text. A bound that does not sort that way, and any other operator,
+// is left to the handler's filter.
+func idRangeClause(condition *types.Document) (string, []any) {
+	var terms []string
+	var args []any
+
+	for _, operator := range condition.Keys() {
+		if !strings.HasPrefix(operator, "$") {
+			return "", nil // a document to compare with, not operators
+		}
+
+		sqlOperator, ok := idRangeOperators[operator]
+		bound := must.NotFail(condition.Get(operator))
+		if !ok || !metadata.OrderedID(bound) {
+			continue
+		}
+
+		terms = append(terms, fmt.Sprintf(`%s %s ?`, metadata.IDColumn, sqlOperator))
+		args = append(args, string(must.NotFail(sjson.MarshalSingleValue(bound))))
+	}
+
+	if len(terms) == 0 {
+		return "", nil
+	}
+
+	return " WHERE " + strings.Join(terms, " AND "), args
+}
+
+// idOrderByClause returns the ORDER BY clause that reads in the `_id`
+// index's order: ascending for 1, descending for -1.
+func idOrderByClause(order int64) string {
+	if order < 0 {
+		return fmt.Sprintf(` ORDER BY %s DESC`, metadata.IDColumn)
+	}
+
+	return fmt.Sprintf(` ORDER BY %s`, metadata.IDColumn)
+}
+
+// allOrderedIDs reports whether every document's `_id` sorts like its JSON text.
+func allOrderedIDs(docs []*types.Document) bool {
+	for _, doc := range docs {
+		id, _ := doc.Get("_id")
+		if !metadata.OrderedID(id) {
+			return false
+		}
+	}
+
+	return true
+}
+
 // collection implements backends.Collection interface.
 """
 
+# -- patch 3: what the metadata records, and what backends are asked --------
+
+_ORDERED_ID = """\
+// Collection represents collection metadata.
+"""
+
+_ORDERED_ID_PATCHED = """\
+// OrderedID reports whether v is an `_id` whose JSON text, the `_id` index's
+// key, sorts among other such `_id`s exactly as MongoDB sorts them: a string
+// of printable ASCII that JSON writes as is, without the space and `!` that
+// sort before the closing quote.
+func OrderedID(v any) bool {
+	s, ok := v.(string)
+	if !ok {
+		return false
+	}
+
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < '#', c > '~', c == '\\\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+
+	return true
+}
+
+// Collection represents collection metadata.
+"""
+
+_SETTINGS_FIELDS = """\
+	CappedDocuments int64       `json:"cappedDocuments"`
+}
+"""
+
+_SETTINGS_FIELDS_PATCHED = """\
+	CappedDocuments int64       `json:"cappedDocuments"`
+
+	// OrderedIDs is true while every `_id` in the collection is an OrderedID,
+	// so that the `_id` index's order is MongoDB's. Set when the collection
+	// is created; cleared for good before any other `_id` is inserted.
+	OrderedIDs bool `json:"orderedIDs,omitempty"`
+}
+"""
+
+_SETTINGS_COPY = """\
+		CappedDocuments: s.CappedDocuments,
+	}
+"""
+
+_SETTINGS_COPY_PATCHED = """\
+		CappedDocuments: s.CappedDocuments,
+		OrderedIDs:      s.OrderedIDs,
+	}
+"""
+
+_CREATED_SETTINGS = """\
+			CappedDocuments: params.CappedDocuments,
+		},
+"""
+
+_CREATED_SETTINGS_PATCHED = """\
+			CappedDocuments: params.CappedDocuments,
+			OrderedIDs:      true,
+		},
+"""
+
+_REGISTRY_INDEXES_CREATE = """\
+// IndexesCreate creates indexes in the collection.
+"""
+
+_REGISTRY_INDEXES_CREATE_PATCHED = """\
+// CollectionIDsUnordered clears the collection's OrderedIDs setting, for
+// good; it is called before an `_id` that is not an OrderedID is inserted.
+func (r *Registry) CollectionIDsUnordered(ctx context.Context, dbName, collectionName string) error {
+	db := r.DatabaseGetExisting(ctx, dbName)
+	if db == nil {
+		return nil
+	}
+
+	r.rw.Lock()
+	defer r.rw.Unlock()
+
+	c := r.collectionGet(dbName, collectionName)
+	if c == nil || !c.Settings.OrderedIDs {
+		return nil
+	}
+
+	// a copy, which replaces the registry's; cleared in memory even if the
+	// write fails (the insert then fails too)
+	c.Settings.OrderedIDs = false
+	r.colls[dbName][collectionName] = c
+
+	q := fmt.Sprintf("UPDATE %q SET settings = ? WHERE table_name = ?", metadataTableName)
+	if _, err := db.ExecContext(ctx, q, c.Settings, c.TableName); err != nil {
+		return lazyerrors.Error(err)
+	}
+
+	return nil
+}
+
+// IndexesCreate creates indexes in the collection.
+"""
+
+_BACKEND_QUERY_PARAMS = """\
+	Sort   *types.Document
+	Limit  int64
+
+	OnlyRecordIDs bool
+	Comment       string
+}
+
+// QueryResult represents the results of Collection.Query method.
+type QueryResult struct {
+	Iter types.DocumentsIterator
+}
+"""
+
+_BACKEND_QUERY_PARAMS_PATCHED = """\
+	Sort   *types.Document
+	Limit  int64
+
+	// OrderByID, if 1 or -1, asks for ascending or descending `_id` order,
+	// which a backend gives only where it is exact; see QueryResult.
+	OrderByID int64
+
+	OnlyRecordIDs bool
+	Comment       string
+}
+
+// QueryResult represents the results of Collection.Query method.
+type QueryResult struct {
+	Iter types.DocumentsIterator
+
+	// OrderedByID is true if Iter returns the documents in the order
+	// QueryParams.OrderByID asked for.
+	OrderedByID bool
+}
+"""
+
+_BACKEND_EXPLAIN_PARAMS = """\
+type ExplainParams struct {
+	Filter *types.Document
+	Sort   *types.Document
+	Limit  int64
+}
+"""
+
+_BACKEND_EXPLAIN_PARAMS_PATCHED = """\
+type ExplainParams struct {
+	Filter    *types.Document
+	Sort      *types.Document
+	Limit     int64
+	OrderByID int64 // as in QueryParams
+}
+"""
+
+_HANDLER_LIMIT_COMMENT = """\
+	// Limit pushdown is not applied if:
+"""
+
+_HANDLER_ASK_ID_ORDER = """\
+	// A sort by `_id` alone is asked of the backend, which gives it where exact.
+	if !h.DisablePushdown && params.Sort.Len() == 1 && params.Sort.Keys()[0] == "_id" {
+		qp.OrderByID = must.NotFail(params.Sort.Get("_id")).(int64)
+	}
+
+	// Limit pushdown is not applied if:
+"""
+
+_HANDLER_FIND_ITER = """\
+	iter, err := h.makeFindIter(queryRes.Iter, closer, params)
+"""
+
+_HANDLER_FIND_ITER_PATCHED = """\
+	iterParams := params
+	if queryRes.OrderedByID {
+		// already in order: no sort in memory, so a limit ends the read early
+		unsorted := *params
+		unsorted.Sort = nil
+		iterParams = &unsorted
+	}
+
+	iter, err := h.makeFindIter(queryRes.Iter, closer, iterParams)
+"""
+
 PATCHES = [
-    ("internal/backends/sqlite/metadata/metadata.go",
+    # 1
+    (f"{SQLITE}/metadata/metadata.go",
      '''IDColumn = DefaultColumn + "->'$._id'"''',
      '''IDColumn = DefaultColumn + "->'_id'"'''),
-    ("internal/backends/sqlite/collection.go",
-     "// collection implements backends.Collection interface.\n",
-     _ID_WHERE_CLAUSE),
-    ("internal/backends/sqlite/collection.go",
-     _QUERY_BLOCK,
-     "\twhereClause, args = idWhereClause(params.Filter)\n"),
-    ("internal/backends/sqlite/collection.go",
-     _EXPLAIN_BLOCK,
-     "\twhereClause, args = idWhereClause(params.Filter)\n\tfilterPushdown = whereClause != \"\"\n"),
+    # 2 and 3: the SQL the backend sends
+    (f"{SQLITE}/collection.go", "// collection implements backends.Collection interface.\n", _ID_CLAUSES),
+    (f"{SQLITE}/collection.go", _QUERY_BLOCK, _QUERY_BLOCK_PATCHED),
+    (f"{SQLITE}/collection.go", _QUERY_RETURN, _QUERY_RETURN_PATCHED),
+    (f"{SQLITE}/collection.go", _EXPLAIN_BLOCK, _EXPLAIN_BLOCK_PATCHED),
+    # 3: which collections keep `_id`s in MongoDB's order
+    (f"{SQLITE}/collection.go", _INSERT_START, _INSERT_START_PATCHED),
+    (f"{SQLITE}/metadata/metadata.go", _ORDERED_ID, _ORDERED_ID_PATCHED),
+    (f"{SQLITE}/metadata/settings.go", _SETTINGS_FIELDS, _SETTINGS_FIELDS_PATCHED),
+    (f"{SQLITE}/metadata/settings.go", _SETTINGS_COPY, _SETTINGS_COPY_PATCHED),
+    (f"{SQLITE}/metadata/registry.go", _CREATED_SETTINGS, _CREATED_SETTINGS_PATCHED),
+    (f"{SQLITE}/metadata/registry.go", _REGISTRY_INDEXES_CREATE, _REGISTRY_INDEXES_CREATE_PATCHED),
+    # 3: the handler asks for `_id` order and skips its sort when given it
+    ("internal/backends/collection.go", _BACKEND_QUERY_PARAMS, _BACKEND_QUERY_PARAMS_PATCHED),
+    ("internal/backends/collection.go", _BACKEND_EXPLAIN_PARAMS, _BACKEND_EXPLAIN_PARAMS_PATCHED),
+    ("internal/handler/msg_find.go", _HANDLER_LIMIT_COMMENT, _HANDLER_ASK_ID_ORDER),
+    ("internal/handler/msg_find.go", _HANDLER_FIND_ITER, _HANDLER_FIND_ITER_PATCHED),
+    ("internal/handler/msg_explain.go", _HANDLER_LIMIT_COMMENT, _HANDLER_ASK_ID_ORDER),
 ]

@@ -13,8 +13,8 @@ thread goes on from the recorded batches.
 The audience (lists and/or a segment, minus suppressed, unsubscribed,
 bounced, complained and erased contacts, each address once) comes from the
 contacts store's `stream_audience`, in batches, in the database's own order
-(a sort makes FerretDB read the whole collection before the first contact
-comes back; see the store). After each batch is produced AND flushed, its
+(one unsorted query, which FerretDB answers in one read of the collection;
+see the store). After each batch is produced AND flushed, its
 contact ids are recorded: a resumed fan-out, or a new query after a lost
 cursor, skips every contact recorded, so nobody is produced twice. A crash
 between a flush and its record re-produces at most that batch, with the

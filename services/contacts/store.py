@@ -228,9 +228,8 @@ class ContactsStore:
             after = batch[-1]["_id"]
 
     def contact_ids(self, account_id: str, batch_size: int = 1000) -> Iterator[list[str]]:
-        """The ids of every contact of the account, a batch at a time, in one
-        read of the collection (find_contacts' pages read it once per page
-        on FerretDB)."""
+        """The ids of every contact of the account, a batch at a time, from
+        one query (find_contacts' pages are a query each)."""
         return id_batches(self.contacts, {"account_id": account_id}, batch_size)
 
     def count_contacts(self, account_id: str, query: dict | None = None) -> int:
@@ -350,14 +349,14 @@ class ContactsStore:
         are unique per account, so the audience is deduplicated by address.
 
         One query, its cursor read `batch_size` at a time, and no sort:
-        FerretDB 1.24 answers every query but an `_id` equality by reading
-        the whole collection, and a sorted one only after it has read and
-        sorted all of it (1.5 s for 20,000 contacts, and a million held in
-        its memory) before the first contact comes back; unsorted, the first
-        batch comes after 0.1 s and the reading is spread over the stream.
-        So there is no order to resume from: the fan-out records the ids it
-        has produced and skips them (services/contacts/fanout.py). A cursor
-        lost on the way raises CursorNotFound for the same reason. Only
+        FerretDB 1.24 answers a query without an `_id` condition by reading
+        the whole collection, so one query reads it once, with the first
+        batch after 0.1 s and the reading spread over the stream (pages,
+        each its own query, would each walk the `_id` index past the
+        contacts that are not in the audience). So there is no order to
+        resume from: the fan-out records the ids it has produced and skips
+        them (services/contacts/fanout.py). A cursor lost on the way raises
+        CursorNotFound for the same reason. Only
         AUDIENCE_FIELDS come back: FerretDB spent a fifth of its reading
         time encoding the rest (3.0 s of CPU for 20,000 contacts, 2.4 s).
 

@@ -1,4 +1,6 @@
 """MongoDB helpers against the real FerretDB."""
+import random
+
 import pytest
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -155,3 +157,69 @@ def test_find_by_ids_returns_every_stored_document_however_many_ids(mongo_db):
     assert sorted(found) == sorted(f"id-{n}" for n in range(0, 2_500, 2))
     assert found["id-4"]["n"] == 4
     assert mongo.find_by_ids(mongo_db.things, []) == {}
+
+
+def _explain_sorted(db, collection: str, filter_: dict, order: int = 1) -> dict:
+    return db.command("explain", {"find": collection, "filter": filter_,
+                                  "sort": {"_id": order}, "limit": 8})
+
+
+def test_pages_sorted_by_id_are_read_in_index_order_from_the_cursor(mongo_db):
+    """Keyset pagination (`_id` past the cursor, sorted by `_id`, limited):
+    the patched FerretDB reads it through the `_id` index from the cursor
+    on, in both directions, where unpatched it read and sorted everything."""
+    seeded = random.Random(7)
+    ids = [f"{seeded.getrandbits(64):016x}" for _ in range(300)]
+    mongo_db.things.insert_many([{"_id": id_, "account_id": "a" if n % 3 else "b"}
+                                 for n, id_ in enumerate(ids)])
+    mine = sorted(id_ for n, id_ in enumerate(ids) if n % 3)
+
+    forward, after = [], None
+    while True:
+        query = {"account_id": "a", **({"_id": {"$gt": after}} if after else {})}
+        page = [d["_id"] for d in mongo_db.things.find(query).sort("_id", 1).limit(8)]
+        forward += page
+        if len(page) < 8:
+            break
+        after = page[-1]
+    assert forward == mine
+
+    before = mine[100]
+    page = [d["_id"] for d in mongo_db.things.find({"account_id": "a", "_id": {"$lt": before}})
+            .sort("_id", -1).limit(8)]
+    assert page == mine[92:100][::-1]
+
+    first = _explain_sorted(mongo_db, "things", {"account_id": "a"})
+    assert first["sortPushdown"] and not first["filterPushdown"]
+    deep = _explain_sorted(mongo_db, "things", {"account_id": "a", "_id": {"$gt": before}})
+    assert deep["sortPushdown"] and deep["filterPushdown"]
+    assert any("USING INDEX" in step and ">?" in step for step in deep["queryPlanner"]["Plan"])
+
+
+def test_an_id_that_does_not_sort_like_its_json_text_turns_id_order_off(mongo_db):
+    """The index orders `_id`s by their JSON text, which is MongoDB's order
+    only for plain printable strings: "ab!" is after "ab" in MongoDB but
+    before it as JSON ('"ab!"' < '"ab"'). One such `_id` and the collection
+    is sorted in memory again, correctly."""
+    mongo_db.things.insert_many([{"_id": id_} for id_ in ["ab", "abc", "b", "a#"]])
+    assert _explain_sorted(mongo_db, "things", {})["sortPushdown"]
+
+    mongo_db.things.insert_one({"_id": "ab!"})
+    assert not _explain_sorted(mongo_db, "things", {})["sortPushdown"]
+    assert not _explain_sorted(mongo_db, "things", {"_id": {"$gt": "ab"}})["filterPushdown"]
+    found = mongo_db.things.find({"_id": {"$gt": "ab"}}).sort("_id", 1)
+    assert [d["_id"] for d in found] == ["ab!", "abc", "b"]
+
+    mongo_db.generated.insert_many([{"n": 1}, {"_id": "z"}])   # an ObjectId and a string
+    assert not _explain_sorted(mongo_db, "generated", {})["sortPushdown"]
+    assert [d["_id"] for d in mongo_db.generated.find().sort("_id", 1)][0] == "z"
+
+
+def test_a_bound_that_does_not_sort_like_its_json_text_is_left_to_the_filter(mongo_db):
+    mongo_db.things.insert_many([{"_id": id_} for id_ in ["a", "a-b", "ab", "b"]])
+    plan = _explain_sorted(mongo_db, "things", {"_id": {"$gt": "a b"}})
+    assert plan["sortPushdown"] and not plan["filterPushdown"]
+    # the bound that sorts like its JSON text still narrows the read
+    assert _explain_sorted(mongo_db, "things", {"_id": {"$gt": "a b", "$lt": "b"}})["filterPushdown"]
+    found = mongo_db.things.find({"_id": {"$gt": "a b", "$lt": "b"}}).sort("_id", 1)
+    assert [d["_id"] for d in found] == ["a-b", "ab"]

@@ -301,3 +301,30 @@ def test_segment_export_is_formula_safe_and_the_accounts_own(client, other):
     rows = list(csv.DictReader(io.StringIO(
         other.get(f"{V1}/segments/{theirs['id']}/export").get_data(as_text=True))))
     assert [(row["email"], row["name"]) for row in rows] == [("theirs@example.com", "'=theirs")]
+
+
+PAGED = ["contacts", "lists", "fields", "segments", "suppressions", "consent", "imports"]
+
+
+def test_paged_collections_keep_ids_the_local_server_can_page_by_index(client, app, settings):
+    """Every page is `_id` past the cursor, sorted by `_id`. The local
+    FerretDB reads that through its `_id` index only while every `_id` in the
+    collection is a plain printable string (docs/local-stack.md); one other
+    `_id` and each page reads and sorts the whole collection again. So
+    everything the service writes to a paged collection keeps to that."""
+    list_id = make_list(client)
+    client.post(f"{V1}/fields", {"key": "city", "type": "text"})
+    client.post(f"{V1}/segments", {"name": "Pune", "definition": {
+        "field": "fields.city", "op": "eq", "value": "Pune"}})
+    client.post(f"{V1}/suppressions", {"email": "gone@example.com"})
+    make_contact(client, "api@example.com", list_ids=[list_id])
+    upload(client, list_id, b"email,city\nimported@example.com,Pune\n")
+    run_worker(app, settings)
+    assert client.get(f"{V1}/usage").get_json()["contacts"] == 2
+
+    db = app.extensions["runtime"].db
+    for name in PAGED:
+        assert db[name].estimated_document_count() > 0, name
+        plan = db.command("explain", {"find": name, "filter": {"account_id": client.account_id},
+                                      "sort": {"_id": 1}, "limit": 51})
+        assert plan["sortPushdown"], f"{name}: pages are sorted in memory"

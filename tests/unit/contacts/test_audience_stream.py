@@ -1,8 +1,7 @@
 """The audience stream's reading pattern, with a fake collection: one
 unsorted query for the whole audience, read in batches (FerretDB reads the
-whole collection for each query, and a sorted one before it returns the
-first contact), and a lost cursor left to the fan-out, which knows what it
-has produced."""
+whole collection for each query without an `_id` condition), and a lost
+cursor left to the fan-out, which knows what it has produced."""
 from __future__ import annotations
 
 import pytest

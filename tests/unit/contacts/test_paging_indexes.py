@@ -1,7 +1,7 @@
 """Every contacts page query can be served by an index range on MongoDB:
 its equality keys, then _id (the sort and the cursor), are a prefix of one
 of the declared contacts indexes, so a deep cursor reads about `limit`
-entries. (FerretDB 1.x uses no index for these: docs/contacts.md.)"""
+entries. (FerretDB 1.x uses only its `_id` index: docs/contacts.md.)"""
 from types import SimpleNamespace
 
 import pytest
