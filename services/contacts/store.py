@@ -356,9 +356,9 @@ class ContactsStore:
         contacts that are not in the audience). So there is no order to
         resume from: the fan-out records the ids it has produced and skips
         them (services/contacts/fanout.py). A cursor lost on the way raises
-        CursorNotFound for the same reason. Only
-        AUDIENCE_FIELDS come back: FerretDB spent a fifth of its reading
-        time encoding the rest (3.0 s of CPU for 20,000 contacts, 2.4 s).
+        CursorNotFound for the same reason. Only AUDIENCE_FIELDS come back:
+        FerretDB spent a fifth of its reading time encoding the rest (3.0 s
+        of CPU for 20,000 contacts, 2.4 s).
 
         Each batch's hashes are re-checked against the suppression
         collection, so an address suppressed a moment ago is left out even
