@@ -189,6 +189,12 @@ def test_pages_sorted_by_id_are_read_in_index_order_from_the_cursor(mongo_db):
             .sort("_id", -1).limit(8)]
     assert page == mine[92:100][::-1]
 
+    # a cursor over several batches (getMore), and a skip, keep the order
+    assert [d["_id"] for d in mongo_db.things.find({"account_id": "a"}).sort("_id", 1)
+            .batch_size(16)] == mine
+    assert [d["_id"] for d in mongo_db.things.find({"account_id": "a"}).sort("_id", -1)
+            .skip(5).limit(3)] == mine[::-1][5:8]
+
     first = _explain_sorted(mongo_db, "things", {"account_id": "a"})
     assert first["sortPushdown"] and not first["filterPushdown"]
     deep = _explain_sorted(mongo_db, "things", {"account_id": "a", "_id": {"$gt": before}})
