@@ -229,3 +229,26 @@ def test_a_bound_that_does_not_sort_like_its_json_text_is_left_to_the_filter(mon
     assert _explain_sorted(mongo_db, "things", {"_id": {"$gt": "a b", "$lt": "b"}})["filterPushdown"]
     found = mongo_db.things.find({"_id": {"$gt": "a b", "$lt": "b"}}).sort("_id", 1)
     assert [d["_id"] for d in found] == ["a-b", "ab"]
+
+
+ORDERED_ID_CHARACTERS = "".join(chr(c) for c in range(ord("#"), ord("~") + 1) if chr(c) not in "\\<>&")
+
+
+def test_id_order_pushed_down_is_mongodb_order_for_every_allowed_character(mongo_db):
+    """Every character an `_id` may hold while the order is pushed down, in
+    ids that are prefixes of one another too: the index's JSON-text order must
+    be the byte order MongoDB sorts strings by, for a sort and for a range."""
+    seeded = random.Random(11)
+    ids = {"", "a", "a#", "a~", "ab", "b"}
+    while len(ids) < 400:
+        stem = seeded.choice(sorted(ids))   # grow existing ids: many shared prefixes
+        ids.add(stem + "".join(seeded.choices(ORDERED_ID_CHARACTERS, k=seeded.randint(1, 3))))
+    mongo_db.things.insert_many([{"_id": id_} for id_ in ids])
+    assert _explain_sorted(mongo_db, "things", {})["sortPushdown"]
+
+    by_bytes = sorted(ids, key=str.encode)
+    assert [d["_id"] for d in mongo_db.things.find().sort("_id", 1)] == by_bytes
+    for bound in seeded.sample(by_bytes, 20):
+        assert _explain_sorted(mongo_db, "things", {"_id": {"$gte": bound}})["filterPushdown"]
+        found = [d["_id"] for d in mongo_db.things.find({"_id": {"$gt": bound}}).sort("_id", -1)]
+        assert found == [id_ for id_ in by_bytes if id_.encode() > bound.encode()][::-1]
