@@ -246,7 +246,7 @@ class DeliveryStore:
         claimed = [j for j in todo if j.job_id not in conflicts]
         held = []
         if conflicts:
-            finished.update(self._finished(list(conflicts)))
+            finished.update(find_by_ids(self.col, conflicts))
             existing = find_by_ids(self.claims, conflicts)
             expired = now.timestamp() - self.lease_seconds
             for job in (j for j in todo if j.job_id in conflicts and j.job_id not in finished):
@@ -257,9 +257,6 @@ class DeliveryStore:
                 else:
                     held.append(job)  # a live sender has it (or it was just released)
         return claimed, finished, held
-
-    def _finished(self, job_ids: list[str]) -> dict[str, dict]:
-        return find_by_ids(self.col, job_ids)
 
     def _take_over(self, job: Job, doc: dict, now: datetime) -> bool:
         """Claim a job whose sender died mid-send (its lease ran out): the
