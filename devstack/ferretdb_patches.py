@@ -60,7 +60,7 @@ _QUERY_BLOCK = """\
 
 _QUERY_BLOCK_PATCHED = """\
 	whereClause, args = idWhereClause(params.Filter, meta.Settings.OrderedIDs)
-	orderedByID := params.OrderByID != 0 && params.Sort.Len() == 0 && meta.Settings.OrderedIDs
+	orderedByID := idOrderPushedDown(params.OrderByID, params.Sort, meta)
 
 	q += whereClause
 	if orderedByID {
@@ -116,7 +116,7 @@ _EXPLAIN_BLOCK_PATCHED = """\
 	filterPushdown = whereClause != ""
 
 	orderByClause := prepareOrderByClause(params.Sort)
-	if params.OrderByID != 0 && params.Sort.Len() == 0 && meta.Settings.OrderedIDs {
+	if idOrderPushedDown(params.OrderByID, params.Sort, meta) {
 		orderByClause = idOrderByClause(params.OrderByID)
 	}
 """
@@ -226,6 +226,13 @@ func idRangeClause(condition *types.Document) (string, []any) {
 	}
 
 	return " WHERE " + strings.Join(terms, " AND "), args
+}
+
+// idOrderPushedDown reports whether the backend gives the `_id` order
+// asked for (orderByID 1 or -1): only when no other sort is asked for, and
+// only while the collection's `_id`s sort like their JSON text.
+func idOrderPushedDown(orderByID int64, sort *types.Document, meta *metadata.Collection) bool {
+	return orderByID != 0 && sort.Len() == 0 && meta.Settings.OrderedIDs
 }
 
 // idOrderByClause returns the ORDER BY clause that reads in the `_id`
