@@ -348,12 +348,13 @@ class ContactsStore:
         not on the account's or the platform's suppression list. Addresses
         are unique per account, so the audience is deduplicated by address.
 
-        One query, its cursor read `batch_size` at a time, and no sort:
-        FerretDB 1.24 answers a query without an `_id` condition by reading
-        the whole collection, so one query reads it once, with the first
-        batch after 0.1 s and the reading spread over the stream (pages,
-        each its own query, would each walk the `_id` index past the
-        contacts that are not in the audience). So there is no order to
+        One query, its cursor read `batch_size` at a time, and no sort: on
+        the local FerretDB it reads the account's contacts once, through the
+        `(account_id, ...)` index, and decodes each of them (~0.13 ms of its
+        CPU a contact), with the first batch after 0.1 s and the reading
+        spread over the stream (pages, each its own query, would each walk
+        the `_id` index past the contacts that are not in the audience,
+        decoding those of the account). So there is no order to
         resume from: the fan-out records the ids it has produced and skips
         them (services/contacts/fanout.py). A cursor lost on the way raises
         CursorNotFound for the same reason. Only AUDIENCE_FIELDS come back:

@@ -165,6 +165,68 @@ def test_an_id_with_other_conditions_uses_the_index_and_still_applies_them(mongo
     assert [doc["_id"] for doc in left] == ["id-2"]
 
 
+def _plan(db, collection: str, filter_: dict) -> str:
+    return " | ".join(db.command("explain", {"find": collection, "filter": filter_})
+                      ["queryPlanner"]["Plan"])
+
+
+def test_a_string_equality_reads_through_an_index_on_its_field(mongo_db):
+    """Patch 5: `{account_id: "a", ...}` reaches SQLite, which reads that
+    account's documents through an index on the field, where unpatched
+    FerretDB decoded every document of the collection to filter it."""
+    mongo.ensure_indexes(mongo_db, {"things": [IndexModel([("account_id", ASCENDING),
+                                                           ("email", ASCENDING)])]})
+    mongo_db.things.insert_many([{"account_id": f"acct-{n % 10}", "email": f"e{n}", "n": n}
+                                 for n in range(200)])
+
+    plan = _plan(mongo_db, "things", {"account_id": "acct-3", "n": {"$gte": 0}})
+    assert "USING INDEX" in plan and "account_id" in plan, plan
+    assert sorted(d["n"] for d in mongo_db.things.find({"account_id": "acct-3"})) == \
+        list(range(3, 200, 10))
+    assert mongo_db.things.count_documents({"account_id": "acct-3"}) == 20
+
+
+def test_field_equalities_in_sql_match_exactly_what_mongodb_matches(mongo_db):
+    """A field that holds an array matches when an element is the string; a
+    missing field, another type or a document does not; values and
+    names the patch leaves to FerretDB's own filter (a space, a quote,
+    non-ASCII, a dotted path) still match as before. Reads, counts, updates
+    and deletes all see the same documents."""
+    mongo.ensure_indexes(mongo_db, {"things": [IndexModel([("tag", ASCENDING)])]})
+    docs = [{"_id": "plain", "tag": "red"},
+            {"_id": "in-array", "tag": ["blue", "red"]},
+            {"_id": "mixed-array", "tag": [{"c": 1}, "red"]},
+            {"_id": "other", "tag": "blue"},
+            {"_id": "missing"},
+            {"_id": "number", "tag": 7},
+            {"_id": "document", "tag": {"red": 1}},
+            {"_id": "spaced", "tag": "dark red"},
+            {"_id": "quoted", "tag": 'say "red"'},
+            {"_id": "accented", "tag": "rouge é"},
+            {"_id": "dotted", "a": {"b": "red"}}]
+    mongo_db.things.insert_many(docs)
+
+    def ids(filter_):
+        return sorted(d["_id"] for d in mongo_db.things.find(filter_))
+
+    assert ids({"tag": "red"}) == ["in-array", "mixed-array", "plain"]
+    assert ids({"tag": "red", "_id": {"$in": ["in-array", "other"]}}) == ["in-array"]
+    assert ids({"tag": "red", "$or": [{"_id": "plain"}, {"_id": "other"}]}) == ["plain"]
+    assert ids({"tag": 7}) == ["number"]
+    assert ids({"tag": "dark red"}) == ["spaced"]
+    assert ids({"tag": 'say "red"'}) == ["quoted"]
+    assert ids({"tag": "rouge é"}) == ["accented"]
+    assert ids({"a.b": "red"}) == ["dotted"]
+    red = ("plain", "in-array", "mixed-array")
+    assert ids({"tag": {"$ne": "red"}}) == sorted(d["_id"] for d in docs if d["_id"] not in red)
+    assert mongo_db.things.count_documents({"tag": "blue"}) == 2
+
+    assert mongo_db.things.update_many({"tag": "blue"}, {"$set": {"seen": True}}).modified_count == 2
+    assert ids({"seen": True}) == ["in-array", "other"]
+    assert mongo_db.things.delete_many({"tag": "red"}).deleted_count == 3
+    assert ids({}) == sorted(d["_id"] for d in docs if d["_id"] not in red)
+
+
 def test_find_by_ids_returns_every_stored_document_however_many_ids(mongo_db):
     mongo_db.things.insert_many([{"_id": f"id-{n}", "n": n} for n in range(0, 2_500, 2)])
     wanted = [f"id-{n}" for n in range(2_500)] + ["id-4", "id-4"]
@@ -211,7 +273,9 @@ def test_pages_sorted_by_id_are_read_in_index_order_from_the_cursor(mongo_db):
             .skip(5).limit(3)] == mine[::-1][5:8]
 
     first = _explain_sorted(mongo_db, "things", {"account_id": "a"})
-    assert first["sortPushdown"] and not first["filterPushdown"]
+    assert first["sortPushdown"] and first["filterPushdown"]  # the account, in SQL (patch 5)
+    first_plan = " | ".join(first["queryPlanner"]["Plan"])
+    assert "_id_" in first_plan and "TEMP B-TREE" not in first_plan, first_plan
     deep = _explain_sorted(mongo_db, "things", {"account_id": "a", "_id": {"$gt": before}})
     assert deep["sortPushdown"] and deep["filterPushdown"]
     assert any("USING INDEX" in step and ">?" in step for step in deep["queryPlanner"]["Plan"])
