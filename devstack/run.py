@@ -59,12 +59,23 @@ def prepare_run_dir(ports: dict[str, int], senders: int) -> dict[str, str]:
     return stack_env
 
 
+def _kafka_cluster_id() -> str:
+    """A random id as Kafka writes them (22 URL-safe base64 characters), never
+    starting with "-": the storage tool would take one for an option and fail
+    ("--cluster-id: expected one argument"), once in 64 fresh stacks. Kafka's
+    own Uuid.randomUuid() avoids them the same way."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def format_kafka_storage() -> None:
     data = config.RUN_DIR / "kafka" / "data"
     if (data / "meta.properties").exists():
         return
     say("Formatting Kafka's KRaft storage (first run only)…")
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = _kafka_cluster_id()
     java = shutil.which("java") or "java"
     result = subprocess.run(
         [java, "-Xmx256m", f"-Dlog4j2.configurationFile={config.DEPLOY_DIR / 'kafka' / 'log4j2.properties'}",
