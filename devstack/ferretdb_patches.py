@@ -273,15 +273,17 @@ func pushedDownWhere(filter *types.Document, orderedIDs, keepIDOrder bool) (stri
 }
 
 // fieldTerms returns one SQL condition for each top-level `field: "string"`
-// of the filter, which every document the filter matches meets: the field
-// holds that string, or an array (which may hold it; JSON text of an array
-// starts with "["). The handler filters what is read again, so this only
-// narrows the read, through an index on the field if there is one.
+// and `field: {$in: ["string", ...]}` of the filter, which every document
+// the filter matches meets: the field holds one of those strings, or an
+// array (which may hold one; JSON text of an array starts with "["). The
+// handler filters what is read again, so this only narrows the read,
+// through an index on the field if there is one.
 //
 // Only plain field names, and strings whose JSON text SQLite gives back as
-// written (metadata.OrderedID's alphabet), are used. With keepIDOrder (a read
-// in `_id` order) the terms are written so that SQLite cannot use an index
-// for them ("+"): it walks the `_id` index and skips what cannot match.
+// written (metadata.OrderedID's alphabet), are used, up to maxIDsPushedDown
+// values in all; anything else is left to the handler. With keepIDOrder
+// (a read in `_id` order) the terms are written so that SQLite cannot use an
+// index for them ("+"): it walks the `_id` index and skips what cannot match.
 func fieldTerms(filter *types.Document, keepIDOrder bool) ([]string, []any) {
 	seen := map[string]int{}
 	for _, key := range filter.Keys() {
@@ -296,9 +298,9 @@ func fieldTerms(filter *types.Document, keepIDOrder bool) ([]string, []any) {
 			continue
 		}
 
-		value := must.NotFail(filter.Get(key))
-		if !metadata.OrderedID(value) {
-			continue
+		values := fieldValues(must.NotFail(filter.Get(key)))
+		if values == nil || len(args)+len(values) > maxIDsPushedDown {
+			continue // with an `_id` $in, well within SQLite's 32,766 parameters
 		}
 
 		column := fmt.Sprintf(`%s->'%s'`, metadata.DefaultColumn, key)
@@ -306,11 +308,48 @@ func fieldTerms(filter *types.Document, keepIDOrder bool) ([]string, []any) {
 			column = "+" + column
 		}
 
-		terms = append(terms, fmt.Sprintf(`(%[1]s = ? OR (%[1]s >= '[' AND %[1]s < '\\'))`, column))
-		args = append(args, string(must.NotFail(sjson.MarshalSingleValue(value))))
+		placeholders := strings.TrimSuffix(strings.Repeat("?, ", len(values)), ", ")
+		terms = append(terms, fmt.Sprintf(`(%[1]s IN (%[2]s) OR (%[1]s >= '[' AND %[1]s < '\\'))`,
+			column, placeholders))
+		args = append(args, values...)
 	}
 
 	return terms, args
+}
+
+// fieldValues returns the JSON texts a field's condition allows, for a
+// string or an $in of strings that fieldTerms can push down; nil otherwise.
+func fieldValues(condition any) []any {
+	if metadata.OrderedID(condition) {
+		return []any{string(must.NotFail(sjson.MarshalSingleValue(condition)))}
+	}
+
+	operators, ok := condition.(*types.Document)
+	if !ok || operators.Len() != 1 {
+		return nil
+	}
+
+	in, err := operators.Get("$in")
+	if err != nil {
+		return nil
+	}
+
+	strs, ok := in.(*types.Array)
+	if !ok || strs.Len() == 0 || strs.Len() > maxIDsPushedDown {
+		return nil
+	}
+
+	values := make([]any, strs.Len())
+	for i := range values {
+		value := must.NotFail(strs.Get(i))
+		if !metadata.OrderedID(value) {
+			return nil
+		}
+
+		values[i] = string(must.NotFail(sjson.MarshalSingleValue(value)))
+	}
+
+	return values
 }
 
 // plainFieldName reports whether a field name is letters, digits and "_",

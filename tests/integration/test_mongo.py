@@ -171,9 +171,10 @@ def _plan(db, collection: str, filter_: dict) -> str:
 
 
 def test_a_string_equality_reads_through_an_index_on_its_field(mongo_db):
-    """Patch 5: `{account_id: "a", ...}` reaches SQLite, which reads that
-    account's documents through an index on the field, where unpatched
-    FerretDB decoded every document of the collection to filter it."""
+    """Patch 5: `{account_id: "a", ...}` (or an `$in` of strings) reaches
+    SQLite, which reads those accounts' documents through an index on the
+    field, where unpatched FerretDB decoded every document of the collection
+    to filter it."""
     mongo.ensure_indexes(mongo_db, {"things": [IndexModel([("account_id", ASCENDING),
                                                            ("email", ASCENDING)])]})
     mongo_db.things.insert_many([{"account_id": f"acct-{n % 10}", "email": f"e{n}", "n": n}
@@ -184,6 +185,13 @@ def test_a_string_equality_reads_through_an_index_on_its_field(mongo_db):
     assert sorted(d["n"] for d in mongo_db.things.find({"account_id": "acct-3"})) == \
         list(range(3, 200, 10))
     assert mongo_db.things.count_documents({"account_id": "acct-3"}) == 20
+
+    either = {"account_id": {"$in": ["acct-3", "acct-4"]}}
+    plan = _plan(mongo_db, "things", either)
+    assert "USING INDEX" in plan and "account_id" in plan, plan
+    assert mongo_db.things.count_documents(either) == 40
+    emails = {"account_id": "acct-3", "email": {"$in": ["e3", "e13", "e14", "absent"]}}
+    assert sorted(d["n"] for d in mongo_db.things.find(emails)) == [3, 13]
 
 
 def test_field_equalities_in_sql_match_exactly_what_mongodb_matches(mongo_db):
@@ -210,6 +218,10 @@ def test_field_equalities_in_sql_match_exactly_what_mongodb_matches(mongo_db):
         return sorted(d["_id"] for d in mongo_db.things.find(filter_))
 
     assert ids({"tag": "red"}) == ["in-array", "mixed-array", "plain"]
+    assert ids({"tag": {"$in": ["red", "blue"]}}) == ["in-array", "mixed-array", "other", "plain"]
+    assert ids({"tag": {"$in": ["red", 7]}}) == ["in-array", "mixed-array", "number", "plain"]
+    assert ids({"tag": {"$in": ["dark red", "absent"]}}) == ["spaced"]
+    assert ids({"tag": {"$in": []}}) == []
     assert ids({"tag": "red", "_id": {"$in": ["in-array", "other"]}}) == ["in-array"]
     assert ids({"tag": "red", "$or": [{"_id": "plain"}, {"_id": "other"}]}) == ["plain"]
     assert ids({"tag": 7}) == ["number"]
