@@ -5,7 +5,8 @@ is not found exactly once. The first three are about the `_id` index of
 FerretDB's SQLite backend, so that the local stack finds and pages documents
 through it as MongoDB does, instead of reading whole tables; the fourth is
 about what every document costs it; the fifth lets SQLite skip, through
-secondary indexes, the documents an account-scoped query cannot match:
+secondary indexes, the documents an account-scoped query cannot match; the
+sixth fixes a hang:
 
 1. The backend indexes `_id` as `_ferretdb_sjson->"_id"` but filtered on
    `_ferretdb_sjson->'$._id'`. Both extract the same value, but SQLite uses an
@@ -61,6 +62,15 @@ secondary indexes, the documents an account-scoped query cannot match:
    SQLite gives back as written; anything else stays with the handler. A read
    in `_id` order keeps walking the `_id` index (patch 3): its field terms
    are written so that SQLite cannot pick another index for them.
+
+6. An `update` command closed the read behind each of its statements only
+   when the whole command was done (a `defer` inside the loop over them).
+   Each open read holds one of the database's 100 SQLite connections, so a
+   command of more than 100 statements (a `bulk_write` of `UpdateOne`s, as
+   an import of addresses that are already contacts sends) waited forever
+   for a 101st, and with it every later request to that database: the whole
+   stack hung. Now each statement's read is closed once the statement is
+   applied.
 
 Nothing else in FerretDB changes: no other condition or sort is pushed down.
 """
@@ -614,6 +624,44 @@ func Untrack(obj any, token *Token) {
 	checkArgs(obj, token)
 """
 
+# -- patch 6: an update statement's read closed when the statement is done ----
+
+_UPDATE_CLOSE = """\
+		closer := iterator.NewMultiCloser()
+		defer closer.Close()
+
+		closer.Add(res.Iter)
+
+		iter := common.FilterIterator(res.Iter, closer, u.Filter)
+
+		if !u.Multi {
+			iter = common.LimitIterator(iter, closer, 1)
+		}
+
+		result, err := common.UpdateDocument(ctx, c, "update", iter, &u)
+		if err != nil {
+"""
+
+_UPDATE_CLOSE_PATCHED = """\
+		closer := iterator.NewMultiCloser()
+
+		closer.Add(res.Iter)
+
+		iter := common.FilterIterator(res.Iter, closer, u.Filter)
+
+		if !u.Multi {
+			iter = common.LimitIterator(iter, closer, 1)
+		}
+
+		// Closed here, not deferred to the end of the command: each open
+		// read holds one of the pool's 100 connections, and a command of
+		// more statements than that waited forever for one more.
+		result, err := common.UpdateDocument(ctx, c, "update", iter, &u)
+		closer.Close()
+
+		if err != nil {
+"""
+
 PATCHES = [
     # 1
     (f"{SQLITE}/metadata/metadata.go",
@@ -640,4 +688,6 @@ PATCHES = [
     # 4
     ("internal/util/resource/resource.go", _TRACK_START, _TRACK_START_PATCHED),
     ("internal/util/resource/resource.go", _UNTRACK_START, _UNTRACK_START_PATCHED),
+    # 6
+    ("internal/handler/msg_update.go", _UPDATE_CLOSE, _UPDATE_CLOSE_PATCHED),
 ]

@@ -239,6 +239,24 @@ def test_field_equalities_in_sql_match_exactly_what_mongodb_matches(mongo_db):
     assert ids({}) == sorted(d["_id"] for d in docs if d["_id"] not in red)
 
 
+def test_an_update_command_of_more_statements_than_connections_completes(mongo_uri, mongo_db):
+    """Patch 6: unpatched, FerretDB kept every statement's read open until the
+    command ended, one SQLite connection each of its pool of 100, and a
+    151-statement update waited forever (a timeout here, not a hang)."""
+    from pymongo import MongoClient, UpdateOne
+    mongo_db.things.insert_many([{"_id": f"id-{n}", "account_id": "a", "n": n}
+                                 for n in range(151)])
+    impatient = MongoClient(mongo_uri, socketTimeoutMS=20_000)[mongo_db.name]
+    try:
+        result = impatient.things.bulk_write(
+            [UpdateOne({"_id": f"id-{n}", "account_id": "a"}, {"$set": {"n": -n - 1}})
+             for n in range(151)], ordered=False)
+    finally:
+        impatient.client.close()
+    assert result.modified_count == 151
+    assert sorted(d["n"] for d in mongo_db.things.find()) == sorted(-n - 1 for n in range(151))
+
+
 def test_find_by_ids_returns_every_stored_document_however_many_ids(mongo_db):
     mongo_db.things.insert_many([{"_id": f"id-{n}", "n": n} for n in range(0, 2_500, 2)])
     wanted = [f"id-{n}" for n in range(2_500)] + ["id-4", "id-4"]

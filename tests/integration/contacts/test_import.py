@@ -257,6 +257,28 @@ def test_an_import_never_resubscribes_the_opted_out_and_logs_its_consent(client,
         assert all(e.get("import_id") != job["id"] for e in log)
 
 
+def test_a_list_of_existing_contacts_imports_into_another_list(client, app, settings, setup):
+    """Every row an existing contact: one batch of updates, one per contact,
+    more than the local FerretDB's 100 connections (it hung on that, patch 6
+    in devstack/ferretdb_patches.py)."""
+    data = ("email,city\n" + "".join(f"again{n}@example.com,Pune\n" for n in range(150))).encode()
+    upload(client, setup, data)
+    run_worker(app, settings, batch_rows=200)
+    second = client.post(f"{V1}/lists", {"name": "Second"}).get_json()["id"]
+
+    job = upload(client, second, data).get_json()
+    run_worker(app, settings, batch_rows=200)
+
+    job = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert job["status"] == "done", job
+    assert job["counters"] == {"read": 150, "created": 0, "updated": 150, "skipped_duplicate": 0,
+                               "skipped_suppressed": 0, "rejected": 0}, job
+    members = client.get(f"{V1}/contacts?list_id={second}&limit=200").get_json()["items"]
+    assert len(members) == 150
+    assert all(c["lists"][second]["status"] == "subscribed" and setup in c["lists"]
+               for c in members)
+
+
 def test_workers_claiming_at_the_same_time_take_each_import_once(mongo_db):
     """Four workers poll the import queue at once on the real FerretDB: each
     pending import is taken by exactly one of them."""
