@@ -52,8 +52,9 @@ sixth fixes a hang:
    document of the collection to test it: `count({account_id: a})` took 8.9
    s (10.8 s of CPU) at 100,000 contacts of ten accounts, and a small
    account's campaign waited for the big ones' contacts to be read before
-   its first job. Now each top-level `field: "string"` of a filter also
-   becomes SQL: the field is that string, or an array (which may hold it).
+   its first job. Now each top-level `field: "string"` or `field: {$in:
+   ["string", ...]}` of a filter also becomes SQL: the field is one of those
+   strings, or an array (which may hold one).
    Every document the filter matches meets that, the handler still filters
    what is read, and SQLite reads through an index on the field when there
    is one (`(account_id, ...)` indexes are everywhere here). The same count:
@@ -266,7 +267,8 @@ func idRangeClause(condition *types.Document) (string, []any) {
 }
 
 // pushedDownWhere returns the WHERE clause for a filter: its `_id` condition
-// (idWhereClause) ANDed with its top-level string equalities (fieldTerms).
+// (idWhereClause) ANDed with its top-level string equalities and $ins
+// (fieldTerms).
 func pushedDownWhere(filter *types.Document, orderedIDs, keepIDOrder bool) (string, []any) {
 	where, args := idWhereClause(filter, orderedIDs)
 
