@@ -598,33 +598,13 @@ _HANDLER_FIND_ITER_PATCHED = """\
 
 # -- patch 4: lifetime tracking in debug builds only --------------------------
 
-_TRACK_START = """\
-func Track(obj any, token *Token) {
-	checkArgs(obj, token)
-"""
+def _tracking_in_debug_builds_only(signature: str) -> tuple[str, str]:
+    """(text in v1.24.2, replacement) for resource.Track or Untrack: both
+    start with checkArgs, and now return first unless it is a debug build."""
+    return (f"{signature} {{\n\tcheckArgs(obj, token)\n",
+            f"{signature} {{\n\tif !debugbuild.Enabled {{\n\t\treturn\n\t}}\n\n"
+            "\tcheckArgs(obj, token)\n")
 
-_TRACK_START_PATCHED = """\
-func Track(obj any, token *Token) {
-	if !debugbuild.Enabled {
-		return
-	}
-
-	checkArgs(obj, token)
-"""
-
-_UNTRACK_START = """\
-func Untrack(obj any, token *Token) {
-	checkArgs(obj, token)
-"""
-
-_UNTRACK_START_PATCHED = """\
-func Untrack(obj any, token *Token) {
-	if !debugbuild.Enabled {
-		return
-	}
-
-	checkArgs(obj, token)
-"""
 
 # -- patch 6: an update statement's read closed when the statement is done ----
 
@@ -688,8 +668,10 @@ PATCHES = [
     ("internal/handler/msg_find.go", _HANDLER_FIND_ITER, _HANDLER_FIND_ITER_PATCHED),
     ("internal/handler/msg_explain.go", _HANDLER_LIMIT_COMMENT, _HANDLER_ASK_ID_ORDER),
     # 4
-    ("internal/util/resource/resource.go", _TRACK_START, _TRACK_START_PATCHED),
-    ("internal/util/resource/resource.go", _UNTRACK_START, _UNTRACK_START_PATCHED),
+    ("internal/util/resource/resource.go",
+     *_tracking_in_debug_builds_only("func Track(obj any, token *Token)")),
+    ("internal/util/resource/resource.go",
+     *_tracking_in_debug_builds_only("func Untrack(obj any, token *Token)")),
     # 6
     ("internal/handler/msg_update.go", _UPDATE_CLOSE, _UPDATE_CLOSE_PATCHED),
 ]
