@@ -229,8 +229,12 @@ func idInClause(in any) (string, []any) {
 		}
 	}
 
-	placeholders := strings.TrimSuffix(strings.Repeat("?, ", len(args)), ", ")
-	return fmt.Sprintf(` WHERE %s IN (%s)`, metadata.IDColumn, placeholders), args
+	return fmt.Sprintf(` WHERE %s IN (%s)`, metadata.IDColumn, sqlPlaceholders(len(args))), args
+}
+
+// sqlPlaceholders returns "?, ?, ..." for n parameters.
+func sqlPlaceholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
 }
 
 // idRangeOperators are the `_id` operators whose string bounds become SQL.
@@ -320,9 +324,8 @@ func fieldTerms(filter *types.Document, keepIDOrder bool) ([]string, []any) {
 			column = "+" + column
 		}
 
-		placeholders := strings.TrimSuffix(strings.Repeat("?, ", len(values)), ", ")
 		terms = append(terms, fmt.Sprintf(`(%[1]s IN (%[2]s) OR (%[1]s >= '[' AND %[1]s < '\\'))`,
-			column, placeholders))
+			column, sqlPlaceholders(len(values))))
 		args = append(args, values...)
 	}
 
