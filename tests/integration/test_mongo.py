@@ -88,9 +88,13 @@ def test_insert_new_raises_errors_other_than_a_duplicate(mongo_db):
 
 
 
+def _plan(db, collection: str, filter_: dict) -> str:
+    return " | ".join(db.command("explain", {"find": collection, "filter": filter_})
+                      ["queryPlanner"]["Plan"])
+
+
 def _uses_index(db, filter_: dict) -> bool:
-    plan = db.command("explain", {"find": "things", "filter": filter_})
-    return any("USING INDEX" in step for step in plan["queryPlanner"]["Plan"])
+    return "USING INDEX" in _plan(db, "things", filter_)
 
 
 def test_lookups_by_id_use_the_id_index(mongo_db):
@@ -163,11 +167,6 @@ def test_an_id_with_other_conditions_uses_the_index_and_still_applies_them(mongo
                                         "account_id": "odd"}).deleted_count == 2
     left = mongo_db.things.find({"_id": {"$in": ["id-1", "id-2", "id-3"]}})
     assert [doc["_id"] for doc in left] == ["id-2"]
-
-
-def _plan(db, collection: str, filter_: dict) -> str:
-    return " | ".join(db.command("explain", {"find": collection, "filter": filter_})
-                      ["queryPlanner"]["Plan"])
 
 
 def test_a_string_equality_reads_through_an_index_on_its_field(mongo_db):
