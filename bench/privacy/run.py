@@ -6,10 +6,11 @@ one contact alone, then 1,000 contacts requested at once.
 
 Prints, for each run, the wall time until the last request completed and
 the per-request latency (completed_at - created_at, as the privacy service
-recorded it): median, p95 and max. Requests the gateway refuses for its
-per-key rate limit (429) wait out its Retry-After and go again, as a client
-must; creating the contacts and asking 1,000 erasures can pass it. A fresh account each run; the contacts
-are created through the contacts API first (not timed).
+recorded it): median, p95 and max. A fresh account each run; the contacts
+are created through the contacts API first (not timed). Requests the
+gateway refuses for its per-key rate limit (429) wait out its Retry-After
+and go again, as a client must: creating the contacts and asking 1,000
+erasures can pass it.
 """
 from __future__ import annotations
 
