@@ -63,3 +63,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # kafka-python is chatty at INFO about every connection.
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    # At DEBUG these echo what they carry: pymongo each command with its
+    # documents (a contact's name and fields), urllib3 each request line
+    # with its query string (a search for a name). The masking above only
+    # knows email addresses, so they stay at INFO whatever the level.
+    for payload_echoing in ("pymongo", "urllib3"):
+        logging.getLogger(payload_echoing).setLevel(max(logging.INFO, root.level))
