@@ -73,11 +73,36 @@ sixth fixes a hang:
    stack hung. Now each statement's read is closed once the statement is
    applied.
 
+7. Every document read was decoded by encoding/json several times over: the
+   whole document into raw values, its schema (`$s`, as large as the data)
+   by reflection into nested structs, then each nested document again, and
+   every string, number and boolean through a json.Decoder of its own. That
+   was two thirds of FerretDB's CPU reading contacts. Now one pass splits
+   the JSON that FerretDB wrote (ferretdb_files/.../sjson/fastdecode.go),
+   each scalar is read directly, and decoded schemas are kept by their text
+   (a collection's documents share a few). Whatever the fast paths do not
+   decode exactly as encoding/json does (escaped keys, duplicate keys,
+   invalid UTF-8, numbers out of range, schema fields they do not know)
+   goes through encoding/json as before; fastdecode_test.go checks that
+   (`go test -fuzz FuzzFastPaths` searches further). Reading 20,000 contacts
+   through the audience query: 64-70 us of FerretDB CPU each, against 179-203.
+
 Nothing else in FerretDB changes: no other condition or sort is pushed down.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 SQLITE = "internal/backends/sqlite"
+SJSON = "internal/handler/sjson"
+# New files, at the same paths in FerretDB's source tree (none may exist there).
+ADDED_FILES_DIR = Path(__file__).resolve().parent / "ferretdb_files"
+
+
+def added_files() -> dict[str, str]:
+    """{path in FerretDB's tree: text} of the files the patches add."""
+    return {path.relative_to(ADDED_FILES_DIR).as_posix(): path.read_text()
+            for path in sorted(ADDED_FILES_DIR.rglob("*.go"))}
 
 # -- patch 2 (and 3's range): the WHERE a top-level _id condition allows ------
 
@@ -647,6 +672,126 @@ _UPDATE_CLOSE_PATCHED = """\
 		if err != nil {
 """
 
+# -- patch 7: one pass over the JSON FerretDB wrote ---------------------------
+
+_UNMARSHAL = '''	var v map[string]json.RawMessage
+	r := bytes.NewReader(data)
+	dec := json.NewDecoder(r)
+
+	err := dec.Decode(&v)
+	if err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+
+	if err = checkConsumed(dec, r); err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+
+	// decode schema from the $s field of the document
+	jsch, ok := v["$s"]
+	if !ok {
+		return nil, lazyerrors.Errorf("schema is not set")
+	}
+
+	var sch schema
+	r = bytes.NewReader(jsch)
+	dec = json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+
+	if err := dec.Decode(&sch); err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+
+	if err := checkConsumed(dec, r); err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+'''
+
+_UNMARSHAL_PATCHED = '''	v, fast := rawObject(data)
+	if !fast {
+		r := bytes.NewReader(data)
+		dec := json.NewDecoder(r)
+
+		if err := dec.Decode(&v); err != nil {
+			return nil, lazyerrors.Error(err)
+		}
+
+		if err := checkConsumed(dec, r); err != nil {
+			return nil, lazyerrors.Error(err)
+		}
+	}
+
+	// decode schema from the $s field of the document
+	jsch, ok := v["$s"]
+	if !ok {
+		return nil, lazyerrors.Errorf("schema is not set")
+	}
+
+	var sch schema
+	if s, fast := cachedSchema(jsch); fast {
+		sch = *s
+	} else {
+		r := bytes.NewReader(jsch)
+		dec := json.NewDecoder(r)
+		dec.DisallowUnknownFields()
+
+		if err := dec.Decode(&sch); err != nil {
+			return nil, lazyerrors.Error(err)
+		}
+
+		if err := checkConsumed(dec, r); err != nil {
+			return nil, lazyerrors.Error(err)
+		}
+	}
+'''
+
+
+def _raw_split(kind: str, helper: str) -> tuple[str, str]:
+    """(text in v1.24.2, replacement): a document's or an array's members split
+    by `helper`, or by encoding/json when it declines."""
+    old = f'''	r := bytes.NewReader(data)
+	dec := json.NewDecoder(r)
+
+	var rawMessages {kind}
+	if err := dec.Decode(&rawMessages); err != nil {{
+		return lazyerrors.Error(err)
+	}}
+
+	if err := checkConsumed(dec, r); err != nil {{
+		return lazyerrors.Error(err)
+	}}
+'''
+    new = f'''	rawMessages, fast := {helper}(data)
+	if !fast {{
+		r := bytes.NewReader(data)
+		dec := json.NewDecoder(r)
+
+		if err := dec.Decode(&rawMessages); err != nil {{
+			return lazyerrors.Error(err)
+		}}
+
+		if err := checkConsumed(dec, r); err != nil {{
+			return lazyerrors.Error(err)
+		}}
+	}}
+'''
+    return old, new
+
+
+def _scalar(go_type: str, fast: str, *, disallow: bool = False, var: str = "o") -> tuple[str, str]:
+    """(text in v1.24.2, replacement): a scalar's decoder, with `fast` put first."""
+    old = ("\tr := bytes.NewReader(data)\n\tdec := json.NewDecoder(r)\n"
+           + ("\tdec.DisallowUnknownFields()\n" if disallow else "")
+           + f"\n\tvar {var} {go_type}\n")
+    return old, fast + "\n" + old
+
+
+def _fast(value: str, call: str, target: str, converted: str) -> str:
+    """`if value, ok := call; ok { *target = converted; return nil }`"""
+    return (f"\tif {value}, ok := {call}; ok {{\n\t\t*{target} = {converted}\n\n"
+            "\t\treturn nil\n\t}\n")
+
+
 PATCHES = [
     # 1
     (f"{SQLITE}/metadata/metadata.go",
@@ -677,4 +822,23 @@ PATCHES = [
      *_tracking_in_debug_builds_only("func Untrack(obj any, token *Token)")),
     # 6
     ("internal/handler/msg_update.go", _UPDATE_CLOSE, _UPDATE_CLOSE_PATCHED),
+    # 7 (with the files in ferretdb_files/)
+    (f"{SJSON}/sjson.go", _UNMARSHAL, _UNMARSHAL_PATCHED),
+    (f"{SJSON}/document.go", *_raw_split("map[string]json.RawMessage", "rawObject")),
+    (f"{SJSON}/array.go", *_raw_split("[]json.RawMessage", "rawArray")),
+    (f"{SJSON}/string.go",
+     *_scalar("string", _fast("s", "plainValueString(data)", "str", "stringType(s)"))),
+    (f"{SJSON}/int32.go",
+     *_scalar("int32", _fast("n", "plainInt(data, 32)", "i", "int32Type(n)"))),
+    (f"{SJSON}/int64.go",
+     *_scalar("int64", _fast("n", "plainInt(data, 64)", "i", "int64Type(n)"), disallow=True)),
+    (f"{SJSON}/datetime.go",
+     *_scalar("int64", _fast("n", "plainInt(data, 64)", "dt", "dateTimeType(time.UnixMilli(n))"),
+              disallow=True)),
+    (f"{SJSON}/double.go",
+     *_scalar("float64", _fast("f", "plainFloat(data)", "d", "doubleType(f)"), disallow=True,
+              var="f")),
+    (f"{SJSON}/bool.go",
+     *_scalar("bool", '\tif s := string(data); s == "true" || s == "false" {\n'
+                      '\t\t*b = boolType(s == "true")\n\n\t\treturn nil\n\t}\n')),
 ]

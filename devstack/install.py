@@ -60,7 +60,8 @@ def fetch_kafka() -> None:
 # --- FerretDB ----------------------------------------------------------------
 
 def _ferretdb_patches_stamp() -> str:
-    return hashlib.sha256(repr(ferretdb_patches.PATCHES).encode()).hexdigest()
+    patches = (ferretdb_patches.PATCHES, sorted(ferretdb_patches.added_files().items()))
+    return hashlib.sha256(repr(patches).encode()).hexdigest()
 
 
 def _ferretdb_patches_stamp_file():
@@ -75,6 +76,12 @@ def _patch_ferretdb(src) -> None:
             fail(f"Cannot patch FerretDB: {relative} does not hold this text once "
                  f"(is it {config.FERRETDB_VERSION}?):\n{old}")
         path.write_text(text.replace(old, new))
+    for relative, text in ferretdb_patches.added_files().items():
+        path = src / relative
+        if path.exists():
+            fail(f"Cannot patch FerretDB: {relative} exists already "
+                 f"(is it {config.FERRETDB_VERSION}?)")
+        path.write_text(text)
 
 
 def _ferretdb_up_to_date() -> bool:
