@@ -674,7 +674,7 @@ _UPDATE_CLOSE_PATCHED = """\
 
 # -- patch 7: one pass over the JSON FerretDB wrote ---------------------------
 
-_UNMARSHAL = '''	var v map[string]json.RawMessage
+_UNMARSHAL_DOC = '''	var v map[string]json.RawMessage
 	r := bytes.NewReader(data)
 	dec := json.NewDecoder(r)
 
@@ -686,14 +686,17 @@ _UNMARSHAL = '''	var v map[string]json.RawMessage
 	if err = checkConsumed(dec, r); err != nil {
 		return nil, lazyerrors.Error(err)
 	}
+'''
 
-	// decode schema from the $s field of the document
-	jsch, ok := v["$s"]
-	if !ok {
-		return nil, lazyerrors.Errorf("schema is not set")
+_UNMARSHAL_DOC_PATCHED = '''	v, fast := rawObject(data)
+	if !fast {
+		if err := decodeAsBefore(data, &v, false); err != nil {
+			return nil, lazyerrors.Error(err)
+		}
 	}
+'''
 
-	var sch schema
+_UNMARSHAL_SCHEMA = '''	var sch schema
 	r = bytes.NewReader(jsch)
 	dec = json.NewDecoder(r)
 	dec.DisallowUnknownFields()
@@ -707,41 +710,11 @@ _UNMARSHAL = '''	var v map[string]json.RawMessage
 	}
 '''
 
-_UNMARSHAL_PATCHED = '''	v, fast := rawObject(data)
-	if !fast {
-		r := bytes.NewReader(data)
-		dec := json.NewDecoder(r)
-
-		if err := dec.Decode(&v); err != nil {
-			return nil, lazyerrors.Error(err)
-		}
-
-		if err := checkConsumed(dec, r); err != nil {
-			return nil, lazyerrors.Error(err)
-		}
-	}
-
-	// decode schema from the $s field of the document
-	jsch, ok := v["$s"]
-	if !ok {
-		return nil, lazyerrors.Errorf("schema is not set")
-	}
-
-	var sch schema
+_UNMARSHAL_SCHEMA_PATCHED = '''	var sch schema
 	if s, fast := cachedSchema(jsch); fast {
 		sch = *s
-	} else {
-		r := bytes.NewReader(jsch)
-		dec := json.NewDecoder(r)
-		dec.DisallowUnknownFields()
-
-		if err := dec.Decode(&sch); err != nil {
-			return nil, lazyerrors.Error(err)
-		}
-
-		if err := checkConsumed(dec, r); err != nil {
-			return nil, lazyerrors.Error(err)
-		}
+	} else if err := decodeAsBefore(jsch, &sch, true); err != nil {
+		return nil, lazyerrors.Error(err)
 	}
 '''
 
@@ -761,18 +734,11 @@ def _raw_split(kind: str, helper: str) -> tuple[str, str]:
 		return lazyerrors.Error(err)
 	}}
 '''
-    new = f'''	rawMessages, fast := {helper}(data)
-	if !fast {{
-		r := bytes.NewReader(data)
-		dec := json.NewDecoder(r)
-
-		if err := dec.Decode(&rawMessages); err != nil {{
-			return lazyerrors.Error(err)
-		}}
-
-		if err := checkConsumed(dec, r); err != nil {{
-			return lazyerrors.Error(err)
-		}}
+    new = f'''	var rawMessages {kind}
+	if raw, fast := {helper}(data); fast {{
+		rawMessages = raw
+	}} else if err := decodeAsBefore(data, &rawMessages, false); err != nil {{
+		return lazyerrors.Error(err)
 	}}
 '''
     return old, new
@@ -823,7 +789,8 @@ PATCHES = [
     # 6
     ("internal/handler/msg_update.go", _UPDATE_CLOSE, _UPDATE_CLOSE_PATCHED),
     # 7 (with the files in ferretdb_files/)
-    (f"{SJSON}/sjson.go", _UNMARSHAL, _UNMARSHAL_PATCHED),
+    (f"{SJSON}/sjson.go", _UNMARSHAL_DOC, _UNMARSHAL_DOC_PATCHED),
+    (f"{SJSON}/sjson.go", _UNMARSHAL_SCHEMA, _UNMARSHAL_SCHEMA_PATCHED),
     (f"{SJSON}/document.go", *_raw_split("map[string]json.RawMessage", "rawObject")),
     (f"{SJSON}/array.go", *_raw_split("[]json.RawMessage", "rawArray")),
     (f"{SJSON}/string.go",

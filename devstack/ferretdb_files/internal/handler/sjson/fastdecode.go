@@ -9,6 +9,7 @@ package sjson
 // Added by the Sandesh local stack (devstack/ferretdb_patches.py, patch 7).
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"sync"
@@ -90,18 +91,16 @@ func rawObject(data []byte) (map[string]json.RawMessage, bool) {
 
 		res[key] = data[start:end:end]
 
-		if i = skipSpace(data, end); i >= len(data) {
+		next, done, ok := nextMember(data, end, '}')
+		if !ok {
 			return nil, false
 		}
 
-		switch data[i] {
-		case '}':
-			return res, i+1 == len(data)
-		case ',':
-			i = skipSpace(data, i+1)
-		default:
-			return nil, false
+		if done {
+			return res, true
 		}
+
+		i = next
 	}
 }
 
@@ -127,18 +126,36 @@ func rawArray(data []byte) ([]json.RawMessage, bool) {
 
 		res = append(res, data[i:end:end])
 
-		if i = skipSpace(data, end); i >= len(data) {
+		next, done, ok := nextMember(data, end, ']')
+		if !ok {
 			return nil, false
 		}
 
-		switch data[i] {
-		case ']':
-			return res, i+1 == len(data)
-		case ',':
-			i = skipSpace(data, i+1)
-		default:
-			return nil, false
+		if done {
+			return res, true
 		}
+
+		i = next
+	}
+}
+
+// nextMember reads what follows a member of an object or an array that ends
+// at data[end]: a comma, and it returns where the next member starts; or the
+// closing byte, which must be the last of data (checkConsumed takes nothing
+// after it), and it returns done.
+func nextMember(data []byte, end int, closing byte) (next int, done, ok bool) {
+	i := skipSpace(data, end)
+	if i >= len(data) {
+		return 0, false, false
+	}
+
+	switch data[i] {
+	case closing:
+		return 0, true, i+1 == len(data)
+	case ',':
+		return skipSpace(data, i+1), false, true
+	default:
+		return 0, false, false
 	}
 }
 
@@ -155,17 +172,8 @@ func fastSchema(data []byte) (*schema, bool) {
 	for key, raw := range members {
 		switch key {
 		case "$k":
-			items, ok := rawArray(raw)
-			if !ok {
+			if sch.Keys, ok = arrayOf(raw, plainValueString); !ok {
 				return nil, false
-			}
-
-			sch.Keys = make([]string, len(items))
-
-			for n, item := range items {
-				if sch.Keys[n], ok = plainValueString(item); !ok {
-					return nil, false
-				}
 			}
 		case "p":
 			props, ok := rawObject(raw)
@@ -210,17 +218,8 @@ func fastElem(data []byte) (*elem, bool) {
 				return nil, false
 			}
 		case "i":
-			items, ok := rawArray(raw)
-			if !ok {
+			if e.Items, ok = arrayOf(raw, fastElem); !ok {
 				return nil, false
-			}
-
-			e.Items = make([]*elem, len(items))
-
-			for n, item := range items {
-				if e.Items[n], ok = fastElem(item); !ok {
-					return nil, false
-				}
 			}
 		default:
 			return nil, false
@@ -228,6 +227,41 @@ func fastElem(data []byte) (*elem, bool) {
 	}
 
 	return &e, true
+}
+
+// arrayOf decodes a JSON array whose every element `decode` takes.
+func arrayOf[T any](data []byte, decode func([]byte) (T, bool)) ([]T, bool) {
+	items, ok := rawArray(data)
+	if !ok {
+		return nil, false
+	}
+
+	res := make([]T, len(items))
+
+	for n, item := range items {
+		if res[n], ok = decode(item); !ok {
+			return nil, false
+		}
+	}
+
+	return res, true
+}
+
+// decodeAsBefore decodes data into v as this package did before patch 7:
+// a json.Decoder, then checkConsumed. The fallback of every fast path.
+func decodeAsBefore(data []byte, v any, disallowUnknownFields bool) error {
+	r := bytes.NewReader(data)
+	dec := json.NewDecoder(r)
+
+	if disallowUnknownFields {
+		dec.DisallowUnknownFields()
+	}
+
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+
+	return checkConsumed(dec, r)
 }
 
 // plainValueString decodes a JSON string without escapes that is all of data.

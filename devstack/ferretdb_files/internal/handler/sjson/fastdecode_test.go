@@ -6,7 +6,6 @@ package sjson
 // searches further than the seeds below.
 
 import (
-	"bytes"
 	"encoding/json"
 	"math"
 	"reflect"
@@ -114,22 +113,6 @@ func checkFastPaths(t *testing.T, data []byte) {
 		mustMatch(t, "plainFloat", data, decodeAsBefore(data, &want, true),
 			math.Float64bits(got), math.Float64bits(want))
 	}
-}
-
-// decodeAsBefore decodes as this package did before patch 7.
-func decodeAsBefore(data []byte, v any, disallowUnknownFields bool) error {
-	r := bytes.NewReader(data)
-	dec := json.NewDecoder(r)
-
-	if disallowUnknownFields {
-		dec.DisallowUnknownFields()
-	}
-
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-
-	return checkConsumed(dec, r)
 }
 
 func mustMatch(t *testing.T, name string, data []byte, err error, got, want any) {
