@@ -1,11 +1,12 @@
 """MongoDB helpers against the real FerretDB."""
 import random
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import pytest
 from bson import ObjectId
 import requests
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, MongoClient
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared import mongo
@@ -158,6 +159,28 @@ def test_documents_come_back_exactly_as_stored(mongo_db):
             assert list(got) == list(doc)  # the order of the keys too
             for key, value in doc.items():
                 assert isinstance(got[key], type(value)), key  # 3.0 stays a float
+
+
+def test_concurrent_reads_of_documents_with_many_schemas_agree(mongo_db):
+    """Patch 7 keeps decoded schemas in one cache that every connection of
+    FerretDB shares (emptied when it holds 1,024). Eight clients reading
+    documents of 1,500 different shapes at once all get them back whole."""
+    docs = [{"_id": f"d{n:05d}", f"field_{n % 1500}": n, "nested": {f"k{n % 7}": [str(n)]}}
+            for n in range(3000)]
+    mongo_db.shapes.insert_many(docs)
+    expected = {d["_id"]: d for d in docs}
+
+    def read_all(_):
+        client = MongoClient(mongo_db.client.address[0], mongo_db.client.address[1],
+                             tz_aware=True)
+        try:
+            return {d["_id"]: d for d in client[mongo_db.name].shapes.find().batch_size(200)}
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(read_all, range(8)))
+    assert all(result == expected for result in results)
 
 
 def test_id_in_finds_updates_and_deletes_exactly_the_listed_documents(mongo_db):
