@@ -12,11 +12,15 @@ def _write_sources(root, texts: dict) -> None:
         path.write_text(text)
 
 
-def test_every_patch_replaces_its_text_once(tmp_path):
+def _sources_holding_every_patched_text() -> dict:
     sources: dict = {}
     for relative, old, _ in ferretdb_patches.PATCHES:
         sources[relative] = sources.get(relative, "package x\n") + old + "// between\n"
-    _write_sources(tmp_path, sources)
+    return sources
+
+
+def test_every_patch_replaces_its_text_once(tmp_path):
+    _write_sources(tmp_path, _sources_holding_every_patched_text())
 
     install._patch_ferretdb(tmp_path)
 
@@ -38,11 +42,8 @@ def test_a_source_without_the_expected_text_stops_the_build(tmp_path, capsys):
 
 
 def test_an_added_file_that_exists_already_stops_the_build(tmp_path, capsys):
-    sources = {}
-    for relative, old, _ in ferretdb_patches.PATCHES:
-        sources[relative] = sources.get(relative, "package x\n") + old
     clash = next(iter(ferretdb_patches.added_files()))
-    _write_sources(tmp_path, {**sources, clash: "package sjson\n"})
+    _write_sources(tmp_path, {**_sources_holding_every_patched_text(), clash: "package sjson\n"})
     with pytest.raises(SystemExit):
         install._patch_ferretdb(tmp_path)
     assert f"{clash} exists already" in capsys.readouterr().err

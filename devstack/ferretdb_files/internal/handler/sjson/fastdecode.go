@@ -91,13 +91,13 @@ func rawObject(data []byte) (map[string]json.RawMessage, bool) {
 
 		res[key] = data[start:end:end]
 
-		next, done, ok := nextMember(data, end, '}')
+		next, closed, ok := nextMember(data, end, '}')
 		if !ok {
 			return nil, false
 		}
 
-		if done {
-			return res, true
+		if closed {
+			return res, next == len(data) // checkConsumed takes nothing after it
 		}
 
 		i = next
@@ -126,13 +126,13 @@ func rawArray(data []byte) ([]json.RawMessage, bool) {
 
 		res = append(res, data[i:end:end])
 
-		next, done, ok := nextMember(data, end, ']')
+		next, closed, ok := nextMember(data, end, ']')
 		if !ok {
 			return nil, false
 		}
 
-		if done {
-			return res, true
+		if closed {
+			return res, next == len(data)
 		}
 
 		i = next
@@ -141,9 +141,8 @@ func rawArray(data []byte) ([]json.RawMessage, bool) {
 
 // nextMember reads what follows a member of an object or an array that ends
 // at data[end]: a comma, and it returns where the next member starts; or the
-// closing byte, which must be the last of data (checkConsumed takes nothing
-// after it), and it returns done.
-func nextMember(data []byte, end int, closing byte) (next int, done, ok bool) {
+// closing byte, and it returns the index after it and closed.
+func nextMember(data []byte, end int, closing byte) (next int, closed, ok bool) {
 	i := skipSpace(data, end)
 	if i >= len(data) {
 		return 0, false, false
@@ -151,7 +150,7 @@ func nextMember(data []byte, end int, closing byte) (next int, done, ok bool) {
 
 	switch data[i] {
 	case closing:
-		return 0, true, i+1 == len(data)
+		return i + 1, true, true
 	case ',':
 		return skipSpace(data, i+1), false, true
 	default:
@@ -383,18 +382,12 @@ func skipComposite(data []byte, i, depth int, closing byte, keyed bool) (int, bo
 			return 0, false
 		}
 
-		if i = skipSpace(data, end); i >= len(data) {
-			return 0, false
+		next, closed, ok := nextMember(data, end, closing)
+		if !ok || closed {
+			return next, ok
 		}
 
-		switch data[i] {
-		case closing:
-			return i + 1, true
-		case ',':
-			i = skipSpace(data, i+1)
-		default:
-			return 0, false
-		}
+		i = next
 	}
 }
 
