@@ -85,6 +85,31 @@ def test_insert_new_says_which_documents_were_new_and_keeps_them_all(mongo_db):
     assert mongo.insert_new(mongo_db["markers"], []) == []
 
 
+def test_a_duplicate_in_one_insert_costs_only_itself_or_what_follows_it_when_ordered(mongo_db):
+    """Patch 9 runs an insert of up to 100 documents as one statement
+    outside BEGIN/COMMIT. A duplicate (of `_id` or of a unique secondary
+    index) must still leave the store as MongoDB would: unordered, every
+    other document kept; ordered, the ones before it kept, none after."""
+    things = mongo_db.dup_things
+    things.create_index("email", unique=True)
+    things.insert_many([{"_id": f"k{n:02d}", "email": f"{n}@x"} for n in range(10)])
+
+    batch = [{"_id": f"k{n:02d}", "email": f"new{n}@x"} for n in range(5, 25)]
+    batch[12]["email"] = "3@x"  # k17 clashes on the secondary index
+    with pytest.raises(BulkWriteError) as failed:
+        things.insert_many(batch, ordered=False)
+    assert sorted(e["index"] for e in failed.value.details["writeErrors"]) == [0, 1, 2, 3, 4, 12]
+    assert {e["code"] for e in failed.value.details["writeErrors"]} == {11000}
+    kept = {d["_id"] for d in things.find({}, {"_id": 1})}
+    assert kept == {f"k{n:02d}" for n in range(25)} - {"k17"}
+
+    with pytest.raises(BulkWriteError) as failed:
+        things.insert_many([{"_id": "o1"}, {"_id": "k00"}, {"_id": "o2"}], ordered=True)
+    assert [e["index"] for e in failed.value.details["writeErrors"]] == [1]
+    assert things.count_documents({"_id": {"$in": ["o1", "o2"]}}) == 1
+    assert things.find_one({"_id": "k00"})["email"] == "0@x"
+
+
 def test_insert_new_raises_errors_other_than_a_duplicate(mongo_db):
     with pytest.raises(BulkWriteError):
         mongo.insert_new(mongo_db["strict"], [{"_id": 1}, {"_id": 2, "$not_a_field": 1}])
