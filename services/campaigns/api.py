@@ -7,7 +7,7 @@ from flask.views import MethodView
 from services.campaigns import schemas, usecases
 from services.campaigns.store import CampaignStore, JobStateStore, ProgressStore, TemplateStore
 from shared.http import Blueprint, current_identity
-from shared.http.pagination import PageArgs, decode_cursor, page
+from shared.http.pagination import PageArgs, cursor_position, page
 from shared.http.service import runtime
 
 blp = Blueprint("campaigns", __name__, url_prefix="/api/v1", description="Campaigns")
@@ -38,7 +38,7 @@ class Templates(MethodView):
     @blp.response(200, schemas.TemplatePage)
     def get(self, args):
         """List the account's templates (oldest first, paginated)."""
-        after = (decode_cursor(args["cursor"]) or {}).get("id")
+        after = cursor_position(args["cursor"], "id", str)
         items = _ports().templates.page(_account(), after, args["limit"])
         return page(items, args["limit"], lambda t: {"id": t["_id"]})
 
@@ -84,7 +84,7 @@ class TemplateVersions(MethodView):
         """Every version of a template, oldest first (paginated)."""
         ports = _ports()
         usecases.get_template(ports, _account(), template_id)
-        after = (decode_cursor(args["cursor"]) or {}).get("version")
+        after = cursor_position(args["cursor"], "version", int)
         items = ports.templates.versions_page(template_id, after, args["limit"])
         return page(items, args["limit"], lambda v: {"version": v["version"]})
 
@@ -104,7 +104,7 @@ class Campaigns(MethodView):
     @blp.response(200, schemas.CampaignPage)
     def get(self, args):
         """List the account's campaigns (oldest first, paginated, by status)."""
-        after = (decode_cursor(args["cursor"]) or {}).get("id")
+        after = cursor_position(args["cursor"], "id", str)
         ports = _ports()
         items = ports.campaigns.page(_account(), after, args["limit"], args["status"])
         result = page(items, args["limit"], lambda c: {"id": c["_id"]})

@@ -141,6 +141,11 @@ def with_compliance_footer(html: str, text: str) -> tuple[str, str]:
     return html, text
 
 
+# Template versions count up from 1; a number past this names none (and past
+# 2**63 MongoDB could not even look for it).
+MAX_TEMPLATE_VERSION = 1_000_000
+
+
 # -- schedules ---------------------------------------------------------------
 def parse_send_at(send_at: str, time_zone: str | None, now: datetime) -> datetime:
     """An ISO 8601 time with an offset, or a local time plus an IANA zone
@@ -161,7 +166,10 @@ def parse_send_at(send_at: str, time_zone: str | None, now: datetime) -> datetim
                                           "not both")
     if when.tzinfo is None:
         raise ValueError("send_at", "needs a UTC offset (e.g. +02:00) or a time_zone")
-    when = when.astimezone(timezone.utc)
+    try:
+        when = when.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("send_at", "is out of range once converted to UTC") from None
     if when <= now:
         raise ValueError("send_at", "is in the past")
     return when

@@ -100,9 +100,9 @@ class Audience(ma.Schema):
 class Limits(ma.Schema):
     per_second = ma.fields.Float(load_default=None, allow_none=True,
                                  validate=validate.Range(0.01, 100_000))
-    per_hour = ma.fields.Integer(load_default=None, allow_none=True,
+    per_hour = ma.fields.Integer(strict=True, load_default=None, allow_none=True,
                                  validate=validate.Range(1, 100_000_000))
-    per_domain_concurrency = ma.fields.Integer(load_default=None, allow_none=True,
+    per_domain_concurrency = ma.fields.Integer(strict=True, load_default=None, allow_none=True,
                                                validate=validate.Range(1, 1000))
 
 
@@ -111,7 +111,7 @@ _CAMPAIGN_FIELDS = dict(
     kind=lambda: ma.fields.String(validate=validate.OneOf(["marketing", "system"])),
     template_id=lambda: ma.fields.String(allow_none=True, validate=ID),
     template_version=lambda: ma.fields.Integer(
-        allow_none=True, validate=validate.Range(min=1),
+        strict=True, allow_none=True, validate=validate.Range(min=1, max=domain.MAX_TEMPLATE_VERSION),
         metadata={"description": "Pin a version; by default the latest at send time."}),
     from_email=lambda: ma.fields.String(allow_none=True, validate=_email),
     from_name=lambda: ma.fields.String(allow_none=True, validate=[validate.Length(max=200),

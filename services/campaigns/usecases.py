@@ -94,8 +94,12 @@ def get_template(ports: Ports, account_id: str, template_id: str,
     template = ports.templates.get(account_id, template_id)
     if template is None:
         raise not_found("template")
-    found = (ports.templates.version(template_id, version) if version
-             else ports.templates.latest_version(template_id))
+    if version is None:
+        found = ports.templates.latest_version(template_id)
+    elif 1 <= version <= domain.MAX_TEMPLATE_VERSION:
+        found = ports.templates.version(template_id, version)
+    else:
+        found = None
     if found is None:
         raise not_found("template version")
     return template, found

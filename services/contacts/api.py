@@ -10,7 +10,7 @@ from services.contacts import audit, domain, schemas, usecases
 from services.contacts.store import ContactsStore
 from shared.http import Blueprint, current_identity
 from shared.http.errors import ApiError
-from shared.http.pagination import PageArgs, decode_cursor, page
+from shared.http.pagination import PageArgs, cursor_position, page
 from shared.http.service import runtime
 
 blp = Blueprint("contacts", __name__, url_prefix="/api/v1", description="Contacts")
@@ -31,7 +31,7 @@ def actor() -> str:
 
 def after_id(args: dict) -> str | None:
     """The cursor's position; only an id this API could have returned."""
-    position = (decode_cursor(args.get("cursor")) or {}).get("id")
+    position = cursor_position(args.get("cursor"), "id", str)
     if position is not None and not domain.is_id(position):
         raise ApiError(400, "validation_error", "invalid input: cursor",
                        {"cursor": ["Not a cursor this API returned."]})

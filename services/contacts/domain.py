@@ -150,22 +150,28 @@ def coerce_field(definition: dict, value: Any, *, from_text: bool = False) -> An
 
 
 def parse_date(value: Any) -> datetime:
-    """An ISO 8601 date or date-time; naive times are UTC."""
+    """An ISO 8601 date or date-time, returned in UTC; naive times are UTC."""
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
-    if not isinstance(value, str) or len(value) > 40:
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime(value.year, value.month, value.day)
+    elif not isinstance(value, str) or len(value) > 40:
         raise InvalidValue("expected an ISO 8601 date")
-    text = value.strip()
-    try:
-        if len(text) == 10:
-            parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
-        else:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidValue("expected an ISO 8601 date (YYYY-MM-DD)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    else:
+        text = value.strip()
+        try:
+            if len(text) == 10:
+                parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
+            else:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidValue("expected an ISO 8601 date (YYYY-MM-DD)") from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    try:  # stored in UTC: 9999-12-31T23:00-05:00 is past the last year there is
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise InvalidValue("out of range once converted to UTC") from None
 
 
 def check_fields(definitions: dict[str, dict], values: dict, *, from_text: bool = False) -> dict:

@@ -80,6 +80,8 @@ class JsonObject(ma.fields.Field):
             parsed = json.loads(value) if isinstance(value, str) else value
         except json.JSONDecodeError as exc:
             raise ma.ValidationError(f"not JSON: {exc.msg}") from None
+        except (ValueError, RecursionError):  # a number of over 4,300 digits, deep nesting
+            raise ma.ValidationError("not JSON this API can read") from None
         if not isinstance(parsed, dict):
             raise ma.ValidationError('expected {"email": column, "name": column, '
                                      '"fields": {key: column}}')

@@ -5,7 +5,7 @@ from marshmallow import validate
 class AccountCreate(ma.Schema):
     name = ma.fields.String(required=True, validate=validate.Length(1, 200))
     postal_address = ma.fields.String(load_default="", validate=validate.Length(max=500))
-    rate_limit_per_minute = ma.fields.Integer(load_default=None,
+    rate_limit_per_minute = ma.fields.Integer(strict=True, load_default=None,
                                               validate=validate.Range(1, 1_000_000))
 
 
@@ -19,7 +19,7 @@ class Account(ma.Schema):
 
 class KeyCreate(ma.Schema):
     name = ma.fields.String(load_default="", validate=validate.Length(max=200))
-    rate_limit_per_minute = ma.fields.Integer(load_default=None,
+    rate_limit_per_minute = ma.fields.Integer(strict=True, load_default=None,
                                               validate=validate.Range(1, 1_000_000))
 
 

@@ -24,7 +24,7 @@ from services.gateway.users_store import INDEXES, DuplicateUser, UserStore
 from shared.http import Blueprint
 from shared.http.errors import ApiError, not_found
 from shared.http.internal_auth import Identity
-from shared.http.pagination import PageArgs, decode_cursor, page
+from shared.http.pagination import PageArgs, cursor_position, page
 from shared.mongo import ensure_indexes
 from shared.pii import InvalidEmail, email_hash, normalise_email
 
@@ -119,8 +119,8 @@ def _own_user(user_id: str) -> dict:
 @blp.response(200, UserPage)
 def list_users(args):
     """The account's users, oldest first."""
-    cursor = decode_cursor(args.get("cursor"))
-    items = _users().page(g.identity.account_id, args["limit"], cursor and str(cursor["id"]))
+    after = cursor_position(args.get("cursor"), "id", str)
+    items = _users().page(g.identity.account_id, args["limit"], after)
     return page(items, args["limit"], lambda u: {"id": u["_id"]})
 
 

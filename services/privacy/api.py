@@ -12,7 +12,7 @@ from services.privacy.store import PrivacyStore, now
 from shared.http import Blueprint
 from shared.http.app import current_identity
 from shared.http.errors import ApiError, not_found
-from shared.http.pagination import PageArgs, decode_cursor, page
+from shared.http.pagination import PageArgs, cursor_position, page
 from shared.http.service import runtime
 
 blp = Blueprint("privacy", __name__, url_prefix="/api/v1/privacy", description="Privacy")
@@ -31,8 +31,7 @@ def _silent_after() -> timedelta:
 
 
 def _after(args) -> str | None:
-    cursor = decode_cursor(args.get("cursor"))
-    return str(cursor["id"]) if cursor else None
+    return cursor_position(args.get("cursor"), "id", str)
 
 
 def _invalid(exc: domain.RuleViolation) -> ApiError:

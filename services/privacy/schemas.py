@@ -5,6 +5,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from services.privacy import domain
+from shared.http.fields import UtcDateTime
 from shared.http.pagination import PageArgs
 
 ID = validate.Length(min=1, max=64)
@@ -18,17 +19,48 @@ class Subject(ma.Schema):
                                                       "what DELETE /api/v1/account sends)"})
 
 
+CHANGE_KEY = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
+_INT64 = 2 ** 63
+
+
+def _storable_change(value, nested: bool = False) -> None:
+    """A rectification's new value: text, a number MongoDB can store, true or
+    false, null, or (for custom fields) an object of those."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise ma.ValidationError("a number out of range")
+        return
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ma.ValidationError("not a finite number")
+        return
+    if isinstance(value, str):
+        if len(value) > 10_000:
+            raise ma.ValidationError("longer than 10000 characters")
+        return
+    if isinstance(value, dict) and not nested:
+        for key, inner in value.items():
+            validate.Regexp(CHANGE_KEY, error=f"{key!r} is not a field name")(key)
+            _storable_change(inner, nested=True)
+        return
+    raise ma.ValidationError("expected text, a number, true, false or null"
+                             + ("" if nested else ", or an object of those"))
+
+
 class RequestCreate(ma.Schema):
     kind = fields.String(required=True, validate=validate.OneOf(domain.KINDS))
     subject = fields.Nested(Subject, required=True)
     reason = fields.String(validate=validate.Length(max=500))
     # rectification: contact field -> new value (name, custom fields, email)
-    changes = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=100)))
+    changes = fields.Dict(keys=fields.String(validate=validate.Regexp(CHANGE_KEY)),
+                          values=fields.Raw(validate=_storable_change))
     user_id = fields.String(validate=ID, metadata={"description": "the account user acting"})
 
 
 class Extension(ma.Schema):
-    months = fields.Integer(required=True, validate=validate.Range(1, domain.MAX_EXTENSION_MONTHS))
+    months = fields.Integer(strict=True, required=True, validate=validate.Range(1, domain.MAX_EXTENSION_MONTHS))
     reason = fields.String(required=True, validate=validate.Length(min=3, max=500))
     at = fields.DateTime(dump_only=True)
     principal = fields.String(dump_only=True)
@@ -105,8 +137,8 @@ class AuditPage(ma.Schema):
 
 
 class AuditArgs(PageArgs):
-    since = fields.AwareDateTime(default_timezone=None)
-    until = fields.AwareDateTime(default_timezone=None)
+    since = UtcDateTime()
+    until = UtcDateTime()
 
 
 class PolicyIn(ma.Schema):
@@ -114,7 +146,7 @@ class PolicyIn(ma.Schema):
     text = fields.String(required=True, validate=validate.Length(min=1, max=200_000))
     summary = fields.String(required=True, validate=validate.Length(min=1, max=5_000))
     material = fields.Boolean(required=True)
-    effective_at = fields.AwareDateTime(required=True)
+    effective_at = UtcDateTime(required=True)
 
 
 class PolicyOut(ma.Schema):

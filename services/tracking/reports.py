@@ -131,8 +131,7 @@ def _report_fields(part: Message) -> dict[str, str]:
 def _first_text(message: Message) -> str:
     for part in message.walk():
         if part.get_content_maintype() == "text":
-            body = part.get_payload(decode=True) or b""
-            return body.decode(part.get_content_charset() or "utf-8", "replace")
+            return _decoded(part.get_payload(decode=True) or b"", part)
     return ""
 
 
@@ -144,11 +143,20 @@ def _find_tokens(message: Message, raw: bytes) -> tuple[list[str], list[str]]:
         if part.get_content_maintype() == "text":
             body = part.get_payload(decode=True)
             if body:
-                texts.append(body.decode(part.get_content_charset() or "utf-8", "replace"))
+                texts.append(_decoded(body, part))
     joined = "\n".join(texts)
     bounce = _unique(filter(None, (parse_verp(m) for m in _VERP.findall(joined))))
     links = _unique(_LINK_TOKEN.findall(joined))
     return bounce, links
+
+
+def _decoded(body: bytes, part: Message) -> str:
+    """A text part in its declared charset; UTF-8 when the charset is one
+    Python does not know (a report's sender chooses it)."""
+    try:
+        return body.decode(part.get_content_charset() or "utf-8", "replace")
+    except LookupError:
+        return body.decode("utf-8", "replace")
 
 
 def _unique(items) -> list[str]:

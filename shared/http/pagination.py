@@ -32,9 +32,30 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
         if not isinstance(value, dict):
             raise ValueError
         return value
-    except (ValueError, json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "validation_error", "invalid input: cursor",
-                       {"cursor": ["Not a cursor this API returned."]}) from None
+    except (ValueError, RecursionError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
+        raise _not_a_cursor() from None
+
+
+def cursor_position(cursor: str | None, key: str, kind: type[str] | type[int]) -> Any:
+    """The `key` of a cursor this API returned (a short string or an int
+    that MongoDB can store), or None without a cursor. A cursor that lacks
+    it or holds another type is the same 400 as one that does not decode."""
+    position = decode_cursor(cursor)
+    if position is None:
+        return None
+    value = position.get(key)
+    if kind is int:
+        valid = type(value) is int and 0 <= value < 2 ** 63
+    else:
+        valid = isinstance(value, str) and 0 < len(value) <= 200
+    if not valid:
+        raise _not_a_cursor()
+    return value
+
+
+def _not_a_cursor() -> ApiError:
+    return ApiError(400, "validation_error", "invalid input: cursor",
+                    {"cursor": ["Not a cursor this API returned."]})
 
 
 def page(items: list[Any], limit: int, position_of) -> dict[str, Any]:

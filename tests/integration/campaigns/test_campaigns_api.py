@@ -81,6 +81,8 @@ def test_bad_campaign_input_is_400_naming_the_field(client):
              ({"name": "x", "from_name": "a\nBcc: x@y.z"}, "from_name"),
              ({"name": "x", "template_id": "nope"}, "template_id"),
              ({"name": "x", "postal_address": "{{ evil }}"}, "postal_address"),
+             ({"name": "x", "template_version": 10 ** 30}, "template_version"),
+             ({"name": "x", "limits": {"per_hour": 5.5}}, "limits"),   # not cut to 5
              ({}, "name")]
     for body, field in cases:
         response = client.post("/api/v1/campaigns", body)
@@ -109,6 +111,8 @@ def test_schedule_refuses_past_times_and_needs_a_zone(client):
     path = f"/api/v1/campaigns/{campaign['id']}/schedule"
     past = client.post(path, {"send_at": "2001-01-01T10:00:00+00:00"})
     assert past.status_code == 400 and "send_at" in past.get_json()["error"]["details"]
+    beyond = client.post(path, {"send_at": "9999-12-31T23:00:00-05:00"})  # year 10000 in UTC
+    assert beyond.status_code == 400 and "send_at" in beyond.get_json()["error"]["details"]
     naive = client.post(path, {"send_at": "2099-01-01T10:00:00"})
     assert naive.status_code == 400 and "send_at" in naive.get_json()["error"]["details"]
     zone = client.post(path, {"send_at": "2099-01-01T10:00:00", "time_zone": "Mars/Olympus"})

@@ -1,4 +1,5 @@
 """Templates: validated in the sender's sandbox at save, versioned, immutable."""
+import base64
 
 HTML = ('<html><body><h1>Hello {{ name | default("there") }}</h1>'
         '<p>See <a href="https://shop.example.com/sale">the sale</a>.</p></body></html>')
@@ -75,6 +76,11 @@ def test_every_edit_is_a_new_version_and_old_versions_stay(client):
     assert [v["version"] for v in versions["items"]] == [1]
     rest = client.get(f"{path}/versions?limit=1&cursor={versions['next_cursor']}").get_json()
     assert [v["version"] for v in rest["items"]] == [2] and rest["next_cursor"] is None
+    for missing in ("0", "3", str(10 ** 20)):   # not the latest; no overflow past 8 bytes
+        assert client.get(f"{path}/versions/{missing}").status_code == 404
+    huge = base64.urlsafe_b64encode(b'{"version": 100000000000000000000}').decode()
+    refused = client.get(f"{path}/versions?cursor={huge}")
+    assert refused.status_code == 400 and "cursor" in refused.get_json()["error"]["details"]
     bad = client.patch(path, {"html": "{% if %}"})
     assert bad.status_code == 400 and "html" in bad.get_json()["error"]["details"]
     assert client.get(path).get_json()["version"] == 2

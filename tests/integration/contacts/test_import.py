@@ -118,6 +118,28 @@ def test_latin1_semicolons_and_upsert(client, app, settings, setup):
     assert by_email["zoé@example.com"]["name"] == "Zoé"
 
 
+def test_a_date_past_year_9999_in_utc_costs_only_its_own_row(client, app, settings, setup):
+    """Such a date parses, but storing it (in UTC) overflowed: the whole
+    batch failed, then the import, and every good row after it was lost."""
+    client.post(f"{V1}/fields", {"key": "renews", "type": "date"})
+    data = ("email,renews\n"
+            "g1@example.com,2030-01-02T10:00:00+05:30\n"
+            "late@example.com,9999-12-31T23:00:00-05:00\n"
+            "g2@example.com,2031-06-01\n").encode()
+    job = upload(client, setup, data).get_json()
+    run_worker(app, settings)
+    job = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert job["status"] == "done", job
+    assert job["counters"]["created"] == 2 and job["counters"]["rejected"] == 1, job
+    [row] = rejected_rows(client, job["id"])
+    assert row[0] == "3" and "renews" in row[1] and "out of range" in row[1]
+    found = {c["email"]: c["fields"]["renews"] for c in
+             client.get(f"{V1}/contacts?list_id={setup}&limit=50").get_json()["items"]
+             if "renews" in c["fields"]}
+    assert found == {"g1@example.com": "2030-01-02T04:30:00+00:00",
+                     "g2@example.com": "2031-06-01T00:00:00+00:00"}
+
+
 def test_a_latin1_file_whose_first_accent_is_far_down_keeps_it(client, app, settings, setup):
     rows = "".join(f"plain{i}@example.com,{'Plain name ' * 18}\n" for i in range(320))
     data = ("email,name\n" + rows + "zoé@example.com,Zoé Müller\n").encode("latin-1")
@@ -141,6 +163,9 @@ def test_no_header_with_an_explicit_mapping(client, app, settings, setup):
     run_worker(app, settings)
     bad = client.get(f"{V1}/imports/{bad['id']}").get_json()
     assert bad["status"] == "failed" and "email" in bad["error"]
+    for mapping in ('{"email": ' + "1" * 5000 + "}", "[" * 100_000):
+        refused = upload(client, setup, b"a,b\n", mapping=mapping)
+        assert refused.status_code == 400 and "mapping" in refused.get_json()["error"]["details"]
 
 
 def test_a_killed_worker_resumes_without_duplicates(client, app, settings, setup, monkeypatch):

@@ -63,6 +63,15 @@ def test_unsigned_calls_are_refused(app):
     ({"kind": "rectification", "subject": {"contact_id": "c1"}}, "changes"),
     ({"kind": "erasure", "subject": {"contact_id": "c1"}, "changes": {"name": "x"}}, "changes"),
     ({"kind": "erasure", "subject": {"contact_id": "c1"}, "surprise": 1}, "surprise"),
+    # values MongoDB cannot store are refused here, not by an error when stored
+    ({"kind": "rectification", "subject": {"contact_id": "c1"}, "changes": {"name": 10 ** 20}},
+     "changes"),
+    ({"kind": "rectification", "subject": {"contact_id": "c1"}, "changes": {"na\x00me": "x"}},
+     "changes"),
+    ({"kind": "rectification", "subject": {"contact_id": "c1"},
+      "changes": {"fields": {"a.b": 1}}}, "changes"),
+    ({"kind": "rectification", "subject": {"contact_id": "c1"},
+      "changes": {"fields": {"x": {"deeper": 1}}}}, "changes"),
     # an account user is erased / corrected by the gateway's users API, at once
     ({"kind": "erasure", "subject": {"user_id": "u1"}}, "kind"),
     ({"kind": "rectification", "subject": {"user_id": "u1"}, "changes": {"name": "x"}}, "kind"),
@@ -199,6 +208,10 @@ def test_the_audit_log_is_filtered_by_account_and_time(acme, app):
     assert acme("GET", f"/api/v1/privacy/audit?{since}").get_json()["items"] == []
     until = urlencode({"until": future})
     assert len(acme("GET", f"/api/v1/privacy/audit?{until}").get_json()["items"]) == 3
+    for query in ({"since": "9999-12-31T23:00:00-05:00"}, {"cursor": "eyJhIjoxfQ"}):  # {"a":1}
+        refused = acme("GET", f"/api/v1/privacy/audit?{urlencode(query)}")
+        assert refused.status_code == 400 and list(refused.get_json()["error"]["details"]) == \
+            list(query)
     # an audit.recorded event from another service lands in the same log
     event = new_event("audit.recorded", source="sandesh.contacts", subject="c7",
                       account_id=acme.identity.account_id,

@@ -42,6 +42,8 @@ def test_send_at_with_offset_or_zone(send_at, zone, expected):
     ("tomorrow", None, "send_at"),
     ("2030-01-02T10:00:00", "No/Where", "time_zone"),
     ("2030-01-02T10:00:00+01:00", "Europe/Paris", "time_zone"),
+    ("9999-12-31T23:00:00-05:00", None, "send_at"),        # past year 9999 in UTC
+    ("9999-12-31T23:00:00", "America/New_York", "send_at"),
 ])
 def test_send_at_refusals_name_the_field(send_at, zone, field):
     with pytest.raises(ValueError) as caught:

@@ -62,6 +62,16 @@ def test_field_values_are_checked_by_type():
     assert set(caught.value.problems) == {"age", "role"}
 
 
+def test_dates_are_stored_in_utc_and_refused_when_that_overflows():
+    date = {"type": "date"}
+    assert domain.coerce_field(date, "2030-01-02T10:00:00+05:30") == \
+        datetime(2030, 1, 2, 4, 30, tzinfo=timezone.utc)
+    assert domain.coerce_field(date, "2030-01-02T10:00:00+05:30").utcoffset().total_seconds() == 0
+    for value in ("9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+01:00"):
+        with pytest.raises(domain.InvalidValue, match="out of range"):
+            domain.coerce_field(date, value)
+
+
 @pytest.mark.parametrize("cell, shown", [("=1+1", "'=1+1"), ("+49 30", "'+49 30"),
                                          ("-5", "'-5"), ("@SUM(A1)", "'@SUM(A1)"),
                                          ("\tx", "'\tx"), ("\rx", "'\rx"), ("plain", "plain"),

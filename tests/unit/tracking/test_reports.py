@@ -76,3 +76,16 @@ def test_not_a_report():
 
 def test_mask_addresses():
     assert mask_addresses("550 <a.b@example.com> unknown x@y.z") == "550 <<address>> unknown <address>"
+
+
+def test_a_text_part_in_a_charset_python_does_not_know_is_read_as_utf8(ctx):
+    """A report's sender picks the charset; an unknown one was a LookupError
+    (a 500 at the webhook) instead of a bounce read from the rest."""
+    verp, unsub = _links(ctx)
+    raw = samples.outlook_hard_bounce(verp, unsub).replace(
+        b'charset="us-ascii"', b'charset="x-bogus"').replace(
+        b'charset="utf-8"', b'charset="x-bogus"')
+    assert raw.count(b"x-bogus") == 2
+    report = parse_report(raw)
+    assert (report.kind, report.bounce_type, report.status) == ("bounce", "hard", "5.5.0")
+    assert tt.verify(RING, report.link_tokens[0]).context == ctx

@@ -1,0 +1,21 @@
+"""Marshmallow fields shared by the services' schemas."""
+from __future__ import annotations
+
+from datetime import timezone
+
+import marshmallow as ma
+
+
+class UtcDateTime(ma.fields.AwareDateTime):
+    """An ISO 8601 date-time with an offset, returned in UTC. A time that
+    falls outside years 1-9999 once in UTC (9999-12-31T23:00-05:00) is a
+    validation error, not an overflow when it is stored."""
+
+    default_error_messages = {"out_of_range": "Out of range once converted to UTC."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        when = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return when.astimezone(timezone.utc)
+        except OverflowError:
+            raise self.make_error("out_of_range") from None

@@ -1,0 +1,70 @@
+"""The JSON body parser every service's routes share (shared/http/blueprint.py):
+bad bodies get a JSON 4xx that says what is wrong, never a 500 or a silent 200."""
+import flask_smorest
+import marshmallow as ma
+import pytest
+from flask import Flask
+
+from shared.http import blueprint
+from shared.http.blueprint import Blueprint
+from shared.http.errors import register_error_handlers
+
+
+class Thing(ma.Schema):
+    name = ma.fields.String()
+    n = ma.fields.Integer()
+
+
+@pytest.fixture
+def client():
+    app = Flask("parser-test")
+    app.config.update(API_TITLE="t", API_VERSION="v1", OPENAPI_VERSION="3.0.3")
+    api = flask_smorest.Api(app)
+    register_error_handlers(app)
+    blp = Blueprint("things", __name__)
+
+    @blp.route("/things", methods=["POST", "PATCH"])
+    @blp.arguments(Thing)
+    def things(body):
+        return body
+
+    api.register_blueprint(blp)
+    return app.test_client()
+
+
+def _post(client, body: bytes, content_type="application/json"):
+    return client.post("/things", data=body, content_type=content_type)
+
+
+def test_a_json_body_is_read(client):
+    response = _post(client, b'{"name": "caf\\u00e9", "n": 2}')
+    assert response.status_code == 200 and response.get_json() == {"name": "café", "n": 2}
+
+
+@pytest.mark.parametrize("body", [
+    b'{"n": ' + b"1" * 5000 + b"}",        # more digits than int() takes
+    b"[" * 100_000 + b"]" * 100_000,       # deeper than Python recurses
+    b'{"name": "\\ud800"}',                # half a surrogate pair: BSON cannot store it
+    b'{"name": ',                          # plain bad JSON, as before
+])
+def test_json_that_cannot_be_taken_is_a_400_naming_the_body(client, body):
+    response = _post(client, body)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "validation_error" and "Invalid JSON body" in error["details"]["_body"][0]
+
+
+def test_a_body_that_is_not_json_is_a_415_not_an_empty_change(client):
+    for method in (client.post, client.patch):
+        response = method("/things", data='{"name": "x"}', content_type="text/plain")
+        assert response.status_code == 415
+        assert response.get_json()["error"]["code"] == "unsupported_media_type"
+    assert client.patch("/things").status_code == 200  # no body at all: nothing to check
+
+
+def test_a_body_over_the_limit_is_a_413(client, monkeypatch):
+    monkeypatch.setattr(blueprint, "MAX_JSON_BYTES", 64)
+    assert _post(client, b'{"name": "' + b"x" * 40 + b'"}').status_code == 200
+    response = _post(client, b'{"name": "' + b"x" * 80 + b'"}')
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "payload_too_large"
