@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (AutoReconnect, BulkWriteError, ConnectionFailure, OperationFailure,
-                            ServerSelectionTimeoutError)
+                            PyMongoError, ServerSelectionTimeoutError)
 from pymongo.operations import IndexModel
 
 T = TypeVar("T")
@@ -138,6 +139,30 @@ def find_by_ids(collection: Collection, ids: Iterable) -> dict:
 DUPLICATE_KEY = 11000
 
 
+class WriteRefused(PyMongoError):
+    """A bulk write the server refused, told by its error codes and indexes
+    alone: pymongo's BulkWriteError carries every failed document (a
+    contact's name and fields), and an error's text reaches the logs."""
+
+    def __init__(self, exc: BulkWriteError):
+        errors = exc.details.get("writeErrors", [])
+        listed = ", ".join(f"#{e.get('index')} code {e.get('code')}" for e in errors[:20])
+        more = f" and {len(errors) - 20} more" if len(errors) > 20 else ""
+        concern = len(exc.details.get("writeConcernErrors", []))
+        super().__init__(f"{len(errors)} write(s) refused ({listed}{more}); "
+                         f"{concern} write concern error(s)")
+        self.codes = [e.get("code") for e in errors]
+
+
+@contextmanager
+def documents_kept_out_of_errors() -> Iterator[None]:
+    """Raise a bulk write's failure as WriteRefused, without its documents."""
+    try:
+        yield
+    except BulkWriteError as exc:
+        raise WriteRefused(exc) from None
+
+
 def insert_new(collection: Collection, docs: list[dict]) -> list[bool]:
     """Insert documents in one unordered command; True for each one that
     was new, False for one that clashed with a unique key (its _id, or a
@@ -153,6 +178,6 @@ def insert_new(collection: Collection, docs: list[dict]) -> list[bool]:
     except BulkWriteError as exc:
         errors = exc.details.get("writeErrors", [])
         if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
-            raise
+            raise WriteRefused(exc) from None
         seen = {error["index"] for error in errors}
         return [index not in seen for index in range(len(docs))]

@@ -38,7 +38,7 @@ from pymongo.operations import UpdateOne
 from services.contacts import csvread, domain, events
 from services.contacts.store import ContactsStore, contact_document
 from shared.kafka.producer import EventProducer
-from shared.mongo import DUPLICATE_KEY, insert_new
+from shared.mongo import DUPLICATE_KEY, documents_kept_out_of_errors, insert_new
 from shared.pii import InvalidEmail
 
 log = logging.getLogger(__name__)
@@ -435,7 +435,8 @@ def _existing(ctx: Context, rows: list[Row], at: datetime, counters: dict,
             names = sorted({k.split(".", 1)[-1] if k.startswith("fields.") else k for k in changes})
             events.contact_updated(recorded, contact, names)
     if updates:
-        ctx.store.contacts.bulk_write(updates, ordered=False)
+        with documents_kept_out_of_errors():  # its error would quote names and fields
+            ctx.store.contacts.bulk_write(updates, ordered=False)
     return subscribed
 
 

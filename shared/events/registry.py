@@ -64,12 +64,22 @@ def _compiled(name: str, tolerant: bool):
     return fastjsonschema.compile(_variant(name, tolerant))
 
 
+# Rules whose message names only properties (of the schema, or unexpected
+# keys); every other message quotes the value ("'Priya Raman' is too long"),
+# and this text goes to logs and to dead letters' headers.
+_MESSAGES_WITHOUT_VALUES = {"required", "additionalProperties", "dependentRequired"}
+
+
 def _first_error(validator: Draft202012Validator, instance: Any) -> str | None:
     error = next(iter(validator.iter_errors(instance)), None)
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-    return f"{where}: {error.message}"
+    if error.validator in _MESSAGES_WITHOUT_VALUES:
+        return f"{where}: {error.message}"
+    expected = repr(error.validator_value)
+    expected = expected if len(expected) <= 120 else expected[:117] + "..."
+    return f"{where}: fails {error.validator} {expected}"
 
 
 def _check(name: str, instance: Any, what: str, tolerant: bool) -> None:

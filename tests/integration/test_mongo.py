@@ -110,9 +110,21 @@ def test_a_duplicate_in_one_insert_costs_only_itself_or_what_follows_it_when_ord
     assert things.find_one({"_id": "k00"})["email"] == "0@x"
 
 
-def test_insert_new_raises_errors_other_than_a_duplicate(mongo_db):
-    with pytest.raises(BulkWriteError):
-        mongo.insert_new(mongo_db["strict"], [{"_id": 1}, {"_id": 2, "$not_a_field": 1}])
+def test_insert_new_raises_errors_other_than_a_duplicate_without_the_documents(mongo_db):
+    """A BulkWriteError's text holds every failed document, and errors reach
+    the logs: what insert_new raises names codes and indexes only."""
+    doc = {"_id": 2, "$not_a_field": 1, "name": "Priya Raman"}
+    with pytest.raises(mongo.WriteRefused) as refused:
+        mongo.insert_new(mongo_db["strict"], [{"_id": 1}, doc])
+    assert "#1 code" in str(refused.value) and refused.value.codes[0] != mongo.DUPLICATE_KEY
+    assert "Priya" not in str(refused.value) and refused.value.__suppress_context__
+    with pytest.raises(BulkWriteError) as raw:  # what pymongo itself says
+        mongo_db["strict"].insert_many([doc], ordered=False)
+    assert "Priya" in str(raw.value)
+    with pytest.raises(mongo.WriteRefused) as refused:
+        with mongo.documents_kept_out_of_errors():
+            mongo_db["strict"].insert_many([doc], ordered=False)
+    assert "Priya" not in str(refused.value)
 
 
 

@@ -77,3 +77,20 @@ def test_invalid_time_is_refused():
     from shared.events import validate
     with pytest.raises(InvalidEvent, match="time"):
         validate(body)
+
+
+def test_an_invalid_event_is_described_without_its_values():
+    """The description goes to logs and dead letters' headers: it names the
+    path and the rule broken, never the value (a recipient's name)."""
+    data = {"job_id": "j1", "campaign_id": "c", "contact_id": "k", "attempt": 0,
+            "recipient": {"email": "priya@example.com", "name": "Priya Raman " * 30}}
+    event = new_event("send.job", source="/t", subject="j1", account_id="a", data=data)
+    with pytest.raises(InvalidEvent) as refused:
+        encode(event)
+    assert "recipient/name" in str(refused.value) and "maxLength 300" in str(refused.value)
+    assert "Priya" not in str(refused.value)
+    data["recipient"] = {"email": "priya@example.com", "name": ["Priya Raman"]}
+    with pytest.raises(InvalidEvent) as refused:
+        encode(new_event("send.job", source="/t", subject="j1", account_id="a", data=data))
+    assert "recipient/name: fails type 'string'" in str(refused.value)
+    assert "Priya" not in str(refused.value)
