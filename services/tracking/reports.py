@@ -61,13 +61,19 @@ def _read_report(message: Message) -> Report:
     return _read_plain_bounce(message)
 
 
+# The registered ARF feedback types (RFC 5965, 6430, 6591, 6650); the field
+# is the reporter's text and goes on tracking.events, so anything else is "other".
+FEEDBACK_TYPES = {"abuse", "fraud", "virus", "other", "not-spam", "auth-failure"}
+
+
 def _read_arf(parts: list[Message]) -> Report:
     feedback_type = "abuse"
     for part in parts:
         if part.get_content_type() == "message/feedback-report":
             fields = _report_fields(part)
-            feedback_type = (fields.get("feedback-type") or "abuse").strip().lower()[:40]
-    return Report("complaint", feedback_type=feedback_type)
+            feedback_type = (fields.get("feedback-type") or "abuse").strip().lower()
+    return Report("complaint",
+                  feedback_type=feedback_type if feedback_type in FEEDBACK_TYPES else "other")
 
 
 def _read_dsn(part: Message) -> Report:

@@ -89,3 +89,15 @@ def test_a_text_part_in_a_charset_python_does_not_know_is_read_as_utf8(ctx):
     report = parse_report(raw)
     assert (report.kind, report.bounce_type, report.status) == ("bounce", "hard", "5.5.0")
     assert tt.verify(RING, report.link_tokens[0]).context == ctx
+
+
+def test_an_unregistered_feedback_type_is_other(ctx):
+    """The reporter writes the field and it goes on tracking.events, an
+    analytics stream: only the registered types are passed on."""
+    verp, unsub = _links(ctx)
+    raw = samples.yahoo_arf_complaint(verp, unsub)
+    assert b"Feedback-Type: abuse" in raw
+    for written, read in ((b"Feedback-Type: abuse", "abuse"), (b"Feedback-Type: Not-Spam", "not-spam"),
+                          (b"Feedback-Type: jane-doe-1987", "other")):
+        report = parse_report(raw.replace(b"Feedback-Type: abuse", written))
+        assert (report.kind, report.feedback_type) == ("complaint", read)
