@@ -176,11 +176,10 @@ def _column(spec, header: list[str], what: str) -> int:
     raise MappingError(f"{what}: give a column name or a 0-based column number")
 
 
-def build_mapping(header: list[str], first_row: list[str], spec: dict | None,
-                  custom_fields: dict[str, dict]) -> Mapping:
-    """The user's mapping ({"email": col, "name": col, "fields": {key: col}};
-    a col is a header name or a 0-based number), or one guessed from the
-    header (email/name columns, custom fields by key or label)."""
+def check_mapping(spec: dict | None, custom_fields: dict[str, dict]) -> None:
+    """What can be wrong with a mapping before the file is read: its keys,
+    its shape, custom fields the account does not have, columns that are
+    neither a name nor a 0-based number. Raises MappingError."""
     spec = spec or {}
     unknown = set(spec) - {"email", "name", "fields"}
     if unknown:
@@ -191,6 +190,22 @@ def build_mapping(header: list[str], first_row: list[str], spec: dict | None,
     for key in fields_spec:
         if key not in custom_fields:
             raise MappingError(f"fields.{key}: not a custom field of this account")
+    columns = [(what, spec[what]) for what in ("email", "name") if spec.get(what) is not None]
+    for what, column in columns + [(f"fields.{k}", c) for k, c in fields_spec.items()]:
+        if isinstance(column, bool) or not isinstance(column, (int, str)):
+            raise MappingError(f"{what}: give a column name or a 0-based column number")
+        if isinstance(column, int) and column < 0:
+            raise MappingError(f"{what}: no column {column}")
+
+
+def build_mapping(header: list[str], first_row: list[str], spec: dict | None,
+                  custom_fields: dict[str, dict]) -> Mapping:
+    """The user's mapping ({"email": col, "name": col, "fields": {key: col}};
+    a col is a header name or a 0-based number), or one guessed from the
+    header (email/name columns, custom fields by key or label)."""
+    check_mapping(spec, custom_fields)
+    spec = spec or {}
+    fields_spec = spec.get("fields") or {}
     lowered = [h.strip().lower() for h in header]
     if "email" in spec:
         email = _column(spec["email"], header, "email")

@@ -19,7 +19,7 @@ from flask.views import MethodView
 from marshmallow import validate
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from services.contacts import audit, domain, imports, schemas, usecases
+from services.contacts import audit, csvread, domain, imports, schemas, usecases
 from services.contacts.api import account, actor, after_id, paged, ports
 from shared.http import Blueprint
 from shared.http.errors import ApiError, error_response, not_found
@@ -170,6 +170,11 @@ class ListImports(MethodView):
         is over the size limit."""
         p = ports()
         usecases.get_list(p, account(), list_id)
+        if form.get("mapping") is not None:  # what can be checked before the file is read
+            try:
+                csvread.check_mapping(form["mapping"], p.store.field_definitions(account()))
+            except csvread.MappingError as exc:
+                raise usecases.invalid("mapping", str(exc)) from None
         upload = request.files.get("file")
         if upload is None or not upload.filename and not upload.stream:
             raise usecases.invalid("file", "attach the CSV as the multipart field `file`")

@@ -162,7 +162,13 @@ def test_no_header_with_an_explicit_mapping(client, app, settings, setup):
     bad = upload(client, setup, b"a,b\n", mapping={"email": "nope"}).get_json()
     run_worker(app, settings)
     bad = client.get(f"{V1}/imports/{bad['id']}").get_json()
-    assert bad["status"] == "failed" and "email" in bad["error"]
+    assert bad["status"] == "failed" and "email" in bad["error"]  # only the header tells
+    for mapping, says in (({"email": 0, "phone": 1}, "phone"), ({"fields": {"shoe": 1}}, "shoe"),
+                          ({"email": -1}, "no column -1"), ({"name": [1]}, "column name"),
+                          ({"fields": [1]}, "fields")):
+        refused = upload(client, setup, b"a,b\n", mapping=mapping)   # known before reading
+        assert refused.status_code == 400, (mapping, refused.get_json())
+        assert says in refused.get_json()["error"]["details"]["mapping"][0]
     for mapping in ('{"email": ' + "1" * 5000 + "}", "[" * 100_000):
         refused = upload(client, setup, b"a,b\n", mapping=mapping)
         assert refused.status_code == 400 and "mapping" in refused.get_json()["error"]["details"]
