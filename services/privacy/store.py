@@ -166,7 +166,8 @@ class PrivacyStore:
         (an export is a copy of the contact's data)."""
         if not contact_ids:
             return
-        delete_all(self.db.agg_markers, {"contact_id": {"$in": contact_ids}})
+        delete_all(self.db.agg_markers, {"account_id": account_id,
+                                         "contact_id": {"$in": contact_ids}})
         accessed = [r["_id"] for r in self.db.requests.find(
             {"account_id": account_id, "kind": "access",
              "subject.contact_id": {"$in": contact_ids}}, {"_id": 1})]

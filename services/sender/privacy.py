@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
+from services.sender.store import ContactStateStore
 from shared.erased_accounts import ErasedAccounts
 from shared.mongo import delete_all
 from shared.privacy_answers import answer, contact_id_or_wait, pseudonym
@@ -77,8 +78,7 @@ def handle_privacy_request(runtime, event) -> None:
                detail=f"send-time state erased; {changed} delivery record(s) pseudonymised",
                contact_ids=[contact_id])
     elif kind == "restriction":
-        db.contacts.update_one({"_id": contact_id}, {"$set": {"suppressed": True,
-                                                              "restricted": True}}, upsert=True)
+        ContactStateStore(db).restricted_by(event.account_id, contact_id)
         answer(runtime.producer(), event, SERVICE, "done",
                detail="suppressed at send time: queued jobs are skipped")
     else:
@@ -121,10 +121,10 @@ def collect(db, account_id: str, contact_id: str) -> list[dict]:
 
 def erase(db, account_id: str, contact_id: str) -> int:
     # First the send-time check, so nothing more goes out while the rest runs.
-    db.contacts.update_one({"_id": contact_id}, {"$set": {"status": "erased"}}, upsert=True)
+    ContactStateStore(db).erased_by(account_id, contact_id)
     # A job parked while its campaign is paused is skipped when it goes back
     # (the contact is erased); its address goes now.
-    db.parked_jobs.update_many({"contact_id": contact_id},
+    db.parked_jobs.update_many({"account_id": account_id, "contact_id": contact_id},
                                {"$set": {"data.recipient": {"email": "erased@invalid"}}})
     return db.deliveries.update_many(
         {"account_id": account_id, "event.data.contact_id": contact_id},

@@ -139,6 +139,17 @@ class ContactStateStore:
     def suppressed(self, contact_id: str) -> None:
         self.col.update_one({"_id": contact_id}, {"$set": {"suppressed": True}}, upsert=True)
 
+    # A privacy request names its contact id as the caller gave it: its
+    # erasure or restriction holds for the requesting account's jobs only,
+    # so no account can silence another's contact.
+    def erased_by(self, account_id: str, contact_id: str) -> None:
+        self.col.update_one({"_id": contact_id}, {"$addToSet": {"erased_by": account_id}},
+                            upsert=True)
+
+    def restricted_by(self, account_id: str, contact_id: str) -> None:
+        self.col.update_one({"_id": contact_id}, {"$addToSet": {"restricted_by": account_id}},
+                            upsert=True)
+
     def unsuppressed(self, contact_id: str) -> None:
         self.col.update_one({"_id": contact_id}, {"$unset": {"suppressed": ""}})
 
@@ -204,7 +215,9 @@ def _address_key(hash_: str, account_id: str | None) -> str:
 def _contact_reason(job: Job, state: dict | None) -> str | None:
     if not state:
         return None
-    if state.get("suppressed"):
+    if job.account_id in state.get("erased_by", ()):
+        return "erased"
+    if state.get("suppressed") or job.account_id in state.get("restricted_by", ()):
         return "suppressed"
     if state.get("status") in BLOCKING_STATUSES:
         return state["status"]

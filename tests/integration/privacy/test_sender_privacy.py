@@ -25,15 +25,15 @@ def _record(job_id, contact_id):
             "smtp_reply": "250 2.0.0 ok queued as ***"}
 
 
-def _job(job_id, contact_id):
-    return Job.from_event(ACCOUNT, {"job_id": job_id, "campaign_id": "camp2",
+def _job(job_id, contact_id, account_id=ACCOUNT):
+    return Job.from_event(account_id, {"job_id": job_id, "campaign_id": "camp2",
                                     "contact_id": contact_id, "attempt": 0,
                                     "recipient": {"email": "someone@example.com"}})
 
 
-def _request(kind, contact_id):
+def _request(kind, contact_id, account_id=ACCOUNT):
     return new_event("privacy.requested", source="sandesh.privacy", subject="r1",
-                     account_id=ACCOUNT, data={"request_id": "r1", "kind": kind,
+                     account_id=account_id, data={"request_id": "r1", "kind": kind,
                                                "subject": {"kind": "contact",
                                                            "contact_id": contact_id}})
 
@@ -89,3 +89,20 @@ def test_restriction_stops_sending_without_erasing(mongo_db):
     privacy.handle_privacy_request(runtime, _request("restriction", "c2"))
     assert ContactStateStore(mongo_db).blocked([_job("q3", "c2")]) == {"q3": "suppressed"}
     assert mongo_db.deliveries.find_one({"_id": "j3"})["event"]["data"]["contact_id"] == "c2"
+
+
+def test_another_accounts_request_naming_the_contact_silences_nothing(mongo_db):
+    """Contact ids are not secret (tracking links carry them): an erasure or
+    restriction filed by another account must not stop the owner's mail,
+    nor touch its parked jobs."""
+    broker, runtime = _setup(mongo_db)
+    mongo_db.parked_jobs.insert_one({"_id": "p1", "campaign_id": "camp2", "account_id": ACCOUNT,
+                                     "contact_id": "c1",
+                                     "data": {"recipient": {"email": "someone@example.com"}}})
+    for kind in ("erasure", "restriction"):
+        privacy.handle_privacy_request(runtime, _request(kind, "c1", account_id="intruder"))
+    states = ContactStateStore(mongo_db)
+    assert states.blocked([_job("q1", "c1")]) == {}
+    assert mongo_db.parked_jobs.find_one({"_id": "p1"})["data"]["recipient"]["email"] == \
+        "someone@example.com"
+    assert states.blocked([_job("q2", "c1", account_id="intruder")]) == {"q2": "erased"}
