@@ -66,6 +66,7 @@ def verify(secret: str, headers: Mapping[str, str], method: str, target: str,
     if age > MAX_SKEW:
         raise InvalidSignature("signature expired")
     expected = _signature(secret, method, target, account_id, principal, timestamp)
-    if not hmac.compare_digest(expected, given):
+    # As bytes: compare_digest raises TypeError on a str with non-ASCII characters.
+    if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape")):
         raise InvalidSignature("bad signature")
     return Identity(account_id, principal)

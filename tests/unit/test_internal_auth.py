@@ -37,3 +37,10 @@ def test_missing_headers_and_missing_secret_are_refused():
     headers[SIGNATURE] = headers[SIGNATURE]
     with pytest.raises(InvalidSignature):
         verify("", headers, "GET", "/x")
+
+
+def test_a_signature_with_non_ascii_characters_is_refused_not_an_error():
+    headers = signed_headers("s3cret", "GET", "/x", Identity("acc", "k"), now=1000)
+    headers[SIGNATURE] = "é" * len(headers[SIGNATURE])   # was a TypeError: a 500, not a 401
+    with pytest.raises(InvalidSignature):
+        verify("s3cret", headers, "GET", "/x", now=1000)
