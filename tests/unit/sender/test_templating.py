@@ -31,3 +31,36 @@ def test_syntax_problems_name_the_line(source, line):
 def test_sandbox_refuses_anything_but_the_merge_data(source):
     with pytest.raises(TemplateRenderProblem):
         templating.render(source, merge_context("a@example.com", "A", {}), html=False)
+
+
+@pytest.mark.parametrize("source", [
+    "{% for a in name %}{% for b in name %}{% for c in name %}{% endfor %}{% endfor %}{% endfor %}",
+    "{% for a in name %}{% if a %}{% for b in name %}x{% endfor %}{% endif %}{% endfor %}",
+    "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}",
+    "{% macro row(x) %}{{ x }}{% endmacro %}{% call row(1) %}{% endcall %}",
+])
+def test_structures_that_multiply_work_are_refused_at_save(source):
+    """Every tenant's templates render on the same senders: a loop inside a
+    loop over a 500-character field is 10**8 turns a message at three deep,
+    and a macro that calls itself never ends."""
+    with pytest.raises(TemplateSyntaxProblem):
+        templating.check(source, html=True)
+
+
+@pytest.mark.parametrize("source", [
+    "{{ 9 ** 999999999 }}",          # was folded at compile time: minutes of CPU at save
+    "{{ 'a' * 100000000 }}", "{{ [1] * 100000000 }}", "{{ '%999999999s' % 1 }}",
+    "{{ 'a' + 1 }}",                 # a TypeError: left the composer as a bug, retried forever
+    "{% for c in name %}" + "{{ name }}" * 50 + "{% endfor %}",  # over the output cap
+])
+def test_rendering_that_would_cost_too_much_or_raise_is_a_render_problem(source, monkeypatch):
+    monkeypatch.setattr(templating, "MAX_RENDERED_CHARS", 10_000)
+    templating.check(source, html=False)
+    with pytest.raises(TemplateRenderProblem):
+        templating.render(source, merge_context("a@example.com", "A" * 300, {}), html=False)
+
+
+def test_ordinary_arithmetic_still_works():
+    out = templating.render("{{ 2 ** 10 }} {{ 'ab' * 3 }} {{ 7 % 3 }} {{ 6 * 7 }}",
+                            merge_context("a@example.com", None, {}), html=False)
+    assert out == "1024 ababab 1 42"
