@@ -31,13 +31,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from kafka.errors import KafkaError
 from pymongo import ASCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError
 from pymongo.operations import UpdateOne
 
 from services.contacts import csvread, domain, events
 from services.contacts.store import ContactsStore, contact_document
 from shared.kafka.producer import EventProducer
+from shared.kafka.rdkafka_impl import DeliveryFailed
 from shared.mongo import DUPLICATE_KEY, documents_kept_out_of_errors, insert_new
 from shared.pii import InvalidEmail
 
@@ -46,7 +48,10 @@ log = logging.getLogger(__name__)
 CLAIM_CANDIDATES = 8
 COUNTERS = ("read", "created", "updated", "skipped_duplicate", "skipped_suppressed", "rejected")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 5   # failures, not counting outages
+# Errors an outage of MongoDB or Kafka explains: they delay an import, and
+# never count towards giving it up (a Kafka outage of ~15 minutes did).
+OUTAGES = (ConnectionFailure, KafkaError, DeliveryFailed)
 
 
 class LeaseLost(Exception):
@@ -502,11 +507,16 @@ def run_pending(store: ContactsStore, producer: EventProducer, salt: str, import
         return True
     except FileNotFoundError:
         done = _finish(store, job, owner, "failed", "the uploaded file is missing")
+    except OUTAGES:
+        raise   # the lease expires and a worker resumes it, however long the outage lasts
     except Exception:
-        if job["attempts"] < MAX_ATTEMPTS:
-            raise   # transient (an outage): the lease expires and a worker resumes it
+        failures = store.imports.find_one_and_update(
+            {"_id": job["_id"]}, {"$inc": {"failures": 1}},
+            return_document=ReturnDocument.AFTER)["failures"]
+        if failures < MAX_ATTEMPTS:
+            raise   # perhaps transient after all: resumed from the checkpoint
         log.exception("import gave up", extra={"import_id": job["_id"]})
-        done = _finish(store, job, owner, "failed", f"gave up after {MAX_ATTEMPTS} attempts")
+        done = _finish(store, job, owner, "failed", f"gave up after {MAX_ATTEMPTS} failures")
     log.info("import finished", extra={"import_id": job["_id"], "import_status": done["status"],
                                        "counters": done["counters"]})
     return True
