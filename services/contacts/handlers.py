@@ -97,9 +97,14 @@ def unsubscribe(ports: usecases.Ports, event: Event) -> None:
 
 
 def _escalate(ports: usecases.Ports, contact: dict, status: str, reason: str) -> None:
-    if SEVERITY.get(contact["status"], 0) < SEVERITY[status]:
+    current = SEVERITY.get(contact["status"], 0)
+    if current < SEVERITY[status]:
         ports.store.contacts.update_one({"_id": contact["_id"], "status": contact["status"]},
                                         {"$set": {"status": status, "updated_at": domain.now()}})
+    if current <= SEVERITY[status]:
+        # Also when the status is there already: this event's first handling
+        # may have written it and died before its event went out (the sender
+        # learns of bounces only from it). Consumers take a repeat as a no-op.
         events.status_changed(ports.producer, contact, status, reason)
 
 

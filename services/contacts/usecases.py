@@ -230,6 +230,11 @@ def set_membership(ports: Ports, account_id: str, contact_id: str, list_id: str,
     at = ports.clock()
     current = contact.get("lists", {}).get(list_id, {}).get("status")
     if current == status:
+        if status == "unsubscribed":  # the call that set it may have failed to announce it,
+            # and the sender must hear of every unsubscribe (a lost re-subscribe only
+            # under-sends, and is not re-announced over a newer unsubscribe).
+            _announce_membership(ports, contact, list_id, status,
+                                 contact["lists"][list_id].get("via") or "api", flush)
         return contact
     action = "unsubscribe" if status == "unsubscribed" else "subscribe"
     if status != "unsubscribed":
@@ -252,13 +257,18 @@ def set_membership(ports: Ports, account_id: str, contact_id: str, list_id: str,
     update["$set"]["updated_at"] = at
     doc = ports.store.update_contact(account_id, contact_id, update)
     append_consent(ports, account_id, [contact_id], list_id, action, via, consent, actor, at)
+    _announce_membership(ports, doc, list_id, status, via, flush)
+    return doc
+
+
+def _announce_membership(ports: Ports, contact: dict, list_id: str, status: str, via: str,
+                         flush: bool) -> None:
     if status == "subscribed":
-        events.contact_subscribed(ports.producer, doc, list_id, via)
+        events.contact_subscribed(ports.producer, contact, list_id, via)
     elif status == "unsubscribed":
-        events.contact_unsubscribed(ports.producer, doc, list_id, via)
+        events.contact_unsubscribed(ports.producer, contact, list_id, via)
     if flush:
         ports.producer.flush()
-    return doc
 
 
 def append_consent(ports: Ports, account_id: str, contact_ids: list[str], list_id: str | None,
@@ -275,7 +285,9 @@ def append_consent(ports: Ports, account_id: str, contact_ids: list[str], list_i
 def suppress(ports: Ports, account_id: str | None, hash_: str, reason: str, actor: str,
              note: str = "", contact_id: str | None = None, flush: bool = True) -> bool:
     """Put a hash on the account's (or with account_id None, the platform's)
-    list; idempotent. Returns True when the entry is new."""
+    list; idempotent. Returns True when the entry is new. The event goes out
+    every time: a first call may have stored the entry and failed before its
+    event was out, and a retry (a redelivery, a client's) must not stay silent."""
     at = ports.clock()
     scope = "platform" if account_id is PLATFORM else "account"
     new = ports.store.add_suppression({"_id": domain.new_id(), "account_id": account_id,
@@ -286,10 +298,9 @@ def suppress(ports: Ports, account_id: str | None, hash_: str, reason: str, acto
         ports.store.log_suppression({"_id": domain.new_id(), "account_id": account_id,
                                      "email_hash": hash_, "action": "add", "reason": reason,
                                      "note": note, "actor": actor, "at": at})
-        events.contact_suppressed(ports.producer, account_id or "", contact_id, scope, reason,
-                                  hash_)
-        if flush:
-            ports.producer.flush()
+    events.contact_suppressed(ports.producer, account_id or "", contact_id, scope, reason, hash_)
+    if flush:
+        ports.producer.flush()
     return new
 
 

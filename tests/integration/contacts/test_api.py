@@ -97,6 +97,10 @@ def test_membership_changes_append_the_consent_log_and_emit_events(client, broke
     types = [e["type"] for e in published(broker)]
     assert types == ["contact.created", "contact.subscribed", "contact.unsubscribed"]
     assert all("c@example.com" not in str(e) for e in published(broker))
+    # A retry of the unsubscribe (its first answer lost) announces it again, logs nothing new.
+    client.put(f"{V1}/contacts/{contact['id']}/lists/{list_id}", {"status": "unsubscribed"})
+    assert [e["type"] for e in published(broker)][3:] == ["contact.unsubscribed"]
+    assert len(client.get(f"{V1}/contacts/{contact['id']}/consent").get_json()["items"]) == 2
 
 
 def test_suppression_blocks_subscribe_until_logged_reconsent(client):

@@ -187,3 +187,37 @@ def test_the_address_hash_never_travels_on_the_analytics_streams():
             assert schema.get("additionalProperties") is False, event_type
     assert "email_hash" in schema_for("contact.suppressed")["properties"]
     assert "email_hash" in schema_for("contact.unsuppressed")["properties"]
+
+
+def test_a_redelivered_event_announces_again_what_its_first_handling_stored(mongo_db):
+    """The first handling of a bounce or complaint can store the contact's
+    new status (and the suppression) and die before its events are out.
+    The redelivery found nothing to change and said nothing, so the sender,
+    which hears of bounces only from contacts.events, went on mailing."""
+    from shared.kafka.memory import InMemoryBroker
+    from services.contacts import usecases
+    ensure_contacts_indexes(mongo_db)
+    store = ContactsStore(mongo_db)
+    account, l1 = domain.new_id(), domain.new_id()
+    bouncer = _contact(store, account, "gone@example.com", [l1])
+    complainer = _contact(store, account, "angry@example.com", [l1])
+    bounce = new_event("delivery.bounced", source="sender", subject="j", account_id=account,
+                       data={"job_id": "j" * 32, "campaign_id": "c" * 32, "contact_id": bouncer,
+                             "attempt": 1, "bounce_type": "hard"})
+    complaint = _tracking("tracking.complained", account, complainer)
+
+    def handle(broker):
+        ports = usecases.Ports(store, EventProducer(broker.sink()), SALT)
+        handlers.bounced(ports, bounce)
+        handlers.complained(ports, complaint)
+        ports.producer.flush()   # what the loop does before it commits
+        return sorted((m["type"], m["subject"]) for m in
+                      (json.loads(r.value) for r in broker.messages("contacts.events")))
+
+    lost = InMemoryBroker()   # the first handling's events never left
+    first = handle(lost)
+    assert store.contacts.find_one({"_id": bouncer})["status"] == "bounced"
+    again = handle(InMemoryBroker())
+    assert again == first and ("contact.status_changed", bouncer) in again
+    assert ("contact.status_changed", complainer) in again
+    assert [t for t, _ in again].count("contact.suppressed") >= 2   # the bounce's and the complaint's
