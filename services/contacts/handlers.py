@@ -116,7 +116,8 @@ def complained(ports: usecases.Ports, event: Event) -> None:
         return
     _escalate(ports, contact, "complained", "complaint")
     usecases.suppress(ports, PLATFORM, contact["email_hash"], "complaint", ACTOR,
-                      contact_id=contact["_id"], flush=False)
+                      contact_id=contact["_id"], flush=False,
+                      origin_account_id=contact["account_id"])
 
 
 def bounced(ports: usecases.Ports, event: Event) -> None:

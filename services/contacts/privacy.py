@@ -133,7 +133,7 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
     if hash_:
         usecases.suppress(ports, PLATFORM, hash_, "erasure", ACTOR,
                           note=f"privacy request {event.data['request_id']}",
-                          contact_id=contact_id, flush=False)
+                          contact_id=contact_id, flush=False, origin_account_id=event.account_id)
         ports.store.note_erasure(event.account_id, hash_)
     if contact is None:
         ports.producer.flush()

@@ -283,7 +283,8 @@ def append_consent(ports: Ports, account_id: str, contact_ids: list[str], list_i
 
 # -- suppression -------------------------------------------------------------
 def suppress(ports: Ports, account_id: str | None, hash_: str, reason: str, actor: str,
-             note: str = "", contact_id: str | None = None, flush: bool = True) -> bool:
+             note: str = "", contact_id: str | None = None, flush: bool = True,
+             origin_account_id: str | None = None) -> bool:
     """Put a hash on the account's (or with account_id None, the platform's)
     list; idempotent. Returns True when the entry is new. The event goes out
     every time: a first call may have stored the entry and failed before its
@@ -292,7 +293,8 @@ def suppress(ports: Ports, account_id: str | None, hash_: str, reason: str, acto
     scope = "platform" if account_id is PLATFORM else "account"
     new = ports.store.add_suppression({"_id": domain.new_id(), "account_id": account_id,
                                        "scope": scope, "email_hash": hash_, "reason": reason,
-                                       "note": note, "created_by": actor, "created_at": at})
+                                       "note": note, "created_by": actor, "created_at": at,
+                                       "origin_account_id": origin_account_id or account_id})
     ports.store.mark_suppressed(account_id, hash_, True)
     if new:
         ports.store.log_suppression({"_id": domain.new_id(), "account_id": account_id,
@@ -339,8 +341,16 @@ def check_suppression(ports: Ports, account_id: str, body: dict) -> dict:
     entry = entries[0] if entries else None
     return {"email_hash": addr.hash, "suppressed": entry is not None,
             "scope": entry["scope"] if entry else None,
-            "reason": entry["reason"] if entry else None,
+            "reason": entry["reason"] if entry and _told_to(entry, account_id) else None,
             "id": entry["_id"] if entry and entry["account_id"] == account_id else None}
+
+
+def _told_to(entry: dict, account_id: str) -> bool:
+    """Whether the account may see why an address is suppressed: a
+    platform-wide entry's reason (a complaint, an erasure) would tell every
+    account what the person did about another's mail."""
+    return account_id in (entry["account_id"], entry.get("origin_account_id")) \
+        or account_id in entry.get("erased_in", ())
 
 
 def remove_suppression(ports: Ports, account_id: str, suppression_id: str, body: dict,

@@ -234,6 +234,8 @@ def test_an_erased_address_is_never_stored_again(client, other, app, settings):
     assert r.status_code == 409 and r.get_json()["error"]["code"] == "erased"
     elsewhere = make_contact(other, "jane@example.com")      # another account's own contact
     assert elsewhere["suppressed"] is True                    # kept, never mailed
+    seen = other.post(f"{V1}/suppressions/check", {"email": "jane@example.com"}).get_json()
+    assert (seen["suppressed"], seen["scope"], seen["reason"]) == (True, "platform", None)
     bob = make_contact(client, "bob@example.com")
     r = client.patch(f"{V1}/contacts/{bob['id']}", {"email": "jane@example.com"})
     assert r.status_code == 409 and r.get_json()["error"]["code"] == "erased"
