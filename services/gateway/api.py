@@ -10,7 +10,7 @@ from services.gateway.routes import USAGE_PARTS
 from services.gateway.schemas import (AccountCreate, AccountCreated, Account, Key, KeyCreate,
                                       KeyList, NewKey, Usage)
 from shared.http import Blueprint
-from shared.http.errors import not_found
+from shared.http.errors import ApiError, not_found
 
 blp = Blueprint("gateway", __name__, url_prefix="/api/v1", description="Accounts and API keys")
 
@@ -56,12 +56,34 @@ def list_keys():
     return {"items": _store().list_keys(g.identity.account_id)}
 
 
+# An account's keys share what the operator allowed it: each key's limit is
+# at most the account's, and the keys are few, so extra keys cannot
+# multiply the limit without bound.
+MAX_ACTIVE_KEYS = 20
+
+
 @blp.post("/keys")
 @blp.arguments(KeyCreate)
 @blp.response(201, NewKey)
 def create_key(body):
-    """Create another API key for the calling account."""
-    return _issue_key(g.identity.account_id, body["name"], body["rate_limit_per_minute"])
+    """Create another API key for the calling account: at most
+    MAX_ACTIVE_KEYS unrevoked, each limited to at most the account's
+    requests a minute (the account's limit when not given)."""
+    account_id = g.identity.account_id
+    account = _store().get_account(account_id)
+    if account is None:
+        raise not_found("account")
+    allowed = account.get("rate_limit_per_minute") or \
+        current_app.config["SANDESH"].rate_limit_per_minute
+    asked = body["rate_limit_per_minute"]
+    if asked is not None and asked > allowed:
+        raise ApiError(400, "validation_error", "invalid input: rate_limit_per_minute",
+                       {"rate_limit_per_minute": [f"at most {allowed}, the account's limit"]})
+    active = sum(1 for k in _store().list_keys(account_id) if k["revoked_at"] is None)
+    if active >= MAX_ACTIVE_KEYS:
+        raise ApiError(409, "too_many_keys",
+                       f"the account has {active} active keys; revoke one first")
+    return _issue_key(account_id, body["name"], asked or allowed)
 
 
 @blp.delete("/keys/<key_id>")

@@ -145,6 +145,29 @@ def test_rate_limit_per_key_answers_429_with_retry_after(gateway):
     assert 1 <= int(response.headers["Retry-After"]) <= 60
 
 
+def test_an_accounts_keys_cannot_raise_its_rate_limit(gateway, monkeypatch):
+    """Any key could create keys of up to 1,000,000 requests a minute each:
+    a key's limit is now at most its account's, and active keys are few."""
+    from services.gateway import api
+    _, key, _ = new_account(gateway, rate_limit_per_minute=3)
+    raised = gateway.post("/api/v1/keys", json={"name": "x", "rate_limit_per_minute": 1_000_000},
+                          headers=auth(key))
+    assert raised.status_code == 400 and "rate_limit_per_minute" in raised.get_json()["error"]["details"]
+    second = gateway.post("/api/v1/keys", json={"name": "y"}, headers=auth(key)).get_json()
+    assert second["rate_limit_per_minute"] == 3   # the account's, not the platform's default
+    for _ in range(2):  # twice, in case a minute boundary passed mid-way
+        statuses = [gateway.get("/api/v1/keys", headers=auth(second["key"])).status_code
+                    for _ in range(5)]
+        if 429 in statuses:
+            break
+    assert 429 in statuses
+    monkeypatch.setattr(api, "MAX_ACTIVE_KEYS", 3)
+    _, key, _ = new_account(gateway)
+    made = [gateway.post("/api/v1/keys", json={"name": f"k{n}"}, headers=auth(key)).status_code
+            for n in range(3)]
+    assert made == [201, 201, 409]
+
+
 def test_upstream_down_is_502_json_and_slow_upstream_is_504(gateway):
     _, key, _ = new_account(gateway)
     down = gateway.get("/api/v1/lists", headers=auth(key))
