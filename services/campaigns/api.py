@@ -6,7 +6,7 @@ from flask.views import MethodView
 
 from services.campaigns import schemas, usecases
 from services.campaigns.store import CampaignStore, JobStateStore, ProgressStore, TemplateStore
-from shared.http import Blueprint, current_identity
+from shared.http import ApiError, Blueprint, current_identity
 from shared.http.pagination import PageArgs, cursor_position, page
 from shared.http.service import runtime
 
@@ -21,6 +21,22 @@ def _ports() -> usecases.Ports:
 
 def _account() -> str:
     return current_identity().account_id
+
+
+# The principal the gateway signs the platform's own notices with
+# (services/gateway/policy_mail.py); an API key's principal is its key id.
+PLATFORM_PRINCIPAL = "operator"
+
+
+def _kind_allowed(body: dict) -> dict:
+    """System mail goes out without an unsubscribe link, List-Unsubscribe or
+    postal address: it is for the platform's own notices (a privacy policy
+    change), never an account's campaigns (CAN-SPAM, RFC 8058)."""
+    if body.get("kind") == "system" and current_identity().principal != PLATFORM_PRINCIPAL:
+        raise ApiError(403, "forbidden", "system mail is for the platform's own notices",
+                       {"kind": ["use marketing: it carries the unsubscribe link and "
+                                 "postal address"]})
+    return body
 
 
 def _template_view(template: dict, version: dict | None = None) -> dict:
@@ -49,7 +65,7 @@ class Templates(MethodView):
         sender's sandbox; a part that does not compile is refused with 400
         naming the field, the line and the reason. A marketing template
         without an unsubscribe link or postal address gets them appended."""
-        template, version = usecases.create_template(_ports(), _account(), body)
+        template, version = usecases.create_template(_ports(), _account(), _kind_allowed(body))
         return _template_view(template, version)
 
 
@@ -65,7 +81,7 @@ class TemplateItem(MethodView):
     def patch(self, body, template_id):
         """Edit a template: a new immutable version (parts not given carry over)."""
         return _template_view(*usecases.update_template(_ports(), _account(), template_id,
-                                                        body))
+                                                        _kind_allowed(body)))
 
     @blp.response(204)
     def delete(self, template_id):
@@ -115,7 +131,7 @@ class Campaigns(MethodView):
     @blp.response(201, schemas.Campaign)
     def post(self, body):
         """Create a draft campaign."""
-        return _campaign_view(usecases.create_campaign(_ports(), _account(), body))
+        return _campaign_view(usecases.create_campaign(_ports(), _account(), _kind_allowed(body)))
 
 
 @blp.route("/campaigns/<campaign_id>")
@@ -131,7 +147,7 @@ class CampaignItem(MethodView):
     def patch(self, body, campaign_id):
         """Edit a draft campaign (409 once it is scheduled or sending)."""
         return _campaign_view(usecases.update_campaign(_ports(), _account(), campaign_id,
-                                                       body))
+                                                       _kind_allowed(body)))
 
     @blp.response(204)
     def delete(self, campaign_id):

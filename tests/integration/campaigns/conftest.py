@@ -18,8 +18,9 @@ class Client:
         self.flask = flask_client
         self.account_id = account_id
 
-    def call(self, method: str, path: str, body=None, account_id: str | None = None):
-        identity = Identity(account_id or self.account_id, "key-test")
+    def call(self, method: str, path: str, body=None, account_id: str | None = None,
+             principal: str = "key-test"):
+        identity = Identity(account_id or self.account_id, principal)
         headers = signed_headers(SECRET, method, path, identity)
         return self.flask.open(path, method=method, json=body, headers=headers)
 

@@ -32,9 +32,21 @@ def test_a_template_with_its_own_unsubscribe_link_is_left_alone(client):
     assert current["current"]["text_derived"] is False
 
 
-def test_system_templates_get_no_footer(client):
-    current = create(client, kind="system", html="<p>Your code</p>")["current"]
-    assert "unsubscribe_url" not in current["html"]
+def test_system_mail_gets_no_footer_and_is_the_platforms_alone(client):
+    """System mail carries no unsubscribe link, List-Unsubscribe or postal
+    address: any account could send its marketing that way (CAN-SPAM)."""
+    body = {"name": "Code", "kind": "system", "subject": "s", "html": "<p>Your code</p>"}
+    refused = client.post("/api/v1/templates", body)
+    assert refused.status_code == 403 and "kind" in refused.get_json()["error"]["details"]
+    made = client.post("/api/v1/templates", body, principal="operator")
+    assert made.status_code == 201
+    assert "unsubscribe_url" not in made.get_json()["current"]["html"]
+    path = f"/api/v1/templates/{made.get_json()['id']}"
+    assert client.patch(path, {"kind": "system", "subject": "t"}).status_code == 403
+    campaign = client.post("/api/v1/campaigns", {"name": "x", "kind": "system"})
+    assert campaign.status_code == 403
+    draft = client.post("/api/v1/campaigns", {"name": "x"}).get_json()
+    assert client.patch(f"/api/v1/campaigns/{draft['id']}", {"kind": "system"}).status_code == 403
 
 
 def test_a_template_that_does_not_parse_is_refused_with_field_line_and_reason(client):
