@@ -182,14 +182,16 @@ class ContactStateStore:
     def blocked(self, jobs: list[Job]) -> dict[str, str]:
         """job id -> why it must not be sent, for the jobs whose contact
         unsubscribed, was suppressed, bounced, complained or was erased, or
-        whose address is suppressed for their account or platform-wide."""
-        jobs = [j for j in jobs if not j.test]
+        whose address is suppressed for their account or platform-wide. A
+        test send has no contact, and goes to the account's own people even
+        when its list suppressed them; but not to an address suppressed
+        platform-wide: someone who complained or asked to be erased."""
         if not jobs:
             return {}
-        ids = list({j.contact_id for j in jobs})
-        states = find_by_ids(self.col, ids)
+        contacts = [j for j in jobs if not j.test]
+        states = find_by_ids(self.col, list({j.contact_id for j in contacts}))
         reasons = {}
-        for job in jobs:
+        for job in contacts:
             reason = _contact_reason(job, states.get(job.contact_id))
             if reason:
                 reasons[job.job_id] = reason
@@ -202,7 +204,8 @@ class ContactStateStore:
         keys = {}
         for job in jobs:
             hash_ = email_hash(job.email, self.salt)  # job.email is contacts' normalised form
-            keys[job.job_id] = (_address_key(hash_, None), _address_key(hash_, job.account_id))
+            own = () if job.test else (_address_key(hash_, job.account_id),)
+            keys[job.job_id] = (_address_key(hash_, None), *own)
         wanted = list({key for pair in keys.values() for key in pair})
         found = {d["_id"] for d in self.addresses.find({"_id": {"$in": wanted}}, {"_id": 1})}
         return {job_id: "suppressed" for job_id, pair in keys.items() if found.intersection(pair)}

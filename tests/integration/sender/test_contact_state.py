@@ -51,7 +51,9 @@ def test_a_platform_suppression_blocks_the_address_in_every_account(mongo_db):
     jobs = [_job("j-a", A, "ca", shared), _job("j-b", B, "cb", shared),
             _job("j-other", B, "cx", "someone.else@example.com"),
             _job("j-test", B, "test-1", shared, test=True)]
-    assert store.blocked(jobs) == {"j-a": "suppressed", "j-b": "suppressed"}
+    # a test send too: whoever complained or was erased gets no test either
+    assert store.blocked(jobs) == {"j-a": "suppressed", "j-b": "suppressed",
+                                   "j-test": "suppressed"}
 
 
 def test_an_account_suppression_blocks_the_address_in_that_account_only(mongo_db):
@@ -59,7 +61,8 @@ def test_an_account_suppression_blocks_the_address_in_that_account_only(mongo_db
     hash_ = email_hash("gone@example.com", SALT)
     _handle(store, _event("contact.suppressed", A, {
         "contact_id": None, "scope": "account", "reason": "manual", "email_hash": hash_}))
-    jobs = [_job("j-a", A, "ca", "gone@example.com"), _job("j-b", B, "cb", "gone@example.com")]
+    jobs = [_job("j-a", A, "ca", "gone@example.com"), _job("j-b", B, "cb", "gone@example.com"),
+            _job("j-test", A, "test-1", "gone@example.com", test=True)]  # its own list: tested
     assert store.blocked(jobs) == {"j-a": "suppressed"}
     assert ContactStateStore(mongo_db).blocked(jobs) == {}  # no salt: by contact id only
 
