@@ -37,6 +37,7 @@ from shared.logs import mask_emails
 
 log = logging.getLogger(__name__)
 SOURCE = "sender"
+EXHAUSTED = "retries exhausted"  # delivery.failed's reason when the job went to send.dlq
 
 
 @dataclass(frozen=True)
@@ -315,11 +316,9 @@ class Engine:
             return (job.job_id, RELEASED, {}), Hold(self.clock(), "released")
         # transient: try again later, or give up after the last attempt
         if self.retry.exhausted(job.attempt):
-            self.publisher.publish(self.settings.routes.dlq, self._event(job, "send.dead", {
-                "job": job.data, "reason": f"{job.attempt + 1} attempts: {task.reply}"[:1000]}),
-                key=job.job_id)
+            self._dead(job, task.reply)
             return self._settle(job, FAILED, "delivery.failed",
-                                {**detail, "reason": "retries exhausted"}, reply), DONE
+                                {**detail, "reason": EXHAUSTED}, reply), DONE
         retry_at = self.retry.not_before(job.attempt, datetime.now(timezone.utc))
         self._reschedule(job, retry_at.timestamp(), attempt=job.attempt + 1)
         return self._settle(job, DEFERRED, "delivery.deferred", detail, reply), DONE
@@ -348,11 +347,20 @@ class Engine:
 
     def _announce_again(self, job: Job, record: dict) -> None:
         """A job found finished (its events may not have gone out before a
-        crash): publish its outcome again; consumers count once per job."""
+        crash): publish its outcome again; consumers count once per job. One
+        that ran out of retries goes to the dead letters again too, with the
+        job as this copy of it carries it (the record keeps no address)."""
         event = record.get("event")
         if event:
             self.publisher.publish(self.settings.routes.delivery,
                                    self._event(job, event["type"], event["data"]), key=job.job_id)
+        if event and event["data"].get("reason") == EXHAUSTED:
+            self._dead(job, record.get("smtp_reply") or "")
+
+    def _dead(self, job: Job, reply: str) -> None:
+        self.publisher.publish(self.settings.routes.dlq, self._event(job, "send.dead", {
+            "job": job.data, "reason": f"{job.attempt + 1} attempts: {reply}"[:1000]}),
+            key=job.job_id)
 
     @staticmethod
     def _event(job: Job, event_type: str, data: dict):

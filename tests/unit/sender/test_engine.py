@@ -127,6 +127,22 @@ def test_cancelled_and_blocked_are_skipped_and_finished_jobs_announced_again():
     assert reasons == {"j1": "cancelled", "j2": "unsubscribed"}
 
 
+def test_a_dead_job_found_finished_goes_to_the_dead_letters_again():
+    """Its send.dead and delivery.failed went out together; when their flush
+    failed, the redelivered job was found finished and only delivery.failed
+    was published again: the dead letter, the one copy of the job, was lost."""
+    dead = {"event": {"type": "delivery.failed",
+                      "data": {"job_id": "j4", "reason": "retries exhausted"}},
+            "smtp_reply": "421 try later"}
+    sent = {"event": {"type": "delivery.sent", "data": {"job_id": "j5"}}}
+    fakes = Fakes([campaign()], finished={"j4": dead, "j5": sent})
+    fakes.engine(max_attempts=2).handle([[job(4, attempt=1), job(5)]])
+    assert fakes.types() == [("delivery.failed", "j4"), ("delivery.sent", "j5")]
+    letters = [d for top, _, d in fakes.published if top == "send.dlq"]
+    assert [d["job"]["job_id"] for d in letters] == ["j4"]
+    assert letters[0]["reason"] == "2 attempts: 421 try later"
+
+
 def test_rate_limit_sends_what_the_window_allows_and_holds_the_rest_until_the_next():
     counter, limits = MemoryCounter(), Limits(per_second=8)
     other = Fakes([campaign(limits=limits)])
