@@ -73,6 +73,7 @@ class SendTask:
     code: int | None = None
     reply: str = ""
     outgoing: Outgoing | None = None
+    batch: "_Batch | None" = field(default=None, repr=False)  # the one it was submitted in
 
     @property
     def domain(self) -> str:
@@ -134,6 +135,8 @@ class SmtpMessenger:
                 self._batch = _Batch(deadline, finished=list(tasks))
                 return
             self._batch = _Batch(deadline, remaining=len(tasks), pending=list(tasks))
+            for task in tasks:
+                task.batch = self._batch
             self._room.notify_all()
 
     def collect(self, at_least: int, timeout: float = 0.5) -> list[SendTask]:
@@ -262,8 +265,10 @@ class SmtpMessenger:
     def _done(self, task: SendTask) -> None:
         with self._cond:
             self._in_flight[task.domain] -= 1
-            self._finish(self._batch, task)
-            if self._batch.ready:
+            # Into its own batch: if the engine gave that one up (its record
+            # failed) and submitted another, this send must not count there.
+            self._finish(task.batch, task)
+            if self._batch is not None and self._batch.ready:
                 self._work.notify()  # its domain has room again (none waits for an empty queue)
 
     def _run(self, relay: Relay, os_name: str) -> None:

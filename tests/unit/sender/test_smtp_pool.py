@@ -109,6 +109,27 @@ def test_answers_are_classified_and_replies_masked(server):
         messenger.close()
 
 
+def test_a_batch_given_up_mid_flight_does_not_leak_into_the_next(server):
+    """The engine gives a batch up when recording its outcomes fails, and
+    submits the next. Sends of the old one still in flight finished into
+    the new batch: its count went wrong, so a job of it got no outcome."""
+    handler, port = server
+    messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", port)], connections=2)
+    try:
+        old = [task(i, f"old{i}@x.test", 8) for i in range(6)]
+        messenger.submit(old, time.monotonic() + 30)
+        messenger.collect(1)             # some are in flight now; the rest is given up
+        new = [task(10 + i, f"new{i}@x.test", 8) for i in range(3)]
+        messenger.submit(new, time.monotonic() + 30)
+        got, deadline = [], time.monotonic() + 10
+        while len(got) < len(new) and time.monotonic() < deadline:
+            got.extend(messenger.collect(len(new)))
+        assert sorted(t.job.job_id for t in got) == ["j10", "j11", "j12"]
+        assert all(t.outcome == smtp.ACCEPTED for t in new)
+    finally:
+        messenger.close()
+
+
 def test_a_dead_relay_is_a_transient_failure():
     messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", 1)], connections=1, timeout=2)
     try:
