@@ -63,10 +63,6 @@ def handle_privacy_request(runtime, event) -> None:
     ids = [contact["_id"]] if contact else None
     if kind == "erasure":
         _erase(ports, event, contact, subject.get("email_hash"))
-        answer(ports.producer, event, SERVICE, "done" if contact else "not_found",
-               contact_ids=ids, detail=None if contact else
-               "no such contact; the address hash is suppressed platform-wide anyway"
-               if subject.get("email_hash") else None)
         return
     if contact is None:
         answer(ports.producer, event, SERVICE, "not_found")
@@ -127,7 +123,10 @@ def _plain(value):
 
 def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str | None) -> None:
     """Each step is idempotent; a redelivered request finishes what a crash
-    left undone (the contact goes last: it is how the steps find their data)."""
+    left undone. The contact goes last, after its events and this service's
+    answer are out: it is how the steps find their data, and a redelivery
+    that no longer found it answered "not_found" without the contact id, so
+    the other services never replaced it with a pseudonym."""
     hash_ = contact["email_hash"] if contact else email_hash
     contact_id = contact["_id"] if contact else None
     if hash_:
@@ -136,19 +135,21 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
                           contact_id=contact_id, flush=False, origin_account_id=event.account_id)
         ports.store.note_erasure(event.account_id, hash_)
     if contact is None:
-        ports.producer.flush()
+        answer(ports.producer, event, SERVICE, "not_found", detail=(
+            "no such contact; the address hash is suppressed platform-wide anyway"
+            if hash_ else None))
         return
     store, account_id = ports.store, contact["account_id"]
     delete_all(store.consent, {"account_id": account_id, "contact_ids": [contact_id]})
     store.consent.update_many({"account_id": account_id, "contact_ids": contact_id},
                               {"$pull": {"contact_ids": contact_id}})
     store.suppression_log.update_many({"contact_id": contact_id}, {"$unset": {"contact_id": ""}})
-    store.delete_contact(account_id, contact_id)
     events.contact_erased(ports.producer, contact, request_id=event.data["request_id"])
-    ports.producer.flush()
+    answer(ports.producer, event, SERVICE, "done", contact_ids=[contact_id])  # flushes
     # The tombstone follows the erased event: compaction then drops both.
     ports.producer.sink.send(topics.CONTACTS_EVENTS, contact_id.encode(), None, [])
     ports.producer.flush()
+    store.delete_contact(account_id, contact_id)
     log.info("contact erased", extra={"contact_id": contact_id})
 
 

@@ -67,6 +67,34 @@ def test_access_by_address_returns_record_memberships_and_consent(world):
     assert export["consent_log"] and export["consent_log"][0]["action"] == "subscribe"
 
 
+def test_an_erasure_whose_last_flush_fails_is_finished_by_its_redelivery(world, monkeypatch):
+    """The contact was deleted before its events and the answer were out: a
+    failed flush then left a redelivery that found no contact, answered
+    "not_found" without its id, and never sent contact.erased, so the
+    other services never replaced the id with a pseudonym. The contact now
+    goes last, so a redelivery finds it and finishes everything."""
+    request = _request("erasure", {"email_hash": _hash()})
+    real_flush, flushes = world.runtime.producer().flush, []
+
+    def failing_last_flush(*args, **kwargs):
+        flushes.append(1)
+        if len(flushes) == 2:      # the tombstone's flush: everything else is out
+            raise TimeoutError("broker went away")
+        return real_flush(*args, **kwargs)
+
+    monkeypatch.setattr(world.runtime.producer(), "flush", failing_last_flush)
+    with pytest.raises(TimeoutError):
+        privacy.handle_privacy_request(world.runtime, request)
+    monkeypatch.setattr(world.runtime.producer(), "flush", real_flush)
+    privacy.handle_privacy_request(world.runtime, request)          # the redelivery
+    answers = _answers(world.broker)
+    assert [a["status"] for a in answers] == ["done", "done"]
+    assert all(a["contact_ids"] == [world.jane["_id"]] for a in answers)
+    erased = [decode(r.value) for r in world.broker.messages(CONTACTS_EVENTS) if r.value]
+    assert [e.type for e in erased].count("contact.erased") == 2
+    assert world.db.contacts.find_one({"_id": world.jane["_id"]}) is None
+
+
 def test_erasure_leaves_only_the_hash_on_the_platform_suppression_list(world):
     privacy.handle_privacy_request(world.runtime, _request("erasure", {"contact_id": world.jane["_id"]}))
     [answer] = _answers(world.broker)
