@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from services.campaigns import domain
@@ -231,15 +231,25 @@ def _happened(entry: dict, campaign: dict | None) -> bool:
     return entry["type"] != "campaign.launched" or bool(campaign.get("launched_at"))
 
 
-def publish_staged(ports: Ports, older_than: timedelta) -> int:
+def publish_staged(ports: Ports, older_than: timedelta,
+                   drop_after: timedelta | None = None) -> int:
+    """Publish the staged events whose status change happened. One whose
+    change has not happened is dropped only after `drop_after`: the call
+    that staged it may still be changing the status (a slow database), and
+    if its own publish then failed, nothing else would announce it."""
     published = 0
+    drop_before = utcnow() - (drop_after or OUTBOX_DROP_AFTER)
     for entry in ports.campaigns.staged_events(older_than):
         if _happened(entry, ports.campaigns.get_any(entry["campaign_id"])):
             _publish(ports, [entry])
             published += 1
-        else:
+        elif _as_utc(entry["created_at"]) <= drop_before:
             ports.campaigns.drop_event(entry["id"])
     return published
+
+
+def _as_utc(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def _move(ports: Ports, campaign: dict, action: str, event: dict | None,
@@ -480,6 +490,7 @@ def maybe_complete(ports: Ports, campaign: dict, combined: dict | None = None) -
 
 # -- the worker's periodic sweep ---------------------------------------------
 OUTBOX_GRACE = timedelta(seconds=5)
+OUTBOX_DROP_AFTER = timedelta(minutes=10)
 STALL = timedelta(seconds=15)
 
 
