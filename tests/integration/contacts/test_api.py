@@ -334,3 +334,30 @@ def test_paged_collections_keep_ids_the_local_server_can_page_by_index(client, a
         plan = db.command("explain", {"find": name, "filter": {"account_id": client.account_id},
                                       "sort": {"_id": 1}, "limit": 51})
         assert plan["sortPushdown"], f"{name}: pages are sorted in memory"
+
+
+def test_a_delete_whose_announcement_failed_is_done_by_the_retry(client, app, broker,
+                                                                 monkeypatch):
+    """The contact was deleted, then contact.erased failed to go out: the
+    client saw an error, its retry a 404, and the sender and tracking never
+    heard of the deletion. It is now announced first and deleted after."""
+    contact = make_contact(client, "gone@example.com")
+    producer = app.extensions["runtime"].producer()
+    real_flush = producer.flush
+
+    flushes = []
+
+    def broker_down_after_the_audit(*args, **kwargs):  # the audit entry goes out first
+        flushes.append(1)
+        if len(flushes) > 1:
+            raise TimeoutError("broker down")
+        return real_flush(*args, **kwargs)
+
+    monkeypatch.setattr(producer, "flush", broker_down_after_the_audit)
+    assert client.delete(f"{V1}/contacts/{contact['id']}").status_code >= 500
+    monkeypatch.setattr(producer, "flush", real_flush)
+    assert client.get(f"{V1}/contacts/{contact['id']}").status_code == 200
+    assert client.delete(f"{V1}/contacts/{contact['id']}").status_code == 204
+    assert client.get(f"{V1}/contacts/{contact['id']}").status_code == 404
+    assert [e["subject"] for e in published(broker) if e["type"] == "contact.erased"][-1] == \
+        contact["id"]
