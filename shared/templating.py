@@ -78,12 +78,14 @@ def make_environment(html: bool) -> Environment:
 
 
 def _costly_structure(tree: nodes.Template) -> str | None:
-    """Macros and call blocks (recursion, loops multiplied through calls) and
-    a loop inside a loop (text of 500 characters looped three deep is 10**8
-    turns) have no use with merge data of plain values."""
+    """Macros and call blocks (recursion, loops multiplied through calls),
+    recursive loops, and a loop inside a loop (text of 500 characters looped
+    three deep is 10**8 turns) have no use with merge data of plain values."""
     if next(tree.find_all((nodes.Macro, nodes.CallBlock)), None) is not None:
         return "macros and call blocks are not allowed"
     for loop in tree.find_all(nodes.For):
+        if loop.recursive:
+            return "recursive loops are not allowed"
         inner = [n for part in (loop.body, loop.else_) for node in part
                  for n in ([node] if isinstance(node, nodes.For) else node.find_all(nodes.For))]
         if inner:

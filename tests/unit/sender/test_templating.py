@@ -38,6 +38,7 @@ def test_sandbox_refuses_anything_but_the_merge_data(source):
     "{% for a in name %}{% if a %}{% for b in name %}x{% endfor %}{% endif %}{% endfor %}",
     "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}",
     "{% macro row(x) %}{{ x }}{% endmacro %}{% call row(1) %}{% endcall %}",
+    "{% for c in name recursive %}{{ loop(c) }}{% endfor %}",
 ])
 def test_structures_that_multiply_work_are_refused_at_save(source):
     """Every tenant's templates render on the same senders: a loop inside a
