@@ -51,3 +51,15 @@ def test_every_service_has_its_deployment_service_account_and_the_commands_exist
         command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
         module = command[-1].split(":")[0] if command[0] == "gunicorn" else command[-1]
         assert (repo / (module.replace(".", "/") + ".py")).is_file(), module
+
+
+@pytest.mark.parametrize("doc", list(workloads()))
+def test_processes_without_gunicorn_keep_their_metrics_in_memory(doc):
+    """The image sets PROMETHEUS_MULTIPROC_DIR for gunicorn (whose on_starting
+    creates it). Any other process must blank it: prometheus_client opens its
+    files there when a metric is made, and the sender crash-looped on import."""
+    for container in doc["spec"]["template"]["spec"]["containers"]:
+        if container["command"][0] == "gunicorn":
+            continue
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert env.get("PROMETHEUS_MULTIPROC_DIR") == "", container["name"]
