@@ -53,9 +53,17 @@ def create_app(environ=None) -> Flask:
     @app.route("/api/v1/<path:rest>",
                methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     def forward(rest):
-        service = owner(request.path)
+        service = owner(request.path) if _plain_path(request.path) else None
         if service is None:
             raise not_found("endpoint")
         return app.extensions["upstreams"].forward(service, g.identity)
 
     return app
+
+
+def _plain_path(path: str) -> bool:
+    """No `.` or `..` segment: the route is matched on the path as given,
+    but the HTTP client removes dot segments before it sends, so
+    /api/v1/lists/%2e%2e/%2e%2e/%2e%2e/metrics reached a service's unsigned
+    /metrics. (Flask hands over `path` decoded, so %2e and %2f are covered.)"""
+    return not any(segment in (".", "..") for segment in path.split("/"))

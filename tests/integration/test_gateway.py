@@ -192,6 +192,19 @@ def test_forwarded_requests_carry_a_signed_identity(gateway, real_upstream):
     assert direct.status_code == 401
 
 
+def test_dot_segments_cannot_walk_out_of_api_v1_to_a_services_unsigned_routes(gateway):
+    """Routes are matched on the path as given, and the HTTP client removes
+    dot segments before sending: this reached the campaigns service's
+    /metrics (and /readyz, with its dependencies' errors) with any key."""
+    _, key, _ = new_account(gateway)
+    assert gateway.get("/api/v1/campaigns/whoami", headers=auth(key)).status_code == 200
+    for path in ("/api/v1/campaigns/%2e%2e/%2e%2e/%2e%2e/metrics",
+                 "/api/v1/campaigns/../../../readyz", "/api/v1/campaigns/./whoami"):
+        response = gateway.get(path, headers=auth(key))
+        assert response.status_code == 404, (path, response.status_code)
+        assert response.get_json()["error"]["code"] == "not_found"
+
+
 def test_unknown_endpoint_is_404_json(gateway):
     _, key, _ = new_account(gateway)
     response = gateway.get("/api/v1/nothing-here", headers=auth(key))
