@@ -173,15 +173,24 @@ class PrivacyStore:
              "subject.contact_id": {"$in": contact_ids}}, {"_id": 1})]
         if accessed:
             delete_all(self.db.export_parts, {"request_id": {"$in": accessed}})
+        # A rectification's new values are the contact's data too; one that
+        # never completed kept them for good.
+        self.db.requests.update_many({"account_id": account_id,
+                                      "subject.contact_id": {"$in": contact_ids},
+                                      "changes": {"$exists": True}},
+                                     {"$unset": {"changes": ""}})
 
     def forget_account(self, account_id: str) -> None:
-        """A deleted account's exports, markers and notice acknowledgements.
+        """A deleted account's exports, markers, rolled-up aggregates and
+        notice acknowledgements, and its rectifications' new values.
         Requests (hashes and ids) and the audit log stay: they are the proof
         that the account's requests were answered. Its delivery events
         still in flight are not counted after this (shared/erased_accounts.py)."""
         ErasedAccounts(self.db).mark(account_id)
-        for collection in ("export_parts", "agg_markers", "notice_acks"):
+        for collection in ("export_parts", "agg_markers", "aggregates", "notice_acks"):
             delete_all(self.db[collection], {"account_id": account_id})
+        self.db.requests.update_many({"account_id": account_id, "changes": {"$exists": True}},
+                                     {"$unset": {"changes": ""}})
 
     def marker_counts(self, query: dict) -> list[dict]:
         """(account, day, provider, kind) -> count, from the markers: one
