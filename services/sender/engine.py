@@ -34,6 +34,7 @@ from services.sender.throttle import RateLimiter
 from shared import topics
 from shared.events import new_event
 from shared.logs import mask_emails
+from shared.privacy_answers import pseudonym
 
 log = logging.getLogger(__name__)
 SOURCE = "sender"
@@ -213,7 +214,8 @@ class Engine:
             cancelled = campaigns[job.job_id].status == CANCELLED and not job.test
             reason = "cancelled" if cancelled else blocked.get(job.job_id)
             if reason:
-                outcomes.append(self._settle(job, SKIPPED, "delivery.skipped", {"reason": reason}))
+                outcomes.append(self._settle(job, SKIPPED, "delivery.skipped", {"reason": reason},
+                                             erased=reason == "erased"))
                 result[job.job_id] = DONE
             else:
                 sendable.append(job)
@@ -324,12 +326,16 @@ class Engine:
         return self._settle(job, DEFERRED, "delivery.deferred", detail, reply), DONE
 
     def _settle(self, job: Job, state: str, event_type: str, fields: dict,
-                kept: dict | None = None):
+                kept: dict | None = None, erased: bool = False):
         """Announce the outcome (fields: the event's data) and return its
-        record; `kept` goes into the record only, never onto the stream."""
+        record; `kept` goes into the record only, never onto the stream. A
+        job skipped because its contact was erased is told under a pseudonym
+        and without its domain: the erasure ran before this record existed,
+        so nothing would replace them later."""
         data = {"job_id": job.job_id, "campaign_id": job.campaign_id,
-                "contact_id": job.contact_id, "attempt": job.attempt,
-                "recipient_domain": job.recipient_domain[:255], "test": job.test,
+                "contact_id": pseudonym() if erased else job.contact_id,
+                "attempt": job.attempt, "test": job.test,
+                **({} if erased else {"recipient_domain": job.recipient_domain[:255]}),
                 **{k: v for k, v in fields.items() if v is not None}}
         self.publisher.publish(self.settings.routes.delivery, self._event(job, event_type, data),
                                key=job.job_id)

@@ -127,6 +127,20 @@ def test_cancelled_and_blocked_are_skipped_and_finished_jobs_announced_again():
     assert reasons == {"j1": "cancelled", "j2": "unsubscribed"}
 
 
+def test_a_job_skipped_for_an_erased_contact_names_neither_the_contact_nor_its_domain():
+    """The erasure replaced the contact id in the records that existed; a
+    job still queued was skipped after it, and its record and event named
+    the real id and the recipient's domain, which nothing would replace."""
+    fakes = Fakes([campaign()], blocked={"j1": "erased", "j2": "unsubscribed"})
+    fakes.engine().handle([[job(1), job(2)]])
+    skipped = {d["job_id"]: d for _, t, d in fakes.published if t == "delivery.skipped"}
+    assert skipped["j1"]["contact_id"].startswith("erased-") and "recipient_domain" not in \
+        skipped["j1"]
+    assert skipped["j2"]["contact_id"] == "p2" and skipped["j2"]["recipient_domain"]
+    record = {j: fields for j, _, fields in fakes.records}["j1"]
+    assert record["event"]["data"]["contact_id"] == skipped["j1"]["contact_id"]
+
+
 def test_a_dead_job_found_finished_goes_to_the_dead_letters_again():
     """Its send.dead and delivery.failed went out together; when their flush
     failed, the redelivered job was found finished and only delivery.failed
