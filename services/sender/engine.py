@@ -167,7 +167,11 @@ class Engine:
                     result[job.job_id] = over
                     break
                 ready.append(job)
-        self.parked.park(paused)
+        if paused:
+            # An erased contact's job parks without its address: the erasure
+            # rewrote the parked jobs there were, not the ones parked after it.
+            blocked = self.contacts.blocked(paused)
+            self.parked.park(paused, erased={j for j, why in blocked.items() if why == "erased"})
         metrics.PARKED.inc(len(paused))
         return ready
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
-from services.sender.store import ContactStateStore
+from services.sender.store import ERASED_ADDRESS, ContactStateStore
 from shared.erased_accounts import ErasedAccounts
 from shared.mongo import delete_all
 from shared.privacy_answers import answer, contact_id_or_wait, pseudonym
@@ -125,7 +125,7 @@ def erase(db, account_id: str, contact_id: str) -> int:
     # A job parked while its campaign is paused is skipped when it goes back
     # (the contact is erased); its address goes now.
     db.parked_jobs.update_many({"account_id": account_id, "contact_id": contact_id},
-                               {"$set": {"data.recipient": {"email": "erased@invalid"}}})
+                               {"$set": {"data.recipient": {"email": ERASED_ADDRESS}}})
     return db.deliveries.update_many(
         {"account_id": account_id, "event.data.contact_id": contact_id},
         {"$set": {"event.data.contact_id": pseudonym()},

@@ -38,6 +38,7 @@ INDEXES = {
 }
 
 BLOCKING_STATUSES = ("bounced", "complained", "erased")
+ERASED_ADDRESS = "erased@invalid"  # what an erased contact's parked jobs carry instead
 
 
 def utcnow() -> datetime:
@@ -328,9 +329,13 @@ class ParkedJobs:
     def __init__(self, db: Database):
         self.col = db["parked_jobs"]
 
-    def park(self, jobs: list[Job]) -> None:
+    def park(self, jobs: list[Job], erased: set[str] | frozenset[str] = frozenset()) -> None:
+        """`erased`: ids of jobs whose contact was erased, parked without
+        the recipient (skipped when they go back)."""
         docs = [{"_id": j.job_id, "campaign_id": j.campaign_id, "account_id": j.account_id,
-                 "contact_id": j.contact_id, "data": j.data, "parked_at": utcnow()} for j in jobs]
+                 "contact_id": j.contact_id, "parked_at": utcnow(),
+                 "data": {**j.data, "recipient": {"email": ERASED_ADDRESS}}
+                 if j.job_id in erased else j.data} for j in jobs]
         insert_new(self.col, docs)  # one already there: parked before (a redelivered copy)
 
     def campaigns(self) -> list[str]:

@@ -106,3 +106,12 @@ def test_another_accounts_request_naming_the_contact_silences_nothing(mongo_db):
     assert mongo_db.parked_jobs.find_one({"_id": "p1"})["data"]["recipient"]["email"] == \
         "someone@example.com"
     assert states.blocked([_job("q2", "c1", account_id="intruder")]) == {"q2": "erased"}
+
+
+def test_a_job_parked_after_the_erasure_keeps_no_address(mongo_db):
+    """The erasure rewrote the address of the jobs parked then; one parked
+    after it (its campaign paused later) kept the address until it went back."""
+    from services.sender.store import ParkedJobs
+    ParkedJobs(mongo_db).park([_job("late", "c1"), _job("other", "c2")], erased={"late"})
+    stored = {d["_id"]: d["data"]["recipient"]["email"] for d in mongo_db.parked_jobs.find()}
+    assert stored == {"late": "erased@invalid", "other": "someone@example.com"}

@@ -47,8 +47,9 @@ class Fakes:
     def record(self, outcomes, patience=0.0):
         self.records.extend(outcomes)
 
-    def park(self, jobs):
+    def park(self, jobs, erased=frozenset()):
         self.parked_jobs.extend(jobs)
+        self.parked_erased = set(erased)
 
     # messenger
     def submit(self, tasks, deadline):
@@ -139,6 +140,13 @@ def test_a_job_skipped_for_an_erased_contact_names_neither_the_contact_nor_its_d
     assert skipped["j2"]["contact_id"] == "p2" and skipped["j2"]["recipient_domain"]
     record = {j: fields for j, _, fields in fakes.records}["j1"]
     assert record["event"]["data"]["contact_id"] == skipped["j1"]["contact_id"]
+
+
+def test_an_erased_contacts_job_of_a_paused_campaign_is_parked_without_its_address():
+    fakes = Fakes([campaign("c1", status="paused")], blocked={"j1": "erased", "j2": "unsubscribed"})
+    fakes.engine().handle([[job(1, "c1"), job(2, "c1")]])
+    assert [j.job_id for j in fakes.parked_jobs] == ["j1", "j2"]
+    assert fakes.parked_erased == {"j1"}   # only erasure strips the address now
 
 
 def test_a_dead_job_found_finished_goes_to_the_dead_letters_again():
