@@ -63,3 +63,15 @@ def test_processes_without_gunicorn_keep_their_metrics_in_memory(doc):
             continue
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         assert env.get("PROMETHEUS_MULTIPROC_DIR") == "", container["name"]
+
+
+def test_every_deployment_of_several_replicas_has_a_disruption_budget():
+    """Without one, a node drain may evict every replica of a service at once."""
+    docs = [doc for _, doc in documents()]
+    budgets = {tuple(sorted(d["spec"]["selector"]["matchLabels"].items()))
+               for d in docs if d["kind"] == "PodDisruptionBudget"
+               and d["spec"].get("minAvailable", 0) >= 1}
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        if deployment["spec"].get("replicas", 1) > 1:
+            labels = tuple(sorted(deployment["spec"]["selector"]["matchLabels"].items()))
+            assert labels in budgets, deployment["metadata"]["name"]
