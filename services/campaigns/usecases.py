@@ -231,14 +231,13 @@ def _happened(entry: dict, campaign: dict | None) -> bool:
     return entry["type"] != "campaign.launched" or bool(campaign.get("launched_at"))
 
 
-def publish_staged(ports: Ports, older_than: timedelta,
-                   drop_after: timedelta | None = None) -> int:
+def publish_staged(ports: Ports, older_than: timedelta) -> int:
     """Publish the staged events whose status change happened. One whose
-    change has not happened is dropped only after `drop_after`: the call
-    that staged it may still be changing the status (a slow database), and
-    if its own publish then failed, nothing else would announce it."""
+    change has not happened is dropped only after OUTBOX_DROP_AFTER: the
+    call that staged it may still be changing the status (a slow database),
+    and if its own publish then failed, nothing else would announce it."""
     published = 0
-    drop_before = utcnow() - (drop_after or OUTBOX_DROP_AFTER)
+    drop_before = utcnow() - OUTBOX_DROP_AFTER
     for entry in ports.campaigns.staged_events(older_than):
         if _happened(entry, ports.campaigns.get_any(entry["campaign_id"])):
             _publish(ports, [entry])

@@ -149,9 +149,9 @@ class ContactOne(MethodView):
         """Delete a contact (the consent log keeps its pseudonymous entries;
         the delete is audited)."""
         p = ports()
-        usecases.get_contact(p, account(), contact_id)
+        contact = usecases.get_contact(p, account(), contact_id)
         audit.record(p.producer, account(), "contact.deleted", actor(), "contact", contact_id)
-        usecases.delete_contact(p, account(), contact_id)
+        usecases.delete_contact(p, contact)
 
 
 @blp.route("/contacts/<contact_id>/lists/<list_id>")
