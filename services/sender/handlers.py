@@ -44,23 +44,25 @@ def contact_handlers(store: ContactStateStore) -> dict:
             account_id = event.account_id if data["scope"] == "account" else None
             store.address_suppressed(data["email_hash"], account_id, data["reason"])
         if data.get("contact_id"):  # an address-only suppression names no contact
-            store.suppressed(data["contact_id"])
+            store.suppressed(event.account_id, data["contact_id"])
 
     def unsuppressed(event):
         data = event.data
         store.address_unsuppressed(data["email_hash"], event.account_id)
         if data.get("contact_id"):
-            store.unsuppressed(data["contact_id"])
+            store.unsuppressed(event.account_id, data["contact_id"])
 
     def unsubscribed(event):
         # list_id null: every list of the account, as contacts reads it
-        store.unsubscribed(event.data["contact_id"], event.data.get("list_id"), _time(event))
+        data = event.data
+        store.unsubscribed(event.account_id, data["contact_id"], data.get("list_id"), _time(event))
 
     def subscribed(event):
-        store.subscribed(event.data["contact_id"], event.data["list_id"], _time(event))
+        data = event.data
+        store.subscribed(event.account_id, data["contact_id"], data["list_id"], _time(event))
 
     def status_is(status):
-        return lambda e: store.status(e.data["contact_id"], status, _time(e))
+        return lambda e: store.status(e.account_id, e.data["contact_id"], status, _time(e))
 
     return {
         "contact.unsubscribed": unsubscribed,
@@ -68,7 +70,7 @@ def contact_handlers(store: ContactStateStore) -> dict:
         "contact.suppressed": suppressed,
         "contact.unsuppressed": unsuppressed,
         "contact.status_changed":
-            lambda e: store.status(e.data["contact_id"], e.data["status"], _time(e)),
+            lambda e: store.status(e.account_id, e.data["contact_id"], e.data["status"], _time(e)),
         "contact.erased": status_is("erased"),
         "tracking.unsubscribed": unsubscribed,
         "tracking.complained": status_is("complained"),

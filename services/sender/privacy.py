@@ -1,18 +1,23 @@
 """The sender's answer to data-subject requests (privacy.requested).
 
-The sender never stores an address: send jobs carry it through Kafka
-(7-day retention) and it exists only in memory while a message is composed.
-Its database holds, per job, the delivery record (contact id, recipient
-domain, masked SMTP reply) and, per contact id, the state checked at send
-time.
+The sender keeps no address for long: send jobs carry it through Kafka
+(7-day retention), it exists in memory while a message is composed, and a
+paused campaign's jobs hold it in `parked_jobs` until the campaign goes on.
+Its database also holds, per job, the delivery record (contact id,
+recipient domain, masked SMTP reply) and, per contact id, the state checked
+at send time.
 
-- access: the messages sent to the contact, with dates and outcomes.
+- access: the messages sent to the contact, with dates and outcomes; the
+  jobs parked for it (with the recipient data they carry); and what the
+  send-time check holds on it for the requesting account.
 - erasure: the contact's send-time state becomes "erased" at once (jobs
   already queued for them are skipped, even before contacts' contact.erased
   arrives), and its delivery records keep their outcome under a random
   pseudonym, without recipient domain or SMTP reply.
 - restriction: the contact is suppressed at send time (queued jobs skipped).
-- rectification: nothing held to correct (jobs carry what contacts holds).
+- rectification: nothing corrected here. Jobs carry the contact as the
+  fan-out read it, and a parked one keeps that copy until its campaign
+  resumes (docs/privacy.md, "Known gaps").
 """
 from __future__ import annotations
 
@@ -69,9 +74,9 @@ def handle_privacy_request(runtime, event) -> None:
         return
     kind = data["kind"]
     if kind == "access":
-        messages = collect(db, event.account_id, contact_id)
-        answer(runtime.producer(), event, SERVICE, "done" if messages else "not_found",
-               export={"messages": messages})
+        export = collect_all(db, event.account_id, contact_id)
+        answer(runtime.producer(), event, SERVICE, "done" if any(export.values()) else "not_found",
+               export=export)
     elif kind == "erasure":
         changed = erase(db, event.account_id, contact_id)
         answer(runtime.producer(), event, SERVICE, "done",
@@ -90,7 +95,8 @@ def erase_account(db, account_id: str) -> None:
     """First the mark that drops the account's jobs still queued (send.jobs,
     send.retry): without their campaign they would hold their partitions.
     Then the jobs parked for its paused campaigns (they carry addresses),
-    the claims of its campaigns, its delivery records and its state."""
+    the claims of its campaigns, its delivery records, its contacts'
+    send-time state and its suppressed address hashes."""
     ErasedAccounts(db).mark(account_id)
     campaign_ids = [c["_id"] for c in db.campaigns.find({"account_id": account_id}, {"_id": 1})]
     delete_all(db.parked_jobs, {"account_id": account_id})
@@ -99,10 +105,41 @@ def erase_account(db, account_id: str) -> None:
     delete_all(db.deliveries, {"account_id": account_id})
     delete_all(db.campaigns, {"account_id": account_id})
     delete_all(db.blocked_addresses, {"account_id": account_id})
+    ContactStateStore(db).forget_account(account_id)
 
 
 def _records(db, account_id: str, contact_id: str):
     return db.deliveries.find({"account_id": account_id, "event.data.contact_id": contact_id})
+
+
+def collect_all(db, account_id: str, contact_id: str) -> dict:
+    return {"messages": collect(db, account_id, contact_id),
+            "queued_messages": _parked(db, account_id, contact_id),
+            "send_time_state": _state(db, account_id, contact_id)}
+
+
+def _parked(db, account_id: str, contact_id: str) -> list[dict]:
+    """Jobs set aside while their campaign is paused: they hold the
+    recipient as the fan-out gave it (address, name, merge fields)."""
+    return [{"job_id": job["_id"], "campaign_id": job.get("campaign_id"),
+             "parked_at": job["parked_at"].isoformat() if job.get("parked_at") else None,
+             "recipient": (job.get("data") or {}).get("recipient")}
+            for job in db.parked_jobs.find({"account_id": account_id, "contact_id": contact_id})]
+
+
+def _state(db, account_id: str, contact_id: str) -> dict:
+    """What the send-time check holds on the contact for this account: the
+    owner's state (lists unsubscribed from, status, suppression) only when
+    the contact is this account's, and this account's own marks."""
+    state = db.contacts.find_one({"_id": contact_id}) or {}
+    out = {}
+    if state.get("account_id") == account_id:
+        out = {key: state[key] for key in ("status", "suppressed", "all_lists", "lists")
+               if key in state}
+    for mark in ("erased_by", "restricted_by"):
+        if account_id in state.get(mark, ()):
+            out[mark.removesuffix("_by")] = True
+    return out
 
 
 def collect(db, account_id: str, contact_id: str) -> list[dict]:

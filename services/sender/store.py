@@ -121,24 +121,32 @@ class ContactStateStore:
         self.addresses = db["blocked_addresses"]
         self.salt = salt
 
-    def unsubscribed(self, contact_id: str, list_id: str | None,
+    # The owner's changes (from contacts.events and tracking.events, whose
+    # account is the contact's) record that account, so its erasure finds
+    # the state; a privacy request's mark, which any account can place on
+    # any id, never does.
+    def unsubscribed(self, account_id: str, contact_id: str, list_id: str | None,
                      at: datetime | None = None) -> None:
         if list_id is None:
-            self._change(contact_id, "all", at, {"$set": {"all_lists": True}})
+            self._change(account_id, contact_id, "all", at, {"$set": {"all_lists": True}})
         else:
-            self._change(contact_id, f"list:{list_id}", at, {"$addToSet": {"lists": list_id}})
+            self._change(account_id, contact_id, f"list:{list_id}", at,
+                         {"$addToSet": {"lists": list_id}})
 
-    def subscribed(self, contact_id: str, list_id: str | None, at: datetime | None = None) -> None:
+    def subscribed(self, account_id: str, contact_id: str, list_id: str | None,
+                   at: datetime | None = None) -> None:
         # Only a contact with a state is updated: every import subscribes, and
         # a document per contact would only grow what the send-time check reads.
         if list_id is None:
-            self._change(contact_id, "all", at, {"$set": {"all_lists": False}}, upsert=False)
-        else:
-            self._change(contact_id, f"list:{list_id}", at, {"$pull": {"lists": list_id}},
+            self._change(account_id, contact_id, "all", at, {"$set": {"all_lists": False}},
                          upsert=False)
+        else:
+            self._change(account_id, contact_id, f"list:{list_id}", at,
+                         {"$pull": {"lists": list_id}}, upsert=False)
 
-    def suppressed(self, contact_id: str) -> None:
-        self.col.update_one({"_id": contact_id}, {"$set": {"suppressed": True}}, upsert=True)
+    def suppressed(self, account_id: str, contact_id: str) -> None:
+        self.col.update_one({"_id": contact_id},
+                            _owned({"$set": {"suppressed": True}}, account_id), upsert=True)
 
     # A privacy request names its contact id as the caller gave it: its
     # erasure or restriction holds for the requesting account's jobs only,
@@ -151,15 +159,33 @@ class ContactStateStore:
         self.col.update_one({"_id": contact_id}, {"$addToSet": {"restricted_by": account_id}},
                             upsert=True)
 
-    def unsuppressed(self, contact_id: str) -> None:
-        self.col.update_one({"_id": contact_id}, {"$unset": {"suppressed": ""}})
+    def unsuppressed(self, account_id: str, contact_id: str) -> None:
+        self.col.update_one({"_id": contact_id},
+                            _owned({"$unset": {"suppressed": ""}}, account_id))
 
-    def status(self, contact_id: str, status: str, at: datetime | None = None) -> None:
-        self._change(contact_id, "status", at, {"$set": {"status": status}})
+    def status(self, account_id: str, contact_id: str, status: str,
+               at: datetime | None = None) -> None:
+        self._change(account_id, contact_id, "status", at, {"$set": {"status": status}})
 
-    def _change(self, contact_id: str, what: str, at: datetime | None, update: dict,
-                upsert: bool = True) -> None:
+    def forget_account(self, account_id: str) -> None:
+        """An erased account: the states of its contacts go, and so do its
+        privacy marks on any other id (they only held its own jobs back)."""
+        delete_all(self.col, {"account_id": account_id})
+        marked = [d["_id"] for d in self.col.find(
+            {"$or": [{"erased_by": account_id}, {"restricted_by": account_id}]}, {"_id": 1})]
+        for mark in ("erased_by", "restricted_by"):
+            self.col.update_many({mark: account_id}, {"$pull": {mark: account_id}})
+        # A state that held nothing but that account's marks is empty now.
+        empty = [d["_id"] for d in self.col.find({"_id": {"$in": marked}})
+                 if not set(d) - {"_id", "erased_by", "restricted_by"}
+                 and not d.get("erased_by") and not d.get("restricted_by")]
+        if empty:
+            delete_all(self.col, {"_id": {"$in": empty}})
+
+    def _change(self, account_id: str, contact_id: str, what: str, at: datetime | None,
+                update: dict, upsert: bool = True) -> None:
         query: dict[str, Any] = {"_id": contact_id}
+        update = _owned(update, account_id)
         if at is not None:
             stamp = f"changed_at.{what}"
             query["$or"] = [{stamp: {"$exists": False}}, {stamp: {"$lte": at}}]
@@ -210,6 +236,14 @@ class ContactStateStore:
         wanted = list({key for pair in keys.values() for key in pair})
         found = {d["_id"] for d in self.addresses.find({"_id": {"$in": wanted}}, {"_id": 1})}
         return {job_id: "suppressed" for job_id, pair in keys.items() if found.intersection(pair)}
+
+
+def _owned(update: dict, account_id: str) -> dict:
+    """The update, recording the contact's account (none for a platform-wide
+    suppression, whose event names no account)."""
+    if not account_id:
+        return update
+    return {**update, "$set": {**update.get("$set", {}), "account_id": account_id}}
 
 
 def _address_key(hash_: str, account_id: str | None) -> str:

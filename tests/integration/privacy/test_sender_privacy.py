@@ -4,9 +4,9 @@ records keep their outcome under a pseudonym."""
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
-from services.sender import privacy
+from services.sender import handlers, privacy
 from services.sender.domain import Job
-from services.sender.store import ContactStateStore
+from services.sender.store import ContactStateStore, ParkedJobs
 from shared.events import decode, new_event
 from shared.kafka.memory import InMemoryBroker
 from shared.kafka.producer import EventProducer
@@ -111,7 +111,57 @@ def test_another_accounts_request_naming_the_contact_silences_nothing(mongo_db):
 def test_a_job_parked_after_the_erasure_keeps_no_address(mongo_db):
     """The erasure rewrote the address of the jobs parked then; one parked
     after it (its campaign paused later) kept the address until it went back."""
-    from services.sender.store import ParkedJobs
     ParkedJobs(mongo_db).park([_job("late", "c1"), _job("other", "c2")], erased={"late"})
     stored = {d["_id"]: d["data"]["recipient"]["email"] for d in mongo_db.parked_jobs.find()}
     assert stored == {"late": "erased@invalid", "other": "someone@example.com"}
+
+
+def _contact_event(type_, account_id, data):
+    return new_event(type_, source="sandesh.contacts", subject=data["contact_id"],
+                     account_id=account_id, data=data)
+
+
+def _account_erasure(account_id):
+    return new_event("privacy.requested", source="sandesh.privacy", subject="r2",
+                     account_id=account_id, data={"request_id": "r2", "kind": "erasure",
+                                                  "subject": {"kind": "account"}})
+
+
+def test_access_includes_the_parked_jobs_and_the_send_time_state(mongo_db):
+    """A parked job holds the recipient's address, name and fields: what the
+    sender holds on the contact, so the export shows it. The send-time state
+    is shown to its owner only: another account naming the id sees none of it."""
+    broker, runtime = _setup(mongo_db)
+    table = handlers.contact_handlers(ContactStateStore(mongo_db))
+    table["contact.unsubscribed"](_contact_event("contact.unsubscribed", ACCOUNT,
+                                                 {"contact_id": "c1", "list_id": "l1"}))
+    ParkedJobs(mongo_db).park([Job.from_event(ACCOUNT, {
+        "job_id": "p1", "campaign_id": "camp2", "contact_id": "c1", "attempt": 0,
+        "recipient": {"email": "someone@example.com", "name": "Some One"}})])
+    privacy.handle_privacy_request(runtime, _request("access", "c1"))
+    privacy.handle_privacy_request(runtime, _request("access", "c1", account_id="intruder"))
+    owner, intruder = _answers(broker)
+    [parked] = owner["export"]["queued_messages"]
+    assert parked["job_id"] == "p1" and parked["campaign_id"] == "camp2"
+    assert parked["recipient"] == {"email": "someone@example.com", "name": "Some One"}
+    assert owner["export"]["send_time_state"]["lists"] == ["l1"]
+    assert intruder["status"] == "not_found"
+    assert intruder["export"] == {"messages": [], "queued_messages": [], "send_time_state": {}}
+
+
+def test_an_account_erasure_deletes_its_contacts_send_time_state_and_its_marks(mongo_db):
+    broker, runtime = _setup(mongo_db)
+    states = ContactStateStore(mongo_db)
+    table = handlers.contact_handlers(states)
+    table["contact.unsubscribed"](_contact_event("contact.unsubscribed", ACCOUNT,
+                                                 {"contact_id": "mine", "list_id": "l1"}))
+    table["contact.status_changed"](_contact_event("contact.status_changed", "other",
+                                                   {"contact_id": "theirs", "status": "bounced"}))
+    # this account's marks: on an id nobody else has a state for, and on the other's contact
+    privacy.handle_privacy_request(runtime, _request("erasure", "stray"))
+    privacy.handle_privacy_request(runtime, _request("restriction", "theirs"))
+    privacy.handle_privacy_request(runtime, _account_erasure(ACCOUNT))
+    left = {d["_id"]: d for d in mongo_db.contacts.find()}
+    assert set(left) == {"theirs"}
+    assert left["theirs"]["status"] == "bounced" and not left["theirs"].get("restricted_by")
+    assert states.blocked([_job("q", "theirs", account_id="other")]) == {"q": "bounced"}
