@@ -6,7 +6,8 @@ address hash of a request into a contact id (it answers with the id, and
 the privacy service asks the id-only services again).
 
 - access: the contact record, memberships (with list names), the consent
-  log and suppression entries of the address.
+  log, the suppression entries of the address and the account's history
+  of suppressing and lifting it.
 - erasure: the salted hash goes on the platform-wide suppression list
   (reason erasure) first, so no import brings the address back; then the
   consent entries and the contact (its memberships and custom fields are
@@ -106,11 +107,21 @@ def collect(store: ContactsStore, contact: dict) -> dict:
     suppressions = [{"scope": e.get("scope"), "reason": e.get("reason"),
                      "since": _plain(e.get("created_at"))}
                     for e in store.suppression_entries(account_id, [contact["email_hash"]])]
+    # The account's own additions and removals of the address, with their
+    # notes (free text, which may say anything about the person). Platform-
+    # wide entries came from other accounts' complaints and erasures: the
+    # `suppressions` above say only that one exists.
+    history = [{"action": e.get("action"), "reason": e.get("reason"), "note": e.get("note"),
+                "at": _plain(e.get("at"))}
+               for e in store.suppression_log.find({"account_id": account_id,
+                                                    "email_hash": contact["email_hash"]})
+               .sort("at", 1)]
     record = {k: _plain(contact.get(k)) for k in
               ("email", "name", "fields", "status", "suppressed", "origin", "created_at",
                "updated_at")}
     return {"contact": {"id": contact["_id"], **record}, "memberships": memberships,
-            "consent_log": consent, "suppressions": suppressions}
+            "consent_log": consent, "suppressions": suppressions,
+            "suppression_history": history}
 
 
 def _plain(value):

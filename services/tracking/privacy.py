@@ -5,8 +5,8 @@ records (job -> contact, sent time, last click), in the id of its per-contact
 markers ("<campaign>|open_unique|human|<contact id>"), and in soft-bounce
 tallies.
 
-- access: the messages it saw delivered, and the opens, clicks,
-  unsubscribes and complaints it counted, per campaign.
+- access: the messages it saw delivered, the opens, clicks, unsubscribes
+  and complaints it counted, per campaign, and its soft-bounce tally.
 - erasure: the contact id is replaced by a random pseudonym everywhere.
   Nothing is deleted, so campaign totals (and a recount from the markers)
   stay exactly what they were, and nothing leads back to the person.
@@ -92,7 +92,17 @@ def collect(db, account_id: str, contact_id: str) -> dict:
                                 "sent_at": d["sent_at"].isoformat() if d.get("sent_at") else None}
                                for d in deliveries],
         "engagement": sorted(events, key=lambda e: (e["campaign_id"], e["event"])),
+        "soft_bounces": _soft_bounces(db, account_id, contact_id),
     }
+
+
+def _soft_bounces(db, account_id: str, contact_id: str) -> dict | None:
+    """The tally that turns repeated soft bounces into a hard one."""
+    tally = db.soft_bounces.find_one({"_id": f"{account_id}|{contact_id}"})
+    if tally is None:
+        return None
+    return {"messages": sorted(tally.get("jobs") or []),
+            "last_at": tally["at"].isoformat() if tally.get("at") else None}
 
 
 def erase(db, account_id: str, contact_id: str) -> int:

@@ -67,6 +67,22 @@ def test_access_by_address_returns_record_memberships_and_consent(world):
     assert export["consent_log"] and export["consent_log"][0]["action"] == "subscribe"
 
 
+
+def test_access_includes_the_accounts_suppression_history_of_the_address(world):
+    """Each time the account suppressed the address or lifted it, with the
+    note its user wrote; another account's platform-wide entry shows only
+    as an entry, never its history."""
+    usecases.suppress(world.ports, ACCOUNT, _hash(), "manual", "user-1", note="asked by phone")
+    usecases.lift_suppression(world.ports, ACCOUNT, _hash(), "re-consented", "user-1")
+    usecases.suppress(world.ports, None, _hash(), "complaint", "tracking",
+                      origin_account_id="another-account")
+    privacy.handle_privacy_request(world.runtime, _request("access", {"email_hash": _hash()}))
+    [answer] = _answers(world.broker)
+    history = answer["export"]["suppression_history"]
+    assert [(h["action"], h["reason"]) for h in history] == [("add", "manual"),
+                                                             ("remove", "re-consented")]
+    assert history[0]["note"] == "asked by phone" and history[0]["at"]
+
 def test_an_erasure_whose_last_flush_fails_is_finished_by_its_redelivery(world, monkeypatch):
     """The contact was deleted before its events and the answer were out: a
     failed flush then left a redelivery that found no contact, answered

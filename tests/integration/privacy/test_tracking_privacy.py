@@ -66,6 +66,18 @@ def test_access_lists_messages_opens_and_clicks(mongo_db):
     assert [m["job_id"] for m in export["messages_delivered"]] == ["job-1"]
     events = {(e["event"], e.get("link_index")) for e in export["engagement"]}
     assert {("opened", None), ("clicked", None), ("clicked_link", 1)} <= events
+    assert export["soft_bounces"] is None
+
+
+def test_access_includes_the_soft_bounce_tally(mongo_db):
+    broker, runtime = _setup(mongo_db)
+    store = TrackingStore(mongo_db)
+    store.add_soft_bounce(ACCOUNT, "contact-1", "job-1")
+    store.add_soft_bounce("another-account", "contact-1", "job-x")  # not this account's
+    privacy.handle_privacy_request(runtime, _request("access", "contact-1"))
+    [answer] = _answers(broker)
+    tally = answer["export"]["soft_bounces"]
+    assert tally["messages"] == ["job-1"] and tally["last_at"]
 
 
 def test_erasure_pseudonymises_and_keeps_the_totals(mongo_db):
