@@ -24,10 +24,17 @@ def contact_id_or_wait(event: Event) -> tuple[str | None, bool]:
     return None, bool(event.data.get("resolved"))
 
 
+PSEUDONYM_PREFIX = "erased-"
+
+
 def pseudonym() -> str:
     """What replaces an erased contact's id in records kept for the totals:
     random, so nothing maps it back (not even to the old id)."""
-    return "erased-" + uuid.uuid4().hex[:20]
+    return PSEUDONYM_PREFIX + uuid.uuid4().hex[:20]
+
+
+def is_pseudonym(contact_id: str | None) -> bool:
+    return bool(contact_id) and contact_id.startswith(PSEUDONYM_PREFIX)
 
 
 def answer(producer, event: Event, service: str, status: str, *, export: dict | None = None,

@@ -12,6 +12,7 @@ from services.privacy import aggregates, usecases
 from services.privacy.store import PrivacyStore
 from shared import topics
 from shared.erased_accounts import ErasedAccounts
+from shared.erased_contacts import ErasedContacts
 
 GROUP = "privacy"
 TOPICS = [topics.PRIVACY_REQUESTS, topics.PRIVACY_ACKS, topics.AUDIT_EVENTS]
@@ -40,5 +41,7 @@ def build_aggregate_counter(runtime):
     one insert (one insert per event cost FerretDB ~1 ms apiece, the largest
     share of its work during a campaign)."""
     count = partial(aggregates.count_deliveries, PrivacyStore(runtime.db))
-    erased = ErasedAccounts(runtime.db)
-    return lambda events: count(erased.drop_events(events))
+    erased, contacts = ErasedAccounts(runtime.db), ErasedContacts(runtime.db)
+    # An erased contact's late deliveries count under a pseudonym: its
+    # markers, with its id, were deleted.
+    return lambda events: count(contacts.screen(erased.drop_events(events)))

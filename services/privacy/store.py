@@ -13,6 +13,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from shared.erased_accounts import ErasedAccounts
+from shared.erased_contacts import ErasedContacts
 from shared.mongo import delete_all, insert_new
 
 INDEXES = {
@@ -26,6 +27,7 @@ INDEXES = {
                     IndexModel([("day", ASCENDING)]),
                     IndexModel([("contact_id", ASCENDING)])],
     "aggregates": [IndexModel([("account_id", ASCENDING), ("day", ASCENDING)])],
+    "erased_contacts": [IndexModel([("at", ASCENDING)]), IndexModel([("account_id", ASCENDING)])],
 }
 
 
@@ -166,6 +168,8 @@ class PrivacyStore:
         (an export is a copy of the contact's data)."""
         if not contact_ids:
             return
+        # First, so that its deliveries still coming count under a pseudonym.
+        ErasedContacts(self.db).mark(account_id, contact_ids)
         delete_all(self.db.agg_markers, {"account_id": account_id,
                                          "contact_id": {"$in": contact_ids}})
         accessed = [r["_id"] for r in self.db.requests.find(
@@ -189,6 +193,7 @@ class PrivacyStore:
         ErasedAccounts(self.db).mark(account_id)
         for collection in ("export_parts", "agg_markers", "aggregates", "notice_acks"):
             delete_all(self.db[collection], {"account_id": account_id})
+        ErasedContacts(self.db).forget_account(account_id)
         self.db.requests.update_many({"account_id": account_id, "changes": {"$exists": True}},
                                      {"$unset": {"changes": ""}})
 

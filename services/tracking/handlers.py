@@ -15,6 +15,7 @@ from services.tracking.settings import SETTINGS
 from services.tracking.store import TrackingStore
 from shared import topics
 from shared.erased_accounts import ErasedAccounts
+from shared.erased_contacts import ErasedContacts
 
 GROUP = "tracking"
 TOPICS = [topics.DELIVERY_EVENTS, topics.TRACKING_EVENTS, topics.CAMPAIGNS_EVENTS,
@@ -35,10 +36,12 @@ def build_counter(runtime) -> StatsCounter:
 
 
 def build_batch_handler(runtime):
-    """The counter's handle_batch, without a deleted account's late events
-    (counting them would bring back what its erasure deleted)."""
+    """The counter's handle_batch, without a deleted account's late events,
+    and with an erased contact's screened (counting them as they come would
+    bring back what the erasure deleted)."""
     counter, erased = build_counter(runtime), ErasedAccounts(runtime.db)
-    return lambda events: counter.handle_batch(erased.drop_events(events))
+    contacts = ErasedContacts(runtime.db)
+    return lambda events: counter.handle_batch(contacts.screen(erased.drop_events(events)))
 
 
 def build_handlers(runtime) -> dict:

@@ -34,6 +34,9 @@ HITS_DROPPED = Counter("sandesh_tracking_hits_dropped_total",
 PUBLISH_FAILURES = Counter("sandesh_tracking_publish_failures_total",
                            "Batches of tracking events that failed to reach Kafka (retried)",
                            ["service"])
+HITS_OF_ERASED = Counter("sandesh_tracking_hits_of_erased_contacts_total",
+                         "Open/click events not published: their contact was erased "
+                         "(mail the person still has)", ["service"])
 HITS_INVALID = Counter("sandesh_tracking_hits_invalid_total",
                        "Open/click events dropped because they fail their schema (a bug)",
                        ["service"])
@@ -51,9 +54,12 @@ RELAY_EVERY_SECONDS = 5.0
 class HitPublisher:
     def __init__(self, producer: Callable[[], EventProducer], *, limit: int,
                  flush_seconds: float, relay: Callable[[EventProducer], None] | None = None,
-                 service: str = "tracking"):
+                 withheld: Callable[[Event], bool] | None = None, service: str = "tracking"):
+        """`withheld`: true for an event that must not be published (its
+        contact was erased: see shared/erased_contacts.py)."""
         self._producer = producer
         self._relay = relay
+        self._withheld = withheld
         self.limit = limit
         self.flush_seconds = flush_seconds
         self._queue: deque[tuple[str, Pending, str]] = deque()
@@ -64,6 +70,7 @@ class HitPublisher:
         self._dropped = HITS_DROPPED.labels(service)
         self._failures = PUBLISH_FAILURES.labels(service)
         self._invalid = HITS_INVALID.labels(service)
+        self._of_erased = HITS_OF_ERASED.labels(service)
         self._last_relay = 0.0
 
     def submit(self, topic: str, event: Pending, key: str) -> bool:
@@ -123,6 +130,9 @@ class HitPublisher:
             for n, (topic, pending, key) in enumerate(batch):
                 event = pending if isinstance(pending, Event) else pending()
                 batch[n] = (topic, event, key)
+                if self._withheld is not None and self._withheld(event):
+                    self._of_erased.inc()
+                    continue
                 try:
                     producer.publish(topic, event, key)
                 except InvalidEvent:

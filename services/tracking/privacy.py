@@ -9,7 +9,11 @@ tallies.
   and complaints it counted, per campaign, and its soft-bounce tally.
 - erasure: the contact id is replaced by a random pseudonym everywhere.
   Nothing is deleted, so campaign totals (and a recount from the markers)
-  stay exactly what they were, and nothing leads back to the person.
+  stay exactly what they were, and nothing leads back to the person. The
+  contact is noted as erased first: its deliveries and bounces still to
+  come are counted under a pseudonym, and its opens, clicks, unsubscribes
+  and complaints from mail it still has are not recorded or published
+  (shared/erased_contacts.py).
 - rectification / restriction: tracking holds no attribute to correct and
   counts only what the contact does; answered done with a note.
 """
@@ -21,6 +25,7 @@ import re
 from pymongo.errors import DuplicateKeyError
 
 from shared.erased_accounts import ErasedAccounts
+from shared.erased_contacts import ErasedContacts
 from shared.mongo import delete_all
 from shared.privacy_answers import answer, contact_id_or_wait, pseudonym
 
@@ -108,7 +113,9 @@ def _soft_bounces(db, account_id: str, contact_id: str) -> dict | None:
 def erase(db, account_id: str, contact_id: str) -> int:
     """Replace the contact id with a pseudonym. Deliveries go last: they are
     how the markers' campaigns are found, so a crash half-way is finished by
-    the redelivered request."""
+    the redelivered request. First the contact is noted as erased, so that
+    its events still coming are not recorded under its id."""
+    ErasedContacts(db).mark(account_id, [contact_id])
     alias = pseudonym()
     deliveries = _deliveries(db, account_id, contact_id)
     campaigns = sorted({d["campaign_id"] for d in deliveries})
@@ -143,3 +150,4 @@ def erase_account(db, account_id: str) -> None:
     delete_all(db.deliveries, {"account_id": account_id})
     delete_all(db.soft_bounces, {"_id": {"$regex": f"^{re.escape(account_id)}\\|"}})
     delete_all(db.campaigns, {"account_id": account_id})
+    ErasedContacts(db).forget_account(account_id)

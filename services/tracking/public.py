@@ -12,7 +12,7 @@ import base64
 import hmac
 import threading
 import time
-from functools import partial
+from functools import cached_property, partial
 from typing import Callable
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -21,6 +21,8 @@ from services.tracking import pages, usecases
 from services.tracking.hits import HitPublisher
 from services.tracking.store import TrackingStore
 from shared import metrics, topics
+from shared.erased_contacts import ErasedContacts
+from shared.events import Event
 from shared.kafka.producer import EventProducer
 from shared.tracking_tokens import Claims, InvalidToken, Keyring, verify
 
@@ -198,7 +200,9 @@ def unsubscribe(token: str):
     event = usecases.unsubscribe_event(claims, whole_account,
                                        "one-click" if one_click else "page")
     try:
-        if usecases.publish_durably(event, deps.sync_producer, deps.store()) == "parked":
+        if deps.of_erased_contact(event):
+            pass  # erased: already suppressed everywhere, and its id must not come back
+        elif usecases.publish_durably(event, deps.sync_producer, deps.store()) == "parked":
             current_app.extensions["tracking_hits"].ensure_running()  # its thread relays
     except Exception:
         return _html(pages.not_found_page().replace("Not found", "Try again later")
@@ -235,7 +239,8 @@ def bounce_webhook():
         return _json_error(413, "too_large", f"reports are limited to {MAX_REPORT_BYTES} bytes")
     try:
         outcome = usecases.take_bounce_report(raw, deps.keyring, deps.store(),
-                                              deps.sync_producer, deps.config.soft_bounce_limit)
+                                              deps.sync_producer, deps.config.soft_bounce_limit,
+                                              deps.erased_contacts)
     except usecases.BounceRejected as exc:
         headers = {"Retry-After": "60"} if exc.status == 503 else None
         return _json_error(exc.status, exc.code, exc.message, headers)
@@ -264,3 +269,11 @@ class Deps:
 
     def store(self) -> TrackingStore:
         return TrackingStore(self.runtime.db)
+
+    @cached_property
+    def erased_contacts(self) -> ErasedContacts:
+        # Made on first use, in the serving process (after gunicorn's fork).
+        return ErasedContacts(self.runtime.db, tolerate_outage=True)
+
+    def of_erased_contact(self, event: Event) -> bool:
+        return self.erased_contacts.erased(event.account_id, event.data.get("contact_id"))

@@ -35,6 +35,7 @@ INDEXES = {
     "soft_bounces": [],
     "pending_events": [],
     "batches": [],
+    "erased_contacts": [IndexModel([("at", ASCENDING)]), IndexModel([("account_id", ASCENDING)])],
 }
 
 

@@ -6,16 +6,18 @@ import logging
 import time
 from datetime import datetime, timezone
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from services.tracking import domain
 from services.tracking.reports import Report, parse_report
 from services.tracking.store import TrackingStore
 from shared import topics
+from shared.erased_contacts import ErasedContacts
 from shared.events import Event, new_event
 from shared.kafka.producer import EventProducer
+from shared.privacy_answers import is_pseudonym, pseudonym
 from shared.tracing import new_trace_id
-from shared.tracking_tokens import Claims, InvalidToken, Keyring, LinkContext, verify
+from shared.tracking_tokens import Claims, InvalidToken, Keyring, verify
 
 log = logging.getLogger(__name__)
 SOURCE = "tracking"
@@ -105,7 +107,16 @@ class BounceOutcome:
     reason: str = ""
 
 
-def resolve_context(report: Report, keyring: Keyring, store: TrackingStore) -> LinkContext:
+class ReportedMessage(NamedTuple):
+    """The message a report is about. Not a LinkContext: the delivery record
+    of an erased contact's message holds a pseudonym, not an id."""
+    account_id: str
+    campaign_id: str
+    contact_id: str
+    job_id: str
+
+
+def resolve_context(report: Report, keyring: Keyring, store: TrackingStore) -> ReportedMessage:
     bounce_jobs, contexts = [], []
     for token in report.bounce_tokens:
         try:
@@ -121,12 +132,12 @@ def resolve_context(report: Report, keyring: Keyring, store: TrackingStore) -> L
             contexts.append(claims.context)
     for ctx in contexts:
         if not bounce_jobs or ctx.job_id in bounce_jobs:
-            return ctx
+            return ReportedMessage(ctx.account_id, ctx.campaign_id, ctx.contact_id, ctx.job_id)
     for job_id in bounce_jobs:
         delivery = store.delivery(job_id)
         if delivery and delivery.get("campaign_id"):
-            return LinkContext(delivery["account_id"], delivery["campaign_id"],
-                               delivery["contact_id"], job_id)
+            return ReportedMessage(delivery["account_id"], delivery["campaign_id"],
+                                   delivery["contact_id"], job_id)
     if bounce_jobs:
         raise BounceRejected(503, "job_not_known_yet",
                              "the message this report is about is not recorded yet; retry later")
@@ -134,14 +145,21 @@ def resolve_context(report: Report, keyring: Keyring, store: TrackingStore) -> L
 
 
 def take_bounce_report(raw: bytes, keyring: Keyring, store: TrackingStore,
-                       producer: Callable[[], EventProducer], soft_limit: int) -> BounceOutcome:
+                       producer: Callable[[], EventProducer], soft_limit: int,
+                       erased_contacts: ErasedContacts | None = None) -> BounceOutcome:
+    """A report about an erased contact's message is told under a fresh
+    pseudonym and adds to no soft-bounce tally: the erasure took the id out
+    of every record, and a report must not bring it back."""
     if not raw.strip():
         raise BounceRejected(400, "empty_body", "the body must be an RFC 5322 message")
     report = parse_report(raw)
     if report.kind == "ignored":
         return BounceOutcome("ignored", reason=report.reason)
     ctx = resolve_context(report, keyring, store)
-    data = {"campaign_id": ctx.campaign_id, "contact_id": ctx.contact_id, "job_id": ctx.job_id}
+    erased = is_pseudonym(ctx.contact_id) or (
+        erased_contacts is not None and erased_contacts.erased(ctx.account_id, ctx.contact_id))
+    data = {"campaign_id": ctx.campaign_id, "job_id": ctx.job_id,
+            "contact_id": pseudonym() if erased else ctx.contact_id}
     if report.kind == "complaint":
         data["feedback_type"] = report.feedback_type or "abuse"
         event = new_event("tracking.complained", source=SOURCE, subject=ctx.campaign_id,
@@ -150,7 +168,7 @@ def take_bounce_report(raw: bytes, keyring: Keyring, store: TrackingStore,
         result = "complaint"
     else:
         bounce_type = report.bounce_type
-        if bounce_type == "soft":
+        if bounce_type == "soft" and not erased:
             seen = store.add_soft_bounce(ctx.account_id, ctx.contact_id, ctx.job_id)
             if seen >= soft_limit:
                 bounce_type = "hard"

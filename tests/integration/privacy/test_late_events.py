@@ -1,4 +1,5 @@
-"""A deleted account's events that arrive after its erasure are not counted.
+"""A deleted account's events that arrive after its erasure are not counted,
+and an erased contact's are not recorded under its id.
 
 The erasure comes on privacy.requested, the account's delivery events on
 delivery.events: Kafka does not order the two, and during a campaign the
@@ -21,18 +22,20 @@ from services.privacy.store import PrivacyStore
 from services.tracking import privacy as tracking_privacy
 from services.tracking.handlers import build_batch_handler
 from services.tracking.store import INDEXES as TRACKING_INDEXES
+from services.tracking.store import TrackingStore
 from shared import mongo
 from shared.config import Config
 from shared.erased_accounts import ErasedAccounts
+from shared.erased_contacts import ErasedContacts
 from shared.events import decode, new_event
 from shared.kafka.memory import InMemoryBroker
 from shared.kafka.producer import EventProducer
 
 
-def _sent(account_id: str, campaign_id: str):
+def _sent(account_id: str, campaign_id: str, contact_id: str | None = None):
     event = new_event("delivery.sent", source="sender", subject="j", account_id=account_id,
                       data={"job_id": uuid.uuid4().hex, "campaign_id": campaign_id,
-                            "contact_id": uuid.uuid4().hex, "attempt": 0,
+                            "contact_id": contact_id or uuid.uuid4().hex, "attempt": 0,
                             "recipient_domain": "example.com", "test": False,
                             "smtp_code": 250, "message_id": "<m@sandesh.test>",
                             "size_bytes": 100})
@@ -102,3 +105,65 @@ def test_an_erasure_noted_by_one_process_reaches_another_within_its_cache_time(m
     assert reader.among(["a", "b"]) == {"a"}
     assert [e.account_id for e in reader.drop_events(
         [SimpleNamespace(account_id="a"), SimpleNamespace(account_id="b")])] == ["b"]
+
+
+def _opened(account_id: str, campaign_id: str, contact_id: str, job_id: str):
+    event = new_event("tracking.opened", source="tracking", subject=campaign_id,
+                      account_id=account_id,
+                      data={"campaign_id": campaign_id, "contact_id": contact_id,
+                            "job_id": job_id, "machine": False, "user_agent_family": "chrome",
+                            "ip_prefix": "203.0.113.0/24"})
+    return decode(json.dumps(event.to_dict()).encode())
+
+
+def _everything(db) -> str:
+    return json.dumps({name: list(db[name].find()) for name in db.list_collection_names()
+                       if name != "erased_contacts"}, default=str)
+
+
+def test_tracking_counts_an_erased_contacts_late_delivery_under_a_pseudonym_and_none_of_its_hits(
+        runtime, accounts):
+    """The delivery was in flight at the erasure, the open comes from the
+    mail the person still has: neither may put the id back."""
+    mongo.ensure_indexes(runtime.db, TRACKING_INDEXES)
+    handle_batch = build_batch_handler(runtime)
+    erased, kept = uuid.uuid4().hex, uuid.uuid4().hex
+    tracking_privacy.erase(runtime.db, accounts.kept, erased)
+
+    late = _sent(accounts.kept, accounts.kept_campaign, erased)
+    handle_batch([late, _sent(accounts.kept, accounts.kept_campaign, kept)])
+    handle_batch([_opened(accounts.kept, accounts.kept_campaign, erased, late.data["job_id"])])
+
+    assert erased not in _everything(runtime.db)
+    assert runtime.db.deliveries.find_one({"_id": late.data["job_id"]})["contact_id"] \
+        .startswith("erased-")
+    counts = TrackingStore(runtime.db).counters(accounts.kept_campaign)
+    assert counts.get("sent") == 2 and not counts.get("opens_total_human")
+    assert kept in _everything(runtime.db)
+
+
+def test_privacy_counts_an_erased_contacts_late_delivery_under_a_pseudonym(runtime, accounts):
+    count = build_aggregate_counter(runtime)
+    erased = uuid.uuid4().hex
+    PrivacyStore(runtime.db).forget_contacts(accounts.kept, [erased])
+
+    count([_sent(accounts.kept, accounts.kept_campaign, erased)])
+
+    markers = list(runtime.db.agg_markers.find({"account_id": accounts.kept}))
+    assert len(markers) == 1 and erased not in json.dumps(markers, default=str)
+
+
+def test_an_erased_contact_noted_by_one_process_reaches_another_within_its_refresh_time(mongo_db):
+    now = [100.0]
+    writer = ErasedContacts(mongo_db)
+    reader = ErasedContacts(mongo_db, clock=lambda: now[0])
+    assert not reader.erased("acct", "c1")          # read, and kept for a second
+    writer.mark("acct", ["c1"])
+    assert not reader.erased("acct", "c1")
+    now[0] += 1.0
+    assert reader.erased("acct", "c1") and not reader.erased("other-acct", "c1")
+    writer.mark("acct", ["c2"])                     # read incrementally from then on
+    now[0] += 1.0
+    assert reader.erased("acct", "c2")
+    writer.forget_account("acct")
+    assert mongo_db.erased_contacts.count_documents({}) == 0

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from services.tracking import privacy as tracking_privacy
 from services.tracking.app import create_app
 from services.tracking.store import TrackingStore
 from shared import mongo, topics
@@ -278,3 +279,40 @@ def test_reports_that_name_no_known_message(client, ctx):
     assert post_report(client, samples.plain_text_bounce("b+forged@b.example")).status_code == 422
     assert post_report(client, samples.delayed_notice(verp)).get_json()["result"] == "ignored"
     assert post_report(client, b"").status_code == 400
+
+
+# ----------------------------------------------------- an erased contact
+
+def test_an_erased_contacts_hits_and_unsubscribe_are_not_published_and_its_bounces_are_pseudonymous(
+        app, client, ctx, store, tail):
+    """The mail the person still has keeps working (the pixel answers, the
+    link redirects, the unsubscribe page thanks them), but nothing it sends
+    back puts the erased id on tracking.events or in tracking's records."""
+    store.save_delivery(ctx.job_id, ctx.account_id, ctx.campaign_id, ctx.contact_id,
+                        datetime.now(timezone.utc))
+    tracking_privacy.erase(store.db, ctx.account_id, ctx.contact_id)
+    assert client.get(f"/t/o/{tt.open_token(RING, ctx)}",
+                      headers={"User-Agent": CHROME}).status_code == 200
+    click = client.get(f"/t/c/{tt.click_token(RING, ctx, 1)}", headers={"User-Agent": CHROME})
+    assert click.status_code == 302 and click.headers["Location"] == LINKS[1]
+    assert client.post(f"/u/{tt.unsubscribe_token(RING, ctx)}",
+                       data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    # A soft bounce found through the (renamed) delivery record, and a hard
+    # one of another message found through the link it quotes, which names
+    # the contact as it was.
+    soft = post_report(client, samples.yahoo_soft_bounce(tt.verp_address(RING, ctx, "b.example")))
+    assert soft.get_json()["result"] == "soft_bounce"
+    quoted = tt.LinkContext(ctx.account_id, ctx.campaign_id, ctx.contact_id, uuid.uuid4().hex)
+    hard = post_report(client, samples.outlook_hard_bounce(
+        tt.verp_address(RING, quoted, "b.example"),
+        tt.unsubscribe_url("https://t.example", RING, quoted)))
+    assert hard.get_json()["result"] == "hard_bounce"
+    # Someone else's open of the same campaign, after them on its partition.
+    other = tt.LinkContext(ctx.account_id, ctx.campaign_id, uuid.uuid4().hex, uuid.uuid4().hex)
+    client.get(f"/t/o/{tt.open_token(RING, other)}", headers={"User-Agent": CHROME})
+    tail.wait_for(of(other, "tracking.opened"))
+    bounces = tail.wait_for(lambda e: e["type"] == "tracking.bounced"
+                            and e["data"]["job_id"] in (ctx.job_id, quoted.job_id), count=2)
+    assert all(e["data"]["contact_id"].startswith("erased-") for e in bounces)
+    assert not [e for e in tail.events if e["data"].get("contact_id") == ctx.contact_id]
+    assert ctx.contact_id not in json.dumps(list(store.db.soft_bounces.find()), default=str)
