@@ -1,12 +1,18 @@
 """The Kubernetes manifests keep the promises of deploy/k8s: every process
 has probes, resource requests and limits, and runs non-root, read-only,
-with no capabilities."""
-from pathlib import Path
+with no capabilities; the network policies let in and out only what the
+architecture says (README "Network policies")."""
+import re
+import shutil
+import subprocess
+from collections import defaultdict
 
 import pytest
 import yaml
 
-BASE = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base"
+from tests.k8s_policies import (BASE, LOCAL, MONGODB_PORT, PUBLIC, REPO, RENDERINGS, Rendering,
+                                http_callers, in_namespace, kafka_ports, policy_types, render,
+                                selects, smtp_ports, without_images)
 
 
 def documents():
@@ -75,3 +81,205 @@ def test_every_deployment_of_several_replicas_has_a_disruption_budget():
         if deployment["spec"].get("replicas", 1) > 1:
             labels = tuple(sorted(deployment["spec"]["selector"]["matchLabels"].items()))
             assert labels in budgets, deployment["metadata"]["name"]
+
+
+# ---------------------------------------------------------------------------
+# Network policies (base/network-policies.yaml, README "Network policies"),
+# checked on the rendered base and on each overlay (tests/k8s_policies.py).
+
+
+@pytest.mark.parametrize("name", RENDERINGS)
+def test_the_renderer_agrees_with_kubectl_kustomize(name):
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    directory = BASE.parent / name
+    real = subprocess.run([kubectl, "kustomize", str(directory)], check=True,
+                          capture_output=True, text=True, timeout=60).stdout
+
+    def key(doc):
+        return doc["kind"], doc["metadata"]["name"], doc["metadata"].get("namespace")
+
+    theirs = {key(doc): doc for doc in yaml.safe_load_all(real) if doc}
+    ours = {key(doc): doc for doc in render(directory)}
+    assert set(ours) == set(theirs)
+    for k, doc in ours.items():
+        if "spec" in doc:
+            assert without_images(doc["spec"]) == without_images(theirs[k]["spec"]), k
+
+
+@pytest.fixture(scope="module", params=RENDERINGS)
+def rendering(request) -> Rendering:
+    return Rendering(request.param)
+
+
+def test_network_policies_are_well_formed_and_in_the_pods_namespace(rendering):
+    assert rendering.policies, "no NetworkPolicy"
+    assert {p.namespace for p in rendering.pods} == {rendering.namespace}
+    for policy in rendering.policies:
+        name, spec = policy["metadata"]["name"], policy["spec"]
+        assert policy["apiVersion"] == "networking.k8s.io/v1", name
+        assert policy["metadata"].get("namespace") == rendering.namespace, \
+            f"{name} would land in kubectl's current namespace, not in {rendering.namespace}"
+        assert set(spec) <= {"podSelector", "policyTypes", "ingress", "egress"}, name
+        assert spec.get("policyTypes") and set(spec["policyTypes"]) <= {"Ingress", "Egress"}, name
+        for direction, peers in (("ingress", "from"), ("egress", "to")):
+            assert direction not in spec or direction.capitalize() in spec["policyTypes"], name
+            for rule in spec.get(direction) or []:
+                assert set(rule) <= {peers, "ports"}, name
+                for port in rule.get("ports") or []:
+                    assert port.get("protocol") in ("TCP", "UDP") and "port" in port, name
+        assert rendering.selected(policy), f"{name} selects no pod"
+
+
+def test_every_pod_of_the_namespace_is_denied_by_default_both_ways(rendering):
+    """An empty podSelector: pods these manifests do not know (a debug pod, a
+    database put here) are closed too."""
+    assert any(p["spec"]["podSelector"] == {} and set(policy_types(p)) == {"Ingress", "Egress"}
+               and not p["spec"].get("ingress") and not p["spec"].get("egress")
+               for p in rendering.policies), "no default deny for every pod of the namespace"
+    for pod in rendering.pods:
+        assert rendering.selecting(pod, "Ingress"), f"{pod.workload} accepts anyone"
+        assert rendering.selecting(pod, "Egress"), f"{pod.workload} may connect anywhere"
+
+
+def test_no_ingress_from_anyone_from_every_namespace_or_on_every_port(rendering):
+    own = {"kubernetes.io/metadata.name": rendering.namespace}
+    for policy in rendering.policies:
+        name = policy["metadata"]["name"]
+        for rule in policy["spec"].get("ingress") or []:
+            assert rule.get("from"), f"{name}: a rule without `from` admits anyone"
+            assert rule.get("ports"), f"{name}: a rule without `ports` opens every port"
+            for peer in rule["from"]:
+                assert "ipBlock" not in peer, name
+                if "namespaceSelector" in peer:
+                    selector = peer["namespaceSelector"]
+                    assert selector.get("matchLabels") or selector.get("matchExpressions"), \
+                        f"{name}: every namespace"
+                    assert not selects(selector, own), f"{name}: {rendering.namespace} itself"
+
+
+def test_services_accept_pods_of_the_namespace_only_from_their_callers_in_the_code(rendering):
+    """contacts, campaigns, tracking, privacy: from the gateway only (the one
+    synchronous caller, SANDESH_*_URL in services/gateway/settings.py), on the
+    port their Service sends to; no other pod of the namespace reaches any pod."""
+    callers = http_callers(rendering)
+    assert callers, "no service-to-service URL found: did config.yaml's SANDESH_*_URL go?"
+    assert all(components == {"gateway"} for components in callers.values()), \
+        f"HTTP callers {callers}: ARCHITECTURE.md names the gateway as the only one"
+    for pod in rendering.pods:
+        expected = defaultdict(set)
+        for service, components in callers.items():
+            if pod in rendering.service_pods(service):
+                for source in rendering.pods:
+                    if source.component in components:
+                        expected[("pod", source.workload)].add(rendering.service_port(service, pod))
+        actual = {k: v for k, v in rendering.ingress(pod).items() if k[0] in ("pod", "any")}
+        assert actual == dict(expected), pod.workload
+
+
+def test_callers_may_connect_to_what_they_call_and_nobody_else_to_a_pod_of_the_namespace(rendering):
+    callers = http_callers(rendering)
+    for service, components in callers.items():
+        for source in (p for p in rendering.pods if p.component in components):
+            for destination in rendering.service_pods(service):
+                port = rendering.service_port(service, destination)
+                assert port is not None, (service, destination.workload)
+                assert rendering.egress_allows(source, destination, port), \
+                    f"{source.workload} cannot reach {destination.workload}:{port}"
+    if rendering.name == LOCAL:
+        return  # egress open; the ingress rules above still hold
+    called = {(p.workload, rendering.service_port(s, p))
+              for s in callers for p in rendering.service_pods(s)}
+    calling = {(p.workload, d) for s, c in callers.items()
+               for p in rendering.pods if p.component in c for d in rendering.service_pods(s)}
+    for source in rendering.pods:
+        for destination in rendering.pods:
+            for _, number, _ in destination.ports:
+                if rendering.egress_allows(source, destination, number):
+                    assert (source.workload, destination) in calling \
+                        and (destination.workload, number) in called, \
+                        f"{source.workload} may connect to {destination.workload}:{number}"
+
+
+def test_only_the_public_services_accept_the_ingress_controller(rendering):
+    (controller,) = rendering.named_sources("allow-ingress-controller-to-public")
+    for pod in rendering.pods:
+        allowed = rendering.ingress(pod).get(("namespace", controller))
+        if pod.workload in PUBLIC:
+            assert allowed == {rendering.service_port(pod.workload, pod)}, pod.workload
+        else:
+            assert allowed is None, f"{pod.workload} is reachable from the ingress controller"
+
+
+def test_metrics_are_scraped_from_the_monitoring_namespace_on_the_metrics_port_only(rendering):
+    (monitoring,) = rendering.named_sources("allow-monitoring-scrape")
+    public = {("namespace", s) for s in rendering.named_sources("allow-ingress-controller-to-public")}
+    for pod in rendering.pods:
+        allowed = {k: v for k, v in rendering.ingress(pod).items() if k[0] in ("namespace", "ipBlock")}
+        if "prometheus.io/port" not in pod.annotations:
+            assert not allowed, pod.workload
+            continue
+        port = int(pod.annotations["prometheus.io/port"])
+        assert pod.port(port) == port, f"{pod.workload}: nothing listens on the scraped port"
+        assert allowed.pop(("namespace", monitoring)) == {port}, pod.workload
+        assert set(allowed) <= public, f"{pod.workload}: {allowed}"
+
+
+def test_policy_ports_are_the_containers_ports(rendering):
+    """A name or number that the pod does not have opens nothing (or, after a
+    port change, something else)."""
+    for policy in rendering.policies:
+        name = policy["metadata"]["name"]
+        for rule in policy["spec"].get("ingress") or []:
+            for port in rule["ports"]:
+                for pod in rendering.selected(policy):
+                    assert pod.port(port["port"], port["protocol"]) is not None, (name, pod.workload)
+        for rule in policy["spec"].get("egress") or []:
+            for peer in (p for p in rule.get("to") or [] if in_namespace(p)):
+                destinations = [p for p in rendering.pods if p.namespace == rendering.namespace
+                                and selects(peer["podSelector"], p.labels)]
+                assert destinations, f"{name}: its `to` selects no pod"
+                for port in rule.get("ports") or []:
+                    for pod in destinations:
+                        assert pod.port(port["port"], port["protocol"]) is not None, (name, pod.workload)
+
+
+def test_the_gateway_never_uses_kafka():
+    """Why allow-kafka-egress leaves the gateway out: it neither produces nor
+    consumes, and its readiness does not ask the broker."""
+    code = "".join(p.read_text() for p in (REPO / "services" / "gateway").rglob("*.py"))
+    assert "readiness(kafka=False)" in code
+    assert not re.search(r"shared\.kafka|\.producer\(|^import kafka|^from kafka", code, re.M)
+
+
+def test_egress_outside_the_namespace_is_dns_kafka_mongodb_and_smtp_only(rendering):
+    """Every pod resolves names; every process but the gateway reaches Kafka
+    (config.yaml's bootstrap port), every pod given the MongoDB URI (in
+    sandesh-secrets) reaches MongoDB, and only the sender reaches SMTP relays
+    (its default port, config.yaml's relays, 25/465/587). Locally (kind, k3d)
+    egress is open: see overlays/local-kind/allow-all-egress.yaml."""
+    for pod in rendering.pods:
+        outside = rendering.egress_outside(pod)
+        if rendering.name == LOCAL:
+            assert ("*", "*") in outside, pod.workload
+            continue
+        expected = {("UDP", 53), ("TCP", 53)}
+        if pod.workload != "gateway":
+            expected |= {("TCP", port) for port in kafka_ports(rendering)}
+        if "sandesh-secrets" in pod.secrets:
+            expected.add(("TCP", MONGODB_PORT))
+        if pod.labels.get("app.kubernetes.io/name") == "sender":
+            expected |= {("TCP", port) for port in smtp_ports(rendering)}
+        assert outside == expected, pod.workload
+
+
+def test_the_readme_names_each_policy_and_what_to_adjust():
+    readme = (BASE.parent / "README.md").read_text()
+    for rendering in map(Rendering, RENDERINGS):
+        for policy in rendering.policies:
+            assert policy["metadata"]["name"] in readme, policy["metadata"]["name"]
+            for rule in policy["spec"].get("ingress") or []:
+                for peer in rule["from"]:
+                    for value in (peer.get("namespaceSelector", {}).get("matchLabels") or {}).values():
+                        assert f"`{value}`" in readme, value
