@@ -67,14 +67,15 @@ AudienceStream = Callable[..., Iterable[list[dict]]]
 NeverStop = lambda: False  # noqa: E731
 
 
-def send_job(campaign_id: str, contact: dict, list_id: str | None) -> dict:
+def send_job(campaign_id: str, contact: dict, list_id: str | None,
+             job_id_key: str | None) -> dict:
     contact_id = str(contact["_id"])
     recipient: dict[str, Any] = {"email": contact["email"]}
     if contact.get("name"):
         recipient["name"] = contact["name"]
     if contact.get("fields"):
         recipient["fields"] = contact["fields"]
-    return {"job_id": job_id_for(campaign_id, contact_id), "campaign_id": campaign_id,
+    return {"job_id": job_id_for(campaign_id, contact_id, job_id_key), "campaign_id": campaign_id,
             "contact_id": contact_id, "list_id": list_id, "recipient": recipient,
             "attempt": 0}
 
@@ -212,6 +213,7 @@ class FanoutRunner:
         list_ids = list(audience.get("list_ids") or [])
         segment_id = audience.get("segment_id")
         single_list = list_ids[0] if len(list_ids) == 1 and not segment_id else None
+        job_id_key = state.get("job_id_key")
         if state.get("paused_after") is not None:
             self.store.paused_after(campaign_id, self.owner, None)
         while True:
@@ -227,8 +229,8 @@ class FanoutRunner:
                 for batch in self.stream(account_id, list_ids, segment_id,
                                          batch_size=self.batch_size):
                     self._renew(campaign_id)
-                    jobs = [send_job(campaign_id, contact, single_list) for contact in batch
-                            if str(contact["_id"]) not in skip]
+                    jobs = [send_job(campaign_id, contact, single_list, job_id_key)
+                            for contact in batch if str(contact["_id"]) not in skip]
                     if not jobs:
                         continue
                     stop = self._stop_reason(campaign_id)

@@ -2,8 +2,10 @@
 
 - `fanouts`: one document per launched campaign: its audience, how many
   recipients were produced, whether it is done (and cut short by a cancel),
-  `paused_after` while a pause has stopped it, and the lease of the fan-out
-  thread running it.
+  `paused_after` while a pause has stopped it, the lease of the fan-out
+  thread running it, and until it is done the key of its job ids
+  (shared/jobs.py; a document from before the keys has none, and its
+  fan-out goes on with the plain ids it started with).
 - `fanout_batches`: the contact ids of each batch produced, until done.
 - `fanout_marks`: the cancels, pauses and resumes of its campaign, one
   document per event.
@@ -31,6 +33,7 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.operations import IndexModel
 
 from shared.events import Event
+from shared.jobs import new_job_id_key
 from shared.mongo import delete_all
 
 INDEXES = {"fanouts": [IndexModel([("account_id", ASCENDING)]),
@@ -77,7 +80,7 @@ class FanoutStore:
             return self.adopt(found, audience)
         doc = {"_id": campaign_id, "account_id": account_id, "audience": audience,
                "produced": 0, "done": False, "attempts": 0, **FREE_LEASE,
-               "started_at": utcnow()}
+               "started_at": utcnow(), "job_id_key": new_job_id_key()}
         self.fanouts.insert_one(doc)
         return doc
 
@@ -216,9 +219,12 @@ class FanoutStore:
 
     def finish(self, campaign_id: str, owner: str, produced: int,
                cut_short: bool = False) -> None:
+        """Done: no job of the campaign will be made again, so the key of its
+        job ids goes (shared/jobs.py), and with it any way back from a job id
+        to a contact."""
         self._as_holder(campaign_id, owner, {
             "done": True, "produced": produced, "cut_short": cut_short, "paused_after": None,
-            **FREE_LEASE, "finished_at": utcnow()})
+            **FREE_LEASE, "finished_at": utcnow(), "job_id_key": None})
         self._delete_records(campaign_id)
 
     def forget_if_erased(self, campaign_id: str) -> bool:

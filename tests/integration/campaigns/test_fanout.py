@@ -90,6 +90,8 @@ def test_one_job_per_recipient_then_audience_ready(mongo_db, broker):
     store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
     recipients, runs = (metric("sandesh_fanout_recipients_total"),
                         metric("sandesh_fanout_runs_total", ended="done"))
+    FanoutRequests(store).launched(launched())
+    key_while_running = store.get("camp-1")["job_id_key"]
     assert fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer)
     assert metric("sandesh_fanout_recipients_total") - recipients == 95
     assert metric("sandesh_fanout_runs_total", ended="done") - runs == 1
@@ -97,13 +99,17 @@ def test_one_job_per_recipient_then_audience_ready(mongo_db, broker):
     produced = jobs(broker)
     assert len(produced) == 95
     first = next(j for j in produced if j["contact_id"] == "c0000")
-    assert first["job_id"] == job_id_for("camp-1", "c0000")
+    assert first["job_id"] == job_id_for("camp-1", "c0000", key_while_running)
     assert first["recipient"] == {"email": "user0@example.com", "name": "User 0",
                                   "fields": {"city": "Pune"}}
     assert first["attempt"] == 0 and first["list_id"] == "l1"
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
     done = store.get("camp-1")
     assert done["done"] and done["produced"] == 95 and done["lease_owner"] is None
+    # Its job ids outlive it in records an erasure keeps: with the key gone,
+    # nobody can compute them from a contact id again.
+    assert done["job_id_key"] is None
+    assert first["job_id"] != job_id_for("camp-1", "c0000")
     assert store.claims.count_documents({"campaign_id": "camp-1"}) == 0
     # A redelivered launch leaves nothing to claim: nobody is produced again.
     assert not fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer)
@@ -224,8 +230,10 @@ def test_contacts_in_the_database_are_fanned_out_once_across_a_crash(mongo_db, b
     assert len(audience) == 40
     assert {j["contact_id"] for j in produced} == audience
     assert len(produced) == 50  # the unrecorded batch of 10, again
-    for job in produced:
-        assert job["job_id"] == job_id_for("camp-1", job["contact_id"])
+    ids = {}
+    for job in produced:  # the same contact, the same job: the senders claim it once
+        assert ids.setdefault(job["contact_id"], job["job_id"]) == job["job_id"]
+    assert len(set(ids.values())) == 40
 
 
 # -- the lease -------------------------------------------------------------------
@@ -508,3 +516,21 @@ def test_a_fan_out_paused_before_the_upgrade_is_taken_over_at_the_resume(mongo_d
     assert runner(store, stream_of(CONTACTS), producer).run_pending()
     assert len(jobs(broker)) == 95
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
+
+
+def test_a_fan_out_started_before_job_id_keys_goes_on_with_the_plain_ids(mongo_db, broker):
+    """Its first jobs went out with the plain hash; a key now would give the
+    contacts of a batch produced twice two job ids, and the senders would
+    send them twice."""
+    store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
+    FanoutRequests(store).launched(launched())
+    store.fanouts.update_one({"_id": "camp-1"}, {"$unset": {"job_id_key": ""}})  # the older record
+    with pytest.raises(ConnectionError):
+        fan_out(launched(), stream=stream_of(CONTACTS, fail_after_batches=2), store=store,
+                producer=producer)
+    store.batches.delete_many({})    # as if its last batch was never recorded
+    produced_before = {j["contact_id"]: j["job_id"] for j in jobs(broker)}
+    assert runner(store, stream_of(CONTACTS), producer).run_pending()
+    for job in jobs(broker):
+        assert job["job_id"] == produced_before.get(job["contact_id"], job["job_id"])
+        assert job["job_id"] == job_id_for("camp-1", job["contact_id"])

@@ -1,13 +1,23 @@
-from shared.jobs import job_id_for
+from shared.jobs import job_id_for, new_job_id_key
+
+KEY = new_job_id_key()
 
 
 def test_job_id_is_stable_32_hex():
-    first = job_id_for("camp1", "contact1")
-    assert first == job_id_for("camp1", "contact1")
-    assert len(first) == 32 and int(first, 16) >= 0
+    for key in (None, KEY):
+        first = job_id_for("camp1", "contact1", key)
+        assert first == job_id_for("camp1", "contact1", key)
+        assert len(first) == 32 and int(first, 16) >= 0
 
 
 def test_job_id_depends_on_both_parts_and_their_boundary():
-    assert job_id_for("camp1", "c1") != job_id_for("camp2", "c1")
-    assert job_id_for("camp1", "c1") != job_id_for("camp1", "c2")
-    assert job_id_for("a", "bc") != job_id_for("ab", "c")
+    for key in (None, KEY):
+        assert job_id_for("camp1", "c1", key) != job_id_for("camp2", "c1", key)
+        assert job_id_for("camp1", "c1", key) != job_id_for("camp1", "c2", key)
+        assert job_id_for("a", "bc", key) != job_id_for("ab", "c", key)
+
+
+def test_without_the_campaigns_key_the_pair_does_not_give_the_job_id():
+    keyed = job_id_for("camp1", "c1", KEY)
+    assert keyed != job_id_for("camp1", "c1")
+    assert keyed != job_id_for("camp1", "c1", new_job_id_key())
