@@ -283,3 +283,12 @@ def test_the_readme_names_each_policy_and_what_to_adjust():
                 for peer in rule["from"]:
                     for value in (peer.get("namespaceSelector", {}).get("matchLabels") or {}).values():
                         assert f"`{value}`" in readme, value
+
+
+def test_every_job_deletes_itself_once_finished_so_the_next_release_can_apply_it():
+    """A Job's pod template is immutable: one left behind makes the next
+    `kubectl apply` with a new image tag fail."""
+    jobs = [doc for _, doc in documents() if doc["kind"] == "Job"]
+    assert jobs
+    for job in jobs:
+        assert 0 < job["spec"].get("ttlSecondsAfterFinished", 0) <= 3600, job["metadata"]["name"]
