@@ -8,7 +8,8 @@ the gateway's users at each publication: every user is added (an existing
 contact is left as it is). The campaign goes to that list; contacts' fan-out,
 the senders, campaigns' progress and tracking do the rest. A deleted user's
 address leaves the list with them (forget_users), unless the same address
-is still a user of another account.
+is still a user of another account; a corrected one is corrected there too
+(correct_user).
 
 Why the gateway calls contacts and campaigns synchronously here: it is the
 only service that knows the users, and the gateway is the one synchronous
@@ -27,6 +28,7 @@ from services.gateway.store import new_id, now
 from shared.http.internal_auth import Identity
 
 LIST_NAME = "Account users"
+CONTACT_NAME_MAX = 200   # the contacts API's limit; a user's name may be longer
 FROM_EMAIL = os.environ.get("SANDESH_PLATFORM_FROM_EMAIL", "privacy@sandesh.test")
 
 
@@ -77,7 +79,8 @@ def notify_account_users(db, policy: dict) -> dict:
     users = list(db["users"].find({}, {"email": 1, "name": 1}))
     for user in users:
         _call(identity, "contacts", "POST", "/api/v1/contacts",
-              {"email": user["email"], "name": user.get("name") or "", "list_ids": [list_id]},
+              {"email": user["email"], "name": (user.get("name") or "")[:CONTACT_NAME_MAX],
+               "list_ids": [list_id]},
               ok=(201, 409))
     summary = html.escape(policy.get("summary") or "")
     effective = html.escape(str(policy.get("effective_at", ""))[:10])
@@ -115,6 +118,36 @@ def forget_users(db, users: list[dict]) -> int:
             _call(identity, "contacts", "DELETE", f"/api/v1/contacts/{contact['id']}", ok=(204, 404))
             removed += 1
     return removed
+
+
+def correct_user(db, user: dict, changes: dict) -> None:
+    """A user's rectification, on the platform's users list, before the
+    user's record changes (NotifyFailed: nothing changed yet, the caller
+    answers an error and the correction is retried). A new address: the
+    old one leaves the list as a deleted user's does, and the next
+    publication adds the new one, as it adds every user. A new name: the
+    contact takes it, unless its address is also another user's. Until now
+    a publication left an existing contact as it was, so a corrected name
+    never reached the list, and a corrected address kept the old one on it,
+    to be mailed with every notice."""
+    platform = db["accounts"].find_one({"platform": True}, {"_id": 1})
+    if platform is None:
+        return   # no policy was ever published: nobody is on the list
+    if changes.get("email_key", user["email_key"]) != user["email_key"]:
+        forget_users(db, [user])
+        return
+    if "name" not in changes and changes.get("email", user["email"]) == user["email"]:
+        return
+    shared = db["users"].find_one({"email_key": user["email_key"], "_id": {"$ne": user["_id"]}})
+    if shared is not None:
+        return
+    identity = Identity(platform["_id"], "operator")
+    patch = {key: changes[key] for key in ("email", "name") if key in changes}
+    if "name" in patch:
+        patch["name"] = patch["name"][:CONTACT_NAME_MAX]
+    for contact in _contacts_with(identity, user["email"]):
+        _call(identity, "contacts", "PATCH", f"/api/v1/contacts/{contact['id']}", patch,
+              ok=(200, 404))
 
 
 def _contacts_with(identity: Identity, email: str) -> list[dict]:

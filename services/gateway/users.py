@@ -148,12 +148,14 @@ def get_user(user_id):
 @blp.arguments(UserPatch)
 @blp.response(200, UserOut)
 def rectify_user(body, user_id):
-    """Correct a user's address or name (rectification; audited)."""
-    _own_user(user_id)
+    """Correct a user's address or name (rectification; audited), here and
+    on the platform's policy-notice list."""
+    user = _own_user(user_id)
     changes = dict(body)
     if "email" in changes:
         changes["email"], changes["email_key"] = _email(changes["email"])
     _audit("user.rectified", user_id, "fields: " + ", ".join(sorted(body)))
+    _correct_on_platform_list(user, changes)
     try:
         user = _users().update(g.identity.account_id, user_id, changes)
     except DuplicateUser:
@@ -162,6 +164,16 @@ def rectify_user(body, user_id):
     if user is None:
         raise not_found("user")
     return user
+
+
+def _correct_on_platform_list(user: dict, changes: dict) -> None:
+    try:
+        policy_mail.correct_user(current_app.extensions["gateway_store"].db, user, changes)
+    except policy_mail.NotifyFailed:
+        log.warning("platform users list unreachable")
+        raise ApiError(503, "upstream_unavailable", "the correction could not reach the "
+                       "platform's mailing list; nothing was changed, try again",
+                       headers={"Retry-After": "5"})
 
 
 def _forget_on_platform_list(users: list[dict]) -> None:
