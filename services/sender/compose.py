@@ -80,7 +80,9 @@ class Composer:
         domain = (sender.get("sending_domain") or self.from_email.rpartition("@")[2]
                   or settings.default_domain).lower()
         self.sending_domain = domain
-        self.signing_domain = domain if signer.has_key(domain) else settings.default_domain
+        # Another domain's keys sign only for the accounts it belongs to (dkim.py).
+        own = domain == settings.default_domain or signer.may_sign(domain, campaign.account_id)
+        self.signing_domain = domain if own else settings.default_domain
         self.bounce_domain = settings.bounce_domain or domain
         self.marketing = campaign.kind == "marketing"
         template = campaign.template

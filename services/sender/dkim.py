@@ -11,6 +11,17 @@ Keys live in SANDESH_DKIM_KEY_DIR, one pair of files per selector:
                                          "v=DKIM1; k=rsa; p=<base64 public key>"
 
 A domain with several keys (e.g. RSA and Ed25519) gets one signature each.
+
+Which accounts may sign with a domain's keys is in the same directory:
+
+    owners.txt    one line per domain: "<domain> <account id> [<account id> ...]"
+
+A signature with d=<domain> is what lets a receiver take the mail as the
+domain's (DMARC), so an account that put another's domain in its From got
+that domain's signature until now. A domain's keys now sign only the
+campaigns of the accounts listed for it; any other campaign is signed with
+the platform's default sending domain (services/sender/compose.py), which
+signs for every account.
 """
 from __future__ import annotations
 
@@ -115,14 +126,20 @@ def sha256_keeping_gil(data: bytes) -> bytes:
 class Signer:
     """Signs messages for the domains it has keys for."""
 
-    def __init__(self, keys: list[DkimKey], clock=time.time):
+    def __init__(self, keys: list[DkimKey], clock=time.time,
+                 owners: dict[str, frozenset[str]] | None = None):
         self.keys: dict[str, list[DkimKey]] = {}
         for key in keys:
             self.keys.setdefault(key.domain.lower(), []).append(key)
         self.clock = clock
+        self.owners = owners or {}
 
     def has_key(self, domain: str) -> bool:
         return domain.lower() in self.keys
+
+    def may_sign(self, domain: str, account_id: str) -> bool:
+        """The domain has keys, and they are this account's (owners.txt)."""
+        return self.has_key(domain) and account_id in self.owners.get(domain.lower(), ())
 
     def sign(self, message: bytes, domain: str) -> bytes:
         """The message with DKIM-Signature header(s) for `domain` prepended."""
@@ -168,6 +185,26 @@ def load_keys(key_dir: Path) -> list[DkimKey]:
             raise ValueError(f"{pem}: only RSA and Ed25519 keys are supported")
         keys.append(DkimKey(domain.lower(), selector, private))
     return keys
+
+
+OWNERS_FILE = "owners.txt"
+
+
+def load_owners(key_dir: Path) -> dict[str, frozenset[str]]:
+    """{domain: the accounts whose campaigns its keys sign}, from owners.txt
+    (absent: no domain is any account's)."""
+    path = Path(key_dir) / OWNERS_FILE
+    if not path.is_file():
+        return {}
+    owners: dict[str, set[str]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) < 2:
+            raise ValueError(f"{path}:{number}: expected a domain and at least one account id")
+        owners.setdefault(words[0].lower(), set()).update(words[1:])
+    return {domain: frozenset(accounts) for domain, accounts in owners.items()}
 
 
 def generate_key(algorithm: str = "rsa"):

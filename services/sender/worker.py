@@ -48,7 +48,12 @@ def make_signer(config: Config) -> dkim.Signer:
     if dkim.ensure_key(key_dir, config.default_sending_domain, config.dkim_selector):
         log.info("generated a DKIM key; publish the TXT record in its .txt file",
                  extra={"key_dir": str(key_dir), "domain": config.default_sending_domain})
-    return dkim.Signer(dkim.load_keys(key_dir))
+    keys, owners = dkim.load_keys(key_dir), dkim.load_owners(key_dir)
+    for domain in sorted({key.domain for key in keys} - set(owners)
+                         - {config.default_sending_domain.lower()}):
+        log.warning("a DKIM key with no owner in owners.txt signs for no account",
+                    extra={"domain": domain})
+    return dkim.Signer(keys, owners=owners)
 
 
 class ComposerCache:

@@ -103,3 +103,32 @@ def test_the_date_header_is_the_time_of_composing_to_the_second(signer):
     for moment in (start, start + timedelta(milliseconds=800), start + timedelta(seconds=1),
                    start + timedelta(hours=2, seconds=1), start):
         assert date_at(moment) == format_datetime(moment.replace(microsecond=0))
+
+
+def test_a_domains_keys_sign_only_the_campaigns_of_the_accounts_it_belongs_to(tmp_path):
+    """A signature with d=<domain> is what makes a receiver take the mail as
+    the domain's own (DMARC). Before owners.txt, any account that put
+    another's domain in its From got that domain's signature."""
+    import dkim as dkimpy
+    key_dir = tmp_path / "keys"
+    for domain in ("sandesh.test", "shop-b.example"):
+        dkim.ensure_key(key_dir, domain, "s", "ed25519")
+    owner, intruder = uuid.uuid4().hex, uuid.uuid4().hex
+    (key_dir / dkim.OWNERS_FILE).write_text(f"# domain  accounts\nShop-B.example {owner}\n")
+    signer = dkim.Signer(dkim.load_keys(key_dir), owners=dkim.load_owners(key_dir))
+
+    def signed_as(account_id: str) -> str:
+        campaign = Campaign.from_launched(account_id, {
+            "campaign_id": uuid.uuid4().hex,
+            "template": {"version": 1, "subject": "Sale", "html": "<p>Sale</p>"},
+            "sender": {"from_email": "news@shop-b.example", "sending_domain": "shop-b.example"},
+            "tracking": False, "postal_address": "1 Main St", "kind": "marketing"})
+        job = Job(uuid.uuid4().hex, campaign.campaign_id, uuid.uuid4().hex, account_id, None,
+                  "jane@example.com", "Jane", {}, 0, None, False, None)
+        message = Composer(campaign, ComposeSettings(KEYRING, "https://t.example", "sandesh.test"),
+                           signer).compose(job).message
+        assert dkimpy.verify(message, dnsfunc=dkim.txt_record_lookup(key_dir))
+        return message_from_bytes(message, policy=policy.default)["DKIM-Signature"]
+
+    assert " d=shop-b.example;" in signed_as(owner)
+    assert " d=sandesh.test;" in signed_as(intruder)
