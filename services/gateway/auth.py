@@ -3,7 +3,6 @@ key. Every failure is the same 401, so a caller learns nothing about which
 keys exist."""
 from __future__ import annotations
 
-import random
 import time
 
 from flask import request
@@ -46,8 +45,6 @@ def authenticate(store: GatewayStore) -> tuple[Identity, dict]:
 def enforce_rate_limit(limiter: RateLimiter, key: dict, default_limit: int,
                        clock=time.time) -> None:
     limit = key.get("rate_limit_per_minute") or default_limit
-    if random.random() < 0.001:
-        limiter.purge()
     now = clock()
     if not limiter.admit(key["_id"], int(now // 60), limit):
         retry_after = max(1, int(60 - now % 60))

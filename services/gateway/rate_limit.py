@@ -15,10 +15,18 @@ Each process remembers the next ticket it expects to be free, so a request
 normally costs one insert; when another process took it, the first free
 ticket is found by galloping, then bisecting, over `_id` look-ups (tickets
 are taken lowest first, so the taken ones form a prefix).
+
+Expired tickets are purged by a thread of each process, every
+PURGE_SECONDS, not by a request: the purge reads every ticket (FerretDB
+has no index on `expires_at` to use), and the request that ran it waited
+for that read.
 """
 from __future__ import annotations
 
+import logging
+import os
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 from pymongo.database import Database
@@ -29,16 +37,22 @@ from shared.mongo import delete_all
 COLLECTION = "rate_tickets"
 INDEXES = {COLLECTION: []}  # `_id` is the only key it is read by
 KEEP = timedelta(minutes=2)  # FerretDB has no TTL: older tickets are purged
+PURGE_SECONDS = 30.0
+
+log = logging.getLogger(__name__)
 
 
 class RateLimiter:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, purge_seconds: float = PURGE_SECONDS):
         self.col = db[COLLECTION]
+        self.purge_seconds = purge_seconds
         self._next: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
+        self._purger_pid: int | None = None
 
     def admit(self, key_id: str, window: int, limit: int) -> bool:
         """Take one of the window's `limit` tickets; False when none is left."""
+        self._ensure_purger()
         slot = (key_id, window)
         with self._lock:
             ticket = self._next.get(slot, 1)
@@ -57,6 +71,26 @@ class RateLimiter:
     def purge(self) -> int:
         return delete_all(self.col,
                           {"expires_at": {"$lt": datetime.now(timezone.utc)}})
+
+    def _ensure_purger(self) -> None:
+        # Started by the first request of each process: threads do not
+        # survive gunicorn's fork.
+        if self._purger_pid == os.getpid():
+            return
+        with self._lock:
+            if self._purger_pid == os.getpid():
+                return
+            self._purger_pid = os.getpid()
+            threading.Thread(target=self._purge_forever, name="rate-ticket-purge",
+                             daemon=True).start()
+
+    def _purge_forever(self) -> None:
+        while True:
+            time.sleep(self.purge_seconds)
+            try:
+                self.purge()
+            except Exception:  # the database away: the next round tries again
+                log.warning("purging expired rate tickets failed; will retry", exc_info=True)
 
     def _first_free(self, key_id: str, window: int, low: int, limit: int) -> int:
         """The lowest ticket >= low not taken yet (limit + 1 if none)."""

@@ -1,6 +1,7 @@
 """The gateway's per-key limit against the real FerretDB, with several
 processes' limiters (one RateLimiter each) taking tickets at once."""
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 from services.gateway.rate_limit import RateLimiter
@@ -54,4 +55,16 @@ def test_purge_deletes_only_expired_tickets(mongo_db):
     mongo_db["rate_tickets"].insert_one(
         {"_id": "key-a:0:1", "expires_at": datetime.now(timezone.utc) - timedelta(seconds=1)})
     assert limiter.purge() == 1
+    assert [d["_id"] for d in mongo_db["rate_tickets"].find()] == ["key-a:1:1"]
+
+
+def test_expired_tickets_are_purged_by_a_thread_of_the_process_not_by_a_request(mongo_db):
+    """The purge reads every ticket: the request that ran it waited for that."""
+    mongo_db["rate_tickets"].insert_one(
+        {"_id": "key-a:0:1", "expires_at": datetime.now(timezone.utc) - timedelta(seconds=1)})
+    limiter = RateLimiter(mongo_db, purge_seconds=0.05)
+    assert limiter.admit("key-a", 1, 5)          # the first request starts the thread
+    deadline = time.monotonic() + 10
+    while mongo_db["rate_tickets"].find_one({"_id": "key-a:0:1"}) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert [d["_id"] for d in mongo_db["rate_tickets"].find()] == ["key-a:1:1"]
