@@ -1,6 +1,7 @@
 """The sender answers access and erasure against the real FerretDB: an
 erased contact's queued jobs are refused at send time, and its delivery
 records keep their outcome under a pseudonym."""
+from dataclasses import replace
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
@@ -165,3 +166,30 @@ def test_an_account_erasure_deletes_its_contacts_send_time_state_and_its_marks(m
     assert set(left) == {"theirs"}
     assert left["theirs"]["status"] == "bounced" and not left["theirs"].get("restricted_by")
     assert states.blocked([_job("q", "theirs", account_id="other")]) == {"q": "bounced"}
+
+
+def test_a_rectification_corrects_the_contacts_parked_jobs_and_nobody_elses(mongo_db):
+    """A paused campaign's job keeps the recipient as the fan-out read it:
+    resumed after the correction, it mailed the old, wrong address."""
+    broker, runtime = _setup(mongo_db)
+    parked = ParkedJobs(mongo_db)
+    parked.park([Job.from_event(ACCOUNT, {
+        "job_id": "p1", "campaign_id": "camp2", "contact_id": "c1", "attempt": 0,
+        "recipient": {"email": "typo@exmaple.com", "name": "Wrong", "fields": {"plan": "gold"}}}),
+        _job("p2", "c2")])
+    parked.park([_job("p3", "c1")], erased={"p3"})          # parked after an erasure
+    changes = {"email": " Right@Example.COM ", "name": "Right Name", "fields": {"city": "Lisbon"}}
+
+    def rectification(account_id):
+        event = _request("rectification", "c1", account_id=account_id)
+        return replace(event, data={**event.data, "changes": changes})
+
+    privacy.handle_privacy_request(runtime, rectification("intruder"))
+    privacy.handle_privacy_request(runtime, rectification(ACCOUNT))
+    jobs = {d["_id"]: d["data"]["recipient"] for d in mongo_db.parked_jobs.find()}
+    assert jobs["p1"] == {"email": "Right@example.com", "name": "Right Name",
+                          "fields": {"plan": "gold", "city": "Lisbon"}}
+    assert jobs["p2"] == {"email": "someone@example.com"}
+    assert jobs["p3"] == {"email": "erased@invalid"}
+    intruder, owner = _answers(broker)
+    assert intruder["detail"].startswith("0 parked") and owner["detail"].startswith("1 parked")
