@@ -8,31 +8,41 @@ Recorded as they came, they put the erased id back: a delivery record, a
 per-contact marker, an aggregate marker, an event on the analytics stream.
 
 So each service that records such events notes the erased contact here
-(in its own database: the account id and the contact id, which its
-records held anyway) and screens the events: a delivery or bounce is
-counted under a fresh pseudonym, like the records the erasure renamed; an
-open, click, unsubscribe or complaint, whose marker is per contact and
-would count the pseudonym as someone new, is not recorded at all.
+(in its own database, as a hash of the account and contact ids: the note
+says that an id was erased, and cannot list the ids) and screens the
+events: a delivery or bounce is counted under a fresh pseudonym, like the
+records the erasure renamed; an open, click, unsubscribe or complaint,
+whose marker is per contact and would count the pseudonym as someone new,
+is not recorded at all.
 
 Erasures are rare next to events, so each process keeps the whole set in
 memory and reads only what was added since its last read, at most once
-every `refresh_seconds`: one small query a second however many events
-pass, instead of a lookup per batch on the send path.
+every `refresh_seconds`. A worker screens a batch from memory, writes it,
+then reads the set again (one small query a batch) and erases again what
+was erased in between: an erasure renames what is written when it runs,
+and the batch's writes may land just after (`erased_since`). A web process
+reads the set once before its first answer, then refreshes it from a
+thread of its own, so that no hit or request waits for the database after
+that, and an outage leaves it with the set as last read. (So a hit in the
+second after an erasure may still reach tracking.events with the id; the
+worker still counts it under none.)
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import os
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
 
 from shared.events import Event
 from shared.mongo import delete_all
-from shared.privacy_answers import pseudonym
+from shared.privacy_answers import is_pseudonym, pseudonym
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +56,24 @@ NOT_RECORDED = frozenset({"tracking.opened", "tracking.clicked", "tracking.unsub
 
 
 def _key(account_id: str, contact_id: str) -> str:
-    return f"{account_id}|{contact_id}"
+    return hashlib.sha256(f"{account_id}|{contact_id}".encode()).hexdigest()
 
 
 class ErasedContacts:
     def __init__(self, db: Database, refresh_seconds: float = 1.0, clock=time.monotonic,
-                 tolerate_outage: bool = False):
-        """`tolerate_outage`: when the database cannot be read, go on with
-        the set as last read (a web process answering people) instead of
-        raising (a worker, whose batch is then redelivered)."""
+                 in_background: bool = False):
+        """`in_background`: refreshed by a thread of the process (a web
+        process), never by the caller."""
         self.col = db["erased_contacts"]
         self.refresh_seconds = refresh_seconds
         self.clock = clock
-        self.tolerate_outage = tolerate_outage
+        self.in_background = in_background
         self._keys: set[str] = set()
         self._newest: datetime | None = None
         self._read_at: float | None = None
+        self._thread_pid: int | None = None
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
 
     def mark(self, account_id: str, contact_ids: Iterable[str]) -> None:
         at = datetime.now(timezone.utc)
@@ -78,9 +90,12 @@ class ErasedContacts:
         delete_all(self.col, {"account_id": account_id})
 
     def erased(self, account_id: str, contact_id: str | None) -> bool:
-        if not contact_id:
+        if not contact_id or is_pseudonym(contact_id):
             return False
-        self._refresh()
+        if self.in_background:
+            self._ensure_thread()
+        elif self._read_at is None or self.clock() - self._read_at >= self.refresh_seconds:
+            self.refresh()
         return _key(account_id, contact_id) in self._keys
 
     def screen(self, events: list[Event]) -> list[Event]:
@@ -95,24 +110,48 @@ class ErasedContacts:
                     event, data={**event.data, "contact_id": pseudonym()}))
         return screened
 
-    def _refresh(self) -> None:
-        now = self.clock()
-        if self._read_at is not None and now - self._read_at < self.refresh_seconds:
-            return
+    def erased_since(self, events: list[Event]) -> list[tuple[str, str]]:
+        """After the screened events were written: (account, contact) of
+        those whose contact was erased meanwhile, read from the database now.
+        Its erasure may have renamed before these writes landed."""
+        self.refresh()
+        found = {(e.account_id, e.data["contact_id"]) for e in events
+                 if e.data.get("contact_id") and not is_pseudonym(e.data["contact_id"])}
+        return sorted(pair for pair in found if _key(*pair) in self._keys)
+
+    def refresh(self) -> None:
+        """Read what was added since the last read (all of it the first time)."""
         query = {} if self._newest is None else {"at": {"$gte": self._newest - CLOCK_OVERLAP}}
-        try:
-            found = list(self.col.find(query, {"at": 1}))
-        except PyMongoError:
-            if not self.tolerate_outage:
-                raise
-            log.warning("erased contacts could not be read; going on with the set as last read",
-                        exc_info=True)
-            self._read_at = now
-            return
+        found = list(self.col.find(query, {"at": 1}))
         for doc in found:
             self._keys.add(doc["_id"])
             at = doc.get("at")
             if at is not None:
                 at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
                 self._newest = at if self._newest is None else max(self._newest, at)
-        self._read_at = now
+        self._read_at = self.clock()
+
+    def _ensure_thread(self) -> None:
+        # Threads do not survive gunicorn's fork: one per process.
+        if self._thread_pid == os.getpid():
+            return
+        with self._lock:
+            if self._thread_pid != os.getpid():
+                self._thread_pid = os.getpid()
+                self._refresh_quietly()   # the first read, before the first answer
+                threading.Thread(target=self._refresh_forever, name="erased-contacts",
+                                 daemon=True).start()
+
+    def close(self) -> None:
+        """Stop the refreshing thread (the process lives on without it)."""
+        self._closed.set()
+
+    def _refresh_forever(self) -> None:
+        while not self._closed.wait(self.refresh_seconds):
+            self._refresh_quietly()
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self.refresh()
+        except Exception:  # the database away: the set as last read stands
+            log.warning("erased contacts could not be read; will retry", exc_info=True)

@@ -40,8 +40,16 @@ def build_aggregate_counter(runtime):
     """The aggregates loop's batch handler: a poll's deliveries counted with
     one insert (one insert per event cost FerretDB ~1 ms apiece, the largest
     share of its work during a campaign)."""
-    count = partial(aggregates.count_deliveries, PrivacyStore(runtime.db))
+    store = PrivacyStore(runtime.db)
     erased, contacts = ErasedAccounts(runtime.db), ErasedContacts(runtime.db)
-    # An erased contact's late deliveries count under a pseudonym: its
-    # markers, with its id, were deleted.
-    return lambda events: count(contacts.screen(erased.drop_events(events)))
+
+    def count(events):
+        # An erased contact's late deliveries count under a pseudonym: its
+        # markers, with its id, were deleted.
+        screened = contacts.screen(erased.drop_events(events))
+        aggregates.count_deliveries(store, screened)
+        # Erased while this batch was counted: its markers may have been
+        # deleted before these were written (shared/erased_contacts.py).
+        for account_id, contact_id in contacts.erased_since(screened):
+            store.forget_contacts(account_id, [contact_id])
+    return count

@@ -27,7 +27,8 @@ def create_app(environ=None) -> Flask:
     deps = public.Deps(config, runtime, keyring, sync)
     hits = HitPublisher(_HitsProducer(config), limit=config.hit_queue_limit,
                         flush_seconds=config.hit_flush_seconds,
-                        relay=lambda producer: usecases.relay_parked(deps.store(), producer),
+                        relay=lambda producer: usecases.relay_parked(
+                            deps.store(), producer, deps.of_erased_contact),
                         withheld=deps.of_erased_contact)
     app.extensions["tracking"] = deps
     app.extensions["tracking_hits"] = hits

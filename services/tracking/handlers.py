@@ -41,7 +41,15 @@ def build_batch_handler(runtime):
     bring back what the erasure deleted)."""
     counter, erased = build_counter(runtime), ErasedAccounts(runtime.db)
     contacts = ErasedContacts(runtime.db)
-    return lambda events: counter.handle_batch(contacts.screen(erased.drop_events(events)))
+
+    def handle_batch(events):
+        screened = contacts.screen(erased.drop_events(events))
+        counter.handle_batch(screened)
+        # Erased while this batch was counted: its renaming may have run
+        # before these writes, so it runs again (shared/erased_contacts.py).
+        for account_id, contact_id in contacts.erased_since(screened):
+            privacy.erase(runtime.db, account_id, contact_id)
+    return handle_batch
 
 
 def build_handlers(runtime) -> dict:

@@ -273,7 +273,7 @@ class Deps:
     @cached_property
     def erased_contacts(self) -> ErasedContacts:
         # Made on first use, in the serving process (after gunicorn's fork).
-        return ErasedContacts(self.runtime.db, tolerate_outage=True)
+        return ErasedContacts(self.runtime.db, in_background=True)
 
     def of_erased_contact(self, event: Event) -> bool:
         return self.erased_contacts.erased(event.account_id, event.data.get("contact_id"))

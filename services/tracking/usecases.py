@@ -15,7 +15,7 @@ from shared import topics
 from shared.erased_contacts import ErasedContacts
 from shared.events import Event, new_event
 from shared.kafka.producer import EventProducer
-from shared.privacy_answers import is_pseudonym, pseudonym
+from shared.privacy_answers import PSEUDONYM_PREFIX, is_pseudonym
 from shared.tracing import new_trace_id
 from shared.tracking_tokens import Claims, InvalidToken, Keyring, verify
 
@@ -76,7 +76,10 @@ def publish_durably(event: Event, producer: Callable[[], EventProducer],
     return "parked"
 
 
-def relay_parked(store: TrackingStore, producer: EventProducer) -> int:
+def relay_parked(store: TrackingStore, producer: EventProducer,
+                 withheld: Callable[[Event], bool] = lambda event: False) -> int:
+    """Publish what was parked while Kafka was away; `withheld` (an erased
+    contact's, which may have been erased since it was parked) is dropped."""
     parked = store.parked_events()
     if not parked:
         return 0
@@ -85,7 +88,8 @@ def relay_parked(store: TrackingStore, producer: EventProducer) -> int:
         event = Event(type=body["type"], source=body["source"], subject=body["subject"],
                       account_id=body["accountid"], data=body["data"], id=body["id"],
                       time=body["time"], trace_id=body.get("traceid", ""))
-        producer.publish(doc["topic"], event, doc["key"])
+        if not withheld(event):
+            producer.publish(doc["topic"], event, doc["key"])
     producer.flush(timeout=30)
     store.unpark([doc["_id"] for doc in parked])
     return len(parked)
@@ -105,6 +109,14 @@ class BounceOutcome:
     job_id: str | None = None
     event_id: str | None = None
     reason: str = ""
+
+
+def _alias(job_id: str) -> str:
+    """An erased contact's stand-in in a bounce event: the same for every
+    retry of a report (the event id is the same too), and derived from the
+    job id, which nothing links to the contact once its fan-out is done
+    (shared/jobs.py)."""
+    return PSEUDONYM_PREFIX + hashlib.sha256(f"bounce|{job_id}".encode()).hexdigest()[:20]
 
 
 class ReportedMessage(NamedTuple):
@@ -158,8 +170,13 @@ def take_bounce_report(raw: bytes, keyring: Keyring, store: TrackingStore,
     ctx = resolve_context(report, keyring, store)
     erased = is_pseudonym(ctx.contact_id) or (
         erased_contacts is not None and erased_contacts.erased(ctx.account_id, ctx.contact_id))
+    if erased and report.kind == "complaint":
+        # Its marker is per contact: under a pseudonym each retry of the
+        # report would count another complaint. The erasure already put the
+        # address on the platform-wide suppression list.
+        return BounceOutcome("ignored", ctx.job_id, reason="the contact was erased")
     data = {"campaign_id": ctx.campaign_id, "job_id": ctx.job_id,
-            "contact_id": pseudonym() if erased else ctx.contact_id}
+            "contact_id": _alias(ctx.job_id) if erased else ctx.contact_id}
     if report.kind == "complaint":
         data["feedback_type"] = report.feedback_type or "abuse"
         event = new_event("tracking.complained", source=SOURCE, subject=ctx.campaign_id,

@@ -167,3 +167,29 @@ def test_an_erased_contact_noted_by_one_process_reaches_another_within_its_refre
     assert reader.erased("acct", "c2")
     writer.forget_account("acct")
     assert mongo_db.erased_contacts.count_documents({}) == 0
+
+
+def test_a_delivery_screened_before_the_erasure_was_seen_is_renamed_after_it_is_written(
+        runtime, accounts):
+    """The worker screened its batch from a set read a moment before the
+    erasure (another process's), and wrote it after the erasure renamed
+    what it found: the batch's record is renamed after it is written."""
+    mongo.ensure_indexes(runtime.db, TRACKING_INDEXES)
+    handle_batch = build_batch_handler(runtime)
+    handle_batch([_sent(accounts.kept, accounts.kept_campaign)])  # its set is read now
+    erased = uuid.uuid4().hex
+    tracking_privacy.erase(runtime.db, accounts.kept, erased)     # elsewhere, a moment later
+    late = _sent(accounts.kept, accounts.kept_campaign, erased)
+    handle_batch([late])
+    assert erased not in _everything(runtime.db)
+    assert runtime.db.deliveries.find_one({"_id": late.data["job_id"]})["contact_id"] \
+        .startswith("erased-")
+
+
+def test_privacy_deletes_a_marker_written_after_the_erasure_it_did_not_see(runtime, accounts):
+    count = build_aggregate_counter(runtime)
+    count([_sent(accounts.kept, accounts.kept_campaign)])                # its set is read now
+    erased = uuid.uuid4().hex
+    PrivacyStore(runtime.db).forget_contacts(accounts.kept, [erased])   # elsewhere
+    count([_sent(accounts.kept, accounts.kept_campaign, erased)])
+    assert runtime.db.agg_markers.count_documents({"contact_id": erased}) == 0

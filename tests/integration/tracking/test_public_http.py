@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import pytest
 
 from services.tracking import privacy as tracking_privacy
+from services.tracking import usecases
 from services.tracking.app import create_app
 from services.tracking.store import TrackingStore
 from shared import mongo, topics
@@ -307,6 +308,10 @@ def test_an_erased_contacts_hits_and_unsubscribe_are_not_published_and_its_bounc
         tt.verp_address(RING, quoted, "b.example"),
         tt.unsubscribe_url("https://t.example", RING, quoted)))
     assert hard.get_json()["result"] == "hard_bounce"
+    complaint = post_report(client, samples.yahoo_arf_complaint(
+        tt.verp_address(RING, quoted, "b.example"),
+        tt.unsubscribe_url("https://t.example", RING, quoted)))
+    assert complaint.get_json()["result"] == "ignored"   # per contact: not counted, not told
     # Someone else's open of the same campaign, after them on its partition.
     other = tt.LinkContext(ctx.account_id, ctx.campaign_id, uuid.uuid4().hex, uuid.uuid4().hex)
     client.get(f"/t/o/{tt.open_token(RING, other)}", headers={"User-Agent": CHROME})
@@ -314,5 +319,22 @@ def test_an_erased_contacts_hits_and_unsubscribe_are_not_published_and_its_bounc
     bounces = tail.wait_for(lambda e: e["type"] == "tracking.bounced"
                             and e["data"]["job_id"] in (ctx.job_id, quoted.job_id), count=2)
     assert all(e["data"]["contact_id"].startswith("erased-") for e in bounces)
+    assert not [e for e in tail.events if e["type"] == "tracking.complained"
+                and e["data"]["job_id"] == quoted.job_id]
     assert not [e for e in tail.events if e["data"].get("contact_id") == ctx.contact_id]
     assert ctx.contact_id not in json.dumps(list(store.db.soft_bounces.find()), default=str)
+
+
+def test_an_unsubscribe_parked_before_the_erasure_is_not_relayed_after_it(app, ctx, store):
+    """Parked while Kafka was away, relayed once it is back: by then the
+    contact may be erased, and the relay must not put its id on the topic."""
+    from shared.kafka.memory import InMemoryBroker
+    from shared.kafka.producer import EventProducer
+    claims = tt.Claims(kind="unsubscribe", context=ctx, link_index=None, list_id=None)
+    event = usecases.unsubscribe_event(claims, True, "one-click")
+    store.park_event(event.id, topics.TRACKING_EVENTS, event.subject, event.to_dict())
+    tracking_privacy.erase(store.db, ctx.account_id, ctx.contact_id)
+    broker = InMemoryBroker()
+    deps = app.extensions["tracking"]
+    assert usecases.relay_parked(store, EventProducer(broker.sink()), deps.of_erased_contact) == 1
+    assert broker.messages(topics.TRACKING_EVENTS) == [] and store.parked_events() == []

@@ -1,0 +1,43 @@
+"""The web processes' set of erased contacts: read once before the first
+answer, then only by a thread of its own, so that a database outage never
+holds up a hit or a request (it held each up for the driver's 5 s)."""
+import threading
+
+from pymongo.errors import ServerSelectionTimeoutError
+
+from shared.erased_contacts import ErasedContacts
+
+
+class _Unreachable:
+    def __init__(self):
+        self.readers = []
+
+    def find(self, *args, **kwargs):
+        self.readers.append(threading.current_thread())
+        raise ServerSelectionTimeoutError("no server")
+
+
+class _Db(dict):
+    def __missing__(self, name):
+        self[name] = _Unreachable()
+        return self[name]
+
+
+def test_in_the_background_an_outage_is_met_once_by_the_caller_then_only_by_the_thread():
+    db = _Db()
+    erased = ErasedContacts(db, refresh_seconds=0.01, in_background=True)
+    try:
+        for _ in range(200):
+            assert not erased.erased("acct", "c1")
+    finally:
+        erased.close()
+    collection = db["erased_contacts"]
+    callers = [t for t in collection.readers if t is threading.current_thread()]
+    assert len(callers) == 1
+
+
+def test_pseudonyms_and_missing_ids_are_never_looked_up():
+    db = _Db()
+    erased = ErasedContacts(db)
+    assert not erased.erased("acct", None) and not erased.erased("acct", "erased-abc")
+    assert db["erased_contacts"].readers == []
