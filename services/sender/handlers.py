@@ -13,6 +13,7 @@ from services.sender import privacy
 from services.sender.domain import CANCELLED, PAUSED, SENDING, parse_time
 from services.sender.store import CampaignStore, ContactStateStore
 from shared import topics
+from shared.erased_accounts import ErasedAccounts
 
 GROUP = "sender"
 TOPICS = [topics.SEND_JOBS, topics.SEND_RETRY]
@@ -37,7 +38,9 @@ def _time(event) -> datetime | None:
         return None
 
 
-def contact_handlers(store: ContactStateStore) -> dict:
+def contact_handlers(store: ContactStateStore, erased: ErasedAccounts | None = None) -> dict:
+    """`erased`: shared with this loop's privacy handler, which marks an
+    erased account in it, so its cache knows at once."""
     def suppressed(event):
         data = event.data
         if data.get("email_hash"):  # absent from events older than the field
@@ -64,7 +67,17 @@ def contact_handlers(store: ContactStateStore) -> dict:
     def status_is(status):
         return lambda e: store.status(e.account_id, e.data["contact_id"], status, _time(e))
 
-    return {
+    erased = erased or ErasedAccounts(store.col.database)
+
+    def unless_erased(handler):
+        """An erased account's late events are dropped: its state is gone, and
+        one of them would bring a piece of it back (privacy.erase_account)."""
+        def handle(event):
+            if not (event.account_id and erased.among([event.account_id])):
+                handler(event)
+        return handle
+
+    table = {
         "contact.unsubscribed": unsubscribed,
         "contact.subscribed": subscribed,
         "contact.suppressed": suppressed,
@@ -74,5 +87,6 @@ def contact_handlers(store: ContactStateStore) -> dict:
         "contact.erased": status_is("erased"),
         "tracking.unsubscribed": unsubscribed,
         "tracking.complained": status_is("complained"),
-        "privacy.requested": privacy.handler_for(store.col.database),
     }
+    return {**{kind: unless_erased(handler) for kind, handler in table.items()},
+            "privacy.requested": privacy.handler_for(store.col.database, erased)}

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from services.sender import handlers, privacy
 from services.sender.domain import Job
 from services.sender.store import ContactStateStore, ParkedJobs
+from shared.erased_accounts import ErasedAccounts
 from shared.events import decode, new_event
 from shared.kafka.memory import InMemoryBroker
 from shared.kafka.producer import EventProducer
@@ -153,7 +154,8 @@ def test_access_includes_the_parked_jobs_and_the_send_time_state(mongo_db):
 def test_an_account_erasure_deletes_its_contacts_send_time_state_and_its_marks(mongo_db):
     broker, runtime = _setup(mongo_db)
     states = ContactStateStore(mongo_db)
-    table = handlers.contact_handlers(states)
+    runtime.erased_accounts = ErasedAccounts(mongo_db)   # shared, as the worker's loop shares it
+    table = handlers.contact_handlers(states, runtime.erased_accounts)
     table["contact.unsubscribed"](_contact_event("contact.unsubscribed", ACCOUNT,
                                                  {"contact_id": "mine", "list_id": "l1"}))
     table["contact.status_changed"](_contact_event("contact.status_changed", "other",
@@ -166,6 +168,10 @@ def test_an_account_erasure_deletes_its_contacts_send_time_state_and_its_marks(m
     assert set(left) == {"theirs"}
     assert left["theirs"]["status"] == "bounced" and not left["theirs"].get("restricted_by")
     assert states.blocked([_job("q", "theirs", account_id="other")]) == {"q": "bounced"}
+    # A late unsubscribe of the erased account (an old mail's link) brings nothing back.
+    table["tracking.unsubscribed"](_contact_event("tracking.unsubscribed", ACCOUNT,
+                                                  {"contact_id": "mine", "list_id": None}))
+    assert mongo_db.contacts.find_one({"_id": "mine"}) is None
 
 
 def test_a_rectification_corrects_the_contacts_parked_jobs_and_nobody_elses(mongo_db):
