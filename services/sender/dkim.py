@@ -207,6 +207,20 @@ def load_owners(key_dir: Path) -> dict[str, frozenset[str]]:
     return {domain: frozenset(accounts) for domain, accounts in owners.items()}
 
 
+def check_owners(key_dir: Path, keys: list[DkimKey], default_domain: str) -> None:
+    """Refuse keys for other domains than the default one when owners.txt is
+    missing: a deployment from before owners.txt, whose customers' mail
+    would otherwise be signed with the platform's domain from the next send
+    on, and fail the DMARC of every domain that asks for alignment."""
+    others = sorted({key.domain for key in keys} - {default_domain.lower()})
+    if others and not (Path(key_dir) / OWNERS_FILE).is_file():
+        raise ValueError(
+            f"{Path(key_dir) / OWNERS_FILE} is missing, and there are DKIM keys for "
+            f"{', '.join(others)}: a domain's keys sign only for the accounts listed there. "
+            "Write one line per domain, '<domain> <account id> [<account id> ...]' "
+            "(docs/sender.md, DKIM), then start the sender again.")
+
+
 def generate_key(algorithm: str = "rsa"):
     if algorithm == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()

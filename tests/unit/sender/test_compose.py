@@ -132,3 +132,18 @@ def test_a_domains_keys_sign_only_the_campaigns_of_the_accounts_it_belongs_to(tm
 
     assert " d=shop-b.example;" in signed_as(owner)
     assert " d=sandesh.test;" in signed_as(intruder)
+
+
+def test_a_key_dir_from_before_owners_txt_is_refused_rather_than_signed_as_the_platform(tmp_path):
+    """Upgrading with customers' keys and no owners.txt would sign their mail
+    with the platform's domain from the next send on: the sender refuses to
+    start instead, and says what to write."""
+    for domain in ("sandesh.test", "shop-b.example"):
+        dkim.ensure_key(tmp_path, domain, "s", "ed25519")
+    keys = dkim.load_keys(tmp_path)
+    with pytest.raises(ValueError, match="shop-b.example"):
+        dkim.check_owners(tmp_path, keys, "sandesh.test")
+    # the platform's own key alone needs no owners.txt (the local stack's case)
+    dkim.check_owners(tmp_path, [k for k in keys if k.domain == "sandesh.test"], "sandesh.test")
+    (tmp_path / dkim.OWNERS_FILE).write_text("shop-b.example acct-b\n")
+    dkim.check_owners(tmp_path, keys, "sandesh.test")
