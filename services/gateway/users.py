@@ -133,8 +133,7 @@ def create_user(body):
     try:
         return _users().create(g.identity.account_id, email, key, body["name"])
     except DuplicateUser:
-        raise ApiError(409, "duplicate", "a user with this address exists",
-                       {"email": ["already a user of this account"]})
+        raise _duplicate()
 
 
 @blp.get("/users/<user_id>")
@@ -154,16 +153,23 @@ def rectify_user(body, user_id):
     changes = dict(body)
     if "email" in changes:
         changes["email"], changes["email_key"] = _email(changes["email"])
+    if "email_key" in changes and _users().address_taken(g.identity.account_id,
+                                                         changes["email_key"], user_id):
+        raise _duplicate()   # before the platform list: a refused correction changes nothing
     _audit("user.rectified", user_id, "fields: " + ", ".join(sorted(body)))
     _correct_on_platform_list(user, changes)
     try:
         user = _users().update(g.identity.account_id, user_id, changes)
-    except DuplicateUser:
-        raise ApiError(409, "duplicate", "a user with this address exists",
-                       {"email": ["already a user of this account"]})
+    except DuplicateUser:   # taken meanwhile
+        raise _duplicate()
     if user is None:
         raise not_found("user")
     return user
+
+
+def _duplicate() -> ApiError:
+    return ApiError(409, "duplicate", "a user with this address exists",
+                    {"email": ["already a user of this account"]})
 
 
 def _correct_on_platform_list(user: dict, changes: dict) -> None:

@@ -44,6 +44,11 @@ class UserStore:
     def all_of(self, account_id: str) -> list[dict]:
         return list(self.users.find({"account_id": account_id}))
 
+    def address_taken(self, account_id: str, email_key: str, user_id: str) -> bool:
+        """Another user of the account has this address."""
+        return self.users.find_one({"account_id": account_id, "email_key": email_key,
+                                    "_id": {"$ne": user_id}}, {"_id": 1}) is not None
+
     def update(self, account_id: str, user_id: str, changes: dict) -> dict | None:
         try:
             return self.users.find_one_and_update(

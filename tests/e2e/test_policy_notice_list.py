@@ -18,6 +18,8 @@ def test_a_users_corrected_name_and_address_reach_the_platform_list(gateway, sta
     marker = uuid.uuid4().hex[:10]
     old_email, new_email = f"typo-{marker}@e2e.example.com", f"right-{marker}@e2e.example.com"
     user = gateway.call("POST", "/users", json={"email": old_email, "name": f"Wrong {marker}"})
+    colleague = f"colleague-{marker}@e2e.example.com"
+    gateway.call("POST", "/users", json={"email": colleague, "name": "Colleague"})
     platform = _publish_policy(gateway, stack_env, marker)["account_id"]
     contacts = _db(stack_env, "contacts").contacts
 
@@ -26,6 +28,9 @@ def test_a_users_corrected_name_and_address_reach_the_platform_list(gateway, sta
 
     assert on_list(old_email) == [f"Wrong {marker}"]
     gateway.call("PATCH", f"/users/{user['id']}", json={"name": f"Right {marker}"})
+    assert on_list(old_email) == [f"Right {marker}"]
+    # A correction refused (the address is a colleague's) changes nothing, on the list either.
+    gateway.call("PATCH", f"/users/{user['id']}", json={"email": colleague}, expect=409)
     assert on_list(old_email) == [f"Right {marker}"]
     gateway.call("PATCH", f"/users/{user['id']}", json={"email": new_email})
     assert on_list(old_email) == []
