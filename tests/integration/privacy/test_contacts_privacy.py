@@ -83,6 +83,20 @@ def test_access_includes_the_accounts_suppression_history_of_the_address(world):
                                                              ("remove", "re-consented")]
     assert history[0]["note"] == "asked by phone" and history[0]["at"]
 
+
+def test_an_erasure_scrubs_the_notes_the_account_wrote_about_the_address(world):
+    """A suppression's note is free text ("asked by phone, husband ..."): the
+    entries stay, as the account's record that the address is suppressed,
+    without it."""
+    usecases.suppress(world.ports, ACCOUNT, _hash(), "manual", "user-1", note="asked by phone")
+    privacy.handle_privacy_request(world.runtime, _request("erasure", {"email_hash": _hash()}))
+    for records in (world.db.suppressions, world.db.suppression_log):
+        mine = list(records.find({"account_id": ACCOUNT, "email_hash": _hash()}))
+        assert mine and all("note" not in entry for entry in mine)
+    assert "asked by phone" not in json.dumps(
+        {name: list(world.db[name].find()) for name in world.db.list_collection_names()},
+        default=str)
+
 def test_an_erasure_whose_last_flush_fails_is_finished_by_its_redelivery(world, monkeypatch):
     """The contact was deleted before its events and the answer were out: a
     failed flush then left a redelivery that found no contact, answered
