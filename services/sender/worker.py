@@ -45,7 +45,14 @@ def load_config() -> Config:
 
 def make_signer(config: Config) -> dkim.Signer:
     key_dir = Path(config.dkim_key_dir)
-    if dkim.ensure_key(key_dir, config.default_sending_domain, config.dkim_selector):
+    try:
+        created = dkim.ensure_key(key_dir, config.default_sending_domain, config.dkim_selector)
+    except OSError as exc:
+        raise ValueError(
+            f"no DKIM key for {config.default_sending_domain} in {key_dir}, and none can be "
+            f"made there ({exc.strerror}). In Kubernetes the keys come from the sandesh-dkim "
+            "Secret (deploy/k8s/README.md).") from None
+    if created:
         log.info("generated a DKIM key; publish the TXT record in its .txt file",
                  extra={"key_dir": str(key_dir), "domain": config.default_sending_domain})
     keys, owners = dkim.load_keys(key_dir), dkim.load_owners(key_dir)

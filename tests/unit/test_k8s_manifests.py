@@ -292,3 +292,22 @@ def test_every_job_deletes_itself_once_finished_so_the_next_release_can_apply_it
     assert jobs
     for job in jobs:
         assert 0 < job["spec"].get("ttlSecondsAfterFinished", 0) <= 3600, job["metadata"]["name"]
+
+
+def test_the_sender_reads_its_dkim_keys_from_a_secret_mounted_where_it_looks_for_them():
+    """The default key directory is on the read-only root filesystem: the
+    sender could not make its key there, and crash-looped; and keys made by
+    each pod would differ from the one published in DNS."""
+    [sender] = [doc for _, doc in documents()
+                if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "sender"]
+    pod = sender["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {item["name"]: item.get("value") for item in container.get("env", [])}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    key_dir = env["SANDESH_DKIM_KEY_DIR"]
+    assert mounts[key_dir].get("readOnly") is True
+    [volume] = [v for v in pod["volumes"] if v["name"] == mounts[key_dir]["name"]]
+    assert volume["secret"]["secretName"] == "sandesh-dkim"
+    assert volume["secret"]["defaultMode"] & 0o040   # readable by the pod's group (fsGroup)
+    [config] = [doc for _, doc in documents() if doc["kind"] == "ConfigMap"]
+    assert "SANDESH_DEFAULT_SENDING_DOMAIN" in config["data"]

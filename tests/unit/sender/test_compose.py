@@ -147,3 +147,17 @@ def test_a_key_dir_from_before_owners_txt_is_refused_rather_than_signed_as_the_p
     dkim.check_owners(tmp_path, [k for k in keys if k.domain == "sandesh.test"], "sandesh.test")
     (tmp_path / dkim.OWNERS_FILE).write_text("shop-b.example acct-b\n")
     dkim.check_owners(tmp_path, keys, "sandesh.test")
+
+
+def test_a_key_dir_where_no_key_can_be_made_is_a_clear_refusal(tmp_path):
+    """As on Kubernetes without the sandesh-dkim Secret (a read-only root
+    filesystem): the sender crash-looped on a bare OSError. Here the
+    directory cannot be made because a file stands in its path, which
+    refuses root too."""
+    from types import SimpleNamespace
+    from services.sender.worker import make_signer
+    (tmp_path / "not-a-dir").write_text("")
+    config = SimpleNamespace(dkim_key_dir=str(tmp_path / "not-a-dir" / "keys"),
+                             default_sending_domain="mail.example.com", dkim_selector="sandesh")
+    with pytest.raises(ValueError, match="sandesh-dkim"):
+        make_signer(config)
