@@ -15,21 +15,18 @@ at send time.
   arrives), and its delivery records keep their outcome under a random
   pseudonym, without recipient domain or SMTP reply.
 - restriction: the contact is suppressed at send time (queued jobs skipped).
-- rectification: the jobs parked for the contact take the corrected
-  address, name and fields, so that a campaign resumed later does not mail
-  the old (wrong) address. Jobs already queued on send.jobs carry the
-  contact as the fan-out read it (docs/privacy.md, "Known limits").
+- rectification: nothing corrected here. Jobs carry the contact as the
+  fan-out read it, and a parked one keeps that copy until its campaign
+  resumes (docs/privacy.md, "Known gaps").
 """
 from __future__ import annotations
 
 import logging
-import re
 from functools import cached_property
 
 from services.sender.store import ERASED_ADDRESS, ContactStateStore
 from shared.erased_accounts import ErasedAccounts
 from shared.mongo import delete_all
-from shared.pii import InvalidEmail, normalise_email
 from shared.privacy_answers import answer, contact_id_or_wait, pseudonym
 
 log = logging.getLogger(__name__)
@@ -92,38 +89,8 @@ def handle_privacy_request(runtime, event) -> None:
         answer(runtime.producer(), event, SERVICE, "done",
                detail="suppressed at send time: queued jobs are skipped")
     else:
-        corrected = rectify_parked(db, event.account_id, contact_id, data.get("changes") or {})
         answer(runtime.producer(), event, SERVICE, "done",
-               detail=f"{corrected} parked job(s) corrected; jobs already queued carry the "
-                      "contact as the fan-out read it")
-
-
-_FIELD_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")  # the privacy API's CHANGE_KEY
-
-
-def rectify_parked(db, account_id: str, contact_id: str, changes: dict) -> int:
-    """The rectification's values in the contact's parked jobs; how many
-    changed. Contacts applies the same values with its own rules: an address
-    that does not read as one is left alone here too, and the send-time
-    check still screens the corrected address (suppressed, erased)."""
-    update: dict = {}
-    if isinstance(changes.get("email"), str):
-        try:
-            update["data.recipient.email"] = normalise_email(changes["email"])
-        except InvalidEmail:
-            pass
-    if "name" in changes:
-        update["data.recipient.name"] = changes["name"]
-    fields = changes.get("fields")
-    for key, value in (fields.items() if isinstance(fields, dict) else ()):
-        if _FIELD_KEY.fullmatch(key):
-            update[f"data.recipient.fields.{key}"] = value
-    if not update:
-        return 0
-    return db.parked_jobs.update_many(
-        {"account_id": account_id, "contact_id": contact_id,
-         "data.recipient.email": {"$ne": ERASED_ADDRESS}},   # an erased contact stays erased
-        {"$set": update}).modified_count
+               detail="the sender holds no contact attributes: jobs carry what contacts holds")
 
 
 def erase_account(db, account_id: str, erased: ErasedAccounts | None = None) -> None:

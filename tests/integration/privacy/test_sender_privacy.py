@@ -1,7 +1,6 @@
 """The sender answers access and erasure against the real FerretDB: an
 erased contact's queued jobs are refused at send time, and its delivery
 records keep their outcome under a pseudonym."""
-from dataclasses import replace
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
@@ -172,30 +171,3 @@ def test_an_account_erasure_deletes_its_contacts_send_time_state_and_its_marks(m
     table["tracking.unsubscribed"](_contact_event("tracking.unsubscribed", ACCOUNT,
                                                   {"contact_id": "mine", "list_id": None}))
     assert mongo_db.contacts.find_one({"_id": "mine"}) is None
-
-
-def test_a_rectification_corrects_the_contacts_parked_jobs_and_nobody_elses(mongo_db):
-    """A paused campaign's job keeps the recipient as the fan-out read it:
-    resumed after the correction, it mailed the old, wrong address."""
-    broker, runtime = _setup(mongo_db)
-    parked = ParkedJobs(mongo_db)
-    parked.park([Job.from_event(ACCOUNT, {
-        "job_id": "p1", "campaign_id": "camp2", "contact_id": "c1", "attempt": 0,
-        "recipient": {"email": "typo@exmaple.com", "name": "Wrong", "fields": {"plan": "gold"}}}),
-        _job("p2", "c2")])
-    parked.park([_job("p3", "c1")], erased={"p3"})          # parked after an erasure
-    changes = {"email": " Right@Example.COM ", "name": "Right Name", "fields": {"city": "Lisbon"}}
-
-    def rectification(account_id):
-        event = _request("rectification", "c1", account_id=account_id)
-        return replace(event, data={**event.data, "changes": changes})
-
-    privacy.handle_privacy_request(runtime, rectification("intruder"))
-    privacy.handle_privacy_request(runtime, rectification(ACCOUNT))
-    jobs = {d["_id"]: d["data"]["recipient"] for d in mongo_db.parked_jobs.find()}
-    assert jobs["p1"] == {"email": "Right@example.com", "name": "Right Name",
-                          "fields": {"plan": "gold", "city": "Lisbon"}}
-    assert jobs["p2"] == {"email": "someone@example.com"}
-    assert jobs["p3"] == {"email": "erased@invalid"}
-    intruder, owner = _answers(broker)
-    assert intruder["detail"].startswith("0 parked") and owner["detail"].startswith("1 parked")
