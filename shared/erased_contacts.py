@@ -18,8 +18,8 @@ is not recorded at all.
 Erasures are rare next to events, so each process keeps the whole set in
 memory and reads only what was added since its last read, at most once
 every `refresh_seconds`. A worker screens a batch from memory, writes it,
-then reads the set again (one small query a batch) and erases again what
-was erased in between: an erasure renames what is written when it runs,
+then looks up the batch's contacts (one `_id` query a batch) and erases
+again what was erased in between: an erasure renames what is written when it runs,
 and the batch's writes may land just after (`erased_since`). A web process
 reads the set once before its first answer, then refreshes it from a
 thread of its own, so that no hit or request waits for the database after
@@ -57,6 +57,14 @@ NOT_RECORDED = frozenset({"tracking.opened", "tracking.clicked", "tracking.unsub
 
 def _key(account_id: str, contact_id: str) -> str:
     return hashlib.sha256(f"{account_id}|{contact_id}".encode()).hexdigest()
+
+
+def _stored_key(stored: str) -> str:
+    """An entry's key. The first version of this module stored
+    "<account>|<contact>" itself; such an entry still counts."""
+    if "|" in stored:
+        return hashlib.sha256(stored.encode()).hexdigest()
+    return stored
 
 
 class ErasedContacts:
@@ -112,19 +120,24 @@ class ErasedContacts:
 
     def erased_since(self, events: list[Event]) -> list[tuple[str, str]]:
         """After the screened events were written: (account, contact) of
-        those whose contact was erased meanwhile, read from the database now.
+        those whose contact was erased meanwhile, read from the database now
+        (by their keys: one `_id` look-up a batch, bounded by its size).
         Its erasure may have renamed before these writes landed."""
-        self.refresh()
-        found = {(e.account_id, e.data["contact_id"]) for e in events
+        pairs = {(e.account_id, e.data["contact_id"]) for e in events
                  if e.data.get("contact_id") and not is_pseudonym(e.data["contact_id"])}
-        return sorted(pair for pair in found if _key(*pair) in self._keys)
+        if not pairs:
+            return []
+        keys = {_key(*pair): pair for pair in pairs}
+        found = {doc["_id"] for doc in self.col.find({"_id": {"$in": list(keys)}}, {"_id": 1})}
+        self._keys.update(found)
+        return sorted(keys[key] for key in found)
 
     def refresh(self) -> None:
         """Read what was added since the last read (all of it the first time)."""
         query = {} if self._newest is None else {"at": {"$gte": self._newest - CLOCK_OVERLAP}}
         found = list(self.col.find(query, {"at": 1}))
         for doc in found:
-            self._keys.add(doc["_id"])
+            self._keys.add(_stored_key(doc["_id"]))
             at = doc.get("at")
             if at is not None:
                 at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
@@ -135,12 +148,12 @@ class ErasedContacts:
         # Threads do not survive gunicorn's fork: one per process.
         if self._thread_pid == os.getpid():
             return
-        with self._lock:
+        with self._lock:   # the others wait here for the first read
             if self._thread_pid != os.getpid():
-                self._thread_pid = os.getpid()
                 self._refresh_quietly()   # the first read, before the first answer
                 threading.Thread(target=self._refresh_forever, name="erased-contacts",
                                  daemon=True).start()
+                self._thread_pid = os.getpid()
 
     def close(self) -> None:
         """Stop the refreshing thread (the process lives on without it)."""

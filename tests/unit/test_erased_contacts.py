@@ -41,3 +41,19 @@ def test_pseudonyms_and_missing_ids_are_never_looked_up():
     erased = ErasedContacts(db)
     assert not erased.erased("acct", None) and not erased.erased("acct", "erased-abc")
     assert db["erased_contacts"].readers == []
+
+
+class _Entries:
+    def __init__(self, docs):
+        self.docs = docs
+
+    def find(self, query, projection=None):
+        wanted = query.get("_id", {}).get("$in")
+        return [d for d in self.docs if wanted is None or d["_id"] in wanted]
+
+
+def test_an_entry_stored_by_the_first_version_with_the_ids_themselves_still_counts():
+    from datetime import datetime, timezone
+    db = {"erased_contacts": _Entries([{"_id": "acct|c1", "at": datetime.now(timezone.utc)}])}
+    erased = ErasedContacts(db)
+    assert erased.erased("acct", "c1") and not erased.erased("acct", "c2")
