@@ -145,11 +145,15 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
                           note=f"privacy request {event.data['request_id']}",
                           contact_id=contact_id, flush=False, origin_account_id=event.account_id)
         ports.store.note_erasure(event.account_id, hash_)
-        # Notes are free text the account's users wrote about the address: the
-        # person's data. The entries stay (hash and reason) as the account's record.
+        # Notes, and the reasons given for lifting a suppression, are free text
+        # the account's users wrote about the address: the person's data. The
+        # entries stay (hash, action, reason code) as the account's record.
         for records in (ports.store.suppressions, ports.store.suppression_log):
             records.update_many({"account_id": event.account_id, "email_hash": hash_,
                                  "note": {"$exists": True}}, {"$unset": {"note": ""}})
+        ports.store.suppression_log.update_many(
+            {"account_id": event.account_id, "email_hash": hash_, "action": "remove"},
+            {"$set": {"reason": "lifted"}})
     if contact is None:
         answer(ports.producer, event, SERVICE, "not_found", detail=(
             "no such contact; the address hash is suppressed platform-wide anyway"

@@ -89,10 +89,15 @@ def test_an_erasure_scrubs_the_notes_the_account_wrote_about_the_address(world):
     entries stay, as the account's record that the address is suppressed,
     without it."""
     usecases.suppress(world.ports, ACCOUNT, _hash(), "manual", "user-1", note="asked by phone")
+    usecases.lift_suppression(world.ports, ACCOUNT, _hash(), "her husband called", "user-1")
+    usecases.suppress(world.ports, ACCOUNT, _hash(), "manual", "user-1", note="asked by phone")
     privacy.handle_privacy_request(world.runtime, _request("erasure", {"email_hash": _hash()}))
     for records in (world.db.suppressions, world.db.suppression_log):
         mine = list(records.find({"account_id": ACCOUNT, "email_hash": _hash()}))
         assert mine and all("note" not in entry for entry in mine)
+    text = json.dumps({name: list(world.db[name].find())
+                       for name in world.db.list_collection_names()}, default=str)
+    assert "husband" not in text
     assert "asked by phone" not in json.dumps(
         {name: list(world.db[name].find()) for name in world.db.list_collection_names()},
         default=str)
