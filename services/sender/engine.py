@@ -32,7 +32,7 @@ from services.sender.domain import (ACCEPTED, CANCELLED, DEFERRED, FAILED, PAUSE
                                     enhanced_status)
 from services.sender.throttle import RateLimiter
 from shared import topics
-from shared.events import new_event
+from shared.events import InvalidEvent, new_event
 from shared.logs import mask_emails
 from shared.privacy_answers import pseudonym
 
@@ -275,14 +275,26 @@ class Engine:
             campaign = self.campaigns.get_many([campaign_id]).get(campaign_id)
             if campaign is None or campaign.status == PAUSED:
                 continue
-            while docs := self.parked.take(campaign_id):
+            # A job the send.job schema refuses (one parked by an older
+            # version, say) stays parked, logged: raising here stopped every
+            # paused campaign after it from resuming, on every try.
+            refused: list[str] = []
+            while docs := self.parked.take(campaign_id, exclude=refused):
+                out = []
                 for doc in docs:
-                    self.publisher.publish(self.settings.routes.jobs, new_event(
-                        "send.job", source=SOURCE, subject=doc["_id"],
-                        account_id=doc["account_id"], data=doc["data"]), key=doc["_id"])
+                    try:
+                        self.publisher.publish(self.settings.routes.jobs, new_event(
+                            "send.job", source=SOURCE, subject=doc["_id"],
+                            account_id=doc["account_id"], data=doc["data"]), key=doc["_id"])
+                    except InvalidEvent:
+                        log.error("a parked job fails the send.job schema; it stays parked",
+                                  extra={"job_id": doc["_id"], "campaign_id": campaign_id})
+                        refused.append(doc["_id"])
+                        continue
+                    out.append(doc["_id"])
                 flush()  # out before they leave the parking
-                self.parked.remove([d["_id"] for d in docs])
-                moved += len(docs)
+                self.parked.remove(out)
+                moved += len(out)
         return moved
 
     # -----------------------------------------------------------------------

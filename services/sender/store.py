@@ -375,8 +375,11 @@ class ParkedJobs:
     def campaigns(self) -> list[str]:
         return self.col.distinct("campaign_id")
 
-    def take(self, campaign_id: str, limit: int = 1000) -> list[dict]:
-        return list(self.col.find({"campaign_id": campaign_id}).limit(limit))
+    def take(self, campaign_id: str, limit: int = 1000, exclude: list[str] = ()) -> list[dict]:
+        query: dict[str, Any] = {"campaign_id": campaign_id}
+        if exclude:
+            query["_id"] = {"$nin": list(exclude)}
+        return list(self.col.find(query).limit(limit))
 
     def remove(self, job_ids: list[str]) -> None:
         self.col.delete_many({"_id": {"$in": job_ids}})

@@ -212,3 +212,44 @@ def test_a_batch_claims_no_more_of_a_campaign_than_one_window_grants():
     assert result["j3"] == result["j6"] == Hold(1001.0, "rate limit") and "j4" not in result
     assert not [r for r in fakes.records if r[1] == "released"]
     assert [d for _, t, d in fakes.published if t == "delivery.skipped"][0]["reason"] == "cancelled"
+
+
+class _Parking:
+    def __init__(self, docs):
+        self.docs = {d["_id"]: d for d in docs}
+
+    def campaigns(self):
+        return sorted({d["campaign_id"] for d in self.docs.values()})
+
+    def take(self, campaign_id, limit=1000, exclude=()):
+        return [d for d in self.docs.values()
+                if d["campaign_id"] == campaign_id and d["_id"] not in exclude][:limit]
+
+    def remove(self, job_ids):
+        for job_id in job_ids:
+            del self.docs[job_id]
+
+
+def test_a_parked_job_the_schema_refuses_stays_parked_and_holds_back_no_other_campaign():
+    """Raising out of the loop stopped every paused campaign after it from
+    resuming, on every try."""
+    from shared.events import InvalidEvent
+
+    def parked(job_id, campaign_id, name="Ana"):
+        return {"_id": job_id, "campaign_id": campaign_id, "account_id": ACCOUNT,
+                "data": {"job_id": job_id, "recipient": {"email": "r@example.com", "name": name}}}
+
+    fakes = Fakes([campaign("c1"), campaign("c2")])
+    parking = _Parking([parked("j1", "c1"), parked("bad", "c1", name=42), parked("j3", "c2")])
+
+    def publish(topic, event, key=None):
+        if not isinstance(event.data["recipient"]["name"], str):
+            raise InvalidEvent("recipient.name: not a string")
+        fakes.published.append((topic, event.type, event.data))
+
+    fakes.publish = publish
+    engine = fakes.engine()
+    engine.parked = parking
+    assert engine.unpark(lambda: None) == 2
+    assert [d["job_id"] for _, _, d in fakes.published] == ["j1", "j3"]
+    assert list(parking.docs) == ["bad"]

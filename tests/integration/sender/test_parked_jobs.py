@@ -1,0 +1,20 @@
+"""The sender's parking of a paused campaign's jobs, against the real FerretDB."""
+from services.sender.domain import Job
+from services.sender.store import ParkedJobs
+
+ACCOUNT = "a" * 32
+
+
+def _job(job_id: str, campaign_id: str = "camp") -> Job:
+    return Job.from_event(ACCOUNT, {"job_id": job_id, "campaign_id": campaign_id,
+                                    "contact_id": f"c-{job_id}", "attempt": 0,
+                                    "recipient": {"email": "someone@example.com"}})
+
+
+def test_parked_jobs_are_taken_by_campaign_without_the_ones_left_aside(mongo_db):
+    """unpark leaves aside a job the schema refuses: taking it again would
+    find it first, for ever."""
+    parked = ParkedJobs(mongo_db)
+    parked.park([_job("p1"), _job("p2"), _job("p3"), _job("q1", "other")])
+    assert sorted(d["_id"] for d in parked.take("camp", exclude=["p2"])) == ["p1", "p3"]
+    assert sorted(d["_id"] for d in parked.take("camp")) == ["p1", "p2", "p3"]
