@@ -207,11 +207,13 @@ def load_owners(key_dir: Path) -> dict[str, frozenset[str]]:
     return {domain: frozenset(accounts) for domain, accounts in owners.items()}
 
 
-def check_owners(key_dir: Path, keys: list[DkimKey], default_domain: str) -> None:
-    """Refuse keys for other domains than the default one when owners.txt is
-    missing: a deployment from before owners.txt, whose customers' mail
-    would otherwise be signed with the platform's domain from the next send
-    on, and fail the DMARC of every domain that asks for alignment."""
+def unowned_domains(key_dir: Path, keys: list[DkimKey], owners: dict[str, frozenset[str]],
+                    default_domain: str) -> list[str]:
+    """The domains with keys but no line in owners.txt (they sign for no
+    account), besides the default one. Refused outright when owners.txt is
+    missing: a deployment from before it, whose customers' mail would
+    otherwise be signed with the platform's domain from the next send on,
+    and fail the DMARC of every domain that asks for alignment."""
     others = sorted({key.domain for key in keys} - {default_domain.lower()})
     if others and not (Path(key_dir) / OWNERS_FILE).is_file():
         raise ValueError(
@@ -219,6 +221,7 @@ def check_owners(key_dir: Path, keys: list[DkimKey], default_domain: str) -> Non
             f"{', '.join(others)}: a domain's keys sign only for the accounts listed there. "
             "Write one line per domain, '<domain> <account id> [<account id> ...]' "
             "(docs/sender.md, DKIM), then start the sender again.")
+    return [domain for domain in others if domain not in owners]
 
 
 def generate_key(algorithm: str = "rsa"):

@@ -56,9 +56,7 @@ def make_signer(config: Config) -> dkim.Signer:
         log.info("generated a DKIM key; publish the TXT record in its .txt file",
                  extra={"key_dir": str(key_dir), "domain": config.default_sending_domain})
     keys, owners = dkim.load_keys(key_dir), dkim.load_owners(key_dir)
-    dkim.check_owners(key_dir, keys, config.default_sending_domain)
-    for domain in sorted({key.domain for key in keys} - set(owners)
-                         - {config.default_sending_domain.lower()}):
+    for domain in dkim.unowned_domains(key_dir, keys, owners, config.default_sending_domain):
         log.warning("a DKIM key with no owner in owners.txt signs for no account",
                     extra={"domain": domain})
     return dkim.Signer(keys, owners=owners)

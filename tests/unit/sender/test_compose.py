@@ -138,15 +138,17 @@ def test_a_key_dir_from_before_owners_txt_is_refused_rather_than_signed_as_the_p
     """Upgrading with customers' keys and no owners.txt would sign their mail
     with the platform's domain from the next send on: the sender refuses to
     start instead, and says what to write."""
-    for domain in ("sandesh.test", "shop-b.example"):
+    for domain in ("sandesh.test", "shop-b.example", "shop-c.example"):
         dkim.ensure_key(tmp_path, domain, "s", "ed25519")
     keys = dkim.load_keys(tmp_path)
     with pytest.raises(ValueError, match="shop-b.example"):
-        dkim.check_owners(tmp_path, keys, "sandesh.test")
+        dkim.unowned_domains(tmp_path, keys, {}, "sandesh.test")
     # the platform's own key alone needs no owners.txt (the local stack's case)
-    dkim.check_owners(tmp_path, [k for k in keys if k.domain == "sandesh.test"], "sandesh.test")
+    platform_key = [k for k in keys if k.domain == "sandesh.test"]
+    assert dkim.unowned_domains(tmp_path, platform_key, {}, "sandesh.test") == []
     (tmp_path / dkim.OWNERS_FILE).write_text("shop-b.example acct-b\n")
-    dkim.check_owners(tmp_path, keys, "sandesh.test")
+    owners = dkim.load_owners(tmp_path)
+    assert dkim.unowned_domains(tmp_path, keys, owners, "sandesh.test") == ["shop-c.example"]
 
 
 def test_a_key_dir_where_no_key_can_be_made_is_a_clear_refusal(tmp_path):
