@@ -173,24 +173,25 @@ def _duplicate() -> ApiError:
 
 
 def _correct_on_platform_list(user: dict, changes: dict) -> None:
-    try:
-        policy_mail.correct_user(current_app.extensions["gateway_store"].db, user, changes)
-    except policy_mail.NotifyFailed:
-        log.warning("platform users list unreachable")
-        raise ApiError(503, "upstream_unavailable", "the correction could not reach the "
-                       "platform's mailing list; nothing was changed, try again",
-                       headers={"Retry-After": "5"})
+    _on_platform_list(lambda db: policy_mail.correct_user(db, user, changes),
+                      "the correction could not reach the platform's mailing list; "
+                      "nothing was changed, try again")
 
 
 def _forget_on_platform_list(users: list[dict]) -> None:
+    _on_platform_list(lambda db: policy_mail.forget_users(db, users),
+                      "the users could not be taken off the platform's mailing list; "
+                      "nothing was deleted, try again")
+
+
+def _on_platform_list(work, unreachable: str) -> None:
+    """Run `work` on the platform's users list; contacts unreachable is a 503."""
     try:
-        policy_mail.forget_users(current_app.extensions["gateway_store"].db, users)
+        work(current_app.extensions["gateway_store"].db)
     except policy_mail.NotifyFailed:
         # no detail logged: an upstream error may echo the address searched for
         log.warning("platform users list unreachable")
-        raise ApiError(503, "upstream_unavailable", "the users could not be taken off the "
-                       "platform's mailing list; nothing was deleted, try again",
-                       headers={"Retry-After": "5"})
+        raise ApiError(503, "upstream_unavailable", unreachable, headers={"Retry-After": "5"})
 
 
 @blp.delete("/users/<user_id>")
