@@ -9,6 +9,7 @@ address is not a contact of the account: nothing to do).
 """
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 from shared import topics
@@ -31,6 +32,12 @@ def pseudonym() -> str:
     """What replaces an erased contact's id in records kept for the totals:
     random, so nothing maps it back (not even to the old id)."""
     return PSEUDONYM_PREFIX + uuid.uuid4().hex[:20]
+
+
+def pseudonym_of(seed: str) -> str:
+    """A pseudonym that is the same each time for `seed`, which must itself
+    lead to nobody (a keyed job id, say): what a retried report names."""
+    return PSEUDONYM_PREFIX + hashlib.sha256(seed.encode()).hexdigest()[:20]
 
 
 def is_pseudonym(contact_id: str | None) -> bool:

@@ -117,7 +117,7 @@ def _records(db, account_id: str, contact_id: str):
 def collect_all(db, account_id: str, contact_id: str) -> dict:
     return {"messages": collect(db, account_id, contact_id),
             "queued_messages": _parked(db, account_id, contact_id),
-            "send_time_state": _state(db, account_id, contact_id)}
+            "send_time_state": ContactStateStore(db).held_for(account_id, contact_id)}
 
 
 def _parked(db, account_id: str, contact_id: str) -> list[dict]:
@@ -127,21 +127,6 @@ def _parked(db, account_id: str, contact_id: str) -> list[dict]:
              "parked_at": job["parked_at"].isoformat() if job.get("parked_at") else None,
              "recipient": (job.get("data") or {}).get("recipient")}
             for job in db.parked_jobs.find({"account_id": account_id, "contact_id": contact_id})]
-
-
-def _state(db, account_id: str, contact_id: str) -> dict:
-    """What the send-time check holds on the contact for this account: the
-    owner's state (lists unsubscribed from, status, suppression) only when
-    the contact is this account's, and this account's own marks."""
-    state = db.contacts.find_one({"_id": contact_id}) or {}
-    out = {}
-    if state.get("account_id") == account_id:
-        out = {key: state[key] for key in ("status", "suppressed", "all_lists", "lists")
-               if key in state}
-    for mark in ("erased_by", "restricted_by"):
-        if account_id in state.get(mark, ()):
-            out[mark.removesuffix("_by")] = True
-    return out
 
 
 def collect(db, account_id: str, contact_id: str) -> list[dict]:

@@ -167,6 +167,21 @@ class ContactStateStore:
                at: datetime | None = None) -> None:
         self._change(account_id, contact_id, "status", at, {"$set": {"status": status}})
 
+    def held_for(self, account_id: str, contact_id: str) -> dict:
+        """What the send-time check holds on the contact for this account (an
+        access export): the owner's state (lists unsubscribed from, status,
+        suppression) only when the contact is this account's, and this
+        account's own marks."""
+        state = self.col.find_one({"_id": contact_id}) or {}
+        held = {}
+        if state.get("account_id") == account_id:
+            held = {key: state[key] for key in ("status", "suppressed", "all_lists", "lists")
+                    if key in state}
+        for mark in ("erased_by", "restricted_by"):
+            if account_id in state.get(mark, ()):
+                held[mark.removesuffix("_by")] = True
+        return held
+
     def forget_account(self, account_id: str) -> None:
         """An erased account: the states of its contacts go, and so do its
         privacy marks on any other id (they only held its own jobs back)."""

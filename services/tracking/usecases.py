@@ -15,7 +15,7 @@ from shared import topics
 from shared.erased_contacts import ErasedContacts
 from shared.events import Event, new_event
 from shared.kafka.producer import EventProducer
-from shared.privacy_answers import PSEUDONYM_PREFIX, is_pseudonym
+from shared.privacy_answers import is_pseudonym, pseudonym_of
 from shared.tracing import new_trace_id
 from shared.tracking_tokens import Claims, InvalidToken, Keyring, verify
 
@@ -111,14 +111,6 @@ class BounceOutcome:
     reason: str = ""
 
 
-def _alias(job_id: str) -> str:
-    """An erased contact's stand-in in a bounce event: the same for every
-    retry of a report (the event id is the same too), and derived from the
-    job id, which nothing links to the contact once its fan-out is done
-    (shared/jobs.py)."""
-    return PSEUDONYM_PREFIX + hashlib.sha256(f"bounce|{job_id}".encode()).hexdigest()[:20]
-
-
 class ReportedMessage(NamedTuple):
     """The message a report is about. Not a LinkContext: the delivery record
     of an erased contact's message holds a pseudonym, not an id."""
@@ -176,7 +168,8 @@ def take_bounce_report(raw: bytes, keyring: Keyring, store: TrackingStore,
         # address on the platform-wide suppression list.
         return BounceOutcome("ignored", ctx.job_id, reason="the contact was erased")
     data = {"campaign_id": ctx.campaign_id, "job_id": ctx.job_id,
-            "contact_id": _alias(ctx.job_id) if erased else ctx.contact_id}
+            # the same for every retry of the report, as its event id is
+            "contact_id": pseudonym_of(f"bounce|{ctx.job_id}") if erased else ctx.contact_id}
     if report.kind == "complaint":
         data["feedback_type"] = report.feedback_type or "abuse"
         event = new_event("tracking.complained", source=SOURCE, subject=ctx.campaign_id,
