@@ -26,9 +26,10 @@ def contact_created(producer, doc: dict, via: str) -> None:
               "status": doc["status"], "via": via})
 
 
-def contact_updated(producer, doc: dict, field_names: list[str]) -> None:
+def contact_updated(producer, doc: dict, field_names: list[str], revision: int) -> None:
+    """`revision`: the contact's, after the change (see fanout.send_job)."""
     _publish(producer, "contact.updated", doc["account_id"], doc["_id"],
-             {"contact_id": doc["_id"], "fields": field_names})
+             {"contact_id": doc["_id"], "fields": field_names, "revision": revision})
 
 
 def contact_subscribed(producer, doc: dict, list_id: str, via: str) -> None:

@@ -70,14 +70,39 @@ NeverStop = lambda: False  # noqa: E731
 def send_job(campaign_id: str, contact: dict, list_id: str | None,
              job_id_key: str | None) -> dict:
     contact_id = str(contact["_id"])
+    recipient = _recipient(contact)
+    job = {"job_id": job_id_for(campaign_id, contact_id, job_id_key), "campaign_id": campaign_id,
+           "contact_id": contact_id, "list_id": list_id, "recipient": recipient, "attempt": 0}
+    return _with_revision(job, contact)
+
+
+def _recipient(contact: dict) -> dict[str, Any]:
     recipient: dict[str, Any] = {"email": contact["email"]}
     if contact.get("name"):
         recipient["name"] = contact["name"]
     if contact.get("fields"):
         recipient["fields"] = contact["fields"]
-    return {"job_id": job_id_for(campaign_id, contact_id, job_id_key), "campaign_id": campaign_id,
-            "contact_id": contact_id, "list_id": list_id, "recipient": recipient,
-            "attempt": 0}
+    return recipient
+
+
+def _with_revision(job: dict, contact: dict) -> dict:
+    """Every change of the contact's address, name or fields counts one more
+    revision (usecases.update_contact, imports): a sender that has heard of a
+    later revision than its job carries holds the job back (delivery.held)."""
+    if contact.get("revision"):
+        job["contact_revision"] = contact["revision"]
+    return job
+
+
+def job_again(held: dict, contact: dict | None) -> dict:
+    """The answer to delivery.held: the same job (id, campaign, list,
+    attempt) with the contact as it is now; `withdrawn`, without a
+    recipient, when the contact is gone (erased or deleted meanwhile)."""
+    job = {key: held[key] for key in ("job_id", "campaign_id", "contact_id", "attempt")}
+    job["list_id"] = held.get("list_id")
+    if contact is None:
+        return {**job, "withdrawn": True}
+    return _with_revision({**job, "recipient": _recipient(contact)}, contact)
 
 
 def owner_name(thread: int) -> str:

@@ -15,7 +15,7 @@ from typing import Callable
 from services.contacts import domain, events, fanout, privacy, usecases
 from services.contacts.store import PLATFORM, ContactsStore
 from shared import topics
-from shared.events import Event
+from shared.events import Event, new_event
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,18 @@ def bounced(ports: usecases.Ports, event: Event) -> None:
                       contact_id=contact["_id"], flush=False)
 
 
+def reissue(ports: usecases.Ports, event: Event) -> None:
+    """delivery.held: a sender holds back a job whose contact changed after
+    the fan-out read it. The same job goes out again with the contact as
+    it is now, so a corrected address is mailed instead of the old one (a
+    redelivery only sends it twice: the sender claims it once)."""
+    contact = _contact(ports, event) if event.account_id else None
+    job = fanout.job_again(event.data, contact)
+    ports.producer.publish(topics.SEND_JOBS, new_event(
+        "send.job", source=events.SOURCE, subject=job["job_id"], account_id=event.account_id,
+        data=job), key=job["job_id"])
+
+
 def build_handlers(runtime, wake_fanouts: Callable[[], None] = lambda: None) -> dict:
     """Add handlers here (e.g. privacy.requested from services/contacts/privacy.py,
     campaign.launched from services/contacts/fanout.py). `wake_fanouts` tells
@@ -148,5 +160,6 @@ def build_handlers(runtime, wake_fanouts: Callable[[], None] = lambda: None) -> 
         "tracking.complained": with_ports(complained),
         "tracking.bounced": with_ports(bounced),
         "delivery.bounced": with_ports(bounced),
+        "delivery.held": with_ports(reissue),
         "privacy.requested": lambda event: privacy.handle_privacy_request(runtime, event),
     }

@@ -434,11 +434,13 @@ def _existing(ctx: Context, rows: list[Row], at: datetime, counters: dict,
             events.contact_subscribed(recorded, contact, ctx.list_id, "import")
         update["$set"].update(changes)
         update["$set"]["updated_at"] = at
+        if changes:
+            update["$inc"] = {"revision": 1}
         updates.append(UpdateOne({"_id": contact["_id"], "account_id": ctx.account_id}, update))
         counters["updated"] += 1
         if changes:
             names = sorted({k.split(".", 1)[-1] if k.startswith("fields.") else k for k in changes})
-            events.contact_updated(recorded, contact, names)
+            events.contact_updated(recorded, contact, names, contact.get("revision", 0) + 1)
     if updates:
         with documents_kept_out_of_errors():  # its error would quote names and fields
             ctx.store.contacts.bulk_write(updates, ordered=False)

@@ -37,7 +37,7 @@ from shared.mongo import ensure_indexes, id_batches
 PLATFORM = None  # account_id of platform-wide suppression entries
 # What a send job needs of a contact (services/contacts/fanout.send_job),
 # and the hash the suppression re-check reads.
-AUDIENCE_FIELDS = {"email": 1, "name": 1, "fields": 1, "email_hash": 1}
+AUDIENCE_FIELDS = {"email": 1, "name": 1, "fields": 1, "email_hash": 1, "revision": 1}
 
 INDEXES = {
     "lists": [IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)]),

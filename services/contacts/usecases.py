@@ -185,15 +185,20 @@ def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -
             if addr.hash != current["email_hash"]:
                 refuse_erased(account_id, entries)
             changes.update(email=addr.email, email_hash=addr.hash, suppressed=bool(entries))
-    if "name" in body:
+    if "name" in body and body["name"] != current.get("name"):
         changes["name"] = body["name"]
+    held = current.get("fields") or {}
     for key, value in checked_fields(ports, account_id, body.get("fields") or {}).items():
-        changes[f"fields.{key}"] = value  # key checked against the declared fields
+        if key not in held or held[key] != value:
+            changes[f"fields.{key}"] = value  # key checked against the declared fields
+    # Only what differs: each change counts a revision, which sends the
+    # contact's queued jobs back to be read again (fanout.job_again).
     if not changes:
         return current
     changes["updated_at"] = ports.clock()
     try:
-        doc = ports.store.update_contact(account_id, contact_id, {"$set": changes})
+        doc = ports.store.update_contact(account_id, contact_id,
+                                         {"$set": changes, "$inc": {"revision": 1}})
     except Exception as exc:  # the unique (account, email hash) index
         if "duplicate key" in str(exc).lower() or getattr(exc, "code", None) == 11000:
             raise conflict("a contact with this address exists") from None
@@ -202,7 +207,7 @@ def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -
         raise not_found("contact")
     names = sorted({k.split(".")[0] if k.startswith("fields.") else k for k in changes}
                    - {"updated_at", "email_hash", "suppressed"})
-    events.contact_updated(ports.producer, doc, names)
+    events.contact_updated(ports.producer, doc, names, doc["revision"])
     ports.producer.flush()
     return doc
 

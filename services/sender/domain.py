@@ -16,6 +16,9 @@ SENDING, PAUSED, CANCELLED = "sending", "paused", "cancelled"
 # deferred (send.retry) or released (not attempted) job gives its claim back.
 SENT, FAILED, SKIPPED, DEFERRED, RELEASED = "sent", "failed", "skipped", "deferred", "released"
 FINAL = (SENT, FAILED, SKIPPED)
+# Why a claimed job is given back unsent: its contact's address, name or
+# fields changed after the fan-out read them, and contacts sends it again.
+CONTACT_CHANGED = "contact_changed"
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -74,19 +77,22 @@ class Job:
     test: bool
     inline_campaign: dict | None  # a test send carries its (never launched) campaign
     data: dict = field(default_factory=dict, compare=False, repr=False)  # the event's data
+    contact_revision: int = 0  # the contact's, when the fan-out read it
+    withdrawn: bool = False    # contacts found no contact to send it to again
 
     @classmethod
     def from_event(cls, account_id: str, data: dict) -> "Job":
-        recipient = data["recipient"]
+        recipient = data.get("recipient") or {}  # none on a withdrawn job
         not_before = data.get("not_before")
         return cls(job_id=data["job_id"], campaign_id=data["campaign_id"],
                    contact_id=data["contact_id"], account_id=account_id,
-                   list_id=data.get("list_id"), email=recipient["email"],
+                   list_id=data.get("list_id"), email=recipient.get("email", ""),
                    name=recipient.get("name"), fields=recipient.get("fields") or {},
                    attempt=int(data.get("attempt") or 0),
                    not_before=parse_time(not_before) if not_before else None,
                    test=bool(data.get("test")), inline_campaign=data.get("campaign"),
-                   data=data)
+                   data=data, contact_revision=int(data.get("contact_revision") or 0),
+                   withdrawn=bool(data.get("withdrawn")))
 
     @property
     def recipient_domain(self) -> str:

@@ -9,6 +9,7 @@ one screen:
     a window's worth of it already? -> HOLD until the next second (not claimed)
     claim (deliveries, _id = job id) -> finished before: re-announce; held by a live sender: HOLD
     cancelled / contact blocked      -> SKIPPED
+    contact changed since fan-out    -> RELEASE; delivery.held asks contacts for the job again
     within the campaign's rate       -> else RELEASE + HOLD (or reschedule for the hourly quota)
     compose + send (the Messenger)   -> SENT / FAILED (5xx) / DEFERRED -> send.retry / DLQ
     record, publish delivery events  -> the loop flushes, then commits
@@ -27,8 +28,8 @@ from typing import Callable, Protocol
 
 from services.sender import metrics, smtp
 from services.sender.compose import Composer
-from services.sender.domain import (ACCEPTED, CANCELLED, DEFERRED, FAILED, PAUSED, PERMANENT,
-                                    RELEASED, SENT, SKIPPED, Campaign, Job, RetryPolicy,
+from services.sender.domain import (ACCEPTED, CANCELLED, CONTACT_CHANGED, DEFERRED, FAILED, PAUSED,
+                                    PERMANENT, RELEASED, SENT, SKIPPED, Campaign, Job, RetryPolicy,
                                     enhanced_status)
 from services.sender.throttle import RateLimiter
 from shared import topics
@@ -211,13 +212,25 @@ class Engine:
 
     def _screen(self, claimed, campaigns, result, outcomes) -> list[Job]:
         """Skip the jobs of a cancelled campaign and of contacts that
-        unsubscribed, were suppressed, bounced, complained or were erased."""
+        unsubscribed, were suppressed, bounced, complained or were erased.
+        Give back the jobs whose contact changed since the fan-out read it:
+        contacts answers delivery.held with the job as the contact is now,
+        so a corrected address gets the message and the old one does not."""
         blocked = self.contacts.blocked(claimed)
         sendable = []
         for job in claimed:
             cancelled = campaigns[job.job_id].status == CANCELLED and not job.test
             reason = "cancelled" if cancelled else blocked.get(job.job_id)
-            if reason:
+            if reason == CONTACT_CHANGED:
+                outcomes.append((job.job_id, RELEASED, {}))
+                self.publisher.publish(self.settings.routes.delivery, self._event(
+                    job, "delivery.held", {"job_id": job.job_id, "campaign_id": job.campaign_id,
+                                           "contact_id": job.contact_id, "list_id": job.list_id,
+                                           "attempt": job.attempt, "reason": reason}),
+                    key=job.job_id)
+                metrics.OUTCOMES.labels("held").inc()
+                result[job.job_id] = DONE
+            elif reason:
                 outcomes.append(self._settle(job, SKIPPED, "delivery.skipped", {"reason": reason},
                                              erased=reason == "erased"))
                 result[job.job_id] = DONE

@@ -64,6 +64,11 @@ def contact_handlers(store: ContactStateStore, erased: ErasedAccounts | None = N
         data = event.data
         store.subscribed(event.account_id, data["contact_id"], data["list_id"], _time(event))
 
+    def revised(event):
+        data = event.data
+        if data.get("revision"):  # absent from events older than the field
+            store.revised(event.account_id, data["contact_id"], data["revision"])
+
     def status_is(status):
         return lambda e: store.status(e.account_id, e.data["contact_id"], status, _time(e))
 
@@ -85,6 +90,7 @@ def contact_handlers(store: ContactStateStore, erased: ErasedAccounts | None = N
         "contact.status_changed":
             lambda e: store.status(e.account_id, e.data["contact_id"], e.data["status"], _time(e)),
         "contact.erased": status_is("erased"),
+        "contact.updated": revised,
         "tracking.unsubscribed": unsubscribed,
         "tracking.complained": status_is("complained"),
     }

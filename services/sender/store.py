@@ -25,7 +25,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 from pymongo.operations import IndexModel
 
-from services.sender.domain import CANCELLED, FINAL, SENDING, Campaign, Job
+from services.sender.domain import CANCELLED, CONTACT_CHANGED, FINAL, SENDING, Campaign, Job
 from shared.erased_accounts import ErasedAccounts
 from shared.mongo import delete_all, find_by_ids, insert_new, retry_unreachable
 from shared.pii import email_hash
@@ -163,6 +163,13 @@ class ContactStateStore:
         self.col.update_one({"_id": contact_id},
                             _owned({"$unset": {"suppressed": ""}}, account_id))
 
+    def revised(self, account_id: str, contact_id: str, revision: int) -> None:
+        """The contact's address, name or fields changed (contact.updated):
+        a job read before `revision` is stale. Upserted, like a suppression:
+        a job fanned out before the change may be queued or parked."""
+        self.col.update_one({"_id": contact_id},
+                            _owned({"$max": {"revision": revision}}, account_id), upsert=True)
+
     def status(self, account_id: str, contact_id: str, status: str,
                at: datetime | None = None) -> None:
         self._change(account_id, contact_id, "status", at, {"$set": {"status": status}})
@@ -222,9 +229,11 @@ class ContactStateStore:
         self.addresses.delete_one({"_id": _address_key(hash_, account_id)})
 
     def blocked(self, jobs: list[Job]) -> dict[str, str]:
-        """job id -> why it must not be sent, for the jobs whose contact
-        unsubscribed, was suppressed, bounced, complained or was erased, or
-        whose address is suppressed for their account or platform-wide. A
+        """job id -> why it must not be sent as it is, for the jobs whose
+        contact unsubscribed, was suppressed, bounced, complained or was
+        erased (or withdrawn: gone when contacts was asked for it again),
+        whose address is suppressed for their account or platform-wide, or
+        (CONTACT_CHANGED) whose contact changed after the job was read. A
         test send has no contact, and goes to the account's own people even
         when its list suppressed them; but not to an address suppressed
         platform-wide: someone who complained or asked to be erased."""
@@ -266,6 +275,8 @@ def _address_key(hash_: str, account_id: str | None) -> str:
 
 
 def _contact_reason(job: Job, state: dict | None) -> str | None:
+    if job.withdrawn:
+        return "erased"
     if not state:
         return None
     if job.account_id in state.get("erased_by", ()):
@@ -276,6 +287,9 @@ def _contact_reason(job: Job, state: dict | None) -> str | None:
         return state["status"]
     if state.get("all_lists") or (job.list_id and job.list_id in state.get("lists", ())):
         return "unsubscribed"
+    if state.get("account_id") == job.account_id \
+            and state.get("revision", 0) > job.contact_revision:
+        return CONTACT_CHANGED
     return None
 
 

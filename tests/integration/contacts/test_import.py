@@ -102,7 +102,7 @@ def test_a_messy_file_imports_its_good_rows_and_explains_the_rest(client, app, s
     assert {row["list_status"] for row in exported} == {"subscribed"}
 
 
-def test_latin1_semicolons_and_upsert(client, app, settings, setup):
+def test_latin1_semicolons_and_upsert(client, app, settings, setup, broker):
     data = ("email;name;city\n"
             "existing@example.com;José;Pune\n"
             "zoé@example.com;Zoé;Goa\n").encode("latin-1")
@@ -116,6 +116,13 @@ def test_latin1_semicolons_and_upsert(client, app, settings, setup):
     assert by_email["existing@example.com"]["name"] == "José"
     assert by_email["existing@example.com"]["fields"]["city"] == "Pune"
     assert by_email["zoé@example.com"]["name"] == "Zoé"
+    # the update counts a revision, which contact.updated tells the sender
+    existing = by_email["existing@example.com"]
+    stored = ContactsStore(app.extensions["runtime"].db).contacts.find_one({"_id": existing["id"]})
+    assert stored["revision"] == 1
+    assert [e["data"] for e in published(broker) if e["type"] == "contact.updated"
+            and e["subject"] == existing["id"]] == [
+        {"contact_id": existing["id"], "fields": ["city", "name"], "revision": 1}]
 
 
 def test_a_date_past_year_9999_in_utc_costs_only_its_own_row(client, app, settings, setup):

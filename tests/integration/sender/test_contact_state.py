@@ -131,3 +131,46 @@ def test_a_lifted_account_suppression_lets_the_address_and_the_contact_through(m
             _event("contact.unsuppressed", A, {"contact_id": None, "scope": "account",
                                                "email_hash": complained}))
     assert store.blocked(jobs) == {"j-angry": "suppressed"}
+
+
+def _read_at(job, revision):
+    return Job.from_event(job.account_id, {**job.data, "contact_revision": revision})
+
+
+def test_a_job_read_before_its_contacts_latest_change_is_stale(mongo_db):
+    """contact.updated carries the contact's revision; a job the fan-out read
+    at an earlier one must not go out as it is (the address may be the one
+    that was corrected). Revisions only move forward, and only the owner's
+    count: another account's job naming the id is not held back."""
+    store = ContactStateStore(mongo_db, SALT)
+    before = _job("j-before", A, "c1", "old@example.com")            # never changed then
+    read_at_1 = _read_at(_job("j-1", A, "c1", "mid@example.com"), 1)
+    read_at_2 = _read_at(_job("j-2", A, "c1", "new@example.com"), 2)
+    elsewhere = _job("j-b", B, "c1", "x@example.com")
+    untouched = _job("j-other", A, "c2", "c2@example.com")
+    jobs = [before, read_at_1, read_at_2, elsewhere, untouched]
+    assert store.blocked(jobs) == {}
+    _handle(store, _event("contact.updated", A, {"contact_id": "c1", "fields": ["name"],
+                                                 "revision": 1}))
+    assert store.blocked(jobs) == {"j-before": "contact_changed"}
+    _handle(store,
+            _event("contact.updated", A, {"contact_id": "c1", "fields": ["email"],
+                                          "revision": 2}),
+            _event("contact.updated", A, {"contact_id": "c1", "fields": ["name"],
+                                          "revision": 1}),   # a late copy of the first
+            _event("contact.updated", A, {"contact_id": "c2", "fields": ["name"]}))  # older
+    assert store.blocked(jobs) == {"j-before": "contact_changed", "j-1": "contact_changed"}
+    # a stop for good comes first: nobody asks for an unsubscribed contact again
+    _handle(store, _event("contact.unsubscribed", A, {"contact_id": "c1", "list_id": None,
+                                                      "via": "api"}))
+    assert store.blocked([before, read_at_1, read_at_2]) == {
+        "j-before": "unsubscribed", "j-1": "unsubscribed", "j-2": "unsubscribed"}
+
+
+def test_a_withdrawn_job_is_skipped_as_erased(mongo_db):
+    """Contacts' answer for a contact gone before it could send the job again."""
+    store = ContactStateStore(mongo_db, SALT)
+    withdrawn = Job.from_event(A, {"job_id": "j", "campaign_id": "c" * 32, "contact_id": "c9",
+                                   "attempt": 0, "withdrawn": True})
+    assert withdrawn.email == "" and withdrawn.withdrawn
+    assert store.blocked([withdrawn]) == {"j": "erased"}

@@ -59,6 +59,7 @@ class Fakes:
             task.outcome = smtp.classify(task.code)
             task.reply = f"{task.code} for <{task.job.email}>"
         self.tasks = list(tasks)
+        self.tasks_sent = getattr(self, "tasks_sent", []) + list(tasks)
 
     def collect(self, at_least, timeout=0.5):
         done, self.tasks = getattr(self, "tasks", []), []
@@ -253,3 +254,22 @@ def test_a_parked_job_the_schema_refuses_stays_parked_and_holds_back_no_other_ca
     assert engine.unpark(lambda: None) == 2
     assert [d["job_id"] for _, _, d in fakes.published] == ["j1", "j3"]
     assert list(parking.docs) == ["bad"]
+
+
+def test_a_job_whose_contact_changed_is_given_back_and_asked_for_again():
+    """Fanned out before its contact's address, name or fields changed: not
+    sent, not counted; its claim goes back and delivery.held asks contacts
+    for the job as the contact is now."""
+    fakes = Fakes([campaign()], blocked={"j1": "contact_changed"})
+    stale = job(1, attempt=1)
+    stale = Job(stale.job_id, stale.campaign_id, stale.contact_id, ACCOUNT, "l1", stale.email,
+                None, {}, 1, None, False, None, data=stale.data)
+    result = fakes.engine().handle([[stale, job(2)]])
+    assert result == {"j1": DONE, "j2": DONE}
+    assert [t.job.job_id for t in fakes.tasks_sent] == ["j2"]
+    assert fakes.types() == [("delivery.held", "j1"), ("delivery.sent", "j2")]
+    held = [d for _, t, d in fakes.published if t == "delivery.held"][0]
+    assert held == {"job_id": "j1", "campaign_id": "c1", "contact_id": "p1", "list_id": "l1",
+                    "attempt": 1, "reason": "contact_changed"}
+    assert ("j1", "released", {}) in fakes.records  # the claim goes back
+    assert "j1" not in {j for j, s, _ in fakes.records if s != "released"}

@@ -1,0 +1,72 @@
+"""A contact's revision: every change of its address, name or fields counts
+one, contact.updated says which, and the fan-out's jobs carry the one they
+read. A sender that heard of a later revision holds its job back
+(delivery.held), and contacts sends the job again with the contact as it
+is now: never to another account, and `withdrawn` once the contact is gone.
+The app in-process against the real FerretDB, its producer in memory."""
+from services.contacts import handlers
+from services.contacts.fanout import send_job
+from services.contacts.store import ContactsStore
+from shared.events import new_event
+from tests.integration.contacts.conftest import published
+
+V1 = "/api/v1"
+
+
+def _updates(broker, contact_id):
+    return [e["data"] for e in published(broker)
+            if e["type"] == "contact.updated" and e["subject"] == contact_id]
+
+
+def _held(account_id, contact_id, list_id, job_id="j" * 32, attempt=2):
+    return new_event("delivery.held", source="sender", subject=job_id, account_id=account_id,
+                     data={"job_id": job_id, "campaign_id": "c" * 32, "contact_id": contact_id,
+                           "list_id": list_id, "attempt": attempt, "reason": "contact_changed"})
+
+
+def test_each_change_counts_a_revision_that_the_fan_out_carries(client, app, broker):
+    list_id = client.post(f"{V1}/lists", {"name": "L"}).get_json()["id"]
+    contact = client.post(f"{V1}/contacts", {"email": "first@example.com", "name": "First",
+                                             "list_ids": [list_id]}).get_json()
+    store = ContactsStore(app.extensions["runtime"].db)
+
+    def fanned_out():
+        [batch] = store.stream_audience(client.account_id, [list_id], None)
+        return send_job("c" * 32, batch[0], list_id, None)
+
+    assert "contact_revision" not in fanned_out()  # never changed
+    client.patch(f"{V1}/contacts/{contact['id']}", {"name": "Second"})
+    client.patch(f"{V1}/contacts/{contact['id']}", {"name": "Second"})  # nothing changes
+    client.patch(f"{V1}/contacts/{contact['id']}", {"email": "third@example.com"})
+    assert _updates(broker, contact["id"]) == [
+        {"contact_id": contact["id"], "fields": ["name"], "revision": 1},
+        {"contact_id": contact["id"], "fields": ["email"], "revision": 2}]
+    job = fanned_out()
+    assert job["contact_revision"] == 2
+    assert job["recipient"] == {"email": "third@example.com", "name": "Second"}
+
+
+def test_a_held_job_goes_out_again_as_the_contact_is_now(client, other, app, broker):
+    list_id = client.post(f"{V1}/lists", {"name": "L"}).get_json()["id"]
+    contact = client.post(f"{V1}/contacts", {"email": "old@example.com", "name": "Old",
+                                             "list_ids": [list_id]}).get_json()
+    client.patch(f"{V1}/contacts/{contact['id']}", {"email": "new@example.com", "name": "New"})
+    table = handlers.build_handlers(app.extensions["runtime"])
+
+    table["delivery.held"](_held(client.account_id, contact["id"], list_id))
+    # another account naming the contact learns nothing of it
+    table["delivery.held"](_held(other.account_id, contact["id"], list_id, job_id="k" * 32))
+    client.delete(f"{V1}/contacts/{contact['id']}")
+    table["delivery.held"](_held(client.account_id, contact["id"], list_id, job_id="m" * 32))
+    app.extensions["runtime"].producer().flush()  # the worker's loop flushes before it commits
+
+    jobs = {e["data"]["job_id"]: e for e in published(broker, "send.jobs")}
+    again = jobs["j" * 32]
+    assert again["accountid"] == client.account_id
+    assert again["data"] == {"job_id": "j" * 32, "campaign_id": "c" * 32,
+                             "contact_id": contact["id"], "list_id": list_id, "attempt": 2,
+                             "recipient": {"email": "new@example.com", "name": "New"},
+                             "contact_revision": 1}
+    for withdrawn in ("k" * 32, "m" * 32):
+        assert jobs[withdrawn]["data"]["withdrawn"] is True
+        assert "recipient" not in jobs[withdrawn]["data"]
