@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import logging
 
-from services.contacts import domain, events, usecases
+from marshmallow import ValidationError
+
+from services.contacts import domain, events, schemas, usecases
 from services.contacts.store import PLATFORM, ContactsStore
 from shared import topics
 from shared.http.errors import ApiError
@@ -178,6 +180,13 @@ def rectify(ports: usecases.Ports, event, contact: dict, changes: dict) -> list[
     if unknown:
         raise ApiError(400, "validation_error", "cannot rectify these",
                        {k: ["not a contact attribute"] for k in unknown})
+    # The API's rules for the same change: the privacy API takes any JSON
+    # value, and a 10,000-character or numeric name stored here made every
+    # send job of the contact fail its schema.
+    try:
+        changes = schemas.ContactUpdate().load(changes)
+    except ValidationError as exc:
+        raise ApiError(400, "validation_error", "invalid rectification", exc.messages) from None
     usecases.update_contact(ports, contact["account_id"], contact["_id"], changes)
     fields = sorted(changes)
     usecases.append_consent(ports, contact["account_id"], [contact["_id"]], None, "rectified",

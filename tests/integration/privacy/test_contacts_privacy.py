@@ -179,6 +179,17 @@ def test_an_invalid_rectification_fails_with_the_reason(world):
     assert answer["status"] == "failed" and "shoe_size" in answer["detail"]
 
 
+@pytest.mark.parametrize("name", [42, "x" * 201])
+def test_a_rectification_the_contacts_api_would_refuse_changes_nothing(world, name):
+    """The privacy API takes any JSON value; stored, a numeric or overlong
+    name failed the schema of every send job of the contact."""
+    privacy.handle_privacy_request(world.runtime, _request(
+        "rectification", {"contact_id": world.jane["_id"]}, changes={"name": name}))
+    [answer] = _answers(world.broker)
+    assert answer["status"] == "failed" and "name" in answer["detail"]
+    assert world.db.contacts.find_one({"_id": world.jane["_id"]})["name"] == world.jane["name"]
+
+
 def test_restriction_takes_the_contact_out_of_every_audience(world):
     privacy.handle_privacy_request(world.runtime, _request("restriction", {"contact_id": world.jane["_id"]}))
     assert _answers(world.broker)[0]["status"] == "done"
