@@ -213,6 +213,13 @@ def membership_update(list_id: str, entry: dict) -> dict:
     return update
 
 
+def plain_fields(fields: dict) -> dict:
+    """Custom field values as JSON has them: a date field's value (stored as
+    a datetime) in ISO 8601, as the API shows it."""
+    return {key: value.isoformat() if isinstance(value, datetime) else value
+            for key, value in fields.items()}
+
+
 def csv_safe(cell: Any) -> str:
     """Spreadsheet formula injection: a cell that starts with = + - @ tab or
     CR is prefixed with a single quote so it is shown, never evaluated."""

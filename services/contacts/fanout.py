@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterable
 
 from pymongo.errors import CursorNotFound
 
-from services.contacts import metrics
+from services.contacts import domain, metrics
 from services.contacts.fanout_store import INDEXES, MARK_KINDS, FanoutStore, LeaseLost, utcnow
 from shared import topics
 from shared.events import Event, new_event
@@ -81,7 +81,9 @@ def _recipient(contact: dict) -> dict[str, Any]:
     if contact.get("name"):
         recipient["name"] = contact["name"]
     if contact.get("fields"):
-        recipient["fields"] = contact["fields"]
+        # A date field is a datetime in the store: as it was, the job failed
+        # to encode and the fan-out retried it for ever.
+        recipient["fields"] = domain.plain_fields(contact["fields"])
     return recipient
 
 

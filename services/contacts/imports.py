@@ -398,12 +398,16 @@ def _existing(ctx: Context, rows: list[Row], at: datetime, counters: dict,
               recorded: _RecordedEvents) -> list[str]:
     found = ctx.store.contacts_by_hashes(ctx.account_id, [r.addr.hash for r in rows])
     updates, subscribed = [], []
+    changed: dict[str, list[str]] = {}   # contact id -> names of what this batch changes
     for row in rows:
         contact = found.get(row.addr.hash)
         if contact is None:   # deleted since the insert failed: the next run creates it
             raise RuntimeError("a conflicting contact vanished; retrying the batch")
         member = contact.get("lists", {}).get(ctx.list_id)
         ours = member and member.get("import_id") == ctx.import_id
+        # This row changed the contact in a run that died before announcing it.
+        changed_here = (contact.get("changed_by_import") or {}).get("at") == \
+            f"{ctx.import_id}:{row.number}"
         if ours and member.get("row") == row.number:          # replay after a crash
             origin = contact.get("origin", {})
             if origin.get("import_id") == ctx.import_id and origin.get("row") == row.number:
@@ -412,6 +416,9 @@ def _existing(ctx: Context, rows: list[Row], at: datetime, counters: dict,
             else:
                 counters["updated"] += 1
                 events.contact_subscribed(recorded, contact, ctx.list_id, "import")
+            if changed_here:
+                events.contact_updated(recorded, contact, contact["changed_by_import"]["fields"],
+                                       contact["revision"])
             subscribed.append(contact["_id"])
             continue
         if ours:
@@ -422,6 +429,11 @@ def _existing(ctx: Context, rows: list[Row], at: datetime, counters: dict,
             counters["skipped_suppressed"] += 1                # opted out: never re-subscribed here
             continue
         changes = _field_changes(ctx, row, contact) if ctx.upsert else {}
+        if changed_here and not changes:                       # replay after a crash
+            counters["updated"] += 1
+            events.contact_updated(recorded, contact, contact["changed_by_import"]["fields"],
+                                   contact["revision"])
+            continue
         if status == "subscribed":
             if not changes:
                 counters["skipped_duplicate"] += 1             # already on the list
@@ -435,15 +447,23 @@ def _existing(ctx: Context, rows: list[Row], at: datetime, counters: dict,
         update["$set"].update(changes)
         update["$set"]["updated_at"] = at
         if changes:
+            names = sorted({k.split(".", 1)[-1] if k.startswith("fields.") else k for k in changes})
+            update["$set"]["changed_by_import"] = {"at": f"{ctx.import_id}:{row.number}",
+                                                   "fields": names}
             update["$inc"] = {"revision": 1}
+            changed[contact["_id"]] = names
         updates.append(UpdateOne({"_id": contact["_id"], "account_id": ctx.account_id}, update))
         counters["updated"] += 1
-        if changes:
-            names = sorted({k.split(".", 1)[-1] if k.startswith("fields.") else k for k in changes})
-            events.contact_updated(recorded, contact, names, contact.get("revision", 0) + 1)
     if updates:
         with documents_kept_out_of_errors():  # its error would quote names and fields
             ctx.store.contacts.bulk_write(updates, ordered=False)
+    if changed:
+        # The revision each change made, read back: another writer's change
+        # in between counts too, so a job read between the two is stale.
+        for contact in ctx.store.contacts.find({"_id": {"$in": list(changed)}},
+                                               {"account_id": 1, "revision": 1}):
+            events.contact_updated(recorded, contact, changed[contact["_id"]],
+                                   contact["revision"])
     return subscribed
 
 

@@ -133,8 +133,7 @@ class ContactOut(ma.Schema):
 
 
     def _fields(self, doc: dict) -> dict:
-        return {key: value.isoformat() if hasattr(value, "isoformat") else value
-                for key, value in (doc.get("fields") or {}).items()}
+        return domain.plain_fields(doc.get("fields") or {})
 
 
 ContactPage = page_of(ContactOut, "ContactPage")

@@ -194,6 +194,13 @@ def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -
     # Only what differs: each change counts a revision, which sends the
     # contact's queued jobs back to be read again (fanout.job_again).
     if not changes:
+        if current.get("revision"):
+            # Perhaps the retry of a change stored before its announcement
+            # failed: say the revision again (the sender keeps the highest).
+            events.contact_updated(ports.producer, current,
+                                   sorted(body.keys() & {"email", "name", "fields"}),
+                                   current["revision"])
+            ports.producer.flush()
         return current
     changes["updated_at"] = ports.clock()
     try:

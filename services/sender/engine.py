@@ -84,6 +84,9 @@ class EngineSettings:
     batch_deadline_seconds: float = 20.0  # stop starting new sends after this (lease/2 at most)
     unpark_every_seconds: float = 2.0
     held_recheck_seconds: float = 2.0
+    # A job given back for contacts to send again (delivery.held) returns
+    # after this if no answer has been sent by then, and asks again.
+    contact_answer_seconds: float = 300.0
     record_every: int = 32  # sends between two writes of their outcomes
     # How long to keep trying to record outcomes of messages already sent
     # while the database is away (see DeliveryStore.record); a SIGTERM then
@@ -223,12 +226,7 @@ class Engine:
             reason = "cancelled" if cancelled else blocked.get(job.job_id)
             if reason == CONTACT_CHANGED:
                 outcomes.append((job.job_id, RELEASED, {}))
-                self.publisher.publish(self.settings.routes.delivery, self._event(
-                    job, "delivery.held", {"job_id": job.job_id, "campaign_id": job.campaign_id,
-                                           "contact_id": job.contact_id, "list_id": job.list_id,
-                                           "attempt": job.attempt, "reason": reason}),
-                    key=job.job_id)
-                metrics.OUTCOMES.labels("held").inc()
+                self._ask_contacts_again(job)
                 result[job.job_id] = DONE
             elif reason:
                 outcomes.append(self._settle(job, SKIPPED, "delivery.skipped", {"reason": reason},
@@ -373,6 +371,21 @@ class Engine:
                                    "account_id": job.account_id,
                                    "campaign_id": job.campaign_id, "attempt": job.attempt,
                                    **(kept or {})}
+
+    def _ask_contacts_again(self, job: Job) -> None:
+        """delivery.held: contacts answers with the job as the contact is now.
+        Until then the held message is the job's only copy, so a copy also
+        goes to send.retry, due after `contact_answer_seconds`: if contacts
+        never answered (a worker down, or one too old to know the event), it
+        is held and asked for again then; if the answer went out, the copy
+        finds the job finished (or parked) and ends there."""
+        self.publisher.publish(self.settings.routes.delivery, self._event(
+            job, "delivery.held", {"job_id": job.job_id, "campaign_id": job.campaign_id,
+                                   "contact_id": job.contact_id, "list_id": job.list_id,
+                                   "attempt": job.attempt, "reason": CONTACT_CHANGED}),
+            key=job.job_id)
+        self._reschedule(job, self.clock() + self.settings.contact_answer_seconds)
+        metrics.OUTCOMES.labels("held").inc()
 
     def _reschedule(self, job: Job, at: float, attempt: int | None = None) -> None:
         data = {**job.data, "attempt": job.attempt if attempt is None else attempt,

@@ -259,6 +259,40 @@ def test_a_killed_worker_resumes_without_duplicates(client, app, settings, setup
     assert [row[0] for row in rejected_rows(client, job["id"])] == ["42"]
 
 
+def test_changes_written_by_a_run_that_died_before_announcing_them_are_announced(
+        client, app, settings, setup, broker, monkeypatch):
+    """An update written, then the worker killed before its events went
+    out: the resumed run found nothing left to change and said nothing, so
+    the senders never heard of the new revision (and mailed the old address
+    in the jobs already queued)."""
+    ids = {}
+    for i in range(3):
+        ids[f"known{i}@example.com"] = client.post(f"{V1}/contacts", {
+            "email": f"known{i}@example.com", "name": "Old", "list_ids": [setup]}).get_json()["id"]
+    job = upload(client, setup, "".join(["email,name\n"] + [f"{address},New\n" for address in ids])
+                 .encode(), mode="upsert").get_json()
+    real_announce = imports._announce
+
+    def killed_before_announcing(*args):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(imports, "_announce", killed_before_announcing)
+    with pytest.raises(SystemExit):
+        run_worker(app, settings, batch_rows=10)
+    monkeypatch.setattr(imports, "_announce", real_announce)
+    store = ContactsStore(app.extensions["runtime"].db)
+    halfway = store.imports.find_one({"_id": job["id"]})
+    store.imports.update_one({"_id": job["id"]},
+                             {"$set": {"lease_until": halfway["lease_until"] - timedelta(hours=1)}})
+    run_worker(app, settings, batch_rows=10)
+    assert client.get(f"{V1}/imports/{job['id']}").get_json()["counters"]["updated"] == 3
+    announced = {e["subject"]: e["data"] for e in published(broker)
+                 if e["type"] == "contact.updated"}
+    assert announced == {cid: {"contact_id": cid, "fields": ["name"], "revision": 1}
+                         for cid in ids.values()}
+    assert {c["revision"] for c in store.contacts.find({"_id": {"$in": list(ids.values())}})} == {1}
+
+
 def test_uploads_over_the_limit_are_refused_before_storing(client, setup, settings):
     import os
     big = b"email\n" + b"someone@example.com\n" * 12000          # > 200,000 bytes

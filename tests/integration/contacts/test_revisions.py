@@ -36,9 +36,12 @@ def test_each_change_counts_a_revision_that_the_fan_out_carries(client, app, bro
 
     assert "contact_revision" not in fanned_out()  # never changed
     client.patch(f"{V1}/contacts/{contact['id']}", {"name": "Second"})
-    client.patch(f"{V1}/contacts/{contact['id']}", {"name": "Second"})  # nothing changes
+    # nothing changes, but the revision is said again: the same change,
+    # retried after its first announcement failed, must not go unheard
+    client.patch(f"{V1}/contacts/{contact['id']}", {"name": "Second"})
     client.patch(f"{V1}/contacts/{contact['id']}", {"email": "third@example.com"})
     assert _updates(broker, contact["id"]) == [
+        {"contact_id": contact["id"], "fields": ["name"], "revision": 1},
         {"contact_id": contact["id"], "fields": ["name"], "revision": 1},
         {"contact_id": contact["id"], "fields": ["email"], "revision": 2}]
     job = fanned_out()
@@ -70,3 +73,35 @@ def test_a_held_job_goes_out_again_as_the_contact_is_now(client, other, app, bro
     for withdrawn in ("k" * 32, "m" * 32):
         assert jobs[withdrawn]["data"]["withdrawn"] is True
         assert "recipient" not in jobs[withdrawn]["data"]
+
+
+def test_a_date_field_goes_into_the_job_as_the_api_shows_it(client, app):
+    """A date field is a datetime in the store: the job failed to encode,
+    and the fan-out retried it for ever."""
+    from shared.events import encode
+    list_id = client.post(f"{V1}/lists", {"name": "L"}).get_json()["id"]
+    client.post(f"{V1}/fields", {"key": "renews", "type": "date"})
+    contact = client.post(f"{V1}/contacts", {"email": "dated@example.com", "list_ids": [list_id],
+                                             "fields": {"renews": "2030-01-02"}}).get_json()
+    shown = client.get(f"{V1}/contacts/{contact['id']}").get_json()["fields"]["renews"]
+    store = ContactsStore(app.extensions["runtime"].db)
+    [batch] = store.stream_audience(client.account_id, [list_id], None)
+    job = send_job("c" * 32, batch[0], list_id, None)
+    assert job["recipient"]["fields"] == {"renews": shown}
+    encode(new_event("send.job", source="contacts", subject=job["job_id"],
+                     account_id=client.account_id, data=job))
+
+
+def test_a_contact_the_job_schema_refuses_is_withdrawn_not_retried_for_ever(client, app, broker):
+    """A contact stored before a rule (here a numeric name) made the answer
+    raise on every try, and held up the rest of the worker's partition."""
+    list_id = client.post(f"{V1}/lists", {"name": "L"}).get_json()["id"]
+    contact = client.post(f"{V1}/contacts", {"email": "legacy@example.com",
+                                             "list_ids": [list_id]}).get_json()
+    store = ContactsStore(app.extensions["runtime"].db)
+    store.contacts.update_one({"_id": contact["id"]}, {"$set": {"name": 42}})
+    table = handlers.build_handlers(app.extensions["runtime"])
+    table["delivery.held"](_held(client.account_id, contact["id"], list_id))
+    app.extensions["runtime"].producer().flush()
+    [answer] = [e["data"] for e in published(broker, "send.jobs")]
+    assert answer["withdrawn"] is True and "recipient" not in answer

@@ -273,3 +273,7 @@ def test_a_job_whose_contact_changed_is_given_back_and_asked_for_again():
                     "attempt": 1, "reason": "contact_changed"}
     assert ("j1", "released", {}) in fakes.records  # the claim goes back
     assert "j1" not in {j for j, s, _ in fakes.records if s != "released"}
+    # until contacts answers, a copy waits on send.retry (same attempt) to ask again
+    [copy] = [d for top, _, d in fakes.published if top == "send.retry"]
+    assert copy["job_id"] == "j1" and copy["attempt"] == 1
+    assert copy["not_before"].startswith("1970-01-01T00:21:40")  # clock 1000.25 + 300 s
