@@ -15,16 +15,17 @@ at send time.
   arrives), and its delivery records keep their outcome under a random
   pseudonym, without recipient domain or SMTP reply.
 - restriction: the contact is suppressed at send time (queued jobs skipped).
-- rectification: nothing corrected here. Jobs carry the contact as the
-  fan-out read it, and a parked one keeps that copy until its campaign
-  resumes (docs/privacy.md, "Known gaps").
+- rectification: nothing corrected here. Contacts applies it and announces
+  the contact's new revision (contact.updated); a job queued or parked
+  before it is given back at send time and contacts sends it again with
+  the corrected data (engine.Engine._screen, docs/sender.md).
 """
 from __future__ import annotations
 
 import logging
 from functools import cached_property
 
-from services.sender.store import ERASED_ADDRESS, ContactStateStore
+from services.sender.store import ContactStateStore, ParkedJobs
 from shared.erased_accounts import ErasedAccounts
 from shared.mongo import delete_all
 from shared.privacy_answers import answer, contact_id_or_wait, pseudonym
@@ -90,7 +91,8 @@ def handle_privacy_request(runtime, event) -> None:
                detail="suppressed at send time: queued jobs are skipped")
     else:
         answer(runtime.producer(), event, SERVICE, "done",
-               detail="the sender holds no contact attributes: jobs carry what contacts holds")
+               detail="the sender holds no contact attributes; a job read before the "
+                      "correction is asked of contacts again at send time")
 
 
 def erase_account(db, account_id: str, erased: ErasedAccounts | None = None) -> None:
@@ -101,7 +103,7 @@ def erase_account(db, account_id: str, erased: ErasedAccounts | None = None) -> 
     send-time state and its suppressed address hashes."""
     (erased or ErasedAccounts(db)).mark(account_id)
     campaign_ids = [c["_id"] for c in db.campaigns.find({"account_id": account_id}, {"_id": 1})]
-    delete_all(db.parked_jobs, {"account_id": account_id})
+    ParkedJobs(db).forget_account(account_id)
     if campaign_ids:
         delete_all(db.claims, {"campaign_id": {"$in": campaign_ids}})
     delete_all(db.deliveries, {"account_id": account_id})
@@ -116,17 +118,8 @@ def _records(db, account_id: str, contact_id: str):
 
 def collect_all(db, account_id: str, contact_id: str) -> dict:
     return {"messages": collect(db, account_id, contact_id),
-            "queued_messages": _parked(db, account_id, contact_id),
+            "queued_messages": ParkedJobs(db).held_for(account_id, contact_id),
             "send_time_state": ContactStateStore(db).held_for(account_id, contact_id)}
-
-
-def _parked(db, account_id: str, contact_id: str) -> list[dict]:
-    """Jobs set aside while their campaign is paused: they hold the
-    recipient as the fan-out gave it (address, name, merge fields)."""
-    return [{"job_id": job["_id"], "campaign_id": job.get("campaign_id"),
-             "parked_at": job["parked_at"].isoformat() if job.get("parked_at") else None,
-             "recipient": (job.get("data") or {}).get("recipient")}
-            for job in db.parked_jobs.find({"account_id": account_id, "contact_id": contact_id})]
 
 
 def collect(db, account_id: str, contact_id: str) -> list[dict]:
@@ -146,10 +139,7 @@ def collect(db, account_id: str, contact_id: str) -> list[dict]:
 def erase(db, account_id: str, contact_id: str) -> int:
     # First the send-time check, so nothing more goes out while the rest runs.
     ContactStateStore(db).erased_by(account_id, contact_id)
-    # A job parked while its campaign is paused is skipped when it goes back
-    # (the contact is erased); its address goes now.
-    db.parked_jobs.update_many({"account_id": account_id, "contact_id": contact_id},
-                               {"$set": {"data.recipient": {"email": ERASED_ADDRESS}}})
+    ParkedJobs(db).forget_recipient(account_id, contact_id)
     return db.deliveries.update_many(
         {"account_id": account_id, "event.data.contact_id": contact_id},
         {"$set": {"event.data.contact_id": pseudonym()},

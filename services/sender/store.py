@@ -413,6 +413,23 @@ class ParkedJobs:
     def remove(self, job_ids: list[str]) -> None:
         self.col.delete_many({"_id": {"$in": job_ids}})
 
+    def held_for(self, account_id: str, contact_id: str) -> list[dict]:
+        """An access export: the contact's parked jobs, with the recipient
+        as the fan-out gave it (address, name, merge fields)."""
+        return [{"job_id": job["_id"], "campaign_id": job.get("campaign_id"),
+                 "parked_at": job["parked_at"].isoformat() if job.get("parked_at") else None,
+                 "recipient": (job.get("data") or {}).get("recipient")}
+                for job in self.col.find({"account_id": account_id, "contact_id": contact_id})]
+
+    def forget_recipient(self, account_id: str, contact_id: str) -> None:
+        """An erasure: the address goes now; the job stays parked, to be
+        skipped when it goes back (the contact is erased by then)."""
+        self.col.update_many({"account_id": account_id, "contact_id": contact_id},
+                             {"$set": {"data.recipient": {"email": ERASED_ADDRESS}}})
+
+    def forget_account(self, account_id: str) -> None:
+        delete_all(self.col, {"account_id": account_id})
+
 
 class MongoWindowCounter:
     """throttle.WindowCounter over `rate_windows`, exact across senders.

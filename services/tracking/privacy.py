@@ -24,6 +24,7 @@ import re
 
 from pymongo.errors import DuplicateKeyError
 
+from services.tracking.store import soft_bounce_key
 from shared.erased_accounts import ErasedAccounts
 from shared.erased_contacts import ErasedContacts
 from shared.mongo import delete_all
@@ -103,7 +104,7 @@ def collect(db, account_id: str, contact_id: str) -> dict:
 
 def _soft_bounces(db, account_id: str, contact_id: str) -> dict | None:
     """The tally that turns repeated soft bounces into a hard one."""
-    tally = db.soft_bounces.find_one({"_id": f"{account_id}|{contact_id}"})
+    tally = db.soft_bounces.find_one({"_id": soft_bounce_key(account_id, contact_id)})
     if tally is None:
         return None
     return {"messages": sorted(tally.get("jobs") or []),
@@ -128,9 +129,9 @@ def erase(db, account_id: str, contact_id: str) -> int:
             pass
         db.markers.delete_one({"_id": marker["_id"]})
         changed += 1
-    bounce = db.soft_bounces.find_one({"_id": f"{account_id}|{contact_id}"})
+    bounce = db.soft_bounces.find_one({"_id": soft_bounce_key(account_id, contact_id)})
     if bounce is not None:
-        db.soft_bounces.insert_one({**bounce, "_id": f"{account_id}|{alias}"})
+        db.soft_bounces.insert_one({**bounce, "_id": soft_bounce_key(account_id, alias)})
         db.soft_bounces.delete_one({"_id": bounce["_id"]})
         changed += 1
     changed += db.deliveries.update_many({"account_id": account_id, "contact_id": contact_id},
@@ -148,6 +149,7 @@ def erase_account(db, account_id: str) -> None:
     for collection in ("markers", "hourly", "counters"):
         delete_all(db[collection], {"c": {"$in": campaigns}})
     delete_all(db.deliveries, {"account_id": account_id})
-    delete_all(db.soft_bounces, {"_id": {"$regex": f"^{re.escape(account_id)}\\|"}})
+    delete_all(db.soft_bounces,
+               {"_id": {"$regex": "^" + re.escape(soft_bounce_key(account_id, ""))}})
     delete_all(db.campaigns, {"account_id": account_id})
     ErasedContacts(db).forget_account(account_id)

@@ -39,6 +39,12 @@ INDEXES = {
 }
 
 
+
+def soft_bounce_key(account_id: str, contact_id: str) -> str:
+    """A contact's soft-bounce tally's _id; every tally of an account starts
+    with soft_bounce_key(account_id, "")."""
+    return f"{account_id}|{contact_id}"
+
 class TrackingStore:
     def __init__(self, db: Database):
         self.db = db
@@ -210,7 +216,7 @@ class TrackingStore:
     def add_soft_bounce(self, account_id: str, contact_id: str, job_id: str) -> int:
         """Distinct messages of this contact that soft-bounced (idempotent per job)."""
         doc = self.db.soft_bounces.find_one_and_update(
-            {"_id": f"{account_id}|{contact_id}"},
+            {"_id": soft_bounce_key(account_id, contact_id)},
             {"$addToSet": {"jobs": job_id}, "$set": {"at": datetime.now(timezone.utc)}},
             upsert=True, return_document=ReturnDocument.AFTER)
         return len(doc.get("jobs", []))
