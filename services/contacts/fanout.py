@@ -101,7 +101,7 @@ def job_again(held: dict, contact: dict | None) -> dict:
     attempt) with the contact as it is now; `withdrawn`, without a
     recipient, when the contact is gone (erased or deleted meanwhile)."""
     job = {key: held[key] for key in ("job_id", "campaign_id", "contact_id", "attempt")}
-    job["list_id"] = held.get("list_id")
+    job.update(list_id=held.get("list_id"), answers_held=True)
     if contact is None:
         return {**job, "withdrawn": True}
     return _with_revision({**job, "recipient": _recipient(contact)}, contact)

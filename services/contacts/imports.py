@@ -405,9 +405,13 @@ def _existing(ctx: Context, rows: list[Row], at: datetime, counters: dict,
             raise RuntimeError("a conflicting contact vanished; retrying the batch")
         member = contact.get("lists", {}).get(ctx.list_id)
         ours = member and member.get("import_id") == ctx.import_id
-        # This row changed the contact in a run that died before announcing it.
+        # This row changed the contact in a run that died before announcing
+        # it: announced now, whatever became of the contact since.
         changed_here = (contact.get("changed_by_import") or {}).get("at") == \
             f"{ctx.import_id}:{row.number}"
+        if changed_here:
+            events.contact_updated(recorded, contact, contact["changed_by_import"]["fields"],
+                                   contact["revision"])
         if ours and member.get("row") == row.number:          # replay after a crash
             origin = contact.get("origin", {})
             if origin.get("import_id") == ctx.import_id and origin.get("row") == row.number:
@@ -416,24 +420,19 @@ def _existing(ctx: Context, rows: list[Row], at: datetime, counters: dict,
             else:
                 counters["updated"] += 1
                 events.contact_subscribed(recorded, contact, ctx.list_id, "import")
-            if changed_here:
-                events.contact_updated(recorded, contact, contact["changed_by_import"]["fields"],
-                                       contact["revision"])
             subscribed.append(contact["_id"])
             continue
         if ours:
             counters["skipped_duplicate"] += 1                 # an earlier row of this file
+            continue
+        if changed_here:                                       # replay after a crash
+            counters["updated"] += 1
             continue
         status = member.get("status") if member else None
         if status == "unsubscribed" or contact["status"] != "active":
             counters["skipped_suppressed"] += 1                # opted out: never re-subscribed here
             continue
         changes = _field_changes(ctx, row, contact) if ctx.upsert else {}
-        if changed_here and not changes:                       # replay after a crash
-            counters["updated"] += 1
-            events.contact_updated(recorded, contact, contact["changed_by_import"]["fields"],
-                                   contact["revision"])
-            continue
         if status == "subscribed":
             if not changes:
                 counters["skipped_duplicate"] += 1             # already on the list
@@ -460,7 +459,8 @@ def _existing(ctx: Context, rows: list[Row], at: datetime, counters: dict,
     if changed:
         # The revision each change made, read back: another writer's change
         # in between counts too, so a job read between the two is stale.
-        for contact in ctx.store.contacts.find({"_id": {"$in": list(changed)}},
+        for contact in ctx.store.contacts.find({"_id": {"$in": list(changed)},
+                                                "account_id": ctx.account_id},
                                                {"account_id": 1, "revision": 1}):
             events.contact_updated(recorded, contact, changed[contact["_id"]],
                                    contact["revision"])

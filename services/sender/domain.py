@@ -79,6 +79,7 @@ class Job:
     data: dict = field(default_factory=dict, compare=False, repr=False)  # the event's data
     contact_revision: int = 0  # the contact's, when the fan-out read it
     withdrawn: bool = False    # contacts found no contact to send it to again
+    answers_held: bool = False  # contacts' answer to a delivery.held
 
     @classmethod
     def from_event(cls, account_id: str, data: dict) -> "Job":
@@ -92,7 +93,8 @@ class Job:
                    not_before=parse_time(not_before) if not_before else None,
                    test=bool(data.get("test")), inline_campaign=data.get("campaign"),
                    data=data, contact_revision=int(data.get("contact_revision") or 0),
-                   withdrawn=bool(data.get("withdrawn")))
+                   withdrawn=bool(data.get("withdrawn")),
+                   answers_held=bool(data.get("answers_held")))
 
     @property
     def recipient_domain(self) -> str:

@@ -84,8 +84,8 @@ class EngineSettings:
     batch_deadline_seconds: float = 20.0  # stop starting new sends after this (lease/2 at most)
     unpark_every_seconds: float = 2.0
     held_recheck_seconds: float = 2.0
-    # A job given back for contacts to send again (delivery.held) returns
-    # after this if no answer has been sent by then, and asks again.
+    # A job given back for contacts to send again (delivery.held) is asked
+    # for again if no answer has come after this long (HeldJobs).
     contact_answer_seconds: float = 300.0
     record_every: int = 32  # sends between two writes of their outcomes
     # How long to keep trying to record outcomes of messages already sent
@@ -96,7 +96,7 @@ class EngineSettings:
 
 
 class Engine:
-    def __init__(self, *, campaigns, contacts, deliveries, parked, limiter: RateLimiter,
+    def __init__(self, *, campaigns, contacts, deliveries, parked, held, limiter: RateLimiter,
                  messenger: Messenger, composer_for: Callable[[Campaign], Composer],
                  publisher: Publisher, settings: EngineSettings | None = None,
                  clock: Callable[[], float] = time.time):
@@ -104,6 +104,7 @@ class Engine:
         self.contacts = contacts
         self.deliveries = deliveries
         self.parked = parked
+        self.held = held
         self.limiter = limiter
         self.messenger = messenger
         self.composer_for = composer_for
@@ -121,6 +122,9 @@ class Engine:
         started = time.perf_counter()
         result: dict[str, Hold | None] = {}
         jobs = [job for sequence in sequences for job in sequence]
+        answers = [job.job_id for job in jobs if job.answers_held]
+        if answers:  # before the screening, which holds an answer already stale again
+            self.held.answered(answers)
         erased = self.campaigns.erased_accounts({job.account_id for job in jobs})
         campaigns = self._campaigns_of(jobs)
         ready = self._admit(sequences, campaigns, erased, result)
@@ -220,13 +224,13 @@ class Engine:
         contacts answers delivery.held with the job as the contact is now,
         so a corrected address gets the message and the old one does not."""
         blocked = self.contacts.blocked(claimed)
-        sendable = []
+        sendable, stale = [], []
         for job in claimed:
             cancelled = campaigns[job.job_id].status == CANCELLED and not job.test
             reason = "cancelled" if cancelled else blocked.get(job.job_id)
             if reason == CONTACT_CHANGED:
                 outcomes.append((job.job_id, RELEASED, {}))
-                self._ask_contacts_again(job)
+                stale.append(job)
                 result[job.job_id] = DONE
             elif reason:
                 outcomes.append(self._settle(job, SKIPPED, "delivery.skipped", {"reason": reason},
@@ -234,6 +238,12 @@ class Engine:
                 result[job.job_id] = DONE
             else:
                 sendable.append(job)
+        if stale:
+            self.held.hold(stale)  # before the offsets are committed past them
+            for job in stale:
+                self._publish_held(job.account_id, {
+                    "job_id": job.job_id, "campaign_id": job.campaign_id,
+                    "contact_id": job.contact_id, "list_id": job.list_id, "attempt": job.attempt})
         return sendable
 
     def _throttle(self, sendable, campaigns, result, outcomes) -> list[smtp.SendTask]:
@@ -276,6 +286,24 @@ class Engine:
             left -= len(done)
         self.messenger.collect(0, 0)  # forget the finished batch
         return recording
+
+    def ask_contacts_again(self, flush: Callable[[], None]) -> int:
+        """delivery.held again for the held jobs no answer has come for
+        (HeldJobs). Safe anywhere, any time: contacts answering twice only
+        sends the job twice, and the claim takes it once."""
+        before = datetime.fromtimestamp(self.clock() - self.settings.contact_answer_seconds,
+                                        timezone.utc)
+        asked = 0
+        while docs := self.held.unanswered(before):
+            for doc in docs:
+                self._publish_held(doc["account_id"], {
+                    "job_id": doc["_id"], "campaign_id": doc["campaign_id"],
+                    "contact_id": doc["contact_id"], "list_id": doc.get("list_id"),
+                    "attempt": doc["attempt"]})
+            flush()
+            self.held.asked_again([doc["_id"] for doc in docs])
+            asked += len(docs)
+        return asked
 
     def unpark(self, flush: Callable[[], None]) -> int:
         """Put the parked jobs of campaigns no longer paused back on the jobs
@@ -372,19 +400,11 @@ class Engine:
                                    "campaign_id": job.campaign_id, "attempt": job.attempt,
                                    **(kept or {})}
 
-    def _ask_contacts_again(self, job: Job) -> None:
-        """delivery.held: contacts answers with the job as the contact is now.
-        Until then the held message is the job's only copy, so a copy also
-        goes to send.retry, due after `contact_answer_seconds`: if contacts
-        never answered (a worker down, or one too old to know the event), it
-        is held and asked for again then; if the answer went out, the copy
-        finds the job finished (or parked) and ends there."""
-        self.publisher.publish(self.settings.routes.delivery, self._event(
-            job, "delivery.held", {"job_id": job.job_id, "campaign_id": job.campaign_id,
-                                   "contact_id": job.contact_id, "list_id": job.list_id,
-                                   "attempt": job.attempt, "reason": CONTACT_CHANGED}),
-            key=job.job_id)
-        self._reschedule(job, self.clock() + self.settings.contact_answer_seconds)
+    def _publish_held(self, account_id: str, ids: dict) -> None:
+        """delivery.held: contacts answers with the job as the contact is now."""
+        self.publisher.publish(self.settings.routes.delivery, new_event(
+            "delivery.held", source=SOURCE, subject=ids["job_id"], account_id=account_id,
+            data={**ids, "reason": CONTACT_CHANGED}), key=ids["job_id"])
         metrics.OUTCOMES.labels("held").inc()
 
     def _reschedule(self, job: Job, at: float, attempt: int | None = None) -> None:

@@ -153,6 +153,12 @@ class SendLoop:
                 log.info("parked jobs put back", extra={"jobs": moved})
         except Exception:  # an outage: the jobs stay parked until next time
             log.warning("putting parked jobs back failed; will retry", exc_info=True)
+        try:
+            asked = self.engine.ask_contacts_again(self.producer.flush)
+            if asked:
+                log.info("held jobs asked of contacts again", extra={"jobs": asked})
+        except Exception:  # an outage: asked next time
+            log.warning("asking contacts again for held jobs failed; will retry", exc_info=True)
 
     def _decode(self, record: Record) -> Job | None:
         try:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
-from services.sender.store import ContactStateStore, ParkedJobs
+from services.sender.store import ContactStateStore, HeldJobs, ParkedJobs
 from shared.erased_accounts import ErasedAccounts
 from shared.mongo import delete_all
 from shared.privacy_answers import answer, contact_id_or_wait, pseudonym
@@ -104,6 +104,7 @@ def erase_account(db, account_id: str, erased: ErasedAccounts | None = None) -> 
     (erased or ErasedAccounts(db)).mark(account_id)
     campaign_ids = [c["_id"] for c in db.campaigns.find({"account_id": account_id}, {"_id": 1})]
     ParkedJobs(db).forget_account(account_id)
+    HeldJobs(db).forget_account(account_id)
     if campaign_ids:
         delete_all(db.claims, {"campaign_id": {"$in": campaign_ids}})
     delete_all(db.deliveries, {"account_id": account_id})

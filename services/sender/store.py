@@ -33,6 +33,7 @@ from shared.pii import email_hash
 INDEXES = {
     "claims": [IndexModel([("campaign_id", 1)])],
     "parked_jobs": [IndexModel([("campaign_id", 1)])],
+    "held_jobs": [IndexModel([("asked_at", 1)]), IndexModel([("account_id", 1)])],
     "rate_windows": [IndexModel([("expires_at", 1)]), IndexModel([("window", 1)])],
     "blocked_addresses": [IndexModel([("account_id", 1)])],
 }
@@ -426,6 +427,34 @@ class ParkedJobs:
         skipped when it goes back (the contact is erased by then)."""
         self.col.update_many({"account_id": account_id, "contact_id": contact_id},
                              {"$set": {"data.recipient": {"email": ERASED_ADDRESS}}})
+
+    def forget_account(self, account_id: str) -> None:
+        delete_all(self.col, {"account_id": account_id})
+
+
+class HeldJobs:
+    """Jobs given back for contacts to send again (delivery.held), until its
+    answer arrives: the held event was the job's only copy, and a contacts
+    worker that is down, or too old to know the event, never answers. Ids
+    only. Asked again after a while (Engine.ask_contacts_again)."""
+
+    def __init__(self, db: Database):
+        self.col = db["held_jobs"]
+
+    def hold(self, jobs: list[Job]) -> None:
+        docs = [{"_id": j.job_id, "account_id": j.account_id, "campaign_id": j.campaign_id,
+                 "contact_id": j.contact_id, "list_id": j.list_id, "attempt": j.attempt,
+                 "asked_at": utcnow()} for j in jobs]
+        insert_new(self.col, docs)  # one already there: asked already, and not answered
+
+    def answered(self, job_ids: list[str]) -> None:
+        self.col.delete_many({"_id": {"$in": job_ids}})
+
+    def unanswered(self, asked_before: datetime, limit: int = 500) -> list[dict]:
+        return list(self.col.find({"asked_at": {"$lt": asked_before}}).limit(limit))
+
+    def asked_again(self, job_ids: list[str]) -> None:
+        self.col.update_many({"_id": {"$in": job_ids}}, {"$set": {"asked_at": utcnow()}})
 
     def forget_account(self, account_id: str) -> None:
         delete_all(self.col, {"account_id": account_id})

@@ -21,7 +21,7 @@ from services.sender.loop import SendLoop
 from services.sender.settings import SETTINGS, check_tracking_url
 from services.sender.smtp import SmtpMessenger, parse_relays
 from services.sender.store import (CampaignStore, ContactStateStore, DeliveryStore,
-                                   MongoWindowCounter, ParkedJobs, ensure_indexes)
+                                   HeldJobs, MongoWindowCounter, ParkedJobs, ensure_indexes)
 from services.sender.throttle import RateLimiter
 from shared import mongo
 from shared.config import Config, load_common
@@ -105,7 +105,7 @@ def build(config: Config):
     lease = config.send_claim_lease_seconds
     engine = Engine(
         campaigns=CampaignStore(db), contacts=ContactStateStore(db, config.pii_salt),
-        deliveries=DeliveryStore(db, owner, lease), parked=ParkedJobs(db),
+        deliveries=DeliveryStore(db, owner, lease), parked=ParkedJobs(db), held=HeldJobs(db),
         limiter=RateLimiter(MongoWindowCounter(db)), messenger=messenger,
         composer_for=ComposerCache(compose_settings, make_signer(config)),
         publisher=producer,

@@ -69,7 +69,7 @@ def test_a_held_job_goes_out_again_as_the_contact_is_now(client, other, app, bro
     assert again["data"] == {"job_id": "j" * 32, "campaign_id": "c" * 32,
                              "contact_id": contact["id"], "list_id": list_id, "attempt": 2,
                              "recipient": {"email": "new@example.com", "name": "New"},
-                             "contact_revision": 1}
+                             "contact_revision": 1, "answers_held": True}
     for withdrawn in ("k" * 32, "m" * 32):
         assert jobs[withdrawn]["data"]["withdrawn"] is True
         assert "recipient" not in jobs[withdrawn]["data"]

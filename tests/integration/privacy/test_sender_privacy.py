@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from services.sender import handlers, privacy
 from services.sender.domain import Job
-from services.sender.store import ContactStateStore, ParkedJobs
+from services.sender.store import ContactStateStore, HeldJobs, ParkedJobs
 from shared.erased_accounts import ErasedAccounts
 from shared.events import decode, new_event
 from shared.kafka.memory import InMemoryBroker
@@ -162,7 +162,10 @@ def test_an_account_erasure_deletes_its_contacts_send_time_state_and_its_marks(m
     # this account's marks: on an id nobody else has a state for, and on the other's contact
     privacy.handle_privacy_request(runtime, _request("erasure", "stray"))
     privacy.handle_privacy_request(runtime, _request("restriction", "theirs"))
+    HeldJobs(mongo_db).hold([_job("h-mine", "mine"), _job("h-theirs", "theirs",
+                                                          account_id="other")])
     privacy.handle_privacy_request(runtime, _account_erasure(ACCOUNT))
+    assert [d["_id"] for d in mongo_db.held_jobs.find()] == ["h-theirs"]
     left = {d["_id"]: d for d in mongo_db.contacts.find()}
     assert set(left) == {"theirs"}
     assert left["theirs"]["status"] == "bounced" and not left["theirs"].get("restricted_by")

@@ -28,6 +28,7 @@ class Fakes:
         self.blocked_ids = blocked or {}
         self.finished = finished or {}
         self.records, self.parked_jobs, self.published, self.claimed = [], [], [], []
+        self.held_jobs, self.answered_ids = {}, []
 
     # stores
     def get_many(self, ids):
@@ -46,6 +47,25 @@ class Fakes:
 
     def record(self, outcomes, patience=0.0):
         self.records.extend(outcomes)
+
+    def hold(self, jobs):
+        for j in jobs:
+            self.held_jobs.setdefault(j.job_id, {"_id": j.job_id, "account_id": j.account_id,
+                                                 "campaign_id": j.campaign_id,
+                                                 "contact_id": j.contact_id,
+                                                 "list_id": j.list_id, "attempt": j.attempt})
+
+    def answered(self, job_ids):
+        self.answered_ids.extend(job_ids)
+        for job_id in job_ids:
+            self.held_jobs.pop(job_id, None)
+
+    def unanswered(self, asked_before, limit=500):
+        due, self.due = getattr(self, "due", []), []  # handed out once, as asked_at moves on
+        return due
+
+    def asked_again(self, job_ids):
+        self.asked = getattr(self, "asked", []) + job_ids
 
     def park(self, jobs, erased=frozenset()):
         self.parked_jobs.extend(jobs)
@@ -73,7 +93,7 @@ class Fakes:
         composer = type("C", (), {"compose": lambda self, j: Outgoing(j, b"msg", "b+x@d", f"<{j.job_id}@d>", False)})()
         limiter = RateLimiter(counter or MemoryCounter(), clock=clock)
         limiter.share = share
-        return Engine(campaigns=self, contacts=self, deliveries=self, parked=self,
+        return Engine(campaigns=self, contacts=self, deliveries=self, parked=self, held=self,
                       limiter=limiter, messenger=self, composer_for=lambda c: composer,
                       publisher=self, settings=EngineSettings(**settings), clock=clock)
 
@@ -273,7 +293,27 @@ def test_a_job_whose_contact_changed_is_given_back_and_asked_for_again():
                     "attempt": 1, "reason": "contact_changed"}
     assert ("j1", "released", {}) in fakes.records  # the claim goes back
     assert "j1" not in {j for j, s, _ in fakes.records if s != "released"}
-    # until contacts answers, a copy waits on send.retry (same attempt) to ask again
-    [copy] = [d for top, _, d in fakes.published if top == "send.retry"]
-    assert copy["job_id"] == "j1" and copy["attempt"] == 1
-    assert copy["not_before"].startswith("1970-01-01T00:21:40")  # clock 1000.25 + 300 s
+    # kept (ids only) until contacts answers: the held event is the job's only copy
+    assert fakes.held_jobs["j1"]["list_id"] == "l1"
+    assert not [d for top, _, d in fakes.published if top == "send.retry"]
+
+
+def test_an_unanswered_held_job_is_asked_for_again_and_an_answer_ends_the_asking():
+    fakes = Fakes([campaign()])
+    engine = fakes.engine()
+    fakes.due = [{"_id": "j7", "account_id": ACCOUNT, "campaign_id": "c1", "contact_id": "p7",
+                  "list_id": None, "attempt": 2}]
+    flushed = []
+    assert engine.ask_contacts_again(lambda: flushed.append(True)) == 1
+    assert [d for _, t, d in fakes.published if t == "delivery.held"] == [
+        {"job_id": "j7", "campaign_id": "c1", "contact_id": "p7", "list_id": None, "attempt": 2,
+         "reason": "contact_changed"}]
+    assert flushed and fakes.asked == ["j7"]
+    answer = Job.from_event(ACCOUNT, {"job_id": "j7", "campaign_id": "c1", "contact_id": "p7",
+                                      "attempt": 2, "answers_held": True,
+                                      "recipient": {"email": "new@example.com"}})
+    fakes.held_jobs["j7"] = {"_id": "j7"}
+    engine.handle([[answer, job(8)]])
+    assert fakes.answered_ids == ["j7"] and "j7" not in fakes.held_jobs
+    assert fakes.types() == [("delivery.held", "j7"), ("delivery.sent", "j7"),
+                             ("delivery.sent", "j8")]

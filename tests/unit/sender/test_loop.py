@@ -30,6 +30,9 @@ class FakeEngine:
     def unpark(self, flush):
         return 0
 
+    def ask_contacts_again(self, flush):
+        return 0
+
 
 def job_event(n, not_before=None):
     data = {"job_id": f"j{n}", "campaign_id": "c", "contact_id": f"p{n}", "attempt": 0,
