@@ -6,8 +6,7 @@ import uuid
 from pymongo import MongoClient
 
 from tests.e2e.test_send_path import (addresses, extra_campaigns_worker,  # noqa: F401
-                                      gateway, import_contacts, make_campaign, make_list,
-                                      received, wait_for)
+                                      gateway, paused_campaign, received, wait_for)
 
 LIMIT_HOURS = 0.003  # about 11 s
 
@@ -20,12 +19,7 @@ def test_a_campaign_paused_past_the_limit_is_cancelled_and_its_parked_jobs_relea
                                 SANDESH_CAMPAIGNS_PAUSE_LIMIT_HOURS=str(LIMIT_HOURS)):
         marker = uuid.uuid4().hex[:10]
         rows = [(a, "L") for a in addresses(marker, 300)]
-        list_id = make_list(gateway, "pause-limit")
-        import_contacts(gateway, list_id, rows)
-        campaign_id = make_campaign(gateway, stack_env, [list_id], limits={"per_second": 20})
-        gateway.call("POST", f"/campaigns/{campaign_id}/send")
-        wait_for(gateway, campaign_id, ("sending",), until=lambda c: c["progress"]["sent"] > 0)
-        paused = gateway.call("POST", f"/campaigns/{campaign_id}/pause")
+        campaign_id, paused = paused_campaign(gateway, stack_env, marker, "pause-limit", rows)
         assert paused["status"] == "paused" and paused["paused_at"]
 
         done = wait_for(gateway, campaign_id, ("cancelled",),

@@ -7,20 +7,14 @@ import uuid
 
 from tests.e2e.test_privacy_erasure import request_and_wait
 from tests.e2e.test_send_path import (addresses, by_recipient, find_contact,  # noqa: F401
-                                      gateway, import_contacts, make_campaign, make_list,
-                                      received, wait_for)
+                                      gateway, paused_campaign, received, wait_for)
 
 
 def test_corrections_made_while_a_campaign_is_paused_are_what_goes_out(gateway,  # noqa: F811
                                                                        stack_env):
     marker = uuid.uuid4().hex[:10]
     rows = [(a, "Before") for a in addresses(marker, 300)]
-    list_id = make_list(gateway, "corrected")
-    import_contacts(gateway, list_id, rows)
-    campaign_id = make_campaign(gateway, stack_env, [list_id], limits={"per_second": 20})
-    gateway.call("POST", f"/campaigns/{campaign_id}/send")
-    wait_for(gateway, campaign_id, ("sending",), until=lambda c: c["progress"]["sent"] > 0)
-    gateway.call("POST", f"/campaigns/{campaign_id}/pause")
+    campaign_id, _ = paused_campaign(gateway, stack_env, marker, "corrected", rows)
     time.sleep(5)  # what was in flight at the pause lands
     landed = by_recipient(received(stack_env, marker))
     waiting = [a for a, _ in rows if a not in landed]

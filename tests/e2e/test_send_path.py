@@ -268,15 +268,22 @@ def test_a_contact_that_reconsents_after_a_suppression_is_mailed_again(gateway, 
     assert set(by_recipient(received(stack_env, marker))) == {back, control}
 
 
+def paused_campaign(gw: Gateway, stack_env, marker: str, name: str,
+                    rows: list[tuple[str, str]]) -> tuple[str, dict]:
+    """A campaign to `rows` at 20 a second, paused once its first message is
+    out: (campaign id, the pause's answer). The rest waits, parked."""
+    list_id = make_list(gw, name)
+    import_contacts(gw, list_id, rows)
+    campaign_id = make_campaign(gw, stack_env, [list_id], limits={"per_second": 20})
+    gw.call("POST", f"/campaigns/{campaign_id}/send")
+    wait_for(gw, campaign_id, ("sending",), until=lambda c: c["progress"]["sent"] > 0)
+    return campaign_id, gw.call("POST", f"/campaigns/{campaign_id}/pause")
+
+
 def test_pause_holds_and_resume_finishes(gateway, stack_env):
     marker = uuid.uuid4().hex[:10]
-    list_id = make_list(gateway, "pause")
     rows = [(a, "P") for a in addresses(marker, 300)]
-    import_contacts(gateway, list_id, rows)
-    campaign_id = make_campaign(gateway, stack_env, [list_id], limits={"per_second": 20})
-    gateway.call("POST", f"/campaigns/{campaign_id}/send")
-    wait_for(gateway, campaign_id, ("sending",), until=lambda c: c["progress"]["sent"] > 0)
-    gateway.call("POST", f"/campaigns/{campaign_id}/pause")
+    campaign_id, _ = paused_campaign(gateway, stack_env, marker, "pause", rows)
     time.sleep(5)  # what was in flight at the pause lands
     held = len(received(stack_env, marker))
     time.sleep(5)

@@ -39,6 +39,13 @@ def upload(client, list_id, data: bytes, **form):
                        content_type="multipart/form-data")
 
 
+def expire_lease(store: ContactsStore, import_id: str) -> None:
+    """As if the worker that ran the import died a while ago."""
+    lease = store.imports.find_one({"_id": import_id})["lease_until"]
+    store.imports.update_one({"_id": import_id},
+                             {"$set": {"lease_until": lease - timedelta(hours=1)}})
+
+
 def run_worker(app, settings, producer=None, batch_rows=3):
     runtime = app.extensions["runtime"]
     store = ContactsStore(runtime.db)
@@ -246,9 +253,7 @@ def test_a_killed_worker_resumes_without_duplicates(client, app, settings, setup
     store = ContactsStore(app.extensions["runtime"].db)
     halfway = store.imports.find_one({"_id": job["id"]})
     assert halfway["status"] == "running" and 0 < halfway["checkpoint"]["row"] < 41
-    # the lease of the dead worker runs out
-    store.imports.update_one({"_id": job["id"]},
-                             {"$set": {"lease_until": halfway["lease_until"] - timedelta(hours=1)}})
+    expire_lease(store, job["id"])
     run_worker(app, settings, batch_rows=7)
     done = client.get(f"{V1}/imports/{job['id']}").get_json()
     assert done["status"] == "done"
@@ -281,9 +286,7 @@ def test_changes_written_by_a_run_that_died_before_announcing_them_are_announced
         run_worker(app, settings, batch_rows=10)
     monkeypatch.setattr(imports, "_announce", real_announce)
     store = ContactsStore(app.extensions["runtime"].db)
-    halfway = store.imports.find_one({"_id": job["id"]})
-    store.imports.update_one({"_id": job["id"]},
-                             {"$set": {"lease_until": halfway["lease_until"] - timedelta(hours=1)}})
+    expire_lease(store, job["id"])
     run_worker(app, settings, batch_rows=10)
     assert client.get(f"{V1}/imports/{job['id']}").get_json()["counters"]["updated"] == 3
     announced = {e["subject"]: e["data"] for e in published(broker)
