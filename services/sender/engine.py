@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Protocol
 
 from services.sender import metrics, smtp
@@ -85,8 +85,11 @@ class EngineSettings:
     unpark_every_seconds: float = 2.0
     held_recheck_seconds: float = 2.0
     # A job given back for contacts to send again (delivery.held) is asked
-    # for again if no answer has come after this long (HeldJobs).
+    # for again if no answer has come after this long, then after twice as
+    # long each time, up to the maximum (HeldJobs). An answer only delayed
+    # (behind a backlog on send.jobs) comes once more for each ask.
     contact_answer_seconds: float = 300.0
+    contact_answer_max_seconds: float = 3600.0
     record_every: int = 32  # sends between two writes of their outcomes
     # How long to keep trying to record outcomes of messages already sent
     # while the database is away (see DeliveryStore.record); a SIGTERM then
@@ -239,7 +242,9 @@ class Engine:
             else:
                 sendable.append(job)
         if stale:
-            self.held.hold(stale)  # before the offsets are committed past them
+            # before the offsets are committed past them
+            wait = timedelta(seconds=self.settings.contact_answer_seconds)
+            self.held.hold(stale, self._now() + wait)
             for job in stale:
                 self._publish_held(job.account_id, {
                     "job_id": job.job_id, "campaign_id": job.campaign_id,
@@ -288,22 +293,28 @@ class Engine:
         return recording
 
     def ask_contacts_again(self, flush: Callable[[], None]) -> int:
-        """delivery.held again for the held jobs no answer has come for
-        (HeldJobs). Safe anywhere, any time: contacts answering twice only
-        sends the job twice, and the claim takes it once."""
-        before = datetime.fromtimestamp(self.clock() - self.settings.contact_answer_seconds,
-                                        timezone.utc)
-        asked = 0
-        while docs := self.held.unanswered(before):
-            for doc in docs:
-                self._publish_held(doc["account_id"], {
-                    "job_id": doc["_id"], "campaign_id": doc["campaign_id"],
-                    "contact_id": doc["contact_id"], "list_id": doc.get("list_id"),
-                    "attempt": doc["attempt"]})
+        """delivery.held again for held jobs whose answer is due and has not
+        come (HeldJobs); at most one page a call, so a poll is never kept
+        waiting long. Each ask that was only slow brings one answer more:
+        the claim sends the job once, but an answer claimed while another
+        waits on send.retry is tried early; hence the widening waits."""
+        now = self._now()
+        docs = self.held.due(now)
+        for doc in docs:
+            self._publish_held(doc["account_id"], {
+                "job_id": doc["_id"], "campaign_id": doc["campaign_id"],
+                "contact_id": doc["contact_id"], "list_id": doc.get("list_id"),
+                "attempt": doc["attempt"]})
+        if docs:
             flush()
-            self.held.asked_again([doc["_id"] for doc in docs])
-            asked += len(docs)
-        return asked
+        for doc in docs:
+            wait = min(self.settings.contact_answer_seconds * 2 ** doc.get("asks", 1),
+                       self.settings.contact_answer_max_seconds)
+            self.held.asked_again(doc["_id"], now + timedelta(seconds=wait))
+        return len(docs)
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), timezone.utc)
 
     def unpark(self, flush: Callable[[], None]) -> int:
         """Put the parked jobs of campaigns no longer paused back on the jobs
@@ -408,7 +419,10 @@ class Engine:
         metrics.OUTCOMES.labels("held").inc()
 
     def _reschedule(self, job: Job, at: float, attempt: int | None = None) -> None:
-        data = {**job.data, "attempt": job.attempt if attempt is None else attempt,
+        # Not an answer any more: the copy on send.retry must not end a later
+        # hold of the same job (HeldJobs.answered).
+        data = {**{k: v for k, v in job.data.items() if k != "answers_held"},
+                "attempt": job.attempt if attempt is None else attempt,
                 "not_before": datetime.fromtimestamp(at, timezone.utc).isoformat()}
         self.publisher.publish(self.settings.routes.retry, self._event(job, "send.job", data),
                                key=job.job_id)

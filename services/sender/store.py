@@ -33,7 +33,7 @@ from shared.pii import email_hash
 INDEXES = {
     "claims": [IndexModel([("campaign_id", 1)])],
     "parked_jobs": [IndexModel([("campaign_id", 1)])],
-    "held_jobs": [IndexModel([("asked_at", 1)]), IndexModel([("account_id", 1)])],
+    "held_jobs": [IndexModel([("ask_again_at", 1)]), IndexModel([("account_id", 1)])],
     "rate_windows": [IndexModel([("expires_at", 1)]), IndexModel([("window", 1)])],
     "blocked_addresses": [IndexModel([("account_id", 1)])],
 }
@@ -441,20 +441,21 @@ class HeldJobs:
     def __init__(self, db: Database):
         self.col = db["held_jobs"]
 
-    def hold(self, jobs: list[Job]) -> None:
+    def hold(self, jobs: list[Job], ask_again_at: datetime) -> None:
         docs = [{"_id": j.job_id, "account_id": j.account_id, "campaign_id": j.campaign_id,
                  "contact_id": j.contact_id, "list_id": j.list_id, "attempt": j.attempt,
-                 "asked_at": utcnow()} for j in jobs]
+                 "asks": 1, "ask_again_at": ask_again_at} for j in jobs]
         insert_new(self.col, docs)  # one already there: asked already, and not answered
 
     def answered(self, job_ids: list[str]) -> None:
         self.col.delete_many({"_id": {"$in": job_ids}})
 
-    def unanswered(self, asked_before: datetime, limit: int = 500) -> list[dict]:
-        return list(self.col.find({"asked_at": {"$lt": asked_before}}).limit(limit))
+    def due(self, now: datetime, limit: int = 500) -> list[dict]:
+        return list(self.col.find({"ask_again_at": {"$lte": now}}).limit(limit))
 
-    def asked_again(self, job_ids: list[str]) -> None:
-        self.col.update_many({"_id": {"$in": job_ids}}, {"$set": {"asked_at": utcnow()}})
+    def asked_again(self, job_id: str, ask_again_at: datetime) -> None:
+        self.col.update_one({"_id": job_id},
+                            {"$set": {"ask_again_at": ask_again_at}, "$inc": {"asks": 1}})
 
     def forget_account(self, account_id: str) -> None:
         delete_all(self.col, {"account_id": account_id})

@@ -163,7 +163,8 @@ def test_an_account_erasure_deletes_its_contacts_send_time_state_and_its_marks(m
     privacy.handle_privacy_request(runtime, _request("erasure", "stray"))
     privacy.handle_privacy_request(runtime, _request("restriction", "theirs"))
     HeldJobs(mongo_db).hold([_job("h-mine", "mine"), _job("h-theirs", "theirs",
-                                                          account_id="other")])
+                                                          account_id="other")],
+                            datetime.now(timezone.utc))
     privacy.handle_privacy_request(runtime, _account_erasure(ACCOUNT))
     assert [d["_id"] for d in mongo_db.held_jobs.find()] == ["h-theirs"]
     left = {d["_id"]: d for d in mongo_db.contacts.find()}

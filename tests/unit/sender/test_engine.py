@@ -48,24 +48,25 @@ class Fakes:
     def record(self, outcomes, patience=0.0):
         self.records.extend(outcomes)
 
-    def hold(self, jobs):
+    def hold(self, jobs, ask_again_at):
         for j in jobs:
             self.held_jobs.setdefault(j.job_id, {"_id": j.job_id, "account_id": j.account_id,
                                                  "campaign_id": j.campaign_id,
                                                  "contact_id": j.contact_id,
-                                                 "list_id": j.list_id, "attempt": j.attempt})
+                                                 "list_id": j.list_id, "attempt": j.attempt,
+                                                 "asks": 1, "ask_again_at": ask_again_at})
 
     def answered(self, job_ids):
         self.answered_ids.extend(job_ids)
         for job_id in job_ids:
             self.held_jobs.pop(job_id, None)
 
-    def unanswered(self, asked_before, limit=500):
-        due, self.due = getattr(self, "due", []), []  # handed out once, as asked_at moves on
-        return due
+    def due(self, now, limit=500):
+        return [d for d in self.held_jobs.values() if d["ask_again_at"] <= now][:limit]
 
-    def asked_again(self, job_ids):
-        self.asked = getattr(self, "asked", []) + job_ids
+    def asked_again(self, job_id, ask_again_at):
+        self.held_jobs[job_id].update(ask_again_at=ask_again_at,
+                                      asks=self.held_jobs[job_id]["asks"] + 1)
 
     def park(self, jobs, erased=frozenset()):
         self.parked_jobs.extend(jobs)
@@ -298,22 +299,40 @@ def test_a_job_whose_contact_changed_is_given_back_and_asked_for_again():
     assert not [d for top, _, d in fakes.published if top == "send.retry"]
 
 
-def test_an_unanswered_held_job_is_asked_for_again_and_an_answer_ends_the_asking():
-    fakes = Fakes([campaign()])
-    engine = fakes.engine()
-    fakes.due = [{"_id": "j7", "account_id": ACCOUNT, "campaign_id": "c1", "contact_id": "p7",
-                  "list_id": None, "attempt": 2}]
+def test_an_unanswered_held_job_is_asked_for_again_ever_less_often_until_answered():
+    fakes = Fakes([campaign()], blocked={"j7": "contact_changed"})
+    now = [1000.0]
+    engine = fakes.engine(clock=lambda: now[0])
+    engine.handle([[job(7, attempt=2)]])
     flushed = []
-    assert engine.ask_contacts_again(lambda: flushed.append(True)) == 1
-    assert [d for _, t, d in fakes.published if t == "delivery.held"] == [
-        {"job_id": "j7", "campaign_id": "c1", "contact_id": "p7", "list_id": None, "attempt": 2,
-         "reason": "contact_changed"}]
-    assert flushed and fakes.asked == ["j7"]
+
+    def asks_at(seconds):
+        now[0] = 1000.0 + seconds
+        return engine.ask_contacts_again(lambda: flushed.append(True))
+
+    assert asks_at(299) == 0
+    assert asks_at(300) == 1 and flushed        # 5 minutes, then 10, 20, 40, 60, 60
+    assert [asks_at(s) for s in (899, 900, 2099, 2100, 4500, 8100, 11700)] == [0, 1, 0, 1, 1, 1, 1]
+    held = [d for _, t, d in fakes.published if t == "delivery.held"]
+    assert len(held) == 7 and held[-1] == {"job_id": "j7", "campaign_id": "c1", "contact_id": "p7",
+                                           "list_id": None, "attempt": 2,
+                                           "reason": "contact_changed"}
     answer = Job.from_event(ACCOUNT, {"job_id": "j7", "campaign_id": "c1", "contact_id": "p7",
                                       "attempt": 2, "answers_held": True,
                                       "recipient": {"email": "new@example.com"}})
-    fakes.held_jobs["j7"] = {"_id": "j7"}
+    fakes.blocked_ids = {}
     engine.handle([[answer, job(8)]])
     assert fakes.answered_ids == ["j7"] and "j7" not in fakes.held_jobs
-    assert fakes.types() == [("delivery.held", "j7"), ("delivery.sent", "j7"),
-                             ("delivery.sent", "j8")]
+    assert fakes.types()[-2:] == [("delivery.sent", "j7"), ("delivery.sent", "j8")]
+    assert asks_at(20000) == 0
+
+
+def test_an_answer_put_back_on_send_retry_is_not_an_answer_any_more():
+    """Its copy, due later, would otherwise end a newer hold of the job."""
+    fakes = Fakes([campaign()], replies={"j1": 451})
+    answer = Job.from_event(ACCOUNT, {"job_id": "j1", "campaign_id": "c1", "contact_id": "p1",
+                                      "attempt": 0, "answers_held": True,
+                                      "recipient": {"email": "new@example.com"}})
+    fakes.engine().handle([[answer]])
+    [retry] = [d for top, _, d in fakes.published if top == "send.retry"]
+    assert retry["attempt"] == 1 and "answers_held" not in retry
