@@ -107,6 +107,12 @@ def job_again(held: dict, contact: dict | None) -> dict:
     return _with_revision({**job, "recipient": _recipient(contact)}, contact)
 
 
+def publish_job(producer: EventProducer, account_id: str, job: dict) -> None:
+    producer.publish(topics.SEND_JOBS, new_event(
+        "send.job", source=SOURCE, subject=job["job_id"], account_id=account_id, data=job),
+        key=job["job_id"])
+
+
 def owner_name(thread: int) -> str:
     return worker_owner(f"-fanout-{thread}")
 
@@ -275,9 +281,7 @@ class FanoutRunner:
 
     def _publish(self, account_id: str, jobs: list[dict]) -> None:
         for job in jobs:
-            self.producer.publish(topics.SEND_JOBS, new_event(
-                "send.job", source=SOURCE, subject=job["job_id"], account_id=account_id,
-                data=job), key=job["job_id"])
+            publish_job(self.producer, account_id, job)
         self.producer.flush()  # the record may only follow what is durably out
 
 

@@ -15,7 +15,7 @@ from typing import Callable
 from services.contacts import domain, events, fanout, privacy, usecases
 from services.contacts.store import PLATFORM, ContactsStore
 from shared import topics
-from shared.events import Event, InvalidEvent, new_event
+from shared.events import Event, InvalidEvent
 
 log = logging.getLogger(__name__)
 
@@ -141,19 +141,13 @@ def reissue(ports: usecases.Ports, event: Event) -> None:
     contact = _contact(ports, event) if event.account_id else None
     job = fanout.job_again(event.data, contact)
     try:
-        _publish_job(ports, event.account_id, job)
+        fanout.publish_job(ports.producer, event.account_id, job)
     except (InvalidEvent, TypeError, ValueError):
         # A contact the send.job schema refuses (stored before a rule):
         # the job is given up, not retried for ever on this partition.
         log.error("a held job's contact fails the send.job schema; the job is withdrawn",
                   extra={"job_id": job["job_id"], "contact_id": job["contact_id"]})
-        _publish_job(ports, event.account_id, fanout.job_again(event.data, None))
-
-
-def _publish_job(ports: usecases.Ports, account_id: str, job: dict) -> None:
-    ports.producer.publish(topics.SEND_JOBS, new_event(
-        "send.job", source=events.SOURCE, subject=job["job_id"], account_id=account_id,
-        data=job), key=job["job_id"])
+        fanout.publish_job(ports.producer, event.account_id, fanout.job_again(event.data, None))
 
 
 def build_handlers(runtime, wake_fanouts: Callable[[], None] = lambda: None) -> dict:

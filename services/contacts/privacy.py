@@ -35,7 +35,7 @@ from shared.privacy_answers import answer
 log = logging.getLogger(__name__)
 SERVICE = "contacts"
 ACTOR = "privacy-request"
-RECTIFIABLE = ("email", "name", "fields")
+RECTIFIABLE = usecases.CONTACT_DATA
 
 
 def _salt(config) -> str:

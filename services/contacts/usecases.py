@@ -20,6 +20,10 @@ from shared.pii import InvalidEmail
 log = logging.getLogger(__name__)
 
 
+# What a contact's revision counts changes of, and what a rectification may change.
+CONTACT_DATA = ("email", "name", "fields")
+
+
 @dataclass
 class Ports:
     store: ContactsStore
@@ -198,7 +202,7 @@ def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -
             # Perhaps the retry of a change stored before its announcement
             # failed: say the revision again (the sender keeps the highest).
             events.contact_updated(ports.producer, current,
-                                   sorted(body.keys() & {"email", "name", "fields"}),
+                                   sorted(body.keys() & set(CONTACT_DATA)),
                                    current["revision"])
             ports.producer.flush()
         return current

@@ -244,11 +244,8 @@ class Engine:
         if stale:
             # before the offsets are committed past them
             wait = timedelta(seconds=self.settings.contact_answer_seconds)
-            self.held.hold(stale, self._now() + wait)
-            for job in stale:
-                self._publish_held(job.account_id, {
-                    "job_id": job.job_id, "campaign_id": job.campaign_id,
-                    "contact_id": job.contact_id, "list_id": job.list_id, "attempt": job.attempt})
+            for doc in self.held.hold(stale, self._now() + wait):
+                self._publish_held(doc)
         return sendable
 
     def _throttle(self, sendable, campaigns, result, outcomes) -> list[smtp.SendTask]:
@@ -301,10 +298,7 @@ class Engine:
         now = self._now()
         docs = self.held.due(now)
         for doc in docs:
-            self._publish_held(doc["account_id"], {
-                "job_id": doc["_id"], "campaign_id": doc["campaign_id"],
-                "contact_id": doc["contact_id"], "list_id": doc.get("list_id"),
-                "attempt": doc["attempt"]})
+            self._publish_held(doc)
         if docs:
             flush()
         for doc in docs:
@@ -411,11 +405,14 @@ class Engine:
                                    "campaign_id": job.campaign_id, "attempt": job.attempt,
                                    **(kept or {})}
 
-    def _publish_held(self, account_id: str, ids: dict) -> None:
-        """delivery.held: contacts answers with the job as the contact is now."""
+    def _publish_held(self, held: dict) -> None:
+        """delivery.held, from the job's HeldJobs document: contacts answers
+        with the job as the contact is now."""
         self.publisher.publish(self.settings.routes.delivery, new_event(
-            "delivery.held", source=SOURCE, subject=ids["job_id"], account_id=account_id,
-            data={**ids, "reason": CONTACT_CHANGED}), key=ids["job_id"])
+            "delivery.held", source=SOURCE, subject=held["_id"], account_id=held["account_id"],
+            data={"job_id": held["_id"], "campaign_id": held["campaign_id"],
+                  "contact_id": held["contact_id"], "list_id": held.get("list_id"),
+                  "attempt": held["attempt"], "reason": CONTACT_CHANGED}), key=held["_id"])
         metrics.OUTCOMES.labels("held").inc()
 
     def _reschedule(self, job: Job, at: float, attempt: int | None = None) -> None:

@@ -441,11 +441,13 @@ class HeldJobs:
     def __init__(self, db: Database):
         self.col = db["held_jobs"]
 
-    def hold(self, jobs: list[Job], ask_again_at: datetime) -> None:
+    def hold(self, jobs: list[Job], ask_again_at: datetime) -> list[dict]:
+        """The documents, which are what delivery.held says of each job."""
         docs = [{"_id": j.job_id, "account_id": j.account_id, "campaign_id": j.campaign_id,
                  "contact_id": j.contact_id, "list_id": j.list_id, "attempt": j.attempt,
                  "asks": 1, "ask_again_at": ask_again_at} for j in jobs]
         insert_new(self.col, docs)  # one already there: asked already, and not answered
+        return docs
 
     def answered(self, job_ids: list[str]) -> None:
         self.col.delete_many({"_id": {"$in": job_ids}})

@@ -55,6 +55,7 @@ class Fakes:
                                                  "contact_id": j.contact_id,
                                                  "list_id": j.list_id, "attempt": j.attempt,
                                                  "asks": 1, "ask_again_at": ask_again_at})
+        return [self.held_jobs[j.job_id] for j in jobs]
 
     def answered(self, job_ids):
         self.answered_ids.extend(job_ids)
