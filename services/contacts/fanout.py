@@ -99,9 +99,10 @@ def _with_revision(job: dict, contact: dict) -> dict:
 def job_again(held: dict, contact: dict | None) -> dict:
     """The answer to delivery.held: the same job (id, campaign, list,
     attempt) with the contact as it is now; `withdrawn`, without a
-    recipient, when the contact is gone (erased or deleted meanwhile)."""
+    recipient, when the contact is gone (erased or deleted meanwhile). It
+    echoes the hold's token: the sender takes one answer per hold."""
     job = {key: held[key] for key in ("job_id", "campaign_id", "contact_id", "attempt")}
-    job.update(list_id=held.get("list_id"), answers_held=True)
+    job.update(list_id=held.get("list_id"), answers_held=held.get("hold") or True)
     if contact is None:
         return {**job, "withdrawn": True}
     return _with_revision({**job, "recipient": _recipient(contact)}, contact)

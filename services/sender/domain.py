@@ -79,7 +79,9 @@ class Job:
     data: dict = field(default_factory=dict, compare=False, repr=False)  # the event's data
     contact_revision: int = 0  # the contact's, when the fan-out read it
     withdrawn: bool = False    # contacts found no contact to send it to again
-    answers_held: bool = False  # contacts' answer to a delivery.held
+    # Contacts' answer to a delivery.held: the hold's token, which the held
+    # event carried (HeldJobs), or True from a contacts older than tokens.
+    answers_held: str | bool = False
 
     @classmethod
     def from_event(cls, account_id: str, data: dict) -> "Job":
@@ -94,7 +96,19 @@ class Job:
                    test=bool(data.get("test")), inline_campaign=data.get("campaign"),
                    data=data, contact_revision=int(data.get("contact_revision") or 0),
                    withdrawn=bool(data.get("withdrawn")),
-                   answers_held=bool(data.get("answers_held")))
+                   answers_held=data.get("answers_held") or False)
+
+    @property
+    def hold_token(self) -> str | None:
+        """The hold this job answers, when the answer names it."""
+        return self.answers_held if isinstance(self.answers_held, str) else None
+
+    def copy_data(self) -> dict:
+        """The job's data for a copy of it put back for later (send.retry,
+        parked, the dead letters): a copy is no answer to delivery.held, and
+        would otherwise be taken for a late one and dropped, or end a newer
+        hold of the job."""
+        return {key: value for key, value in self.data.items() if key != "answers_held"}
 
     @property
     def recipient_domain(self) -> str:

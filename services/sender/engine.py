@@ -54,6 +54,8 @@ DONE = None  # a settled job's disposition
 class Publisher(Protocol):
     def publish(self, topic: str, event, key: str | None = None) -> None: ...
 
+    def flush(self) -> None: ...
+
 
 class Messenger(Protocol):
     def submit(self, tasks: list[smtp.SendTask], deadline: float) -> None: ...
@@ -87,7 +89,8 @@ class EngineSettings:
     # A job given back for contacts to send again (delivery.held) is asked
     # for again if no answer has come after this long, then after twice as
     # long each time, up to the maximum (HeldJobs). An answer only delayed
-    # (behind a backlog on send.jobs) comes once more for each ask.
+    # (behind a backlog on send.jobs) comes once more for each ask, and
+    # every copy after the first is dropped.
     contact_answer_seconds: float = 300.0
     contact_answer_max_seconds: float = 3600.0
     record_every: int = 32  # sends between two writes of their outcomes
@@ -124,10 +127,12 @@ class Engine:
         it is left alone (no disposition) to be seen again after it."""
         started = time.perf_counter()
         result: dict[str, Hold | None] = {}
+        untokened = [job.job_id for sequence in sequences for job in sequence
+                     if job.answers_held is True]
+        if untokened:  # before the screening, which holds an answer already stale again
+            self.held.answered(untokened)
+        sequences, answers = self._take_answers(sequences, result)
         jobs = [job for sequence in sequences for job in sequence]
-        answers = [job.job_id for job in jobs if job.answers_held]
-        if answers:  # before the screening, which holds an answer already stale again
-            self.held.answered(answers)
         erased = self.campaigns.erased_accounts({job.account_id for job in jobs})
         campaigns = self._campaigns_of(jobs)
         ready = self._admit(sequences, campaigns, erased, result)
@@ -139,6 +144,7 @@ class Engine:
         self.deliveries.record(outcomes)
         screened_at = time.perf_counter()
         recording = self._send(tasks, result)
+        self._close_holds(answers, result)
         for hold in result.values():
             if hold is not None:
                 metrics.HELD.labels(hold.reason).inc()
@@ -149,6 +155,47 @@ class Engine:
                                    "send_ms": round((done_at - screened_at) * 1000),
                                    "record_ms": round(recording * 1000)})
         return result
+
+    def _take_answers(self, sequences, result) -> tuple[list[list[Job]], dict[str, str]]:
+        """One answer per hold of a job (HeldJobs): the sequences without the
+        answers that come late (their hold closed, or replaced by a newer
+        one) and without a second copy of one in the batch; and the answers
+        taken, job id -> hold token. A late answer is settled unsent: the
+        job went on with the answer taken before it."""
+        asked = {job.job_id for sequence in sequences for job in sequence if job.hold_token}
+        if not asked:
+            return sequences, {}
+        open_holds = self.held.open_holds(asked)
+        taken: dict[str, str] = {}
+        late: set[str] = set()
+        kept_sequences = []
+        for sequence in sequences:
+            kept = []
+            for job in sequence:
+                token = job.hold_token
+                if token is None:
+                    kept.append(job)
+                elif open_holds.get(job.job_id) == token and job.job_id not in taken:
+                    taken[job.job_id] = token
+                    kept.append(job)
+                else:
+                    late.add(job.job_id)
+            kept_sequences.append(kept)
+        kept_ids = {job.job_id for sequence in kept_sequences for job in sequence}
+        for job_id in late - kept_ids:  # a copy kept has the id's disposition
+            result[job_id] = DONE
+            metrics.OUTCOMES.labels("late_answer").inc()
+        return kept_sequences, taken
+
+    def _close_holds(self, answers: dict[str, str], result) -> None:
+        """The holds whose answer was settled end, once what the answer led
+        to is out (its events and retries): until then a sender that dies
+        takes the answer again when it comes back."""
+        settled = {job_id: token for job_id, token in answers.items()
+                   if job_id in result and result[job_id] is DONE}
+        if settled:
+            self.publisher.flush()
+            self.held.close(settled)
 
     def _admit(self, sequences, campaigns, erased, result) -> list[Job]:
         """Jobs whose campaign is known and not paused. Unknown: hold (it
@@ -292,9 +339,9 @@ class Engine:
     def ask_contacts_again(self, flush: Callable[[], None]) -> int:
         """delivery.held again for held jobs whose answer is due and has not
         come (HeldJobs); at most one page a call, so a poll is never kept
-        waiting long. Each ask that was only slow brings one answer more:
-        the claim sends the job once, but an answer claimed while another
-        waits on send.retry is tried early; hence the widening waits."""
+        waiting long. An ask that was only slow brings one answer more,
+        which comes late and is dropped (_take_answers); the widening waits
+        keep those few."""
         now = self._now()
         docs = self.held.due(now)
         for doc in docs:
@@ -412,13 +459,12 @@ class Engine:
             "delivery.held", source=SOURCE, subject=held["_id"], account_id=held["account_id"],
             data={"job_id": held["_id"], "campaign_id": held["campaign_id"],
                   "contact_id": held["contact_id"], "list_id": held.get("list_id"),
-                  "attempt": held["attempt"], "reason": CONTACT_CHANGED}), key=held["_id"])
+                  "attempt": held["attempt"], "reason": CONTACT_CHANGED,
+                  **({"hold": held["hold"]} if held.get("hold") else {})}), key=held["_id"])
         metrics.OUTCOMES.labels("held").inc()
 
     def _reschedule(self, job: Job, at: float, attempt: int | None = None) -> None:
-        # Not an answer any more: the copy on send.retry must not end a later
-        # hold of the same job (HeldJobs.answered).
-        data = {**{k: v for k, v in job.data.items() if k != "answers_held"},
+        data = {**job.copy_data(),
                 "attempt": job.attempt if attempt is None else attempt,
                 "not_before": datetime.fromtimestamp(at, timezone.utc).isoformat()}
         self.publisher.publish(self.settings.routes.retry, self._event(job, "send.job", data),
@@ -438,7 +484,7 @@ class Engine:
 
     def _dead(self, job: Job, reply: str) -> None:
         self.publisher.publish(self.settings.routes.dlq, self._event(job, "send.dead", {
-            "job": job.data, "reason": f"{job.attempt + 1} attempts: {reply}"[:1000]}),
+            "job": job.copy_data(), "reason": f"{job.attempt + 1} attempts: {reply}"[:1000]}),
             key=job.job_id)
 
     @staticmethod

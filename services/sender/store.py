@@ -23,10 +23,11 @@ from typing import Any, Iterable
 
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
-from pymongo.operations import IndexModel
+from pymongo.operations import IndexModel, ReplaceOne
 
 from services.sender.domain import CANCELLED, CONTACT_CHANGED, FINAL, SENDING, Campaign, Job
 from shared.erased_accounts import ErasedAccounts
+from shared.ids import unique_hex
 from shared.mongo import delete_all, find_by_ids, insert_new, retry_unreachable
 from shared.pii import email_hash
 
@@ -398,8 +399,8 @@ class ParkedJobs:
         the recipient (skipped when they go back)."""
         docs = [{"_id": j.job_id, "campaign_id": j.campaign_id, "account_id": j.account_id,
                  "contact_id": j.contact_id, "parked_at": utcnow(),
-                 "data": {**j.data, "recipient": {"email": ERASED_ADDRESS}}
-                 if j.job_id in erased else j.data} for j in jobs]
+                 "data": {**j.copy_data(), "recipient": {"email": ERASED_ADDRESS}}
+                 if j.job_id in erased else j.copy_data()} for j in jobs]
         insert_new(self.col, docs)  # one already there: parked before (a redelivered copy)
 
     def campaigns(self) -> list[str]:
@@ -436,20 +437,44 @@ class HeldJobs:
     """Jobs given back for contacts to send again (delivery.held), until its
     answer arrives: the held event was the job's only copy, and a contacts
     worker that is down, or too old to know the event, never answers. Ids
-    only. Asked again after a while (Engine.ask_contacts_again)."""
+    only. Asked again after a while (Engine.ask_contacts_again).
+
+    Each hold has a token, which delivery.held carries and the answer
+    echoes: one answer is taken per hold, however many times it was asked
+    for (an answer only slow comes once more for each ask, from each
+    replica that asked) and however late a copy of an older hold's answer
+    comes."""
 
     def __init__(self, db: Database):
         self.col = db["held_jobs"]
 
     def hold(self, jobs: list[Job], ask_again_at: datetime) -> list[dict]:
-        """The documents, which are what delivery.held says of each job."""
+        """A new hold of each job, replacing one still open (a job given back
+        again: the open hold's answers are late now). The documents are what
+        delivery.held says of each job."""
         docs = [{"_id": j.job_id, "account_id": j.account_id, "campaign_id": j.campaign_id,
                  "contact_id": j.contact_id, "list_id": j.list_id, "attempt": j.attempt,
-                 "asks": 1, "ask_again_at": ask_again_at} for j in jobs]
-        insert_new(self.col, docs)  # one already there: asked already, and not answered
+                 "hold": unique_hex(), "asks": 1, "ask_again_at": ask_again_at} for j in jobs]
+        if docs:
+            self.col.bulk_write([ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)
+                                 for doc in docs], ordered=False)
         return docs
 
+    def open_holds(self, job_ids: Iterable[str]) -> dict[str, str | None]:
+        """The open holds of these jobs: job id -> its hold's token (None
+        for a hold made before tokens)."""
+        return {job_id: doc.get("hold") for job_id, doc in find_by_ids(self.col, job_ids).items()}
+
+    def close(self, tokens: dict[str, str]) -> None:
+        """The answers were taken: their holds end, and later copies of the
+        answers are dropped. A hold opened since (the answer was stale
+        again) has another token and stays."""
+        for job_id, token in tokens.items():
+            self.col.delete_one({"_id": job_id, "hold": token})
+
     def answered(self, job_ids: list[str]) -> None:
+        """Answers from a contacts that echoes no token: each closes its job's
+        hold, as before there were tokens."""
         self.col.delete_many({"_id": {"$in": job_ids}})
 
     def due(self, now: datetime, limit: int = 500) -> list[dict]:

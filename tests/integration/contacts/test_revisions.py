@@ -18,10 +18,16 @@ def _updates(broker, contact_id):
             if e["type"] == "contact.updated" and e["subject"] == contact_id]
 
 
-def _held(account_id, contact_id, list_id, job_id="j" * 32, attempt=2):
+HOLD = "0123456789abcdef" * 2
+
+
+def _held(account_id, contact_id, list_id, job_id="j" * 32, attempt=2, hold=HOLD):
+    data = {"job_id": job_id, "campaign_id": "c" * 32, "contact_id": contact_id,
+            "list_id": list_id, "attempt": attempt, "reason": "contact_changed"}
+    if hold:  # a sender older than hold tokens sends none
+        data["hold"] = hold
     return new_event("delivery.held", source="sender", subject=job_id, account_id=account_id,
-                     data={"job_id": job_id, "campaign_id": "c" * 32, "contact_id": contact_id,
-                           "list_id": list_id, "attempt": attempt, "reason": "contact_changed"})
+                     data=data)
 
 
 def test_each_change_counts_a_revision_that_the_fan_out_carries(client, app, broker):
@@ -60,7 +66,8 @@ def test_a_held_job_goes_out_again_as_the_contact_is_now(client, other, app, bro
     # another account naming the contact learns nothing of it
     table["delivery.held"](_held(other.account_id, contact["id"], list_id, job_id="k" * 32))
     client.delete(f"{V1}/contacts/{contact['id']}")
-    table["delivery.held"](_held(client.account_id, contact["id"], list_id, job_id="m" * 32))
+    table["delivery.held"](_held(client.account_id, contact["id"], list_id, job_id="m" * 32,
+                                 hold=None))
     app.extensions["runtime"].producer().flush()  # the worker's loop flushes before it commits
 
     jobs = {e["data"]["job_id"]: e for e in published(broker, "send.jobs")}
@@ -69,7 +76,9 @@ def test_a_held_job_goes_out_again_as_the_contact_is_now(client, other, app, bro
     assert again["data"] == {"job_id": "j" * 32, "campaign_id": "c" * 32,
                              "contact_id": contact["id"], "list_id": list_id, "attempt": 2,
                              "recipient": {"email": "new@example.com", "name": "New"},
-                             "contact_revision": 1, "answers_held": True}
+                             "contact_revision": 1, "answers_held": HOLD}  # its hold's token
+    assert jobs["k" * 32]["data"]["answers_held"] == HOLD
+    assert jobs["m" * 32]["data"]["answers_held"] is True  # the held event named no hold
     for withdrawn in ("k" * 32, "m" * 32):
         assert jobs[withdrawn]["data"]["withdrawn"] is True
         assert "recipient" not in jobs[withdrawn]["data"]

@@ -28,7 +28,7 @@ class Fakes:
         self.blocked_ids = blocked or {}
         self.finished = finished or {}
         self.records, self.parked_jobs, self.published, self.claimed = [], [], [], []
-        self.held_jobs, self.answered_ids = {}, []
+        self.held_jobs, self.answered_ids, self.order = {}, [], []
 
     # stores
     def get_many(self, ids):
@@ -49,13 +49,23 @@ class Fakes:
         self.records.extend(outcomes)
 
     def hold(self, jobs, ask_again_at):
-        for j in jobs:
-            self.held_jobs.setdefault(j.job_id, {"_id": j.job_id, "account_id": j.account_id,
-                                                 "campaign_id": j.campaign_id,
-                                                 "contact_id": j.contact_id,
-                                                 "list_id": j.list_id, "attempt": j.attempt,
-                                                 "asks": 1, "ask_again_at": ask_again_at})
+        for j in jobs:  # a new hold replaces an open one, as HeldJobs does
+            self.holds_made = getattr(self, "holds_made", 0) + 1
+            self.held_jobs[j.job_id] = {"_id": j.job_id, "account_id": j.account_id,
+                                        "campaign_id": j.campaign_id, "contact_id": j.contact_id,
+                                        "list_id": j.list_id, "attempt": j.attempt,
+                                        "hold": f"{self.holds_made:032x}",
+                                        "asks": 1, "ask_again_at": ask_again_at}
         return [self.held_jobs[j.job_id] for j in jobs]
+
+    def open_holds(self, job_ids):
+        return {i: self.held_jobs[i].get("hold") for i in job_ids if i in self.held_jobs}
+
+    def close(self, tokens):
+        self.order.append(("close", dict(tokens)))
+        for job_id, token in tokens.items():
+            if self.held_jobs.get(job_id, {}).get("hold") == token:
+                del self.held_jobs[job_id]
 
     def answered(self, job_ids):
         self.answered_ids.extend(job_ids)
@@ -89,6 +99,9 @@ class Fakes:
 
     def publish(self, topic, event, key=None):
         self.published.append((topic, event.type, event.data))
+
+    def flush(self):
+        self.order.append(("flush", len(self.published)))
 
     def engine(self, counter=None, clock=lambda: 1000.25, share=1.0, **settings):
         """counter: the rate windows, shared with another engine (sender)."""
@@ -292,7 +305,8 @@ def test_a_job_whose_contact_changed_is_given_back_and_asked_for_again():
     assert fakes.types() == [("delivery.held", "j1"), ("delivery.sent", "j2")]
     held = [d for _, t, d in fakes.published if t == "delivery.held"][0]
     assert held == {"job_id": "j1", "campaign_id": "c1", "contact_id": "p1", "list_id": "l1",
-                    "attempt": 1, "reason": "contact_changed"}
+                    "attempt": 1, "reason": "contact_changed",
+                    "hold": fakes.held_jobs["j1"]["hold"]}  # the answer echoes it
     assert ("j1", "released", {}) in fakes.records  # the claim goes back
     assert "j1" not in {j for j, s, _ in fakes.records if s != "released"}
     # kept (ids only) until contacts answers: the held event is the job's only copy
@@ -315,25 +329,93 @@ def test_an_unanswered_held_job_is_asked_for_again_ever_less_often_until_answere
     assert asks_at(300) == 1 and flushed        # 5 minutes, then 10, 20, 40, 60, 60
     assert [asks_at(s) for s in (899, 900, 2099, 2100, 4500, 8100, 11700)] == [0, 1, 0, 1, 1, 1, 1]
     held = [d for _, t, d in fakes.published if t == "delivery.held"]
+    token = fakes.held_jobs["j7"]["hold"]
     assert len(held) == 7 and held[-1] == {"job_id": "j7", "campaign_id": "c1", "contact_id": "p7",
                                            "list_id": None, "attempt": 2,
-                                           "reason": "contact_changed"}
-    answer = Job.from_event(ACCOUNT, {"job_id": "j7", "campaign_id": "c1", "contact_id": "p7",
-                                      "attempt": 2, "answers_held": True,
-                                      "recipient": {"email": "new@example.com"}})
+                                           "reason": "contact_changed", "hold": token}
     fakes.blocked_ids = {}
-    engine.handle([[answer, job(8)]])
-    assert fakes.answered_ids == ["j7"] and "j7" not in fakes.held_jobs
+    engine.handle([[answer(7, token, attempt=2), job(8)]])
+    assert "j7" not in fakes.held_jobs
     assert fakes.types()[-2:] == [("delivery.sent", "j7"), ("delivery.sent", "j8")]
     assert asks_at(20000) == 0
 
 
+def answer(n: int, token, attempt=0, email="new@example.com") -> Job:
+    """Contacts' answer to delivery.held: the job again, echoing the hold's token."""
+    return Job.from_event(ACCOUNT, {"job_id": f"j{n}", "campaign_id": "c1", "contact_id": f"p{n}",
+                                    "attempt": attempt, "answers_held": token,
+                                    "recipient": {"email": email}})
+
+
+def held_by(fakes, n: int, attempt=0) -> str:
+    """Job n given back (its contact changed); the hold's token."""
+    fakes.blocked_ids = {f"j{n}": "contact_changed"}
+    fakes.engine().handle([[job(n, attempt=attempt)]])
+    fakes.blocked_ids = {}
+    return fakes.held_jobs[f"j{n}"]["hold"]
+
+
 def test_an_answer_put_back_on_send_retry_is_not_an_answer_any_more():
-    """Its copy, due later, would otherwise end a newer hold of the job."""
+    """Its copy, due later, would otherwise be dropped as a late answer."""
     fakes = Fakes([campaign()], replies={"j1": 451})
-    answer = Job.from_event(ACCOUNT, {"job_id": "j1", "campaign_id": "c1", "contact_id": "p1",
-                                      "attempt": 0, "answers_held": True,
-                                      "recipient": {"email": "new@example.com"}})
-    fakes.engine().handle([[answer]])
+    token = held_by(fakes, 1)
+    fakes.engine().handle([[answer(1, token)]])
     [retry] = [d for top, _, d in fakes.published if top == "send.retry"]
     assert retry["attempt"] == 1 and "answers_held" not in retry
+    assert "j1" not in fakes.held_jobs
+
+
+def test_one_answer_is_taken_per_hold_and_its_late_copies_are_dropped():
+    """Asked twice, contacts answers twice. The first answer met a 4xx and
+    waits on send.retry; the second, claimed then, would have been sent
+    ahead of the retry's backoff (and a job out of attempts dead-lettered
+    twice)."""
+    fakes = Fakes([campaign()], replies={"j1": 451})
+    token = held_by(fakes, 1)
+    result = fakes.engine().handle([[answer(1, token), answer(1, token)]])  # a copy in the batch
+    assert result == {"j1": DONE}
+    fakes.replies = {}
+    result = fakes.engine().handle([[answer(1, token), job(2)]])  # a copy in a later batch
+    assert result == {"j1": DONE, "j2": DONE}
+    assert [t.job.job_id for t in fakes.tasks_sent] == ["j1", "j2"]  # one try of j1, then j2
+    assert fakes.types() == [("delivery.held", "j1"), ("delivery.deferred", "j1"),
+                             ("delivery.sent", "j2")]
+    assert fakes.claimed.count("j1") == 2  # held, then the first answer: no copy claimed it
+
+
+def test_a_stale_answer_opens_a_new_hold_that_the_old_holds_answers_do_not_close():
+    fakes = Fakes([campaign()])
+    first = held_by(fakes, 1)
+    fakes.blocked_ids = {"j1": "contact_changed"}  # changed again before the answer came
+    fakes.engine().handle([[answer(1, first, email="second@example.com")]])
+    second = fakes.held_jobs["j1"]["hold"]
+    assert second != first
+    assert [d.get("hold") for _, t, d in fakes.published if t == "delivery.held"] == [first, second]
+    fakes.blocked_ids = {}
+    fakes.engine().handle([[answer(1, first, email="second@example.com")]])  # a late copy
+    assert fakes.held_jobs["j1"]["hold"] == second and not getattr(fakes, "tasks_sent", [])
+    fakes.engine().handle([[answer(1, second, email="third@example.com")]])
+    assert [t.job.email for t in fakes.tasks_sent] == ["third@example.com"]
+    assert "j1" not in fakes.held_jobs
+
+
+def test_a_hold_closes_once_what_its_answer_led_to_is_out_and_not_while_it_waits():
+    fakes = Fakes([campaign("c1"), campaign("c2")], replies={"j1": 451})
+    token = held_by(fakes, 1)
+    waiting = answer(1, token)
+    result = fakes.engine().handle([[job(3, "nope"), waiting]])  # behind a job not ready yet
+    assert isinstance(result["j3"], Hold) and "j1" not in result
+    assert fakes.held_jobs["j1"]["hold"] == token  # still open: the answer comes again
+    fakes.order.clear()
+    fakes.engine().handle([[waiting]])
+    retry_published = len(fakes.published)
+    assert fakes.order == [("flush", retry_published), ("close", {"j1": token})]
+
+
+def test_an_answer_from_a_contacts_without_tokens_still_closes_its_hold():
+    """Senders are rolled out before contacts: for a while, answers say True."""
+    fakes = Fakes([campaign()])
+    held_by(fakes, 1)
+    fakes.engine().handle([[answer(1, True)]])
+    assert fakes.answered_ids == ["j1"] and "j1" not in fakes.held_jobs
+    assert fakes.types()[-1] == ("delivery.sent", "j1")
