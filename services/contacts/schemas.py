@@ -208,6 +208,9 @@ class SuppressionOut(ma.Schema):
     reason = ma.fields.String()
     note = ma.fields.String()
     created_at = ma.fields.DateTime()
+    lift_pending = ma.fields.Function(lambda entry: "lifting" in entry, metadata={
+        "description": "A removal began and did not finish (e.g. the broker was away): the "
+                       "address is still suppressed until the removal is retried."})
 
 
 SuppressionPage = page_of(SuppressionOut, "SuppressionPage")

@@ -32,7 +32,7 @@ from pymongo.operations import IndexModel
 
 from services.contacts import domain
 from services.contacts.segments import compile_condition
-from shared.mongo import ensure_indexes, id_batches
+from shared.mongo import ensure_indexes, id_batches, insert_new
 
 PLATFORM = None  # account_id of platform-wide suppression entries
 # What a send job needs of a contact (services/contacts/fanout.send_job),
@@ -251,10 +251,16 @@ class ContactsStore:
 
     # -- suppression -------------------------------------------------------
     def add_suppression(self, doc: dict) -> bool:
-        """True when the entry is new (idempotent on (account, hash))."""
+        """True when the entry is new (idempotent on (account, hash)). An
+        entry whose lift was begun and not finished stays, and the lift is
+        called off: the address was suppressed again since."""
         try:
             self.suppressions.insert_one(doc)
         except DuplicateKeyError:
+            self.suppressions.update_one({"account_id": doc["account_id"],
+                                          "email_hash": doc["email_hash"],
+                                          "lifting": {"$exists": True}},
+                                         {"$unset": {"lifting": ""}})
             return False
         return True
 
@@ -264,8 +270,17 @@ class ContactsStore:
         self.suppressions.update_one({"account_id": PLATFORM, "email_hash": hash_},
                                      {"$addToSet": {"erased_in": account_id}})
 
-    def remove_suppression(self, account_id: str, hash_: str) -> dict | None:
-        return self.suppressions.find_one_and_delete({"account_id": account_id, "email_hash": hash_})
+    def begin_lift(self, account_id: str, hash_: str, lift: dict) -> dict | None:
+        """The account's entry for the address, marked `lifting`; the entry
+        keeps suppressing until end_lift. A lift begun before and not
+        finished keeps its own mark (its reason, actor, time and log id)."""
+        self.suppressions.update_one({"account_id": account_id, "email_hash": hash_,
+                                      "lifting": {"$exists": False}}, {"$set": {"lifting": lift}})
+        return self.suppressions.find_one({"account_id": account_id, "email_hash": hash_})
+
+    def end_lift(self, entry: dict) -> None:
+        """The entry goes, unless it was suppressed again since the lift began."""
+        self.suppressions.delete_one({"_id": entry["_id"], "lifting.id": entry["lifting"]["id"]})
 
     def suppression_entries(self, account_id: str, hashes: Iterable[str]) -> list[dict]:
         """Entries of this account and platform-wide ones for these hashes."""
@@ -279,7 +294,8 @@ class ContactsStore:
         return self._page(self.suppressions, {"account_id": account_id}, after, limit)
 
     def log_suppression(self, doc: dict) -> None:
-        self.suppression_log.insert_one(doc)
+        """Once per _id: a retried lift logs the lift its first try began."""
+        insert_new(self.suppression_log, [doc])
 
     # -- consent log (append-only: nothing here updates or deletes) --------
     def append_consent(self, doc: dict) -> None:

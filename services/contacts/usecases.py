@@ -324,21 +324,30 @@ def suppress(ports: Ports, account_id: str | None, hash_: str, reason: str, acto
 
 def lift_suppression(ports: Ports, account_id: str, hash_: str, reason: str, actor: str,
                      contact_id: str | None = None) -> dict | None:
-    entry = ports.store.remove_suppression(account_id, hash_)
+    """Take the account's entry off the list. The entry is marked first and
+    deleted last, and goes on suppressing until then: a call that fails on
+    the way (the broker away) leaves it for the call's retry to finish, and
+    the sender must hear of every lift (contact.unsuppressed), or it would
+    go on skipping the address whatever the contact consented to since."""
+    entry = ports.store.begin_lift(account_id, hash_, {
+        "id": domain.new_id(), "reason": reason, "actor": actor, "at": ports.clock()})
     if entry is None:
         return None
-    still = ports.store.suppression_entries(account_id, [hash_])
-    if not still:
-        ports.store.mark_suppressed(account_id, hash_, False)
-        if contact_id is None:
-            contact = ports.store.contact_by_hash(account_id, hash_)
-            contact_id = contact["_id"] if contact else None
-        # Without it the sender would go on skipping the address (and the
-        # contact) it was told about, whatever the contact consented to since.
+    lift = entry["lifting"]
+    if contact_id is None:
+        contact = ports.store.contact_by_hash(account_id, hash_)
+        contact_id = contact["_id"] if contact else None
+    others = [e for e in ports.store.suppression_entries(account_id, [hash_])
+              if e["_id"] != entry["_id"]]
+    if not others:
         events.contact_unsuppressed(ports.producer, account_id, contact_id, hash_)
-    ports.store.log_suppression({"_id": domain.new_id(), "account_id": account_id,
-                                 "email_hash": hash_, "action": "remove", "reason": reason,
-                                 "actor": actor, "contact_id": contact_id, "at": ports.clock()})
+        ports.producer.flush()
+        ports.store.mark_suppressed(account_id, hash_, False)
+    ports.store.log_suppression({"_id": lift["id"], "account_id": account_id,
+                                 "email_hash": hash_, "action": "remove",
+                                 "reason": lift["reason"], "actor": lift["actor"],
+                                 "contact_id": contact_id, "at": lift["at"]})
+    ports.store.end_lift(entry)
     return entry
 
 

@@ -361,3 +361,50 @@ def test_a_delete_whose_announcement_failed_is_done_by_the_retry(client, app, br
     assert client.get(f"{V1}/contacts/{contact['id']}").status_code == 404
     assert [e["subject"] for e in published(broker) if e["type"] == "contact.erased"][-1] == \
         contact["id"]
+
+
+def test_a_suppression_lift_whose_announcement_failed_is_finished_by_the_retry(
+        client, app, broker, monkeypatch):
+    """The entry was deleted and the removal logged, then contact.unsuppressed
+    failed to go out: the retry met a 404, and the sender skipped the
+    address for good. The entry now stays, still suppressing, until the
+    announcement is out."""
+    entry = client.post(f"{V1}/suppressions", {"email": "lifted@example.com"}).get_json()
+    producer = app.extensions["runtime"].producer()
+    real_flush = producer.flush
+
+    def broker_down(*args, **kwargs):
+        raise TimeoutError("broker down")
+
+    monkeypatch.setattr(producer, "flush", broker_down)
+    removal = {"reason": "added by mistake"}
+    assert client.delete(f"{V1}/suppressions/{entry['id']}", removal).status_code >= 500
+    monkeypatch.setattr(producer, "flush", real_flush)
+    assert client.post(f"{V1}/suppressions/check",
+                       {"email": "lifted@example.com"}).get_json()["suppressed"] is True
+    [listed] = client.get(f"{V1}/suppressions").get_json()["items"]
+    assert listed["id"] == entry["id"] and listed["lift_pending"] is True
+
+    assert client.delete(f"{V1}/suppressions/{entry['id']}",
+                         {"reason": "a second try"}).status_code == 204
+    assert client.post(f"{V1}/suppressions/check",
+                       {"email": "lifted@example.com"}).get_json()["suppressed"] is False
+    lifted = [e for e in published(broker) if e["type"] == "contact.unsuppressed"
+              and e["data"]["email_hash"] == entry["email_hash"]]
+    assert lifted
+    log = list(app.extensions["runtime"].db["suppression_log"].find(
+        {"email_hash": entry["email_hash"], "action": "remove"}))
+    assert [e["reason"] for e in log] == ["added by mistake"]  # the lift the first try began
+
+
+def test_suppressing_again_calls_off_a_lift_left_unfinished(client, app, monkeypatch):
+    entry = client.post(f"{V1}/suppressions", {"email": "undecided@example.com"}).get_json()
+    producer = app.extensions["runtime"].producer()
+    real_flush = producer.flush
+    monkeypatch.setattr(producer, "flush", lambda *a, **k: (_ for _ in ()).throw(
+        TimeoutError("broker down")))
+    client.delete(f"{V1}/suppressions/{entry['id']}", {"reason": "mistake?"})
+    monkeypatch.setattr(producer, "flush", real_flush)
+    client.post(f"{V1}/suppressions", {"email": "undecided@example.com"})
+    [listed] = client.get(f"{V1}/suppressions").get_json()["items"]
+    assert listed["id"] == entry["id"] and listed["lift_pending"] is False
