@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--mode", choices=["add", "upsert"], default="add")
     imp.add_argument("--mapping", help='JSON, e.g. {"email": "E-mail", "fields": {"city": 3}}')
     imp.add_argument("--delimiter")
-    imp.add_argument("--encoding", choices=["utf-8", "latin-1"])
+    imp.add_argument("--encoding", choices=["utf-8", "windows-1252", "latin-1"])
     imp.add_argument("--no-header", action="store_true", help="the first row is data")
     imp.add_argument("--policy-version", help="the consent policy version the contacts agreed to")
     imp.add_argument("--rejected", help="where to save the rejected rows (CSV)")

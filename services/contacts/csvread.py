@@ -20,12 +20,35 @@ SNIFF_BYTES = 64 * 1024
 SCAN_BYTES = 1024 * 1024
 MAX_LINE = 1024 * 1024          # a longer physical line is cut: that row is rejected
 MAX_FIELD = 128 * 1024
+MAX_RECORD_LINES = 32           # a quoted cell running longer is taken for an unclosed quote
 DELIMITERS = ",;\t|"
 EMAIL_HEADERS = ("email", "e-mail", "email address", "e-mail address", "mail", "emailaddress")
 NAME_HEADERS = ("name", "full name", "fullname", "contact name")
 LOOKS_LIKE_EMAIL = re.compile(r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$")
 
 csv.field_size_limit(MAX_FIELD)
+
+# A file that is not UTF-8 is read as windows-1252, as browsers read one
+# labelled Latin-1 (WHATWG): Excel on Windows writes it, and its bytes
+# 0x80-0x9F are € ‚ ‘ ’ “ ” – — and more, where ISO Latin-1 has invisible
+# control characters. The five bytes windows-1252 leaves undefined keep
+# their Latin-1 meaning.
+LEGACY = "windows-1252"
+LEGACY_NAMES = ("windows-1252", "latin-1")
+
+
+def _c1_fallback(error: UnicodeDecodeError) -> tuple[str, int]:
+    return error.object[error.start:error.end].decode("latin-1"), error.end
+
+
+codecs.register_error("sandesh-c1-fallback", _c1_fallback)
+
+
+def decoder(encoding: str):
+    """An incremental decode function for the file's encoding."""
+    if encoding in LEGACY_NAMES:
+        return codecs.getincrementaldecoder("cp1252")(errors="sandesh-c1-fallback").decode
+    return codecs.getincrementaldecoder(encoding)(errors="replace").decode
 
 
 class MappingError(ValueError):
@@ -34,7 +57,7 @@ class MappingError(ValueError):
 
 @dataclass(frozen=True)
 class Dialect:
-    encoding: str        # "utf-8" or "latin-1"
+    encoding: str        # "utf-8" or "windows-1252" ("latin-1" is read as windows-1252)
     bom: int             # bytes of BOM to skip at offset 0
     delimiter: str
     has_header: bool
@@ -52,7 +75,7 @@ class Mapping:
     email: int
     name: int | None = None
     fields: dict[str, int] = field(default_factory=dict)   # custom field key -> column
-    width: int = 0                                         # cells per row (header width)
+    width: int = 0                  # cells per row (the header's); 0: no header to go by
 
 
 def detect_encoding(head: bytes) -> tuple[str, int]:
@@ -64,13 +87,13 @@ def detect_encoding(head: bytes) -> tuple[str, int]:
     except UnicodeDecodeError as exc:
         # A multi-byte character cut by the end of the sample is still UTF-8.
         if exc.start < len(head) - 3:
-            return "latin-1", 0
+            return LEGACY, 0
     return "utf-8", 0
 
 
 def file_encoding(stream: BinaryIO) -> str:
-    """utf-8 when every byte of the file decodes as UTF-8, latin-1 otherwise
-    (any byte string is Latin-1). A Latin-1 file whose first accent comes
+    """utf-8 when every byte of the file decodes as UTF-8, windows-1252
+    otherwise (any byte string decodes). A file whose first accent comes
     after the sniffed head would otherwise import with U+FFFD in its cells.
     One pass in SCAN_BYTES chunks: memory stays flat."""
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -80,7 +103,7 @@ def file_encoding(stream: BinaryIO) -> str:
             decoder.decode(chunk)
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        return "latin-1"
+        return LEGACY
     finally:
         stream.seek(0)
     return "utf-8"
@@ -111,7 +134,7 @@ def sniff(head: bytes, delimiter: str | None = None, encoding: str | None = None
     """Detect what was not given, from the first bytes of the file only."""
     detected, bom = detect_encoding(head)
     encoding = encoding or detected
-    text = head[bom:].decode(encoding, errors="replace")
+    text = decoder(encoding)(head[bom:])
     lines = text.splitlines()
     sample = "\n".join(lines[:-1] if len(lines) > 1 else lines)   # the last line may be cut
     delimiter = delimiter or detect_delimiter(sample)
@@ -121,37 +144,76 @@ def sniff(head: bytes, delimiter: str | None = None, encoding: str | None = None
     return Dialect(encoding, bom, delimiter, has_header)
 
 
-def _lines(stream: BinaryIO, encoding: str, position: list[int]) -> Iterator[str]:
-    decode = codecs.getincrementaldecoder(encoding)(errors="replace").decode
-    while True:
-        raw = stream.readline(MAX_LINE)
+class _RunawayQuote(Exception):
+    """A record ran past MAX_RECORD_LINES lines: a quote that never closed."""
+
+
+class _Lines:
+    """The file's physical lines from `offset`, decoded, as csv.reader pulls
+    them; `ends` holds where each line of the record being read ends."""
+
+    def __init__(self, stream: BinaryIO, encoding: str, offset: int):
+        stream.seek(offset)
+        self.stream = stream
+        self.decode = decoder(encoding)
+        self.position = offset
+        self.ends: list[int] = []
+        self.exhausted = False
+
+    def __iter__(self) -> "_Lines":
+        return self
+
+    def __next__(self) -> str:
+        if len(self.ends) >= MAX_RECORD_LINES:
+            raise _RunawayQuote
+        raw = self.stream.readline(MAX_LINE)
         if not raw:
-            return
-        position[0] += len(raw)
-        yield decode(raw)
+            self.exhausted = True
+            raise StopIteration
+        self.position += len(raw)
+        self.ends.append(self.position)
+        return self.decode(raw)
 
 
 def records(stream: BinaryIO, dialect: Dialect, start_offset: int = 0,
             start_number: int = 0) -> Iterator[Record | tuple[int, int, str]]:
     """Records from `start_offset` (0: the beginning, BOM skipped). A record
-    the csv module cannot parse is yielded as (number, end_offset, reason)."""
+    the csv module cannot parse is yielded as (number, end_offset, reason).
+
+    A quote that opens a cell and never closes would make every line after
+    it part of that cell: the rows there would be neither imported nor
+    rejected. So a record that runs to the end of the file inside a quote,
+    or past MAX_RECORD_LINES lines, costs its first line only (rejected),
+    and reading goes on from the line after it."""
     offset = max(start_offset, dialect.bom)
-    stream.seek(offset)
-    position = [offset]
-    reader = csv.reader(_lines(stream, dialect.encoding, position), delimiter=dialect.delimiter,
-                        strict=False)
     number = start_number
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
+    while True:  # again from the line after each runaway quote
+        lines = _Lines(stream, dialect.encoding, offset)
+        reader = csv.reader(lines, delimiter=dialect.delimiter, strict=False)
+        while True:
+            lines.ends.clear()
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except _RunawayQuote:
+                problem = f"unclosed quote: the cell runs past {MAX_RECORD_LINES} lines"
+            except csv.Error as exc:
+                problem = f"unreadable row: {exc}"
+                if len(lines.ends) <= 1:
+                    number += 1
+                    yield number, lines.position, problem
+                    continue
+            else:
+                if not (lines.exhausted and len(lines.ends) > 1):
+                    number += 1
+                    yield Record(number, cells, lines.position)
+                    continue
+                problem = "unclosed quote: the cell runs to the end of the file"
             number += 1
-            yield number, position[0], f"unreadable row: {exc}"
-            continue
-        number += 1
-        yield Record(number, cells, position[0])
+            offset = lines.ends[0]
+            yield number, offset, problem
+            break
 
 
 def header_row(stream: BinaryIO, dialect: Dialect) -> list[str]:
@@ -232,4 +294,4 @@ def build_mapping(header: list[str], first_row: list[str], spec: dict | None,
                          None)
             if index is not None:
                 fields[key] = index
-    return Mapping(email, name, fields, len(header) or len(first_row))
+    return Mapping(email, name, fields, len(header))

@@ -117,11 +117,7 @@ def coerce_field(definition: dict, value: Any, *, from_text: bool = False) -> An
         return value
     if kind == "number":
         if from_text and isinstance(value, str):
-            try:
-                value = float(value.strip().replace(",", "")) if "." in value or "e" in value.lower() \
-                    else int(value.strip().replace(",", ""))
-            except ValueError:
-                raise InvalidValue("expected a number") from None
+            value = number_from_text(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidValue("expected a number")
         if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
@@ -147,6 +143,34 @@ def coerce_field(definition: dict, value: Any, *, from_text: bool = False) -> An
             raise InvalidValue("not one of the field's choices")
         return value
     raise InvalidValue(f"unknown field type {kind!r}")
+
+
+# ASCII digits only, an optional sign, commas only as thousands separators
+# (1,234,567.5), an optional decimal point and exponent. "12,50" (a decimal
+# comma) is refused rather than read as 1250, and so are "1_000" and digits
+# of other scripts, which float() and int() would accept.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
+                     r"|[+-]?\.[0-9]+(?:[eE][+-]?[0-9]+)?", re.ASCII)
+
+
+def regex_literal(text: str) -> str:
+    """`text` as a regular expression that matches it literally. re.escape
+    leaves a NUL as it is, and MongoDB refuses a $regex holding one (a 500
+    for every preview, export and fan-out of a segment saved with it); the
+    escape sequence matches the same character."""
+    return re.escape(text).replace("\x00", "\\x00")
+
+
+def number_from_text(text: str) -> int | float:
+    """A number as a CSV cell or a query string gives it."""
+    text = text.strip()
+    if not _NUMBER.fullmatch(text):
+        raise InvalidValue("expected a number such as 1234.5 or 1,234.5 (a decimal point, "
+                           "not a comma)")
+    plain = text.replace(",", "")
+    if "." in plain or "e" in plain.lower():
+        return float(plain)
+    return int(plain)
 
 
 def parse_date(value: Any) -> datetime:

@@ -96,7 +96,7 @@ class ImportForm(ma.Schema):
         "description": 'JSON {"email": col, "name": col, "fields": {key: col}}; a col is a '
                        "header name or a 0-based number. Guessed from the header when absent."})
     delimiter = ma.fields.String(validate=validate.OneOf([",", ";", "\t", "|"]))
-    encoding = ma.fields.String(validate=validate.OneOf(["utf-8", "latin-1"]))
+    encoding = ma.fields.String(validate=validate.OneOf(["utf-8", "windows-1252", "latin-1"]))
     has_header = ma.fields.Boolean()
     policy_version = ma.fields.String(validate=validate.Length(max=100))
     consent_wording = ma.fields.String(validate=validate.Length(max=5000))

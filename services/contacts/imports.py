@@ -222,14 +222,25 @@ def _prepare(store: ContactsStore, job: dict, upload) -> tuple[csvread.Dialect, 
     return dialect, mapping
 
 
+def _width(cells: list[str]) -> int:
+    """Cells up to the last one with something in it: spreadsheets often
+    write a row with trailing empty cells (a@x.com,Ann,), which is no
+    misplaced delimiter."""
+    width = len(cells)
+    while width and not cells[width - 1].strip():
+        width -= 1
+    return width
+
+
 def _parse(ctx: Context, row: Row) -> str | None:
     """Fill the row's address, name and fields; the reason it is rejected, if it is."""
     if "_reject" in row.fields:
         return row.fields.pop("_reject")
     m = ctx.mapping
     cells = row.cells
-    if len(cells) > m.width:
-        return f"{len(cells)} cells where the header has {m.width}"
+    width = _width(cells)
+    if m.width and width > m.width:
+        return f"{width} cells where the header has {m.width}"
     if m.email >= len(cells) or not cells[m.email].strip():
         return "no email address"
     try:

@@ -12,12 +12,11 @@ them for `in`), and text that becomes a regular expression is escaped.
 """
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 from typing import Any
 
 from services.contacts.domain import (CONTACT_STATUSES, FIELD_KEY, InvalidValue, coerce_field,
-                                      is_id)
+                                      is_id, regex_literal)
 
 MAX_DEPTH = 6
 MAX_NODES = 60
@@ -130,7 +129,7 @@ def _leaf(node, custom_fields, list_ids, now, path) -> dict:
     if op == "eq":
         return {stored: scalar}
     if op in ("contains", "starts_with"):
-        pattern = re.escape(scalar)
+        pattern = regex_literal(scalar)
         return {stored: {"$regex": ("^" + pattern) if op == "starts_with" else pattern,
                          "$options": "i"}}
     return {stored: {COMPARISON[op]: scalar}}

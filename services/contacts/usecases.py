@@ -5,7 +5,6 @@ calling account id and never touches another account's data."""
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
@@ -445,9 +444,9 @@ def search_query(ports: Ports, account_id: str, args: dict) -> dict:
         prefix = args["email_prefix"].strip()
         local, at, domain_part = prefix.partition("@")
         prefix = local + at + domain_part.lower()
-        query["email"] = {"$regex": "^" + re.escape(prefix)}
+        query["email"] = {"$regex": "^" + domain.regex_literal(prefix)}
     if args.get("name"):
-        query["name"] = {"$regex": "^" + re.escape(args["name"]), "$options": "i"}
+        query["name"] = {"$regex": "^" + domain.regex_literal(args["name"]), "$options": "i"}
     if args.get("status"):
         query["status"] = args["status"]
     if args.get("list_status") and not args.get("list_id"):

@@ -156,6 +156,7 @@ def test_search_and_cursor_pagination(client):
     assert by(f"list_id={list_id}") == set(made[:3])
     assert by(f"list_id={list_id}&list_status=subscribed&field=city&value=Pune") == {made[1]}
     assert by("email_prefix=.*") == set()           # escaped, never a pattern
+    assert by("name=Use%00") == by("email_prefix=a%00b") == set()   # MongoDB refuses a NUL in $regex
     assert client.get(f"{V1}/contacts?field=nope&value=1").status_code == 400
     assert client.get(f"{V1}/contacts?cursor=eyJpZCI6eyIkZ3QiOiIifX0").status_code == 400
 
@@ -172,6 +173,9 @@ def test_segments_validate_preview_and_refuse_operators(client):
     assert r.status_code == 201, r.get_json()
     preview = client.get(f"{V1}/segments/{r.get_json()['id']}/preview").get_json()
     assert preview["count"] == 1 and preview["sample"][0]["id"] == pune["id"]
+    nul = client.post(f"{V1}/segments", {"name": "NUL", "definition": {
+        "field": "fields.city", "op": "contains", "value": "Pu\u0000ne"}}).get_json()
+    assert client.get(f"{V1}/segments/{nul['id']}/preview").get_json()["count"] == 0
     for hostile in ({"$where": "sleep(1000)"},
                     {"field": "fields.city", "op": "$ne", "value": None},
                     {"field": "$where", "op": "eq", "value": "x"},

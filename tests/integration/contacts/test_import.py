@@ -116,7 +116,7 @@ def test_latin1_semicolons_and_upsert(client, app, settings, setup, broker):
     job = upload(client, setup, data, mode="upsert").get_json()
     run_worker(app, settings)
     job = client.get(f"{V1}/imports/{job['id']}").get_json()
-    assert job["dialect"] == {"encoding": "latin-1", "delimiter": ";", "has_header": True}
+    assert job["dialect"] == {"encoding": "windows-1252", "delimiter": ";", "has_header": True}
     assert job["counters"]["created"] == 1 and job["counters"]["updated"] == 1
     items = client.get(f"{V1}/contacts?list_id={setup}").get_json()["items"]
     by_email = {c["email"]: c for c in items}
@@ -161,7 +161,7 @@ def test_a_latin1_file_whose_first_accent_is_far_down_keeps_it(client, app, sett
     job = upload(client, setup, data).get_json()
     run_worker(app, settings, batch_rows=500)
     job = client.get(f"{V1}/imports/{job['id']}").get_json()
-    assert job["dialect"]["encoding"] == "latin-1" and job["counters"]["created"] == 321, job
+    assert job["dialect"]["encoding"] == "windows-1252" and job["counters"]["created"] == 321, job
     found = client.get(f"{V1}/contacts?email_prefix=zo").get_json()["items"]
     assert [(c["email"], c["name"]) for c in found] == [("zoé@example.com", "Zoé Müller")]
 
@@ -186,6 +186,26 @@ def test_no_header_with_an_explicit_mapping(client, app, settings, setup):
     for mapping in ('{"email": ' + "1" * 5000 + "}", "[" * 100_000):
         refused = upload(client, setup, b"a,b\n", mapping=mapping)
         assert refused.status_code == 400 and "mapping" in refused.get_json()["error"]["details"]
+
+
+def test_trailing_empty_cells_pass_and_a_short_first_row_sets_no_width(client, app, settings,
+                                                                      setup):
+    """Spreadsheets end rows with empty cells (t1@...,T One,): each such row
+    was rejected as wider than the header. Without a header, a short first
+    row made every longer row after it "too wide"."""
+    data = b"email,name\nt1@example.com,T One,\nt2@example.com,T Two, ,\nt3@example.com,T3,x\n"
+    job = upload(client, setup, data).get_json()
+    run_worker(app, settings)
+    job = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert (job["counters"]["created"], job["counters"]["rejected"]) == (2, 1), job
+    [(number, reason, *_)] = rejected_rows(client, job["id"])
+    assert number == "4" and "3 cells where the header has 2" in reason
+    data = b"h1@example.com\nh2@example.com,H Two\n"
+    job = upload(client, setup, data, mapping={"email": 0, "name": 1},
+                 has_header="false").get_json()
+    run_worker(app, settings)
+    job = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert job["counters"]["created"] == 2, job
 
 
 def test_an_outage_delays_an_import_however_often_it_strikes(client, app, settings, setup,

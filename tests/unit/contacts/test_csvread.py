@@ -27,7 +27,7 @@ def test_utf8_with_bom_and_quoted_newlines():
 def test_latin1_and_semicolons():
     data = "email;name\nzoé@x.com;Zoé\n".encode("latin-1")
     dialect, items = read(data)
-    assert (dialect.encoding, dialect.delimiter) == ("latin-1", ";")
+    assert (dialect.encoding, dialect.delimiter) == ("windows-1252", ";")
     assert items[1].cells == ["zoé@x.com", "Zoé"]
 
 
@@ -58,7 +58,7 @@ def test_a_latin1_file_whose_accents_start_after_the_sniffed_head_is_read_as_lat
     assert len(filler) > csvread.SNIFF_BYTES
     data = b"email,name\n" + filler + "zoé@x.com,Zoé Müller\nc@x.com,C\n".encode("latin-1")
     dialect, items = read(data)
-    assert dialect.encoding == "latin-1"
+    assert dialect.encoding == "windows-1252"
     assert items[-2].cells == ["zoé@x.com", "Zoé Müller"] and items[-1].cells == ["c@x.com", "C"]
     assert not any("\ufffd" in cell for item in items for cell in item.cells)
 
@@ -71,6 +71,19 @@ def test_utf8_characters_cut_by_the_scan_chunks_are_still_utf8():
     dialect, items = read(data)
     assert dialect.encoding == "utf-8"
     assert items[-1].cells == ["b@x.com", "x" * pad + "é"]
+
+
+def test_a_windows_1252_file_keeps_its_quotes_dashes_and_euro_signs():
+    """Excel on Windows writes windows-1252; read as ISO Latin-1, ’ “ ” – €
+    became invisible control characters in the stored names."""
+    data = "email,name\nsean@x.com,Seán O’Brien – “€5”\n".encode("cp1252") + b"z@x.com,\x81\n"
+    dialect, items = read(data)
+    assert dialect.encoding == "windows-1252"
+    assert items[1].cells == ["sean@x.com", "Seán O’Brien – “€5”"]
+    assert items[2].cells == ["z@x.com", "\x81"]  # undefined in windows-1252: kept, not lost
+    stream = io.BytesIO(data)  # an import begun before: its dialect says latin-1
+    old = csvread.Dialect("latin-1", 0, ",", True)
+    assert list(csvread.records(stream, old))[1].cells[1] == "Seán O’Brien – “€5”"
 
 
 def test_a_given_encoding_is_not_second_guessed():
@@ -101,3 +114,35 @@ def test_mapping_is_guessed_from_the_header_or_given():
             csvread.build_mapping(["a", "b", "c"], [], bad, fields)
     with pytest.raises(csvread.MappingError):
         csvread.build_mapping(["first", "second"], [], None, fields)
+
+
+def test_an_unclosed_quote_costs_its_own_line_and_no_other_row():
+    """The quote never closes: every line after it became part of one cell,
+    neither imported nor rejected (4,937 of 10,000 rows in a review)."""
+    rows = "".join(f"r{i}@x.com,R{i},ok\n" for i in range(100))
+    data = ('email,name,note\na@x.com,Ann,"5 inch\n' + rows).encode()
+    _, items = read(data)
+    bad = [i for i in items if isinstance(i, tuple)]
+    assert [(number, reason.split(":")[0]) for number, _, reason in bad] == [(2, "unclosed quote")]
+    assert bad[0][1] == data.index(b"r0@")  # resumed at the line after it
+    assert [r.cells[0] for r in items if isinstance(r, csvread.Record)][1:] == \
+        [f"r{i}@x.com" for i in range(100)]
+
+
+def test_an_unclosed_quote_near_the_end_of_the_file_costs_its_line_only():
+    data = b'email,name,note\na@x.com,Ann,"5 inch\nb@x.com,Bob,x\nc@x.com,Cat,y\n'
+    _, items = read(data)
+    assert [i.cells[0] if isinstance(i, csvread.Record) else "rejected" for i in items] == \
+        ["email", "rejected", "b@x.com", "c@x.com"]
+    assert items[-1].end_offset == len(data)
+
+
+def test_quoted_cells_of_a_few_lines_are_still_one_cell_and_a_resume_finds_its_place():
+    note = "\n".join(f"line {n}" for n in range(csvread.MAX_RECORD_LINES - 1))
+    data = f'email,note\na@x.com,"{note}"\nb@x.com,"x"\n'.encode()
+    _, items = read(data)
+    assert [r.cells for r in items[1:]] == [["a@x.com", note], ["b@x.com", "x"]]
+    stream = io.BytesIO(data)
+    dialect = csvread.detect(stream)
+    again = list(csvread.records(stream, dialect, items[1].end_offset, items[1].number))
+    assert [(r.number, r.cells) for r in again] == [(3, ["b@x.com", "x"])]

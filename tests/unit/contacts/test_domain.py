@@ -49,6 +49,11 @@ def test_field_values_are_checked_by_type():
     choice = {"type": "choice", "choices": ["free", "pro"]}
     assert domain.coerce_field(number, "1,200", from_text=True) == 1200
     assert domain.coerce_field(number, "2.5", from_text=True) == 2.5
+    assert domain.coerce_field(number, "-1,234,567.25", from_text=True) == -1234567.25
+    # a decimal comma was read as a thousands separator: 12,50 became 1250
+    for cell in ("12,50", "0,99", "1,5", "1.234,56", "1,2,3", "1_000", "٣٤", "1,23", "nan"):
+        with pytest.raises(domain.InvalidValue, match="decimal point"):
+            domain.coerce_field(number, cell, from_text=True)
     assert domain.coerce_field(boolean, "Yes", from_text=True) is True
     assert domain.coerce_field(date, "2024-02-29") == datetime(2024, 2, 29, tzinfo=timezone.utc)
     assert domain.coerce_field(choice, "pro") == "pro"
@@ -86,3 +91,12 @@ def test_membership_update_keeps_the_index_arrays_in_step():
     assert sub["$addToSet"] == {"list_ids": "L", "subscribed_list_ids": "L"}
     unsub = domain.membership_update("L", domain.membership("unsubscribed", "api", at))
     assert unsub["$pull"] == {"subscribed_list_ids": "L"} and "$addToSet" in unsub
+
+
+def test_text_searched_as_a_pattern_never_carries_a_nul():
+    """MongoDB refuses a $regex holding a NUL: a segment saved with one failed
+    every preview, export and fan-out."""
+    import re
+    pattern = domain.regex_literal("a\x00b.*")
+    assert "\x00" not in pattern
+    assert re.fullmatch(pattern, "a\x00b.*") and not re.fullmatch(pattern, "a\x00bxx")
