@@ -119,6 +119,8 @@ class ImportOut(ma.Schema):
     id = ma.fields.String(attribute="_id")
     list_id = ma.fields.String()
     status = ma.fields.String(metadata={"description": "pending, running, done, failed, cancelled"})
+    cancel_requested = ma.fields.Function(lambda job: bool(job.get("cancel_requested")), metadata={
+        "description": "cancelled while running: it stops once the rows it wrote are announced"})
     mode = ma.fields.String(attribute="options.mode")
     counters = ma.fields.Nested(Counters)
     size_bytes = ma.fields.Integer(attribute="file.size")
@@ -213,12 +215,16 @@ class ImportOne(MethodView):
 class ImportCancel(MethodView):
     @blp.response(200, ImportOut)
     def post(self, import_id):
-        """Stop an import that has not finished (what it wrote stays)."""
+        """Stop an import that has not finished. A pending one stops at once;
+        a running one once the rows it has written are announced, their
+        consent logged and counted (`cancel_requested` until then), and
+        what it wrote stays."""
         job = _import_of(import_id)
-        if job["status"] in ("pending", "running"):
-            ports().store.imports.update_one(
-                {"_id": job["_id"], "status": {"$in": ["pending", "running"]}},
-                {"$set": {"status": "cancelled", "finished_at": domain.now()}})
+        imports_col = ports().store.imports
+        imports_col.update_one({"_id": job["_id"], "status": "pending"},
+                               {"$set": {"status": "cancelled", "finished_at": domain.now()}})
+        imports_col.update_one({"_id": job["_id"], "status": "running"},
+                               {"$set": {"cancel_requested": domain.now()}})
         return _import_of(import_id)
 
 

@@ -97,7 +97,7 @@ def claim(store: ContactsStore, owner: str, lease_seconds: int, now: datetime) -
         except DuplicateKeyError:
             continue  # another worker took this attempt
         return store.imports.find_one_and_update(
-            {"_id": candidate["_id"]},
+            {"_id": candidate["_id"], "status": {"$in": ["pending", "running"]}},  # not cancelled since
             {"$set": {"status": "running", "lease_owner": owner,
                       "lease_until": now + timedelta(seconds=lease_seconds)},
              "$inc": {"attempts": 1}},
@@ -129,6 +129,7 @@ class Context:
     rejected: Any                         # the rejected-rows file, opened for append
     counters: dict
     clock: Any = domain.now
+    cancelling: bool = False               # the user cancelled: stop after what is written
 
     @property
     def account_id(self) -> str:
@@ -186,13 +187,20 @@ def process(store: ContactsStore, producer: EventProducer, salt: str, job: dict,
                         continue  # a blank line is not a row
                     batch.append(Row(item.number, item.end_offset, item.cells))
                 if len(batch) >= batch_rows:
+                    if ctx.cancelling:
+                        break
                     pipeline.push(_prepare_batch(ctx, batch, writer))
                     batch = []
-            if batch:
-                pipeline.push(_prepare_batch(ctx, batch, writer))
+            else:
+                if batch and not ctx.cancelling:
+                    pipeline.push(_prepare_batch(ctx, batch, writer))
+            # Every batch written is announced, consent logged and counted,
+            # also when the import was cancelled meanwhile.
             pipeline.finish()
         ctx.rejected.flush()
         ctx.rejected.detach()
+    if ctx.cancelling:
+        return _finish(store, job, owner, "cancelled", None)
     done = _finish(store, job, owner, "done", None)
     try:
         os.remove(path)  # data minimisation: the upload is not kept once imported
@@ -508,14 +516,18 @@ def _log_consent(ctx: Context, first_row: int, contact_ids: list[str], at: datet
 
 
 def _checkpoint(ctx: Context, row: int, offset: int, rejected_bytes: int) -> None:
+    """Progress saved; notes a cancel the user asked for (files_api), which
+    the import obeys once what it has written is announced."""
     now = ctx.clock()
-    result = ctx.store.imports.update_one(
+    job = ctx.store.imports.find_one_and_update(
         {"_id": ctx.import_id, "lease_owner": ctx.owner, "status": "running"},
         {"$set": {"checkpoint": {"offset": offset, "row": row, "rejected_bytes": rejected_bytes},
                   "counters": dict(ctx.counters),
                   "lease_until": now + timedelta(seconds=ctx.lease_seconds), "updated_at": now}})
-    if result.matched_count == 0:
+    if job is None:
         raise LeaseLost(ctx.import_id)
+    if job.get("cancel_requested"):
+        ctx.cancelling = True
 
 
 def _finish(store: ContactsStore, job: dict, owner: str, status: str, error: str | None) -> dict:

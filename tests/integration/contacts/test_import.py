@@ -448,3 +448,45 @@ def test_workers_claiming_at_the_same_time_take_each_import_once(mongo_db):
     assert sorted(claimed) == sorted(ids)
     owners = {d["_id"]: (d["lease_owner"], d["attempts"]) for d in store.imports.find()}
     assert all(owners[i] == (name, 1) for name, mine in taken.items() for i in mine)
+
+
+def test_a_cancelled_import_announces_and_logs_consent_for_every_row_it_wrote(
+        client, app, settings, setup, broker, monkeypatch):
+    """Cancel flipped the status at once: the worker's next checkpoint
+    failed, and the batch it had already written stayed subscribed with no
+    consent entry, no events and no count. Now it stops once all it wrote
+    is announced."""
+    data = ("email\n" + "".join(f"c{i}@example.com\n" for i in range(30))).encode()
+    job = upload(client, setup, data).get_json()
+    real_checkpoint = imports._checkpoint
+    checkpoints = []
+
+    def cancel_after_the_first_batch(ctx, *args):
+        real_checkpoint(ctx, *args)
+        checkpoints.append(args[0])
+        if len(checkpoints) == 2:  # the header, then the first batch
+            answer = client.post(f"{V1}/imports/{job['id']}/cancel").get_json()
+            assert answer["status"] == "running" and answer["cancel_requested"] is True
+
+    monkeypatch.setattr(imports, "_checkpoint", cancel_after_the_first_batch)
+    run_worker(app, settings)
+    job = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert job["status"] == "cancelled", job
+    db = app.extensions["runtime"].db
+    written = {c["_id"] for c in db["contacts"].find({"origin.import_id": job["id"]})}
+    assert 3 <= len(written) < 30  # it stopped early, after at least the first batch
+    consented = {cid for entry in db["consent"].find({"import_id": job["id"]})
+                 for cid in entry["contact_ids"]}
+    assert consented == written
+    assert job["counters"]["created"] == len(written)
+    announced = {e["data"]["contact_id"] for e in published(broker)
+                 if e["type"] == "contact.created" and e["data"]["contact_id"] in written}
+    assert announced == written
+    assert client.post(f"{V1}/imports/{job['id']}/cancel").get_json()["status"] == "cancelled"
+
+
+def test_a_pending_import_cancelled_is_never_started(client, app, settings, setup):
+    job = upload(client, setup, b"email\nnever@example.com\n").get_json()
+    assert client.post(f"{V1}/imports/{job['id']}/cancel").get_json()["status"] == "cancelled"
+    run_worker(app, settings)
+    assert client.get(f"{V1}/contacts?email_prefix=never").get_json()["items"] == []
