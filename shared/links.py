@@ -1,7 +1,7 @@
 """Links in a template, in one place for both sides of tracking.
 
 The n-th distinct http(s) URL in an `<a href>` of the HTML (document order)
-is link index n. campaigns stores that list per template version (it travels
+is link index n; a URL with a merge field in it is not tracked. campaigns stores that list per template version (it travels
 in campaign.launched as template.links); the sender rewrites each href to
 the tracking URL for its index; tracking redirects index n back to URL n.
 """
@@ -22,8 +22,16 @@ def _url(raw: str) -> str:
     return html_lib.unescape(raw.strip())
 
 
+# A link with a merge field is a different URL for each recipient, and the
+# link list holds one per index: tracked, every recipient was redirected to
+# the template's text ("...?id={{ fields.customer_id }}"). Left untracked,
+# it is rendered per recipient.
+_PERSONAL = re.compile(r"\{\{|\{%")
+
+
 def _trackable(tag_start: str, url: str) -> bool:
-    return bool(_TRACKABLE.match(url)) and not NO_TRACK_ATTR.search(tag_start)
+    return bool(_TRACKABLE.match(url)) and not NO_TRACK_ATTR.search(tag_start) \
+        and not _PERSONAL.search(url)
 
 
 def extract_links(html: str) -> list[str]:

@@ -6,6 +6,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from services.campaigns import domain
+from shared.tracking_tokens import TEST_SEND_RECIPIENTS
 from email_validator import EmailNotValidError, validate_email
 
 ID = validate.Length(1, 64)
@@ -235,7 +236,7 @@ class ScheduleRequest(ma.Schema):
 
 class TestRequest(ma.Schema):
     emails = ma.fields.List(ma.fields.String(validate=_email), required=True,
-                            validate=validate.Length(1, 5))
+                            validate=validate.Length(1, TEST_SEND_RECIPIENTS))
 
 
 class TestQueued(ma.Schema):

@@ -2,12 +2,13 @@
 allows, what an SMTP answer means, when a failed job is tried again."""
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
+
+from shared.tracking_tokens import stand_in_id
 
 # Campaign status as the sender knows it (from campaigns.events).
 SENDING, PAUSED, CANCELLED = "sending", "paused", "cancelled"
@@ -123,7 +124,7 @@ def parse_time(raw: str) -> datetime:
 def hex_id(value: str) -> str:
     """Tracking tokens carry 16-byte ids; platform ids are uuid4().hex. Any
     other id (a test send's "test-1") maps to a stable 32-hex stand-in."""
-    return value if _HEX32.match(value or "") else hashlib.sha256(value.encode()).hexdigest()[:32]
+    return value if _HEX32.match(value or "") else stand_in_id(value)
 
 
 def message_id(job_id: str, sending_domain: str) -> str:

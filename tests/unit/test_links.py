@@ -27,3 +27,14 @@ def test_rewrites_each_link_to_its_index_and_leaves_the_rest():
 def test_unknown_link_is_not_guessed():
     assert rewrite_links('<a href="https://x.test/">x</a>', [], lambda i: "T") == \
         '<a href="https://x.test/">x</a>'
+
+
+def test_a_link_with_a_merge_field_is_not_tracked():
+    html = ('<a href="https://shop.example/account?id={{ fields.customer_id }}">me</a>'
+            '<a href="https://{{ fields.region }}.shop.example/sale">sale</a>'
+            '<a href="https://shop.example/{% if x %}a{% endif %}">c</a>'
+            '<a href="https://shop.example/plain">plain</a>')
+    assert extract_links(html) == ["https://shop.example/plain"]
+    out = rewrite_links(html, ["https://shop.example/account?id={{ fields.customer_id }}",
+                               "https://shop.example/plain"], lambda i: f"T{i}")
+    assert "{{ fields.customer_id }}" in out and 'href="T1"' in out  # a list frozen before

@@ -186,6 +186,21 @@ def test_one_click_unsubscribe_is_published_before_the_answer_and_idempotent(cli
     assert_pseudonymous(events)
 
 
+def test_a_test_sends_unsubscribe_link_works_and_unsubscribes_and_counts_nothing(client, ctx,
+                                                                                  tail):
+    """A test send goes to up to five addresses as "test-1".."test-5"; its
+    unsubscribe was published and counted in the campaign's stats."""
+    tester = tt.LinkContext(ctx.account_id, ctx.campaign_id, tt.stand_in_id("test-1"),
+                            uuid.uuid4().hex)
+    url = f"/u/{tt.unsubscribe_token(RING, tester)}"
+    assert client.get(url).status_code == 200
+    assert client.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    real = client.post(f"/u/{tt.unsubscribe_token(RING, ctx)}", data={"List-Unsubscribe": "One-Click"})
+    assert real.status_code == 200
+    tail.wait_for(of(ctx, "tracking.unsubscribed"))  # published after the tester's
+    assert not [e for e in tail.events if e["data"].get("job_id") == tester.job_id]
+
+
 def test_page_form_unsubscribes_from_one_list_or_everything(client, ctx, tail):
     list_id = uuid.uuid4().hex
     url = f"/u/{tt.unsubscribe_token(RING, ctx, list_id)}"

@@ -61,6 +61,18 @@ def test_links_are_signed_tracking_links_in_order_and_a_pixel_closes_the_body(si
     assert verify(KEYRING, out.mail_from.split("+")[1].split("@")[0]).job_id == job.job_id
 
 
+def test_a_link_with_a_merge_field_goes_to_each_recipient_as_rendered_untracked(signer):
+    """Tracked, every recipient was redirected to the template's own text
+    (https://example.com/u?n={{ name }}): the link list has one URL per index."""
+    html = ('<html><body><a href="https://example.com/u?n={{ name }}">Mine</a>'
+            '<a href="https://example.com/a">A</a></body></html>')
+    _, msg, _ = compose(signer, html=html, name="Jane")
+    body = msg.get_body(("html",)).get_content()
+    assert 'href="https://example.com/u?n=Jane"' in body
+    tokens = [part.split('"')[0] for part in body.split("https://t.example/t/c/")[1:]]
+    assert [verify(KEYRING, t).link_index for t in tokens] == [0]  # the static link: index 0
+
+
 def test_tracking_off_keeps_links_and_unsubscribe_but_no_pixel(signer):
     _, msg, _ = compose(signer, tracking=False)
     html = msg.get_body(("html",)).get_content()

@@ -419,3 +419,19 @@ def test_an_answer_from_a_contacts_without_tokens_still_closes_its_hold():
     fakes.engine().handle([[answer(1, True)]])
     assert fakes.answered_ids == ["j1"] and "j1" not in fakes.held_jobs
     assert fakes.types()[-1] == ("delivery.sent", "j1")
+
+
+def test_a_test_send_is_composed_without_tracking():
+    """Its opens and clicks counted in the campaign's stats, and a draft's
+    links are known to no tracking service (a 404 for each click)."""
+    fakes = Fakes([])
+    composed = []
+    engine = fakes.engine()
+    engine.composer_for = lambda c: composed.append(c) or type(
+        "C", (), {"compose": lambda self, j: Outgoing(j, b"m", "b+x@d", "<m@d>", False)})()
+    launched = {"campaign_id": "c9", "template": {"version": 1, "subject": "s", "html": "h"},
+                "sender": {"from_email": "n@sandesh.test"}, "tracking": True}
+    test = Job("t1", "c9", "test-1", ACCOUNT, None, "me@example.com", None, {}, 0, None, True,
+               launched, data={"job_id": "t1"})
+    assert engine.handle([[test]]) == {"t1": DONE}
+    assert [c.tracking for c in composed] == [False]
