@@ -21,6 +21,16 @@ HANDLER_RETRIES = Counter("sandesh_handler_retries_total",
                           ["service", "topic"])
 HTTP_REQUESTS = Counter("sandesh_http_requests_total", "HTTP requests",
                         ["service", "method", "route", "status"])
+# The method label takes these only: gunicorn accepts any 3-20 letter
+# method, and each new one was a series for good (a file per process under
+# the multiprocess directory), for anyone who cares to send them.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in HTTP_METHODS else "other"
+
+
 HTTP_LATENCY = Histogram("sandesh_http_request_seconds", "HTTP request latency",
                          ["service", "route"],
                          buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))

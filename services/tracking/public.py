@@ -97,11 +97,10 @@ class HotPath:
         return self.app(environ, start_response)
 
     def _count(self, method: str, route: str, status: int) -> None:
-        key = (method, route, status)
+        key = (metrics.method_label(method), route, status)
         child = self._requests.get(key)
         if child is None:
-            child = self._requests[key] = metrics.HTTP_REQUESTS.labels(SERVICE, method, route,
-                                                                       status)
+            child = self._requests[key] = metrics.HTTP_REQUESTS.labels(SERVICE, *key)
         child.inc()
 
     def _claims(self, token: str, kind: str) -> Claims | None:

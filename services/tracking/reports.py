@@ -17,7 +17,7 @@ from email.message import Message
 from shared.tracking_tokens import parse_verp
 
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-_SMTP_CODE = re.compile(r"\b([45])\d\d[ -]")
+_SMTP_CODE = re.compile(r"(?m)(?:^|said:|<<<)\s*([45])\d\d[ -]")  # a reply, as transcripts show it
 _LINK_TOKEN = re.compile(r"/(?:u|t/o|t/c)/([A-Za-z0-9_-]{100,140})")
 _VERP = re.compile(r"(?i)\bb\+[a-z2-7]{45}@[a-z0-9.-]+")
 _ADDRESS = re.compile(r"[^\s<>()\"';,:]+@[^\s<>()\"';,]+")
@@ -102,9 +102,40 @@ def _read_dsn(part: Message) -> Report:
     return best or Report("ignored", reason="no recipient block")
 
 
+# Auto-responders answer the Return-Path (RFC 3834), which is our VERP
+# address: an out-of-office reply arrives here with a valid token. Read as
+# free text, "call 555-0100" or "back on 4.3.25" made it a bounce, and a
+# hard one suppressed the subscriber. So a free-text message counts only
+# when a mail server sent it, and never when it says it is an auto-reply.
+_MTA_SENDERS = {"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon"}
+_FAILURE_SUBJECT = re.compile(
+    r"undeliver|delivery (?:status notification|failure|has failed)|mail delivery failed|"
+    r"returned mail|failure notice|delivery failed|nondeliverable|non-delivery", re.IGNORECASE)
+_AUTO_REPLY_SUBJECT = re.compile(
+    r"^\s*(?:auto(?:matic)?[ -]?(?:reply|response|antwort)|auto:|out of (?:the )?office|"
+    r"abwesenheit|r[ée]ponse automatique|absence)", re.IGNORECASE)
+
+
+def _auto_reply(message: Message) -> bool:
+    precedence = (message.get("Precedence") or "").strip().lower()
+    return bool(message.get("X-Autoreply") or message.get("X-Autorespond")
+                or precedence == "auto_reply"
+                or _AUTO_REPLY_SUBJECT.search(message.get("Subject") or ""))
+
+
+def _from_a_mail_server(message: Message) -> bool:
+    sender = (message.get("From") or "").lower()
+    local = sender.rpartition("<")[2].split("@", 1)[0].strip(' "')
+    return local in _MTA_SENDERS or bool(_FAILURE_SUBJECT.search(message.get("Subject") or ""))
+
+
 def _read_plain_bounce(message: Message) -> Report:
     """Providers that still send free-text bounces: read the first status
-    code (or SMTP reply code) of the text."""
+    code (or SMTP reply code) of the text, when a mail server sent it."""
+    if _auto_reply(message):
+        return Report("ignored", reason="an automatic reply, not a bounce")
+    if not _from_a_mail_server(message):
+        return Report("ignored", reason="neither a delivery-status nor a feedback report")
     text = _first_text(message)
     status = _STATUS.search(text)
     if status and status.group(1) in "45":

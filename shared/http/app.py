@@ -71,7 +71,8 @@ def create_service_app(service: str, config: Config, *, title: str,
     def _finish(response: Response):
         response.headers[REQUEST_ID] = getattr(g, "request_id", "")
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.HTTP_REQUESTS.labels(service, request.method, route, response.status_code).inc()
+        metrics.HTTP_REQUESTS.labels(service, metrics.method_label(request.method), route,
+                                     response.status_code).inc()
         if hasattr(g, "started"):
             metrics.HTTP_LATENCY.labels(service, route).observe(time.perf_counter() - g.started)
         return response

@@ -102,6 +102,18 @@ def test_open_pixel_with_a_bad_token_still_answers_but_records_nothing(client, c
     assert len(events) == 1  # only the genuine one
 
 
+def test_made_up_methods_share_one_metrics_label(client, ctx):
+    """gunicorn takes any 3-20 letter method; each one was a series for good."""
+    from prometheus_client import REGISTRY
+    token = tt.open_token(RING, ctx)
+    for method in ("BREWA", "BREWB", "BREWC"):
+        assert client.open(f"/t/o/{token}", method=method).status_code == 405
+    client.open("/healthz", method="BREWD")  # a Flask route (shared/http/app.py)
+    labels = {s.labels["method"] for metric in REGISTRY.collect()
+              if metric.name == "sandesh_http_requests" for s in metric.samples}
+    assert "other" in labels and not {m for m in labels if m.startswith("BREW")}
+
+
 def test_head_and_scanner_hits_are_machine(client, ctx, tail):
     client.head(f"/t/o/{tt.open_token(RING, ctx)}", headers={"User-Agent": CHROME})
     client.get(f"/t/c/{tt.click_token(RING, ctx, 0)}",

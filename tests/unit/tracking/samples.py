@@ -263,3 +263,14 @@ Subject: hello
 
 Just saying hi.
 """)
+
+
+def out_of_office(verp: str, body: str, subject: str = "Automatic reply: Spring sale",
+                  extra: str = "Auto-Submitted: auto-replied\n") -> bytes:
+    """An auto-responder's answer to the Return-Path (RFC 3834): our VERP."""
+    return _crlf(f"""From: Jane Doe <jane@customer.example>
+To: {verp}
+Subject: {subject}
+{extra}
+{body}
+""")

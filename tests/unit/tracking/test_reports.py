@@ -70,6 +70,25 @@ def test_plain_text_bounce(ctx):
     assert (report.kind, report.bounce_type, report.status) == ("bounce", "hard", "5.1.1")
 
 
+def test_an_out_of_office_reply_is_no_bounce(ctx):
+    """Auto-replies come to the VERP address with a valid token; read as
+    free text, a phone number or a date in them was a status code, and a
+    hard bounce suppressed the subscriber."""
+    verp = _links(ctx)[0]
+    for body, subject, extra in (
+            ("I am out of the office until Monday. For urgent matters call\n"
+             "555-0100 or 555-0199.", "Automatic reply: Spring sale", ""),
+            ("Please contact reception, room 402 - second floor.", "Out of Office",
+             "Auto-Submitted: auto-replied\n"),
+            ("Back on 4.3.25, no access to email.", "Re: Spring sale", "X-Autoreply: yes\n"),
+            ("Back on 5.1.2026, call 550 - 1234.", "Re: Spring sale", "")):
+        report = parse_report(samples.out_of_office(verp, body, subject, extra))
+        assert report.kind == "ignored", (body, report)
+    # still read from a mail server that answers in free text
+    bounce = parse_report(samples.plain_text_bounce(verp).replace(b"550 5.1.1", b"550 sorry"))
+    assert (bounce.kind, bounce.bounce_type) == ("bounce", "hard")
+
+
 def test_not_a_report():
     assert parse_report(samples.not_a_report()).kind == "ignored"
 
