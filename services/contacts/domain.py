@@ -16,7 +16,8 @@ from shared.pii import InvalidEmail, email_hash, normalise_email
 CONTACT_STATUSES = ("active", "bounced", "complained", "restricted")
 MEMBER_STATUSES = ("pending", "subscribed", "unsubscribed")
 FIELD_TYPES = ("text", "number", "date", "boolean", "choice")
-CONSENT_VIA = ("api", "import", "form", "one-click", "admin", "link", "complaint", "bounce")
+CONSENT_VIA = ("api", "import", "form", "one-click", "admin", "link", "complaint", "bounce",
+               "mail")
 SUPPRESSION_REASONS = ("unsubscribe", "hard_bounce", "complaint", "erasure", "manual", "import")
 
 FIELD_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")

@@ -27,7 +27,7 @@ ACTOR = "platform"
 SEVERITY = {"active": 0, "restricted": 0, "bounced": 1, "complained": 2}
 # How tracking says the recipient unsubscribed -> the consent log's `via`.
 # An event without `method` (tracking before it was added) came from a link.
-UNSUBSCRIBE_VIA = {"one-click": "one-click", "page": "form"}
+UNSUBSCRIBE_VIA = {"one-click": "one-click", "page": "form", "mail": "mail"}
 
 
 def ports_for(runtime) -> usecases.Ports:

@@ -1,8 +1,11 @@
 """What the public endpoints do, with their dependencies as arguments."""
 from __future__ import annotations
 
+import email
+import email.policy
 import hashlib
 import logging
+import re
 import time
 from datetime import datetime, timezone
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ from shared.events import Event, new_event
 from shared.kafka.producer import EventProducer
 from shared.privacy_answers import is_pseudonym, pseudonym_of
 from shared.tracing import new_trace_id
-from shared.tracking_tokens import Claims, InvalidToken, Keyring, verify
+from shared.tracking_tokens import TEST_SEND_CONTACTS, Claims, InvalidToken, Keyring, verify
 
 log = logging.getLogger(__name__)
 SOURCE = "tracking"
@@ -105,7 +108,7 @@ class BounceRejected(Exception):
 
 @dataclass(frozen=True)
 class BounceOutcome:
-    result: str          # "hard_bounce" | "soft_bounce" | "complaint" | "ignored"
+    result: str          # "hard_bounce" | "soft_bounce" | "complaint" | "unsubscribe" | "ignored"
     job_id: str | None = None
     event_id: str | None = None
     reason: str = ""
@@ -148,6 +151,41 @@ def resolve_context(report: Report, keyring: Keyring, store: TrackingStore) -> R
     raise BounceRejected(422, "no_token", "the report names no message this platform signed")
 
 
+_MAILED_UNSUBSCRIBE = re.compile(r"^\s*unsubscribe\s+([A-Za-z0-9_-]{60,200})\s*$", re.IGNORECASE)
+
+
+def mailed_unsubscribe(raw: bytes, keyring: Keyring) -> Claims | None:
+    """A mail to the List-Unsubscribe mailto address (compose.py): its
+    subject is "unsubscribe <token>", and the token must verify."""
+    subject = email.message_from_bytes(raw, policy=email.policy.default).get("Subject") or ""
+    match = _MAILED_UNSUBSCRIBE.match(str(subject))
+    if not match:
+        return None
+    try:
+        claims = verify(keyring, match.group(1))
+    except InvalidToken:
+        return None
+    return claims if claims.kind == "unsubscribe" else None
+
+
+def _take_mailed_unsubscribe(claims: Claims, store: TrackingStore,
+                             producer: Callable[[], EventProducer],
+                             erased_contacts: ErasedContacts | None) -> BounceOutcome:
+    """As the one-click POST does (public.unsubscribe): the list the link
+    names, or every list; kept in MongoDB if Kafka will not take it."""
+    ctx = claims.context
+    event = unsubscribe_event(claims, claims.list_id is None, "mail")
+    if ctx.contact_id in TEST_SEND_CONTACTS or (
+            erased_contacts is not None and erased_contacts.erased(ctx.account_id, ctx.contact_id)):
+        return BounceOutcome("ignored", ctx.job_id,
+                             reason="a test send's, or an erased contact's: nothing to unsubscribe")
+    try:
+        publish_durably(event, producer, store)
+    except Exception as exc:
+        raise BounceRejected(503, "unavailable", "could not record the unsubscribe; retry") from exc
+    return BounceOutcome("unsubscribe", ctx.job_id, event.id)
+
+
 def take_bounce_report(raw: bytes, keyring: Keyring, store: TrackingStore,
                        producer: Callable[[], EventProducer], soft_limit: int,
                        erased_contacts: ErasedContacts | None = None) -> BounceOutcome:
@@ -156,6 +194,9 @@ def take_bounce_report(raw: bytes, keyring: Keyring, store: TrackingStore,
     of every record, and a report must not bring it back."""
     if not raw.strip():
         raise BounceRejected(400, "empty_body", "the body must be an RFC 5322 message")
+    unsubscribing = mailed_unsubscribe(raw, keyring)
+    if unsubscribing is not None:
+        return _take_mailed_unsubscribe(unsubscribing, store, producer, erased_contacts)
     report = parse_report(raw)
     if report.kind == "ignored":
         return BounceOutcome("ignored", reason=report.reason)

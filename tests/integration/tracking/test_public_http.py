@@ -252,6 +252,24 @@ def post_report(client, raw, token=WEBHOOK):
                        headers={"Authorization": f"Bearer {token}"})
 
 
+def test_a_mail_to_the_mailto_unsubscribe_address_unsubscribes(client, ctx, tail):
+    """List-Unsubscribe offers mailto:unsubscribe@<bounce domain>?subject=
+    unsubscribe <token>; the MTA pipes it to this webhook, which dismissed
+    it as no report: the recipient stayed subscribed."""
+    list_id = uuid.uuid4().hex
+    token = tt.unsubscribe_token(RING, ctx, list_id)
+    mail = (f"From: Jane <jane@example.net>\r\nTo: unsubscribe@b.example\r\n"
+            f"Subject: unsubscribe {token}\r\n\r\n").encode()
+    answer = post_report(client, mail)
+    assert answer.status_code == 202 and answer.get_json()["result"] == "unsubscribe"
+    [event] = tail.wait_for(of(ctx, "tracking.unsubscribed"))
+    assert (event["data"]["method"], event["data"]["list_id"]) == ("mail", list_id)
+    assert answer.get_json()["event_id"] == event["id"]
+    assert_pseudonymous([event], "jane")
+    forged = mail.replace(token.encode(), token[:-4].encode() + b"AAAA")
+    assert post_report(client, forged).get_json()["result"] == "ignored"
+
+
 def test_bounce_webhook_needs_its_token(client, ctx):
     raw = samples.gmail_hard_bounce(tt.verp_address(RING, ctx, "b.example"), "x")
     assert post_report(client, raw, token="wrong").status_code == 401
