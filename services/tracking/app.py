@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.tracking import api, public, usecases
 from services.tracking.hits import HitPublisher
@@ -36,6 +37,11 @@ def create_app(environ=None) -> Flask:
     links = public.LinkTable(lambda: TrackingStore(runtime.db))
     app.wsgi_app = public.HotPath(app.wsgi_app, keyring, hits, links,
                                  config.tracking_hits_topic)
+    if config.trusted_proxy_hops:
+        # Outside the hot path, which reads REMOTE_ADDR: behind the ingress
+        # the peer is the controller, so Apple's proxy went unrecognised and
+        # every ip_prefix was the cluster's network.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.trusted_proxy_hops)
     return app
 
 

@@ -30,13 +30,13 @@ LINKS = ["https://shop.example/sale?a=1", "https://shop.example/about", "javascr
 
 
 @pytest.fixture
-def app(mongo_uri, kafka_bootstrap, unique):
+def app(mongo_uri, kafka_bootstrap, unique, request):
     prefix = f"test_{unique}_"
     application = create_app({
         "SANDESH_MONGO_URI": mongo_uri, "SANDESH_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "SANDESH_MONGO_DB_PREFIX": prefix, "SANDESH_TRACKING_KEYS": KEYS,
         "SANDESH_BOUNCE_WEBHOOK_TOKEN": WEBHOOK, "SANDESH_SOFT_BOUNCE_LIMIT": "2",
-        "SANDESH_INTERNAL_SECRET": "s"})
+        "SANDESH_INTERNAL_SECRET": "s", **getattr(request, "param", {})})
     yield application
     mongo.client(mongo_uri).drop_database(prefix + "tracking")
 
@@ -91,6 +91,27 @@ def test_open_pixel_answers_a_gif_and_emits_a_pseudonymous_event(client, ctx, ta
                              "job_id": ctx.job_id, "machine": False,
                              "user_agent_family": "chrome", "ip_prefix": "203.0.113.0/24"}
     assert_pseudonymous([event], "Jane", "Doe", "203.0.113.77")
+
+
+@pytest.mark.parametrize("app", [{"SANDESH_TRUSTED_PROXY_HOPS": "1"}], indirect=True)
+def test_behind_the_ingress_the_client_is_read_from_x_forwarded_for(client, ctx, tail):
+    """The peer is the ingress controller: Apple's privacy proxy went
+    unrecognised (its opens counted as people) and every ip_prefix was the
+    cluster's network."""
+    client.get(f"/t/o/{tt.open_token(RING, ctx)}",
+               headers={"User-Agent": "Mozilla/5.0", "X-Forwarded-For": "198.51.100.9, 17.58.101.3"},
+               environ_base={"REMOTE_ADDR": "10.244.2.5"})
+    [event] = tail.wait_for(of(ctx, "tracking.opened"))
+    assert event["data"]["ip_prefix"] == "17.58.101.0/24"  # the hop the ingress added
+    assert event["data"]["machine_reason"] == "apple-privacy-proxy"
+
+
+def test_without_trusted_proxies_a_forwarded_for_header_is_ignored(client, ctx, tail):
+    client.get(f"/t/o/{tt.open_token(RING, ctx)}",
+               headers={"User-Agent": CHROME, "X-Forwarded-For": "17.58.101.3"},
+               environ_base={"REMOTE_ADDR": "203.0.113.77"})
+    [event] = tail.wait_for(of(ctx, "tracking.opened"))
+    assert event["data"]["ip_prefix"] == "203.0.113.0/24" and event["data"]["machine"] is False
 
 
 def test_open_pixel_with_a_bad_token_still_answers_but_records_nothing(client, ctx, tail):
