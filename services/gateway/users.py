@@ -23,7 +23,7 @@ from services.gateway.auth import bearer_token
 from services.gateway.users_store import INDEXES, DuplicateUser, UserStore
 from shared.http import Blueprint
 from shared.http.errors import ApiError, not_found
-from shared.http.internal_auth import Identity
+from shared.http.internal_auth import Identity, deleting_the_account
 from shared.http.pagination import PageArgs, cursor_position, page
 from shared.mongo import ensure_indexes
 from shared.pii import InvalidEmail, email_hash, normalise_email
@@ -238,7 +238,8 @@ def delete_account():
     account_id = g.identity.account_id
     _forget_on_platform_list(_users().all_of(account_id))
     made = _privacy("POST", "/api/v1/privacy/requests", {
-        "kind": "erasure", "subject": {"account": True}, "reason": "account deleted"})
+        "kind": "erasure", "subject": {"account": True}, "reason": "account deleted"},
+        identity=deleting_the_account(g.identity))
     _users().delete_account(account_id)
     UserStore.erase_account_record(current_app.extensions["gateway_store"].db, account_id)
     return {"request_id": made["id"], "status": "deleting"}

@@ -12,6 +12,7 @@ from services.privacy.store import PrivacyStore, now
 from shared.http import Blueprint
 from shared.http.app import current_identity
 from shared.http.errors import ApiError, not_found
+from shared.http.internal_auth import is_account_deletion
 from shared.http.pagination import PageArgs, cursor_position, page
 from shared.http.service import runtime
 
@@ -51,9 +52,15 @@ def create_request(body):
     """Receive a data-subject request (access, erasure, rectification,
     restriction) about a contact (email or id) or an account user; it is due
     one month from now and every service holding personal data is asked."""
+    identity = current_identity()
+    if (body.get("subject") or {}).get("account") and not is_account_deletion(identity):
+        # Any key could otherwise erase its account's data here while the
+        # account, its keys and its users stayed: an account broken for good.
+        raise ApiError(403, "forbidden", "an account is erased with DELETE /api/v1/account",
+                       {"subject.account": ["use DELETE /api/v1/account"]})
     try:
         request = usecases.create_request(_store(), runtime().producer(), _config(),
-                                          current_identity(), body)
+                                          identity, body)
     except domain.RuleViolation as exc:
         raise _invalid(exc)
     except usecases.PublishFailed:

@@ -31,6 +31,20 @@ class InvalidSignature(Exception):
     pass
 
 
+# The gateway's DELETE /api/v1/account signs its privacy request with this
+# principal (and the key's id after it): only that flow, which also revokes
+# the keys and deletes the users, may ask for an account's erasure.
+ACCOUNT_DELETION = "account-deletion"
+
+
+def deleting_the_account(identity: Identity) -> Identity:
+    return Identity(identity.account_id, f"{ACCOUNT_DELETION}:{identity.principal}")
+
+
+def is_account_deletion(identity: Identity) -> bool:
+    return identity.principal.startswith(ACCOUNT_DELETION + ":")
+
+
 def _signature(secret: str, method: str, target: str, account_id: str, principal: str,
                timestamp: str) -> str:
     message = "\n".join([method.upper(), target, account_id, principal, timestamp]).encode()

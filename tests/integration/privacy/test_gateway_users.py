@@ -74,6 +74,13 @@ def test_users_can_be_listed_created_corrected_exported_and_deleted(gateway):
 
 def test_deleting_the_account_asks_every_service_and_revokes_its_keys(gateway):
     auth = _account(gateway)
+    # Asked for directly, an account erasure left the account, its keys and
+    # its users as they were, with its data gone: broken for good.
+    direct = gateway.post("/api/v1/privacy/requests", headers=auth,
+                          json={"kind": "erasure", "subject": {"account": True}})
+    assert direct.status_code == 403, direct.get_json()
+    assert "subject.account" in direct.get_json()["error"]["details"]
+    assert gateway.get("/api/v1/privacy/requests", headers=auth).get_json()["items"] == []
     gateway.post("/api/v1/users", json={"email": "bo@example.com", "name": "Bo"}, headers=auth)
     response = gateway.delete("/api/v1/account", headers=auth)
     assert response.status_code == 202, response.get_json()
