@@ -164,11 +164,15 @@ class CampaignStore:
             {"$set": {**fields, "updated_at": utcnow()}}, return_document=ReturnDocument.AFTER)
 
     def transition(self, campaign_id: str, from_statuses: Iterable[str], to_status: str,
-                   extra: dict | None = None) -> dict | None:
+                   extra: dict | None = None, unchanged_since: datetime | None = None
+                   ) -> dict | None:
         """Move from one of `from_statuses` to `to_status`; None when the
-        campaign is in none of them. Not a compare-and-set on FerretDB: a
-        move that must happen once takes a lease first."""
-        query = {"_id": campaign_id, "status": {"$in": list(from_statuses)}}
+        campaign is in none of them (or, with `unchanged_since`, was changed
+        after it). Not a compare-and-set on FerretDB: a move that must
+        happen once takes a lease first."""
+        query: dict = {"_id": campaign_id, "status": {"$in": list(from_statuses)}}
+        if unchanged_since is not None:
+            query["updated_at"] = unchanged_since
         return self.campaigns.find_one_and_update(
             query, {"$set": {"status": to_status, "updated_at": utcnow(), **(extra or {})}},
             return_document=ReturnDocument.AFTER)
@@ -190,6 +194,10 @@ class CampaignStore:
                 return True
             except DuplicateKeyError:
                 return False
+
+    def release_lease(self, key: str) -> None:
+        """A lease whose work did not happen (the move it guarded failed)."""
+        self.leases.delete_one({"_id": key})
 
     # -- outbox ----------------------------------------------------------------
     def stage_event(self, event: dict) -> None:

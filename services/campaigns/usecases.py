@@ -252,13 +252,22 @@ def _as_utc(when: datetime) -> datetime:
 
 
 def _move(ports: Ports, campaign: dict, action: str, event: dict | None,
-          extra: dict | None = None) -> dict | None:
+          extra: dict | None = None, unchanged: bool = False) -> dict | None:
     """Stage the event, change the status, publish: a crash anywhere leaves
-    either nothing or a staged event the sweep publishes."""
+    either nothing or a staged event the sweep publishes.
+
+    Only from the status the caller read: what it decided from it (whether
+    to announce, what to launch) holds only for that status. A cancel that
+    read "scheduled" moved a campaign the schedule had just launched,
+    announced nothing, and the whole audience was mailed under "cancelled".
+    `unchanged`: nor may the campaign have been edited since it was read."""
     sources, target = domain.TRANSITIONS[action]
+    sources = [status for status in sources if status == campaign["status"]]
     if event:
         ports.campaigns.stage_event(event)
-    moved = ports.campaigns.transition(campaign["_id"], sources, target, extra)
+    moved = ports.campaigns.transition(
+        campaign["_id"], sources, target, extra,
+        unchanged_since=campaign.get("updated_at") if unchanged else None)
     if event:
         if moved is not None:
             _publish(ports, [event])
@@ -282,7 +291,13 @@ def _launch(ports: Ports, campaign: dict, action: str) -> dict | None:
     extra = {"frozen_template": {"template_id": data["template"]["template_id"],
                                  "version": data["template"]["version"]},
              "launched_at": utcnow()}
-    return _move(ports, campaign, action, _event(campaign, "campaign.launched", data), extra)
+    # `data` is the campaign as read: an edit since (a PATCH of its audience)
+    # makes the move fail, rather than launch what the user just changed.
+    moved = _move(ports, campaign, action, _event(campaign, "campaign.launched", data), extra,
+                  unchanged=True)
+    if moved is None:
+        ports.campaigns.release_lease(f"{campaign['_id']}:launch")  # a retry may launch it
+    return moved
 
 
 def send_now(ports: Ports, account_id: str, campaign_id: str) -> dict:

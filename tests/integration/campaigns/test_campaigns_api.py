@@ -228,3 +228,41 @@ def test_an_event_a_crash_left_staged_is_published_by_the_sweep_if_it_happened(
     usecases.sweep(ports)
     assert ports.campaigns.outbox.count_documents({}) == 0
     assert len(campaign_events(broker)) == broker_before + 1
+
+
+def test_a_cancel_that_read_scheduled_does_not_cancel_a_campaign_launched_meanwhile(
+        client, broker, ports, monkeypatch):
+    """The schedule fired between the cancel's read and its write: the
+    campaign became "cancelled" without campaign.cancelled, and the whole
+    audience was mailed under that status."""
+    campaign, _ = ready_campaign(client)
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat()
+    client.post(f"/api/v1/campaigns/{campaign['id']}/schedule", {"send_at": soon})
+    read_before = usecases.get_campaign(ports, client.account_id, campaign["id"])
+    assert usecases.fire_due_schedules(ports, datetime.now(timezone.utc) + timedelta(seconds=5))
+    monkeypatch.setattr(usecases, "get_campaign", lambda *args: read_before)
+    answer = client.post(f"/api/v1/campaigns/{campaign['id']}/cancel")
+    assert answer.status_code == 409, answer.get_json()
+    monkeypatch.undo()
+    assert client.get(f"/api/v1/campaigns/{campaign['id']}").get_json()["status"] == "sending"
+    assert client.post(f"/api/v1/campaigns/{campaign['id']}/cancel").status_code == 200
+    assert [e["type"] for e in campaign_events(broker)][-2:] == ["campaign.launched",
+                                                                 "campaign.cancelled"]
+
+
+def test_send_launches_the_campaign_as_it_is_not_as_it_was_read(client, broker, ports,
+                                                                monkeypatch):
+    """An edit between send's read and its move (the audience switched to a
+    test list) got 200, and the launch carried the old audience."""
+    campaign, _ = ready_campaign(client)
+    read_before = usecases.get_campaign(ports, client.account_id, campaign["id"])
+    time.sleep(0.01)  # a later updated_at
+    edited = client.patch(f"/api/v1/campaigns/{campaign['id']}",
+                          {"audience": {"list_ids": ["internal-test"]}})
+    assert edited.status_code == 200, edited.get_json()
+    monkeypatch.setattr(usecases, "get_campaign", lambda *args: read_before)
+    assert client.post(f"/api/v1/campaigns/{campaign['id']}/send").status_code == 409
+    monkeypatch.undo()
+    assert client.post(f"/api/v1/campaigns/{campaign['id']}/send").status_code == 202
+    [launched] = [e for e in campaign_events(broker) if e["type"] == "campaign.launched"]
+    assert launched["data"]["audience"]["list_ids"] == ["internal-test"]
