@@ -9,6 +9,7 @@ A campaign becomes `sent` when every job of its audience is accounted for
 """
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -101,6 +102,30 @@ def template_problems(parts: dict[str, str | None]) -> dict[str, list[str]]:
             where = f"line {exc.line}: " if exc.line else ""
             problems[field] = [f"template error at {where}{exc.message}"]
     return problems
+
+
+# campaign.launched carries the frozen template, and a Kafka message is at
+# most 1 MiB (the producer's and the broker's default): a launch that could
+# not be published left its campaign in "sending" for good, and its staged
+# event failed every sweep. The template's parts as the event carries them
+# (JSON, UTF-8) stay under this; a message that size is long clipped by
+# mail clients anyway (Gmail at 102 KB).
+MAX_TEMPLATE_BYTES = 700_000
+MAX_LAUNCH_BYTES = 950_000
+
+
+def encoded_size(value) -> int:
+    """Bytes `value` takes in an event (shared.events.envelope.encode)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def template_size_problems(parts: dict) -> dict[str, list[str]]:
+    size = encoded_size({key: parts.get(key) for key in
+                         ("subject", "preheader", "html", "text", "links")})
+    if size <= MAX_TEMPLATE_BYTES:
+        return {}
+    return {"html": [f"the template takes {size:,} bytes with its text part and links; at "
+                     f"most {MAX_TEMPLATE_BYTES:,}"]}
 
 
 UNSUBSCRIBE_HTML = ('<p style="font-size:12px;color:#666666">You receive this email because '

@@ -60,6 +60,9 @@ def _template_parts(body: dict, kind: str) -> dict:
                                  "text part"]})
     parts["text_derived"] = text_derived
     parts["links"] = extract_links(parts["html"])
+    too_big = domain.template_size_problems(parts)
+    if too_big:
+        raise ApiError(400, "validation_error", "invalid input: html", too_big)
     return parts
 
 
@@ -204,6 +207,15 @@ def _event(campaign: dict, type_: str, data: dict) -> dict:
             "account_id": campaign["account_id"], "data": data, "seq": time.time_ns()}
 
 
+def _fits_an_event(data: dict) -> None:
+    """A template saved before the size limit may not fit campaign.launched."""
+    size = domain.encoded_size(data)
+    if size > domain.MAX_LAUNCH_BYTES:
+        raise ApiError(409, "campaign_incomplete", "the campaign's template is too large to send",
+                       {"template_id": [f"{size:,} bytes to launch; at most "
+                                        f"{domain.MAX_LAUNCH_BYTES:,}: make the template smaller"]})
+
+
 def _publish(ports: Ports, events: list[dict]) -> None:
     """Publish staged events, flush, then forget them."""
     for entry in events:
@@ -240,7 +252,12 @@ def publish_staged(ports: Ports, older_than: timedelta) -> int:
     drop_before = utcnow() - OUTBOX_DROP_AFTER
     for entry in ports.campaigns.staged_events(older_than):
         if _happened(entry, ports.campaigns.get_any(entry["campaign_id"])):
-            _publish(ports, [entry])
+            try:
+                _publish(ports, [entry])
+            except Exception:  # one bad entry must not hold up the others' and the sweep
+                log.exception("publishing a staged event failed; retried at the next sweep",
+                              extra={"event_id": entry["id"], "campaign_id": entry["campaign_id"]})
+                continue
             published += 1
         elif _as_utc(entry["created_at"]) <= drop_before:
             ports.campaigns.drop_event(entry["id"])
@@ -285,6 +302,7 @@ def _launch(ports: Ports, campaign: dict, action: str) -> dict | None:
         raise ApiError(409, "campaign_incomplete", "the campaign cannot be sent yet: "
                        + ", ".join(sorted(problems)), problems)
     data = launch_data(ports, campaign)
+    _fits_an_event(data)
     # A campaign launches once, whatever the replicas or double clicks.
     if not ports.campaigns.take_lease(f"{campaign['_id']}:launch", LEASE_STALE):
         return None
@@ -374,6 +392,7 @@ def send_test(ports: Ports, account_id: str, campaign_id: str, emails: list[str]
         raise ApiError(409, "campaign_incomplete", "the campaign cannot be test-sent yet: "
                        + ", ".join(sorted(problems)), problems)
     data = launch_data(ports, campaign)
+    _fits_an_event(data)
     job_ids = []
     for index, email in enumerate(emails):
         job_id = job_id_for(campaign_id, f"test:{uuid.uuid4().hex}")

@@ -266,3 +266,35 @@ def test_send_launches_the_campaign_as_it_is_not_as_it_was_read(client, broker, 
     assert client.post(f"/api/v1/campaigns/{campaign['id']}/send").status_code == 202
     [launched] = [e for e in campaign_events(broker) if e["type"] == "campaign.launched"]
     assert launched["data"]["audience"]["list_ids"] == ["internal-test"]
+
+
+def test_a_template_saved_too_large_before_the_limit_is_refused_at_send_not_stuck(
+        client, broker, ports):
+    campaign, template = ready_campaign(client)
+    ports.templates.versions.update_one({"template_id": template["id"]}, {"$set": {
+        "html": "<p>" + "x" * 1_100_000 + "</p>", "text": "x"}})
+    answer = client.post(f"/api/v1/campaigns/{campaign['id']}/send")
+    assert answer.status_code == 409 and "template_id" in answer.get_json()["error"]["details"]
+    assert client.get(f"/api/v1/campaigns/{campaign['id']}").get_json()["status"] == "draft"
+    assert campaign_events(broker) == []
+
+
+def test_a_staged_event_that_cannot_be_published_holds_up_no_other(client, broker, ports):
+    """One entry that failed every sweep stopped the rest of the outbox, and
+    every campaign's completion behind it, in every account."""
+    first, _ = ready_campaign(client)
+    second, _ = ready_campaign(client)
+    for campaign in (first, second):
+        sent = client.post(f"/api/v1/campaigns/{campaign['id']}/send")
+        assert sent.status_code == 202, sent.get_json()
+    before = {e["id"] for e in campaign_events(broker)}  # the in-memory broker's partitions
+    for campaign in (first, second):
+        stored = ports.campaigns.get_any(campaign["id"])
+        data = {"campaign_id": campaign["id"]} if campaign is second else {"bogus": 1}
+        ports.campaigns.stage_event(usecases._event(stored, "campaign.paused", data))
+        ports.campaigns.transition(campaign["id"], ("sending",), "paused")
+    ports.campaigns.outbox.update_many({}, {"$set": {
+        "created_at": datetime.now(timezone.utc) - timedelta(minutes=1)}})
+    usecases.sweep(ports)
+    assert [(e["type"], e["subject"]) for e in campaign_events(broker) if e["id"] not in before] \
+        == [("campaign.paused", second["id"])]

@@ -111,3 +111,15 @@ def test_unknown_fields_are_refused(client):
                                                  "account_id": "other"})
     assert response.status_code == 400
     assert "account_id" in response.get_json()["error"]["details"]
+
+
+def test_a_template_too_large_for_its_launch_event_is_refused_at_save(client):
+    """campaign.launched carries the template, and a Kafka message is at
+    most 1 MiB: 180,000 characters of Hindi (3 bytes each, then the text
+    part derived from them) saved, and its campaign was stuck in "sending"."""
+    hindi = "<p>" + "नमस्ते दुनिया " * 13_000 + "</p>"
+    assert len(hindi) < 1_000_000   # within the field's own length limit
+    response = client.post("/api/v1/templates", {"name": "Big", "subject": "Hi", "html": hindi})
+    assert response.status_code == 400, response.get_json()
+    assert "at most 700,000" in response.get_json()["error"]["details"]["html"][0]
+    create(client, html="<p>" + "नमस्ते दुनिया " * 5_000 + "</p>")  # a large one that fits
