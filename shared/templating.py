@@ -17,7 +17,8 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from jinja2 import (ChainableUndefined, Environment, Template, TemplateError,
-                    TemplateSyntaxError, nodes)
+                    TemplateSyntaxError, nodes, pass_eval_context)
+from jinja2.filters import do_replace
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -51,38 +52,82 @@ MAX_REPEAT = 10_000   # "ab" * n, [..] * n
 MAX_EXPONENT = 64
 
 
+_SEQUENCES = (str, list, tuple)
+
+
+def _too_long(length: int) -> None:
+    if length > MAX_RENDERED_CHARS:
+        raise SecurityError(f"a value of over {MAX_RENDERED_CHARS} characters")
+
+
 class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox, with the arithmetic that can build something huge from a
     short template bounded (`{{ 9 ** 999999999 }}` took a worker for
-    minutes, at save, since Jinja folds constants when it compiles)."""
+    minutes, at save, since Jinja folds constants when it compiles). A
+    repetition is bounded by what it builds, not by its count alone:
+    ("ab" * 10000 * 10000 * 10) passed a count check and built 2*10**9."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
 
     def call_binop(self, context, operator, left, right):
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
             raise SecurityError(f"an exponent over {MAX_EXPONENT}")
-        if operator == "*" and any(isinstance(a, (str, list, tuple)) for a in (left, right)) \
-                and any(isinstance(a, int) and a > MAX_REPEAT for a in (left, right)):
-            raise SecurityError(f"a repetition over {MAX_REPEAT}")
+        if operator == "*" and any(isinstance(a, _SEQUENCES) for a in (left, right)) \
+                and any(isinstance(a, int) for a in (left, right)):
+            count = left if isinstance(left, int) else right
+            sequence = right if isinstance(left, int) else left
+            if count > MAX_REPEAT:
+                raise SecurityError(f"a repetition over {MAX_REPEAT}")
+            _too_long(len(sequence) * count)
+        if operator == "+" and isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
+            _too_long(len(left) + len(right))
         if operator == "%" and isinstance(left, str):
             raise SecurityError("%-formatting of text")  # "%999999999s" % x
         return super().call_binop(context, operator, left, right)
+
+
+@pass_eval_context
+def _bounded_replace(eval_ctx, s, old, new, count=None):
+    """replace, refused before it builds more than a render may hold: a
+    chain of them took 1 GB at save (Jinja folds constant filter calls
+    when it compiles; a refusal there just leaves the call to the render)."""
+    text, old_text, new_text = str(s), str(old), str(new)
+    found = text.count(old_text) if old_text else len(text) + 1
+    if count is not None:
+        found = min(found, max(count, 0))
+    _too_long(len(text) + found * (len(new_text) - len(old_text)))
+    return do_replace(eval_ctx, s, old, new, count)
 
 
 def make_environment(html: bool) -> Environment:
     env = _BoundedEnvironment(autoescape=html, undefined=ChainableUndefined,
                               auto_reload=False, cache_size=0)
     env.filters = {name: env.filters[name] for name in ALLOWED_FILTERS}
+    env.filters["replace"] = _bounded_replace
     env.globals.clear()
     return env
+
+
+def _names(node: nodes.Node) -> list[nodes.Name]:
+    """The names in `node`, itself included (find_all leaves it out)."""
+    return ([node] if isinstance(node, nodes.Name) else []) + list(node.find_all(nodes.Name))
 
 
 def _costly_structure(tree: nodes.Template) -> str | None:
     """Macros and call blocks (recursion, loops multiplied through calls),
     recursive loops, and a loop inside a loop (text of 500 characters looped
-    three deep is 10**8 turns) have no use with merge data of plain values."""
+    three deep is 10**8 turns) have no use with merge data of plain values.
+    Nor has a variable set from another one set in the template: each
+    {% set b = a ~ a %} doubles what the last built, 2**n in n lines."""
     if next(tree.find_all((nodes.Macro, nodes.CallBlock)), None) is not None:
         return "macros and call blocks are not allowed"
+    assignments = list(tree.find_all((nodes.Assign, nodes.AssignBlock)))
+    assigned = {name.name for node in assignments for name in _names(node.target)}
+    for node in assignments:
+        value = node.node if isinstance(node, nodes.Assign) else node
+        used = {name.name for name in _names(value) if name.ctx == "load"}
+        if used & assigned:
+            return "a {% set %} may not build on a variable another {% set %} made"
     for loop in tree.find_all(nodes.For):
         if loop.recursive:
             return "recursive loops are not allowed"

@@ -39,6 +39,10 @@ def test_sandbox_refuses_anything_but_the_merge_data(source):
     "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}",
     "{% macro row(x) %}{{ x }}{% endmacro %}{% call row(1) %}{% endcall %}",
     "{% for c in name recursive %}{{ loop(c) }}{% endfor %}",
+    # each line doubles the last: 2**n in n lines, and no loop needed
+    "{% set a = name ~ name %}{% set b = a ~ a %}{% set c = b ~ b %}{{ c|length }}",
+    "{% set a = name %}{% set a = a + a %}{{ a }}",
+    "{% set a = name %}{% set b = a %}{{ b }}",
 ])
 def test_structures_that_multiply_work_are_refused_at_save(source):
     """Every tenant's templates render on the same senders: a loop inside a
@@ -53,12 +57,24 @@ def test_structures_that_multiply_work_are_refused_at_save(source):
     "{{ 'a' * 100000000 }}", "{{ [1] * 100000000 }}", "{{ '%999999999s' % 1 }}",
     "{{ 'a' + 1 }}",                 # a TypeError: left the composer as a bug, retried forever
     "{% for c in name %}" + "{{ name }}" * 50 + "{% endfor %}",  # over the output cap
+    # what a repetition builds, not only its count; never shown, so never capped as output
+    "{{ ('ab' * 10000 * 10000 * 10)|length }}",
+    "{{ ('a' * 9000 + 'b' * 9000)|length }}",
+    # constant replace chains were folded at save: 1 GB and 19 s, then MemoryError
+    "{{ 'aaaaaaaaaa'" + "|replace('a','aaaaaaaaaa')" * 9 + "|length }}",
+    "{{ name|replace('A', 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA')|length }}",
 ])
 def test_rendering_that_would_cost_too_much_or_raise_is_a_render_problem(source, monkeypatch):
     monkeypatch.setattr(templating, "MAX_RENDERED_CHARS", 10_000)
     templating.check(source, html=False)
     with pytest.raises(TemplateRenderProblem):
         templating.render(source, merge_context("a@example.com", "A" * 300, {}), html=False)
+
+
+def test_a_variable_set_from_merge_data_still_works():
+    out = templating.render("{% set greeting = 'Hi ' ~ (name or 'there') %}{{ greeting }}!",
+                            merge_context("a@example.com", "Ana", {}), html=False)
+    assert out == "Hi Ana!"
 
 
 def test_ordinary_arithmetic_still_works():
