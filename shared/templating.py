@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from jinja2 import (ChainableUndefined, Environment, Template, TemplateError,
-                    TemplateSyntaxError, nodes, pass_eval_context)
+                    TemplateSyntaxError, meta, nodes, pass_eval_context)
 from jinja2.filters import do_replace
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -154,6 +154,16 @@ def compile_template(source: str, html: bool) -> Template:
         raise TemplateSyntaxProblem(exc.lineno, exc.message or str(exc)) from None
     except TemplateError as exc:
         raise TemplateSyntaxProblem(None, str(exc)) from None
+
+
+def refers_to(source: str, name: str, html: bool) -> bool:
+    """Whether the template reads the merge variable `name`: in a comment,
+    as text, or as fields.<name> it does not ("unsubscribe_url" in the
+    source said yes to all three, and such mail went out without a link)."""
+    try:
+        return name in meta.find_undeclared_variables(_ENVIRONMENTS[html].parse(source))
+    except TemplateSyntaxError:
+        return False
 
 
 def check(source: str, html: bool) -> None:

@@ -151,13 +151,13 @@ def with_compliance_footer(html: str, text: str) -> tuple[str, str]:
     address (CAN-SPAM). Both are placeholders the sender fills; a template
     that already has them is left alone."""
     footer_html, footer_text = [], []
-    if templating.UNSUBSCRIBE_URL not in html:
+    if not templating.refers_to(html, templating.UNSUBSCRIBE_URL, True):
         footer_html.append(UNSUBSCRIBE_HTML)
-    if templating.POSTAL_ADDRESS not in html:
+    if not templating.refers_to(html, templating.POSTAL_ADDRESS, True):
         footer_html.append(POSTAL_HTML)
-    if templating.UNSUBSCRIBE_URL not in text:
+    if not templating.refers_to(text, templating.UNSUBSCRIBE_URL, False):
         footer_text.append(UNSUBSCRIBE_TEXT)
-    if templating.POSTAL_ADDRESS not in text:
+    if not templating.refers_to(text, templating.POSTAL_ADDRESS, False):
         footer_text.append(POSTAL_TEXT)
     if footer_html:
         html = _append_html(html, "\n".join(footer_html))

@@ -99,12 +99,14 @@ class Composer:
             html = _insert_after_body_open(
                 html, '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">'
                       f"{preheader}</div>")
-        if self.marketing and templating.UNSUBSCRIBE_URL not in html:
+        if self.marketing and not templating.refers_to(html, templating.UNSUBSCRIBE_URL, True):
             html = _insert_before_body_close(
                 html, '<p style="font-size:12px;color:#666">{{ postal_address }}<br>'
                       '<a href="{{ unsubscribe_url }}">Unsubscribe</a></p>')
-        if self.marketing and templating.UNSUBSCRIBE_URL not in text:
+        if self.marketing and not templating.refers_to(text, templating.UNSUBSCRIBE_URL, False):
             text += "\n--\n{{ postal_address }}\nUnsubscribe: {{ unsubscribe_url }}\n"
+        postal = self.campaign.postal_address
+        self._postal_html = str(html_lib.escape(postal)) if postal else ""
         try:
             self.subject = templating.compile_template(template.get("subject") or "", False)
             self.html = templating.compile_template(html, True)
@@ -124,6 +126,21 @@ class Composer:
         if cached[0] != second:
             cached = self._date = (second, format_datetime(now))
         return cached[1]
+
+    def _compliant(self, html: str, text: str, unsubscribe: str) -> tuple[str, str]:
+        """Marketing mail carries a working unsubscribe link and the postal
+        address (CAN-SPAM), whatever the template did with its placeholders:
+        put in a comment, under {% if %} with the page's </body>, or read
+        as fields.unsubscribe_url, they rendered to nothing. Checked in
+        what was rendered, and added where missing."""
+        postal = self.campaign.postal_address
+        if unsubscribe not in html or (postal and self._postal_html not in html):
+            html = _insert_before_body_close(
+                html, f'<p style="font-size:12px;color:#666">{self._postal_html}<br>'
+                      f'<a href="{unsubscribe}">Unsubscribe</a></p>')
+        if unsubscribe not in text or (postal and postal not in text):
+            text = f"{text.rstrip()}\n--\n{postal}\nUnsubscribe: {unsubscribe}\n"
+        return html, text
 
     def compose(self, job: Job, now: datetime | None = None) -> Outgoing:
         try:
@@ -152,6 +169,9 @@ class Composer:
             extra[f"{_CLICK_VAR}{i}"] = click_url(s.tracking_base, s.keyring, ctx, i)
         context = templating.merge_context(job.email, job.name, job.fields, **extra)
         html = templating.render_compiled(self.html, context)
+        text = templating.render_compiled(self.text, context)
+        if self.marketing:
+            html, text = self._compliant(html, text, extra[templating.UNSUBSCRIBE_URL])
         if self.campaign.tracking:
             pixel = (f'<img src="{open_url(s.tracking_base, s.keyring, ctx)}" width="1" height="1"'
                      ' alt="" style="display:none">')
@@ -161,8 +181,7 @@ class Composer:
         message = self.skeleton.build(
             to_name=job.name, to_email=job.email, subject=subject, date=self._date_header(now),
             message_id=mid, headers=headers,
-            parts=[Part("text/plain", templating.render_compiled(self.text, context)),
-                   Part("text/html", html)])
+            parts=[Part("text/plain", text), Part("text/html", html)])
         signed = self.signer.sign(message, self.signing_domain)
         return Outgoing(job, signed, verp_address(s.keyring, ctx, self.bounce_domain), mid,
                         needs_smtputf8(job.email, self.from_email))

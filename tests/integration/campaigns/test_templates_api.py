@@ -123,3 +123,13 @@ def test_a_template_too_large_for_its_launch_event_is_refused_at_save(client):
     assert response.status_code == 400, response.get_json()
     assert "at most 700,000" in response.get_json()["error"]["details"]["html"][0]
     create(client, html="<p>" + "नमस्ते दुनिया " * 5_000 + "</p>")  # a large one that fits
+
+
+def test_a_placeholder_in_a_comment_or_under_fields_still_gets_the_footer(client):
+    """The check was whether the source held the placeholder's name, so a
+    comment saying "unsubscribe_url" left the template without a link."""
+    for html in ("<p>Hi</p>{# unsubscribe_url postal_address: TODO #}",
+                 '<p>Hi <a href="{{ fields.unsubscribe_url }}">x</a> {{ fields.postal_address }}</p>'):
+        current = create(client, html=html)["current"]
+        for part in (current["html"], current["text"]):
+            assert "{{ unsubscribe_url }}" in part and "{{ postal_address }}" in part

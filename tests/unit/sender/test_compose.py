@@ -88,6 +88,24 @@ def test_a_template_without_unsubscribe_link_gets_one_with_the_postal_address(si
         assert "https://t.example/u/" in body and "1 Main St" in body
 
 
+@pytest.mark.parametrize("html", [
+    "<html><body><p>Hi</p>{# unsubscribe_url postal_address: TODO #}</body></html>",
+    '<html><body><p>Hi</p><a href="{{ fields.unsubscribe_url }}">Leave</a></body></html>',
+    "<html><body><p>Hi</p>{% if fields.vip %}<a href=\"{{ unsubscribe_url }}\">x</a>"
+    "{{ postal_address }}</body></html>{% endif %}",
+])
+def test_marketing_mail_carries_its_unsubscribe_link_and_address_whatever_the_template(
+        signer, html):
+    """Each of these sent mail with neither: the check was whether the
+    source held the placeholder's name."""
+    out, msg, job = compose(signer, html=html)
+    unsubscribe = msg["List-Unsubscribe"].split("<", 1)[1].split(">", 1)[0]
+    body = msg.get_body(("html",)).get_content()
+    text = msg.get_body(("plain",)).get_content()
+    for part in (body, text):
+        assert unsubscribe in part and "1 Main St" in part
+
+
 def test_a_line_break_from_merge_data_never_reaches_a_header(signer):
     with pytest.raises(ComposeError):
         compose(signer, name="Jane\r\nBcc: everyone@example.com")
