@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 from flask import current_app
 
 from services.gateway.store import new_id, now
+from shared.http.errors import ApiError
 from shared.http.internal_auth import Identity
 
 LIST_NAME = "Account users"
@@ -38,13 +39,24 @@ class NotifyFailed(RuntimeError):
 
 def _call(identity: Identity, service: str, method: str, path: str, body=None, ok=(200, 201, 202)):
     upstreams = current_app.extensions["upstreams"]
-    response = upstreams._call(service, method, path, identity,
-                               {"Content-Type": "application/json", "Accept": "application/json"},
-                               data=json.dumps(body) if body is not None else None)
+    try:
+        response = upstreams._call(service, method, path, identity,
+                                   {"Content-Type": "application/json",
+                                    "Accept": "application/json"},
+                                   data=json.dumps(body) if body is not None else None)
+    except ApiError as exc:
+        # The service is down or slow (502/504): the policy, published
+        # already, still stands; the notice is what failed. Raised as is,
+        # the operator saw an error and published the policy again.
+        raise NotifyFailed(f"{service} {method} {path.split('?')[0]}: {exc.message}") from None
     if response.status_code not in ok:
         raise NotifyFailed(f"{service} {method} {path.split('?')[0]}: {response.status_code} "
                            f"{response.text[:200]}")
-    return response.json() if response.content else None
+    try:
+        return response.json() if response.content else None
+    except ValueError:
+        raise NotifyFailed(f"{service} {method} {path.split('?')[0]}: an answer that is not "
+                           "JSON") from None
 
 
 def platform_account(db) -> str:

@@ -86,3 +86,25 @@ def test_deleting_the_account_asks_every_service_and_revokes_its_keys(gateway):
     assert response.status_code == 202, response.get_json()
     assert response.get_json()["status"] == "deleting"
     assert gateway.get("/api/v1/users", headers=auth).status_code == 401
+
+
+def test_a_policy_published_while_contacts_is_down_stands_and_says_its_notice_failed(
+        mongo_uri, unique, privacy_url):
+    """The notice's call to a service that was down raised the gateway's own
+    502: the operator saw an error and published the policy again, and each
+    retry added a version users must acknowledge."""
+    from datetime import datetime, timedelta, timezone
+
+    from tests.integration.sender.harness import free_port
+    app = gateway_app({"SANDESH_MONGO_URI": mongo_uri, "SANDESH_MONGO_DB_PREFIX": f"test_{unique}_",
+                       "SANDESH_OPERATOR_TOKEN": OPERATOR, "SANDESH_INTERNAL_SECRET": SECRET,
+                       "SANDESH_PRIVACY_URL": privacy_url,
+                       "SANDESH_CONTACTS_URL": f"http://127.0.0.1:{free_port()}"})
+    client = app.test_client()
+    operator = {"Authorization": f"Bearer {OPERATOR}"}
+    effective = (datetime.now(timezone.utc) + timedelta(days=31)).isoformat()
+    answer = client.post("/api/v1/privacy/policies", headers=operator, json={
+        "text": "Policy", "summary": "What changed", "material": True, "effective_at": effective})
+    assert answer.status_code == 201, answer.get_json()
+    assert answer.get_json()["notification"]["status"] == "failed"
+    assert "contacts" in answer.get_json()["notification"]["detail"]
