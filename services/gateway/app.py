@@ -3,7 +3,7 @@ from __future__ import annotations
 from flask import Flask, g, request
 
 from services.gateway import api, users
-from services.gateway.auth import authenticate, enforce_rate_limit
+from services.gateway.auth import AccountLimits, authenticate, enforce_rate_limit
 from services.gateway.cors import Cors
 from services.gateway.rate_limit import INDEXES as RATE_INDEXES
 from services.gateway.rate_limit import RateLimiter
@@ -13,7 +13,7 @@ from services.gateway.store import INDEXES, GatewayStore
 from services.gateway.upstream import Upstreams
 from shared.config import load_common
 from shared.http.app import create_service_app
-from shared.http.errors import not_found
+from shared.http.errors import ApiError, not_found
 from shared.logs import configure_logging
 from shared.mongo import ensure_indexes
 from shared.runtime import Runtime
@@ -33,6 +33,7 @@ def create_app(environ=None) -> Flask:
     store = GatewayStore(runtime.db)
     ensure_indexes(runtime.db, {**INDEXES, **RATE_INDEXES})
     limiter = RateLimiter(runtime.db)
+    account_limits = AccountLimits(store, config.rate_limit_per_minute)
     app.extensions["gateway_store"] = store
     app.extensions["upstreams"] = Upstreams(
         {"contacts": config.contacts_url, "campaigns": config.campaigns_url,
@@ -48,7 +49,11 @@ def create_app(environ=None) -> Flask:
                 or (request.method, request.path) in UNAUTHENTICATED:
             return
         g.identity, key = authenticate(store)
-        enforce_rate_limit(limiter, key, config.rate_limit_per_minute)
+        account_limit = account_limits.of(g.identity.account_id)
+        if account_limit is None:
+            raise ApiError(401, "unauthenticated", "invalid or revoked API key",
+                           headers={"WWW-Authenticate": "Bearer"})
+        enforce_rate_limit(limiter, key, config.rate_limit_per_minute, account_limit)
 
     @app.route("/api/v1/<path:rest>",
                methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

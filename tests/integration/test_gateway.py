@@ -168,6 +168,34 @@ def test_an_accounts_keys_cannot_raise_its_rate_limit(gateway, monkeypatch):
     assert made == [201, 201, 409]
 
 
+def test_making_and_revoking_keys_gives_an_account_no_more_than_its_limit(gateway):
+    """Each new key came with a full budget of its own: create, use, revoke,
+    repeat gave an account as many requests a minute as it liked."""
+    for _ in range(2):  # twice, in case a minute boundary passed mid-way
+        _, key, key_id = new_account(gateway, rate_limit_per_minute=4)
+        statuses = [gateway.get("/api/v1/keys", headers=auth(key)).status_code]
+        made = gateway.post("/api/v1/keys", json={"name": "next"}, headers=auth(key))
+        statuses.append(made.status_code)
+        fresh = made.get_json()["key"]
+        statuses.append(gateway.delete(f"/api/v1/keys/{key_id}", headers=auth(fresh)).status_code)
+        statuses += [gateway.get("/api/v1/keys", headers=auth(fresh)).status_code for _ in range(2)]
+        if statuses[:4] == [200, 201, 200, 200]:
+            break
+    assert statuses == [200, 201, 200, 200, 429], statuses
+    refused = gateway.get("/api/v1/keys", headers=auth(fresh)).get_json()["error"]
+    assert refused["code"] == "rate_limited" and "account" in refused["message"]
+
+
+def test_a_key_of_a_deleted_account_is_refused(gateway, mongo_uri, unique):
+    """A key made at the moment its account was deleted outlived the revocation."""
+    from shared import mongo
+    account_id, key, _ = new_account(gateway)
+    mongo.client(mongo_uri)[f"test_{unique}_gateway"]["accounts"].update_one(
+        {"_id": account_id}, {"$set": {"status": "deleted"}})
+    response = gateway.get("/api/v1/keys", headers=auth(key))
+    assert response.status_code == 401 and response.get_json()["error"]["code"] == "unauthenticated"
+
+
 def test_upstream_down_is_502_json_and_slow_upstream_is_504(gateway):
     _, key, _ = new_account(gateway)
     down = gateway.get("/api/v1/lists", headers=auth(key))
