@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from bson import ObjectId
+from bson.regex import Regex
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -15,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.erased_accounts import ErasedAccounts
 from shared.erased_contacts import ErasedContacts
 from shared.mongo import delete_all, insert_new
+from shared.privacy_answers import PSEUDONYM_PREFIX
 
 INDEXES = {
     "requests": [IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)]),
@@ -201,14 +203,18 @@ class PrivacyStore:
         """(account, day, provider, kind) -> count, from the markers: one
         count per outcome, and kind "contacts", the distinct contacts among
         them. (Markers of kind "contacts", one per contact, were written
-        before the distinct count: they count as contacts and nothing else.)"""
+        before the distinct count: they count as contacts and nothing else.)
+        An erased contact's markers carry pseudonyms, a fresh one for each
+        delivery still in flight at the erasure: counted as contacts, one
+        person became several, and a group under k could pass as k. They
+        count as no contact: a group must reach k with real ones."""
         group = {"account_id": "$account_id", "day": "$day", "provider": "$provider"}
         outcomes = self.db.agg_markers.aggregate([
             {"$match": {**query, "kind": {"$ne": "contacts"}}},
             {"$group": {"_id": {**group, "kind": "$kind"}, "count": {"$sum": 1}}},
         ])
         contacts = self.db.agg_markers.aggregate([
-            {"$match": query},
+            {"$match": {**query, "contact_id": {"$not": Regex("^" + PSEUDONYM_PREFIX)}}},
             {"$group": {"_id": {**group, "contact_id": "$contact_id"}}},
             {"$group": {"_id": {name: f"$_id.{name}" for name in group}, "count": {"$sum": 1}}},
         ])

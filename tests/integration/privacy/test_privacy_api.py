@@ -286,6 +286,27 @@ def test_aggregates_suppress_groups_smaller_than_k(acme, app):
     assert bad.status_code == 400 and "until" in bad.get_json()["error"]["details"]
 
 
+def test_an_erased_contacts_deliveries_in_flight_make_no_group_reach_k(acme, app):
+    """Each delivery of an erased contact still in flight is counted under a
+    fresh pseudonym: two people and one erased with two messages read as
+    four contacts, past k=3."""
+    from shared.privacy_answers import pseudonym
+    store = PrivacyStore(_db(app))
+    account = acme.identity.account_id
+
+    def sent(job, contact):
+        event = new_event("delivery.sent", source="sandesh.sender", subject=job,
+                          account_id=account, data={"job_id": job, "campaign_id": "k",
+                                                    "contact_id": contact, "attempt": 0,
+                                                    "recipient_domain": "smallco.example"})
+        return event.__class__(**{**event.__dict__, "time": "2026-05-02T10:00:00+00:00"})
+
+    aggregates.count_deliveries(store, [sent("a", "alice"), sent("b", "bob"),
+                                        sent("d1", pseudonym()), sent("d2", pseudonym())])
+    report = acme("GET", "/api/v1/privacy/aggregates?since=2026-05-02&until=2026-05-02").get_json()
+    assert report["items"] == [] and report["suppressed_groups"] == 1
+
+
 def test_the_default_k_is_5(mongo_uri, kafka_bootstrap, unique):
     app = create_app({"SANDESH_MONGO_URI": mongo_uri, "SANDESH_KAFKA_BOOTSTRAP": kafka_bootstrap,
                       "SANDESH_INTERNAL_SECRET": SECRET, "SANDESH_PII_SALT": "s",
