@@ -63,9 +63,6 @@ def create_request(body):
                                           identity, body)
     except domain.RuleViolation as exc:
         raise _invalid(exc)
-    except usecases.PublishFailed:
-        raise ApiError(503, "broker_unavailable", "the request could not be sent to the services; "
-                       "nothing was recorded, try again", headers={"Retry-After": "5"})
     return _with_overdue(request)
 
 

@@ -55,8 +55,13 @@ class PrivacyStore:
         self.db.requests.insert_one(request)
         return request
 
-    def delete_request(self, request_id: str) -> None:
-        self.db.requests.delete_one({"_id": request_id})
+    def mark_published(self, request_id: str) -> None:
+        self.db.requests.update_one({"_id": request_id}, {"$unset": {"unpublished": ""}})
+
+    def unpublished(self, created_before: datetime, limit: int = 100) -> list[dict]:
+        """Requests whose privacy.requested may not have gone out."""
+        return list(self.db.requests.find({"unpublished": True,
+                                           "created_at": {"$lt": created_before}}).limit(limit))
 
     def get_request(self, account_id: str | None, request_id: str) -> dict | None:
         query = {"_id": request_id}

@@ -19,10 +19,6 @@ SOURCE = "sandesh.privacy"
 OPERATOR = "operator"
 
 
-class PublishFailed(RuntimeError):
-    """The broker did not take the event; nothing was recorded."""
-
-
 # -- audit -------------------------------------------------------------------
 def audit(store: PrivacyStore, *, account_id: str, action: str, principal: str,
           target_type: str, target_id: str | None, reason: str | None = None,
@@ -95,14 +91,19 @@ def create_request(store: PrivacyStore, producer: EventProducer, config, identit
     if changes:
         request["changes"] = changes
         request["changed_fields"] = sorted(changes)
-    store.insert_request(request)
+    # Recorded before it is published, and kept whatever the broker does: a
+    # flush that timed out may still deliver the event (the producer goes on
+    # trying), and a request deleted then made its services' answers
+    # unknown, while its retry by email found nothing and completed.
+    store.insert_request({**request, "unpublished": True})
     try:
         producer.publish(topic, requested_event(request), key=request["_id"])
         producer.flush(timeout=30)
-    except Exception as exc:
-        # Not out means not asked: forget it so the caller can simply retry.
-        store.delete_request(request["_id"])
-        raise PublishFailed(str(exc)) from exc
+    except Exception:
+        log.warning("privacy.requested not out yet; the worker sends it again",
+                    extra={"request_id": request["_id"]})
+    else:
+        store.mark_published(request["_id"])
     # The privacy service's own part of an erasure (forget_own_data) is done
     # by its worker from the event just published, not here: an account's
     # markers are tens of thousands of documents, and deleting them inside
@@ -131,6 +132,21 @@ def forget_own_data(store: PrivacyStore, event: Event) -> None:
         store.forget_account(event.account_id)
     elif subject["kind"] == "contact" and subject.get("contact_id"):
         store.forget_contacts(event.account_id, [subject["contact_id"]])
+
+
+def publish_unpublished(store: PrivacyStore, producer: EventProducer, older_than: timedelta,
+                        topic: str = topics.PRIVACY_REQUESTS) -> int:
+    """privacy.requested again for requests whose publishing failed (the
+    worker, now and then): a broker outage delays a request, never drops it.
+    A request out twice is answered twice; the answers are idempotent."""
+    requests = store.unpublished(now() - older_than)
+    for request in requests:
+        producer.publish(topic, requested_event(request), key=request["_id"])
+    if requests:
+        producer.flush(timeout=30)
+        for request in requests:
+            store.mark_published(request["_id"])
+    return len(requests)
 
 
 def requested_event(request: dict) -> Event:

@@ -4,8 +4,9 @@ up the aggregate counters now and then."""
 import logging
 import signal
 import time
+from datetime import timedelta
 
-from services.privacy import aggregates
+from services.privacy import aggregates, usecases
 from services.privacy.handlers import (AGGREGATES_GROUP, AGGREGATES_TOPICS, AGGREGATES_TYPES,
                                       GROUP, TOPICS, build_aggregate_counter, build_handlers)
 from services.privacy.settings import SETTINGS
@@ -18,6 +19,8 @@ from shared.worker import HelperLoops, serve_health
 
 SERVICE = "privacy"
 ROLLUP_EVERY_SECONDS = 3600
+REPUBLISH_EVERY_SECONDS = 30
+REPUBLISH_AFTER = timedelta(seconds=60)  # the API's own flush has had its 30 s
 log = logging.getLogger(__name__)
 
 
@@ -40,11 +43,21 @@ def main() -> None:
     signal.signal(signal.SIGINT, stop)
     helpers.start(counting)
     store = PrivacyStore(runtime.db)
-    next_rollup = time.monotonic()
+    next_rollup = next_republish = time.monotonic()
     log.info("worker started", extra={"group": loop.group})
     try:
         while not loop.stopping:
             loop.run_once()
+            if time.monotonic() >= next_republish:
+                next_republish = time.monotonic() + REPUBLISH_EVERY_SECONDS
+                try:
+                    republished = usecases.publish_unpublished(store, runtime.producer(),
+                                                               REPUBLISH_AFTER)
+                    if republished:
+                        log.info("privacy requests published again",
+                                 extra={"requests": republished})
+                except Exception:  # the broker is still away: the next round retries
+                    log.warning("publishing privacy requests again failed", exc_info=True)
             if time.monotonic() >= next_rollup:
                 next_rollup = time.monotonic() + ROLLUP_EVERY_SECONDS
                 try:

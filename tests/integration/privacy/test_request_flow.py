@@ -4,6 +4,7 @@ service answered, whatever order, delay or redelivery."""
 import functools
 import json
 import time
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -208,3 +209,33 @@ def test_the_privacy_worker_erases_its_own_data_of_a_deleted_account_and_an_eras
         loop.shutdown()
     assert left(kept) == {"agg_markers": 2, "notice_acks": 1}   # only the erased contact went
     assert {r["_id"] for r in store.db.requests.find()} >= {deleted["_id"], erased["_id"]}
+
+
+class _BrokerAway:
+    """A producer whose flush times out (the event may still go out later)."""
+
+    def publish(self, topic, event, key=None):
+        pass
+
+    def flush(self, timeout=None):
+        raise TimeoutError("flush timed out")
+
+
+def test_a_request_the_broker_did_not_take_is_kept_and_sent_again_by_the_worker(
+        config, producer, mongo_db, make_topic, unique):
+    """It was deleted and answered 503 ("nothing was recorded"), though the
+    producer went on delivering it: contacts erased the person and answered
+    a request nobody knew, and the retry by address found no one and
+    completed, leaving the id in the sender's and tracking's records."""
+    requests_topic = make_topic("requests")
+    store = PrivacyStore(mongo_db)
+    request = usecases.create_request(store, _BrokerAway(), config, Identity("acct-" + unique, "k"),
+                                      {"kind": "erasure", "subject": {"contact_id": "c-9"}},
+                                      topic=requests_topic)
+    kept = store.get_request(None, request["_id"])
+    assert kept["status"] == "pending" and kept["unpublished"] is True
+    assert usecases.publish_unpublished(store, producer, timedelta(0), topic=requests_topic) == 1
+    [raw] = _read_all(config.kafka_bootstrap, requests_topic, 1)
+    assert json.loads(raw)["data"]["request_id"] == request["_id"]
+    assert "unpublished" not in store.get_request(None, request["_id"])
+    assert usecases.publish_unpublished(store, producer, timedelta(0), topic=requests_topic) == 0
