@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
+
 from shared.pii import InvalidEmail, email_hash, normalise_email
 
 # No "erased": an erased contact is deleted (see usecases.refuse_erased).
@@ -65,8 +67,11 @@ def normalised_address(raw: str) -> str:
     tests prove both give the same answer."""
     candidate = raw.strip()
     local, at, host = candidate.rpartition("@")
+    # email_validator lower-cases the RFC 2142 role names (Postmaster@), and
+    # an IDN domain's length limit is in its ASCII form: both its own way.
     if not at or not local.isascii() or len(local) > 64 or not _DOT_ATOM.match(local) \
-            or candidate != raw.strip(" \t"):
+            or candidate != raw.strip(" \t") or not host.isascii() \
+            or local.lower() in CASE_INSENSITIVE_MAILBOX_NAMES:
         return normalise_email(raw)
     known = _domains.get(host)
     if known is None:

@@ -23,15 +23,18 @@ def test_addresses_are_trimmed_domain_lowercased_and_hashed_case_insensitively()
 
 
 local_chars = st.sampled_from(list("abcXYZ019.!#$%&'*+/=?^_`{|}~-\"() ,:;<>@[]\\é\t\n"))
+role_names = st.sampled_from(["Postmaster", "ABUSE", "Info", "sales", "Root"])
 domains = st.sampled_from(["example.com", "EXAMPLE.com", "x.test", "localhost", "bücher.de",
                            "-bad.com", "a.b", "sub.domain.co.in", "[1.2.3.4]", "xn--bcher-kva.de",
                            "x" * 64 + ".com", "example..com", "ex_ample.com"])
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.text(local_chars, min_size=0, max_size=70), domains,
+@given(st.one_of(st.text(local_chars, min_size=0, max_size=70), role_names), domains,
        st.sampled_from(["", " ", "\t", "\n", "\u00a0"]))
 @example("0\n", "example.com", "")      # a newline ending the local part (found by Hypothesis)
+@example("Postmaster", "example.com", "")  # a role name, which email_validator lower-cases
+@example("a" * 64, "ü" * 30 + "." + "ü" * 30 + "." + "ü" * 30 + ".de", "")  # long once in ASCII
 def test_the_fast_path_agrees_with_shared_normalisation(local, host, pad):
     raw = f"{pad}{local}@{host}{pad}"
 
