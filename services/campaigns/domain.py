@@ -172,6 +172,13 @@ MAX_TEMPLATE_VERSION = 1_000_000
 
 
 # -- schedules ---------------------------------------------------------------
+def _skipped_by_the_clocks(when: datetime, zone: ZoneInfo, local: datetime) -> bool:
+    try:
+        return when.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None) != local
+    except OverflowError:
+        return False  # out of range in UTC: refused as such below
+
+
 def parse_send_at(send_at: str, time_zone: str | None, now: datetime) -> datetime:
     """An ISO 8601 time with an offset, or a local time plus an IANA zone
     name; returns UTC. Raises ValueError(field, message)."""
@@ -185,7 +192,13 @@ def parse_send_at(send_at: str, time_zone: str | None, now: datetime) -> datetim
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("time_zone", f"unknown time zone {time_zone!r}") from None
         if when.tzinfo is None:
+            local = when
             when = when.replace(tzinfo=zone)
+            if _skipped_by_the_clocks(when, zone, local):
+                # e.g. 02:30 on the night the clocks go forward: it was
+                # silently moved an hour; the user should choose
+                raise ValueError("send_at", f"{local.isoformat()} does not exist in "
+                                            f"{time_zone} (the clocks change then)")
         else:
             raise ValueError("time_zone", "give either an offset in send_at or a time_zone, "
                                           "not both")
@@ -198,6 +211,24 @@ def parse_send_at(send_at: str, time_zone: str | None, now: datetime) -> datetim
     if when <= now:
         raise ValueError("send_at", "is in the past")
     return when
+
+
+# -- sending domains ---------------------------------------------------------
+_HOST_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def sending_domain_problem(name: str) -> str | None:
+    """Why `name` is no domain a message can be signed for and sent from
+    (it goes into headers: Message-ID, List-Id, DKIM's d=)."""
+    try:
+        ascii_name = name.strip().rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return "not a valid domain name"
+    labels = ascii_name.split(".")
+    if len(ascii_name) > 253 or len(labels) < 2 \
+            or not all(_HOST_LABEL.match(label) for label in labels):
+        return "not a valid domain name (e.g. news.example.com)"
+    return None
 
 
 # -- progress ----------------------------------------------------------------

@@ -12,6 +12,12 @@ from email_validator import EmailNotValidError, validate_email
 ID = validate.Length(1, 64)
 
 
+def _domain_name(value: str) -> None:
+    problem = domain.sending_domain_problem(value)
+    if problem:  # "shop.example\r\nBcc: ..." was stored, and every message failed to compose
+        raise ma.ValidationError(problem)
+
+
 def _no_line_break(value: str) -> None:
     if domain.has_line_break(value):
         raise ma.ValidationError("must not contain a line break (CR or LF)")
@@ -118,7 +124,8 @@ _CAMPAIGN_FIELDS = dict(
     from_name=lambda: ma.fields.String(allow_none=True, validate=[validate.Length(max=200),
                                                                   _no_line_break]),
     reply_to=lambda: ma.fields.String(allow_none=True, validate=_email),
-    sending_domain=lambda: ma.fields.String(allow_none=True, validate=validate.Length(1, 255)),
+    sending_domain=lambda: ma.fields.String(allow_none=True,
+                                            validate=[validate.Length(1, 255), _domain_name]),
     audience=lambda: ma.fields.Nested(Audience),
     limits=lambda: ma.fields.Nested(Limits),
     tracking=lambda: ma.fields.Boolean(),

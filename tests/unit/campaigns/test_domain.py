@@ -100,3 +100,35 @@ def test_links_are_found_in_linear_time_whatever_the_markup():
     from shared.links import extract_links
     assert extract_links("<a " * 200_000 + '<a href="https://x.example/">x</a>') == \
         ["https://x.example/"]
+
+
+def test_a_local_time_the_clocks_skip_is_refused_not_moved():
+    """02:30 on the night Paris goes to summer time does not exist; it was
+    silently sent an hour later."""
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    with pytest.raises(ValueError) as caught:
+        domain.parse_send_at("2030-03-31T02:30", "Europe/Paris", now)
+    assert caught.value.args[0] == "send_at" and "does not exist" in caught.value.args[1]
+    assert domain.parse_send_at("2030-03-31T03:30", "Europe/Paris", now) == \
+        datetime(2030, 3, 31, 1, 30, tzinfo=timezone.utc)
+
+
+def test_a_sending_domain_must_be_a_domain_name():
+    """"shop.example\\r\\nBcc: ..." was stored, and every message of the
+    campaign then failed to compose."""
+    assert domain.sending_domain_problem("news.shop.example") is None
+    assert domain.sending_domain_problem("bücher.de") is None
+    for bad in ("shop.example\r\nBcc: victim@example.com", "localhost", "a..b", "-x.example",
+                "shop example.com", "x" * 64 + ".com"):
+        assert domain.sending_domain_problem(bad), bad
+
+
+def test_the_campaign_api_refuses_a_sending_domain_naming_the_field():
+    import marshmallow as ma
+
+    from services.campaigns.schemas import CampaignCreate, CampaignUpdate
+    for schema in (CampaignCreate(), CampaignUpdate()):
+        with pytest.raises(ma.ValidationError) as caught:
+            schema.load({"name": "x", "sending_domain": "shop.example\r\nBcc: x@example.com"},
+                        partial=True)
+        assert "sending_domain" in caught.value.messages
