@@ -192,7 +192,7 @@ def _decoded(body: bytes, part: Message) -> str:
     Python does not know (a report's sender chooses it)."""
     try:
         return body.decode(part.get_content_charset() or "utf-8", "replace")
-    except LookupError:
+    except (LookupError, ValueError):  # unknown, or not a name at all ("utf\x008")
         return body.decode("utf-8", "replace")
 
 

@@ -120,3 +120,11 @@ def test_an_unregistered_feedback_type_is_other(ctx):
                           (b"Feedback-Type: jane-doe-1987", "other")):
         report = parse_report(raw.replace(b"Feedback-Type: abuse", written))
         assert (report.kind, report.feedback_type) == ("complaint", read)
+
+
+def test_a_charset_that_is_no_name_at_all_is_read_as_utf8(ctx):
+    """A NUL in the declared charset raised ValueError: a 500 from the webhook."""
+    raw = samples.plain_text_bounce(_links(ctx)[0]).replace(
+        b"Subject: failure notice", b'Subject: failure notice\r\nContent-Type: text/plain; charset="utf\x008"')
+    report = parse_report(raw)
+    assert (report.kind, report.bounce_type) == ("bounce", "hard")
