@@ -14,7 +14,7 @@ import codecs
 import csv
 import re
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 SNIFF_BYTES = 64 * 1024
 SCAN_BYTES = 1024 * 1024
@@ -119,19 +119,26 @@ def detect_delimiter(sample: str) -> str:
 
 
 def detect(stream: BinaryIO, delimiter: str | None = None, encoding: str | None = None,
-           has_header: bool | None = None) -> Dialect:
+           has_header: bool | None = None, header_names: Iterable[str] = ()) -> Dialect:
     """Detect what was not given: the encoding from the whole file, the rest
     from its first SNIFF_BYTES."""
     encoding = encoding or file_encoding(stream)
     stream.seek(0)
     head = stream.read(SNIFF_BYTES)
     stream.seek(0)
-    return sniff(head, delimiter, encoding, has_header)
+    return sniff(head, delimiter, encoding, has_header, header_names)
 
 
 def sniff(head: bytes, delimiter: str | None = None, encoding: str | None = None,
-          has_header: bool | None = None) -> Dialect:
-    """Detect what was not given, from the first bytes of the file only."""
+          has_header: bool | None = None, header_names: Iterable[str] = ()) -> Dialect:
+    """Detect what was not given, from the first bytes of the file only.
+
+    The first row is a header when no cell of it looks like an address and
+    one names a column we know: email or name in any of their spellings, or
+    `header_names` (the account's custom fields, the mapping's columns).
+    Any row without an address used to be taken for one, so a headerless
+    file whose first address was bad lost that row without a word; now it
+    is read as a row, and rejected where all can see it."""
     detected, bom = detect_encoding(head)
     encoding = encoding or detected
     text = decoder(encoding)(head[bom:])
@@ -140,7 +147,9 @@ def sniff(head: bytes, delimiter: str | None = None, encoding: str | None = None
     delimiter = delimiter or detect_delimiter(sample)
     if has_header is None:
         first = next(csv.reader([lines[0]] if lines else [""], delimiter=delimiter), [])
-        has_header = bool(first) and not any(LOOKS_LIKE_EMAIL.match(c) for c in first)
+        known = {name.strip().lower() for name in (*EMAIL_HEADERS, *NAME_HEADERS, *header_names)}
+        has_header = bool(first) and not any(LOOKS_LIKE_EMAIL.match(c) for c in first) \
+            and any(cell.strip().lower() in known for cell in first)
     return Dialect(encoding, bom, delimiter, has_header)
 
 

@@ -209,20 +209,30 @@ def process(store: ContactsStore, producer: EventProducer, salt: str, job: dict,
     return done
 
 
+def _column_names(options: dict, custom_fields: dict[str, dict]) -> list[str]:
+    """What a header of this import may call its columns, besides email and
+    name: the account's custom fields (key or label) and the mapping's names."""
+    mapping = options.get("mapping") or {}
+    fields = mapping.get("fields") if isinstance(mapping.get("fields"), dict) else {}
+    named = [mapping.get("email"), mapping.get("name"), *fields.values()]
+    labels = [str(d.get("label") or "") for d in custom_fields.values()]
+    return [n for n in (*named, *custom_fields, *labels) if isinstance(n, str) and n]
+
+
 def _prepare(store: ContactsStore, job: dict, upload) -> tuple[csvread.Dialect, csvread.Mapping]:
     options = job["options"]
     if options.get("encoding"):
         "".encode(options["encoding"])  # LookupError for an unknown encoding
+    custom_fields = store.field_definitions(job["account_id"])
     dialect = csvread.detect(upload, options.get("delimiter"), options.get("encoding"),
-                             options.get("has_header"))
+                             options.get("has_header"), _column_names(options, custom_fields))
     header = csvread.header_row(upload, dialect)
     first_row: list[str] = []
     for item in csvread.records(upload, dialect):
         if isinstance(item, csvread.Record) and not (dialect.has_header and item.number == 1):
             first_row = item.cells
             break
-    mapping = csvread.build_mapping(header, first_row, options.get("mapping"),
-                                    store.field_definitions(job["account_id"]))
+    mapping = csvread.build_mapping(header, first_row, options.get("mapping"), custom_fields)
     store.imports.update_one({"_id": job["_id"]}, {"$set": {
         "dialect": {"encoding": dialect.encoding, "delimiter": dialect.delimiter,
                     "has_header": dialect.has_header},

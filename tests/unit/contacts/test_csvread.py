@@ -146,3 +146,12 @@ def test_quoted_cells_of_a_few_lines_are_still_one_cell_and_a_resume_finds_its_p
     dialect = csvread.detect(stream)
     again = list(csvread.records(stream, dialect, items[1].end_offset, items[1].number))
     assert [(r.number, r.cells) for r in again] == [(3, ["b@x.com", "x"])]
+
+
+def test_a_first_row_is_a_header_only_when_it_names_a_column_we_know():
+    """Any first row without an address was taken for a header: a
+    headerless file whose first address was bad lost that row silently."""
+    assert read(b"ann@localhost,Ann\nbob@x.com,Bob\n")[0].has_header is False
+    assert read(b"E-Mail;Name\nbob@x.com;Bob\n")[0].has_header is True
+    assert read(b"Correo,Nombre\nbob@x.com,Bob\n")[0].has_header is False
+    assert read(b"Correo,Nombre\nbob@x.com,Bob\n", header_names=["correo"])[0].has_header is True
