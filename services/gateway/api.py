@@ -3,6 +3,7 @@ OpenAPI document. Everything else under /api/v1 is forwarded (app.py)."""
 from __future__ import annotations
 
 from flask import current_app, g, jsonify
+from pymongo.errors import DuplicateKeyError
 
 from services.gateway import keys, openapi
 from services.gateway.auth import require_operator
@@ -22,9 +23,15 @@ def _store():
 
 
 def _issue_key(account_id: str, name: str, rate_limit: int | None) -> dict:
-    new = keys.generate()
-    record = _store().add_key(account_id, new.prefix, new.digest, name, rate_limit)
-    return {**record, "key": new.plaintext}
+    for _ in range(3):  # a prefix is 40 random bits: another key may have it
+        new = keys.generate()
+        try:
+            record = _store().add_key(account_id, new.prefix, new.digest, name, rate_limit)
+        except DuplicateKeyError:
+            continue
+        return {**record, "key": new.plaintext}
+    raise ApiError(503, "try_again", "no free key prefix was found; try again",
+                   headers={"Retry-After": "1"})
 
 
 @blp.post("/accounts")

@@ -92,12 +92,24 @@ def _privacy(method: str, path: str, body: dict | None = None, identity: Identit
     response = upstreams._call("privacy", method, path, identity or g.identity,
                                {"Content-Type": "application/json", "Accept": "application/json"},
                                data=json.dumps(body) if body is not None else None)
+    body = _json_or_none(response)
     if response.status_code >= 400:
-        error = response.json().get("error", {}) if response.content else {}
+        error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
         raise ApiError(502 if response.status_code >= 500 else response.status_code,
                        error.get("code", "privacy_error"),
                        error.get("message", "the privacy service refused"), error.get("details"))
-    return response.json() if response.content else None
+    if response.content and body is None:
+        raise ApiError(502, "upstream_error", "the privacy service answered something not JSON")
+    return body
+
+
+def _json_or_none(response):
+    """The answer's JSON; None when it has none (a proxy's HTML error page
+    made every caller a 500)."""
+    try:
+        return response.json() if response.content else None
+    except ValueError:
+        return None
 
 
 def _audit(action: str, user_id: str, reason: str | None = None) -> None:

@@ -196,6 +196,45 @@ def test_a_key_of_a_deleted_account_is_refused(gateway, mongo_uri, unique):
     assert response.status_code == 401 and response.get_json()["error"]["code"] == "unauthenticated"
 
 
+def test_a_key_whose_prefix_is_taken_is_made_again(gateway, monkeypatch):
+    """A prefix is 40 random bits; one already taken was a 500."""
+    from services.gateway import api, keys
+    _, key, _ = new_account(gateway)
+    taken = keys.prefix_of(key)
+    made = iter([keys.NewKey(taken, f"sk_{taken}_x", keys.digest(f"sk_{taken}_x")),
+                 keys.generate()])
+    monkeypatch.setattr(api.keys, "generate", lambda: next(made))
+    answer = gateway.post("/api/v1/keys", json={"name": "second"}, headers=auth(key))
+    assert answer.status_code == 201, answer.get_json()
+    assert keys.prefix_of(answer.get_json()["key"]) != taken
+
+
+def test_a_privacy_answer_that_is_not_json_is_a_502_naming_privacy(mongo_uri, unique):
+    """A proxy's HTML error page in front of privacy made every account-user
+    call a 500 (the gateway read it as JSON)."""
+    def html_error(environ, start_response):
+        start_response("502 Bad Gateway", [("Content-Type", "text/html")])
+        return [b"<html><body>Bad gateway</body></html>"]
+
+    server = make_server("127.0.0.1", 0, html_error, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        app = create_app({"SANDESH_MONGO_URI": mongo_uri, "SANDESH_MONGO_DB_PREFIX": f"test_{unique}_",
+                          "SANDESH_OPERATOR_TOKEN": OPERATOR, "SANDESH_INTERNAL_SECRET": SECRET,
+                          "SANDESH_PRIVACY_URL": f"http://127.0.0.1:{server.server_port}"})
+        client = app.test_client()
+        _, key, _ = new_account(client)
+        user = client.post("/api/v1/users", json={"email": "ana@example.com"}, headers=auth(key))
+        answer = client.patch(f"/api/v1/users/{user.get_json()['id']}", json={"name": "Ana"},
+                              headers=auth(key))  # audited first, by privacy
+        assert answer.status_code == 502, answer.get_data(as_text=True)[:200]
+        assert answer.get_json()["error"]["code"] == "privacy_error"
+    finally:
+        server.shutdown()
+        from shared import mongo
+        mongo.client(mongo_uri).drop_database(f"test_{unique}_gateway")
+
+
 def test_upstream_down_is_502_json_and_slow_upstream_is_504(gateway):
     _, key, _ = new_account(gateway)
     down = gateway.get("/api/v1/lists", headers=auth(key))
