@@ -14,10 +14,16 @@ from shared import topics
 from shared.erased_accounts import ErasedAccounts
 
 GROUP = "campaigns"
-TOPICS = [topics.DELIVERY_EVENTS, topics.CONTACTS_EVENTS, topics.PRIVACY_REQUESTS]
+# tracking.events for its bounces: a bounce arrives after acceptance, as a
+# DSN to the tracking webhook, which announces it as tracking.bounced. The
+# senders announce none (a refusal at SMTP time is delivery.failed), so the
+# progress's bounce count stayed 0. Opens and clicks are passed over by
+# their type header, undecoded.
+TOPICS = [topics.DELIVERY_EVENTS, topics.CONTACTS_EVENTS, topics.PRIVACY_REQUESTS,
+          topics.TRACKING_EVENTS]
 
 DELIVERY_TYPES = ("delivery.sent", "delivery.deferred", "delivery.failed", "delivery.bounced",
-                  "delivery.skipped")
+                  "delivery.skipped", "tracking.bounced")
 
 
 def ports_for(runtime, writer: str | None = None) -> usecases.Ports:

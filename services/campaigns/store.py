@@ -324,7 +324,7 @@ def combine(rows: list[dict]) -> dict:
             first = row["first_outcome_at"]
         if row.get("last_outcome_at") and (last is None or row["last_outcome_at"] > last):
             last = row["last_outcome_at"]
-    for key in domain.FINAL_OUTCOMES:
+    for key in domain.COUNTED:
         counts[key] = max(counts[key], int(exact.get(key, 0)))
     return {"counts": counts, "bytes": max(size, exact_bytes), "audience_size": audience,
             "first_outcome_at": first, "last_outcome_at": last, "exact_at": exact_at}
@@ -373,13 +373,18 @@ class JobStateStore:
         return self._first({"_id": key, "campaign_id": campaign_id, "kind": kind})
 
     def exact_counts(self, campaign_id: str) -> dict[str, int]:
-        """{sent, failed, skipped, bytes} from the recorded outcomes themselves."""
-        counts = {outcome: 0 for outcome in domain.FINAL_OUTCOMES}
+        """{sent, failed, skipped, deferred, bounced, bytes} from the recorded
+        outcomes themselves. (Deferred attempts and bounces were left out: a
+        crash between recording them and counting them lost them for good,
+        since their redelivery finds them recorded.)"""
+        counts = {outcome: 0 for outcome in domain.COUNTED}
         counts["bytes"] = 0
-        for row in self.outcomes.aggregate([{"$match": {"campaign_id": campaign_id}},
-                                            {"$group": {"_id": "$final", "n": {"$sum": 1},
-                                                        "bytes": {"$sum": "$size_bytes"}}}]):
-            if row["_id"] in domain.FINAL_OUTCOMES:
-                counts[row["_id"]] = int(row["n"])
-                counts["bytes"] += int(row.get("bytes") or 0)
+        for row in self.outcomes.aggregate([
+                {"$match": {"campaign_id": campaign_id}},
+                {"$group": {"_id": {"final": "$final", "kind": "$kind"}, "n": {"$sum": 1},
+                            "bytes": {"$sum": "$size_bytes"}}}]):
+            outcome = row["_id"].get("final") or row["_id"].get("kind")
+            if outcome in counts:
+                counts[outcome] += int(row["n"])
+            counts["bytes"] += int(row.get("bytes") or 0)
         return counts

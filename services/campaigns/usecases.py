@@ -17,6 +17,7 @@ from shared import topics
 from shared.events import Event, new_event
 from shared.http.errors import ApiError, not_found
 from shared.jobs import job_id_for
+from shared.tracking_tokens import TEST_SEND_CONTACTS
 from shared.kafka.producer import EventProducer
 from shared.links import extract_links
 
@@ -440,10 +441,12 @@ def record_delivery(ports: Ports, event: Event, flush: bool = True) -> None:
     per event, and nothing is committed that was not written."""
     data = event.data
     outcome = event.type.split(".", 1)[1]
-    if data.get("test") or outcome not in domain.COUNTED:
+    if data.get("test") or data.get("contact_id") in TEST_SEND_CONTACTS \
+            or outcome not in domain.COUNTED:
         return
+    # tracking.bounced names no attempt: one bounce per job, whichever it was
     doc = ports.jobs.outcome_doc(data["job_id"], data["campaign_id"], outcome,
-                                 data["attempt"], data.get("size_bytes") or 0)
+                                 data.get("attempt", 0), data.get("size_bytes") or 0)
     ports.pending.append((doc, event.account_id, outcome))
     if flush:
         flush_progress(ports)
@@ -493,7 +496,7 @@ def reconcile(ports: Ports, campaign: dict) -> dict:
     its counter leaves a shard one short); returns the combined progress."""
     exact = ports.jobs.exact_counts(campaign["_id"])
     ports.progress.set_exact(campaign["_id"], campaign["account_id"],
-                             {k: exact[k] for k in domain.FINAL_OUTCOMES}, exact["bytes"])
+                             {k: exact[k] for k in domain.COUNTED}, exact["bytes"])
     return ports.progress.of([campaign["_id"]])[campaign["_id"]]
 
 

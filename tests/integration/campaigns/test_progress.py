@@ -152,3 +152,51 @@ def test_buffered_outcomes_count_once_within_and_across_flushes(client, ports):
     progress = view(client, campaign_id)["progress"]
     assert (progress["sent"], progress["bounced"]) == (3, 1)
     assert client.get("/api/v1/usage").get_json()["mailings_bytes"] == 30
+
+
+def test_a_bounce_reported_to_tracking_counts_in_the_campaigns_progress(client, broker, ports):
+    """Bounces arrive after acceptance, as DSNs to tracking, which announces
+    tracking.bounced; no sender announces one, so progress said 0 bounced."""
+    from services.campaigns.handlers import TOPICS, build_handlers
+    from shared.tracking_tokens import stand_in_id
+    assert topics.TRACKING_EVENTS in TOPICS
+    campaign_id = launched(client)
+    account = client.account_id
+    table = build_handlers(SimpleRuntime(ports), ports)
+    job_id = job_id_for(campaign_id, "c1")
+    bounce = new_event("tracking.bounced", source="tracking", subject=campaign_id,
+                       account_id=account, data={"campaign_id": campaign_id, "job_id": job_id,
+                                                 "contact_id": "c1", "bounce_type": "hard"})
+    test_bounce = new_event("tracking.bounced", source="tracking", subject=campaign_id,
+                            account_id=account, data={"campaign_id": campaign_id, "job_id": "t" * 32,
+                                                      "contact_id": stand_in_id("test-1"),
+                                                      "bounce_type": "hard"})
+    for event in (bounce, bounce, test_bounce, delivery(account, campaign_id, "c1", "bounced")):
+        table[event.type](event)   # the same job's bounce, however it came: once
+    usecases.flush_progress(ports)
+    assert view(client, campaign_id)["progress"]["bounced"] == 1
+
+
+def test_deferrals_and_bounces_recorded_but_not_counted_come_back_with_the_exact_figures(
+        client, broker, ports):
+    """A crash between recording outcomes and counting them: the redelivery
+    finds them recorded and counts nothing, and the repair rebuilt only
+    sent, failed and skipped."""
+    campaign_id = launched(client)
+    docs = [ports.jobs.outcome_doc(job_id_for(campaign_id, f"c{n}"), campaign_id, outcome, 0, 0)
+            for n, outcome in ((1, "deferred"), (2, "deferred"), (3, "bounced"), (4, "sent"))]
+    ports.jobs.record_many(docs)   # and then the process died
+    campaign = ports.campaigns.get_any(campaign_id)
+    progress = usecases.reconcile(ports, campaign)
+    assert (progress["counts"]["deferred"], progress["counts"]["bounced"],
+            progress["counts"]["sent"]) == (2, 1, 1)
+    assert (view(client, campaign_id)["progress"]["deferred"],
+            view(client, campaign_id)["progress"]["bounced"]) == (2, 1)
+
+
+class SimpleRuntime:
+    """What build_handlers takes from the worker's runtime."""
+
+    def __init__(self, ports):
+        self.db = ports.campaigns.campaigns.database
+        self.producer = lambda: ports.producer
