@@ -70,11 +70,26 @@ def _log_consent(ports, event: Event, contact: dict, list_id: str | None, via: s
             raise
 
 
+def _deleted(ports: usecases.Ports, event: Event) -> dict | None:
+    """A contact the account deleted through the API that the event names:
+    mail the person still has keeps naming it (store.remember_deleted)."""
+    contact_id = event.data.get("contact_id")
+    if not event.account_id or not domain.is_id(contact_id):
+        return None
+    return ports.store.deleted_contact(event.account_id, contact_id)
+
+
 def unsubscribe(ports: usecases.Ports, event: Event) -> None:
     """One list when the event names it, otherwise every list of the account
     (and the address goes on the account's suppression list)."""
     contact = _contact(ports, event)
     if contact is None:
+        gone = _deleted(ports, event)
+        if gone is not None:  # re-added later, the address must not be mailed again
+            _log_consent(ports, event, gone, event.data.get("list_id"),
+                         UNSUBSCRIBE_VIA.get(event.data.get("method"), "link"))
+            usecases.suppress(ports, gone["account_id"], gone["email_hash"], "unsubscribe",
+                              ACTOR, flush=False)
         return
     list_id = event.data.get("list_id")
     memberships = contact.get("lists", {})
@@ -113,6 +128,10 @@ def complained(ports: usecases.Ports, event: Event) -> None:
     platform-wide (no account mails it again)."""
     contact = _contact(ports, event)
     if contact is None:
+        gone = _deleted(ports, event)
+        if gone is not None:
+            usecases.suppress(ports, PLATFORM, gone["email_hash"], "complaint", ACTOR,
+                              flush=False, origin_account_id=gone["account_id"])
         return
     _escalate(ports, contact, "complained", "complaint")
     usecases.suppress(ports, PLATFORM, contact["email_hash"], "complaint", ACTOR,
@@ -127,6 +146,10 @@ def bounced(ports: usecases.Ports, event: Event) -> None:
         return
     contact = _contact(ports, event)
     if contact is None:
+        gone = _deleted(ports, event)
+        if gone is not None:
+            usecases.suppress(ports, gone["account_id"], gone["email_hash"], "hard_bounce",
+                              ACTOR, flush=False)
         return
     _escalate(ports, contact, "bounced", "hard_bounce")
     usecases.suppress(ports, contact["account_id"], contact["email_hash"], "hard_bounce", ACTOR,

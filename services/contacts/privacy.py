@@ -64,8 +64,16 @@ def handle_privacy_request(runtime, event) -> None:
     contact = _find(ports.store, event.account_id, subject)
     kind = data["kind"]
     ids = [contact["_id"]] if contact else None
+    deleted = [] if contact else ports.store.deleted_contacts_of(event.account_id, subject)
     if kind == "erasure":
-        _erase(ports, event, contact, subject.get("email_hash"))
+        _erase(ports, event, contact, subject.get("email_hash"), deleted)
+        return
+    if contact is None and deleted and kind == "access":
+        # Deleted through the API, its consent entries (IP, form URL) are kept
+        # as the account's record: they are the person's data all the same.
+        answer(ports.producer, event, SERVICE, "done",
+               export={"deleted_contacts": [_collect_deleted(ports.store, d) for d in deleted]},
+               contact_ids=[d["_id"] for d in deleted])
         return
     if contact is None:
         answer(ports.producer, event, SERVICE, "not_found")
@@ -88,6 +96,20 @@ def handle_privacy_request(runtime, event) -> None:
                detail="restricted: no longer in any audience")
 
 
+def _collect_deleted(store: ContactsStore, deleted: dict) -> dict:
+    consent = [_plain({k: v for k, v in entry.items() if k not in ("account_id", "contact_ids")})
+               for entry in store.consent.find({"account_id": deleted["account_id"],
+                                                "contact_ids": deleted["_id"]}).sort("_id", 1)]
+    return {"id": deleted["_id"], "deleted_at": _plain(deleted.get("deleted_at")),
+            "consent_log": consent}
+
+
+def _forget_consent_of(store: ContactsStore, account_id: str, contact_id: str) -> None:
+    delete_all(store.consent, {"account_id": account_id, "contact_ids": [contact_id]})
+    store.consent.update_many({"account_id": account_id, "contact_ids": contact_id},
+                              {"$pull": {"contact_ids": contact_id}})
+
+
 def _find(store: ContactsStore, account_id: str, subject: dict) -> dict | None:
     if subject.get("contact_id"):
         return store.get_contact(account_id, subject["contact_id"])
@@ -95,6 +117,15 @@ def _find(store: ContactsStore, account_id: str, subject: dict) -> dict | None:
         return store.contacts.find_one({"account_id": account_id,
                                         "email_hash": subject["email_hash"]})
     return None
+
+
+def _suppression_told(entry: dict, account_id: str) -> dict:
+    """A platform-wide entry says only that it exists, unless the account
+    may know why (usecases.reason_told_to): its reason and date came from
+    another account's complaint."""
+    reason = usecases.reason_told_to(entry, account_id)
+    return {"scope": entry.get("scope"), "reason": reason,
+            "since": _plain(entry.get("created_at")) if reason else None}
 
 
 def collect(store: ContactsStore, contact: dict) -> dict:
@@ -106,8 +137,7 @@ def collect(store: ContactsStore, contact: dict) -> dict:
     consent = [_plain({k: v for k, v in entry.items() if k not in ("account_id", "contact_ids")})
                for entry in store.consent.find({"account_id": account_id,
                                                 "contact_ids": contact["_id"]}).sort("_id", 1)]
-    suppressions = [{"scope": e.get("scope"), "reason": e.get("reason"),
-                     "since": _plain(e.get("created_at"))}
+    suppressions = [_suppression_told(e, account_id)
                     for e in store.suppression_entries(account_id, [contact["email_hash"]])]
     # The account's own additions and removals of the address, with their
     # notes (free text, which may say anything about the person). Platform-
@@ -134,13 +164,15 @@ def _plain(value):
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str | None) -> None:
+def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str | None,
+           deleted: list[dict] = ()) -> None:
     """Each step is idempotent; a redelivered request finishes what a crash
     left undone. The contact goes last, after its events and this service's
     answer are out: it is how the steps find their data, and a redelivery
     that no longer found it answered "not_found" without the contact id, so
     the other services never replaced it with a pseudonym."""
-    hash_ = contact["email_hash"] if contact else email_hash
+    hash_ = contact["email_hash"] if contact else (
+        email_hash or (deleted[0]["email_hash"] if deleted else None))
     contact_id = contact["_id"] if contact else None
     if hash_:
         usecases.suppress(ports, PLATFORM, hash_, "erasure", ACTOR,
@@ -156,15 +188,24 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
         ports.store.suppression_log.update_many(
             {"account_id": event.account_id, "email_hash": hash_, "action": "remove"},
             {"$set": {"reason": "lifted"}})
+    if contact is None and deleted:
+        # Deleted through the API before: its consent entries go, and the
+        # other services hear its id, whose records they still keep.
+        for gone in deleted:
+            _forget_consent_of(ports.store, gone["account_id"], gone["_id"])
+            ports.store.suppression_log.update_many({"contact_id": gone["_id"]},
+                                                    {"$unset": {"contact_id": ""}})
+        ids = [gone["_id"] for gone in deleted]
+        answer(ports.producer, event, SERVICE, "done", contact_ids=ids)  # flushes
+        ports.store.forget_deleted(ids)
+        return
     if contact is None:
         answer(ports.producer, event, SERVICE, "not_found", detail=(
             "no such contact; the address hash is suppressed platform-wide anyway"
             if hash_ else None))
         return
     store, account_id = ports.store, contact["account_id"]
-    delete_all(store.consent, {"account_id": account_id, "contact_ids": [contact_id]})
-    store.consent.update_many({"account_id": account_id, "contact_ids": contact_id},
-                              {"$pull": {"contact_ids": contact_id}})
+    _forget_consent_of(store, account_id, contact_id)
     store.suppression_log.update_many({"contact_id": contact_id}, {"$unset": {"contact_id": ""}})
     events.contact_erased(ports.producer, contact, request_id=event.data["request_id"])
     answer(ports.producer, event, SERVICE, "done", contact_ids=[contact_id])  # flushes
@@ -222,5 +263,5 @@ def erase_account(ports: usecases.Ports, account_id: str) -> None:
     delete_all(store.contacts, {"account_id": account_id})
     for collection in ("lists", "fields", "segments", "consent", "suppressions",
                        "suppression_log", "imports", "fanouts", "fanout_batches",
-                       "fanout_marks", "fanout_claims"):
+                       "fanout_marks", "fanout_claims", "deleted_contacts"):
         delete_all(store.db[collection], {"account_id": account_id})

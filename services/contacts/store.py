@@ -22,7 +22,7 @@ Every method that reads account data takes the account id and filters by it.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
 from pymongo import ASCENDING, ReturnDocument
@@ -89,6 +89,7 @@ class ContactsStore:
         self.db = db
         self.lists = db["lists"]
         self.contacts = db["contacts"]
+        self.deleted_contacts = db["deleted_contacts"]
         self.fields = db["fields"]
         self.suppressions = db["suppressions"]
         self.suppression_log = db["suppression_log"]
@@ -207,6 +208,32 @@ class ContactsStore:
 
     def delete_contact(self, account_id: str, contact_id: str) -> dict | None:
         return self.contacts.find_one_and_delete({"_id": contact_id, "account_id": account_id})
+
+    # -- contacts deleted through the API ------------------------------------
+    # Mail the person still has names the deleted id: a complaint, an
+    # unsubscribe or a bounce about it, and a rights request by address,
+    # must still find the address (as its hash) and the consent entries.
+    def remember_deleted(self, contact: dict) -> None:
+        self.deleted_contacts.replace_one(
+            {"_id": contact["_id"]},
+            {"account_id": contact["account_id"], "email_hash": contact["email_hash"],
+             "deleted_at": datetime.now(timezone.utc)}, upsert=True)
+
+    def deleted_contact(self, account_id: str, contact_id: str) -> dict | None:
+        return self.deleted_contacts.find_one({"_id": contact_id, "account_id": account_id})
+
+    def deleted_contacts_of(self, account_id: str, subject: dict) -> list[dict]:
+        """The account's deleted contacts a privacy request's subject names."""
+        if subject.get("contact_id"):
+            found = self.deleted_contact(account_id, subject["contact_id"])
+            return [found] if found else []
+        if subject.get("email_hash"):
+            return list(self.deleted_contacts.find({"account_id": account_id,
+                                                    "email_hash": subject["email_hash"]}))
+        return []
+
+    def forget_deleted(self, contact_ids: list[str]) -> None:
+        self.deleted_contacts.delete_many({"_id": {"$in": contact_ids}})
 
     def search_contacts(self, account_id: str, query: dict, after: str | None,
                         limit: int) -> list[dict]:

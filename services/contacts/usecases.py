@@ -160,6 +160,10 @@ def create_contact(ports: Ports, account_id: str, body: dict, actor: str) -> dic
             (not body.get("reconsent") or any(e["account_id"] is PLATFORM for e in entries)):
         raise conflict("this address is suppressed; create it without lists, or subscribe it "
                        "with reconsent: true and the consent it gave", "suppressed")
+    if suppressed and body.get("list_ids"):
+        # set_membership's own check, before anything is stored: after the
+        # insert, a 400 here left the contact behind and the retry got 409
+        _refuse_reconsent_without_wording(body.get("consent") or {})
     doc = contact_document(account_id, addr, name=body.get("name"), fields=values, at=at,
                            origin={"via": "api"}, suppressed=suppressed)
     try:
@@ -181,6 +185,7 @@ def create_contact(ports: Ports, account_id: str, body: dict, actor: str) -> dic
 def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -> dict:
     current = get_contact(ports, account_id, contact_id)
     changes: dict[str, Any] = {}
+    entries: list[dict] = []
     if "email" in body:
         addr = parse_address(ports, body["email"])
         if addr.email != current["email"]:
@@ -218,8 +223,27 @@ def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -
     names = sorted({k.split(".")[0] if k.startswith("fields.") else k for k in changes}
                    - {"updated_at", "email_hash", "suppressed"})
     events.contact_updated(ports.producer, doc, names, doc["revision"])
+    _announce_suppression_change(ports, current, doc, entries)
     ports.producer.flush()
     return doc
+
+
+def _announce_suppression_change(ports: Ports, before: dict, after: dict,
+                                 entries: list[dict]) -> None:
+    """A new address that is, or is not, suppressed where the old one was
+    not, or was: the sender keeps the contact's flag from the events, and a
+    contact suppressed under its old address stayed blocked there for good
+    (the lift of the old address's entry names no contact any more)."""
+    if bool(before.get("suppressed")) == bool(after.get("suppressed")):
+        return
+    if after.get("suppressed"):
+        entries = sorted(entries, key=lambda e: e["account_id"] is not PLATFORM)  # platform first
+        entry = entries[0]
+        events.contact_suppressed(ports.producer, after["account_id"], after["_id"],
+                                  entry["scope"], entry["reason"], after["email_hash"])
+    else:
+        events.contact_unsuppressed(ports.producer, after["account_id"], after["_id"],
+                                    after["email_hash"])
 
 
 def delete_contact(ports: Ports, contact: dict) -> None:
@@ -229,6 +253,7 @@ def delete_contact(ports: Ports, contact: dict) -> None:
     tracking never heard of it."""
     events.contact_erased(ports.producer, contact, request_id=None)
     ports.producer.flush()
+    ports.store.remember_deleted(contact)
     ports.store.delete_contact(contact["account_id"], contact["_id"])
 
 
@@ -261,19 +286,29 @@ def set_membership(ports: Ports, account_id: str, contact_id: str, list_id: str,
             if not body.get("reconsent"):
                 raise conflict("this address is suppressed; subscribe it again only with "
                                "reconsent: true and the consent it gave", "suppressed")
-            if not (consent.get("wording") or consent.get("policy_version")):
-                raise invalid("consent", "a re-consent records the wording or policy version shown")
-            lift_suppression(ports, account_id, contact["email_hash"],
-                             "re-consent", actor, contact_id=contact_id)
+            _refuse_reconsent_without_wording(consent)
             action = "reconsent"
     via = consent.get("via") or "api"
+    # The consent entry first: written after the change, a database error
+    # between the two left a subscription (and a lifted suppression) with no
+    # entry, and the client's retry, finding the status set, wrote none. A
+    # change that then fails leaves an entry its retry repeats: the person
+    # did consent then.
+    append_consent(ports, account_id, [contact_id], list_id, action, via, consent, actor, at)
+    if action == "reconsent":
+        lift_suppression(ports, account_id, contact["email_hash"],
+                         "re-consent", actor, contact_id=contact_id)
     entry = domain.membership(status, via, at)
     update = domain.membership_update(list_id, entry)
     update["$set"]["updated_at"] = at
     doc = ports.store.update_contact(account_id, contact_id, update)
-    append_consent(ports, account_id, [contact_id], list_id, action, via, consent, actor, at)
     _announce_membership(ports, doc, list_id, status, via, flush)
     return doc
+
+
+def _refuse_reconsent_without_wording(consent: dict) -> None:
+    if not (consent.get("wording") or consent.get("policy_version")):
+        raise invalid("consent", "a re-consent records the wording or policy version shown")
 
 
 def _announce_membership(ports: Ports, contact: dict, list_id: str, status: str, via: str,
@@ -365,16 +400,21 @@ def check_suppression(ports: Ports, account_id: str, body: dict) -> dict:
     entry = entries[0] if entries else None
     return {"email_hash": addr.hash, "suppressed": entry is not None,
             "scope": entry["scope"] if entry else None,
-            "reason": entry["reason"] if entry and _told_to(entry, account_id) else None,
+            "reason": reason_told_to(entry, account_id) if entry else None,
             "id": entry["_id"] if entry and entry["account_id"] == account_id else None}
 
 
-def _told_to(entry: dict, account_id: str) -> bool:
-    """Whether the account may see why an address is suppressed: a
+def reason_told_to(entry: dict, account_id: str) -> str | None:
+    """Why an address is suppressed, as far as the account may know: a
     platform-wide entry's reason (a complaint, an erasure) would tell every
-    account what the person did about another's mail."""
-    return account_id in (entry["account_id"], entry.get("origin_account_id")) \
-        or account_id in entry.get("erased_in", ())
+    account what the person did about another's mail. An account that
+    erased the address hears "erasure", whatever the entry began as (a
+    complaint to another account, before)."""
+    if account_id in (entry["account_id"], entry.get("origin_account_id")):
+        return entry["reason"]
+    if account_id in entry.get("erased_in", ()):
+        return "erasure"
+    return None
 
 
 def remove_suppression(ports: Ports, account_id: str, suppression_id: str, body: dict,

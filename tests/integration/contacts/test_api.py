@@ -3,7 +3,7 @@
 import csv
 import io
 
-from services.contacts import handlers, privacy, usecases
+from services.contacts import domain, handlers, privacy, usecases
 from services.contacts.store import ContactsStore
 from shared.events import new_event
 from tests.integration.contacts.conftest import SALT, published
@@ -112,6 +112,11 @@ def test_suppression_blocks_subscribe_until_logged_reconsent(client):
     assert [e["id"] for e in listed] == [entry_id] and "email" not in listed[0]
     r = client.post(f"{V1}/contacts", {"email": "s@example.com", "list_ids": [list_id]})
     assert r.status_code == 409 and client.get(f"{V1}/usage").get_json()["contacts"] == 0
+    # a re-consent without its wording: refused before anything is stored
+    r = client.post(f"{V1}/contacts", {"email": "s@example.com", "list_ids": [list_id],
+                                       "reconsent": True})
+    assert r.status_code == 400 and "consent" in r.get_json()["error"]["details"]
+    assert client.get(f"{V1}/usage").get_json()["contacts"] == 0
     contact = make_contact(client, "s@example.com")
     assert contact["suppressed"] is True
     path = f"{V1}/contacts/{contact['id']}/lists/{list_id}"
@@ -412,3 +417,48 @@ def test_suppressing_again_calls_off_a_lift_left_unfinished(client, app, monkeyp
     client.post(f"{V1}/suppressions", {"email": "undecided@example.com"})
     [listed] = client.get(f"{V1}/suppressions").get_json()["items"]
     assert listed["id"] == entry["id"] and listed["lift_pending"] is False
+
+
+def test_a_suppressed_contact_moved_to_a_new_address_is_unsuppressed_for_the_sender(client,
+                                                                                     broker):
+    """The sender keeps the contact's suppressed flag from the events: after
+    an address change it skipped every job of the contact for good, while
+    contacts put it in every audience."""
+    contact = make_contact(client, "blocked.old@example.com")
+    client.post(f"{V1}/suppressions", {"email": "blocked.old@example.com"})
+    moved = client.patch(f"{V1}/contacts/{contact['id']}", {"email": "fresh.new@example.com"})
+    assert moved.status_code == 200 and moved.get_json()["suppressed"] is False
+    [lifted] = [e for e in published(broker) if e["type"] == "contact.unsuppressed"
+                and e["subject"] == contact["id"]]
+    assert lifted["data"]["email_hash"] == domain.address("fresh.new@example.com", SALT).hash
+    client.post(f"{V1}/suppressions", {"email": "blocked.other@example.com"})
+    client.patch(f"{V1}/contacts/{contact['id']}", {"email": "blocked.other@example.com"})
+    suppressed = [e for e in published(broker) if e["type"] == "contact.suppressed"
+                  and e["subject"] == contact["id"]]
+    assert suppressed[-1]["data"]["email_hash"] == \
+        domain.address("blocked.other@example.com", SALT).hash
+
+
+def test_a_subscription_whose_write_failed_still_gets_its_consent_entry_on_retry(client,
+                                                                                 monkeypatch):
+    """The membership was written, then the consent entry failed: the
+    client's retry found the status set and wrote no entry, leaving a
+    subscription (here a lifted suppression) with nothing in the log."""
+    list_id = make_list(client)
+    client.post(f"{V1}/suppressions", {"email": "again@example.com"})
+    contact = make_contact(client, "again@example.com")
+    path = f"{V1}/contacts/{contact['id']}/lists/{list_id}"
+    body = {"status": "subscribed", "reconsent": True,
+            "consent": {"wording": "Yes, again", "ip": "198.51.100.7"}}
+    real = ContactsStore.append_consent
+
+    def database_blip(self, *args, **kwargs):
+        raise TimeoutError("database blip")
+
+    monkeypatch.setattr(ContactsStore, "append_consent", database_blip)
+    assert client.put(path, body).status_code >= 500
+    monkeypatch.setattr(ContactsStore, "append_consent", real)
+    assert client.put(path, body).status_code == 200
+    log = client.get(f"{V1}/contacts/{contact['id']}/consent").get_json()["items"]
+    assert "reconsent" in [e["action"] for e in log]
+    assert any(e["wording"] == "Yes, again" for e in log)

@@ -82,6 +82,17 @@ def test_access_includes_the_accounts_suppression_history_of_the_address(world):
     assert [(h["action"], h["reason"]) for h in history] == [("add", "manual"),
                                                              ("remove", "re-consented")]
     assert history[0]["note"] == "asked by phone" and history[0]["at"]
+    # the entry another account's complaint made: that it exists, not why or since when
+    assert answer["export"]["suppressions"] == [{"scope": "platform", "reason": None,
+                                                 "since": None}]
+
+
+def test_an_account_that_erased_an_address_hears_erasure_not_another_accounts_complaint(world):
+    usecases.suppress(world.ports, None, _hash(), "complaint", "tracking",
+                      origin_account_id="another-account")
+    privacy.handle_privacy_request(world.runtime, _request("erasure", {"email_hash": _hash()}))
+    told = usecases.check_suppression(world.ports, ACCOUNT, {"email": EMAIL})
+    assert (told["scope"], told["reason"]) == ("platform", "erasure")
 
 
 def test_an_erasure_scrubs_the_notes_the_account_wrote_about_the_address(world):
@@ -220,3 +231,51 @@ def test_an_account_erasure_tombstones_and_deletes_every_contact_of_the_account(
     assert world.db.lists.count_documents({"account_id": ACCOUNT}) == 0
     assert world.db.contacts.count_documents({"account_id": "another-account"}) == 1
     assert [a["status"] for a in _answers(world.broker)] == ["done"]
+
+
+def _gone(world):
+    """Jane, deleted through the API (not erased)."""
+    usecases.delete_contact(world.ports, world.jane)
+    world.broker.topics.clear()
+
+
+def _tracking(event_type, contact_id, **data):
+    return new_event(event_type, source="sandesh.tracking", subject="k" * 32, account_id=ACCOUNT,
+                     data={"campaign_id": "k" * 32, "job_id": "j" * 32, "contact_id": contact_id,
+                           **data})
+
+
+def test_a_complaint_or_unsubscribe_about_a_deleted_contact_still_suppresses_its_address(world):
+    """They were dropped (no contact): the address, added again, was mailed
+    without anyone's re-consent."""
+    from services.contacts import handlers
+    _gone(world)
+    table = handlers.build_handlers(world.runtime)
+    table["tracking.unsubscribed"](_tracking("tracking.unsubscribed", world.jane["_id"],
+                                             list_id=None, method="one-click"))
+    table["tracking.complained"](_tracking("tracking.complained", world.jane["_id"],
+                                           feedback_type="abuse"))
+    told = usecases.check_suppression(world.ports, ACCOUNT, {"email": EMAIL})
+    assert told["suppressed"] is True
+    scopes = {e["account_id"] for e in world.db["suppressions"].find({"email_hash": _hash()})}
+    assert scopes == {ACCOUNT, None}
+    logged = list(world.db["consent"].find({"contact_ids": world.jane["_id"],
+                                            "action": "unsubscribe"}))
+    assert logged and logged[0]["via"] == "one-click"
+
+
+def test_an_erasure_by_address_of_a_deleted_contact_erases_its_consent_and_names_its_id(world):
+    """It answered not_found: the consent entries (with the IP) stayed, and
+    the sender and tracking kept the id in their records."""
+    _gone(world)
+    assert world.db["consent"].count_documents({"contact_ids": world.jane["_id"]}) > 0
+    privacy.handle_privacy_request(world.runtime, _request("access", {"email_hash": _hash()}))
+    [access] = _answers(world.broker)
+    [shown] = access["export"]["deleted_contacts"]
+    assert shown["id"] == world.jane["_id"] and shown["consent_log"][0]["ip"] == "192.0.2.1"
+    world.broker.topics.clear()
+    privacy.handle_privacy_request(world.runtime, _request("erasure", {"email_hash": _hash()}))
+    [answer] = _answers(world.broker)
+    assert answer["status"] == "done" and answer["contact_ids"] == [world.jane["_id"]]
+    assert world.db["consent"].count_documents({"contact_ids": world.jane["_id"]}) == 0
+    assert world.db["deleted_contacts"].count_documents({"_id": world.jane["_id"]}) == 0
