@@ -136,11 +136,16 @@ class Engine:
         erased = self.campaigns.erased_accounts({job.account_id for job in jobs})
         campaigns = self._campaigns_of(jobs)
         ready = self._admit(sequences, campaigns, erased, result)
-        claimed = self._claim(ready, result)
-        claimed_at = time.perf_counter()
         outcomes: list[tuple[str, str, dict]] = []
+        claimed = self._claim(ready, result)
+        claimed = self._wait_behind_holds(sequences, claimed, result, outcomes)
+        claimed_at = time.perf_counter()
         sendable = self._screen(claimed, campaigns, result, outcomes)
         tasks = self._throttle(sendable, campaigns, result, outcomes)
+        waiting = {job.job_id for job in
+                   self._wait_behind_holds(sequences, [t.job for t in tasks], result, outcomes,
+                                           keep=False)}
+        tasks = [task for task in tasks if task.job.job_id not in waiting]
         self.deliveries.record(outcomes)
         screened_at = time.perf_counter()
         recording = self._send(tasks, result)
@@ -254,9 +259,33 @@ class Engine:
         room[campaign.campaign_id] = (left - 1, look_again_at)
         return None
 
+    def _wait_behind_holds(self, sequences, jobs, result, outcomes,
+                           keep: bool = True) -> list[Job]:
+        """The jobs not behind a held job in their sequence (partition); with
+        keep=False, those that are. A held job's partition is read again from
+        it, so a job after it sent now was sent again then: a deferred one at
+        once (its claim given back), every 2 s, each try another send.retry
+        copy. Those wait with it, their claims given back, no disposition."""
+        held = {job_id for job_id, hold in result.items() if hold is not None}
+        behind: set[str] = set()
+        for sequence in sequences:
+            seen_hold = False
+            for job in sequence:
+                if seen_hold and job.job_id not in held:
+                    behind.add(job.job_id)
+                seen_hold = seen_hold or job.job_id in held
+        waiting = [job for job in jobs if job.job_id in behind]
+        for job in waiting:
+            outcomes.append((job.job_id, RELEASED, {}))
+            result.pop(job.job_id, None)
+        return [job for job in jobs if job.job_id not in behind] if keep else waiting
+
     def _claim(self, ready, result) -> list[Job]:
         """The jobs this sender now owns. Finished ones: announced again.
-        Claimed by a live sender: held."""
+        Claimed by a live sender: held. A job twice in the batch (a parked
+        job put back twice, a redelivery) is claimed once: the second copy
+        met the first's claim and held the partition for the whole lease."""
+        ready = _first_of_each(ready)
         claimed, finished, held = self.deliveries.claim(ready)
         for job in held:
             result[job.job_id] = Hold(self.clock() + self.settings.held_recheck_seconds,
@@ -495,6 +524,11 @@ class Engine:
     def _event(job: Job, event_type: str, data: dict):
         return new_event(event_type, source=SOURCE, subject=job.job_id,
                          account_id=job.account_id, data=data)
+
+
+def _first_of_each(jobs: list[Job]) -> list[Job]:
+    seen: set[str] = set()
+    return [job for job in jobs if not (job.job_id in seen or seen.add(job.job_id))]
 
 
 def _by_campaign(jobs: list[Job]) -> dict[str, list[Job]]:

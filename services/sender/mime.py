@@ -78,17 +78,23 @@ def _plain_ascii(value: str) -> bool:
     return value.isascii() and "=?" not in value and all(len(w) < 900 for w in value.split(" "))
 
 
+def _plain_utf8(value: str) -> bool:
+    """Raw UTF-8 (RFC 6532) folds only at spaces: a word over ~900 bytes
+    (400 CJK characters without a space) made a line past RFC 5322's 998."""
+    return "=?" not in value and all(len(w.encode()) < 900 for w in value.split(" "))
+
+
 def unstructured(name: str, value: str, utf8: bool = False) -> str:
     """A header such as Subject, folded (and encoded when not ASCII)."""
     refuse_line_breaks(name, value)
-    if _plain_ascii(value) or (utf8 and "=?" not in value):
+    if _plain_ascii(value) or (utf8 and _plain_utf8(value)):
         words = value.split(" ")
         return _fold(name, [" " + words[0]] + [" " + w for w in words[1:]])
     return _fold(name, [" " + w for w in _encoded_words(value)])
 
 
 def _phrase(display: str, utf8: bool) -> list[str]:
-    if _plain_ascii(display) or (utf8 and "=?" not in display):
+    if _plain_ascii(display) or (utf8 and _plain_utf8(display)):
         if any(c in _SPECIALS for c in display) or display != display.strip() or "  " in display:
             return [' "' + display.replace("\\", "\\\\").replace('"', '\\"') + '"']
         return [" " + w for w in display.split(" ")]

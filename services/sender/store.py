@@ -145,6 +145,13 @@ class ContactStateStore:
         else:
             self._change(account_id, contact_id, f"list:{list_id}", at,
                          {"$pull": {"lists": list_id}}, upsert=False)
+            # A subscription after an unsubscribe from everything (a logged
+            # re-consent: contacts announces no list-less subscribe) ends it;
+            # the other lists stay blocked one by one, as contacts
+            # unsubscribed each of them too. all_lists was never cleared,
+            # and every job of a re-consented contact was skipped.
+            self._change(account_id, contact_id, "all", at, {"$set": {"all_lists": False}},
+                         upsert=False)
 
     def suppressed(self, account_id: str, contact_id: str) -> None:
         self.col.update_one({"_id": contact_id},

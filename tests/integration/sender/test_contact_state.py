@@ -174,3 +174,19 @@ def test_a_withdrawn_job_is_skipped_as_erased(mongo_db):
                                    "attempt": 0, "withdrawn": True})
     assert withdrawn.email == "" and withdrawn.withdrawn
     assert store.blocked([withdrawn]) == {"j": "erased"}
+
+
+def test_a_re_consent_after_unsubscribing_from_everything_lets_the_list_through(mongo_db):
+    """all_lists was set by a list-less unsubscribe and never cleared:
+    after a logged re-consent to a list, every job was skipped."""
+    store = ContactStateStore(mongo_db, SALT)
+    _handle(store,
+            _event("contact.unsubscribed", A, {"contact_id": "c1", "list_id": "l1", "via": "link"}),
+            _event("contact.unsubscribed", A, {"contact_id": "c1", "list_id": "l2", "via": "link"}),
+            _event("contact.unsubscribed", A, {"contact_id": "c1", "list_id": None, "via": "link"}))
+    jobs = [_job("j1", A, "c1", "c1@example.com", list_id="l1"),
+            _job("j2", A, "c1", "c1@example.com", list_id="l2")]
+    assert store.blocked(jobs) == {"j1": "unsubscribed", "j2": "unsubscribed"}
+    _handle(store, _event("contact.subscribed", A, {"contact_id": "c1", "list_id": "l1",
+                                                    "via": "api"}, at=T0 + timedelta(days=1)))
+    assert store.blocked(jobs) == {"j2": "unsubscribed"}   # l2 stays as it was

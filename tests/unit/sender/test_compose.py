@@ -193,3 +193,18 @@ def test_a_key_dir_where_no_key_can_be_made_is_a_clear_refusal(tmp_path):
                              default_sending_domain="mail.example.com", dkim_selector="sandesh")
     with pytest.raises(ValueError, match="sandesh-dkim"):
         make_signer(config)
+
+
+def test_a_campaign_edited_without_a_new_template_version_gets_a_composer_of_its_own(signer):
+    """Cached by (campaign, version, tracking), a draft's test sends kept the
+    old From name, and a tracking-off launch reused a test's composer."""
+    from services.sender.worker import ComposerCache
+    cache = ComposerCache(ComposeSettings(KEYRING, "https://t.example", "sandesh.test"), signer)
+    launched = {"campaign_id": "c" * 32, "template": {"version": 1, "subject": "s", "html": "<p>h</p>"},
+                "sender": {"from_email": "news@sandesh.test", "from_name": "Acme Typo"},
+                "tracking": False, "postal_address": "1 Old Rd", "kind": "marketing"}
+    first = cache(Campaign.from_launched("a" * 32, launched))
+    for change in ({"sender": {**launched["sender"], "from_name": "Acme Shop"}},
+                   {"postal_address": "2 New St"}, {"kind": "system"}):
+        assert cache(Campaign.from_launched("a" * 32, {**launched, **change})) is not first
+    assert cache(Campaign.from_launched("a" * 32, dict(launched))) is first

@@ -435,3 +435,38 @@ def test_a_test_send_is_composed_without_tracking():
                launched, data={"job_id": "t1"})
     assert engine.handle([[test]]) == {"t1": DONE}
     assert [c.tracking for c in composed] == [False]
+
+
+class _HeldClaims(Fakes):
+    """Claims of some jobs still held by a sender that died (live leases)."""
+
+    def __init__(self, *args, held=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.held_ids = set(held)
+
+    def claim(self, jobs):
+        self.claimed.extend(j.job_id for j in jobs)
+        return ([j for j in jobs if j.job_id not in self.held_ids], {},
+                [j for j in jobs if j.job_id in self.held_ids])
+
+
+def test_jobs_behind_a_claim_held_elsewhere_wait_with_it_unsent():
+    """Its partition is read again from the held job: a job after it, sent
+    and deferred now, was claimed and sent again at every re-read (every
+    2 s), each try another send.retry copy."""
+    fakes = _HeldClaims([campaign()], held={"j1"}, replies={"j2": 451})
+    result = fakes.engine().handle([[job(1), job(2)], [job(3)]])
+    assert isinstance(result["j1"], Hold) and "j2" not in result and result["j3"] is DONE
+    assert [t.job.job_id for t in fakes.tasks_sent] == ["j3"]
+    assert ("j2", "released", {}) in fakes.records   # its claim given back
+    assert not [d for top, _, d in fakes.published if top == "send.retry"]
+
+
+def test_a_job_twice_in_a_batch_is_claimed_and_sent_once():
+    """The second copy met the first's claim, and both were held as claimed
+    elsewhere until the lease ran out, with the partition behind them."""
+    fakes = Fakes([campaign()])
+    result = fakes.engine().handle([[job(1), job(1), job(3)]])
+    assert result == {"j1": DONE, "j3": DONE}
+    assert fakes.claimed == ["j1", "j3"]
+    assert [t.job.job_id for t in fakes.tasks_sent] == ["j1", "j3"]

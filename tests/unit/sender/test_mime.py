@@ -181,3 +181,11 @@ def test_a_long_non_ascii_name_spans_encoded_words_that_decode_exactly():
     to_value = raw.split(b"\r\nTo:")[1].split(b"\r\nSubject:")[0].decode()
     assert to_value.count("=?utf-8?b?") > 1 and all(len(line) <= 78 for line in to_value.split("\r\n"))
     assert str(make_header(decode_header(to_value))) == f"{name} <x@example.com>"
+
+
+def test_a_long_word_on_the_smtputf8_path_is_encoded_rather_than_past_998_octets():
+    """Raw UTF-8 folds only at spaces: 400 CJK characters made a 1,209-byte line."""
+    from services.sender.mime import unstructured
+    header = unstructured("Subject", "件" * 400, utf8=True)
+    assert all(len(line.encode()) <= 998 for line in header.split("\r\n"))
+    assert "=?utf-8?" in header.lower()
