@@ -2,10 +2,12 @@
 allows, what an SMTP answer means, when a failed job is tried again."""
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from typing import Any, Callable
 
 from shared.tracking_tokens import stand_in_id
@@ -61,6 +63,14 @@ class Campaign:
                    tracking=bool(data.get("tracking", True)),
                    postal_address=data.get("postal_address") or "",
                    kind=data.get("kind") or "marketing", status=status)
+
+    @cached_property
+    def composer_key(self) -> tuple:
+        """Everything a Composer reads (worker.ComposerCache): a draft's
+        sender, postal address and kind change without a new template
+        version. Made once per campaign object, not per message."""
+        return (self.campaign_id, self.template.get("version"), self.tracking, self.kind,
+                self.postal_address, json.dumps(self.sender, sort_keys=True))
 
 
 @dataclass(frozen=True)

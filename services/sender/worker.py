@@ -7,7 +7,6 @@ tracking.events) up to date.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -72,13 +71,10 @@ class ComposerCache:
         self._composers: dict = {}
 
     def __call__(self, campaign) -> Composer:
-        # Everything a Composer reads: a draft's sender, postal address and
-        # kind change without a new template version, and a test send (kept
-        # from tracking) shared the key of a tracking-off launch, which then
-        # went out with the test's From name, or as system mail.
-        key = (campaign.campaign_id, campaign.template.get("version"), campaign.tracking,
-               campaign.kind, campaign.postal_address,
-               json.dumps(campaign.sender, sort_keys=True))
+        # A test send (kept from tracking) shared the key of a tracking-off
+        # launch, which then went out with the test's From name, or as
+        # system mail: the key is everything a Composer reads.
+        key = campaign.composer_key
         with self._lock:
             composer = self._composers.get(key)
             if composer is None:
