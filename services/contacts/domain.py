@@ -228,6 +228,31 @@ class InvalidFields(ValueError):
         self.problems = problems
 
 
+# Mail sent before an address change goes on bouncing and drawing
+# complaints for a while: each is about the address the contact had then.
+MAX_FORMER_ADDRESSES = 20
+
+
+def former_addresses(contact: dict) -> list[dict]:
+    """The contact's former address hashes once its address changes: the
+    current one is added, in force until the revision the change makes."""
+    kept = list(contact.get("former_addresses") or [])[-(MAX_FORMER_ADDRESSES - 1):]
+    return kept + [{"hash": contact["email_hash"],
+                    "until_revision": int(contact.get("revision") or 0) + 1}]
+
+
+def address_at(contact: dict, revision: int | None) -> tuple[str, bool]:
+    """The hash of the address the contact had at `revision` (a message's,
+    delivery.sent contact_revision), and whether it is the current one.
+    Unknown revision: the current address, as before revisions."""
+    if revision is not None:
+        for former in sorted(contact.get("former_addresses") or [],
+                             key=lambda f: f["until_revision"]):
+            if revision < former["until_revision"]:
+                return former["hash"], False
+    return contact["email_hash"], True
+
+
 def membership(status: str, via: str, at: datetime, **extra) -> dict:
     return {"status": status, "via": via, "at": at, **extra}
 

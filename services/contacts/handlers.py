@@ -133,6 +133,14 @@ def complained(ports: usecases.Ports, event: Event) -> None:
             usecases.suppress(ports, PLATFORM, gone["email_hash"], "complaint", ACTOR,
                               flush=False, origin_account_id=gone["account_id"])
         return
+    hash_, current = domain.address_at(contact, event.data.get("contact_revision"))
+    if not current:
+        # About a message to the address the contact had before a change:
+        # that address is suppressed, not the one it has now (whose owner
+        # would otherwise never be mailed by anyone again).
+        usecases.suppress(ports, PLATFORM, hash_, "complaint", ACTOR, flush=False,
+                          origin_account_id=contact["account_id"])
+        return
     _escalate(ports, contact, "complained", "complaint")
     usecases.suppress(ports, PLATFORM, contact["email_hash"], "complaint", ACTOR,
                       contact_id=contact["_id"], flush=False,
@@ -150,6 +158,10 @@ def bounced(ports: usecases.Ports, event: Event) -> None:
         if gone is not None:
             usecases.suppress(ports, gone["account_id"], gone["email_hash"], "hard_bounce",
                               ACTOR, flush=False)
+        return
+    hash_, current = domain.address_at(contact, event.data.get("contact_revision"))
+    if not current:  # the old address bounced: the contact's new one is fine
+        usecases.suppress(ports, contact["account_id"], hash_, "hard_bounce", ACTOR, flush=False)
         return
     _escalate(ports, contact, "bounced", "hard_bounce")
     usecases.suppress(ports, contact["account_id"], contact["email_hash"], "hard_bounce", ACTOR,

@@ -192,6 +192,7 @@ def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -
             entries = ports.store.suppression_entries(account_id, [addr.hash])
             if addr.hash != current["email_hash"]:
                 refuse_erased(account_id, entries)
+                changes["former_addresses"] = domain.former_addresses(current)
             changes.update(email=addr.email, email_hash=addr.hash, suppressed=bool(entries))
     if "name" in body and body["name"] != current.get("name"):
         changes["name"] = body["name"]
@@ -221,7 +222,7 @@ def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -
     if doc is None:
         raise not_found("contact")
     names = sorted({k.split(".")[0] if k.startswith("fields.") else k for k in changes}
-                   - {"updated_at", "email_hash", "suppressed"})
+                   - {"updated_at", "email_hash", "suppressed", "former_addresses"})
     events.contact_updated(ports.producer, doc, names, doc["revision"])
     _announce_suppression_change(ports, current, doc, entries)
     ports.producer.flush()

@@ -447,7 +447,12 @@ class Engine:
         if out is not None:
             detail.update(message_id=out.message_id, size_bytes=len(out.message))
         if task.outcome == ACCEPTED:
-            return self._settle(job, SENT, "delivery.sent", detail, reply), DONE
+            # The revision of the contact this message went to: a complaint
+            # or bounce about it then suppresses that address, not the one
+            # the contact may have moved to since (contacts' handlers).
+            return self._settle(job, SENT, "delivery.sent",
+                                {**detail, "contact_revision": job.contact_revision},
+                                reply), DONE
         if task.outcome == PERMANENT:
             return self._settle(job, FAILED, "delivery.failed",
                                 {**detail, "reason": "rejected by the relay"}, reply), DONE

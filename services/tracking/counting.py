@@ -163,9 +163,9 @@ class StatsCounter:
 
     def _save_deliveries(self, sent: list[Event]) -> None:
         rows = [(e.data["job_id"], e.account_id, e.data["campaign_id"], e.data["contact_id"],
-                 domain.parse_time(e.time)) for e in sent]
+                 domain.parse_time(e.time), e.data.get("contact_revision")) for e in sent]
         self.store.save_deliveries(rows)
-        self._remember(self._sent_at, {job: at for job, _, _, _, at in rows})
+        self._remember(self._sent_at, {job: at for job, _, _, _, at, _ in rows})
 
     def _remember(self, memory: dict, items: dict) -> None:
         if len(memory) + len(items) > self.MEMORY:

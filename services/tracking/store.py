@@ -78,23 +78,26 @@ class TrackingStore:
 
     # -------------------------------------------------------- deliveries
     def save_delivery(self, job_id: str, account_id: str, campaign_id: str, contact_id: str,
-                      sent_at: datetime) -> None:
-        self.db.deliveries.update_one(
-            {"_id": job_id},
-            {"$set": {"account_id": account_id, "campaign_id": campaign_id,
-                      "contact_id": contact_id}, "$min": {"sent_at": sent_at}},
-            upsert=True)
+                      sent_at: datetime, contact_revision: int | None = None) -> None:
+        fields = {"account_id": account_id, "campaign_id": campaign_id, "contact_id": contact_id}
+        if contact_revision is not None:  # 0 too: known, where a sender before it gave none
+            fields["contact_revision"] = contact_revision
+        self.db.deliveries.update_one({"_id": job_id},
+                                      {"$set": fields, "$min": {"sent_at": sent_at}}, upsert=True)
 
-    def save_deliveries(self, deliveries: list[tuple[str, str, str, str, datetime]]) -> None:
-        """save_delivery for many (job, account, campaign, contact, sent at):
-        one unordered insert (FerretDB updates one document at a time, ~0.65
-        ms each); the few already there (redelivery) are updated."""
+    def save_deliveries(self,
+                        deliveries: list[tuple[str, str, str, str, datetime, int | None]]) -> None:
+        """save_delivery for many (job, account, campaign, contact, sent at,
+        contact revision): one unordered insert (FerretDB updates one
+        document at a time, ~0.65 ms each); the few already there
+        (redelivery) are updated."""
         docs = [{"_id": job_id, "account_id": account_id, "campaign_id": campaign_id,
-                 "contact_id": contact_id, "sent_at": sent_at}
-                for job_id, account_id, campaign_id, contact_id, sent_at in deliveries]
+                 "contact_id": contact_id, "sent_at": sent_at,
+                 **({"contact_revision": revision} if revision is not None else {})}
+                for job_id, account_id, campaign_id, contact_id, sent_at, revision in deliveries]
         for doc in _already_there(self.db.deliveries, docs):
             self.save_delivery(doc["_id"], doc["account_id"], doc["campaign_id"],
-                               doc["contact_id"], doc["sent_at"])
+                               doc["contact_id"], doc["sent_at"], doc.get("contact_revision"))
 
     def deliveries(self, job_ids) -> dict[str, dict]:
         """By job id."""

@@ -121,6 +121,7 @@ class ReportedMessage(NamedTuple):
     campaign_id: str
     contact_id: str
     job_id: str
+    contact_revision: int | None = None  # the contact's when the message went out
 
 
 def resolve_context(report: Report, keyring: Keyring, store: TrackingStore) -> ReportedMessage:
@@ -139,12 +140,15 @@ def resolve_context(report: Report, keyring: Keyring, store: TrackingStore) -> R
             contexts.append(claims.context)
     for ctx in contexts:
         if not bounce_jobs or ctx.job_id in bounce_jobs:
-            return ReportedMessage(ctx.account_id, ctx.campaign_id, ctx.contact_id, ctx.job_id)
+            delivery = store.delivery(ctx.job_id) or {}
+            return ReportedMessage(ctx.account_id, ctx.campaign_id, ctx.contact_id, ctx.job_id,
+                                   delivery.get("contact_revision"))
     for job_id in bounce_jobs:
         delivery = store.delivery(job_id)
         if delivery and delivery.get("campaign_id"):
             return ReportedMessage(delivery["account_id"], delivery["campaign_id"],
-                                   delivery["contact_id"], job_id)
+                                   delivery["contact_id"], job_id,
+                                   delivery.get("contact_revision"))
     if bounce_jobs:
         raise BounceRejected(503, "job_not_known_yet",
                              "the message this report is about is not recorded yet; retry later")
@@ -211,6 +215,8 @@ def take_bounce_report(raw: bytes, keyring: Keyring, store: TrackingStore,
     data = {"campaign_id": ctx.campaign_id, "job_id": ctx.job_id,
             # the same for every retry of the report, as its event id is
             "contact_id": pseudonym_of(f"bounce|{ctx.job_id}") if erased else ctx.contact_id}
+    if ctx.contact_revision is not None and not erased:
+        data["contact_revision"] = ctx.contact_revision
     if report.kind == "complaint":
         data["feedback_type"] = report.feedback_type or "abuse"
         event = new_event("tracking.complained", source=SOURCE, subject=ctx.campaign_id,

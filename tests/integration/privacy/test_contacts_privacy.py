@@ -279,3 +279,27 @@ def test_an_erasure_by_address_of_a_deleted_contact_erases_its_consent_and_names
     assert answer["status"] == "done" and answer["contact_ids"] == [world.jane["_id"]]
     assert world.db["consent"].count_documents({"contact_ids": world.jane["_id"]}) == 0
     assert world.db["deleted_contacts"].count_documents({"_id": world.jane["_id"]}) == 0
+
+
+def test_a_complaint_about_mail_to_a_former_address_suppresses_that_address_only(world):
+    """It suppressed the address the contact had moved to, platform-wide
+    (no account could mail its owner again), and left the address that
+    complained free to be added and mailed."""
+    from services.contacts import domain, handlers
+    old_hash = _hash()
+    usecases.update_contact(world.ports, ACCOUNT, world.jane["_id"], {"email": "jane@new.example"})
+    table = handlers.build_handlers(world.runtime)
+    table["tracking.complained"](_tracking("tracking.complained", world.jane["_id"],
+                                           feedback_type="abuse", contact_revision=0))
+    table["tracking.bounced"](_tracking("tracking.bounced", world.jane["_id"],
+                                        bounce_type="hard", contact_revision=0))
+    new_hash = domain.address("jane@new.example", SALT).hash
+    entries = {(e["account_id"], e["email_hash"]) for e in world.db["suppressions"].find()}
+    assert (None, old_hash) in entries and (ACCOUNT, old_hash) in entries
+    assert not [e for e in entries if e[1] == new_hash]
+    jane = world.db["contacts"].find_one({"_id": world.jane["_id"]})
+    assert jane["status"] == "active" and not jane.get("suppressed")
+    # about a message sent since the change: the contact's own address
+    table["tracking.complained"](_tracking("tracking.complained", world.jane["_id"],
+                                           feedback_type="abuse", contact_revision=1))
+    assert world.db["contacts"].find_one({"_id": world.jane["_id"]})["status"] == "complained"

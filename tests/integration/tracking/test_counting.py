@@ -48,7 +48,7 @@ def scenario(campaign):
         "links": ["https://a.example/", "https://b.example/", "https://c.example/"]},
         sender={"from_email": "news@example.com"}, audience={}, limits={}, tracking=True)]
     for i in range(8):
-        events.append(ev("delivery.sent", sent_at, attempt=0, **ids(i)))
+        events.append(ev("delivery.sent", sent_at, attempt=0, contact_revision=i, **ids(i)))
     for i in (8, 9):
         events.append(ev("delivery.failed", sent_at, attempt=0, **ids(i)))
     # one hard bounce, seen on both streams; one soft
@@ -120,6 +120,9 @@ def test_stats_are_exact_and_survive_redelivery_and_restart(store):
     events = scenario(campaign)
     handle_all(StatsCounter(store, CountingRules()), events)
     check(build_stats(store, campaign))
+    # the revision each message went with, for a bounce report about it
+    sent = [e for e in events if e.type == "delivery.sent"]
+    assert [store.delivery(e.data["job_id"])["contact_revision"] for e in sent] == list(range(8))
     # every event again, by the same worker and by a restarted one
     handle_all(StatsCounter(store, CountingRules()), events)
     handle_all(StatsCounter(store, CountingRules()), list(reversed(events)))

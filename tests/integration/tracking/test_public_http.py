@@ -299,13 +299,15 @@ def test_bounce_webhook_needs_its_token(client, ctx):
 
 def test_gmail_dsn_becomes_a_hard_bounce(client, ctx, store, tail):
     store.save_delivery(ctx.job_id, ctx.account_id, ctx.campaign_id, ctx.contact_id,
-                        datetime.now(timezone.utc))
+                        datetime.now(timezone.utc), contact_revision=0)
     verp = tt.verp_address(RING, ctx, "bounces.example.com")
     response = post_report(client, samples.gmail_hard_bounce(verp, "https://t.example/u/none"))
     assert response.status_code == 202, response.get_json()
     assert response.get_json()["result"] == "hard_bounce"
     [event] = tail.wait_for(of(ctx, "tracking.bounced"))
     assert event["data"]["bounce_type"] == "hard" and event["data"]["status"] == "5.1.1"
+    # the revision the message went with, even 0: contacts suppresses that address
+    assert event["data"]["contact_revision"] == 0
     assert_pseudonymous([event], "nobody.here")
 
 

@@ -103,3 +103,15 @@ def test_text_searched_as_a_pattern_never_carries_a_nul():
     pattern = domain.regex_literal("a\x00b.*")
     assert "\x00" not in pattern
     assert re.fullmatch(pattern, "a\x00b.*") and not re.fullmatch(pattern, "a\x00bxx")
+
+
+def test_the_address_a_message_went_to_is_the_one_in_force_at_its_revision():
+    contact = {"email_hash": "h-now", "revision": 0}
+    contact["former_addresses"] = domain.former_addresses(contact)        # h0 until revision 1
+    contact.update(email_hash="h1", revision=1)
+    contact["former_addresses"] = domain.former_addresses(contact)        # h1 until revision 2
+    contact.update(email_hash="h2", revision=2)
+    assert domain.address_at(contact, 0) == ("h-now", False)
+    assert domain.address_at(contact, 1) == ("h1", False)
+    assert domain.address_at(contact, 2) == ("h2", True)
+    assert domain.address_at(contact, None) == ("h2", True)   # a sender before revisions

@@ -470,3 +470,15 @@ def test_a_job_twice_in_a_batch_is_claimed_and_sent_once():
     assert result == {"j1": DONE, "j3": DONE}
     assert fakes.claimed == ["j1", "j3"]
     assert [t.job.job_id for t in fakes.tasks_sent] == ["j1", "j3"]
+
+
+def test_delivery_sent_says_which_revision_of_the_contact_it_went_to():
+    """A complaint or bounce about it is about the address the contact had then."""
+    fakes = Fakes([campaign()])
+    sent = Job.from_event(ACCOUNT, {"job_id": "j1", "campaign_id": "c1", "contact_id": "p1",
+                                    "attempt": 0, "contact_revision": 3,
+                                    "recipient": {"email": "r@example.com"}})
+    fakes.engine().handle([[sent, job(2)]])
+    revisions = {d["job_id"]: d.get("contact_revision") for _, t, d in fakes.published
+                 if t == "delivery.sent"}
+    assert revisions == {"j1": 3, "j2": 0}
