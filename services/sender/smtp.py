@@ -277,13 +277,13 @@ class SmtpMessenger:
         while True:
             with self._work:
                 task = self._take()
-                while task is None:
-                    if self._closing and not self._unsent():
-                        if conn is not None:
-                            _quit(conn)
-                        return
+                while task is None and not (self._closing and not self._unsent()):
                     self._work.wait(0.5)
                     task = self._take()
+            if task is None:  # closing, nothing left: QUIT outside the lock, which a slow
+                if conn is not None:  # relay's QUIT held from collect() for its whole timeout
+                    _quit(conn)
+                return
             try:
                 conn = self._deliver(relay, conn, task)
             except Exception as exc:  # never lose the task nor the thread: it goes again
@@ -443,8 +443,13 @@ def _reset(conn: smtplib.SMTP) -> None:
         pass
 
 
+QUIT_TIMEOUT = 2.0  # a relay slow to answer QUIT must not hold a SIGTERM's 30 s
+
+
 def _quit(conn: smtplib.SMTP) -> None:
     try:
+        if conn.sock is not None:
+            conn.sock.settimeout(QUIT_TIMEOUT)
         conn.quit()
     except (smtplib.SMTPException, OSError):
         _close(conn)

@@ -270,3 +270,29 @@ def test_the_connections_and_the_composer_carry_os_thread_names():
         assert named() == (["smtp-0", "smtp-1", "smtp-2"], 1)
     finally:
         messenger.close()
+
+
+@pytest.mark.timeout(15)
+def test_a_relay_that_never_answers_quit_keeps_the_sender_no_longer_than_the_quit_timeout():
+    """QUIT waited for the connection's own timeout (30 s), holding a
+    SIGTERM's 30 s, and under the messenger's lock."""
+    import smtplib
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def mute_at_quit():
+        conn, _ = listener.accept()
+        conn.sendall(b"220 mute ESMTP\r\n")
+        conn.recv(1024)  # EHLO
+        conn.sendall(b"250 mute\r\n")
+        conn.recv(1024)  # QUIT: no answer, for longer than the connection's timeout
+        time.sleep(40)
+        conn.close()
+
+    threading.Thread(target=mute_at_quit, daemon=True).start()
+    client = smtplib.SMTP("127.0.0.1", listener.getsockname()[1], timeout=30)
+    client.ehlo()
+    smtp._quit(client)
+    assert client.sock is None  # closed after QUIT_TIMEOUT, not the connection's 30 s
+    listener.close()
