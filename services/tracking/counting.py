@@ -6,15 +6,51 @@ tracking.bounced, finds its markers already there and counts once.
 """
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from services.tracking import domain
 from services.tracking.store import TrackingStore
+from shared.erased_accounts import ErasedAccounts
 from shared.events import Event
+
+log = logging.getLogger(__name__)
+
+
+# A batch's worker is gone once its intent is this old: past Kafka's
+# max.poll.interval (5 min), a worker still busy with it has lost its
+# partitions, and its late writes meet the repair's under the same ids.
+STALE_BATCH = timedelta(minutes=6)
+
+
+def _stale(intent: dict, now: datetime) -> bool:
+    at = intent.get("at")
+    if at is None:
+        return True  # written before intents had a time
+    at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    return now - at >= STALE_BATCH
+
+
+def start_repairs_in_background(counter: "StatsCounter", every: float = 60.0):
+    """The sweep, in a daemon thread of the worker (a failed round is
+    retried the next time)."""
+    def run():
+        while not stop.wait(every):
+            try:
+                repaired = counter.repair_stale_batches()
+                if repaired:
+                    log.info("stale counting batches repaired", extra={"batches": repaired})
+            except Exception:
+                log.exception("repairing stale counting batches failed; retried next round")
+    stop = threading.Event()
+    thread = threading.Thread(target=run, name="tracking-batch-repair", daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass(frozen=True)
@@ -57,23 +93,28 @@ class StatsCounter:
        unless its batch's intent is still there;
     4. facts that depend on the class of an earlier one (an open's "unique
        human" follows the open's verdict, kept in its marker) in a second round;
-    5. the new markers' counters, summed per counter document ($inc upserts),
-       then the intent is deleted;
-    6. a marker of an unfinished batch (the worker died between 3 and 5)
-       gets its campaigns' counters rebuilt from the markers (after 5, so
-       this batch is in), and that intent is deleted.
+    5. the new markers' counts, one document per campaign (and hour) named
+       after the batch, by insert; then the intent is deleted;
+    6. an intent left open (its worker died between 2 and 5) is repaired
+       once it is STALE_BATCH old, here when its markers are met again or
+       by the sweep (repair_stale_batches): the batch's counts are worked
+       out from the markers it inserted and written under the same ids,
+       so what it wrote before it died is not written twice.
 
     A crash at any point leaves an intent or the offsets uncommitted; the
-    redelivered batch then counts nothing twice.
+    redelivered batch then counts nothing twice, and nobody else's counts
+    are touched (a repair used to rebuild the whole campaign from its
+    markers and delete every worker's counters: another worker counting
+    the same campaign then had its counts doubled or lost).
     """
 
     MEMORY = 200_000  # jobs remembered for rules 5 and 6
 
-    def __init__(self, store: TrackingStore, rules: CountingRules, shard: str | None = None):
+    def __init__(self, store: TrackingStore, rules: CountingRules,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self.store = store
         self.rules = rules
-        # One counter document per process and campaign (see store.py).
-        self.shard = shard or uuid.uuid4().hex[:12]
+        self.clock = clock
         self._first_at: dict = {}
         self._sent_at: dict[str, datetime] = {}
         self._last_click: dict[str, tuple[int, float]] = {}
@@ -105,7 +146,7 @@ class StatsCounter:
             classes = self._insert_markers(batch_id, facts, new, unfinished)
             facts = [follow for fact in facts if fact.then
                      for follow in fact.then(classes[fact.marker_id])]
-        self._increment(new)
+        self._increment(batch_id, new)
         self.store.end_batch(batch_id)
         self._repair(unfinished)
 
@@ -115,11 +156,29 @@ class StatsCounter:
                 self.store.recount(key[1], key[2])
                 continue
             intent = self.store.open_batch(key[1])
-            if intent is None:
-                continue  # repaired by another batch meanwhile
-            for campaign in intent["campaigns"]:
-                self.store.recount(campaign["c"], campaign["a"])
-            self.store.end_batch(key[1])
+            if intent is not None and _stale(intent, self.clock()):
+                self.repair_batch(intent)
+            # A younger one may still be written by its worker: left to it,
+            # or to the sweep once stale.
+
+    def repair_batch(self, intent: dict) -> None:
+        # Not for an account deleted since: its counters went with it.
+        erased = ErasedAccounts(self.store.db).among(c["a"] for c in intent["campaigns"])
+        accounts = {campaign["c"]: campaign["a"] for campaign in intent["campaigns"]
+                    if campaign["a"] not in erased}
+        totals, hourly = self.store.batch_counts(intent["_id"], accounts)
+        totals = {c: counts for c, counts in totals.items() if c in accounts}
+        hourly = {key: counts for key, counts in hourly.items() if key[0] in accounts}
+        self.store.add_batch_counts(intent["_id"], totals, hourly)
+        self.store.end_batch(intent["_id"])
+
+    def repair_stale_batches(self) -> int:
+        """The sweep: intents whose worker died, and whose events no batch
+        has met again (their offsets were committed by then)."""
+        intents = self.store.stale_batches(self.clock() - STALE_BATCH)
+        for intent in intents:
+            self.repair_batch(intent)
+        return len(intents)
 
     def _facts(self, event: Event, verdicts: dict[str, bool]) -> list[_Fact]:
         data, kind = event.data, event.type
@@ -263,7 +322,7 @@ class StatsCounter:
             self._open_batches[batch_id] = self.store.open_batch(batch_id) is not None
         return self._open_batches[batch_id]
 
-    def _increment(self, new: list[_Fact]) -> None:
+    def _increment(self, batch_id: str, new: list[_Fact]) -> None:
         totals: dict[str, tuple[str, Counter]] = {}
         hourly: dict[tuple[str, datetime], Counter] = {}
         for fact in new:
@@ -273,7 +332,7 @@ class StatsCounter:
             series = [f for f in fact.fields if not f.startswith("link_")]
             if hour is not None and series:
                 hourly.setdefault((fact.campaign_id, hour), Counter()).update(series)
-        self.store.increment_many(totals, hourly, self.shard)
+        self.store.add_batch_counts(batch_id, totals, hourly)
 
 
 def _cls(machine: bool) -> str:

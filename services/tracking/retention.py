@@ -53,6 +53,8 @@ def purge(db: Database, older_than: timedelta, now: datetime | None = None) -> d
 
 
 def _fold_markers(db: Database, campaign_id: str) -> int:
+    if db.batches.find_one({"campaigns.c": campaign_id}):
+        return 0  # a batch's repair is pending: it needs the markers (counting.py)
     raw = [m for m in db.markers.find({"c": campaign_id}, {"f": 1, "done": 1})
            if BASELINE not in m["_id"]]
     if not raw or not all(m.get("done") for m in raw):

@@ -8,12 +8,14 @@ done. A crash between the two leaves a marker not done: whoever sees it
 again rebuilds that campaign's counters from its markers (`recount`).
 The worker counts whole batches (counting.py): its markers are inserted
 done, tagged with the batch, whose intent document (`batches`) stays until
-the batch's counters are incremented; a marker of a batch whose intent is
-still there is treated as not done.
+the batch's counts are written; a marker of a batch whose intent is still
+there is treated as not done.
 
-Counters are sharded per worker process (`shard`): FerretDB 1.24 loses
-concurrent `$inc`s on one document, so no two processes ever update the same
-counter document; the stats sum the shards.
+A batch writes its counts as documents of its own (`<campaign>|b|<batch>`,
+and per hour), by insert: FerretDB 1.24 loses concurrent `$inc`s on one
+document, a repair writes the same ids again without counting twice, and
+nobody updates anyone else's document. The stats sum a campaign's
+documents (older ones, per worker process or from a recount, included).
 """
 from __future__ import annotations
 
@@ -133,8 +135,15 @@ class TrackingStore:
     # there may not be counted (the worker died in between).
     def begin_batch(self, batch_id: str, campaigns: list[tuple[str, str]]) -> None:
         # FerretDB 1.24 stores no nested arrays: one object per campaign.
-        self.db.batches.insert_one({"_id": batch_id, "campaigns": [
-            {"c": campaign_id, "a": account_id} for campaign_id, account_id in campaigns]})
+        self.db.batches.insert_one({"_id": batch_id, "at": datetime.now(timezone.utc),
+                                    "campaigns": [{"c": campaign_id, "a": account_id}
+                                                  for campaign_id, account_id in campaigns]})
+
+    def stale_batches(self, older_than: datetime, limit: int = 100) -> list[dict]:
+        """Intents left open before `older_than` (their worker died): an
+        intent without a time is from before times were written."""
+        return list(self.db.batches.find({"$or": [{"at": {"$lt": older_than}},
+                                                  {"at": {"$exists": False}}]}).limit(limit))
 
     def end_batch(self, batch_id: str) -> None:
         self.db.batches.delete_one({"_id": batch_id})
@@ -148,33 +157,36 @@ class TrackingStore:
     def mark_done(self, marker_id: str) -> None:
         self.db.markers.update_one({"_id": marker_id}, {"$set": {"done": True}})
 
-    def increment(self, campaign_id: str, account_id: str, fields: list[str],
-                  hour: datetime | None, shard: str) -> None:
-        inc = {name: 1 for name in fields}
-        self.db.counters.update_one({"_id": f"{campaign_id}|{shard}"},
-                                    {"$inc": inc, "$set": {"c": campaign_id,
-                                                           "account_id": account_id}},
-                                    upsert=True)
-        hourly = {name: 1 for name in fields if not name.startswith("link_")}
-        if hour is not None and hourly:
-            self.db.hourly.update_one({"_id": f"{campaign_id}|{hour.isoformat()}|{shard}"},
-                                      {"$inc": hourly, "$set": {"c": campaign_id, "hour": hour}},
-                                      upsert=True)
+    def add_batch_counts(self, batch_id: str, totals: dict[str, tuple[str, Counter]],
+                         hourly: dict[tuple[str, datetime], Counter]) -> None:
+        """A batch's counts: {campaign: (account, counts)} and {(campaign,
+        hour): counts}, each in a document of its own named after the batch,
+        by insert. Written again by a repair (batch_counts), the same ids
+        add nothing twice, and nobody else's counts are touched: a repair
+        used to rebuild the whole campaign, deleting every worker's
+        counters, and counts another worker added meanwhile were doubled
+        or lost."""
+        insert_new(self.db.counters, [
+            {"_id": f"{campaign_id}|b|{batch_id}", "c": campaign_id, "account_id": account_id,
+             **counts} for campaign_id, (account_id, counts) in totals.items()])
+        insert_new(self.db.hourly, [
+            {"_id": f"{campaign_id}|{_utc(hour).isoformat()}|b|{batch_id}", "c": campaign_id,
+             "hour": hour, **counts} for (campaign_id, hour), counts in hourly.items()])
 
-    def increment_many(self, totals: dict[str, tuple[str, Counter]],
-                       hourly: dict[tuple[str, datetime], Counter], shard: str) -> None:
-        """increment for a batch: {campaign: (account, counts)} and
-        {(campaign, hour): counts}, one update per counter document."""
-        _bulk(self.db.counters, [
-            UpdateOne({"_id": f"{campaign_id}|{shard}"},
-                      {"$inc": dict(counts), "$set": {"c": campaign_id, "account_id": account_id}},
-                      upsert=True)
-            for campaign_id, (account_id, counts) in totals.items()])
-        _bulk(self.db.hourly, [
-            UpdateOne({"_id": f"{campaign_id}|{hour.isoformat()}|{shard}"},
-                      {"$inc": dict(counts), "$set": {"c": campaign_id, "hour": hour}},
-                      upsert=True)
-            for (campaign_id, hour), counts in hourly.items()])
+    def batch_counts(self, batch_id: str, accounts: dict[str, str]
+                     ) -> tuple[dict[str, tuple[str, Counter]], dict[tuple[str, datetime], Counter]]:
+        """What a batch counted, from the markers it inserted (tagged with
+        it): for a batch whose worker died before or while it wrote them."""
+        totals: dict[str, tuple[str, Counter]] = {}
+        hourly: dict[tuple[str, datetime], Counter] = {}
+        for marker in self.db.markers.find({"b": batch_id}, {"c": 1, "f": 1, "h": 1}):
+            campaign_id = marker["c"]
+            totals.setdefault(campaign_id, (accounts.get(campaign_id, ""), Counter()))[1].update(
+                marker["f"])
+            series = [f for f in marker["f"] if not f.startswith("link_")]
+            if marker.get("h") is not None and series:
+                hourly.setdefault((campaign_id, marker["h"]), Counter()).update(series)
+        return totals, hourly
 
     def recount(self, campaign_id: str, account_id: str) -> None:
         """Rebuild the campaign's counters and hourly series from its markers."""
@@ -236,6 +248,11 @@ class TrackingStore:
     def unpark(self, event_ids: list[str]) -> None:
         if event_ids:
             self.db.pending_events.delete_many({"_id": {"$in": event_ids}})
+
+
+def _utc(when: datetime) -> datetime:
+    """One spelling of an hour in an id, whether it came from an event or a marker."""
+    return when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def _bulk(collection, operations: list) -> None:

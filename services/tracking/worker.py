@@ -1,7 +1,8 @@
 """The tracking worker: consumes its topics (see handlers.py) until SIGTERM."""
 from services.tracking import retention
+from services.tracking.counting import start_repairs_in_background
 from services.tracking.handlers import (COUNTED_TYPES, EXTRA_SETTINGS, GROUP, TOPICS,
-                                        build_batch_handler, build_handlers)
+                                        build_batch_handler, build_counter, build_handlers)
 from services.tracking.store import INDEXES
 from shared import mongo
 from shared.config import load_common
@@ -24,6 +25,7 @@ def main() -> None:
                              batch_types=COUNTED_TYPES)
 
     retention.start_in_background(runtime.db)
+    start_repairs_in_background(build_counter(runtime))
     run_worker(SERVICE, config, build_loop, runtime.readiness())
 
 
