@@ -61,6 +61,7 @@ class Dialect:
     bom: int             # bytes of BOM to skip at offset 0
     delimiter: str
     has_header: bool
+    newline: str = "\n"  # "\r" for a file with old Mac line endings (a lone CR)
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,10 @@ def sniff(head: bytes, delimiter: str | None = None, encoding: str | None = None
         known = {name.strip().lower() for name in (*EMAIL_HEADERS, *NAME_HEADERS, *header_names)}
         has_header = bool(first) and not any(LOOKS_LIKE_EMAIL.match(c) for c in first) \
             and any(cell.strip().lower() in known for cell in first)
-    return Dialect(encoding, bom, delimiter, has_header)
+    # Excel for Mac's "CSV (Macintosh)" ends lines with a lone CR: read as one
+    # line, such a file failed saying no column looked like an address.
+    newline = "\r" if b"\r" in head and b"\n" not in head else "\n"
+    return Dialect(encoding, bom, delimiter, has_header, newline)
 
 
 class _RunawayQuote(Exception):
@@ -161,13 +165,15 @@ class _Lines:
     """The file's physical lines from `offset`, decoded, as csv.reader pulls
     them; `ends` holds where each line of the record being read ends."""
 
-    def __init__(self, stream: BinaryIO, encoding: str, offset: int):
+    def __init__(self, stream: BinaryIO, encoding: str, offset: int, newline: str = "\n"):
         stream.seek(offset)
         self.stream = stream
         self.decode = decoder(encoding)
         self.position = offset
         self.ends: list[int] = []
         self.exhausted = False
+        self.newline = newline.encode()
+        self._buffer = b""  # read ahead of `position`, for lone-CR files only
 
     def __iter__(self) -> "_Lines":
         return self
@@ -175,13 +181,29 @@ class _Lines:
     def __next__(self) -> str:
         if len(self.ends) >= MAX_RECORD_LINES:
             raise _RunawayQuote
-        raw = self.stream.readline(MAX_LINE)
+        raw = self._readline()
         if not raw:
             self.exhausted = True
             raise StopIteration
         self.position += len(raw)
         self.ends.append(self.position)
         return self.decode(raw)
+
+
+    def _readline(self) -> bytes:
+        if self.newline == b"\n":
+            return self.stream.readline(MAX_LINE)
+        while True:  # binary readline knows no other line end
+            at = self._buffer.find(self.newline)
+            if at >= 0 or len(self._buffer) >= MAX_LINE:
+                cut = at + 1 if at >= 0 else MAX_LINE
+                line, self._buffer = self._buffer[:cut], self._buffer[cut:]
+                return line
+            chunk = self.stream.read(SNIFF_BYTES)
+            if not chunk:
+                line, self._buffer = self._buffer, b""
+                return line
+            self._buffer += chunk
 
 
 def records(stream: BinaryIO, dialect: Dialect, start_offset: int = 0,
@@ -197,7 +219,7 @@ def records(stream: BinaryIO, dialect: Dialect, start_offset: int = 0,
     offset = max(start_offset, dialect.bom)
     number = start_number
     while True:  # again from the line after each runaway quote
-        lines = _Lines(stream, dialect.encoding, offset)
+        lines = _Lines(stream, dialect.encoding, offset, dialect.newline)
         reader = csv.reader(lines, delimiter=dialect.delimiter, strict=False)
         while True:
             lines.ends.clear()

@@ -155,3 +155,17 @@ def test_a_first_row_is_a_header_only_when_it_names_a_column_we_know():
     assert read(b"E-Mail;Name\nbob@x.com;Bob\n")[0].has_header is True
     assert read(b"Correo,Nombre\nbob@x.com,Bob\n")[0].has_header is False
     assert read(b"Correo,Nombre\nbob@x.com,Bob\n", header_names=["correo"])[0].has_header is True
+
+
+def test_a_file_with_old_mac_line_endings_is_read_row_by_row_and_resumes():
+    """Excel for Mac's "CSV (Macintosh)" ends lines with a lone CR: the file
+    was one line, and the import failed saying no column looked like an address."""
+    data = b'email,name\ra@x.com,"Ann\rSecond line"\rb@x.com,Bob\rc@x.com,Cat\r'
+    dialect, items = read(data)
+    assert dialect.newline == "\r" and dialect.has_header is True
+    assert [r.cells for r in items[1:]] == [["a@x.com", "Ann\rSecond line"], ["b@x.com", "Bob"],
+                                            ["c@x.com", "Cat"]]
+    assert items[-1].end_offset == len(data)
+    stream = io.BytesIO(data)
+    again = list(csvread.records(stream, dialect, items[2].end_offset, items[2].number))
+    assert [r.cells for r in again] == [["c@x.com", "Cat"]]
