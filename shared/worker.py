@@ -71,3 +71,23 @@ class HelperLoops:
                 if not thread.is_alive() and not loop.stopping]
         if dead:
             raise RuntimeError(f"helper loop stopped: {', '.join(dead)}")
+
+
+def every(name: str, seconds: Callable[[], float], job: Callable[[], None],
+          first_wait: float = 60.0) -> threading.Thread:
+    """Run `job` now and then in a daemon thread of the worker (retention
+    purges, repairs): after `first_wait` seconds, then every `seconds()`.
+    A failed round is logged and tried again next time; the consumer never
+    waits for it."""
+    def run():
+        wait = first_wait
+        while not stop.wait(wait):
+            wait = seconds()
+            try:
+                job()
+            except Exception:
+                log.exception("%s failed; tried again next round", name)
+    stop = threading.Event()
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread

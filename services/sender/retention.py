@@ -10,7 +10,6 @@ campaign totals live in campaigns and tracking, not here.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta, timezone
 
 from pymongo.database import Database
@@ -18,6 +17,7 @@ from pymongo.database import Database
 from services.sender.domain import FINAL
 from shared.config import POSITIVE_INT, Setting, load
 from shared.mongo import delete_all
+from shared.worker import every
 
 log = logging.getLogger(__name__)
 MIN_DAYS = 8  # send.* topics keep 7 days
@@ -37,7 +37,7 @@ def purge(db: Database, older_than: timedelta, now: datetime | None = None) -> i
                                       "updated_at": {"$lt": cutoff}})
 
 
-def start_in_background(config, environ=None) -> threading.Thread:
+def start_in_background(config, environ=None):
     """The one line in the sender's main(): purge now and then, in a daemon
     thread (a failed round is retried next time; sending never waits)."""
     from shared import mongo
@@ -46,17 +46,8 @@ def start_in_background(config, environ=None) -> threading.Thread:
                         config.get("sender_db") or config.mongo_db_prefix + "sender")
     age = timedelta(days=settings.sender_retention_days)
 
-    def run():
-        wait = 60
-        while not stop.wait(wait):
-            wait = settings.retention_interval_seconds
-            try:
-                purged = purge(db, age)
-                if purged:
-                    log.info("sender retention purge", extra={"deliveries": purged})
-            except Exception:
-                log.exception("sender retention purge failed; retried next round")
-    stop = threading.Event()
-    thread = threading.Thread(target=run, name="sender-retention", daemon=True)
-    thread.start()
-    return thread
+    def purge_once():
+        purged = purge(db, age)
+        if purged:
+            log.info("sender retention purge", extra={"deliveries": purged})
+    return every("sender-retention", lambda: settings.retention_interval_seconds, purge_once)

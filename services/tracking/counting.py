@@ -7,7 +7,6 @@ tracking.bounced, finds its markers already there and counts once.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from services.tracking import domain
 from services.tracking.store import TrackingStore
 from shared.erased_accounts import ErasedAccounts
 from shared.events import Event
+from shared.worker import every
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +36,13 @@ def _stale(intent: dict, now: datetime) -> bool:
     return now - at >= STALE_BATCH
 
 
-def start_repairs_in_background(counter: "StatsCounter", every: float = 60.0):
-    """The sweep, in a daemon thread of the worker (a failed round is
-    retried the next time)."""
-    def run():
-        while not stop.wait(every):
-            try:
-                repaired = counter.repair_stale_batches()
-                if repaired:
-                    log.info("stale counting batches repaired", extra={"batches": repaired})
-            except Exception:
-                log.exception("repairing stale counting batches failed; retried next round")
-    stop = threading.Event()
-    thread = threading.Thread(target=run, name="tracking-batch-repair", daemon=True)
-    thread.start()
-    return thread
+def start_repairs_in_background(counter: "StatsCounter", seconds: float = 60.0):
+    """The sweep, every minute in a thread of the worker."""
+    def repair_once():
+        repaired = counter.repair_stale_batches()
+        if repaired:
+            log.info("stale counting batches repaired", extra={"batches": repaired})
+    return every("tracking-batch-repair", lambda: seconds, repair_once, first_wait=seconds)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ count as unique again. That is the price of not keeping contact ids.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -26,6 +25,7 @@ from pymongo.database import Database
 
 from shared.config import POSITIVE_INT, Setting, load
 from shared.mongo import delete_all
+from shared.worker import every
 
 log = logging.getLogger(__name__)
 BASELINE = "|baseline|"
@@ -74,23 +74,14 @@ def _fold_markers(db: Database, campaign_id: str) -> int:
     return len(ids)
 
 
-def start_in_background(db: Database, environ=None) -> threading.Thread:
+def start_in_background(db: Database, environ=None):
     """The one line in the worker: purge now and then, in a daemon thread,
     never stopping the consumer (a failed round is retried next time)."""
     config = load(SETTINGS, environ)
     age = timedelta(days=config.tracking_retention_days)
 
-    def run():
-        wait = 60
-        while not stop.wait(wait):
-            wait = config.retention_interval_seconds
-            try:
-                purged = purge(db, age)
-                if any(purged.values()):
-                    log.info("tracking retention purge", extra=purged)
-            except Exception:
-                log.exception("tracking retention purge failed; retried next round")
-    stop = threading.Event()
-    thread = threading.Thread(target=run, name="tracking-retention", daemon=True)
-    thread.start()
-    return thread
+    def purge_once():
+        purged = purge(db, age)
+        if any(purged.values()):
+            log.info("tracking retention purge", extra=purged)
+    return every("tracking-retention", lambda: config.retention_interval_seconds, purge_once)
