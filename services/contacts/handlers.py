@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
@@ -123,28 +124,39 @@ def _escalate(ports: usecases.Ports, contact: dict, status: str, reason: str) ->
         events.status_changed(ports.producer, contact, status, reason)
 
 
-def complained(ports: usecases.Ports, event: Event) -> None:
-    """A complaint: status complained, and the address is suppressed
-    platform-wide (no account mails it again)."""
+@dataclass(frozen=True)
+class _Mailed:
+    """The address an event's mail went to: its account, its hash, and the
+    contact when that address is the contact's current one."""
+    account_id: str
+    email_hash: str
+    contact: dict | None
+
+
+def _mailed(ports: usecases.Ports, event: Event) -> _Mailed | None:
+    """Mail sent before an address change is about the address of then
+    (the event's contact_revision), not the one the contact moved to, whose
+    owner would otherwise never be mailed by anyone again; mail to a
+    contact deleted through the API, about its remembered hash."""
     contact = _contact(ports, event)
     if contact is None:
         gone = _deleted(ports, event)
-        if gone is not None:
-            usecases.suppress(ports, PLATFORM, gone["email_hash"], "complaint", ACTOR,
-                              flush=False, origin_account_id=gone["account_id"])
-        return
+        return _Mailed(gone["account_id"], gone["email_hash"], None) if gone else None
     hash_, current = domain.address_at(contact, event.data.get("contact_revision"))
-    if not current:
-        # About a message to the address the contact had before a change:
-        # that address is suppressed, not the one it has now (whose owner
-        # would otherwise never be mailed by anyone again).
-        usecases.suppress(ports, PLATFORM, hash_, "complaint", ACTOR, flush=False,
-                          origin_account_id=contact["account_id"])
+    return _Mailed(contact["account_id"], hash_, contact if current else None)
+
+
+def complained(ports: usecases.Ports, event: Event) -> None:
+    """A complaint: status complained, and the address is suppressed
+    platform-wide (no account mails it again)."""
+    mailed = _mailed(ports, event)
+    if mailed is None:
         return
-    _escalate(ports, contact, "complained", "complaint")
-    usecases.suppress(ports, PLATFORM, contact["email_hash"], "complaint", ACTOR,
-                      contact_id=contact["_id"], flush=False,
-                      origin_account_id=contact["account_id"])
+    if mailed.contact:
+        _escalate(ports, mailed.contact, "complained", "complaint")
+    usecases.suppress(ports, PLATFORM, mailed.email_hash, "complaint", ACTOR,
+                      contact_id=mailed.contact["_id"] if mailed.contact else None, flush=False,
+                      origin_account_id=mailed.account_id)
 
 
 def bounced(ports: usecases.Ports, event: Event) -> None:
@@ -152,20 +164,13 @@ def bounced(ports: usecases.Ports, event: Event) -> None:
     bounces are the sender's business (retries)."""
     if event.data.get("bounce_type") != "hard":
         return
-    contact = _contact(ports, event)
-    if contact is None:
-        gone = _deleted(ports, event)
-        if gone is not None:
-            usecases.suppress(ports, gone["account_id"], gone["email_hash"], "hard_bounce",
-                              ACTOR, flush=False)
+    mailed = _mailed(ports, event)
+    if mailed is None:
         return
-    hash_, current = domain.address_at(contact, event.data.get("contact_revision"))
-    if not current:  # the old address bounced: the contact's new one is fine
-        usecases.suppress(ports, contact["account_id"], hash_, "hard_bounce", ACTOR, flush=False)
-        return
-    _escalate(ports, contact, "bounced", "hard_bounce")
-    usecases.suppress(ports, contact["account_id"], contact["email_hash"], "hard_bounce", ACTOR,
-                      contact_id=contact["_id"], flush=False)
+    if mailed.contact:
+        _escalate(ports, mailed.contact, "bounced", "hard_bounce")
+    usecases.suppress(ports, mailed.account_id, mailed.email_hash, "hard_bounce", ACTOR,
+                      contact_id=mailed.contact["_id"] if mailed.contact else None, flush=False)
 
 
 def reissue(ports: usecases.Ports, event: Event) -> None:
