@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
+import markupsafe
+
 from services.sender.dkim import Signer
 from services.sender.domain import Campaign, Job, hex_id, message_id
 from services.sender.mime import Part, Skeleton, needs_smtputf8, refuse_line_breaks
@@ -106,7 +108,9 @@ class Composer:
         if self.marketing and not templating.refers_to(text, templating.UNSUBSCRIBE_URL, False):
             text += "\n--\n{{ postal_address }}\nUnsubscribe: {{ unsubscribe_url }}\n"
         postal = self.campaign.postal_address
-        self._postal_html = str(html_lib.escape(postal)) if postal else ""
+        # As the template engine writes it (markupsafe: ' is &#39;, where
+        # html.escape writes &#x27;), so the check below finds what it wrote.
+        self._postal_html = str(markupsafe.escape(postal)) if postal else ""
         try:
             self.subject = templating.compile_template(template.get("subject") or "", False)
             self.html = templating.compile_template(html, True)

@@ -27,21 +27,22 @@ def signer(tmp_path_factory):
     return dkim.Signer(dkim.load_keys(key_dir))
 
 
-def compose(signer, *, tracking=True, html=HTML, name="Jane", kind="marketing", subject="Hi {{ name }}"):
+def compose(signer, *, tracking=True, html=HTML, name="Jane", kind="marketing", subject="Hi {{ name }}",
+            postal="1 Main St"):
     composer, job = composer_and_job(signer, tracking=tracking, html=html, name=name, kind=kind,
-                                     subject=subject)
+                                     subject=subject, postal=postal)
     out = composer.compose(job)
     return out, message_from_bytes(out.message, policy=policy.default), job
 
 
 def composer_and_job(signer, *, tracking=True, html=HTML, name="Jane", kind="marketing",
-                     subject="Hi {{ name }}"):
+                     subject="Hi {{ name }}", postal="1 Main St"):
     campaign = Campaign.from_launched(uuid.uuid4().hex, {
         "campaign_id": uuid.uuid4().hex,
         "template": {"version": 1, "subject": subject, "preheader": "Peek {{ name }}", "html": html,
                      "text": "Hi {{ name }}"},
         "sender": {"from_email": "news@sandesh.test"}, "tracking": tracking,
-        "postal_address": "1 Main St", "kind": kind})
+        "postal_address": postal, "kind": kind})
     job = Job(uuid.uuid4().hex, campaign.campaign_id, uuid.uuid4().hex, campaign.account_id,
               uuid.uuid4().hex, "jane@example.com", name, {}, 0, None, False, None)
     composer = Composer(campaign, ComposeSettings(KEYRING, "https://t.example", "sandesh.test"), signer)
@@ -104,6 +105,17 @@ def test_marketing_mail_carries_its_unsubscribe_link_and_address_whatever_the_te
     text = msg.get_body(("plain",)).get_content()
     for part in (body, text):
         assert unsubscribe in part and "1 Main St" in part
+
+
+def test_a_postal_address_with_quotes_gets_its_footer_once(signer):
+    """The rendered check looked for the address as html.escape writes it
+    (&#x27;), the template engine writes &#39;: every message with an
+    apostrophe in the address got a second footer."""
+    html = ('<html><body><p>Hi</p><a href="{{ unsubscribe_url }}">Leave</a> '
+            "{{ postal_address }}</body></html>")
+    _, msg, _ = compose(signer, html=html, postal="O'Brien & \"Sons\", 1 Main St")
+    body = msg.get_body(("html",)).get_content()
+    assert body.count("Brien") == 1 and body.count("/u/") == 1
 
 
 def test_a_line_break_from_merge_data_never_reaches_a_header(signer):
