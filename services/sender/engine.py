@@ -142,10 +142,9 @@ class Engine:
         claimed_at = time.perf_counter()
         sendable = self._screen(claimed, campaigns, result, outcomes)
         tasks = self._throttle(sendable, campaigns, result, outcomes)
-        waiting = {job.job_id for job in
-                   self._wait_behind_holds(sequences, [t.job for t in tasks], result, outcomes,
-                                           keep=False)}
-        tasks = [task for task in tasks if task.job.job_id not in waiting]
+        going = {job.job_id for job in
+                 self._wait_behind_holds(sequences, [t.job for t in tasks], result, outcomes)}
+        tasks = [task for task in tasks if task.job.job_id in going]
         self.deliveries.record(outcomes)
         screened_at = time.perf_counter()
         recording = self._send(tasks, result)
@@ -259,13 +258,12 @@ class Engine:
         room[campaign.campaign_id] = (left - 1, look_again_at)
         return None
 
-    def _wait_behind_holds(self, sequences, jobs, result, outcomes,
-                           keep: bool = True) -> list[Job]:
-        """The jobs not behind a held job in their sequence (partition); with
-        keep=False, those that are. A held job's partition is read again from
-        it, so a job after it sent now was sent again then: a deferred one at
-        once (its claim given back), every 2 s, each try another send.retry
-        copy. Those wait with it, their claims given back, no disposition."""
+    def _wait_behind_holds(self, sequences, jobs, result, outcomes) -> list[Job]:
+        """The jobs not behind a held job in their sequence (partition). A
+        held job's partition is read again from it, so a job after it sent
+        now was sent again then: a deferred one at once (its claim given
+        back), every 2 s, each try another send.retry copy. Those wait with
+        it, their claims given back, no disposition."""
         held = {job_id for job_id, hold in result.items() if hold is not None}
         behind: set[str] = set()
         for sequence in sequences:
@@ -278,7 +276,7 @@ class Engine:
         for job in waiting:
             outcomes.append((job.job_id, RELEASED, {}))
             result.pop(job.job_id, None)
-        return [job for job in jobs if job.job_id not in behind] if keep else waiting
+        return [job for job in jobs if job.job_id not in behind]
 
     def _claim(self, ready, result) -> list[Job]:
         """The jobs this sender now owns. Finished ones: announced again.
@@ -532,8 +530,11 @@ class Engine:
 
 
 def _first_of_each(jobs: list[Job]) -> list[Job]:
-    seen: set[str] = set()
-    return [job for job in jobs if not (job.job_id in seen or seen.add(job.job_id))]
+    """Each job id once, its first copy, in order."""
+    first: dict[str, Job] = {}
+    for job in jobs:
+        first.setdefault(job.job_id, job)
+    return list(first.values())
 
 
 def _by_campaign(jobs: list[Job]) -> dict[str, list[Job]]:
