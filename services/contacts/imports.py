@@ -191,9 +191,8 @@ def process(store: ContactsStore, producer: EventProducer, salt: str, job: dict,
                         break
                     pipeline.push(_prepare_batch(ctx, batch, writer))
                     batch = []
-            else:
-                if batch and not ctx.cancelling:
-                    pipeline.push(_prepare_batch(ctx, batch, writer))
+            if batch and not ctx.cancelling:
+                pipeline.push(_prepare_batch(ctx, batch, writer))
             # Every batch written is announced, consent logged and counted,
             # also when the import was cancelled meanwhile.
             pipeline.finish()

@@ -96,18 +96,23 @@ def handle_privacy_request(runtime, event) -> None:
                detail="restricted: no longer in any audience")
 
 
+def _consent_log(store: ContactsStore, account_id: str, contact_id: str) -> list[dict]:
+    return [_plain({k: v for k, v in entry.items() if k not in ("account_id", "contact_ids")})
+            for entry in store.consent.find({"account_id": account_id,
+                                             "contact_ids": contact_id}).sort("_id", 1)]
+
+
 def _collect_deleted(store: ContactsStore, deleted: dict) -> dict:
-    consent = [_plain({k: v for k, v in entry.items() if k not in ("account_id", "contact_ids")})
-               for entry in store.consent.find({"account_id": deleted["account_id"],
-                                                "contact_ids": deleted["_id"]}).sort("_id", 1)]
     return {"id": deleted["_id"], "deleted_at": _plain(deleted.get("deleted_at")),
-            "consent_log": consent}
+            "consent_log": _consent_log(store, deleted["account_id"], deleted["_id"])}
 
 
-def _forget_consent_of(store: ContactsStore, account_id: str, contact_id: str) -> None:
+def _forget_records_of(store: ContactsStore, account_id: str, contact_id: str) -> None:
+    """The contact's consent entries, and its id in the suppression log."""
     delete_all(store.consent, {"account_id": account_id, "contact_ids": [contact_id]})
     store.consent.update_many({"account_id": account_id, "contact_ids": contact_id},
                               {"$pull": {"contact_ids": contact_id}})
+    store.suppression_log.update_many({"contact_id": contact_id}, {"$unset": {"contact_id": ""}})
 
 
 def _find(store: ContactsStore, account_id: str, subject: dict) -> dict | None:
@@ -134,9 +139,7 @@ def collect(store: ContactsStore, contact: dict) -> dict:
                                                                {"name": 1})}
     memberships = [{"list_id": list_id, "list_name": names.get(list_id), **_plain(entry)}
                    for list_id, entry in (contact.get("lists") or {}).items()]
-    consent = [_plain({k: v for k, v in entry.items() if k not in ("account_id", "contact_ids")})
-               for entry in store.consent.find({"account_id": account_id,
-                                                "contact_ids": contact["_id"]}).sort("_id", 1)]
+    consent = _consent_log(store, account_id, contact["_id"])
     suppressions = [_suppression_told(e, account_id)
                     for e in store.suppression_entries(account_id, [contact["email_hash"]])]
     # The account's own additions and removals of the address, with their
@@ -192,9 +195,7 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
         # Deleted through the API before: its consent entries go, and the
         # other services hear its id, whose records they still keep.
         for gone in deleted:
-            _forget_consent_of(ports.store, gone["account_id"], gone["_id"])
-            ports.store.suppression_log.update_many({"contact_id": gone["_id"]},
-                                                    {"$unset": {"contact_id": ""}})
+            _forget_records_of(ports.store, gone["account_id"], gone["_id"])
         ids = [gone["_id"] for gone in deleted]
         answer(ports.producer, event, SERVICE, "done", contact_ids=ids)  # flushes
         ports.store.forget_deleted(ids)
@@ -205,8 +206,7 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
             if hash_ else None))
         return
     store, account_id = ports.store, contact["account_id"]
-    _forget_consent_of(store, account_id, contact_id)
-    store.suppression_log.update_many({"contact_id": contact_id}, {"$unset": {"contact_id": ""}})
+    _forget_records_of(store, account_id, contact_id)
     events.contact_erased(ports.producer, contact, request_id=event.data["request_id"])
     answer(ports.producer, event, SERVICE, "done", contact_ids=[contact_id])  # flushes
     # The tombstone follows the erased event: compaction then drops both.
