@@ -97,12 +97,12 @@ def file_encoding(stream: BinaryIO) -> str:
     otherwise (any byte string decodes). A file whose first accent comes
     after the sniffed head would otherwise import with U+FFFD in its cells.
     One pass in SCAN_BYTES chunks: memory stays flat."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
+    utf8 = codecs.getincrementaldecoder("utf-8")()  # not decoder(): strict, to find out
     stream.seek(0)
     try:
         while chunk := stream.read(SCAN_BYTES):
-            decoder.decode(chunk)
-        decoder.decode(b"", final=True)
+            utf8.decode(chunk)
+        utf8.decode(b"", final=True)
     except UnicodeDecodeError:
         return LEGACY
     finally:
@@ -188,7 +188,6 @@ class _Lines:
         self.position += len(raw)
         self.ends.append(self.position)
         return self.decode(raw)
-
 
     def _readline(self) -> bytes:
         if self.newline == b"\n":
