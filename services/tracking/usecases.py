@@ -66,6 +66,17 @@ def unsubscribe_event(claims: Claims, whole_account: bool, method: str) -> Event
                      id=_stable_id("unsubscribe", ctx.job_id, list_id or "all"))
 
 
+def publish_unsubscribe(event: Event, producer: Callable[[], EventProducer],
+                        store: TrackingStore, erased: Callable[[Event], bool]) -> str | None:
+    """An unsubscribe from the page, one-click or mail: published durably,
+    unless it is a test send's (nothing to unsubscribe, nothing to count)
+    or an erased contact's (already suppressed everywhere, and its id must
+    not come back). Returns where it went, None when it went nowhere."""
+    if event.data["contact_id"] in TEST_SEND_CONTACTS or erased(event):
+        return None
+    return publish_durably(event, producer, store)
+
+
 def publish_durably(event: Event, producer: Callable[[], EventProducer],
                     store: TrackingStore) -> str:
     """Kafka now, or MongoDB and relayed later: never lost. Returns where it went.
@@ -177,17 +188,19 @@ def _take_mailed_unsubscribe(claims: Claims, store: TrackingStore,
                              erased_contacts: ErasedContacts | None) -> BounceOutcome:
     """As the one-click POST does (public.unsubscribe): the list the link
     names, or every list; kept in MongoDB if Kafka will not take it."""
-    ctx = claims.context
     event = unsubscribe_event(claims, claims.list_id is None, "mail")
-    if ctx.contact_id in TEST_SEND_CONTACTS or (
-            erased_contacts is not None and erased_contacts.erased(ctx.account_id, ctx.contact_id)):
-        return BounceOutcome("ignored", ctx.job_id,
-                             reason="a test send's, or an erased contact's: nothing to unsubscribe")
+
+    def erased(e: Event) -> bool:
+        return erased_contacts is not None and erased_contacts.erased(e.account_id,
+                                                                      e.data["contact_id"])
     try:
-        publish_durably(event, producer, store)
+        went = publish_unsubscribe(event, producer, store, erased)
     except Exception as exc:
         raise BounceRejected(503, "unavailable", "could not record the unsubscribe; retry") from exc
-    return BounceOutcome("unsubscribe", ctx.job_id, event.id)
+    if went is None:
+        return BounceOutcome("ignored", claims.context.job_id,
+                             reason="a test send's, or an erased contact's: nothing to unsubscribe")
+    return BounceOutcome("unsubscribe", claims.context.job_id, event.id)
 
 
 def take_bounce_report(raw: bytes, keyring: Keyring, store: TrackingStore,
