@@ -9,12 +9,12 @@ A campaign becomes `sent` when every job of its audience is accounted for
 """
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared import templating
+from shared.events.envelope import to_json
 
 DRAFT, SCHEDULED, SENDING, PAUSED, SENT, CANCELLED = (
     "draft", "scheduled", "sending", "paused", "sent", "cancelled")
@@ -115,8 +115,8 @@ MAX_LAUNCH_BYTES = 950_000
 
 
 def encoded_size(value) -> int:
-    """Bytes `value` takes in an event (shared.events.envelope.encode)."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    """Bytes `value` takes in an event."""
+    return len(to_json(value))
 
 
 def template_size_problems(parts: dict) -> dict[str, list[str]]:

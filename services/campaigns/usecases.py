@@ -17,9 +17,9 @@ from shared import topics
 from shared.events import Event, new_event
 from shared.http.errors import ApiError, not_found
 from shared.jobs import job_id_for
-from shared.tracking_tokens import TEST_SEND_CONTACTS
 from shared.kafka.producer import EventProducer
 from shared.links import extract_links
+from shared.tracking_tokens import TEST_SEND_CONTACTS
 
 log = logging.getLogger(__name__)
 SOURCE = "campaigns"

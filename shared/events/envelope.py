@@ -55,7 +55,13 @@ def encode(event: Event) -> bytes:
 
     body = event.to_dict()
     validate(body)
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return to_json(body)
+
+
+def to_json(value: Any) -> bytes:
+    """JSON as every event is written (compact, UTF-8): also what a value
+    will weigh inside one."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def decode(raw: bytes | None) -> Event:
