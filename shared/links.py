@@ -1,9 +1,10 @@
 """Links in a template, in one place for both sides of tracking.
 
 The n-th distinct http(s) URL in an `<a href>` of the HTML (document order)
-is link index n; a URL with a merge field in it is not tracked. campaigns stores that list per template version (it travels
-in campaign.launched as template.links); the sender rewrites each href to
-the tracking URL for its index; tracking redirects index n back to URL n.
+is link index n; a URL with a merge field in it is not tracked. campaigns
+stores that list per template version (it travels in campaign.launched as
+template.links); the sender rewrites each href to the tracking URL for its
+index; tracking redirects index n back to URL n.
 """
 from __future__ import annotations
 

@@ -97,7 +97,8 @@ def claim(store: ContactsStore, owner: str, lease_seconds: int, now: datetime) -
         except DuplicateKeyError:
             continue  # another worker took this attempt
         return store.imports.find_one_and_update(
-            {"_id": candidate["_id"], "status": {"$in": ["pending", "running"]}},  # not cancelled since
+            # not cancelled since it was found
+            {"_id": candidate["_id"], "status": {"$in": ["pending", "running"]}},
             {"$set": {"status": "running", "lease_owner": owner,
                       "lease_until": now + timedelta(seconds=lease_seconds)},
              "$inc": {"attempts": 1}},
