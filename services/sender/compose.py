@@ -101,12 +101,9 @@ class Composer:
             html = _insert_after_body_open(
                 html, '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">'
                       f"{preheader}</div>")
-        if self.marketing and not templating.refers_to(html, templating.UNSUBSCRIBE_URL, True):
-            html = _insert_before_body_close(
-                html, '<p style="font-size:12px;color:#666">{{ postal_address }}<br>'
-                      '<a href="{{ unsubscribe_url }}">Unsubscribe</a></p>')
-        if self.marketing and not templating.refers_to(text, templating.UNSUBSCRIBE_URL, False):
-            text += "\n--\n{{ postal_address }}\nUnsubscribe: {{ unsubscribe_url }}\n"
+        # No footer here: _compliant adds it to each rendered message that
+        # lacks the link or the address (campaigns adds the placeholders at
+        # save; a template made before, or one that hides them, gets it there).
         postal = self.campaign.postal_address
         # As the template engine writes it (markupsafe: ' is &#39;, where
         # html.escape writes &#x27;), so the check below finds what it wrote.
