@@ -11,6 +11,8 @@
    hand-over to Kafka is replaced by a sink that counts and drops them (200k
    benchmark events have no business on the shared contacts.events topic).
    Peak RSS is read from /proc/self/status (VmHWM, reset before the import).
+   The CPU each process spent per row is printed beside it: FerretDB's, and
+   this process's, which runs the import's Python.
 3. The ceiling: the same contact documents, built beforehand batch by batch,
    written with plain insert_many into a fresh collection of the same server.
 Prints both rates, the ratio (target >= 0.6) and the memory figures. The
@@ -31,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.send import cpu  # noqa: E402
 from bench.sinks import CountingSink  # noqa: E402
 from devstack.env import load_stack_env  # noqa: E402
 from services.contacts import domain, imports  # noqa: E402
@@ -173,8 +176,12 @@ def main() -> None:
             peak_reset = reset_peak_rss()
             upload = Path(tmp) / "upload.csv"
             os.link(path, upload)   # the import deletes its upload when done
+            this_process = {os.getpid(): "the import (this process)"}
+            before = cpu.snapshot(this_process)
             elapsed, done, events, samples = run_import(store, upload, size, account_id, list_id,
                                                         args.batch, tmp)
+            import_cpu = cpu.report(before, cpu.snapshot(this_process, among=before), args.rows,
+                                    unit="row")
             peak = status_kb("VmHWM") if peak_reset else max(samples or [0])
             counters = done["counters"]
             assert done["status"] == "done", done
@@ -187,11 +194,17 @@ def main() -> None:
             print(f"memory:  RSS {rss_before / 1024:.0f} MB before, peak {peak / 1024:.0f} MB "
                   f"during the import; RSS over time (MB): "
                   + ", ".join(f"{s / 1024:.0f}" for s in samples[::quarter][:5]))
+            print(f"         {import_cpu}")
+            ferretdb = cpu.pid_of("ferretdb")
+            ferretdb_before = cpu.cpu_seconds(ferretdb) if ferretdb else 0.0
             ceiling_elapsed, inserted = run_ceiling(db, path, account_id, list_id, definitions,
                                                     args.batch)
             ceiling_rate = inserted / ceiling_elapsed
             print(f"ceiling: insert_many of {inserted:,} identical documents in "
                   f"{ceiling_elapsed:.1f} s = {ceiling_rate:,.0f} rows/s")
+            if ferretdb:
+                used = cpu.cpu_seconds(ferretdb) - ferretdb_before
+                print(f"         FerretDB CPU ms per row: {used * 1000 / inserted:.2f}")
             print(f"ratio:   import / ceiling = {import_rate / ceiling_rate:.2f} (target >= 0.6)")
             indexed_elapsed, inserted = run_ceiling(db, path, account_id, list_id, definitions,
                                                     args.batch, unique_index=True)

@@ -158,8 +158,8 @@ class Sampler:
         return next(s for s in self.samples if s.at >= moment)
 
 
-def report(before: Snapshot, after: Snapshot, messages: int) -> str:
-    """CPU ms per message for each role that used any, and how busy the
+def report(before: Snapshot, after: Snapshot, messages: int, unit: str = "message") -> str:
+    """CPU ms per message (or per `unit`) for each role that used any, and how busy the
     machine was. A process started in between counts from zero; one that
     exited in between is missing from the figures (its CPU is not known)."""
     elapsed = max(after.at - before.at, 1e-9)
@@ -173,7 +173,7 @@ def report(before: Snapshot, after: Snapshot, messages: int) -> str:
              for name, seconds in sorted(used.items(), key=lambda item: -item[1])]
     total = sum(used.values())
     machine = (after.machine_busy - before.machine_busy) / elapsed
-    return (f"CPU ms per message: {', '.join(parts)}; stack total {total * 1000 / messages:.2f} ms. "
+    return (f"CPU ms per {unit}: {', '.join(parts)}; stack total {total * 1000 / messages:.2f} ms. "
             f"The machine was {machine:.0%} busy of {after.cores * 100}% "
             f"(the stack {total / elapsed:.0%})")
 
