@@ -166,6 +166,23 @@ def test_a_latin1_file_whose_first_accent_is_far_down_keeps_it(client, app, sett
     assert [(c["email"], c["name"]) for c in found] == [("zoé@example.com", "Zoé Müller")]
 
 
+def test_the_first_row_of_an_address_wins_when_its_duplicate_is_in_the_next_batch(
+        client, app, settings, setup):
+    """Batches are written two at a time; one holding an address that the
+    batch before it also holds waits for it. Without that wait the later
+    row could create the contact and the first be skipped as its duplicate."""
+    data = "email,name\n" + "".join(f"pair{i}@example.com,First {i}\n"
+                                     f"pair{i}@example.com,Second {i}\n" for i in range(30))
+    job = upload(client, setup, data.encode()).get_json()
+    run_worker(app, settings, batch_rows=1)
+    job = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert job["status"] == "done", job
+    assert (job["counters"]["created"], job["counters"]["skipped_duplicate"]) == (30, 30), job
+    names = {c["email"]: c["name"] for c in
+             client.get(f"{V1}/contacts?email_prefix=pair&limit=100").get_json()["items"]}
+    assert names == {f"pair{i}@example.com": f"First {i}" for i in range(30)}
+
+
 def test_no_header_with_an_explicit_mapping(client, app, settings, setup):
     data = b"Pune,x1@example.com,X One\nGoa,x2@example.com,X Two\n"
     job = upload(client, setup, data, mapping={"email": 1, "name": 2, "fields": {"city": 0}},
