@@ -6,11 +6,14 @@
    second account, so the account filter has something to skip) into a
    throwaway database of the stack's MongoDB server, with the contacts
    indexes the service creates (ensure_contacts_indexes).
+   One contact in ten is on a list, one in a hundred has bounced.
 2. Pages through ContactsStore.search_contacts exactly as GET /contacts
-   does (no search filter, `limit` per page, cursor = last _id): the first
-   page, and a page at a cursor 90% of the way through. Each is timed
-   --repeat times; the median is printed, with the server's explain of the
-   query (MongoDB: the winning plan; FerretDB: what it pushed down to SQLite).
+   does (`limit` per page, cursor = last _id): the first page, and a page
+   at a cursor 90% of the way through, with no filter, then with each kind
+   of filter: the list (10% match), a status (1%), an email prefix and a
+   name (one contact each). Each is timed --repeat times; the median is
+   printed, with the server's explain of the query (MongoDB: the winning
+   plan; FerretDB: what it pushed down to SQLite).
 The database is dropped at the end. Keep N small on a shared machine.
 """
 from __future__ import annotations
@@ -35,31 +38,50 @@ SALT = "bench-salt"
 BATCH = 1000
 
 
-def insert(store: ContactsStore, account_id: str, count: int, tag: str) -> list[str]:
+def insert(store: ContactsStore, account_id: str, count: int, tag: str, list_id: str) -> list[str]:
     at = domain.now()
     ids: list[str] = []
     for start in range(0, count, BATCH):
-        docs = [contact_document(account_id, domain.address(f"{tag}{i}@mail{i % 40}.example.com",
-                                                            SALT),
-                                 name=f"Person {i}", fields={}, at=at, origin={"via": "bench"})
+        docs = [bench_contact(account_id, i, tag, list_id, at)
                 for i in range(start, min(count, start + BATCH))]
         store.contacts.insert_many(docs, ordered=False)
         ids += [d["_id"] for d in docs]
     return ids
 
 
-def timed_page(store: ContactsStore, account_id: str, after: str | None, limit: int,
-               repeat: int) -> tuple[float, int]:
+def bench_contact(account_id: str, i: int, tag: str, list_id: str, at) -> dict:
+    doc = contact_document(account_id, domain.address(f"{tag}{i}@mail{i % 40}.example.com", SALT),
+                           name=f"Person {i}", fields={}, at=at, origin={"via": "bench"})
+    if i % 10 == 0:
+        doc["lists"] = {list_id: domain.membership("subscribed", "api", at)}
+        doc["list_ids"] = doc["subscribed_list_ids"] = [list_id]
+    if i % 100 == 7:
+        doc["status"] = "bounced"
+    return doc
+
+
+def filters(list_id: str, contacts: int) -> dict[str, dict]:
+    """GET /contacts' filters, as usecases.search_query builds them."""
+    rare = contacts * 3 // 4   # one contact, three quarters of the way through
+    return {"no filter": {}, "list (10%)": {"list_ids": list_id},
+            "status (1%)": {"status": "bounced"},
+            "email prefix (1)": {"email": {"$regex": f"^p{rare}@"}},
+            "name (1)": {"name": {"$regex": f"^person {rare}$", "$options": "i"}}}
+
+
+def timed_page(store: ContactsStore, account_id: str, query: dict, after: str | None,
+               limit: int, repeat: int) -> tuple[float, int]:
     times, got = [], 0
     for _ in range(repeat):
         t = time.perf_counter()
-        got = len(store.search_contacts(account_id, {}, after, limit))
+        got = len(store.search_contacts(account_id, query, after, limit))
         times.append((time.perf_counter() - t) * 1000)
     return statistics.median(times), got
 
 
-def plan(store: ContactsStore, account_id: str, after: str | None, limit: int) -> str:
-    query = {"account_id": account_id, **({"_id": {"$gt": after}} if after else {})}
+def plan(store: ContactsStore, account_id: str, filter_: dict, after: str | None,
+         limit: int) -> str:
+    query = {**filter_, "account_id": account_id, **({"_id": {"$gt": after}} if after else {})}
     try:
         explained = store.contacts.find(query).sort("_id", 1).limit(limit + 1).explain()
     except Exception as exc:   # not every server explains
@@ -92,15 +114,18 @@ def main() -> None:
         server = "FerretDB" if is_ferretdb(db) else "MongoDB"
         indexes = [list(ix["key"].items()) for ix in store.contacts.list_indexes()]
         t = time.perf_counter()
-        ids = sorted(insert(store, account_id, args.contacts, "p"))
-        insert(store, other_id, args.contacts // 10, "o")
+        list_id = domain.new_id()
+        ids = sorted(insert(store, account_id, args.contacts, "p", list_id))
+        insert(store, other_id, args.contacts // 10, "o", domain.new_id())
         print(f"{server}: inserted {args.contacts:,} contacts (+{args.contacts // 10:,} of "
               f"another account) in {time.perf_counter() - t:.1f} s; contacts indexes: {indexes}")
         deep = ids[int(len(ids) * 0.9)]
-        for label, after in (("first page", None), ("deep cursor (90%)", deep)):
-            ms, got = timed_page(store, account_id, after, args.limit, args.repeat)
-            print(f"{label:18} {ms:9.1f} ms per page of {got - (got > args.limit)} "
-                  f"(median of {args.repeat}); plan: {plan(store, account_id, after, args.limit)}")
+        for name, query in filters(list_id, args.contacts).items():
+            for label, after in (("first page", None), ("deep cursor (90%)", deep)):
+                ms, got = timed_page(store, account_id, query, after, args.limit, args.repeat)
+                print(f"{name:17} {label:18} {ms:9.1f} ms per page of "
+                      f"{got - (got > args.limit)} (median of {args.repeat}); "
+                      f"plan: {plan(store, account_id, query, after, args.limit)}")
     finally:
         mongo.client(uri).drop_database(db_name)
 
