@@ -8,6 +8,7 @@ from flask import Response, g, request
 from requests.adapters import HTTPAdapter
 
 from shared.http.app import request_target
+from shared.http.blueprint import MAX_JSON_BYTES
 from shared.http.errors import ApiError
 from shared.http.internal_auth import Identity, signed_headers
 
@@ -32,10 +33,30 @@ class _SizedStream:
 
 
 def _request_body():
-    if request.content_length:
-        return _SizedStream(request.stream, request.content_length)
-    if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
-        return iter(lambda: request.stream.read(64 * 1024), b"")
+    """A file upload (multipart form data) streamed on, unread; any other
+    body read whole (it is JSON, capped as the services cap it), so that its
+    digest can be signed."""
+    if request.mimetype == "multipart/form-data":
+        if request.content_length:
+            return _SizedStream(request.stream, request.content_length)
+        if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return iter(lambda: request.stream.read(64 * 1024), b"")
+        return None
+    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
+        raise ApiError(413, "payload_too_large",
+                       f"a JSON body may be at most {MAX_JSON_BYTES} bytes")
+    request.max_content_length = MAX_JSON_BYTES   # a chunked body is cut there (413)
+    return request.get_data()
+
+
+def _signable(data) -> bytes | None:
+    """The bytes a call sends, or None for a stream (signed as unsigned)."""
+    if data is None:
+        return b""
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, bytes):
+        return data
     return None
 
 
@@ -54,7 +75,10 @@ class Upstreams:
               headers: dict[str, str], data=None, stream: bool = False,
               timeout=None) -> requests.Response:
         headers = dict(headers)
-        headers.update(signed_headers(self.secret, method, target, identity))
+        signed = _signable(data)
+        if isinstance(data, str):
+            data = signed   # sent as the very bytes signed
+        headers.update(signed_headers(self.secret, method, target, identity, signed))
         headers["X-Request-Id"] = getattr(g, "request_id", "")
         try:
             return self.session.request(method, self.urls[service] + target, data=data,

@@ -63,7 +63,8 @@ def create_service_app(service: str, config: Config, *, title: str,
                 and not request.path.startswith(public):
             try:
                 g.identity = internal_auth.verify(config.internal_secret, request.headers,
-                                                  request.method, request_target())
+                                                  request.method, request_target(),
+                                                  lambda: request.get_data(cache=True))
             except internal_auth.InvalidSignature as exc:
                 raise ApiError(401, "unauthenticated", str(exc))
 

@@ -1,5 +1,6 @@
 """The gateway in-process against the real FerretDB, with upstreams that
 are down, slow, or real services on a loopback port."""
+import hashlib
 import socket
 import threading
 import time
@@ -48,6 +49,11 @@ def real_upstream(mongo_uri, kafka_bootstrap, unique):
         body = request.get_data()
         return {"length": len(body), "sha": __import__("hashlib").sha256(body).hexdigest(),
                 "content_length": request.headers.get("Content-Length")}
+
+    @app.post("/api/v1/campaigns/signed-headers")
+    def signed_headers_seen():
+        from flask import request
+        return {k: v for k, v in request.headers.items() if k.startswith("X-Sandesh-")}
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -300,6 +306,55 @@ def test_request_bodies_are_streamed_to_the_service_intact(gateway):
     assert response.status_code == 200, response.get_json()
     assert response.get_json() == {"length": len(body), "sha": hashlib.sha256(body).hexdigest(),
                                    "content_length": str(len(body))}
+
+
+def test_a_file_upload_is_streamed_to_the_service_unsigned_and_intact(gateway):
+    import hashlib
+    _, key, _ = new_account(gateway)
+    boundary = "sandeshboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"c.csv\"\r\nContent-Type: text/csv\r\n\r\n").encode() + \
+        b"".join(b"user%d@example.com\n" % i for i in range(20000)) + \
+        f"\r\n--{boundary}--\r\n".encode()
+    response = gateway.post("/api/v1/campaigns/echo", data=body, headers=auth(key),
+                            content_type=f"multipart/form-data; boundary={boundary}")
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["sha"] == hashlib.sha256(body).hexdigest()
+
+
+def test_a_signed_request_replayed_with_another_body_is_refused(gateway, real_upstream):
+    """The signature covers the body: one seen on the network and sent
+    again straight to the service, within its five minutes, with a body of
+    the sender's choosing, gets 401."""
+    import requests
+    _, key, _ = new_account(gateway)
+    body = b'{"name": "Spring sale"}'
+    seen = gateway.post("/api/v1/campaigns/signed-headers", data=body, headers=auth(key),
+                        content_type="application/json")
+    assert seen.status_code == 200, seen.get_json()
+    signed = seen.get_json()
+    assert signed["X-Sandesh-Content-Sha256"] == hashlib.sha256(body).hexdigest()
+    url = real_upstream + "/api/v1/campaigns/signed-headers"
+    same = requests.post(url, data=body, headers={**signed, "Content-Type": "application/json"},
+                         timeout=5)
+    assert same.status_code == 200
+    other = requests.post(url, data=b'{"name": "Mallory"}', timeout=5,
+                          headers={**signed, "Content-Type": "application/json"})
+    assert other.status_code == 401
+    assert "body" in other.json()["error"]["message"]
+    as_upload = requests.post(url, data=b"x", timeout=5, headers={
+        **signed, "X-Sandesh-Content-SHA256": "UNSIGNED-PAYLOAD",
+        "Content-Type": "multipart/form-data; boundary=b"})
+    assert as_upload.status_code == 401
+
+
+def test_a_json_body_over_the_limit_is_413_at_the_gateway(gateway):
+    from shared.http.blueprint import MAX_JSON_BYTES
+    _, key, _ = new_account(gateway)
+    response = gateway.post("/api/v1/campaigns/echo", data=b" " * (MAX_JSON_BYTES + 1),
+                            headers=auth(key), content_type="application/json")
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "payload_too_large"
 
 
 def test_usage_is_an_error_when_a_service_cannot_give_its_figures(mongo_uri, unique, real_upstream):

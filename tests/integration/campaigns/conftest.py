@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from shared.http.internal_auth import Identity, signed_headers
+from shared.http.internal_auth import Identity
 from shared.kafka.memory import InMemoryBroker
 from shared.kafka.producer import EventProducer
+from tests.signed import signed_open
 
 SECRET = "internal-secret-for-campaigns-tests"
 
@@ -21,8 +22,7 @@ class Client:
     def call(self, method: str, path: str, body=None, account_id: str | None = None,
              principal: str = "key-test"):
         identity = Identity(account_id or self.account_id, principal)
-        headers = signed_headers(SECRET, method, path, identity)
-        return self.flask.open(path, method=method, json=body, headers=headers)
+        return signed_open(self.flask, SECRET, identity, method, path, json=body)
 
     def get(self, path, **kw):
         return self.call("GET", path, **kw)

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from shared.http.internal_auth import Identity, signed_headers
+from shared.http.internal_auth import Identity
 from shared.kafka.memory import InMemoryBroker
 from shared.kafka.producer import EventProducer
+from tests.signed import signed_open
 
 SECRET = "internal-secret-for-contacts-tests"
 SALT = "salt-for-contacts-tests"
@@ -21,10 +22,7 @@ class Client:
 
     def call(self, method: str, path: str, body=None, account_id: str | None = None, **kw):
         identity = Identity(account_id or self.account_id, "key-test")
-        headers = {**signed_headers(SECRET, method, path, identity), **kw.pop("headers", {})}
-        if body is not None:
-            kw["json"] = body
-        return self.flask.open(path, method=method, headers=headers, **kw)
+        return signed_open(self.flask, SECRET, identity, method, path, json=body, **kw)
 
     def get(self, path, **kw):
         return self.call("GET", path, **kw)

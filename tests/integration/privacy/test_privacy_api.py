@@ -10,7 +10,8 @@ from services.privacy import aggregates, usecases
 from services.privacy.app import create_app
 from services.privacy.store import PrivacyStore
 from shared.events import new_event
-from shared.http.internal_auth import Identity, signed_headers
+from shared.http.internal_auth import Identity
+from tests.signed import signed_open
 
 SECRET = "internal-secret-for-tests"
 
@@ -32,8 +33,7 @@ class Caller:
         self.identity = Identity(account_id, principal)
 
     def __call__(self, method, path, **kwargs):
-        headers = signed_headers(SECRET, method, path, self.identity)
-        return self.client.open(path, method=method, headers=headers, **kwargs)
+        return signed_open(self.client, SECRET, self.identity, method, path, **kwargs)
 
 
 @pytest.fixture
