@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -114,6 +115,10 @@ class SmtpMessenger:
         self._batch: _Batch | None = None
         self._in_flight: dict[str, int] = {}
         self._closing = False
+        # Each connection thread's connection while it is inside a
+        # transaction (thread name -> connection), for cut_transactions.
+        self._live: dict[str, smtplib.SMTP] = {}
+        self._cut = False
         lanes = spread(relays, connections)
         self.compose_ahead = 2 * len(lanes)
         self._threads = [threading.Thread(target=self._run, args=(relay, f"smtp-{i}"), daemon=True,
@@ -160,6 +165,22 @@ class SmtpMessenger:
             self._closing = True
             for condition in (self._cond, self._work, self._room):
                 condition.notify_all()
+
+    def cut_transactions(self) -> int:
+        """Shutting down, out of time: cut the connections still inside a
+        transaction (a relay slow to answer kept a SIGTERM past its 30 s).
+        Their tasks come back RELEASED when nothing was sent yet, TRANSIENT
+        when the relay may have the message (retried later, same Message-ID,
+        as after a kill -9); none is tried again here. Returns how many."""
+        with self._cond:
+            self._cut = True
+        live = list(self._live.values())
+        for conn in live:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)  # the thread's read returns at once
+            except (AttributeError, OSError):
+                pass  # closed meanwhile
+        return len(live)
 
     def close(self) -> None:
         self.release()
@@ -315,10 +336,12 @@ class SmtpMessenger:
     def _deliver(self, relay: Relay, conn: smtplib.SMTP | None, task: SendTask):
         """One SMTP transaction. Returns the connection to keep (None if it broke)."""
         out = task.outgoing
+        name = threading.current_thread().name
         for fresh in (conn is None, True):  # a reused connection may have timed out: once more
             try:
                 if conn is None:
                     conn = self._connect(relay)
+                self._live[name] = conn
                 code, reply = self._transaction(conn, out)
                 task.code, task.reply = code, reply
                 task.outcome = classify(code)
@@ -328,9 +351,16 @@ class SmtpMessenger:
             except OSError as exc:  # smtplib's errors are OSErrors too (AUTH refused, no SMTPUTF8)
                 _close(conn)
                 conn = None
-                if fresh or getattr(exc, "_sandesh_after_mail", False):
+                after_mail = getattr(exc, "_sandesh_after_mail", False)
+                if self._cut:
+                    task.code, task.reply = None, "shutting down: transaction cut"
+                    task.outcome = TRANSIENT if after_mail else RELEASED
+                    return None
+                if fresh or after_mail:
                     task.code, task.reply, task.outcome = None, _text(f"connection: {exc}"), TRANSIENT
                     return None
+            finally:
+                self._live.pop(name, None)
         return conn
 
     @staticmethod

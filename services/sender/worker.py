@@ -154,9 +154,19 @@ def main() -> None:
     loop, state_loops, producer, messenger = build(config)
     retention.start_in_background(config)
 
+    # A SIGTERM lets the transactions in flight finish, but a relay slow to
+    # answer could hold one for ever (each reply within SMTP_TIMEOUT): past
+    # this, they are cut, so the sender records, commits and exits within the
+    # 30 s it is promised (Kubernetes kills it at 40).
+    cut_after = float(os.environ.get("SANDESH_SENDER_SHUTDOWN_CUT_SECONDS", "20"))
+    cut = threading.Timer(cut_after, messenger.cut_transactions)
+    cut.daemon = True
+
     def stop(*_args):
         loop.stop()
         helpers.stop()
+        if not cut.is_alive() and not cut.finished.is_set():
+            cut.start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

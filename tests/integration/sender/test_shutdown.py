@@ -1,0 +1,101 @@
+"""SIGTERM against a relay that never finishes a transaction: the sender
+still exits in time, and the message it was sending is retried later."""
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from shared import topics
+from tests.integration.sender.harness import Senders, dump_logs, hexid, recipients
+
+pytestmark = pytest.mark.timeout(200)
+
+
+class StallingRelay:
+    """Takes a message up to its final dot, then answers with a continuation
+    line ("250-...") every second, for ever: each reply comes well within
+    the sender's SMTP timeout, so only a cut ends the transaction."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.stalling = threading.Event()
+        self.cut = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn: socket.socket) -> None:
+        lines = conn.makefile("rb")
+        try:
+            conn.sendall(b"220 stalling.test ESMTP\r\n")
+            for line in lines:
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    conn.sendall(b"250 stalling.test\r\n")
+                elif verb == b"DATA":
+                    conn.sendall(b"354 go on\r\n")
+                    for body_line in lines:
+                        if body_line == b".\r\n":
+                            break
+                    self.stalling.set()
+                    while True:
+                        conn.sendall(b"250-still thinking\r\n")
+                        time.sleep(1)
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    conn.sendall(b"250 ok\r\n")
+            self.cut.set()  # the sender closed its end
+        except OSError:
+            self.cut.set()
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def relay():
+    relay = StallingRelay()
+    yield relay
+    relay.close()
+
+
+def test_a_sigterm_cuts_a_transaction_the_relay_never_finishes_and_the_job_is_retried(
+        stack_env, tmp_path, sink, unique, relay):
+    senders = Senders(stack_env, tmp_path, sink, unique, SANDESH_SMTP_PORT=relay.port,
+                      SANDESH_SMTP_CONNECTIONS=1, SANDESH_SENDER_SHUTDOWN_CUT_SECONDS=3,
+                      SANDESH_SEND_RETRY_BASE_SECONDS=3600)
+    try:
+        proc = senders.start()
+        account, campaign = hexid(), hexid()
+        senders.launch(account, campaign)
+        [job_id] = senders.jobs(account, campaign, recipients(1, unique))
+        senders.wait(relay.stalling.is_set, 90, "the relay to hold the message")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(40)
+        took = time.monotonic() - started
+        assert proc.returncode == 0, dump_logs(tmp_path)
+        # cut 3 s after the SIGTERM; without the cut it waited for ever
+        assert took < 15, took
+        assert relay.cut.wait(5)
+        deferred = [e for e in senders.events() if e.data.get("job_id") == job_id]
+        assert [e.type for e in deferred] == ["delivery.deferred"], deferred
+        retried = [e for e in senders.events(topics.SEND_RETRY) if e.data["job_id"] == job_id]
+        assert len(retried) == 1 and retried[0].data["attempt"] == 1
+    finally:
+        senders.dispose()
