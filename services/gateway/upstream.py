@@ -10,7 +10,7 @@ from requests.adapters import HTTPAdapter
 from shared.http.app import request_target
 from shared.http.blueprint import MAX_JSON_BYTES
 from shared.http.errors import ApiError
-from shared.http.internal_auth import Identity, signed_headers
+from shared.http.internal_auth import Identity, canonical_target, signed_headers
 
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "if-none-match")
 FORWARDED_RESPONSE_HEADERS = ("content-type", "content-disposition", "location", "retry-after",
@@ -74,6 +74,7 @@ class Upstreams:
     def _call(self, service: str, method: str, target: str, identity: Identity,
               headers: dict[str, str], data=None, stream: bool = False,
               timeout=None) -> requests.Response:
+        """`target`: the path escaped and the query, as request_target() gives them."""
         headers = dict(headers)
         signed = _signable(data)
         if isinstance(data, str):
@@ -81,7 +82,7 @@ class Upstreams:
         headers.update(signed_headers(self.secret, method, target, identity, signed))
         headers["X-Request-Id"] = getattr(g, "request_id", "")
         try:
-            return self.session.request(method, self.urls[service] + target, data=data,
+            return self.session.request(method, self.urls[service] + canonical_target(target), data=data,
                                         headers=headers, stream=stream,
                                         timeout=timeout or self.timeout, allow_redirects=False)
         except requests.exceptions.ConnectTimeout:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Callable, Iterable, Mapping
+from urllib.parse import quote
 
 import flask_smorest
 from flask import Flask, Response, g, jsonify, request
@@ -25,9 +26,18 @@ REQUEST_ID = "X-Request-Id"
 ReadinessCheck = Callable[[], None]  # raises when not ready
 
 
+# What a path may hold as is (RFC 3986 pchar and "/"): anything else, "?",
+# "#" and "%" among it, is escaped again.
+_PATH_AS_IS = "/!$&'()*+,;=:@"
+
+
 def request_target() -> str:
-    query = request.query_string.decode("latin-1")
-    return request.path + (f"?{query}" if query else "")
+    """This request's path and query, as the gateway forwards them and a
+    signature covers them: the path escaped again (the gateway forwarded the
+    decoded path, and /lists/<id>%3Fx reached the service as list <id> with a
+    query), the query in its canonical spelling (internal_auth)."""
+    query = internal_auth.canonical_query(request.query_string)
+    return quote(request.path, safe=_PATH_AS_IS) + (f"?{query}" if query else "")
 
 
 def current_identity() -> internal_auth.Identity:

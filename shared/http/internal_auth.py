@@ -59,10 +59,40 @@ def content_digest(body: bytes | None) -> str:
     return UNSIGNED_PAYLOAD if body is None else hashlib.sha256(body).hexdigest()
 
 
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_QUERY_AS_IS = _UNRESERVED | frozenset(b"!$&'()*+,;=:@/?")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def canonical_query(raw: bytes) -> str:
+    """A query string in one spelling of its many: escapes of unreserved
+    characters decoded, other escapes in upper case, and every byte a query
+    may not hold as is escaped (a lone % too). HTTP clients rewrite a URL on
+    its way (requests and urllib3 turn %7e into ~ and %c3 into %C3), so the
+    gateway sends this form and both sides sign it; it is idempotent."""
+    out, i = [], 0
+    while i < len(raw):
+        byte = raw[i]
+        if byte == 0x25 and i + 2 < len(raw) and raw[i + 1] in _HEX and raw[i + 2] in _HEX:
+            value = int(raw[i + 1:i + 3], 16)
+            out.append(chr(value) if value in _UNRESERVED else f"%{value:02X}")
+            i += 3
+            continue
+        out.append(chr(byte) if byte in _QUERY_AS_IS else f"%{byte:02X}")
+        i += 1
+    return "".join(out)
+
+
+def canonical_target(target: str) -> str:
+    """The decoded path as given, and the query in its canonical form."""
+    path, mark, query = target.partition("?")
+    return path + (mark + canonical_query(query.encode("latin-1", "replace")) if query else "")
+
+
 def _signature(secret: str, method: str, target: str, account_id: str, principal: str,
                timestamp: str, digest: str) -> str:
-    message = "\n".join([method.upper(), target, account_id, principal, timestamp,
-                         digest]).encode()
+    message = "\n".join([method.upper(), canonical_target(target), account_id, principal,
+                         timestamp, digest]).encode("utf-8", "surrogateescape")
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 

@@ -50,6 +50,11 @@ def real_upstream(mongo_uri, kafka_bootstrap, unique):
         return {"length": len(body), "sha": __import__("hashlib").sha256(body).hexdigest(),
                 "content_length": request.headers.get("Content-Length")}
 
+    @app.get("/api/v1/campaigns/query")
+    def query_seen():
+        from flask import request
+        return {key: request.args.getlist(key) for key in request.args}
+
     @app.post("/api/v1/campaigns/signed-headers")
     def signed_headers_seen():
         from flask import request
@@ -276,6 +281,28 @@ def test_dot_segments_cannot_walk_out_of_api_v1_to_a_services_unsigned_routes(ga
         response = gateway.get(path, headers=auth(key))
         assert response.status_code == 404, (path, response.status_code)
         assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_an_escaped_question_mark_in_the_path_names_no_other_resource(gateway):
+    """The gateway forwarded the decoded path: /lists/<id>%3Fx reached the
+    service as /lists/<id>?x, and read, changed or deleted list <id>."""
+    _, key, _ = new_account(gateway)
+    assert gateway.get("/api/v1/campaigns/whoami", headers=auth(key)).status_code == 200
+    for path in ("/api/v1/campaigns/whoami%3Fx", "/api/v1/campaigns/whoami%23x",
+                 "/api/v1/campaigns/whoami%3F"):
+        response = gateway.get(path, headers=auth(key))
+        assert response.status_code == 404, (path, response.status_code, response.get_json())
+
+
+def test_a_query_with_lower_case_escapes_reaches_the_service_signed(gateway):
+    """The HTTP client rewrote %c3%a9 to %C3%A9 and %7e to ~ on the way: the
+    service's signature check failed, a 401 for a valid key."""
+    _, key, _ = new_account(gateway)
+    response = gateway.get("/api/v1/campaigns/query?name=%c3%a9&t=%7e&p=a%2fb&odd=100%&s=a+b",
+                           headers=auth(key))
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json() == {"name": ["é"], "t": ["~"], "p": ["a/b"], "odd": ["100%"],
+                                   "s": ["a b"]}
 
 
 def test_unknown_endpoint_is_404_json(gateway):

@@ -1,7 +1,10 @@
 import pytest
+import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.http.internal_auth import (CONTENT_SHA256, SIGNATURE, UNSIGNED_PAYLOAD, Identity,
-                                       InvalidSignature, signed_headers, verify)
+                                       InvalidSignature, canonical_query, signed_headers, verify)
 
 BODY = b'{"name": "Newsletter"}'
 
@@ -107,3 +110,33 @@ def test_a_signature_with_non_ascii_characters_is_refused_not_an_error():
     headers[CONTENT_SHA256] = "é"
     with pytest.raises(InvalidSignature):
         verify("s3cret", headers, "POST", "/x", body_of(BODY), now=1000)
+
+
+@pytest.mark.parametrize("raw, canonical", [
+    (b"name=%c3%a9", "name=%C3%A9"), (b"name=%7e%41", "name=~A"), (b"a=1%2fb", "a=1%2Fb"),
+    (b"a=100%", "a=100%25"), (b"a=%zz", "a=%25zz"), (b"a=b c", "a=b%20c"),
+    (b"a=\xff", "a=%FF"), (b"e=ann@x.com&f=[1]", "e=ann@x.com&f=%5B1%5D")])
+def test_a_query_has_one_canonical_spelling(raw, canonical):
+    assert canonical_query(raw) == canonical
+
+
+def _sent_query(query: str) -> str:
+    """The query requests (and urllib3) put on the wire for this one."""
+    return requests.Request("GET", f"http://service/api/v1/x?{query}").prepare().url.split("?", 1)[1]
+
+
+@given(st.binary(max_size=40))
+def test_the_http_client_sends_the_canonical_query_unchanged(raw):
+    """What the gateway signs is what the service receives: requests turned
+    %7e into ~ and %c3 into %C3 on the way, and the signatures differed."""
+    canonical = canonical_query(raw)
+    assert canonical_query(canonical.encode()) == canonical
+    if canonical:
+        assert _sent_query(canonical) == canonical
+
+
+def test_a_query_spelt_two_ways_verifies_either_way():
+    headers = signed_headers("s3cret", "GET", "/api/v1/contacts?name=%c3%a9", Identity("a", "k"),
+                             now=1000)
+    assert verify("s3cret", headers, "GET", "/api/v1/contacts?name=%C3%A9", body_of(b""),
+                  now=1000) == Identity("a", "k")
