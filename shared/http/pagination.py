@@ -37,8 +37,8 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
 
 
 def cursor_position(cursor: str | None, key: str, kind: type[str] | type[int]) -> Any:
-    """The `key` of a cursor this API returned (a short string or an int
-    that MongoDB can store), or None without a cursor. A cursor that lacks
+    """The `key` of a cursor this API returned (a short printable ASCII
+    string or an int that MongoDB can store), or None without a cursor. A cursor that lacks
     it or holds another type is the same 400 as one that does not decode."""
     position = decode_cursor(cursor)
     if position is None:
@@ -47,7 +47,10 @@ def cursor_position(cursor: str | None, key: str, kind: type[str] | type[int]) -
     if kind is int:
         valid = type(value) is int and 0 <= value < 2 ** 63
     else:
-        valid = isinstance(value, str) and 0 < len(value) <= 200
+        # Every id the services make is printable ASCII; a lone surrogate
+        # or a NUL reached the database and was a 500.
+        valid = (isinstance(value, str) and 0 < len(value) <= 200 and value.isascii()
+                 and value.isprintable())
     if not valid:
         raise _not_a_cursor()
     return value

@@ -24,6 +24,9 @@ def test_a_cursor_the_api_returned_gives_its_position_back():
     (_raw({"id": 5}), "id", str),
     (_raw({"id": ""}), "id", str),
     (_raw({"id": "x" * 201}), "id", str),
+    (_raw({"id": "\ud800"}), "id", str),     # a lone surrogate: pymongo's 500
+    (_raw({"id": "a\u0000b"}), "id", str),
+    (_raw({"id": "é"}), "id", str),
     (_raw({"version": 10 ** 25}), "version", int),   # more than MongoDB's 8 bytes
     (_raw({"version": -1}), "version", int),
     (_raw({"version": True}), "version", int),
