@@ -21,6 +21,7 @@ SCAN_BYTES = 1024 * 1024
 MAX_LINE = 1024 * 1024          # a longer physical line is cut: that row is rejected
 MAX_FIELD = 128 * 1024
 MAX_RECORD_LINES = 32           # a quoted cell running longer is taken for an unclosed quote
+MAX_COLUMNS = 100_000           # a mapping naming a column past this names none
 DELIMITERS = ",;\t|"
 EMAIL_HEADERS = ("email", "e-mail", "email address", "e-mail address", "mail", "emailaddress")
 NAME_HEADERS = ("name", "full name", "fullname", "contact name")
@@ -276,8 +277,8 @@ def check_mapping(spec: dict | None, custom_fields: dict[str, dict]) -> None:
     unknown = set(spec) - {"email", "name", "fields"}
     if unknown:
         raise MappingError(f"unknown mapping keys: {', '.join(sorted(unknown))}")
-    fields_spec = spec.get("fields") or {}
-    if not isinstance(fields_spec, dict):
+    fields_spec = {} if spec.get("fields") is None else spec["fields"]
+    if not isinstance(fields_spec, dict):   # [] too: it was taken for {}
         raise MappingError("fields: expected {custom field key: column}")
     for key in fields_spec:
         if key not in custom_fields:
@@ -286,8 +287,20 @@ def check_mapping(spec: dict | None, custom_fields: dict[str, dict]) -> None:
     for what, column in columns + [(f"fields.{k}", c) for k, c in fields_spec.items()]:
         if isinstance(column, bool) or not isinstance(column, (int, str)):
             raise MappingError(f"{what}: give a column name or a 0-based column number")
-        if isinstance(column, int) and column < 0:
+        # The mapping is stored with the import: a number past MongoDB's
+        # 8 bytes or a lone surrogate could not be, and was a 500.
+        if isinstance(column, int) and not 0 <= column < MAX_COLUMNS:
             raise MappingError(f"{what}: no column {column}")
+        if isinstance(column, str) and not _storable(column):
+            raise MappingError(f"{what}: a column name of at most 200 characters of text")
+
+
+def _storable(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return 0 < len(name) <= 200 and "\x00" not in name
 
 
 def build_mapping(header: list[str], first_row: list[str], spec: dict | None,

@@ -190,7 +190,8 @@ class ListImports(MethodView):
             os.replace(part, path)   # same directory tree: a rename, not a copy
             g.upload_parts.remove(part)
         else:   # a small part werkzeug kept in memory
-            upload.save(path)
+            with imports.open_private(path, "wb") as stored:
+                upload.save(stored)
         size = os.path.getsize(path)
         if size == 0:
             os.remove(path)
@@ -198,7 +199,11 @@ class ListImports(MethodView):
         job = imports.new_import(account(), list_id, import_id, path, size,
                                  {**form, "filename": (upload.filename or "")[:200]}, actor(),
                                  domain.now())
-        p.store.imports.insert_one(job)
+        try:
+            p.store.imports.insert_one(job)
+        except BaseException:
+            os.remove(path)   # no import names it: nothing would ever delete the addresses in it
+            raise
         return job
 
 
@@ -221,8 +226,10 @@ class ImportCancel(MethodView):
         what it wrote stays."""
         job = _import_of(import_id)
         imports_col = ports().store.imports
-        imports_col.update_one({"_id": job["_id"], "status": "pending"},
-                               {"$set": {"status": "cancelled", "finished_at": domain.now()}})
+        if imports_col.update_one({"_id": job["_id"], "status": "pending"},
+                                  {"$set": {"status": "cancelled",
+                                            "finished_at": domain.now()}}).modified_count:
+            imports.discard_upload(job)   # no worker will ever read it
         imports_col.update_one({"_id": job["_id"], "status": "running"},
                                {"$set": {"cancel_requested": domain.now()}})
         return _import_of(import_id)

@@ -26,6 +26,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -70,6 +71,27 @@ def upload_path(import_dir: str, account_id: str, import_id: str) -> str:
 
 def rejected_path(import_dir: str, account_id: str, import_id: str) -> str:
     return os.path.join(import_dir, account_id, f"{import_id}.rejected.csv")
+
+
+def open_private(path: str, mode: str):
+    """A file only this service's user may read: uploads and rejected rows
+    hold addresses and names (the rejected rows were made world-readable)."""
+    return open(path, mode, opener=lambda name, flags: os.open(name, flags, 0o600))
+
+
+def discard_upload(job: dict) -> None:
+    """An import over (done, failed or cancelled) keeps no copy of its file:
+    data minimisation. The rejected rows stay for the account to fetch."""
+    try:
+        os.remove(job["file"]["path"])
+    except OSError:
+        pass
+
+
+def discard_account_files(import_dir: str, account_id: str) -> None:
+    """A deleted account's uploads and rejected rows, all of them."""
+    if account_id and os.path.basename(account_id) == account_id and account_id not in (".", ".."):
+        shutil.rmtree(os.path.join(import_dir, account_id), ignore_errors=True)
 
 
 def new_import(account_id: str, list_id: str, import_id: str, path: str, size: int,
@@ -163,7 +185,7 @@ def process(store: ContactsStore, producer: EventProducer, salt: str, job: dict,
     checkpoint = job["checkpoint"]
     reject_file = rejected_path(import_dir, job["account_id"], job["_id"])
     os.makedirs(os.path.dirname(reject_file), exist_ok=True)
-    with open(path, "rb") as upload, open(reject_file, "a+b") as rejected:
+    with open(path, "rb") as upload, open_private(reject_file, "a+b") as rejected:
         rejected.truncate(checkpoint["rejected_bytes"])  # drop what a dead worker wrote after it
         rejected.seek(0, io.SEEK_END)
         if rejected.tell() == 0:
@@ -171,7 +193,9 @@ def process(store: ContactsStore, producer: EventProducer, salt: str, job: dict,
         try:
             dialect, mapping = _prepare(store, job, upload)
         except (csvread.MappingError, UnicodeError, LookupError) as exc:
-            return _finish(store, job, owner, "failed", str(exc)[:500])
+            failed = _finish(store, job, owner, "failed", str(exc)[:500])
+            discard_upload(job)
+            return failed
         ctx = Context(store, producer, salt, job, owner, lease_seconds,
                       store.field_definitions(job["account_id"]), mapping,
                       io.TextIOWrapper(rejected, encoding="utf-8", newline="", write_through=True),
@@ -205,13 +229,8 @@ def process(store: ContactsStore, producer: EventProducer, salt: str, job: dict,
             pipeline.finish()
         ctx.rejected.flush()
         ctx.rejected.detach()
-    if ctx.cancelling:
-        return _finish(store, job, owner, "cancelled", None)
-    done = _finish(store, job, owner, "done", None)
-    try:
-        os.remove(path)  # data minimisation: the upload is not kept once imported
-    except OSError:
-        pass
+    done = _finish(store, job, owner, "cancelled" if ctx.cancelling else "done", None)
+    discard_upload(job)
     return done
 
 
@@ -591,6 +610,7 @@ def run_pending(store: ContactsStore, producer: EventProducer, salt: str, import
             raise   # perhaps transient after all: resumed from the checkpoint
         log.exception("import gave up", extra={"import_id": job["_id"]})
         done = _finish(store, job, owner, "failed", f"gave up after {MAX_ATTEMPTS} failures")
+        discard_upload(job)
     log.info("import finished", extra={"import_id": job["_id"], "import_status": done["status"],
                                        "counters": done["counters"]})
     return True

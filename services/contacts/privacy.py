@@ -25,7 +25,7 @@ import logging
 
 from marshmallow import ValidationError
 
-from services.contacts import domain, events, schemas, usecases
+from services.contacts import domain, events, imports, schemas, usecases
 from services.contacts.store import PLATFORM, ContactsStore
 from shared import topics
 from shared.http.errors import ApiError
@@ -59,6 +59,8 @@ def handle_privacy_request(runtime, event) -> None:
     if subject["kind"] == "account":
         if data["kind"] == "erasure":
             erase_account(ports, event.account_id)
+            if runtime.config.get("import_dir"):
+                imports.discard_account_files(runtime.config.import_dir, event.account_id)
         answer(ports.producer, event, SERVICE, "done")
         return
     contact = _find(ports.store, event.account_id, subject)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from services.contacts import domain, handlers, imports, usecases
+from services.contacts import domain, handlers, imports, privacy, usecases
 from services.contacts.store import PLATFORM, ContactsStore
 from shared.events import new_event
 from tests.integration.contacts.conftest import SALT, published
@@ -500,6 +500,60 @@ def test_a_cancelled_import_announces_and_logs_consent_for_every_row_it_wrote(
                  if e["type"] == "contact.created" and e["data"]["contact_id"] in written}
     assert announced == written
     assert client.post(f"{V1}/imports/{job['id']}/cancel").get_json()["status"] == "cancelled"
+
+
+def stored_files(settings) -> dict[str, int]:
+    """Every file under the import directory, with its permission bits."""
+    import os
+    root = settings["SANDESH_IMPORT_DIR"]
+    return {os.path.relpath(os.path.join(d, f), root): os.stat(os.path.join(d, f)).st_mode & 0o777
+            for d, _, files in os.walk(root) for f in files}
+
+
+@pytest.mark.parametrize("mapping", [
+    '{"email": "\\ud800"}', '{"email": 99999999999999999999}',
+    '{"email": 0, "fields": {"age": 99999999999999999999}}', '{"email": 0, "fields": []}'])
+def test_a_mapping_no_database_could_store_is_a_400_and_keeps_no_file(client, setup, settings,
+                                                                       mapping):
+    """These were 500s, and each left the uploaded addresses on disk with no
+    import naming them, so nothing ever deleted them."""
+    r = client.post(f"{V1}/lists/{setup}/imports", content_type="multipart/form-data",
+                    data={"mapping": mapping,
+                          "file": (io.BytesIO(b"email,age\nm@example.com,3\n"), "c.csv")})
+    assert r.status_code == 400, r.get_data(as_text=True)[:300]
+    assert list(r.get_json()["error"]["details"]) == ["mapping"]
+    assert stored_files(settings) == {}
+
+
+def test_no_upload_outlives_its_import_and_the_rejected_rows_are_private(client, app, settings,
+                                                                         setup):
+    """The upload was deleted only after a successful import: one that
+    failed or was cancelled kept every address for good. The rejected rows
+    (kept for the account to fetch) were world-readable."""
+    failed = upload(client, setup, b"email,name\nf@example.com,F\n",
+                    mapping={"email": "no such column"}).get_json()
+    cancelled = upload(client, setup, b"email\nc@example.com\n").get_json()
+    client.post(f"{V1}/imports/{cancelled['id']}/cancel")
+    done = upload(client, setup, b"email,name\nd@example.com,D\nnot-an-address,X\n").get_json()
+    run_worker(app, settings)
+    assert client.get(f"{V1}/imports/{failed['id']}").get_json()["status"] == "failed"
+    assert client.get(f"{V1}/imports/{done['id']}").get_json()["status"] == "done"
+    account = client.account_id
+    assert stored_files(settings) == {
+        f"{account}/{failed['id']}.rejected.csv": 0o600,
+        f"{account}/{done['id']}.rejected.csv": 0o600}
+
+
+def test_deleting_an_account_deletes_its_import_files(client, app, settings, setup):
+    done = upload(client, setup, b"email,name\nd@example.com,D\nnot-an-address,X\n").get_json()
+    run_worker(app, settings)
+    pending = upload(client, setup, b"email\np@example.com\n").get_json()
+    assert set(stored_files(settings)) == {f"{client.account_id}/{done['id']}.rejected.csv",
+                                           f"{client.account_id}/{pending['id']}.csv"}
+    privacy.handle_privacy_request(app.extensions["runtime"], new_event(
+        "privacy.requested", source="sandesh.privacy", subject="r1", account_id=client.account_id,
+        data={"request_id": "r1", "kind": "erasure", "subject": {"kind": "account"}}))
+    assert stored_files(settings) == {}
 
 
 def test_a_pending_import_cancelled_is_never_started(client, app, settings, setup):
