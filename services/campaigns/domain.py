@@ -81,6 +81,20 @@ def has_line_break(value: str | None) -> bool:
     return bool(value) and bool(_LINE_BREAK.search(value))
 
 
+# C0 controls but TAB, and DEL: RFC 5322 allows none of them in a header.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def header_problem(value: str | None) -> str | None:
+    """What keeps a value out of a mail header (subject, preheader, sender
+    name), or None."""
+    if has_line_break(value):
+        return "must not contain a line break (CR or LF)"
+    if value and _CONTROL.search(value):
+        return "must not contain a control character"
+    return None
+
+
 # -- template parts --------------------------------------------------------
 TEMPLATE_PARTS = {"subject": False, "preheader": False, "html": True, "text": False}
 
@@ -93,8 +107,8 @@ def template_problems(parts: dict[str, str | None]) -> dict[str, list[str]]:
         source = parts.get(field)
         if source is None:
             continue
-        if field in ("subject", "preheader") and has_line_break(source):
-            problems[field] = ["must not contain a line break (CR or LF)"]
+        if field in ("subject", "preheader") and header_problem(source):
+            problems[field] = [header_problem(source)]
             continue
         try:
             templating.check(source, html)

@@ -18,13 +18,14 @@ def _domain_name(value: str) -> None:
         raise ma.ValidationError(problem)
 
 
-def _no_line_break(value: str) -> None:
-    if domain.has_line_break(value):
-        raise ma.ValidationError("must not contain a line break (CR or LF)")
+def _header_safe(value: str) -> None:
+    problem = domain.header_problem(value)
+    if problem:
+        raise ma.ValidationError(problem)
 
 
 def _email(value: str) -> None:
-    _no_line_break(value)
+    _header_safe(value)
     try:
         # Special-use domains allowed: the local stack sends from sandesh.test.
         validate_email(value, check_deliverability=False, test_environment=True,
@@ -45,9 +46,9 @@ class TemplateCreate(ma.Schema):
     name = ma.fields.String(required=True, validate=validate.Length(1, 200))
     kind = ma.fields.String(load_default="marketing",
                             validate=validate.OneOf(["marketing", "system"]))
-    subject = ma.fields.String(required=True, validate=[validate.Length(1, 998), _no_line_break])
+    subject = ma.fields.String(required=True, validate=[validate.Length(1, 998), _header_safe])
     preheader = ma.fields.String(load_default="", validate=[validate.Length(max=500),
-                                                            _no_line_break])
+                                                            _header_safe])
     html = ma.fields.String(required=True, validate=validate.Length(1, 1_000_000))
     text = ma.fields.String(load_default=None, allow_none=True,
                             validate=validate.Length(max=1_000_000),
@@ -57,8 +58,8 @@ class TemplateCreate(ma.Schema):
 class TemplateUpdate(ma.Schema):
     name = ma.fields.String(validate=validate.Length(1, 200))
     kind = ma.fields.String(validate=validate.OneOf(["marketing", "system"]))
-    subject = ma.fields.String(validate=[validate.Length(1, 998), _no_line_break])
-    preheader = ma.fields.String(validate=[validate.Length(max=500), _no_line_break])
+    subject = ma.fields.String(validate=[validate.Length(1, 998), _header_safe])
+    preheader = ma.fields.String(validate=[validate.Length(max=500), _header_safe])
     html = ma.fields.String(validate=validate.Length(1, 1_000_000))
     text = ma.fields.String(allow_none=True, validate=validate.Length(max=1_000_000))
 
@@ -122,7 +123,7 @@ _CAMPAIGN_FIELDS = dict(
         metadata={"description": "Pin a version; by default the latest at send time."}),
     from_email=lambda: ma.fields.String(allow_none=True, validate=_email),
     from_name=lambda: ma.fields.String(allow_none=True, validate=[validate.Length(max=200),
-                                                                  _no_line_break]),
+                                                                  _header_safe]),
     reply_to=lambda: ma.fields.String(allow_none=True, validate=_email),
     sending_domain=lambda: ma.fields.String(allow_none=True,
                                             validate=[validate.Length(1, 255), _domain_name]),

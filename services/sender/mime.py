@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -37,6 +38,16 @@ def refuse_line_breaks(name: str, value: str) -> str:
     if "\r" in value or "\n" in value:
         raise HeaderInjection(f"{name} contains a line break")
     return value
+
+
+# C0 controls but TAB, and DEL. Campaigns refuses them in what a template
+# says; merge data (a name imported with an ESC in it) may still bring one,
+# and it would go into the header raw.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _without_controls(value: str) -> str:
+    return _CONTROLS.sub(" ", value) if _CONTROLS.search(value) else value
 
 
 def needs_smtputf8(*addresses: str) -> bool:
@@ -86,7 +97,7 @@ def _plain_utf8(value: str) -> bool:
 
 def unstructured(name: str, value: str, utf8: bool = False) -> str:
     """A header such as Subject, folded (and encoded when not ASCII)."""
-    refuse_line_breaks(name, value)
+    value = _without_controls(refuse_line_breaks(name, value))
     if _plain_ascii(value) or (utf8 and _plain_utf8(value)):
         words = value.split(" ")
         return _fold(name, [" " + words[0]] + [" " + w for w in words[1:]])
@@ -109,7 +120,7 @@ def address(name: str, display: str | None, addr: str, utf8: bool = False) -> st
         raise HeaderInjection(f"{name} is not a single address")
     if not display:
         return _fold(name, [f" {addr}"])
-    refuse_line_breaks(name, display)
+    display = _without_controls(refuse_line_breaks(name, display))
     return _fold(name, _phrase(display, utf8) + [f" <{addr}>"])
 
 

@@ -79,6 +79,7 @@ def test_bad_campaign_input_is_400_naming_the_field(client):
              ({"name": "x", "limits": {"per_domain_concurrency": -1}}, "limits"),
              ({"name": "x", "from_email": "not-an-address"}, "from_email"),
              ({"name": "x", "from_name": "a\nBcc: x@y.z"}, "from_name"),
+             ({"name": "x", "from_name": "Shop\u0000Name"}, "from_name"),
              ({"name": "x", "template_id": "nope"}, "template_id"),
              ({"name": "x", "postal_address": "{{ evil }}"}, "postal_address"),
              ({"name": "x", "template_version": 10 ** 30}, "template_version"),

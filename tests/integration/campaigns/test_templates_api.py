@@ -1,6 +1,8 @@
 """Templates: validated in the sender's sandbox at save, versioned, immutable."""
 import base64
 
+import pytest
+
 HTML = ('<html><body><h1>Hello {{ name | default("there") }}</h1>'
         '<p>See <a href="https://shop.example.com/sale">the sale</a>.</p></body></html>')
 
@@ -66,9 +68,10 @@ def test_a_filter_outside_the_allow_list_is_refused(client):
     assert "subject" in response.get_json()["error"]["details"]
 
 
-def test_line_breaks_in_subject_or_preheader_are_refused(client):
+@pytest.mark.parametrize("value", ["a\r\nBcc: x@y.z", "A\u0000B", "A\u001bC", "A\u000bD"])
+def test_line_breaks_and_control_characters_in_subject_or_preheader_are_refused(client, value):
     for field in ("subject", "preheader"):
-        body = {"name": "x", "subject": "s", "html": "<p>x</p>", field: "a\r\nBcc: x@y.z"}
+        body = {"name": "x", "subject": "s", "html": "<p>x</p>", field: value}
         response = client.post("/api/v1/templates", body)
         assert response.status_code == 400
         assert field in response.get_json()["error"]["details"]

@@ -105,6 +105,19 @@ def test_line_breaks_in_header_values_are_refused(value):
         ours(None, "a@sandesh.test", None, "x@example.com", value, "t", "h")
 
 
+@pytest.mark.parametrize("control", ["\x00", "\x1b", "\x0b", "\x7f"])
+def test_a_control_character_from_merge_data_never_reaches_a_header_raw(control):
+    """A name imported with an ESC in it, or a subject merged from one, went
+    into To and Subject as it was; RFC 5322 allows no control characters."""
+    message = ours(None, "a@sandesh.test", f"Ann{control}Lee", "x@example.com",
+                   f"Hello{control}there\tyou", "t", "h")
+    head = message.split(b"\r\n\r\n", 1)[0]
+    assert control.encode() not in head
+    parsed = message_from_bytes(message, policy=policy.default)
+    assert not parsed.defects
+    assert parsed["Subject"] == "Hello there\tyou" and parsed["To"] == "Ann Lee <x@example.com>"
+
+
 def test_an_address_with_several_recipients_is_refused():
     with pytest.raises(HeaderInjection):
         address("To", None, "a@example.com, b@example.com")
