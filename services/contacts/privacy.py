@@ -25,11 +25,12 @@ import logging
 
 from marshmallow import ValidationError
 
-from services.contacts import domain, events, imports, schemas, usecases
+from services.contacts import domain, events, imports, schemas, segments, usecases
 from services.contacts.store import PLATFORM, ContactsStore
 from shared import topics
 from shared.http.errors import ApiError
 from shared.mongo import delete_all
+from shared.pii import InvalidEmail
 from shared.privacy_answers import answer
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,7 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
         ports.store.suppression_log.update_many(
             {"account_id": event.account_id, "email_hash": hash_, "action": "remove"},
             {"$set": {"reason": "lifted"}})
+        _scrub_segments(ports, event.account_id, hash_, contact.get("name") if contact else None)
     if contact is None and deleted:
         # Deleted through the API before: its consent entries go, and the
         # other services hear its id, whose records they still keep.
@@ -216,6 +218,21 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
     ports.producer.flush()
     store.delete_contact(account_id, contact_id)
     log.info("contact erased", extra={"contact_id": contact_id})
+
+
+def _scrub_segments(ports: usecases.Ports, account_id: str, hash_: str,
+                    name: str | None) -> None:
+    """A segment that names the person (email is x, name is y) keeps their
+    data as long as it exists: those values are taken out."""
+    def is_their_address(text: str) -> bool:
+        try:
+            return domain.address(text, ports.salt).hash == hash_
+        except InvalidEmail:
+            return False
+    for segment in ports.store.segments.find({"account_id": account_id}):
+        scrubbed = segments.without_person(segment["definition"], is_their_address, name)
+        if scrubbed != segment["definition"]:
+            ports.store.update_segment(account_id, segment["_id"], {"definition": scrubbed})
 
 
 def rectify(ports: usecases.Ports, event, contact: dict, changes: dict) -> list[str]:

@@ -169,3 +169,35 @@ def _scalar(definition: dict, value: Any, path: str) -> Any:
     if coerced is None:
         raise SegmentError(path, "missing")
     return coerced
+
+
+ERASED = "(erased)"
+
+
+def without_person(definition: Any, is_their_address, their_name: str | None) -> Any:
+    """The definition with the erased person's address and name taken out
+    of its conditions (`is_their_address(text)`; the name compared without
+    case): a condition on them then matches nobody, as the person is gone.
+    Other values (a city, a number) are not the person's to take."""
+    if isinstance(definition, list):
+        return [without_person(item, is_their_address, their_name) for item in definition]
+    if not isinstance(definition, dict):
+        return definition
+    if "field" not in definition:
+        return {key: without_person(value, is_their_address, their_name)
+                for key, value in definition.items()}
+
+    def theirs(value) -> bool:
+        if not isinstance(value, str):
+            return False
+        if definition["field"] == "email":
+            return is_their_address(value)
+        return (definition["field"] == "name" and their_name is not None
+                and value.strip().casefold() == their_name.strip().casefold())
+
+    value = definition.get("value")
+    if isinstance(value, list):
+        value = [ERASED if theirs(item) else item for item in value]
+    elif theirs(value):
+        value = ERASED
+    return {**definition, "value": value}

@@ -229,6 +229,32 @@ def test_another_accounts_ids_are_404_everywhere(client, other):
     assert client.get(f"{V1}/lists/{lid}").status_code == 200
 
 
+def test_an_erasure_takes_the_persons_address_and_name_out_of_segments(client, app):
+    """A segment naming the person (email is x, name is y) kept their data
+    after the erasure, returned by GET /segments/<id>."""
+    client.post(f"{V1}/fields", {"key": "city", "type": "text"})
+    jane = make_contact(client, "Jane.Roe@Example.com", name="Jane Roe", fields={"city": "Pune"})
+    definition = {"any": [
+        {"field": "email", "op": "eq", "value": "jane.roe@example.COM "},
+        {"field": "email", "op": "in", "value": ["Jane.Roe@example.com", "kept@example.com"]},
+        {"not": {"field": "name", "op": "eq", "value": "jane roe"}},
+        {"field": "fields.city", "op": "eq", "value": "Pune"}]}
+    segment = client.post(f"{V1}/segments", {"name": "One person", "definition": definition})
+    assert segment.status_code == 201, segment.get_json()
+    privacy.handle_privacy_request(app.extensions["runtime"], new_event(
+        "privacy.requested", source="sandesh.privacy", subject="r1", account_id=client.account_id,
+        data={"request_id": "r1", "kind": "erasure",
+              "subject": {"kind": "contact", "contact_id": jane["id"]}}))
+    after = client.get(f"{V1}/segments/{segment.get_json()['id']}").get_json()["definition"]
+    assert after == {"any": [
+        {"field": "email", "op": "eq", "value": "(erased)"},
+        {"field": "email", "op": "in", "value": ["(erased)", "kept@example.com"]},
+        {"not": {"field": "name", "op": "eq", "value": "(erased)"}},
+        {"field": "fields.city", "op": "eq", "value": "Pune"}]}
+    preview = client.get(f"{V1}/segments/{segment.get_json()['id']}/preview")
+    assert preview.status_code == 200, preview.get_json()
+
+
 def test_an_erased_address_is_never_stored_again(client, other, app, settings):
     list_id = make_list(client)
     jane = make_contact(client, "Jane@example.com", name="Jane", list_ids=[list_id])
