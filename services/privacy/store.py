@@ -33,6 +33,9 @@ INDEXES = {
 }
 
 
+ERASED_TEXT = "(erased)"
+
+
 def now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -190,6 +193,8 @@ class PrivacyStore:
                                       "subject.contact_id": {"$in": contact_ids},
                                       "changes": {"$exists": True}},
                                      {"$unset": {"changes": ""}})
+        self._forget_reasons({"account_id": account_id,
+                              "subject.contact_id": {"$in": contact_ids}})
 
     def forget_account(self, account_id: str) -> None:
         """A deleted account's exports, markers, rolled-up aggregates and
@@ -203,6 +208,20 @@ class PrivacyStore:
         ErasedContacts(self.db).forget_account(account_id)
         self.db.requests.update_many({"account_id": account_id, "changes": {"$exists": True}},
                                      {"$unset": {"changes": ""}})
+        self._forget_reasons({"account_id": account_id})
+
+    def _forget_reasons(self, query: dict) -> None:
+        """The free text the account wrote on these requests (why it made
+        one, why it extended one) may name the person: replaced once the
+        person or the account is erased. Ids, kinds and dates stay."""
+        for request in self.db.requests.find(query, {"reason": 1, "extensions": 1}):
+            extensions = request.get("extensions") or []
+            if request.get("reason") in (None, ERASED_TEXT) and \
+                    all(e.get("reason") in (None, ERASED_TEXT) for e in extensions):
+                continue
+            self.db.requests.update_one({"_id": request["_id"]}, {"$set": {
+                "reason": ERASED_TEXT if request.get("reason") is not None else None,
+                "extensions": [{**e, "reason": ERASED_TEXT} for e in extensions]}})
 
     def marker_counts(self, query: dict) -> list[dict]:
         """(account, day, provider, kind) -> count, from the markers: one

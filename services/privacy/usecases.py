@@ -115,7 +115,7 @@ def create_request(store: PrivacyStore, producer: EventProducer, config, identit
     audit(store, account_id=identity.account_id, action=f"{body['kind']}.requested",
           principal=identity.principal, user_id=body.get("user_id"),
           target_type=subject["kind"], target_id=subject["contact_id"] or subject["user_id"]
-          or request["_id"], reason=body.get("reason"), request_id=request["_id"])
+          or request["_id"], request_id=request["_id"])   # the why is the request's (free text)
     return request
 
 
@@ -184,9 +184,11 @@ def extend_request(store: PrivacyStore, identity: Identity, request_id: str, mon
                                   len(request["extensions"]))
     if updated is None:  # extended concurrently: read again and re-check
         raise domain.RuleViolation("months", "the request changed meanwhile; try again")
+    # The why stays on the request: free text may name the person, and the
+    # audit log, append-only, could not forget it at their erasure.
     audit(store, account_id=identity.account_id, action="request.extended",
           principal=identity.principal, target_type="request", target_id=request_id,
-          reason=reason, request_id=request_id)
+          request_id=request_id)
     return updated
 
 

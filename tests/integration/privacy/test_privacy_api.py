@@ -132,6 +132,32 @@ def test_a_request_is_stored_with_its_due_date_and_can_be_extended_twice_at_most
     assert acme("POST", path, json={"months": 1, "reason": "still"}).status_code == 200
 
 
+def test_the_free_text_on_requests_is_forgotten_with_the_person_and_never_audited(acme, app):
+    """A request's reason (and an extension's) is the account's free text,
+    often naming the person: it was copied into the append-only audit log
+    and kept after the person's erasure and the account's deletion."""
+    from services.privacy.store import PrivacyStore
+    said = "phoned in by Jane Roe (jane@example.com)"
+    request = acme("POST", "/api/v1/privacy/requests", json={
+        "kind": "access", "subject": {"contact_id": "c9"}, "reason": said}).get_json()
+    acme("POST", f"/api/v1/privacy/requests/{request['id']}/extend",
+         json={"months": 1, "reason": "Jane Roe sent more papers"})
+    other = acme("POST", "/api/v1/privacy/requests", json={
+        "kind": "access", "subject": {"contact_id": "c10"}, "reason": "about Kim"}).get_json()
+    assert acme("GET", f"/api/v1/privacy/requests/{request['id']}").get_json()["reason"] == said
+    audit = acme("GET", "/api/v1/privacy/audit").get_json()["items"]
+    assert not [e for e in audit if e["reason"] and ("Jane" in e["reason"] or "Kim" in e["reason"])]
+    store = PrivacyStore(_db(app).client[_db(app).name])
+    store.forget_contacts(acme.identity.account_id, ["c9"])
+    forgotten = acme("GET", f"/api/v1/privacy/requests/{request['id']}").get_json()
+    assert forgotten["reason"] == "(erased)"
+    assert [e["reason"] for e in forgotten["extensions"]] == ["(erased)"]
+    assert acme("GET", f"/api/v1/privacy/requests/{other['id']}").get_json()["reason"] == \
+        "about Kim"
+    store.forget_account(acme.identity.account_id)
+    assert "Kim" not in json.dumps(list(_db(app).requests.find()), default=str)
+
+
 def test_another_accounts_request_is_not_found(acme, app):
     request = acme("POST", "/api/v1/privacy/requests",
                    json={"kind": "access", "subject": {"contact_id": "c1"}}).get_json()
