@@ -6,6 +6,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from services.campaigns import domain
+from shared.http.fields import UpdateSchema
 from shared.tracking_tokens import TEST_SEND_RECIPIENTS
 from email_validator import EmailNotValidError, validate_email
 
@@ -55,7 +56,7 @@ class TemplateCreate(ma.Schema):
                             metadata={"description": "Derived from the HTML when absent."})
 
 
-class TemplateUpdate(ma.Schema):
+class TemplateUpdate(UpdateSchema):
     name = ma.fields.String(validate=validate.Length(1, 200))
     kind = ma.fields.String(validate=validate.OneOf(["marketing", "system"]))
     subject = ma.fields.String(validate=[validate.Length(1, 998), _header_safe])
@@ -154,7 +155,7 @@ class CampaignCreate(ma.Schema):
     postal_address = _CAMPAIGN_FIELDS["postal_address"]()
 
 
-class CampaignUpdate(ma.Schema):
+class CampaignUpdate(UpdateSchema):
     name = _CAMPAIGN_FIELDS["name"]()
     kind = _CAMPAIGN_FIELDS["kind"]()
     template_id = _CAMPAIGN_FIELDS["template_id"]()

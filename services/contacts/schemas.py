@@ -6,6 +6,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from services.contacts import domain
+from shared.http.fields import UpdateSchema
 from shared.http.pagination import PageArgs
 
 ID = validate.Regexp(r"^[0-9a-f]{32}$", error="not an id")
@@ -31,7 +32,7 @@ class ListCreate(ma.Schema):
     description = ma.fields.String(load_default="", validate=validate.Length(max=2000))
 
 
-class ListUpdate(ma.Schema):
+class ListUpdate(UpdateSchema):
     name = ma.fields.String(validate=NAME)
     description = ma.fields.String(validate=validate.Length(max=2000))
 
@@ -66,7 +67,7 @@ class FieldCreate(ma.Schema):
                              validate=validate.Length(max=domain.MAX_CHOICES))
 
 
-class FieldUpdate(ma.Schema):
+class FieldUpdate(UpdateSchema):
     label = ma.fields.String(validate=NAME)
     choices = ma.fields.List(ma.fields.String(validate=validate.Length(1, 200)),
                              validate=validate.Length(max=domain.MAX_CHOICES))
@@ -106,7 +107,7 @@ class ContactCreate(ma.Schema):
     reconsent = ma.fields.Boolean(load_default=False)
 
 
-class ContactUpdate(ma.Schema):
+class ContactUpdate(UpdateSchema):
     email = ma.fields.String(validate=validate.Length(1, 320))
     name = ma.fields.String(allow_none=True, validate=validate.Length(max=200))
     fields = ma.fields.Dict(keys=ma.fields.String(validate=validate.Length(1, 40)),
@@ -224,7 +225,7 @@ class SegmentCreate(ma.Schema):
                        '{"field", "op", "value"}; see docs/contacts.md.'})
 
 
-class SegmentUpdate(ma.Schema):
+class SegmentUpdate(UpdateSchema):
     name = ma.fields.String(validate=NAME)
     definition = ma.fields.Dict()
 

@@ -19,3 +19,13 @@ class UtcDateTime(ma.fields.AwareDateTime):
             return when.astimezone(timezone.utc)
         except OverflowError:
             raise self.make_error("out_of_range") from None
+
+
+class UpdateSchema(ma.Schema):
+    """A PATCH body: at least one field to change. An empty one changed
+    nothing yet answered 200, and made a new template version each time."""
+
+    @ma.validates_schema
+    def _something_to_change(self, data, **kwargs):
+        if not data:
+            raise ma.ValidationError("give at least one field to change", "_body")

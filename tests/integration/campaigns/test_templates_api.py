@@ -101,6 +101,18 @@ def test_every_edit_is_a_new_version_and_old_versions_stay(client):
     assert client.get(path).get_json()["version"] == 2
 
 
+def test_an_empty_edit_is_a_400_and_makes_no_version(client):
+    """An empty PATCH answered 200 and made a new version, identical to the
+    last, that could never be removed."""
+    template = create(client)
+    path = f"/api/v1/templates/{template['id']}"
+    for body in ({}, None):
+        response = client.patch(path, body)
+        assert response.status_code == 400, response.get_json()
+        assert list(response.get_json()["error"]["details"]) == ["_body"]
+    assert client.get(path).get_json()["version"] == 1
+
+
 def test_another_account_sees_nothing(client):
     template = create(client)
     other = client.get(f"/api/v1/templates/{template['id']}", account_id="someone-else")

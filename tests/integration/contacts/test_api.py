@@ -24,6 +24,19 @@ def make_contact(client, email, **extra):
     return r.get_json()
 
 
+def test_an_empty_patch_changes_nothing_and_says_so(client):
+    list_id = make_list(client)
+    contact = make_contact(client, "empty-patch@example.com")
+    client.post(f"{V1}/fields", {"key": "city", "type": "text"})
+    segment = client.post(f"{V1}/segments", {"name": "S", "definition": {
+        "field": "status", "op": "eq", "value": "active"}}).get_json()
+    for path in (f"/lists/{list_id}", f"/contacts/{contact['id']}", "/fields/city",
+                 f"/segments/{segment['id']}"):
+        response = client.patch(V1 + path, {})
+        assert response.status_code == 400, (path, response.get_json())
+        assert list(response.get_json()["error"]["details"]) == ["_body"], path
+
+
 def test_lists_crud_and_counts(client):
     list_id = make_list(client)
     assert client.post(f"{V1}/lists", {"name": "Newsletter"}).status_code == 409
