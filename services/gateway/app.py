@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from flask import Flask, g, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import Map, Rule
 
 from services.gateway import api, users
 from services.gateway.auth import AccountLimits, authenticate, enforce_rate_limit
@@ -60,10 +62,28 @@ def create_app(environ=None) -> Flask:
     def forward(rest):
         service = owner(request.path) if _plain_path(request.path) else None
         if service is None:
+            _refuse_a_method_of_our_own(app, request.path, request.method)
             raise not_found("endpoint")
         return app.extensions["upstreams"].forward(service, g.identity)
 
     return app
+
+
+def _refuse_a_method_of_our_own(app, path: str, method: str) -> None:
+    """A path the gateway serves itself (/usage, /keys, /account...) asked
+    with a method it does not take: 405 with Allow, as the services answer,
+    not the catch-all's 404."""
+    own = app.extensions.get("gateway_routes")
+    if own is None:
+        own = app.extensions["gateway_routes"] = Map(
+            [Rule(rule.rule, methods=rule.methods, endpoint=rule.endpoint)
+             for rule in app.url_map.iter_rules() if rule.endpoint != "forward"])
+    try:
+        own.bind("").match(path, method=method)
+    except MethodNotAllowed:
+        raise
+    except HTTPException:
+        return
 
 
 def _plain_path(path: str) -> bool:

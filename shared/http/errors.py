@@ -68,8 +68,10 @@ def register_error_handlers(app: Flask) -> None:
             message = f"invalid input: {fields}" if fields else "invalid input"
             return error_response(400, "validation_error", message, details,
                                   data.get("headers"))
+        # Its own headers too: a 405's Allow, a 401's WWW-Authenticate.
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
         return error_response(exc.code or 500, _code_for(exc), exc.description or exc.name,
-                              None, data.get("headers"))
+                              None, {**headers, **(data.get("headers") or {})})
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

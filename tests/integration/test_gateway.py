@@ -305,6 +305,17 @@ def test_a_query_with_lower_case_escapes_reaches_the_service_signed(gateway):
                                    "s": ["a b"]}
 
 
+def test_a_method_the_gateways_own_endpoint_does_not_take_is_405(gateway):
+    """The catch-all forward route answered these 404 "endpoint not found"."""
+    _, key, _ = new_account(gateway)
+    for method, path in (("POST", "/api/v1/usage"), ("PUT", "/api/v1/keys"),
+                         ("PATCH", "/api/v1/account"), ("DELETE", "/api/v1/openapi.json")):
+        response = gateway.open(path, method=method, headers=auth(key))
+        assert response.status_code == 405, (method, path, response.status_code)
+        assert response.get_json()["error"]["code"] == "method_not_allowed"
+        assert method not in response.headers["Allow"]
+
+
 def test_unknown_endpoint_is_404_json(gateway):
     _, key, _ = new_account(gateway)
     response = gateway.get("/api/v1/nothing-here", headers=auth(key))
