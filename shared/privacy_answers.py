@@ -27,6 +27,11 @@ def contact_id_or_wait(event: Event) -> tuple[str | None, bool]:
 
 PSEUDONYM_PREFIX = "erased-"
 
+# What a rectification may change of a contact: its data, not its state
+# (status, suppression, consent are the account's record, changed by their
+# own requests). Contacts applies it; privacy refuses anything else at once.
+RECTIFIABLE = ("email", "name", "fields")
+
 
 def pseudonym() -> str:
     """What replaces an erased contact's id in records kept for the totals:

@@ -31,12 +31,11 @@ from shared import topics
 from shared.http.errors import ApiError
 from shared.mongo import delete_all
 from shared.pii import InvalidEmail
-from shared.privacy_answers import answer
+from shared.privacy_answers import RECTIFIABLE, answer
 
 log = logging.getLogger(__name__)
 SERVICE = "contacts"
 ACTOR = "privacy-request"
-RECTIFIABLE = usecases.CONTACT_DATA
 
 
 def _salt(config) -> str:

@@ -7,6 +7,8 @@ from marshmallow import fields, validate
 from services.privacy import domain
 from shared.http.fields import UtcDateTime
 from shared.http.pagination import PageArgs
+from shared.pii import InvalidEmail, normalise_email
+from shared.privacy_answers import RECTIFIABLE
 
 ID = validate.Length(min=1, max=64)
 
@@ -49,6 +51,25 @@ def _storable_change(value, nested: bool = False) -> None:
                              + ("" if nested else ", or an object of those"))
 
 
+def rectification_problems(changes: dict) -> dict[str, str]:
+    """{key: what is wrong} for a rectification's changes. Custom fields are
+    contacts' to check (the account's definitions are there)."""
+    problems = {}
+    for key, value in changes.items():
+        if key not in RECTIFIABLE:
+            problems[key] = f"not something a rectification changes ({', '.join(RECTIFIABLE)})"
+        elif key == "email":
+            try:
+                normalise_email(value)
+            except InvalidEmail as exc:
+                problems[key] = f"not a valid address: {exc}"
+        elif key == "name" and not (value is None or isinstance(value, str) and len(value) <= 200):
+            problems[key] = "text of at most 200 characters, or null"
+        elif key == "fields" and not isinstance(value, dict):
+            problems[key] = "an object of custom field values"
+    return problems
+
+
 class RequestCreate(ma.Schema):
     kind = fields.String(required=True, validate=validate.OneOf(domain.KINDS))
     subject = fields.Nested(Subject, required=True)
@@ -57,6 +78,15 @@ class RequestCreate(ma.Schema):
     changes = fields.Dict(keys=fields.String(validate=validate.Regexp(CHANGE_KEY)),
                           values=fields.Raw(validate=_storable_change))
     user_id = fields.String(validate=ID, metadata={"description": "the account user acting"})
+
+    @ma.validates_schema
+    def _rectifiable(self, data, **kwargs):
+        """What contacts would refuse, refused here: a request accepted with
+        201 then ended needing attention, though nothing could be changed."""
+        problems = {f"changes.{key}": [problem]
+                    for key, problem in rectification_problems(data.get("changes") or {}).items()}
+        if problems:
+            raise ma.ValidationError(problems)
 
 
 class Extension(ma.Schema):

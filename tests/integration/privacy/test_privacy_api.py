@@ -72,6 +72,17 @@ def test_unsigned_calls_are_refused(app):
       "changes": {"fields": {"a.b": 1}}}, "changes"),
     ({"kind": "rectification", "subject": {"contact_id": "c1"},
       "changes": {"fields": {"x": {"deeper": 1}}}}, "changes"),
+    # what contacts cannot change: refused here, not accepted and left needing attention
+    ({"kind": "rectification", "subject": {"contact_id": "c1"}, "changes": {"status": "active"}},
+     "changes.status"),
+    ({"kind": "rectification", "subject": {"contact_id": "c1"}, "changes": {"_id": "x"}},
+     "changes._id"),
+    ({"kind": "rectification", "subject": {"contact_id": "c1"}, "changes": {"email": "bad"}},
+     "changes.email"),
+    ({"kind": "rectification", "subject": {"contact_id": "c1"}, "changes": {"name": 5}},
+     "changes.name"),
+    ({"kind": "rectification", "subject": {"contact_id": "c1"}, "changes": {"fields": "x"}},
+     "changes.fields"),
     # an account user is erased / corrected by the gateway's users API, at once
     ({"kind": "erasure", "subject": {"user_id": "u1"}}, "kind"),
     ({"kind": "rectification", "subject": {"user_id": "u1"}, "changes": {"name": "x"}}, "kind"),
