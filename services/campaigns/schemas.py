@@ -186,6 +186,11 @@ class Progress(ma.Schema):
                                   metadata={"description": "Estimated time left."})
 
 
+class AudienceMissing(ma.Schema):
+    list_ids = ma.fields.List(ma.fields.String())
+    segment_id = ma.fields.String()
+
+
 class FrozenTemplate(ma.Schema):
     template_id = ma.fields.String()
     version = ma.fields.Integer()
@@ -218,6 +223,11 @@ class Campaign(ma.Schema):
     cancel_reason = ma.fields.String(allow_none=True, metadata={
         "description": "Why the platform cancelled it (a schedule that could not launch, "
                        "a pause past the limit); null when cancelled through the API."})
+    audience_missing = ma.fields.Nested(AudienceMissing, allow_none=True, dump_default=None,
+                                        metadata={"description": (
+                                            "Lists or a segment the audience named that the "
+                                            "account did not have when it was fanned out: "
+                                            "nobody was sent to for them.")})
     created_at = ma.fields.DateTime()
     updated_at = ma.fields.DateTime()
     progress = ma.fields.Nested(Progress)

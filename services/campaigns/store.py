@@ -149,6 +149,9 @@ class CampaignStore:
     def get_any(self, campaign_id: str) -> dict | None:
         return self.campaigns.find_one({"_id": campaign_id})
 
+    def note_audience_missing(self, campaign_id: str, missing: dict) -> None:
+        self.campaigns.update_one({"_id": campaign_id}, {"$set": {"audience_missing": missing}})
+
     def page(self, account_id: str, after: str | None, limit: int,
              status: str | None = None) -> list[dict]:
         query: dict[str, Any] = {"account_id": account_id}

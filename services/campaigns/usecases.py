@@ -486,6 +486,8 @@ def record_audience(ports: Ports, event: Event) -> None:
     campaign_id = event.data["campaign_id"]
     ports.progress.set_audience_size(campaign_id, event.account_id,
                                      event.data["audience_size"])
+    if event.data.get("missing"):
+        ports.campaigns.note_audience_missing(campaign_id, event.data["missing"])
     campaign = ports.campaigns.get_any(campaign_id)
     if campaign is not None:
         maybe_complete(ports, campaign)

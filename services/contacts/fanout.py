@@ -64,6 +64,8 @@ DONE, CANCELLED, PAUSED, STOPPED = "done", "cancelled", "paused", "stopped"  # h
 
 # stream(account_id, list_ids, segment_id, batch_size) -> batches of contacts
 AudienceStream = Callable[..., Iterable[list[dict]]]
+# missing(account_id, list_ids, segment_id) -> what of them the account does not have
+AudienceCheck = Callable[[str, list, str | None], dict]
 NeverStop = lambda: False  # noqa: E731
 
 
@@ -150,9 +152,10 @@ class FanoutRunner:
                  owner: str, batch_size: int = BATCH_SIZE,
                  should_stop: Callable[[], bool] = NeverStop,
                  lease_seconds: float = LEASE_SECONDS, retry_seconds: float = RETRY_SECONDS,
-                 clock: Callable[[], datetime] = utcnow):
+                 clock: Callable[[], datetime] = utcnow, missing: AudienceCheck | None = None):
         self.store = store
         self.stream = stream
+        self.missing = missing
         self.producer = producer
         self.owner = owner
         self.batch_size = batch_size
@@ -217,6 +220,11 @@ class FanoutRunner:
         data: dict[str, Any] = {"campaign_id": state["_id"], "audience_size": produced}
         if cut_short:
             data["cut_short"] = True
+        audience = state.get("audience") or {}
+        missing = self.missing(state["account_id"], list(audience.get("list_ids") or []),
+                               audience.get("segment_id")) if self.missing else {}
+        if missing:
+            data["missing"] = missing   # else "sent, 0 recipients" said nothing of why
         self.producer.publish(topics.CONTACTS_EVENTS, new_event(
             "audience.ready", source=SOURCE, subject=state["_id"],
             account_id=state["account_id"], data=data), key=state["_id"])
@@ -320,6 +328,25 @@ def contacts_stream(contacts_store) -> AudienceStream:
         return contacts_store.stream_audience(account_id, list_ids, segment_filter,
                                               batch_size=batch_size)
     return stream
+
+
+def audience_check(contacts_store) -> AudienceCheck:
+    """The lists the audience names that the account does not have, and its
+    segment if it is gone or no longer compiles (contacts_stream leaves both
+    out)."""
+    def missing(account_id: str, list_ids: list, segment_id: str | None) -> dict:
+        found = {doc["_id"] for doc in contacts_store.lists.find(
+            {"_id": {"$in": list_ids}, "account_id": account_id}, {"_id": 1})}
+        gone: dict[str, Any] = {}
+        if set(list_ids) - found:
+            gone["list_ids"] = sorted(set(list_ids) - found)
+        if segment_id:
+            try:
+                contacts_store.compile_segment(account_id, segment_id)
+            except Exception:  # LookupError, SegmentError, as in contacts_stream
+                gone["segment_id"] = segment_id
+        return gone
+    return missing
 
 
 def handlers(runtime, wake: Callable[[], None] = lambda: None) -> dict:

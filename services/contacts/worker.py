@@ -43,13 +43,15 @@ def run_imports(runtime: Runtime, config: Config, stop: threading.Event) -> None
 
 def fanout_runners(runtime: Runtime, config: Config,
                    stop: threading.Event) -> list[fanout.FanoutRunner]:
-    stream = fanout.contacts_stream(ContactsStore(runtime.db))
+    contacts = ContactsStore(runtime.db)
+    stream = fanout.contacts_stream(contacts)
     # A producer of their own: the main loop flushes its producer before each
     # commit, which should not wait for a thousand send jobs in flight.
     producer = hot_event_producer(config, SERVICE)
     return [fanout.FanoutRunner(FanoutStore(runtime.db), stream, producer,
                                 fanout.owner_name(number), should_stop=stop.is_set,
-                                lease_seconds=config.fanout_lease_seconds)
+                                lease_seconds=config.fanout_lease_seconds,
+                                missing=fanout.audience_check(contacts))
             for number in range(config.fanout_threads)]
 
 

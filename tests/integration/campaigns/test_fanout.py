@@ -86,6 +86,31 @@ def fan_out(event, *, stream, store, producer, batch_size=10, should_stop=NeverS
     return runner(store, stream, producer, batch_size, should_stop).run_pending()
 
 
+def test_audience_ready_names_the_lists_and_segment_the_account_lacks(mongo_db, broker):
+    from services.contacts import domain
+    from services.contacts.fanout import audience_check, contacts_stream
+    from services.contacts.store import ContactsStore, contact_document
+
+    contacts = ContactsStore(mongo_db)
+    real = contacts.insert_list({"_id": domain.new_id(), "account_id": "acct-1", "name": "Real",
+                                 "created_at": domain.now()})["_id"]
+    elsewhere = contacts.insert_list({"_id": domain.new_id(), "account_id": "acct-2",
+                                      "name": "Theirs", "created_at": domain.now()})["_id"]
+    doc = contact_document("acct-1", domain.address("one@example.com", "salt"), name="One",
+                           fields={}, at=domain.now(), origin={"via": "api"})
+    contacts.insert_contact(doc)
+    contacts.update_contact("acct-1", doc["_id"], domain.membership_update(
+        real, domain.membership("subscribed", "api", domain.now())))
+    event = launched(list_ids=(real, "nosuchlist", elsewhere))
+    event.data["audience"]["segment_id"] = "nosuchsegment"
+    store = FanoutStore(mongo_db)
+    FanoutRequests(store).launched(event)
+    assert runner(store, contacts_stream(contacts), EventProducer(broker.sink()),
+                  missing=audience_check(contacts)).run_pending()
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 1, "missing": {
+        "list_ids": sorted(["nosuchlist", elsewhere]), "segment_id": "nosuchsegment"}}]
+
+
 def test_one_job_per_recipient_then_audience_ready(mongo_db, broker):
     store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
     recipients, runs = (metric("sandesh_fanout_recipients_total"),

@@ -88,6 +88,19 @@ def test_an_empty_audience_completes_as_sent(client, broker, ports):
     assert len(completed_events(broker)) == 1
 
 
+def test_an_audience_naming_what_the_account_lacks_says_so_on_the_campaign(client, ports):
+    """A list id that does not exist made a campaign "sent" to nobody, with
+    nothing to say why."""
+    campaign_id = launched(client)
+    assert view(client, campaign_id)["audience_missing"] is None
+    event = audience_ready(client.account_id, campaign_id, 0)
+    event.data["missing"] = {"list_ids": ["0123456789abcdef0123456789abcdef"]}
+    usecases.record_audience(ports, event)
+    done = view(client, campaign_id)
+    assert done["status"] == "sent"
+    assert done["audience_missing"] == {"list_ids": ["0123456789abcdef0123456789abcdef"]}
+
+
 def test_test_sends_count_nowhere(client, ports):
     campaign_id = launched(client)
     usecases.record_delivery(ports, delivery(client.account_id, campaign_id, "t", "sent",
