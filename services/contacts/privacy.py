@@ -193,7 +193,7 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
         ports.store.suppression_log.update_many(
             {"account_id": event.account_id, "email_hash": hash_, "action": "remove"},
             {"$set": {"reason": "lifted"}})
-        _scrub_segments(ports, event.account_id, hash_, contact.get("name") if contact else None)
+        _scrub_segments(ports, event.account_id, hash_)
     if contact is None and deleted:
         # Deleted through the API before: its consent entries go, and the
         # other services hear its id, whose records they still keep.
@@ -219,17 +219,16 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
     log.info("contact erased", extra={"contact_id": contact_id})
 
 
-def _scrub_segments(ports: usecases.Ports, account_id: str, hash_: str,
-                    name: str | None) -> None:
-    """A segment that names the person (email is x, name is y) keeps their
-    data as long as it exists: those values are taken out."""
+def _scrub_segments(ports: usecases.Ports, account_id: str, hash_: str) -> None:
+    """A segment that names the person's address (email is x) kept it as
+    long as the segment existed: it is taken out (segments.without_address)."""
     def is_their_address(text: str) -> bool:
         try:
             return domain.address(text, ports.salt).hash == hash_
         except InvalidEmail:
             return False
     for segment in ports.store.segments.find({"account_id": account_id}):
-        scrubbed = segments.without_person(segment["definition"], is_their_address, name)
+        scrubbed = segments.without_address(segment["definition"], is_their_address)
         if scrubbed != segment["definition"]:
             ports.store.update_segment(account_id, segment["_id"], {"definition": scrubbed})
 

@@ -171,29 +171,30 @@ def _scalar(definition: dict, value: Any, path: str) -> Any:
     return coerced
 
 
+
 ERASED = "(erased)"
+# Operators whose meaning an erased address keeps when it is replaced: the
+# person is no contact any more, so "is x" matched nobody and "is not x"
+# everybody already. A prefix or a part of an address may be others'.
+_EXACT_OPS = {"eq", "ne", "in"}
 
 
-def without_person(definition: Any, is_their_address, their_name: str | None) -> Any:
-    """The definition with the erased person's address and name taken out
-    of its conditions (`is_their_address(text)`; the name compared without
-    case): a condition on them then matches nobody, as the person is gone.
-    Other values (a city, a number) are not the person's to take."""
+def without_address(definition: Any, is_their_address) -> Any:
+    """The definition with the erased person's address (`is_their_address`)
+    taken out of its exact conditions on `email`. Names, and any other
+    value, are left: they are not unique, and a condition on "Ann Lee" may
+    be about another Ann Lee."""
     if isinstance(definition, list):
-        return [without_person(item, is_their_address, their_name) for item in definition]
+        return [without_address(item, is_their_address) for item in definition]
     if not isinstance(definition, dict):
         return definition
     if "field" not in definition:
-        return {key: without_person(value, is_their_address, their_name)
-                for key, value in definition.items()}
+        return {key: without_address(value, is_their_address) for key, value in definition.items()}
+    if definition["field"] != "email" or definition.get("op") not in _EXACT_OPS:
+        return definition
 
     def theirs(value) -> bool:
-        if not isinstance(value, str):
-            return False
-        if definition["field"] == "email":
-            return is_their_address(value)
-        return (definition["field"] == "name" and their_name is not None
-                and value.strip().casefold() == their_name.strip().casefold())
+        return isinstance(value, str) and is_their_address(value)
 
     value = definition.get("value")
     if isinstance(value, list):
