@@ -226,8 +226,8 @@ class Campaign(ma.Schema):
     audience_missing = ma.fields.Nested(AudienceMissing, allow_none=True, dump_default=None,
                                         metadata={"description": (
                                             "Lists or a segment the audience named that the "
-                                            "account did not have when it was fanned out: "
-                                            "nobody was sent to for them.")})
+                                            "account did not have when its fan-out began: no "
+                                            "recipient was read from them.")})
     created_at = ma.fields.DateTime()
     updated_at = ma.fields.DateTime()
     progress = ma.fields.Nested(Progress)

@@ -49,6 +49,7 @@ from pymongo.errors import CursorNotFound
 
 from services.contacts import domain, metrics
 from services.contacts.fanout_store import INDEXES, MARK_KINDS, FanoutStore, LeaseLost, utcnow
+from services.contacts.segments import SegmentError
 from shared import topics
 from shared.events import Event, new_event
 from shared.ids import worker_owner
@@ -200,6 +201,7 @@ class FanoutRunner:
     def _run(self, state: dict) -> str:
         """Returns how the run ended (DONE, CANCELLED, PAUSED, STOPPED)."""
         campaign_id = state["_id"]
+        missing = self._missing(state)   # before reading: what is deleted later was sent to
         produced, ended = self._produce(state)
         if ended == STOPPED:
             self.store.release(campaign_id, self.owner)
@@ -210,19 +212,23 @@ class FanoutRunner:
             log.info("fan-out stopped by a pause", extra={"campaign_id": campaign_id,
                                                           "produced": produced})
         else:
-            self._announce(state, produced, ended == CANCELLED)
+            self._announce(state, produced, ended == CANCELLED, missing)
             self.store.finish(campaign_id, self.owner, produced, cut_short=ended == CANCELLED)
             log.info("fan-out cut short by a cancel" if ended == CANCELLED else "fan-out done",
                      extra={"campaign_id": campaign_id, "audience_size": produced})
         return ended
 
-    def _announce(self, state: dict, produced: int, cut_short: bool) -> None:
+    def _missing(self, state: dict) -> dict:
+        if self.missing is None:
+            return {}
+        audience = state.get("audience") or {}
+        return self.missing(state["account_id"], list(audience.get("list_ids") or []),
+                            audience.get("segment_id"))
+
+    def _announce(self, state: dict, produced: int, cut_short: bool, missing: dict) -> None:
         data: dict[str, Any] = {"campaign_id": state["_id"], "audience_size": produced}
         if cut_short:
             data["cut_short"] = True
-        audience = state.get("audience") or {}
-        missing = self.missing(state["account_id"], list(audience.get("list_ids") or []),
-                               audience.get("segment_id")) if self.missing else {}
         if missing:
             data["missing"] = missing   # else "sent, 0 recipients" said nothing of why
         self.producer.publish(topics.CONTACTS_EVENTS, new_event(
@@ -320,7 +326,7 @@ def contacts_stream(contacts_store) -> AudienceStream:
         if segment_id:
             try:
                 segment_filter = contacts_store.compile_segment(account_id, segment_id)
-            except Exception as exc:  # LookupError, SegmentError: the definition is gone
+            except (LookupError, SegmentError) as exc:  # gone; an outage is raised, not sent around
                 log.warning("campaign segment unusable; left out of the audience",
                             extra={"segment_id": segment_id, "reason": str(exc)[:200]})
         if not list_ids and not segment_filter:
@@ -333,7 +339,7 @@ def contacts_stream(contacts_store) -> AudienceStream:
 def audience_check(contacts_store) -> AudienceCheck:
     """The lists the audience names that the account does not have, and its
     segment if it is gone or no longer compiles (contacts_stream leaves both
-    out)."""
+    out), as the fan-out begins."""
     def missing(account_id: str, list_ids: list, segment_id: str | None) -> dict:
         found = {doc["_id"] for doc in contacts_store.lists.find(
             {"_id": {"$in": list_ids}, "account_id": account_id}, {"_id": 1})}
@@ -343,7 +349,7 @@ def audience_check(contacts_store) -> AudienceCheck:
         if segment_id:
             try:
                 contacts_store.compile_segment(account_id, segment_id)
-            except Exception:  # LookupError, SegmentError, as in contacts_stream
+            except (LookupError, SegmentError):  # an outage is raised: the fan-out goes again
                 gone["segment_id"] = segment_id
         return gone
     return missing
