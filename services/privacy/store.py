@@ -213,15 +213,16 @@ class PrivacyStore:
     def _forget_reasons(self, query: dict) -> None:
         """The free text the account wrote on these requests (why it made
         one, why it extended one) may name the person: replaced once the
-        person or the account is erased. Ids, kinds and dates stay."""
+        person or the account is erased. Ids, kinds and dates stay. Each
+        reason is set in place: an extension added meanwhile is not lost."""
         for request in self.db.requests.find(query, {"reason": 1, "extensions": 1}):
-            extensions = request.get("extensions") or []
-            if request.get("reason") in (None, ERASED_TEXT) and \
-                    all(e.get("reason") in (None, ERASED_TEXT) for e in extensions):
-                continue
-            self.db.requests.update_one({"_id": request["_id"]}, {"$set": {
-                "reason": ERASED_TEXT if request.get("reason") is not None else None,
-                "extensions": [{**e, "reason": ERASED_TEXT} for e in extensions]}})
+            changes = {f"extensions.{i}.reason": ERASED_TEXT
+                       for i, extension in enumerate(request.get("extensions") or [])
+                       if extension.get("reason") not in (None, ERASED_TEXT)}
+            if request.get("reason") not in (None, ERASED_TEXT):
+                changes["reason"] = ERASED_TEXT
+            if changes:
+                self.db.requests.update_one({"_id": request["_id"]}, {"$set": changes})
 
     def marker_counts(self, query: dict) -> list[dict]:
         """(account, day, provider, kind) -> count, from the markers: one
