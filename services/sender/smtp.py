@@ -169,9 +169,11 @@ class SmtpMessenger:
     def cut_transactions(self) -> int:
         """Shutting down, out of time: cut the connections still inside a
         transaction (a relay slow to answer kept a SIGTERM past its 30 s).
-        Their tasks come back RELEASED when nothing was sent yet, TRANSIENT
-        when the relay may have the message (retried later, same Message-ID,
-        as after a kill -9); none is tried again here. Returns how many."""
+        Their tasks come back RELEASED, as if this sender had been killed:
+        the job is read again, with the same attempt and Message-ID (the
+        relay may have the message: one duplicate at most). Counted as a
+        deferral, a cut on a job's last attempt dead-lettered it. None is
+        tried again here. Returns how many."""
         with self._cond:
             self._cut = True
         live = list(self._live.values())
@@ -352,9 +354,8 @@ class SmtpMessenger:
                 _close(conn)
                 conn = None
                 after_mail = getattr(exc, "_sandesh_after_mail", False)
-                if self._cut:
-                    task.code, task.reply = None, "shutting down: transaction cut"
-                    task.outcome = TRANSIENT if after_mail else RELEASED
+                if self._cut:  # our shutdown, not the relay's answer: no attempt is used
+                    task.code, task.reply, task.outcome = None, "shutting down", RELEASED
                     return None
                 if fresh or after_mail:
                     task.code, task.reply, task.outcome = None, _text(f"connection: {exc}"), TRANSIENT

@@ -74,11 +74,13 @@ def relay():
     relay.close()
 
 
-def test_a_sigterm_cuts_a_transaction_the_relay_never_finishes_and_the_job_is_retried(
+def test_a_sigterm_cuts_a_transaction_the_relay_never_finishes_and_the_job_goes_again(
         stack_env, tmp_path, sink, unique, relay):
+    """Its only attempt, cut: released as after a kill -9, not counted (a
+    deferral on the last attempt dead-lettered it), and the next sender sends it."""
     senders = Senders(stack_env, tmp_path, sink, unique, SANDESH_SMTP_PORT=relay.port,
                       SANDESH_SMTP_CONNECTIONS=1, SANDESH_SENDER_SHUTDOWN_CUT_SECONDS=3,
-                      SANDESH_SEND_RETRY_BASE_SECONDS=3600)
+                      SANDESH_SEND_MAX_ATTEMPTS=1)
     try:
         proc = senders.start()
         account, campaign = hexid(), hexid()
@@ -93,9 +95,13 @@ def test_a_sigterm_cuts_a_transaction_the_relay_never_finishes_and_the_job_is_re
         # cut 3 s after the SIGTERM; without the cut it waited for ever
         assert took < 15, took
         assert relay.cut.wait(5)
-        deferred = [e for e in senders.events() if e.data.get("job_id") == job_id]
-        assert [e.type for e in deferred] == ["delivery.deferred"], deferred
-        retried = [e for e in senders.events(topics.SEND_RETRY) if e.data["job_id"] == job_id]
-        assert len(retried) == 1 and retried[0].data["attempt"] == 1
+        assert [e.type for e in senders.events() if e.data.get("job_id") == job_id] == []
+        assert senders.events(topics.SEND_DLQ) == []
+        senders.env["SANDESH_SMTP_PORT"] = str(sink.port)   # the next sender, a relay that answers
+        senders.start()
+        senders.wait(lambda: sink.count() == 1, 90, "the released job to be sent")
+        outcomes = [(e.type, e.data["attempt"]) for e in senders.events()
+                    if e.data.get("job_id") == job_id]
+        assert outcomes == [("delivery.sent", 0)]
     finally:
         senders.dispose()
