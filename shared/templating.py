@@ -13,6 +13,7 @@ renders empty (or its `default(...)`), it never fails a send.
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any, Mapping
 
@@ -23,6 +24,10 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 # Names the sender provides on top of the contact's data.
+# C0 controls but TAB, and DEL: RFC 5322 allows none of them in a header.
+# Campaigns refuses them in a template's subject and sender name; the sender
+# blanks any that merge data brings into a rendered header.
+HEADER_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 UNSUBSCRIBE_URL = "unsubscribe_url"
 POSTAL_ADDRESS = "postal_address"
 

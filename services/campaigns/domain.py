@@ -81,16 +81,12 @@ def has_line_break(value: str | None) -> bool:
     return bool(value) and bool(_LINE_BREAK.search(value))
 
 
-# C0 controls but TAB, and DEL: RFC 5322 allows none of them in a header.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
 def header_problem(value: str | None) -> str | None:
     """What keeps a value out of a mail header (subject, preheader, sender
     name), or None."""
     if has_line_break(value):
         return "must not contain a line break (CR or LF)"
-    if value and _CONTROL.search(value):
+    if value and templating.HEADER_CONTROLS.search(value):
         return "must not contain a control character"
     return None
 

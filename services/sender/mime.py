@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import secrets
 from dataclasses import dataclass
+
+from shared.templating import HEADER_CONTROLS
 
 CRLF = "\r\n"
 MAX_LINE = 78
@@ -40,14 +41,10 @@ def refuse_line_breaks(name: str, value: str) -> str:
     return value
 
 
-# C0 controls but TAB, and DEL. Campaigns refuses them in what a template
-# says; merge data (a name imported with an ESC in it) may still bring one,
-# and it would go into the header raw.
-_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
 def _without_controls(value: str) -> str:
-    return _CONTROLS.sub(" ", value) if _CONTROLS.search(value) else value
+    """Merge data (a name imported with an ESC in it) may bring a control
+    character the template could not: blanked, never written raw."""
+    return HEADER_CONTROLS.sub(" ", value) if HEADER_CONTROLS.search(value) else value
 
 
 def needs_smtputf8(*addresses: str) -> bool:
