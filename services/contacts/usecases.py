@@ -15,12 +15,14 @@ from services.contacts.store import PLATFORM, Conflict, ContactsStore, contact_d
 from shared.http.errors import ApiError, not_found
 from shared.kafka.producer import EventProducer
 from shared.pii import InvalidEmail
+from shared.privacy_answers import RECTIFIABLE
 
 log = logging.getLogger(__name__)
 
 
-# What a contact's revision counts changes of, and what a rectification may change.
-CONTACT_DATA = ("email", "name", "fields")
+# What a contact's revision counts changes of: what a rectification may
+# change (one tuple, shared with the privacy service, which checks requests).
+CONTACT_DATA = RECTIFIABLE
 
 
 @dataclass
