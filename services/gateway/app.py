@@ -62,24 +62,21 @@ def create_app(environ=None) -> Flask:
     def forward(rest):
         service = owner(request.path) if _plain_path(request.path) else None
         if service is None:
-            _refuse_a_method_of_our_own(app, request.path, request.method)
+            _refuse_a_method_of_our_own(own_routes, request.path, request.method)
             raise not_found("endpoint")
         return app.extensions["upstreams"].forward(service, g.identity)
 
+    own_routes = Map([Rule(rule.rule, methods=rule.methods, endpoint=rule.endpoint)
+                      for rule in app.url_map.iter_rules() if rule.endpoint != "forward"])
     return app
 
 
-def _refuse_a_method_of_our_own(app, path: str, method: str) -> None:
+def _refuse_a_method_of_our_own(own_routes: Map, path: str, method: str) -> None:
     """A path the gateway serves itself (/usage, /keys, /account...) asked
     with a method it does not take: 405 with Allow, as the services answer,
     not the catch-all's 404."""
-    own = app.extensions.get("gateway_routes")
-    if own is None:
-        own = app.extensions["gateway_routes"] = Map(
-            [Rule(rule.rule, methods=rule.methods, endpoint=rule.endpoint)
-             for rule in app.url_map.iter_rules() if rule.endpoint != "forward"])
     try:
-        own.bind("").match(path, method=method)
+        own_routes.bind("").match(path, method=method)
     except MethodNotAllowed:
         raise
     except HTTPException:

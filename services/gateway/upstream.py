@@ -82,8 +82,8 @@ class Upstreams:
         headers.update(signed_headers(self.secret, method, target, identity, signed))
         headers["X-Request-Id"] = getattr(g, "request_id", "")
         try:
-            return self.session.request(method, self.urls[service] + canonical_target(target), data=data,
-                                        headers=headers, stream=stream,
+            return self.session.request(method, self.urls[service] + canonical_target(target),
+                                        data=data, headers=headers, stream=stream,
                                         timeout=timeout or self.timeout, allow_redirects=False)
         except requests.exceptions.ConnectTimeout:
             raise ApiError(502, "upstream_unavailable", f"the {service} service is unavailable")

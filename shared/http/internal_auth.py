@@ -84,7 +84,8 @@ def canonical_query(raw: bytes) -> str:
 
 
 def canonical_target(target: str) -> str:
-    """The decoded path as given, and the query in its canonical form."""
+    """The path as given (request_target escapes it), and the query in its
+    canonical form."""
     path, mark, query = target.partition("?")
     return path + (mark + canonical_query(query.encode("latin-1", "replace")) if query else "")
 
