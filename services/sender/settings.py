@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from shared.config import BOOL, POSITIVE_INT, Config, ConfigError, Setting
+from shared.config import BOOL, POSITIVE_FLOAT, POSITIVE_INT, Config, ConfigError, Setting
 
 SETTINGS = [
     Setting("SANDESH_DEFAULT_SENDING_DOMAIN", default="sandesh.test"),
@@ -26,6 +26,8 @@ SETTINGS = [
     Setting("SANDESH_SMTP_USERNAME", default=""),
     Setting("SANDESH_SMTP_PASSWORD", secret=True, default=""),
     Setting("SANDESH_SMTP_TIMEOUT", float, default=30.0),
+    # After a SIGTERM, transactions still open are cut (smtp.cut_transactions).
+    Setting("SANDESH_SENDER_SHUTDOWN_CUT_SECONDS", POSITIVE_FLOAT, default=20.0),
     Setting("SANDESH_SEND_MAX_ATTEMPTS", POSITIVE_INT, default=5),
     Setting("SANDESH_SEND_RETRY_BASE_SECONDS", float, default=30.0),
     Setting("SANDESH_SEND_CLAIM_LEASE_SECONDS", float, default=60.0),

@@ -158,8 +158,7 @@ def main() -> None:
     # answer could hold one for ever (each reply within SMTP_TIMEOUT): past
     # this, they are cut, so the sender records, commits and exits within the
     # 30 s it is promised (Kubernetes kills it at 40).
-    cut_after = float(os.environ.get("SANDESH_SENDER_SHUTDOWN_CUT_SECONDS", "20"))
-    cut = threading.Timer(cut_after, messenger.cut_transactions)
+    cut = threading.Timer(config.sender_shutdown_cut_seconds, messenger.cut_transactions)
     cut.daemon = True
 
     def stop(*_args):
