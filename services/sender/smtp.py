@@ -320,10 +320,14 @@ class SmtpMessenger:
         batch = self._batch
         return batch is not None and bool(batch.pending or batch.ready or batch.composing)
 
-    def _connect(self, relay: Relay) -> smtplib.SMTP:
-        conn = smtplib.SMTP(relay.host, relay.port, local_hostname=self.local_hostname,
-                            timeout=self.timeout)
+    def _connect(self, relay: Relay, name: str) -> smtplib.SMTP:
+        """A connection, greeted and ready. It is live (cut_transactions can
+        end it) from before its socket exists: a relay slow to greet, or to
+        answer EHLO, STARTTLS or AUTH, would otherwise hold a SIGTERM."""
+        conn = _Connection(self, local_hostname=self.local_hostname, timeout=self.timeout)
+        self._live[name] = conn
         try:
+            conn.connect(relay.host, relay.port)
             conn.ehlo()
             if self.starttls:
                 conn.starttls(context=ssl.create_default_context())
@@ -342,7 +346,7 @@ class SmtpMessenger:
         for fresh in (conn is None, True):  # a reused connection may have timed out: once more
             try:
                 if conn is None:
-                    conn = self._connect(relay)
+                    conn = self._connect(relay, name)
                 self._live[name] = conn
                 code, reply = self._transaction(conn, out)
                 task.code, task.reply = code, reply
@@ -381,6 +385,28 @@ class SmtpMessenger:
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             exc._sandesh_after_mail = True  # never replay a transaction that got this far
             raise
+
+
+class _Connection(smtplib.SMTP):
+    """smtplib.SMTP whose socket a shutdown cut can reach from the moment it
+    is made. smtplib assigns `sock` only once the connect returns; set here
+    first and the cut checked after, either the cut sees the socket (and
+    shuts it) or this sees the cut (and gives up): no greeting is waited for
+    after a cut."""
+
+    def __init__(self, messenger: SmtpMessenger, **kwargs):
+        self._messenger = messenger
+        super().__init__(**kwargs)
+
+    def _get_socket(self, host, port, timeout):
+        if self._messenger._cut:
+            raise OSError("shutting down")
+        self._host = host  # as SMTP(host) sets it: STARTTLS checks the certificate's name
+        self.sock = super()._get_socket(host, port, timeout)
+        if self._messenger._cut:
+            self.sock.close()
+            raise OSError("shutting down")
+        return self.sock
 
 
 # smtplib's mail() and rcpt() parse every address with email.utils.parseaddr

@@ -1,5 +1,6 @@
-"""SIGTERM against a relay that never finishes a transaction: the sender
-still exits in time, and the message it was sending is retried later."""
+"""SIGTERM against a relay that never finishes a transaction, or never
+finishes greeting: the sender still exits in time, and the message it was
+sending is retried later."""
 from __future__ import annotations
 
 import signal
@@ -16,11 +17,13 @@ pytestmark = pytest.mark.timeout(200)
 
 
 class StallingRelay:
-    """Takes a message up to its final dot, then answers with a continuation
-    line ("250-...") every second, for ever: each reply comes well within
-    the sender's SMTP timeout, so only a cut ends the transaction."""
+    """Takes a message up to its final dot (or, stalling at the greeting,
+    takes nothing), then answers with a continuation line ("250-...", or
+    "220-...") every second, for ever: each reply comes well within the
+    sender's SMTP timeout, so only a cut ends the wait."""
 
-    def __init__(self):
+    def __init__(self, stall_at: str):
+        self.stall_at = stall_at
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.stalling = threading.Event()
@@ -38,6 +41,8 @@ class StallingRelay:
     def _session(self, conn: socket.socket) -> None:
         lines = conn.makefile("rb")
         try:
+            if self.stall_at == "greeting":
+                self._stall(conn, b"220-still waking up\r\n")
             conn.sendall(b"220 stalling.test ESMTP\r\n")
             for line in lines:
                 verb = line[:4].upper()
@@ -48,10 +53,7 @@ class StallingRelay:
                     for body_line in lines:
                         if body_line == b".\r\n":
                             break
-                    self.stalling.set()
-                    while True:
-                        conn.sendall(b"250-still thinking\r\n")
-                        time.sleep(1)
+                    self._stall(conn, b"250-still thinking\r\n")
                 elif verb == b"QUIT":
                     conn.sendall(b"221 bye\r\n")
                     return
@@ -63,21 +65,28 @@ class StallingRelay:
         finally:
             conn.close()
 
+    def _stall(self, conn: socket.socket, line: bytes) -> None:
+        self.stalling.set()
+        while True:
+            conn.sendall(line)
+            time.sleep(1)
+
     def close(self) -> None:
         self.server.close()
 
 
-@pytest.fixture
-def relay():
-    relay = StallingRelay()
+@pytest.fixture(params=["data", "greeting"])
+def relay(request):
+    relay = StallingRelay(request.param)
     yield relay
     relay.close()
 
 
 def test_a_sigterm_cuts_a_transaction_the_relay_never_finishes_and_the_job_goes_again(
         stack_env, tmp_path, sink, unique, relay):
-    """Its only attempt, cut: released as after a kill -9, not counted (a
-    deferral on the last attempt dead-lettered it), and the next sender sends it."""
+    """Its only attempt, cut (after DATA, or while the relay greets):
+    released as after a kill -9, not counted (a deferral on the last attempt
+    dead-lettered it), and the next sender sends it."""
     senders = Senders(stack_env, tmp_path, sink, unique, SANDESH_SMTP_PORT=relay.port,
                       SANDESH_SMTP_CONNECTIONS=1, SANDESH_SENDER_SHUTDOWN_CUT_SECONDS=3,
                       SANDESH_SEND_MAX_ATTEMPTS=1)
