@@ -147,7 +147,8 @@ class Engine:
         tasks = [task for task in tasks if task.job.job_id in going]
         self.deliveries.record(outcomes)
         screened_at = time.perf_counter()
-        recording = self._send(tasks, result)
+        recording, deferred = self._send(tasks, result)
+        self._mark_deferred(deferred)
         self._close_holds(answers, result)
         for hold in result.values():
             if hold is not None:
@@ -342,13 +343,15 @@ class Engine:
             tasks.extend(self._task(job, campaign, limit) for job in allowed)
         return tasks
 
-    def _send(self, tasks, result) -> float:
+    def _send(self, tasks, result) -> tuple[float, list[Job]]:
         """Compose and send; record every few dozen outcomes while the
         connections go on, so a sender killed mid-batch re-sends (same
-        Message-ID) only what it had not recorded."""
+        Message-ID) only what it had not recorded. Returns the seconds spent
+        recording and the jobs deferred."""
         self.messenger.submit(tasks, time.monotonic() + self.settings.batch_deadline_seconds)
         left = len(tasks)
         recording = 0.0
+        deferred = []
         while left:
             done = self.messenger.collect(min(left, self.settings.record_every))
             outcomes = []
@@ -356,12 +359,23 @@ class Engine:
                 outcome, hold = self._after_send(task)
                 outcomes.append(outcome)
                 result[task.job.job_id] = hold
+                if outcome[1] == DEFERRED:
+                    deferred.append(task.job)
             started = time.perf_counter()
             self.deliveries.record(outcomes, self.settings.record_patience_seconds)
             recording += time.perf_counter() - started
             left -= len(done)
         self.messenger.collect(0, 0)  # forget the finished batch
-        return recording
+        return recording, deferred
+
+    def _mark_deferred(self, jobs: list[Job]) -> None:
+        """Once their retries are out, mark the deferred jobs' claims: a job
+        after one released at the deadline (or held) is read again with it,
+        and this copy, found deferred, is not sent again at once (nor put on
+        send.retry a second time)."""
+        if jobs:
+            self.publisher.flush()
+            self.deliveries.deferred(jobs)
 
     def ask_contacts_again(self, flush: Callable[[], None]) -> int:
         """delivery.held again for held jobs whose answer is due and has not

@@ -25,7 +25,8 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 from pymongo.operations import IndexModel, ReplaceOne
 
-from services.sender.domain import CANCELLED, CONTACT_CHANGED, FINAL, SENDING, Campaign, Job
+from services.sender.domain import (CANCELLED, CONTACT_CHANGED, DEFERRED, FINAL, SENDING, Campaign,
+                                    Job)
 from shared.erased_accounts import ErasedAccounts
 from shared.ids import unique_hex
 from shared.mongo import delete_all, find_by_ids, insert_new, retry_unreachable
@@ -308,7 +309,11 @@ class DeliveryStore:
     time (~0.65 ms each), and no update is a compare-and-set there.
 
     `claims` (_id = job id): who is sending the job since when; deleted when
-    the job is deferred or released, kept once it is final.
+    the job is deferred or released, kept once it is final. A deferred job's
+    claim comes back once its retry is out (`deferred`), marked with the
+    attempt deferred: a copy of that attempt read again (its partition
+    re-read from a job before it) then finds its retry already on its way
+    instead of being sent again at once, and the retry takes the claim over.
     `deliveries` (_id = job id): the final outcome and the event announcing
     it; a job with one is never sent again.
     """
@@ -322,7 +327,9 @@ class DeliveryStore:
 
     def claim(self, jobs: list[Job]) -> tuple[list[Job], dict[str, dict], list[Job]]:
         """Claim the jobs: (claimed, records of jobs already finished by
-        job id, jobs a live sender holds right now)."""
+        job id, jobs a live sender holds right now). A job deferred at its
+        attempt (or a later one) counts as finished, with a record that
+        announces nothing: its retry is out already."""
         # Claims outlive the job (kept when it is final), so an insert that
         # goes through proves the job was never claimed: one round trip.
         finished: dict[str, dict] = {}
@@ -340,16 +347,32 @@ class DeliveryStore:
             expired = now.timestamp() - self.lease_seconds
             for job in (j for j in todo if j.job_id in conflicts and j.job_id not in finished):
                 doc = existing.get(job.job_id)
-                if doc is not None and doc["claimed_at"].timestamp() < expired \
-                        and self._take_over(job, doc, now):
+                if doc is not None and doc.get("deferred") and job.attempt <= doc["attempt"]:
+                    finished[job.job_id] = {"state": DEFERRED, "attempt": doc["attempt"]}
+                    continue
+                takeable = doc is not None and (doc.get("deferred")
+                                                or doc["claimed_at"].timestamp() < expired)
+                if takeable and self._take_over(job, doc, now):
                     claimed.append(job)
                 else:
                     held.append(job)  # a live sender has it (or it was just released)
         return claimed, finished, held
 
+    def deferred(self, jobs: list[Job]) -> None:
+        """These jobs were deferred and their retries are out (flushed to
+        send.retry): their claims come back marked so. Written only then,
+        so a copy that finds the mark may be dropped; a crash before it
+        leaves no mark, and the copy is sent again early, as before. A
+        claim there already is the retry's, which came back first."""
+        now = utcnow()
+        insert_new(self.claims, [{"_id": j.job_id, "owner": self.owner, "claimed_at": now,
+                                  "attempt": j.attempt, "campaign_id": j.campaign_id,
+                                  "deferred": True} for j in jobs])
+
     def _take_over(self, job: Job, doc: dict, now: datetime) -> bool:
         """Claim a job whose sender died mid-send (its lease ran out): the
         message may have gone out, and goes again with the same Message-ID.
+        Or the retry of a deferred job, whose claim is marked deferred.
 
         Two senders may find the same expired claim. A conditional update is
         no compare-and-set on FerretDB 1.24 (it reads, then writes the whole
@@ -363,7 +386,8 @@ class DeliveryStore:
             return False  # another sender took it over
         self.claims.update_one({"_id": job.job_id},
                                {"$set": {"owner": self.owner, "claimed_at": now,
-                                         "attempt": job.attempt, "previous_owner": doc["owner"]}})
+                                         "attempt": job.attempt, "previous_owner": doc["owner"]},
+                                "$unset": {"deferred": ""}})
         return True
 
     def record(self, outcomes: list[tuple[str, str, dict]], patience: float = 0.0) -> None:

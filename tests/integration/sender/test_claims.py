@@ -1,6 +1,7 @@
 """Claims against the real FerretDB: a job is claimed once, a finished job is
-found finished, and the expired claim of a sender that died is taken over by
-exactly one of the senders that find it at the same time."""
+found finished, the expired claim of a sender that died is taken over by
+exactly one of the senders that find it at the same time, and a deferred
+job's copy read again finds its retry out while the retry takes the claim."""
 from __future__ import annotations
 
 import threading
@@ -10,9 +11,9 @@ from services.sender.domain import Job
 from services.sender.store import DeliveryStore
 
 
-def job(job_id: str) -> Job:
+def job(job_id: str, attempt: int = 0) -> Job:
     return Job.from_event("acct", {"job_id": job_id, "campaign_id": "camp", "contact_id": "k",
-                                   "attempt": 0, "recipient": {"email": "r@example.com"}})
+                                   "attempt": attempt, "recipient": {"email": "r@example.com"}})
 
 
 def test_a_job_is_claimed_once_and_a_finished_one_is_announced_again(mongo_db):
@@ -46,3 +47,58 @@ def test_an_expired_claim_is_taken_over_by_exactly_one_sender(mongo_db):
     assert sorted(winners) == sorted(f"j{i}" for i in range(20))  # each job once, none lost
     owners = {d["_id"]: d["owner"] for d in mongo_db["claims"].find()}
     assert all(owners[job_id] == owner for owner, jobs in won.items() for job_id in jobs)
+
+
+def deferred_by(store: DeliveryStore, job_ids: list[str]) -> None:
+    """What a sender does with jobs it deferred: claims given back, then,
+    once their retries are out, marked."""
+    store.claim([job(j) for j in job_ids])
+    store.record([(j, "deferred", {}) for j in job_ids])
+    assert store.claims.count_documents({"_id": {"$in": job_ids}}) == 0
+    store.deferred([job(j) for j in job_ids])
+
+
+def test_a_deferred_jobs_copy_read_again_finds_its_retry_out_and_the_retry_is_claimed(mongo_db):
+    first, second = DeliveryStore(mongo_db, "s1", 60), DeliveryStore(mongo_db, "s2", 60)
+    deferred_by(first, ["j1"])
+    claimed, finished, held = second.claim([job("j1", attempt=0)])
+    assert claimed == [] and held == [] and finished["j1"]["state"] == "deferred"
+    assert "event" not in finished["j1"]  # nothing to announce again
+    claimed, finished, held = second.claim([job("j1", attempt=1)])
+    assert [j.job_id for j in claimed] == ["j1"] and not finished and not held
+    doc = mongo_db["claims"].find_one({"_id": "j1"})
+    assert doc["owner"] == "s2" and doc["attempt"] == 1 and "deferred" not in doc
+    # the first attempt's copy, read once more, meets a live claim of a later attempt
+    claimed, finished, held = first.claim([job("j1", attempt=0)])
+    assert claimed == [] and [j.job_id for j in held] == ["j1"]
+
+
+def test_a_retry_that_claimed_before_the_mark_keeps_its_claim(mongo_db):
+    first, second = DeliveryStore(mongo_db, "s1", 60), DeliveryStore(mongo_db, "s2", 60)
+    first.claim([job("j1")])
+    first.record([("j1", "deferred", {})])
+    claimed, _, _ = second.claim([job("j1", attempt=1)])   # due before the batch ended
+    assert [j.job_id for j in claimed] == ["j1"]
+    first.deferred([job("j1")])
+    doc = mongo_db["claims"].find_one({"_id": "j1"})
+    assert doc["owner"] == "s2" and "deferred" not in doc
+
+
+def test_each_deferred_jobs_retry_is_claimed_by_exactly_one_sender(mongo_db):
+    deferred_by(DeliveryStore(mongo_db, "s0", 60), [f"j{i}" for i in range(20)])
+    stores = [DeliveryStore(mongo_db, f"s{n}", 60) for n in range(1, 5)]
+    won: dict[str, list[str]] = {s.owner: [] for s in stores}
+    barrier = threading.Barrier(len(stores))
+
+    def contend(store):   # two copies of each retry, say, read by different senders
+        barrier.wait()
+        claimed, _, _ = store.claim([job(f"j{i}", attempt=1) for i in range(20)])
+        won[store.owner] = [j.job_id for j in claimed]
+
+    threads = [threading.Thread(target=contend, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [job_id for jobs in won.values() for job_id in jobs]
+    assert sorted(winners) == sorted(f"j{i}" for i in range(20))

@@ -48,6 +48,9 @@ class Fakes:
     def record(self, outcomes, patience=0.0):
         self.records.extend(outcomes)
 
+    def deferred(self, jobs):
+        self.order.append(("deferred", [j.job_id for j in jobs]))
+
     def hold(self, jobs, ask_again_at):
         for j in jobs:  # a new hold replaces an open one, as HeldJobs does
             self.holds_made = getattr(self, "holds_made", 0) + 1
@@ -132,6 +135,23 @@ def test_sent_failed_deferred_and_dead():
     assert "smtp_reply" not in failed  # the reply's text stays in the record
     record = {j: fields for j, _, fields in fakes.records}["j2"]
     assert record["smtp_reply"] == "550 for <<email>>"
+
+
+def test_deferred_jobs_are_marked_so_once_their_retries_are_out():
+    """The mark lets a copy of the job read again be dropped: written before
+    the retry was out, a crash in between would lose the job."""
+    fakes = Fakes([campaign()], replies={"j2": 451, "j3": 421})
+    fakes.engine().handle([[job(1), job(2), job(3, attempt=1)]])
+    retries = len([top for top, _, _ in fakes.published if top == "send.retry"])
+    assert retries == 2
+    flushed = fakes.order.index(("deferred", ["j2", "j3"])) - 1
+    assert fakes.order[flushed][0] == "flush" and fakes.order[flushed][1] >= retries
+
+
+def test_a_batch_without_deferrals_marks_nothing():
+    fakes = Fakes([campaign()], replies={"j2": 550})
+    fakes.engine().handle([[job(1), job(2)]])
+    assert not [entry for entry in fakes.order if entry[0] == "deferred"]
 
 
 def test_unknown_campaign_holds_the_rest_of_its_partition_and_paused_jobs_are_parked():
@@ -409,7 +429,8 @@ def test_a_hold_closes_once_what_its_answer_led_to_is_out_and_not_while_it_waits
     fakes.order.clear()
     fakes.engine().handle([[waiting]])
     retry_published = len(fakes.published)
-    assert fakes.order == [("flush", retry_published), ("close", {"j1": token})]
+    assert fakes.order == [("flush", retry_published), ("deferred", ["j1"]),
+                           ("flush", retry_published), ("close", {"j1": token})]
 
 
 def test_an_answer_from_a_contacts_without_tokens_still_closes_its_hold():
