@@ -2,6 +2,8 @@
 OpenAPI document. Everything else under /api/v1 is forwarded (app.py)."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import current_app, g, jsonify
 from pymongo.errors import DuplicateKeyError
 
@@ -12,6 +14,7 @@ from services.gateway.schemas import (AccountCreate, AccountCreated, Account, Ke
                                       KeyList, NewKey, Usage)
 from shared.http import Blueprint
 from shared.http.errors import ApiError, not_found
+from shared.http.pagination import PageArgs, cursor_ms, cursor_position, cursor_time, page
 
 blp = Blueprint("gateway", __name__, url_prefix="/api/v1", description="Accounts and API keys")
 
@@ -57,10 +60,24 @@ def get_account():
 
 
 @blp.get("/keys")
+@blp.arguments(PageArgs, location="query")
 @blp.response(200, KeyList)
-def list_keys():
-    """The account's API keys (prefix only; the secret is never shown again)."""
-    return {"items": _store().list_keys(g.identity.account_id)}
+def list_keys(args):
+    """The account's API keys, revoked ones included, oldest first (prefix
+    only; the secret is never shown again)."""
+    keys_ = _store().list_keys(g.identity.account_id, args["limit"] + 1, _after_key(args))
+    return page(keys_, args["limit"], _key_position)
+
+
+def _key_position(key: dict) -> dict:
+    return {"ms": cursor_ms(key["created_at"]), "id": key["_id"]}
+
+
+def _after_key(args) -> tuple[datetime, str] | None:
+    cursor = args.get("cursor")
+    if not cursor:
+        return None
+    return cursor_time(cursor, "ms"), cursor_position(cursor, "id", str)
 
 
 # An account's keys share what the operator allowed it: each key's limit is
@@ -86,7 +103,7 @@ def create_key(body):
     if asked is not None and asked > allowed:
         raise ApiError(400, "validation_error", "invalid input: rate_limit_per_minute",
                        {"rate_limit_per_minute": [f"at most {allowed}, the account's limit"]})
-    active = sum(1 for k in _store().list_keys(account_id) if k["revoked_at"] is None)
+    active = _store().count_active_keys(account_id)
     if active >= MAX_ACTIVE_KEYS:
         raise ApiError(409, "too_many_keys",
                        f"the account has {active} active keys; revoke one first")

@@ -38,6 +38,7 @@ class NewKey(Key):
 
 class KeyList(ma.Schema):
     items = ma.fields.List(ma.fields.Nested(Key))
+    next_cursor = ma.fields.String(allow_none=True)
 
 
 class AccountCreated(ma.Schema):

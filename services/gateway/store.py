@@ -10,7 +10,8 @@ from pymongo.database import Database
 INDEXES = {
     "accounts": [],
     "api_keys": [IndexModel([("prefix", ASCENDING)], unique=True),
-                 IndexModel([("account_id", ASCENDING), ("created_at", ASCENDING)])],
+                 IndexModel([("account_id", ASCENDING), ("created_at", ASCENDING),
+                             ("_id", ASCENDING)])],
 }
 
 
@@ -49,8 +50,20 @@ class GatewayStore:
     def key_by_prefix(self, prefix: str) -> dict | None:
         return self.db.api_keys.find_one({"prefix": prefix})
 
-    def list_keys(self, account_id: str) -> list[dict]:
-        return list(self.db.api_keys.find({"account_id": account_id}).sort("created_at", ASCENDING))
+    def list_keys(self, account_id: str, limit: int,
+                  after: tuple[datetime, str] | None = None) -> list[dict]:
+        """Up to `limit` keys, oldest first, after (created_at, id). Key ids
+        are random, so the creation time orders them and the id breaks ties."""
+        query: dict = {"account_id": account_id}
+        if after is not None:
+            created_at, key_id = after
+            query["$or"] = [{"created_at": {"$gt": created_at}},
+                            {"created_at": created_at, "_id": {"$gt": key_id}}]
+        return list(self.db.api_keys.find(query)
+                    .sort([("created_at", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+
+    def count_active_keys(self, account_id: str) -> int:
+        return self.db.api_keys.count_documents({"account_id": account_id, "revoked_at": None})
 
     def revoke_key(self, account_id: str, key_id: str) -> dict | None:
         return self.db.api_keys.find_one_and_update(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 import marshmallow as ma
@@ -54,6 +55,23 @@ def cursor_position(cursor: str | None, key: str, kind: type[str] | type[int]) -
     if not valid:
         raise _not_a_cursor()
     return value
+
+
+def cursor_time(cursor: str | None, key: str) -> datetime | None:
+    """A time a cursor holds as milliseconds since the epoch (what MongoDB
+    keeps of a datetime), or None without a cursor."""
+    ms = cursor_position(cursor, key, int)
+    if ms is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ms / 1000, timezone.utc)
+    except (OverflowError, ValueError, OSError):  # past year 9999
+        raise _not_a_cursor() from None
+
+
+def cursor_ms(moment: datetime) -> int:
+    """The cursor's form of a time read from MongoDB (whole milliseconds)."""
+    return round(moment.timestamp() * 1000)
 
 
 def _not_a_cursor() -> ApiError:

@@ -136,6 +136,53 @@ def test_keys_are_listed_by_prefix_and_stored_hashed(gateway, mongo_uri, unique)
     assert key not in str(stored)
 
 
+def all_key_pages(gateway, key, limit) -> list[list[str]]:
+    pages, cursor = [], None
+    while True:
+        query = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        body = gateway.get("/api/v1/keys", query_string=query, headers=auth(key)).get_json()
+        pages.append([k["id"] for k in body["items"]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+def test_keys_are_paged_oldest_first_revoked_ones_included(gateway, mongo_uri, unique):
+    """Revoked keys stay listed (and pile up with every rotation): the list
+    is paged. Keys made in the same millisecond keep their order by id."""
+    account, key, first_id = new_account(gateway)
+    made = [first_id]
+    for n in range(6):
+        made.append(gateway.post("/api/v1/keys", json={"name": f"k{n}"},
+                                 headers=auth(key)).get_json()["id"])
+    assert gateway.delete(f"/api/v1/keys/{made[2]}", headers=auth(key)).status_code == 200
+    from shared import mongo
+    keys_col = mongo.database(mongo_uri, f"test_{unique}_gateway").api_keys
+    same_moment = keys_col.find_one({"_id": made[-1]})["created_at"]
+    twins = [made[-1][:-1], made[-1] + "z"]  # tied in time, one id before it, one after
+    keys_col.insert_many([{**keys_col.find_one({"_id": made[-1]}), "_id": twin,
+                           "prefix": f"twin{n}{unique}"} for n, twin in enumerate(twins)])
+    assert [k["created_at"] for k in keys_col.find({"_id": {"$in": twins}})] == [same_moment] * 2
+    stored = sorted(keys_col.find({"account_id": account}), key=lambda k: (k["created_at"], k["_id"]))
+    expected = [k["_id"] for k in stored]
+    assert set(expected) == {*made, *twins} and len(expected) == 9
+    assert expected[-3:] == sorted([made[-1], *twins])
+    pages = all_key_pages(gateway, key, 3)
+    assert [len(p) for p in pages] == [3, 3, 3]
+    assert [key_id for p in pages for key_id in p] == expected
+    assert all_key_pages(gateway, key, 500) == [expected]
+
+
+@pytest.mark.parametrize("cursor", ["x", "eyJtcyI6MX0",                     # no id
+                                    "eyJtcyI6OTk5OTk5OTk5OTk5OTk5OTk5LCJpZCI6ImEifQ",  # year > 9999
+                                    "eyJtcyI6ImEiLCJpZCI6ImEifQ"])         # ms not a number
+def test_a_keys_cursor_it_did_not_return_is_a_400_naming_the_cursor(gateway, cursor):
+    _, key, _ = new_account(gateway)
+    response = gateway.get("/api/v1/keys", query_string={"cursor": cursor}, headers=auth(key))
+    assert response.status_code == 400
+    assert list(response.get_json()["error"]["details"]) == ["cursor"]
+
+
 def test_another_accounts_key_sees_nothing_of_this_account(gateway):
     _, key_a, key_a_id = new_account(gateway, "A")
     _, key_b, _ = new_account(gateway, "B")
