@@ -216,7 +216,9 @@ def list_notices(args):
     not acknowledged yet: what the dashboard and login page show."""
     identity = current_identity()
     subject = args.get("user_id") or identity.principal
-    return {"items": usecases.notices_for(_store(), identity.account_id, subject)}
+    items = usecases.notices_for(_store(), identity.account_id, subject, args["limit"],
+                                 _after(args))
+    return page(items, args["limit"], lambda p: {"id": p["_id"]})
 
 
 @blp.post("/notices/<policy_id>/ack")

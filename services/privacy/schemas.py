@@ -194,7 +194,7 @@ class PolicyPage(ma.Schema):
     next_cursor = fields.String(allow_none=True)
 
 
-class NoticeArgs(ma.Schema):
+class NoticeArgs(PageArgs):
     user_id = fields.String(validate=ID)
 
 
@@ -210,6 +210,7 @@ class NoticeOut(ma.Schema):
 
 class NoticeList(ma.Schema):
     items = fields.List(fields.Nested(NoticeOut))
+    next_cursor = fields.String(allow_none=True)
 
 
 class NoticeAckIn(ma.Schema):

@@ -151,8 +151,12 @@ class PrivacyStore:
         return list(self.db.policies.find(_page_filter({}, after))
                     .sort("_id", ASCENDING).limit(limit + 1))
 
-    def all_policies(self) -> list[dict]:
-        return list(self.db.policies.find().sort("_id", ASCENDING))
+    def policies_not_in(self, done: set[str], limit: int, after: str | None) -> list[dict]:
+        """Up to limit+1 policy versions after `after`, but those in `done`."""
+        query = _page_filter({}, after)
+        if done:
+            query["_id"] = {**query.get("_id", {}), "$nin": sorted(done)}
+        return list(self.db.policies.find(query).sort("_id", ASCENDING).limit(limit + 1))
 
     def acknowledged(self, account_id: str, subject: str) -> set[str]:
         return {a["policy_id"] for a in

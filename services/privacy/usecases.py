@@ -288,9 +288,10 @@ def can_publish(config, identity: Identity) -> bool:
     return identity.principal == OPERATOR or identity.account_id in config.privacy_publisher_accounts
 
 
-def notices_for(store: PrivacyStore, account_id: str, subject: str) -> list[dict]:
-    done = store.acknowledged(account_id, subject)
-    return [p for p in store.all_policies() if p["_id"] not in done]
+def notices_for(store: PrivacyStore, account_id: str, subject: str, limit: int,
+                after: str | None) -> list[dict]:
+    """Up to limit+1 policy versions the subject has not acknowledged."""
+    return store.policies_not_in(store.acknowledged(account_id, subject), limit, after)
 
 
 def acknowledge_notice(store: PrivacyStore, identity: Identity, policy_id: str,

@@ -294,6 +294,30 @@ def test_notices_are_shown_until_acknowledged(operator, acme):
     assert acme("POST", "/api/v1/privacy/notices/nope/ack", json={}).status_code == 404
 
 
+def test_notices_are_paged_in_order_skipping_the_acknowledged_ones(operator, acme):
+    effective = (datetime.now(timezone.utc) + timedelta(days=31)).isoformat()
+    made = [operator("POST", "/api/v1/privacy/policies",
+                     json={"text": f"v{n}", "summary": f"change {n}", "material": True,
+                           "effective_at": effective}).get_json()["id"] for n in range(5)]
+    for policy_id in (made[1], made[3]):
+        assert acme("POST", f"/api/v1/privacy/notices/{policy_id}/ack",
+                    json={"user_id": "u3"}).status_code == 200
+    listed, cursor, sizes = [], None, []
+    while True:
+        query = "limit=2" + (f"&cursor={cursor}" if cursor else "")
+        body = acme("GET", f"/api/v1/privacy/notices?user_id=u3&{query}").get_json()
+        listed += [n["policy_id"] for n in body["items"]]
+        sizes.append(len(body["items"]))
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert all(size == 2 for size in sizes[:-1]) and listed == sorted(listed)
+    assert made[1] not in listed and made[3] not in listed
+    assert [made[0], made[2], made[4]] == [p for p in listed if p in made]
+    bad = acme("GET", "/api/v1/privacy/notices?cursor=x")
+    assert bad.status_code == 400 and list(bad.get_json()["error"]["details"]) == ["cursor"]
+
+
 def test_aggregates_suppress_groups_smaller_than_k(acme, app):
     store = PrivacyStore(_db(app))
     account = acme.identity.account_id
