@@ -7,6 +7,7 @@ with the sender's records in a database of the test's own on the real
 FerretDB."""
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import os
@@ -18,6 +19,8 @@ import time
 import uuid
 from email import message_from_bytes, policy
 from pathlib import Path
+
+from aiosmtpd.controller import Controller
 
 from shared import mongo, topics
 from shared.events import decode, new_event
@@ -95,6 +98,46 @@ class Sink:
         self.proc.terminate()
         self.proc.wait(10)
         self.log.close()
+
+
+class DomainRelay:
+    """A real SMTP server (aiosmtpd) that takes `slow_seconds` over each
+    message to slow.test, answers 451 to busy.test's recipients and 250 to
+    the rest; it counts every RCPT and every message accepted by address,
+    and the most transactions it held at once in DATA, by domain."""
+
+    def __init__(self, slow_seconds: float = 0.0):
+        self.slow_seconds = slow_seconds
+        self.rcpts: collections.Counter = collections.Counter()
+        self.accepted: collections.Counter = collections.Counter()
+        self.in_data: collections.Counter = collections.Counter()
+        self.most_in_data: collections.Counter = collections.Counter()
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.rcpts[address] += 1
+        if address.endswith("@busy.test"):
+            return "451 4.3.0 busy, try later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        domain = envelope.rcpt_tos[0].rpartition("@")[2]
+        self.in_data[domain] += 1
+        self.most_in_data[domain] = max(self.most_in_data[domain], self.in_data[domain])
+        try:
+            if domain == "slow.test":
+                await asyncio.sleep(self.slow_seconds)
+        finally:
+            self.in_data[domain] -= 1
+        for address in envelope.rcpt_tos:
+            self.accepted[address] += 1
+        return "250 OK"
+
+    def stop(self) -> None:
+        self.controller.stop()
 
 
 class Senders:

@@ -4,55 +4,20 @@ is on send.retry already, and a second try would ignore the backoff and put
 a second copy of the retry there."""
 from __future__ import annotations
 
-import asyncio
-import collections
 import uuid
 
 import pytest
-from aiosmtpd.controller import Controller
 from kafka.partitioner.default import murmur2
 
 from shared import topics
-from tests.integration.sender.harness import Senders, free_port, hexid
+from tests.integration.sender.harness import DomainRelay, Senders, hexid
 
 pytestmark = pytest.mark.timeout(200)
-
-SLOW_SECONDS = 8   # longer than the batch deadline (half the harness's 10 s lease)
-
-
-class DomainRelay:
-    """A real SMTP server (aiosmtpd) that takes its time over slow.test's
-    messages and answers 451 to busy.test's recipients; it counts every
-    RCPT and every message accepted, by address."""
-
-    def __init__(self):
-        self.rcpts: collections.Counter = collections.Counter()
-        self.accepted: collections.Counter = collections.Counter()
-        self.port = free_port()
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        self.rcpts[address] += 1
-        if address.endswith("@busy.test"):
-            return "451 4.3.0 busy, try later"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        if envelope.rcpt_tos[0].endswith("@slow.test"):
-            await asyncio.sleep(SLOW_SECONDS)
-        for address in envelope.rcpt_tos:
-            self.accepted[address] += 1
-        return "250 OK"
-
-    def stop(self) -> None:
-        self.controller.stop()
 
 
 @pytest.fixture
 def relay():
-    relay = DomainRelay()
+    relay = DomainRelay(slow_seconds=8)  # past the batch deadline (half the harness's 10 s lease)
     yield relay
     relay.stop()
 
