@@ -21,6 +21,7 @@ jobs of a deleted account.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -339,9 +340,19 @@ class Engine:
                     result[job.job_id] = DONE
                 else:
                     result[job.job_id] = Hold(grant.retry_at, "rate limit")
-            limit = campaign.limits.per_domain_concurrency or self.settings.default_domain_concurrency
+            limit = self._domain_limit(campaign)
             tasks.extend(self._task(job, campaign, limit) for job in allowed)
         return tasks
+
+    def _domain_limit(self, campaign: Campaign) -> int:
+        """A campaign's per-domain concurrency is for all its senders
+        together: each takes its share (the part of send.jobs it reads, as
+        for the rate), at least one. Per process, two senders doubled it.
+        The operator's default stays a cap per process."""
+        asked = campaign.limits.per_domain_concurrency
+        if asked is None:
+            return self.settings.default_domain_concurrency
+        return max(1, math.floor(asked * self.limiter.share + 1e-9))
 
     def _send(self, tasks, result) -> tuple[float, list[Job]]:
         """Compose and send; record every few dozen outcomes while the

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tests.integration.sender.harness import Senders, by_recipient, dump_logs, hexid, recipients
+from tests.integration.sender.harness import (DomainRelay, Senders, by_recipient, dump_logs, hexid,
+                                              recipients)
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -71,6 +72,26 @@ def test_two_senders_split_a_rate_limited_campaign_from_its_first_seconds(
     assert len(early) == 2 and min(early.values()) >= sum(early.values()) // 6, early
     senders.wait(lambda: len(by_recipient(sink)) >= len(people), 180, "every recipient")
     assert all(len(m) == 1 for m in by_recipient(sink).values())
+
+
+def test_two_senders_keep_a_campaigns_per_domain_concurrency_between_them(make_senders, unique):
+    """Each sender took the whole cap: two senders held twice as many
+    transactions open to one mailbox provider as the campaign allowed."""
+    relay = DomainRelay(slow_seconds=0.3)
+    try:
+        senders = make_senders(SANDESH_SMTP_PORT=relay.port)
+        senders.start()
+        senders.start()
+        account, campaign = hexid(), hexid()
+        senders.launch(account, campaign, limits={"per_domain_concurrency": 2})
+        time.sleep(8)  # both in the group before the work arrives
+        people = [(hexid(), f"p{n}-{unique}@slow.test", "N") for n in range(60)]
+        senders.jobs(account, campaign, people)
+        senders.wait(lambda: sum(relay.accepted.values()) >= len(people), 120, "every message")
+        assert sorted(relay.accepted.values()) == [1] * len(people)
+        assert relay.most_in_data["slow.test"] == 2, relay.most_in_data
+    finally:
+        relay.stop()
 
 
 def test_kill_9_mid_campaign_loses_nobody_and_duplicates_keep_their_message_id(

@@ -148,6 +148,21 @@ def test_deferred_jobs_are_marked_so_once_their_retries_are_out():
     assert fakes.order[flushed][0] == "flush" and fakes.order[flushed][1] >= retries
 
 
+def test_a_campaigns_domain_concurrency_is_split_between_its_senders():
+    """Each sender reads its share of send.jobs, so of every campaign."""
+    limits = {"per_domain_concurrency": 4}
+    for share, expected in ((1.0, 4), (0.5, 2), (2 / 6, 1), (1 / 6, 1)):
+        fakes = Fakes([campaign(limits=Limits(**limits))])
+        fakes.engine(share=share).handle([[job(1)]])
+        assert [t.domain_limit for t in fakes.tasks_sent] == [expected], share
+    fakes = Fakes([campaign(limits=Limits(per_domain_concurrency=6))])
+    fakes.engine(share=2 / 6).handle([[job(1)]])   # 6 x (2/6) is 2, not 1.999...
+    assert [t.domain_limit for t in fakes.tasks_sent] == [2]
+    fakes = Fakes([campaign()])
+    fakes.engine(share=0.5, default_domain_concurrency=8).handle([[job(1)]])
+    assert [t.domain_limit for t in fakes.tasks_sent] == [8]   # the operator's, per process
+
+
 def test_a_batch_without_deferrals_marks_nothing():
     fakes = Fakes([campaign()], replies={"j2": 550})
     fakes.engine().handle([[job(1), job(2)]])
