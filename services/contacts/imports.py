@@ -38,7 +38,7 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 from pymongo.operations import UpdateOne
 
-from services.contacts import csvread, domain, events
+from services.contacts import csvread, domain, events, rejected_rows
 from services.contacts.store import ContactsStore, contact_document
 from shared.kafka.producer import EventProducer
 from shared.kafka.rdkafka_impl import DeliveryFailed
@@ -611,6 +611,9 @@ def run_pending(store: ContactsStore, producer: EventProducer, salt: str, import
         log.exception("import gave up", extra={"import_id": job["_id"]})
         done = _finish(store, job, owner, "failed", f"gave up after {MAX_ATTEMPTS} failures")
         discard_upload(job)
+    # Over now: an erasure from here on scrubs this file itself.
+    rejected_rows.scrub_file(store, rejected_path(import_dir, job["account_id"], job["_id"]),
+                             job["account_id"], salt)
     log.info("import finished", extra={"import_id": job["_id"], "import_status": done["status"],
                                        "counters": done["counters"]})
     return True

@@ -25,7 +25,7 @@ import logging
 
 from marshmallow import ValidationError
 
-from services.contacts import domain, events, imports, schemas, segments, usecases
+from services.contacts import domain, events, imports, rejected_rows, schemas, segments, usecases
 from services.contacts.store import PLATFORM, ContactsStore
 from shared import topics
 from shared.http.errors import ApiError
@@ -68,7 +68,8 @@ def handle_privacy_request(runtime, event) -> None:
     ids = [contact["_id"]] if contact else None
     deleted = [] if contact else ports.store.deleted_contacts_of(event.account_id, subject)
     if kind == "erasure":
-        _erase(ports, event, contact, subject.get("email_hash"), deleted)
+        _erase(ports, event, contact, subject.get("email_hash"), deleted,
+               runtime.config.get("import_dir"))
         return
     if contact is None and deleted and kind == "access":
         # Deleted through the API, its consent entries (IP, form URL) are kept
@@ -170,7 +171,7 @@ def _plain(value):
 
 
 def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str | None,
-           deleted: list[dict] = ()) -> None:
+           deleted: list[dict] = (), import_dir: str | None = None) -> None:
     """Each step is idempotent; a redelivered request finishes what a crash
     left undone. The contact goes last, after its events and this service's
     answer are out: it is how the steps find their data, and a redelivery
@@ -194,6 +195,8 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
             {"account_id": event.account_id, "email_hash": hash_, "action": "remove"},
             {"$set": {"reason": "lifted"}})
         _scrub_segments(ports, event.account_id, hash_)
+        if import_dir:
+            rejected_rows.scrub_account(ports.store, import_dir, event.account_id, ports.salt)
     if contact is None and deleted:
         # Deleted through the API before: its consent entries go, and the
         # other services hear its id, whose records they still keep.

@@ -297,6 +297,14 @@ class ContactsStore:
         self.suppressions.update_one({"account_id": PLATFORM, "email_hash": hash_},
                                      {"$addToSet": {"erased_in": account_id}})
 
+    def erased_in_account(self, account_id: str, hashes: set[str]) -> set[str]:
+        """Those of these address hashes the account has erased (note_erasure)."""
+        if not hashes:
+            return set()
+        return {entry["email_hash"] for entry in self.suppressions.find(
+            {"account_id": PLATFORM, "email_hash": {"$in": sorted(hashes)},
+             "erased_in": account_id}, {"email_hash": 1})}
+
     def begin_lift(self, account_id: str, hash_: str, lift: dict) -> dict | None:
         """The account's entry for the address, marked `lifting`; the entry
         keeps suppressing until end_lift. A lift begun before and not

@@ -561,3 +561,31 @@ def test_a_pending_import_cancelled_is_never_started(client, app, settings, setu
     assert client.post(f"{V1}/imports/{job['id']}/cancel").get_json()["status"] == "cancelled"
     run_worker(app, settings)
     assert client.get(f"{V1}/contacts?email_prefix=never").get_json()["items"] == []
+
+
+def test_an_erasure_takes_the_persons_rows_out_of_every_imports_rejected_rows(
+        client, app, settings, setup):
+    """The rejected rows keep the cells as uploaded, for the account to
+    fetch: an erased person's address and name stayed there. Finished
+    imports are scrubbed by the erasure, one not run yet at its end."""
+    rows = (b"email,name,age\n"
+            b"Ann.Lee@Example.com,Ann Lee,not a number\n"       # rejected: her address
+            b"keep@example.com,Keep,also not\n"                 # rejected: someone else
+            b"Ann Lee,ann.lee@example.com,3,extra\n")           # rejected (width): her address
+    finished = upload(client, setup, rows).get_json()
+    run_worker(app, settings)
+    assert len(rejected_rows(client, finished["id"])) == 3
+    ann = client.post(f"{V1}/contacts", {"email": "ann.lee@example.com", "name": "Ann Lee"})
+    not_run_yet = upload(client, setup, rows).get_json()
+    privacy.handle_privacy_request(app.extensions["runtime"], new_event(
+        "privacy.requested", source="sandesh.privacy", subject="r1", account_id=client.account_id,
+        data={"request_id": "r1", "kind": "erasure",
+              "subject": {"kind": "contact", "contact_id": ann.get_json()["id"]}}))
+    left = rejected_rows(client, finished["id"])
+    assert [row[2] for row in left] == ["keep@example.com"]
+    assert "ann" not in json.dumps(left).lower()
+    run_worker(app, settings)
+    assert client.get(f"{V1}/imports/{not_run_yet['id']}").get_json()["counters"]["rejected"] == 3
+    assert [row[2] for row in rejected_rows(client, not_run_yet["id"])] == ["keep@example.com"]
+    assert stored_files(settings) == {f"{client.account_id}/{job['id']}.rejected.csv": 0o600
+                                      for job in (finished, not_run_yet)}
