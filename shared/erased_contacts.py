@@ -118,6 +118,12 @@ class ErasedContacts:
                     event, data={**event.data, "contact_id": pseudonym()}))
         return screened
 
+    def any_erased_now(self, account_id: str, contact_ids: Iterable[str]) -> bool:
+        """Whether any of these contacts is erased, read from the database
+        now (one `_id` look-up), not from this process's copy of the set."""
+        keys = [_key(account_id, c) for c in contact_ids if c and not is_pseudonym(c)]
+        return bool(keys) and self.col.count_documents({"_id": {"$in": keys}}, limit=1) > 0
+
     def erased_since(self, events: list[Event]) -> list[tuple[str, str]]:
         """After the screened events were written: (account, contact) of
         those whose contact was erased meanwhile, read from the database now

@@ -6,6 +6,7 @@ erasure must not itself become a copy of what was erased.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Iterable
 
 from bson import ObjectId
 from bson.regex import Regex
@@ -119,6 +120,12 @@ class PrivacyStore:
             {"_id": f"{request_id}:{service}"},
             {"request_id": request_id, "account_id": account_id, "service": service,
              "data": data, "at": now()}, upsert=True)
+
+    def drop_export_part(self, request_id: str, service: str) -> None:
+        self.db.export_parts.delete_one({"_id": f"{request_id}:{service}"})
+
+    def contact_erased(self, account_id: str, contact_ids: Iterable[str]) -> bool:
+        return ErasedContacts(self.db).any_erased_now(account_id, contact_ids)
 
     def export_parts(self, request_id: str) -> dict[str, dict]:
         return {p["service"]: p["data"] for p in self.db.export_parts.find({"request_id": request_id})}

@@ -215,6 +215,12 @@ def record_answer(store: PrivacyStore, account_id: str, data: dict,
         answer = {"status": data["status"], "at": clock(), "detail": data.get("detail")}
     if data.get("export") is not None:
         store.save_export_part(request["_id"], account_id, service, data["export"])
+        # An erasure of the same contact recorded before this part came in
+        # found nothing of it to delete. Checked after the save: an erasure
+        # recorded after the check finds the part itself.
+        subject_ids = {request["subject"].get("contact_id"), *(data.get("contact_ids") or [])}
+        if store.contact_erased(account_id, subject_ids):
+            store.drop_export_part(request["_id"], service)
     if request["kind"] == "erasure" and data.get("contact_ids"):
         store.forget_contacts(account_id, list(data["contact_ids"]))
     request = store.set_answer(request["_id"], service, answer)

@@ -121,6 +121,28 @@ def test_an_erasure_deletes_earlier_access_exports_of_the_contact(acme, app):
     assert set(store.export_parts(other["id"])) == {"contacts"}
 
 
+def test_an_access_export_arriving_after_the_contacts_erasure_is_not_kept(acme, app):
+    """The erasure deletes the exports it finds; a service's part of an
+    access request that came in after it (a slow responder) was kept."""
+    store = PrivacyStore(_db(app))
+    account = acme.identity.account_id
+    access = acme("POST", "/api/v1/privacy/requests",
+                  json={"kind": "access", "subject": {"contact_id": "c17"}}).get_json()
+    other = acme("POST", "/api/v1/privacy/requests",
+                 json={"kind": "access", "subject": {"contact_id": "c18"}}).get_json()
+    erasure = acme("POST", "/api/v1/privacy/requests",
+                   json={"kind": "erasure", "subject": {"contact_id": "c17"}}).get_json()
+    usecases.record_answer(store, account, {"request_id": erasure["id"], "service": "contacts",
+                                            "status": "done", "contact_ids": ["c17"]})
+    for request in (access, other):
+        for service in ("contacts", "tracking"):
+            usecases.record_answer(store, account, {
+                "request_id": request["id"], "service": service, "status": "done",
+                "export": {"opens": ["2026-12-01"]}})
+    assert store.export_parts(access["id"]) == {}
+    assert set(store.export_parts(other["id"])) == {"contacts", "tracking"}
+
+
 def test_a_request_is_stored_with_its_due_date_and_can_be_extended_twice_at_most(acme, app):
     response = acme("POST", "/api/v1/privacy/requests",
                     json={"kind": "erasure", "subject": {"email": "jo@example.com"}})
