@@ -103,13 +103,16 @@ def test_a_user_erasure_is_refused_with_the_users_api_to_use(acme):
         ["an account user is erased with DELETE /api/v1/users/<id>"]
 
 
+def access_requests(acme, *contact_ids: str) -> list[dict]:
+    return [acme("POST", "/api/v1/privacy/requests",
+                 json={"kind": "access", "subject": {"contact_id": c}}).get_json()
+            for c in contact_ids]
+
+
 def test_an_erasure_deletes_earlier_access_exports_of_the_contact(acme, app):
     store = PrivacyStore(_db(app))
     account = acme.identity.account_id
-    access = acme("POST", "/api/v1/privacy/requests",
-                  json={"kind": "access", "subject": {"contact_id": "c7"}}).get_json()
-    other = acme("POST", "/api/v1/privacy/requests",
-                 json={"kind": "access", "subject": {"contact_id": "c8"}}).get_json()
+    access, other = access_requests(acme, "c7", "c8")
     for request in (access, other):
         usecases.record_answer(store, account, {"request_id": request["id"], "service": "contacts",
                                                 "status": "done", "export": {"contact": {"name": "x"}}})
@@ -126,10 +129,7 @@ def test_an_access_export_arriving_after_the_contacts_erasure_is_not_kept(acme, 
     access request that came in after it (a slow responder) was kept."""
     store = PrivacyStore(_db(app))
     account = acme.identity.account_id
-    access = acme("POST", "/api/v1/privacy/requests",
-                  json={"kind": "access", "subject": {"contact_id": "c17"}}).get_json()
-    other = acme("POST", "/api/v1/privacy/requests",
-                 json={"kind": "access", "subject": {"contact_id": "c18"}}).get_json()
+    access, other = access_requests(acme, "c17", "c18")
     erasure = acme("POST", "/api/v1/privacy/requests",
                    json={"kind": "erasure", "subject": {"contact_id": "c17"}}).get_json()
     usecases.record_answer(store, account, {"request_id": erasure["id"], "service": "contacts",

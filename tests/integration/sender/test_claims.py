@@ -16,6 +16,24 @@ def job(job_id: str, attempt: int = 0) -> Job:
                                    "attempt": attempt, "recipient": {"email": "r@example.com"}})
 
 
+def claimed_at_once(stores: list[DeliveryStore], jobs: list[Job]) -> dict[str, list[str]]:
+    """Every store claims the same jobs at the same moment: job ids by owner."""
+    won: dict[str, list[str]] = {s.owner: [] for s in stores}
+    barrier = threading.Barrier(len(stores))
+
+    def contend(store):
+        barrier.wait()
+        claimed, _, _ = store.claim(jobs)
+        won[store.owner] = [j.job_id for j in claimed]
+
+    threads = [threading.Thread(target=contend, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return won
+
+
 def test_a_job_is_claimed_once_and_a_finished_one_is_announced_again(mongo_db):
     first, second = DeliveryStore(mongo_db, "s1", 60), DeliveryStore(mongo_db, "s2", 60)
     claimed, finished, held = first.claim([job("j1"), job("j2")])
@@ -30,19 +48,7 @@ def test_an_expired_claim_is_taken_over_by_exactly_one_sender(mongo_db):
     mongo_db["claims"].insert_many([{"_id": f"j{i}", "owner": "dead-sender", "claimed_at": long_ago,
                                      "attempt": 0, "campaign_id": "camp"} for i in range(20)])
     stores = [DeliveryStore(mongo_db, f"s{n}", 60) for n in range(4)]
-    won: dict[str, list[str]] = {s.owner: [] for s in stores}
-    barrier = threading.Barrier(len(stores))
-
-    def contend(store):
-        barrier.wait()
-        claimed, _, _ = store.claim([job(f"j{i}") for i in range(20)])
-        won[store.owner] = [j.job_id for j in claimed]
-
-    threads = [threading.Thread(target=contend, args=(s,)) for s in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    won = claimed_at_once(stores, [job(f"j{i}") for i in range(20)])
     winners = [job_id for jobs in won.values() for job_id in jobs]
     assert sorted(winners) == sorted(f"j{i}" for i in range(20))  # each job once, none lost
     owners = {d["_id"]: d["owner"] for d in mongo_db["claims"].find()}
@@ -87,18 +93,7 @@ def test_a_retry_that_claimed_before_the_mark_keeps_its_claim(mongo_db):
 def test_each_deferred_jobs_retry_is_claimed_by_exactly_one_sender(mongo_db):
     deferred_by(DeliveryStore(mongo_db, "s0", 60), [f"j{i}" for i in range(20)])
     stores = [DeliveryStore(mongo_db, f"s{n}", 60) for n in range(1, 5)]
-    won: dict[str, list[str]] = {s.owner: [] for s in stores}
-    barrier = threading.Barrier(len(stores))
-
-    def contend(store):   # two copies of each retry, say, read by different senders
-        barrier.wait()
-        claimed, _, _ = store.claim([job(f"j{i}", attempt=1) for i in range(20)])
-        won[store.owner] = [j.job_id for j in claimed]
-
-    threads = [threading.Thread(target=contend, args=(s,)) for s in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    # copies of each retry read by different senders at the same moment
+    won = claimed_at_once(stores, [job(f"j{i}", attempt=1) for i in range(20)])
     winners = [job_id for jobs in won.values() for job_id in jobs]
     assert sorted(winners) == sorted(f"j{i}" for i in range(20))
