@@ -151,8 +151,10 @@ class Composer:
 
     def _compose(self, job: Job, now: datetime) -> Outgoing:
         s = self.settings
+        # The time in the tokens lets tracking tell a scanner's fetch on
+        # arrival before it has read this message's delivery.sent.
         ctx = LinkContext(hex_id(job.account_id), hex_id(job.campaign_id),
-                          hex_id(job.contact_id), hex_id(job.job_id))
+                          hex_id(job.contact_id), hex_id(job.job_id), int(now.timestamp()))
         list_id = job.list_id if job.list_id and len(job.list_id) == 32 else None
         extra = {templating.POSTAL_ADDRESS: self.campaign.postal_address}
         headers: list[tuple[str, str]] = []

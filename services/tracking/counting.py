@@ -36,6 +36,15 @@ def _stale(intent: dict, now: datetime) -> bool:
     return now - at >= STALE_BATCH
 
 
+def _token_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return domain.parse_time(text)
+    except ValueError:
+        return None
+
+
 def start_repairs_in_background(counter: "StatsCounter", seconds: float = 60.0):
     """The sweep, every minute in a thread of the worker."""
     def repair_once():
@@ -244,7 +253,9 @@ class StatsCounter:
             data = event.data
             verdict = domain.Verdict(bool(data.get("machine")), data.get("machine_reason", ""))
             at = domain.parse_time(event.time)
-            sent_at = self._sent_at.get(data["job_id"])
+            # The delivery's time, else the one the message's token carries
+            # (delivery.sent may not be read yet while a big send goes out).
+            sent_at = self._sent_at.get(data["job_id"]) or _token_time(data.get("sent_at"))
             if sent_at is not None:
                 since = (at - sent_at).total_seconds()
                 verdict = domain.classify_timing(verdict, since, self.rules.machine_hit_seconds)

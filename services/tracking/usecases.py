@@ -46,6 +46,8 @@ def hit_event(claims: Claims, method: str, user_agent: str, ip: str,
         data["machine_reason"] = verdict.reason
     if claims.kind == "click":
         data["link_index"] = claims.link_index
+    if ctx.sent_at is not None:  # from the token: the worker's rule 5 needs no delivery.sent
+        data["sent_at"] = datetime.fromtimestamp(ctx.sent_at, timezone.utc).isoformat()
     kind = "tracking.opened" if claims.kind == "open" else "tracking.clicked"
     when = datetime.fromtimestamp(time.time() if at is None else at, timezone.utc)
     return Event(type=kind, source=SOURCE, subject=ctx.campaign_id, account_id=ctx.account_id,

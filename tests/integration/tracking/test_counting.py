@@ -266,3 +266,26 @@ def test_a_dead_workers_batch_of_an_account_deleted_since_is_not_counted_back(mo
     StatsCounter(TrackingStore(mongo_db), CountingRules(), clock=lambda: later).repair_stale_batches()
     assert build_stats(TrackingStore(mongo_db), campaign) is None
     assert mongo_db.batches.count_documents({}) == 0
+
+
+def test_a_hit_on_arrival_is_a_machine_even_before_its_delivery_is_read(store):
+    """Rule 5 took the delivery time from delivery.sent only: while a big
+    send made that stream lag behind the hits, a scanner's fetch on arrival
+    counted as a person. The message's token carries when it was sent."""
+    campaign = hexid()
+    counter = StatsCounter(store, CountingRules(machine_hit_seconds=10))
+    launched = ev("campaign.launched", T0, campaign_id=campaign, template={
+        "version": 1, "subject": "s", "html": "h", "links": []},
+        sender={"from_email": "news@example.com"}, audience={}, limits={}, tracking=True)
+    counter.handle_batch([launched])
+    sent_at = T0 + timedelta(minutes=1)
+
+    def opened(seconds_after_sending: float):
+        return ev("tracking.opened", sent_at + timedelta(seconds=seconds_after_sending),
+                  machine=False, user_agent_family=CHROME, campaign_id=campaign,
+                  contact_id=hexid(), job_id=hexid(), sent_at=sent_at.isoformat())
+
+    scanner, person = opened(3), opened(60)   # no delivery.sent read for either
+    counter.handle_batch([scanner, person])
+    stats = build_stats(store, campaign)
+    assert (stats["opens"]["total_machine"], stats["opens"]["total_human"]) == (1, 1)

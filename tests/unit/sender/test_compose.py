@@ -147,6 +147,19 @@ def test_the_date_header_is_the_time_of_composing_to_the_second(signer):
         assert date_at(moment) == format_datetime(moment.replace(microsecond=0))
 
 
+def test_every_tracking_token_carries_the_time_of_composing(signer):
+    """Tracking judges a fetch on arrival (a scanner's) by it."""
+    composer, job = composer_and_job(signer)
+    moment = datetime(2026, 12, 6, 1, 2, 3, 900_000, tzinfo=timezone.utc)
+    msg = message_from_bytes(composer.compose(job, now=moment).message, policy=policy.default)
+    html = msg.get_body(("html",)).get_content()
+    tokens = [part.split('"')[0] for marker in ("https://t.example/t/c/", "https://t.example/t/o/",
+                                                "https://t.example/u/")
+              for part in html.split(marker)[1:]]
+    assert len(tokens) >= 3
+    assert {verify(KEYRING, t).context.sent_at for t in tokens} == {int(moment.timestamp())}
+
+
 def test_a_domains_keys_sign_only_the_campaigns_of_the_accounts_it_belongs_to(tmp_path):
     """A signature with d=<domain> is what makes a receiver take the mail as
     the domain's own (DMARC). Before owners.txt, any account that put

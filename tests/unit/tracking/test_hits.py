@@ -62,6 +62,19 @@ def test_a_batch_published_again_after_a_failure_keeps_its_event_ids():
     assert [decode(r.value).id for r in broker.messages(TOPIC)] == first_ids
 
 
+def test_a_hit_carries_the_time_its_message_was_sent_when_the_token_has_it():
+    ring = Keyring([(1, secrets.token_bytes(32))])
+    ids = [uuid.uuid4().hex for _ in range(4)]
+    timed = verify(ring, open_token(ring, LinkContext(*ids, sent_at=1_796_000_000)))
+    broker = InMemoryBroker()
+    hits, _ = _publisher(broker)
+    hits.submit(TOPIC, _builder(timed), "k")
+    hits.submit(TOPIC, _builder(_claims()), "k")   # a token from before version 2
+    assert hits.publish_batch()
+    events = [decode(r.value) for r in broker.messages(TOPIC)]   # validated by the schema
+    assert [e.data.get("sent_at") for e in events] == ["2026-11-30T00:53:20+00:00", None]
+
+
 def test_each_hit_starts_its_own_trace():
     claims = _claims()
     first = usecases.hit_event(claims, "GET", AGENT, "203.0.113.9")

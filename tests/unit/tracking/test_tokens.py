@@ -14,8 +14,11 @@ KEY_A = base64.b64encode(b"a" * 32).decode()
 KEY_B = base64.b64encode(b"b" * 32).decode()
 
 
-def ctx() -> LinkContext:
-    return LinkContext(*(uuid.uuid4().hex for _ in range(4)))
+SENT_AT = 1_796_000_000   # 2026-11-30, in a version 2 token
+
+
+def ctx(sent_at: int | None = None) -> LinkContext:
+    return LinkContext(*(uuid.uuid4().hex for _ in range(4)), sent_at=sent_at)
 
 
 @pytest.fixture
@@ -24,10 +27,13 @@ def ring() -> Keyring:
 
 
 def all_tokens(ring, c):
+    """Every kind, with and without the time the message was sent."""
     list_id = uuid.uuid4().hex
-    return [tt.open_token(ring, c), tt.click_token(ring, c, 7),
-            tt.unsubscribe_token(ring, c), tt.unsubscribe_token(ring, c, list_id),
-            tt.bounce_token(ring, c)]
+    timed = LinkContext(c.account_id, c.campaign_id, c.contact_id, c.job_id, sent_at=SENT_AT)
+    return [token for each in (c, timed) for token in (
+        tt.open_token(ring, each), tt.click_token(ring, each, 7),
+        tt.unsubscribe_token(ring, each), tt.unsubscribe_token(ring, each, list_id))
+    ] + [tt.bounce_token(ring, c)]
 
 
 def test_round_trip_of_every_kind(ring):
@@ -41,6 +47,29 @@ def test_round_trip_of_every_kind(ring):
     assert tt.verify(ring, tt.unsubscribe_token(ring, c)).list_id is None
     bounce = tt.verify(ring, tt.bounce_token(ring, c))
     assert (bounce.kind, bounce.job_id, bounce.context) == ("bounce", c.job_id, None)
+
+
+def test_a_version_2_token_carries_when_its_message_was_sent(ring):
+    """Tracking judges a hit soon after delivery by it, before it has read
+    the message's delivery.sent. Version 1 tokens (sent before) still verify."""
+    c = ctx(SENT_AT)
+    list_id = uuid.uuid4().hex
+    assert tt.verify(ring, tt.open_token(ring, c)) == tt.Claims("open", c, None, None, c.job_id, 1)
+    click = tt.verify(ring, tt.click_token(ring, c, 65535))
+    assert (click.context.sent_at, click.link_index) == (SENT_AT, 65535)
+    unsub = tt.verify(ring, tt.unsubscribe_token(ring, c, list_id))
+    assert (unsub.context, unsub.list_id) == (c, list_id)
+    assert tt.verify(ring, tt.unsubscribe_token(ring, c)).context.sent_at == SENT_AT
+    assert tt.verify(ring, tt.open_token(ring, ctx())).context.sent_at is None
+    assert tt.verify(ring, tt.bounce_token(ring, c)).job_id == c.job_id   # bounce: no time
+    raw = base64.urlsafe_b64decode(tt.open_token(ring, c) + "==")
+    assert raw[1] >> 4 == 2 and int.from_bytes(raw[66:70], "big") == SENT_AT
+
+
+@pytest.mark.parametrize("sent_at", [-1, 2 ** 32, 1.5, "1796000000"])
+def test_a_sent_time_a_token_cannot_hold_is_refused(sent_at):
+    with pytest.raises(ValueError):
+        ctx(sent_at)
 
 
 def test_link_mac_is_truncated_hmac_sha256_of_the_token(ring):
@@ -58,6 +87,9 @@ def test_tokens_are_compact_and_url_safe(ring):
         assert "=" not in token
     assert len(tt.open_token(ring, c)) == 104
     assert len(tt.click_token(ring, c, 3)) == 107
+    assert len(tt.open_token(ring, ctx(SENT_AT))) == 110
+    assert len(tt.click_token(ring, ctx(SENT_AT), 3)) == 112
+    assert len(tt.bounce_token(ring, ctx(SENT_AT))) == 45
 
 
 def test_every_byte_flipped_is_rejected(ring):
