@@ -327,7 +327,9 @@ class SmtpMessenger:
         conn = _Connection(self, local_hostname=self.local_hostname, timeout=self.timeout)
         self._live[name] = conn
         try:
-            conn.connect(relay.host, relay.port)
+            code, greeting = conn.connect(relay.host, relay.port)
+            if code != 220:  # as SMTP(host) checks: a relay that greets 554 takes nothing
+                raise smtplib.SMTPConnectError(code, greeting)
             conn.ehlo()
             if self.starttls:
                 conn.starttls(context=ssl.create_default_context())

@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import ipaddress
 import socket
+import socketserver
 import ssl
 import threading
 import time
@@ -184,6 +185,39 @@ def test_a_relay_that_refuses_the_login_defers_every_task_and_keeps_the_connecti
     finally:
         messenger.close()
         server.stop()
+
+
+class _RefusingRelay(socketserver.StreamRequestHandler):
+    """Greets 554 and keeps the connection, answering 503 to all but QUIT,
+    as RFC 5321 section 3.1 allows a server that takes no mail."""
+
+    def handle(self):
+        self.wfile.write(b"554 5.3.2 no SMTP service here\r\n")
+        for line in self.rfile:
+            if line[:4].upper() == b"QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            self.wfile.write(b"503 5.5.1 bad sequence of commands\r\n")
+
+
+def test_a_relay_that_greets_with_a_refusal_defers_the_tasks_rather_than_failing_them():
+    """Connecting without smtplib's own greeting check took the 554 for a
+    ready connection: MAIL then got 503, a 5xx, and every job sent through
+    it failed for good."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _RefusingRelay)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", server.server_address[1])],
+                                   connections=1, timeout=10)
+    try:
+        tasks = [task(i) for i in range(3)]
+        run(messenger, tasks)
+        assert [t.outcome for t in tasks] == [smtp.TRANSIENT] * 3
+        assert all("554" in t.reply for t in tasks), tasks[0].reply
+    finally:
+        messenger.close()
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_job_that_cannot_be_composed_becomes_failed_not_lost(tmp_path):
