@@ -384,9 +384,14 @@ class Engine:
         after one released at the deadline (or held) is read again with it,
         and this copy, found deferred, is not sent again at once (nor put on
         send.retry a second time)."""
-        if jobs:
-            self.publisher.flush()
+        if not jobs:
+            return
+        self.publisher.flush()  # a failure here is the batch's: the retries are not out
+        try:
             self.deliveries.deferred(jobs)
+        except Exception:  # only a shortcut: failing the batch for it re-sent them at once
+            log.warning("deferred jobs not marked; a copy read again is tried early",
+                        exc_info=True, extra={"jobs": len(jobs)})
 
     def ask_contacts_again(self, flush: Callable[[], None]) -> int:
         """delivery.held again for held jobs whose answer is due and has not

@@ -163,6 +163,19 @@ def test_a_campaigns_domain_concurrency_is_split_between_its_senders():
     assert [t.domain_limit for t in fakes.tasks_sent] == [8]   # the operator's, per process
 
 
+def test_a_database_blip_while_marking_deferrals_fails_nothing():
+    """Failing the batch for the mark made it run again: the deferred jobs,
+    unmarked and unclaimed, were sent again at once."""
+    fakes = Fakes([campaign()], replies={"j2": 451})
+
+    def down(jobs):
+        raise ConnectionError("database away")
+    fakes.deferred = down
+    result = fakes.engine().handle([[job(1), job(2)]])
+    assert result == {"j1": DONE, "j2": DONE}
+    assert [top for top, _, _ in fakes.published if top == "send.retry"] == ["send.retry"]
+
+
 def test_a_batch_without_deferrals_marks_nothing():
     fakes = Fakes([campaign()], replies={"j2": 550})
     fakes.engine().handle([[job(1), job(2)]])
