@@ -69,8 +69,7 @@ def upload_path(import_dir: str, account_id: str, import_id: str) -> str:
     return os.path.join(import_dir, account_id, f"{import_id}.csv")
 
 
-def rejected_path(import_dir: str, account_id: str, import_id: str) -> str:
-    return os.path.join(import_dir, account_id, f"{import_id}.rejected.csv")
+rejected_path = rejected_rows.rejected_file
 
 
 def open_private(path: str, mode: str):
@@ -611,9 +610,16 @@ def run_pending(store: ContactsStore, producer: EventProducer, salt: str, import
         log.exception("import gave up", extra={"import_id": job["_id"]})
         done = _finish(store, job, owner, "failed", f"gave up after {MAX_ATTEMPTS} failures")
         discard_upload(job)
-    # Over now: an erasure from here on scrubs this file itself.
-    rejected_rows.scrub_file(store, rejected_path(import_dir, job["account_id"], job["_id"]),
-                             job["account_id"], salt)
     log.info("import finished", extra={"import_id": job["_id"], "import_status": done["status"],
                                        "counters": done["counters"]})
+    _scrub_finished(store, import_dir, salt, job["_id"])   # this one, now that it is over
     return True
+
+
+def _scrub_finished(store: ContactsStore, import_dir: str, salt: str, import_id: str) -> None:
+    """The import's rejected rows, without what its account erased
+    (rejected_rows.py). A failure here is left to the worker's sweep."""
+    try:
+        rejected_rows.scrub_finished_imports(store, import_dir, salt, import_id)
+    except Exception:
+        log.warning("rejected rows not scrubbed yet; the sweep will", exc_info=True)

@@ -196,7 +196,8 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
             {"$set": {"reason": "lifted"}})
         _scrub_segments(ports, event.account_id, hash_)
         if import_dir:
-            rejected_rows.scrub_account(ports.store, import_dir, event.account_id, ports.salt)
+            rejected_rows.scrub_account(ports.store, import_dir, event.account_id, ports.salt,
+                                        {hash_})
     if contact is None and deleted:
         # Deleted through the API before: its consent entries go, and the
         # other services hear its id, whose records they still keep.

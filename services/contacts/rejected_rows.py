@@ -2,19 +2,31 @@
 as they were uploaded: addresses and names. A row carrying an address the
 account has erased since is taken out of them.
 
-An erasure scrubs the files of the account's imports that are over; an
-import still running scrubs its own when it ends. The erasure notes the
-address before it looks at the imports, and an import marks itself over
-before it reads the notes, so one of the two always sees the other.
+Two paths, so that no erasure misses a file:
+- an erasure scrubs the files of the account's imports that are over, for
+  the one address it erases (`scrub_account`);
+- an import, once over, has its file scrubbed of every address the account
+  erased until then (`scrub_finished_imports`, which marks it done with
+  `rejected_scrubbed_at`). The import worker runs it for each import it
+  ends, and a sweep of the contacts worker once a minute for any import left
+  unscrubbed: one whose worker died, or whose scrub failed, after it ended.
+The erasure notes the address before it looks at the imports, and an
+import is marked over before its scrub reads the notes: one of the two
+sees the other. Scrubs of one account's files take turns (a lock file in
+the account's folder): two at once each rewrote the file from what it had
+read, and the last to finish put back the row the other took out.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import logging
 import os
 import uuid
-from typing import Callable, Iterable
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Iterator
 
 from services.contacts import domain
 from shared.pii import InvalidEmail
@@ -23,42 +35,79 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".rejected.csv"
 RUNNING = ("pending", "running")
+FINISHED = ("done", "failed", "cancelled")
+HASHES_PER_QUERY = 5_000   # a $in of 300,000 hashes was past MongoDB's 16 MB
 
 
-def scrub_account(store, import_dir: str, account_id: str, salt: str) -> int:
-    """Every finished import's rejected rows of the account, scrubbed of the
-    addresses it erased. Returns how many rows went."""
+def rejected_file(import_dir: str, account_id: str, import_id: str) -> str:
+    return os.path.join(import_dir, account_id, f"{import_id}{SUFFIX}")
+
+
+def scrub_account(store, import_dir: str, account_id: str, salt: str, erased: set[str]) -> int:
+    """The rejected rows of the account's imports that are over, without the
+    rows holding one of these (just erased) address hashes. Returns how many
+    rows went."""
     folder = os.path.join(import_dir, account_id)
     try:
-        names = [n for n in os.listdir(folder) if n.endswith(SUFFIX)]
+        names = sorted(n for n in os.listdir(folder) if n.endswith(SUFFIX))
     except FileNotFoundError:
         return 0
     running = {job["_id"] for job in store.imports.find(
         {"account_id": account_id, "status": {"$in": list(RUNNING)}}, {"_id": 1})}
-    return sum(scrub_file(store, os.path.join(folder, name), account_id, salt)
+    return sum(scrub_file(os.path.join(folder, name), salt, lambda hashes: hashes & erased)
                for name in names if name[:-len(SUFFIX)] not in running)
 
 
-def scrub_file(store, path: str, account_id: str, salt: str) -> int:
-    """One import's rejected rows without those naming an address the
-    account erased (any cell: a row refused for its width may have its
-    address in another column). Returns how many rows went."""
-    try:
-        with open(path, "rb") as raw:
-            rows = list(csv.reader(io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape",
-                                                    newline="")))
-    except FileNotFoundError:
+def scrub_finished_imports(store, import_dir: str, salt: str, import_id: str | None = None,
+                           limit: int = 20) -> int:
+    """Imports over and not scrubbed since (or just the one named): their
+    rejected rows without the addresses their account erased. Returns how
+    many imports were scrubbed."""
+    query: dict = {"status": {"$in": list(FINISHED)}, "rejected_scrubbed_at": {"$exists": False}}
+    if import_id is not None:
+        query["_id"] = import_id
+    jobs = list(store.imports.find(query, {"account_id": 1}).limit(limit))
+    for job in jobs:
+        account_id = job["account_id"]
+        scrub_file(rejected_file(import_dir, account_id, job["_id"]), salt,
+               lambda hashes: store.erased_in_account(account_id, hashes))
+        store.imports.update_one({"_id": job["_id"]},
+                                 {"$set": {"rejected_scrubbed_at": datetime.now(timezone.utc)}})
+    return len(jobs)
+
+
+def scrub_file(path: str, salt: str, erased_of: Callable[[set[str]], set[str]]) -> int:
+    """Rewrite the file without the rows holding an erased address, in any
+    cell (a row refused for its width may have it in another column).
+    `erased_of` tells which of some hashes are erased. Read twice, a row at
+    a time: a rejected-rows file may hold hundreds of thousands of rows."""
+    if not os.path.exists(path):
         return 0
-    hashes = {row_index: _hashes(row[2:], salt) for row_index, row in enumerate(rows) if row_index}
-    erased = store.erased_in_account(account_id, {h for found in hashes.values() for h in found})
-    if not erased:
-        return 0
-    kept = [row for row_index, row in enumerate(rows)
-            if not row_index or not hashes[row_index] & erased]
-    _replace(path, kept)
+    with _account_lock(os.path.dirname(path)):
+        erased: set[str] = set()
+        pending: set[str] = set()
+        for _, hashes in _rows(path, salt):
+            pending |= hashes
+            if len(pending) >= HASHES_PER_QUERY:
+                erased |= erased_of(pending)
+                pending = set()
+        if pending:
+            erased |= erased_of(pending)
+        if not erased:
+            return 0
+        removed = _rewrite(path, salt, erased)
     log.info("erased addresses taken out of rejected rows",
-             extra={"rows": len(rows) - len(kept), "file": os.path.basename(path)})
-    return len(rows) - len(kept)
+             extra={"rows": removed, "file": os.path.basename(path)})
+    return removed
+
+
+def _rows(path: str, salt: str) -> Iterator[tuple[list[str], set[str]]]:
+    """(cells, address hashes) of every row; the header has none."""
+    with open(path, "rb") as raw:
+        reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape",
+                                             newline=""))
+        for number, row in enumerate(reader):
+            yield row, (_hashes(row[2:], salt) if number else set())
 
 
 def _hashes(cells: Iterable[str], salt: str) -> set[str]:
@@ -76,16 +125,38 @@ def _hashes(cells: Iterable[str], salt: str) -> set[str]:
     return found
 
 
-def _replace(path: str, rows: list[list[str]]) -> None:
+def _rewrite(path: str, salt: str, erased: set[str]) -> int:
     """Written beside it, then renamed over it: a reader sees the old file
-    or the new one, and two scrubs at once each write a whole file."""
+    or the new one. Returns how many rows went."""
     temporary = f"{path}.{uuid.uuid4().hex}.tmp"
-    opener: Callable = lambda name, flags: os.open(name, flags, 0o600)
+    removed = 0
     try:
         with open(temporary, "w", encoding="utf-8", errors="surrogateescape", newline="",
-                  opener=opener) as out:
-            csv.writer(out).writerows(rows)
+                  opener=_private) as out:
+            writer = csv.writer(out)
+            for row, hashes in _rows(path, salt):
+                if hashes & erased:
+                    removed += 1
+                else:
+                    writer.writerow(row)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+    return removed
+
+
+def _private(name: str, flags: int) -> int:
+    return os.open(name, flags, 0o600)
+
+
+@contextlib.contextmanager
+def _account_lock(folder: str):
+    """One scrub of an account's files at a time, across processes (flock on
+    a file of the account's folder; on a shared volume, one with POSIX locks)."""
+    with open(os.path.join(folder, ".scrub.lock"), "a", opener=_private) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -32,7 +32,7 @@ from pymongo.operations import IndexModel
 
 from services.contacts import domain
 from services.contacts.segments import compile_condition
-from shared.mongo import ensure_indexes, id_batches, insert_new
+from shared.mongo import IDS_PER_QUERY, ensure_indexes, id_batches, insert_new
 
 PLATFORM = None  # account_id of platform-wide suppression entries
 # What a send job needs of a contact (services/contacts/fanout.send_job),
@@ -301,9 +301,13 @@ class ContactsStore:
         """Those of these address hashes the account has erased (note_erasure)."""
         if not hashes:
             return set()
-        return {entry["email_hash"] for entry in self.suppressions.find(
-            {"account_id": PLATFORM, "email_hash": {"$in": sorted(hashes)},
-             "erased_in": account_id}, {"email_hash": 1})}
+        found: set[str] = set()
+        ordered = sorted(hashes)
+        for start in range(0, len(ordered), IDS_PER_QUERY):
+            found.update(entry["email_hash"] for entry in self.suppressions.find(
+                {"account_id": PLATFORM, "email_hash": {"$in": ordered[start:start + IDS_PER_QUERY]},
+                 "erased_in": account_id}, {"email_hash": 1}))
+        return found
 
     def begin_lift(self, account_id: str, hash_: str, lift: dict) -> dict | None:
         """The account's entry for the address, marked `lifting`; the entry

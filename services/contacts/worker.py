@@ -4,13 +4,15 @@ and beside the consumer loop runs
   that several workers share the queue and a dead worker's import is
   resumed by another from its checkpoint;
 - campaign fan-outs (see fanout.py), claimed the same way by a few threads:
-  the loop only records a launch, so it never waits for an audience."""
+  the loop only records a launch, so it never waits for an audience;
+- a sweep of imports over whose rejected rows still hold addresses erased
+  since (see rejected_rows.py)."""
 from __future__ import annotations
 
 import logging
 import threading
 
-from services.contacts import fanout, imports
+from services.contacts import fanout, imports, rejected_rows
 from services.contacts.fanout_store import FanoutStore
 from services.contacts.handlers import GROUP, TOPICS, build_handlers
 from services.contacts.settings import SETTINGS
@@ -19,7 +21,7 @@ from shared.config import Config, load_common
 from shared.ids import worker_owner
 from shared.kafka.factory import consumer_loop, hot_event_producer
 from shared.runtime import Runtime
-from shared.worker import run_worker
+from shared.worker import every, run_worker
 
 SERVICE = "contacts"
 STOP_GRACE_SECONDS = 20   # for a fan-out thread to let go (k8s gives the pod 40)
@@ -80,6 +82,13 @@ def main() -> None:
                              producer=runtime.producer())
         threading.Thread(target=run_imports, name="contacts-imports", daemon=True,
                          args=(runtime, config, stop)).start()
+        # Imports over whose rejected rows were not scrubbed when they ended
+        # (a worker that died, a failed scrub): once a minute, as the query
+        # reads every import on FerretDB.
+        every("contacts-rejected-rows", lambda: 60.0,
+              lambda: rejected_rows.scrub_finished_imports(
+                  ContactsStore(runtime.db), config.import_dir, config.pii_salt),
+              first_wait=10.0)
         fanout_threads.extend(start_fanout_threads(fanout_runners(runtime, config, stop), wake,
                                                    stop, config.fanout_poll_seconds))
         return loop

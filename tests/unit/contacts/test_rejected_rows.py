@@ -1,8 +1,12 @@
-"""Which cells of a rejected row name an address (rejected_rows._hashes)."""
+"""Rejected rows scrubbed of erased addresses: which cells name one, two
+scrubs at once, a file too big for one query."""
 from __future__ import annotations
 
-from services.contacts import domain
-from services.contacts.rejected_rows import _hashes
+import csv
+import threading
+
+from services.contacts import domain, rejected_rows
+from services.contacts.rejected_rows import HASHES_PER_QUERY, _hashes, scrub_file
 
 SALT = "unit-salt"
 
@@ -24,3 +28,63 @@ def test_a_cell_escaped_against_formulas_is_read_as_it_was_uploaded():
 
 def test_cells_that_are_no_address_name_nobody():
     assert _hashes(["not-an-address", "a@", "", "@b.example"], SALT) == set()
+
+
+def write_rejected(path, rows):
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        csv.writer(out).writerows([["row", "reason", "cells"], *rows])
+
+
+def read_rejected(path):
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.reader(f))[1:]
+
+
+def test_two_scrubs_of_one_file_at_once_take_turns(tmp_path, monkeypatch):
+    """Each rewrote the file from what it had read: one that was still
+    copying the rows when the other replaced the file put back the row the
+    other had taken out."""
+    path = str(tmp_path / "imp.rejected.csv")
+    write_rejected(path, [["2", "age", "ann@example.com"], ["3", "age", "bob@example.com"],
+                          ["4", "age", "keep@example.com"]])
+    copying, go_on = threading.Event(), threading.Event()
+    calls = {"n": 0}
+
+    def slow_hashes(cells, salt):   # the first scrub pauses in its copy (its 4th row read)
+        if threading.current_thread().name == "first":
+            calls["n"] += 1
+            if calls["n"] == 4:
+                copying.set()
+                go_on.wait(5)
+        return _hashes(cells, salt)
+
+    monkeypatch.setattr(rejected_rows, "_hashes", slow_hashes)
+    first = threading.Thread(target=scrub_file, name="first",
+                             args=(path, SALT, lambda h: h & {hash_of("ann@example.com")}))
+    first.start()
+    assert copying.wait(5)
+    second = threading.Thread(target=scrub_file,
+                              args=(path, SALT, lambda h: h & {hash_of("bob@example.com")}))
+    second.start()
+    second.join(0.5)   # it waits for the first (or, without the lock, is done already)
+    go_on.set()
+    first.join(5)
+    second.join(5)
+    assert [row[2] for row in read_rejected(path)] == ["keep@example.com"]
+
+
+def test_a_big_file_asks_about_its_addresses_a_bounded_number_at_a_time(tmp_path):
+    """One query held every hash of the file: past ~220,000 it was over
+    MongoDB's 16 MB, and the account's erasures failed for ever."""
+    path = str(tmp_path / "imp.rejected.csv")
+    count = 2 * HASHES_PER_QUERY + 10
+    write_rejected(path, [[str(n), "age", f"p{n}@example.com"] for n in range(count)])
+    asked = []
+
+    def erased_of(hashes):
+        asked.append(len(hashes))
+        return hashes & {hash_of("p7@example.com")}
+
+    assert scrub_file(path, SALT, erased_of) == 1
+    assert sum(asked) == count and max(asked) <= HASHES_PER_QUERY
+    assert len(read_rejected(path)) == count - 1
