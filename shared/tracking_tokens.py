@@ -8,7 +8,8 @@ token can only fail verification, never redirect anywhere.
 Link token bytes (then URL-safe base64 without padding):
 
     key id (1) | version<<4 | kind (1) | account, campaign, contact, job (4 x 16)
-    | version 2: sent at (4, big-endian seconds since the epoch)
+    | version 2: sent at (4, big-endian seconds since the epoch: when the
+      sender composed the message, a few messages ahead of sending it)
     | click: link index (2, big-endian) | unsubscribe: list flag (1) [+ list id (16)]
     | HMAC-SHA256 over everything before it, truncated to 12 bytes (96 bits)
 

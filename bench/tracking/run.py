@@ -103,7 +103,8 @@ def main() -> None:
     db = mongo.database(stack["SANDESH_MONGO_URI"], prefix + "tracking")
     TrackingStore(db).save_campaign(campaign, account, [f"https://example.com/p/{i}" for i in range(5)],
                                     datetime.now(timezone.utc))
-    contexts = [tt.LinkContext(account, campaign, uuid.uuid4().hex, uuid.uuid4().hex)
+    sent_at = int(time.time())   # version 2 tokens, as the sender writes them
+    contexts = [tt.LinkContext(account, campaign, uuid.uuid4().hex, uuid.uuid4().hex, sent_at)
                 for _ in range(2000)]
     opens = [f"/t/o/{tt.open_token(ring, c)}" for c in contexts]
     clicks = [f"/t/c/{tt.click_token(ring, c, i % 5)}" for i, c in enumerate(contexts)]

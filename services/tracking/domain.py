@@ -95,8 +95,11 @@ def scanner_name(user_agent: str) -> str:
 
 def classify_timing(verdict: Verdict, seconds_since_delivery: float | None,
                     machine_window: float) -> Verdict:
-    """Rule 5: a hit within `machine_window` seconds of delivery is a machine."""
-    if verdict.machine or seconds_since_delivery is None:
+    """Rule 5: a hit within `machine_window` seconds of delivery is a machine.
+    A hit further *before* its delivery than that says the clocks disagree
+    (the sender's and this one's), not when it came: the rule cannot tell."""
+    if verdict.machine or seconds_since_delivery is None \
+            or seconds_since_delivery < -machine_window:
         return verdict
     if seconds_since_delivery < machine_window:
         return Verdict(True, "soon-after-delivery")

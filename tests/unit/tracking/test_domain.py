@@ -49,6 +49,9 @@ def test_apple_privacy_proxy_prefetch_is_a_machine_open_only_from_apple():
 
 def test_hits_soon_after_delivery_are_machines():
     assert domain.classify_timing(domain.HUMAN, 3.0, 10.0) == Verdict(True, "soon-after-delivery")
+    # a sender's clock a little ahead: still on arrival; far ahead: no telling
+    assert domain.classify_timing(domain.HUMAN, -2.0, 10.0).machine
+    assert domain.classify_timing(domain.HUMAN, -3600.0, 10.0) == domain.HUMAN
     assert domain.classify_timing(domain.HUMAN, 60.0, 10.0) == domain.HUMAN
     assert domain.classify_timing(domain.HUMAN, None, 10.0) == domain.HUMAN
     already = Verdict(True, "scanner:mimecast")
