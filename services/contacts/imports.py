@@ -88,9 +88,12 @@ def discard_upload(job: dict) -> None:
 
 
 def discard_account_files(import_dir: str, account_id: str) -> None:
-    """A deleted account's uploads and rejected rows, all of them."""
+    """A deleted account's uploads and rejected rows, all of them: under the
+    scrubs' lock, so that none rewrites a file back into the folder."""
     if account_id and os.path.basename(account_id) == account_id and account_id not in (".", ".."):
-        shutil.rmtree(os.path.join(import_dir, account_id), ignore_errors=True)
+        folder = os.path.join(import_dir, account_id)
+        with rejected_rows.account_lock(folder):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def new_import(account_id: str, list_id: str, import_id: str, path: str, size: int,
@@ -304,6 +307,14 @@ def _parse(ctx: Context, row: Row) -> str | None:
     return None
 
 
+def _rejected_cell(cell: str) -> str:
+    """A cell as the rejected rows show it: escaped against formulas, and no
+    longer than a cell may be, so that the file reads back (an erasure
+    scrubs it with the same csv limit): escaping a cell of the full length
+    made it one character too long."""
+    return domain.csv_safe(cell)[:csvread.MAX_FIELD]
+
+
 class _RecordedEvents:
     """Stands in for the producer while a batch is written: the events wait
     for the announcing stage, which publishes them in the same order."""
@@ -399,7 +410,7 @@ def _prepare_batch(ctx: Context, batch: list[Row], writer) -> Prepared:
         reason = _parse(ctx, row)
         if reason:
             delta["rejected"] += 1
-            writer.writerow([row.number, reason, *[domain.csv_safe(c) for c in row.cells]])
+            writer.writerow([row.number, reason, *[_rejected_cell(c) for c in row.cells]])
         else:
             valid.append(row)
     suppressed = {e["email_hash"] for e in

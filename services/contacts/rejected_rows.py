@@ -37,6 +37,7 @@ SUFFIX = ".rejected.csv"
 RUNNING = ("pending", "running")
 FINISHED = ("done", "failed", "cancelled")
 HASHES_PER_QUERY = 5_000   # a $in of 300,000 hashes was past MongoDB's 16 MB
+MAX_FAILURES = 5           # sweeps of one import's file before it is left to an operator
 
 
 def rejected_file(import_dir: str, account_id: str, import_id: str) -> str:
@@ -54,8 +55,19 @@ def scrub_account(store, import_dir: str, account_id: str, salt: str, erased: se
         return 0
     running = {job["_id"] for job in store.imports.find(
         {"account_id": account_id, "status": {"$in": list(RUNNING)}}, {"_id": 1})}
-    return sum(scrub_file(os.path.join(folder, name), salt, lambda hashes: hashes & erased)
-               for name in names if name[:-len(SUFFIX)] not in running)
+    removed = 0
+    for name in names:
+        import_id = name[:-len(SUFFIX)]
+        if import_id in running:
+            continue
+        try:
+            removed += scrub_file(os.path.join(folder, name), salt, lambda h: h & erased)
+        except Exception:
+            # The erasure goes on (failing, it held up every privacy request
+            # behind it); the sweep tries the file again, then an operator.
+            log.exception("rejected rows could not be scrubbed", extra={"import_id": import_id})
+            store.imports.update_one({"_id": import_id}, {"$unset": {"rejected_scrubbed_at": ""}})
+    return removed
 
 
 def scrub_finished_imports(store, import_dir: str, salt: str, import_id: str | None = None,
@@ -63,17 +75,27 @@ def scrub_finished_imports(store, import_dir: str, salt: str, import_id: str | N
     """Imports over and not scrubbed since (or just the one named): their
     rejected rows without the addresses their account erased. Returns how
     many imports were scrubbed."""
-    query: dict = {"status": {"$in": list(FINISHED)}, "rejected_scrubbed_at": {"$exists": False}}
+    query: dict = {"status": {"$in": list(FINISHED)}, "rejected_scrubbed_at": {"$exists": False},
+                   "rejected_scrub_failures": {"$not": {"$gte": MAX_FAILURES}}}
     if import_id is not None:
         query["_id"] = import_id
-    jobs = list(store.imports.find(query, {"account_id": 1}).limit(limit))
+    jobs = list(store.imports.find(query, {"account_id": 1}).sort("_id", 1).limit(limit))
+    scrubbed = 0
     for job in jobs:
         account_id = job["account_id"]
-        scrub_file(rejected_file(import_dir, account_id, job["_id"]), salt,
-               lambda hashes: store.erased_in_account(account_id, hashes))
+        try:
+            scrub_file(rejected_file(import_dir, account_id, job["_id"]), salt,
+                       lambda hashes: store.erased_in_account(account_id, hashes))
+        except Exception:
+            # One file that cannot be scrubbed must not hold up the others:
+            # counted, and left to an operator after MAX_FAILURES rounds.
+            log.exception("rejected rows could not be scrubbed", extra={"import_id": job["_id"]})
+            store.imports.update_one({"_id": job["_id"]}, {"$inc": {"rejected_scrub_failures": 1}})
+            continue
         store.imports.update_one({"_id": job["_id"]},
                                  {"$set": {"rejected_scrubbed_at": datetime.now(timezone.utc)}})
-    return len(jobs)
+        scrubbed += 1
+    return scrubbed
 
 
 def scrub_file(path: str, salt: str, erased_of: Callable[[set[str]], set[str]]) -> int:
@@ -83,7 +105,9 @@ def scrub_file(path: str, salt: str, erased_of: Callable[[set[str]], set[str]]) 
     a time: a rejected-rows file may hold hundreds of thousands of rows."""
     if not os.path.exists(path):
         return 0
-    with _account_lock(os.path.dirname(path)):
+    with account_lock(os.path.dirname(path)) as locked:
+        if not locked or not os.path.exists(path):
+            return 0   # the account's files were deleted meanwhile
         erased: set[str] = set()
         pending: set[str] = set()
         for _, hashes in _rows(path, salt):
@@ -151,12 +175,19 @@ def _private(name: str, flags: int) -> int:
 
 
 @contextlib.contextmanager
-def _account_lock(folder: str):
+def account_lock(folder: str):
     """One scrub of an account's files at a time, across processes (flock on
-    a file of the account's folder; on a shared volume, one with POSIX locks)."""
-    with open(os.path.join(folder, ".scrub.lock"), "a", opener=_private) as lock:
+    a file of the account's folder; on a shared volume, one with POSIX
+    locks), and none while the account's files are deleted. Yields False
+    when the folder is gone."""
+    try:
+        lock = open(os.path.join(folder, ".scrub.lock"), "a", opener=_private)
+    except FileNotFoundError:
+        yield False
+        return
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

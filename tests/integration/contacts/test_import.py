@@ -628,3 +628,54 @@ def test_which_of_300000_addresses_an_account_erased_is_asked_in_parts(mongo_db)
     hashes = {f"{n:064x}" for n in range(300_000)} | {erased}
     assert store.erased_in_account("acct", hashes) == {erased}
     assert store.erased_in_account("another", hashes) == set()
+
+
+def test_a_rejected_cell_of_the_full_length_escaped_against_formulas_still_reads_back(
+        client, app, settings, setup):
+    """Escaping it made the cell one character longer than the csv limit:
+    every scrub of the file, so every erasure in the account, failed."""
+    from services.contacts import csvread
+    longest = b"=" + b"x" * (csvread.MAX_FIELD - 1)
+    rows = b"email,name\nann.lee@example.com," + longest + b"\n"
+    job = upload(client, setup, rows).get_json()
+    run_worker(app, settings)
+    assert client.get(f"{V1}/imports/{job['id']}").get_json()["counters"]["rejected"] == 1
+    ann = client.post(f"{V1}/contacts", {"email": "ann.lee@example.com"}).get_json()
+    privacy.handle_privacy_request(app.extensions["runtime"], new_event(
+        "privacy.requested", source="sandesh.privacy", subject="r1", account_id=client.account_id,
+        data={"request_id": "r1", "kind": "erasure",
+              "subject": {"kind": "contact", "contact_id": ann["id"]}}))
+    assert rejected_rows(client, job["id"]) == []
+    assert client.get(f"{V1}/contacts/{ann['id']}").status_code == 404
+
+
+def test_one_file_the_sweep_cannot_scrub_holds_up_no_other_import(client, app, settings, setup):
+    from services.contacts import rejected_rows as scrubbing
+    rows = b"email,name,age\nann.lee@example.com,Ann,x\nkeep@example.com,K,x\n"
+    broken, good, late = (upload(client, setup, rows).get_json() for _ in range(3))
+    assert broken["id"] < late["id"]   # the sweep meets the broken file first
+    store = ContactsStore(app.extensions["runtime"].db)
+    store.imports.update_many({"_id": {"$ne": late["id"]}}, {"$set": {"status": "done"}})
+    root = settings["SANDESH_IMPORT_DIR"]
+    for job in (broken, good, late):
+        path = scrubbing.rejected_file(root, client.account_id, job["id"])
+        with open(path, "w", encoding="utf-8") as out:
+            out.write("row,reason,cells\r\n2,age: x,ann.lee@example.com,Ann\r\n"
+                      "3,age: x,keep@example.com,K\r\n")
+    with open(scrubbing.rejected_file(root, client.account_id, broken["id"]), "a") as out:
+        out.write('4,x,"' + "y" * 300_000 + '"\r\n')     # past what csv reads
+    ann = client.post(f"{V1}/contacts", {"email": "ann.lee@example.com"}).get_json()
+    privacy.handle_privacy_request(app.extensions["runtime"], new_event(   # scrubs both
+        "privacy.requested", source="sandesh.privacy", subject="r1", account_id=client.account_id,
+        data={"request_id": "r1", "kind": "erasure",
+              "subject": {"kind": "contact", "contact_id": ann["id"]}}))
+    assert client.get(f"{V1}/contacts/{ann['id']}").status_code == 404   # the erasure went on
+    assert [row[2] for row in rejected_rows(client, good["id"])] == ["keep@example.com"]
+    # `late` was running through the erasure (skipped by it) and is over now
+    store.imports.update_one({"_id": late["id"]}, {"$set": {"status": "done"}})
+    for _ in range(scrubbing.MAX_FAILURES + 1):
+        scrubbing.scrub_finished_imports(store, root, SALT)
+    assert [row[2] for row in rejected_rows(client, late["id"])] == ["keep@example.com"]
+    left = store.imports.find_one({"_id": broken["id"]})
+    assert left["rejected_scrub_failures"] == scrubbing.MAX_FAILURES   # then left alone
+    assert "rejected_scrubbed_at" not in left

@@ -3,6 +3,7 @@ scrubs at once, a file too big for one query."""
 from __future__ import annotations
 
 import csv
+import shutil
 import threading
 
 from services.contacts import domain, rejected_rows
@@ -88,3 +89,23 @@ def test_a_big_file_asks_about_its_addresses_a_bounded_number_at_a_time(tmp_path
     assert scrub_file(path, SALT, erased_of) == 1
     assert sum(asked) == count and max(asked) <= HASHES_PER_QUERY
     assert len(read_rejected(path)) == count - 1
+
+
+def test_a_scrub_waiting_while_the_accounts_files_are_deleted_puts_nothing_back(tmp_path):
+    """The deletion takes the scrubs' lock: a scrub that read the file before
+    the deletion rewrote it back into the folder after it."""
+    folder = tmp_path / "account"
+    folder.mkdir()
+    path = str(folder / "imp.rejected.csv")
+    write_rejected(path, [["2", "age", "ann@example.com"], ["3", "age", "keep@example.com"]])
+    with rejected_rows.account_lock(str(folder)) as locked:
+        assert locked
+        scrub = threading.Thread(target=scrub_file,
+                                 args=(path, SALT, lambda h: h & {hash_of("ann@example.com")}))
+        scrub.start()
+        scrub.join(0.3)
+        assert scrub.is_alive()          # waits for the deletion to end
+        shutil.rmtree(folder)
+    scrub.join(5)
+    assert not folder.exists()
+    assert scrub_file(path, SALT, lambda h: h) == 0   # and one that comes after finds nothing
