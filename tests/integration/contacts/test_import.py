@@ -564,6 +564,14 @@ def test_a_pending_import_cancelled_is_never_started(client, app, settings, setu
     assert client.get(f"{V1}/contacts?email_prefix=never").get_json()["items"] == []
 
 
+def erase_contact(app, client, contact_id: str) -> None:
+    """What the contacts worker does with a privacy.requested erasure."""
+    privacy.handle_privacy_request(app.extensions["runtime"], new_event(
+        "privacy.requested", source="sandesh.privacy", subject="r1", account_id=client.account_id,
+        data={"request_id": "r1", "kind": "erasure",
+              "subject": {"kind": "contact", "contact_id": contact_id}}))
+
+
 def test_an_erasure_takes_the_persons_rows_out_of_every_imports_rejected_rows(
         client, app, settings, setup):
     """The rejected rows keep the cells as uploaded, for the account to
@@ -578,10 +586,7 @@ def test_an_erasure_takes_the_persons_rows_out_of_every_imports_rejected_rows(
     assert len(rejected_rows(client, finished["id"])) == 3
     ann = client.post(f"{V1}/contacts", {"email": "ann.lee@example.com", "name": "Ann Lee"})
     not_run_yet = upload(client, setup, rows).get_json()
-    privacy.handle_privacy_request(app.extensions["runtime"], new_event(
-        "privacy.requested", source="sandesh.privacy", subject="r1", account_id=client.account_id,
-        data={"request_id": "r1", "kind": "erasure",
-              "subject": {"kind": "contact", "contact_id": ann.get_json()["id"]}}))
+    erase_contact(app, client, ann.get_json()["id"])
     left = rejected_rows(client, finished["id"])
     assert [row[2] for row in left] == ["keep@example.com"]
     assert "ann" not in json.dumps(left).lower()
@@ -599,10 +604,7 @@ def test_rejected_rows_left_unscrubbed_when_an_import_ended_are_scrubbed_by_the_
     rows = b"email,name,age\nann.lee@example.com,Ann Lee,not a number\nkeep@example.com,K,x\n"
     job = upload(client, setup, rows).get_json()
     ann = client.post(f"{V1}/contacts", {"email": "ann.lee@example.com"}).get_json()
-    privacy.handle_privacy_request(app.extensions["runtime"], new_event(
-        "privacy.requested", source="sandesh.privacy", subject="r1", account_id=client.account_id,
-        data={"request_id": "r1", "kind": "erasure",
-              "subject": {"kind": "contact", "contact_id": ann["id"]}}))
+    erase_contact(app, client, ann["id"])
 
     def database_away(*_args):
         raise ConnectionError("database away")
@@ -641,10 +643,7 @@ def test_a_rejected_cell_of_the_full_length_escaped_against_formulas_still_reads
     run_worker(app, settings)
     assert client.get(f"{V1}/imports/{job['id']}").get_json()["counters"]["rejected"] == 1
     ann = client.post(f"{V1}/contacts", {"email": "ann.lee@example.com"}).get_json()
-    privacy.handle_privacy_request(app.extensions["runtime"], new_event(
-        "privacy.requested", source="sandesh.privacy", subject="r1", account_id=client.account_id,
-        data={"request_id": "r1", "kind": "erasure",
-              "subject": {"kind": "contact", "contact_id": ann["id"]}}))
+    erase_contact(app, client, ann["id"])
     assert rejected_rows(client, job["id"]) == []
     assert client.get(f"{V1}/contacts/{ann['id']}").status_code == 404
 
@@ -665,10 +664,7 @@ def test_one_file_the_sweep_cannot_scrub_holds_up_no_other_import(client, app, s
     with open(scrubbing.rejected_file(root, client.account_id, broken["id"]), "a") as out:
         out.write('4,x,"' + "y" * 300_000 + '"\r\n')     # past what csv reads
     ann = client.post(f"{V1}/contacts", {"email": "ann.lee@example.com"}).get_json()
-    privacy.handle_privacy_request(app.extensions["runtime"], new_event(   # scrubs both
-        "privacy.requested", source="sandesh.privacy", subject="r1", account_id=client.account_id,
-        data={"request_id": "r1", "kind": "erasure",
-              "subject": {"kind": "contact", "contact_id": ann["id"]}}))
+    erase_contact(app, client, ann["id"])   # scrubs both
     assert client.get(f"{V1}/contacts/{ann['id']}").status_code == 404   # the erasure went on
     assert [row[2] for row in rejected_rows(client, good["id"])] == ["keep@example.com"]
     # `late` was running through the erasure (skipped by it) and is over now
