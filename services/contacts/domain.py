@@ -99,6 +99,14 @@ def address(raw: Any, salt: str) -> Address:
     return Address(email, email_hash(email, salt))
 
 
+def address_hash(text: str, salt: str) -> str | None:
+    """The hash of the address this text is, or None if it is none."""
+    try:
+        return address(text, salt).hash
+    except InvalidEmail:
+        return None
+
+
 class InvalidValue(ValueError):
     pass
 

@@ -19,7 +19,7 @@ from flask.views import MethodView
 from marshmallow import validate
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from services.contacts import audit, csvread, domain, imports, schemas, usecases
+from services.contacts import audit, csvread, domain, import_files, imports, schemas, usecases
 from services.contacts.api import account, actor, after_id, paged, ports
 from shared.http import Blueprint
 from shared.http.errors import ApiError, error_response, not_found
@@ -182,7 +182,7 @@ class ListImports(MethodView):
             raise usecases.invalid("file", "attach the CSV as the multipart field `file`")
         config = runtime().config
         import_id = domain.ordered_id()
-        path = imports.upload_path(config.import_dir, account(), import_id)
+        path = import_files.upload_path(config.import_dir, account(), import_id)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         part = getattr(upload.stream, "name", None)
         upload.stream.flush()
@@ -190,7 +190,7 @@ class ListImports(MethodView):
             os.replace(part, path)   # same directory tree: a rename, not a copy
             g.upload_parts.remove(part)
         else:   # a small part werkzeug kept in memory
-            with imports.open_private(path, "wb") as stored:
+            with import_files.open_private(path, "wb") as stored:
                 upload.save(stored)
         size = os.path.getsize(path)
         if size == 0:
@@ -242,7 +242,7 @@ class ImportRejected(MethodView):
     def get(self, import_id):
         """The rejected rows as CSV (row number, reason, original cells)."""
         job = _import_of(import_id)
-        path = imports.rejected_path(runtime().config.import_dir, job["account_id"], job["_id"])
+        path = import_files.rejected_path(runtime().config.import_dir, job["account_id"], job["_id"])
         if not os.path.exists(path):
             return Response("row,reason,cells\r\n", mimetype="text/csv")
         size = job["checkpoint"]["rejected_bytes"] if job["status"] in ("pending", "running") \

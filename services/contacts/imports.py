@@ -39,6 +39,7 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError
 from pymongo.operations import UpdateOne
 
 from services.contacts import csvread, domain, events, rejected_rows
+from services.contacts.import_files import open_private, rejected_path
 from services.contacts.store import ContactsStore, contact_document
 from shared.kafka.producer import EventProducer
 from shared.kafka.rdkafka_impl import DeliveryFailed
@@ -63,19 +64,6 @@ OUTAGES = (ConnectionFailure, KafkaError, DeliveryFailed)
 
 class LeaseLost(Exception):
     """Another worker owns the import now (or it was cancelled)."""
-
-
-def upload_path(import_dir: str, account_id: str, import_id: str) -> str:
-    return os.path.join(import_dir, account_id, f"{import_id}.csv")
-
-
-rejected_path = rejected_rows.rejected_file
-
-
-def open_private(path: str, mode: str):
-    """A file only this service's user may read: uploads and rejected rows
-    hold addresses and names (the rejected rows were made world-readable)."""
-    return open(path, mode, opener=lambda name, flags: os.open(name, flags, 0o600))
 
 
 def discard_upload(job: dict) -> None:

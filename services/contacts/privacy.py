@@ -30,7 +30,6 @@ from services.contacts.store import PLATFORM, ContactsStore
 from shared import topics
 from shared.http.errors import ApiError
 from shared.mongo import delete_all
-from shared.pii import InvalidEmail
 from shared.privacy_answers import RECTIFIABLE, answer
 
 log = logging.getLogger(__name__)
@@ -227,10 +226,7 @@ def _scrub_segments(ports: usecases.Ports, account_id: str, hash_: str) -> None:
     """A segment that names the person's address (email is x) kept it as
     long as the segment existed: it is taken out (segments.without_address)."""
     def is_their_address(text: str) -> bool:
-        try:
-            return domain.address(text, ports.salt).hash == hash_
-        except InvalidEmail:
-            return False
+        return domain.address_hash(text, ports.salt) == hash_
     for segment in ports.store.segments.find({"account_id": account_id}):
         scrubbed = segments.without_address(segment["definition"], is_their_address)
         if scrubbed != segment["definition"]:

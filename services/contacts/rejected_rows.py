@@ -29,19 +29,14 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
 
 from services.contacts import domain
-from shared.pii import InvalidEmail
+from services.contacts.import_files import REJECTED_SUFFIX, open_private, rejected_path
 
 log = logging.getLogger(__name__)
 
-SUFFIX = ".rejected.csv"
 RUNNING = ("pending", "running")
 FINISHED = ("done", "failed", "cancelled")
 HASHES_PER_QUERY = 5_000   # a $in of 300,000 hashes was past MongoDB's 16 MB
 MAX_FAILURES = 5           # sweeps of one import's file before it is left to an operator
-
-
-def rejected_file(import_dir: str, account_id: str, import_id: str) -> str:
-    return os.path.join(import_dir, account_id, f"{import_id}{SUFFIX}")
 
 
 def scrub_account(store, import_dir: str, account_id: str, salt: str, erased: set[str]) -> int:
@@ -50,14 +45,14 @@ def scrub_account(store, import_dir: str, account_id: str, salt: str, erased: se
     rows went."""
     folder = os.path.join(import_dir, account_id)
     try:
-        names = sorted(n for n in os.listdir(folder) if n.endswith(SUFFIX))
+        names = sorted(n for n in os.listdir(folder) if n.endswith(REJECTED_SUFFIX))
     except FileNotFoundError:
         return 0
     running = {job["_id"] for job in store.imports.find(
         {"account_id": account_id, "status": {"$in": list(RUNNING)}}, {"_id": 1})}
     removed = 0
     for name in names:
-        import_id = name[:-len(SUFFIX)]
+        import_id = name[:-len(REJECTED_SUFFIX)]
         if import_id in running:
             continue
         try:
@@ -84,7 +79,7 @@ def scrub_finished_imports(store, import_dir: str, salt: str, import_id: str | N
     for job in jobs:
         account_id = job["account_id"]
         try:
-            scrub_file(rejected_file(import_dir, account_id, job["_id"]), salt,
+            scrub_file(rejected_path(import_dir, account_id, job["_id"]), salt,
                        lambda hashes: store.erased_in_account(account_id, hashes))
         except Exception:
             # One file that cannot be scrubbed must not hold up the others:
@@ -137,15 +132,9 @@ def _rows(path: str, salt: str) -> Iterator[tuple[list[str], set[str]]]:
 def _hashes(cells: Iterable[str], salt: str) -> set[str]:
     """The address hashes of the cells that hold one, as uploaded (the file
     keeps them escaped by domain.csv_safe)."""
-    found = set()
-    for cell in cells:
-        if "@" not in cell:
-            continue
-        for text in {cell, cell[1:] if cell[:1] == "'" else cell}:
-            try:
-                found.add(domain.address(text, salt).hash)
-            except InvalidEmail:
-                pass
+    found = {domain.address_hash(text, salt) for cell in cells if "@" in cell
+             for text in {cell, cell[1:] if cell[:1] == "'" else cell}}
+    found.discard(None)
     return found
 
 
@@ -155,8 +144,8 @@ def _rewrite(path: str, salt: str, erased: set[str]) -> int:
     temporary = f"{path}.{uuid.uuid4().hex}.tmp"
     removed = 0
     try:
-        with open(temporary, "w", encoding="utf-8", errors="surrogateescape", newline="",
-                  opener=_private) as out:
+        with open_private(temporary, "w", encoding="utf-8", errors="surrogateescape",
+                          newline="") as out:
             writer = csv.writer(out)
             for row, hashes in _rows(path, salt):
                 if hashes & erased:
@@ -170,10 +159,6 @@ def _rewrite(path: str, salt: str, erased: set[str]) -> int:
     return removed
 
 
-def _private(name: str, flags: int) -> int:
-    return os.open(name, flags, 0o600)
-
-
 @contextlib.contextmanager
 def account_lock(folder: str):
     """One scrub of an account's files at a time, across processes (flock on
@@ -181,7 +166,7 @@ def account_lock(folder: str):
     locks), and none while the account's files are deleted. Yields False
     when the folder is gone."""
     try:
-        lock = open(os.path.join(folder, ".scrub.lock"), "a", opener=_private)
+        lock = open_private(os.path.join(folder, ".scrub.lock"), "a")
     except FileNotFoundError:
         yield False
         return

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from services.contacts import domain, handlers, imports, privacy, usecases
+from services.contacts.import_files import rejected_path
 from services.contacts.store import PLATFORM, ContactsStore
 from shared.events import new_event
 from tests.integration.contacts.conftest import SALT, published
@@ -657,11 +658,11 @@ def test_one_file_the_sweep_cannot_scrub_holds_up_no_other_import(client, app, s
     store.imports.update_many({"_id": {"$ne": late["id"]}}, {"$set": {"status": "done"}})
     root = settings["SANDESH_IMPORT_DIR"]
     for job in (broken, good, late):
-        path = scrubbing.rejected_file(root, client.account_id, job["id"])
+        path = rejected_path(root, client.account_id, job["id"])
         with open(path, "w", encoding="utf-8") as out:
             out.write("row,reason,cells\r\n2,age: x,ann.lee@example.com,Ann\r\n"
                       "3,age: x,keep@example.com,K\r\n")
-    with open(scrubbing.rejected_file(root, client.account_id, broken["id"]), "a") as out:
+    with open(rejected_path(root, client.account_id, broken["id"]), "a") as out:
         out.write('4,x,"' + "y" * 300_000 + '"\r\n')     # past what csv reads
     ann = client.post(f"{V1}/contacts", {"email": "ann.lee@example.com"}).get_json()
     erase_contact(app, client, ann["id"])   # scrubs both
