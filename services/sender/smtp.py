@@ -115,8 +115,9 @@ class SmtpMessenger:
         self._batch: _Batch | None = None
         self._in_flight: dict[str, int] = {}
         self._closing = False
-        # Each connection thread's connection while it is inside a
-        # transaction (thread name -> connection), for cut_transactions.
+        # Each connection thread's connection while it is being opened or
+        # is inside a transaction (thread name -> connection), for
+        # cut_transactions.
         self._live: dict[str, smtplib.SMTP] = {}
         self._cut = False
         lanes = spread(relays, connections)
