@@ -392,24 +392,41 @@ class SmtpMessenger:
 
 class _Connection(smtplib.SMTP):
     """smtplib.SMTP whose socket a shutdown cut can reach from the moment it
-    is made. smtplib assigns `sock` only once the connect returns; set here
-    first and the cut checked after, either the cut sees the socket (and
-    shuts it) or this sees the cut (and gives up): no greeting is waited for
-    after a cut."""
+    is made, before its TCP connect: smtplib assigns `sock` only once the
+    connect returns, so a relay that never completed the handshake held a
+    SIGTERM for the whole SMTP timeout. The socket is set here first and
+    the cut checked after: either the cut sees the socket (and shuts it,
+    which on Linux also ends a connect under way) or this sees the cut
+    (and gives up). No handshake or greeting is waited for after a cut.
+    (Resolving the relay's name happens before and is not cut.)"""
 
     def __init__(self, messenger: SmtpMessenger, **kwargs):
         self._messenger = messenger
         super().__init__(**kwargs)
 
     def _get_socket(self, host, port, timeout):
-        if self._messenger._cut:
-            raise OSError("shutting down")
         self._host = host  # as SMTP(host) sets it: STARTTLS checks the certificate's name
-        self.sock = super()._get_socket(host, port, timeout)
-        if self._messenger._cut:
-            self.sock.close()
-            raise OSError("shutting down")
-        return self.sock
+        error: OSError = OSError(f"no address for {host}")
+        for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0,
+                                                                   socket.SOCK_STREAM):
+            self.sock = sock = socket.socket(family, kind, proto)
+            try:
+                if self._messenger._cut:
+                    raise OSError("shutting down")
+                if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                    sock.settimeout(timeout)
+                if self.source_address:
+                    sock.bind(self.source_address)
+                sock.connect(address)
+                if self._messenger._cut:
+                    raise OSError("shutting down")
+                return sock
+            except OSError as exc:
+                sock.close()
+                if self._messenger._cut:
+                    raise OSError("shutting down") from exc
+                error = exc
+        raise error
 
 
 # smtplib's mail() and rcpt() parse every address with email.utils.parseaddr

@@ -1,6 +1,6 @@
-"""SIGTERM against a relay that never finishes a transaction, or never
-finishes greeting: the sender still exits in time, and the message it was
-sending is retried later."""
+"""SIGTERM against a relay that never finishes a transaction, never
+finishes greeting, or never completes the TCP handshake: the sender still
+exits in time, and the message it was sending is retried later."""
 from __future__ import annotations
 
 import signal
@@ -75,16 +75,69 @@ class StallingRelay:
         self.server.close()
 
 
-@pytest.fixture(params=["data", "greeting"])
+class UnansweredHandshake:
+    """A relay whose accept queue is full and which never accepts: Linux
+    drops the SYNs of any further connect, which then waits in SYN_SENT for
+    its whole timeout (the SMTP timeout, 30 s). Two connects of its own
+    fill the queue (a backlog of 0 holds one)."""
+
+    def __init__(self):
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(0)
+        self.port = self.server.getsockname()[1]
+        self.fillers = [self._connect_without_waiting() for _ in range(2)]
+        time.sleep(0.2)
+        self.fillers_waiting = self._connects_waiting()
+        assert self.fillers_waiting >= 1, "the accept queue did not fill"
+        self.stalling = threading.Event()
+        self.cut = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _connect_without_waiting(self) -> socket.socket:
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", self.port))
+        except BlockingIOError:
+            pass
+        return filler
+
+    def _watch(self) -> None:
+        """stalling: a connect to the relay waits in SYN_SENT besides the
+        fillers'; cut: none waits any more."""
+        while True:
+            if self._connects_waiting() > self.fillers_waiting:
+                self.stalling.set()
+            elif self.stalling.is_set():
+                self.cut.set()
+                return
+            time.sleep(0.1)
+
+    def _connects_waiting(self) -> int:
+        remote = f"0100007F:{self.port:04X}"
+        with open("/proc/net/tcp") as table:
+            rows = [line.split() for line in table.readlines()[1:]]
+        return sum(1 for row in rows if row[2] == remote and row[3] == "02")  # SYN_SENT
+
+    def close(self) -> None:
+        for filler in self.fillers:
+            filler.close()
+        self.server.close()
+
+
+@pytest.fixture(params=["data", "greeting", "handshake"])
 def relay(request):
-    relay = StallingRelay(request.param)
+    relay = UnansweredHandshake() if request.param == "handshake" \
+        else StallingRelay(request.param)
     yield relay
     relay.close()
 
 
 def test_a_sigterm_cuts_a_transaction_the_relay_never_finishes_and_the_job_goes_again(
         stack_env, tmp_path, sink, unique, relay):
-    """Its only attempt, cut (after DATA, or while the relay greets):
+    """Its only attempt, cut (after DATA, while the relay greets, or while
+    the connect waits for the handshake):
     released as after a kill -9, not counted (a deferral on the last attempt
     dead-lettered it), and the next sender sends it."""
     senders = Senders(stack_env, tmp_path, sink, unique, SANDESH_SMTP_PORT=relay.port,
