@@ -16,8 +16,8 @@ whose marker is per contact and would count the pseudonym as someone new,
 is not recorded at all.
 
 Erasures are rare next to events, so each process keeps the whole set in
-memory and reads only what was added since its last read, at most once
-every `refresh_seconds`. A worker screens a batch from memory, writes it,
+memory (8 bytes an entry: see KeySet) and reads only what was added since
+its last read, at most once every `refresh_seconds`. A worker screens a batch from memory, writes it,
 then looks up the batch's contacts (one `_id` query a batch) and erases
 again what was erased in between: an erasure renames what is written when it runs,
 and the batch's writes may land just after (`erased_since`). A web process
@@ -29,12 +29,15 @@ worker still counts it under none.)
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
+import heapq
 import logging
 import os
 import threading
 import time
+from array import array
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
@@ -67,6 +70,56 @@ def _stored_key(stored: str) -> str:
     return stored
 
 
+class KeySet:
+    """A set of the entries' keys (sha256 hex digests), 8 bytes each: their
+    first 64 bits in a sorted array, the latest additions in a small set
+    until they are merged in (when it reaches an eighth of the array, so a
+    first read of a million entries merges a few dozen times, not 250). As
+    a set of the hex strings it took ~140 bytes an entry: ~140 MB a process
+    at a million erased contacts, in every worker and web process.
+
+    Two different keys agree in their first 64 bits with a probability of
+    2^-64: with a million entries, one look-up in ~10^13 finds an entry it
+    should not, and that contact's event is recorded under a pseudonym."""
+
+    MERGE_AT = 4096
+
+    def __init__(self):
+        self._sorted = array("Q")
+        self._recent: set[int] = set()
+        self._writing = threading.Lock()  # look-ups take none: see _merge
+
+    def add(self, key: str) -> None:
+        self.update((key,))
+
+    def update(self, keys: Iterable[str]) -> None:
+        with self._writing:
+            for key in keys:
+                prefix = int(key[:16], 16)
+                if not self._in_sorted(prefix):
+                    self._recent.add(prefix)
+            if len(self._recent) >= max(self.MERGE_AT, len(self._sorted) // 8):
+                self._merge()
+
+    def __contains__(self, key: str) -> bool:
+        prefix = int(key[:16], 16)
+        return prefix in self._recent or self._in_sorted(prefix)
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._recent)
+
+    def _in_sorted(self, prefix: int) -> bool:
+        keys = self._sorted  # one array, though a merge may replace it meanwhile
+        at = bisect.bisect_left(keys, prefix)
+        return at < len(keys) and keys[at] == prefix
+
+    def _merge(self) -> None:
+        # The merged array first, then the recent set emptied: a look-up in
+        # between finds a key in both, never in neither.
+        self._sorted = array("Q", heapq.merge(self._sorted, sorted(self._recent)))
+        self._recent = set()
+
+
 class ErasedContacts:
     def __init__(self, db: Database, refresh_seconds: float = 1.0, clock=time.monotonic,
                  in_background: bool = False):
@@ -76,7 +129,7 @@ class ErasedContacts:
         self.refresh_seconds = refresh_seconds
         self.clock = clock
         self.in_background = in_background
-        self._keys: set[str] = set()
+        self._keys = KeySet()
         self._newest: datetime | None = None
         self._read_at: float | None = None
         self._thread_pid: int | None = None
@@ -135,19 +188,23 @@ class ErasedContacts:
             return []
         keys = {_key(*pair): pair for pair in pairs}
         found = {doc["_id"] for doc in self.col.find({"_id": {"$in": list(keys)}}, {"_id": 1})}
-        self._keys.update(found)
+        self._keys.update(_stored_key(key) for key in found)
         return sorted(keys[key] for key in found)
 
     def refresh(self) -> None:
         """Read what was added since the last read (all of it the first time)."""
         query = {} if self._newest is None else {"at": {"$gte": self._newest - CLOCK_OVERLAP}}
-        found = list(self.col.find(query, {"at": 1}))
-        for doc in found:
-            self._keys.add(_stored_key(doc["_id"]))
+        added = []
+        for doc in self.col.find(query, {"at": 1}):  # a cursor: a first read may be millions
+            added.append(_stored_key(doc["_id"]))
+            if len(added) >= KeySet.MERGE_AT:
+                self._keys.update(added)
+                added = []
             at = doc.get("at")
             if at is not None:
                 at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
                 self._newest = at if self._newest is None else max(self._newest, at)
+        self._keys.update(added)
         self._read_at = self.clock()
 
     def _ensure_thread(self) -> None:

@@ -57,3 +57,35 @@ def test_an_entry_stored_by_the_first_version_with_the_ids_themselves_still_coun
     db = {"erased_contacts": _Entries([{"_id": "acct|c1", "at": datetime.now(timezone.utc)}])}
     erased = ErasedContacts(db)
     assert erased.erased("acct", "c1") and not erased.erased("acct", "c2")
+
+
+def _hex_keys(n, salt="k"):
+    import hashlib
+    return [hashlib.sha256(f"{salt}{i}".encode()).hexdigest() for i in range(n)]
+
+
+def test_the_key_set_finds_every_key_added_and_no_other_across_its_merges(monkeypatch):
+    from shared.erased_contacts import KeySet
+    monkeypatch.setattr(KeySet, "MERGE_AT", 16)
+    keys, others = _hex_keys(3000), _hex_keys(3000, salt="other")
+    found = KeySet()
+    for start in range(0, 3000, 10):  # refreshes of a few, and one key at a time
+        found.update(keys[start:start + 8])
+        found.add(keys[start + 8])
+        found.add(keys[start + 9])
+    found.update(keys[:100])  # read again (the refresh's overlap): still once each
+    assert all(key in found for key in keys)
+    assert not any(key in found for key in others)
+    assert len(found) == 3000
+
+
+def test_the_key_set_holds_a_hundred_thousand_keys_in_about_8_bytes_each():
+    import sys
+    from shared.erased_contacts import KeySet
+    keys = _hex_keys(100_000)
+    found = KeySet()
+    for start in range(0, len(keys), 5000):  # a first read, a cursor batch at a time
+        found.update(keys[start:start + 5000])
+    found._merge()
+    assert len(found) == 100_000 and all(key in found for key in keys[::997])
+    assert sys.getsizeof(found._sorted) < 9 * 100_000  # the hex strings' set: ~14 MB
