@@ -17,8 +17,8 @@ from typing import Callable, Iterable, Iterator, TypeVar
 from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import (AutoReconnect, BulkWriteError, ConnectionFailure, OperationFailure,
-                            PyMongoError, ServerSelectionTimeoutError)
+from pymongo.errors import (AutoReconnect, BulkWriteError, ConnectionFailure, DuplicateKeyError,
+                            OperationFailure, PyMongoError, ServerSelectionTimeoutError)
 from pymongo.operations import IndexModel
 
 T = TypeVar("T")
@@ -137,6 +137,17 @@ def find_by_ids(collection: Collection, ids: Iterable) -> dict:
 
 
 DUPLICATE_KEY = 11000
+
+
+def is_duplicate_key(exc: BaseException) -> bool:
+    """A write refused by a unique index. MongoDB says so with code 11000
+    (DuplicateKeyError) for every write; FerretDB 1.24 only for inserts and
+    upserts: an update or findAndModify that would break a unique index
+    fails with code 1 and SQLite's "UNIQUE constraint failed", which a bare
+    `except DuplicateKeyError` let through as a 500."""
+    if isinstance(exc, DuplicateKeyError) or getattr(exc, "code", None) == DUPLICATE_KEY:
+        return True
+    return isinstance(exc, OperationFailure) and "UNIQUE constraint failed" in str(exc)
 
 
 class WriteRefused(PyMongoError):

@@ -25,6 +25,16 @@ SUPPRESSION_REASONS = ("unsubscribe", "hard_bounce", "complaint", "erasure", "ma
 FIELD_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_TEXT = 500
+
+# A name goes into the To header, and a field may be merged into a subject:
+# a line break there makes the sender refuse every message to the contact
+# (no header injection), so it is refused when stored. Tabs pass.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+ONE_LINE = "line breaks and control characters are not allowed"
+
+
+def is_one_line(text: str) -> bool:
+    return not _CONTROL_CHARACTER.search(text)
 MAX_CHOICES = 100
 
 
@@ -212,6 +222,15 @@ def parse_date(value: Any) -> datetime:
         raise InvalidValue("out of range once converted to UTC") from None
 
 
+def field_to_store(definition: dict, value: Any, *, from_text: bool = False) -> Any:
+    """coerce_field for a value a contact will hold: a text one line (a
+    segment may still look for anything)."""
+    value = coerce_field(definition, value, from_text=from_text)
+    if isinstance(value, str) and not is_one_line(value):
+        raise InvalidValue(ONE_LINE)
+    return value
+
+
 def check_fields(definitions: dict[str, dict], values: dict, *, from_text: bool = False) -> dict:
     """Every key must be a declared field (no mass assignment); returns the
     coerced values or raises InvalidFields {key: message}."""
@@ -222,7 +241,7 @@ def check_fields(definitions: dict[str, dict], values: dict, *, from_text: bool 
             problems[key] = "not a custom field of this account"
             continue
         try:
-            clean[key] = coerce_field(definition, value, from_text=from_text)
+            clean[key] = field_to_store(definition, value, from_text=from_text)
         except InvalidValue as exc:
             problems[key] = str(exc)
     if problems:

@@ -284,12 +284,14 @@ def _parse(ctx: Context, row: Row) -> str | None:
         name = cells[m.name].strip()
         if len(name) > 200:
             return "name longer than 200 characters"
+        if not domain.is_one_line(name):
+            return f"name: {domain.ONE_LINE}"
         row.name = name or None
     for key, column in m.fields.items():
         if column < len(cells) and cells[column].strip():
             try:
-                row.fields[key] = domain.coerce_field(ctx.custom_fields[key], cells[column].strip(),
-                                                      from_text=True)
+                row.fields[key] = domain.field_to_store(ctx.custom_fields[key],
+                                                        cells[column].strip(), from_text=True)
             except domain.InvalidValue as exc:
                 return f"{key}: {exc}"
     return None

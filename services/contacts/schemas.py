@@ -13,6 +13,14 @@ ID = validate.Regexp(r"^[0-9a-f]{32}$", error="not an id")
 NAME = validate.Length(1, 200)
 
 
+def one_line(text: str) -> None:
+    if text is not None and not domain.is_one_line(text):
+        raise ma.ValidationError(domain.ONE_LINE)
+
+
+CONTACT_NAME = [validate.Length(max=200), one_line]
+
+
 class Page(ma.Schema):
     next_cursor = ma.fields.String(allow_none=True)
 
@@ -97,7 +105,7 @@ class Consent(ma.Schema):
 
 class ContactCreate(ma.Schema):
     email = ma.fields.String(required=True, validate=validate.Length(1, 320))
-    name = ma.fields.String(allow_none=True, validate=validate.Length(max=200))
+    name = ma.fields.String(allow_none=True, validate=CONTACT_NAME)
     fields = ma.fields.Dict(keys=ma.fields.String(validate=validate.Length(1, 40)),
                             values=AnyValue(allow_none=True), validate=validate.Length(max=100))
     list_ids = ma.fields.List(ma.fields.String(validate=ID), validate=validate.Length(max=50))
@@ -109,7 +117,7 @@ class ContactCreate(ma.Schema):
 
 class ContactUpdate(UpdateSchema):
     email = ma.fields.String(validate=validate.Length(1, 320))
-    name = ma.fields.String(allow_none=True, validate=validate.Length(max=200))
+    name = ma.fields.String(allow_none=True, validate=CONTACT_NAME)
     fields = ma.fields.Dict(keys=ma.fields.String(validate=validate.Length(1, 40)),
                             values=AnyValue(allow_none=True), validate=validate.Length(max=100))
 

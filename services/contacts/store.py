@@ -27,12 +27,12 @@ from typing import Any, Iterable, Iterator
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 from pymongo.operations import IndexModel
 
 from services.contacts import domain
 from services.contacts.segments import compile_condition
-from shared.mongo import IDS_PER_QUERY, ensure_indexes, id_batches, insert_new
+from shared.mongo import IDS_PER_QUERY, ensure_indexes, id_batches, insert_new, is_duplicate_key
 
 PLATFORM = None  # account_id of platform-wide suppression entries
 # What a send job needs of a contact (services/contacts/fanout.send_job),
@@ -81,7 +81,12 @@ def ensure_contacts_indexes(db: Database) -> None:
 
 
 class Conflict(Exception):
-    pass
+    """A unique index refused the write; `field` is what the client sent
+    that clashes (named in the 409, as a 400 names its field)."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
 
 
 class ContactsStore:
@@ -111,7 +116,7 @@ class ContactsStore:
         try:
             self.lists.insert_one(doc)
         except DuplicateKeyError:
-            raise Conflict("a list with this name exists") from None
+            raise Conflict("a list with this name exists", "name") from None
         return doc
 
     def get_list(self, account_id: str, list_id: str) -> dict | None:
@@ -125,8 +130,10 @@ class ContactsStore:
             return self.lists.find_one_and_update({"_id": list_id, "account_id": account_id},
                                                   {"$set": changes},
                                                   return_document=ReturnDocument.AFTER)
-        except DuplicateKeyError:
-            raise Conflict("a list with this name exists") from None
+        except PyMongoError as exc:
+            if is_duplicate_key(exc):
+                raise Conflict("a list with this name exists", "name") from None
+            raise
 
     def delete_list(self, account_id: str, list_id: str) -> bool:
         """Remove the list and every membership of it; contacts stay."""
@@ -161,7 +168,7 @@ class ContactsStore:
         try:
             self.fields.insert_one(doc)
         except DuplicateKeyError:
-            raise Conflict("a field with this key exists") from None
+            raise Conflict("a field with this key exists", "key") from None
         return doc
 
     def get_field(self, account_id: str, field_id: str) -> dict | None:
@@ -186,7 +193,7 @@ class ContactsStore:
         try:
             self.contacts.insert_one(doc)
         except DuplicateKeyError:
-            raise Conflict("a contact with this address exists") from None
+            raise Conflict("a contact with this address exists", "email") from None
         return doc
 
     def get_contact(self, account_id: str, contact_id: str) -> dict | None:

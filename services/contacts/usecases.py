@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
+from pymongo.errors import PyMongoError
+
 from services.contacts import domain, events
 from services.contacts.segments import SegmentError, compile_condition
 from services.contacts.store import PLATFORM, Conflict, ContactsStore, contact_document
 from shared.http.errors import ApiError, not_found
 from shared.kafka.producer import EventProducer
+from shared.mongo import is_duplicate_key
 from shared.pii import InvalidEmail
 from shared.privacy_answers import RECTIFIABLE
 
@@ -38,8 +41,13 @@ def invalid(field_name: str, message: str) -> ApiError:
                     {field_name: [message]})
 
 
-def conflict(message: str, code: str = "conflict") -> ApiError:
-    return ApiError(409, code, message)
+def conflict(message: str, code: str = "conflict", field_name: str | None = None) -> ApiError:
+    return ApiError(409, code, message, {field_name: [message]} if field_name else None)
+
+
+def clash(exc: Conflict) -> ApiError:
+    """A unique index's refusal as a 409 naming the field that clashes."""
+    return conflict(str(exc), field_name=exc.field)
 
 
 def parse_address(ports: Ports, raw: Any, field_name: str = "email") -> domain.Address:
@@ -57,7 +65,7 @@ def create_list(ports: Ports, account_id: str, body: dict) -> dict:
     try:
         return ports.store.insert_list(doc)
     except Conflict as exc:
-        raise conflict(str(exc)) from None
+        raise clash(exc) from None
 
 
 def get_list(ports: Ports, account_id: str, list_id: str, with_counts: bool = False) -> dict:
@@ -74,7 +82,7 @@ def update_list(ports: Ports, account_id: str, list_id: str, body: dict) -> dict
     try:
         return ports.store.update_list(account_id, list_id, {**body, "updated_at": ports.clock()})
     except Conflict as exc:
-        raise conflict(str(exc)) from None
+        raise clash(exc) from None
 
 
 def delete_list(ports: Ports, account_id: str, list_id: str) -> None:
@@ -94,7 +102,7 @@ def create_field(ports: Ports, account_id: str, body: dict) -> dict:
     try:
         return ports.store.insert_field(doc)
     except Conflict as exc:
-        raise conflict(str(exc)) from None
+        raise clash(exc) from None
 
 
 def get_field(ports: Ports, account_id: str, field_id: str) -> dict:
@@ -171,7 +179,7 @@ def create_contact(ports: Ports, account_id: str, body: dict, actor: str) -> dic
     try:
         ports.store.insert_contact(doc)
     except Conflict as exc:
-        raise conflict(str(exc)) from None
+        raise clash(exc) from None
     events.contact_created(ports.producer, doc, via="api")
     if body.get("list_ids"):
         for list_id in body["list_ids"]:
@@ -217,9 +225,9 @@ def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -
     try:
         doc = ports.store.update_contact(account_id, contact_id,
                                          {"$set": changes, "$inc": {"revision": 1}})
-    except Exception as exc:  # the unique (account, email hash) index
-        if "duplicate key" in str(exc).lower() or getattr(exc, "code", None) == 11000:
-            raise conflict("a contact with this address exists") from None
+    except PyMongoError as exc:  # the unique (account, email hash) index
+        if is_duplicate_key(exc):
+            raise conflict("a contact with this address exists", field_name="email") from None
         raise
     if doc is None:
         raise not_found("contact")

@@ -504,3 +504,39 @@ def test_a_subscription_whose_write_failed_still_gets_its_consent_entry_on_retry
     log = client.get(f"{V1}/contacts/{contact['id']}/consent").get_json()["items"]
     assert "reconsent" in [e["action"] for e in log]
     assert any(e["wording"] == "Yes, again" for e in log)
+
+
+def test_a_change_that_clashes_with_another_list_or_contact_is_a_409_naming_the_field(client):
+    """FerretDB refuses an update that breaks a unique index with code 1,
+    not MongoDB's 11000: it came out as a 500."""
+    make_list(client, "Taken")
+    other = make_list(client, "Other")
+    r = client.patch(f"{V1}/lists/{other}", {"name": "Taken"})
+    assert r.status_code == 409, r.get_json()
+    assert r.get_json()["error"]["details"] == {"name": ["a list with this name exists"]}
+    make_contact(client, "taken@example.com")
+    contact = make_contact(client, "mine@example.com")
+    r = client.patch(f"{V1}/contacts/{contact['id']}", {"email": "Taken@example.com"})
+    assert r.status_code == 409, r.get_json()
+    assert list(r.get_json()["error"]["details"]) == ["email"]
+    assert client.get(f"{V1}/contacts/{contact['id']}").get_json()["email"] == "mine@example.com"
+    r = client.post(f"{V1}/lists", {"name": "Taken"})
+    assert r.status_code == 409 and list(r.get_json()["error"]["details"]) == ["name"]
+
+
+def test_a_name_or_text_field_with_a_line_break_is_refused_where_it_would_reach_a_header(client):
+    """The name goes into To:, a field may be merged into a subject: the
+    sender refuses a line break there, so every message to the contact
+    failed. Tabs are fine."""
+    client.post(f"{V1}/fields", {"key": "city", "type": "text"})
+    for body in ({"email": "crlf@example.com", "name": "Eve\r\nBcc: x@example.com"},
+                 {"email": "nul@example.com", "name": "Eve\x00"},
+                 {"email": "field@example.com", "fields": {"city": "Pu\nne"}}):
+        r = client.post(f"{V1}/contacts", body)
+        assert r.status_code == 400, (body, r.get_json())
+        details = r.get_json()["error"]["details"]
+        assert "name" in details or "fields.city" in details or "fields" in details, details
+    contact = make_contact(client, "tab@example.com", name="Eve\tAdams", fields={"city": "Pune"})
+    r = client.patch(f"{V1}/contacts/{contact['id']}", {"name": "Eve\nAdams"})
+    assert r.status_code == 400 and "name" in r.get_json()["error"]["details"]
+    assert client.get(f"{V1}/contacts/{contact['id']}").get_json()["name"] == "Eve\tAdams"

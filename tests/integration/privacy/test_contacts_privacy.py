@@ -190,7 +190,7 @@ def test_an_invalid_rectification_fails_with_the_reason(world):
     assert answer["status"] == "failed" and "shoe_size" in answer["detail"]
 
 
-@pytest.mark.parametrize("name", [42, "x" * 201])
+@pytest.mark.parametrize("name", [42, "x" * 201, "Jane\r\nBcc: x@example.com"])
 def test_a_rectification_the_contacts_api_would_refuse_changes_nothing(world, name):
     """The privacy API takes any JSON value; stored, a numeric or overlong
     name failed the schema of every send job of the contact."""
@@ -199,6 +199,17 @@ def test_a_rectification_the_contacts_api_would_refuse_changes_nothing(world, na
     [answer] = _answers(world.broker)
     assert answer["status"] == "failed" and "name" in answer["detail"]
     assert world.db.contacts.find_one({"_id": world.jane["_id"]})["name"] == world.jane["name"]
+
+
+def test_a_rectification_to_another_contacts_address_fails_and_does_not_block_the_topic(world):
+    """FerretDB refuses that update with code 1, not 11000: it came out of
+    the handler as an error, and the consumer retried it for ever, holding
+    the privacy.requests partition and every request behind it."""
+    privacy.handle_privacy_request(world.runtime, _request(
+        "rectification", {"contact_id": world.jane["_id"]}, changes={"email": "bob@example.com"}))
+    [answer] = _answers(world.broker)
+    assert answer["status"] == "failed" and "email" in answer["detail"], answer
+    assert world.db.contacts.find_one({"_id": world.jane["_id"]})["email"] == "Jane.Doe@example.com"
 
 
 def test_restriction_takes_the_contact_out_of_every_audience(world):
