@@ -179,11 +179,17 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
     hash_ = contact["email_hash"] if contact else (
         email_hash or (deleted[0]["email_hash"] if deleted else None))
     contact_id = contact["_id"] if contact else None
+    # Suppressed platform-wide only if the account held the address: an
+    # erasure of any address an account named silenced it for every other
+    # account for good. One it never held is suppressed in it alone.
+    held = contact is not None or bool(deleted) or bool(
+        hash_ and ports.store.erased_in_account(event.account_id, {hash_}))  # a redelivery
     if hash_:
-        usecases.suppress(ports, PLATFORM, hash_, "erasure", ACTOR,
+        usecases.suppress(ports, PLATFORM if held else event.account_id, hash_, "erasure", ACTOR,
                           note=f"privacy request {event.data['request_id']}",
                           contact_id=contact_id, flush=False, origin_account_id=event.account_id)
-        ports.store.note_erasure(event.account_id, hash_)
+        if held:
+            ports.store.note_erasure(event.account_id, hash_)
         # Notes, and the reasons given for lifting a suppression, are free text
         # the account's users wrote about the address: the person's data. The
         # entries stay (hash, action, reason code) as the account's record.
@@ -208,7 +214,7 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
         return
     if contact is None:
         answer(ports.producer, event, SERVICE, "not_found", detail=(
-            "no such contact; the address hash is suppressed platform-wide anyway"
+            "no such contact; the address is suppressed in this account anyway"
             if hash_ else None))
         return
     store, account_id = ports.store, contact["account_id"]

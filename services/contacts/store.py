@@ -305,15 +305,19 @@ class ContactsStore:
                                      {"$addToSet": {"erased_in": account_id}})
 
     def erased_in_account(self, account_id: str, hashes: set[str]) -> set[str]:
-        """Those of these address hashes the account has erased (note_erasure)."""
+        """Those of these address hashes the account has erased (note_erasure,
+        or its own entry for an address it never held)."""
         if not hashes:
             return set()
         found: set[str] = set()
         ordered = sorted(hashes)
         for start in range(0, len(ordered), IDS_PER_QUERY):
+            part = {"$in": ordered[start:start + IDS_PER_QUERY]}
             found.update(entry["email_hash"] for entry in self.suppressions.find(
-                {"account_id": PLATFORM, "email_hash": {"$in": ordered[start:start + IDS_PER_QUERY]},
-                 "erased_in": account_id}, {"email_hash": 1}))
+                {"email_hash": part, "$or": [
+                    {"account_id": PLATFORM, "erased_in": account_id},
+                    {"account_id": account_id, "reason": "erasure"}]},  # never held: see _erase
+                {"email_hash": 1}))
         return found
 
     def begin_lift(self, account_id: str, hash_: str, lift: dict) -> dict | None:

@@ -142,12 +142,18 @@ def checked_fields(ports: Ports, account_id: str, values: dict) -> dict:
 def refuse_erased(account_id: str, entries: list[dict]) -> None:
     """An erased contact is deleted; what is left of it is the platform-wide
     suppression entry of its address hash, which lists the accounts that
-    erased it. Those accounts never store the address again: the person
-    asked them to forget it. (Other accounts may keep it, never mailed.)"""
-    if any(e["account_id"] is PLATFORM and account_id in e.get("erased_in", ())
-           for e in entries):
+    erased it (or, for an address the account never held, its own entry
+    for the erasure). Those accounts never store the address again: the
+    person asked them to forget it. (Other accounts may keep it, never mailed.)"""
+    if any(erased_by(e, account_id) for e in entries):
         raise conflict("this address was erased at its owner's request and cannot be "
                        "stored again", "erased")
+
+
+def erased_by(entry: dict, account_id: str) -> bool:
+    if entry["account_id"] is PLATFORM:
+        return account_id in entry.get("erased_in", ())
+    return entry["account_id"] == account_id and entry.get("reason") == "erasure"
 
 
 def get_contact(ports: Ports, account_id: str, contact_id: str) -> dict:
@@ -293,6 +299,7 @@ def set_membership(ports: Ports, account_id: str, contact_id: str, list_id: str,
         if any(e["account_id"] is PLATFORM for e in entries):
             raise conflict("this address is suppressed platform-wide (complaint or erasure)",
                            "suppressed")
+        refuse_erased(account_id, entries)
         if entries:
             if not body.get("reconsent"):
                 raise conflict("this address is suppressed; subscribe it again only with "
@@ -434,6 +441,9 @@ def remove_suppression(ports: Ports, account_id: str, suppression_id: str, body:
         if domain.is_id(suppression_id) else None
     if entry is None:
         raise not_found("suppression")
+    if erased_by(entry, account_id):
+        raise conflict("this address was erased at its owner's request; its suppression "
+                       "cannot be lifted", "erased")
     lift_suppression(ports, account_id, entry["email_hash"], body["reason"], actor)
     ports.producer.flush()
 

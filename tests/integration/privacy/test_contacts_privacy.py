@@ -11,6 +11,7 @@ from services.contacts import privacy, usecases
 from services.contacts.store import ContactsStore, ensure_contacts_indexes
 from shared.config import Config
 from shared.events import decode, new_event
+from shared.http.errors import ApiError
 from shared.kafka.memory import InMemoryBroker
 from shared.kafka.producer import EventProducer
 from shared.pii import email_hash, normalise_email
@@ -161,6 +162,28 @@ def test_erasure_leaves_only_the_hash_on_the_platform_suppression_list(world):
     again = usecases.create_contact(world.ports, "another-account", {"email": "jane.doe@example.com"},
                                     "key-9")
     assert again["suppressed"] is True
+
+
+def test_an_erasure_of_an_address_the_account_never_held_suppresses_it_there_alone(world):
+    """It was suppressed platform-wide: any account could silence another's
+    contact for good by asking to erase its address."""
+    other = usecases.create_contact(world.ports, "another-account",
+                                    {"email": "stranger@example.com"}, "key-9")
+    stranger = email_hash(normalise_email("stranger@example.com"), SALT)
+    privacy.handle_privacy_request(world.runtime, _request("erasure", {"email_hash": stranger}))
+    assert [a["status"] for a in _answers(world.broker)] == ["not_found"]
+    [entry] = list(world.db.suppressions.find({"email_hash": stranger}))
+    assert (entry["account_id"], entry["scope"], entry["reason"]) == (ACCOUNT, "account", "erasure")
+    assert world.db.contacts.find_one({"_id": other["_id"]})["suppressed"] is False
+    # the account that asked never stores it, nor lifts the entry
+    with pytest.raises(ApiError) as refused:
+        usecases.create_contact(world.ports, ACCOUNT, {"email": "stranger@example.com"}, "key-1")
+    assert refused.value.status == 409 and refused.value.code == "erased"
+    with pytest.raises(ApiError) as refused:
+        usecases.remove_suppression(world.ports, ACCOUNT, entry["_id"], {"reason": "x"}, "key-1")
+    assert refused.value.status == 409 and refused.value.code == "erased"
+    assert world.ports.store.erased_in_account(ACCOUNT, {stranger}) == {stranger}
+    assert world.ports.store.erased_in_account("another-account", {stranger}) == set()
 
 
 def test_a_redelivered_erasure_finds_it_done(world):
