@@ -184,25 +184,28 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
     # account for good. One it never held is suppressed in it alone.
     held = contact is not None or bool(deleted) or bool(
         hash_ and ports.store.erased_in_account(event.account_id, {hash_}))  # a redelivery
-    if hash_:
-        usecases.suppress(ports, PLATFORM if held else event.account_id, hash_, "erasure", ACTOR,
-                          note=f"privacy request {event.data['request_id']}",
+    formers = _former_addresses_still_theirs(ports.store, contact) if contact else []
+    hashes = ([hash_] if hash_ else []) + [h for h in formers if h != hash_]
+    for address_hash in hashes:
+        platform = held and address_hash == hash_
+        usecases.suppress(ports, PLATFORM if platform else event.account_id, address_hash,
+                          "erasure", ACTOR, note=f"privacy request {event.data['request_id']}",
                           contact_id=contact_id, flush=False, origin_account_id=event.account_id)
-        if held:
-            ports.store.note_erasure(event.account_id, hash_)
+        if platform:
+            ports.store.note_erasure(event.account_id, address_hash)
         # Notes, and the reasons given for lifting a suppression, are free text
         # the account's users wrote about the address: the person's data. The
         # entries stay (hash, action, reason code) as the account's record.
         for records in (ports.store.suppressions, ports.store.suppression_log):
-            records.update_many({"account_id": event.account_id, "email_hash": hash_,
+            records.update_many({"account_id": event.account_id, "email_hash": address_hash,
                                  "note": {"$exists": True}}, {"$unset": {"note": ""}})
         ports.store.suppression_log.update_many(
-            {"account_id": event.account_id, "email_hash": hash_, "action": "remove"},
+            {"account_id": event.account_id, "email_hash": address_hash, "action": "remove"},
             {"$set": {"reason": "lifted"}})
-        _scrub_segments(ports, event.account_id, hash_)
-        if import_dir:
-            rejected_rows.scrub_account(ports.store, import_dir, event.account_id, ports.salt,
-                                        {hash_})
+        _scrub_segments(ports, event.account_id, address_hash)
+    if hashes and import_dir:
+        rejected_rows.scrub_account(ports.store, import_dir, event.account_id, ports.salt,
+                                    set(hashes))
     if contact is None and deleted:
         # Deleted through the API before: its consent entries go, and the
         # other services hear its id, whose records they still keep.
@@ -226,6 +229,19 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
     ports.producer.flush()
     store.delete_contact(account_id, contact_id)
     log.info("contact erased", extra={"contact_id": contact_id})
+
+
+def _former_addresses_still_theirs(store: ContactsStore, contact: dict) -> list[str]:
+    """The hashes of the addresses the contact had before a correction:
+    the person's too, so an old list re-imported must not bring them back.
+    They are suppressed in the account (whose they were), not platform-wide,
+    and not one another contact of the account holds now: a mailbox that
+    changed hands (info@) belongs to someone else since."""
+    formers = {f["hash"] for f in contact.get("former_addresses") or []}
+    held_by_others = {h for h, other in store.contacts_by_hashes(
+        contact["account_id"], sorted(formers), {"email_hash": 1}).items()
+        if other["_id"] != contact["_id"]}
+    return sorted(formers - held_by_others)
 
 
 def _scrub_segments(ports: usecases.Ports, account_id: str, hash_: str) -> None:

@@ -186,6 +186,27 @@ def test_an_erasure_of_an_address_the_account_never_held_suppresses_it_there_alo
     assert world.ports.store.erased_in_account("another-account", {stranger}) == set()
 
 
+def test_an_erasure_after_a_correction_suppresses_the_former_address_in_the_account(world):
+    """Only the current address was suppressed: an old list re-imported
+    brought the person back at the address they had before. One the account
+    gave to another contact since is that contact's and stays mailable."""
+    usecases.update_contact(world.ports, ACCOUNT, world.jane["_id"], {"email": "jane@new.example"})
+    usecases.update_contact(world.ports, ACCOUNT, world.jane["_id"], {"email": "jane@third.example"})
+    heir = usecases.create_contact(world.ports, ACCOUNT, {"email": "jane@new.example"}, "key-1")
+    privacy.handle_privacy_request(world.runtime, _request("erasure", {"contact_id": world.jane["_id"]}))
+    assert _answers(world.broker)[0]["status"] == "done"
+    def entries(address):
+        found = world.db.suppressions.find({"email_hash": email_hash(normalise_email(address), SALT)})
+        return sorted((e["account_id"] or "platform", e["reason"]) for e in found)
+    assert entries("jane@third.example") == [("platform", "erasure")]
+    assert entries(EMAIL) == [(ACCOUNT, "erasure")]
+    assert entries("jane@new.example") == []
+    assert world.db.contacts.find_one({"_id": heir["_id"]})["suppressed"] is False
+    with pytest.raises(ApiError) as refused:  # the old list, re-imported or re-created
+        usecases.create_contact(world.ports, ACCOUNT, {"email": EMAIL}, "key-1")
+    assert refused.value.code == "erased"
+
+
 def test_a_redelivered_erasure_finds_it_done(world):
     request = _request("erasure", {"email_hash": _hash()})
     privacy.handle_privacy_request(world.runtime, request)
