@@ -24,6 +24,12 @@ _EMAIL = re.compile(rf"{_CHAR}+@{_LABEL}(?:\.{_LABEL})+")
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
+def emails_in(text: str) -> list[str]:
+    """Every part of the text shaped like an address, as masking finds them
+    ("Ann <ann@example.com>", "mailto:ann@example.com": the address)."""
+    return _EMAIL.findall(text) if "@" in text else []
+
+
 def mask_emails(text: str) -> str:
     if "@" not in text:  # most texts: skip the regex, which tries every position
         return text

@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Iterator
 
 from services.contacts import domain
 from services.contacts.import_files import REJECTED_SUFFIX, open_private, rejected_path
+from shared.logs import emails_in
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +132,11 @@ def _rows(path: str, salt: str) -> Iterator[tuple[list[str], set[str]]]:
 
 def _hashes(cells: Iterable[str], salt: str) -> set[str]:
     """The address hashes of the cells that hold one, as uploaded (the file
-    keeps them escaped by domain.csv_safe)."""
+    keeps them escaped by domain.csv_safe), or inside other text: a row is
+    often rejected because its address came as "Ann <ann@example.com>" or
+    "mailto:ann@example.com", and those rows outlived the person's erasure."""
     found = {domain.address_hash(text, salt) for cell in cells if "@" in cell
-             for text in {cell, cell[1:] if cell[:1] == "'" else cell}}
+             for text in {cell, cell[1:] if cell[:1] == "'" else cell, *emails_in(cell)}}
     found.discard(None)
     return found
 

@@ -27,6 +27,15 @@ def test_a_cell_escaped_against_formulas_is_read_as_it_was_uploaded():
     assert hash_of("=eve@example.com") in _hashes([escaped], SALT)
 
 
+def test_an_address_inside_other_text_counts():
+    """Rows rejected because the address came with a display name or a
+    mailto: kept the person's address after their erasure."""
+    ann = hash_of("ann.lee@example.com")
+    assert ann in _hashes(["Ann Lee <Ann.Lee@example.com>"], SALT)
+    assert ann in _hashes(["mailto:ann.lee@example.com"], SALT)
+    assert _hashes(["ann.lee@example.com, bob@example.com"], SALT) == {ann, hash_of("bob@example.com")}
+
+
 def test_cells_that_are_no_address_name_nobody():
     assert _hashes(["not-an-address", "a@", "", "@b.example"], SALT) == set()
 
