@@ -221,6 +221,15 @@ class PrivacyStore:
                                      {"$unset": {"changes": ""}})
         self._forget_reasons({"account_id": account_id})
 
+    def forget_erasure_reasons(self, account_id: str, request: dict) -> None:
+        """A completed erasure's own reason, and those of the account's
+        requests about the same address: forget_contacts replaces them by
+        contact id, and an erasure that found no contact has none."""
+        matches = [{"_id": request["_id"]}]
+        if request["subject"].get("email_hash"):
+            matches.append({"subject.email_hash": request["subject"]["email_hash"]})
+        self._forget_reasons({"account_id": account_id, "$or": matches})
+
     def _forget_reasons(self, query: dict) -> None:
         """The free text the account wrote on these requests (why it made
         one, why it extended one) may name the person: replaced once the

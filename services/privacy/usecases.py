@@ -232,6 +232,8 @@ def record_answer(store: PrivacyStore, account_id: str, data: dict,
         if status == "complete":
             privacy_metrics.COMPLETED.labels(request["kind"]).inc()
             store.clear_changes(request["_id"])
+            if request["kind"] == "erasure":
+                store.forget_erasure_reasons(account_id, request)
             audit(store, account_id=account_id, action=f"{request['kind']}.completed",
                   principal=SOURCE, target_type=request["subject"]["kind"],
                   target_id=request["subject"].get("contact_id") or request["_id"],

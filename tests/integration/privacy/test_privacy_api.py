@@ -411,3 +411,25 @@ def test_the_default_k_is_5(mongo_uri, kafka_bootstrap, unique):
     finally:
         from shared import mongo
         mongo.client(mongo_uri).drop_database(f"test_{unique}_k5_privacy")
+
+
+def test_an_erasure_that_finds_no_contact_forgets_the_reasons_given_about_the_address(acme, app):
+    """Reasons were replaced by contact id only: an erasure by address that
+    found no contact kept "phoned in by Jane Roe" for good."""
+    store = PrivacyStore(_db(app))
+    account = acme.identity.account_id
+    asked = acme("POST", "/api/v1/privacy/requests", json={
+        "kind": "access", "subject": {"email": "jane.roe@example.com"},
+        "reason": "Jane Roe asked by phone"}).get_json()
+    erasure = acme("POST", "/api/v1/privacy/requests", json={
+        "kind": "erasure", "subject": {"email": "Jane.Roe@example.com"},
+        "reason": "Jane Roe wants out"}).get_json()
+    other = acme("POST", "/api/v1/privacy/requests", json={
+        "kind": "erasure", "subject": {"email": "kim@example.com"}, "reason": "about Kim"}).get_json()
+    for service in store.get_request(None, erasure["id"])["responders"]:
+        usecases.record_answer(store, account, {"request_id": erasure["id"], "service": service,
+                                                "status": "not_found"})
+    done = acme("GET", f"/api/v1/privacy/requests/{erasure['id']}").get_json()
+    assert done["status"] == "complete" and done["reason"] == "(erased)"
+    assert acme("GET", f"/api/v1/privacy/requests/{asked['id']}").get_json()["reason"] == "(erased)"
+    assert acme("GET", f"/api/v1/privacy/requests/{other['id']}").get_json()["reason"] == "about Kim"
