@@ -49,6 +49,20 @@ class TemplateRenderProblem(ValueError):
     """A template that compiled but cannot render (e.g. the sandbox refused
     an operation). Permanent for that template version."""
 
+    def __init__(self, message: str, line: int | None = None, kind: str | None = None):
+        super().__init__(message)
+        self.line = line
+        self.message = message
+        self.kind = kind  # the error's type, when the message is the error's own text
+
+    def without_values(self) -> str:
+        """What went wrong, without an error's own text: that may quote the
+        merge data (a name, a field value) of the contact it was rendered for."""
+        if self.kind is None:  # one of ours (a limit): no data in it
+            return f"cannot render: {self.message}"
+        where = f" at template line {self.line}" if self.line else ""
+        return f"cannot render: {self.kind}{where}"
+
 
 # What one template may cost, whoever wrote it: the sender renders every
 # tenant's templates on the same workers, so none may hold one for long.
@@ -161,6 +175,32 @@ def compile_template(source: str, html: bool) -> Template:
         raise TemplateSyntaxProblem(None, str(exc)) from None
 
 
+_LOADING_TAGS = {nodes.Include: "include", nodes.Import: "import",
+                 nodes.FromImport: "from ... import", nodes.Extends: "extends"}
+
+
+def _underscore_key(node: nodes.Getattr | nodes.Getitem) -> str | None:
+    if isinstance(node, nodes.Getattr):
+        key = node.attr
+    else:
+        key = node.arg.value if isinstance(node.arg, nodes.Const) else None
+    return key if isinstance(key, str) and key.startswith("_") else None
+
+
+def _forbidden(tree: nodes.Template) -> TemplateSyntaxProblem | None:
+    """Tags that load another template (there is none to load, so the sender
+    fails every recipient), and attributes or keys starting with "_" (the
+    sandbox hides them: `''.__class__` only ever renders empty)."""
+    for node in tree.find_all((*_LOADING_TAGS, nodes.Getattr, nodes.Getitem)):
+        if type(node) in _LOADING_TAGS:
+            return TemplateSyntaxProblem(node.lineno, f"{_LOADING_TAGS[type(node)]} is not allowed")
+        key = _underscore_key(node)
+        if key:
+            return TemplateSyntaxProblem(node.lineno, f"{key!r}: a name starting with _ is "
+                                                      "not allowed")
+    return None
+
+
 def refers_to(source: str, name: str, html: bool) -> bool:
     """Whether the template reads the merge variable `name`: in a comment,
     as text, or as fields.<name> it does not ("unsubscribe_url" in the
@@ -172,8 +212,12 @@ def refers_to(source: str, name: str, html: bool) -> bool:
 
 
 def check(source: str, html: bool) -> None:
-    """Raise TemplateSyntaxProblem unless `source` compiles in the sandbox."""
+    """Raise TemplateSyntaxProblem unless `source` compiles in the sandbox
+    and uses nothing the sandbox refuses or hides."""
     compile_template(source, html)
+    problem = _forbidden(_ENVIRONMENTS[html].parse(source))
+    if problem:
+        raise problem
 
 
 def render(source: str, context: Mapping[str, Any], html: bool) -> str:
@@ -196,7 +240,20 @@ def render_compiled(template: Template, context: Mapping[str, Any]) -> str:
     except TemplateRenderProblem:
         raise
     except Exception as exc:  # SecurityError, TypeError, RecursionError, ...
-        raise TemplateRenderProblem(f"{type(exc).__name__}: {exc}"[:300]) from None
+        raise TemplateRenderProblem(f"{type(exc).__name__}: {exc}"[:300],
+                                    _template_line(exc.__traceback__),
+                                    type(exc).__name__) from None
+
+
+def _template_line(traceback) -> int | None:
+    """The template line a render stopped at: Jinja rewrites the traceback
+    so that the template's frames carry its own line numbers."""
+    line = None
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_filename == "<template>":
+            line = traceback.tb_lineno
+        traceback = traceback.tb_next
+    return line
 
 
 def merge_context(email: str, name: str | None, fields: Mapping[str, Any] | None,

@@ -93,25 +93,55 @@ def header_problem(value: str | None) -> str | None:
 
 # -- template parts --------------------------------------------------------
 TEMPLATE_PARTS = {"subject": False, "preheader": False, "html": True, "text": False}
+# The longest subject and preheader, as written and as rendered (998: RFC
+# 5322's line; the sender folds a longer one, but no reader sees it whole).
+HEADER_LIMITS = {"subject": 998, "preheader": 500}
+
+# A contact merged as the sender merges one: email and name, no custom
+# field (so each `default(...)` applies), and the links the sender adds.
+_SAMPLE_CONTEXT = templating.merge_context(
+    "someone@example.com", "Sample Name", {},
+    **{templating.UNSUBSCRIBE_URL: "https://example.com/unsubscribe",
+       templating.POSTAL_ADDRESS: "1 Sample Street, Sample City"})
 
 
 def template_problems(parts: dict[str, str | None]) -> dict[str, list[str]]:
     """{field: [message naming the line and the reason]} for every part that
-    does not compile in the sender's sandbox, or a header with a line break."""
+    the sender could not render for a sample contact, or a header with a
+    line break."""
     problems: dict[str, list[str]] = {}
     for field, html in TEMPLATE_PARTS.items():
         source = parts.get(field)
-        if source is None:
-            continue
-        if field in ("subject", "preheader") and header_problem(source):
-            problems[field] = [header_problem(source)]
-            continue
-        try:
-            templating.check(source, html)
-        except templating.TemplateSyntaxProblem as exc:
-            where = f"line {exc.line}: " if exc.line else ""
-            problems[field] = [f"template error at {where}{exc.message}"]
+        problem = None if source is None else _part_problem(field, source, html)
+        if problem:
+            problems[field] = [problem]
     return problems
+
+
+def _part_problem(field: str, source: str, html: bool) -> str | None:
+    limit = HEADER_LIMITS.get(field)
+    if limit and header_problem(source):
+        return header_problem(source)
+    try:
+        templating.check(source, html)
+        # A trial render: the sandbox refuses some things only when they run,
+        # and then it would refuse them for every recipient.
+        rendered = templating.render(source, _SAMPLE_CONTEXT, html)
+    except (templating.TemplateSyntaxProblem, templating.TemplateRenderProblem) as exc:
+        where = f"line {exc.line}: " if exc.line else ""
+        return f"template error at {where}{exc.message}"
+    if limit:
+        return _rendered_header_problem(rendered, limit)
+    return None
+
+
+def _rendered_header_problem(rendered: str, limit: int) -> str | None:
+    problem = header_problem(rendered)  # {{ "\r\nBcc: ..." }} has no line break as written
+    if problem:
+        return f"when rendered: {problem}"
+    if len(rendered) > limit:
+        return f"renders to {len(rendered):,} characters; at most {limit:,}"
+    return None
 
 
 # campaign.launched carries the frozen template, and a Kafka message is at

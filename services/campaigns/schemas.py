@@ -11,6 +11,8 @@ from shared.tracking_tokens import TEST_SEND_RECIPIENTS
 from email_validator import EmailNotValidError, validate_email
 
 ID = validate.Length(1, 64)
+SUBJECT = validate.Length(1, domain.HEADER_LIMITS["subject"])
+PREHEADER = validate.Length(max=domain.HEADER_LIMITS["preheader"])
 
 
 def _domain_name(value: str) -> None:
@@ -47,9 +49,8 @@ class TemplateCreate(ma.Schema):
     name = ma.fields.String(required=True, validate=validate.Length(1, 200))
     kind = ma.fields.String(load_default="marketing",
                             validate=validate.OneOf(["marketing", "system"]))
-    subject = ma.fields.String(required=True, validate=[validate.Length(1, 998), _header_safe])
-    preheader = ma.fields.String(load_default="", validate=[validate.Length(max=500),
-                                                            _header_safe])
+    subject = ma.fields.String(required=True, validate=[SUBJECT, _header_safe])
+    preheader = ma.fields.String(load_default="", validate=[PREHEADER, _header_safe])
     html = ma.fields.String(required=True, validate=validate.Length(1, 1_000_000))
     text = ma.fields.String(load_default=None, allow_none=True,
                             validate=validate.Length(max=1_000_000),
@@ -59,8 +60,8 @@ class TemplateCreate(ma.Schema):
 class TemplateUpdate(UpdateSchema):
     name = ma.fields.String(validate=validate.Length(1, 200))
     kind = ma.fields.String(validate=validate.OneOf(["marketing", "system"]))
-    subject = ma.fields.String(validate=[validate.Length(1, 998), _header_safe])
-    preheader = ma.fields.String(validate=[validate.Length(max=500), _header_safe])
+    subject = ma.fields.String(validate=[SUBJECT, _header_safe])
+    preheader = ma.fields.String(validate=[PREHEADER, _header_safe])
     html = ma.fields.String(validate=validate.Length(1, 1_000_000))
     text = ma.fields.String(allow_none=True, validate=validate.Length(max=1_000_000))
 
