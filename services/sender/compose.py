@@ -19,7 +19,8 @@ import markupsafe
 
 from services.sender.dkim import Signer
 from services.sender.domain import Campaign, Job, hex_id, message_id
-from services.sender.mime import Part, Skeleton, needs_smtputf8, refuse_line_breaks
+from services.sender.mime import (HeaderInjection, Part, Skeleton, needs_smtputf8,
+                                  refuse_line_breaks)
 from shared import links, templating
 from shared.tracking_tokens import (Keyring, LinkContext, click_url, open_url, unsubscribe_token,
                                     unsubscribe_url, verp_address)
@@ -144,10 +145,17 @@ class Composer:
         return html, text
 
     def compose(self, job: Job, now: datetime | None = None) -> Outgoing:
+        """The message, or ComposeError saying why not, in words that hold
+        none of the contact's data: the reason is recorded with the job, and
+        an error's own text quoted a name or a field value."""
         try:
             return self._compose(job, now or datetime.now(timezone.utc))
-        except (ValueError, templating.TemplateRenderProblem) as exc:
-            raise ComposeError(str(exc)[:300]) from None
+        except HeaderInjection as exc:  # names the header, never its value
+            raise ComposeError(str(exc)) from None
+        except templating.TemplateRenderProblem as exc:
+            raise ComposeError(exc.without_values()) from None
+        except ValueError as exc:  # an address's IDNA error quotes its labels
+            raise ComposeError(type(exc).__name__) from None
 
     def _compose(self, job: Job, now: datetime) -> Outgoing:
         s = self.settings

@@ -125,6 +125,19 @@ def test_a_line_break_from_merge_data_never_reaches_a_header(signer):
         compose(signer, subject="Hi\n{{ name }}")
 
 
+def test_why_a_message_could_not_be_composed_quotes_none_of_the_contacts_data(signer):
+    """The reason is recorded with the job; an error's own text quoted the
+    merge data ("'Jane Secret' is not in list")."""
+    html = "<html><body><p>{{ [1, 2].index(name) }}</p></body></html>"
+    with pytest.raises(ComposeError) as failed:
+        compose(signer, html=html, name="Jane Secret")
+    assert "Secret" not in str(failed.value)
+    assert str(failed.value) == "cannot render: ValueError at template line 1"
+    with pytest.raises(ComposeError) as failed:
+        compose(signer, name="Jane Secret\r\nBcc: x@example.com")
+    assert "Secret" not in str(failed.value) and "line break" in str(failed.value)
+
+
 def test_the_mailto_unsubscribe_subject_carries_a_token_for_the_job(signer):
     _, msg, job = compose(signer)
     mailto = msg["List-Unsubscribe"].split("<mailto:")[1].rstrip(">")
