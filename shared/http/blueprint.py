@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import flask_smorest
+import marshmallow as ma
 from flask import Request
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort, is_json_request
@@ -18,6 +19,11 @@ MAX_JSON_BYTES = 16 * 1024 * 1024
 class _Parser(FlaskParser):
     # The brief asks for 400 on invalid input, not webargs' default 422.
     DEFAULT_VALIDATION_STATUS = 400
+    # An unknown query parameter is a 400 naming it, as an unknown body field
+    # is: webargs drops it by default, so a mistyped filter (?emai_prefix=)
+    # answered as if there were none, with everything.
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
+                                   "query": ma.RAISE, "querystring": ma.RAISE}
 
     def _raw_load_json(self, req: Request):
         """webargs' JSON loading, plus the answers it leaves to a 500 or to

@@ -540,3 +540,12 @@ def test_a_name_or_text_field_with_a_line_break_is_refused_where_it_would_reach_
     r = client.patch(f"{V1}/contacts/{contact['id']}", {"name": "Eve\nAdams"})
     assert r.status_code == 400 and "name" in r.get_json()["error"]["details"]
     assert client.get(f"{V1}/contacts/{contact['id']}").get_json()["name"] == "Eve\tAdams"
+
+
+def test_an_unknown_query_parameter_is_a_400_naming_it(client):
+    """It was dropped: a mistyped filter answered with every contact."""
+    make_contact(client, "someone@example.com")
+    r = client.get(f"{V1}/contacts?emai_prefix=zz")
+    assert r.status_code == 400, r.get_json()
+    assert "emai_prefix" in str(r.get_json()["error"]["details"])
+    assert client.get(f"{V1}/contacts?email_prefix=zz").get_json()["items"] == []
