@@ -101,10 +101,15 @@ class TemplateVersionPage(ma.Schema):
 
 
 # -- campaigns -------------------------------------------------------------
+# Lists and segments are contacts' (32 hex digits): an id of another shape
+# names none, and a campaign to it was sent to nobody.
+CONTACTS_ID = validate.Regexp(r"^[0-9a-f]{32}$", error="not an id of a list or segment")
+
+
 class Audience(ma.Schema):
-    list_ids = ma.fields.List(ma.fields.String(validate=ID), load_default=list,
+    list_ids = ma.fields.List(ma.fields.String(validate=CONTACTS_ID), load_default=list,
                               validate=validate.Length(max=50))
-    segment_id = ma.fields.String(load_default=None, allow_none=True, validate=ID)
+    segment_id = ma.fields.String(load_default=None, allow_none=True, validate=CONTACTS_ID)
 
 
 class Limits(ma.Schema):

@@ -15,7 +15,7 @@ def ready_campaign(client, **overrides):
     template = client.post("/api/v1/templates", {"name": "T", "subject": "Hello",
                                                  "preheader": "pre", "html": HTML}).get_json()
     body = {"name": "Launch", "template_id": template["id"], "from_email": "news@example.com",
-            "from_name": "Example News", "audience": {"list_ids": ["list-1", "list-2"]},
+            "from_name": "Example News", "audience": {"list_ids": ["1" * 32, "2" * 32]},
             "limits": {"per_second": 50, "per_hour": 10000, "per_domain_concurrency": 4},
             "postal_address": "1 Main St, Springfield", **overrides}
     response = client.post("/api/v1/campaigns", body)
@@ -54,7 +54,7 @@ def test_send_freezes_the_template_and_emits_launched(client, broker):
     assert "{{ unsubscribe_url }}" in data["template"]["html"]
     assert data["sender"] == {"from_email": "news@example.com", "from_name": "Example News",
                               "sending_domain": "example.com"}
-    assert data["audience"] == {"list_ids": ["list-1", "list-2"], "segment_id": None}
+    assert data["audience"] == {"list_ids": ["1" * 32, "2" * 32], "segment_id": None}
     assert data["limits"]["per_domain_concurrency"] == 4
     assert data["postal_address"] == "1 Main St, Springfield" and data["kind"] == "marketing"
     # Editing the template afterwards does not change what this campaign sends.
@@ -84,6 +84,8 @@ def test_bad_campaign_input_is_400_naming_the_field(client):
              ({"name": "x", "postal_address": "{{ evil }}"}, "postal_address"),
              ({"name": "x", "template_version": 10 ** 30}, "template_version"),
              ({"name": "x", "limits": {"per_hour": 5.5}}, "limits"),   # not cut to 5
+             ({"name": "x", "audience": {"list_ids": ["nothex"]}}, "audience"),  # sent to nobody
+             ({"name": "x", "audience": {"segment_id": "seg-1"}}, "audience"),
              ({}, "name")]
     for body, field in cases:
         response = client.post("/api/v1/campaigns", body)
@@ -259,14 +261,14 @@ def test_send_launches_the_campaign_as_it_is_not_as_it_was_read(client, broker, 
     read_before = usecases.get_campaign(ports, client.account_id, campaign["id"])
     time.sleep(0.01)  # a later updated_at
     edited = client.patch(f"/api/v1/campaigns/{campaign['id']}",
-                          {"audience": {"list_ids": ["internal-test"]}})
+                          {"audience": {"list_ids": ["3" * 32]}})
     assert edited.status_code == 200, edited.get_json()
     monkeypatch.setattr(usecases, "get_campaign", lambda *args: read_before)
     assert client.post(f"/api/v1/campaigns/{campaign['id']}/send").status_code == 409
     monkeypatch.undo()
     assert client.post(f"/api/v1/campaigns/{campaign['id']}/send").status_code == 202
     [launched] = [e for e in campaign_events(broker) if e["type"] == "campaign.launched"]
-    assert launched["data"]["audience"]["list_ids"] == ["internal-test"]
+    assert launched["data"]["audience"]["list_ids"] == ["3" * 32]
 
 
 def test_a_template_saved_too_large_before_the_limit_is_refused_at_send_not_stuck(
