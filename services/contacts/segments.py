@@ -179,6 +179,18 @@ ERASED = "(erased)"
 _EXACT_OPS = {"eq", "ne", "in"}
 
 
+def fields_named(definition: Any) -> set[str]:
+    """The `field` of every condition in the definition (fields.<key> for a
+    custom field)."""
+    if isinstance(definition, list):
+        return set().union(*(fields_named(item) for item in definition))
+    if not isinstance(definition, dict):
+        return set()
+    if "field" in definition:
+        return {definition["field"]} if isinstance(definition["field"], str) else set()
+    return set().union(*(fields_named(value) for value in definition.values()))
+
+
 def without_address(definition: Any, is_their_address) -> Any:
     """The definition with the erased person's address (`is_their_address`)
     taken out of its exact conditions on `email`. Names, and any other

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from pymongo.errors import PyMongoError
 
 from services.contacts import domain, events
-from services.contacts.segments import SegmentError, compile_condition
+from services.contacts.segments import SegmentError, compile_condition, fields_named
 from services.contacts.store import PLATFORM, Conflict, ContactsStore, contact_document
 from shared.http.errors import ApiError, not_found
 from shared.kafka.producer import EventProducer
@@ -124,7 +124,17 @@ def update_field(ports: Ports, account_id: str, field_id: str, body: dict) -> di
 
 
 def delete_field(ports: Ports, account_id: str, field_id: str) -> None:
-    if not domain.is_id(field_id) or ports.store.delete_field(account_id, field_id) is None:
+    """Refused (409) while a segment names the field: deleted, it made the
+    segment a 400 to preview and a campaign to it go to nobody."""
+    field = ports.store.get_field(account_id, field_id) if domain.is_id(field_id) else None
+    if field is None:
+        raise not_found("field")
+    using = sorted(segment["name"] for segment in ports.store.segments.find(
+        {"account_id": account_id}, {"name": 1, "definition": 1})
+        if f"fields.{field['key']}" in fields_named(segment["definition"]))
+    if using:
+        raise conflict(f"segments use this field: {', '.join(using)[:500]}", "in_use")
+    if ports.store.delete_field(account_id, field_id) is None:
         raise not_found("field")
 
 

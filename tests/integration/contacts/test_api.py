@@ -549,3 +549,17 @@ def test_an_unknown_query_parameter_is_a_400_naming_it(client):
     assert r.status_code == 400, r.get_json()
     assert "emai_prefix" in str(r.get_json()["error"]["details"])
     assert client.get(f"{V1}/contacts?email_prefix=zz").get_json()["items"] == []
+
+
+def test_a_field_a_segment_uses_cannot_be_deleted_until_the_segment_goes(client):
+    """Deleted, it made the segment a 400 to preview, and a campaign to it
+    went to nobody."""
+    field = client.post(f"{V1}/fields", {"key": "city", "type": "text"}).get_json()
+    segment = client.post(f"{V1}/segments", {"name": "Pune people", "definition": {
+        "any": [{"field": "status", "op": "eq", "value": "active"},
+                {"not": {"field": "fields.city", "op": "eq", "value": "Pune"}}]}}).get_json()
+    r = client.delete(f"{V1}/fields/{field['id']}")
+    assert r.status_code == 409 and "Pune people" in r.get_json()["error"]["message"]
+    assert client.get(f"{V1}/segments/{segment['id']}/preview").status_code == 200
+    assert client.delete(f"{V1}/segments/{segment['id']}").status_code == 204
+    assert client.delete(f"{V1}/fields/{field['id']}").status_code == 204
