@@ -13,8 +13,9 @@ from shared.http.errors import ApiError
 from shared.http.internal_auth import Identity, canonical_target, signed_headers
 
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "if-none-match")
+# Allow: a service's 405 says which methods it takes (it was dropped here).
 FORWARDED_RESPONSE_HEADERS = ("content-type", "content-disposition", "location", "retry-after",
-                              "cache-control", "etag", "x-total-count")
+                              "cache-control", "etag", "x-total-count", "allow")
 
 
 class _SizedStream:

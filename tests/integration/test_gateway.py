@@ -363,6 +363,15 @@ def test_a_method_the_gateways_own_endpoint_does_not_take_is_405(gateway):
         assert method not in response.headers["Allow"]
 
 
+def test_a_services_405_keeps_its_allow_header_through_the_gateway(gateway):
+    """The gateway passed a service's 405 on without the methods it takes."""
+    _, key, _ = new_account(gateway)
+    response = gateway.open("/api/v1/campaigns", method="PUT", headers=auth(key))
+    assert response.status_code == 405, response.get_json()
+    allowed = {m.strip() for m in response.headers["Allow"].split(",")}
+    assert {"GET", "POST"} <= allowed and "PUT" not in allowed
+
+
 def test_unknown_endpoint_is_404_json(gateway):
     _, key, _ = new_account(gateway)
     response = gateway.get("/api/v1/nothing-here", headers=auth(key))
