@@ -66,6 +66,9 @@ class GatewayStore:
         return self.db.api_keys.count_documents({"account_id": account_id, "revoked_at": None})
 
     def revoke_key(self, account_id: str, key_id: str) -> dict | None:
-        return self.db.api_keys.find_one_and_update(
-            {"_id": key_id, "account_id": account_id},
-            {"$set": {"revoked_at": now()}}, return_document=ReturnDocument.AFTER)
+        """The key, revoked; one revoked before keeps the time it was (a
+        second DELETE rewrote it, and the record of when a key stopped
+        working with it)."""
+        self.db.api_keys.update_one({"_id": key_id, "account_id": account_id,
+                                     "revoked_at": None}, {"$set": {"revoked_at": now()}})
+        return self.db.api_keys.find_one({"_id": key_id, "account_id": account_id})

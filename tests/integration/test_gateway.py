@@ -120,10 +120,14 @@ def test_no_key_wrong_key_revoked_key(gateway):
     assert gateway.get("/api/v1/keys", headers=auth("sk_nothing")).status_code == 401
     second = gateway.post("/api/v1/keys", json={"name": "ci"}, headers=auth(key)).get_json()
     assert second["key"].startswith("sk_")
-    assert gateway.delete(f"/api/v1/keys/{key_id}", headers=auth(second["key"])).status_code == 200
+    revoked = gateway.delete(f"/api/v1/keys/{key_id}", headers=auth(second["key"]))
+    assert revoked.status_code == 200
     response = gateway.get("/api/v1/keys", headers=auth(key))
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
+    again = gateway.delete(f"/api/v1/keys/{key_id}", headers=auth(second["key"]))
+    assert again.status_code == 200  # the time it was revoked stays
+    assert again.get_json()["revoked_at"] == revoked.get_json()["revoked_at"]
 
 
 def test_keys_are_listed_by_prefix_and_stored_hashed(gateway, mongo_uri, unique):
