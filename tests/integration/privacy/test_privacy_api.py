@@ -83,6 +83,9 @@ def test_unsigned_calls_are_refused(app):
      "changes.name"),
     ({"kind": "rectification", "subject": {"contact_id": "c1"}, "changes": {"fields": "x"}},
      "changes.fields"),
+    # one error, not one per key: 20,000 of them made a 1.9 MB answer
+    ({"kind": "rectification", "subject": {"contact_id": "c1"},
+      "changes": {f"k{i}": 1 for i in range(20_000)}}, "changes"),
     # an account user is erased / corrected by the gateway's users API, at once
     ({"kind": "erasure", "subject": {"user_id": "u1"}}, "kind"),
     ({"kind": "rectification", "subject": {"user_id": "u1"}, "changes": {"name": "x"}}, "kind"),
@@ -92,6 +95,7 @@ def test_a_bad_request_is_a_400_naming_the_field(acme, app, body, field):
     response = acme("POST", "/api/v1/privacy/requests", json=body)
     assert response.status_code == 400, response.get_json()
     assert field in response.get_json()["error"]["details"]
+    assert len(response.get_data()) < 10_000
     assert _db(app).requests.count_documents({}) == 0   # nothing recorded, nothing "complete"
 
 
@@ -267,6 +271,9 @@ def test_the_audit_log_is_filtered_by_account_and_time(acme, app):
     assert acme("GET", f"/api/v1/privacy/audit?{since}").get_json()["items"] == []
     until = urlencode({"until": future})
     assert len(acme("GET", f"/api/v1/privacy/audit?{until}").get_json()["items"]) == 3
+    reversed_range = urlencode({"since": future, "until": datetime.now(timezone.utc).isoformat()})
+    refused = acme("GET", f"/api/v1/privacy/audit?{reversed_range}")
+    assert refused.status_code == 400 and "until" in refused.get_json()["error"]["details"]
     for query in ({"since": "9999-12-31T23:00:00-05:00"}, {"cursor": "eyJhIjoxfQ"}):  # {"a":1}
         refused = acme("GET", f"/api/v1/privacy/audit?{urlencode(query)}")
         assert refused.status_code == 400 and list(refused.get_json()["error"]["details"]) == \
