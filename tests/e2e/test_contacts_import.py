@@ -17,7 +17,7 @@ from shared.kafka.producer import EventProducer
 CSV = ("email;name;city\n"
        "ann@example.com;Ann;Pune\n"
        "broken-address;Nobody;Goa\n"
-       "\"bob@example.com\";\"Bob\nJunior\";Goa\n"
+       "\"bob@example.com\";\"Bob; Junior\";Goa\n"  # the delimiter, quoted
        "ANN@Example.com;Ann twice;Pune\n"
        "=evil@example.com;=1+2;Pune\n").encode("utf-8")
 
