@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from urllib.parse import urlencode
 
 from flask import current_app
@@ -30,6 +31,14 @@ from shared.http.internal_auth import Identity
 
 LIST_NAME = "Account users"
 CONTACT_NAME_MAX = 200   # the contacts API's limit; a user's name may be longer
+_CONTROL_RUN = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _contact_name(name: str | None) -> str:
+    """A user's name as contacts takes it: one line (contacts refuses a line
+    break or control character, and one user stored with one failed the
+    whole mailing), at most CONTACT_NAME_MAX characters."""
+    return " ".join(_CONTROL_RUN.sub(" ", name or "").split())[:CONTACT_NAME_MAX]
 FROM_EMAIL = os.environ.get("SANDESH_PLATFORM_FROM_EMAIL", "privacy@sandesh.test")
 
 
@@ -91,7 +100,7 @@ def notify_account_users(db, policy: dict) -> dict:
     users = list(db["users"].find({}, {"email": 1, "name": 1}))
     for user in users:
         _call(identity, "contacts", "POST", "/api/v1/contacts",
-              {"email": user["email"], "name": (user.get("name") or "")[:CONTACT_NAME_MAX],
+              {"email": user["email"], "name": _contact_name(user.get("name")),
                "list_ids": [list_id]},
               ok=(201, 409))
     summary = html.escape(policy.get("summary") or "")
@@ -156,7 +165,7 @@ def correct_user(db, user: dict, changes: dict) -> None:
     identity = Identity(platform["_id"], "operator")
     patch = {key: changes[key] for key in ("email", "name") if key in changes}
     if "name" in patch:
-        patch["name"] = patch["name"][:CONTACT_NAME_MAX]
+        patch["name"] = _contact_name(patch["name"])
     for contact in _contacts_with(identity, user["email"]):
         _call(identity, "contacts", "PATCH", f"/api/v1/contacts/{contact['id']}", patch,
               ok=(200, 404))

@@ -36,14 +36,21 @@ PLATFORM = Identity("platform", "operator")
 log = logging.getLogger(__name__)
 
 
+# A user's name goes into the To: of the platform's mail to them (policy
+# notices): one line, as a contact's.
+USER_NAME = [validate.Length(max=300),
+             validate.Regexp(r"^[^\x00-\x08\x0a-\x1f\x7f]*$",
+                             error="line breaks and control characters are not allowed")]
+
+
 class UserIn(ma.Schema):
     email = ma.fields.String(required=True, validate=validate.Length(3, 320))
-    name = ma.fields.String(load_default="", validate=validate.Length(max=300))
+    name = ma.fields.String(load_default="", validate=USER_NAME)
 
 
 class UserPatch(ma.Schema):
     email = ma.fields.String(validate=validate.Length(3, 320))
-    name = ma.fields.String(validate=validate.Length(max=300))
+    name = ma.fields.String(validate=USER_NAME)
 
     @ma.validates_schema
     def _something(self, data, **_):

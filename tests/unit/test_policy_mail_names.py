@@ -1,0 +1,17 @@
+"""The name a policy notice's contact gets from an account user's: one line,
+as contacts takes it. A user stored with a line break in their name made
+contacts refuse them, and that failed the whole mailing, every user's."""
+from services.gateway.policy_mail import CONTACT_NAME_MAX, _contact_name
+from services.gateway.users import UserIn
+
+
+def test_a_users_name_with_line_breaks_or_controls_becomes_one_line():
+    assert _contact_name("Ana\r\nBcc: x@example.com") == "Ana Bcc: x@example.com"
+    assert _contact_name("Ana\x00 \tLee") == "Ana Lee"
+    assert _contact_name(None) == ""
+    assert len(_contact_name("a" * 300)) == CONTACT_NAME_MAX
+
+
+def test_a_user_cannot_be_given_a_name_with_a_line_break_any_more():
+    assert "name" in UserIn().validate({"email": "ana@example.com", "name": "Ana\nLee"})
+    assert UserIn().validate({"email": "ana@example.com", "name": "Ana\tLee"}) == {}
