@@ -81,3 +81,23 @@ def test_ordinary_arithmetic_still_works():
     out = templating.render("{{ 2 ** 10 }} {{ 'ab' * 3 }} {{ 7 % 3 }} {{ 6 * 7 }}",
                             merge_context("a@example.com", None, {}), html=False)
     assert out == "1024 ababab 1 42"
+
+
+@pytest.mark.parametrize("source", [
+    # each value under its own bound, the render over its budget: seconds a recipient
+    "{{ ('x ' * 10000 * 200)|wordwrap(5)|length }}",                            # 1.8 s
+    "{% for i in [1] * 10000 %}{{ (name ~ 'x' * 10000 * 400)|length }}{% endfor %}",  # 5 s
+    "{% for c in 'x' * 10000 * 400 %}{{ c }}{% endfor %}",
+    "{{ ('<b>x</b>' * 10000 * 50)|striptags|length }}",
+])
+def test_what_one_render_builds_all_together_is_bounded(source):
+    templating.check(source, html=False)
+    with pytest.raises(TemplateRenderProblem, match="in one render"):
+        templating.render(source, merge_context("a@example.com", "Ana", {}), html=False)
+
+
+def test_the_budget_is_each_renders_own():
+    template = templating.compile_template("{{ ('ab' * 10000 * 10)|length }}", False)
+    for _ in range(20):  # 200,000 a render, 4,000,000 in all
+        assert templating.render_compiled(template, merge_context("a@b.example", "A", {})) \
+            == "200000"
