@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from jinja2 import (ChainableUndefined, Environment, Template, TemplateError,
                     TemplateSyntaxError, meta, nodes, pass_eval_context)
 from jinja2.filters import do_replace
+from jinja2.compiler import CodeGenerator
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -76,9 +77,14 @@ MAX_EXPONENT = 64
 _SEQUENCES = (str, list, tuple)
 
 
+class RenderLimit(SecurityError):
+    """One of the bounds below: its message holds no merge data, and says
+    which bound (a compose error records it as it is)."""
+
+
 def _too_long(length: int) -> None:
     if length > MAX_RENDERED_CHARS:
-        raise SecurityError(f"a value of over {MAX_RENDERED_CHARS} characters")
+        raise RenderLimit(f"a value of over {MAX_RENDERED_CHARS} characters")
     _charge(length)
 
 
@@ -99,7 +105,7 @@ def _charge(length: int) -> None:
         return
     _render_budget.left = left - length
     if _render_budget.left < 0:
-        raise SecurityError(f"builds over {MAX_BUILT_PER_RENDER} characters in one render")
+        raise RenderLimit(f"builds over {MAX_BUILT_PER_RENDER} characters in one render")
 
 
 def _charged(text_filter):
@@ -113,8 +119,32 @@ def _charged(text_filter):
     return charged
 
 
+def _charged_join(join):
+    """join, what it will build counted first: its items and every separator
+    (20,000 items joined by a 50,000-character one is 1 GB)."""
+    @functools.wraps(join)
+    def charged(eval_ctx, value, d="", attribute=None):
+        items = list(value)
+        _too_long(sum(len(str(item)) for item in items) + len(str(d)) * max(len(items) - 1, 0))
+        return join(eval_ctx, items, d, attribute)
+    return charged
+
+
 _COSTLY_FILTERS = ("wordwrap", "striptags", "urlencode", "title", "capitalize", "truncate",
-                   "replace", "join", "upper", "lower", "trim")
+                   "replace", "upper", "lower", "trim", "escape", "e")
+# str.format and format_map build to any width their format asks
+# ("{:>300000000}"), before anything can count what they built.
+_UNBOUNDED_METHODS = frozenset({"format", "format_map"})
+
+
+class _BudgetedCodeGenerator(CodeGenerator):
+    """`a ~ b` is compiled to a join of its parts, no operator the sandbox
+    can intercept: each result is counted against the render's budget."""
+
+    def visit_Concat(self, node, frame):
+        self.write("environment.counted(")
+        super().visit_Concat(node, frame)
+        self.write(")")
 
 
 class _BoundedEnvironment(ImmutableSandboxedEnvironment):
@@ -125,21 +155,41 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     ("ab" * 10000 * 10000 * 10) passed a count check and built 2*10**9."""
 
     intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _BudgetedCodeGenerator
+
+    @staticmethod
+    def counted(value):
+        _too_long(len(value))
+        return value
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's own names)
+        """A method call (`name.center(9)`): no number over MAX_REPEAT in it
+        (`'x'.center(300000000)` allocated 300 MB first), no str.format, and
+        what it returns counted against the render's budget."""
+        if getattr(__obj, "__name__", None) in _UNBOUNDED_METHODS:  # the sandbox wraps them
+            raise RenderLimit("str.format is not allowed; use ~ and filters")
+        for arg in (*args, *kwargs.values()):
+            if isinstance(arg, int) and abs(arg) > MAX_REPEAT:
+                raise RenderLimit(f"a number over {MAX_REPEAT} in a call")
+        result = super().call(__context, __obj, *args, **kwargs)
+        if isinstance(result, _SEQUENCES):
+            _too_long(len(result))
+        return result
 
     def call_binop(self, context, operator, left, right):
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
-            raise SecurityError(f"an exponent over {MAX_EXPONENT}")
+            raise RenderLimit(f"an exponent over {MAX_EXPONENT}")
         if operator == "*" and any(isinstance(a, _SEQUENCES) for a in (left, right)) \
                 and any(isinstance(a, int) for a in (left, right)):
             count = left if isinstance(left, int) else right
             sequence = right if isinstance(left, int) else left
             if count > MAX_REPEAT:
-                raise SecurityError(f"a repetition over {MAX_REPEAT}")
+                raise RenderLimit(f"a repetition over {MAX_REPEAT}")
             _too_long(len(sequence) * count)
         if operator == "+" and isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
             _too_long(len(left) + len(right))
         if operator == "%" and isinstance(left, str):
-            raise SecurityError("%-formatting of text")  # "%999999999s" % x
+            raise RenderLimit("%-formatting of text")  # "%999999999s" % x
         return super().call_binop(context, operator, left, right)
 
 
@@ -163,6 +213,7 @@ def make_environment(html: bool) -> Environment:
     env.filters["replace"] = _bounded_replace
     for name in _COSTLY_FILTERS:
         env.filters[name] = _charged(env.filters[name])
+    env.filters["join"] = _charged_join(env.filters["join"])
     env.globals.clear()
     return env
 
@@ -280,6 +331,8 @@ def render_compiled(template: Template, context: Mapping[str, Any]) -> str:
         return "".join(parts)
     except TemplateRenderProblem:
         raise
+    except RenderLimit as exc:
+        raise TemplateRenderProblem(str(exc), _template_line(exc.__traceback__)) from None
     except Exception as exc:  # SecurityError, TypeError, RecursionError, ...
         raise TemplateRenderProblem(f"{type(exc).__name__}: {exc}"[:300],
                                     _template_line(exc.__traceback__),
@@ -297,6 +350,21 @@ def _template_line(traceback) -> int | None:
             line = traceback.tb_lineno
         traceback = traceback.tb_next
     return line
+
+
+_BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+
+
+def html_with_preheader(html: str, preheader: str) -> str:
+    """The HTML part's source as the sender compiles it: the preheader in a
+    hidden block first in the body, one template with it (so campaigns'
+    trial render at save sees what every recipient's render will)."""
+    if not preheader:
+        return html
+    hidden = ('<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">'
+              f"{preheader}</div>")
+    match = _BODY_OPEN.search(html)
+    return html[:match.end()] + hidden + html[match.end():] if match else hidden + html
 
 
 def merge_context(email: str, name: str | None, fields: Mapping[str, Any] | None,

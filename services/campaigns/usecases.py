@@ -13,7 +13,7 @@ from services.campaigns import domain
 from services.campaigns.htmltext import html_to_text
 from services.campaigns.store import (CampaignStore, JobStateStore, ProgressStore,
                                       TemplateStore, VersionConflict, utcnow)
-from shared import topics
+from shared import templating, topics
 from shared.events import Event, new_event
 from shared.http.errors import ApiError, not_found
 from shared.jobs import job_id_for
@@ -59,6 +59,14 @@ def _template_parts(body: dict, kind: str) -> dict:
         raise ApiError(400, "validation_error", "invalid input: text",
                        {"text": ["the text derived from the HTML does not compile; give a "
                                  "text part"]})
+    # The sender renders the preheader inside the HTML part, as one template
+    # (one render budget, one structure): each may pass alone and not together.
+    together = parts["preheader"] and domain.template_problems(
+        {"html": templating.html_with_preheader(parts["html"], parts["preheader"])})
+    if together:
+        raise ApiError(400, "validation_error", "invalid input: preheader",
+                       {"preheader": [f"with the HTML part, as they are sent together: {problem}"
+                                      for problem in together["html"]]})
     parts["text_derived"] = text_derived
     parts["links"] = extract_links(parts["html"])
     too_big = domain.template_size_problems(parts)

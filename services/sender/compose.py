@@ -26,7 +26,6 @@ from shared.tracking_tokens import (Keyring, LinkContext, click_url, open_url, u
                                     unsubscribe_url, verp_address)
 
 _CLICK_VAR = "sandesh_click_"
-_BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 _BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
 _TAGS = re.compile(r"<[^>]+>")
 
@@ -50,11 +49,6 @@ class ComposeSettings:
     tracking_base: str
     default_domain: str
     bounce_domain: str = ""  # empty: the sending domain
-
-
-def _insert_after_body_open(html: str, snippet: str) -> str:
-    match = _BODY_OPEN.search(html)
-    return html[:match.end()] + snippet + html[match.end():] if match else snippet + html
 
 
 def _insert_before_body_close(html: str, snippet: str) -> str:
@@ -97,11 +91,7 @@ class Composer:
             self.link_count = len(link_list)
             html = links.rewrite_links(html, link_list,
                                        lambda i: "{{ %s%d }}" % (_CLICK_VAR, i))
-        preheader = template.get("preheader") or ""
-        if preheader:
-            html = _insert_after_body_open(
-                html, '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">'
-                      f"{preheader}</div>")
+        html = templating.html_with_preheader(html, template.get("preheader") or "")
         # No footer here: _compliant adds it to each rendered message that
         # lacks the link or the address (campaigns adds the placeholders at
         # save; a template made before, or one that hides them, gets it there).

@@ -35,7 +35,7 @@ def refusal(**parts) -> ApiError:
     ("text", "Hi\n{{ name._foo }}", 2, "'_foo': a name starting with _"),
     ("html", '<p>{{ name["__class__"] }}</p>', 1, "'__class__': a name starting with _"),
     ("html", "{% for i in range(100000000) %}<p>{{ i }}</p>{% endfor %}", 1,
-     "'range' is undefined"),
+     "a number over 10000 in a call"),
     ("subject", '{{ "x"*1000000 }}', 1, "a repetition over 10000"),
     ("preheader", '{{ name | default("x") * 20000 }}', 1, "a repetition over 10000"),
 ])
@@ -88,3 +88,15 @@ def test_the_repetition_limit_is_the_same_at_save_and_at_send():
     refusal(html=over_it)
     with pytest.raises(templating.TemplateRenderProblem, match="repetition over 10000"):
         templating.render(over_it, context, html=True)
+
+
+def test_a_preheader_and_html_that_pass_alone_but_not_as_sent_together_are_refused():
+    """The sender renders the preheader inside the HTML part, one template:
+    one render budget, and a {% set %} in one building on the other's."""
+    error = refusal(preheader="{{ ('x' * 10000 * 9)|length }}",
+                    html="<p>{{ ('x' * 10000 * 17)|length }}</p>")
+    assert list(error.details) == ["preheader"]
+    assert "as they are sent together" in error.details["preheader"][0]
+    error = refusal(preheader='{% set greeting = "Hi" %}',
+                    html='<p>{% set line = greeting ~ " there" %}{{ line }}</p>')
+    assert list(error.details) == ["preheader"]

@@ -136,6 +136,9 @@ def test_why_a_message_could_not_be_composed_quotes_none_of_the_contacts_data(si
     with pytest.raises(ComposeError) as failed:
         compose(signer, name="Jane Secret\r\nBcc: x@example.com")
     assert "Secret" not in str(failed.value) and "line break" in str(failed.value)
+    with pytest.raises(ComposeError) as failed:  # one of our bounds: says which
+        compose(signer, html="<p>{{ ('x' * 10000 * 30)|length }}</p>")
+    assert str(failed.value) == "cannot render: builds over 250000 characters in one render"
 
 
 def test_the_mailto_unsubscribe_subject_carries_a_token_for_the_job(signer):

@@ -89,6 +89,12 @@ def test_ordinary_arithmetic_still_works():
     "{% for i in [1] * 10000 %}{{ (name ~ 'x' * 10000 * 400)|length }}{% endfor %}",  # 5 s
     "{% for c in 'x' * 10000 * 400 %}{{ c }}{% endfor %}",
     "{{ ('<b>x</b>' * 10000 * 50)|striptags|length }}",
+    # ~ is no operator the sandbox sees; escape and join's separator built uncounted
+    "{% set s = 'x' * 10000 * 20 %}{% for i in [1] * 10000 %}{{ (name ~ s)|length }}{% endfor %}",
+    "{% set s = 'x' * 10000 * 10 %}{% for i in [1] * 2000 %}{{ (s|e)|length }}{% endfor %}",
+    "{{ (['a'] * 100)|join('y' * 5000)|length }}",
+    # what a method call returns
+    "{% for i in [1] * 100 %}{{ name.center(10000).upper()|length }}{% endfor %}",
 ])
 def test_what_one_render_builds_all_together_is_bounded(source):
     templating.check(source, html=False)
@@ -101,3 +107,18 @@ def test_the_budget_is_each_renders_own():
     for _ in range(20):  # 200,000 a render, 4,000,000 in all
         assert templating.render_compiled(template, merge_context("a@b.example", "A", {})) \
             == "200000"
+
+
+@pytest.mark.parametrize("source, refusal", [
+    ("{{ name.center(300000000)|length }}", "a number over 10000 in a call"),  # 300 MB at once
+    ("{{ '{:>300000000}'.format(name)|length }}", "str.format is not allowed"),
+])
+def test_a_call_that_would_build_without_bound_is_refused_before_it_runs(source, refusal):
+    with pytest.raises(TemplateRenderProblem, match=refusal):
+        templating.render(source, merge_context("a@example.com", "Ana", {}), html=False)
+
+
+def test_calls_and_joins_of_ordinary_size_still_work():
+    out = templating.render("{{ name.split(' ')[0] }}, {{ 'Hi ' ~ name }}; {{ ['a', 'b']|join(', ') }}",
+                            merge_context("a@example.com", "Ana Lee", {}), html=False)
+    assert out == "Ana, Hi Ana Lee; a, b"
