@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # A user's name goes into the To: of the platform's mail to them (policy
 # notices): one line, as a contact's.
 USER_NAME = [validate.Length(max=300),
-             validate.Regexp(r"^[^\x00-\x08\x0a-\x1f\x7f]*$",
+             validate.Regexp(r"^[^\x00-\x08\x0a-\x1f\x7f]*\Z",  # \Z: $ lets a last \n by
                              error="line breaks and control characters are not allowed")]
 
 

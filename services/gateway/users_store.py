@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from services.gateway.store import new_id, now
-from shared.mongo import delete_all
+from shared.mongo import delete_all, is_duplicate_key
 
 INDEXES = {
     "users": [IndexModel([("account_id", ASCENDING), ("email_key", ASCENDING)], unique=True),
@@ -54,8 +54,10 @@ class UserStore:
             return self.users.find_one_and_update(
                 {"_id": user_id, "account_id": account_id},
                 {"$set": {**changes, "updated_at": now()}}, return_document=ReturnDocument.AFTER)
-        except DuplicateKeyError:
-            raise DuplicateUser(changes.get("email", "")) from None
+        except PyMongoError as exc:  # FerretDB says an update's clash with code 1
+            if is_duplicate_key(exc):
+                raise DuplicateUser(changes.get("email", "")) from None
+            raise
 
     def delete(self, account_id: str, user_id: str) -> bool:
         return self.users.delete_one({"_id": user_id, "account_id": account_id}).deleted_count == 1

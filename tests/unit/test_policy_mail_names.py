@@ -13,5 +13,6 @@ def test_a_users_name_with_line_breaks_or_controls_becomes_one_line():
 
 
 def test_a_user_cannot_be_given_a_name_with_a_line_break_any_more():
-    assert "name" in UserIn().validate({"email": "ana@example.com", "name": "Ana\nLee"})
+    for name in ("Ana\nLee", "Ana Lee\n", "Ana\x00"):
+        assert "name" in UserIn().validate({"email": "ana@example.com", "name": name}), name
     assert UserIn().validate({"email": "ana@example.com", "name": "Ana\tLee"}) == {}
