@@ -85,7 +85,7 @@ def test_unsigned_calls_are_refused(app):
      "changes.fields"),
     # one error, not one per key: 20,000 of them made a 1.9 MB answer
     ({"kind": "rectification", "subject": {"contact_id": "c1"},
-      "changes": {f"k{i}": 1 for i in range(20_000)}}, "changes"),
+      "changes": {f"K-{i}": 1 for i in range(20_000)}}, "changes"),
     # an account user is erased / corrected by the gateway's users API, at once
     ({"kind": "erasure", "subject": {"user_id": "u1"}}, "kind"),
     ({"kind": "rectification", "subject": {"user_id": "u1"}, "changes": {"name": "x"}}, "kind"),
