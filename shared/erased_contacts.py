@@ -35,6 +35,7 @@ import hashlib
 import heapq
 import logging
 import os
+import sys
 import threading
 import time
 from array import array
@@ -107,6 +108,17 @@ class KeySet:
 
     def __len__(self) -> int:
         return len(self._sorted) + len(self._recent)
+
+    def compact(self) -> None:
+        """Everything into the array (after a first read: up to an eighth
+        of it would stay as Python ints, ~90 bytes each, until the set grew)."""
+        with self._writing:
+            if self._recent:
+                self._merge()
+
+    def memory_bytes(self) -> int:
+        return self._sorted.itemsize * len(self._sorted) + sys.getsizeof(self._recent) \
+            + sum(sys.getsizeof(prefix) for prefix in self._recent)
 
     def _in_sorted(self, prefix: int) -> bool:
         keys = self._sorted  # one array, though a merge may replace it meanwhile
@@ -193,7 +205,8 @@ class ErasedContacts:
 
     def refresh(self) -> None:
         """Read what was added since the last read (all of it the first time)."""
-        query = {} if self._newest is None else {"at": {"$gte": self._newest - CLOCK_OVERLAP}}
+        first = self._newest is None
+        query = {} if first else {"at": {"$gte": self._newest - CLOCK_OVERLAP}}
         added = []
         for doc in self.col.find(query, {"at": 1}):  # a cursor: a first read may be millions
             added.append(_stored_key(doc["_id"]))
@@ -205,6 +218,8 @@ class ErasedContacts:
                 at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
                 self._newest = at if self._newest is None else max(self._newest, at)
         self._keys.update(added)
+        if first:
+            self._keys.compact()
         self._read_at = self.clock()
 
     def _ensure_thread(self) -> None:

@@ -79,13 +79,11 @@ def test_the_key_set_finds_every_key_added_and_no_other_across_its_merges(monkey
     assert len(found) == 3000
 
 
-def test_the_key_set_holds_a_hundred_thousand_keys_in_about_8_bytes_each():
-    import sys
-    from shared.erased_contacts import KeySet
+def test_a_first_read_of_a_hundred_thousand_keys_holds_them_in_about_8_bytes_each():
+    from datetime import datetime, timezone
     keys = _hex_keys(100_000)
-    found = KeySet()
-    for start in range(0, len(keys), 5000):  # a first read, a cursor batch at a time
-        found.update(keys[start:start + 5000])
-    found._merge()
-    assert len(found) == 100_000 and all(key in found for key in keys[::997])
-    assert sys.getsizeof(found._sorted) < 9 * 100_000  # the hex strings' set: ~14 MB
+    at = datetime.now(timezone.utc)
+    erased = ErasedContacts({"erased_contacts": _Entries([{"_id": k, "at": at} for k in keys])})
+    erased.refresh()  # a cursor batch at a time, then compacted
+    assert len(erased._keys) == 100_000 and all(key in erased._keys for key in keys[::997])
+    assert erased._keys.memory_bytes() < 9 * 100_000  # the hex strings' set: ~14 MB
