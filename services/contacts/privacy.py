@@ -183,7 +183,7 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
     # erasure of any address an account named silenced it for every other
     # account for good. One it never held is suppressed in it alone.
     held = contact is not None or bool(deleted) or bool(
-        hash_ and ports.store.erased_in_account(event.account_id, {hash_}))  # a redelivery
+        hash_ and ports.store.erased_platform_wide_by(event.account_id, hash_))  # a redelivery
     formers = _former_addresses_still_theirs(ports.store, contact) if contact else []
     hashes = ([hash_] if hash_ else []) + [h for h in formers if h != hash_]
     for address_hash in hashes:
@@ -193,6 +193,8 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
                           contact_id=contact_id, flush=False, origin_account_id=event.account_id)
         if platform:
             ports.store.note_erasure(event.account_id, address_hash)
+        else:  # an entry there was already (a manual one) is now an erasure's too
+            ports.store.mark_erased_in_account(event.account_id, address_hash)
         # Notes, and the reasons given for lifting a suppression, are free text
         # the account's users wrote about the address: the person's data. The
         # entries stay (hash, action, reason code) as the account's record.

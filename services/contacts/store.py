@@ -316,9 +316,22 @@ class ContactsStore:
             found.update(entry["email_hash"] for entry in self.suppressions.find(
                 {"email_hash": part, "$or": [
                     {"account_id": PLATFORM, "erased_in": account_id},
-                    {"account_id": account_id, "reason": "erasure"}]},  # never held: see _erase
+                    {"account_id": account_id, "erased": True}]},  # never held: see _erase
                 {"email_hash": 1}))
         return found
+
+    def erased_platform_wide_by(self, account_id: str, hash_: str) -> bool:
+        """The account erased the address as one it held (note_erasure)."""
+        return self.suppressions.count_documents(
+            {"account_id": PLATFORM, "email_hash": hash_, "erased_in": account_id}, limit=1) > 0
+
+    def mark_erased_in_account(self, account_id: str, hash_: str) -> None:
+        """The account's own entry for an address it erased without holding
+        it (or a contact's former one): never lifted, never stored again.
+        A mark, not the reason: an entry it had already (manual, an
+        unsubscribe) keeps its reason and stopped being liftable all the same."""
+        self.suppressions.update_one({"account_id": account_id, "email_hash": hash_},
+                                     {"$set": {"erased": True}, "$unset": {"lifting": ""}})
 
     def begin_lift(self, account_id: str, hash_: str, lift: dict) -> dict | None:
         """The account's entry for the address, marked `lifting`; the entry

@@ -163,7 +163,7 @@ def refuse_erased(account_id: str, entries: list[dict]) -> None:
 def erased_by(entry: dict, account_id: str) -> bool:
     if entry["account_id"] is PLATFORM:
         return account_id in entry.get("erased_in", ())
-    return entry["account_id"] == account_id and entry.get("reason") == "erasure"
+    return entry["account_id"] == account_id and bool(entry.get("erased"))
 
 
 def get_contact(ports: Ports, account_id: str, contact_id: str) -> dict:
