@@ -26,11 +26,14 @@ FIELD_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_TEXT = 500
 
-# A name goes into the To header, and a field may be merged into a subject:
-# a line break there makes the sender refuse every message to the contact
-# (no header injection), so it is refused when stored. Tabs pass.
+# A name goes into the To header: a line break there makes the sender
+# refuse every message to the contact (no header injection), so it is
+# refused when stored. Tabs pass. A text field may hold lines (an address,
+# a note) but no other control character.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 ONE_LINE = "line breaks and control characters are not allowed"
+NO_CONTROLS = "control characters other than tabs and line breaks are not allowed"
 
 
 def is_one_line(text: str) -> bool:
@@ -223,11 +226,12 @@ def parse_date(value: Any) -> datetime:
 
 
 def field_to_store(definition: dict, value: Any, *, from_text: bool = False) -> Any:
-    """coerce_field for a value a contact will hold: a text one line (a
-    segment may still look for anything)."""
+    """coerce_field for a value a contact will hold: no control character
+    but tabs and line breaks (a segment may still look for anything). One
+    with lines merged into a subject fails that contact's message alone."""
     value = coerce_field(definition, value, from_text=from_text)
-    if isinstance(value, str) and not is_one_line(value):
-        raise InvalidValue(ONE_LINE)
+    if isinstance(value, str) and _CONTROL_BUT_LINES.search(value):
+        raise InvalidValue(NO_CONTROLS)
     return value
 
 
