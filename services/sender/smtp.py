@@ -16,8 +16,11 @@ relay when configured.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
+import select
 import smtplib
 import socket
 import ssl
@@ -392,13 +395,15 @@ class SmtpMessenger:
 
 class _Connection(smtplib.SMTP):
     """smtplib.SMTP whose socket a shutdown cut can reach from the moment it
-    is made, before its TCP connect: smtplib assigns `sock` only once the
-    connect returns, so a relay that never completed the handshake held a
-    SIGTERM for the whole SMTP timeout. The socket is set here first and
-    the cut checked after: either the cut sees the socket (and shuts it,
-    which on Linux also ends a connect under way) or this sees the cut
-    (and gives up). No handshake or greeting is waited for after a cut.
-    (Resolving the relay's name happens before and is not cut.)"""
+    is made: smtplib assigns `sock` only once the connect returns. The TCP
+    connect itself waits in short slices, looking at the cut between them:
+    a relay that never completed the handshake held a SIGTERM for the whole
+    SMTP timeout, and a cut coming between a look and a blocking connect
+    was missed (shutting a socket down before its connect does nothing).
+    No handshake or greeting is waited for after a cut. (Resolving the
+    relay's name happens before and is not cut.)"""
+
+    CUT_CHECK_SECONDS = 0.2
 
     def __init__(self, messenger: SmtpMessenger, **kwargs):
         self._messenger = messenger
@@ -406,20 +411,17 @@ class _Connection(smtplib.SMTP):
 
     def _get_socket(self, host, port, timeout):
         self._host = host  # as SMTP(host) sets it: STARTTLS checks the certificate's name
+        if timeout is socket._GLOBAL_DEFAULT_TIMEOUT:
+            timeout = socket.getdefaulttimeout()
         error: OSError = OSError(f"no address for {host}")
         for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0,
                                                                    socket.SOCK_STREAM):
             self.sock = sock = socket.socket(family, kind, proto)
             try:
-                if self._messenger._cut:
-                    raise OSError("shutting down")
-                if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
-                    sock.settimeout(timeout)
                 if self.source_address:
                     sock.bind(self.source_address)
-                sock.connect(address)
-                if self._messenger._cut:
-                    raise OSError("shutting down")
+                self._connect_unless_cut(sock, address, timeout)
+                sock.settimeout(timeout)
                 return sock
             except OSError as exc:
                 sock.close()
@@ -427,6 +429,25 @@ class _Connection(smtplib.SMTP):
                     raise OSError("shutting down") from exc
                 error = exc
         raise error
+
+    def _connect_unless_cut(self, sock: socket.socket, address, timeout: float | None) -> None:
+        sock.setblocking(False)
+        code = sock.connect_ex(address)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
+            if self._messenger._cut:
+                raise OSError("shutting down")
+            left = self.CUT_CHECK_SECONDS if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"connect to {address} timed out")
+            _, writable, failed = select.select([], [sock], [sock],
+                                                min(left, self.CUT_CHECK_SECONDS))
+            if writable or failed:
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            raise OSError(code, os.strerror(code))
+        if self._messenger._cut:
+            raise OSError("shutting down")
 
 
 # smtplib's mail() and rcpt() parse every address with email.utils.parseaddr
