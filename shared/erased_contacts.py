@@ -207,7 +207,7 @@ class ErasedContacts:
         """Read what was added since the last read (all of it the first time)."""
         first = self._newest is None
         query = {} if first else {"at": {"$gte": self._newest - CLOCK_OVERLAP}}
-        added = []
+        newest, added = self._newest, []
         for doc in self.col.find(query, {"at": 1}):  # a cursor: a first read may be millions
             added.append(_stored_key(doc["_id"]))
             if len(added) >= KeySet.MERGE_AT:
@@ -216,8 +216,12 @@ class ErasedContacts:
             at = doc.get("at")
             if at is not None:
                 at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
-                self._newest = at if self._newest is None else max(self._newest, at)
+                newest = at if newest is None else max(newest, at)
         self._keys.update(added)
+        # Only once the whole cursor is read: it runs in key order, not by
+        # time, and a read cut short would have the next one skip, for good,
+        # every older entry it had not reached.
+        self._newest = newest
         if first:
             self._keys.compact()
         self._read_at = self.clock()

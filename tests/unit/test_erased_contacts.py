@@ -87,3 +87,36 @@ def test_a_first_read_of_a_hundred_thousand_keys_holds_them_in_about_8_bytes_eac
     erased.refresh()  # a cursor batch at a time, then compacted
     assert len(erased._keys) == 100_000 and all(key in erased._keys for key in keys[::997])
     assert erased._keys.memory_bytes() < 9 * 100_000  # the hex strings' set: ~14 MB
+
+
+class _CutShort(_Entries):
+    """Entries in key order (as a cursor by _id); the first read fails half-way."""
+
+    def __init__(self, docs):
+        super().__init__(sorted(docs, key=lambda d: d["_id"]))
+        self.reads = 0
+
+    def find(self, query, projection=None):
+        self.reads += 1
+        since = query.get("at", {}).get("$gte")
+        docs = [d for d in self.docs if since is None or d["at"] >= since]
+        for number, doc in enumerate(docs):
+            if self.reads == 1 and number == len(docs) // 2:
+                raise ServerSelectionTimeoutError("the cursor was lost")
+            yield doc
+
+
+def test_a_first_read_cut_short_is_read_whole_the_next_time():
+    """It kept the newest time it had seen, and the next read skipped, for
+    good, every older entry the cut-short one had not reached."""
+    from datetime import datetime, timedelta, timezone
+    start = datetime.now(timezone.utc) - timedelta(days=30)
+    keys = _hex_keys(1000)
+    docs = [{"_id": k, "at": start + timedelta(hours=i)} for i, k in enumerate(keys)]
+    erased = ErasedContacts({"erased_contacts": _CutShort(docs)})
+    try:
+        erased.refresh()
+    except ServerSelectionTimeoutError:
+        pass
+    erased.refresh()
+    assert all(key in erased._keys for key in keys)
