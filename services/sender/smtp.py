@@ -434,15 +434,15 @@ class _Connection(smtplib.SMTP):
         sock.setblocking(False)
         code = sock.connect_ex(address)
         deadline = None if timeout is None else time.monotonic() + timeout
+        waiting = select.poll()  # not select(): it fails for a descriptor over 1023
+        waiting.register(sock, select.POLLOUT)
         while code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
             if self._messenger._cut:
                 raise OSError("shutting down")
             left = self.CUT_CHECK_SECONDS if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"connect to {address} timed out")
-            _, writable, failed = select.select([], [sock], [sock],
-                                                min(left, self.CUT_CHECK_SECONDS))
-            if writable or failed:
+            if waiting.poll(min(left, self.CUT_CHECK_SECONDS) * 1000):  # done, or failed
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
             raise OSError(code, os.strerror(code))
