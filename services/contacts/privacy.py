@@ -176,18 +176,22 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
     answer are out: it is how the steps find their data, and a redelivery
     that no longer found it answered "not_found" without the contact id, so
     the other services never replaced it with a pseudonym."""
-    hash_ = contact["email_hash"] if contact else (
-        email_hash or (deleted[0]["email_hash"] if deleted else None))
+    # The address the account held (its contact's, or the deleted one's),
+    # else the one the request names. A request naming a contact and another
+    # address does not make that address held.
+    held_hash = contact["email_hash"] if contact else (deleted[0]["email_hash"] if deleted else None)
+    hash_ = held_hash or email_hash
     contact_id = contact["_id"] if contact else None
     # Suppressed platform-wide only if the account held the address: an
     # erasure of any address an account named silenced it for every other
     # account for good. One it never held is suppressed in it alone.
-    held = contact is not None or bool(deleted) or bool(
-        hash_ and ports.store.erased_platform_wide_by(event.account_id, hash_))  # a redelivery
+    if held_hash is None and hash_ and ports.store.erased_platform_wide_by(event.account_id, hash_):
+        held_hash = hash_  # a redelivery of an erasure of a contact now gone
     formers = _former_addresses_still_theirs(ports.store, contact) if contact else []
-    hashes = ([hash_] if hash_ else []) + [h for h in formers if h != hash_]
+    named = [email_hash] if email_hash and email_hash != hash_ else []
+    hashes = list(dict.fromkeys(([hash_] if hash_ else []) + formers + named))
     for address_hash in hashes:
-        platform = held and address_hash == hash_
+        platform = address_hash == held_hash
         usecases.suppress(ports, PLATFORM if platform else event.account_id, address_hash,
                           "erasure", ACTOR, note=f"privacy request {event.data['request_id']}",
                           contact_id=contact_id, flush=False, origin_account_id=event.account_id)

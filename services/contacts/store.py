@@ -338,12 +338,17 @@ class ContactsStore:
         keeps suppressing until end_lift. A lift begun before and not
         finished keeps its own mark (its reason, actor, time and log id)."""
         self.suppressions.update_one({"account_id": account_id, "email_hash": hash_,
-                                      "lifting": {"$exists": False}}, {"$set": {"lifting": lift}})
-        return self.suppressions.find_one({"account_id": account_id, "email_hash": hash_})
+                                      "lifting": {"$exists": False}, "erased": {"$ne": True}},
+                                     {"$set": {"lifting": lift}})
+        # None for an entry an erasure marked, though checked before: one
+        # that came since is never lifted (mark_erased_in_account ends a lift).
+        return self.suppressions.find_one({"account_id": account_id, "email_hash": hash_,
+                                           "lifting": {"$exists": True}})
 
     def end_lift(self, entry: dict) -> None:
         """The entry goes, unless it was suppressed again since the lift began."""
-        self.suppressions.delete_one({"_id": entry["_id"], "lifting.id": entry["lifting"]["id"]})
+        self.suppressions.delete_one({"_id": entry["_id"], "lifting.id": entry["lifting"]["id"],
+                                      "erased": {"$ne": True}})
 
     def suppression_entries(self, account_id: str, hashes: Iterable[str]) -> list[dict]:
         """Entries of this account and platform-wide ones for these hashes."""

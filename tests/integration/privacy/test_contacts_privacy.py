@@ -187,6 +187,18 @@ def test_an_erasure_of_an_address_the_account_never_held_suppresses_it_there_alo
     assert world.ports.store.erased_in_account("another-account", {stranger}) == set()
 
 
+def test_naming_a_deleted_contact_and_another_address_does_not_make_that_address_held(world):
+    """A throwaway contact, deleted, then an erasure naming its id and a
+    stranger's address put the stranger platform-wide."""
+    _gone(world)
+    stranger = email_hash(normalise_email("stranger@example.com"), SALT)
+    privacy.handle_privacy_request(world.runtime, _request(
+        "erasure", {"contact_id": world.jane["_id"], "email_hash": stranger}))
+    assert [(e["account_id"], e["reason"]) for e in
+            world.db.suppressions.find({"email_hash": stranger})] == [(ACCOUNT, "erasure")]
+    assert [e["account_id"] for e in world.db.suppressions.find({"email_hash": _hash()})] == [None]
+
+
 def test_an_erasure_makes_an_entry_the_account_had_already_for_the_address_unliftable(world):
     """It kept its reason (manual), so the account could lift it and store
     the address again."""
