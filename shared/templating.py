@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from jinja2 import (ChainableUndefined, Environment, Template, TemplateError,
-                    TemplateSyntaxError, meta, nodes, pass_eval_context)
+                    TemplateSyntaxError, meta, nodes, pass_context, pass_eval_context)
 from jinja2.filters import do_replace
 from jinja2.compiler import CodeGenerator
 from jinja2.exceptions import SecurityError
@@ -119,6 +119,59 @@ def _charged(text_filter):
     return charged
 
 
+# Loop turns in one render, all loops together: nested loops are refused,
+# but one loop over a 300 kB literal testing `in` another took 4.7 s.
+MAX_LOOP_TURNS = 10_000
+
+
+@pass_context  # never called at compile: Jinja folds a filter of a constant there
+def _turns(_context, items):
+    """A loop's items, each turn counted against the render's."""
+    for item in items:
+        left = getattr(_render_budget, "turns", None)
+        if left is not None:
+            if left <= 0:
+                raise RenderLimit(f"over {MAX_LOOP_TURNS} loop turns in one render")
+            _render_budget.turns = left - 1
+        yield item
+
+
+@pass_context
+def _searched(_context, text):
+    """What an `in` test searches, counted: its cost is the text's length."""
+    if isinstance(text, _SEQUENCES):
+        _charge(len(text))
+    return text
+
+
+def _count_work(tree: nodes.Template, env: Environment) -> nodes.Template:
+    """The template with each loop's turns and each `in` test's text counted
+    at render (the sandbox has no hook for either)."""
+    for loop in tree.find_all(nodes.For):
+        loop.iter = nodes.Filter(loop.iter, "_turns", [], [], None, None, lineno=loop.lineno)
+    for compare in tree.find_all(nodes.Compare):
+        for operand in compare.ops:
+            if operand.op in ("in", "notin"):
+                operand.expr = nodes.Filter(operand.expr, "_searched", [], [], None, None,
+                                            lineno=compare.lineno)
+    tree.set_environment(env)
+    return tree
+
+
+def _charged_wordwrap(wordwrap):
+    """wordwrap, what it will build counted first: the text and a wrapstring
+    for every line (a 10,000-character one at width 1 is 100 MB). Refused
+    while Jinja folds constants at compile too, which then leaves the call
+    to the render."""
+    @functools.wraps(wordwrap)
+    def charged(environment, s, width=79, break_long_words=True, wrapstring=None,
+                break_on_hyphens=True):
+        text, joint = str(s), str(wrapstring if wrapstring is not None else environment.newline_sequence)
+        _too_long(len(text) + (len(text) // max(int(width), 1) + 1) * len(joint))
+        return wordwrap(environment, s, width, break_long_words, wrapstring, break_on_hyphens)
+    return charged
+
+
 def _charged_join(join):
     """join, what it will build counted first: its items and every separator
     (20,000 items joined by a 50,000-character one is 1 GB)."""
@@ -130,7 +183,24 @@ def _charged_join(join):
     return charged
 
 
-_COSTLY_FILTERS = ("wordwrap", "striptags", "urlencode", "title", "capitalize", "truncate",
+_TEXT_METHODS = frozenset({
+    "split", "rsplit", "splitlines", "partition", "rpartition", "strip", "lstrip", "rstrip",
+    "startswith", "endswith", "find", "rfind", "count", "lower", "upper", "title",
+    "capitalize", "casefold", "isdigit", "isalpha", "isalnum", "isspace", "islower",
+    "isupper", "istitle", "isnumeric", "isdecimal"})
+MAX_NUMBER_BITS = 4096
+
+
+def _product_bits(operator: str, left: int, right: int) -> int:
+    """How many bits the product or power would have, without making it."""
+    if operator == "*":
+        return abs(left).bit_length() + abs(right).bit_length()
+    if right <= 0 or abs(left) <= 1:
+        return 1
+    return abs(left).bit_length() * right
+
+
+_COSTLY_FILTERS = ("striptags", "urlencode", "title", "capitalize", "truncate",
                    "replace", "upper", "lower", "trim", "escape", "e")
 # str.format and format_map build to any width their format asks
 # ("{:>300000000}"), before anything can count what they built.
@@ -176,9 +246,21 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
             _too_long(len(result))
         return result
 
+    def is_safe_attribute(self, obj, attr, value):
+        """Of text, only the methods that cannot build more than they read:
+        encode() made bytes no bound counted, expandtabs(), center() or a
+        literal's join() a hundred times the text (allocated before any
+        count), and the filters do the rest within the budget."""
+        if isinstance(obj, (str, bytes)) and callable(value) and attr not in _TEXT_METHODS:
+            return False
+        return super().is_safe_attribute(obj, attr, value)
+
     def call_binop(self, context, operator, left, right):
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
             raise RenderLimit(f"an exponent over {MAX_EXPONENT}")
+        if operator in ("**", "*") and isinstance(left, int) and isinstance(right, int) \
+                and _product_bits(operator, left, right) > MAX_NUMBER_BITS:
+            raise RenderLimit(f"a number over {MAX_NUMBER_BITS} bits")  # ((9**64)**64)**64
         if operator == "*" and any(isinstance(a, _SEQUENCES) for a in (left, right)) \
                 and any(isinstance(a, int) for a in (left, right)):
             count = left if isinstance(left, int) else right
@@ -214,6 +296,8 @@ def make_environment(html: bool) -> Environment:
     for name in _COSTLY_FILTERS:
         env.filters[name] = _charged(env.filters[name])
     env.filters["join"] = _charged_join(env.filters["join"])
+    env.filters["wordwrap"] = _charged_wordwrap(env.filters["wordwrap"])
+    env.filters["_turns"], env.filters["_searched"] = _turns, _searched  # see _count_work
     env.globals.clear()
     return env
 
@@ -238,6 +322,11 @@ def _costly_structure(tree: nodes.Template) -> str | None:
         used = {name.name for name in _names(value) if name.ctx == "load"}
         if used & assigned:
             return "a {% set %} may not build on a variable another {% set %} made"
+    for block in tree.find_all((nodes.AssignBlock, nodes.FilterBlock)):
+        # what a block writes is buffered whole before it is used, uncounted:
+        # a loop there wrote 576 MB from a 300 kB template
+        if next(block.find_all(nodes.For), None) is not None:
+            return "a loop inside {% set %}...{% endset %} or {% filter %} is not allowed"
     for loop in tree.find_all(nodes.For):
         if loop.recursive:
             return "recursive loops are not allowed"
@@ -256,10 +345,11 @@ def compile_template(source: str, html: bool) -> Template:
     """The compiled template (cached: a campaign compiles each part once)."""
     env = _ENVIRONMENTS[html]
     try:
-        problem = _costly_structure(env.parse(source))
+        tree = env.parse(source)
+        problem = _costly_structure(tree)
         if problem:
             raise TemplateSyntaxProblem(None, problem)
-        return env.from_string(source)
+        return env.from_string(_count_work(tree, env))
     except TemplateSyntaxError as exc:  # includes unknown filters (TemplateAssertionError)
         raise TemplateSyntaxProblem(exc.lineno, exc.message or str(exc)) from None
     except TemplateError as exc:
@@ -320,7 +410,7 @@ def render_compiled(template: Template, context: Mapping[str, Any]) -> str:
     sandbox's refusals, `"a" + 1`, output over MAX_RENDERED_CHARS): the
     same version fails the same way for every recipient, so retrying it
     would only hold its partition."""
-    _render_budget.left = MAX_BUILT_PER_RENDER
+    _render_budget.left, _render_budget.turns = MAX_BUILT_PER_RENDER, MAX_LOOP_TURNS
     try:
         parts, size = [], 0
         for part in template.generate(context):
@@ -338,7 +428,7 @@ def render_compiled(template: Template, context: Mapping[str, Any]) -> str:
                                     _template_line(exc.__traceback__),
                                     type(exc).__name__) from None
     finally:
-        _render_budget.left = None
+        _render_budget.left = _render_budget.turns = None
 
 
 def _template_line(traceback) -> int | None:

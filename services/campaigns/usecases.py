@@ -18,7 +18,7 @@ from shared.events import Event, new_event
 from shared.http.errors import ApiError, not_found
 from shared.jobs import job_id_for
 from shared.kafka.producer import EventProducer
-from shared.links import extract_links
+from shared.links import extract_links, rewrite_links
 from shared.tracking_tokens import TEST_SEND_CONTACTS
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ class Ports:
 
 
 # -- templates -------------------------------------------------------------
+# As long as a tracked link's click URL renders (base URL, /t/c/, a 112-
+# character token), so the trial render at save builds what the sender's will.
+_A_CLICK_URL = "https://tracking.example.com/t/c/" + "x" * 128
 def _template_parts(body: dict, kind: str) -> dict:
     """Validated, versionable parts: refused with 400 naming the field, the
     line and the reason when a part does not compile in the sandbox."""
@@ -59,16 +62,19 @@ def _template_parts(body: dict, kind: str) -> dict:
         raise ApiError(400, "validation_error", "invalid input: text",
                        {"text": ["the text derived from the HTML does not compile; give a "
                                  "text part"]})
-    # The sender renders the preheader inside the HTML part, as one template
-    # (one render budget, one structure): each may pass alone and not together.
-    together = parts["preheader"] and domain.template_problems(
-        {"html": templating.html_with_preheader(parts["html"], parts["preheader"])})
-    if together:
-        raise ApiError(400, "validation_error", "invalid input: preheader",
-                       {"preheader": [f"with the HTML part, as they are sent together: {problem}"
-                                      for problem in together["html"]]})
-    parts["text_derived"] = text_derived
     parts["links"] = extract_links(parts["html"])
+    # What the sender compiles: the preheader inside the HTML part (one
+    # template, one render budget), and with tracking each link replaced by
+    # its click URL (a link's text holding "#}" closed a comment the
+    # template had opened). Each part may pass alone and not as sent.
+    as_sent = domain.template_problems({"html": templating.html_with_preheader(
+        rewrite_links(parts["html"], parts["links"], lambda _: _A_CLICK_URL), parts["preheader"])})
+    if as_sent:
+        field = "preheader" if parts["preheader"] else "html"
+        raise ApiError(400, "validation_error", f"invalid input: {field}",
+                       {field: [f"as the sender renders it (preheader inside the HTML, links "
+                                f"tracked): {problem}" for problem in as_sent["html"]]})
+    parts["text_derived"] = text_derived
     too_big = domain.template_size_problems(parts)
     if too_big:
         raise ApiError(400, "validation_error", "invalid input: html", too_big)

@@ -90,13 +90,21 @@ def test_the_repetition_limit_is_the_same_at_save_and_at_send():
         templating.render(over_it, context, html=True)
 
 
+def test_html_that_breaks_once_its_links_are_tracked_is_refused():
+    """The sender replaces each link by its click URL: a link holding "#}"
+    had closed a comment the template opened, and every recipient failed."""
+    error = refusal(html='<html><body>{# <a href="http://a.b/#}">x</a> {% if name %} #}'
+                         ' {% endif %}</body></html>')
+    assert list(error.details) == ["html"] and "links tracked" in error.details["html"][0]
+
+
 def test_a_preheader_and_html_that_pass_alone_but_not_as_sent_together_are_refused():
     """The sender renders the preheader inside the HTML part, one template:
     one render budget, and a {% set %} in one building on the other's."""
     error = refusal(preheader="{{ ('x' * 10000 * 9)|length }}",
                     html="<p>{{ ('x' * 10000 * 17)|length }}</p>")
     assert list(error.details) == ["preheader"]
-    assert "as they are sent together" in error.details["preheader"][0]
+    assert "preheader inside the HTML" in error.details["preheader"][0]
     error = refusal(preheader='{% set greeting = "Hi" %}',
                     html='<p>{% set line = greeting ~ " there" %}{{ line }}</p>')
     assert list(error.details) == ["preheader"]
