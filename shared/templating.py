@@ -166,7 +166,8 @@ def _charged_wordwrap(wordwrap):
     @functools.wraps(wordwrap)
     def charged(environment, s, width=79, break_long_words=True, wrapstring=None,
                 break_on_hyphens=True):
-        text, joint = str(s), str(wrapstring if wrapstring is not None else environment.newline_sequence)
+        text = str(s)
+        joint = str(environment.newline_sequence if wrapstring is None else wrapstring)
         _too_long(len(text) + (len(text) // max(int(width), 1) + 1) * len(joint))
         return wordwrap(environment, s, width, break_long_words, wrapstring, break_on_hyphens)
     return charged

@@ -179,7 +179,8 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
     # The address the account held (its contact's, or the deleted one's),
     # else the one the request names. A request naming a contact and another
     # address does not make that address held.
-    held_hash = contact["email_hash"] if contact else (deleted[0]["email_hash"] if deleted else None)
+    held = contact or (deleted[0] if deleted else None)
+    held_hash = held["email_hash"] if held else None
     hash_ = held_hash or email_hash
     contact_id = contact["_id"] if contact else None
     # Suppressed platform-wide only if the account held the address: an
