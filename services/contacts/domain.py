@@ -13,6 +13,7 @@ from typing import Any
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 from shared.pii import InvalidEmail, email_hash, normalise_email
+from shared.templating import HEADER_CONTROLS
 
 # No "erased": an erased contact is deleted (see usecases.refuse_erased).
 CONTACT_STATUSES = ("active", "bounced", "complained", "restricted")
@@ -28,16 +29,10 @@ MAX_TEXT = 500
 
 # A name goes into the To header: a line break there makes the sender
 # refuse every message to the contact (no header injection), so it is
-# refused when stored. Tabs pass. A text field may hold lines (an address,
-# a note) but no other control character.
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# refused when stored (templating.is_one_line). Tabs pass. A text field may
+# hold lines (an address, a note) but no other control character.
 ONE_LINE = "line breaks and control characters are not allowed"
 NO_CONTROLS = "control characters other than tabs and line breaks are not allowed"
-
-
-def is_one_line(text: str) -> bool:
-    return not _CONTROL_CHARACTER.search(text)
 MAX_CHOICES = 100
 
 
@@ -230,7 +225,7 @@ def field_to_store(definition: dict, value: Any, *, from_text: bool = False) -> 
     but tabs and line breaks (a segment may still look for anything). One
     with lines merged into a subject fails that contact's message alone."""
     value = coerce_field(definition, value, from_text=from_text)
-    if isinstance(value, str) and _CONTROL_BUT_LINES.search(value):
+    if isinstance(value, str) and HEADER_CONTROLS.search(value):
         raise InvalidValue(NO_CONTROLS)
     return value
 

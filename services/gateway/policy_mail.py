@@ -20,7 +20,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import re
 from urllib.parse import urlencode
 
 from flask import current_app
@@ -28,17 +27,17 @@ from flask import current_app
 from services.gateway.store import new_id, now
 from shared.http.errors import ApiError
 from shared.http.internal_auth import Identity
+from shared.templating import HEADER_CONTROLS
 
 LIST_NAME = "Account users"
 CONTACT_NAME_MAX = 200   # the contacts API's limit; a user's name may be longer
-_CONTROL_RUN = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 def _contact_name(name: str | None) -> str:
     """A user's name as contacts takes it: one line (contacts refuses a line
     break or control character, and one user stored with one failed the
     whole mailing), at most CONTACT_NAME_MAX characters."""
-    return " ".join(_CONTROL_RUN.sub(" ", name or "").split())[:CONTACT_NAME_MAX]
+    return " ".join(HEADER_CONTROLS.sub(" ", name or "").split())[:CONTACT_NAME_MAX]
 FROM_EMAIL = os.environ.get("SANDESH_PLATFORM_FROM_EMAIL", "privacy@sandesh.test")
 
 
