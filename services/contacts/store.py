@@ -210,8 +210,13 @@ class ContactsStore:
             {"account_id": account_id, "email_hash": {"$in": hashes}}, projection)}
 
     def update_contact(self, account_id: str, contact_id: str, update: dict) -> dict | None:
-        return self.contacts.find_one_and_update({"_id": contact_id, "account_id": account_id},
-                                                 update, return_document=ReturnDocument.AFTER)
+        try:
+            return self.contacts.find_one_and_update({"_id": contact_id, "account_id": account_id},
+                                                     update, return_document=ReturnDocument.AFTER)
+        except PyMongoError as exc:  # the unique (account, email hash) index
+            if is_duplicate_key(exc):
+                raise Conflict("a contact with this address exists", "email") from None
+            raise
 
     def delete_contact(self, account_id: str, contact_id: str) -> dict | None:
         return self.contacts.find_one_and_delete({"_id": contact_id, "account_id": account_id})

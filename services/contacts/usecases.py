@@ -9,14 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
-from pymongo.errors import PyMongoError
-
 from services.contacts import domain, events
 from services.contacts.segments import SegmentError, compile_condition, fields_named
 from services.contacts.store import PLATFORM, Conflict, ContactsStore, contact_document
 from shared.http.errors import ApiError, not_found
 from shared.kafka.producer import EventProducer
-from shared.mongo import is_duplicate_key
 from shared.pii import InvalidEmail
 from shared.privacy_answers import RECTIFIABLE
 
@@ -241,10 +238,8 @@ def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -
     try:
         doc = ports.store.update_contact(account_id, contact_id,
                                          {"$set": changes, "$inc": {"revision": 1}})
-    except PyMongoError as exc:  # the unique (account, email hash) index
-        if is_duplicate_key(exc):
-            raise conflict("a contact with this address exists", field_name="email") from None
-        raise
+    except Conflict as exc:  # the unique (account, email hash) index
+        raise clash(exc) from None
     if doc is None:
         raise not_found("contact")
     names = sorted({k.split(".")[0] if k.startswith("fields.") else k for k in changes}
