@@ -17,10 +17,11 @@ is not recorded at all.
 
 Erasures are rare next to events, so each process keeps the whole set in
 memory (8 bytes an entry: see KeySet) and reads only what was added since
-its last read, at most once every `refresh_seconds`. A worker screens a batch from memory, writes it,
-then looks up the batch's contacts (one `_id` query a batch) and erases
-again what was erased in between: an erasure renames what is written when it runs,
-and the batch's writes may land just after (`erased_since`). A web process
+its last read, at most once every `refresh_seconds`. A worker screens a
+batch from memory, writes it, then looks up the batch's contacts (one `_id`
+query a batch) and erases again what was erased in between: an erasure
+renames what is written when it runs, and the batch's writes may land just
+after (`erased_since`). A web process
 reads the set once before its first answer, then refreshes it from a
 thread of its own, so that no hit or request waits for the database after
 that, and an outage leaves it with the set as last read. (So a hit in the
