@@ -21,6 +21,7 @@ from tests.e2e.test_send_path import gateway  # noqa: F401  (a fresh account's A
 from tests.e2e.tracking_helpers import (new_account, one_click_url, operator_token, poll,
                                         sent_campaign, tracking_urls)
 from tests.kafka_reader import TopicReader
+from tests.tampering import with_end_replaced
 from tests.unit.tracking import samples
 
 pytestmark = pytest.mark.stack
@@ -109,7 +110,7 @@ def flipped_tokens(token: str):
 
 def cut(token: str) -> list[str]:
     """Truncated, extended, or with its MAC's end replaced."""
-    return [token[:-4] + "AAAA", token[:60], "x", token + "A", token[:-1]]
+    return [with_end_replaced(token, 4), token[:60], "x", token + "A", token[:-1]]
 
 
 def test_tampered_links_are_plain_404s_never_redirects(stack, gateway, stack_env):

@@ -18,6 +18,7 @@ from shared import mongo, topics
 from shared import tracking_tokens as tt
 from tests.e2e.tracking_helpers import poll
 from tests.kafka_reader import TopicReader
+from tests.tampering import with_end_replaced
 from tests.unit.tracking import samples
 
 KEYS = "k2:" + base64.b64encode(b"k" * 32).decode() + ",k1:" + base64.b64encode(b"o" * 32).decode()
@@ -116,7 +117,7 @@ def test_without_trusted_proxies_a_forwarded_for_header_is_ignored(client, ctx, 
 
 def test_open_pixel_with_a_bad_token_still_answers_but_records_nothing(client, ctx, tail):
     token = tt.open_token(RING, ctx)
-    response = client.get(f"/t/o/{token[:-3]}xyz")
+    response = client.get(f"/t/o/{with_end_replaced(token, 3)}")
     assert response.status_code == 200 and response.mimetype == "image/gif"
     client.get(f"/t/o/{tt.open_token(RING, ctx)}", headers={"User-Agent": CHROME})
     events = tail.wait_for(of(ctx, "tracking.opened"))
@@ -200,7 +201,7 @@ def test_unsubscribe_page_is_a_plain_form(client, ctx):
 def test_tampered_unsubscribe_token_is_a_plain_404(client, ctx):
     token = tt.unsubscribe_token(RING, ctx)
     for method in (client.get, client.post):
-        response = method(f"/u/{token[:-2]}AA", data={"List-Unsubscribe": "One-Click"})
+        response = method(f"/u/{with_end_replaced(token, 2)}", data={"List-Unsubscribe": "One-Click"})
         assert response.status_code == 404 and "Location" not in response.headers
 
 
