@@ -4,6 +4,10 @@ import os
 from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
+from shared.http import gunicorn_errors
+
+gunicorn_errors.install()  # JSON, not gunicorn's HTML, for the requests it refuses itself
+
 
 class _Logger(Logger):
     """gunicorn's error log without the client's address, request lines and
