@@ -507,10 +507,10 @@ def search_query(ports: Ports, account_id: str, args: dict) -> dict:
     as escaped, anchored regular expressions or plain values."""
     query: dict[str, Any] = {}
     if args.get("email_prefix"):
+        # Either case, as with names: a local part keeps the case it came
+        # with ("Ann.Lee@"), and "ann" should find it.
         prefix = args["email_prefix"].strip()
-        local, at, domain_part = prefix.partition("@")
-        prefix = local + at + domain_part.lower()
-        query["email"] = {"$regex": "^" + domain.regex_literal(prefix)}
+        query["email"] = {"$regex": "^" + domain.regex_literal(prefix), "$options": "i"}
     if args.get("name"):
         query["name"] = {"$regex": "^" + domain.regex_literal(args["name"]), "$options": "i"}
     if args.get("status"):

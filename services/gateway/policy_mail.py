@@ -171,11 +171,8 @@ def correct_user(db, user: dict, changes: dict) -> None:
 
 
 def _contacts_with(identity: Identity, email: str) -> list[dict]:
-    """The platform contacts whose address is `email` (the search is by
-    prefix and the local part keeps its case: both spellings, exact match)."""
-    found: dict[str, dict] = {}
-    for spelling in {email, email.lower()}:
-        page = _call(identity, "contacts", "GET",
-                     "/api/v1/contacts?" + urlencode({"email_prefix": spelling, "limit": 100}))
-        found.update({c["id"]: c for c in page["items"] if c["email"].lower() == email.lower()})
-    return list(found.values())
+    """The platform contacts whose address is `email`, in any case (the
+    search is by prefix, in either case: the exact match is kept)."""
+    page = _call(identity, "contacts", "GET",
+                 "/api/v1/contacts?" + urlencode({"email_prefix": email, "limit": 100}))
+    return [c for c in page["items"] if c["email"].lower() == email.lower()]

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def test_a_users_corrected_name_and_address_reach_the_platform_list(gateway, stack_env):  # noqa: F811
-    marker = uuid.uuid4().hex[:10]
-    old_email, new_email = f"typo-{marker}@e2e.example.com", f"right-{marker}@e2e.example.com"
+    marker = uuid.uuid4().hex[:10]  # the old address in mixed case: found in any case
+    old_email, new_email = f"Typo-{marker}@e2e.example.com", f"right-{marker}@e2e.example.com"
     user = gateway.call("POST", "/users", json={"email": old_email, "name": f"Wrong {marker}"})
     colleague = f"colleague-{marker}@e2e.example.com"
     gateway.call("POST", "/users", json={"email": colleague, "name": "Colleague"})
