@@ -4,7 +4,9 @@ time, the sender renders them with it at send time.
 Jinja2's immutable sandbox with a small allow-list of filters and no globals:
 a template sees only the merge data it is given and can neither call
 methods that mutate it nor reach Python internals. HTML templates
-autoescape, so a contact's name can never inject markup.
+autoescape, so a contact's name can never inject markup. The syntax a
+template may use is an allow-list too (shared/template_syntax.py), and what
+one render may build is bounded here.
 
 Merge data (see `merge_context`): `email`, `name`, `fields` (custom fields,
 `{{ fields.city | default("there") }}`), the same under `contact`, and the
@@ -25,6 +27,8 @@ from jinja2.filters import do_replace
 from jinja2.compiler import CodeGenerator
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from shared import template_syntax
 
 # Names the sender provides on top of the contact's data.
 # C0 controls but TAB, and DEL: RFC 5322 allows none of them in a header.
@@ -77,8 +81,9 @@ class TemplateRenderProblem(ValueError):
 # What one template may cost, whoever wrote it: the sender renders every
 # tenant's templates on the same workers, so none may hold one for long.
 MAX_RENDERED_CHARS = 4_000_000
-MAX_REPEAT = 10_000   # "ab" * n, [..] * n
+MAX_REPEAT = 10_000   # "ab" * n
 MAX_EXPONENT = 64
+MAX_ROUND_PRECISION = 15  # round(1, 10000000, 'floor') computes 10 ** 10000000
 
 
 _SEQUENCES = (str, list, tuple)
@@ -151,16 +156,28 @@ def _searched(_context, text):
     return text
 
 
+@pass_context
+def _compared(_context, value):
+    """A list or tuple compared (`==`, `<`), counted: item by item, in
+    Python. Text compares in C, in one pass."""
+    if isinstance(value, (list, tuple)):
+        _charge(len(value))
+    return value
+
+
 def _count_work(tree: nodes.Template, env: Environment) -> nodes.Template:
-    """The template with each loop's turns and each `in` test's text counted
-    at render (the sandbox has no hook for either)."""
+    """The template with each loop's turns, each `in` test's text and each
+    list compared counted at render (the sandbox has no hook for these)."""
+    def counted(expr: nodes.Expr, name: str) -> nodes.Filter:
+        return nodes.Filter(expr, name, [], [], None, None, lineno=expr.lineno)
+
     for loop in tree.find_all(nodes.For):
-        loop.iter = nodes.Filter(loop.iter, "_turns", [], [], None, None, lineno=loop.lineno)
+        loop.iter = counted(loop.iter, "_turns")
     for compare in tree.find_all(nodes.Compare):
+        compare.expr = counted(compare.expr, "_compared")
         for operand in compare.ops:
-            if operand.op in ("in", "notin"):
-                operand.expr = nodes.Filter(operand.expr, "_searched", [], [], None, None,
-                                            lineno=compare.lineno)
+            operand.expr = counted(operand.expr,
+                                   "_searched" if operand.op in ("in", "notin") else "_compared")
     tree.set_environment(env)
     return tree
 
@@ -191,11 +208,6 @@ def _charged_join(join):
     return charged
 
 
-_TEXT_METHODS = frozenset({
-    "split", "rsplit", "splitlines", "partition", "rpartition", "strip", "lstrip", "rstrip",
-    "startswith", "endswith", "find", "rfind", "count", "lower", "upper", "title",
-    "capitalize", "casefold", "isdigit", "isalpha", "isalnum", "isspace", "islower",
-    "isupper", "istitle", "isnumeric", "isdecimal"})
 MAX_NUMBER_BITS = 4096
 
 
@@ -277,11 +289,14 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
 
 
     def is_safe_attribute(self, obj, attr, value):
-        """Of text, only the methods that cannot build more than they read:
-        encode() made bytes no bound counted, expandtabs(), center() or a
-        literal's join() a hundred times the text (allocated before any
-        count), and the filters do the rest within the budget."""
-        if isinstance(obj, (str, bytes)) and callable(value) and attr not in _TEXT_METHODS:
+        """Of any value, only the methods template_syntax allows: of text,
+        those that cannot build more than they read (encode() made bytes no
+        bound counted, expandtabs(), center() or a literal's join() a
+        hundred times the text, allocated before any count; int.to_bytes()
+        and from_bytes() a number of millions of bits). The syntax check
+        refuses any other call before it runs; this holds whatever reaches
+        an attribute."""
+        if callable(value) and attr not in template_syntax.CALLABLE_METHODS:
             return False
         return super().is_safe_attribute(obj, attr, value)
 
@@ -291,7 +306,10 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         if operator in ("**", "*") and isinstance(left, int) and isinstance(right, int) \
                 and _product_bits(operator, left, right) > MAX_NUMBER_BITS:
             raise RenderLimit(f"a number over {MAX_NUMBER_BITS} bits")  # ((9**64)**64)**64
-        if operator == "*" and any(isinstance(a, _SEQUENCES) for a in (left, right)) \
+        if operator == "*" and any(isinstance(a, (list, tuple)) for a in (left, right)):
+            # [[name] * 10000] * 10000 is 10,000 items twice, and printed 3 GB
+            raise RenderLimit("a list cannot be repeated")
+        if operator == "*" and any(isinstance(a, str) for a in (left, right)) \
                 and any(isinstance(a, int) for a in (left, right)):
             count = left if isinstance(left, int) else right
             sequence = right if isinstance(left, int) else left
@@ -318,53 +336,30 @@ def _bounded_replace(eval_ctx, s, old, new, count=None):
     return do_replace(eval_ctx, s, old, new, count)
 
 
+def _bounded_round(do_round):
+    """round, its precision bounded: 'floor' and 'ceil' compute 10 ** precision."""
+    @functools.wraps(do_round)
+    def bounded(value, precision=0, method="common"):
+        if isinstance(precision, int) and abs(precision) > MAX_ROUND_PRECISION:
+            raise RenderLimit(f"a precision over {MAX_ROUND_PRECISION} digits in round")
+        return do_round(value, precision, method)
+    return bounded
+
+
 def make_environment(html: bool) -> Environment:
     env = _BoundedEnvironment(autoescape=html, undefined=ChainableUndefined,
                               auto_reload=False, cache_size=0)
     env.filters = {name: env.filters[name] for name in ALLOWED_FILTERS}
+    env.tests = {name: env.tests[name] for name in template_syntax.ALLOWED_TESTS}
     env.filters["replace"] = _bounded_replace
+    env.filters["round"] = _bounded_round(env.filters["round"])
     for name in _COSTLY_FILTERS:
         env.filters[name] = _charged(env.filters[name])
     env.filters["join"] = _charged_join(env.filters["join"])
     env.filters["wordwrap"] = _charged_wordwrap(env.filters["wordwrap"])
-    env.filters["_turns"], env.filters["_searched"] = _turns, _searched  # see _count_work
+    env.filters.update(_turns=_turns, _searched=_searched, _compared=_compared)  # _count_work
     env.globals.clear()
     return env
-
-
-def _names(node: nodes.Node) -> list[nodes.Name]:
-    """The names in `node`, itself included (find_all leaves it out)."""
-    return ([node] if isinstance(node, nodes.Name) else []) + list(node.find_all(nodes.Name))
-
-
-def _costly_structure(tree: nodes.Template) -> str | None:
-    """Macros and call blocks (recursion, loops multiplied through calls),
-    recursive loops, and a loop inside a loop (text of 500 characters looped
-    three deep is 10**8 turns) have no use with merge data of plain values.
-    Nor has a variable set from another one set in the template: each
-    {% set b = a ~ a %} doubles what the last built, 2**n in n lines."""
-    if next(tree.find_all((nodes.Macro, nodes.CallBlock)), None) is not None:
-        return "macros and call blocks are not allowed"
-    assignments = list(tree.find_all((nodes.Assign, nodes.AssignBlock)))
-    assigned = {name.name for node in assignments for name in _names(node.target)}
-    for node in assignments:
-        value = node.node if isinstance(node, nodes.Assign) else node
-        used = {name.name for name in _names(value) if name.ctx == "load"}
-        if used & assigned:
-            return "a {% set %} may not build on a variable another {% set %} made"
-    for block in tree.find_all((nodes.AssignBlock, nodes.FilterBlock)):
-        # what a block writes is buffered whole before it is used, uncounted:
-        # a loop there wrote 576 MB from a 300 kB template
-        if next(block.find_all(nodes.For), None) is not None:
-            return "a loop inside {% set %}...{% endset %} or {% filter %} is not allowed"
-    for loop in tree.find_all(nodes.For):
-        if loop.recursive:
-            return "recursive loops are not allowed"
-        inner = [n for part in (loop.body, loop.else_) for node in part
-                 for n in ([node] if isinstance(node, nodes.For) else node.find_all(nodes.For))]
-        if inner:
-            return "a loop inside a loop is not allowed"
-    return None
 
 
 _ENVIRONMENTS = {True: make_environment(True), False: make_environment(False)}
@@ -375,19 +370,25 @@ def compile_template(source: str, html: bool) -> Template:
     """The compiled template (cached: a campaign compiles each part once)."""
     env = _ENVIRONMENTS[html]
     try:
-        tree = env.parse(source)
-        problem = _costly_structure(tree)
+        problem = template_syntax.bracket_depth_problem(env.lex(source))
+        tree = None if problem else env.parse(source)
+        problem = problem or template_syntax.problem(tree)
         if problem:
-            raise TemplateSyntaxProblem(None, problem)
+            raise TemplateSyntaxProblem(*problem)
+        # Jinja folds constant expressions as it compiles, outside any
+        # render: they are charged to a budget of their own (a refusal
+        # there leaves the expression to each render, and its budget).
+        _render_budget.left = MAX_BUILT_PER_RENDER
         return env.from_string(_count_work(tree, env))
     except TemplateSyntaxError as exc:  # includes unknown filters (TemplateAssertionError)
         raise TemplateSyntaxProblem(exc.lineno, exc.message or str(exc)) from None
     except TemplateError as exc:
         raise TemplateSyntaxProblem(None, str(exc)) from None
-
-
-_LOADING_TAGS = {nodes.Include: "include", nodes.Import: "import",
-                 nodes.FromImport: "from ... import", nodes.Extends: "extends"}
+    except (RecursionError, SyntaxError, MemoryError) as exc:  # Python's, compiling Jinja's code
+        raise TemplateSyntaxProblem(None, f"too large or too deeply nested to compile "
+                                          f"({type(exc).__name__})") from None
+    finally:
+        _render_budget.left = None
 
 
 def _underscore_key(node: nodes.Getattr | nodes.Getitem) -> str | None:
@@ -399,12 +400,9 @@ def _underscore_key(node: nodes.Getattr | nodes.Getitem) -> str | None:
 
 
 def _forbidden(tree: nodes.Template) -> TemplateSyntaxProblem | None:
-    """Tags that load another template (there is none to load, so the sender
-    fails every recipient), and attributes or keys starting with "_" (the
-    sandbox hides them: `''.__class__` only ever renders empty)."""
-    for node in tree.find_all((*_LOADING_TAGS, nodes.Getattr, nodes.Getitem)):
-        if type(node) in _LOADING_TAGS:
-            return TemplateSyntaxProblem(node.lineno, f"{_LOADING_TAGS[type(node)]} is not allowed")
+    """Attributes or keys starting with "_" (the sandbox hides them:
+    `''.__class__` only ever renders empty)."""
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         key = _underscore_key(node)
         if key:
             return TemplateSyntaxProblem(node.lineno, f"{key!r}: a name starting with _ is "

@@ -35,7 +35,9 @@ def refusal(**parts) -> ApiError:
     ("text", "Hi\n{{ name._foo }}", 2, "'_foo': a name starting with _"),
     ("html", '<p>{{ name["__class__"] }}</p>', 1, "'__class__': a name starting with _"),
     ("html", "{% for i in range(100000000) %}<p>{{ i }}</p>{% endfor %}", 1,
-     "a number over 10000 in a call"),
+     "only these methods can be called"),
+    ("html", "<p>\n{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", 2, "a macro is not allowed"),
+    ("text", "{% if name is in 'Ann' %}x{% endif %}", 1, "the test 'in' is not allowed"),
     ("subject", '{{ "x"*1000000 }}', 1, "a repetition over 10000"),
     ("preheader", '{{ name | default("x") * 20000 }}', 1, "a repetition over 10000"),
 ])

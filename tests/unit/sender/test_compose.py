@@ -128,7 +128,7 @@ def test_a_line_break_from_merge_data_never_reaches_a_header(signer):
 def test_why_a_message_could_not_be_composed_quotes_none_of_the_contacts_data(signer):
     """The reason is recorded with the job; an error's own text quoted the
     merge data ("'Jane Secret' is not in list")."""
-    html = "<html><body><p>{{ [1, 2].index(name) }}</p></body></html>"
+    html = "<html><body><p>{{ name|wordwrap(name) }}</p></body></html>"  # int(width)
     with pytest.raises(ComposeError) as failed:
         compose(signer, html=html, name="Jane Secret")
     assert "Secret" not in str(failed.value)

@@ -27,10 +27,16 @@ def test_syntax_problems_name_the_line(source, line):
 
 
 @pytest.mark.parametrize("source", ["{{ fields.update({'x': 1}) }}", "{{ range(3) }}",
-                                    "{{ ''.__class__.__mro__[1].__subclasses__() }}"])
+                                    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+                                    "{{ (1).to_bytes(9, 'big') }}", "{{ name.encode() }}"])
 def test_sandbox_refuses_anything_but_the_merge_data(source):
+    """Refused at save by the syntax allow-list, and by the sandbox itself in
+    a template compiled without that check."""
+    with pytest.raises(TemplateSyntaxProblem):
+        templating.check(source, html=False)
+    unchecked = templating.make_environment(False).from_string(source)
     with pytest.raises(TemplateRenderProblem):
-        templating.render(source, merge_context("a@example.com", "A", {}), html=False)
+        templating.render_compiled(unchecked, merge_context("a@example.com", "A", {}))
 
 
 @pytest.mark.parametrize("source", [
@@ -43,6 +49,16 @@ def test_sandbox_refuses_anything_but_the_merge_data(source):
     "{% set a = name ~ name %}{% set b = a ~ a %}{% set c = b ~ b %}{{ c|length }}",
     "{% set a = name %}{% set a = a + a %}{{ a }}",
     "{% set a = name %}{% set b = a %}{{ b }}",
+    # what a review found through syntax mail has no use for (seconds to minutes a recipient)
+    "".join(f"{{% block b{i} %}}{{{{ self.b{i + 1}() }}}}{{{{ self.b{i + 1}() }}}}{{% endblock %}}"
+            for i in range(21)) + "{% block b21 %}{% endblock %}",                     # 14.6 s
+    "{{ [[name] * 10000] * 10000 }}",                                                 # 2.9 GB
+    "{% for c in 'x' * 9999 %}{% if name is in '" + "Anx" * 100000 + "' %}{% endif %}{% endfor %}",
+    "{{ (1).from_bytes('x'.encode() * 9999, 'big') }}",
+    "{% with a = [name, name] %}{% with b = [a, a] %}{{ b == b }}{% endwith %}{% endwith %}",
+    "{% set x %}{{ name }}{% endset %}{{ x }}", "{% filter upper %}{{ name }}{% endfilter %}",
+    "{% autoescape false %}{{ name }}{% endautoescape %}", "{{ {'a': name} }}",
+    "{% for c in name %}{{ loop.changed(c) }}{% endfor %}", "{{ self }}",
 ])
 def test_structures_that_multiply_work_are_refused_at_save(source):
     """Every tenant's templates render on the same senders: a loop inside a
@@ -86,15 +102,18 @@ def test_ordinary_arithmetic_still_works():
 @pytest.mark.parametrize("source", [
     # each value under its own bound, the render over its budget: seconds a recipient
     "{{ ('x ' * 10000 * 200)|wordwrap(5)|length }}",                            # 1.8 s
-    "{% for i in [1] * 10000 %}{{ (name ~ 'x' * 10000 * 400)|length }}{% endfor %}",  # 5 s
+    "{% for i in 'x' * 10000 %}{{ (name ~ 'x' * 10000 * 400)|length }}{% endfor %}",  # 5 s
     "{% for c in 'x' * 10000 * 400 %}{{ c }}{% endfor %}",
     "{{ ('<b>x</b>' * 10000 * 50)|striptags|length }}",
     # ~ is no operator the sandbox sees; escape and join's separator built uncounted
-    "{% set s = 'x' * 10000 * 20 %}{% for i in [1] * 10000 %}{{ (name ~ s)|length }}{% endfor %}",
-    "{% set s = 'x' * 10000 * 10 %}{% for i in [1] * 2000 %}{{ (s|e)|length }}{% endfor %}",
-    "{{ (['a'] * 100)|join('y' * 5000)|length }}",
+    "{% set s = 'x' * 10000 * 20 %}{% for i in 'x' * 10000 %}{{ (name ~ s)|length }}{% endfor %}",
+    "{% set s = 'x' * 10000 * 10 %}{% for i in 'x' * 2000 %}{{ (s|e)|length }}{% endfor %}",
+    "{{ ('a' * 100)|join('y' * 5000)|length }}",
     # what a method call returns
-    "{% set s = 'x ' * 10000 * 5 %}{% for i in [1] * 100 %}{{ s.split()|length }}{% endfor %}",
+    "{% set s = 'x ' * 10000 * 5 %}{% for i in 'x' * 100 %}{{ s.split()|length }}{% endfor %}",
+    # lists compared item by item, in Python: 4.4 s
+    "{% set x = [" + "1," * 20000 + "] %}{% set y = [" + "1," * 20000 + "] %}"
+    "{% for i in 'x' * 10000 %}{% if x == y %}{% endif %}{% endfor %}",
 ])
 def test_what_one_render_builds_all_together_is_bounded(source):
     templating.check(source, html=False)
@@ -110,12 +129,66 @@ def test_the_budget_is_each_renders_own():
 
 
 @pytest.mark.parametrize("source, refusal", [
-    ("{{ name.center(300000000)|length }}", "a number over 10000 in a call"),  # 300 MB at once
-    ("{{ '{:>300000000}'.format(name)|length }}", "str.format is not allowed"),
+    ("{{ name.split(' ', 300000000)|length }}", "a number over 10000 in a call"),
+    ("{{ '{:>300000000}'.format(name)|length }}", "str.format is not allowed"),  # 300 MB at once
+    ("{{ name.center(9999)|length }}", "is unsafe"),
 ])
 def test_a_call_that_would_build_without_bound_is_refused_before_it_runs(source, refusal):
+    """format and center are refused at save; the sandbox refuses them too
+    in a template compiled without that check."""
+    unchecked = templating.make_environment(False).from_string(source)
     with pytest.raises(TemplateRenderProblem, match=refusal):
+        templating.render_compiled(unchecked, merge_context("a@example.com", "Ana", {}))
+
+
+def test_round_with_a_huge_precision_is_refused():
+    """round(1, 10000000, 'floor') computes 10 ** 10000000: 11.6 s."""
+    source = "{% set p = 10000000 %}{{ 1|round(p, 'floor') }}"
+    templating.check(source, html=False)
+    with pytest.raises(TemplateRenderProblem, match="precision"):
         templating.render(source, merge_context("a@example.com", "Ana", {}), html=False)
+    assert templating.render("{{ 2.345|round(2, 'floor') }}", {}, html=False) == "2.34"
+
+
+@pytest.mark.parametrize("source", [
+    "{{ " + "(" * 80 + "name" + ")" * 80 + " }}",                # RecursionError in the parser
+    "{{ " + " + ".join(["1"] * 300) + " }}",                     # SyntaxError in Python's
+    "{{ name" + "|upper" * 300 + " }}",
+    "{% if name %}" * 120 + "x" + "{% endif %}" * 120,          # IndentationError
+    "{{ " + "not " * 300 + "name }}",
+])
+def test_a_template_nested_too_deeply_is_a_syntax_problem_not_a_crash(source):
+    with pytest.raises(TemplateSyntaxProblem, match="nested"):
+        templating.check(source, html=True)
+
+
+def test_nesting_a_template_may_use_still_compiles_deep_in_a_callers_stack():
+    """Refused at save by a bound, not by where the stack was: the sender
+    compiles deeper in its stack than the API checks."""
+    deepest = ("{% if name %}" * 19 + "{{ " + "(" * 10 + "name" + ")" * 10
+               + "|upper" * 15 + " }}" + "{% endif %}" * 19)
+    templating.check(deepest, html=True)
+
+    def compiled_under(frames: int):
+        if frames:
+            return compiled_under(frames - 1)
+        return templating.compile_template.__wrapped__(deepest, True)
+
+    assert compiled_under(300).render(name="x") == "X"
+
+
+def test_constants_folded_at_compile_are_held_to_a_budget():
+    """Jinja folds constant expressions when it compiles: ten of these took
+    1.9 s at save (3.9 M characters each) before a budget applied there."""
+    import tracemalloc
+    source = "{{ ('" + "a" * 30000 + "'|replace('a', '" + "a" * 130 + "'))|length }}"
+    tracemalloc.start()
+    template = templating.compile_template.__wrapped__(source, False)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 2_000_000  # the 3.9 MB value was never built
+    with pytest.raises(TemplateRenderProblem, match="in one render"):
+        templating.render_compiled(template, {})
 
 
 def test_calls_and_joins_of_ordinary_size_still_work():
@@ -126,8 +199,6 @@ def test_calls_and_joins_of_ordinary_size_still_work():
 
 @pytest.mark.parametrize("source, refusal", [
     ("{% if (((9 ** 64) ** 64) ** 64) ** 64 > 0 %}y{% endif %}", "a number over 4096 bits"),  # 16 s
-    ("{{ ('x'.encode() * 200000000)|length }}", "'encode' of 'str' object is unsafe"),  # 190 MB
-    ("{% if ('" + "\t" * 10000 + "').expandtabs(10000) %}{% endif %}", "is unsafe"),   # 100 MB
     ("{{ (name ~ '" + "x" * 10000 + "')|wordwrap(1, wrapstring='" + "y" * 10000 + "')|length }}",
      "characters"),                                                                  # 96 MB
     ("{% for c in '" + "a" * 20000 + "' %}{{ c }}{% endfor %}", "loop turns in one render"),
@@ -136,19 +207,19 @@ def test_calls_and_joins_of_ordinary_size_still_work():
     # what a method reads, what it returns inside a tuple, what a slice copies
     ('{% set a = "' + "0" * 300000 + '" %}{% for c in a[:9999] %}{{ a.isdigit() }}{% endfor %}',
      "in one render"),                                                                # 12 s
-    ('{% set a = "' + "0" * 150000 + "5" + "0" * 150000 + '" %}{{ ['
-     + ",".join(['a.partition("5")'] * 800) + "]|length }}", "in one render"),     # 252 MB
-    ('{% set a = "' + "0" * 300000 + '" %}{{ [' + ",".join(["a[::-1]"] * 800) + "]|length }}",
-     "in one render"),                                                                # 252 MB
+    ('{% set a = "' + "0" * 150000 + "5" + "0" * 100000 + '" %}{% for c in "x" * 800 %}'
+     '{{ a.partition("5")|length }}{% endfor %}', "in one render"),
+    ('{% set a = "' + "0" * 200000 + '" %}{% for c in "x" * 800 %}{{ a[::-1]|length }}{% endfor %}',
+     "in one render"),
 ])
 def test_work_no_operator_hook_saw_is_bounded_too(source, refusal):
     with pytest.raises(TemplateRenderProblem, match=refusal):
         templating.render(source, merge_context("a@example.com", "Ana", {}), html=True)
 
 
-def test_a_loop_inside_a_set_block_is_refused_at_save():
+def test_a_set_block_is_refused_at_save():
     """What a block writes is buffered whole, uncounted: 576 MB from 300 kB."""
-    with pytest.raises(TemplateSyntaxProblem, match="a loop inside"):
+    with pytest.raises(TemplateSyntaxProblem, match="endset"):
         templating.check("{% set x %}{% for c in name %}{{ c }}{% endfor %}{% endset %}{{ x }}",
                          html=True)
 
