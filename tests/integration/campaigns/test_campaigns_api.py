@@ -130,10 +130,11 @@ def test_schedule_refuses_past_times_and_needs_a_zone(client):
 
 def test_a_due_schedule_fires_once_with_several_workers(client, broker, ports):
     campaign, _ = ready_campaign(client)
-    soon = (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat()
+    # far enough ahead that a slow request still schedules it in the future
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=30)).isoformat()
     assert client.post(f"/api/v1/campaigns/{campaign['id']}/schedule",
                        {"send_at": soon}).status_code == 200
-    later = datetime.now(timezone.utc) + timedelta(seconds=5)
+    later = datetime.now(timezone.utc) + timedelta(seconds=60)
     fired = at_once(4, lambda: usecases.fire_due_schedules(ports, later))
     assert sum(fired) == 1
     launched = [e for e in campaign_events(broker) if e["type"] == "campaign.launched"]
@@ -239,10 +240,11 @@ def test_a_cancel_that_read_scheduled_does_not_cancel_a_campaign_launched_meanwh
     campaign became "cancelled" without campaign.cancelled, and the whole
     audience was mailed under that status."""
     campaign, _ = ready_campaign(client)
-    soon = (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat()
+    # far enough ahead that a slow request still schedules it in the future
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=30)).isoformat()
     client.post(f"/api/v1/campaigns/{campaign['id']}/schedule", {"send_at": soon})
     read_before = usecases.get_campaign(ports, client.account_id, campaign["id"])
-    assert usecases.fire_due_schedules(ports, datetime.now(timezone.utc) + timedelta(seconds=5))
+    assert usecases.fire_due_schedules(ports, datetime.now(timezone.utc) + timedelta(seconds=60))
     monkeypatch.setattr(usecases, "get_campaign", lambda *args: read_before)
     answer = client.post(f"/api/v1/campaigns/{campaign['id']}/cancel")
     assert answer.status_code == 409, answer.get_json()

@@ -11,6 +11,7 @@ from services.privacy.app import create_app
 from services.privacy.store import PrivacyStore
 from shared.events import new_event
 from shared.http.internal_auth import Identity
+from tests.clock import UTC_DAY, clear_of_boundary
 from tests.signed import signed_open
 
 SECRET = "internal-secret-for-tests"
@@ -291,6 +292,7 @@ def test_the_audit_log_is_filtered_by_account_and_time(acme, app):
 
 
 def test_a_policy_29_days_out_is_refused_and_30_days_accepted(operator, acme):
+    clear_of_boundary(UTC_DAY, margin=60)  # the rule counts calendar days from the server's now
     now = datetime.now(timezone.utc)
     body = {"text": "We keep your data safe.", "summary": "first version", "material": True}
     refused = operator("POST", "/api/v1/privacy/policies",
@@ -402,6 +404,7 @@ def test_the_default_k_is_5(mongo_uri, kafka_bootstrap, unique):
                       "SANDESH_INTERNAL_SECRET": SECRET, "SANDESH_PII_SALT": "s",
                       "SANDESH_MONGO_DB_PREFIX": f"test_{unique}_k5_"})
     try:
+        clear_of_boundary(UTC_DAY, margin=60)  # the events are dated today, by the server
         caller = Caller(app, "k5-" + unique)
         store = PrivacyStore(_db(app))
         aggregates.count_deliveries(store, [new_event(

@@ -3,13 +3,17 @@ sender processes) over the same `rate_windows` collection on the real
 FerretDB grant, together, no more than the limit of a window."""
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from services.sender.domain import Limits
 from services.sender.store import MongoWindowCounter
 from services.sender.throttle import RateLimiter
 
-NOW = 1_800_000_000.25  # both "processes" see the same second
+# Both "processes" see the same second, an hour ahead: the counter deletes
+# windows that expired by the real clock (a fixed time began to fail once
+# the real clock passed it).
+NOW = int(time.time()) + 3600 + 0.25
 
 
 def limiters(db, now=NOW):
@@ -22,7 +26,7 @@ def test_two_limiters_share_the_per_second_window(mongo_db):
     a = first.grant("c1", 6, limits)
     b = second.grant("c1", 6, limits)
     assert (a.granted, b.granted) == (6, 4)
-    assert b.retry_at == 1_800_000_001.0  # the rest waits for the next second
+    assert b.retry_at == int(NOW) + 1.0  # the rest waits for the next second
     assert second.grant("c1", 1, limits).granted == 0
     assert first.grant("c2", 10, limits).granted == 10  # another campaign, its own window
     later = limiters(mongo_db, NOW + 1)[0]
