@@ -4,6 +4,7 @@ Kafka: everything here is unit-tested without a server."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -41,10 +42,23 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+_last_ordered = [0, 0]   # the last ordered_id's millisecond and sequence number
+_ordered_lock = threading.Lock()
+
+
 def ordered_id() -> str:
     """32 hex digits like new_id(), but sorting by creation time (ms), for
-    append-only logs that page in _id order and must read chronologically."""
-    return f"{time.time_ns() // 1_000_000:012x}{uuid.uuid4().hex[:20]}"
+    append-only logs that page in _id order and must read chronologically.
+    A sequence number follows the time, so that ids one process makes in
+    the same millisecond keep their order too: a subscribe and then an
+    unsubscribe a millisecond apart read back in either order."""
+    with _ordered_lock:
+        millisecond = max(time.time_ns() // 1_000_000, _last_ordered[0])  # never backwards
+        sequence = _last_ordered[1] + 1 if millisecond == _last_ordered[0] else 0
+        if sequence > 0xFFFF:
+            millisecond, sequence = millisecond + 1, 0
+        _last_ordered[:] = [millisecond, sequence]
+    return f"{millisecond:012x}{sequence:04x}{uuid.uuid4().hex[:16]}"
 
 
 def is_id(value: Any) -> bool:
