@@ -18,11 +18,13 @@ from __future__ import annotations
 import functools
 import re
 import threading
+import time
 from functools import lru_cache
 from typing import Any, Mapping
 
 from jinja2 import (ChainableUndefined, Environment, Template, TemplateError,
-                    TemplateSyntaxError, meta, nodes, pass_context, pass_eval_context)
+                    TemplateSyntaxError, Undefined, meta, nodes, pass_context,
+                    pass_eval_context)
 from jinja2.filters import do_replace
 from jinja2.compiler import CodeGenerator
 from jinja2.exceptions import SecurityError
@@ -46,8 +48,9 @@ UNSUBSCRIBE_URL = "unsubscribe_url"
 POSTAL_ADDRESS = "postal_address"
 
 ALLOWED_FILTERS = ("default", "d", "upper", "lower", "title", "capitalize", "trim",
-                   "truncate", "replace", "escape", "e", "urlencode", "length", "join",
-                   "first", "last", "int", "round", "wordwrap", "striptags")
+                   "truncate", "replace", "escape", "e", "urlencode", "length", "count",
+                   "join", "first", "last", "int", "float", "abs", "round", "wordwrap",
+                   "striptags")
 
 
 class TemplateSyntaxProblem(ValueError):
@@ -108,6 +111,27 @@ def _too_long(length: int) -> None:
 MAX_BUILT_PER_RENDER = 250_000
 _render_budget = threading.local()
 
+# And the CPU one render may take, whatever it spends it on: the bounds
+# above are per operation, and every review found an operation they did not
+# count. Loops are the one multiplier a template has (no macros, no nesting),
+# and each turn, output part, call, operator and filter counted here ticks;
+# every 32nd tick reads the thread's CPU clock (~0.5 us). Ordinary templates
+# render in ~20 us.
+MAX_RENDER_SECONDS = 0.2
+_TICKS_BETWEEN_CLOCK_READS = 32
+
+
+def _tick() -> None:
+    ticks = getattr(_render_budget, "ticks", None)
+    if ticks is None:
+        return
+    if ticks > 0:
+        _render_budget.ticks = ticks - 1
+        return
+    _render_budget.ticks = _TICKS_BETWEEN_CLOCK_READS
+    if time.thread_time() > _render_budget.deadline:
+        raise RenderLimit(f"takes over {MAX_RENDER_SECONDS} s of CPU in one render")
+
 
 def _charge(length: int) -> None:
     """Count what the render being made builds; outside a render (Jinja
@@ -115,6 +139,7 @@ def _charge(length: int) -> None:
     left = getattr(_render_budget, "left", None)
     if left is None:
         return
+    _tick()
     _render_budget.left = left - length
     if _render_budget.left < 0:
         raise RenderLimit(f"builds over {MAX_BUILT_PER_RENDER} characters in one render")
@@ -145,6 +170,7 @@ def _turns(_context, items):
             if left <= 0:
                 raise RenderLimit(f"over {MAX_LOOP_TURNS} loop turns in one render")
             _render_budget.turns = left - 1
+            _tick()
         yield item
 
 
@@ -162,6 +188,16 @@ def _compared(_context, value):
     Python. Text compares in C, in one pass."""
     if isinstance(value, (list, tuple)):
         _charge(len(value))
+    else:
+        _tick()
+    return value
+
+
+@pass_context
+def _tested(_context, value):
+    """What a test (`is lower`, `is eq(y)`) reads, counted: it may scan text
+    or compare lists item by item."""
+    _charge(_size(value))
     return value
 
 
@@ -178,21 +214,28 @@ def _count_work(tree: nodes.Template, env: Environment) -> nodes.Template:
         for operand in compare.ops:
             operand.expr = counted(operand.expr,
                                    "_searched" if operand.op in ("in", "notin") else "_compared")
+    for test in tree.find_all(nodes.Test):
+        test.node = counted(test.node, "_tested")
+        test.args = [counted(arg, "_tested") for arg in test.args]
     tree.set_environment(env)
     return tree
 
 
 def _charged_wordwrap(wordwrap):
     """wordwrap, what it will build counted first: the text and a wrapstring
-    for every line (a 10,000-character one at width 1 is 100 MB). Refused
-    while Jinja folds constants at compile too, which then leaves the call
-    to the render."""
+    for every line (a 10,000-character one at width 1 is 100 MB), and the
+    copies it makes of a word longer than a line (the rest of the word,
+    once a line: 249,000 characters at width 1 took 0.8 s). Refused while
+    Jinja folds constants at compile too, which then leaves the call to the
+    render."""
     @functools.wraps(wordwrap)
     def charged(environment, s, width=79, break_long_words=True, wrapstring=None,
                 break_on_hyphens=True):
         text = str(s)
         joint = str(environment.newline_sequence if wrapstring is None else wrapstring)
-        _too_long(len(text) + (len(text) // max(int(width), 1) + 1) * len(joint))
+        line = max(int(width), 1)
+        _too_long(len(text) + (len(text) // line + 1) * len(joint))
+        _too_long(sum(len(word) ** 2 // (2 * line) for word in text.split() if len(word) > line))
         return wordwrap(environment, s, width, break_long_words, wrapstring, break_on_hyphens)
     return charged
 
@@ -239,12 +282,19 @@ _UNBOUNDED_METHODS = frozenset({"format", "format_map"})
 class _BudgetedCodeGenerator(CodeGenerator):
     """`a ~ b` is compiled to a join of its parts, and a slice (`a[::-1]`)
     to Python's own subscript: no hook of the sandbox sees either, so each
-    result is counted against the render's budget here."""
+    is counted against the render's budget here (a join before it is made:
+    2,000 parts of a 300 kB value built 570 MB first)."""
 
     def visit_Concat(self, node, frame):
-        self.write("environment.counted(")
-        super().visit_Concat(node, frame)
-        self.write(")")
+        if frame.eval_ctx.volatile:
+            join = "(markup_join if context.eval_ctx.volatile else str_join)"
+        else:
+            join = "markup_join" if frame.eval_ctx.autoescape else "str_join"
+        self.write(f"{join}(environment.measured((")
+        for part in node.nodes:
+            self.visit(part, frame)
+            self.write(", ")
+        self.write(")))")
 
     def visit_Getitem(self, node, frame):
         if not isinstance(node.arg, nodes.Slice):
@@ -269,12 +319,18 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         _too_long(_size(value))
         return value
 
+    @staticmethod
+    def measured(parts: tuple) -> tuple:
+        _too_long(sum(_size(part) for part in parts))
+        return parts
+
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's own names)
         """A method call (`name.center(9)`): no number over MAX_REPEAT in it
         (`'x'.center(300000000)` allocated 300 MB first), no str.format; the
         text it reads and what it returns counted against the render's
         budget (`a.isdigit()` over a 300 kB literal, 10,000 times, took 12 s
         and returned a bool; `a.partition(..)` three strings, counted as 3)."""
+        _tick()
         if getattr(__obj, "__name__", None) in _UNBOUNDED_METHODS:  # the sandbox wraps them
             raise RenderLimit("str.format is not allowed; use ~ and filters")
         for arg in (*args, *kwargs.values()):
@@ -301,6 +357,7 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         return super().is_safe_attribute(obj, attr, value)
 
     def call_binop(self, context, operator, left, right):
+        _tick()
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
             raise RenderLimit(f"an exponent over {MAX_EXPONENT}")
         if operator in ("**", "*") and isinstance(left, int) and isinstance(right, int) \
@@ -319,8 +376,24 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         if operator == "+" and isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
             _too_long(len(left) + len(right))
         if operator == "%" and isinstance(left, str):
-            raise RenderLimit("%-formatting of text")  # "%999999999s" % x
+            _check_format(left, right)
         return super().call_binop(context, operator, left, right)
+
+
+# "%.2f" % price, "%05d" % number: conversions of one number or short text
+# each, widths and precisions of two digits ("%999999999s" % x built 1 GB).
+_SIMPLE_FORMAT = re.compile(r"(?:[^%]|%%|%[-+ 0#]?\d{0,2}(?:\.\d{1,2})?[sdifeEgGxXo])*",
+                            re.DOTALL)
+_FORMAT_VALUES = (str, int, float, bool, type(None))
+
+
+def _check_format(text: str, values) -> None:
+    values = values if isinstance(values, tuple) else (values,)
+    if not _SIMPLE_FORMAT.fullmatch(text):
+        raise RenderLimit("only simple % conversions: %s, %d, %.2f, %5.1f...")
+    if not all(isinstance(value, _FORMAT_VALUES) for value in values):
+        raise RenderLimit("% formats text and numbers only")
+    _too_long(len(text) + sum(len(v) if isinstance(v, str) else 100 for v in values))
 
 
 @pass_eval_context
@@ -346,18 +419,40 @@ def _bounded_round(do_round):
     return bounded
 
 
+MAX_NUMBER_TEXT = 1_200   # digits: about 4,000 bits
+
+
+def _bounded_int(do_int):
+    """int, of text of at most MAX_NUMBER_TEXT characters: parsing is
+    quadratic, and a number of millions of bits divides for seconds."""
+    @functools.wraps(do_int)
+    def bounded(value, default=0, base=10):
+        if isinstance(value, str) and len(value) > MAX_NUMBER_TEXT:
+            raise RenderLimit(f"int of text over {MAX_NUMBER_TEXT} characters")
+        return do_int(value, default, base)
+    return bounded
+
+
+def _printable(value):
+    """What `{{ ... }}` prints: nothing for a method (`{{ fields.get }}`
+    printed its address)."""
+    return "" if callable(value) and not isinstance(value, Undefined) else value
+
+
 def make_environment(html: bool) -> Environment:
     env = _BoundedEnvironment(autoescape=html, undefined=ChainableUndefined,
-                              auto_reload=False, cache_size=0)
+                              auto_reload=False, cache_size=0, finalize=_printable)
     env.filters = {name: env.filters[name] for name in ALLOWED_FILTERS}
     env.tests = {name: env.tests[name] for name in template_syntax.ALLOWED_TESTS}
     env.filters["replace"] = _bounded_replace
     env.filters["round"] = _bounded_round(env.filters["round"])
+    env.filters["int"] = _bounded_int(env.filters["int"])
     for name in _COSTLY_FILTERS:
         env.filters[name] = _charged(env.filters[name])
     env.filters["join"] = _charged_join(env.filters["join"])
     env.filters["wordwrap"] = _charged_wordwrap(env.filters["wordwrap"])
-    env.filters.update(_turns=_turns, _searched=_searched, _compared=_compared)  # _count_work
+    env.filters.update(_turns=_turns, _searched=_searched, _compared=_compared,
+                       _tested=_tested)  # see _count_work
     env.globals.clear()
     return env
 
@@ -370,7 +465,11 @@ def compile_template(source: str, html: bool) -> Template:
     """The compiled template (cached: a campaign compiles each part once)."""
     env = _ENVIRONMENTS[html]
     try:
-        problem = template_syntax.bracket_depth_problem(env.lex(source))
+        source.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): no message can carry it
+        raise TemplateSyntaxProblem(None, "not valid Unicode text") from None
+    try:
+        problem = template_syntax.token_problem(env.lex(source))
         tree = None if problem else env.parse(source)
         problem = problem or template_syntax.problem(tree)
         if problem:
@@ -380,34 +479,17 @@ def compile_template(source: str, html: bool) -> Template:
         # there leaves the expression to each render, and its budget).
         _render_budget.left = MAX_BUILT_PER_RENDER
         return env.from_string(_count_work(tree, env))
+    except TemplateSyntaxProblem:
+        raise
     except TemplateSyntaxError as exc:  # includes unknown filters (TemplateAssertionError)
         raise TemplateSyntaxProblem(exc.lineno, exc.message or str(exc)) from None
     except TemplateError as exc:
         raise TemplateSyntaxProblem(None, str(exc)) from None
-    except (RecursionError, SyntaxError, MemoryError) as exc:  # Python's, compiling Jinja's code
+    except (RecursionError, SyntaxError, MemoryError, ValueError) as exc:  # Python's own
         raise TemplateSyntaxProblem(None, f"too large or too deeply nested to compile "
                                           f"({type(exc).__name__})") from None
     finally:
         _render_budget.left = None
-
-
-def _underscore_key(node: nodes.Getattr | nodes.Getitem) -> str | None:
-    if isinstance(node, nodes.Getattr):
-        key = node.attr
-    else:
-        key = node.arg.value if isinstance(node.arg, nodes.Const) else None
-    return key if isinstance(key, str) and key.startswith("_") else None
-
-
-def _forbidden(tree: nodes.Template) -> TemplateSyntaxProblem | None:
-    """Attributes or keys starting with "_" (the sandbox hides them:
-    `''.__class__` only ever renders empty)."""
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        key = _underscore_key(node)
-        if key:
-            return TemplateSyntaxProblem(node.lineno, f"{key!r}: a name starting with _ is "
-                                                      "not allowed")
-    return None
 
 
 def refers_to(source: str, name: str, html: bool) -> bool:
@@ -424,9 +506,6 @@ def check(source: str, html: bool) -> None:
     """Raise TemplateSyntaxProblem unless `source` compiles in the sandbox
     and uses nothing the sandbox refuses or hides."""
     compile_template(source, html)
-    problem = _forbidden(_ENVIRONMENTS[html].parse(source))
-    if problem:
-        raise problem
 
 
 def render(source: str, context: Mapping[str, Any], html: bool) -> str:
@@ -439,9 +518,12 @@ def render_compiled(template: Template, context: Mapping[str, Any]) -> str:
     same version fails the same way for every recipient, so retrying it
     would only hold its partition."""
     _render_budget.left, _render_budget.turns = MAX_BUILT_PER_RENDER, MAX_LOOP_TURNS
+    _render_budget.ticks = 0
+    _render_budget.deadline = time.thread_time() + MAX_RENDER_SECONDS
     try:
         parts, size = [], 0
         for part in template.generate(context):
+            _tick()
             size += len(part)
             if size > MAX_RENDERED_CHARS:
                 raise TemplateRenderProblem(f"renders to over {MAX_RENDERED_CHARS} characters")
@@ -456,7 +538,7 @@ def render_compiled(template: Template, context: Mapping[str, Any]) -> str:
                                     _template_line(exc.__traceback__),
                                     type(exc).__name__) from None
     finally:
-        _render_budget.left = _render_budget.turns = None
+        _render_budget.left = _render_budget.turns = _render_budget.ticks = None
 
 
 def _template_line(traceback) -> int | None:

@@ -45,6 +45,9 @@ def _template_parts(body: dict, kind: str) -> dict:
     line and the reason when a part does not compile in the sandbox."""
     parts = {"subject": body["subject"], "preheader": body.get("preheader") or "",
              "html": body["html"], "text": body.get("text")}
+    too_big = domain.template_size_problems(parts)  # first, as given: compiling costs
+    if too_big:
+        raise ApiError(400, "validation_error", "invalid input: html", too_big)
     problems = domain.template_problems(parts)
     if problems:
         raise ApiError(400, "validation_error",
