@@ -29,6 +29,7 @@ from jinja2.filters import do_replace
 from jinja2.compiler import CodeGenerator
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
 
 from shared import template_syntax
 
@@ -113,27 +114,23 @@ _render_budget = threading.local()
 
 # And the CPU one render may take, whatever it spends it on: the bounds
 # above are per operation, and every review found an operation they did not
-# count. Loops are the one multiplier a template has (no macros, no nesting),
-# and each turn, call, operator, test and filter counted here ticks; every
-# 32nd tick reads the thread's CPU clock (~0.5 us), the first such read
-# starting the render's time. An ordinary template renders in ~20 us and
-# never reads it.
+# count. Loops are the one multiplier a template has (no macros, no nesting):
+# each turn ticks as many times as its body has nodes, and each call,
+# operator, test and filter ticks once; every 32 ticks the thread's CPU
+# clock is read (~0.5 us). An ordinary template renders in ~20 us.
 MAX_RENDER_SECONDS = 0.2
 _TICKS_BETWEEN_CLOCK_READS = 32
 
 
-def _tick() -> None:
+def _tick(weight: int = 1) -> None:
     ticks = getattr(_render_budget, "ticks", None)
     if ticks is None:
         return
-    if ticks > 0:
-        _render_budget.ticks = ticks - 1
+    if ticks > weight:
+        _render_budget.ticks = ticks - weight
         return
     _render_budget.ticks = _TICKS_BETWEEN_CLOCK_READS
-    now = time.thread_time()
-    if _render_budget.deadline is None:
-        _render_budget.deadline = now + MAX_RENDER_SECONDS
-    elif now > _render_budget.deadline:
+    if time.thread_time() > _render_budget.deadline:
         raise RenderLimit(f"takes over {MAX_RENDER_SECONDS} s of CPU in one render")
 
 
@@ -166,15 +163,16 @@ MAX_LOOP_TURNS = 10_000
 
 
 @pass_context  # never called at compile: Jinja folds a filter of a constant there
-def _turns(_context, items):
-    """A loop's items, each turn counted against the render's."""
+def _turns(_context, items, body_nodes=1):
+    """A loop's items, each turn counted against the render's, and ticking
+    for every node of the loop's body."""
     for item in items:
         left = getattr(_render_budget, "turns", None)
         if left is not None:
             if left <= 0:
                 raise RenderLimit(f"over {MAX_LOOP_TURNS} loop turns in one render")
             _render_budget.turns = left - 1
-            _tick()
+            _tick(body_nodes)
         yield item
 
 
@@ -208,11 +206,12 @@ def _tested(_context, value):
 def _count_work(tree: nodes.Template, env: Environment) -> nodes.Template:
     """The template with each loop's turns, each `in` test's text and each
     list compared counted at render (the sandbox has no hook for these)."""
-    def counted(expr: nodes.Expr, name: str) -> nodes.Filter:
-        return nodes.Filter(expr, name, [], [], None, None, lineno=expr.lineno)
+    def counted(expr: nodes.Expr, name: str, *args: nodes.Expr) -> nodes.Filter:
+        return nodes.Filter(expr, name, list(args), [], None, None, lineno=expr.lineno)
 
     for loop in tree.find_all(nodes.For):
-        loop.iter = counted(loop.iter, "_turns")
+        body_nodes = sum(1 + sum(1 for _ in node.find_all(nodes.Node)) for node in loop.body)
+        loop.iter = counted(loop.iter, "_turns", nodes.Const(max(body_nodes, 1)))
     for compare in tree.find_all(nodes.Compare):
         compare.expr = counted(compare.expr, "_compared")
         for operand in compare.ops:
@@ -249,6 +248,8 @@ def _charged_join(join):
     (20,000 items joined by a 50,000-character one is 1 GB)."""
     @functools.wraps(join)
     def charged(eval_ctx, value, d="", attribute=None):
+        if attribute is not None:  # a lookup per item and dotted part: 30 million took 1.4 s
+            raise RenderLimit("join(attribute=...) is not allowed")
         items = list(value)
         _too_long(sum(len(str(item)) for item in items) + len(str(d)) * max(len(items) - 1, 0))
         return join(eval_ctx, items, d, attribute)
@@ -256,6 +257,7 @@ def _charged_join(join):
 
 
 MAX_NUMBER_BITS = 4096
+MAX_TEXT_ARGUMENT = 100   # a separator, a prefix, characters to strip
 
 
 def _size(value) -> int:
@@ -264,6 +266,8 @@ def _size(value) -> int:
         return len(value)
     if isinstance(value, (list, tuple)):
         return len(value) + sum(len(item) for item in value if isinstance(item, str))
+    if isinstance(value, dict):
+        return len(value) + sum(_size(key) + _size(item) for key, item in value.items())
     return 0
 
 
@@ -308,6 +312,15 @@ class _BudgetedCodeGenerator(CodeGenerator):
         self.write(")")
 
 
+def _is_missing_merge_data(value) -> bool:
+    """An attribute or key the merge data lacks (`fields.bio`, and what is
+    read from it): calling it is missing too, as the value was. Not a name
+    that exists nowhere (`range`), nor an attribute the sandbox hid (its
+    undefined raises SecurityError)."""
+    return (isinstance(value, Undefined) and value._undefined_obj is not missing
+            and value._undefined_exception is not SecurityError)
+
+
 class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox, with the arithmetic that can build something huge from a
     short template bounded (`{{ 9 ** 999999999 }}` took a worker for
@@ -325,6 +338,7 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     @staticmethod
     def measured(parts: tuple) -> tuple:
+        parts = tuple(_printable(part) for part in parts)
         _too_long(sum(_size(part) for part in parts))
         return parts
 
@@ -335,11 +349,16 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         budget (`a.isdigit()` over a 300 kB literal, 10,000 times, took 12 s
         and returned a bool; `a.partition(..)` three strings, counted as 3)."""
         _tick()
+        if _is_missing_merge_data(__obj):  # fields.bio.split(), without a bio
+            return __obj
         if getattr(__obj, "__name__", None) in _UNBOUNDED_METHODS:  # the sandbox wraps them
             raise RenderLimit("str.format is not allowed; use ~ and filters")
         for arg in (*args, *kwargs.values()):
             if isinstance(arg, int) and abs(arg) > MAX_REPEAT:
                 raise RenderLimit(f"a number over {MAX_REPEAT} in a call")
+            if isinstance(arg, str) and len(arg) > MAX_TEXT_ARGUMENT:
+                # rfind, rsplit and strip cost the text times the argument
+                raise RenderLimit(f"text of over {MAX_TEXT_ARGUMENT} characters in a call")
         receiver = getattr(__obj, "__self__", None)
         if isinstance(receiver, _SEQUENCES):
             _charge(len(receiver))
@@ -437,6 +456,36 @@ def _bounded_int(do_int):
     return bounded
 
 
+def _bounded_float(do_float):
+    """float, of text of at most MAX_NUMBER_TEXT characters (a failing one
+    copied all of a 300 kB text into its error)."""
+    @functools.wraps(do_float)
+    def bounded(value, default=0.0):
+        if isinstance(value, str) and len(value) > MAX_NUMBER_TEXT:
+            raise RenderLimit(f"float of text over {MAX_NUMBER_TEXT} characters")
+        return do_float(value, default)
+    return bounded
+
+
+def _bounded_trim(do_trim):
+    """trim, its characters to strip bounded: the cost is the text times them."""
+    @functools.wraps(do_trim)
+    def bounded(value, chars=None):
+        if chars is not None and len(str(chars)) > MAX_TEXT_ARGUMENT:
+            raise RenderLimit(f"trim of over {MAX_TEXT_ARGUMENT} characters")
+        return do_trim(value, chars)
+    return bounded
+
+
+def _ticking(template_filter):
+    """The filter, ticking the render's CPU clock (see _tick)."""
+    @functools.wraps(template_filter)
+    def ticking(*args, **kwargs):
+        _tick()
+        return template_filter(*args, **kwargs)
+    return ticking
+
+
 def _printable(value):
     """What `{{ ... }}` prints: nothing for a method (`{{ fields.get }}`
     printed its address)."""
@@ -446,15 +495,22 @@ def _printable(value):
 def make_environment(html: bool) -> Environment:
     env = _BoundedEnvironment(autoescape=html, undefined=ChainableUndefined,
                               auto_reload=False, cache_size=0, finalize=_printable)
+    # Jinja's optimizer tries to fold every sub-expression at every level:
+    # 250 chains of 37 filters took 4.6 s to compile, at save and in each
+    # sender. Constant output is still folded as it is written.
+    env.optimized = False
     env.filters = {name: env.filters[name] for name in ALLOWED_FILTERS}
     env.tests = {name: env.tests[name] for name in template_syntax.ALLOWED_TESTS}
     env.filters["replace"] = _bounded_replace
     env.filters["round"] = _bounded_round(env.filters["round"])
     env.filters["int"] = _bounded_int(env.filters["int"])
+    env.filters["float"] = _bounded_float(env.filters["float"])
     for name in _COSTLY_FILTERS:
         env.filters[name] = _charged(env.filters[name])
     env.filters["join"] = _charged_join(env.filters["join"])
     env.filters["wordwrap"] = _charged_wordwrap(env.filters["wordwrap"])
+    env.filters["trim"] = _bounded_trim(env.filters["trim"])
+    env.filters = {name: _ticking(f) for name, f in env.filters.items()}
     env.filters.update(_turns=_turns, _searched=_searched, _compared=_compared,
                        _tested=_tested)  # see _count_work
     env.globals.clear()
@@ -522,7 +578,8 @@ def render_compiled(template: Template, context: Mapping[str, Any]) -> str:
     same version fails the same way for every recipient, so retrying it
     would only hold its partition."""
     _render_budget.left, _render_budget.turns = MAX_BUILT_PER_RENDER, MAX_LOOP_TURNS
-    _render_budget.ticks, _render_budget.deadline = _TICKS_BETWEEN_CLOCK_READS, None
+    _render_budget.ticks = _TICKS_BETWEEN_CLOCK_READS
+    _render_budget.deadline = time.thread_time() + MAX_RENDER_SECONDS
     try:
         parts, size = [], 0
         for part in template.generate(context):
