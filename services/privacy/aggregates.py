@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from services.privacy import domain
 from services.privacy.store import PrivacyStore
 from shared.events import Event
+from shared.mailbox_providers import provider_of
 
 OUTCOMES = {"delivery.sent": "sent", "delivery.bounced": "bounced", "delivery.failed": "failed"}
 COUNTS = ("contacts", "sent", "bounced", "failed")
@@ -34,8 +35,17 @@ def markers_of(event: Event) -> list[dict]:
     if outcome is None or data.get("test"):
         return []
     return [{"_id": f"m|{data['job_id']}|{outcome}", "account_id": event.account_id,
-             "day": event.time[:10], "provider": (data.get("recipient_domain") or "unknown").lower(),
+             "day": event.time[:10], "provider": _provider(data),
              "kind": outcome, "contact_id": data["contact_id"]}]
+
+
+def _provider(data: dict) -> str:
+    """The event's mailbox provider; an event from before it was on the
+    stream named the recipient's domain, which is reduced the same way."""
+    if data.get("mailbox_provider"):
+        return data["mailbox_provider"]
+    domain = data.get("recipient_domain")
+    return provider_of(domain) if domain else "unknown"
 
 
 def _rows_from_markers(store: PrivacyStore, query: dict) -> dict[tuple, dict]:

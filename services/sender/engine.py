@@ -36,6 +36,7 @@ from services.sender.throttle import RateLimiter
 from shared import topics
 from shared.events import InvalidEvent, new_event
 from shared.logs import mask_emails
+from shared.mailbox_providers import provider_of
 from shared.privacy_answers import pseudonym
 
 log = logging.getLogger(__name__)
@@ -503,12 +504,13 @@ class Engine:
         """Announce the outcome (fields: the event's data) and return its
         record; `kept` goes into the record only, never onto the stream. A
         job skipped because its contact was erased is told under a pseudonym
-        and without its domain: the erasure ran before this record existed,
-        so nothing would replace them later."""
+        and without its provider: the erasure ran before this record existed,
+        so nothing would replace them later. The stream names the recipient's
+        mailbox provider, never their domain (shared/mailbox_providers.py)."""
         data = {"job_id": job.job_id, "campaign_id": job.campaign_id,
                 "contact_id": pseudonym() if erased else job.contact_id,
                 "attempt": job.attempt, "test": job.test,
-                **({} if erased else {"recipient_domain": job.recipient_domain[:255]}),
+                **({} if erased else {"mailbox_provider": provider_of(job.recipient_domain)}),
                 **{k: v for k, v in fields.items() if v is not None}}
         self.publisher.publish(self.settings.routes.delivery, self._event(job, event_type, data),
                                key=job.job_id)

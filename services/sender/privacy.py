@@ -132,7 +132,8 @@ def collect(db, account_id: str, contact_id: str) -> list[dict]:
                     "outcome": record.get("state"), "event": event.get("type"),
                     "at": record["updated_at"].isoformat() if record.get("updated_at") else None,
                     "attempt": record.get("attempt"), "message_id": data.get("message_id"),
-                    "recipient_domain": data.get("recipient_domain"),
+                    "recipient_domain": data.get("recipient_domain"),  # before 2026-12-06
+                    "mailbox_provider": data.get("mailbox_provider"),
                     "smtp_reply": record.get("smtp_reply")})
     return out
 

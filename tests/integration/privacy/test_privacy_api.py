@@ -353,18 +353,21 @@ def test_aggregates_suppress_groups_smaller_than_k(acme, app):
     store = PrivacyStore(_db(app))
     account = acme.identity.account_id
 
-    def sent(n, domain, job=None):
+    def sent(n, provider, job=None, field="mailbox_provider"):
         event = new_event("delivery.sent", source="sandesh.sender", subject=f"j{n}",
                           account_id=account, data={"job_id": job or f"j{n}", "campaign_id": "k",
                                                     "contact_id": f"c{n}", "attempt": 0,
-                                                    "recipient_domain": domain})
+                                                    field: provider})
         return event.__class__(**{**event.__dict__, "time": "2026-05-01T10:00:00+00:00"})
 
     batch = [sent(n, "gmail.com") for n in range(4)]
     aggregates.count_deliveries(store, batch + batch[:2])  # redelivered within a batch
     aggregates.count_deliveries(store, batch)  # and in a later one: counted once
     aggregates.count_deliveries(store, [sent(0, "gmail.com", job="j0-second-campaign")])
-    aggregates.count_deliveries(store, [sent(n, "tiny.example") for n in range(10, 12)])
+    # events from before mailbox_provider named the domain: a small one is "other"
+    aggregates.count_deliveries(store, [sent(n, "annlee.me", field="recipient_domain")
+                                        for n in range(10, 12)])
+    assert store.db.agg_markers.count_documents({"provider": "annlee.me"}) == 0
     report = acme("GET", "/api/v1/privacy/aggregates?since=2026-05-01&until=2026-05-01").get_json()
     assert report["k"] == 3 and report["suppressed_groups"] == 1
     # c0 got two messages: sent twice, one contact
@@ -390,7 +393,7 @@ def test_an_erased_contacts_deliveries_in_flight_make_no_group_reach_k(acme, app
         event = new_event("delivery.sent", source="sandesh.sender", subject=job,
                           account_id=account, data={"job_id": job, "campaign_id": "k",
                                                     "contact_id": contact, "attempt": 0,
-                                                    "recipient_domain": "smallco.example"})
+                                                    "mailbox_provider": "other"})
         return event.__class__(**{**event.__dict__, "time": "2026-05-02T10:00:00+00:00"})
 
     aggregates.count_deliveries(store, [sent("a", "alice"), sent("b", "bob"),
@@ -411,13 +414,13 @@ def test_the_default_k_is_5(mongo_uri, kafka_bootstrap, unique):
             "delivery.sent", source="sandesh.sender", subject=f"j{n}",
             account_id=caller.identity.account_id, data={
                 "job_id": f"j{n}", "campaign_id": "k", "contact_id": f"c{n}", "attempt": 0,
-                "recipient_domain": provider})
-            for n, provider in [(n, "five.example") for n in range(5)]
-            + [(n, "four.example") for n in range(10, 14)]])
+                "mailbox_provider": provider})
+            for n, provider in [(n, "gmail.com") for n in range(5)]
+            + [(n, "yahoo.com") for n in range(10, 14)]])
         today = datetime.now(timezone.utc).date().isoformat()
         report = caller("GET", f"/api/v1/privacy/aggregates?since={today}&until={today}").get_json()
         assert report["k"] == 5 and report["suppressed_groups"] == 1
-        assert [(r["provider"], r["contacts"]) for r in report["items"]] == [("five.example", 5)]
+        assert [(r["provider"], r["contacts"]) for r in report["items"]] == [("gmail.com", 5)]
     finally:
         from shared import mongo
         mongo.client(mongo_uri).drop_database(f"test_{unique}_k5_privacy")

@@ -219,9 +219,10 @@ def test_a_job_skipped_for_an_erased_contact_names_neither_the_contact_nor_its_d
     fakes = Fakes([campaign()], blocked={"j1": "erased", "j2": "unsubscribed"})
     fakes.engine().handle([[job(1), job(2)]])
     skipped = {d["job_id"]: d for _, t, d in fakes.published if t == "delivery.skipped"}
-    assert skipped["j1"]["contact_id"].startswith("erased-") and "recipient_domain" not in \
+    assert skipped["j1"]["contact_id"].startswith("erased-") and "mailbox_provider" not in \
         skipped["j1"]
-    assert skipped["j2"]["contact_id"] == "p2" and skipped["j2"]["recipient_domain"]
+    assert skipped["j2"]["contact_id"] == "p2" and skipped["j2"]["mailbox_provider"] == "other"
+    assert not any("recipient_domain" in d for d in skipped.values())
     record = {j: fields for j, _, fields in fakes.records}["j1"]
     assert record["event"]["data"]["contact_id"] == skipped["j1"]["contact_id"]
 
