@@ -135,8 +135,11 @@ def _node_problem(node: nodes.Node) -> str | None:
     if kind is nodes.Call and not (isinstance(node.node, nodes.Getattr)
                                    and node.node.attr in CALLABLE_METHODS):
         return "only these methods can be called: " + ", ".join(sorted(CALLABLE_METHODS))
+    if kind is nodes.Test and node.name == "in":
+        return "the test 'in' is not allowed; write x in ('a', 'b')"
     if kind is nodes.Test and node.name not in ALLOWED_TESTS:
-        return f"the test {node.name!r} is not allowed"
+        return f"the test {node.name!r} is not allowed; the tests are: " + \
+            ", ".join(sorted(t for t in ALLOWED_TESTS if t.isalpha()))
     if kind is nodes.Name and node.ctx == "load" and node.name in _SPECIAL_NAMES:
         return f"{node.name!r} is not allowed"
     if kind is nodes.For and node.recursive:
@@ -144,24 +147,40 @@ def _node_problem(node: nodes.Node) -> str | None:
     return None
 
 
-def _is_literal(node: nodes.Node) -> bool:
-    return isinstance(node, nodes.Const) and isinstance(node.value, _SCALARS)
+MAX_LITERAL_NESTING = 3   # a list of products, each a dict, one of them a list
+
+
+def _is_literal(node: nodes.Node, depth: int = 0) -> bool:
+    """A value written out in full: text, a number (-5 too), or a list,
+    tuple or dict of such values, nested at most MAX_LITERAL_NESTING deep."""
+    if isinstance(node, nodes.Const):
+        return isinstance(node.value, _SCALARS)
+    if isinstance(node, (nodes.Neg, nodes.Pos)):
+        return isinstance(node.node, nodes.Const) and isinstance(node.node.value, (int, float))
+    if depth >= MAX_LITERAL_NESTING:
+        return False
+    if isinstance(node, (nodes.List, nodes.Tuple)):
+        return all(_is_literal(item, depth + 1) for item in node.items)
+    if isinstance(node, nodes.Dict):
+        return all(_is_literal(pair.key, depth + 1) and _is_literal(pair.value, depth + 1)
+                   for pair in node.items)
+    return False
 
 
 def _literal_problem(node: nodes.List | nodes.Tuple | nodes.Dict) -> str | None:
-    """A list, tuple or dict holds literal values ("pro", 3): one built from
-    other values ([[name] * 10000] * 10000) printed as 3 GB. A loop or
-    assignment target (`for key, value in ...`) holds names."""
+    """A list, tuple or dict is written out in full (its values are literals,
+    or lists and dicts of them): one built from other values
+    ([[name] * 10000] * 10000) printed as 3 GB. A loop or assignment target
+    (`for key, value in ...`) holds names."""
     if getattr(node, "ctx", "load") == "store":
         return None if all(isinstance(item, nodes.Name) for item in node.items) else \
             "only names can be assigned"
-    if isinstance(node, nodes.Dict):
-        if all(_is_literal(pair.key) and _is_literal(pair.value) for pair in node.items):
-            return None
-        return "a dict may hold only literal keys and values, such as {'gold': 'Gold member'}"
-    if all(_is_literal(item) for item in node.items):
+    if _is_literal(node):
         return None
-    return "a list or tuple may hold only literal values, such as ('gold', 'silver')"
+    return ("a list, tuple or dict may hold only values written out, such as "
+            "[{'title': 'Mug', 'price': 9.5}] (nested at most "
+            f"{MAX_LITERAL_NESTING} deep); not merge data or other variables: "
+            "use them where the value is printed or compared")
 
 
 def _underscore_problem(node: nodes.Getattr | nodes.Getitem) -> str | None:

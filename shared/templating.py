@@ -261,11 +261,12 @@ MAX_TEXT_ARGUMENT = 100   # a separator, a prefix, characters to strip
 
 
 def _size(value) -> int:
-    """The characters (or items) a value holds, its strings' among them."""
+    """The characters (or items) a value holds, its strings' and its nested
+    lists' and dicts' among them (template_syntax bounds their nesting)."""
     if isinstance(value, str):
         return len(value)
     if isinstance(value, (list, tuple)):
-        return len(value) + sum(len(item) for item in value if isinstance(item, str))
+        return len(value) + sum(_size(item) for item in value)
     if isinstance(value, dict):
         return len(value) + sum(_size(key) + _size(item) for key, item in value.items())
     return 0
@@ -339,7 +340,13 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     @staticmethod
     def measured(parts: tuple) -> tuple:
         parts = tuple(_printable(part) for part in parts)
-        _too_long(sum(_size(part) for part in parts))
+        limit = min(MAX_RENDERED_CHARS, getattr(_render_budget, "left", None) or MAX_RENDERED_CHARS)
+        total = 0
+        for part in parts:  # measuring is work too: stop once past what may be built
+            total += _size(part)
+            if total > limit:
+                break
+        _too_long(total)
         return parts
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's own names)
@@ -542,7 +549,10 @@ def compile_template(source: str, html: bool) -> Template:
     except TemplateSyntaxProblem:
         raise
     except TemplateSyntaxError as exc:  # includes unknown filters (TemplateAssertionError)
-        raise TemplateSyntaxProblem(exc.lineno, exc.message or str(exc)) from None
+        message = exc.message or str(exc)
+        if message.startswith("No filter named"):
+            message += " The filters are: " + ", ".join(sorted(ALLOWED_FILTERS)) + "."
+        raise TemplateSyntaxProblem(exc.lineno, message) from None
     except TemplateError as exc:
         raise TemplateSyntaxProblem(None, str(exc)) from None
     except (RecursionError, SyntaxError, MemoryError, ValueError) as exc:  # Python's own

@@ -339,3 +339,37 @@ def test_missing_merge_data_stays_missing_through_a_call_and_formatting_takes_va
     with pytest.raises(TemplateRenderProblem):   # a name that exists nowhere is no merge data
         templating.render_compiled(
             templating.make_environment(False).from_string("{{ range(3) }}"), context)
+
+
+def test_literal_tables_a_newsletter_writes_save_and_render():
+    """Found through the API: negative numbers and lists of records were
+    refused as 'not literal'."""
+    source = ("{% set products = [{'title': 'Mug', 'price': 9.5, 'tags': ['new']},"
+              " {'title': 'Tee', 'price': 19.99, 'tags': []}] %}"
+              "{% for p in products %}{{ p.title }} {{ '%.2f' % p.price }}"
+              "{{ ' new' if 'new' in p.tags }};{% endfor %}"
+              "{% for n, d in [('a', -5), ('b', 10)] %}{{ n }}{{ d }}{% endfor %}"
+              "{{ {'gold': -1}[fields.plan] }}")
+    out = templating.render(source, merge_context("a@example.com", "Ann", {"plan": "gold"}),
+                            html=True)
+    assert out == "Mug 9.50 new;Tee 19.99;a-5b10-1"
+
+
+@pytest.mark.parametrize("source, refusal", [
+    ("{{ [[[[1]]]] }}", "nested at most 3 deep"),
+    ("{{ [{'a': name}] }}", "not merge data"),
+    ("{{ name|string }}", "The filters are: abs, capitalize"),
+    ("{{ name is in 'x' }}", r"write x in \('a', 'b'\)"),
+])
+def test_refusals_say_what_is_allowed(source, refusal):
+    with pytest.raises(TemplateSyntaxProblem, match=refusal):
+        templating.check(source, html=True)
+
+
+def test_nested_literals_are_measured_whole_when_joined():
+    """A nested literal list is counted with what it holds before `~` joins it."""
+    table = "[" + ",".join(["['" + "x" * 50 + "']"] * 3000) + "]"
+    source = "{% set a = " + table + " %}{{ (" + " ~ ".join(["a"] * 50) + ")|length }}"  # 8 MB
+    templating.check(source, html=False)
+    with pytest.raises(TemplateRenderProblem, match="in one render|a value of over"):
+        templating.render(source, {}, html=False)
