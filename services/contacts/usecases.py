@@ -14,7 +14,7 @@ from services.contacts.segments import SegmentError, compile_condition, fields_n
 from services.contacts.store import PLATFORM, Conflict, ContactsStore, contact_document
 from shared.http.errors import ApiError, not_found
 from shared.kafka.producer import EventProducer
-from shared.pii import InvalidEmail
+from shared.pii import InvalidEmail, normalise_email
 from shared.privacy_answers import RECTIFIABLE
 
 log = logging.getLogger(__name__)
@@ -510,6 +510,10 @@ def search_query(ports: Ports, account_id: str, args: dict) -> dict:
         # Either case, as with names: a local part keeps the case it came
         # with ("Ann.Lee@"), and "ann" should find it.
         prefix = args["email_prefix"].strip()
+        try:  # a whole address is stored normalised: user@xn--bcher-kva.de as user@bücher.de
+            prefix = normalise_email(prefix)
+        except InvalidEmail:
+            pass  # a prefix, as typed
         query["email"] = {"$regex": "^" + domain.regex_literal(prefix), "$options": "i"}
     if args.get("name"):
         query["name"] = {"$regex": "^" + domain.regex_literal(args["name"]), "$options": "i"}

@@ -172,6 +172,9 @@ def test_search_and_cursor_pagination(client):
     by = lambda q: {c["id"] for c in client.get(f"{V1}/contacts?{q}").get_json()["items"]}
     assert by("name=zed") == by("email_prefix=other.") == by("email_prefix=OTHER.person@ex")
     assert len(by("name=zed")) == 1
+    make_contact(client, "idn@xn--bcher-kva.de")   # stored as idn@bücher.de
+    assert by("email_prefix=idn@xn--bcher-kva.de") == by("email_prefix=IDN%40B%C3%BCcher.de") \
+        != set()
     assert by(f"list_id={list_id}") == set(made[:3])
     assert by(f"list_id={list_id}&list_status=subscribed&field=city&value=Pune") == {made[1]}
     assert by("email_prefix=.*") == set()           # escaped, never a pattern
