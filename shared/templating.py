@@ -134,6 +134,15 @@ def _tick(weight: int = 1) -> None:
         raise RenderLimit(f"takes over {MAX_RENDER_SECONDS} s of CPU in one render")
 
 
+def _affordable(length: int) -> None:
+    """Refuse, without charging, work on `length` characters or items that the
+    render's budget could not pay for: checked before the work is done,
+    where what it builds is charged after."""
+    left = getattr(_render_budget, "left", None)
+    if length > MAX_RENDERED_CHARS or (left is not None and length > left):
+        raise RenderLimit(f"builds over {MAX_BUILT_PER_RENDER} characters in one render")
+
+
 def _charge(length: int) -> None:
     """Count what the render being made builds; outside a render (Jinja
     folding constants as it compiles) only each value's own bound holds."""
@@ -250,6 +259,8 @@ def _charged_join(join):
     def charged(eval_ctx, value, d="", attribute=None):
         if attribute is not None:  # a lookup per item and dotted part: 30 million took 1.4 s
             raise RenderLimit("join(attribute=...) is not allowed")
+        if isinstance(value, _SEQUENCES):
+            _affordable(len(value))  # before list() copies it item by item
         items = list(value)
         _too_long(sum(len(str(item)) for item in items) + len(str(d)) * max(len(items) - 1, 0))
         return join(eval_ctx, items, d, attribute)
@@ -412,13 +423,16 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
 
 # "%.2f" % price, "%05d" % number: conversions of one number or short text
 # each, widths and precisions of two digits ("%999999999s" % x built 1 GB).
-_SIMPLE_FORMAT = re.compile(r"(?:[^%]|%%|%[-+ 0#]?\d{0,2}(?:\.\d{1,2})?[sdifeEgGxXo])*",
+# Possessive (*+): the plain form kept a backtracking record for every
+# character, 114 MB for a 1 MB format.
+_SIMPLE_FORMAT = re.compile(r"(?:[^%]|%%|%[-+ 0#]?\d{0,2}(?:\.\d{1,2})?[sdifeEgGxXo])*+",
                             re.DOTALL)
 _FORMAT_VALUES = (str, int, float, bool, type(None))
 
 
 def _check_format(text: str, values) -> None:
     values = values if isinstance(values, tuple) else (values,)
+    _affordable(len(text))
     if not _SIMPLE_FORMAT.fullmatch(text):
         raise RenderLimit("only simple % conversions: %s, %d, %.2f, %5.1f...")
     if not all(isinstance(value, _FORMAT_VALUES) for value in values):

@@ -373,3 +373,18 @@ def test_nested_literals_are_measured_whole_when_joined():
     templating.check(source, html=False)
     with pytest.raises(TemplateRenderProblem, match="in one render|a value of over"):
         templating.render(source, {}, html=False)
+
+
+@pytest.mark.parametrize("source", [
+    "{{ '" + "a" * 600000 + "' % () }}",      # the format's regex: 114 MB a MB, before a charge
+    "{{ '" + "a" * 600000 + "'|join }}",      # list() of every character, before a charge
+])
+def test_work_on_a_long_literal_is_refused_before_it_is_done(source):
+    import tracemalloc
+    templating.check(source, html=False)
+    tracemalloc.start()
+    with pytest.raises(TemplateRenderProblem, match="in one render"):
+        templating.render(source, {}, html=False)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 20_000_000
