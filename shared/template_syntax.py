@@ -199,8 +199,7 @@ def _nested_loop(tree: nodes.Template) -> tuple[int | None, str] | None:
     """A loop inside a loop: text of 500 characters looped three deep is
     10**8 turns."""
     for loop in tree.find_all(nodes.For):
-        inner = [n for part in (loop.body, loop.else_) for node in part
-                 for n in ([node] if isinstance(node, nodes.For) else node.find_all(nodes.For))]
-        if inner:
+        # a loop's expressions hold no tags: any For under it is in its body or else
+        if next(loop.find_all(nodes.For), None) is not None:
             return loop.lineno, "a loop inside a loop is not allowed"
     return None

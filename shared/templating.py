@@ -134,12 +134,18 @@ def _tick(weight: int = 1) -> None:
         raise RenderLimit(f"takes over {MAX_RENDER_SECONDS} s of CPU in one render")
 
 
+def _most_affordable() -> int:
+    """The most one value may still hold: what the render's budget has left,
+    and never over MAX_RENDERED_CHARS."""
+    left = getattr(_render_budget, "left", None)
+    return MAX_RENDERED_CHARS if left is None else min(MAX_RENDERED_CHARS, left)
+
+
 def _affordable(length: int) -> None:
     """Refuse, without charging, work on `length` characters or items that the
     render's budget could not pay for: checked before the work is done,
     where what it builds is charged after."""
-    left = getattr(_render_budget, "left", None)
-    if length > MAX_RENDERED_CHARS or (left is not None and length > left):
+    if length > _most_affordable():
         raise RenderLimit(f"builds over {MAX_BUILT_PER_RENDER} characters in one render")
 
 
@@ -351,7 +357,7 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     @staticmethod
     def measured(parts: tuple) -> tuple:
         parts = tuple(_printable(part) for part in parts)
-        limit = min(MAX_RENDERED_CHARS, getattr(_render_budget, "left", None) or MAX_RENDERED_CHARS)
+        limit = _most_affordable()
         total = 0
         for part in parts:  # measuring is work too: stop once past what may be built
             total += _size(part)
@@ -466,25 +472,15 @@ def _bounded_round(do_round):
 MAX_NUMBER_TEXT = 1_200   # digits: about 4,000 bits
 
 
-def _bounded_int(do_int):
-    """int, of text of at most MAX_NUMBER_TEXT characters: parsing is
-    quadratic, and a number of millions of bits divides for seconds."""
-    @functools.wraps(do_int)
-    def bounded(value, default=0, base=10):
+def _number_of_short_text(convert, name: str):
+    """int or float, of text of at most MAX_NUMBER_TEXT characters: int's
+    parsing is quadratic, and a number of millions of bits divides for
+    seconds; a failing float copied all of a 300 kB text into its error."""
+    @functools.wraps(convert)
+    def bounded(value, *args, **kwargs):
         if isinstance(value, str) and len(value) > MAX_NUMBER_TEXT:
-            raise RenderLimit(f"int of text over {MAX_NUMBER_TEXT} characters")
-        return do_int(value, default, base)
-    return bounded
-
-
-def _bounded_float(do_float):
-    """float, of text of at most MAX_NUMBER_TEXT characters (a failing one
-    copied all of a 300 kB text into its error)."""
-    @functools.wraps(do_float)
-    def bounded(value, default=0.0):
-        if isinstance(value, str) and len(value) > MAX_NUMBER_TEXT:
-            raise RenderLimit(f"float of text over {MAX_NUMBER_TEXT} characters")
-        return do_float(value, default)
+            raise RenderLimit(f"{name} of text over {MAX_NUMBER_TEXT} characters")
+        return convert(value, *args, **kwargs)
     return bounded
 
 
@@ -524,8 +520,8 @@ def make_environment(html: bool) -> Environment:
     env.tests = {name: env.tests[name] for name in template_syntax.ALLOWED_TESTS}
     env.filters["replace"] = _bounded_replace
     env.filters["round"] = _bounded_round(env.filters["round"])
-    env.filters["int"] = _bounded_int(env.filters["int"])
-    env.filters["float"] = _bounded_float(env.filters["float"])
+    for name in ("int", "float"):
+        env.filters[name] = _number_of_short_text(env.filters[name], name)
     for name in _COSTLY_FILTERS:
         env.filters[name] = _charged(env.filters[name])
     env.filters["join"] = _charged_join(env.filters["join"])

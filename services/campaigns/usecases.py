@@ -40,6 +40,8 @@ class Ports:
 # As long as a tracked link's click URL renders (base URL, /t/c/, a 112-
 # character token), so the trial render at save builds what the sender's will.
 _A_CLICK_URL = "https://tracking.example.com/t/c/" + "x" * 128
+
+
 def _template_parts(body: dict, kind: str) -> dict:
     """Validated, versionable parts: refused with 400 naming the field, the
     line and the reason when a part does not compile in the sandbox."""
