@@ -34,17 +34,6 @@ from jinja2.utils import missing
 from shared import template_syntax
 
 # Names the sender provides on top of the contact's data.
-# C0 controls but TAB, and DEL: RFC 5322 allows none of them in a header.
-# Campaigns refuses them in a template's subject and sender name; the sender
-# blanks any that merge data brings into a rendered header.
-HEADER_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def is_one_line(text: str) -> bool:
-    """What a header value may hold: no line break, no control but TAB."""
-    return "\r" not in text and "\n" not in text and not HEADER_CONTROLS.search(text)
-
-
 UNSUBSCRIBE_URL = "unsubscribe_url"
 POSTAL_ADDRESS = "postal_address"
 

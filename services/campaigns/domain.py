@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared import templating
 from shared.events.envelope import to_json
+from shared.header_text import HEADER_CONTROLS
 
 DRAFT, SCHEDULED, SENDING, PAUSED, SENT, CANCELLED = (
     "draft", "scheduled", "sending", "paused", "sent", "cancelled")
@@ -86,7 +87,7 @@ def header_problem(value: str | None) -> str | None:
     name), or None."""
     if has_line_break(value):
         return "must not contain a line break (CR or LF)"
-    if value and templating.HEADER_CONTROLS.search(value):
+    if value and HEADER_CONTROLS.search(value):
         return "must not contain a control character"
     return None
 

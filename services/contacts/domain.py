@@ -14,7 +14,7 @@ from typing import Any
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 from shared.pii import InvalidEmail, email_hash, normalise_email
-from shared.templating import HEADER_CONTROLS
+from shared.header_text import HEADER_CONTROLS
 
 # No "erased": an erased contact is deleted (see usecases.refuse_erased).
 CONTACT_STATUSES = ("active", "bounced", "complained", "restricted")
@@ -30,9 +30,8 @@ MAX_TEXT = 500
 
 # A name goes into the To header: a line break there makes the sender
 # refuse every message to the contact (no header injection), so it is
-# refused when stored (templating.is_one_line). Tabs pass. A text field may
+# refused when stored (header_text.is_one_line). Tabs pass. A text field may
 # hold lines (an address, a note) but no other control character.
-ONE_LINE = "line breaks and control characters are not allowed"
 NO_CONTROLS = "control characters other than tabs and line breaks are not allowed"
 MAX_CHOICES = 100
 

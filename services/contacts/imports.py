@@ -45,7 +45,7 @@ from shared.kafka.producer import EventProducer
 from shared.kafka.rdkafka_impl import DeliveryFailed
 from shared.mongo import DUPLICATE_KEY, documents_kept_out_of_errors, insert_new
 from shared.pii import InvalidEmail
-from shared.templating import is_one_line
+from shared.header_text import NOT_ONE_LINE, is_one_line
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def _parse(ctx: Context, row: Row) -> str | None:
         if len(name) > 200:
             return "name longer than 200 characters"
         if not is_one_line(name):
-            return f"name: {domain.ONE_LINE}"
+            return f"name: {NOT_ONE_LINE}"
         row.name = name or None
     for key, column in m.fields.items():
         if column < len(cells) and cells[column].strip():

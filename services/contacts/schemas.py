@@ -6,17 +6,11 @@ import marshmallow as ma
 from marshmallow import validate
 
 from services.contacts import domain
-from shared.http.fields import UpdateSchema
+from shared.http.fields import UpdateSchema, one_line
 from shared.http.pagination import PageArgs
-from shared.templating import is_one_line
 
 ID = validate.Regexp(r"^[0-9a-f]{32}$", error="not an id")
 NAME = validate.Length(1, 200)
-
-
-def one_line(text: str) -> None:
-    if text is not None and not is_one_line(text):
-        raise ma.ValidationError(domain.ONE_LINE)
 
 
 CONTACT_NAME = [validate.Length(max=200), one_line]

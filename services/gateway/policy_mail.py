@@ -27,7 +27,7 @@ from flask import current_app
 from services.gateway.store import new_id, now
 from shared.http.errors import ApiError
 from shared.http.internal_auth import Identity
-from shared.templating import HEADER_CONTROLS
+from shared.header_text import HEADER_CONTROLS
 
 LIST_NAME = "Account users"
 CONTACT_NAME_MAX = 200   # the contacts API's limit; a user's name may be longer

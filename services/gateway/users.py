@@ -23,11 +23,11 @@ from services.gateway.auth import bearer_token
 from services.gateway.users_store import INDEXES, DuplicateUser, UserStore
 from shared.http import Blueprint
 from shared.http.errors import ApiError, not_found
+from shared.http.fields import one_line
 from shared.http.internal_auth import Identity, deleting_the_account
 from shared.http.pagination import PageArgs, cursor_position, page
 from shared.mongo import ensure_indexes
 from shared.pii import InvalidEmail, email_hash, normalise_email
-from shared.templating import is_one_line
 
 import marshmallow as ma
 from marshmallow import validate
@@ -39,12 +39,7 @@ log = logging.getLogger(__name__)
 
 # A user's name goes into the To: of the platform's mail to them (policy
 # notices): one line, as a contact's.
-def _one_line(name: str) -> None:
-    if not is_one_line(name):
-        raise ma.ValidationError("line breaks and control characters are not allowed")
-
-
-USER_NAME = [validate.Length(max=300), _one_line]
+USER_NAME = [validate.Length(max=300), one_line]
 
 
 class UserIn(ma.Schema):

@@ -21,7 +21,7 @@ import binascii
 import secrets
 from dataclasses import dataclass
 
-from shared.templating import HEADER_CONTROLS
+from shared.header_text import HEADER_CONTROLS
 
 CRLF = "\r\n"
 MAX_LINE = 78

@@ -5,6 +5,15 @@ from datetime import timezone
 
 import marshmallow as ma
 
+from shared.header_text import NOT_ONE_LINE, is_one_line
+
+
+def one_line(text: str | None) -> None:
+    """A validator for a name that goes into a To header (a contact's, an
+    account user's): one line, no control character but TAB."""
+    if text is not None and not is_one_line(text):
+        raise ma.ValidationError(NOT_ONE_LINE)
+
 
 class UtcDateTime(ma.fields.AwareDateTime):
     """An ISO 8601 date-time with an offset, returned in UTC. A time that
