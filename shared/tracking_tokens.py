@@ -2,15 +2,18 @@
 
 The sender writes them into every message; the tracking service verifies
 them. A token names the recipient's job (account, campaign, contact, job ids)
-and what the link does; it never carries a URL or an address, so a tampered
-token can only fail verification, never redirect anywhere.
+and what the link does, and is signed: a tampered token can only fail
+verification, never redirect anywhere. It carries no address; a personal
+link's click token carries the URL the recipient's message linked to
+(shared/links.py), which merge data made and the message already showed.
 
 Link token bytes (then URL-safe base64 without padding):
 
     key id (1) | version<<4 | kind (1) | account, campaign, contact, job (4 x 16)
     | version 2: sent at (4, big-endian seconds since the epoch: when the
       sender composed the message, a few messages ahead of sending it)
-    | click: link index (2, big-endian) | unsubscribe: list flag (1) [+ list id (16)]
+    | click: link index (2, big-endian) [+ version 2, a personal link: its URL,
+      ASCII, 1..2,000 bytes] | unsubscribe: list flag (1) [+ list id (16)]
     | HMAC-SHA256 over everything before it, truncated to 12 bytes (96 bits)
 
 A version 2 open token is 82 bytes (110 characters), a click token 84 (112);
@@ -71,6 +74,10 @@ _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 _BASE32_LOWER = re.compile(r"[a-z2-7]+")
 _TAIL_BYTES = {"open": (0,), "click": (2,), "unsubscribe": (1, 17)}  # after ids (and time)
 _SENT_AT = struct.Struct(">I")
+# A 2,000-byte URL makes a ~2,780-character token: within the 4,094-byte
+# request line gunicorn accepts at the tracking service.
+MAX_PERSONAL_URL_BYTES = 2000
+_PERSONAL_URL = re.compile(r"(?i)https?://[\x21-\x7e]+")
 VERP_PREFIX = "b+"
 
 
@@ -113,6 +120,7 @@ class Claims:
     list_id: str | None = None
     job_id: str = ""
     key_id: int = 0
+    url: str | None = None  # a personal link's URL, as its message had it
 
 
 class Keyring:
@@ -189,10 +197,31 @@ def open_token(keyring: Keyring, ctx: LinkContext) -> str:
     return _sign_link(keyring, "open", ctx)
 
 
-def click_token(keyring: Keyring, ctx: LinkContext, link_index: int) -> str:
+def click_token(keyring: Keyring, ctx: LinkContext, link_index: int,
+                url: str | None = None) -> str:
+    """`url`: a personal link's URL as rendered for this recipient
+    (shared.links.personal_url made it ASCII)."""
     if not isinstance(link_index, int) or not 0 <= link_index <= MAX_LINK_INDEX:
         raise ValueError(f"link_index must be an integer in 0..{MAX_LINK_INDEX}")
-    return _sign_link(keyring, "click", ctx, struct.pack(">H", link_index))
+    tail = struct.pack(">H", link_index)
+    if url is not None:
+        if ctx.sent_at is None:
+            raise ValueError("a personal link's token is version 2: give sent_at")
+        tail += _personal_url_bytes(url)
+    return _sign_link(keyring, "click", ctx, tail)
+
+
+def carries(url: str) -> bool:
+    """Whether a click token can carry this personal URL: http(s),
+    printable ASCII (no space), at most MAX_PERSONAL_URL_BYTES."""
+    return len(url) <= MAX_PERSONAL_URL_BYTES and bool(_PERSONAL_URL.fullmatch(url))
+
+
+def _personal_url_bytes(url: str) -> bytes:
+    if not carries(url or ""):
+        raise ValueError(f"a personal URL is http(s), printable ASCII, at most "
+                         f"{MAX_PERSONAL_URL_BYTES} characters")
+    return url.encode("ascii")
 
 
 def unsubscribe_token(keyring: Keyring, ctx: LinkContext, list_id: str | None = None) -> str:
@@ -253,6 +282,10 @@ def _verify_link(keyring: Keyring, token: str) -> Claims:
     key_id, version, kind_code, body = _check_mac(keyring, raw, LINK_MAC_BYTES)
     kind = _KIND_NAMES[kind_code]
     head = 4 * _ID_BYTES + (_SENT_AT.size if version == TIMED_VERSION else 0)
+    url = None
+    if kind == "click" and version == TIMED_VERSION and len(body) > head + 2:
+        url = _personal_url(body[head + 2:])
+        body = body[:head + 2]
     if len(body) - head not in _TAIL_BYTES.get(kind, ()):
         raise InvalidToken("wrong length for its kind")
     ids = [body[i:i + _ID_BYTES].hex() for i in range(0, 4 * _ID_BYTES, _ID_BYTES)]
@@ -267,7 +300,19 @@ def _verify_link(keyring: Keyring, token: str) -> Claims:
             list_id = tail[1:17].hex()
         elif (flag, len(tail)) != (0, 1):
             raise InvalidToken("bad list flag")
-    return Claims(kind, ctx, link_index, list_id, ctx.job_id, key_id)
+    return Claims(kind, ctx, link_index, list_id, ctx.job_id, key_id, url)
+
+
+def _personal_url(raw: bytes) -> str:
+    """A signed token's URL, checked again: only tokens this module made
+    get here, but a redirect is the one thing a token must never get wrong."""
+    try:
+        url = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise InvalidToken("personal URL is not ASCII") from None
+    if not carries(url):
+        raise InvalidToken("personal URL is not a web link")
+    return url
 
 
 def _verify_bounce(keyring: Keyring, token: str) -> Claims:
@@ -291,8 +336,9 @@ def open_url(base: str, keyring: Keyring, ctx: LinkContext) -> str:
     return f"{base.rstrip('/')}/t/o/{open_token(keyring, ctx)}"
 
 
-def click_url(base: str, keyring: Keyring, ctx: LinkContext, link_index: int) -> str:
-    return f"{base.rstrip('/')}/t/c/{click_token(keyring, ctx, link_index)}"
+def click_url(base: str, keyring: Keyring, ctx: LinkContext, link_index: int,
+              url: str | None = None) -> str:
+    return f"{base.rstrip('/')}/t/c/{click_token(keyring, ctx, link_index, url)}"
 
 
 def unsubscribe_url(base: str, keyring: Keyring, ctx: LinkContext,

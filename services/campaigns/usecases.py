@@ -73,7 +73,8 @@ def _template_parts(body: dict, kind: str) -> dict:
     # its click URL (a link's text holding "#}" closed a comment the
     # template had opened). Each part may pass alone and not as sent.
     as_sent = domain.template_problems({"html": templating.html_with_preheader(
-        rewrite_links(parts["html"], parts["links"], lambda _: _A_CLICK_URL), parts["preheader"])})
+        rewrite_links(parts["html"], parts["links"], lambda _: _A_CLICK_URL,
+                      personal_mark=lambda i: f"sandesh-link-{i}:"), parts["preheader"])})
     if as_sent:
         field = "preheader" if parts["preheader"] else "html"
         raise ApiError(400, "validation_error", f"invalid input: {field}",

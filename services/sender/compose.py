@@ -3,7 +3,8 @@
 `Composer` is built once per campaign (per process): it compiles the
 templates, rewrites the links of the HTML source once into per-recipient
 placeholders (shared/links.py defines link index n, the tracking service
-redirects it back), and prepares the MIME skeleton. `compose(job)` then
+redirects it back; a link with merge fields is marked, and tracked once
+rendered), and prepares the MIME skeleton. `compose(job)` then
 renders, fills in the signed tracking and unsubscribe URLs, builds the
 message and DKIM-signs it.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import format_datetime
@@ -85,12 +87,18 @@ class Composer:
         template = campaign.template
         html = template.get("html") or ""
         text = template.get("text") or text_from_html(html)
-        self.link_count = 0
+        self._static_links: list[int] = []
+        # Personal links are found in the rendered HTML by this mark, which
+        # merge data cannot know.
+        self._personal_mark = f"sandesh-link-{secrets.token_hex(8)}-"
+        self._has_personal_links = False
         if campaign.tracking:
             link_list = template.get("links") or links.extract_links(html)
-            self.link_count = len(link_list)
+            self._static_links = [i for i, url in enumerate(link_list) if not links.is_personal(url)]
+            self._has_personal_links = len(self._static_links) < len(link_list)
             html = links.rewrite_links(html, link_list,
-                                       lambda i: "{{ %s%d }}" % (_CLICK_VAR, i))
+                                       lambda i: "{{ %s%d }}" % (_CLICK_VAR, i),
+                                       personal_mark=lambda i: f"{self._personal_mark}{i}:")
         html = templating.html_with_preheader(html, template.get("preheader") or "")
         # No footer here: _compliant adds it to each rendered message that
         # lacks the link or the address (campaigns adds the placeholders at
@@ -166,11 +174,14 @@ class Composer:
             headers += [("List-Unsubscribe", f"<{extra[templating.UNSUBSCRIBE_URL]}>, <{mailto}>"),
                         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")]
         headers.append(("List-Id", f"<{job.list_id or job.account_id}.list-id.{self.sending_domain}>"))
-        for i in range(self.link_count):
+        for i in self._static_links:
             extra[f"{_CLICK_VAR}{i}"] = click_url(s.tracking_base, s.keyring, ctx, i)
         context = templating.merge_context(job.email, job.name, job.fields, **extra)
         html = templating.render_compiled(self.html, context)
         text = templating.render_compiled(self.text, context)
+        if self._has_personal_links:
+            html = links.personal_links(html, self._personal_mark, lambda i, url: click_url(
+                s.tracking_base, s.keyring, ctx, i, url))
         if self.marketing:
             html, text = self._compliant(html, text, extra[templating.UNSUBSCRIBE_URL])
         if self.campaign.tracking:

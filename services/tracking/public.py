@@ -24,6 +24,7 @@ from shared import metrics, topics
 from shared.erased_contacts import ErasedContacts
 from shared.events import Event
 from shared.kafka.producer import EventProducer
+from shared.links import is_personal
 from shared.tracking_tokens import Claims, InvalidToken, Keyring, verify
 
 # A 1x1 transparent GIF (42 bytes).
@@ -52,11 +53,16 @@ class LinkTable:
         self._missing: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def url(self, account_id: str, campaign_id: str, index: int) -> str | None:
+    def url(self, account_id: str, campaign_id: str, index: int,
+            personal_url: str | None = None) -> str | None:
+        """Where link `index` of the campaign goes: its URL, or for a
+        personal link (merge fields in its URL) the one its token carries."""
         entry = self._known.get(campaign_id) or self._load(campaign_id)
         if entry is None or entry[0] != account_id or not 0 <= index < len(entry[1]):
             return None
         url = entry[1][index]
+        if is_personal(url):
+            url = personal_url or ""
         # Only web links: a template's "javascript:" or "data:" link is never followed.
         return url if url.lower().startswith(("https://", "http://")) else None
 
@@ -137,7 +143,7 @@ class HotPath:
         url = None
         if claims is not None:
             ctx = claims.context
-            url = self.links.url(ctx.account_id, ctx.campaign_id, claims.link_index)
+            url = self.links.url(ctx.account_id, ctx.campaign_id, claims.link_index, claims.url)
         if url is None:
             self._count(method, "/t/c/<token>", 404)
             start_response("404 Not Found", list(NOT_FOUND_HEADERS))

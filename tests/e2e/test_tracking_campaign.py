@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 BROWSER = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
            "Chrome/124.0 Safari/537.36")
-LINKS = ["https://shop.example/spring", "https://shop.example/about"]
+# The second is a personal link: one index, each reader's own URL.
+LINKS = ["https://shop.example/spring", "https://shop.example/about?reader={{ email }}"]
 
 
 def list_status(gw, address: str, list_id: str) -> str | None:
@@ -92,7 +93,8 @@ def test_stats_equal_the_sink_and_the_actions_and_stay_so_after_every_event_is_r
         for address, index in ((opener, 0), (clicker, 1)):
             link = tracking_urls(inbox[address], "/t/c/")[index]
             click = web.get(link, allow_redirects=False, timeout=30)
-            assert (click.status_code, click.headers.get("Location")) == (302, LINKS[index])
+            assert (click.status_code, click.headers.get("Location")) == \
+                (302, LINKS[index].replace("{{ email }}", address))
         assert requests.post(one_click_url(inbox[leaver]), data=ONE_CLICK,
                              timeout=30).status_code == 200
         hook = {"Authorization": f"Bearer {stack_env['SANDESH_BOUNCE_WEBHOOK_TOKEN']}",

@@ -1,4 +1,4 @@
-from shared.links import extract_links, rewrite_links
+from shared.links import extract_links, is_personal, personal_links, personal_url, rewrite_links
 
 HTML = """<p><a href="https://example.com/a?x=1&amp;y=2">A</a>
 <a class="btn" href='https://example.com/b'>B</a>
@@ -29,12 +29,52 @@ def test_unknown_link_is_not_guessed():
         '<a href="https://x.test/">x</a>'
 
 
-def test_a_link_with_a_merge_field_is_not_tracked():
-    html = ('<a href="https://shop.example/account?id={{ fields.customer_id }}">me</a>'
+PERSONAL = ('<a href="https://shop.example/account?id={{ fields.customer_id }}&amp;x=1">me</a>'
             '<a href="https://{{ fields.region }}.shop.example/sale">sale</a>'
             '<a href="https://shop.example/{% if x %}a{% endif %}">c</a>'
-            '<a href="https://shop.example/plain">plain</a>')
-    assert extract_links(html) == ["https://shop.example/plain"]
-    out = rewrite_links(html, ["https://shop.example/account?id={{ fields.customer_id }}",
-                               "https://shop.example/plain"], lambda i: f"T{i}")
-    assert "{{ fields.customer_id }}" in out and 'href="T1"' in out  # a list frozen before
+            '<a href="https://shop.example/plain">plain</a>'
+            '<a href="{{ fields.url }}">whole</a>')
+
+
+def test_a_link_with_a_merge_field_is_a_personal_link_of_its_own_index():
+    assert extract_links(PERSONAL) == [
+        "https://shop.example/account?id={{ fields.customer_id }}&x=1",
+        "https://{{ fields.region }}.shop.example/sale",
+        "https://shop.example/{% if x %}a{% endif %}", "https://shop.example/plain"]
+    assert [is_personal(url) for url in extract_links(PERSONAL)] == [True, True, True, False]
+
+
+def test_personal_links_keep_their_template_text_behind_a_mark_and_are_tracked_once_rendered():
+    links = extract_links(PERSONAL)
+    marked = rewrite_links(PERSONAL, links, lambda i: f"T{i}", personal_mark=lambda i: f"M-{i}:")
+    assert 'href="M-0:https://shop.example/account?id={{ fields.customer_id }}&amp;x=1"' in marked
+    assert 'href="T3"' in marked and 'href="{{ fields.url }}"' in marked
+    rendered = marked.replace("{{ fields.customer_id }}", "a b\r\n").replace(
+        "{{ fields.region }}", "eu").replace("{% if x %}a{% endif %}", "")
+    seen = []
+    out = personal_links(rendered, "M-", lambda i, url: seen.append((i, url)) or f"C{i}?a&b")
+    assert seen == [(0, "https://shop.example/account?id=a%20b%0D%0A&x=1"),
+                    (1, "https://eu.shop.example/sale"), (2, "https://shop.example/")]
+    assert out.count('href="C') == 3 and 'href="C0?a&amp;b"' in out and "M-" not in out
+
+
+def test_a_personal_link_no_token_can_carry_keeps_its_rendered_url():
+    rendered = ('<a href="M-0:https://shop.example/' + "x" * 3000 + '">a</a>'
+                "<a href='M-1:javascript:alert(1)'>b</a>")
+    out = personal_links(rendered, "M-", lambda i, url: "tracked")
+    assert out == ('<a href="https://shop.example/' + "x" * 3000 + '">a</a>'
+                   "<a href='javascript:alert(1)'>b</a>")
+    assert personal_url("https://shop.example/Zürich?q=1 2") == \
+        "https://shop.example/Z%C3%BCrich?q=1%202"
+
+
+def test_without_a_mark_personal_links_take_the_static_url_for_their_index():
+    """What campaigns checks at save: the template as the sender compiles it."""
+    links = extract_links(PERSONAL)
+    assert rewrite_links(PERSONAL, links, lambda i: f"T{i}").count('href="T') == 4
+
+
+def test_a_personal_link_left_out_of_a_list_frozen_before_stays_as_written():
+    out = rewrite_links(PERSONAL, ["https://shop.example/plain"], lambda i: f"T{i}",
+                        personal_mark=lambda i: f"M-{i}:")
+    assert "M-" not in out and 'href="T0"' in out

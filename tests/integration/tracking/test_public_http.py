@@ -27,7 +27,8 @@ OLD_RING = tt.Keyring.from_env("k1:" + base64.b64encode(b"o" * 32).decode())
 WEBHOOK = "hook-secret-for-tests"
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/124.0 Safari/537.36")
-LINKS = ["https://shop.example/sale?a=1", "https://shop.example/about", "javascript:alert(1)"]
+LINKS = ["https://shop.example/sale?a=1", "https://shop.example/about", "javascript:alert(1)",
+         "https://shop.example/me?id={{ fields.id }}"]
 
 
 @pytest.fixture
@@ -157,6 +158,24 @@ def test_click_redirects_to_the_stored_url_and_emits_the_link_index(client, ctx,
     assert event["data"]["link_index"] == 1 and event["data"]["machine"] is False
 
 
+def test_a_personal_link_redirects_to_the_url_its_token_carries(client, ctx, tail):
+    timed = tt.LinkContext(ctx.account_id, ctx.campaign_id, ctx.contact_id, ctx.job_id,
+                           sent_at=int(datetime.now(timezone.utc).timestamp()) - 3600)
+    mine = "https://shop.example/me?id=c-41&utm_source=mail"
+    response = client.get(f"/t/c/{tt.click_token(RING, timed, 3, mine)}",
+                          headers={"User-Agent": CHROME})
+    assert (response.status_code, response.headers["Location"]) == (302, mine)
+    [event] = tail.wait_for(of(ctx, "tracking.clicked"))
+    assert event["data"]["link_index"] == 3 and "shop.example" not in json.dumps(event)
+    # The campaign's list decides where a link that is not personal goes.
+    stray = client.get(f"/t/c/{tt.click_token(RING, timed, 1, 'https://evil.example/')}")
+    assert (stray.status_code, stray.headers["Location"]) == (302, LINKS[1])
+    # A URL signed by a key tracking does not hold goes nowhere.
+    other_ring = tt.Keyring.from_env("k2:" + base64.b64encode(b"z" * 32).decode())
+    forged = client.get(f"/t/c/{tt.click_token(other_ring, timed, 3, 'https://evil.example/')}")
+    assert forged.status_code == 404 and "Location" not in forged.headers
+
+
 def test_link_sent_before_a_key_rotation_still_works(client, ctx):
     response = client.get(f"/t/c/{tt.click_token(OLD_RING, ctx, 0)}")
     assert response.status_code == 302 and response.headers["Location"] == LINKS[0]
@@ -174,7 +193,8 @@ def test_no_open_redirect(client, ctx, store):
     bad = forged + [
         token[:-1], token[:50], "", "https:%2F%2Fevil.example",
         tt.click_token(RING, ctx, 2),            # a javascript: link is never followed
-        tt.click_token(RING, ctx, 3),            # no such link
+        tt.click_token(RING, ctx, 4),            # no such link
+        tt.click_token(RING, ctx, 3),            # a personal link's token without its URL
         tt.click_token(RING, other, 0),          # another account's campaign
         tt.open_token(RING, ctx),                # an open token is not a click token
         tt.click_token(tt.Keyring.from_env("k9:" + base64.b64encode(b"z" * 32).decode()), ctx, 0),

@@ -2,7 +2,9 @@
 preheader, tracking off, header injection through merge data."""
 from __future__ import annotations
 
+import re
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from email import message_from_bytes, policy
 from email.utils import format_datetime
@@ -36,11 +38,14 @@ def compose(signer, *, tracking=True, html=HTML, name="Jane", kind="marketing", 
 
 
 def composer_and_job(signer, *, tracking=True, html=HTML, name="Jane", kind="marketing",
-                     subject="Hi {{ name }}", postal="1 Main St"):
+                     subject="Hi {{ name }}", postal="1 Main St", links=None):
+    template = {"version": 1, "subject": subject, "preheader": "Peek {{ name }}", "html": html,
+                "text": "Hi {{ name }}"}
+    if links is not None:
+        template["links"] = links
     campaign = Campaign.from_launched(uuid.uuid4().hex, {
         "campaign_id": uuid.uuid4().hex,
-        "template": {"version": 1, "subject": subject, "preheader": "Peek {{ name }}", "html": html,
-                     "text": "Hi {{ name }}"},
+        "template": template,
         "sender": {"from_email": "news@sandesh.test"}, "tracking": tracking,
         "postal_address": postal, "kind": kind})
     job = Job(uuid.uuid4().hex, campaign.campaign_id, uuid.uuid4().hex, campaign.account_id,
@@ -62,16 +67,62 @@ def test_links_are_signed_tracking_links_in_order_and_a_pixel_closes_the_body(si
     assert verify(KEYRING, out.mail_from.split("+")[1].split("@")[0]).job_id == job.job_id
 
 
-def test_a_link_with_a_merge_field_goes_to_each_recipient_as_rendered_untracked(signer):
-    """Tracked, every recipient was redirected to the template's own text
-    (https://example.com/u?n={{ name }}): the link list has one URL per index."""
+def click_claims(html: str) -> list:
+    return [verify(KEYRING, token) for token in re.findall(r"https://t\.example/t/c/([\w-]+)", html)]
+
+
+def test_a_personal_link_is_tracked_to_the_url_each_recipient_was_sent(signer):
+    """One link index, every recipient's own URL, carried in the signed
+    token; a loop makes one link per item, each going where it was written."""
+    html = ('<html><body><a href="https://example.com/u?n={{ name }}&amp;k=1">Mine</a>'
+            '<a href="https://example.com/a">A</a>'
+            '{% for p in fields.goods %}<a href=\'https://example.com/p/{{ p }}\'>{{ p }}</a>'
+            '{% endfor %}</body></html>')
+    composer, job = composer_and_job(signer, html=html, name="Zoë Ann")
+    job = replace(job, fields={"goods": ["sku-1", "a\"b"]})
+    msg = message_from_bytes(composer.compose(job).message, policy=policy.default)
+    body = msg.get_body(("html",)).get_content()
+    assert "example.com/" not in body.replace("https://example.com/a", "")  # all tracked
+    claims = click_claims(body)
+    assert [(c.link_index, c.url) for c in claims] == [
+        (0, "https://example.com/u?n=Zo%C3%AB%20Ann&k=1"), (1, None),
+        (2, "https://example.com/p/sku-1"), (2, "https://example.com/p/a%22b")]
+    assert all(c.context.job_id == job.job_id for c in claims)
+
+
+def test_a_personal_link_that_renders_to_no_web_link_stays_as_rendered(signer):
+    html = ('<html><body><a href="https://example.com/{{ fields.path }}">Mine</a>'
+            '<a href="https://{{ fields.host }}">host</a></body></html>')
+    composer, job = composer_and_job(signer, html=html)
+    job = replace(job, fields={"path": "x" * 3000, "host": "shop.example/\r\nSet-Cookie: a=b"})
+    body = message_from_bytes(composer.compose(job).message,
+                              policy=policy.default).get_body(("html",)).get_content()
+    assert 'href="https://example.com/' + "x" * 3000 + '"' in body  # too long for a token
+    [claims] = click_claims(body)
+    assert claims.url == "https://shop.example/%0D%0ASet-Cookie:%20a=b"
+    assert "sandesh-link-" not in body
+
+
+def test_merge_data_cannot_make_a_tracked_link_of_its_own(signer):
+    html = '<html><body><p>{{ fields.note }}</p><a href="https://example.com/{{ name }}">M</a></body></html>'
+    composer, job = composer_and_job(signer, html=html)
+    forged = f'<a href="{composer._personal_mark}0:https://evil.example/">'
+    job = replace(job, fields={"note": forged})
+    body = message_from_bytes(composer.compose(job).message,
+                              policy=policy.default).get_body(("html",)).get_content()
+    assert [c.url for c in click_claims(body)] == ["https://example.com/Jane"]
+
+
+def test_a_personal_link_a_template_froze_untracked_stays_untracked(signer):
+    """Link lists saved before personal links were tracked leave them out:
+    the indexes the tracking service holds must keep their meaning."""
     html = ('<html><body><a href="https://example.com/u?n={{ name }}">Mine</a>'
             '<a href="https://example.com/a">A</a></body></html>')
-    _, msg, _ = compose(signer, html=html, name="Jane")
-    body = msg.get_body(("html",)).get_content()
+    composer, job = composer_and_job(signer, html=html, links=["https://example.com/a"])
+    body = message_from_bytes(composer.compose(job).message,
+                              policy=policy.default).get_body(("html",)).get_content()
     assert 'href="https://example.com/u?n=Jane"' in body
-    tokens = [part.split('"')[0] for part in body.split("https://t.example/t/c/")[1:]]
-    assert [verify(KEYRING, t).link_index for t in tokens] == [0]  # the static link: index 0
+    assert [(c.link_index, c.url) for c in click_claims(body)] == [(0, None)]
 
 
 def test_tracking_off_keeps_links_and_unsubscribe_but_no_pixel(signer):

@@ -33,7 +33,10 @@ def all_tokens(ring, c):
     return [token for each in (c, timed) for token in (
         tt.open_token(ring, each), tt.click_token(ring, each, 7),
         tt.unsubscribe_token(ring, each), tt.unsubscribe_token(ring, each, list_id))
-    ] + [tt.bounce_token(ring, c)]
+    ] + [tt.bounce_token(ring, c), tt.click_token(ring, timed, 3, PERSONAL)]
+
+
+PERSONAL = "https://shop.example/account?id=42&ref=mail"
 
 
 def test_round_trip_of_every_kind(ring):
@@ -70,6 +73,26 @@ def test_a_version_2_token_carries_when_its_message_was_sent(ring):
 def test_a_sent_time_a_token_cannot_hold_is_refused(sent_at):
     with pytest.raises(ValueError):
         ctx(sent_at)
+
+
+def test_a_personal_links_click_token_carries_its_url_signed(ring):
+    c = ctx(SENT_AT)
+    click = tt.verify(ring, tt.click_token(ring, c, 3, PERSONAL))
+    assert (click.kind, click.context, click.link_index, click.url) == ("click", c, 3, PERSONAL)
+    assert tt.verify(ring, tt.click_token(ring, c, 3)).url is None
+    longest = "https://s.example/" + "a" * (tt.MAX_PERSONAL_URL_BYTES - 18)
+    assert tt.verify(ring, tt.click_token(ring, c, 0, longest)).url == longest
+    # What the tracking service accepts in a request line (gunicorn: 4,094 bytes).
+    assert len(f"GET /t/c/{tt.click_token(ring, c, 0, longest)} HTTP/1.1") < 4094
+
+
+def test_a_token_cannot_carry_a_url_it_should_not_redirect_to(ring):
+    for url in ("javascript:alert(1)", "https://shop.example/a b", "https://shop.example/\r\nX: y",
+                "https://shop.example/zürich", "https://s.example/" + "a" * tt.MAX_PERSONAL_URL_BYTES):
+        with pytest.raises(ValueError):
+            tt.click_token(ring, ctx(SENT_AT), 0, url)
+    with pytest.raises(ValueError):  # version 1 has no room for it
+        tt.click_token(ring, ctx(), 0, PERSONAL)
 
 
 def test_link_mac_is_truncated_hmac_sha256_of_the_token(ring):
