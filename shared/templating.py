@@ -380,6 +380,14 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         return result
 
 
+    def getattr(self, obj, attribute):
+        """Merge data's own keys before a dict's methods: a custom field
+        named "copy", "items" or "update" rendered empty (Jinja tries the
+        attribute first, and found the method)."""
+        if isinstance(obj, dict) and isinstance(attribute, str) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def is_safe_attribute(self, obj, attr, value):
         """Of any value, only the methods template_syntax allows: of text,
         those that cannot build more than they read (encode() made bytes no

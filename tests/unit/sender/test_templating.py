@@ -12,6 +12,17 @@ def test_merge_fields_with_defaults():
     assert out == "friend in Pune, n/a -"
 
 
+def test_a_field_named_like_a_dict_method_is_the_field():
+    """Jinja tries the attribute before the key: fields.copy was dict.copy,
+    and printed empty for a contact whose "copy" field was set."""
+    ctx = merge_context("jane@example.com", None, {"copy": "Buy now", "items": 3, "update": "v2",
+                                                   "order": {"values": "gold"}})
+    out = templating.render("{{ fields.copy }}|{{ fields.items }}|{{ fields.update }}|"
+                            "{{ fields.order.values }}|{{ fields.keys()|length }}|"
+                            "{{ fields.pop|default('none') }}", ctx, html=False)
+    assert out == "Buy now|3|v2|gold|4|none"
+
+
 def test_html_autoescapes_merge_data_but_text_does_not():
     ctx = merge_context("a@example.com", "<b>Jo & Co</b>", {})
     assert templating.render("{{ name }}", ctx, html=True) == "&lt;b&gt;Jo &amp; Co&lt;/b&gt;"
