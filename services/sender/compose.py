@@ -30,6 +30,10 @@ from shared.tracking_tokens import (Keyring, LinkContext, click_url, open_url, u
 _CLICK_VAR = "sandesh_click_"
 _BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
 _TAGS = re.compile(r"<[^>]+>")
+# Blank lines a text part's {% if %}, {% for %} and {% set %} lines leave
+# when rendered: two or more in a row read as one, none before the text.
+_BLANK_RUN = re.compile(r"\n(?:[ \t]*\n){2,}")
+_LEADING_BLANK = re.compile(r"^(?:[ \t]*\n)+")
 
 
 class ComposeError(ValueError):
@@ -67,6 +71,13 @@ def text_from_html(html: str) -> str:
     text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</h\d>|</li>", "\n", html)
     text = _TAGS.sub("", text)
     return re.sub(r"\n{3,}", "\n\n", html_lib.unescape(text)).strip() + "\n"
+
+
+def tidy_text(text: str) -> str:
+    """A rendered text part without the blank lines its template's tag lines
+    left (a derived part has its {% set %} and {% if %} lines between
+    paragraphs): at most one blank line in a row, none at the start."""
+    return _LEADING_BLANK.sub("", _BLANK_RUN.sub("\n\n", text))
 
 
 class Composer:
@@ -111,6 +122,7 @@ class Composer:
             self.subject = templating.compile_template(template.get("subject") or "", False)
             self.html = templating.compile_template(html, True)
             self.text = templating.compile_template(text, False)
+            self._text_has_tags = "{%" in text
         except templating.TemplateSyntaxProblem as exc:
             raise ComposeError(f"template: {exc}") from None
         self._date: tuple[int, str] = (-1, "")
@@ -179,6 +191,8 @@ class Composer:
         context = templating.merge_context(job.email, job.name, job.fields, **extra)
         html = templating.render_compiled(self.html, context)
         text = templating.render_compiled(self.text, context)
+        if self._text_has_tags:
+            text = tidy_text(text)
         if self._has_personal_links:
             html = links.personal_links(html, self._personal_mark, lambda i, url: click_url(
                 s.tracking_base, s.keyring, ctx, i, url))

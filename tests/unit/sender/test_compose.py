@@ -38,9 +38,9 @@ def compose(signer, *, tracking=True, html=HTML, name="Jane", kind="marketing", 
 
 
 def composer_and_job(signer, *, tracking=True, html=HTML, name="Jane", kind="marketing",
-                     subject="Hi {{ name }}", postal="1 Main St", links=None):
+                     subject="Hi {{ name }}", postal="1 Main St", links=None, text="Hi {{ name }}"):
     template = {"version": 1, "subject": subject, "preheader": "Peek {{ name }}", "html": html,
-                "text": "Hi {{ name }}"}
+                "text": text}
     if links is not None:
         template["links"] = links
     campaign = Campaign.from_launched(uuid.uuid4().hex, {
@@ -123,6 +123,16 @@ def test_a_personal_link_a_template_froze_untracked_stays_untracked(signer):
                               policy=policy.default).get_body(("html",)).get_content()
     assert 'href="https://example.com/u?n=Jane"' in body
     assert [(c.link_index, c.url) for c in click_claims(body)] == [(0, None)]
+
+
+def test_a_derived_text_part_keeps_no_blank_lines_where_template_tags_were(signer):
+    from services.campaigns.htmltext import html_to_text
+    html = ('<html><body>{% set first = name|default("there") %}\n<p>Hi {{ first }}</p>\n'
+            '{% if fields.vip %}\n<p>A VIP offer</p>\n{% endif %}\n<p>See you</p></body></html>')
+    composer, job = composer_and_job(signer, html=html, text=html_to_text(html))
+    msg = message_from_bytes(composer.compose(job).message, policy=policy.default)
+    text = msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert text.startswith("Hi Jane\n\nSee you\n") and "\n\n\n" not in text
 
 
 def test_tracking_off_keeps_links_and_unsubscribe_but_no_pixel(signer):
