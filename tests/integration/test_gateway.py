@@ -312,6 +312,37 @@ def test_upstream_down_is_502_json_and_slow_upstream_is_504(gateway):
     assert time.monotonic() - started < 5
 
 
+def test_a_privacy_call_naming_a_user_not_of_the_account_is_a_400_naming_the_field(gateway):
+    """The privacy service records the acting user and answers requests
+    about a user as given; the gateway holds the users. (Its privacy
+    upstream here never answers: a call that passes the check is a 504.)"""
+    _, key, _ = new_account(gateway)
+    _, other_key, _ = new_account(gateway, "Other")
+    mine = gateway.post("/api/v1/users", json={"email": "ann@example.com"}, headers=auth(key))
+    theirs = gateway.post("/api/v1/users", json={"email": "bo@example.com"}, headers=auth(other_key))
+    assert mine.status_code == theirs.status_code == 201
+    mine, theirs = mine.get_json()["id"], theirs.get_json()["id"]
+
+    refused = gateway.post("/api/v1/privacy/requests", headers=auth(key), json={
+        "kind": "access", "subject": {"user_id": theirs}, "user_id": "f" * 32})
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["details"] == {
+        "user_id": ["no user with this id in the account"],
+        "subject.user_id": ["no user with this id in the account"]}
+    notices = gateway.get(f"/api/v1/privacy/notices?user_id={theirs}", headers=auth(key))
+    assert notices.status_code == 400 and "user_id" in notices.get_json()["error"]["details"]
+    ack = gateway.post("/api/v1/privacy/notices/p1/ack", json={"user_id": "x" * 5000},
+                       headers=auth(key))
+    assert ack.status_code == 400
+
+    for passed in (gateway.post("/api/v1/privacy/requests", headers=auth(key), json={
+                       "kind": "access", "subject": {"user_id": mine}, "user_id": mine}),
+                   gateway.get(f"/api/v1/privacy/notices?user_id={mine}", headers=auth(key)),
+                   gateway.post("/api/v1/privacy/requests", headers=auth(key), json={
+                       "kind": "access", "subject": {"email": "c@example.com"}})):
+        assert passed.status_code == 504   # forwarded
+
+
 def test_forwarded_requests_carry_a_signed_identity(gateway, real_upstream):
     account_id, key, _ = new_account(gateway)
     response = gateway.get("/api/v1/campaigns/whoami", headers=auth(key))
