@@ -23,25 +23,41 @@ from urllib.parse import quote
 
 from shared import tracking_tokens
 
-# An <a ...> tag's href attribute, quoted either way. Template engines emit
-# well-formed attributes; anything else is left untouched.
-# Neither part crosses a "<" or ">": "<a " repeated with no ">" made the
-# search from each "<a" run to the end of the document (120 KB took 87 s,
-# holding the GIL, at save, at launch and in the sender).
-_HREF = re.compile(r"""(<a\b[^<>]*?\bhref\s*=\s*)(["'])([^<>]*?)\2""", re.IGNORECASE)
+# An <a ...> tag's href attribute, quoted either way, and the rest of the
+# tag. Template engines emit well-formed attributes; anything else is left
+# untouched. No part crosses a "<" or ">": "<a " repeated with no ">" made
+# the search from each "<a" run to the end of the document (120 KB took
+# 87 s, holding the GIL, at save, at launch and in the sender).
+_HREF = re.compile(r"""(<a\b[^<>]*?(?<![\w-])href\s*=\s*)(["'])([^<>]*?)\2([^<>]*)""",
+                   re.IGNORECASE)
 _TRACKABLE = re.compile(r"^https?://", re.IGNORECASE)
 NO_TRACK_ATTR = re.compile(r"\bdata-no-track\b", re.IGNORECASE)
+# A character reference as an attribute value has it. Only those closed by
+# ";": a browser leaves "&notify=1" or "&region=eu" in an href as written,
+# where html.unescape read them as "¬ify=1" and "®ion=eu".
+_CHARACTER_REFERENCE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 
 
 def _url(raw: str) -> str:
-    return html_lib.unescape(raw.strip())
+    return _CHARACTER_REFERENCE.sub(lambda ref: html_lib.unescape(ref.group(0)), raw.strip())
 
 
 _PERSONAL = re.compile(r"\{\{|\{%")
-# What a browser would percent-encode in an href before requesting it; the
-# URL becomes a Location header, where a CR or LF from merge data would
-# start a header of its own.
+# What a browser does to an http(s) href before requesting it (the WHATWG
+# URL parser): leading and trailing spaces and controls go, tabs and line
+# breaks anywhere go, a backslash is a slash. The token must carry the URL
+# the recipient's browser would have gone to: "https://shop.example\@evil
+# .example/" is shop.example's path there, but evil.example's host once
+# the backslash is percent-encoded.
+_URL_EDGES = "".join(map(chr, range(0x21)))
+_URL_DROPPED = str.maketrans({"\t": None, "\n": None, "\r": None, "\\": "/"})
+# Then what a browser would percent-encode; the URL becomes a Location
+# header, where a control character from merge data would end the header.
 _URL_SAFE = "!#$%&'()*+,-./:;=?@[]_~"
+# Tracked per message at most; the rest keep the URL they rendered to. A
+# loop can render thousands, each one a token to sign after the render's
+# own CPU budget is spent.
+MAX_PERSONAL_LINKS = 100
 
 
 def is_personal(url: str) -> bool:
@@ -49,15 +65,15 @@ def is_personal(url: str) -> bool:
     return bool(_PERSONAL.search(url))
 
 
-def _trackable(tag_start: str, url: str) -> bool:
-    return bool(_TRACKABLE.match(url)) and not NO_TRACK_ATTR.search(tag_start)
+def _trackable(tag: str, url: str) -> bool:
+    return bool(_TRACKABLE.match(url)) and not NO_TRACK_ATTR.search(tag)
 
 
 def extract_links(html: str) -> list[str]:
     links: list[str] = []
     for match in _HREF.finditer(html):
         url = _url(match.group(3))
-        if _trackable(match.group(1), url) and url not in links:
+        if _trackable(match.group(1) + match.group(4), url) and url not in links:
             links.append(url)
     return links
 
@@ -72,13 +88,13 @@ def rewrite_links(html: str, links: list[str], url_for_index: Callable[[int], st
     index = {url: i for i, url in enumerate(links)}
 
     def replace(match: re.Match) -> str:
-        url = _url(match.group(3))
-        if not _trackable(match.group(1), url) or url not in index:
+        start, quote, raw, rest = match.groups()
+        url = _url(raw)
+        if not _trackable(start + rest, url) or url not in index:
             return match.group(0)
-        quote = match.group(2)
         if personal_mark is not None and is_personal(url):
-            return f"{match.group(1)}{quote}{personal_mark(index[url])}{match.group(3)}{quote}"
-        return f"{match.group(1)}{quote}{html_lib.escape(url_for_index(index[url]), quote=True)}{quote}"
+            return f"{start}{quote}{personal_mark(index[url])}{raw}{quote}{rest}"
+        return f"{start}{quote}{html_lib.escape(url_for_index(index[url]), quote=True)}{quote}{rest}"
 
     return _HREF.sub(replace, html)
 
@@ -86,27 +102,32 @@ def rewrite_links(html: str, links: list[str], url_for_index: Callable[[int], st
 def personal_links(rendered: str, mark_prefix: str,
                    url_for: Callable[[int, str], str]) -> str:
     """Replace each rendered href marked "<mark_prefix><index>:" with
-    url_for(index, the URL as rendered). A URL that is no longer a web link
-    once rendered, or too long for a token, loses its mark and stays as
-    rendered. `mark_prefix` must be text merge data cannot produce (the
-    sender uses a random one per campaign)."""
+    url_for(index, the URL as rendered), for the first MAX_PERSONAL_LINKS.
+    A URL that is no longer a web link once rendered, or too long for a
+    token, loses its mark and stays as rendered, as do those past the limit.
+    `mark_prefix` must be text merge data cannot produce (the sender uses a
+    random one per campaign)."""
     if mark_prefix not in rendered:
         return rendered
     marked = re.compile(r"""(["'])%s(\d+):([^<>]*?)\1""" % re.escape(mark_prefix))
+    tracked = 0
 
     def replace(match: re.Match) -> str:
+        nonlocal tracked
         quote, raw = match.group(1), match.group(3)
-        url = personal_url(_url(raw))
+        url = personal_url(_url(raw)) if tracked < MAX_PERSONAL_LINKS else None
         if url is None:
             return f"{quote}{raw}{quote}"
+        tracked += 1
         return f"{quote}{html_lib.escape(url_for(int(match.group(2)), url), quote=True)}{quote}"
 
     return marked.sub(replace, rendered)
 
 
 def personal_url(rendered_url: str) -> str | None:
-    """The rendered URL as a browser would request it (non-ASCII, spaces
-    and control characters percent-encoded), or None when it is not a web
-    link or is too long to carry in a token."""
-    url = quote(rendered_url, safe=_URL_SAFE)
+    """The rendered URL as a browser would request it, or None when it is
+    not a web link or is too long to carry in a token."""
+    if len(rendered_url) > tracking_tokens.MAX_PERSONAL_URL_BYTES:
+        return None   # percent-encoding only lengthens it
+    url = quote(rendered_url.strip(_URL_EDGES).translate(_URL_DROPPED), safe=_URL_SAFE)
     return url if tracking_tokens.carries(url) else None

@@ -104,7 +104,12 @@ class Composer:
         self._personal_mark = f"sandesh-link-{secrets.token_hex(8)}-"
         self._has_personal_links = False
         if campaign.tracking:
-            link_list = template.get("links") or links.extract_links(html)
+            # A list frozen with the template is the one tracking holds, even
+            # empty: extracting again would track what tracking cannot
+            # redirect (personal links, from templates frozen before them).
+            link_list = template.get("links")
+            if link_list is None:
+                link_list = links.extract_links(html)
             self._static_links = [i for i, url in enumerate(link_list) if not links.is_personal(url)]
             self._has_personal_links = len(self._static_links) < len(link_list)
             html = links.rewrite_links(html, link_list,

@@ -1,4 +1,5 @@
-from shared.links import extract_links, is_personal, personal_links, personal_url, rewrite_links
+from shared.links import (MAX_PERSONAL_LINKS, extract_links, is_personal, personal_links,
+                          personal_url, rewrite_links)
 
 HTML = """<p><a href="https://example.com/a?x=1&amp;y=2">A</a>
 <a class="btn" href='https://example.com/b'>B</a>
@@ -53,7 +54,7 @@ def test_personal_links_keep_their_template_text_behind_a_mark_and_are_tracked_o
         "{{ fields.region }}", "eu").replace("{% if x %}a{% endif %}", "")
     seen = []
     out = personal_links(rendered, "M-", lambda i, url: seen.append((i, url)) or f"C{i}?a&b")
-    assert seen == [(0, "https://shop.example/account?id=a%20b%0D%0A&x=1"),
+    assert seen == [(0, "https://shop.example/account?id=a%20b&x=1"),
                     (1, "https://eu.shop.example/sale"), (2, "https://shop.example/")]
     assert out.count('href="C') == 3 and 'href="C0?a&amp;b"' in out and "M-" not in out
 
@@ -78,3 +79,35 @@ def test_a_personal_link_left_out_of_a_list_frozen_before_stays_as_written():
     out = rewrite_links(PERSONAL, ["https://shop.example/plain"], lambda i: f"T{i}",
                         personal_mark=lambda i: f"M-{i}:")
     assert "M-" not in out and 'href="T0"' in out
+
+def test_a_personal_url_is_the_one_a_browser_would_request():
+    """The WHATWG parser drops tabs and line breaks and reads "\\" as "/":
+    percent-encoded instead, "shop.example\\@evil.example" named evil.example
+    as the host, where the message's own link went to shop.example."""
+    assert personal_url("https://shop.example\\@evil.example/login") == \
+        "https://shop.example/@evil.example/login"
+    assert personal_url(" \thttps://shop.example/a?x=1\n&y=2\r\n ") == "https://shop.example/a?x=1&y=2"
+
+
+def test_character_references_are_read_as_a_browser_reads_an_attribute():
+    html = ('<a href="https://shop.example/p?id=1&notify=1&region=eu&amp;x=&#38;&#x26;">a</a>'
+            '<a href="https://shop.example/{{ x }}?a=1&section=2&times;">b</a>')
+    assert extract_links(html) == ["https://shop.example/p?id=1&notify=1&region=eu&x=&&",
+                                   "https://shop.example/{{ x }}?a=1&section=2\u00d7"]
+
+
+def test_data_no_track_anywhere_in_the_tag_and_only_href_is_the_link():
+    html = ('<a href="https://shop.example/{{ x }}" data-no-track>a</a>'
+            '<a class="b" href="https://shop.example/s" data-no-track="">b</a>'
+            '<a data-href="https://shop.example/d" title="t">d</a>'
+            '<a data-href="https://shop.example/d" href="https://shop.example/e">e</a>')
+    assert extract_links(html) == ["https://shop.example/e"]
+    out = rewrite_links(html, ["https://shop.example/e"], lambda i: "T")
+    assert out == html.replace('href="https://shop.example/e"', 'href="T"')
+
+
+def test_at_most_so_many_personal_links_a_message_are_tracked():
+    rendered = "".join(f'<a href="M-0:https://shop.example/{i}">{i}</a>' for i in range(500))
+    out = personal_links(rendered, "M-", lambda i, url: "T")
+    assert out.count('href="T"') == MAX_PERSONAL_LINKS
+    assert 'href="https://shop.example/499"' in out and "M-" not in out
