@@ -9,6 +9,8 @@ the call is forwarded.
 """
 from __future__ import annotations
 
+import re
+
 from flask import request
 
 from services.gateway.users_store import UserStore
@@ -17,7 +19,13 @@ from shared.http.errors import ApiError
 
 CHECKED_SERVICE = "privacy"
 NO_SUCH_USER = "no user with this id in the account"
-MAX_ID_LENGTH = 64  # ids are 32 hex characters; a longer one is not looked up
+# Users' ids are new_id()s; anything else (too long, a lone surrogate, which
+# the database cannot even take) names no user, and is not looked up.
+_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+
+
+def _looks_like_an_id(value: str) -> bool:
+    return bool(_ID.fullmatch(value))
 
 
 def _named_user_ids() -> list[tuple[str, str]]:
@@ -26,8 +34,11 @@ def _named_user_ids() -> list[tuple[str, str]]:
     if request.mimetype != "application/json":
         return named
     request.max_content_length = MAX_JSON_BYTES   # as the forwarded body is capped
-    body = request.get_json(silent=True)          # not JSON: the service says so
-    if not isinstance(body, dict):
+    try:
+        body = request.get_json(silent=True)
+    except (ValueError, RecursionError):  # too deep, a number too long: the service says so
+        return named
+    if not isinstance(body, dict):        # not JSON, or not an object: the service says so
         return named
     subject = body.get("subject")
     for field, value in (("user_id", body.get("user_id")),
@@ -43,6 +54,6 @@ def check(service: str, account_id: str, users: UserStore) -> None:
     if service != CHECKED_SERVICE:
         return
     unknown = {field: [NO_SUCH_USER] for field, user_id in _named_user_ids()
-               if len(user_id) > MAX_ID_LENGTH or users.get(account_id, user_id) is None}
+               if not _looks_like_an_id(user_id) or users.get(account_id, user_id) is None}
     if unknown:
         raise ApiError(400, "validation_error", f"invalid input: {', '.join(unknown)}", unknown)

@@ -331,9 +331,15 @@ def test_a_privacy_call_naming_a_user_not_of_the_account_is_a_400_naming_the_fie
         "subject.user_id": ["no user with this id in the account"]}
     notices = gateway.get(f"/api/v1/privacy/notices?user_id={theirs}", headers=auth(key))
     assert notices.status_code == 400 and "user_id" in notices.get_json()["error"]["details"]
-    ack = gateway.post("/api/v1/privacy/notices/p1/ack", json={"user_id": "x" * 5000},
-                       headers=auth(key))
-    assert ack.status_code == 400
+    for odd in ("x" * 5000, "\ud800", "a/b"):
+        ack = gateway.post("/api/v1/privacy/notices/p1/ack", json={"user_id": odd},
+                           headers=auth(key))
+        assert ack.status_code == 400 and "user_id" in ack.get_json()["error"]["details"]
+    deep = '{"user_id": ' + "[" * 5000 + "]" * 5000 + "}"
+    for body in (deep, '{"subject": ' * 3000 + "1" + "}" * 3000, "[1, 2]", "{not json"):
+        answer = gateway.post("/api/v1/privacy/requests", data=body, headers={
+            **auth(key), "Content-Type": "application/json"})
+        assert answer.status_code == 504   # no 500: forwarded, for privacy to refuse
 
     for passed in (gateway.post("/api/v1/privacy/requests", headers=auth(key), json={
                        "kind": "access", "subject": {"user_id": mine}, "user_id": mine}),
