@@ -85,8 +85,9 @@ def _refuse_a_method_of_our_own(own_routes: Map, path: str, method: str) -> None
 
 
 def _plain_path(path: str) -> bool:
-    """No `.` or `..` segment: the route is matched on the path as given,
-    but the HTTP client removes dot segments before it sends, so
+    """No `.`, `..` or empty segment: the route is matched on the path as
+    given, but the HTTP client removes dot segments before it sends, so
     /api/v1/lists/%2e%2e/%2e%2e/%2e%2e/metrics reached a service's unsigned
-    /metrics. (Flask hands over `path` decoded, so %2e and %2f are covered.)"""
-    return not any(segment in (".", "..") for segment in path.split("/"))
+    /metrics; and an id of "/" (%2F) named no resource of the service's.
+    (Flask hands over `path` decoded, so %2e and %2f are covered.)"""
+    return not any(segment in ("", ".", "..") for segment in path.split("/")[1:])

@@ -52,6 +52,10 @@ def create_service_app(service: str, config: Config, *, title: str,
                        public_prefixes: Iterable[str] = (),
                        signed_prefix: str | None = "/api/") -> tuple[Flask, flask_smorest.Api]:
     app = Flask(service)
+    # "//" in a path is no route: merged, it was answered with an HTML 308
+    # whose Location named the service's own address (through the gateway,
+    # /contacts/%2F/consent).
+    app.url_map.merge_slashes = False
     app.config.update(
         API_TITLE=title, API_VERSION="v1", OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",

@@ -374,6 +374,23 @@ def test_dot_segments_cannot_walk_out_of_api_v1_to_a_services_unsigned_routes(ga
         assert response.get_json()["error"]["code"] == "not_found"
 
 
+def test_an_empty_segment_is_no_route_and_never_a_redirect_to_a_service(gateway, real_upstream):
+    """A service merged "//" with an HTML 308 whose Location was its own
+    address: /api/v1/contacts/%2F/consent through the gateway."""
+    import requests
+    _, key, _ = new_account(gateway)
+    for path in ("/api/v1/campaigns/%2F/whoami", "/api/v1/campaigns//whoami",
+                 "/api/v1/campaigns/whoami/"):
+        response = gateway.get(path, headers=auth(key))
+        assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
+    from shared.http.internal_auth import Identity, signed_headers
+    target = "/api/v1/campaigns//whoami"   # signed, as a gateway without the check sent it
+    direct = requests.get(f"{real_upstream}{target}", allow_redirects=False, timeout=10,
+                          headers=signed_headers(SECRET, "GET", target, Identity("a" * 32, "k")))
+    assert direct.status_code == 404 and direct.headers["Content-Type"] == "application/json"
+    assert "Location" not in direct.headers
+
+
 def test_an_escaped_question_mark_in_the_path_names_no_other_resource(gateway):
     """The gateway forwarded the decoded path: /lists/<id>%3Fx reached the
     service as /lists/<id>?x, and read, changed or deleted list <id>."""
