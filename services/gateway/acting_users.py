@@ -13,8 +13,8 @@ import re
 
 from flask import request
 
+from services.gateway.forwarded_json import json_object
 from services.gateway.users_store import UserStore
-from shared.http.blueprint import MAX_JSON_BYTES
 from shared.http.errors import ApiError
 
 CHECKED_SERVICE = "privacy"
@@ -31,15 +31,7 @@ def _looks_like_an_id(value: str) -> bool:
 def _named_user_ids() -> list[tuple[str, str]]:
     """(field, id) for each user id the request names, query or JSON body."""
     named = [("user_id", value) for value in request.args.getlist("user_id") if value]
-    if request.mimetype != "application/json":
-        return named
-    request.max_content_length = MAX_JSON_BYTES   # as the forwarded body is capped
-    try:
-        body = request.get_json(silent=True)
-    except (ValueError, RecursionError):  # too deep, a number too long: the service says so
-        return named
-    if not isinstance(body, dict):        # not JSON, or not an object: the service says so
-        return named
+    body = json_object() or {}
     subject = body.get("subject")
     for field, value in (("user_id", body.get("user_id")),
                          ("subject.user_id", subject.get("user_id") if isinstance(subject, dict)

@@ -4,7 +4,7 @@ from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import Map, Rule
 
-from services.gateway import acting_users, api, users
+from services.gateway import acting_users, api, audience, users
 from services.gateway.auth import AccountLimits, authenticate, enforce_rate_limit
 from services.gateway.cors import Cors
 from services.gateway.rate_limit import INDEXES as RATE_INDEXES
@@ -65,6 +65,7 @@ def create_app(environ=None) -> Flask:
             _refuse_a_method_of_our_own(own_routes, request.path, request.method)
             raise not_found("endpoint")
         acting_users.check(service, g.identity.account_id, app.extensions["user_store"])
+        audience.check(service, g.identity, app.extensions["upstreams"])
         return app.extensions["upstreams"].forward(service, g.identity)
 
     own_routes = Map([Rule(rule.rule, methods=rule.methods, endpoint=rule.endpoint)

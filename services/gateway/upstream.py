@@ -113,6 +113,17 @@ class Upstreams:
                            f"the {service} service answered {response.status_code}")
         return response.json()
 
+    def exists(self, service: str, path: str, identity: Identity, timeout=None) -> bool:
+        """Whether a GET of `path` finds it (200) or not (404); ApiError
+        for any other answer, or none."""
+        response = self._call(service, "GET", path, identity, {"Accept": "application/json"},
+                              timeout=timeout)
+        response.close()
+        if response.status_code not in (200, 404):
+            raise ApiError(502, "upstream_error",
+                           f"the {service} service answered {response.status_code}")
+        return response.status_code == 200
+
     def openapi(self, service: str) -> dict | None:
         try:
             response = self.session.get(self.urls[service] + "/openapi.json", timeout=self.timeout)

@@ -92,3 +92,32 @@ def test_request_id_is_returned_and_propagated(api, stack_env):
         tail.close()
     assert events and events[0]["type"] == "contact.created"
     assert events[0]["traceid"] == trace
+
+
+def test_a_campaign_naming_lists_or_a_segment_the_account_lacks_is_a_400(new_account):
+    """Saved, it went to nobody, with only the finished campaign to say why."""
+    _, api = new_account("Audience Ltd")
+    _, other = new_account("Other Ltd")
+    mine = api.post("/api/v1/lists", json={"name": "mine"}).json()["id"]
+    theirs = other.post("/api/v1/lists", json={"name": "theirs"}).json()["id"]
+    their_segment = other.post("/api/v1/segments", json={
+        "name": "all", "definition": {"field": "email", "op": "contains", "value": "@"}})
+    assert their_segment.status_code == 201, their_segment.text
+    template = api.post("/api/v1/templates", json={
+        "name": "t", "subject": "Hi", "html": "<p>Hi</p>"}).json()["id"]
+    campaign = {"name": "c", "template_id": template, "from_email": "news@example.com",
+                "postal_address": "1 Main St"}
+
+    refused = api.post("/api/v1/campaigns", json={**campaign, "audience": {
+        "list_ids": [mine, theirs, "0" * 32], "segment_id": their_segment.json()["id"]}})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["details"] == {
+        "audience.list_ids": [f"no list {theirs} in the account", f"no list {'0' * 32} in the account"],
+        "audience.segment_id": ["no segment with this id in the account"]}
+
+    made = api.post("/api/v1/campaigns", json={**campaign, "audience": {"list_ids": [mine]}})
+    assert made.status_code == 201, made.text
+    patched = api.patch(f"/api/v1/campaigns/{made.json()['id']}",
+                        json={"audience": {"list_ids": [theirs]}})
+    assert patched.status_code == 400 and "audience.list_ids" in patched.json()["error"]["details"]
+    assert api.get(f"/api/v1/campaigns/{made.json()['id']}").json()["audience"]["list_ids"] == [mine]
