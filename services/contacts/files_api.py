@@ -29,6 +29,9 @@ from shared.http.service import runtime
 blp = Blueprint("contacts-files", __name__, url_prefix="/api/v1",
                 description="Contact imports and exports")
 EXPORT_BATCH = 1000
+# The form's other fields are short (consent_wording: 5,000 characters; a
+# mapping names a few columns), and each is held in memory while parsed.
+MAX_FORM_FIELD_BYTES = 64 * 1024
 
 
 class UploadRequest(Request):
@@ -50,6 +53,7 @@ def _limit_uploads():
     if request.method == "POST" and request.path.endswith("/imports"):
         config = runtime().config
         request.max_content_length = config.max_upload_bytes
+        request.max_form_memory_size = MAX_FORM_FIELD_BYTES
         request.environ["sandesh.import_dir"] = config.import_dir
         if request.content_length is not None and request.content_length > config.max_upload_bytes:
             raise ApiError(413, "payload_too_large",
@@ -59,8 +63,13 @@ def _limit_uploads():
 @blp.errorhandler(RequestEntityTooLarge)
 def _too_large(_exc):
     """A chunked upload cut at the limit while streaming: the same answer as
-    a Content-Length over it (the partial file goes in teardown)."""
+    a Content-Length over it (the partial file goes in teardown). Within the
+    limit, it was a form field other than the file, held in memory."""
     limit = runtime().config.max_upload_bytes
+    if request.content_length is not None and request.content_length <= limit:
+        return error_response(413, "payload_too_large",
+                              f"a form field other than file is larger than "
+                              f"{MAX_FORM_FIELD_BYTES} bytes")
     return error_response(413, "payload_too_large", f"the upload is larger than {limit} bytes")
 
 

@@ -346,6 +346,12 @@ def test_uploads_over_the_limit_are_refused_before_storing(client, setup, settin
     assert r.status_code == 400 and "file" in r.get_json()["error"]["details"]
     r = upload(client, setup, b"email\na@b.example\n", mode="merge")
     assert r.status_code == 400 and "mode" in r.get_json()["error"]["details"]
+    # A small upload whose other field is huge: the answer said the upload
+    # was over the limit.
+    r = upload(client, setup, b"email\na@b.example\n", consent_wording="x" * 100_000)
+    assert r.status_code == 413
+    assert r.get_json()["error"]["message"] == \
+        "a form field other than file is larger than 65536 bytes"
 
 
 def test_imports_are_isolated(client, other, setup):
