@@ -162,6 +162,10 @@ class _RunawayQuote(Exception):
     """A record ran past MAX_RECORD_LINES lines: a quote that never closed."""
 
 
+class _LongLine(Exception):
+    """A physical line past MAX_LINE bytes; the rest of it has been read."""
+
+
 class _Lines:
     """The file's physical lines from `offset`, decoded, as csv.reader pulls
     them; `ends` holds where each line of the record being read ends."""
@@ -187,6 +191,14 @@ class _Lines:
             self.exhausted = True
             raise StopIteration
         self.position += len(raw)
+        if len(raw) >= MAX_LINE and not raw.endswith(self.newline):
+            # Its rest was read as a line of its own, and a row of its own
+            # (a 1.1 MB cell made a phantom row, and every later row's
+            # number was one off).
+            while (rest := self._readline()) and not rest.endswith(self.newline):
+                self.position += len(rest)
+            self.position += len(rest)
+            raise _LongLine
         self.ends.append(self.position)
         return self.decode(raw)
 
@@ -229,6 +241,13 @@ def records(stream: BinaryIO, dialect: Dialect, start_offset: int = 0,
                 return
             except _RunawayQuote:
                 problem = f"unclosed quote: the cell runs past {MAX_RECORD_LINES} lines"
+            except _LongLine:
+                # The record is rejected whole, up to the end of that line,
+                # and reading starts again after it.
+                number += 1
+                offset = lines.position
+                yield number, offset, f"a line longer than {MAX_LINE} bytes"
+                break
             except csv.Error as exc:
                 problem = f"unreadable row: {exc}"
                 if len(lines.ends) <= 1:

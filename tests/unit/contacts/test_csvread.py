@@ -100,6 +100,23 @@ def test_an_oversized_field_is_one_unreadable_row():
     assert items[-1].cells == ["b@x.com", "B"]
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r"])
+def test_a_line_over_the_limit_is_one_row_rejected_and_the_numbers_after_it_hold(newline):
+    """Its rest was read as a row of its own: a phantom rejected row, and
+    every later row's number one off."""
+    rows = ["email,name", "a@x.com,Ann", "b@x.com," + "x" * (csvread.MAX_LINE + 100_000),
+            "c@x.com,Cy", "d@x.com,Di"]
+    data = newline.join(rows).encode() + newline.encode()
+    _, items = read(data)
+    assert [(i.number, i.cells) if isinstance(i, csvread.Record) else i[0] for i in items] == [
+        (1, ["email", "name"]), (2, ["a@x.com", "Ann"]), 3, (4, ["c@x.com", "Cy"]),
+        (5, ["d@x.com", "Di"])]
+    assert items[2][2] == f"a line longer than {csvread.MAX_LINE} bytes"
+    resumed = list(csvread.records(io.BytesIO(data), csvread.detect(io.BytesIO(data)),
+                                   items[2][1], 3))
+    assert [r.number for r in resumed] == [4, 5]
+
+
 def test_mapping_is_guessed_from_the_header_or_given():
     fields = {"city": {"type": "text", "label": "Town"}}
     m = csvread.build_mapping(["Name", "E-mail", "Town"], [], None, fields)
