@@ -29,9 +29,9 @@ from shared.http.service import runtime
 blp = Blueprint("contacts-files", __name__, url_prefix="/api/v1",
                 description="Contact imports and exports")
 EXPORT_BATCH = 1000
-# The form's other fields are short (consent_wording: 5,000 characters; a
-# mapping names a few columns), and each is held in memory while parsed.
-MAX_FORM_FIELD_BYTES = 64 * 1024
+# The form's other fields are held in memory while parsed (Werkzeug's own
+# default); the schema then refuses what is over its own lengths, naming it.
+MAX_FORM_FIELD_BYTES = 500 * 1024
 
 
 class UploadRequest(Request):
@@ -201,6 +201,7 @@ class ListImports(MethodView):
         else:   # a small part werkzeug kept in memory
             with import_files.open_private(path, "wb") as stored:
                 upload.save(stored)
+        import_files.as_utf8(path)
         size = os.path.getsize(path)
         if size == 0:
             os.remove(path)
