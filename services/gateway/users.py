@@ -274,8 +274,11 @@ def _operator_publishes_policy():
             bearer_token(), expected):
         return None  # an account key: the normal path (privacy answers 403)
     upstreams = current_app.extensions["upstreams"]
+    # The caller's Content-Type, not JSON's: privacy answers 415 to a body
+    # that does not say it is JSON, as every JSON endpoint does.
     published = upstreams._call("privacy", "POST", request.path, PLATFORM,
-                                {"Content-Type": "application/json", "Accept": "application/json"},
+                                {"Content-Type": request.headers.get("Content-Type", ""),
+                                 "Accept": "application/json"},
                                 data=request.get_data())
     body = published.json() if published.content else {}
     if published.status_code == 201:

@@ -4,6 +4,7 @@ the platform account through the real send path) and sees it in
 privacy/notices until acknowledged."""
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -33,6 +34,10 @@ def test_a_policy_needs_30_days_notice_and_every_user_is_told(gateway, stack_env
     early = requests.post(url, headers=operator, timeout=60,
                           json={**body, "effective_at": (now + timedelta(days=29)).isoformat()})
     assert early.status_code == 400 and "effective_at" in early.json()["error"]["details"]
+    as_text = requests.post(url, headers={**operator, "Content-Type": "text/plain"}, timeout=60,
+                            data=json.dumps({**body, "effective_at": (now + timedelta(days=30))
+                                             .isoformat()}))
+    assert as_text.status_code == 415   # as every JSON endpoint answers; nothing published
     published = requests.post(url, headers=operator, timeout=120,
                               json={**body, "effective_at": (now + timedelta(days=30)).isoformat()})
     assert published.status_code == 201, published.text
