@@ -52,7 +52,33 @@ class _Parser(FlaskParser):
         if not _encodes_as_utf8(data):
             abort(400, messages={"json": ["Invalid JSON body: a \\u escape names half "
                                           "of a surrogate pair."]})
+        where = _nul_at(data)
+        if where is not None:
+            abort(400, messages={where or "json": ["the NUL character (\\u0000) is not allowed"]})
         return data
+
+
+def _nul_at(data) -> str | None:
+    """The dotted path of the first string holding a NUL (of the object, for
+    a key), or None ("" for the body itself). No field takes one: it was stored as
+    given in a list's name or a template, and ends a C string wherever one
+    is read. A walk with a stack of its own: JSON nested nearly as deep as
+    Python's recursion limit parses."""
+    pending = [("", data)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return path
+            continue
+        children = value.items() if isinstance(value, dict) else \
+            enumerate(value) if isinstance(value, list) else ()
+        for key, child in children:
+            here = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return path   # the object whose key it is
+            pending.append((here, child))
+    return None
 
 
 def _encodes_as_utf8(data) -> bool:

@@ -68,3 +68,18 @@ def test_a_body_over_the_limit_is_a_413(client, monkeypatch):
     response = _post(client, b'{"name": "' + b"x" * 80 + b'"}')
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("body,field", [
+    (b'{"name": "a\\u0000b"}', "name"),
+    (b'{"name": "ok", "tags": ["x", {"k": "\\u0000"}]}', "tags.1.k"),
+    (b'{"fields": {"ci\\u0000ty": "Pune"}}', "fields"),
+    (b'"\\u0000"', "_body"),
+])
+def test_a_nul_character_anywhere_in_a_body_is_a_400_naming_where(client, body, field):
+    """It was stored as given in 37 fields (a list's name, a template...)."""
+    response = _post(client, body)
+    assert response.status_code == 400
+    details = response.get_json()["error"]["details"]
+    assert details == {field: ["the NUL character (\\u0000) is not allowed"]}
+    assert _post(client, b"[" * 900 + b'"\\u0000"' + b"]" * 900).status_code == 400
