@@ -6,7 +6,7 @@ from services.tracking.counting import build_stats
 from services.tracking.schemas import CampaignStats
 from services.tracking.store import TrackingStore
 from shared.http import Blueprint, current_identity
-from shared.http.errors import not_found
+from shared.http.errors import ApiError
 from shared.http.service import runtime
 
 blp = Blueprint("tracking", __name__, url_prefix="/api/v1", description="Tracking")
@@ -22,5 +22,8 @@ def campaign_stats(campaign_id):
     event delivered twice counts once."""
     stats = build_stats(TrackingStore(runtime().db), campaign_id)
     if stats is None or stats.pop("account_id") != current_identity().account_id:
-        raise not_found("campaign")
+        # Tracking learns of a campaign when it launches: a draft is no
+        # campaign it knows, though the campaigns service has it.
+        raise ApiError(404, "not_found", "no stats for this campaign: it has not been "
+                                         "launched, or there is no such campaign")
     return stats

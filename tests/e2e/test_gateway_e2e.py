@@ -121,3 +121,5 @@ def test_a_campaign_naming_lists_or_a_segment_the_account_lacks_is_a_400(new_acc
                         json={"audience": {"list_ids": [theirs]}})
     assert patched.status_code == 400 and "audience.list_ids" in patched.json()["error"]["details"]
     assert api.get(f"/api/v1/campaigns/{made.json()['id']}").json()["audience"]["list_ids"] == [mine]
+    stats = api.get(f"/api/v1/campaigns/{made.json()['id']}/stats")   # a draft: none yet
+    assert stats.status_code == 404 and "not been launched" in stats.json()["error"]["message"]
