@@ -4,8 +4,16 @@ is left for the service to refuse, with the service's own words."""
 from __future__ import annotations
 
 from flask import request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared.http.blueprint import MAX_JSON_BYTES
+from shared.http.errors import ApiError
+
+
+
+def _too_large() -> ApiError:
+    """As the forwarding itself answers (upstream.py)."""
+    return ApiError(413, "payload_too_large", f"a JSON body may be at most {MAX_JSON_BYTES} bytes")
 
 
 def json_object() -> dict | None:
@@ -14,9 +22,13 @@ def json_object() -> dict | None:
     4,300 digits)."""
     if request.mimetype != "application/json":
         return None
-    request.max_content_length = MAX_JSON_BYTES   # as the forwarded body is capped
+    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
+        raise _too_large()
+    request.max_content_length = MAX_JSON_BYTES   # a chunked body is cut there
     try:
         body = request.get_json(silent=True)
+    except RequestEntityTooLarge:
+        raise _too_large() from None
     except (ValueError, RecursionError):
         return None
     return body if isinstance(body, dict) else None
