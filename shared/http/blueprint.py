@@ -4,7 +4,7 @@ import json
 
 import flask_smorest
 import marshmallow as ma
-from flask import Request
+from flask import Request, current_app, request
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort, is_json_request
 
@@ -95,3 +95,36 @@ class Blueprint(flask_smorest.Blueprint):
     boundary, and the OpenAPI document falls out of them."""
 
     ARGUMENTS_PARSER = _Parser()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A blueprint's hooks run after the app's, authentication among them.
+        self.before_request(refuse_undeclared_query)
+
+
+def _declared_locations(view) -> set[str] | None:
+    """Where a flask-smorest view takes its arguments ("query", "json",
+    "files"...), or None when it is no such view (health, metrics, a
+    catch-all)."""
+    handler = view
+    view_class = getattr(view, "view_class", None)
+    if view_class is not None:
+        handler = getattr(view_class, request.method.lower(), None)
+    doc = getattr(handler, "_apidoc", None)
+    if doc is None:
+        return None
+    return {parameter.get("in") for parameter in doc.get("arguments", {}).get("parameters", [])}
+
+
+def refuse_undeclared_query() -> None:
+    """A query parameter on an endpoint that takes none is a 400 naming it,
+    as an unknown one is where a query schema is declared: GET /lists/<id>?
+    expand=members answered as if it had been understood."""
+    if not request.args or request.endpoint is None:
+        return
+    locations = _declared_locations(current_app.view_functions.get(request.endpoint))
+    if locations is None or "query" in locations or "querystring" in locations:
+        return
+    unknown = sorted(request.args)
+    raise ApiError(400, "validation_error", f"invalid input: {', '.join(unknown)}",
+                   {name: ["Unknown field."] for name in unknown})

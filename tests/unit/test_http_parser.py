@@ -83,3 +83,35 @@ def test_a_nul_character_anywhere_in_a_body_is_a_400_naming_where(client, body, 
     details = response.get_json()["error"]["details"]
     assert details == {field: ["the NUL character (\\u0000) is not allowed"]}
     assert _post(client, b"[" * 900 + b'"\\u0000"' + b"]" * 900).status_code == 400
+
+
+def test_a_query_parameter_where_none_is_taken_is_a_400_naming_it():
+    """GET /lists/<id>?expand=members answered 200, as if understood."""
+    app = Flask("query-test")
+    app.config.update(API_TITLE="t", API_VERSION="v1", OPENAPI_VERSION="3.0.3")
+    api = flask_smorest.Api(app)
+    register_error_handlers(app)
+    blp = Blueprint("things", __name__)
+
+    class Page(ma.Schema):
+        limit = ma.fields.Integer()
+
+    @blp.route("/plain")
+    @blp.response(200)
+    def plain():
+        return {"ok": True}
+
+    @blp.route("/paged")
+    @blp.arguments(Page, location="query")
+    def paged(args):
+        return args
+
+    api.register_blueprint(blp)
+    client = app.test_client()
+    assert client.get("/plain").status_code == 200
+    refused = client.get("/plain?expand=members&b=1")
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["details"] == {"b": ["Unknown field."],
+                                                      "expand": ["Unknown field."]}
+    assert client.get("/paged?limit=3").get_json() == {"limit": 3}
+    assert client.get("/paged?nope=1").status_code == 400
