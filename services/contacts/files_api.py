@@ -230,7 +230,8 @@ class ImportOne(MethodView):
 class ImportCancel(MethodView):
     @blp.response(200, ImportOut)
     def post(self, import_id):
-        """Stop an import that has not finished. A pending one stops at once;
+        """Stop an import that has not finished (409 for one done or failed).
+        A pending one stops at once;
         a running one once the rows it has written are announced, their
         consent logged and counted (`cancel_requested` until then), and
         what it wrote stays."""
@@ -242,7 +243,11 @@ class ImportCancel(MethodView):
             imports.discard_upload(job)   # no worker will ever read it
         imports_col.update_one({"_id": job["_id"], "status": "running"},
                                {"$set": {"cancel_requested": domain.now()}})
-        return _import_of(import_id)
+        job = _import_of(import_id)
+        if job["status"] in ("done", "failed"):   # cancelling twice is fine; this is not
+            raise ApiError(409, "invalid_state", f"the import is {job['status']}: there is "
+                                                 "nothing left to cancel")
+        return job
 
 
 @blp.route("/imports/<import_id>/rejected")

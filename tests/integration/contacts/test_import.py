@@ -585,8 +585,18 @@ def test_deleting_an_account_deletes_its_import_files(client, app, settings, set
 def test_a_pending_import_cancelled_is_never_started(client, app, settings, setup):
     job = upload(client, setup, b"email\nnever@example.com\n").get_json()
     assert client.post(f"{V1}/imports/{job['id']}/cancel").get_json()["status"] == "cancelled"
+    assert client.post(f"{V1}/imports/{job['id']}/cancel").status_code == 200   # twice is fine
     run_worker(app, settings)
     assert client.get(f"{V1}/contacts?email_prefix=never").get_json()["items"] == []
+
+
+def test_cancelling_an_import_that_is_done_is_a_409(client, app, settings, setup):
+    """It answered 200 and did nothing."""
+    job = upload(client, setup, b"email\ndone@example.com\n").get_json()
+    run_worker(app, settings)
+    answer = client.post(f"{V1}/imports/{job['id']}/cancel")
+    assert answer.status_code == 409 and answer.get_json()["error"]["code"] == "invalid_state"
+    assert client.get(f"{V1}/imports/{job['id']}").get_json()["status"] == "done"
 
 
 def erase_contact(app, client, contact_id: str) -> None:
