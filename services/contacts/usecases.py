@@ -492,7 +492,16 @@ def delete_segment(ports: Ports, account_id: str, segment_id: str) -> None:
 
 
 def segment_filter(ports: Ports, account_id: str, segment_id: str) -> dict:
-    return compiled(ports, account_id, get_segment(ports, account_id, segment_id)["definition"])
+    """A stored segment's query. One that no longer compiles (a list or a
+    field it names was deleted since) is a 409: the request was fine, the
+    segment is what must change (a 400 on a GET named no input of it)."""
+    definition = get_segment(ports, account_id, segment_id)["definition"]
+    try:
+        return compiled(ports, account_id, definition)
+    except ApiError as exc:
+        why = "; ".join(f"{path}: {', '.join(messages)}" for path, messages in exc.details.items())
+        raise ApiError(409, "segment_stale", f"the segment no longer compiles ({why}); edit it",
+                       exc.details) from None
 
 
 def preview_segment(ports: Ports, account_id: str, segment_id: str, sample: int) -> dict:

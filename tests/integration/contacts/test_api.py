@@ -568,3 +568,16 @@ def test_a_field_a_segment_uses_cannot_be_deleted_until_the_segment_goes(client)
     assert client.get(f"{V1}/segments/{segment['id']}/preview").status_code == 200
     assert client.delete(f"{V1}/segments/{segment['id']}").status_code == 204
     assert client.delete(f"{V1}/fields/{field['id']}").status_code == 204
+
+
+def test_a_segment_whose_list_was_deleted_is_a_409_to_preview_and_export(client):
+    """A 400 on a GET named no input of the request: the segment must change."""
+    list_id = client.post(f"{V1}/lists", {"name": "Gone soon"}).get_json()["id"]
+    segment = client.post(f"{V1}/segments", {"name": "On it", "definition": {
+        "field": "list", "op": "member", "value": list_id}}).get_json()
+    assert client.delete(f"{V1}/lists/{list_id}").status_code == 204
+    for path in ("preview", "export"):
+        r = client.get(f"{V1}/segments/{segment['id']}/{path}")
+        assert r.status_code == 409, (path, r.get_json())
+        error = r.get_json()["error"]
+        assert error["code"] == "segment_stale" and "definition.value" in error["details"], error
