@@ -67,6 +67,13 @@ class LeaseLost(Exception):
     """Another worker owns the import now (or it was cancelled)."""
 
 
+LIST_DELETED = "the list was deleted during the import; the contacts it created stay"
+
+
+class ListDeleted(Exception):
+    """The import's list is gone: nothing more to import into."""
+
+
 def discard_upload(job: dict) -> None:
     """An import over (done, failed or cancelled) keeps no copy of its file:
     data minimisation. The rejected rows stay for the account to fetch."""
@@ -182,8 +189,10 @@ def process(store: ContactsStore, producer: EventProducer, salt: str, job: dict,
         if rejected.tell() == 0:
             rejected.write(b"row,reason,cells\r\n")
         try:
+            if store.get_list(job["account_id"], job["list_id"]) is None:
+                raise ListDeleted(LIST_DELETED)
             dialect, mapping = _prepare(store, job, upload)
-        except (csvread.MappingError, UnicodeError, LookupError) as exc:
+        except (csvread.MappingError, UnicodeError, LookupError, ListDeleted) as exc:
             failed = _finish(store, job, owner, "failed", str(exc)[:500])
             discard_upload(job)
             return failed
@@ -220,7 +229,13 @@ def process(store: ContactsStore, producer: EventProducer, salt: str, job: dict,
             pipeline.finish()
         ctx.rejected.flush()
         ctx.rejected.detach()
-    done = _finish(store, job, owner, "cancelled" if ctx.cancelling else "done", None)
+    if store.get_list(job["account_id"], job["list_id"]) is None:
+        # Deleted while the import ran: the rows written after it went
+        # made memberships of a list that is no more.
+        store.drop_memberships(job["account_id"], job["list_id"])
+        done = _finish(store, job, owner, "failed", LIST_DELETED)
+    else:
+        done = _finish(store, job, owner, "cancelled" if ctx.cancelling else "done", None)
     discard_upload(job)
     return done
 

@@ -139,10 +139,14 @@ class ContactsStore:
         """Remove the list and every membership of it; contacts stay."""
         if self.lists.delete_one({"_id": list_id, "account_id": account_id}).deleted_count == 0:
             return False
+        self.drop_memberships(account_id, list_id)
+        return True
+
+    def drop_memberships(self, account_id: str, list_id: str) -> None:
+        """Every contact's membership of a list that is gone."""
         self.contacts.update_many({"account_id": account_id, "list_ids": list_id},
                                   {"$unset": {f"lists.{list_id}": ""},
                                    "$pull": {"list_ids": list_id, "subscribed_list_ids": list_id}})
-        return True
 
     def list_ids(self, account_id: str) -> set[str]:
         return {d["_id"] for d in self.lists.find({"account_id": account_id}, {"_id": 1})}

@@ -710,3 +710,30 @@ def test_one_file_the_sweep_cannot_scrub_holds_up_no_other_import(client, app, s
     left = store.imports.find_one({"_id": broken["id"]})
     assert left["rejected_scrub_failures"] == scrubbing.MAX_FAILURES   # then left alone
     assert "rejected_scrubbed_at" not in left
+
+
+def test_an_import_whose_list_is_deleted_fails_and_leaves_no_membership_of_it(
+        client, app, settings, setup, monkeypatch):
+    """It finished 'done', leaving contacts members of a list that was gone."""
+    pending = upload(client, setup, b"email\nfirst@example.com\n").get_json()
+    other = client.post(f"{V1}/lists", {"name": "Deleted midway"}).get_json()["id"]
+    rows = b"email\n" + b"".join(b"mid%d@example.com\n" % i for i in range(9))
+    running = upload(client, other, rows).get_json()
+    real = imports._checkpoint
+    calls = []
+
+    def delete_after_the_first_batch(ctx, *args):
+        real(ctx, *args)
+        if ctx.list_id == other:
+            calls.append(1)
+            if len(calls) == 2:   # the header's checkpoint, then the first batch's
+                assert client.delete(f"{V1}/lists/{other}").status_code == 204
+    monkeypatch.setattr(imports, "_checkpoint", delete_after_the_first_batch)
+    assert client.delete(f"{V1}/lists/{setup}").status_code == 204
+    run_worker(app, settings)
+    for job_id in (pending["id"], running["id"]):
+        job = client.get(f"{V1}/imports/{job_id}").get_json()
+        assert job["status"] == "failed" and "deleted" in job["error"], job
+    found = client.get(f"{V1}/contacts?email_prefix=mid&limit=50").get_json()["items"]
+    assert found and all(other not in c.get("lists", {}) for c in found), found
+    assert client.get(f"{V1}/contacts?email_prefix=first").get_json()["items"] == []
