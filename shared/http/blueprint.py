@@ -25,6 +25,17 @@ class _Parser(FlaskParser):
     DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
                                    "query": ma.RAISE, "querystring": ma.RAISE}
 
+    def load_querystring(self, req: Request, schema: ma.Schema):
+        """A parameter given twice where one value is taken is a 400 naming
+        it: ?limit=5&limit=500 answered with the first, ?status=a&status=b
+        was refused, depending on the field."""
+        for name in req.args:
+            field = schema.fields.get(name)
+            if field is not None and not isinstance(field, ma.fields.List) \
+                    and len(req.args.getlist(name)) > 1:
+                abort(400, messages={name: ["given more than once"]})
+        return super().load_querystring(req, schema)
+
     def _raw_load_json(self, req: Request):
         """webargs' JSON loading, plus the answers it leaves to a 500 or to
         silence: a body that is not JSON is a 415 (webargs reads it as no

@@ -114,4 +114,7 @@ def test_a_query_parameter_where_none_is_taken_is_a_400_naming_it():
     assert refused.get_json()["error"]["details"] == {"b": ["Unknown field."],
                                                       "expand": ["Unknown field."]}
     assert client.get("/paged?limit=3").get_json() == {"limit": 3}
+    twice = client.get("/paged?limit=3&limit=500")
+    assert twice.status_code == 400
+    assert twice.get_json()["error"]["details"] == {"limit": ["given more than once"]}
     assert client.get("/paged?nope=1").status_code == 400
