@@ -110,7 +110,7 @@ class Blueprint(flask_smorest.Blueprint):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # A blueprint's hooks run after the app's, authentication among them.
-        self.before_request(refuse_undeclared_query)
+        self.before_request(refuse_undeclared_input)
 
 
 def _declared_locations(view) -> set[str] | None:
@@ -127,15 +127,22 @@ def _declared_locations(view) -> set[str] | None:
     return {parameter.get("in") for parameter in doc.get("arguments", {}).get("parameters", [])}
 
 
-def refuse_undeclared_query() -> None:
+def refuse_undeclared_input() -> None:
     """A query parameter on an endpoint that takes none is a 400 naming it,
-    as an unknown one is where a query schema is declared: GET /lists/<id>?
-    expand=members answered as if it had been understood."""
-    if not request.args or request.endpoint is None:
+    as an unknown one is where a query schema is declared (GET /lists/<id>?
+    expand=members answered as if it had been understood); and a body sent
+    to one that takes none is a 400 (DELETE /account with a malformed body
+    deleted the account)."""
+    if request.endpoint is None:
         return
     locations = _declared_locations(current_app.view_functions.get(request.endpoint))
-    if locations is None or "query" in locations or "querystring" in locations:
+    if locations is None:
         return
-    unknown = sorted(request.args)
-    raise ApiError(400, "validation_error", f"invalid input: {', '.join(unknown)}",
-                   {name: ["Unknown field."] for name in unknown})
+    if request.args and not locations & {"query", "querystring"}:
+        unknown = sorted(request.args)
+        raise ApiError(400, "validation_error", f"invalid input: {', '.join(unknown)}",
+                       {name: ["Unknown field."] for name in unknown})
+    has_body = bool(request.content_length) or "Transfer-Encoding" in request.headers
+    if has_body and not locations & {"json", "form", "files"}:
+        raise ApiError(400, "validation_error", "invalid input: _body",
+                       {"_body": ["this endpoint takes no body"]})

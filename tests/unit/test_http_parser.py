@@ -85,7 +85,7 @@ def test_a_nul_character_anywhere_in_a_body_is_a_400_naming_where(client, body, 
     assert _post(client, b"[" * 900 + b'"\\u0000"' + b"]" * 900).status_code == 400
 
 
-def test_a_query_parameter_where_none_is_taken_is_a_400_naming_it():
+def test_a_query_parameter_or_a_body_where_none_is_taken_is_a_400():
     """GET /lists/<id>?expand=members answered 200, as if understood."""
     app = Flask("query-test")
     app.config.update(API_TITLE="t", API_VERSION="v1", OPENAPI_VERSION="3.0.3")
@@ -96,7 +96,7 @@ def test_a_query_parameter_where_none_is_taken_is_a_400_naming_it():
     class Page(ma.Schema):
         limit = ma.fields.Integer()
 
-    @blp.route("/plain")
+    @blp.route("/plain", methods=["GET", "POST"])
     @blp.response(200)
     def plain():
         return {"ok": True}
@@ -114,6 +114,10 @@ def test_a_query_parameter_where_none_is_taken_is_a_400_naming_it():
     assert refused.get_json()["error"]["details"] == {"b": ["Unknown field."],
                                                       "expand": ["Unknown field."]}
     assert client.get("/paged?limit=3").get_json() == {"limit": 3}
+    assert client.post("/plain").status_code == 200
+    with_body = client.post("/plain", data="{junk", content_type="application/json")
+    assert with_body.status_code == 400
+    assert with_body.get_json()["error"]["details"] == {"_body": ["this endpoint takes no body"]}
     twice = client.get("/paged?limit=3&limit=500")
     assert twice.status_code == 400
     assert twice.get_json()["error"]["details"] == {"limit": ["given more than once"]}
