@@ -4,6 +4,7 @@ is left for the service to refuse, with the service's own words."""
 from __future__ import annotations
 
 from flask import request
+from webargs.core import is_json
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared.http.blueprint import MAX_JSON_BYTES
@@ -20,7 +21,7 @@ def json_object() -> dict | None:
     """The body's JSON object, or None: not JSON, not an object, or JSON
     Python cannot take (nesting past the recursion limit, a number of over
     4,300 digits)."""
-    if request.mimetype != "application/json":
+    if not is_json(request.mimetype):   # application/json or */*+json, as the services read it
         return None
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise _too_large()
