@@ -382,9 +382,13 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     def getattr(self, obj, attribute):
         """Merge data's own keys before a dict's methods: a custom field
-        named "copy", "items" or "update" rendered empty (Jinja tries the
-        attribute first, and found the method)."""
-        if isinstance(obj, dict) and isinstance(attribute, str) and attribute in obj:
+        named "copy" or "update" rendered empty (Jinja tries the attribute
+        first, and found the method). Not before the methods a template may
+        call (get, keys, values, items): `fields.get('city')` must not
+        become a call of a contact's "get" field; such a field is
+        `fields['items']`."""
+        if isinstance(obj, dict) and isinstance(attribute, str) and attribute in obj \
+                and attribute not in template_syntax.CALLABLE_METHODS:
             return obj[attribute]
         return super().getattr(obj, attribute)
 
