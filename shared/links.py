@@ -45,12 +45,13 @@ def _url(raw: str) -> str:
 _PERSONAL = re.compile(r"\{\{|\{%")
 # What a browser does to an http(s) href before requesting it (the WHATWG
 # URL parser): leading and trailing spaces and controls go, tabs and line
-# breaks anywhere go, a backslash is a slash. The token must carry the URL
+# breaks anywhere go, a backslash before the query is a slash. The token must carry the URL
 # the recipient's browser would have gone to: "https://shop.example\@evil
 # .example/" is shop.example's path there, but evil.example's host once
 # the backslash is percent-encoded.
 _URL_EDGES = "".join(map(chr, range(0x21)))
-_URL_DROPPED = str.maketrans({"\t": None, "\n": None, "\r": None, "\\": "/"})
+_URL_DROPPED = str.maketrans({"\t": None, "\n": None, "\r": None})
+_BACKSLASH = str.maketrans({"\\": "/"})
 # Then what a browser would percent-encode; the URL becomes a Location
 # header, where a control character from merge data would end the header.
 _URL_SAFE = "!#$%&'()*+,-./:;=?@[]_~"
@@ -129,5 +130,8 @@ def personal_url(rendered_url: str) -> str | None:
     not a web link or is too long to carry in a token."""
     if len(rendered_url) > tracking_tokens.MAX_PERSONAL_URL_BYTES:
         return None   # percent-encoding only lengthens it
-    url = quote(rendered_url.strip(_URL_EDGES).translate(_URL_DROPPED), safe=_URL_SAFE)
+    url = rendered_url.strip(_URL_EDGES).translate(_URL_DROPPED)
+    path_end = min((at for at in (url.find("?"), url.find("#")) if at >= 0), default=len(url))
+    url = url[:path_end].translate(_BACKSLASH) + url[path_end:]   # the query keeps its "\"
+    url = quote(url, safe=_URL_SAFE)
     return url if tracking_tokens.carries(url) else None

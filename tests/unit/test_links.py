@@ -87,6 +87,8 @@ def test_a_personal_url_is_the_one_a_browser_would_request():
     assert personal_url("https://shop.example\\@evil.example/login") == \
         "https://shop.example/@evil.example/login"
     assert personal_url(" \thttps://shop.example/a?x=1\n&y=2\r\n ") == "https://shop.example/a?x=1&y=2"
+    assert personal_url("https://s.example/a\\b?q=C:\\dir#x\\y") == \
+        "https://s.example/a/b?q=C:%5Cdir#x%5Cy"
 
 
 def test_character_references_are_read_as_a_browser_reads_an_attribute():
