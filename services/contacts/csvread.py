@@ -162,10 +162,6 @@ class _RunawayQuote(Exception):
     """A record ran past MAX_RECORD_LINES lines: a quote that never closed."""
 
 
-class _LongLine(Exception):
-    """A physical line past MAX_LINE bytes; the rest of it has been read."""
-
-
 class _Lines:
     """The file's physical lines from `offset`, decoded, as csv.reader pulls
     them; `ends` holds where each line of the record being read ends."""
@@ -177,6 +173,7 @@ class _Lines:
         self.position = offset
         self.ends: list[int] = []
         self.exhausted = False
+        self.long_line = False   # the record being read has a line past MAX_LINE
         self.newline = newline.encode()
         self._buffer = b""  # read ahead of `position`, for lone-CR files only
 
@@ -192,15 +189,25 @@ class _Lines:
             raise StopIteration
         self.position += len(raw)
         if len(raw) >= MAX_LINE and not raw.endswith(self.newline):
-            # Its rest was read as a line of its own, and a row of its own
-            # (a 1.1 MB cell made a phantom row, and every later row's
-            # number was one off).
-            while (rest := self._readline()) and not rest.endswith(self.newline):
-                self.position += len(rest)
-            self.position += len(rest)
-            raise _LongLine
+            raw = self._past_long_line(raw)
         self.ends.append(self.position)
         return self.decode(raw)
+
+    def _past_long_line(self, start: bytes) -> bytes:
+        """A physical line over MAX_LINE: read to its end, and given to the
+        csv reader as a line holding only its quotes' parity, so that a
+        quoted cell it is part of still ends where it ends. Its record is
+        rejected (`long_line`). Its rest had been read as a line and a row
+        of its own: a 1.1 MB cell made a phantom row, and every later row's
+        number was one off."""
+        self.long_line = True
+        quotes = start.count(b'"')
+        while rest := self._readline():
+            self.position += len(rest)
+            quotes += rest.count(b'"')
+            if rest.endswith(self.newline):
+                break
+        return b'"' * (quotes % 2) + self.newline
 
     def _readline(self) -> bytes:
         if self.newline == b"\n":
@@ -235,19 +242,13 @@ def records(stream: BinaryIO, dialect: Dialect, start_offset: int = 0,
         reader = csv.reader(lines, delimiter=dialect.delimiter, strict=False)
         while True:
             lines.ends.clear()
+            lines.long_line = False
             try:
                 cells = next(reader)
             except StopIteration:
                 return
             except _RunawayQuote:
                 problem = f"unclosed quote: the cell runs past {MAX_RECORD_LINES} lines"
-            except _LongLine:
-                # The record is rejected whole, up to the end of that line,
-                # and reading starts again after it.
-                number += 1
-                offset = lines.position
-                yield number, offset, f"a line longer than {MAX_LINE} bytes"
-                break
             except csv.Error as exc:
                 problem = f"unreadable row: {exc}"
                 if len(lines.ends) <= 1:
@@ -255,6 +256,10 @@ def records(stream: BinaryIO, dialect: Dialect, start_offset: int = 0,
                     yield number, lines.position, problem
                     continue
             else:
+                if lines.long_line and not (lines.exhausted and len(lines.ends) > 1):
+                    number += 1
+                    yield number, lines.position, f"a line longer than {MAX_LINE} bytes"
+                    continue
                 if not (lines.exhausted and len(lines.ends) > 1):
                     number += 1
                     yield Record(number, cells, lines.position)

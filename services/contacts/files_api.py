@@ -69,7 +69,8 @@ def _too_large(_exc):
     if request.content_length is not None and request.content_length <= limit:
         return error_response(413, "payload_too_large",
                               f"a form field other than file is larger than "
-                              f"{MAX_FORM_FIELD_BYTES} bytes")
+                              f"{MAX_FORM_FIELD_BYTES} bytes, or the form has more than "
+                              f"{request.max_form_parts} parts")
     return error_response(413, "payload_too_large", f"the upload is larger than {limit} bytes")
 
 
@@ -201,8 +202,16 @@ class ListImports(MethodView):
         else:   # a small part werkzeug kept in memory
             with import_files.open_private(path, "wb") as stored:
                 upload.save(stored)
-        import_files.as_utf8(path)
+        try:
+            import_files.as_utf8(path)
+        except BaseException:
+            os.remove(path)   # no import names it: nothing would ever delete the addresses in it
+            raise
         size = os.path.getsize(path)
+        if size > config.max_upload_bytes:   # UTF-16 text grows by up to half as UTF-8
+            os.remove(path)
+            raise ApiError(413, "payload_too_large", f"the upload is larger than "
+                                                     f"{config.max_upload_bytes} bytes as UTF-8")
         if size == 0:
             os.remove(path)
             raise usecases.invalid("file", "the file is empty")

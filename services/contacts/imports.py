@@ -190,6 +190,9 @@ def process(store: ContactsStore, producer: EventProducer, salt: str, job: dict,
             rejected.write(b"row,reason,cells\r\n")
         try:
             if store.get_list(job["account_id"], job["list_id"]) is None:
+                # A worker that died after the list went may have written a
+                # batch of memberships of it.
+                store.drop_memberships(job["account_id"], job["list_id"])
                 raise ListDeleted(LIST_DELETED)
             dialect, mapping = _prepare(store, job, upload)
         except (csvread.MappingError, UnicodeError, LookupError, ListDeleted) as exc:

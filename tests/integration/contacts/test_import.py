@@ -362,6 +362,13 @@ def test_uploads_over_the_limit_are_refused_before_storing(client, setup, settin
     assert r.status_code == 400 and "file" in r.get_json()["error"]["details"]
     r = upload(client, setup, b"email\na@b.example\n", mode="merge")
     assert r.status_code == 400 and "mode" in r.get_json()["error"]["details"]
+    # Within the limit as UTF-16, over it once rewritten as UTF-8.
+    cjk = codecs.BOM_UTF16_LE + ("email\tname\r\n" + "a@b.example\t" + "李" * 70_000).encode(
+        "utf-16-le")
+    assert len(cjk) < int(settings["SANDESH_MAX_UPLOAD_BYTES"])
+    r = upload(client, setup, cjk)
+    assert r.status_code == 413 and "as UTF-8" in r.get_json()["error"]["message"]
+    assert [f for _, _, files in os.walk(settings["SANDESH_IMPORT_DIR"]) for f in files] == []
     # An upload within the limit whose other field is over what a field may
     # hold in memory: the answer said the upload was over the limit.
     from services.contacts import files_api
@@ -369,7 +376,8 @@ def test_uploads_over_the_limit_are_refused_before_storing(client, setup, settin
     r = upload(client, setup, b"email\na@b.example\n", consent_wording="x" * 100_000)
     assert r.status_code == 413
     assert r.get_json()["error"]["message"] == \
-        "a form field other than file is larger than 50000 bytes"
+        "a form field other than file is larger than 50000 bytes, or the form has more than " \
+        "1000 parts"
 
 
 def test_imports_are_isolated(client, other, setup):
@@ -737,3 +745,33 @@ def test_an_import_whose_list_is_deleted_fails_and_leaves_no_membership_of_it(
     found = client.get(f"{V1}/contacts?email_prefix=mid&limit=50").get_json()["items"]
     assert found and all(other not in c.get("lists", {}) for c in found), found
     assert client.get(f"{V1}/contacts?email_prefix=first").get_json()["items"] == []
+
+
+def test_a_resumed_import_of_a_deleted_list_drops_what_the_dead_worker_wrote(
+        client, app, settings, setup, monkeypatch):
+    """The list went, then the worker wrote a batch and died: the worker
+    that resumes it found the list gone and failed it, leaving that batch's
+    memberships."""
+    rows = b"email\n" + b"".join(b"dead%d@example.com\n" % i for i in range(9))
+    job = upload(client, setup, rows).get_json()
+    real = imports._checkpoint
+    calls = {"n": 0}
+
+    def list_deleted_then_killed(ctx, *position):
+        calls["n"] += 1
+        if calls["n"] == 2:         # the first batch is written, its checkpoint never is
+            ContactsStore(app.extensions["runtime"].db).lists.delete_one({"_id": setup})
+            raise SystemExit("killed")
+        real(ctx, *position)
+
+    monkeypatch.setattr(imports, "_checkpoint", list_deleted_then_killed)
+    with pytest.raises(SystemExit):
+        run_worker(app, settings)
+    monkeypatch.setattr(imports, "_checkpoint", real)
+    store = ContactsStore(app.extensions["runtime"].db)
+    assert store.contacts.count_documents({"list_ids": setup}) == 3   # what the dead worker left
+    expire_lease(store, job["id"])
+    run_worker(app, settings)
+    failed = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert failed["status"] == "failed" and "deleted" in failed["error"], failed
+    assert store.contacts.count_documents({"list_ids": setup}) == 0

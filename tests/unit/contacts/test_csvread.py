@@ -117,6 +117,15 @@ def test_a_line_over_the_limit_is_one_row_rejected_and_the_numbers_after_it_hold
     assert [r.number for r in resumed] == [4, 5]
 
 
+def test_an_over_long_line_inside_a_quoted_cell_is_part_of_its_one_rejected_row():
+    long = "x" * (csvread.MAX_LINE + 100_000)
+    for quoted in (long, long + '""' + long[:10]):   # "" inside a quoted cell is one quote
+        data = f'email,name\na@x.com,"A\n{quoted}\nstill"\nc@x.com,C\n'.encode()
+        _, items = read(data)
+        assert [(i.number, i.cells) if isinstance(i, csvread.Record) else i[0] for i in items] \
+            == [(1, ["email", "name"]), 2, (3, ["c@x.com", "C"])]
+
+
 def test_mapping_is_guessed_from_the_header_or_given():
     fields = {"city": {"type": "text", "label": "Town"}}
     m = csvread.build_mapping(["Name", "E-mail", "Town"], [], None, fields)
