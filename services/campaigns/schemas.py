@@ -6,7 +6,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from services.campaigns import domain
-from shared.http.fields import UpdateSchema
+from shared.http.fields import StrictFloat, UpdateSchema
 from shared.tracking_tokens import TEST_SEND_RECIPIENTS
 from email_validator import EmailNotValidError, validate_email
 
@@ -113,8 +113,8 @@ class Audience(ma.Schema):
 
 
 class Limits(ma.Schema):
-    per_second = ma.fields.Float(load_default=None, allow_none=True,
-                                 validate=validate.Range(0.01, 100_000))
+    per_second = StrictFloat(load_default=None, allow_none=True,
+                             validate=validate.Range(0.01, 100_000))
     per_hour = ma.fields.Integer(strict=True, load_default=None, allow_none=True,
                                  validate=validate.Range(1, 100_000_000))
     per_domain_concurrency = ma.fields.Integer(strict=True, load_default=None, allow_none=True,

@@ -15,6 +15,16 @@ def one_line(text: str | None) -> None:
         raise ma.ValidationError(NOT_ONE_LINE)
 
 
+class StrictFloat(ma.fields.Float):
+    """A JSON number only: "5" and true were taken as 5.0 and 1.0, where
+    every integer field refuses them (strict=True)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, (str, bool)):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class UtcDateTime(ma.fields.AwareDateTime):
     """An ISO 8601 date-time with an offset, returned in UTC. A time that
     falls outside years 1-9999 once in UTC (9999-12-31T23:00-05:00) is a

@@ -84,6 +84,8 @@ def test_bad_campaign_input_is_400_naming_the_field(client):
              ({"name": "x", "postal_address": "{{ evil }}"}, "postal_address"),
              ({"name": "x", "template_version": 10 ** 30}, "template_version"),
              ({"name": "x", "limits": {"per_hour": 5.5}}, "limits"),   # not cut to 5
+             ({"name": "x", "limits": {"per_second": "5"}}, "limits"),  # not taken as 5.0
+             ({"name": "x", "limits": {"per_second": True}}, "limits"),
              ({"name": "x", "audience": {"list_ids": ["nothex"]}}, "audience"),  # sent to nobody
              ({"name": "x", "audience": {"segment_id": "seg-1"}}, "audience"),
              ({}, "name")]
