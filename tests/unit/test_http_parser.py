@@ -15,21 +15,27 @@ class Thing(ma.Schema):
     n = ma.fields.Integer()
 
 
-@pytest.fixture
-def client():
+def client_of(add_routes):
+    """A test client of an app whose one Blueprint add_routes(blp) fills."""
     app = Flask("parser-test")
     app.config.update(API_TITLE="t", API_VERSION="v1", OPENAPI_VERSION="3.0.3")
     api = flask_smorest.Api(app)
     register_error_handlers(app)
     blp = Blueprint("things", __name__)
-
-    @blp.route("/things", methods=["POST", "PATCH"])
-    @blp.arguments(Thing)
-    def things(body):
-        return body
-
+    add_routes(blp)
     api.register_blueprint(blp)
     return app.test_client()
+
+
+@pytest.fixture
+def client():
+    def add_routes(blp):
+        @blp.route("/things", methods=["POST", "PATCH"])
+        @blp.arguments(Thing)
+        def things(body):
+            return body
+
+    return client_of(add_routes)
 
 
 def _post(client, body: bytes, content_type="application/json"):
@@ -87,27 +93,21 @@ def test_a_nul_character_anywhere_in_a_body_is_a_400_naming_where(client, body, 
 
 def test_a_query_parameter_or_a_body_where_none_is_taken_is_a_400():
     """GET /lists/<id>?expand=members answered 200, as if understood."""
-    app = Flask("query-test")
-    app.config.update(API_TITLE="t", API_VERSION="v1", OPENAPI_VERSION="3.0.3")
-    api = flask_smorest.Api(app)
-    register_error_handlers(app)
-    blp = Blueprint("things", __name__)
-
     class Page(ma.Schema):
         limit = ma.fields.Integer()
 
-    @blp.route("/plain", methods=["GET", "POST"])
-    @blp.response(200)
-    def plain():
-        return {"ok": True}
+    def add_routes(blp):
+        @blp.route("/plain", methods=["GET", "POST"])
+        @blp.response(200)
+        def plain():
+            return {"ok": True}
 
-    @blp.route("/paged")
-    @blp.arguments(Page, location="query")
-    def paged(args):
-        return args
+        @blp.route("/paged")
+        @blp.arguments(Page, location="query")
+        def paged(args):
+            return args
 
-    api.register_blueprint(blp)
-    client = app.test_client()
+    client = client_of(add_routes)
     assert client.get("/plain").status_code == 200
     refused = client.get("/plain?expand=members&b=1")
     assert refused.status_code == 400
