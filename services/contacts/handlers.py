@@ -99,17 +99,30 @@ def unsubscribe(ports: usecases.Ports, event: Event) -> None:
     at = _event_time(event)
     via = UNSUBSCRIBE_VIA.get(event.data.get("method"), "link")
     for target in targets:
-        update = domain.membership_update(target, domain.membership(
-            "unsubscribed", via, at, campaign_id=event.data.get("campaign_id")))
-        update["$set"]["updated_at"] = domain.now()
-        ports.store.contacts.update_one({"_id": contact["_id"]}, update)
-        _log_consent(ports, event, contact, target, via)
+        if not _logged_before(ports, event, contact, target):
+            update = domain.membership_update(target, domain.membership(
+                "unsubscribed", via, at, campaign_id=event.data.get("campaign_id")))
+            update["$set"]["updated_at"] = domain.now()
+            ports.store.contacts.update_one({"_id": contact["_id"]}, update)
+            _log_consent(ports, event, contact, target, via)
         events.contact_unsubscribed(ports.producer, contact, target, via)
     if not list_id:
-        _log_consent(ports, event, contact, None, via)
+        if not _logged_before(ports, event, contact, None):
+            _log_consent(ports, event, contact, None, via)
         usecases.suppress(ports, contact["account_id"], contact["email_hash"], "unsubscribe",
                           ACTOR, contact_id=contact["_id"], flush=False)
         events.contact_unsubscribed(ports.producer, contact, None, via)
+
+
+def _logged_before(ports, event: Event, contact: dict, list_id: str | None) -> bool:
+    """Whether this unsubscribe (its event id: one per message and list) is
+    in the consent log already. A person who clicks one-click three times
+    makes three events of one id at three times: each was a new entry, and
+    moved the membership's time. A redelivery has the same time, and its
+    entry's id (_consent_id) catches it too."""
+    return ports.store.consent.find_one(
+        {"account_id": contact["account_id"], "contact_ids": contact["_id"],
+         "event_id": event.id, "list_id": list_id}, {"_id": 1}) is not None
 
 
 def _escalate(ports: usecases.Ports, contact: dict, status: str, reason: str) -> None:

@@ -1,6 +1,8 @@
 """Events in and out of contacts over the real Kafka broker and FerretDB."""
+import dataclasses
 import json
 import time
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -56,7 +58,10 @@ def test_unsubscribes_complaints_and_hard_bounces_arrive_and_apply(mongo_db, kaf
     out = EventProducer(KafkaSink(kafka_bootstrap, "contacts-test-out"))
     first = _tracking("tracking.unsubscribed", account, unsub, list_id=l1, method="one-click",
                       ip_prefix="203.0.113.0/24")
-    sent = [first, first,                                  # a redelivery changes nothing more
+    # The same one-click clicked again later: the same event id, a later time.
+    again = dataclasses.replace(first, time=(datetime.fromisoformat(first.time) + timedelta(
+        seconds=2)).isoformat(timespec="milliseconds"))
+    sent = [first, first, again,                           # a redelivery changes nothing more
             _tracking("tracking.unsubscribed", account, everything, list_id=None, method="page"),
             _tracking("tracking.unsubscribed", account, old_link, list_id=l1),  # no method
             _tracking("tracking.complained", account, complainer),
@@ -88,6 +93,7 @@ def test_unsubscribes_complaints_and_hard_bounces_arrive_and_apply(mongo_db, kaf
             store.consent.find({"contact_ids": unsub})] == \
         [("unsubscribe", "one-click", l1, "203.0.113.0/24")]
     assert one["lists"][l1]["via"] == "one-click"
+    assert one["lists"][l1]["at"] == datetime.fromisoformat(first.time)   # not moved by the repeat
     gone = store.contacts.find_one({"_id": everything})
     assert gone["subscribed_list_ids"] == [] and gone["suppressed"] is True
     assert {gone["lists"][l]["via"] for l in (l1, l2)} == {"form"}
