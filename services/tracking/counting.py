@@ -212,8 +212,19 @@ class StatsCounter:
                               _Fact(event, f"click_unique|{cls}|{contact}",
                                     [f"clicks_unique_{cls}"]),
                               _Fact(event, f"link_unique|{index}|{cls}|{contact}",
-                                    [f"link_{index}_unique_{cls}"])])]
+                                    [f"link_{index}_unique_{cls}"]),
+                              *self._click_opens(event, cls, contact)])]
         return []
+
+    @staticmethod
+    def _click_opens(event: Event, cls: str, contact: str) -> list[_Fact]:
+        """A person's click is an open: their client may block the pixel
+        (its stats read 4 clickers of 1 opener, click-to-open 4.0). The
+        open's own marker, so the two count once together. A machine's
+        click (a scanner) opens nothing."""
+        if cls != "human":
+            return []
+        return [_Fact(event, f"open_unique|{cls}|{contact}", [f"opens_unique_{cls}"])]
 
     def _save_campaigns(self, launched: list[Event]) -> None:
         self.store.save_campaigns([

@@ -205,8 +205,10 @@ def summarise(counts: dict[str, int]) -> dict:
             "delivery": _ratio(delivered, c["sent"]),
             "bounce": _ratio(bounced, c["sent"]),
             "failure": _ratio(c["failed"], c["sent"] + c["failed"]),
-            "open": _ratio(c["opens_unique_human"], delivered),
-            "click": _ratio(c["clicks_unique_human"], delivered),
+            # At most 1: a message opened or clicked and then reported
+            # bounced counts in both.
+            "open": min(1.0, _ratio(c["opens_unique_human"], delivered)),
+            "click": min(1.0, _ratio(c["clicks_unique_human"], delivered)),
             "click_to_open": _ratio(c["clicks_unique_human"], c["opens_unique_human"]),
             "unsubscribe": _ratio(c["unsubscribes"], delivered),
             "complaint": _ratio(c["complaints"], delivered),

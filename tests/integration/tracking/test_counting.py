@@ -72,6 +72,8 @@ def scenario(campaign):
                      link_index=2, **ids(2)))
     events.append(ev("tracking.clicked", sent_at + timedelta(seconds=3), machine=False,
                      link_index=0, **ids(5)))
+    # contact 6 clicks with the pixel blocked: an open too
+    events.append(ev("tracking.clicked", hour2, machine=False, link_index=0, **ids(6)))
     # contact 6 unsubscribes twice (page, then one-click), contact 7 complains
     events.append(ev("tracking.unsubscribed", hour2, list_id=None, method="page", **ids(6)))
     events.append(ev("tracking.unsubscribed", hour2, list_id=None, method="one-click", **ids(6)))
@@ -82,8 +84,8 @@ def scenario(campaign):
 EXPECTED = {
     "sent": 8, "delivered": 6, "failed": 2,
     "bounced": {"hard": 1, "soft": 1, "total": 2},
-    "opens": {"unique_human": 2, "total_human": 3, "unique_machine": 2, "total_machine": 2},
-    "clicks": {"unique_human": 2, "total_human": 2, "unique_machine": 2, "total_machine": 2},
+    "opens": {"unique_human": 3, "total_human": 3, "unique_machine": 2, "total_machine": 2},
+    "clicks": {"unique_human": 3, "total_human": 3, "unique_machine": 2, "total_machine": 2},
     "unsubscribes": 1, "complaints": 1,
 }
 
@@ -104,14 +106,16 @@ def check(stats):
     links = {link["index"]: link for link in stats["links"]}
     assert [links[i]["url"] for i in range(3)] == ["https://a.example/", "https://b.example/",
                                                   "https://c.example/"]
-    assert (links[0]["total_human"], links[0]["total_machine"]) == (1, 1)
+    assert (links[0]["total_human"], links[0]["total_machine"]) == (2, 1)
     assert (links[1]["unique_human"], links[1]["total_machine"]) == (1, 0)
     assert (links[2]["total_human"], links[2]["total_machine"]) == (0, 1)
-    assert stats["rates"]["open"] == round(2 / 6, 4)
+    assert stats["rates"]["open"] == round(3 / 6, 4)
+    assert stats["rates"]["click_to_open"] == 1.0   # every clicker opened
     hours = {row["hour"].replace(tzinfo=timezone.utc): row for row in stats["hourly"]}
     assert hours[T0]["sent"] == 8 and hours[T0]["opens_total_machine"] == 1
     assert hours[T0 + timedelta(hours=1)]["opens_unique_human"] == 2
     assert hours[T0 + timedelta(hours=2)]["opens_total_human"] == 1
+    assert hours[T0 + timedelta(hours=2)]["opens_unique_human"] == 1   # contact 6's click
     assert sum(row["opens_total_human"] for row in stats["hourly"]) == 3
 
 

@@ -94,3 +94,11 @@ def test_summary_and_rates():
     assert stats["rates"]["bounce"] == 0.05
     assert stats["rates"]["failure"] == round(4 / 104, 4)
     assert domain.summarise({})["rates"]["open"] == 0.0
+
+
+def test_an_open_or_click_rate_is_never_over_one():
+    """A message clicked and then reported bounced counts in both: 4 clickers
+    of 3 delivered read 1.3333."""
+    rates = domain.summarise({"sent": 4, "bounced_hard": 1, "opens_unique_human": 4,
+                              "clicks_unique_human": 4})["rates"]
+    assert (rates["open"], rates["click"], rates["click_to_open"]) == (1.0, 1.0, 1.0)
