@@ -60,6 +60,14 @@ ListPage = page_of(ListOut, "ListPage")
 
 
 # -- custom fields -----------------------------------------------------------
+def _distinct(choices: list[str]) -> None:
+    if len(set(choices)) != len(choices):
+        raise ma.ValidationError("each choice once")
+
+
+CHOICES = [validate.Length(max=domain.MAX_CHOICES), _distinct]
+
+
 class FieldCreate(ma.Schema):
     key = ma.fields.String(required=True, validate=validate.Regexp(
         domain.FIELD_KEY, error="lower-case letters, digits and _, starting with a letter, "
@@ -67,13 +75,13 @@ class FieldCreate(ma.Schema):
     label = ma.fields.String(validate=NAME)
     type = ma.fields.String(required=True, validate=validate.OneOf(domain.FIELD_TYPES))
     choices = ma.fields.List(ma.fields.String(validate=validate.Length(1, 200)),
-                             validate=validate.Length(max=domain.MAX_CHOICES))
+                             validate=CHOICES)
 
 
 class FieldUpdate(UpdateSchema):
     label = ma.fields.String(validate=NAME)
     choices = ma.fields.List(ma.fields.String(validate=validate.Length(1, 200)),
-                             validate=validate.Length(max=domain.MAX_CHOICES))
+                             validate=CHOICES)
 
 
 class FieldOut(ma.Schema):

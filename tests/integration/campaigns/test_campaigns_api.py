@@ -193,6 +193,8 @@ def test_only_a_campaign_that_never_launched_can_be_deleted(client, broker):
 def test_test_send_publishes_test_jobs_that_carry_the_campaign(client, broker):
     campaign, _ = ready_campaign(client)
     path = f"/api/v1/campaigns/{campaign['id']}/test"
+    twice = client.post(path, {"emails": ["qa@example.com", "QA@example.com"]})
+    assert twice.status_code == 400 and "emails" in twice.get_json()["error"]["details"]
     too_many = client.post(path, {"emails": [f"a{i}@example.com" for i in range(6)]})
     assert too_many.status_code == 400
     response = client.post(path, {"emails": ["qa@example.com", "boss@example.com"]})

@@ -80,6 +80,8 @@ def test_custom_fields_are_typed(client):
         assert client.post(f"{V1}/fields", body).status_code == 201
     assert client.post(f"{V1}/fields", {"key": "Bad Key", "type": "text"}).status_code == 400
     assert client.post(f"{V1}/fields", {"key": "x", "type": "choice"}).status_code == 400
+    twice = client.post(f"{V1}/fields", {"key": "y", "type": "choice", "choices": ["a", "a"]})
+    assert twice.status_code == 400 and "choices" in twice.get_json()["error"]["details"]
     ok = make_contact(client, "f@example.com", fields={"city": "Pune", "age": 31,
                                                        "born": "1990-05-01", "vip": True,
                                                        "plan": "pro"})
