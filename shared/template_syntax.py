@@ -33,6 +33,7 @@ _REFUSED_NAMES = {
     nodes.With: "{% with %}", nodes.AssignBlock: "a {% set %}...{% endset %} block",
     nodes.FilterBlock: "a {% filter %} block",
     nodes.ScopedEvalContextModifier: "{% autoescape %}", nodes.NSRef: "a namespace assignment",
+    nodes.Scope: "{% autoescape %}",   # the Scope Jinja wraps an autoescape block in
     nodes.Include: "include", nodes.Import: "import", nodes.FromImport: "from ... import",
     nodes.Extends: "extends",
 }
@@ -109,7 +110,7 @@ def problem(tree: nodes.Template) -> tuple[int | None, str] | None:
             return node.lineno, f"expressions or tags nested more than {MAX_NODE_DEPTH} deep"
         found = None if id(node) in format_values else _node_problem(node)
         if found:
-            return node.lineno, found
+            return _line_of(node), found
         # Python nests each elif a level deeper than the one before
         elif_depth = {id(e): n for n, e in enumerate(getattr(node, "elif_", None) or ())}
         children = [(child, depth + 1 + elif_depth.get(id(child), 0))
@@ -117,6 +118,15 @@ def problem(tree: nodes.Template) -> tuple[int | None, str] | None:
         # reversed: popped in the template's order, so the first problem is reported
         stack.extend(reversed(children))
     return _nested_loop(tree)
+
+
+def _line_of(node: nodes.Node) -> int | None:
+    """A node's line, or its first descendant's: Jinja gives an autoescape
+    block's Scope none."""
+    if getattr(node, "lineno", None):
+        return node.lineno
+    return next((child.lineno for child in node.find_all(nodes.Node)
+                 if getattr(child, "lineno", None)), None)
 
 
 def _node_problem(node: nodes.Node) -> str | None:

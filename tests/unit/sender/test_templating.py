@@ -78,6 +78,13 @@ def test_structures_that_multiply_work_are_refused_at_save(source):
         templating.check(source, html=True)
 
 
+def test_a_refused_autoescape_block_is_named_with_its_line():
+    """It read "Scope is not allowed", with no line: Jinja's own node name."""
+    with pytest.raises(TemplateSyntaxProblem) as refused:
+        templating.check("<p>\n\n{% autoescape false %}{{ name }}{% endautoescape %}", html=True)
+    assert str(refused.value) == "line 3: {% autoescape %} is not allowed"
+
+
 @pytest.mark.parametrize("source", [
     "{{ 9 ** 999999999 }}",          # was folded at compile time: minutes of CPU at save
     "{{ 'a' * 100000000 }}", "{{ [1] * 100000000 }}", "{{ '%999999999s' % 1 }}",
