@@ -28,12 +28,14 @@ class _Parser(FlaskParser):
     def load_querystring(self, req: Request, schema: ma.Schema):
         """A parameter given twice where one value is taken is a 400 naming
         it: ?limit=5&limit=500 answered with the first, ?status=a&status=b
-        was refused, depending on the field."""
+        was refused, depending on the field. So is a NUL in a value."""
         for name in req.args:
+            values = req.args.getlist(name)
             field = schema.fields.get(name)
-            if field is not None and not isinstance(field, ma.fields.List) \
-                    and len(req.args.getlist(name)) > 1:
+            if field is not None and not isinstance(field, ma.fields.List) and len(values) > 1:
                 abort(400, messages={name: ["given more than once"]})
+            if any("\x00" in value for value in values):   # as in a body
+                abort(400, messages={name: ["the NUL character (%00) is not allowed"]})
         return super().load_querystring(req, schema)
 
     def _raw_load_json(self, req: Request):

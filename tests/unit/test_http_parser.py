@@ -122,3 +122,6 @@ def test_a_query_parameter_or_a_body_where_none_is_taken_is_a_400():
     assert twice.status_code == 400
     assert twice.get_json()["error"]["details"] == {"limit": ["given more than once"]}
     assert client.get("/paged?nope=1").status_code == 400
+    nul = client.get("/paged?limit=1%00")
+    assert nul.status_code == 400
+    assert nul.get_json()["error"]["details"] == {"limit": ["the NUL character (%00) is not allowed"]}
