@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import flask_smorest
 import marshmallow as ma
@@ -63,19 +64,28 @@ class _Parser(FlaskParser):
             abort(400, messages={"json": ["Invalid JSON body: a number too long or "
                                           "nesting too deep."]})
         if not _encodes_as_utf8(data):
-            abort(400, messages={"json": ["Invalid JSON body: a \\u escape names half "
-                                          "of a surrogate pair."]})
-        where = _nul_at(data) if b"\\u0000" in req.get_data(cache=True) else None
+            where = _string_at(data, _LONE_SURROGATE.search)
+            abort(400, messages={where or "json": ["Invalid JSON body: a \\u escape names half "
+                                                   "of a surrogate pair."]})
+        where = _string_at(data, _has_nul) if b"\\u0000" in req.get_data(cache=True) else None
         if where is not None:
             abort(400, messages={where or "json": ["the NUL character (\\u0000) is not allowed"]})
         return data
 
 
-def _nul_at(data) -> str | None:
-    """The dotted path of the first string holding a NUL (of the object, for
-    a key), or None ("" for the body itself). No field takes one: it was
-    stored as given in a list's name or a template, and ends a C string
-    wherever one is read. Called only when the raw body holds a \\u0000.
+_LONE_SURROGATE = re.compile("[\\ud800-\\udfff]")
+
+
+def _has_nul(text: str) -> bool:
+    return "\x00" in text
+
+
+def _string_at(data, bad) -> str | None:
+    """The dotted path of the first string `bad` finds fault with (of the
+    object, for a key), or None ("" for the body itself). A NUL: no field
+    takes one, it was stored as given in a list's name or a template, and
+    ends a C string wherever one is read. A lone surrogate: BSON cannot
+    hold it. Called only when the body has one somewhere.
 
     A walk with a stack of its own (JSON nested nearly as deep as Python's
     recursion limit parses) that holds containers only, each with its
@@ -83,7 +93,7 @@ def _nul_at(data) -> str | None:
     numbers nested 900 deep took gigabytes when every child carried its
     path. Past MAX_NUL_WALK values the body as a whole is named."""
     if isinstance(data, str):
-        return "" if "\x00" in data else None
+        return "" if bad(data) else None
     containers: list[tuple[int, object, object]] = [(-1, None, data)]   # (parent, key, value)
     pending = [0]
     visited = 0
@@ -95,10 +105,10 @@ def _nul_at(data) -> str | None:
             visited += 1
             if visited > MAX_NUL_WALK:
                 return ""
-            if isinstance(key, str) and "\x00" in key:
+            if isinstance(key, str) and bad(key):
                 return _path(containers, at)   # the object whose key it is
             if isinstance(child, str):
-                if "\x00" in child:
+                if bad(child):
                     return _path(containers, at, key)
             elif isinstance(child, (dict, list)):
                 containers.append((at, key, child))

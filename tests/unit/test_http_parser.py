@@ -50,7 +50,6 @@ def test_a_json_body_is_read(client):
 @pytest.mark.parametrize("body", [
     b'{"n": ' + b"1" * 5000 + b"}",        # more digits than int() takes
     b"[" * 100_000 + b"]" * 100_000,       # deeper than Python recurses
-    b'{"name": "\\ud800"}',                # half a surrogate pair: BSON cannot store it
     b'{"name": ',                          # plain bad JSON, as before
 ])
 def test_json_that_cannot_be_taken_is_a_400_naming_the_body(client, body):
@@ -125,3 +124,16 @@ def test_a_query_parameter_or_a_body_where_none_is_taken_is_a_400():
     nul = client.get("/paged?limit=1%00")
     assert nul.status_code == 400
     assert nul.get_json()["error"]["details"] == {"limit": ["the NUL character (%00) is not allowed"]}
+
+
+@pytest.mark.parametrize("body,field", [
+    (b'{"name": "\\ud800"}', "name"),
+    (b'{"tags": ["ok", {"k\\udfff": 1}]}', "tags.1"),
+    (b'"\\ud800"', "_body"),
+])
+def test_half_a_surrogate_pair_is_a_400_naming_where(client, body, field):
+    """BSON cannot store it; the answer named the body, not the field."""
+    response = _post(client, body)
+    assert response.status_code == 400
+    details = response.get_json()["error"]["details"]
+    assert list(details) == [field] and "surrogate" in details[field][0]
