@@ -91,7 +91,7 @@ def _string_at(data, bad) -> str | None:
     recursion limit parses) that holds containers only, each with its
     parent's place, so a path is built once, for the hit: a 16 MB body of
     numbers nested 900 deep took gigabytes when every child carried its
-    path. Past MAX_NUL_WALK values the body as a whole is named."""
+    path. Past MAX_WALK values the body as a whole is named."""
     if isinstance(data, str):
         return "" if bad(data) else None
     containers: list[tuple[int, object, object]] = [(-1, None, data)]   # (parent, key, value)
@@ -103,7 +103,7 @@ def _string_at(data, bad) -> str | None:
         children = value.items() if isinstance(value, dict) else enumerate(value)
         for key, child in children:
             visited += 1
-            if visited > MAX_NUL_WALK:
+            if visited > MAX_WALK:
                 return ""
             if isinstance(key, str) and bad(key):
                 return _path(containers, at)   # the object whose key it is
@@ -116,7 +116,7 @@ def _string_at(data, bad) -> str | None:
     return None
 
 
-MAX_NUL_WALK = 200_000
+MAX_WALK = 200_000
 
 
 def _path(containers: list, at: int, key=None) -> str:
