@@ -532,7 +532,10 @@ def search_query(ports: Ports, account_id: str, args: dict) -> dict:
         raise invalid("list_status", "give list_id with list_status")
     if args.get("list_id"):
         list_id = args["list_id"]
-        get_list(ports, account_id, list_id)
+        if not domain.is_id(list_id) or ports.store.get_list(account_id, list_id) is None:
+            # 404 as for another account's id anywhere; details name the filter.
+            raise ApiError(404, "not_found", "list not found",
+                           {"list_id": ["no list with this id in the account"]})
         query["list_ids"] = list_id     # also with list_status: the (account, list_ids, _id) index
         if args.get("list_status"):
             query[f"lists.{list_id}.status"] = args["list_status"]  # list_id: 32 hex digits

@@ -246,6 +246,8 @@ def test_another_accounts_ids_are_404_everywhere(client, other):
         r = other.call(method, V1 + path, body)
         assert r.status_code == 404, (method, path, r.status_code)
     assert other.get(f"{V1}/contacts").get_json()["items"] == []
+    assert other.get(f"{V1}/contacts?list_id={lid}").get_json()["error"]["details"] == {
+        "list_id": ["no list with this id in the account"]}   # which part of the query
     assert client.get(f"{V1}/contacts/{cid}").status_code == 200
     assert client.get(f"{V1}/lists/{lid}").status_code == 200
 
