@@ -87,8 +87,9 @@ def unsubscribe(ports: usecases.Ports, event: Event) -> None:
     if contact is None:
         gone = _deleted(ports, event)
         if gone is not None:  # re-added later, the address must not be mailed again
-            _log_consent(ports, event, gone, event.data.get("list_id"),
-                         UNSUBSCRIBE_VIA.get(event.data.get("method"), "link"))
+            if not _logged_before(ports, event, gone, event.data.get("list_id")):
+                _log_consent(ports, event, gone, event.data.get("list_id"),
+                             UNSUBSCRIBE_VIA.get(event.data.get("method"), "link"))
             usecases.suppress(ports, gone["account_id"], gone["email_hash"], "unsubscribe",
                               ACTOR, flush=False)
         return
@@ -99,7 +100,8 @@ def unsubscribe(ports: usecases.Ports, event: Event) -> None:
     at = _event_time(event)
     via = UNSUBSCRIBE_VIA.get(event.data.get("method"), "link")
     for target in targets:
-        if not _logged_before(ports, event, contact, target):
+        if not (memberships[target].get("status") == "unsubscribed"
+                and _logged_before(ports, event, contact, target)):
             update = domain.membership_update(target, domain.membership(
                 "unsubscribed", via, at, campaign_id=event.data.get("campaign_id")))
             update["$set"]["updated_at"] = domain.now()
@@ -107,7 +109,7 @@ def unsubscribe(ports: usecases.Ports, event: Event) -> None:
             _log_consent(ports, event, contact, target, via)
         events.contact_unsubscribed(ports.producer, contact, target, via)
     if not list_id:
-        if not _logged_before(ports, event, contact, None):
+        if not (contact.get("suppressed") and _logged_before(ports, event, contact, None)):
             _log_consent(ports, event, contact, None, via)
         usecases.suppress(ports, contact["account_id"], contact["email_hash"], "unsubscribe",
                           ACTOR, contact_id=contact["_id"], flush=False)
@@ -119,7 +121,9 @@ def _logged_before(ports, event: Event, contact: dict, list_id: str | None) -> b
     in the consent log already. A person who clicks one-click three times
     makes three events of one id at three times: each was a new entry, and
     moved the membership's time. A redelivery has the same time, and its
-    entry's id (_consent_id) catches it too."""
+    entry's id (_consent_id) catches it too. Asked only while the contact
+    is still unsubscribed: after a re-subscription, the old message's link
+    unsubscribes again, and is logged again."""
     return ports.store.consent.find_one(
         {"account_id": contact["account_id"], "contact_ids": contact["_id"],
          "event_id": event.id, "list_id": list_id}, {"_id": 1}) is not None

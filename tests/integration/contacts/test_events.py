@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from services.contacts import domain, handlers
+from services.contacts import domain, handlers, usecases
 from services.contacts.store import ContactsStore, contact_document, ensure_contacts_indexes
 from shared import asyncapi
 from shared.config import Config
@@ -110,6 +110,16 @@ def test_unsubscribes_complaints_and_hard_bounces_arrive_and_apply(mongo_db, kaf
     assert store.contacts.find_one({"_id": soft})["status"] == "active"
     audience = [c["_id"] for batch in store.stream_audience(account, [l1, l2], None) for c in batch]
     assert sorted(audience) == sorted([unsub, soft])
+
+    # Subscribed again, then the old message's one-click clicked once more:
+    # unsubscribed again, and logged again.
+    store.update_contact(account, unsub, domain.membership_update(
+        l1, domain.membership("subscribed", "form", domain.now())))
+    later = dataclasses.replace(first, time=(datetime.fromisoformat(first.time) + timedelta(
+        days=7)).isoformat(timespec="milliseconds"))
+    handlers.unsubscribe(usecases.Ports(store, out, SALT), later)
+    assert store.contacts.find_one({"_id": unsub})["lists"][l1]["status"] == "unsubscribed"
+    assert store.consent.count_documents({"contact_ids": unsub, "action": "unsubscribe"}) == 2
 
 
 @pytest.fixture
