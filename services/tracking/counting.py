@@ -220,11 +220,13 @@ class StatsCounter:
     def _click_opens(event: Event, cls: str, contact: str) -> list[_Fact]:
         """A person's click is an open: their client may block the pixel
         (its stats read 4 clickers of 1 opener, click-to-open 4.0). The
-        open's own marker, so the two count once together. A machine's
-        click (a scanner) opens nothing."""
+        open's own marker, so the two count once together; an implied open
+        counts in the total too, once, so that unique never exceeds total.
+        A machine's click (a scanner) opens nothing."""
         if cls != "human":
             return []
-        return [_Fact(event, f"open_unique|{cls}|{contact}", [f"opens_unique_{cls}"])]
+        return [_Fact(event, f"open_unique|{cls}|{contact}",
+                      [f"opens_unique_{cls}", f"opens_total_{cls}"])]
 
     def _save_campaigns(self, launched: list[Event]) -> None:
         self.store.save_campaigns([

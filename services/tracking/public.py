@@ -37,8 +37,6 @@ NOT_FOUND_HEADERS = [("Content-Type", "text/html; charset=utf-8"),
                      ("Content-Length", str(len(NOT_FOUND_BODY))),
                      *pages.SECURITY_HEADERS.items()]
 MAX_REPORT_BYTES = 10 * 1024 * 1024
-NOT_A_MESSAGE = frozenset({"application/json", "application/x-www-form-urlencoded",
-                           "multipart/form-data"})
 SERVICE = "tracking"
 
 
@@ -241,9 +239,10 @@ def bounce_webhook():
                            {"WWW-Authenticate": 'Bearer realm="sandesh-bounces"'})
     if (request.content_length or 0) > MAX_REPORT_BYTES:
         return _json_error(413, "too_large", f"reports are limited to {MAX_REPORT_BYTES} bytes")
-    if request.mimetype in NOT_A_MESSAGE or request.mimetype.endswith("+json"):
-        # A relay's JSON notification or a form is no report: it was read as
-        # a message, found empty and answered 202 "ignored".
+    if request.mimetype == "application/json" or request.mimetype.endswith("+json"):
+        # A relay's JSON notification is no report: it was read as a
+        # message, found empty and answered 202 "ignored". (A form type is
+        # let through: curl --data-binary sends a piped message as one.)
         return _json_error(415, "unsupported_media_type",
                            "send the report as the raw message (message/rfc822, "
                            "multipart/report or text/plain)")

@@ -318,19 +318,20 @@ def test_bounce_webhook_needs_its_token(client, ctx):
     assert client.post("/t/bounces", data=raw).status_code == 401
 
 
-def test_a_json_or_form_post_to_the_bounce_webhook_is_a_415(client):
+def test_a_json_post_to_the_bounce_webhook_is_a_415(client):
     """A relay's JSON notification was read as a message, found empty and
     answered 202 "ignored": nothing said it was never going to work."""
     auth = {"Authorization": f"Bearer {WEBHOOK}"}
-    for content_type, body in (("application/json", b'{"a": 1}'),
-                               ("application/vnd.relay+json", b"{}"),
-                               ("application/x-www-form-urlencoded", b"a=1")):
-        answer = client.post("/t/bounces", data=body, content_type=content_type, headers=auth)
+    for content_type in ("application/json", "application/vnd.relay+json"):
+        answer = client.post("/t/bounces", data=b'{"a": 1}', content_type=content_type,
+                             headers=auth)
         assert answer.status_code == 415 and answer.get_json()["error"]["code"] == \
             "unsupported_media_type", content_type
-    plain = client.post("/t/bounces", data=b"Subject: hi\r\n\r\nx", content_type="text/plain",
-                        headers=auth)
-    assert plain.status_code == 202   # a message with no type of its own is still read
+    # A message piped with curl --data-binary goes as a form: still read.
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        answer = client.post("/t/bounces", data=b"Subject: hi\r\n\r\nx",
+                             content_type=content_type, headers=auth)
+        assert answer.status_code == 202, content_type
 
 
 def test_gmail_dsn_becomes_a_hard_bounce(client, ctx, store, tail):
