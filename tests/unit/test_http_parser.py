@@ -127,6 +127,7 @@ def test_a_query_parameter_or_a_body_where_none_is_taken_is_a_400():
     with_body = client.post("/plain", data="{junk", content_type="application/json")
     assert with_body.status_code == 400
     assert with_body.get_json()["error"]["details"] == {"_body": ["this endpoint takes no body"]}
+    assert client.post("/plain", data=" {} ", content_type="application/json").status_code == 200
     twice = client.get("/paged?limit=3&limit=500")
     assert twice.status_code == 400
     assert twice.get_json()["error"]["details"] == {"limit": ["given more than once"]}
