@@ -9,23 +9,15 @@ the call is forwarded.
 """
 from __future__ import annotations
 
-import re
-
 from flask import request
 
 from services.gateway.forwarded_json import json_object
+from services.gateway.store import is_id
 from services.gateway.users_store import UserStore
-from shared.http.errors import ApiError
+from shared.http.errors import invalid_fields
 
 CHECKED_SERVICE = "privacy"
 NO_SUCH_USER = "no user with this id in the account"
-# Users' ids are new_id()s; anything else (too long, a lone surrogate, which
-# the database cannot even take) names no user, and is not looked up.
-_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
-
-
-def _looks_like_an_id(value: str) -> bool:
-    return bool(_ID.fullmatch(value))
 
 
 def _named_user_ids() -> list[tuple[str, str]]:
@@ -46,6 +38,8 @@ def check(service: str, account_id: str, users: UserStore) -> None:
     if service != CHECKED_SERVICE:
         return
     unknown = {field: [NO_SUCH_USER] for field, user_id in _named_user_ids()
-               if not _looks_like_an_id(user_id) or users.get(account_id, user_id) is None}
+               # not an id (too long, a lone surrogate the database cannot
+               # even take): no user, and not looked up
+               if not is_id(user_id) or users.get(account_id, user_id) is None}
     if unknown:
-        raise ApiError(400, "validation_error", f"invalid input: {', '.join(unknown)}", unknown)
+        raise invalid_fields(unknown)

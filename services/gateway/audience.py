@@ -13,13 +13,12 @@ import re
 from flask import request
 
 from services.gateway.forwarded_json import json_object
+from services.gateway.store import is_id
 from services.gateway.upstream import Upstreams
-from shared.http.errors import ApiError
+from shared.http.errors import ApiError, invalid_fields
 from shared.http.internal_auth import Identity
 
 CAMPAIGN_PATHS = re.compile(r"/api/v1/campaigns(/[^/]+)?")
-# What the campaigns schema takes; anything else it refuses, naming the field.
-_ID = re.compile(r"[0-9a-f]{32}")
 MAX_LISTS = 50
 log = logging.getLogger(__name__)
 
@@ -41,11 +40,11 @@ def check(service: str, identity: Identity, upstreams: Upstreams) -> None:
     audience = _audience() if service == "campaigns" else None
     if audience is None:
         return
+    # Not an id, or too many: the campaigns schema refuses them, naming the field.
     list_ids = audience.get("list_ids")
-    list_ids = [each for each in list_ids if isinstance(each, str) and _ID.fullmatch(each)] \
+    list_ids = [each for each in list_ids if is_id(each)] \
         if isinstance(list_ids, list) and len(list_ids) <= MAX_LISTS else []
-    segment_id = audience.get("segment_id")
-    segment_ids = [segment_id] if isinstance(segment_id, str) and _ID.fullmatch(segment_id) else []
+    segment_ids = [audience["segment_id"]] if is_id(audience.get("segment_id")) else []
     try:
         lists = _missing(upstreams, identity, "lists", list(dict.fromkeys(list_ids)))
         segments = _missing(upstreams, identity, "segments", segment_ids)
@@ -58,4 +57,4 @@ def check(service: str, identity: Identity, upstreams: Upstreams) -> None:
     if segments:
         problems["audience.segment_id"] = ["no segment with this id in the account"]
     if problems:
-        raise ApiError(400, "validation_error", f"invalid input: {', '.join(problems)}", problems)
+        raise invalid_fields(problems)

@@ -7,14 +7,7 @@ from flask import request
 from webargs.core import is_json
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from shared.http.blueprint import MAX_JSON_BYTES
-from shared.http.errors import ApiError
-
-
-
-def _too_large() -> ApiError:
-    """As the forwarding itself answers (upstream.py)."""
-    return ApiError(413, "payload_too_large", f"a JSON body may be at most {MAX_JSON_BYTES} bytes")
+from shared.http.blueprint import MAX_JSON_BYTES, json_too_large
 
 
 def json_object() -> dict | None:
@@ -24,12 +17,12 @@ def json_object() -> dict | None:
     if not is_json(request.mimetype):   # application/json or */*+json, as the services read it
         return None
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
-        raise _too_large()
+        raise json_too_large()
     request.max_content_length = MAX_JSON_BYTES   # a chunked body is cut there
     try:
         body = request.get_json(silent=True)
     except RequestEntityTooLarge:
-        raise _too_large() from None
+        raise json_too_large() from None
     except (ValueError, RecursionError):
         return None
     return body if isinstance(body, dict) else None

@@ -1,6 +1,7 @@
 """The gateway's repository over its own MongoDB database."""
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timezone
 
@@ -21,6 +22,15 @@ def now() -> datetime:
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_id(value: object) -> bool:
+    """An id as new_id() makes it, and as every service makes its own
+    (uuid4's 32 hex digits): anything else names nothing, unlooked-up."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
 class GatewayStore:

@@ -8,7 +8,7 @@ from flask import Response, g, request
 from requests.adapters import HTTPAdapter
 
 from shared.http.app import request_target
-from shared.http.blueprint import MAX_JSON_BYTES
+from shared.http.blueprint import MAX_JSON_BYTES, json_too_large
 from shared.http.errors import ApiError
 from shared.http.internal_auth import Identity, canonical_target, signed_headers
 
@@ -44,8 +44,7 @@ def _request_body():
             return iter(lambda: request.stream.read(64 * 1024), b"")
         return None
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
-        raise ApiError(413, "payload_too_large",
-                       f"a JSON body may be at most {MAX_JSON_BYTES} bytes")
+        raise json_too_large()
     request.max_content_length = MAX_JSON_BYTES   # a chunked body is cut there (413)
     return request.get_data()
 

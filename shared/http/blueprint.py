@@ -9,12 +9,17 @@ from flask import Request, current_app, request
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort, is_json_request
 
-from shared.http.errors import ApiError
+from shared.http.errors import ApiError, invalid_fields
 
 # A JSON body is read whole before it is checked. The largest one a schema
 # allows (a template: 1,000,000 characters of HTML and as many of text,
 # \u-escaped by some clients) fits; file uploads are form data, not JSON.
 MAX_JSON_BYTES = 16 * 1024 * 1024
+
+
+def json_too_large() -> ApiError:
+    """The 413 for a JSON body over MAX_JSON_BYTES, wherever it is read."""
+    return ApiError(413, "payload_too_large", f"a JSON body may be at most {MAX_JSON_BYTES} bytes")
 
 
 class _Parser(FlaskParser):
@@ -52,8 +57,7 @@ class _Parser(FlaskParser):
                                "send the body as JSON, with Content-Type: application/json")
             return core.missing
         if req.content_length is not None and req.content_length > MAX_JSON_BYTES:
-            raise ApiError(413, "payload_too_large",
-                           f"a JSON body may be at most {MAX_JSON_BYTES} bytes")
+            raise json_too_large()
         if req.max_content_length is None or req.max_content_length > MAX_JSON_BYTES:
             req.max_content_length = MAX_JSON_BYTES  # a chunked body is cut there (413)
         try:
@@ -175,13 +179,10 @@ def refuse_undeclared_input() -> None:
     if locations is None:
         return
     if request.args and not locations & {"query", "querystring"}:
-        unknown = sorted(request.args)
-        raise ApiError(400, "validation_error", f"invalid input: {', '.join(unknown)}",
-                       {name: ["Unknown field."] for name in unknown})
+        raise invalid_fields({name: ["Unknown field."] for name in sorted(request.args)})
     has_body = bool(request.content_length) or "Transfer-Encoding" in request.headers
     if has_body and not locations & {"json", "form", "files"} and not _empty_object():
-        raise ApiError(400, "validation_error", "invalid input: _body",
-                       {"_body": ["this endpoint takes no body"]})
+        raise invalid_fields({"_body": ["this endpoint takes no body"]})
 
 
 def _empty_object() -> bool:

@@ -30,6 +30,11 @@ def not_found(what: str = "resource") -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
 
 
+def invalid_fields(details: dict[str, list[str]]) -> ApiError:
+    """A 400 naming each field of `details`, as a schema's refusal reads."""
+    return ApiError(400, "validation_error", f"invalid input: {', '.join(details)}", details)
+
+
 def error_response(status: int, code: str, message: str, details: Any = None,
                    headers: dict[str, str] | None = None):
     body = {"error": {"code": code, "message": message, "details": details or {}}}
