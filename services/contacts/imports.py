@@ -74,6 +74,16 @@ class ListDeleted(Exception):
     """The import's list is gone: nothing more to import into."""
 
 
+def _list_gone(store: ContactsStore, job: dict) -> bool:
+    """Whether the import's list was deleted; if so, the memberships of it
+    that rows written after the deletion made are dropped, as deleting the
+    list dropped the others."""
+    if store.get_list(job["account_id"], job["list_id"]) is not None:
+        return False
+    store.drop_memberships(job["account_id"], job["list_id"])
+    return True
+
+
 def discard_upload(job: dict) -> None:
     """An import over (done, failed or cancelled) keeps no copy of its file:
     data minimisation. The rejected rows stay for the account to fetch."""
@@ -189,10 +199,7 @@ def process(store: ContactsStore, producer: EventProducer, salt: str, job: dict,
         if rejected.tell() == 0:
             rejected.write(b"row,reason,cells\r\n")
         try:
-            if store.get_list(job["account_id"], job["list_id"]) is None:
-                # A worker that died after the list went may have written a
-                # batch of memberships of it.
-                store.drop_memberships(job["account_id"], job["list_id"])
+            if _list_gone(store, job):   # a worker that died may have written into it
                 raise ListDeleted(LIST_DELETED)
             dialect, mapping = _prepare(store, job, upload)
         except (csvread.MappingError, UnicodeError, LookupError, ListDeleted) as exc:
@@ -232,10 +239,7 @@ def process(store: ContactsStore, producer: EventProducer, salt: str, job: dict,
             pipeline.finish()
         ctx.rejected.flush()
         ctx.rejected.detach()
-    if store.get_list(job["account_id"], job["list_id"]) is None:
-        # Deleted while the import ran: the rows written after it went
-        # made memberships of a list that is no more.
-        store.drop_memberships(job["account_id"], job["list_id"])
+    if _list_gone(store, job):   # deleted while the import ran
         done = _finish(store, job, owner, "failed", LIST_DELETED)
     else:
         done = _finish(store, job, owner, "cancelled" if ctx.cancelling else "done", None)
