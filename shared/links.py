@@ -45,10 +45,10 @@ def _url(raw: str) -> str:
 _PERSONAL = re.compile(r"\{\{|\{%")
 # What a browser does to an http(s) href before requesting it (the WHATWG
 # URL parser): leading and trailing spaces and controls go, tabs and line
-# breaks anywhere go, a backslash before the query is a slash. The token must carry the URL
-# the recipient's browser would have gone to: "https://shop.example\@evil
-# .example/" is shop.example's path there, but evil.example's host once
-# the backslash is percent-encoded.
+# breaks anywhere go, a backslash before the query is a slash. The token
+# must carry the URL the recipient's browser would have gone to:
+# "https://shop.example\@evil.example/" is shop.example's path there, but
+# evil.example's host once the backslash is percent-encoded.
 _URL_EDGES = "".join(map(chr, range(0x21)))
 _URL_DROPPED = str.maketrans({"\t": None, "\n": None, "\r": None})
 _BACKSLASH = str.maketrans({"\\": "/"})
@@ -89,13 +89,13 @@ def rewrite_links(html: str, links: list[str], url_for_index: Callable[[int], st
     index = {url: i for i, url in enumerate(links)}
 
     def replace(match: re.Match) -> str:
-        start, quote, raw, rest = match.groups()
+        start, mark, raw, rest = match.groups()   # mark: the attribute's quote character
         url = _url(raw)
         if not _trackable(start + rest, url) or url not in index:
             return match.group(0)
         if personal_mark is not None and is_personal(url):
-            return f"{start}{quote}{personal_mark(index[url])}{raw}{quote}{rest}"
-        return f"{start}{quote}{html_lib.escape(url_for_index(index[url]), quote=True)}{quote}{rest}"
+            return f"{start}{mark}{personal_mark(index[url])}{raw}{mark}{rest}"
+        return f"{start}{mark}{html_lib.escape(url_for_index(index[url]), quote=True)}{mark}{rest}"
 
     return _HREF.sub(replace, html)
 
@@ -115,12 +115,12 @@ def personal_links(rendered: str, mark_prefix: str,
 
     def replace(match: re.Match) -> str:
         nonlocal tracked
-        quote, raw = match.group(1), match.group(3)
+        mark, raw = match.group(1), match.group(3)   # mark: the attribute's quote character
         url = personal_url(_url(raw)) if tracked < MAX_PERSONAL_LINKS else None
         if url is None:
-            return f"{quote}{raw}{quote}"
+            return f"{mark}{raw}{mark}"
         tracked += 1
-        return f"{quote}{html_lib.escape(url_for(int(match.group(2)), url), quote=True)}{quote}"
+        return f"{mark}{html_lib.escape(url_for(int(match.group(2)), url), quote=True)}{mark}"
 
     return marked.sub(replace, rendered)
 
