@@ -88,6 +88,13 @@ class EngineSettings:
     batch_deadline_seconds: float = 20.0  # stop starting new sends after this (lease/2 at most)
     unpark_every_seconds: float = 2.0
     held_recheck_seconds: float = 2.0
+    # A campaign's jobs can arrive before its campaign.launched (Kafka keeps
+    # no order across topics, and the fan-out starts on the same event), so
+    # for its first seconds an unknown campaign is looked at again soon: at
+    # held_recheck_seconds a campaign's first message went out 2.6 s after
+    # `send`. One still unknown after that waits as any other hold.
+    unknown_campaign_recheck_seconds: float = 0.1
+    unknown_campaign_patience_seconds: float = 10.0
     # A job given back for contacts to send again (delivery.held) is asked
     # for again if no answer has come after this long, then after twice as
     # long each time, up to the maximum (HeldJobs). An answer only delayed
@@ -121,6 +128,7 @@ class Engine:
         self.retry = RetryPolicy(self.settings.max_attempts, self.settings.retry_base_seconds,
                                  self.settings.retry_max_seconds)
         self.clock = clock
+        self._unknown_since: dict[str, float] = {}  # campaign id -> first met unknown
 
     # -----------------------------------------------------------------------
     def handle(self, sequences: list[list[Job]]) -> dict[str, Hold | None]:
@@ -220,9 +228,10 @@ class Engine:
                     continue
                 campaign = campaigns.get(job.job_id)
                 if campaign is None:
-                    result[job.job_id] = Hold(now + self.settings.held_recheck_seconds,
+                    result[job.job_id] = Hold(now + self._unknown_recheck(job.campaign_id, now),
                                               "campaign not known yet")
                     break
+                self._unknown_since.pop(job.campaign_id, None)
                 if campaign.status == PAUSED and not job.test:
                     paused.append(job)
                     result[job.job_id] = DONE
@@ -280,6 +289,12 @@ class Engine:
             outcomes.append((job.job_id, RELEASED, {}))
             result.pop(job.job_id, None)
         return [job for job in jobs if job.job_id not in behind]
+
+    def _unknown_recheck(self, campaign_id: str, now: float) -> float:
+        since = self._unknown_since.setdefault(campaign_id, now)
+        if now - since < self.settings.unknown_campaign_patience_seconds:
+            return self.settings.unknown_campaign_recheck_seconds
+        return self.settings.held_recheck_seconds
 
     def _claim(self, ready, result) -> list[Job]:
         """The jobs this sender now owns. Finished ones: announced again.

@@ -101,7 +101,9 @@ class CampaignStore:
                 if doc and doc.get("launched"):
                     campaign = Campaign.from_launched(doc["account_id"], doc["launched"],
                                                       doc.get("status", SENDING))
-                self._cache[cid] = (now, campaign)
+                    # Not known yet is not cached: its jobs come back for it
+                    # within 0.1 s (Engine), and its launch may be written by then.
+                    self._cache[cid] = (now, campaign)
                 found[cid] = campaign
         return found
 

@@ -190,6 +190,28 @@ def test_unknown_campaign_holds_the_rest_of_its_partition_and_paused_jobs_are_pa
     assert isinstance(result["j3"], Hold) and "j4" not in result  # waits behind j3
 
 
+def test_an_unknown_campaign_is_looked_at_again_soon_then_as_any_other_hold():
+    # Its jobs may come before its campaign.launched: the first message of
+    # every campaign waited out the 2 s hold.
+    now = [1000.0]
+    fakes = Fakes([campaign("c2")])
+    engine = fakes.engine(clock=lambda: now[0], unknown_campaign_recheck_seconds=0.1,
+                          unknown_campaign_patience_seconds=10.0, held_recheck_seconds=2.0)
+
+    def hold_for(job_number):
+        hold = engine.handle([[job(job_number, "late")]])[f"j{job_number}"]
+        assert isinstance(hold, Hold) and hold.reason == "campaign not known yet"
+        return round(hold.until - now[0], 3)
+
+    assert hold_for(1) == 0.1
+    now[0] += 9.9
+    assert hold_for(2) == 0.1
+    now[0] += 0.2    # still unknown after its patience: no longer looked at every 0.1 s
+    assert hold_for(3) == 2.0
+    fakes.campaigns_by_id["late"] = campaign("late")
+    assert engine.handle([[job(4, "late")]]) == {"j4": DONE}
+
+
 def test_jobs_of_an_erased_account_are_dropped_and_hold_nobody_up():
     gone = "g" * 32
     fakes = Fakes([campaign("c2")], erased={gone})
