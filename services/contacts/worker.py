@@ -79,7 +79,7 @@ def main() -> None:
         ensure_contacts_indexes(runtime.db)
         loop = consumer_loop(config, SERVICE, GROUP, TOPICS,
                              build_handlers(runtime, wake_fanouts=wake.set),
-                             producer=runtime.producer())
+                             producer=runtime.producer(), prompt=True)  # launches start fan-outs
         threading.Thread(target=run_imports, name="contacts-imports", daemon=True,
                          args=(runtime, config, stop)).start()
         # Imports over whose rejected rows were not scrubbed when they ended

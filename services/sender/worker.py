@@ -130,7 +130,8 @@ def build(config: Config):
             consumer_loop(config, SERVICE, f"{config.sender_group}-campaigns",
                           [prefix + t for t in handlers.CAMPAIGNS_TOPICS],
                           handlers.campaign_handlers(CampaignStore(db)),
-                          producer=event_producer(config, SERVICE + "-campaigns")),
+                          producer=event_producer(config, SERVICE + "-campaigns"),
+                          prompt=True),  # a campaign's jobs wait for its launch
             consumer_loop(config, SERVICE, f"{config.sender_group}-contacts",
                           [prefix + t for t in handlers.CONTACTS_TOPICS],
                           handlers.contact_handlers(ContactStateStore(db, config.pii_salt)),

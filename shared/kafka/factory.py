@@ -10,6 +10,13 @@ from shared.kafka.kafka_impl import KafkaSink
 from shared.kafka.producer import EventProducer
 
 
+# Idle, a prompt loop fetches ten times a second instead of twice: the idle
+# stack's CPU went from 3.8% of a core to 4.7-4.8% with two such loops
+# (Kafka 2.0% to 3.0%), for a campaign whose first message goes out ~0.4 s
+# sooner.
+PROMPT_FETCH_WAIT_MS = 100
+
+
 def client_id(service: str) -> str:
     return f"sandesh-{service}-{socket.gethostname()}-{os.getpid()}"
 
@@ -27,11 +34,17 @@ def hot_event_producer(config: Config, service: str, **overrides) -> EventProduc
 
 def consumer_loop(config: Config, service: str, group: str, topics: list[str],
                   handlers: dict[str, Handler], producer: EventProducer | None = None,
-                  **loop_options) -> ConsumerLoop:
+                  prompt: bool = False, **loop_options) -> ConsumerLoop:
     """A loop whose commits wait for `producer` (what the handlers publish).
-    It reads with librdkafka (see rdkafka_impl.RdKafkaSource for why)."""
+    It reads with librdkafka (see rdkafka_impl.RdKafkaSource for why).
+
+    `prompt`: for a loop that reads events someone waits on (a campaign's
+    launch starts its fan-out and its sending): the broker answers a fetch
+    after PROMPT_FETCH_WAIT_MS when it has gathered less than 32 kB, not
+    after 500 ms (CONSUMER). A busy topic fills 32 kB sooner either way."""
     from shared.kafka.rdkafka_impl import RdKafkaSource  # like RdKafkaSink: loaded where used
-    source = RdKafkaSource(topics, group, config.kafka_bootstrap, client_id(service))
+    source = RdKafkaSource(topics, group, config.kafka_bootstrap, client_id(service),
+                           **({"fetch.wait.max.ms": PROMPT_FETCH_WAIT_MS} if prompt else {}))
     dead_letters = producer.sink if producer else KafkaSink(config.kafka_bootstrap,
                                                             client_id(service) + "-dlq")
     return ConsumerLoop(source, handlers, service=service, group=group,
