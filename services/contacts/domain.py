@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -194,6 +195,45 @@ def regex_literal(text: str) -> str:
     for every preview, export and fan-out of a segment saved with it); the
     escape sequence matches the same character."""
     return re.escape(text).replace("\x00", "\\x00")
+
+
+# -- search ------------------------------------------------------------------
+# A search by email or name prefix matches either case and any accent:
+# "istanbul" finds "İstanbul", "muller" "Müller", "strasse" "Straße". Each
+# contact keeps a folded copy of its address and name (search_keys), and a
+# prefix of it is asked for as a range of strings (prefix_range), which a
+# MongoDB index on (account_id, key) answers with tight bounds; a
+# case-insensitive $regex cannot use them, and read every key of the account.
+# contacts' `email_key` and `name_key` are written wherever `email` and `name`
+# are (store.contact_document, usecases.update_contact, the import).
+
+def search_key(text: str | None) -> str | None:
+    """Compatibility-decomposed, without combining marks, case-folded, with
+    runs of white space as one space and none at the ends."""
+    if text is None:
+        return None
+    decomposed = unicodedata.normalize("NFKD", text)
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(bare.casefold().split())
+
+
+def search_keys(email: str, name: str | None) -> dict[str, str | None]:
+    return {"email_key": search_key(email), "name_key": search_key(name)}
+
+
+def prefix_range(prefix: str) -> dict[str, str] | None:
+    """The strings that start with `prefix`, as {$gte, $lt}: from the prefix
+    to the prefix with its last character one code point up (MongoDB and
+    SQLite compare strings as UTF-8 bytes, which is code point order). None
+    for an empty prefix: every string starts with it."""
+    if not prefix:
+        return None
+    last = ord(prefix[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:   # no string holds a surrogate: the next is U+E000
+        last = 0xE000
+    if last > 0x10FFFF:            # nothing sorts after U+10FFFF
+        return {"$gte": prefix}
+    return {"$gte": prefix, "$lt": prefix[:-1] + chr(last)}
 
 
 def number_from_text(text: str) -> int | float:

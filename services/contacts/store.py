@@ -44,13 +44,13 @@ INDEXES = {
               IndexModel([("account_id", ASCENDING), ("name", ASCENDING)], unique=True)],
     "contacts": [
         IndexModel([("account_id", ASCENDING), ("email_hash", ASCENDING)], unique=True),
-        IndexModel([("account_id", ASCENDING), ("email", ASCENDING)]),
+        IndexModel([("account_id", ASCENDING), ("email_key", ASCENDING)]),
         IndexModel([("email_hash", ASCENDING)]),
         IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("account_id", ASCENDING), ("subscribed_list_ids", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("account_id", ASCENDING), ("list_ids", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("account_id", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)]),
-        IndexModel([("account_id", ASCENDING), ("name", ASCENDING)]),
+        IndexModel([("account_id", ASCENDING), ("name_key", ASCENDING)]),
     ],
     "fields": [IndexModel([("account_id", ASCENDING), ("key", ASCENDING)], unique=True)],
     "suppressions": [IndexModel([("account_id", ASCENDING), ("email_hash", ASCENDING)], unique=True),
@@ -487,6 +487,7 @@ class ContactsStore:
 def contact_document(account_id: str, addr: domain.Address, *, name: str | None, fields: dict,
                      at: datetime, origin: dict[str, Any], suppressed: bool = False) -> dict:
     return {"_id": domain.new_id(), "account_id": account_id, "email": addr.email,
-            "email_hash": addr.hash, "name": name, "fields": fields, "status": "active",
+            "email_hash": addr.hash, "name": name, **domain.search_keys(addr.email, name),
+            "fields": fields, "status": "active",
             "suppressed": suppressed, "lists": {}, "list_ids": [], "subscribed_list_ids": [],
             "origin": origin, "created_at": at, "updated_at": at}

@@ -235,6 +235,9 @@ def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -
             ports.producer.flush()
         return current
     changes["updated_at"] = ports.clock()
+    if changes.keys() & {"email", "name"}:
+        changes.update(domain.search_keys(changes.get("email", current["email"]),
+                                          changes.get("name", current.get("name"))))
     try:
         doc = ports.store.update_contact(account_id, contact_id,
                                          {"$set": changes, "$inc": {"revision": 1}})
@@ -243,7 +246,8 @@ def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -
     if doc is None:
         raise not_found("contact")
     names = sorted({k.split(".")[0] if k.startswith("fields.") else k for k in changes}
-                   - {"updated_at", "email_hash", "suppressed", "former_addresses"})
+                   - {"updated_at", "email_hash", "suppressed", "former_addresses", "email_key",
+                      "name_key"})
     events.contact_updated(ports.producer, doc, names, doc["revision"])
     _announce_suppression_change(ports, current, doc, entries)
     ports.producer.flush()
@@ -516,16 +520,16 @@ def search_query(ports: Ports, account_id: str, args: dict) -> dict:
     as escaped, anchored regular expressions or plain values."""
     query: dict[str, Any] = {}
     if args.get("email_prefix"):
-        # Either case, as with names: a local part keeps the case it came
-        # with ("Ann.Lee@"), and "ann" should find it.
+        # Either case and any accent, as with names: a local part keeps the
+        # case it came with ("Ann.Lee@"), and "ann" should find it.
         prefix = args["email_prefix"].strip()
         try:  # a whole address is stored normalised: user@xn--bcher-kva.de as user@bücher.de
             prefix = normalise_email(prefix)
         except InvalidEmail:
             pass  # a prefix, as typed
-        query["email"] = {"$regex": "^" + domain.regex_literal(prefix), "$options": "i"}
+        _add_prefix(query, "email_key", prefix)
     if args.get("name"):
-        query["name"] = {"$regex": "^" + domain.regex_literal(args["name"]), "$options": "i"}
+        _add_prefix(query, "name_key", args["name"])
     if args.get("status"):
         query["status"] = args["status"]
     if args.get("list_status") and not args.get("list_id"):
@@ -551,6 +555,14 @@ def search_query(ports: Ports, account_id: str, args: dict) -> dict:
         except domain.InvalidValue as exc:
             raise invalid("value", str(exc)) from None
     return query
+
+
+def _add_prefix(query: dict, key_field: str, typed: str) -> None:
+    """Contacts whose folded `key_field` starts with the folded text (a
+    prefix of nothing but spaces or accents matches every contact)."""
+    bounds = domain.prefix_range(domain.search_key(typed))
+    if bounds:
+        query[key_field] = bounds
 
 
 def search_contacts(ports: Ports, account_id: str, args: dict, after: str | None) -> list[dict]:

@@ -6,13 +6,15 @@ and beside the consumer loop runs
 - campaign fan-outs (see fanout.py), claimed the same way by a few threads:
   the loop only records a launch, so it never waits for an audience;
 - a sweep of imports over whose rejected rows still hold addresses erased
-  since (see rejected_rows.py)."""
+  since (see rejected_rows.py);
+- once, the search keys of contacts stored before they existed (see
+  search_backfill.py)."""
 from __future__ import annotations
 
 import logging
 import threading
 
-from services.contacts import fanout, imports, rejected_rows
+from services.contacts import fanout, imports, rejected_rows, search_backfill
 from services.contacts.fanout_store import FanoutStore
 from services.contacts.handlers import GROUP, TOPICS, build_handlers
 from services.contacts.settings import SETTINGS
@@ -89,6 +91,11 @@ def main() -> None:
               lambda: rejected_rows.scrub_finished_imports(
                   ContactsStore(runtime.db), config.import_dir, config.pii_salt),
               first_wait=10.0)
+        # Contacts stored before search keys existed: once, soon after the
+        # first start (a failed pass is tried again ten minutes later).
+        every("contacts-search-keys", lambda: 600.0,
+              lambda: search_backfill.backfill_search_keys(ContactsStore(runtime.db)),
+              first_wait=1.0)
         fanout_threads.extend(start_fanout_threads(fanout_runners(runtime, config, stop), wake,
                                                    stop, config.fanout_poll_seconds))
         return loop

@@ -187,6 +187,35 @@ def test_search_and_cursor_pagination(client):
     assert client.get(f"{V1}/contacts?cursor=eyJpZCI6eyIkZ3QiOiIifX0").status_code == 400
 
 
+def test_search_matches_either_case_and_any_accent_and_follows_changes(client, other):
+    ids = {name: make_contact(client, f"{n}@example.com", name=name)["id"]
+           for n, name in enumerate(["İstanbul Tüccar", "Müller", "Straße  Neu", "Zoë"])}
+    make_contact(other, "theirs@example.com", name="Müller")   # another account's
+    by = lambda q: {c["id"] for c in client.get(f"{V1}/contacts?{q}").get_json()["items"]}
+    assert by("name=istanbul") == by("name=%C4%B0ST") == {ids["İstanbul Tüccar"]}
+    assert by("name=MULLER") == by("name=m%C3%BCll") == {ids["Müller"]}
+    assert by("name=strasse%20n") == {ids["Straße  Neu"]}
+    assert by("name=zo") == {ids["Zoë"]} and by("name=x") == set()
+    # a change of name or address is what a search finds next
+    client.patch(f"{V1}/contacts/{ids['Müller']}", {"name": "Åsa Lind", "email": "ÅSA@example.com"})
+    assert by("name=muller") == set()
+    assert by("name=asa") == by("email_prefix=asa@") == {ids["Müller"]}
+
+
+def test_contacts_stored_before_search_keys_get_them_once(client, app):
+    from services.contacts.search_backfill import MARKER, backfill_search_keys
+    store = ContactsStore(app.extensions["runtime"].db)
+    made = make_contact(client, "Old.Timer@example.com", name="Émile Old")
+    store.contacts.update_one({"_id": made["id"]}, {"$unset": {"email_key": "", "name_key": ""}})
+    by = lambda q: {c["id"] for c in client.get(f"{V1}/contacts?{q}").get_json()["items"]}
+    assert by("name=emile") == set()                           # as stored before the keys
+    store.contacts.database["migrations"].delete_one({"_id": MARKER})
+    assert backfill_search_keys(store) == 1
+    assert by("name=emile") == by("email_prefix=old.t") == {made["id"]}
+    store.contacts.update_one({"_id": made["id"]}, {"$unset": {"email_key": ""}})
+    assert backfill_search_keys(store) == 0                    # done once: later starts skip it
+
+
 def test_segments_validate_preview_and_refuse_operators(client):
     list_id = make_list(client)
     client.post(f"{V1}/fields", {"key": "city", "type": "text"})

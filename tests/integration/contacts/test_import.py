@@ -125,6 +125,10 @@ def test_latin1_semicolons_and_upsert(client, app, settings, setup, broker):
     assert by_email["existing@example.com"]["name"] == "José"
     assert by_email["existing@example.com"]["fields"]["city"] == "Pune"
     assert by_email["zoé@example.com"]["name"] == "Zoé"
+    # found by the names and addresses the import wrote, folded
+    found = lambda q: [c["email"] for c in client.get(f"{V1}/contacts?{q}").get_json()["items"]]
+    assert found("name=jose") == ["existing@example.com"] and found("name=ZOE") == ["zoé@example.com"]
+    assert found("email_prefix=zoe") == ["zoé@example.com"]
     # the update counts a revision, which contact.updated tells the sender
     existing = by_email["existing@example.com"]
     stored = ContactsStore(app.extensions["runtime"].db).contacts.find_one({"_id": existing["id"]})

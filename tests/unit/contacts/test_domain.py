@@ -125,3 +125,38 @@ def test_ordered_ids_made_in_the_same_millisecond_keep_their_order():
     assert all(domain.is_id(i) for i in made)
     before = int(made[0][:12], 16)
     assert abs(before - datetime.now(timezone.utc).timestamp() * 1000) < 60_000
+
+
+# -- search keys -----------------------------------------------------------------
+@pytest.mark.parametrize("stored, typed", [
+    ("İstanbul Tüccar", "istanbul"), ("Müller", "MULLER"), ("Straße", "strasse"),
+    ("José  García", "jose g"), ("ﬁona@example.com", "fiona@"), ("Ann.Lee@example.com", "ANN.LEE"),
+])
+def test_a_prefix_matches_either_case_and_any_accent(stored, typed):
+    key, bounds = domain.search_key(stored), domain.prefix_range(domain.search_key(typed))
+    assert bounds["$gte"] <= key < bounds["$lt"]
+
+
+def test_a_prefix_range_holds_exactly_what_starts_with_it():
+    assert domain.prefix_range("ann") == {"$gte": "ann", "$lt": "ano"}
+    assert domain.prefix_range("") is None
+    assert domain.prefix_range("a\ud7ff") == {"$gte": "a\ud7ff", "$lt": "a\ue000"}
+    assert domain.prefix_range("a\U0010ffff") == {"$gte": "a\U0010ffff"}
+
+
+# Surrogates never reach the store (the API refuses them); MongoDB and SQLite
+# compare UTF-8 bytes, which is code point order, as Python compares str.
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=6)
+
+
+@given(_TEXT, _TEXT)
+@example("ab", "abc")
+@example("ab\U0010ffff", "ab\U0010ffff\U0010ffff")
+def test_a_prefix_range_is_the_strings_that_start_with_the_prefix(prefix, text):
+    bounds = domain.prefix_range(prefix) or {"$gte": ""}
+
+    def inside(key):
+        return key(bounds["$gte"]) <= key(text) and ("$lt" not in bounds
+                                                     or key(text) < key(bounds["$lt"]))
+    assert inside(str) == text.startswith(prefix)
+    assert inside(str.encode) == text.startswith(prefix)   # as the servers compare

@@ -1,7 +1,8 @@
 """Every contacts page query can be served by an index range on MongoDB:
 its equality keys, then _id (the sort and the cursor), are a prefix of one
 of the declared contacts indexes, so a deep cursor reads about `limit`
-entries. (FerretDB 1.x uses only its `_id` index: docs/contacts.md.)"""
+entries; a prefix search is a range of an index after the account.
+(FerretDB 1.x uses only its `_id` index: docs/contacts.md.)"""
 from types import SimpleNamespace
 
 import pytest
@@ -39,3 +40,12 @@ def test_every_search_pages_on_an_index_ending_in_id(args, index):
     assert index in _declared()
     equality = {k for k, v in query.items() if not isinstance(v, dict)}
     assert set(index[:-1]) <= equality, (query, index)   # the range is then _id > cursor
+
+
+@pytest.mark.parametrize("args, key", [({"email_prefix": "Ann.L"}, "email_key"),
+                                       ({"name": "Ann L"}, "name_key")])
+def test_a_prefix_search_is_a_range_of_an_index_after_the_account(args, key):
+    query = usecases.search_query(SimpleNamespace(store=FakeStore()), "acct", {"limit": 50, **args})
+    assert query == {key: {"$gte": "ann.l" if key == "email_key" else "ann l",
+                           "$lt": "ann.m" if key == "email_key" else "ann m"}}
+    assert ["account_id", key] in _declared()
