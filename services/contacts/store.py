@@ -32,7 +32,7 @@ from pymongo.operations import IndexModel
 
 from services.contacts import domain
 from services.contacts.segments import compile_condition
-from shared.mongo import IDS_PER_QUERY, ensure_indexes, id_batches, insert_new, is_duplicate_key
+from shared.mongo import IDS_PER_QUERY, drop_indexes, ensure_indexes, id_batches, insert_new, is_duplicate_key
 
 PLATFORM = None  # account_id of platform-wide suppression entries
 # What a send job needs of a contact (services/contacts/fanout.send_job),
@@ -67,6 +67,12 @@ def is_ferretdb(db: Database) -> bool:
     return "ferretdbVersion" in db.client.admin.command("buildInfo")
 
 
+# Indexes earlier versions made that nothing reads any more: each costs
+# every write. (account_id, email) and (account_id, name) served the
+# case-insensitive searches that email_key and name_key replaced.
+DROPPED_INDEXES = {"contacts": ["account_id_1_email_1", "account_id_1_name_1"]}
+
+
 def ensure_contacts_indexes(db: Database) -> None:
     """All the indexes on MongoDB. On FerretDB 1.x (the local stack) only the
     unique ones: its SQLite backend answers these queries by scanning
@@ -78,6 +84,7 @@ def ensure_contacts_indexes(db: Database) -> None:
                             for name, models in INDEXES.items()})
     else:
         ensure_indexes(db, INDEXES)
+    drop_indexes(db, DROPPED_INDEXES)
 
 
 class Conflict(Exception):
