@@ -25,11 +25,12 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from devstack.env import load_stack_env  # noqa: E402
-from services.contacts import domain  # noqa: E402
+from services.contacts import domain, usecases  # noqa: E402
 from services.contacts.store import (ContactsStore, contact_document,  # noqa: E402
                                      ensure_contacts_indexes, is_ferretdb)
 from shared import mongo  # noqa: E402
@@ -65,8 +66,13 @@ def filters(list_id: str, contacts: int) -> dict[str, dict]:
     rare = contacts * 3 // 4   # one contact, three quarters of the way through
     return {"no filter": {}, "list (10%)": {"list_ids": list_id},
             "status (1%)": {"status": "bounced"},
-            "email prefix (1)": {"email": {"$regex": f"^p{rare}@"}},
-            "name (1)": {"name": {"$regex": f"^person {rare}$", "$options": "i"}}}
+            "email prefix (1)": _search({"email_prefix": f"p{rare}@"}),
+            "name (1)": _search({"name": f"Person {rare}"})}
+
+
+def _search(args: dict) -> dict:
+    """The query GET /contacts makes of a prefix (no store needed for it)."""
+    return usecases.search_query(SimpleNamespace(store=None), "unused", {"limit": 50, **args})
 
 
 def timed_page(store: ContactsStore, account_id: str, query: dict, after: str | None,
