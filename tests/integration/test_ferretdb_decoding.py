@@ -1,5 +1,6 @@
 """The local FerretDB's document encoding and decoding, patched at build
-(devstack/ferretdb_patches.py, patches 7 and 8): FerretDB's own tests of its
+(devstack/ferretdb_patches.py, patches 7 and 8), and the prefix ranges it
+pushes down (patch 10): FerretDB's own tests of its
 sjson package, the checks that the fast paths decode whatever they accept
 exactly as encoding/json does and encode exactly its bytes, and that a
 document stored with its schema last reads back as it was, pass on the
@@ -26,3 +27,24 @@ def test_the_patched_sjson_package_passes_its_own_tests_and_the_fast_path_checks
     assert "--- PASS: FuzzMarshalString" in run.stdout
     assert "--- PASS: TestMarshalPutsTheSchemaLast" in run.stdout
     assert "--- PASS: TestMarshalUnmarshal/Filled" in run.stdout
+
+
+def test_a_prefix_range_is_pushed_down_only_where_no_match_can_be_missed():
+    """Patch 10's checks: which conditions are prefix ranges, that every
+    character the encoder writes as is (and no other) may be in a pushed
+    prefix, and that the stored text of any string in the range is within
+    the SQL bounds."""
+    go = shutil.which("go")
+    assert go, "Go is needed to build the local FerretDB"
+    src = config.FERRETDB_SRC_DIR
+    for relative, text in ferretdb_patches.added_files().items():
+        assert (src / relative).read_text() == text, f"{relative}: run make install"
+    if not (src / ".git").exists():   # FerretDB's test helpers look for the repository's root
+        subprocess.run(["git", "init", "-q"], cwd=src, check=True)
+    run = subprocess.run([go, "test", "-count=1", "-v", "-run", "PrefixRange",
+                          "./internal/backends/sqlite/"], cwd=src, capture_output=True,
+                         text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    for name in ("TestPrefixRangeAccepts", "TestPrefixRangeRejects", "TestPrefixRangeAllRunes",
+                 "TestPrefixRangeNoMiss", "TestFieldTermsPrefixRange"):
+        assert f"--- PASS: {name}" in run.stdout, name

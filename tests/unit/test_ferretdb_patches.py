@@ -12,22 +12,36 @@ def _write_sources(root, texts: dict) -> None:
         path.write_text(text)
 
 
-def _sources_holding_every_patched_text() -> dict:
+def _sources_and_their_patched_texts() -> tuple[dict, dict]:
+    """Sources holding each patch's text once, and what the patches, applied
+    in order, make of them. A text that an earlier patch writes (patch 10
+    changes lines patches 2 and 3 wrote) is not in the sources."""
     sources: dict = {}
-    for relative, old, _ in ferretdb_patches.PATCHES:
-        sources[relative] = sources.get(relative, "package x\n") + old + "// between\n"
-    return sources
+    patched: dict = {}
+    for relative, old, new in ferretdb_patches.PATCHES:
+        if old not in patched.get(relative, ""):
+            sources[relative] = sources.get(relative, "package x\n") + old + "// between\n"
+            patched[relative] = patched.get(relative, "package x\n") + old + "// between\n"
+        patched[relative] = patched[relative].replace(old, new, 1)
+    return sources, patched
+
+
+def _sources_holding_every_patched_text() -> dict:
+    return _sources_and_their_patched_texts()[0]
 
 
 def test_every_patch_replaces_its_text_once(tmp_path):
-    _write_sources(tmp_path, _sources_holding_every_patched_text())
+    sources, patched = _sources_and_their_patched_texts()
+    _write_sources(tmp_path, sources)
 
     install._patch_ferretdb(tmp_path)
 
+    for relative, text in patched.items():
+        assert (tmp_path / relative).read_text() == text
     for relative, old, new in ferretdb_patches.PATCHES:
-        text = (tmp_path / relative).read_text()
-        assert new in text
-        assert old not in text or old in new
+        assert new in patched[relative] or any(  # or a later patch changed it
+            later_old in new for _, later_old, _ in ferretdb_patches.PATCHES)
+        assert old not in patched[relative] or old in new
     added = ferretdb_patches.added_files()
     assert {"internal/handler/sjson/fastdecode.go", "internal/handler/sjson/fastencode.go"} <= set(added)
     for relative, text in added.items():
