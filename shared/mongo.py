@@ -62,15 +62,6 @@ def ensure_indexes(db: Database, indexes: dict[str, list[IndexModel]],
                       errors=(AutoReconnect, ServerSelectionTimeoutError))
 
 
-def drop_indexes(db: Database, names: dict[str, list[str]]) -> None:
-    """Drop indexes by name where they exist (idempotent)."""
-    for collection, index_names in names.items():
-        present = set(db[collection].index_information())
-        for name in index_names:
-            if name in present:
-                db[collection].drop_index(name)
-
-
 def retry_unreachable(action: Callable[[], T], patience: float, *, first_pause: float = 0.25,
                       max_pause: float = 2.0,
                       errors: tuple[type[Exception], ...] = (ConnectionFailure,)) -> T:

@@ -32,7 +32,7 @@ from pymongo.operations import IndexModel
 
 from services.contacts import domain
 from services.contacts.segments import compile_condition
-from shared.mongo import IDS_PER_QUERY, drop_indexes, ensure_indexes, id_batches, insert_new, is_duplicate_key
+from shared.mongo import IDS_PER_QUERY, ensure_indexes, id_batches, insert_new, is_duplicate_key
 
 PLATFORM = None  # account_id of platform-wide suppression entries
 # What a send job needs of a contact (services/contacts/fanout.send_job),
@@ -44,13 +44,15 @@ INDEXES = {
               IndexModel([("account_id", ASCENDING), ("name", ASCENDING)], unique=True)],
     "contacts": [
         IndexModel([("account_id", ASCENDING), ("email_hash", ASCENDING)], unique=True),
-        IndexModel([("account_id", ASCENDING), ("email_key", ASCENDING)]),
+        IndexModel([("account_id", ASCENDING), ("email", ASCENDING)]),      # segments' email
+        IndexModel([("account_id", ASCENDING), ("email_key", ASCENDING)]),  # searches
         IndexModel([("email_hash", ASCENDING)]),
         IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("account_id", ASCENDING), ("subscribed_list_ids", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("account_id", ASCENDING), ("list_ids", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("account_id", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)]),
-        IndexModel([("account_id", ASCENDING), ("name_key", ASCENDING)]),
+        IndexModel([("account_id", ASCENDING), ("name", ASCENDING)]),       # segments' name
+        IndexModel([("account_id", ASCENDING), ("name_key", ASCENDING)]),   # searches
     ],
     "fields": [IndexModel([("account_id", ASCENDING), ("key", ASCENDING)], unique=True)],
     "suppressions": [IndexModel([("account_id", ASCENDING), ("email_hash", ASCENDING)], unique=True),
@@ -65,12 +67,6 @@ INDEXES = {
 
 def is_ferretdb(db: Database) -> bool:
     return "ferretdbVersion" in db.client.admin.command("buildInfo")
-
-
-# Indexes earlier versions made that nothing reads any more: each costs
-# every write. (account_id, email) and (account_id, name) served the
-# case-insensitive searches that email_key and name_key replaced.
-DROPPED_INDEXES = {"contacts": ["account_id_1_email_1", "account_id_1_name_1"]}
 
 
 # The index the local FerretDB reads an email prefix search through (its
@@ -94,7 +90,6 @@ def ensure_contacts_indexes(db: Database) -> None:
                             for name, models in INDEXES.items()})
     else:
         ensure_indexes(db, INDEXES)
-    drop_indexes(db, DROPPED_INDEXES)
 
 
 class Conflict(Exception):

@@ -25,15 +25,6 @@ def test_ensure_indexes_is_idempotent_and_unique_indexes_hold(mongo_db):
     assert "account_id_1_email_1" in names
 
 
-def test_drop_indexes_drops_the_named_ones_where_they_exist(mongo_db):
-    mongo.ensure_indexes(mongo_db, {"things": [IndexModel([("email", ASCENDING)]),
-                                               IndexModel([("name", ASCENDING)])]})
-    dropped = {"things": ["email_1", "never_made_1"], "absent_collection": ["x_1"]}
-    mongo.drop_indexes(mongo_db, dropped)
-    mongo.drop_indexes(mongo_db, dropped)
-    assert sorted(ix["name"] for ix in mongo_db.things.list_indexes()) == ["_id_", "name_1"]
-
-
 def test_ping_and_unreachable_server(mongo_uri):
     mongo.ping(mongo_uri)
     with pytest.raises(Exception):
