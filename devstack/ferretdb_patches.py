@@ -119,7 +119,7 @@ cheaper; the tenth lets a search by prefix read only what it matches:
     becomes SQL too: the field's JSON text is within `"`+p and `"`+u, or it
     is an array. A string starting with p is stored as `"`, p's bytes and the
     rest when JSON writes every character of p as is (checked with the
-    encoder: a `"`, `\`, control character, `<`, `>`, `&`, U+2028 or U+2029
+    encoder: a `"`, a backslash, a control character, `<`, `>`, `&`, U+2028 or U+2029
     leaves the condition to the handler), and SQLite compares texts as
     bytes, in code point order for UTF-8, as FerretDB compares strings. A
     read in `_id` order first counts, up to 2,000, the documents meeting the
@@ -1039,6 +1039,10 @@ func prefixRange(condition any) (low, high string, ok bool) {
 		return "", "", false
 	}
 
+	if keys := operators.Keys(); keys[0] == keys[1] {
+		return "", "", false // Get panics on a repeated key
+	}
+
 	gte, _ := operators.Get("$gte")
 	lt, _ := operators.Get("$lt")
 	p, pString := gte.(string)
@@ -1082,10 +1086,15 @@ func fewPrefixRangeMatches(ctx context.Context, db *fsql.DB, table string, index
 		}
 	}
 
+	seen := map[string]int{}
+	for _, key := range filter.Keys() {
+		seen[key]++
+	}
+
 	var hasRange bool
 
 	for _, key := range filter.Keys() {
-		if key != "_id" && plainFieldName(key) && indexed[key] {
+		if key != "_id" && seen[key] == 1 && plainFieldName(key) && indexed[key] {
 			if _, _, ok := prefixRange(must.NotFail(filter.Get(key))); ok {
 				hasRange = true
 			}

@@ -207,17 +207,18 @@ def regex_literal(text: str) -> str:
 # contacts' `email_key` and `name_key` are written wherever `email` and `name`
 # are (store.contact_document, usecases.update_contact, the import).
 
-def search_key(text: str | None) -> str | None:
+def search_key(text: Any) -> str | None:
     """Compatibility-decomposed, without combining marks, case-folded, with
-    runs of white space as one space and none at the ends."""
-    if text is None:
+    runs of white space as one space and none at the ends. None for what is
+    not text (no name; a contact stored before a rule, e.g. a numeric name)."""
+    if not isinstance(text, str):
         return None
     decomposed = unicodedata.normalize("NFKD", text)
     bare = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(bare.casefold().split())
 
 
-def search_keys(email: str, name: str | None) -> dict[str, str | None]:
+def search_keys(email: Any, name: Any) -> dict[str, str | None]:
     return {"email_key": search_key(email), "name_key": search_key(name)}
 
 
@@ -228,12 +229,14 @@ def prefix_range(prefix: str) -> dict[str, str] | None:
     for an empty prefix: every string starts with it."""
     if not prefix:
         return None
-    last = ord(prefix[-1]) + 1
+    # Nothing sorts after U+10FFFF: "a" + U+10FFFF ends where "a" does, before "b".
+    stem = prefix.rstrip(chr(0x10FFFF))
+    if not stem:
+        return {"$gte": prefix}
+    last = ord(stem[-1]) + 1
     if 0xD800 <= last <= 0xDFFF:   # no string holds a surrogate: the next is U+E000
         last = 0xE000
-    if last > 0x10FFFF:            # nothing sorts after U+10FFFF
-        return {"$gte": prefix}
-    return {"$gte": prefix, "$lt": prefix[:-1] + chr(last)}
+    return {"$gte": prefix, "$lt": stem[:-1] + chr(last)}
 
 
 def number_from_text(text: str) -> int | float:

@@ -235,9 +235,11 @@ def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -
             ports.producer.flush()
         return current
     changes["updated_at"] = ports.clock()
-    if changes.keys() & {"email", "name"}:
-        changes.update(domain.search_keys(changes.get("email", current["email"]),
-                                          changes.get("name", current.get("name"))))
+    # The key of what changed only: one recomputed from `current` could put
+    # back a key a concurrent change of the other field had just replaced.
+    for field_name in ("email", "name"):
+        if field_name in changes:
+            changes[f"{field_name}_key"] = domain.search_key(changes[field_name])
     try:
         doc = ports.store.update_contact(account_id, contact_id,
                                          {"$set": changes, "$inc": {"revision": 1}})
@@ -517,7 +519,7 @@ def preview_segment(ports: Ports, account_id: str, segment_id: str, sample: int)
 # -- search ------------------------------------------------------------------
 def search_query(ports: Ports, account_id: str, args: dict) -> dict:
     """A MongoDB query built only from validated arguments: user text goes in
-    as escaped, anchored regular expressions or plain values."""
+    as plain values or, folded, as the bounds of a range (domain.prefix_range)."""
     query: dict[str, Any] = {}
     if args.get("email_prefix"):
         # Either case and any accent, as with names: a local part keeps the

@@ -202,18 +202,44 @@ def test_search_matches_either_case_and_any_accent_and_follows_changes(client, o
     assert by("name=asa") == by("email_prefix=asa@") == {ids["Müller"]}
 
 
-def test_contacts_stored_before_search_keys_get_them_once(client, app):
+def test_search_keys_missing_or_stale_are_put_right_until_a_pass_finds_none(client, app):
     from services.contacts.search_backfill import MARKER, backfill_search_keys
     store = ContactsStore(app.extensions["runtime"].db)
-    made = make_contact(client, "Old.Timer@example.com", name="Émile Old")
-    store.contacts.update_one({"_id": made["id"]}, {"$unset": {"email_key": "", "name_key": ""}})
+    old = make_contact(client, "Old.Timer@example.com", name="Émile Old")
+    renamed = make_contact(client, "renamed@example.com", name="Before")
+    odd = make_contact(client, "odd@example.com")
+    # as stored before the keys; renamed by an older pod, which wrote no key;
+    # and a name from before the name rule (a number), which has no key
+    store.contacts.update_one({"_id": old["id"]}, {"$unset": {"email_key": "", "name_key": ""}})
+    store.contacts.update_one({"_id": renamed["id"]}, {"$set": {"name": "Zoë After"}})
+    store.contacts.update_one({"_id": odd["id"]}, {"$set": {"name": 42},
+                                                   "$unset": {"name_key": ""}})
     by = lambda q: {c["id"] for c in client.get(f"{V1}/contacts?{q}").get_json()["items"]}
-    assert by("name=emile") == set()                           # as stored before the keys
-    store.contacts.database["migrations"].delete_one({"_id": MARKER})
-    assert backfill_search_keys(store) == 1
-    assert by("name=emile") == by("email_prefix=old.t") == {made["id"]}
-    store.contacts.update_one({"_id": made["id"]}, {"$unset": {"email_key": ""}})
-    assert backfill_search_keys(store) == 0                    # done once: later starts skip it
+    assert by("name=emile") == set() and by("name=zoe") == set()
+    migrations = store.contacts.database["migrations"]
+    migrations.delete_one({"_id": MARKER})
+
+    assert backfill_search_keys(store) == 3
+    assert migrations.find_one({"_id": MARKER}) is None        # not until a pass changes nothing
+    assert by("name=emile") == by("email_prefix=old.t") == {old["id"]}
+    assert by("name=zoe") == {renamed["id"]} and by("name=before") == set()
+    assert by("email_prefix=odd@") == {odd["id"]}
+    assert backfill_search_keys(store) == 0
+    assert migrations.find_one({"_id": MARKER}) is not None
+    store.contacts.update_one({"_id": old["id"]}, {"$unset": {"email_key": ""}})
+    assert backfill_search_keys(store) == 0                    # done: later starts skip it
+
+
+def test_an_address_change_keeps_a_name_key_written_meanwhile(client, app):
+    # Each change writes its own field's key only: one computed from the
+    # contact as read would put back the key of a name changed in between.
+    store = ContactsStore(app.extensions["runtime"].db)
+    contact = make_contact(client, "first@example.com", name="Ann")
+    store.contacts.update_one({"_id": contact["id"]}, {"$set": {"name_key": "written meanwhile"}})
+    client.patch(f"{V1}/contacts/{contact['id']}", {"email": "second@example.com"})
+    stored = store.contacts.find_one({"_id": contact["id"]})
+    assert stored["email_key"] == "second@example.com"
+    assert stored["name_key"] == "written meanwhile"
 
 
 def test_segments_validate_preview_and_refuse_operators(client):

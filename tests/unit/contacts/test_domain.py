@@ -141,7 +141,14 @@ def test_a_prefix_range_holds_exactly_what_starts_with_it():
     assert domain.prefix_range("ann") == {"$gte": "ann", "$lt": "ano"}
     assert domain.prefix_range("") is None
     assert domain.prefix_range("a\ud7ff") == {"$gte": "a\ud7ff", "$lt": "a\ue000"}
-    assert domain.prefix_range("a\U0010ffff") == {"$gte": "a\U0010ffff"}
+    assert domain.prefix_range("a\U0010ffff") == {"$gte": "a\U0010ffff", "$lt": "b"}
+    assert domain.prefix_range("\U0010ffff") == {"$gte": "\U0010ffff"}
+
+
+def test_what_is_not_text_has_no_search_key():
+    # a contact stored before the name rule may have a number for a name
+    assert domain.search_keys("a@example.com", 42) == {"email_key": "a@example.com",
+                                                        "name_key": None}
 
 
 # Surrogates never reach the store (the API refuses them); MongoDB and SQLite
@@ -152,6 +159,8 @@ _TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=6)
 @given(_TEXT, _TEXT)
 @example("ab", "abc")
 @example("ab\U0010ffff", "ab\U0010ffff\U0010ffff")
+@example("a\U0010ffff", "b")
+@example("\U0010ffff", "\U0010ffffz")
 def test_a_prefix_range_is_the_strings_that_start_with_the_prefix(prefix, text):
     bounds = domain.prefix_range(prefix) or {"$gte": ""}
 

@@ -58,6 +58,7 @@ func TestPrefixRangeRejects(t *testing.T) {
 		cond("$gte", "\n", "$lt", "\x0b"), cond("$gte", "x\u2028", "$lt", "x\u2029"), cond("$gte", "\u2029", "$lt", "\u202a"),
 		cond("$gte", "\U0010ffff", "$lt", "\U0010ffff"), cond("$gte", "a\xff", "$lt", "a\u0100"),
 		cond("$gte", "\ud7ff", "$lt", "\ufffd"), cond("$lt", "b", "$gte", "a"[:0]+"z"),
+		cond("$gte", "a", "$gte", "b"), // a repeated key: Get would panic
 	} {
 		if low, high, ok := prefixRange(c); ok {
 			t.Errorf("%v: accepted %q %q", c, low, high)
