@@ -135,7 +135,10 @@ def build(config: Config):
             consumer_loop(config, SERVICE, f"{config.sender_group}-contacts",
                           [prefix + t for t in handlers.CONTACTS_TOPICS],
                           handlers.contact_handlers(ContactStateStore(db, config.pii_salt)),
-                          producer=event_producer(config, SERVICE + "-contacts")),
+                          producer=event_producer(config, SERVICE + "-contacts"),
+                          # A re-consent just before a launch must be known
+                          # before the campaign's first jobs, or they are skipped.
+                          prompt=True),
         ]
     return loop, state_loops, producer, messenger
 
