@@ -903,6 +903,18 @@ _INSERT_TRANSACTION_PATCHED = '''	if len(params.Docs) <= c.r.BatchSize {
 
 
 # -- patch 10: `field: {$gte: p, $lt: u}`, the strings starting with p ---------
+# Most of what it changes is code patches 2, 3 and 5 wrote: those texts are
+# taken from their replacements, not written out a second time.
+
+
+def _written_by(replacement: str, first_line: str, last_lines: str) -> str:
+    """The lines of an earlier patch's replacement from `first_line` (there
+    once) to the next `last_lines`, inclusive."""
+    assert replacement.count(first_line) == 1, first_line
+    start = replacement.index(first_line)
+    end = replacement.index(last_lines, start) + len(last_lines) + 1
+    return replacement[start:end]
+
 
 _IMPORTS = """\
 	"strings"
@@ -917,20 +929,18 @@ _IMPORTS_PATCHED = """\
 	sqlite3 "modernc.org/sqlite"
 """
 
-_QUERY_WHERE = """\
-	orderedByID := idOrderPushedDown(params.OrderByID, params.Sort, meta)
-	whereClause, args = pushedDownWhere(params.Filter, meta.Settings.OrderedIDs, orderedByID)
+_QUERY_WHERE = _written_by(_QUERY_BLOCK_PATCHED, '\torderedByID := idOrderPushedDown(params.OrderByID, params.Sort, meta)',
+                           '\t} else {')
 
-	q += whereClause
-	if orderedByID {
-		q += idOrderByClause(params.OrderByID)
-	} else {
-"""
-
-_QUERY_WHERE_PATCHED = """\
+# Both the query and its explain: the order pushed down, and whether the
+# range is read first.
+_RANGE_FIRST_WHERE = """\
 	orderedByID := idOrderPushedDown(params.OrderByID, params.Sort, meta)
 	rangeFirst := orderedByID && fewPrefixRangeMatches(ctx, db, meta.TableName, meta.Settings.Indexes, params.Filter)
 	whereClause, args = pushedDownWhere(params.Filter, meta.Settings.OrderedIDs && !rangeFirst, orderedByID && !rangeFirst)
+"""
+
+_QUERY_WHERE_PATCHED = _RANGE_FIRST_WHERE + """\
 
 	q += whereClause
 	if orderedByID {
@@ -938,21 +948,10 @@ _QUERY_WHERE_PATCHED = """\
 	} else {
 """
 
-_EXPLAIN_WHERE = """\
-	orderedByID := idOrderPushedDown(params.OrderByID, params.Sort, meta)
-	whereClause, args = pushedDownWhere(params.Filter, meta.Settings.OrderedIDs, orderedByID)
-	filterPushdown = whereClause != ""
+_EXPLAIN_WHERE = _written_by(_EXPLAIN_BLOCK_PATCHED, '\torderedByID := idOrderPushedDown(params.OrderByID, params.Sort, meta)',
+                             '\t}')
 
-	orderByClause := prepareOrderByClause(params.Sort)
-	if orderedByID {
-		orderByClause = idOrderByClause(params.OrderByID)
-	}
-"""
-
-_EXPLAIN_WHERE_PATCHED = """\
-	orderedByID := idOrderPushedDown(params.OrderByID, params.Sort, meta)
-	rangeFirst := orderedByID && fewPrefixRangeMatches(ctx, db, meta.TableName, meta.Settings.Indexes, params.Filter)
-	whereClause, args = pushedDownWhere(params.Filter, meta.Settings.OrderedIDs && !rangeFirst, orderedByID && !rangeFirst)
+_EXPLAIN_WHERE_PATCHED = _RANGE_FIRST_WHERE + """\
 	filterPushdown = whereClause != ""
 
 	orderByClause := prepareOrderByClause(params.Sort)
@@ -961,11 +960,8 @@ _EXPLAIN_WHERE_PATCHED = """\
 	}
 """
 
-_FIELD_TERMS_DOC = """\
-// Only plain field names, and strings whose JSON text SQLite gives back as
-// written (metadata.OrderedID's alphabet), are used, up to maxIDsPushedDown
-// values in all; anything else is left to the handler. With keepIDOrder
-"""
+_FIELD_TERMS_DOC = _written_by(_ID_CLAUSES, '// Only plain field names, and strings whose JSON text SQLite gives back as',
+                               '// values in all; anything else is left to the handler. With keepIDOrder')
 
 _FIELD_TERMS_DOC_PATCHED = """\
 // A top-level `field: {$gte: p, $lt: u}` that is a prefix search (see
@@ -977,25 +973,8 @@ _FIELD_TERMS_DOC_PATCHED = """\
 // values in all; anything else is left to the handler. With keepIDOrder
 """
 
-_FIELD_TERMS_BODY = """\
-		values := fieldValues(must.NotFail(filter.Get(key)))
-		if values == nil || len(args)+len(values) > maxIDsPushedDown {
-			continue // with an `_id` $in, well within SQLite's 32,766 parameters
-		}
-
-		column := fmt.Sprintf(`%s->'%s'`, metadata.DefaultColumn, key)
-		if keepIDOrder {
-			column = "+" + column
-		}
-
-		terms = append(terms, fmt.Sprintf(`(%[1]s IN (%[2]s) OR (%[1]s >= '[' AND %[1]s < '\\'))`,
-			column, sqlPlaceholders(len(values))))
-		args = append(args, values...)
-	}
-
-	return terms, args
-}
-"""
+_FIELD_TERMS_BODY = _written_by(_ID_CLAUSES, '\t\tvalues := fieldValues(must.NotFail(filter.Get(key)))',
+                                '\treturn terms, args\n}')
 
 _FIELD_TERMS_BODY_PATCHED = """\
 		column := fmt.Sprintf(`%s->'%s'`, metadata.DefaultColumn, key)
@@ -1117,15 +1096,8 @@ func fewPrefixRangeMatches(ctx context.Context, db *fsql.DB, table string, index
 }
 """
 
-_ID_ORDER_BY = """\
-func idOrderByClause(order int64) string {
-	if order < 0 {
-		return fmt.Sprintf(` ORDER BY %s DESC`, metadata.IDColumn)
-	}
-
-	return fmt.Sprintf(` ORDER BY %s`, metadata.IDColumn)
-}
-"""
+_ID_ORDER_BY = _written_by(_ID_CLAUSES, 'func idOrderByClause(order int64) string {',
+                           '\treturn fmt.Sprintf(` ORDER BY %s`, metadata.IDColumn)\n}')
 
 _ID_ORDER_BY_PATCHED = """\
 //
