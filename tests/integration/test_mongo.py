@@ -323,6 +323,8 @@ def test_a_prefix_range_reads_through_an_index_and_matches_exactly_what_mongodb_
                     if d["account_id"] == "a" and matches(d.get("key"), query["key"])]
         found = [d["_id"] for d in mongo_db.things.find(query).sort("_id", ASCENDING)]
         assert found == expected, prefix
+        backwards = [d["_id"] for d in mongo_db.things.find(query).sort("_id", -1)]
+        assert backwards == expected[::-1], prefix
         if len(expected) > 1:   # a page after a cursor, as GET /contacts asks
             after = {**query, "_id": {"$gt": expected[0]}}
             assert [d["_id"] for d in mongo_db.things.find(after).sort("_id", ASCENDING)
@@ -333,6 +335,29 @@ def test_a_prefix_range_reads_through_an_index_and_matches_exactly_what_mongodb_
     assert "USING INDEX" in plan and "key" in plan, plan
     escaped = _prefix_page_plan(mongo_db, {"account_id": "a", "key": prefix_range("a<")})
     assert "key" not in escaped, escaped      # left to the handler
+
+
+def test_a_prefix_with_many_matches_pages_both_ways_as_mongodb_does(mongo_db):
+    """Past 2,000 matches patch 10 walks the `_id` index with the range in SQL
+    instead of sorting what the key's index gives: pages after a cursor, in
+    either order, are still exactly MongoDB's."""
+    from services.contacts.domain import prefix_range
+    mongo.ensure_indexes(mongo_db, {"things": [IndexModel([("account_id", ASCENDING),
+                                                           ("key", ASCENDING)])]})
+    rng = random.Random(38)
+    docs = [{"_id": f"{rng.getrandbits(64):016x}{n:06d}", "account_id": "a",
+             "key": f"{'common' if n % 3 else 'rare'}{n}"} for n in range(6300)]
+    mongo_db.things.insert_many(docs)
+    query = {"account_id": "a", "key": prefix_range("common")}
+    matching = sorted(d["_id"] for d in docs if d["key"].startswith("common"))
+    assert len(matching) > 2000
+    for order, expected in ((ASCENDING, matching), (-1, matching[::-1])):
+        cursor = expected[len(expected) // 2]
+        bound = {"$gt": cursor} if order == ASCENDING else {"$lt": cursor}
+        page = [d["_id"] for d in mongo_db.things.find({**query, "_id": bound})
+                .sort("_id", order).limit(51)]
+        assert page == expected[len(expected) // 2 + 1:][:51]
+    assert mongo_db.things.count_documents(query) == len(matching)
 
 
 def test_field_equalities_in_sql_match_exactly_what_mongodb_matches(mongo_db):
