@@ -222,6 +222,14 @@ def search_keys(email: Any, name: Any) -> dict[str, str | None]:
     return {"email_key": search_key(email), "name_key": search_key(name)}
 
 
+def changed_search_keys(changes: dict) -> dict[str, str | None]:
+    """The keys of the address and name among `changes` (a $set), and only
+    theirs: a key recomputed from a contact as read could put back one a
+    concurrent change of the other field had just replaced."""
+    return {f"{name}_key": search_key(changes[name]) for name in ("email", "name")
+            if name in changes}
+
+
 def prefix_range(prefix: str) -> dict[str, str] | None:
     """The strings that start with `prefix`, as {$gte, $lt}: from the prefix
     to the prefix with its last character one code point up (MongoDB and

@@ -534,8 +534,7 @@ def _existing(ctx: Context, rows: list[Row], at: datetime, counters: dict,
             subscribed.append(contact["_id"])
             events.contact_subscribed(recorded, contact, ctx.list_id, "import")
         update["$set"].update(changes)
-        if "name" in changes:
-            update["$set"]["name_key"] = domain.search_key(changes["name"])
+        update["$set"].update(domain.changed_search_keys(changes))
         update["$set"]["updated_at"] = at
         if changes:
             names = sorted({k.split(".", 1)[-1] if k.startswith("fields.") else k for k in changes})

@@ -235,11 +235,7 @@ def update_contact(ports: Ports, account_id: str, contact_id: str, body: dict) -
             ports.producer.flush()
         return current
     changes["updated_at"] = ports.clock()
-    # The key of what changed only: one recomputed from `current` could put
-    # back a key a concurrent change of the other field had just replaced.
-    for field_name in ("email", "name"):
-        if field_name in changes:
-            changes[f"{field_name}_key"] = domain.search_key(changes[field_name])
+    changes.update(domain.changed_search_keys(changes))
     try:
         doc = ports.store.update_contact(account_id, contact_id,
                                          {"$set": changes, "$inc": {"revision": 1}})

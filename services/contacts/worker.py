@@ -7,8 +7,8 @@ and beside the consumer loop runs
   the loop only records a launch, so it never waits for an audience;
 - a sweep of imports over whose rejected rows still hold addresses erased
   since (see rejected_rows.py);
-- once, the search keys of contacts stored before they existed (see
-  search_backfill.py)."""
+- until a pass finds none, the missing or stale search keys of contacts
+  (see search_backfill.py)."""
 from __future__ import annotations
 
 import logging
@@ -91,8 +91,8 @@ def main() -> None:
               lambda: rejected_rows.scrub_finished_imports(
                   ContactsStore(runtime.db), config.import_dir, config.pii_salt),
               first_wait=10.0)
-        # Contacts stored before search keys existed: once, soon after the
-        # first start (a failed pass is tried again ten minutes later).
+        # Missing or stale search keys: soon after the start, then every ten
+        # minutes until a pass finds none (recorded: later starts skip it).
         every("contacts-search-keys", lambda: 600.0,
               lambda: search_backfill.backfill_search_keys(ContactsStore(runtime.db)),
               first_wait=1.0)
