@@ -6,6 +6,7 @@ one screen:
 
     account erased?                 -> DROPPED (no record, no event)
     campaign known and not paused?  -> else HOLD (try again shortly)
+    a domain slot, where needed?    -> else HOLD (another sender has it; domain_slots.py)
     a window's worth of it already? -> HOLD until the next second (not claimed)
     claim (deliveries, _id = job id) -> finished before: re-announce; held by a live sender: HOLD
     cancelled / contact blocked      -> SKIPPED
@@ -95,6 +96,9 @@ class EngineSettings:
     # `send`. One still unknown after that waits as any other hold.
     unknown_campaign_recheck_seconds: float = 0.1
     unknown_campaign_patience_seconds: float = 10.0
+    # A job whose domain slot another sender holds (domain_slots.py) looks
+    # again this soon: the holder gives it back at the end of its batch.
+    domain_slot_recheck_seconds: float = 0.25
     # A job given back for contacts to send again (delivery.held) is asked
     # for again if no answer has come after this long, then after twice as
     # long each time, up to the maximum (HeldJobs). An answer only delayed
@@ -112,7 +116,7 @@ class EngineSettings:
 
 class Engine:
     def __init__(self, *, campaigns, contacts, deliveries, parked, held, limiter: RateLimiter,
-                 messenger: Messenger, composer_for: Callable[[Campaign], Composer],
+                 slots, messenger: Messenger, composer_for: Callable[[Campaign], Composer],
                  publisher: Publisher, settings: EngineSettings | None = None,
                  clock: Callable[[], float] = time.time):
         self.campaigns = campaigns
@@ -121,6 +125,7 @@ class Engine:
         self.parked = parked
         self.held = held
         self.limiter = limiter
+        self.slots = slots
         self.messenger = messenger
         self.composer_for = composer_for
         self.publisher = publisher
@@ -129,6 +134,8 @@ class Engine:
                                  self.settings.retry_max_seconds)
         self.clock = clock
         self._unknown_since: dict[str, float] = {}  # campaign id -> first met unknown
+        # (campaign id, domain) -> the limit, for the slots this batch holds
+        self._slots_held: dict[tuple[str, str], int] = {}
 
     # -----------------------------------------------------------------------
     def handle(self, sequences: list[list[Job]]) -> dict[str, Hold | None]:
@@ -158,6 +165,10 @@ class Engine:
         self.deliveries.record(outcomes)
         screened_at = time.perf_counter()
         recording, deferred = self._send(tasks, result)
+        # Every transaction of the batch is over. A batch that raised keeps
+        # its slots: its transactions may still be on the wire, and the
+        # batch, run again, takes them again (or their lease ends).
+        self._give_slots_back()
         self._mark_deferred(deferred)
         self._close_holds(answers, result)
         for hold in result.values():
@@ -220,6 +231,7 @@ class Engine:
         now = self.clock()
         ready, paused = [], []
         room: dict[str, tuple[int, float] | None] = {}  # campaign -> (jobs left, until)
+        slots: dict[tuple[str, str], bool] = {}  # (campaign, domain) -> taken this batch
         for sequence in sequences:
             for job in sequence:
                 if job.account_id in erased:
@@ -236,6 +248,10 @@ class Engine:
                     paused.append(job)
                     result[job.job_id] = DONE
                     continue
+                if not self._has_slot(job, campaign, slots):
+                    result[job.job_id] = Hold(now + self.settings.domain_slot_recheck_seconds,
+                                              "domain concurrency")
+                    break
                 over = None if job.test else self._over_window(campaign, room)
                 if over is not None:
                     result[job.job_id] = over
@@ -269,6 +285,33 @@ class Engine:
             return Hold(look_again_at, "rate limit")
         room[campaign.campaign_id] = (left - 1, look_again_at)
         return None
+
+    def _needs_slot(self, campaign: Campaign) -> bool:
+        """True when this sender's share of the campaign's per-domain
+        concurrency is less than one transaction (_domain_limit)."""
+        asked = campaign.limits.per_domain_concurrency
+        return asked is not None and asked * self.limiter.share + 1e-9 < 1
+
+    def _has_slot(self, job: Job, campaign: Campaign, asked: dict) -> bool:
+        """Whether the job may go on as far as its domain's concurrency is
+        concerned: one of the campaign's slots for the domain is taken for
+        this batch when this sender's share is less than one
+        (domain_slots.py). Asked once a batch: a slot held since a batch
+        that raised is taken again, its lease renewed."""
+        if job.test or campaign.status == CANCELLED or not self._needs_slot(campaign):
+            return True
+        key = (campaign.campaign_id, job.recipient_domain)
+        if key not in asked:
+            limit = campaign.limits.per_domain_concurrency
+            asked[key] = self.slots.take(*key, limit)
+            if asked[key]:
+                self._slots_held[key] = limit
+        return asked[key]
+
+    def _give_slots_back(self) -> None:
+        for key, limit in self._slots_held.items():
+            self.slots.give_back(*key, limit)
+        self._slots_held = {}
 
     def _wait_behind_holds(self, sequences, jobs, result, outcomes) -> list[Job]:
         """The jobs not behind a held job in their sequence (partition). A
@@ -363,8 +406,10 @@ class Engine:
     def _domain_limit(self, campaign: Campaign) -> int:
         """A campaign's per-domain concurrency is for all its senders
         together: each takes its share (the part of send.jobs it reads, as
-        for the rate), at least one. Per process, two senders doubled it.
-        The operator's default stays a cap per process."""
+        for the rate). Per process, two senders doubled it. A share of less
+        than one is one transaction, while this sender holds one of the
+        domain's slots (_has_slot). The operator's default stays a cap per
+        process."""
         asked = campaign.limits.per_domain_concurrency
         if asked is None:
             return self.settings.default_domain_concurrency

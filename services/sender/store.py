@@ -11,6 +11,8 @@
   (_id = job id). A job recorded sent is never sent again. `takeovers`:
   one marker per expired claim taken over, so only one sender takes it.
 - `rate_windows`: per-campaign blocks of the rate limits' windows (see MongoWindowCounter).
+- `domain_slots`: a campaign's per-domain concurrency below one transaction
+  per sender (services/sender/domain_slots.py).
 
 Only single-document atomic operations and unique _ids (FerretDB has no
 transactions); every batch is a handful of round trips.

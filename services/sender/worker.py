@@ -16,6 +16,7 @@ from pathlib import Path
 
 from services.sender import dkim, handlers, retention
 from services.sender.compose import Composer, ComposeSettings
+from services.sender.domain_slots import DomainSlots
 from services.sender.engine import Engine, EngineSettings, Routes
 from services.sender.loop import SendLoop
 from services.sender.settings import SETTINGS, check_tracking_url
@@ -109,7 +110,10 @@ def build(config: Config):
     engine = Engine(
         campaigns=CampaignStore(db), contacts=ContactStateStore(db, config.pii_salt),
         deliveries=DeliveryStore(db, owner, lease), parked=ParkedJobs(db), held=HeldJobs(db),
-        limiter=RateLimiter(MongoWindowCounter(db)), messenger=messenger,
+        limiter=RateLimiter(MongoWindowCounter(db)),
+        # A batch gives its slots back when its transactions are over, well
+        # within the claims' lease; a sender killed keeps them as long.
+        slots=DomainSlots(db, owner, lease), messenger=messenger,
         composer_for=ComposerCache(compose_settings, make_signer(config)),
         publisher=producer,
         settings=EngineSettings(max_attempts=config.send_max_attempts,

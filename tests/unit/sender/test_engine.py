@@ -82,6 +82,16 @@ class Fakes:
         self.held_jobs[job_id].update(ask_again_at=ask_again_at,
                                       asks=self.held_jobs[job_id]["asks"] + 1)
 
+    # domain slots (domain_slots.DomainSlots): free unless listed as taken
+    def take(self, campaign_id, domain, limit):
+        self.slot_calls = getattr(self, "slot_calls", []) + [("take", campaign_id, domain, limit)]
+        return (campaign_id, domain) not in getattr(self, "slots_taken_elsewhere", set())
+
+    def give_back(self, campaign_id, domain, limit):
+        self.slot_calls = getattr(self, "slot_calls", []) + [("give_back", campaign_id, domain,
+                                                              limit)]
+        self.sent_before_give_back = len(getattr(self, "tasks_sent", []))
+
     def park(self, jobs, erased=frozenset()):
         self.parked_jobs.extend(jobs)
         self.parked_erased = set(erased)
@@ -112,7 +122,7 @@ class Fakes:
         limiter = RateLimiter(counter or MemoryCounter(), clock=clock)
         limiter.share = share
         return Engine(campaigns=self, contacts=self, deliveries=self, parked=self, held=self,
-                      limiter=limiter, messenger=self, composer_for=lambda c: composer,
+                      limiter=limiter, slots=self, messenger=self, composer_for=lambda c: composer,
                       publisher=self, settings=EngineSettings(**settings), clock=clock)
 
     def types(self, topic="delivery.events"):
@@ -161,6 +171,71 @@ def test_a_campaigns_domain_concurrency_is_split_between_its_senders():
     fakes = Fakes([campaign()])
     fakes.engine(share=0.5, default_domain_concurrency=8).handle([[job(1)]])
     assert [t.domain_limit for t in fakes.tasks_sent] == [8]   # the operator's, per process
+
+
+def job_to(n: int, domain: str, cid="c1") -> Job:
+    return Job(f"j{n}", cid, f"p{n}", ACCOUNT, None, f"r{n}@{domain}", None, {}, 0,
+               None, False, None, data={"job_id": f"j{n}"})
+
+
+def test_a_share_below_one_transaction_sends_only_with_a_domain_slot():
+    """A limit of 1 between two senders was one transaction each: twice the
+    limit. A sender now needs one of the limit's slots for the batch, and
+    gives it back once the batch's transactions are over."""
+    fakes = Fakes([campaign(limits=Limits(per_domain_concurrency=1))])
+    result = fakes.engine(share=0.5).handle([[job_to(1, "a.test"), job_to(2, "a.test"),
+                                              job_to(3, "b.test")]])
+    assert result == {"j1": DONE, "j2": DONE, "j3": DONE}
+    assert [t.domain_limit for t in fakes.tasks_sent] == [1, 1, 1]
+    assert fakes.slot_calls == [("take", "c1", "a.test", 1), ("take", "c1", "b.test", 1),
+                                ("give_back", "c1", "a.test", 1), ("give_back", "c1", "b.test", 1)]
+    assert fakes.sent_before_give_back == 3
+
+
+def test_a_domain_slot_held_elsewhere_holds_the_partition_before_any_claim():
+    fakes = Fakes([campaign(limits=Limits(per_domain_concurrency=1))])
+    fakes.slots_taken_elsewhere = {("c1", "a.test")}
+    result = fakes.engine(share=0.5, domain_slot_recheck_seconds=0.25).handle(
+        [[job_to(1, "b.test"), job_to(2, "a.test"), job_to(3, "b.test")],
+         [job_to(4, "a.test")]])
+    assert result["j1"] is DONE and "j3" not in result  # j3 waits behind j2
+    for held in ("j2", "j4"):
+        assert result[held] == Hold(1000.25 + 0.25, "domain concurrency")
+    assert fakes.claimed == ["j1"]  # never claimed only to be given back
+    asked = [c for c in fakes.slot_calls if c[0] == "take" and c[2] == "a.test"]
+    assert len(asked) == 1  # once a batch
+    assert ("give_back", "c1", "a.test", 1) not in fakes.slot_calls
+
+
+def test_slots_are_needed_only_below_one_transaction_a_sender():
+    for limit, share in ((2, 0.5), (3, 0.5), (4, 0.25)):
+        fakes = Fakes([campaign(limits=Limits(per_domain_concurrency=limit))])
+        fakes.slots_taken_elsewhere = {("c1", "example.com")}
+        assert fakes.engine(share=share).handle([[job(1)]]) == {"j1": DONE}
+        assert not getattr(fakes, "slot_calls", [])
+    fakes = Fakes([campaign()])  # no campaign limit: the operator's cap per process
+    assert fakes.engine(share=0.1).handle([[job(1)]]) == {"j1": DONE}
+    assert not getattr(fakes, "slot_calls", [])
+
+
+def test_a_batch_that_fails_keeps_its_slot_and_the_next_takes_it_again():
+    """Its transactions may still be on the wire: giving the slot back then
+    let another sender open one beside them."""
+    fakes = Fakes([campaign(limits=Limits(per_domain_concurrency=1))])
+    engine = fakes.engine(share=0.5)
+
+    def down(outcomes, patience=0.0):
+        if any(state == "sent" for _, state, _ in outcomes):
+            raise ConnectionError("database away")
+    fakes.record = down
+    try:
+        engine.handle([[job(1)]])
+    except ConnectionError:
+        pass
+    assert [c[0] for c in fakes.slot_calls] == ["take"]
+    del fakes.record
+    engine.handle([[job(1)]])
+    assert [c[0] for c in fakes.slot_calls] == ["take", "take", "give_back"]
 
 
 def test_a_database_blip_while_marking_deferrals_fails_nothing():

@@ -240,7 +240,7 @@ def test_a_job_that_cannot_be_composed_becomes_failed_not_lost(tmp_path):
     fakes = Fakes([campaign])
     messenger = smtp.SmtpMessenger([smtp.Relay("127.0.0.1", server.port)], connections=2)
     engine = Engine(campaigns=fakes, contacts=fakes, deliveries=fakes, parked=fakes, held=fakes,
-                    limiter=RateLimiter(MemoryCounter()), messenger=messenger,
+                    limiter=RateLimiter(MemoryCounter()), slots=fakes, messenger=messenger,
                     composer_for=lambda c: composer, publisher=fakes)
     try:
         result = engine.handle([jobs])
