@@ -191,9 +191,18 @@ def launch_problems(campaign: dict) -> dict[str, list[str]]:
     return problems
 
 
+def _refuse_a_deleted_template(ports: Ports, campaign: dict) -> None:
+    """A template deleted (archived) since the campaign named it is not sent:
+    its versions stay only for the campaigns that had frozen one."""
+    if ports.templates.get(campaign["account_id"], campaign["template_id"]) is None:
+        raise ApiError(409, "campaign_incomplete", "the campaign's template was deleted",
+                       {"template_id": ["no such template"]})
+
+
 def launch_data(ports: Ports, campaign: dict) -> dict:
     """The campaign.launched payload: the frozen template and everything
     fan-out and the senders need."""
+    _refuse_a_deleted_template(ports, campaign)
     version = campaign.get("template_version")
     frozen = (ports.templates.version(campaign["template_id"], version) if version
               else ports.templates.latest_version(campaign["template_id"]))
@@ -362,6 +371,7 @@ def schedule(ports: Ports, account_id: str, campaign_id: str, send_at: str,
     if problems:
         raise ApiError(409, "campaign_incomplete", "the campaign cannot be scheduled yet: "
                        + ", ".join(sorted(problems)), problems)
+    _refuse_a_deleted_template(ports, campaign)
     moved = _move(ports, campaign, "schedule", None, {"send_at": when, "time_zone": time_zone})
     if moved is None:
         raise _moved_meanwhile(ports, account_id, campaign_id, "schedule")

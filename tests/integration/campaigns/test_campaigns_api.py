@@ -190,6 +190,31 @@ def test_only_a_campaign_that_never_launched_can_be_deleted(client, broker):
     assert not [e for e in campaign_events(broker) if e["subject"] != launched["id"]]
 
 
+def test_a_deleted_template_is_not_sent_by_a_campaign_that_had_not_frozen_it(
+        client, broker, ports):
+    """DELETE archives a template; a draft naming it still sent it."""
+    draft, template = ready_campaign(client)
+    pinned, _ = ready_campaign(client, template_id=template["id"], template_version=1)
+    scheduled, other = ready_campaign(client)
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=30)).isoformat()
+    assert client.post(f"/api/v1/campaigns/{scheduled['id']}/schedule",
+                       {"send_at": soon}).status_code == 200
+    for deleted in (template, other):
+        assert client.delete(f"/api/v1/templates/{deleted['id']}").status_code == 204
+    for campaign in (draft, pinned):
+        path = f"/api/v1/campaigns/{campaign['id']}"
+        for action, body in (("send", None), ("test", {"emails": ["qa@example.com"]}),
+                             ("schedule", {"send_at": soon})):
+            refused = client.post(f"{path}/{action}", body)
+            assert refused.status_code == 409, (action, refused.get_json())
+            assert refused.get_json()["error"]["details"] == {"template_id": ["no such template"]}
+        assert client.get(path).get_json()["status"] == "draft"
+    later = datetime.now(timezone.utc) + timedelta(seconds=60)
+    assert usecases.fire_due_schedules(ports, later) == 0
+    assert client.get(f"/api/v1/campaigns/{scheduled['id']}").get_json()["status"] == "cancelled"
+    assert campaign_events(broker) == [] and published(broker, topics.SEND_JOBS) == []
+
+
 def test_test_send_publishes_test_jobs_that_carry_the_campaign(client, broker):
     campaign, _ = ready_campaign(client)
     path = f"/api/v1/campaigns/{campaign['id']}/test"
