@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.contacts.domain import (CONTACT_STATUSES, FIELD_KEY, InvalidValue, coerce_field,
-                                      is_id, regex_literal)
+                                      is_id, prefix_range, regex_literal, search_key)
 
 MAX_DEPTH = 6
 MAX_NODES = 60
@@ -43,6 +43,9 @@ BUILTIN = {
     "updated_at": ("updated_at", {"type": "date"}),
 }
 COMPARISON = {"ne": "$ne", "gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
+# Built-in text fields whose folded copy (domain.search_key) `contains` and
+# `starts_with` read, as the contact search does: either case, any accent.
+SEARCH_KEYS = {"email": "email_key", "name": "name_key"}
 
 
 class SegmentError(ValueError):
@@ -129,10 +132,30 @@ def _leaf(node, custom_fields, list_ids, now, path) -> dict:
     if op == "eq":
         return {stored: scalar}
     if op in ("contains", "starts_with"):
-        pattern = regex_literal(scalar)
-        return {stored: {"$regex": ("^" + pattern) if op == "starts_with" else pattern,
-                         "$options": "i"}}
+        by_text = _text_regex(stored, op, scalar)
+        if field not in SEARCH_KEYS:
+            return by_text
+        # A contact stored before it had keys is matched as it was, until
+        # the worker's backfill (search_backfill.py) gives it its keys.
+        return {"$or": [_folded(SEARCH_KEYS[field], op, scalar),
+                        {SEARCH_KEYS[field]: {"$exists": False}, **by_text}]}
     return {stored: {COMPARISON[op]: scalar}}
+
+
+def _text_regex(stored: str, op: str, text: str) -> dict:
+    pattern = regex_literal(text)
+    return {stored: {"$regex": ("^" + pattern) if op == "starts_with" else pattern,
+                     "$options": "i"}}
+
+
+def _folded(key_field: str, op: str, text: str) -> dict:
+    """A condition on the folded copy: "muller" finds "Müller", "istanbul"
+    "İstanbul". Text that folds to nothing (accents alone) matches every
+    contact that has the field, as the search does."""
+    key = search_key(text)
+    if op == "starts_with" and prefix_range(key):
+        return {key_field: prefix_range(key)}   # bounds an index can read
+    return {key_field: {"$regex": regex_literal(key)}}
 
 
 def _list_leaf(op, value, list_ids, path) -> dict:

@@ -32,10 +32,18 @@ def test_each_operator_compiles_to_what_it_says():
     assert compile_({"field": "fields.age", "op": "gte", "value": 18}) == {"fields.age": {"$gte": 18}}
     assert compile_({"field": "fields.plan", "op": "in", "value": ["pro"]}) == \
         {"fields.plan": {"$in": ["pro"]}}
-    assert compile_({"field": "name", "op": "starts_with", "value": "a.b*"}) == \
-        {"name": {"$regex": r"^a\.b\*", "$options": "i"}}
-    assert compile_({"field": "email", "op": "contains", "value": "(x)"}) == \
-        {"email": {"$regex": r"\(x\)", "$options": "i"}}
+    assert compile_({"field": "fields.city", "op": "starts_with", "value": "a.b*"}) == \
+        {"fields.city": {"$regex": r"^a\.b\*", "$options": "i"}}
+    assert compile_({"field": "fields.city", "op": "contains", "value": "(x)"}) == \
+        {"fields.city": {"$regex": r"\(x\)", "$options": "i"}}
+    # the address and the name: their folded copies (either case, any
+    # accent), and as before for a contact stored before it had them
+    assert compile_({"field": "name", "op": "starts_with", "value": "Mü.b*"}) == \
+        {"$or": [{"name_key": {"$gte": "mu.b*", "$lt": "mu.b+"}},
+                 {"name_key": {"$exists": False}, "name": {"$regex": r"^Mü\.b\*", "$options": "i"}}]}
+    assert compile_({"field": "email", "op": "contains", "value": "(X)"}) == \
+        {"$or": [{"email_key": {"$regex": r"\(x\)"}},
+                 {"email_key": {"$exists": False}, "email": {"$regex": r"\(X\)", "$options": "i"}}]}
     assert compile_({"not": {"field": "fields.vip", "op": "eq", "value": True}}) == \
         {"$nor": [{"fields.vip": True}]}
     assert compile_({"field": "fields.born", "op": "lt", "value": "2000-01-01"}) == \
