@@ -15,12 +15,14 @@ A batch writes its counts as documents of its own (`<campaign>|b|<batch>`,
 and per hour), by insert: FerretDB 1.24 loses concurrent `$inc`s on one
 document, a repair writes the same ids again without counting twice, and
 nobody updates anyone else's document. The stats sum a campaign's
-documents (older ones, per worker process or from a recount, included).
+documents (older ones, per worker process or from a recount, included),
+which the worker merges into fewer once they are final (merging.py).
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.database import Database
@@ -37,6 +39,7 @@ INDEXES = {
     "soft_bounces": [],
     "pending_events": [],
     "batches": [],
+    "merge_leases": [],
     "erased_contacts": [IndexModel([("at", ASCENDING)]), IndexModel([("account_id", ASCENDING)])],
 }
 
@@ -166,12 +169,14 @@ class TrackingStore:
         used to rebuild the whole campaign, deleting every worker's
         counters, and counts another worker added meanwhile were doubled
         or lost."""
+        at = datetime.now(timezone.utc)  # when merging.py may take it as final
         insert_new(self.db.counters, [
             {"_id": f"{campaign_id}|b|{batch_id}", "c": campaign_id, "account_id": account_id,
-             **counts} for campaign_id, (account_id, counts) in totals.items()])
+             "at": at, **counts} for campaign_id, (account_id, counts) in totals.items()])
         insert_new(self.db.hourly, [
             {"_id": f"{campaign_id}|{_utc(hour).isoformat()}|b|{batch_id}", "c": campaign_id,
-             "hour": hour, **counts} for (campaign_id, hour), counts in hourly.items()])
+             "hour": hour, "at": at, **counts}
+            for (campaign_id, hour), counts in hourly.items()])
 
     def batch_counts(self, batch_id: str, accounts: dict[str, str]
                      ) -> tuple[dict[str, tuple[str, Counter]], dict[tuple[str, datetime], Counter]]:
@@ -189,7 +194,18 @@ class TrackingStore:
         return totals, hourly
 
     def recount(self, campaign_id: str, account_id: str) -> None:
-        """Rebuild the campaign's counters and hourly series from its markers."""
+        """Rebuild the campaign's counters and hourly series from its markers,
+        while no merge runs (a merged document written after the rebuild
+        would count its parts twice)."""
+        owner = f"recount-{id(self)}"
+        while not self.take_merge_lease(campaign_id, owner):
+            time.sleep(0.2)
+        try:
+            self._recount(campaign_id, account_id)
+        finally:
+            self.release_merge_lease(campaign_id, owner)
+
+    def _recount(self, campaign_id: str, account_id: str) -> None:
         totals: Counter = Counter()
         per_hour: dict[datetime, Counter] = {}
         for marker in self.db.markers.find({"c": campaign_id}, {"f": 1, "h": 1}):
@@ -207,24 +223,39 @@ class TrackingStore:
                  "hour": hour, **counts} for hour, counts in per_hour.items()])
         self.db.markers.update_many({"c": campaign_id, "done": False}, {"$set": {"done": True}})
 
+    # ---------------------------------------------------------- merging
+    MERGE_LEASE = timedelta(minutes=2)
+
+    def take_merge_lease(self, campaign_id: str, owner: str) -> bool:
+        """The campaign's counters to merge or rebuild, alone (merging.py)."""
+        now = datetime.now(timezone.utc)
+        doc = {"_id": campaign_id, "owner": owner, "until": now + self.MERGE_LEASE}
+        if insert_new(self.db.merge_leases, [doc])[0]:
+            return True
+        # a holder that died: its lease is over
+        return bool(self.db.merge_leases.delete_one({"_id": campaign_id,
+                                                     "until": {"$lt": now}}).deleted_count) \
+            and insert_new(self.db.merge_leases, [doc])[0]
+
+    def release_merge_lease(self, campaign_id: str, owner: str) -> None:
+        self.db.merge_leases.delete_one({"_id": campaign_id, "owner": owner})
+
     # ------------------------------------------------------------- stats
     def counters(self, campaign_id: str) -> dict | None:
         """The campaign's counters summed over shards (None if never counted)."""
         total: Counter = Counter()
         account_id = None
-        for doc in self.db.counters.find({"c": campaign_id}):
+        for doc in live(list(self.db.counters.find({"c": campaign_id}))):
             account_id = doc.get("account_id", account_id)
-            total.update({k: v for k, v in doc.items() if isinstance(v, int)
-                          and not isinstance(v, bool)})
+            total.update(counts_of(doc))
         if account_id is None:
             return None
         return {"account_id": account_id, **total}
 
     def hourly(self, campaign_id: str) -> list[dict]:
         rows: dict[datetime, Counter] = {}
-        for doc in self.db.hourly.find({"c": campaign_id}):
-            rows.setdefault(doc["hour"], Counter()).update(
-                {k: v for k, v in doc.items() if isinstance(v, int) and not isinstance(v, bool)})
+        for doc in live(list(self.db.hourly.find({"c": campaign_id}))):
+            rows.setdefault(doc["hour"], Counter()).update(counts_of(doc))
         return [{"hour": hour, **rows[hour]} for hour in sorted(rows)]
 
     # ------------------------------------------------------ soft bounces
@@ -248,6 +279,18 @@ class TrackingStore:
     def unpark(self, event_ids: list[str]) -> None:
         if event_ids:
             self.db.pending_events.delete_many({"_id": {"$in": event_ids}})
+
+
+def counts_of(doc: dict) -> dict[str, int]:
+    """A counter document's counts: its integers (not its flags, hour or time)."""
+    return {k: v for k, v in doc.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def live(docs: list[dict]) -> list[dict]:
+    """The documents that count: not a part of a merged document among them
+    (merging.py deletes the parts just after it writes the merged one)."""
+    present = {doc["_id"] for doc in docs}
+    return [doc for doc in docs if doc.get("into") not in present]
 
 
 def _utc(when: datetime) -> datetime:

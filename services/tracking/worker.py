@@ -3,7 +3,8 @@ from services.tracking import retention
 from services.tracking.counting import start_repairs_in_background
 from services.tracking.handlers import (COUNTED_TYPES, EXTRA_SETTINGS, GROUP, TOPICS,
                                         build_batch_handler, build_counter, build_handlers)
-from services.tracking.store import INDEXES
+from services.tracking.merging import start_merging_in_background
+from services.tracking.store import INDEXES, TrackingStore
 from shared import mongo
 from shared.config import load_common
 from shared.kafka.factory import consumer_loop
@@ -26,6 +27,7 @@ def main() -> None:
 
     retention.start_in_background(runtime.db)
     start_repairs_in_background(build_counter(runtime))
+    start_merging_in_background(TrackingStore(runtime.db))
     run_worker(SERVICE, config, build_loop, runtime.readiness())
 
 

@@ -1,0 +1,138 @@
+"""Merging a campaign's counter documents into fewer.
+
+Every batch that counts a campaign writes documents of its own (store.py:
+`<campaign>|b|<batch>`, and one per hour), so a campaign whose opens trickle
+in over days leaves one per poll that saw one: for a large campaign,
+hundreds of thousands of documents for every stats request to sum. The
+worker's sweep folds a campaign's final documents into one per campaign
+(and per hour):
+
+1. a lease on the campaign: one merger at a time, and a recount
+   (store.recount, which rewrites all of them) waits for it;
+2. the parts: documents older than MIN_AGE or merged before, but none of
+   a batch whose intent is still open (a repair may write it again);
+3. each part is tagged `into: <merged id>`, the merged document (their
+   sum) is inserted, and the parts are deleted.
+
+The stats skip a part whose `into` names a merged document they read
+(store.live), so they count every part once at every step. A merger that
+dies leaves parts tagged into nothing, counted as before and tagged again
+by the next, or a merged document beside its parts, which are skipped and
+deleted by the next.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from services.tracking.store import TrackingStore, counts_of, live
+from shared.erased_accounts import ErasedAccounts
+from shared.ids import worker_owner
+from shared.mongo import IDS_PER_QUERY, delete_all, find_by_ids
+from shared.worker import every
+
+log = logging.getLogger(__name__)
+
+# Past the intents' STALE_BATCH (6 min) and its repair's sweep: a batch's
+# documents no longer change once this old.
+MIN_AGE = timedelta(minutes=30)
+MIN_PARTS = 20           # fewer are left as they are
+MAX_PARTS = IDS_PER_QUERY  # a merged document's parts, one `$in` each
+
+
+class CounterMerger:
+    def __init__(self, store: TrackingStore, owner: str | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 min_parts: int = MIN_PARTS):
+        self.store = store
+        self.owner = owner or worker_owner()
+        self.clock = clock
+        self.min_parts = min_parts
+
+    def merge_all(self) -> int:
+        """Every campaign with enough parts to merge; how many documents went."""
+        return sum(self.merge_campaign(c) for c in self._candidates())
+
+    def merge_campaign(self, campaign_id: str) -> int:
+        if not self.store.take_merge_lease(campaign_id, self.owner):
+            return 0
+        try:
+            return sum(self._merge(collection, campaign_id)
+                       for collection in (self.store.db.counters, self.store.db.hourly))
+        finally:
+            self.store.release_merge_lease(campaign_id, self.owner)
+
+    def _candidates(self) -> list[str]:
+        cutoff = self.clock() - MIN_AGE
+        parts: Counter = Counter()
+        for collection in (self.store.db.counters, self.store.db.hourly):
+            for doc in collection.find({"merged": {"$ne": True}}, {"c": 1, "at": 1}):
+                if _old(doc, cutoff):
+                    parts[doc["c"]] += 1
+        return [campaign_id for campaign_id, n in parts.items() if n >= self.min_parts]
+
+    def _merge(self, collection, campaign_id: str) -> int:
+        docs = list(collection.find({"c": campaign_id}))
+        present = {doc["_id"] for doc in docs}
+        finished = [doc["_id"] for doc in docs if doc.get("into") in present]
+        if finished:  # a merger died between its insert and its delete
+            delete_all(collection, {"_id": {"$in": finished}})
+        docs = live(docs)
+        cutoff = self.clock() - MIN_AGE
+        open_batches = set(find_by_ids(self.store.db.batches, [
+            doc["_id"].rsplit("|b|", 1)[1] for doc in docs if "|b|" in doc["_id"]]))
+        groups: dict = defaultdict(list)  # hour (None for the totals) -> parts
+        for doc in docs:
+            batch = doc["_id"].rsplit("|b|", 1)[1] if "|b|" in doc["_id"] else None
+            if (doc.get("merged") or _old(doc, cutoff)) and batch not in open_batches:
+                groups[doc.get("hour")].append(doc)
+        removed = len(finished)
+        for hour, parts in groups.items():
+            while len(parts) >= self.min_parts:
+                chunk, parts = parts[:MAX_PARTS], parts[MAX_PARTS:]
+                if not self._fold(collection, campaign_id, hour, chunk):
+                    return removed
+                removed += len(chunk) - 1
+        return removed
+
+    def _fold(self, collection, campaign_id: str, hour, parts: list[dict]) -> bool:
+        account_id = next((p["account_id"] for p in parts if p.get("account_id")), None)
+        if account_id and ErasedAccounts(self.store.db).among([account_id]):
+            return False  # its counters are being deleted; nothing to bring back
+        stem = campaign_id if hour is None else f"{campaign_id}|{_utc(hour).isoformat()}"
+        merged_id = f"{stem}|m|{uuid.uuid4().hex}"
+        ids = [p["_id"] for p in parts]
+        collection.update_many({"_id": {"$in": ids}}, {"$set": {"into": merged_id}})
+        total: Counter = Counter()
+        for part in parts:
+            total.update(counts_of(part))
+        doc = {"_id": merged_id, "c": campaign_id, "merged": True, "at": self.clock(), **total}
+        if hour is None:
+            doc["account_id"] = account_id
+        else:
+            doc["hour"] = hour
+        collection.insert_one(doc)
+        collection.delete_many({"_id": {"$in": ids}, "into": merged_id})
+        return True
+
+
+def _old(doc: dict, cutoff: datetime) -> bool:
+    at = doc.get("at")
+    return at is None or _utc(at) < cutoff   # written before parts had a time: old
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def start_merging_in_background(store: TrackingStore, seconds: float = 300.0):
+    merger = CounterMerger(store)
+
+    def merge_once():
+        removed = merger.merge_all()
+        if removed:
+            log.info("campaign counters merged", extra={"documents": removed})
+    return every("tracking-counter-merge", lambda: seconds, merge_once, first_wait=seconds)
