@@ -45,7 +45,9 @@ BUILTIN = {
 COMPARISON = {"ne": "$ne", "gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
 # Built-in text fields whose folded copy (domain.search_key) `contains` and
 # `starts_with` read, as the contact search does: either case, any accent.
-SEARCH_KEYS = {"email": "email_key", "name": "name_key"}
+# Not the address: müller.de and muller.de are two domains, and an audience
+# must not take in the other's people.
+SEARCH_KEYS = {"name": "name_key"}
 
 
 class SegmentError(ValueError):
@@ -137,7 +139,7 @@ def _leaf(node, custom_fields, list_ids, now, path) -> dict:
             return by_text
         # A contact stored before it had keys is matched as it was, until
         # the worker's backfill (search_backfill.py) gives it its keys.
-        return {"$or": [_folded(SEARCH_KEYS[field], op, scalar),
+        return {"$or": [_folded(SEARCH_KEYS[field], op, scalar, vpath),
                         {SEARCH_KEYS[field]: {"$exists": False}, **by_text}]}
     return {stored: {COMPARISON[op]: scalar}}
 
@@ -148,12 +150,17 @@ def _text_regex(stored: str, op: str, text: str) -> dict:
                      "$options": "i"}}
 
 
-def _folded(key_field: str, op: str, text: str) -> dict:
+def _folded(key_field: str, op: str, text: str, path: str) -> dict:
     """A condition on the folded copy: "muller" finds "Müller", "istanbul"
-    "İstanbul". Text that folds to nothing (accents alone) matches every
-    contact that has the field, as the search does."""
+    "İstanbul". A space at either end of the text stays one (the key has
+    one between words), so "Ann " is not "Anna" nor " Lee" "Ashlee"; text
+    that folds to nothing (an accent alone) is refused, as it would match
+    every contact."""
     key = search_key(text)
-    if op == "starts_with" and prefix_range(key):
+    if not key:
+        raise SegmentError(path, "nothing to match once case, accents and spaces are set aside")
+    key = (" " if text[:1].isspace() else "") + key + (" " if text[-1:].isspace() else "")
+    if op == "starts_with":
         return {key_field: prefix_range(key)}   # bounds an index can read
     return {key_field: {"$regex": regex_literal(key)}}
 

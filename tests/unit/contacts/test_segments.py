@@ -36,14 +36,26 @@ def test_each_operator_compiles_to_what_it_says():
         {"fields.city": {"$regex": r"^a\.b\*", "$options": "i"}}
     assert compile_({"field": "fields.city", "op": "contains", "value": "(x)"}) == \
         {"fields.city": {"$regex": r"\(x\)", "$options": "i"}}
-    # the address and the name: their folded copies (either case, any
-    # accent), and as before for a contact stored before it had them
+    assert compile_({"field": "email", "op": "contains", "value": "(X)"}) == \
+        {"email": {"$regex": r"\(X\)", "$options": "i"}}
+    # the name: its folded copy (either case, any accent), and as before for
+    # a contact stored before it had one
     assert compile_({"field": "name", "op": "starts_with", "value": "Mü.b*"}) == \
         {"$or": [{"name_key": {"$gte": "mu.b*", "$lt": "mu.b+"}},
                  {"name_key": {"$exists": False}, "name": {"$regex": r"^Mü\.b\*", "$options": "i"}}]}
-    assert compile_({"field": "email", "op": "contains", "value": "(X)"}) == \
-        {"$or": [{"email_key": {"$regex": r"\(x\)"}},
-                 {"email_key": {"$exists": False}, "email": {"$regex": r"\(X\)", "$options": "i"}}]}
+    # a space at an end stays a word's end: "Ann " is not "Anna", " Lee" not "Ashlee"
+    assert compile_({"field": "name", "op": "starts_with", "value": "Ann "})["$or"][0] == \
+        {"name_key": {"$gte": "ann ", "$lt": "ann!"}}
+    assert compile_({"field": "name", "op": "contains", "value": "\u00a0Lee"})["$or"][0] == \
+        {"name_key": {"$regex": r"\ lee"}}
+
+
+def test_a_name_condition_that_folds_to_nothing_is_refused():
+    """It would match every contact with a name: a campaign to the whole list."""
+    for value in ("\u0301", "\u00a0", " \u0308 "):
+        with pytest.raises(SegmentError) as caught:
+            compile_({"field": "name", "op": "contains", "value": value})
+        assert caught.value.path == "definition.value"
     assert compile_({"not": {"field": "fields.vip", "op": "eq", "value": True}}) == \
         {"$nor": [{"fields.vip": True}]}
     assert compile_({"field": "fields.born", "op": "lt", "value": "2000-01-01"}) == \
