@@ -8,21 +8,27 @@ worker's sweep folds a campaign's final documents into one per campaign
 (and per hour):
 
 1. a lease on the campaign: one merger at a time, and a recount
-   (store.recount, which rewrites all of them) waits for it;
+   (store.recount, which rewrites all of them) waits for it. A merger stops
+   once it has held the lease for half its length, so it never writes
+   after another could have taken it over;
 2. the parts: documents older than MIN_AGE or merged before, but none of
-   a batch whose intent is still open (a repair may write it again);
-3. each part is tagged `into: <merged id>`, the merged document (their
-   sum) is inserted, and the parts are deleted.
+   a batch whose intent is still open (its repair writes it);
+3. the merged document, their sum naming its parts, is inserted; then the
+   parts are deleted.
 
-The stats skip a part whose `into` names a merged document they read
-(store.live), so they count every part once at every step. A merger that
-dies leaves parts tagged into nothing, counted as before and tagged again
-by the next, or a merged document beside its parts, which are skipped and
-deleted by the next.
+The stats skip the parts named by a merged document they read (store.live),
+so a merger that dies between the two writes changes no figure, and the
+next deletes those parts. A merged document's id sorts after every part it
+can name (`|~|` and a time), and the stats read in _id order: a read that
+misses a merged document written meanwhile had read its parts before they
+were deleted. A batch writes its counts only while its intent is open
+(store.add_batch_counts), so a late copy of one merged and deleted cannot
+come back.
 """
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
@@ -41,6 +47,7 @@ log = logging.getLogger(__name__)
 MIN_AGE = timedelta(minutes=30)
 MIN_PARTS = 20           # fewer are left as they are
 MAX_PARTS = IDS_PER_QUERY  # a merged document's parts, one `$in` each
+MERGED = "|~|"           # after "|b|", "|recount" and any other part's id
 
 
 class CounterMerger:
@@ -48,9 +55,10 @@ class CounterMerger:
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  min_parts: int = MIN_PARTS):
         self.store = store
-        self.owner = owner or worker_owner()
+        self.owner = owner or f"{worker_owner()}-{uuid.uuid4().hex[:8]}"
         self.clock = clock
         self.min_parts = min_parts
+        self._deadline = 0.0
 
     def merge_all(self) -> int:
         """Every campaign with enough parts to merge; how many documents went."""
@@ -59,6 +67,7 @@ class CounterMerger:
     def merge_campaign(self, campaign_id: str) -> int:
         if not self.store.take_merge_lease(campaign_id, self.owner):
             return 0
+        self._deadline = time.monotonic() + self.store.MERGE_LEASE.total_seconds() / 2
         try:
             return sum(self._merge(collection, campaign_id)
                        for collection in (self.store.db.counters, self.store.db.hourly))
@@ -76,18 +85,17 @@ class CounterMerger:
 
     def _merge(self, collection, campaign_id: str) -> int:
         docs = list(collection.find({"c": campaign_id}))
-        present = {doc["_id"] for doc in docs}
-        finished = [doc["_id"] for doc in docs if doc.get("into") in present]
+        kept = live(docs)
+        kept_ids = {doc["_id"] for doc in kept}
+        finished = [doc["_id"] for doc in docs if doc["_id"] not in kept_ids]
         if finished:  # a merger died between its insert and its delete
             delete_all(collection, {"_id": {"$in": finished}})
-        docs = live(docs)
         cutoff = self.clock() - MIN_AGE
-        open_batches = set(find_by_ids(self.store.db.batches, [
-            doc["_id"].rsplit("|b|", 1)[1] for doc in docs if "|b|" in doc["_id"]]))
+        open_batches = set(find_by_ids(self.store.db.batches,
+                                       [b for b in map(_batch_of, kept) if b]))
         groups: dict = defaultdict(list)  # hour (None for the totals) -> parts
-        for doc in docs:
-            batch = doc["_id"].rsplit("|b|", 1)[1] if "|b|" in doc["_id"] else None
-            if (doc.get("merged") or _old(doc, cutoff)) and batch not in open_batches:
+        for doc in kept:
+            if (doc.get("merged") or _old(doc, cutoff)) and _batch_of(doc) not in open_batches:
                 groups[doc.get("hour")].append(doc)
         removed = len(finished)
         for hour, parts in groups.items():
@@ -99,25 +107,36 @@ class CounterMerger:
         return removed
 
     def _fold(self, collection, campaign_id: str, hour, parts: list[dict]) -> bool:
-        account_id = next((p["account_id"] for p in parts if p.get("account_id")), None)
-        if account_id and ErasedAccounts(self.store.db).among([account_id]):
-            return False  # its counters are being deleted; nothing to bring back
+        campaign = self.store.campaign(campaign_id) or {}
+        account_id = campaign.get("account_id") or next(
+            (p["account_id"] for p in parts if p.get("account_id")), None)
+        if self._erased(account_id) or time.monotonic() > self._deadline:
+            return False
         stem = campaign_id if hour is None else f"{campaign_id}|{_utc(hour).isoformat()}"
-        merged_id = f"{stem}|m|{uuid.uuid4().hex}"
+        merged_id = f"{stem}{MERGED}{time.time_ns():020d}{uuid.uuid4().hex[:8]}"
         ids = [p["_id"] for p in parts]
-        collection.update_many({"_id": {"$in": ids}}, {"$set": {"into": merged_id}})
         total: Counter = Counter()
         for part in parts:
             total.update(counts_of(part))
-        doc = {"_id": merged_id, "c": campaign_id, "merged": True, "at": self.clock(), **total}
+        doc = {"_id": merged_id, "c": campaign_id, "merged": True, "parts": ids,
+               "at": self.clock(), **total}
         if hour is None:
             doc["account_id"] = account_id
         else:
             doc["hour"] = hour
         collection.insert_one(doc)
-        collection.delete_many({"_id": {"$in": ids}, "into": merged_id})
+        if self._erased(account_id):  # erased meanwhile: what it deleted stays deleted
+            collection.delete_one({"_id": merged_id})
+            return False
+        collection.delete_many({"_id": {"$in": ids}})
         return True
 
+    def _erased(self, account_id: str | None) -> bool:
+        return bool(account_id) and bool(ErasedAccounts(self.store.db).among([account_id]))
+
+
+def _batch_of(doc: dict) -> str | None:
+    return doc["_id"].rsplit("|b|", 1)[1] if "|b|" in doc["_id"] else None
 
 def _old(doc: dict, cutoff: datetime) -> bool:
     at = doc.get("at")

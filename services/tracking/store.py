@@ -21,6 +21,7 @@ which the worker merges into fewer once they are final (merging.py).
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -32,10 +33,13 @@ from shared.mongo import delete_all, find_by_ids, insert_new
 
 INDEXES = {
     "markers": [IndexModel([("c", ASCENDING)])],
-    "hourly": [IndexModel([("c", ASCENDING), ("hour", ASCENDING)])],
+    # (c, _id): the stats read a campaign's documents in _id order (merging.py)
+    "hourly": [IndexModel([("c", ASCENDING), ("hour", ASCENDING)]),
+               IndexModel([("c", ASCENDING), ("_id", ASCENDING)])],
     "deliveries": [IndexModel([("campaign_id", ASCENDING)])],
     "campaigns": [],
-    "counters": [IndexModel([("c", ASCENDING)])],
+    "counters": [IndexModel([("c", ASCENDING)]),
+                 IndexModel([("c", ASCENDING), ("_id", ASCENDING)])],
     "soft_bounces": [],
     "pending_events": [],
     "batches": [],
@@ -169,6 +173,10 @@ class TrackingStore:
         used to rebuild the whole campaign, deleting every worker's
         counters, and counts another worker added meanwhile were doubled
         or lost."""
+        if self.open_batch(batch_id) is None:
+            # Written already (a repair ended it): merging.py may have merged
+            # and deleted these ids since, and they would count again.
+            return
         at = datetime.now(timezone.utc)  # when merging.py may take it as final
         insert_new(self.db.counters, [
             {"_id": f"{campaign_id}|b|{batch_id}", "c": campaign_id, "account_id": account_id,
@@ -197,7 +205,7 @@ class TrackingStore:
         """Rebuild the campaign's counters and hourly series from its markers,
         while no merge runs (a merged document written after the rebuild
         would count its parts twice)."""
-        owner = f"recount-{id(self)}"
+        owner = f"recount-{uuid.uuid4().hex}"
         while not self.take_merge_lease(campaign_id, owner):
             time.sleep(0.2)
         try:
@@ -224,7 +232,7 @@ class TrackingStore:
         self.db.markers.update_many({"c": campaign_id, "done": False}, {"$set": {"done": True}})
 
     # ---------------------------------------------------------- merging
-    MERGE_LEASE = timedelta(minutes=2)
+    MERGE_LEASE = timedelta(minutes=10)
 
     def take_merge_lease(self, campaign_id: str, owner: str) -> bool:
         """The campaign's counters to merge or rebuild, alone (merging.py)."""
@@ -245,7 +253,7 @@ class TrackingStore:
         """The campaign's counters summed over shards (None if never counted)."""
         total: Counter = Counter()
         account_id = None
-        for doc in live(list(self.db.counters.find({"c": campaign_id}))):
+        for doc in live(list(self.db.counters.find({"c": campaign_id}).sort("_id", ASCENDING))):
             account_id = doc.get("account_id", account_id)
             total.update(counts_of(doc))
         if account_id is None:
@@ -254,7 +262,7 @@ class TrackingStore:
 
     def hourly(self, campaign_id: str) -> list[dict]:
         rows: dict[datetime, Counter] = {}
-        for doc in live(list(self.db.hourly.find({"c": campaign_id}))):
+        for doc in live(list(self.db.hourly.find({"c": campaign_id}).sort("_id", ASCENDING))):
             rows.setdefault(doc["hour"], Counter()).update(counts_of(doc))
         return [{"hour": hour, **rows[hour]} for hour in sorted(rows)]
 
@@ -287,10 +295,10 @@ def counts_of(doc: dict) -> dict[str, int]:
 
 
 def live(docs: list[dict]) -> list[dict]:
-    """The documents that count: not a part of a merged document among them
-    (merging.py deletes the parts just after it writes the merged one)."""
-    present = {doc["_id"] for doc in docs}
-    return [doc for doc in docs if doc.get("into") not in present]
+    """The documents that count: none a merged document among them names as
+    its part (merging.py deletes the parts just after it writes it)."""
+    merged = {part for doc in docs if doc.get("merged") for part in doc.get("parts", ())}
+    return [doc for doc in docs if doc["_id"] not in merged]
 
 
 def _utc(when: datetime) -> datetime:

@@ -14,7 +14,8 @@ from services.tracking.counting import CountingRules, StatsCounter, build_stats
 from services.tracking.merging import CounterMerger
 from services.tracking.store import INDEXES, TrackingStore, counts_of
 from shared import mongo
-from tests.integration.tracking.test_counting import T0, check, ev, hexid, in_chunks, scenario
+from tests.integration.tracking.test_counting import (ACCOUNT, T0, check, ev, hexid, in_chunks,
+                                                     scenario)
 
 
 @pytest.fixture
@@ -92,32 +93,38 @@ def test_the_documents_of_a_batch_whose_intent_is_open_are_left_alone(store):
     assert build_stats(store, campaign)["sent"] == 8 + 5
 
 
-def parts_of(store, campaign):
-    return [d for d in store.db.counters.find({"c": campaign})]
-
-
-def test_a_merger_that_died_after_tagging_the_parts_changes_nothing(store):
-    campaign = counted_one_event_a_batch(store)
-    store.db.counters.update_many({"c": campaign}, {"$set": {"into": f"{campaign}|m|dead"}})
-    check(build_stats(store, campaign))
-    CounterMerger(store, clock=later(), min_parts=2).merge_campaign(campaign)
-    assert documents(store, campaign) == (1, 3)
-    check(build_stats(store, campaign))
-
-
 def test_a_merger_that_died_before_deleting_the_parts_counts_them_once(store):
     campaign = counted_one_event_a_batch(store)
-    parts = parts_of(store, campaign)
-    merged_id = f"{campaign}|m|dead"
+    parts = list(store.db.counters.find({"c": campaign}))
     total = Counter()
     for part in parts:
         total.update(counts_of(part))
-    store.db.counters.update_many({"c": campaign}, {"$set": {"into": merged_id}})
-    store.db.counters.insert_one({"_id": merged_id, "c": campaign, "merged": True,
+    store.db.counters.insert_one({"_id": f"{campaign}|~|dead", "c": campaign, "merged": True,
+                                  "parts": [p["_id"] for p in parts],
                                   "account_id": parts[0]["account_id"], **total})
     check(build_stats(store, campaign))
     CounterMerger(store, clock=later(), min_parts=2).merge_campaign(campaign)
     assert documents(store, campaign) == (1, 3)
+    check(build_stats(store, campaign))
+
+
+def test_a_late_copy_of_a_merged_batch_does_not_come_back(store):
+    """A worker that outlived its batch's repair wrote the batch's counts
+    again after a merge had deleted them: counted twice."""
+    campaign = counted_one_event_a_batch(store)
+    batch_id = next(d["_id"] for d in store.db.counters.find({"c": campaign})).rsplit("|b|")[1]
+    late = {campaign: (ACCOUNT, Counter(sent=1))}
+    CounterMerger(store, clock=later(), min_parts=2).merge_campaign(campaign)
+    store.add_batch_counts(batch_id, late, {})   # its intent ended long ago
+    check(build_stats(store, campaign))
+
+
+def test_a_merger_stops_before_its_lease_could_be_taken_over(store):
+    campaign = counted_one_event_a_batch(store)
+    merger = CounterMerger(store, clock=later(), min_parts=2)
+    store.MERGE_LEASE = timedelta(0)   # half of it is spent at once
+    assert merger.merge_campaign(campaign) == 0
+    assert documents(store, campaign)[0] > 20
     check(build_stats(store, campaign))
 
 
