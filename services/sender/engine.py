@@ -134,8 +134,6 @@ class Engine:
                                  self.settings.retry_max_seconds)
         self.clock = clock
         self._unknown_since: dict[str, float] = {}  # campaign id -> first met unknown
-        # (campaign id, domain) -> the limit, for the slots this batch holds
-        self._slots_held: dict[tuple[str, str], int] = {}
 
     # -----------------------------------------------------------------------
     def handle(self, sequences: list[list[Job]]) -> dict[str, Hold | None]:
@@ -152,23 +150,29 @@ class Engine:
         jobs = [job for sequence in sequences for job in sequence]
         erased = self.campaigns.erased_accounts({job.account_id for job in jobs})
         campaigns = self._campaigns_of(jobs)
-        ready = self._admit(sequences, campaigns, erased, result)
-        outcomes: list[tuple[str, str, dict]] = []
-        claimed = self._claim(ready, result)
-        claimed = self._wait_behind_holds(sequences, claimed, result, outcomes)
-        claimed_at = time.perf_counter()
-        sendable = self._screen(claimed, campaigns, result, outcomes)
-        tasks = self._throttle(sendable, campaigns, result, outcomes)
-        going = {job.job_id for job in
-                 self._wait_behind_holds(sequences, [t.job for t in tasks], result, outcomes)}
-        tasks = [task for task in tasks if task.job.job_id in going]
-        self.deliveries.record(outcomes)
+        try:
+            slots = self._take_slots(jobs, campaigns, erased)
+            ready = self._admit(sequences, campaigns, erased, result, slots)
+            outcomes: list[tuple[str, str, dict]] = []
+            claimed = self._claim(ready, result)
+            claimed = self._wait_behind_holds(sequences, claimed, result, outcomes)
+            claimed_at = time.perf_counter()
+            sendable = self._screen(claimed, campaigns, result, outcomes)
+            tasks = self._throttle(sendable, campaigns, result, outcomes, slots)
+            going = {job.job_id for job in
+                     self._wait_behind_holds(sequences, [t.job for t in tasks], result, outcomes)}
+            tasks = [task for task in tasks if task.job.job_id in going]
+            self._give_back_unused(slots, tasks)
+            self.deliveries.record(outcomes)
+        except Exception:
+            self.slots.give_back()  # nothing of this batch is on the wire yet
+            raise
         screened_at = time.perf_counter()
         recording, deferred = self._send(tasks, result)
-        # Every transaction of the batch is over. A batch that raised keeps
-        # its slots: its transactions may still be on the wire, and the
-        # batch, run again, takes them again (or their lease ends).
-        self._give_slots_back()
+        # Every transaction of the batch is over. A batch that raised in
+        # _send keeps its slots: its transactions may still be on the wire,
+        # and the batch, run again, renews them (or their lease ends).
+        self.slots.give_back()
         self._mark_deferred(deferred)
         self._close_holds(answers, result)
         for hold in result.values():
@@ -223,7 +227,7 @@ class Engine:
             self.publisher.flush()
             self.held.close(settled)
 
-    def _admit(self, sequences, campaigns, erased, result) -> list[Job]:
+    def _admit(self, sequences, campaigns, erased, result, slots) -> list[Job]:
         """Jobs whose campaign is known and not paused. Unknown: hold (it
         may be on its way). Paused: parked, back on send.jobs at resume.
         Of an erased account: dropped, with no record and no event (its
@@ -231,7 +235,6 @@ class Engine:
         now = self.clock()
         ready, paused = [], []
         room: dict[str, tuple[int, float] | None] = {}  # campaign -> (jobs left, until)
-        slots: dict[tuple[str, str], bool] = {}  # (campaign, domain) -> taken this batch
         for sequence in sequences:
             for job in sequence:
                 if job.account_id in erased:
@@ -248,7 +251,9 @@ class Engine:
                     paused.append(job)
                     result[job.job_id] = DONE
                     continue
-                if not self._has_slot(job, campaign, slots):
+                if not job.test and campaign.status != CANCELLED and self._needs_slot(campaign) \
+                        and not slots.get((campaign.campaign_id, job.recipient_domain)):
+                    # another sender has the domain's slots: not claimed, looked at again soon
                     result[job.job_id] = Hold(now + self.settings.domain_slot_recheck_seconds,
                                               "domain concurrency")
                     break
@@ -287,31 +292,40 @@ class Engine:
         return None
 
     def _needs_slot(self, campaign: Campaign) -> bool:
-        """True when this sender's share of the campaign's per-domain
-        concurrency is less than one transaction (_domain_limit)."""
+        """Whether this campaign's transactions are counted in slots
+        (domain_slots.py): when several senders share it and its per-domain
+        limit is less than send.jobs' partitions, so that a sender's share
+        of it could come to less than one. Every sender decides the same."""
         asked = campaign.limits.per_domain_concurrency
-        return asked is not None and asked * self.limiter.share + 1e-9 < 1
+        return asked is not None and self.limiter.share < 1 \
+            and asked < self.limiter.partitions
 
-    def _has_slot(self, job: Job, campaign: Campaign, asked: dict) -> bool:
-        """Whether the job may go on as far as its domain's concurrency is
-        concerned: one of the campaign's slots for the domain is taken for
-        this batch when this sender's share is less than one
-        (domain_slots.py). Asked once a batch: a slot held since a batch
-        that raised is taken again, its lease renewed."""
-        if job.test or campaign.status == CANCELLED or not self._needs_slot(campaign):
-            return True
-        key = (campaign.campaign_id, job.recipient_domain)
-        if key not in asked:
-            limit = campaign.limits.per_domain_concurrency
-            asked[key] = self.slots.take(*key, limit)
-            if asked[key]:
-                self._slots_held[key] = limit
-        return asked[key]
+    def _take_slots(self, jobs, campaigns, erased) -> dict[tuple[str, str], int]:
+        """(campaign, domain) -> the slots this sender holds for this batch:
+        as many as the batch has jobs, up to its share of the limit (one at
+        least), for the campaigns whose limit is counted in slots."""
+        counts: dict[tuple[str, str], int] = {}
+        limits: dict[tuple[str, str], int] = {}
+        for job in jobs:
+            campaign = campaigns.get(job.job_id)
+            if campaign is None or job.test or job.account_id in erased \
+                    or campaign.status in (CANCELLED, PAUSED) or not self._needs_slot(campaign):
+                continue
+            key = (campaign.campaign_id, job.recipient_domain)
+            counts[key] = counts.get(key, 0) + 1
+            limits[key] = campaign.limits.per_domain_concurrency
+        share = self.limiter.share
+        wants = {key: (limits[key], min(n, max(1, math.floor(limits[key] * share + 1e-9))))
+                 for key, n in counts.items()}
+        return self.slots.take(wants) if wants else {}
 
-    def _give_slots_back(self) -> None:
-        for key, limit in self._slots_held.items():
-            self.slots.give_back(*key, limit)
-        self._slots_held = {}
+    def _give_back_unused(self, slots: dict, tasks: list[smtp.SendTask]) -> None:
+        """The slots of domains with nothing to send after all (jobs skipped,
+        held for the rate, claimed elsewhere): another sender may have some."""
+        going = {(t.job.campaign_id, t.domain) for t in tasks}
+        unused = [key for key, n in slots.items() if n and key not in going]
+        if unused:
+            self.slots.give_back(unused)
 
     def _wait_behind_holds(self, sequences, jobs, result, outcomes) -> list[Job]:
         """The jobs not behind a held job in their sequence (partition). A
@@ -383,7 +397,7 @@ class Engine:
                 self._publish_held(doc)
         return sendable
 
-    def _throttle(self, sendable, campaigns, result, outcomes) -> list[smtp.SendTask]:
+    def _throttle(self, sendable, campaigns, result, outcomes, slots) -> list[smtp.SendTask]:
         """Tasks within each campaign's rate; the rest gives its claim back
         and waits for the next second (held) or hour (send.retry)."""
         tasks = []
@@ -399,20 +413,21 @@ class Engine:
                     result[job.job_id] = DONE
                 else:
                     result[job.job_id] = Hold(grant.retry_at, "rate limit")
-            limit = self._domain_limit(campaign)
-            tasks.extend(self._task(job, campaign, limit) for job in allowed)
+            tasks.extend(self._task(job, campaign, self._domain_limit(job, campaign, slots))
+                         for job in allowed)
         return tasks
 
-    def _domain_limit(self, campaign: Campaign) -> int:
+    def _domain_limit(self, job: Job, campaign: Campaign, slots: dict) -> int:
         """A campaign's per-domain concurrency is for all its senders
         together: each takes its share (the part of send.jobs it reads, as
-        for the rate). Per process, two senders doubled it. A share of less
-        than one is one transaction, while this sender holds one of the
-        domain's slots (_has_slot). The operator's default stays a cap per
-        process."""
+        for the rate), or where that could come to less than one, the slots
+        it holds (_needs_slot). Per process, two senders doubled it. The
+        operator's default stays a cap per process."""
         asked = campaign.limits.per_domain_concurrency
         if asked is None:
             return self.settings.default_domain_concurrency
+        if not job.test and self._needs_slot(campaign):
+            return slots[(campaign.campaign_id, job.recipient_domain)]
         return max(1, math.floor(asked * self.limiter.share + 1e-9))
 
     def _send(self, tasks, result) -> tuple[float, list[Job]]:

@@ -225,6 +225,7 @@ class SendLoop:
             return
         self._jobs_partitions = mine
         self.engine.limiter.share = len(mine) / total if total else 1.0
+        self.engine.limiter.partitions = total or 1
 
     def _resume_due(self) -> None:
         now = self.clock()

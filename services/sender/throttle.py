@@ -69,6 +69,7 @@ class RateLimiter:
         self.clock = clock
         self._windows: dict[str, _WindowUse] = {}  # campaign id -> its current window
         self.share = 1.0  # the part of send.jobs this sender reads (set by the send loop)
+        self.partitions = 1  # send.jobs' partitions (set by the send loop)
 
     def per_window(self, campaign_id: str, limits: Limits) -> tuple[int, float] | None:
         """Without a per-second limit None; else the most of the campaign's

@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from services.sender.domain_slots import DomainSlots
 
+SLOW = ("c1", "slow.test")
+
 
 class Clock:
     def __init__(self, now: float = 1_900_000_000.0):
@@ -22,64 +24,77 @@ def senders(db, count=2, lease=60.0, clock=None):
             for n in range(count)], clock
 
 
+def one(slots: DomainSlots, key=SLOW, limit=1, want=1) -> int:
+    return slots.take({key: (limit, want)})[key]
+
+
 def test_a_slot_has_one_holder_until_it_is_given_back(mongo_db):
     (first, second), _ = senders(mongo_db)
-    assert first.take("c1", "slow.test", 1)
-    assert not second.take("c1", "slow.test", 1)
-    assert first.take("c1", "slow.test", 1)  # its own, again (a batch run again)
-    assert second.take("c1", "other.test", 1)  # another domain
-    assert second.take("c2", "slow.test", 1)  # another campaign
-    first.give_back("c1", "slow.test", 1)
-    assert second.take("c1", "slow.test", 1)
-    assert not first.take("c1", "slow.test", 1)
+    assert one(first) == 1
+    assert one(second) == 0
+    assert one(first) == 1  # its own, renewed (a batch run again), not a second
+    assert one(second, ("c1", "other.test")) == 1  # another domain
+    assert one(second, ("c2", "slow.test")) == 1  # another campaign
+    first.give_back([SLOW])
+    assert one(second) == 1
+    assert one(first) == 0
 
 
-def test_a_limit_of_two_is_two_holders(mongo_db):
+def test_a_sender_takes_what_it_wants_of_a_limit_and_leaves_the_rest(mongo_db):
     (first, second, third), _ = senders(mongo_db, 3)
-    assert first.take("c1", "slow.test", 2) and second.take("c1", "slow.test", 2)
-    assert not third.take("c1", "slow.test", 2)
-    second.give_back("c1", "slow.test", 2)
-    assert third.take("c1", "slow.test", 2)
+    assert first.take({SLOW: (3, 2), ("c1", "b.test"): (3, 1)}) == {SLOW: 2, ("c1", "b.test"): 1}
+    assert one(second, limit=3, want=2) == 1   # what is left
+    assert one(third, limit=3) == 0
+    assert one(first, limit=3, want=2) == 2    # still its two, not more
+    first.give_back()
+    assert first.held == {}
+    assert one(third, limit=3, want=2) == 2
 
 
 def test_the_slot_of_a_dead_holder_is_free_once_its_lease_is_over(mongo_db):
     (dead, alive), clock = senders(mongo_db, lease=60.0)
-    assert dead.take("c1", "slow.test", 1)
+    assert one(dead) == 1
     clock.now += 59
-    assert not alive.take("c1", "slow.test", 1)
+    assert one(alive) == 0
     clock.now += 2
-    assert alive.take("c1", "slow.test", 1)
-    assert not dead.take("c1", "slow.test", 1)  # it lost it
+    assert one(alive) == 1
+    dead.held.clear()   # it was killed: what it knew went with it
+    assert one(dead) == 0
 
 
 def test_a_holder_steps_aside_for_a_sender_that_waits(mongo_db):
     """Back first after giving it back, the holder kept the slot batch after
     batch while the other sender sent nothing of the domain."""
     (first, second), clock = senders(mongo_db)
-    assert first.take("c1", "slow.test", 1)
-    assert not second.take("c1", "slow.test", 1)  # it asks
-    first.give_back("c1", "slow.test", 1)
+    assert one(first) == 1
+    assert one(second) == 0  # it asks
+    first.give_back()
     clock.now += 0.3
-    assert not first.take("c1", "slow.test", 1)  # steps aside, and asks in turn
-    assert second.take("c1", "slow.test", 1)
-    second.give_back("c1", "slow.test", 1)
-    assert not second.take("c1", "slow.test", 1)
-    assert first.take("c1", "slow.test", 1)
+    assert one(first) == 0  # steps aside, and asks in turn
+    assert one(second) == 1
+    second.give_back()
+    assert one(second) == 0
+    assert one(first) == 1
 
 
 def test_a_holder_nobody_waits_for_takes_its_slot_again(mongo_db):
     (first, second), clock = senders(mongo_db)
-    assert first.take("c1", "slow.test", 1)
-    assert not second.take("c1", "slow.test", 1)
+    assert one(first) == 1
+    assert one(second) == 0
     clock.now += 5  # the ask is old: that sender stopped waiting
-    first.give_back("c1", "slow.test", 1)
-    assert first.take("c1", "slow.test", 1)
+    first.give_back()
+    assert one(first) == 1
+    first.give_back()
+    assert one(second) == 1   # and one that got a slot asks no more
+    second.give_back()
+    assert one(first) == 1
 
 
 def test_concurrent_senders_never_hold_more_than_the_limit(mongo_db):
     clock = Clock()
     slots = [DomainSlots(mongo_db, f"sender-{n}", 60.0, clock=clock) for n in range(8)]
     for limit in (1, 3):
+        key = (f"c-{limit}", "slow.test")
         with ThreadPoolExecutor(8) as pool:
-            took = list(pool.map(lambda s: s.take(f"c-{limit}", "slow.test", limit), slots))
+            took = list(pool.map(lambda s: s.take({key: (limit, limit)})[key], slots))
         assert sum(took) == limit, took

@@ -82,15 +82,22 @@ class Fakes:
         self.held_jobs[job_id].update(ask_again_at=ask_again_at,
                                       asks=self.held_jobs[job_id]["asks"] + 1)
 
-    # domain slots (domain_slots.DomainSlots): free unless listed as taken
-    def take(self, campaign_id, domain, limit):
-        self.slot_calls = getattr(self, "slot_calls", []) + [("take", campaign_id, domain, limit)]
-        return (campaign_id, domain) not in getattr(self, "slots_taken_elsewhere", set())
+    # domain slots (domain_slots.DomainSlots): free unless listed as taken elsewhere
+    def take(self, wants):
+        self.slot_calls = getattr(self, "slot_calls", []) + [("take", dict(wants))]
+        elsewhere = getattr(self, "slots_taken_elsewhere", set())
+        got = {key: 0 if key in elsewhere else want for key, (limit, want) in wants.items()}
+        self.held_slots = {**getattr(self, "held_slots", {}), **{k: n for k, n in got.items() if n}}
+        return got
 
-    def give_back(self, campaign_id, domain, limit):
-        self.slot_calls = getattr(self, "slot_calls", []) + [("give_back", campaign_id, domain,
-                                                              limit)]
+    def give_back(self, keys=None):
+        held = getattr(self, "held_slots", {})
+        keys = list(held) if keys is None else keys
+        if not keys:
+            return  # as DomainSlots: nothing held, nothing done
+        self.slot_calls = getattr(self, "slot_calls", []) + [("give_back", sorted(keys))]
         self.sent_before_give_back = len(getattr(self, "tasks_sent", []))
+        self.held_slots = {k: n for k, n in held.items() if k not in keys}
 
     def park(self, jobs, erased=frozenset()):
         self.parked_jobs.extend(jobs)
@@ -178,51 +185,69 @@ def job_to(n: int, domain: str, cid="c1") -> Job:
                None, False, None, data={"job_id": f"j{n}"})
 
 
-def test_a_share_below_one_transaction_sends_only_with_a_domain_slot():
+def slotted(fakes, share=0.5, partitions=4, **settings):
+    engine = fakes.engine(share=share, **settings)
+    engine.limiter.partitions = partitions
+    return engine
+
+
+def test_a_limit_below_the_partitions_is_counted_in_slots_by_every_sender():
     """A limit of 1 between two senders was one transaction each: twice the
-    limit. A sender now needs one of the limit's slots for the batch, and
-    gives it back once the batch's transactions are over."""
+    limit. A sender now holds one of the limit's slots for each domain of
+    the batch, and gives it back once the batch's transactions are over."""
     fakes = Fakes([campaign(limits=Limits(per_domain_concurrency=1))])
-    result = fakes.engine(share=0.5).handle([[job_to(1, "a.test"), job_to(2, "a.test"),
-                                              job_to(3, "b.test")]])
+    result = slotted(fakes).handle([[job_to(1, "a.test"), job_to(2, "a.test"),
+                                     job_to(3, "b.test")]])
     assert result == {"j1": DONE, "j2": DONE, "j3": DONE}
     assert [t.domain_limit for t in fakes.tasks_sent] == [1, 1, 1]
-    assert fakes.slot_calls == [("take", "c1", "a.test", 1), ("take", "c1", "b.test", 1),
-                                ("give_back", "c1", "a.test", 1), ("give_back", "c1", "b.test", 1)]
+    assert fakes.slot_calls == [("take", {("c1", "a.test"): (1, 1), ("c1", "b.test"): (1, 1)}),
+                                ("give_back", [("c1", "a.test"), ("c1", "b.test")])]
     assert fakes.sent_before_give_back == 3
+
+
+def test_a_sender_takes_its_share_of_the_slots_at_most_and_no_more_than_it_has_jobs():
+    # shares of 1/2, 1/4 and 1/4 over 4 partitions, a limit of 2: the half
+    # needed no slot and sent one, the quarters took both: 3 of 2
+    fakes = Fakes([campaign(limits=Limits(per_domain_concurrency=3))])
+    slotted(fakes, share=0.75).handle([[job_to(n, "a.test") for n in range(5)] + [job_to(9, "b.test")]])
+    assert fakes.slot_calls[0] == ("take", {("c1", "a.test"): (3, 2), ("c1", "b.test"): (3, 1)})
+    assert sorted(t.domain_limit for t in fakes.tasks_sent) == [1] + [2] * 5
 
 
 def test_a_domain_slot_held_elsewhere_holds_the_partition_before_any_claim():
     fakes = Fakes([campaign(limits=Limits(per_domain_concurrency=1))])
     fakes.slots_taken_elsewhere = {("c1", "a.test")}
-    result = fakes.engine(share=0.5, domain_slot_recheck_seconds=0.25).handle(
+    result = slotted(fakes, domain_slot_recheck_seconds=0.25).handle(
         [[job_to(1, "b.test"), job_to(2, "a.test"), job_to(3, "b.test")],
          [job_to(4, "a.test")]])
     assert result["j1"] is DONE and "j3" not in result  # j3 waits behind j2
     for held in ("j2", "j4"):
         assert result[held] == Hold(1000.25 + 0.25, "domain concurrency")
     assert fakes.claimed == ["j1"]  # never claimed only to be given back
-    asked = [c for c in fakes.slot_calls if c[0] == "take" and c[2] == "a.test"]
-    assert len(asked) == 1  # once a batch
-    assert ("give_back", "c1", "a.test", 1) not in fakes.slot_calls
 
 
-def test_slots_are_needed_only_below_one_transaction_a_sender():
-    for limit, share in ((2, 0.5), (3, 0.5), (4, 0.25)):
+def test_slots_are_needed_only_where_a_share_could_come_to_less_than_one():
+    for limit, share, partitions in ((4, 0.5, 4), (12, 0.25, 12), (1, 1.0, 4)):
         fakes = Fakes([campaign(limits=Limits(per_domain_concurrency=limit))])
-        fakes.slots_taken_elsewhere = {("c1", "example.com")}
-        assert fakes.engine(share=share).handle([[job(1)]]) == {"j1": DONE}
+        assert slotted(fakes, share=share, partitions=partitions).handle([[job(1)]]) == {"j1": DONE}
         assert not getattr(fakes, "slot_calls", [])
     fakes = Fakes([campaign()])  # no campaign limit: the operator's cap per process
-    assert fakes.engine(share=0.1).handle([[job(1)]]) == {"j1": DONE}
+    assert slotted(fakes, share=0.1).handle([[job(1)]]) == {"j1": DONE}
     assert not getattr(fakes, "slot_calls", [])
 
 
-def test_a_batch_that_fails_keeps_its_slot_and_the_next_takes_it_again():
-    """Its transactions may still be on the wire: giving the slot back then
-    let another sender open one beside them."""
+def test_the_slots_of_a_domain_with_nothing_to_send_go_back_before_the_sends():
+    fakes = Fakes([campaign(limits=Limits(per_domain_concurrency=1))],
+                  blocked={"j2": "unsubscribed"})
+    slotted(fakes).handle([[job_to(1, "a.test"), job_to(2, "b.test")]])
+    assert fakes.slot_calls[1] == ("give_back", [("c1", "b.test")])
+
+
+def test_a_batch_that_fails_before_sending_gives_its_slots_back_and_one_that_fails_after_keeps_them():
+    """Kept, its transactions may still be on the wire: giving them back let
+    another sender open one beside them."""
     fakes = Fakes([campaign(limits=Limits(per_domain_concurrency=1))])
-    engine = fakes.engine(share=0.5)
+    engine = slotted(fakes)
 
     def down(outcomes, patience=0.0):
         if any(state == "sent" for _, state, _ in outcomes):
@@ -233,8 +258,11 @@ def test_a_batch_that_fails_keeps_its_slot_and_the_next_takes_it_again():
     except ConnectionError:
         pass
     assert [c[0] for c in fakes.slot_calls] == ["take"]
-    del fakes.record
-    engine.handle([[job(1)]])
+    fakes.blocked = lambda jobs: (_ for _ in ()).throw(ConnectionError("database away"))
+    try:
+        engine.handle([[job(1)]])
+    except ConnectionError:
+        pass
     assert [c[0] for c in fakes.slot_calls] == ["take", "take", "give_back"]
 
 
