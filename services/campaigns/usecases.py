@@ -193,7 +193,9 @@ def launch_problems(campaign: dict) -> dict[str, list[str]]:
 
 def _refuse_a_deleted_template(ports: Ports, campaign: dict) -> None:
     """A template deleted (archived) since the campaign named it is not sent:
-    its versions stay only for the campaigns that had frozen one."""
+    its versions stay only for the campaigns that had frozen one (launched)."""
+    if campaign.get("frozen_template"):
+        return
     if ports.templates.get(campaign["account_id"], campaign["template_id"]) is None:
         raise ApiError(409, "campaign_incomplete", "the campaign's template was deleted",
                        {"template_id": ["no such template"]})
@@ -203,7 +205,9 @@ def launch_data(ports: Ports, campaign: dict) -> dict:
     """The campaign.launched payload: the frozen template and everything
     fan-out and the senders need."""
     _refuse_a_deleted_template(ports, campaign)
-    version = campaign.get("template_version")
+    # A launched campaign's test send shows what it sends: its frozen version.
+    version = (campaign.get("frozen_template") or {}).get("version") \
+        or campaign.get("template_version")
     frozen = (ports.templates.version(campaign["template_id"], version) if version
               else ports.templates.latest_version(campaign["template_id"]))
     if frozen is None:

@@ -215,6 +215,19 @@ def test_a_deleted_template_is_not_sent_by_a_campaign_that_had_not_frozen_it(
     assert campaign_events(broker) == [] and published(broker, topics.SEND_JOBS) == []
 
 
+def test_a_launched_campaign_test_sends_its_frozen_version_even_once_its_template_is_deleted(
+        client, broker):
+    campaign, template = ready_campaign(client)
+    path = f"/api/v1/campaigns/{campaign['id']}"
+    assert client.post(f"{path}/send").status_code == 202
+    client.patch(f"/api/v1/templates/{template['id']}", {"subject": "Version two"})
+    assert client.delete(f"/api/v1/templates/{template['id']}").status_code == 204
+    response = client.post(f"{path}/test", {"emails": ["qa@example.com"]})
+    assert response.status_code == 202, response.get_json()
+    [test_job] = published(broker, topics.SEND_JOBS)
+    assert test_job["data"]["campaign"]["template"]["subject"] == "Hello"   # version 1
+
+
 def test_test_send_publishes_test_jobs_that_carry_the_campaign(client, broker):
     campaign, _ = ready_campaign(client)
     path = f"/api/v1/campaigns/{campaign['id']}/test"
