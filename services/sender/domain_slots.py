@@ -7,20 +7,17 @@ number of send.jobs partitions (a sender reads one at least). Below that (a
 limit of 2 with 3 senders, or of 4 over 12 partitions read 3, 3, 2, 2, 2 by
 five senders) every sender agrees, from the limit and the partition count
 alone, to count the campaign's transactions in MongoDB instead: it may only
-open one to a domain for each of the limit's slots it holds, documents
-`<campaign>:<domain>#<n>` (a unique _id, one holder) taken for a batch and
-given back when the batch's transactions are over.
+open one to a domain for each of the limit's slots it holds, leases named
+`<campaign>:<domain>#<n>` (shared/era_leases.py: taken by unique inserts
+only) taken for a batch and given back when the batch's transactions are
+over.
 
-A batch takes what it wants of all its domains in a few inserts (one round
-per slot number). A holder that dies keeps its slots until the lease runs
-out. A holder that gives a slot back and wants it again at once steps aside
-if another sender asked for it within the last `courtesy_seconds`:
-otherwise the sender that just gave it back, back first, kept it batch after
-batch and the other sent nothing of the domain until the first had run out
-of jobs.
-
-Only inserts of unique _ids and single-document writes (FerretDB has no
-transactions and loses concurrent `$inc`s; see MongoWindowCounter).
+A batch takes what it wants of all its domains in one read and one insert.
+A holder that dies keeps its slots until the lease runs out. A holder that
+gives a slot back and wants it again at once steps aside if another sender
+asked for it within the last `courtesy_seconds`: otherwise the sender that
+just gave it back, back first, kept it batch after batch and the other sent
+nothing of the domain until the first had run out of jobs.
 """
 from __future__ import annotations
 
@@ -29,7 +26,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from pymongo.database import Database
-from shared.mongo import delete_all, find_by_ids, insert_new
+from shared import era_leases
+from shared.mongo import delete_all, insert_new
 
 Key = tuple[str, str]  # (campaign id, recipient domain)
 
@@ -42,63 +40,74 @@ class DomainSlots:
         self.lease = timedelta(seconds=lease_seconds)
         self.courtesy = timedelta(seconds=courtesy_seconds)
         self.clock = clock
-        self.held: dict[Key, list[str]] = {}    # the slot ids this sender holds
+        self.held: dict[Key, list[str]] = {}    # the slots (their eras' ids) this sender holds
+        self._until: dict[str, datetime] = {}    # when each runs out
         self._given_back: dict[Key, datetime] = {}
         self._last_sweep = 0.0
 
     def take(self, wants: dict[Key, tuple[int, int]]) -> dict[Key, int]:
         """{(campaign, domain): (the campaign's limit, how many wanted)} ->
-        how many slots this sender holds for each now (those held since a
-        batch that failed included, their lease renewed)."""
+        how many slots this sender holds for each now (those still held
+        since a batch that failed included, their lease renewed)."""
         now = self._now()
         self._sweep(now)
         expires = now + self.lease
-        still_held = [slot for key in wants for slot in self.held.get(key, ())]
-        if still_held:
-            self.col.update_many({"_id": {"$in": still_held}, "holder": self.holder},
-                                 {"$set": {"expires_at": expires}})
+        self._renew([key for key in wants if key in self.held], now, expires)
         stepping_aside = self._stepping_aside(
             [key for key in wants if key not in self.held], now)
-        short = {key: (limit, want) for key, (limit, want) in wants.items()
+        short = {key: (limit, want - len(self.held.get(key, ())))
+                 for key, (limit, want) in wants.items()
                  if key not in stepping_aside and len(self.held.get(key, ())) < want}
-        for number in range(max((limit for limit, _ in short.values()), default=0)):
-            round_ = {key: _slot_id(key, number) for key, (limit, want) in short.items()
-                      if number < limit and len(self.held.get(key, ())) < want
-                      and _slot_id(key, number) not in self.held.get(key, ())}
-            self._insert(round_, expires)
-        self._take_over_expired({key: limit for key, (limit, want) in short.items()
-                                 if not self.held.get(key)}, now, expires)
+        if short:
+            names = {_slot_name(key, n): key for key, (limit, _) in short.items()
+                     for n in range(limit)}
+            seen = era_leases.current(self.col, list(names))
+            chosen: list[str] = []
+            for key, (limit, missing) in short.items():
+                free = [name for name in (_slot_name(key, n) for n in range(limit))
+                        if name not in seen or _aware(seen[name]["until"]) <= now]
+                chosen += free[:missing]
+            taken = era_leases.take(self.col, chosen, self.holder, now, expires, seen=seen)
+            for name, era_id in taken.items():
+                self.held.setdefault(names[name], []).append(era_id)
+                self._until[era_id] = expires
         got = {key: len(self.held.get(key, ())) for key in wants}
         self._ask([key for key, n in got.items() if n == 0], now)
         self._unask([key for key, n in got.items() if n > 0])
         return got
 
     def give_back(self, keys: list[Key] | None = None) -> None:
-        """The slots of these keys (all held, without), at the end of a batch."""
+        """All the slots of these keys (of every key, without)."""
         keys = list(self.held) if keys is None else [k for k in keys if k in self.held]
-        slots = [slot for key in keys for slot in self.held.pop(key)]
-        if slots:
-            delete_all(self.col, {"_id": {"$in": slots}, "holder": self.holder})
         now = self._now()
+        era_leases.give_back(self.col, [era for key in keys for era in self.held.pop(key)],
+                             self.holder, now)
         self._given_back.update({key: now for key in keys})
 
-    def _insert(self, slots: dict[Key, str], expires: datetime) -> None:
-        keys = list(slots)
-        docs = [{"_id": slots[key], "holder": self.holder, "expires_at": expires} for key in keys]
-        for key, new in zip(keys, insert_new(self.col, docs)):
-            if new:
-                self.held.setdefault(key, []).append(slots[key])
+    def keep(self, key: Key, count: int) -> None:
+        """Give back what this sender holds of `key` beyond `count`."""
+        if count <= 0:
+            self.give_back([key])
+            return
+        extra = self.held.get(key, [])[count:]
+        if extra:
+            era_leases.give_back(self.col, extra, self.holder, self._now())
+            del self.held[key][count:]
 
-    def _take_over_expired(self, limits: dict[Key, int], now: datetime,
-                           expires: datetime) -> None:
-        """Keys that got nothing: a slot whose holder died (its lease over)."""
-        ids = {_slot_id(key, n): key for key, limit in limits.items() for n in range(limit)}
-        for slot, doc in find_by_ids(self.col, ids).items():
-            key = ids[slot]
-            if self.held.get(key) or _aware(doc["expires_at"]) >= now:
-                continue
-            if self.col.delete_one({"_id": slot, "expires_at": doc["expires_at"]}).deleted_count:
-                self._insert({key: slot}, expires)
+    def _renew(self, keys: list[Key], now: datetime, expires: datetime) -> None:
+        """Still held from a batch that failed: renewed, unless so near its
+        end that another sender may be taking it over (then it is let go)."""
+        margin = min(self.lease / 6, timedelta(seconds=10))
+        renewed = []
+        for key in keys:
+            alive = [era for era in self.held[key] if self._until.get(era, now) - margin > now]
+            if alive:
+                self.held[key] = alive
+                renewed += alive
+            else:
+                del self.held[key]
+        era_leases.renew(self.col, renewed, self.holder, expires)
+        self._until.update({era: expires for era in renewed})
 
     def _stepping_aside(self, keys: list[Key], now: datetime) -> set[Key]:
         """The keys this sender gave back just now and another sender asked for
@@ -134,18 +143,21 @@ class DomainSlots:
         return f"{_key_text(key)}?{self.holder}"
 
     def _sweep(self, now: datetime) -> None:
-        # FerretDB has no TTL index: slots of dead holders and old asks go by hand.
+        # FerretDB has no TTL index: old slots and asks go by hand.
         if time.monotonic() - self._last_sweep > 60:
             self._last_sweep = time.monotonic()
-            delete_all(self.col, {"expires_at": {"$lt": now}})
+            era_leases.forget_old(self.col, now)
+            delete_all(self.col, {"key": {"$exists": True}, "expires_at": {"$lt": now}})
             self._given_back = {k: at for k, at in self._given_back.items()
                                 if now - at <= self.courtesy}
+            held = {era for eras in self.held.values() for era in eras}
+            self._until = {era: at for era, at in self._until.items() if era in held}
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), timezone.utc)
 
 
-def _slot_id(key: Key, number: int) -> str:
+def _slot_name(key: Key, number: int) -> str:
     return f"{_key_text(key)}#{number}"
 
 

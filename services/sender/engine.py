@@ -150,6 +150,7 @@ class Engine:
         jobs = [job for sequence in sequences for job in sequence]
         erased = self.campaigns.erased_accounts({job.account_id for job in jobs})
         campaigns = self._campaigns_of(jobs)
+        carried = set(self.slots.held)  # kept by a batch that failed while sending
         try:
             slots = self._take_slots(jobs, campaigns, erased)
             ready = self._admit(sequences, campaigns, erased, result, slots)
@@ -162,10 +163,11 @@ class Engine:
             going = {job.job_id for job in
                      self._wait_behind_holds(sequences, [t.job for t in tasks], result, outcomes)}
             tasks = [task for task in tasks if task.job.job_id in going]
-            self._give_back_unused(slots, tasks)
+            self._fit_slots(slots, tasks)
             self.deliveries.record(outcomes)
         except Exception:
-            self.slots.give_back()  # nothing of this batch is on the wire yet
+            # Nothing of this batch is on the wire yet; a failed batch's may be.
+            self.slots.give_back([key for key in self.slots.held if key not in carried])
             raise
         screened_at = time.perf_counter()
         recording, deferred = self._send(tasks, result)
@@ -315,17 +317,30 @@ class Engine:
             counts[key] = counts.get(key, 0) + 1
             limits[key] = campaign.limits.per_domain_concurrency
         share = self.limiter.share
-        wants = {key: (limits[key], min(n, max(1, math.floor(limits[key] * share + 1e-9))))
+        # Rounded up, or two senders at half of a limit of 3 took one each:
+        # the slots' unique ids keep the total within the limit.
+        wants = {key: (limits[key], min(n, math.ceil(limits[key] * share - 1e-9)))
                  for key, n in counts.items()}
         return self.slots.take(wants) if wants else {}
 
-    def _give_back_unused(self, slots: dict, tasks: list[smtp.SendTask]) -> None:
-        """The slots of domains with nothing to send after all (jobs skipped,
-        held for the rate, claimed elsewhere): another sender may have some."""
-        going = {(t.job.campaign_id, t.domain) for t in tasks}
-        unused = [key for key, n in slots.items() if n and key not in going]
-        if unused:
-            self.slots.give_back(unused)
+    def _fit_slots(self, slots: dict, tasks: list[smtp.SendTask]) -> None:
+        """Once the batch's sends are known: the slots beyond a domain's
+        sends go back (jobs skipped, held for the rate, claimed elsewhere),
+        another sender may want them, and each send's limit is what is kept."""
+        if not slots:
+            return
+        sends: dict[tuple[str, str], int] = {}
+        for task in tasks:
+            key = (task.job.campaign_id, task.domain)
+            if key in slots and not task.job.test:
+                sends[key] = sends.get(key, 0) + 1
+        for key, held in slots.items():
+            if held > sends.get(key, 0):
+                self.slots.keep(key, sends.get(key, 0))
+        for task in tasks:
+            key = (task.job.campaign_id, task.domain)
+            if key in slots and not task.job.test:
+                task.domain_limit = len(self.slots.held.get(key, ()))
 
     def _wait_behind_holds(self, sequences, jobs, result, outcomes) -> list[Job]:
         """The jobs not behind a held job in their sequence (partition). A

@@ -7,23 +7,24 @@ hundreds of thousands of documents for every stats request to sum. The
 worker's sweep folds a campaign's final documents into one per campaign
 (and per hour):
 
-1. a lease on the campaign: one merger at a time, and a recount
-   (store.recount, which rewrites all of them) waits for it. A merger stops
-   once it has held the lease for half its length, so it never writes
-   after another could have taken it over;
+1. a lease on the campaign (shared/era_leases.py): one merger at a time,
+   and a recount (store.recount, which rewrites all of them) waits for it.
+   A merger stops once it has held the lease for half its length, so it
+   never writes after another could have taken it over;
 2. the parts: documents older than MIN_AGE or merged before, but none of
-   a batch whose intent is still open (its repair writes it);
-3. the merged document, their sum naming its parts, is inserted; then the
-   parts are deleted.
+   a batch whose intent is still open (its repair writes it), nor of a
+   campaign whose account is unknown or erased;
+3. the merged document, their sum naming its parts, is inserted; then a
+   mark of each part (`merged_parts`), then the parts are deleted.
 
 The stats skip the parts named by a merged document they read (store.live),
-so a merger that dies between the two writes changes no figure, and the
-next deletes those parts. A merged document's id sorts after every part it
-can name (`|~|` and a time), and the stats read in _id order: a read that
-misses a merged document written meanwhile had read its parts before they
-were deleted. A batch writes its counts only while its intent is open
-(store.add_batch_counts), so a late copy of one merged and deleted cannot
-come back.
+so a merger that dies between the writes changes no figure, and the next
+deletes those parts. A merged document's id sorts after every part it can
+name (`|~|` and a generation one above its parts'), and the stats read in
+_id order: a read that misses a merged document written meanwhile had read
+its parts before they were deleted. A batch does not write a part that has
+a mark (store.add_batch_counts): a late copy of one merged and deleted (a
+worker that outlived its batch's repair) does not come back.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from typing import Callable
 from services.tracking.store import TrackingStore, counts_of, live
 from shared.erased_accounts import ErasedAccounts
 from shared.ids import worker_owner
-from shared.mongo import IDS_PER_QUERY, delete_all, find_by_ids
+from shared.mongo import IDS_PER_QUERY, delete_all, find_by_ids, insert_new
 from shared.worker import every
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ MIN_AGE = timedelta(minutes=30)
 MIN_PARTS = 20           # fewer are left as they are
 MAX_PARTS = IDS_PER_QUERY  # a merged document's parts, one `$in` each
 MERGED = "|~|"           # after "|b|", "|recount" and any other part's id
+# How long a deleted part's mark stops a late copy of it (a worker that
+# outlived its batch's repair by this long is not expected).
+MARKS_KEPT = timedelta(days=7)
 
 
 class CounterMerger:
@@ -62,17 +66,19 @@ class CounterMerger:
 
     def merge_all(self) -> int:
         """Every campaign with enough parts to merge; how many documents went."""
+        delete_all(self.store.db.merged_parts, {"at": {"$lt": self.clock() - MARKS_KEPT}})
         return sum(self.merge_campaign(c) for c in self._candidates())
 
     def merge_campaign(self, campaign_id: str) -> int:
-        if not self.store.take_merge_lease(campaign_id, self.owner):
+        lease = self.store.take_merge_lease(campaign_id, self.owner)
+        if lease is None:
             return 0
         self._deadline = time.monotonic() + self.store.MERGE_LEASE.total_seconds() / 2
         try:
             return sum(self._merge(collection, campaign_id)
                        for collection in (self.store.db.counters, self.store.db.hourly))
         finally:
-            self.store.release_merge_lease(campaign_id, self.owner)
+            self.store.release_merge_lease(lease, self.owner)
 
     def _candidates(self) -> list[str]:
         cutoff = self.clock() - MIN_AGE
@@ -110,10 +116,13 @@ class CounterMerger:
         campaign = self.store.campaign(campaign_id) or {}
         account_id = campaign.get("account_id") or next(
             (p["account_id"] for p in parts if p.get("account_id")), None)
-        if self._erased(account_id) or time.monotonic() > self._deadline:
-            return False
+        if account_id is None or self._erased(account_id) or time.monotonic() > self._deadline:
+            return False  # no account (its campaign gone with an erasure): left as it is
         stem = campaign_id if hour is None else f"{campaign_id}|{_utc(hour).isoformat()}"
-        merged_id = f"{stem}{MERGED}{time.time_ns():020d}{uuid.uuid4().hex[:8]}"
+        # One generation above its parts: the id sorts after every one of
+        # them whatever the clocks of the pods that merged them.
+        generation = 1 + max(_generation(p) for p in parts)
+        merged_id = f"{stem}{MERGED}{generation:08d}{uuid.uuid4().hex}"
         ids = [p["_id"] for p in parts]
         total: Counter = Counter()
         for part in parts:
@@ -128,11 +137,20 @@ class CounterMerger:
         if self._erased(account_id):  # erased meanwhile: what it deleted stays deleted
             collection.delete_one({"_id": merged_id})
             return False
+        # marks first: a late copy of a part deleted is not written again
+        insert_new(self.store.db.merged_parts, [{"_id": i, "at": self.clock()} for i in ids])
         collection.delete_many({"_id": {"$in": ids}})
         return True
 
     def _erased(self, account_id: str | None) -> bool:
         return bool(account_id) and bool(ErasedAccounts(self.store.db).among([account_id]))
+
+
+def _generation(doc: dict) -> int:
+    """0 for a batch's part; a merged document's is in its id (not a field:
+    the stats sum every integer of a document)."""
+    _, merged, rest = doc["_id"].rpartition(MERGED)
+    return int(rest[:8]) if merged else 0
 
 
 def _batch_of(doc: dict) -> str | None:

@@ -29,6 +29,7 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from shared import era_leases
 from shared.mongo import delete_all, find_by_ids, insert_new
 
 INDEXES = {
@@ -43,7 +44,8 @@ INDEXES = {
     "soft_bounces": [],
     "pending_events": [],
     "batches": [],
-    "merge_leases": [],
+    "merge_leases": [IndexModel([("lease", ASCENDING)])],
+    "merged_parts": [IndexModel([("at", ASCENDING)])],
     "erased_contacts": [IndexModel([("at", ASCENDING)]), IndexModel([("account_id", ASCENDING)])],
 }
 
@@ -173,18 +175,19 @@ class TrackingStore:
         used to rebuild the whole campaign, deleting every worker's
         counters, and counts another worker added meanwhile were doubled
         or lost."""
-        if self.open_batch(batch_id) is None:
-            # Written already (a repair ended it): merging.py may have merged
-            # and deleted these ids since, and they would count again.
-            return
         at = datetime.now(timezone.utc)  # when merging.py may take it as final
-        insert_new(self.db.counters, [
-            {"_id": f"{campaign_id}|b|{batch_id}", "c": campaign_id, "account_id": account_id,
-             "at": at, **counts} for campaign_id, (account_id, counts) in totals.items()])
-        insert_new(self.db.hourly, [
-            {"_id": f"{campaign_id}|{_utc(hour).isoformat()}|b|{batch_id}", "c": campaign_id,
-             "hour": hour, "at": at, **counts}
-            for (campaign_id, hour), counts in hourly.items()])
+        counters = [{"_id": f"{campaign_id}|b|{batch_id}", "c": campaign_id,
+                     "account_id": account_id, "at": at, **counts}
+                    for campaign_id, (account_id, counts) in totals.items()]
+        series = [{"_id": f"{campaign_id}|{_utc(hour).isoformat()}|b|{batch_id}",
+                   "c": campaign_id, "hour": hour, "at": at, **counts}
+                  for (campaign_id, hour), counts in hourly.items()]
+        # A late copy (a worker that outlived its batch's repair) of counts
+        # merged and deleted since would count again: merging.py leaves a
+        # mark of every part it deleted.
+        merged = find_by_ids(self.db.merged_parts, [d["_id"] for d in counters + series])
+        insert_new(self.db.counters, [d for d in counters if d["_id"] not in merged])
+        insert_new(self.db.hourly, [d for d in series if d["_id"] not in merged])
 
     def batch_counts(self, batch_id: str, accounts: dict[str, str]
                      ) -> tuple[dict[str, tuple[str, Counter]], dict[tuple[str, datetime], Counter]]:
@@ -206,12 +209,12 @@ class TrackingStore:
         while no merge runs (a merged document written after the rebuild
         would count its parts twice)."""
         owner = f"recount-{uuid.uuid4().hex}"
-        while not self.take_merge_lease(campaign_id, owner):
+        while (lease := self.take_merge_lease(campaign_id, owner)) is None:
             time.sleep(0.2)
         try:
             self._recount(campaign_id, account_id)
         finally:
-            self.release_merge_lease(campaign_id, owner)
+            self.release_merge_lease(lease, owner)
 
     def _recount(self, campaign_id: str, account_id: str) -> None:
         totals: Counter = Counter()
@@ -232,21 +235,20 @@ class TrackingStore:
         self.db.markers.update_many({"c": campaign_id, "done": False}, {"$set": {"done": True}})
 
     # ---------------------------------------------------------- merging
-    MERGE_LEASE = timedelta(minutes=10)
+    # A merger gives up at half of it (merging.py); a recount, which waits
+    # for it inside the worker's poll loop, stays within max.poll.interval.
+    MERGE_LEASE = timedelta(minutes=4)
 
-    def take_merge_lease(self, campaign_id: str, owner: str) -> bool:
-        """The campaign's counters to merge or rebuild, alone (merging.py)."""
+    def take_merge_lease(self, campaign_id: str, owner: str) -> str | None:
+        """The campaign's counters to merge or rebuild, alone (merging.py):
+        the lease's id, or None when another has it."""
         now = datetime.now(timezone.utc)
-        doc = {"_id": campaign_id, "owner": owner, "until": now + self.MERGE_LEASE}
-        if insert_new(self.db.merge_leases, [doc])[0]:
-            return True
-        # a holder that died: its lease is over
-        return bool(self.db.merge_leases.delete_one({"_id": campaign_id,
-                                                     "until": {"$lt": now}}).deleted_count) \
-            and insert_new(self.db.merge_leases, [doc])[0]
+        taken = era_leases.take(self.db.merge_leases, [campaign_id], owner, now,
+                                now + self.MERGE_LEASE)
+        return taken.get(campaign_id)
 
-    def release_merge_lease(self, campaign_id: str, owner: str) -> None:
-        self.db.merge_leases.delete_one({"_id": campaign_id, "owner": owner})
+    def release_merge_lease(self, lease_id: str, owner: str) -> None:
+        era_leases.give_back(self.db.merge_leases, [lease_id], owner, datetime.now(timezone.utc))
 
     # ------------------------------------------------------------- stats
     def counters(self, campaign_id: str) -> dict | None:

@@ -98,3 +98,14 @@ def test_concurrent_senders_never_hold_more_than_the_limit(mongo_db):
         with ThreadPoolExecutor(8) as pool:
             took = list(pool.map(lambda s: s.take({key: (limit, limit)})[key], slots))
         assert sum(took) == limit, took
+
+
+def test_senders_taking_over_a_dead_holders_slot_at_once_make_one_holder(mongo_db):
+    clock = Clock()
+    dead = DomainSlots(mongo_db, "dead", 60.0, clock=clock)
+    assert one(dead) == 1
+    clock.now += 61
+    slots = [DomainSlots(mongo_db, f"sender-{n}", 60.0, clock=clock) for n in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        took = list(pool.map(lambda s: one(s), slots))
+    assert sum(took) == 1, took

@@ -119,6 +119,30 @@ def test_a_late_copy_of_a_merged_batch_does_not_come_back(store):
     check(build_stats(store, campaign))
 
 
+def test_a_worker_stalled_past_its_batchs_repair_still_writes_what_it_counted(store):
+    """The repair found none of its markers yet and wrote nothing: the
+    worker's own write is the only one."""
+    campaign = hexid()
+    store.begin_batch("stalled", [(campaign, ACCOUNT)])
+    store.end_batch("stalled")   # repaired meanwhile, from no markers
+    store.add_batch_counts("stalled", {campaign: (ACCOUNT, Counter(sent=1))}, {})
+    assert store.counters(campaign)["sent"] == 1
+
+
+def test_a_merged_document_sorts_after_the_merged_one_it_takes_in(store):
+    campaign = counted_one_event_a_batch(store)
+    merger = CounterMerger(store, clock=later(), min_parts=1)
+    merger.merge_campaign(campaign)
+    [first] = store.db.counters.find({"c": campaign})
+    StatsCounter(store, CountingRules()).handle_batch([ev(
+        "delivery.sent", T0, attempt=0, contact_revision=0, campaign_id=campaign,
+        contact_id=hexid(), job_id=hexid())])
+    CounterMerger(store, clock=later(2), min_parts=1).merge_campaign(campaign)
+    [second] = store.db.counters.find({"c": campaign})
+    assert second["parts"] and first["_id"] in second["parts"] and second["_id"] > first["_id"]
+    assert build_stats(store, campaign)["sent"] == 9
+
+
 def test_a_merger_stops_before_its_lease_could_be_taken_over(store):
     campaign = counted_one_event_a_batch(store)
     merger = CounterMerger(store, clock=later(), min_parts=2)
@@ -142,12 +166,14 @@ def test_mergers_of_one_campaign_at_once_merge_it_once(store):
 
 def test_a_recount_waits_for_a_merge_of_its_campaign(store):
     campaign = counted_one_event_a_batch(store)
-    assert store.take_merge_lease(campaign, "merger")
+    lease = store.take_merge_lease(campaign, "merger")
+    assert lease is not None
+    assert store.take_merge_lease(campaign, "another merger") is None
     recount = threading.Thread(target=store.recount, args=(campaign, "acct"))
     recount.start()
     time.sleep(0.6)
     assert recount.is_alive()
-    store.release_merge_lease(campaign, "merger")
+    store.release_merge_lease(lease, "merger")
     recount.join(5)
     assert not recount.is_alive()
     check(build_stats(store, campaign))

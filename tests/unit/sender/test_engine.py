@@ -83,21 +83,30 @@ class Fakes:
                                       asks=self.held_jobs[job_id]["asks"] + 1)
 
     # domain slots (domain_slots.DomainSlots): free unless listed as taken elsewhere
+    held: dict = {}
+
     def take(self, wants):
         self.slot_calls = getattr(self, "slot_calls", []) + [("take", dict(wants))]
         elsewhere = getattr(self, "slots_taken_elsewhere", set())
-        got = {key: 0 if key in elsewhere else want for key, (limit, want) in wants.items()}
-        self.held_slots = {**getattr(self, "held_slots", {}), **{k: n for k, n in got.items() if n}}
-        return got
+        self.held = dict(self.held)
+        for key, (limit, want) in wants.items():
+            if key not in elsewhere:
+                self.held[key] = [f"{key}#{n}" for n in range(max(want, len(self.held.get(key, ()))))]
+        return {key: len(self.held.get(key, ())) for key in wants}
 
     def give_back(self, keys=None):
-        held = getattr(self, "held_slots", {})
-        keys = list(held) if keys is None else keys
+        keys = list(self.held) if keys is None else [k for k in keys if k in self.held]
         if not keys:
             return  # as DomainSlots: nothing held, nothing done
         self.slot_calls = getattr(self, "slot_calls", []) + [("give_back", sorted(keys))]
         self.sent_before_give_back = len(getattr(self, "tasks_sent", []))
-        self.held_slots = {k: n for k, n in held.items() if k not in keys}
+        self.held = {k: v for k, v in self.held.items() if k not in keys}
+
+    def keep(self, key, count):
+        if count <= 0:
+            self.give_back([key])
+        else:
+            self.held = {**self.held, key: self.held[key][:count]}
 
     def park(self, jobs, erased=frozenset()):
         self.parked_jobs.extend(jobs)
@@ -208,10 +217,20 @@ def test_a_limit_below_the_partitions_is_counted_in_slots_by_every_sender():
 def test_a_sender_takes_its_share_of_the_slots_at_most_and_no_more_than_it_has_jobs():
     # shares of 1/2, 1/4 and 1/4 over 4 partitions, a limit of 2: the half
     # needed no slot and sent one, the quarters took both: 3 of 2
+    # share rounded up: two senders at half of a limit of 3 took one each,
+    # 2 of 3; the slots' unique ids keep the total within the limit
     fakes = Fakes([campaign(limits=Limits(per_domain_concurrency=3))])
-    slotted(fakes, share=0.75).handle([[job_to(n, "a.test") for n in range(5)] + [job_to(9, "b.test")]])
+    slotted(fakes, share=0.5).handle([[job_to(n, "a.test") for n in range(5)] + [job_to(9, "b.test")]])
     assert fakes.slot_calls[0] == ("take", {("c1", "a.test"): (3, 2), ("c1", "b.test"): (3, 1)})
     assert sorted(t.domain_limit for t in fakes.tasks_sent) == [1] + [2] * 5
+
+
+def test_slots_beyond_a_domains_sends_go_back_and_the_sends_keep_what_is_left():
+    fakes = Fakes([campaign(limits=Limits(per_domain_concurrency=3))],
+                  blocked={"j1": "unsubscribed", "j2": "unsubscribed"})
+    slotted(fakes, share=0.75).handle([[job_to(n, "a.test") for n in range(4)]])
+    assert fakes.slot_calls[0] == ("take", {("c1", "a.test"): (3, 3)})
+    assert [t.domain_limit for t in fakes.tasks_sent] == [2, 2]   # two sends: one slot back
 
 
 def test_a_domain_slot_held_elsewhere_holds_the_partition_before_any_claim():
@@ -263,7 +282,18 @@ def test_a_batch_that_fails_before_sending_gives_its_slots_back_and_one_that_fai
         engine.handle([[job(1)]])
     except ConnectionError:
         pass
-    assert [c[0] for c in fakes.slot_calls] == ["take", "take", "give_back"]
+    assert [c[0] for c in fakes.slot_calls] == ["take", "take"]   # the first batch's, kept
+    fakes.slots_taken_elsewhere = set()
+    fresh = Fakes([campaign("c2", limits=Limits(per_domain_concurrency=1))])
+    fresh.blocked = lambda jobs: (_ for _ in ()).throw(ConnectionError("database away"))
+    try:
+        slotted(fresh).handle([[job(2, "c2")]])
+    except ConnectionError:
+        pass
+    assert [c[0] for c in fresh.slot_calls] == ["take", "give_back"]   # its own, before sending
+    del fakes.blocked, fakes.record
+    engine.handle([[job(1)]])
+    assert fakes.slot_calls[-1][0] == "give_back" and not fakes.held
 
 
 def test_a_database_blip_while_marking_deferrals_fails_nothing():
