@@ -207,12 +207,20 @@ def regex_literal(text: str) -> str:
 # contacts' `email_key` and `name_key` are written wherever `email` and `name`
 # are (store.contact_document, usecases.update_contact, the import).
 
+# Raised with every change to search_key's rules: the worker's backfill
+# (search_backfill.py) then puts every contact's keys right once more.
+SEARCH_KEY_RULES = 2
+
+
 def search_key(text: Any) -> str | None:
     """Compatibility-decomposed, without combining marks, case-folded, with
     runs of white space as one space and none at the ends. None for what is
     not text (no name; a contact stored before a rule, e.g. a numeric name)."""
     if not isinstance(text, str):
         return None
+    # A spacing accent (´ ¨ ¸ ˜, a modifier symbol) decomposes to a space and
+    # a mark: "D´Souza" was two words, "d souza", and matched "Ahmed Souza".
+    text = "".join(c for c in text if unicodedata.category(c) != "Sk")
     decomposed = unicodedata.normalize("NFKD", text)
     bare = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(bare.casefold().split())

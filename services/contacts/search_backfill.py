@@ -19,7 +19,8 @@ from services.contacts.store import ContactsStore
 from shared.mongo import documents_kept_out_of_errors
 
 log = logging.getLogger(__name__)
-MARKER = "contacts.search_keys"
+# Named after the keys' rules: a change of them runs the passes again.
+MARKER = f"contacts.search_keys.v{domain.SEARCH_KEY_RULES}"
 BATCH = 500
 READ = {"email": 1, "name": 1, "email_key": 1, "name_key": 1}
 
