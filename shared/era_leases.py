@@ -6,27 +6,47 @@ then deletes by id, so of two takers of one expired lease the second can
 delete the document the first has just inserted, and both hold it.
 
 Here a lease `name` is a series of documents `<name>@<era>`, the newest era
-being the lease. A taker inserts the era after the newest once that one
-has run out (the first era when there is none): of two takers, one insert
-wins. A holder gives a lease back by ending its own era's time, never by
-deleting it, so the next era is always one up and a taker that read an
-older state cannot take an era already taken. Older eras are deleted by
-exact id, which harms nobody.
+being the lease. A taker inserts the era after the newest it read, once
+that one has run out (the first era when there is none): of two takers one
+insert wins. A holder gives a lease back by ending its era's time, never by
+deleting it, so the next era is one up.
+
+An era is deleted only once a newer one exists and it ended more than
+FORGET_AFTER ago (`forget_old`), and a take whose read is older than
+MAX_TAKE_SECONDS when its insert returns gives back what it got: a taker
+that read era e as the newest can only insert e + 1 while e + 1, if anyone
+took it since, is still there to clash with.
 """
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from pymongo.collection import Collection
 
-from shared.mongo import IDS_PER_QUERY, delete_all, insert_new
+from shared.mongo import IDS_PER_QUERY, insert_new
 
-# An era this long over is history nobody can still be acting on: deleted.
-FORGOTTEN_AFTER = timedelta(days=1)
+MAX_TAKE_SECONDS = 5.0
+# Far past MAX_TAKE_SECONDS, and past any skew between the pods' clocks.
+FORGET_AFTER = timedelta(minutes=2)
+# A lease nobody took for this long goes entirely (its newest era too).
+FORGET_ALL_AFTER = timedelta(days=1)
 
 
-def current(collection: Collection, names: list[str]) -> dict[str, dict]:
-    """name -> its newest era's document (names never taken left out)."""
+@dataclass
+class Seen:
+    """What `current` read: name -> its newest era's document, and when."""
+    newest: dict[str, dict]
+    read_at: float  # time.monotonic() before the read
+
+    def free(self, name: str, now: datetime) -> bool:
+        doc = self.newest.get(name)
+        return doc is None or _aware(doc["until"]) <= now
+
+
+def current(collection: Collection, names: list[str]) -> Seen:
+    started = time.monotonic()
     newest: dict[str, dict] = {}
     names = list(dict.fromkeys(names))
     for start in range(0, len(names), IDS_PER_QUERY):
@@ -34,31 +54,25 @@ def current(collection: Collection, names: list[str]) -> dict[str, dict]:
             held = newest.get(doc["lease"])
             if held is None or doc["era"] > held["era"]:
                 newest[doc["lease"]] = doc
-    return newest
+    return Seen(newest, started)
 
 
 def take(collection: Collection, names: list[str], holder: str, now: datetime,
-         until: datetime, seen: dict[str, dict] | None = None) -> dict[str, str]:
+         until: datetime, seen: Seen | None = None) -> dict[str, str]:
     """Of these leases, the ones free now taken: name -> the era's id. `seen`:
     what `current` read for them (read here when not given)."""
     seen = current(collection, names) if seen is None else seen
-    free = [name for name in dict.fromkeys(names)
-            if name not in seen or _aware(seen[name]["until"]) <= now]
+    free = [name for name in dict.fromkeys(names) if seen.free(name, now)]
     docs = [{"_id": f"{name}@{era:012d}", "lease": name, "era": era, "holder": holder,
              "until": until}
-            for name in free for era in [seen[name]["era"] + 1 if name in seen else 0]]
+            for name in free for era in [seen.newest[name]["era"] + 1
+                                         if name in seen.newest else 0]]
     taken = {doc["lease"]: doc["_id"] for doc, new in zip(docs, insert_new(collection, docs))
              if new}
-    older = [seen[name]["_id"] for name in taken if name in seen]
-    if older:
-        collection.delete_many({"_id": {"$in": older}})
+    if taken and time.monotonic() - seen.read_at > MAX_TAKE_SECONDS:
+        give_back(collection, list(taken.values()), holder, now)   # read too long ago
+        return {}
     return taken
-
-
-def renew(collection: Collection, ids: list[str], holder: str, until: datetime) -> None:
-    if ids:
-        collection.update_many({"_id": {"$in": ids}, "holder": holder},
-                               {"$set": {"until": until}})
 
 
 def give_back(collection: Collection, ids: list[str], holder: str, now: datetime) -> None:
@@ -69,7 +83,20 @@ def give_back(collection: Collection, ids: list[str], holder: str, now: datetime
 
 
 def forget_old(collection: Collection, now: datetime) -> int:
-    return delete_all(collection, {"until": {"$lt": now - FORGOTTEN_AFTER}})
+    """Deletes the eras that have a newer one and ended FORGET_AFTER ago, and
+    the leases whose newest era ended FORGET_ALL_AFTER ago: a taker that read
+    one of them then gives back what its insert got (MAX_TAKE_SECONDS)."""
+    ended = list(collection.find({"lease": {"$exists": True},
+                                  "until": {"$lt": now - FORGET_AFTER}},
+                                 {"lease": 1, "era": 1}))
+    if not ended:
+        return 0
+    newest = current(collection, [doc["lease"] for doc in ended]).newest
+    old = [doc["_id"] for doc in ended if doc["era"] < newest[doc["lease"]]["era"]
+           or _aware(newest[doc["lease"]]["until"]) < now - FORGET_ALL_AFTER]
+    for start in range(0, len(old), IDS_PER_QUERY):
+        collection.delete_many({"_id": {"$in": old[start:start + IDS_PER_QUERY]}})
+    return len(old)
 
 
 def _aware(at: datetime) -> datetime:

@@ -218,12 +218,18 @@ def search_key(text: Any) -> str | None:
     not text (no name; a contact stored before a rule, e.g. a numeric name)."""
     if not isinstance(text, str):
         return None
-    # A spacing accent (´ ¨ ¸ ˜, a modifier symbol) decomposes to a space and
-    # a mark: "D´Souza" was two words, "d souza", and matched "Ahmed Souza".
-    text = "".join(c for c in text if unicodedata.category(c) != "Sk")
+    # A spacing accent (´ ¨ ¸ ˜) decomposes to a space and a mark: "D´Souza"
+    # was two words, "d souza", and matched "Ahmed Souza". Other modifier
+    # symbols (^ `) stay as they are.
+    text = "".join(c for c in text if not _spacing_accent(c))
     decomposed = unicodedata.normalize("NFKD", text)
     bare = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(bare.casefold().split())
+
+
+def _spacing_accent(char: str) -> bool:
+    return unicodedata.category(char) == "Sk" \
+        and unicodedata.normalize("NFKD", char).startswith(" ")
 
 
 def search_keys(email: Any, name: Any) -> dict[str, str | None]:

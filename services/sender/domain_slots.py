@@ -41,20 +41,15 @@ class DomainSlots:
         self.courtesy = timedelta(seconds=courtesy_seconds)
         self.clock = clock
         self.held: dict[Key, list[str]] = {}    # the slots (their eras' ids) this sender holds
-        self._until: dict[str, datetime] = {}    # when each runs out
         self._given_back: dict[Key, datetime] = {}
         self._last_sweep = 0.0
 
     def take(self, wants: dict[Key, tuple[int, int]]) -> dict[Key, int]:
         """{(campaign, domain): (the campaign's limit, how many wanted)} ->
-        how many slots this sender holds for each now (those still held
-        since a batch that failed included, their lease renewed)."""
+        how many slots this sender holds for each now."""
         now = self._now()
         self._sweep(now)
-        expires = now + self.lease
-        self._renew([key for key in wants if key in self.held], now, expires)
-        stepping_aside = self._stepping_aside(
-            [key for key in wants if key not in self.held], now)
+        stepping_aside = self._stepping_aside(list(wants), now)
         short = {key: (limit, want - len(self.held.get(key, ())))
                  for key, (limit, want) in wants.items()
                  if key not in stepping_aside and len(self.held.get(key, ())) < want}
@@ -65,12 +60,12 @@ class DomainSlots:
             chosen: list[str] = []
             for key, (limit, missing) in short.items():
                 free = [name for name in (_slot_name(key, n) for n in range(limit))
-                        if name not in seen or _aware(seen[name]["until"]) <= now]
+                        if seen.free(name, now)]
                 chosen += free[:missing]
-            taken = era_leases.take(self.col, chosen, self.holder, now, expires, seen=seen)
+            taken = era_leases.take(self.col, chosen, self.holder, now, now + self.lease,
+                                    seen=seen)
             for name, era_id in taken.items():
                 self.held.setdefault(names[name], []).append(era_id)
-                self._until[era_id] = expires
         got = {key: len(self.held.get(key, ())) for key in wants}
         self._ask([key for key, n in got.items() if n == 0], now)
         self._unask([key for key, n in got.items() if n > 0])
@@ -84,6 +79,12 @@ class DomainSlots:
                              self.holder, now)
         self._given_back.update({key: now for key in keys})
 
+    def abandon(self) -> None:
+        """A batch that failed while sending: its transactions may still be
+        on the wire, so its slots are neither used again nor given back;
+        they run out with their lease."""
+        self.held = {}
+
     def keep(self, key: Key, count: int) -> None:
         """Give back what this sender holds of `key` beyond `count`."""
         if count <= 0:
@@ -93,21 +94,6 @@ class DomainSlots:
         if extra:
             era_leases.give_back(self.col, extra, self.holder, self._now())
             del self.held[key][count:]
-
-    def _renew(self, keys: list[Key], now: datetime, expires: datetime) -> None:
-        """Still held from a batch that failed: renewed, unless so near its
-        end that another sender may be taking it over (then it is let go)."""
-        margin = min(self.lease / 6, timedelta(seconds=10))
-        renewed = []
-        for key in keys:
-            alive = [era for era in self.held[key] if self._until.get(era, now) - margin > now]
-            if alive:
-                self.held[key] = alive
-                renewed += alive
-            else:
-                del self.held[key]
-        era_leases.renew(self.col, renewed, self.holder, expires)
-        self._until.update({era: expires for era in renewed})
 
     def _stepping_aside(self, keys: list[Key], now: datetime) -> set[Key]:
         """The keys this sender gave back just now and another sender asked for
@@ -150,8 +136,6 @@ class DomainSlots:
             delete_all(self.col, {"key": {"$exists": True}, "expires_at": {"$lt": now}})
             self._given_back = {k: at for k, at in self._given_back.items()
                                 if now - at <= self.courtesy}
-            held = {era for eras in self.held.values() for era in eras}
-            self._until = {era: at for era, at in self._until.items() if era in held}
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), timezone.utc)

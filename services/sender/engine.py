@@ -150,7 +150,6 @@ class Engine:
         jobs = [job for sequence in sequences for job in sequence]
         erased = self.campaigns.erased_accounts({job.account_id for job in jobs})
         campaigns = self._campaigns_of(jobs)
-        carried = set(self.slots.held)  # kept by a batch that failed while sending
         try:
             slots = self._take_slots(jobs, campaigns, erased)
             ready = self._admit(sequences, campaigns, erased, result, slots)
@@ -166,15 +165,17 @@ class Engine:
             self._fit_slots(slots, tasks)
             self.deliveries.record(outcomes)
         except Exception:
-            # Nothing of this batch is on the wire yet; a failed batch's may be.
-            self.slots.give_back([key for key in self.slots.held if key not in carried])
+            self.slots.give_back()  # nothing of this batch is on the wire yet
             raise
         screened_at = time.perf_counter()
-        recording, deferred = self._send(tasks, result)
-        # Every transaction of the batch is over. A batch that raised in
-        # _send keeps its slots: its transactions may still be on the wire,
-        # and the batch, run again, renews them (or their lease ends).
-        self.slots.give_back()
+        try:
+            recording, deferred = self._send(tasks, result)
+        except Exception:
+            # Its transactions may still be on the wire: its slots run out
+            # with their lease rather than let another sender open more.
+            self.slots.abandon()
+            raise
+        self.slots.give_back()  # every transaction of the batch is over
         self._mark_deferred(deferred)
         self._close_holds(answers, result)
         for hold in result.values():

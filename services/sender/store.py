@@ -40,6 +40,7 @@ INDEXES = {
     "held_jobs": [IndexModel([("ask_again_at", 1)]), IndexModel([("account_id", 1)])],
     "rate_windows": [IndexModel([("expires_at", 1)]), IndexModel([("window", 1)])],
     "blocked_addresses": [IndexModel([("account_id", 1)])],
+    "domain_slots": [IndexModel([("lease", 1)])],
 }
 
 BLOCKING_STATUSES = ("bounced", "complained", "erased")

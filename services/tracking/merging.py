@@ -36,6 +36,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from services.tracking.store import TrackingStore, counts_of, live
+from shared import era_leases
 from shared.erased_accounts import ErasedAccounts
 from shared.ids import worker_owner
 from shared.mongo import IDS_PER_QUERY, delete_all, find_by_ids, insert_new
@@ -63,11 +64,20 @@ class CounterMerger:
         self.clock = clock
         self.min_parts = min_parts
         self._deadline = 0.0
+        self._next_purge = 0.0
 
     def merge_all(self) -> int:
         """Every campaign with enough parts to merge; how many documents went."""
-        delete_all(self.store.db.merged_parts, {"at": {"$lt": self.clock() - MARKS_KEPT}})
+        self._forget_old()
         return sum(self.merge_campaign(c) for c in self._candidates())
+
+    def _forget_old(self) -> None:
+        # Once a day: every purge reads all the marks on FerretDB.
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + 24 * 3600
+        delete_all(self.store.db.merged_parts, {"at": {"$lt": self.clock() - MARKS_KEPT}})
+        era_leases.forget_old(self.store.db.merge_leases, self.clock())
 
     def merge_campaign(self, campaign_id: str) -> int:
         lease = self.store.take_merge_lease(campaign_id, self.owner)

@@ -224,15 +224,23 @@ class TrackingStore:
             if marker.get("h") is not None:
                 per_hour.setdefault(marker["h"], Counter()).update(
                     f for f in marker["f"] if not f.startswith("link_"))
-        delete_all(self.db.counters, {"c": campaign_id})
+        self._delete_marked(self.db.counters, campaign_id)
         self.db.counters.insert_one({"_id": f"{campaign_id}|recount", "c": campaign_id,
                                      "account_id": account_id, **totals})
-        delete_all(self.db.hourly, {"c": campaign_id})
+        self._delete_marked(self.db.hourly, campaign_id)
         if per_hour:
             self.db.hourly.insert_many([
                 {"_id": f"{campaign_id}|{hour.isoformat()}|recount", "c": campaign_id,
                  "hour": hour, **counts} for hour, counts in per_hour.items()])
         self.db.markers.update_many({"c": campaign_id, "done": False}, {"$set": {"done": True}})
+
+    def _delete_marked(self, collection, campaign_id: str) -> None:
+        """The campaign's documents deleted, each leaving a mark as a merge's
+        parts do: a late copy of a batch's counts is not written again."""
+        ids = [doc["_id"] for doc in collection.find({"c": campaign_id}, {"_id": 1})]
+        now = datetime.now(timezone.utc)
+        insert_new(self.db.merged_parts, [{"_id": i, "at": now} for i in ids])
+        delete_all(collection, {"_id": {"$in": ids}})
 
     # ---------------------------------------------------------- merging
     # A merger gives up at half of it (merging.py); a recount, which waits

@@ -22,7 +22,31 @@ def test_one_holder_until_it_gives_back_or_runs_out(mongo_db):
     second = era_leases.take(col, ["a"], "two", T0, T0 + MINUTE)
     assert second["a"] != first["a"]   # the next era
     assert era_leases.take(col, ["b"], "two", T0 + 2 * MINUTE, T0 + 3 * MINUTE)  # b ran out
-    assert [d["era"] for d in col.find({"lease": "a"})] == [1]   # the older era is gone
+
+
+def test_old_eras_are_forgotten_but_never_the_newest_while_it_may_be_read(mongo_db):
+    col = mongo_db["leases"]
+    for minute in range(3):   # three eras of "a", each ended a minute later
+        at = T0 + minute * MINUTE
+        era_leases.give_back(col, list(era_leases.take(col, ["a"], "one", at, at + MINUTE)
+                                       .values()), "one", at)
+    assert era_leases.forget_old(col, T0 + 10 * MINUTE) == 2
+    assert [d["era"] for d in col.find({"lease": "a"})] == [2]
+    assert era_leases.forget_old(col, T0 + 10 * MINUTE) == 0
+    assert era_leases.forget_old(col, T0 + timedelta(days=2)) == 1   # untaken for a day
+    assert era_leases.take(col, ["a"], "two", T0 + timedelta(days=2), T0 + timedelta(days=3))
+
+
+def test_a_take_whose_read_is_too_old_gives_back_what_it_got(mongo_db, monkeypatch):
+    """Its read could predate an era taken and forgotten since, which its
+    insert would then take a second time."""
+    col = mongo_db["leases"]
+    seen = era_leases.current(col, ["a"])
+    monkeypatch.setattr(era_leases.time, "monotonic",
+                        lambda: seen.read_at + era_leases.MAX_TAKE_SECONDS + 1)
+    assert era_leases.take(col, ["a"], "slow", T0, T0 + MINUTE, seen=seen) == {}
+    monkeypatch.undo()
+    assert era_leases.take(col, ["a"], "next", T0, T0 + MINUTE)   # it was given back
 
 
 def test_a_taker_that_read_an_older_state_cannot_take_an_era_taken_since(mongo_db):
@@ -32,13 +56,6 @@ def test_a_taker_that_read_an_older_state_cannot_take_an_era_taken_since(mongo_d
     later = T0 + 2 * MINUTE                            # it ran out
     assert era_leases.take(col, ["a"], "two", later, later + MINUTE)
     assert era_leases.take(col, ["a"], "three", later, later + MINUTE, seen=stale) == {}
-
-
-def test_renewed_it_is_not_taken_over(mongo_db):
-    col = mongo_db["leases"]
-    taken = era_leases.take(col, ["a"], "one", T0, T0 + MINUTE)
-    era_leases.renew(col, [taken["a"]], "one", T0 + 5 * MINUTE)
-    assert era_leases.take(col, ["a"], "two", T0 + 2 * MINUTE, T0 + 3 * MINUTE) == {}
 
 
 def test_many_takers_of_one_expired_lease_at_once_make_one_holder(mongo_db):
@@ -51,5 +68,4 @@ def test_many_takers_of_one_expired_lease_at_once_make_one_holder(mongo_db):
                                                         later + MINUTE), range(8)))
     for name in ("x", "y"):
         assert sum(name in t for t in taken) == 1, taken
-        [doc] = col.find({"lease": name})
-        assert doc["holder"] != "dead"
+        assert era_leases.current(col, [name]).newest[name]["holder"] != "dead"

@@ -142,6 +142,7 @@ def test_a_spacing_accent_does_not_split_a_word():
     for name in ("D\u00b4Souza", "D\u00a8Souza", "D\u00b8Souza", "D\u02dcSouza"):
         assert domain.search_key(name) == "dsouza"
     assert domain.search_key("Ahmed Souza") == "ahmed souza"
+    assert domain.search_key("O`Neil ^a^b") == "o`neil ^a^b"   # other modifier symbols stay
 
 
 def test_a_prefix_range_holds_exactly_what_starts_with_it():
