@@ -30,8 +30,6 @@ from shared.mongo import IDS_PER_QUERY, insert_new
 MAX_TAKE_SECONDS = 5.0
 # Far past MAX_TAKE_SECONDS, and past any skew between the pods' clocks.
 FORGET_AFTER = timedelta(minutes=2)
-# A lease nobody took for this long goes entirely (its newest era too).
-FORGET_ALL_AFTER = timedelta(days=1)
 
 
 @dataclass
@@ -82,18 +80,28 @@ def give_back(collection: Collection, ids: list[str], holder: str, now: datetime
                                {"$set": {"until": now}})
 
 
-def forget_old(collection: Collection, now: datetime) -> int:
-    """Deletes the eras that have a newer one and ended FORGET_AFTER ago, and
-    the leases whose newest era ended FORGET_ALL_AFTER ago: a taker that read
-    one of them then gives back what its insert got (MAX_TAKE_SECONDS)."""
+def forget_old(collection: Collection, now: datetime,
+               forget_all_after: timedelta | None = None) -> int:
+    """Deletes the eras that have a newer one and ended FORGET_AFTER ago.
+    Never a lease's newest: deleted while a taker reads it, the next taker
+    would start again at the first era, beside the one after it. With
+    `forget_all_after`, the leases whose newest era ended that long ago go
+    entirely: only for leases nobody can want any more (a finished
+    campaign's), as that race stays."""
     ended = list(collection.find({"lease": {"$exists": True},
                                   "until": {"$lt": now - FORGET_AFTER}},
                                  {"lease": 1, "era": 1}))
     if not ended:
         return 0
     newest = current(collection, [doc["lease"] for doc in ended]).newest
-    old = [doc["_id"] for doc in ended if doc["era"] < newest[doc["lease"]]["era"]
-           or _aware(newest[doc["lease"]]["until"]) < now - FORGET_ALL_AFTER]
+    old = []
+    for doc in ended:
+        top = newest.get(doc["lease"])   # None: another sweep took the whole lease
+        if top is None:
+            continue
+        if doc["era"] < top["era"] or (forget_all_after is not None
+                                       and _aware(top["until"]) < now - forget_all_after):
+            old.append(doc["_id"])
     for start in range(0, len(old), IDS_PER_QUERY):
         collection.delete_many({"_id": {"$in": old[start:start + IDS_PER_QUERY]}})
     return len(old)

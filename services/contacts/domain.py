@@ -209,7 +209,7 @@ def regex_literal(text: str) -> str:
 
 # Raised with every change to search_key's rules: the worker's backfill
 # (search_backfill.py) then puts every contact's keys right once more.
-SEARCH_KEY_RULES = 2
+SEARCH_KEY_RULES = 3
 
 
 def search_key(text: Any) -> str | None:

@@ -47,8 +47,8 @@ class DomainSlots:
     def take(self, wants: dict[Key, tuple[int, int]]) -> dict[Key, int]:
         """{(campaign, domain): (the campaign's limit, how many wanted)} ->
         how many slots this sender holds for each now."""
-        now = self._now()
-        self._sweep(now)
+        self._sweep(self._now())
+        now = self._now()   # after the sweep: a lease runs its whole length
         stepping_aside = self._stepping_aside(list(wants), now)
         short = {key: (limit, want - len(self.held.get(key, ())))
                  for key, (limit, want) in wants.items()
@@ -132,7 +132,9 @@ class DomainSlots:
         # FerretDB has no TTL index: old slots and asks go by hand.
         if time.monotonic() - self._last_sweep > 60:
             self._last_sweep = time.monotonic()
-            era_leases.forget_old(self.col, now)
+            # A campaign's slots untaken for 30 days are a finished
+            # campaign's (a pause ends one after 7): they go entirely.
+            era_leases.forget_old(self.col, now, forget_all_after=timedelta(days=30))
             delete_all(self.col, {"key": {"$exists": True}, "expires_at": {"$lt": now}})
             self._given_back = {k: at for k, at in self._given_back.items()
                                 if now - at <= self.courtesy}

@@ -32,8 +32,8 @@ def test_old_eras_are_forgotten_but_never_the_newest_while_it_may_be_read(mongo_
                                        .values()), "one", at)
     assert era_leases.forget_old(col, T0 + 10 * MINUTE) == 2
     assert [d["era"] for d in col.find({"lease": "a"})] == [2]
-    assert era_leases.forget_old(col, T0 + 10 * MINUTE) == 0
-    assert era_leases.forget_old(col, T0 + timedelta(days=2)) == 1   # untaken for a day
+    assert era_leases.forget_old(col, T0 + timedelta(days=2)) == 0   # never the newest
+    assert era_leases.forget_old(col, T0 + timedelta(days=2), forget_all_after=MINUTE) == 1
     assert era_leases.take(col, ["a"], "two", T0 + timedelta(days=2), T0 + timedelta(days=3))
 
 
