@@ -149,7 +149,3 @@ def _slot_name(key: Key, number: int) -> str:
 
 def _key_text(key: Key) -> str:
     return f"{key[0]}:{key[1]}"
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)

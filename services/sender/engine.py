@@ -158,7 +158,7 @@ class Engine:
             claimed = self._wait_behind_holds(sequences, claimed, result, outcomes)
             claimed_at = time.perf_counter()
             sendable = self._screen(claimed, campaigns, result, outcomes)
-            tasks = self._throttle(sendable, campaigns, result, outcomes, slots)
+            tasks = self._throttle(sendable, campaigns, result, outcomes)
             going = {job.job_id for job in
                      self._wait_behind_holds(sequences, [t.job for t in tasks], result, outcomes)}
             tasks = [task for task in tasks if task.job.job_id in going]
@@ -254,8 +254,7 @@ class Engine:
                     paused.append(job)
                     result[job.job_id] = DONE
                     continue
-                if not job.test and campaign.status != CANCELLED and self._needs_slot(campaign) \
-                        and not slots.get((campaign.campaign_id, job.recipient_domain)):
+                if not job.test and slots.get((campaign.campaign_id, job.recipient_domain)) == 0:
                     # another sender has the domain's slots: not claimed, looked at again soon
                     result[job.job_id] = Hold(now + self.settings.domain_slot_recheck_seconds,
                                               "domain concurrency")
@@ -327,7 +326,8 @@ class Engine:
     def _fit_slots(self, slots: dict, tasks: list[smtp.SendTask]) -> None:
         """Once the batch's sends are known: the slots beyond a domain's
         sends go back (jobs skipped, held for the rate, claimed elsewhere),
-        another sender may want them, and each send's limit is what is kept."""
+        another sender may want them, and each send's limit is what is kept
+        (the one place a slotted send's limit is set)."""
         if not slots:
             return
         sends: dict[tuple[str, str], int] = {}
@@ -413,7 +413,7 @@ class Engine:
                 self._publish_held(doc)
         return sendable
 
-    def _throttle(self, sendable, campaigns, result, outcomes, slots) -> list[smtp.SendTask]:
+    def _throttle(self, sendable, campaigns, result, outcomes) -> list[smtp.SendTask]:
         """Tasks within each campaign's rate; the rest gives its claim back
         and waits for the next second (held) or hour (send.retry)."""
         tasks = []
@@ -429,21 +429,19 @@ class Engine:
                     result[job.job_id] = DONE
                 else:
                     result[job.job_id] = Hold(grant.retry_at, "rate limit")
-            tasks.extend(self._task(job, campaign, self._domain_limit(job, campaign, slots))
-                         for job in allowed)
+            limit = self._domain_limit(campaign)
+            tasks.extend(self._task(job, campaign, limit) for job in allowed)
         return tasks
 
-    def _domain_limit(self, job: Job, campaign: Campaign, slots: dict) -> int:
+    def _domain_limit(self, campaign: Campaign) -> int:
         """A campaign's per-domain concurrency is for all its senders
         together: each takes its share (the part of send.jobs it reads, as
-        for the rate), or where that could come to less than one, the slots
-        it holds (_needs_slot). Per process, two senders doubled it. The
-        operator's default stays a cap per process."""
+        for the rate), at least one; where that could come to less than one,
+        _fit_slots sets the slots it holds instead. Per process, two senders
+        doubled it. The operator's default stays a cap per process."""
         asked = campaign.limits.per_domain_concurrency
         if asked is None:
             return self.settings.default_domain_concurrency
-        if not job.test and self._needs_slot(campaign):
-            return slots[(campaign.campaign_id, job.recipient_domain)]
         return max(1, math.floor(asked * self.limiter.share + 1e-9))
 
     def _send(self, tasks, result) -> tuple[float, list[Job]]:
