@@ -35,11 +35,11 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from services.tracking.store import TrackingStore, counts_of, live
+from services.tracking.store import TrackingStore, as_utc, counts_of, hour_stem, live
 from shared import era_leases
 from shared.erased_accounts import ErasedAccounts
 from shared.ids import worker_owner
-from shared.mongo import IDS_PER_QUERY, delete_all, find_by_ids, insert_new
+from shared.mongo import IDS_PER_QUERY, delete_all, find_by_ids
 from shared.worker import every
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,8 @@ class CounterMerger:
             return 0
         self._deadline = time.monotonic() + self.store.MERGE_LEASE.total_seconds() / 2
         try:
-            return sum(self._merge(collection, campaign_id)
+            account_id = (self.store.campaign(campaign_id) or {}).get("account_id")
+            return sum(self._merge(collection, campaign_id, account_id)
                        for collection in (self.store.db.counters, self.store.db.hourly))
         finally:
             self.store.release_merge_lease(lease, self.owner)
@@ -99,7 +100,7 @@ class CounterMerger:
                     parts[doc["c"]] += 1
         return [campaign_id for campaign_id, n in parts.items() if n >= self.min_parts]
 
-    def _merge(self, collection, campaign_id: str) -> int:
+    def _merge(self, collection, campaign_id: str, account_id: str | None) -> int:
         docs = list(collection.find({"c": campaign_id}))
         kept = live(docs)
         kept_ids = {doc["_id"] for doc in kept}
@@ -117,18 +118,19 @@ class CounterMerger:
         for hour, parts in groups.items():
             while len(parts) >= self.min_parts:
                 chunk, parts = parts[:MAX_PARTS], parts[MAX_PARTS:]
-                if not self._fold(collection, campaign_id, hour, chunk):
+                if not self._fold(collection, campaign_id, account_id, hour, chunk):
                     return removed
                 removed += len(chunk) - 1
         return removed
 
-    def _fold(self, collection, campaign_id: str, hour, parts: list[dict]) -> bool:
-        campaign = self.store.campaign(campaign_id) or {}
-        account_id = campaign.get("account_id") or next(
+    def _fold(self, collection, campaign_id: str, account_id: str | None, hour,
+              parts: list[dict]) -> bool:
+        """`account_id`: the campaign's, as its record says; else its parts'."""
+        account_id = account_id or next(
             (p["account_id"] for p in parts if p.get("account_id")), None)
         if account_id is None or self._erased(account_id) or time.monotonic() > self._deadline:
             return False  # no account (its campaign gone with an erasure): left as it is
-        stem = campaign_id if hour is None else f"{campaign_id}|{_utc(hour).isoformat()}"
+        stem = campaign_id if hour is None else hour_stem(campaign_id, hour)
         # One generation above its parts: the id sorts after every one of
         # them whatever the clocks of the pods that merged them.
         generation = 1 + max(_generation(p) for p in parts)
@@ -147,8 +149,7 @@ class CounterMerger:
         if self._erased(account_id):  # erased meanwhile: what it deleted stays deleted
             collection.delete_one({"_id": merged_id})
             return False
-        # marks first: a late copy of a part deleted is not written again
-        insert_new(self.store.db.merged_parts, [{"_id": i, "at": self.clock()} for i in ids])
+        self.store.mark_deleted(ids)   # first: a late copy of a part is not written again
         collection.delete_many({"_id": {"$in": ids}})
         return True
 
@@ -166,13 +167,10 @@ def _generation(doc: dict) -> int:
 def _batch_of(doc: dict) -> str | None:
     return doc["_id"].rsplit("|b|", 1)[1] if "|b|" in doc["_id"] else None
 
+
 def _old(doc: dict, cutoff: datetime) -> bool:
     at = doc.get("at")
-    return at is None or _utc(at) < cutoff   # written before parts had a time: old
-
-
-def _utc(when: datetime) -> datetime:
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return at is None or as_utc(at) < cutoff   # written before parts had a time: old
 
 
 def start_merging_in_background(store: TrackingStore, seconds: float = 300.0):

@@ -179,7 +179,7 @@ class TrackingStore:
         counters = [{"_id": f"{campaign_id}|b|{batch_id}", "c": campaign_id,
                      "account_id": account_id, "at": at, **counts}
                     for campaign_id, (account_id, counts) in totals.items()]
-        series = [{"_id": f"{campaign_id}|{_utc(hour).isoformat()}|b|{batch_id}",
+        series = [{"_id": f"{hour_stem(campaign_id, hour)}|b|{batch_id}",
                    "c": campaign_id, "hour": hour, "at": at, **counts}
                   for (campaign_id, hour), counts in hourly.items()]
         # A late copy (a worker that outlived its batch's repair) of counts
@@ -236,11 +236,17 @@ class TrackingStore:
 
     def _delete_marked(self, collection, campaign_id: str) -> None:
         """The campaign's documents deleted, each leaving a mark as a merge's
-        parts do: a late copy of a batch's counts is not written again."""
+        parts do."""
         ids = [doc["_id"] for doc in collection.find({"c": campaign_id}, {"_id": 1})]
+        self.mark_deleted(ids)
+        delete_all(collection, {"_id": {"$in": ids}})
+
+    def mark_deleted(self, ids: list[str]) -> None:
+        """Counter documents about to be deleted (merged, or rebuilt by a
+        recount): add_batch_counts does not write them again, so a late copy
+        of a batch's counts does not count twice."""
         now = datetime.now(timezone.utc)
         insert_new(self.db.merged_parts, [{"_id": i, "at": now} for i in ids])
-        delete_all(collection, {"_id": {"$in": ids}})
 
     # ---------------------------------------------------------- merging
     # A merger gives up at half of it (merging.py); a recount, which waits
@@ -311,8 +317,15 @@ def live(docs: list[dict]) -> list[dict]:
     return [doc for doc in docs if doc["_id"] not in merged]
 
 
-def _utc(when: datetime) -> datetime:
-    """One spelling of an hour in an id, whether it came from an event or a marker."""
+def hour_stem(campaign_id: str, hour: datetime) -> str:
+    """The start of the ids of a campaign's documents for an hour (a batch's,
+    merging.py's): one spelling of the hour, whether it came from an event
+    or a marker."""
+    return f"{campaign_id}|{as_utc(hour).isoformat()}"
+
+
+def as_utc(when: datetime) -> datetime:
+    """UTC-aware (MongoDB gives datetimes back without a zone)."""
     return when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
