@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from pymongo.collection import Collection
 
-from shared.mongo import IDS_PER_QUERY, insert_new
+from shared.mongo import IDS_PER_QUERY, as_utc, insert_new
 
 MAX_TAKE_SECONDS = 5.0
 # Far past MAX_TAKE_SECONDS, and past any skew between the pods' clocks.
@@ -40,7 +40,7 @@ class Seen:
 
     def free(self, name: str, now: datetime) -> bool:
         doc = self.newest.get(name)
-        return doc is None or _aware(doc["until"]) <= now
+        return doc is None or as_utc(doc["until"]) <= now
 
 
 def current(collection: Collection, names: list[str]) -> Seen:
@@ -100,12 +100,8 @@ def forget_old(collection: Collection, now: datetime,
         if top is None:
             continue
         if doc["era"] < top["era"] or (forget_all_after is not None
-                                       and _aware(top["until"]) < now - forget_all_after):
+                                       and as_utc(top["until"]) < now - forget_all_after):
             old.append(doc["_id"])
     for start in range(0, len(old), IDS_PER_QUERY):
         collection.delete_many({"_id": {"$in": old[start:start + IDS_PER_QUERY]}})
     return len(old)
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)

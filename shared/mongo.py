@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from pymongo import MongoClient
@@ -192,3 +193,8 @@ def insert_new(collection: Collection, docs: list[dict]) -> list[bool]:
             raise WriteRefused(exc) from None
         seen = {error["index"] for error in errors}
         return [index not in seen for index in range(len(docs))]
+
+
+def as_utc(when: datetime) -> datetime:
+    """UTC-aware: MongoDB gives datetimes back without a zone."""
+    return when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)

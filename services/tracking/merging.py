@@ -35,11 +35,11 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from services.tracking.store import TrackingStore, as_utc, counts_of, hour_stem, live
+from services.tracking.store import TrackingStore, counts_of, hour_stem, live
 from shared import era_leases
 from shared.erased_accounts import ErasedAccounts
 from shared.ids import worker_owner
-from shared.mongo import IDS_PER_QUERY, delete_all, find_by_ids
+from shared.mongo import IDS_PER_QUERY, as_utc, delete_all, find_by_ids
 from shared.worker import every
 
 log = logging.getLogger(__name__)

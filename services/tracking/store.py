@@ -30,7 +30,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from shared import era_leases
-from shared.mongo import delete_all, find_by_ids, insert_new
+from shared.mongo import as_utc, delete_all, find_by_ids, insert_new
 
 INDEXES = {
     "markers": [IndexModel([("c", ASCENDING)])],
@@ -323,10 +323,6 @@ def hour_stem(campaign_id: str, hour: datetime) -> str:
     or a marker."""
     return f"{campaign_id}|{as_utc(hour).isoformat()}"
 
-
-def as_utc(when: datetime) -> datetime:
-    """UTC-aware (MongoDB gives datetimes back without a zone)."""
-    return when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def _bulk(collection, operations: list) -> None:
