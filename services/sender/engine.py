@@ -9,6 +9,7 @@ one screen:
     a domain slot, where needed?    -> else HOLD (another sender has it; domain_slots.py)
     a window's worth of it already? -> HOLD until the next second (not claimed)
     claim (deliveries, _id = job id) -> finished before: re-announce; held by a live sender: HOLD
+    contact blocked, view behind?   -> RELEASE + HOLD until it caught up (contact_view.py)
     cancelled / contact blocked      -> SKIPPED
     contact changed since fan-out    -> RELEASE; delivery.held asks contacts for the job again
     within the campaign's rate       -> else RELEASE + HOLD (or reschedule for the hourly quota)
@@ -30,6 +31,7 @@ from typing import Callable, Protocol
 
 from services.sender import metrics, smtp
 from services.sender.compose import Composer
+from services.sender.contact_view import ContactView
 from services.sender.domain import (ACCEPTED, CANCELLED, CONTACT_CHANGED, DEFERRED, FAILED, PAUSED,
                                     PERMANENT, RELEASED, SENT, SKIPPED, Campaign, Job, RetryPolicy,
                                     enhanced_status)
@@ -99,6 +101,9 @@ class EngineSettings:
     # A job whose domain slot another sender holds (domain_slots.py) looks
     # again this soon: the holder gives it back at the end of its batch.
     domain_slot_recheck_seconds: float = 0.25
+    # A job blocked by a contact state that may have been lifted meanwhile
+    # (contact_view.py) looks again this soon, while the state loop catches up.
+    contact_view_recheck_seconds: float = 0.25
     # A job given back for contacts to send again (delivery.held) is asked
     # for again if no answer has come after this long, then after twice as
     # long each time, up to the maximum (HeldJobs). An answer only delayed
@@ -118,6 +123,7 @@ class Engine:
     def __init__(self, *, campaigns, contacts, deliveries, parked, held, limiter: RateLimiter,
                  slots, messenger: Messenger, composer_for: Callable[[Campaign], Composer],
                  publisher: Publisher, settings: EngineSettings | None = None,
+                 contact_view: ContactView | None = None,
                  clock: Callable[[], float] = time.time):
         self.campaigns = campaigns
         self.contacts = contacts
@@ -130,6 +136,7 @@ class Engine:
         self.composer_for = composer_for
         self.publisher = publisher
         self.settings = settings or EngineSettings()
+        self.contact_view = contact_view  # None: blocks are taken as they stand
         self.retry = RetryPolicy(self.settings.max_attempts, self.settings.retry_base_seconds,
                                  self.settings.retry_max_seconds)
         self.clock = clock
@@ -387,16 +394,24 @@ class Engine:
 
     def _screen(self, claimed, campaigns, result, outcomes) -> list[Job]:
         """Skip the jobs of a cancelled campaign and of contacts that
-        unsubscribed, were suppressed, bounced, complained or were erased.
-        Give back the jobs whose contact changed since the fan-out read it:
-        contacts answers delivery.held with the job as the contact is now,
-        so a corrected address gets the message and the old one does not."""
+        unsubscribed, were suppressed, bounced, complained or were erased,
+        once the sender's view of them is known to be current: until then
+        the job waits a moment (contact_view.py). Give back the jobs whose
+        contact changed since the fan-out read it: contacts answers
+        delivery.held with the job as the contact is now, so a corrected
+        address gets the message and the old one does not."""
         blocked = self.contacts.blocked(claimed)
+        reasons = {job.job_id: "cancelled" if campaigns[job.job_id].status == CANCELLED
+                   and not job.test else blocked.get(job.job_id) for job in claimed}
+        behind = self._view_behind(reasons)
         sendable, stale = [], []
         for job in claimed:
-            cancelled = campaigns[job.job_id].status == CANCELLED and not job.test
-            reason = "cancelled" if cancelled else blocked.get(job.job_id)
-            if reason == CONTACT_CHANGED:
+            reason = reasons[job.job_id]
+            if job.job_id in behind:
+                outcomes.append((job.job_id, RELEASED, {}))
+                result[job.job_id] = Hold(self.clock() + self.settings.contact_view_recheck_seconds,
+                                          "contact view behind")
+            elif reason == CONTACT_CHANGED:
                 outcomes.append((job.job_id, RELEASED, {}))
                 stale.append(job)
                 result[job.job_id] = DONE
@@ -412,6 +427,17 @@ class Engine:
             for doc in self.held.hold(stale, self._now() + wait):
                 self._publish_held(doc)
         return sendable
+
+    def _view_behind(self, reasons: dict[str, str | None]) -> set[str]:
+        """The blocked jobs to look at again once the contact-state loop has
+        applied what was published before them. A cancellation or an
+        erasure is never lifted; a changed contact's job goes back to
+        contacts anyway."""
+        liftable = [job_id for job_id, reason in reasons.items()
+                    if reason and reason not in ("cancelled", "erased", CONTACT_CHANGED)]
+        if not liftable or self.contact_view is None:
+            return set()
+        return self.contact_view.behind(liftable)
 
     def _throttle(self, sendable, campaigns, result, outcomes) -> list[smtp.SendTask]:
         """Tasks within each campaign's rate; the rest gives its claim back

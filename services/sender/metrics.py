@@ -9,3 +9,6 @@ ERASED = Counter("sandesh_sender_erased_jobs_total",
 PARKED = Counter("sandesh_sender_parked_total", "Jobs parked while their campaign is paused")
 BATCH_SECONDS = Histogram("sandesh_sender_batch_seconds", "Time to settle one polled batch",
                           buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+CONTACT_VIEW_BEHIND = Counter(
+    "sandesh_sender_contact_view_behind_total",
+    "Blocked jobs skipped while the contact-state loop was still behind (contact_view.py)")

@@ -42,6 +42,9 @@ SETTINGS = [
     Setting("SANDESH_SENDER_DB", default=""),  # empty: <prefix>sender
     Setting("SANDESH_SENDER_TOPIC_PREFIX", default=""),  # prefixes every topic it reads or writes
     Setting("SANDESH_SENDER_STATE_CONSUMERS", BOOL, default=True),
+    # How long a job blocked by a contact state waits for the contact-state
+    # loop to catch up before it is skipped on the state there is (contact_view.py).
+    Setting("SANDESH_SENDER_CONTACT_VIEW_PATIENCE_SECONDS", POSITIVE_FLOAT, default=30.0),
 ]
 
 

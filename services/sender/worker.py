@@ -16,6 +16,7 @@ from pathlib import Path
 
 from services.sender import dkim, handlers, retention
 from services.sender.compose import Composer, ComposeSettings
+from services.sender.contact_view import ContactView, KafkaGroupProgress
 from services.sender.domain_slots import DomainSlots
 from services.sender.engine import Engine, EngineSettings, Routes
 from services.sender.loop import SendLoop
@@ -90,8 +91,7 @@ def build(config: Config):
     db = mongo.database(config.mongo_uri, config.sender_db or config.mongo_db_prefix + SERVICE)
     ensure_indexes(db)
     owner = worker_owner()
-    prefix = config.sender_topic_prefix
-    routes = Routes.with_prefix(prefix)
+    routes = Routes.with_prefix(config.sender_topic_prefix)
     relays = parse_relays(config.smtp_relays, config.smtp_host, config.smtp_port)
     messenger = SmtpMessenger(relays, config.smtp_connections, starttls=config.smtp_starttls,
                               username=config.smtp_username, password=config.smtp_password,
@@ -115,7 +115,7 @@ def build(config: Config):
         # within the claims' lease; a sender killed keeps them as long.
         slots=DomainSlots(db, owner, lease), messenger=messenger,
         composer_for=ComposerCache(compose_settings, make_signer(config)),
-        publisher=producer,
+        publisher=producer, contact_view=contact_view(config),
         settings=EngineSettings(max_attempts=config.send_max_attempts,
                                 retry_base_seconds=config.send_retry_base_seconds,
                                 default_domain_concurrency=config.send_domain_concurrency,
@@ -128,23 +128,42 @@ def build(config: Config):
     loop = SendLoop(source, engine, producer, service=SERVICE, group=config.sender_group,
                     dead_letters=producer.sink, max_records=config.send_batch,
                     on_stop=messenger.release, jobs_topic=routes.jobs)
-    state_loops = []
-    if config.sender_state_consumers:
-        state_loops = [
-            consumer_loop(config, SERVICE, f"{config.sender_group}-campaigns",
-                          [prefix + t for t in handlers.CAMPAIGNS_TOPICS],
-                          handlers.campaign_handlers(CampaignStore(db)),
-                          producer=event_producer(config, SERVICE + "-campaigns"),
-                          prompt=True),  # a campaign's jobs wait for its launch
-            consumer_loop(config, SERVICE, f"{config.sender_group}-contacts",
-                          [prefix + t for t in handlers.CONTACTS_TOPICS],
-                          handlers.contact_handlers(ContactStateStore(db, config.pii_salt)),
-                          producer=event_producer(config, SERVICE + "-contacts"),
-                          # A re-consent just before a launch must be known
-                          # before the campaign's first jobs, or they are skipped.
-                          prompt=True),
-        ]
-    return loop, state_loops, producer, messenger
+    loops = state_loops(config, db) if config.sender_state_consumers else []
+    return loop, loops, producer, messenger
+
+
+CONTACT_STATE_GROUP = "{}-contacts"
+
+
+def state_loops(config: Config, db) -> list:
+    """The two loops that keep the sender's copy of campaigns and contact
+    states; off (SANDESH_SENDER_STATE_CONSUMERS) where they run elsewhere."""
+    prefix = config.sender_topic_prefix
+    return [
+        consumer_loop(config, SERVICE, f"{config.sender_group}-campaigns",
+                      [prefix + t for t in handlers.CAMPAIGNS_TOPICS],
+                      handlers.campaign_handlers(CampaignStore(db)),
+                      producer=event_producer(config, SERVICE + "-campaigns"),
+                      prompt=True),  # a campaign's jobs wait for its launch
+        consumer_loop(config, SERVICE, CONTACT_STATE_GROUP.format(config.sender_group),
+                      [prefix + t for t in handlers.CONTACTS_TOPICS],
+                      handlers.contact_handlers(ContactStateStore(db, config.pii_salt)),
+                      producer=event_producer(config, SERVICE + "-contacts"),
+                      # A job blocked by a state waits for these commits
+                      # (contact_view.py): soon after the work, not a second on.
+                      prompt=True, commit_interval=0.25),
+    ]
+
+
+def contact_view(config: Config) -> ContactView:
+    """Tells whether the contact-state loops (wherever they run) have applied
+    what was published before a blocked job."""
+    prefix = config.sender_topic_prefix
+    progress = KafkaGroupProgress(config.kafka_bootstrap,
+                                  CONTACT_STATE_GROUP.format(config.sender_group),
+                                  [prefix + t for t in handlers.CONTACTS_TOPICS],
+                                  client_id(SERVICE + "-contact-view"))
+    return ContactView(progress, config.sender_contact_view_patience_seconds)
 
 
 def main() -> None:
@@ -159,7 +178,7 @@ def main() -> None:
                                    "kafka": lambda: check_broker(config.kafka_bootstrap),
                                    "helper_loops": helpers.check},
                  port_env="SANDESH_SENDER_PORT")
-    loop, state_loops, producer, messenger = build(config)
+    loop, loops, producer, messenger = build(config)
     retention.start_in_background(config)
 
     # A SIGTERM lets the transactions in flight finish, but a relay slow to
@@ -177,7 +196,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for state_loop in state_loops:
+    for state_loop in loops:
         helpers.start(state_loop)
     log.info("sender started", extra={"group": loop.group})
     try:

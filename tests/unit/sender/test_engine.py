@@ -682,3 +682,41 @@ def test_delivery_sent_says_which_revision_of_the_contact_it_went_to():
     revisions = {d["job_id"]: d.get("contact_revision") for _, t, d in fakes.published
                  if t == "delivery.sent"}
     assert revisions == {"j1": 3, "j2": 0}
+
+
+class View:
+    """A contact view that is behind for the listed jobs."""
+
+    def __init__(self, behind=()):
+        self.waiting, self.asked = set(behind), []
+
+    def behind(self, job_ids):
+        self.asked.append(sorted(job_ids))
+        return self.waiting & set(job_ids)
+
+
+def test_a_job_blocked_while_the_contact_view_is_behind_waits_unclaimed_and_is_skipped_once_current():
+    fakes = Fakes([campaign()], blocked={"j1": "suppressed", "j2": "erased"})
+    view = View(behind={"j1"})
+    engine = fakes.engine()
+    engine.contact_view = view
+    result = engine.handle([[job(1), job(2), job(3)]])
+    assert isinstance(result["j1"], Hold) and result["j1"].reason == "contact view behind"
+    assert view.asked == [["j1"]]  # an erasure is never lifted: not waited for
+    assert ("j1", "released", {}) in fakes.records
+    assert "j3" not in result  # behind the held job: read again after it
+    assert fakes.types() == [("delivery.skipped", "j2")]
+
+    view.waiting.clear()  # the loop caught up and the block stands
+    result = engine.handle([[job(1), job(3)]])
+    assert result["j1"] is DONE and fakes.types()[1:] == [("delivery.skipped", "j1"),
+                                                         ("delivery.sent", "j3")]
+
+
+def test_a_cancelled_campaigns_job_is_skipped_without_asking_the_contact_view():
+    fakes = Fakes([campaign(status="cancelled")], blocked={"j1": "unsubscribed"})
+    view = View(behind={"j1"})
+    engine = fakes.engine()
+    engine.contact_view = view
+    engine.handle([[job(1)]])
+    assert fakes.types() == [("delivery.skipped", "j1")] and view.asked == []

@@ -1,0 +1,140 @@
+"""Whether the sender's view of contacts is recent enough to skip a job.
+
+The sender keeps its own copy of contact states (store.ContactStateStore),
+applied from contacts.events, tracking.events and privacy.requests by the
+contact-state loop (worker.state_loops). The fan-out reads contacts' own
+database. So a contact who re-consents (the suppression lifted, the list
+subscribed again) just before a launch is in the audience, yet its job can
+reach a sender whose loop has not applied the lift yet: the job was skipped
+as suppressed or unsubscribed.
+
+A block that could have been lifted is therefore trusted only once the
+state loop's group has applied every event that was on its topics when the
+sender met the job (its committed offsets reach the topics' end offsets
+taken then: any change made before the job was fanned out is inside that
+mark). Until then the job is given back and looked at again; the state
+then read is the one that decides. A loop that does not catch up within
+the patience leaves the block as it stands: the job is skipped, as before.
+
+Without a lag this costs one look at the offsets per batch with a blocked
+job, and no wait: an idle loop has committed up to the end already.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Protocol
+
+from services.sender import metrics
+
+log = logging.getLogger(__name__)
+
+TopicPartition = tuple[str, int]
+Mark = dict[TopicPartition, int]  # end offset per partition with anything in it
+
+
+class GroupProgress(Protocol):
+    def ends(self) -> Mark: ...
+
+    def applied(self) -> dict[TopicPartition, int]: ...
+
+
+def reached(mark: Mark, applied: dict[TopicPartition, int]) -> bool:
+    return all(applied.get(tp, -1) >= end for tp, end in mark.items())
+
+
+class ContactView:
+    """Which blocked jobs wait for the state loop: `behind(job ids)`."""
+
+    def __init__(self, progress: GroupProgress, patience_seconds: float = 30.0,
+                 clock: Callable[[], float] = time.time):
+        self.progress = progress
+        self.patience = patience_seconds
+        self.clock = clock
+        self._marks: dict[str, tuple[Mark | None, float]] = {}  # job id -> (mark, first met)
+
+    def behind(self, job_ids: list[str]) -> set[str]:
+        """Of these jobs, each blocked by a state that may since have been
+        lifted, the ones whose block is not known to be current yet: the
+        state loop has not applied what was on its topics when the job was
+        first met here. The others' blocks stand."""
+        now = self.clock()
+        self._forget_before(now - 4 * self.patience)
+        new = [job_id for job_id in job_ids if job_id not in self._marks]
+        if new:
+            mark = self._ask(self.progress.ends)
+            for job_id in new:
+                self._marks[job_id] = (mark, now)
+        applied = self._ask(self.progress.applied)
+        waiting = set()
+        for job_id in job_ids:
+            mark, since = self._marks[job_id]
+            if mark is not None and applied is not None and reached(mark, applied):
+                del self._marks[job_id]
+            elif now - since >= self.patience:
+                del self._marks[job_id]
+                metrics.CONTACT_VIEW_BEHIND.inc()
+                log.warning("the contact-state loop is still behind: a job is skipped on the "
+                            "state it has", extra={"waited_s": round(now - since, 1)})
+            else:
+                waiting.add(job_id)
+        return waiting
+
+    def _ask(self, what: Callable[[], dict]) -> dict | None:
+        try:
+            return what()
+        except Exception as exc:  # the broker away: the jobs wait, up to the patience
+            log.warning("could not read the contact-state loop's progress",
+                        extra={"error": str(exc)})
+            return None
+
+    def _forget_before(self, cutoff: float) -> None:
+        """Jobs met once and never again (their partition went to another sender)."""
+        for job_id in [j for j, (_, since) in self._marks.items() if since < cutoff]:
+            del self._marks[job_id]
+
+
+class KafkaGroupProgress:
+    """A consumer group's progress over its topics, read with librdkafka's
+    admin client: end offsets (partitions with nothing in them left out) and
+    the group's committed offsets, whichever of its members committed them."""
+
+    def __init__(self, bootstrap: str, group: str, topics: list[str], client_id: str,
+                 timeout: float = 5.0):
+        from confluent_kafka.admin import AdminClient  # loaded where used, like rdkafka_impl
+        self.admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": client_id})
+        self.group, self.topics, self.timeout = group, topics, timeout
+        self._partitions: list = []
+        self._partitions_read = float("-inf")
+
+    def ends(self) -> Mark:
+        from confluent_kafka.admin import OffsetSpec
+        partitions = self._topic_partitions()
+        earliest = self._offsets(partitions, OffsetSpec.earliest())
+        latest = self._offsets(partitions, OffsetSpec.latest())
+        return {tp: end for tp, end in latest.items() if end > earliest.get(tp, 0)}
+
+    def applied(self) -> dict[TopicPartition, int]:
+        from confluent_kafka import ConsumerGroupTopicPartitions
+        request = ConsumerGroupTopicPartitions(self.group, self._topic_partitions())
+        answer = self.admin.list_consumer_group_offsets(
+            [request], request_timeout=self.timeout)[self.group].result(self.timeout)
+        return {(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions
+                if tp.offset >= 0}  # a partition never committed has no offset
+
+    def _offsets(self, partitions: list, spec) -> dict[TopicPartition, int]:
+        futures = self.admin.list_offsets({tp: spec for tp in partitions},
+                                          request_timeout=self.timeout)
+        return {(tp.topic, tp.partition): future.result(self.timeout).offset
+                for tp, future in futures.items()}
+
+    def _topic_partitions(self) -> list:
+        """The topics' partitions, read again every minute (partitions can be added)."""
+        from confluent_kafka import TopicPartition as KafkaPartition
+        if time.monotonic() - self._partitions_read > 60:
+            listed = self.admin.list_topics(timeout=self.timeout).topics
+            self._partitions = [KafkaPartition(topic, partition)
+                                for topic in self.topics if topic in listed
+                                for partition in listed[topic].partitions]
+            self._partitions_read = time.monotonic()
+        return self._partitions
