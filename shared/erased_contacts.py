@@ -46,7 +46,7 @@ from typing import Iterable
 from pymongo.database import Database
 
 from shared.events import Event
-from shared.mongo import delete_all
+from shared.mongo import as_utc, delete_all
 from shared.privacy_answers import is_pseudonym, pseudonym
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class ErasedContacts:
                 added = []
             at = doc.get("at")
             if at is not None:
-                at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+                at = as_utc(at)
                 newest = at if newest is None else max(newest, at)
         self._keys.update(added)
         # Only once the whole cursor is read: it runs in key order, not by

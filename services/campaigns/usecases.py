@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.campaigns import domain
@@ -19,6 +19,7 @@ from shared.http.errors import ApiError, not_found
 from shared.jobs import job_id_for
 from shared.kafka.producer import EventProducer
 from shared.links import extract_links, rewrite_links
+from shared.mongo import as_utc
 from shared.tracking_tokens import TEST_SEND_CONTACTS
 
 log = logging.getLogger(__name__)
@@ -293,13 +294,10 @@ def publish_staged(ports: Ports, older_than: timedelta) -> int:
                               extra={"event_id": entry["id"], "campaign_id": entry["campaign_id"]})
                 continue
             published += 1
-        elif _as_utc(entry["created_at"]) <= drop_before:
+        elif as_utc(entry["created_at"]) <= drop_before:
             ports.campaigns.drop_event(entry["id"])
     return published
 
-
-def _as_utc(when: datetime) -> datetime:
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def _move(ports: Ports, campaign: dict, action: str, event: dict | None,

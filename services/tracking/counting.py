@@ -17,6 +17,7 @@ from services.tracking import domain
 from services.tracking.store import TrackingStore
 from shared.erased_accounts import ErasedAccounts
 from shared.events import Event
+from shared.mongo import as_utc
 from shared.worker import every
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,7 @@ def _stale(intent: dict, now: datetime) -> bool:
     at = intent.get("at")
     if at is None:
         return True  # written before intents had a time
-    at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
-    return now - at >= STALE_BATCH
+    return now - as_utc(at) >= STALE_BATCH
 
 
 def _token_time(text: str | None) -> datetime | None:
