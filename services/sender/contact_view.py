@@ -16,8 +16,15 @@ mark). Until then the job is given back and looked at again; the state
 then read is the one that decides. A loop that does not catch up within
 the patience leaves the block as it stands: the job is skipped, as before.
 
-Without a lag this costs one look at the offsets per batch with a blocked
-job, and no wait: an idle loop has committed up to the end already.
+Without a lag this costs three small admin requests per batch with a
+blocked job (the topics' first and end offsets, the group's commits), and
+no wait: a caught-up loop has committed up to the end already.
+
+Limits: contacts announces a subscription just after writing it (so a
+failed write is never announced), and a fan-out that reads the contact in
+between makes a job whose mark misses it. On a compacted topic whose last
+record was a tombstone the cleaner removed, the group's commit stays below
+the end until the next record: blocked jobs then wait out the patience.
 """
 from __future__ import annotations
 
@@ -47,7 +54,7 @@ class ContactView:
     """Which blocked jobs wait for the state loop: `behind(job ids)`."""
 
     def __init__(self, progress: GroupProgress, patience_seconds: float = 30.0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.monotonic):
         self.progress = progress
         self.patience = patience_seconds
         self.clock = clock
@@ -60,12 +67,15 @@ class ContactView:
         first met here. The others' blocks stand."""
         now = self.clock()
         self._forget_before(now - 4 * self.patience)
-        new = [job_id for job_id in job_ids if job_id not in self._marks]
-        if new:
+        unmarked = [job_id for job_id in job_ids if self._marks.get(job_id, (None,))[0] is None]
+        if unmarked:
+            # A mark that could not be read (the broker away) is read again:
+            # one read later is only stricter.
             mark = self._ask(self.progress.ends)
-            for job_id in new:
-                self._marks[job_id] = (mark, now)
-        applied = self._ask(self.progress.applied)
+            for job_id in unmarked:
+                self._marks[job_id] = (mark, self._marks.get(job_id, (None, now))[1])
+        marks = [self._marks[job_id][0] for job_id in job_ids]
+        applied = {} if all(m == {} for m in marks) else self._ask(self.progress.applied)
         waiting = set()
         for job_id in job_ids:
             mark, since = self._marks[job_id]
@@ -79,6 +89,11 @@ class ContactView:
             else:
                 waiting.add(job_id)
         return waiting
+
+    def forget(self, job_ids: list[str]) -> None:
+        """Jobs no longer blocked: a later copy of one (a retry) starts afresh."""
+        for job_id in job_ids:
+            self._marks.pop(job_id, None)
 
     def _ask(self, what: Callable[[], dict]) -> dict | None:
         try:
@@ -115,21 +130,29 @@ class KafkaGroupProgress:
         return {tp: end for tp, end in latest.items() if end > earliest.get(tp, 0)}
 
     def applied(self) -> dict[TopicPartition, int]:
+        """The group's committed offsets: a loop commits only what it applied."""
         from confluent_kafka import ConsumerGroupTopicPartitions
-        request = ConsumerGroupTopicPartitions(self.group, self._topic_partitions())
+        partitions = self._topic_partitions()
+        if not partitions:
+            return {}
+        request = ConsumerGroupTopicPartitions(self.group, partitions)
         answer = self.admin.list_consumer_group_offsets(
             [request], request_timeout=self.timeout)[self.group].result(self.timeout)
         return {(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions
                 if tp.offset >= 0}  # a partition never committed has no offset
 
     def _offsets(self, partitions: list, spec) -> dict[TopicPartition, int]:
+        if not partitions:
+            return {}
         futures = self.admin.list_offsets({tp: spec for tp in partitions},
                                           request_timeout=self.timeout)
         return {(tp.topic, tp.partition): future.result(self.timeout).offset
                 for tp, future in futures.items()}
 
     def _topic_partitions(self) -> list:
-        """The topics' partitions, read again every minute (partitions can be added)."""
+        """The topics' partitions, read again every minute (partitions can be
+        added). The whole cluster's list: asking for a topic by name could
+        create it on a broker that creates topics on first use."""
         from confluent_kafka import TopicPartition as KafkaPartition
         if time.monotonic() - self._partitions_read > 60:
             listed = self.admin.list_topics(timeout=self.timeout).topics

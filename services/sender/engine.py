@@ -45,6 +45,9 @@ from shared.privacy_answers import pseudonym
 log = logging.getLogger(__name__)
 SOURCE = "sender"
 EXHAUSTED = "retries exhausted"  # delivery.failed's reason when the job went to send.dlq
+# Reasons to skip a job that nothing undoes: no point waiting for the
+# contact-state loop to catch up on them (contact_view.py).
+UNLIFTABLE = ("cancelled", "erased", "complained", CONTACT_CHANGED)
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,10 @@ class Engine:
             claimed = self._claim(ready, result)
             claimed = self._wait_behind_holds(sequences, claimed, result, outcomes)
             claimed_at = time.perf_counter()
-            sendable = self._screen(claimed, campaigns, result, outcomes)
+            reasons = self._reasons(claimed, campaigns)
+            claimed = self._wait_for_contact_view(claimed, reasons, result, outcomes)
+            claimed = self._wait_behind_holds(sequences, claimed, result, outcomes)
+            sendable = self._screen(claimed, reasons, result, outcomes)
             tasks = self._throttle(sendable, campaigns, result, outcomes)
             going = {job.job_id for job in
                      self._wait_behind_holds(sequences, [t.job for t in tasks], result, outcomes)}
@@ -392,26 +398,42 @@ class Engine:
                 result[job.job_id] = DONE
         return claimed
 
-    def _screen(self, claimed, campaigns, result, outcomes) -> list[Job]:
-        """Skip the jobs of a cancelled campaign and of contacts that
-        unsubscribed, were suppressed, bounced, complained or were erased,
-        once the sender's view of them is known to be current: until then
-        the job waits a moment (contact_view.py). Give back the jobs whose
-        contact changed since the fan-out read it: contacts answers
-        delivery.held with the job as the contact is now, so a corrected
-        address gets the message and the old one does not."""
+    def _reasons(self, claimed: list[Job], campaigns) -> dict[str, str | None]:
+        """Why each job must not be sent as it is, if it must not: its
+        campaign cancelled, or its contact blocked or changed (store.blocked)."""
         blocked = self.contacts.blocked(claimed)
-        reasons = {job.job_id: "cancelled" if campaigns[job.job_id].status == CANCELLED
-                   and not job.test else blocked.get(job.job_id) for job in claimed}
-        behind = self._view_behind(reasons)
+        return {job.job_id: "cancelled" if campaigns[job.job_id].status == CANCELLED
+                and not job.test else blocked.get(job.job_id) for job in claimed}
+
+    def _wait_for_contact_view(self, claimed, reasons, result, outcomes) -> list[Job]:
+        """The jobs to screen now. One blocked by a state that may have been
+        lifted, while the sender's view of contacts is not known to be
+        current yet (contact_view.py), gives its claim back and is looked at
+        again shortly: the state then read decides. A cancellation, an
+        erasure or a complaint is never lifted; a changed contact's job goes
+        back to contacts anyway."""
+        if self.contact_view is None:
+            return claimed
+        liftable = {job.job_id for job in claimed
+                    if reasons[job.job_id] and reasons[job.job_id] not in UNLIFTABLE}
+        self.contact_view.forget([job.job_id for job in claimed if job.job_id not in liftable])
+        behind = self.contact_view.behind(sorted(liftable)) if liftable else set()
+        look_again = self.clock() + self.settings.contact_view_recheck_seconds
+        for job_id in behind:
+            outcomes.append((job_id, RELEASED, {}))
+            result[job_id] = Hold(look_again, "contact view behind")
+        return [job for job in claimed if job.job_id not in behind]
+
+    def _screen(self, claimed, reasons, result, outcomes) -> list[Job]:
+        """Skip the jobs of a cancelled campaign and of contacts that
+        unsubscribed, were suppressed, bounced, complained or were erased.
+        Give back the jobs whose contact changed since the fan-out read it:
+        contacts answers delivery.held with the job as the contact is now,
+        so a corrected address gets the message and the old one does not."""
         sendable, stale = [], []
         for job in claimed:
             reason = reasons[job.job_id]
-            if job.job_id in behind:
-                outcomes.append((job.job_id, RELEASED, {}))
-                result[job.job_id] = Hold(self.clock() + self.settings.contact_view_recheck_seconds,
-                                          "contact view behind")
-            elif reason == CONTACT_CHANGED:
+            if reason == CONTACT_CHANGED:
                 outcomes.append((job.job_id, RELEASED, {}))
                 stale.append(job)
                 result[job.job_id] = DONE
@@ -427,17 +449,6 @@ class Engine:
             for doc in self.held.hold(stale, self._now() + wait):
                 self._publish_held(doc)
         return sendable
-
-    def _view_behind(self, reasons: dict[str, str | None]) -> set[str]:
-        """The blocked jobs to look at again once the contact-state loop has
-        applied what was published before them. A cancellation or an
-        erasure is never lifted; a changed contact's job goes back to
-        contacts anyway."""
-        liftable = [job_id for job_id, reason in reasons.items()
-                    if reason and reason not in ("cancelled", "erased", CONTACT_CHANGED)]
-        if not liftable or self.contact_view is None:
-            return set()
-        return self.contact_view.behind(liftable)
 
     def _throttle(self, sendable, campaigns, result, outcomes) -> list[smtp.SendTask]:
         """Tasks within each campaign's rate; the rest gives its claim back

@@ -310,16 +310,24 @@ class ConsumerLoop:
         try:
             self.source.commit(offsets)
         except Exception:
-            # A rebalance or an outage: these partitions may be someone else's
-            # now. Forget the progress; whoever owns them redoes the work.
-            log.warning("offset commit failed; uncommitted work will be redelivered",
+            # A rebalance or an outage. Partitions someone else owns now: their
+            # owner redoes the work. Partitions still ours: committed again at
+            # the next interval, or a quiet partition's commit stayed behind
+            # until its next record (a blocked send job waited on it:
+            # services/sender/contact_view.py).
+            log.warning("offset commit failed; tried again, or the work is redelivered",
                         exc_info=True)
+            owned = self.source.assignment()
+            offsets = {tp: offset for tp, offset in offsets.items() if tp not in owned}
         for tp in offsets:
             self._done.pop(tp, None)
             self._first_uncommitted.pop(tp, None)
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         self.commit(only=set(partitions))
+        for tp in partitions:  # a commit that failed is not tried again: no longer ours
+            self._done.pop(tp, None)
+            self._first_uncommitted.pop(tp, None)
         for tp in partitions:
             self._paused_until.pop(tp, None)
             self._failures.pop(tp, None)

@@ -196,6 +196,39 @@ def test_revoked_partitions_are_committed_first():
     assert broker.committed["g"][("in", 0)] == 1
 
 
+def test_a_failed_commit_of_partitions_still_ours_is_tried_again_with_no_new_record():
+    """A quiet partition's commit stayed behind its last record until the
+    next one came, for as long as nothing came."""
+    broker = InMemoryBroker(partitions=1)
+    publish(broker, probe(1))
+    loop = make_loop(broker, {"platform.probe": lambda e: None})
+    loop.commit_interval = 0
+    real_commit, failures = loop.source.commit, [ConnectionError("coordinator away")]
+
+    def commit_failing_once(offsets):
+        if failures:
+            raise failures.pop()
+        real_commit(offsets)
+    loop.source.commit = commit_failing_once
+    loop.run_once()
+    assert broker.committed["g"] == {}
+    loop.run_once()  # nothing new to read
+    assert broker.committed["g"][("in", 0)] == 1
+
+
+def test_a_failed_commit_of_a_revoked_partition_is_left_to_its_next_owner():
+    broker = InMemoryBroker(partitions=1)
+    publish(broker, probe(1))
+    loop = make_loop(broker, {"platform.probe": lambda e: None})
+    loop.commit_interval = 3600
+    loop.run_once()
+    def commit_failing(offsets):
+        raise ConnectionError("rebalancing")
+    loop.source.commit = commit_failing
+    loop.source.on_revoke([("in", 0)])
+    assert loop._done == {} and loop._first_uncommitted == {}
+
+
 def test_unknown_event_types_are_skipped_not_dead_lettered():
     broker = InMemoryBroker()
     publish(broker, probe(1))

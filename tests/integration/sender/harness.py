@@ -232,11 +232,12 @@ class Senders:
                      {"campaign_id": campaign_id})
 
     def jobs(self, account_id: str, campaign_id: str, recipients: list[tuple[str, str, str]],
-             list_id: str | None = None) -> list[str]:
-        """recipients: (contact id, email, name); returns the job ids."""
+             list_id: str | None = None, job_ids: list[str] | None = None) -> list[str]:
+        """recipients: (contact id, email, name); returns the job ids (new
+        ones unless given)."""
         ids = []
-        for contact_id, email, name in recipients:
-            job_id = hexid()
+        for n, (contact_id, email, name) in enumerate(recipients):
+            job_id = job_ids[n] if job_ids else hexid()
             self.publish(topics.SEND_JOBS, "send.job", account_id, job_id, {
                 "job_id": job_id, "campaign_id": campaign_id, "contact_id": contact_id,
                 "list_id": list_id, "attempt": 0,

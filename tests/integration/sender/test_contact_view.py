@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+from kafka.partitioner.default import murmur2
 
 from services.sender import worker
 from services.sender.settings import SETTINGS
@@ -45,12 +46,29 @@ class StateLoops:
 
 @pytest.fixture
 def lagging(stack_env, tmp_path, sink, unique):
+    # A view that waited out its patience would miss every wait below.
     senders = Senders(stack_env, tmp_path, sink, unique,
-                      SANDESH_SENDER_STATE_CONSUMERS="false")
+                      SANDESH_SENDER_STATE_CONSUMERS="false",
+                      SANDESH_SENDER_CONTACT_VIEW_PATIENCE_SECONDS=120)
     loops = StateLoops(senders)
     yield senders, loops
     loops.stop()
     senders.dispose()
+
+
+def ids_on_two_partitions() -> list[str]:
+    """Two job ids (send.jobs keys) on different partitions of the test's
+    six, as the producer's partitioner places them: a job held in one
+    partition holds the jobs behind it in that partition."""
+    first = hexid()
+    while True:
+        second = hexid()
+        if partition(second) != partition(first):
+            return [first, second]
+
+
+def partition(key: str) -> int:
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % 6
 
 
 def delivery_outcomes(senders: Senders, job_ids: list[str]) -> dict[str, str]:
@@ -77,7 +95,8 @@ def test_a_job_blocked_by_a_lift_the_state_loop_has_not_applied_waits_for_it_and
     # The re-consent, then the campaign's jobs: the loop has not seen it.
     senders.publish(topics.CONTACTS_EVENTS, "contact.subscribed", account, returning,
                     {"contact_id": returning, "list_id": list_id, "via": "form"})
-    job_ids = senders.jobs(account, campaign, people, list_id=list_id)
+    job_ids = senders.jobs(account, campaign, people, list_id=list_id,
+                           job_ids=ids_on_two_partitions())
     senders.start()
     senders.wait(lambda: sink.count() >= 1, 60, "the control's message")
     time.sleep(3)
@@ -112,7 +131,7 @@ def test_a_block_still_in_force_once_the_loop_caught_up_skips_the_job(lagging, s
                  60, "the unsubscribe applied")
     job_ids = senders.jobs(account, campaign, people, list_id=list_id)
     senders.start()
-    outcomes = senders.wait(
+    outcomes = senders.wait(  # within the patience: the loop had caught up
         lambda: (lambda got: got if len(got) == 2 else None)(delivery_outcomes(senders, job_ids)),
         60, "both outcomes")
     assert outcomes == {job_ids[0]: "delivery.skipped", job_ids[1]: "delivery.sent"}

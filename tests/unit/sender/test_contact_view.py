@@ -86,3 +86,37 @@ def test_a_job_met_once_and_never_again_is_forgotten():
     clock.now += 121
     view.behind(["j1"])
     assert set(view._marks) == {"j1"}
+
+
+def test_a_mark_that_could_not_be_read_is_read_again_and_the_wait_still_counts_from_the_first():
+    clock = Clock()
+    progress = Progress({TP0: 5}, {TP0: 5})
+    progress.failing = True
+    view = ContactView(progress, patience_seconds=30, clock=clock)
+    assert view.behind(["j1"]) == {"j1"}
+    progress.failing = False
+    clock.now += 1
+    assert view.behind(["j1"]) == set()  # the broker back: no need to wait out the patience
+    progress.failing = True
+    assert view.behind(["j2"]) == {"j2"}
+    clock.now += 30
+    assert view.behind(["j2"]) == set()
+
+
+def test_topics_with_nothing_in_them_need_no_look_at_the_commits():
+    progress = Progress({}, {})
+    progress.applied = lambda: (_ for _ in ()).throw(AssertionError("not asked"))
+    assert ContactView(progress).behind(["j1"]) == set()
+
+
+def test_a_job_forgotten_once_unblocked_starts_afresh_when_blocked_again():
+    clock = Clock()
+    progress = Progress({TP0: 5}, {TP0: 1})
+    view = ContactView(progress, patience_seconds=30, clock=clock)
+    assert view.behind(["j1"]) == {"j1"}
+    view.forget(["j1"])
+    clock.now += 29
+    progress.end_offsets[TP0] = 7
+    assert view.behind(["j1"]) == {"j1"}
+    clock.now += 29  # 58 s after it was first met, 29 after this copy
+    assert view.behind(["j1"]) == {"j1"}

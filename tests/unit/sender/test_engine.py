@@ -688,35 +688,47 @@ class View:
     """A contact view that is behind for the listed jobs."""
 
     def __init__(self, behind=()):
-        self.waiting, self.asked = set(behind), []
+        self.waiting, self.asked, self.forgotten = set(behind), [], []
 
     def behind(self, job_ids):
         self.asked.append(sorted(job_ids))
         return self.waiting & set(job_ids)
 
+    def forget(self, job_ids):
+        self.forgotten.extend(job_ids)
+
 
 def test_a_job_blocked_while_the_contact_view_is_behind_waits_unclaimed_and_is_skipped_once_current():
-    fakes = Fakes([campaign()], blocked={"j1": "suppressed", "j2": "erased"})
+    fakes = Fakes([campaign(limits=Limits(per_hour=2))],
+                  blocked={"j1": "suppressed", "j2": "erased"})
     view = View(behind={"j1"})
     engine = fakes.engine()
     engine.contact_view = view
-    result = engine.handle([[job(1), job(2), job(3)]])
-    assert isinstance(result["j1"], Hold) and result["j1"].reason == "contact view behind"
-    assert view.asked == [["j1"]]  # an erasure is never lifted: not waited for
-    assert ("j1", "released", {}) in fakes.records
-    assert "j3" not in result  # behind the held job: read again after it
-    assert fakes.types() == [("delivery.skipped", "j2")]
+    for _ in range(3):  # looked at again while the view catches up
+        result = engine.handle([[job(1), job(2), job(3)]])
+        assert isinstance(result["j1"], Hold) and result["j1"].reason == "contact view behind"
+        # behind the held job, the rest waits with it: nothing settled, nothing sent
+        assert "j2" not in result and "j3" not in result
+    assert view.asked == [["j1"]] * 3  # an erasure is never lifted: not waited for
+    assert {(j, state) for j, state, _ in fakes.records} == {
+        ("j1", "released"), ("j2", "released"), ("j3", "released")}
+    assert fakes.published == [] and not getattr(fakes, "tasks_sent", [])
 
     view.waiting.clear()  # the loop caught up and the block stands
-    result = engine.handle([[job(1), job(3)]])
-    assert result["j1"] is DONE and fakes.types()[1:] == [("delivery.skipped", "j1"),
-                                                         ("delivery.sent", "j3")]
+    result = engine.handle([[job(1), job(2), job(3)]])
+    assert result == {"j1": DONE, "j2": DONE, "j3": DONE}
+    # the hourly quota of 2 was not spent while j3 waited
+    assert fakes.types() == [("delivery.skipped", "j1"), ("delivery.skipped", "j2"),
+                             ("delivery.sent", "j3")]
 
 
-def test_a_cancelled_campaigns_job_is_skipped_without_asking_the_contact_view():
-    fakes = Fakes([campaign(status="cancelled")], blocked={"j1": "unsubscribed"})
-    view = View(behind={"j1"})
+def test_a_cancelled_or_complained_job_is_skipped_without_asking_the_contact_view():
+    fakes = Fakes([campaign(status="cancelled"), campaign("c2")],
+                  blocked={"j1": "unsubscribed", "j2": "complained"})
+    view = View(behind={"j1", "j2"})
     engine = fakes.engine()
     engine.contact_view = view
-    engine.handle([[job(1)]])
-    assert fakes.types() == [("delivery.skipped", "j1")] and view.asked == []
+    engine.handle([[job(1)], [job(2, "c2")], [job(3, "c2")]])
+    assert fakes.types() == [("delivery.skipped", "j1"), ("delivery.skipped", "j2"),
+                             ("delivery.sent", "j3")]
+    assert view.asked == [] and sorted(view.forgotten) == ["j1", "j2", "j3"]
