@@ -122,7 +122,10 @@ class SendLoop:
         for tp, entries in by_partition.items():
             for record, job in entries:
                 if job is not None and job.job_id not in dispositions:
-                    break  # after a held job: it waits with it
+                    # After a held job it waits with it. Ahead of any hold it
+                    # would be committed past by the next batch: read again.
+                    holds.setdefault(tp, (record.offset, Hold(now, "no disposition")))
+                    break
                 hold = dispositions.get(job.job_id) if job else None
                 if hold is not None:
                     holds.setdefault(tp, (record.offset, hold))

@@ -111,6 +111,28 @@ def test_a_held_job_holds_the_rest_of_its_partition():
     assert engine.seen[-2:] == ["j2", "j3"]
 
 
+def test_a_job_left_without_a_disposition_ahead_of_any_hold_is_read_again_not_committed_past():
+    clock = [1000.0]
+
+    class ForgetfulEngine(FakeEngine):
+        def handle(self, sequences):
+            jobs = [j for seq in sequences for j in seq]
+            self.seen.extend(j.job_id for j in jobs)
+            if len(self.seen) == len(jobs):  # the first batch: j2 and j3 left undecided
+                return {"j1": DONE}
+            return {j.job_id: DONE for j in jobs}
+
+    engine = ForgetfulEngine()
+    broker, loop = make(engine, lambda: clock[0])
+    for n in (1, 2, 3):
+        broker.append("send.jobs", f"j{n}".encode(), job_event(n))
+    loop.run_once()
+    assert broker.committed["g"][("send.jobs", 0)] == 1
+    loop.run_once()
+    assert engine.seen == ["j1", "j2", "j3", "j2", "j3"]
+    assert broker.committed["g"][("send.jobs", 0)] == 3
+
+
 def test_held_records_wait_in_memory_and_come_first_when_the_hold_ends():
     """A hold ending now (a rate-limit share) is not read again from the
     broker, which would wait out its fetch wait; a longer one pauses the
