@@ -163,13 +163,12 @@ class Engine:
         try:
             slots = self._take_slots(jobs, campaigns, erased)
             ready = self._admit(sequences, campaigns, erased, result, slots)
+            reasons = self._reasons(ready, campaigns)
+            ready = self._wait_for_contact_view(sequences, ready, reasons, result)
             outcomes: list[tuple[str, str, dict]] = []
             claimed = self._claim(ready, result)
             claimed = self._wait_behind_holds(sequences, claimed, result, outcomes)
             claimed_at = time.perf_counter()
-            reasons = self._reasons(claimed, campaigns)
-            claimed = self._wait_for_contact_view(claimed, reasons, result, outcomes)
-            claimed = self._wait_behind_holds(sequences, claimed, result, outcomes)
             sendable = self._screen(claimed, reasons, result, outcomes)
             tasks = self._throttle(sendable, campaigns, result, outcomes)
             going = {job.job_id for job in
@@ -363,13 +362,7 @@ class Engine:
         back), every 2 s, each try another send.retry copy. Those wait with
         it, their claims given back, no disposition."""
         held = {job_id for job_id, hold in result.items() if hold is not None}
-        behind: set[str] = set()
-        for sequence in sequences:
-            seen_hold = False
-            for job in sequence:
-                if seen_hold and job.job_id not in held:
-                    behind.add(job.job_id)
-                seen_hold = seen_hold or job.job_id in held
+        behind = _behind_holds(sequences, held)
         waiting = [job for job in jobs if job.job_id in behind]
         for job in waiting:
             outcomes.append((job.job_id, RELEASED, {}))
@@ -398,31 +391,33 @@ class Engine:
                 result[job.job_id] = DONE
         return claimed
 
-    def _reasons(self, claimed: list[Job], campaigns) -> dict[str, str | None]:
+    def _reasons(self, ready: list[Job], campaigns) -> dict[str, str | None]:
         """Why each job must not be sent as it is, if it must not: its
         campaign cancelled, or its contact blocked or changed (store.blocked)."""
-        blocked = self.contacts.blocked(claimed)
+        blocked = self.contacts.blocked(ready)
         return {job.job_id: "cancelled" if campaigns[job.job_id].status == CANCELLED
-                and not job.test else blocked.get(job.job_id) for job in claimed}
+                and not job.test else blocked.get(job.job_id) for job in ready}
 
-    def _wait_for_contact_view(self, claimed, reasons, result, outcomes) -> list[Job]:
-        """The jobs to screen now. One blocked by a state that may have been
+    def _wait_for_contact_view(self, sequences, ready, reasons, result) -> list[Job]:
+        """The jobs to claim now. One blocked by a state that may have been
         lifted, while the sender's view of contacts is not known to be
-        current yet (contact_view.py), gives its claim back and is looked at
-        again shortly: the state then read decides. A cancellation, an
-        erasure or a complaint is never lifted; a changed contact's job goes
-        back to contacts anyway."""
+        current yet (contact_view.py), is held before any claim, and the
+        rest of its partition with it: looked at again shortly, the state
+        then read decides. A cancellation, an erasure or a complaint is
+        never lifted; a changed contact's job goes back to contacts anyway."""
         if self.contact_view is None:
-            return claimed
-        liftable = {job.job_id for job in claimed
+            return ready
+        liftable = {job.job_id for job in ready
                     if reasons[job.job_id] and reasons[job.job_id] not in UNLIFTABLE}
-        self.contact_view.forget([job.job_id for job in claimed if job.job_id not in liftable])
+        self.contact_view.forget([job.job_id for job in ready if job.job_id not in liftable])
         behind = self.contact_view.behind(sorted(liftable)) if liftable else set()
+        if not behind:
+            return ready
         look_again = self.clock() + self.settings.contact_view_recheck_seconds
         for job_id in behind:
-            outcomes.append((job_id, RELEASED, {}))
             result[job_id] = Hold(look_again, "contact view behind")
-        return [job for job in claimed if job.job_id not in behind]
+        waiting = _behind_holds(sequences, behind) | behind
+        return [job for job in ready if job.job_id not in waiting]
 
     def _screen(self, claimed, reasons, result, outcomes) -> list[Job]:
         """Skip the jobs of a cancelled campaign and of contacts that
@@ -685,6 +680,25 @@ class Engine:
     def _event(job: Job, event_type: str, data: dict):
         return new_event(event_type, source=SOURCE, subject=job.job_id,
                          account_id=job.account_id, data=data)
+
+
+def _behind_holds(sequences: list[list[Job]], held: set[str]) -> set[str]:
+    """The ids of the jobs after a held one in their sequence, which wait
+    with it. Not an id also met ahead of any hold (a job twice in the batch,
+    as a redelivery or a retry copy): that copy goes on, and taking its
+    disposition away left its partition with neither a disposition nor a
+    hold, which the loop committed past."""
+    behind, ahead = set(), set()
+    for sequence in sequences:
+        seen_hold = False
+        for job in sequence:
+            if job.job_id in held:
+                seen_hold = True
+            elif seen_hold:
+                behind.add(job.job_id)
+            else:
+                ahead.add(job.job_id)
+    return behind - ahead
 
 
 def _first_of_each(jobs: list[Job]) -> list[Job]:
