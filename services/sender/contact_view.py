@@ -1,24 +1,26 @@
 """Whether the sender's view of contacts is recent enough to skip a job.
 
 The sender keeps its own copy of contact states (store.ContactStateStore),
-applied from contacts.events, tracking.events and privacy.requests by the
-contact-state loop (worker.state_loops). The fan-out reads contacts' own
+applied by its contact-state loop (worker.state_loops) from contacts.events,
+tracking.events and privacy.requests. The fan-out reads contacts' own
 database. So a contact who re-consents (the suppression lifted, the list
 subscribed again) just before a launch is in the audience, yet its job can
 reach a sender whose loop has not applied the lift yet: the job was skipped
 as suppressed or unsubscribed.
 
 A block that could have been lifted is therefore trusted only once the
-state loop's group has applied every event that was on its topics when the
-sender met the job (its committed offsets reach the topics' end offsets
-taken then: any change made before the job was fanned out is inside that
-mark). Until then the job is given back and looked at again; the state
-then read is the one that decides. A loop that does not catch up within
+loop's group has applied every event that was on contacts.events when the
+sender first met the job: its committed offsets reach the end offsets read
+then, and a change made before the job was fanned out is inside that mark.
+Only contacts.events lifts a block (a subscription, a suppression removed);
+the other two topics only add blocks, so their lag is not waited for. Until
+then the job and the rest of its partition wait, unclaimed, and are looked
+at again; the state then read decides. A loop that does not catch up within
 the patience leaves the block as it stands: the job is skipped, as before.
 
 Without a lag this costs three small admin requests per batch with a
-blocked job (the topics' first and end offsets, the group's commits), and
-no wait: a caught-up loop has committed up to the end already.
+blocked job (the first and end offsets, the group's commits), and no wait:
+a caught-up loop has committed up to the end already.
 
 Limits: contacts announces a subscription just after writing it (so a
 failed write is never announced), and a fan-out that reads the contact in
@@ -59,6 +61,7 @@ class ContactView:
         self.patience = patience_seconds
         self.clock = clock
         self._marks: dict[str, tuple[Mark | None, float]] = {}  # job id -> (mark, first met)
+        self._quiet_until = float("-inf")
 
     def behind(self, job_ids: list[str]) -> set[str]:
         """Of these jobs, each blocked by a state that may since have been
@@ -74,8 +77,14 @@ class ContactView:
             mark = self._ask(self.progress.ends)
             for job_id in unmarked:
                 self._marks[job_id] = (mark, self._marks.get(job_id, (None, now))[1])
-        marks = [self._marks[job_id][0] for job_id in job_ids]
-        applied = {} if all(m == {} for m in marks) else self._ask(self.progress.applied)
+        known = [self._marks[job_id][0] for job_id in job_ids
+                 if self._marks[job_id][0] is not None]
+        if not known:
+            applied = None  # nothing to compare with
+        elif not any(known):
+            applied = {}  # topics with nothing in them: nothing to wait for
+        else:
+            applied = self._ask(self.progress.applied)
         waiting = set()
         for job_id in job_ids:
             mark, since = self._marks[job_id]
@@ -96,9 +105,15 @@ class ContactView:
             self._marks.pop(job_id, None)
 
     def _ask(self, what: Callable[[], dict]) -> dict | None:
+        """The answer, or None while the broker does not give one: the jobs
+        wait, up to the patience, and the send loop is not stalled by a
+        timeout on every look again (asked once a second at most then)."""
+        if self.clock() < self._quiet_until:
+            return None
         try:
             return what()
-        except Exception as exc:  # the broker away: the jobs wait, up to the patience
+        except Exception as exc:
+            self._quiet_until = self.clock() + 1.0
             log.warning("could not read the contact-state loop's progress",
                         extra={"error": str(exc)})
             return None
@@ -114,8 +129,9 @@ class KafkaGroupProgress:
     admin client: end offsets (partitions with nothing in them left out) and
     the group's committed offsets, whichever of its members committed them."""
 
+    # Each request is made with the send loop waiting on it.
     def __init__(self, bootstrap: str, group: str, topics: list[str], client_id: str,
-                 timeout: float = 5.0):
+                 timeout: float = 1.0):
         from confluent_kafka.admin import AdminClient  # loaded where used, like rdkafka_impl
         self.admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": client_id})
         self.group, self.topics, self.timeout = group, topics, timeout

@@ -25,7 +25,7 @@ from services.sender.smtp import SmtpMessenger, parse_relays
 from services.sender.store import (CampaignStore, ContactStateStore, DeliveryStore,
                                    HeldJobs, MongoWindowCounter, ParkedJobs, ensure_indexes)
 from services.sender.throttle import RateLimiter
-from shared import mongo
+from shared import mongo, topics
 from shared.config import Config, load_common
 from shared.ids import worker_owner
 from shared.kafka.factory import client_id, consumer_loop, event_producer, hot_event_producer
@@ -161,7 +161,7 @@ def contact_view(config: Config) -> ContactView:
     prefix = config.sender_topic_prefix
     progress = KafkaGroupProgress(config.kafka_bootstrap,
                                   CONTACT_STATE_GROUP.format(config.sender_group),
-                                  [prefix + t for t in handlers.CONTACTS_TOPICS],
+                                  [prefix + topics.CONTACTS_EVENTS],  # all that lifts a block
                                   client_id(SERVICE + "-contact-view"))
     return ContactView(progress, config.sender_contact_view_patience_seconds)
 

@@ -11,7 +11,7 @@ TP0, TP1 = ("contacts.events", 0), ("contacts.events", 1)
 class Progress:
     def __init__(self, ends, applied):
         self.end_offsets, self.committed = dict(ends), dict(applied)
-        self.asked_ends = 0
+        self.asked_ends = self.asked_applied = 0
         self.failing = False
 
     def ends(self):
@@ -21,6 +21,7 @@ class Progress:
         return dict(self.end_offsets)
 
     def applied(self):
+        self.asked_applied += 1
         if self.failing:
             raise ConnectionError("broker away")
         return dict(self.committed)
@@ -105,8 +106,21 @@ def test_a_mark_that_could_not_be_read_is_read_again_and_the_wait_still_counts_f
 
 def test_topics_with_nothing_in_them_need_no_look_at_the_commits():
     progress = Progress({}, {})
-    progress.applied = lambda: (_ for _ in ()).throw(AssertionError("not asked"))
     assert ContactView(progress).behind(["j1"]) == set()
+    assert progress.asked_applied == 0
+
+
+def test_while_the_broker_does_not_answer_it_is_asked_once_a_second_at_most():
+    clock = Clock()
+    progress = Progress({TP0: 5}, {TP0: 5})
+    progress.failing = True
+    view = ContactView(progress, patience_seconds=30, clock=clock)
+    for _ in range(4):  # the send loop looks again every 0.25 s
+        assert view.behind(["j1"]) == {"j1"}
+        clock.now += 0.25
+    assert (progress.asked_ends, progress.asked_applied) == (1, 0)  # no mark: commits not asked
+    progress.failing = False
+    assert view.behind(["j1"]) == set()
 
 
 def test_a_job_forgotten_once_unblocked_starts_afresh_when_blocked_again():
