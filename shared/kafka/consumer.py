@@ -72,6 +72,7 @@ class ConsumerLoop:
         self._failures: dict[TopicPartition, int] = {}
         self._paused_until: dict[TopicPartition, float] = {}
         self._last_commit = clock()
+        self._failed_commits = 0  # in a row: the next is tried after a growing pause
         source.on_revoke = self._on_revoke
 
     # -- running ---------------------------------------------------------
@@ -122,9 +123,15 @@ class ConsumerLoop:
             if not ok:
                 blocked.add(tp)
         settled += self._handle_run(run, blocked)
-        if self.clock() - self._last_commit >= self.commit_interval:
+        if self.clock() - self._last_commit >= self._commit_pause():
             self.commit()
         return settled
+
+    def _commit_pause(self) -> float:
+        if not self._failed_commits:
+            return self.commit_interval
+        return max(self.commit_interval,
+                   min(self.backoff_max, self.backoff_initial * 2 ** (self._failed_commits - 1)))
 
     def _settle(self, record: Record, ok: bool) -> int:
         tp = (record.topic, record.partition)
@@ -311,17 +318,28 @@ class ConsumerLoop:
             self.source.commit(offsets)
         except Exception:
             # A rebalance or an outage. Partitions someone else owns now: their
-            # owner redoes the work. Partitions still ours: committed again at
-            # the next interval, or a quiet partition's commit stayed behind
+            # owner redoes the work. Partitions still ours: committed again
+            # after a pause, or a quiet partition's commit stayed behind
             # until its next record (a blocked send job waited on it:
             # services/sender/contact_view.py).
-            log.warning("offset commit failed; tried again, or the work is redelivered",
-                        exc_info=True)
-            owned = self.source.assignment()
-            offsets = {tp: offset for tp, offset in offsets.items() if tp not in owned}
+            self._failed_commits += 1
+            if self._failed_commits == 1:  # once a streak: not at every interval
+                log.warning("offset commit failed; tried again, or the work is redelivered",
+                            exc_info=True)
+            offsets = {tp: offset for tp, offset in offsets.items() if tp not in self._owned()}
+        else:
+            if self._failed_commits:
+                log.info("offset commit works again", extra={"failed": self._failed_commits})
+            self._failed_commits = 0
         for tp in offsets:
             self._done.pop(tp, None)
             self._first_uncommitted.pop(tp, None)
+
+    def _owned(self) -> set[TopicPartition]:
+        try:
+            return self.source.assignment()
+        except Exception:  # not known: as if none, their work is redone
+            return set()
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         self.commit(only=set(partitions))

@@ -201,9 +201,9 @@ def test_a_failed_commit_of_partitions_still_ours_is_tried_again_with_no_new_rec
     next one came, for as long as nothing came."""
     broker = InMemoryBroker(partitions=1)
     publish(broker, probe(1))
-    loop = make_loop(broker, {"platform.probe": lambda e: None})
-    loop.commit_interval = 0
-    real_commit, failures = loop.source.commit, [ConnectionError("coordinator away")]
+    clock = Clock()
+    loop = make_loop(broker, {"platform.probe": lambda e: None}, clock=clock)
+    real_commit, failures = loop.source.commit, [ConnectionError("coordinator away")] * 2
 
     def commit_failing_once(offsets):
         if failures:
@@ -212,8 +212,16 @@ def test_a_failed_commit_of_partitions_still_ours_is_tried_again_with_no_new_rec
     loop.source.commit = commit_failing_once
     loop.run_once()
     assert broker.committed["g"] == {}
-    loop.run_once()  # nothing new to read
+    loop.run_once()  # at once: tried again only after a pause, and that grows
+    clock.now += 0.5
+    loop.run_once()  # nothing new to read; fails again
+    clock.now += 0.5
+    loop.run_once()
+    assert broker.committed["g"] == {}
+    clock.now += 0.5
+    loop.run_once()
     assert broker.committed["g"][("in", 0)] == 1
+    assert failures == []
 
 
 def test_a_failed_commit_of_a_revoked_partition_is_left_to_its_next_owner():
