@@ -71,6 +71,17 @@ def partition(key: str) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % 6
 
 
+def launch_then_fall_behind(senders: Senders, loops: StateLoops, account: str, campaign: str,
+                            applied=lambda: True) -> None:
+    """The launch and what was published before it applied by the state
+    loops, which then stop: what comes next, they have not seen."""
+    loops.start()
+    senders.launch(account, campaign)
+    senders.wait(lambda: senders.campaign_status(campaign) and applied(), 60,
+                 "the launch and the states before it applied")
+    loops.stop()
+
+
 def delivery_outcomes(senders: Senders, job_ids: list[str]) -> dict[str, str]:
     return {e.data["job_id"]: e.type for e in senders.events(idle=1)
             if e.data.get("job_id") in job_ids and e.type != "delivery.attempted"}
@@ -83,14 +94,10 @@ def test_a_job_blocked_by_a_lift_the_state_loop_has_not_applied_waits_for_it_and
     people = recipients(2, unique)
     (returning, returning_email, _), (_, control_email, _) = people
 
-    loops.start()
-    senders.launch(account, campaign)
     senders.publish(topics.CONTACTS_EVENTS, "contact.unsubscribed", account, returning,
                     {"contact_id": returning, "list_id": list_id, "via": "link"})
-    senders.wait(lambda: senders.campaign_status(campaign)
-                 and (senders.recorded("contacts", returning) or {}).get("lists") == [list_id],
-                 60, "the launch and the unsubscribe applied")
-    loops.stop()
+    launch_then_fall_behind(senders, loops, account, campaign, lambda: (
+        senders.recorded("contacts", returning) or {}).get("lists") == [list_id])
 
     # The re-consent, then the campaign's jobs: the loop has not seen it.
     senders.publish(topics.CONTACTS_EVENTS, "contact.subscribed", account, returning,
@@ -117,10 +124,7 @@ def test_a_block_still_in_force_once_the_loop_caught_up_skips_the_job(lagging, s
     people = recipients(2, unique)
     (leaving, _, _), (_, control_email, _) = people
 
-    loops.start()
-    senders.launch(account, campaign)
-    senders.wait(lambda: senders.campaign_status(campaign), 60, "the launch applied")
-    loops.stop()
+    launch_then_fall_behind(senders, loops, account, campaign)
 
     senders.publish(topics.CONTACTS_EVENTS, "contact.subscribed", account, leaving,
                     {"contact_id": leaving, "list_id": list_id, "via": "form"})
@@ -136,3 +140,34 @@ def test_a_block_still_in_force_once_the_loop_caught_up_skips_the_job(lagging, s
         60, "both outcomes")
     assert outcomes == {job_ids[0]: "delivery.skipped", job_ids[1]: "delivery.sent"}
     assert list(by_recipient(sink)) == [control_email]
+
+
+def test_the_group_progress_is_read_from_the_broker(kafka_bootstrap, unique):
+    """KafkaGroupProgress on the real Kafka: end offsets of the partitions
+    with something in them, and what the group committed, whoever did."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from services.sender.contact_view import KafkaGroupProgress, reached
+    from shared.kafka.admin import delete_topics, ensure_topics
+    from shared.topics import TopicSpec
+
+    topic, group = f"test.{unique}.contacts.events", f"test-{unique}-contacts"
+    ensure_topics(kafka_bootstrap, {topic: TopicSpec(3, 3_600_000)})
+    try:
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        for n in range(2):
+            producer.produce(topic, value=b"x", partition=1)
+        producer.flush(10)
+        progress = KafkaGroupProgress(kafka_bootstrap, group,
+                                      [topic, f"test.{unique}.missing"], "test")
+        mark = progress.ends()
+        assert mark == {(topic, 1): 2}
+        assert progress.applied() == {} and not reached(mark, progress.applied())
+
+        member = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group,
+                           "enable.auto.commit": False})
+        member.commit(offsets=[TopicPartition(topic, 1, 2)], asynchronous=False)
+        member.close()
+        assert progress.applied() == {(topic, 1): 2} and reached(mark, progress.applied())
+    finally:
+        delete_topics(kafka_bootstrap, [topic])
