@@ -121,14 +121,16 @@ class SendLoop:
         settled = 0
         for tp, entries in by_partition.items():
             for record, job in entries:
+                # Any hold met here is ahead of a not-due one found above,
+                # which only kept the records from its own offset on.
                 if job is not None and job.job_id not in dispositions:
                     # After a held job it waits with it. Ahead of any hold it
                     # would be committed past by the next batch: read again.
-                    holds.setdefault(tp, (record.offset, Hold(now, "no disposition")))
+                    holds[tp] = (record.offset, Hold(now, "no disposition"))
                     break
                 hold = dispositions.get(job.job_id) if job else None
                 if hold is not None:
-                    holds.setdefault(tp, (record.offset, hold))
+                    holds[tp] = (record.offset, hold)
                     break
                 commits[tp] = record.offset + 1
                 settled += 1

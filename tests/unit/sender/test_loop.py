@@ -80,6 +80,30 @@ def test_a_job_not_due_holds_its_partition_until_due():
     assert engine.seen == ["j1", "j2", "j3"] and broker.committed["g"][("send.jobs", 0)] == 3
 
 
+def test_a_job_held_ahead_of_one_not_due_is_held_from_its_own_offset():
+    """[j1 held 0.5 s, j2 due in 60 s]: the not-due hold, found first, kept
+    only j2 on; j1 was dropped from memory and committed past, never sent."""
+    now = datetime.now(timezone.utc)
+    clock = [now.timestamp()]
+
+    class HoldingOnce(FakeEngine):
+        def handle(self, sequences):
+            jobs = [j for seq in sequences for j in seq]
+            self.seen.extend(j.job_id for j in jobs)
+            if len(self.seen) == 1:
+                return {"j1": Hold(clock[0] + 0.5, "rate limit")}
+            return {j.job_id: DONE for j in jobs}
+
+    engine = HoldingOnce()
+    broker, loop = make(engine, lambda: clock[0])
+    broker.append("send.jobs", b"j1", job_event(1))
+    broker.append("send.jobs", b"j2", job_event(2, not_before=now + timedelta(seconds=60)))
+    loop.run_once()
+    clock[0] += 1
+    loop.run_once()
+    assert engine.seen == ["j1", "j1"] and broker.committed["g"][("send.jobs", 0)] == 1
+
+
 def test_a_failing_batch_is_not_committed_and_comes_again():
     clock = [1000.0]
     engine = FakeEngine(fail_times=1)
