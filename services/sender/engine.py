@@ -156,6 +156,9 @@ class Engine:
                      if job.answers_held is True]
         if untokened:  # before the screening, which holds an answer already stale again
             self.held.answered(untokened)
+        # Every copy as it came, for what waits behind a hold: a copy of an
+        # answer set aside below still stands where it is in its partition.
+        arrived = sequences
         sequences, answers = self._take_answers(sequences, result)
         jobs = [job for sequence in sequences for job in sequence]
         erased = self.campaigns.erased_accounts({job.account_id for job in jobs})
@@ -163,16 +166,16 @@ class Engine:
         try:
             slots = self._take_slots(jobs, campaigns, erased)
             ready = self._admit(sequences, campaigns, erased, result, slots)
-            reasons = self._reasons(ready, campaigns)
-            ready = self._wait_for_contact_view(sequences, ready, reasons, result)
+            reasons = self._reasons(_first_of_each(ready), campaigns)  # the copies claimed
+            ready = self._wait_for_contact_view(arrived, ready, reasons, result)
             outcomes: list[tuple[str, str, dict]] = []
             claimed = self._claim(ready, result)
-            claimed = self._wait_behind_holds(sequences, claimed, result, outcomes)
+            claimed = self._wait_behind_holds(arrived, claimed, result, outcomes)
             claimed_at = time.perf_counter()
             sendable = self._screen(claimed, reasons, result, outcomes)
             tasks = self._throttle(sendable, campaigns, result, outcomes)
             going = {job.job_id for job in
-                     self._wait_behind_holds(sequences, [t.job for t in tasks], result, outcomes)}
+                     self._wait_behind_holds(arrived, [t.job for t in tasks], result, outcomes)}
             tasks = [task for task in tasks if task.job.job_id in going]
             self._fit_slots(slots, tasks)
             self.deliveries.record(outcomes)
@@ -416,7 +419,8 @@ class Engine:
         look_again = self.clock() + self.settings.contact_view_recheck_seconds
         for job_id in behind:
             result[job_id] = Hold(look_again, "contact view behind")
-        waiting = _behind_holds(sequences, behind) | behind
+        held = {job_id for job_id, hold in result.items() if hold is not None}
+        waiting = _behind_holds(sequences, held) | behind
         return [job for job in ready if job.job_id not in waiting]
 
     def _screen(self, claimed, reasons, result, outcomes) -> list[Job]:

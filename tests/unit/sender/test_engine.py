@@ -755,3 +755,18 @@ def test_a_job_twice_in_a_batch_around_a_job_claimed_elsewhere_is_sent_once():
     assert result["j1"] is DONE and result["j2"].reason == "claimed elsewhere"
     assert result["j3"] is DONE
     assert sorted(fakes.types()) == [("delivery.sent", "j1"), ("delivery.sent", "j3")]
+
+
+def test_a_copy_of_an_answer_set_aside_still_stands_where_it_came_in_its_partition():
+    """send.jobs [j2 held by the view, j1's answer] and send.retry [a copy of
+    the answer, j5]: the copy was set aside, j5 sent, and send.retry had a
+    job with no disposition ahead of it, which the loop read again with j5."""
+    fakes = Fakes([campaign()], blocked={"j2": "suppressed"})
+    token = held_by(fakes, 1)
+    fakes.blocked_ids = {"j2": "suppressed"}
+    engine = fakes.engine()
+    engine.contact_view = View(behind={"j2"})
+    result = engine.handle([[job(2), answer(1, token)], [answer(1, token), job(5)]])
+    assert isinstance(result["j2"], Hold)
+    assert result["j1"] is DONE and result["j5"] is DONE  # send.retry settles in full
+    assert sorted(t.job.job_id for t in fakes.tasks_sent) == ["j1", "j5"]
