@@ -34,6 +34,7 @@ from shared.topics import DEAD_LETTERS
 from shared.tracing import trace
 
 log = logging.getLogger(__name__)
+COMMIT_PAUSE_MAX = 5.0  # seconds between tries of a commit that keeps failing
 
 Handler = Callable[[Event], None]
 BatchHandler = Callable[[list[Event]], None]
@@ -128,10 +129,12 @@ class ConsumerLoop:
         return settled
 
     def _commit_pause(self) -> float:
+        """A few seconds at most: a waiting send job (contact_view.py) is
+        skipped on a stale state after 30 s, and the coordinator may be back."""
         if not self._failed_commits:
             return self.commit_interval
         return max(self.commit_interval,
-                   min(self.backoff_max, self.backoff_initial * 2 ** (self._failed_commits - 1)))
+                   min(COMMIT_PAUSE_MAX, self.backoff_initial * 2 ** (self._failed_commits - 1)))
 
     def _settle(self, record: Record, ok: bool) -> int:
         tp = (record.topic, record.partition)
@@ -322,15 +325,16 @@ class ConsumerLoop:
             # after a pause, or a quiet partition's commit stayed behind
             # until its next record (a blocked send job waited on it:
             # services/sender/contact_view.py).
-            self._failed_commits += 1
-            if self._failed_commits == 1:  # once a streak: not at every interval
+            if not self._failed_commits or only is not None:  # not at every interval
                 log.warning("offset commit failed; tried again, or the work is redelivered",
                             exc_info=True)
+            if only is None:  # a revoke's or a stop's commit is not retried on a schedule
+                self._failed_commits += 1
             offsets = {tp: offset for tp, offset in offsets.items() if tp not in self._owned()}
         else:
-            if self._failed_commits:
+            if self._failed_commits and only is None:
                 log.info("offset commit works again", extra={"failed": self._failed_commits})
-            self._failed_commits = 0
+                self._failed_commits = 0
         for tp in offsets:
             self._done.pop(tp, None)
             self._first_uncommitted.pop(tp, None)
