@@ -59,6 +59,22 @@ class Hold:
 DONE = None  # a settled job's disposition
 
 
+class Dispositions(dict):
+    """Disposition per job id (DONE or a Hold; no entry: waits behind a
+    held job), and `set_aside`: the copies (Job objects, by identity) that
+    are settled by their own place in their partition, whatever becomes of
+    their id. A job id can come more than once in a batch; a late answer, a
+    second copy of an answer and an attempt older than a retry in the same
+    batch carry no work of their own. Keyed by id alone, such a copy took
+    the disposition of the copy doing the work: DONE after a deferred mark
+    found by an old attempt committed a due retry past unsent, and a hold
+    placed at a set-aside copy held its partition there for ever."""
+
+    def __init__(self):
+        super().__init__()
+        self.set_aside: set[int] = set()
+
+
 class Publisher(Protocol):
     def publish(self, topic: str, event, key: str | None = None) -> None: ...
 
@@ -146,20 +162,21 @@ class Engine:
         self._unknown_since: dict[str, float] = {}  # campaign id -> first met unknown
 
     # -----------------------------------------------------------------------
-    def handle(self, sequences: list[list[Job]]) -> dict[str, Hold | None]:
+    def handle(self, sequences: list[list[Job]]) -> Dispositions:
         """Disposition per job id: DONE, or a Hold. Each sequence (a
         partition) is taken in order: once a job of it is held, the rest of
         it is left alone (no disposition) to be seen again after it."""
         started = time.perf_counter()
-        result: dict[str, Hold | None] = {}
+        result = Dispositions()
         untokened = [job.job_id for sequence in sequences for job in sequence
                      if job.answers_held is True]
         if untokened:  # before the screening, which holds an answer already stale again
             self.held.answered(untokened)
-        # Every copy as it came, for what waits behind a hold: a copy of an
-        # answer set aside below still stands where it is in its partition.
         arrived = sequences
         sequences, answers = self._take_answers(sequences, result)
+        sequences = _latest_attempts(sequences)
+        kept = {id(job) for sequence in sequences for job in sequence}
+        result.set_aside = {id(job) for sequence in arrived for job in sequence} - kept
         jobs = [job for sequence in sequences for job in sequence]
         erased = self.campaigns.erased_accounts({job.account_id for job in jobs})
         campaigns = self._campaigns_of(jobs)
@@ -167,15 +184,15 @@ class Engine:
             slots = self._take_slots(jobs, campaigns, erased)
             ready = self._admit(sequences, campaigns, erased, result, slots)
             reasons = self._reasons(_first_of_each(ready), campaigns)  # the copies claimed
-            ready = self._wait_for_contact_view(arrived, ready, reasons, result)
+            ready = self._wait_for_contact_view(sequences, ready, reasons, result)
             outcomes: list[tuple[str, str, dict]] = []
             claimed = self._claim(ready, result)
-            claimed = self._wait_behind_holds(arrived, claimed, result, outcomes)
+            claimed = self._wait_behind_holds(sequences, claimed, result, outcomes)
             claimed_at = time.perf_counter()
             sendable = self._screen(claimed, reasons, result, outcomes)
             tasks = self._throttle(sendable, campaigns, result, outcomes)
             going = {job.job_id for job in
-                     self._wait_behind_holds(arrived, [t.job for t in tasks], result, outcomes)}
+                     self._wait_behind_holds(sequences, [t.job for t in tasks], result, outcomes)}
             tasks = [task for task in tasks if task.job.job_id in going]
             self._fit_slots(slots, tasks)
             self.deliveries.record(outcomes)
@@ -252,9 +269,15 @@ class Engine:
         campaigns and their counts are gone; nothing may bring them back)."""
         now = self.clock()
         ready, paused = [], []
+        taken: set[str] = set()  # ids admitted or parked: a second copy shares their fate
         room: dict[str, tuple[int, float] | None] = {}  # campaign -> (jobs left, until)
         for sequence in sequences:
             for job in sequence:
+                if job.job_id in taken:
+                    # Not weighed again: a hold of this copy (the rate window
+                    # full by then) was overwritten by the first copy's DONE,
+                    # and the jobs after it were left with neither.
+                    continue
                 if job.account_id in erased:
                     result[job.job_id] = DONE
                     metrics.ERASED.inc()
@@ -267,6 +290,7 @@ class Engine:
                 self._unknown_since.pop(job.campaign_id, None)
                 if campaign.status == PAUSED and not job.test:
                     paused.append(job)
+                    taken.add(job.job_id)
                     result[job.job_id] = DONE
                     continue
                 if not job.test and slots.get((campaign.campaign_id, job.recipient_domain)) == 0:
@@ -279,6 +303,7 @@ class Engine:
                     result[job.job_id] = over
                     break
                 ready.append(job)
+                taken.add(job.job_id)
         if paused:
             # An erased contact's job parks without its address: the erasure
             # rewrote the parked jobs there were, not the ones parked after it.
@@ -703,6 +728,17 @@ def _behind_holds(sequences: list[list[Job]], held: set[str]) -> set[str]:
             else:
                 ahead.add(job.job_id)
     return behind - ahead
+
+
+def _latest_attempts(sequences: list[list[Job]]) -> list[list[Job]]:
+    """The sequences without the copies of a job older than another copy of
+    it in the batch: a redelivered attempt whose retry is here and due."""
+    latest: dict[str, int] = {}
+    for sequence in sequences:
+        for job in sequence:
+            latest[job.job_id] = max(latest.get(job.job_id, job.attempt), job.attempt)
+    return [[job for job in sequence if job.attempt >= latest[job.job_id]]
+            for sequence in sequences]
 
 
 def _first_of_each(jobs: list[Job]) -> list[Job]:

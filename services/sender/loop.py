@@ -24,7 +24,7 @@ from typing import Callable
 
 from services.sender import metrics as sender_metrics
 from services.sender.domain import Job
-from services.sender.engine import Engine, Hold
+from services.sender.engine import Dispositions, Engine, Hold
 from shared import metrics
 from shared.events import InvalidEvent, decode
 from shared.kafka.interface import MessageSink, MessageSource, Record, TopicPartition
@@ -116,11 +116,16 @@ class SendLoop:
         sequences = [[job for _, job in entries if job] for entries in by_partition.values()]
         t2 = time.perf_counter()
         dispositions = self.engine.handle(sequences) if any(sequences) else {}
+        set_aside = dispositions.set_aside if isinstance(dispositions, Dispositions) else set()
         t3 = time.perf_counter()
         commits: dict[TopicPartition, int] = {}
         settled = 0
         for tp, entries in by_partition.items():
             for record, job in entries:
+                if job is not None and id(job) in set_aside:
+                    commits[tp] = record.offset + 1  # settled by its place (Dispositions)
+                    settled += 1
+                    continue
                 # Any hold met here is ahead of a not-due one found above,
                 # which only kept the records from its own offset on.
                 if job is not None and job.job_id not in dispositions:

@@ -757,16 +757,38 @@ def test_a_job_twice_in_a_batch_around_a_job_claimed_elsewhere_is_sent_once():
     assert sorted(fakes.types()) == [("delivery.sent", "j1"), ("delivery.sent", "j3")]
 
 
-def test_a_copy_of_an_answer_set_aside_still_stands_where_it_came_in_its_partition():
+def test_a_copy_of_an_answer_set_aside_is_settled_by_its_place_and_the_kept_copy_waits():
     """send.jobs [j2 held by the view, j1's answer] and send.retry [a copy of
-    the answer, j5]: the copy was set aside, j5 sent, and send.retry had a
-    job with no disposition ahead of it, which the loop read again with j5."""
-    fakes = Fakes([campaign()], blocked={"j2": "suppressed"})
+    the answer, j5]: the copy carries no work, so send.retry settles in
+    full, and the answer waits behind j2 where it came."""
+    fakes = Fakes([campaign()])
     token = held_by(fakes, 1)
     fakes.blocked_ids = {"j2": "suppressed"}
     engine = fakes.engine()
     engine.contact_view = View(behind={"j2"})
-    result = engine.handle([[job(2), answer(1, token)], [answer(1, token), job(5)]])
-    assert isinstance(result["j2"], Hold)
-    assert result["j1"] is DONE and result["j5"] is DONE  # send.retry settles in full
-    assert sorted(t.job.job_id for t in fakes.tasks_sent) == ["j1", "j5"]
+    copy = answer(1, token)
+    result = engine.handle([[job(2), answer(1, token)], [copy, job(5)]])
+    assert isinstance(result["j2"], Hold) and "j1" not in result and result["j5"] is DONE
+    assert result.set_aside == {id(copy)}
+    assert [t.job.job_id for t in fakes.tasks_sent] == ["j5"]
+
+
+def test_an_attempt_older_than_a_retry_in_the_same_batch_is_settled_by_its_place():
+    """A redelivered attempt 0 and the due retry (attempt 1): the claim of
+    the first copy found the deferred mark, and its DONE, keyed by id,
+    committed the retry past unsent."""
+    fakes = Fakes([campaign()])
+    old, retry = job(1), job(1, attempt=1)
+    result = fakes.engine().handle([[old, job(2)], [retry]])
+    assert result.set_aside == {id(old)} and result["j1"] is DONE
+    assert sorted((t.job.job_id, t.job.attempt) for t in fakes.tasks_sent) == [("j1", 1), ("j2", 0)]
+
+
+def test_a_second_copy_of_an_admitted_job_is_not_weighed_against_the_rate_again():
+    """[j1, j1, j2] at one a second: the second j1 was held by the full
+    window, that hold overwritten by the first copy's DONE, and j2 left with
+    neither a disposition nor a hold ahead of it."""
+    fakes = Fakes([campaign(limits=Limits(per_second=1))])
+    result = fakes.engine().handle([[job(1), job(1), job(2)]])
+    assert result["j1"] is DONE and result["j2"].reason == "rate limit"
+    assert [t.job.job_id for t in fakes.tasks_sent] == ["j1"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from services.sender.engine import DONE, Hold
+from services.sender.engine import DONE, Dispositions, Hold
 from services.sender.loop import SendLoop
 from shared.events import encode, new_event
 from shared.kafka.memory import InMemoryBroker
@@ -155,6 +155,26 @@ def test_a_job_left_without_a_disposition_ahead_of_any_hold_is_read_again_not_co
     loop.run_once()
     assert engine.seen == ["j1", "j2", "j3", "j2", "j3"]
     assert broker.committed["g"][("send.jobs", 0)] == 3
+
+
+def test_a_copy_the_engine_set_aside_is_committed_past_whatever_its_id_became():
+    clock = [1000.0]
+
+    class SettingAside(FakeEngine):
+        def handle(self, sequences):
+            [[copy, other]] = sequences
+            self.seen.extend([copy.job_id, other.job_id])
+            result = Dispositions()
+            result["j2"] = DONE  # j1's kept copy waits elsewhere: no disposition
+            result.set_aside = {id(copy)}
+            return result
+
+    engine = SettingAside()
+    broker, loop = make(engine, lambda: clock[0])
+    broker.append("send.jobs", b"j1", job_event(1))
+    broker.append("send.jobs", b"j2", job_event(2))
+    loop.run_once()
+    assert broker.committed["g"][("send.jobs", 0)] == 2
 
 
 def test_held_records_wait_in_memory_and_come_first_when_the_hold_ends():
