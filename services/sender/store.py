@@ -27,8 +27,8 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 from pymongo.operations import IndexModel, ReplaceOne
 
-from services.sender.domain import (CANCELLED, CONTACT_CHANGED, DEFERRED, FINAL, SENDING, Campaign,
-                                    Job)
+from services.sender.domain import (CANCELLED, CONTACT_CHANGED, DEFERRED, FINAL, RELEASED, SENDING,
+                                    Campaign, Job)
 from shared.erased_accounts import ErasedAccounts
 from shared.ids import unique_hex
 from shared.mongo import delete_all, find_by_ids, insert_new, retry_unreachable
@@ -389,10 +389,12 @@ class DeliveryStore:
                                        "taken_at": now})
         except DuplicateKeyError:
             return False  # another sender took it over
+        taken = {"owner": self.owner, "claimed_at": now, "attempt": job.attempt,
+                 "previous_owner": doc["owner"]}
+        if doc.get("deferred"):  # stands again if this copy goes back unsent (record)
+            taken["deferred_attempt"] = doc["attempt"]
         self.claims.update_one({"_id": job.job_id},
-                               {"$set": {"owner": self.owner, "claimed_at": now,
-                                         "attempt": job.attempt, "previous_owner": doc["owner"]},
-                                "$unset": {"deferred": ""}})
+                               {"$set": taken, "$unset": {"deferred": ""}})
         return True
 
     def record(self, outcomes: list[tuple[str, str, dict]], patience: float = 0.0) -> None:
@@ -408,11 +410,22 @@ class DeliveryStore:
                   **fields}
                  for job_id, state, fields in outcomes if state in FINAL]
         give_back = [job_id for job_id, state, _ in outcomes if state not in FINAL]
+        released = [job_id for job_id, state, _ in outcomes if state == RELEASED]
 
         def write():
             insert_new(self.col, final)  # one already there: final before (a re-send after a crash)
+            if released:
+                # A retry that took over a deferred claim and goes back
+                # unsent: the deferral stands again. Deleted, the claim let
+                # a copy of the deferred attempt (behind a hold elsewhere)
+                # be claimed afresh and sent ahead of the retry's backoff.
+                self.claims.update_many(
+                    {"_id": {"$in": released}, "owner": self.owner,
+                     "deferred_attempt": {"$exists": True}},
+                    {"$set": {"deferred": True}, "$rename": {"deferred_attempt": "attempt"}})
             if give_back:
-                self.claims.delete_many({"_id": {"$in": give_back}, "owner": self.owner})
+                self.claims.delete_many({"_id": {"$in": give_back}, "owner": self.owner,
+                                         "deferred": {"$ne": True}})
 
         retry_unreachable(write, patience)
 

@@ -97,3 +97,21 @@ def test_each_deferred_jobs_retry_is_claimed_by_exactly_one_sender(mongo_db):
     won = claimed_at_once(stores, [job(f"j{i}", attempt=1) for i in range(20)])
     winners = [job_id for jobs in won.values() for job_id in jobs]
     assert sorted(winners) == sorted(f"j{i}" for i in range(20))
+
+
+def test_a_retry_that_took_over_a_deferral_and_goes_back_unsent_leaves_the_deferral_standing(
+        mongo_db):
+    """Given back (rate limit, behind a hold), the retry's claim was deleted
+    with the deferral it had replaced: a copy of the deferred attempt, read
+    again later, was claimed afresh and sent ahead of the retry's backoff."""
+    first, second = DeliveryStore(mongo_db, "s1", 60), DeliveryStore(mongo_db, "s2", 60)
+    deferred_by(first, ["j1"])
+    claimed, _, _ = second.claim([job("j1", attempt=1)])
+    assert [j.job_id for j in claimed] == ["j1"]
+    second.record([("j1", "released", {})])
+    claimed, finished, held = first.claim([job("j1", attempt=0)])
+    assert claimed == [] and held == [] and finished["j1"] == {"state": "deferred", "attempt": 0}
+    claimed, _, _ = first.claim([job("j1", attempt=1)])  # the retry, read again, goes on
+    assert [j.job_id for j in claimed] == ["j1"]
+    first.record([("j1", "deferred", {})])  # deferred once more: its own mark follows
+    assert mongo_db["claims"].find_one({"_id": "j1"}) is None
