@@ -448,9 +448,18 @@ class ParkedJobs:
         the recipient (skipped when they go back)."""
         docs = [{"_id": j.job_id, "campaign_id": j.campaign_id, "account_id": j.account_id,
                  "contact_id": j.contact_id, "parked_at": utcnow(),
-                 "data": {**j.copy_data(), "recipient": {"email": ERASED_ADDRESS}}
-                 if j.job_id in erased else j.copy_data()} for j in jobs]
-        insert_new(self.col, docs)  # one already there: parked before (a redelivered copy)
+                 "data": {**j.copy_data(), "attempt": j.attempt,
+                          **({"recipient": {"email": ERASED_ADDRESS}} if j.job_id in erased
+                             else {})}} for j in jobs]
+        for doc, new in zip(docs, insert_new(self.col, docs)):
+            if not new:
+                # Parked before: a redelivered copy, or an older attempt. A
+                # retry parked after a copy of the attempt it retries must
+                # replace it: put back, that copy finds the deferral, and the
+                # retry was gone with nothing to send the job again.
+                self.col.update_one({"_id": doc["_id"],
+                                     "data.attempt": {"$lt": doc["data"]["attempt"]}},
+                                    {"$set": {"data": doc["data"], "parked_at": doc["parked_at"]}})
 
     def campaigns(self) -> list[str]:
         return self.col.distinct("campaign_id")

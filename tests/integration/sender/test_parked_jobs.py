@@ -18,3 +18,18 @@ def test_parked_jobs_are_taken_by_campaign_without_the_ones_left_aside(mongo_db)
     parked.park([_job("p1"), _job("p2"), _job("p3"), _job("q1", "other")])
     assert sorted(d["_id"] for d in parked.take("camp", exclude=["p2"])) == ["p1", "p3"]
     assert sorted(d["_id"] for d in parked.take("camp")) == ["p1", "p2", "p3"]
+
+
+def test_a_retry_parked_after_an_older_copy_of_its_job_replaces_it_and_not_the_reverse(mongo_db):
+    """A copy of attempt 0, then the retry (attempt 1): the retry is what
+    must go back at the resume; the older copy, put back, finds the
+    deferral and sends nothing."""
+    parked = ParkedJobs(mongo_db)
+    attempt_0 = _job("p1")
+    attempt_1 = Job.from_event(ACCOUNT, {**attempt_0.data, "attempt": 1})
+    parked.park([attempt_0])
+    parked.park([attempt_1])
+    parked.park([attempt_0])  # a redelivered copy again
+    [doc] = parked.take("camp")
+    assert doc["data"]["attempt"] == 1 and doc["data"]["recipient"] == {
+        "email": "someone@example.com"}

@@ -317,9 +317,10 @@ class World:
             data = job.copy_data()
             if job.job_id in erased:
                 data["recipient"] = {"email": "erased@invalid"}
-            self.parked.setdefault(job.job_id, {"_id": job.job_id,
-                                                "campaign_id": job.campaign_id,
-                                                "account_id": job.account_id, "data": data})
+            parked = self.parked.get(job.job_id)
+            if parked is None or parked["data"]["attempt"] < job.attempt:  # a retry replaces
+                self.parked[job.job_id] = {"_id": job.job_id, "campaign_id": job.campaign_id,
+                                           "account_id": job.account_id, "data": data}
 
     def campaigns(self):
         return sorted({doc["campaign_id"] for doc in self.parked.values()})

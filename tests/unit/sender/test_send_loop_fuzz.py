@@ -194,3 +194,24 @@ def test_a_retry_given_back_unsent_leaves_the_deferral_for_an_older_copy_to_find
         world.step(0.25)
     assert [send for send in world.sends if send[0] == "j1"] == [("j1", 0), ("j1", 1)]
     assert world.violations == []
+
+
+def test_a_retry_parked_after_a_copy_of_the_attempt_it_retries_is_sent_at_the_resume():
+    """j1 deferred, then its campaign paused: a redelivered copy of attempt
+    0 was parked first, and the retry, parked after it, was dropped as
+    parked before. Put back at the resume, the copy found the deferral and
+    the job was never sent again."""
+    world = World()
+    start = world.now
+    world.campaign("c1", changes=[(start + 0.2, PAUSED), (start + 5, SENDING)])
+    world.contact("p1")
+    world.replies[("j1", 0)] = 451
+    world.put(JOBS, 0, job_data(1))
+    world.build(retry_base_seconds=1.0, retry_max_seconds=1.0, unpark_every_seconds=0.5)
+    world.step(0.0)
+    world.step(0.3)
+    world.put(JOBS, 0, job_data(1))  # a redelivered copy of attempt 0, while paused
+    for _ in range(40):
+        world.step(0.25)
+    assert world.sends == [("j1", 0), ("j1", 1)] and world.deliveries["j1"]["state"] == "sent"
+    assert world.done() and world.violations == []
