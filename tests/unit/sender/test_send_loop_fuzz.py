@@ -1,12 +1,12 @@
-"""The real send loop and engine over random adversarial batches, and two
+"""The real send loop and engine over random adversarial batches, and the
 batches such runs found (send_world.World: what it imitates and checks).
 
 Each seed is a world of its own: a few jobs with copies scattered over the
-partitions of send.jobs and send.retry, campaigns paused, unknown, limited
-or cancelled for a while, contacts blocked, lifted or changed (answered
-several times, on any partition), jobs claimed or finished elsewhere,
-deferred or not tried, a database that fails a batch, rebalances. A failing
-seed replays the same: play(seed).
+partitions of send.jobs and send.retry; campaigns paused before or while
+they send, unknown, limited or cancelled for a while; contacts blocked,
+lifted or changed (answered several times, on any partition); jobs claimed
+or finished elsewhere, deferred or not tried; a database that fails a
+batch; rebalances. A failing seed replays the same: play(seed).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ KINDS = {"plain": 6, "blocked": 1, "lifted": 2, "complained": 1, "changed": 2,
          "claimed elsewhere": 1, "finished elsewhere": 1, "erased account": 1, "deferred": 1,
          "withdrawn": 0.3, "untried": 1}
 CAMPAIGNS = ["c1", "c1", "c1", "paused", "unknown", "cancelled", "rated", "rated",
-             "cancelling"]
+             "cancelling", "pausing", "pausing"]
 RUN_SECONDS = 120  # every seed is done within 30 s: a partition not committed by then is stuck
 
 
@@ -46,6 +46,9 @@ def play(seed: int) -> tuple[World, list[str]]:
     world.campaign("cancelled", status=CANCELLED)
     world.campaign("rated", per_second=rnd.choice([1, 2, 3]))
     world.campaign("cancelling", changes=[(start + rnd.uniform(0, 6), CANCELLED)])
+    paused_at = start + rnd.uniform(0, 4)
+    world.campaign("pausing", changes=[(paused_at, PAUSED),
+                                       (paused_at + rnd.uniform(0.5, 6), SENDING)])
     world.erased.add(ERASED_ACCOUNT)
 
     copies, must_finish = [], []
