@@ -590,7 +590,7 @@ class Engine:
                                   extra={"job_id": doc["_id"], "campaign_id": campaign_id})
                         refused.append(doc["_id"])
                         continue
-                    out.append(doc["_id"])
+                    out.append(doc)
                 flush()  # out before they leave the parking
                 self.parked.remove(out)
                 moved += len(out)

@@ -31,7 +31,7 @@ from services.sender.domain import (CANCELLED, CONTACT_CHANGED, DEFERRED, FINAL,
                                     Campaign, Job)
 from shared.erased_accounts import ErasedAccounts
 from shared.ids import unique_hex
-from shared.mongo import delete_all, find_by_ids, insert_new, retry_unreachable
+from shared.mongo import as_utc, delete_all, find_by_ids, insert_new, retry_unreachable
 from shared.pii import email_hash
 
 INDEXES = {
@@ -355,6 +355,11 @@ class DeliveryStore:
                 if doc is not None and doc.get("deferred") and job.attempt <= doc["attempt"]:
                     finished[job.job_id] = {"state": DEFERRED, "attempt": doc["attempt"]}
                     continue
+                if doc is not None and job.attempt <= doc.get("deferred_attempt", -1):
+                    # a copy of an attempt whose retry holds the claim (or held
+                    # it, and died): the retry goes on, not this copy
+                    finished[job.job_id] = {"state": DEFERRED, "attempt": doc["deferred_attempt"]}
+                    continue
                 takeable = doc is not None and (doc.get("deferred")
                                                 or doc["claimed_at"].timestamp() < expired)
                 if takeable and self._take_over(job, doc, now):
@@ -384,11 +389,8 @@ class DeliveryStore:
         document), so the one that takes it over is the one whose insert of a
         marker named after that claim (job, owner, time) goes through."""
         marker = f"{job.job_id}:{doc['owner']}:{doc['claimed_at'].timestamp():.6f}"
-        try:
-            self.takeovers.insert_one({"_id": marker, "job_id": job.job_id, "owner": self.owner,
-                                       "taken_at": now})
-        except DuplicateKeyError:
-            return False  # another sender took it over
+        if not self._mark_takeover(job.job_id, marker, now):
+            return False  # another sender is taking it over
         taken = {"owner": self.owner, "claimed_at": now, "attempt": job.attempt,
                  "previous_owner": doc["owner"]}
         if doc.get("deferred"):  # stands again if this copy goes back unsent (record)
@@ -396,6 +398,26 @@ class DeliveryStore:
         self.claims.update_one({"_id": job.job_id},
                                {"$set": taken, "$unset": {"deferred": ""}})
         return True
+
+    def _mark_takeover(self, job_id: str, marker: str, now: datetime) -> bool:
+        """Whether this sender's marker for the takeover went in. A marker
+        whose taker did not write the claim within a lease (it died, or the
+        database failed between the two writes) is followed by the next
+        generation of it: every later takeover met that marker and the job
+        was held as claimed elsewhere until the marker's retention ran out."""
+        for generation in range(1, 10):
+            name = marker if generation == 1 else f"{marker}#{generation}"
+            try:
+                self.takeovers.insert_one({"_id": name, "job_id": job_id, "owner": self.owner,
+                                           "taken_at": now})
+                return True
+            except DuplicateKeyError:
+                other = self.takeovers.find_one({"_id": name})
+            if other is None:
+                return False  # swept meanwhile: the claim is looked at again later
+            if as_utc(other["taken_at"]).timestamp() > now.timestamp() - self.lease_seconds:
+                return other["owner"] == self.owner  # ours (its claim write failed), or live
+        return False
 
     def record(self, outcomes: list[tuple[str, str, dict]], patience: float = 0.0) -> None:
         """(job id, state, fields) for jobs this sender claimed: a final
@@ -452,14 +474,31 @@ class ParkedJobs:
                           **({"recipient": {"email": ERASED_ADDRESS}} if j.job_id in erased
                              else {})}} for j in jobs]
         for doc, new in zip(docs, insert_new(self.col, docs)):
-            if not new:
-                # Parked before: a redelivered copy, or an older attempt. A
-                # retry parked after a copy of the attempt it retries must
-                # replace it: put back, that copy finds the deferral, and the
-                # retry was gone with nothing to send the job again.
-                self.col.update_one({"_id": doc["_id"],
-                                     "data.attempt": {"$lt": doc["data"]["attempt"]}},
-                                    {"$set": {"data": doc["data"], "parked_at": doc["parked_at"]}})
+            if not new:  # parked before: a redelivered copy, or an older attempt
+                self._keep_latest_attempt(doc)
+
+    def _keep_latest_attempt(self, doc: dict) -> None:
+        """A retry parked after a copy of the attempt it retries must take
+        its place: put back, that copy finds the deferral, and the retry was
+        gone with nothing to send the job again. Only the attempt and its
+        due time change: the recipient stays as parked (an erasure may have
+        scrubbed it), and a contact changed since is caught at send time by
+        its revision. Parked anew if it was put back meanwhile."""
+        data = doc["data"]
+        update: dict[str, Any] = {"$set": {"data.attempt": data["attempt"],
+                                           "parked_at": doc["parked_at"]}}
+        if data.get("not_before"):
+            update["$set"]["data.not_before"] = data["not_before"]
+        else:
+            update["$unset"] = {"data.not_before": ""}
+        for _ in range(3):
+            older = {"_id": doc["_id"], "data.attempt": {"$lt": data["attempt"]}}
+            if self.col.update_one(older, update).matched_count:
+                return
+            if self.col.count_documents({"_id": doc["_id"]}, limit=1):
+                return  # the same attempt or a later one is parked
+            if insert_new(self.col, [doc])[0]:
+                return
 
     def campaigns(self) -> list[str]:
         return self.col.distinct("campaign_id")
@@ -470,8 +509,13 @@ class ParkedJobs:
             query["_id"] = {"$nin": list(exclude)}
         return list(self.col.find(query).limit(limit))
 
-    def remove(self, job_ids: list[str]) -> None:
-        self.col.delete_many({"_id": {"$in": job_ids}})
+    def remove(self, docs: list[dict]) -> None:
+        """The parked jobs put back, as they were taken: a later attempt
+        parked in their place meanwhile stays, to go back next."""
+        if docs:
+            self.col.delete_many({"$or": [
+                {"_id": doc["_id"], "data.attempt": doc["data"]["attempt"]}
+                if "attempt" in doc["data"] else {"_id": doc["_id"]} for doc in docs]})
 
     def held_for(self, account_id: str, contact_id: str) -> list[dict]:
         """An access export: the contact's parked jobs, with the recipient

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from services.sender.domain import Job
 from services.sender.store import DeliveryStore
+from shared.mongo import as_utc
 
 
 def job(job_id: str, attempt: int = 0) -> Job:
@@ -74,9 +75,10 @@ def test_a_deferred_jobs_copy_read_again_finds_its_retry_out_and_the_retry_is_cl
     assert [j.job_id for j in claimed] == ["j1"] and not finished and not held
     doc = mongo_db["claims"].find_one({"_id": "j1"})
     assert doc["owner"] == "s2" and doc["attempt"] == 1 and "deferred" not in doc
-    # the first attempt's copy, read once more, meets a live claim of a later attempt
+    # the first attempt's copy, read once more, meets the retry's claim: done,
+    # not held behind it (test_a_copy_of_a_deferred_attempt_meeting_...)
     claimed, finished, held = first.claim([job("j1", attempt=0)])
-    assert claimed == [] and [j.job_id for j in held] == ["j1"]
+    assert claimed == held == [] and finished["j1"]["state"] == "deferred"
 
 
 def test_a_retry_that_claimed_before_the_mark_keeps_its_claim(mongo_db):
@@ -115,3 +117,53 @@ def test_a_retry_that_took_over_a_deferral_and_goes_back_unsent_leaves_the_defer
     assert [j.job_id for j in claimed] == ["j1"]
     first.record([("j1", "deferred", {})])  # deferred once more: its own mark follows
     assert mongo_db["claims"].find_one({"_id": "j1"}) is None
+
+
+def test_a_copy_of_a_deferred_attempt_meeting_its_retry_s_claim_is_done_even_once_it_expired(
+        mongo_db):
+    """The retry's sender died holding the claim: a copy of attempt 0 took
+    the expired claim over and sent attempt 0 again. The retry, read again,
+    takes it over instead."""
+    first, second = DeliveryStore(mongo_db, "s1", 60), DeliveryStore(mongo_db, "s2", 60)
+    deferred_by(first, ["j1"])
+    second.claim([job("j1", attempt=1)])
+    claimed, finished, held = first.claim([job("j1", attempt=0)])  # the retry's claim is live
+    assert claimed == held == [] and finished["j1"] == {"state": "deferred", "attempt": 0}
+    mongo_db["claims"].update_one({"_id": "j1"}, {"$set": {
+        "claimed_at": datetime.now(timezone.utc) - timedelta(minutes=5)}})  # s2 died
+    claimed, finished, _ = first.claim([job("j1", attempt=0)])
+    assert claimed == [] and finished["j1"]["state"] == "deferred"
+    claimed, _, _ = first.claim([job("j1", attempt=1)])
+    assert [j.job_id for j in claimed] == ["j1"]
+
+
+def test_a_takeover_whose_taker_never_wrote_the_claim_is_taken_over_after_a_lease(mongo_db):
+    """A sender inserted its takeover marker, then died (or the database
+    failed) before writing the claim: every later takeover met the marker
+    and the job was held as claimed elsewhere for the marker's retention."""
+    long_ago = datetime.now(timezone.utc) - timedelta(minutes=10)
+    mongo_db["claims"].insert_one({"_id": "j1", "owner": "dead", "claimed_at": long_ago,
+                                   "attempt": 0, "campaign_id": "camp"})
+    claimed_at = mongo_db["claims"].find_one({"_id": "j1"})["claimed_at"]
+    marker = f"j1:dead:{as_utc(claimed_at).timestamp():.6f}"
+    mongo_db["takeovers"].insert_one({"_id": marker, "job_id": "j1", "owner": "half-way",
+                                      "taken_at": datetime.now(timezone.utc)})
+    store = DeliveryStore(mongo_db, "s1", 60)
+    claimed, _, held = store.claim([job("j1")])
+    assert claimed == [] and [j.job_id for j in held] == ["j1"]  # it may still write it
+    mongo_db["takeovers"].update_one({"_id": marker}, {"$set": {"taken_at": long_ago}})
+    claimed, _, _ = store.claim([job("j1")])
+    assert [j.job_id for j in claimed] == ["j1"]
+    assert mongo_db["claims"].find_one({"_id": "j1"})["owner"] == "s1"
+
+
+def test_a_sender_whose_claim_write_failed_finishes_its_own_takeover(mongo_db):
+    long_ago = datetime.now(timezone.utc) - timedelta(minutes=10)
+    mongo_db["claims"].insert_one({"_id": "j1", "owner": "dead", "claimed_at": long_ago,
+                                   "attempt": 0, "campaign_id": "camp"})
+    claimed_at = mongo_db["claims"].find_one({"_id": "j1"})["claimed_at"]
+    mongo_db["takeovers"].insert_one({"_id": f"j1:dead:{as_utc(claimed_at).timestamp():.6f}",
+                                      "job_id": "j1", "owner": "s1",
+                                      "taken_at": datetime.now(timezone.utc)})
+    claimed, _, _ = DeliveryStore(mongo_db, "s1", 60).claim([job("j1")])
+    assert [j.job_id for j in claimed] == ["j1"]

@@ -1,6 +1,6 @@
 """The sender's parking of a paused campaign's jobs, against the real FerretDB."""
 from services.sender.domain import Job
-from services.sender.store import ParkedJobs
+from services.sender.store import ERASED_ADDRESS, ParkedJobs
 
 ACCOUNT = "a" * 32
 
@@ -33,3 +33,31 @@ def test_a_retry_parked_after_an_older_copy_of_its_job_replaces_it_and_not_the_r
     [doc] = parked.take("camp")
     assert doc["data"]["attempt"] == 1 and doc["data"]["recipient"] == {
         "email": "someone@example.com"}
+
+
+def test_a_later_attempt_keeps_a_scrubbed_recipient_scrubbed(mongo_db):
+    """An erasure scrubbed the parked job after the retry's copy was read as
+    not erased: the retry takes the attempt, never the address back."""
+    parked = ParkedJobs(mongo_db)
+    attempt_0 = _job("p1")
+    parked.park([attempt_0])
+    parked.forget_recipient(ACCOUNT, attempt_0.contact_id)
+    parked.park([Job.from_event(ACCOUNT, {**attempt_0.data, "attempt": 1})])
+    [doc] = parked.take("camp")
+    assert doc["data"]["attempt"] == 1 and doc["data"]["recipient"] == {"email": ERASED_ADDRESS}
+
+
+def test_putting_back_leaves_a_later_attempt_parked_meanwhile_and_one_parked_after_goes_in(
+        mongo_db):
+    parked = ParkedJobs(mongo_db)
+    attempt_0 = _job("p1")
+    attempt_1 = Job.from_event(ACCOUNT, {**attempt_0.data, "attempt": 1})
+    parked.park([attempt_0])
+    [taken] = parked.take("camp")
+    parked.park([attempt_1])  # between the take and the remove
+    parked.remove([taken])
+    [left] = parked.take("camp")
+    assert left["data"]["attempt"] == 1
+    parked.remove([left])
+    parked.park([attempt_1])  # parked again after it went back
+    assert [d["data"]["attempt"] for d in parked.take("camp")] == [1]

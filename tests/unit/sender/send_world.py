@@ -270,6 +270,8 @@ class World:
                 finished[job.job_id] = self.deliveries[job.job_id]
             elif doc.get("deferred") and job.attempt <= doc["attempt"]:
                 finished[job.job_id] = {"state": DEFERRED, "attempt": doc["attempt"]}
+            elif job.attempt <= doc.get("deferred_attempt", -1):
+                finished[job.job_id] = {"state": DEFERRED, "attempt": doc["deferred_attempt"]}
             elif doc.get("deferred") or doc["claimed_at"] < self.now - self.lease_seconds:
                 taken = {**self._claim_of(job), "previous_owner": doc["owner"]}
                 if doc.get("deferred"):
@@ -318,9 +320,13 @@ class World:
             if job.job_id in erased:
                 data["recipient"] = {"email": "erased@invalid"}
             parked = self.parked.get(job.job_id)
-            if parked is None or parked["data"]["attempt"] < job.attempt:  # a retry replaces
+            if parked is None:
                 self.parked[job.job_id] = {"_id": job.job_id, "campaign_id": job.campaign_id,
-                                           "account_id": job.account_id, "data": data}
+                                           "account_id": job.account_id,
+                                           "data": {**data, "attempt": job.attempt}}
+            elif parked["data"]["attempt"] < job.attempt:  # a retry takes the older one's place
+                parked["data"] = {**parked["data"], "attempt": job.attempt,
+                                  "not_before": data.get("not_before")}
 
     def campaigns(self):
         return sorted({doc["campaign_id"] for doc in self.parked.values()})
@@ -329,9 +335,11 @@ class World:
         return [doc for doc in self.parked.values()
                 if doc["campaign_id"] == campaign_id and doc["_id"] not in exclude][:limit]
 
-    def remove(self, job_ids):
-        for job_id in job_ids:
-            self.parked.pop(job_id, None)
+    def remove(self, docs):
+        for doc in docs:
+            if self.parked.get(doc["_id"], {}).get("data", {}).get("attempt") == \
+                    doc["data"]["attempt"]:
+                del self.parked[doc["_id"]]
 
     # --------------------------------------------------------------- HeldJobs
     def hold(self, jobs, ask_again_at):

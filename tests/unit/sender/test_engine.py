@@ -462,9 +462,9 @@ class _Parking:
         return [d for d in self.docs.values()
                 if d["campaign_id"] == campaign_id and d["_id"] not in exclude][:limit]
 
-    def remove(self, job_ids):
-        for job_id in job_ids:
-            del self.docs[job_id]
+    def remove(self, docs):
+        for doc in docs:
+            del self.docs[doc["_id"]]
 
 
 def test_a_parked_job_the_schema_refuses_stays_parked_and_holds_back_no_other_campaign():
