@@ -35,10 +35,10 @@ import time
 from typing import Callable, Protocol
 
 from services.sender import metrics
+from shared.kafka.interface import TopicPartition
 
 log = logging.getLogger(__name__)
 
-TopicPartition = tuple[str, int]
 Mark = dict[TopicPartition, int]  # end offset per partition with anything in it
 
 

@@ -183,7 +183,7 @@ class Engine:
         try:
             slots = self._take_slots(jobs, campaigns, erased)
             ready = self._admit(sequences, campaigns, erased, result, slots)
-            reasons = self._reasons(_first_of_each(ready), campaigns)  # the copies claimed
+            reasons = self._reasons(ready, campaigns)
             ready = self._wait_for_contact_view(sequences, ready, reasons, result)
             outcomes: list[tuple[str, str, dict]] = []
             claimed = self._claim(ready, result)
@@ -274,7 +274,10 @@ class Engine:
         for sequence in sequences:
             for job in sequence:
                 if job.job_id in taken:
-                    # Not weighed again: a hold of this copy (the rate window
+                    # A job twice in the batch (a parked job put back twice, a
+                    # redelivery) goes on once. Claimed again, the second copy
+                    # met the first's claim and held the partition for the
+                    # whole lease; weighed again, its hold (the rate window
                     # full by then) was overwritten by the first copy's DONE,
                     # and the jobs after it were left with neither.
                     continue
@@ -404,11 +407,8 @@ class Engine:
         return self.settings.held_recheck_seconds
 
     def _claim(self, ready, result) -> list[Job]:
-        """The jobs this sender now owns. Finished ones: announced again.
-        Claimed by a live sender: held. A job twice in the batch (a parked
-        job put back twice, a redelivery) is claimed once: the second copy
-        met the first's claim and held the partition for the whole lease."""
-        ready = _first_of_each(ready)
+        """The jobs this sender now owns (each id once: _admit). Finished
+        ones: announced again. Claimed by a live sender: held."""
         claimed, finished, held = self.deliveries.claim(ready)
         for job in held:
             result[job.job_id] = Hold(self.clock() + self.settings.held_recheck_seconds,
@@ -739,14 +739,6 @@ def _latest_attempts(sequences: list[list[Job]]) -> list[list[Job]]:
             latest[job.job_id] = max(latest.get(job.job_id, job.attempt), job.attempt)
     return [[job for job in sequence if job.attempt >= latest[job.job_id]]
             for sequence in sequences]
-
-
-def _first_of_each(jobs: list[Job]) -> list[Job]:
-    """Each job id once, its first copy, in order."""
-    first: dict[str, Job] = {}
-    for job in jobs:
-        first.setdefault(job.job_id, job)
-    return list(first.values())
 
 
 def _by_campaign(jobs: list[Job]) -> dict[str, list[Job]]:
