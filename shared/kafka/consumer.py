@@ -133,8 +133,7 @@ class ConsumerLoop:
         skipped on a stale state after 30 s, and the coordinator may be back."""
         if not self._failed_commits:
             return self.commit_interval
-        return max(self.commit_interval,
-                   min(COMMIT_PAUSE_MAX, self.backoff_initial * 2 ** (self._failed_commits - 1)))
+        return max(self.commit_interval, self._backoff(self._failed_commits, COMMIT_PAUSE_MAX))
 
     def _settle(self, record: Record, ok: bool) -> int:
         tp = (record.topic, record.partition)
@@ -286,10 +285,14 @@ class ConsumerLoop:
     def _retry_later(self, tp: TopicPartition, offset: int) -> None:
         failures = self._failures.get(tp, 0) + 1
         self._failures[tp] = failures
-        delay = min(self.backoff_max, self.backoff_initial * 2 ** (failures - 1))
+        delay = self._backoff(failures, self.backoff_max)
         self.source.seek(tp, offset)
         self.source.pause(tp)
         self._paused_until[tp] = self.clock() + delay
+
+    def _backoff(self, failures: int, longest: float) -> float:
+        """Seconds to wait after `failures` in a row: doubling, up to `longest`."""
+        return min(longest, self.backoff_initial * 2 ** (failures - 1))
 
     def _resume_due_partitions(self) -> None:
         now = self.clock()
@@ -328,7 +331,7 @@ class ConsumerLoop:
             if not self._failed_commits or only is not None:  # not at every interval
                 log.warning("offset commit failed; tried again, or the work is redelivered",
                             exc_info=True)
-            if only is None:  # a revoke's or a stop's commit is not retried on a schedule
+            if only is None:  # a revoke's commit is not retried on a schedule
                 self._failed_commits += 1
             offsets = {tp: offset for tp, offset in offsets.items() if tp not in self._owned()}
         else:
@@ -347,10 +350,10 @@ class ConsumerLoop:
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         self.commit(only=set(partitions))
-        for tp in partitions:  # a commit that failed is not tried again: no longer ours
+        for tp in partitions:
+            # A commit that failed is not tried again: no longer ours.
             self._done.pop(tp, None)
             self._first_uncommitted.pop(tp, None)
-        for tp in partitions:
             self._paused_until.pop(tp, None)
             self._failures.pop(tp, None)
 
