@@ -540,9 +540,9 @@ class Engine:
         self.publisher.flush()  # a failure here is the batch's: the retries are not out
         try:
             self.deliveries.deferred(jobs)
-        except Exception:  # only a shortcut: failing the batch for it re-sent them at once
-            log.warning("deferred jobs not marked; a copy read again is tried early",
-                        exc_info=True, extra={"jobs": len(jobs)})
+        except Exception:  # failing the batch for it re-sent them (after the lease) for nothing
+            log.warning("deferred jobs not marked; a copy read again is tried once their "
+                        "claims' lease runs out", exc_info=True, extra={"jobs": len(jobs)})
 
     def ask_contacts_again(self, flush: Callable[[], None]) -> int:
         """delivery.held again for held jobs whose answer is due and has not

@@ -314,11 +314,12 @@ class DeliveryStore:
     time (~0.65 ms each), and no update is a compare-and-set there.
 
     `claims` (_id = job id): who is sending the job since when; deleted when
-    the job is deferred or released, kept once it is final. A deferred job's
-    claim comes back once its retry is out (`deferred`), marked with the
-    attempt deferred: a copy of that attempt read again (its partition
-    re-read from a job before it) then finds its retry already on its way
-    instead of being sent again at once, and the retry takes the claim over.
+    the job is released, kept once it is final. A deferred job's claim is
+    kept, and marked deferred (with the attempt deferred) once its retry is
+    out (`deferred`): a copy of that attempt read again (its partition
+    re-read from a job before it, or a copy on another partition, read by
+    another sender) then finds its retry already on its way instead of being
+    sent again at once, and the retry takes the claim over.
     `deliveries` (_id = job id): the final outcome and the event announcing
     it; a job with one is never sent again.
     """
@@ -370,14 +371,19 @@ class DeliveryStore:
 
     def deferred(self, jobs: list[Job]) -> None:
         """These jobs were deferred and their retries are out (flushed to
-        send.retry): their claims come back marked so. Written only then,
-        so a copy that finds the mark may be dropped; a crash before it
-        leaves no mark, and the copy is sent again early, as before. A
-        claim there already is the retry's, which came back first."""
-        now = utcnow()
-        insert_new(self.claims, [{"_id": j.job_id, "owner": self.owner, "claimed_at": now,
-                                  "attempt": j.attempt, "campaign_id": j.campaign_id,
-                                  "deferred": True} for j in jobs])
+        send.retry): their claims, this sender's since they were sent (record
+        keeps them), are marked so. Marked only then, so a copy that finds
+        the mark may be dropped; until then a copy meets a live claim and
+        waits (claimed elsewhere). Given back at record, the claim was gone
+        until the mark, for the rest of the batch: another sender reading a
+        copy of the same attempt claimed it afresh and sent it again. A crash
+        (or a failure here) before the mark leaves the claim to run out its
+        lease, and a copy is sent again then, as after any crash. One update
+        of claims only this sender writes while they are live."""
+        if jobs:
+            self.claims.update_many({"_id": {"$in": [j.job_id for j in jobs]},
+                                     "owner": self.owner, "deferred": {"$ne": True}},
+                                    {"$set": {"deferred": True, "claimed_at": utcnow()}})
 
     def _take_over(self, job: Job, doc: dict, now: datetime) -> bool:
         """Claim a job whose sender died mid-send (its lease ran out): the
@@ -421,7 +427,8 @@ class DeliveryStore:
 
     def record(self, outcomes: list[tuple[str, str, dict]], patience: float = 0.0) -> None:
         """(job id, state, fields) for jobs this sender claimed: a final
-        state is stored; deferred and released ones give their claim back.
+        state is stored; released ones give their claim back; deferred ones
+        keep it until their retries are out (`deferred`).
 
         The messages are out already: if the database is unreachable, keep
         trying for `patience` seconds before raising. A batch that fails here
@@ -431,7 +438,8 @@ class DeliveryStore:
         final = [{"_id": job_id, "state": state, "owner": self.owner, "updated_at": utcnow(),
                   **fields}
                  for job_id, state, fields in outcomes if state in FINAL]
-        give_back = [job_id for job_id, state, _ in outcomes if state not in FINAL]
+        give_back = [job_id for job_id, state, _ in outcomes
+                     if state not in FINAL and state != DEFERRED]
         released = [job_id for job_id, state, _ in outcomes if state == RELEASED]
 
         def write():
@@ -483,7 +491,14 @@ class ParkedJobs:
         gone with nothing to send the job again. Only the attempt and its
         due time change: the recipient stays as parked (an erasure may have
         scrubbed it), and a contact changed since is caught at send time by
-        its revision. Parked anew if it was put back meanwhile."""
+        its revision. Parked anew if it was put back meanwhile.
+
+        A copy of the attempt parked is parked anew too (its parked_at): a
+        sender putting the job back as it took it before (another sender,
+        whose cache has the campaign resumed, while this one's has it still
+        paused, reading the very copy put back) then leaves it (remove).
+        Left as it was, it was deleted, and the copy, settled as parked,
+        was the job's last."""
         data = doc["data"]
         update: dict[str, Any] = {"$set": {"data.attempt": data["attempt"],
                                            "parked_at": doc["parked_at"]}}
@@ -492,11 +507,11 @@ class ParkedJobs:
         else:
             update["$unset"] = {"data.not_before": ""}
         for _ in range(3):
-            older = {"_id": doc["_id"], "data.attempt": {"$lt": data["attempt"]}}
+            older = {"_id": doc["_id"], "data.attempt": {"$lte": data["attempt"]}}
             if self.col.update_one(older, update).matched_count:
                 return
             if self.col.count_documents({"_id": doc["_id"]}, limit=1):
-                return  # the same attempt or a later one is parked
+                return  # a later attempt is parked
             if insert_new(self.col, [doc])[0]:
                 return
 
@@ -510,12 +525,10 @@ class ParkedJobs:
         return list(self.col.find(query).limit(limit))
 
     def remove(self, docs: list[dict]) -> None:
-        """The parked jobs put back, as they were taken: a later attempt
-        parked in their place meanwhile stays, to go back next."""
+        """The parked jobs put back, as they were taken: a later attempt, or
+        a copy, parked in their place meanwhile stays, to go back next."""
         if docs:
-            self.col.delete_many({"$or": [
-                {"_id": doc["_id"], "data.attempt": doc["data"]["attempt"]}
-                if "attempt" in doc["data"] else {"_id": doc["_id"]} for doc in docs]})
+            self.col.delete_many({"$or": [_as_taken(doc) for doc in docs]})
 
     def held_for(self, account_id: str, contact_id: str) -> list[dict]:
         """An access export: the contact's parked jobs, with the recipient
@@ -533,6 +546,16 @@ class ParkedJobs:
 
     def forget_account(self, account_id: str) -> None:
         delete_all(self.col, {"account_id": account_id})
+
+
+def _as_taken(doc: dict) -> dict:
+    """A filter of the parked job as it was taken, not as parked since."""
+    taken = {"_id": doc["_id"]}
+    if "attempt" in doc["data"]:
+        taken["data.attempt"] = doc["data"]["attempt"]
+    if "parked_at" in doc:
+        taken["parked_at"] = doc["parked_at"]
+    return taken
 
 
 class HeldJobs:

@@ -57,11 +57,12 @@ def test_an_expired_claim_is_taken_over_by_exactly_one_sender(mongo_db):
 
 
 def deferred_by(store: DeliveryStore, job_ids: list[str]) -> None:
-    """What a sender does with jobs it deferred: claims given back, then,
-    once their retries are out, marked."""
+    """What a sender does with jobs it deferred: claims kept, then, once
+    their retries are out, marked."""
     store.claim([job(j) for j in job_ids])
     store.record([(j, "deferred", {}) for j in job_ids])
-    assert store.claims.count_documents({"_id": {"$in": job_ids}}) == 0
+    assert store.claims.count_documents({"_id": {"$in": job_ids}, "owner": store.owner,
+                                         "deferred": {"$ne": True}}) == len(job_ids)
     store.deferred([job(j) for j in job_ids])
 
 
@@ -81,15 +82,21 @@ def test_a_deferred_jobs_copy_read_again_finds_its_retry_out_and_the_retry_is_cl
     assert claimed == held == [] and finished["j1"]["state"] == "deferred"
 
 
-def test_a_retry_that_claimed_before_the_mark_keeps_its_claim(mongo_db):
+def test_copies_read_before_the_mark_wait_for_it(mongo_db):
+    """Given back at the record, the claim was gone until the mark: another
+    sender's copy of the deferred attempt was claimed afresh and sent again
+    (tests/unit/sender/test_send_loop_fuzz.py)."""
     first, second = DeliveryStore(mongo_db, "s1", 60), DeliveryStore(mongo_db, "s2", 60)
     first.claim([job("j1")])
     first.record([("j1", "deferred", {})])
-    claimed, _, _ = second.claim([job("j1", attempt=1)])   # due before the batch ended
-    assert [j.job_id for j in claimed] == ["j1"]
+    for attempt in (0, 1):  # a copy of the attempt; its retry, due before the batch ended
+        claimed, finished, held = second.claim([job("j1", attempt=attempt)])
+        assert claimed == [] and not finished and [j.job_id for j in held] == ["j1"]
     first.deferred([job("j1")])
-    doc = mongo_db["claims"].find_one({"_id": "j1"})
-    assert doc["owner"] == "s2" and "deferred" not in doc
+    claimed, finished, held = second.claim([job("j1", attempt=0)])
+    assert claimed == held == [] and finished["j1"]["state"] == "deferred"
+    claimed, _, _ = second.claim([job("j1", attempt=1)])
+    assert [j.job_id for j in claimed] == ["j1"]
 
 
 def test_each_deferred_jobs_retry_is_claimed_by_exactly_one_sender(mongo_db):
@@ -116,7 +123,11 @@ def test_a_retry_that_took_over_a_deferral_and_goes_back_unsent_leaves_the_defer
     claimed, _, _ = first.claim([job("j1", attempt=1)])  # the retry, read again, goes on
     assert [j.job_id for j in claimed] == ["j1"]
     first.record([("j1", "deferred", {})])  # deferred once more: its own mark follows
-    assert mongo_db["claims"].find_one({"_id": "j1"}) is None
+    doc = mongo_db["claims"].find_one({"_id": "j1"})
+    assert doc["owner"] == "s1" and doc["attempt"] == 1 and "deferred" not in doc
+    first.deferred([job("j1", attempt=1)])
+    doc = mongo_db["claims"].find_one({"_id": "j1"})
+    assert doc["deferred"] is True and doc["attempt"] == 1
 
 
 def test_a_copy_of_a_deferred_attempt_meeting_its_retry_s_claim_is_done_even_once_it_expired(

@@ -1,4 +1,6 @@
 """The sender's parking of a paused campaign's jobs, against the real FerretDB."""
+import time
+
 from services.sender.domain import Job
 from services.sender.store import ERASED_ADDRESS, ParkedJobs
 
@@ -61,3 +63,19 @@ def test_putting_back_leaves_a_later_attempt_parked_meanwhile_and_one_parked_aft
     parked.remove([left])
     parked.park([attempt_1])  # parked again after it went back
     assert [d["data"]["attempt"] for d in parked.take("camp")] == [1]
+
+
+def test_a_copy_parked_again_between_the_take_and_the_remove_stays_parked(mongo_db):
+    """A sender puts a job back while another, whose cache has the campaign
+    still paused, parks the copy just put back: parked at that attempt
+    already, it was left as it was, and the remove deleted it."""
+    parked = ParkedJobs(mongo_db)
+    parked.park([_job("p1")])
+    [taken] = parked.take("camp")
+    time.sleep(0.002)  # parked_at is stored to the millisecond
+    parked.park([_job("p1")])
+    parked.remove([taken])
+    [left] = parked.take("camp")
+    assert left["data"]["attempt"] == 0
+    parked.remove([left])
+    assert parked.take("camp") == []
