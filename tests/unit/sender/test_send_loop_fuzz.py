@@ -6,7 +6,11 @@ partitions of send.jobs and send.retry; campaigns paused before or while
 they send, unknown, limited or cancelled for a while; contacts blocked,
 lifted or changed (answered several times, on any partition); jobs claimed
 or finished elsewhere, deferred or not tried; a database that fails a
-batch; rebalances. A failing seed replays the same: play(seed).
+batch; rebalances. With two senders (play(seed, 2)), the same worlds with
+more copies and deferrals, read by two senders that run at once (one's
+batch within the other's), die and are replaced, while any operation of
+the database may fail. A failing seed replays the same: play(seed) or
+play(seed, 2); play(seed, 2, where) searches one place (send_world.POINTS).
 """
 from __future__ import annotations
 
@@ -17,9 +21,10 @@ from datetime import datetime, timezone
 import pytest
 
 from services.sender.domain import CANCELLED, PAUSED, SENDING, Job
-from tests.unit.sender.send_world import ACCOUNT, JOBS, RETRY, UNTRIED, World, job_data
+from tests.unit.sender.send_world import (ACCOUNT, JOBS, POINTS, RETRY, UNTRIED, World,
+                                          job_data)
 
-SEEDS, BLOCK = 800, 200
+SEEDS, BLOCK = {1: 800, 2: 600}, 200  # seeds per number of senders
 ERASED_ACCOUNT = "e" * 32
 # What becomes of a job, and how often (weights).
 KINDS = {"plain": 6, "blocked": 1, "lifted": 2, "complained": 1, "changed": 2,
@@ -30,9 +35,11 @@ CAMPAIGNS = ["c1", "c1", "c1", "paused", "unknown", "cancelled", "rated", "rated
 RUN_SECONDS = 120  # every seed is done within 30 s: a partition not committed by then is stuck
 
 
-def play(seed: int) -> tuple[World, list[str]]:
+def play(seed: int, senders: int = 1, where: dict | None = None) -> tuple[World, list[str]]:
     """A world run until all is done (or for RUN_SECONDS), and the jobs that
-    must end final (all but the erased account's)."""
+    must end final (all but the erased account's). With several senders,
+    the same world, where the database fails now and then (any operation of
+    the send path), senders die and others join, and senders run at once."""
     rnd = random.Random(seed)
     world = World(partitions=rnd.choice([1, 2, 3]), view_lag=rnd.choice([0.0, 0.5, 2.0]),
                   seed=seed)
@@ -66,11 +73,9 @@ def play(seed: int) -> tuple[World, list[str]]:
         elif kind == "changed":
             world.contact(f"p{n}", revision=rnd.randint(1, 2))
         elif kind == "claimed elsewhere":
-            world.claims[job_id] = {"owner": "other", "claimed_at": start - rnd.uniform(0, 9),
-                                    "attempt": 0}
+            world.claimed_by(job_id, "other", start - rnd.uniform(0, 9))
         elif kind == "finished elsewhere":
-            world.claims[job_id] = {"owner": "other", "claimed_at": start - 100, "attempt": 0}
-            world.deliveries[job_id] = {"state": "sent", "event": None}
+            world.finished_by(job_id, "other", start - 100)
         elif kind == "untried":
             world.replies[(job_id, 0)] = UNTRIED
         elif kind == "deferred":
@@ -89,6 +94,16 @@ def play(seed: int) -> tuple[World, list[str]]:
             copies.append((topic, rnd.randrange(world.broker.partitions), data, account))
     if rnd.random() < 0.3:
         copies.append((JOBS, rnd.randrange(world.broker.partitions), None, None))
+    chaos = random.Random(f"chaos {seed}")
+    if senders > 1 and chaos.random() < 0.5:
+        # more of what senders meet at once: copies of a job on other
+        # partitions (another sender's), and deferrals
+        for topic, partition, data, account in list(copies):
+            if data is not None and chaos.random() < 0.3:
+                copies.append((chaos.choice([JOBS, RETRY]),
+                               chaos.randrange(world.broker.partitions), data, account))
+            if data is not None and chaos.random() < 0.2:
+                world.replies.setdefault((data["job_id"], 0), chaos.choice([421, 451]))
     rnd.shuffle(copies)
     for topic, partition, data, account in copies:
         if data is None:
@@ -96,12 +111,32 @@ def play(seed: int) -> tuple[World, list[str]]:
         else:
             world.put(topic, partition, data, account)
 
-    world.build(max_records=rnd.choice([3, 5, 500]), unknown_campaign_recheck_seconds=0.1,
+    world.ferretdb = bool(where and where.get("ferretdb"))
+    world.build(max_records=rnd.choice([3, 5, 500]), senders=senders,
+                unknown_campaign_recheck_seconds=0.1,
                 retry_base_seconds=1.0, retry_max_seconds=2.0, held_recheck_seconds=0.5,
                 unpark_every_seconds=0.5, contact_answer_seconds=5.0,
                 contact_answer_max_seconds=10.0)
     if rnd.random() < 0.3:
         world.fail_record_calls = {rnd.randint(1, 6)}
+    if senders > 1:
+        world.chaos = {"fail": chaos.choice([0.0, 0.02, 0.1]),
+                       "die": chaos.choice([0.0, 0.005, 0.02]),
+                       "interleave": chaos.choice([0.0, 0.05, 0.2]),
+                       "midway": chaos.choice([0.0, 0.3, 0.8])}
+        world.failures_left = chaos.randint(0, 4)
+        world.deaths_left = chaos.randint(0, 2)
+        world.campaign_cache_seconds = chaos.choice([0.0, 0.5, 1.0])
+        if chaos.random() < 0.7:  # a few places only, each more often
+            world.chaos_points = set(chaos.sample(POINTS, chaos.randint(1, 5)))
+            world.chaos = {what: 5 * odds if what != "midway" else odds
+                           for what, odds in world.chaos.items()}
+        if where:  # a search of one place: {"points": {...}, "fail": odds, ...}
+            world.chaos_points = set(where["points"])
+            world.chaos = {what: where.get(what, 0.0)
+                           for what in ("fail", "die", "interleave", "midway")}
+            world.failures_left = where.get("failures", 3)
+            world.deaths_left = where.get("deaths", 1)
     rebalances = rnd.choice([0.0, 0.03, 0.15])
     while world.now < start + RUN_SECONDS and not world.done():
         world.step(rnd.choice([0.0, 0.05, 0.1, 0.3, 0.7]), rebalance=rnd.random() < rebalances)
@@ -119,12 +154,13 @@ def problems(world: World, must_finish: list[str]) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("first", range(0, SEEDS, BLOCK))
-def test_random_batches_keep_the_send_loops_promises(first, caplog):
+@pytest.mark.parametrize("senders,first", [(senders, first) for senders, seeds in SEEDS.items()
+                                           for first in range(0, seeds, BLOCK)])
+def test_random_batches_keep_the_send_loops_promises(first, senders, caplog):
     caplog.set_level(logging.CRITICAL, logger="services.sender")  # the failed batches, on purpose
     failed = {seed: found for seed in range(first, first + BLOCK)
-              if (found := problems(*play(seed)))}
-    assert not failed, "\n".join(f"seed {seed} (replay: play({seed})): {found[:3]}"
+              if (found := problems(*play(seed, senders)))}
+    assert not failed, "\n".join(f"seed {seed} (replay: play({seed}, {senders})): {found[:3]}"
                                  for seed, found in failed.items())
 
 
@@ -187,7 +223,7 @@ def test_a_retry_given_back_unsent_leaves_the_deferral_for_an_older_copy_to_find
     for contact in ("p1", "p2", "p3"):
         world.contact(contact)
     world.replies[("j1", 0)] = 451
-    world.claims["j3"] = {"owner": "other", "claimed_at": start, "attempt": 0}
+    world.claimed_by("j3", "other", start)
     world.put(JOBS, 0, job_data(1))
     world.put(JOBS, 0, job_data(2, "cu"))
     world.put(JOBS, 0, job_data(1))  # a redelivered copy of attempt 0, behind j2
@@ -217,4 +253,53 @@ def test_a_retry_parked_after_a_copy_of_the_attempt_it_retries_is_sent_at_the_re
     for _ in range(40):
         world.step(0.25)
     assert world.sends == [("j1", 0), ("j1", 1)] and world.deliveries["j1"]["state"] == "sent"
+    assert world.done() and world.violations == []
+
+
+def test_a_copy_read_by_another_sender_before_the_deferral_is_marked_is_not_sent_again():
+    """Two senders, a copy of j1's attempt 0 on each one's partition. One
+    sends it, deferred; its record gave the claim back, and the mark came
+    only once the retry was flushed: the other sender, running meanwhile,
+    claimed its copy afresh and sent attempt 0 again."""
+    world = World(partitions=2)
+    world.campaign("c1")
+    world.contact("p1")
+    world.replies[("j1", 0)] = 451
+    world.put(JOBS, 0, job_data(1))
+    world.put(JOBS, 1, job_data(1))  # the same attempt, on the other sender's partition
+    world.build(senders=2, retry_base_seconds=1.0, retry_max_seconds=1.0,
+                held_recheck_seconds=0.5)
+    world.assign({"me": [(JOBS, 0), (RETRY, 0)], "you": [(JOBS, 1), (RETRY, 1)]})
+    world.shuffle_senders = False  # me first
+    world.when("me", "kafka.flush", "others")  # the retry's flush, before the mark
+    for _ in range(20):
+        world.step(0.5)
+    assert world.sends == [("j1", 0), ("j1", 1)]
+    assert world.deliveries["j1"]["state"] == "sent" and world.deliveries["j1"]["attempt"] == 1
+    assert world.done() and world.violations == []
+
+
+def test_a_job_parked_again_while_another_sender_puts_it_back_stays_parked():
+    """A campaign resumed: one sender puts its parked job back on send.jobs,
+    and before it removes the parked document, the other sender, whose
+    cache still has the campaign paused, reads the copy just put back and
+    parks it: parked already, at that attempt, so nothing was written, and
+    the first sender's remove deleted it. The copy was committed as parked,
+    and the job was never sent."""
+    world = World()
+    start = world.now
+    world.campaign("c1", status=PAUSED, changes=[(start + 0.2, SENDING)])
+    world.contact("p1")
+    world.put(JOBS, 0, job_data(1))
+    world.campaign_cache_seconds = 1.0
+    world.build(senders=2, unpark_every_seconds=0.5)
+    world.assign({"me": [(JOBS, 0), (RETRY, 0)]})  # "you" reads nothing, and unparks
+    world.senders.reverse()
+    world.shuffle_senders = False  # "you" first
+    world.step(0.0)  # parked by "me", which has the campaign paused until t+1
+    assert list(world.parked) == ["j1"]
+    world.when("you", "parked_jobs.delete_many", "others")  # "me" runs before the remove
+    for _ in range(20):
+        world.step(0.25)
+    assert world.sends == [("j1", 0)] and world.deliveries["j1"]["state"] == "sent"
     assert world.done() and world.violations == []
