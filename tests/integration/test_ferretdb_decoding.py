@@ -1,11 +1,11 @@
 """The local FerretDB's document encoding and decoding, patched at build
-(devstack/ferretdb_patches.py, patches 7 and 8), and the prefix ranges it
-pushes down (patch 10): FerretDB's own tests of its
-sjson package, the checks that the fast paths decode whatever they accept
-exactly as encoding/json does and encode exactly its bytes, and that a
-document stored with its schema last reads back as it was, pass on the
-source `make install` built. (tests/integration/test_mongo.py checks
-documents through the server.)"""
+(devstack/ferretdb_patches.py, patches 7 and 8), the prefix ranges it
+pushes down (patch 10) and its writes taking turns (patch 11): FerretDB's
+own tests of its sjson package, the checks that the fast paths decode
+whatever they accept exactly as encoding/json does and encode exactly its
+bytes, that a document stored with its schema last reads back as it was,
+and the writer's tests pass on the source `make install` built.
+(tests/integration/test_mongo.py checks documents through the server.)"""
 import shutil
 import subprocess
 
@@ -47,4 +47,21 @@ def test_a_prefix_range_is_pushed_down_only_where_no_match_can_be_missed():
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     for name in ("TestPrefixRangeAccepts", "TestPrefixRangeRejects", "TestPrefixRangeAllRunes",
                  "TestPrefixRangeNoMiss", "TestFieldTermsPrefixRange"):
+        assert f"--- PASS: {name}" in run.stdout, name
+
+
+def test_a_databases_writes_take_turns_on_one_connection():
+    """Patch 11's checks (writer_test.go): concurrent writes never meet
+    SQLite's lock, a failed transaction or a cancelled wait gives the turn
+    back, and a pool of one connection stays free for reads."""
+    go = shutil.which("go")
+    assert go, "Go is needed to build the local FerretDB"
+    src = config.FERRETDB_SRC_DIR
+    for relative, text in ferretdb_patches.added_files().items():
+        assert (src / relative).read_text() == text, f"{relative}: run make install"
+    run = subprocess.run([go, "test", "-count=1", "-v", "./internal/util/fsql/"], cwd=src,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    for name in ("TestConcurrentWritesTakeTurns", "TestAFailedTransactionGivesTheTurnBack",
+                 "TestAWaitingWriteEndsWithItsContext", "TestAPoolOfOneStaysFreeForReads"):
         assert f"--- PASS: {name}" in run.stdout, name

@@ -1,0 +1,143 @@
+// Added by Sandesh's build (devstack/ferretdb_patches.py, patch 11).
+
+package fsql
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+)
+
+// writer takes a database's writes one at a time, through one connection.
+//
+// SQLite lets one connection write to a database at a time. Writers on the
+// pool's other connections met SQLITE_BUSY and slept in SQLite's busy
+// handler (1, 2, 5, 10... ms) before trying again, and a connection that
+// wrote after another one had committed found its page cache out of date
+// and read the pages again. Waiting here for the turn, on the connection
+// that wrote last, costs neither. Reads keep the pool.
+//
+// A pool of one connection (an in-memory database) keeps that connection
+// free for reads: writes then take their turn here but use the pool.
+type writer struct {
+	db   *sql.DB
+	turn chan struct{}
+	conn *sql.Conn // nil until the first write, and after it went bad
+	pin  bool
+}
+
+func newWriter(db *sql.DB) *writer {
+	return &writer{db: db, turn: make(chan struct{}, 1), pin: db.Stats().MaxOpenConnections != 1}
+}
+
+// wait takes the turn, or gives up with the context.
+func (w *writer) wait(ctx context.Context) error {
+	select {
+	case w.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (w *writer) done() {
+	<-w.turn
+}
+
+// connection is the writing connection; the caller has the turn.
+func (w *writer) connection(ctx context.Context) (*sql.Conn, error) {
+	if w.conn == nil {
+		conn, err := w.db.Conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+
+		w.conn = conn
+	}
+
+	return w.conn, nil
+}
+
+// unusable drops the connection after an error that says it cannot be used
+// again, so the next write takes another one; it reports whether it did.
+func (w *writer) unusable(err error) bool {
+	if w.conn == nil || !(errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone)) {
+		return false
+	}
+
+	_ = w.conn.Close()
+	w.conn = nil
+
+	return true
+}
+
+// exec runs a statement in its turn.
+func (w *writer) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := w.wait(ctx); err != nil {
+		return nil, err
+	}
+	defer w.done()
+
+	if !w.pin {
+		return w.db.ExecContext(ctx, query, args...)
+	}
+
+	for attempt := 0; ; attempt++ {
+		conn, err := w.connection(ctx)
+		if err != nil {
+			return nil, err
+		}
+
+		res, err := conn.ExecContext(ctx, query, args...)
+		if err != nil && w.unusable(err) && attempt == 0 {
+			continue
+		}
+
+		return res, err
+	}
+}
+
+// begin starts a transaction in its turn; end gives the turn back once the
+// transaction is committed or rolled back.
+func (w *writer) begin(ctx context.Context) (tx *sql.Tx, end func(), err error) {
+	if err = w.wait(ctx); err != nil {
+		return nil, nil, err
+	}
+
+	defer func() {
+		if err != nil {
+			w.done()
+		}
+	}()
+
+	if !w.pin {
+		tx, err = w.db.BeginTx(ctx, nil)
+		return tx, w.done, err
+	}
+
+	for attempt := 0; ; attempt++ {
+		var conn *sql.Conn
+		if conn, err = w.connection(ctx); err != nil {
+			return nil, nil, err
+		}
+
+		tx, err = conn.BeginTx(ctx, nil)
+		if err != nil && w.unusable(err) && attempt == 0 {
+			continue
+		}
+
+		return tx, w.done, err
+	}
+}
+
+// close closes the writing connection once no write holds it.
+func (w *writer) close() {
+	w.turn <- struct{}{}
+	defer w.done()
+
+	if w.conn != nil {
+		_ = w.conn.Close()
+		w.conn = nil
+	}
+}
