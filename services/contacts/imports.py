@@ -10,10 +10,10 @@ carries (import_id, row), and a contact it created carries the same origin,
 so a replayed row is counted exactly as the first time, and the unique
 (account_id, email_hash) index means a contact is never created twice.
 
-Speed: three stages overlap (_Pipeline): parsing a batch, writing the two
-before it at once, and announcing the one before those (its events, consent
-entry and checkpoint), so the database is not kept waiting while Python
-encodes events. Announcing and checkpointing go in file order. A batch is
+Speed: three stages overlap (_Pipeline): parsing a batch, writing the ones
+before it at once (WRITES_IN_FLIGHT), and announcing the one before those
+(its events, consent entry and checkpoint), so the database is not kept
+waiting while Python encodes events. Announcing and checkpointing go in file order. A batch is
 one bulk insert of the rows that look new (unordered); the unique index
 turns the ones that already exist into duplicate-key errors, and only those
 are read back and handled as updates. Importing into an empty list
@@ -51,10 +51,13 @@ log = logging.getLogger(__name__)
 
 CLAIM_CANDIDATES = 8
 # Batches written at once. With one, FerretDB sat idle a quarter of the
-# import between a batch's reply and the next batch's request; with two it
-# reads one insert while it writes the other (bench/import, 200,000 rows:
-# 4,900-6,200 rows/s with one, 6,600-7,400 with two; three gained nothing).
-WRITES_IN_FLIGHT = 2
+# import between a batch's reply and the next batch's request; with more it
+# reads one insert while it writes another (bench/import, 200,000 rows:
+# 4,900-6,200 rows/s with one, 6,600-7,400 with two). Three gained nothing
+# while concurrent writes met SQLite's lock; since FerretDB's writes take
+# turns (its patch 11): 8,851-8,938 rows/s with two, 9,911-10,509 with
+# three, 8,344-9,543 with four.
+WRITES_IN_FLIGHT = 3
 COUNTERS = ("read", "created", "updated", "skipped_duplicate", "skipped_suppressed", "rejected")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MAX_ATTEMPTS = 5   # failures, not counting outages
@@ -365,9 +368,10 @@ def _rejected_position(ctx: Context) -> int:
 
 
 class _Pipeline:
-    """This thread parses batch N+2 while two threads write batches N and
-    N+1 to the database and another announces batch N-1: publishes the
-    events the write recorded, logs the consent entry and checkpoints.
+    """This thread parses the next batch while WRITES_IN_FLIGHT threads
+    write the ones before it to the database and another announces the
+    batch before those: publishes the events the write recorded, logs the
+    consent entry and checkpoints.
     Batches are announced in file order, so a checkpoint never passes a
     batch not yet written. A batch sharing an address with one being
     written waits for that one, so the file's first row of an address is
