@@ -152,10 +152,16 @@ cheaper; the tenth lets a search by prefix read only what it matches:
     one thread after (0.057-0.058); bench/import (200,000 rows, both search
     indexes) 8,538-8,735 rows/s before, 8,544-9,249 after, and with three
     inserts in flight instead of two 9,911-10,509 (7,135-9,054 before the
-    patch). writer_test.go checks that concurrent writes never meet SQLite's
-    lock (with no busy timeout, they failed at once before), that a failed
-    transaction or a cancelled wait gives the turn back, and that a pool of
-    one connection (an in-memory database) stays free for reads.
+    patch). A transaction is rolled back in its turn: not ended by its
+    context, which database/sql did on a goroutine of its own, after the
+    turn could be given back (the next write ran inside it and was rolled
+    back with it, once acknowledged); and one that did not commit is rolled
+    back on the connection, since SQLite keeps a transaction whose COMMIT
+    failed open. writer_test.go checks that concurrent writes never meet
+    SQLite's lock (with no busy timeout, they failed at once before), that a
+    failed transaction or a cancelled wait gives the turn back, that a pool
+    of one connection (an in-memory database) stays free for reads, and
+    those two cases and writes after Close (found by a review).
 
 Nothing else in FerretDB changes: no other condition or sort is pushed down.
 """
@@ -1183,18 +1189,40 @@ _DB_BEGIN = """\
 		err = lazyerrors.Error(err)
 		return
 	}
+
+	tx := wrapTx(sqlTx, db.l)
+
+	var done bool
 """
 
 _DB_BEGIN_PATCHED = """\
-	var endTurn func()
+	var endTurn func(committed bool)
 
 	if sqlTx, endTurn, err = db.writer.begin(ctx); err != nil {
 		err = lazyerrors.Error(err)
 		return
 	}
 
+	var done bool
+
 	// Registered before the rollback below, so it runs after it.
-	defer endTurn()
+	defer func() { endTurn(done) }()
+
+	tx := wrapTx(sqlTx, db.l)
+"""
+
+# The transaction no longer ends with ctx (writer.go): a context cancelled
+# once f is done still rolls it back, as before.
+_DB_COMMIT = """\
+	if err = tx.Commit(); err != nil {
+"""
+
+_DB_COMMIT_PATCHED = """\
+	if err = ctx.Err(); err != nil {
+		return
+	}
+
+	if err = tx.Commit(); err != nil {
 """
 
 
@@ -1278,4 +1306,5 @@ PATCHES = [
     (f"{FSQL}/db.go", _DB_CLOSE, _DB_CLOSE_PATCHED),
     (f"{FSQL}/db.go", _DB_EXEC, _DB_EXEC_PATCHED),
     (f"{FSQL}/db.go", _DB_BEGIN, _DB_BEGIN_PATCHED),
+    (f"{FSQL}/db.go", _DB_COMMIT, _DB_COMMIT_PATCHED),
 ]

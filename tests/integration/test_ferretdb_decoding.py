@@ -53,7 +53,10 @@ def test_a_prefix_range_is_pushed_down_only_where_no_match_can_be_missed():
 def test_a_databases_writes_take_turns_on_one_connection():
     """Patch 11's checks (writer_test.go): concurrent writes never meet
     SQLite's lock, a failed transaction or a cancelled wait gives the turn
-    back, and a pool of one connection stays free for reads."""
+    back, a pool of one connection stays free for reads, a cancelled
+    transaction is rolled back before the next write runs, a failed COMMIT
+    does not leave later writes inside its transaction, and writes after
+    Close fail."""
     go = shutil.which("go")
     assert go, "Go is needed to build the local FerretDB"
     src = config.FERRETDB_SRC_DIR
@@ -63,5 +66,7 @@ def test_a_databases_writes_take_turns_on_one_connection():
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     for name in ("TestConcurrentWritesTakeTurns", "TestAFailedTransactionGivesTheTurnBack",
-                 "TestAWaitingWriteEndsWithItsContext", "TestAPoolOfOneStaysFreeForReads"):
+                 "TestAWaitingWriteEndsWithItsContext", "TestAPoolOfOneStaysFreeForReads",
+                 "TestACancelledTransactionEndsBeforeTheNextWrite",
+                 "TestAFailedCommitDoesNotSwallowLaterWrites", "TestWritesAfterCloseFail"):
         assert f"--- PASS: {name}" in run.stdout, name

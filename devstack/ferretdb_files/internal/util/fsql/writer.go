@@ -21,14 +21,25 @@ import (
 // A pool of one connection (an in-memory database) keeps that connection
 // free for reads: writes then take their turn here but use the pool.
 type writer struct {
-	db   *sql.DB
-	turn chan struct{}
-	conn *sql.Conn // nil until the first write, and after it went bad
-	pin  bool
+	db     *sql.DB
+	turn   chan struct{}
+	conn   *sql.Conn // nil only if it could not be taken, or went bad
+	pin    bool
+	closed bool // set by close, in its turn: later writes meet the closed pool
 }
 
 func newWriter(db *sql.DB) *writer {
-	return &writer{db: db, turn: make(chan struct{}, 1), pin: db.Stats().MaxOpenConnections != 1}
+	w := &writer{db: db, turn: make(chan struct{}, 1), pin: db.Stats().MaxOpenConnections != 1}
+
+	// Taken now: a first write waiting for a pool connection, while reads
+	// waiting for their turn to write hold all the others, would wait forever.
+	if w.pin {
+		if conn, err := db.Conn(context.Background()); err == nil {
+			w.conn = conn
+		}
+	}
+
+	return w
 }
 
 // wait takes the turn, or gives up with the context.
@@ -79,7 +90,7 @@ func (w *writer) exec(ctx context.Context, query string, args ...any) (sql.Resul
 	}
 	defer w.done()
 
-	if !w.pin {
+	if !w.pin || w.closed {
 		return w.db.ExecContext(ctx, query, args...)
 	}
 
@@ -99,8 +110,8 @@ func (w *writer) exec(ctx context.Context, query string, args ...any) (sql.Resul
 }
 
 // begin starts a transaction in its turn; end gives the turn back once the
-// transaction is committed or rolled back.
-func (w *writer) begin(ctx context.Context) (tx *sql.Tx, end func(), err error) {
+// transaction is committed or rolled back, saying which.
+func (w *writer) begin(ctx context.Context) (tx *sql.Tx, end func(committed bool), err error) {
 	if err = w.wait(ctx); err != nil {
 		return nil, nil, err
 	}
@@ -111,9 +122,9 @@ func (w *writer) begin(ctx context.Context) (tx *sql.Tx, end func(), err error) 
 		}
 	}()
 
-	if !w.pin {
+	if !w.pin || w.closed {
 		tx, err = w.db.BeginTx(ctx, nil)
-		return tx, w.done, err
+		return tx, func(bool) { w.done() }, err
 	}
 
 	for attempt := 0; ; attempt++ {
@@ -122,19 +133,39 @@ func (w *writer) begin(ctx context.Context) (tx *sql.Tx, end func(), err error) 
 			return nil, nil, err
 		}
 
-		tx, err = conn.BeginTx(ctx, nil)
+		// Not ended by ctx: database/sql would then roll the transaction
+		// back on a goroutine of its own, perhaps after the turn is given
+		// back, and the next write would run inside it and be rolled back
+		// with it. InTransaction rolls back in its turn instead.
+		tx, err = conn.BeginTx(context.WithoutCancel(ctx), nil)
 		if err != nil && w.unusable(err) && attempt == 0 {
 			continue
 		}
 
-		return tx, w.done, err
+		return tx, w.end, err
 	}
 }
 
-// close closes the writing connection once no write holds it.
+// end gives the turn back after a transaction. One that did not commit may
+// have left the connection inside it (SQLite keeps the transaction open when
+// COMMIT fails with SQLITE_BUSY), so it is rolled back here; the error when
+// no transaction is open is expected.
+func (w *writer) end(committed bool) {
+	defer w.done()
+
+	if !committed && w.conn != nil {
+		_, err := w.conn.ExecContext(context.Background(), "ROLLBACK")
+		w.unusable(err)
+	}
+}
+
+// close closes the writing connection once no write holds it; writes after
+// it go to the pool, closed with the database, and fail.
 func (w *writer) close() {
 	w.turn <- struct{}{}
 	defer w.done()
+
+	w.closed = true
 
 	if w.conn != nil {
 		_ = w.conn.Close()

@@ -5,6 +5,7 @@ package fsql
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -167,5 +168,134 @@ func TestAPoolOfOneStaysFreeForReads(t *testing.T) {
 	var n int
 	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 1 {
 		t.Fatalf("read after a write: %d rows, %v", n, err)
+	}
+}
+
+// A transaction whose context is cancelled is rolled back in its turn: the
+// next write never runs inside it, to be rolled back with it after it was
+// acknowledged (database/sql rolls a cancelled transaction back on a
+// goroutine of its own, which the turn once did not wait for).
+func TestACancelledTransactionEndsBeforeTheNextWrite(t *testing.T) {
+	db := openFile(t, 100)
+	bg := context.Background()
+
+	for i := range 3000 {
+		ctx, cancel := context.WithCancel(bg)
+		key := fmt.Sprintf("b%d", i)
+		next := make(chan error, 1)
+		waiting := make(chan struct{})
+
+		go func() {
+			<-waiting
+			_, err := db.ExecContext(bg, "INSERT INTO t VALUES (?, 'b')", key)
+			next <- err
+		}()
+
+		err := db.InTransaction(ctx, func(tx *Tx) error {
+			defer close(waiting) // the next write waits for the turn now
+
+			if _, err := tx.ExecContext(ctx, "INSERT INTO t VALUES (?, 'a')", fmt.Sprintf("a%d", i)); err != nil {
+				return err
+			}
+
+			cancel()
+
+			return ctx.Err()
+		})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("round %d: the cancelled transaction ended with %v", i, err)
+		}
+
+		if err = <-next; err != nil {
+			t.Fatalf("round %d: the next write: %v", i, err)
+		}
+
+		var n int
+		if err = db.QueryRowContext(bg, "SELECT count(*) FROM t WHERE k = ?", key).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+
+		if n != 1 {
+			t.Fatalf("round %d: the next write was acknowledged and lost", i)
+		}
+	}
+
+	if n := count(t, db); n != 3000 {
+		t.Fatalf("%d rows, want only the 3000 next writes", n)
+	}
+}
+
+// A COMMIT that fails (SQLITE_BUSY, here with a rollback journal and a
+// reader holding its lock) leaves SQLite inside the transaction: it is
+// rolled back before the turn is given back, so later writes commit.
+func TestAFailedCommitDoesNotSwallowLaterWrites(t *testing.T) {
+	uri := "file:" + filepath.Join(t.TempDir(), "j.sqlite") +
+		"?_pragma=busy_timeout(0)&_pragma=journal_mode(delete)"
+
+	sqlDB, err := sql.Open("sqlite", uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	sqlDB.SetMaxOpenConns(100)
+
+	db := WrapDB(sqlDB, "j", slog.Default())
+	t.Cleanup(func() { _ = db.Close() })
+
+	bg := context.Background()
+
+	for _, q := range []string{"CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)", "INSERT INTO t VALUES ('r1', ''), ('r2', '')"} {
+		if _, err = db.ExecContext(bg, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	rows, err := db.QueryContext(bg, "SELECT k FROM t")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	rows.Next() // a read in progress, as an update's iterator keeps one
+
+	err = db.InTransaction(bg, func(tx *Tx) error {
+		_, err := tx.ExecContext(bg, "INSERT INTO t VALUES ('tx', '')")
+		return err
+	})
+	if err == nil {
+		t.Fatal("the commit went through beside a reader's lock: the test proves nothing")
+	}
+
+	_ = rows.Close()
+
+	if _, err = db.ExecContext(bg, "INSERT INTO t VALUES ('after', '')"); err != nil {
+		t.Fatal(err)
+	}
+
+	var n int
+	if err = db.QueryRowContext(bg, "SELECT count(*) FROM t WHERE k IN ('after', 'tx')").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("the write after the failed commit: %d of it visible (want 1, and no 'tx'), %v", n, err)
+	}
+
+	if err = db.InTransaction(bg, func(tx *Tx) error { return nil }); err != nil {
+		t.Fatalf("a transaction after the failed commit: %v", err)
+	}
+}
+
+// Writes after Close fail, as they did on the closed pool: none takes a
+// connection of its own in between.
+func TestWritesAfterCloseFail(t *testing.T) {
+	db := openFile(t, 100)
+	bg := context.Background()
+
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := db.ExecContext(bg, "INSERT INTO t VALUES ('x', 'y')"); err == nil {
+		t.Fatal("a write after Close went through")
+	}
+
+	if err := db.InTransaction(bg, func(tx *Tx) error { return nil }); err == nil {
+		t.Fatal("a transaction after Close began")
 	}
 }
