@@ -12,15 +12,23 @@ import subprocess
 from devstack import config, ferretdb_patches
 
 
-def test_the_patched_sjson_package_passes_its_own_tests_and_the_fast_path_checks():
+def _go_test(*args: str) -> subprocess.CompletedProcess:
+    """`go test` on the FerretDB source `make install` built and patched."""
     go = shutil.which("go")
     assert go, "Go is needed to build the local FerretDB"
     src = config.FERRETDB_SRC_DIR
     for relative, text in ferretdb_patches.added_files().items():
         assert (src / relative).read_text() == text, f"{relative}: run make install"
-    run = subprocess.run([go, "test", "-count=1", "-v", "./internal/handler/sjson/"], cwd=src,
-                         capture_output=True, text=True, timeout=900)
+    if not (src / ".git").exists():   # FerretDB's test helpers look for the repository's root
+        subprocess.run(["git", "init", "-q"], cwd=src, check=True)
+    run = subprocess.run([go, "test", "-count=1", "-v", *args], cwd=src, capture_output=True,
+                         text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    return run
+
+
+def test_the_patched_sjson_package_passes_its_own_tests_and_the_fast_path_checks():
+    run = _go_test("./internal/handler/sjson/")
     assert "--- PASS: TestFastPathsOnDocumentsFerretDBWrites" in run.stdout
     assert "--- PASS: FuzzFastPaths" in run.stdout
     assert "--- PASS: TestMarshalStringAsEncodingJSON" in run.stdout
@@ -34,17 +42,7 @@ def test_a_prefix_range_is_pushed_down_only_where_no_match_can_be_missed():
     character the encoder writes as is (and no other) may be in a pushed
     prefix, and that the stored text of any string in the range is within
     the SQL bounds."""
-    go = shutil.which("go")
-    assert go, "Go is needed to build the local FerretDB"
-    src = config.FERRETDB_SRC_DIR
-    for relative, text in ferretdb_patches.added_files().items():
-        assert (src / relative).read_text() == text, f"{relative}: run make install"
-    if not (src / ".git").exists():   # FerretDB's test helpers look for the repository's root
-        subprocess.run(["git", "init", "-q"], cwd=src, check=True)
-    run = subprocess.run([go, "test", "-count=1", "-v", "-run", "PrefixRange",
-                          "./internal/backends/sqlite/"], cwd=src, capture_output=True,
-                         text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    run = _go_test("-run", "PrefixRange", "./internal/backends/sqlite/")
     for name in ("TestPrefixRangeAccepts", "TestPrefixRangeRejects", "TestPrefixRangeAllRunes",
                  "TestPrefixRangeNoMiss", "TestFieldTermsPrefixRange"):
         assert f"--- PASS: {name}" in run.stdout, name
@@ -57,14 +55,7 @@ def test_a_databases_writes_take_turns_on_one_connection():
     transaction is rolled back before the next write runs, a failed COMMIT
     does not leave later writes inside its transaction, and writes after
     Close fail."""
-    go = shutil.which("go")
-    assert go, "Go is needed to build the local FerretDB"
-    src = config.FERRETDB_SRC_DIR
-    for relative, text in ferretdb_patches.added_files().items():
-        assert (src / relative).read_text() == text, f"{relative}: run make install"
-    run = subprocess.run([go, "test", "-count=1", "-v", "./internal/util/fsql/"], cwd=src,
-                         capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    run = _go_test("./internal/util/fsql/")
     for name in ("TestConcurrentWritesTakeTurns", "TestAFailedTransactionGivesTheTurnBack",
                  "TestAWaitingWriteEndsWithItsContext", "TestAPoolOfOneStaysFreeForReads",
                  "TestACancelledTransactionEndsBeforeTheNextWrite",

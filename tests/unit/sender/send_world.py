@@ -63,7 +63,7 @@ from services.sender import smtp
 from services.sender import store as store_module
 from services.sender.compose import Outgoing
 from services.sender.contact_view import ContactView
-from services.sender.domain import (CONTACT_CHANGED, DEFERRED, FINAL, RELEASED, SENDING,
+from services.sender.domain import (CONTACT_CHANGED, DEFERRED, SENDING,
                                     Campaign, Job, Limits, RetryPolicy, message_id)
 from services.sender.engine import Engine, EngineSettings
 from services.sender.loop import SendLoop
