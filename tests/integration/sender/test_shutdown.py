@@ -87,9 +87,9 @@ class UnansweredHandshake:
         self.server.listen(0)
         self.port = self.server.getsockname()[1]
         self.fillers = [self._connect_without_waiting() for _ in range(2)]
+        self.filler_ends = {f"0100007F:{filler.getsockname()[1]:04X}" for filler in self.fillers}
         time.sleep(0.2)
-        self.fillers_waiting = self._connects_waiting()
-        assert self.fillers_waiting >= 1, "the accept queue did not fill"
+        assert self._connects_waiting(fillers=True) >= 1, "the accept queue did not fill"
         self.stalling = threading.Event()
         self.cut = threading.Event()
         threading.Thread(target=self._watch, daemon=True).start()
@@ -104,21 +104,26 @@ class UnansweredHandshake:
         return filler
 
     def _watch(self) -> None:
-        """stalling: a connect to the relay waits in SYN_SENT besides the
-        fillers'; cut: none waits any more."""
+        """stalling: a connect to the relay other than the fillers' waits in
+        SYN_SENT; cut: none waits any more. (Told apart by their own ends,
+        not by a count of waiting connects taken once: the fillers' states
+        may change under load, and a SIGTERM sent on a miscount reached a
+        sender still starting, before its handler.)"""
         while True:
-            if self._connects_waiting() > self.fillers_waiting:
+            if self._connects_waiting():
                 self.stalling.set()
             elif self.stalling.is_set():
                 self.cut.set()
                 return
             time.sleep(0.1)
 
-    def _connects_waiting(self) -> int:
+    def _connects_waiting(self, fillers: bool = False) -> int:
+        """Connects to the relay in SYN_SENT: the fillers', or the others'."""
         remote = f"0100007F:{self.port:04X}"
         with open("/proc/net/tcp") as table:
             rows = [line.split() for line in table.readlines()[1:]]
-        return sum(1 for row in rows if row[2] == remote and row[3] == "02")  # SYN_SENT
+        return sum(1 for row in rows if row[2] == remote and row[3] == "02"  # SYN_SENT
+                   and (row[1] in self.filler_ends) == fillers)
 
     def close(self) -> None:
         for filler in self.fillers:
