@@ -13,11 +13,12 @@ so a replayed row is counted exactly as the first time, and the unique
 Speed: three stages overlap (_Pipeline): parsing a batch, writing the ones
 before it at once (WRITES_IN_FLIGHT), and announcing the one before those
 (its events, consent entry and checkpoint), so the database is not kept
-waiting while Python encodes events. Announcing and checkpointing go in file order. A batch is
-one bulk insert of the rows that look new (unordered); the unique index
-turns the ones that already exist into duplicate-key errors, and only those
-are read back and handled as updates. Importing into an empty list
-therefore costs about what a plain insert_many with that index does.
+waiting while Python encodes events. Announcing and checkpointing go in
+file order. A batch is one bulk insert of the rows that look new
+(unordered); the unique index turns the ones that already exist into
+duplicate-key errors, and only those are read back and handled as updates.
+Importing into an empty list therefore costs about what a plain
+insert_many with that index does.
 """
 from __future__ import annotations
 

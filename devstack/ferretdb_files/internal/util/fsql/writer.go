@@ -83,30 +83,46 @@ func (w *writer) unusable(err error) bool {
 	return true
 }
 
+// pooled says whether writes go through the pool: a pool of one connection,
+// or a closed database, whose pool then refuses them.
+func (w *writer) pooled() bool {
+	return !w.pin || w.closed
+}
+
+// onConnection runs op on the writing connection; if op finds it unusable,
+// once more on a fresh one. The caller has the turn.
+func (w *writer) onConnection(ctx context.Context, op func(*sql.Conn) error) error {
+	for attempt := 0; ; attempt++ {
+		conn, err := w.connection(ctx)
+		if err != nil {
+			return err
+		}
+
+		if err = op(conn); err != nil && w.unusable(err) && attempt == 0 {
+			continue
+		}
+
+		return err
+	}
+}
+
 // exec runs a statement in its turn.
-func (w *writer) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if err := w.wait(ctx); err != nil {
+func (w *writer) exec(ctx context.Context, query string, args ...any) (res sql.Result, err error) {
+	if err = w.wait(ctx); err != nil {
 		return nil, err
 	}
 	defer w.done()
 
-	if !w.pin || w.closed {
+	if w.pooled() {
 		return w.db.ExecContext(ctx, query, args...)
 	}
 
-	for attempt := 0; ; attempt++ {
-		conn, err := w.connection(ctx)
-		if err != nil {
-			return nil, err
-		}
+	err = w.onConnection(ctx, func(conn *sql.Conn) (err error) {
+		res, err = conn.ExecContext(ctx, query, args...)
+		return err
+	})
 
-		res, err := conn.ExecContext(ctx, query, args...)
-		if err != nil && w.unusable(err) && attempt == 0 {
-			continue
-		}
-
-		return res, err
-	}
+	return res, err
 }
 
 // begin starts a transaction in its turn; end gives the turn back once the
@@ -122,28 +138,21 @@ func (w *writer) begin(ctx context.Context) (tx *sql.Tx, end func(committed bool
 		}
 	}()
 
-	if !w.pin || w.closed {
+	if w.pooled() {
 		tx, err = w.db.BeginTx(ctx, nil)
 		return tx, func(bool) { w.done() }, err
 	}
 
-	for attempt := 0; ; attempt++ {
-		var conn *sql.Conn
-		if conn, err = w.connection(ctx); err != nil {
-			return nil, nil, err
-		}
-
+	err = w.onConnection(ctx, func(conn *sql.Conn) (err error) {
 		// Not ended by ctx: database/sql would then roll the transaction
 		// back on a goroutine of its own, perhaps after the turn is given
 		// back, and the next write would run inside it and be rolled back
 		// with it. InTransaction rolls back in its turn instead.
 		tx, err = conn.BeginTx(context.WithoutCancel(ctx), nil)
-		if err != nil && w.unusable(err) && attempt == 0 {
-			continue
-		}
+		return err
+	})
 
-		return tx, w.end, err
-	}
+	return tx, w.end, err
 }
 
 // end gives the turn back after a transaction. One that did not commit may

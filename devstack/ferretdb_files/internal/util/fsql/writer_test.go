@@ -19,10 +19,16 @@ import (
 func openFile(t *testing.T, maxOpen int) *DB {
 	t.Helper()
 
+	return openFileJournal(t, maxOpen, "wal")
+}
+
+func openFileJournal(t *testing.T, maxOpen int, journal string) *DB {
+	t.Helper()
+
 	// No busy timeout: a write that meets another one fails at once with
 	// "database is locked" instead of sleeping.
 	uri := "file:" + filepath.Join(t.TempDir(), "test.sqlite") +
-		"?_pragma=busy_timeout(0)&_pragma=journal_mode(wal)"
+		"?_pragma=busy_timeout(0)&_pragma=journal_mode(" + journal + ")"
 
 	sqlDB, err := sql.Open("sqlite", uri)
 	if err != nil {
@@ -229,25 +235,11 @@ func TestACancelledTransactionEndsBeforeTheNextWrite(t *testing.T) {
 // reader holding its lock) leaves SQLite inside the transaction: it is
 // rolled back before the turn is given back, so later writes commit.
 func TestAFailedCommitDoesNotSwallowLaterWrites(t *testing.T) {
-	uri := "file:" + filepath.Join(t.TempDir(), "j.sqlite") +
-		"?_pragma=busy_timeout(0)&_pragma=journal_mode(delete)"
-
-	sqlDB, err := sql.Open("sqlite", uri)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	sqlDB.SetMaxOpenConns(100)
-
-	db := WrapDB(sqlDB, "j", slog.Default())
-	t.Cleanup(func() { _ = db.Close() })
-
+	db := openFileJournal(t, 100, "delete")
 	bg := context.Background()
 
-	for _, q := range []string{"CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)", "INSERT INTO t VALUES ('r1', ''), ('r2', '')"} {
-		if _, err = db.ExecContext(bg, q); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := db.ExecContext(bg, "INSERT INTO t VALUES ('r1', ''), ('r2', '')"); err != nil {
+		t.Fatal(err)
 	}
 
 	rows, err := db.QueryContext(bg, "SELECT k FROM t")
