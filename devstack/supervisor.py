@@ -98,6 +98,12 @@ def programs(ports: dict[str, int], senders: int, with_services: bool) -> list[P
                              f"--listen-addr={config.HOST}:{ports['mongo']}",
                              f"--debug-addr={config.HOST}:{ports['ferretdb_debug']}",
                              "--telemetry=disable",
+                             # Give the backend a filter's nested fields (`fields.city`),
+                             # which the handler otherwise removes from what it passes on:
+                             # the patched SQLite backend pushes down only the conditions
+                             # it cannot miss a match with (devstack/ferretdb_patches.py,
+                             # patch 12) and the handler filters every document again.
+                             "--test-enable-nested-pushdown",
                              # warn would log every pymongo close (FerretDB 1.x has no endSessions)
                              "--log-level=error"],
                 priority=10, autostart=True, startsecs=2,

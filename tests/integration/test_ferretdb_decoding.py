@@ -1,6 +1,7 @@
 """The local FerretDB's document encoding and decoding, patched at build
 (devstack/ferretdb_patches.py, patches 7 and 8), the prefix ranges it
-pushes down (patch 10) and its writes taking turns (patch 11): FerretDB's
+pushes down (patch 10), its writes taking turns (patch 11) and a nested
+field's equality read through an index (patch 12): FerretDB's
 own tests of its sjson package, the checks that the fast paths decode
 whatever they accept exactly as encoding/json does and encode exactly its
 bytes, that a document stored with its schema last reads back as it was,
@@ -45,6 +46,18 @@ def test_a_prefix_range_is_pushed_down_only_where_no_match_can_be_missed():
     run = _go_test("-run", "PrefixRange", "./internal/backends/sqlite/")
     for name in ("TestPrefixRangeAccepts", "TestPrefixRangeRejects", "TestPrefixRangeAllRunes",
                  "TestPrefixRangeNoMiss", "TestFieldTermsPrefixRange"):
+        assert f"--- PASS: {name}" in run.stdout, name
+
+
+def test_a_nested_fields_equality_reads_every_match_through_its_index():
+    """Patch 12's checks (nested_field_test.go): which paths and values are
+    pushed down, the expressions an index keeps, and, on a real SQLite
+    database, that a query for `fields.city` reads every document MongoDB's
+    filter matches (arrays on the way included) and few others, through
+    both fields of the `(account_id, fields.city)` index."""
+    run = _go_test("-run", "Nested", "./internal/backends/sqlite/")
+    for name in ("TestNestedFieldColumns", "TestFieldTermsNestedEquality",
+                 "TestNestedEqualityReadsEveryMatchThroughTheIndex"):
         assert f"--- PASS: {name}" in run.stdout, name
 
 
