@@ -11,7 +11,10 @@ Collections:
                  ann@x are one contact, exactly as they are one suppression entry.
                  list_ids / subscribed_list_ids mirror `lists` so that
                  "member of" / "subscribed to" are multikey-index lookups.
-  fields        {_id, account_id, key, label, type, choices}
+  fields        {_id, account_id, key, label, type, choices, searchable}
+                 A searchable field's values are indexed, `(account_id,
+                 fields.<key>, _id)`: one index per key, shared by the accounts
+                 whose field of that key is searchable (field_index).
   suppressions  {_id, account_id (None: platform-wide), scope, email_hash, reason, ...}
                  Only the keyed hash of the address, never the address.
   suppression_log, consent: append-only.
@@ -27,7 +30,7 @@ from typing import Any, Iterable, Iterator
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.operations import IndexModel
 
 from services.contacts import domain
@@ -35,6 +38,7 @@ from services.contacts.segments import compile_condition
 from shared.mongo import IDS_PER_QUERY, ensure_indexes, id_batches, insert_new, is_duplicate_key
 
 PLATFORM = None  # account_id of platform-wide suppression entries
+INDEX_NOT_FOUND = 27  # MongoDB's error code, FerretDB's too
 # What a send job needs of a contact (services/contacts/fanout.send_job),
 # and the hash the suppression re-check reads.
 AUDIENCE_FIELDS = {"email": 1, "name": 1, "fields": 1, "email_hash": 1, "revision": 1}
@@ -54,7 +58,8 @@ INDEXES = {
         IndexModel([("account_id", ASCENDING), ("name", ASCENDING)]),       # segments' name
         IndexModel([("account_id", ASCENDING), ("name_key", ASCENDING)]),   # searches
     ],
-    "fields": [IndexModel([("account_id", ASCENDING), ("key", ASCENDING)], unique=True)],
+    "fields": [IndexModel([("account_id", ASCENDING), ("key", ASCENDING)], unique=True),
+               IndexModel([("key", ASCENDING), ("searchable", ASCENDING)])],
     "suppressions": [IndexModel([("account_id", ASCENDING), ("email_hash", ASCENDING)], unique=True),
                      IndexModel([("email_hash", ASCENDING)])],
     "suppression_log": [IndexModel([("account_id", ASCENDING), ("email_hash", ASCENDING)])],
@@ -77,6 +82,15 @@ def is_ferretdb(db: Database) -> bool:
 SEARCH_KEY_INDEXES_ON_FERRETDB = ("account_id_1_email_key_1", "account_id_1_name_key_1")
 
 
+def field_index(key: str) -> IndexModel:
+    """The index a search of a searchable custom field's value reads through
+    (GET /contacts?field=&value=, and a segment's equality on the field). On
+    the local FerretDB too: it reads an equality on a nested field through
+    such an index (devstack/ferretdb_patches.py, patch 12)."""
+    return IndexModel([("account_id", ASCENDING), (f"fields.{key}", ASCENDING), ("_id", ASCENDING)],
+                      name=f"account_id_1_fields.{key}_1__id_1")
+
+
 def ensure_contacts_indexes(db: Database) -> None:
     """All the indexes on MongoDB. On FerretDB 1.x (the local stack) only the
     unique ones and the search keys': its SQLite backend answers the other
@@ -91,6 +105,10 @@ def ensure_contacts_indexes(db: Database) -> None:
                             for name, models in INDEXES.items()})
     else:
         ensure_indexes(db, INDEXES)
+    # the searchable fields' too: one whose index was still being built
+    # when its service stopped gets it now
+    searchable = db["fields"].distinct("key", {"searchable": True})
+    ensure_indexes(db, {"contacts": [field_index(key) for key in sorted(searchable)]})
 
 
 class Conflict(Exception):
@@ -100,6 +118,11 @@ class Conflict(Exception):
     def __init__(self, message: str, field: str):
         super().__init__(message)
         self.field = field
+
+
+class IndexRefused(Exception):
+    """The database would not build an index (MongoDB keeps at most 64 on a
+    collection); the message is the server's."""
 
 
 class ContactsStore:
@@ -197,6 +220,30 @@ class ContactsStore:
     def update_field(self, account_id: str, field_id: str, changes: dict) -> dict | None:
         return self.fields.find_one_and_update({"_id": field_id, "account_id": account_id},
                                                {"$set": changes}, return_document=ReturnDocument.AFTER)
+
+    def index_field(self, key: str) -> None:
+        """Build the key's index (field_index), if it is not there yet. The
+        field's `searchable` is written first (see unindex_field)."""
+        try:
+            self.contacts.create_indexes([field_index(key)])
+        except OperationFailure as exc:
+            raise IndexRefused((exc.details or {}).get("errmsg") or str(exc)) from None
+
+    def unindex_field(self, key: str) -> None:
+        """Drop the key's index once no account's field of that key is
+        searchable. The check is made again after the drop: a field made
+        searchable meanwhile wrote its flag before building the index, so
+        either that check sees the flag and builds the index again, or the
+        field's own build comes after the drop."""
+        if self.fields.find_one({"key": key, "searchable": True}, {"_id": 1}):
+            return
+        try:
+            self.contacts.drop_index(field_index(key).document["name"])
+        except OperationFailure as exc:
+            if exc.code != INDEX_NOT_FOUND:
+                raise
+        if self.fields.find_one({"key": key, "searchable": True}, {"_id": 1}):
+            self.index_field(key)
 
     def delete_field(self, account_id: str, field_id: str) -> dict | None:
         doc = self.fields.find_one_and_delete({"_id": field_id, "account_id": account_id})

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from services.contacts import domain, events
 from services.contacts.segments import SegmentError, compile_condition, fields_named
-from services.contacts.store import PLATFORM, Conflict, ContactsStore, contact_document
+from services.contacts.store import PLATFORM, Conflict, ContactsStore, IndexRefused, contact_document
 from shared.http.errors import ApiError, not_found
 from shared.kafka.producer import EventProducer
 from shared.pii import InvalidEmail, normalise_email
@@ -95,11 +95,19 @@ def create_field(ports: Ports, account_id: str, body: dict) -> dict:
         raise invalid("choices", "only a choice field has choices")
     doc = {"_id": domain.new_id(), "account_id": account_id, "key": body["key"],
            "label": body.get("label") or body["key"], "type": body["type"],
-           "choices": body.get("choices") or [], "created_at": ports.clock()}
+           "choices": body.get("choices") or [], "searchable": body.get("searchable", False),
+           "created_at": ports.clock()}
     try:
-        return ports.store.insert_field(doc)
+        ports.store.insert_field(doc)
     except Conflict as exc:
         raise clash(exc) from None
+    if doc["searchable"]:
+        try:
+            ports.store.index_field(doc["key"])
+        except IndexRefused as exc:
+            ports.store.delete_field(account_id, doc["_id"])
+            raise index_refused(exc) from None
+    return doc
 
 
 def get_field(ports: Ports, account_id: str, field_id: str) -> dict:
@@ -117,7 +125,23 @@ def update_field(ports: Ports, account_id: str, field_id: str, body: dict) -> di
         missing = set(current["choices"]) - set(body["choices"])
         if missing:  # stored values must stay valid
             raise invalid("choices", "choices can be added, not removed")
-    return ports.store.update_field(account_id, field_id, body)
+    updated = ports.store.update_field(account_id, field_id, body)
+    if updated is None:
+        raise not_found("field")
+    if body.get("searchable"):  # again when already: a build cut short is finished
+        try:
+            ports.store.index_field(updated["key"])
+        except IndexRefused as exc:
+            ports.store.update_field(account_id, field_id, {"searchable": False})
+            raise index_refused(exc) from None
+    elif body.get("searchable") is False:  # again when already: a drop cut short
+        ports.store.unindex_field(updated["key"])
+    return updated
+
+
+def index_refused(exc: IndexRefused) -> ApiError:
+    return conflict(f"the database would not index this field: {exc}"[:500], "index_refused",
+                    "searchable")
 
 
 def delete_field(ports: Ports, account_id: str, field_id: str) -> None:
@@ -133,6 +157,8 @@ def delete_field(ports: Ports, account_id: str, field_id: str) -> None:
         raise conflict(f"segments use this field: {', '.join(using)[:500]}", "in_use")
     if ports.store.delete_field(account_id, field_id) is None:
         raise not_found("field")
+    if field.get("searchable"):
+        ports.store.unindex_field(field["key"])
 
 
 def checked_fields(ports: Ports, account_id: str, values: dict) -> dict:

@@ -2,13 +2,13 @@
 its equality keys, then _id (the sort and the cursor), are a prefix of one
 of the declared contacts indexes, so a deep cursor reads about `limit`
 entries; a prefix search is a range of an index after the account.
-(FerretDB 1.x uses only its `_id` index: docs/contacts.md.)"""
+(The local FerretDB reads only some of them: docs/contacts.md.)"""
 from types import SimpleNamespace
 
 import pytest
 
 from services.contacts import usecases
-from services.contacts.store import INDEXES
+from services.contacts.store import INDEXES, field_index
 
 LIST_ID = "a" * 32
 
@@ -49,3 +49,14 @@ def test_a_prefix_search_is_a_range_of_an_index_after_the_account(args, key):
     assert query == {key: {"$gte": "ann.l" if key == "email_key" else "ann l",
                            "$lt": "ann.m" if key == "email_key" else "ann m"}}
     assert ["account_id", key] in _declared()
+
+
+def test_a_searchable_fields_value_pages_on_its_own_index():
+    """The field's index (store.field_index): its equality keys are all in
+    the query, then _id."""
+    query = {**usecases.search_query(SimpleNamespace(store=FakeStore()), "acct",
+                                     {"limit": 50, "field": "city", "value": "Pune"}),
+             "account_id": "acct"}
+    index = list(field_index("city").document["key"])
+    assert index == ["account_id", "fields.city", "_id"]
+    assert set(index[:-1]) <= {k for k, v in query.items() if not isinstance(v, dict)}
