@@ -52,12 +52,13 @@ def test_a_prefix_range_is_pushed_down_only_where_no_match_can_be_missed():
 def test_a_nested_fields_equality_reads_every_match_through_its_index():
     """Patch 12's checks (nested_field_test.go): which paths and values are
     pushed down, the expressions an index keeps, and, on a real SQLite
-    database, that a query for `fields.city` reads every document MongoDB's
-    filter matches (arrays on the way included) and few others, through
-    both fields of the `(account_id, fields.city)` index."""
-    run = _go_test("-run", "Nested", "./internal/backends/sqlite/")
+    database, that a query for `fields.city` reads exactly the account's
+    documents with that city or an array on the way (every one FerretDB's
+    filter matches among them), through both fields of the `(account_id,
+    fields.city)` index; and how many matches a page reads first."""
+    run = _go_test("-run", "Nested|SearchFirst", "./internal/backends/sqlite/")
     for name in ("TestNestedFieldColumns", "TestFieldTermsNestedEquality",
-                 "TestNestedEqualityReadsEveryMatchThroughTheIndex"):
+                 "TestNestedEqualityReadsEveryMatchThroughTheIndex", "TestSearchFirstBound"):
         assert f"--- PASS: {name}" in run.stdout, name
 
 

@@ -3,6 +3,7 @@
 package sqlite
 
 import (
+	"database/sql"
 	"fmt"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/FerretDB/FerretDB/internal/backends/sqlite/metadata"
 	"github.com/FerretDB/FerretDB/internal/handler/common"
 	"github.com/FerretDB/FerretDB/internal/types"
+	"github.com/FerretDB/FerretDB/internal/util/fsql"
 	"github.com/FerretDB/FerretDB/internal/util/iterator"
 	"github.com/FerretDB/FerretDB/internal/util/must"
 	"github.com/FerretDB/FerretDB/internal/util/state"
@@ -66,6 +68,11 @@ func TestFieldTermsNestedEquality(t *testing.T) {
 
 	terms, _ = fieldTerms(cond("fields.city", "Pune"), true)
 	require.True(t, strings.HasPrefix(terms[0], "((+CASE WHEN"), terms[0])
+
+	// the count's terms (fewSearchMatches): no "or an array"
+	terms, _ = fieldTermsOf(cond("account_id", "acct", "fields.city", "Pune"), false, false)
+	require.Equal(t, []string{`_ferretdb_sjson->'account_id' IN (?)`,
+		fmt.Sprintf(`(%[1]s >= ? AND %[1]s <= ?)`, column)}, terms)
 
 	// what JSON does not write as is, other types and operators, and paths
 	// that are not plain: left to the handler
@@ -179,5 +186,29 @@ func TestNestedEqualityReadsEveryMatchThroughTheIndex(t *testing.T) {
 		// both of the index's fields are searched: the account, and the city
 		require.Contains(t, plan, "fields.city_1 (<expr>=? AND <expr>>? AND <expr><?)", city)
 		require.NotContains(t, plan, "detail=SCAN", city)
+	}
+}
+
+// Reading the matches first pays up to the square root of 50 times the
+// table's size, and at least 2,000.
+func TestSearchFirstBound(t *testing.T) {
+	ctx := testutil.Ctx(t)
+
+	sqlDB, err := sql.Open("sqlite", "file:"+t.TempDir()+"/bound.sqlite")
+	require.NoError(t, err)
+
+	db := fsql.WrapDB(sqlDB, "bound", testutil.Logger(t))
+	t.Cleanup(func() { db.Close() })
+
+	_, err = db.ExecContext(ctx, `CREATE TABLE t (_ferretdb_sjson TEXT)`)
+	require.NoError(t, err)
+
+	require.EqualValues(t, 2000, searchFirstBound(ctx, db, "t")) // empty
+	require.EqualValues(t, 2000, searchFirstBound(ctx, db, "missing"))
+
+	for _, c := range []struct{ rowid, bound int64 }{{30000, 2000}, {500000, 5000}, {2000000, 10000}, {8000000, 20000}} {
+		_, err = db.ExecContext(ctx, `INSERT INTO t (rowid, _ferretdb_sjson) VALUES (?, '{}')`, c.rowid)
+		require.NoError(t, err)
+		require.EqualValues(t, c.bound, searchFirstBound(ctx, db, "t"), c.rowid)
 	}
 }
