@@ -98,15 +98,16 @@ def ensure_contacts_indexes(db: Database) -> None:
     an indexed field costs the same as on an unindexed one), so those
     secondary indexes would only make every write slower (an import ran at a
     third of the speed); a prefix search of the email or the name reads
-    through its key's (devstack/ferretdb_patches.py, patch 10)."""
+    through its key's (devstack/ferretdb_patches.py, patch 10). On both,
+    every searchable field's (field_index)."""
     if is_ferretdb(db):
         ensure_indexes(db, {name: [m for m in models if m.document.get("unique")
                                    or m.document["name"] in SEARCH_KEY_INDEXES_ON_FERRETDB]
                             for name, models in INDEXES.items()})
     else:
         ensure_indexes(db, INDEXES)
-    # the searchable fields' too: one whose index was still being built
-    # when its service stopped gets it now
+    # a field made searchable while its index was being built, when its
+    # service stopped, gets it now
     searchable = db["fields"].distinct("key", {"searchable": True})
     ensure_indexes(db, {"contacts": [field_index(key) for key in sorted(searchable)]})
 
