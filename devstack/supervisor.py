@@ -98,8 +98,9 @@ def programs(ports: dict[str, int], senders: int, with_services: bool) -> list[P
                              f"--listen-addr={config.HOST}:{ports['mongo']}",
                              f"--debug-addr={config.HOST}:{ports['ferretdb_debug']}",
                              "--telemetry=disable",
-                             # Give the backend a filter's nested fields (`fields.city`),
-                             # which the handler otherwise removes from what it passes on:
+                             # Give the backend a find's, explain's or aggregate's nested
+                             # fields (`fields.city`), which the handler otherwise removes
+                             # from what it passes on (other commands always pass them):
                              # the patched SQLite backend pushes down only the conditions
                              # it cannot miss a match with (devstack/ferretdb_patches.py,
                              # patch 12) and the handler filters every document again.

@@ -35,6 +35,9 @@ MAX_TEXT = 500
 # hold lines (an address, a note) but no other control character.
 NO_CONTROLS = "control characters other than tabs and line breaks are not allowed"
 MAX_CHOICES = 100
+# Each searchable field is an index of the contacts collection, which every
+# account's contact writes pay for and of which MongoDB keeps at most 64.
+MAX_SEARCHABLE_FIELDS = 5
 
 
 def new_id() -> str:

@@ -25,6 +25,8 @@ Every method that reads account data takes the account id and filters by it.
 """
 from __future__ import annotations
 
+import logging
+import re
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
@@ -37,8 +39,15 @@ from services.contacts import domain
 from services.contacts.segments import compile_condition
 from shared.mongo import IDS_PER_QUERY, ensure_indexes, id_batches, insert_new, is_duplicate_key
 
+log = logging.getLogger(__name__)
+
 PLATFORM = None  # account_id of platform-wide suppression entries
-INDEX_NOT_FOUND = 27  # MongoDB's error code, FerretDB's too
+# MongoDB's error codes (FerretDB's too): an index that is not there, a
+# build that a drop of the same index stopped, and a build refused (the
+# collection's 64 indexes, or a clash with an index of the same name or keys).
+INDEX_NOT_FOUND = 27
+INDEX_BUILD_ABORTED = 276
+INDEX_REFUSED = {67, 68, 85, 86}
 # What a send job needs of a contact (services/contacts/fanout.send_job),
 # and the hash the suppression re-check reads.
 AUDIENCE_FIELDS = {"email": 1, "name": 1, "fields": 1, "email_hash": 1, "revision": 1}
@@ -82,11 +91,15 @@ def is_ferretdb(db: Database) -> bool:
 SEARCH_KEY_INDEXES_ON_FERRETDB = ("account_id_1_email_key_1", "account_id_1_name_key_1")
 
 
+FIELD_INDEX_NAME = re.compile(r"account_id_1_fields\.([a-z][a-z0-9_]*)_1__id_1")  # field_index's
+
+
 def field_index(key: str) -> IndexModel:
     """The index a search of a searchable custom field's value reads through
-    (GET /contacts?field=&value=, and a segment's equality on the field). On
-    the local FerretDB too: it reads an equality on a nested field through
-    such an index (devstack/ferretdb_patches.py, patch 12)."""
+    (GET /contacts?field=&value=; on MongoDB a segment's equality on the
+    field too). The local FerretDB reads a top-level equality on a nested
+    field through it (devstack/ferretdb_patches.py, patch 12), not one inside
+    a segment's $and."""
     return IndexModel([("account_id", ASCENDING), (f"fields.{key}", ASCENDING), ("_id", ASCENDING)],
                       name=f"account_id_1_fields.{key}_1__id_1")
 
@@ -106,10 +119,15 @@ def ensure_contacts_indexes(db: Database) -> None:
                             for name, models in INDEXES.items()})
     else:
         ensure_indexes(db, INDEXES)
-    # a field made searchable while its index was being built, when its
-    # service stopped, gets it now
+    # what a stop, or a failure after the field was written, left undone:
+    # a searchable field's index built, an index no field searches dropped
     searchable = db["fields"].distinct("key", {"searchable": True})
     ensure_indexes(db, {"contacts": [field_index(key) for key in sorted(searchable)]})
+    store = ContactsStore(db)
+    for name in db["contacts"].index_information():
+        key = FIELD_INDEX_NAME.fullmatch(name)
+        if key and key[1] not in searchable:
+            store.unindex_field(key[1])
 
 
 class Conflict(Exception):
@@ -222,29 +240,51 @@ class ContactsStore:
         return self.fields.find_one_and_update({"_id": field_id, "account_id": account_id},
                                                {"$set": changes}, return_document=ReturnDocument.AFTER)
 
-    def index_field(self, key: str) -> None:
+    def count_searchable_fields(self, account_id: str) -> int:
+        return self.fields.count_documents({"account_id": account_id, "searchable": True})
+
+    def index_field(self, key: str, attempts: int = 3) -> None:
         """Build the key's index (field_index), if it is not there yet. The
-        field's `searchable` is written first (see unindex_field)."""
-        try:
-            self.contacts.create_indexes([field_index(key)])
-        except OperationFailure as exc:
-            raise IndexRefused((exc.details or {}).get("errmsg") or str(exc)) from None
+        field's `searchable` is written first (see unindex_field). On MongoDB
+        a drop of the index stops a build in progress: the build is started
+        again, since the drop's own check then finds the field searchable."""
+        for attempt in range(attempts):
+            try:
+                self.contacts.create_indexes([field_index(key)])
+                return
+            except OperationFailure as exc:
+                if exc.code in INDEX_REFUSED:
+                    raise IndexRefused((exc.details or {}).get("errmsg") or str(exc)) from None
+                if exc.code != INDEX_BUILD_ABORTED or attempt == attempts - 1:
+                    raise
 
     def unindex_field(self, key: str) -> None:
         """Drop the key's index once no account's field of that key is
         searchable. The check is made again after the drop: a field made
         searchable meanwhile wrote its flag before building the index, so
         either that check sees the flag and builds the index again, or the
-        field's own build comes after the drop."""
-        if self.fields.find_one({"key": key, "searchable": True}, {"_id": 1}):
-            return
+        field's own build comes after the drop.
+
+        Called once the field's change is written: a failure here is logged,
+        not raised, and the service's start (ensure_contacts_indexes) puts
+        the index right."""
         try:
-            self.contacts.drop_index(field_index(key).document["name"])
-        except OperationFailure as exc:
-            if exc.code != INDEX_NOT_FOUND:
-                raise
-        if self.fields.find_one({"key": key, "searchable": True}, {"_id": 1}):
-            self.index_field(key)
+            if self.fields.find_one({"key": key, "searchable": True}, {"_id": 1}):
+                return
+            try:
+                self.contacts.drop_index(field_index(key).document["name"])
+            except OperationFailure as exc:
+                if exc.code != INDEX_NOT_FOUND:
+                    raise
+            if self.fields.find_one({"key": key, "searchable": True}, {"_id": 1}):
+                self.index_field(key)
+        except (PyMongoError, IndexRefused) as exc:
+            log.warning("custom field index %s left for the next start: %s", key, exc)
+
+    def remove_field_definition(self, account_id: str, field_id: str) -> None:
+        """The field's document only: the values contacts were given while
+        it existed stay (delete_field removes those too)."""
+        self.fields.delete_one({"_id": field_id, "account_id": account_id})
 
     def delete_field(self, account_id: str, field_id: str) -> dict | None:
         doc = self.fields.find_one_and_delete({"_id": field_id, "account_id": account_id})

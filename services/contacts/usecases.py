@@ -93,6 +93,8 @@ def create_field(ports: Ports, account_id: str, body: dict) -> dict:
         raise invalid("choices", "a choice field needs its choices")
     if body["type"] != "choice" and body.get("choices"):
         raise invalid("choices", "only a choice field has choices")
+    if body.get("searchable"):
+        check_searchable_allowed(ports, account_id)
     doc = {"_id": domain.new_id(), "account_id": account_id, "key": body["key"],
            "label": body.get("label") or body["key"], "type": body["type"],
            "choices": body.get("choices") or [], "searchable": body.get("searchable", False),
@@ -105,7 +107,7 @@ def create_field(ports: Ports, account_id: str, body: dict) -> dict:
         try:
             ports.store.index_field(doc["key"])
         except IndexRefused as exc:
-            ports.store.delete_field(account_id, doc["_id"])
+            ports.store.remove_field_definition(account_id, doc["_id"])
             raise index_refused(exc) from None
     return doc
 
@@ -125,6 +127,8 @@ def update_field(ports: Ports, account_id: str, field_id: str, body: dict) -> di
         missing = set(current["choices"]) - set(body["choices"])
         if missing:  # stored values must stay valid
             raise invalid("choices", "choices can be added, not removed")
+    if body.get("searchable") and not current.get("searchable"):
+        check_searchable_allowed(ports, account_id)
     updated = ports.store.update_field(account_id, field_id, body)
     if updated is None:
         raise not_found("field")
@@ -137,6 +141,15 @@ def update_field(ports: Ports, account_id: str, field_id: str, body: dict) -> di
     elif body.get("searchable") is False:  # again when already: a drop cut short
         ports.store.unindex_field(updated["key"])
     return updated
+
+
+def check_searchable_allowed(ports: Ports, account_id: str) -> None:
+    """At most MAX_SEARCHABLE_FIELDS an account (two requests at once may
+    both pass: the limit keeps one account from taking the collection's
+    indexes, not a count to the unit)."""
+    if ports.store.count_searchable_fields(account_id) >= domain.MAX_SEARCHABLE_FIELDS:
+        raise conflict(f"an account has at most {domain.MAX_SEARCHABLE_FIELDS} searchable fields: "
+                       "make another one unsearchable first", "too_many_searchable", "searchable")
 
 
 def index_refused(exc: IndexRefused) -> ApiError:

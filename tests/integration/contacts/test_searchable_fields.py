@@ -2,7 +2,7 @@
 when it is declared or made searchable, kept while any account's field of
 that key is searchable, dropped after; and a search for one value reads
 through it."""
-from services.contacts.store import ContactsStore, field_index, is_ferretdb
+from services.contacts.store import ContactsStore, ensure_contacts_indexes, field_index, is_ferretdb
 from tests.integration.contacts.test_api import V1, found_ids, make_contact
 
 CITY_INDEX = field_index("city").document["name"]
@@ -116,3 +116,33 @@ def test_an_index_the_database_refuses_leaves_the_field_unsearchable(app, client
     r = client.patch(f"{V1}/fields/{field['id']}", {"searchable": True})
     assert r.status_code == 409 and r.get_json()["error"]["code"] == "index_refused"
     assert client.get(f"{V1}/fields/{field['id']}").get_json()["searchable"] is False
+
+
+def test_an_account_has_at_most_five_searchable_fields(client, other):
+    made = [client.post(f"{V1}/fields", {"key": f"f{i}", "type": "text", "searchable": True})
+            for i in range(5)]
+    assert all(r.status_code == 201 for r in made)
+    r = client.post(f"{V1}/fields", {"key": "f5", "type": "text", "searchable": True})
+    assert r.status_code == 409, r.get_json()
+    assert r.get_json()["error"]["code"] == "too_many_searchable"
+    assert "searchable" in r.get_json()["error"]["details"]
+
+    plain = declare_city(client)
+    assert client.patch(f"{V1}/fields/{plain['id']}", {"searchable": True}).status_code == 409
+    assert other.post(f"{V1}/fields", {"key": "f5", "type": "text",
+                                       "searchable": True}).status_code == 201   # its own five
+    # one made unsearchable frees its place; patching a searchable one again is no new one
+    first = made[0].get_json()
+    assert client.patch(f"{V1}/fields/{first['id']}", {"searchable": False}).status_code == 200
+    assert client.patch(f"{V1}/fields/{plain['id']}", {"searchable": True}).status_code == 200
+    assert client.patch(f"{V1}/fields/{plain['id']}", {"searchable": True}).status_code == 200
+
+
+def test_the_service_start_builds_what_is_missing_and_drops_what_no_field_searches(app, client):
+    db = app.extensions["runtime"].db
+    declare_city(client, searchable=True)
+    db["contacts"].drop_index(CITY_INDEX)                           # a build cut short
+    db["contacts"].create_indexes([field_index("zip")])             # a drop cut short
+    ensure_contacts_indexes(db)
+    names = contact_indexes(app)
+    assert CITY_INDEX in names and field_index("zip").document["name"] not in names
