@@ -184,6 +184,9 @@ a nested field's value read through an index on that field:
     (`>= ? AND <= ?`), since with `=` or IN SQLite used the index for the
     account alone. A read in `_id` order counts, then reads and sorts, the
     matches as patch 10 does for a prefix (searchTerm, fewSearchMatches).
+    The documents of a top-level `$and` give their terms too, as a
+    segment's filter is `{$and: [{account_id: a}, <condition>]}` (an AND of
+    conditions each document meets is one it meets).
     The local stack starts FerretDB with --test-enable-nested-pushdown (the
     handler then passes dotted keys on; this backend pushes down only the
     terms above); the handler filters every document read again.
@@ -455,15 +458,27 @@ func fieldTerms(filter *types.Document, keepIDOrder bool) ([]string, []any) {
 // fieldTermsOf returns fieldTerms, or with orArray false the same terms
 // without their "or an array" (which may miss matches).
 func fieldTermsOf(filter *types.Document, keepIDOrder, orArray bool) ([]string, []any) {
-	seen := map[string]int{}
-	for _, key := range filter.Keys() {
-		seen[key]++
-	}
+	seen := keyCounts(filter)
 
 	var terms []string
 	var args []any
 
 	for _, key := range filter.Keys() {
+		if key == "$and" && seen[key] == 1 {
+			// each of its documents matches too: their terms narrow the read
+			for _, element := range andElements(must.NotFail(filter.Get(key))) {
+				elementTerms, elementArgs := fieldTermsOf(element, keepIDOrder, orArray)
+				if len(args)+len(elementArgs) > maxIDsPushedDown {
+					break
+				}
+
+				terms = append(terms, elementTerms...)
+				args = append(args, elementArgs...)
+			}
+
+			continue
+		}
+
 		if key == "_id" || seen[key] != 1 || !(metadata.PlainFieldName(key) || metadata.NestedFieldPath(key)) {
 			continue
 		}
@@ -484,6 +499,35 @@ func fieldTermsOf(filter *types.Document, keepIDOrder, orArray bool) ([]string, 
 	}
 
 	return terms, args
+}
+
+// keyCounts returns how many times each key is in a filter: a repeated one
+// is left to the handler.
+func keyCounts(filter *types.Document) map[string]int {
+	seen := map[string]int{}
+	for _, key := range filter.Keys() {
+		seen[key]++
+	}
+
+	return seen
+}
+
+// andElements returns the documents of a top-level `$and`, or nil when it
+// is anything else (the handler then answers what is wrong with it).
+func andElements(condition any) []*types.Document {
+	array, ok := condition.(*types.Array)
+	if !ok {
+		return nil
+	}
+
+	elements := make([]*types.Document, array.Len())
+	for i := range elements {
+		if elements[i], ok = must.NotFail(array.Get(i)).(*types.Document); !ok {
+			return nil
+		}
+	}
+
+	return elements
 }
 
 // fieldValues returns the JSON texts a field's condition allows, for a
@@ -1058,7 +1102,8 @@ _FIELD_TERMS_DOC_PATCHED = """\
 // A nested field's (metadata.NestedFieldPath) string equality or prefix
 // search becomes such a term on metadata.NestedFieldColumn, which is '[' for
 // a document with an array on the way to the field; its other conditions
-// stay with the handler.
+// stay with the handler. The documents of a top-level `$and` give their
+// terms too (a segment's filter is `{$and: [{account_id: a}, ...]}`).
 //
 // Only plain field names, and strings whose JSON text SQLite gives back as
 // written (metadata.OrderedID's alphabet), are used, up to maxIDsPushedDown
@@ -1213,6 +1258,28 @@ func searchTerm(key string, condition any) bool {
 	return nested && ok
 }
 
+// hasSearchTerm reports whether a filter, or a document of its top-level
+// `$and` (whose terms fieldTermsOf takes too), has a search term on an
+// indexed field.
+func hasSearchTerm(filter *types.Document, indexed map[string]bool) bool {
+	seen := keyCounts(filter)
+
+	for _, key := range filter.Keys() {
+		switch {
+		case key == "$and" && seen[key] == 1:
+			for _, element := range andElements(must.NotFail(filter.Get(key))) {
+				if hasSearchTerm(element, indexed) {
+					return true
+				}
+			}
+		case key != "_id" && seen[key] == 1 && indexed[key] && searchTerm(key, must.NotFail(filter.Get(key))):
+			return true
+		}
+	}
+
+	return false
+}
+
 // fewSearchMatches reports whether a filter with a search term (searchTerm)
 // on an indexed field has fewer than searchFirstBound documents meeting its
 // pushed-down terms without their "or an array", which SQLite counts in the
@@ -1237,20 +1304,7 @@ func fewSearchMatches(ctx context.Context, db *fsql.DB, table string, indexes []
 		}
 	}
 
-	seen := map[string]int{}
-	for _, key := range filter.Keys() {
-		seen[key]++
-	}
-
-	var searched bool
-
-	for _, key := range filter.Keys() {
-		if key != "_id" && seen[key] == 1 && indexed[key] && searchTerm(key, must.NotFail(filter.Get(key))) {
-			searched = true
-		}
-	}
-
-	if !searched {
+	if !hasSearchTerm(filter, indexed) {
 		return false
 	}
 

@@ -96,10 +96,10 @@ FIELD_INDEX_NAME = re.compile(r"account_id_1_fields\.([a-z][a-z0-9_]*)_1__id_1")
 
 def field_index(key: str) -> IndexModel:
     """The index a search of a searchable custom field's value reads through
-    (GET /contacts?field=&value=; on MongoDB a segment's equality on the
-    field too). The local FerretDB reads a top-level equality on a nested
-    field through it (devstack/ferretdb_patches.py, patch 12), not one inside
-    a segment's $and."""
+    (GET /contacts?field=&value=, a segment's equality on the field). The
+    local FerretDB reads an equality on a nested field through it, at the
+    top level or in a top-level $and (devstack/ferretdb_patches.py, patch
+    12), not in the $or of a campaign's audience."""
     return IndexModel([("account_id", ASCENDING), (f"fields.{key}", ASCENDING), ("_id", ASCENDING)],
                       name=f"account_id_1_fields.{key}_1__id_1")
 

@@ -51,6 +51,18 @@ def test_a_search_for_one_value_reads_through_the_fields_index(app, client, othe
     else:
         assert CITY_INDEX in str(explained["queryPlanner"]["winningPlan"])
 
+    # a segment on the city: its preview reads through the index as well
+    segment = client.post(f"{V1}/segments", {"name": "Solapur", "definition": {
+        "all": [{"field": "fields.city", "op": "eq", "value": "Solapur"}]}}).get_json()
+    preview = client.get(f"{V1}/segments/{segment['id']}/preview").get_json()
+    assert preview["count"] == 1 and [c["id"] for c in preview["sample"]] == [rare["id"]]
+    compiled = ContactsStore(db).compile_segment(client.account_id, segment["id"])
+    explained = db.command("explain", {"find": "contacts", "filter": compiled,
+                                       "sort": {"_id": 1}, "limit": 10})
+    if is_ferretdb(db):
+        plan = " | ".join(explained["queryPlanner"]["Plan"])
+        assert f"{CITY_INDEX} (<expr>=? AND <expr>>? AND <expr><?)" in plan, plan
+
 
 def test_the_index_lives_while_any_account_searches_the_key(app, client, other):
     mine = declare_city(client)

@@ -69,6 +69,21 @@ func TestFieldTermsNestedEquality(t *testing.T) {
 	terms, _ = fieldTerms(cond("fields.city", "Pune"), true)
 	require.True(t, strings.HasPrefix(terms[0], "((+CASE WHEN"), terms[0])
 
+	// a top-level $and's documents give their terms too (a segment's filter),
+	// a nested one's as well; anything but documents in it, none
+	flat, flatArgs := fieldTerms(cond("account_id", "acct", "fields.city", "New York"), false)
+	for _, f := range []*types.Document{
+		cond("$and", arr(cond("account_id", "acct"), cond("fields.city", "New York"))),
+		cond("account_id", "acct", "$and", arr(cond("$and", arr(cond("fields.city", "New York"))))),
+	} {
+		terms, args = fieldTerms(f, false)
+		require.Equal(t, flat, terms, "%v", f)
+		require.Equal(t, flatArgs, args, "%v", f)
+	}
+
+	terms, _ = fieldTerms(cond("$and", arr(cond("account_id", "acct"), "x")), false)
+	require.Empty(t, terms)
+
 	// the count's terms (fewSearchMatches): no "or an array"
 	terms, _ = fieldTermsOf(cond("account_id", "acct", "fields.city", "Pune"), false, false)
 	require.Equal(t, []string{`_ferretdb_sjson->'account_id' IN (?)`,
@@ -153,6 +168,15 @@ func TestNestedEqualityReadsEveryMatchThroughTheIndex(t *testing.T) {
 			readIDs[must.NotFail(doc.Get("_id"))] = true
 		}
 
+		// as a segment writes it: the same read, the same plan
+		segment := cond("$and", arr(cond("account_id", "a1"), cond("fields.city", city)))
+		res, err = c.Query(ctx, &backends.QueryParams{Filter: segment, OrderByID: 1})
+		require.NoError(t, err)
+
+		segmentRead, err := iterator.ConsumeValues[struct{}, *types.Document](res.Iter)
+		require.NoError(t, err)
+		require.Equal(t, read, segmentRead, city)
+
 		var matches int
 		for _, doc := range docs {
 			match, err := common.FilterDocument(doc, filter)
@@ -179,13 +203,15 @@ func TestNestedEqualityReadsEveryMatchThroughTheIndex(t *testing.T) {
 
 		require.Equal(t, city != "Nowhere", matches > 0, city) // Delhi: in an array of documents
 
-		explain, err := c.Explain(ctx, &backends.ExplainParams{Filter: filter, OrderByID: 1})
-		require.NoError(t, err)
+		for _, f := range []*types.Document{filter, segment} {
+			explain, err := c.Explain(ctx, &backends.ExplainParams{Filter: f, OrderByID: 1})
+			require.NoError(t, err)
 
-		plan := fmt.Sprint(must.NotFail(explain.QueryPlanner.Get("Plan")))
-		// both of the index's fields are searched: the account, and the city
-		require.Contains(t, plan, "fields.city_1 (<expr>=? AND <expr>>? AND <expr><?)", city)
-		require.NotContains(t, plan, "detail=SCAN", city)
+			plan := fmt.Sprint(must.NotFail(explain.QueryPlanner.Get("Plan")))
+			// both of the index's fields are searched: the account, and the city
+			require.Contains(t, plan, "fields.city_1 (<expr>=? AND <expr>>? AND <expr><?)", city)
+			require.NotContains(t, plan, "detail=SCAN", city)
+		}
 	}
 }
 
