@@ -1196,7 +1196,7 @@ func prefixRange(condition any) (low, high string, ok bool) {
 		return "", "", false
 	}
 
-	if string(must.NotFail(sjson.MarshalSingleValue(p))) != `"`+p+`"` {
+	if _, asIs := writtenAsIs(p); !asIs {
 		return "", "", false // a character of p is escaped
 	}
 
@@ -1204,14 +1204,20 @@ func prefixRange(condition any) (low, high string, ok bool) {
 }
 
 // nestedFieldValue returns the JSON text of a nested field's condition that
-// is a string JSON writes as is (checked with the encoder, as prefixRange
-// does): SQLite gives such a text back exactly as it was stored.
+// is a string JSON writes as is (writtenAsIs): SQLite gives such a text back
+// exactly as it was stored.
 func nestedFieldValue(condition any) (string, bool) {
 	s, ok := condition.(string)
 	if !ok {
 		return "", false
 	}
 
+	return writtenAsIs(s)
+}
+
+// writtenAsIs returns a string's JSON text and whether it is the string as
+// it is between quotes, no character escaped: asked of the encoder itself.
+func writtenAsIs(s string) (string, bool) {
 	text := string(must.NotFail(sjson.MarshalSingleValue(s)))
 
 	return text, text == `"`+s+`"`

@@ -269,17 +269,21 @@ class ContactsStore:
         not raised, and the service's start (ensure_contacts_indexes) puts
         the index right."""
         try:
-            if self.fields.find_one({"key": key, "searchable": True}, {"_id": 1}):
+            if self._searched(key):
                 return
             try:
                 self.contacts.drop_index(field_index(key).document["name"])
             except OperationFailure as exc:
                 if exc.code != INDEX_NOT_FOUND:
                     raise
-            if self.fields.find_one({"key": key, "searchable": True}, {"_id": 1}):
+            if self._searched(key):
                 self.index_field(key)
         except (PyMongoError, IndexRefused) as exc:
             log.warning("custom field index %s left for the next start: %s", key, exc)
+
+    def _searched(self, key: str) -> bool:
+        """Whether any account's field of that key is searchable."""
+        return self.fields.find_one({"key": key, "searchable": True}, {"_id": 1}) is not None
 
     def remove_field_definition(self, account_id: str, field_id: str) -> None:
         """The field's document only: the values contacts were given while
