@@ -11,10 +11,11 @@ Collections:
                  ann@x are one contact, exactly as they are one suppression entry.
                  list_ids / subscribed_list_ids mirror `lists` so that
                  "member of" / "subscribed to" are multikey-index lookups.
-  fields        {_id, account_id, key, label, type, choices, searchable}
+  fields        {_id, account_id, key, label, type, choices, searchable, search_seat}
                  A searchable field's values are indexed, `(account_id,
                  fields.<key>, _id)`: one index per key, shared by the accounts
                  whose field of that key is searchable (field_index).
+                 `search_seat` counts the searchable ones (SEARCH_SEATS).
   suppressions  {_id, account_id (None: platform-wide), scope, email_hash, reason, ...}
                  Only the keyed hash of the address, never the address.
   suppression_log, consent: append-only.
@@ -52,6 +53,7 @@ INDEX_REFUSED = {67, 68, 85, 86}
 # and the hash the suppression re-check reads.
 AUDIENCE_FIELDS = {"email": 1, "name": 1, "fields": 1, "email_hash": 1, "revision": 1}
 
+SEAT_INDEX = IndexModel([("account_id", ASCENDING), ("search_seat", ASCENDING)], unique=True)
 INDEXES = {
     "lists": [IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)]),
               IndexModel([("account_id", ASCENDING), ("name", ASCENDING)], unique=True)],
@@ -68,7 +70,8 @@ INDEXES = {
         IndexModel([("account_id", ASCENDING), ("name_key", ASCENDING)]),   # searches
     ],
     "fields": [IndexModel([("account_id", ASCENDING), ("key", ASCENDING)], unique=True),
-               IndexModel([("key", ASCENDING), ("searchable", ASCENDING)])],
+               IndexModel([("key", ASCENDING), ("searchable", ASCENDING)]),
+               SEAT_INDEX],
     "suppressions": [IndexModel([("account_id", ASCENDING), ("email_hash", ASCENDING)], unique=True),
                      IndexModel([("email_hash", ASCENDING)])],
     "suppression_log": [IndexModel([("account_id", ASCENDING), ("email_hash", ASCENDING)])],
@@ -113,6 +116,7 @@ def ensure_contacts_indexes(db: Database) -> None:
     third of the speed); a prefix search of the email or the name reads
     through its key's (devstack/ferretdb_patches.py, patch 10). On both,
     every searchable field's (field_index)."""
+    seat_unseated_fields(db)  # before the seats' unique index is built below
     if is_ferretdb(db):
         ensure_indexes(db, {name: [m for m in models if m.document.get("unique")
                                    or m.document["name"] in SEARCH_KEY_INDEXES_ON_FERRETDB]
@@ -128,6 +132,53 @@ def ensure_contacts_indexes(db: Database) -> None:
         key = FIELD_INDEX_NAME.fullmatch(name)
         if key and key[1] not in searchable:
             store.unindex_field(key[1])
+
+
+class SeatsTaken(Exception):
+    """Every one of the account's searchable seats is taken (SEARCH_SEATS)."""
+
+
+# SEARCH_SEATS. An account's searchable fields are at most
+# domain.MAX_SEARCHABLE_FIELDS, to the unit, whatever requests run at once:
+# a searchable field holds a seat, `search_seat` 0, 1, ... of its account,
+# which a unique index of (account_id, search_seat) gives to one field only;
+# any other field's seat is its own id. The flag and the seat are one write,
+# so a crash cannot leave a seat taken by a field that does not search.
+SEATS = range(domain.MAX_SEARCHABLE_FIELDS)
+
+
+def seat_unseated_fields(db: Database) -> None:
+    """Fields written before seats: each one gets its own id as its seat
+    (before the unique index, which two seatless fields of one account would
+    break), then every searchable one a numbered seat while one is free.
+    Searchable fields past the limit, from before it was enforced, stay
+    searchable on their own id. Idempotent; run at each start."""
+    fields = db["fields"]
+    for doc in fields.find({"search_seat": {"$exists": False}}, {"_id": 1}):
+        fields.update_one({"_id": doc["_id"], "search_seat": {"$exists": False}},
+                          {"$set": {"search_seat": doc["_id"]}})
+    ensure_indexes(db, {"fields": [SEAT_INDEX]})
+    for doc in fields.find({"searchable": True}, {"account_id": 1, "search_seat": 1}):
+        if doc.get("search_seat") == doc["_id"]:
+            try:
+                _take_seat(fields, {"_id": doc["_id"], "search_seat": doc["_id"]}, {})
+            except SeatsTaken:
+                pass  # past the limit: searchable on its own id, as it was
+
+
+def _take_seat(fields, query: dict, changes: dict) -> dict | None:
+    """The field `query` finds, updated with `changes`, searchable, on the
+    first free seat of its account; None if `query` finds none. SeatsTaken
+    when every seat is taken."""
+    for seat in SEATS:
+        try:
+            return fields.find_one_and_update(
+                query, {"$set": {**changes, "searchable": True, "search_seat": seat}},
+                return_document=ReturnDocument.AFTER)
+        except OperationFailure as exc:  # DuplicateKeyError, or FerretDB's way of saying it
+            if not is_duplicate_key(exc):
+                raise
+    raise SeatsTaken()
 
 
 class Conflict(Exception):
@@ -224,11 +275,19 @@ class ContactsStore:
         return {d["key"]: d for d in self.fields.find({"account_id": account_id})}
 
     def insert_field(self, doc: dict) -> dict:
-        try:
-            self.fields.insert_one(doc)
-        except DuplicateKeyError:
-            raise Conflict("a field with this key exists", "key") from None
-        return doc
+        """Inserted with its seat (SEARCH_SEATS): Conflict when the account
+        has a field of that key, SeatsTaken when it is to be searchable and
+        the account's seats are taken."""
+        seats = SEATS if doc.get("searchable") else [doc["_id"]]
+        for seat in seats:
+            try:
+                self.fields.insert_one({**doc, "search_seat": seat})
+                return doc
+            except DuplicateKeyError:
+                if self.fields.find_one({"account_id": doc["account_id"], "key": doc["key"]},
+                                        {"_id": 1}):
+                    raise Conflict("a field with this key exists", "key") from None
+        raise SeatsTaken()
 
     def get_field(self, account_id: str, field_id: str) -> dict | None:
         return self.fields.find_one({"_id": field_id, "account_id": account_id})
@@ -237,11 +296,18 @@ class ContactsStore:
         return self._page(self.fields, {"account_id": account_id}, after, limit)
 
     def update_field(self, account_id: str, field_id: str, changes: dict) -> dict | None:
-        return self.fields.find_one_and_update({"_id": field_id, "account_id": account_id},
-                                               {"$set": changes}, return_document=ReturnDocument.AFTER)
-
-    def count_searchable_fields(self, account_id: str) -> int:
-        return self.fields.count_documents({"account_id": account_id, "searchable": True})
+        """None if there is no such field. A field made searchable takes a
+        seat (SeatsTaken when there is none); made unsearchable, it leaves it."""
+        query = {"_id": field_id, "account_id": account_id}
+        if changes.get("searchable"):
+            seated = self.fields.find_one_and_update(
+                {**query, "searchable": True}, {"$set": changes},
+                return_document=ReturnDocument.AFTER)  # searchable already: its seat stays
+            return seated or _take_seat(self.fields, query, changes)
+        if changes.get("searchable") is False:
+            changes = {**changes, "search_seat": field_id}
+        return self.fields.find_one_and_update(query, {"$set": changes},
+                                               return_document=ReturnDocument.AFTER)
 
     def index_field(self, key: str, attempts: int = 3) -> None:
         """Build the key's index (field_index), if it is not there yet. The

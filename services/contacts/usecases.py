@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 from services.contacts import domain, events
 from services.contacts.segments import SegmentError, compile_condition, fields_named
-from services.contacts.store import PLATFORM, Conflict, ContactsStore, IndexRefused, contact_document
+from services.contacts.store import (PLATFORM, Conflict, ContactsStore, IndexRefused, SeatsTaken,
+                                     contact_document)
 from shared.http.errors import ApiError, not_found
 from shared.kafka.producer import EventProducer
 from shared.pii import InvalidEmail, normalise_email
@@ -93,8 +94,6 @@ def create_field(ports: Ports, account_id: str, body: dict) -> dict:
         raise invalid("choices", "a choice field needs its choices")
     if body["type"] != "choice" and body.get("choices"):
         raise invalid("choices", "only a choice field has choices")
-    if body.get("searchable"):
-        check_searchable_allowed(ports, account_id)
     doc = {"_id": domain.new_id(), "account_id": account_id, "key": body["key"],
            "label": body.get("label") or body["key"], "type": body["type"],
            "choices": body.get("choices") or [], "searchable": body.get("searchable", False),
@@ -103,6 +102,8 @@ def create_field(ports: Ports, account_id: str, body: dict) -> dict:
         ports.store.insert_field(doc)
     except Conflict as exc:
         raise clash(exc) from None
+    except SeatsTaken:
+        raise too_many_searchable() from None
     if doc["searchable"]:
         try:
             ports.store.index_field(doc["key"])
@@ -127,9 +128,10 @@ def update_field(ports: Ports, account_id: str, field_id: str, body: dict) -> di
         missing = set(current["choices"]) - set(body["choices"])
         if missing:  # stored values must stay valid
             raise invalid("choices", "choices can be added, not removed")
-    if body.get("searchable") and not current.get("searchable"):
-        check_searchable_allowed(ports, account_id)
-    updated = ports.store.update_field(account_id, field_id, body)
+    try:
+        updated = ports.store.update_field(account_id, field_id, body)
+    except SeatsTaken:
+        raise too_many_searchable() from None
     if updated is None:
         raise not_found("field")
     if body.get("searchable"):  # again when already: a build cut short is finished
@@ -143,13 +145,11 @@ def update_field(ports: Ports, account_id: str, field_id: str, body: dict) -> di
     return updated
 
 
-def check_searchable_allowed(ports: Ports, account_id: str) -> None:
-    """At most MAX_SEARCHABLE_FIELDS an account (two requests at once may
-    both pass: the limit keeps one account from taking the collection's
-    indexes, not a count to the unit)."""
-    if ports.store.count_searchable_fields(account_id) >= domain.MAX_SEARCHABLE_FIELDS:
-        raise conflict(f"an account has at most {domain.MAX_SEARCHABLE_FIELDS} searchable fields: "
-                       "make another one unsearchable first", "too_many_searchable", "searchable")
+def too_many_searchable() -> ApiError:
+    """At most MAX_SEARCHABLE_FIELDS an account, to the unit even when
+    requests run at once (the store's seats, SEARCH_SEATS)."""
+    return conflict(f"an account has at most {domain.MAX_SEARCHABLE_FIELDS} searchable fields: "
+                    "make another one unsearchable first", "too_many_searchable", "searchable")
 
 
 def index_refused(exc: IndexRefused) -> ApiError:

@@ -2,7 +2,13 @@
 when it is declared or made searchable, kept while any account's field of
 that key is searchable, dropped after; and a search for one value reads
 through it."""
-from services.contacts.store import ContactsStore, ensure_contacts_indexes, field_index, is_ferretdb
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from services.contacts import domain
+from services.contacts.store import (SEAT_INDEX, ContactsStore, ensure_contacts_indexes, field_index,
+                                     is_ferretdb)
+from tests.integration.contacts.conftest import Client
 from tests.integration.contacts.test_api import V1, found_ids, make_contact
 
 CITY_INDEX = field_index("city").document["name"]
@@ -148,6 +154,59 @@ def test_an_account_has_at_most_five_searchable_fields(client, other):
     assert client.patch(f"{V1}/fields/{first['id']}", {"searchable": False}).status_code == 200
     assert client.patch(f"{V1}/fields/{plain['id']}", {"searchable": True}).status_code == 200
     assert client.patch(f"{V1}/fields/{plain['id']}", {"searchable": True}).status_code == 200
+
+
+def test_requests_at_once_never_make_a_sixth_searchable_field(app, client):
+    """Twelve requests at once, half declaring new searchable fields, half
+    making plain ones searchable: five pass, to the unit, on five seats."""
+    plain = [client.post(f"{V1}/fields", {"key": f"plain{i}", "type": "text"}).get_json()
+             for i in range(6)]
+    clients = [Client(app.test_client(), client.account_id) for _ in range(12)]
+    start = threading.Barrier(12)
+
+    def request(i: int):
+        start.wait()
+        if i % 2:
+            return clients[i].patch(f"{V1}/fields/{plain[i // 2]['id']}", {"searchable": True})
+        return clients[i].post(f"{V1}/fields", {"key": f"new{i}", "type": "text", "searchable": True})
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(request, range(12)))
+    codes = sorted(r.status_code for r in answers)
+    assert codes.count(409) == 7, codes
+    assert {r.get_json()["error"]["code"] for r in answers if r.status_code == 409} == \
+        {"too_many_searchable"}
+    fields = app.extensions["runtime"].db["fields"]
+    searchable = list(fields.find({"account_id": client.account_id, "searchable": True}))
+    assert sorted(d["search_seat"] for d in searchable) == [0, 1, 2, 3, 4]
+    # a refused patch left its field as it was; a refused declaration left no field
+    assert fields.count_documents({"account_id": client.account_id}) == 6 + codes.count(201)
+
+
+def test_fields_from_before_seats_get_theirs_at_start(app, client, other):
+    """Fields written before seats have none: the start gives each one, and
+    an account's searchable fields past five (the limit was not enforced to
+    the unit then) stay searchable without taking a new one's place."""
+    db = app.extensions["runtime"].db
+    db["fields"].drop_index(SEAT_INDEX.document["name"])
+    legacy = [{"_id": f"{i:032x}", "account_id": client.account_id, "key": f"old{i}",
+               "label": f"old{i}", "type": "text", "choices": [], "searchable": i < 6,
+               "created_at": domain.now()} for i in range(8)]
+    db["fields"].insert_many(legacy)
+    db["fields"].insert_one({**legacy[0], "_id": domain.new_id(), "account_id": other.account_id})
+
+    ensure_contacts_indexes(db)
+    ensure_contacts_indexes(db)   # a second start (another replica) changes nothing
+    seats = {d["_id"]: d["search_seat"] for d in db["fields"].find({"account_id": client.account_id})}
+    assert sorted(s for s in seats.values() if isinstance(s, int)) == [0, 1, 2, 3, 4]
+    assert all(seats[d["_id"]] == d["_id"] for d in legacy[6:])        # plain: their own id
+    assert db["fields"].find_one({"account_id": other.account_id})["search_seat"] == 0
+    r = client.post(f"{V1}/fields", {"key": "new", "type": "text", "searchable": True})
+    assert r.status_code == 409 and r.get_json()["error"]["code"] == "too_many_searchable"
+    over = next(d for d in legacy[:6] if isinstance(seats[d["_id"]], str))
+    assert client.patch(f"{V1}/fields/{over['_id']}", {"searchable": False}).status_code == 200
+    assert client.post(f"{V1}/fields", {"key": "new", "type": "text",
+                                        "searchable": True}).status_code == 409   # still five
 
 
 def test_the_service_start_builds_what_is_missing_and_drops_what_no_field_searches(app, client):
