@@ -273,6 +273,8 @@ def number_from_text(text: str) -> int | float:
     plain = text.replace(",", "")
     if "." in plain or "e" in plain.lower():
         return float(plain)
+    if len(plain.lstrip("+-").lstrip("0")) > 19:  # past 2**63; int() raises past 4,300 digits
+        raise InvalidValue("number out of range")
     return int(plain)
 
 

@@ -321,6 +321,8 @@ def _parse(ctx: Context, row: Row) -> str | None:
                                                         cells[column].strip(), from_text=True)
             except domain.InvalidValue as exc:
                 return f"{key}: {exc}"
+            except (ValueError, OverflowError):  # one no check foresaw: this row's, not the file's
+                return f"{key}: not a value this field can hold"
     return None
 
 

@@ -160,6 +160,29 @@ def test_a_date_past_year_9999_in_utc_costs_only_its_own_row(client, app, settin
                      "g2@example.com": "2031-06-01T00:00:00+00:00"}
 
 
+def test_a_number_of_thousands_of_digits_costs_only_its_own_row(client, app, settings, setup):
+    """int() refuses a string of over 4,300 digits with a bare ValueError,
+    which failed the batch five times over, then the import: every good row
+    after it was lost and the row itself never listed."""
+    data = ("email,age\n"
+            "g1@example.com,5\n"
+            f"huge@example.com,{'1' * 5000}\n"
+            f"big@example.com,{'9' * 20}\n"
+            f"padded@example.com,{'0' * 30}7\n"
+            "g2@example.com,8\n").encode()
+    job = upload(client, setup, data).get_json()
+    run_worker(app, settings, batch_rows=2)
+    job = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert job["status"] == "done", job
+    assert job["counters"]["created"] == 3 and job["counters"]["rejected"] == 2, job
+    assert [(row[0], row[1]) for row in rejected_rows(client, job["id"])] == [
+        ("3", "age: number out of range"), ("4", "age: number out of range")]
+    ages = {c["email"]: c["fields"].get("age") for c in
+            client.get(f"{V1}/contacts?list_id={setup}&limit=50").get_json()["items"]}
+    assert {e: ages[e] for e in ("g1@example.com", "padded@example.com", "g2@example.com")} == \
+        {"g1@example.com": 5, "padded@example.com": 7, "g2@example.com": 8}
+
+
 def test_a_latin1_file_whose_first_accent_is_far_down_keeps_it(client, app, settings, setup):
     rows = "".join(f"plain{i}@example.com,{'Plain name ' * 18}\n" for i in range(320))
     data = ("email,name\n" + rows + "zoé@example.com,Zoé Müller\n").encode("latin-1")
