@@ -546,9 +546,11 @@ def segment_filter(ports: Ports, account_id: str, segment_id: str) -> dict:
 
 
 def preview_segment(ports: Ports, account_id: str, segment_id: str, sample: int) -> dict:
+    """The count and the first `sample` contacts; `sample=0` is the count
+    alone (a cursor's limit of 0 is no limit: every contact, unaudited)."""
     query = segment_filter(ports, account_id, segment_id)
-    return {"count": ports.store.count_contacts(account_id, query),
-            "sample": list(ports.store.contacts.find(query).sort("_id", 1).limit(sample))}
+    first = list(ports.store.contacts.find(query).sort("_id", 1).limit(sample)) if sample else []
+    return {"count": ports.store.count_contacts(account_id, query), "sample": first}
 
 
 # -- search ------------------------------------------------------------------

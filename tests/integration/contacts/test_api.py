@@ -296,6 +296,11 @@ def test_segments_validate_preview_and_refuse_operators(client):
     assert r.status_code == 201, r.get_json()
     preview = client.get(f"{V1}/segments/{r.get_json()['id']}/preview").get_json()
     assert preview["count"] == 1 and preview["sample"][0]["id"] == pune["id"]
+    everyone = client.post(f"{V1}/segments", {"name": "all", "definition": {
+        "field": "list", "op": "member", "value": list_id}}).get_json()
+    for sample, shown in (("0", 0), ("1", 1), ("100", 2)):   # 0: the count alone, not everyone
+        preview = client.get(f"{V1}/segments/{everyone['id']}/preview?sample={sample}").get_json()
+        assert preview["count"] == 2 and len(preview["sample"]) == shown, (sample, preview)
     nul = client.post(f"{V1}/segments", {"name": "NUL", "definition": {
         "field": "fields.city", "op": "contains", "value": "Pu\u0000ne"}})
     assert nul.status_code == 400 and "definition.value" in nul.get_json()["error"]["details"]
