@@ -31,6 +31,25 @@ def test_latin1_and_semicolons():
     assert items[1].cells == ["zoé@x.com", "Zoé"]
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("email;name;city\na@x.com;Ann, Lee;Pune\nb@x.com;Bob;Goa\n", ";"),  # commas in a cell
+    ('email,name\na@x.com,"Lee; Ann"\nb@x.com,"Bo; b"\n', ","),       # quoted semicolons
+    ("email|name|x\na@x.com|Ann|1\n", "|"),
+    ("a@x.com\nb@x.com\n", ","),                                        # one column
+    ("email,name;x\na@x.com,Ann;1\nb@x.com,Bob;2\n", ","),             # a tie: the comma
+])
+def test_the_delimiter_is_the_one_that_splits_the_rows_alike(text, expected):
+    assert csvread.detect_delimiter(text) == expected
+
+
+def test_a_head_that_made_the_sniffer_backtrack_for_seconds_still_reads():
+    """csv.Sniffer took 9-14 s over 64 KB of this (quadratic regexes),
+    holding the worker's GIL; the head is read as one comma-split row."""
+    data = b"email," + b', "' * (csvread.SNIFF_BYTES // 3)
+    dialect = csvread.detect(io.BytesIO(data))
+    assert dialect.delimiter == ","
+
+
 def test_tabs_and_no_header():
     data = b"a@x.com\tAnn\nb@x.com\tBob\n"
     dialect, items = read(data)
