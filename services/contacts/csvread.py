@@ -315,6 +315,9 @@ def check_mapping(spec: dict | None, custom_fields: dict[str, dict]) -> None:
     unknown = set(spec) - {"email", "name", "fields"}
     if unknown:
         raise MappingError(f"unknown mapping keys: {', '.join(sorted(unknown))}")
+    if "email" in spec and spec["email"] is None:  # a name's null is "no name column"
+        raise MappingError("email: give a column name or a 0-based column number "
+                           "(or leave email out to find it by the header)")
     fields_spec = {} if spec.get("fields") is None else spec["fields"]
     if not isinstance(fields_spec, dict):   # [] too: it was taken for {}
         raise MappingError("fields: expected {custom field key: column}")

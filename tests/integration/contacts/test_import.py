@@ -573,7 +573,8 @@ def stored_files(settings) -> dict[str, int]:
 
 @pytest.mark.parametrize("mapping", [
     '{"email": "\\ud800"}', '{"email": 99999999999999999999}',
-    '{"email": 0, "fields": {"age": 99999999999999999999}}', '{"email": 0, "fields": []}'])
+    '{"email": 0, "fields": {"age": 99999999999999999999}}', '{"email": 0, "fields": []}',
+    '{"email": null}'])   # failed only once the worker read the file
 def test_a_mapping_no_database_could_store_is_a_400_and_keeps_no_file(client, setup, settings,
                                                                        mapping):
     """These were 500s, and each left the uploaded addresses on disk with no
