@@ -137,7 +137,11 @@ def detect_delimiter(sample: str) -> str:
 def detect(stream: BinaryIO, delimiter: str | None = None, encoding: str | None = None,
            has_header: bool | None = None, header_names: Iterable[str] = ()) -> Dialect:
     """Detect what was not given: the encoding from the whole file, the rest
-    from its first SNIFF_BYTES."""
+    from its first SNIFF_BYTES. A file said to be UTF-8 that is not fails
+    (UnicodeError) rather than import its accents as U+FFFD, row by row unseen."""
+    if encoding and codecs.lookup(encoding).name == "utf-8" and file_encoding(stream) != "utf-8":
+        raise UnicodeError("the file is not UTF-8, as the import's encoding says: leave the "
+                           "encoding out to have it detected, or give windows-1252")
     encoding = encoding or file_encoding(stream)
     stream.seek(0)
     head = stream.read(SNIFF_BYTES)

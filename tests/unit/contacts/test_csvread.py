@@ -50,6 +50,14 @@ def test_a_head_that_made_the_sniffer_backtrack_for_seconds_still_reads():
     assert dialect.delimiter == ","
 
 
+def test_a_file_said_to_be_utf8_that_is_not_fails_instead_of_losing_its_accents():
+    data = "email;name\nj@x.com;Jörg Müller\n".encode("cp1252")
+    with pytest.raises(UnicodeError, match="not UTF-8"):
+        csvread.detect(io.BytesIO(data), encoding="utf-8")
+    dialect, items = read("email;name\nj@x.com;Jörg\n".encode(), encoding="utf-8")
+    assert items[1].cells == ["j@x.com", "Jörg"]
+
+
 def test_tabs_and_no_header():
     data = b"a@x.com\tAnn\nb@x.com\tBob\n"
     dialect, items = read(data)
@@ -103,12 +111,6 @@ def test_a_windows_1252_file_keeps_its_quotes_dashes_and_euro_signs():
     stream = io.BytesIO(data)  # an import begun before: its dialect says latin-1
     old = csvread.Dialect("latin-1", 0, ",", True)
     assert list(csvread.records(stream, old))[1].cells[1] == "Seán O’Brien – “€5”"
-
-
-def test_a_given_encoding_is_not_second_guessed():
-    data = "email,name\nzoé@x.com,Zoé\n".encode("latin-1")
-    dialect, items = read(data, encoding="utf-8")
-    assert dialect.encoding == "utf-8" and items[-1].cells[1] == "Zo\ufffd"
 
 
 def test_an_oversized_field_is_one_unreadable_row():
