@@ -384,10 +384,21 @@ def plain_fields(fields: dict) -> dict:
             for key, value in fields.items()}
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def csv_safe(cell: Any) -> str:
     """Spreadsheet formula injection: a cell that starts with = + - @ tab or
     CR is prefixed with a single quote so it is shown, never evaluated."""
     text = "" if cell is None else (cell.isoformat() if isinstance(cell, datetime) else str(cell))
-    if text and text[0] in ("=", "+", "-", "@", "\t", "\r"):
+    if text and text[0] in _FORMULA_STARTS:
         return "'" + text
     return text
+
+
+def from_csv_safe(cell: str) -> str:
+    """A cell as it was before csv_safe, so that an export imports back as
+    it was: `'-5` is the number -5 again, `'-ann@x.com` the address
+    -ann@x.com (not 'ann's with a quote). A value that really began with a
+    quote before one of those characters loses the quote: rarer by far."""
+    return cell[1:] if cell[:1] == "'" and cell[1:2] in _FORMULA_STARTS else cell

@@ -297,7 +297,7 @@ def _parse(ctx: Context, row: Row) -> str | None:
     if "_reject" in row.fields:
         return row.fields.pop("_reject")
     m = ctx.mapping
-    cells = row.cells
+    cells = [domain.from_csv_safe(cell) for cell in row.cells]  # an export reads back as it was
     width = _width(cells)
     if m.width and width > m.width:
         return f"{width} cells where the header has {m.width}"
