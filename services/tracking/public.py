@@ -19,6 +19,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from services.tracking import pages, usecases
 from services.tracking.hits import HitPublisher
+from services.tracking.redirects import redirect_location
 from services.tracking.store import TrackingStore
 from shared import metrics, topics
 from shared.erased_contacts import ErasedContacts
@@ -56,7 +57,8 @@ class LinkTable:
     def url(self, account_id: str, campaign_id: str, index: int,
             personal_url: str | None = None) -> str | None:
         """Where link `index` of the campaign goes: its URL, or for a
-        personal link (merge fields in its URL) the one its token carries."""
+        personal link (merge fields in its URL) the one its token carries,
+        as a browser would request it. None when it can go nowhere."""
         entry = self._known.get(campaign_id) or self._load(campaign_id)
         if entry is None or entry[0] != account_id or not 0 <= index < len(entry[1]):
             return None
@@ -64,7 +66,7 @@ class LinkTable:
         if is_personal(url):
             url = personal_url or ""
         # Only web links: a template's "javascript:" or "data:" link is never followed.
-        return url if url.lower().startswith(("https://", "http://")) else None
+        return redirect_location(url)
 
     def _load(self, campaign_id: str) -> tuple[str, list[str]] | None:
         if time.monotonic() - self._missing.get(campaign_id, -1e9) < self.MISS_RETRY_SECONDS:

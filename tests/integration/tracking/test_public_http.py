@@ -7,8 +7,10 @@ import base64
 import json
 import uuid
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import pytest
+from gunicorn.http import wsgi as gunicorn_wsgi
 
 from services.tracking import privacy as tracking_privacy
 from services.tracking import usecases
@@ -204,6 +206,38 @@ def test_no_open_redirect(client, ctx, store):
         assert response.status_code == 404, candidate
         assert "Location" not in response.headers
         assert b"evil" not in response.data and response.mimetype == "text/html"
+
+
+def gunicorn_sends(headers) -> bool:
+    """Whether gunicorn sends these response headers as plain ASCII (it
+    answers 500 for a control character, and sends others as raw bytes)."""
+    request = SimpleNamespace(version=(1, 1), method="GET", headers=[], should_close=lambda: False)
+    response = gunicorn_wsgi.Response(request, None, {})
+    response.process_headers(list(headers))   # raises on a control character
+    wire = "".join(f"{name}: {value}\r\n" for name, value in response.headers).encode("latin-1")
+    return wire.isascii()   # no raw 8-bit byte either
+
+
+def test_a_link_is_sent_as_the_url_a_browser_would_request(client, ctx, store, tail):
+    """campaigns stores a link as the template wrote it: a wrapped attribute
+    kept its line break (gunicorn refused the Location: a 500) and a
+    non-ASCII character went out as a raw 8-bit byte."""
+    links = ["https://shop.example/spring\n-sale", "https://example.jp/\u30bb\u30fc\u30eb",
+             "https://shop.example/caf\u00e9", "https://a..\u4f8b.example/"]   # no IDNA name
+    wrapped = tt.LinkContext(ctx.account_id, uuid.uuid4().hex, ctx.contact_id, ctx.job_id)
+    store.save_campaign(wrapped.campaign_id, wrapped.account_id, links, datetime.now(timezone.utc))
+    nowhere = client.get(f"/t/c/{tt.click_token(RING, wrapped, 3)}", headers={"User-Agent": CHROME})
+    assert nowhere.status_code == 404 and "Location" not in nowhere.headers
+    expected = ["https://shop.example/spring-sale",
+                "https://example.jp/%E3%82%BB%E3%83%BC%E3%83%AB",
+                "https://shop.example/caf%C3%A9"]
+    for index, location in enumerate(expected):
+        response = client.get(f"/t/c/{tt.click_token(RING, wrapped, index)}",
+                              headers={"User-Agent": CHROME})
+        assert (response.status_code, response.headers["Location"]) == (302, location)
+        assert gunicorn_sends(response.headers.to_wsgi_list())
+    events = tail.wait_for(lambda e: e["data"].get("campaign_id") == wrapped.campaign_id, count=3)
+    assert sorted(e["data"]["link_index"] for e in events) == [0, 1, 2]   # none for the 404
 
 
 # ----------------------------------------------------------- unsubscribe
