@@ -12,6 +12,7 @@ import email
 import email.policy
 import re
 from dataclasses import dataclass, field
+from email.header import Header, decode_header
 from email.message import Message
 
 from shared.tracking_tokens import parse_verp
@@ -21,6 +22,8 @@ _SMTP_CODE = re.compile(r"(?m)(?:^|said:|<<<)\s*([45])\d\d[ -]")  # a reply, as 
 _LINK_TOKEN = re.compile(r"/(?:u|t/o|t/c)/([A-Za-z0-9_-]{100,140})")
 _VERP = re.compile(r"(?i)\bb\+[a-z2-7]{45}@[a-z0-9.-]+")
 _ADDRESS = re.compile(r"[^\s<>()\"';,:]+@[^\s<>()\"';,]+")
+_DELIVERY_STATUS = {"message/delivery-status",
+                    "message/global-delivery-status"}   # RFC 6533: a report on SMTPUTF8 mail
 _ADDRESS_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To",
                     "Original-Recipient", "Return-Path", "X-Failed-Recipients")
 
@@ -56,9 +59,19 @@ def _read_report(message: Message) -> Report:
                                                for p in parts):
         return _read_arf(parts)
     for part in parts:
-        if part.get_content_type() == "message/delivery-status":
-            return _read_dsn(part)
+        if part.get_content_type() in _DELIVERY_STATUS:
+            return _read_dsn(_status_blocks(part))
     return _read_plain_bounce(message)
+
+
+def _header(message: Message, name: str) -> str:
+    """A header's value as text. compat32 gives a value with raw 8-bit
+    bytes as a Header object; those bytes are read as UTF-8."""
+    value = message.get(name)
+    if isinstance(value, Header):
+        return "".join(chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else chunk
+                       for chunk, _ in decode_header(value))
+    return value or ""
 
 
 # The registered ARF feedback types (RFC 5965, 6430, 6591, 6650); the field
@@ -76,18 +89,47 @@ def _read_arf(parts: list[Message]) -> Report:
                   feedback_type=feedback_type if feedback_type in FEEDBACK_TYPES else "other")
 
 
-def _read_dsn(part: Message) -> Report:
+def _status_blocks(part: Message) -> list[Message]:
+    """A delivery-status part's field blocks: the per-message one, then
+    one per recipient."""
+    if part.get_content_type() == "message/global-delivery-status":
+        return _field_blocks(_global_status_text(part))
     blocks = part.get_payload()
     if isinstance(blocks, str):  # an unparsed body: read its lines ourselves
-        blocks = [email.message_from_string(b) for b in re.split(r"\r?\n\r?\n", blocks) if b.strip()]
-    recipients = [b for b in blocks[1:] if b.get("Action") or b.get("Status")] or blocks
+        return _field_blocks(blocks)
+    return blocks
+
+
+def _field_blocks(text: str) -> list[Message]:
+    return [email.message_from_string(b) for b in re.split(r"\r?\n\r?\n", text) if b.strip()]
+
+
+def _global_status_text(part: Message) -> str:
+    """The body of the global form: UTF-8, perhaps in a transfer encoding
+    (RFC 6533). The parser reads it as a message whose headers are the
+    first block, so its bytes are put back together, then decoded."""
+    inner = part.get_payload()
+    body = Message()   # email decodes a transfer encoding for a plain body only
+    body["Content-Transfer-Encoding"] = _header(part, "Content-Transfer-Encoding")
+    body.set_payload(_message_bytes(inner[0]) if isinstance(inner, list) and inner else b"")
+    return (body.get_payload(decode=True) or b"").decode("utf-8", "replace")
+
+
+def _message_bytes(message: Message) -> bytes:
+    fields = "".join(f"{name}: {value}\r\n" for name, value in message.raw_items())
+    body = message.get_payload(decode=True)
+    return fields.encode("utf-8", "surrogateescape") + b"\r\n" + (body or b"")
+
+
+def _read_dsn(blocks: list[Message]) -> Report:
+    recipients = [b for b in blocks[1:] if _header(b, "Action") or _header(b, "Status")] or blocks
     # One message, one recipient in practice; with several, the worst wins.
     best: Report | None = None
     for block in recipients:
-        action = (block.get("Action") or "").strip().lower()
-        status_match = _STATUS.search(block.get("Status") or "")
+        action = _header(block, "Action").strip().lower()
+        status_match = _STATUS.search(_header(block, "Status"))
         status = ".".join(status_match.groups()) if status_match else ""
-        diagnostic = mask_addresses(" ".join((block.get("Diagnostic-Code") or "").split()))[:300]
+        diagnostic = mask_addresses(" ".join(_header(block, "Diagnostic-Code").split()))[:300]
         if action not in ("failed", "") or not status:
             candidate = Report("ignored", status=status,
                                reason=f"action {action or 'missing'}: not a bounce")
@@ -117,16 +159,16 @@ _AUTO_REPLY_SUBJECT = re.compile(
 
 
 def _auto_reply(message: Message) -> bool:
-    precedence = (message.get("Precedence") or "").strip().lower()
-    return bool(message.get("X-Autoreply") or message.get("X-Autorespond")
+    precedence = _header(message, "Precedence").strip().lower()
+    return bool(_header(message, "X-Autoreply") or _header(message, "X-Autorespond")
                 or precedence == "auto_reply"
-                or _AUTO_REPLY_SUBJECT.search(message.get("Subject") or ""))
+                or _AUTO_REPLY_SUBJECT.search(_header(message, "Subject")))
 
 
 def _from_a_mail_server(message: Message) -> bool:
-    sender = (message.get("From") or "").lower()
+    sender = _header(message, "From").lower()
     local = sender.rpartition("<")[2].split("@", 1)[0].strip(' "')
-    return local in _MTA_SENDERS or bool(_FAILURE_SUBJECT.search(message.get("Subject") or ""))
+    return local in _MTA_SENDERS or bool(_FAILURE_SUBJECT.search(_header(message, "Subject")))
 
 
 def _read_plain_bounce(message: Message) -> Report:
@@ -160,8 +202,8 @@ def _report_fields(part: Message) -> dict[str, str]:
     blocks = payload if isinstance(payload, list) else \
         [email.message_from_string(payload or "")]
     for block in blocks:
-        for name, value in block.items():
-            fields.setdefault(name.lower(), str(value))
+        for name in block.keys():
+            fields.setdefault(name.lower(), _header(block, name))
     return fields
 
 

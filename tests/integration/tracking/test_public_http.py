@@ -421,6 +421,28 @@ def test_reports_that_name_no_known_message(client, ctx):
     assert post_report(client, b"").status_code == 400
 
 
+def test_a_report_with_raw_utf8_headers_is_read_not_a_500(client, ctx, store):
+    """compat32 gives a raw 8-bit header as a Header object, which has no
+    .lower() or .split(): every such report was a 500."""
+    store.save_delivery(ctx.job_id, ctx.account_id, ctx.campaign_id, ctx.contact_id,
+                        datetime.now(timezone.utc))
+    verp = tt.verp_address(RING, ctx, "b.example")
+    bounce = samples.plain_text_bounce(verp).replace(
+        b"From: MAILER-DAEMON@old.example.org\r\nTo:",
+        "From: Système <MAILER-DAEMON@old.example.org>\r\nTo:".encode()).replace(
+        b"Subject: failure notice", "Subject: Unzustellbar: Grüße".encode())
+    answer = post_report(client, bounce)
+    assert answer.status_code == 202, answer.get_json()
+    assert answer.get_json()["result"] == "hard_bounce"
+    away = samples.out_of_office(verp, "Bin bis Montag nicht im Büro.",
+                                 "Abwesenheitsnotiz: Frühlingsangebot", "").replace(
+        b"Jane Doe", "Jürgen Müller".encode())
+    answer = post_report(client, away)
+    assert answer.status_code == 202
+    assert answer.get_json()["result"] == "ignored"
+    assert answer.get_json()["reason"] == "an automatic reply, not a bounce"
+
+
 # ----------------------------------------------------- an erased contact
 
 def test_an_erased_contacts_hits_and_unsubscribe_are_not_published_and_its_bounces_are_pseudonymous(

@@ -5,6 +5,8 @@ original message's List-Unsubscribe URL, as the send path writes them.
 """
 from __future__ import annotations
 
+import base64
+
 
 def _crlf(text: str) -> bytes:
     return text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
@@ -274,3 +276,34 @@ Subject: {subject}
 {extra}
 {body}
 """)
+
+
+def global_delivery_status(verp: str, action: str, status: str,
+                           transfer_encoding: str = "8bit") -> bytes:
+    """RFC 6533's form, for a message sent with SMTPUTF8: its fields are
+    UTF-8, and the human part quotes no status code."""
+    fields = _crlf(f"""Reporting-MTA: dns; mx.bücher.example
+
+Final-Recipient: utf-8; jürgen@bücher.example
+Action: {action}
+Status: {status}
+Diagnostic-Code: smtp; 550 Postfach unbekannt: jürgen@bücher.example
+""")
+    if transfer_encoding == "base64":
+        fields = base64.encodebytes(fields)
+    return _crlf(f"""From: Mail Delivery System <MAILER-DAEMON@mx.bücher.example>
+To: {verp}
+Subject: Nachricht nicht zustellbar
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=global-delivery-status; boundary="g-1"
+
+--g-1
+Content-Type: text/plain; charset=utf-8
+
+Ihre Nachricht an jürgen@bücher.example konnte nicht zugestellt werden.
+
+--g-1
+Content-Type: message/global-delivery-status
+Content-Transfer-Encoding: {transfer_encoding}
+
+""") + fields + b"\r\n--g-1--\r\n"

@@ -128,3 +128,35 @@ def test_a_charset_that_is_no_name_at_all_is_read_as_utf8(ctx):
         b"Subject: failure notice", b'Subject: failure notice\r\nContent-Type: text/plain; charset="utf\x008"')
     report = parse_report(raw)
     assert (report.kind, report.bounce_type) == ("bounce", "hard")
+
+
+def test_headers_in_raw_utf8_are_read_as_text(ctx):
+    """compat32 gives a raw 8-bit header as a Header object, which has no
+    .lower() or .split(): such a report was a 500 at the webhook."""
+    verp = _links(ctx)[0]
+    bounce = samples.plain_text_bounce(verp).replace(
+        b"Subject: failure notice", "Subject: Unzustellbar: Grüße".encode())
+    assert parse_report(bounce).bounce_type == "hard"
+    away = samples.out_of_office(verp, "Bin nicht im Büro.", "Abwesenheit: Frühling", "").replace(
+        b"Jane Doe", "Jürgen Müller".encode())
+    assert parse_report(away).reason == "an automatic reply, not a bounce"
+    dsn = samples.gmail_hard_bounce(*_links(ctx)).replace(
+        b"Diagnostic-Code: smtp; 550-5.1.1", "Diagnostic-Code: smtp; 550-5.1.1 Postfach gelöscht:".encode())
+    report = parse_report(dsn)
+    assert (report.bounce_type, report.status) == ("hard", "5.1.1")
+    assert "Postfach gelöscht" in report.reason
+
+
+def test_a_global_delivery_status_report_is_read_as_one(ctx):
+    """RFC 6533's form reports on mail sent with SMTPUTF8. Read as free
+    text, a delay notice was a soft bounce (three suppress the contact)."""
+    verp = _links(ctx)[0]
+    delayed = samples.delayed_notice(verp)
+    in_global_form = delayed.replace(b"delivery-status", b"global-delivery-status")
+    assert in_global_form.count(b"global-delivery-status") == 2
+    for raw in (delayed, in_global_form, samples.global_delivery_status(verp, "delayed", "4.4.1")):
+        assert parse_report(raw).kind == "ignored"
+    for encoding in ("8bit", "base64"):
+        report = parse_report(samples.global_delivery_status(verp, "failed", "5.1.1", encoding))
+        assert (report.kind, report.bounce_type, report.status) == ("bounce", "hard", "5.1.1")
+        assert report.reason == "smtp; 550 Postfach unbekannt: <address>"
