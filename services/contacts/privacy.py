@@ -65,7 +65,10 @@ def handle_privacy_request(runtime, event) -> None:
     contact = _find(ports.store, event.account_id, subject)
     kind = data["kind"]
     ids = [contact["_id"]] if contact else None
-    deleted = [] if contact else ports.store.deleted_contacts_of(event.account_id, subject)
+    # Contacts of the same address deleted through the API before are the
+    # person's too, whether or not the address is held again now.
+    deleted = ports.store.deleted_contacts_of(
+        event.account_id, {"email_hash": contact["email_hash"]} if contact else subject)
     if kind == "erasure":
         _erase(ports, event, contact, subject.get("email_hash"), deleted,
                runtime.config.get("import_dir"))
@@ -81,8 +84,11 @@ def handle_privacy_request(runtime, event) -> None:
         answer(ports.producer, event, SERVICE, "not_found")
         return
     if kind == "access":
-        answer(ports.producer, event, SERVICE, "done", export=collect(ports.store, contact),
-               contact_ids=ids)
+        export = collect(ports.store, contact)
+        if deleted:
+            export["deleted_contacts"] = [_collect_deleted(ports.store, d) for d in deleted]
+        answer(ports.producer, event, SERVICE, "done", export=export,
+               contact_ids=ids + [d["_id"] for d in deleted])
     elif kind == "rectification":
         try:
             fields = rectify(ports, event, contact, data.get("changes") or {})
@@ -228,12 +234,16 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
             if hash_ else None))
         return
     store, account_id = ports.store, contact["account_id"]
-    _forget_records_of(store, account_id, contact_id)
+    gone_ids = [gone["_id"] for gone in deleted]
+    for former_id in [contact_id, *gone_ids]:
+        _forget_records_of(store, account_id, former_id)
     events.contact_erased(ports.producer, contact, request_id=event.data["request_id"])
-    answer(ports.producer, event, SERVICE, "done", contact_ids=[contact_id])  # flushes
+    answer(ports.producer, event, SERVICE, "done", contact_ids=[contact_id, *gone_ids])  # flushes
     # The tombstone follows the erased event: compaction then drops both.
     ports.producer.sink.send(topics.CONTACTS_EVENTS, contact_id.encode(), None, [])
     ports.producer.flush()
+    if gone_ids:
+        store.forget_deleted(gone_ids)
     store.delete_contact(account_id, contact_id)
     log.info("contact erased", extra={"contact_id": contact_id})
 

@@ -366,6 +366,29 @@ def test_an_erasure_by_address_of_a_deleted_contact_erases_its_consent_and_names
     assert world.db["deleted_contacts"].count_documents({"_id": world.jane["_id"]}) == 0
 
 
+def test_an_erasure_of_an_address_held_again_takes_its_deleted_contacts_too(world):
+    """With a live contact of the address, the ones deleted through the API
+    before were never looked at: their consent entries (with the IP) and
+    their ids in the sender's and tracking's records outlived the erasure."""
+    _gone(world)
+    again = usecases.create_contact(world.ports, ACCOUNT, {
+        "email": EMAIL, "consent": {"via": "form", "ip": "192.0.2.9"}}, "key-1")
+    world.broker.topics.clear()
+    ids = {world.jane["_id"], again["_id"]}
+    privacy.handle_privacy_request(world.runtime, _request("access", {"email_hash": _hash()}))
+    [access] = _answers(world.broker)
+    assert set(access["contact_ids"]) == ids
+    [shown] = access["export"]["deleted_contacts"]
+    assert shown["id"] == world.jane["_id"] and shown["consent_log"][0]["ip"] == "192.0.2.1"
+    world.broker.topics.clear()
+    privacy.handle_privacy_request(world.runtime, _request("erasure", {"email_hash": _hash()}))
+    [answer] = _answers(world.broker)
+    assert answer["status"] == "done" and set(answer["contact_ids"]) == ids
+    assert world.db["consent"].count_documents({"contact_ids": {"$in": sorted(ids)}}) == 0
+    assert world.db["deleted_contacts"].count_documents({"account_id": ACCOUNT}) == 0
+    assert world.db.contacts.count_documents({"_id": again["_id"]}) == 0
+
+
 def test_a_complaint_about_mail_to_a_former_address_suppresses_that_address_only(world):
     """It suppressed the address the contact had moved to, platform-wide
     (no account could mail its owner again), and left the address that
