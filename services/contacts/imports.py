@@ -479,9 +479,12 @@ def _write(ctx: Context, p: Prepared) -> list[str]:
     # Any error but a duplicate key is raised: the batch is retried from the checkpoint.
     conflicted = {index for index, new in enumerate(insert_new(ctx.store.contacts, p.docs))
                   if not new}
+    late = _suppressed_meanwhile(ctx, [doc for i, doc in enumerate(p.docs) if i not in conflicted])
     subscribed: list[str] = []
     for index, doc in enumerate(p.docs):
-        if index not in conflicted:
+        if doc["_id"] in late:
+            p.delta["skipped_suppressed"] += 1
+        elif index not in conflicted:
             p.delta["created"] += 1
             subscribed.append(doc["_id"])
             events.contact_created(p.events, doc, via="import")
@@ -489,6 +492,22 @@ def _write(ctx: Context, p: Prepared) -> list[str]:
         subscribed += _existing(ctx, [p.rows[i] for i in sorted(conflicted)], p.at, p.delta,
                                 p.events)
     return subscribed
+
+
+def _suppressed_meanwhile(ctx: Context, inserted: list[dict]) -> set[str]:
+    """Of the contacts just inserted, the ids of those whose address was
+    suppressed since the batch was checked, deleted again: an erasure in
+    between found no contact to erase and then its import put the person
+    back. The erasure looks for the address again once it is suppressed
+    (privacy._erase), so one of the two looks sees the other's write."""
+    if not inserted:
+        return set()
+    now_suppressed = {e["email_hash"] for e in ctx.store.suppression_entries(
+        ctx.account_id, {doc["email_hash"] for doc in inserted})}
+    late = [doc["_id"] for doc in inserted if doc["email_hash"] in now_suppressed]
+    if late:
+        ctx.store.contacts.delete_many({"account_id": ctx.account_id, "_id": {"$in": late}})
+    return set(late)
 
 
 def _existing(ctx: Context, rows: list[Row], at: datetime, counters: dict,

@@ -219,6 +219,13 @@ def _erase(ports: usecases.Ports, event, contact: dict | None, email_hash: str |
     if hashes and import_dir:
         rejected_rows.scrub_account(ports.store, import_dir, event.account_id, ports.salt,
                                     set(hashes))
+    if contact is None and hash_:
+        # An import or an API call may have written the address between the
+        # look-up and its suppression above; none can add it now (both look
+        # again after their insert: imports._suppressed_meanwhile).
+        late = ports.store.contacts.find_one({"account_id": event.account_id, "email_hash": hash_})
+        if late is not None:
+            return _erase(ports, event, late, email_hash, deleted, import_dir)
     if contact is None and deleted:
         # Deleted through the API before: its consent entries go, and the
         # other services hear its id, whose records they still keep.

@@ -196,6 +196,17 @@ def refuse_erased(account_id: str, entries: list[dict]) -> None:
                        "stored again", "erased")
 
 
+def _refuse_erased_meanwhile(ports: Ports, account_id: str, doc: dict) -> None:
+    """An erasure of the address between the check above and the insert
+    found no contact to erase: the contact goes again (see
+    imports._suppressed_meanwhile)."""
+    try:
+        refuse_erased(account_id, ports.store.suppression_entries(account_id, [doc["email_hash"]]))
+    except ApiError:
+        ports.store.contacts.delete_one({"_id": doc["_id"], "account_id": account_id})
+        raise
+
+
 def erased_by(entry: dict, account_id: str) -> bool:
     if entry["account_id"] is PLATFORM:
         return account_id in entry.get("erased_in", ())
@@ -232,6 +243,7 @@ def create_contact(ports: Ports, account_id: str, body: dict, actor: str) -> dic
         ports.store.insert_contact(doc)
     except Conflict as exc:
         raise clash(exc) from None
+    _refuse_erased_meanwhile(ports, account_id, doc)
     events.contact_created(ports.producer, doc, via="api")
     if body.get("list_ids"):
         for list_id in body["list_ids"]:

@@ -12,6 +12,7 @@ from services.contacts import domain, handlers, imports, privacy, usecases
 from services.contacts.import_files import rejected_path
 from services.contacts.store import PLATFORM, ContactsStore
 from shared.events import new_event
+from shared.pii import email_hash, normalise_email
 from tests.integration.contacts.conftest import SALT, published
 
 V1 = "/api/v1"
@@ -828,3 +829,68 @@ def test_a_resumed_import_of_a_deleted_list_drops_what_the_dead_worker_wrote(
     failed = client.get(f"{V1}/imports/{job['id']}").get_json()
     assert failed["status"] == "failed" and "deleted" in failed["error"], failed
     assert store.contacts.count_documents({"list_ids": setup}) == 0
+
+
+def erase_address(app, client, email: str) -> None:
+    """A privacy.requested erasure naming an address, as contacts gets it."""
+    hash_ = email_hash(normalise_email(email), SALT)
+    privacy.handle_privacy_request(app.extensions["runtime"], new_event(
+        "privacy.requested", source="sandesh.privacy", subject="r2", account_id=client.account_id,
+        data={"request_id": "r2", "kind": "erasure",
+              "subject": {"kind": "contact", "email_hash": hash_}}))
+
+
+def test_an_erasure_between_a_batchs_check_and_its_write_leaves_no_contact(
+        client, app, settings, setup, monkeypatch):
+    """The batch was checked for suppressed addresses, then an erasure of
+    one of them found no contact and answered; then the batch wrote the
+    person back, subscribed and with a consent entry."""
+    write = imports._write
+
+    def erasure_first(ctx, prepared):
+        monkeypatch.setattr(imports, "_write", write)
+        erase_address(app, client, "jane@example.com")
+        return write(ctx, prepared)
+
+    monkeypatch.setattr(imports, "_write", erasure_first)
+    job = upload(client, setup, b"email,name\njane@example.com,Jane\nkeep@example.com,Keep\n")
+    run_worker(app, settings)
+    job = client.get(f"{V1}/imports/{job.get_json()['id']}").get_json()
+    assert job["status"] == "done" and job["counters"]["created"] == 1, job
+    assert job["counters"]["skipped_suppressed"] == 1, job
+    emails = {c["email"] for c in client.get(f"{V1}/contacts?list_id={setup}").get_json()["items"]}
+    assert "jane@example.com" not in emails and "keep@example.com" in emails
+
+
+def test_an_erasure_looks_again_for_a_contact_written_while_it_suppressed(
+        client, app, monkeypatch):
+    """The erasure's look-up found nobody, an import or an API call wrote
+    the address before the suppression was in: the erasure now finds it."""
+    suppress = usecases.suppress
+
+    def write_first(ports, *args, **kwargs):
+        monkeypatch.setattr(usecases, "suppress", suppress)
+        client.post(f"{V1}/contacts", {"email": "late@example.com", "name": "Late"})
+        return suppress(ports, *args, **kwargs)
+
+    monkeypatch.setattr(usecases, "suppress", write_first)
+    erase_address(app, client, "late@example.com")
+    assert client.get(f"{V1}/contacts?email_prefix=late").get_json()["items"] == []
+
+
+def test_a_contact_created_while_its_address_is_erased_is_not_kept(client, app, monkeypatch):
+    """The API checked the address, then an erasure of it ran before the
+    insert: the contact is refused and not left behind."""
+    store = ContactsStore(app.extensions["runtime"].db)
+    insert = ContactsStore.insert_contact
+
+    def erasure_first(self, doc):
+        monkeypatch.setattr(ContactsStore, "insert_contact", insert)
+        erase_address(app, client, "racy@example.com")
+        return insert(self, doc)
+
+    monkeypatch.setattr(ContactsStore, "insert_contact", erasure_first)
+    answer = client.post(f"{V1}/contacts", {"email": "racy@example.com"})
+    assert answer.status_code == 409 and answer.get_json()["error"]["code"] == "erased"
+    assert store.contacts.count_documents({"account_id": client.account_id,
+                                           "email": "racy@example.com"}) == 0
