@@ -151,12 +151,25 @@ def create_campaign(ports: Ports, account_id: str, body: dict) -> dict:
 
 def update_campaign(ports: Ports, account_id: str, campaign_id: str, body: dict) -> dict:
     campaign = get_campaign(ports, account_id, campaign_id)
-    _check_template_ref(ports, account_id, body)
+    body = _with_template_pin(campaign, body)
+    _check_template_ref(ports, account_id, {
+        "template_id": body.get("template_id", campaign.get("template_id")),
+        "template_version": body.get("template_version")})
     updated = ports.campaigns.update_draft(account_id, campaign_id, body)
     if updated is None:
         raise ApiError(409, "conflict", f"only a draft can be edited; this campaign is "
                                         f"{campaign['status']}")
     return updated
+
+
+def _with_template_pin(campaign: dict, body: dict) -> dict:
+    """A pinned version is a version of the campaign's template: another
+    template given without a version drops the pin (its latest is sent),
+    where the campaign sent the new template's version of the old number."""
+    other_template = "template_id" in body and body["template_id"] != campaign.get("template_id")
+    if other_template and "template_version" not in body and campaign.get("template_version"):
+        return {**body, "template_version": None}
+    return body
 
 
 def get_campaign(ports: Ports, account_id: str, campaign_id: str) -> dict:

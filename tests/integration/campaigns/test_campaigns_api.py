@@ -345,3 +345,31 @@ def test_a_staged_event_that_cannot_be_published_holds_up_no_other(client, broke
     usecases.sweep(ports)
     assert [(e["type"], e["subject"]) for e in campaign_events(broker) if e["id"] not in before] \
         == [("campaign.paused", second["id"])]
+
+
+def new_version(client, template_id: str, subject: str) -> None:
+    assert client.patch(f"/api/v1/templates/{template_id}", {"subject": subject}).status_code == 200
+
+
+def test_another_template_drops_the_pinned_version_of_the_old_one(client, broker):
+    """A campaign pinned to version 1 of one template and moved to another
+    sent the other's version 1 (or failed at send when it had none)."""
+    campaign, first = ready_campaign(client)
+    new_version(client, first["id"], "First, v2")
+    assert client.patch(f"/api/v1/campaigns/{campaign['id']}",
+                        {"template_version": 1}).status_code == 200
+    second = client.post("/api/v1/templates", {"name": "Second", "subject": "Second, v1",
+                                               "html": HTML}).get_json()
+    new_version(client, second["id"], "Second, v2")
+    new_version(client, second["id"], "Second, v3")
+    moved = client.patch(f"/api/v1/campaigns/{campaign['id']}", {"template_id": second["id"]})
+    assert moved.status_code == 200 and moved.get_json().get("template_version") is None
+    # a version is checked against the template the campaign will have
+    refused = client.patch(f"/api/v1/campaigns/{campaign['id']}", {"template_version": 9})
+    assert refused.status_code == 400 and "template_version" in refused.get_json()["error"]["details"]
+    sent = client.post(f"/api/v1/campaigns/{campaign['id']}/send")
+    assert sent.status_code == 202, sent.get_json()
+    assert sent.get_json()["frozen_template"] == {"template_id": second["id"], "version": 3}
+    [launched] = campaign_events(broker)
+    assert launched["data"]["template"]["subject"] == "Second, v3"
+
