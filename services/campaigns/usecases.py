@@ -356,10 +356,13 @@ def _launch(ports: Ports, campaign: dict, action: str) -> dict | None:
              "launched_at": utcnow()}
     # `data` is the campaign as read: an edit since (a PATCH of its audience)
     # makes the move fail, rather than launch what the user just changed.
-    moved = _move(ports, campaign, action, _event(campaign, "campaign.launched", data), extra,
-                  unchanged=True)
-    if moved is None:
-        ports.campaigns.release_lease(f"{campaign['_id']}:launch")  # a retry may launch it
+    moved = None
+    try:
+        moved = _move(ports, campaign, action, _event(campaign, "campaign.launched", data), extra,
+                      unchanged=True)
+    finally:
+        if moved is None:  # not moved, or failed: a retry may launch it at once
+            ports.campaigns.release_lease(f"{campaign['_id']}:launch")
     return moved
 
 

@@ -373,3 +373,21 @@ def test_another_template_drops_the_pinned_version_of_the_old_one(client, broker
     [launched] = campaign_events(broker)
     assert launched["data"]["template"]["subject"] == "Second, v3"
 
+
+def test_a_send_that_failed_on_the_way_can_be_retried_at_once(client, broker, monkeypatch):
+    """The launch lease was given back only when the move did not happen,
+    not when it failed: for a minute, every retry was a 409 saying the
+    campaign was now a draft."""
+    from services.campaigns.store import CampaignStore
+    campaign, _ = ready_campaign(client)
+    stage = CampaignStore.stage_event
+
+    def fail_once(self, event):
+        monkeypatch.setattr(CampaignStore, "stage_event", stage)
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(CampaignStore, "stage_event", fail_once)
+    assert client.post(f"/api/v1/campaigns/{campaign['id']}/send").status_code == 500
+    retry = client.post(f"/api/v1/campaigns/{campaign['id']}/send")
+    assert retry.status_code == 202, retry.get_json()
+    assert [e["type"] for e in campaign_events(broker)] == ["campaign.launched"]
