@@ -471,8 +471,11 @@ def progress_views(ports: Ports, campaigns: list[dict],
 
 def _progress(campaign: dict, combined: dict, now: datetime) -> dict:
     started = combined["first_outcome_at"] or campaign.get("launched_at")
-    view = domain.progress(combined["counts"], combined["audience_size"], started, now)
-    if campaign["status"] not in domain.ACTIVE:
+    active = campaign["status"] in domain.ACTIVE
+    # A finished campaign's rate is the one it sent at, not that spread to now.
+    ended = None if active else campaign.get("completed_at") or campaign.get("cancelled_at")
+    view = domain.progress(combined["counts"], combined["audience_size"], started, ended or now)
+    if not active:
         view["eta_seconds"] = None
     return view
 

@@ -75,6 +75,19 @@ def test_a_pause_expires_at_the_limit_counting_from_when_it_began():
         domain.next_status("expire", "sending")
 
 
+def test_a_finished_campaigns_rate_is_the_one_it_sent_at():
+    """Measured up to now, a sent campaign's 10/s read 0.01/s a day later."""
+    from services.campaigns import usecases
+    started = NOW - timedelta(days=1)
+    combined = {"counts": {"sent": 100}, "audience_size": 100, "first_outcome_at": started}
+    for status, ended in (("sent", "completed_at"), ("cancelled", "cancelled_at")):
+        campaign = {"status": status, ended: started + timedelta(seconds=10)}
+        view = usecases._progress(campaign, combined, NOW)
+        assert view["rate_per_second"] == 10.0 and view["eta_seconds"] is None
+    sending = usecases._progress({"status": "sending"}, {**combined, "audience_size": 200}, NOW)
+    assert sending["rate_per_second"] == round(100 / 86400, 2)   # still going: to now
+
+
 def test_progress_and_time_left():
     counts = {"sent": 40, "failed": 5, "skipped": 5, "deferred": 3, "bounced": 1}
     view = domain.progress(counts, 100, NOW - timedelta(seconds=10), NOW)
