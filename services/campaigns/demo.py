@@ -46,6 +46,10 @@ def create_account(gateway: str) -> tuple[str, str]:
     return body["account"]["id"], body["api_key"]["key"]
 
 
+class ImportFailed(Exception):
+    pass
+
+
 class TimedOut(Exception):
     pass
 
@@ -63,8 +67,11 @@ def import_list(api: Api, count: int, marker: str, deadline: float) -> str:
         counters = state.get("counters") or {}
         print(f"    import {state.get('status')}: {counters.get('read', 0)} rows read, "
               f"{counters.get('created', 0)} created", flush=True)
-        if state.get("status") in ("done", "failed", "cancelled"):
+        if state.get("status") == "done":
             return list_id
+        if state.get("status") in ("failed", "cancelled"):  # a send to it would prove nothing
+            raise ImportFailed(f"the import {import_id} ended {state['status']}: "
+                               f"{state.get('error') or 'no reason given'}")
         if time.monotonic() > deadline:
             raise TimedOut(f"the import {import_id} is still {state.get('status')}")
         time.sleep(1)
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                      timeout=max(1.0, deadline - time.monotonic()))
         if done["status"] not in FINISHED:
             raise TimedOut(f"campaign {campaign['id']} is still {done['status']}")
-    except (ApiRefused, requests.RequestException) as exc:
+    except (ApiRefused, ImportFailed, requests.RequestException) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
     except TimedOut as exc:

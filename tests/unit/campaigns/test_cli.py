@@ -46,3 +46,34 @@ def test_a_campaign_the_platform_cancelled_says_why():
                              "skipped": 6, "deferred": 0, "bounced": 0}}
     assert progress_line(campaign).endswith("  (paused past the 168-hour limit)")
     assert "(" not in progress_line({**campaign, "cancel_reason": None})
+
+
+class ImportEnds:
+    """An Api whose import ends in `status`."""
+
+    def __init__(self, status: str):
+        self.status = status
+        self.base = "http://gateway"
+        self.session = self
+
+    def post(self, url, **kwargs):
+        return type("Response", (), {"status_code": 202, "json": lambda _: {"id": "i1"}})()
+
+    def call(self, method, path, body=None):
+        if path == "/lists":
+            return {"id": "l1"}
+        return {"status": self.status, "counters": {"read": 3, "created": 0},
+                "error": "no email column in the header; map one"}
+
+
+def test_the_demo_stops_at_an_import_that_failed():
+    """It went on to send to the empty list and ended 0."""
+    from services.campaigns.demo import ImportFailed, import_list
+    assert import_list(ImportEnds("done"), 3, "m", deadline=float("inf")) == "l1"
+    for status in ("failed", "cancelled"):
+        try:
+            import_list(ImportEnds(status), 3, "m", deadline=float("inf"))
+        except ImportFailed as exc:
+            assert status in str(exc) and "no email column" in str(exc)
+        else:
+            raise AssertionError(f"an import {status} was taken for done")
