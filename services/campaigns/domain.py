@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared import templating
+from shared.html_body import insert_before_body_close
 from shared.events.envelope import to_json
 from shared.header_text import HEADER_CONTROLS
 
@@ -175,16 +176,10 @@ UNSUBSCRIBE_HTML = ('<p style="font-size:12px;color:#666666">You receive this em
 POSTAL_HTML = '<p style="font-size:12px;color:#666666">{{ postal_address }}</p>'
 UNSUBSCRIBE_TEXT = "Unsubscribe: {{ unsubscribe_url }}"
 POSTAL_TEXT = "{{ postal_address }}"
-_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 
 
 def _append_html(html: str, footer: str) -> str:
-    match = None
-    for match in _BODY_END.finditer(html):
-        pass
-    if match is None:
-        return html + "\n" + footer
-    return html[:match.start()] + footer + "\n" + html[match.start():]
+    return insert_before_body_close(html, footer, "\n")
 
 
 def with_compliance_footer(html: str, text: str) -> tuple[str, str]:

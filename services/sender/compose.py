@@ -24,11 +24,11 @@ from services.sender.domain import Campaign, Job, hex_id, message_id
 from services.sender.mime import (HeaderInjection, Part, Skeleton, needs_smtputf8,
                                   refuse_line_breaks)
 from shared import links, templating
+from shared.html_body import insert_before_body_close, without_comments
 from shared.tracking_tokens import (Keyring, LinkContext, click_url, open_url, unsubscribe_token,
                                     unsubscribe_url, verp_address)
 
 _CLICK_VAR = "sandesh_click_"
-_BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
 _TAGS = re.compile(r"<[^>]+>")
 # Blank lines a text part's {% if %}, {% for %} and {% set %} lines leave
 # when rendered: two or more in a row read as one, none before the text.
@@ -55,14 +55,6 @@ class ComposeSettings:
     tracking_base: str
     default_domain: str
     bounce_domain: str = ""  # empty: the sending domain
-
-
-def _insert_before_body_close(html: str, snippet: str) -> str:
-    matches = list(_BODY_CLOSE.finditer(html))
-    if not matches:
-        return html + snippet
-    at = matches[-1].start()
-    return html[:at] + snippet + html[at:]
 
 
 def text_from_html(html: str) -> str:
@@ -151,8 +143,9 @@ class Composer:
         as fields.unsubscribe_url, they rendered to nothing. Checked in
         what was rendered, and added where missing."""
         postal = self.campaign.postal_address
-        if unsubscribe not in html or (postal and self._postal_html not in html):
-            html = _insert_before_body_close(
+        seen = without_comments(html)
+        if unsubscribe not in seen or (postal and self._postal_html not in seen):
+            html = insert_before_body_close(
                 html, f'<p style="font-size:12px;color:#666">{self._postal_html}<br>'
                       f'<a href="{unsubscribe}">Unsubscribe</a></p>')
         if unsubscribe not in text or (postal and postal not in text):
@@ -206,7 +199,7 @@ class Composer:
         if self.campaign.tracking:
             pixel = (f'<img src="{open_url(s.tracking_base, s.keyring, ctx)}" width="1" height="1"'
                      ' alt="" style="display:none">')
-            html = _insert_before_body_close(html, pixel)
+            html = insert_before_body_close(html, pixel)
         subject = refuse_line_breaks("Subject", templating.render_compiled(self.subject, context))
         mid = message_id(job.job_id, self.sending_domain)
         message = self.skeleton.build(
