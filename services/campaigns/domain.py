@@ -235,6 +235,12 @@ def parse_send_at(send_at: str, time_zone: str | None, now: datetime) -> datetim
                 # silently moved an hour; the user should choose
                 raise ValueError("send_at", f"{local.isoformat()} does not exist in "
                                             f"{time_zone} (the clocks change then)")
+            if when.replace(fold=1).utcoffset() != when.utcoffset():
+                # 01:30 on the night the clocks go back comes twice: the
+                # first was taken without a word; the user should choose
+                raise ValueError("send_at", f"{local.isoformat()} comes twice in {time_zone} "
+                                            "(the clocks go back then): give send_at with "
+                                            "its UTC offset instead")
         else:
             raise ValueError("time_zone", "give either an offset in send_at or a time_zone, "
                                           "not both")

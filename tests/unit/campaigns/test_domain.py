@@ -126,6 +126,19 @@ def test_a_local_time_the_clocks_skip_is_refused_not_moved():
         datetime(2030, 3, 31, 1, 30, tzinfo=timezone.utc)
 
 
+def test_a_local_time_that_comes_twice_is_refused_not_guessed():
+    """01:30 on the night New York goes back to winter time comes twice; the
+    first was taken without a word. With its offset, either is fine."""
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    with pytest.raises(ValueError) as caught:
+        domain.parse_send_at("2030-11-03T01:30", "America/New_York", now)
+    assert caught.value.args[0] == "send_at" and "comes twice" in caught.value.args[1]
+    assert domain.parse_send_at("2030-11-03T01:30-05:00", None, now) == \
+        datetime(2030, 11, 3, 6, 30, tzinfo=timezone.utc)
+    assert domain.parse_send_at("2030-11-03T02:30", "America/New_York", now) == \
+        datetime(2030, 11, 3, 7, 30, tzinfo=timezone.utc)
+
+
 def test_a_sending_domain_must_be_a_domain_name():
     """"shop.example\\r\\nBcc: ..." was stored, and every message of the
     campaign then failed to compose."""
