@@ -4,7 +4,7 @@ Campaigns holds nothing about a contact (job states by job id; test-send
 addresses are never stored), so contact and user requests are not its
 business and get no answer: the privacy service does not wait for one.
 An account's erasure is: its templates (every version), campaigns,
-progress counters and counted job outcomes are deleted.
+progress counters, counted job outcomes, leases and staged events are deleted.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from shared.mongo import delete_all
 from shared.privacy_answers import answer
 
 SERVICE = "campaigns"
+LEASED_STEPS = ("launch", "complete", "expire")  # usecases: take_lease(f"{campaign id}:{step}")
 
 
 def erase_account(db, account_id: str) -> int:
@@ -24,6 +25,9 @@ def erase_account(db, account_id: str) -> int:
     if campaign_ids:
         delete_all(db["job_outcomes"], {"campaign_id": {"$in": campaign_ids}})
         delete_all(db["progress"], {"campaign_id": {"$in": campaign_ids}})
+        delete_all(db["leases"], {"_id": {"$in": [f"{campaign_id}:{step}" for campaign_id
+                                                  in campaign_ids for step in LEASED_STEPS]}})
+    delete_all(db["outbox"], {"account_id": account_id})  # events staged, not yet published
     delete_all(db["progress"], {"account_id": account_id})
     delete_all(db["template_versions"], {"account_id": account_id})
     delete_all(db["templates"], {"account_id": account_id})

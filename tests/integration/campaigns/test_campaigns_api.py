@@ -391,3 +391,19 @@ def test_a_send_that_failed_on_the_way_can_be_retried_at_once(client, broker, mo
     retry = client.post(f"/api/v1/campaigns/{campaign['id']}/send")
     assert retry.status_code == 202, retry.get_json()
     assert [e["type"] for e in campaign_events(broker)] == ["campaign.launched"]
+
+
+def test_an_account_erasure_leaves_none_of_its_campaigns_leases_or_staged_events(client, app):
+    """The leases (three a campaign) and the events staged for publishing
+    outlived the account; the staged launch holds its whole template."""
+    from services.campaigns import privacy
+    campaign, _ = ready_campaign(client)
+    assert client.post(f"/api/v1/campaigns/{campaign['id']}/send").status_code == 202
+    db = app.extensions["runtime"].db
+    db["leases"].insert_one({"_id": f"{campaign['id']}:complete", "at": datetime.now(timezone.utc)})
+    db["outbox"].insert_one({"_id": "staged-1", "account_id": client.account_id, "type": "x"})
+    db["outbox"].insert_one({"_id": "staged-2", "account_id": "another", "type": "x"})
+    assert db["leases"].count_documents({"_id": {"$regex": f"^{campaign['id']}:"}}) == 2
+    privacy.erase_account(db, client.account_id)
+    assert db["leases"].count_documents({"_id": {"$regex": f"^{campaign['id']}:"}}) == 0
+    assert [d["_id"] for d in db["outbox"].find()] == ["staged-2"]
