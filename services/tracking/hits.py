@@ -38,7 +38,8 @@ HITS_OF_ERASED = Counter("sandesh_tracking_hits_of_erased_contacts_total",
                          "Open/click events not published: their contact was erased "
                          "(mail the person still has)", ["service"])
 HITS_INVALID = Counter("sandesh_tracking_hits_invalid_total",
-                       "Open/click events dropped because they fail their schema (a bug)",
+                       "Open/click events dropped because they fail their schema or "
+                       "cannot be built (a bug)",
                        ["service"])
 
 MAX_BATCH = 5000
@@ -128,8 +129,10 @@ class HitPublisher:
         try:
             producer = self._producer()
             for n, (topic, pending, key) in enumerate(batch):
-                event = pending if isinstance(pending, Event) else pending()
+                event = pending if isinstance(pending, Event) else self._built(pending)
                 batch[n] = (topic, event, key)
+                if event is None:
+                    continue
                 if self._withheld is not None and self._withheld(event):
                     self._of_erased.inc()
                     continue
@@ -148,11 +151,24 @@ class HitPublisher:
             self._failures.inc()
             log.warning("publishing %d tracking events failed; will retry", len(batch),
                         exc_info=True)
+            batch = [item for item in batch if item[1] is not None]
             room = max(0, self.limit - len(self._queue))
             if room < len(batch):
                 self._dropped.inc(len(batch) - room)
             self._queue.extendleft(reversed(batch[:room]))
             return False
+
+    def _built(self, build: Callable[[], Event]) -> Event | None:
+        """The hit's event; None (dropped, counted) if it cannot be built:
+        raised inside the batch, it sent the whole batch back to the queue,
+        to fail again there for good, and every later hit of the process
+        with it. Logged by type only: a hit's data is an IP and a user agent."""
+        try:
+            return build()
+        except Exception as exc:
+            self._invalid.inc()
+            log.error("dropped a hit whose event could not be built: %s", type(exc).__name__)
+            return None
 
     def drain(self, timeout: float) -> None:
         """Best effort on shutdown: publish what is queued."""

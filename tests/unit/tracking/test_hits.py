@@ -95,3 +95,20 @@ def test_an_event_that_fails_its_schema_does_not_hold_up_the_others():
     assert hits.publish_batch()
     assert [decode(r.value).id for r in broker.messages(TOPIC)] == [good.id]
     assert hits.pending() == 0
+
+
+def test_a_hit_that_cannot_be_built_does_not_hold_up_the_others():
+    """It raised inside the batch: the batch went back to the queue, failed
+    again, and no hit of the process was published from then on."""
+    broker = InMemoryBroker()
+    hits, _ = _publisher(broker)
+    claims = _claims()
+
+    def broken():
+        raise ValueError("a user agent no rule foresaw")
+
+    for build in (broken, _builder(claims)):
+        hits._queue.append((TOPIC, build, claims.context.campaign_id))
+    assert hits.publish_batch()
+    assert [decode(r.value).type for r in broker.messages(TOPIC)] == ["tracking.opened"]
+    assert hits.pending() == 0
