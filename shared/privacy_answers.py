@@ -25,6 +25,15 @@ def contact_id_or_wait(event: Event) -> tuple[str | None, bool]:
     return None, bool(event.data.get("resolved"))
 
 
+def contact_ids_or_wait(event: Event) -> tuple[list[str], bool]:
+    """(every contact id the subject names, ready): an address deleted more
+    than once resolves to several ids (`contact_ids`), each with records of
+    its own."""
+    contact_id, ready = contact_id_or_wait(event)
+    named = [contact_id, *(event.data["subject"].get("contact_ids") or [])]
+    return list(dict.fromkeys(i for i in named if i)), ready
+
+
 PSEUDONYM_PREFIX = "erased-"
 
 # What a rectification may change of a contact: its data, not its state

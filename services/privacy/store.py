@@ -106,9 +106,10 @@ class PrivacyStore:
         self.db.requests.update_one({"_id": request_id},
                                     {"$set": {"status": status, "completed_at": completed_at}})
 
-    def mark_resolved(self, request_id: str, contact_id: str | None) -> None:
+    def mark_resolved(self, request_id: str, contact_ids: list[str]) -> None:
         self.db.requests.update_one({"_id": request_id}, {"$set": {
-            "subject.contact_id": contact_id, "resolved": True}})
+            "subject.contact_id": contact_ids[0] if contact_ids else None,
+            "subject.contact_ids": contact_ids, "resolved": True}})
 
     def clear_changes(self, request_id: str) -> None:
         """Rectification values are needed until every service applied them."""
@@ -193,19 +194,16 @@ class PrivacyStore:
         ErasedContacts(self.db).mark(account_id, contact_ids)
         delete_all(self.db.agg_markers, {"account_id": account_id,
                                          "contact_id": {"$in": contact_ids}})
-        accessed = [r["_id"] for r in self.db.requests.find(
-            {"account_id": account_id, "kind": "access",
-             "subject.contact_id": {"$in": contact_ids}}, {"_id": 1})]
+        theirs = {"account_id": account_id, **_naming_any_of(contact_ids)}
+        accessed = [r["_id"] for r in self.db.requests.find({**theirs, "kind": "access"},
+                                                            {"_id": 1})]
         if accessed:
             delete_all(self.db.export_parts, {"request_id": {"$in": accessed}})
         # A rectification's new values are the contact's data too; one that
         # never completed kept them for good.
-        self.db.requests.update_many({"account_id": account_id,
-                                      "subject.contact_id": {"$in": contact_ids},
-                                      "changes": {"$exists": True}},
+        self.db.requests.update_many({**theirs, "changes": {"$exists": True}},
                                      {"$unset": {"changes": ""}})
-        self._forget_reasons({"account_id": account_id,
-                              "subject.contact_id": {"$in": contact_ids}})
+        self._forget_reasons(theirs)
 
     def forget_account(self, account_id: str) -> None:
         """A deleted account's exports, markers, rolled-up aggregates and
@@ -274,3 +272,10 @@ class PrivacyStore:
 
     def delete_markers(self, query: dict) -> int:
         return delete_all(self.db.agg_markers, query)
+
+
+def _naming_any_of(contact_ids: list[str]) -> dict:
+    """Requests whose subject names one of these contacts: as its id, or
+    among the ids an address resolved to (`contact_ids`)."""
+    return {"$or": [{"subject.contact_id": {"$in": contact_ids}},
+                    {"subject.contact_ids": {"$in": contact_ids}}]}

@@ -131,7 +131,13 @@ def forget_own_data(store: PrivacyStore, event: Event) -> None:
     if subject["kind"] == "account":
         store.forget_account(event.account_id)
     elif subject["kind"] == "contact" and subject.get("contact_id"):
-        store.forget_contacts(event.account_id, [subject["contact_id"]])
+        store.forget_contacts(event.account_id, subject_contact_ids(subject))
+
+
+def subject_contact_ids(subject: dict) -> list[str]:
+    """Every contact id a request's subject names, `contact_id` first."""
+    named = [subject.get("contact_id"), *(subject.get("contact_ids") or [])]
+    return list(dict.fromkeys(i for i in named if i))
 
 
 def publish_unpublished(store: PrivacyStore, producer: EventProducer, older_than: timedelta,
@@ -218,7 +224,7 @@ def record_answer(store: PrivacyStore, account_id: str, data: dict,
         # An erasure of the same contact recorded before this part came in
         # found nothing of it to delete. Checked after the save: an erasure
         # recorded after the check finds the part itself.
-        subject_ids = {request["subject"].get("contact_id"), *(data.get("contact_ids") or [])}
+        subject_ids = {*subject_contact_ids(request["subject"]), *(data.get("contact_ids") or [])}
         if store.contact_erased(account_id, subject_ids):
             store.drop_export_part(request["_id"], service)
     if request["kind"] == "erasure" and data.get("contact_ids"):
@@ -253,12 +259,16 @@ def _resolve(store: PrivacyStore, producer: EventProducer, request: dict,
     ask again, with the id, the services that know contacts by id only.
     Published before it is recorded: a crash in between asks twice, which
     the services' idempotent handling absorbs."""
+    # An address deleted more than once (and perhaps held again) has several
+    # ids: each keeps records in the sender and tracking. `contact_id`, the
+    # first, stays for consumers that read only it.
     request["subject"]["contact_id"] = contact_ids[0] if contact_ids else None
+    request["subject"]["contact_ids"] = list(contact_ids)
     event = requested_event(request)
     event.data["resolved"] = True
     producer.publish(topic, event, key=request["_id"])
     producer.flush(timeout=30)
-    store.mark_resolved(request["_id"], request["subject"]["contact_id"])
+    store.mark_resolved(request["_id"], list(contact_ids))
 
 
 def overdue_requests(store: PrivacyStore, account_id: str | None, silent_after: timedelta,

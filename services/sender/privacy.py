@@ -19,6 +19,8 @@ at send time.
   the contact's new revision (contact.updated); a job queued or parked
   before it is given back at send time and contacts sends it again with
   the corrected data (engine.Engine._screen, docs/sender.md).
+- A request by address resolved to several ids (the address deleted more
+  than once, perhaps held again) acts on each of them.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from functools import cached_property
 from services.sender.store import ContactStateStore, HeldJobs, ParkedJobs
 from shared.erased_accounts import ErasedAccounts
 from shared.mongo import delete_all
-from shared.privacy_answers import answer, contact_id_or_wait, pseudonym
+from shared.privacy_answers import answer, contact_ids_or_wait, pseudonym
 
 log = logging.getLogger(__name__)
 SERVICE = "sender"
@@ -69,24 +71,25 @@ def handle_privacy_request(runtime, event) -> None:
             erase_account(db, event.account_id, getattr(runtime, "erased_accounts", None))
         answer(runtime.producer(), event, SERVICE, "done")
         return
-    contact_id, ready = contact_id_or_wait(event)
+    contact_ids, ready = contact_ids_or_wait(event)
     if not ready:
         return
-    if contact_id is None:
+    if not contact_ids:
         answer(runtime.producer(), event, SERVICE, "not_found")
         return
     kind = data["kind"]
     if kind == "access":
-        export = collect_all(db, event.account_id, contact_id)
+        export = collect_all_of(db, event.account_id, contact_ids)
         answer(runtime.producer(), event, SERVICE, "done" if any(export.values()) else "not_found",
                export=export)
     elif kind == "erasure":
-        changed = erase(db, event.account_id, contact_id)
+        changed = sum(erase(db, event.account_id, contact_id) for contact_id in contact_ids)
         answer(runtime.producer(), event, SERVICE, "done",
                detail=f"send-time state erased; {changed} delivery record(s) pseudonymised",
-               contact_ids=[contact_id])
+               contact_ids=contact_ids)
     elif kind == "restriction":
-        ContactStateStore(db).restricted_by(event.account_id, contact_id)
+        for contact_id in contact_ids:
+            ContactStateStore(db).restricted_by(event.account_id, contact_id)
         answer(runtime.producer(), event, SERVICE, "done",
                detail="suppressed at send time: queued jobs are skipped")
     else:
@@ -121,6 +124,24 @@ def collect_all(db, account_id: str, contact_id: str) -> dict:
     return {"messages": collect(db, account_id, contact_id),
             "queued_messages": ParkedJobs(db).held_for(account_id, contact_id),
             "send_time_state": ContactStateStore(db).held_for(account_id, contact_id)}
+
+
+def collect_all_of(db, account_id: str, contact_ids: list[str]) -> dict:
+    """collect_all for several ids of one person: their messages and parked
+    jobs together; the send-time state of the first id, and of the others
+    (when they hold any) by id."""
+    first, *others = contact_ids
+    export = collect_all(db, account_id, first)
+    others_state = {}
+    for contact_id in others:
+        part = collect_all(db, account_id, contact_id)
+        export["messages"] += part["messages"]
+        export["queued_messages"] += part["queued_messages"]
+        if part["send_time_state"]:
+            others_state[contact_id] = part["send_time_state"]
+    if others_state:
+        export["send_time_state_of_other_ids"] = others_state
+    return export
 
 
 def collect(db, account_id: str, contact_id: str) -> list[dict]:

@@ -16,6 +16,8 @@ tallies.
   (shared/erased_contacts.py).
 - rectification / restriction: tracking holds no attribute to correct and
   counts only what the contact does; answered done with a note.
+- A request by address resolved to several ids (the address deleted more
+  than once, perhaps held again) acts on each of them.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from services.tracking.store import soft_bounce_key
 from shared.erased_accounts import ErasedAccounts
 from shared.erased_contacts import ErasedContacts
 from shared.mongo import delete_all
-from shared.privacy_answers import answer, contact_id_or_wait, pseudonym
+from shared.privacy_answers import answer, contact_ids_or_wait, pseudonym
 
 log = logging.getLogger(__name__)
 SERVICE = "tracking"
@@ -47,21 +49,21 @@ def handle_privacy_request(runtime, event) -> None:
             erase_account(db, event.account_id)
         answer(runtime.producer(), event, SERVICE, "done")
         return
-    contact_id, ready = contact_id_or_wait(event)
+    contact_ids, ready = contact_ids_or_wait(event)
     if not ready:
         return
-    if contact_id is None:
+    if not contact_ids:
         answer(runtime.producer(), event, SERVICE, "not_found")
         return
     kind = data["kind"]
     if kind == "access":
-        export = collect(db, event.account_id, contact_id)
+        export = collect_of(db, event.account_id, contact_ids)
         held = any(export.values())
         answer(runtime.producer(), event, SERVICE, "done" if held else "not_found", export=export)
     elif kind == "erasure":
-        changed = erase(db, event.account_id, contact_id)
+        changed = sum(erase(db, event.account_id, contact_id) for contact_id in contact_ids)
         answer(runtime.producer(), event, SERVICE, "done" if changed else "not_found",
-               detail=f"{changed} record(s) pseudonymised", contact_ids=[contact_id])
+               detail=f"{changed} record(s) pseudonymised", contact_ids=contact_ids)
     else:
         answer(runtime.producer(), event, SERVICE, "done",
                detail="tracking holds ids and counts only: nothing to correct or restrict; "
@@ -72,18 +74,51 @@ def _deliveries(db, account_id: str, contact_id: str) -> list[dict]:
     return list(db.deliveries.find({"account_id": account_id, "contact_id": contact_id}))
 
 
+def _campaigns(db, account_id: str, deliveries: list[dict]) -> list[str]:
+    """The account's campaigns, and those of the contact's deliveries. An
+    open or click is counted from its token even before delivery.sent is
+    read, so a marker's campaign may have no delivery of the contact yet."""
+    known = {c["_id"] for c in db.campaigns.find({"account_id": account_id}, {"_id": 1})}
+    return sorted(known | {d["campaign_id"] for d in deliveries})
+
+
 def _markers(db, campaign_ids: list[str], contact_id: str) -> list[dict]:
-    if not campaign_ids:
-        return []
-    return list(db.markers.find({"c": {"$in": campaign_ids},
-                                 "_id": {"$regex": f"\\|{re.escape(contact_id)}$"}}))
+    """The contact's markers ("<campaign>|<kind>|...|<contact id>"), one
+    campaign at a time: `c` reads only that campaign's markers on FerretDB
+    (a top-level string is pushed down), the anchored `_id` keeps MongoDB
+    to its range of the `_id` index."""
+    ending = "\\|.*\\|" + re.escape(contact_id) + "$"
+    found = []
+    for campaign_id in campaign_ids:
+        found += db.markers.find({"c": campaign_id,
+                                  "_id": {"$regex": "^" + re.escape(campaign_id) + ending}})
+    return found
+
+
+def collect_of(db, account_id: str, contact_ids: list[str]) -> dict:
+    """collect for several ids of one person: their messages and engagement
+    together, their soft-bounce tallies as one."""
+    parts = [collect(db, account_id, contact_id) for contact_id in contact_ids]
+    tallies = [p["soft_bounces"] for p in parts if p["soft_bounces"]]
+    return {
+        "messages_delivered": [m for p in parts for m in p["messages_delivered"]],
+        "engagement": sorted((e for p in parts for e in p["engagement"]),
+                             key=lambda e: (e["campaign_id"], e["event"])),
+        "soft_bounces": _one_tally(tallies),
+    }
+
+
+def _one_tally(tallies: list[dict]) -> dict | None:
+    if not tallies:
+        return None
+    return {"messages": sorted({job for t in tallies for job in t["messages"]}),
+            "last_at": max((t["last_at"] for t in tallies if t["last_at"]), default=None)}
 
 
 def collect(db, account_id: str, contact_id: str) -> dict:
     deliveries = _deliveries(db, account_id, contact_id)
-    campaigns = sorted({d["campaign_id"] for d in deliveries})
     events = []
-    for marker in _markers(db, campaigns, contact_id):
+    for marker in _markers(db, _campaigns(db, account_id, deliveries), contact_id):
         parts = marker["_id"].split("|")
         what = FACT_KINDS.get(parts[1])
         if what is None:
@@ -113,15 +148,15 @@ def _soft_bounces(db, account_id: str, contact_id: str) -> dict | None:
 
 def erase(db, account_id: str, contact_id: str) -> int:
     """Replace the contact id with a pseudonym. Deliveries go last: they are
-    how the markers' campaigns are found, so a crash half-way is finished by
-    the redelivered request. First the contact is noted as erased, so that
-    its events still coming are not recorded under its id."""
+    how the markers' campaigns are found (besides the account's), so a crash
+    half-way is finished by the redelivered request. First the contact is
+    noted as erased, so that its events still coming are not recorded under
+    its id."""
     ErasedContacts(db).mark(account_id, [contact_id])
     alias = pseudonym()
     deliveries = _deliveries(db, account_id, contact_id)
-    campaigns = sorted({d["campaign_id"] for d in deliveries})
     changed = 0
-    for marker in _markers(db, campaigns, contact_id):
+    for marker in _markers(db, _campaigns(db, account_id, deliveries), contact_id):
         renamed = {**marker, "_id": marker["_id"][:-len(contact_id)] + alias}
         try:
             db.markers.insert_one(renamed)

@@ -110,3 +110,46 @@ def test_a_request_by_address_waits_for_the_resolved_one(mongo_db):
                          account_id=ACCOUNT, data={**by_hash.data, "resolved": True})
     privacy.handle_privacy_request(runtime, resolved)
     assert [a["status"] for a in _answers(broker)] == ["not_found"]
+
+
+def _open_click_before_the_delivery(counter, contact_id, job_id, account_id=ACCOUNT,
+                                    campaign_id=CAMPAIGN):
+    """Hits counted from the message's token while delivery.sent is still
+    queued: markers, no delivery record."""
+    hit = {"campaign_id": campaign_id, "contact_id": contact_id, "job_id": job_id}
+    for type_, data in (("tracking.opened", hit), ("tracking.clicked", {**hit, "link_index": 2})):
+        event = new_event(type_, source="test", subject=campaign_id, account_id=account_id,
+                          data=data)
+        (counter.opened if type_ == "tracking.opened" else counter.clicked)(event)
+
+
+def test_an_erasure_renames_the_markers_of_hits_counted_before_the_delivery(mongo_db):
+    broker, runtime = _setup(mongo_db)
+    counter = StatsCounter(TrackingStore(mongo_db), CountingRules())
+    _open_click_before_the_delivery(counter, "early", "job-e")
+    _open_click_before_the_delivery(counter, "early", "job-x", account_id="another-account",
+                                    campaign_id="camp-x")
+    before = build_stats(TrackingStore(mongo_db), CAMPAIGN)
+
+    privacy.handle_privacy_request(runtime, _request("erasure", "early"))
+
+    [answer] = _answers(broker)
+    assert answer["status"] == "done"
+    ours = json.dumps(list(mongo_db.markers.find({"c": CAMPAIGN})), default=str)
+    assert "|early" not in ours
+    theirs = [m["_id"] for m in mongo_db.markers.find({"c": "camp-x"})]
+    assert "camp-x|open_unique|human|early" in theirs   # another account's is not ours to rename
+    assert build_stats(TrackingStore(mongo_db), CAMPAIGN) == before
+
+
+def test_access_lists_the_hits_counted_before_the_delivery(mongo_db):
+    broker, runtime = _setup(mongo_db)
+    _open_click_before_the_delivery(StatsCounter(TrackingStore(mongo_db), CountingRules()),
+                                    "early", "job-e")
+
+    privacy.handle_privacy_request(runtime, _request("access", "early"))
+
+    [answer] = _answers(broker)
+    assert answer["status"] == "done"
+    events = {(e["event"], e.get("link_index")) for e in answer["export"]["engagement"]}
+    assert {("opened", None), ("clicked", None), ("clicked_link", 2)} <= events
