@@ -116,6 +116,40 @@ def extend_request(body, request_id):
     return _with_overdue(request)
 
 
+def _status_conflict(exc: domain.RuleViolation) -> ApiError:
+    return ApiError(409, "invalid_state", exc.message, {exc.field: [exc.message]})
+
+
+@blp.post("/requests/<request_id>/retry")
+@blp.response(200, schemas.RequestOut)
+def retry_request(request_id):
+    """Ask again the services that answered `failed` (needs_attention only),
+    once what they said is fixed; the request is pending again."""
+    try:
+        request = usecases.retry_request(_store(), runtime().producer(), current_identity(),
+                                         request_id)
+    except domain.RuleViolation as exc:
+        raise _status_conflict(exc)
+    if request is None:
+        raise not_found("request")
+    return _with_overdue(request)
+
+
+@blp.post("/requests/<request_id>/close")
+@blp.arguments(schemas.Closing)
+@blp.response(200, schemas.RequestOut)
+def close_request(body, request_id):
+    """End a request no service can fulfil (needs_attention only), saying
+    why: `closed`, neither open nor overdue any more."""
+    try:
+        request = usecases.close_request(_store(), current_identity(), request_id, body["reason"])
+    except domain.RuleViolation as exc:
+        raise _status_conflict(exc)
+    if request is None:
+        raise not_found("request")
+    return _with_overdue(request)
+
+
 @blp.get("/requests/<request_id>/export")
 @blp.arguments(schemas.ExportArgs, location="query")
 @blp.response(200, content_type="application/json",

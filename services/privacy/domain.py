@@ -21,6 +21,8 @@ DUE_MONTHS = 1
 MAX_EXTENSION_MONTHS = 2
 POLICY_NOTICE_DAYS = 30
 SETTLED = ("done", "not_found")  # answers that close a service's part
+CLOSED = "closed"  # ended by the account, unfulfilled, with its reason (close_request)
+ENDED = ("complete", CLOSED)
 
 
 class RuleViolation(ValueError):
@@ -50,8 +52,8 @@ def extended_months(extensions: Iterable[dict]) -> int:
 
 
 def check_extension(extensions: list[dict], months: int, status: str) -> None:
-    if status == "complete":
-        raise RuleViolation("status", "the request is complete; nothing to extend")
+    if status in ENDED:
+        raise RuleViolation("status", f"the request is {status}; nothing to extend")
     if extended_months(extensions) + months > MAX_EXTENSION_MONTHS:
         raise RuleViolation("months", f"a request can be extended by at most "
                                       f"{MAX_EXTENSION_MONTHS} months in total")
@@ -109,8 +111,16 @@ def silent_services(request: dict, now: datetime, silent_after: timedelta) -> li
             if answers.get(s, {}).get("status") not in SETTLED]
 
 
+def check_needs_attention(status: str, action: str) -> None:
+    """Only a request a service could not fulfil is retried or closed: one
+    still being worked on is waited for, one ended stays as it ended."""
+    if status != "needs_attention":
+        raise RuleViolation("status", f"only a request that needs attention can be {action}; "
+                                      f"this one is {status}")
+
+
 def is_overdue(request: dict, now: datetime, silent_after: timedelta) -> bool:
-    if request.get("status") == "complete":
+    if request.get("status") in ENDED:
         return False
     return now >= request["due_at"] or bool(silent_services(request, now, silent_after))
 

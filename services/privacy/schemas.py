@@ -107,6 +107,12 @@ class Extension(ma.Schema):
     principal = fields.String(dump_only=True)
 
 
+class Closing(ma.Schema):
+    reason = fields.String(required=True, validate=validate.Length(min=3, max=500), metadata={
+        "description": "why the request ends unfulfilled (kept on the request, not in the "
+                       "audit log: it may name the person)"})
+
+
 class Answer(ma.Schema):
     status = fields.String()
     at = fields.DateTime()
@@ -118,7 +124,8 @@ class RequestOut(ma.Schema):
     kind = fields.String()
     subject = fields.Dict()
     reason = fields.String(allow_none=True)
-    status = fields.String(metadata={"description": "pending, needs_attention or complete"})
+    status = fields.String(metadata={"description": "pending, needs_attention, complete or "
+                                                    "closed (ended unfulfilled: close_reason)"})
     created_at = fields.DateTime()
     due_at = fields.DateTime()
     extensions = fields.List(fields.Nested(Extension))
@@ -127,6 +134,8 @@ class RequestOut(ma.Schema):
     waiting_for = fields.Method("_waiting_for")
     changed_fields = fields.List(fields.String())
     completed_at = fields.DateTime(allow_none=True)
+    closed_at = fields.DateTime(allow_none=True)
+    close_reason = fields.String(allow_none=True)
     overdue = fields.Boolean()
 
     def _waiting_for(self, request):

@@ -14,6 +14,7 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from services.privacy import domain
 from shared.erased_accounts import ErasedAccounts
 from shared.erased_contacts import ErasedContacts
 from shared.mongo import delete_all, insert_new
@@ -77,12 +78,12 @@ class PrivacyStore:
                       open_only: bool = False) -> list[dict]:
         query = {"account_id": account_id}
         if open_only:
-            query["status"] = {"$ne": "complete"}
+            query["status"] = {"$nin": list(domain.ENDED)}
         return list(self.db.requests.find(_page_filter(query, after))
                     .sort("_id", ASCENDING).limit(limit + 1))
 
     def open_requests(self, account_id: str | None = None) -> list[dict]:
-        query: dict = {"status": {"$ne": "complete"}}
+        query: dict = {"status": {"$nin": list(domain.ENDED)}}
         if account_id is not None:
             query["account_id"] = account_id
         return list(self.db.requests.find(query))
@@ -110,6 +111,25 @@ class PrivacyStore:
         self.db.requests.update_one({"_id": request_id}, {"$set": {
             "subject.contact_id": contact_ids[0] if contact_ids else None,
             "subject.contact_ids": contact_ids, "resolved": True}})
+
+    def reopen(self, request_id: str, failed: list[str]) -> dict | None:
+        """Pending again, without the failed answers, to be published again
+        (the worker's sweep sends it if this process cannot). Only from
+        needs_attention: two retries at once reopen it once."""
+        return self.db.requests.find_one_and_update(
+            {"_id": request_id, "status": "needs_attention"},
+            {"$set": {"status": "pending", "unpublished": True},
+             "$unset": {f"answers.{service}": "" for service in failed}},
+            return_document=ReturnDocument.AFTER)
+
+    def close(self, request_id: str, reason: str, at: datetime) -> dict | None:
+        """Ended unfulfilled, with the account's reason; a rectification's
+        new values go (they were kept only to be applied)."""
+        return self.db.requests.find_one_and_update(
+            {"_id": request_id, "status": "needs_attention"},
+            {"$set": {"status": domain.CLOSED, "closed_at": at, "close_reason": reason},
+             "$unset": {"changes": ""}},
+            return_document=ReturnDocument.AFTER)
 
     def clear_changes(self, request_id: str) -> None:
         """Rectification values are needed until every service applied them."""
@@ -233,12 +253,14 @@ class PrivacyStore:
         one, why it extended one) may name the person: replaced once the
         person or the account is erased. Ids, kinds and dates stay. Each
         reason is set in place: an extension added meanwhile is not lost."""
-        for request in self.db.requests.find(query, {"reason": 1, "extensions": 1}):
+        for request in self.db.requests.find(query, {"reason": 1, "close_reason": 1,
+                                                     "extensions": 1}):
             changes = {f"extensions.{i}.reason": ERASED_TEXT
                        for i, extension in enumerate(request.get("extensions") or [])
                        if extension.get("reason") not in (None, ERASED_TEXT)}
-            if request.get("reason") not in (None, ERASED_TEXT):
-                changes["reason"] = ERASED_TEXT
+            for field in ("reason", "close_reason"):
+                if request.get(field) not in (None, ERASED_TEXT):
+                    changes[field] = ERASED_TEXT
             if changes:
                 self.db.requests.update_one({"_id": request["_id"]}, {"$set": changes})
 

@@ -160,6 +160,8 @@ def requested_event(request: dict) -> Event:
             "subject": request["subject"], "due_at": request["due_at"].isoformat()}
     if request.get("changes"):
         data["changes"] = request["changes"]
+    if request.get("resolved"):  # asked again (retry_request): the ids are known
+        data["resolved"] = True
     return new_event("privacy.requested", source=SOURCE, subject=request["_id"],
                      account_id=request["account_id"], data=data)
 
@@ -198,6 +200,54 @@ def extend_request(store: PrivacyStore, identity: Identity, request_id: str, mon
     return updated
 
 
+def retry_request(store: PrivacyStore, producer: EventProducer, identity: Identity,
+                  request_id: str, topic: str = topics.PRIVACY_REQUESTS) -> dict | None:
+    """Ask again the services that could not fulfil a request, once the
+    account has fixed what they said (a custom field a rectification names,
+    say). Published as a new request is: the worker's sweep sends it if the
+    broker does not take it now. None if the account has no such request."""
+    request = store.get_request(identity.account_id, request_id)
+    if request is None:
+        return None
+    domain.check_needs_attention(request["status"], "retried")
+    failed = [service for service, given in (request.get("answers") or {}).items()
+              if given.get("status") == "failed"]
+    reopened = store.reopen(request_id, failed)
+    if reopened is None:
+        raise domain.RuleViolation("status", "the request changed meanwhile; read it again")
+    try:
+        producer.publish(topic, requested_event(reopened), key=request_id)
+        producer.flush(timeout=30)
+    except Exception:
+        log.warning("privacy.requested not out yet; the worker sends it again",
+                    extra={"request_id": request_id})
+    else:
+        store.mark_published(request_id)
+    audit(store, account_id=identity.account_id, action=f"{request['kind']}.retried",
+          principal=identity.principal, target_type="request", target_id=request_id,
+          request_id=request_id)
+    return store.get_request(identity.account_id, request_id)
+
+
+def close_request(store: PrivacyStore, identity: Identity, request_id: str,
+                  reason: str) -> dict | None:
+    """End a request no service can fulfil (the person asked to correct a
+    field the account does not keep): closed with the account's reason, no
+    longer open nor overdue. The reason stays on the request, where an
+    erasure of the person can replace it. None if there is no such request."""
+    request = store.get_request(identity.account_id, request_id)
+    if request is None:
+        return None
+    domain.check_needs_attention(request["status"], "closed")
+    closed = store.close(request_id, reason, now())
+    if closed is None:
+        raise domain.RuleViolation("status", "the request changed meanwhile; read it again")
+    audit(store, account_id=identity.account_id, action=f"{request['kind']}.closed",
+          principal=identity.principal, target_type="request", target_id=request_id,
+          request_id=request_id)
+    return closed
+
+
 def record_answer(store: PrivacyStore, account_id: str, data: dict,
                   clock: Callable[[], datetime] = now,
                   producer: EventProducer | None = None,
@@ -230,6 +280,8 @@ def record_answer(store: PrivacyStore, account_id: str, data: dict,
     if request["kind"] == "erasure" and data.get("contact_ids"):
         store.forget_contacts(account_id, list(data["contact_ids"]))
     request = store.set_answer(request["_id"], service, answer)
+    if request["status"] == domain.CLOSED:
+        return request  # an answer after the account closed it: kept, the end stands
     status = domain.request_status(request["responders"], request["answers"])
     if status != request["status"]:
         completed_at = request.get("completed_at") or (clock() if status == "complete" else None)

@@ -196,6 +196,52 @@ def test_the_free_text_on_requests_is_forgotten_with_the_person_and_never_audite
     assert "Kim" not in json.dumps(list(_db(app).requests.find()), default=str)
 
 
+def test_a_request_a_service_could_not_fulfil_is_retried_or_closed_not_left_for_good(acme, app):
+    """needs_attention was a dead end: nothing retried or ended it, it stayed
+    overdue for ever, and a rectification's new values were kept for good."""
+    store = PrivacyStore(_db(app))
+    account = acme.identity.account_id
+    made = acme("POST", "/api/v1/privacy/requests", json={
+        "kind": "rectification", "subject": {"contact_id": "c7"},
+        "changes": {"fields": {"tier": "gold"}}}).get_json()
+    path = f"/api/v1/privacy/requests/{made['id']}"
+    refused = acme("POST", f"{path}/retry")
+    assert refused.status_code == 409 and "status" in refused.get_json()["error"]["details"]
+
+    def contacts_answer(status):
+        usecases.record_answer(store, account, {"request_id": made["id"], "service": "contacts",
+                                                "status": status, "detail": "no field tier"})
+    for service in ("sender", "tracking"):
+        usecases.record_answer(store, account, {"request_id": made["id"], "service": service,
+                                                "status": "done"})
+    contacts_answer("failed")
+    assert acme("GET", path).get_json()["status"] == "needs_attention"
+
+    retried = acme("POST", f"{path}/retry")   # the account added the field meanwhile
+    assert retried.status_code == 200, retried.get_json()
+    assert retried.get_json()["status"] == "pending"
+    assert retried.get_json()["waiting_for"] == ["contacts"]
+    assert "unpublished" not in _db(app).requests.find_one({"_id": made["id"]})   # sent again
+
+    contacts_answer("failed")
+    assert acme("POST", f"{path}/close", json={}).status_code == 400   # a reason is required
+    closed = acme("POST", f"{path}/close", json={"reason": "we keep no loyalty tier"})
+    assert closed.status_code == 200, closed.get_json()
+    body = closed.get_json()
+    assert body["status"] == "closed" and body["close_reason"] == "we keep no loyalty tier"
+    assert "changes" not in _db(app).requests.find_one({"_id": made["id"]})
+    assert made["id"] not in {r["id"] for r in acme(
+        "GET", "/api/v1/privacy/requests?open=true").get_json()["items"]}
+    long_after = datetime.now(timezone.utc) + timedelta(days=400)
+    assert usecases.overdue_requests(store, account, timedelta(hours=1), at=long_after) == []
+    contacts_answer("done")   # a late answer: kept, the end stands
+    assert acme("GET", path).get_json()["status"] == "closed"
+    assert acme("POST", f"{path}/close", json={"reason": "again"}).status_code == 409
+    assert acme("POST", "/api/v1/privacy/requests/" + "0" * 32 + "/retry").status_code == 404
+    actions = {e["action"] for e in acme("GET", "/api/v1/privacy/audit").get_json()["items"]}
+    assert {"rectification.retried", "rectification.closed"} <= actions
+
+
 def test_another_accounts_request_is_not_found(acme, app):
     request = acme("POST", "/api/v1/privacy/requests",
                    json={"kind": "access", "subject": {"contact_id": "c1"}}).get_json()
