@@ -411,10 +411,29 @@ def change_status(ports: Ports, account_id: str, campaign_id: str, action: str) 
     extra = {"cancel": {"cancelled_at": utcnow()}, "pause": {"paused_at": utcnow()},
              "resume": {"paused_at": None},
              "unschedule": {"send_at": None, "time_zone": None}}.get(action, {})
-    moved = _move(ports, campaign, action, event, extra)
+    if campaign["status"] == domain.SCHEDULED:
+        moved = _move_unlaunched(ports, campaign, action, extra)
+    else:
+        moved = _move(ports, campaign, action, event, extra)
     if moved is None:
         raise _moved_meanwhile(ports, account_id, campaign_id, action)
     return moved
+
+
+def _move_unlaunched(ports: Ports, campaign: dict, action: str, extra: dict) -> dict | None:
+    """Cancel or unschedule a scheduled campaign under its launch lease. A
+    move is no compare-and-set on FerretDB (it reads, then writes): a cancel
+    that read "scheduled" as the schedule fired wrote "cancelled" over
+    "sending", and the whole audience was mailed with no campaign.cancelled
+    (a review found the window). The lease makes the two take turns."""
+    lease = f"{campaign['_id']}:launch"
+    if not ports.campaigns.take_lease(lease, LEASE_STALE):
+        raise ApiError(409, "launching", f"cannot {action}: the campaign is being launched; "
+                                         "try again in a moment", {"status": [campaign["status"]]})
+    try:
+        return _move(ports, campaign, action, None, extra)
+    finally:
+        ports.campaigns.release_lease(lease)
 
 
 def _refuse_unless(campaign: dict, action: str) -> None:

@@ -407,3 +407,26 @@ def test_an_account_erasure_leaves_none_of_its_campaigns_leases_or_staged_events
     privacy.erase_account(db, client.account_id)
     assert db["leases"].count_documents({"_id": {"$regex": f"^{campaign['id']}:"}}) == 0
     assert [d["_id"] for d in db["outbox"].find()] == ["staged-2"]
+
+
+def test_a_scheduled_campaign_is_cancelled_or_fired_never_both(client, ports):
+    """A cancel that read "scheduled" while the schedule fired wrote
+    "cancelled" over "sending" on FerretDB (a move reads, then writes): the
+    audience was mailed with no campaign.cancelled. They take turns now."""
+    campaign, _ = ready_campaign(client)
+    later = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    assert client.post(f"/api/v1/campaigns/{campaign['id']}/schedule",
+                       {"send_at": later}).status_code == 200
+    assert ports.campaigns.take_lease(f"{campaign['id']}:launch", timedelta(seconds=60))  # firing
+    busy = client.post(f"/api/v1/campaigns/{campaign['id']}/cancel")
+    assert busy.status_code == 409 and busy.get_json()["error"]["code"] == "launching"
+    assert client.get(f"/api/v1/campaigns/{campaign['id']}").get_json()["status"] == "scheduled"
+    ports.campaigns.release_lease(f"{campaign['id']}:launch")            # it did not fire
+    cancelled = client.post(f"/api/v1/campaigns/{campaign['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
+    # and a fire that comes while a cancel holds the lease launches nothing
+    other, _ = ready_campaign(client)
+    client.post(f"/api/v1/campaigns/{other['id']}/schedule", {"send_at": later})
+    assert ports.campaigns.take_lease(f"{other['id']}:launch", timedelta(seconds=60))  # cancelling
+    due = datetime.now(timezone.utc) + timedelta(days=2)
+    assert usecases.fire_due_schedules(ports, due) == 0
