@@ -502,6 +502,17 @@ def _progress(campaign: dict, combined: dict, now: datetime) -> dict:
 # -- progress (the worker) -------------------------------------------------
 COMPLETION_CHECK_EVERY = 1.0  # seconds, per campaign and process
 _last_check: dict[str, float] = {}
+_CHECKS_KEPT = 10_000  # campaigns; a worker lives for months and sees every campaign
+
+
+def _note_check(campaign_id: str, now: float) -> None:
+    """When the campaign's completion was last looked at; the memory of
+    campaigns not looked at for the longest goes when it grows past
+    _CHECKS_KEPT (it grew by one entry a campaign for the process's life)."""
+    if len(_last_check) >= _CHECKS_KEPT and campaign_id not in _last_check:
+        for oldest in sorted(_last_check, key=_last_check.get)[:_CHECKS_KEPT // 10]:
+            del _last_check[oldest]
+    _last_check[campaign_id] = now
 
 
 def record_delivery(ports: Ports, event: Event, flush: bool = True) -> None:
@@ -546,7 +557,7 @@ def flush_progress(ports: Ports) -> None:
             ports.progress.add_many(campaign_id, total["account_id"], total["counts"],
                                     total["bytes"])
         if total["final"] and now - _last_check.get(campaign_id, 0.0) >= COMPLETION_CHECK_EVERY:
-            _last_check[campaign_id] = now
+            _note_check(campaign_id, now)
             campaign = ports.campaigns.get_any(campaign_id)
             if campaign is not None:
                 maybe_complete(ports, campaign)
