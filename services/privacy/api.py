@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Callable
 
 from flask import Response
 
@@ -116,8 +117,16 @@ def extend_request(body, request_id):
     return _with_overdue(request)
 
 
-def _status_conflict(exc: domain.RuleViolation) -> ApiError:
-    return ApiError(409, "invalid_state", exc.message, {exc.field: [exc.message]})
+def _moved(move: Callable[[], dict | None]) -> dict:
+    """A request a use case moved: 409 when its status does not allow the
+    move, 404 when the account has no such request."""
+    try:
+        request = move()
+    except domain.RuleViolation as exc:
+        raise ApiError(409, "invalid_state", exc.message, {exc.field: [exc.message]})
+    if request is None:
+        raise not_found("request")
+    return _with_overdue(request)
 
 
 @blp.post("/requests/<request_id>/retry")
@@ -125,14 +134,8 @@ def _status_conflict(exc: domain.RuleViolation) -> ApiError:
 def retry_request(request_id):
     """Ask again the services that answered `failed` (needs_attention only),
     once what they said is fixed; the request is pending again."""
-    try:
-        request = usecases.retry_request(_store(), runtime().producer(), current_identity(),
-                                         request_id)
-    except domain.RuleViolation as exc:
-        raise _status_conflict(exc)
-    if request is None:
-        raise not_found("request")
-    return _with_overdue(request)
+    return _moved(lambda: usecases.retry_request(_store(), runtime().producer(),
+                                                 current_identity(), request_id))
 
 
 @blp.post("/requests/<request_id>/close")
@@ -141,13 +144,8 @@ def retry_request(request_id):
 def close_request(body, request_id):
     """End a request no service can fulfil (needs_attention only), saying
     why: `closed`, neither open nor overdue any more."""
-    try:
-        request = usecases.close_request(_store(), current_identity(), request_id, body["reason"])
-    except domain.RuleViolation as exc:
-        raise _status_conflict(exc)
-    if request is None:
-        raise not_found("request")
-    return _with_overdue(request)
+    return _moved(lambda: usecases.close_request(_store(), current_identity(), request_id,
+                                                 body["reason"]))
 
 
 @blp.get("/requests/<request_id>/export")

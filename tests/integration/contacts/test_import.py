@@ -840,19 +840,26 @@ def erase_address(app, client, email: str) -> None:
               "subject": {"kind": "contact", "email_hash": hash_}}))
 
 
+def before_the_first_call(monkeypatch, owner, name: str, action) -> None:
+    """`owner.name` runs `action` once, just before its first call: the
+    interleaving a test drives."""
+    original = getattr(owner, name)
+
+    def first(*args, **kwargs):
+        monkeypatch.setattr(owner, name, original)
+        action()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, first)
+
+
 def test_an_erasure_between_a_batchs_check_and_its_write_leaves_no_contact(
         client, app, settings, setup, monkeypatch):
     """The batch was checked for suppressed addresses, then an erasure of
     one of them found no contact and answered; then the batch wrote the
     person back, subscribed and with a consent entry."""
-    write = imports._write
-
-    def erasure_first(ctx, prepared):
-        monkeypatch.setattr(imports, "_write", write)
-        erase_address(app, client, "jane@example.com")
-        return write(ctx, prepared)
-
-    monkeypatch.setattr(imports, "_write", erasure_first)
+    before_the_first_call(monkeypatch, imports, "_write",
+                          lambda: erase_address(app, client, "jane@example.com"))
     job = upload(client, setup, b"email,name\njane@example.com,Jane\nkeep@example.com,Keep\n")
     run_worker(app, settings)
     job = client.get(f"{V1}/imports/{job.get_json()['id']}").get_json()
@@ -866,14 +873,8 @@ def test_an_erasure_looks_again_for_a_contact_written_while_it_suppressed(
         client, app, monkeypatch):
     """The erasure's look-up found nobody, an import or an API call wrote
     the address before the suppression was in: the erasure now finds it."""
-    suppress = usecases.suppress
-
-    def write_first(ports, *args, **kwargs):
-        monkeypatch.setattr(usecases, "suppress", suppress)
-        client.post(f"{V1}/contacts", {"email": "late@example.com", "name": "Late"})
-        return suppress(ports, *args, **kwargs)
-
-    monkeypatch.setattr(usecases, "suppress", write_first)
+    before_the_first_call(monkeypatch, usecases, "suppress", lambda: client.post(
+        f"{V1}/contacts", {"email": "late@example.com", "name": "Late"}))
     erase_address(app, client, "late@example.com")
     assert client.get(f"{V1}/contacts?email_prefix=late").get_json()["items"] == []
 
@@ -882,14 +883,8 @@ def test_a_contact_created_while_its_address_is_erased_is_not_kept(client, app, 
     """The API checked the address, then an erasure of it ran before the
     insert: the contact is refused and not left behind."""
     store = ContactsStore(app.extensions["runtime"].db)
-    insert = ContactsStore.insert_contact
-
-    def erasure_first(self, doc):
-        monkeypatch.setattr(ContactsStore, "insert_contact", insert)
-        erase_address(app, client, "racy@example.com")
-        return insert(self, doc)
-
-    monkeypatch.setattr(ContactsStore, "insert_contact", erasure_first)
+    before_the_first_call(monkeypatch, ContactsStore, "insert_contact",
+                          lambda: erase_address(app, client, "racy@example.com"))
     answer = client.post(f"{V1}/contacts", {"email": "racy@example.com"})
     assert answer.status_code == 409 and answer.get_json()["error"]["code"] == "erased"
     assert store.contacts.count_documents({"account_id": client.account_id,
