@@ -163,6 +163,11 @@ def download_export(args, request_id):
                    if (request.get("answers") or {}).get(s, {}).get("status") not in domain.SETTLED]
         raise ApiError(409, "not_complete", "the request is not complete yet",
                        {"waiting_for": waiting})
+    if request.get("export_expired_at"):
+        days = _config().privacy_export_days
+        raise ApiError(410, "export_expired", f"the export was deleted {days} days after the "
+                       "request completed, as it holds the person's data; make a new access "
+                       "request for a fresh one")
     export = usecases.export_for(_store(), current_identity(), request, args.get("reason"),
                                  args["format"])
     filename = f"privacy-export-{request_id}"

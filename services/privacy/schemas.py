@@ -135,6 +135,9 @@ class RequestOut(ma.Schema):
     changed_fields = fields.List(fields.String())
     completed_at = fields.DateTime(allow_none=True)
     closed_at = fields.DateTime(allow_none=True)
+    export_expired_at = fields.DateTime(allow_none=True, metadata={
+        "description": "when an access request's export was deleted (SANDESH_PRIVACY_EXPORT_DAYS "
+                       "after it completed)"})
     close_reason = fields.String(allow_none=True)
     overdue = fields.Boolean()
 

@@ -24,6 +24,9 @@ SETTINGS = [
     # Per-contact markers behind the aggregate counts are rolled up into
     # plain counts and deleted once a day is this many days old.
     Setting("SANDESH_PRIVACY_AGGREGATE_ROLLUP_DAYS", POSITIVE_INT, default=3),
+    # An access request's export (a copy of the person's data) is deleted
+    # this many days after the request completed; a download after is 410.
+    Setting("SANDESH_PRIVACY_EXPORT_DAYS", POSITIVE_INT, default=30),
     # Accounts allowed to publish policy versions besides the operator
     # (comma-separated ids; the platform's own account).
     Setting("SANDESH_PRIVACY_PUBLISHER_ACCOUNTS", lambda raw: [a.strip() for a in raw.split(",") if a.strip()],

@@ -142,6 +142,18 @@ class PrivacyStore:
             {"request_id": request_id, "account_id": account_id, "service": service,
              "data": data, "at": now()}, upsert=True)
 
+    def expire_exports(self, completed_before: datetime, at: datetime) -> int:
+        """Delete the exports of access requests completed before then;
+        returns how many requests' exports went. The request keeps when."""
+        expired = [r["_id"] for r in self.db.requests.find(
+            {"kind": "access", "status": "complete", "completed_at": {"$lt": completed_before},
+             "export_expired_at": {"$exists": False}}, {"_id": 1})]
+        if expired:
+            delete_all(self.db.export_parts, {"request_id": {"$in": expired}})
+            self.db.requests.update_many({"_id": {"$in": expired}},
+                                         {"$set": {"export_expired_at": at}})
+        return len(expired)
+
     def drop_export_part(self, request_id: str, service: str) -> None:
         self.db.export_parts.delete_one({"_id": f"{request_id}:{service}"})
 

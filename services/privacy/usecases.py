@@ -329,6 +329,14 @@ def overdue_requests(store: PrivacyStore, account_id: str | None, silent_after: 
     return [r for r in store.open_requests(account_id) if domain.is_overdue(r, at, silent_after)]
 
 
+def expire_exports(store: PrivacyStore, days: int, at: datetime | None = None) -> int:
+    """Delete the exports of access requests completed `days` ago or more:
+    each is a copy of a person's data, kept only for the account to hand
+    over (the worker, hourly). Returns how many went."""
+    at = at or now()
+    return store.expire_exports(at - timedelta(days=days), at)
+
+
 def export_for(store: PrivacyStore, identity: Identity, request: dict, reason: str | None,
                fmt: str) -> dict:
     export = domain.assemble_export(request, store.export_parts(request["_id"]))

@@ -64,6 +64,12 @@ def main() -> None:
                     aggregates.roll_up(store, config.privacy_aggregate_rollup_days)
                 except Exception:  # the next round retries; consuming goes on
                     log.exception("aggregate roll-up failed")
+                try:
+                    expired = usecases.expire_exports(store, config.privacy_export_days)
+                    if expired:
+                        log.info("access exports deleted", extra={"requests": expired})
+                except Exception:  # the next round retries
+                    log.exception("deleting old access exports failed")
     finally:
         stop()
         loop.shutdown()

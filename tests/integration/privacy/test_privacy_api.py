@@ -301,6 +301,29 @@ def test_an_access_export_is_assembled_when_complete_and_the_download_is_audited
     assert all(e["account_id"] == acme.identity.account_id for e in audit)
 
 
+def test_an_access_export_is_deleted_some_days_after_the_request_completed(acme, app):
+    """Exports never expired: a copy of every person's data who ever asked,
+    downloadable for good."""
+    store = PrivacyStore(_db(app))
+    made = [acme("POST", "/api/v1/privacy/requests", json={
+        "kind": "access", "subject": {"contact_id": c}}).get_json() for c in ("c11", "c12")]
+    for request in made:
+        for service in ("contacts", "sender", "tracking"):
+            usecases.record_answer(store, acme.identity.account_id, {
+                "request_id": request["id"], "service": service, "status": "done",
+                "export": {"held": [service]}})
+    old, recent = made
+    _db(app).requests.update_one({"_id": old["id"]}, {"$set": {
+        "completed_at": datetime.now(timezone.utc) - timedelta(days=31)}})
+    assert usecases.expire_exports(store, 30) == 1
+    assert usecases.expire_exports(store, 30) == 0   # once
+    gone = acme("GET", f"/api/v1/privacy/requests/{old['id']}/export")
+    assert gone.status_code == 410 and gone.get_json()["error"]["code"] == "export_expired"
+    assert store.export_parts(old["id"]) == {}
+    assert acme("GET", f"/api/v1/privacy/requests/{old['id']}").get_json()["export_expired_at"]
+    assert acme("GET", f"/api/v1/privacy/requests/{recent['id']}/export").status_code == 200
+
+
 def test_the_audit_log_is_filtered_by_account_and_time(acme, app):
     for n in range(3):
         assert acme("POST", "/api/v1/privacy/audit",
