@@ -66,9 +66,11 @@ def handle_privacy_request(runtime, event) -> None:
     kind = data["kind"]
     ids = [contact["_id"]] if contact else None
     # Contacts of the same address deleted through the API before are the
-    # person's too, whether or not the address is held again now.
+    # person's too, whether or not the address is held again now; only an
+    # erasure and an access act on them.
     deleted = ports.store.deleted_contacts_of(
-        event.account_id, {"email_hash": contact["email_hash"]} if contact else subject)
+        event.account_id, {"email_hash": contact["email_hash"]} if contact else subject) \
+        if kind in ("erasure", "access") else []
     if kind == "erasure":
         _erase(ports, event, contact, subject.get("email_hash"), deleted,
                runtime.config.get("import_dir"))
