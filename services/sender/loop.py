@@ -93,7 +93,10 @@ class SendLoop:
             # Message-ID). An outage delays work, it never drops it.
             self._failures += 1
             delay = min(30.0, 0.5 * 2 ** (self._failures - 1))
-            log.exception("batch failed; retrying it", extra={"retry_in_s": delay})
+            if self.stopping:  # e.g. a flush given up on: the next owner reads it again
+                log.warning("batch left unsettled at shutdown", exc_info=True)
+            else:
+                log.exception("batch failed; retrying it", extra={"retry_in_s": delay})
             for tp, first in _first_offsets(records).items():
                 self._hold(tp, first, Hold(self.clock() + delay, "batch failed"), records)
             return 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from functools import partial
 from typing import Callable
 
@@ -32,6 +33,9 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from shared.kafka.interface import CONSUMER, Record
 
 _log = logging.getLogger(__name__)
+# A flush waits in slices this long, so that a signal handler runs between
+# them and a deadline set by it (give_up_flushing_at) is seen promptly.
+FLUSH_SLICE_SECONDS = 0.25
 
 
 class DeliveryFailed(Exception):
@@ -54,6 +58,7 @@ class RdKafkaSink:
         options.update(overrides)
         self._producer = Producer(options)
         self._local = threading.local()
+        self._give_up_at: float | None = None  # time.monotonic()
 
     def _thread(self):
         """This thread's state: `failures`, its sends' failed deliveries since
@@ -76,24 +81,49 @@ class RdKafkaSink:
             except BufferError:
                 # librdkafka's local queue is full (the broker is slow or
                 # away): wait for room, as KafkaProducer blocks in send().
+                if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
+                    raise DeliveryFailed("the local queue is full and the wait was given up")
                 self._producer.poll(0.1)
         self._producer.poll(0)  # serve delivery reports of earlier sends
 
+    def give_up_flushing_at(self, deadline: float) -> None:
+        """From now on, every flush (one under way too) stops waiting at
+        `deadline` (time.monotonic()) and raises DeliveryFailed if anything
+        is still unacknowledged. For a process told to stop: while a
+        partition has no leader, a flush would otherwise wait out
+        message.timeout.ms (two minutes) and overrun its grace period.
+        What was not flushed is not committed, so it is done again by
+        whoever reads it next."""
+        self._give_up_at = deadline
+
     def flush(self, timeout=None):
         try:
-            left = self._producer.flush(-1 if timeout is None else timeout)
+            left = self._wait_for_acks(timeout)
         except KafkaException as exc:
             raise DeliveryFailed(str(exc)) from exc
         failures = self._thread().failures
         errors = failures[:]   # every report of this thread's sends has been served
         failures.clear()
         if left:
-            raise DeliveryFailed(f"{left} messages not acknowledged within {timeout} s")
+            raise DeliveryFailed(f"{left} messages not acknowledged in time")
         if errors:
             raise DeliveryFailed(f"{len(errors)} messages failed, first: {errors[0]}")
 
+    def _wait_for_acks(self, timeout: float | None) -> int:
+        """librdkafka's flush, in slices until done, `timeout` or the give-up
+        deadline; returns how many messages are still unacknowledged."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            limits = [t for t in (end, self._give_up_at) if t is not None]
+            now = time.monotonic()
+            wait = FLUSH_SLICE_SECONDS if not limits else max(0.0, min(FLUSH_SLICE_SECONDS,
+                                                                         min(limits) - now))
+            left = self._producer.flush(wait)
+            if not left or (limits and time.monotonic() >= min(limits)):
+                return left
+
     def close(self):
-        self._producer.flush(10)
+        self._wait_for_acks(10)
 
 
 def _delivered(failures: list[str], error, _message) -> None:

@@ -3,15 +3,18 @@ finishes greeting, or never completes the TCP handshake: the sender still
 exits in time, and the message it was sending is retried later."""
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
 
 from shared import topics
-from tests.integration.sender.harness import Senders, dump_logs, hexid, recipients
+from tests.integration.sender.harness import DomainRelay, Senders, dump_logs, hexid, recipients
 
 pytestmark = pytest.mark.timeout(200)
 
@@ -172,3 +175,57 @@ def test_a_sigterm_cuts_a_transaction_the_relay_never_finishes_and_the_job_goes_
         assert outcomes == [("delivery.sent", 0)]
     finally:
         senders.dispose()
+
+
+
+@contextlib.contextmanager
+def kafka_frozen_on_demand():
+    """Yields `freeze()`: SIGSTOP to the stack's Kafka (connections stay
+    open, nothing answers, as while a partition has no leader); it is
+    thawed on the way out whatever happens."""
+    from devstack.supervisor import supervisorctl
+    kafka_pid = int(subprocess.run(supervisorctl("pid", "kafka"), check=True,
+                                   capture_output=True, text=True).stdout.strip())
+    try:
+        yield lambda: os.kill(kafka_pid, signal.SIGSTOP)
+    finally:
+        os.kill(kafka_pid, signal.SIGCONT)
+
+
+def test_a_sigterm_while_kafka_takes_no_delivery_events_exits_in_time_and_they_are_announced_later(
+        stack_env, tmp_path, sink, unique):
+    """The batch's messages are sent and recorded, but Kafka does not answer
+    its delivery events. Told to stop, the sender gives up the flush (it
+    waited the producer's two-minute message timeout), commits nothing and
+    exits in time; the next sender finds the jobs recorded as sent and
+    announces them, without sending them again."""
+    relay = DomainRelay(slow_seconds=1.0)  # Kafka is frozen while the batch is on the wire
+    senders = Senders(stack_env, tmp_path, sink, unique, SANDESH_SMTP_PORT=relay.port,
+                      SANDESH_SENDER_SHUTDOWN_CUT_SECONDS=3)
+    try:
+        proc = senders.start()
+        account, campaign = hexid(), hexid()
+        senders.launch(account, campaign)
+        people = [(hexid(), f"p{n}-{unique}@slow.test", "N") for n in range(6)]
+        with kafka_frozen_on_demand() as freeze:
+            job_ids = senders.jobs(account, campaign, people)
+            senders.wait(lambda: relay.in_data["slow.test"] > 0, 90, "the batch on the wire")
+            freeze()
+            senders.wait(lambda: sum(relay.accepted.values()) == len(people), 30,
+                         "every message accepted")
+            time.sleep(2)  # recorded; the flush of their events waits on Kafka
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(40)
+            took = time.monotonic() - started
+        assert proc.returncode == 0, dump_logs(tmp_path)
+        assert took < 15, took  # the cut (3 s) and the flush's grace (5 s)
+        senders.start()
+        senders.wait(lambda: {e.data["job_id"] for e in senders.events(idle=0.5)
+                              if e.type == "delivery.sent"} == set(job_ids),
+                     90, "every job announced")
+        assert sorted(relay.accepted.values()) == [1] * len(people)  # not sent again
+        print(f"exited {took:.1f} s after the SIGTERM")
+    finally:
+        senders.dispose()
+        relay.stop()
