@@ -257,7 +257,7 @@ def records(stream: BinaryIO, dialect: Dialect, start_offset: int = 0,
     number = start_number
     while True:  # again from the line after each runaway quote
         lines = _Lines(stream, dialect.encoding, offset, dialect.newline)
-        reader = csv.reader(lines, delimiter=dialect.delimiter, strict=False)
+        reader = csv.reader(lines, delimiter=dialect.delimiter, strict=True)
         while True:
             lines.ends.clear()
             lines.long_line = False
@@ -268,7 +268,7 @@ def records(stream: BinaryIO, dialect: Dialect, start_offset: int = 0,
             except _RunawayQuote:
                 problem = f"unclosed quote: the cell runs past {MAX_RECORD_LINES} lines"
             except csv.Error as exc:
-                problem = f"unreadable row: {exc}"
+                problem = _unreadable(exc)
                 if len(lines.ends) <= 1:
                     number += 1
                     yield number, lines.position, problem
@@ -287,6 +287,16 @@ def records(stream: BinaryIO, dialect: Dialect, start_offset: int = 0,
             offset = lines.ends[0]
             yield number, offset, problem
             break
+
+
+def _unreadable(exc: csv.Error) -> str:
+    """The reason given for a row the csv module refused. Text after a
+    cell's closing quote (`"Ann"e`) would have been read as `Anne`, the
+    quotes lost without a word: the row is rejected, and says how to mend it."""
+    if "expected after" in str(exc):
+        return ("unreadable row: text after a closing quote; quote the whole cell "
+                "and double each quote inside it")
+    return f"unreadable row: {exc}"
 
 
 def header_row(stream: BinaryIO, dialect: Dialect) -> list[str]:

@@ -216,3 +216,16 @@ def test_a_file_with_old_mac_line_endings_is_read_row_by_row_and_resumes():
     stream = io.BytesIO(data)
     again = list(csvread.records(stream, dialect, items[2].end_offset, items[2].number))
     assert [r.cells for r in again] == [["c@x.com", "Cat"]]
+
+
+def test_text_after_a_closing_quote_rejects_its_row_instead_of_losing_the_quote():
+    """`"Ann"e` read leniently came in as `Anne`: the quotes dropped without
+    a word. The row is rejected with the reason; the rows around it come in,
+    and a quote inside an unquoted cell is still kept as it is."""
+    data = b'email,name\na@x.com,"Ann"e\nb@x.com,Bo"b\nc@x.com,"Cat"\n'
+    _, items = read(data)
+    assert [i.cells if isinstance(i, csvread.Record) else (i[0], i[2]) for i in items] == [
+        ["email", "name"],
+        (2, "unreadable row: text after a closing quote; quote the whole cell and double each "
+            "quote inside it"),
+        ["b@x.com", 'Bo"b'], ["c@x.com", "Cat"]]
