@@ -17,10 +17,13 @@ def without_comments(html: str) -> str:
     return _COMMENT.sub("", html) if "<!--" in html else html
 
 
-def insert_before_body_close(html: str, snippet: str, separator: str = "") -> str:
+def insert_before_body_close(html: str, snippet: str, separator: str = "",
+                             hidden: list[tuple[int, int]] = ()) -> str:
     """`snippet` (then `separator`) before the last </body> outside
-    comments; at the end (after `separator`) when there is none."""
+    comments and the `hidden` spans (start, end); at the end (after
+    `separator`) when there is none."""
     comments = [m.span() for m in _COMMENT.finditer(html)] if "<!--" in html else []
+    comments += hidden
     at = None
     for close in _BODY_CLOSE.finditer(html):
         if not any(start <= close.start() < end for start, end in comments):

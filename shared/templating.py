@@ -573,6 +573,18 @@ def compile_template(source: str, html: bool) -> Template:
         _render_budget.left = None
 
 
+# Template text Jinja does not render as markup: a raw block is output as it
+# stands, its {{ }} unfilled, and a comment not at all. An unclosed one runs
+# to the end (the template then fails to compile, and is refused at save).
+_UNRENDERED = re.compile(r"\{%[-+]?\s*raw\s*[-+]?%\}.*?(?:\{%[-+]?\s*endraw\s*[-+]?%\}|\Z)"
+                         r"|\{#.*?(?:#\}|\Z)", re.DOTALL)
+
+
+def unrendered_spans(source: str) -> list[tuple[int, int]]:
+    """(start, end) of the template's raw blocks and comments."""
+    return [m.span() for m in _UNRENDERED.finditer(source)] if "{" in source else []
+
+
 def refers_to(source: str, name: str, html: bool) -> bool:
     """Whether the template reads the merge variable `name`: in a comment,
     as text, or as fields.<name> it does not ("unsubscribe_url" in the

@@ -179,7 +179,9 @@ POSTAL_TEXT = "{{ postal_address }}"
 
 
 def _append_html(html: str, footer: str) -> str:
-    return insert_before_body_close(html, footer, "\n")
+    # a </body> in a raw block or a Jinja comment is none: a footer there
+    # went out with its {{ unsubscribe_url }} unfilled, or not at all
+    return insert_before_body_close(html, footer, "\n", templating.unrendered_spans(html))
 
 
 def with_compliance_footer(html: str, text: str) -> tuple[str, str]:

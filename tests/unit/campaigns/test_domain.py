@@ -4,6 +4,7 @@ import pytest
 
 from services.campaigns import domain
 from services.campaigns.htmltext import html_to_text
+from shared import templating
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -19,6 +20,19 @@ def test_footer_goes_before_body_end_once():
     assert html.endswith("</body></html>") and html.count("{{ unsubscribe_url }}") == 1
     assert "{{ postal_address }}" in html and "{{ unsubscribe_url }}" in text
     assert domain.with_compliance_footer(html, text) == (html, text)
+
+
+@pytest.mark.parametrize("after", ["{% raw %}<pre>&lt;/body&gt; is </body></pre>{% endraw %}",
+                                   "{#- old layout: </body> -#}"])
+def test_the_footer_is_not_put_in_a_raw_block_or_a_jinja_comment(after):
+    """Before the last </body> in the source, the footer went inside the
+    raw block (sent with its placeholders as text) or the comment (not
+    sent): the unsubscribe link and the postal address, lost."""
+    html, _ = domain.with_compliance_footer(f"<body><p>x</p></body>{after}", "x")
+    rendered = templating.render(html, {"unsubscribe_url": "https://u.example/1",
+                                        "postal_address": "1 Main St"}, True)
+    assert 'href="https://u.example/1"' in rendered and "1 Main St" in rendered
+    assert rendered.index("1 Main St") < rendered.index("</body>")
 
 
 def test_template_problems_name_field_and_line():
