@@ -21,10 +21,11 @@ import markupsafe
 
 from services.sender.dkim import Signer
 from services.sender.domain import Campaign, Job, hex_id, message_id
-from services.sender.mime import (HeaderInjection, Part, Skeleton, needs_smtputf8,
+from services.sender.mime import (HeaderInjection, Part, Skeleton,
                                   refuse_line_breaks)
 from shared import links, templating
 from shared.html_body import insert_before_body_close, without_comments
+from shared.idn import ascii_domain, with_ascii_domain
 from shared.tracking_tokens import (Keyring, LinkContext, click_url, open_url, unsubscribe_token,
                                     unsubscribe_url, verp_address)
 
@@ -47,6 +48,11 @@ class Outgoing:
     mail_from: str
     message_id: str
     smtputf8: bool
+    rcpt_to: str = ""  # the envelope recipient, its domain in ASCII form (else job.email)
+
+    @property
+    def recipient(self) -> str:
+        return self.rcpt_to or self.job.email
 
 
 @dataclass(frozen=True)
@@ -78,14 +84,19 @@ class Composer:
         self.settings = settings
         self.signer = signer
         sender = campaign.sender
-        self.from_email = sender["from_email"]
-        domain = (sender.get("sending_domain") or self.from_email.rpartition("@")[2]
-                  or settings.default_domain).lower()
+        try:  # an IDN in its ASCII form, wherever a domain goes (shared/idn.py)
+            self.from_email = with_ascii_domain(sender["from_email"])
+            reply_to = with_ascii_domain(sender["reply_to"]) if sender.get("reply_to") else None
+            domain = ascii_domain(sender.get("sending_domain") or self.from_email.rpartition("@")[2]
+                                  or settings.default_domain)
+            self.bounce_domain = ascii_domain(settings.bounce_domain or domain)
+        except ValueError:  # its text quotes the labels
+            raise ComposeError("the campaign's sending domain or address is not a valid "
+                               "domain name") from None
         self.sending_domain = domain
         # Another domain's keys sign only for the accounts it belongs to (dkim.py).
         own = domain == settings.default_domain or signer.may_sign(domain, campaign.account_id)
         self.signing_domain = domain if own else settings.default_domain
-        self.bounce_domain = settings.bounce_domain or domain
         self.marketing = campaign.kind == "marketing"
         template = campaign.template
         html = template.get("html") or ""
@@ -123,7 +134,7 @@ class Composer:
         except templating.TemplateSyntaxProblem as exc:
             raise ComposeError(f"template: {exc}") from None
         self._date: tuple[int, str] = (-1, "")
-        self.skeleton = Skeleton(sender.get("from_name"), self.from_email, sender.get("reply_to"),
+        self.skeleton = Skeleton(sender.get("from_name"), self.from_email, reply_to,
                                  [("Feedback-ID", f"{campaign.campaign_id}:{campaign.account_id}:"
                                                   f"{campaign.kind}:sandesh")])
 
@@ -202,10 +213,11 @@ class Composer:
             html = insert_before_body_close(html, pixel)
         subject = refuse_line_breaks("Subject", templating.render_compiled(self.subject, context))
         mid = message_id(job.job_id, self.sending_domain)
+        to_email = with_ascii_domain(job.email)  # SMTPUTF8 only for a mailbox part not ASCII
         message = self.skeleton.build(
-            to_name=job.name, to_email=job.email, subject=subject, date=self._date_header(now),
+            to_name=job.name, to_email=to_email, subject=subject, date=self._date_header(now),
             message_id=mid, headers=headers,
             parts=[Part("text/plain", text), Part("text/html", html)])
         signed = self.signer.sign(message, self.signing_domain)
         return Outgoing(job, signed, verp_address(s.keyring, ctx, self.bounce_domain), mid,
-                        needs_smtputf8(job.email, self.from_email))
+                        self.skeleton.needs_smtputf8(to_email), to_email)

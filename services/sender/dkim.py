@@ -36,6 +36,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+from shared.idn import ascii_domain
+
 # The headers a signature covers (those present in the message are listed).
 # RFC 8058 wants List-Unsubscribe and List-Unsubscribe-Post covered.
 SIGNED_HEADERS = ("from", "to", "subject", "date", "message-id", "reply-to", "cc",
@@ -183,7 +185,7 @@ def load_keys(key_dir: Path) -> list[DkimKey]:
         private = serialization.load_pem_private_key(pem.read_bytes(), password=None)
         if not isinstance(private, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
             raise ValueError(f"{pem}: only RSA and Ed25519 keys are supported")
-        keys.append(DkimKey(domain.lower(), selector, private))
+        keys.append(DkimKey(ascii_domain(domain), selector, private))  # d= of an IDN: its A-labels
     return keys
 
 
@@ -203,7 +205,7 @@ def load_owners(key_dir: Path) -> dict[str, frozenset[str]]:
             continue
         if len(words) < 2:
             raise ValueError(f"{path}:{number}: expected a domain and at least one account id")
-        owners.setdefault(words[0].lower(), set()).update(words[1:])
+        owners.setdefault(ascii_domain(words[0]), set()).update(words[1:])
     return {domain: frozenset(accounts) for domain, accounts in owners.items()}
 
 
@@ -235,11 +237,12 @@ def ensure_key(key_dir: Path, domain: str, selector: str, algorithm: str = "rsa"
     Returns True when it created one. Safe when several senders start at
     once: the key file appears atomically, and only the first one wins."""
     key_dir = Path(key_dir)
+    domain = ascii_domain(domain)  # named as in DNS, where the record is published
     if _key_files(key_dir, domain):
         return False
     key_dir.mkdir(parents=True, exist_ok=True)
-    key = DkimKey(domain.lower(), selector, generate_key(algorithm))
-    stem = key_dir / f"{selector}._domainkey.{domain.lower()}"
+    key = DkimKey(domain, selector, generate_key(algorithm))
+    stem = key_dir / f"{selector}._domainkey.{domain}"
     pem = key.private_key.private_bytes(serialization.Encoding.PEM,
                                         serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption())

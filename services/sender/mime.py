@@ -24,10 +24,14 @@ from dataclasses import dataclass
 from shared.header_text import HEADER_CONTROLS
 
 CRLF = "\r\n"
-MAX_LINE = 78
+# RFC 2047 section 2: a line holding an encoded-word is at most 76 characters
+# (RFC 5322's 78 is for the others; one limit keeps it simple).
+MAX_LINE = 76
 # An encoded-word is at most 75 characters: "=?utf-8?b?" + text + "?=" leaves
-# 63 for base64, i.e. 45 bytes of UTF-8 (never split inside a character).
+# 63 for base64, i.e. 45 bytes of UTF-8 (never split inside a character);
+# on a continuation line (" " + 72 characters) that fits in 76.
 _WORD_BYTES = 45
+_WORD_OVERHEAD = len("=?utf-8?b??=")
 _SPECIALS = set('()<>[]:;@\\,."')
 
 
@@ -48,16 +52,25 @@ def _without_controls(value: str) -> str:
 
 
 def needs_smtputf8(*addresses: str) -> bool:
+    """Whether the message must go with SMTPUTF8: an address (domains given
+    in their ASCII form, shared/idn.py) still not ASCII, i.e. its mailbox part."""
     return not all(a.isascii() for a in addresses)
 
 
-def _encoded_words(text: str) -> list[str]:
-    words, chunk, size = [], [], 0
+def _first_word_bytes(name: str) -> int:
+    """The UTF-8 bytes the first encoded-word can hold beside `Name: `
+    within MAX_LINE (`Subject: ` and a whole 72-character word made 81)."""
+    room = MAX_LINE - len(name) - 2 - _WORD_OVERHEAD
+    return max(3, min(_WORD_BYTES, room // 4 * 3))
+
+
+def _encoded_words(text: str, first_bytes: int = _WORD_BYTES) -> list[str]:
+    words, chunk, size, limit = [], [], 0, first_bytes
     for char in text:
         n = len(char.encode())
-        if size + n > _WORD_BYTES:
+        if size + n > limit and chunk:
             words.append(chunk)
-            chunk, size = [], 0
+            chunk, size, limit = [], 0, _WORD_BYTES
         chunk.append(char)
         size += n
     if chunk:
@@ -68,11 +81,14 @@ def _encoded_words(text: str) -> list[str]:
 
 def _fold(name: str, pieces: list[str]) -> str:
     """`Name: piece piece ...`, breaking lines before a space so that no line
-    exceeds 78 characters where it can be helped. Each piece after the first
-    starts with the whitespace that separates it from the previous one."""
+    exceeds MAX_LINE characters where it can be helped. Each piece after the
+    first starts with the whitespace that separates it from the previous one.
+    A piece of whitespace alone (two spaces in a row) stays at the end of its
+    line: as a line of its own it is one a relay that trims trailing spaces
+    turns into the blank line that ends the headers."""
     lines, line = [], f"{name}:"
     for piece in pieces:
-        if len(line) + len(piece) > MAX_LINE and line.strip() != f"{name}:":
+        if len(line) + len(piece) > MAX_LINE and line.strip() != f"{name}:" and piece.strip():
             lines.append(line)
             line = piece if piece[:1] in (" ", "\t") else " " + piece
         else:
@@ -98,15 +114,15 @@ def unstructured(name: str, value: str, utf8: bool = False) -> str:
     if _plain_ascii(value) or (utf8 and _plain_utf8(value)):
         words = value.split(" ")
         return _fold(name, [" " + words[0]] + [" " + w for w in words[1:]])
-    return _fold(name, [" " + w for w in _encoded_words(value)])
+    return _fold(name, [" " + w for w in _encoded_words(value, _first_word_bytes(name))])
 
 
-def _phrase(display: str, utf8: bool) -> list[str]:
+def _phrase(name: str, display: str, utf8: bool) -> list[str]:
     if _plain_ascii(display) or (utf8 and _plain_utf8(display)):
         if any(c in _SPECIALS for c in display) or display != display.strip() or "  " in display:
             return [' "' + display.replace("\\", "\\\\").replace('"', '\\"') + '"']
         return [" " + w for w in display.split(" ")]
-    return [" " + w for w in _encoded_words(display)]
+    return [" " + w for w in _encoded_words(display, _first_word_bytes(name))]
 
 
 def address(name: str, display: str | None, addr: str, utf8: bool = False) -> str:
@@ -118,7 +134,7 @@ def address(name: str, display: str | None, addr: str, utf8: bool = False) -> st
     if not display:
         return _fold(name, [f" {addr}"])
     display = _without_controls(refuse_line_breaks(name, display))
-    return _fold(name, _phrase(display, utf8) + [f" <{addr}>"])
+    return _fold(name, _phrase(name, display, utf8) + [f" <{addr}>"])
 
 
 def quoted_printable(text: str) -> bytes:
@@ -142,8 +158,9 @@ class Skeleton:
     def __init__(self, from_name: str | None, from_email: str, reply_to: str | None = None,
                  constant_headers: list[tuple[str, str]] = ()):
         self.from_email = from_email
-        utf8_from = needs_smtputf8(from_email)
-        self._from = {u: address("From", from_name, from_email, u or utf8_from)
+        # the campaign's own addresses: their domains in ASCII form (shared/idn.py)
+        self._utf8_always = needs_smtputf8(from_email, reply_to or "")
+        self._from = {u: address("From", from_name, from_email, u or self._utf8_always)
                       for u in (False, True)}
         self._reply_to = {u: address("Reply-To", None, reply_to, u) if reply_to else ""
                           for u in (False, True)}
@@ -159,10 +176,14 @@ class Skeleton:
             for kind in ("text/plain", "text/html")}
         self._close = b"--" + b + b"--" + CRLF.encode()
 
+    def needs_smtputf8(self, to_email: str) -> bool:
+        """Whether a message to `to_email` has an address that is not ASCII."""
+        return self._utf8_always or not to_email.isascii()
+
     def build(self, *, to_name: str | None, to_email: str, subject: str, date: str,
               message_id: str, headers: list[tuple[str, str]], parts: list[Part]) -> bytes:
         """The whole message (headers, then multipart/alternative, plain first)."""
-        utf8 = needs_smtputf8(to_email, self.from_email)
+        utf8 = self.needs_smtputf8(to_email)
         head = [self._from[utf8],
                 address("To", to_name, to_email, utf8),
                 unstructured("Subject", subject, utf8),

@@ -320,3 +320,68 @@ def test_a_campaign_edited_without_a_new_template_version_gets_a_composer_of_its
                    {"postal_address": "2 New St"}, {"kind": "system"}):
         assert cache(Campaign.from_launched("a" * 32, {**launched, **change})) is not first
     assert cache(Campaign.from_launched("a" * 32, dict(launched))) is first
+
+
+def test_an_idn_sending_domain_goes_out_in_its_ascii_form_signed_and_without_smtputf8(tmp_path):
+    """bücher.example as typed went raw into Message-ID and the VERP
+    address, and MAIL FROM could not be encoded: every message of the
+    campaign failed. Its A-labels go everywhere a domain goes, and the key
+    made for it signs as d=xn--bcher-kva.example."""
+    import dkim as dkimpy
+    key_dir = tmp_path / "keys"
+    account = uuid.uuid4().hex
+    dkim.ensure_key(key_dir, "sandesh.test", "s", "ed25519")
+    dkim.ensure_key(key_dir, "Bücher.example", "s", "rsa")
+    (key_dir / dkim.OWNERS_FILE).write_text(f"bücher.example {account}\n")
+    signer = dkim.Signer(dkim.load_keys(key_dir), owners=dkim.load_owners(key_dir))
+    campaign = Campaign.from_launched(account, {
+        "campaign_id": uuid.uuid4().hex,
+        "template": {"version": 1, "subject": "Sale", "html": "<p>Sale</p>"},
+        "sender": {"from_email": "news@bücher.example", "from_name": "Bücher",
+                   "reply_to": "help@bücher.example"},
+        "tracking": True, "postal_address": "1 Main St", "kind": "marketing"})
+    job = Job(uuid.uuid4().hex, campaign.campaign_id, uuid.uuid4().hex, account, None,
+              "jose@münchen.de", "José", {}, 0, None, False, None)
+    out = Composer(campaign, ComposeSettings(KEYRING, "https://t.example", "sandesh.test"),
+                   signer).compose(job)
+    head = out.message.split(b"\r\n\r\n")[0]
+    assert head.isascii() and not out.smtputf8
+    msg = message_from_bytes(out.message, policy=policy.default)
+    assert msg["From"].addresses[0].addr_spec == "news@xn--bcher-kva.example"
+    assert msg["Reply-To"] == "help@xn--bcher-kva.example"
+    assert msg["To"].addresses[0].addr_spec == out.recipient == "jose@xn--mnchen-3ya.de"
+    assert msg["Message-ID"].endswith("@xn--bcher-kva.example>")
+    assert msg["List-Id"].endswith(".list-id.xn--bcher-kva.example>")
+    assert out.mail_from.endswith("@xn--bcher-kva.example")
+    assert " d=xn--bcher-kva.example;" in msg["DKIM-Signature"]
+    assert dkimpy.verify(out.message, dnsfunc=dkim.txt_record_lookup(key_dir))
+
+
+@pytest.mark.parametrize("sender, to, smtputf8", [
+    ({"from_email": "news@sandesh.test"}, "josé@example.com", True),   # the mailbox part
+    ({"from_email": "news@sandesh.test", "reply_to": "josé@sandesh.test"}, "jane@example.com",
+     True),                                                            # Reply-To's, too
+    ({"from_email": "news@sandesh.test"}, "jane@münchen.de", False),   # a domain alone: A-labels
+])
+def test_smtputf8_is_asked_for_exactly_when_a_mailbox_part_is_not_ascii(signer, sender, to,
+                                                                         smtputf8):
+    campaign = Campaign.from_launched(uuid.uuid4().hex, {
+        "campaign_id": uuid.uuid4().hex,
+        "template": {"version": 1, "subject": "Sale", "html": "<p>Sale</p>"},
+        "sender": sender, "tracking": False, "postal_address": "1 Main St", "kind": "marketing"})
+    job = Job(uuid.uuid4().hex, campaign.campaign_id, uuid.uuid4().hex, campaign.account_id, None,
+              to, "J", {}, 0, None, False, None)
+    out = Composer(campaign, ComposeSettings(KEYRING, "https://t.example", "sandesh.test"),
+                   signer).compose(job)
+    assert out.smtputf8 is smtputf8
+    assert out.message.split(b"\r\n\r\n")[0].isascii() is not smtputf8
+
+
+def test_a_sending_domain_idna_refuses_fails_the_campaign_with_a_reason(signer):
+    campaign = Campaign.from_launched(uuid.uuid4().hex, {
+        "campaign_id": uuid.uuid4().hex,
+        "template": {"version": 1, "subject": "Sale", "html": "<p>Sale</p>"},
+        "sender": {"from_email": "news@sandesh.test", "sending_domain": "bad_\u00e9..example"},
+        "tracking": False, "postal_address": "1 Main St", "kind": "marketing"})
+    with pytest.raises(ComposeError, match="not a valid domain name"):
+        Composer(campaign, ComposeSettings(KEYRING, "https://t.example", "sandesh.test"), signer)

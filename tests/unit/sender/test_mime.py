@@ -202,3 +202,27 @@ def test_a_long_word_on_the_smtputf8_path_is_encoded_rather_than_past_998_octets
     header = unstructured("Subject", "件" * 400, utf8=True)
     assert all(len(line.encode()) <= 998 for line in header.split("\r\n"))
     assert "=?utf-8?" in header.lower()
+
+
+@settings(max_examples=150, deadline=None)
+@given(subject=_header_text, to_name=_header_text, from_name=_header_text)
+def test_every_header_line_holding_an_encoded_word_is_at_most_76_characters(subject, to_name,
+                                                                             from_name):
+    """RFC 2047 section 2: `Subject: ` beside a whole 72-character word made 81."""
+    raw = ours(from_name, "news@sandesh.test", to_name, "jane@example.com", subject, TEXT, HTML)
+    head = raw.split(b"\r\n\r\n")[0].decode("ascii")
+    assert all(len(line) <= 76 for line in head.split("\r\n") if "=?utf-8?" in line)
+
+
+@pytest.mark.parametrize("utf8", [False, True])
+@pytest.mark.parametrize("width", range(64, 72))
+def test_no_header_line_is_whitespace_alone_where_two_spaces_meet_a_long_word(utf8, width):
+    """An empty merge field leaves two spaces; before a word too long for
+    the line, the second became a line of its own, which a relay trimming
+    trailing spaces turns into the end of the headers."""
+    subject = "a" * width + "  " + "https://example.com/" + "x" * 80
+    header = unstructured("Subject", subject, utf8)
+    assert all(line.strip() for line in header.split("\r\n")[:-1])
+    parsed = message_from_bytes(ours(None, "a@sandesh.test", None, "x@example.com", subject,
+                                     "t", "h"), policy=policy.default)
+    assert parsed["Subject"] == subject
