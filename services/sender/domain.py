@@ -160,12 +160,15 @@ def enhanced_status(reply: str) -> str | None:
 
 
 def classify(code: int | None) -> str:
-    """No code (connection lost, timeout) and 4xx are transient; 5xx permanent."""
-    if code is None or 400 <= code < 500:
-        return TRANSIENT
-    if 200 <= code < 300:
+    """2xx accepted, 5xx permanent; anything else is transient: no code
+    (connection lost, timeout), 4xx, and a reply that is no SMTP reply
+    (smtplib's -1 for a garbled line, a 1xx or 3xx where none belongs),
+    which says nothing about the address."""
+    if code is not None and 200 <= code < 300:
         return ACCEPTED
-    return PERMANENT
+    if code is not None and 500 <= code < 600:
+        return PERMANENT
+    return TRANSIENT
 
 
 # ---------------------------------------------------------------------- retries

@@ -334,10 +334,10 @@ class SmtpMessenger:
             code, greeting = conn.connect(relay.host, relay.port)
             if code != 220:  # as SMTP(host) checks: a relay that greets 554 takes nothing
                 raise smtplib.SMTPConnectError(code, greeting)
-            conn.ehlo()
+            _hello(conn)
             if self.starttls:
                 conn.starttls(context=ssl.create_default_context())
-                conn.ehlo()
+                _hello(conn)
             if self.username:
                 conn.login(self.username, self.password)
         except BaseException:
@@ -349,6 +349,9 @@ class SmtpMessenger:
         """One SMTP transaction. Returns the connection to keep (None if it broke)."""
         out = task.outgoing
         name = threading.current_thread().name
+        if conn is not None and _spoke_unasked(conn):
+            _close(conn)  # e.g. "421 idle too long", then closed: not one to send on
+            conn = None
         for fresh in (conn is None, True):  # a reused connection may have timed out: once more
             try:
                 if conn is None:
@@ -360,12 +363,15 @@ class SmtpMessenger:
                 if task.outcome != ACCEPTED:
                     _reset(conn)
                 return conn
-            except OSError as exc:  # smtplib's errors are OSErrors too (AUTH refused, no SMTPUTF8)
+            except OSError as exc:  # smtplib's errors are OSErrors too (AUTH refused)
                 _close(conn)
                 conn = None
                 after_mail = getattr(exc, "_sandesh_after_mail", False)
                 if self._cut:  # our shutdown, not the relay's answer: no attempt is used
                     task.code, task.reply, task.outcome = None, "shutting down", RELEASED
+                    return None
+                if isinstance(exc, _Closing) and fresh:
+                    task.code, task.reply, task.outcome = exc.code, _text(exc.reply), TRANSIENT
                     return None
                 if fresh or after_mail:
                     task.code, task.reply, task.outcome = None, _text(f"connection: {exc}"), TRANSIENT
@@ -376,14 +382,20 @@ class SmtpMessenger:
 
     @staticmethod
     def _transaction(conn: smtplib.SMTP, out: Outgoing) -> tuple[int, str]:
+        if out.smtputf8 and not conn.has_extn("smtputf8"):
+            # RFC 6531 3.7.5: not deliverable through this relay. smtplib
+            # raised, taken as a broken connection: a retry, five times over.
+            return NO_SMTPUTF8
         if _can_pipeline(conn, out):
             return _pipelined(conn, out)
         options = ["SMTPUTF8", "BODY=8BITMIME"] if out.smtputf8 else []
         code, reply = _mail(conn, out.mail_from, options)
+        if code == 421:
+            raise _Closing(code, reply)
         if code != 250:
             return code, _text(reply)
         try:
-            code, reply = _rcpt(conn, out.job.email)
+            code, reply = _rcpt(conn, out.recipient)
             if code not in (250, 251):
                 return code, _text(reply)
             code, reply = _data(conn, out.message)
@@ -450,6 +462,51 @@ class _Connection(smtplib.SMTP):
             raise OSError("shutting down")
 
 
+# What a message whose address needs SMTPUTF8 gets from a relay without it.
+NO_SMTPUTF8 = (553, "5.6.7 the relay does not offer SMTPUTF8, which the recipient's "
+                    "address needs (RFC 6531)")
+
+
+class _Closing(OSError):
+    """421 to MAIL: the relay is closing the connection (an idle timeout,
+    a restart). Nothing of the message went: on a reused connection it is
+    sent again once on a fresh one."""
+
+    def __init__(self, code: int, reply: bytes | str):
+        super().__init__(f"{code} {_text(reply)}")
+        self.code, self.reply = code, reply
+
+
+def _hello(conn: smtplib.SMTP) -> None:
+    """EHLO, else (refused as unknown, 5xx) HELO; SMTPHeloError, a
+    connection error, when neither is accepted. Unchecked, a relay that
+    takes only HELO, or one that answered EHLO 421, answered every MAIL
+    with 503 "send HELO first": a permanent failure each."""
+    code, reply = conn.ehlo()
+    if 500 <= code < 600:
+        code, reply = conn.helo()
+    if not 200 <= code < 300:
+        raise smtplib.SMTPHeloError(code, reply)
+
+
+def _spoke_unasked(conn: smtplib.SMTP) -> bool:
+    """Whether the relay sent something between transactions, or closed the
+    connection: an idle connection is ended with "421 ... timeout" (Postfix
+    after 300 s), which the next MAIL would read as its own answer."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    waiting = select.poll()
+    waiting.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(waiting.poll(0))
+
+
+class _ProtocolError(OSError):
+    """A reply no relay should give at this point (DATA answered 250: the
+    relay took no message). The connection is dropped and the job tried
+    again later, never counted as sent."""
+
+
 # smtplib's mail() and rcpt() parse every address with email.utils.parseaddr
 # to quote it: ~10% of the sender's CPU. An address that is plainly an
 # addr-spec (no space, quote, bracket or line break) is sent as <addr> as it
@@ -458,7 +515,7 @@ _PLAIN_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:\"@]+@[^\s<>()\[\]\\,;:\"@]+")
 
 
 def _mail(conn: smtplib.SMTP, sender: str, options: list[str]):
-    if options or not _PLAIN_ADDRESS.fullmatch(sender):
+    if options or not sender.isascii() or not _PLAIN_ADDRESS.fullmatch(sender):
         return conn.mail(sender, options)  # SMTPUTF8 also switches the command encoding
     conn.putcmd("mail", f"FROM:<{sender}>")
     return conn.getreply()
@@ -479,6 +536,8 @@ def _data(conn: smtplib.SMTP, message: bytes):
     conn.putcmd("data")
     code, reply = conn.getreply()
     if code != 354:
+        if code < 400:
+            raise _ProtocolError(f"DATA answered {code}")
         return code, reply
     return _body(conn, message)
 
@@ -496,8 +555,8 @@ def _can_pipeline(conn: smtplib.SMTP, out: Outgoing) -> bool:
     """The relay said PIPELINING in its EHLO, and both addresses go as
     they are (an SMTPUTF8 or unusual address takes smtplib's own path)."""
     return (not out.smtputf8 and conn.has_extn("pipelining")
-            and _PLAIN_ADDRESS.fullmatch(out.mail_from) is not None
-            and out.job.email.isascii() and _PLAIN_ADDRESS.fullmatch(out.job.email) is not None)
+            and out.mail_from.isascii() and _PLAIN_ADDRESS.fullmatch(out.mail_from) is not None
+            and out.recipient.isascii() and _PLAIN_ADDRESS.fullmatch(out.recipient) is not None)
 
 
 def _pipelined(conn: smtplib.SMTP, out: Outgoing) -> tuple[int, str]:
@@ -508,15 +567,19 @@ def _pipelined(conn: smtplib.SMTP, out: Outgoing) -> tuple[int, str]:
     The first refusal is the answer. A relay that accepts DATA although the
     envelope failed gets an empty message ("." alone), which it must refuse
     for want of a recipient (RFC 2920 section 3.1)."""
-    conn.send(f"MAIL FROM:<{out.mail_from}>\r\nRCPT TO:<{out.job.email}>\r\nDATA\r\n"
+    conn.send(f"MAIL FROM:<{out.mail_from}>\r\nRCPT TO:<{out.recipient}>\r\nDATA\r\n"
               .encode("ascii"))
     mail = conn.getreply()  # a connection that broke before this answer sent nothing: replayable
+    if mail[0] == 421:
+        raise _Closing(*mail)
     try:
         rcpt, data = conn.getreply(), conn.getreply()
         envelope_ok = mail[0] == 250 and rcpt[0] in (250, 251)
         if data[0] == 354 and envelope_ok:
             code, reply = _body(conn, out.message)
             return code, _text(reply)
+        if envelope_ok and data[0] < 400:
+            raise _ProtocolError(f"DATA answered {data[0]}")
         if data[0] == 354:
             conn.send(b".\r\n")
             conn.getreply()
