@@ -7,6 +7,7 @@ It gives a service its JSON errors, request ids, /healthz (alive),
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Callable, Iterable, Mapping
 from urllib.parse import quote
@@ -23,6 +24,16 @@ from shared.tracing import new_trace_id, set_trace_id
 log = logging.getLogger(__name__)
 
 REQUEST_ID = "X-Request-Id"
+# A caller's request id is kept (and becomes the trace id of every event and
+# log line of its work) only when it is an opaque id: hex digits and hyphens,
+# as a UUID or a W3C trace id is. Anything else, e.g. "jane@example.com Jane",
+# would have carried personal data onto the analytics streams: a fresh id
+# replaces it, and is the one the answer carries.
+_OPAQUE_ID = re.compile(r"[0-9A-Fa-f-]{16,64}")
+
+
+def caller_request_id(value: str | None) -> str | None:
+    return value if value and _OPAQUE_ID.fullmatch(value) else None
 ReadinessCheck = Callable[[], None]  # raises when not ready
 
 
@@ -71,7 +82,7 @@ def create_service_app(service: str, config: Config, *, title: str,
     @app.before_request
     def _begin():
         g.started = time.perf_counter()
-        g.request_id = (request.headers.get(REQUEST_ID) or new_trace_id())[:64]
+        g.request_id = caller_request_id(request.headers.get(REQUEST_ID)) or new_trace_id()
         set_trace_id(g.request_id)
         if signed_prefix and request.path.startswith(signed_prefix) \
                 and not request.path.startswith(public):
