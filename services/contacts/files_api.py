@@ -22,7 +22,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from services.contacts import audit, csvread, domain, import_files, imports, schemas, usecases
 from services.contacts.api import account, actor, after_id, paged, ports
 from shared.http import Blueprint
-from shared.http.errors import ApiError, error_response, not_found
+from shared.http.errors import ApiError, error_response, not_found, refuse_head
 from shared.http.pagination import PageArgs
 from shared.http.service import runtime
 
@@ -325,6 +325,7 @@ class ListExport(MethodView):
         """The list's members as CSV, streamed (audited). Cells that a
         spreadsheet would read as a formula (= + - @ tab CR) are prefixed
         with a quote."""
+        refuse_head()
         usecases.get_list(ports(), account(), list_id)
         return _export({"list_ids": list_id}, list_id, f"list-{list_id}.csv", ("list", list_id))
 
@@ -336,5 +337,6 @@ class SegmentExport(MethodView):
     def get(self, segment_id):
         """The contacts matching the segment now, as CSV, streamed (formula-safe,
         audited)."""
+        refuse_head()
         query = usecases.segment_filter(ports(), account(), segment_id)
         return _export(query, None, f"segment-{segment_id}.csv", ("segment", segment_id))

@@ -10,6 +10,7 @@ from pymongo.errors import DuplicateKeyError
 from services.gateway import keys, openapi
 from services.gateway.auth import require_operator
 from services.gateway.routes import USAGE_PARTS
+from services.gateway.store import LastKey
 from services.gateway.schemas import (AccountCreate, AccountCreated, Account, Key, KeyCreate,
                                       KeyList, NewKey, Usage)
 from shared.http import Blueprint
@@ -113,8 +114,14 @@ def create_key(body):
 @blp.delete("/keys/<key_id>")
 @blp.response(200, Key)
 def revoke_key(key_id):
-    """Revoke a key of the calling account; it stops working at once."""
-    revoked = _store().revoke_key(g.identity.account_id, key_id)
+    """Revoke a key of the calling account; it stops working at once. The
+    account's last working key is not revoked (409 `last_key`): make its
+    successor first."""
+    try:
+        revoked = _store().revoke_key(g.identity.account_id, key_id)
+    except LastKey:
+        raise ApiError(409, "last_key", "this is the account's last working key; "
+                                        "make another before revoking it")
     if revoked is None:
         raise not_found("key")
     return revoked

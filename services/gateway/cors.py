@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
+from shared.http.errors import error_response
+
 ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-Id"
+# If-None-Match: the gateway forwards it, and the dashboard revalidates with it.
+ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-Id, If-None-Match"
+# What the dashboard's script may read: an export's file name, a created
+# resource's place, a revalidation's ETag, the rate limit's wait.
+EXPOSED_HEADERS = "X-Request-Id, Retry-After, Content-Disposition, Location, ETag"
 MAX_AGE = "600"
 
 
@@ -22,15 +28,17 @@ class Cors:
 
     def _preflight(self):
         if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
-            response = Response(status=204 if self._allowed() else 403)
-            return self._headers(response)
+            if not self._allowed():
+                return error_response(403, "cors_forbidden",
+                                      "cross-origin requests are not allowed from this origin")
+            return self._headers(Response(status=204))
         return None
 
     def _headers(self, response: Response) -> Response:
         if self._allowed():
             response.headers["Access-Control-Allow-Origin"] = self.origin
             response.headers["Vary"] = "Origin"
-            response.headers["Access-Control-Expose-Headers"] = "X-Request-Id, Retry-After"
+            response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
             if request.method == "OPTIONS":
                 response.headers["Access-Control-Allow-Methods"] = ALLOWED_METHODS
                 response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS

@@ -10,7 +10,11 @@ from flask import Flask
 from services.gateway.routes import DOCUMENTED
 
 CACHE_SECONDS = 30
-_cache: dict = {"at": 0.0, "doc": None}
+# Without a key anyone may ask for the document: while a service is down or
+# slow, each ask waited for it (the upstream read timeout, 30 s), holding a
+# gateway thread. Its last good document stands in, and a document still
+# missing a service is kept this long before the service is asked again.
+INCOMPLETE_CACHE_SECONDS = 5
 
 
 def _merge_into(merged: dict, doc: dict, service: str) -> None:
@@ -28,13 +32,21 @@ def _merge_into(merged: dict, doc: dict, service: str) -> None:
         schemas[renames.get(name, name)] = schema
     for kind in ("responses", "parameters", "securitySchemes"):
         merged["components"].setdefault(kind, {}).update(doc.get("components", {}).get(kind, {}))
-    merged["paths"].update(doc.get("paths", {}))
+    for path, operations in doc.get("paths", {}).items():
+        # the first to document an operation keeps it: the gateway, merged
+        # first, over a service's internal one (campaigns' /usage is not
+        # the gateway's /usage, which adds contacts' figures)
+        for method, operation in operations.items():
+            merged["paths"].setdefault(path, {}).setdefault(method, operation)
     merged["tags"].extend(t for t in doc.get("tags", []) if t not in merged["tags"])
 
 
 def merged(app: Flask) -> dict:
-    if _cache["doc"] is not None and time.monotonic() - _cache["at"] < CACHE_SECONDS:
-        return _cache["doc"]
+    cache = app.extensions.setdefault("openapi_cache", {"at": 0.0, "doc": None,
+                                                        "for": CACHE_SECONDS, "last_good": {}})
+    last_good = cache["last_good"]
+    if cache["doc"] is not None and time.monotonic() - cache["at"] < cache["for"]:
+        return cache["doc"]
     own = app.extensions["flask-smorest"]["apis"][""]["ext_obj"].spec.to_dict()
     doc = {"openapi": own.get("openapi", "3.0.3"),
            "info": {"title": "Sandesh API", "version": "v1",
@@ -47,6 +59,9 @@ def merged(app: Flask) -> dict:
     upstreams = app.extensions["upstreams"]
     for service in DOCUMENTED:
         service_doc = upstreams.openapi(service)
+        if service_doc is not None:
+            last_good[service] = service_doc
+        service_doc = last_good.get(service)
         if service_doc is None:
             missing.append(service)
         else:
@@ -54,7 +69,7 @@ def merged(app: Flask) -> dict:
     doc["components"].setdefault("securitySchemes", {})["bearerAuth"] = {
         "type": "http", "scheme": "bearer"}
     if missing:
-        doc["info"]["x-missing-services"] = missing  # do not cache an incomplete document
-        return doc
-    _cache.update(at=time.monotonic(), doc=doc)
+        doc["info"]["x-missing-services"] = missing
+    cache.update(at=time.monotonic(), doc=doc,
+                  **{"for": INCOMPLETE_CACHE_SECONDS if missing else CACHE_SECONDS})
     return doc

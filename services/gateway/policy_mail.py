@@ -93,6 +93,14 @@ def _users_list(identity: Identity) -> str:
                  {"name": LIST_NAME, "description": "every user of every account"})["id"]
 
 
+def _inert(text: str) -> str:
+    """Text for the notice's template source: HTML-escaped, and its braces
+    as character references, so that `{{ ... }}` or `{% ... %}` in what the
+    operator wrote is shown as written, never run by the template engine
+    (nor made the template fail to compile)."""
+    return html.escape(text).replace("{", "&#123;").replace("}", "&#125;")
+
+
 def notify_account_users(db, policy: dict) -> dict:
     identity = Identity(platform_account(db), "operator")
     list_id = _users_list(identity)
@@ -102,8 +110,8 @@ def notify_account_users(db, policy: dict) -> dict:
               {"email": user["email"], "name": _contact_name(user.get("name")),
                "list_ids": [list_id]},
               ok=(201, 409))
-    summary = html.escape(policy.get("summary") or "")
-    effective = html.escape(str(policy.get("effective_at", ""))[:10])
+    summary = _inert(policy.get("summary") or "")
+    effective = _inert(str(policy.get("effective_at", ""))[:10])
     template = _call(identity, "campaigns", "POST", "/api/v1/templates", {
         "name": f"Privacy policy {policy['id']}", "kind": "system",
         "subject": "We are updating our privacy policy",

@@ -33,6 +33,10 @@ def is_id(value: object) -> bool:
     return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
+class LastKey(Exception):
+    """The key is the account's last working one."""
+
+
 class GatewayStore:
     def __init__(self, db: Database):
         self.db = db
@@ -78,7 +82,15 @@ class GatewayStore:
     def revoke_key(self, account_id: str, key_id: str) -> dict | None:
         """The key, revoked; one revoked before keeps the time it was (a
         second DELETE rewrote it, and the record of when a key stopped
-        working with it)."""
-        self.db.api_keys.update_one({"_id": key_id, "account_id": account_id,
-                                     "revoked_at": None}, {"$set": {"revoked_at": now()}})
+        working with it). LastKey when it is the account's last working
+        key: nothing issues a key to an account that has none, so revoking
+        it locked the account out for good."""
+        changed = self.db.api_keys.update_one(
+            {"_id": key_id, "account_id": account_id, "revoked_at": None},
+            {"$set": {"revoked_at": now()}}).modified_count
+        if changed and not self.count_active_keys(account_id):
+            # Looked at after the write, not before: of two revoking the
+            # last two keys at once, each sees the other's, and both undo.
+            self.db.api_keys.update_one({"_id": key_id}, {"$set": {"revoked_at": None}})
+            raise LastKey(key_id)
         return self.db.api_keys.find_one({"_id": key_id, "account_id": account_id})

@@ -60,6 +60,14 @@ def _signable(data) -> bytes | None:
     return None
 
 
+OPENAPI_TIMEOUT = (1.0, 2.0)  # connect, read: asked by anyone, without a key
+
+
+def _is_json(response: requests.Response) -> bool:
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
 class Upstreams:
     def __init__(self, urls: dict[str, str], secret: str, connect_timeout: float,
                  read_timeout: float):
@@ -97,6 +105,11 @@ class Upstreams:
                    if k.lower() in FORWARDED_REQUEST_HEADERS}
         upstream = self._call(service, request.method, request_target(), identity, headers,
                               data=_request_body(), stream=True)
+        if upstream.status_code >= 500 and not _is_json(upstream):
+            # a proxy's HTML error page in front of the service: the API's shape instead
+            upstream.close()
+            raise ApiError(502, "upstream_error",
+                           f"the {service} service answered {upstream.status_code}")
         response = Response(upstream.iter_content(64 * 1024), status=upstream.status_code)
         for key, value in upstream.headers.items():
             if key.lower() in FORWARDED_RESPONSE_HEADERS:
@@ -124,8 +137,10 @@ class Upstreams:
         return response.status_code == 200
 
     def openapi(self, service: str) -> dict | None:
+        """The service's document, or None when it has none to give soon."""
         try:
-            response = self.session.get(self.urls[service] + "/openapi.json", timeout=self.timeout)
-        except requests.exceptions.RequestException:
+            response = self.session.get(self.urls[service] + "/openapi.json",
+                                        timeout=OPENAPI_TIMEOUT)
+            return response.json() if response.status_code == 200 else None
+        except (requests.exceptions.RequestException, ValueError):
             return None
-        return response.json() if response.status_code == 200 else None

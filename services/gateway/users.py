@@ -22,7 +22,7 @@ from services.gateway import keys, policy_mail
 from services.gateway.auth import bearer_token
 from services.gateway.users_store import INDEXES, DuplicateUser, UserStore
 from shared.http import Blueprint
-from shared.http.errors import ApiError, not_found
+from shared.http.errors import ApiError, not_found, refuse_head
 from shared.http.fields import one_line
 from shared.http.internal_auth import Identity, deleting_the_account
 from shared.http.pagination import PageArgs, cursor_position, page
@@ -231,6 +231,7 @@ def export_user(args, user_id):
     """Everything the platform holds about a user: the profile (here) and
     what the privacy service holds (notice acknowledgements), through an
     access request so it is recorded and audited like any other."""
+    refuse_head()
     user = _own_user(user_id)
     made = _privacy("POST", "/api/v1/privacy/requests", {
         "kind": "access", "subject": {"user_id": user_id},
@@ -280,7 +281,10 @@ def _operator_publishes_policy():
                                 {"Content-Type": request.headers.get("Content-Type", ""),
                                  "Accept": "application/json"},
                                 data=request.get_data())
-    body = published.json() if published.content else {}
+    body = _json_or_none(published)
+    if body is None:  # a proxy's HTML error page: the policy's fate is unknown here
+        raise ApiError(502, "privacy_error",
+                       f"the privacy service answered {published.status_code} without JSON")
     if published.status_code == 201:
         # The policy stands whatever happens to the mail; the answer says how it went.
         try:

@@ -12,7 +12,7 @@ from services.privacy import aggregates, domain, schemas, usecases
 from services.privacy.store import PrivacyStore, now
 from shared.http import Blueprint
 from shared.http.app import current_identity
-from shared.http.errors import ApiError, not_found
+from shared.http.errors import ApiError, not_found, refuse_head
 from shared.http.internal_auth import is_account_deletion
 from shared.http.pagination import PageArgs, cursor_position, page
 from shared.http.service import runtime
@@ -155,6 +155,7 @@ def close_request(body, request_id):
 def download_export(args, request_id):
     """The assembled answer to an access request: every service's part in one
     document (format=json), or a readable summary (format=text or html)."""
+    refuse_head()
     request = _own_request(request_id)
     if request["kind"] != "access":
         raise ApiError(409, "not_an_access_request", "only an access request has an export")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,16 @@ class ApiError(Exception):
 
 def not_found(what: str = "resource") -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
+
+
+def refuse_head() -> None:
+    """For a GET whose serving is recorded (an export, audited as
+    downloaded): Flask answers HEAD by running the GET, so a link checker
+    or a prefetch recorded a download nobody made."""
+    if request.method == "HEAD":
+        raise ApiError(405, "method_not_allowed",
+                       "HEAD is not served here: a GET of it is recorded as a download",
+                       headers={"Allow": "GET"})
 
 
 def invalid_fields(details: dict[str, list[str]]) -> ApiError:

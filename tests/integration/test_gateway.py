@@ -1,6 +1,7 @@
 """The gateway in-process against the real FerretDB, with upstreams that
 are down, slow, or real services on a loopback port."""
 import hashlib
+import re
 import socket
 import threading
 import time
@@ -56,6 +57,11 @@ def real_upstream(mongo_uri, kafka_bootstrap, unique):
     def query_seen():
         from flask import request
         return {key: request.args.getlist(key) for key in request.args}
+
+    @app.get("/api/v1/campaigns/request-id")
+    def request_id_seen():
+        from flask import request
+        return {"request_id": request.headers.get("X-Request-Id")}
 
     @app.post("/api/v1/campaigns/signed-headers")
     def signed_headers_seen():
@@ -538,3 +544,114 @@ def test_usage_is_an_error_when_a_service_cannot_give_its_figures(mongo_uri, uni
         server.shutdown()
         from shared import mongo
         mongo.client(mongo_uri).drop_database(f"test_{unique}_gateway")
+
+
+@pytest.mark.parametrize("given, kept", [
+    ("jane.doe@example.com Jane Doe", False),   # it was the trace id of every event after
+    ("Jane-Doe-from-Accounting-Dept", False),
+    ("9b2f6c1e-5d4a-4f0e-8a3b-2c1d0e9f8a7b", True),
+    ("4bf92f3577b34da6a3ce929d0e0e4736", True),
+])
+def test_a_callers_request_id_is_kept_only_when_it_is_an_opaque_id(gateway, given, kept):
+    """The caller's X-Request-Id became the trace id stamped on Kafka events
+    and log lines: a name or an address in it reached the analytics streams."""
+    _, key, _ = new_account(gateway)
+    response = gateway.get("/api/v1/campaigns/request-id",
+                           headers={**auth(key), "X-Request-Id": given})
+    assert response.status_code == 200
+    answered = response.headers["X-Request-Id"]
+    assert response.get_json()["request_id"] == answered   # what went on is what came back
+    if kept:
+        assert answered == given
+    else:
+        assert answered != given and re.fullmatch(r"[0-9a-f]{32}", answered)
+
+
+def test_revoking_the_accounts_last_working_key_is_refused(gateway):
+    """Nothing issues a key to an account that has none: revoking the last
+    one locked the account out for good."""
+    _, key, key_id = new_account(gateway)
+    refused = gateway.delete(f"/api/v1/keys/{key_id}", headers=auth(key))
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "last_key"
+    assert gateway.get("/api/v1/keys", headers=auth(key)).status_code == 200
+    second = gateway.post("/api/v1/keys", json={"name": "next"}, headers=auth(key)).get_json()
+    assert gateway.delete(f"/api/v1/keys/{key_id}", headers=auth(key)).status_code == 200
+    refused = gateway.delete(f"/api/v1/keys/{second['id']}", headers=auth(second["key"]))
+    assert refused.status_code == 409
+
+
+def test_head_of_a_user_export_is_refused_before_anything_is_recorded(gateway):
+    """Flask answers HEAD by running the GET: each link checker's HEAD made
+    an access request and an "export downloaded" audit entry. (Privacy is
+    the silent upstream here: reaching it would be a 504.)"""
+    _, key, _ = new_account(gateway)
+    user = gateway.post("/api/v1/users", json={"email": "ana@example.com"}, headers=auth(key))
+    response = gateway.head(f"/api/v1/users/{user.get_json()['id']}/export", headers=auth(key))
+    assert response.status_code == 405 and response.headers["Allow"] == "GET"
+
+
+def test_an_upstreams_html_error_page_becomes_the_apis_json_error(mongo_uri, unique):
+    """A proxy's HTML 502 in front of a service was relayed as it was, and
+    the operator's policy publish read it as JSON: a 500."""
+    def html_error(environ, start_response):
+        start_response("502 Bad Gateway", [("Content-Type", "text/html")])
+        return [b"<html><body><h1>502 Bad Gateway</h1></body></html>"]
+
+    server = make_server("127.0.0.1", 0, html_error, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    upstream = f"http://127.0.0.1:{server.server_port}"
+    try:
+        app = create_app({"SANDESH_MONGO_URI": mongo_uri, "SANDESH_MONGO_DB_PREFIX": f"test_{unique}_",
+                          "SANDESH_OPERATOR_TOKEN": OPERATOR, "SANDESH_INTERNAL_SECRET": SECRET,
+                          "SANDESH_CONTACTS_URL": upstream, "SANDESH_PRIVACY_URL": upstream})
+        client = app.test_client()
+        _, key, _ = new_account(client)
+        forwarded = client.get("/api/v1/lists", headers=auth(key))
+        assert forwarded.status_code == 502 and forwarded.mimetype == "application/json"
+        assert forwarded.get_json()["error"]["code"] == "upstream_error"
+        published = client.post("/api/v1/privacy/policies", json={"summary": "x"},
+                                headers=auth(OPERATOR))
+        assert published.status_code == 502
+        assert published.get_json()["error"]["code"] == "privacy_error"
+    finally:
+        server.shutdown()
+        from shared import mongo
+        mongo.client(mongo_uri).drop_database(f"test_{unique}_gateway")
+
+
+def test_the_contract_documents_the_gateways_own_usage_not_a_services(gateway):
+    """campaigns' internal /usage (its own figures only) replaced the
+    gateway's entry, whose answer adds contacts' and lists'."""
+    doc = gateway.get("/api/v1/openapi.json").get_json()
+    ref = doc["paths"]["/api/v1/usage"]["get"]["responses"]["200"]["content"][
+        "application/json"]["schema"]["$ref"]
+    documented = doc["components"]["schemas"][ref.split("/")[-1]]["properties"]
+    assert {"contacts", "lists", "campaigns"} <= set(documented)
+
+
+def test_the_contract_is_served_at_once_while_a_service_does_not_answer(gateway):
+    """Asked without a key, it waited the upstream timeout for the silent
+    service each time, holding a gateway thread."""
+    started = time.monotonic()
+    first = gateway.get("/api/v1/openapi.json")
+    assert first.status_code == 200
+    again_started = time.monotonic()
+    again = gateway.get("/api/v1/openapi.json")
+    assert again.status_code == 200 and time.monotonic() - again_started < 0.5
+    assert again.get_json()["info"]["x-missing-services"] == \
+        first.get_json()["info"]["x-missing-services"]
+    assert time.monotonic() - started < 10
+
+
+def test_cors_refusal_is_json_and_the_dashboard_can_read_what_it_needs(gateway):
+    evil = gateway.options("/api/v1/keys", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+    assert evil.status_code == 403 and evil.get_json()["error"]["code"] == "cors_forbidden"
+    preflight = gateway.options("/api/v1/keys", headers={
+        "Origin": "https://dash.example.test", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "If-None-Match"})
+    assert "If-None-Match" in preflight.headers["Access-Control-Allow-Headers"]
+    _, key, _ = new_account(gateway)
+    answer = gateway.get("/api/v1/keys", headers={**auth(key), "Origin": "https://dash.example.test"})
+    exposed = answer.headers["Access-Control-Expose-Headers"]
+    assert "Content-Disposition" in exposed and "Location" in exposed

@@ -689,3 +689,15 @@ def test_a_segment_whose_list_was_deleted_is_a_409_to_preview_and_export(client)
         assert r.status_code == 409, (path, r.get_json())
         error = r.get_json()["error"]
         assert error["code"] == "segment_stale" and "definition.value" in error["details"], error
+
+
+def test_head_of_an_export_is_refused_where_a_get_is_audited(client):
+    """Flask answers HEAD by running the GET: a link checker's HEAD was
+    audited as a download of the whole list."""
+    list_id = client.post(f"{V1}/lists", {"name": "Checked"}).get_json()["id"]
+    segment = client.post(f"{V1}/segments", {"name": "All on it", "definition": {
+        "field": "list", "op": "member", "value": list_id}}).get_json()
+    for path in (f"{V1}/lists/{list_id}/export", f"{V1}/segments/{segment['id']}/export"):
+        head = client.call("HEAD", path)
+        assert head.status_code == 405 and head.headers["Allow"] == "GET", path
+        assert client.get(path).status_code == 200

@@ -294,6 +294,8 @@ def test_an_access_export_is_assembled_when_complete_and_the_download_is_audited
     assert text.mimetype == "text/plain" and "== sender (done) ==" in text.get_data(as_text=True)
     assert acme("GET", path + "?format=html").mimetype == "text/html"
     assert acme("GET", path + "?format=pdf").status_code == 400
+    head = acme("HEAD", path)  # a link checker's: no download to record
+    assert head.status_code == 405 and head.headers["Allow"] == "GET"
     audit = acme("GET", "/api/v1/privacy/audit").get_json()["items"]
     actions = [e["action"] for e in audit]
     assert actions.count("export.downloaded") == 3
