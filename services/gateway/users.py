@@ -25,7 +25,7 @@ from shared.http import Blueprint
 from shared.http.errors import ApiError, not_found, refuse_head
 from shared.http.fields import one_line
 from shared.http.internal_auth import Identity, deleting_the_account
-from shared.http.pagination import PageArgs, cursor_position, page
+from shared.http.pagination import PageArgs, cursor_ms, cursor_position, cursor_time, page
 from shared.mongo import ensure_indexes
 from shared.pii import InvalidEmail, email_hash, normalise_email
 
@@ -137,9 +137,11 @@ def _own_user(user_id: str) -> dict:
 @blp.response(200, UserPage)
 def list_users(args):
     """The account's users, oldest first."""
-    after = cursor_position(args.get("cursor"), "id", str)
+    cursor = args.get("cursor")
+    after = (cursor_time(cursor, "ms"), cursor_position(cursor, "id", str)) if cursor else None
     items = _users().page(g.identity.account_id, args["limit"], after)
-    return page(items, args["limit"], lambda u: {"id": u["_id"]})
+    return page(items, args["limit"], lambda u: {"ms": cursor_ms(u["created_at"]),
+                                                 "id": u["_id"]})
 
 
 @blp.post("/users")

@@ -2,6 +2,8 @@
 database: the one place their address and name live."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
@@ -11,7 +13,8 @@ from shared.mongo import delete_all, is_duplicate_key
 
 INDEXES = {
     "users": [IndexModel([("account_id", ASCENDING), ("email_key", ASCENDING)], unique=True),
-              IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)])],
+              IndexModel([("account_id", ASCENDING), ("created_at", ASCENDING),
+                          ("_id", ASCENDING)])],
 }
 
 
@@ -35,11 +38,18 @@ class UserStore:
     def get(self, account_id: str, user_id: str) -> dict | None:
         return self.users.find_one({"_id": user_id, "account_id": account_id})
 
-    def page(self, account_id: str, limit: int, after: str | None) -> list[dict]:
+    def page(self, account_id: str, limit: int,
+             after: tuple[datetime, str] | None) -> list[dict]:
+        """Up to `limit` + 1 users, oldest first, after (created_at, id). Ids
+        are random: in their order, a user added while a client paged could
+        land behind its cursor and be missed."""
         query: dict = {"account_id": account_id}
-        if after:
-            query["_id"] = {"$gt": after}
-        return list(self.users.find(query).sort("_id", ASCENDING).limit(limit + 1))
+        if after is not None:
+            created_at, user_id = after
+            query["$or"] = [{"created_at": {"$gt": created_at}},
+                            {"created_at": created_at, "_id": {"$gt": user_id}}]
+        return list(self.users.find(query).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
+                    .limit(limit + 1))
 
     def all_of(self, account_id: str) -> list[dict]:
         return list(self.users.find({"account_id": account_id}))

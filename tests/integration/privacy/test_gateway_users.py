@@ -108,3 +108,27 @@ def test_a_policy_published_while_contacts_is_down_stands_and_says_its_notice_fa
     assert answer.status_code == 201, answer.get_json()
     assert answer.get_json()["notification"]["status"] == "failed"
     assert "contacts" in answer.get_json()["notification"]["detail"]
+
+
+def test_users_are_listed_oldest_first_across_pages(gateway):
+    """Paged by their random ids, users came in no order, and one added
+    while a client paged could land behind its cursor and be missed."""
+    import time
+    auth = _account(gateway)
+    made = []
+    for n in range(7):
+        made.append(gateway.post("/api/v1/users", json={"email": f"u{n}@example.com"},
+                                 headers=auth).get_json()["id"])
+        time.sleep(0.002)  # distinct milliseconds, as users added apart are
+    seen, cursor = [], None
+    while True:
+        answer = gateway.get("/api/v1/users?limit=3" + (f"&cursor={cursor}" if cursor else ""),
+                             headers=auth).get_json()
+        seen += [user["id"] for user in answer["items"]]
+        cursor = answer.get("next_cursor")
+        if not cursor:
+            break
+        if len(seen) == 3:  # one added mid-paging comes at the end, not behind the cursor
+            made.append(gateway.post("/api/v1/users", json={"email": "late@example.com"},
+                                     headers=auth).get_json()["id"])
+    assert seen == made
