@@ -4,8 +4,6 @@ the answer, and no reply is left unread on the connection."""
 from __future__ import annotations
 
 import smtplib
-import socket
-import threading
 import time
 
 import pytest
@@ -14,6 +12,7 @@ from services.sender import smtp
 from services.sender.compose import Outgoing
 from services.sender.domain import ACCEPTED, PERMANENT, TRANSIENT, Job
 from tests.unit.sender.test_smtp_commands import _RecordingConnection
+from tests.unit.sender.loopback import LoopbackServer
 from tests.unit.sender.test_smtp_relays import free_port
 
 ENVELOPE = b"MAIL FROM:<b+x@sandesh.test>\r\nRCPT TO:<r@x.test>\r\nDATA\r\n"
@@ -80,25 +79,15 @@ def send_all(messenger: smtp.SmtpMessenger, tasks: list[smtp.SendTask]) -> list[
     return done
 
 
-class GroupingRelay:
+class GroupingRelay(LoopbackServer):
     """A relay on a real socket that offers PIPELINING and, as RFC 2920
     allows, answers MAIL, RCPT and DATA only once all three have arrived: a
     client that waits for each reply before the next command stalls here."""
 
     def __init__(self, refuse: str = ""):
         self.refuse = refuse
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.messages: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def _session(self, conn):
         lines = conn.makefile("rb")
@@ -131,10 +120,6 @@ class GroupingRelay:
             body = b"".join(iter(lines.readline, b".\r\n"))
             self.messages.append(body)
             conn.sendall(b"250 2.0.0 queued\r\n")
-
-    def stop(self):
-        self.listener.close()
-
 
 def test_messages_reach_a_relay_that_answers_only_whole_groups():
     server = GroupingRelay(refuse="nobody@")

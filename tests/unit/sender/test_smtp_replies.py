@@ -6,7 +6,6 @@ real socket, scripted per command."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
@@ -14,9 +13,10 @@ import pytest
 from services.sender import smtp
 from services.sender.compose import Outgoing
 from services.sender.domain import ACCEPTED, PERMANENT, TRANSIENT, Job
+from tests.unit.sender.loopback import LoopbackServer
 
 
-class ScriptedRelay:
+class ScriptedRelay(LoopbackServer):
     """Answers each command as `once` or `answers` say (verb -> reply bytes), else as
     a plain relay offering `extensions`. `idle_seconds`: a connection idle
     this long gets "421 timeout" and is closed, as Postfix does."""
@@ -27,21 +27,9 @@ class ScriptedRelay:
         self.answers = answers or {}
         self.once: dict[str, bytes] = {}  # verb -> the reply to its next use only
         self.idle_seconds = idle_seconds
-        self.sessions = 0
         self.commands: list[str] = []
         self.messages: list[bytes] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.sessions += 1
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def _session(self, conn):
         conn.settimeout(self.idle_seconds)
@@ -79,9 +67,6 @@ class ScriptedRelay:
             return
         finally:
             conn.close()
-
-    def stop(self):
-        self.listener.close()
 
 
 @pytest.fixture
