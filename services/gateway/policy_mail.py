@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from urllib.parse import urlencode
 
 from flask import current_app
@@ -38,7 +37,6 @@ def _contact_name(name: str | None) -> str:
     break or control character, and one user stored with one failed the
     whole mailing), at most CONTACT_NAME_MAX characters."""
     return " ".join(HEADER_CONTROLS.sub(" ", name or "").split())[:CONTACT_NAME_MAX]
-FROM_EMAIL = os.environ.get("SANDESH_PLATFORM_FROM_EMAIL", "privacy@sandesh.test")
 
 
 class NotifyFailed(RuntimeError):
@@ -120,7 +118,7 @@ def notify_account_users(db, policy: dict) -> dict:
                  "<p>You will see it in your dashboard until you acknowledge it.</p>")})
     campaign = _call(identity, "campaigns", "POST", "/api/v1/campaigns", {
         "name": f"Privacy policy notice {policy['id']}", "kind": "system",
-        "template_id": template["id"], "from_email": FROM_EMAIL, "from_name": "Sandesh",
+        "template_id": template["id"], "from_email": current_app.config["SANDESH"].platform_from_email, "from_name": "Sandesh",
         "audience": {"list_ids": [list_id]}})
     _call(identity, "campaigns", "POST", f"/api/v1/campaigns/{campaign['id']}/send")
     return {"status": "sending", "campaign_id": campaign["id"], "account_id": identity.account_id,

@@ -10,4 +10,8 @@ SETTINGS = [
     Setting("SANDESH_RATE_LIMIT_PER_MINUTE", POSITIVE_INT, default=1200),
     Setting("SANDESH_UPSTREAM_CONNECT_TIMEOUT", float, default=2.0),
     Setting("SANDESH_UPSTREAM_READ_TIMEOUT", float, default=30.0),
+    # The From of the platform's own mail (privacy-policy notices to account
+    # users): a domain of the operator's, with DKIM and a bounce address.
+    # Production must name it; sandesh.test went out as a domain that does not exist.
+    Setting("SANDESH_PLATFORM_FROM_EMAIL", dev_default="privacy@sandesh.test"),
 ]

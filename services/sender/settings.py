@@ -59,3 +59,22 @@ def check_tracking_url(config: Config) -> None:
         raise ConfigError("configuration error: SANDESH_PUBLIC_TRACKING_URL must be https "
                           "(RFC 8058 one-click unsubscribe); plain http is accepted only with "
                           "SANDESH_ALLOW_HTTP_TRACKING_URL=true (local stacks)")
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def check_smtp_relays(config: Config) -> None:
+    """In production, a relay on the pod's own loopback (the defaults, the
+    local stack's sink) is a deployment that forgot to name its relays: every
+    message would be deferred, then dead-lettered, by a sender that looks
+    healthy. Refused at start-up instead."""
+    if config.env != "production":
+        return
+    from services.sender.smtp import parse_relays
+    relays = parse_relays(config.smtp_relays, config.smtp_host, config.smtp_port)
+    local = [f"{r.host}:{r.port}" for r in relays if r.host.lower() in LOOPBACK_HOSTS]
+    if local:
+        raise ConfigError(f"configuration error: SMTP relay {', '.join(local)} is this host's "
+                          "own loopback; set SANDESH_SMTP_RELAYS (or SANDESH_SMTP_HOST and "
+                          "SANDESH_SMTP_PORT) to the relays mail leaves through")

@@ -21,7 +21,7 @@ from services.sender.contact_view import ContactView, KafkaGroupProgress
 from services.sender.domain_slots import DomainSlots
 from services.sender.engine import Engine, EngineSettings, Routes
 from services.sender.loop import SendLoop
-from services.sender.settings import SETTINGS, check_tracking_url
+from services.sender.settings import SETTINGS, check_smtp_relays, check_tracking_url
 from services.sender.smtp import SmtpMessenger, parse_relays
 from services.sender.store import (CampaignStore, ContactStateStore, DeliveryStore,
                                    HeldJobs, MongoWindowCounter, ParkedJobs, ensure_indexes)
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 def load_config() -> Config:
     config = load_common(SETTINGS)
     check_tracking_url(config)
+    check_smtp_relays(config)
     return config
 
 

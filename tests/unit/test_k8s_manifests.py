@@ -311,3 +311,87 @@ def test_the_sender_reads_its_dkim_keys_from_a_secret_mounted_where_it_looks_for
     assert volume["secret"]["defaultMode"] & 0o040   # readable by the pod's group (fsGroup)
     [config] = [doc for _, doc in documents() if doc["kind"] == "ConfigMap"]
     assert "SANDESH_DEFAULT_SENDING_DOMAIN" in config["data"]
+
+
+def _deployment(name: str, docs=None) -> dict:
+    [found] = [doc for _, doc in (docs or documents())
+               if doc["kind"] == "Deployment" and doc["metadata"]["name"] == name]
+    return found
+
+
+def test_contacts_web_and_worker_pods_share_the_import_files():
+    """Each had its own /tmp: the worker never found an upload (every import
+    failed "the uploaded file is missing"), nor the web pods its rejected rows."""
+    claims = set()
+    for name in ("contacts", "contacts-worker"):
+        pod = _deployment(name)["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        env = {item["name"]: item.get("value") for item in container.get("env", [])}
+        [mount] = [m for m in container["volumeMounts"]
+                   if m["mountPath"] == env["SANDESH_IMPORT_DIR"]]
+        [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        claims.add(volume["persistentVolumeClaim"]["claimName"])
+    [claim] = claims
+    [pvc] = [doc for _, doc in documents()
+             if doc["kind"] == "PersistentVolumeClaim" and doc["metadata"]["name"] == claim]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]   # pods on several nodes
+
+
+def _production_settings():
+    import importlib
+
+    from shared.config import COMMON, _MISSING
+    settings = list(COMMON)
+    modules = [f"services.{path.parent.name}.settings"
+               for path in sorted((REPO / "services").glob("*/settings.py"))]
+    modules += ["services.campaigns.worker", "services.sender.retention",
+                "services.tracking.retention"]   # their SETTINGS live beside their use
+    for module in modules:
+        settings += importlib.import_module(module).SETTINGS
+    return [s for s in settings if s.default is _MISSING]
+
+
+def test_every_setting_production_must_name_is_in_the_config_map_or_the_secrets():
+    """A setting without a production default stops its process at start-up."""
+    [config] = [doc for _, doc in documents() if doc["kind"] == "ConfigMap"]
+    readme = (BASE.parent / "README.md").read_text()
+    for setting in _production_settings():
+        assert setting.name in config["data"] or f"--from-literal={setting.name}=" in readme, \
+            setting.name
+
+
+def test_the_secrets_command_holds_what_mail_in_and_out_needs():
+    """Without SANDESH_BOUNCE_WEBHOOK_TOKEN (it defaults to empty) every
+    bounce, complaint and mailed unsubscribe was refused; without the relays'
+    AUTH, a relay that asks for it takes nothing."""
+    readme = (BASE.parent / "README.md").read_text()
+    for name in ("SANDESH_BOUNCE_WEBHOOK_TOKEN", "SANDESH_SMTP_USERNAME", "SANDESH_SMTP_PASSWORD"):
+        assert f"--from-literal={name}=" in readme, name
+
+
+def test_the_sender_is_given_relays_it_would_start_with_in_production():
+    """Unset, they were the pod's own loopback: no mail ever left."""
+    from services.sender.settings import SETTINGS, check_smtp_relays
+    from shared.config import load_common
+    [config] = [doc for _, doc in documents() if doc["kind"] == "ConfigMap"]
+    env = {**config["data"], "SANDESH_TRACKING_KEYS": "k1:" + "A" * 43 + "=",
+           "SANDESH_PII_SALT": "s", "SANDESH_ENV": "production"}
+    check_smtp_relays(load_common(SETTINGS, env))
+
+
+def test_the_sender_count_is_its_autoscalers_alone():
+    """With replicas written too, every apply reset a fleet the HPA had grown."""
+    assert "replicas" not in _deployment("sender")["spec"]
+    [hpa] = [doc for _, doc in documents() if doc["kind"] == "HorizontalPodAutoscaler"
+             and doc["spec"]["scaleTargetRef"]["name"] == "sender"]
+    assert hpa["spec"]["minReplicas"] >= 2
+
+
+def test_web_pods_keep_serving_until_their_endpoint_is_gone():
+    for _, doc in documents():
+        if doc["kind"] != "Deployment":
+            continue
+        [container] = doc["spec"]["template"]["spec"]["containers"]
+        if container["command"][0] == "gunicorn":
+            assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep", \
+                doc["metadata"]["name"]

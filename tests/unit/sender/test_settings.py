@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.sender.settings import SETTINGS, check_tracking_url
+from services.sender.settings import SETTINGS, check_smtp_relays, check_tracking_url
 from shared.config import ConfigError, load_common
 
 KEYS = {"SANDESH_TRACKING_KEYS": "k1:" + "A" * 43 + "=", "SANDESH_PII_SALT": "s"}
@@ -67,3 +67,19 @@ def test_the_sender_process_stops_at_start_up_with_the_message():
                           text=True, timeout=60)
     assert done.returncode != 0
     assert "SANDESH_PUBLIC_TRACKING_URL must be https" in done.stderr
+
+
+@pytest.mark.parametrize("env", [{}, {"SANDESH_SMTP_HOST": "localhost"},
+                                 {"SANDESH_SMTP_RELAYS": "relay.example.com:587:3,127.0.0.1:25:1"}])
+def test_production_refuses_a_relay_on_the_pods_own_loopback(env):
+    """The defaults are the local sink's: a deployment that named no relay
+    deferred, then dead-lettered, every message from a sender that looked ready."""
+    with pytest.raises(ConfigError, match="SANDESH_SMTP_RELAYS"):
+        check_smtp_relays(config(SANDESH_ENV="production", **env))
+    check_smtp_relays(config(SANDESH_ENV="local", **env))
+
+
+def test_production_takes_named_relays():
+    check_smtp_relays(config(SANDESH_ENV="production",
+                             SANDESH_SMTP_RELAYS="relay-a.example.com:587:2,relay-b.example.com:587"))
+    check_smtp_relays(config(SANDESH_ENV="production", SANDESH_SMTP_HOST="smtp.example.com"))
