@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sys
 
+from shared.kafka.admin import align_configs, topic_configs
+
 
 def platform_topics() -> dict:
     """{name: TopicSpec(partitions, retention_ms, cleanup_policy)} from shared.topics."""
@@ -21,56 +23,11 @@ def platform_topics() -> dict:
     return dict(TOPICS)
 
 
-def topic_configs(spec) -> dict[str, str]:
-    if hasattr(spec, "configs"):
-        return dict(spec.configs())
-    configs = {"retention.ms": str(spec.retention_ms)}
-    if getattr(spec, "cleanup_policy", None):
-        configs["cleanup.policy"] = spec.cleanup_policy
-    return configs
-
-
 def admin_client(bootstrap: str, timeout_ms: int = 10_000):
     from kafka.admin import KafkaAdminClient
 
     return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sandesh-devstack",
                             request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
-
-
-def _normalised(key: str, value: str | None) -> str | None:
-    if key == "cleanup.policy" and value:
-        return ",".join(sorted(part.strip() for part in value.split(",")))
-    return value
-
-
-def align_configs(admin, topics: dict) -> list[str]:
-    """Set the table's configs (retention, cleanup policy) on existing
-    topics where the broker holds something else; returns the names
-    changed. Only the differing keys are set (incrementally): other
-    settings of the topic stay."""
-    from kafka.admin import ConfigResource, ConfigResourceType
-
-    if not topics:
-        return []
-    wanted = {name: topic_configs(spec) for name, spec in topics.items()}
-    described = admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name, dict.fromkeys(configs))
-         for name, configs in wanted.items()], config_filter="all")["topic"]
-    changes = {}
-    for name, configs in wanted.items():
-        held = described.get(name) or {}
-        differ = {key: value for key, value in configs.items()
-                  if _normalised(key, (held.get(key) or {}).get("value")) != _normalised(key, value)}
-        if differ:
-            changes[name] = differ
-    if not changes:
-        return []
-    result = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs)
-                                  for name, configs in changes.items()])["topic"]
-    errors = [f"{name}: {outcome}" for name, outcome in result.items() if outcome != "OK"]
-    if errors:
-        raise RuntimeError("could not set Kafka topic configs: " + "; ".join(errors))
-    return sorted(changes)
 
 
 def ensure_topics(bootstrap: str, topics: dict | None = None

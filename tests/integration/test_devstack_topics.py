@@ -82,3 +82,31 @@ def test_the_sweep_deletes_throwaway_topics_and_nothing_else(kafka_bootstrap, un
         assert kept in _names(kafka_bootstrap)
     finally:
         delete_topics(kafka_bootstrap, [kept])
+
+
+def test_the_kubernetes_topics_job_aligns_existing_topics_and_takes_a_replication_factor(
+        kafka_bootstrap, unique, monkeypatch):
+    """`python -m shared.kafka.admin` (the topics Job) only created what was
+    missing, with a replication factor of 1 written in the code: a shortened
+    retention never reached a cluster, and a cluster requiring 3 refused it."""
+    from shared import topics
+    from shared.kafka import admin
+    old, new = f"test.{unique}.old", f"test.{unique}.new"
+    monkeypatch.setenv("SANDESH_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    try:
+        assert ensure_topics(kafka_bootstrap, {old: TopicSpec(1, 3_600_000)}) == ([old], [], [])
+        monkeypatch.setattr(topics, "TOPICS", {old: TopicSpec(1, 1_800_000),
+                                               new: TopicSpec(1, 1_800_000)})
+        monkeypatch.setenv("SANDESH_KAFKA_REPLICATION_FACTOR", "2")  # one broker here
+        try:
+            admin.main()
+        except Exception as exc:  # the broker was asked for two replicas
+            assert "eplication" in f"{type(exc).__name__} {exc}", exc
+        else:
+            raise AssertionError("a replication factor of 2 was not asked of the broker")
+        monkeypatch.setenv("SANDESH_KAFKA_REPLICATION_FACTOR", "1")
+        admin.main()
+        assert _configs(kafka_bootstrap, old)["retention.ms"] == "1800000"
+        assert _configs(kafka_bootstrap, new)["retention.ms"] == "1800000"
+    finally:
+        delete_topics(kafka_bootstrap, [old, new])
