@@ -113,12 +113,15 @@ def notify_account_users(db, policy: dict) -> dict:
     template = _call(identity, "campaigns", "POST", "/api/v1/templates", {
         "name": f"Privacy policy {policy['id']}", "kind": "system",
         "subject": "We are updating our privacy policy",
-        "html": (f"<p>Hello {{{{ name | default('there') }}}},</p>"
+        # No merge of the user's name: an account chooses it, and in the
+        # platform's own mail it could say anything in the platform's voice.
+        "html": ("<p>Hello,</p>"
                  f"<p>Our privacy policy changes on {effective}.</p><p>{summary}</p>"
                  "<p>You will see it in your dashboard until you acknowledge it.</p>")})
     campaign = _call(identity, "campaigns", "POST", "/api/v1/campaigns", {
         "name": f"Privacy policy notice {policy['id']}", "kind": "system",
-        "template_id": template["id"], "from_email": current_app.config["SANDESH"].platform_from_email, "from_name": "Sandesh",
+        "template_id": template["id"], "from_name": "Sandesh",
+        "from_email": current_app.config["SANDESH"].platform_from_email,
         "audience": {"list_ids": [list_id]}})
     _call(identity, "campaigns", "POST", f"/api/v1/campaigns/{campaign['id']}/send")
     return {"status": "sending", "campaign_id": campaign["id"], "account_id": identity.account_id,

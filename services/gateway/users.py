@@ -144,12 +144,21 @@ def list_users(args):
                                                  "id": u["_id"]})
 
 
+# Every user of every account gets the platform's privacy-policy notices,
+# which an account cannot unsubscribe them from: a bound on how many
+# addresses one account can put on that mailing (the people of one team).
+MAX_USERS = 100
+
+
 @blp.post("/users")
 @blp.arguments(UserIn)
 @blp.response(201, UserOut)
 def create_user(body):
-    """Add a user to the account (one per address)."""
+    """Add a user to the account (one per address; at most MAX_USERS)."""
     email, key = _email(body["email"])
+    if _users().count(g.identity.account_id) >= MAX_USERS:
+        raise ApiError(409, "too_many_users",
+                       f"the account has {MAX_USERS} users, the most it may have; delete one first")
     try:
         return _users().create(g.identity.account_id, email, key, body["name"])
     except DuplicateUser:

@@ -51,6 +51,9 @@ class UserStore:
         return list(self.users.find(query).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
                     .limit(limit + 1))
 
+    def count(self, account_id: str) -> int:
+        return self.users.count_documents({"account_id": account_id})
+
     def all_of(self, account_id: str) -> list[dict]:
         return list(self.users.find({"account_id": account_id}))
 

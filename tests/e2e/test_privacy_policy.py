@@ -54,6 +54,9 @@ def test_a_policy_needs_30_days_notice_and_every_user_is_told(gateway, stack_env
     assert set(got) == {u["email"] for u in users}
     assert all(len(copies) == 1 for copies in got.values())
     assert "privacy policy" in next(iter(got.values()))[0]["Subject"].lower()
+    html = next(iter(got.values()))[0].get_body(("html",)).get_content()
+    # the name an account gave its user is not the platform's to say
+    assert "Hello," in html and "User " not in html
 
     for user in users:
         notices = gateway.call("GET", "/privacy/notices", params={"user_id": user["id"]})["items"]

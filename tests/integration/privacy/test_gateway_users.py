@@ -132,3 +132,19 @@ def test_users_are_listed_oldest_first_across_pages(gateway):
             made.append(gateway.post("/api/v1/users", json={"email": "late@example.com"},
                                      headers=auth).get_json()["id"])
     assert seen == made
+
+
+def test_an_account_has_at_most_max_users_users(gateway, monkeypatch):
+    """Each one is on the platform's notice mailing, which they cannot leave:
+    an account could put any number of strangers' addresses on it."""
+    from services.gateway import users
+    monkeypatch.setattr(users, "MAX_USERS", 3)
+    auth = _account(gateway)
+    for n in range(3):
+        assert gateway.post("/api/v1/users", json={"email": f"u{n}@example.com"},
+                            headers=auth).status_code == 201
+    refused = gateway.post("/api/v1/users", json={"email": "u3@example.com"}, headers=auth)
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "too_many_users"
+    other = _account(gateway, name="Other")  # another account's count is its own
+    assert gateway.post("/api/v1/users", json={"email": "u3@example.com"},
+                        headers=other).status_code == 201
