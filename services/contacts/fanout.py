@@ -70,13 +70,36 @@ AudienceCheck = Callable[[str, list, str | None], dict]
 NeverStop = lambda: False  # noqa: E731
 
 
+# More lists than an event should carry: the job then has none, and only
+# list_id is checked at send time (a contact on 1,000 lists is no reader).
+MAX_VIA_LISTS = 1000
+
+
 def send_job(campaign_id: str, contact: dict, list_id: str | None,
-             job_id_key: str | None) -> dict:
+             job_id_key: str | None, audience_lists: list[str] | None = None,
+             by_segment: bool = False) -> dict:
     contact_id = str(contact["_id"])
     recipient = _recipient(contact)
     job = {"job_id": job_id_for(campaign_id, contact_id, job_id_key), "campaign_id": campaign_id,
            "contact_id": contact_id, "list_id": list_id, "recipient": recipient, "attempt": 0}
+    via = via_lists(contact, audience_lists or [], by_segment)
+    if via:
+        job["via_list_ids"] = via
     return _with_revision(job, contact)
+
+
+def via_lists(contact: dict, audience_lists: list[str], by_segment: bool) -> list[str]:
+    """The lists through which the contact is in the audience: those of the
+    campaign's it is subscribed to, else (a segment reached it) every list it
+    is subscribed to. Unsubscribed from all of them during the send, it is
+    not mailed (the sender's check): only a single-list campaign's jobs
+    carried their list, and a contact who left the one list of a two-list
+    campaign, or of a segment's, was mailed anyway."""
+    subscribed = list(contact.get("subscribed_list_ids") or [])
+    via = [list_id for list_id in subscribed if list_id in audience_lists]
+    if not via and by_segment:
+        via = subscribed
+    return via if len(via) <= MAX_VIA_LISTS else []
 
 
 def _recipient(contact: dict) -> dict[str, Any]:
@@ -106,6 +129,8 @@ def job_again(held: dict, contact: dict | None) -> dict:
     echoes the hold's token: the sender takes one answer per hold."""
     job = {key: held[key] for key in ("job_id", "campaign_id", "contact_id", "attempt")}
     job.update(list_id=held.get("list_id"), answers_held=held.get("hold") or True)
+    if held.get("via_list_ids"):
+        job["via_list_ids"] = held["via_list_ids"]
     if contact is None:
         return {**job, "withdrawn": True}
     return _with_revision({**job, "recipient": _recipient(contact)}, contact)
@@ -277,7 +302,8 @@ class FanoutRunner:
                 for batch in self.stream(account_id, list_ids, segment_id,
                                          batch_size=self.batch_size):
                     self._renew(campaign_id)
-                    jobs = [send_job(campaign_id, contact, single_list, job_id_key)
+                    jobs = [send_job(campaign_id, contact, single_list, job_id_key,
+                                     list_ids, bool(segment_id))
                             for contact in batch if str(contact["_id"]) not in skip]
                     if not jobs:
                         continue

@@ -51,7 +51,8 @@ INDEX_BUILD_ABORTED = 276
 INDEX_REFUSED = {67, 68, 85, 86}
 # What a send job needs of a contact (services/contacts/fanout.send_job),
 # and the hash the suppression re-check reads.
-AUDIENCE_FIELDS = {"email": 1, "name": 1, "fields": 1, "email_hash": 1, "revision": 1}
+AUDIENCE_FIELDS = {"email": 1, "name": 1, "fields": 1, "email_hash": 1, "revision": 1,
+                   "subscribed_list_ids": 1}  # a job's via_list_ids (fanout.via_lists)
 
 SEAT_INDEX = IndexModel([("account_id", ASCENDING), ("search_seat", ASCENDING)], unique=True)
 INDEXES = {

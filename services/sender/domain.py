@@ -93,6 +93,9 @@ class Job:
     # Contacts' answer to a delivery.held: the hold's token, which the held
     # event carried (HeldJobs), or True from a contacts older than tokens.
     answers_held: str | bool = False
+    # The lists that put the contact in the audience (send.job via_list_ids):
+    # unsubscribed from all of them since the fan-out, it is not mailed.
+    via_list_ids: tuple[str, ...] = ()
 
     @classmethod
     def from_event(cls, account_id: str, data: dict) -> "Job":
@@ -107,7 +110,8 @@ class Job:
                    test=bool(data.get("test")), inline_campaign=data.get("campaign"),
                    data=data, contact_revision=int(data.get("contact_revision") or 0),
                    withdrawn=bool(data.get("withdrawn")),
-                   answers_held=data.get("answers_held") or False)
+                   answers_held=data.get("answers_held") or False,
+                   via_list_ids=tuple(data.get("via_list_ids") or ()))
 
     @property
     def hold_token(self) -> str | None:

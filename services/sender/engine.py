@@ -677,6 +677,7 @@ class Engine:
             "delivery.held", source=SOURCE, subject=held["_id"], account_id=held["account_id"],
             data={"job_id": held["_id"], "campaign_id": held["campaign_id"],
                   "contact_id": held["contact_id"], "list_id": held.get("list_id"),
+                  **({"via_list_ids": held["via_list_ids"]} if held.get("via_list_ids") else {}),
                   "attempt": held["attempt"], "reason": CONTACT_CHANGED,
                   **({"hold": held["hold"]} if held.get("hold") else {})}), key=held["_id"])
         metrics.OUTCOMES.labels("held").inc()

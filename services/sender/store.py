@@ -300,7 +300,9 @@ def _contact_reason(job: Job, state: dict | None) -> str | None:
         return "suppressed"
     if state.get("status") in BLOCKING_STATUSES:
         return state["status"]
-    if state.get("all_lists") or (job.list_id and job.list_id in state.get("lists", ())):
+    left = state.get("lists", ())
+    if state.get("all_lists") or (job.list_id and job.list_id in left) \
+            or (job.via_list_ids and all(list_id in left for list_id in job.via_list_ids)):
         return "unsubscribed"
     if state.get("account_id") == job.account_id \
             and state.get("revision", 0) > job.contact_revision:
@@ -579,6 +581,7 @@ class HeldJobs:
         delivery.held says of each job."""
         docs = [{"_id": j.job_id, "account_id": j.account_id, "campaign_id": j.campaign_id,
                  "contact_id": j.contact_id, "list_id": j.list_id, "attempt": j.attempt,
+                 **({"via_list_ids": list(j.via_list_ids)} if j.via_list_ids else {}),
                  "hold": unique_hex(), "asks": 1, "ask_again_at": ask_again_at} for j in jobs]
         if docs:
             self.col.bulk_write([ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)

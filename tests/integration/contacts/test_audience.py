@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 
 from services.contacts import domain
+from services.contacts.fanout import send_job
 from services.contacts.store import ContactsStore, contact_document, ensure_contacts_indexes
 
 SALT = "test-salt"
@@ -56,7 +57,37 @@ def test_audience_is_subscribed_active_unsuppressed_once_each(store):
     assert all(len(batch) <= 3 for batch in batches)
     # what a send job is made of, and nothing the fan-out does not need
     assert {key for batch in batches for c in batch for key in c} == {
-        "_id", "email", "name", "fields", "email_hash"}
+        "_id", "email", "name", "fields", "email_hash", "subscribed_list_ids"}
+
+
+def test_each_job_names_the_lists_that_put_its_contact_in_the_audience(store):
+    """Only a single-list campaign's jobs carried their list: a contact who
+    unsubscribed from the one list of a two-list campaign, or of a
+    segment's, during the send was mailed anyway (the sender's check needs
+    these lists)."""
+    a = domain.new_id()
+    l1, l2, l3 = domain.new_id(), domain.new_id(), domain.new_id()
+    store.lists.insert_one({"_id": l1, "account_id": a, "name": "main"})
+    store.insert_field({"_id": domain.new_id(), "account_id": a, "key": "city", "type": "text",
+                        "label": "City"})
+    only_l1 = add(store, a, "one@example.com", [l1])
+    l1_and_l3 = add(store, a, "two@example.com", [l1, l3], fields={"city": "Pune"})
+    only_l3 = add(store, a, "three@example.com", [l3], fields={"city": "Pune"})
+
+    def via(list_ids, segment_filter=None):
+        return {c["_id"]: send_job("camp", c, None, "ab" * 32, list_ids,
+                                   segment_filter is not None).get("via_list_ids")
+                for c in (c for batch in store.stream_audience(a, list_ids, segment_filter)
+                          for c in batch)}
+
+    assert via([l1, l2]) == {only_l1: [l1], l1_and_l3: [l1]}
+    segment = {"_id": domain.new_id(), "account_id": a, "name": "Pune",
+               "definition": {"field": "fields.city", "op": "eq", "value": "Pune"}}
+    store.insert_segment(segment)
+    by_segment = via([], store.compile_segment(a, segment["_id"]))
+    assert sorted(by_segment[l1_and_l3]) == sorted([l1, l3]) and by_segment[only_l3] == [l3]
+    mixed = via([l1], store.compile_segment(a, segment["_id"]))
+    assert mixed == {only_l1: [l1], l1_and_l3: [l1], only_l3: [l3]}
 
 
 def test_compiled_segment_selects_and_needs_a_subscription(store):

@@ -21,9 +21,10 @@ def _updates(broker, contact_id):
 HOLD = "0123456789abcdef" * 2
 
 
-def _held(account_id, contact_id, list_id, job_id="j" * 32, attempt=2, hold=HOLD):
+def _held(account_id, contact_id, list_id, job_id="j" * 32, attempt=2, hold=HOLD, via=None):
     data = {"job_id": job_id, "campaign_id": "c" * 32, "contact_id": contact_id,
-            "list_id": list_id, "attempt": attempt, "reason": "contact_changed"}
+            "list_id": list_id, "attempt": attempt, "reason": "contact_changed",
+            **({"via_list_ids": via} if via else {})}
     if hold:  # a sender older than hold tokens sends none
         data["hold"] = hold
     return new_event("delivery.held", source="sender", subject=job_id, account_id=account_id,
@@ -62,7 +63,7 @@ def test_a_held_job_goes_out_again_as_the_contact_is_now(client, other, app, bro
     client.patch(f"{V1}/contacts/{contact['id']}", {"email": "new@example.com", "name": "New"})
     table = handlers.build_handlers(app.extensions["runtime"])
 
-    table["delivery.held"](_held(client.account_id, contact["id"], list_id))
+    table["delivery.held"](_held(client.account_id, contact["id"], list_id, via=[list_id]))
     # another account naming the contact learns nothing of it
     table["delivery.held"](_held(other.account_id, contact["id"], list_id, job_id="k" * 32))
     client.delete(f"{V1}/contacts/{contact['id']}")
@@ -75,6 +76,7 @@ def test_a_held_job_goes_out_again_as_the_contact_is_now(client, other, app, bro
     assert again["accountid"] == client.account_id
     assert again["data"] == {"job_id": "j" * 32, "campaign_id": "c" * 32,
                              "contact_id": contact["id"], "list_id": list_id, "attempt": 2,
+                             "via_list_ids": [list_id],  # the lists that reached it, kept
                              "recipient": {"email": "new@example.com", "name": "New"},
                              "contact_revision": 1, "answers_held": HOLD}  # its hold's token
     assert jobs["k" * 32]["data"]["answers_held"] == HOLD

@@ -18,11 +18,12 @@ A, B = "a" * 32, "b" * 32
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
 
 
-def _job(job_id, account_id, contact_id, email, list_id=None, test=False):
+def _job(job_id, account_id, contact_id, email, list_id=None, test=False, via=None):
     return Job.from_event(account_id, {"job_id": job_id, "campaign_id": "c" * 32,
                                        "contact_id": contact_id, "list_id": list_id,
                                        "attempt": 0, "test": test,
-                                       "recipient": {"email": email}})
+                                       "recipient": {"email": email},
+                                       **({"via_list_ids": via} if via else {})})
 
 
 def _event(type_, account_id, data, at=T0, source="contacts"):
@@ -190,3 +191,17 @@ def test_a_re_consent_after_unsubscribing_from_everything_lets_the_list_through(
     _handle(store, _event("contact.subscribed", A, {"contact_id": "c1", "list_id": "l1",
                                                     "via": "api"}, at=T0 + timedelta(days=1)))
     assert store.blocked(jobs) == {"j2": "unsubscribed"}   # l2 stays as it was
+
+
+def test_a_contact_unsubscribed_from_every_list_that_reached_it_is_not_mailed(mongo_db):
+    """A two-list campaign's (or a segment's) jobs carried no list: leaving
+    the one list that put the contact in the audience changed nothing."""
+    store = ContactStateStore(mongo_db, SALT)
+    job = _job("j1", A, "c1", "c1@example.com", via=["l1", "l2"])
+    _handle(store, _event("contact.unsubscribed", A, {"contact_id": "c1", "list_id": "l1",
+                                                      "via": "link"}))
+    assert store.blocked([job]) == {}                      # still subscribed to l2
+    _handle(store, _event("contact.unsubscribed", A, {"contact_id": "c1", "list_id": "l2",
+                                                      "via": "link"}, at=T0 + timedelta(seconds=1)))
+    assert store.blocked([job]) == {"j1": "unsubscribed"}
+    assert store.blocked([_job("j2", A, "c1", "c1@example.com", via=["l3"])]) == {}
