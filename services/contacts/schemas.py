@@ -265,7 +265,10 @@ class PreviewArgs(ma.Schema):
 
 
 class SegmentPreview(ma.Schema):
-    count = ma.fields.Integer()
+    count = ma.fields.Integer(metadata={"description": "contacts matching the definition"})
+    mailable = ma.fields.Integer(metadata={
+        "description": "of those, the ones a campaign to the segment reaches now: active, "
+                       "not suppressed, subscribed to a list of the account"})
     sample = ma.fields.List(ma.fields.Nested(ContactOut))
 
 

@@ -562,7 +562,11 @@ def preview_segment(ports: Ports, account_id: str, segment_id: str, sample: int)
     alone (a cursor's limit of 0 is no limit: every contact, unaudited)."""
     query = segment_filter(ports, account_id, segment_id)
     first = list(ports.store.contacts.find(query).sort("_id", 1).limit(sample)) if sample else []
-    return {"count": ports.store.count_contacts(account_id, query), "sample": first}
+    # What a campaign to the segment would reach: the count alone also took
+    # in the suppressed, bounced, complained and those subscribed nowhere.
+    mailable = ports.store.audience_filter(account_id, [], query)
+    return {"count": ports.store.count_contacts(account_id, query),
+            "mailable": ports.store.count_contacts(account_id, mailable), "sample": first}
 
 
 # -- search ------------------------------------------------------------------

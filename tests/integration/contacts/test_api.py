@@ -701,3 +701,21 @@ def test_head_of_an_export_is_refused_where_a_get_is_audited(client):
         head = client.call("HEAD", path)
         assert head.status_code == 405 and head.headers["Allow"] == "GET", path
         assert client.get(path).status_code == 200
+
+
+def test_a_segment_preview_says_how_many_a_campaign_would_reach(client):
+    """The count took in contacts no campaign reaches, and the fan-out sent
+    to fewer than the preview promised, with nothing to say why."""
+    assert client.post(f"{V1}/fields", {"key": "city", "type": "text"}).status_code == 201
+    list_id = client.post(f"{V1}/lists", {"name": "News"}).get_json()["id"]
+    pune = {"fields": {"city": "Pune"}}
+    make_contact(client, "in@example.com", list_ids=[list_id], **pune)
+    left = make_contact(client, "left@example.com", list_ids=[list_id], **pune)
+    client.put(f"{V1}/contacts/{left['id']}/lists/{list_id}", {"status": "unsubscribed"})
+    make_contact(client, "nowhere@example.com", **pune)
+    make_contact(client, "blocked@example.com", list_ids=[list_id], **pune)
+    assert client.post(f"{V1}/suppressions", {"email": "blocked@example.com"}).status_code in (200, 201)
+    segment = client.post(f"{V1}/segments", {"name": "Pune", "definition": {
+        "field": "fields.city", "op": "eq", "value": "Pune"}}).get_json()
+    preview = client.get(f"{V1}/segments/{segment['id']}/preview").get_json()
+    assert (preview["count"], preview["mailable"]) == (4, 1)
