@@ -13,7 +13,7 @@ them for `in`), and text that becomes a regular expression is escaped.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from services.contacts.domain import (CONTACT_STATUSES, FIELD_KEY, InvalidValue, coerce_field,
                                       is_id, prefix_range, regex_literal, search_key)
@@ -60,17 +60,24 @@ class SegmentError(ValueError):
 
 
 class _Budget:
-    def __init__(self):
+    """What every node of one compile shares: how many nodes so far, and
+    how an address is hashed (compile_condition's `address_hash`)."""
+
+    def __init__(self, address_hash: Callable[[str], str | None] | None = None):
         self.nodes = 0
+        self.address_hash = address_hash
 
 
 def compile_condition(condition: Any, custom_fields: dict[str, dict], *,
                       list_ids: set[str] | None = None, now: datetime,
-                      path: str = "definition") -> dict:
+                      path: str = "definition",
+                      address_hash: Callable[[str], str | None] | None = None) -> dict:
     """The MongoDB filter for `condition`, or SegmentError naming the place.
     `custom_fields`: the account's declared fields by key; `list_ids`: the
-    account's list ids (None: do not check that a list exists)."""
-    return _compile(condition, custom_fields, list_ids, now, path, 1, _Budget())
+    account's list ids (None: do not check that a list exists);
+    `address_hash`: an address's hash, as contacts are keyed (domain.address_hash),
+    for `email` eq / ne / in (None: the text as stored)."""
+    return _compile(condition, custom_fields, list_ids, now, path, 1, _Budget(address_hash))
 
 
 def _compile(node, custom_fields, list_ids, now, path, depth, budget) -> dict:
@@ -94,12 +101,12 @@ def _compile(node, custom_fields, list_ids, now, path, depth, budget) -> dict:
         inner = _compile(node["not"], custom_fields, list_ids, now, f"{path}.not", depth + 1, budget)
         return {"$nor": [inner]}
     if "field" in keys and "op" in keys and keys <= {"field", "op", "value"}:
-        return _leaf(node, custom_fields, list_ids, now, path)
+        return _leaf(node, custom_fields, list_ids, now, path, budget.address_hash)
     raise SegmentError(path, "expected {all: [...]}, {any: [...]}, {not: ...} or "
                              "{field, op, value}")
 
 
-def _leaf(node, custom_fields, list_ids, now, path) -> dict:
+def _leaf(node, custom_fields, list_ids, now, path, address_hash=None) -> dict:
     field, op = node["field"], node["op"]
     if not isinstance(field, str):
         raise SegmentError(f"{path}.field", "expected a field name")
@@ -126,6 +133,8 @@ def _leaf(node, custom_fields, list_ids, now, path) -> dict:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_DAYS:
             raise SegmentError(vpath, f"expected a whole number of days, 1 to {MAX_DAYS}")
         return {stored: {"$gte": now - timedelta(days=value)}}
+    if field == "email" and op in ("eq", "ne", "in") and address_hash is not None:
+        return _address_leaf(op, value, vpath, address_hash)
     if op == "in":
         if not isinstance(value, list) or not 0 < len(value) <= MAX_IN:
             raise SegmentError(vpath, f"expected a list of 1 to {MAX_IN} values")
@@ -142,6 +151,26 @@ def _leaf(node, custom_fields, list_ids, now, path) -> dict:
         return {"$or": [_folded(SEARCH_KEYS[field], op, scalar, vpath),
                         {SEARCH_KEYS[field]: {"$exists": False}, **by_text}]}
     return {stored: {COMPARISON[op]: scalar}}
+
+
+def _address_leaf(op, value, vpath, address_hash) -> dict:
+    """`email` eq / ne / in by the address's hash, as contacts are told apart:
+    compared as typed, `CEO@Example.com` or `x@xn--bcher-kva.de` missed the
+    contact stored as `ceo@example.com` or `x@bücher.de`, and an exclusion
+    by address mailed the person it meant to leave out."""
+    values = value if op == "in" else [value]
+    if op == "in" and (not isinstance(value, list) or not 0 < len(value) <= MAX_IN):
+        raise SegmentError(vpath, f"expected a list of 1 to {MAX_IN} addresses")
+    hashes = []
+    for i, item in enumerate(values):
+        found = address_hash(item) if isinstance(item, str) else None
+        if found is None:
+            raise SegmentError(f"{vpath}.{i}" if op == "in" else vpath,
+                               "expected an email address")
+        hashes.append(found)
+    if op == "in":
+        return {"email_hash": {"$in": hashes}}
+    return {"email_hash": hashes[0] if op == "eq" else {"$ne": hashes[0]}}
 
 
 def _text_regex(stored: str, op: str, text: str) -> dict:

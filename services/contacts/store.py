@@ -197,8 +197,9 @@ class IndexRefused(Exception):
 
 
 class ContactsStore:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, salt: str | None = None):
         self.db = db
+        self.salt = salt  # the address hash's key: a segment's `email` conditions need it
         self.lists = db["lists"]
         self.contacts = db["contacts"]
         self.deleted_contacts = db["deleted_contacts"]
@@ -581,8 +582,10 @@ class ContactsStore:
         segment = self.get_segment(account_id, segment_id)
         if segment is None:
             raise LookupError("segment not found")
+        by_hash = (lambda text: domain.address_hash(text, self.salt)) if self.salt else None
         condition = compile_condition(segment["definition"], self.field_definitions(account_id),
-                                      list_ids=self.list_ids(account_id), now=now or domain.now())
+                                      list_ids=self.list_ids(account_id), now=now or domain.now(),
+                                      address_hash=by_hash)
         return {"$and": [{"account_id": account_id}, condition]}
 
     # -- the campaign audience ---------------------------------------------

@@ -510,7 +510,8 @@ def remove_suppression(ports: Ports, account_id: str, suppression_id: str, body:
 def compiled(ports: Ports, account_id: str, definition: Any) -> dict:
     try:
         condition = compile_condition(definition, ports.store.field_definitions(account_id),
-                                      list_ids=ports.store.list_ids(account_id), now=ports.clock())
+                                      list_ids=ports.store.list_ids(account_id), now=ports.clock(),
+                                      address_hash=lambda text: domain.address_hash(text, ports.salt))
     except SegmentError as exc:
         raise ApiError(400, "validation_error", f"invalid input: {exc.path}",
                        {exc.path: [exc.message]}) from None

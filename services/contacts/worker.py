@@ -47,7 +47,7 @@ def run_imports(runtime: Runtime, config: Config, stop: threading.Event) -> None
 
 def fanout_runners(runtime: Runtime, config: Config,
                    stop: threading.Event) -> list[fanout.FanoutRunner]:
-    contacts = ContactsStore(runtime.db)
+    contacts = ContactsStore(runtime.db, config.pii_salt)  # segments' email conditions
     stream = fanout.contacts_stream(contacts)
     # A producer of their own: the main loop flushes its producer before each
     # commit, which should not wait for a thousand send jobs in flight.

@@ -719,3 +719,27 @@ def test_a_segment_preview_says_how_many_a_campaign_would_reach(client):
         "field": "fields.city", "op": "eq", "value": "Pune"}}).get_json()
     preview = client.get(f"{V1}/segments/{segment['id']}/preview").get_json()
     assert (preview["count"], preview["mailable"]) == (4, 1)
+
+
+def test_a_segment_excluding_an_address_leaves_it_out_however_it_is_written(client):
+    """Compared as typed, `CEO@Example.com` and `boss@xn--bcher-kva.de` missed
+    the contacts stored as `ceo@example.com` and `boss@bücher.de`: an
+    exclusion by address mailed the people it meant to leave out."""
+    list_id = client.post(f"{V1}/lists", {"name": "All"}).get_json()["id"]
+    staff = make_contact(client, "staff@example.com", list_ids=[list_id])
+    make_contact(client, "ceo@example.com", list_ids=[list_id])
+    boss = make_contact(client, "boss@bücher.de", list_ids=[list_id])
+    segment = client.post(f"{V1}/segments", {"name": "Not the bosses", "definition": {"all": [
+        {"field": "list", "op": "member", "value": list_id},
+        {"not": {"field": "email", "op": "in",
+                 "value": ["CEO@Example.com", "boss@xn--bcher-kva.de"]}}]}})
+    assert segment.status_code == 201, segment.get_json()
+    preview = client.get(f"{V1}/segments/{segment.get_json()['id']}/preview").get_json()
+    assert [c["id"] for c in preview["sample"]] == [staff["id"]]
+    only = client.post(f"{V1}/segments", {"name": "The boss", "definition": {
+        "field": "email", "op": "eq", "value": "Boss@XN--BCHER-KVA.de"}}).get_json()
+    assert [c["id"] for c in client.get(f"{V1}/segments/{only['id']}/preview")
+            .get_json()["sample"]] == [boss["id"]]
+    refused = client.post(f"{V1}/segments", {"name": "x", "definition": {
+        "field": "email", "op": "eq", "value": "not an address"}})
+    assert refused.status_code == 400 and "definition.value" in refused.get_json()["error"]["details"]

@@ -109,3 +109,18 @@ def test_compiled_segment_selects_and_needs_a_subscription(store):
     assert ids(store.stream_audience(a, [], compiled)) == [pune_new]
     with pytest.raises(LookupError):
         store.compile_segment(domain.new_id(), segment["_id"])
+
+
+def test_the_fan_out_compiles_a_segments_addresses_as_contacts_are_keyed(mongo_db):
+    """The fan-out's own compile (the worker's store, with the salt): a
+    campaign to "not CEO@Example.com" left out ceo@example.com."""
+    store = ContactsStore(mongo_db, SALT)
+    ensure_contacts_indexes(mongo_db)
+    a, l1 = domain.new_id(), domain.new_id()
+    store.lists.insert_one({"_id": l1, "account_id": a, "name": "main"})
+    staff = add(store, a, "staff@example.com", [l1])
+    add(store, a, "ceo@example.com", [l1])
+    segment = {"_id": domain.new_id(), "account_id": a, "name": "not the CEO",
+               "definition": {"not": {"field": "email", "op": "eq", "value": "CEO@Example.com"}}}
+    store.insert_segment(segment)
+    assert ids(store.stream_audience(a, [], store.compile_segment(a, segment["_id"]))) == [staff]
