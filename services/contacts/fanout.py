@@ -290,7 +290,7 @@ class FanoutRunner:
         if state.get("paused_after") is not None:
             self.store.paused_after(campaign_id, self.owner, None)
         while True:
-            skip = self.store.produced_ids(campaign_id)
+            skip, skip_addresses = self.store.produced(campaign_id)
             if skip:
                 log.info("fan-out resumes", extra={"campaign_id": campaign_id,
                                                    "produced": len(skip)})
@@ -302,17 +302,25 @@ class FanoutRunner:
                 for batch in self.stream(account_id, list_ids, segment_id,
                                          batch_size=self.batch_size):
                     self._renew(campaign_id)
+                    # An address once: its contact may have a new id since a
+                    # job went to it (deleted and imported again while the
+                    # fan-out was paused, or read twice by one cursor).
+                    fresh = [c for c in batch if str(c["_id"]) not in skip
+                             and not (c.get("email_hash") and c["email_hash"] in skip_addresses)]
+                    fresh = list({c.get("email_hash") or c["_id"]: c for c in fresh}.values())
                     jobs = [send_job(campaign_id, contact, single_list, job_id_key,
-                                     list_ids, bool(segment_id))
-                            for contact in batch if str(contact["_id"]) not in skip]
+                                     list_ids, bool(segment_id)) for contact in fresh]
                     if not jobs:
                         continue
                     stop = self._stop_reason(campaign_id)
                     if stop:
                         return produced, stop
                     self._publish(account_id, jobs)
+                    hashes = [c["email_hash"] for c in fresh if c.get("email_hash")]
                     self.store.record_batch(campaign_id, account_id,
-                                            [job["contact_id"] for job in jobs])
+                                            [job["contact_id"] for job in jobs], hashes)
+                    skip.update(job["contact_id"] for job in jobs)
+                    skip_addresses.update(hashes)
                     metrics.FANOUT_RECIPIENTS.inc(len(jobs))
                     produced += len(jobs)
                 return produced, DONE

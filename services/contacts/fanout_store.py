@@ -207,15 +207,24 @@ class FanoutStore:
             raise LeaseLost(campaign_id)
 
     # -- progress -------------------------------------------------------------
-    def record_batch(self, campaign_id: str, account_id: str, contact_ids: list[str]) -> None:
+    def record_batch(self, campaign_id: str, account_id: str, contact_ids: list[str],
+                     email_hashes: list[str] = ()) -> None:
         self.batches.insert_one({"campaign_id": campaign_id, "account_id": account_id,
-                                 "contact_ids": contact_ids, "at": utcnow()})
+                                 "contact_ids": contact_ids, "email_hashes": list(email_hashes),
+                                 "at": utcnow()})
 
     def produced_ids(self, campaign_id: str) -> set[str]:
-        produced: set[str] = set()
-        for doc in self.batches.find({"campaign_id": campaign_id}, {"contact_ids": 1}):
-            produced.update(doc["contact_ids"])
-        return produced
+        return self.produced(campaign_id)[0]
+
+    def produced(self, campaign_id: str) -> tuple[set[str], set[str]]:
+        """The contact ids and address hashes of the jobs produced so far."""
+        ids: set[str] = set()
+        hashes: set[str] = set()
+        for doc in self.batches.find({"campaign_id": campaign_id},
+                                     {"contact_ids": 1, "email_hashes": 1}):
+            ids.update(doc["contact_ids"])
+            hashes.update(doc.get("email_hashes") or ())
+        return ids, hashes
 
     def finish(self, campaign_id: str, owner: str, produced: int,
                cut_short: bool = False) -> None:

@@ -559,3 +559,26 @@ def test_a_fan_out_started_before_job_id_keys_goes_on_with_the_plain_ids(mongo_d
     for job in jobs(broker):
         assert job["job_id"] == produced_before.get(job["contact_id"], job["job_id"])
         assert job["job_id"] == job_id_for("camp-1", job["contact_id"])
+
+
+def test_an_address_gets_one_job_though_its_contact_came_back_under_another_id(mongo_db, broker):
+    """Deleted and imported again between two runs of the fan-out (a pause,
+    a handover), the address's new contact id was not among those produced:
+    it got a second message, and the audience counted one address twice."""
+    people = [{**c, "email_hash": f"h{i:04d}"} for i, c in enumerate(CONTACTS)]
+    store = FanoutStore(mongo_db)
+    producer = EventProducer(broker.sink())
+    with pytest.raises(ConnectionError):
+        fan_out(launched(), stream=stream_of(people, fail_after_batches=4), store=store,
+                producer=producer)
+    first = {j["contact_id"] for j in jobs(broker)}
+    back = next(c for c in people if c["_id"] in first)
+    again = [c for c in people if c is not back] + [{**back, "_id": "c-new"}]
+    runner(store, stream_of(again), producer).run_pending()
+    produced = jobs(broker)
+    assert "c-new" not in {j["contact_id"] for j in produced}
+    assert len(produced) == len(people) == ready(broker)[0]["audience_size"]
+    twice = [{**people[0], "_id": "twin"}, *people[:5]]   # one read, one address twice
+    fan_out(launched("camp-2"), stream=stream_of(twice), store=store, producer=producer)
+    second = {j["contact_id"] for j in jobs(broker) if j["campaign_id"] == "camp-2"}
+    assert len(second) == 5 and len(second & {"twin", people[0]["_id"]}) == 1
