@@ -7,7 +7,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from services.campaigns import domain
 from services.campaigns.htmltext import html_to_text
@@ -404,20 +404,45 @@ def change_status(ports: Ports, account_id: str, campaign_id: str, action: str) 
     """pause, resume, cancel, unschedule: one atomic move, then the event."""
     campaign = get_campaign(ports, account_id, campaign_id)
     _refuse_unless(campaign, action)
-    event = None
-    # A draft or scheduled campaign was never launched: nobody needs telling.
-    if action in _ANNOUNCED and campaign["status"] in domain.ACTIVE:
-        event = _event(campaign, _ANNOUNCED[action], {"campaign_id": campaign_id})
     extra = {"cancel": {"cancelled_at": utcnow()}, "pause": {"paused_at": utcnow()},
              "resume": {"paused_at": None},
              "unschedule": {"send_at": None, "time_zone": None}}.get(action, {})
     if campaign["status"] == domain.SCHEDULED:
         moved = _move_unlaunched(ports, campaign, action, extra)
     else:
-        moved = _move(ports, campaign, action, event, extra)
+        moved = _under_control(ports, campaign, action,
+                               lambda fresh: _announced_move(ports, fresh, action, extra))
     if moved is None:
         raise _moved_meanwhile(ports, account_id, campaign_id, action)
     return moved
+
+
+def _announced_move(ports: Ports, campaign: dict, action: str, extra: dict) -> dict | None:
+    _refuse_unless(campaign, action)
+    event = None
+    # A draft or scheduled campaign was never launched: nobody needs telling.
+    if action in _ANNOUNCED and campaign["status"] in domain.ACTIVE:
+        event = _event(campaign, _ANNOUNCED[action], {"campaign_id": campaign["_id"]})
+    return _move(ports, campaign, action, event, extra)
+
+
+def _under_control(ports: Ports, campaign: dict, action: str,
+                   move: Callable[[dict], dict | None]) -> dict | None:
+    """`move` on the campaign as it is now, under its control lease, which
+    pause, resume, cancel, completion and the pause limit each take. A move
+    is no compare-and-set on FerretDB (it reads, then writes): a pause and a
+    cancel at the same moment both answered 200, the pause wrote over the
+    cancel, and the cancelled campaign ended "sent" (a review found it). The
+    loser of the lease gets 409 `busy`."""
+    lease = f"{campaign['_id']}:control"
+    if not ports.campaigns.take_lease(lease, LEASE_STALE):
+        raise ApiError(409, "busy", f"cannot {action}: another change to the campaign is under "
+                                    "way; try again in a moment", {"status": [campaign["status"]]})
+    try:
+        fresh = ports.campaigns.get_any(campaign["_id"])
+        return move(fresh) if fresh is not None else None
+    finally:
+        ports.campaigns.release_lease(lease)
 
 
 def _move_unlaunched(ports: Ports, campaign: dict, action: str, extra: dict) -> dict | None:
@@ -494,8 +519,8 @@ def _progress(campaign: dict, combined: dict, now: datetime) -> dict:
     # A finished campaign's rate is the one it sent at, not that spread to now.
     ended = None if active else campaign.get("completed_at") or campaign.get("cancelled_at")
     view = domain.progress(combined["counts"], combined["audience_size"], started, ended or now)
-    if not active:
-        view["eta_seconds"] = None
+    if not active or campaign["status"] == domain.PAUSED:
+        view["eta_seconds"] = None  # a paused one ends when it is resumed, which nobody knows
     return view
 
 
@@ -594,14 +619,21 @@ def maybe_complete(ports: Ports, campaign: dict, combined: dict | None = None) -
     combined = reconcile(ports, campaign)
     if not domain.is_complete(combined["counts"], combined["audience_size"]):
         return False
-    if not ports.campaigns.take_lease(f"{campaign['_id']}:complete", LEASE_STALE):
-        return False
     summary = {k: int(combined["counts"].get(k, 0)) for k in domain.COUNTED}
     summary["audience_size"] = int(combined["audience_size"])
-    moved = _move(ports, campaign, "complete",
-                  _event(campaign, "campaign.completed",
-                         {"campaign_id": campaign["_id"], "counts": summary}),
-                  {"completed_at": utcnow()})
+
+    def complete(fresh: dict) -> dict | None:
+        if fresh["status"] != campaign["status"] or \
+                not ports.campaigns.take_lease(f"{campaign['_id']}:complete", LEASE_STALE):
+            return None  # changed meanwhile (looked at again), or being completed
+        return _move(ports, fresh, "complete",
+                     _event(fresh, "campaign.completed",
+                            {"campaign_id": campaign["_id"], "counts": summary}),
+                     {"completed_at": utcnow()})
+    try:
+        moved = _under_control(ports, campaign, "complete", complete)
+    except ApiError:  # a pause, resume or cancel under way: the next sweep
+        return False
     if moved is not None:
         log.info("campaign completed", extra={"campaign_id": campaign["_id"], **summary})
     return moved is not None
@@ -638,13 +670,21 @@ def expire_pause(ports: Ports, campaign: dict, limit: timedelta, now: datetime) 
     its senders then release its parked jobs as skipped."""
     if not domain.pause_expired(campaign, limit, now):
         return False
-    # The move is not a compare-and-set on FerretDB: one worker does it.
-    if not ports.campaigns.take_lease(f"{campaign['_id']}:expire", LEASE_STALE):
-        return False
     hours = limit / timedelta(hours=1)
-    moved = _move(ports, campaign, "expire",
-                  _event(campaign, "campaign.cancelled", {"campaign_id": campaign["_id"]}),
-                  {"cancelled_at": now, "cancel_reason": f"paused past the {hours:g}-hour limit"})
+
+    def expire(fresh: dict) -> dict | None:
+        # The move is not a compare-and-set on FerretDB: one worker does it.
+        if not domain.pause_expired(fresh, limit, now) or \
+                not ports.campaigns.take_lease(f"{campaign['_id']}:expire", LEASE_STALE):
+            return None
+        return _move(ports, fresh, "expire",
+                     _event(fresh, "campaign.cancelled", {"campaign_id": campaign["_id"]}),
+                     {"cancelled_at": now,
+                      "cancel_reason": f"paused past the {hours:g}-hour limit"})
+    try:
+        moved = _under_control(ports, campaign, "expire", expire)
+    except ApiError:  # a resume or cancel under way: looked at again next sweep
+        return False
     if moved is not None:
         log.info("paused campaign cancelled at the pause limit",
                  extra={"campaign_id": campaign["_id"], "limit_hours": hours})

@@ -430,3 +430,29 @@ def test_a_scheduled_campaign_is_cancelled_or_fired_never_both(client, ports):
     assert ports.campaigns.take_lease(f"{other['id']}:launch", timedelta(seconds=60))  # cancelling
     due = datetime.now(timezone.utc) + timedelta(days=2)
     assert usecases.fire_due_schedules(ports, due) == 0
+
+
+def test_a_pause_and_a_cancel_at_the_same_moment_never_both_win(client, monkeypatch):
+    """A move reads, then writes, on FerretDB: a cancel that came while a
+    pause was being written answered 200 too, the pause wrote over it, and
+    the cancelled campaign went on to end "sent". They take turns now: the
+    one that comes while the other is moving gets 409 busy."""
+    from services.campaigns.store import CampaignStore
+    campaign, _ = ready_campaign(client)
+    assert client.post(f"/api/v1/campaigns/{campaign['id']}/send").status_code == 202
+    answers = []
+    original = CampaignStore.transition
+
+    def cancel_meanwhile(self, *args, **kwargs):
+        monkeypatch.setattr(CampaignStore, "transition", original)
+        answers.append(client.post(f"/api/v1/campaigns/{campaign['id']}/cancel"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CampaignStore, "transition", cancel_meanwhile)
+    paused = client.post(f"/api/v1/campaigns/{campaign['id']}/pause")
+    assert paused.status_code == 200 and paused.get_json()["status"] == "paused"
+    [cancel] = answers
+    assert cancel.status_code == 409 and cancel.get_json()["error"]["code"] == "busy"
+    assert client.get(f"/api/v1/campaigns/{campaign['id']}").get_json()["status"] == "paused"
+    cancelled = client.post(f"/api/v1/campaigns/{campaign['id']}/cancel")  # once the pause is done
+    assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"

@@ -102,6 +102,17 @@ def test_a_finished_campaigns_rate_is_the_one_it_sent_at():
     assert sending["rate_per_second"] == round(100 / 86400, 2)   # still going: to now
 
 
+def test_a_paused_campaign_has_no_time_left_to_show():
+    """It ends when it is resumed, which nobody knows: 62 s left was shown
+    for a campaign paused for an hour."""
+    from services.campaigns import usecases
+    combined = {"counts": {"sent": 100}, "audience_size": 300,
+                "first_outcome_at": NOW - timedelta(seconds=10)}
+    assert usecases._progress({"status": "sending"}, combined, NOW)["eta_seconds"] == 20.0
+    paused = usecases._progress({"status": "paused"}, combined, NOW)
+    assert paused["eta_seconds"] is None and paused["queued"] == 200
+
+
 def test_progress_and_time_left():
     counts = {"sent": 40, "failed": 5, "skipped": 5, "deferred": 3, "bounced": 1}
     view = domain.progress(counts, 100, NOW - timedelta(seconds=10), NOW)
