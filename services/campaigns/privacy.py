@@ -13,7 +13,7 @@ from shared.mongo import delete_all
 from shared.privacy_answers import answer
 
 SERVICE = "campaigns"
-LEASED_STEPS = ("launch", "complete", "expire")  # usecases: take_lease(f"{campaign id}:{step}")
+LEASED_STEPS = ("launch", "complete", "expire", "control")  # usecases: take_lease(f"{campaign id}:{step}")
 
 
 def erase_account(db, account_id: str) -> int:
@@ -28,6 +28,7 @@ def erase_account(db, account_id: str) -> int:
         delete_all(db["leases"], {"_id": {"$in": [f"{campaign_id}:{step}" for campaign_id
                                                   in campaign_ids for step in LEASED_STEPS]}})
     delete_all(db["outbox"], {"account_id": account_id})  # events staged, not yet published
+    delete_all(db["test_sends"], {"account_id": account_id})
     delete_all(db["progress"], {"account_id": account_id})
     delete_all(db["template_versions"], {"account_id": account_id})
     delete_all(db["templates"], {"account_id": account_id})

@@ -42,6 +42,7 @@ INDEXES = {
     "progress": [IndexModel([("campaign_id", ASCENDING)]),
                  IndexModel([("account_id", ASCENDING)])],
     "job_outcomes": [IndexModel([("campaign_id", ASCENDING), ("final", ASCENDING)])],
+    "test_sends": [IndexModel([("account_id", ASCENDING), ("at", ASCENDING)])],
 }
 
 
@@ -134,6 +135,16 @@ class CampaignStore:
         self.campaigns = db["campaigns"]
         self.outbox = db["outbox"]
         self.leases = db["leases"]
+        self.test_sends = db["test_sends"]
+
+    # -- test sends: how many an account made lately (usecases.send_test) ----
+    def tests_since(self, account_id: str, since: datetime) -> int:
+        return sum(d["count"] for d in self.test_sends.find(
+            {"account_id": account_id, "at": {"$gte": since}}, {"count": 1}))
+
+    def note_tests(self, account_id: str, count: int, forget_before: datetime) -> None:
+        self.test_sends.insert_one({"account_id": account_id, "at": utcnow(), "count": count})
+        self.test_sends.delete_many({"account_id": account_id, "at": {"$lt": forget_before}})
 
     def create(self, account_id: str, fields: dict) -> dict:
         now = utcnow()

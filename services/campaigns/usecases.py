@@ -475,10 +475,24 @@ def _moved_meanwhile(ports, account_id, campaign_id, action) -> ApiError:
                     f"{current['status']}", {"status": [current["status"]]})
 
 
+# Test sends skip the audience, its unsubscribes and the campaign's limits,
+# five addresses a call: without a bound, an account's key could mail anyone
+# as often as its request rate allows (a review sent 20 tests to a contact
+# who had unsubscribed). At most this many test messages an hour per account.
+MAX_TESTS_PER_HOUR = 50
+TEST_WINDOW = timedelta(hours=1)
+
+
 def send_test(ports: Ports, account_id: str, campaign_id: str, emails: list[str]) -> list[str]:
     """Render the campaign as it would send now to up to five addresses.
     The jobs carry the campaign (a draft was never launched) and test=true,
     so the sender sends them and nothing counts them."""
+    since = utcnow() - TEST_WINDOW
+    recent = ports.campaigns.tests_since(account_id, since)
+    if recent + len(emails) > MAX_TESTS_PER_HOUR:
+        raise ApiError(429, "too_many_tests",
+                       f"at most {MAX_TESTS_PER_HOUR} test messages an hour per account; "
+                       f"{recent} went in the last hour", headers={"Retry-After": "600"})
     campaign = get_campaign(ports, account_id, campaign_id)
     problems = {k: v for k, v in launch_problems(campaign).items() if k != "audience"}
     if problems:
@@ -496,6 +510,7 @@ def send_test(ports: Ports, account_id: str, campaign_id: str, emails: list[str]
         ports.producer.publish(topics.SEND_JOBS, event, key=job_id)
         job_ids.append(job_id)
     ports.producer.flush()
+    ports.campaigns.note_tests(account_id, len(job_ids), forget_before=since)
     return job_ids
 
 

@@ -456,3 +456,20 @@ def test_a_pause_and_a_cancel_at_the_same_moment_never_both_win(client, monkeypa
     assert client.get(f"/api/v1/campaigns/{campaign['id']}").get_json()["status"] == "paused"
     cancelled = client.post(f"/api/v1/campaigns/{campaign['id']}/cancel")  # once the pause is done
     assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
+
+
+def test_an_account_makes_at_most_max_tests_per_hour_test_messages(client, broker, monkeypatch):
+    """Five addresses a call, but any number of calls: a key could mail
+    anyone, a contact who had unsubscribed included, as often as its request
+    rate allowed, and nothing counted it."""
+    from services.campaigns import usecases
+    monkeypatch.setattr(usecases, "MAX_TESTS_PER_HOUR", 6)
+    campaign, _ = ready_campaign(client)
+    path = f"/api/v1/campaigns/{campaign['id']}/test"
+    for n in range(3):
+        assert client.post(path, {"emails": [f"qa{n}@example.com", f"qb{n}@example.com"]}
+                           ).status_code == 202
+    refused = client.post(path, {"emails": ["one.more@example.com"]})
+    assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "too_many_tests"
+    assert refused.headers["Retry-After"]
+    assert len(published(broker, topics.SEND_JOBS)) == 6
