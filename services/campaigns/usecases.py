@@ -410,8 +410,13 @@ def change_status(ports: Ports, account_id: str, campaign_id: str, action: str) 
     if campaign["status"] == domain.SCHEDULED:
         moved = _move_unlaunched(ports, campaign, action, extra)
     else:
-        moved = _under_control(ports, campaign, action,
-                               lambda fresh: _announced_move(ports, fresh, action, extra))
+        try:
+            moved = _under_control(ports, campaign,
+                                   lambda fresh: _announced_move(ports, fresh, action, extra))
+        except _Contested:
+            raise ApiError(409, "busy", f"cannot {action}: another change to the campaign is "
+                                        "under way; try again in a moment",
+                           {"status": [campaign["status"]]}) from None
     if moved is None:
         raise _moved_meanwhile(ports, account_id, campaign_id, action)
     return moved
@@ -426,18 +431,21 @@ def _announced_move(ports: Ports, campaign: dict, action: str, extra: dict) -> d
     return _move(ports, campaign, action, event, extra)
 
 
-def _under_control(ports: Ports, campaign: dict, action: str,
+class _Contested(Exception):
+    """Another move of the campaign holds its control lease."""
+
+
+def _under_control(ports: Ports, campaign: dict,
                    move: Callable[[dict], dict | None]) -> dict | None:
     """`move` on the campaign as it is now, under its control lease, which
     pause, resume, cancel, completion and the pause limit each take. A move
     is no compare-and-set on FerretDB (it reads, then writes): a pause and a
     cancel at the same moment both answered 200, the pause wrote over the
     cancel, and the cancelled campaign ended "sent" (a review found it). The
-    loser of the lease gets 409 `busy`."""
+    loser of the lease gets _Contested (an API call answers 409 `busy`)."""
     lease = f"{campaign['_id']}:control"
     if not ports.campaigns.take_lease(lease, LEASE_STALE):
-        raise ApiError(409, "busy", f"cannot {action}: another change to the campaign is under "
-                                    "way; try again in a moment", {"status": [campaign["status"]]})
+        raise _Contested(campaign["_id"])
     try:
         fresh = ports.campaigns.get_any(campaign["_id"])
         return move(fresh) if fresh is not None else None
@@ -646,8 +654,8 @@ def maybe_complete(ports: Ports, campaign: dict, combined: dict | None = None) -
                             {"campaign_id": campaign["_id"], "counts": summary}),
                      {"completed_at": utcnow()})
     try:
-        moved = _under_control(ports, campaign, "complete", complete)
-    except ApiError:  # a pause, resume or cancel under way: the next sweep
+        moved = _under_control(ports, campaign, complete)
+    except _Contested:  # a pause, resume or cancel under way: the next sweep
         return False
     if moved is not None:
         log.info("campaign completed", extra={"campaign_id": campaign["_id"], **summary})
@@ -697,8 +705,8 @@ def expire_pause(ports: Ports, campaign: dict, limit: timedelta, now: datetime) 
                      {"cancelled_at": now,
                       "cancel_reason": f"paused past the {hours:g}-hour limit"})
     try:
-        moved = _under_control(ports, campaign, "expire", expire)
-    except ApiError:  # a resume or cancel under way: looked at again next sweep
+        moved = _under_control(ports, campaign, expire)
+    except _Contested:  # a resume or cancel under way: looked at again next sweep
         return False
     if moved is not None:
         log.info("paused campaign cancelled at the pause limit",
