@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared import templating
 from shared.html_body import insert_before_body_close
+from shared.idn import ascii_domain
 from shared.events.envelope import to_json
 from shared.header_text import HEADER_CONTROLS
 
@@ -264,9 +265,9 @@ _HOST_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 def sending_domain_problem(name: str) -> str | None:
     """Why `name` is no domain a message can be signed for and sent from
     (it goes into headers: Message-ID, List-Id, DKIM's d=)."""
-    try:
-        ascii_name = name.strip().rstrip(".").encode("idna").decode("ascii").lower()
-    except UnicodeError:
+    try:  # as the sender will write it (shared/idn.py): refused here, not at every send
+        ascii_name = ascii_domain(name.strip().rstrip("."))
+    except ValueError:
         return "not a valid domain name"
     labels = ascii_name.split(".")
     if len(ascii_name) > 253 or len(labels) < 2 \
