@@ -7,12 +7,12 @@ one screen:
     account erased?                 -> DROPPED (no record, no event)
     campaign known and not paused?  -> else HOLD (try again shortly)
     a domain slot, where needed?    -> else HOLD (another sender has it; domain_slots.py)
-    a window's worth of it already? -> HOLD until the next second (not claimed)
+    a window's worth of it already? -> PARKED until the next window (not claimed)
     claim (deliveries, _id = job id) -> finished before: re-announce; held by a live sender: HOLD
     contact blocked, view behind?   -> RELEASE + HOLD until it caught up (contact_view.py)
     cancelled / contact blocked      -> SKIPPED
     contact changed since fan-out    -> RELEASE; delivery.held asks contacts for the job again
-    within the campaign's rate       -> else RELEASE + HOLD (or reschedule for the hourly quota)
+    within the campaign's rate       -> else RELEASE + PARKED until the next window or hour
     compose + send (the Messenger)   -> SENT / FAILED (5xx) / DEFERRED -> send.retry / DLQ
     record, publish delivery events  -> the loop flushes, then commits
 
@@ -108,7 +108,10 @@ class EngineSettings:
     retry_max_seconds: float = 3600.0
     default_domain_concurrency: int = 8
     batch_deadline_seconds: float = 20.0  # stop starting new sends after this (lease/2 at most)
-    unpark_every_seconds: float = 2.0
+    # Parked jobs are put back this often: no longer than the shortest rate
+    # window (a second), or a limited campaign would miss windows while its
+    # jobs wait parked (RateLimiter.pace puts back one window's worth).
+    unpark_every_seconds: float = 0.5
     held_recheck_seconds: float = 2.0
     # A campaign's jobs can arrive before its campaign.launched (Kafka keeps
     # no order across topics, and the fan-out starts on the same event), so
@@ -265,10 +268,16 @@ class Engine:
     def _admit(self, sequences, campaigns, erased, result, slots) -> list[Job]:
         """Jobs whose campaign is known and not paused. Unknown: hold (it
         may be on its way). Paused: parked, back on send.jobs at resume.
-        Of an erased account: dropped, with no record and no event (its
-        campaigns and their counts are gone; nothing may bring them back)."""
+        Beyond what the campaign's rate window offers now: parked until the
+        window turns, back on send.jobs at the campaign's pace (held in the
+        partition, it held every other campaign's jobs behind it: one
+        account's campaign limited to 2 a second kept another's twenty
+        messages waiting 57 s). Of an erased account: dropped, with no
+        record and no event (its campaigns and their counts are gone;
+        nothing may bring them back)."""
         now = self.clock()
         ready, paused = [], []
+        due_at: dict[str, datetime] = {}  # parked for the rate: job id -> when
         taken: set[str] = set()  # ids admitted or parked: a second copy shares their fate
         room: dict[str, tuple[int, float] | None] = {}  # campaign -> (jobs left, until)
         for sequence in sequences:
@@ -303,25 +312,30 @@ class Engine:
                     break
                 over = None if job.test else self._over_window(campaign, room)
                 if over is not None:
-                    result[job.job_id] = over
-                    break
+                    paused.append(job)
+                    taken.add(job.job_id)
+                    due_at[job.job_id] = datetime.fromtimestamp(over, timezone.utc)
+                    result[job.job_id] = DONE
+                    continue
                 ready.append(job)
                 taken.add(job.job_id)
         if paused:
             # An erased contact's job parks without its address: the erasure
             # rewrote the parked jobs there were, not the ones parked after it.
             blocked = self.contacts.blocked(paused)
-            self.parked.park(paused, erased={j for j, why in blocked.items() if why == "erased"})
-        metrics.PARKED.inc(len(paused))
+            self.parked.park(paused, erased={j for j, why in blocked.items() if why == "erased"},
+                             due_at=due_at)
+        metrics.PARKED.labels("rate limit").inc(len(due_at))
+        metrics.PARKED.labels("paused").inc(len(paused) - len(due_at))
         return ready
 
     def _over_window(self, campaign: Campaign,
-                     room: dict[str, tuple[int, float] | None]) -> Hold | None:
-        """A hold once this batch has what the campaign's per-second window
-        offers this sender now (throttle.RateLimiter.per_window): claiming
-        more only to give them back is an insert and a delete per job (a
-        read of all claims on FerretDB), 490 of them a batch for a campaign
-        limited to 10 a second."""
+                     room: dict[str, tuple[int, float] | None]) -> float | None:
+        """When to look again, once this batch has what the campaign's
+        per-second window offers this sender now (throttle.RateLimiter.
+        per_window): claiming more only to give them back is an insert and
+        a delete per job (a read of all claims on FerretDB), 490 of them a
+        batch for a campaign limited to 10 a second."""
         if campaign.status == CANCELLED:
             return None  # its jobs are skipped, not sent: no rate to keep
         if campaign.campaign_id not in room:
@@ -332,7 +346,7 @@ class Engine:
             return None
         left, look_again_at = window
         if left <= 0:
-            return Hold(look_again_at, "rate limit")
+            return look_again_at
         room[campaign.campaign_id] = (left - 1, look_again_at)
         return None
 
@@ -476,8 +490,9 @@ class Engine:
 
     def _throttle(self, sendable, campaigns, result, outcomes) -> list[smtp.SendTask]:
         """Tasks within each campaign's rate; the rest gives its claim back
-        and waits for the next second (held) or hour (send.retry)."""
-        tasks = []
+        and is parked until the next window or hour (as in _admit)."""
+        tasks, over = [], []
+        due_at: dict[str, datetime] = {}
         for campaign_id, group in _by_campaign(sendable).items():
             campaign = campaigns[group[0].job_id]
             grant = None if group[0].test else \
@@ -485,13 +500,14 @@ class Engine:
             allowed = group if grant is None else group[:grant.granted]
             for job in group[len(allowed):]:
                 outcomes.append((job.job_id, RELEASED, {"reason": "rate limit"}))
-                if grant.hourly:
-                    self._reschedule(job, grant.retry_at)
-                    result[job.job_id] = DONE
-                else:
-                    result[job.job_id] = Hold(grant.retry_at, "rate limit")
+                over.append(job)
+                due_at[job.job_id] = datetime.fromtimestamp(grant.retry_at, timezone.utc)
+                result[job.job_id] = DONE
+                metrics.PARKED.labels("hourly quota" if grant.hourly else "rate limit").inc()
             limit = self._domain_limit(campaign)
             tasks.extend(self._task(job, campaign, limit) for job in allowed)
+        if over:  # screened just now: none is an erased contact's
+            self.parked.park(over, due_at=due_at)
         return tasks
 
     def _domain_limit(self, campaign: Campaign) -> int:
@@ -567,33 +583,54 @@ class Engine:
 
     def unpark(self, flush: Callable[[], None]) -> int:
         """Put the parked jobs of campaigns no longer paused back on the jobs
-        topic (a resumed one sends them, a cancelled one skips them). Safe to
-        run anywhere, any time: a job put back twice is claimed once."""
+        topic (a resumed one sends them, a cancelled one skips them): a
+        rate-limited campaign's once due, and no more at a time than its
+        window takes (RateLimiter.pace). Safe to run anywhere, any time: a
+        job put back twice is claimed once."""
         moved = 0
         for campaign_id in self.parked.campaigns():
             campaign = self.campaigns.get_many([campaign_id]).get(campaign_id)
             if campaign is None or campaign.status == PAUSED:
                 continue
-            # A job the send.job schema refuses (one parked by an older
-            # version, say) stays parked, logged: raising here stopped every
-            # paused campaign after it from resuming, on every try.
-            refused: list[str] = []
-            while docs := self.parked.take(campaign_id, exclude=refused):
-                out = []
-                for doc in docs:
-                    try:
-                        self.publisher.publish(self.settings.routes.jobs, new_event(
-                            "send.job", source=SOURCE, subject=doc["_id"],
-                            account_id=doc["account_id"], data=doc["data"]), key=doc["_id"])
-                    except InvalidEvent:
-                        log.error("a parked job fails the send.job schema; it stays parked",
-                                  extra={"job_id": doc["_id"], "campaign_id": campaign_id})
-                        refused.append(doc["_id"])
-                        continue
-                    out.append(doc)
-                flush()  # out before they leave the parking
-                self.parked.remove(out)
-                moved += len(out)
+            limits = campaign.limits
+            if campaign.status == CANCELLED:  # all of them, to be skipped
+                moved += self._put_back(campaign_id, flush)
+            elif limits.per_second or limits.per_hour:
+                moved += self._put_back(campaign_id, flush, self.limiter.pace(campaign_id, limits),
+                                        due_by=self._now())
+            else:
+                moved += self._put_back(campaign_id, flush, due_by=self._now())
+        return moved
+
+    def _put_back(self, campaign_id: str, flush: Callable[[], None], most: int | None = None,
+                  due_by: datetime | None = None) -> int:
+        """Up to `most` (None: all) of the campaign's parked jobs due by
+        `due_by` back on send.jobs, out before they leave the parking."""
+        moved = 0
+        # A job the send.job schema refuses (one parked by an older
+        # version, say) stays parked, logged: raising here stopped every
+        # paused campaign after it from resuming, on every try.
+        refused: list[str] = []
+        while most is None or moved < most:
+            page = 1000 if most is None else min(1000, most - moved)
+            docs = self.parked.take(campaign_id, limit=page, exclude=refused, due_by=due_by)
+            if not docs:
+                break
+            out = []
+            for doc in docs:
+                try:
+                    self.publisher.publish(self.settings.routes.jobs, new_event(
+                        "send.job", source=SOURCE, subject=doc["_id"],
+                        account_id=doc["account_id"], data=doc["data"]), key=doc["_id"])
+                except InvalidEvent:
+                    log.error("a parked job fails the send.job schema; it stays parked",
+                              extra={"job_id": doc["_id"], "campaign_id": campaign_id})
+                    refused.append(doc["_id"])
+                    continue
+                out.append(doc)
+            flush()
+            self.parked.remove(out)
+            moved += len(out)
         return moved
 
     # -----------------------------------------------------------------------

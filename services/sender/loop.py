@@ -7,11 +7,12 @@ Promises (the same as the shared loop):
 - offsets are committed only after the batch's records are written and
   its events flushed; a partition never commits past a job not yet done;
 - a message that is not a valid send.job goes to the dead-letter topic;
-- a held job (not_before in the future, campaign paused or not known yet,
-  rate limit, claimed by a live sender) holds its partition: the records
-  from it on wait in memory and the partition is paused until the job is
-  due: no sleep in the poll loop, and a kill -9 loses nothing because
-  nothing past it was committed;
+- a held job (not_before in the future, campaign not known yet, claimed
+  by a live sender) holds its partition: the records from it on wait in
+  memory and the partition is paused until the job is due: no sleep in the
+  poll loop, and a kill -9 loses nothing because nothing past it was
+  committed. A job that would hold its partition for one campaign's sake
+  (paused, beyond its rate limit) is parked in MongoDB instead (engine);
 - SIGTERM: stop taking work, let in-flight sends finish (the rest is
   released), commit, exit (well within 30 s).
 """

@@ -466,20 +466,27 @@ class DeliveryStore:
 
 
 class ParkedJobs:
-    """Jobs of paused campaigns, set aside so that they do not hold their
-    partitions (and every other campaign's jobs behind them). They go back
-    on send.jobs once their campaign is resumed or cancelled. Like the send
-    topics, they carry the recipient's address: they are deleted as they go
-    back, and with the contact on erasure."""
+    """Jobs set aside so that they do not hold their partitions (and every
+    other campaign's jobs behind them): a paused campaign's, until it is
+    resumed or cancelled, and a rate-limited campaign's beyond what its
+    window (or hourly quota) grants, until `due_at`. They go back on
+    send.jobs from here (Engine.unpark), a limited campaign's at its pace.
+    Like the send topics, they carry the recipient's address: they are
+    deleted as they go back, and with the contact on erasure."""
 
     def __init__(self, db: Database):
         self.col = db["parked_jobs"]
 
-    def park(self, jobs: list[Job], erased: set[str] | frozenset[str] = frozenset()) -> None:
+    def park(self, jobs: list[Job], erased: set[str] | frozenset[str] = frozenset(),
+             due_at: dict[str, datetime] | None = None) -> None:
         """`erased`: ids of jobs whose contact was erased, parked without
-        the recipient (skipped when they go back)."""
+        the recipient (skipped when they go back). `due_at`: job id -> the
+        earliest it may go back (a job not in it: as soon as its campaign
+        is not paused)."""
+        due_at = due_at or {}
         docs = [{"_id": j.job_id, "campaign_id": j.campaign_id, "account_id": j.account_id,
                  "contact_id": j.contact_id, "parked_at": utcnow(),
+                 **({"due_at": due_at[j.job_id]} if j.job_id in due_at else {}),
                  "data": {**j.copy_data(), "attempt": j.attempt,
                           **({"recipient": {"email": ERASED_ADDRESS}} if j.job_id in erased
                              else {})}} for j in jobs]
@@ -503,11 +510,15 @@ class ParkedJobs:
         was the job's last."""
         data = doc["data"]
         update: dict[str, Any] = {"$set": {"data.attempt": data["attempt"],
-                                           "parked_at": doc["parked_at"]}}
-        if data.get("not_before"):
-            update["$set"]["data.not_before"] = data["not_before"]
-        else:
-            update["$unset"] = {"data.not_before": ""}
+                                           "parked_at": doc["parked_at"]}, "$unset": {}}
+        for field, value in (("data.not_before", data.get("not_before")),
+                             ("due_at", doc.get("due_at"))):
+            if value:
+                update["$set"][field] = value
+            else:
+                update["$unset"][field] = ""
+        if not update["$unset"]:
+            del update["$unset"]
         for _ in range(3):
             older = {"_id": doc["_id"], "data.attempt": {"$lte": data["attempt"]}}
             if self.col.update_one(older, update).matched_count:
@@ -520,10 +531,15 @@ class ParkedJobs:
     def campaigns(self) -> list[str]:
         return self.col.distinct("campaign_id")
 
-    def take(self, campaign_id: str, limit: int = 1000, exclude: list[str] = ()) -> list[dict]:
+    def take(self, campaign_id: str, limit: int = 1000, exclude: list[str] = (),
+             due_by: datetime | None = None) -> list[dict]:
+        """Up to `limit` of the campaign's parked jobs; with `due_by`, only
+        those due by then (or due whenever the campaign goes on)."""
         query: dict[str, Any] = {"campaign_id": campaign_id}
         if exclude:
             query["_id"] = {"$nin": list(exclude)}
+        if due_by is not None:
+            query["$or"] = [{"due_at": {"$exists": False}}, {"due_at": {"$lte": due_by}}]
         return list(self.col.find(query).limit(limit))
 
     def remove(self, docs: list[dict]) -> None:

@@ -3,9 +3,11 @@
 A limit is a number of messages per fixed window (one second, one hour).
 Senders reserve messages from a window counter in bulk (one MongoDB $inc per
 batch and campaign, through `WindowCounter`), so the limit holds across all
-senders without a coordinator. What a window cannot grant waits: the engine
-holds the partition until `retry_at` (seconds) or, for the hourly quota,
-reschedules the job on send.retry.
+senders without a coordinator. What a window cannot grant waits, parked
+in MongoDB until `retry_at` (the next window, or the next hour for the
+hourly quota), and goes back on send.jobs at the campaign's pace (`pace`):
+held in its partition instead, it held every other campaign's jobs behind
+it.
 
 Senders sharing a campaign split each per-second window: until its middle
 a sender takes no more than its share (the part of send.jobs it reads, so
@@ -23,6 +25,11 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from services.sender.domain import Limits
+
+
+# A campaign limited only by the hour has its parked jobs put back this often,
+# as many as its quota has left (throttle.RateLimiter.pace).
+HOURLY_PACE_SECONDS = 5.0
 
 
 class WindowCounter(Protocol):
@@ -128,6 +135,29 @@ class RateLimiter:
                 # not given back: it only makes the per-second pace slower.
                 granted, retry_at, hourly = taken, start + 3600, True
         return Grant(granted, retry_at, hourly)
+
+
+    def pace(self, campaign_id: str, limits: Limits) -> int:
+        """How many of a limited campaign's parked jobs to put back on
+        send.jobs now (Engine.unpark): a window's worth, or what is left of
+        the hourly quota, once per window across every sender (the first
+        to ask gets it all; the others put none back). Put back faster,
+        what the window cannot take is parked again: each job read, parked
+        and put back once more for nothing."""
+        now = self.clock()
+        if limits.per_second:
+            window, wanted, start = _second_window(limits, now)
+        else:  # the hourly quota alone: what is left of it, every few seconds
+            window, wanted = HOURLY_PACE_SECONDS, 10 ** 9
+            start = math.floor(now / window) * window
+        if limits.per_hour:
+            hour = math.floor(now / 3600) * 3600
+            wanted = min(wanted, self.counter.left(f"{campaign_id}:h:{hour:.0f}",
+                                                   int(limits.per_hour)))
+        if wanted <= 0:
+            return 0
+        return self.counter.reserve(f"{campaign_id}:pace{window:g}:{start:.0f}", wanted, wanted,
+                                    start + window + 60)
 
 
 def _second_key(campaign_id: str, window: float, start: float) -> str:

@@ -79,3 +79,17 @@ def test_a_copy_parked_again_between_the_take_and_the_remove_stays_parked(mongo_
     assert left["data"]["attempt"] == 0
     parked.remove([left])
     assert parked.take("camp") == []
+
+
+def test_jobs_parked_for_the_rate_are_taken_once_due_and_a_paused_campaigns_whenever(mongo_db):
+    from datetime import datetime, timedelta, timezone
+    parked = ParkedJobs(mongo_db)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    parked.park([_job("due"), _job("later"), _job("paused")],
+                due_at={"due": now - timedelta(seconds=1), "later": now + timedelta(hours=1)})
+    assert sorted(d["_id"] for d in parked.take("camp", due_by=now)) == ["due", "paused"]
+    assert sorted(d["_id"] for d in parked.take("camp")) == ["due", "later", "paused"]
+    # parked again for the pause (the job read once more, its campaign paused
+    # meanwhile): it waits for the resume, no longer for its old due time
+    parked.park([_job("later")])
+    assert sorted(d["_id"] for d in parked.take("camp", due_by=now)) == ["due", "later", "paused"]

@@ -131,6 +131,30 @@ def test_pause_parks_the_jobs_resume_sends_them_cancel_skips_them(senders, sink,
     assert set(by_recipient(sink)) == {email for _, email, _ in people[:5]}
 
 
+def test_a_rate_limited_campaign_holds_back_no_other_accounts_campaign(senders, sink, unique):
+    """Jobs beyond a campaign's rate are parked, not held in their
+    partitions: held, one account's campaign limited to 2 a second kept
+    another account's campaign, queued behind it on every partition, until
+    nearly all of its own had gone (a review measured 57 s for 20
+    messages). The limited one still goes out, each recipient once."""
+    slow_account, slow, quick_account, quick = hexid(), hexid(), hexid(), hexid()
+    senders.start()
+    senders.launch(slow_account, slow, limits={"per_second": 2})
+    senders.launch(quick_account, quick)
+    senders.wait(lambda: senders.campaign_status(slow) and senders.campaign_status(quick), 30,
+                 "both campaigns known")
+    slow_people, quick_people = recipients(40, unique + ".slow"), recipients(20, unique + ".quick")
+    senders.jobs(slow_account, slow, slow_people)     # ahead on every partition
+    senders.jobs(quick_account, quick, quick_people)
+    quick_addresses = {email for _, email, _ in quick_people}
+    senders.wait(lambda: quick_addresses <= set(by_recipient(sink)), 60, "the quick campaign")
+    slow_addresses = {email for _, email, _ in slow_people}
+    slow_sent = len(slow_addresses & set(by_recipient(sink)))
+    assert slow_sent < len(slow_people) // 2, slow_sent  # it did not wait for the slow one
+    senders.wait(lambda: slow_addresses <= set(by_recipient(sink)), 120, "the slow campaign")
+    assert all(len(m) == 1 for m in by_recipient(sink).values())
+
+
 def test_unsubscribed_and_suppressed_contacts_are_skipped_at_send_time(senders, sink, unique):
     account, campaign, list_id = hexid(), hexid(), hexid()
     senders.start()

@@ -631,14 +631,14 @@ class Port:
             if state == DEFERRED:
                 sender.unmarked[job_id] = fields["attempt"]
 
-    def park(self, jobs, erased=frozenset()):
-        return self.sender.parked.park(jobs, erased)
+    def park(self, jobs, erased=frozenset(), due_at=None):
+        return self.sender.parked.park(jobs, erased, due_at)
 
     def campaigns(self):
         return self.sender.parked.campaigns()
 
-    def take(self, campaign_id, limit=1000, exclude=()):
-        return self.sender.parked.take(campaign_id, limit, exclude)
+    def take(self, campaign_id, limit=1000, exclude=(), due_by=None):
+        return self.sender.parked.take(campaign_id, limit, exclude, due_by)
 
     def remove(self, docs):
         return self.sender.parked.remove(docs)

@@ -1,6 +1,8 @@
 """The engine's flow with fakes (no Kafka, MongoDB or SMTP)."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from services.sender import smtp
 from services.sender.compose import Outgoing
 from services.sender.domain import Campaign, Job, Limits
@@ -114,9 +116,11 @@ class Fakes:
         else:
             self.held = {**self.held, key: self.held[key][:count]}
 
-    def park(self, jobs, erased=frozenset()):
+    def park(self, jobs, erased=frozenset(), due_at=None):
         self.parked_jobs.extend(jobs)
         self.parked_erased = set(erased)
+        self.parked_due = {**getattr(self, "parked_due", {}),
+                           **{j: at.timestamp() for j, at in (due_at or {}).items()}}
 
     # messenger
     def submit(self, tasks, deadline):
@@ -402,15 +406,17 @@ def test_a_dead_job_found_finished_goes_to_the_dead_letters_again():
     assert letters[0]["reason"] == "2 attempts: 421 try later"
 
 
-def test_rate_limit_sends_what_the_window_allows_and_holds_the_rest_until_the_next():
+def test_rate_limit_sends_what_the_window_allows_and_parks_the_rest_until_the_next():
     counter, limits = MemoryCounter(), Limits(per_second=8)
     other = Fakes([campaign(limits=limits)])
     other.engine(counter).handle([[job(n) for n in range(10, 16)]])  # another sender: 6 of 8
-    fakes = Fakes([campaign(limits=limits)])
-    result = fakes.engine(counter).handle([[job(1), job(2), job(3)]])
-    assert result["j1"] is DONE and result["j2"] is DONE
-    assert result["j3"] == Hold(1001.0, "rate limit")
-    assert fakes.types() == [("delivery.sent", "j1"), ("delivery.sent", "j2")]
+    fakes = Fakes([campaign(limits=limits), campaign("c2")])
+    result = fakes.engine(counter).handle([[job(1), job(2), job(3), job(4, "c2")]])
+    # j3 is settled by parking it: its partition goes on (j4, another campaign's)
+    assert result == {"j1": DONE, "j2": DONE, "j3": DONE, "j4": DONE}
+    assert fakes.types() == [("delivery.sent", "j1"), ("delivery.sent", "j2"),
+                             ("delivery.sent", "j4")]
+    assert [j.job_id for j in fakes.parked_jobs] == ["j3"] and fakes.parked_due == {"j3": 1001.0}
     assert [j for j, state, _ in fakes.records if state == "released"] == ["j3"]
 
 
@@ -421,13 +427,13 @@ def test_two_senders_split_a_campaigns_window_and_the_rest_goes_from_its_middle(
     counter, limits, now = MemoryCounter(), Limits(per_second=8), [1000.1]
     first, second = (Fakes([campaign(limits=limits)]) for _ in range(2))
     engines = [f.engine(counter, clock=lambda: now[0], share=0.5) for f in (first, second)]
-    result = engines[0].handle([[job(n) for n in range(1, 9)]])
-    assert result["j5"] == Hold(1000.5, "rate limit") and "j6" not in result
-    assert engines[0].handle([[job(n) for n in range(5, 9)]])["j5"] == Hold(1000.5, "rate limit")
+    engines[0].handle([[job(n) for n in range(1, 9)]])
+    assert first.parked_due == {f"j{n}": 1000.5 for n in range(5, 9)}
     engines[1].handle([[job(n) for n in range(11, 19)]])
     assert [len(f.types()) for f in (first, second)] == [4, 4]
     now[0] = 1000.6  # from the middle: the rest, but the other took its share
-    assert engines[0].handle([[job(n) for n in range(5, 9)]])["j5"] == Hold(1001.0, "rate limit")
+    engines[0].handle([[job(n) for n in range(5, 9)]])
+    assert first.parked_due["j5"] == 1001.0
     assert sorted(first.claimed) == ["j1", "j2", "j3", "j4"]  # nothing claimed to give back
     now[0] = 1001.1                                           # the next window: the second
     engines[0].handle([[job(n) for n in range(5, 9)]])        # has nothing left to send
@@ -443,12 +449,25 @@ def test_a_batch_claims_no_more_of_a_campaign_than_one_window_grants():
     result = fakes.engine().handle([[job(1), job(2), job(3), job(4, "c2")],
                                     [job(5, "c2"), job(6, "c1")],
                                     [job(7, "c3"), job(8, "c3")]])
-    # j3 and j6 would only be claimed to be given back: held, unclaimed, and
-    # j4 waits behind j3 in its partition; a cancelled campaign is not paced
-    assert sorted(fakes.claimed) == ["j1", "j2", "j5", "j7", "j8"]
-    assert result["j3"] == result["j6"] == Hold(1001.0, "rate limit") and "j4" not in result
+    # j3 and j6 would only be claimed to be given back: parked, unclaimed,
+    # and j4 goes on behind j3; a cancelled campaign is not paced
+    assert sorted(fakes.claimed) == ["j1", "j2", "j4", "j5", "j7", "j8"]
+    assert all(result[f"j{n}"] is DONE for n in range(1, 9))
+    assert fakes.parked_due == {"j3": 1001.0, "j6": 1001.0}
     assert not [r for r in fakes.records if r[1] == "released"]
     assert [d for _, t, d in fakes.published if t == "delivery.skipped"][0]["reason"] == "cancelled"
+
+
+def test_jobs_beyond_the_hourly_quota_are_parked_until_the_next_hour_not_put_on_send_retry():
+    """On send.retry, not due for up to an hour, they held every account's
+    retries behind them until the top of the hour."""
+    fakes = Fakes([campaign(limits=Limits(per_hour=2)), campaign("c2")])
+    result = fakes.engine().handle([[job(1), job(2), job(3)], [job(4, "c2")]])
+    assert all(result[f"j{n}"] is DONE for n in range(1, 5))
+    assert [t.job.job_id for t in fakes.tasks_sent] == ["j1", "j2", "j4"]
+    assert fakes.parked_due == {"j3": 3600.0}  # the clock is at 1000.25
+    assert ("j3", "released", {"reason": "rate limit"}) in fakes.records  # claim given back
+    assert not [d for top, _, d in fakes.published if top == "send.retry"]
 
 
 class _Parking:
@@ -458,9 +477,10 @@ class _Parking:
     def campaigns(self):
         return sorted({d["campaign_id"] for d in self.docs.values()})
 
-    def take(self, campaign_id, limit=1000, exclude=()):
+    def take(self, campaign_id, limit=1000, exclude=(), due_by=None):
         return [d for d in self.docs.values()
-                if d["campaign_id"] == campaign_id and d["_id"] not in exclude][:limit]
+                if d["campaign_id"] == campaign_id and d["_id"] not in exclude
+                and (due_by is None or d.get("due_at", due_by) <= due_by)][:limit]
 
     def remove(self, docs):
         for doc in docs:
@@ -490,6 +510,47 @@ def test_a_parked_job_the_schema_refuses_stays_parked_and_holds_back_no_other_ca
     assert engine.unpark(lambda: None) == 2
     assert [d["job_id"] for _, _, d in fakes.published] == ["j1", "j3"]
     assert list(parking.docs) == ["bad"]
+
+
+def _parked_for(job_id, campaign_id, due_at=None):
+    doc = {"_id": job_id, "campaign_id": campaign_id, "account_id": ACCOUNT,
+           "data": {"job_id": job_id, "recipient": {"email": "r@example.com"}}}
+    if due_at is not None:
+        doc["due_at"] = datetime.fromtimestamp(due_at, timezone.utc)
+    return doc
+
+
+def test_a_limited_campaigns_parked_jobs_go_back_a_window_at_a_time_once_due():
+    """Put back all at once, what the window cannot take is parked again:
+    each job read, parked and put back for nothing, window after window."""
+    now, counter = [1000.25], MemoryCounter()
+    fakes = Fakes([campaign("c1", limits=Limits(per_second=3)), campaign("c2")])
+    parking = _Parking([_parked_for(f"j{n}", "c1", due_at=1000.0) for n in range(1, 6)]
+                       + [_parked_for("later", "c1", due_at=1001.0)]
+                       + [_parked_for(f"u{n}", "c2") for n in range(1, 6)])
+    engine, other = (fakes.engine(counter, clock=lambda: now[0]) for _ in range(2))
+    engine.parked = other.parked = parking
+    assert engine.unpark(lambda: None) == 3 + 5   # a window of c1's; all of unlimited c2's
+    assert other.unpark(lambda: None) == 0        # another sender, the same window
+    now[0] = 1001.0                               # the next window: the rest, due now
+    assert other.unpark(lambda: None) == 3 and engine.unpark(lambda: None) == 0
+    assert sorted(d["job_id"] for _, _, d in fakes.published) == sorted(
+        [f"j{n}" for n in range(1, 6)] + ["later"] + [f"u{n}" for n in range(1, 6)])
+    assert parking.docs == {}
+
+
+def test_parked_jobs_wait_for_the_hourly_quota_and_a_cancelled_campaigns_go_back_at_once():
+    now = [1000.25]
+    fakes = Fakes([campaign("c1", limits=Limits(per_hour=2)),
+                   campaign("c3", status="cancelled", limits=Limits(per_second=1))])
+    parking = _Parking([_parked_for(f"j{n}", "c1", due_at=3600.0) for n in range(1, 4)]
+                       + [_parked_for(f"x{n}", "c3", due_at=3600.0) for n in range(1, 4)])
+    engine = fakes.engine(clock=lambda: now[0])
+    engine.parked = parking
+    assert engine.unpark(lambda: None) == 3       # the cancelled campaign's, to be skipped
+    now[0] = 3600.5
+    assert engine.unpark(lambda: None) == 2       # what the new hour's quota takes
+    assert sorted(parking.docs) == ["j3"]
 
 
 def test_a_job_whose_contact_changed_is_given_back_and_asked_for_again():
@@ -790,5 +851,6 @@ def test_a_second_copy_of_an_admitted_job_is_not_weighed_against_the_rate_again(
     neither a disposition nor a hold ahead of it."""
     fakes = Fakes([campaign(limits=Limits(per_second=1))])
     result = fakes.engine().handle([[job(1), job(1), job(2)]])
-    assert result["j1"] is DONE and result["j2"].reason == "rate limit"
+    assert result["j1"] is DONE and result["j2"] is DONE
     assert [t.job.job_id for t in fakes.tasks_sent] == ["j1"]
+    assert [j.job_id for j in fakes.parked_jobs] == ["j2"]
