@@ -5,7 +5,9 @@ Messenger, a composer factory and a publisher), so the whole flow reads in
 one screen:
 
     account erased?                 -> DROPPED (no record, no event)
-    campaign known and not paused?  -> else HOLD (try again shortly)
+    campaign known?                 -> else HOLD (try again shortly)
+    due (not_before)?               -> else PARKED until due (HOLD if due within a second)
+    campaign not paused?            -> else PARKED until it is resumed or cancelled
     a domain slot, where needed?    -> else HOLD (another sender has it; domain_slots.py)
     a window's worth of it already? -> PARKED until the next window (not claimed)
     claim (deliveries, _id = job id) -> finished before: re-announce; held by a live sender: HOLD
@@ -112,6 +114,10 @@ class EngineSettings:
     # window (a second), or a limited campaign would miss windows while its
     # jobs wait parked (RateLimiter.pace puts back one window's worth).
     unpark_every_seconds: float = 0.5
+    # A job due within this long holds its partition; one due later is
+    # parked (an insert, a delete and a trip through send.jobs) so that the
+    # jobs behind it go on.
+    not_due_hold_seconds: float = 1.0
     held_recheck_seconds: float = 2.0
     # A campaign's jobs can arrive before its campaign.launched (Kafka keeps
     # no order across topics, and the fan-out starts on the same event), so
@@ -268,6 +274,8 @@ class Engine:
     def _admit(self, sequences, campaigns, erased, result, slots) -> list[Job]:
         """Jobs whose campaign is known and not paused. Unknown: hold (it
         may be on its way). Paused: parked, back on send.jobs at resume.
+        Not due (a retry's backoff): parked until due, or held if due
+        within not_due_hold_seconds.
         Beyond what the campaign's rate window offers now: parked until the
         window turns, back on send.jobs at the campaign's pace (held in the
         partition, it held every other campaign's jobs behind it: one
@@ -277,7 +285,8 @@ class Engine:
         nothing may bring them back)."""
         now = self.clock()
         ready, paused = [], []
-        due_at: dict[str, datetime] = {}  # parked for the rate: job id -> when
+        due_at: dict[str, datetime] = {}  # parked until: job id -> when
+        rated: set[str] = set()  # parked for the rate
         taken: set[str] = set()  # ids admitted or parked: a second copy shares their fate
         room: dict[str, tuple[int, float] | None] = {}  # campaign -> (jobs left, until)
         for sequence in sequences:
@@ -300,9 +309,20 @@ class Engine:
                                               "campaign not known yet")
                     break
                 self._unknown_since.pop(job.campaign_id, None)
-                if campaign.status == PAUSED and not job.test:
+                not_before = job.not_before.timestamp() if job.not_before else now
+                if not_before > now and (job.test or not_before - now
+                                         <= self.settings.not_due_hold_seconds):
+                    # Soon due (or a test send, whose draft no unpark knows):
+                    # cheaper held than parked and put back.
+                    result[job.job_id] = Hold(not_before, "not due")
+                    break
+                if not_before > now or (campaign.status == PAUSED and not job.test):
+                    # A retry not due yet, held in its partition, held the
+                    # retries behind it, whose backoff may be shorter.
                     paused.append(job)
                     taken.add(job.job_id)
+                    if not_before > now:
+                        due_at[job.job_id] = job.not_before
                     result[job.job_id] = DONE
                     continue
                 if not job.test and slots.get((campaign.campaign_id, job.recipient_domain)) == 0:
@@ -315,6 +335,7 @@ class Engine:
                     paused.append(job)
                     taken.add(job.job_id)
                     due_at[job.job_id] = datetime.fromtimestamp(over, timezone.utc)
+                    rated.add(job.job_id)
                     result[job.job_id] = DONE
                     continue
                 ready.append(job)
@@ -325,7 +346,8 @@ class Engine:
             blocked = self.contacts.blocked(paused)
             self.parked.park(paused, erased={j for j, why in blocked.items() if why == "erased"},
                              due_at=due_at)
-        metrics.PARKED.labels("rate limit").inc(len(due_at))
+        metrics.PARKED.labels("rate limit").inc(len(rated))
+        metrics.PARKED.labels("not due").inc(len(due_at) - len(rated))
         metrics.PARKED.labels("paused").inc(len(paused) - len(due_at))
         return ready
 

@@ -7,12 +7,13 @@ Promises (the same as the shared loop):
 - offsets are committed only after the batch's records are written and
   its events flushed; a partition never commits past a job not yet done;
 - a message that is not a valid send.job goes to the dead-letter topic;
-- a held job (not_before in the future, campaign not known yet, claimed
-  by a live sender) holds its partition: the records from it on wait in
-  memory and the partition is paused until the job is due: no sleep in the
-  poll loop, and a kill -9 loses nothing because nothing past it was
-  committed. A job that would hold its partition for one campaign's sake
-  (paused, beyond its rate limit) is parked in MongoDB instead (engine);
+- a held job (due within a second, campaign not known yet, claimed by a
+  live sender) holds its partition: the records from it on wait in memory
+  and the partition is paused until the job is due: no sleep in the poll
+  loop, and a kill -9 loses nothing because nothing past it was committed.
+  A job that would hold its partition longer for its own sake (not due for
+  a while, its campaign paused or beyond its rate limit) is parked in
+  MongoDB instead (engine);
 - SIGTERM: stop taking work, let in-flight sends finish (the rest is
   released), commit, exit (well within 30 s).
 """
@@ -110,13 +111,7 @@ class SendLoop:
         holds: dict[TopicPartition, tuple[int, Hold]] = {}
         for record in records:
             tp = (record.topic, record.partition)
-            if tp in holds:
-                continue
-            job = self._decode(record)
-            if job is not None and job.not_before and job.not_before.timestamp() > now:
-                holds[tp] = (record.offset, Hold(job.not_before.timestamp(), "not due"))
-                continue
-            by_partition.setdefault(tp, []).append((record, job))
+            by_partition.setdefault(tp, []).append((record, self._decode(record)))
         sequences = [[job for _, job in entries if job] for entries in by_partition.values()]
         t2 = time.perf_counter()
         dispositions = self.engine.handle(sequences) if any(sequences) else {}
@@ -130,8 +125,6 @@ class SendLoop:
                     commits[tp] = record.offset + 1  # settled by its place (Dispositions)
                     settled += 1
                     continue
-                # Any hold met here is ahead of a not-due one found above,
-                # which only kept the records from its own offset on.
                 if job is not None and job.job_id not in dispositions:
                     # After a held job it waits with it. Ahead of any hold it
                     # would be committed past by the next batch: read again.

@@ -155,6 +155,34 @@ def test_a_rate_limited_campaign_holds_back_no_other_accounts_campaign(senders, 
     assert all(len(m) == 1 for m in by_recipient(sink).values())
 
 
+def test_a_retry_not_due_for_long_holds_back_no_retry_due_sooner(senders, sink, unique):
+    """A late attempt's backoff (up to an hour) held every retry behind it on
+    send.retry, of any account, however short theirs: now it waits parked."""
+    from datetime import datetime, timedelta, timezone
+    account, campaign = hexid(), hexid()
+    senders.start()
+    senders.launch(account, campaign)
+    senders.wait(lambda: senders.campaign_status(campaign), 30, "the campaign known")
+    now = datetime.now(timezone.utc)
+
+    def retries(people, due_in: float, attempt: int) -> None:
+        for contact_id, email, name in people:
+            job_id = hexid()
+            senders.publish(topics.SEND_RETRY, "send.job", account, job_id, {
+                "job_id": job_id, "campaign_id": campaign, "contact_id": contact_id,
+                "attempt": attempt, "not_before": (now + timedelta(seconds=due_in)).isoformat(),
+                "recipient": {"email": email, "name": name, "fields": {}}}, flush=False)
+        senders.producer.flush()
+
+    late, soon = recipients(30, unique + ".late"), recipients(12, unique + ".soon")
+    retries(late, 600, attempt=4)  # ahead on every partition of send.retry
+    retries(soon, 3, attempt=1)
+    soon_addresses = {email for _, email, _ in soon}
+    senders.wait(lambda: soon_addresses <= set(by_recipient(sink)), 60, "the retries due soon")
+    assert set(by_recipient(sink)) == soon_addresses  # the late ones wait their turn
+    assert all(len(m) == 1 for m in by_recipient(sink).values())
+
+
 def test_unsubscribed_and_suppressed_contacts_are_skipped_at_send_time(senders, sink, unique):
     account, campaign, list_id = hexid(), hexid(), hexid()
     senders.start()

@@ -1,6 +1,7 @@
 """The engine's flow with fakes (no Kafka, MongoDB or SMTP)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from services.sender import smtp
@@ -551,6 +552,34 @@ def test_parked_jobs_wait_for_the_hourly_quota_and_a_cancelled_campaigns_go_back
     now[0] = 3600.5
     assert engine.unpark(lambda: None) == 2       # what the new hour's quota takes
     assert sorted(parking.docs) == ["j3"]
+
+
+def _not_before(n: int, due_at: float, cid="c1", attempt=1, **changes) -> Job:
+    return replace(job(n, cid, attempt), not_before=datetime.fromtimestamp(due_at, timezone.utc),
+                   **changes)
+
+
+def test_a_retry_not_due_for_a_while_is_parked_and_the_retries_behind_it_go_on():
+    """Held in its partition, a late attempt's long backoff held every
+    retry behind it, of any account, until it was due."""
+    fakes = Fakes([campaign(), campaign("c2")])
+    result = fakes.engine().handle([[_not_before(1, 1240.0), job(2, "c2", attempt=1)]])
+    assert result == {"j1": DONE, "j2": DONE}
+    assert [j.job_id for j in fakes.parked_jobs] == ["j1"] and fakes.parked_due == {"j1": 1240.0}
+    assert [t.job.job_id for t in fakes.tasks_sent] == ["j2"] and "j1" not in fakes.claimed
+
+
+def test_a_job_due_within_the_second_or_a_test_send_not_due_holds_its_partition():
+    """Parking costs an insert, a delete and a trip through send.jobs: not
+    worth it for a job due in a moment. A test send's draft is known to no
+    unpark: never parked."""
+    fakes = Fakes([campaign()])
+    test_send = _not_before(3, 1240.0, test=True, inline_campaign={
+        "campaign_id": "draft", "template": {}, "sender": {}})
+    result = fakes.engine().handle([[_not_before(1, 1001.0), job(2)], [test_send]])
+    assert result["j1"] == Hold(1001.0, "not due") and "j2" not in result
+    assert result["j3"] == Hold(1240.0, "not due")
+    assert fakes.parked_jobs == [] and fakes.tasks_sent == []
 
 
 def test_a_job_whose_contact_changed_is_given_back_and_asked_for_again():

@@ -1,9 +1,8 @@
 """The send loop over the in-memory broker: commit after the work, dead
-letters, not-due jobs hold their partition, a failing batch is retried, a
-hold does not outlive a rebalance."""
+letters, a held job holds its partition, a failing batch is retried, a
+hold does not outlive a rebalance. (Whether a job not due yet is held or
+parked is the engine's call: test_engine.py.)"""
 from __future__ import annotations
-
-from datetime import datetime, timedelta, timezone
 
 from services.sender.engine import DONE, Dispositions, Hold
 from services.sender.loop import SendLoop
@@ -34,11 +33,9 @@ class FakeEngine:
         return 0
 
 
-def job_event(n, not_before=None):
+def job_event(n):
     data = {"job_id": f"j{n}", "campaign_id": "c", "contact_id": f"p{n}", "attempt": 0,
             "recipient": {"email": f"r{n}@example.com"}}
-    if not_before:
-        data["not_before"] = not_before.isoformat()
     return encode(new_event("send.job", source="t", subject=f"j{n}", account_id="a", data=data))
 
 
@@ -61,47 +58,6 @@ def test_commits_after_the_work_and_dead_letters_what_is_not_a_job():
     assert engine.seen == ["j1", "j2"]
     assert broker.committed["g"][("send.jobs", 0)] == 3
     assert len(broker.messages("dead.letters")) == 1
-
-
-def test_a_job_not_due_holds_its_partition_until_due():
-    now = datetime.now(timezone.utc)
-    clock = [now.timestamp()]
-    engine = FakeEngine()
-    broker, loop = make(engine, lambda: clock[0])
-    broker.append("send.jobs", b"j1", job_event(1))
-    broker.append("send.jobs", b"j2", job_event(2, not_before=now + timedelta(seconds=30)))
-    broker.append("send.jobs", b"j3", job_event(3))
-    loop.run_once()
-    assert engine.seen == ["j1"] and broker.committed["g"][("send.jobs", 0)] == 1
-    loop.run_once()
-    assert engine.seen == ["j1"]  # paused, not slept on
-    clock[0] += 31
-    loop.run_once()
-    assert engine.seen == ["j1", "j2", "j3"] and broker.committed["g"][("send.jobs", 0)] == 3
-
-
-def test_a_job_held_ahead_of_one_not_due_is_held_from_its_own_offset():
-    """[j1 held 0.5 s, j2 due in 60 s]: the not-due hold, found first, kept
-    only j2 on; j1 was dropped from memory and committed past, never sent."""
-    now = datetime.now(timezone.utc)
-    clock = [now.timestamp()]
-
-    class HoldingOnce(FakeEngine):
-        def handle(self, sequences):
-            jobs = [j for seq in sequences for j in seq]
-            self.seen.extend(j.job_id for j in jobs)
-            if len(self.seen) == 1:
-                return {"j1": Hold(clock[0] + 0.5, "rate limit")}
-            return {j.job_id: DONE for j in jobs}
-
-    engine = HoldingOnce()
-    broker, loop = make(engine, lambda: clock[0])
-    broker.append("send.jobs", b"j1", job_event(1))
-    broker.append("send.jobs", b"j2", job_event(2, not_before=now + timedelta(seconds=60)))
-    loop.run_once()
-    clock[0] += 1
-    loop.run_once()
-    assert engine.seen == ["j1", "j1"] and broker.committed["g"][("send.jobs", 0)] == 1
 
 
 def test_a_failing_batch_is_not_committed_and_comes_again():
