@@ -651,11 +651,15 @@ class MongoWindowCounter:
         self._left: dict[str, tuple[int, float]] = {}  # window -> (unused, expires_at)
         self._last_sweep = 0.0
 
-    def _block_size(self, limit: int) -> int:
-        return -(-limit // self.BLOCKS)  # ceil: blocks of this size cover the limit
+    def _block_size(self, limit: int, scale: int | None = None) -> int:
+        """Blocks cut so that BLOCKS of them cover `scale` (the limit by
+        default): a minute of a rolling hour is cut as a 60th of the hour,
+        whatever is left of the hour in it."""
+        return -(-(scale or limit) // self.BLOCKS)  # ceil
 
-    def reserve(self, key: str, wanted: int, limit: int, expires_at: float) -> int:
-        size = self._block_size(limit)
+    def reserve(self, key: str, wanted: int, limit: int, expires_at: float,
+                scale: int | None = None) -> int:
+        size = self._block_size(limit, scale)
         left = self._left.get(key, (0, expires_at))[0]
         granted = min(wanted, left)
         left -= granted
@@ -676,11 +680,19 @@ class MongoWindowCounter:
         self._sweep()
         return granted
 
-    def left(self, key: str, limit: int) -> int:
-        size = self._block_size(limit)
+    def left(self, key: str, limit: int, scale: int | None = None) -> int:
+        size = self._block_size(limit, scale)
         unused = self._left.get(key, (0, 0.0))[0]
         # blocks are taken lowest number first, and only the last is short
         return unused + max(0, limit - self.col.count_documents({"window": key}) * size)
+
+    def taken(self, keys: list[str], scale: int) -> int:
+        """What was taken of these windows, blocks cut for `scale`: whole
+        blocks, though a sender may have used only part of its last one of
+        each (it errs on the slow side, by a block a window and sender)."""
+        if not keys:
+            return 0
+        return self.col.count_documents({"window": {"$in": keys}}) * self._block_size(0, scale)
 
     def _take(self, key: str, numbers: range, expires_at: float) -> list[int]:
         """The block numbers this sender got (others may hold some already)."""

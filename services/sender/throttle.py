@@ -1,13 +1,14 @@
 """Per-campaign rate limits shared by every sender process.
 
-A limit is a number of messages per fixed window (one second, one hour).
+A limit is a number of messages per fixed window (one second), or per
+rolling hour counted in minutes (the hourly quota).
 Senders reserve messages from a window counter in bulk (one MongoDB $inc per
 batch and campaign, through `WindowCounter`), so the limit holds across all
 senders without a coordinator. What a window cannot grant waits, parked
-in MongoDB until `retry_at` (the next window, or the next hour for the
-hourly quota), and goes back on send.jobs at the campaign's pace (`pace`):
-held in its partition instead, it held every other campaign's jobs behind
-it.
+in MongoDB until `retry_at` (the next window, or the next minute for the
+hourly quota, when the rolling hour may have room again), and goes back
+on send.jobs at the campaign's pace (`pace`): held in its partition
+instead, it held every other campaign's jobs behind it.
 
 Senders sharing a campaign split each per-second window: until its middle
 a sender takes no more than its share (the part of send.jobs it reads, so
@@ -28,16 +29,22 @@ from services.sender.domain import Limits
 
 
 # A campaign limited only by the hour has its parked jobs put back this often,
-# as many as its quota has left (throttle.RateLimiter.pace).
+# as many as its rolling hour has left (throttle.RateLimiter.pace).
 HOURLY_PACE_SECONDS = 5.0
 
 
 class WindowCounter(Protocol):
-    def reserve(self, key: str, wanted: int, limit: int, expires_at: float) -> int:
-        """Take up to `wanted` of the `limit` in window `key`; how many were taken."""
+    def reserve(self, key: str, wanted: int, limit: int, expires_at: float,
+                scale: int | None = None) -> int:
+        """Take up to `wanted` of the `limit` in window `key`; how many were
+        taken. `scale`: the limit the window's share is cut from, where it
+        is a part of a longer one (a minute of a rolling hour)."""
 
-    def left(self, key: str, limit: int) -> int:
+    def left(self, key: str, limit: int, scale: int | None = None) -> int:
         """The most a reserve in window `key` could still get now."""
+
+    def taken(self, keys: list[str], scale: int) -> int:
+        """What was taken of these windows, at most."""
 
 
 class MemoryCounter:
@@ -46,13 +53,16 @@ class MemoryCounter:
     def __init__(self):
         self.used: dict[str, int] = {}
 
-    def reserve(self, key, wanted, limit, expires_at):
+    def reserve(self, key, wanted, limit, expires_at, scale=None):
         granted = max(0, min(wanted, limit - self.used.get(key, 0)))
         self.used[key] = self.used.get(key, 0) + granted
         return granted
 
-    def left(self, key, limit):
+    def left(self, key, limit, scale=None):
         return max(0, limit - self.used.get(key, 0))
+
+    def taken(self, keys, scale):
+        return sum(self.used.get(key, 0) for key in keys)
 
 
 @dataclass
@@ -77,6 +87,8 @@ class RateLimiter:
         self._windows: dict[str, _WindowUse] = {}  # campaign id -> its current window
         self.share = 1.0  # the part of send.jobs this sender reads (set by the send loop)
         self.partitions = 1  # send.jobs' partitions (set by the send loop)
+        # campaign id -> (a minute's start, what the 60 minutes before it took)
+        self._hours: dict[str, tuple[float, int]] = {}
 
     def per_window(self, campaign_id: str, limits: Limits) -> tuple[int, float] | None:
         """Without a per-second limit None; else the most of the campaign's
@@ -127,14 +139,32 @@ class RateLimiter:
             if granted < wanted:
                 retry_at = use.full_until = start + window
         if limits.per_hour and granted:
-            start = math.floor(now / 3600) * 3600
-            taken = self.counter.reserve(f"{campaign_id}:h:{start:.0f}", granted,
-                                         int(limits.per_hour), start + 3600 + 60)
+            minute, quota, scale = self._hour(campaign_id, limits, now)
+            taken = self.counter.reserve(_minute_key(campaign_id, minute), granted, quota,
+                                         minute + 3600 + 60, scale)
             if taken < granted:
                 # What the second window granted beyond the hourly quota is
                 # not given back: it only makes the per-second pace slower.
-                granted, retry_at, hourly = taken, start + 3600, True
+                granted, retry_at, hourly = taken, minute + 60, True
         return Grant(granted, retry_at, hourly)
+
+    def _hour(self, campaign_id: str, limits: Limits, now: float) -> tuple[float, int, int]:
+        """The hourly quota is a rolling hour, counted in minutes: (this
+        minute's start, what the hour leaves for it, the scale its blocks
+        are cut from). A clock hour let twice the quota out around the top
+        of the hour (40 messages in 32 s under per_hour: 20). The 60 minutes
+        before this one count, so a message is counted for an hour at least
+        (at most a minute more). What they took is read once a minute: they
+        are over."""
+        minute = math.floor(now / 60) * 60
+        per_hour = int(limits.per_hour)
+        cached = self._hours.get(campaign_id)
+        if cached is None or cached[0] != minute:
+            if len(self._hours) > 1000:
+                self._hours.clear()
+            before = [_minute_key(campaign_id, minute - 60 * n) for n in range(1, 61)]
+            cached = self._hours[campaign_id] = (minute, self.counter.taken(before, _scale(per_hour)))
+        return minute, max(0, per_hour - cached[1]), _scale(per_hour)
 
 
     def pace(self, campaign_id: str, limits: Limits) -> int:
@@ -151,13 +181,24 @@ class RateLimiter:
             window, wanted = HOURLY_PACE_SECONDS, 10 ** 9
             start = math.floor(now / window) * window
         if limits.per_hour:
-            hour = math.floor(now / 3600) * 3600
-            wanted = min(wanted, self.counter.left(f"{campaign_id}:h:{hour:.0f}",
-                                                   int(limits.per_hour)))
+            minute, quota, scale = self._hour(campaign_id, limits, now)
+            wanted = min(wanted, self.counter.left(_minute_key(campaign_id, minute), quota, scale))
         if wanted <= 0:
             return 0
         return self.counter.reserve(f"{campaign_id}:pace{window:g}:{start:.0f}", wanted, wanted,
                                     start + window + 60)
+
+
+def _minute_key(campaign_id: str, minute: float) -> str:
+    return f"{campaign_id}:m:{minute:.0f}"
+
+
+def _scale(per_hour: int) -> int:
+    """A minute's blocks are cut as if its limit were a 60th of the hour's:
+    cut from the whole hour, one block a minute used in part would count
+    as a 64th of the hour each, and a slow campaign's hour fill up with
+    blocks it barely used."""
+    return -(-per_hour // 60)
 
 
 def _second_key(campaign_id: str, window: float, start: float) -> str:

@@ -61,7 +61,34 @@ def test_two_limiters_share_the_hourly_quota(mongo_db):
     assert first.grant("c1", 3, limits).granted == 3
     rest = second.grant("c1", 3, limits)
     assert rest.granted == 2 and rest.hourly
-    assert rest.retry_at == (NOW // 3600 + 1) * 3600
+    assert rest.retry_at == (NOW // 60 + 1) * 60  # the next minute may have room
+
+
+def test_the_hourly_quota_rolls_across_the_top_of_the_hour_for_every_sender(mongo_db):
+    """Counted by clock hour, a campaign sent its quota just before the hour
+    and again just after it."""
+    top = (NOW // 3600 + 1) * 3600
+    limits = Limits(per_hour=6400)  # a minute's blocks: a 60th of the hour, cut in 64
+    before = limiters(mongo_db, top - 90)
+    assert before[0].grant("c1", 4000, limits).granted == 4000
+    assert before[1].grant("c1", 4000, limits).granted == 2400
+    after = limiters(mongo_db, top + 30)   # other senders, the next hour
+    assert after[0].grant("c1", 100, limits).granted == 0
+    assert after[1].pace("c1", limits) == 0
+    much_later = limiters(mongo_db, top - 90 + 3660)
+    assert much_later[0].grant("c1", 6400, limits).granted == 6400
+
+
+def test_a_slow_campaigns_blocks_barely_used_do_not_fill_its_hour(mongo_db):
+    """Blocks cut from the whole hour (a 64th of it each), one a minute
+    used for a single message filled the hour in 64 minutes of it."""
+    limits = Limits(per_hour=6400)
+    start = (NOW // 3600 + 2) * 3600
+    for minute in range(30):
+        [limiter, _] = limiters(mongo_db, start + 60 * minute)
+        assert limiter.grant("c2", 1, limits).granted == 1
+    [limiter, _] = limiters(mongo_db, start + 60 * 30)
+    assert limiter.grant("c2", 6000, limits).granted >= 6000
 
 
 def test_what_is_left_of_a_window_is_what_a_reserve_could_still_get(mongo_db):

@@ -459,14 +459,15 @@ def test_a_batch_claims_no_more_of_a_campaign_than_one_window_grants():
     assert [d for _, t, d in fakes.published if t == "delivery.skipped"][0]["reason"] == "cancelled"
 
 
-def test_jobs_beyond_the_hourly_quota_are_parked_until_the_next_hour_not_put_on_send_retry():
+def test_jobs_beyond_the_hourly_quota_are_parked_a_minute_at_a_time_not_put_on_send_retry():
     """On send.retry, not due for up to an hour, they held every account's
-    retries behind them until the top of the hour."""
+    retries behind them until the top of the hour. Parked until the next
+    minute, they go back as the rolling hour has room (RateLimiter.pace)."""
     fakes = Fakes([campaign(limits=Limits(per_hour=2)), campaign("c2")])
     result = fakes.engine().handle([[job(1), job(2), job(3)], [job(4, "c2")]])
     assert all(result[f"j{n}"] is DONE for n in range(1, 5))
     assert [t.job.job_id for t in fakes.tasks_sent] == ["j1", "j2", "j4"]
-    assert fakes.parked_due == {"j3": 3600.0}  # the clock is at 1000.25
+    assert fakes.parked_due == {"j3": 1020.0}  # the clock is at 1000.25
     assert ("j3", "released", {"reason": "rate limit"}) in fakes.records  # claim given back
     assert not [d for top, _, d in fakes.published if top == "send.retry"]
 
@@ -550,7 +551,7 @@ def test_parked_jobs_wait_for_the_hourly_quota_and_a_cancelled_campaigns_go_back
     engine.parked = parking
     assert engine.unpark(lambda: None) == 3       # the cancelled campaign's, to be skipped
     now[0] = 3600.5
-    assert engine.unpark(lambda: None) == 2       # what the new hour's quota takes
+    assert engine.unpark(lambda: None) == 2       # what the rolling hour takes
     assert sorted(parking.docs) == ["j3"]
 
 

@@ -107,15 +107,39 @@ def test_fractional_rate_uses_a_longer_window():
     assert limiter.grant("c", 5, limits).granted == 1
 
 
-def test_hourly_quota_reschedules_the_rest_for_the_next_hour():
-    clock = FakeClock(3600 * 500 + 10)
+def test_the_hourly_quota_is_a_rolling_hour_and_the_rest_waits_a_minute_at_a_time():
+    """Counted by clock hour, 20 just before the top of the hour and 20 just
+    after went out within a minute under per_hour: 20."""
+    clock = FakeClock(3600 * 500 - 30)                 # half a minute before the hour
     limiter = RateLimiter(MemoryCounter(), clock)
     limits = Limits(per_hour=100)
     assert limiter.grant("c", 60, limits).granted == 60
     grant = limiter.grant("c", 60, limits)
-    assert grant.granted == 40 and grant.hourly and grant.retry_at == 3600 * 501
-    clock.now = 3600 * 501
+    assert grant.granted == 40 and grant.hourly
+    assert grant.retry_at == 3600 * 500                # the next minute: it may have room
+    clock.now = 3600 * 500 + 10                        # past the top of the hour: still none
+    assert limiter.grant("c", 60, limits).granted == 0
+    clock.now = 3600 * 501 - 1                         # 3,571 s on: all of it still within
+    assert limiter.grant("c", 60, limits).granted == 0
+    clock.now = 3600 * 501                             # an hour after, and a minute at most
     assert limiter.grant("c", 60, limits).granted == 60
+
+
+def test_the_rolling_hour_frees_what_each_minute_took_as_that_minute_leaves_it():
+    clock = FakeClock(3600 * 500)
+    limiter = RateLimiter(MemoryCounter(), clock)
+    limits = Limits(per_hour=30)
+    for minute in range(3):                            # 10 a minute for three minutes
+        clock.now = 3600 * 500 + 60 * minute
+        assert limiter.grant("c", 10, limits).granted == 10
+    clock.now = 3600 * 501 - 1                         # the hour is full
+    assert limiter.grant("c", 1, limits).granted == 0
+    assert limiter.pace("c", limits) == 0              # and nothing parked goes back
+    clock.now = 3600 * 501 + 1                         # 3,601 s after a minute's start:
+    assert limiter.pace("c", limits) == 0              # it may have sent 3,541 s ago
+    clock.now = 3600 * 501 + 60                        # the first minute left the hour
+    assert limiter.pace("c", limits) == 10
+    assert limiter.grant("c", 15, limits).granted == 10
 
 
 def test_no_limits_grant_everything():
