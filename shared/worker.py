@@ -15,13 +15,13 @@ log = logging.getLogger(__name__)
 
 
 def serve_health(service: str, config: Config, readiness: dict,
-                 port_env: str = "SANDESH_HEALTH_PORT") -> None:
+                 port_env: str = "SANDESH_HEALTH_PORT", liveness: dict | None = None) -> None:
     """/healthz, /readyz and /metrics on the port `port_env` names, if it is
     set (the sender has its own variable: several per host locally)."""
     port = int(os.environ.get(port_env, "0") or 0)
     if port:
         worker_http.serve(os.environ.get("SANDESH_BIND_HOST", "127.0.0.1"), port, service,
-                          config.stack_id, readiness)
+                          config.stack_id, readiness, liveness)
 
 
 def run_worker(service: str, config: Config, build_loop: Callable[[], ConsumerLoop],

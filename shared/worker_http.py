@@ -21,7 +21,12 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 def serve(host: str, port: int, service: str, stack_id: str,
-          readiness: Mapping[str, Callable[[], None]]) -> WSGIServer:
+          readiness: Mapping[str, Callable[[], None]],
+          liveness: Mapping[str, Callable[[], None]] | None = None) -> WSGIServer:
+    """/healthz fails (503) when a `liveness` check raises (a stuck main
+    loop: shared/heartbeat.py), /readyz when a `readiness` one does."""
+    liveness = liveness or {}
+
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
@@ -29,14 +34,14 @@ def serve(host: str, port: int, service: str, stack_id: str,
             start_response("200 OK", [("Content-Type", content_type)])
             return [payload]
         if path == "/healthz":
-            body, status = {"status": "ok", "service": service, "stack_id": stack_id}, "200 OK"
+            failures = _failures(liveness)
+            body = {"status": "stalled" if failures else "ok", "service": service,
+                    "stack_id": stack_id,
+                    **({"checks": {n: failures.get(n, "ok") for n in liveness}} if liveness
+                       else {})}
+            status = "503 Service Unavailable" if failures else "200 OK"
         elif path == "/readyz":
-            failures = {}
-            for name, check in readiness.items():
-                try:
-                    check()
-                except Exception as exc:
-                    failures[name] = f"{type(exc).__name__}: {exc}"[:300]
+            failures = _failures(readiness)
             body = {"status": "not_ready" if failures else "ready", "service": service,
                     "stack_id": stack_id,
                     "checks": {n: failures.get(n, "ok") for n in readiness}}
@@ -51,3 +56,13 @@ def serve(host: str, port: int, service: str, stack_id: str,
                          handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
     return server
+
+
+def _failures(checks: Mapping[str, Callable[[], None]]) -> dict[str, str]:
+    failures = {}
+    for name, check in checks.items():
+        try:
+            check()
+        except Exception as exc:
+            failures[name] = f"{type(exc).__name__}: {exc}"[:300]
+    return failures

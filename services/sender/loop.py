@@ -29,6 +29,7 @@ from services.sender.domain import Job
 from services.sender.engine import Dispositions, Engine, Hold
 from shared import metrics
 from shared.events import InvalidEvent, decode
+from shared.heartbeat import Heartbeat
 from shared.kafka.interface import MessageSink, MessageSource, Record, TopicPartition
 from shared.topics import DEAD_LETTERS
 
@@ -39,8 +40,10 @@ class SendLoop:
     def __init__(self, source: MessageSource, engine: Engine, producer, *, service: str,
                  group: str, dead_letters: MessageSink, max_records: int = 500,
                  poll_timeout_ms: int = 200, clock: Callable[[], float] = time.time,
-                 on_stop: Callable[[], None] | None = None, jobs_topic: str | None = None):
+                 on_stop: Callable[[], None] | None = None, jobs_topic: str | None = None,
+                 heartbeat: Heartbeat | None = None):
         self.source = source
+        self.heartbeat = heartbeat  # beats once a turn (/healthz)
         self.engine = engine
         self.producer = producer
         self.service = service
@@ -73,6 +76,8 @@ class SendLoop:
 
     def run_once(self) -> int:
         """Poll once and settle what came; returns how many records were settled."""
+        if self.heartbeat:
+            self.heartbeat.beat()
         self._resume_due()
         self._unpark_when_due()
         t0 = time.perf_counter()

@@ -45,6 +45,10 @@ SETTINGS = [
     # How long a job blocked by a contact state waits for the contact-state
     # loop to catch up before it is skipped on the state there is (contact_view.py).
     Setting("SANDESH_SENDER_CONTACT_VIEW_PATIENCE_SECONDS", POSITIVE_FLOAT, default=30.0),
+    # /healthz fails once the send loop has not turned for this long
+    # (shared/heartbeat.py): longer than any batch may take, its flush
+    # waiting out Kafka's two-minute message timeout included.
+    Setting("SANDESH_SENDER_STALL_SECONDS", POSITIVE_FLOAT, default=300.0),
 ]
 
 

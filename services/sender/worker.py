@@ -28,6 +28,7 @@ from services.sender.store import (CampaignStore, ContactStateStore, DeliverySto
 from services.sender.throttle import RateLimiter
 from shared import mongo, topics
 from shared.config import Config, load_common
+from shared.heartbeat import Heartbeat
 from shared.ids import worker_owner
 from shared.kafka.factory import client_id, consumer_loop, event_producer, hot_event_producer
 from shared.kafka.rdkafka_impl import DeliveryFailed, RdKafkaSource
@@ -91,7 +92,7 @@ class ComposerCache:
             return composer
 
 
-def build(config: Config):
+def build(config: Config, heartbeat: Heartbeat | None = None):
     """Everything the send loop needs, wired from configuration."""
     db = mongo.database(config.mongo_uri, config.sender_db or config.mongo_db_prefix + SERVICE)
     ensure_indexes(db)
@@ -132,7 +133,7 @@ def build(config: Config):
                            **{"max.partition.fetch.bytes": 4 * 1024 * 1024})
     loop = SendLoop(source, engine, producer, service=SERVICE, group=config.sender_group,
                     dead_letters=producer.sink, max_records=config.send_batch,
-                    on_stop=messenger.release, jobs_topic=routes.jobs)
+                    on_stop=messenger.release, jobs_topic=routes.jobs, heartbeat=heartbeat)
     loops = state_loops(config, db) if config.sender_state_consumers else []
     return loop, loops, producer, messenger
 
@@ -179,11 +180,12 @@ def main() -> None:
     sys.setswitchinterval(float(os.environ.get("SANDESH_SENDER_SWITCH_INTERVAL", "0.001")))
     configure_logging(SERVICE, config.log_level)
     helpers = HelperLoops()
+    heartbeat = Heartbeat("the send loop", config.sender_stall_seconds)
     serve_health(SERVICE, config, {"mongodb": lambda: mongo.ping(config.mongo_uri),
                                    "kafka": lambda: check_broker(config.kafka_bootstrap),
                                    "helper_loops": helpers.check},
-                 port_env="SANDESH_SENDER_PORT")
-    loop, loops, producer, messenger = build(config)
+                 port_env="SANDESH_SENDER_PORT", liveness={"send_loop": heartbeat.check})
+    loop, loops, producer, messenger = build(config, heartbeat)
     retention.start_in_background(config)
 
     # A SIGTERM lets the transactions in flight finish, but a relay slow to

@@ -229,3 +229,52 @@ def test_a_sigterm_while_kafka_takes_no_delivery_events_exits_in_time_and_they_a
     finally:
         senders.dispose()
         relay.stop()
+
+
+def test_a_send_loop_stuck_on_kafka_fails_its_liveness_check_and_passes_once_it_goes_on(
+        stack_env, tmp_path, sink, unique):
+    """The liveness probe is what restarts a stuck sender (a sender once
+    stopped after a Kafka disruption, logging nothing): while its batch's
+    flush waits on a frozen Kafka, /healthz says so, naming the send loop;
+    once Kafka answers, the loop turns again and /healthz passes."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from tests.integration.sender.harness import free_port
+
+    port = free_port()
+
+    def healthz() -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+        except OSError:
+            return 0, {}
+
+    relay = DomainRelay(slow_seconds=1.0)
+    senders = Senders(stack_env, tmp_path, sink, unique, SANDESH_SMTP_PORT=relay.port,
+                      SANDESH_SENDER_PORT=port, SANDESH_SENDER_STALL_SECONDS=3)
+    try:
+        senders.start()
+        account, campaign = hexid(), hexid()
+        senders.launch(account, campaign)
+        senders.wait(lambda: healthz()[0] == 200, 60, "a live sender")
+        people = [(hexid(), f"p{n}-{unique}@slow.test", "N") for n in range(4)]
+        with kafka_frozen_on_demand() as freeze:
+            job_ids = senders.jobs(account, campaign, people)
+            senders.wait(lambda: relay.in_data["slow.test"] > 0, 90, "the batch on the wire")
+            freeze()
+            status, body = senders.wait(lambda: (lambda got: got if got[0] == 503 else None)(
+                healthz()), 60, "the liveness check to fail")
+            assert body["status"] == "stalled" and "send loop" in body["checks"]["send_loop"]
+        senders.wait(lambda: healthz()[0] == 200, 150, "the loop turning again")
+        senders.wait(lambda: {e.data["job_id"] for e in senders.events(idle=0.5)
+                              if e.type == "delivery.sent"} == set(job_ids),
+                     90, "every job announced")
+        assert sorted(relay.accepted.values()) == [1] * len(people)
+    finally:
+        senders.dispose()
+        relay.stop()
