@@ -310,6 +310,8 @@ class Engine:
                     break
                 self._unknown_since.pop(job.campaign_id, None)
                 not_before = job.not_before.timestamp() if job.not_before else now
+                if campaign.status == CANCELLED and not job.test:
+                    not_before = now  # skipped now: parked, it went back at once, for ever
                 if not_before > now and (job.test or not_before - now
                                          <= self.settings.not_due_hold_seconds):
                     # Soon due (or a test send, whose draft no unpark knows):

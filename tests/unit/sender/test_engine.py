@@ -570,6 +570,16 @@ def test_a_retry_not_due_for_a_while_is_parked_and_the_retries_behind_it_go_on()
     assert [t.job.job_id for t in fakes.tasks_sent] == ["j2"] and "j1" not in fakes.claimed
 
 
+def test_a_cancelled_campaigns_retry_not_due_is_skipped_now_not_parked():
+    """A cancelled campaign's parked jobs all go back at once (to be
+    skipped): parked for its due time, a retry went back and was parked
+    again every half second until then."""
+    fakes = Fakes([campaign(status="cancelled")])
+    result = fakes.engine().handle([[_not_before(1, 1240.0)]])
+    assert result == {"j1": DONE} and fakes.parked_jobs == []
+    assert [(t, d["reason"]) for _, t, d in fakes.published] == [("delivery.skipped", "cancelled")]
+
+
 def test_a_job_due_within_the_second_or_a_test_send_not_due_holds_its_partition():
     """Parking costs an insert, a delete and a trip through send.jobs: not
     worth it for a job due in a moment. A test send's draft is known to no
