@@ -514,14 +514,19 @@ class Engine:
 
     def _throttle(self, sendable, campaigns, result, outcomes) -> list[smtp.SendTask]:
         """Tasks within each campaign's rate; the rest gives its claim back
-        and is parked until the next window or hour (as in _admit)."""
-        tasks, over = [], []
+        and is parked until the next window or minute (as in _admit). A
+        test send counts nowhere and carries its own campaign: grouped
+        with its campaign's jobs, the group's first job decided for all,
+        and a test send ahead of them let them past the hourly quota."""
+        tasks = [self._task(job, campaigns[job.job_id],
+                            self._domain_limit(campaigns[job.job_id]))
+                 for job in sendable if job.test]
+        over: list[Job] = []
         due_at: dict[str, datetime] = {}
-        for campaign_id, group in _by_campaign(sendable).items():
+        for campaign_id, group in _by_campaign([j for j in sendable if not j.test]).items():
             campaign = campaigns[group[0].job_id]
-            grant = None if group[0].test else \
-                self.limiter.grant(campaign_id, len(group), campaign.limits)
-            allowed = group if grant is None else group[:grant.granted]
+            grant = self.limiter.grant(campaign_id, len(group), campaign.limits)
+            allowed = group[:grant.granted]
             for job in group[len(allowed):]:
                 outcomes.append((job.job_id, RELEASED, {"reason": "rate limit"}))
                 over.append(job)
@@ -530,8 +535,13 @@ class Engine:
                 metrics.PARKED.labels("hourly quota" if grant.hourly else "rate limit").inc()
             limit = self._domain_limit(campaign)
             tasks.extend(self._task(job, campaign, limit) for job in allowed)
-        if over:  # screened just now: none is an erased contact's
-            self.parked.park(over, due_at=due_at)
+        if over:
+            # Screened before the claim: a contact erased since then parks
+            # without its address, as in _admit (the erasure's scrub of the
+            # parked jobs has run already).
+            blocked = self.contacts.blocked(over)
+            self.parked.park(over, erased={j for j, why in blocked.items() if why == "erased"},
+                             due_at=due_at)
         return tasks
 
     def _domain_limit(self, campaign: Campaign) -> int:

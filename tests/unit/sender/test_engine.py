@@ -472,6 +472,28 @@ def test_jobs_beyond_the_hourly_quota_are_parked_a_minute_at_a_time_not_put_on_s
     assert not [d for top, _, d in fakes.published if top == "send.retry"]
 
 
+def test_a_contact_erased_after_its_screening_is_parked_over_the_quota_without_its_address():
+    """The erasure scrubbed the parked jobs there were: one parked after it
+    with its address kept it until it went back, up to an hour later."""
+    fakes = Fakes([campaign(limits=Limits(per_hour=2))])
+    answers = iter([{}, {"j3": "erased"}])  # screened, then erased meanwhile
+    fakes.blocked = lambda jobs: next(answers)
+    fakes.engine().handle([[job(1), job(2), job(3)]])
+    assert [j.job_id for j in fakes.parked_jobs] == ["j3"] and fakes.parked_erased == {"j3"}
+
+
+def test_a_test_send_ahead_of_its_campaigns_jobs_lets_none_of_them_past_the_quota():
+    """The group's first job decided for all: a test send (never limited)
+    ahead of its launched campaign's jobs let them all past its quota, and
+    composed them with the test's own copy of the campaign."""
+    fakes = Fakes([campaign(limits=Limits(per_hour=1))])
+    test_send = replace(job(0), test=True, inline_campaign={
+        "campaign_id": "c1", "template": {"subject": "draft"}, "sender": {}})
+    fakes.engine().handle([[test_send, job(1), job(2), job(3)]])
+    assert sorted(t.job.job_id for t in fakes.tasks_sent) == ["j0", "j1"]
+    assert sorted(j.job_id for j in fakes.parked_jobs) == ["j2", "j3"]
+
+
 class _Parking:
     def __init__(self, docs):
         self.docs = {d["_id"]: d for d in docs}
