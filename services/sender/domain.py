@@ -22,6 +22,10 @@ FINAL = (SENT, FAILED, SKIPPED)
 # Why a claimed job is given back unsent: its contact's address, name or
 # fields changed after the fan-out read them, and contacts sends it again.
 CONTACT_CHANGED = "contact_changed"
+# Where parked test sends are kept (in place of a campaign id): each carries
+# its own draft campaign, which no sender may know, so they go back when
+# due, whatever that campaign's state.
+TEST_SENDS = "test-sends"
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 

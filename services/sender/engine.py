@@ -35,8 +35,8 @@ from services.sender import metrics, smtp
 from services.sender.compose import Composer
 from services.sender.contact_view import ContactView
 from services.sender.domain import (ACCEPTED, CANCELLED, CONTACT_CHANGED, DEFERRED, FAILED, PAUSED,
-                                    PERMANENT, RELEASED, SENT, SKIPPED, Campaign, Job, RetryPolicy,
-                                    enhanced_status)
+                                    PERMANENT, RELEASED, SENT, SKIPPED, TEST_SENDS, Campaign, Job,
+                                    RetryPolicy, enhanced_status)
 from services.sender.throttle import RateLimiter
 from shared import topics
 from shared.events import InvalidEvent, new_event
@@ -312,10 +312,8 @@ class Engine:
                 not_before = job.not_before.timestamp() if job.not_before else now
                 if campaign.status == CANCELLED and not job.test:
                     not_before = now  # skipped now: parked, it went back at once, for ever
-                if not_before > now and (job.test or not_before - now
-                                         <= self.settings.not_due_hold_seconds):
-                    # Soon due (or a test send, whose draft no unpark knows):
-                    # cheaper held than parked and put back.
+                if not_before > now and not_before - now <= self.settings.not_due_hold_seconds:
+                    # Soon due: cheaper held than parked and put back.
                     result[job.job_id] = Hold(not_before, "not due")
                     break
                 if not_before > now or (campaign.status == PAUSED and not job.test):
@@ -623,8 +621,14 @@ class Engine:
         job put back twice is claimed once."""
         moved = 0
         for campaign_id in self.parked.campaigns():
+            if campaign_id == TEST_SENDS:  # each carries its own campaign
+                moved += self._put_back(campaign_id, flush, due_by=self._now())
+                continue
             campaign = self.campaigns.get_many([campaign_id]).get(campaign_id)
-            if campaign is None or campaign.status == PAUSED:
+            if campaign is None:
+                self._drop_if_erased(campaign_id)
+                continue
+            if campaign.status == PAUSED:
                 continue
             limits = campaign.limits
             if campaign.status == CANCELLED:  # all of them, to be skipped
@@ -635,6 +639,15 @@ class Engine:
             else:
                 moved += self._put_back(campaign_id, flush, due_by=self._now())
         return moved
+
+    def _drop_if_erased(self, campaign_id: str) -> None:
+        """A campaign unknown here whose account was erased: its jobs parked
+        after the erasure deleted the account's parked jobs (this sender's
+        view of erased accounts is up to a second old) would otherwise stay
+        parked for ever, addresses and all."""
+        docs = self.parked.take(campaign_id, limit=1)
+        if docs and self.campaigns.erased_accounts({docs[0]["account_id"]}):
+            self.parked.forget_account(docs[0]["account_id"])
 
     def _put_back(self, campaign_id: str, flush: Callable[[], None], most: int | None = None,
                   due_by: datetime | None = None) -> int:

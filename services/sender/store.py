@@ -28,7 +28,7 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.operations import IndexModel, ReplaceOne
 
 from services.sender.domain import (CANCELLED, CONTACT_CHANGED, DEFERRED, FINAL, RELEASED, SENDING,
-                                    Campaign, Job)
+                                    TEST_SENDS, Campaign, Job)
 from shared.erased_accounts import ErasedAccounts
 from shared.ids import unique_hex
 from shared.mongo import as_utc, delete_all, find_by_ids, insert_new, retry_unreachable
@@ -468,8 +468,9 @@ class DeliveryStore:
 class ParkedJobs:
     """Jobs set aside so that they do not hold their partitions (and every
     other campaign's jobs behind them): a paused campaign's, until it is
-    resumed or cancelled, and a rate-limited campaign's beyond what its
-    window (or hourly quota) grants, until `due_at`. They go back on
+    resumed or cancelled, a rate-limited campaign's beyond what its
+    window (or hourly quota) grants, and retries not due yet (test sends'
+    among them, under TEST_SENDS), until `due_at`. They go back on
     send.jobs from here (Engine.unpark), a limited campaign's at its pace.
     Like the send topics, they carry the recipient's address: they are
     deleted as they go back, and with the contact on erasure."""
@@ -484,7 +485,8 @@ class ParkedJobs:
         earliest it may go back (a job not in it: as soon as its campaign
         is not paused)."""
         due_at = due_at or {}
-        docs = [{"_id": j.job_id, "campaign_id": j.campaign_id, "account_id": j.account_id,
+        docs = [{"_id": j.job_id, "campaign_id": TEST_SENDS if j.test else j.campaign_id,
+                 "account_id": j.account_id,
                  "contact_id": j.contact_id, "parked_at": utcnow(),
                  **({"due_at": due_at[j.job_id]} if j.job_id in due_at else {}),
                  "data": {**j.copy_data(), "attempt": j.attempt,
@@ -551,7 +553,8 @@ class ParkedJobs:
     def held_for(self, account_id: str, contact_id: str) -> list[dict]:
         """An access export: the contact's parked jobs, with the recipient
         as the fan-out gave it (address, name, merge fields)."""
-        return [{"job_id": job["_id"], "campaign_id": job.get("campaign_id"),
+        return [{"job_id": job["_id"],
+                 "campaign_id": (job.get("data") or {}).get("campaign_id", job.get("campaign_id")),
                  "parked_at": job["parked_at"].isoformat() if job.get("parked_at") else None,
                  "recipient": (job.get("data") or {}).get("recipient")}
                 for job in self.col.find({"account_id": account_id, "contact_id": contact_id})]

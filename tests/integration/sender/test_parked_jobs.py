@@ -93,3 +93,13 @@ def test_jobs_parked_for_the_rate_are_taken_once_due_and_a_paused_campaigns_when
     # meanwhile): it waits for the resume, no longer for its old due time
     parked.park([_job("later")])
     assert sorted(d["_id"] for d in parked.take("camp", due_by=now)) == ["due", "later", "paused"]
+
+
+def test_a_test_send_parks_under_the_test_sends_and_its_export_names_its_campaign(mongo_db):
+    from dataclasses import replace
+    parked = ParkedJobs(mongo_db)
+    parked.park([replace(_job("t1", "draft-campaign"), test=True)])
+    assert parked.campaigns() == ["test-sends"]  # put back whatever its draft's state
+    assert [d["_id"] for d in parked.take("test-sends")] == ["t1"]
+    [exported] = parked.held_for(ACCOUNT, "c-t1")
+    assert exported["campaign_id"] == "draft-campaign"

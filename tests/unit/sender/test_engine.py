@@ -510,6 +510,9 @@ class _Parking:
         for doc in docs:
             del self.docs[doc["_id"]]
 
+    def forget_account(self, account_id):
+        self.docs = {k: d for k, d in self.docs.items() if d["account_id"] != account_id}
+
 
 def test_a_parked_job_the_schema_refuses_stays_parked_and_holds_back_no_other_campaign():
     """Raising out of the loop stopped every paused campaign after it from
@@ -602,17 +605,45 @@ def test_a_cancelled_campaigns_retry_not_due_is_skipped_now_not_parked():
     assert [(t, d["reason"]) for _, t, d in fakes.published] == [("delivery.skipped", "cancelled")]
 
 
-def test_a_job_due_within_the_second_or_a_test_send_not_due_holds_its_partition():
+def test_a_job_due_within_the_second_holds_its_partition():
     """Parking costs an insert, a delete and a trip through send.jobs: not
-    worth it for a job due in a moment. A test send's draft is known to no
-    unpark: never parked."""
+    worth it for a job due in a moment."""
+    fakes = Fakes([campaign()])
+    result = fakes.engine().handle([[_not_before(1, 1001.0), job(2)]])
+    assert result["j1"] == Hold(1001.0, "not due") and "j2" not in result
+    assert fakes.parked_jobs == [] and fakes.tasks_sent == []
+
+
+def test_a_test_sends_retry_is_parked_and_goes_back_when_due_though_no_sender_knows_its_draft():
+    """Held, a test send to a greylisting inbox held every account's
+    retries behind it for its whole backoff."""
+    now = [1000.25]
     fakes = Fakes([campaign()])
     test_send = _not_before(3, 1240.0, test=True, inline_campaign={
         "campaign_id": "draft", "template": {}, "sender": {}})
-    result = fakes.engine().handle([[_not_before(1, 1001.0), job(2)], [test_send]])
-    assert result["j1"] == Hold(1001.0, "not due") and "j2" not in result
-    assert result["j3"] == Hold(1240.0, "not due")
-    assert fakes.parked_jobs == [] and fakes.tasks_sent == []
+    engine = fakes.engine(clock=lambda: now[0])
+    assert engine.handle([[test_send, job(4)]]) == {"j3": DONE, "j4": DONE}
+    assert [j.job_id for j in fakes.parked_jobs] == ["j3"] and fakes.parked_due == {"j3": 1240.0}
+    parking = _Parking([_parked_for("j3", "test-sends", due_at=1240.0)])
+    engine.parked = parking
+    assert engine.unpark(lambda: None) == 0
+    now[0] = 1240.0
+    assert engine.unpark(lambda: None) == 1 and parking.docs == {}
+
+
+def test_jobs_parked_for_a_campaign_of_an_erased_account_are_deleted_not_kept_for_ever():
+    """Parked after the erasure deleted the account's parked jobs (a
+    sender's view of erased accounts is up to a second old), they waited
+    for a campaign that no longer exists, addresses and all."""
+    fakes = Fakes([campaign("c1")], erased={ACCOUNT})
+    parking = _Parking([_parked_for("j1", "gone"), _parked_for("j2", "gone", due_at=1000.0)])
+    engine = fakes.engine()
+    engine.parked = parking
+    assert engine.unpark(lambda: None) == 0 and parking.docs == {}
+    fakes.erased = set()                      # an unknown campaign of a live account: kept
+    parking.docs = {"j5": _parked_for("j5", "not-yet-known")}
+    engine.unpark(lambda: None)
+    assert list(parking.docs) == ["j5"]
 
 
 def test_a_job_whose_contact_changed_is_given_back_and_asked_for_again():
