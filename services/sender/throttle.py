@@ -169,24 +169,33 @@ class RateLimiter:
 
     def pace(self, campaign_id: str, limits: Limits) -> int:
         """How many of a limited campaign's parked jobs to put back on
-        send.jobs now (Engine.unpark): a window's worth, or what is left of
-        the hourly quota, once per window across every sender (the first
-        to ask gets it all; the others put none back). Put back faster,
-        what the window cannot take is parked again: each job read, parked
-        and put back once more for nothing."""
+        send.jobs now (Engine.unpark), once per half window across every
+        sender (the first to ask gets it all; the others put none back):
+        in a window's first half its worth, in its second what it still has
+        room for; or what is left of the hourly quota, every few seconds.
+        Put back faster, what the window cannot take is parked again: each
+        job read, parked and put back once more for nothing. Put back only
+        at a window's start, the jobs beyond a sender's share of it (until
+        its middle: per_window) were parked again and waited a whole
+        window: four senders sent a campaign limited to 10 a second at 4."""
         now = self.clock()
         if limits.per_second:
             window, wanted, start = _second_window(limits, now)
+            slot, slot_end = start, start + window / 2
+            if now >= slot_end:
+                slot, slot_end = slot_end, start + window
+                wanted = self.counter.left(_second_key(campaign_id, window, start), wanted)
         else:  # the hourly quota alone: what is left of it, every few seconds
-            window, wanted = HOURLY_PACE_SECONDS, 10 ** 9
-            start = math.floor(now / window) * window
+            wanted = 10 ** 9
+            slot = math.floor(now / HOURLY_PACE_SECONDS) * HOURLY_PACE_SECONDS
+            slot_end = slot + HOURLY_PACE_SECONDS
         if limits.per_hour:
             minute, quota, scale = self._hour(campaign_id, limits, now)
             wanted = min(wanted, self.counter.left(_minute_key(campaign_id, minute), quota, scale))
         if wanted <= 0:
             return 0
-        return self.counter.reserve(f"{campaign_id}:pace{window:g}:{start:.0f}", wanted, wanted,
-                                    start + window + 60)
+        return self.counter.reserve(f"{campaign_id}:pace:{slot:.3f}", wanted, wanted,
+                                    slot_end + 60)
 
 
 def _minute_key(campaign_id: str, minute: float) -> str:

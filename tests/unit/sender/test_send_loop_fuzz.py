@@ -303,3 +303,38 @@ def test_a_job_parked_again_while_another_sender_puts_it_back_stays_parked():
         world.step(0.25)
     assert world.sends == [("j1", 0)] and world.deliveries["j1"]["state"] == "sent"
     assert world.done() and world.violations == []
+
+
+@pytest.mark.parametrize("senders,partitions,seed", [(1, 12, 1), (2, 4, 2), (4, 12, 2)])
+def test_a_limited_campaigns_parked_jobs_go_out_at_its_limit_with_several_senders(
+        senders, partitions, seed):
+    """600 jobs of a campaign limited to 10 a second, nearly all parked by
+    the first batches, then put back by the pacer (on the world's clock).
+    Put back once per window, the jobs beyond a sender's share of it were
+    parked again until the next: four senders sent it at 4 a second."""
+    from collections import Counter
+
+    from services.sender.throttle import MemoryCounter
+    from shared.events import encode, new_event
+    from tests.unit.sender.send_world import START
+
+    world = World(partitions=partitions, seed=seed)
+    world.campaign("c1", per_second=10)
+    for n in range(600):
+        world.contact(f"p{n}")
+        world.broker.append(JOBS, f"j{n}".encode(), encode(new_event(
+            "send.job", source="t", subject=f"j{n}", account_id=ACCOUNT, data=job_data(n))))
+    world.build(senders=senders)
+    counter = MemoryCounter()  # one rate_windows for all the senders
+    for sender in world.senders:
+        sender.engine.limiter.counter = counter
+        sender.loop.jobs_topic = JOBS  # each sender's share of every window, as in production
+    sent_at: list[int] = []  # the second of each send
+    while world.now - START < 40:
+        world.step(0.05)
+        sent_at += [int(world.now - START)] * (len(world.sends) - len(sent_at))
+    per_second = Counter(sent_at)
+    steady = [per_second.get(second, 0) for second in range(3, 39)]
+    assert max(steady) <= 10                   # the limit holds
+    assert sum(steady) / len(steady) >= 9, steady
+    assert not world.sent_twice()
