@@ -87,7 +87,7 @@ class RateLimiter:
         self._windows: dict[str, _WindowUse] = {}  # campaign id -> its current window
         self.share = 1.0  # the part of send.jobs this sender reads (set by the send loop)
         self.partitions = 1  # send.jobs' partitions (set by the send loop)
-        # campaign id -> (a minute's start, what the 60 minutes before it took)
+        # campaign id -> (a minute's start, what the 59 minutes before the last took)
         self._hours: dict[str, tuple[float, int]] = {}
 
     def per_window(self, campaign_id: str, limits: Limits) -> tuple[int, float] | None:
@@ -154,17 +154,21 @@ class RateLimiter:
         are cut from). A clock hour let twice the quota out around the top
         of the hour (40 messages in 32 s under per_hour: 20). The 60 minutes
         before this one count, so a message is counted for an hour at least
-        (at most a minute more). What they took is read once a minute: they
-        are over."""
+        (at most a minute more). What the 59 before the last took is read
+        once a minute: they are over. The last is read every time: another
+        sender (its clock a little behind, or its reservation on the wire)
+        may still be taking from it, and read once, what it took there was
+        missed and the quota granted twice."""
         minute = math.floor(now / 60) * 60
-        per_hour = int(limits.per_hour)
+        per_hour, scale = int(limits.per_hour), _scale(int(limits.per_hour))
         cached = self._hours.get(campaign_id)
         if cached is None or cached[0] != minute:
             if len(self._hours) > 1000:
                 self._hours.clear()
-            before = [_minute_key(campaign_id, minute - 60 * n) for n in range(1, 61)]
-            cached = self._hours[campaign_id] = (minute, self.counter.taken(before, _scale(per_hour)))
-        return minute, max(0, per_hour - cached[1]), _scale(per_hour)
+            older = [_minute_key(campaign_id, minute - 60 * n) for n in range(2, 61)]
+            cached = self._hours[campaign_id] = (minute, self.counter.taken(older, scale))
+        last = self.counter.taken([_minute_key(campaign_id, minute - 60)], scale)
+        return minute, max(0, per_hour - cached[1] - last), scale
 
 
     def pace(self, campaign_id: str, limits: Limits) -> int:
