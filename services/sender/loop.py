@@ -76,8 +76,7 @@ class SendLoop:
 
     def run_once(self) -> int:
         """Poll once and settle what came; returns how many records were settled."""
-        if self.heartbeat:
-            self.heartbeat.beat()
+        self._beat()
         self._resume_due()
         self._unpark_when_due()
         t0 = time.perf_counter()
@@ -120,6 +119,7 @@ class SendLoop:
         sequences = [[job for _, job in entries if job] for entries in by_partition.values()]
         t2 = time.perf_counter()
         dispositions = self.engine.handle(sequences) if any(sequences) else {}
+        self._beat()  # the flush below may wait out Kafka's message timeout too
         set_aside = dispositions.set_aside if isinstance(dispositions, Dispositions) else set()
         t3 = time.perf_counter()
         commits: dict[TopicPartition, int] = {}
@@ -165,12 +165,22 @@ class SendLoop:
                 log.info("parked jobs put back", extra={"jobs": moved})
         except Exception:  # an outage: the jobs stay parked until next time
             log.warning("putting parked jobs back failed; will retry", exc_info=True)
+        self._beat()  # each of these may wait out Kafka's message timeout
         try:
             asked = self.engine.ask_contacts_again(self.producer.flush)
             if asked:
                 log.info("held jobs asked of contacts again", extra={"jobs": asked})
         except Exception:  # an outage: asked next time
             log.warning("asking contacts again for held jobs failed; will retry", exc_info=True)
+        self._beat()
+
+    def _beat(self) -> None:
+        """Tell the liveness check the loop goes on (shared/heartbeat.py):
+        once a turn, and between the parts of one that may each wait out
+        Kafka's two-minute message timeout, so that a turn slowed by an
+        outage is not taken for a stuck loop."""
+        if self.heartbeat:
+            self.heartbeat.beat()
 
     def _decode(self, record: Record) -> Job | None:
         try:

@@ -70,3 +70,49 @@ def test_healthz_answers_503_naming_the_stalled_loop_and_200_once_it_turns_again
         assert _get(port, "/healthz")[0] == 200
     finally:
         server.shutdown()
+
+
+def test_a_turn_slowed_by_several_flushes_is_not_taken_for_a_stuck_loop():
+    """Kafka away, one turn may wait out the two-minute message timeout in
+    putting parked jobs back, in asking contacts again, and in the batch's
+    flush: 360 s in all, past the 300 s allowed, though every part ends."""
+    from services.sender.engine import DONE
+    from services.sender.loop import SendLoop
+    from tests.unit.sender.test_loop import FakeEngine, job_event
+
+    now = [100.0]
+    heartbeat = Heartbeat("the send loop", 300, clock=lambda: now[0])
+    checked = []
+
+    def slow_flush():  # each flush waits out the message timeout, then the loop is looked at
+        now[0] += 120
+        try:
+            heartbeat.check()
+            checked.append("ok")
+        except Stalled:
+            checked.append("stalled")
+
+    class SlowEngine(FakeEngine):
+        class settings:
+            unpark_every_seconds = 0.5
+
+        def unpark(self, flush):
+            flush()
+            return 0
+
+        def ask_contacts_again(self, flush):
+            flush()
+            return 0
+
+        def handle(self, sequences):
+            return {j.job_id: DONE for seq in sequences for j in seq}
+
+    broker = InMemoryBroker(partitions=1)
+    producer = EventProducer(broker.sink())
+    producer.flush = slow_flush
+    loop = SendLoop(broker.source(["send.jobs"], "g"), SlowEngine(), producer, service="sender",
+                    group="g", dead_letters=broker.sink(), heartbeat=heartbeat,
+                    clock=lambda: now[0])
+    broker.append("send.jobs", b"j1", job_event(1))
+    loop.run_once()
+    assert checked == ["ok", "ok", "ok"]
