@@ -43,9 +43,9 @@ def _merge_into(merged: dict, doc: dict, service: str) -> None:
 
 def merged(app: Flask) -> dict:
     cache = app.extensions.setdefault("openapi_cache", {"at": 0.0, "doc": None,
-                                                        "for": CACHE_SECONDS, "last_good": {}})
+                                                        "ttl": CACHE_SECONDS, "last_good": {}})
     last_good = cache["last_good"]
-    if cache["doc"] is not None and time.monotonic() - cache["at"] < cache["for"]:
+    if cache["doc"] is not None and time.monotonic() - cache["at"] < cache["ttl"]:
         return cache["doc"]
     own = app.extensions["flask-smorest"]["apis"][""]["ext_obj"].spec.to_dict()
     doc = {"openapi": own.get("openapi", "3.0.3"),
@@ -71,5 +71,5 @@ def merged(app: Flask) -> dict:
     if missing:
         doc["info"]["x-missing-services"] = missing
     cache.update(at=time.monotonic(), doc=doc,
-                  **{"for": INCOMPLETE_CACHE_SECONDS if missing else CACHE_SECONDS})
+                 ttl=INCOMPLETE_CACHE_SECONDS if missing else CACHE_SECONDS)
     return doc
