@@ -155,10 +155,11 @@ class RateLimiter:
         of the hour (40 messages in 32 s under per_hour: 20). The 60 minutes
         before this one count, so a message is counted for an hour at least
         (at most a minute more). What the 59 before the last took is read
-        once a minute: they are over. The last is read every time: another
-        sender (its clock a little behind, or its reservation on the wire)
-        may still be taking from it, and read once, what it took there was
-        missed and the quota granted twice."""
+        once a minute: they are over. The last, and the next, are read
+        every time: another sender whose clock is a little behind (or whose
+        reservation is on the wire) may still be taking from the last, and
+        one whose clock is a little ahead from the next; unread, what they
+        took there was missed and the quota granted up to twice."""
         minute = math.floor(now / 60) * 60
         per_hour, scale = int(limits.per_hour), _scale(int(limits.per_hour))
         cached = self._hours.get(campaign_id)
@@ -167,8 +168,9 @@ class RateLimiter:
                 self._hours.clear()
             older = [_minute_key(campaign_id, minute - 60 * n) for n in range(2, 61)]
             cached = self._hours[campaign_id] = (minute, self.counter.taken(older, scale))
-        last = self.counter.taken([_minute_key(campaign_id, minute - 60)], scale)
-        return minute, max(0, per_hour - cached[1] - last), scale
+        skewed = self.counter.taken([_minute_key(campaign_id, minute - 60),
+                                     _minute_key(campaign_id, minute + 60)], scale)
+        return minute, max(0, per_hour - cached[1] - skewed), scale
 
 
     def pace(self, campaign_id: str, limits: Limits) -> int:

@@ -643,6 +643,9 @@ class Port:
     def remove(self, docs):
         return self.sender.parked.remove(docs)
 
+    def forget_account(self, account_id):
+        return self.sender.parked.forget_account(account_id)
+
     def hold(self, jobs, ask_again_at):
         return self.sender.held.hold(jobs, ask_again_at)
 

@@ -145,18 +145,27 @@ def test_the_rolling_hour_frees_what_each_minute_took_as_that_minute_leaves_it()
 def test_the_rolling_hour_sees_what_another_sender_takes_late_in_the_last_minute():
     """Read once a minute, what another sender (its clock a little behind,
     or its reservation on the wire) took in the last minute after that
-    read was missed: 200 granted within 0.15 s under per_hour: 100. (The
-    one the ahead sender took first, in a minute the other's clock has not
-    reached, is the skew's own cost.)"""
+    read was missed: 200 granted within 0.15 s under per_hour: 100."""
     minute, now = 3600 * 500, [3600 * 500 + 0.05]
     counter, limits = MemoryCounter(), Limits(per_hour=100)
     ahead = RateLimiter(counter, clock=lambda: now[0])
     behind = RateLimiter(counter, clock=lambda: now[0] - 0.3)  # still in the last minute
     assert ahead.grant("c", 1, limits).granted == 1     # reads the hour before: empty
     now[0] = minute + 0.10
-    assert behind.grant("c", 100, limits).granted == 100  # its minute is the last one
+    assert behind.grant("c", 100, limits).granted == 99   # its minute is the last one
     now[0] = minute + 0.20
     assert ahead.grant("c", 100, limits).granted == 0   # 99 more when the last went unread
+
+
+def test_the_rolling_hour_sees_what_a_sender_ahead_took_in_a_minute_not_begun_here():
+    """The other way round: a sender whose clock is behind read only up to
+    its own minute, and granted again what one ahead had taken in the next."""
+    now = [3600 * 500 + 0.05]
+    counter, limits = MemoryCounter(), Limits(per_hour=100)
+    ahead = RateLimiter(counter, clock=lambda: now[0])
+    behind = RateLimiter(counter, clock=lambda: now[0] - 0.3)  # still in the last minute
+    assert ahead.grant("c", 100, limits).granted == 100
+    assert behind.grant("c", 50, limits).granted == 0   # 50 more when the next went unread
 
 
 def test_no_limits_grant_everything():

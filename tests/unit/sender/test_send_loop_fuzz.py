@@ -338,3 +338,33 @@ def test_a_limited_campaigns_parked_jobs_go_out_at_its_limit_with_several_sender
     assert max(steady) <= 10                   # the limit holds
     assert sum(steady) / len(steady) >= 9, steady
     assert not world.sent_twice()
+
+
+def test_jobs_parked_just_after_their_accounts_erasure_do_not_stay_parked():
+    """The account is erased while its rate-limited campaign sends, just
+    after a batch read the erased accounts (a sender's view is up to a
+    second old): that batch parks jobs over the window after the erasure
+    deleted the account's parked jobs and its campaigns. Unknown campaign,
+    they stayed parked for good, addresses and all."""
+    world = World(partitions=1)
+    world.campaign("c1", per_second=2)
+    for n in range(20):
+        world.contact(f"p{n}")
+        world.put(JOBS, 0, job_data(n))
+    world.build()
+    sender = world.senders[0]
+    per_window = sender.engine.limiter.per_window
+
+    def erased_meanwhile(campaign_id, limits):  # services/sender/privacy.erase_account, now
+        world.erased.add(ACCOUNT)
+        sender.parked.forget_account(ACCOUNT)
+        campaign, _, changes = world.campaign_plans["c1"]
+        world.campaign_plans["c1"] = (campaign, float("inf"), changes)  # gone
+        sender.engine.limiter.per_window = per_window
+        return per_window(campaign_id, limits)
+
+    sender.engine.limiter.per_window = erased_meanwhile
+    start = world.now
+    while world.now - start < 30:
+        world.step(0.5)
+    assert world.parked == {} and not world.stuck()
