@@ -284,7 +284,7 @@ class Engine:
         record and no event (its campaigns and their counts are gone;
         nothing may bring them back)."""
         now = self.clock()
-        ready, paused = [], []
+        ready, parking = [], []
         due_at: dict[str, datetime] = {}  # parked until: job id -> when
         rated: set[str] = set()  # parked for the rate
         taken: set[str] = set()  # ids admitted or parked: a second copy shares their fate
@@ -319,7 +319,7 @@ class Engine:
                 if not_before > now or (campaign.status == PAUSED and not job.test):
                     # A retry not due yet, held in its partition, held the
                     # retries behind it, whose backoff may be shorter.
-                    paused.append(job)
+                    parking.append(job)
                     taken.add(job.job_id)
                     if not_before > now:
                         due_at[job.job_id] = job.not_before
@@ -332,7 +332,7 @@ class Engine:
                     break
                 over = None if job.test else self._over_window(campaign, room)
                 if over is not None:
-                    paused.append(job)
+                    parking.append(job)
                     taken.add(job.job_id)
                     due_at[job.job_id] = datetime.fromtimestamp(over, timezone.utc)
                     rated.add(job.job_id)
@@ -340,16 +340,21 @@ class Engine:
                     continue
                 ready.append(job)
                 taken.add(job.job_id)
-        if paused:
-            # An erased contact's job parks without its address: the erasure
-            # rewrote the parked jobs there were, not the ones parked after it.
-            blocked = self.contacts.blocked(paused)
-            self.parked.park(paused, erased={j for j, why in blocked.items() if why == "erased"},
-                             due_at=due_at)
+        self._park(parking, due_at)
         metrics.PARKED.labels("rate limit").inc(len(rated))
         metrics.PARKED.labels("not due").inc(len(due_at) - len(rated))
-        metrics.PARKED.labels("paused").inc(len(paused) - len(due_at))
+        metrics.PARKED.labels("paused").inc(len(parking) - len(due_at))
         return ready
+
+    def _park(self, jobs: list[Job], due_at: dict[str, datetime]) -> None:
+        """Set the jobs aside in parked_jobs (until `due_at`, where given).
+        An erased contact's job parks without its address: the erasure
+        rewrote the parked jobs there were, not the ones parked after it,
+        and a job screened before the claim may have been erased since."""
+        if jobs:
+            blocked = self.contacts.blocked(jobs)
+            self.parked.park(jobs, erased={j for j, why in blocked.items() if why == "erased"},
+                             due_at=due_at)
 
     def _over_window(self, campaign: Campaign,
                      room: dict[str, tuple[int, float] | None]) -> float | None:
@@ -516,9 +521,10 @@ class Engine:
         test send counts nowhere and carries its own campaign: grouped
         with its campaign's jobs, the group's first job decided for all,
         and a test send ahead of them let them past the hourly quota."""
-        tasks = [self._task(job, campaigns[job.job_id],
-                            self._domain_limit(campaigns[job.job_id]))
-                 for job in sendable if job.test]
+        tasks = []
+        for job in (j for j in sendable if j.test):
+            own = campaigns[job.job_id]
+            tasks.append(self._task(job, own, self._domain_limit(own)))
         over: list[Job] = []
         due_at: dict[str, datetime] = {}
         for campaign_id, group in _by_campaign([j for j in sendable if not j.test]).items():
@@ -533,13 +539,7 @@ class Engine:
                 metrics.PARKED.labels("hourly quota" if grant.hourly else "rate limit").inc()
             limit = self._domain_limit(campaign)
             tasks.extend(self._task(job, campaign, limit) for job in allowed)
-        if over:
-            # Screened before the claim: a contact erased since then parks
-            # without its address, as in _admit (the erasure's scrub of the
-            # parked jobs has run already).
-            blocked = self.contacts.blocked(over)
-            self.parked.park(over, erased={j for j, why in blocked.items() if why == "erased"},
-                             due_at=due_at)
+        self._park(over, due_at)
         return tasks
 
     def _domain_limit(self, campaign: Campaign) -> int:
@@ -730,7 +730,7 @@ class Engine:
             return self._settle(job, FAILED, "delivery.failed",
                                 {**detail, "reason": EXHAUSTED}, reply), DONE
         retry_at = self.retry.not_before(job.attempt, datetime.now(timezone.utc))
-        self._reschedule(job, retry_at.timestamp(), attempt=job.attempt + 1)
+        self._reschedule(job, retry_at.timestamp(), job.attempt + 1)
         return self._settle(job, DEFERRED, "delivery.deferred", detail, reply), DONE
 
     def _settle(self, job: Job, state: str, event_type: str, fields: dict,
@@ -766,9 +766,8 @@ class Engine:
                   **({"hold": held["hold"]} if held.get("hold") else {})}), key=held["_id"])
         metrics.OUTCOMES.labels("held").inc()
 
-    def _reschedule(self, job: Job, at: float, attempt: int | None = None) -> None:
-        data = {**job.copy_data(),
-                "attempt": job.attempt if attempt is None else attempt,
+    def _reschedule(self, job: Job, at: float, attempt: int) -> None:
+        data = {**job.copy_data(), "attempt": attempt,
                 "not_before": datetime.fromtimestamp(at, timezone.utc).isoformat()}
         self.publisher.publish(self.settings.routes.retry, self._event(job, "send.job", data),
                                key=job.job_id)

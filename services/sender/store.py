@@ -695,7 +695,7 @@ class MongoWindowCounter:
         each (it errs on the slow side, by a block a window and sender)."""
         if not keys:
             return 0
-        return self.col.count_documents({"window": {"$in": keys}}) * self._block_size(0, scale)
+        return self.col.count_documents({"window": {"$in": keys}}) * self._block_size(scale)
 
     def _take(self, key: str, numbers: range, expires_at: float) -> list[int]:
         """The block numbers this sender got (others may hold some already)."""

@@ -172,7 +172,6 @@ class RateLimiter:
                                      _minute_key(campaign_id, minute + 60)], scale)
         return minute, max(0, per_hour - cached[1] - skewed), scale
 
-
     def pace(self, campaign_id: str, limits: Limits) -> int:
         """How many of a limited campaign's parked jobs to put back on
         send.jobs now (Engine.unpark), once per half window across every
