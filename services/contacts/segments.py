@@ -61,26 +61,38 @@ class SegmentError(ValueError):
 
 class _Budget:
     """What every node of one compile shares: how many nodes so far, and
-    how an address is hashed (compile_condition's `address_hash`)."""
+    how an address is hashed (compile_condition's `address_hash`), and whether
+    the filter picks a campaign's audience (compile_condition's `audience`)."""
 
-    def __init__(self, address_hash: Callable[[str], str | None] | None = None):
+    def __init__(self, address_hash: Callable[[str], str | None] | None = None,
+                 audience: bool = False):
         self.nodes = 0
         self.address_hash = address_hash
+        self.audience = audience
 
 
 def compile_condition(condition: Any, custom_fields: dict[str, dict], *,
                       list_ids: set[str] | None = None, now: datetime,
                       path: str = "definition",
-                      address_hash: Callable[[str], str | None] | None = None) -> dict:
+                      address_hash: Callable[[str], str | None] | None = None,
+                      audience: bool = False) -> dict:
     """The MongoDB filter for `condition`, or SegmentError naming the place.
     `custom_fields`: the account's declared fields by key; `list_ids`: the
     account's list ids (None: do not check that a list exists);
     `address_hash`: an address's hash, as contacts are keyed (domain.address_hash),
-    for `email` eq / ne / in (None: the text as stored)."""
-    return _compile(condition, custom_fields, list_ids, now, path, 1, _Budget(address_hash))
+    for `email` eq / ne / in (None: the text as stored).
+
+    `audience`: the filter picks whom a campaign mails. Then "member of a
+    list", wherever it widens the segment (under an even number of `not`),
+    takes in only the list's subscribed members: someone who unsubscribed
+    from it, or never confirmed it, asked for none of its mail, and was
+    mailed whenever some other list of the account kept them subscribed.
+    "Not a member" still leaves out everyone on the list."""
+    return _compile(condition, custom_fields, list_ids, now, path, 1,
+                    _Budget(address_hash, audience), negated=False)
 
 
-def _compile(node, custom_fields, list_ids, now, path, depth, budget) -> dict:
+def _compile(node, custom_fields, list_ids, now, path, depth, budget, negated) -> dict:
     budget.nodes += 1
     if budget.nodes > MAX_NODES:
         raise SegmentError(path, f"a condition has at most {MAX_NODES} parts")
@@ -95,18 +107,21 @@ def _compile(node, custom_fields, list_ids, now, path, depth, budget) -> dict:
         if not isinstance(children, list) or not children:
             raise SegmentError(f"{path}.{combinator}", "expected a non-empty list of conditions")
         compiled = [_compile(child, custom_fields, list_ids, now, f"{path}.{combinator}.{i}",
-                             depth + 1, budget) for i, child in enumerate(children)]
+                             depth + 1, budget, negated) for i, child in enumerate(children)]
         return {"$and" if combinator == "all" else "$or": compiled}
     if keys == {"not"}:
-        inner = _compile(node["not"], custom_fields, list_ids, now, f"{path}.not", depth + 1, budget)
+        inner = _compile(node["not"], custom_fields, list_ids, now, f"{path}.not", depth + 1,
+                         budget, not negated)
         return {"$nor": [inner]}
     if "field" in keys and "op" in keys and keys <= {"field", "op", "value"}:
-        return _leaf(node, custom_fields, list_ids, now, path, budget.address_hash)
+        return _leaf(node, custom_fields, list_ids, now, path, budget.address_hash,
+                     subscribed_only=budget.audience and not negated)
     raise SegmentError(path, "expected {all: [...]}, {any: [...]}, {not: ...} or "
                              "{field, op, value}")
 
 
-def _leaf(node, custom_fields, list_ids, now, path, address_hash=None) -> dict:
+def _leaf(node, custom_fields, list_ids, now, path, address_hash=None,
+          subscribed_only=False) -> dict:
     field, op = node["field"], node["op"]
     if not isinstance(field, str):
         raise SegmentError(f"{path}.field", "expected a field name")
@@ -115,7 +130,7 @@ def _leaf(node, custom_fields, list_ids, now, path, address_hash=None) -> dict:
     has_value = "value" in node
     value = node.get("value")
     if field == "list":
-        return _list_leaf(op, value, list_ids, path)
+        return _list_leaf(op, value, list_ids, path, subscribed_only)
     stored, definition = _resolve(field, custom_fields, path)
     allowed = OPS_BY_TYPE[definition["type"]]
     if op not in allowed:
@@ -195,14 +210,14 @@ def _folded(key_field: str, op: str, text: str, path: str) -> dict:
     return {key_field: {"$regex": regex_literal(key)}}
 
 
-def _list_leaf(op, value, list_ids, path) -> dict:
+def _list_leaf(op, value, list_ids, path, subscribed_only: bool) -> dict:
     if op not in LIST_OPS:
         raise SegmentError(f"{path}.op", f"use one of {', '.join(sorted(LIST_OPS))} with list")
     if not is_id(value) or (list_ids is not None and value not in list_ids):
         raise SegmentError(f"{path}.value", "not a list of this account")
-    if op == "member":
+    if op == "member" and not subscribed_only:
         return {"list_ids": value}
-    if op == "subscribed":
+    if op in ("member", "subscribed"):
         return {"subscribed_list_ids": value}
     return {f"lists.{value}.status": op}  # value is 32 hex digits: a safe key
 

@@ -575,17 +575,27 @@ class ContactsStore:
         return self.segments.delete_one({"_id": segment_id, "account_id": account_id}).deleted_count == 1
 
     def compile_segment(self, account_id: str, segment_id: str, now: datetime | None = None) -> dict:
-        """The MongoDB filter of a saved segment (account id included), or
-        LookupError when the account has no such segment. The definition is
-        compiled afresh: a custom field or list deleted since it was saved
-        makes it invalid (SegmentError) rather than silently broader."""
+        """The MongoDB filter of a saved segment as a campaign's audience
+        (account id included), or LookupError when the account has no such
+        segment. The definition is compiled afresh: a custom field or list
+        deleted since it was saved makes it invalid (SegmentError) rather
+        than silently broader."""
         segment = self.get_segment(account_id, segment_id)
         if segment is None:
             raise LookupError("segment not found")
-        by_hash = (lambda text: domain.address_hash(text, self.salt)) if self.salt else None
-        condition = compile_condition(segment["definition"], self.field_definitions(account_id),
-                                      list_ids=self.list_ids(account_id), now=now or domain.now(),
-                                      address_hash=by_hash)
+        return self.compile_definition(account_id, segment["definition"], now=now or domain.now(),
+                                       salt=self.salt, audience=True)
+
+    def compile_definition(self, account_id: str, definition, *, now: datetime,
+                           salt: str | None, audience: bool) -> dict:
+        """A segment definition's MongoDB filter for this account, checked
+        against its fields and lists (SegmentError if it does not compile).
+        `salt` keys the address hashes of `email` conditions; `audience`
+        as segments.compile_condition has it."""
+        by_hash = (lambda text: domain.address_hash(text, salt)) if salt else None
+        condition = compile_condition(definition, self.field_definitions(account_id),
+                                      list_ids=self.list_ids(account_id), now=now,
+                                      address_hash=by_hash, audience=audience)
         return {"$and": [{"account_id": account_id}, condition]}
 
     # -- the campaign audience ---------------------------------------------

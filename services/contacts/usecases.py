@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from services.contacts import domain, events
-from services.contacts.segments import SegmentError, compile_condition, fields_named
+from services.contacts.segments import SegmentError, fields_named
 from services.contacts.store import (PLATFORM, Conflict, ContactsStore, IndexRefused, SeatsTaken,
                                      contact_document)
 from shared.http.errors import ApiError, not_found
@@ -507,15 +507,15 @@ def remove_suppression(ports: Ports, account_id: str, suppression_id: str, body:
 
 
 # -- segments ----------------------------------------------------------------
-def compiled(ports: Ports, account_id: str, definition: Any) -> dict:
+def compiled(ports: Ports, account_id: str, definition: Any, audience: bool = False) -> dict:
+    """The definition's filter: who matches it, or with `audience` whom a
+    campaign to it may reach (segments.compile_condition)."""
     try:
-        condition = compile_condition(definition, ports.store.field_definitions(account_id),
-                                      list_ids=ports.store.list_ids(account_id), now=ports.clock(),
-                                      address_hash=lambda text: domain.address_hash(text, ports.salt))
+        return ports.store.compile_definition(account_id, definition, now=ports.clock(),
+                                              salt=ports.salt, audience=audience)
     except SegmentError as exc:
         raise ApiError(400, "validation_error", f"invalid input: {exc.path}",
                        {exc.path: [exc.message]}) from None
-    return {"$and": [{"account_id": account_id}, condition]}
 
 
 def create_segment(ports: Ports, account_id: str, body: dict) -> dict:
@@ -545,13 +545,14 @@ def delete_segment(ports: Ports, account_id: str, segment_id: str) -> None:
         raise not_found("segment")
 
 
-def segment_filter(ports: Ports, account_id: str, segment_id: str) -> dict:
+def segment_filter(ports: Ports, account_id: str, segment_id: str,
+                   audience: bool = False) -> dict:
     """A stored segment's query. One that no longer compiles (a list or a
     field it names was deleted since) is a 409: the request was fine, the
     segment is what must change (a 400 on a GET named no input of it)."""
     definition = get_segment(ports, account_id, segment_id)["definition"]
     try:
-        return compiled(ports, account_id, definition)
+        return compiled(ports, account_id, definition, audience)
     except ApiError as exc:
         why = "; ".join(f"{path}: {', '.join(messages)}" for path, messages in exc.details.items())
         raise ApiError(409, "segment_stale", f"the segment no longer compiles ({why}); edit it",
@@ -564,8 +565,10 @@ def preview_segment(ports: Ports, account_id: str, segment_id: str, sample: int)
     query = segment_filter(ports, account_id, segment_id)
     first = list(ports.store.contacts.find(query).sort("_id", 1).limit(sample)) if sample else []
     # What a campaign to the segment would reach: the count alone also took
-    # in the suppressed, bounced, complained and those subscribed nowhere.
-    mailable = ports.store.audience_filter(account_id, [], query)
+    # in the suppressed, bounced, complained and those subscribed nowhere,
+    # and members of a list it names who are not subscribed to it.
+    mailable = ports.store.audience_filter(
+        account_id, [], segment_filter(ports, account_id, segment_id, audience=True))
     return {"count": ports.store.count_contacts(account_id, query),
             "mailable": ports.store.count_contacts(account_id, mailable), "sample": first}
 

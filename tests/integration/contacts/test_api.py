@@ -721,6 +721,20 @@ def test_a_segment_preview_says_how_many_a_campaign_would_reach(client):
     assert (preview["count"], preview["mailable"]) == (4, 1)
 
 
+def test_a_segment_preview_of_list_members_reaches_only_its_subscribers(client):
+    """`mailable` counted a member who unsubscribed from the list, and the
+    campaign then mailed them through another list."""
+    news = client.post(f"{V1}/lists", {"name": "News"}).get_json()["id"]
+    offers = client.post(f"{V1}/lists", {"name": "Offers"}).get_json()["id"]
+    make_contact(client, "reader@example.com", list_ids=[news, offers])
+    left = make_contact(client, "left@example.com", list_ids=[news, offers])
+    client.put(f"{V1}/contacts/{left['id']}/lists/{news}", {"status": "unsubscribed"})
+    segment = client.post(f"{V1}/segments", {"name": "News", "definition": {
+        "field": "list", "op": "member", "value": news}}).get_json()
+    preview = client.get(f"{V1}/segments/{segment['id']}/preview").get_json()
+    assert (preview["count"], preview["mailable"]) == (2, 1)
+
+
 def test_a_segment_excluding_an_address_leaves_it_out_however_it_is_written(client):
     """Compared as typed, `CEO@Example.com` and `boss@xn--bcher-kva.de` missed
     the contacts stored as `ceo@example.com` and `boss@bücher.de`: an

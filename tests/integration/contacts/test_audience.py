@@ -111,6 +111,32 @@ def test_compiled_segment_selects_and_needs_a_subscription(store):
         store.compile_segment(domain.new_id(), segment["_id"])
 
 
+def test_a_segment_on_a_list_reaches_only_the_lists_subscribers(store):
+    """A contact who unsubscribed from the list, or never confirmed it, was
+    mailed a campaign to "member of" it while another list kept them
+    subscribed; "not a member" still leaves out everyone on the list."""
+    a, news, offers = domain.new_id(), domain.new_id(), domain.new_id()
+    for list_id in (news, offers):
+        store.lists.insert_one({"_id": list_id, "account_id": a, "name": list_id})
+    reader = add(store, a, "reader@example.com", [news, offers])
+    left_news = add(store, a, "left@example.com", [offers])
+    unconfirmed = add(store, a, "unconfirmed@example.com", [offers])
+    for contact, status in ((left_news, "unsubscribed"), (unconfirmed, "pending")):
+        store.update_contact(a, contact, domain.membership_update(
+            news, domain.membership(status, "api", domain.now())))
+    offers_only = add(store, a, "offers@example.com", [offers])
+
+    def audience(definition):
+        segment = {"_id": domain.new_id(), "account_id": a, "name": "s", "definition": definition}
+        store.insert_segment(segment)
+        return set(ids(store.stream_audience(a, [], store.compile_segment(a, segment["_id"]))))
+
+    member = {"field": "list", "op": "member", "value": news}
+    assert audience(member) == {reader}
+    assert audience({"not": member}) == {offers_only}
+    assert audience({"field": "list", "op": "unsubscribed", "value": news}) == {left_news}
+
+
 def test_the_fan_out_compiles_a_segments_addresses_as_contacts_are_keyed(mongo_db):
     """The fan-out's own compile (the worker's store, with the salt): a
     campaign to "not CEO@Example.com" left out ceo@example.com."""

@@ -50,6 +50,26 @@ def test_each_operator_compiles_to_what_it_says():
         {"name_key": {"$regex": r"\ lee"}}
 
 
+def test_a_campaigns_member_of_a_list_is_a_subscriber_of_it():
+    """A contact who unsubscribed from L, or never confirmed it, was mailed a
+    campaign to "member of L" whenever another list kept them subscribed."""
+    member = {"field": "list", "op": "member", "value": LIST}
+
+    def audience(condition):
+        return compile_condition(condition, FIELDS, list_ids={LIST}, now=NOW, audience=True)
+
+    assert compile_(member) == {"list_ids": LIST}           # who is on it, for a preview or export
+    assert audience(member) == {"subscribed_list_ids": LIST}
+    assert audience({"any": [member]}) == {"$or": [{"subscribed_list_ids": LIST}]}
+    # "not a member" still leaves out everyone on the list, whatever their status
+    assert audience({"not": member}) == {"$nor": [{"list_ids": LIST}]}
+    assert audience({"not": {"all": [{"not": member}]}}) == \
+        {"$nor": [{"$and": [{"$nor": [{"subscribed_list_ids": LIST}]}]}]}
+    # the other list conditions say which status they mean
+    pending = {"field": "list", "op": "pending", "value": LIST}
+    assert audience(pending) == compile_(pending) == {f"lists.{LIST}.status": "pending"}
+
+
 def test_a_name_condition_that_folds_to_nothing_is_refused():
     """It would match every contact with a name: a campaign to the whole list."""
     for value in ("\u0301", "\u00a0", " \u0308 "):
