@@ -105,6 +105,9 @@ COMMON = [
     Setting("SANDESH_MONGO_DB_PREFIX", default="sandesh_"),
     Setting("SANDESH_INTERNAL_SECRET", secret=True, default=""),
     Setting("SANDESH_LOG_LEVEL", default="INFO"),
+    # How long one call of a consumer loop to Kafka may hang before /healthz
+    # fails (shared/heartbeat.CallWatch).
+    Setting("SANDESH_KAFKA_STALL_SECONDS", POSITIVE_FLOAT, default=300.0),
 ]
 
 

@@ -11,7 +11,8 @@ A restart loses nothing: what was not committed is read again.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 
 class Stalled(RuntimeError):
@@ -33,4 +34,39 @@ class Heartbeat:
         quiet = self.clock() - self._last
         if quiet > self.most_seconds:
             raise Stalled(f"{self.name} has not turned for {quiet:.0f} s "
+                          f"(at most {self.most_seconds:.0f} s)")
+
+
+class CallWatch:
+    """A watch on the calls a consumer loop makes to Kafka, for the loops
+    whose own work may legitimately take long (an account's erasure, an
+    hourly roll-up), where a heartbeat per turn would restart them midway.
+    Nothing the loop does between those calls counts: `check` fails only
+    while one call (a poll, the flush before a commit, the commit itself:
+    librdkafka's synchronous commit has no timeout) has been under way for
+    longer than `most_seconds`."""
+
+    def __init__(self, name: str, most_seconds: float,
+                 clock: Callable[[], float] = time.monotonic):
+        self.name = name
+        self.most_seconds = most_seconds
+        self.clock = clock
+        self._call: tuple[str, float] | None = None  # one tuple: read whole by check's thread
+
+    @contextmanager
+    def watching(self, call: str) -> Iterator[None]:
+        outer = self._call  # a poll runs a revoke's commit inside it
+        self._call = (call, self.clock())
+        try:
+            yield
+        finally:
+            self._call = outer
+
+    def check(self) -> None:
+        call = self._call
+        if call is None:
+            return
+        waited = self.clock() - call[1]
+        if waited > self.most_seconds:
+            raise Stalled(f"{self.name}: its Kafka {call[0]} has not returned for {waited:.0f} s "
                           f"(at most {self.most_seconds:.0f} s)")

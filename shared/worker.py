@@ -28,8 +28,8 @@ def run_worker(service: str, config: Config, build_loop: Callable[[], ConsumerLo
                readiness: dict, on_stop: Callable[[], None] | None = None) -> None:
     """`on_stop` runs in the signal handler, beside the loop's own stop."""
     configure_logging(service, config.log_level)
-    serve_health(service, config, readiness)
     loop = build_loop()
+    serve_health(service, config, readiness, liveness={"consumer_loop": loop.watch.check})
     log.info("worker started", extra={"group": loop.group})
     run_until_signalled(loop, on_stop)
     log.info("worker stopped")
@@ -71,6 +71,12 @@ class HelperLoops:
                 if not thread.is_alive() and not loop.stopping]
         if dead:
             raise RuntimeError(f"helper loop stopped: {', '.join(dead)}")
+
+    def check_calls(self) -> None:
+        """A liveness check: fails while a helper's call to Kafka hangs
+        (ConsumerLoop.watch). A restart is all that unsticks it."""
+        for loop, _ in self._running:
+            loop.watch.check()
 
 
 def every(name: str, seconds: Callable[[], float], job: Callable[[], None],

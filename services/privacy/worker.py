@@ -29,12 +29,13 @@ def main() -> None:
     configure_logging(SERVICE, config.log_level)
     runtime = Runtime(SERVICE, config)
     helpers = HelperLoops()
-    serve_health(SERVICE, config, {**runtime.readiness(), "helper_loops": helpers.check})
     loop = consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
                          producer=runtime.producer())
     counting = consumer_loop(config, SERVICE, AGGREGATES_GROUP, AGGREGATES_TOPICS, {},
                              batch_handler=build_aggregate_counter(runtime),
                              batch_types=AGGREGATES_TYPES)
+    serve_health(SERVICE, config, {**runtime.readiness(), "helper_loops": helpers.check},
+                 liveness={"consumer_loop": loop.watch.check, "helper_loops": helpers.check_calls})
 
     def stop(*_args):
         loop.stop()

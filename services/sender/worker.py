@@ -184,7 +184,8 @@ def main() -> None:
     serve_health(SERVICE, config, {"mongodb": lambda: mongo.ping(config.mongo_uri),
                                    "kafka": lambda: check_broker(config.kafka_bootstrap),
                                    "helper_loops": helpers.check},
-                 port_env="SANDESH_SENDER_PORT", liveness={"send_loop": heartbeat.check})
+                 port_env="SANDESH_SENDER_PORT",
+                 liveness={"send_loop": heartbeat.check, "helper_loops": helpers.check_calls})
     loop, loops, producer, messenger = build(config, heartbeat)
     retention.start_in_background(config)
 

@@ -19,6 +19,10 @@
   event itself): the contacts worker reads every `delivery.sent` of a
   campaign to act on the rare bounce, and parsing and validating each cost
   ~13 us. Without the header the envelope is decoded as before.
+- Its calls to Kafka are watched (`watch`, shared/heartbeat.CallWatch): a
+  worker's /healthz fails while one has hung for longer than
+  `stall_seconds`, and the pod is restarted; what was not committed is read
+  again.
 """
 from __future__ import annotations
 
@@ -29,12 +33,17 @@ from typing import Callable, Collection, Mapping
 
 from shared import metrics
 from shared.events import Event, InvalidEvent, decode
+from shared.heartbeat import CallWatch
 from shared.kafka.interface import MessageSink, MessageSource, Record, TopicPartition
 from shared.topics import DEAD_LETTERS
 from shared.tracing import trace
 
 log = logging.getLogger(__name__)
 COMMIT_PAUSE_MAX = 5.0  # seconds between tries of a commit that keeps failing
+# A flush waits out the producer's two-minute message timeout at most; a
+# commit returns within librdkafka's request timeouts when the broker is
+# only slow. Longer than both, a call is stuck.
+STALL_SECONDS = 300.0
 
 Handler = Callable[[Event], None]
 BatchHandler = Callable[[list[Event]], None]
@@ -52,7 +61,7 @@ class ConsumerLoop:
                  poll_timeout_ms: int = 200, backoff_initial: float = 0.5,
                  backoff_max: float = 30.0, clock: Callable[[], float] = time.monotonic,
                  batch_handler: BatchHandler | None = None,
-                 batch_types: Collection[str] = ()):
+                 batch_types: Collection[str] = (), stall_seconds: float = STALL_SECONDS):
         self.source = source
         self.handlers = dict(handlers)
         self.batch_handler = batch_handler
@@ -68,6 +77,7 @@ class ConsumerLoop:
         self.backoff_max = backoff_max
         self.clock = clock
         self.stopping = False
+        self.watch = CallWatch(f"the {group} loop", stall_seconds, clock)
         self._done: dict[TopicPartition, int] = {}       # next offset to commit
         self._first_uncommitted: dict[TopicPartition, int] = {}
         self._failures: dict[TopicPartition, int] = {}
@@ -90,7 +100,8 @@ class ConsumerLoop:
     def run_once(self) -> int:
         """Poll once, handle what came; returns how many records were settled."""
         self._resume_due_partitions()
-        records = self.source.poll(self.poll_timeout_ms, self.max_records)
+        with self.watch.watching("poll"):
+            records = self.source.poll(self.poll_timeout_ms, self.max_records)
         settled = 0
         blocked: set[TopicPartition] = set()
         run: list[tuple[Record, Event | None]] = []  # waiting for the batch handler
@@ -308,9 +319,10 @@ class ConsumerLoop:
         if not offsets:
             return
         try:
-            if self.before_commit:
-                self.before_commit()
-            self.dead_letters.flush()
+            with self.watch.watching("flush"):
+                if self.before_commit:
+                    self.before_commit()
+                self.dead_letters.flush()
         except Exception:
             # What the work produced may not be out: do it again rather than
             # commit past it. Handlers are idempotent.
@@ -321,7 +333,8 @@ class ConsumerLoop:
                 self._first_uncommitted.pop(tp, None)
             return
         try:
-            self.source.commit(offsets)
+            with self.watch.watching("commit"):
+                self.source.commit(offsets)
         except Exception:
             # A rebalance or an outage. Partitions someone else owns now: their
             # owner redoes the work. Partitions still ours: committed again

@@ -5,7 +5,7 @@ import os
 import socket
 
 from shared.config import Config
-from shared.kafka.consumer import ConsumerLoop, Handler
+from shared.kafka.consumer import STALL_SECONDS, ConsumerLoop, Handler
 from shared.kafka.kafka_impl import KafkaSink
 from shared.kafka.producer import EventProducer
 
@@ -50,5 +50,7 @@ def consumer_loop(config: Config, service: str, group: str, topics: list[str],
                                                             client_id(service) + "-dlq")
     return ConsumerLoop(source, handlers, service=service, group=group,
                         dead_letters=dead_letters,
-                        before_commit=producer.flush if producer else None, **loop_options)
+                        before_commit=producer.flush if producer else None,
+                        stall_seconds=config.get("kafka_stall_seconds", STALL_SECONDS),
+                        **loop_options)
 

@@ -12,6 +12,10 @@ def test_each_worker_serves_health_readiness_and_metrics(stack_env, service):
     health = requests.get(base + "/healthz", timeout=10)
     assert health.status_code == 200
     assert health.json()["service"] == service
+    # the liveness probe watches the worker's Kafka calls (shared/heartbeat.CallWatch)
+    assert health.json()["checks"]["consumer_loop"] == "ok"
+    if service == "privacy":
+        assert health.json()["checks"]["helper_loops"] == "ok"
     ready = requests.get(base + "/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
     assert ready.json()["status"] == "ready"

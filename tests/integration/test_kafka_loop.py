@@ -3,15 +3,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from shared.events import new_event
+from shared.heartbeat import Stalled
 from shared.kafka import ConsumerLoop
 from shared.kafka.kafka_impl import KafkaSink
 from shared.kafka.rdkafka_impl import RdKafkaSource  # what every loop reads with
 from shared.kafka.producer import EventProducer
 from shared.topics import DEAD_LETTERS
+from tests.kafka_freeze import kafka_frozen_on_demand
 from tests.kafka_reader import TopicReader
 from tests.loops import run_until
 
@@ -66,6 +69,41 @@ def test_events_no_handler_takes_are_committed_past_by_their_type_header(
     loop.shutdown()
     assert seen == [0, 1, 2]
     assert decoded == [0, 2, 4]  # the probes only: librdkafka hands the headers over
+
+
+def test_a_loop_whose_commit_hangs_on_a_frozen_kafka_fails_its_liveness_check_until_it_answers(
+        kafka_bootstrap, make_topic, unique):
+    """A sender's loop once stopped after a Kafka disruption, logging
+    nothing, and /healthz answered 200 throughout; every worker's loop
+    commits the same way. Here the broker freezes between the handler and
+    the commit: the loop's watch fails, and passes once Kafka answers."""
+    topic = make_topic("frozen", partitions=1)
+    publish(kafka_bootstrap, topic, [1])
+    handled = threading.Event()
+    loop = ConsumerLoop(RdKafkaSource([topic], f"g-{unique}", kafka_bootstrap, "t"),
+                        {"platform.probe": lambda e: handled.set()},
+                        service="test", group=f"g-{unique}",
+                        dead_letters=KafkaSink(kafka_bootstrap, "t-dlq"), commit_interval=3600,
+                        stall_seconds=2)
+    assert run_until(loop, handled.is_set), "timed out"
+    loop.commit_interval = 0
+    with kafka_frozen_on_demand() as freeze:
+        freeze()
+        turn = threading.Thread(target=loop.run_once)
+        turn.start()
+        stalled = None
+        for _ in range(100):
+            time.sleep(0.1)
+            try:
+                loop.watch.check()
+            except Stalled as exc:
+                stalled = str(exc)
+                break
+        assert stalled and f"the g-{unique} loop: its Kafka commit" in stalled, stalled
+    turn.join(120)
+    assert not turn.is_alive()
+    loop.watch.check()
+    loop.shutdown()
 
 
 def _wait_lines(path: Path, count: int, deadline=60) -> list[int]:

@@ -2,6 +2,7 @@
 check (so Kubernetes restarts the process), and a turning one passes."""
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -116,3 +117,104 @@ def test_a_turn_slowed_by_several_flushes_is_not_taken_for_a_stuck_loop():
     broker.append("send.jobs", b"j1", job_event(1))
     loop.run_once()
     assert checked == ["ok", "ok", "ok"]
+
+
+def test_a_call_watch_fails_only_while_one_call_has_hung_too_long():
+    from shared.heartbeat import CallWatch
+    now = [100.0]
+    watch = CallWatch("the privacy loop", 300, clock=lambda: now[0])
+    now[0] += 10_000
+    watch.check()                        # between calls, however long: alive
+    with watch.watching("poll"):
+        now[0] += 200
+        with watch.watching("commit"):   # a revoke's commit, inside the poll
+            now[0] += 300
+            watch.check()
+            now[0] += 1
+            with pytest.raises(Stalled, match="the privacy loop: its Kafka commit has not "
+                                              "returned for 301 s"):
+                watch.check()
+        with pytest.raises(Stalled, match="its Kafka poll has not returned for 501 s"):
+            watch.check()
+    watch.check()
+
+
+def _loop_over(source_commit, handler, stall_seconds):
+    from shared.kafka.consumer import ConsumerLoop
+    from shared.events import new_event
+    broker = InMemoryBroker(partitions=1)
+    producer = EventProducer(broker.sink())
+    producer.publish("t", new_event("platform.probe", source="/tests", subject="s",
+                                    account_id="a", data={"n": 1}))
+    producer.flush()
+    source = broker.source(["t"], "g")
+    if source_commit:
+        source.commit = source_commit
+    return ConsumerLoop(source, {"platform.probe": handler}, service="test", group="g",
+                        dead_letters=broker.sink(), commit_interval=0, poll_timeout_ms=0,
+                        stall_seconds=stall_seconds)
+
+
+def test_a_consumer_loop_whose_commit_hangs_fails_its_liveness_check_until_it_returns():
+    import threading
+    release, entered = threading.Event(), threading.Event()
+
+    def hanging_commit(offsets):
+        entered.set()
+        release.wait(30)
+
+    loop = _loop_over(hanging_commit, lambda event: None, stall_seconds=0.2)
+    turn = threading.Thread(target=loop.run_once)
+    turn.start()
+    try:
+        assert entered.wait(10)
+        time.sleep(0.3)
+        with pytest.raises(Stalled, match="the g loop: its Kafka commit has not returned"):
+            loop.watch.check()
+    finally:
+        release.set()
+        turn.join(10)
+    loop.watch.check()
+
+
+def test_a_handler_that_takes_long_is_not_taken_for_a_stuck_loop():
+    """An account's erasure may take minutes: restarted midway, it would
+    start again, and again."""
+    checked = []
+
+    def slow_handler(event):
+        time.sleep(0.3)
+        loop.watch.check()
+        checked.append("ok")
+
+    loop = _loop_over(None, slow_handler, stall_seconds=0.1)
+    assert loop.run_once() == 1 and checked == ["ok"]
+    loop.watch.check()
+
+
+def test_a_helper_loops_hung_call_fails_the_liveness_check_naming_it():
+    from shared.heartbeat import CallWatch
+    from shared.worker import HelperLoops
+    now = [0.0]
+
+    class Loop:
+        group, stopping = "sender-campaigns", False
+        watch = CallWatch("the sender-campaigns loop", 300, clock=lambda: now[0])
+
+        def run(self):
+            with self.watch.watching("commit"):
+                while not self.stopping:
+                    time.sleep(0.01)
+
+    helpers, loop = HelperLoops(), Loop()
+    helpers.start(loop)
+    try:
+        time.sleep(0.05)
+        helpers.check_calls()
+        now[0] += 301
+        with pytest.raises(Stalled, match="the sender-campaigns loop: its Kafka commit"):
+            helpers.check_calls()
+    finally:
+        loop.stopping = True
+        helpers.join(5)
+    helpers.check_calls()

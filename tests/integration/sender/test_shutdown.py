@@ -3,11 +3,8 @@ finishes greeting, or never completes the TCP handshake: the sender still
 exits in time, and the message it was sending is retried later."""
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 
@@ -15,6 +12,7 @@ import pytest
 
 from shared import topics
 from tests.integration.sender.harness import DomainRelay, Senders, dump_logs, hexid, recipients
+from tests.kafka_freeze import kafka_frozen_on_demand
 
 pytestmark = pytest.mark.timeout(200)
 
@@ -175,21 +173,6 @@ def test_a_sigterm_cuts_a_transaction_the_relay_never_finishes_and_the_job_goes_
         assert outcomes == [("delivery.sent", 0)]
     finally:
         senders.dispose()
-
-
-
-@contextlib.contextmanager
-def kafka_frozen_on_demand():
-    """Yields `freeze()`: SIGSTOP to the stack's Kafka (connections stay
-    open, nothing answers, as while a partition has no leader); it is
-    thawed on the way out whatever happens."""
-    from devstack.supervisor import supervisorctl
-    kafka_pid = int(subprocess.run(supervisorctl("pid", "kafka"), check=True,
-                                   capture_output=True, text=True).stdout.strip())
-    try:
-        yield lambda: os.kill(kafka_pid, signal.SIGSTOP)
-    finally:
-        os.kill(kafka_pid, signal.SIGCONT)
 
 
 def test_a_sigterm_while_kafka_takes_no_delivery_events_exits_in_time_and_they_are_announced_later(
