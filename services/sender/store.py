@@ -36,7 +36,11 @@ from shared.pii import email_hash
 
 INDEXES = {
     "claims": [IndexModel([("campaign_id", 1)])],
-    "parked_jobs": [IndexModel([("campaign_id", 1)])],
+    # A campaign's jobs due by now (ParkedJobs.take), and a contact's for
+    # its access export and erasure, read through an index rather than the
+    # whole collection (on FerretDB the first key alone is pushed down).
+    "parked_jobs": [IndexModel([("campaign_id", 1), ("due_at", 1)]),
+                    IndexModel([("contact_id", 1)])],
     "held_jobs": [IndexModel([("ask_again_at", 1)]), IndexModel([("account_id", 1)])],
     "rate_windows": [IndexModel([("expires_at", 1)]), IndexModel([("window", 1)])],
     "blocked_addresses": [IndexModel([("account_id", 1)])],

@@ -103,3 +103,26 @@ def test_a_test_send_parks_under_the_test_sends_and_its_export_names_its_campaig
     assert [d["_id"] for d in parked.take("test-sends")] == ["t1"]
     [exported] = parked.held_for(ACCOUNT, "c-t1")
     assert exported["campaign_id"] == "draft-campaign"
+
+
+def test_a_campaigns_due_jobs_and_a_contacts_jobs_are_read_through_an_index(mongo_db):
+    """A contact's erasure rewrote its parked jobs by reading every parked
+    job of every campaign: one pass over a paused 100,000-job campaign
+    (0.2 s on FerretDB) for each contact an account erased."""
+    from datetime import datetime, timezone
+
+    from services.contacts.store import is_ferretdb
+    from services.sender.store import ensure_indexes
+
+    ensure_indexes(mongo_db)
+    now = datetime.now(timezone.utc)
+    for query, key in (
+            ({"campaign_id": "camp",
+              "$or": [{"due_at": {"$exists": False}}, {"due_at": {"$lte": now}}]}, "campaign_id"),
+            ({"account_id": ACCOUNT, "contact_id": "c-p1"}, "contact_id")):
+        plan = mongo_db.command("explain", {"find": "parked_jobs", "filter": query})["queryPlanner"]
+        if is_ferretdb(mongo_db):
+            assert any("USING INDEX parked_jobs_" in step and f"_{key}_1" in step
+                       for step in plan["Plan"]), plan
+        else:
+            assert "IXSCAN" in str(plan["winningPlan"]) and key in str(plan["winningPlan"]), plan

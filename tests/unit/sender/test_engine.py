@@ -580,6 +580,40 @@ def test_parked_jobs_wait_for_the_hourly_quota_and_a_cancelled_campaigns_go_back
     assert sorted(parking.docs) == ["j3"]
 
 
+def test_the_campaigns_with_parked_jobs_are_listed_every_few_seconds_not_at_every_unpark():
+    """Listing them is a distinct over parked_jobs, a read of every parked
+    job on FerretDB: 0.7 s for a paused campaign's 100,000, twice a second
+    per sender. What this engine parks goes back at once all the same."""
+    from services.sender.engine import PARKED_LIST_SECONDS
+
+    now = [1000.25]
+    fakes = Fakes([campaign("c1"), campaign("c2"), campaign("c3", status="paused")])
+    listings = []
+
+    class Counting(_Parking):
+        def campaigns(self):
+            listings.append(now[0])
+            return super().campaigns()
+
+        def park(self, jobs, erased=frozenset(), due_at=None):
+            for j in jobs:
+                self.docs[j.job_id] = _parked_for(j.job_id, j.campaign_id)
+
+    parking = Counting([_parked_for("p1", "c3")])
+    engine = fakes.engine(clock=lambda: now[0])
+    engine.parked = parking
+    for _ in range(4):
+        assert engine.unpark(lambda: None) == 0
+        now[0] += 0.5
+    assert listings == [1000.25]
+    parking.docs["other"] = _parked_for("other", "c2")  # parked by another sender
+    engine._park([job(1, "c1")], {})                    # and by this one
+    assert engine.unpark(lambda: None) == 1 and sorted(parking.docs) == ["other", "p1"]
+    now[0] = 1000.25 + PARKED_LIST_SECONDS
+    assert engine.unpark(lambda: None) == 1 and sorted(parking.docs) == ["p1"]
+    assert listings == [1000.25, 1000.25 + PARKED_LIST_SECONDS]
+
+
 def _not_before(n: int, due_at: float, cid="c1", attempt=1, **changes) -> Job:
     return replace(job(n, cid, attempt), not_before=datetime.fromtimestamp(due_at, timezone.utc),
                    **changes)
