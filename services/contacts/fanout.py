@@ -90,11 +90,13 @@ def send_job(campaign_id: str, contact: dict, list_id: str | None,
 
 def via_lists(contact: dict, audience_lists: list[str], by_segment: bool) -> list[str]:
     """The lists through which the contact is in the audience: those of the
-    campaign's it is subscribed to, else (a segment reached it) every list it
-    is subscribed to. Unsubscribed from all of them during the send, it is
-    not mailed (the sender's check): only a single-list campaign's jobs
-    carried their list, and a contact who left the one list of a two-list
-    campaign, or of a segment's, was mailed anyway."""
+    campaign's, and of its segment's "member of" conditions
+    (segments.lists_reaching), it is subscribed to; else (a segment reached
+    it otherwise) every list it is subscribed to. Unsubscribed from all of
+    them during the send, it is not mailed (the sender's check): only a
+    single-list campaign's jobs carried their list, and a contact who left
+    the one list of a two-list campaign, or of a segment's, was mailed
+    anyway."""
     subscribed = list(contact.get("subscribed_list_ids") or [])
     via = [list_id for list_id in subscribed if list_id in audience_lists]
     if not via and by_segment:
@@ -178,10 +180,12 @@ class FanoutRunner:
                  owner: str, batch_size: int = BATCH_SIZE,
                  should_stop: Callable[[], bool] = NeverStop,
                  lease_seconds: float = LEASE_SECONDS, retry_seconds: float = RETRY_SECONDS,
-                 clock: Callable[[], datetime] = utcnow, missing: AudienceCheck | None = None):
+                 clock: Callable[[], datetime] = utcnow, missing: AudienceCheck | None = None,
+                 segment_lists: Callable[[str, str], list[str]] = lambda account, segment: []):
         self.store = store
         self.stream = stream
         self.missing = missing
+        self.segment_lists = segment_lists  # (account id, segment id) -> the lists it reaches by
         self.producer = producer
         self.owner = owner
         self.batch_size = batch_size
@@ -286,6 +290,10 @@ class FanoutRunner:
         list_ids = list(audience.get("list_ids") or [])
         segment_id = audience.get("segment_id")
         single_list = list_ids[0] if len(list_ids) == 1 and not segment_id else None
+        reach_lists = list(list_ids)  # what the jobs' via_list_ids are cut from
+        if segment_id:
+            reach_lists += [list_id for list_id in self.segment_lists(account_id, segment_id)
+                            if list_id not in list_ids]
         job_id_key = state.get("job_id_key")
         if state.get("paused_after") is not None:
             self.store.paused_after(campaign_id, self.owner, None)
@@ -309,7 +317,7 @@ class FanoutRunner:
                              and not (c.get("email_hash") and c["email_hash"] in skip_addresses)]
                     fresh = list({c.get("email_hash") or c["_id"]: c for c in fresh}.values())
                     jobs = [send_job(campaign_id, contact, single_list, job_id_key,
-                                     list_ids, bool(segment_id)) for contact in fresh]
+                                     reach_lists, bool(segment_id)) for contact in fresh]
                     if not jobs:
                         continue
                     stop = self._stop_reason(campaign_id)

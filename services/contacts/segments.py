@@ -92,6 +92,27 @@ def compile_condition(condition: Any, custom_fields: dict[str, dict], *,
                     _Budget(address_hash, audience), negated=False)
 
 
+def lists_reaching(condition: Any, negated: bool = False) -> set[str]:
+    """The lists through which a campaign to this (valid) condition reaches
+    its contacts: those of its "member of" and "subscribed to" conditions
+    that widen it (under an even number of `not`). A contact reached by
+    "member of News" while subscribed to News and Offers is mailed because
+    of News: unsubscribed from News before its message goes, it is not
+    mailed (fanout.via_lists, the sender's check), whatever Offers says."""
+    if not isinstance(condition, dict):
+        return set()
+    if "not" in condition:
+        return lists_reaching(condition["not"], not negated)
+    for combinator in ("all", "any"):
+        if isinstance(condition.get(combinator), list):
+            return set().union(*(lists_reaching(child, negated)
+                                 for child in condition[combinator]))
+    if condition.get("field") == "list" and condition.get("op") in ("member", "subscribed") \
+            and not negated and isinstance(condition.get("value"), str):
+        return {condition["value"]}
+    return set()
+
+
 def _compile(node, custom_fields, list_ids, now, path, depth, budget, negated) -> dict:
     budget.nodes += 1
     if budget.nodes > MAX_NODES:

@@ -37,7 +37,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.operations import IndexModel
 
 from services.contacts import domain
-from services.contacts.segments import compile_condition
+from services.contacts.segments import compile_condition, lists_reaching
 from shared.mongo import IDS_PER_QUERY, ensure_indexes, id_batches, insert_new, is_duplicate_key
 
 log = logging.getLogger(__name__)
@@ -585,6 +585,12 @@ class ContactsStore:
             raise LookupError("segment not found")
         return self.compile_definition(account_id, segment["definition"], now=now or domain.now(),
                                        salt=self.salt, audience=True)
+
+    def segment_lists(self, account_id: str, segment_id: str) -> list[str]:
+        """The lists a campaign to the saved segment reaches its contacts
+        through (segments.lists_reaching); none for a segment gone."""
+        segment = self.get_segment(account_id, segment_id)
+        return sorted(lists_reaching(segment["definition"])) if segment else []
 
     def compile_definition(self, account_id: str, definition, *, now: datetime,
                            salt: str | None, audience: bool) -> dict:

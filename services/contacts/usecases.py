@@ -545,12 +545,15 @@ def delete_segment(ports: Ports, account_id: str, segment_id: str) -> None:
         raise not_found("segment")
 
 
-def segment_filter(ports: Ports, account_id: str, segment_id: str,
-                   audience: bool = False) -> dict:
-    """A stored segment's query. One that no longer compiles (a list or a
+def segment_filter(ports: Ports, account_id: str, segment_id: str) -> dict:
+    """A stored segment's query (who matches it)."""
+    return _stored_filter(ports, account_id, get_segment(ports, account_id, segment_id)["definition"])
+
+
+def _stored_filter(ports: Ports, account_id: str, definition: Any, audience: bool = False) -> dict:
+    """A stored definition's query. One that no longer compiles (a list or a
     field it names was deleted since) is a 409: the request was fine, the
     segment is what must change (a 400 on a GET named no input of it)."""
-    definition = get_segment(ports, account_id, segment_id)["definition"]
     try:
         return compiled(ports, account_id, definition, audience)
     except ApiError as exc:
@@ -562,13 +565,14 @@ def segment_filter(ports: Ports, account_id: str, segment_id: str,
 def preview_segment(ports: Ports, account_id: str, segment_id: str, sample: int) -> dict:
     """The count and the first `sample` contacts; `sample=0` is the count
     alone (a cursor's limit of 0 is no limit: every contact, unaudited)."""
-    query = segment_filter(ports, account_id, segment_id)
+    definition = get_segment(ports, account_id, segment_id)["definition"]
+    query = _stored_filter(ports, account_id, definition)
     first = list(ports.store.contacts.find(query).sort("_id", 1).limit(sample)) if sample else []
     # What a campaign to the segment would reach: the count alone also took
     # in the suppressed, bounced, complained and those subscribed nowhere,
     # and members of a list it names who are not subscribed to it.
     mailable = ports.store.audience_filter(
-        account_id, [], segment_filter(ports, account_id, segment_id, audience=True))
+        account_id, [], _stored_filter(ports, account_id, definition, audience=True))
     return {"count": ports.store.count_contacts(account_id, query),
             "mailable": ports.store.count_contacts(account_id, mailable), "sample": first}
 

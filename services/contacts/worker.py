@@ -55,7 +55,8 @@ def fanout_runners(runtime: Runtime, config: Config,
     return [fanout.FanoutRunner(FanoutStore(runtime.db), stream, producer,
                                 fanout.owner_name(number), should_stop=stop.is_set,
                                 lease_seconds=config.fanout_lease_seconds,
-                                missing=fanout.audience_check(contacts))
+                                missing=fanout.audience_check(contacts),
+                                segment_lists=contacts.segment_lists)
             for number in range(config.fanout_threads)]
 
 

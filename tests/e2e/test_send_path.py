@@ -268,6 +268,26 @@ def test_a_contact_that_reconsents_after_a_suppression_is_mailed_again(gateway, 
     assert set(by_recipient(received(stack_env, marker))) == {back, control}
 
 
+def test_a_campaign_to_a_lists_members_mails_none_who_left_that_list(gateway, stack_env):
+    """A segment "member of News" reached a contact who unsubscribed from
+    News while Offers kept them subscribed."""
+    marker = uuid.uuid4().hex[:10]
+    news, offers = make_list(gateway, "News"), make_list(gateway, "Offers")
+    reader, leaver, offers_only = addresses(marker, 3)
+    for list_id in (news, offers):
+        import_contacts(gateway, list_id, [(reader, "Reader"), (leaver, "Leaver")])
+    import_contacts(gateway, offers, [(offers_only, "Offers")])
+    unsubscribe(gateway, news, leaver)
+    segment = gateway.call("POST", "/segments", json={"name": "News readers", "definition": {
+        "field": "list", "op": "member", "value": news}})
+    campaign_id = make_campaign(gateway, stack_env, [],
+                                audience={"list_ids": [], "segment_id": segment["id"]})
+    gateway.call("POST", f"/campaigns/{campaign_id}/send")
+    done = wait_for(gateway, campaign_id)
+    assert done["progress"]["audience_size"] == 1 and done["progress"]["sent"] == 1, done["progress"]
+    assert set(by_recipient(received(stack_env, marker))) == {reader}
+
+
 def paused_campaign(gw: Gateway, stack_env, marker: str, name: str,
                     rows: list[tuple[str, str]]) -> tuple[str, dict]:
     """A campaign to `rows` at 20 a second, paused once its first message is

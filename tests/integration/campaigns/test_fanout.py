@@ -86,6 +86,37 @@ def fan_out(event, *, stream, store, producer, batch_size=10, should_stop=NeverS
     return runner(store, stream, producer, batch_size, should_stop).run_pending()
 
 
+def test_a_segments_jobs_name_the_lists_it_reaches_its_contacts_through(mongo_db, broker):
+    """A campaign to "member of News" mailed a reader who left News before
+    their message went, because Offers kept them subscribed: the job
+    named every list they were subscribed to, and the sender skips a job
+    only once its contact has left all of them."""
+    from services.contacts import domain
+    from services.contacts.fanout import contacts_stream
+    from services.contacts.store import ContactsStore, contact_document
+
+    contacts = ContactsStore(mongo_db)
+    news, offers = (contacts.insert_list({"_id": domain.new_id(), "account_id": "acct-1",
+                                          "name": name, "created_at": domain.now()})["_id"]
+                    for name in ("News", "Offers"))
+    doc = contact_document("acct-1", domain.address("one@example.com", "salt"), name="One",
+                           fields={}, at=domain.now(), origin={"via": "api"})
+    contacts.insert_contact(doc)
+    for list_id in (news, offers):
+        contacts.update_contact("acct-1", doc["_id"], domain.membership_update(
+            list_id, domain.membership("subscribed", "api", domain.now())))
+    segment = contacts.insert_segment({"_id": domain.new_id(), "account_id": "acct-1",
+                                       "name": "News", "definition": {
+                                           "field": "list", "op": "member", "value": news}})
+    event = launched(list_ids=())
+    event.data["audience"]["segment_id"] = segment["_id"]
+    store = FanoutStore(mongo_db)
+    FanoutRequests(store).launched(event)
+    assert runner(store, contacts_stream(contacts), EventProducer(broker.sink()),
+                  segment_lists=contacts.segment_lists).run_pending()
+    assert [job["via_list_ids"] for job in jobs(broker)] == [[news]]
+
+
 def test_audience_ready_names_the_lists_and_segment_the_account_lacks(mongo_db, broker):
     from services.contacts import domain
     from services.contacts.fanout import audience_check, contacts_stream

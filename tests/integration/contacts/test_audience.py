@@ -133,6 +133,12 @@ def test_a_segment_on_a_list_reaches_only_the_lists_subscribers(store):
 
     member = {"field": "list", "op": "member", "value": news}
     assert audience(member) == {reader}
+    # and the reader is mailed because of news: leaving news, not at all
+    segment = {"_id": domain.new_id(), "account_id": a, "name": "news", "definition": member}
+    store.insert_segment(segment)
+    [[doc]] = store.stream_audience(a, [], store.compile_segment(a, segment["_id"]))
+    job = send_job("camp", doc, None, "ab" * 32, store.segment_lists(a, segment["_id"]), True)
+    assert job["via_list_ids"] == [news]
     assert audience({"not": member}) == {offers_only}
     assert audience({"field": "list", "op": "unsubscribed", "value": news}) == {left_news}
 

@@ -70,7 +70,22 @@ def test_a_campaigns_member_of_a_list_is_a_subscriber_of_it():
     assert audience(pending) == compile_(pending) == {f"lists.{LIST}.status": "pending"}
 
 
-def test_a_name_condition_that_folds_to_nothing_is_refused():
+def test_the_lists_a_segment_reaches_its_contacts_through():
+    from services.contacts.segments import lists_reaching
+    other = "b" * 32
+
+    def on(list_id, op="member"):
+        return {"field": "list", "op": op, "value": list_id}
+
+    assert lists_reaching(on(LIST)) == {LIST}
+    assert lists_reaching({"all": [on(LIST, "subscribed"), {"any": [on(other)]}]}) == {LIST, other}
+    assert lists_reaching({"not": on(LIST)}) == set()
+    assert lists_reaching({"not": {"any": [{"not": on(LIST)}, on(other)]}}) == {LIST}
+    assert lists_reaching({"all": [on(LIST, "pending"), on(other, "unsubscribed")]}) == set()
+    assert lists_reaching({"field": "fields.city", "op": "eq", "value": "Pune"}) == set()
+
+
+
     """It would match every contact with a name: a campaign to the whole list."""
     for value in ("\u0301", "\u00a0", " \u0308 "):
         with pytest.raises(SegmentError) as caught:
