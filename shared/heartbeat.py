@@ -55,8 +55,10 @@ class CallWatch:
 
     @contextmanager
     def watching(self, call: str) -> Iterator[None]:
-        outer = self._call  # a poll runs a revoke's commit inside it
-        self._call = (call, self.clock())
+        outer = self._call
+        # A poll runs a revoke's commit inside it: the poll has been out
+        # since it began, whatever it is doing now.
+        self._call = (f"{outer[0]} ({call})", outer[1]) if outer else (call, self.clock())
         try:
             yield
         finally:
@@ -68,5 +70,5 @@ class CallWatch:
             return
         waited = self.clock() - call[1]
         if waited > self.most_seconds:
-            raise Stalled(f"{self.name}: its Kafka {call[0]} has not returned for {waited:.0f} s "
+            raise Stalled(f"{self.name}: its {call[0]} has not returned for {waited:.0f} s "
                           f"(at most {self.most_seconds:.0f} s)")

@@ -28,8 +28,14 @@ def run_worker(service: str, config: Config, build_loop: Callable[[], ConsumerLo
                readiness: dict, on_stop: Callable[[], None] | None = None) -> None:
     """`on_stop` runs in the signal handler, beside the loop's own stop."""
     configure_logging(service, config.log_level)
+    # Served before the loop is built: building it may wait a minute for
+    # MongoDB (its indexes), and a liveness probe refused meanwhile would
+    # restart the pod in the very case that wait is for.
+    built: list[ConsumerLoop] = []
+    serve_health(service, config, readiness,
+                 liveness={"consumer_loop": lambda: built and built[0].watch.check()})
     loop = build_loop()
-    serve_health(service, config, readiness, liveness={"consumer_loop": loop.watch.check})
+    built.append(loop)
     log.info("worker started", extra={"group": loop.group})
     run_until_signalled(loop, on_stop)
     log.info("worker stopped")

@@ -29,13 +29,16 @@ def main() -> None:
     configure_logging(SERVICE, config.log_level)
     runtime = Runtime(SERVICE, config)
     helpers = HelperLoops()
+    built: list = []  # served before the loops are built, as shared.worker.run_worker does
+    serve_health(SERVICE, config, {**runtime.readiness(), "helper_loops": helpers.check},
+                 liveness={"consumer_loop": lambda: built and built[0].watch.check(),
+                           "helper_loops": helpers.check_calls})
     loop = consumer_loop(config, SERVICE, GROUP, TOPICS, build_handlers(runtime),
                          producer=runtime.producer())
+    built.append(loop)
     counting = consumer_loop(config, SERVICE, AGGREGATES_GROUP, AGGREGATES_TOPICS, {},
                              batch_handler=build_aggregate_counter(runtime),
                              batch_types=AGGREGATES_TYPES)
-    serve_health(SERVICE, config, {**runtime.readiness(), "helper_loops": helpers.check},
-                 liveness={"consumer_loop": loop.watch.check, "helper_loops": helpers.check_calls})
 
     def stop(*_args):
         loop.stop()

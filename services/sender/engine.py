@@ -660,9 +660,13 @@ class Engine:
         listing, and their parker puts them back meanwhile."""
         now = self.clock()
         if now >= self._list_parked_at:
-            self._parked_here = set()  # parked from now on: added as they are
+            here, self._parked_here = self._parked_here, set()  # parked from now on: added
             started = time.monotonic()
-            self._listed_parked = set(self.parked.campaigns())
+            try:
+                self._listed_parked = set(self.parked.campaigns())
+            except Exception:
+                self._parked_here |= here  # still to be put back
+                raise
             took = time.monotonic() - started
             self._list_parked_at = now + min(PARKED_LIST_MOST_SECONDS,
                                              max(PARKED_LIST_SECONDS, 20 * took))

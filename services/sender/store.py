@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.operations import IndexModel, ReplaceOne
 
 from services.sender.domain import (CANCELLED, CONTACT_CHANGED, DEFERRED, FINAL, RELEASED, SENDING,
@@ -719,3 +719,9 @@ class MongoWindowCounter:
 def ensure_indexes(db: Database) -> None:
     from shared.mongo import ensure_indexes as ensure
     ensure(db, INDEXES)
+    # (campaign_id, due_at) took its place on 2026-12-07: one index less to
+    # write at every park.
+    try:
+        db["parked_jobs"].drop_index("campaign_id_1")
+    except OperationFailure:
+        pass  # not there (a new database, or another sender dropped it)

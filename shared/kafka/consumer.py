@@ -100,7 +100,7 @@ class ConsumerLoop:
     def run_once(self) -> int:
         """Poll once, handle what came; returns how many records were settled."""
         self._resume_due_partitions()
-        with self.watch.watching("poll"):
+        with self.watch.watching("Kafka poll"):
             records = self.source.poll(self.poll_timeout_ms, self.max_records)
         settled = 0
         blocked: set[TopicPartition] = set()
@@ -160,7 +160,8 @@ class ConsumerLoop:
         try:
             self.commit()
         finally:
-            self.source.close()
+            with self.watch.watching("Kafka close"):  # it leaves the group: a broker call
+                self.source.close()
 
     # -- one record ------------------------------------------------------
     def _handle(self, record: Record) -> bool:
@@ -319,7 +320,8 @@ class ConsumerLoop:
         if not offsets:
             return
         try:
-            with self.watch.watching("flush"):
+            # the handlers' own writes too (campaigns: its progress counts)
+            with self.watch.watching("flush before a commit"):
                 if self.before_commit:
                     self.before_commit()
                 self.dead_letters.flush()
@@ -333,7 +335,7 @@ class ConsumerLoop:
                 self._first_uncommitted.pop(tp, None)
             return
         try:
-            with self.watch.watching("commit"):
+            with self.watch.watching("Kafka commit"):
                 self.source.commit(offsets)
         except Exception:
             # A rebalance or an outage. Partitions someone else owns now: their

@@ -125,16 +125,17 @@ def test_a_call_watch_fails_only_while_one_call_has_hung_too_long():
     watch = CallWatch("the privacy loop", 300, clock=lambda: now[0])
     now[0] += 10_000
     watch.check()                        # between calls, however long: alive
-    with watch.watching("poll"):
+    with watch.watching("Kafka poll"):
         now[0] += 200
-        with watch.watching("commit"):   # a revoke's commit, inside the poll
-            now[0] += 300
+        watch.check()
+        with watch.watching("Kafka commit"):   # a revoke's commit, inside the poll
+            now[0] += 100
             watch.check()
-            now[0] += 1
-            with pytest.raises(Stalled, match="the privacy loop: its Kafka commit has not "
-                                              "returned for 301 s"):
+            now[0] += 1                        # the poll has been out for 301 s
+            with pytest.raises(Stalled, match=r"the privacy loop: its Kafka poll \(Kafka "
+                                              r"commit\) has not returned for 301 s"):
                 watch.check()
-        with pytest.raises(Stalled, match="its Kafka poll has not returned for 501 s"):
+        with pytest.raises(Stalled, match="its Kafka poll has not returned for 301 s"):
             watch.check()
     watch.check()
 
@@ -212,9 +213,47 @@ def test_a_helper_loops_hung_call_fails_the_liveness_check_naming_it():
         time.sleep(0.05)
         helpers.check_calls()
         now[0] += 301
-        with pytest.raises(Stalled, match="the sender-campaigns loop: its Kafka commit"):
+        with pytest.raises(Stalled, match="the sender-campaigns loop: its commit"):
             helpers.check_calls()
     finally:
         loop.stopping = True
         helpers.join(5)
     helpers.check_calls()
+
+
+def test_a_worker_answers_its_liveness_probe_while_its_loop_is_still_being_built(monkeypatch):
+    """Building the loop may wait a minute for MongoDB (its indexes): with
+    /healthz served only after, the probe was refused and the pod
+    restarted in the very case that wait is for."""
+    import signal
+
+    from shared import worker
+    from shared.config import Config
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("SANDESH_HEALTH_PORT", str(port))
+    monkeypatch.setattr(worker, "configure_logging", lambda *args: None)
+    answers = []
+
+    def build_loop():
+        for _ in range(50):
+            try:
+                answers.append(_get(port, "/healthz"))
+                break
+            except OSError:
+                time.sleep(0.1)
+        loop = _loop_over(None, lambda event: None, stall_seconds=300)
+        loop.stop()
+        return loop
+
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        worker.run_worker("tracking", Config(log_level="INFO", stack_id="test"), build_loop,
+                          readiness={})
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    assert answers == [(200, {"status": "ok", "service": "tracking", "stack_id": "test",
+                              "checks": {"consumer_loop": "ok"}})]
