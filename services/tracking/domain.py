@@ -147,7 +147,10 @@ _IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.\d{1,3}$")
 
 
 def truncate_ip(ip: str) -> str:
-    """The /24 (IPv4) or /48 (IPv6) network, "" when not an address."""
+    """The /24 (IPv4) or /48 (IPv6) network, "" when not an address. An
+    IPv6 address with an IPv4 one inside its first 48 bits is cut as that
+    IPv4 address: a 6to4 address's /48 (2002:cb00:714d::/48) is its
+    client's whole public IPv4 address (203.0.113.77)."""
     match = _IPV4.match(ip or "")
     if match and all(int(part) < 256 for part in match.groups()):
         return f"{match.group(1)}.{match.group(2)}.{match.group(3)}.0/24"
@@ -155,8 +158,8 @@ def truncate_ip(ip: str) -> str:
         address = ipaddress.ip_address((ip or "").strip())
     except ValueError:
         return ""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        address = address.ipv4_mapped or address.sixtofour or address
     prefix = 24 if address.version == 4 else 48
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 

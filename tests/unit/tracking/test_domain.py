@@ -78,6 +78,8 @@ def test_user_agent_family_is_coarse(agent, family):
 @pytest.mark.parametrize("ip,prefix", [
     ("203.0.113.77", "203.0.113.0/24"), ("2001:db8:1234:5678::1", "2001:db8:1234::/48"),
     ("::ffff:198.51.100.9", "198.51.100.0/24"), ("not-an-ip", ""), ("", ""),
+    # 6to4: the /48 would be the client's whole IPv4 address, 203.0.113.77
+    ("2002:cb00:714d::1", "203.0.113.0/24"),
 ])
 def test_ip_is_truncated(ip, prefix):
     assert domain.truncate_ip(ip) == prefix
