@@ -22,6 +22,7 @@ the privacy service asks the id-only services again).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from marshmallow import ValidationError
 
@@ -75,11 +76,19 @@ def handle_privacy_request(runtime, event) -> None:
         _erase(ports, event, contact, subject.get("email_hash"), deleted,
                runtime.config.get("import_dir"))
         return
-    if contact is None and deleted and kind == "access":
+    rejected = _rejected_rows(ports, runtime.config.get("import_dir"), event.account_id,
+                              contact, subject) if kind == "access" else []
+    if contact is None and (deleted or rejected) and kind == "access":
         # Deleted through the API, its consent entries (IP, form URL) are kept
-        # as the account's record: they are the person's data all the same.
-        answer(ports.producer, event, SERVICE, "done",
-               export={"deleted_contacts": [_collect_deleted(ports.store, d) for d in deleted]},
+        # as the account's record: they are the person's data all the same,
+        # as are the cells of an import's row refused before any contact
+        # was made of it.
+        export: dict[str, Any] = {}
+        if deleted:
+            export["deleted_contacts"] = [_collect_deleted(ports.store, d) for d in deleted]
+        if rejected:
+            export["rejected_import_rows"] = rejected
+        answer(ports.producer, event, SERVICE, "done", export=export,
                contact_ids=[d["_id"] for d in deleted])
         return
     if contact is None:
@@ -89,6 +98,8 @@ def handle_privacy_request(runtime, event) -> None:
         export = collect(ports.store, contact)
         if deleted:
             export["deleted_contacts"] = [_collect_deleted(ports.store, d) for d in deleted]
+        if rejected:
+            export["rejected_import_rows"] = rejected
         answer(ports.producer, event, SERVICE, "done", export=export,
                contact_ids=ids + [d["_id"] for d in deleted])
     elif kind == "rectification":
@@ -104,6 +115,14 @@ def handle_privacy_request(runtime, event) -> None:
         restrict(ports, event, contact)
         answer(ports.producer, event, SERVICE, "done", contact_ids=ids,
                detail="restricted: no longer in any audience")
+
+
+def _rejected_rows(ports: usecases.Ports, import_dir: str | None, account_id: str,
+                   contact: dict | None, subject: dict) -> list[dict]:
+    hashes = {h for h in ((contact or {}).get("email_hash"), subject.get("email_hash")) if h}
+    if not import_dir or not hashes:
+        return []
+    return rejected_rows.rows_with(import_dir, account_id, ports.salt, hashes)
 
 
 def _consent_log(store: ContactsStore, account_id: str, contact_id: str) -> list[dict]:

@@ -66,6 +66,31 @@ def scrub_account(store, import_dir: str, account_id: str, salt: str, erased: se
     return removed
 
 
+def rows_with(import_dir: str, account_id: str, salt: str, hashes: set[str]) -> list[dict]:
+    """An access request's part: the rows of the account's imports holding
+    one of these address hashes, as the account can fetch them (the row's
+    number, why it was refused, its cells). An erasure takes the same rows
+    out (scrub_account); a row refused before any contact was made of it
+    is all the account holds of the person."""
+    folder = os.path.join(import_dir, account_id)
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(REJECTED_SUFFIX))
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        try:
+            for row, row_hashes in _rows(os.path.join(folder, name), salt):
+                if row_hashes & hashes:
+                    found.append({"import_id": name[:-len(REJECTED_SUFFIX)],
+                                  "row": row[0] if row else None,
+                                  "reason": row[1] if len(row) > 1 else None,
+                                  "cells": row[2:]})
+        except FileNotFoundError:
+            continue  # deleted meanwhile (the account's files, with the account)
+    return found
+
+
 def scrub_finished_imports(store, import_dir: str, salt: str, import_id: str | None = None,
                            limit: int = 20) -> int:
     """Imports over and not scrubbed since (or just the one named): their

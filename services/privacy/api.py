@@ -169,8 +169,7 @@ def download_export(args, request_id):
         raise ApiError(410, "export_expired", f"the export was deleted {days} days after the "
                        "request completed, as it holds the person's data; make a new access "
                        "request for a fresh one")
-    export = usecases.export_for(_store(), current_identity(), request, args.get("reason"),
-                                 args["format"])
+    export = usecases.export_for(_store(), current_identity(), request, args["format"])
     filename = f"privacy-export-{request_id}"
     if args["format"] == "text":
         body, mime, filename = domain.export_text(export), "text/plain; charset=utf-8", filename + ".txt"

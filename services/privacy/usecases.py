@@ -337,12 +337,11 @@ def expire_exports(store: PrivacyStore, days: int, at: datetime | None = None) -
     return store.expire_exports(at - timedelta(days=days), at)
 
 
-def export_for(store: PrivacyStore, identity: Identity, request: dict, reason: str | None,
-               fmt: str) -> dict:
+def export_for(store: PrivacyStore, identity: Identity, request: dict, fmt: str) -> dict:
     export = domain.assemble_export(request, store.export_parts(request["_id"]))
     audit(store, account_id=identity.account_id, action="export.downloaded",
           principal=identity.principal, target_type="request", target_id=request["_id"],
-          reason=reason or f"access request ({fmt})", request_id=request["_id"])
+          reason=f"access request ({fmt})", request_id=request["_id"])
     return export
 
 

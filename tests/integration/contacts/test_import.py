@@ -13,6 +13,7 @@ from services.contacts.import_files import rejected_path
 from services.contacts.store import PLATFORM, ContactsStore
 from shared.events import new_event
 from shared.pii import email_hash, normalise_email
+from shared.topics import PRIVACY_ACKS
 from tests.integration.contacts.conftest import SALT, published
 
 V1 = "/api/v1"
@@ -691,6 +692,30 @@ def test_an_erasure_takes_the_persons_rows_out_of_every_imports_rejected_rows(
     assert [row[2] for row in rejected_rows(client, not_run_yet["id"])] == ["keep@example.com"]
     assert stored_files(settings) == {f"{client.account_id}/{job['id']}.rejected.csv": 0o600
                                       for job in (finished, not_run_yet)}
+
+
+def test_an_access_request_reports_the_persons_rejected_import_rows(client, app, settings,
+                                                                     setup, broker):
+    """A row refused before any contact was made of it is all the account
+    holds of the person, and an erasure takes it out: the access request
+    answered "not found" all the same."""
+    rows = (b"email,name,age\n"
+            b"Ann.Lee@Example.com,Ann Lee,not a number\n"   # rejected: her address
+            b"keep@example.com,Keep,also not\n")            # rejected: someone else
+    job = upload(client, setup, rows).get_json()
+    run_worker(app, settings)
+    broker.topics.clear()
+    privacy.handle_privacy_request(app.extensions["runtime"], new_event(
+        "privacy.requested", source="sandesh.privacy", subject="r1", account_id=client.account_id,
+        data={"request_id": "r1", "kind": "access", "subject": {
+            "kind": "contact", "email_hash": email_hash(normalise_email("ann.lee@example.com"),
+                                                        SALT)}}))
+    [answer] = [event["data"] for event in published(broker, PRIVACY_ACKS)]
+    assert answer["status"] == "done", answer
+    assert answer["export"]["rejected_import_rows"] == [{
+        "import_id": job["id"], "row": "2", "reason": answer["export"]["rejected_import_rows"][0]
+        ["reason"], "cells": ["Ann.Lee@Example.com", "Ann Lee", "not a number"]}]
+    assert "keep@" not in json.dumps(answer)
 
 
 def test_rejected_rows_left_unscrubbed_when_an_import_ended_are_scrubbed_by_the_sweep(

@@ -294,11 +294,17 @@ def test_an_access_export_is_assembled_when_complete_and_the_download_is_audited
     assert text.mimetype == "text/plain" and "== sender (done) ==" in text.get_data(as_text=True)
     assert acme("GET", path + "?format=html").mimetype == "text/html"
     assert acme("GET", path + "?format=pdf").status_code == 400
+    # a download's free-text reason went into the audit log, which no
+    # erasure rewrites; it is refused, naming the parameter
+    why = acme("GET", path + "?reason=sending+Jane+Doe+her+data")
+    assert why.status_code == 400 and "reason" in why.get_json()["error"]["details"]
     head = acme("HEAD", path)  # a link checker's: no download to record
     assert head.status_code == 405 and head.headers["Allow"] == "GET"
     audit = acme("GET", "/api/v1/privacy/audit").get_json()["items"]
     actions = [e["action"] for e in audit]
     assert actions.count("export.downloaded") == 3
+    assert sorted(e["reason"] for e in audit if e["action"] == "export.downloaded") == [
+        "access request (html)", "access request (json)", "access request (text)"]
     assert {"access.requested", "access.completed"} <= set(actions)
     assert all(e["account_id"] == acme.identity.account_id for e in audit)
 
