@@ -224,6 +224,7 @@ class Engine:
             self.slots.abandon()
             raise
         self.slots.give_back()  # every transaction of the batch is over
+        self._forget_erased_since([task.job for task in tasks])
         self._mark_deferred(deferred)
         self._close_holds(answers, result)
         for hold in result.values():
@@ -360,9 +361,15 @@ class Engine:
         and a job screened before the claim may have been erased since."""
         if jobs:
             blocked = self.contacts.blocked(jobs)
-            self.parked.park(jobs, erased={j for j, why in blocked.items() if why == "erased"},
-                             due_at=due_at)
+            erased = {j for j, why in blocked.items() if why == "erased"}
+            self.parked.park(jobs, erased=erased, due_at=due_at)
             self._parked_here.update(TEST_SENDS if j.test else j.campaign_id for j in jobs)
+            # Erased between the look and the insert, the erasure's rewrite
+            # of parked jobs ran before these were there.
+            erased_since = self.contacts.erased_jobs(jobs) - erased
+            for job in jobs:
+                if job.job_id in erased_since:
+                    self.parked.forget_recipient(job.account_id, job.contact_id)
 
     def _over_window(self, campaign: Campaign,
                      room: dict[str, tuple[int, float] | None]) -> float | None:
@@ -585,6 +592,21 @@ class Engine:
             left -= len(done)
         self.messenger.collect(0, 0)  # forget the finished batch
         return recording, deferred
+
+    def _forget_erased_since(self, jobs: list[Job]) -> None:
+        """The records of contacts erased while their messages were on the
+        wire, as the erasure left the others: it rewrote what was recorded
+        when it ran, and these were recorded after, under the contact's id
+        and with the SMTP reply (which may quote the name). The erasure
+        marks the contact state first, so one of the two sees the other."""
+        if not jobs:
+            return
+        try:
+            erased = self.contacts.erased_jobs(jobs)
+            if erased:
+                self.deliveries.forget_contacts(erased)
+        except Exception:  # the messages are out and recorded: the batch stands
+            log.warning("records of contacts erased meanwhile not rewritten", exc_info=True)
 
     def _mark_deferred(self, jobs: list[Job]) -> None:
         """Once their retries are out, mark the deferred jobs' claims: a job

@@ -33,6 +33,7 @@ from shared.erased_accounts import ErasedAccounts
 from shared.ids import unique_hex
 from shared.mongo import as_utc, delete_all, find_by_ids, insert_new, retry_unreachable
 from shared.pii import email_hash
+from shared.privacy_answers import pseudonym
 
 INDEXES = {
     "claims": [IndexModel([("campaign_id", 1)])],
@@ -268,6 +269,18 @@ class ContactStateStore:
         reasons.update(self._blocked_addresses([j for j in jobs if j.job_id not in reasons]))
         return reasons
 
+    def erased_jobs(self, jobs: list[Job]) -> set[str]:
+        """The ids of the jobs whose contact their account erased (a test
+        send has none): the erasure marks this state before it rewrites
+        what the sender recorded, so a record written after it is found
+        here (Engine._forget_erased_since)."""
+        contacts = [j for j in jobs if not j.test]
+        if not contacts:
+            return set()
+        states = find_by_ids(self.col, list({j.contact_id for j in contacts}))
+        return {j.job_id for j in contacts
+                if j.account_id in (states.get(j.contact_id) or {}).get("erased_by", ())}
+
     def _blocked_addresses(self, jobs: list[Job]) -> dict[str, str]:
         if not self.salt or not jobs:
             return {}
@@ -467,6 +480,15 @@ class DeliveryStore:
 
     def get(self, job_id: str) -> dict | None:
         return self.col.find_one({"_id": job_id})
+
+    def forget_contacts(self, job_ids: Iterable[str]) -> None:
+        """These jobs' records as an erasure leaves them (privacy.erase):
+        the contact id a fresh pseudonym each, no domain, no SMTP reply."""
+        for job_id in job_ids:
+            self.col.update_one({"_id": job_id}, {
+                "$set": {"event.data.contact_id": pseudonym()},
+                "$unset": {"event.data.recipient_domain": "", "smtp_reply": "",
+                           "compose_error": ""}})
 
 
 class ParkedJobs:

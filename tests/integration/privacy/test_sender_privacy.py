@@ -175,3 +175,25 @@ def test_an_account_erasure_deletes_its_contacts_send_time_state_and_its_marks(m
     table["tracking.unsubscribed"](_contact_event("tracking.unsubscribed", ACCOUNT,
                                                   {"contact_id": "mine", "list_id": None}))
     assert mongo_db.contacts.find_one({"_id": "mine"}) is None
+
+
+def test_records_written_after_an_erasure_are_found_and_rewritten_as_it_left_the_others(mongo_db):
+    """A message on the wire when the erasure ran was recorded after it,
+    under the contact's id and with the SMTP reply: the engine asks which
+    of its batch's contacts were erased (the erasure marks that first) and
+    rewrites their records (Engine._forget_erased_since)."""
+    from services.sender.store import DeliveryStore
+
+    broker, runtime = _setup(mongo_db)
+    privacy.handle_privacy_request(runtime, _request("erasure", "c1"))
+    mongo_db.deliveries.insert_one(_record("j4", "c1"))   # the batch on the wire, recorded now
+    erased = ContactStateStore(mongo_db).erased_jobs(
+        [_job("j4", "c1"), _job("j5", "c2"), _job("j6", "c1", account_id="acct-other")])
+    assert erased == {"j4"}
+    DeliveryStore(mongo_db, "me", 60).forget_contacts(erased)
+    late = mongo_db.deliveries.find_one({"_id": "j4"})
+    assert "c1" not in _values(late) and "smtp_reply" not in late
+    assert "recipient_domain" not in late["event"]["data"]
+    assert late["event"]["data"]["contact_id"] != mongo_db.deliveries.find_one(
+        {"_id": "j1"})["event"]["data"]["contact_id"]
+    assert mongo_db.deliveries.find_one({"_id": "j3"})["event"]["data"]["contact_id"] == "c2"

@@ -646,6 +646,16 @@ class Port:
     def forget_account(self, account_id):
         return self.sender.parked.forget_account(account_id)
 
+    def forget_recipient(self, account_id, contact_id):
+        return self.sender.parked.forget_recipient(account_id, contact_id)
+
+    def erased_jobs(self, jobs):
+        self._point("contacts.blocked")
+        return {job_id for job_id, why in self.world.blocked(jobs).items() if why == "erased"}
+
+    def forget_contacts(self, job_ids):
+        return self.sender.deliveries.forget_contacts(job_ids)
+
     def hold(self, jobs, ask_again_at):
         return self.sender.held.hold(jobs, ask_again_at)
 

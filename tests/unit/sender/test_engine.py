@@ -43,6 +43,18 @@ class Fakes:
     def blocked(self, jobs):
         return {j.job_id: self.blocked_ids[j.job_id] for j in jobs if j.job_id in self.blocked_ids}
 
+    erased_later: set = set()  # job ids whose contact is erased once screened
+
+    def erased_jobs(self, jobs):
+        return {j.job_id for j in jobs if j.job_id in self.erased_later
+                or self.blocked_ids.get(j.job_id) == "erased"}
+
+    def forget_contacts(self, job_ids):
+        self.forgotten = getattr(self, "forgotten", []) + sorted(job_ids)
+
+    def forget_recipient(self, account_id, contact_id):
+        self.recipients_forgotten = getattr(self, "recipients_forgotten", []) + [contact_id]
+
     def claim(self, jobs):
         self.claimed.extend(j.job_id for j in jobs)
         elsewhere = getattr(self, "claimed_elsewhere", set())
@@ -981,3 +993,24 @@ def test_a_second_copy_of_an_admitted_job_is_not_weighed_against_the_rate_again(
     assert result["j1"] is DONE and result["j2"] is DONE
     assert [t.job.job_id for t in fakes.tasks_sent] == ["j1"]
     assert [j.job_id for j in fakes.parked_jobs] == ["j2"]
+
+
+def test_the_record_of_a_contact_erased_while_its_message_was_on_the_wire_is_rewritten():
+    """The erasure rewrote the records there were; this one, written after
+    it, kept the contact's id and the SMTP reply (which may quote the name)
+    for the 30 days records are kept."""
+    fakes = Fakes([campaign()])
+    fakes.erased_later = {"j2"}
+    assert fakes.engine().handle([[job(1), job(2)]]) == {"j1": DONE, "j2": DONE}
+    assert sorted(t.job.job_id for t in fakes.tasks_sent) == ["j1", "j2"]  # screened before
+    assert fakes.forgotten == ["j2"]
+
+
+def test_a_job_parked_just_after_its_contacts_erasure_loses_its_address():
+    """The erasure rewrote the parked jobs there were; this one, parked
+    after it, kept the address until its campaign went on (up to a week)."""
+    fakes = Fakes([campaign(status="paused")])
+    fakes.erased_later = {"j2"}
+    fakes.engine().handle([[job(1), job(2)]])
+    assert [j.job_id for j in fakes.parked_jobs] == ["j1", "j2"] and fakes.parked_erased == set()
+    assert fakes.recipients_forgotten == ["p2"]
