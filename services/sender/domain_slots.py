@@ -8,9 +8,11 @@ limit of 2 with 3 senders, or of 4 over 12 partitions read 3, 3, 2, 2, 2 by
 five senders) every sender agrees, from the limit and the partition count
 alone, to count the campaign's transactions in MongoDB instead: it may only
 open one to a domain for each of the limit's slots it holds, leases named
-`<campaign>:<domain>#<n>` (shared/era_leases.py: taken by unique inserts
-only) taken for a batch and given back when the batch's transactions are
-over.
+`<campaign>:<domain's hash>#<n>` (shared/era_leases.py: taken by unique
+inserts only) taken for a batch and given back when the batch's
+transactions are over. The domain is kept as a keyed hash (the PII salt):
+a recipient's own domain names its owner (ann@annlee.me), and slots
+outlive their campaign by 30 days, erasures and all.
 
 A batch takes what it wants of all its domains in one read and one insert.
 A holder that dies keeps its slots until the lease runs out. A holder that
@@ -21,6 +23,8 @@ nothing of the domain until the first had run out of jobs.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -34,8 +38,10 @@ Key = tuple[str, str]  # (campaign id, recipient domain)
 
 class DomainSlots:
     def __init__(self, db: Database, holder: str, lease_seconds: float,
-                 courtesy_seconds: float = 1.0, clock: Callable[[], float] = time.time):
+                 courtesy_seconds: float = 1.0, clock: Callable[[], float] = time.time,
+                 salt: str | None = None):
         self.col = db["domain_slots"]
+        self.salt = (salt or "").encode()
         self.holder = holder
         self.lease = timedelta(seconds=lease_seconds)
         self.courtesy = timedelta(seconds=courtesy_seconds)
@@ -54,12 +60,12 @@ class DomainSlots:
                  for key, (limit, want) in wants.items()
                  if key not in stepping_aside and len(self.held.get(key, ())) < want}
         if short:
-            names = {_slot_name(key, n): key for key, (limit, _) in short.items()
+            names = {self._slot_name(key, n): key for key, (limit, _) in short.items()
                      for n in range(limit)}
             seen = era_leases.current(self.col, list(names))
             chosen: list[str] = []
             for key, (limit, missing) in short.items():
-                free = [name for name in (_slot_name(key, n) for n in range(limit))
+                free = [name for name in (self._slot_name(key, n) for n in range(limit))
                         if seen.free(name, now)]
                 chosen += free[:missing]
             taken = era_leases.take(self.col, chosen, self.holder, now, now + self.lease,
@@ -104,9 +110,9 @@ class DomainSlots:
         if not recent:
             return set()
         asked = {doc["key"] for doc in self.col.find(
-            {"key": {"$in": [_key_text(key) for key in recent]}, "holder": {"$ne": self.holder},
+            {"key": {"$in": [self._key_text(key) for key in recent]}, "holder": {"$ne": self.holder},
              "at": {"$gt": now - self.courtesy}}, {"key": 1})}
-        aside = {key for key in recent if _key_text(key) in asked}
+        aside = {key for key in recent if self._key_text(key) in asked}
         for key in aside:
             del self._given_back[key]
         return aside
@@ -117,7 +123,7 @@ class DomainSlots:
         if not keys:
             return
         self._unask(keys)
-        insert_new(self.col, [{"_id": self._ask_id(key), "key": _key_text(key),
+        insert_new(self.col, [{"_id": self._ask_id(key), "key": self._key_text(key),
                                "holder": self.holder, "at": now,
                                "expires_at": now + self.lease} for key in keys])
 
@@ -126,7 +132,7 @@ class DomainSlots:
             self.col.delete_many({"_id": {"$in": [self._ask_id(key) for key in keys]}})
 
     def _ask_id(self, key: Key) -> str:
-        return f"{_key_text(key)}?{self.holder}"
+        return f"{self._key_text(key)}?{self.holder}"
 
     def _sweep(self, now: datetime) -> None:
         # FerretDB has no TTL index: old slots and asks go by hand.
@@ -142,10 +148,9 @@ class DomainSlots:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), timezone.utc)
 
+    def _slot_name(self, key: Key, number: int) -> str:
+        return f"{self._key_text(key)}#{number}"
 
-def _slot_name(key: Key, number: int) -> str:
-    return f"{_key_text(key)}#{number}"
-
-
-def _key_text(key: Key) -> str:
-    return f"{key[0]}:{key[1]}"
+    def _key_text(self, key: Key) -> str:
+        domain = hmac.new(self.salt, key[1].encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{key[0]}:{domain}"

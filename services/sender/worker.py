@@ -119,7 +119,7 @@ def build(config: Config, heartbeat: Heartbeat | None = None):
         limiter=RateLimiter(MongoWindowCounter(db)),
         # A batch gives its slots back when its transactions are over, well
         # within the claims' lease; a sender killed keeps them as long.
-        slots=DomainSlots(db, owner, lease), messenger=messenger,
+        slots=DomainSlots(db, owner, lease, salt=config.pii_salt), messenger=messenger,
         composer_for=ComposerCache(compose_settings, make_signer(config)),
         publisher=producer, contact_view=contact_view(config),
         settings=EngineSettings(max_attempts=config.send_max_attempts,

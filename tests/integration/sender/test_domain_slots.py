@@ -109,3 +109,18 @@ def test_senders_taking_over_a_dead_holders_slot_at_once_make_one_holder(mongo_d
     with ThreadPoolExecutor(8) as pool:
         took = list(pool.map(lambda s: one(s), slots))
     assert sum(took) == 1, took
+
+
+def test_no_slot_names_the_recipients_domain(mongo_db):
+    """A recipient's own domain names its owner (ann@annlee.me), and slots
+    outlive their campaign by 30 days, erasures and all: they were named
+    after the domain."""
+    clock = Clock()
+    first, second = (DomainSlots(mongo_db, f"sender-{n}", 60.0, clock=clock, salt="s")
+                     for n in range(2))
+    assert one(first, ("c1", "annlee.me")) == 1
+    assert one(second, ("c1", "annlee.me")) == 0   # the one slot is taken: they agree
+    docs = list(mongo_db.domain_slots.find())
+    assert docs and not [d for d in docs if "annlee" in repr(d)]
+    other_salt = DomainSlots(mongo_db, "sender-x", 60.0, clock=clock, salt="t")
+    assert one(other_salt, ("c1", "annlee.me")) == 1   # keyed: not a plain hash of the name
