@@ -524,9 +524,12 @@ def test_two_senders_share_the_work_and_kill_9_of_one_loses_nobody(gateway, stac
         _wait_until_in_the_group(stack_env, extra)
         campaign_id = make_campaign(gateway, stack_env, [list_id], limits={"per_second": 60})
         gateway.call("POST", f"/campaigns/{campaign_id}/send")
+        # The second sender takes its share. Not always from the start: its
+        # first batch may meet a window the other took whole, and then it
+        # parks all of its jobs, which go back behind those the other
+        # parked first (a few seconds at the campaign's limit).
         wait_for(gateway, campaign_id, ("sending",),
-                 until=lambda c: c["progress"]["sent"] > len(rows) // 4)
-        assert _sent_by(18095) > 0          # the second sender took its share
+                 until=lambda c: c["progress"]["sent"] > len(rows) // 4 and _sent_by(18095) > 0)
     finally:
         extra.send_signal(signal.SIGKILL)
         extra.wait(10)
