@@ -27,6 +27,12 @@ CONTACT_CHANGED = "contact_changed"
 # due, whatever that campaign's state.
 TEST_SENDS = "test-sends"
 
+
+def parked_job_id(doc: dict) -> str:
+    """The job a parked_jobs document holds (store.ParkedJobs.park; one
+    parked before 2026-12-07 is named by the job id itself)."""
+    return doc.get("job_id") or doc["_id"]
+
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 

@@ -36,7 +36,7 @@ from services.sender.compose import Composer
 from services.sender.contact_view import ContactView
 from services.sender.domain import (ACCEPTED, CANCELLED, CONTACT_CHANGED, DEFERRED, FAILED, PAUSED,
                                     PERMANENT, RELEASED, SENT, SKIPPED, TEST_SENDS, Campaign, Job,
-                                    RetryPolicy, enhanced_status)
+                                    RetryPolicy, enhanced_status, parked_job_id)
 from services.sender.throttle import RateLimiter
 from shared import topics
 from shared.events import InvalidEvent, new_event
@@ -719,13 +719,14 @@ class Engine:
                 break
             out = []
             for doc in docs:
+                job_id = parked_job_id(doc)
                 try:
                     self.publisher.publish(self.settings.routes.jobs, new_event(
-                        "send.job", source=SOURCE, subject=doc["_id"],
-                        account_id=doc["account_id"], data=doc["data"]), key=doc["_id"])
+                        "send.job", source=SOURCE, subject=job_id,
+                        account_id=doc["account_id"], data=doc["data"]), key=job_id)
                 except InvalidEvent:
                     log.error("a parked job fails the send.job schema; it stays parked",
-                              extra={"job_id": doc["_id"], "campaign_id": campaign_id})
+                              extra={"job_id": job_id, "campaign_id": campaign_id})
                     refused.append(doc["_id"])
                     continue
                 out.append(doc)

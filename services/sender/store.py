@@ -28,7 +28,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.operations import IndexModel, ReplaceOne
 
 from services.sender.domain import (CANCELLED, CONTACT_CHANGED, DEFERRED, FINAL, RELEASED, SENDING,
-                                    TEST_SENDS, Campaign, Job)
+                                    TEST_SENDS, Campaign, Job, parked_job_id)
 from shared.erased_accounts import ErasedAccounts
 from shared.ids import unique_hex
 from shared.mongo import as_utc, delete_all, find_by_ids, insert_new, retry_unreachable
@@ -509,52 +509,29 @@ class ParkedJobs:
         """`erased`: ids of jobs whose contact was erased, parked without
         the recipient (skipped when they go back). `due_at`: job id -> the
         earliest it may go back (a job not in it: as soon as its campaign
-        is not paused)."""
+        is not paused).
+
+        Every park is a document of its own (`<job id>:<unique>`), and
+        `remove` deletes exactly the documents taken. One document a job,
+        a copy parked again while another sender put the job back (whose
+        cache had the campaign resumed, reading the very copy put back) had
+        to be written over the document being removed: FerretDB, whose
+        deletes and updates read and then write by _id, could apply the
+        remove after the park, and the job was gone, its copy settled as
+        parked (a campaign stuck at 599 of 600 in CI). Copies of a job
+        parked twice both go back, and its claim lets one through; a retry
+        parked beside an older attempt goes back beside it, and the older
+        finds the deferral."""
         due_at = due_at or {}
-        docs = [{"_id": j.job_id, "campaign_id": TEST_SENDS if j.test else j.campaign_id,
+        docs = [{"_id": f"{j.job_id}:{unique_hex()}", "job_id": j.job_id,
+                 "campaign_id": TEST_SENDS if j.test else j.campaign_id,
                  "account_id": j.account_id,
                  "contact_id": j.contact_id, "parked_at": utcnow(),
                  **({"due_at": due_at[j.job_id]} if j.job_id in due_at else {}),
                  "data": {**j.copy_data(), "attempt": j.attempt,
                           **({"recipient": {"email": ERASED_ADDRESS}} if j.job_id in erased
                              else {})}} for j in jobs]
-        for doc, new in zip(docs, insert_new(self.col, docs)):
-            if not new:  # parked before: a redelivered copy, or an older attempt
-                self._keep_latest_attempt(doc)
-
-    def _keep_latest_attempt(self, doc: dict) -> None:
-        """A retry parked after a copy of the attempt it retries must take
-        its place: put back, that copy finds the deferral, and the retry was
-        gone with nothing to send the job again. Only the attempt and its
-        due time change: the recipient stays as parked (an erasure may have
-        scrubbed it), and a contact changed since is caught at send time by
-        its revision. Parked anew if it was put back meanwhile.
-
-        A copy of the attempt parked is parked anew too (its parked_at): a
-        sender putting the job back as it took it before (another sender,
-        whose cache has the campaign resumed, while this one's has it still
-        paused, reading the very copy put back) then leaves it (remove).
-        Left as it was, it was deleted, and the copy, settled as parked,
-        was the job's last."""
-        data = doc["data"]
-        update: dict[str, Any] = {"$set": {"data.attempt": data["attempt"],
-                                           "parked_at": doc["parked_at"]}, "$unset": {}}
-        for field, value in (("data.not_before", data.get("not_before")),
-                             ("due_at", doc.get("due_at"))):
-            if value:
-                update["$set"][field] = value
-            else:
-                update["$unset"][field] = ""
-        if not update["$unset"]:
-            del update["$unset"]
-        for _ in range(3):
-            older = {"_id": doc["_id"], "data.attempt": {"$lte": data["attempt"]}}
-            if self.col.update_one(older, update).matched_count:
-                return
-            if self.col.count_documents({"_id": doc["_id"]}, limit=1):
-                return  # a later attempt is parked
-            if insert_new(self.col, [doc])[0]:
-                return
+        insert_new(self.col, docs)  # a clash is this very insert, retried after a lost answer
 
     def campaigns(self) -> list[str]:
         return self.col.distinct("campaign_id")
@@ -571,15 +548,14 @@ class ParkedJobs:
         return list(self.col.find(query).limit(limit))
 
     def remove(self, docs: list[dict]) -> None:
-        """The parked jobs put back, as they were taken: a later attempt, or
-        a copy, parked in their place meanwhile stays, to go back next."""
+        """The parked documents put back, as taken (by _id: see park)."""
         if docs:
-            self.col.delete_many({"$or": [_as_taken(doc) for doc in docs]})
+            self.col.delete_many({"_id": {"$in": [doc["_id"] for doc in docs]}})
 
     def held_for(self, account_id: str, contact_id: str) -> list[dict]:
         """An access export: the contact's parked jobs, with the recipient
         as the fan-out gave it (address, name, merge fields)."""
-        return [{"job_id": job["_id"],
+        return [{"job_id": parked_job_id(job),
                  "campaign_id": (job.get("data") or {}).get("campaign_id", job.get("campaign_id")),
                  "parked_at": job["parked_at"].isoformat() if job.get("parked_at") else None,
                  "recipient": (job.get("data") or {}).get("recipient")}
@@ -593,16 +569,6 @@ class ParkedJobs:
 
     def forget_account(self, account_id: str) -> None:
         delete_all(self.col, {"account_id": account_id})
-
-
-def _as_taken(doc: dict) -> dict:
-    """A filter of the parked job as it was taken, not as parked since."""
-    taken = {"_id": doc["_id"]}
-    if "attempt" in doc["data"]:
-        taken["data.attempt"] = doc["data"]["attempt"]
-    if "parked_at" in doc:
-        taken["parked_at"] = doc["parked_at"]
-    return taken
 
 
 class HeldJobs:

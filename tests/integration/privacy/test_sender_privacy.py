@@ -113,7 +113,7 @@ def test_a_job_parked_after_the_erasure_keeps_no_address(mongo_db):
     """The erasure rewrote the address of the jobs parked then; one parked
     after it (its campaign paused later) kept the address until it went back."""
     ParkedJobs(mongo_db).park([_job("late", "c1"), _job("other", "c2")], erased={"late"})
-    stored = {d["_id"]: d["data"]["recipient"]["email"] for d in mongo_db.parked_jobs.find()}
+    stored = {d["job_id"]: d["data"]["recipient"]["email"] for d in mongo_db.parked_jobs.find()}
     assert stored == {"late": "erased@invalid", "other": "someone@example.com"}
 
 

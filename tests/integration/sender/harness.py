@@ -266,6 +266,12 @@ class Senders:
         return mongo.database(self.env["SANDESH_MONGO_URI"], self.db_name)[collection].find_one(
             {"_id": doc_id})
 
+    def parked(self, job_id: str) -> dict | None:
+        """A parked copy of the job (parked_jobs documents are one a park)."""
+        from shared import mongo
+        return mongo.database(self.env["SANDESH_MONGO_URI"], self.db_name)["parked_jobs"].find_one(
+            {"job_id": job_id})
+
     def events(self, topic: str = topics.DELIVERY_EVENTS, idle: float = 2.0,
                timeout: float = 60.0) -> list:
         """Every event on the topic: each partition read from its beginning

@@ -235,7 +235,7 @@ def test_a_deleted_account_s_queued_jobs_are_dropped_and_hold_nobody_else_up(sen
                  and senders.campaign_status(other) == "sending", 30, "the campaigns")
     people = recipients(30, unique)
     parked = senders.jobs(gone, gone_paused, people[:5])
-    senders.wait(lambda: all(senders.recorded("parked_jobs", j) for j in parked), 60, "parking")
+    senders.wait(lambda: all(senders.parked(j) for j in parked), 60, "parking")
 
     senders.publish(topics.PRIVACY_REQUESTS, "privacy.requested", gone, "r1", {
         "request_id": "r1", "kind": "erasure", "subject": {"kind": "account"}})
@@ -248,6 +248,6 @@ def test_a_deleted_account_s_queued_jobs_are_dropped_and_hold_nobody_else_up(sen
 
     senders.wait(lambda: sink.count() >= 15, 60, "the other account's mail")
     assert set(by_recipient(sink)) == {email for _, email, _ in people[15:]}
-    assert not any(senders.recorded("parked_jobs", j) for j in parked)  # they carried addresses
+    assert not any(senders.parked(j) for j in parked)  # they carried addresses
     delivered = {e.data["job_id"] for e in senders.events(idle=1)}
     assert delivered.isdisjoint(gone_jobs + parked)  # no record, no event brings it back

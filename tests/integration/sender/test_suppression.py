@@ -73,8 +73,8 @@ def test_a_complaint_in_one_account_skips_the_address_queued_in_another(
     senders.wait(lambda: senders.campaign_status(campaign) == "paused", 30, "the pause")
     job_b, job_other = senders.jobs(account_b, campaign,
                                     [(c["_id"], c["email"], c["name"]) for c in (in_b, other)])
-    senders.wait(lambda: senders.recorded("parked_jobs", job_b)
-                 and senders.recorded("parked_jobs", job_other), 60, "the parked jobs")
+    senders.wait(lambda: senders.parked(job_b) and senders.parked(job_other), 60,
+                 "the parked jobs")
 
     # A's recipient complains: contacts' own handler, on the real FerretDB and Kafka
     producer = EventProducer(PrefixedSink(KafkaSink(stack_env["SANDESH_KAFKA_BOOTSTRAP"],

@@ -64,7 +64,7 @@ from services.sender import store as store_module
 from services.sender.compose import Outgoing
 from services.sender.contact_view import ContactView
 from services.sender.domain import (CONTACT_CHANGED, DEFERRED, SENDING,
-                                    Campaign, Job, Limits, RetryPolicy, message_id)
+                                    Campaign, Job, Limits, RetryPolicy, message_id, parked_job_id)
 from services.sender.engine import Engine, EngineSettings
 from services.sender.loop import SendLoop
 from services.sender.store import DeliveryStore, HeldJobs, ParkedJobs
@@ -452,8 +452,8 @@ class World:
         claim = self.claims.get(job.job_id, {})
         if claim.get("deferred") and claim["attempt"] >= job.attempt:
             return True  # its retry is out
-        parked = self.parked.get(job.job_id)
-        if parked and parked["data"]["attempt"] >= job.attempt:
+        if any(parked_job_id(doc) == job.job_id and doc["data"]["attempt"] >= job.attempt
+               for doc in self.parked.values()):
             return True
         if job.job_id in self.held_jobs:
             return True  # contacts will answer with the job

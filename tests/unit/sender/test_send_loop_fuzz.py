@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from services.sender.domain import CANCELLED, PAUSED, SENDING, Job
+from services.sender.domain import CANCELLED, PAUSED, SENDING, Job, parked_job_id
 from tests.unit.sender.send_world import (ACCOUNT, JOBS, POINTS, RETRY, UNTRIED, World,
                                           job_data)
 
@@ -297,7 +297,7 @@ def test_a_job_parked_again_while_another_sender_puts_it_back_stays_parked():
     world.senders.reverse()
     world.shuffle_senders = False  # "you" first
     world.step(0.0)  # parked by "me", which has the campaign paused until t+1
-    assert list(world.parked) == ["j1"]
+    assert [parked_job_id(doc) for doc in world.parked.values()] == ["j1"]
     world.when("you", "parked_jobs.delete_many", "others")  # "me" runs before the remove
     for _ in range(20):
         world.step(0.25)
