@@ -106,9 +106,12 @@ class Job:
     # The lists that put the contact in the audience (send.job via_list_ids):
     # unsubscribed from all of them since the fan-out, it is not mailed.
     via_list_ids: tuple[str, ...] = ()
+    # The send.job event it came in (None: built otherwise): a record read
+    # again is the same event, a job put back on send.jobs a new one.
+    event_id: str | None = field(default=None, compare=False)
 
     @classmethod
-    def from_event(cls, account_id: str, data: dict) -> "Job":
+    def from_event(cls, account_id: str, data: dict, event_id: str | None = None) -> "Job":
         recipient = data.get("recipient") or {}  # none on a withdrawn job
         not_before = data.get("not_before")
         return cls(job_id=data["job_id"], campaign_id=data["campaign_id"],
@@ -121,7 +124,7 @@ class Job:
                    data=data, contact_revision=int(data.get("contact_revision") or 0),
                    withdrawn=bool(data.get("withdrawn")),
                    answers_held=data.get("answers_held") or False,
-                   via_list_ids=tuple(data.get("via_list_ids") or ()))
+                   via_list_ids=tuple(data.get("via_list_ids") or ()), event_id=event_id)
 
     @property
     def hold_token(self) -> str | None:

@@ -187,7 +187,7 @@ class SendLoop:
             event = decode(record.value)
             if event.type != "send.job":
                 raise InvalidEvent(f"unexpected event type {event.type} on {record.topic}")
-            return Job.from_event(event.account_id, event.data)
+            return Job.from_event(event.account_id, event.data, event.id)
         except (InvalidEvent, KeyError, ValueError) as exc:
             self._dead_letter(record, str(exc))
             return None

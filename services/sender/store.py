@@ -511,8 +511,10 @@ class ParkedJobs:
         earliest it may go back (a job not in it: as soon as its campaign
         is not paused).
 
-        Every park is a document of its own (`<job id>:<unique>`), and
-        `remove` deletes exactly the documents taken. One document a job,
+        Every copy of a job parked is a document of its own (`<job id>:<the
+        send.job event's id>`), and `remove` deletes exactly the documents
+        taken. A record read again (behind a job held in its partition)
+        is the same event, and parks nothing more. One document a job,
         a copy parked again while another sender put the job back (whose
         cache had the campaign resumed, reading the very copy put back) had
         to be written over the document being removed: FerretDB, whose
@@ -523,7 +525,7 @@ class ParkedJobs:
         parked beside an older attempt goes back beside it, and the older
         finds the deferral."""
         due_at = due_at or {}
-        docs = [{"_id": f"{j.job_id}:{unique_hex()}", "job_id": j.job_id,
+        docs = [{"_id": f"{j.job_id}:{j.event_id or unique_hex()}", "job_id": j.job_id,
                  "campaign_id": TEST_SENDS if j.test else j.campaign_id,
                  "account_id": j.account_id,
                  "contact_id": j.contact_id, "parked_at": utcnow(),
@@ -531,7 +533,7 @@ class ParkedJobs:
                  "data": {**j.copy_data(), "attempt": j.attempt,
                           **({"recipient": {"email": ERASED_ADDRESS}} if j.job_id in erased
                              else {})}} for j in jobs]
-        insert_new(self.col, docs)  # a clash is this very insert, retried after a lost answer
+        insert_new(self.col, docs)  # a clash: this copy is parked already
 
     def campaigns(self) -> list[str]:
         return self.col.distinct("campaign_id")

@@ -30,3 +30,27 @@ def test_a_copy_parked_while_the_remove_deletes_what_it_read_stays_parked():
     taken = pacer.take("camp")
     pacer.remove(taken)
     assert parked_again and [parked_job_id(d) for d in docs["parked_jobs"].values()] == ["j1"]
+
+
+def test_jobs_read_again_behind_a_held_job_are_parked_once():
+    """The partition is read again from a held job (a claim of another
+    sender's, every 2 s for its lease): the paused campaign's jobs after it
+    were parked anew at every read, 60 documents for 2 jobs in a minute,
+    each sent back on send.jobs at the resume."""
+    from dataclasses import replace
+
+    from services.sender.engine import Hold
+    from tests.unit.sender.test_engine import _HeldClaims, campaign, job
+
+    docs = Collections()
+    fakes = _HeldClaims([campaign("c1"), campaign("c2", status="paused")], held={"j1"})
+    engine = fakes.engine()
+    engine.parked = ParkedJobs(Database(docs))
+    read = [[replace(job(n, cid), event_id=f"e{n}") for n, cid in ((1, "c1"), (2, "c2"), (3, "c2"))]]
+    for _ in range(30):
+        assert isinstance(engine.handle(read)["j1"], Hold)
+    assert sorted(parked_job_id(d) for d in docs["parked_jobs"].values()) == ["j2", "j3"]
+    # put back, a job is a new send.job event: its copy parks beside the one taken
+    put_back = [[replace(job(2, "c2"), event_id="e2-again")]]
+    engine.handle(put_back)
+    assert sorted(parked_job_id(d) for d in docs["parked_jobs"].values()) == ["j2", "j2", "j3"]
