@@ -77,7 +77,7 @@ def handle_privacy_request(runtime, event) -> None:
                runtime.config.get("import_dir"))
         return
     rejected = _rejected_rows(ports, runtime.config.get("import_dir"), event.account_id,
-                              contact, subject) if kind == "access" else []
+                              contact, subject) if kind == "access" else {}
     if contact is None and (deleted or rejected) and kind == "access":
         # Deleted through the API, its consent entries (IP, form URL) are kept
         # as the account's record: they are the person's data all the same,
@@ -86,8 +86,7 @@ def handle_privacy_request(runtime, event) -> None:
         export: dict[str, Any] = {}
         if deleted:
             export["deleted_contacts"] = [_collect_deleted(ports.store, d) for d in deleted]
-        if rejected:
-            export["rejected_import_rows"] = rejected
+        export.update(rejected)
         answer(ports.producer, event, SERVICE, "done", export=export,
                contact_ids=[d["_id"] for d in deleted])
         return
@@ -98,8 +97,7 @@ def handle_privacy_request(runtime, event) -> None:
         export = collect(ports.store, contact)
         if deleted:
             export["deleted_contacts"] = [_collect_deleted(ports.store, d) for d in deleted]
-        if rejected:
-            export["rejected_import_rows"] = rejected
+        export.update(rejected)
         answer(ports.producer, event, SERVICE, "done", export=export,
                contact_ids=ids + [d["_id"] for d in deleted])
     elif kind == "rectification":
@@ -118,11 +116,20 @@ def handle_privacy_request(runtime, event) -> None:
 
 
 def _rejected_rows(ports: usecases.Ports, import_dir: str | None, account_id: str,
-                   contact: dict | None, subject: dict) -> list[dict]:
+                   contact: dict | None, subject: dict) -> dict:
+    """The export's part for the rows of imports refused with the person's
+    address in them (the addresses an erasure takes out of them: the
+    contact's, its former ones no other contact holds, the one asked for)."""
     hashes = {h for h in ((contact or {}).get("email_hash"), subject.get("email_hash")) if h}
+    if contact:
+        hashes.update(_former_addresses_still_theirs(ports.store, contact))
     if not import_dir or not hashes:
-        return []
-    return rejected_rows.rows_with(import_dir, account_id, ports.salt, hashes)
+        return {}
+    rows, total = rejected_rows.rows_with(import_dir, account_id, ports.salt, hashes)
+    if not total:
+        return {}
+    return {"rejected_import_rows": rows,
+            **({"rejected_import_rows_total": total} if total > len(rows) else {})}
 
 
 def _consent_log(store: ContactsStore, account_id: str, contact_id: str) -> list[dict]:

@@ -66,29 +66,46 @@ def scrub_account(store, import_dir: str, account_id: str, salt: str, erased: se
     return removed
 
 
-def rows_with(import_dir: str, account_id: str, salt: str, hashes: set[str]) -> list[dict]:
+# An access answer travels in one Kafka event (at most ~1 MB): the rows it
+# quotes are cut to this many, their cells to this many characters. The
+# count says how many there are; the account fetches the rest whole
+# (GET /imports/<id>/rejected).
+ROWS_QUOTED = 100
+CELL_QUOTED = 500
+
+
+def rows_with(import_dir: str, account_id: str, salt: str,
+              hashes: set[str]) -> tuple[list[dict], int]:
     """An access request's part: the rows of the account's imports holding
     one of these address hashes, as the account can fetch them (the row's
-    number, why it was refused, its cells). An erasure takes the same rows
-    out (scrub_account); a row refused before any contact was made of it
-    is all the account holds of the person."""
+    number, why it was refused, its cells), the first ROWS_QUOTED of them,
+    and how many there are. An erasure takes the same rows out
+    (scrub_account); a row refused before any contact was made of it is
+    all the account holds of the person."""
     folder = os.path.join(import_dir, account_id)
     try:
         names = sorted(n for n in os.listdir(folder) if n.endswith(REJECTED_SUFFIX))
     except FileNotFoundError:
-        return []
-    found = []
+        return [], 0
+    found, total = [], 0
     for name in names:
         try:
             for row, row_hashes in _rows(os.path.join(folder, name), salt):
-                if row_hashes & hashes:
+                if not row_hashes & hashes:
+                    continue
+                total += 1
+                if len(found) < ROWS_QUOTED:
                     found.append({"import_id": name[:-len(REJECTED_SUFFIX)],
                                   "row": row[0] if row else None,
-                                  "reason": row[1] if len(row) > 1 else None,
-                                  "cells": row[2:]})
+                                  "reason": row[1][:CELL_QUOTED] if len(row) > 1 else None,
+                                  "cells": [_quoted(cell) for cell in row[2:]]})
         except FileNotFoundError:
             continue  # deleted meanwhile (the account's files, with the account)
-    return found
+    return found, total
+
+
+def _quoted(cell: str) -> str:
+    return cell if len(cell) <= CELL_QUOTED else cell[:CELL_QUOTED] + "… (cut)"
 
 
 def scrub_finished_imports(store, import_dir: str, salt: str, import_id: str | None = None,

@@ -718,6 +718,24 @@ def test_an_access_request_reports_the_persons_rejected_import_rows(client, app,
     assert "keep@" not in json.dumps(answer)
 
 
+def test_an_access_request_reports_rows_with_the_contacts_former_address(client, app, settings,
+                                                                          setup, broker):
+    """An erasure takes out the rows holding the addresses the contact had
+    before a correction; its access request did not report them."""
+    job = upload(client, setup, b"email,name,age\nann.old@example.com,Ann,not a number\n").get_json()
+    run_worker(app, settings)
+    ann = client.post(f"{V1}/contacts", {"email": "ann.old@example.com", "name": "Ann"}).get_json()
+    assert client.patch(f"{V1}/contacts/{ann['id']}", {"email": "ann.new@example.com"}).status_code == 200
+    broker.topics.clear()
+    privacy.handle_privacy_request(app.extensions["runtime"], new_event(
+        "privacy.requested", source="sandesh.privacy", subject="r1", account_id=client.account_id,
+        data={"request_id": "r1", "kind": "access",
+              "subject": {"kind": "contact", "contact_id": ann["id"]}}))
+    [answer] = [event["data"] for event in published(broker, PRIVACY_ACKS)]
+    assert [(row["import_id"], row["cells"][0]) for row in answer["export"]["rejected_import_rows"]] \
+        == [(job["id"], "ann.old@example.com")]
+
+
 def test_rejected_rows_left_unscrubbed_when_an_import_ended_are_scrubbed_by_the_sweep(
         client, app, settings, setup, monkeypatch):
     """The erasure skips an import still to run; when the import's own scrub

@@ -118,3 +118,24 @@ def test_a_scrub_waiting_while_the_accounts_files_are_deleted_puts_nothing_back(
     scrub.join(5)
     assert not folder.exists()
     assert scrub_file(path, SALT, lambda h: h) == 0   # and one that comes after finds nothing
+
+
+def test_an_access_quotes_the_persons_rows_cut_to_what_one_answer_can_carry(tmp_path):
+    """The answer travels in one Kafka event (~1 MB at most): two rows of
+    wide cells, as an import keeps them, made an answer Kafka refused, and
+    the request was retried for ever, every privacy request behind it."""
+    folder = tmp_path / "acct"
+    folder.mkdir()
+    wide = "x" * 100_000  # cells are kept up to 128 KiB (csvread)
+    with open(folder / "imp1.rejected.csv", "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["row", "reason", "cells"])
+        for n in range(150):
+            writer.writerow([n + 2, "not a number", "ann@example.com", wide])
+        writer.writerow([200, "not a number", "bob@example.com", "Bob"])
+    rows, total = rejected_rows.rows_with(str(tmp_path), "acct", SALT,
+                                          {domain.address_hash("ann@example.com", SALT)})
+    assert total == 150 and len(rows) == rejected_rows.ROWS_QUOTED
+    assert rows[0] == {"import_id": "imp1", "row": "2", "reason": "not a number",
+                       "cells": ["ann@example.com", "x" * rejected_rows.CELL_QUOTED + "… (cut)"]}
+    assert sum(len(str(row)) for row in rows) < 200_000
