@@ -33,6 +33,7 @@ def parked_job_id(doc: dict) -> str:
     parked before 2026-12-07 is named by the job id itself)."""
     return doc.get("job_id") or doc["_id"]
 
+
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 

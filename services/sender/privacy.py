@@ -27,10 +27,10 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
-from services.sender.store import ContactStateStore, HeldJobs, ParkedJobs
+from services.sender.store import ContactStateStore, HeldJobs, ParkedJobs, as_erased
 from shared.erased_accounts import ErasedAccounts
 from shared.mongo import delete_all
-from shared.privacy_answers import answer, contact_ids_or_wait, pseudonym
+from shared.privacy_answers import answer, contact_ids_or_wait
 
 log = logging.getLogger(__name__)
 SERVICE = "sender"
@@ -164,7 +164,5 @@ def erase(db, account_id: str, contact_id: str) -> int:
     ContactStateStore(db).erased_by(account_id, contact_id)
     ParkedJobs(db).forget_recipient(account_id, contact_id)
     return db.deliveries.update_many(
-        {"account_id": account_id, "event.data.contact_id": contact_id},
-        {"$set": {"event.data.contact_id": pseudonym()},
-         "$unset": {"event.data.recipient_domain": "", "smtp_reply": "", "compose_error": ""}}
+        {"account_id": account_id, "event.data.contact_id": contact_id}, as_erased()
     ).modified_count

@@ -482,13 +482,17 @@ class DeliveryStore:
         return self.col.find_one({"_id": job_id})
 
     def forget_contacts(self, job_ids: Iterable[str]) -> None:
-        """These jobs' records as an erasure leaves them (privacy.erase):
-        the contact id a fresh pseudonym each, no domain, no SMTP reply."""
+        """These jobs' records as an erasure leaves them (privacy.erase),
+        each under a pseudonym of its own."""
         for job_id in job_ids:
-            self.col.update_one({"_id": job_id}, {
-                "$set": {"event.data.contact_id": pseudonym()},
-                "$unset": {"event.data.recipient_domain": "", "smtp_reply": "",
-                           "compose_error": ""}})
+            self.col.update_one({"_id": job_id}, as_erased())
+
+
+def as_erased() -> dict:
+    """The update that leaves delivery records as an erasure does: the
+    contact id a fresh pseudonym, no recipient domain, no SMTP reply."""
+    return {"$set": {"event.data.contact_id": pseudonym()},
+            "$unset": {"event.data.recipient_domain": "", "smtp_reply": "", "compose_error": ""}}
 
 
 class ParkedJobs:
