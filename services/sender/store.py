@@ -554,9 +554,18 @@ class ParkedJobs:
         return list(self.col.find(query).limit(limit))
 
     def remove(self, docs: list[dict]) -> None:
-        """The parked documents put back, as taken (by _id: see park)."""
-        if docs:
-            self.col.delete_many({"_id": {"$in": [doc["_id"] for doc in docs]}})
+        """The parked documents put back, as taken (by _id: see park).
+
+        A document parked before 2026-12-07 (named by its job id) is
+        deleted only as it was taken: during a rolling upgrade an older
+        sender still writes a later attempt, or a copy parked anew, over
+        it, and that must stay to go back next."""
+        current = [doc["_id"] for doc in docs if "job_id" in doc]
+        legacy = [_legacy_as_taken(doc) for doc in docs if "job_id" not in doc]
+        if current:
+            self.col.delete_many({"_id": {"$in": current}})
+        if legacy:
+            self.col.delete_many({"$or": legacy})
 
     def held_for(self, account_id: str, contact_id: str) -> list[dict]:
         """An access export: the contact's parked jobs, with the recipient
@@ -575,6 +584,17 @@ class ParkedJobs:
 
     def forget_account(self, account_id: str) -> None:
         delete_all(self.col, {"account_id": account_id})
+
+
+def _legacy_as_taken(doc: dict) -> dict:
+    """A filter of a legacy parked document as it was taken, not as an
+    older sender rewrote it since (its attempt, its parked_at)."""
+    taken = {"_id": doc["_id"]}
+    if "attempt" in doc.get("data", {}):
+        taken["data.attempt"] = doc["data"]["attempt"]
+    if "parked_at" in doc:
+        taken["parked_at"] = doc["parked_at"]
+    return taken
 
 
 class HeldJobs:

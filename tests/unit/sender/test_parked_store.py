@@ -54,3 +54,25 @@ def test_jobs_read_again_behind_a_held_job_are_parked_once():
     put_back = [[replace(job(2, "c2"), event_id="e2-again")]]
     engine.handle(put_back)
     assert sorted(parked_job_id(d) for d in docs["parked_jobs"].values()) == ["j2", "j2", "j3"]
+
+
+def test_a_legacy_document_rewritten_by_an_older_sender_is_not_removed():
+    """A rolling upgrade: a document parked before 2026-12-07 is named by
+    its job id, and an older sender writes a later attempt over it in
+    place. A newer sender that took the earlier attempt and put it back
+    removes only what it took: the retry stays, to go back next."""
+    from datetime import datetime, timezone
+
+    docs = Collections()
+    parked = ParkedJobs(Database(docs, ferretdb=True))
+    at = datetime(2026, 12, 6, tzinfo=timezone.utc)
+    legacy = {"_id": "j1", "campaign_id": "camp", "account_id": "acc", "contact_id": "c1",
+              "parked_at": at, "data": {"job_id": "j1", "attempt": 0}}
+    parked.col.insert_one(dict(legacy))
+    taken = parked.take("camp")
+    parked.col.update_one({"_id": "j1"}, {"$set": {"data.attempt": 1,
+                                                   "parked_at": at.replace(hour=1)}})
+    parked.remove(taken)
+    assert [d["data"]["attempt"] for d in docs["parked_jobs"].values()] == [1]
+    parked.remove(parked.take("camp"))
+    assert not docs["parked_jobs"]
