@@ -34,8 +34,8 @@ from typing import Callable, Protocol
 from services.sender import metrics, smtp
 from services.sender.compose import Composer
 from services.sender.contact_view import ContactView
-from services.sender.domain import (ACCEPTED, CANCELLED, CONTACT_CHANGED, DEFERRED, FAILED, PAUSED,
-                                    PERMANENT, RELEASED, SENT, SKIPPED, TEST_SENDS, Campaign, Job,
+from services.sender.domain import (ACCEPTED, CANCELLED, CONTACT_CHANGED, DEFERRED, FAILED, FINAL,
+                                    PAUSED, PERMANENT, RELEASED, SENT, SKIPPED, TEST_SENDS, Campaign, Job,
                                     RetryPolicy, enhanced_status, parked_job_id)
 from services.sender.throttle import RateLimiter
 from shared import topics
@@ -224,7 +224,9 @@ class Engine:
             self.slots.abandon()
             raise
         self.slots.give_back()  # every transaction of the batch is over
-        self._forget_erased_since([task.job for task in tasks])
+        settled_unsent = {job_id for job_id, state, _ in outcomes if state in FINAL}
+        self._forget_erased_since([task.job for task in tasks]
+                                  + [job for job in jobs if job.job_id in settled_unsent])
         self._mark_deferred(deferred)
         self._close_holds(answers, result)
         for hold in result.values():
@@ -594,11 +596,12 @@ class Engine:
         return recording, deferred
 
     def _forget_erased_since(self, jobs: list[Job]) -> None:
-        """The records of contacts erased while their messages were on the
-        wire, as the erasure left the others: it rewrote what was recorded
-        when it ran, and these were recorded after, under the contact's id
-        and with the SMTP reply (which may quote the name). The erasure
-        marks the contact state first, so one of the two sees the other."""
+        """The records of contacts erased while their batch went out (their
+        messages on the wire, or their skips recorded ahead of the sends),
+        as the erasure left the others: it rewrote what was recorded when it
+        ran, and these were recorded after, under the contact's id and with
+        the SMTP reply (which may quote the name). The erasure marks the
+        contact state first, so one of the two sees the other."""
         if not jobs:
             return
         try:

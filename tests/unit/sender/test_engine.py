@@ -1006,6 +1006,19 @@ def test_the_record_of_a_contact_erased_while_its_message_was_on_the_wire_is_rew
     assert fakes.forgotten == ["j2"]
 
 
+def test_the_skip_record_of_a_contact_erased_as_its_batch_went_out_is_rewritten():
+    """A skip is recorded ahead of the batch's sends, under the contact's
+    id: an erasure that rewrote the records there were just before it
+    left this one naming the contact for the 30 days records are kept."""
+    fakes = Fakes([campaign()], blocked={"j2": "unsubscribed"})
+    fakes.erased_later = {"j2"}
+    assert fakes.engine().handle([[job(1), job(2)]]) == {"j1": DONE, "j2": DONE}
+    assert [t.job.job_id for t in fakes.tasks_sent] == ["j1"]
+    assert [(job_id, state) for job_id, state, _ in fakes.records if job_id == "j2"] == [
+        ("j2", "skipped")]
+    assert fakes.forgotten == ["j2"]
+
+
 def test_a_job_parked_just_after_its_contacts_erasure_loses_its_address():
     """The erasure rewrote the parked jobs there were; this one, parked
     after it, kept the address until its campaign went on (up to a week)."""
