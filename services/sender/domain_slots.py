@@ -35,6 +35,12 @@ from shared.mongo import delete_all, insert_new
 
 Key = tuple[str, str]  # (campaign id, recipient domain)
 
+# Slots named before 2026-12-07 carry the recipient's domain in clear (a
+# domain has a dot, the keyed hash none). No sender reads them once every
+# sender runs this code: an ended one goes after a day, not 30.
+PLAINTEXT_SLOT = {"lease": {"$regex": r"^[^:#]*:[^#]*\.[^#]*#"}}
+PLAINTEXT_KEPT = timedelta(days=1)
+
 
 class DomainSlots:
     def __init__(self, db: Database, holder: str, lease_seconds: float,
@@ -49,6 +55,7 @@ class DomainSlots:
         self.held: dict[Key, list[str]] = {}    # the slots (their eras' ids) this sender holds
         self._given_back: dict[Key, datetime] = {}
         self._last_sweep = 0.0
+        self._plaintext_gone = False
 
     def take(self, wants: dict[Key, tuple[int, int]]) -> dict[Key, int]:
         """{(campaign, domain): (the campaign's limit, how many wanted)} ->
@@ -142,8 +149,15 @@ class DomainSlots:
             # campaign's (a pause ends one after 7): they go entirely.
             era_leases.forget_old(self.col, now, forget_all_after=timedelta(days=30))
             delete_all(self.col, {"key": {"$exists": True}, "expires_at": {"$lt": now}})
+            self._forget_plaintext(now)
             self._given_back = {k: at for k, at in self._given_back.items()
                                 if now - at <= self.courtesy}
+
+    def _forget_plaintext(self, now: datetime) -> None:
+        if self._plaintext_gone:
+            return
+        delete_all(self.col, {**PLAINTEXT_SLOT, "until": {"$lt": now - PLAINTEXT_KEPT}})
+        self._plaintext_gone = not self.col.count_documents(PLAINTEXT_SLOT, limit=1)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), timezone.utc)

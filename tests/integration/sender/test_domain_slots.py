@@ -124,3 +124,23 @@ def test_no_slot_names_the_recipients_domain(mongo_db):
     assert docs and not [d for d in docs if "annlee" in repr(d)]
     other_salt = DomainSlots(mongo_db, "sender-x", 60.0, clock=clock, salt="t")
     assert one(other_salt, ("c1", "annlee.me")) == 1   # keyed: not a plain hash of the name
+
+
+def test_slots_named_after_the_domain_before_the_keyed_hash_go_a_day_after_they_ended(mongo_db):
+    """Slots written by a sender older than the keyed hash named the
+    recipient's domain, and went only with the 30-day sweep."""
+    from datetime import datetime, timedelta, timezone
+
+    clock = Clock()
+    now = datetime.fromtimestamp(clock.now, timezone.utc)
+    legacy = [("ended", "c0:annlee.me#0", now - timedelta(days=2)),
+              ("recent", "c0:bobross.example#0", now - timedelta(hours=1))]
+    mongo_db.domain_slots.insert_many([
+        {"_id": f"{lease}@{0:012d}", "lease": lease, "era": 0, "holder": "old-sender",
+         "until": until} for _, lease, until in legacy])
+    slots = DomainSlots(mongo_db, "sender-0", 60.0, clock=clock, salt="s")
+    assert one(slots, ("c1", "annlee.me")) == 1      # the sweep runs with a take
+    leases = sorted(d["lease"] for d in mongo_db.domain_slots.find({"lease": {"$exists": True}}))
+    assert "c0:annlee.me#0" not in leases
+    assert "c0:bobross.example#0" in leases           # ended an hour ago: an old sender's still
+    assert len(leases) == 2                            # and the hashed one just taken
