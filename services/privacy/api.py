@@ -200,7 +200,9 @@ def list_audit(args):
 @blp.response(201, schemas.AuditOut)
 def append_audit(body):
     """Record that personal data was accessed (the dashboard's own reads,
-    say). Append-only; the calling key is recorded as who."""
+    say). Append-only; the calling key is recorded as who. A `reason` is
+    replaced by "(erased)" once the contact the entry is about, or the
+    account, is erased."""
     identity = current_identity()
     entry_id = usecases.new_id()
     usecases.audit(_store(), account_id=identity.account_id, action=body["action"],

@@ -159,7 +159,7 @@ class RequestListArgs(PageArgs):
 
 class ExportArgs(ma.Schema):
     # No `reason`: free text about a download names the person more often
-    # than not, and the audit log, where it went, is never rewritten.
+    # than not, and the audit log it went into is the proof of what was done.
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "text", "html"]))
 
 

@@ -163,7 +163,7 @@ class PrivacyStore:
     def export_parts(self, request_id: str) -> dict[str, dict]:
         return {p["service"]: p["data"] for p in self.db.export_parts.find({"request_id": request_id})}
 
-    # -- audit (append-only: there is no update or delete here) -------------
+    # -- audit (append-only: no delete; an erasure replaces free-text reasons) --
     def append_audit(self, entry: dict) -> bool:
         try:
             self.db.audit.insert_one(entry)
@@ -236,6 +236,9 @@ class PrivacyStore:
         self.db.requests.update_many({**theirs, "changes": {"$exists": True}},
                                      {"$unset": {"changes": ""}})
         self._forget_reasons(theirs)
+        requests = [r["_id"] for r in self.db.requests.find(theirs, {"_id": 1})]
+        self._forget_audit_reasons({"account_id": account_id, "$or": [
+            {"target_id": {"$in": contact_ids}}, {"request_id": {"$in": requests}}]})
 
     def forget_account(self, account_id: str) -> None:
         """A deleted account's exports, markers, rolled-up aggregates and
@@ -250,6 +253,7 @@ class PrivacyStore:
         self.db.requests.update_many({"account_id": account_id, "changes": {"$exists": True}},
                                      {"$unset": {"changes": ""}})
         self._forget_reasons({"account_id": account_id})
+        self._forget_audit_reasons({"account_id": account_id})
 
     def forget_erasure_reasons(self, account_id: str, request: dict) -> None:
         """A completed erasure's own reason, and those of the account's
@@ -275,6 +279,15 @@ class PrivacyStore:
                     changes[field] = ERASED_TEXT
             if changes:
                 self.db.requests.update_one({"_id": request["_id"]}, {"$set": changes})
+
+    def _forget_audit_reasons(self, query: dict) -> None:
+        """An audit entry's `reason` may be a caller's free text (POST
+        /privacy/audit, audit.recorded; an export download's until
+        2026-12-07), which may name the person: replaced like a request's
+        once the person the entry is about, or the account, is erased. The
+        entry itself (who, what, when, the ids) stays: it is the proof."""
+        self.db.audit.update_many({**query, "reason": {"$nin": [None, ERASED_TEXT]}},
+                                  {"$set": {"reason": ERASED_TEXT}})
 
     def marker_counts(self, query: dict) -> list[dict]:
         """(account, day, provider, kind) -> count, from the markers: one

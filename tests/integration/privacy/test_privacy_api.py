@@ -196,6 +196,38 @@ def test_the_free_text_on_requests_is_forgotten_with_the_person_and_never_audite
     assert "Kim" not in json.dumps(list(_db(app).requests.find()), default=str)
 
 
+def test_an_audit_entrys_free_text_reason_is_forgotten_with_the_person_it_is_about(acme, app):
+    """POST /privacy/audit (and audit.recorded) take a caller's free text,
+    which may name the person: it stayed in the append-only log after the
+    erasure. The entry stays, its reason goes; others keep theirs."""
+    from services.privacy.store import PrivacyStore
+
+    def entry(target_id, reason, **more):
+        return acme("POST", "/api/v1/privacy/audit", json={
+            "action": "contact.viewed", "target_type": "contact", "target_id": target_id,
+            "reason": reason, **more}).get_json()["id"]
+
+    about_jane = entry("c9", "Jane Roe called about her order")
+    about_kim = entry("c10", "Kim asked for a copy")
+    request = acme("POST", "/api/v1/privacy/requests", json={
+        "kind": "access", "subject": {"contact_id": "c9"}}).get_json()
+    _db(app).audit.insert_one({  # an export download before 2026-12-07: the caller's reason
+        "_id": "old-download", "account_id": acme.identity.account_id,
+        "at": datetime.now(timezone.utc), "action": "export.downloaded", "service": "privacy",
+        "principal": "k", "target_type": "request", "target_id": request["id"],
+        "request_id": request["id"], "reason": "for Jane Roe's lawyer"})
+    store = PrivacyStore(_db(app).client[_db(app).name])
+    store.forget_contacts(acme.identity.account_id, ["c9"])
+    reasons = {e["id"]: e["reason"]
+               for e in acme("GET", "/api/v1/privacy/audit?limit=100").get_json()["items"]}
+    assert reasons[about_jane] == "(erased)" and reasons["old-download"] == "(erased)"
+    assert reasons[about_kim] == "Kim asked for a copy"
+    assert "Jane" not in json.dumps(list(_db(app).audit.find()), default=str)
+    store.forget_account(acme.identity.account_id)
+    assert "Kim" not in json.dumps(list(_db(app).audit.find()), default=str)
+    assert _db(app).audit.count_documents({"_id": about_kim}) == 1   # the proof stays
+
+
 def test_a_request_a_service_could_not_fulfil_is_retried_or_closed_not_left_for_good(acme, app):
     """needs_attention was a dead end: nothing retried or ended it, it stayed
     overdue for ever, and a rectification's new values were kept for good."""
