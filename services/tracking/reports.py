@@ -17,7 +17,10 @@ from email.message import Message
 
 from shared.tracking_tokens import parse_verp
 
-_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+# Not a piece of a longer dotted number: "[5.9.70.12]" is an address.
+_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![.\d])")
+# A server's reply as a transcript quotes it: "550 5.1.1 User unknown".
+_REPLY_STATUS = re.compile(r"(?<![\d.])[45]\d\d[ -]\s*([45])\.(\d{1,3})\.(\d{1,3})(?![.\d])")
 _SMTP_CODE = re.compile(r"(?m)(?:^|said:|<<<)\s*([45])\d\d[ -]")  # a reply, as transcripts show it
 _LINK_TOKEN = re.compile(r"/(?:u|t/o|t/c)/([A-Za-z0-9_-]{100,140})")
 _VERP = re.compile(r"(?i)\bb\+[a-z2-7]{45}@[a-z0-9.-]+")
@@ -64,7 +67,7 @@ def _read_report(message: Message) -> Report:
     return _read_plain_bounce(message)
 
 
-def _header(message: Message, name: str) -> str:
+def header_text(message: Message, name: str) -> str:
     """A header's value as text. compat32 gives a value with raw 8-bit
     bytes as a Header object; those bytes are read as UTF-8."""
     value = message.get(name)
@@ -74,9 +77,13 @@ def _header(message: Message, name: str) -> str:
     return value or ""
 
 
-# The registered ARF feedback types (RFC 5965, 6430, 6591, 6650); the field
-# is the reporter's text and goes on tracking.events, so anything else is "other".
+# The registered ARF feedback types (RFC 5965, 6430, 6591, 6650). Only a
+# recipient's objection to the mail is a complaint: "not-spam" says the mail
+# is wanted, "auth-failure" reports a DKIM or SPF failure (a forwarded
+# message, say), "virus" a scanner's verdict; each suppressed the address
+# platform-wide as a complaint did.
 FEEDBACK_TYPES = {"abuse", "fraud", "virus", "other", "not-spam", "auth-failure"}
+COMPLAINT_TYPES = {"abuse", "fraud"}
 
 
 def _read_arf(parts: list[Message]) -> Report:
@@ -85,8 +92,11 @@ def _read_arf(parts: list[Message]) -> Report:
         if part.get_content_type() == "message/feedback-report":
             fields = _report_fields(part)
             feedback_type = (fields.get("feedback-type") or "abuse").strip().lower()
-    return Report("complaint",
-                  feedback_type=feedback_type if feedback_type in FEEDBACK_TYPES else "other")
+    if feedback_type not in COMPLAINT_TYPES:
+        known = feedback_type if feedback_type in FEEDBACK_TYPES else "unregistered"
+        return Report("ignored", feedback_type=known,
+                      reason=f"feedback type {known}: not a complaint")
+    return Report("complaint", feedback_type=feedback_type)
 
 
 def _status_blocks(part: Message) -> list[Message]:
@@ -110,7 +120,7 @@ def _global_status_text(part: Message) -> str:
     first block, so its bytes are put back together, then decoded."""
     inner = part.get_payload()
     body = Message()   # email decodes a transfer encoding for a plain body only
-    body["Content-Transfer-Encoding"] = _header(part, "Content-Transfer-Encoding")
+    body["Content-Transfer-Encoding"] = header_text(part, "Content-Transfer-Encoding")
     body.set_payload(_message_bytes(inner[0]) if isinstance(inner, list) and inner else b"")
     return (body.get_payload(decode=True) or b"").decode("utf-8", "replace")
 
@@ -122,14 +132,16 @@ def _message_bytes(message: Message) -> bytes:
 
 
 def _read_dsn(blocks: list[Message]) -> Report:
-    recipients = [b for b in blocks[1:] if _header(b, "Action") or _header(b, "Status")] or blocks
+    recipients = [b for b in blocks[1:]
+                  if header_text(b, "Action") or header_text(b, "Status")] or blocks
     # One message, one recipient in practice; with several, the worst wins.
     best: Report | None = None
     for block in recipients:
-        action = _header(block, "Action").strip().lower()
-        status_match = _STATUS.search(_header(block, "Status"))
+        action = header_text(block, "Action").strip().lower()
+        status_match = _STATUS.search(header_text(block, "Status"))
         status = ".".join(status_match.groups()) if status_match else ""
-        diagnostic = mask_addresses(" ".join(_header(block, "Diagnostic-Code").split()))[:300]
+        diagnostic = mask_addresses(
+            " ".join(header_text(block, "Diagnostic-Code").split()))[:300]
         if action not in ("failed", "") or not status:
             candidate = Report("ignored", status=status,
                                reason=f"action {action or 'missing'}: not a bounce")
@@ -158,28 +170,43 @@ _AUTO_REPLY_SUBJECT = re.compile(
     r"abwesenheit|r[ée]ponse automatique|absence)", re.IGNORECASE)
 
 
+# A warning that the server still tries: no bounce yet (Exim's "Warning:
+# message ... delayed 24 hours", Postfix's "Delayed Mail (still being
+# retried)").
+_DELAY_SUBJECT = re.compile(r"\bdelay(?:ed)?\b|^\s*warning\b", re.IGNORECASE)
+_DELAY_TEXT = re.compile(r"still being retried|delivery attempts will continue|"
+                         r"will (?:continue to )?(?:be )?retr(?:y|ied)\b", re.IGNORECASE)
+
+
 def _auto_reply(message: Message) -> bool:
-    precedence = _header(message, "Precedence").strip().lower()
-    return bool(_header(message, "X-Autoreply") or _header(message, "X-Autorespond")
+    precedence = header_text(message, "Precedence").strip().lower()
+    return bool(header_text(message, "X-Autoreply") or header_text(message, "X-Autorespond")
                 or precedence == "auto_reply"
-                or _AUTO_REPLY_SUBJECT.search(_header(message, "Subject")))
+                or _AUTO_REPLY_SUBJECT.search(header_text(message, "Subject")))
 
 
 def _from_a_mail_server(message: Message) -> bool:
-    sender = _header(message, "From").lower()
+    sender = header_text(message, "From").lower()
     local = sender.rpartition("<")[2].split("@", 1)[0].strip(' "')
-    return local in _MTA_SENDERS or bool(_FAILURE_SUBJECT.search(_header(message, "Subject")))
+    return local in _MTA_SENDERS or bool(_FAILURE_SUBJECT.search(header_text(message, "Subject")))
 
 
 def _read_plain_bounce(message: Message) -> Report:
-    """Providers that still send free-text bounces: read the first status
-    code (or SMTP reply code) of the text, when a mail server sent it."""
+    """Providers that still send free-text bounces, when a mail server sent
+    one: the status of the server's reply the text quotes ("550 5.1.1"),
+    else, under a failure subject, the first status code of the text, else
+    the first SMTP reply code. A postmaster's out-of-office ("fuera hasta el
+    5.1.25") quotes no reply, and has no failure subject."""
     if _auto_reply(message):
         return Report("ignored", reason="an automatic reply, not a bounce")
     if not _from_a_mail_server(message):
         return Report("ignored", reason="neither a delivery-status nor a feedback report")
     text = _first_text(message)
-    status = _STATUS.search(text)
+    if _DELAY_SUBJECT.search(header_text(message, "Subject")) or _DELAY_TEXT.search(text):
+        return Report("ignored", reason="a delay warning: the server is still trying")
+    status = _REPLY_STATUS.search(text)
+    if status is None and _FAILURE_SUBJECT.search(header_text(message, "Subject")):
+        status = _STATUS.search(text)
     if status and status.group(1) in "45":
         kind = "hard" if status.group(1) == "5" else "soft"
         return Report("bounce", kind, ".".join(status.groups()),
@@ -203,7 +230,7 @@ def _report_fields(part: Message) -> dict[str, str]:
         [email.message_from_string(payload or "")]
     for block in blocks:
         for name in block.keys():
-            fields.setdefault(name.lower(), _header(block, name))
+            fields.setdefault(name.lower(), header_text(block, name))
     return fields
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 from services.tracking import domain
-from services.tracking.reports import Report, parse_report
+from services.tracking.reports import Report, header_text, parse_report
 from services.tracking.store import TrackingStore
 from shared import topics
 from shared.erased_contacts import ErasedContacts
@@ -174,8 +174,10 @@ _MAILED_UNSUBSCRIBE = re.compile(r"^\s*unsubscribe\s+([A-Za-z0-9_-]{60,200})\s*$
 def mailed_unsubscribe(raw: bytes, keyring: Keyring) -> Claims | None:
     """A mail to the List-Unsubscribe mailto address (compose.py): its
     subject is "unsubscribe <token>", and the token must verify."""
-    subject = email.message_from_bytes(raw, policy=email.policy.default).get("Subject") or ""
-    match = _MAILED_UNSUBSCRIBE.match(str(subject))
+    # compat32, as reports.py reads: the default policy raised on a header
+    # it could not parse ("charset*" with no value), and anyone can mail us.
+    subject = header_text(email.message_from_bytes(raw, policy=email.policy.compat32), "Subject")
+    match = _MAILED_UNSUBSCRIBE.match(subject)
     if not match:
         return None
     try:
@@ -220,6 +222,10 @@ def take_bounce_report(raw: bytes, keyring: Keyring, store: TrackingStore,
     if report.kind == "ignored":
         return BounceOutcome("ignored", reason=report.reason)
     ctx = resolve_context(report, keyring, store)
+    if ctx.contact_id in TEST_SEND_CONTACTS:
+        # A test send counts nowhere: its report would count in the
+        # campaign's figures (its job carries the real campaign id).
+        return BounceOutcome("ignored", ctx.job_id, reason="a test send's: nothing to count")
     erased = is_pseudonym(ctx.contact_id) or (
         erased_contacts is not None and erased_contacts.erased(ctx.account_id, ctx.contact_id))
     if erased and report.kind == "complaint":
@@ -250,7 +256,8 @@ def take_bounce_report(raw: bytes, keyring: Keyring, store: TrackingStore,
             data["status"] = report.status
         event = new_event("tracking.bounced", source=SOURCE, subject=ctx.campaign_id,
                           account_id=ctx.account_id, data=data,
-                          id=_stable_id("bounce", ctx.job_id))
+                          # a soft then a hard bounce of one message are two facts
+                          id=_stable_id("bounce", ctx.job_id, bounce_type))
         result = f"{bounce_type}_bounce"
     try:
         producer().publish_now(topics.TRACKING_EVENTS, event, ctx.campaign_id)

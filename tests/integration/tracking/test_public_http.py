@@ -443,6 +443,64 @@ def test_a_report_with_raw_utf8_headers_is_read_not_a_500(client, ctx, store):
     assert answer.get_json()["reason"] == "an automatic reply, not a bounce"
 
 
+def test_a_header_the_default_parser_chokes_on_is_a_report_not_a_500(client, ctx):
+    """Anyone can mail the bounce domain, and the MTA pipes it here: a
+    parameter like "charset*" with no value raised in the mailed-unsubscribe
+    check, a 500 (and a real bounce so written was retried, then lost)."""
+    raw = samples.plain_text_bounce(tt.verp_address(RING, ctx, "b.example")).replace(
+        b"Subject: failure notice", b"Subject: failure notice\r\nContent-Type: text/plain; charset*")
+    answer = post_report(client, raw)
+    assert answer.status_code in (202, 503), answer.get_json()   # 503: not delivered yet
+    assert answer.get_json().get("error", {}).get("code") != "internal_error"
+
+
+def test_a_test_sends_bounce_and_complaint_count_nowhere(client, ctx, tail):
+    """Test jobs carry the real campaign id: a bounce of one was published
+    and counted in the campaign's figures."""
+    tester = tt.LinkContext(ctx.account_id, ctx.campaign_id, tt.stand_in_id("test-2"),
+                            uuid.uuid4().hex)
+    unsubscribe = tt.unsubscribe_url("https://t.example", RING, tester)
+    for raw in (samples.outlook_hard_bounce(tt.verp_address(RING, tester, "b.example"),
+                                            unsubscribe),
+                samples.yahoo_arf_complaint(tt.verp_address(RING, tester, "b.example"),
+                                            unsubscribe)):
+        answer = post_report(client, raw)
+        assert answer.status_code == 202 and answer.get_json()["result"] == "ignored"
+    real = samples.outlook_hard_bounce(tt.verp_address(RING, ctx, "b.example"),
+                                       tt.unsubscribe_url("https://t.example", RING, ctx))
+    assert post_report(client, real).get_json()["result"] == "hard_bounce"
+    tail.wait_for(of(ctx, "tracking.bounced"))   # published after the tester's
+    assert not [e for e in tail.events if e["data"].get("job_id") == tester.job_id]
+
+
+def test_a_soft_then_a_hard_bounce_of_one_message_are_two_events(client, ctx, store, tail):
+    """They shared one event id, and a consumer that drops repeated ids
+    dropped the hard bounce."""
+    store.save_delivery(ctx.job_id, ctx.account_id, ctx.campaign_id, ctx.contact_id,
+                        datetime.now(timezone.utc))
+    verp = tt.verp_address(RING, ctx, "b.example")
+    soft = post_report(client, samples.yahoo_soft_bounce(verp)).get_json()
+    hard = post_report(client, samples.gmail_hard_bounce(verp, "https://t.example/u/x")).get_json()
+    assert (soft["result"], hard["result"]) == ("soft_bounce", "hard_bounce")
+    assert soft["event_id"] != hard["event_id"]
+    events = tail.wait_for(lambda e: of(ctx, "tracking.bounced")(e) and
+                           e["data"]["bounce_type"] == "hard")
+    assert events[0]["id"] == hard["event_id"]
+
+
+def test_a_not_spam_report_suppresses_nobody(client, ctx, tail):
+    """Every feedback report was a complaint, which suppresses the address
+    on every account: "not-spam" says the recipient wants the mail."""
+    raw = samples.yahoo_arf_complaint(tt.verp_address(RING, ctx, "b.example"),
+                                      tt.unsubscribe_url("https://t.example", RING, ctx))
+    answer = post_report(client, raw.replace(b"Feedback-Type: abuse", b"Feedback-Type: not-spam"))
+    assert answer.status_code == 202 and answer.get_json()["result"] == "ignored"
+    assert "not-spam" in answer.get_json()["reason"]
+    assert post_report(client, raw).get_json()["result"] == "complaint"
+    [event] = tail.wait_for(of(ctx, "tracking.complained"))
+    assert event["data"]["feedback_type"] == "abuse"
+
+
 # ----------------------------------------------------- an erased contact
 
 def test_an_erased_contacts_hits_and_unsubscribe_are_not_published_and_its_bounces_are_pseudonymous(

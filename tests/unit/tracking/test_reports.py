@@ -110,16 +110,76 @@ def test_a_text_part_in_a_charset_python_does_not_know_is_read_as_utf8(ctx):
     assert tt.verify(RING, report.link_tokens[0]).context == ctx
 
 
-def test_an_unregistered_feedback_type_is_other(ctx):
-    """The reporter writes the field and it goes on tracking.events, an
-    analytics stream: only the registered types are passed on."""
+def test_only_a_recipients_objection_is_a_complaint(ctx):
+    """Every feedback report was a complaint, and a complaint suppresses the
+    address platform-wide: "not-spam" (the mail is wanted), "auth-failure"
+    (a DKIM or SPF failure, a forwarded message's), a scanner's "virus".
+    The type goes on tracking.events, an analytics stream: a reporter's own
+    text never does."""
     verp, unsub = _links(ctx)
     raw = samples.yahoo_arf_complaint(verp, unsub)
     assert b"Feedback-Type: abuse" in raw
-    for written, read in ((b"Feedback-Type: abuse", "abuse"), (b"Feedback-Type: Not-Spam", "not-spam"),
-                          (b"Feedback-Type: jane-doe-1987", "other")):
+    for written, kind, read in ((b"Feedback-Type: abuse", "complaint", "abuse"),
+                                (b"Feedback-Type: Fraud", "complaint", "fraud"),
+                                (b"Feedback-Type: Not-Spam", "ignored", "not-spam"),
+                                (b"Feedback-Type: auth-failure", "ignored", "auth-failure"),
+                                (b"Feedback-Type: virus", "ignored", "virus"),
+                                (b"Feedback-Type: other", "ignored", "other"),
+                                (b"Feedback-Type: jane-doe-1987", "ignored", "unregistered")):
         report = parse_report(raw.replace(b"Feedback-Type: abuse", written))
-        assert (report.kind, report.feedback_type) == ("complaint", read)
+        assert (report.kind, report.feedback_type) == (kind, read), written
+        assert "jane" not in report.reason
+
+
+def test_a_free_text_bounce_reads_the_status_of_the_servers_reply(ctx):
+    """The first dotted triple of the text was the status: a piece of an IP
+    address made a greylisting a hard bounce, and a dead mailbox soft."""
+    verp = _links(ctx)[0]
+
+    def exim(host: str, reply: str) -> bytes:
+        return samples.plain_text_bounce(verp).replace(
+            b"550 5.1.1 sorry, no mailbox here by that name",
+            f"host mx.example.net [{host}]\r\nSMTP error from remote mail server after "
+            f"RCPT TO:<left@old.example.org>:\r\n{reply}".encode())
+
+    greylisted = parse_report(exim("5.9.70.12", "451 4.7.1 Greylisted, try again later"))
+    assert (greylisted.bounce_type, greylisted.status) == ("soft", "4.7.1")
+    unknown = parse_report(exim("46.4.120.5", "550 5.1.1 User unknown"))
+    assert (unknown.bounce_type, unknown.status) == ("hard", "5.1.1")
+    no_status = parse_report(exim("5.9.70.12", "550 No such user"))
+    assert (no_status.bounce_type, no_status.status) == ("hard", "5.0.0")
+
+
+def test_a_delay_warning_in_free_text_is_not_a_bounce(ctx):
+    """Three of them made a soft-bounce tally a hard bounce, while the
+    server was still trying."""
+    verp = _links(ctx)[0]
+    for subject, text in (
+            ("Warning: message 1abcDE-0001 delayed 24 hours",
+             "This message was created automatically by mail delivery software.\n"
+             "A message that you sent has not yet been delivered to one or more of its\n"
+             "recipients after more than 24 hours on the queue on mx.example.net.\n"
+             "451 4.4.1 No answer from host\nDelivery attempts will continue for some time."),
+            ("Delayed Mail (still being retried)",
+             "This is the mail system at host mx.example.net.\n"
+             "####################################################################\n"
+             "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\n"
+             "Reason: 450 4.2.0 mailbox temporarily unavailable")):
+        raw = samples.plain_text_bounce(verp).replace(b"Subject: failure notice",
+                                                      f"Subject: {subject}".encode())
+        raw = raw[:raw.index(b"Hi. This is")] + text.replace("\n", "\r\n").encode() + b"\r\n"
+        report = parse_report(raw)
+        assert report.kind == "ignored" and "delay" in report.reason, subject
+
+
+def test_a_postmasters_out_of_office_in_another_language_is_no_bounce(ctx):
+    """From postmaster@, "Auto-Submitted: auto-replied" as real bounces
+    carry too, and a date that reads as a status: no server reply is
+    quoted and the subject names no failure."""
+    raw = samples.out_of_office(_links(ctx)[0], "Estoy fuera hasta el 5.1.25, gracias.",
+                                "Fuera de la oficina").replace(
+        b"From: Jane Doe <jane@customer.example>", b"From: postmaster@customer.example")
+    assert parse_report(raw).kind == "ignored"
 
 
 def test_a_charset_that_is_no_name_at_all_is_read_as_utf8(ctx):
