@@ -423,11 +423,21 @@ def change_status(ports: Ports, account_id: str, campaign_id: str, action: str) 
 
 
 def _announced_move(ports: Ports, campaign: dict, action: str, extra: dict) -> dict | None:
+    """Under the control lease (`campaign` read under it). A pause or resume
+    carries the campaign's next control version: a staged one the sweep
+    publishes again, or a second copy of a slow flush, can reach the senders
+    and the fan-out after the user's next move, and they apply a pause or
+    resume only over an older one (a pause landing after a resume left the
+    campaign "sending" with every job parked, for good)."""
     _refuse_unless(campaign, action)
     event = None
     # A draft or scheduled campaign was never launched: nobody needs telling.
     if action in _ANNOUNCED and campaign["status"] in domain.ACTIVE:
-        event = _event(campaign, _ANNOUNCED[action], {"campaign_id": campaign["_id"]})
+        data = {"campaign_id": campaign["_id"]}
+        if action in ("pause", "resume"):
+            data["version"] = int(campaign.get("control_version") or 0) + 1
+            extra = {**extra, "control_version": data["version"]}
+        event = _event(campaign, _ANNOUNCED[action], data)
     return _move(ports, campaign, action, event, extra)
 
 

@@ -163,11 +163,16 @@ class FanoutRequests:
 
     def marked(self, event: Event) -> None:
         """campaign.cancelled, paused or resumed: a mark for a fan-out that
-        is not done (a campaign that never launched has none to stop)."""
-        found = self.store.unfinished(event.data["campaign_id"])
-        if found is None:
+        is not done. One that has not started is marked too: the event comes
+        only for a launched campaign, and its campaign.launched, published
+        again by the campaigns sweep after a failed flush, may come after it
+        (a cancel dropped here let the whole audience be fanned out)."""
+        found = self.store.get(event.data["campaign_id"])
+        if found is not None and found.get("done"):
             return
         self.store.mark(event)
+        if found is None:
+            return
         self.store.adopt(found)   # a fan-out an older version paused
         if event.type != "campaign.paused":
             self.wake()

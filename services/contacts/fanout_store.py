@@ -116,7 +116,9 @@ class FanoutStore:
         try:
             self.marks_.insert_one({"_id": mark_id, "campaign_id": campaign_id,
                                     "account_id": event.account_id, "kind": kind,
-                                    "at": datetime.fromisoformat(event.time)})
+                                    "at": datetime.fromisoformat(event.time),
+                                    **({"version": event.data["version"]}
+                                       if event.data.get("version") else {})})
         except DuplicateKeyError:
             pass  # a redelivery
 
@@ -129,7 +131,7 @@ class FanoutStore:
         them asynchronously to the loop that records them)."""
         found: dict[str, list[dict]] = {}
         for mark in self.marks_.find({"campaign_id": {"$in": campaign_ids}},
-                                     {"campaign_id": 1, "kind": 1, "at": 1}):
+                                     {"campaign_id": 1, "kind": 1, "at": 1, "version": 1}):
             found.setdefault(mark["campaign_id"], []).append(mark)
         return {campaign_id: _marks(marks) for campaign_id, marks in found.items()}
 
@@ -251,9 +253,13 @@ class FanoutStore:
 
 
 def _marks(found: list[dict]) -> Marks:
-    # A tie goes to the resume: a fan-out left running only lets the
-    # senders park jobs, one stopped by mistake would wait for good.
+    # The latest by control version (campaigns' order of the moves: a staged
+    # event published again carries the time it went out, after the user's
+    # next move), then by event time (marks from before versions). A tie
+    # goes to the resume: a fan-out left running only lets the senders park
+    # jobs, one stopped by mistake would wait for good.
     latest = max((m for m in found if m["kind"] != "cancel"),
-                 key=lambda m: (m["at"], m["kind"] == "resume"), default=None)
+                 key=lambda m: (m.get("version") or 0, m["at"], m["kind"] == "resume"),
+                 default=None)
     return Marks(any(m["kind"] == "cancel" for m in found),
                  latest is not None and latest["kind"] == "pause")

@@ -24,8 +24,10 @@ CONTACTS_TOPICS = [topics.CONTACTS_EVENTS, topics.TRACKING_EVENTS, topics.PRIVAC
 def campaign_handlers(store: CampaignStore) -> dict:
     return {
         "campaign.launched": lambda e: store.launched(e.account_id, e.data),
-        "campaign.paused": lambda e: store.set_status(e.data["campaign_id"], PAUSED),
-        "campaign.resumed": lambda e: store.set_status(e.data["campaign_id"], SENDING),
+        "campaign.paused": lambda e: store.set_status(e.data["campaign_id"], PAUSED,
+                                                      e.data.get("version")),
+        "campaign.resumed": lambda e: store.set_status(e.data["campaign_id"], SENDING,
+                                                       e.data.get("version")),
         "campaign.cancelled": lambda e: store.set_status(e.data["campaign_id"], CANCELLED),
     }
 

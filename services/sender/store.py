@@ -74,16 +74,28 @@ class CampaignStore:
                                       "updated_at": utcnow()},
                              "$setOnInsert": {"status": SENDING}}, upsert=True)
 
-    def set_status(self, campaign_id: str, status: str) -> None:
+    def set_status(self, campaign_id: str, status: str, version: int | None = None) -> None:
+        """`version`: a pause's or resume's control version. One older than
+        the last applied is dropped (a staged event published again after
+        the user's next move); one without (published before versions) is
+        applied as it comes."""
         update: dict[str, Any] = {"$set": {"updated_at": utcnow()}}
         if status == CANCELLED:
             update["$set"]["status"] = CANCELLED
             self.col.update_one({"_id": campaign_id}, update, upsert=True)
-        else:  # a cancelled campaign stays cancelled
-            update["$set"]["status"] = status
-            self.col.update_one({"_id": campaign_id, "status": {"$ne": CANCELLED}}, update)
-            self.col.update_one({"_id": campaign_id}, {"$setOnInsert": {"status": status}},
-                                upsert=True)
+            return
+        # a cancelled campaign stays cancelled
+        update["$set"]["status"] = status
+        query: dict[str, Any] = {"_id": campaign_id, "status": {"$ne": CANCELLED}}
+        if version is not None:
+            update["$set"]["control_version"] = version
+            query["$or"] = [{"control_version": {"$exists": False}},
+                            {"control_version": {"$lt": version}}]
+        self.col.update_one(query, update)
+        self.col.update_one({"_id": campaign_id},
+                            {"$setOnInsert": {"status": status,
+                                              **({"control_version": version} if version else {})}},
+                            upsert=True)
 
     # -- read by the senders ----------------------------------------------
     def erased_accounts(self, account_ids: Iterable[str]) -> set[str]:

@@ -111,6 +111,20 @@ def test_pause_resume_cancel_move_the_state_and_announce_it(client, broker):
     assert all(e["data"]["campaign_id"] == campaign["id"] for e in campaign_events(broker))
 
 
+def test_pauses_and_resumes_carry_the_campaigns_next_control_version(client, broker):
+    """So that a staged one the sweep publishes again, after the user's next
+    move, is dropped by senders and the fan-out, not applied over it."""
+    campaign, _ = ready_campaign(client)
+    path = f"/api/v1/campaigns/{campaign['id']}"
+    client.post(f"{path}/send")
+    for action in ("pause", "resume", "pause", "resume"):
+        assert client.post(f"{path}/{action}").status_code == 200
+    versions = [(e["type"], e["data"].get("version")) for e in campaign_events(broker)
+                if e["type"] in ("campaign.paused", "campaign.resumed")]
+    assert versions == [("campaign.paused", 1), ("campaign.resumed", 2),
+                        ("campaign.paused", 3), ("campaign.resumed", 4)]
+
+
 def test_schedule_refuses_past_times_and_needs_a_zone(client):
     campaign, _ = ready_campaign(client)
     path = f"/api/v1/campaigns/{campaign['id']}/schedule"

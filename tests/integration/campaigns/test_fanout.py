@@ -435,9 +435,39 @@ def test_a_cancel_after_the_fan_out_records_nothing(mongo_db, broker):
     store, producer = FanoutStore(mongo_db), EventProducer(broker.sink())
     fan_out(launched(), stream=stream_of(CONTACTS), store=store, producer=producer)
     FanoutRequests(store).marked(campaign_event("cancelled"))
-    FanoutRequests(store).marked(campaign_event("cancelled", campaign_id="never-launched"))
     assert store.marks_.count_documents({}) == 0
     assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 95}]
+
+
+def test_a_cancel_that_comes_before_its_launch_stops_the_fan_out(mongo_db, broker):
+    """A launch whose first flush failed is published again by the campaigns
+    sweep, after a cancel the user made meanwhile. The cancel, with no
+    fan-out to mark yet, was dropped: the whole audience was fanned out."""
+    store, requests = FanoutStore(mongo_db), FanoutRequests(FanoutStore(mongo_db))
+    requests.marked(campaign_event("cancelled"))
+    requests.launched(launched())
+    assert runner(store, stream_of(CONTACTS), EventProducer(broker.sink())).run_pending()
+    assert jobs(broker) == []
+    assert ready(broker) == [{"campaign_id": "camp-1", "audience_size": 0, "cut_short": True}]
+
+
+def test_the_control_version_orders_pauses_and_resumes_whatever_their_times(mongo_db):
+    """A staged pause published again by the sweep carries the time it went
+    out, after the user's resume: by event time, the fan-out stayed paused
+    for good and the campaign never heard its audience size."""
+    store = FanoutStore(mongo_db)
+
+    def versioned(kind, second, version):
+        event = campaign_event(kind, second)
+        return dataclasses.replace(event, data={**event.data, "version": version})
+
+    store.mark(versioned("paused", 1, 1))
+    store.mark(versioned("resumed", 2, 2))
+    store.mark(versioned("paused", 9, 1))     # the sweep's copy: later, but older
+    assert store.marks("camp-1") == (False, False)
+    store.mark(versioned("paused", 10, 3))
+    store.mark(campaign_event("resumed", 30))  # one from before versions loses to them
+    assert store.marks("camp-1") == (False, True)
 
 
 def test_a_stopping_process_lets_go_of_the_fan_out_between_batches(mongo_db, broker):

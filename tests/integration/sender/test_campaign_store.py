@@ -40,3 +40,41 @@ def test_a_known_campaign_is_cached_for_its_time(mongo_db):
                                        account_id=ACCOUNT, data={"campaign_id": CAMPAIGN}))
     assert store.get_many([CAMPAIGN])[CAMPAIGN].status == "sending"   # the cached view
     assert CampaignStore(mongo_db).get_many([CAMPAIGN])[CAMPAIGN].status == "paused"
+
+
+def _control(kind: str, version: int | None) -> object:
+    data = {"campaign_id": CAMPAIGN, **({"version": version} if version else {})}
+    return new_event(f"campaign.{kind}", source="campaigns", subject=CAMPAIGN,
+                     account_id=ACCOUNT, data=data)
+
+
+def test_a_pause_or_resume_older_than_the_last_applied_is_dropped(mongo_db):
+    """The campaigns sweep publishes a staged pause again (its first flush
+    failed) after the user has resumed: applied as it came, the senders
+    parked every job of a campaign that says "sending", for good."""
+    table = handlers.campaign_handlers(CampaignStore(mongo_db))
+
+    def status() -> str:
+        return CampaignStore(mongo_db).get_many([CAMPAIGN])[CAMPAIGN].status
+
+    table["campaign.launched"](_launched())
+    table["campaign.paused"](_control("paused", 1))
+    table["campaign.resumed"](_control("resumed", 2))
+    table["campaign.paused"](_control("paused", 1))      # the sweep's copy, late
+    assert status() == "sending"
+    table["campaign.paused"](_control("paused", 3))
+    table["campaign.resumed"](_control("resumed", 2))    # late again
+    assert status() == "paused"
+    table["campaign.resumed"](_control("resumed", None))  # published before versions
+    assert status() == "sending"
+    table["campaign.cancelled"](_control("cancelled", None))
+    table["campaign.resumed"](_control("resumed", 9))
+    assert status() == "cancelled"
+
+
+def test_a_pause_before_the_launch_keeps_its_version(mongo_db):
+    table = handlers.campaign_handlers(CampaignStore(mongo_db))
+    table["campaign.paused"](_control("paused", 3))
+    table["campaign.launched"](_launched())              # published again, late
+    table["campaign.resumed"](_control("resumed", 2))
+    assert CampaignStore(mongo_db).get_many([CAMPAIGN])[CAMPAIGN].status == "paused"
