@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -155,7 +156,8 @@ def update_campaign(ports: Ports, account_id: str, campaign_id: str, body: dict)
     _check_template_ref(ports, account_id, {
         "template_id": body.get("template_id", campaign.get("template_id")),
         "template_version": body.get("template_version")})
-    updated = ports.campaigns.update_draft(account_id, campaign_id, body)
+    with _unlaunched(ports, campaign, "edit"):   # a send meanwhile would launch the old one
+        updated = ports.campaigns.update_draft(account_id, campaign_id, body)
     if updated is None:
         raise ApiError(409, "conflict", f"only a draft can be edited; this campaign is "
                                         f"{campaign['status']}")
@@ -182,7 +184,9 @@ def get_campaign(ports: Ports, account_id: str, campaign_id: str) -> dict:
 def delete_campaign(ports: Ports, account_id: str, campaign_id: str) -> None:
     campaign = get_campaign(ports, account_id, campaign_id)
     if domain.deletable(campaign):
-        if ports.campaigns.delete_unlaunched(account_id, campaign_id):
+        with _unlaunched(ports, campaign, "delete"):
+            deleted = ports.campaigns.delete_unlaunched(account_id, campaign_id)
+        if deleted:
             return
         campaign = get_campaign(ports, account_id, campaign_id)  # launched (or gone) meanwhile
     raise ApiError(409, "invalid_state", "only a draft, or a campaign cancelled before it "
@@ -390,7 +394,8 @@ def schedule(ports: Ports, account_id: str, campaign_id: str, send_at: str,
         raise ApiError(409, "campaign_incomplete", "the campaign cannot be scheduled yet: "
                        + ", ".join(sorted(problems)), problems)
     _refuse_a_deleted_template(ports, campaign)
-    moved = _move(ports, campaign, "schedule", None, {"send_at": when, "time_zone": time_zone})
+    with _unlaunched(ports, campaign, "schedule"):
+        moved = _move(ports, campaign, "schedule", None, {"send_at": when, "time_zone": time_zone})
     if moved is None:
         raise _moved_meanwhile(ports, account_id, campaign_id, "schedule")
     return moved
@@ -407,8 +412,9 @@ def change_status(ports: Ports, account_id: str, campaign_id: str, action: str) 
     extra = {"cancel": {"cancelled_at": utcnow()}, "pause": {"paused_at": utcnow()},
              "resume": {"paused_at": None},
              "unschedule": {"send_at": None, "time_zone": None}}.get(action, {})
-    if campaign["status"] == domain.SCHEDULED:
-        moved = _move_unlaunched(ports, campaign, action, extra)
+    if campaign["status"] in (domain.DRAFT, domain.SCHEDULED):
+        with _unlaunched(ports, campaign, action):
+            moved = _move(ports, campaign, action, None, extra)
     else:
         try:
             moved = _under_control(ports, campaign,
@@ -463,18 +469,22 @@ def _under_control(ports: Ports, campaign: dict,
         ports.campaigns.release_lease(lease)
 
 
-def _move_unlaunched(ports: Ports, campaign: dict, action: str, extra: dict) -> dict | None:
-    """Cancel or unschedule a scheduled campaign under its launch lease. A
-    move is no compare-and-set on FerretDB (it reads, then writes): a cancel
-    that read "scheduled" as the schedule fired wrote "cancelled" over
-    "sending", and the whole audience was mailed with no campaign.cancelled
-    (a review found the window). The lease makes the two take turns."""
+@contextmanager
+def _unlaunched(ports: Ports, campaign: dict, action: str):
+    """A move of a campaign not launched yet (a draft's edit, schedule,
+    cancel or delete; a scheduled one's cancel or unschedule), under its
+    launch lease. A move is no compare-and-set on FerretDB (it reads, then
+    writes): a cancel that read "scheduled" as the schedule fired wrote
+    "cancelled" over "sending", and the whole audience was mailed with no
+    campaign.cancelled; a draft's cancel or delete beside a send did the
+    same (reviews found both). The lease makes them take turns with the
+    launch; the move then finds the status it read, or fails."""
     lease = f"{campaign['_id']}:launch"
     if not ports.campaigns.take_lease(lease, LEASE_STALE):
         raise ApiError(409, "launching", f"cannot {action}: the campaign is being launched; "
                                          "try again in a moment", {"status": [campaign["status"]]})
     try:
-        return _move(ports, campaign, action, None, extra)
+        yield
     finally:
         ports.campaigns.release_lease(lease)
 
@@ -489,6 +499,14 @@ def _refuse_unless(campaign: dict, action: str) -> None:
 
 def _moved_meanwhile(ports, account_id, campaign_id, action) -> ApiError:
     current = get_campaign(ports, account_id, campaign_id)
+    try:
+        domain.next_status(action, current["status"])
+    except domain.TransitionRefused:
+        pass
+    else:  # it did not move: another change held it (its lease)
+        return ApiError(409, "busy", f"cannot {action}: another change to the campaign is "
+                                     "under way; try again in a moment",
+                        {"status": [current["status"]]})
     return ApiError(409, "invalid_state", f"cannot {action}: the campaign is now "
                     f"{current['status']}", {"status": [current["status"]]})
 

@@ -446,6 +446,34 @@ def test_a_scheduled_campaign_is_cancelled_or_fired_never_both(client, ports):
     assert usecases.fire_due_schedules(ports, due) == 0
 
 
+def test_a_drafts_cancel_delete_edit_and_schedule_take_turns_with_its_launch(client, ports):
+    """A draft's cancel or delete that read "draft" while a send launched it
+    wrote over the launch on FerretDB (a move reads, then writes): the whole
+    audience was mailed under "cancelled", or a launched campaign had no
+    record left to pause, cancel or complete. They take turns now."""
+    campaign, _ = ready_campaign(client)
+    path = f"/api/v1/campaigns/{campaign['id']}"
+    later = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    lease = f"{campaign['id']}:launch"
+    assert ports.campaigns.take_lease(lease, timedelta(seconds=60))       # a send launching it
+    for method, action, body in (("POST", "cancel", None), ("DELETE", "", None),
+                                 ("PATCH", "", {"name": "Renamed"}),
+                                 ("POST", "schedule", {"send_at": later})):
+        url = f"{path}/{action}" if action else path
+        answer = (client.delete(url) if method == "DELETE" else
+                  client.patch(url, body) if method == "PATCH" else client.post(url, body))
+        assert answer.status_code == 409, (method, action, answer.get_json())
+        assert answer.get_json()["error"]["code"] == "launching", (method, action)
+    assert client.get(path).get_json()["status"] == "draft"
+    ports.campaigns.release_lease(lease)
+    # and a send that comes while one of them holds the lease launches nothing
+    assert ports.campaigns.take_lease(lease, timedelta(seconds=60))       # a cancel under way
+    busy = client.post(f"{path}/send")
+    assert busy.status_code == 409 and busy.get_json()["error"]["code"] == "busy"
+    ports.campaigns.release_lease(lease)
+    assert client.post(f"{path}/cancel").get_json()["status"] == "cancelled"
+
+
 def test_a_pause_and_a_cancel_at_the_same_moment_never_both_win(client, monkeypatch):
     """A move reads, then writes, on FerretDB: a cancel that came while a
     pause was being written answered 200 too, the pause wrote over it, and
