@@ -15,7 +15,7 @@ import csv
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator, NamedTuple
 
 SNIFF_BYTES = 64 * 1024
 SCAN_BYTES = 1024 * 1024
@@ -67,6 +67,19 @@ class Dialect:
     newline: str = "\n"  # "\r" for a file with old Mac line endings (a lone CR)
 
 
+class Unreadable(NamedTuple):
+    """A record the csv module cannot read: rejected with its text as read
+    (its first REJECTED_TEXT characters), so that the rejected rows show
+    what to mend; they showed no cells."""
+    number: int
+    end_offset: int
+    reason: str
+    text: str = ""
+
+
+REJECTED_TEXT = 1000
+
+
 @dataclass(frozen=True)
 class Record:
     number: int          # 1-based record number in the file (the header is record 1)
@@ -96,21 +109,39 @@ def detect_encoding(head: bytes) -> tuple[str, int]:
 
 
 def file_encoding(stream: BinaryIO) -> str:
-    """utf-8 when every byte of the file decodes as UTF-8, windows-1252
-    otherwise (any byte string decodes). A file whose first accent comes
-    after the sniffed head would otherwise import with U+FFFD in its cells.
-    One pass in SCAN_BYTES chunks: memory stays flat."""
-    utf8 = codecs.getincrementaldecoder("utf-8")()  # not decoder(): strict, to find out
+    """utf-8 when the file's bytes decode as UTF-8, or when its characters
+    that do outnumber the bytes that do not: a UTF-8 file with a stray byte
+    or two, whose rows holding them are rejected (NOT_UTF8). windows-1252
+    otherwise (any byte string decodes). One stray byte used to flip the
+    whole file to windows-1252: every accent in it read as mojibake
+    ("RenÃ©e"), written over good contacts by an upsert. A file whose first
+    accent comes after the sniffed head would otherwise import with U+FFFD
+    in its cells. One pass in SCAN_BYTES chunks: memory stays flat."""
+    # surrogateescape: each byte that is not UTF-8 becomes a lone surrogate
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+    valid = invalid = 0
     stream.seek(0)
     try:
         while chunk := stream.read(SCAN_BYTES):
-            utf8.decode(chunk)
-        utf8.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return LEGACY
+            valid, invalid = _count_non_ascii(utf8.decode(chunk), valid, invalid)
+        valid, invalid = _count_non_ascii(utf8.decode(b"", final=True), valid, invalid)
     finally:
         stream.seek(0)
-    return "utf-8"
+    return "utf-8" if invalid == 0 or valid > invalid else LEGACY
+
+
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]")
+_ESCAPED_BYTE = re.compile(r"[\udc80-\udcff]")
+
+
+def _count_non_ascii(text: str, valid: int, invalid: int) -> tuple[int, int]:
+    escaped = len(_ESCAPED_BYTE.findall(text))
+    return valid + len(_NOT_ASCII.findall(text)) - escaped, invalid + escaped
+
+
+# The reason a row of a UTF-8 file is rejected for bytes that are not UTF-8
+# (read as U+FFFD), or for the U+FFFD an earlier conversion left for them.
+NOT_UTF8 = "text that is not UTF-8, as the rest of the file is: save the row's text as UTF-8"
 
 
 def detect_delimiter(sample: str) -> str:
@@ -171,8 +202,11 @@ def sniff(head: bytes, delimiter: str | None = None, encoding: str | None = None
         has_header = bool(first) and not any(LOOKS_LIKE_EMAIL.match(c) for c in first) \
             and any(cell.strip().lower() in known for cell in first)
     # Excel for Mac's "CSV (Macintosh)" ends lines with a lone CR: read as one
-    # line, such a file failed saying no column looked like an address.
-    newline = "\r" if b"\r" in head and b"\n" not in head else "\n"
+    # line, such a file failed saying no column looked like an address. One
+    # with a final LF (an editor's) did too; a lone CR in a file of LFs is
+    # a line end of its own (_Lines).
+    lone_crs = head.count(b"\r") - head.count(b"\r\n")
+    newline = "\r" if lone_crs > head.count(b"\n") else "\n"
     return Dialect(encoding, bom, delimiter, has_header, newline)
 
 
@@ -192,8 +226,10 @@ class _Lines:
         self.ends: list[int] = []
         self.exhausted = False
         self.long_line = False   # the record being read has a line past MAX_LINE
+        self.texts: list[str] = []   # the record's lines as read (for a rejected one)
+        self.encoding = encoding
         self.newline = newline.encode()
-        self._buffer = b""  # read ahead of `position`, for lone-CR files only
+        self._buffer = b""  # read ahead of `position`: a line's rest after a lone CR
 
     def __iter__(self) -> "_Lines":
         return self
@@ -206,10 +242,32 @@ class _Lines:
             self.exhausted = True
             raise StopIteration
         self.position += len(raw)
-        if len(raw) >= MAX_LINE and not raw.endswith(self.newline):
+        if len(raw) >= MAX_LINE and not raw.endswith((self.newline, b"\r")):
             raw = self._past_long_line(raw)
         self.ends.append(self.position)
-        return self.decode(raw)
+        text = self.decode(raw)
+        self.texts.append(text)
+        return text
+
+    def text(self) -> str:
+        return "".join(self.texts)[:REJECTED_TEXT].rstrip("\r\n")
+
+    def _lf_line(self) -> bytes:
+        """The next line of a file of LF (or CRLF) line ends, a lone CR
+        ending one too: a stray CR between two rows made them one record
+        the csv module refused ("new-line character seen in unquoted
+        field"), and both rows were lost, shown with no cells. A quoted
+        cell that holds a CR still reads whole: the csv module joins the
+        lines of a quoted cell, their line ends kept."""
+        line = self._buffer or self.stream.readline(MAX_LINE)
+        self._buffer = b""
+        at = line.find(b"\r")
+        while 0 <= at < len(line) - 1:
+            if line[at + 1] != 0x0A:   # a lone CR: the line ends here
+                line, self._buffer = line[:at + 1], line[at + 1:]
+                break
+            at = line.find(b"\r", at + 2)
+        return line
 
     def _past_long_line(self, start: bytes) -> bytes:
         """A physical line over MAX_LINE: read to its end, and given to the
@@ -219,17 +277,20 @@ class _Lines:
         of its own: a 1.1 MB cell made a phantom row, and every later row's
         number was one off."""
         self.long_line = True
+        self.texts.append(start[:REJECTED_TEXT * 4].decode(self.encoding if self.encoding
+                                                           not in LEGACY_NAMES else "cp1252",
+                                                           "replace"))
         quotes = start.count(b'"')
         while rest := self._readline():
             self.position += len(rest)
             quotes += rest.count(b'"')
-            if rest.endswith(self.newline):
+            if rest.endswith((self.newline, b"\r")):
                 break
         return b'"' * (quotes % 2) + self.newline
 
     def _readline(self) -> bytes:
         if self.newline == b"\n":
-            return self.stream.readline(MAX_LINE)
+            return self._lf_line()
         while True:  # binary readline knows no other line end
             at = self._buffer.find(self.newline)
             if at >= 0 or len(self._buffer) >= MAX_LINE:
@@ -244,9 +305,9 @@ class _Lines:
 
 
 def records(stream: BinaryIO, dialect: Dialect, start_offset: int = 0,
-            start_number: int = 0) -> Iterator[Record | tuple[int, int, str]]:
+            start_number: int = 0) -> Iterator[Record | Unreadable]:
     """Records from `start_offset` (0: the beginning, BOM skipped). A record
-    the csv module cannot parse is yielded as (number, end_offset, reason).
+    the csv module cannot parse is yielded as Unreadable.
 
     A quote that opens a cell and never closes would make every line after
     it part of that cell: the rows there would be neither imported nor
@@ -260,6 +321,7 @@ def records(stream: BinaryIO, dialect: Dialect, start_offset: int = 0,
         reader = csv.reader(lines, delimiter=dialect.delimiter, strict=True)
         while True:
             lines.ends.clear()
+            lines.texts.clear()
             lines.long_line = False
             try:
                 cells = next(reader)
@@ -271,12 +333,13 @@ def records(stream: BinaryIO, dialect: Dialect, start_offset: int = 0,
                 problem = _unreadable(exc)
                 if len(lines.ends) <= 1:
                     number += 1
-                    yield number, lines.position, problem
+                    yield Unreadable(number, lines.position, problem, lines.text())
                     continue
             else:
                 if lines.long_line and not (lines.exhausted and len(lines.ends) > 1):
                     number += 1
-                    yield number, lines.position, f"a line longer than {MAX_LINE} bytes"
+                    yield Unreadable(number, lines.position, f"a line longer than {MAX_LINE} bytes",
+                                     lines.text())
                     continue
                 if not (lines.exhausted and len(lines.ends) > 1):
                     number += 1
@@ -285,7 +348,8 @@ def records(stream: BinaryIO, dialect: Dialect, start_offset: int = 0,
                 problem = "unclosed quote: the cell runs to the end of the file"
             number += 1
             offset = lines.ends[0]
-            yield number, offset, problem
+            yield Unreadable(number, offset, problem, lines.texts[0][:REJECTED_TEXT].rstrip("\r\n")
+                             if lines.texts else "")
             break
 
 

@@ -219,10 +219,9 @@ def process(store: ContactsStore, producer: EventProducer, salt: str, job: dict,
         first = checkpoint["row"] == 0
         with _Pipeline(ctx) as pipeline:
             for item in csvread.records(upload, dialect, checkpoint["offset"], checkpoint["row"]):
-                if isinstance(item, tuple):
-                    number, end, reason = item
-                    batch.append(Row(number, end, []))
-                    batch[-1].fields = {"_reject": reason}
+                if isinstance(item, csvread.Unreadable):
+                    batch.append(Row(item.number, item.end_offset, [item.text] if item.text else []))
+                    batch[-1].fields = {"_reject": item.reason}
                 else:
                     if first and dialect.has_header and item.number == 1:
                         first = False
@@ -296,6 +295,8 @@ def _parse(ctx: Context, row: Row) -> str | None:
     """Fill the row's address, name and fields; the reason it is rejected, if it is."""
     if "_reject" in row.fields:
         return row.fields.pop("_reject")
+    if any("\ufffd" in cell for cell in row.cells):
+        return csvread.NOT_UTF8
     m = ctx.mapping
     cells = [domain.from_csv_safe(cell) for cell in row.cells]  # an export reads back as it was
     width = _width(cells)

@@ -140,6 +140,31 @@ def test_latin1_semicolons_and_upsert(client, app, settings, setup, broker):
         {"contact_id": existing["id"], "fields": ["city", "name"], "revision": 1}]
 
 
+def test_a_stray_byte_in_a_utf8_file_costs_its_row_and_mangles_no_other(client, app, settings,
+                                                                          setup):
+    """One byte that was not UTF-8 read the whole file as windows-1252, and
+    an upsert wrote "JosÃ©" over a contact's good name, every accent of the
+    file so, with nothing rejected. Rows merged by a stray CR were lost."""
+    data = ("email,name,city\n"
+            "existing@example.com,José,Zürich\n").encode() + b"bad@example.com,Bad\xffByte,X\n" + \
+        b"cr@example.com,Cee,Y\rlf@example.com,Elle,Z\n" + b'oops@example.com,"Ann"e,W\n'
+    job = upload(client, setup, data, mode="upsert").get_json()
+    run_worker(app, settings)
+    job = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert job["status"] == "done" and job["dialect"]["encoding"] == "utf-8"
+    assert (job["counters"]["updated"], job["counters"]["created"],
+            job["counters"]["rejected"]) == (1, 2, 2)
+    by_email = {c["email"]: c for c in client.get(f"{V1}/contacts?list_id={setup}&limit=50")
+                .get_json()["items"]}
+    assert by_email["existing@example.com"]["name"] == "José"
+    assert by_email["existing@example.com"]["fields"]["city"] == "Zürich"
+    assert {"cr@example.com", "lf@example.com"} <= set(by_email) and "bad@example.com" not in by_email
+    rejected = {int(row[0]): row for row in rejected_rows(client, job["id"])}
+    assert "not UTF-8" in rejected[3][1] and rejected[3][2] == "bad@example.com"
+    assert "closing quote" in rejected[6][1]
+    assert rejected[6][2] == 'oops@example.com,"Ann"e,W'   # the row as read: what to mend
+
+
 def test_a_date_past_year_9999_in_utc_costs_only_its_own_row(client, app, settings, setup):
     """Such a date parses, but storing it (in UTC) overflowed: the whole
     batch failed, then the import, and every good row after it was lost."""

@@ -170,7 +170,8 @@ def test_an_unclosed_quote_costs_its_own_line_and_no_other_row():
     data = ('email,name,note\na@x.com,Ann,"5 inch\n' + rows).encode()
     _, items = read(data)
     bad = [i for i in items if isinstance(i, tuple)]
-    assert [(number, reason.split(":")[0]) for number, _, reason in bad] == [(2, "unclosed quote")]
+    assert [(i.number, i.reason.split(":")[0]) for i in bad] == [(2, "unclosed quote")]
+    assert bad[0].text == 'a@x.com,Ann,"5 inch'   # what to mend, as the rejected rows show it
     assert bad[0][1] == data.index(b"r0@")  # resumed at the line after it
     assert [r.cells[0] for r in items if isinstance(r, csvread.Record)][1:] == \
         [f"r{i}@x.com" for i in range(100)]
@@ -229,3 +230,40 @@ def test_text_after_a_closing_quote_rejects_its_row_instead_of_losing_the_quote(
         (2, "unreadable row: text after a closing quote; quote the whole cell and double each "
             "quote inside it"),
         ["b@x.com", 'Bo"b'], ["c@x.com", "Cat"]]
+
+
+def test_one_stray_byte_leaves_a_utf8_file_utf8():
+    """Any byte that was not UTF-8 read the whole file as windows-1252:
+    every accent came in as mojibake ("RenÃ©e"), and an upsert wrote it
+    over good contacts. The row with the byte is rejected instead."""
+    data = ("email,name,city\nrenee@x.com,Renée Müller,Zürich\n".encode()
+            + b"bad@x.com,Bad\xffByte,X\n" + "zoe@x.com,Zoë,Köln\n".encode())
+    dialect, items = read(data)
+    assert dialect.encoding == "utf-8"
+    assert items[1].cells == ["renee@x.com", "Renée Müller", "Zürich"]
+    assert "\ufffd" in items[2].cells[1]          # imports.py rejects it: NOT_UTF8
+    assert items[3].cells == ["zoe@x.com", "Zoë", "Köln"]
+    # A windows-1252 file stays one, its few byte pairs that happen to be UTF-8 or not.
+    legacy = "email,name\na@x.com,Renée\nb@x.com,Zoë\nc@x.com,Ã©\n".encode("cp1252")
+    assert read(legacy)[0].encoding == "windows-1252"
+
+
+def test_a_lone_cr_ends_a_row_in_a_file_of_line_feeds():
+    """A stray CR between two rows made them one record the csv module
+    refused: both lost, and shown with no cells."""
+    data = b'email,name\na@x.com,A\nf@x.com,F\rg@x.com,G\nh@x.com,"H\rsecond"\r\ni@x.com,I\r\n'
+    dialect, items = read(data)
+    assert dialect.newline == "\n"
+    assert [i.cells for i in items[1:]] == [["a@x.com", "A"], ["f@x.com", "F"], ["g@x.com", "G"],
+                                            ["h@x.com", "H\rsecond"], ["i@x.com", "I"]]
+    assert items[-1].end_offset == len(data)
+    stream = io.BytesIO(data)
+    again = list(csvread.records(stream, dialect, items[2].end_offset, items[2].number))
+    assert [r.cells[0] for r in again] == ["g@x.com", "h@x.com", "i@x.com"]
+
+
+def test_a_file_of_lone_crs_with_a_final_line_feed_is_read_row_by_row():
+    """The import failed: "no column of the first row looks like an address"."""
+    dialect, items = read(b"email,name\rc@x.com,A\rd@x.com,B\n")
+    assert dialect.newline == "\r" and dialect.has_header is True
+    assert [i.cells for i in items[1:]] == [["c@x.com", "A"], ["d@x.com", "B"]]
