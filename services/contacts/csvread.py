@@ -25,8 +25,12 @@ MAX_RECORD_LINES = 32           # a quoted cell running longer is taken for an u
 MAX_COLUMNS = 100_000           # a mapping naming a column past this names none
 DELIMITERS = ",;\t|"              # in order of preference when two split alike
 SNIFF_LINES = 200
+ADDRESS_ROWS = 100              # a headerless file's email column: the first of these rows with one
 EMAIL_HEADERS = ("email", "e-mail", "email address", "e-mail address", "mail", "emailaddress")
 NAME_HEADERS = ("name", "full name", "fullname", "contact name")
+# Excel's first line naming the delimiter ("sep=;"), which Excel itself
+# reads and does not show as a row.
+_EXCEL_SEPARATOR = re.compile(r"sep=([,;\t|])\r?\n")
 LOOKS_LIKE_EMAIL = re.compile(r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$")
 
 csv.field_size_limit(MAX_FIELD)
@@ -61,7 +65,7 @@ class MappingError(ValueError):
 @dataclass(frozen=True)
 class Dialect:
     encoding: str        # "utf-8" or "windows-1252" ("latin-1" is read as windows-1252)
-    bom: int             # bytes of BOM to skip at offset 0
+    bom: int             # bytes to skip at offset 0: a BOM, and Excel's "sep=" line
     delimiter: str
     has_header: bool
     newline: str = "\n"  # "\r" for a file with old Mac line endings (a lone CR)
@@ -193,6 +197,11 @@ def sniff(head: bytes, delimiter: str | None = None, encoding: str | None = None
     detected, bom = detect_encoding(head)
     encoding = encoding or detected
     text = decoder(encoding)(head[bom:])
+    excel = _EXCEL_SEPARATOR.match(text)
+    if excel:   # skipped with the BOM; its row was read as a header, or failed the import
+        bom += len(excel.group(0))
+        text = text[excel.end():]
+        delimiter = delimiter or excel.group(1)
     lines = text.splitlines()
     sample = "\n".join(lines[:-1] if len(lines) > 1 else lines)   # the last line may be cut
     delimiter = delimiter or detect_delimiter(sample)
@@ -378,11 +387,21 @@ def _column(spec, header: list[str], what: str) -> int:
         return spec
     if isinstance(spec, str):
         wanted = spec.strip().lower()
-        for index, name in enumerate(header):
-            if name.strip().lower() == wanted:
-                return index
-        raise MappingError(f"{what}: no column named {spec!r} in the header")
+        return _only(what, [i for i, name in enumerate(header) if name.strip().lower() == wanted],
+                     header, f"no column named {spec!r} in the header")
     raise MappingError(f"{what}: give a column name or a 0-based column number")
+
+
+def _only(what: str, columns: list[int], header: list[str], none: str) -> int:
+    """The one column a name finds. Two (a header with "city" twice) was
+    the first, and the other's values were dropped without a word."""
+    if not columns:
+        raise MappingError(f"{what}: {none}")
+    if len(columns) > 1:
+        named = ", ".join(f"{i} ({header[i].strip()!r})" for i in columns)
+        raise MappingError(f"{what}: columns {named} all fit; rename all but one, or map "
+                           "the column by its 0-based number")
+    return columns[0]
 
 
 def check_mapping(spec: dict | None, custom_fields: dict[str, dict]) -> None:
@@ -434,26 +453,25 @@ def build_mapping(header: list[str], first_row: list[str], spec: dict | None,
     if "email" in spec:
         email = _column(spec["email"], header, "email")
     elif header:
-        matches = [i for i, h in enumerate(lowered) if h in EMAIL_HEADERS]
-        if not matches:
-            raise MappingError("email: no email column in the header; map one")
-        email = matches[0]
+        email = _only("email", [i for i, h in enumerate(lowered) if h in EMAIL_HEADERS], header,
+                      "no email column in the header; map one")
     else:
         matches = [i for i, c in enumerate(first_row) if LOOKS_LIKE_EMAIL.match(c)]
         if not matches:
-            raise MappingError("email: no column of the first row looks like an address; map one")
+            raise MappingError(f"email: no column of the first {ADDRESS_ROWS} rows looks like an "
+                               "address; map one")
         email = matches[0]
     name = None
     if spec.get("name") is not None:
         name = _column(spec["name"], header, "name")
     elif header and "name" not in spec:
-        name = next((i for i, h in enumerate(lowered) if h in NAME_HEADERS), None)
+        found = [i for i, h in enumerate(lowered) if h in NAME_HEADERS]
+        name = _only("name", found, header, "") if found else None
     fields = {key: _column(col, header, f"fields.{key}") for key, col in fields_spec.items()}
     if not fields_spec and header:
         for key, definition in custom_fields.items():
             names = {key, str(definition.get("label") or "").strip().lower()}
-            index = next((i for i, h in enumerate(lowered) if h in names and i not in (email, name)),
-                         None)
-            if index is not None:
-                fields[key] = index
+            found = [i for i, h in enumerate(lowered) if h in names and i not in (email, name)]
+            if found:
+                fields[key] = _only(f"fields.{key}", found, header, "")
     return Mapping(email, name, fields, len(header))

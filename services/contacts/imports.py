@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import logging
 import os
 import shutil
@@ -268,11 +269,15 @@ def _prepare(store: ContactsStore, job: dict, upload) -> tuple[csvread.Dialect, 
     dialect = csvread.detect(upload, options.get("delimiter"), options.get("encoding"),
                              options.get("has_header"), _column_names(options, custom_fields))
     header = csvread.header_row(upload, dialect)
+    # A headerless file's email column is guessed from the first row that
+    # holds an address: a bad first row failed the whole import.
     first_row: list[str] = []
-    for item in csvread.records(upload, dialect):
+    for item in itertools.islice(csvread.records(upload, dialect), csvread.ADDRESS_ROWS + 1):
         if isinstance(item, csvread.Record) and not (dialect.has_header and item.number == 1):
-            first_row = item.cells
-            break
+            first_row = first_row or item.cells
+            if dialect.has_header or any(csvread.LOOKS_LIKE_EMAIL.match(c) for c in item.cells):
+                first_row = item.cells
+                break
     mapping = csvread.build_mapping(header, first_row, options.get("mapping"), custom_fields)
     store.imports.update_one({"_id": job["_id"]}, {"$set": {
         "dialect": {"encoding": dialect.encoding, "delimiter": dialect.delimiter,

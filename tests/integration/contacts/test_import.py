@@ -165,6 +165,29 @@ def test_a_stray_byte_in_a_utf8_file_costs_its_row_and_mangles_no_other(client, 
     assert rejected[6][2] == 'oops@example.com,"Ann"e,W'   # the row as read: what to mend
 
 
+def test_a_headerless_files_bad_first_row_costs_that_row_only(client, app, settings, setup):
+    """The email column was guessed from the first row alone: a bad one
+    failed the import, and every good row with it."""
+    job = upload(client, setup, b"not-an-address,Ann\nbob@example.com,Bob\n").get_json()
+    run_worker(app, settings)
+    job = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert job["status"] == "done", job
+    assert (job["counters"]["created"], job["counters"]["rejected"]) == (1, 1)
+    [rejected] = rejected_rows(client, job["id"])
+    assert rejected[0] == "1" and "invalid email" in rejected[1]
+    assert rejected[2:] == ["not-an-address", "Ann"]
+
+
+def test_a_header_naming_a_field_twice_fails_the_import_saying_so(client, app, settings, setup):
+    """"city" twice: the first column was the field's, and the other's
+    values were dropped without a word."""
+    job = upload(client, setup, b"email,city,city\nann@example.com,,Delhi\n").get_json()
+    run_worker(app, settings)
+    job = client.get(f"{V1}/imports/{job['id']}").get_json()
+    assert job["status"] == "failed" and "fields.city" in job["error"], job
+    assert "rename" in job["error"]
+
+
 def test_a_date_past_year_9999_in_utc_costs_only_its_own_row(client, app, settings, setup):
     """Such a date parses, but storing it (in UTC) overflowed: the whole
     batch failed, then the import, and every good row after it was lost."""

@@ -267,3 +267,34 @@ def test_a_file_of_lone_crs_with_a_final_line_feed_is_read_row_by_row():
     dialect, items = read(b"email,name\rc@x.com,A\rd@x.com,B\n")
     assert dialect.newline == "\r" and dialect.has_header is True
     assert [i.cells for i in items[1:]] == [["c@x.com", "A"], ["d@x.com", "B"]]
+
+
+def test_a_headerless_files_email_column_comes_from_the_first_row_with_an_address():
+    """A bad first row failed the whole import: "no column of the first row
+    looks like an address"."""
+    data = b"not-an-address,Ann\nbob@x.com,Bob\n"
+    dialect, items = read(data)
+    assert dialect.has_header is False
+    mapping = csvread.build_mapping([], items[1].cells, None, {})   # as imports._prepare picks it
+    assert mapping.email == 0
+
+
+def test_a_column_name_the_header_has_twice_is_refused_not_half_read():
+    """"city" twice: the first (empty) was the field's, and "Delhi" went
+    without a word."""
+    fields = {"city": {"type": "text"}}
+    with pytest.raises(csvread.MappingError, match="city.*rename"):
+        csvread.build_mapping(["email", "city", "city"], [], None, fields)
+    with pytest.raises(csvread.MappingError, match="email"):
+        csvread.build_mapping(["email", "name", "E-Mail"], [], None, {})
+    with pytest.raises(csvread.MappingError, match="fields.city"):
+        csvread.build_mapping(["email", "town", "town"], [], {"fields": {"city": "town"}}, fields)
+    mapped = csvread.build_mapping(["email", "city", "city"], [], {"fields": {"city": 2}}, fields)
+    assert mapped.fields == {"city": 2}
+    assert csvread.build_mapping(["email", "notes", "notes"], [], None, fields).email == 0
+
+
+def test_excels_separator_line_is_read_as_excel_reads_it():
+    dialect, items = read(b"sep=;\r\nemail;name\r\nann@x.com;Ann\r\n")
+    assert (dialect.delimiter, dialect.has_header, dialect.bom) == (";", True, 7)
+    assert [i.cells for i in items] == [["email", "name"], ["ann@x.com", "Ann"]]
