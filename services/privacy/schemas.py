@@ -5,6 +5,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from services.privacy import domain
+from shared.header_text import NOT_ONE_LINE, is_one_line
 from shared.http.fields import UtcDateTime
 from shared.http.pagination import PageArgs
 from shared.pii import InvalidEmail, normalise_email
@@ -65,6 +66,8 @@ def rectification_problems(changes: dict) -> dict[str, str]:
                 problems[key] = f"not a valid address: {exc}"
         elif key == "name" and not (value is None or isinstance(value, str) and len(value) <= 200):
             problems[key] = "text of at most 200 characters, or null"
+        elif key == "name" and value is not None and not is_one_line(value):
+            problems[key] = NOT_ONE_LINE   # contacts refuses it: the request ended needing attention
         elif key == "fields" and not isinstance(value, dict):
             problems[key] = "an object of custom field values"
     return problems
