@@ -35,14 +35,33 @@ class _Parser(FlaskParser):
         """A parameter given twice where one value is taken is a 400 naming
         it: ?limit=5&limit=500 answered with the first, ?status=a&status=b
         was refused, depending on the field. So is a NUL in a value."""
-        for name in req.args:
-            values = req.args.getlist(name)
+        self._one_each(req.args, schema, "NUL character (%00)")   # as in a body
+        return super().load_querystring(req, schema)
+
+    def load_form(self, req: Request, schema: ma.Schema):
+        """As a query string: a field given twice where one value is taken,
+        or a NUL in a value, is a 400 naming it (a multipart import's
+        `mode` twice took the first; a NUL went into the consent log)."""
+        self._one_each(req.form, schema, "NUL character")
+        return super().load_form(req, schema)
+
+    def load_files(self, req: Request, schema: ma.Schema):
+        """A second file under one name is a 400: only the first was read,
+        and the second's rows were never imported, without a word."""
+        for name in req.files:
+            if len(req.files.getlist(name)) > 1:
+                abort(400, messages={name: ["one file only; send each in a request of its own"]})
+        return super().load_files(req, schema)
+
+    @staticmethod
+    def _one_each(values_by_name, schema: ma.Schema, nul: str) -> None:
+        for name in values_by_name:
+            values = values_by_name.getlist(name)
             field = schema.fields.get(name)
             if field is not None and not isinstance(field, ma.fields.List) and len(values) > 1:
                 abort(400, messages={name: ["given more than once"]})
-            if any("\x00" in value for value in values):   # as in a body
-                abort(400, messages={name: ["the NUL character (%00) is not allowed"]})
-        return super().load_querystring(req, schema)
+            if any("\x00" in value for value in values):
+                abort(400, messages={name: [f"the {nul} is not allowed"]})
 
     def _raw_load_json(self, req: Request):
         """webargs' JSON loading, plus the answers it leaves to a 500 or to

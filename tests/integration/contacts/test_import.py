@@ -188,6 +188,28 @@ def test_a_header_naming_a_field_twice_fails_the_import_saying_so(client, app, s
     assert "rename" in job["error"]
 
 
+def test_an_upload_form_gets_the_checks_a_json_body_gets(client, setup, settings):
+    """A second file under `file` was never imported, a second `mode` was
+    dropped for the first, and a NUL went into the consent log: all 202."""
+    from werkzeug.datastructures import MultiDict
+
+    def post(fields):
+        return client.post(f"{V1}/lists/{setup}/imports", data=MultiDict(fields),
+                           content_type="multipart/form-data")
+
+    def a_file(name="a.csv"):
+        return io.BytesIO(b"email\nann@example.com\n"), name
+
+    for fields, field in (([("file", a_file()), ("file", a_file("b.csv"))], "file"),
+                          ([("file", a_file()), ("mode", "upsert"), ("mode", "add")], "mode"),
+                          ([("file", a_file()), ("policy_version", "v1\x00x")], "policy_version")):
+        answer = post(fields)
+        assert answer.status_code == 400, answer.get_json()
+        assert field in answer.get_json()["error"]["details"], answer.get_json()
+    assert stored_files(settings) == {}
+    assert post([("file", a_file()), ("mode", "upsert")]).status_code == 202
+
+
 def test_a_date_past_year_9999_in_utc_costs_only_its_own_row(client, app, settings, setup):
     """Such a date parses, but storing it (in UTC) overflowed: the whole
     batch failed, then the import, and every good row after it was lost."""
