@@ -9,7 +9,9 @@ A campaign becomes `sent` when every job of its audience is accounted for
 """
 from __future__ import annotations
 
+import functools
 import re
+import zoneinfo
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -218,6 +220,17 @@ def _skipped_by_the_clocks(when: datetime, zone: ZoneInfo, local: datetime) -> b
         return False  # out of range in UTC: refused as such below
 
 
+def _an_iana_zone(name: str) -> bool:
+    return name in _iana_zones()
+
+
+@functools.lru_cache(maxsize=1)
+def _iana_zones() -> frozenset[str]:
+    return frozenset(zone for zone in zoneinfo.available_timezones()
+                     if zone not in ("localtime", "posixrules", "Factory")
+                     and not zone.startswith(("posix/", "right/")))
+
+
 def parse_send_at(send_at: str, time_zone: str | None, now: datetime) -> datetime:
     """An ISO 8601 time with an offset, or a local time plus an IANA zone
     name; returns UTC. Raises ValueError(field, message)."""
@@ -230,6 +243,12 @@ def parse_send_at(send_at: str, time_zone: str | None, now: datetime) -> datetim
             zone = ZoneInfo(time_zone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("time_zone", f"unknown time zone {time_zone!r}") from None
+        if not _an_iana_zone(time_zone):
+            # "localtime" is the host's /etc/localtime: the send time would
+            # depend on the pod; "posixrules", "Factory", "right/..." are the
+            # database's own files, no zone a user means
+            raise ValueError("time_zone", f"{time_zone!r} is not an IANA time zone name "
+                                          "(e.g. Europe/Paris)")
         if when.tzinfo is None:
             local = when
             when = when.replace(tzinfo=zone)

@@ -6,11 +6,13 @@ import marshmallow as ma
 from marshmallow import validate
 
 from services.contacts import domain
-from shared.http.fields import UpdateSchema, one_line
+from shared.http.fields import UpdateSchema, not_blank, one_line
 from shared.http.pagination import PageArgs
 
 ID = validate.Regexp(r"^[0-9a-f]{32}$", error="not an id")
-NAME = validate.Length(1, 200)
+# A list's, a segment's, a custom field's label: one line (it is shown in
+# pickers and exported as a CSV cell), not blank.
+NAME = [validate.Length(1, 200), one_line, not_blank]
 
 
 CONTACT_NAME = [validate.Length(max=200), one_line]

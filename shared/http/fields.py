@@ -15,6 +15,13 @@ def one_line(text: str | None) -> None:
         raise ma.ValidationError(NOT_ONE_LINE)
 
 
+def not_blank(text: str | None) -> None:
+    """A validator for a label shown in lists (a list's, a segment's name):
+    "   " named nothing a user could tell apart."""
+    if text is not None and not text.strip():
+        raise ma.ValidationError("must not be blank")
+
+
 class StrictFloat(ma.fields.Float):
     """A JSON number only: "5" and true were taken as 5.0 and 1.0, where
     every integer field refuses them (strict=True)."""

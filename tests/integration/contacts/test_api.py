@@ -42,6 +42,20 @@ def test_an_empty_patch_changes_nothing_and_says_so(client):
         assert list(response.get_json()["error"]["details"]) == ["_body"], path
 
 
+def test_a_list_or_segment_name_is_one_line_and_not_blank(client):
+    """"a\r\nb" and "   " were taken: names shown in pickers and written
+    as CSV cells, one of them telling nothing apart."""
+    list_id = make_list(client)
+    segment = {"definition": {"field": "status", "op": "eq", "value": "active"}}
+    for name in ("a\r\nb", "   ", "tab\x07bell"):
+        for method, path, body in (("post", "/lists", {"name": name}),
+                                   ("patch", f"/lists/{list_id}", {"name": name}),
+                                   ("post", "/segments", {"name": name, **segment})):
+            answer = getattr(client, method)(V1 + path, body)
+            assert answer.status_code == 400, (path, name, answer.get_json())
+            assert "name" in answer.get_json()["error"]["details"], (path, name)
+
+
 def test_lists_crud_and_counts(client):
     list_id = make_list(client)
     assert client.post(f"{V1}/lists", {"name": "Newsletter"}).status_code == 409

@@ -55,6 +55,11 @@ def test_send_at_with_offset_or_zone(send_at, zone, expected):
     ("2030-01-02T10:00:00", None, "send_at"),
     ("tomorrow", None, "send_at"),
     ("2030-01-02T10:00:00", "No/Where", "time_zone"),
+    # the host's zone, or the database's own files: no zone a user means
+    ("2030-01-02T10:00:00", "localtime", "time_zone"),
+    ("2030-01-02T10:00:00", "posixrules", "time_zone"),
+    ("2030-01-02T10:00:00", "Factory", "time_zone"),
+    ("2030-01-02T10:00:00", "right/UTC", "time_zone"),
     ("2030-01-02T10:00:00+01:00", "Europe/Paris", "time_zone"),
     ("9999-12-31T23:00:00-05:00", None, "send_at"),        # past year 9999 in UTC
     ("9999-12-31T23:00:00", "America/New_York", "send_at"),
