@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
@@ -191,27 +192,31 @@ class CampaignStore:
             query, {"$set": {"status": to_status, "updated_at": utcnow(), **(extra or {})}},
             return_document=ReturnDocument.AFTER)
 
-    def take_lease(self, key: str, stale_after: timedelta) -> bool:
-        """True for exactly one caller (a unique insert), or when the
-        holder left it unfinished for `stale_after` (it crashed)."""
-        now = utcnow()
+    def take_lease(self, key: str, stale_after: timedelta) -> str | None:
+        """A token for exactly one caller (a unique insert), or when the
+        holder left it unfinished for `stale_after` (it crashed); None for
+        the others. The token gives it back (release_lease)."""
+        now, token = utcnow(), uuid.uuid4().hex
         try:
-            self.leases.insert_one({"_id": key, "at": now})
-            return True
+            self.leases.insert_one({"_id": key, "at": now, "token": token})
+            return token
         except DuplicateKeyError:
             held = self.leases.find_one({"_id": key})
             if held is None or now - held["at"] < stale_after:
-                return False
+                return None
             self.leases.delete_one({"_id": key, "at": held["at"]})
             try:
-                self.leases.insert_one({"_id": key, "at": now})
-                return True
+                self.leases.insert_one({"_id": key, "at": now, "token": token})
+                return token
             except DuplicateKeyError:
-                return False
+                return None
 
-    def release_lease(self, key: str) -> None:
-        """A lease whose work did not happen (the move it guarded failed)."""
-        self.leases.delete_one({"_id": key})
+    def release_lease(self, key: str, token: str | None = None) -> None:
+        """Give back the lease `token` took: a holder that overran it (a
+        flush blocked past LEASE_STALE) deleted by _id the lease its
+        successor had taken over, and a third move could overlap the
+        second. Without a token, whoever holds it (tests, tools)."""
+        self.leases.delete_one({"_id": key, **({"token": token} if token else {})})
 
     # -- outbox ----------------------------------------------------------------
     def stage_event(self, event: dict) -> None:

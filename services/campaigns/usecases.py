@@ -275,7 +275,10 @@ def _publish(ports: Ports, events: list[dict]) -> None:
                       account_id=entry["account_id"], data=entry["data"], id=entry["id"])
         ports.producer.publish(topics.CAMPAIGNS_EVENTS, event, key=entry["campaign_id"])
     if events:
-        ports.producer.flush()
+        # Within the lease the move holds (LEASE_STALE): one that failed
+        # stays staged for the sweep, whose copy a late first one cannot
+        # undo (pauses and resumes carry their control version).
+        ports.producer.flush(timeout=PUBLISH_FLUSH_SECONDS)
     for entry in events:
         ports.campaigns.drop_event(entry["id"])
 
@@ -343,6 +346,7 @@ def _move(ports: Ports, campaign: dict, action: str, event: dict | None,
 
 
 LEASE_STALE = timedelta(seconds=60)
+PUBLISH_FLUSH_SECONDS = 20.0
 
 
 def _launch(ports: Ports, campaign: dict, action: str) -> dict | None:
@@ -353,7 +357,8 @@ def _launch(ports: Ports, campaign: dict, action: str) -> dict | None:
     data = launch_data(ports, campaign)
     _fits_an_event(data)
     # A campaign launches once, whatever the replicas or double clicks.
-    if not ports.campaigns.take_lease(f"{campaign['_id']}:launch", LEASE_STALE):
+    token = ports.campaigns.take_lease(f"{campaign['_id']}:launch", LEASE_STALE)
+    if not token:
         return None
     extra = {"frozen_template": {"template_id": data["template"]["template_id"],
                                  "version": data["template"]["version"]},
@@ -366,7 +371,7 @@ def _launch(ports: Ports, campaign: dict, action: str) -> dict | None:
                       unchanged=True)
     finally:
         if moved is None:  # not moved, or failed: a retry may launch it at once
-            ports.campaigns.release_lease(f"{campaign['_id']}:launch")
+            ports.campaigns.release_lease(f"{campaign['_id']}:launch", token)
     return moved
 
 
@@ -460,13 +465,14 @@ def _under_control(ports: Ports, campaign: dict,
     cancel, and the cancelled campaign ended "sent" (a review found it). The
     loser of the lease gets _Contested (an API call answers 409 `busy`)."""
     lease = f"{campaign['_id']}:control"
-    if not ports.campaigns.take_lease(lease, LEASE_STALE):
+    token = ports.campaigns.take_lease(lease, LEASE_STALE)
+    if not token:
         raise _Contested(campaign["_id"])
     try:
         fresh = ports.campaigns.get_any(campaign["_id"])
         return move(fresh) if fresh is not None else None
     finally:
-        ports.campaigns.release_lease(lease)
+        ports.campaigns.release_lease(lease, token)
 
 
 @contextmanager
@@ -480,13 +486,14 @@ def _unlaunched(ports: Ports, campaign: dict, action: str):
     same (reviews found both). The lease makes them take turns with the
     launch; the move then finds the status it read, or fails."""
     lease = f"{campaign['_id']}:launch"
-    if not ports.campaigns.take_lease(lease, LEASE_STALE):
+    token = ports.campaigns.take_lease(lease, LEASE_STALE)
+    if not token:
         raise ApiError(409, "launching", f"cannot {action}: the campaign is being launched; "
                                          "try again in a moment", {"status": [campaign["status"]]})
     try:
         yield
     finally:
-        ports.campaigns.release_lease(lease)
+        ports.campaigns.release_lease(lease, token)
 
 
 def _refuse_unless(campaign: dict, action: str) -> None:

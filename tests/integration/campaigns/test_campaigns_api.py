@@ -1,6 +1,7 @@
 """Campaigns: the state machine, the launch event, schedules, test sends."""
 import threading
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 from services.campaigns import usecases
@@ -472,6 +473,23 @@ def test_a_drafts_cancel_delete_edit_and_schedule_take_turns_with_its_launch(cli
     assert busy.status_code == 409 and busy.get_json()["error"]["code"] == "busy"
     ports.campaigns.release_lease(lease)
     assert client.post(f"{path}/cancel").get_json()["status"] == "cancelled"
+
+
+def test_a_holder_that_overran_its_lease_does_not_give_back_its_successors(ports):
+    """release_lease deleted by _id: a move whose flush blocked past the
+    lease's 60 s, taken over meanwhile, deleted the new holder's lease on
+    its way out, and a third move could overlap the second."""
+    key = f"{uuid.uuid4().hex}:control"
+    slow = ports.campaigns.take_lease(key, timedelta(seconds=60))
+    assert slow and not ports.campaigns.take_lease(key, timedelta(seconds=60))
+    ports.campaigns.leases.update_one({"_id": key}, {"$set": {
+        "at": datetime.now(timezone.utc) - timedelta(seconds=61)}})   # it overran
+    successor = ports.campaigns.take_lease(key, timedelta(seconds=60))
+    assert successor and successor != slow
+    ports.campaigns.release_lease(key, slow)                           # the slow one, done at last
+    assert not ports.campaigns.take_lease(key, timedelta(seconds=60))  # still the successor's
+    ports.campaigns.release_lease(key, successor)
+    assert ports.campaigns.take_lease(key, timedelta(seconds=60))
 
 
 def test_a_pause_and_a_cancel_at_the_same_moment_never_both_win(client, monkeypatch):
