@@ -297,15 +297,17 @@ def sending_domain_problem(name: str) -> str | None:
 
 # -- progress ----------------------------------------------------------------
 def progress(counts: dict, audience_size: int | None, started_at: datetime | None,
-             now: datetime) -> dict:
-    """What the dashboard and the CLI show; time left from the rate so far."""
+             now: datetime, paused_seconds: float = 0.0) -> dict:
+    """What the dashboard and the CLI show; time left from the rate so far,
+    the time spent paused left out (a campaign paused for two days after
+    ten minutes of sending showed two days left once resumed)."""
     sent, failed, skipped = (int(counts.get(k, 0)) for k in FINAL_OUTCOMES)
     accounted = sent + failed + skipped
     queued = max(0, audience_size - accounted) if audience_size is not None else None
     rate = None
     eta = None
     if started_at and accounted:
-        elapsed = max((now - started_at).total_seconds(), 0.001)
+        elapsed = max((now - started_at).total_seconds() - paused_seconds, 0.001)
         rate = accounted / elapsed
         if queued is not None:
             eta = round(queued / rate, 1) if rate > 0 else None

@@ -448,6 +448,9 @@ def _announced_move(ports: Ports, campaign: dict, action: str, extra: dict) -> d
         if action in ("pause", "resume"):
             data["version"] = int(campaign.get("control_version") or 0) + 1
             extra = {**extra, "control_version": data["version"]}
+        if action == "resume" and campaign.get("paused_at"):   # what the time left leaves out
+            pause = (utcnow() - as_utc(campaign["paused_at"])).total_seconds()
+            extra["paused_seconds"] = float(campaign.get("paused_seconds") or 0) + max(pause, 0)
         event = _event(campaign, _ANNOUNCED[action], data)
     return _move(ports, campaign, action, event, extra)
 
@@ -576,7 +579,11 @@ def _progress(campaign: dict, combined: dict, now: datetime) -> dict:
     active = campaign["status"] in domain.ACTIVE
     # A finished campaign's rate is the one it sent at, not that spread to now.
     ended = None if active else campaign.get("completed_at") or campaign.get("cancelled_at")
-    view = domain.progress(combined["counts"], combined["audience_size"], started, ended or now)
+    paused = float(campaign.get("paused_seconds") or 0)
+    if campaign.get("paused_at") and campaign["status"] == domain.PAUSED:
+        paused += max((now - as_utc(campaign["paused_at"])).total_seconds(), 0)
+    view = domain.progress(combined["counts"], combined["audience_size"], started, ended or now,
+                           paused)
     if not active or campaign["status"] == domain.PAUSED:
         view["eta_seconds"] = None  # a paused one ends when it is resumed, which nobody knows
     return view

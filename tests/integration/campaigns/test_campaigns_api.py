@@ -112,7 +112,7 @@ def test_pause_resume_cancel_move_the_state_and_announce_it(client, broker):
     assert all(e["data"]["campaign_id"] == campaign["id"] for e in campaign_events(broker))
 
 
-def test_pauses_and_resumes_carry_the_campaigns_next_control_version(client, broker):
+def test_pauses_and_resumes_carry_the_campaigns_next_control_version(client, broker, ports):
     """So that a staged one the sweep publishes again, after the user's next
     move, is dropped by senders and the fan-out, not applied over it."""
     campaign, _ = ready_campaign(client)
@@ -124,6 +124,8 @@ def test_pauses_and_resumes_carry_the_campaigns_next_control_version(client, bro
                 if e["type"] in ("campaign.paused", "campaign.resumed")]
     assert versions == [("campaign.paused", 1), ("campaign.resumed", 2),
                         ("campaign.paused", 3), ("campaign.resumed", 4)]
+    stored = ports.campaigns.get_any(campaign["id"])
+    assert stored["control_version"] == 4 and 0 < stored["paused_seconds"] < 60   # two pauses
 
 
 def test_schedule_refuses_past_times_and_needs_a_zone(client):

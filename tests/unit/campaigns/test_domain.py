@@ -118,6 +118,19 @@ def test_a_paused_campaign_has_no_time_left_to_show():
     assert paused["eta_seconds"] is None and paused["queued"] == 200
 
 
+def test_the_time_spent_paused_is_left_out_of_the_rate():
+    """50,000 of 100,000 sent in 10 minutes, paused 2 days, just resumed:
+    2 days left were shown, where 10 minutes remain."""
+    from services.campaigns import usecases
+    started = NOW - timedelta(days=2, minutes=10)
+    combined = {"counts": {"sent": 50_000}, "audience_size": 100_000,
+                "first_outcome_at": started}
+    resumed = {"status": "sending", "paused_seconds": 2 * 86400.0}
+    assert usecases._progress(resumed, combined, NOW)["eta_seconds"] == 600.0
+    paused = {"status": "paused", "paused_at": NOW - timedelta(days=2), "paused_seconds": 0}
+    assert usecases._progress(paused, combined, NOW)["rate_per_second"] == round(50_000 / 600, 2)
+
+
 def test_progress_and_time_left():
     counts = {"sent": 40, "failed": 5, "skipped": 5, "deferred": 3, "bounced": 1}
     view = domain.progress(counts, 100, NOW - timedelta(seconds=10), NOW)
