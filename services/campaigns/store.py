@@ -143,9 +143,17 @@ class CampaignStore:
         return sum(d["count"] for d in self.test_sends.find(
             {"account_id": account_id, "at": {"$gte": since}}, {"count": 1}))
 
-    def note_tests(self, account_id: str, count: int, forget_before: datetime) -> None:
-        self.test_sends.insert_one({"account_id": account_id, "at": utcnow(), "count": count})
+    def note_tests(self, account_id: str, count: int, forget_before: datetime) -> str:
+        """Reserve `count` test messages (and forget those of before the
+        window); the reservation's id gives them back (forget_tests)."""
+        reservation = uuid.uuid4().hex
+        self.test_sends.insert_one({"_id": reservation, "account_id": account_id,
+                                    "at": utcnow(), "count": count})
         self.test_sends.delete_many({"account_id": account_id, "at": {"$lt": forget_before}})
+        return reservation
+
+    def forget_tests(self, reservation: str) -> None:
+        self.test_sends.delete_one({"_id": reservation})
 
     def create(self, account_id: str, fields: dict) -> dict:
         now = utcnow()

@@ -535,3 +535,19 @@ def test_an_account_makes_at_most_max_tests_per_hour_test_messages(client, broke
     assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "too_many_tests"
     assert refused.headers["Retry-After"]
     assert len(published(broker, topics.SEND_JOBS)) == 6
+
+
+def test_test_sends_at_the_same_moment_keep_to_the_cap(client, broker, monkeypatch):
+    """Counted first and noted after: ten calls at once with 45 gone of 50
+    all passed, and 95 messages went."""
+    from services.campaigns import usecases
+    monkeypatch.setattr(usecases, "MAX_TESTS_PER_HOUR", 12)
+    campaign, _ = ready_campaign(client)
+    path = f"/api/v1/campaigns/{campaign['id']}/test"
+    answers = at_once(10, lambda: client.post(path, {"emails": ["qa@example.com",
+                                                                "qb@example.com"]}))
+    taken = [a for a in answers if a.status_code == 202]
+    assert {a.status_code for a in answers} <= {202, 429} and 1 <= len(taken) <= 6
+    assert len(published(broker, topics.SEND_JOBS)) == 2 * len(taken) <= 12
+    refused = [a.get_json()["error"]["message"] for a in answers if a.status_code == 429]
+    assert all("at most 12" in message for message in refused)
