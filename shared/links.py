@@ -12,7 +12,9 @@ sender marks it in the template (`rewrite_links(..., personal_mark=)`),
 renders, and then replaces each marked href with a click URL whose signed
 token carries the URL as rendered (`personal_links`); tracking redirects
 there. Lists frozen before personal links were tracked do not hold them,
-and such links stay as they are.
+and such links stay as they are. A link whose scheme or host holds a merge
+field is not tracked at all (literal_origin): the host would be the
+recipient's data, and the click link a signed redirect to anywhere.
 """
 from __future__ import annotations
 
@@ -66,8 +68,19 @@ def is_personal(url: str) -> bool:
     return bool(_PERSONAL.search(url))
 
 
+def literal_origin(url: str) -> bool:
+    """Whether the link's scheme and host are written out, merge fields in
+    its path, query or fragment only. "https://{{ fields.region }}.shop.example/"
+    with a region of "evil.example/?" was a signed link on the client's
+    tracking domain to evil.example, valid for good: such a link is not
+    click-tracked (the mail links to it as rendered), and tracking follows
+    none it finds in a list frozen before."""
+    authority = url.split("//", 1)[1] if "//" in url else ""
+    return not _PERSONAL.search(re.split(r"[/?#\\]", authority, maxsplit=1)[0])
+
+
 def _trackable(tag: str, url: str) -> bool:
-    return bool(_TRACKABLE.match(url)) and not NO_TRACK_ATTR.search(tag)
+    return bool(_TRACKABLE.match(url)) and literal_origin(url) and not NO_TRACK_ATTR.search(tag)
 
 
 def extract_links(html: str) -> list[str]:

@@ -25,7 +25,7 @@ from shared import metrics, topics
 from shared.erased_contacts import ErasedContacts
 from shared.events import Event
 from shared.kafka.producer import EventProducer
-from shared.links import is_personal
+from shared.links import is_personal, literal_origin
 from shared.tracking_tokens import Claims, InvalidToken, Keyring, verify
 
 # A 1x1 transparent GIF (42 bytes).
@@ -64,6 +64,8 @@ class LinkTable:
             return None
         url = entry[1][index]
         if is_personal(url):
+            if not literal_origin(url):   # a host from merge data: anyone's, signed by us
+                return None
             url = personal_url or ""
         # Only web links: a template's "javascript:" or "data:" link is never followed.
         return redirect_location(url)

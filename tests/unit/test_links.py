@@ -1,5 +1,5 @@
-from shared.links import (MAX_PERSONAL_LINKS, extract_links, is_personal, personal_links,
-                          personal_url, rewrite_links)
+from shared.links import (MAX_PERSONAL_LINKS, extract_links, is_personal, literal_origin,
+                          personal_links, personal_url, rewrite_links)
 
 HTML = """<p><a href="https://example.com/a?x=1&amp;y=2">A</a>
 <a class="btn" href='https://example.com/b'>B</a>
@@ -31,7 +31,7 @@ def test_unknown_link_is_not_guessed():
 
 
 PERSONAL = ('<a href="https://shop.example/account?id={{ fields.customer_id }}&amp;x=1">me</a>'
-            '<a href="https://{{ fields.region }}.shop.example/sale">sale</a>'
+            '<a href="https://shop.example/{{ fields.region }}/sale">sale</a>'
             '<a href="https://shop.example/{% if x %}a{% endif %}">c</a>'
             '<a href="https://shop.example/plain">plain</a>'
             '<a href="{{ fields.url }}">whole</a>')
@@ -40,7 +40,7 @@ PERSONAL = ('<a href="https://shop.example/account?id={{ fields.customer_id }}&a
 def test_a_link_with_a_merge_field_is_a_personal_link_of_its_own_index():
     assert extract_links(PERSONAL) == [
         "https://shop.example/account?id={{ fields.customer_id }}&x=1",
-        "https://{{ fields.region }}.shop.example/sale",
+        "https://shop.example/{{ fields.region }}/sale",
         "https://shop.example/{% if x %}a{% endif %}", "https://shop.example/plain"]
     assert [is_personal(url) for url in extract_links(PERSONAL)] == [True, True, True, False]
 
@@ -55,7 +55,7 @@ def test_personal_links_keep_their_template_text_behind_a_mark_and_are_tracked_o
     seen = []
     out = personal_links(rendered, "M-", lambda i, url: seen.append((i, url)) or f"C{i}?a&b")
     assert seen == [(0, "https://shop.example/account?id=a%20b&x=1"),
-                    (1, "https://eu.shop.example/sale"), (2, "https://shop.example/")]
+                    (1, "https://shop.example/eu/sale"), (2, "https://shop.example/")]
     assert out.count('href="C') == 3 and 'href="C0?a&amp;b"' in out and "M-" not in out
 
 
@@ -113,3 +113,18 @@ def test_at_most_so_many_personal_links_a_message_are_tracked():
     out = personal_links(rendered, "M-", lambda i, url: "T")
     assert out.count('href="T"') == MAX_PERSONAL_LINKS
     assert 'href="https://shop.example/499"' in out and "M-" not in out
+
+
+def test_a_link_whose_host_comes_from_merge_data_is_not_click_tracked():
+    """With a region of "evil.example/?", the click link (signed, on the
+    client's tracking domain, valid for good) went to evil.example."""
+    html = ('<a href="https://{{ fields.region }}.shop.example/deals">a</a>'
+            '<a href="https://shop.example{{ fields.path }}">b</a>'
+            '<a href="https://user@{{ fields.host }}/x">c</a>'
+            '<a href="https://shop.example/{{ fields.region }}?q={{ x }}#{{ y }}">d</a>')
+    assert extract_links(html) == ["https://shop.example/{{ fields.region }}?q={{ x }}#{{ y }}"]
+    assert not literal_origin("https://{{ fields.region }}.shop.example/deals")
+    assert literal_origin("https://shop.example\\{{ x }}")   # a browser's path: "\\" is "/"
+    assert literal_origin("https://shop.example/{{ x }}") and literal_origin("https://shop.example")
+    out = rewrite_links(html, extract_links(html), lambda i: f"T{i}")
+    assert 'href="https://{{ fields.region }}.shop.example/deals"' in out and 'href="T0"' in out

@@ -178,6 +178,18 @@ def test_a_personal_link_redirects_to_the_url_its_token_carries(client, ctx, tai
     assert forged.status_code == 404 and "Location" not in forged.headers
 
 
+def test_a_personal_link_whose_host_was_merge_data_redirects_nowhere(client, store):
+    """A list frozen before such links went untracked: a region of
+    "evil.example/?" had made a signed link to evil.example, valid for good."""
+    ctx = tt.LinkContext(*(uuid.uuid4().hex for _ in range(4)),
+                         sent_at=int(datetime.now(timezone.utc).timestamp()))
+    store.save_campaign(ctx.campaign_id, ctx.account_id,
+                        ["https://{{ fields.region }}.shop.example/deals"], datetime.now(timezone.utc))
+    token = tt.click_token(RING, ctx, 0, "https://evil.example/?.shop.example/deals")
+    answer = client.get(f"/t/c/{token}", headers={"User-Agent": CHROME})
+    assert answer.status_code == 404 and "Location" not in answer.headers
+
+
 def test_link_sent_before_a_key_rotation_still_works(client, ctx):
     response = client.get(f"/t/c/{tt.click_token(OLD_RING, ctx, 0)}")
     assert response.status_code == 302 and response.headers["Location"] == LINKS[0]

@@ -93,9 +93,9 @@ def test_a_personal_link_is_tracked_to_the_url_each_recipient_was_sent(signer):
 
 def test_a_personal_link_that_renders_to_no_web_link_stays_as_rendered(signer):
     html = ('<html><body><a href="https://example.com/{{ fields.path }}">Mine</a>'
-            '<a href="https://{{ fields.host }}">host</a></body></html>')
+            '<a href="https://shop.example/{{ fields.host }}">host</a></body></html>')
     composer, job = composer_and_job(signer, html=html)
-    job = replace(job, fields={"path": "x" * 3000, "host": "shop.example/\r\nSet-Cookie: a=b"})
+    job = replace(job, fields={"path": "x" * 3000, "host": "\r\nSet-Cookie: a=b"})
     body = message_from_bytes(composer.compose(job).message,
                               policy=policy.default).get_body(("html",)).get_content()
     assert 'href="https://example.com/' + "x" * 3000 + '"' in body  # too long for a token
@@ -385,3 +385,15 @@ def test_a_sending_domain_idna_refuses_fails_the_campaign_with_a_reason(signer):
         "tracking": False, "postal_address": "1 Main St", "kind": "marketing"})
     with pytest.raises(ComposeError, match="not a valid domain name"):
         Composer(campaign, ComposeSettings(KEYRING, "https://t.example", "sandesh.test"), signer)
+
+
+def test_a_link_whose_host_is_merge_data_goes_out_untracked(signer):
+    """A contact's region of "evil.example/?" made a signed click link on
+    the client's tracking domain to evil.example, valid for good."""
+    html = '<html><body><a href="https://{{ fields.region }}.shop.example/deals">x</a></body></html>'
+    composer, job = composer_and_job(signer, html=html)
+    job = replace(job, fields={"region": "evil.example/?"})
+    body = message_from_bytes(composer.compose(job).message,
+                              policy=policy.default).get_body(("html",)).get_content()
+    assert click_claims(body) == []
+    assert 'href="https://evil.example/?.shop.example/deals"' in body   # what the template says
