@@ -7,7 +7,14 @@ from shared.config import BOOL, POSITIVE_FLOAT, POSITIVE_INT, Config, ConfigErro
 
 SETTINGS = [
     Setting("SANDESH_DEFAULT_SENDING_DOMAIN", default="sandesh.test"),
-    Setting("SANDESH_BOUNCE_DOMAIN", default=""),  # empty: each campaign's sending domain
+    # Where bounces (the VERP Return-Path) and mailed unsubscribes go: a
+    # domain whose MX is the MTA that pipes them to tracking's /t/bounces.
+    # Outside the local stack it must be chosen: "sending-domain" (each
+    # campaign's, when every sending domain's MX is that MTA) or a domain.
+    # Left to the sending domain by default, a customer's client.example got
+    # them at its own MX, and mailed unsubscribes were lost without a word.
+    Setting("SANDESH_BOUNCE_DOMAIN", lambda raw: "" if raw.strip() == "sending-domain" else raw,
+            dev_default=""),
     Setting("SANDESH_DKIM_KEY_DIR", default="run/dkim"),
     Setting("SANDESH_DKIM_SELECTOR", default="sandesh"),
     Setting("SANDESH_TRACKING_KEYS", secret=True),

@@ -12,7 +12,8 @@ import pytest
 from services.sender.settings import SETTINGS, check_smtp_relays, check_tracking_url
 from shared.config import ConfigError, load_common
 
-KEYS = {"SANDESH_TRACKING_KEYS": "k1:" + "A" * 43 + "=", "SANDESH_PII_SALT": "s"}
+KEYS = {"SANDESH_TRACKING_KEYS": "k1:" + "A" * 43 + "=", "SANDESH_PII_SALT": "s",
+        "SANDESH_BOUNCE_DOMAIN": "bounces.example.com"}
 
 
 def config(**env):
@@ -83,3 +84,15 @@ def test_production_takes_named_relays():
     check_smtp_relays(config(SANDESH_ENV="production",
                              SANDESH_SMTP_RELAYS="relay-a.example.com:587:2,relay-b.example.com:587"))
     check_smtp_relays(config(SANDESH_ENV="production", SANDESH_SMTP_HOST="smtp.example.com"))
+
+
+def test_production_names_where_bounces_and_mailed_unsubscribes_go():
+    """Left to each campaign's sending domain, a customer's domain got them
+    at its own MX: mailed unsubscribes lost without a word."""
+    without = {k: v for k, v in KEYS.items() if k != "SANDESH_BOUNCE_DOMAIN"}
+    with pytest.raises(ConfigError, match="SANDESH_BOUNCE_DOMAIN is not set"):
+        load_common(SETTINGS, {**without, "SANDESH_ENV": "production"})
+    assert config(SANDESH_ENV="production").bounce_domain == "bounces.example.com"
+    assert config(SANDESH_ENV="production", SANDESH_BOUNCE_DOMAIN="sending-domain"
+                  ).bounce_domain == ""
+    assert load_common(SETTINGS, {**without, "SANDESH_ENV": "local"}).bounce_domain == ""
