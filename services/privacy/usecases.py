@@ -60,6 +60,11 @@ def _subject(body: dict, salt: str) -> dict:
             raise domain.RuleViolation("kind", "an account subject is for erasure only")
         subject["kind"] = "account"
         return subject
+    if subject["contact_id"] and subject["email_hash"]:
+        # Two names of one person, or of two: an access answered with the
+        # contact's data alone, an erasure acted on both, unsaid.
+        raise domain.RuleViolation("subject", "give the contact's email or its contact_id, "
+                                              "not both")
     is_contact = bool(subject["contact_id"] or subject["email_hash"])
     if is_contact == bool(subject["user_id"]):
         raise domain.RuleViolation("subject", "give a contact (email or contact_id) or a "

@@ -60,6 +60,8 @@ def test_unsigned_calls_are_refused(app):
     ({"kind": "erasure"}, "subject"),
     ({"kind": "erasure", "subject": {}}, "subject"),
     ({"kind": "erasure", "subject": {"contact_id": "c1", "user_id": "u1"}}, "subject"),
+    # two names that may be of two people: answered for one, unsaid
+    ({"kind": "access", "subject": {"contact_id": "c1", "email": "x@example.com"}}, "subject"),
     ({"kind": "erasure", "subject": {"email": "not an address"}}, "subject.email"),
     ({"kind": "rectification", "subject": {"contact_id": "c1"}}, "changes"),
     ({"kind": "erasure", "subject": {"contact_id": "c1"}, "changes": {"name": "x"}}, "changes"),
