@@ -6,7 +6,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from services.campaigns import domain
-from shared.http.fields import StrictFloat, UpdateSchema
+from shared.http.fields import JsonBoolean, StrictFloat, UpdateSchema
 from shared.tracking_tokens import TEST_SEND_RECIPIENTS
 from email_validator import EmailNotValidError, validate_email
 
@@ -136,7 +136,7 @@ _CAMPAIGN_FIELDS = dict(
                                             validate=[validate.Length(1, 255), _domain_name]),
     audience=lambda: ma.fields.Nested(Audience),
     limits=lambda: ma.fields.Nested(Limits),
-    tracking=lambda: ma.fields.Boolean(),
+    tracking=lambda: JsonBoolean(),
     postal_address=lambda: ma.fields.String(
         allow_none=True, validate=[validate.Length(max=500), _postal_address],
         metadata={"description": "The account's postal address for the CAN-SPAM footer; "
@@ -157,7 +157,7 @@ class CampaignCreate(ma.Schema):
     audience = ma.fields.Nested(Audience, load_default=lambda: {"list_ids": [],
                                                                "segment_id": None})
     limits = ma.fields.Nested(Limits, load_default=dict)
-    tracking = ma.fields.Boolean(load_default=True)
+    tracking = JsonBoolean(load_default=True)
     postal_address = _CAMPAIGN_FIELDS["postal_address"]()
 
 

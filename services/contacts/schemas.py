@@ -6,7 +6,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from services.contacts import domain
-from shared.http.fields import UpdateSchema, not_blank, one_line
+from shared.http.fields import JsonBoolean, UpdateSchema, not_blank, one_line
 from shared.http.pagination import PageArgs
 
 ID = validate.Regexp(r"^[0-9a-f]{32}$", error="not an id")
@@ -83,14 +83,14 @@ class FieldCreate(ma.Schema):
     type = ma.fields.String(required=True, validate=validate.OneOf(domain.FIELD_TYPES))
     choices = ma.fields.List(ma.fields.String(validate=validate.Length(1, 200)),
                              validate=CHOICES)
-    searchable = ma.fields.Boolean(metadata={"description": SEARCHABLE})
+    searchable = JsonBoolean(metadata={"description": SEARCHABLE})
 
 
 class FieldUpdate(UpdateSchema):
     label = ma.fields.String(validate=NAME)
     choices = ma.fields.List(ma.fields.String(validate=validate.Length(1, 200)),
                              validate=CHOICES)
-    searchable = ma.fields.Boolean(metadata={"description": SEARCHABLE})
+    searchable = JsonBoolean(metadata={"description": SEARCHABLE})
 
 
 class FieldOut(ma.Schema):
@@ -125,7 +125,7 @@ class ContactCreate(ma.Schema):
     list_status = ma.fields.String(load_default="subscribed",
                                    validate=validate.OneOf(["subscribed", "pending"]))
     consent = ma.fields.Nested(Consent)
-    reconsent = ma.fields.Boolean(load_default=False)
+    reconsent = JsonBoolean(load_default=False)
 
 
 class ContactUpdate(UpdateSchema):
@@ -177,7 +177,7 @@ class ContactSearch(PageArgs):
 class MembershipSet(ma.Schema):
     status = ma.fields.String(required=True, validate=validate.OneOf(domain.MEMBER_STATUSES))
     consent = ma.fields.Nested(Consent)
-    reconsent = ma.fields.Boolean(load_default=False, metadata={
+    reconsent = JsonBoolean(load_default=False, metadata={
         "description": "Subscribe a suppressed address again: logged, and needs the consent "
                        "wording or policy version."})
 

@@ -6,7 +6,7 @@ from marshmallow import fields, validate
 
 from services.privacy import domain
 from shared.header_text import NOT_ONE_LINE, is_one_line
-from shared.http.fields import UtcDateTime
+from shared.http.fields import JsonBoolean, UtcDateTime
 from shared.http.pagination import PageArgs
 from shared.pii import InvalidEmail, normalise_email
 from shared.privacy_answers import RECTIFIABLE
@@ -18,7 +18,7 @@ class Subject(ma.Schema):
     email = fields.String(validate=validate.Length(max=320))
     contact_id = fields.String(validate=ID)
     user_id = fields.String(validate=ID)
-    account = fields.Boolean(metadata={"description": "the whole calling account (erasure only: "
+    account = JsonBoolean(metadata={"description": "the whole calling account (erasure only: "
                                                       "what DELETE /api/v1/account sends)"})
 
 
@@ -209,7 +209,7 @@ class PolicyIn(ma.Schema):
     version = fields.String(validate=validate.Length(max=50))
     text = fields.String(required=True, validate=validate.Length(min=1, max=200_000))
     summary = fields.String(required=True, validate=validate.Length(min=1, max=5_000))
-    material = fields.Boolean(required=True)
+    material = JsonBoolean(required=True)
     effective_at = UtcDateTime(required=True)
 
 

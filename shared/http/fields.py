@@ -22,6 +22,17 @@ def not_blank(text: str | None) -> None:
         raise ma.ValidationError("must not be blank")
 
 
+class JsonBoolean(ma.fields.Boolean):
+    """true or false only, in a JSON body: "no", "off" and 0 were taken as
+    false ("tracking": "no" turned tracking off), "yes" and 1 as true.
+    Query strings and forms keep marshmallow's text spellings."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 class StrictFloat(ma.fields.Float):
     """A JSON number only: "5" and true were taken as 5.0 and 1.0, where
     every integer field refuses them (strict=True)."""

@@ -147,3 +147,18 @@ def test_thousands_of_bad_fields_are_named_fifty_and_counted(client):
     details = response.get_json()["error"]["details"]
     assert len(details) == 51 and details["_more"] == ["19950 more fields are wrong"]
     assert "k00000" in details
+
+
+def test_a_json_boolean_is_true_or_false_only():
+    """"tracking": "no" turned tracking off; "yes" and 1 were true."""
+    from shared.http.fields import JsonBoolean
+
+    class Flags(ma.Schema):
+        on = JsonBoolean()
+
+    assert Flags().load({"on": True}) == {"on": True}
+    assert Flags().load({"on": False}) == {"on": False}
+    for value in ("no", "yes", "true", 1, 0, None):
+        with pytest.raises(ma.ValidationError) as caught:
+            Flags().load({"on": value})
+        assert "on" in caught.value.messages

@@ -87,6 +87,8 @@ def test_bad_campaign_input_is_400_naming_the_field(client):
              ({"name": "x", "limits": {"per_hour": 5.5}}, "limits"),   # not cut to 5
              ({"name": "x", "limits": {"per_second": "5"}}, "limits"),  # not taken as 5.0
              ({"name": "x", "limits": {"per_second": True}}, "limits"),
+             ({"name": "x", "tracking": "no"}, "tracking"),   # was taken as false
+             ({"name": "x", "tracking": 1}, "tracking"),
              ({"name": "x", "audience": {"list_ids": ["nothex"]}}, "audience"),  # sent to nobody
              ({"name": "x", "audience": {"segment_id": "seg-1"}}, "audience"),
              ({}, "name")]
