@@ -133,8 +133,10 @@ class StatsCounter:
         self._open_batches: dict[str, bool] = {}
         self._save_campaigns([e for e in events if e.type == "campaign.launched"])
         self._save_deliveries([e for e in events if e.type == "delivery.sent"])
-        verdicts = self._classify_hits([e for e in events
-                                        if e.type in ("tracking.opened", "tracking.clicked")])
+        hits = [e for e in events if e.type in ("tracking.opened", "tracking.clicked")]
+        verdicts = self._classify_hits(hits)
+        self.store.forget_soft_bounces({(e.account_id, e.data["contact_id"]) for e in hits
+                                        if not verdicts.get(e.id, True)})
         facts = [fact for event in events for fact in self._facts(event, verdicts)]
         if not facts:
             return

@@ -30,7 +30,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from shared import era_leases
-from shared.mongo import as_utc, delete_all, find_by_ids, insert_new
+from shared.mongo import IDS_PER_QUERY, as_utc, delete_all, find_by_ids, insert_new
 
 INDEXES = {
     "markers": [IndexModel([("c", ASCENDING)])],
@@ -290,6 +290,15 @@ class TrackingStore:
             {"$addToSet": {"jobs": job_id}, "$set": {"at": datetime.now(timezone.utc)}},
             upsert=True, return_document=ReturnDocument.AFTER)
         return len(doc.get("jobs", []))
+
+    def forget_soft_bounces(self, contacts: set[tuple[str, str]]) -> None:
+        """(account, contact) pairs a person opened or clicked mail of: the
+        mailbox works, so its soft bounces so far (a full mailbox, a
+        greylisting) no longer count towards a hard one. Kept, three of them
+        over months made a reader who opens every mail a hard bounce."""
+        keys = [soft_bounce_key(account, contact) for account, contact in contacts]
+        for start in range(0, len(keys), IDS_PER_QUERY):
+            self.db.soft_bounces.delete_many({"_id": {"$in": keys[start:start + IDS_PER_QUERY]}})
 
     # --------------------------------------- events waiting for Kafka
     def park_event(self, event_id: str, topic: str, key: str, body: dict) -> None:

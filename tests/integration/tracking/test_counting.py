@@ -293,3 +293,27 @@ def test_a_hit_on_arrival_is_a_machine_even_before_its_delivery_is_read(store):
     counter.handle_batch([scanner, person])
     stats = build_stats(store, campaign)
     assert (stats["opens"]["total_machine"], stats["opens"]["total_human"]) == (1, 1)
+
+
+def test_a_person_opening_mail_clears_the_soft_bounces_of_their_mailbox(store):
+    """The tally of distinct messages that soft-bounced never went down:
+    three full-mailbox days over months made a reader who opens every mail
+    a hard bounce. A person's open or click shows the mailbox works; a
+    scanner's fetch on arrival shows nothing."""
+    from services.tracking.store import soft_bounce_key
+    counter = StatsCounter(store, CountingRules(machine_hit_seconds=10))
+    campaign, reader, scanned = hexid(), hexid(), hexid()
+    for contact in (reader, scanned):
+        store.add_soft_bounce(ACCOUNT, contact, hexid())
+        store.add_soft_bounce(ACCOUNT, contact, hexid())
+    sent_at = T0 + timedelta(minutes=1)
+
+    def opened(contact, seconds_after_sending):
+        return ev("tracking.opened", sent_at + timedelta(seconds=seconds_after_sending),
+                  machine=False, user_agent_family=CHROME, campaign_id=campaign,
+                  contact_id=contact, job_id=hexid(), sent_at=sent_at.isoformat())
+
+    counter.handle_batch([opened(reader, 600), opened(scanned, 2)])
+    tallies = {d["_id"] for d in store.db.soft_bounces.find()}
+    assert tallies == {soft_bounce_key(ACCOUNT, scanned)}
+    assert store.add_soft_bounce(ACCOUNT, reader, hexid()) == 1   # counted afresh
