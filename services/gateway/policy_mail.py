@@ -181,7 +181,15 @@ def correct_user(db, user: dict, changes: dict) -> None:
 
 def _contacts_with(identity: Identity, email: str) -> list[dict]:
     """The platform contacts whose address is `email`, in any case (the
-    search is by prefix, in either case: the exact match is kept)."""
-    page = _call(identity, "contacts", "GET",
-                 "/api/v1/contacts?" + urlencode({"email_prefix": email, "limit": 100}))
-    return [c for c in page["items"] if c["email"].lower() == email.lower()]
+    search is by prefix, in either case: the exact match is kept), from
+    every page: the first page of 100 alone missed the match whenever more
+    addresses began with this one (pat@example.co among pat@example.co000.org
+    and others), and a deleted user stayed on the list, mailed every notice."""
+    found, cursor = [], None
+    while True:
+        query = {"email_prefix": email, "limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = _call(identity, "contacts", "GET", "/api/v1/contacts?" + urlencode(query))
+        found += [c for c in page["items"] if c["email"].lower() == email.lower()]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return found

@@ -28,3 +28,24 @@ def test_template_syntax_in_a_policy_summary_is_shown_as_written_never_run():
     assert "SECRET" not in rendered
     import html
     assert html.unescape(rendered) == f"<p>{summary}</p>"
+
+
+def test_a_users_contact_is_found_past_the_first_page_of_its_prefix(monkeypatch):
+    """One page of 100 was read: with more addresses beginning with the
+    user's (pat@example.co among pat@example.co000.org...), a deleted
+    user's contact was missed and stayed on the list, mailed every notice."""
+    from urllib.parse import parse_qs, urlsplit
+    from services.gateway import policy_mail
+    pages = {None: ({"items": [{"id": f"c{i}", "email": f"pat@example.co{i:03d}.org"}
+                               for i in range(100)], "next_cursor": "p2"}),
+             "p2": {"items": [{"id": "mine", "email": "Pat@Example.co"}], "next_cursor": None}}
+    asked = []
+
+    def call(identity, service, method, path, body=None, ok=(200,)):
+        cursor = parse_qs(urlsplit(path).query).get("cursor", [None])[0]
+        asked.append(cursor)
+        return pages[cursor]
+
+    monkeypatch.setattr(policy_mail, "_call", call)
+    assert [c["id"] for c in policy_mail._contacts_with(None, "pat@example.co")] == ["mine"]
+    assert asked == [None, "p2"]
