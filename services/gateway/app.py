@@ -66,6 +66,8 @@ def create_app(environ=None) -> Flask:
             raise not_found("endpoint")
         acting_users.check(service, g.identity.account_id, app.extensions["user_store"])
         audience.check(service, g.identity, app.extensions["upstreams"])
+        if users.publishes_a_policy():   # a publisher account's: its users are mailed too
+            return users.publish_policy(g.identity)
         return app.extensions["upstreams"].forward(service, g.identity)
 
     own_routes = Map([Rule(rule.rule, methods=rule.methods, endpoint=rule.endpoint)

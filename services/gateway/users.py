@@ -275,20 +275,36 @@ def delete_account():
     return {"request_id": made["id"], "status": "deleting"}
 
 
+POLICIES_PATH = "/api/v1/privacy/policies"
+
+
+def publishes_a_policy() -> bool:
+    return request.method == "POST" and request.path.rstrip("/") == POLICIES_PATH
+
+
 def _operator_publishes_policy():
     """The platform's privacy policy is published with the operator token
     (not an account key): forwarded to privacy as the operator."""
-    if request.method != "POST" or request.path.rstrip("/") != "/api/v1/privacy/policies":
+    if not publishes_a_policy():
         return None
     expected = current_app.config["SANDESH"].operator_token
     header = request.headers.get("Authorization", "")
     if not header.lower().startswith("bearer ") or not keys.operator_token_matches(
             bearer_token(), expected):
-        return None  # an account key: the normal path (privacy answers 403)
+        return None  # an account key: the normal path, then publish_policy
+    return publish_policy(PLATFORM)
+
+
+def publish_policy(identity: Identity):
+    """Forward the publication to privacy as `identity` (the operator, or
+    an account privacy lets publish: SANDESH_PRIVACY_PUBLISHER_ACCOUNTS,
+    else it answers 403), then mail every account user the notice. A
+    publisher account's publication went through the plain proxy, and
+    nobody was told of the new policy."""
     upstreams = current_app.extensions["upstreams"]
     # The caller's Content-Type, not JSON's: privacy answers 415 to a body
     # that does not say it is JSON, as every JSON endpoint does.
-    published = upstreams._call("privacy", "POST", request.path, PLATFORM,
+    published = upstreams._call("privacy", "POST", request.path, identity,
                                 {"Content-Type": request.headers.get("Content-Type", ""),
                                  "Accept": "application/json"},
                                 data=request.get_data())

@@ -619,6 +619,50 @@ def test_an_upstreams_html_error_page_becomes_the_apis_json_error(mongo_uri, uni
         mongo.client(mongo_uri).drop_database(f"test_{unique}_gateway")
 
 
+def test_a_publisher_accounts_policy_is_mailed_to_every_user_as_the_operators_is(mongo_uri,
+                                                                                   unique):
+    """Privacy lets SANDESH_PRIVACY_PUBLISHER_ACCOUNTS publish too; their
+    publication went through the plain proxy, and no user was told."""
+    import json
+    calls = []
+
+    def services(environ, start_response):
+        method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
+        calls.append((method, path))
+        answers = {("POST", "/api/v1/privacy/policies"): (201, {"id": "p1", "summary": "x",
+                                                               "effective_at": "2027-01-31"}),
+                   ("GET", "/api/v1/lists"): (200, {"items": [], "next_cursor": None}),
+                   ("POST", "/api/v1/lists"): (201, {"id": "l1"}),
+                   ("POST", "/api/v1/contacts"): (201, {"id": "c1"}),
+                   ("POST", "/api/v1/templates"): (201, {"id": "t1"}),
+                   ("POST", "/api/v1/campaigns"): (201, {"id": "k1"}),
+                   ("POST", "/api/v1/campaigns/k1/send"): (202, {"id": "k1"})}
+        status, body = answers.get((method, path), (404, {"error": {"code": "not_found"}}))
+        start_response(f"{status} X", [("Content-Type", "application/json")])
+        return [json.dumps(body).encode()]
+
+    server = make_server("127.0.0.1", 0, services, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    upstream = f"http://127.0.0.1:{server.server_port}"
+    try:
+        app = create_app({"SANDESH_MONGO_URI": mongo_uri, "SANDESH_MONGO_DB_PREFIX": f"test_{unique}_",
+                          "SANDESH_OPERATOR_TOKEN": OPERATOR, "SANDESH_INTERNAL_SECRET": SECRET,
+                          "SANDESH_CONTACTS_URL": upstream, "SANDESH_PRIVACY_URL": upstream,
+                          "SANDESH_CAMPAIGNS_URL": upstream})
+        client = app.test_client()
+        _, key, _ = new_account(client)
+        client.post("/api/v1/users", json={"email": "ana@example.com"}, headers=auth(key))
+        published = client.post("/api/v1/privacy/policies", json={"summary": "x"},
+                                headers=auth(key))
+        assert published.status_code == 201, published.get_json()
+        assert published.get_json()["notification"]["status"] == "sending"
+        assert ("POST", "/api/v1/campaigns/k1/send") in calls
+    finally:
+        server.shutdown()
+        from shared import mongo
+        mongo.client(mongo_uri).drop_database(f"test_{unique}_gateway")
+
+
 def test_the_contract_documents_the_gateways_own_usage_not_a_services(gateway):
     """campaigns' internal /usage (its own figures only) replaced the
     gateway's entry, whose answer adds contacts' and lists'."""
