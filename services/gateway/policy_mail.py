@@ -103,11 +103,16 @@ def notify_account_users(db, policy: dict) -> dict:
     identity = Identity(platform_account(db), "operator")
     list_id = _users_list(identity)
     users = list(db["users"].find({}, {"email": 1, "name": 1}))
+    unreached = 0
     for user in users:
-        _call(identity, "contacts", "POST", "/api/v1/contacts",
-              {"email": user["email"], "name": _contact_name(user.get("name")),
-               "list_ids": [list_id]},
-              ok=(201, 409))
+        answer = _call(identity, "contacts", "POST", "/api/v1/contacts",
+                       {"email": user["email"], "name": _contact_name(user.get("name")),
+                        "list_ids": [list_id]},
+                       ok=(201, 409))
+        # 409 is also an address suppressed or erased: not on the list, not
+        # mailed, and it was counted among the users told
+        if ((answer or {}).get("error") or {}).get("code") in ("suppressed", "erased"):
+            unreached += 1
     summary = _inert(policy.get("summary") or "")
     effective = _inert(str(policy.get("effective_at", ""))[:10])
     template = _call(identity, "campaigns", "POST", "/api/v1/templates", {
@@ -125,7 +130,7 @@ def notify_account_users(db, policy: dict) -> dict:
         "audience": {"list_ids": [list_id]}})
     _call(identity, "campaigns", "POST", f"/api/v1/campaigns/{campaign['id']}/send")
     return {"status": "sending", "campaign_id": campaign["id"], "account_id": identity.account_id,
-            "users": len(users)}
+            "users": len(users) - unreached, "not_reached": unreached}
 
 
 def forget_users(db, users: list[dict]) -> int:

@@ -629,11 +629,16 @@ def test_a_publisher_accounts_policy_is_mailed_to_every_user_as_the_operators_is
     def services(environ, start_response):
         method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
         calls.append((method, path))
+        if path == "/api/v1/contacts" and b"bo@example.com" in environ["wsgi.input"].read(
+                int(environ.get("CONTENT_LENGTH") or 0)):
+            path += "#suppressed"   # an address contacts has suppressed
         answers = {("POST", "/api/v1/privacy/policies"): (201, {"id": "p1", "summary": "x",
                                                                "effective_at": "2027-01-31"}),
                    ("GET", "/api/v1/lists"): (200, {"items": [], "next_cursor": None}),
                    ("POST", "/api/v1/lists"): (201, {"id": "l1"}),
                    ("POST", "/api/v1/contacts"): (201, {"id": "c1"}),
+                   ("POST", "/api/v1/contacts#suppressed"): (409, {"error": {
+                       "code": "suppressed", "message": "this address is suppressed"}}),
                    ("POST", "/api/v1/templates"): (201, {"id": "t1"}),
                    ("POST", "/api/v1/campaigns"): (201, {"id": "k1"}),
                    ("POST", "/api/v1/campaigns/k1/send"): (202, {"id": "k1"})}
@@ -652,10 +657,14 @@ def test_a_publisher_accounts_policy_is_mailed_to_every_user_as_the_operators_is
         client = app.test_client()
         _, key, _ = new_account(client)
         client.post("/api/v1/users", json={"email": "ana@example.com"}, headers=auth(key))
+        client.post("/api/v1/users", json={"email": "bo@example.com"}, headers=auth(key))
         published = client.post("/api/v1/privacy/policies", json={"summary": "x"},
                                 headers=auth(key))
         assert published.status_code == 201, published.get_json()
-        assert published.get_json()["notification"]["status"] == "sending"
+        notification = published.get_json()["notification"]
+        assert notification["status"] == "sending"
+        # a suppressed address is not on the list: it was counted as told
+        assert (notification["users"], notification["not_reached"]) == (1, 1)
         assert ("POST", "/api/v1/campaigns/k1/send") in calls
     finally:
         server.shutdown()
