@@ -12,6 +12,7 @@ import email
 import email.policy
 import re
 from dataclasses import dataclass, field
+from email.errors import HeaderParseError
 from email.header import Header, decode_header
 from email.message import Message
 
@@ -69,12 +70,25 @@ def _read_report(message: Message) -> Report:
 
 def header_text(message: Message, name: str) -> str:
     """A header's value as text. compat32 gives a value with raw 8-bit
-    bytes as a Header object; those bytes are read as UTF-8."""
+    bytes as a Header object; those bytes are read as UTF-8. RFC 2047
+    encoded words ("=?UTF-8?B?...?=") are decoded: webmail encodes many a
+    subject so, and a mailed unsubscribe's went unread."""
     value = message.get(name)
-    if isinstance(value, Header):
-        return "".join(chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else chunk
-                       for chunk, _ in decode_header(value))
+    if isinstance(value, Header) or isinstance(value, str) and "=?" in value:
+        try:
+            return "".join(_chunk_text(chunk, charset) for chunk, charset in decode_header(value))
+        except (HeaderParseError, ValueError):   # a broken encoded word: as written
+            return str(value)
     return value or ""
+
+
+def _chunk_text(chunk: bytes | str, charset: str | None) -> str:
+    if isinstance(chunk, str):
+        return chunk
+    try:
+        return chunk.decode(charset or "utf-8", "replace")
+    except LookupError:   # a charset Python does not know: the reporter's choice
+        return chunk.decode("utf-8", "replace")
 
 
 # The registered ARF feedback types (RFC 5965, 6430, 6591, 6650). Only a

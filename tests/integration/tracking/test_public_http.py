@@ -356,6 +356,12 @@ def test_a_mail_to_the_mailto_unsubscribe_address_unsubscribes(client, ctx, tail
     assert_pseudonymous([event], "jane")
     forged = mail.replace(token.encode(), with_end_replaced(token, 4).encode())
     assert post_report(client, forged).get_json()["result"] == "ignored"
+    # webmail encodes many a subject (RFC 2047): read as written, it went unread
+    import base64 as b64
+    encoded = b64.b64encode(f"unsubscribe {token}".encode()).decode()
+    again = mail.replace(f"Subject: unsubscribe {token}".encode(),
+                         f"Subject: =?UTF-8?B?{encoded}?=".encode())
+    assert post_report(client, again).get_json()["result"] == "unsubscribe"
 
 
 def test_bounce_webhook_needs_its_token(client, ctx):
