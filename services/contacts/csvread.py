@@ -120,10 +120,12 @@ def file_encoding(stream: BinaryIO) -> str:
     whole file to windows-1252: every accent in it read as mojibake
     ("RenÃ©e"), written over good contacts by an upsert. A file whose first
     accent comes after the sniffed head would otherwise import with U+FFFD
-    in its cells. One pass in SCAN_BYTES chunks: memory stays flat."""
+    in its cells. SCAN_BYTES chunks: memory stays flat."""
+    if _decodes(stream, "strict"):
+        return "utf-8"
+    valid = invalid = 0
     # surrogateescape: each byte that is not UTF-8 becomes a lone surrogate
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
-    valid = invalid = 0
     stream.seek(0)
     try:
         while chunk := stream.read(SCAN_BYTES):
@@ -131,16 +133,32 @@ def file_encoding(stream: BinaryIO) -> str:
         valid, invalid = _count_non_ascii(utf8.decode(b"", final=True), valid, invalid)
     finally:
         stream.seek(0)
-    return "utf-8" if invalid == 0 or valid > invalid else LEGACY
+    return "utf-8" if valid > invalid else LEGACY
 
 
-_NOT_ASCII = re.compile(r"[^\x00-\x7f]")
+def _decodes(stream: BinaryIO, errors: str) -> bool:
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors=errors)
+    stream.seek(0)
+    try:
+        while chunk := stream.read(SCAN_BYTES):
+            utf8.decode(chunk)
+        utf8.decode(b"", final=True)
+        return True
+    except UnicodeDecodeError:
+        return False
+    finally:
+        stream.seek(0)
+
+
 _ESCAPED_BYTE = re.compile(r"[\udc80-\udcff]")
 
 
 def _count_non_ascii(text: str, valid: int, invalid: int) -> tuple[int, int]:
-    escaped = len(_ESCAPED_BYTE.findall(text))
-    return valid + len(_NOT_ASCII.findall(text)) - escaped, invalid + escaped
+    if text.isascii():
+        return valid, invalid
+    escaped = _ESCAPED_BYTE.subn("", text)[1]
+    not_ascii = len(text) - len(text.encode("ascii", "ignore"))
+    return valid + not_ascii - escaped, invalid + escaped
 
 
 # The reason a row of a UTF-8 file is rejected for bytes that are not UTF-8
@@ -214,9 +232,29 @@ def sniff(head: bytes, delimiter: str | None = None, encoding: str | None = None
     # line, such a file failed saying no column looked like an address. One
     # with a final LF (an editor's) did too; a lone CR in a file of LFs is
     # a line end of its own (_Lines).
-    lone_crs = head.count(b"\r") - head.count(b"\r\n")
-    newline = "\r" if lone_crs > head.count(b"\n") else "\n"
+    lone_crs, lfs = _line_ends_outside_quotes(head)
+    newline = "\r" if lone_crs > lfs else "\n"
     return Dialect(encoding, bom, delimiter, has_header, newline)
+
+
+def _lone_cr_outside_quotes(line: bytes, quoted: bool) -> int | None:
+    """Where the first CR not followed by LF, outside a quoted cell, is in
+    `line` (`quoted`: the line starts inside one); None if there is none."""
+    for at in range(len(line) - 1):
+        byte = line[at]
+        if byte == 0x22:   # '"'; a doubled one inside a cell toggles twice
+            quoted = not quoted
+        elif byte == 0x0D and not quoted and line[at + 1] != 0x0A:
+            return at
+    return None
+
+
+def _line_ends_outside_quotes(head: bytes) -> tuple[int, int]:
+    """(lone CRs, LFs) of `head` outside quoted cells: the parts between
+    quotes alternate outside, inside (a doubled quote is an empty inside)."""
+    outside = head.split(b'"')[::2]
+    crs = sum(part.count(b"\r") - part.count(b"\r\n") for part in outside)
+    return crs, sum(part.count(b"\n") for part in outside)
 
 
 class _RunawayQuote(Exception):
@@ -238,6 +276,8 @@ class _Lines:
         self.texts: list[str] = []   # the record's lines as read (for a rejected one)
         self.encoding = encoding
         self.newline = newline.encode()
+        self.lf = self.newline == b"\n"
+        self._read_line = stream.readline
         self._buffer = b""  # read ahead of `position`: a line's rest after a lone CR
 
     def __iter__(self) -> "_Lines":
@@ -246,7 +286,13 @@ class _Lines:
     def __next__(self) -> str:
         if len(self.ends) >= MAX_RECORD_LINES:
             raise _RunawayQuote
-        raw = self._readline()
+        if self.lf:   # most files: inline, as this runs once a line
+            raw, self._buffer = self._buffer or self._read_line(MAX_LINE), b""
+            at = raw.find(b"\r")
+            if at != -1 and at < len(raw) - 2:   # not only the CRLF line end
+                raw = self._cut_at_lone_cr(raw)
+        else:
+            raw = self._readline()
         if not raw:
             self.exhausted = True
             raise StopIteration
@@ -261,22 +307,19 @@ class _Lines:
     def text(self) -> str:
         return "".join(self.texts)[:REJECTED_TEXT].rstrip("\r\n")
 
-    def _lf_line(self) -> bytes:
-        """The next line of a file of LF (or CRLF) line ends, a lone CR
-        ending one too: a stray CR between two rows made them one record
-        the csv module refused ("new-line character seen in unquoted
-        field"), and both rows were lost, shown with no cells. A quoted
-        cell that holds a CR still reads whole: the csv module joins the
-        lines of a quoted cell, their line ends kept."""
-        line = self._buffer or self.stream.readline(MAX_LINE)
-        self._buffer = b""
-        at = line.find(b"\r")
-        while 0 <= at < len(line) - 1:
-            if line[at + 1] != 0x0A:   # a lone CR: the line ends here
-                line, self._buffer = line[:at + 1], line[at + 1:]
-                break
-            at = line.find(b"\r", at + 2)
-        return line
+    def _cut_at_lone_cr(self, line: bytes) -> bytes:
+        """A line of a file of LF (or CRLF) line ends, up to a lone CR
+        outside quotes if it has one (the rest is read next): a stray CR
+        between two rows made them one record the csv module refused
+        ("new-line character seen in unquoted field"), and both rows were
+        lost, shown with no cells. A CR inside a quoted cell ("1 Main
+        St\rSpringfield") stays in its line: split there, a cell of many
+        lines ran past MAX_RECORD_LINES."""
+        cut = _lone_cr_outside_quotes(line, sum(t.count('"') for t in self.texts) % 2 == 1)
+        if cut is None:
+            return line
+        self._buffer = line[cut + 1:]
+        return line[:cut + 1]
 
     def _past_long_line(self, start: bytes) -> bytes:
         """A physical line over MAX_LINE: read to its end, and given to the
@@ -298,8 +341,10 @@ class _Lines:
         return b'"' * (quotes % 2) + self.newline
 
     def _readline(self) -> bytes:
-        if self.newline == b"\n":
-            return self._lf_line()
+        if self.lf:
+            line, self._buffer = self._buffer or self._read_line(MAX_LINE), b""
+            at = line.find(b"\r")
+            return self._cut_at_lone_cr(line) if at != -1 and at < len(line) - 2 else line
         while True:  # binary readline knows no other line end
             at = self._buffer.find(self.newline)
             if at >= 0 or len(self._buffer) >= MAX_LINE:
@@ -393,14 +438,18 @@ def _column(spec, header: list[str], what: str) -> int:
 
 
 def _only(what: str, columns: list[int], header: list[str], none: str) -> int:
-    """The one column a name finds. Two (a header with "city" twice) was
-    the first, and the other's values were dropped without a word."""
+    """The column a name finds: the first, unless the header has that very
+    name twice ("city" twice: the first was taken, and the other's values
+    were dropped without a word). Different spellings ("Name" and "Full
+    Name") are a choice the header made: the first, as before."""
     if not columns:
         raise MappingError(f"{what}: {none}")
-    if len(columns) > 1:
-        named = ", ".join(f"{i} ({header[i].strip()!r})" for i in columns)
-        raise MappingError(f"{what}: columns {named} all fit; rename all but one, or map "
-                           "the column by its 0-based number")
+    names = [header[i].strip().lower() for i in columns]
+    twice = [i for i, name in zip(columns, names) if names.count(name) > 1]
+    if twice:
+        named = ", ".join(f"{i} ({header[i].strip()!r})" for i in twice)
+        raise MappingError(f"{what}: columns {named} have one name; rename all but one, or "
+                           "map the column by its 0-based number")
     return columns[0]
 
 
@@ -470,7 +519,7 @@ def build_mapping(header: list[str], first_row: list[str], spec: dict | None,
     fields = {key: _column(col, header, f"fields.{key}") for key, col in fields_spec.items()}
     if not fields_spec and header:
         for key, definition in custom_fields.items():
-            names = {key, str(definition.get("label") or "").strip().lower()}
+            names = {key, str(definition.get("label") or "").strip().lower()} - {""}
             found = [i for i, h in enumerate(lowered) if h in names and i not in (email, name)]
             if found:
                 fields[key] = _only(f"fields.{key}", found, header, "")
