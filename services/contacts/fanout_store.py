@@ -253,13 +253,16 @@ class FanoutStore:
 
 
 def _marks(found: list[dict]) -> Marks:
-    # The latest by control version (campaigns' order of the moves: a staged
-    # event published again carries the time it went out, after the user's
-    # next move), then by event time (marks from before versions). A tie
-    # goes to the resume: a fan-out left running only lets the senders park
-    # jobs, one stopped by mistake would wait for good.
-    latest = max((m for m in found if m["kind"] != "cancel"),
-                 key=lambda m: (m.get("version") or 0, m["at"], m["kind"] == "resume"),
-                 default=None)
+    # The latest by event time, of the marks no newer control version has
+    # overtaken: a staged event published again carries the time it went
+    # out, after the user's next move, and an older version than it. Marks
+    # without a version (an older campaigns or contacts replica's, in a
+    # rolling upgrade) keep their time: a version did not outrank them. A
+    # tie goes to the resume: a fan-out left running only lets the senders
+    # park jobs, one stopped by mistake would wait for good.
+    moves = [m for m in found if m["kind"] != "cancel"]
+    newest = max((m.get("version") or 0 for m in moves), default=0)
+    current = [m for m in moves if not m.get("version") or m["version"] == newest]
+    latest = max(current, key=lambda m: (m["at"], m["kind"] == "resume"), default=None)
     return Marks(any(m["kind"] == "cancel" for m in found),
                  latest is not None and latest["kind"] == "pause")

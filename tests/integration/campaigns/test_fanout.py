@@ -466,7 +466,12 @@ def test_the_control_version_orders_pauses_and_resumes_whatever_their_times(mong
     store.mark(versioned("paused", 9, 1))     # the sweep's copy: later, but older
     assert store.marks("camp-1") == (False, False)
     store.mark(versioned("paused", 10, 3))
-    store.mark(campaign_event("resumed", 30))  # one from before versions loses to them
+    assert store.marks("camp-1") == (False, True)
+    # a rolling upgrade: an older replica's resume, without a version, after it
+    store.mark(campaign_event("resumed", 30))
+    assert store.marks("camp-1") == (False, False)
+    store.mark(versioned("paused", 40, 5))
+    store.mark(versioned("resumed", 35, 4))   # read late, overtaken
     assert store.marks("camp-1") == (False, True)
 
 
