@@ -587,6 +587,11 @@ def progress_views(ports: Ports, campaigns: list[dict],
 
 def _progress(campaign: dict, combined: dict, now: datetime) -> dict:
     started = combined["first_outcome_at"] or campaign.get("launched_at")
+    if campaign.get("paused_seconds") and campaign.get("launched_at"):
+        # its pauses may come before the first outcome: all of them fall
+        # after the launch (from the first outcome, a pause right after
+        # the launch made the rate millions a second)
+        started = as_utc(campaign["launched_at"])
     active = campaign["status"] in domain.ACTIVE
     # A finished campaign's rate is the one it sent at, not that spread to now.
     ended = None if active else campaign.get("completed_at") or campaign.get("cancelled_at")

@@ -129,6 +129,13 @@ def test_the_time_spent_paused_is_left_out_of_the_rate():
     assert usecases._progress(resumed, combined, NOW)["eta_seconds"] == 600.0
     paused = {"status": "paused", "paused_at": NOW - timedelta(days=2), "paused_seconds": 0}
     assert usecases._progress(paused, combined, NOW)["rate_per_second"] == round(50_000 / 600, 2)
+    # paused right after the launch, before any outcome, resumed a day later
+    launched = NOW - timedelta(days=1, minutes=10)
+    early = {"status": "sending", "launched_at": launched, "paused_seconds": 86400.0}
+    combined = {"counts": {"sent": 6000}, "audience_size": 100_000,
+                "first_outcome_at": NOW - timedelta(minutes=10)}
+    view = usecases._progress(early, combined, NOW)
+    assert view["rate_per_second"] == 10.0 and view["eta_seconds"] == 9400.0
 
 
 def test_progress_and_time_left():
