@@ -75,7 +75,10 @@ def literal_origin(url: str) -> bool:
     tracking domain to evil.example, valid for good: such a link is not
     click-tracked (the mail links to it as rendered), and tracking follows
     none it finds in a list frozen before."""
-    authority = url.split("//", 1)[1] if "//" in url else ""
+    # As a browser reads an http(s) URL: any slashes, backslashes, tabs and
+    # line breaks after the scheme are skipped ("https:///{{ x }}" is x's host)
+    rest = url.split(":", 1)[1] if ":" in url else ""
+    authority = re.sub(r"^[/\\\s]*", "", rest.translate(_URL_DROPPED))
     return not _PERSONAL.search(re.split(r"[/?#\\]", authority, maxsplit=1)[0])
 
 

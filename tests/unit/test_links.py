@@ -124,6 +124,10 @@ def test_a_link_whose_host_comes_from_merge_data_is_not_click_tracked():
             '<a href="https://shop.example/{{ fields.region }}?q={{ x }}#{{ y }}">d</a>')
     assert extract_links(html) == ["https://shop.example/{{ fields.region }}?q={{ x }}#{{ y }}"]
     assert not literal_origin("https://{{ fields.region }}.shop.example/deals")
+    # a browser skips the extra slashes and backslashes: x is the host there
+    for url in ("https:///{{ x }}/a", "https://\\{{ x }}/a", "https:\\\\{{ x }}",
+                "https:/{{ x }}", "https:{{ x }}", "https:// \t{{ x }}"):
+        assert not literal_origin(url), url
     assert literal_origin("https://shop.example\\{{ x }}")   # a browser's path: "\\" is "/"
     assert literal_origin("https://shop.example/{{ x }}") and literal_origin("https://shop.example")
     out = rewrite_links(html, extract_links(html), lambda i: f"T{i}")
