@@ -50,10 +50,12 @@ class KafkaSink:
 
     def flush(self, timeout=None):
         """Returns when everything this thread sent is acknowledged; raises
-        if any of it failed."""
-        self._producer.flush(timeout=timeout)
+        if any of it failed. The sends are this flush's whatever it does: a
+        flush that timed out left them, and the thread's next request failed
+        on them though its own send was out."""
         pending = self._pending()
         sent, pending[:] = list(pending), []
+        self._producer.flush(timeout=timeout)
         for future in sent:
             future.get(timeout=FLUSHED_GRACE_SECONDS)  # re-raises a failed delivery
 
