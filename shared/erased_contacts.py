@@ -158,6 +158,14 @@ class ErasedContacts:
                                 upsert=True)
             self._keys.add(key)
 
+    def erased_now(self, account_id: str, contact_id: str | None) -> bool:
+        """One lookup by _id, no set kept in memory: for a rare caller (an
+        audit entry about the contact)."""
+        if not contact_id or is_pseudonym(contact_id):
+            return False
+        keys = [_key(account_id, contact_id), f"{account_id}|{contact_id}"]
+        return self.col.count_documents({"_id": {"$in": keys}}, limit=1) > 0
+
     def forget_account(self, account_id: str) -> None:
         """A deleted account's entries: its events are dropped whole from
         then on (shared/erased_accounts.py)."""

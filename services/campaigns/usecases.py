@@ -152,6 +152,9 @@ def create_campaign(ports: Ports, account_id: str, body: dict) -> dict:
 
 def update_campaign(ports: Ports, account_id: str, campaign_id: str, body: dict) -> dict:
     campaign = get_campaign(ports, account_id, campaign_id)
+    if campaign["status"] != domain.DRAFT:   # before the lease: a launched one keeps it a while
+        raise ApiError(409, "conflict", f"only a draft can be edited; this campaign is "
+                                        f"{campaign['status']}")
     body = _with_template_pin(campaign, body)
     _check_template_ref(ports, account_id, {
         "template_id": body.get("template_id", campaign.get("template_id")),

@@ -7,8 +7,9 @@ from typing import Callable
 
 from services.privacy import domain
 from services.privacy import metrics as privacy_metrics
-from services.privacy.store import PrivacyStore, new_id, now
+from services.privacy.store import ERASED_TEXT, PrivacyStore, new_id, now
 from shared import topics
+from shared.erased_contacts import ErasedContacts
 from shared.events import Event, new_event
 from shared.http.internal_auth import Identity
 from shared.kafka.producer import EventProducer
@@ -25,7 +26,12 @@ def audit(store: PrivacyStore, *, account_id: str, action: str, principal: str,
           user_id: str | None = None, service: str = "privacy", entry_id: str | None = None,
           at: datetime | None = None, request_id: str | None = None) -> bool:
     """Append one entry: who (account, key/principal, user), what, when, why.
-    Ids only: the caller passes no address and no name."""
+    Ids only: the caller passes no address and no name. A reason about a
+    contact erased already (an audit.recorded that came late) is not kept:
+    the erasure replaced the reasons there were (PrivacyStore.forget_contacts)."""
+    if reason and target_id and reason != ERASED_TEXT and \
+            ErasedContacts(store.db).erased_now(account_id, target_id):
+        reason = ERASED_TEXT
     return store.append_audit({
         "_id": entry_id or new_id(), "account_id": account_id, "at": at or now(),
         "action": action, "service": service, "principal": principal, "user_id": user_id,

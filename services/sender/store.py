@@ -576,8 +576,9 @@ class ParkedJobs:
         legacy = [_legacy_as_taken(doc) for doc in docs if "job_id" not in doc]
         if current:
             self.col.delete_many({"_id": {"$in": current}})
-        if legacy:
-            self.col.delete_many({"$or": legacy})
+        if legacy:   # by _id first: FerretDB reads the table for a filter that is not
+            self.col.delete_many({"_id": {"$in": [taken["_id"] for taken in legacy]},
+                                  "$or": legacy})
 
     def held_for(self, account_id: str, contact_id: str) -> list[dict]:
         """An access export: the contact's parked jobs, with the recipient

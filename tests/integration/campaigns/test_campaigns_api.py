@@ -477,6 +477,12 @@ def test_a_drafts_cancel_delete_edit_and_schedule_take_turns_with_its_launch(cli
     assert busy.status_code == 409 and busy.get_json()["error"]["code"] == "busy"
     ports.campaigns.release_lease(lease)
     assert client.post(f"{path}/cancel").get_json()["status"] == "cancelled"
+    # a launched one keeps its launch lease a while: an edit says why it cannot be
+    sent, _ = ready_campaign(client)
+    assert client.post(f"/api/v1/campaigns/{sent['id']}/send").status_code == 202
+    edit = client.patch(f"/api/v1/campaigns/{sent['id']}", {"name": "Late"})
+    assert edit.status_code == 409 and edit.get_json()["error"]["code"] == "conflict"
+    assert "only a draft" in edit.get_json()["error"]["message"]
 
 
 def test_a_holder_that_overran_its_lease_does_not_give_back_its_successors(ports):

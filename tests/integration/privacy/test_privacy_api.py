@@ -228,6 +228,8 @@ def test_an_audit_entrys_free_text_reason_is_forgotten_with_the_person_it_is_abo
     assert reasons[about_jane] == "(erased)" and reasons["old-download"] == "(erased)"
     assert reasons[about_kim] == "Kim asked for a copy"
     assert "Jane" not in json.dumps(list(_db(app).audit.find()), default=str)
+    late = entry("c9", "Jane Roe again, after her erasure")   # an audit.recorded that came late
+    assert _db(app).audit.find_one({"_id": late})["reason"] == "(erased)"
     store.forget_account(acme.identity.account_id)
     assert "Kim" not in json.dumps(list(_db(app).audit.find()), default=str)
     assert _db(app).audit.count_documents({"_id": about_kim}) == 1   # the proof stays
