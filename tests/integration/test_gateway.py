@@ -1,5 +1,6 @@
 """The gateway in-process against the real FerretDB, with upstreams that
 are down, slow, or real services on a loopback port."""
+import contextlib
 import hashlib
 import re
 import socket
@@ -590,6 +591,25 @@ def test_head_of_a_user_export_is_refused_before_anything_is_recorded(gateway):
     assert response.status_code == 405 and response.headers["Allow"] == "GET"
 
 
+@contextlib.contextmanager
+def gateway_before(services, mongo_uri, unique):
+    """A gateway whose contacts, campaigns and privacy are the WSGI app
+    `services`, served on a loopback port for the block."""
+    server = make_server("127.0.0.1", 0, services, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    upstream = f"http://127.0.0.1:{server.server_port}"
+    try:
+        yield create_app({"SANDESH_MONGO_URI": mongo_uri,
+                          "SANDESH_MONGO_DB_PREFIX": f"test_{unique}_",
+                          "SANDESH_OPERATOR_TOKEN": OPERATOR, "SANDESH_INTERNAL_SECRET": SECRET,
+                          "SANDESH_CONTACTS_URL": upstream, "SANDESH_PRIVACY_URL": upstream,
+                          "SANDESH_CAMPAIGNS_URL": upstream}).test_client()
+    finally:
+        server.shutdown()
+        from shared import mongo
+        mongo.client(mongo_uri).drop_database(f"test_{unique}_gateway")
+
+
 def test_an_upstreams_html_error_page_becomes_the_apis_json_error(mongo_uri, unique):
     """A proxy's HTML 502 in front of a service was relayed as it was, and
     the operator's policy publish read it as JSON: a 500."""
@@ -597,14 +617,7 @@ def test_an_upstreams_html_error_page_becomes_the_apis_json_error(mongo_uri, uni
         start_response("502 Bad Gateway", [("Content-Type", "text/html")])
         return [b"<html><body><h1>502 Bad Gateway</h1></body></html>"]
 
-    server = make_server("127.0.0.1", 0, html_error, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    upstream = f"http://127.0.0.1:{server.server_port}"
-    try:
-        app = create_app({"SANDESH_MONGO_URI": mongo_uri, "SANDESH_MONGO_DB_PREFIX": f"test_{unique}_",
-                          "SANDESH_OPERATOR_TOKEN": OPERATOR, "SANDESH_INTERNAL_SECRET": SECRET,
-                          "SANDESH_CONTACTS_URL": upstream, "SANDESH_PRIVACY_URL": upstream})
-        client = app.test_client()
+    with gateway_before(html_error, mongo_uri, unique) as client:
         _, key, _ = new_account(client)
         forwarded = client.get("/api/v1/lists", headers=auth(key))
         assert forwarded.status_code == 502 and forwarded.mimetype == "application/json"
@@ -613,10 +626,6 @@ def test_an_upstreams_html_error_page_becomes_the_apis_json_error(mongo_uri, uni
                                 headers=auth(OPERATOR))
         assert published.status_code == 502
         assert published.get_json()["error"]["code"] == "privacy_error"
-    finally:
-        server.shutdown()
-        from shared import mongo
-        mongo.client(mongo_uri).drop_database(f"test_{unique}_gateway")
 
 
 def test_a_publisher_accounts_policy_is_mailed_to_every_user_as_the_operators_is(mongo_uri,
@@ -646,15 +655,7 @@ def test_a_publisher_accounts_policy_is_mailed_to_every_user_as_the_operators_is
         start_response(f"{status} X", [("Content-Type", "application/json")])
         return [json.dumps(body).encode()]
 
-    server = make_server("127.0.0.1", 0, services, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    upstream = f"http://127.0.0.1:{server.server_port}"
-    try:
-        app = create_app({"SANDESH_MONGO_URI": mongo_uri, "SANDESH_MONGO_DB_PREFIX": f"test_{unique}_",
-                          "SANDESH_OPERATOR_TOKEN": OPERATOR, "SANDESH_INTERNAL_SECRET": SECRET,
-                          "SANDESH_CONTACTS_URL": upstream, "SANDESH_PRIVACY_URL": upstream,
-                          "SANDESH_CAMPAIGNS_URL": upstream})
-        client = app.test_client()
+    with gateway_before(services, mongo_uri, unique) as client:
         _, key, _ = new_account(client)
         client.post("/api/v1/users", json={"email": "ana@example.com"}, headers=auth(key))
         client.post("/api/v1/users", json={"email": "bo@example.com"}, headers=auth(key))
@@ -666,10 +667,6 @@ def test_a_publisher_accounts_policy_is_mailed_to_every_user_as_the_operators_is
         # a suppressed address is not on the list: it was counted as told
         assert (notification["users"], notification["not_reached"]) == (1, 1)
         assert ("POST", "/api/v1/campaigns/k1/send") in calls
-    finally:
-        server.shutdown()
-        from shared import mongo
-        mongo.client(mongo_uri).drop_database(f"test_{unique}_gateway")
 
 
 def test_the_contract_documents_the_gateways_own_usage_not_a_services(gateway):
