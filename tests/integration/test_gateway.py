@@ -705,3 +705,14 @@ def test_cors_refusal_is_json_and_the_dashboard_can_read_what_it_needs(gateway):
     answer = gateway.get("/api/v1/keys", headers={**auth(key), "Origin": "https://dash.example.test"})
     exposed = answer.headers["Access-Control-Expose-Headers"]
     assert "Content-Disposition" in exposed and "Location" in exposed
+
+
+def test_two_publications_at_once_make_one_platform_account(mongo_db):
+    """Found, else inserted with a random id: two at once made two, and a
+    user's erasure cleaned the notice list of the one it found."""
+    from concurrent.futures import ThreadPoolExecutor
+    from services.gateway.policy_mail import platform_account
+    with ThreadPoolExecutor(8) as pool:
+        made = set(pool.map(lambda _: platform_account(mongo_db), range(8)))
+    assert len(made) == 1
+    assert mongo_db["accounts"].count_documents({"platform": True}) == 1
