@@ -178,8 +178,9 @@ class MembershipSet(ma.Schema):
     status = ma.fields.String(required=True, validate=validate.OneOf(domain.MEMBER_STATUSES))
     consent = ma.fields.Nested(Consent)
     reconsent = JsonBoolean(load_default=False, metadata={
-        "description": "Subscribe a suppressed address again: logged, and needs the consent "
-                       "wording or policy version."})
+        "description": "Subscribe a suppressed address, or a contact that unsubscribed "
+                       "from this list, again: logged, and needs the consent wording or "
+                       "policy version."})
 
 
 class ConsentOut(ma.Schema):

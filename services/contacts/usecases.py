@@ -335,8 +335,9 @@ def delete_contact(ports: Ports, contact: dict) -> None:
 def set_membership(ports: Ports, account_id: str, contact_id: str, list_id: str, body: dict,
                    actor: str, flush: bool = True) -> dict:
     """Subscribe, mark pending or unsubscribe one contact on one list, and
-    append the consent log. A suppressed address is not subscribed again
-    unless the call carries an explicit re-consent (which is logged);
+    append the consent log. A suppressed address, or a contact that
+    unsubscribed from this list, is not subscribed (or marked pending)
+    again unless the call carries an explicit re-consent (which is logged);
     platform-wide suppression (complaints, erasures) is never lifted here."""
     contact = get_contact(ports, account_id, contact_id)
     get_list(ports, account_id, list_id)
@@ -352,6 +353,7 @@ def set_membership(ports: Ports, account_id: str, contact_id: str, list_id: str,
                                  contact["lists"][list_id].get("via") or "api", flush)
         return contact
     action = "unsubscribe" if status == "unsubscribed" else "subscribe"
+    lifting = False
     if status != "unsubscribed":
         entries = ports.store.suppression_entries(account_id, [contact["email_hash"]])
         if any(e["account_id"] is PLATFORM for e in entries):
@@ -363,6 +365,16 @@ def set_membership(ports: Ports, account_id: str, contact_id: str, list_id: str,
                 raise conflict("this address is suppressed; subscribe it again only with "
                                "reconsent: true and the consent it gave", "suppressed")
             _refuse_reconsent_without_wording(consent)
+            action, lifting = "reconsent", True
+        elif current == "unsubscribed":
+            # An unsubscribe from this list alone writes no suppression
+            # entry: a plain PUT (or a double opt-in "confirmed" later)
+            # subscribed the person again, logged as an ordinary subscribe.
+            if not body.get("reconsent"):
+                raise conflict("this contact unsubscribed from this list; subscribe it again "
+                               "only with reconsent: true and the consent it gave",
+                               "unsubscribed")
+            _refuse_reconsent_without_wording(consent)
             action = "reconsent"
     via = consent.get("via") or "api"
     # The consent entry first: written after the change, a database error
@@ -371,7 +383,7 @@ def set_membership(ports: Ports, account_id: str, contact_id: str, list_id: str,
     # change that then fails leaves an entry its retry repeats: the person
     # did consent then.
     append_consent(ports, account_id, [contact_id], list_id, action, via, consent, actor, at)
-    if action == "reconsent":
+    if lifting:
         lift_suppression(ports, account_id, contact["email_hash"],
                          "re-consent", actor, contact_id=contact_id)
     entry = domain.membership(status, via, at)

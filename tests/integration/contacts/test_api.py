@@ -137,6 +137,28 @@ def test_membership_changes_append_the_consent_log_and_emit_events(client, broke
     assert len(client.get(f"{V1}/contacts/{contact['id']}/consent").get_json()["items"]) == 2
 
 
+def test_a_contact_who_left_a_list_is_subscribed_again_only_with_a_logged_reconsent(client):
+    """An unsubscribe from one list writes no suppression entry: a plain
+    PUT subscribed the person again (or a double opt-in "confirmed" it
+    later), logged as an ordinary subscribe."""
+    list_id = make_list(client)
+    contact = make_contact(client, "left@example.com", list_ids=[list_id])
+    path = f"{V1}/contacts/{contact['id']}/lists/{list_id}"
+    assert client.put(path, {"status": "unsubscribed"}).status_code == 200
+    for status in ("subscribed", "pending"):
+        refused = client.put(path, {"status": status})
+        assert refused.status_code == 409, refused.get_json()
+        assert refused.get_json()["error"]["code"] == "unsubscribed"
+    no_wording = client.put(path, {"status": "subscribed", "reconsent": True})
+    assert no_wording.status_code == 400 and "consent" in no_wording.get_json()["error"]["details"]
+    again = client.put(path, {"status": "subscribed", "reconsent": True,
+                              "consent": {"wording": "Yes, the newsletter again"}})
+    assert again.status_code == 200 and again.get_json()["lists"][list_id]["status"] == "subscribed"
+    log = client.get(f"{V1}/contacts/{contact['id']}/consent").get_json()["items"]
+    assert [e["action"] for e in log][-2:] == ["unsubscribe", "reconsent"]
+    assert log[-1]["wording"] == "Yes, the newsletter again"
+
+
 def test_suppression_blocks_subscribe_until_logged_reconsent(client):
     list_id = make_list(client)
     r = client.post(f"{V1}/suppressions", {"email": "S@Example.com", "reason": "manual"})
