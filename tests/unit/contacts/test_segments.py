@@ -50,6 +50,23 @@ def test_each_operator_compiles_to_what_it_says():
         {"name_key": {"$regex": r"\ lee"}}
 
 
+def test_a_day_without_a_time_is_the_whole_day():
+    """"Created on or before 2024-01-31" compared with midnight: a contact
+    created at 15:00 that day was left out, and "after" took it in."""
+    day = datetime(2024, 1, 31, tzinfo=timezone.utc)
+    assert compile_({"field": "created_at", "op": "lte", "value": "2024-01-31"}) == \
+        {"created_at": {"$lt": day + timedelta(days=1)}}
+    assert compile_({"field": "created_at", "op": "gt", "value": "2024-01-31"}) == \
+        {"created_at": {"$gte": day + timedelta(days=1)}}
+    assert compile_({"field": "created_at", "op": "gte", "value": "2024-01-31"}) == \
+        {"created_at": {"$gte": day}}
+    assert compile_({"field": "created_at", "op": "lt", "value": "2024-01-31"}) == \
+        {"created_at": {"$lt": day}}
+    at = "2024-01-31T15:00:00+00:00"   # a time given: that instant
+    assert compile_({"field": "created_at", "op": "lte", "value": at}) == \
+        {"created_at": {"$lte": day + timedelta(hours=15)}}
+
+
 def test_a_campaigns_member_of_a_list_is_a_subscriber_of_it():
     """A contact who unsubscribed from L, or never confirmed it, was mailed a
     campaign to "member of L" whenever another list kept them subscribed."""
