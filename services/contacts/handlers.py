@@ -99,6 +99,12 @@ def unsubscribe(ports: usecases.Ports, event: Event) -> None:
         ([] if list_id else list(memberships))
     at = _event_time(event)
     via = UNSUBSCRIBE_VIA.get(event.data.get("method"), "link")
+    if list_id and list_id not in memberships and \
+            not _logged_before(ports, event, contact, list_id):
+        # The list was deleted (or the contact taken off it) since the mail
+        # went: nothing to change, but the person's choice is still logged;
+        # it was dropped without a trace.
+        _log_consent(ports, event, contact, list_id, via)
     for target in targets:
         if not (memberships[target].get("status") == "unsubscribed"
                 and _logged_before(ports, event, contact, target)):

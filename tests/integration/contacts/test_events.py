@@ -54,6 +54,8 @@ def test_unsubscribes_complaints_and_hard_bounces_arrive_and_apply(mongo_db, kaf
     bouncer = _contact(store, account, "gone@example.com", [l1])
     soft = _contact(store, account, "soft@example.com", [l1])
     old_link = _contact(store, account, "old-link@example.com", [l1])
+    deleted_list = _contact(store, account, "deleted-list@example.com", [l1])
+    gone_list = domain.new_id()   # the list its mail named was deleted since
     topic = make_topic("in")
     out = EventProducer(KafkaSink(kafka_bootstrap, "contacts-test-out"))
     first = _tracking("tracking.unsubscribed", account, unsub, list_id=l1, method="one-click",
@@ -64,6 +66,7 @@ def test_unsubscribes_complaints_and_hard_bounces_arrive_and_apply(mongo_db, kaf
     sent = [first, first, again,                           # a redelivery changes nothing more
             _tracking("tracking.unsubscribed", account, everything, list_id=None, method="page"),
             _tracking("tracking.unsubscribed", account, old_link, list_id=l1),  # no method
+            _tracking("tracking.unsubscribed", account, deleted_list, list_id=gone_list),
             _tracking("tracking.complained", account, complainer),
             new_event("delivery.bounced", source="sender", subject="j", account_id=account,
                       data={"job_id": "j" * 32, "campaign_id": "c" * 32, "contact_id": bouncer,
@@ -101,6 +104,10 @@ def test_unsubscribes_complaints_and_hard_bounces_arrive_and_apply(mongo_db, kaf
                   store.consent.find({"contact_ids": everything}))
     assert page == sorted([("", "form"), (l1, "form"), (l2, "form")])
     assert [e["via"] for e in store.consent.find({"contact_ids": old_link})] == ["link"]
+    # a list deleted since: nothing to change, but the choice is logged (it left no trace)
+    assert [(e["action"], e["list_id"]) for e in
+            store.consent.find({"contact_ids": deleted_list})] == [("unsubscribe", gone_list)]
+    assert store.contacts.find_one({"_id": deleted_list})["subscribed_list_ids"] == [l1]
     angry = store.contacts.find_one({"_id": complainer})
     assert angry["status"] == "complained"
     platform = store.suppressions.find_one({"email_hash": angry["email_hash"]})
@@ -109,7 +116,7 @@ def test_unsubscribes_complaints_and_hard_bounces_arrive_and_apply(mongo_db, kaf
     assert bounced["status"] == "bounced" and bounced["suppressed"] is True
     assert store.contacts.find_one({"_id": soft})["status"] == "active"
     audience = [c["_id"] for batch in store.stream_audience(account, [l1, l2], None) for c in batch]
-    assert sorted(audience) == sorted([unsub, soft])
+    assert sorted(audience) == sorted([unsub, soft, deleted_list])
 
     # Subscribed again, then the old message's one-click clicked once more:
     # unsubscribed again, and logged again.
