@@ -121,7 +121,7 @@ def file_encoding(stream: BinaryIO) -> str:
     ("RenÃ©e"), written over good contacts by an upsert. A file whose first
     accent comes after the sniffed head would otherwise import with U+FFFD
     in its cells. SCAN_BYTES chunks: memory stays flat."""
-    if _decodes(stream, "strict"):
+    if _all_utf8(stream):
         return "utf-8"
     valid = invalid = 0
     # surrogateescape: each byte that is not UTF-8 becomes a lone surrogate
@@ -136,8 +136,8 @@ def file_encoding(stream: BinaryIO) -> str:
     return "utf-8" if valid > invalid else LEGACY
 
 
-def _decodes(stream: BinaryIO, errors: str) -> bool:
-    utf8 = codecs.getincrementaldecoder("utf-8")(errors=errors)
+def _all_utf8(stream: BinaryIO) -> bool:
+    utf8 = codecs.getincrementaldecoder("utf-8")()  # not decoder(): strict, to find out
     stream.seek(0)
     try:
         while chunk := stream.read(SCAN_BYTES):
@@ -286,13 +286,7 @@ class _Lines:
     def __next__(self) -> str:
         if len(self.ends) >= MAX_RECORD_LINES:
             raise _RunawayQuote
-        if self.lf:   # most files: inline, as this runs once a line
-            raw, self._buffer = self._buffer or self._read_line(MAX_LINE), b""
-            at = raw.find(b"\r")
-            if at != -1 and at < len(raw) - 2:   # not only the CRLF line end
-                raw = self._cut_at_lone_cr(raw)
-        else:
-            raw = self._readline()
+        raw = self._readline()
         if not raw:
             self.exhausted = True
             raise StopIteration
@@ -304,8 +298,10 @@ class _Lines:
         self.texts.append(text)
         return text
 
-    def text(self) -> str:
-        return "".join(self.texts)[:REJECTED_TEXT].rstrip("\r\n")
+    def text(self, lines: int | None = None) -> str:
+        """The record's text as read (its first `lines` lines), as the
+        rejected rows show it."""
+        return "".join(self.texts[:lines])[:REJECTED_TEXT].rstrip("\r\n")
 
     def _cut_at_lone_cr(self, line: bytes) -> bytes:
         """A line of a file of LF (or CRLF) line ends, up to a lone CR
@@ -329,9 +325,7 @@ class _Lines:
         of its own: a 1.1 MB cell made a phantom row, and every later row's
         number was one off."""
         self.long_line = True
-        self.texts.append(start[:REJECTED_TEXT * 4].decode(self.encoding if self.encoding
-                                                           not in LEGACY_NAMES else "cp1252",
-                                                           "replace"))
+        self.texts.append(decoder(self.encoding)(start[:REJECTED_TEXT * 4]))
         quotes = start.count(b'"')
         while rest := self._readline():
             self.position += len(rest)
@@ -344,7 +338,9 @@ class _Lines:
         if self.lf:
             line, self._buffer = self._buffer or self._read_line(MAX_LINE), b""
             at = line.find(b"\r")
-            return self._cut_at_lone_cr(line) if at != -1 and at < len(line) - 2 else line
+            if at != -1 and at < len(line) - 2:   # not only the CRLF line end
+                return self._cut_at_lone_cr(line)
+            return line
         while True:  # binary readline knows no other line end
             at = self._buffer.find(self.newline)
             if at >= 0 or len(self._buffer) >= MAX_LINE:
@@ -402,8 +398,7 @@ def records(stream: BinaryIO, dialect: Dialect, start_offset: int = 0,
                 problem = "unclosed quote: the cell runs to the end of the file"
             number += 1
             offset = lines.ends[0]
-            yield Unreadable(number, offset, problem, lines.texts[0][:REJECTED_TEXT].rstrip("\r\n")
-                             if lines.texts else "")
+            yield Unreadable(number, offset, problem, lines.text(lines=1))
             break
 
 
