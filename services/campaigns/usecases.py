@@ -153,8 +153,7 @@ def create_campaign(ports: Ports, account_id: str, body: dict) -> dict:
 def update_campaign(ports: Ports, account_id: str, campaign_id: str, body: dict) -> dict:
     campaign = get_campaign(ports, account_id, campaign_id)
     if campaign["status"] != domain.DRAFT:   # before the lease: a launched one keeps it a while
-        raise ApiError(409, "conflict", f"only a draft can be edited; this campaign is "
-                                        f"{campaign['status']}")
+        raise _only_a_draft(campaign)
     body = _with_template_pin(campaign, body)
     _check_template_ref(ports, account_id, {
         "template_id": body.get("template_id", campaign.get("template_id")),
@@ -162,9 +161,13 @@ def update_campaign(ports: Ports, account_id: str, campaign_id: str, body: dict)
     with _unlaunched(ports, campaign, "edit"):   # a send meanwhile would launch the old one
         updated = ports.campaigns.update_draft(account_id, campaign_id, body)
     if updated is None:
-        raise ApiError(409, "conflict", f"only a draft can be edited; this campaign is "
-                                        f"{campaign['status']}")
+        raise _only_a_draft(campaign)
     return updated
+
+
+def _only_a_draft(campaign: dict) -> ApiError:
+    return ApiError(409, "conflict", f"only a draft can be edited; this campaign is "
+                                     f"{campaign['status']}")
 
 
 def _with_template_pin(campaign: dict, body: dict) -> dict:
