@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from email.parser import BytesParser
 import hashlib
 import logging
 import re
@@ -176,7 +177,9 @@ def mailed_unsubscribe(raw: bytes, keyring: Keyring) -> Claims | None:
     subject is "unsubscribe <token>", and the token must verify."""
     # compat32, as reports.py reads: the default policy raised on a header
     # it could not parse ("charset*" with no value), and anyone can mail us.
-    subject = header_text(email.message_from_bytes(raw, policy=email.policy.compat32), "Subject")
+    # The headers alone: a report is parsed whole next (parse_report).
+    headers = BytesParser(policy=email.policy.compat32).parsebytes(raw, headersonly=True)
+    subject = header_text(headers, "Subject")
     match = _MAILED_UNSUBSCRIBE.match(subject)
     if not match:
         return None
