@@ -1,8 +1,10 @@
 """The entry point shape of every Kafka worker process."""
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import signal
 import threading
 from typing import Callable
 
@@ -24,10 +26,18 @@ def serve_health(service: str, config: Config, readiness: dict,
                           config.stack_id, readiness, liveness)
 
 
+def dump_stacks_on_sigusr1() -> None:
+    """`kill -USR1 <pid>` prints every thread's stack to stderr: how to see
+    where a worker that stopped making progress waits, without stopping it.
+    (Not in the web processes: gunicorn uses SIGUSR1 to reopen its logs.)"""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+
 def run_worker(service: str, config: Config, build_loop: Callable[[], ConsumerLoop],
                readiness: dict, on_stop: Callable[[], None] | None = None) -> None:
     """`on_stop` runs in the signal handler, beside the loop's own stop."""
     configure_logging(service, config.log_level)
+    dump_stacks_on_sigusr1()
     # Served before the loop is built: building it may wait a minute for
     # MongoDB (its indexes), and a liveness probe refused meanwhile would
     # restart the pod in the very case that wait is for.

@@ -35,7 +35,7 @@ from shared.kafka.rdkafka_impl import DeliveryFailed, RdKafkaSource
 from shared.kafka.probe import check_broker
 from shared.logs import configure_logging
 from shared.tracking_tokens import Keyring
-from shared.worker import HelperLoops, serve_health
+from shared.worker import HelperLoops, dump_stacks_on_sigusr1, serve_health
 
 SERVICE = "sender"
 # After a SIGTERM, flushes wait this long past the transactions' cut
@@ -179,6 +179,7 @@ def main() -> None:
     # that arrived is read promptly (measured: fewer stalls per transaction).
     sys.setswitchinterval(float(os.environ.get("SANDESH_SENDER_SWITCH_INTERVAL", "0.001")))
     configure_logging(SERVICE, config.log_level)
+    dump_stacks_on_sigusr1()
     helpers = HelperLoops()
     heartbeat = Heartbeat("the send loop", config.sender_stall_seconds)
     serve_health(SERVICE, config, {"mongodb": lambda: mongo.ping(config.mongo_uri),

@@ -185,7 +185,20 @@ class Senders:
         def check():
             self.assert_running()
             return predicate()
-        return wait_for(check, timeout, what)
+        try:
+            return wait_for(check, timeout, what)
+        except AssertionError:
+            self.dump_stacks()  # where a sender that stopped making progress waits
+            raise
+
+    def dump_stacks(self) -> None:
+        """Every live sender prints its threads' stacks into its log
+        (shared.worker.dump_stacks_on_sigusr1), which the teardown shows."""
+        live = [proc for proc in self.procs if proc.poll() is None]
+        for proc in live:
+            proc.send_signal(signal.SIGUSR1)
+        if live:
+            time.sleep(1)
 
     def dispose(self) -> None:
         """The end of the test: stop the senders, drop their database and topics."""
@@ -282,7 +295,7 @@ class Senders:
 
 
 def dump_logs(root: Path) -> str:
-    return "\n".join(f"== {p.name}\n" + p.read_text()[-4000:] for p in sorted(root.glob("*.log")))
+    return "\n".join(f"== {p.name}\n" + p.read_text()[-16000:] for p in sorted(root.glob("*.log")))
 
 
 def write_json(path: Path, value) -> None:
