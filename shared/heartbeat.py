@@ -42,8 +42,8 @@ class CallWatch:
     whose own work may legitimately take long (an account's erasure, an
     hourly roll-up), where a heartbeat per turn would restart them midway.
     Nothing the loop does between those calls counts: `check` fails only
-    while one call (a poll, the flush before a commit, the commit itself,
-    which Kafka may leave unanswered for a minute) has been under way for
+    while one call (a poll, the flush before a commit, the commit itself:
+    librdkafka's synchronous commit has no timeout) has been under way for
     longer than `most_seconds`."""
 
     def __init__(self, name: str, most_seconds: float,

@@ -36,22 +36,10 @@ _log = logging.getLogger(__name__)
 # A flush waits in slices this long, so that a signal handler runs between
 # them and a deadline set by it (give_up_flushing_at) is seen promptly.
 FLUSH_SLICE_SECONDS = 0.25
-# librdkafka's synchronous commit has no timeout, and once in a while one
-# never returns although the broker answers again (confluent-kafka-python
-# issue 1801, open since 2.2.0): a sender here stopped twice after a Kafka
-# disruption, its partitions still its own, logging nothing. A commit is given
-# up on after this long, a failed commit to its caller (the work after the
-# last commit is done again, as after any failed commit). Longer than a
-# commit takes while Kafka moves a group's coordinator.
-COMMIT_WAIT_SECONDS = 60.0
 
 
 class DeliveryFailed(Exception):
     """A message sent since the last flush was not acknowledged."""
-
-
-class CommitTimedOut(Exception):
-    """An offset commit did not return in time; it may still land later."""
 
 
 class RdKafkaSink:
@@ -162,8 +150,7 @@ class RdKafkaSource:
     after a rebalance comes unpaused."""
 
     def __init__(self, topics: list[str], group_id: str, bootstrap: str, client_id: str,
-                 commit_wait_seconds: float = COMMIT_WAIT_SECONDS, **overrides):
-        self.commit_wait_seconds = commit_wait_seconds
+                 **overrides):
         options = {
             "bootstrap.servers": bootstrap,
             "group.id": group_id,
@@ -209,31 +196,9 @@ class RdKafkaSource:
         return records
 
     def commit(self, offsets):
-        """Returns once the offsets are committed; raises if the commit failed
-        or has not returned within `commit_wait_seconds` (CommitTimedOut).
-        The commit runs in a thread of its own so that the wait has an end:
-        one given up on is left to return whenever it does."""
-        if not offsets:
-            return
-        partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        outcome: dict[str, BaseException] = {}
-        returned = threading.Event()
-
-        def run() -> None:
-            try:
-                self._consumer.commit(offsets=partitions, asynchronous=False)
-            except BaseException as exc:  # handed to the caller
-                outcome["error"] = exc
-            finally:
-                returned.set()
-
-        threading.Thread(target=run, name="kafka-commit", daemon=True).start()
-        if not returned.wait(self.commit_wait_seconds):
-            _log.warning("an offset commit has not returned; given up on",
-                         extra={"waited_s": self.commit_wait_seconds})
-            raise CommitTimedOut(f"no answer to an offset commit in {self.commit_wait_seconds:.0f} s")
-        if "error" in outcome:
-            raise outcome["error"]
+        if offsets:
+            self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                  asynchronous=False)
 
     def seek(self, tp, offset):
         self._consumer.seek(TopicPartition(tp[0], tp[1], offset))

@@ -7,13 +7,11 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from shared.events import new_event
 from shared.heartbeat import Stalled
 from shared.kafka import ConsumerLoop
 from shared.kafka.kafka_impl import KafkaSink
-from shared.kafka.rdkafka_impl import CommitTimedOut, RdKafkaSource  # what every loop reads with
+from shared.kafka.rdkafka_impl import RdKafkaSource  # what every loop reads with
 from shared.kafka.producer import EventProducer
 from shared.topics import DEAD_LETTERS
 from tests.kafka_freeze import kafka_frozen_on_demand
@@ -108,43 +106,6 @@ def test_a_loop_whose_commit_hangs_on_a_frozen_kafka_fails_its_liveness_check_un
     loop.shutdown()
 
 
-def test_a_commit_kafka_does_not_answer_is_given_up_on_in_time_and_the_next_one_lands(
-        kafka_bootstrap, make_topic, unique):
-    """librdkafka's synchronous commit has no timeout, and once in a while
-    one never returns: a sender stopped so, logging nothing. Here Kafka is
-    frozen under a commit: it is given up on after the source's wait, and
-    once Kafka answers again a commit lands."""
-    topic = make_topic("commit-wait", partitions=1)
-    publish(kafka_bootstrap, topic, range(3))
-    group = f"g-{unique}"
-    source = RdKafkaSource([topic], group, kafka_bootstrap, "t", commit_wait_seconds=2)
-    try:
-        records = []
-        deadline = time.monotonic() + 30
-        while len(records) < 3 and time.monotonic() < deadline:
-            records += source.poll(500, 10)
-        assert len(records) == 3, records
-        with kafka_frozen_on_demand() as freeze:
-            freeze()
-            began = time.monotonic()
-            with pytest.raises(CommitTimedOut):
-                source.commit({(topic, 0): 2})
-            assert time.monotonic() - began < 10
-        source.commit({(topic, 0): 3})
-        assert committed_offset(kafka_bootstrap, group, topic) == 3
-    finally:
-        source.close()
-
-
-def committed_offset(bootstrap: str, group: str, topic: str) -> int:
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-    from confluent_kafka.admin import AdminClient
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])
-    answer = admin.list_consumer_group_offsets([request])[group].result(10)
-    return answer.topic_partitions[0].offset
-
-
 def _wait_lines(path: Path, count: int, deadline=60) -> list[int]:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -212,6 +173,7 @@ def test_invalid_message_lands_in_the_dead_letter_topic(kafka_bootstrap, make_to
 
 
 def test_readiness_probe_speaks_to_the_real_broker(kafka_bootstrap):
+    import pytest
     from shared.kafka.probe import check_broker
     check_broker(kafka_bootstrap)
     with pytest.raises(ConnectionError, match="Kafka unreachable"):
