@@ -278,6 +278,14 @@ def number_from_text(text: str) -> int | float:
     return int(plain)
 
 
+def is_a_day(value: Any) -> bool:
+    """A date without a time ("2024-01-31"): parse_date reads it as that
+    day's midnight in UTC, and a segment's `lte` / `gt` as the whole day."""
+    if isinstance(value, datetime):
+        return False
+    return isinstance(value, date) or (isinstance(value, str) and len(value.strip()) == 10)
+
+
 def parse_date(value: Any) -> datetime:
     """An ISO 8601 date or date-time, returned in UTC; naive times are UTC."""
     if isinstance(value, datetime):
@@ -289,7 +297,7 @@ def parse_date(value: Any) -> datetime:
     else:
         text = value.strip()
         try:
-            if len(text) == 10:
+            if is_a_day(text):
                 parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
             else:
                 parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))

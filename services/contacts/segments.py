@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from services.contacts.domain import (CONTACT_STATUSES, FIELD_KEY, InvalidValue, coerce_field,
-                                      is_id, prefix_range, regex_literal, search_key)
+                                      is_a_day, is_id, prefix_range, regex_literal, search_key)
 
 MAX_DEPTH = 6
 MAX_NODES = 60
@@ -186,16 +186,11 @@ def _leaf(node, custom_fields, list_ids, now, path, address_hash=None,
         # the worker's backfill (search_backfill.py) gives it its keys.
         return {"$or": [_folded(SEARCH_KEYS[field], op, scalar, vpath),
                         {SEARCH_KEYS[field]: {"$exists": False}, **by_text}]}
-    if definition["type"] == "date" and op in ("lte", "gt") and _a_day(value):
+    if definition["type"] == "date" and op in ("lte", "gt") and is_a_day(value):
         # "on or before 2024-01-31" is the whole day (in UTC): as midnight,
         # a contact created at 15:00 that day was left out
         return {stored: {"$lt" if op == "lte" else "$gte": scalar + timedelta(days=1)}}
     return {stored: {COMPARISON[op]: scalar}}
-
-
-def _a_day(value: Any) -> bool:
-    """A date without a time ("2024-01-31"): a whole day."""
-    return isinstance(value, str) and len(value.strip()) == 10
 
 
 def _address_leaf(op, value, vpath, address_hash) -> dict:
