@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import email
 import email.policy
-from email.parser import BytesParser
 import hashlib
 import logging
 import re
 import time
 from datetime import datetime, timezone
 from dataclasses import dataclass
+from email.parser import BytesParser
 from typing import Callable, NamedTuple
 
 from services.tracking import domain
