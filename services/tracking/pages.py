@@ -18,16 +18,25 @@ SECURITY_HEADERS = {
 }
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, head: str = "") -> str:
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<meta name="robots" content="noindex">'
+            f'<meta name="robots" content="noindex">{head}'
             f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
             f"<body><main>{body}</main></body></html>")
 
 
 def not_found_page() -> str:
     return _page("Not found", "<h1>Not found</h1><p>This link is not valid.</p>")
+
+
+def come_back_page(seconds: int) -> str:
+    """A link tracking cannot follow yet: the browser asks again by itself
+    (a meta refresh needs no script), and the reader can too."""
+    return _page("One moment", "<h1>One moment</h1><p>This link is almost ready. "
+                 f"This page tries again in {seconds} seconds.</p>"
+                 '<p><a href="">Try again now</a></p>',
+                 head=f'<meta http-equiv="refresh" content="{seconds}">')
 
 
 def unsubscribe_form(action: str, has_list: bool) -> str:

@@ -22,6 +22,7 @@ from services.tracking.hits import HitPublisher
 from services.tracking.redirects import redirect_location
 from services.tracking.store import TrackingStore
 from shared import metrics, topics
+from shared.erased_accounts import ErasedAccounts
 from shared.erased_contacts import ErasedContacts
 from shared.events import Event
 from shared.kafka.producer import EventProducer
@@ -37,6 +38,12 @@ NOT_FOUND_BODY = pages.not_found_page().encode()
 NOT_FOUND_HEADERS = [("Content-Type", "text/html; charset=utf-8"),
                      ("Content-Length", str(len(NOT_FOUND_BODY))),
                      *pages.SECURITY_HEADERS.items()]
+COME_BACK_SECONDS = 3
+COME_BACK_BODY = pages.come_back_page(COME_BACK_SECONDS).encode()
+COME_BACK_HEADERS = [("Content-Type", "text/html; charset=utf-8"),
+                     ("Content-Length", str(len(COME_BACK_BODY))),
+                     ("Retry-After", str(COME_BACK_SECONDS)),
+                     *pages.SECURITY_HEADERS.items()]
 MAX_REPORT_BYTES = 10 * 1024 * 1024
 SERVICE = "tracking"
 
@@ -47,6 +54,10 @@ class LinkTable:
 
     MISS_RETRY_SECONDS = 2.0
     MAX_CAMPAIGNS = 10_000
+    # How long after its sending a click may still beat its campaign's link
+    # table (a tracking worker down that long is an outage someone sees).
+    PENDING_SECONDS = 24 * 3600
+    CLOCK_SKEW_SECONDS = 300
 
     def __init__(self, store: Callable[[], TrackingStore]):
         self._store = store
@@ -69,6 +80,19 @@ class LinkTable:
             url = personal_url or ""
         # Only web links: a template's "javascript:" or "data:" link is never followed.
         return redirect_location(url)
+
+    def may_still_come(self, account_id: str, campaign_id: str, sent_at: int | None,
+                       now: float) -> bool:
+        """Whether a genuine click that url() sent nowhere may find its link
+        in a moment: the worker stores a campaign's link table when it reads
+        campaign.launched, and a reader can click before that (the worker
+        behind, or down). Not when tracking knows the campaign (the link
+        itself is bad), the message is old, or the account was deleted."""
+        if campaign_id in self._known or sent_at is None:
+            return False
+        if not -self.CLOCK_SKEW_SECONDS <= now - sent_at <= self.PENDING_SECONDS:
+            return False
+        return not ErasedAccounts(self._store().db).among([account_id])
 
     def _load(self, campaign_id: str) -> tuple[str, list[str]] | None:
         if time.monotonic() - self._missing.get(campaign_id, -1e9) < self.MISS_RETRY_SECONDS:
@@ -148,6 +172,12 @@ class HotPath:
         if claims is not None:
             ctx = claims.context
             url = self.links.url(ctx.account_id, ctx.campaign_id, claims.link_index, claims.url)
+        if url is None and claims is not None and self.links.may_still_come(
+                ctx.account_id, ctx.campaign_id, ctx.sent_at, time.time()):
+            # No hit recorded: the page asks again, and that request is the click.
+            self._count(method, "/t/c/<token>", 503)
+            start_response("503 Service Unavailable", list(COME_BACK_HEADERS))
+            return [b""] if method == "HEAD" else [COME_BACK_BODY]
         if url is None:
             self._count(method, "/t/c/<token>", 404)
             start_response("404 Not Found", list(NOT_FOUND_HEADERS))

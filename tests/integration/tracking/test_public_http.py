@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from services.tracking import usecases
 from services.tracking.app import create_app
 from services.tracking.store import TrackingStore
 from shared import mongo, topics
+from shared.erased_accounts import ErasedAccounts
 from shared import tracking_tokens as tt
 from tests.e2e.tracking_helpers import poll
 from tests.kafka_reader import TopicReader
@@ -188,6 +190,45 @@ def test_a_personal_link_whose_host_was_merge_data_redirects_nowhere(client, sto
     token = tt.click_token(RING, ctx, 0, "https://evil.example/?.shop.example/deals")
     answer = client.get(f"/t/c/{token}", headers={"User-Agent": CHROME})
     assert answer.status_code == 404 and "Location" not in answer.headers
+
+
+def sent_now(**ids) -> tt.LinkContext:
+    fresh = {name: uuid.uuid4().hex for name in ("account_id", "campaign_id", "contact_id", "job_id")}
+    return tt.LinkContext(**{**fresh, **ids}, sent_at=int(time.time()))
+
+
+def test_a_click_before_tracking_has_the_link_table_comes_back_and_then_redirects(
+        client, store, tail):
+    """The worker stores a campaign's links when it reads campaign.launched;
+    a reader quicker than that (or a worker down) used to get a 404."""
+    early = sent_now()
+    token = tt.click_token(RING, early, 1)
+    waiting = client.get(f"/t/c/{token}", headers={"User-Agent": CHROME})
+    assert waiting.status_code == 503 and "Location" not in waiting.headers
+    assert waiting.headers["Retry-After"] == "3" and waiting.headers["Cache-Control"] == "no-store"
+    assert '<meta http-equiv="refresh" content="3">' in waiting.text
+    assert client.head(f"/t/c/{token}").status_code == 503
+    store.save_campaign(early.campaign_id, early.account_id, LINKS, datetime.now(timezone.utc))
+    later = poll(lambda: client.get(f"/t/c/{token}", headers={"User-Agent": CHROME}),
+                 lambda r: r.status_code != 503, timeout=10)
+    assert (later.status_code, later.headers["Location"]) == (302, LINKS[1])
+    # Hits keep their order on the campaign's partition: had the 503s been
+    # recorded, they would be here before this one.
+    [event] = tail.wait_for(of(early, "tracking.clicked"))
+    assert event["data"]["link_index"] == 1
+
+
+def test_a_missing_link_table_is_a_404_for_old_mail_and_deleted_accounts(client, app, ctx):
+    day_old = tt.LinkContext(*(uuid.uuid4().hex for _ in range(4)),
+                             sent_at=int(time.time()) - 25 * 3600)
+    untimed = tt.LinkContext(*(uuid.uuid4().hex for _ in range(4)))   # version 1, before sent_at
+    deleted = sent_now()
+    ErasedAccounts(app.extensions["runtime"].db).mark(deleted.account_id)
+    other_account = sent_now(campaign_id=ctx.campaign_id)   # tracking knows the campaign: not theirs
+    for context in (day_old, untimed, deleted, other_account):
+        answer = client.get(f"/t/c/{tt.click_token(RING, context, 0)}")
+        assert answer.status_code == 404, context
+    assert client.get(f"/t/c/{tt.click_token(RING, sent_now(), 0)}").status_code == 503
 
 
 def test_link_sent_before_a_key_rotation_still_works(client, ctx):
