@@ -52,9 +52,17 @@ def _parse_positive_float(raw: str) -> float:
     return value
 
 
+def _parse_non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected a whole number >= 0")
+    return value
+
+
 BOOL = _parse_bool
 POSITIVE_INT = _parse_positive_int
 POSITIVE_FLOAT = _parse_positive_float
+NON_NEGATIVE_INT = _parse_non_negative_int
 
 
 class Config(dict):
@@ -109,6 +117,13 @@ COMMON = [
     # fails (shared/heartbeat.CallWatch).
     Setting("SANDESH_KAFKA_STALL_SECONDS", POSITIVE_FLOAT, default=300.0),
 ]
+
+
+# The public services' (tracking, the gateway): proxies in front of the
+# service that append to X-Forwarded-For (1 behind ingress-nginx), so the
+# client's address is read from there, not from the peer. 0 (the local
+# stack) trusts no such header: anyone could forge it.
+TRUSTED_PROXY_HOPS = Setting("SANDESH_TRUSTED_PROXY_HOPS", NON_NEGATIVE_INT, default=0)
 
 
 def load_common(extra: list[Setting] | None = None,

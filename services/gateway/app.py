@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Map, Rule
 
 from services.gateway import acting_users, api, audience, users
-from services.gateway.auth import AccountLimits, authenticate, enforce_rate_limit
+from services.gateway.auth import AccountLimits, authenticate, enforce_rate_limit, require_operator
+from services.gateway.auth_failures import AuthFailures
 from services.gateway.cors import Cors
 from services.gateway.rate_limit import INDEXES as RATE_INDEXES
 from services.gateway.rate_limit import RateLimiter
@@ -21,8 +23,8 @@ from shared.mongo import ensure_indexes
 from shared.runtime import Runtime
 
 SERVICE = "gateway"
-# Paths that do their own authentication (operator token) or need none.
-UNAUTHENTICATED = {("POST", "/api/v1/accounts"), ("GET", "/api/v1/openapi.json")}
+UNAUTHENTICATED = {("GET", "/api/v1/openapi.json")}
+OPERATOR_ONLY = {("POST", "/api/v1/accounts")}
 
 
 def create_app(environ=None) -> Flask:
@@ -36,6 +38,7 @@ def create_app(environ=None) -> Flask:
     ensure_indexes(runtime.db, {**INDEXES, **RATE_INDEXES})
     limiter = RateLimiter(runtime.db)
     account_limits = AccountLimits(store, config.rate_limit_per_minute)
+    auth_failures = AuthFailures(limiter, config.auth_failures_per_minute, config.internal_secret)
     app.extensions["gateway_store"] = store
     app.extensions["upstreams"] = Upstreams(
         {"contacts": config.contacts_url, "campaigns": config.campaigns_url,
@@ -50,11 +53,16 @@ def create_app(environ=None) -> Flask:
         if not request.path.startswith("/api/") or request.method == "OPTIONS" \
                 or (request.method, request.path) in UNAUTHENTICATED:
             return
-        g.identity, key = authenticate(store)
-        account_limit = account_limits.of(g.identity.account_id)
-        if account_limit is None:
-            raise ApiError(401, "unauthenticated", "invalid or revoked API key",
-                           headers={"WWW-Authenticate": "Bearer"})
+        auth_failures.refuse_if_over(request.remote_addr)
+        with auth_failures.counted(request.remote_addr):
+            if (request.method, request.path) in OPERATOR_ONLY:
+                require_operator(config.operator_token)
+                return
+            g.identity, key = authenticate(store)
+            account_limit = account_limits.of(g.identity.account_id)
+            if account_limit is None:
+                raise ApiError(401, "unauthenticated", "invalid or revoked API key",
+                               headers={"WWW-Authenticate": "Bearer"})
         enforce_rate_limit(limiter, key, config.rate_limit_per_minute, account_limit)
 
     @app.route("/api/v1/<path:rest>",
@@ -70,6 +78,10 @@ def create_app(environ=None) -> Flask:
             return users.publish_policy(g.identity)
         return app.extensions["upstreams"].forward(service, g.identity)
 
+    if config.trusted_proxy_hops:
+        # Behind the ingress the peer is the controller: failed
+        # authentications are counted per client (auth_failures.py).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.trusted_proxy_hops)
     own_routes = Map([Rule(rule.rule, methods=rule.methods, endpoint=rule.endpoint)
                       for rule in app.url_map.iter_rules() if rule.endpoint != "forward"])
     return app

@@ -68,6 +68,12 @@ class RateLimiter:
         self._remember(slot, limit + 1)
         return False
 
+    def spent(self, key_id: str, window: int, limit: int) -> bool:
+        """Whether this process has seen the window's tickets run out (no
+        database read: other processes may know sooner)."""
+        with self._lock:
+            return self._next.get((key_id, window), 1) > limit
+
     def purge(self) -> int:
         return delete_all(self.col,
                           {"expires_at": {"$lt": datetime.now(timezone.utc)}})

@@ -1,4 +1,4 @@
-from shared.config import POSITIVE_INT, Setting
+from shared.config import POSITIVE_INT, TRUSTED_PROXY_HOPS, Setting
 
 SETTINGS = [
     Setting("SANDESH_OPERATOR_TOKEN", secret=True, default=""),
@@ -8,6 +8,11 @@ SETTINGS = [
     Setting("SANDESH_PRIVACY_URL", default="http://127.0.0.1:8084"),
     Setting("SANDESH_DASHBOARD_ORIGIN", default=""),
     Setting("SANDESH_RATE_LIMIT_PER_MINUTE", POSITIVE_INT, default=1200),
+    # Failed authentications a minute from one client address, across every
+    # gateway process (auth_failures.py); the local stack, where every client
+    # is 127.0.0.1, raises it.
+    Setting("SANDESH_AUTH_FAILURES_PER_MINUTE", POSITIVE_INT, default=30),
+    TRUSTED_PROXY_HOPS,
     Setting("SANDESH_UPSTREAM_CONNECT_TIMEOUT", float, default=2.0),
     Setting("SANDESH_UPSTREAM_READ_TIMEOUT", float, default=30.0),
     # The From of the platform's own mail (privacy-policy notices to account

@@ -1,6 +1,6 @@
 """The tracking service's configuration (validated once at start-up)."""
 from shared import topics
-from shared.config import POSITIVE_INT, Setting
+from shared.config import POSITIVE_INT, TRUSTED_PROXY_HOPS, Setting
 from shared.tracking_tokens import Keyring
 
 
@@ -8,13 +8,6 @@ def _non_negative_float(raw: str) -> float:
     value = float(raw)
     if value < 0:
         raise ValueError("expected a number >= 0")
-    return value
-
-
-def _non_negative_int(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("expected a whole number >= 0")
     return value
 
 
@@ -37,10 +30,7 @@ SETTINGS = [
     # Where open/click events go; only benchmarks and canaries change it, so
     # their hits do not reach the stats worker.
     Setting("SANDESH_TRACKING_HITS_TOPIC", default=topics.TRACKING_EVENTS),
-    # Proxies in front of the service that append to X-Forwarded-For (1 behind
-    # ingress-nginx): the client's address is read from there, not from the
-    # peer. 0 (the local stack) trusts no such header: anyone could forge it.
-    Setting("SANDESH_TRUSTED_PROXY_HOPS", _non_negative_int, default=0),
+    TRUSTED_PROXY_HOPS,
     # The hourly series covers this many days after a campaign's first event.
     Setting("SANDESH_STATS_HOURLY_DAYS", POSITIVE_INT, default=3),
 ]

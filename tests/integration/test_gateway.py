@@ -716,3 +716,85 @@ def test_two_publications_at_once_make_one_platform_account(mongo_db):
         made = set(pool.map(lambda _: platform_account(mongo_db), range(8)))
     assert len(made) == 1
     assert mongo_db["accounts"].count_documents({"platform": True}) == 1
+
+
+# ------------------------------------------------- failed authentications
+
+@pytest.fixture
+def strict_gateways(mongo_uri, unique):
+    """Two gateway processes (replicas) on one database, 3 failures a minute."""
+    def make(**extra):
+        return create_app({"SANDESH_MONGO_URI": mongo_uri, "SANDESH_MONGO_DB_PREFIX": f"test_{unique}_",
+                           "SANDESH_OPERATOR_TOKEN": OPERATOR, "SANDESH_INTERNAL_SECRET": SECRET,
+                           "SANDESH_AUTH_FAILURES_PER_MINUTE": "3", **extra}).test_client()
+    yield make(), make(SANDESH_TRUSTED_PROXY_HOPS="1")
+    from shared import mongo
+    mongo.client(mongo_uri).drop_database(f"test_{unique}_gateway")
+
+
+def from_address(address):
+    return {"environ_base": {"REMOTE_ADDR": address}}
+
+
+def test_an_address_past_its_failed_authentications_is_refused_before_any_check(strict_gateways):
+    clear_of_boundary(MINUTE, margin=15)
+    gateway, _ = strict_gateways
+    _, key, _ = new_account(gateway)
+    guesser, neighbour = from_address("203.0.113.7"), from_address("198.51.100.20")
+    wrong = [gateway.get("/api/v1/keys", headers=auth(f"sk_guess{n}"), **guesser) for n in range(3)]
+    assert [r.status_code for r in wrong] == [401, 401, 401]
+    fourth = gateway.get("/api/v1/keys", headers=auth("sk_guess4"), **guesser)
+    assert fourth.status_code == 429 and 1 <= int(fourth.headers["Retry-After"]) <= 60
+    error = fourth.get_json()["error"]
+    assert error["code"] == "too_many_failed_authentications"
+    assert error["details"] == {"field": "Authorization", "limit_per_minute": 3}
+    # The right key, too, until the minute ends: a right guess looks like a wrong one.
+    assert gateway.get("/api/v1/keys", headers=auth(key), **guesser).status_code == 429
+    assert gateway.get("/api/v1/keys", headers=auth(key), **neighbour).status_code == 200
+    assert gateway.get("/api/v1/keys", headers=auth("sk_nope"), **neighbour).status_code == 401
+
+
+def test_wrong_operator_tokens_count_too(strict_gateways):
+    clear_of_boundary(MINUTE, margin=15)
+    gateway, _ = strict_gateways
+    guesser = from_address("203.0.113.8")
+    for guess in ("admin", "operator", ""):
+        answer = gateway.post("/api/v1/accounts", json={"name": "x"}, headers=auth(guess), **guesser)
+        assert answer.status_code == 401
+    right = gateway.post("/api/v1/accounts", json={"name": "x"}, headers=auth(OPERATOR), **guesser)
+    assert right.status_code == 429
+    elsewhere = gateway.post("/api/v1/accounts", json={"name": "x"}, headers=auth(OPERATOR),
+                             **from_address("198.51.100.21"))
+    assert elsewhere.status_code == 201
+
+
+def test_failures_are_counted_across_replicas_and_the_address_is_not_stored(
+        strict_gateways, mongo_uri, unique):
+    clear_of_boundary(MINUTE, margin=15)
+    first, second = strict_gateways
+    guesser = from_address("203.0.113.9")
+    assert [first.get("/api/v1/keys", headers=auth(f"sk_{n}"), **guesser).status_code
+            for n in range(3)] == [401, 401, 401]
+    # The other process has not seen those: its first failure finds the tickets taken.
+    assert second.get("/api/v1/keys", headers=auth("sk_x"), **guesser).status_code == 429
+    from shared import mongo
+    tickets = list(mongo.client(mongo_uri)[f"test_{unique}_gateway"]["rate_tickets"].find())
+    assert tickets and "203.0.113" not in repr(tickets)
+
+
+def test_behind_the_ingress_the_client_is_read_from_x_forwarded_for(strict_gateways):
+    clear_of_boundary(MINUTE, margin=15)
+    direct, behind_ingress = strict_gateways
+    controller = from_address("10.0.0.5")
+    for n in range(3):
+        forwarded = {**auth(f"sk_{n}"), "X-Forwarded-For": "203.0.113.10"}
+        assert behind_ingress.get("/api/v1/keys", headers=forwarded, **controller).status_code == 401
+    blocked = {**auth("sk_3"), "X-Forwarded-For": "203.0.113.10"}
+    assert behind_ingress.get("/api/v1/keys", headers=blocked, **controller).status_code == 429
+    # Another client through the same controller is not refused for it.
+    other = {**auth("sk_4"), "X-Forwarded-For": "203.0.113.11"}
+    assert behind_ingress.get("/api/v1/keys", headers=other, **controller).status_code == 401
+    # Without trusted hops the header is anyone's to forge: the peer counts.
+    forged = [direct.get("/api/v1/keys", headers={**auth(f"sk_{n}"), "X-Forwarded-For": f"192.0.2.{n}"},
+                         **from_address("203.0.113.12")).status_code for n in range(4)]
+    assert forged == [401, 401, 401, 429]
