@@ -92,7 +92,13 @@ class LinkTable:
             return False
         if not -self.CLOCK_SKEW_SECONDS <= now - sent_at <= self.PENDING_SECONDS:
             return False
-        return not ErasedAccounts(self._store().db).among([account_id])
+        return not self._erased_accounts.among([account_id])
+
+    @cached_property
+    def _erased_accounts(self) -> ErasedAccounts:
+        # One for the process: its cache saves a read per click while a
+        # worker outage makes every click of a new campaign come back.
+        return ErasedAccounts(self._store().db)
 
     def _load(self, campaign_id: str) -> tuple[str, list[str]] | None:
         if time.monotonic() - self._missing.get(campaign_id, -1e9) < self.MISS_RETRY_SECONDS:
