@@ -216,6 +216,8 @@ class Senders:
                 try:
                     proc.wait(timeout)
                 except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGUSR1)  # where it is stuck, into its log
+                    time.sleep(1)
                     proc.kill()
                     proc.wait()
                 took.append(time.monotonic() - started)
