@@ -72,3 +72,13 @@ class CallWatch:
         if waited > self.most_seconds:
             raise Stalled(f"{self.name}: its {call[0]} has not returned for {waited:.0f} s "
                           f"(at most {self.most_seconds:.0f} s)")
+
+
+def check_commits_answered(oldest_unanswered: float | None, most_seconds: float,
+                           clock: Callable[[], float] = time.monotonic) -> None:
+    """A liveness check for a loop that commits without waiting (the send
+    loop): it turns while its commits go unanswered, and a coordinator that
+    never answers would leave every offset where it was for good."""
+    if oldest_unanswered is not None and clock() - oldest_unanswered > most_seconds:
+        raise Stalled(f"an offset commit has not been answered for "
+                      f"{clock() - oldest_unanswered:.0f} s (at most {most_seconds:.0f} s)")

@@ -148,7 +148,9 @@ class SendLoop:
         t4 = time.perf_counter()
         sender_metrics.BATCH_SECONDS.observe(t4 - t0)
         if commits:
-            self.source.commit(commits)  # ...before the offsets move past them
+            # ...before the offsets move past them. Not waiting for the
+            # broker's answer: see RdKafkaSource.commit.
+            self.source.commit(commits, wait=False)
         log.debug("batch", extra={"records": len(records), "settled": settled,
                                   "poll_ms": round((t1 - t0) * 1000), "decode_ms": round((t2 - t1) * 1000),
                                   "engine_ms": round((t3 - t2) * 1000), "flush_ms": round((t4 - t3) * 1000),
@@ -263,7 +265,8 @@ class SendLoop:
             pass
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
-        # Every batch commits before the next poll: nothing to commit here.
+        # Every batch has sent its commit before the next poll: nothing to
+        # commit here.
         # A hold is not forgotten without being lifted: kafka-python hands a
         # partition back after a rebalance still paused.
         for tp in partitions:

@@ -28,7 +28,7 @@ from services.sender.store import (CampaignStore, ContactStateStore, DeliverySto
 from services.sender.throttle import RateLimiter
 from shared import mongo, topics
 from shared.config import Config, load_common
-from shared.heartbeat import Heartbeat
+from shared.heartbeat import Heartbeat, check_commits_answered
 from shared.ids import worker_owner
 from shared.kafka.factory import client_id, consumer_loop, event_producer, hot_event_producer
 from shared.kafka.rdkafka_impl import DeliveryFailed, RdKafkaSource
@@ -182,12 +182,17 @@ def main() -> None:
     dump_stacks_on_sigusr1()
     helpers = HelperLoops()
     heartbeat = Heartbeat("the send loop", config.sender_stall_seconds)
+    built: list[SendLoop] = []
     serve_health(SERVICE, config, {"mongodb": lambda: mongo.ping(config.mongo_uri),
                                    "kafka": lambda: check_broker(config.kafka_bootstrap),
                                    "helper_loops": helpers.check},
                  port_env="SANDESH_SENDER_PORT",
-                 liveness={"send_loop": heartbeat.check, "helper_loops": helpers.check_calls})
+                 liveness={"send_loop": heartbeat.check, "helper_loops": helpers.check_calls,
+                           "commits": lambda: built and check_commits_answered(
+                               built[0].source.oldest_unanswered_commit(),
+                               config.sender_stall_seconds)})
     loop, loops, producer, messenger = build(config, heartbeat)
+    built.append(loop)
     retention.start_in_background(config)
 
     # A SIGTERM lets the transactions in flight finish, but a relay slow to

@@ -58,8 +58,9 @@ class MessageSource(Protocol):
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]: ...
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit the next offset to read for each partition."""
+    def commit(self, offsets: dict[TopicPartition, int], wait: bool = True) -> None:
+        """Commit the next offset to read for each partition. `wait=False`:
+        send it and go on; the broker's answer comes with a later poll."""
 
     def seek(self, tp: TopicPartition, offset: int) -> None: ...
 

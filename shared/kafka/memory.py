@@ -82,7 +82,7 @@ class InMemorySource:
                 break
         return out
 
-    def commit(self, offsets):
+    def commit(self, offsets, wait=True):
         self.broker.committed[self.group_id].update(offsets)
 
     def seek(self, tp, offset):

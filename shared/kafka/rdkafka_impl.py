@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 import time
 from functools import partial
 from typing import Callable
@@ -167,8 +168,11 @@ class RdKafkaSource:
             # sender's batch is 500 jobs of ~0.5 kB.
             "queued.max.messages.kbytes": 2048,
         }
+        options["on_commit"] = self._commit_answered
         options.update(overrides)
         self.on_revoke: Callable | None = None
+        self._commits_lock = threading.Lock()
+        self._unanswered: deque[float] = deque()
         self._consumer = Consumer(options, logger=_log)
         self._consumer.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked)
 
@@ -195,10 +199,39 @@ class RdKafkaSource:
                                   message.key(), message.value(), list(message.headers() or [])))
         return records
 
-    def commit(self, offsets):
-        if offsets:
-            self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                                  asynchronous=False)
+    def commit(self, offsets, wait=True):
+        """`wait=False` is the send loop's: librdkafka's synchronous commit has
+        no timeout, and a sender stuck in one sent nothing and did not even
+        run its SIGTERM handler (a C call does not return to Python). Sent
+        without waiting, a commit is answered through on_commit, which the
+        loop's next poll serves; until then the loop goes on."""
+        if not offsets:
+            return
+        partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        if wait:
+            self._consumer.commit(offsets=partitions, asynchronous=False)
+            return
+        with self._commits_lock:
+            self._unanswered.append(time.monotonic())
+        self._consumer.commit(offsets=partitions, asynchronous=True)
+
+    def oldest_unanswered_commit(self) -> float | None:
+        """When the oldest commit sent without waiting was sent (monotonic),
+        None when every one has been answered."""
+        with self._commits_lock:
+            return self._unanswered[0] if self._unanswered else None
+
+    def _commit_answered(self, error, partitions) -> None:
+        # Answers come in the order the commits were sent (one coordinator
+        # connection). A failed one loses nothing: the next commit covers
+        # its partitions, or their next owner reads them again.
+        with self._commits_lock:
+            if self._unanswered:
+                self._unanswered.popleft()
+        failed = [p for p in partitions or [] if p.error is not None]
+        if error is not None or failed:
+            _log.warning("offset commit failed; the next one covers it, or the work is read again",
+                         extra={"error": str(error or failed[0].error)})
 
     def seek(self, tp, offset):
         self._consumer.seek(TopicPartition(tp[0], tp[1], offset))

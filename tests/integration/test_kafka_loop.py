@@ -7,8 +7,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+from confluent_kafka import TopicPartition
+
 from shared.events import new_event
-from shared.heartbeat import Stalled
+from shared.heartbeat import Stalled, check_commits_answered
 from shared.kafka import ConsumerLoop
 from shared.kafka.kafka_impl import KafkaSink
 from shared.kafka.rdkafka_impl import RdKafkaSource  # what every loop reads with
@@ -104,6 +107,41 @@ def test_a_loop_whose_commit_hangs_on_a_frozen_kafka_fails_its_liveness_check_un
     assert not turn.is_alive()
     loop.watch.check()
     loop.shutdown()
+
+
+def _poll_until(source, done, seconds=60.0) -> list:
+    records, deadline = [], time.monotonic() + seconds
+    while not done(records) and time.monotonic() < deadline:
+        records += source.poll(200, 10)
+    return records
+
+
+def test_a_commit_sent_without_waiting_returns_on_a_frozen_kafka_and_is_answered_after(
+        kafka_bootstrap, make_topic, unique):
+    """The send loop's commit. librdkafka's synchronous one has no timeout:
+    a sender stuck in it sent nothing and never even ran its SIGTERM handler.
+    Sent without waiting, it leaves the loop free, and the liveness check
+    sees how long it has gone unanswered."""
+    topic = make_topic("unwaited", partitions=1)
+    publish(kafka_bootstrap, topic, range(3))
+    source = RdKafkaSource([topic], f"g-{unique}", kafka_bootstrap, "t")
+    assert len(_poll_until(source, lambda records: len(records) >= 3)) == 3
+    with kafka_frozen_on_demand() as freeze:
+        freeze()
+        started = time.monotonic()
+        source.commit({(topic, 0): 3}, wait=False)
+        assert time.monotonic() - started < 1
+        sent_at = source.oldest_unanswered_commit()
+        assert sent_at is not None
+        source.poll(500, 10)   # the loop goes on meanwhile
+        assert source.oldest_unanswered_commit() == sent_at
+        with pytest.raises(Stalled, match="offset commit has not been answered"):
+            check_commits_answered(sent_at, 0.1)
+    _poll_until(source, lambda _: source.oldest_unanswered_commit() is None)
+    assert source.oldest_unanswered_commit() is None
+    [committed] = source._consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    assert committed.offset == 3
+    source.close()
 
 
 def _wait_lines(path: Path, count: int, deadline=60) -> list[int]:

@@ -744,7 +744,7 @@ class MemberSource(InMemorySource):
         if tp not in self.position:
             raise RuntimeError(f"{tp} is not assigned to this member")
 
-    def commit(self, offsets):
+    def commit(self, offsets, wait=True):
         """The group's coordinator takes a member's commit of any partition
         (it checks the generation, not the assignment): one not this
         member's is a violation, committed all the same."""
