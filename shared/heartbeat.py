@@ -79,6 +79,9 @@ def check_commits_answered(oldest_unanswered: float | None, most_seconds: float,
     """A liveness check for a loop that commits without waiting (the send
     loop): it turns while its commits go unanswered, and a coordinator that
     never answers would leave every offset where it was for good."""
-    if oldest_unanswered is not None and clock() - oldest_unanswered > most_seconds:
-        raise Stalled(f"an offset commit has not been answered for "
-                      f"{clock() - oldest_unanswered:.0f} s (at most {most_seconds:.0f} s)")
+    if oldest_unanswered is None:
+        return
+    waited = clock() - oldest_unanswered
+    if waited > most_seconds:
+        raise Stalled(f"an offset commit has not been answered for {waited:.0f} s "
+                      f"(at most {most_seconds:.0f} s)")

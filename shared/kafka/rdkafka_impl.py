@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 import time
+from collections import deque
 from functools import partial
 from typing import Callable
 

@@ -124,24 +124,36 @@ def test_a_commit_sent_without_waiting_returns_on_a_frozen_kafka_and_is_answered
     sees how long it has gone unanswered."""
     topic = make_topic("unwaited", partitions=1)
     publish(kafka_bootstrap, topic, range(3))
-    source = RdKafkaSource([topic], f"g-{unique}", kafka_bootstrap, "t")
-    assert len(_poll_until(source, lambda records: len(records) >= 3)) == 3
-    with kafka_frozen_on_demand() as freeze:
-        freeze()
-        started = time.monotonic()
-        source.commit({(topic, 0): 3}, wait=False)
-        assert time.monotonic() - started < 1
-        sent_at = source.oldest_unanswered_commit()
-        assert sent_at is not None
-        source.poll(500, 10)   # the loop goes on meanwhile
-        assert source.oldest_unanswered_commit() == sent_at
-        with pytest.raises(Stalled, match="offset commit has not been answered"):
-            check_commits_answered(sent_at, 0.1)
-    _poll_until(source, lambda _: source.oldest_unanswered_commit() is None)
-    assert source.oldest_unanswered_commit() is None
-    [committed] = source._consumer.committed([TopicPartition(topic, 0)], timeout=10)
-    assert committed.offset == 3
-    source.close()
+    group = f"g-{unique}"
+    source = RdKafkaSource([topic], group, kafka_bootstrap, "t")
+    try:
+        assert len(_poll_until(source, lambda records: len(records) >= 3)) == 3
+        with kafka_frozen_on_demand() as freeze:
+            freeze()
+            started = time.monotonic()
+            source.commit({(topic, 0): 3}, wait=False)
+            assert time.monotonic() - started < 1
+            sent_at = source.oldest_unanswered_commit()
+            assert sent_at is not None
+            source.poll(500, 10)   # the loop goes on meanwhile
+            assert source.oldest_unanswered_commit() == sent_at
+            with pytest.raises(Stalled, match="offset commit has not been answered"):
+                check_commits_answered(sent_at, 0.1)
+        _poll_until(source, lambda _: source.oldest_unanswered_commit() is None)
+        assert source.oldest_unanswered_commit() is None
+        assert committed_offset(kafka_bootstrap, group, topic) == 3
+    finally:
+        source.close()
+
+
+def committed_offset(bootstrap: str, group: str, topic: str) -> int:
+    """What the broker holds for the group, asked by a client of its own."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])
+    answer = admin.list_consumer_group_offsets([request])[group].result(10)
+    return answer.topic_partitions[0].offset
 
 
 def _wait_lines(path: Path, count: int, deadline=60) -> list[int]:
