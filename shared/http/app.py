@@ -18,7 +18,7 @@ from flask import Flask, Response, g, jsonify, request
 from shared import metrics
 from shared.config import Config
 from shared.http import internal_auth
-from shared.http.errors import ApiError, register_error_handlers
+from shared.http.errors import ApiError, ErrorSchema, register_error_handlers
 from shared.tracing import new_trace_id, set_trace_id
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,11 @@ def current_identity() -> internal_auth.Identity:
     return identity
 
 
+class Api(flask_smorest.Api):
+    """flask-smorest's, its OpenAPI document describing the errors as they are."""
+    ERROR_SCHEMA = ErrorSchema
+
+
 def create_service_app(service: str, config: Config, *, title: str,
                        readiness: Mapping[str, ReadinessCheck] | None = None,
                        public_prefixes: Iterable[str] = (),
@@ -74,7 +79,7 @@ def create_service_app(service: str, config: Config, *, title: str,
     )
     app.config["SANDESH"] = config
     app.json.sort_keys = False
-    api = flask_smorest.Api(app)
+    api = Api(app)
     register_error_handlers(app)  # after Api(): ours replace smorest's shape
     public = tuple(public_prefixes)
     checks = dict(readiness or {})

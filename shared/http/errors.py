@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import marshmallow as ma
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -24,6 +25,21 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or {}
+
+
+class ErrorDetail(ma.Schema):
+    code = ma.fields.String(required=True, metadata={
+        "description": "What went wrong, for a program: validation_error, not_found, ..."})
+    message = ma.fields.String(required=True, metadata={"description": "The same, for a person"})
+    details = ma.fields.Dict(required=True, metadata={
+        "description": "For a validation error, each field that is wrong and its messages"})
+
+
+class ErrorSchema(ma.Schema):
+    """The OpenAPI document's account of every error answer (Api.ERROR_SCHEMA):
+    flask-smorest's own, {"code": <int>, "status", "errors"}, described a shape
+    no answer has, for every operation's 400 and default response."""
+    error = ma.fields.Nested(ErrorDetail, required=True)
 
 
 def not_found(what: str = "resource") -> ApiError:

@@ -1,6 +1,7 @@
 """The platform spine through the real gateway and services of this stack."""
 import uuid
 
+import jsonschema
 import requests
 
 from tests.e2e.conftest import Api
@@ -65,6 +66,24 @@ def test_merged_openapi_covers_every_service(gateway_url):
             text = str(operation)
             for ref in [p for p in text.split("'") if p.startswith("#/components/schemas/")]:
                 assert ref.split("/")[-1] in doc["components"]["schemas"], ref
+
+
+def test_error_answers_have_the_shape_the_openapi_document_gives(api, gateway_url):
+    """Each service's document described flask-smorest's error shape
+    ({"code": <int>, "status", "errors"}) for every 400 and default answer,
+    not the {"error": {...}} every answer has."""
+    doc = requests.get(gateway_url + "/api/v1/openapi.json", timeout=30).json()
+    asked = [("post", "/api/v1/contacts", "400", api.post("/api/v1/contacts", json={"email": 7})),
+             ("get", "/api/v1/lists/{list_id}", "default", api.get(f"/api/v1/lists/{'0' * 32}")),
+             ("post", "/api/v1/templates", "400", api.post("/api/v1/templates", json={})),
+             ("get", "/api/v1/keys", "default", requests.get(gateway_url + "/api/v1/keys"))]
+    for method, path, status, response in asked:
+        assert response.status_code in (400, 401, 404), response.text
+        documented = doc["paths"][path][method]["responses"][status]
+        if "$ref" in documented:
+            documented = doc["components"]["responses"][documented["$ref"].split("/")[-1]]
+        schema = documented["content"]["application/json"]["schema"]
+        jsonschema.validate(response.json(), {**schema, "components": doc["components"]})
 
 
 def test_usage_has_every_figure(api):
