@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Map, Rule
 
-from services.gateway import acting_users, api, audience, users
+from services.gateway import acting_users, api, audience, openapi, users
 from services.gateway.auth import AccountLimits, authenticate, enforce_rate_limit, require_operator
 from services.gateway.auth_failures import AuthFailures
 from services.gateway.cors import Cors
@@ -64,6 +64,19 @@ def create_app(environ=None) -> Flask:
                 raise ApiError(401, "unauthenticated", "invalid or revoked API key",
                                headers={"WWW-Authenticate": "Bearer"})
         enforce_rate_limit(limiter, key, config.rate_limit_per_minute, account_limit)
+
+    @app.before_request
+    def _allowed_methods():
+        """An OPTIONS (not a CORS preflight, answered before) lists in Allow
+        the methods the document gives the path. Flask's own answer listed
+        those of every rule the path matched, the catch-all's among them:
+        GET, PUT, DELETE... for /campaigns/<id>/pause, which takes POST."""
+        if request.method != "OPTIONS" or not request.path.startswith("/api/"):
+            return None
+        methods = openapi.methods_at(app, request.path) if _plain_path(request.path) else None
+        if methods is None:
+            raise not_found("endpoint")
+        return Response(status=200, headers={"Allow": ", ".join(methods)})
 
     @app.route("/api/v1/<path:rest>",
                methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

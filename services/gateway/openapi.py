@@ -3,7 +3,9 @@ service's (each falls out of that service's marshmallow schemas)."""
 from __future__ import annotations
 
 import json
+import re
 import time
+from functools import lru_cache
 
 from flask import Flask
 
@@ -73,3 +75,31 @@ def merged(app: Flask) -> dict:
     cache.update(at=time.monotonic(), doc=doc,
                  ttl=INCOMPLETE_CACHE_SECONDS if missing else CACHE_SECONDS)
     return doc
+
+
+def methods_at(app: Flask, path: str) -> list[str] | None:
+    """What an OPTIONS answers in Allow (see methods_in)."""
+    return methods_in(merged(app), path)
+
+
+def methods_in(doc: dict, path: str) -> list[str] | None:
+    """The methods `doc` gives `path` (HEAD beside GET, as every service
+    serves it, and OPTIONS), or None when no path of the document is this
+    one. A path with fewer {parameters} is the one meant where two match
+    (/suppressions/check, not /suppressions/{suppression_id}), as the
+    services route them."""
+    matches = [(template.count("{"), operations)
+               for template, operations in doc["paths"].items()
+               if _pattern(template).fullmatch(path)]
+    if not matches:
+        return None
+    operations = min(matches, key=lambda match: match[0])[1]
+    methods = [method.upper() for method in operations if method != "parameters"]
+    return methods + (["HEAD"] if "GET" in methods else []) + ["OPTIONS"]
+
+
+@lru_cache(maxsize=512)
+def _pattern(template: str) -> re.Pattern:
+    """/lists/{list_id} as a pattern: a {parameter} is one path segment."""
+    parts = re.split(r"\{[^}/]+\}", template)
+    return re.compile("[^/]+".join(map(re.escape, parts)))

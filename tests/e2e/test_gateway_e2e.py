@@ -86,6 +86,24 @@ def test_error_answers_have_the_shape_the_openapi_document_gives(api, gateway_ur
         jsonschema.validate(response.json(), {**schema, "components": doc["components"]})
 
 
+def test_an_options_request_lists_the_methods_the_path_takes(gateway_url):
+    def allow(path):
+        response = requests.options(gateway_url + path, timeout=30)
+        assert response.status_code == 200, (path, response.text)
+        return set(response.headers["Allow"].split(", "))
+
+    an_id = "0" * 32
+    assert allow(f"/api/v1/campaigns/{an_id}/pause") == {"POST", "OPTIONS"}
+    assert allow(f"/api/v1/lists/{an_id}") == {"GET", "HEAD", "PATCH", "DELETE", "OPTIONS"}
+    assert allow("/api/v1/suppressions/check") == {"POST", "OPTIONS"}
+    assert allow(f"/api/v1/suppressions/{an_id}") == {"DELETE", "OPTIONS"}
+    assert allow("/api/v1/keys") == {"GET", "POST", "HEAD", "OPTIONS"}      # the gateway's own
+    for nothing in ("/api/v1/no-such-thing", f"/api/v1/lists/{an_id}/nothing",
+                    "/api/v1/lists/%2e%2e/keys"):
+        missing = requests.options(gateway_url + nothing, timeout=30)
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
 def test_usage_has_every_figure(api):
     usage = api.get("/api/v1/usage").json()
     assert set(usage) == {"lists", "contacts", "templates", "campaigns", "mailings_sent",
