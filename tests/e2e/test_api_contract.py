@@ -32,6 +32,7 @@ CHECKS = ",".join([
     "response_schema_conformance",
     "missing_required_header",
     "allow_header_conformance",
+    "unsupported_method",
     "ignored_auth",
     # (not ensure_resource_availability: a campaign's stats are a 404 until
     # it is launched, by design, and the run creates campaigns it never sends)

@@ -86,7 +86,8 @@ def test_error_answers_have_the_shape_the_openapi_document_gives(api, gateway_ur
         jsonschema.validate(response.json(), {**schema, "components": doc["components"]})
 
 
-def test_an_options_request_lists_the_methods_the_path_takes(gateway_url):
+def test_an_options_request_lists_the_methods_the_path_takes_and_another_is_a_405(
+        gateway_url, api):
     def allow(path):
         response = requests.options(gateway_url + path, timeout=30)
         assert response.status_code == 200, (path, response.text)
@@ -98,6 +99,14 @@ def test_an_options_request_lists_the_methods_the_path_takes(gateway_url):
     assert allow("/api/v1/suppressions/check") == {"POST", "OPTIONS"}
     assert allow(f"/api/v1/suppressions/{an_id}") == {"DELETE", "OPTIONS"}
     assert allow("/api/v1/keys") == {"GET", "POST", "HEAD", "OPTIONS"}      # the gateway's own
+    foreign_user = {"user_id": "f" * 32}   # refused for a POST, which the path takes
+    for method, path in (("PUT", f"/api/v1/privacy/notices/{an_id}/ack"),
+                         ("GET", f"/api/v1/privacy/notices/{an_id}/ack"),
+                         ("POST", f"/api/v1/campaigns/{an_id}")):
+        body = {"audience": {"segment_id": an_id}} if "campaigns" in path else foreign_user
+        wrong = api.request(method, path, json=body)
+        assert wrong.status_code == 405, (method, path, wrong.text)
+        assert method not in wrong.headers["Allow"]
     for nothing in ("/api/v1/no-such-thing", f"/api/v1/lists/{an_id}/nothing",
                     "/api/v1/lists/%2e%2e/keys"):
         missing = requests.options(gateway_url + nothing, timeout=30)
