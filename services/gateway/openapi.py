@@ -78,7 +78,7 @@ def merged(app: Flask) -> dict:
 
 
 def methods_at(app: Flask, path: str) -> list[str] | None:
-    """What an OPTIONS answers in Allow (see methods_in)."""
+    """The methods the merged document gives `path` (see methods_in)."""
     return methods_in(merged(app), path)
 
 
