@@ -45,7 +45,9 @@ def _storable_change(value, nested: bool = False) -> None:
         return
     if isinstance(value, dict) and not nested:
         for key, inner in value.items():
-            validate.Regexp(CHANGE_KEY, error=f"{key!r} is not a field name")(key)
+            # marshmallow formats the message: the key goes in as {input},
+            # never into the format string ("}" in a key was a 500)
+            validate.Regexp(CHANGE_KEY, error="{input!r} is not a field name")(key)
             _storable_change(inner, nested=True)
         return
     raise ma.ValidationError("expected text, a number, true, false or null"
