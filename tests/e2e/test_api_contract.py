@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.e2e.conftest import Api
+from tests.integration.sender.harness import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKS = ",".join([
@@ -44,38 +43,31 @@ CHECKS = ",".join([
 LEFT_OUT = r"^/api/v1/(account|accounts|keys/\{key_id\}|openapi\.json)$"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def gateway_without_rate_limit(stack_env, tmp_path):
     """A gateway of its own, as the stack runs it (gunicorn) and in front of
     the stack's services, whose per-key rate limit (1,200 a minute) a run's
     few thousand requests would otherwise spend in its first seconds."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **stack_env, "SANDESH_RATE_LIMIT_PER_MINUTE": "100000000",
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
     process = subprocess.Popen(["bash", str(REPO / "devstack/run_web.sh"), "gateway", str(port)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(url + "/healthz", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, \
-                "the test's gateway did not start"
-            time.sleep(0.2)
+        wait_for(lambda: _answers(url, process), 30, "the test's gateway")
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _answers(url: str, process: subprocess.Popen) -> bool:
+    assert process.poll() is None, "the test's gateway exited"
+    try:
+        return requests.get(url + "/healthz", timeout=2).ok
+    except requests.ConnectionError:
+        return False
 
 
 def test_every_operation_answers_as_the_openapi_document_says(
