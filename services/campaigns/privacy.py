@@ -25,8 +25,11 @@ def erase_account(db, account_id: str) -> int:
     if campaign_ids:
         delete_all(db["job_outcomes"], {"campaign_id": {"$in": campaign_ids}})
         delete_all(db["progress"], {"campaign_id": {"$in": campaign_ids}})
-        delete_all(db["leases"], {"_id": {"$in": [f"{campaign_id}:{step}" for campaign_id
-                                                  in campaign_ids for step in LEASED_STEPS]}})
+        leases = [f"{campaign_id}:{step}" for campaign_id in campaign_ids
+                  for step in LEASED_STEPS]
+        # Era leases (store.take_lease), and those written by _id before them.
+        delete_all(db["leases"], {"$or": [{"lease": {"$in": leases}},
+                                          {"_id": {"$in": leases}}]})
     delete_all(db["outbox"], {"account_id": account_id})  # events staged, not yet published
     delete_all(db["test_sends"], {"account_id": account_id})
     delete_all(db["progress"], {"account_id": account_id})

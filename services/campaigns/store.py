@@ -31,7 +31,7 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.operations import IndexModel
 
 from services.campaigns import domain
-from shared import mongo
+from shared import era_leases, mongo
 
 INDEXES = {
     "templates": [IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)])],
@@ -44,6 +44,7 @@ INDEXES = {
                  IndexModel([("account_id", ASCENDING)])],
     "job_outcomes": [IndexModel([("campaign_id", ASCENDING), ("final", ASCENDING)])],
     "test_sends": [IndexModel([("account_id", ASCENDING), ("at", ASCENDING)])],
+    "leases": [IndexModel([("lease", ASCENDING)])],
 }
 
 
@@ -201,30 +202,27 @@ class CampaignStore:
             return_document=ReturnDocument.AFTER)
 
     def take_lease(self, key: str, stale_after: timedelta) -> str | None:
-        """A token for exactly one caller (a unique insert), or when the
-        holder left it unfinished for `stale_after` (it crashed); None for
-        the others. The token gives it back (release_lease)."""
+        """A token for exactly one caller, or None for the others, until the
+        holder gives it back (release_lease) or leaves it for `stale_after`
+        (it crashed). An era lease (shared/era_leases.py): "delete the stale
+        lease, then insert mine" let two takers of one stale lease both hold
+        it on FerretDB."""
         now, token = utcnow(), uuid.uuid4().hex
-        try:
-            self.leases.insert_one({"_id": key, "at": now, "token": token})
-            return token
-        except DuplicateKeyError:
-            held = self.leases.find_one({"_id": key})
-            if held is None or now - held["at"] < stale_after:
-                return None
-            self.leases.delete_one({"_id": key, "at": held["at"]})
-            try:
-                self.leases.insert_one({"_id": key, "at": now, "token": token})
-                return token
-            except DuplicateKeyError:
-                return None
+        taken = era_leases.take(self.leases, [key], token, now, now + stale_after)
+        return token if key in taken else None
 
     def release_lease(self, key: str, token: str | None = None) -> None:
-        """Give back the lease `token` took: a holder that overran it (a
-        flush blocked past LEASE_STALE) deleted by _id the lease its
-        successor had taken over, and a third move could overlap the
-        second. Without a token, whoever holds it (tests, tools)."""
-        self.leases.delete_one({"_id": key, **({"token": token} if token else {})})
+        """Give back the lease `token` took: a holder that overran it ends
+        its own era, never its successor's. Without a token, whoever holds
+        it (tests, tools)."""
+        now = utcnow()
+        held = {"lease": key, "until": {"$gt": now}, **({"holder": token} if token else {})}
+        self.leases.update_many(held, {"$set": {"until": now}})
+
+    def forget_old_leases(self) -> int:
+        """Leases are never deleted while they may be wanted (see
+        era_leases.forget_old); a month after its last move a campaign's are."""
+        return era_leases.forget_old(self.leases, utcnow(), forget_all_after=timedelta(days=30))
 
     # -- outbox ----------------------------------------------------------------
     def stage_event(self, event: dict) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 
 from services.campaigns import store, usecases
@@ -25,11 +26,18 @@ SETTINGS = [
 log = logging.getLogger(__name__)
 
 
+FORGET_LEASES_SECONDS = 3600.0  # each forgetting reads every ended lease on FerretDB
+
+
 def run_sweeps(ports: usecases.Ports, interval: float, pause_limit: timedelta,
                stop: threading.Event) -> None:
+    forget_leases_at = 0.0
     while not stop.wait(interval):
         try:
             result = usecases.sweep(ports, pause_limit=pause_limit)
+            if time.monotonic() >= forget_leases_at:
+                result["leases_forgotten"] = ports.campaigns.forget_old_leases()
+                forget_leases_at = time.monotonic() + FORGET_LEASES_SECONDS
             if any(result.values()):
                 log.info("sweep", extra=result)
         except Exception:  # an outage: the next sweep tries again

@@ -2,6 +2,7 @@
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 from services.campaigns import usecases
@@ -412,17 +413,20 @@ def test_a_send_that_failed_on_the_way_can_be_retried_at_once(client, broker, mo
     assert [e["type"] for e in campaign_events(broker)] == ["campaign.launched"]
 
 
-def test_an_account_erasure_leaves_none_of_its_campaigns_leases_or_staged_events(client, app):
-    """The leases (three a campaign) and the events staged for publishing
+def test_an_account_erasure_leaves_none_of_its_campaigns_leases_or_staged_events(
+        client, app, ports):
+    """The leases (four a campaign) and the events staged for publishing
     outlived the account; the staged launch holds its whole template."""
     from services.campaigns import privacy
     campaign, _ = ready_campaign(client)
     assert client.post(f"/api/v1/campaigns/{campaign['id']}/send").status_code == 202
     db = app.extensions["runtime"].db
-    db["leases"].insert_one({"_id": f"{campaign['id']}:complete", "at": datetime.now(timezone.utc)})
+    assert ports.campaigns.take_lease(f"{campaign['id']}:complete", timedelta(seconds=60))
+    # a lease as written before era leases, by its name alone
+    db["leases"].insert_one({"_id": f"{campaign['id']}:expire", "at": datetime.now(timezone.utc)})
     db["outbox"].insert_one({"_id": "staged-1", "account_id": client.account_id, "type": "x"})
     db["outbox"].insert_one({"_id": "staged-2", "account_id": "another", "type": "x"})
-    assert db["leases"].count_documents({"_id": {"$regex": f"^{campaign['id']}:"}}) == 2
+    assert db["leases"].count_documents({"_id": {"$regex": f"^{campaign['id']}:"}}) == 3
     privacy.erase_account(db, client.account_id)
     assert db["leases"].count_documents({"_id": {"$regex": f"^{campaign['id']}:"}}) == 0
     assert [d["_id"] for d in db["outbox"].find()] == ["staged-2"]
@@ -485,21 +489,57 @@ def test_a_drafts_cancel_delete_edit_and_schedule_take_turns_with_its_launch(cli
     assert "only a draft" in edit.get_json()["error"]["message"]
 
 
-def test_a_holder_that_overran_its_lease_does_not_give_back_its_successors(ports):
+def _clock_ahead(monkeypatch, by: timedelta) -> None:
+    """The campaigns store's clock `by` ahead of the real one (0: the real)."""
+    from services.campaigns import store
+    monkeypatch.setattr(store, "utcnow", lambda: datetime.now(timezone.utc) + by)
+
+
+def test_a_holder_that_overran_its_lease_does_not_give_back_its_successors(ports, monkeypatch):
     """release_lease deleted by _id: a move whose flush blocked past the
     lease's 60 s, taken over meanwhile, deleted the new holder's lease on
     its way out, and a third move could overlap the second."""
     key = f"{uuid.uuid4().hex}:control"
     slow = ports.campaigns.take_lease(key, timedelta(seconds=60))
     assert slow and not ports.campaigns.take_lease(key, timedelta(seconds=60))
-    ports.campaigns.leases.update_one({"_id": key}, {"$set": {
-        "at": datetime.now(timezone.utc) - timedelta(seconds=61)}})   # it overran
+    _clock_ahead(monkeypatch, timedelta(seconds=61))                  # it overran
     successor = ports.campaigns.take_lease(key, timedelta(seconds=60))
     assert successor and successor != slow
     ports.campaigns.release_lease(key, slow)                           # the slow one, done at last
     assert not ports.campaigns.take_lease(key, timedelta(seconds=60))  # still the successor's
     ports.campaigns.release_lease(key, successor)
     assert ports.campaigns.take_lease(key, timedelta(seconds=60))
+
+
+def test_many_takers_of_one_stale_campaign_lease_make_one_holder(ports, monkeypatch):
+    """A stale lease was taken over by "delete it, then insert mine". On
+    FerretDB a conditional delete reads the matching ids, then deletes by
+    id: a second taker could delete the first one's new lease, and both held
+    it (in most runs of 15 rounds). Only unique inserts decide now."""
+    for _ in range(30):
+        key = f"{uuid.uuid4().hex}:control"
+        _clock_ahead(monkeypatch, timedelta(0))
+        assert ports.campaigns.take_lease(key, timedelta(seconds=60))  # its holder died
+        _clock_ahead(monkeypatch, timedelta(seconds=61))
+        with ThreadPoolExecutor(8) as pool:
+            tokens = list(pool.map(
+                lambda _: ports.campaigns.take_lease(key, timedelta(seconds=60)), range(8)))
+        assert len([token for token in tokens if token]) == 1, tokens
+
+
+def test_a_campaigns_ended_leases_are_forgotten_but_the_newest_for_a_month(ports, monkeypatch):
+    """Every take is a document of its own (an era); the newest is never
+    deleted while a taker may read it (shared/era_leases.py)."""
+    key = f"{uuid.uuid4().hex}:control"
+    for _ in range(3):
+        ports.campaigns.release_lease(key, ports.campaigns.take_lease(key, timedelta(seconds=60)))
+    eras = {"lease": key}
+    _clock_ahead(monkeypatch, timedelta(minutes=3))
+    ports.campaigns.forget_old_leases()
+    assert ports.campaigns.leases.count_documents(eras) == 1            # the newest stays
+    _clock_ahead(monkeypatch, timedelta(days=31))
+    ports.campaigns.forget_old_leases()
+    assert ports.campaigns.leases.count_documents(eras) == 0            # a month idle: gone
 
 
 def test_a_pause_and_a_cancel_at_the_same_moment_never_both_win(client, monkeypatch):
