@@ -6,7 +6,8 @@ import marshmallow as ma
 from marshmallow import validate
 
 from services.campaigns import domain
-from shared.http.fields import JsonBoolean, StrictFloat, UpdateSchema
+from shared.http.fields import (ONE_LINE_PATTERN, JsonBoolean, StrictFloat, UpdateSchema,
+                                documented_as)
 from shared.tracking_tokens import TEST_SEND_RECIPIENTS
 from email_validator import EmailNotValidError, validate_email
 
@@ -21,6 +22,7 @@ def _domain_name(value: str) -> None:
         raise ma.ValidationError(problem)
 
 
+@documented_as(pattern=ONE_LINE_PATTERN)   # what domain.header_problem allows
 def _header_safe(value: str) -> None:
     problem = domain.header_problem(value)
     if problem:

@@ -87,7 +87,7 @@ MAX_ACTIVE_KEYS = 20
 
 
 @blp.post("/keys")
-@blp.arguments(KeyCreate)
+@blp.arguments(KeyCreate, required=False)  # every field has a default
 @blp.response(201, NewKey)
 def create_key(body):
     """Create another API key for the calling account: at most

@@ -23,7 +23,7 @@ from services.gateway.auth import bearer_token
 from services.gateway.users_store import INDEXES, DuplicateUser, UserStore
 from shared.http import Blueprint
 from shared.http.errors import ApiError, not_found, refuse_head
-from shared.http.fields import one_line
+from shared.http.fields import UpdateSchema, one_line
 from shared.http.internal_auth import Identity, deleting_the_account
 from shared.http.pagination import PageArgs, cursor_ms, cursor_position, cursor_time, page
 from shared.mongo import ensure_indexes
@@ -47,14 +47,9 @@ class UserIn(ma.Schema):
     name = ma.fields.String(load_default="", validate=USER_NAME)
 
 
-class UserPatch(ma.Schema):
+class UserPatch(UpdateSchema):
     email = ma.fields.String(validate=validate.Length(3, 320))
     name = ma.fields.String(validate=USER_NAME)
-
-    @ma.validates_schema
-    def _something(self, data, **_):
-        if not data:
-            raise ma.ValidationError("give email and/or name", "_body")
 
 
 class UserOut(ma.Schema):

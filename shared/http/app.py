@@ -19,6 +19,7 @@ from shared import metrics
 from shared.config import Config
 from shared.http import internal_auth
 from shared.http.errors import ApiError, ErrorSchema, register_error_handlers
+from shared.http.openapi import DocumentedValidation
 from shared.tracing import new_trace_id, set_trace_id
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def create_service_app(service: str, config: Config, *, title: str,
     )
     app.config["SANDESH"] = config
     app.json.sort_keys = False
-    api = Api(app)
+    api = Api(app, spec_kwargs={"marshmallow_plugin": DocumentedValidation()})
     register_error_handlers(app)  # after Api(): ours replace smorest's shape
     public = tuple(public_prefixes)
     checks = dict(readiness or {})

@@ -2,12 +2,28 @@
 from __future__ import annotations
 
 from datetime import timezone
+from typing import Any, Callable
 
 import marshmallow as ma
 
 from shared.header_text import NOT_ONE_LINE, is_one_line
 
 
+def documented_as(**keywords: Any) -> Callable[[Callable], Callable]:
+    """Marks a validator with the JSON Schema keywords the OpenAPI document
+    gives each field it validates (shared/http/openapi.py). They must not
+    allow less than the validator does."""
+    def mark(validator: Callable) -> Callable:
+        validator.json_schema = keywords
+        return validator
+    return mark
+
+
+# header_text.is_one_line, in the regular expressions of JSON Schema (ECMA 262)
+ONE_LINE_PATTERN = r"^[^\u0000-\u0008\u000a-\u001f\u007f]*$"
+
+
+@documented_as(pattern=ONE_LINE_PATTERN)
 def one_line(text: str | None) -> None:
     """A validator for a name that goes into a To header (a contact's, an
     account user's): one line, no control character but TAB."""
