@@ -6,8 +6,8 @@ import marshmallow as ma
 from marshmallow import validate
 
 from services.campaigns import domain
-from shared.http.fields import (ONE_LINE_PATTERN, JsonBoolean, StrictFloat, UpdateSchema,
-                                documented_as)
+from shared.http.fields import (EMAIL_ADDRESS, ONE_LINE_PATTERN, JsonBoolean, StrictFloat,
+                                UpdateSchema, documented_as)
 from shared.tracking_tokens import TEST_SEND_RECIPIENTS
 from email_validator import EmailNotValidError, validate_email
 
@@ -29,6 +29,7 @@ def _header_safe(value: str) -> None:
         raise ma.ValidationError(problem)
 
 
+@documented_as(**EMAIL_ADDRESS)
 def _email(value: str) -> None:
     _header_safe(value)
     try:

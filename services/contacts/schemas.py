@@ -6,7 +6,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from services.contacts import domain
-from shared.http.fields import JsonBoolean, UpdateSchema, not_blank, one_line
+from shared.http.fields import EMAIL_ADDRESS, JsonBoolean, UpdateSchema, not_blank, one_line
 from shared.http.pagination import PageArgs
 
 ID = validate.Regexp(r"^[0-9a-f]{32}$", error="not an id")
@@ -117,7 +117,8 @@ class Consent(ma.Schema):
 
 
 class ContactCreate(ma.Schema):
-    email = ma.fields.String(required=True, validate=validate.Length(1, 320))
+    email = ma.fields.String(required=True, validate=validate.Length(1, 320),
+                             metadata=EMAIL_ADDRESS)
     name = ma.fields.String(allow_none=True, validate=CONTACT_NAME)
     fields = ma.fields.Dict(keys=ma.fields.String(validate=validate.Length(1, 40)),
                             values=AnyValue(allow_none=True), validate=validate.Length(max=100))
@@ -129,7 +130,7 @@ class ContactCreate(ma.Schema):
 
 
 class ContactUpdate(UpdateSchema):
-    email = ma.fields.String(validate=validate.Length(1, 320))
+    email = ma.fields.String(validate=validate.Length(1, 320), metadata=EMAIL_ADDRESS)
     name = ma.fields.String(allow_none=True, validate=CONTACT_NAME)
     fields = ma.fields.Dict(keys=ma.fields.String(validate=validate.Length(1, 40)),
                             values=AnyValue(allow_none=True), validate=validate.Length(max=100))
@@ -202,14 +203,16 @@ ConsentPage = page_of(ConsentOut, "ConsentPage")
 
 # -- suppression -------------------------------------------------------------
 class SuppressionCreate(ma.Schema):
-    email = ma.fields.String(required=True, validate=validate.Length(1, 320))
+    email = ma.fields.String(required=True, validate=validate.Length(1, 320),
+                             metadata=EMAIL_ADDRESS)
     reason = ma.fields.String(load_default="manual", validate=validate.OneOf(
         ["manual", "unsubscribe", "hard_bounce", "complaint", "import"]))
     note = ma.fields.String(validate=validate.Length(max=500))
 
 
 class SuppressionCheck(ma.Schema):
-    email = ma.fields.String(required=True, validate=validate.Length(1, 320))
+    email = ma.fields.String(required=True, validate=validate.Length(1, 320),
+                             metadata=EMAIL_ADDRESS)
 
 
 class SuppressionRemove(ma.Schema):

@@ -23,7 +23,7 @@ from services.gateway.auth import bearer_token
 from services.gateway.users_store import INDEXES, DuplicateUser, UserStore
 from shared.http import Blueprint
 from shared.http.errors import ApiError, not_found, refuse_head
-from shared.http.fields import UpdateSchema, one_line
+from shared.http.fields import EMAIL_ADDRESS, UpdateSchema, one_line
 from shared.http.internal_auth import Identity, deleting_the_account
 from shared.http.pagination import PageArgs, cursor_ms, cursor_position, cursor_time, page
 from shared.mongo import ensure_indexes
@@ -43,12 +43,13 @@ USER_NAME = [validate.Length(max=300), one_line]
 
 
 class UserIn(ma.Schema):
-    email = ma.fields.String(required=True, validate=validate.Length(3, 320))
+    email = ma.fields.String(required=True, validate=validate.Length(3, 320),
+                             metadata=EMAIL_ADDRESS)
     name = ma.fields.String(load_default="", validate=USER_NAME)
 
 
 class UserPatch(UpdateSchema):
-    email = ma.fields.String(validate=validate.Length(3, 320))
+    email = ma.fields.String(validate=validate.Length(3, 320), metadata=EMAIL_ADDRESS)
     name = ma.fields.String(validate=USER_NAME)
 
 
