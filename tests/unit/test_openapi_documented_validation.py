@@ -25,6 +25,7 @@ def test_the_one_line_pattern_allows_exactly_what_the_validator_does():
 
 
 def test_a_marked_validator_documents_its_field_and_a_patch_body_needs_a_field():
+    """And an object's size is in properties, not the string length apispec gives."""
     @documented_as(minLength=2)
     def two_or_more(value):
         if len(value) < 2:
@@ -34,6 +35,7 @@ def test_a_marked_validator_documents_its_field_and_a_patch_body_needs_a_field()
         name = ma.fields.String(validate=[ma.validate.Length(max=200), one_line])
         code = ma.fields.String(validate=two_or_more)
         note = ma.fields.String()
+        tags = ma.fields.Dict(validate=ma.validate.Length(1, 100))
 
     class Update(UpdateSchema):
         name = ma.fields.String(validate=one_line)
@@ -44,6 +46,8 @@ def test_a_marked_validator_documents_its_field_and_a_patch_body_needs_a_field()
                                             "pattern": ONE_LINE_PATTERN}
     assert create["properties"]["code"]["minLength"] == 2
     assert "pattern" not in create["properties"]["note"]
+    assert create["properties"]["tags"] == {"type": "object", "additionalProperties": {},
+                                            "minProperties": 1, "maxProperties": 100}
     assert "minProperties" not in create
     assert schemas["Update"]["minProperties"] == 1
     assert Update().validate({}) == {"_body": ["give at least one field to change"]}
