@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from datetime import timedelta
 
 from services.campaigns import store, usecases
@@ -15,7 +14,7 @@ from services.campaigns.handlers import GROUP, TOPICS, build_handlers, ports_for
 from shared.config import POSITIVE_FLOAT, Setting, load_common
 from shared.kafka.factory import consumer_loop
 from shared.runtime import Runtime
-from shared.worker import run_worker
+from shared.worker import every, run_worker
 
 SERVICE = "campaigns"
 SETTINGS = [
@@ -26,18 +25,11 @@ SETTINGS = [
 log = logging.getLogger(__name__)
 
 
-FORGET_LEASES_SECONDS = 3600.0  # each forgetting reads every ended lease on FerretDB
-
-
 def run_sweeps(ports: usecases.Ports, interval: float, pause_limit: timedelta,
                stop: threading.Event) -> None:
-    forget_leases_at = 0.0
     while not stop.wait(interval):
         try:
             result = usecases.sweep(ports, pause_limit=pause_limit)
-            if time.monotonic() >= forget_leases_at:
-                result["leases_forgotten"] = ports.campaigns.forget_old_leases()
-                forget_leases_at = time.monotonic() + FORGET_LEASES_SECONDS
             if any(result.values()):
                 log.info("sweep", extra=result)
         except Exception:  # an outage: the next sweep tries again
@@ -66,6 +58,10 @@ def main() -> None:
                          args=(ports_for(runtime), config.campaigns_sweep_seconds,
                                timedelta(hours=config.campaigns_pause_limit_hours),
                                stop)).start()
+        # Ended lease eras: once an hour, as each pass reads every ended one
+        # on FerretDB.
+        every("campaigns-lease-forgetting", lambda: 3600.0,
+              ports_for(runtime).campaigns.forget_old_leases, first_wait=10.0)
         return loop
 
     try:

@@ -46,5 +46,5 @@ class _Converter(OpenAPIConverter):
 
 
 class DocumentedValidation(MarshmallowPlugin):
-    """flask-smorest's marshmallow plugin, with the two additions above."""
+    """flask-smorest's marshmallow plugin, with the additions above."""
     Converter = _Converter

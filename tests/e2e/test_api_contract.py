@@ -6,8 +6,8 @@ use what earlier answers returned. Every answer must be a status the
 document lists, in the shape it gives (the error envelope included), with
 the headers it names, and never a 5xx: "a bad request never returns 500"
 (the architecture brief). A request the document calls invalid must be
-refused (schemathesis.toml lists the refusals). The generation is deterministic, so a failure
-here is the same failure on every run.
+refused (schemathesis.toml lists the refusals). The generation is
+deterministic, so a failure here is the same failure on every run.
 """
 from __future__ import annotations
 
